@@ -1,0 +1,39 @@
+"""One exception family per kind of user error.
+
+Every message is a single line that says what was wrong, where, and (when possible) how to fix it.
+The CLI prints it as ``audiokit: error: <message>`` and exits non-zero, never with a traceback.
+"""
+
+from __future__ import annotations
+
+
+class AudiokitError(Exception):
+    """Base class of every error caused by user input rather than by a bug."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(str(message).split()))
+
+
+class AudioFormatError(AudiokitError):
+    """An audio file is missing, empty, truncated, unsupported, non-finite or has no samples."""
+
+    def __init__(self, path: object, problem: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+class BitstreamError(AudiokitError):
+    """An ``.akc`` file is corrupt, truncated or of an unknown version (message names the byte offset)."""
+
+
+class RecipeError(AudiokitError):
+    """A training recipe has an unknown key, a wrong type or an invalid value."""
+
+
+class UsageError(AudiokitError):
+    """A command was called with arguments that cannot work together (e.g. mismatched files)."""
+
+
+class ToolMissingError(AudiokitError):
+    """An external program (opusenc, ffmpeg, ...) is needed but not installed."""
