@@ -1,0 +1,1 @@
+"""Real-audio data preparation: fetch allowlisted Debian packages, decode, trim, resample, write manifests."""

@@ -1,0 +1,96 @@
+"""Fetch Debian packages with ``apt-get download`` (or from a local folder) and unpack them with dpkg-deb."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from audiokit.errors import AudiokitError, ToolMissingError, UsageError
+
+
+def sha256_file(path: Path, chunk_bytes: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk_bytes):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _tool(name: str, install: str) -> str:
+    found = shutil.which(name)
+    if found is None:
+        raise ToolMissingError(f"{name} is needed to fetch the audio packages: {install}")
+    return found
+
+
+def _find_deb(folder: Path, package: str) -> Path | None:
+    found = sorted(folder.glob(f"{package}_*.deb"))
+    return found[-1] if found else None
+
+
+def _apt_download(package: str, folder: Path) -> Path:
+    apt_get = _tool("apt-get", "run on Debian/Ubuntu or pass --deb-dir")
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".download-") as tmp:
+        result = subprocess.run([apt_get, "download", package], cwd=tmp, capture_output=True, text=True)
+        if result.returncode != 0:
+            subprocess.run([apt_get, "update"], capture_output=True, text=True)
+            result = subprocess.run([apt_get, "download", package], cwd=tmp, capture_output=True, text=True)
+        deb = _find_deb(Path(tmp), package)
+        if result.returncode != 0 or deb is None:
+            lines = result.stderr.strip().splitlines()
+            raise AudiokitError(
+                f"apt-get download {package} failed: {lines[-1] if lines else 'no .deb written'}"
+            )
+        target = folder / deb.name
+        os.replace(deb, target)
+    return target
+
+
+def fetch_package(package: str, folder: Path, local_dir: Path | None = None) -> Path:
+    """Return the .deb of ``package`` in ``folder``, copying it from ``local_dir`` or downloading it first.
+
+    A .deb already in ``folder`` is reused (downloads are atomic, so a present file is complete).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    existing = _find_deb(folder, package)
+    if existing is not None:
+        return existing
+    if local_dir is not None:
+        source = _find_deb(local_dir, package)
+        if source is None:
+            raise UsageError(f"{local_dir}: no {package}_*.deb in the local package folder")
+        target = folder / source.name
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".copy-", delete=False) as tmp:
+            shutil.copyfile(source, tmp.name)
+        os.replace(tmp.name, target)
+        return target
+    return _apt_download(package, folder)
+
+
+def package_version(deb: Path) -> str:
+    """Version string of a .deb (from its file name ``name_version_arch.deb``, with ``%3a`` decoded)."""
+    return deb.name.split("_")[1].replace("%3a", ":")
+
+
+def extract_package(deb: Path, folder: Path) -> Path:
+    """Unpack ``deb`` into ``folder`` (once; an existing complete unpack is reused) and return ``folder``."""
+    if (folder / ".complete").exists():
+        return folder
+    dpkg_deb = _tool("dpkg-deb", "apt-get install dpkg")
+    if folder.exists():
+        shutil.rmtree(folder)
+    partial = folder.with_name(folder.name + ".partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
+    result = subprocess.run([dpkg_deb, "-x", str(deb), str(partial)], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise AudiokitError(f"{deb}: dpkg-deb -x failed: {result.stderr.strip()}")
+    (partial / ".complete").write_text(sha256_file(deb) + "\n")
+    os.replace(partial, folder)
+    return folder
