@@ -1,0 +1,177 @@
+"""Quality metrics: PESQ, STOI/ESTOI, SI-SDR, spectral distances, LSD, codebook usage.
+
+Signals are 1-D ``(samples,)`` tensors or arrays at ``sample_rate`` Hz unless stated; the reference
+comes first. Multichannel evaluation is done by the caller, channel by channel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pesq as pesq_lib
+import pystoi
+import torch
+
+from audiokit.dsp import mel_spectrogram, stft
+from audiokit.io import resample
+
+ArrayLike = torch.Tensor | np.ndarray
+
+
+def _numpy(x: ArrayLike) -> np.ndarray:
+    x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    return x.astype(np.float64).reshape(-1)
+
+
+def _torch(x: ArrayLike) -> torch.Tensor:
+    x = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
+    return x.detach().to(torch.float64).reshape(-1)
+
+
+def _check_pair(reference: np.ndarray, estimate: np.ndarray) -> None:
+    if reference.shape != estimate.shape:
+        raise ValueError(f"reference has {reference.shape[0]} samples but estimate has {estimate.shape[0]}")
+
+
+@dataclass(frozen=True)
+class PesqResult:
+    """A PESQ MOS-LQO score, the mode used and the rate it was computed at.
+
+    ``resampled`` is True when the input rate was neither 16000 nor 8000 Hz and the signals were
+    resampled to ``sample_rate`` first. ``score`` is NaN when PESQ found no speech.
+    """
+
+    score: float
+    mode: str
+    sample_rate: int
+    resampled: bool
+
+
+def pesq(reference: ArrayLike, estimate: ArrayLike, sample_rate: int) -> PesqResult:
+    """ITU-T P.862 PESQ: wide-band at 16 kHz, narrow-band at 8 kHz.
+
+    Other rates are resampled (soxr HQ): rates >= 16 kHz to 16 kHz wide-band, lower rates to 8 kHz
+    narrow-band, and the result says so.
+    """
+    ref, est = _numpy(reference), _numpy(estimate)
+    _check_pair(ref, est)
+    target = 16000 if sample_rate >= 16000 else 8000
+    if sample_rate != target:
+        ref = resample(ref[:, None].astype(np.float32), sample_rate, target)[:, 0]
+        est = resample(est[:, None].astype(np.float32), sample_rate, target)[:, 0]
+    mode = "wb" if target == 16000 else "nb"
+    score = pesq_lib.pesq(target, ref, est, mode, on_error=pesq_lib.PesqError.RETURN_VALUES)
+    score = float("nan") if score < 0 else float(score)
+    return PesqResult(score, mode, target, sample_rate != target)
+
+
+def stoi(reference: ArrayLike, estimate: ArrayLike, sample_rate: int, extended: bool = False) -> float:
+    """Short-time objective intelligibility (pystoi; ``extended=True`` gives ESTOI), in [0, 1]."""
+    ref, est = _numpy(reference), _numpy(estimate)
+    _check_pair(ref, est)
+    return float(pystoi.stoi(ref, est, sample_rate, extended=extended))
+
+
+def si_sdr(reference: ArrayLike, estimate: ArrayLike, eps: float = 1e-12) -> float:
+    """Scale-invariant signal-to-distortion ratio in dB (Le Roux et al. 2019).
+
+    With means removed from both signals, ``alpha = <s_hat, s> / ||s||^2``, target ``t = alpha * s``
+    and ``SI-SDR = 10 log10(||t||^2 / ||t - s_hat||^2)``.
+    """
+    ref, est = _numpy(reference), _numpy(estimate)
+    _check_pair(ref, est)
+    ref = ref - ref.mean()
+    est = est - est.mean()
+    alpha = np.dot(est, ref) / (np.dot(ref, ref) + eps)
+    target = alpha * ref
+    noise = target - est
+    return float(10 * np.log10((np.dot(target, target) + eps) / (np.dot(noise, noise) + eps)))
+
+
+def multi_resolution_stft_distance(
+    reference: ArrayLike,
+    estimate: ArrayLike,
+    resolutions: tuple[tuple[int, int], ...] = ((2048, 512), (1024, 256), (512, 128)),
+    eps: float = 1e-7,
+) -> float:
+    """Mean over ``(n_fft, hop)`` resolutions of spectral convergence + mean |log magnitude| difference.
+
+    Spectral convergence is ``||(|S| - |S_hat|)||_F / ||S||_F``; the log term is
+    ``mean |ln(|S| + eps) - ln(|S_hat| + eps)|`` (Hann window, centred frames).
+    """
+    ref, est = _torch(reference), _torch(estimate)
+    _check_pair(ref.numpy(), est.numpy())
+    total = 0.0
+    for n_fft, hop in resolutions:
+        s_ref, s_est = stft(ref, n_fft, hop).abs(), stft(est, n_fft, hop).abs()
+        convergence = torch.linalg.norm(s_ref - s_est) / (torch.linalg.norm(s_ref) + eps)
+        log_distance = (torch.log(s_ref + eps) - torch.log(s_est + eps)).abs().mean()
+        total += float(convergence + log_distance)
+    return total / len(resolutions)
+
+
+def mel_distance(
+    reference: ArrayLike,
+    estimate: ArrayLike,
+    sample_rate: int,
+    n_fft: int = 1024,
+    hop_length: int = 256,
+    n_mels: int = 80,
+    eps: float = 1e-5,
+) -> float:
+    """Mean absolute difference of ``log10(max(mel magnitude, eps))`` (Slaney mel, Hann, centred)."""
+    ref, est = _torch(reference), _torch(estimate)
+    _check_pair(ref.numpy(), est.numpy())
+    m_ref = mel_spectrogram(ref, sample_rate, n_fft, hop_length, n_mels).clamp_min(eps).log10()
+    m_est = mel_spectrogram(est, sample_rate, n_fft, hop_length, n_mels).clamp_min(eps).log10()
+    return float((m_ref - m_est).abs().mean())
+
+
+def log_spectral_distance(
+    reference: ArrayLike, estimate: ArrayLike, n_fft: int = 2048, hop_length: int = 512, eps: float = 1e-8
+) -> float:
+    """LSD as in AERO/NU-Wave: ``mean_frames sqrt(mean_bins (log10 P - log10 P_hat)^2)``.
+
+    ``P = |STFT|^2 + eps`` with a 2048-sample Hann window and hop 512 (centred frames).
+    """
+    ref, est = _torch(reference), _torch(estimate)
+    _check_pair(ref.numpy(), est.numpy())
+    p_ref = stft(ref, n_fft, hop_length).abs().square()
+    p_est = stft(est, n_fft, hop_length).abs().square()
+    diff = torch.log10(p_ref + eps) - torch.log10(p_est + eps)
+    return float(diff.square().mean(dim=0).sqrt().mean())
+
+
+def codebook_usage(codes: torch.Tensor, codebook_size: int) -> torch.Tensor:
+    """Fraction of each codebook's entries used at least once.
+
+    ``codes``: int ``(..., n_q, frames)``; returns float ``(n_q,)`` in [0, 1].
+    """
+    counts = codebook_histogram(codes, codebook_size)
+    return (counts > 0).float().mean(dim=1)
+
+
+def codebook_histogram(codes: torch.Tensor, codebook_size: int) -> torch.Tensor:
+    """Counts of each code per codebook: ``(..., n_q, frames)`` -> ``(n_q, codebook_size)``."""
+    n_q = codes.shape[-2]
+    flat = codes.transpose(0, -2).reshape(n_q, -1) if codes.dim() > 2 else codes
+    offsets = torch.arange(n_q, device=codes.device)[:, None] * codebook_size
+    counts = torch.bincount((flat + offsets).reshape(-1), minlength=n_q * codebook_size)
+    return counts.reshape(n_q, codebook_size)
+
+
+def codebook_entropy(codes: torch.Tensor, codebook_size: int) -> torch.Tensor:
+    """Empirical entropy of each codebook's code distribution in bits, ``(n_q,)``.
+
+    ``log2(codebook_size)`` means uniform use; ``2 ** entropy`` is the perplexity.
+    """
+    counts = codebook_histogram(codes, codebook_size).double()
+    probs = counts / counts.sum(dim=1, keepdim=True).clamp_min(1)
+    logs = torch.where(probs > 0, probs.log2(), torch.zeros_like(probs))
+    return -(probs * logs).sum(dim=1)
+
+
+def codebook_perplexity(codes: torch.Tensor, codebook_size: int) -> torch.Tensor:
+    """``2 ** entropy`` per codebook: the effective number of codes in use, ``(n_q,)``."""
+    return codebook_entropy(codes, codebook_size).exp2()

@@ -1,0 +1,158 @@
+"""audiokit.io: round trips per format, rate and channel count; bad files; block reader."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+import torch
+
+from audiokit import io
+from audiokit.errors import AudioFormatError
+
+
+def _tone(channels: int, frames: int, rate: int) -> np.ndarray:
+    t = np.arange(frames) / rate
+    return np.stack([0.5 * np.sin(2 * np.pi * (220 + 110 * c) * t) for c in range(channels)]).astype(
+        np.float32
+    )
+
+
+@pytest.mark.parametrize("rate", [8000, 11025, 16000, 22050, 44100, 48000])
+@pytest.mark.parametrize("channels", [1, 2, 6])
+def test_wav_float_round_trip_is_exact(tmp_path, rate, channels):
+    x = _tone(channels, 1234, rate)
+    path = tmp_path / "x.wav"
+    io.save(path, x, rate, subtype="FLOAT")
+    y, r = io.load(path)
+    assert r == rate and y.shape == (channels, 1234) and y.dtype == torch.float32
+    np.testing.assert_array_equal(y.numpy(), x)
+
+
+@pytest.mark.parametrize("subtype,tol", [("PCM_16", 2**-15), ("PCM_24", 2**-23)])
+def test_integer_pcm_round_trip_within_one_lsb(tmp_path, subtype, tol):
+    x = _tone(2, 4000, 16000)
+    io.save(tmp_path / "x.wav", x, 16000, subtype=subtype)
+    y, _ = io.load(tmp_path / "x.wav")
+    assert np.abs(y.numpy() - x).max() <= tol
+
+
+@pytest.mark.parametrize(
+    "ext,subtype,max_err", [("flac", None, 1e-4), ("ogg", "VORBIS", 0.1), ("opus", None, 0.1)]
+)
+def test_compressed_formats_round_trip(tmp_path, ext, subtype, max_err):
+    rate = 48000
+    x = _tone(2, rate, rate)
+    path = tmp_path / f"x.{ext}"
+    io.save(path, x, rate, subtype=subtype)
+    y, r = io.load(path)
+    assert r == rate and y.shape[0] == 2
+    n = min(y.shape[1], x.shape[1])
+    assert abs(y.shape[1] - x.shape[1]) < 0.02 * rate
+    # lossy codecs: compare energy-normalised error on the common part
+    err = np.sqrt(np.mean((y.numpy()[:, :n] - x[:, :n]) ** 2)) / np.sqrt(np.mean(x**2))
+    assert err < max_err
+
+
+def test_mp3_decodes(tmp_path):
+    x = _tone(1, 44100, 44100)
+    io.save(tmp_path / "x.mp3", x, 44100)
+    y, r = io.load(tmp_path / "x.mp3")
+    assert r == 44100 and y.shape[0] == 1 and y.shape[1] >= 44100 and torch.isfinite(y).all()
+
+
+def test_resampling_matches_soxr_directly(tmp_path):
+    x = _tone(2, 22050, 22050)
+    io.save(tmp_path / "x.wav", x, 22050, subtype="FLOAT")
+    y, r = io.load(tmp_path / "x.wav", sample_rate=16000)
+    expected = soxr.resample(x.T, 22050, 16000, quality="HQ").T
+    assert r == 16000
+    np.testing.assert_allclose(y.numpy(), expected, atol=1e-7)
+
+
+def test_channel_mixing(tmp_path):
+    x = _tone(2, 1000, 8000)
+    io.save(tmp_path / "s.wav", x, 8000, subtype="FLOAT")
+    mono, _ = io.load(tmp_path / "s.wav", channels=1)
+    np.testing.assert_allclose(mono.numpy()[0], x.mean(0), atol=1e-7)
+    io.save(tmp_path / "m.wav", x[:1], 8000, subtype="FLOAT")
+    six, _ = io.load(tmp_path / "m.wav", channels=6)
+    assert six.shape == (6, 1000) and torch.equal(six[5], six[0])
+    with pytest.raises(AudioFormatError, match="s.wav"):
+        io.load(tmp_path / "s.wav", channels=6)
+
+
+def test_one_sample_file(tmp_path):
+    io.save(tmp_path / "one.wav", np.array([[0.25]], dtype=np.float32), 16000, subtype="FLOAT")
+    y, _ = io.load(tmp_path / "one.wav")
+    assert y.shape == (1, 1) and y.item() == 0.25
+
+
+def _bad_files(tmp_path):
+    good = tmp_path / "good.wav"
+    io.save(good, _tone(1, 16000, 16000), 16000)
+    data = good.read_bytes()
+    (tmp_path / "empty.wav").write_bytes(b"")
+    (tmp_path / "truncated.wav").write_bytes(data[: len(data) // 2])
+    (tmp_path / "text.wav").write_text("this is not audio at all\n" * 10)
+    sf.write(tmp_path / "nan.wav", np.full(100, np.nan, dtype=np.float32), 16000, subtype="FLOAT")
+    sf.write(tmp_path / "zero.wav", np.zeros((0,), dtype=np.float32), 16000)
+    io.save(tmp_path / "good.ogg", _tone(1, 16000, 16000), 16000)
+    ogg = (tmp_path / "good.ogg").read_bytes()
+    (tmp_path / "truncated.ogg").write_bytes(ogg[: len(ogg) // 2])
+    return {
+        "empty.wav": "empty",
+        "truncated.wav": "truncated",
+        "text.wav": "not a readable audio file",
+        "nan.wav": "NaN",
+        "zero.wav": "no audio samples",
+        "truncated.ogg": "truncated",
+        "missing.wav": "not found",
+    }
+
+
+def test_bad_files_raise_one_line_errors_naming_the_file(tmp_path):
+    for name, problem in _bad_files(tmp_path).items():
+        with pytest.raises(AudioFormatError) as info:
+            io.load(tmp_path / name)
+        message = str(info.value)
+        assert name in message and problem in message and "\n" not in message
+
+
+def test_save_is_atomic_on_failure(tmp_path):
+    target = tmp_path / "out.wav"
+    with pytest.raises(ValueError):
+        io.save(target, np.full((1, 10), np.nan, dtype=np.float32), 16000)
+    with pytest.raises(ValueError):
+        io.save(target, np.zeros((1, 10), dtype=np.float32), 16000, subtype="NOT_A_SUBTYPE")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_block_reader_equals_load(tmp_path):
+    x = np.random.default_rng(0).uniform(-0.5, 0.5, (2, 100_003)).astype(np.float32)
+    io.save(tmp_path / "x.wav", x, 44100, subtype="FLOAT")
+    blocks = list(io.iter_blocks(tmp_path / "x.wav", block_frames=4096))
+    assert all(b.shape[1] <= 4096 for b in blocks)
+    np.testing.assert_array_equal(torch.cat(blocks, 1).numpy(), x)
+    resampled = torch.cat(list(io.iter_blocks(tmp_path / "x.wav", 4096, sample_rate=16000, channels=1)), 1)
+    offline, _ = io.load(tmp_path / "x.wav", sample_rate=16000, channels=1)
+    assert resampled.shape == offline.shape
+    np.testing.assert_allclose(resampled.numpy(), offline.numpy(), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_hour_long_file_streams_in_constant_memory(tmp_path):
+    import resource
+
+    rate, seconds = 16000, 3600
+    path = tmp_path / "hour.wav"
+    with sf.SoundFile(path, "w", rate, 1, subtype="PCM_16") as f:
+        block = (_tone(1, rate * 60, rate)[0] * 0.5)[:, None]
+        for _ in range(seconds // 60):
+            f.write(block)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    total = sum(b.shape[1] for b in io.iter_blocks(path, 1 << 16))
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert total == rate * seconds
+    assert grown_mib < 50, f"reading an hour grew peak memory by {grown_mib:.0f} MiB"
