@@ -1,0 +1,186 @@
+"""Residual vector quantizer with quantizer dropout, and the bitrate <-> codebook-count mapping.
+
+Shapes: latents ``[batch, dim, frames]`` float; codes ``[batch, n_q, frames]`` int64. Stage ``i``
+quantizes what stages ``0..i-1`` left over, so decoding any prefix of the codebooks gives a coarser
+reconstruction and one model serves every bitrate ``frame_rate * log2(codebook_size) * n_q``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from audiokit.errors import UsageError
+from audiokit.quantize.vq import VectorQuantizer
+
+
+@dataclass
+class QuantizedResult:
+    """Output of :meth:`ResidualVectorQuantizer.forward`.
+
+    ``quantized`` ``[B, dim, frames]`` float32 with a straight-through gradient; ``codes``
+    ``[B, n_q, frames]`` int64; ``commitment_loss`` and ``codebook_loss`` are scalars summed over the
+    stages (each stage averaged over the items that used it); ``metrics`` holds ``perplexity`` and
+    ``usage`` tensors ``[n_q]`` (one value per codebook, measured on this batch).
+    """
+
+    quantized: torch.Tensor
+    codes: torch.Tensor
+    commitment_loss: torch.Tensor
+    codebook_loss: torch.Tensor
+    metrics: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def bits_per_code(codebook_size: int) -> float:
+    """Bits carried by one code of a ``codebook_size``-entry codebook (``log2``)."""
+    return math.log2(codebook_size)
+
+
+def supported_bitrates(frame_rate: float, codebook_size: int, num_quantizers: int) -> list[float]:
+    """Bitrates in bits/s reachable with 1..``num_quantizers`` codebooks at ``frame_rate`` Hz."""
+    step = float(frame_rate) * bits_per_code(codebook_size)
+    return [step * n for n in range(1, num_quantizers + 1)]
+
+
+def num_quantizers_for_bitrate(
+    bitrate: float, frame_rate: float, codebook_size: int, num_quantizers: int
+) -> int:
+    """Number of codebooks ``floor(bitrate / (frame_rate * log2(codebook_size)))`` for ``bitrate`` bits/s.
+
+    Raises :class:`UsageError` (listing the supported bitrates) when that is below 1 or above
+    ``num_quantizers``.
+    """
+    step = float(frame_rate) * bits_per_code(codebook_size)
+    n_q = math.floor(float(bitrate) / step + 1e-9) if math.isfinite(float(bitrate)) else 0
+    if not 1 <= n_q <= num_quantizers:
+        rates = supported_bitrates(frame_rate, codebook_size, num_quantizers)
+        listed = ", ".join(f"{rate:g}" for rate in rates)
+        raise UsageError(
+            f"bitrate {float(bitrate):g} b/s is not supported: choose one of {listed} b/s "
+            f"({num_quantizers} codebooks of {codebook_size} entries at {float(frame_rate):g} Hz)"
+        )
+    return n_q
+
+
+class ResidualVectorQuantizer(nn.Module):
+    """Stack of :class:`VectorQuantizer` stages applied to successive residuals.
+
+    Args:
+        dim: latent channels.
+        num_quantizers: maximum number of stages (codebooks).
+        codebook_size: codewords per stage.
+        codebook_dim, l2_normalize, ema, decay, kmeans_init, kmeans_iters, dead_code_threshold:
+            passed to every :class:`VectorQuantizer` stage.
+        quantizer_dropout: in training, the probability that a batch item uses a random number of
+            stages drawn uniformly from ``1..n_q`` instead of ``n_q`` (DAC). Never applied in eval mode
+            nor in :meth:`encode`, so inference is deterministic.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_quantizers: int,
+        codebook_size: int,
+        codebook_dim: int | None = None,
+        l2_normalize: bool = False,
+        ema: bool = True,
+        decay: float = 0.99,
+        kmeans_init: bool = True,
+        kmeans_iters: int = 10,
+        dead_code_threshold: float = 2.0,
+        quantizer_dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if num_quantizers < 1:
+            raise ValueError(f"num_quantizers must be at least 1, got {num_quantizers}")
+        if not 0.0 <= quantizer_dropout <= 1.0:
+            raise ValueError(f"quantizer_dropout must be in [0, 1], got {quantizer_dropout}")
+        self.dim = dim
+        self.num_quantizers = num_quantizers
+        self.codebook_size = codebook_size
+        self.quantizer_dropout = quantizer_dropout
+        self.quantizers = nn.ModuleList(
+            VectorQuantizer(
+                dim,
+                codebook_size,
+                codebook_dim=codebook_dim,
+                l2_normalize=l2_normalize,
+                ema=ema,
+                decay=decay,
+                kmeans_init=kmeans_init,
+                kmeans_iters=kmeans_iters,
+                dead_code_threshold=dead_code_threshold,
+            )
+            for _ in range(num_quantizers)
+        )
+
+    def _check_n_q(self, n_q: int | None) -> int:
+        n_q = self.num_quantizers if n_q is None else int(n_q)
+        if not 1 <= n_q <= self.num_quantizers:
+            raise ValueError(f"n_q must be in [1, {self.num_quantizers}], got {n_q}")
+        return n_q
+
+    def n_q_for_bitrate(self, bitrate: float, frame_rate: float) -> int:
+        """Codebooks for ``bitrate`` bits/s at ``frame_rate`` Hz (see :func:`num_quantizers_for_bitrate`)."""
+        return num_quantizers_for_bitrate(bitrate, frame_rate, self.codebook_size, self.num_quantizers)
+
+    def forward(self, z: torch.Tensor, n_q: int | None = None) -> QuantizedResult:
+        """Quantize ``z [B, dim, frames]`` with ``n_q`` stages (all when ``None``); in training mode,
+        updates the codebooks and applies quantizer dropout."""
+        n_q = self._check_n_q(n_q)
+        batch = z.shape[0]
+        item_n_q = None
+        if self.training and self.quantizer_dropout > 0:
+            item_n_q = torch.full((batch,), n_q, device=z.device)
+            dropped = torch.rand(batch, device=z.device) < self.quantizer_dropout
+            item_n_q = torch.where(dropped, torch.randint(1, n_q + 1, (batch,), device=z.device), item_n_q)
+        residual = z.float()
+        quantized = torch.zeros_like(residual)
+        codes, perplexity, usage = [], [], []
+        commitment_loss = residual.new_zeros(())
+        codebook_loss = residual.new_zeros(())
+        for i, quantizer in enumerate(self.quantizers[:n_q]):
+            mask = None if item_n_q is None else item_n_q > i
+            out = quantizer(residual, mask)
+            stage = out.quantized if mask is None else out.quantized * mask[:, None, None]
+            quantized = quantized + stage
+            residual = residual - out.quantized
+            codes.append(out.codes)
+            commitment_loss = commitment_loss + out.commitment_loss
+            codebook_loss = codebook_loss + out.codebook_loss
+            perplexity.append(out.perplexity)
+            usage.append(out.usage)
+        return QuantizedResult(
+            quantized=quantized,
+            codes=torch.stack(codes, 1),
+            commitment_loss=commitment_loss,
+            codebook_loss=codebook_loss,
+            metrics={"perplexity": torch.stack(perplexity), "usage": torch.stack(usage)},
+        )
+
+    def encode(self, z: torch.Tensor, n_q: int | None = None) -> torch.Tensor:
+        """Codes ``[B, n_q, frames]`` int64 of ``z [B, dim, frames]``; deterministic, never updates."""
+        n_q = self._check_n_q(n_q)
+        residual = z.float()
+        codes = []
+        with torch.no_grad():
+            for quantizer in self.quantizers[:n_q]:
+                stage_codes = quantizer.encode(residual)
+                residual = residual - quantizer.decode(stage_codes)
+                codes.append(stage_codes)
+        return torch.stack(codes, 1)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Latents ``[B, dim, frames]`` float32 of codes ``[B, n_q, frames]`` (any ``n_q``)."""
+        if codes.dim() != 3 or not 1 <= codes.shape[1] <= self.num_quantizers:
+            raise ValueError(
+                f"codes must be [batch, n_q <= {self.num_quantizers}, frames], got {tuple(codes.shape)}"
+            )
+        quantized = None
+        for i, quantizer in enumerate(self.quantizers[: codes.shape[1]]):
+            stage = quantizer.decode(codes[:, i])
+            quantized = stage if quantized is None else quantized + stage
+        return quantized

@@ -1,0 +1,224 @@
+"""Single-codebook vector quantizer: EMA or loss-trained codebook, k-means init, dead-code restart.
+
+Shapes: latents are ``[batch, dim, frames]`` float; codes are ``[batch, frames]`` int64 in
+``[0, codebook_size)``. With ``codebook_dim < dim`` the latent is projected down before the lookup
+and the codeword projected back up (DAC's factorised codes); with ``l2_normalize`` the
+nearest-neighbour search uses cosine similarity (latent and codewords L2-normalised for the lookup
+only; the output is the stored codeword, as in DAC).
+
+Distributed training: codebook statistics (EMA counts and sums, k-means statistics) are all-reduced
+and restart samples / k-means seeds are broadcast from rank 0 whenever ``torch.distributed`` is
+initialised, so every rank keeps the same codebook. ``dead_code_threshold`` then refers to the
+global (all-rank) batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from audiokit.quantize.distributed import all_reduce_sum_, broadcast_
+from audiokit.quantize.kmeans import kmeans
+
+
+@dataclass
+class VQOutput:
+    """Result of one :class:`VectorQuantizer` forward pass.
+
+    ``quantized`` ``[B, dim, frames]`` carries a straight-through gradient to the input; ``codes``
+    ``[B, frames]``; the losses are scalars averaged over the kept (unmasked) items; ``perplexity``
+    (exp of the entropy of code use) and ``usage`` (fraction of codewords used) are measured on the
+    kept items of this batch.
+    """
+
+    quantized: torch.Tensor
+    codes: torch.Tensor
+    commitment_loss: torch.Tensor
+    codebook_loss: torch.Tensor
+    perplexity: torch.Tensor
+    usage: torch.Tensor
+
+
+class VectorQuantizer(nn.Module):
+    """Nearest-codeword quantizer of ``[B, dim, frames]`` latents.
+
+    Args:
+        dim: latent channels.
+        codebook_size: number of codewords.
+        codebook_dim: lookup dimension; ``None`` or ``dim`` means no projection, smaller means
+            factorised codes through 1x1 convolutions.
+        l2_normalize: nearest neighbour by cosine similarity.
+        ema: update codewords by exponential moving averages of their assigned vectors (no codebook
+            gradient, ``codebook_loss`` is 0); otherwise the codebook is a parameter trained through
+            ``codebook_loss``.
+        decay: EMA decay of the codeword statistics and of the usage counts.
+        epsilon: Laplace smoothing of the EMA counts.
+        kmeans_init: on the first training batch, set the codebook by k-means on that batch.
+        kmeans_iters: Lloyd iterations of that k-means.
+        dead_code_threshold: in training, a codeword whose EMA usage count per batch falls below this
+            is replaced by a random latent of the current batch; 0 disables restarts.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        codebook_size: int,
+        codebook_dim: int | None = None,
+        l2_normalize: bool = False,
+        ema: bool = True,
+        decay: float = 0.99,
+        epsilon: float = 1e-5,
+        kmeans_init: bool = True,
+        kmeans_iters: int = 10,
+        dead_code_threshold: float = 2.0,
+    ) -> None:
+        super().__init__()
+        codebook_dim = dim if codebook_dim is None else codebook_dim
+        if not 1 <= codebook_dim <= dim:
+            raise ValueError(f"codebook_dim must be in [1, dim={dim}], got {codebook_dim}")
+        if codebook_size < 2:
+            raise ValueError(f"codebook_size must be at least 2, got {codebook_size}")
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"decay must be in [0, 1), got {decay}")
+        self.dim = dim
+        self.codebook_size = codebook_size
+        self.codebook_dim = codebook_dim
+        self.l2_normalize = l2_normalize
+        self.ema = ema
+        self.decay = decay
+        self.epsilon = epsilon
+        self.kmeans_iters = kmeans_iters
+        self.dead_code_threshold = dead_code_threshold
+        factorised = codebook_dim < dim
+        self.in_proj: nn.Module = nn.Conv1d(dim, codebook_dim, 1) if factorised else nn.Identity()
+        self.out_proj: nn.Module = nn.Conv1d(codebook_dim, dim, 1) if factorised else nn.Identity()
+        init = torch.randn(codebook_size, codebook_dim)
+        if ema:
+            self.register_buffer("codebook", init)
+            self.register_buffer("embed_sum", init.clone())
+        else:
+            self.codebook = nn.Parameter(init)
+        # EMA of per-batch assignment counts (drives dead-code restarts in both modes).
+        self.register_buffer("cluster_size", torch.ones(codebook_size))
+        self.register_buffer("initialized", torch.tensor(not kmeans_init))
+
+    # -- lookup ---------------------------------------------------------------------------------
+    def _nearest(self, flat: torch.Tensor) -> torch.Tensor:
+        """Codes ``[N]`` of the nearest codewords to ``flat [N, codebook_dim]`` (first index on ties)."""
+        codebook = self.codebook.detach()
+        if self.l2_normalize:
+            return (F.normalize(flat, dim=1) @ F.normalize(codebook, dim=1).t()).argmax(1)
+        return (codebook.pow(2).sum(1)[None, :] - 2.0 * flat @ codebook.t()).argmin(1)
+
+    def _project_in(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Latent ``[B, dim, T]`` -> projected ``z_e [B, d, T]`` and its rows ``[B*T, d]``."""
+        z_e = self.in_proj(x.float())
+        return z_e, z_e.transpose(1, 2).reshape(-1, self.codebook_dim)
+
+    def _project_out(self, z_q: torch.Tensor) -> torch.Tensor:
+        """Code-space ``[B, d, T]`` -> latent ``[B, dim, T]`` (one code path for forward and decode)."""
+        return self.out_proj(z_q.contiguous())
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Codes ``[B, frames]`` int64 of latents ``x [B, dim, frames]``; never updates anything."""
+        with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
+            _, flat = self._project_in(x)
+            return self._nearest(flat).view(x.shape[0], x.shape[2])
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Latents ``[B, dim, frames]`` float32 of codes ``[B, frames]``."""
+        with torch.autocast(codes.device.type, enabled=False):
+            return self._project_out(F.embedding(codes, self.codebook).transpose(1, 2))
+
+    # -- training -------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> VQOutput:
+        """Quantize ``x [B, dim, frames]``; ``mask [B]`` bool marks the items that count for losses,
+        statistics and metrics (quantizer dropout); in training mode the codebook is updated after
+        the lookup, so the returned codes are those of the codebook before this step."""
+        with torch.autocast(x.device.type, enabled=False):
+            batch, _, frames = x.shape
+            z_e, flat = self._project_in(x)
+            keep = None if mask is None else mask.to(torch.bool)[:, None].expand(batch, frames).reshape(-1)
+            kept = flat.detach() if keep is None else flat.detach()[keep]
+            if self.training and not bool(self.initialized):
+                self._kmeans_init(kept)
+            codes = self._nearest(flat.detach())
+            z_q = F.embedding(codes, self.codebook).view(batch, frames, -1).transpose(1, 2)
+            commitment = (z_e - z_q.detach()).pow(2).mean(dim=(1, 2))
+            if self.ema:
+                codebook_loss = z_e.new_zeros(batch)
+            else:
+                codebook_loss = (z_q - z_e.detach()).pow(2).mean(dim=(1, 2))
+            item_weight = torch.ones(batch, device=x.device) if mask is None else mask.to(x.device).float()
+            denominator = item_weight.sum().clamp_min(1.0)
+            commitment = (commitment * item_weight).sum() / denominator
+            codebook_loss = (codebook_loss * item_weight).sum() / denominator
+            # Straight-through with the exact codeword value: z_q + (z_e - z_e) == z_q bit for bit.
+            quantized = self._project_out(z_q.detach() + (z_e - z_e.detach()))
+            kept_codes = codes if keep is None else codes[keep]
+            if self.training:
+                self._update(kept, kept_codes)
+            perplexity, usage = self._usage_metrics(kept_codes)
+            return VQOutput(
+                quantized=quantized,
+                codes=codes.view(batch, frames),
+                commitment_loss=commitment,
+                codebook_loss=codebook_loss,
+                perplexity=perplexity,
+                usage=usage,
+            )
+
+    @torch.no_grad()
+    def _kmeans_init(self, flat: torch.Tensor) -> None:
+        data = F.normalize(flat, dim=1) if self.l2_normalize else flat
+        if data.shape[0] == 0:  # nothing kept on this rank: seed from the current codebook
+            data = self.codebook.detach().clone()
+        centres, counts = kmeans(data, self.codebook_size, self.kmeans_iters)
+        self.codebook.data.copy_(centres)
+        self.cluster_size.copy_(counts)
+        if self.ema:
+            self.embed_sum.copy_(centres * counts[:, None])
+        self.initialized.fill_(True)
+
+    @torch.no_grad()
+    def _update(self, flat: torch.Tensor, codes: torch.Tensor) -> None:
+        counts = torch.bincount(codes, minlength=self.codebook_size).to(flat.dtype)
+        all_reduce_sum_(counts)
+        self.cluster_size.mul_(self.decay).add_(counts, alpha=1.0 - self.decay)
+        if self.ema:
+            sums = torch.zeros_like(self.embed_sum).index_add_(0, codes, flat)
+            all_reduce_sum_(sums)
+            self.embed_sum.mul_(self.decay).add_(sums, alpha=1.0 - self.decay)
+            total = self.cluster_size.sum()
+            smoothing = self.codebook_size * self.epsilon
+            smoothed = (self.cluster_size + self.epsilon) / (total + smoothing) * total
+            self.codebook.copy_(self.embed_sum / smoothed[:, None])
+        if self.dead_code_threshold > 0:
+            self._restart_dead_codes(flat)
+
+    @torch.no_grad()
+    def _restart_dead_codes(self, flat: torch.Tensor) -> None:
+        dead = self.cluster_size < self.dead_code_threshold  # identical on every rank (all-reduced)
+        num_dead = int(dead.sum())
+        if num_dead == 0:
+            return
+        if flat.shape[0] > 0:
+            samples = flat[torch.randint(flat.shape[0], (num_dead,), device=flat.device)]
+        else:
+            samples = self.codebook.detach()[dead].clone()
+        broadcast_(samples)
+        self.codebook.data[dead] = samples
+        self.cluster_size[dead] = self.dead_code_threshold
+        if self.ema:
+            self.embed_sum[dead] = samples * self.dead_code_threshold
+
+    def _usage_metrics(self, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        counts = torch.bincount(codes.detach(), minlength=self.codebook_size).float()
+        if codes.numel() == 0:
+            return counts.new_zeros(()), counts.new_zeros(())
+        probs = counts / counts.sum()
+        entropy = -(probs * torch.log(probs.clamp_min(1e-12))).sum()
+        return entropy.exp(), (counts > 0).float().mean()

@@ -1,0 +1,243 @@
+"""audiokit.quantize: VQ fits, EMA, dead codes, RVQ monotonic error, dropout, determinism, bitrates."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from audiokit.errors import UsageError
+from audiokit.quantize import (
+    ResidualVectorQuantizer,
+    VectorQuantizer,
+    num_quantizers_for_bitrate,
+    supported_bitrates,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small tensors: one thread avoids oversubscribing a shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _mixture(
+    centres: torch.Tensor, batch: int, frames: int, sigma: float, gen: torch.Generator
+) -> torch.Tensor:
+    """Latents ``[batch, dim, frames]`` drawn from an isotropic Gaussian mixture with equal weights."""
+    which = torch.randint(centres.shape[0], (batch, frames), generator=gen)
+    x = centres[which] + sigma * torch.randn(batch, frames, centres.shape[1], generator=gen)
+    return x.transpose(1, 2)
+
+
+def _centres(k: int, dim: int, seed: int) -> torch.Tensor:
+    """``k`` centres at least 2.0 apart (rejection sampling in a cube)."""
+    gen = torch.Generator().manual_seed(seed)
+    chosen: list[torch.Tensor] = []
+    while len(chosen) < k:
+        c = 6.0 * torch.rand(dim, generator=gen) - 3.0
+        if all((c - o).norm() > 2.0 for o in chosen):
+            chosen.append(c)
+    return torch.stack(chosen)
+
+
+def _match_error(codebook: torch.Tensor, centres: torch.Tensor) -> float:
+    """Largest distance from a true centre to its nearest codeword, requiring a one-to-one match."""
+    d = torch.cdist(centres, codebook)
+    nearest = d.argmin(1)
+    assert len(set(nearest.tolist())) == centres.shape[0], "two centres share one codeword"
+    return float(d.min(1).values.max())
+
+
+def test_vq_with_kmeans_init_and_ema_recovers_mixture_centres():
+    torch.manual_seed(0)
+    centres = _centres(8, 4, seed=1)
+    gen = torch.Generator().manual_seed(2)
+    vq = VectorQuantizer(4, 8, ema=True, kmeans_init=True, dead_code_threshold=0.0).train()
+    for _ in range(30):
+        vq(_mixture(centres, 8, 64, 0.1, gen))
+    assert _match_error(vq.codebook, centres) < 0.05
+
+
+def test_ema_updates_move_a_shifted_codebook_onto_the_centres():
+    torch.manual_seed(0)
+    centres = _centres(6, 3, seed=3)
+    gen = torch.Generator().manual_seed(4)
+    vq = VectorQuantizer(3, 6, ema=True, decay=0.8, kmeans_init=False, dead_code_threshold=0.0).train()
+    vq.codebook.copy_(centres + 0.6)
+    vq.embed_sum.copy_(vq.codebook)
+    before = _match_error(vq.codebook, centres)
+    for _ in range(40):
+        vq(_mixture(centres, 8, 64, 0.1, gen))
+    assert before > 0.9 and _match_error(vq.codebook, centres) < 0.05
+
+
+def test_codebook_loss_trains_a_parameter_codebook_onto_the_centres():
+    torch.manual_seed(0)
+    centres = _centres(6, 3, seed=5)
+    gen = torch.Generator().manual_seed(6)
+    vq = VectorQuantizer(3, 6, ema=False, kmeans_init=False, dead_code_threshold=0.0).train()
+    with torch.no_grad():
+        vq.codebook.copy_(centres + 0.6)
+    assert isinstance(vq.codebook, torch.nn.Parameter)
+    opt = torch.optim.Adam(vq.parameters(), lr=0.1)
+    for _ in range(60):
+        out = vq(_mixture(centres, 8, 64, 0.1, gen))
+        opt.zero_grad()
+        out.codebook_loss.backward()
+        opt.step()
+    assert _match_error(vq.codebook.detach(), centres) < 0.05
+
+
+@pytest.mark.parametrize("ema", [True, False])
+def test_dead_codes_are_restarted_onto_the_data(ema):
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(7)
+
+    def run(threshold: float) -> VectorQuantizer:
+        vq = VectorQuantizer(
+            2, 16, ema=ema, decay=0.8, kmeans_init=False, dead_code_threshold=threshold
+        ).train()
+        with torch.no_grad():
+            vq.codebook.copy_(torch.randn(16, 2))
+            vq.codebook[8:] += 100.0  # half the codebook far away from the data: never chosen
+            if ema:
+                vq.embed_sum.copy_(vq.codebook * 5.0)
+            vq.cluster_size.fill_(5.0)
+        for _ in range(40):
+            vq(torch.randn(8, 2, 64, generator=gen))
+        return vq
+
+    restarted = run(threshold=1.0)
+    assert restarted.codebook.detach().abs().max() < 10.0
+    codes = restarted.encode(torch.randn(8, 2, 256, generator=gen))
+    assert len(torch.unique(codes)) >= 14
+    untouched = run(threshold=0.0)  # without restarts the far codes stay dead
+    assert untouched.codebook.detach()[8:].abs().min() > 90.0
+
+
+def test_vq_codes_match_a_naive_nearest_neighbour():
+    torch.manual_seed(0)
+    vq = VectorQuantizer(5, 32, kmeans_init=False).eval()
+    x = torch.randn(3, 5, 40)
+    codes = vq.encode(x).numpy()
+    xs = x.transpose(1, 2).numpy().astype(np.float64)
+    cb = vq.codebook.numpy().astype(np.float64)
+    naive = np.array([[np.argmin([((v - c) ** 2).sum() for c in cb]) for v in row] for row in xs])
+    assert (codes == naive).all()
+
+
+def test_l2_normalized_factorised_codes_use_cosine_similarity():
+    torch.manual_seed(0)
+    vq = VectorQuantizer(16, 32, codebook_dim=4, l2_normalize=True, kmeans_init=False).eval()
+    x = torch.randn(2, 16, 30)
+    codes = vq.encode(x)
+    with torch.no_grad():
+        proj = vq.in_proj(x).transpose(1, 2).numpy().astype(np.float64)  # [B, T, 4]
+    cb = vq.codebook.numpy().astype(np.float64)
+    cos = (proj / np.linalg.norm(proj, axis=-1, keepdims=True)) @ (cb / np.linalg.norm(cb, axis=1)[:, None]).T
+    assert (codes.numpy() == cos.argmax(-1)).all()
+    assert vq.decode(codes).shape == (2, 16, 30)
+    plain = VectorQuantizer(16, 32, l2_normalize=True, kmeans_init=False).eval()
+    assert torch.equal(plain.encode(x), plain.encode(3.7 * x))  # cosine lookup: scale invariant
+
+
+def test_straight_through_gradient_and_commitment_loss():
+    torch.manual_seed(0)
+    vq = VectorQuantizer(6, 16, kmeans_init=False).eval()
+    z = torch.randn(2, 6, 10, requires_grad=True)
+    out = vq(z)
+    out.quantized.sum().backward()
+    assert torch.equal(z.grad, torch.ones_like(z))
+    expected = ((z.detach() - vq.decode(out.codes)) ** 2).mean()
+    assert torch.allclose(out.commitment_loss, expected)
+    assert torch.equal(out.quantized.detach(), vq.decode(out.codes))
+    assert float(out.codebook_loss) == 0.0  # EMA codebook: no codebook loss
+
+
+def _trained_rvq(n_q: int = 8, **kwargs) -> tuple[ResidualVectorQuantizer, torch.Generator]:
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(8)
+    rvq = ResidualVectorQuantizer(16, n_q, 64, **kwargs).train()
+    for _ in range(15):
+        rvq(torch.randn(8, 16, 50, generator=gen))
+    return rvq.eval(), gen
+
+
+def test_rvq_error_falls_monotonically_with_codebooks():
+    rvq, gen = _trained_rvq()
+    z = torch.randn(8, 16, 100, generator=gen)
+    codes = rvq.encode(z)
+    errors = [float(((rvq.decode(codes[:, :n]) - z) ** 2).mean()) for n in range(1, 9)]
+    assert all(b < a for a, b in zip(errors, errors[1:], strict=False)), errors
+    assert errors[-1] < 0.5 * errors[0]
+    assert torch.equal(rvq.encode(z, 3), codes[:, :3])
+
+
+def test_rvq_encoding_is_deterministic_and_identical_in_train_and_eval():
+    rvq, gen = _trained_rvq(quantizer_dropout=0.5, codebook_dim=8)
+    z = torch.randn(4, 16, 60, generator=gen)
+    reference = copy.deepcopy(rvq).eval()
+    trained_step = rvq.train()(z)  # codes of a training step come from the codebooks before it
+    assert torch.equal(trained_step.codes, reference.encode(z))
+    assert torch.equal(reference.encode(z), reference.encode(z))
+    evaluated = reference(z)
+    assert torch.equal(evaluated.codes, reference.encode(z))
+    assert torch.equal(evaluated.quantized, reference.decode(evaluated.codes))
+
+
+def test_quantizer_dropout_uses_a_prefix_of_codebooks_per_item():
+    rvq, gen = _trained_rvq(quantizer_dropout=1.0)
+    reference = copy.deepcopy(rvq)
+    torch.manual_seed(3)
+    z = torch.randn(32, 16, 20, generator=gen)
+    out = rvq.train()(z)
+    used = []
+    for b in range(32):
+        errs = [
+            float((reference.decode(out.codes[b : b + 1, :n]) - out.quantized[b : b + 1]).abs().max())
+            for n in range(1, 9)
+        ]
+        used.append(int(np.argmin(errs)) + 1)
+        assert min(errs) < 1e-5
+    assert len(set(used)) >= 4  # items really use different numbers of codebooks
+
+
+def test_rvq_metrics_and_gradients_through_factorised_codes():
+    torch.manual_seed(0)
+    rvq = ResidualVectorQuantizer(12, 4, 32, codebook_dim=4, ema=False, quantizer_dropout=0.3).train()
+    z = torch.randn(4, 12, 40, requires_grad=True)
+    out = rvq(z)
+    assert out.codes.shape == (4, 4, 40) and out.codes.dtype == torch.int64
+    assert out.metrics["perplexity"].shape == (4,) and out.metrics["usage"].shape == (4,)
+    assert (out.metrics["usage"] > 0).all() and (out.metrics["perplexity"] <= 32).all()
+    (out.quantized.sum() + out.commitment_loss + out.codebook_loss).backward()
+    assert z.grad.abs().sum() > 0
+    assert all(q.codebook.grad is not None for q in rvq.quantizers)
+
+
+def test_decode_accepts_fewer_codebooks_and_rejects_too_many():
+    rvq = ResidualVectorQuantizer(8, 3, 16, kmeans_init=False).eval()
+    assert rvq.decode(torch.zeros(2, 2, 5, dtype=torch.int64)).shape == (2, 8, 5)
+    with pytest.raises(ValueError):
+        rvq.decode(torch.zeros(2, 4, 5, dtype=torch.int64))
+    with pytest.raises(ValueError):
+        rvq.encode(torch.zeros(1, 8, 5), n_q=4)
+
+
+def test_bitrate_mapping():
+    assert num_quantizers_for_bitrate(6000, 50, 1024, 12) == 12
+    assert num_quantizers_for_bitrate(5999, 50, 1024, 12) == 11
+    assert num_quantizers_for_bitrate(1500, 75, 1024, 32) == 2
+    assert supported_bitrates(50, 1024, 3) == [500.0, 1000.0, 1500.0]
+    with pytest.raises(UsageError, match="500, 1000, 1500 b/s"):
+        num_quantizers_for_bitrate(400, 50, 1024, 3)
+    with pytest.raises(UsageError):
+        num_quantizers_for_bitrate(3000, 50, 1024, 3)
+    rvq = ResidualVectorQuantizer(8, 12, 1024, kmeans_init=False)
+    assert rvq.n_q_for_bitrate(3000, 50) == 6
