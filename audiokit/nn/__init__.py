@@ -1,0 +1,28 @@
+"""Neural building blocks: exact-length streamable convs, Snake, LSTM, SEANet and Vocos-style decoders.
+
+Every block is exactly streamable in causal mode: its state is conv history (``kernel - stride``
+input samples per conv), transposed-conv / overlap-add tails and LSTM ``(h, c)``. See
+:mod:`audiokit.nn.conv` for the length and latency rules.
+"""
+
+from audiokit.nn.activations import Snake, make_activation
+from audiokit.nn.conv import StreamableConv1d, StreamableConvTranspose1d, apply_norm, remove_weight_norm
+from audiokit.nn.lstm import StreamableLSTM
+from audiokit.nn.seanet import ResidualUnit, SEANetDecoder, SEANetEncoder
+from audiokit.nn.vocos import CausalISTFTHead, ConvNeXtBlock, ISTFTDecoder
+
+__all__ = [
+    "CausalISTFTHead",
+    "ConvNeXtBlock",
+    "ISTFTDecoder",
+    "ResidualUnit",
+    "SEANetDecoder",
+    "SEANetEncoder",
+    "Snake",
+    "StreamableConv1d",
+    "StreamableConvTranspose1d",
+    "StreamableLSTM",
+    "apply_norm",
+    "make_activation",
+    "remove_weight_norm",
+]
