@@ -1,0 +1,230 @@
+"""DiffSTFT: torch.stft parity, a naive numpy reference, gradients, inverse and streaming."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch.func import functional_call
+
+from audiokit.errors import UsageError
+from audiokit.frontends import DiffSTFT, concentration, kurtosis, renyi_entropy, stankovic
+
+
+def naive_stft(x: np.ndarray, n_fft: int, lengths, centres, window: str) -> np.ndarray:
+    """Direct evaluation of the model's formula with numpy loops (hann/blackman only)."""
+    pad = n_fft // 2
+    xp = np.pad(x, (pad, pad), mode="reflect")
+    out = np.zeros((n_fft // 2 + 1, len(centres)), dtype=complex)
+    for k, c in enumerate(centres):
+        base = math.floor(c)
+        frac = c - base
+        for m in range(n_fft):
+            u = m - pad - frac
+            a = 2 * math.pi * u / lengths[k]
+            w = (
+                0.5 + 0.5 * math.cos(a)
+                if window == "hann"
+                else 0.42 + 0.5 * math.cos(a) + 0.08 * math.cos(2 * a)
+            )
+            w *= abs(u) < lengths[k] / 2
+            for f in range(n_fft // 2 + 1):
+                out[f, k] += xp[base + m] * w * np.exp(-2j * math.pi * f * (m - frac) / n_fft)
+    return out
+
+
+@pytest.mark.parametrize(
+    "n_fft,win_length,hop,window",
+    [(512, 512, 128, "hann"), (512, 400, 160, "hann"), (256, 128, 64, "blackman"), (64, 48, 1, "hann")],
+)
+def test_integer_parameters_equal_torch_stft(n_fft, win_length, hop, window):
+    x = torch.randn(3, 2000)
+    module = DiffSTFT(n_fft, win_length, hop, window)
+    ref_window = getattr(torch, f"{window}_window")(win_length)
+    ref = torch.stft(x, n_fft, hop, win_length, ref_window, center=True, return_complex=True)
+    out = module(x)
+    assert out.shape == ref.shape and out.dtype == torch.complex64
+    assert (out - ref).abs().max() < 1e-5
+
+
+def test_general_path_equals_torch_stft_at_integer_parameters():
+    """A hop of 100 + 1e-9 takes the gathering path, which must agree with torch.stft."""
+    x = torch.randn(2, 1500, dtype=torch.float64)
+    module = DiffSTFT(256, 200, 100 + 1e-9, "hann").double()
+    ref = torch.stft(x, 256, 100, 200, torch.hann_window(200, dtype=torch.float64), return_complex=True)
+    assert (module(x) - ref).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("window", ["hann", "blackman"])
+def test_fractional_parameters_match_naive_reference(window):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(300)
+    module = DiffSTFT(32, 20, 13, window).double()
+    with torch.no_grad():
+        module.win_length.fill_(21.7)
+        module.hop_length.fill_(13.3)
+    out = module(torch.from_numpy(x)[None])[0].detach().numpy()
+    centres = [k * 13.3 for k in range(1 + int(300 // 13.3))]
+    ref = naive_stft(x, 32, [21.7] * len(centres), centres, window)
+    np.testing.assert_allclose(out, ref, atol=1e-9)
+
+
+def test_time_varying_matches_naive_reference():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(200)
+    lengths = rng.uniform(8, 30, size=40)
+    hops = rng.uniform(4, 11, size=40)
+    module = DiffSTFT(32, 20, 8, "hann", time_varying=True, max_frames=40).double()
+    with torch.no_grad():
+        module.win_length.copy_(torch.from_numpy(lengths))
+        module.hop_length.copy_(torch.from_numpy(hops))
+    out = module(torch.from_numpy(x)[None])[0].detach().numpy()
+    centres = np.concatenate([[0.0], np.cumsum(hops[:-1])])
+    centres = centres[centres <= 200]
+    np.testing.assert_allclose(out, naive_stft(x, 32, lengths, centres, "hann"), atol=1e-9)
+
+
+def _gradcheck(module: DiffSTFT, x: torch.Tensor) -> bool:
+    params = (
+        module.win_length.detach().clone().requires_grad_(),
+        module.hop_length.detach().clone().requires_grad_(),
+    )
+
+    def f(win_length, hop_length, audio):
+        return functional_call(module, {"win_length": win_length, "hop_length": hop_length}, (audio,))
+
+    return torch.autograd.gradcheck(
+        f, (*params, x.clone().requires_grad_()), eps=1e-6, atol=1e-6, rtol=1e-4, fast_mode=True
+    )
+
+
+@pytest.mark.parametrize(
+    "win_length,hop,window",
+    [(100.3, 32.0, "hann"), (100.3, 31.4, "hann"), (90.7, 25.3, "gaussian"), (80.2, 30.0, "blackman")],
+)
+def test_gradcheck_float64(win_length, hop, window):
+    torch.manual_seed(0)
+    module = DiffSTFT(128, win_length, hop, window).double()
+    assert _gradcheck(module, torch.randn(1, 301, dtype=torch.float64))
+
+
+def test_gradcheck_time_varying():
+    torch.manual_seed(0)
+    module = DiffSTFT(64, 40.5, 15.2, "gaussian", time_varying=True, max_frames=24).double()
+    with torch.no_grad():
+        module.win_length.add_(torch.rand(24, dtype=torch.float64) * 10)
+        module.hop_length.add_(torch.rand(24, dtype=torch.float64) * 3)
+    assert _gradcheck(module, torch.randn(1, 250, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("hop", [64.0, 57.37])
+@pytest.mark.parametrize("window", ["hann", "gaussian"])
+def test_finite_differences_of_a_criterion(hop, window):
+    """Central differences of a scalar TFR criterion agree with autograd for length and hop."""
+    torch.manual_seed(0)
+    t = torch.arange(4000, dtype=torch.float64) / 8000
+    x = torch.cos(2 * math.pi * (300 * t + 2000 * t**2))[None] + 0.1 * torch.randn(
+        1, 4000, dtype=torch.float64
+    )
+    module = DiffSTFT(512, 230.4, hop, window).double()
+    loss = renyi_entropy(module(x))
+    loss.backward()
+    for param, step in ((module.win_length, 1e-3), (module.hop_length, 1e-5)):
+        with torch.no_grad():
+            param += step
+            up = renyi_entropy(module(x))
+            param -= 2 * step
+            down = renyi_entropy(module(x))
+            param += step
+        numeric = (up - down) / (2 * step)
+        assert abs(float(param.grad) - float(numeric)) <= 1e-4 * abs(float(numeric)) + 1e-7
+
+
+def test_gradients_reach_parameters_on_fast_path():
+    module = DiffSTFT(256, 200, 64)
+    module(torch.randn(2, 1000)).abs().sum().backward()
+    assert module.win_length.grad is not None and module.win_length.grad != 0
+    assert module.hop_length.grad is not None and module.hop_length.grad != 0
+
+
+@pytest.mark.parametrize(
+    "win_length,hop,window,time_varying",
+    [
+        (512, 128, "hann", False),
+        (300.6, 77.3, "hann", False),
+        (250.0, 64.0, "gaussian", False),
+        (200.5, 60.2, "blackman", True),
+    ],
+)
+def test_inverse_reconstructs(win_length, hop, window, time_varying):
+    torch.manual_seed(0)
+    x = torch.randn(2, 4001)
+    module = DiffSTFT(512, win_length, hop, window, time_varying=time_varying, max_frames=80)
+    if time_varying:
+        with torch.no_grad():
+            module.win_length.add_(torch.rand(80) * 40)
+            module.hop_length.add_(torch.rand(80) * 20)
+    with torch.no_grad():
+        y = module.inverse(module(x), x.shape[-1])
+    assert y.shape == x.shape
+    assert (y - x).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize(
+    "hop,time_varying,pad_mode", [(128, False, "reflect"), (77.3, False, "constant"), (50.5, True, "reflect")]
+)
+def test_streaming_equals_offline(hop, time_varying, pad_mode):
+    torch.manual_seed(0)
+    x = torch.randn(2, 5000)
+    module = DiffSTFT(512, 400.2, hop, "hann", time_varying=time_varying, max_frames=120, pad_mode=pad_mode)
+    if time_varying:
+        with torch.no_grad():
+            module.hop_length.add_(torch.rand(120) * 30)
+    with torch.no_grad():
+        offline = module(x)
+        rng = np.random.default_rng(0)
+        session, pieces, pos = module.stream(2), [], 0
+        while pos < x.shape[-1]:
+            n = int(rng.integers(1, 700))
+            pieces.append(session.push(x[:, pos : pos + n]))
+            pos += n
+        pieces.append(session.flush())
+    streamed = torch.cat(pieces, dim=-1)
+    assert streamed.shape == offline.shape
+    assert (streamed - offline).abs().max() < 1e-5
+    assert session._buf.shape[-1] <= 2 * 512  # bounded memory
+
+
+def test_streaming_emits_frames_as_soon_as_possible():
+    module = DiffSTFT(256, 256, 64, "hann")
+    session = module.stream(1)
+    assert session.push(torch.randn(1, 128)).shape[-1] == 0
+    assert session.push(torch.randn(1, 1)).shape[-1] == 1  # frame 0 reads padded samples 0..255
+
+
+def test_usage_errors():
+    with pytest.raises(UsageError, match="max_frames"):
+        DiffSTFT(256, 200, 64, time_varying=True)
+    with pytest.raises(UsageError, match="window"):
+        DiffSTFT(256, 200, 64, window="kaiser")
+    with pytest.raises(UsageError, match="reflect"):
+        DiffSTFT(256, 200, 64)(torch.randn(1, 100))
+    with pytest.raises(UsageError, match="more than max_frames"):
+        DiffSTFT(64, 40, 10, time_varying=True, max_frames=5)(torch.randn(1, 1000))
+
+
+def test_criteria_values():
+    uniform = torch.ones(8, 4)
+    assert torch.isclose(renyi_entropy(uniform), torch.tensor(5.0))  # log2(32)
+    assert torch.isclose(concentration(uniform), torch.tensor(1 / 32))
+    assert torch.isclose(stankovic(uniform), torch.tensor(32.0))
+    peak = torch.zeros(8, 4)
+    peak[3, 2] = 5.0
+    assert torch.isclose(renyi_entropy(peak), torch.tensor(0.0), atol=1e-5)
+    assert torch.isclose(concentration(peak), torch.tensor(1.0))
+    assert torch.isclose(kurtosis(peak), torch.tensor(32.0))
+    noise = torch.randn(20000, dtype=torch.complex64)
+    assert abs(float(kurtosis(noise, dim=0)) - 2.0) < 0.1
+    assert concentration(uniform, dim=-2).shape == (4,)
