@@ -22,6 +22,9 @@ class AudioFormatError(AudiokitError):
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
 
+    def __reduce__(self):  # keep it picklable across worker processes
+        return (type(self), (self.path, self.problem))
+
 
 class BitstreamError(AudiokitError):
     """An ``.akc`` file is corrupt, truncated or of an unknown version (message names the byte offset)."""

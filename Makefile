@@ -1,0 +1,58 @@
+# audiokit: `make demo` and `make test` work from a clean clone; each creates .venv when missing.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.audiokit-installed
+# The CPU build of torch; on a machine with a CUDA toolkit, `make TORCH_SPEC=torch==2.13.0 ...` as you like.
+TORCH_SPEC ?= torch==2.13.0
+# command:Debian-package pairs the tests and demo need
+SYSTEM_TOOLS := opusenc:opus-tools opusdec:opus-tools ffmpeg:ffmpeg
+
+# speed/quality benchmarks run by `make bench` (each prints JSON and saves it under benchmarks/results/)
+BENCHMARKS := $(wildcard benchmarks/frontends_speed.py benchmarks/frontends_chirp.py)
+
+.PHONY: setup system-tools test test-all demo bench lint clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[dev,serve]"
+	@touch $(STAMP)
+
+system-tools:
+	@missing=""; for pair in $(SYSTEM_TOOLS); do \
+	  command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; done; \
+	missing=$$(echo $$missing | tr ' ' '\n' | sort -u | tr '\n' ' '); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing system tools: $$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else \
+	    echo "audiokit needs these system packages: $$missing"; \
+	    echo "install them with: sudo apt-get install $$missing"; exit 1; \
+	  fi; \
+	fi
+
+setup: $(STAMP) system-tools
+
+test: setup
+	$(PY) -m pytest -q -m "not slow"
+
+test-all: setup
+	$(PY) -m pytest -q
+
+demo: setup
+	$(VENV)/bin/audiokit info samples/*.flac samples/*.wav
+	$(VENV)/bin/audiokit eval samples --glob 'speech_*' --baseline opus --bitrate 6 --plot demo-opus-6kbps.png
+	@echo "spectrograms: demo-opus-6kbps.png"
+
+bench: setup
+	$(PY) -m pip install -q -e ".[bench]"
+	@for script in $(BENCHMARKS); do echo "== $$script"; $(PY) $$script --json || exit 1; done
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache demo-*.png

@@ -1,0 +1,7 @@
+"""``python -m audiokit`` runs the command line."""
+
+import sys
+
+from audiokit.cli import main
+
+sys.exit(main())

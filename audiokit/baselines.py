@@ -1,0 +1,83 @@
+"""Reference systems to compare models against: Opus (Debian's opus-tools), sinc resampling, identity.
+
+Each baseline maps ``(channels, samples)`` audio at ``sample_rate`` to audio of the same shape and
+rate, and reports the bitrate it actually used where that means something.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from audiokit import io
+from audiokit.errors import ToolMissingError, UsageError
+
+
+@dataclass
+class BaselineOutput:
+    """Processed audio ``(channels, samples)`` and, for codecs, the coded size in bits per second."""
+
+    wav: torch.Tensor
+    bitrate_bps: float | None = None
+
+
+def fit_length(wav: torch.Tensor, length: int) -> torch.Tensor:
+    """Trim or zero-pad ``(channels, n)`` audio to exactly ``length`` samples."""
+    if wav.shape[-1] >= length:
+        return wav[..., :length]
+    return torch.nn.functional.pad(wav, (0, length - wav.shape[-1]))
+
+
+def identity(wav: torch.Tensor, sample_rate: int) -> BaselineOutput:
+    """The input itself: the upper bound every metric reaches."""
+    return BaselineOutput(wav.clone())
+
+
+def sinc(wav: torch.Tensor, sample_rate: int, input_rate: int) -> BaselineOutput:
+    """Band-limit to ``input_rate`` Hz and back with soxr (HQ): the bandwidth-extension baseline."""
+    if input_rate >= sample_rate:
+        raise UsageError(f"--input-rate {input_rate} must be below the audio's rate ({sample_rate} Hz)")
+    x = wav.numpy().T
+    low = io.resample(x, sample_rate, input_rate)
+    back = torch.from_numpy(np.ascontiguousarray(io.resample(low, input_rate, sample_rate).T))
+    return BaselineOutput(fit_length(back, wav.shape[-1]))
+
+
+def _require(tool: str, package: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        raise ToolMissingError(f"{tool} not found; install it with: apt-get install {package}")
+    return path
+
+
+def opus(wav: torch.Tensor, sample_rate: int, bitrate_kbps: float) -> BaselineOutput:
+    """Encode with ``opusenc --bitrate`` (default VBR, complexity 10) and decode with ``opusdec``.
+
+    The decoded audio is resampled back to ``sample_rate`` by opusdec and trimmed/padded to the input
+    length (opusdec honours the pre-skip, so at most a few samples differ). ``bitrate_bps`` is the
+    real size of the Ogg Opus file (container included) over the duration.
+    """
+    opusenc, opusdec = _require("opusenc", "opus-tools"), _require("opusdec", "opus-tools")
+    with tempfile.TemporaryDirectory(prefix="audiokit-opus-") as tmp:
+        source, coded, decoded = Path(tmp, "in.wav"), Path(tmp, "x.opus"), Path(tmp, "out.wav")
+        io.save(source, wav.clamp(-1, 1), sample_rate, subtype="FLOAT")
+        for command in (
+            [opusenc, "--quiet", "--bitrate", f"{bitrate_kbps:g}", str(source), str(coded)],
+            [opusdec, "--quiet", "--float", "--rate", str(sample_rate), str(coded), str(decoded)],
+        ):
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode != 0:
+                reason = " ".join((done.stderr or done.stdout).split())[-300:]
+                raise UsageError(f"{Path(command[0]).name} failed ({reason})")
+        out, _ = io.load(decoded, channels=wav.shape[0])
+        bits = coded.stat().st_size * 8
+    return BaselineOutput(fit_length(out, wav.shape[-1]), bits / (wav.shape[-1] / sample_rate))
+
+
+BASELINES = ("identity", "sinc", "opus")

@@ -1,0 +1,54 @@
+"""Figures: reference vs test spectrograms side by side."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from audiokit.dsp import stft  # noqa: E402
+from audiokit.io import atomic_path  # noqa: E402
+
+
+def _db_spectrogram(wav: torch.Tensor, sample_rate: int) -> torch.Tensor:
+    n_fft = 1 << max(8, round(torch.log2(torch.tensor(sample_rate * 0.032)).item()))
+    power = stft(wav.double().mean(0), n_fft, n_fft // 4).abs().square()
+    return 10 * torch.log10(power.clamp_min(1e-10))
+
+
+def spectrogram_comparison(
+    rows: list[tuple[str, torch.Tensor, torch.Tensor]],
+    sample_rate: int,
+    path: str | Path,
+    titles: tuple[str, str] = ("reference", "test"),
+) -> None:
+    """Write a PNG with one row per ``(name, reference, test)`` of ``(channels, samples)`` audio.
+
+    Both columns share one dB colour scale (80 dB range below the row's peak). Written atomically.
+    """
+    fig, axes = plt.subplots(len(rows), 2, figsize=(12, 2.6 * len(rows)), squeeze=False, sharey=True)
+    for (name, ref, test), row_axes in zip(rows, axes, strict=True):
+        specs = [_db_spectrogram(ref, sample_rate), _db_spectrogram(test, sample_rate)]
+        top = max(float(s.max()) for s in specs)
+        for ax, spec, title in zip(row_axes, specs, titles, strict=True):
+            duration = ref.shape[-1] / sample_rate
+            image = ax.imshow(
+                spec.numpy(),
+                origin="lower",
+                aspect="auto",
+                extent=(0, duration, 0, sample_rate / 2000),
+                vmin=top - 80,
+                vmax=top,
+                cmap="magma",
+            )
+            ax.set_title(f"{name}: {title}", fontsize=9)
+            ax.set_xlabel("time (s)")
+        row_axes[0].set_ylabel("frequency (kHz)")
+        fig.colorbar(image, ax=list(row_axes), label="dB")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)

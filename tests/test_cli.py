@@ -1,0 +1,203 @@
+"""The command line as a user runs it: real files, real opusenc/opusdec, exit codes and messages."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pesq as pesq_lib
+import pystoi
+import pytest
+import soundfile as sf
+
+from audiokit import io
+
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+
+
+def audiokit(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "audiokit", *args], capture_output=True, text=True, cwd=cwd, timeout=600
+    )
+
+
+def assert_one_line_error(done: subprocess.CompletedProcess, *needles: str) -> None:
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+@pytest.fixture()
+def bad_dir(tmp_path: Path) -> Path:
+    good = tmp_path / "good.wav"
+    io.save(good, np.zeros((1, 1600), dtype=np.float32) + 0.1, 16000)
+    (tmp_path / "empty.wav").write_bytes(b"")
+    (tmp_path / "truncated.wav").write_bytes(good.read_bytes()[:2000])
+    (tmp_path / "notes.wav").write_text("not audio\n")
+    return tmp_path
+
+
+def test_info_json_on_real_samples():
+    done = audiokit(
+        "info", "--json", str(SAMPLES / "speech_fr_8k_a.wav"), str(SAMPLES / "music_stereo_44k.flac")
+    )
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)
+    narrow, music = rows
+    assert narrow["sample_rate"] == 8000 and narrow["channels"] == 1
+    assert narrow["samples"] == sf.info(SAMPLES / "speech_fr_8k_a.wav").frames
+    assert 3000 < narrow["bandwidth_hz"] <= 4000
+    assert music["channels"] == 2 and music["codec"] == "FLAC/PCM_16"
+    data, _ = sf.read(SAMPLES / "music_stereo_44k.flac")
+    assert music["peak_dbfs"] == pytest.approx(20 * np.log10(np.abs(data).max()), abs=0.01)
+    assert music["rms_dbfs"] == pytest.approx(10 * np.log10(np.mean(data**2)), abs=0.01)
+
+
+@pytest.mark.parametrize(
+    "name,problem",
+    [
+        ("empty.wav", "empty"),
+        ("truncated.wav", "truncated"),
+        ("notes.wav", "not a readable audio file"),
+        ("absent.wav", "not found"),
+    ],
+)
+def test_info_and_eval_on_bad_files_give_one_line(bad_dir, name, problem):
+    assert_one_line_error(audiokit("info", str(bad_dir / name)), name, problem)
+    assert_one_line_error(audiokit("eval", str(bad_dir / "good.wav"), str(bad_dir / name)), name)
+    csv_path = bad_dir / "out.csv"
+    assert_one_line_error(
+        audiokit("eval", str(bad_dir / name), "--baseline", "identity", "--csv", str(csv_path)), name
+    )
+    assert not csv_path.exists()
+
+
+def test_opus_baseline_equals_direct_pesq_and_stoi(tmp_path):
+    keep = tmp_path / "opus"
+    done = audiokit(
+        "eval",
+        str(SAMPLES),
+        "--glob",
+        "speech_fr_16k_*",
+        "--baseline",
+        "opus",
+        "--bitrate",
+        "6",
+        "--json",
+        "--keep",
+        str(keep),
+        "--quiet",
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["n"] == 3 and report["pesq_mode"] == "wb"
+    for key in ("pesq", "stoi", "estoi", "si_sdr", "lsd", "mel_distance"):
+        assert isinstance(report[key], float)
+    pesq_scores, stoi_scores = [], []
+    for ref_path in sorted(SAMPLES.glob("speech_fr_16k_*")):
+        ref, rate = sf.read(ref_path)
+        decoded, decoded_rate = sf.read(keep / ref_path.with_suffix(".wav").name)
+        assert decoded_rate == rate == 16000 and decoded.shape == ref.shape
+        pesq_scores.append(pesq_lib.pesq(16000, ref, decoded, "wb"))
+        stoi_scores.append(pystoi.stoi(ref, decoded, 16000))
+    assert report["pesq"] == pytest.approx(np.mean(pesq_scores), abs=0.01)
+    assert report["stoi"] == pytest.approx(np.mean(stoi_scores), abs=0.01)
+    # Opus at 6 kbps is clearly lossy but intelligible
+    assert 1.2 < report["pesq"] < 3.5 and report["stoi"] > 0.8
+
+
+def test_opus_baseline_without_opusenc_says_how_to_install(tmp_path):
+    empty_bin = tmp_path / "bin"
+    empty_bin.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-m", "audiokit", "eval", str(SAMPLES / "speech_fr_16k_b.flac")]
+        + ["--baseline", "opus", "--bitrate", "6"],
+        capture_output=True,
+        text=True,
+        env={"PATH": str(empty_bin), "HOME": str(tmp_path)},
+    )
+    assert_one_line_error(done, "apt-get install opus-tools")
+
+
+def test_eval_directories_identity_csv_and_plot(tmp_path):
+    test_dir = tmp_path / "test"
+    test_dir.mkdir()
+    for name in ("speech_fr_16k_b.flac", "speech_fr_16k_c.flac"):
+        shutil.copy(SAMPLES / name, test_dir / name.replace(".flac", ".wav"))  # other extension still pairs
+    ref_dir = tmp_path / "ref"
+    ref_dir.mkdir()
+    for name in ("speech_fr_16k_b.flac", "speech_fr_16k_c.flac"):
+        shutil.copy(SAMPLES / name, ref_dir / name)
+    csv_path, png = tmp_path / "scores.csv", tmp_path / "spec.png"
+    done = audiokit(
+        "eval", str(ref_dir), str(test_dir), "--json", "--csv", str(csv_path), "--plot", str(png), "-q"
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["n"] == 2 and report["pesq"] > 4.4 and report["stoi"] > 0.999 and report["lsd"] < 1e-3
+    assert csv_path.read_text().count("\n") == 3
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_eval_refuses_length_rate_and_missing_pairs(tmp_path):
+    ref_dir, test_dir = tmp_path / "ref", tmp_path / "test"
+    ref_dir.mkdir()
+    test_dir.mkdir()
+    x, rate = io.load(SAMPLES / "speech_fr_16k_b.flac")
+    io.save(ref_dir / "a.wav", x, rate)
+    io.save(test_dir / "a.wav", x[:, :-1], rate)
+    assert_one_line_error(audiokit("eval", str(ref_dir), str(test_dir)), "a.wav", "samples")
+    io.save(test_dir / "a.wav", x, 22050)
+    assert_one_line_error(audiokit("eval", str(ref_dir), str(test_dir)), "a.wav", "sample rate")
+    io.save(ref_dir / "b.wav", x, rate)
+    assert_one_line_error(audiokit("eval", str(ref_dir), str(test_dir)), "no test file", "b.wav")
+    assert_one_line_error(audiokit("eval", str(ref_dir), "--baseline", "opus"), "--bitrate")
+
+
+def test_sinc_baseline_is_band_limited_and_exact_length(tmp_path):
+    keep = tmp_path / "sinc"
+    done = audiokit(
+        "eval",
+        str(SAMPLES / "speech_fr_16k_b.flac"),
+        "--baseline",
+        "sinc",
+        "--input-rate",
+        "8000",
+        "--json",
+        "--keep",
+        str(keep),
+        "-q",
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    out, rate = io.load(keep / "speech_fr_16k_b.wav")
+    assert out.shape[1] == sf.info(SAMPLES / "speech_fr_16k_b.flac").frames
+    from audiokit.dsp import estimate_bandwidth
+
+    assert estimate_bandwidth(out, rate) <= 4100
+    assert report["lsd"] > 0.5 and report["stoi"] > 0.9
+
+
+def test_jobs_give_the_same_scores():
+    args = [
+        "eval",
+        str(SAMPLES),
+        "--glob",
+        "speech_fr_16k_*",
+        "--baseline",
+        "sinc",
+        "--input-rate",
+        "8000",
+        "--json",
+        "-q",
+    ]
+    serial = json.loads(audiokit(*args).stdout)
+    parallel = json.loads(audiokit(*args, "--jobs", "2").stdout)
+    assert serial == parallel
