@@ -1,0 +1,621 @@
+"""The ``.akc`` container: codec codes bit-packed at their true width, in CRC-checked chunks.
+
+The byte layout (version 1) is specified in ``docs/bitstream.md``. In short::
+
+    header   magic "AKC\\0", u16 version, u16 header size, fixed fields, model name, weights hash, CRC32
+    chunks   u16 frames, payload (codes of <= 1 s of frames, `codebook_bits` bits each), CRC32
+    trailer  u16 0, u64 frames, u64 samples, CRC32
+
+Every chunk but the last holds ``chunk_frames`` frames, so chunk ``i`` starts at
+``data_offset + i * chunk_stride``: the seek index is implied by the header and works while the file
+is still being written. Codes are ``[channels, num_codebooks, frames]`` int64 in ``[0, codebook_size)``.
+All integers are little-endian. Malformed input raises :class:`BitstreamError` naming the byte offset.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import struct
+import tempfile
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from fractions import Fraction
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import torch
+
+from audiokit.errors import BitstreamError, UsageError
+
+MAGIC = b"AKC\x00"
+VERSION = 1
+MAX_SAMPLE_RATE = 384_000
+MAX_CHANNELS = 64
+MAX_CODEBOOKS = 64
+MAX_CODEBOOK_SIZE = 1 << 16
+MAX_CHUNK_FRAMES = 0xFFFF
+MAX_NUM_SAMPLES = (1 << 48) - 1
+MAX_TEXT_BYTES = 255
+UNKNOWN_NUM_SAMPLES = (1 << 64) - 1
+
+_PREFIX = struct.Struct("<4sHH")  # magic, version, header size
+_FIXED = struct.Struct("<IHBBIIIHQ")  # rate, channels, codebooks, flags, size, fr num, fr den, chunk, samples
+_FIELD_OFFSETS = {
+    "sample_rate": 8,
+    "channels": 12,
+    "num_codebooks": 14,
+    "flags": 15,
+    "codebook_size": 16,
+    "frame_rate": 20,
+    "chunk_frames": 28,
+    "num_samples": 30,
+    "model_name": 38,
+}
+MIN_HEADER_SIZE = _PREFIX.size + _FIXED.size + 1 + 1 + 4  # 44: both strings empty
+MAX_HEADER_SIZE = MIN_HEADER_SIZE + 2 * MAX_TEXT_BYTES
+_CHUNK_HEAD = struct.Struct("<H")
+_CRC = struct.Struct("<I")
+_TRAILER = struct.Struct("<HQQ")
+TRAILER_SIZE = _TRAILER.size + _CRC.size  # 22
+CHUNK_OVERHEAD = _CHUNK_HEAD.size + _CRC.size  # 6
+
+
+@dataclass(frozen=True)
+class AkcHeader:
+    """What a decoder needs to know about an ``.akc`` stream.
+
+    ``frame_rate`` is exact (``Fraction(sample_rate, hop_length)``; ints and exactly representable
+    floats are converted). ``num_samples`` is the exact audio length in samples, or ``None`` while a
+    streaming writer does not know it yet. ``chunk_frames`` is the number of frames per chunk
+    (``0`` picks the default: one second's worth, ``floor(frame_rate)``, at least 1).
+    """
+
+    model_name: str
+    weights_hash: str
+    sample_rate: int
+    channels: int
+    num_codebooks: int
+    codebook_size: int
+    frame_rate: Fraction
+    num_samples: int | None = None
+    chunk_frames: int = 0
+
+    def __post_init__(self) -> None:
+        rate = self.frame_rate
+        if isinstance(rate, float):
+            exact = Fraction(rate).limit_denominator(0xFFFF)
+            if float(exact) != rate:
+                raise ValueError(f"frame_rate {rate} is not exact: pass Fraction(sample_rate, hop_length)")
+            rate = exact
+        object.__setattr__(self, "frame_rate", Fraction(rate))
+        if self.chunk_frames == 0:
+            default = min(max(1, math.floor(self.frame_rate)), MAX_CHUNK_FRAMES)
+            object.__setattr__(self, "chunk_frames", default)
+        problem = _header_problem(self)
+        if problem is not None:
+            raise ValueError(problem[1])
+
+    @property
+    def codebook_bits(self) -> int:
+        """Bits per stored code: ``ceil(log2(codebook_size))``."""
+        return (self.codebook_size - 1).bit_length()
+
+    @property
+    def bitrate(self) -> float:
+        """Nominal bitrate in bits/s: ``channels * num_codebooks * codebook_bits * frame_rate``."""
+        return float(self.channels * self.num_codebooks * self.codebook_bits * self.frame_rate)
+
+    @property
+    def encoded_size(self) -> int:
+        """Bytes of the encoded header (magic to header CRC)."""
+        return MIN_HEADER_SIZE + len(self.model_name.encode()) + len(self.weights_hash.encode())
+
+    def payload_size(self, frames: int) -> int:
+        """Bytes of the bit-packed codes of ``frames`` frames."""
+        return (frames * self.channels * self.num_codebooks * self.codebook_bits + 7) // 8
+
+    @property
+    def chunk_stride(self) -> int:
+        """Bytes of one full chunk (frame count, payload, CRC)."""
+        return CHUNK_OVERHEAD + self.payload_size(self.chunk_frames)
+
+    def encode(self) -> bytes:
+        """The header's bytes, CRC included."""
+        name, digest = self.model_name.encode(), self.weights_hash.encode()
+        num_samples = UNKNOWN_NUM_SAMPLES if self.num_samples is None else self.num_samples
+        body = (
+            _PREFIX.pack(MAGIC, VERSION, self.encoded_size)
+            + _FIXED.pack(
+                self.sample_rate,
+                self.channels,
+                self.num_codebooks,
+                0,
+                self.codebook_size,
+                self.frame_rate.numerator,
+                self.frame_rate.denominator,
+                self.chunk_frames,
+                num_samples,
+            )
+            + bytes([len(name)])
+            + name
+            + bytes([len(digest)])
+            + digest
+        )
+        return body + _CRC.pack(zlib.crc32(body))
+
+
+def _header_problem(h: AkcHeader) -> tuple[str, str] | None:
+    """The first out-of-bounds field of ``h`` as ``(field, problem)``, or ``None``."""
+    rate = h.frame_rate
+    if not (0 < rate <= h.sample_rate and max(rate.numerator, rate.denominator) <= 0xFFFFFFFF):
+        return "frame_rate", f"frame rate {rate} Hz not in (0, sample rate] or not a ratio of u32s"
+    one_second = min(max(1, math.floor(rate)), MAX_CHUNK_FRAMES)
+    limits = [
+        ("sample_rate", "sample rate (Hz)", h.sample_rate, 1, MAX_SAMPLE_RATE),
+        ("channels", "channel count", h.channels, 1, MAX_CHANNELS),
+        ("num_codebooks", "codebook count", h.num_codebooks, 1, MAX_CODEBOOKS),
+        ("codebook_size", "codebook size", h.codebook_size, 2, MAX_CODEBOOK_SIZE),
+        ("chunk_frames", "frames per chunk (at most 1 s)", h.chunk_frames, 1, one_second),
+        ("num_samples", "sample count", 0 if h.num_samples is None else h.num_samples, 0, MAX_NUM_SAMPLES),
+    ]
+    for field_name, what, value, low, high in limits:
+        if not low <= value <= high:
+            return field_name, f"{what} {value} not in {low}..{high}"
+    if not _valid_text(h.model_name):
+        return "model_name", "model name must be printable UTF-8 of at most 255 bytes"
+    if not _valid_text(h.weights_hash, ascii_only=True):
+        return "weights_hash", "weights hash must be printable ASCII of at most 255 bytes"
+    return None
+
+
+def _valid_text(text: str, ascii_only: bool = False) -> bool:
+    raw = text.encode("utf-8", errors="replace")
+    return (
+        isinstance(text, str)
+        and text.isprintable()
+        and len(raw) <= MAX_TEXT_BYTES
+        and (not ascii_only or text.isascii())
+    )
+
+
+def _samples_fit(h: AkcHeader, num_frames: int, num_samples: int) -> bool:
+    """True when ``num_frames`` frames cover ``num_samples`` samples (``samples <= frames * hop``)."""
+    return num_samples * h.frame_rate.numerator <= num_frames * h.sample_rate * h.frame_rate.denominator
+
+
+# -- bit packing ----------------------------------------------------------------------------------
+def pack_codes(values: np.ndarray, bits: int) -> bytes:
+    """Concatenate ``values`` (ints in ``[0, 2**bits)``) as ``bits``-bit MSB-first fields, zero-padded
+    to a whole byte."""
+    if bits < 1 or bits > 16:
+        raise ValueError(f"bits must be in 1..16, got {bits}")
+    wide = np.ascontiguousarray(values, dtype=">u2").view(np.uint8).reshape(-1, 2)
+    return np.packbits(np.unpackbits(wide, axis=1)[:, 16 - bits :]).tobytes()
+
+
+def unpack_codes(payload: bytes | memoryview, count: int, bits: int) -> tuple[np.ndarray, bool]:
+    """Inverse of :func:`pack_codes`: ``(values int64 [count], padding_is_zero)``.
+
+    ``payload`` must hold exactly ``ceil(count * bits / 8)`` bytes.
+    """
+    flat = np.unpackbits(np.frombuffer(payload, dtype=np.uint8))
+    fields = np.zeros((count, 16), dtype=np.uint8)
+    fields[:, 16 - bits :] = flat[: count * bits].reshape(count, bits)
+    values = np.packbits(fields, axis=1).view(">u2").reshape(count).astype(np.int64)
+    return values, not flat[count * bits :].any()
+
+
+# -- sources --------------------------------------------------------------------------------------
+class _Source:
+    """Random-access bytes with a name for messages and a count of bytes read."""
+
+    name: str
+    bytes_read: int = 0
+    reads: int = 0
+
+    def size(self) -> int:
+        raise NotImplementedError
+
+    def _read(self, offset: int, n: int) -> bytes:
+        raise NotImplementedError
+
+    def read(self, offset: int, n: int, what: str) -> bytes:
+        """Exactly ``n`` bytes at ``offset``; a :class:`BitstreamError` when the source ends first."""
+        size = self.size()
+        if offset + n > size:
+            raise BitstreamError(
+                f"{self.name}: byte {min(offset, size)}: truncated {what} (file ends at byte {size})"
+            )
+        data = self._read(offset, n)
+        if len(data) != n:
+            raise BitstreamError(f"{self.name}: byte {offset + len(data)}: truncated {what}")
+        self.bytes_read += n
+        self.reads += 1
+        return data
+
+    def close(self) -> None:
+        """Release the underlying file, if any."""
+
+
+class _BytesSource(_Source):
+    def __init__(self, data: bytes | bytearray | memoryview, name: str = "<bytes>") -> None:
+        self._data = memoryview(data).cast("B")
+        self.name = name
+
+    def size(self) -> int:
+        return len(self._data)
+
+    def _read(self, offset: int, n: int) -> bytes:
+        return bytes(self._data[offset : offset + n])
+
+
+class _FileSource(_Source):
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.name = str(path)
+        try:
+            self._file: BinaryIO = open(path, "rb")  # noqa: SIM115 - closed by close()
+        except OSError as exc:
+            raise BitstreamError(f"{self.name}: byte 0: cannot open ({exc.strerror})") from None
+
+    def size(self) -> int:
+        return os.fstat(self._file.fileno()).st_size
+
+    def _read(self, offset: int, n: int) -> bytes:
+        self._file.seek(offset)
+        return self._file.read(n)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _error(source: _Source, offset: int, problem: str) -> BitstreamError:
+    return BitstreamError(f"{source.name}: byte {offset}: {problem}")
+
+
+def _parse_header(source: _Source) -> tuple[AkcHeader, int]:
+    """Header and its CRC (which seeds every chunk and trailer CRC)."""
+    size = source.size()
+    if size < _PREFIX.size:
+        raise _error(source, 0, f"file of {size} bytes is too short to be an .akc file")
+    magic, version, header_size = _PREFIX.unpack(source.read(0, _PREFIX.size, "header"))
+    if magic != MAGIC:
+        raise _error(source, 0, f"not an .akc file (magic {magic!r}, expected {MAGIC!r})")
+    if version != VERSION:
+        raise _error(source, 4, f"unsupported .akc version {version} (this build reads version {VERSION})")
+    if not MIN_HEADER_SIZE <= header_size <= MAX_HEADER_SIZE:
+        raise _error(source, 6, f"header size {header_size} not in {MIN_HEADER_SIZE}..{MAX_HEADER_SIZE}")
+    raw = source.read(0, header_size, "header")
+    header_crc = zlib.crc32(raw[:-4])
+    if header_crc != _CRC.unpack_from(raw, header_size - 4)[0]:
+        raise _error(source, header_size - 4, "header CRC mismatch (corrupt header)")
+    rate, channels, codebooks, flags, cb_size, fr_num, fr_den, chunk_frames, num_samples = _FIXED.unpack_from(
+        raw, _PREFIX.size
+    )
+    if flags != 0:
+        raise _error(source, _FIELD_OFFSETS["flags"], f"unknown header flags {flags:#04x}")
+    if fr_num == 0 or fr_den == 0:
+        raise _error(source, _FIELD_OFFSETS["frame_rate"], f"frame rate {fr_num}/{fr_den} has a zero term")
+    pos = _PREFIX.size + _FIXED.size
+    name_len = raw[pos]
+    digest_pos = pos + 1 + name_len
+    if digest_pos + 1 + 4 > header_size or digest_pos + 1 + raw[digest_pos] + 4 != header_size:
+        raise _error(source, pos, "model name and weights hash lengths do not add up to the header size")
+    try:
+        name = raw[pos + 1 : digest_pos].decode("utf-8")
+        digest = raw[digest_pos + 1 : header_size - 4].decode("ascii")
+    except UnicodeDecodeError:
+        raise _error(source, pos, "model name or weights hash is not valid text") from None
+    header = AkcHeader.__new__(AkcHeader)
+    values = dict(
+        model_name=name,
+        weights_hash=digest,
+        sample_rate=rate,
+        channels=channels,
+        num_codebooks=codebooks,
+        codebook_size=cb_size,
+        frame_rate=Fraction(fr_num, fr_den),
+        num_samples=None if num_samples == UNKNOWN_NUM_SAMPLES else num_samples,
+        chunk_frames=chunk_frames,
+    )
+    for key, value in values.items():
+        object.__setattr__(header, key, value)
+    problem = _header_problem(header)
+    if problem is not None:
+        offset = _FIELD_OFFSETS.get(problem[0], digest_pos)
+        raise _error(source, offset, problem[1])
+    return header, header_crc
+
+
+class AkcReader:
+    """Random-access reader of an ``.akc`` file (path) or of its bytes (``bytes``/``bytearray``).
+
+    ``partial=False`` requires a complete file (trailer present). ``partial=True`` also accepts a
+    file that is still being written: the full chunks written so far are readable and
+    :meth:`refresh` picks up new ones (and the trailer once the writer closes). Only the bytes a call
+    needs are read; ``bytes_read`` counts them.
+    """
+
+    def __init__(
+        self, source: str | os.PathLike | bytes | bytearray | memoryview, *, partial: bool = False
+    ) -> None:
+        self._source: _Source = (
+            _BytesSource(source)
+            if isinstance(source, bytes | bytearray | memoryview)
+            else _FileSource(source)
+        )
+        self.partial = partial
+        try:
+            self.header, self._crc_seed = _parse_header(self._source)
+            self._data_offset = self.header.encoded_size
+            self.refresh()
+        except BaseException:
+            self._source.close()
+            raise
+
+    # -- state ----------------------------------------------------------------------------------
+    def refresh(self) -> None:
+        """Re-read the file size (and trailer) to see chunks written since the last look."""
+        h, src = self.header, self._source
+        size = src.size()
+        body = size - self._data_offset
+        self.complete = False
+        if body >= TRAILER_SIZE:
+            trailer = self._parse_trailer(size - TRAILER_SIZE)
+            if trailer is not None:
+                num_frames, num_samples = trailer
+                full, rest = divmod(num_frames, h.chunk_frames)
+                expected = full * h.chunk_stride + (CHUNK_OVERHEAD + h.payload_size(rest) if rest else 0)
+                if expected + TRAILER_SIZE != body:
+                    found = body - TRAILER_SIZE
+                    problem = f"trailer says {num_frames} frames ({expected} bytes of chunks), found {found}"
+                    raise _error(src, size - TRAILER_SIZE, problem)
+                self.complete = True
+                self.num_frames = num_frames
+                self.num_chunks = full + (1 if rest else 0)
+                self.header = replace(h, num_samples=num_samples) if h.num_samples is None else h
+                return
+        if not self.partial:
+            problem = "no trailer: the file is truncated or was not closed by its writer"
+            raise _error(src, max(self._data_offset, size - TRAILER_SIZE), problem)
+        self.num_chunks = max(body, 0) // h.chunk_stride
+        self.num_frames = self.num_chunks * h.chunk_frames
+
+    def _parse_trailer(self, offset: int) -> tuple[int, int] | None:
+        """``(num_frames, num_samples)`` of a valid trailer at ``offset``; ``None`` when it is not one
+        (in partial mode, the writer may not have written it yet)."""
+        raw = self._source.read(offset, TRAILER_SIZE, "trailer")
+        marker, num_frames, num_samples = _TRAILER.unpack_from(raw)
+        crc_ok = zlib.crc32(raw[: _TRAILER.size], self._crc_seed) == _CRC.unpack_from(raw, _TRAILER.size)[0]
+        if marker != 0 or not crc_ok:
+            if self.partial:
+                return None
+            problem = (
+                "trailer CRC mismatch"
+                if marker == 0
+                else "no trailer (the file is truncated or was not closed)"
+            )
+            raise _error(self._source, offset, problem)
+        h = self.header
+        if h.num_samples is not None and num_samples != h.num_samples:
+            raise _error(
+                self._source, offset + 10, f"trailer says {num_samples} samples, header {h.num_samples}"
+            )
+        if num_samples > MAX_NUM_SAMPLES or not _samples_fit(h, num_frames, num_samples):
+            raise _error(
+                self._source, offset + 10, f"{num_samples} samples do not fit in {num_frames} frames"
+            )
+        return num_frames, num_samples
+
+    @property
+    def bytes_read(self) -> int:
+        """Bytes read from the source so far."""
+        return self._source.bytes_read
+
+    @property
+    def reads(self) -> int:
+        """Read calls made on the source so far."""
+        return self._source.reads
+
+    def close(self) -> None:
+        """Close the underlying file."""
+        self._source.close()
+
+    def __enter__(self) -> AkcReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- chunks ---------------------------------------------------------------------------------
+    def chunk_offset(self, index: int) -> int:
+        """Byte offset of chunk ``index``."""
+        return self._data_offset + index * self.header.chunk_stride
+
+    def read_chunk(self, index: int) -> torch.Tensor:
+        """Codes ``[channels, num_codebooks, frames]`` int64 of chunk ``index`` (CRC-checked)."""
+        h, src = self.header, self._source
+        if not 0 <= index < self.num_chunks:
+            raise IndexError(f"chunk {index} not in 0..{self.num_chunks - 1}")
+        last = self.complete and index == self.num_chunks - 1
+        frames = self.num_frames - index * h.chunk_frames if last else h.chunk_frames
+        offset = self.chunk_offset(index)
+        payload_size = h.payload_size(frames)
+        raw = src.read(offset, CHUNK_OVERHEAD + payload_size, f"chunk {index}")
+        (declared,) = _CHUNK_HEAD.unpack_from(raw)
+        crc = zlib.crc32(raw[:-4], zlib.crc32(struct.pack("<Q", index), self._crc_seed))
+        if crc != _CRC.unpack_from(raw, len(raw) - 4)[0]:
+            raise _error(src, offset, f"chunk {index} CRC mismatch (corrupt data)")
+        if declared != frames:
+            raise _error(src, offset, f"chunk {index} holds {declared} frames, expected {frames}")
+        count = frames * h.channels * h.num_codebooks
+        values, padding_zero = unpack_codes(memoryview(raw)[2:-4], count, h.codebook_bits)
+        if not padding_zero:
+            raise _error(src, offset + 1 + payload_size, f"chunk {index} has non-zero padding bits")
+        bad = np.flatnonzero(values >= h.codebook_size)
+        if bad.size:
+            at = offset + 2 + int(bad[0]) * h.codebook_bits // 8
+            raise _error(src, at, f"code {int(values[bad[0]])} >= codebook size {h.codebook_size}")
+        return torch.from_numpy(values.reshape(frames, h.channels, h.num_codebooks).transpose(1, 2, 0).copy())
+
+    def iter_chunks(self, start: int = 0) -> Iterator[tuple[int, torch.Tensor]]:
+        """Yield ``(first_frame, codes [C, n_q, frames])`` for chunks ``start..`` available now."""
+        for index in range(start, self.num_chunks):
+            yield index * self.header.chunk_frames, self.read_chunk(index)
+
+    def read_frames(self, start: int, stop: int) -> torch.Tensor:
+        """Codes ``[C, n_q, stop - start]`` of frames ``[start, stop)``, reading only their chunks."""
+        h = self.header
+        if not 0 <= start <= stop <= self.num_frames:
+            raise IndexError(f"frames [{start}, {stop}) not within [0, {self.num_frames})")
+        if start == stop:
+            return torch.zeros(h.channels, h.num_codebooks, 0, dtype=torch.int64)
+        first, last = start // h.chunk_frames, (stop - 1) // h.chunk_frames
+        codes = torch.cat([self.read_chunk(i) for i in range(first, last + 1)], dim=2)
+        skip = start - first * h.chunk_frames
+        return codes[:, :, skip : skip + stop - start]
+
+    def frame_range(self, start_s: float | None = None, duration_s: float | None = None) -> tuple[int, int]:
+        """Frames ``[first, stop)`` covering ``start_s`` seconds on for ``duration_s`` seconds (to the
+        end when ``None``); :class:`UsageError` when the range is empty or starts past the end."""
+        if start_s is None and duration_s is None:
+            return 0, self.num_frames
+        start_s = 0.0 if start_s is None else start_s
+        if not math.isfinite(start_s) or start_s < 0:
+            raise UsageError(f"{self._source.name}: start {start_s} s must be a time >= 0")
+        if duration_s is not None and (not math.isfinite(duration_s) or duration_s <= 0):
+            raise UsageError(f"{self._source.name}: duration {duration_s} s must be > 0")
+        rate = self.header.frame_rate
+        first = math.floor(Fraction(start_s) * rate)
+        if first >= self.num_frames:
+            total = float(self.num_frames / rate)
+            raise UsageError(
+                f"{self._source.name}: start {start_s} s is past the end of the stream ({total:.3f} s)"
+            )
+        stop = self.num_frames if duration_s is None else math.ceil(Fraction(start_s + duration_s) * rate)
+        return first, min(stop, self.num_frames)
+
+
+def read_akc(
+    path: str | os.PathLike, start_s: float | None = None, duration_s: float | None = None
+) -> tuple[AkcHeader, torch.Tensor, int]:
+    """Read a complete ``.akc`` file: ``(header, codes [C, n_q, frames] int64, first_frame)``.
+
+    With ``start_s``/``duration_s`` only the chunks covering that time range are read;
+    ``first_frame`` is the index of the first returned frame in the whole stream.
+    """
+    with AkcReader(path) as reader:
+        first, stop = reader.frame_range(start_s, duration_s)
+        return reader.header, reader.read_frames(first, stop), first
+
+
+class AkcWriter:
+    """Streaming ``.akc`` writer: :meth:`append` codes as they come, :meth:`close` to finish.
+
+    Each complete chunk is written and flushed as soon as its frames are appended, so an
+    ``AkcReader(path, partial=True)`` can read the file while it grows. ``target`` is a path (the
+    file is created or overwritten in place; use :func:`write_akc` for an atomic write) or a binary
+    file object (left open).
+    """
+
+    def __init__(self, target: str | os.PathLike | BinaryIO, header: AkcHeader) -> None:
+        self.header = header
+        self._owns_file = not hasattr(target, "write")
+        self._file: BinaryIO = open(target, "wb") if self._owns_file else target  # noqa: SIM115
+        self._crc_seed = zlib.crc32(header.encode()[:-4])
+        self._pending = np.zeros((0, header.channels, header.num_codebooks), dtype=np.int64)
+        self._chunks = 0
+        self.num_frames = 0
+        self.closed = False
+        self._write(header.encode())
+
+    def _write(self, data: bytes) -> None:
+        self._file.write(data)
+        self._file.flush()
+
+    def _chunk_bytes(self, frames: np.ndarray) -> bytes:
+        body = _CHUNK_HEAD.pack(frames.shape[0]) + pack_codes(frames.reshape(-1), self.header.codebook_bits)
+        crc = zlib.crc32(body, zlib.crc32(struct.pack("<Q", self._chunks), self._crc_seed))
+        self._chunks += 1
+        return body + _CRC.pack(crc)
+
+    def append(self, codes: torch.Tensor | np.ndarray) -> None:
+        """Add codes ``[channels, num_codebooks, frames]`` (ints in ``[0, codebook_size)``)."""
+        if self.closed:
+            raise ValueError("append() on a closed AkcWriter")
+        h = self.header
+        array = codes.detach().cpu().numpy() if isinstance(codes, torch.Tensor) else np.asarray(codes)
+        if array.ndim != 3 or array.shape[:2] != (h.channels, h.num_codebooks):
+            raise ValueError(f"codes must be [{h.channels}, {h.num_codebooks}, frames], got {array.shape}")
+        if not np.issubdtype(array.dtype, np.integer):
+            raise ValueError(f"codes must be integers, got {array.dtype}")
+        if array.size and (array.min() < 0 or array.max() >= h.codebook_size):
+            raise ValueError(f"codes must be in [0, {h.codebook_size}), got [{array.min()}, {array.max()}]")
+        pending = np.concatenate([self._pending, array.transpose(2, 0, 1).astype(np.int64)])
+        full = pending.shape[0] // h.chunk_frames * h.chunk_frames
+        if full:
+            out = b"".join(
+                self._chunk_bytes(pending[i : i + h.chunk_frames]) for i in range(0, full, h.chunk_frames)
+            )
+            self._write(out)
+        self._pending = pending[full:]
+        self.num_frames += array.shape[2]
+
+    def close(self, num_samples: int | None = None) -> None:
+        """Write the last (partial) chunk and the trailer. ``num_samples`` (the exact audio length) is
+        required here unless the header has it, and must agree with it when both are given."""
+        if self.closed:
+            return
+        h = self.header
+        num_samples = h.num_samples if num_samples is None else num_samples
+        if num_samples is None:
+            raise ValueError("close() needs num_samples: the header does not give the audio length")
+        if h.num_samples is not None and num_samples != h.num_samples:
+            raise ValueError(f"num_samples {num_samples} disagrees with the header's {h.num_samples}")
+        if not 0 <= num_samples <= MAX_NUM_SAMPLES or not _samples_fit(h, self.num_frames, num_samples):
+            raise ValueError(f"{num_samples} samples do not fit in the {self.num_frames} frames written")
+        tail = self._chunk_bytes(self._pending) if self._pending.shape[0] else b""
+        trailer = _TRAILER.pack(0, self.num_frames, num_samples)
+        self._write(tail + trailer + _CRC.pack(zlib.crc32(trailer, self._crc_seed)))
+        self.closed = True
+        if self._owns_file:
+            os.fsync(self._file.fileno())
+            self._file.close()
+
+    def abort(self) -> None:
+        """Stop without a trailer (readers will report the file as truncated)."""
+        self.closed = True
+        if self._owns_file:
+            self._file.close()
+
+    def __enter__(self) -> AkcWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def write_akc(path: str | os.PathLike, codes: torch.Tensor | np.ndarray, header: AkcHeader) -> None:
+    """Write codes ``[channels, num_codebooks, frames]`` to ``path`` atomically (temporary file + rename).
+
+    ``header.num_samples`` must be set.
+    """
+    if header.num_samples is None:
+        raise ValueError("write_akc needs header.num_samples (the exact audio length)")
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            writer = AkcWriter(file, header)
+            writer.append(codes)
+            writer.close()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
