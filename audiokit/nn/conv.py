@@ -44,8 +44,9 @@ def apply_norm(module: nn.Module, norm: str) -> nn.Module:
 
 def remove_weight_norm(module: nn.Module) -> nn.Module:
     """Fold every weight-norm parametrization under ``module`` into a plain weight (in place)."""
-    for sub in module.modules():
-        if parametrize.is_parametrized(sub, "weight"):
+    targets = [sub for sub in module.modules() if parametrize.is_parametrized(sub, "weight")]
+    with torch.enable_grad():  # so the folded weight stays an nn.Parameter even under no_grad
+        for sub in targets:
             parametrize.remove_parametrizations(sub, "weight", leave_parametrized=True)
     return module
 
