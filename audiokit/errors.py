@@ -40,3 +40,7 @@ class UsageError(AudiokitError):
 
 class ToolMissingError(AudiokitError):
     """An external program (opusenc, ffmpeg, ...) is needed but not installed."""
+
+
+class ModelError(AudiokitError):
+    """A model name is unknown, or its weights/config are missing, corrupt or do not match."""

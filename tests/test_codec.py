@@ -1,0 +1,138 @@
+"""audiokit.models.codec: exact lengths, channels, bitrates, causality and safe weight loading."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from audiokit.errors import ModelError, UsageError
+from audiokit.models import CONFIGS, Codec
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def speech_codec() -> Codec:
+    torch.manual_seed(0)
+    return Codec.from_config("speech-16k").eval()
+
+
+@pytest.fixture(scope="module")
+def small_seanet() -> Codec:
+    torch.manual_seed(0)
+    return Codec.from_config(
+        "speech-16k-noncausal",
+        causal=True,
+        encoder={"n_filters": 8},
+        decoder={"n_filters": 8},
+        num_quantizers=4,
+    ).eval()
+
+
+@pytest.mark.parametrize("length", [1, 2, 159, 160, 319, 320, 321, 641, 1000, 4799])
+def test_decoded_length_is_exact(speech_codec, small_seanet, length):
+    x = torch.randn(2, 1, length) * 0.1
+    with torch.inference_mode():
+        for codec in (speech_codec, small_seanet):
+            codes = codec.encode(x)
+            assert codes.codes.dtype == torch.int64 and codes.codes.shape[:2] == (2, codec.num_codebooks)
+            assert codes.frames == -(-(length + codec.target_delay) // codec.hop_length)
+            y = codec.decode(codes)
+            assert y.shape == x.shape and torch.isfinite(y).all()
+
+
+def test_speech_16k_interface(speech_codec):
+    assert speech_codec.sample_rate == 16000 and speech_codec.hop_length == 320
+    assert speech_codec.frame_rate == 50.0 and speech_codec.codebook_size == 1024
+    assert {1500.0, 3000.0, 6000.0} <= set(speech_codec.bitrates)
+    assert [speech_codec.n_q_for_bitrate(b) for b in (1500, 3000, 6000)] == [3, 6, 12]
+    with pytest.raises(UsageError, match="6000"):
+        speech_codec.n_q_for_bitrate(100)
+    x = torch.randn(1, 1, 3200) * 0.1
+    with torch.inference_mode():
+        assert speech_codec.encode(x, 1500).num_codebooks == 3
+    assert speech_codec.algorithmic_latency == 320 + speech_codec.target_delay
+
+
+def test_multichannel_is_coded_per_channel_and_restored(speech_codec):
+    x = torch.randn(2, 3, 2000) * 0.1
+    with torch.inference_mode():
+        codes = speech_codec.encode(x, 3000)
+        y = speech_codec.decode(codes)
+        assert codes.codes.shape[0] == 6 and codes.channels == 3 and y.shape == x.shape
+        # channel 1 of item 1 is coded exactly as it would be alone
+        alone = speech_codec.encode(x[1:2, 1:2], 3000)
+        assert torch.equal(codes.codes[4], alone.codes[0])
+        torch.testing.assert_close(y[1, 1], speech_codec.decode(alone)[0, 0], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("fixture", ["speech_codec", "small_seanet"])
+def test_causal_codecs_do_not_look_ahead(request, fixture):
+    """Codes and audio that a prefix can determine are identical with or without the future."""
+    codec = request.getfixturevalue(fixture)
+    hop, delay = codec.hop_length, codec.target_delay
+    x = torch.randn(1, 1, 16 * hop) * 0.1
+    with torch.inference_mode():
+        full = codec.encode(x)
+        full_audio = codec.decode(full)
+        for n in (3 * hop, 7 * hop + 11):
+            prefix = codec.encode(x[..., :n])
+            complete = n // hop  # frames whose input lies entirely in the prefix
+            assert torch.equal(prefix.codes[..., :complete], full.codes[..., :complete])
+            settled = complete * hop - delay
+            audio = codec.decode(prefix)
+            torch.testing.assert_close(audio[..., :settled], full_audio[..., :settled], atol=1e-5, rtol=0)
+    # and the check can fail: a non-causal codec does look ahead
+    noncausal = Codec.from_config(
+        "speech-16k-noncausal", encoder={"n_filters": 8}, decoder={"n_filters": 8}
+    ).eval()
+    with torch.inference_mode():
+        a = noncausal.encode(x[..., : 4 * hop]).codes[..., :2]
+        b = noncausal.encode(x).codes[..., :2]
+        assert not torch.equal(a, b) or not torch.equal(
+            noncausal.decode(noncausal.encode(x[..., : 4 * hop]))[..., :hop],
+            noncausal.decode(noncausal.encode(x))[..., :hop],
+        )
+
+
+def test_training_forward_is_aligned_and_differentiable(small_seanet):
+    codec = Codec(small_seanet.config).train()
+    x = torch.randn(2, 1, 1600, requires_grad=False) * 0.1
+    out = codec(x)
+    assert out.audio.shape == x.shape and out.codes.shape == (2, 4, 5)
+    (out.audio.square().mean() + out.commitment_loss).backward()
+    assert all(p.grad is not None for p in codec.encoder.parameters() if p.requires_grad)
+
+
+def test_silence_and_clipping_stay_finite(speech_codec):
+    with torch.inference_mode():
+        for x in (torch.zeros(1, 1, 4000), torch.ones(1, 1, 4000), torch.full((1, 1, 4000), -1.0)):
+            assert torch.isfinite(speech_codec.decode(speech_codec.encode(x))).all()
+
+
+def test_save_and_load_pretrained_round_trip(tmp_path, small_seanet):
+    path = small_seanet.save_pretrained(tmp_path / "model.safetensors", extra={"steps": 0})
+    loaded = Codec.from_pretrained(path)
+    x = torch.randn(1, 1, 1000) * 0.1
+    with torch.inference_mode():
+        assert torch.equal(loaded.encode(x).codes, small_seanet.encode(x).codes)
+    assert loaded.weights_sha256() == small_seanet.weights_sha256()
+    assert Codec.from_pretrained(tmp_path).config == small_seanet.config
+    meta = json.loads(path.with_suffix(".json").read_text())
+    assert meta["steps"] == 0 and meta["config"]["name"] == "speech-16k-noncausal"
+    # a flipped byte is caught by the sha256 check
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="sha256"):
+        Codec.from_pretrained(path)
+
+
+def test_unknown_names_and_missing_files_are_clear(tmp_path):
+    with pytest.raises(ModelError, match="known model name"):
+        Codec.from_pretrained("no-such-model")
+    with pytest.raises(ModelError, match="unknown codec config"):
+        Codec.from_config("nope")
+    assert set(CONFIGS) >= {"speech-16k", "speech-16k-noncausal", "general-24k"}
