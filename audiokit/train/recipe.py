@@ -302,9 +302,7 @@ def validate(recipe: Recipe, where: str = "<recipe>") -> None:
     )
     for name in ("gain_db", "snr_db", "rt60_seconds"):
         pair = getattr(d, name)
-        _check(
-            len(pair) == 2 and pair[0] <= pair[1], where, f"'data.{name}' must be [low, high], got {pair}"
-        )
+        _check(len(pair) == 2 and pair[0] <= pair[1], where, f"'data.{name}' must be [low, high], got {pair}")
     for name in ("eq_probability", "noise_probability", "reverb_probability"):
         value = getattr(d, name)
         _check(0.0 <= value <= 1.0, where, f"'data.{name}' must be in [0, 1], got {value}")

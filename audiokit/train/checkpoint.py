@@ -1,0 +1,72 @@
+"""Checkpoints: atomic ``torch.save`` of tensors and plain containers, loaded with ``weights_only=True``.
+
+A training checkpoint is a dict with ``step``, ``model``, ``ema``, ``optimizers``, ``schedulers``,
+``balancer``, ``rng`` (one entry per process: python, numpy, torch CPU and CUDA states) and
+``data`` (the data position, i.e. the step the next batch is drawn for), plus ``recipe`` (the resolved
+recipe as nested dicts). Nothing in it needs pickle to load.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from audiokit.errors import UsageError
+from audiokit.io import atomic_path
+
+
+def rng_state() -> dict[str, Any]:
+    """The python, numpy and torch (CPU, and CUDA if present) random states of this process."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore the states saved by :func:`rng_state`."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    keys = n["keys"].numpy().astype(np.uint32)
+    np.random.set_state((n["kind"], keys, n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
+    """Write ``state`` to ``path`` atomically (temp file + rename): a crash never leaves half a file."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint` (on CPU; no pickle code is run)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{path}: checkpoint not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for corrupt or foreign files
+        message = " ".join(str(exc).split())[:200]
+        raise UsageError(
+            f"{path}: not a readable audiokit checkpoint ({type(exc).__name__}: {message})"
+        ) from None
