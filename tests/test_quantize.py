@@ -241,3 +241,16 @@ def test_bitrate_mapping():
         num_quantizers_for_bitrate(3000, 50, 1024, 3)
     rvq = ResidualVectorQuantizer(8, 12, 1024, kmeans_init=False)
     assert rvq.n_q_for_bitrate(3000, 50) == 6
+
+
+@pytest.mark.gpu
+def test_cuda_autocast_does_not_change_codes():
+    torch.manual_seed(0)
+    rvq = ResidualVectorQuantizer(32, 4, 256, codebook_dim=8).cuda().train()
+    z = torch.randn(4, 32, 50, device="cuda")
+    rvq(z)
+    rvq.eval()
+    reference = rvq.encode(z)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = rvq(z)
+    assert out.quantized.dtype == torch.float32 and torch.equal(out.codes, reference)

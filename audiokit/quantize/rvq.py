@@ -22,7 +22,8 @@ class QuantizedResult:
     """Output of :meth:`ResidualVectorQuantizer.forward`.
 
     ``quantized`` ``[B, dim, frames]`` float32 with a straight-through gradient; ``codes``
-    ``[B, n_q, frames]`` int64; ``commitment_loss`` and ``codebook_loss`` are scalars summed over the
+    ``[B, n_q, frames]`` int64 (every stage, also those quantizer dropout left out of an item's
+    ``quantized``); ``commitment_loss`` and ``codebook_loss`` are scalars summed over the
     stages (each stage averaged over the items that used it); ``metrics`` holds ``perplexity`` and
     ``usage`` tensors ``[n_q]`` (one value per codebook, measured on this batch).
     """
