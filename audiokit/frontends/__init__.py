@@ -1,12 +1,22 @@
 """Learnable front ends: differentiable STFT, adaptive filterbanks, TFR criteria, factory."""
 
+from audiokit.frontends.adaptive import PCEN, AdaptiveFilterbank, AdaptiveFilterbankStream
 from audiokit.frontends.criteria import concentration, kurtosis, renyi_entropy, stankovic
 from audiokit.frontends.diffstft import DiffSTFT, DiffSTFTStream
+from audiokit.frontends.factory import FRONTENDS, LogSpectrogram, build_frontend
+from audiokit.frontends.filterbank import FIRFilterbank
 from audiokit.frontends.windows import continuous_window
 
 __all__ = [
+    "FRONTENDS",
+    "PCEN",
+    "AdaptiveFilterbank",
+    "AdaptiveFilterbankStream",
     "DiffSTFT",
     "DiffSTFTStream",
+    "FIRFilterbank",
+    "LogSpectrogram",
+    "build_frontend",
     "concentration",
     "continuous_window",
     "kurtosis",

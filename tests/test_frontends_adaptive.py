@@ -1,0 +1,196 @@
+"""AdaptiveFilterbank, FIR banks, PCEN and the front-end factory, against independent references."""
+
+from __future__ import annotations
+
+import librosa
+import numpy as np
+import pytest
+import torch
+
+from audiokit.errors import UsageError
+from audiokit.frontends import PCEN, AdaptiveFilterbank, FIRFilterbank, build_frontend
+from audiokit.frontends.filterbank import target_responses
+
+SR = 16000
+
+
+def response_db(taps: torch.Tensor, n_fft: int = 8192) -> np.ndarray:
+    return np.abs(np.fft.fft(taps.detach().numpy(), n=n_fft, axis=-1))[..., : n_fft // 2 + 1]
+
+
+@pytest.mark.parametrize("init", ["mel", "erb", "linear"])
+def test_designed_banks_follow_their_target_responses(init):
+    bank = FIRFilterbank(SR, 24, 641, init)
+    got = response_db(bank.taps(), 4096)
+    target = target_responses(init, SR, 24, 0.0, SR / 2).numpy()
+    freqs = np.linspace(0, SR / 2, 2049)
+    for b in range(4, 24):  # bands wide enough for a 641-tap filter
+        centre_got = (got[b] ** 2 * freqs).sum() / (got[b] ** 2).sum()
+        centre_want = (target[b] ** 2 * freqs).sum() / (target[b] ** 2).sum()
+        assert abs(centre_got - centre_want) < 0.06 * centre_want + 20
+    assert got.max(axis=1) == pytest.approx(1.0, abs=1e-4)  # unit peak gain
+    spectrum = np.abs(np.fft.fft(bank.taps().detach().numpy(), n=4096, axis=-1))
+    negative = spectrum[:, 2048 + 256 : 4096 - 128]  # -7000 .. -500 Hz
+    assert negative.max() < 0.02  # analytic: positive frequencies only
+
+
+@pytest.mark.parametrize("init", ["gabor", "sinc"])
+def test_parametric_banks_have_the_requested_centre_and_bandwidth(init):
+    bank = FIRFilterbank(SR, 16, 801, init)
+    with torch.no_grad():
+        bank.centre_hz.copy_(torch.linspace(500, 7000, 16))
+        bank.bandwidth_hz.fill_(400.0)
+    got = response_db(bank.taps())
+    freqs = np.linspace(0, SR / 2, got.shape[1])
+    for b in range(16):
+        passband = freqs[got[b] >= 0.5]
+        assert abs((passband.max() + passband.min()) / 2 - float(bank.centre_hz[b])) < 10
+        assert abs((passband.max() - passband.min()) - 400) < 40  # half-amplitude width
+
+
+def naive_energies(x: np.ndarray, taps: np.ndarray, module: AdaptiveFilterbank) -> np.ndarray:
+    """numpy convolution, |y|^2 sampled every energy_stride samples, weighted mean over 2 * hop."""
+    hop, stride, pool = module.hop_length, module.energy_stride, module.pool.numpy()
+    n_frames = len(x) // hop
+    out = np.zeros((taps.shape[0], n_frames))
+    for b in range(taps.shape[0]):
+        power = np.abs(np.convolve(x, taps[b])[: len(x)]) ** 2  # causal, zero history
+        for j in range(n_frames):
+            end = (j + 1) * hop - 1
+            times = end - stride * np.arange(len(pool))[::-1]
+            values = np.where(times >= 0, power[np.clip(times, 0, None)], 0.0)
+            out[b, j] = (pool * values).sum()
+    return out
+
+
+def test_energies_match_numpy_convolution():
+    torch.manual_seed(0)
+    module = AdaptiveFilterbank(SR, n_bands=8, hop_length=80, filter_length=161, banks=("mel", "gabor"))
+    x = torch.randn(1, 1600)
+    with torch.no_grad():
+        got = module.energies(torch.nn.functional.pad(x, (module.history, 0)))[0].numpy()
+    for k, bank in enumerate(module.banks):
+        ref = naive_energies(x[0].numpy().astype(np.float64), bank.taps().detach().numpy(), module)
+        np.testing.assert_allclose(got[k], ref, rtol=1e-3, atol=1e-6)
+
+
+def test_pcen_matches_a_naive_recursion():
+    torch.manual_seed(0)
+    pcen = PCEN(5, s=0.2)
+    energy = torch.rand(2, 5, 150).double() + 0.01
+    pcen = pcen.double()
+    got, _ = pcen(energy)
+    s, alpha, delta, r = 0.2, 0.96, 2.0, 0.5
+    e = energy.numpy()
+    m = e[..., 0].copy()
+    ref = np.zeros_like(e)
+    for t in range(e.shape[-1]):
+        m = (1 - s) * m + s * e[..., t]
+        ref[..., t] = (e[..., t] / (1e-6 + m) ** alpha + delta) ** r - delta**r
+    np.testing.assert_allclose(got.detach().numpy(), ref, rtol=1e-6)
+
+
+@pytest.mark.parametrize("compression", ["log", "pcen"])
+def test_streaming_equals_offline_and_is_causal(compression):
+    torch.manual_seed(0)
+    module = AdaptiveFilterbank(SR, n_bands=16, compression=compression, segment_frames=7).eval()
+    x = 0.1 * torch.randn(2, 8000)
+    with torch.no_grad():
+        offline = module(x)
+        session, pieces, pos = module.stream(2), [], 0
+        rng = np.random.default_rng(0)
+        while pos < x.shape[-1]:
+            n = int(rng.integers(1, 900))
+            pieces.append(session.push(x[:, pos : pos + n]))
+            pos += n
+        pieces.append(session.flush())
+        changed = x.clone()
+        changed[:, 4000:] = torch.randn(2, 4000)
+        early = module(changed)
+    assert torch.cat(pieces, -1).shape == offline.shape == (2, 16, 50)
+    assert (torch.cat(pieces, -1) - offline).abs().max() < 1e-4
+    assert torch.equal(early[..., :25], offline[..., :25])  # frames ending before sample 4000
+
+
+def test_hard_selection_at_inference_uses_one_bank():
+    torch.manual_seed(0)
+    module = AdaptiveFilterbank(SR, n_bands=16, mixing="input", banks=("mel", "linear", "gabor")).eval()
+    x = 0.1 * torch.randn(2, 4000)
+    with torch.no_grad():
+        weights = module.mixing_weights(x)
+        out = module(x)
+        energies = module.energies(torch.nn.functional.pad(x, (module.history, 0)))
+    assert torch.all(weights.sum(-1) == 1) and torch.all((weights == 0) | (weights == 1))
+    for b in range(2):
+        k = int(weights[b, 0].argmax())
+        assert torch.allclose(out[b], torch.log(energies[b, k] + 1e-6))
+    module.train()
+    soft = module.mixing_weights(x)
+    assert torch.allclose(soft.sum(-1), torch.ones(2, soft.shape[1])) and soft.min() > 0
+
+
+def test_segment_decisions_use_the_previous_segment():
+    torch.manual_seed(0)
+    module = AdaptiveFilterbank(SR, n_bands=8, segment_frames=5, banks=("mel", "linear")).train()
+    x = 0.1 * torch.randn(1, 16000)
+    weights = module.mixing_weights(x)[0]
+    assert torch.allclose(weights[:5], torch.softmax(module.prior, -1).expand(5, 2))
+    assert torch.allclose(weights[5], weights[9])  # constant within a segment
+    logits = module.logits(torch.nn.functional.pad(x, (module.history, 0)))[0]
+    assert torch.allclose(weights[5], torch.softmax(logits[:5].mean(0), -1))
+
+
+def test_gradients_reach_banks_and_analyser():
+    module = AdaptiveFilterbank(
+        SR, n_bands=8, banks=("mel", "gabor", "sinc"), compression="pcen", segment_frames=5
+    )
+    module.train()
+    module(0.1 * torch.randn(2, 3200)).mean().backward()
+    for name in (
+        "banks.0.real",
+        "banks.1.centre_hz",
+        "banks.2.bandwidth_hz",
+        "analyser.0.weight",
+        "pcen.log_r",
+    ):
+        grad = dict(module.named_parameters())[name].grad
+        assert grad is not None and grad.abs().sum() > 0, name
+
+
+def test_usage_errors():
+    with pytest.raises(UsageError, match="banks"):
+        AdaptiveFilterbank(SR, banks=("mel", "bark"))
+    with pytest.raises(UsageError, match="segment"):
+        AdaptiveFilterbank(SR, mixing="input").stream(1)
+    with pytest.raises(UsageError, match="unknown name"):
+        build_frontend("cqt", SR)
+
+
+def test_factory_mel_matches_librosa():
+    x = np.random.default_rng(0).standard_normal(8000).astype(np.float32) * 0.1
+    module = build_frontend("mel", SR)
+    got = module(torch.from_numpy(x)[None])[0].numpy()
+    ref = librosa.feature.melspectrogram(
+        y=x,
+        sr=SR,
+        n_fft=512,
+        hop_length=160,
+        win_length=400,
+        n_mels=64,
+        power=2.0,
+        center=True,
+        pad_mode="reflect",
+    )
+    np.testing.assert_allclose(got, np.log(ref + 1e-6), atol=2e-3)
+
+
+@pytest.mark.parametrize("name,features", [("mel", 64), ("stft", 257), ("diffstft", 257), ("adaptive", 64)])
+def test_factory_shapes_and_trainability(name, features):
+    module = build_frontend(name, SR)
+    out = module(0.1 * torch.randn(2, 16000))
+    assert out.shape[:2] == (2, features) and module.n_features == features and out.shape[-1] in (100, 101)
+    trainable = [n for n, p in module.named_parameters() if p.requires_grad]
+    if name == "diffstft":
+        assert trainable == ["stft.win_length"]
+    elif name in ("mel", "stft"):
+        assert trainable == []
