@@ -1,4 +1,4 @@
-"""Decode package audio to float arrays: soundfile for common formats, ffmpeg for G.722 and GSM."""
+"""Decode package audio to float arrays: audiokit.io for common formats, ffmpeg for G.722 and GSM."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
-import soundfile
-import soxr
 
+from audiokit import io as audio_io
 from audiokit.errors import AudioFormatError, ToolMissingError
 
 # Raw telephony codecs soundfile cannot read: suffix -> ffmpeg demuxer.
@@ -69,7 +68,7 @@ def _decode_ffmpeg(path: Path, demuxer: str | None) -> tuple[np.ndarray, int]:
 
 
 def decode(path: str | Path) -> tuple[np.ndarray, int]:
-    """Decode a file at its native rate.
+    """Decode a file at its native rate (audiokit.io for libsndfile formats, ffmpeg for the rest).
 
     Returns:
         ``(wav, sample_rate)``: ``wav`` float32 ``(channels, samples)`` in [-1, 1], ``sample_rate`` in Hz.
@@ -81,19 +80,14 @@ def decode(path: str | Path) -> tuple[np.ndarray, int]:
     if suffix in FFMPEG_ONLY:
         return _decode_ffmpeg(path, FFMPEG_ONLY[suffix])
     try:
-        data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
-    except (soundfile.LibsndfileError, RuntimeError, TypeError) as error:
+        wav, rate = audio_io.load(path)
+    except AudioFormatError:
         if shutil.which("ffmpeg") is None:
-            raise AudioFormatError(path, f"cannot decode ({error}); installing ffmpeg may help") from error
+            raise
         return _decode_ffmpeg(path, None)
-    if data.shape[0] == 0:
-        raise AudioFormatError(path, "no samples")
-    return np.ascontiguousarray(data.T), int(rate)
+    return wav.numpy(), rate
 
 
 def resample(wav: np.ndarray, sample_rate: int, target_rate: int) -> np.ndarray:
-    """Resample ``(channels, samples)`` from ``sample_rate`` to ``target_rate`` Hz with soxr (HQ)."""
-    if sample_rate == target_rate:
-        return wav
-    out = soxr.resample(wav.T, sample_rate, target_rate, quality="HQ")
-    return np.ascontiguousarray(np.atleast_2d(out.T), dtype=np.float32)
+    """Resample ``(channels, samples)`` float32 audio from ``sample_rate`` to ``target_rate`` Hz (soxr HQ)."""
+    return np.ascontiguousarray(audio_io.resample(wav.T, sample_rate, target_rate).T)

@@ -1,0 +1,67 @@
+"""JSONL manifests of prepared clips: atomic writing, reading, and where they live."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from audiokit.data.paths import data_root
+
+DEFAULT_SAMPLE_RATE = 16000
+
+
+def manifest_dir(root: Path | None = None, sample_rate: int = DEFAULT_SAMPLE_RATE) -> Path:
+    """``root/manifests`` for the default 16 kHz corpus, ``root/manifests/sr{rate}`` for other rates."""
+    base = (root or data_root()) / "manifests"
+    return base if sample_rate == DEFAULT_SAMPLE_RATE else base / f"sr{sample_rate}"
+
+
+def manifest_path(
+    split: str, role: str, root: Path | None = None, sample_rate: int = DEFAULT_SAMPLE_RATE
+) -> Path:
+    """Path of the ``{split}_{role}.jsonl`` manifest."""
+    return manifest_dir(root, sample_rate) / f"{split}_{role}.jsonl"
+
+
+def write_json_atomic(path: Path, data: object) -> None:
+    """Write one JSON document atomically (temp file in the same folder + os.replace)."""
+    write_text_atomic(path, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+
+
+def write_jsonl_atomic(path: Path, rows: Iterable[dict]) -> None:
+    """Write one JSON object per line atomically."""
+    write_text_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(name, path)
+    finally:
+        if os.path.exists(name):
+            os.unlink(name)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """All rows of a JSONL file (blank lines skipped)."""
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def read_manifest(path: Path, root: Path | None = None) -> list[dict]:
+    """Rows of a manifest, ``path`` and ``pair`` made absolute (they are stored relative to the data root)."""
+    base = root or path.resolve().parent.parent
+    if base.name == "manifests":
+        base = base.parent
+    rows = read_jsonl(path)
+    for row in rows:
+        for key in ("path", "pair"):
+            if row.get(key):
+                row[key] = str(base / row[key])
+    return rows
