@@ -2,9 +2,10 @@
 
 Each :class:`Source` selects files of one package for one role and split. ``include`` is a regular
 expression matched against the whole path inside the unpacked package (or inside ``archive`` when
-set); its named groups ``language`` and ``group`` fill the manifest fields. ``group`` (speaker, voice
-pack, album...) defaults to ``Source.group`` (or the package name) joined with the language. The split is fixed per package and voice, so no speaker
-is in two splits. The allowlist and its reasons are in ``docs/data.md``.
+set); its named groups ``language`` and ``group`` fill the manifest fields. Without a ``group`` in the
+match, the group (speaker, voice pack, album...) is ``Source.group`` (or the package name) joined
+with the language. The split is fixed per package and voice, so no speaker is in two splits. The
+allowlist and its reasons are in ``docs/data.md``.
 """
 
 from __future__ import annotations
