@@ -1,0 +1,105 @@
+"""``audiokit data prepare|mix``: build the real-audio corpus from allowlisted Debian packages."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from audiokit.data.manifest import write_jsonl_atomic
+from audiokit.data.noisy_set import DEFAULT_SNRS, build_noisy_set
+from audiokit.data.prepare import hours_table, prepare
+from audiokit.data.sources import ROLES, SPLITS
+from audiokit.errors import UsageError
+
+
+def _names(text: str, allowed: tuple[str, ...], what: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in allowed]
+    if unknown or not names:
+        raise UsageError(f"--{what} {text!r}: choose from {','.join(allowed)}")
+    return names
+
+
+def _snrs(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(value) for value in text.split(",") if value.strip())
+    except ValueError:
+        raise UsageError(
+            f"--snr {text!r}: expected comma-separated numbers in dB, e.g. -5,0,5,10,20"
+        ) from None
+
+
+def _root(args: argparse.Namespace) -> Path | None:
+    return Path(args.data_dir).expanduser() if args.data_dir else None
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    deb_dir = args.deb_dir or os.environ.get("AUDIOKIT_DEB_DIR")
+    summary = prepare(
+        roles=_names(args.roles, ROLES, "roles"),
+        splits=_names(args.split, SPLITS, "split"),
+        sample_rate=args.sample_rate,
+        root=_root(args),
+        deb_dir=Path(deb_dir) if deb_dir else None,
+        quiet=args.quiet,
+    )
+    if not args.quiet:
+        print(
+            f"rules done {summary.units_done}, already done {summary.units_skipped}; clips written "
+            f"{summary.clips}, duplicates skipped {summary.duplicates}, silent dropped {summary.silent}, "
+            f"undecodable {len(summary.failed)}"
+        )
+        for message in summary.failed:
+            print(f"  skipped: {message}")
+        for split, roles in hours_table(_root(args), args.sample_rate).items():
+            print(f"{split}: " + ", ".join(f"{role} {hours:.2f} h" for role, hours in sorted(roles.items())))
+    return 0
+
+
+def run_mix(args: argparse.Namespace) -> int:
+    if args.out.exists() and not args.out.is_dir():
+        raise UsageError(f"{args.out}: exists and is not a folder")
+    clips = build_noisy_set(
+        args.out, _snrs(args.snr), args.seed, root=_root(args), sample_rate=args.sample_rate, quiet=args.quiet
+    )
+    if args.list is not None:
+        write_jsonl_atomic(args.list, clips)
+    if not args.quiet:
+        hours = sum(clip["seconds"] for clip in clips) / 3600
+        print(f"{len(clips)} clean/noisy pairs ({hours:.2f} h) in {args.out}, list in clips.jsonl")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser("data", parents=[common], help="prepare real training/validation audio")
+    actions = parser.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    shared = argparse.ArgumentParser(add_help=False)
+    shared.add_argument("--data-dir", help="data cache (default $AUDIOKIT_DATA or ~/.cache/audiokit/data)")
+    shared.add_argument("--sample-rate", type=int, default=16000, help="corpus rate in Hz (default 16000)")
+
+    prep = actions.add_parser(
+        "prepare",
+        parents=[common, shared],
+        help="fetch, decode, trim and resample the allowlisted packages; write manifests",
+        description="Idempotent and resumable: finished rules are skipped, an interrupted one continues.",
+    )
+    prep.add_argument(
+        "--roles", default=",".join(ROLES), help=f"comma list of {','.join(ROLES)} (default all)"
+    )
+    prep.add_argument("--split", default=",".join(SPLITS), help="comma list of train,valid (default both)")
+    prep.add_argument("--deb-dir", help="take .debs from this folder instead of apt-get ($AUDIOKIT_DEB_DIR)")
+    prep.set_defaults(handler=run_prepare)
+
+    mix = actions.add_parser(
+        "mix",
+        parents=[common, shared],
+        help="build the fixed noisy validation set (valid speech + valid noise)",
+    )
+    mix.add_argument(
+        "--out", type=Path, required=True, help="output folder (gets clean/, noisy/, clips.jsonl)"
+    )
+    mix.add_argument("--snr", default=",".join(f"{snr:g}" for snr in DEFAULT_SNRS), help="SNRs in dB")
+    mix.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    mix.add_argument("--list", type=Path, help="also write the clip list here (e.g. recipes/data/...)")
+    mix.set_defaults(handler=run_mix)

@@ -1,0 +1,101 @@
+"""``audiokit data mix``: the fixed noisy validation set (validation speech + validation noise)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from audiokit import io as audio_io
+from audiokit.data.debs import sha256_file
+from audiokit.data.manifest import manifest_path, read_manifest, write_jsonl_atomic
+from audiokit.data.mixing import fit_length, mix_at_snr, snr_db
+from audiokit.errors import UsageError
+
+DEFAULT_SNRS = (-5.0, 0.0, 5.0, 10.0, 20.0)
+
+
+def build_noisy_set(
+    out: Path,
+    snrs: tuple[float, ...] = DEFAULT_SNRS,
+    seed: int = 0,
+    root: Path | None = None,
+    sample_rate: int = 16000,
+    quiet: bool = False,
+) -> list[dict]:
+    """Mix every validation speech clip with a validation noise excerpt; write ``clean/`` and ``noisy/``.
+
+    For clip ``i`` (speech sorted by path) the SNR is ``snrs[i % len(snrs)]`` after a seeded shuffle, and
+    the noise clip and start offset are drawn from ``numpy.random.default_rng(seed)``; short noise is
+    looped. Both files are 16-bit WAV with the same relative name. Returns the clip list (also written
+    to ``out/clips.jsonl``): names, SNR, noise source, offset and the sha256 of both files.
+    """
+    speech_manifest = manifest_path("valid", "speech", root, sample_rate)
+    noise_manifest = manifest_path("valid", "noise", root, sample_rate)
+    for path in (speech_manifest, noise_manifest):
+        if not path.exists():
+            raise UsageError(f"{path}: missing; run `audiokit data prepare --split valid` first")
+    speech = sorted(read_manifest(speech_manifest, root), key=lambda row: row["path"])
+    noise = sorted(read_manifest(noise_manifest, root), key=lambda row: row["path"])
+    if not speech or not noise:
+        raise UsageError(f"{speech_manifest.parent}: the valid speech or noise manifest is empty")
+    rng = np.random.default_rng(seed)
+    snr_order = np.resize(np.asarray(snrs, dtype=np.float64), len(speech))
+    rng.shuffle(snr_order)
+    noise_cache: dict[str, np.ndarray] = {}
+    clips = []
+    for index, row in enumerate(tqdm(speech, desc="mixing", unit="clip", disable=quiet)):
+        clean, rate = audio_io.load(row["path"], sample_rate=sample_rate, channels=1)
+        clean = clean.numpy()
+        noise_row, offset, excerpt = _draw_noise(rng, noise, noise_cache, sample_rate, clean.shape[-1])
+        target = float(snr_order[index])
+        clean_out, noisy_out = mix_at_snr(clean, excerpt, target)
+        name = Path(row["package"]) / _inside(row["path"]).with_suffix(".wav")
+        audio_io.save(out / "clean" / name, clean_out, rate, subtype="PCM_16")
+        audio_io.save(out / "noisy" / name, noisy_out, rate, subtype="PCM_16")
+        clips.append(
+            {
+                "name": name.as_posix(),
+                "sample_rate": rate,
+                "seconds": round(clean.shape[-1] / rate, 4),
+                "snr_db": target,
+                "speech_package": row["package"],
+                "speech_source": row["source_path"],
+                "noise_package": noise_row["package"],
+                "noise_source": noise_row["source_path"],
+                "noise_offset": offset,
+                "clean_sha256": sha256_file(out / "clean" / name),
+                "noisy_sha256": sha256_file(out / "noisy" / name),
+            }
+        )
+    write_jsonl_atomic(out / "clips.jsonl", clips)
+    return clips
+
+
+def _draw_noise(
+    rng: np.random.Generator, noise: list[dict], cache: dict[str, np.ndarray], sample_rate: int, length: int
+) -> tuple[dict, int, np.ndarray]:
+    """Pick a noise clip and offset; redraw while the excerpt is (nearly) silent (below -60 dBFS)."""
+    while True:
+        row = noise[int(rng.integers(len(noise)))]
+        if row["path"] not in cache:
+            cache[row["path"]] = audio_io.load(row["path"], sample_rate, channels=1)[0].numpy()
+        offset = int(rng.integers(cache[row["path"]].shape[-1]))
+        excerpt = fit_length(cache[row["path"]], length, offset)
+        if np.mean(excerpt.astype(np.float64) ** 2) > 1e-6:
+            return row, offset, excerpt
+
+
+def _inside(path: str) -> Path:
+    """Path of a corpus clip below ``corpus/{rate}/{split}/{role}/{package}/``."""
+    parts = Path(path).parts
+    corpus = len(parts) - 1 - parts[::-1].index("corpus")
+    return Path(*parts[corpus + 5 :])
+
+
+def measured_snr_db(clean_path: Path, noisy_path: Path) -> float:
+    """SNR in dB of a written pair, ``noise = noisy - clean``."""
+    clean = audio_io.load(clean_path)[0].numpy()
+    noisy = audio_io.load(noisy_path)[0].numpy()
+    return snr_db(clean, noisy - clean)
