@@ -1,0 +1,117 @@
+"""Reconstruction losses between an estimate and a target, both ``(B, C, T)`` audio in [-1, 1].
+
+Each returns a scalar tensor; windows and mel filterbanks are precomputed buffers, so the modules
+follow ``.to(device)`` and cost only the STFTs at run time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from audiokit.dsp import get_window, mel_filterbank
+
+
+def time_l1_loss(estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean absolute sample difference ``mean |estimate - target|``."""
+    return (estimate - target).abs().mean()
+
+
+def _stft(x: torch.Tensor, n_fft: int, hop_length: int, window: torch.Tensor) -> torch.Tensor:
+    """Complex STFT (centred, reflect padding): ``(B, C, T) -> (B * C, n_fft // 2 + 1, frames)``."""
+    return torch.stft(
+        x.reshape(-1, x.shape[-1]),
+        n_fft,
+        hop_length,
+        window.shape[-1],
+        window,
+        center=True,
+        pad_mode="reflect",
+        return_complex=True,
+    )
+
+
+def _power(spec: torch.Tensor) -> torch.Tensor:
+    return torch.view_as_real(spec).square().sum(-1)
+
+
+class MultiResolutionSTFTLoss(nn.Module):
+    """Spectral convergence + log-magnitude L1, averaged over STFT resolutions (Parallel WaveGAN).
+
+    At each resolution, with ``S = sqrt(max(|STFT|^2, eps))``: ``||S_est - S_ref||_F / ||S_ref||_F``
+    (over the whole batch) plus ``mean |log S_est - log S_ref|``. Hann windows of ``win_lengths``
+    samples are centred in ``fft_sizes``-point frames every ``hop_lengths`` samples.
+    """
+
+    def __init__(
+        self,
+        fft_sizes: Sequence[int] = (1024, 2048, 512),
+        hop_lengths: Sequence[int] = (120, 240, 50),
+        win_lengths: Sequence[int] = (600, 1200, 240),
+        eps: float = 1e-7,
+    ) -> None:
+        super().__init__()
+        if len(win_lengths) != len(fft_sizes):
+            raise ValueError("fft_sizes, hop_lengths and win_lengths must have the same length")
+        self.resolutions = list(zip(fft_sizes, hop_lengths, strict=True))
+        self.eps = eps
+        for i, win_length in enumerate(win_lengths):
+            self.register_buffer(f"window_{i}", get_window("hann", win_length), persistent=False)
+
+    def forward(self, estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        total = estimate.new_zeros(())
+        for i, (n_fft, hop) in enumerate(self.resolutions):
+            window = getattr(self, f"window_{i}")
+            est = _power(_stft(estimate, n_fft, hop, window)).clamp(min=self.eps).sqrt()
+            ref = _power(_stft(target, n_fft, hop, window)).clamp(min=self.eps).sqrt()
+            convergence = torch.linalg.vector_norm(est - ref) / torch.linalg.vector_norm(ref)
+            total = total + convergence + (est.log() - ref.log()).abs().mean()
+        return total / len(self.resolutions)
+
+
+class MultiScaleMelLoss(nn.Module):
+    """L1 between log10 mel spectrograms at several window lengths, summed over scales (DAC style).
+
+    Scale ``i`` uses a Hann window of ``window_lengths[i]`` samples (``n_fft`` equal to it, hop a
+    quarter of it, centred frames) and ``n_mels[i]`` Slaney mel bands on ``|STFT|``. Its term is
+    ``log_weight * mean |log10(max(M_est, clamp_eps) ** power) - log10(max(M_ref, clamp_eps) ** power)|
+    + mag_weight * mean |M_est - M_ref|``.
+    """
+
+    def __init__(
+        self,
+        sample_rate: int,
+        window_lengths: Sequence[int] = (32, 64, 128, 256, 512, 1024, 2048),
+        n_mels: Sequence[int] = (5, 10, 20, 40, 80, 160, 320),
+        clamp_eps: float = 1e-5,
+        power: float = 1.0,
+        log_weight: float = 1.0,
+        mag_weight: float = 0.0,
+        f_min: float = 0.0,
+        f_max: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.window_lengths = list(window_lengths)
+        self.clamp_eps = clamp_eps
+        self.power = power
+        self.log_weight = log_weight
+        self.mag_weight = mag_weight
+        for i, (win, mels) in enumerate(zip(window_lengths, n_mels, strict=True)):
+            self.register_buffer(f"window_{i}", get_window("hann", win), persistent=False)
+            fb = mel_filterbank(sample_rate, win, mels, f_min, f_max)
+            self.register_buffer(f"mel_{i}", fb, persistent=False)
+
+    def forward(self, estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        total = estimate.new_zeros(())
+        for i, win in enumerate(self.window_lengths):
+            window, fb = getattr(self, f"window_{i}"), getattr(self, f"mel_{i}")
+            est, ref = (torch.matmul(fb, _stft(x, win, win // 4, window).abs()) for x in (estimate, target))
+            if self.log_weight:
+                log_est = est.clamp(min=self.clamp_eps).pow(self.power).log10()
+                log_ref = ref.clamp(min=self.clamp_eps).pow(self.power).log10()
+                total = total + self.log_weight * (log_est - log_ref).abs().mean()
+            if self.mag_weight:
+                total = total + self.mag_weight * (est - ref).abs().mean()
+        return total

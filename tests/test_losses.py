@@ -1,0 +1,194 @@
+"""audiokit.losses: spectral losses against librosa/numpy, adversarial losses, discriminators that learn."""
+
+from __future__ import annotations
+
+import librosa
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from audiokit.losses import (
+    CombinedDiscriminator,
+    MultiBandMultiResolutionDiscriminator,
+    MultiPeriodDiscriminator,
+    MultiResolutionSTFTLoss,
+    MultiScaleMelLoss,
+    MultiScaleSTFTDiscriminator,
+    discriminator_loss,
+    feature_matching_loss,
+    generator_loss,
+    time_l1_loss,
+)
+
+
+@pytest.fixture(scope="module")
+def speech_pair(speech_files) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two different real 16 kHz speech excerpts, shaped (2, 1, 8000) each."""
+    clips = []
+    for path in speech_files[:2]:
+        audio, rate = sf.read(path, dtype="float32", always_2d=True)
+        assert rate == 16000
+        clips.append(torch.from_numpy(audio[:16000, 0]))
+    x, y = torch.stack(clips).reshape(2, 2, 8000).unbind(1)
+    return x[:, None], y[:, None]
+
+
+def test_time_l1_matches_numpy(speech_pair):
+    x, y = speech_pair
+    assert time_l1_loss(x, y).item() == pytest.approx(np.mean(np.abs(x.numpy() - y.numpy())), rel=1e-6)
+
+
+def test_multi_resolution_stft_matches_librosa(speech_pair):
+    est, ref = speech_pair
+    sizes, hops, wins = (256, 512, 128), (64, 100, 32), (200, 400, 128)
+    loss = MultiResolutionSTFTLoss(sizes, hops, wins)
+    expected = 0.0
+    for n_fft, hop, win in zip(sizes, hops, wins, strict=True):
+
+        def mag(a, n_fft=n_fft, hop=hop, win=win):
+            s = librosa.stft(
+                a.numpy()[:, 0].astype(np.float64),
+                n_fft=n_fft,
+                hop_length=hop,
+                win_length=win,
+                window="hann",
+                center=True,
+                pad_mode="reflect",
+            )
+            return np.sqrt(np.maximum(np.abs(s) ** 2, 1e-7))
+
+        e, r = mag(est), mag(ref)
+        expected += np.linalg.norm(e - r) / np.linalg.norm(r) + np.mean(np.abs(np.log(e) - np.log(r)))
+    assert loss(est, ref).item() == pytest.approx(expected / 3, rel=1e-4)
+
+
+@pytest.mark.parametrize(("power", "mag_weight"), [(1.0, 0.0), (2.0, 1.0)])
+def test_multi_scale_mel_matches_librosa(speech_pair, power, mag_weight):
+    est, ref = speech_pair
+    wins, mels = (32, 128, 512, 2048), (5, 20, 80, 320)
+    loss = MultiScaleMelLoss(16000, wins, mels, power=power, mag_weight=mag_weight)
+    expected = 0.0
+    for win, n_mels in zip(wins, mels, strict=True):
+
+        def mel(a, win=win, n_mels=n_mels):
+            return librosa.feature.melspectrogram(
+                y=a.numpy()[:, 0].astype(np.float64),
+                sr=16000,
+                n_fft=win,
+                hop_length=win // 4,
+                window="hann",
+                center=True,
+                pad_mode="reflect",
+                power=1.0,
+                n_mels=n_mels,
+            )
+
+        e, r = mel(est), mel(ref)
+        expected += np.mean(
+            np.abs(np.log10(np.maximum(e, 1e-5) ** power) - np.log10(np.maximum(r, 1e-5) ** power))
+        )
+        expected += mag_weight * np.mean(np.abs(e - r))
+    assert loss(est, ref).item() == pytest.approx(expected, rel=1e-4)
+
+
+def test_spectral_losses_finite_on_silence_and_zero_for_identity(speech_pair):
+    x, _ = speech_pair
+    for loss in (MultiScaleMelLoss(16000), MultiResolutionSTFTLoss((256, 128), (64, 32), (256, 128))):
+        silent = torch.zeros_like(x, requires_grad=True)
+        value = loss(silent, torch.zeros_like(x)) + loss(silent, x)
+        value.backward()
+        assert torch.isfinite(value) and torch.isfinite(silent.grad).all()
+        assert loss(x, x).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_adversarial_losses_by_hand():
+    real = [torch.tensor([2.0, 0.5]), torch.tensor([[-1.0]])]
+    fake = [torch.tensor([-2.0, 0.0]), torch.tensor([[3.0]])]
+    # hinge D: mean(relu(1 - real)) + mean(relu(1 + fake)) per discriminator, averaged
+    d_hinge = ((0 + 0.5) / 2 + (0 + 1) / 2 + 2 + 4) / 2
+    assert discriminator_loss(real, fake, "hinge").item() == pytest.approx(d_hinge)
+    d_ls = ((1 + 0.25) / 2 + (4 + 0) / 2 + 4 + 9) / 2
+    assert discriminator_loss(real, fake, "lsgan").item() == pytest.approx(d_ls)
+    assert generator_loss(fake, "hinge").item() == pytest.approx(((3 + 1) / 2 + 0) / 2)
+    assert generator_loss(fake, "lsgan").item() == pytest.approx(((9 + 1) / 2 + 4) / 2)
+    with pytest.raises(ValueError, match="unknown adversarial"):
+        generator_loss(fake, "wasserstein")
+
+
+def test_feature_matching_by_hand_and_detached():
+    real = [[torch.tensor([1.0, -3.0], requires_grad=True)], [torch.tensor([2.0]), torch.tensor([4.0, 4.0])]]
+    fake = [[torch.tensor([0.0, 0.0], requires_grad=True)], [torch.tensor([1.0]), torch.tensor([4.0, 6.0])]]
+    value = feature_matching_loss(real, fake)
+    assert value.item() == pytest.approx((2.0 + 1.0 + 1.0) / 3)
+    assert feature_matching_loss(real, fake, normalize=True).item() == pytest.approx((1.0 + 0.5 + 0.25) / 3)
+    value.backward()
+    assert real[0][0].grad is None and fake[0][0].grad is not None
+
+
+def small_discriminators():
+    torch.manual_seed(0)
+    return {
+        "msstft": MultiScaleSTFTDiscriminator(filters=8, n_ffts=(256, 512, 128)),
+        "mpd": MultiPeriodDiscriminator(periods=(2, 3, 5), widths=(16, 32, 32)),
+        "mrd": MultiBandMultiResolutionDiscriminator(filters=8, window_lengths=(512, 256)),
+    }
+
+
+def test_discriminator_output_structure():
+    x = torch.randn(3, 2, 4000, requires_grad=True)
+    expected_subs = {"msstft": 3, "mpd": 3, "mrd": 2}
+    torch.manual_seed(0)
+    stereo = {
+        "msstft": MultiScaleSTFTDiscriminator(channels=2, filters=8, n_ffts=(256, 512, 128)),
+        "mpd": MultiPeriodDiscriminator(channels=2, periods=(2, 3, 5), widths=(8, 16, 16)),
+        "mrd": MultiBandMultiResolutionDiscriminator(channels=2, filters=8, window_lengths=(512, 256)),
+    }
+    for name, disc in stereo.items():
+        logits, features = disc(x)
+        assert len(logits) == len(features) == expected_subs[name]
+        for lg, fmaps in zip(logits, features, strict=True):
+            assert lg.shape[:2] == (3, 1) and lg.dim() == 4 and torch.isfinite(lg).all()
+            assert fmaps[-1] is lg and all(f.shape[0] == 3 for f in fmaps)
+        assert len(features[0]) == {"msstft": 6, "mpd": 4, "mrd": 26}[name]
+    logits, features = CombinedDiscriminator(stereo["mpd"], stereo["mrd"])(x)
+    assert len(logits) == len(features) == 5
+    sum(lg.mean() for lg in logits).backward()
+    assert x.grad.abs().sum() > 0
+
+
+def sines(n: int, length: int, gen: torch.Generator) -> torch.Tensor:
+    freq = 200 + 1800 * torch.rand(n, 1, 1, generator=gen)
+    t = torch.arange(length) / 16000
+    return 0.5 * torch.sin(2 * torch.pi * freq * t + 6.28 * torch.rand(n, 1, 1, generator=gen))
+
+
+@pytest.fixture
+def one_thread():
+    """Small convs train much faster on one thread than on two contended ones."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["msstft", "mpd", "mrd"])
+def test_discriminators_learn_to_separate_sines_from_noise(name, one_thread):
+    disc = small_discriminators()[name]
+    gen = torch.Generator().manual_seed(0)
+    opt = torch.optim.Adam(disc.parameters(), lr=5e-3)
+    losses = []
+    for _ in range(30):
+        real, fake = sines(4, 2048, gen), 0.3 * torch.randn(4, 1, 2048, generator=gen)
+        loss = discriminator_loss(disc(real)[0], disc(fake)[0])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    with torch.no_grad():
+        real_score = torch.stack([lg.mean() for lg in disc(sines(8, 2048, gen))[0]]).mean()
+        noise = 0.3 * torch.randn(8, 1, 2048, generator=gen)
+        fake_score = torch.stack([lg.mean() for lg in disc(noise)[0]]).mean()
+    assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:3])
+    assert real_score - fake_score > 0.5
