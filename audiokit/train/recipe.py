@@ -63,7 +63,9 @@ class LossesConfig:
     """Generator loss weights (relative shares when ``balancer`` is on) and loss settings.
 
     ``mel``, ``stft``, ``waveform``, ``adversarial`` and ``feature_matching`` go through the balancer
-    (when on); ``commitment`` and ``codebook`` are added to the total as plain weighted terms.
+    (when on); ``commitment`` and ``codebook`` are added to the total as plain weighted terms. A weight
+    of 0 switches a loss off. The mel loss has one scale per ``mel_window_lengths`` entry (samples)
+    with ``mel_bins`` bands each; ``stft_resolutions`` lists ``[n_fft, hop, window]`` triples.
     """
 
     mel: float = 15.0
@@ -75,9 +77,11 @@ class LossesConfig:
     codebook: float = 1.0
     balancer: bool = True
     balancer_ema_decay: float = 0.999
-    mel_n_ffts: list[int] = field(default_factory=lambda: [256, 512, 1024, 2048])
-    mel_bins: int = 64
-    stft_resolutions: list[list[int]] = field(default_factory=lambda: [[2048, 512], [1024, 256], [512, 128]])
+    mel_window_lengths: list[int] = field(default_factory=lambda: [64, 128, 256, 512, 1024, 2048])
+    mel_bins: list[int] = field(default_factory=lambda: [10, 20, 40, 80, 160, 320])
+    stft_resolutions: list[list[int]] = field(
+        default_factory=lambda: [[1024, 120, 600], [2048, 240, 1200], [512, 50, 240]]
+    )
     adversarial_kind: str = "hinge"
 
 
@@ -116,7 +120,11 @@ class ScheduleConfig:
 
 @dataclass
 class DiscriminatorConfig:
-    """Which discriminators, from which step they train, and how often they update."""
+    """Which discriminators (``msstft``, ``mpd``, ``mrd``), from which step, and how often they update.
+
+    ``options`` maps a kind to keyword arguments of its class, e.g. ``{msstft: {filters: 16}}``.
+    Generator adversarial and feature-matching losses start at ``start_step`` too.
+    """
 
     kinds: list[str] = field(default_factory=lambda: ["msstft", "mpd"])
     start_step: int = 20000
@@ -320,6 +328,28 @@ def validate(recipe: Recipe, where: str = "<recipe>") -> None:
     lr = recipe.optim.learning_rate
     _check(lr > 0, where, f"'optim.learning_rate' must be > 0, got {lr}")
     _check(0.0 <= recipe.optim.ema_decay < 1.0, where, "'optim.ema_decay' must be in [0, 1)")
+    losses = recipe.losses
+    _check(
+        len(losses.mel_window_lengths) == len(losses.mel_bins),
+        where,
+        "'losses.mel_window_lengths' and 'losses.mel_bins' must have the same length",
+    )
+    _check(
+        all(len(r) == 3 for r in losses.stft_resolutions),
+        where,
+        "'losses.stft_resolutions' entries must be [n_fft, hop, window] triples",
+    )
+    kinds = ("msstft", "mpd", "mrd")
+    for kind in recipe.discriminator.kinds:
+        _check(
+            kind in kinds, where, f"'discriminator.kinds': unknown {kind!r}; choose from {', '.join(kinds)}"
+        )
+    for kind in recipe.discriminator.options:
+        _check(
+            kind in recipe.discriminator.kinds,
+            where,
+            f"'discriminator.options.{kind}' is not one of discriminator.kinds {recipe.discriminator.kinds}",
+        )
     _check(recipe.discriminator.update_every >= 1, where, "'discriminator.update_every' must be >= 1")
     _check(
         recipe.losses.adversarial_kind in ("hinge", "lsgan"),
