@@ -17,18 +17,17 @@ from __future__ import annotations
 import math
 import os
 import struct
-import tempfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from fractions import Fraction
-from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 import torch
 
 from audiokit.errors import BitstreamError, UsageError
+from audiokit.io import atomic_path
 
 MAGIC = b"AKC\x00"
 VERSION = 1
@@ -607,15 +606,8 @@ def write_akc(path: str | os.PathLike, codes: torch.Tensor | np.ndarray, header:
     """
     if header.num_samples is None:
         raise ValueError("write_akc needs header.num_samples (the exact audio length)")
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            writer = AkcWriter(file, header)
-            writer.append(codes)
-            writer.close()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as file:
+        writer = AkcWriter(file, header)
+        writer.append(codes)
+        writer.close()
+        os.fsync(file.fileno())

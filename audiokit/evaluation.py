@@ -27,8 +27,8 @@ class FilePair:
     test: Path | None
 
 
-def find_audio(root: Path, pattern: str = "*") -> list[Path]:
-    """Audio files under ``root`` (or ``root`` itself) whose relative path matches ``pattern``."""
+def find_audio(root: Path, pattern: str = "*", extensions: tuple[str, ...] = AUDIO_EXTENSIONS) -> list[Path]:
+    """Files with ``extensions`` under ``root`` (or ``root`` itself), relative path matching ``pattern``."""
     if root.is_file():
         return [root]
     if not root.is_dir():
@@ -36,10 +36,10 @@ def find_audio(root: Path, pattern: str = "*") -> list[Path]:
     files = sorted(
         p
         for p in root.rglob("*")
-        if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS and p.relative_to(root).match(pattern)
+        if p.is_file() and p.suffix.lower() in extensions and p.relative_to(root).match(pattern)
     )
     if not files:
-        raise UsageError(f"{root}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) matching {pattern!r}")
+        raise UsageError(f"{root}: no files ({', '.join(extensions)}) matching {pattern!r}")
     return files
 
 
@@ -78,7 +78,8 @@ def pair_files(ref_root: Path, test_root: Path | None, pattern: str = "*") -> li
     missing = [p.name for p in pairs if p.test is None]
     if missing:
         raise UsageError(
-            f"{test_root}: no test file for {len(missing)} of {len(pairs)} reference files (first: {missing[0]})"
+            f"{test_root}: no test file for {len(missing)} of {len(pairs)} reference files "
+            f"(first: {missing[0]})"
         )
     return pairs
 

@@ -227,6 +227,12 @@ def _as_frames_by_channels(wav: torch.Tensor | np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(data.T.astype(np.float32, copy=False))
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_path(path: PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; it is renamed onto ``path`` only on success.
@@ -240,6 +246,7 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     tmp = Path(name)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +26,14 @@ from torch import nn
 
 from audiokit.errors import ModelError
 from audiokit.io import atomic_path
-from audiokit.nn import ISTFTDecoder, SEANetDecoder, SEANetEncoder
+from audiokit.nn import (
+    CausalISTFTHead,
+    ISTFTDecoder,
+    SEANetDecoder,
+    SEANetEncoder,
+    StreamableConv1d,
+    StreamableConvTranspose1d,
+)
 from audiokit.quantize import ResidualVectorQuantizer, supported_bitrates
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -263,6 +271,36 @@ class Codec(nn.Module):
         """Audio ``(B, C, T)`` from :class:`Codes`; ``T`` and ``C`` are those given to :meth:`encode`."""
         return self._synthesize(self.quantizer.decode(codes.codes), codes.length, codes.channels)
 
+    def decode_segment(self, codes: Codes, first_frame: int, start: int, length: int) -> torch.Tensor:
+        """Audio samples ``[start, start + length)`` from codes of frames ``first_frame`` onwards.
+
+        ``codes.codes`` holds frames ``first_frame ..``; for a result equal to a full decode the frames
+        must start at least :attr:`decoder_context_frames` before the one holding ``start`` (or at 0).
+        """
+        offset = start - first_frame * self.hop_length + self.target_delay
+        audio = self.decoder(self.quantizer.decode(codes.codes))
+        if offset < 0 or offset + length > audio.shape[-1]:
+            raise ValueError(f"frames from {first_frame} do not cover samples [{start}, {start + length})")
+        return audio[..., offset : offset + length].reshape(-1, codes.channels, length)
+
+    @property
+    def decoder_context_frames(self) -> int:
+        """Frames of history the decoder's convolutions read, rounded up (an LSTM reaches further).
+
+        Each conv reading ``R`` samples at ``u`` times the frame rate adds ``(R - 1) / u`` frames; a
+        transposed conv adds its ``kernel / stride`` frames; an iSTFT head its window overlap.
+        """
+        frames, rate = 1.0, 1
+        for layer in self.decoder.modules():
+            if isinstance(layer, StreamableConvTranspose1d):
+                frames += layer.kernel_size / layer.stride / rate
+                rate *= layer.stride
+            elif isinstance(layer, StreamableConv1d):
+                frames += (layer.receptive_field - 1) / rate
+            elif isinstance(layer, CausalISTFTHead):
+                frames += layer.n_fft / self.hop_length
+        return math.ceil(frames)
+
     def forward(self, wav: torch.Tensor, n_q: int | None = None) -> CodecOutput:
         """Training pass: quantize with straight-through gradients (codebook updates, dropout)."""
         folded = self._fold(wav)
@@ -357,4 +395,3 @@ def _resolve_weights(name_or_path: str | Path) -> Path:
         known = ", ".join(CONFIGS)
         raise ModelError(f"{path}: no such model file, and not a known model name ({known})")
     return path
-

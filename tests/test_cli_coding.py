@@ -1,0 +1,118 @@
+"""``audiokit encode`` / ``decode`` end to end with a (randomly initialised) saved codec."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+import torch
+
+from audiokit import io
+from audiokit.models import Codec
+
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+
+
+def audiokit(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "audiokit", *args], capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    return Codec.from_config("speech-16k").save_pretrained(
+        tmp_path_factory.mktemp("model") / "speech-16k.safetensors"
+    )
+
+
+def test_round_trip_exact_length_size_and_seek(tmp_path, model_path):
+    source = SAMPLES / "speech_fr_16k_a.flac"
+    akc, out = tmp_path / "a.akc", tmp_path / "a.wav"
+    done = audiokit("encode", str(source), str(akc), "-b", "6", "--model", str(model_path))
+    assert done.returncode == 0, done.stderr
+    seconds = sf.info(source).frames / 16000
+    assert akc.stat().st_size <= 6000 * seconds / 8 * 1.02 + 200  # nominal 6 kbps + header
+    done = audiokit("decode", str(akc), str(out), "--model", str(model_path))
+    assert done.returncode == 0, done.stderr
+    full, rate = io.load(out)
+    assert rate == 16000 and full.shape == (1, sf.info(source).frames)
+    # the decoded audio is what the Python API gives
+    codec = Codec.from_pretrained(model_path)
+    wav, _ = io.load(source)
+    with torch.inference_mode():
+        api = codec.decode(codec.encode(wav[None], 6000))[0]
+    assert (full - api.clamp(-1, 1)).abs().max() <= 2 / 32768  # 16-bit WAV quantisation
+    # seeking decodes the same samples as a full decode
+    part = tmp_path / "part.wav"
+    done = audiokit(
+        "decode", str(akc), str(part), "--model", str(model_path), "--start", "3", "--duration", "2"
+    )
+    assert done.returncode == 0, done.stderr
+    segment, _ = io.load(part)
+    assert segment.shape == (1, 32000)
+    assert (segment - full[:, 48000:80000]).abs().max() <= 2 / 32768
+
+
+def test_stereo_44k_input_and_directories(tmp_path, model_path):
+    src = tmp_path / "in" / "sub"
+    src.mkdir(parents=True)
+    music, _ = io.load(SAMPLES / "music_stereo_44k.flac")
+    io.save(src / "m.flac", music[:, :44100], 44100)
+    done = audiokit(
+        "encode", str(tmp_path / "in"), str(tmp_path / "codes"), "-b", "3", "--model", str(model_path), "-q"
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "codes" / "sub" / "m.akc").is_file()
+    done = audiokit(
+        "decode", str(tmp_path / "codes"), str(tmp_path / "out"), "--model", str(model_path), "-q"
+    )
+    assert done.returncode == 0, done.stderr
+    out, rate = io.load(tmp_path / "out" / "sub" / "m.wav")
+    assert rate == 16000 and out.shape == (2, 16000)
+
+
+def test_errors_are_one_line_and_leave_no_output(tmp_path, model_path):
+    akc = tmp_path / "a.akc"
+    assert (
+        audiokit(
+            "encode", str(SAMPLES / "speech_fr_16k_b.flac"), str(akc), "--model", str(model_path)
+        ).returncode
+        == 0
+    )
+    data = akc.read_bytes()
+    cases = {
+        "truncated.akc": data[: len(data) // 2],
+        "flipped.akc": data[:100] + bytes([data[100] ^ 0xFF]) + data[101:],
+        "empty.akc": b"",
+    }
+    for name, blob in cases.items():
+        (tmp_path / name).write_bytes(blob)
+        out = tmp_path / f"{name}.wav"
+        done = audiokit("decode", str(tmp_path / name), str(out), "--model", str(model_path))
+        assert done.returncode != 0 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert name in done.stderr and "Traceback" not in done.stderr
+        assert not out.exists()
+    # a different model's weights are refused
+    torch.manual_seed(1)
+    other = Codec.from_config("speech-16k").save_pretrained(tmp_path / "other.safetensors")
+    done = audiokit("decode", str(akc), str(tmp_path / "x.wav"), "--model", str(other))
+    assert done.returncode != 0 and "weights" in done.stderr and not (tmp_path / "x.wav").exists()
+    done = audiokit(
+        "encode",
+        str(SAMPLES / "speech_fr_16k_b.flac"),
+        str(tmp_path / "y.akc"),
+        "-b",
+        "0.1",
+        "--model",
+        str(model_path),
+    )
+    assert done.returncode != 0 and "not supported" in done.stderr and not (tmp_path / "y.akc").exists()
+    done = audiokit(
+        "encode", str(tmp_path / "empty.akc"), str(tmp_path / "z.akc"), "--model", str(model_path)
+    )
+    assert done.returncode != 0 and "empty.akc" in done.stderr and not (tmp_path / "z.akc").exists()
