@@ -346,9 +346,9 @@ def validate(recipe: Recipe, where: str = "<recipe>") -> None:
         )
     for kind in recipe.discriminator.options:
         _check(
-            kind in recipe.discriminator.kinds,
+            kind in kinds,
             where,
-            f"'discriminator.options.{kind}' is not one of discriminator.kinds {recipe.discriminator.kinds}",
+            f"'discriminator.options.{kind}': unknown kind; choose from {', '.join(kinds)}",
         )
     _check(recipe.discriminator.update_every >= 1, where, "'discriminator.update_every' must be >= 1")
     _check(

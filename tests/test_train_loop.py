@@ -1,0 +1,114 @@
+"""The training loop end to end on samples/: tiny recipe, exact resume, fine-tuning init."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from audiokit.errors import UsageError
+from audiokit.train.checkpoint import load_checkpoint
+from audiokit.train.recipe import load_recipe
+from audiokit.train.trainer import Trainer
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ROOT / "recipes" / "codec_speech16k_tiny.yaml"
+
+
+def _recipe(*overrides: str):
+    base = [f"data.train={ROOT / 'samples'}", f"data.valid={ROOT / 'samples'}"]
+    return load_recipe(TINY, base + list(overrides))
+
+
+def _assert_same_tensors(a: dict, b: dict, where: str = "") -> None:
+    assert a.keys() == b.keys(), where
+    for key in a:
+        if isinstance(a[key], dict):
+            _assert_same_tensors(a[key], b[key], f"{where}.{key}")
+        elif isinstance(a[key], torch.Tensor):
+            assert torch.equal(a[key], b[key]), f"{where}.{key} differs"
+
+
+def test_tiny_recipe_trains_checkpoints_and_evaluates(tmp_path):
+    recipe = _recipe()
+    trainer = Trainer(recipe, tmp_path / "run", quiet=True)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    result = trainer.fit()
+    trainer.close()
+    assert result.step == recipe.run.max_steps == 8
+    # every generator loss term, the discriminator and the balancer took part
+    for key in ("loss/mel", "loss/stft", "loss/adversarial", "loss/feature_matching", "loss/discriminator"):
+        assert key in result.losses and torch.isfinite(torch.tensor(result.losses[key]))
+    assert "balancer/ratio_mel" in result.losses
+    after = trainer.model.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    # evaluation at each bitrate, every 4 steps
+    assert [e["step"] for e in result.evaluations] == [4, 8]
+    for evaluation in result.evaluations:
+        assert set(evaluation["bitrates"]) == {"400", "800"}
+        for scores in evaluation["bitrates"].values():
+            assert 0.9 < scores["pesq"] < 4.7 and 0.0 <= scores["stoi"] <= 1.0 and scores["mel_distance"] > 0
+    run = tmp_path / "run"
+    lines = [json.loads(x) for x in (run / "eval.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == [4, 8]
+    info = json.loads((run / "run.json").read_text())
+    assert info["seed"] == 0 and info["sessions"][0]["versions"]["torch"] == torch.__version__
+    assert "commit" in info["sessions"][0]["git"]
+    assert load_recipe(run / "recipe.yaml") == recipe
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    state = load_checkpoint(run / "checkpoints" / "latest.pt")
+    assert state["step"] == 8 and state["data"]["next_step"] == 8
+    assert {"generator", "discriminator"} <= set(state["optimizers"]) and state["balancer"]["sums"]
+    assert (run / "model.safetensors").is_file()
+
+
+def test_resume_continues_bit_exactly(tmp_path):
+    # 10 steps in one go == 5 steps, a new process-like Trainer resuming, then 5 more
+    overrides = [
+        "data.valid=null",
+        "data.segment_seconds=0.25",
+        "run.tensorboard=false",
+        "run.max_steps=10",
+        "schedule.total_steps=10",
+        "discriminator.start_step=3",
+        "discriminator.update_every=2",
+    ]
+    straight = Trainer(_recipe(*overrides), tmp_path / "straight", quiet=True)
+    straight.fit()
+    first = Trainer(_recipe(*overrides), tmp_path / "split", quiet=True)
+    assert first.fit(max_steps=5).step == 5
+    del first
+    second = Trainer(_recipe(*overrides), tmp_path / "split", resume=True, quiet=True)
+    assert second.step == 5
+    assert second.fit().step == 10
+    a = load_checkpoint(tmp_path / "straight" / "checkpoints" / "latest.pt")
+    b = load_checkpoint(tmp_path / "split" / "checkpoints" / "latest.pt")
+    for key in ("model", "ema", "discriminator", "optimizers"):
+        _assert_same_tensors(a[key], b[key], key)
+    assert a["balancer"] == b["balancer"] and a["schedulers"] == b["schedulers"]
+    assert len(json.loads((tmp_path / "split" / "run.json").read_text())["sessions"]) == 2
+
+
+def test_run_dir_with_checkpoint_needs_resume(tmp_path):
+    overrides = ["data.valid=null", "run.tensorboard=false", "run.max_steps=1", "discriminator.kinds=[]"]
+    Trainer(_recipe(*overrides), tmp_path, quiet=True).fit()
+    with pytest.raises(UsageError, match="--resume"):
+        Trainer(_recipe(*overrides), tmp_path, quiet=True)
+    with pytest.raises(UsageError, match="nothing to resume"):
+        Trainer(_recipe(*overrides), tmp_path / "empty", resume=True, quiet=True)
+
+
+def test_init_fine_tunes_from_checkpoint_weights(tmp_path):
+    overrides = ["data.valid=null", "run.tensorboard=false", "run.max_steps=2", "discriminator.kinds=[]"]
+    Trainer(_recipe(*overrides), tmp_path / "a", quiet=True).fit()
+    source = load_checkpoint(tmp_path / "a" / "checkpoints" / "latest.pt")
+    tuned = Trainer(
+        _recipe(*overrides, "run.seed=5"), tmp_path / "b", init=tmp_path / "a" / "checkpoints" / "latest.pt"
+    )
+    assert tuned.step == 0
+    _assert_same_tensors(tuned.model.state_dict(), source["ema"]["module"])
+    mismatched = _recipe(*overrides, "model.options.latent_dim=8")
+    with pytest.raises(UsageError, match="do not fit"):
+        Trainer(mismatched, tmp_path / "c", init=tmp_path / "a" / "model.safetensors")
