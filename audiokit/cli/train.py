@@ -1,0 +1,67 @@
+"""``audiokit train RECIPE``: train a codec from a YAML recipe (resume, fine-tune, DDP via torchrun)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from audiokit.errors import UsageError
+
+
+def run(args: argparse.Namespace) -> int:
+    from audiokit.train.recipe import load_recipe
+    from audiokit.train.trainer import Trainer
+
+    overrides = list(args.set or [])
+    if args.device:
+        overrides.append(f"run.device={args.device}")
+    recipe = load_recipe(args.recipe, overrides)
+    if args.resume and args.init:
+        raise UsageError(
+            "--resume and --init cannot be used together (resume continues a run; init starts one)"
+        )
+    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / Path(args.recipe).stem
+    trainer = Trainer(recipe, run_dir, resume=args.resume, init=args.init, quiet=args.quiet)
+    try:
+        result = trainer.fit(max_steps=args.max_steps, max_minutes=args.max_minutes)
+    finally:
+        trainer.close()
+    if trainer.is_main and not args.quiet:
+        summary = {"run_dir": str(run_dir), "step": result.step, "stopped": result.stopped}
+        if result.evaluations:
+            summary["eval"] = result.evaluations[-1]
+        print(json.dumps(summary))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        parents=[common],
+        help="train a model from a YAML recipe",
+        description=__doc__.split(":", 1)[1].strip()
+        + " Multi-GPU or multi-process: torchrun --nproc-per-node N -m audiokit train RECIPE ...",
+    )
+    parser.add_argument("recipe", help="YAML recipe, e.g. recipes/codec_speech16k.yaml")
+    parser.add_argument("--run-dir", help="run directory (default: runs/<recipe name>)")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue exactly from <run-dir>/checkpoints/latest.pt"
+    )
+    parser.add_argument(
+        "--init",
+        metavar="CKPT",
+        help="fine-tune: start from a checkpoint's (EMA) weights or a .safetensors model",
+    )
+    parser.add_argument(
+        "--max-steps", type=int, help="stop this session at this step (the schedule is unchanged)"
+    )
+    parser.add_argument("--max-minutes", type=float, help="stop this session after this many minutes")
+    parser.add_argument("--device", help="cpu, cuda or cuda:N (bf16 autocast on CUDA unless run.bf16=false)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a recipe key, e.g. --set optim.learning_rate=1e-4 (repeatable)",
+    )
+    parser.set_defaults(handler=run)
