@@ -20,7 +20,8 @@ class Balancer:
 
     Usage: ``balancer.backward({"mel": mel, "stft": stft}, output)`` instead of
     ``(mel + stft).backward()``; losses that do not depend on ``output`` (e.g. a commitment loss)
-    are back-propagated separately. Weights of 0 are allowed (the loss is skipped).
+    are back-propagated separately. Weights of 0 are allowed (the loss is skipped); the shares are
+    taken over the weighted losses present in each call.
     """
 
     def __init__(
