@@ -1,0 +1,120 @@
+"""Training data: determinism per step, crop lengths, short clips, manifests, EQ and noise."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.signal
+import torch
+
+from audiokit import io
+from audiokit.dsp import loudness_lufs
+from audiokit.errors import RecipeError
+from audiokit.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from audiokit.train.data import CropDataset, batches, read_clips, shelf_biquad
+from audiokit.train.recipe import DataConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "samples"
+
+
+def _dataset(clips, seed=0, rank=0, **config) -> CropDataset:
+    config = {"segment_seconds": 0.5, "batch_size": 2, **config}
+    return CropDataset(clips, 16000, 1, DataConfig(**config), seed=seed, rank=rank)
+
+
+@pytest.fixture(scope="module")
+def clips():
+    return read_clips(str(SAMPLES), "speech_fr_16k_*")
+
+
+def test_batches_depend_only_on_seed_rank_and_step(clips):
+    a, b = _dataset(clips), _dataset(clips)
+    first = [b[s]["input"] for s in range(3)]
+    assert first[0].shape == (2, 1, 8000) and first[0].dtype == torch.float32
+    assert torch.equal(a[2]["input"], first[2])  # random access == sequential access
+    streamed = batches(a, 1)
+    assert torch.equal(next(streamed)["input"], first[1]) and torch.equal(next(streamed)["input"], first[2])
+    assert not torch.equal(first[0], first[1])
+    assert not torch.equal(_dataset(clips, rank=1)[0]["input"], first[0])
+    assert not torch.equal(_dataset(clips, seed=1)[0]["input"], first[0])
+
+
+def test_loudness_normalised_and_never_clipping(clips):
+    data = _dataset(clips, gain_db=[0.0, 0.0], eq_probability=0.0, target_level_db=-23.0)
+    for step in range(3):
+        for item in data[step]["input"]:
+            assert abs(loudness_lufs(item, 16000) + 23.0) < 0.5
+    loud = _dataset(clips, gain_db=[30.0, 30.0])
+    assert loud[0]["input"].abs().max() <= 0.99 + 1e-6
+
+
+def test_short_clips_are_joined_within_their_group_then_padded(tmp_path):
+    tone = np.sin(2 * np.pi * 440 * np.arange(1600) / 16000).astype(np.float32) * 0.5
+    for name in ("a1", "a2"):
+        io.save(tmp_path / f"{name}.wav", tone[None], 16000, subtype="FLOAT")
+    io.save(tmp_path / "b.wav", tone[None] * 0, 16000, subtype="FLOAT")
+    rows = [{"path": f"{n}.wav", "seconds": 0.1, "group": "a"} for n in ("a1", "a2")]
+    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    clips = read_clips(str(tmp_path / "m.jsonl"))
+    assert [c.group for c in clips] == ["a", "a"] and clips[0].path == str(tmp_path / "a1.wav")
+    data = _dataset(clips, segment_seconds=0.5, loudness="none", gain_db=[0.0, 0.0], eq_probability=0.0)
+    crop = data[0]["input"][0, 0].numpy()
+    # 16 clips of 0.1 s at most are joined, so 0.5 s is covered by the tone: no padding needed here
+    assert np.allclose(crop, np.tile(tone, 5)[: crop.size], atol=1e-6)
+    lone = _dataset(clips[:1], segment_seconds=2.0, loudness="none", gain_db=[0.0, 0.0], eq_probability=0.0)
+    crop = lone[0]["input"][0, 0].numpy()
+    assert np.allclose(crop[:1600], tone, atol=1e-6) and crop.size == 32000
+
+
+def test_noise_is_mixed_at_the_requested_snr(clips, tmp_path):
+    rng = np.random.default_rng(0)
+    io.save(
+        tmp_path / "noise.wav", (0.1 * rng.standard_normal(32000)).astype(np.float32)[None], 16000, "FLOAT"
+    )
+    noise = read_clips(str(tmp_path))
+    config = DataConfig(
+        segment_seconds=0.5, batch_size=2, noise=str(tmp_path), noise_probability=1.0, snr_db=[10.0, 10.0]
+    )
+    data = CropDataset(clips, 16000, 1, config, seed=0, noise_clips=noise)
+    batch = data[0]
+    added = batch["input"] - batch["clean"]
+    snr = 10 * torch.log10(batch["clean"].square().sum(-1) / added.square().sum(-1))
+    assert torch.allclose(snr, torch.full_like(snr, 10.0), atol=0.01)
+
+
+@pytest.mark.parametrize("kind", ["low", "high"])
+def test_shelf_filters_have_the_requested_gain(kind):
+    b, a = shelf_biquad(kind, 6.0, 1000.0, 16000)
+    _, response = scipy.signal.freqz(b, a, worN=[0.0, 500.0, 1000.0, 8000.0 - 1e-6], fs=16000)
+    gains = 20 * np.log10(np.abs(response))
+    inside, outside = (gains[0], gains[3]) if kind == "low" else (gains[3], gains[0])
+    assert inside == pytest.approx(6.0, abs=0.01) and outside == pytest.approx(0.0, abs=0.01)
+    assert gains[2] == pytest.approx(3.0, abs=0.05)  # half the shelf gain (in dB) at the corner
+
+
+def test_unknown_sources_are_recipe_errors(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUDIOKIT_DATA", str(tmp_path))
+    with pytest.raises(RecipeError, match="prepared manifest"):
+        read_clips("train_speech")
+    (tmp_path / "manifests").mkdir()
+    (tmp_path / "manifests" / "train_speech.jsonl").write_text('{"no_path": 1}\n')
+    with pytest.raises(RecipeError, match="train_speech.jsonl:1: not a manifest line"):
+        read_clips("train_speech")
+
+
+def test_checkpoint_round_trips_rng_states(tmp_path):
+    import random
+
+    state = rng_state()
+    expected = (random.random(), np.random.rand(), torch.rand(1))
+    save_checkpoint(tmp_path / "c.pt", {"rng": state, "w": torch.ones(2)})
+    set_rng_state(load_checkpoint(tmp_path / "c.pt")["rng"])
+    again = (random.random(), np.random.rand(), torch.rand(1))
+    assert expected[0] == again[0] and expected[1] == again[1] and torch.equal(expected[2], again[2])
+    assert not list(tmp_path.glob(".*tmp*"))  # no temporary file left behind
+    assert math.isfinite(expected[1])

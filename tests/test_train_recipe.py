@@ -1,0 +1,91 @@
+"""Recipe schema: YAML onto dataclasses, unknown keys with suggestions, type and value errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from audiokit.errors import RecipeError
+from audiokit.train.recipe import dump_recipe, load_recipe, recipe_from_dict
+from audiokit.train.trainer import build_model
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "x.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_misspelt_key_names_the_key_and_the_closest_valid_one(tmp_path):
+    path = _write(tmp_path, "optim:\n  lerning_rate: 1.0e-4\n")
+    with pytest.raises(RecipeError) as err:
+        load_recipe(path)
+    assert str(err.value) == f"{path}: unknown key 'optim.lerning_rate'; did you mean 'learning_rate'?"
+
+
+def test_misspelt_section_and_override():
+    with pytest.raises(RecipeError, match=r"unknown key 'discrimnator'; did you mean 'discriminator'\?"):
+        recipe_from_dict({"discrimnator": {}})
+    with pytest.raises(RecipeError, match=r"unknown key 'run.max_step'; did you mean 'max_steps'\?"):
+        load_recipe(ROOT / "recipes" / "codec_speech16k_tiny.yaml", ["run.max_step=3"])
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"optim": {"learning_rate": "fast"}}, "'optim.learning_rate' must be float, got 'fast'"),
+        ({"run": {"max_steps": 2.5}}, "'run.max_steps' must be int, got 2.5"),
+        ({"run": {"bf16": 1}}, "'run.bf16' must be bool, got 1"),
+        ({"data": {"gain_db": 3}}, "'data.gain_db' must be a list, got 3"),
+        ({"data": "x"}, "'data' must be a mapping of keys"),
+        ({"data": {"gain_db": [6, -6]}}, "'data.gain_db' must be \\[low, high\\]"),
+        ({"schedule": {"decay": "linear"}}, "'schedule.decay' must be cosine, exponential or constant"),
+        ({"discriminator": {"kinds": ["msd"]}}, "unknown 'msd'"),
+        ({"data": {"noise_probability": 0.5}}, "needs 'data.noise'"),
+    ],
+)
+def test_wrong_types_and_values(values, message):
+    with pytest.raises(RecipeError, match=message):
+        recipe_from_dict(values, "r.yaml")
+
+
+def test_overrides_and_yaml_numbers(tmp_path):
+    path = _write(tmp_path, "optim:\n  learning_rate: 1e-4\nrun:\n  max_steps: 10\n")
+    recipe = load_recipe(path, ["run.max_steps=20", "data.gain_db=[-3, 3]", "model.options.latent_dim=32"])
+    assert recipe.optim.learning_rate == 1e-4  # PyYAML reads 1e-4 as a string: accepted as a float
+    assert recipe.run.max_steps == 20
+    assert recipe.data.gain_db == [-3.0, 3.0]
+    assert recipe.model.options == {"latent_dim": 32}
+    with pytest.raises(RecipeError, match="expected key=value"):
+        load_recipe(path, ["run.max_steps"])
+
+
+def test_resolved_recipe_round_trips(tmp_path):
+    recipe = load_recipe(ROOT / "recipes" / "codec_speech16k_tiny.yaml")
+    path = _write(tmp_path, dump_recipe(recipe))
+    assert load_recipe(path) == recipe
+
+
+@pytest.mark.parametrize("name", ["codec_speech16k.yaml", "codec_speech16k_tiny.yaml"])
+def test_shipped_recipes_load_and_build_their_model(name):
+    recipe = load_recipe(ROOT / "recipes" / name)
+    model = build_model(recipe.model)
+    assert model.sample_rate == 16000
+
+
+def test_unknown_model_option_is_a_recipe_error():
+    recipe = recipe_from_dict({"model": {"options": {"latnet_dim": 8}}})
+    with pytest.raises(RecipeError, match=r"'model.options.latnet_dim'; did you mean 'latent_dim'\?"):
+        build_model(recipe.model)
+    with pytest.raises(RecipeError, match="did you mean 'speech-16k'"):
+        build_model(recipe_from_dict({"model": {"config": "speech16k"}}).model)
+
+
+def test_missing_and_invalid_files(tmp_path):
+    with pytest.raises(RecipeError, match="recipe file not found"):
+        load_recipe(tmp_path / "nope.yaml")
+    with pytest.raises(RecipeError, match="not valid YAML"):
+        load_recipe(_write(tmp_path, "run: [\n"))
