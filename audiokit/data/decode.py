@@ -37,7 +37,11 @@ def _probe(path: Path, demuxer: str | None) -> tuple[int, int]:
 
 
 def _decode_ffmpeg(path: Path, demuxer: str | None) -> tuple[np.ndarray, int]:
-    sample_rate, channels = _probe(path, demuxer)
+    try:  # the header is often readable where the audio is not (e.g. Ogg without end-of-stream flag)
+        header = audio_io.info(path)
+        sample_rate, channels = header.sample_rate, header.channels
+    except AudioFormatError:
+        sample_rate, channels = _probe(path, demuxer)
     command = [
         ffmpeg_path(),
         "-hide_banner",

@@ -173,7 +173,9 @@ def _process_unit(
                 rows[_key(row["source_path"])] = row
     groups: dict[str, list[tuple[str, Path]]] = defaultdict(list)
     seen_real: set[Path] = set()
-    for relative, real in _candidates(source, tree):
+    # Real files before symlinks, so a symlinked copy is dropped rather than its target.
+    candidates = sorted(_candidates(source, tree), key=lambda item: ((tree / item[0]).is_symlink(), item[0]))
+    for relative, real in candidates:
         if real in seen_real:
             summary.duplicates += 1
             continue

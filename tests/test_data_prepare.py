@@ -1,0 +1,338 @@
+"""The real prepare pipeline run on tiny .deb packages built here with dpkg-deb (no network)."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from audiokit.cli import data as data_cli
+from audiokit.data.manifest import manifest_path, read_jsonl, read_manifest
+from audiokit.data.noisy_set import build_noisy_set
+from audiokit.data.prepare import prepare, unit_id
+from audiokit.data.sources import select
+from audiokit.errors import UsageError
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("dpkg-deb") is None or shutil.which("ffmpeg") is None, reason="needs dpkg-deb and ffmpeg"
+)
+
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+JUNE = "usr/share/asterisk/sounds/fr_CA_f_June"
+TUX = "usr/share/tuxpaint/stamps"
+ROLES, SPLITS = ["speech", "noise"], ["valid"]
+
+
+def _speech(name: str) -> tuple[np.ndarray, int]:
+    data, rate = soundfile.read(SAMPLES / name, dtype="float32")
+    return data, rate
+
+
+def _padded(data: np.ndarray, rate: int, pad_s: float = 1.0) -> np.ndarray:
+    silence = np.zeros(int(pad_s * rate), dtype=np.float32)
+    return np.concatenate([silence, data, silence])
+
+
+def _build_deb(workdir: Path, package: str, files: dict[str, object]) -> None:
+    """Build ``package``'s .deb holding ``files``: path -> (array, rate), bytes or a symlink target."""
+    tree = workdir / "src" / package
+    (tree / "DEBIAN").mkdir(parents=True)
+    (tree / "DEBIAN" / "control").write_text(
+        f"Package: {package}\nVersion: 1.0-1\nArchitecture: all\nMaintainer: test <t@example.org>\n"
+        "Description: test audio\n"
+    )
+    for relative, content in files.items():
+        target = tree / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, str):
+            target.symlink_to(content)
+        elif isinstance(content, bytes):
+            target.write_bytes(content)
+        elif relative.endswith(".g722"):
+            wav = workdir / "tmp.wav"
+            soundfile.write(wav, content[0], content[1])
+            subprocess.run(
+                [
+                    "ffmpeg",
+                    "-loglevel",
+                    "error",
+                    "-y",
+                    "-i",
+                    str(wav),
+                    "-ar",
+                    "16000",
+                    "-acodec",
+                    "g722",
+                    "-f",
+                    "g722",
+                    str(target),
+                ],
+                check=True,
+            )
+        else:
+            soundfile.write(target, content[0], content[1])
+    (workdir / "debs").mkdir(exist_ok=True)
+    subprocess.run(
+        [
+            "dpkg-deb",
+            "--root-owner-group",
+            "-Zgzip",
+            "-b",
+            str(tree),
+            str(workdir / "debs" / f"{package}_1.0-1_all.deb"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def debs(tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("debs")
+    fr_a, fr_b, ca = (
+        _speech("speech_fr_16k_a.flac"),
+        _speech("speech_fr_16k_b.flac"),
+        _speech("speech_ca_44k.flac"),
+    )
+    en = _speech("speech_en_48k.wav")
+    rng = np.random.default_rng(0)
+    noise = (0.1 * rng.standard_normal(16000 * 3)).astype(np.float32), 16000
+    rain = (0.05 * rng.standard_normal(22050 * 2)).astype(np.float32), 22050
+    _build_deb(
+        work,
+        "asterisk-core-sounds-fr-g722",
+        {
+            f"{JUNE}/vm-intro.g722": fr_a,
+            f"{JUNE}/digits/1.g722": fr_b,
+            f"{JUNE}/silence/1.g722": (np.zeros(8000, np.float32), 16000),
+            f"{JUNE}/tt-monkeys.g722": (noise[0], 16000),
+        },
+    )
+    _build_deb(
+        work,
+        "tuxpaint-stamps-default",
+        {
+            f"{TUX}/animals/zebra_desc_ca.ogg": (_padded(*ca), ca[1]),
+            f"{TUX}/animals/zebra_desc_da.ogg": (_padded(*en), en[1]),
+            f"{TUX}/animals/zebra_desc_ro.ogg": fr_b,  # training language: not in valid
+            f"{TUX}/symbols/math/one_desc_ca.ogg": fr_a,  # spoken symbols: excluded everywhere
+            f"{TUX}/animals/zebra.ogg": noise,  # an effect: training noise
+        },
+    )
+    _build_deb(
+        work,
+        "alsa-utils",
+        {
+            "usr/share/sounds/alsa/Front_Center.wav": en,
+            "usr/share/sounds/alsa/Front_Copy.wav": en,  # identical content: deduplicated
+            "usr/share/sounds/alsa/Rear_Center.wav": "Front_Center.wav",  # symlink: deduplicated
+            "usr/share/sounds/alsa/Noise.wav": noise,  # excluded by rule
+        },
+    )
+    glest = "usr/share/games/megaglest/tilesets"
+    _build_deb(
+        work,
+        "megaglest-data",
+        {
+            f"{glest}/forest/sounds/rain.wav": rain,
+            f"{glest}/forest/sounds/wind.ogg": noise,
+            f"{glest}/desert/sounds/rain.wav": "../../forest/sounds/rain.wav",
+            "usr/share/games/megaglest/techs/megapack/factions/tech/units/archer/sounds/archer_ack1.wav": en,
+        },
+    )
+    _build_deb(
+        work,
+        "endless-sky-data",
+        {
+            "usr/share/games/endless-sky/sounds/ambient/machinery.mp3": (noise[0], 16000),
+            "usr/share/games/endless-sky/sounds/other.wav": noise,
+        },
+    )
+    return work / "debs"
+
+
+def _run(root: Path, debs: Path, **kwargs):
+    return prepare(ROLES, SPLITS, root=root, deb_dir=debs, quiet=True, **kwargs)
+
+
+def _manifests(root: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted((root / "manifests").glob("*.jsonl"))}
+
+
+@pytest.fixture(scope="module")
+def prepared(debs, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    _run(root, debs)
+    return root
+
+
+def test_manifest_rows_follow_the_allowlist(prepared):
+    speech = read_jsonl(manifest_path("valid", "speech", prepared))
+    sources = sorted(row["source_path"] for row in speech)
+    assert sources == sorted(
+        [
+            f"{JUNE}/digits/1.g722",
+            f"{JUNE}/vm-intro.g722",
+            f"{TUX}/animals/zebra_desc_ca.ogg",
+            f"{TUX}/animals/zebra_desc_da.ogg",
+            "usr/share/sounds/alsa/Front_Center.wav",
+        ]
+    )
+    noise = read_jsonl(manifest_path("valid", "noise", prepared))
+    assert sorted(row["source_path"] for row in noise) == sorted(
+        [
+            "usr/share/games/megaglest/tilesets/forest/sounds/rain.wav",
+            "usr/share/games/megaglest/tilesets/forest/sounds/wind.ogg",
+            "usr/share/games/endless-sky/sounds/ambient/machinery.mp3",
+        ]
+    )
+    assert not manifest_path("train", "speech", prepared).exists()
+    by_source = {row["source_path"]: row for row in speech}
+    ca = by_source[f"{TUX}/animals/zebra_desc_ca.ogg"]
+    assert (ca["language"], ca["group"], ca["licence"]) == ("ca", "tuxpaint-stamps-default:desc-ca", "GPL-2")
+    assert ca["native_sample_rate"] == 44100 and ca["sample_rate"] == 16000
+    packages = {row["package"]: row for row in read_jsonl(prepared / "manifests" / "packages.jsonl")}
+    assert set(packages) == {
+        "asterisk-core-sounds-fr-g722",
+        "tuxpaint-stamps-default",
+        "alsa-utils",
+        "megaglest-data",
+        "endless-sky-data",
+    }
+    for row in packages.values():
+        assert len(row["sha256"]) == 64
+
+
+def test_clips_are_trimmed_resampled_and_hashed(prepared):
+    rows = read_manifest(manifest_path("valid", "speech", prepared))
+    for row in rows:
+        data, rate = soundfile.read(row["path"], dtype="float32")
+        assert rate == row["sample_rate"] == 16000 and data.ndim == 1
+        assert abs(len(data) / rate - row["seconds"]) < 1e-3
+        assert hashlib.sha256(Path(row["path"]).read_bytes()).hexdigest() == row["sha256"]
+        assert 0 < row["bandwidth_hz"] <= 8000
+    ca = next(row for row in rows if row["language"] == "ca")
+    original, rate = _speech("speech_ca_44k.flac")
+    # 1 s of silence was added on each side: it goes (50 ms margins are kept); the clip's own quiet
+    # edges may go too, its 0.2 s inner pauses stay.
+    assert len(original) / rate - 0.3 <= ca["seconds"] <= len(original) / rate + 0.15
+    g722 = next(row for row in rows if row["source_path"].endswith("vm-intro.g722"))
+    assert abs(g722["seconds"] - 115406 / 16000) < 0.01  # asterisk prompts are not trimmed (BWE pairs)
+
+
+def test_second_run_does_nothing(prepared, debs):
+    before = _manifests(prepared)
+    summary = _run(prepared, debs)
+    assert (
+        summary.units_done == 0 and summary.clips == 0 and summary.units_skipped == len(select(ROLES, SPLITS))
+    )
+    assert _manifests(prepared) == before
+
+
+def test_interrupted_run_resumes_to_the_same_result(prepared, debs, tmp_path):
+    class Stop(Exception):
+        pass
+
+    def stop(source):
+        raise Stop
+
+    with pytest.raises(Stop):
+        _run(tmp_path, debs, after_unit=stop)
+    assert len(list((tmp_path / "state" / "16000").glob("*.json"))) == 1
+    summary = _run(tmp_path, debs)
+    assert summary.units_skipped == 1
+    assert _manifests(tmp_path) == _manifests(prepared)
+
+    # Interrupted inside a rule: keep the first clip of its log, drop the done marker, rerun.
+    source = select(ROLES, SPLITS)[0]
+    marker = tmp_path / "state" / "16000" / f"{unit_id(source)}.json"
+    rows = json.loads(marker.read_text())["rows"]
+    marker.with_name(marker.stem + ".partial.jsonl").write_text(json.dumps(rows[0]) + '\n{"cut')
+    marker.unlink()
+    summary = _run(tmp_path, debs)
+    assert (summary.units_done, summary.clips) == (1, len(rows) - 1)
+    assert _manifests(tmp_path) == _manifests(prepared)
+
+
+def test_unknown_role_and_missing_package_are_user_errors(tmp_path, debs):
+    with pytest.raises(UsageError, match="unknown role"):
+        prepare(["speeech"], ["valid"], root=tmp_path, deb_dir=debs, quiet=True)
+    with pytest.raises(UsageError, match="hyperrogue-music"):
+        prepare(["music"], ["valid"], root=tmp_path, deb_dir=debs, quiet=True)
+
+
+def test_noisy_set_is_deterministic_and_hits_the_snrs(prepared, tmp_path):
+    snrs = (-5.0, 0.0, 5.0, 10.0, 20.0)
+    first = build_noisy_set(tmp_path / "a", snrs, seed=0, root=prepared, quiet=True)
+    again = build_noisy_set(tmp_path / "b", snrs, seed=0, root=prepared, quiet=True)
+    other = build_noisy_set(tmp_path / "c", snrs, seed=1, root=prepared, quiet=True)
+    hashes = [(clip["clean_sha256"], clip["noisy_sha256"]) for clip in first]
+    assert hashes == [(clip["clean_sha256"], clip["noisy_sha256"]) for clip in again]
+    assert hashes != [(clip["clean_sha256"], clip["noisy_sha256"]) for clip in other]
+    assert len(first) == 5 and sorted(clip["snr_db"] for clip in first) == sorted(snrs)
+    for clip in first:
+        clean, rate = soundfile.read(tmp_path / "a" / "clean" / clip["name"], dtype="float64")
+        noisy, _ = soundfile.read(tmp_path / "a" / "noisy" / clip["name"], dtype="float64")
+        assert rate == 16000 and clean.shape == noisy.shape
+        measured = 10 * np.log10(np.sum(clean**2) / np.sum((noisy - clean) ** 2))
+        assert abs(measured - clip["snr_db"]) < 0.1, (clip["name"], measured)
+        assert clip["noise_package"] in {"megaglest-data", "endless-sky-data"}
+    assert read_jsonl(tmp_path / "a" / "clips.jsonl") == first
+
+
+def test_noisy_set_needs_prepared_manifests(tmp_path):
+    with pytest.raises(UsageError, match="data prepare"):
+        build_noisy_set(tmp_path / "out", root=tmp_path, quiet=True)
+
+
+def test_cli_prepare_and_mix(prepared, debs, tmp_path, capsys):
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true")
+    parser = argparse.ArgumentParser()
+    data_cli.register(parser.add_subparsers(dest="command"), common)
+    args = parser.parse_args(
+        [
+            "data",
+            "prepare",
+            "--roles",
+            "speech,noise",
+            "--split",
+            "valid",
+            "--data-dir",
+            str(prepared),
+            "--deb-dir",
+            str(debs),
+        ]
+    )
+    assert args.handler(args) == 0
+    assert f"already done {len(select(ROLES, SPLITS))};" in capsys.readouterr().out
+    listing = tmp_path / "list.jsonl"
+    args = parser.parse_args(
+        [
+            "data",
+            "mix",
+            "--out",
+            str(tmp_path / "mix"),
+            "--snr",
+            "0,10",
+            "--seed",
+            "3",
+            "--data-dir",
+            str(prepared),
+            "--list",
+            str(listing),
+            "-q",
+        ]
+    )
+    assert args.handler(args) == 0
+    assert {row["snr_db"] for row in read_jsonl(listing)} == {0.0, 10.0}
+    with pytest.raises(UsageError, match="--roles"):
+        bad = parser.parse_args(["data", "prepare", "--roles", "speech,musik", "--data-dir", str(tmp_path)])
+        bad.handler(bad)

@@ -1,0 +1,136 @@
+"""Pieces of the data pipeline: QTBL parsing, archive members, energy VAD, SNR mixing, ffmpeg checks."""
+
+from __future__ import annotations
+
+import struct
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from audiokit.data.archives import extract_members, list_members, read_queen_table
+from audiokit.data.decode import decode
+from audiokit.data.mixing import fit_length, mix_at_snr, snr_db
+from audiokit.data.prepare import resolve_in_tree
+from audiokit.data.sources import SOURCES
+from audiokit.data.vad import trim_silence
+from audiokit.errors import AudioFormatError, ToolMissingError
+
+
+def _queen_file(path: Path, entries: list[tuple[str, bytes]]) -> None:
+    header = b"QTBL" + b"v1.0\0\0" + b"\0\0" + b"\x01" + struct.pack(">H", len(entries))
+    offset = len(header) + 21 * len(entries)
+    table, blobs = b"", b""
+    for name, blob in entries:
+        table += struct.pack(">12sBII", name.encode(), 1, offset + len(blobs), len(blob))
+        blobs += blob
+    path.write_bytes(header + table + blobs)
+
+
+def test_queen_table_is_parsed_and_members_extracted(tmp_path):
+    archive = tmp_path / "queen.1c"
+    _queen_file(archive, [("ROOM.DAT", b"x" * 7), ("020001P2.SB", b"\xff\xe3abc"), ("B.SB", b"zz")])
+    entries = read_queen_table(archive)
+    assert [(entry.name, entry.size) for entry in entries] == [
+        ("ROOM.DAT", 7),
+        ("020001P2.SB", 5),
+        ("B.SB", 2),
+    ]
+    written = extract_members(archive, ["020001P2.SB"], tmp_path / "out")
+    assert written["020001P2.SB"].name == "020001P2.SB.mp3"
+    assert written["020001P2.SB"].read_bytes() == b"\xff\xe3abc"
+
+
+def test_queen_table_errors_name_the_problem(tmp_path):
+    bad = tmp_path / "bad.1c"
+    bad.write_bytes(b"NOPE" + bytes(20))
+    with pytest.raises(AudioFormatError, match="QTBL"):
+        read_queen_table(bad)
+    short = tmp_path / "short.1c"
+    _queen_file(short, [("A.SB", b"abcdef")])
+    short.write_bytes(short.read_bytes()[:-3])
+    with pytest.raises(AudioFormatError, match="past the end"):
+        read_queen_table(short)
+
+
+def test_zip_members_extracted_selectively(tmp_path):
+    archive = tmp_path / "public.zip"
+    with zipfile.ZipFile(archive, "w") as handle:
+        handle.writestr("audio/voice/a.ogg", b"voice")
+        handle.writestr("art/big.dds", b"x" * 1000)
+    assert sorted(list_members(archive)) == ["art/big.dds", "audio/voice/a.ogg"]
+    written = extract_members(archive, ["audio/voice/a.ogg"], tmp_path / "public.zip.d")
+    assert written["audio/voice/a.ogg"].read_bytes() == b"voice"
+    assert not (tmp_path / "public.zip.d" / "art").exists()
+
+
+def test_trim_silence_against_known_edges():
+    rate = 16000
+    tone = 0.5 * np.sin(2 * np.pi * 440 * np.arange(rate) / rate)
+    gap = np.zeros(rate)
+    wav = np.concatenate([gap, tone, np.zeros(2 * rate), tone, gap])[None].astype(np.float32)
+    kept = trim_silence(wav, rate, margin_ms=50)
+    # edges: 1 s removed each side minus 50 ms margins (frames are 20 ms = 320 samples, aligned here)
+    assert kept.shape[-1] == 4 * rate + 2 * 800
+    shortened = trim_silence(wav, rate, margin_ms=50, max_gap_ms=500)
+    assert abs(shortened.shape[-1] - (2 * rate + 0.5 * rate + 2 * 800)) <= 320
+    assert trim_silence(np.zeros((1, rate), np.float32), rate).shape == (1, 0)
+
+
+def test_mix_at_snr_matches_definition():
+    rng = np.random.default_rng(1)
+    clean = rng.standard_normal((1, 8000)).astype(np.float32) * 0.1
+    noise = rng.standard_normal((1, 8000)).astype(np.float32)
+    for target in (-5.0, 0.0, 20.0):
+        clean_out, noisy = mix_at_snr(clean, noise, target)
+        assert abs(snr_db(clean_out, noisy - clean_out) - target) < 1e-3
+        assert np.abs(noisy).max() <= 0.99 + 1e-6
+    looped = fit_length(np.arange(5, dtype=np.float32)[None], 7, 3)
+    np.testing.assert_array_equal(looped, [[3, 4, 0, 1, 2, 3, 4]])
+
+
+def test_g722_without_ffmpeg_says_how_to_install(tmp_path, monkeypatch):
+    clip = tmp_path / "x.g722"
+    clip.write_bytes(bytes(800))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(ToolMissingError, match="apt-get install ffmpeg"):
+        decode(clip)
+
+
+def test_symlinks_resolve_inside_the_package(tmp_path):
+    (tmp_path / "usr/share/a").mkdir(parents=True)
+    (tmp_path / "usr/share/a/x.wav").write_bytes(b"1")
+    (tmp_path / "usr/share/b").symlink_to("/usr/share/a")  # absolute: taken relative to the package
+    (tmp_path / "usr/share/c.wav").symlink_to("a/x.wav")
+    (tmp_path / "usr/share/d.wav").symlink_to("missing.wav")
+    real = (tmp_path / "usr/share/a/x.wav").resolve()
+    assert resolve_in_tree(tmp_path, "usr/share/c.wav") == real
+    assert resolve_in_tree(tmp_path, "usr/share/d.wav") is None
+
+
+def test_allowlist_rules():
+    def matching(path):
+        return [(s.package, s.role, s.split) for s in SOURCES if s.match(path) is not None]
+
+    tux = "usr/share/tuxpaint/stamps/"
+    assert matching(tux + "animals/cat_desc_ca.ogg") == [("tuxpaint-stamps-default", "speech", "valid")]
+    assert matching(tux + "animals/cat_desc_fr.ogg") == [("tuxpaint-stamps-default", "speech", "train")]
+    assert matching(tux + "animals/cat_desc.ogg") == [("tuxpaint-stamps-default", "speech", "train")]
+    assert matching(tux + "animals/cat.ogg") == [("tuxpaint-stamps-default", "noise", "train")]
+    for skipped in (
+        "animals/cat_desc_bg.ogg",
+        "animals/cat_desc_el.ogg",
+        "symbols/math/one_desc_fr.ogg",
+        "symbols/alphabets/a_desc.ogg",
+        "symbols/money/coin.ogg",
+    ):
+        assert matching(tux + skipped) == [], skipped
+    assert matching("usr/share/klettres/da/alpha/a.ogg") == []
+    assert matching("usr/share/ktuberling/sounds/ca/hat.ogg") == []
+    assert matching("usr/share/games/lugaru/Sounds/Music1.ogg") == []
+    assert matching("usr/share/sounds/alsa/Noise.wav") == []
+    assert matching("usr/share/asterisk/sounds/fr_CA_f_June/silence/3.g722") == []
+    assert matching("audio/voice/athen/civ/x.ogg") == [("0ad-data", "speech", "train")]
+    assert matching("audio/ambient/rain.ogg") == [("0ad-data", "noise", "train")]
+    assert matching("audio/interface/click.ogg") == []
