@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import scipy.stats
 import torch
 
 from audiokit import metrics
@@ -140,6 +139,8 @@ class Summary:
 
 def summarize(rows: list[dict[str, float]]) -> Summary:
     """Aggregate per-file metric rows into a :class:`Summary`."""
+    import scipy.stats  # imported here: seconds of start-up otherwise
+
     summary = Summary(n=len(rows))
     for name in METRICS:
         values = np.array([r[name] for r in rows], dtype=np.float64)

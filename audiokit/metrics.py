@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pesq as pesq_lib
-import pystoi
 import torch
 
 from audiokit.dsp import mel_spectrogram, stft
@@ -68,6 +67,8 @@ def pesq(reference: ArrayLike, estimate: ArrayLike, sample_rate: int) -> PesqRes
 
 def stoi(reference: ArrayLike, estimate: ArrayLike, sample_rate: int, extended: bool = False) -> float:
     """Short-time objective intelligibility (pystoi; ``extended=True`` gives ESTOI), in [0, 1]."""
+    import pystoi  # imported here: it pulls in scipy, seconds of start-up for every command otherwise
+
     ref, est = _numpy(reference), _numpy(estimate)
     _check_pair(ref, est)
     return float(pystoi.stoi(ref, est, sample_rate, extended=extended))

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-
-from audiokit.dsp import stft  # noqa: E402
-from audiokit.io import atomic_path  # noqa: E402
+from audiokit.dsp import stft
+from audiokit.io import atomic_path
 
 
 def _db_spectrogram(wav: torch.Tensor, sample_rate: int) -> torch.Tensor:
@@ -30,6 +26,11 @@ def spectrogram_comparison(
 
     Both columns share one dB colour scale (80 dB range below the row's peak). Written atomically.
     """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # imported here: a second of start-up for every command otherwise
+
     fig, axes = plt.subplots(len(rows), 2, figsize=(12, 2.6 * len(rows)), squeeze=False, sharey=True)
     for (name, ref, test), row_axes in zip(rows, axes, strict=True):
         specs = [_db_spectrogram(ref, sample_rate), _db_spectrogram(test, sample_rate)]

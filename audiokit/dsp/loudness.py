@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import scipy.signal
 import torch
 
 
@@ -51,6 +50,8 @@ def loudness_lufs(wav: torch.Tensor, sample_rate: int) -> float:
     relative gate 10 LU below the gated mean. Inputs shorter than 400 ms form a single block.
     Returns ``-inf`` when nothing passes the absolute gate (silence).
     """
+    import scipy.signal  # imported here: it costs seconds at start-up for every user of audiokit.dsp
+
     x = wav.detach().double().cpu().numpy()
     x = x[None] if x.ndim == 1 else x
     b1, a1, b2, a2 = k_weighting(sample_rate)
