@@ -112,3 +112,40 @@ def test_init_fine_tunes_from_checkpoint_weights(tmp_path):
     mismatched = _recipe(*overrides, "model.options.latent_dim=8")
     with pytest.raises(UsageError, match="do not fit"):
         Trainer(mismatched, tmp_path / "c", init=tmp_path / "a" / "model.safetensors")
+
+
+def test_max_minutes_stops_the_session_and_still_checkpoints(tmp_path):
+    overrides = ["data.valid=null", "run.tensorboard=false", "discriminator.kinds=[]"]
+    result = Trainer(_recipe(*overrides), tmp_path, quiet=True).fit(max_minutes=0.0)
+    assert (result.step, result.stopped) == (0, "max_minutes")
+    assert load_checkpoint(tmp_path / "checkpoints" / "latest.pt")["step"] == 0
+
+
+@pytest.mark.gpu
+def test_cuda_bf16_autocast_trains(tmp_path):
+    recipe = _recipe("data.valid=null", "run.tensorboard=false", "run.device=cuda", "run.max_steps=3")
+    trainer = Trainer(recipe, tmp_path, quiet=True)
+    result = trainer.fit()
+    assert result.step == 3 and trainer.device.type == "cuda"
+    assert all(torch.isfinite(torch.tensor(v)) for k, v in result.losses.items() if k.startswith("loss/"))
+
+
+def test_cli_trains_then_resumes(tmp_path, capsys):
+    import argparse
+
+    from audiokit.cli import train as train_cli
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true")
+    parser = argparse.ArgumentParser()
+    train_cli.register(parser.add_subparsers(dest="command"), common)
+    base = ["train", str(TINY), "--run-dir", str(tmp_path), "--set", f"data.train={ROOT / 'samples'}"]
+    base += ["--set", "data.valid=null", "--set", "run.tensorboard=false", "--set", "discriminator.kinds=[]"]
+    args = parser.parse_args([*base, "--max-steps", "1", "-q"])
+    assert args.handler(args) == 0
+    args = parser.parse_args([*base, "--max-steps", "2", "--resume"])
+    assert args.handler(args) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["step"] == 2
+    args = parser.parse_args([*base, "--resume", "--init", "x.pt"])
+    with pytest.raises(UsageError, match="cannot be used together"):
+        args.handler(args)
