@@ -1,0 +1,73 @@
+"""Where a result came from: machine, commit, date and package versions, for benchmarks and runs."""
+
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+from audiokit.io import atomic_path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("torch", "numpy", "soundfile", "soxr", "librosa", "einops", "pesq", "pystoi", "safetensors")
+
+
+def git_commit(root: Path = REPO_ROOT) -> str:
+    """The checked-out commit (suffixed ``-dirty`` with uncommitted changes), or ``"unknown"``."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{commit}-dirty" if dirty else commit
+
+
+def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str | None]:
+    """Installed versions of ``names`` (None when missing), plus Python's."""
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in names:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def machine() -> dict:
+    """The machine a measurement ran on: platform, CPU, core count, torch threads, GPU if any."""
+    import torch
+
+    info = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    return info
+
+
+def run_info() -> dict:
+    """Machine, commit, UTC date and package versions of this run."""
+    return {
+        "machine": machine(),
+        "commit": git_commit(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "packages": package_versions(),
+    }
+
+
+def save_result(path: str | Path, result: dict) -> Path:
+    """Write ``result`` with :func:`run_info` under ``"run"`` as indented JSON, atomically."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps({"run": run_info(), **result}, indent=2) + "\n")
+    return path
