@@ -75,12 +75,16 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     parser = subparsers.add_parser("data", parents=[common], help="prepare real training/validation audio")
     actions = parser.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     shared = argparse.ArgumentParser(add_help=False)
+    # --quiet is accepted after the action too; SUPPRESS keeps `data -q ACTION` from being reset.
+    shared.add_argument(
+        "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress output"
+    )
     shared.add_argument("--data-dir", help="data cache (default $AUDIOKIT_DATA or ~/.cache/audiokit/data)")
     shared.add_argument("--sample-rate", type=int, default=16000, help="corpus rate in Hz (default 16000)")
 
     prep = actions.add_parser(
         "prepare",
-        parents=[common, shared],
+        parents=[shared],
         help="fetch, decode, trim and resample the allowlisted packages; write manifests",
         description="Idempotent and resumable: finished rules are skipped, an interrupted one continues.",
     )
@@ -93,7 +97,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
     mix = actions.add_parser(
         "mix",
-        parents=[common, shared],
+        parents=[shared],
         help="build the fixed noisy validation set (valid speech + valid noise)",
     )
     mix.add_argument(
