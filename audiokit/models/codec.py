@@ -16,6 +16,7 @@ import dataclasses
 import hashlib
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from audiokit.nn import (
     StreamableConvTranspose1d,
 )
 from audiokit.quantize import ResidualVectorQuantizer, supported_bitrates
+from audiokit.streaming import CodecStream
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 FORMAT = "audiokit-codec"
@@ -282,6 +284,23 @@ class Codec(nn.Module):
         if offset < 0 or offset + length > audio.shape[-1]:
             raise ValueError(f"frames from {first_frame} do not cover samples [{start}, {start + length})")
         return audio[..., offset : offset + length].reshape(-1, codes.channels, length)
+
+    def stream(
+        self,
+        batch_size: int = 1,
+        mode: str = "roundtrip",
+        bitrate: float | None = None,
+        length: int | Sequence[int] | None = None,
+        channels: int | None = None,
+    ) -> CodecStream:
+        """A streaming session (:class:`~audiokit.streaming.CodecStream`) of ``batch_size`` items.
+
+        ``mode``: ``"encode"`` (audio -> codes), ``"decode"`` (codes -> audio; ``length``: samples to
+        output per item, optional) or ``"roundtrip"`` (audio -> audio). ``session.push(chunk)`` returns
+        what is ready, ``session.flush()`` the tail; the totals equal :meth:`encode` / :meth:`decode`.
+        Raises :class:`ModelError` for a non-causal model.
+        """
+        return CodecStream(self, batch_size, mode, bitrate, length=length, channels=channels)
 
     @property
     def decoder_context_frames(self) -> int:

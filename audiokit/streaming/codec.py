@@ -1,0 +1,384 @@
+"""Streaming sessions of a codec: audio -> codes, codes -> audio, and audio -> audio, chunk by chunk.
+
+A :class:`CodecStream` (made by ``codec.stream(batch_size, mode, bitrate=None)``) gives exactly what
+the offline calls give, whatever the chunking: ``"encode"`` yields ``codec.encode(x, bitrate).codes``,
+``"decode"`` yields ``codec.decode(codes)`` and ``"roundtrip"`` yields
+``codec.decode(codec.encode(x, bitrate))`` once :meth:`CodecStream.flush` has returned the tail.
+
+How it stays exact. Each stream (row) buffers its input until it holds whole frames of
+``hop_length`` samples, so every inner conv receives a multiple of its stride. ``flush`` appends the
+codec's ``target_delay`` zeros to what is left (as ``encode`` does) and runs one final step in which
+each conv pads the end like the offline forward. The decoder turns ``n`` frames into ``n * hop_length``
+final samples. Audio outputs drop the first ``target_delay`` decoder samples and stop at the signal
+length: the input length for ``"roundtrip"``, the ``length`` given to a ``"decode"`` session (or
+carried by a pushed :class:`~audiokit.models.Codes`); a ``"decode"`` session without a length outputs
+every frame's samples (up to ``hop_length - 1`` more than the original signal had).
+
+Rows. Pushing ``(B, C, n)`` feeds row ``b`` (mono models code each channel as its own row, so there
+are ``B * C`` rows, row ``b * C + c``). Rows normally advance in lockstep; after :meth:`reset` of some
+rows they may hold different amounts of output. :meth:`push` returns what every row has ready (the
+rest waits in the row's queue); :meth:`flush` returns everything, zero-padded (codes: ``-1``) to the
+longest row, and :attr:`CodecStream.lengths` gives each row's valid length of the last result.
+
+Memory is ``O(rows x state)``. All computation runs under ``torch.inference_mode``; outputs are
+inference tensors. Weights are read when the session is created: make a new session after changing
+them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from audiokit.errors import UsageError
+from audiokit.streaming.latency import StepTimer, timed
+from audiokit.streaming.modules import as_streaming
+from audiokit.streaming.state import (
+    StreamState,
+    assign_rows,
+    flatten_state,
+    load_flat_state,
+    select_rows,
+    zero_rows,
+)
+
+MODES = ("encode", "decode", "roundtrip")
+
+
+@dataclass
+class _Row:
+    """Bookkeeping of one stream: unprocessed input, queued output and counters since its reset."""
+
+    pending: torch.Tensor
+    out: list[torch.Tensor] = field(default_factory=list)
+    out_len: int = 0
+    pushed: int = 0  # input samples (frames in decode mode) pushed since the reset
+    skip: int = 0  # decoder samples still to drop at the start
+    emitted: int = 0  # output samples (frames in encode mode) queued since the reset
+    limit: int | None = None  # total output samples, when known
+
+
+class CodecStream:
+    """A streaming session of ``codec`` for ``batch_size`` streams (see the module docstring).
+
+    Args:
+        codec: a :class:`~audiokit.models.Codec` (causal).
+        batch_size: number of items ``B``.
+        mode: ``"encode"`` (push float32 audio ``(B, C, n)``, get int64 codes ``(B * C, n_q, frames)``
+            for mono models, ``(B, n_q, frames)`` otherwise), ``"decode"`` (push codes, get audio
+            ``(B, C, n)``) or ``"roundtrip"`` (audio to audio).
+        bitrate: bits/s for encoding (all codebooks when ``None``).
+        length: ``"decode"`` only: samples per channel to output per item (an int for all or one per
+            item); see the module docstring.
+        channels: channels ``C`` per item (default: the codec's).
+    """
+
+    def __init__(
+        self,
+        codec,
+        batch_size: int,
+        mode: str,
+        bitrate: float | None = None,
+        length: int | Sequence[int] | None = None,
+        channels: int | None = None,
+    ) -> None:
+        if mode not in MODES:
+            raise UsageError(f"streaming mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if batch_size < 1:
+            raise UsageError(f"batch_size must be at least 1, got {batch_size}")
+        if length is not None and mode != "decode":
+            raise UsageError("length is only for 'decode' sessions (audio inputs carry their own length)")
+        self.codec = codec
+        self.mode = mode
+        self.batch_size = batch_size
+        self.channels = codec.channels if channels is None else int(channels)
+        if codec.channels != 1 and self.channels != codec.channels:
+            raise UsageError(f"{codec.name} codes {codec.channels} channels, got channels={self.channels}")
+        self.fold = self.channels if codec.channels == 1 else 1
+        self.rows = batch_size * self.fold
+        self.hop_length = codec.hop_length
+        self.target_delay = codec.target_delay
+        self.n_q = codec.n_q_for_bitrate(bitrate) if mode != "decode" else None
+        self.quantizer = codec.quantizer
+        param = next(codec.parameters())
+        self.device, self.dtype = param.device, torch.float32
+        self.encoder = as_streaming(codec.encoder, "encoder") if mode != "decode" else None
+        self.decoder = as_streaming(codec.decoder, "decoder") if mode != "encode" else None
+        with torch.inference_mode():
+            self.encoder_state = self._init(self.encoder)
+            self.decoder_state = self._init(self.decoder)
+        self._rows = [self._new_row() for _ in range(self.rows)]
+        self.lengths: list[int] = [0] * self.rows
+        self.timer = StepTimer()
+        if length is not None:
+            self._set_limits(range(batch_size), length)
+
+    # -- public API -------------------------------------------------------------------------------
+    def push(self, x) -> torch.Tensor:
+        """Feed the next chunk (audio ``(B, C, n)``, or codes / :class:`Codes` in ``"decode"`` mode, any
+        ``n >= 0``) and return what every row has ready (possibly nothing: a length-0 last axis)."""
+        pieces = self._split_input(x)
+        if pieces.shape[-1]:
+            for r in range(self.rows):
+                self._append(r, pieces[r])
+            with torch.inference_mode():
+                self._advance(range(self.rows))
+        return self._collect(flush=False)
+
+    def flush(self) -> torch.Tensor:
+        """End every stream: process the rest, return all remaining output, and reset every row.
+
+        Rows may end with different lengths (after :meth:`reset`); the result is padded to the longest
+        and :attr:`lengths` gives each row's valid length.
+        """
+        with torch.inference_mode():
+            self._finish(list(range(self.rows)))
+        out = self._collect(flush=True)
+        self._reset_rows(list(range(self.rows)))
+        return out
+
+    def reset(self, items: Sequence[int] | int, length: int | Sequence[int] | None = None) -> None:
+        """Restart streams ``items`` (item indices ``0 .. B-1``) from scratch, leaving the others as they
+        are; their queued output is dropped. ``length`` as in the constructor (``"decode"`` only)."""
+        items = [items] if isinstance(items, int) else list(items)
+        for item in items:
+            if not 0 <= item < self.batch_size:
+                raise UsageError(f"reset: item {item} is outside 0..{self.batch_size - 1}")
+        self._reset_rows([item * self.fold + c for item in items for c in range(self.fold)])
+        if length is not None:
+            if self.mode != "decode":
+                raise UsageError("length is only for 'decode' sessions")
+            self._set_limits(items, length)
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue these streams elsewhere: model states, buffers, counters.
+
+        Holds only tensors, ints, strings and lists (``torch.load(..., weights_only=True)`` reads it).
+        """
+        rows = []
+        for row in self._rows:
+            out = torch.cat(row.out, -1) if row.out else self._empty_output_row()
+            rows.append(
+                {
+                    "pending": row.pending.clone(),
+                    "out": out.clone(),
+                    "counters": [row.pushed, row.skip, row.emitted, -1 if row.limit is None else row.limit],
+                }
+            )
+        return {
+            "model": self.codec.name,
+            "mode": self.mode,
+            "rows": self.rows,
+            "n_q": -1 if self.n_q is None else self.n_q,
+            "encoder": flatten_state(self.encoder_state),
+            "decoder": flatten_state(self.decoder_state),
+            "streams": rows,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue the streams saved by :meth:`state_dict` (of a session of the same model, mode,
+        rows and bitrate)."""
+        expected = (self.codec.name, self.mode, self.rows, -1 if self.n_q is None else self.n_q)
+        got = (state.get("model"), state.get("mode"), state.get("rows"), state.get("n_q"))
+        if got != expected:
+            raise UsageError(f"streaming state of (model, mode, rows, n_q) = {got} does not fit {expected}")
+        with torch.inference_mode():
+            load_flat_state(self.encoder_state, state["encoder"])
+            load_flat_state(self.decoder_state, state["decoder"])
+        for row, saved in zip(self._rows, state["streams"], strict=True):
+            pushed, skip, emitted, limit = (int(v) for v in saved["counters"])
+            out = saved["out"].to(self.device)
+            row.pending = saved["pending"].to(self.device)
+            row.out, row.out_len = ([out] if out.shape[-1] else []), out.shape[-1]
+            row.pushed, row.skip, row.emitted = pushed, skip, emitted
+            row.limit = None if limit < 0 else limit
+
+    # -- rows -------------------------------------------------------------------------------------
+    def _init(self, module) -> StreamState | None:
+        return None if module is None else module.init_state(self.rows, self.device, self.dtype)
+
+    def _new_row(self) -> _Row:
+        width = self.codec.channels if self.mode != "decode" else 0
+        pending = torch.zeros(width, 0, device=self.device, dtype=self.dtype)
+        if self.mode == "decode":
+            pending = torch.zeros(0, 0, device=self.device, dtype=torch.int64)
+        return _Row(pending, skip=self.target_delay if self.mode != "encode" else 0)
+
+    def _reset_rows(self, rows: list[int]) -> None:
+        if not rows:
+            return
+        index = torch.tensor(rows, device=self.device)
+        with torch.inference_mode():
+            zero_rows(self.encoder_state, index)
+            zero_rows(self.decoder_state, index)
+        for r in rows:
+            self._rows[r] = self._new_row()
+
+    def _set_limits(self, items: Sequence[int], length: int | Sequence[int]) -> None:
+        lengths = [int(length)] * len(items) if isinstance(length, int) else [int(v) for v in length]
+        if len(lengths) != len(items) or min(lengths) < 1:
+            raise UsageError(f"length must be one positive int or one per item ({len(items)}), got {length}")
+        for item, value in zip(items, lengths, strict=True):
+            for c in range(self.fold):
+                self._rows[item * self.fold + c].limit = value
+
+    # -- input and output -----------------------------------------------------------------------
+    def _split_input(self, x) -> torch.Tensor:
+        """Rows of the pushed chunk: audio ``(rows, C_model, n)`` or codes ``(rows, n_q, n)``."""
+        if self.mode == "decode":
+            codes = getattr(x, "codes", x)
+            if not isinstance(codes, torch.Tensor) or codes.dim() != 3 or codes.shape[0] != self.rows:
+                shape = tuple(codes.shape) if isinstance(codes, torch.Tensor) else type(codes).__name__
+                raise UsageError(f"decode sessions take codes ({self.rows}, n_q, frames), got {shape}")
+            self._check_codes(codes)
+            if hasattr(x, "length"):
+                for row in self._rows:
+                    row.limit = int(x.length) if row.limit is None else row.limit
+            return codes.to(self.device)
+        if (
+            not isinstance(x, torch.Tensor)
+            or x.dim() != 3
+            or tuple(x.shape[:2]) != (self.batch_size, self.channels)
+        ):
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise UsageError(f"push audio ({self.batch_size}, {self.channels}, samples), got {shape}")
+        return x.to(self.device, self.dtype).reshape(self.rows, -1, x.shape[-1])
+
+    def _check_codes(self, codes: torch.Tensor) -> None:
+        """Codes ``(..., n_q, frames)`` must be int64 with the session's number of codebooks."""
+        if codes.dtype != torch.int64:
+            raise UsageError(f"codes must be int64, got {codes.dtype}")
+        n_q = codes.shape[-2]
+        if self.n_q is None:
+            if not 1 <= n_q <= self.codec.num_codebooks:
+                raise UsageError(
+                    f"codes have {n_q} codebooks; {self.codec.name} has {self.codec.num_codebooks}"
+                )
+            self.n_q = n_q
+        elif n_q != self.n_q:
+            raise UsageError(f"codes have {n_q} codebooks but this stream started with {self.n_q}")
+
+    def _append(self, r: int, piece: torch.Tensor) -> None:
+        """Queue input ``piece`` (``(C_model, n)`` audio or ``(n_q, n)`` codes) for row ``r``."""
+        row = self._rows[r]
+        row.pending = torch.cat([row.pending, piece], -1) if row.pending.shape[-1] else piece
+        row.pushed += piece.shape[-1]
+
+    def _empty_output_row(self) -> torch.Tensor:
+        if self.mode == "encode":
+            return torch.zeros(self.n_q or 0, 0, dtype=torch.int64, device=self.device)
+        return torch.zeros(self.codec.channels, 0, device=self.device, dtype=self.dtype)
+
+    def _collect(self, flush: bool) -> torch.Tensor:
+        """Pop output from every row: the common ready length, or (``flush``) everything, padded."""
+        lengths = [row.out_len for row in self._rows]
+        take = max(lengths) if flush else min(lengths)
+        pieces = []
+        for row in self._rows:
+            out = (
+                torch.cat(row.out, -1)
+                if len(row.out) > 1
+                else (row.out[0] if row.out else self._empty_output_row())
+            )
+            if flush:
+                if out.shape[-1] < take:
+                    out = F.pad(out, (0, take - out.shape[-1]), value=-1 if self.mode == "encode" else 0)
+                row.out, row.out_len = [], 0
+            else:
+                rest = out[..., take:]
+                out = out[..., :take]
+                row.out, row.out_len = ([rest] if rest.shape[-1] else []), rest.shape[-1]
+            pieces.append(out)
+        self.lengths = [min(n, take) for n in lengths]
+        result = torch.stack(pieces)
+        if self.mode == "encode":
+            return result
+        return result.reshape(self.batch_size, self.channels, result.shape[-1])
+
+    # -- computation ----------------------------------------------------------------------------
+    def _unit(self) -> int:
+        """Input per step unit: samples per frame (encoding modes) or one frame of codes (decode)."""
+        return 1 if self.mode == "decode" else self.hop_length
+
+    def _advance(self, rows: Sequence[int], max_units: int | None = None) -> list[int]:
+        """Run every whole frame pending in ``rows`` (at most ``max_units`` each), one batched step per
+        group of rows with the same count; returns the rows that advanced."""
+        unit = self._unit()
+        groups: dict[int, list[int]] = {}
+        for r in rows:
+            units = self._rows[r].pending.shape[-1] // unit
+            if max_units is not None:
+                units = min(units, max_units)
+            if units:
+                groups.setdefault(units, []).append(r)
+        for units, members in groups.items():
+            take = units * unit
+            x = torch.stack([self._rows[r].pending[..., :take] for r in members])
+            for r in members:
+                self._rows[r].pending = self._rows[r].pending[..., take:]
+            self._run(members, x, final=False)
+        return [r for members in groups.values() for r in members]
+
+    def _finish(self, rows: list[int]) -> None:
+        """Final step of ``rows``: whole frames first, then the remainder plus ``target_delay`` zeros."""
+        groups: dict[int, list[int]] = {}
+        for r in rows:
+            row = self._rows[r]
+            if self.mode == "roundtrip":
+                row.limit = row.pushed
+        self._advance(rows)
+        for r in rows:
+            row = self._rows[r]
+            if self.mode != "decode" and row.pushed:
+                groups.setdefault(row.pending.shape[-1] + self.target_delay, []).append(r)
+        for size, members in groups.items():
+            if size:
+                x = torch.stack([self._rows[r].pending for r in members])
+                self._run(members, F.pad(x, (0, self.target_delay)), final=True)
+        for r in rows:
+            row = self._rows[r]
+            if self.mode == "decode" and row.limit is not None and row.pushed and row.emitted < row.limit:
+                raise UsageError(
+                    f"stream {r}: the codes pushed give {row.emitted} samples but its length is {row.limit}"
+                )
+
+    def _run(self, rows: list[int], x: torch.Tensor, final: bool) -> None:
+        """One batched model step of ``rows`` on ``x`` and distribution of its output to their queues."""
+        index = None if len(rows) == self.rows else torch.tensor(rows, device=self.device)
+        frames = -(-x.shape[-1] // self._unit())
+        with timed(self.timer, frames * len(rows)):
+            if self.mode == "decode":
+                codes = x
+            else:
+                codes = self.quantizer.encode(
+                    self._step(self.encoder, self.encoder_state, index, x, final), self.n_q
+                )
+            if self.mode == "encode":
+                out = codes
+            else:
+                out = self._step(self.decoder, self.decoder_state, index, self.quantizer.decode(codes), final)
+        for i, r in enumerate(rows):
+            self._enqueue(self._rows[r], out[i])
+
+    @staticmethod
+    def _step(module, state, index, x: torch.Tensor, final: bool) -> torch.Tensor:
+        if index is None:
+            return module.step(x, state, final)
+        part = select_rows(state, index)
+        y = module.step(x, part, final)
+        assign_rows(state, index, part)
+        return y
+
+    def _enqueue(self, row: _Row, out: torch.Tensor) -> None:
+        if self.mode != "encode":
+            drop = min(row.skip, out.shape[-1])
+            out, row.skip = out[..., drop:], row.skip - drop
+            if row.limit is not None:
+                out = out[..., : max(row.limit - row.emitted, 0)]
+        if out.shape[-1]:
+            row.out.append(out)
+            row.out_len += out.shape[-1]
+            row.emitted += out.shape[-1]

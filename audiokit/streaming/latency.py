@@ -1,0 +1,94 @@
+"""Latency accounting: per-step compute times of a session, and the measured algorithmic latency.
+
+:class:`StepTimer` records the wall-clock compute time of every model step (one batched call of the
+encoder and/or decoder on whole frames) with the number of frames it advanced; ``summary()`` gives
+the distribution per frame. :func:`measure_latency` finds a codec's algorithmic latency by pushing an
+impulse sample by sample through a round-trip stream and counting the samples pushed until the
+output sample aligned with the impulse comes out.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+import torch
+
+
+class StepTimer:
+    """Compute time of the last ``capacity`` model steps, in seconds, with the frames each advanced."""
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self.seconds: deque[float] = deque(maxlen=capacity)
+        self.frames: deque[int] = deque(maxlen=capacity)
+
+    def record(self, seconds: float, frames: int) -> None:
+        self.seconds.append(seconds)
+        self.frames.append(frames)
+
+    def clear(self) -> None:
+        self.seconds.clear()
+        self.frames.clear()
+
+    def summary(self) -> dict[str, float]:
+        """``steps``, ``frames`` and per-frame compute time ``mean_ms``, ``p50_ms``, ``p99_ms``, ``max_ms``.
+
+        A step that advanced ``k`` frames counts as ``k`` frames of ``seconds / k`` each.
+        """
+        if not self.seconds:
+            return {"steps": 0, "frames": 0}
+        per_frame = torch.tensor(
+            [s / max(f, 1) for s, f in zip(self.seconds, self.frames, strict=True)], dtype=torch.float64
+        )
+        weights = torch.tensor([max(f, 1) for f in self.frames])
+        values = per_frame.repeat_interleave(weights)
+        return {
+            "steps": len(self.seconds),
+            "frames": int(weights.sum()),
+            "mean_ms": 1e3 * float(values.mean()),
+            "p50_ms": 1e3 * float(values.quantile(0.5)),
+            "p99_ms": 1e3 * float(values.quantile(0.99)),
+            "max_ms": 1e3 * float(values.max()),
+        }
+
+
+class timed:
+    """Context manager adding the elapsed time of its block to a :class:`StepTimer`."""
+
+    def __init__(self, timer: StepTimer, frames: int) -> None:
+        self.timer, self.frames = timer, frames
+
+    def __enter__(self) -> timed:
+        self.began = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.timer.record(time.perf_counter() - self.began, self.frames)
+
+
+def measure_latency(codec, phases: list[int] | None = None, frames_before: int = 3) -> int:
+    """Algorithmic latency of ``codec`` in samples, measured on a streaming round trip.
+
+    For each impulse position ``t0 = frames_before * hop_length + phase`` the impulse and then zeros
+    are pushed one sample at a time; the latency at that phase is the number of samples pushed from
+    the impulse (inclusive) until output sample ``t0`` has been returned. The result is the maximum
+    over ``phases`` (default: every phase within a frame), i.e. the worst case.
+    """
+    hop = codec.hop_length
+    phases = list(range(hop)) if phases is None else phases
+    worst = 0
+    with torch.inference_mode():
+        for phase in phases:
+            session = codec.stream(1, "roundtrip")
+            t0 = frames_before * hop + phase
+            x = torch.zeros(1, codec.channels, t0 + 4 * hop + codec.algorithmic_latency)
+            x[..., t0] = 1.0
+            returned = session.push(x[..., :t0]).shape[-1]
+            pushed = t0
+            while returned <= t0:
+                if pushed == x.shape[-1]:
+                    raise RuntimeError(f"output sample {t0} never came out of the stream")
+                returned += session.push(x[..., pushed : pushed + 1]).shape[-1]
+                pushed += 1
+            worst = max(worst, pushed - t0)
+    return worst

@@ -1,0 +1,130 @@
+"""Typed per-stream state of streaming modules, and the row operations a batch of streams needs.
+
+Every state is a dataclass whose tensor fields hold one row per stream along :attr:`StreamState.batch_dim`
+(a module with nothing to remember, e.g. a 1x1 conv, has state ``None``). Composite modules keep a
+:class:`StateList` of their children's states. The helpers below act on whole trees:
+:func:`select_rows` / :func:`assign_rows` gather and scatter the rows of a subset of streams,
+:func:`zero_rows` restarts rows (zeros are every state's initial value), and
+:func:`flatten_state` / :func:`load_flat_state` turn a tree into ``{name: tensor}`` and back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+
+@dataclass
+class StreamState:
+    """Base of every streaming state: tensor fields indexed by stream along ``batch_dim``."""
+
+    batch_dim: ClassVar[int] = 0
+
+
+@dataclass
+class ConvState(StreamState):
+    """Causal conv history: the last ``history_length`` input samples ``(B, C_in, history_length)``."""
+
+    history: torch.Tensor
+
+
+@dataclass
+class ConvTransposeState(StreamState):
+    """Causal transposed-conv overlap: bias-free output tail ``(B, C_out, kernel_size - stride)``."""
+
+    overlap: torch.Tensor
+
+
+@dataclass
+class LSTMState(StreamState):
+    """LSTM hidden and cell states, each ``(num_layers, B, dim)``."""
+
+    batch_dim: ClassVar[int] = 1
+    h: torch.Tensor
+    c: torch.Tensor
+
+
+@dataclass
+class OverlapAddState(StreamState):
+    """Inverse-STFT overlap-add tail ``(B, channels, n_fft - hop_length)``."""
+
+    tail: torch.Tensor
+
+
+@dataclass
+class StateList(StreamState):
+    """States of a composite module's children, in order (``None`` for stateless children)."""
+
+    children: list[StreamState | None]
+
+
+def _tensor_fields(state: StreamState) -> list[str]:
+    return [f.name for f in dataclasses.fields(state) if isinstance(getattr(state, f.name), torch.Tensor)]
+
+
+def select_rows(state: StreamState | None, rows: torch.Tensor) -> StreamState | None:
+    """A new state tree holding only ``rows`` (int64 indices) of ``state``."""
+    if state is None:
+        return None
+    if isinstance(state, StateList):
+        return StateList([select_rows(child, rows) for child in state.children])
+    changes = {
+        name: getattr(state, name).index_select(state.batch_dim, rows) for name in _tensor_fields(state)
+    }
+    return dataclasses.replace(state, **changes)
+
+
+def assign_rows(state: StreamState | None, rows: torch.Tensor, part: StreamState | None) -> None:
+    """Write ``part`` (a tree from :func:`select_rows` of the same ``rows``) back into ``state``."""
+    if state is None:
+        return
+    if isinstance(state, StateList):
+        for child, sub in zip(state.children, part.children, strict=True):
+            assign_rows(child, rows, sub)
+        return
+    for name in _tensor_fields(state):
+        getattr(state, name).index_copy_(state.batch_dim, rows, getattr(part, name))
+
+
+def zero_rows(state: StreamState | None, rows: torch.Tensor) -> None:
+    """Reset ``rows`` of every tensor in ``state`` to zeros (the initial state), in place."""
+    if state is None:
+        return
+    if isinstance(state, StateList):
+        for child in state.children:
+            zero_rows(child, rows)
+        return
+    for name in _tensor_fields(state):
+        getattr(state, name).index_fill_(state.batch_dim, rows, 0.0)
+
+
+def flatten_state(state: StreamState | None, prefix: str = "") -> dict[str, torch.Tensor]:
+    """``{dotted.path: tensor}`` of every tensor in ``state`` (contiguous copies)."""
+    if state is None:
+        return {}
+    if isinstance(state, StateList):
+        flat: dict[str, torch.Tensor] = {}
+        for i, child in enumerate(state.children):
+            flat.update(flatten_state(child, f"{prefix}{i}."))
+        return flat
+    return {f"{prefix}{name}": getattr(state, name).detach().clone() for name in _tensor_fields(state)}
+
+
+def load_flat_state(state: StreamState | None, flat: dict[str, torch.Tensor], prefix: str = "") -> None:
+    """Copy tensors from :func:`flatten_state`'s output into ``state`` in place (shapes must match)."""
+    if state is None:
+        return
+    if isinstance(state, StateList):
+        for i, child in enumerate(state.children):
+            load_flat_state(child, flat, f"{prefix}{i}.")
+        return
+    for name in _tensor_fields(state):
+        key = f"{prefix}{name}"
+        target = getattr(state, name)
+        if key not in flat or tuple(flat[key].shape) != tuple(target.shape):
+            got = tuple(flat[key].shape) if key in flat else "nothing"
+            raise ValueError(f"streaming state {key!r}: expected shape {tuple(target.shape)}, got {got}")
+        target.copy_(flat[key])
