@@ -118,3 +118,11 @@ def test_checkpoint_round_trips_rng_states(tmp_path):
     assert expected[0] == again[0] and expected[1] == again[1] and torch.equal(expected[2], again[2])
     assert not list(tmp_path.glob(".*tmp*"))  # no temporary file left behind
     assert math.isfinite(expected[1])
+
+
+def test_worker_processes_give_the_same_batches(clips):
+    data = _dataset(clips)
+    in_process = batches(data, 3, num_workers=0)
+    workers = batches(data, 3, num_workers=2)
+    for _ in range(3):
+        assert torch.equal(next(in_process)["input"], next(workers)["input"])
