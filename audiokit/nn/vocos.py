@@ -111,6 +111,7 @@ class CausalISTFTHead(nn.Module):
         y = y.permute(0, 3, 4, 5, 1, 2).reshape(
             batch, self.channels, 2, self.n_bins, frames * self.frames_per_step
         )
+        y = y.float()  # torch.polar has no bf16 kernel (CUDA autocast gives bf16 here)
         magnitude = y[:, :, 0].clamp(max=self.max_log_magnitude).exp()
         return torch.polar(magnitude, y[:, :, 1])
 
