@@ -41,6 +41,7 @@ def bad_dir(tmp_path: Path) -> Path:
     (tmp_path / "empty.wav").write_bytes(b"")
     (tmp_path / "truncated.wav").write_bytes(good.read_bytes()[:2000])
     (tmp_path / "notes.wav").write_text("not audio\n")
+    sf.write(tmp_path / "nan.wav", np.full(1600, np.nan, dtype=np.float32), 16000, subtype="FLOAT")
     return tmp_path
 
 
@@ -66,6 +67,7 @@ def test_info_json_on_real_samples():
         ("empty.wav", "empty"),
         ("truncated.wav", "truncated"),
         ("notes.wav", "not a readable audio file"),
+        ("nan.wav", "NaN"),
         ("absent.wav", "not found"),
     ],
 )
