@@ -65,9 +65,9 @@ def run_info() -> dict:
     }
 
 
-def save_result(path: str | Path, result: dict) -> Path:
-    """Write ``result`` with :func:`run_info` under ``"run"`` as indented JSON, atomically."""
+def write_json(path: str | Path, result: dict) -> Path:
+    """Write ``result`` as indented JSON, atomically (include :func:`run_info` in it for benchmarks)."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps({"run": run_info(), **result}, indent=2) + "\n")
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
     return path

@@ -14,12 +14,8 @@ Usage: ``python benchmarks/frontends_chirp.py [--json] [--quick]``; writes
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
-import os
-import platform
-import subprocess
 import time
 from pathlib import Path
 
@@ -27,31 +23,10 @@ import numpy as np
 import torch
 
 from audiokit.frontends import DiffSTFT, concentration
+from audiokit.provenance import run_info, write_json
 
 SAMPLE_RATE = 16000
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def run_info() -> dict:
-    """Machine, commit and date of this run."""
-    root = Path(__file__).resolve().parents[1]
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
-    return {
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-        },
-        "commit": commit,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
 
 
 def analytic_length(chirp_rate: float, sample_rate: int = SAMPLE_RATE) -> float:
@@ -269,8 +244,7 @@ def main() -> None:
         "target_rel_error": 0.05,
         "pass": worst <= 0.05,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.out, result)
     plot(rows, curves, varying, args.out.with_suffix(".png"))
     if args.json:
         print(json.dumps(result, indent=2))

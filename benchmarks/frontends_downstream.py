@@ -17,12 +17,8 @@ writes ``benchmarks/results/frontends_downstream.json``.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -35,6 +31,7 @@ from torch import nn
 from audiokit.data.manifest import manifest_dir, read_manifest
 from audiokit.frontends import FRONTENDS, build_frontend
 from audiokit.io import load
+from audiokit.provenance import run_info, write_json
 
 SAMPLE_RATE = 16000
 CROP = 2 * SAMPLE_RATE
@@ -42,28 +39,6 @@ RESULTS = Path(__file__).resolve().parent / "results"
 UNIT_PARAMETERS = ("win_length", "hop_length", "centre_hz", "bandwidth_hz")
 # adaptive front end sized for CPU training: 3 banks, 321 taps
 ADAPTIVE_OPTIONS = {"banks": ("mel", "erb", "gabor"), "filter_length": 321, "segment_frames": 50}
-
-
-def run_info() -> dict:
-    """Machine, commit and date of this run."""
-    root = Path(__file__).resolve().parents[1]
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
-    return {
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-        },
-        "commit": commit,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
 
 
 def read_split(directory: Path, split: str) -> list[dict]:
@@ -280,8 +255,7 @@ def main() -> None:
         "adaptive_options": ADAPTIVE_OPTIONS,
         "tasks": report,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.out, result)
     if args.json:
         print(json.dumps(result, indent=2))
 

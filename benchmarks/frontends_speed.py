@@ -13,12 +13,8 @@ Usage: ``python benchmarks/frontends_speed.py [--json] [--threads 1] [--repeats 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import statistics
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,30 +22,9 @@ from pathlib import Path
 import torch
 
 from audiokit.frontends import DiffSTFT, build_frontend
+from audiokit.provenance import run_info, write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def run_info() -> dict:
-    """Machine, commit and date of this run."""
-    root = Path(__file__).resolve().parents[1]
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
-    return {
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-        },
-        "commit": commit,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
 
 
 def interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
@@ -161,8 +136,7 @@ def main() -> None:
         "pass": ratios["diffstft_forward_vs_torch_stft"] <= 1.5
         and ratios["diffstft_forward_backward_vs_torch_stft"] <= 3.0,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.out, result)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
