@@ -5,12 +5,14 @@
 * :mod:`~audiokit.streaming.modules`: the :class:`StreamingModule` contract and :func:`as_streaming`;
 * :mod:`~audiokit.streaming.codec`: :class:`CodecStream` sessions (``codec.stream(...)``);
 * :mod:`~audiokit.streaming.batcher`: :class:`MultiStreamBatcher` for independent streams;
-* :mod:`~audiokit.streaming.latency`: per-step timing and the measured algorithmic latency.
+* :mod:`~audiokit.streaming.latency`: per-step timing and the measured algorithmic latency;
+* :mod:`~audiokit.streaming.akc`: streaming encode into an ``.akc`` writer.
 
 Streaming output equals offline output (codes identical, audio within float rounding) for any
 chunking; see ``docs/streaming.md``.
 """
 
+from audiokit.streaming.akc import encode_to_akc
 from audiokit.streaming.batcher import MultiStreamBatcher
 from audiokit.streaming.codec import MODES, CodecStream
 from audiokit.streaming.latency import StepTimer, measure_latency
@@ -37,5 +39,6 @@ __all__ = [
     "StreamState",
     "StreamingModule",
     "as_streaming",
+    "encode_to_akc",
     "measure_latency",
 ]

@@ -245,7 +245,7 @@ class CodecStream:
         ):
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise UsageError(f"push audio ({self.batch_size}, {self.channels}, samples), got {shape}")
-        return x.to(self.device, self.dtype).reshape(self.rows, -1, x.shape[-1])
+        return x.to(self.device, self.dtype).reshape(self.rows, self.codec.channels, x.shape[-1])
 
     def _check_codes(self, codes: torch.Tensor) -> None:
         """Codes ``(..., n_q, frames)`` must be int64 with the session's number of codebooks."""

@@ -1,0 +1,30 @@
+"""Streaming encode straight into an ``.akc`` file: codes are written as frames complete."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+
+from audiokit.bitstream import AkcWriter
+from audiokit.errors import UsageError
+from audiokit.streaming.codec import CodecStream
+
+
+def encode_to_akc(session: CodecStream, blocks: Iterable[torch.Tensor], writer: AkcWriter) -> int:
+    """Push audio ``blocks`` (each ``(channels, n)``) through ``session`` (an ``"encode"`` session of one
+    item) and append each push's codes to ``writer``; flush, close the writer with the exact length and
+    return it in samples. Memory stays constant however long the input is."""
+    if session.mode != "encode" or session.batch_size != 1:
+        raise UsageError("encode_to_akc needs an 'encode' session of batch_size 1")
+    length = 0
+    for block in blocks:
+        codes = session.push(block[None])
+        length += block.shape[-1]
+        if codes.shape[-1]:
+            writer.append(codes)
+    codes = session.flush()
+    if codes.shape[-1]:
+        writer.append(codes)
+    writer.close(length)
+    return length

@@ -1,0 +1,399 @@
+"""audiokit.streaming: streaming == offline for any chunking, resets, moved state, many streams, latency."""
+
+from __future__ import annotations
+
+import io
+import random
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from audiokit.bitstream import AkcHeader, AkcReader, AkcWriter
+from audiokit.errors import ModelError, UsageError
+from audiokit.models import Codec
+from audiokit.nn import CausalISTFTHead, StreamableConv1d, StreamableConvTranspose1d, StreamableLSTM
+from audiokit.streaming import (
+    MultiStreamBatcher,
+    as_streaming,
+    encode_to_akc,
+    measure_latency,
+)
+
+torch.set_num_threads(1)
+ATOL = 1e-5
+PROPERTY = settings(
+    max_examples=12, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
+
+
+def _speech() -> Codec:
+    torch.manual_seed(0)
+    return Codec.from_config("speech-16k").eval()
+
+
+def _seanet_lstm() -> Codec:
+    """A small causal SEANet codec with LSTMs on both sides (covers transposed convs and LSTM state)."""
+    torch.manual_seed(1)
+    return Codec.from_config(
+        "speech-16k-noncausal",
+        causal=True,
+        encoder={"n_filters": 8, "lstm_layers": 1},
+        decoder={"n_filters": 8, "lstm_layers": 1},
+        num_quantizers=6,
+    ).eval()
+
+
+def _tiny_istft() -> Codec:
+    torch.manual_seed(2)
+    return Codec.from_config(
+        "speech-16k",
+        encoder={"n_filters": 4},
+        decoder={"n_fft": 480, "istft_hop": 160, "hidden_dim": 16, "intermediate_dim": 32, "n_blocks": 2},
+        num_quantizers=4,
+    ).eval()
+
+
+CODECS = {"speech-16k": _speech(), "seanet-lstm": _seanet_lstm(), "tiny-istft": _tiny_istft()}
+
+
+def offline(codec: Codec, x: torch.Tensor, bitrate=None):
+    with torch.inference_mode():
+        codes = codec.encode(x, bitrate)
+        return codes, codec.decode(codes)
+
+
+def run_stream(session, source: torch.Tensor, chunks: list[int]) -> torch.Tensor:
+    """Push ``source`` in ``chunks`` (cycled until it is used up), flush, and join the outputs."""
+    outs, start, i = [], 0, 0
+    while start < source.shape[-1]:
+        size = chunks[i % len(chunks)]
+        outs.append(session.push(source[..., start : start + size]))
+        start, i = start + size, i + 1
+    outs.append(session.flush())
+    return torch.cat(outs, -1)
+
+
+# ------------------------------------------------------------------ the property: streaming == offline
+@pytest.mark.parametrize("name", list(CODECS))
+@PROPERTY
+@given(
+    length=st.integers(1, 9000),
+    chunks=st.lists(st.integers(1, 4000), min_size=1, max_size=8),
+    seed=st.integers(0, 2**16),
+)
+def test_streaming_equals_offline_for_random_chunkings(name, length, chunks, seed):
+    codec = CODECS[name]
+    x = torch.randn(2, 1, length, generator=torch.Generator().manual_seed(seed)) * 0.3
+    codes, audio = offline(codec, x)
+    streamed_codes = run_stream(codec.stream(2, "encode"), x, chunks)
+    assert torch.equal(streamed_codes, codes.codes)
+    streamed = run_stream(codec.stream(2, "roundtrip"), x, chunks)
+    assert streamed.shape == audio.shape
+    torch.testing.assert_close(streamed, audio, rtol=0, atol=ATOL)
+    frame_chunks = [1 + c % 9 for c in chunks]
+    decoded = run_stream(codec.stream(2, "decode", length=length), codes.codes, frame_chunks)
+    torch.testing.assert_close(decoded, audio, rtol=0, atol=ATOL)
+
+
+@pytest.mark.slow
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    length=st.integers(1, 40000),
+    chunks=st.lists(st.integers(1, 4000), min_size=1, max_size=30),
+    bitrate=st.sampled_from([None, 1500, 3000]),
+)
+def test_speech_16k_roundtrip_random_chunkings_long(length, chunks, bitrate):
+    codec = CODECS["speech-16k"]
+    x = torch.randn(1, 1, length) * 0.3
+    codes, audio = offline(codec, x, bitrate)
+    assert torch.equal(run_stream(codec.stream(1, "encode", bitrate), x, chunks), codes.codes)
+    streamed = run_stream(codec.stream(1, "roundtrip", bitrate), x, chunks)
+    torch.testing.assert_close(streamed, audio, rtol=0, atol=ATOL)
+
+
+def test_single_samples_and_every_length_near_frame_edges():
+    codec = CODECS["tiny-istft"]
+    hop = codec.hop_length
+    for length in (1, hop - 1, hop, hop + 1, 2 * hop - 1, 3 * hop + 7):
+        x = torch.randn(1, 1, length) * 0.3
+        codes, audio = offline(codec, x)
+        assert torch.equal(run_stream(codec.stream(1, "encode"), x, [1]), codes.codes)
+        torch.testing.assert_close(run_stream(codec.stream(1, "roundtrip"), x, [1]), audio, rtol=0, atol=ATOL)
+
+
+def test_push_returns_frames_as_they_complete():
+    codec = CODECS["speech-16k"]
+    hop, delay = codec.hop_length, codec.target_delay
+    session = codec.stream(1, "encode")
+    assert session.push(torch.zeros(1, 1, hop - 1)).shape == (1, 12, 0)
+    assert session.push(torch.zeros(1, 1, 1)).shape == (1, 12, 1)
+    assert session.push(torch.zeros(1, 1, 2 * hop + 5)).shape == (1, 12, 2)
+    roundtrip = codec.stream(1, "roundtrip")
+    assert roundtrip.push(torch.zeros(1, 1, hop)).shape[-1] == hop - delay
+    assert roundtrip.push(torch.zeros(1, 1, hop)).shape[-1] == hop
+
+
+def test_inference_mode_no_grad_and_plain_give_the_same():
+    codec = CODECS["seanet-lstm"]
+    x = torch.randn(1, 1, 2345) * 0.3
+    _, audio = offline(codec, x)
+    plain = run_stream(codec.stream(1, "roundtrip"), x, [700, 33])
+    with torch.inference_mode():
+        inference = run_stream(codec.stream(1, "roundtrip"), x, [700, 33])
+    with torch.no_grad():
+        no_grad = run_stream(codec.stream(1, "roundtrip"), x, [700, 33])
+    for y in (plain, inference, no_grad):
+        torch.testing.assert_close(y, audio, rtol=0, atol=ATOL)
+
+
+def test_multichannel_items_are_coded_per_channel():
+    codec = CODECS["tiny-istft"]
+    x = torch.randn(2, 3, 1500) * 0.3
+    codes, audio = offline(codec, x)
+    assert torch.equal(run_stream(codec.stream(2, "encode", channels=3), x, [333]), codes.codes)
+    streamed = run_stream(codec.stream(2, "roundtrip", channels=3), x, [333])
+    torch.testing.assert_close(streamed, audio, rtol=0, atol=ATOL)
+    session = codec.stream(2, "decode", channels=3)
+    decoded = torch.cat([session.push(codes), session.flush()], -1)  # a whole Codes object at once
+    torch.testing.assert_close(decoded, audio, rtol=0, atol=ATOL)
+
+
+# ------------------------------------------------------------------ decode sessions and lengths
+def test_decode_length_from_codes_object_or_argument_or_whole_frames():
+    codec = CODECS["speech-16k"]
+    x = torch.randn(1, 1, 1000) * 0.3
+    codes, audio = offline(codec, x)
+    session = codec.stream(1, "decode")
+    from_object = torch.cat([session.push(codes), session.flush()], -1)  # Codes carries length 1000
+    torch.testing.assert_close(from_object, audio, rtol=0, atol=ATOL)
+    whole = run_stream(codec.stream(1, "decode"), codes.codes, [1])
+    assert whole.shape[-1] == codes.frames * codec.hop_length - codec.target_delay
+    torch.testing.assert_close(whole[..., :1000], audio, rtol=0, atol=ATOL)
+    with pytest.raises(UsageError, match="length"):
+        run_stream(codec.stream(1, "decode", length=codes.frames * codec.hop_length), codes.codes, [1])
+
+
+# ------------------------------------------------------------------ reset and moving a live stream
+def test_reset_restarts_chosen_rows_without_disturbing_the_others():
+    codec = CODECS["seanet-lstm"]
+    a, b, c = (torch.randn(1, 1, 3000) * 0.3 for _ in range(3))
+    fresh = torch.randn(1, 1, 1766) * 0.3
+    for mode in ("encode", "roundtrip"):
+        session = codec.stream(3, mode)
+        outputs = [session.push(torch.cat([a, b, c])[..., :1234])]
+        session.reset([1])  # row 1 drops stream b and starts stream `fresh` with the next push
+        joined = torch.cat([a[..., 1234:], fresh, c[..., 1234:]])
+        outputs += [session.push(joined[..., i : i + 777]) for i in range(0, 1766, 777)]
+        tail = session.flush()
+        rows = [
+            torch.cat([out[r] for out in outputs] + [tail[r, ..., : session.lengths[r]]], -1) for r in (0, 2)
+        ]
+        restarted = torch.cat([out[1] for out in outputs[1:]] + [tail[1, ..., : session.lengths[1]]], -1)
+        for got, signal in ((rows[0], a), (rows[1], c), (restarted, fresh)):
+            codes, audio = offline(codec, signal)
+            if mode == "encode":
+                assert torch.equal(got, codes.codes[0])
+            else:
+                torch.testing.assert_close(got, audio[0], rtol=0, atol=ATOL)
+
+
+def test_state_dict_moves_a_live_stream_to_another_session():
+    codec = CODECS["speech-16k"]
+    x = torch.randn(2, 1, 5000) * 0.3
+    _, audio = offline(codec, x)
+    first = codec.stream(2, "roundtrip")
+    head = first.push(x[..., :2222])
+    buffer = io.BytesIO()
+    torch.save(first.state_dict(), buffer)
+    buffer.seek(0)
+    second = codec.stream(2, "roundtrip")
+    second.load_state_dict(torch.load(buffer, weights_only=True))
+    rest = run_stream(second, x[..., 2222:], [1000])
+    torch.testing.assert_close(torch.cat([head, rest], -1), audio, rtol=0, atol=ATOL)
+    with pytest.raises(UsageError, match="does not fit"):
+        codec.stream(2, "encode").load_state_dict(first.state_dict())
+
+
+# ------------------------------------------------------------------ many streams at once
+def test_64_interleaved_streams_equal_64_separate_sessions():
+    codec = CODECS["tiny-istft"]
+    rng = random.Random(0)
+    count, hop = 64, codec.hop_length
+    signals = [torch.randn(1, rng.randint(1, 6 * hop)) * 0.3 for _ in range(count)]
+    chunk_sizes = [rng.randint(1, 2 * hop) for _ in range(count)]
+    starts = [rng.randint(0, 8) for _ in range(count)]
+    batcher = MultiStreamBatcher(codec, capacity=count, mode="roundtrip")
+    ids, fed, outputs, tick = {}, [0] * count, [[] for _ in range(count)], 0
+    while len(ids) < count or any(i in ids for i in range(count)):
+        for k in range(count):
+            if k not in ids and starts[k] == tick:
+                ids[k] = batcher.open()
+            if k in ids and ids[k] is not None:
+                piece = signals[k][:, fed[k] : fed[k] + chunk_sizes[k]]
+                fed[k] += piece.shape[-1]
+                if piece.shape[-1]:
+                    batcher.push(ids[k], piece)
+        batcher.step()
+        for k, stream in list(ids.items()):
+            if stream is None:
+                continue
+            outputs[k].append(batcher.pull(stream))
+            if fed[k] == signals[k].shape[-1] and tick % 3 == k % 3:
+                outputs[k].append(batcher.close(stream))
+                ids[k] = None
+        if all(v is None for v in ids.values()) and len(ids) == count:
+            break
+        tick += 1
+    assert batcher.timer.summary()["steps"] > 0
+    for k in range(count):
+        got = torch.cat(outputs[k], -1)
+        alone = run_stream(codec.stream(1, "roundtrip"), signals[k][None], [chunk_sizes[k]])[0]
+        torch.testing.assert_close(got, alone, rtol=0, atol=ATOL)
+        torch.testing.assert_close(got, offline(codec, signals[k][None])[1][0], rtol=0, atol=ATOL)
+
+
+def test_batcher_encode_and_decode_modes_and_capacity():
+    codec = CODECS["tiny-istft"]
+    x = torch.randn(1, 1, 2000) * 0.3
+    codes, audio = offline(codec, x)
+    encoder = MultiStreamBatcher(codec, capacity=2, mode="encode")
+    s = encoder.open()
+    encoder.push(s, x[0])
+    encoder.run()
+    got = torch.cat([encoder.pull(s), encoder.close(s)], -1)
+    assert torch.equal(got, codes.codes[0])
+    decoder = MultiStreamBatcher(codec, capacity=1, mode="decode")
+    d = decoder.open(length=2000)
+    decoder.push(d, codes.codes[0])
+    with pytest.raises(UsageError, match="slots"):
+        decoder.open()
+    decoder.run()
+    torch.testing.assert_close(
+        torch.cat([decoder.pull(d), decoder.close(d)], -1), audio[0], rtol=0, atol=ATOL
+    )
+    with pytest.raises(UsageError, match="no open stream"):
+        decoder.push(d, codes.codes[0])
+
+
+# ------------------------------------------------------------------ latency and timing
+@pytest.mark.parametrize("name", ["speech-16k", "seanet-lstm"])
+def test_measured_latency_matches_algorithmic_latency(name):
+    codec = CODECS[name]
+    hop = codec.hop_length
+    assert measure_latency(codec, phases=[0, 1, hop // 2, hop - 1]) == codec.algorithmic_latency
+    assert measure_latency(codec, phases=[hop - 1]) == codec.algorithmic_latency - (hop - 1)
+
+
+def test_session_records_step_times():
+    codec = CODECS["tiny-istft"]
+    session = codec.stream(1, "roundtrip")
+    run_stream(session, torch.randn(1, 1, 3200), [320])
+    summary = session.timer.summary()
+    assert summary["frames"] >= 10 and 0 < summary["p50_ms"] <= summary["p99_ms"] <= summary["max_ms"]
+
+
+# ------------------------------------------------------------------ .akc streaming writer
+def test_streaming_encode_into_akc_writer(tmp_path):
+    codec = CODECS["tiny-istft"]
+    x = torch.randn(1, 2, 5000) * 0.3
+    codes, _ = offline(codec, x)
+    header = AkcHeader("tiny", "0" * 64, 16000, 2, codec.num_codebooks, codec.codebook_size, codec.frame_rate)
+    path = tmp_path / "out.akc"
+    blocks = (x[0, :, i : i + 1234] for i in range(0, 5000, 1234))
+    with open(path, "wb") as file:
+        assert encode_to_akc(codec.stream(1, "encode", channels=2), blocks, AkcWriter(file, header)) == 5000
+    with AkcReader(path) as reader:
+        assert reader.header.num_samples == 5000 and reader.num_frames == codes.frames
+        frames = reader.read_frames(0, codes.frames)
+    assert torch.equal(frames.reshape(codes.codes.shape), codes.codes)
+
+
+# ------------------------------------------------------------------ module steps and errors
+def _chunks(total: int, unit: int, seed: int) -> list[int]:
+    rng = random.Random(seed)
+    sizes = []
+    while sum(sizes) < total:
+        sizes.append(min(rng.randint(1, 5) * unit, total - sum(sizes)))
+    return sizes
+
+
+@pytest.mark.parametrize(
+    ("kernel", "stride", "dilation"), [(7, 1, 1), (3, 1, 9), (8, 4, 1), (5, 2, 3), (4, 4, 1)]
+)
+def test_conv_step_with_partial_final_chunk(kernel, stride, dilation):
+    torch.manual_seed(0)
+    conv = StreamableConv1d(3, 2, kernel, stride, dilation, causal=True).eval()
+    for length in (stride * 13, stride * 13 + 1, stride * 13 - 1):
+        x = torch.randn(2, 3, length)
+        step = as_streaming(conv)
+        state = step.init_state(2, x.device, x.dtype)
+        whole = length // stride * stride
+        outs = []
+        start = 0
+        for size in _chunks(whole, stride, length):
+            outs.append(step.step(x[..., start : start + size], state))
+            start += size
+        if length > whole:
+            outs.append(step.step(x[..., whole:], state, final=True))
+        with torch.no_grad():
+            torch.testing.assert_close(torch.cat(outs, -1), conv(x), rtol=0, atol=1e-6)
+
+
+def test_transposed_conv_lstm_and_istft_head_steps():
+    torch.manual_seed(0)
+    modules = [
+        (StreamableConvTranspose1d(3, 2, 8, 4, causal=True), 3),
+        (StreamableConvTranspose1d(3, 2, 4, 4, causal=True), 3),
+        (StreamableLSTM(3, 2), 3),
+        (CausalISTFTHead(dim=5, channels=2, n_fft=32, hop_length=8, frames_per_step=2), 5),
+    ]
+    for module, channels in modules:
+        x = torch.randn(2, channels, 17)
+        step = as_streaming(module.eval())
+        state = step.init_state(2, x.device, x.dtype)
+        outs, start = [], 0
+        for size in [1, 5, 2, 9]:
+            outs.append(step.step(x[..., start : start + size], state))
+            start += size
+        with torch.no_grad():
+            torch.testing.assert_close(torch.cat(outs, -1), module(x), rtol=0, atol=1e-5)
+
+
+def test_non_causal_and_unknown_modules_cannot_stream():
+    codec = Codec.from_config("speech-16k-noncausal", encoder={"n_filters": 4}, decoder={"n_filters": 4})
+    for mode in ("encode", "decode", "roundtrip"):
+        with pytest.raises(ModelError, match="non-causal"):
+            codec.stream(1, mode)
+    with pytest.raises(ModelError, match="no streaming step"):
+        as_streaming(nn.Sequential(nn.Conv1d(1, 1, 3)))
+    conv = as_streaming(StreamableConv1d(1, 1, 4, 2, causal=True))
+    state = conv.init_state(1, torch.device("cpu"), torch.float32)
+    with pytest.raises(ValueError, match="multiple of the stride"):
+        conv.step(torch.zeros(1, 1, 3), state)
+
+
+def test_push_errors_are_clear():
+    codec = CODECS["tiny-istft"]
+    with pytest.raises(UsageError, match="mode"):
+        codec.stream(1, "sideways")
+    session = codec.stream(2, "roundtrip")
+    with pytest.raises(UsageError, match=r"push audio \(2, 1, samples\)"):
+        session.push(torch.zeros(1, 1, 10))
+    decode = codec.stream(1, "decode")
+    with pytest.raises(UsageError, match="int64"):
+        decode.push(torch.zeros(1, 4, 2))
+    decode.push(torch.zeros(1, 3, 2, dtype=torch.int64))
+    with pytest.raises(UsageError, match="started with 3"):
+        decode.push(torch.zeros(1, 4, 2, dtype=torch.int64))
+
+
+def test_zero_length_push_and_empty_flush():
+    codec = CODECS["tiny-istft"]
+    session = codec.stream(1, "roundtrip")
+    assert session.push(torch.zeros(1, 1, 0)).shape == (1, 1, 0)
+    assert session.flush().shape == (1, 1, 0)
+    x = torch.randn(1, 1, 100)
+    torch.testing.assert_close(run_stream(session, x, [7]), offline(codec, x)[1], rtol=0, atol=ATOL)
