@@ -7,6 +7,7 @@ import hashlib
 import json
 import shutil
 import subprocess
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -336,3 +337,39 @@ def test_cli_prepare_and_mix(prepared, debs, tmp_path, capsys):
     with pytest.raises(UsageError, match="--roles"):
         bad = parser.parse_args(["data", "prepare", "--roles", "speech,musik", "--data-dir", str(tmp_path)])
         bad.handler(bad)
+
+
+def test_archive_members_only_selected_ones(tmp_path):
+    """0ad-data: only audio/voice, audio/{ambient,actor,resource} and audio/music are read from public.zip."""
+    rng = np.random.default_rng(2)
+    members = {
+        "audio/voice/hellenes/civ/attack.ogg": _speech("speech_en_48k.wav"),
+        "audio/ambient/rain.ogg": ((0.1 * rng.standard_normal(8000)).astype(np.float32), 16000),
+        "audio/music/theme.ogg": _speech("music_mono_16k.flac"),
+        "audio/interface/click.ogg": ((0.1 * rng.standard_normal(800)).astype(np.float32), 16000),
+    }
+    archive = tmp_path / "public.zip"
+    with zipfile.ZipFile(archive, "w") as handle:
+        for name, (data, rate) in members.items():
+            clip = tmp_path / "clip.ogg"
+            soundfile.write(clip, data, rate)
+            handle.write(clip, name)
+    _build_deb(tmp_path, "0ad-data", {"usr/share/games/0ad/mods/public/public.zip": archive.read_bytes()})
+    root = tmp_path / "data"
+    prepare(
+        ["speech", "noise", "music"],
+        ["train"],
+        root=root,
+        deb_dir=tmp_path / "debs",
+        quiet=True,
+        packages=["0ad-data"],
+    )
+    speech = read_jsonl(manifest_path("train", "speech", root))
+    assert [row["source_path"] for row in speech] == [
+        "usr/share/games/0ad/mods/public/public.zip/audio/voice/hellenes/civ/attack.ogg"
+    ]
+    assert speech[0]["group"] == "0ad-data:hellenes/civ" and speech[0]["native_sample_rate"] == 48000
+    assert [row["group"] for row in read_jsonl(manifest_path("train", "noise", root))] == ["0ad-data:ambient"]
+    assert len(read_jsonl(manifest_path("train", "music", root))) == 1
+    extracted = root / "extracted" / "0ad-data" / "usr/share/games/0ad/mods/public/public.zip.d" / "audio"
+    assert sorted(path.name for path in extracted.iterdir()) == ["ambient", "music", "voice"]

@@ -43,6 +43,7 @@ def run_prepare(args: argparse.Namespace) -> int:
         root=_root(args),
         deb_dir=Path(deb_dir) if deb_dir else None,
         quiet=args.quiet,
+        packages=[name.strip() for name in args.packages.split(",")] if args.packages else None,
     )
     if not args.quiet:
         print(
@@ -92,6 +93,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "--roles", default=",".join(ROLES), help=f"comma list of {','.join(ROLES)} (default all)"
     )
     prep.add_argument("--split", default=",".join(SPLITS), help="comma list of train,valid (default both)")
+    prep.add_argument("--packages", help="comma list: only these allowlisted packages")
     prep.add_argument("--deb-dir", help="take .debs from this folder instead of apt-get ($AUDIOKIT_DEB_DIR)")
     prep.set_defaults(handler=run_prepare)
 

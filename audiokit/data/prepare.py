@@ -180,7 +180,7 @@ def _process_unit(
             summary.duplicates += 1
             continue
         seen_real.add(real)
-        key = source.match(relative)["group"] if source.mix_stems_by_group else relative
+        key = _fields(source, relative)["group"] if source.mix_stems_by_group else relative
         groups[key].append((relative, real))
     seen_content: set[str] = {row["source_sha256"] for row in rows.values()}
     state.mkdir(parents=True, exist_ok=True)
@@ -209,7 +209,7 @@ def _process_unit(
                 summary.silent += 1
                 continue
             row = made[0]
-            row.update(source.match(files[0][0]))
+            row.update(_fields(source, files[0][0]))
             if source.pair_with is not None:
                 corpus, rate, split, _, _, *inside = Path(row["path"]).parts
                 row["pair"] = Path(corpus, rate, split, "speech", source.pair_with, *inside).as_posix()
@@ -218,6 +218,15 @@ def _process_unit(
             log.write(json.dumps(row, ensure_ascii=False) + "\n")
             log.flush()
     return sorted(rows.values(), key=lambda row: row["path"])
+
+
+def _fields(source: Source, relative: str) -> dict[str, str | None]:
+    """Language and group of a selected path (inside the package, or ``archive/member``)."""
+    if source.archive is not None:
+        relative = relative[len(source.archive) + 1 :]
+    fields = source.match(relative)
+    assert fields is not None, relative
+    return fields
 
 
 def _key(source_path: str | list[str]) -> str:
@@ -260,12 +269,14 @@ def prepare(
     deb_dir: Path | None = None,
     quiet: bool = False,
     after_unit: Callable[[Source], None] | None = None,
+    packages: list[str] | None = None,
 ) -> PrepareSummary:
     """Prepare the corpus for the given roles and splits (all by default) and rebuild the manifests.
 
     Work is done per source rule; a rule whose done marker exists is skipped, an interrupted one resumes
     from its partial log. ``deb_dir`` takes .debs from a local folder instead of ``apt-get download``.
-    ``after_unit`` is called after each completed rule (used by tests to interrupt a run).
+    ``after_unit`` is called after each completed rule (used by tests to interrupt a run);
+    ``packages`` restricts the run to those packages.
     """
     roles = list(roles or ROLES)
     splits = list(splits or SPLITS)
@@ -278,9 +289,17 @@ def prepare(
     root = root or data_root()
     summary = PrepareSummary()
     sources = select(roles, splits)
+    if packages is not None:
+        unknown = sorted(set(packages) - {source.package for source in sources})
+        if unknown:
+            raise UsageError(
+                f"package {', '.join(unknown)} is not in the allowlist for these roles and splits"
+            )
+        sources = [source for source in sources if source.package in packages]
     state = root / "state" / str(sample_rate)
-    packages = list(dict.fromkeys(source.package for source in sources))
-    for package in tqdm(packages, desc="packages", unit="pkg", disable=quiet):
+    for package in tqdm(
+        list(dict.fromkeys(source.package for source in sources)), desc="packages", unit="pkg", disable=quiet
+    ):
         units = [source for source in sources if source.package == package]
         pending = [source for source in units if not (state / f"{unit_id(source)}.json").exists()]
         summary.units_skipped += len(units) - len(pending)
