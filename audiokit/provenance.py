@@ -13,7 +13,18 @@ from pathlib import Path
 from audiokit.io import atomic_path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("torch", "numpy", "soundfile", "soxr", "librosa", "einops", "pesq", "pystoi", "safetensors")
+PACKAGES = (
+    "audiokit",
+    "torch",
+    "numpy",
+    "scipy",
+    "soundfile",
+    "soxr",
+    "librosa",
+    "pesq",
+    "pystoi",
+    "safetensors",
+)
 
 
 def git_commit(root: Path = REPO_ROOT) -> str:

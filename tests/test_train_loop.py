@@ -55,7 +55,7 @@ def test_tiny_recipe_trains_checkpoints_and_evaluates(tmp_path):
     assert [x["step"] for x in lines] == [4, 8]
     info = json.loads((run / "run.json").read_text())
     assert info["seed"] == 0 and info["sessions"][0]["versions"]["torch"] == torch.__version__
-    assert "commit" in info["sessions"][0]["git"]
+    assert info["sessions"][0]["commit"] != "unknown"
     assert load_recipe(run / "recipe.yaml") == recipe
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     state = load_checkpoint(run / "checkpoints" / "latest.pt")

@@ -17,13 +17,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import importlib.metadata
 import json
 import math
 import os
 import platform
 import random
-import subprocess
 import sys
 import time
 from contextlib import nullcontext
@@ -55,6 +53,7 @@ from audiokit.losses import (
     time_l1_loss,
 )
 from audiokit.models import CONFIGS, Codec, CodecConfig
+from audiokit.provenance import git_commit, package_versions
 from audiokit.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from audiokit.train.data import CropDataset, batches, load_validation, read_clips
 from audiokit.train.ema import EMA
@@ -67,7 +66,6 @@ DISCRIMINATORS = {
 }
 BALANCED_LOSSES = ("mel", "stft", "waveform", "adversarial", "feature_matching")
 CHECKPOINT = "checkpoints/latest.pt"
-PACKAGES = ("audiokit", "torch", "numpy", "scipy", "soundfile", "soxr", "librosa", "pesq", "pystoi")
 
 
 def build_model(config: ModelConfig, where: str = "recipe") -> Codec:
@@ -122,34 +120,6 @@ def resolve_device(name: str) -> torch.device:
         if name == "cuda":
             return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     return torch.device(name)
-
-
-def _git_commit() -> dict[str, object]:
-    root = Path(__file__).resolve().parents[2]
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-        return {"commit": commit, "dirty": bool(dirty)}
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
-
-
-def _versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = None
-    return out
 
 
 def _seed_all(seed: int) -> None:
@@ -339,8 +309,8 @@ class Trainer:
                 "resumed": resume,
                 "init": str(init) if init else None,
                 "command": sys.argv,
-                "git": _git_commit(),
-                "versions": _versions(),
+                "commit": git_commit(),
+                "versions": package_versions(),
                 "device": str(self.device),
                 "world_size": self.world_size,
                 "host": platform.node(),
