@@ -14,7 +14,6 @@ from audiokit.errors import UsageError
 from audiokit.io import AUDIO_EXTENSIONS
 
 METRICS = ("pesq", "stoi", "estoi", "si_sdr", "lsd", "mel_distance", "stft_distance")
-HIGHER_IS_BETTER = {"pesq": True, "stoi": True, "estoi": True, "si_sdr": True}
 
 
 @dataclass(frozen=True)

@@ -155,6 +155,8 @@ def codebook_usage(codes: torch.Tensor, codebook_size: int) -> torch.Tensor:
 
 def codebook_histogram(codes: torch.Tensor, codebook_size: int) -> torch.Tensor:
     """Counts of each code per codebook: ``(..., n_q, frames)`` -> ``(n_q, codebook_size)``."""
+    if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= codebook_size):
+        raise ValueError(f"codes must lie in [0, {codebook_size}), got [{int(codes.min())}, {int(codes.max())}]")
     n_q = codes.shape[-2]
     flat = codes.transpose(0, -2).reshape(n_q, -1) if codes.dim() > 2 else codes
     offsets = torch.arange(n_q, device=codes.device)[:, None] * codebook_size

@@ -16,6 +16,7 @@ from audiokit import dsp
         (16000, 1024, 80, 0.0, None, False),
         (22050, 2048, 128, 30.0, 8000.0, False),
         (44100, 512, 40, 0.0, None, True),
+        (16000, 511, 40, 0.0, None, False),
     ],
 )
 def test_mel_filterbank_equals_librosa(rate, n_fft, n_mels, f_min, f_max, htk):

@@ -115,7 +115,7 @@ def decode_file(
         stop_sample = (
             h.num_samples
             if duration_s is None
-            else min(h.num_samples, first_sample + round(duration_s * h.sample_rate))
+            else min(h.num_samples, first_sample + max(1, round(duration_s * h.sample_rate)))
         )
         hop, delay = codec.hop_length, codec.target_delay
         first_frame = max(0, (first_sample + delay) // hop - codec.decoder_context_frames)
@@ -131,7 +131,15 @@ def decode_file(
     io.save(target, wav.clamp(-1, 1), rate, subtype=None if target.suffix.lower() != ".wav" else "PCM_16")
 
 
+def _check_time_range(start_s: float | None, duration_s: float | None) -> None:
+    if start_s is not None and not (math.isfinite(start_s) and start_s >= 0):
+        raise UsageError(f"--start {start_s}: must be a time in seconds >= 0")
+    if duration_s is not None and not (math.isfinite(duration_s) and duration_s > 0):
+        raise UsageError(f"--duration {duration_s}: must be a time in seconds > 0")
+
+
 def run_decode(args: argparse.Namespace) -> int:
+    _check_time_range(args.start, args.duration)
     jobs = _jobs(Path(args.input), Path(args.output), "*", args.suffix, (".akc",))
     codecs: dict[str, tuple[Codec, str]] = {}
     for source, target in progress(jobs, "decode", quiet=args.quiet):
@@ -153,7 +161,13 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     )
     enc.add_argument("input", metavar="IN", help="audio file or directory")
     enc.add_argument("output", metavar="OUT", help=".akc file, or directory")
-    enc.add_argument("-b", "--bitrate", type=float, default=6.0, help="kbps (default 6)")
+    enc.add_argument(
+        "-b",
+        "--bitrate",
+        type=float,
+        default=6.0,
+        help="kbps per channel (default 6; stereo takes twice this)",
+    )
     enc.add_argument(
         "--model", default=DEFAULT_MODEL, help=f"model name or .safetensors path (default {DEFAULT_MODEL})"
     )

@@ -49,9 +49,12 @@ def evaluate_pair(pair: FilePair, args: argparse.Namespace) -> tuple[dict, torch
     return row, ref, test, rate
 
 
-def _row_only(pair: FilePair, args: argparse.Namespace) -> dict:
+def _evaluate_in_worker(indexed: tuple[int, FilePair], args: argparse.Namespace):
+    """Worker-process version of :func:`evaluate_pair`; audio only comes back for plotted files."""
     torch.set_num_threads(1)
-    return evaluate_pair(pair, args)[0]
+    index, pair = indexed
+    row, ref, test, rate = evaluate_pair(pair, args)
+    return (row, ref, test, rate) if args.plot and index < PLOT_ROWS else (row, None, None, rate)
 
 
 def _validate(args: argparse.Namespace) -> None:
@@ -122,24 +125,23 @@ def run(args: argparse.Namespace) -> int:
     plotted: list[tuple[str, torch.Tensor, torch.Tensor]] = []
     plot_rate = None
     if args.jobs > 1 and len(pairs) > 1:
-        with ProcessPoolExecutor(min(args.jobs, os.cpu_count() or 1)) as pool:
-            rows = list(
-                progress(pool.map(partial(_row_only, args=args), pairs), desc, len(pairs), args.quiet)
-            )
-        if args.plot:
-            for pair in pairs[:PLOT_ROWS]:
-                _, ref, test, plot_rate = evaluate_pair(
-                    pair, argparse.Namespace(**{**vars(args), "keep": None})
-                )
-                plotted.append((pair.name, ref, test))
+        pool = ProcessPoolExecutor(min(args.jobs, os.cpu_count() or 1))
+        results = pool.map(partial(_evaluate_in_worker, args=args), enumerate(pairs))
     else:
-        rows = []
-        for pair in progress(pairs, desc, quiet=args.quiet):
-            row, ref, test, rate = evaluate_pair(pair, args)
+        pool = None
+        results = (evaluate_pair(pair, args) for pair in pairs)
+    rows = []
+    try:
+        for pair, (row, ref, test, rate) in zip(
+            pairs, progress(results, desc, len(pairs), args.quiet), strict=True
+        ):
             rows.append(row)
-            if args.plot and len(plotted) < PLOT_ROWS and rate == (plot_rate or rate):
+            if args.plot and ref is not None and len(plotted) < PLOT_ROWS and rate == (plot_rate or rate):
                 plotted.append((pair.name, ref, test))
                 plot_rate = rate
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     report = _report(args, rows)
     if args.csv:
         _write_csv(args.csv, rows)

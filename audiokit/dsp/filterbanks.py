@@ -55,7 +55,7 @@ def _triangles(edges_hz: np.ndarray, fft_freqs: np.ndarray) -> np.ndarray:
 
 
 def _fft_freqs(sample_rate: int, n_fft: int) -> np.ndarray:
-    return np.linspace(0.0, sample_rate / 2, n_fft // 2 + 1)
+    return np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
 
 
 @lru_cache(maxsize=64)
