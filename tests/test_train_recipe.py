@@ -8,7 +8,7 @@ import pytest
 
 from audiokit.errors import RecipeError
 from audiokit.train.recipe import dump_recipe, load_recipe, recipe_from_dict
-from audiokit.train.trainer import build_model
+from audiokit.train.trainer import build_discriminator, build_model
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,6 +45,8 @@ def test_misspelt_section_and_override():
         ({"schedule": {"decay": "linear"}}, "'schedule.decay' must be cosine, exponential or constant"),
         ({"discriminator": {"kinds": ["msd"]}}, "unknown 'msd'"),
         ({"data": {"noise_probability": 0.5}}, "needs 'data.noise'"),
+        ({"data": {"num_workers": -1}}, "'data.num_workers' must be >= 0"),
+        ({"losses": {"mel": 0.0, "stft": 0.0, "waveform": 0.0}}, "must be > 0"),
     ],
 )
 def test_wrong_types_and_values(values, message):
@@ -82,6 +84,12 @@ def test_unknown_model_option_is_a_recipe_error():
         build_model(recipe.model)
     with pytest.raises(RecipeError, match="did you mean 'speech-16k'"):
         build_model(recipe_from_dict({"model": {"config": "speech16k"}}).model)
+
+
+def test_bad_discriminator_options_are_a_recipe_error():
+    recipe = recipe_from_dict({"discriminator": {"kinds": ["mpd"], "options": {"mpd": {"nonsense": 1}}}})
+    with pytest.raises(RecipeError, match="discriminator.options.mpd"):
+        build_discriminator(recipe.discriminator, 1)
 
 
 def test_missing_and_invalid_files(tmp_path):

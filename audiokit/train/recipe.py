@@ -361,6 +361,25 @@ def validate(recipe: Recipe, where: str = "<recipe>") -> None:
     _check(r.log_every >= 1, where, f"'run.log_every' must be >= 1, got {r.log_every}")
     every = recipe.eval.every_steps
     _check(every >= 1, where, f"'eval.every_steps' must be >= 1, got {every}")
+    for section, name, low in (
+        ("data", "num_workers", 0),
+        ("data", "cache_mb", 0),
+        ("data", "eq_gain_db", 0),
+        ("eval", "max_files", 1),
+        ("eval", "audio_examples", 0),
+        ("optim", "disc_learning_rate", 1e-12),
+    ):
+        value = getattr(getattr(recipe, section), name)
+        _check(value >= low, where, f"'{section}.{name}' must be >= {low:g}, got {value}")
+    _check(
+        r.keep_every is None or r.keep_every >= 1, where, f"'run.keep_every' must be >= 1, got {r.keep_every}"
+    )
+    _check(
+        losses.mel > 0 or losses.stft > 0 or losses.waveform > 0,
+        where,
+        "one of 'losses.mel', 'losses.stft', 'losses.waveform' must be > 0 (nothing else trains the decoder "
+        "before the discriminators start)",
+    )
 
 
 def recipe_to_dict(recipe: Recipe) -> dict:

@@ -39,6 +39,7 @@ from tqdm import tqdm
 from audiokit import metrics
 from audiokit.dsp import mel_spectrogram
 from audiokit.errors import ModelError, RecipeError, UsageError
+from audiokit.io import atomic_path
 from audiokit.losses import (
     Balancer,
     CombinedDiscriminator,
@@ -90,7 +91,15 @@ def build_discriminator(config: DiscriminatorConfig, channels: int) -> nn.Module
     """The discriminators of ``config.kinds`` combined into one module (``None`` when there are none)."""
     if not config.kinds:
         return None
-    parts = [DISCRIMINATORS[kind](channels=channels, **config.options.get(kind, {})) for kind in config.kinds]
+    parts = []
+    for kind in config.kinds:
+        options = config.options.get(kind, {})
+        try:
+            parts.append(DISCRIMINATORS[kind](channels=channels, **options))
+        except (TypeError, ValueError) as exc:
+            raise RecipeError(
+                f"recipe: 'discriminator.options.{kind}' {options} do not build it ({exc})"
+            ) from None
     return CombinedDiscriminator(*parts)
 
 
@@ -298,7 +307,8 @@ class Trainer:
 
     def _write_run_files(self, resume: bool, init: str | Path | None) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "recipe.yaml").write_text(dump_recipe(self.recipe))
+        with atomic_path(self.run_dir / "recipe.yaml") as tmp:
+            tmp.write_text(dump_recipe(self.recipe))
         info_path = self.run_dir / "run.json"
         info = json.loads(info_path.read_text()) if resume and info_path.is_file() else {"sessions": []}
         info.update({"seed": self.recipe.run.seed, "model": getattr(self.model, "name", None)})
@@ -316,7 +326,8 @@ class Trainer:
                 "host": platform.node(),
             }
         )
-        info_path.write_text(json.dumps(info, indent=2) + "\n")
+        with atomic_path(info_path) as tmp:
+            tmp.write_text(json.dumps(info, indent=2) + "\n")
 
     # -- checkpoints ------------------------------------------------------------------------------
     def state_dict(self) -> dict:
