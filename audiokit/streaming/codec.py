@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from audiokit.errors import UsageError
 from audiokit.streaming.latency import StepTimer, timed
 from audiokit.streaming.modules import as_streaming
+from audiokit.streaming.quantizer import QuantizerStep
 from audiokit.streaming.state import (
     StreamState,
     assign_rows,
@@ -102,7 +103,7 @@ class CodecStream:
         self.hop_length = codec.hop_length
         self.target_delay = codec.target_delay
         self.n_q = codec.n_q_for_bitrate(bitrate) if mode != "decode" else None
-        self.quantizer = codec.quantizer
+        self.quantizer = QuantizerStep(codec.quantizer)
         param = next(codec.parameters())
         self.device, self.dtype = param.device, torch.float32
         self.encoder = as_streaming(codec.encoder, "encoder") if mode != "decode" else None

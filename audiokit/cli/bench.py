@@ -1,0 +1,324 @@
+"""``audiokit bench``: codec speed on CPU (and GPU when present), measured side by side in one run.
+
+* offline encode and decode real-time factors (compute seconds per second of audio) of a codec and of
+  EnCodec-24k's architecture (the ``encodec`` package's model class with random weights, 6 kbps);
+* the streaming cost per 20 ms frame of one stream (encode, decode, round trip; p50/p99 of the
+  per-step compute times the session records);
+* how many real-time round-trip streams one core sustains, advancing N streams together with a
+  :class:`~audiokit.streaming.MultiStreamBatcher`;
+* the same offline and batched figures on the GPU when ``torch.cuda.is_available()``.
+
+Speed does not depend on the weights, so untrained (random) weights are used when none are shipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import types
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from audiokit.errors import ModelError, ToolMissingError
+from audiokit.models import Codec
+
+TARGETS = {
+    "encodec_vs_ours_offline": 3.0,
+    "stream_roundtrip_frame_p50_ms": 1.0,
+    "realtime_streams_per_core": 50,
+}
+
+
+def run_info() -> dict:
+    """Machine, commit and date of this run."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    return {
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        },
+        "commit": commit,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def load_codec(name: str) -> tuple[Codec, str]:
+    """The codec ``name`` with shipped weights if any, else untrained (same architecture and speed)."""
+    try:
+        return Codec.from_pretrained(name), "shipped"
+    except ModelError:
+        torch.manual_seed(0)
+        return Codec.from_config(name).eval(), "random"
+
+
+def load_encodec_24k() -> torch.nn.Module:
+    """EnCodec's 24 kHz model class with random weights (no download), at 6 kbps.
+
+    ``encodec`` imports ``torchaudio`` at module level but its model class does not use it; when
+    ``torchaudio`` is missing or does not match the installed torch, a placeholder module stands in.
+    """
+    try:
+        encodec = importlib.import_module("encodec")
+    except (ImportError, OSError) as exc:
+        if "encodec" in str(exc) and "torchaudio" not in str(exc):
+            raise ToolMissingError(
+                "the EnCodec comparison needs `pip install encodec` (audiokit[bench])"
+            ) from None
+        for name in [m for m in sys.modules if m.split(".")[0] in ("encodec", "torchaudio")]:
+            del sys.modules[name]
+        sys.modules["torchaudio"] = types.ModuleType("torchaudio")
+        encodec = importlib.import_module("encodec")
+    torch.manual_seed(0)
+    model = encodec.EncodecModel.encodec_model_24khz(pretrained=False)
+    model.set_target_bandwidth(6.0)
+    return model.eval()
+
+
+def _median_seconds(fn: Callable[[], object], repeats: int, sync: Callable[[], None] = lambda: None) -> float:
+    fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - began)
+    return statistics.median(times)
+
+
+def offline_rtf(encode, decode, audio: torch.Tensor, sample_rate: int, repeats: int, device: str) -> dict:
+    """Real-time factors (compute seconds per audio second) of ``encode(audio)`` and ``decode(codes)``."""
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    seconds = audio.shape[-1] / sample_rate
+    with torch.inference_mode():
+        codes = encode(audio)
+        enc = _median_seconds(lambda: encode(audio), repeats, sync)
+        dec = _median_seconds(lambda: decode(codes), repeats, sync)
+    return {"encode_rtf": enc / seconds, "decode_rtf": dec / seconds, "total_rtf": (enc + dec) / seconds}
+
+
+def _noise(channels: int, samples: int, device: str) -> torch.Tensor:
+    return 0.1 * torch.randn(1, channels, samples, generator=torch.Generator().manual_seed(0)).to(device)
+
+
+def bench_offline(codec: Codec, seconds: float, repeats: int, device: str, encodec_too: bool) -> dict:
+    """Offline RTFs of ``codec`` and (if asked) EnCodec-24k, on ``seconds`` of noise, on ``device``."""
+    codec = codec.to(device)
+    audio = _noise(codec.channels, int(seconds * codec.sample_rate), device)
+    result = {codec.name: offline_rtf(codec.encode, codec.decode, audio, codec.sample_rate, repeats, device)}
+    if encodec_too:
+        encodec = load_encodec_24k().to(device)
+        audio = _noise(encodec.channels, int(seconds * encodec.sample_rate), device)
+        result["encodec-24k"] = offline_rtf(
+            encodec.encode, encodec.decode, audio, encodec.sample_rate, repeats, device
+        )
+        result["encodec_vs_ours"] = result["encodec-24k"]["total_rtf"] / result[codec.name]["total_rtf"]
+    codec.cpu()
+    return result
+
+
+def bench_stream_frame(codec: Codec, frames: int) -> dict:
+    """Per-frame compute time (ms, p50/p99) of one stream pushing one frame at a time, per mode."""
+    hop = codec.hop_length
+    audio = _noise(codec.channels, hop * (frames + 10), "cpu")
+    with torch.inference_mode():
+        codes = codec.encode(audio).codes
+    result = {}
+    for mode in ("encode", "decode", "roundtrip"):
+        session = codec.stream(1, mode)
+        for i in range(frames + 10):
+            if i == 10:
+                session.timer.clear()
+            session.push(codes[..., i : i + 1] if mode == "decode" else audio[..., i * hop : (i + 1) * hop])
+        summary = session.timer.summary()
+        result[mode] = {k: summary[k] for k in ("p50_ms", "p99_ms", "mean_ms")}
+    result["frame_ms"] = 1e3 * hop / codec.sample_rate
+    return result
+
+
+def bench_many_streams(codec: Codec, counts: list[int], frames: int, device: str = "cpu") -> dict:
+    """Real-time round-trip streams sustained: N streams each push one frame per tick into a
+    :class:`MultiStreamBatcher`, which advances them in one batched step; capacity is
+    ``N * frame duration / wall time per tick``."""
+    from audiokit.streaming import MultiStreamBatcher
+
+    codec = codec.to(device)
+    hop = codec.hop_length
+    frame_s = hop / codec.sample_rate
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    per_count = {}
+    for count in counts:
+        batcher = MultiStreamBatcher(codec, count, "roundtrip")
+        ids = [batcher.open() for _ in range(count)]
+        chunk = _noise(codec.channels, hop, device)[0]
+        ticks = []
+        for tick in range(frames + 3):
+            began = time.perf_counter()
+            for stream in ids:
+                batcher.push(stream, chunk)
+            batcher.step()
+            for stream in ids:
+                batcher.pull(stream)
+            sync()
+            if tick >= 3:
+                ticks.append(time.perf_counter() - began)
+        tick_s = statistics.median(ticks)
+        per_count[str(count)] = {
+            "tick_ms": 1e3 * tick_s,
+            "tick_p99_ms": 1e3 * statistics.quantiles(ticks, n=100)[98] if len(ticks) > 1 else 1e3 * tick_s,
+            "streams_sustained": count * frame_s / tick_s,
+        }
+    codec.cpu()
+    best = max(per_count.values(), key=lambda r: r["streams_sustained"])
+    return {"by_streams": per_count, "streams_sustained": best["streams_sustained"]}
+
+
+def run_benchmark(
+    model: str = "speech-16k",
+    seconds: float = 10.0,
+    repeats: int = 3,
+    threads: int = 1,
+    frames: int = 100,
+    stream_counts: tuple[int, ...] = (1, 16, 64),
+    encodec: bool = True,
+) -> dict:
+    """Every figure of ``audiokit bench`` as one JSON-ready dict (see the module docstring)."""
+    torch.set_num_threads(threads)
+    codec, weights = load_codec(model)
+    cpu = {
+        "offline": bench_offline(codec, seconds, repeats, "cpu", encodec),
+        "stream_frame": bench_stream_frame(codec, frames),
+        "many_streams": bench_many_streams(codec, list(stream_counts), max(10, frames // 4)),
+    }
+    result = {
+        "benchmark": "codec_speed",
+        **run_info(),
+        "settings": {
+            "model": model,
+            "weights": weights,
+            "threads": threads,
+            "seconds": seconds,
+            "repeats": repeats,
+            "stream_frames": frames,
+            "stream_counts": list(stream_counts),
+            "algorithmic_latency_samples": codec.algorithmic_latency,
+            "algorithmic_latency_ms": 1e3 * codec.algorithmic_latency / codec.sample_rate,
+        },
+        "cpu": cpu,
+    }
+    checks = {
+        "stream_roundtrip_frame_p50_ms": cpu["stream_frame"]["roundtrip"]["p50_ms"],
+        "realtime_streams_per_core": cpu["many_streams"]["streams_sustained"],
+    }
+    if encodec:
+        checks["encodec_vs_ours_offline"] = cpu["offline"]["encodec_vs_ours"]
+    result["targets"] = {
+        name: {
+            "value": value,
+            "target": TARGETS[name],
+            "met": value <= TARGETS[name] if name.endswith("_ms") else value >= TARGETS[name],
+        }
+        for name, value in checks.items()
+    }
+    if torch.cuda.is_available():
+        result["gpu"] = {
+            "device": torch.cuda.get_device_name(),
+            "offline": bench_offline(codec, seconds, repeats, "cuda", encodec),
+            "many_streams": bench_many_streams(codec, [64, 256, 1024], max(10, frames // 4), "cuda"),
+        }
+    else:
+        result["gpu"] = None
+    return result
+
+
+def summary_lines(result: dict) -> list[str]:
+    """Human-readable lines of a :func:`run_benchmark` result."""
+    cpu, model = result["cpu"], result["settings"]["model"]
+    lines = [
+        f"{model} ({result['settings']['weights']} weights), {result['settings']['threads']} CPU thread(s)"
+    ]
+    for name, rtf in cpu["offline"].items():
+        if isinstance(rtf, dict):
+            lines.append(
+                f"  offline {name:>12}: encode RTF {rtf['encode_rtf']:.4f}, "
+                f"decode RTF {rtf['decode_rtf']:.4f} ({1 / rtf['total_rtf']:.1f}x real time for both)"
+            )
+    frame = cpu["stream_frame"]
+    for mode in ("encode", "decode", "roundtrip"):
+        lines.append(
+            f"  streaming {mode:>9}: {frame[mode]['p50_ms']:.3f} ms p50, {frame[mode]['p99_ms']:.3f} ms p99 "
+            f"per {frame['frame_ms']:.0f} ms frame"
+        )
+    for count, row in cpu["many_streams"]["by_streams"].items():
+        lines.append(
+            f"  {count:>4} streams: {row['tick_ms']:.2f} ms per tick "
+            f"-> {row['streams_sustained']:.1f} real-time streams"
+        )
+    for name, check in result["targets"].items():
+        verdict = "met" if check["met"] else "NOT met"
+        lines.append(f"  target {name}: {check['value']:.3f} (target {check['target']}) {verdict}")
+    lines.append("  gpu: " + ("none" if result["gpu"] is None else result["gpu"]["device"]))
+    return lines
+
+
+def run(args: argparse.Namespace) -> int:
+    result = run_benchmark(
+        args.model,
+        args.seconds,
+        args.repeats,
+        args.threads,
+        args.frames,
+        tuple(args.streams),
+        not args.no_encodec,
+    )
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    if args.json:
+        print(json.dumps(result, indent=2))
+    elif not args.quiet:
+        print("\n".join(summary_lines(result)))
+    return 0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options shared by ``audiokit bench`` and ``benchmarks/bench_codec.py``."""
+    parser.add_argument("--model", default="speech-16k", help="codec to measure (default: speech-16k)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="audio length for offline timing")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats (median)")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads (default: 1)")
+    parser.add_argument("--frames", type=int, default=100, help="streaming frames timed per mode")
+    parser.add_argument(
+        "--streams", type=int, nargs="+", default=[1, 16, 64], help="concurrent stream counts"
+    )
+    parser.add_argument("--no-encodec", action="store_true", help="skip the EnCodec-24k comparison")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser(
+        "bench", parents=[common], help="measure codec speed", description=__doc__.split(":", 1)[1].strip()
+    )
+    add_arguments(parser)
+    parser.add_argument("--out", help="also write the JSON result to this file")
+    parser.set_defaults(handler=run)

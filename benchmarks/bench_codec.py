@@ -1,0 +1,43 @@
+"""Codec speed (the figures of ``audiokit bench``), saved to ``benchmarks/results/codec_speed.json``.
+
+Usage: ``python benchmarks/bench_codec.py [--json] [--threads 1] [--model speech-16k] ...`` (the options
+of ``audiokit bench``). Needs the ``bench`` extra (``pip install -e .[bench]``) for the EnCodec-24k
+comparison, or ``--no-encodec``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from audiokit.cli.bench import add_arguments, run_benchmark, summary_lines
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    parser.add_argument("--out", type=Path, default=RESULTS / "codec_speed.json", help="result file")
+    args = parser.parse_args()
+    result = run_benchmark(
+        args.model,
+        args.seconds,
+        args.repeats,
+        args.threads,
+        args.frames,
+        tuple(args.streams),
+        not args.no_encodec,
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print("\n".join(summary_lines(result)))
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
