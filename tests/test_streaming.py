@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import random
+import shutil
 
 import pytest
 import torch
@@ -147,6 +148,18 @@ def test_inference_mode_no_grad_and_plain_give_the_same():
         no_grad = run_stream(codec.stream(1, "roundtrip"), x, [700, 33])
     for y in (plain, inference, no_grad):
         torch.testing.assert_close(y, audio, rtol=0, atol=ATOL)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (shutil.which("g++") or shutil.which("cc")), reason="torch.compile needs a C++ compiler"
+)
+def test_compiled_streaming_equals_offline():
+    codec = CODECS["tiny-istft"]
+    x = torch.randn(1, 1, 3000) * 0.3
+    codes, audio = offline(codec, x)
+    streamed = run_stream(codec.stream(1, "roundtrip", compile=True), x, [320])
+    torch.testing.assert_close(streamed, audio, rtol=0, atol=ATOL)
 
 
 def test_multichannel_items_are_coded_per_channel():

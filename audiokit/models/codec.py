@@ -292,15 +292,17 @@ class Codec(nn.Module):
         bitrate: float | None = None,
         length: int | Sequence[int] | None = None,
         channels: int | None = None,
+        compile: bool = False,
     ) -> CodecStream:
         """A streaming session (:class:`~audiokit.streaming.CodecStream`) of ``batch_size`` items.
 
         ``mode``: ``"encode"`` (audio -> codes), ``"decode"`` (codes -> audio; ``length``: samples to
         output per item, optional) or ``"roundtrip"`` (audio -> audio). ``session.push(chunk)`` returns
         what is ready, ``session.flush()`` the tail; the totals equal :meth:`encode` / :meth:`decode`.
+        ``channels``: channels per item (default: the model's); ``compile``: use ``torch.compile``.
         Raises :class:`ModelError` for a non-causal model.
         """
-        return CodecStream(self, batch_size, mode, bitrate, length=length, channels=channels)
+        return CodecStream(self, batch_size, mode, bitrate, length=length, channels=channels, compile=compile)
 
     @property
     def decoder_context_frames(self) -> int:

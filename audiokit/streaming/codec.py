@@ -75,6 +75,8 @@ class CodecStream:
         length: ``"decode"`` only: samples per channel to output per item (an int for all or one per
             item); see the module docstring.
         channels: channels ``C`` per item (default: the codec's).
+        compile: run the encoder and decoder steps through ``torch.compile`` (static shapes: each new
+            chunk size compiles once; needs a working Inductor backend, e.g. a C++ compiler on CPU).
     """
 
     def __init__(
@@ -85,6 +87,7 @@ class CodecStream:
         bitrate: float | None = None,
         length: int | Sequence[int] | None = None,
         channels: int | None = None,
+        compile: bool = False,
     ) -> None:
         if mode not in MODES:
             raise UsageError(f"streaming mode must be one of {', '.join(MODES)}, got {mode!r}")
@@ -108,6 +111,9 @@ class CodecStream:
         self.device, self.dtype = param.device, torch.float32
         self.encoder = as_streaming(codec.encoder, "encoder") if mode != "decode" else None
         self.decoder = as_streaming(codec.decoder, "decoder") if mode != "encode" else None
+        for module in (self.encoder, self.decoder):
+            if compile and module is not None:
+                module.step = torch.compile(module.step, dynamic=False)
         with torch.inference_mode():
             self.encoder_state = self._init(self.encoder)
             self.decoder_state = self._init(self.decoder)
