@@ -1,0 +1,64 @@
+"""audiokit bench: the benchmark runs end to end and reports every figure with its target."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+
+import pytest
+import torch
+
+from audiokit.cli import bench
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="audiokit")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true")
+    bench.register(parser.add_subparsers(dest="command"), common)
+    return parser
+
+
+def test_bench_json_reports_every_figure(capsys):
+    args = _parser().parse_args(
+        [
+            "bench",
+            "--json",
+            "--no-encodec",
+            "--seconds",
+            "0.5",
+            "--repeats",
+            "1",
+            "--frames",
+            "4",
+            "--streams",
+            "1",
+            "3",
+        ]
+    )
+    assert args.handler(args) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert {"machine", "commit", "date", "settings", "cpu", "targets", "gpu"} <= set(result)
+    assert result["machine"]["threads"] == 1
+    offline = result["cpu"]["offline"]["speech-16k"]
+    assert 0 < offline["encode_rtf"] and 0 < offline["decode_rtf"]
+    for mode in ("encode", "decode", "roundtrip"):
+        frame = result["cpu"]["stream_frame"][mode]
+        assert 0 < frame["p50_ms"] <= frame["p99_ms"]
+    streams = result["cpu"]["many_streams"]
+    assert set(streams["by_streams"]) == {"1", "3"} and streams["streams_sustained"] > 0
+    assert set(result["targets"]) == {"stream_roundtrip_frame_p50_ms", "realtime_streams_per_core"}
+    assert result["settings"]["algorithmic_latency_samples"] == 640
+    assert (result["gpu"] is None) == (not torch.cuda.is_available())
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("encodec") is None, reason="needs the bench extra (encodec)")
+def test_encodec_24k_architecture_loads_and_codes():
+    model = bench.load_encodec_24k()
+    assert model.sample_rate == 24000
+    x = torch.randn(1, 1, 2400) * 0.1
+    with torch.inference_mode():
+        y = model.decode(model.encode(x))
+    assert y.shape[-1] >= x.shape[-1] and torch.isfinite(y).all()
