@@ -65,6 +65,17 @@ def test_zip_members_extracted_selectively(tmp_path):
     assert not (tmp_path / "public.zip.d" / "art").exists()
 
 
+def test_zip_members_cannot_escape_the_extraction_folder(tmp_path):
+    archive = tmp_path / "evil.zip"
+    with zipfile.ZipFile(archive, "w") as handle:
+        handle.writestr("audio/music/../../../../escaped.ogg", b"x")
+        handle.writestr("/abs/escaped.ogg", b"x")
+    for name in list_members(archive):
+        with pytest.raises(AudioFormatError, match="outside the extraction folder"):
+            extract_members(archive, [name], tmp_path / "deep" / "evil.zip.d")
+    assert not list(tmp_path.rglob("escaped.ogg"))
+
+
 def test_trim_silence_against_known_edges():
     rate = 16000
     tone = 0.5 * np.sin(2 * np.pi * 440 * np.arange(rate) / rate)

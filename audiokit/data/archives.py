@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from audiokit.errors import AudioFormatError
+from audiokit.io import atomic_path
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ def extract_members(archive: Path, members: list[str], folder: Path) -> dict[str
             for entry in read_queen_table(archive):
                 if entry.name not in wanted:
                     continue
-                target = folder / (entry.name + ".mp3")
+                target = _member_path(archive, folder, entry.name + ".mp3")
                 if not target.exists():
                     handle.seek(entry.offset)
                     _write_atomic(target, handle.read(entry.size))
@@ -80,15 +81,21 @@ def extract_members(archive: Path, members: list[str], folder: Path) -> dict[str
         return written
     with zipfile.ZipFile(archive) as handle:
         for name in members:
-            target = folder / name
+            target = _member_path(archive, folder, name)
             if not target.exists():
                 _write_atomic(target, handle.read(name))
             written[name] = target
     return written
 
 
+def _member_path(archive: Path, folder: Path, name: str) -> Path:
+    """``folder / name``, refusing names that would land outside ``folder`` (``..``, absolute paths)."""
+    target = (folder / name).resolve()
+    if Path(name).is_absolute() or ".." in Path(name).parts or not target.is_relative_to(folder.resolve()):
+        raise AudioFormatError(archive, f"member {name!r} would be written outside the extraction folder")
+    return target
+
+
 def _write_atomic(target: Path, data: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".partial")
-    partial.write_bytes(data)
-    partial.replace(target)
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
