@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 SYSTEM_TOOLS := opusenc:opus-tools opusdec:opus-tools ffmpeg:ffmpeg
 
 # speed/quality benchmarks run by `make bench` (each prints JSON and saves it under benchmarks/results/)
-BENCHMARKS := $(wildcard benchmarks/frontends_speed.py benchmarks/frontends_chirp.py)
+BENCHMARKS := benchmarks/bench_codec.py benchmarks/frontends_speed.py benchmarks/frontends_chirp.py
 
 .PHONY: setup system-tools test test-all demo bench lint clean
 
@@ -48,7 +48,8 @@ demo: setup
 	@echo "spectrograms: demo-opus-6kbps.png"
 
 bench: setup
-	$(PY) -m pip install -q -e ".[bench]"
+	@# encodec without its dependencies: they would pull a torchaudio that breaks beside torch 2.13
+	$(PY) -m pip install -q --no-deps "encodec>=0.1.1"
 	@for script in $(BENCHMARKS); do echo "== $$script"; $(PY) $$script --json || exit 1; done
 
 lint: setup

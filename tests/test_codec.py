@@ -136,3 +136,29 @@ def test_unknown_names_and_missing_files_are_clear(tmp_path):
     with pytest.raises(ModelError, match="unknown codec config"):
         Codec.from_config("nope")
     assert set(CONFIGS) >= {"speech-16k", "speech-16k-noncausal", "general-24k"}
+
+
+def test_seeking_equals_full_decode_also_with_lstm_decoders(tmp_path):
+    from audiokit import io
+    from audiokit.cli.coding import decode_file, encode_file
+
+    torch.manual_seed(0)
+    codec = Codec.from_config(
+        "speech-16k-noncausal",
+        causal=True,
+        encoder={"n_filters": 4},
+        decoder={"n_filters": 4, "lstm_layers": 1},
+        num_quantizers=2,
+        codebook_size=16,
+    ).eval()
+    assert codec.decoder_context_frames is None  # an LSTM remembers everything: decode from frame 0
+    x = torch.randn(1, 16000 * 3) * 0.1
+    io.save(tmp_path / "x.wav", x, 16000, subtype="FLOAT")
+    weights = codec.weights_sha256()
+    encode_file(codec, tmp_path / "x.wav", tmp_path / "x.akc", codec.bitrates[-1], weights)
+    decode_file(codec, tmp_path / "x.akc", tmp_path / "full.wav", weights, None, None, None)
+    decode_file(codec, tmp_path / "x.akc", tmp_path / "part.wav", weights, 1.5, 0.5, None)
+    full, _ = io.load(tmp_path / "full.wav")
+    part, _ = io.load(tmp_path / "part.wav")
+    assert part.shape == (1, 8000)
+    assert (part - full[:, 24000:32000]).abs().max() <= 2 / 32768

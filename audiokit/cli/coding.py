@@ -118,7 +118,8 @@ def decode_file(
             else min(h.num_samples, first_sample + max(1, round(duration_s * h.sample_rate)))
         )
         hop, delay = codec.hop_length, codec.target_delay
-        first_frame = max(0, (first_sample + delay) // hop - codec.decoder_context_frames)
+        context = codec.decoder_context_frames
+        first_frame = 0 if context is None else max(0, (first_sample + delay) // hop - context)
         stop_frame = min(reader.num_frames, math.ceil((stop_sample + delay + codec.decoder.lookahead) / hop))
         codes = reader.read_frames(first_frame, stop_frame)
     packed = Codes(codes.reshape(-1, codes.shape[1], codes.shape[2]), h.num_samples, h.channels)

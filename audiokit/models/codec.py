@@ -34,6 +34,7 @@ from audiokit.nn import (
     SEANetEncoder,
     StreamableConv1d,
     StreamableConvTranspose1d,
+    StreamableLSTM,
 )
 from audiokit.quantize import ResidualVectorQuantizer, supported_bitrates
 from audiokit.streaming import CodecStream
@@ -73,6 +74,11 @@ class CodecConfig:
         self.ratios = tuple(self.ratios)
         if self.decoder_type not in ("seanet", "istft"):
             raise ModelError(f"decoder_type must be 'seanet' or 'istft', got {self.decoder_type!r}")
+        if self.channels != 1:
+            raise ModelError(
+                f"channels={self.channels}: only mono models exist so far; they code each channel of a "
+                "multichannel input as its own stream"
+            )
 
     def to_dict(self) -> dict:
         """JSON-serialisable form (``CodecConfig(**d)`` restores it)."""
@@ -305,12 +311,14 @@ class Codec(nn.Module):
         return CodecStream(self, batch_size, mode, bitrate, length=length, channels=channels, compile=compile)
 
     @property
-    def decoder_context_frames(self) -> int:
-        """Frames of history the decoder's convolutions read, rounded up (an LSTM reaches further).
+    def decoder_context_frames(self) -> int | None:
+        """Frames of history the decoder reads, rounded up; ``None`` when unbounded (an LSTM).
 
         Each conv reading ``R`` samples at ``u`` times the frame rate adds ``(R - 1) / u`` frames; a
         transposed conv adds its ``kernel / stride`` frames; an iSTFT head its window overlap.
         """
+        if any(isinstance(layer, StreamableLSTM) for layer in self.decoder.modules()):
+            return None
         frames, rate = 1.0, 1
         for layer in self.decoder.modules():
             if isinstance(layer, StreamableConvTranspose1d):
