@@ -6,6 +6,7 @@ comes first. Multichannel evaluation is done by the caller, channel by channel.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,12 +67,21 @@ def pesq(reference: ArrayLike, estimate: ArrayLike, sample_rate: int) -> PesqRes
 
 
 def stoi(reference: ArrayLike, estimate: ArrayLike, sample_rate: int, extended: bool = False) -> float:
-    """Short-time objective intelligibility (pystoi; ``extended=True`` gives ESTOI), in [0, 1]."""
+    """Short-time objective intelligibility (pystoi; ``extended=True`` gives ESTOI), in [0, 1].
+
+    NaN when the signal is too short for STOI (fewer than 30 frames of 25.6 ms after pystoi removes
+    silent frames), where pystoi itself returns a placeholder of 1e-5.
+    """
     import pystoi  # imported here: it pulls in scipy, seconds of start-up for every command otherwise
 
     ref, est = _numpy(reference), _numpy(estimate)
     _check_pair(ref, est)
-    return float(pystoi.stoi(ref, est, sample_rate, extended=extended))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        score = float(pystoi.stoi(ref, est, sample_rate, extended=extended))
+    if any("Not enough STFT frames" in str(w.message) for w in caught):
+        return float("nan")  # pystoi's placeholder 1e-5 for clips under ~30 voiced frames is not a score
+    return score
 
 
 def si_sdr(reference: ArrayLike, estimate: ArrayLike, eps: float = 1e-12) -> float:
@@ -156,7 +166,9 @@ def codebook_usage(codes: torch.Tensor, codebook_size: int) -> torch.Tensor:
 def codebook_histogram(codes: torch.Tensor, codebook_size: int) -> torch.Tensor:
     """Counts of each code per codebook: ``(..., n_q, frames)`` -> ``(n_q, codebook_size)``."""
     if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= codebook_size):
-        raise ValueError(f"codes must lie in [0, {codebook_size}), got [{int(codes.min())}, {int(codes.max())}]")
+        raise ValueError(
+            f"codes must lie in [0, {codebook_size}), got [{int(codes.min())}, {int(codes.max())}]"
+        )
     n_q = codes.shape[-2]
     flat = codes.transpose(0, -2).reshape(n_q, -1) if codes.dim() > 2 else codes
     offsets = torch.arange(n_q, device=codes.device)[:, None] * codebook_size

@@ -59,6 +59,12 @@ def test_stoi_and_estoi_equal_pystoi(speech, degraded):
     )
 
 
+def test_stoi_of_too_short_clips_is_nan_not_a_placeholder(speech):
+    x, rate = speech
+    short = x[: rate // 4]
+    assert np.isnan(metrics.stoi(short, short, rate))
+
+
 def test_si_sdr_properties_and_naive_formula():
     rng = np.random.default_rng(1)
     s = rng.standard_normal(8000)
