@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from audiokit.cli.bench import add_arguments, run_benchmark, summary_lines
+from audiokit.provenance import write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -30,8 +31,7 @@ def main() -> None:
         tuple(args.streams),
         not args.no_encodec,
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.out, result)
     if args.json:
         print(json.dumps(result, indent=2))
     else:

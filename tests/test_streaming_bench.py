@@ -40,7 +40,7 @@ def test_bench_json_reports_every_figure(capsys):
     assert args.handler(args) == 0
     result = json.loads(capsys.readouterr().out)
     assert {"machine", "commit", "date", "settings", "cpu", "targets", "gpu"} <= set(result)
-    assert result["machine"]["threads"] == 1
+    assert result["machine"]["torch_threads"] == 1
     offline = result["cpu"]["offline"]["speech-16k"]
     assert 0 < offline["encode_rtf"] and 0 < offline["decode_rtf"]
     for mode in ("encode", "decode", "roundtrip"):

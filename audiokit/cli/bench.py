@@ -14,52 +14,25 @@ Speed does not depend on the weights, so untrained (random) weights are used whe
 from __future__ import annotations
 
 import argparse
-import datetime
 import importlib
 import json
-import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 import types
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
 from audiokit.errors import ModelError, ToolMissingError
 from audiokit.models import Codec
+from audiokit.provenance import run_info, write_json
 
 TARGETS = {
     "encodec_vs_ours_offline": 3.0,
     "stream_roundtrip_frame_p50_ms": 1.0,
     "realtime_streams_per_core": 50,
 }
-
-
-def run_info() -> dict:
-    """Machine, commit and date of this run."""
-    root = Path(__file__).resolve().parents[2]
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
-    return {
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-            "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-        },
-        "commit": commit,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
 
 
 def load_codec(name: str) -> tuple[Codec, str]:
@@ -292,8 +265,7 @@ def run(args: argparse.Namespace) -> int:
         not args.no_encodec,
     )
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.out, result)
     if args.json:
         print(json.dumps(result, indent=2))
     elif not args.quiet:
