@@ -11,7 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from audiokit.cli.bench import add_arguments, run_benchmark, summary_lines
+from audiokit.cli.bench import add_arguments, benchmark_from_args, summary_lines
 from audiokit.provenance import write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -22,15 +22,7 @@ def main() -> None:
     add_arguments(parser)
     parser.add_argument("--out", type=Path, default=RESULTS / "codec_speed.json", help="result file")
     args = parser.parse_args()
-    result = run_benchmark(
-        args.model,
-        args.seconds,
-        args.repeats,
-        args.threads,
-        args.frames,
-        tuple(args.streams),
-        not args.no_encodec,
-    )
+    result = benchmark_from_args(args)
     write_json(args.out, result)
     if args.json:
         print(json.dumps(result, indent=2))

@@ -254,8 +254,9 @@ def summary_lines(result: dict) -> list[str]:
     return lines
 
 
-def run(args: argparse.Namespace) -> int:
-    result = run_benchmark(
+def benchmark_from_args(args: argparse.Namespace) -> dict:
+    """:func:`run_benchmark` with the options of :func:`add_arguments`."""
+    return run_benchmark(
         args.model,
         args.seconds,
         args.repeats,
@@ -264,6 +265,10 @@ def run(args: argparse.Namespace) -> int:
         tuple(args.streams),
         not args.no_encodec,
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    result = benchmark_from_args(args)
     if args.out:
         write_json(args.out, result)
     if args.json:
