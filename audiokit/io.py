@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -255,6 +255,13 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def _format_and_subtype(path: Path, subtype: str | None) -> tuple[str | None, str | None]:
+    fmt = {".opus": "OGG", ".ogg": "OGG", ".mp3": "MP3"}.get(path.suffix.lower())
+    if path.suffix.lower() == ".opus" and subtype is None:
+        subtype = "OPUS"
+    return fmt, subtype
+
+
 def save(
     path: PathLike,
     wav: torch.Tensor | np.ndarray,
@@ -266,12 +273,29 @@ def save(
     ``subtype`` is a soundfile subtype (``"PCM_16"``, ``"PCM_24"``, ``"FLOAT"``, ``"OPUS"``...);
     ``None`` takes the format's default (16-bit PCM for WAV/FLAC).
     """
+    with open_writer(path, sample_rate, _as_frames_by_channels(wav).shape[1], subtype) as write:
+        write(wav)
+
+
+@contextmanager
+def open_writer(
+    path: PathLike, sample_rate: int, channels: int, subtype: str | None = None
+) -> Iterator[Callable[[torch.Tensor | np.ndarray], None]]:
+    """Write a file block by block in constant memory, atomically: yields ``write(block)``.
+
+    Each block is ``(channels, n)`` audio; the file appears at ``path`` only when the ``with`` block
+    ends without an exception. Format from the extension, ``subtype`` as in :func:`save`.
+    """
     path = Path(path)
-    data = _as_frames_by_channels(wav)
-    if not np.isfinite(data).all():
-        raise ValueError(f"{path}: refusing to write NaN or infinite samples")
-    fmt = {".opus": "OGG", ".ogg": "OGG", ".mp3": "MP3"}.get(path.suffix.lower())
-    if path.suffix.lower() == ".opus" and subtype is None:
-        subtype = "OPUS"
-    with atomic_path(path) as tmp:
-        sf.write(str(tmp), data, int(sample_rate), subtype=subtype, format=fmt)
+    fmt, subtype = _format_and_subtype(path, subtype)
+    with atomic_path(path) as tmp, sf.SoundFile(
+        str(tmp), "w", int(sample_rate), channels, subtype=subtype, format=fmt
+    ) as handle:
+
+        def write(block: torch.Tensor | np.ndarray) -> None:
+            data = _as_frames_by_channels(block)
+            if not np.isfinite(data).all():
+                raise ValueError(f"{path}: refusing to write NaN or infinite samples")
+            handle.write(data)
+
+        yield write

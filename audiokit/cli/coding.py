@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
+import soxr
 import torch
 
 from audiokit import io
-from audiokit.bitstream import AkcHeader, AkcReader, write_akc
+from audiokit.bitstream import AkcHeader, AkcReader, AkcWriter
 from audiokit.errors import ModelError, UsageError
 from audiokit.evaluation import find_audio
 from audiokit.io import AUDIO_EXTENSIONS
 from audiokit.models import Codec, Codes
 from audiokit.progress import progress
+from audiokit.streaming.akc import encode_to_akc
 
 DEFAULT_MODEL = "speech-16k"
 
@@ -34,32 +37,34 @@ def _jobs(
     return [(source, target)]
 
 
-def header_for(codec: Codec, codes: Codes, weights_hash: str) -> AkcHeader:
-    """The ``.akc`` header describing ``codes`` made by ``codec``."""
-    return AkcHeader(
+def encode_file(codec: Codec, source: Path, target: Path, bitrate_bps: float, weights_hash: str) -> dict:
+    """Encode one audio file (resampled to the model's rate, channels kept) into ``target``.
+
+    Causal codecs stream the file block by block (constant memory, codes written as frames complete);
+    non-causal ones need the whole signal at once.
+    """
+    channels = io.info(source).channels
+    header = AkcHeader(
         model_name=codec.name,
         weights_hash=weights_hash,
         sample_rate=codec.sample_rate,
-        channels=codes.channels,
-        num_codebooks=codes.num_codebooks,
+        channels=channels,
+        num_codebooks=codec.n_q_for_bitrate(bitrate_bps),
         codebook_size=codec.codebook_size,
         frame_rate=Fraction(codec.sample_rate, codec.hop_length),
-        num_samples=codes.length,
     )
-
-
-def encode_file(codec: Codec, source: Path, target: Path, bitrate_bps: float, weights_hash: str) -> dict:
-    """Encode one audio file (resampled to the model's rate, channels kept) into ``target``."""
-    wav, _ = io.load(source, sample_rate=codec.sample_rate)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with torch.inference_mode():
-        codes = codec.encode(wav[None], bitrate_bps)
-    write_akc(
-        target,
-        codes.codes.reshape(codes.channels, codes.num_codebooks, -1),
-        header_for(codec, codes, weights_hash),
-    )
-    return {"seconds": wav.shape[1] / codec.sample_rate, "bytes": target.stat().st_size}
+    blocks = io.iter_blocks(source, sample_rate=codec.sample_rate)
+    with io.atomic_path(target) as tmp, open(tmp, "wb") as file, torch.inference_mode():
+        writer = AkcWriter(file, header)
+        if codec.config.causal:
+            session = codec.stream(1, "encode", bitrate_bps, channels=channels)
+            length = encode_to_akc(session, blocks, writer)
+        else:
+            codes = codec.encode(torch.cat(list(blocks), dim=1)[None], bitrate_bps)
+            writer.append(codes.codes.reshape(channels, codes.num_codebooks, -1))
+            writer.close(codes.length)
+            length = codes.length
+    return {"seconds": length / codec.sample_rate, "bytes": target.stat().st_size}
 
 
 def _load_codec(name: str) -> tuple[Codec, str]:
@@ -117,19 +122,43 @@ def decode_file(
             if duration_s is None
             else min(h.num_samples, first_sample + max(1, round(duration_s * h.sample_rate)))
         )
-        hop, delay = codec.hop_length, codec.target_delay
-        context = codec.decoder_context_frames
-        first_frame = 0 if context is None else max(0, (first_sample + delay) // hop - context)
-        stop_frame = min(reader.num_frames, math.ceil((stop_sample + delay + codec.decoder.lookahead) / hop))
-        codes = reader.read_frames(first_frame, stop_frame)
+        subtype = "PCM_16" if target.suffix.lower() == ".wav" else None
+        rate = sample_rate or codec.sample_rate
+        resampler = None
+        if rate != codec.sample_rate:
+            resampler = soxr.ResampleStream(
+                codec.sample_rate, rate, h.channels, dtype="float32", quality="HQ"
+            )
+        with io.open_writer(target, rate, h.channels, subtype) as write, torch.inference_mode():
+            for final, block in _decoded_blocks(codec, reader, first_sample, stop_sample):
+                block = block.clamp(-1, 1)
+                if resampler is not None:
+                    block = torch.from_numpy(resampler.resample_chunk(block.numpy().T, last=final).T.copy())
+                write(block)
+
+
+def _decoded_blocks(
+    codec: Codec, reader: AkcReader, first_sample: int, stop_sample: int
+) -> Iterator[tuple[bool, torch.Tensor]]:
+    """``(is_last, audio (channels, n))`` blocks of samples ``[first_sample, stop_sample)``.
+
+    A whole file through a causal codec is decoded chunk by chunk (constant memory); a segment is
+    decoded from enough earlier frames to fill the decoder's history (:attr:`Codec.decoder_context_frames`).
+    """
+    h = reader.header
+    if first_sample == 0 and stop_sample == h.num_samples and codec.config.causal:
+        session = codec.stream(1, "decode", length=h.num_samples, channels=h.channels)
+        for _, codes in reader.iter_chunks():
+            yield False, session.push(codes)[0]
+        yield True, session.flush()[0]
+        return
+    hop, delay = codec.hop_length, codec.target_delay
+    context = codec.decoder_context_frames
+    first_frame = 0 if context is None else max(0, (first_sample + delay) // hop - context)
+    stop_frame = min(reader.num_frames, math.ceil((stop_sample + delay + codec.decoder.lookahead) / hop))
+    codes = reader.read_frames(first_frame, stop_frame)
     packed = Codes(codes.reshape(-1, codes.shape[1], codes.shape[2]), h.num_samples, h.channels)
-    with torch.inference_mode():
-        wav = codec.decode_segment(packed, first_frame, first_sample, stop_sample - first_sample)[0]
-    rate = codec.sample_rate
-    if sample_rate and sample_rate != rate:
-        wav = torch.from_numpy(io.resample(wav.numpy().T.copy(), rate, sample_rate).T.copy())
-        rate = sample_rate
-    io.save(target, wav.clamp(-1, 1), rate, subtype=None if target.suffix.lower() != ".wav" else "PCM_16")
+    yield True, codec.decode_segment(packed, first_frame, first_sample, stop_sample - first_sample)[0]
 
 
 def _check_time_range(start_s: float | None, duration_s: float | None) -> None:
