@@ -14,6 +14,11 @@ from audiokit import io
 from audiokit.models import Codec
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+# runs argv[1:] and prints its peak resident memory in KiB
+PEAK_RSS = (
+    "import resource, subprocess, sys; done = subprocess.run(sys.argv[1:]); "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(done.returncode)"
+)
 
 
 def audiokit(*args: str) -> subprocess.CompletedProcess:
@@ -74,6 +79,49 @@ def test_stereo_44k_input_and_directories(tmp_path, model_path):
     assert done.returncode == 0, done.stderr
     out, rate = io.load(tmp_path / "out" / "sub" / "m.wav")
     assert rate == 16000 and out.shape == (2, 16000)
+    # --sample-rate resamples the decoded stream back to the input's rate (soxr, streamed)
+    back = tmp_path / "back.flac"
+    done = audiokit(
+        "decode",
+        str(tmp_path / "codes" / "sub" / "m.akc"),
+        str(back),
+        "--model",
+        str(model_path),
+        "--sample-rate",
+        "44100",
+    )
+    assert done.returncode == 0, done.stderr
+    restored, rate = io.load(back)
+    assert rate == 44100 and restored.shape == (2, 44100)
+    expected = io.resample(out.numpy().T.copy(), 16000, 44100).T
+    assert abs(restored.numpy() - expected).max() < 2e-3  # 16-bit WAV/FLAC rounding and soxr stream edges
+
+
+@pytest.mark.slow
+def test_encode_and_decode_run_in_constant_memory(tmp_path, model_path):
+    """Peak memory for 10 minutes of audio is within 60 MiB of that for 1 minute (an offline encode
+    of 10 minutes would need gigabytes of activations)."""
+    peaks = {}
+    for minutes in (1, 10):
+        wav = tmp_path / f"{minutes}.wav"
+        with io.open_writer(wav, 16000, 1) as write:
+            for _ in range(minutes * 6):
+                write(torch.randn(1, 160000) * 0.05)
+        for command in (
+            ["encode", str(wav), str(tmp_path / f"{minutes}.akc")],
+            ["decode", str(tmp_path / f"{minutes}.akc"), str(tmp_path / f"{minutes}.out.wav")],
+        ):
+            done = subprocess.run(
+                [sys.executable, "-c", PEAK_RSS, sys.executable, "-m", "audiokit", *command]
+                + ["--model", str(model_path), "-q"],
+                capture_output=True,
+                text=True,
+                timeout=1200,
+            )
+            assert done.returncode == 0, done.stderr
+            peaks[(command[0], minutes)] = int(done.stdout.strip().splitlines()[-1]) / 1024
+    for step in ("encode", "decode"):
+        assert peaks[(step, 10)] - peaks[(step, 1)] < 60, peaks
 
 
 def test_errors_are_one_line_and_leave_no_output(tmp_path, model_path):
