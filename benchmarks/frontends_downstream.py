@@ -29,14 +29,14 @@ import torch
 from torch import nn
 
 from audiokit.data.manifest import manifest_dir, read_manifest
-from audiokit.frontends import FRONTENDS, build_frontend
+from audiokit.frontends import FRONTENDS
 from audiokit.io import load
+from audiokit.models import AudioClassifier
 from audiokit.provenance import run_info, write_json
 
 SAMPLE_RATE = 16000
 CROP = 2 * SAMPLE_RATE
 RESULTS = Path(__file__).resolve().parent / "results"
-UNIT_PARAMETERS = ("win_length", "hop_length", "centre_hz", "bandwidth_hz")
 # adaptive front end sized for CPU training: 3 banks, 321 taps
 ADAPTIVE_OPTIONS = {"banks": ("mel", "erb", "gabor"), "filter_length": 321, "segment_frames": 50}
 
@@ -78,28 +78,6 @@ def crops(
     return (torch.stack(audio) if audio else torch.zeros(0, CROP)), labels
 
 
-class Classifier(nn.Module):
-    """Front end -> per-band normalisation -> 3 conv1d layers -> mean+max over time -> linear."""
-
-    def __init__(self, frontend: nn.Module, n_classes: int, width: int = 96) -> None:
-        super().__init__()
-        self.frontend = frontend
-        self.norm = nn.BatchNorm1d(frontend.n_features)
-        self.body = nn.Sequential(
-            nn.Conv1d(frontend.n_features, width, 5, padding=2),
-            nn.ReLU(),
-            nn.Conv1d(width, width, 5, stride=2, padding=2),
-            nn.ReLU(),
-            nn.Conv1d(width, width, 5, stride=2, padding=2),
-            nn.ReLU(),
-        )
-        self.head = nn.Linear(2 * width, n_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.body(self.norm(self.frontend(x)))
-        return self.head(torch.cat([h.mean(-1), h.amax(-1)], dim=-1))
-
-
 def balanced_accuracy(pred: np.ndarray, target: np.ndarray) -> float:
     return float(np.mean([np.mean(pred[target == c] == c) for c in np.unique(target)]))
 
@@ -109,12 +87,8 @@ def train_one(
 ) -> dict:
     torch.manual_seed(seed)
     kwargs = ADAPTIVE_OPTIONS if name == "adaptive" else {}
-    model = Classifier(build_frontend(name, SAMPLE_RATE, **kwargs), len(data["classes"]))
-    unit = [p for n, p in model.named_parameters() if n.split(".")[-1] in UNIT_PARAMETERS and p.requires_grad]
-    rest = [
-        p for n, p in model.named_parameters() if n.split(".")[-1] not in UNIT_PARAMETERS and p.requires_grad
-    ]
-    opt = torch.optim.Adam([{"params": rest, "lr": args.lr}, {"params": unit, "lr": args.frontend_lr}])
+    model = AudioClassifier(len(data["classes"]), SAMPLE_RATE, frontend=name, **kwargs)
+    opt = torch.optim.Adam(model.parameter_groups(args.lr, args.frontend_lr))
     x, y = data["train_x"], data["train_y"]
     gen = torch.Generator().manual_seed(seed)
     began = time.perf_counter()
