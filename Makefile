@@ -43,7 +43,7 @@ test-all: setup
 
 demo: setup
 	$(VENV)/bin/audiokit info samples/*.flac samples/*.wav
-	$(VENV)/bin/audiokit eval samples --glob 'speech_*' --baseline opus --bitrate 6 --plot demo-opus-6kbps.png
+	$(VENV)/bin/audiokit eval samples --glob 'speech_*_16k*' --baseline opus --bitrate 6 --plot demo-opus-6kbps.png
 	@echo "spectrograms: demo-opus-6kbps.png"
 
 bench: setup
