@@ -113,7 +113,7 @@ class CodecStream:
         self.decoder = as_streaming(codec.decoder, "decoder") if mode != "encode" else None
         for module in (self.encoder, self.decoder):
             if compile and module is not None:
-                module.step = torch.compile(module.step, dynamic=False)
+                module.step_t = torch.compile(module.step_t, dynamic=False)
         with torch.inference_mode():
             self.encoder_state = self._init(self.encoder)
             self.decoder_state = self._init(self.decoder)
@@ -353,29 +353,35 @@ class CodecStream:
                 )
 
     def _run(self, rows: list[int], x: torch.Tensor, final: bool) -> None:
-        """One batched model step of ``rows`` on ``x`` and distribution of its output to their queues."""
+        """One batched model step of ``rows`` on ``x`` and distribution of its output to their queues.
+
+        The models run time-major (``(B, n, C)``, see :mod:`audiokit.streaming.modules`); latents go
+        through the quantizer as rows ``(B * frames, dim)``.
+        """
         index = None if len(rows) == self.rows else torch.tensor(rows, device=self.device)
+        batch = len(rows)
         frames = -(-x.shape[-1] // self._unit())
-        with timed(self.timer, frames * len(rows)):
+        with timed(self.timer, frames * batch):
             if self.mode == "decode":
-                codes = x
+                codes = x.transpose(0, 1).reshape(x.shape[1], -1)  # (n_q, B * frames)
             else:
-                codes = self.quantizer.encode(
-                    self._step(self.encoder, self.encoder_state, index, x, final), self.n_q
-                )
+                latent = self._step(self.encoder, self.encoder_state, index, x.transpose(1, 2), final)
+                codes = self.quantizer.encode_rows(latent.reshape(-1, latent.shape[-1]), self.n_q)
             if self.mode == "encode":
-                out = codes
+                out = codes.view(codes.shape[0], batch, -1).transpose(0, 1)
             else:
-                out = self._step(self.decoder, self.decoder_state, index, self.quantizer.decode(codes), final)
+                latent = self.quantizer.decode_rows(codes).view(batch, -1, self.quantizer.dim)
+                out = self._step(self.decoder, self.decoder_state, index, latent, final).transpose(1, 2)
         for i, r in enumerate(rows):
             self._enqueue(self._rows[r], out[i])
 
     @staticmethod
     def _step(module, state, index, x: torch.Tensor, final: bool) -> torch.Tensor:
+        """``module.step_t`` on time-major ``x`` for the state rows ``index`` (all when ``None``)."""
         if index is None:
-            return module.step(x, state, final)
+            return module.step_t(x, state, final)
         part = select_rows(state, index)
-        y = module.step(x, part, final)
+        y = module.step_t(x, part, final)
         assign_rows(state, index, part)
         return y
 

@@ -12,11 +12,15 @@ must receive a multiple of ``s`` samples, except in the ``final`` step, where it
 or iSTFT head maps ``n`` frames to ``n * stride`` final samples and carries the rest as overlap; what
 is still in the overlap at the end is what the offline forward trims, so ``final`` changes nothing
 there. Convs use the (weight-normalised) weights as they were when the streaming module was built.
+
+Layout. Inside a model step, activations are time-major ``(B, n, C)`` (:meth:`StreamingModule.step_t`):
+a conv is then one ``unfold`` of ``[history | x]`` and one ``addmm`` with a weight matrix prepared
+once, and Linear / LayerNorm layers need no transposes. :meth:`StreamingModule.step` is the
+channel-major ``(B, C, n)`` entry point; each module implements one of the two, the other converts.
+States keep their documented channel-major shapes (a conv history is a transposed view).
 """
 
 from __future__ import annotations
-
-from abc import ABC, abstractmethod
 
 import torch
 import torch.nn.functional as F
@@ -45,19 +49,26 @@ from audiokit.streaming.state import (
 )
 
 
-class StreamingModule(ABC):
-    """Chunk-by-chunk twin of an ``nn.Module``: the same output, one chunk at a time."""
+class StreamingModule:
+    """Chunk-by-chunk twin of an ``nn.Module``: the same output, one chunk at a time.
+
+    Subclasses implement :meth:`step` or :meth:`step_t` (the other one transposes around it).
+    """
 
     def init_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> StreamState | None:
         """The state before the first sample of ``batch_size`` streams (all zeros); ``None`` if stateless."""
         return None
 
-    @abstractmethod
     def step(self, x: torch.Tensor, state: StreamState | None, final: bool = False) -> torch.Tensor:
         """Output for the next chunk ``x (B, C, n)``; updates ``state`` (reassigns its tensors).
 
         ``final=True`` marks the last chunk of the streams (it may be shorter than a stride).
         """
+        return self.step_t(x.transpose(1, 2), state, final).transpose(1, 2)
+
+    def step_t(self, x: torch.Tensor, state: StreamState | None, final: bool = False) -> torch.Tensor:
+        """:meth:`step` on time-major ``x (B, n, C)``, returning time-major output."""
+        return self.step(x.transpose(1, 2), state, final).transpose(1, 2)
 
 
 class PointwiseStep(StreamingModule):
@@ -65,8 +76,14 @@ class PointwiseStep(StreamingModule):
 
     def __init__(self, module: nn.Module) -> None:
         self.forward = module.forward  # the module's own function, without the hook machinery
+        self.per_channel = isinstance(module, Snake)  # parameters along the channel axis of (B, C, n)
 
     def step(self, x: torch.Tensor, state: StreamState | None, final: bool = False) -> torch.Tensor:
+        return self.forward(x)
+
+    def step_t(self, x: torch.Tensor, state: StreamState | None, final: bool = False) -> torch.Tensor:
+        if self.per_channel:
+            return self.forward(x.transpose(1, 2)).transpose(1, 2)
         return self.forward(x)
 
 
@@ -79,19 +96,31 @@ def _require_causal(module: nn.Module, name: str) -> None:
 
 
 class ConvStep(StreamingModule):
-    """Causal :class:`~audiokit.nn.StreamableConv1d`; state: the last ``history_length`` input samples."""
+    """Causal :class:`~audiokit.nn.StreamableConv1d`; state: the last ``history_length`` input samples.
+
+    Time-major: the ``(B, L, C_in, K)`` windows of ``[history | x]`` times a ``(C_in * K, C_out)``
+    matrix (one ``addmm``); a depthwise conv is the windows times ``(C, K)`` summed over ``K``.
+    """
 
     def __init__(self, module: StreamableConv1d, name: str = "") -> None:
         _require_causal(module, name)
         conv = module.conv
-        self.weight = conv.weight.detach()
+        self.weight = conv.weight.detach()  # weight norm is evaluated once, here
         self.bias = None if conv.bias is None else conv.bias.detach()
         self.in_channels = conv.in_channels
+        self.out_channels = conv.out_channels
+        self.kernel_size = conv.kernel_size[0]
         self.stride = module.stride
         self.dilation = module.dilation
         self.groups = conv.groups
+        self.span = (self.kernel_size - 1) * self.dilation + 1
         self.history_length = module.history_length
         self.name = name
+        self.depthwise = self.groups == self.in_channels == self.out_channels and self.groups > 1
+        if self.groups == 1:
+            self.matrix = self.weight.reshape(self.out_channels, -1).t().contiguous()  # rows: (c, k)
+        elif self.depthwise:
+            self.taps = self.weight[:, 0].contiguous()  # (C, K)
 
     def init_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> ConvState | None:
         if not self.history_length:
@@ -100,19 +129,49 @@ class ConvStep(StreamingModule):
             torch.zeros(batch_size, self.in_channels, self.history_length, device=device, dtype=dtype)
         )
 
+    def _pad_end(self, x: torch.Tensor, final: bool, axis: int) -> torch.Tensor:
+        extra = (-x.shape[axis]) % self.stride
+        if not extra:
+            return x
+        if not final:
+            raise ValueError(
+                f"{self.name or 'conv'}: a streaming chunk of {x.shape[axis]} samples is not a multiple of "
+                f"the stride {self.stride} (only the final chunk may be)"
+            )
+        return F.pad(x, (0, extra) if axis == -1 else (0, 0, 0, extra))
+
     def step(self, x: torch.Tensor, state: ConvState | None, final: bool = False) -> torch.Tensor:
-        extra = (-x.shape[-1]) % self.stride
-        if extra:
-            if not final:
-                raise ValueError(
-                    f"{self.name or 'conv'}: a streaming chunk of {x.shape[-1]} samples is not a multiple of "
-                    f"the stride {self.stride} (only the final chunk may be)"
-                )
-            x = F.pad(x, (0, extra))
+        if self.groups == 1 or self.depthwise:
+            return super().step(x, state, final)
+        x = self._pad_end(x, final, -1)
         if state is not None:
             x = torch.cat([state.history, x], -1)
             state.history = x[..., x.shape[-1] - self.history_length :]
         return F.conv1d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+    def step_t(self, x: torch.Tensor, state: ConvState | None, final: bool = False) -> torch.Tensor:
+        if not (self.groups == 1 or self.depthwise):
+            return super().step_t(x, state, final)
+        x = self._pad_end(x, final, 1)
+        if state is not None:
+            x = torch.cat([state.history.transpose(1, 2), x], 1)
+            state.history = x[:, x.shape[1] - self.history_length :].transpose(1, 2)
+        batch = x.shape[0]
+        if self.span == 1 and self.stride == 1:
+            windows = x  # (B, L, C_in)
+        else:
+            windows = x.unfold(1, self.span, self.stride)  # (B, L, C_in, span)
+            if self.dilation > 1:
+                windows = windows[..., :: self.dilation]
+        if self.depthwise:
+            y = (windows * self.taps).sum(-1)
+            return y if self.bias is None else y + self.bias
+        rows = windows.reshape(-1, self.matrix.shape[0])
+        if self.bias is None:
+            y = torch.mm(rows, self.matrix)
+        else:
+            y = torch.addmm(self.bias, rows, self.matrix)
+        return y.view(batch, -1, self.out_channels)
 
 
 class ConvTransposeStep(StreamingModule):
@@ -159,9 +218,8 @@ class LSTMStep(StreamingModule):
             torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype)
         )
 
-    def step(self, x: torch.Tensor, state: LSTMState, final: bool = False) -> torch.Tensor:
-        y, (state.h, state.c) = self.lstm(x.transpose(1, 2), (state.h, state.c))
-        y = y.transpose(1, 2)
+    def step_t(self, x: torch.Tensor, state: LSTMState, final: bool = False) -> torch.Tensor:
+        y, (state.h, state.c) = self.lstm(x, (state.h, state.c))
         return x + y if self.skip else y
 
 
@@ -174,9 +232,9 @@ class SequentialStep(StreamingModule):
     def init_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> StateList:
         return StateList([s.init_state(batch_size, device, dtype) for s in self.steps])
 
-    def step(self, x: torch.Tensor, state: StateList, final: bool = False) -> torch.Tensor:
+    def step_t(self, x: torch.Tensor, state: StateList, final: bool = False) -> torch.Tensor:
         for sub, sub_state in zip(self.steps, state.children, strict=True):
-            x = sub.step(x, sub_state, final)
+            x = sub.step_t(x, sub_state, final)
         return x
 
 
@@ -186,8 +244,26 @@ class ResidualStep(SequentialStep):
     def __init__(self, module: ResidualUnit, name: str = "") -> None:
         super().__init__(list(module.block), f"{name}.block" if name else "block")
 
-    def step(self, x: torch.Tensor, state: StateList, final: bool = False) -> torch.Tensor:
-        return x + super().step(x, state, final)
+    def step_t(self, x: torch.Tensor, state: StateList, final: bool = False) -> torch.Tensor:
+        return x + super().step_t(x, state, final)
+
+
+def _linear(layer: nn.Linear) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(W^T (in, out) contiguous, bias)`` of ``layer``, for ``addmm`` on rows."""
+    return layer.weight.detach().t().contiguous(), None if layer.bias is None else layer.bias.detach()
+
+
+def _apply_linear(x: torch.Tensor, params: tuple[torch.Tensor, torch.Tensor | None]) -> torch.Tensor:
+    """``x (..., in) @ W^T + b`` as one ``mm`` / ``addmm`` on the rows of ``x``."""
+    matrix, bias = params
+    rows = x.reshape(-1, matrix.shape[0])
+    y = torch.mm(rows, matrix) if bias is None else torch.addmm(bias, rows, matrix)
+    return y.view(*x.shape[:-1], matrix.shape[1])
+
+
+def _layer_norm(x: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
+    """``norm`` over the last axis of time-major ``x``."""
+    return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
 
 
 class ConvNeXtStep(StreamingModule):
@@ -196,42 +272,63 @@ class ConvNeXtStep(StreamingModule):
     def __init__(self, module: ConvNeXtBlock, name: str = "") -> None:
         self.module = module
         self.dwconv = ConvStep(module.dwconv, f"{name}.dwconv")
+        self.pwconv1 = _linear(module.pwconv1)
+        self.pwconv2 = _linear(module.pwconv2)
+        self.gamma = module.gamma.detach()
 
     def init_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> ConvState | None:
         return self.dwconv.init_state(batch_size, device, dtype)
 
-    def step(self, x: torch.Tensor, state: ConvState | None, final: bool = False) -> torch.Tensor:
+    def step_t(self, x: torch.Tensor, state: ConvState | None, final: bool = False) -> torch.Tensor:
         m = self.module
-        y = self.dwconv.step(x, state, final).transpose(1, 2)
-        y = F.layer_norm(y, m.norm.normalized_shape, m.norm.weight, m.norm.bias, m.norm.eps)
-        y = F.linear(
-            m.act.forward(F.linear(y, m.pwconv1.weight, m.pwconv1.bias)), m.pwconv2.weight, m.pwconv2.bias
-        )
-        return x + (m.gamma * y).transpose(1, 2)
+        y = _layer_norm(self.dwconv.step_t(x, state, final), m.norm)
+        y = _apply_linear(m.act.forward(_apply_linear(y, self.pwconv1)), self.pwconv2)
+        return x + self.gamma * y
 
 
 class ISTFTHeadStep(StreamingModule):
-    """:class:`~audiokit.nn.CausalISTFTHead`; state: the overlap-add tail."""
+    """:class:`~audiokit.nn.CausalISTFTHead`; state: the overlap-add tail.
+
+    The projection, magnitude/phase and inverse FFT run on time-major frames; the overlap-add is one
+    ``fold``.
+    """
 
     def __init__(self, module: CausalISTFTHead, name: str = "") -> None:
         self.head = module
         self.samples_per_frame = module.frames_per_step * module.hop_length
+        self.proj = _linear(module.proj)
+        self.window = module.synthesis_window.detach()
 
     def init_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> OverlapAddState:
         shape = (batch_size, self.head.channels, self.head.overlap_length)
         return OverlapAddState(torch.zeros(shape, device=device, dtype=dtype))
 
     def step(self, x: torch.Tensor, state: OverlapAddState, final: bool = False) -> torch.Tensor:
-        wav = self.head.synthesize(self.head.spectrogram(x))
-        ready = x.shape[-1] * self.samples_per_frame
+        return self._overlap_add(self.head.synthesize(self.head.spectrogram(x)), x.shape[-1], state)
+
+    def step_t(self, x: torch.Tensor, state: OverlapAddState, final: bool = False) -> torch.Tensor:
+        """Frames ``(B, n, dim)`` -> audio ``(B, n * samples_per_frame, channels)``."""
+        head = self.head
+        batch, frames, _ = x.shape
+        steps = frames * head.frames_per_step
+        y = _apply_linear(x, self.proj).view(batch, steps, head.channels, 2, head.n_bins).float()
+        magnitude = y[:, :, :, 0].clamp(max=head.max_log_magnitude).exp()
+        spec = torch.polar(magnitude, y[:, :, :, 1])  # (B, M, C, bins)
+        segments = torch.fft.irfft(spec, n=head.n_fft, dim=-1) * self.window  # (B, M, C, n_fft)
+        length = steps * head.hop_length + head.overlap_length
+        wav = F.fold(
+            segments.permute(0, 2, 3, 1).reshape(batch * head.channels, head.n_fft, steps),
+            output_size=(1, length),
+            kernel_size=(1, head.n_fft),
+            stride=(1, head.hop_length),
+        ).view(batch, head.channels, length)
+        return self._overlap_add(wav, frames, state).transpose(1, 2)
+
+    def _overlap_add(self, wav: torch.Tensor, frames: int, state: OverlapAddState) -> torch.Tensor:
+        ready = frames * self.samples_per_frame
         wav[..., : self.head.overlap_length] += state.tail
         state.tail = wav[..., ready:]
         return wav[..., :ready]
-
-
-def _layer_norm_channels(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
-    y = F.layer_norm(x.transpose(1, 2), norm.normalized_shape, norm.weight, norm.bias, norm.eps)
-    return y.transpose(1, 2)
 
 
 class ISTFTDecoderStep(StreamingModule):
@@ -248,13 +345,13 @@ class ISTFTDecoderStep(StreamingModule):
         parts = [self.embed, *self.blocks, self.head]
         return StateList([p.init_state(batch_size, device, dtype) for p in parts])
 
-    def step(self, x: torch.Tensor, state: StateList, final: bool = False) -> torch.Tensor:
+    def step_t(self, x: torch.Tensor, state: StateList, final: bool = False) -> torch.Tensor:
         states = state.children
-        x = _layer_norm_channels(self.module.embed_norm, self.embed.step(x, states[0], final))
+        x = _layer_norm(self.embed.step_t(x, states[0], final), self.module.embed_norm)
         for i, block in enumerate(self.blocks):
-            x = block.step(x, states[1 + i], final)
-        x = _layer_norm_channels(self.module.final_norm, x)
-        return self.head.step(x, states[-1], final)
+            x = block.step_t(x, states[1 + i], final)
+        x = _layer_norm(x, self.module.final_norm)
+        return self.head.step_t(x, states[-1], final)
 
 
 def _seanet(module: SEANetEncoder | SEANetDecoder, name: str) -> SequentialStep:
