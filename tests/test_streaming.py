@@ -355,6 +355,34 @@ def test_conv_step_with_partial_final_chunk(kernel, stride, dilation):
             torch.testing.assert_close(torch.cat(outs, -1), conv(x), rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize(
+    ("kernel", "stride", "groups", "bias"),
+    [
+        (7, 1, 1, True),
+        (16, 8, 1, True),
+        (10, 5, 1, False),
+        (4, 2, 1, True),
+        (1, 1, 1, False),
+        (7, 1, 6, True),
+        (3, 1, 2, True),
+    ],
+)
+def test_conv_step_of_many_streams_equals_offline_for_short_and_long_chunks(kernel, stride, groups, bias):
+    # batched streaming takes different paths for long chunks (shifted blocks) and short ones (windows)
+    torch.manual_seed(1)
+    conv = StreamableConv1d(6, 6 if groups > 1 else 5, kernel, stride, groups=groups, bias=bias, causal=True)
+    conv.eval()
+    x = torch.randn(5, 6, stride * 60)
+    step = as_streaming(conv)
+    state = step.init_state(5, x.device, x.dtype)
+    outs, start = [], 0
+    for frames in (1, 40, 2, 3, 14):
+        outs.append(step.step(x[..., start : start + frames * stride], state))
+        start += frames * stride
+    with torch.no_grad():
+        torch.testing.assert_close(torch.cat(outs, -1), conv(x), rtol=0, atol=1e-5)
+
+
 def test_transposed_conv_lstm_and_istft_head_steps():
     torch.manual_seed(0)
     modules = [

@@ -98,8 +98,13 @@ def _require_causal(module: nn.Module, name: str) -> None:
 class ConvStep(StreamingModule):
     """Causal :class:`~audiokit.nn.StreamableConv1d`; state: the last ``history_length`` input samples.
 
-    Time-major: the ``(B, L, C_in, K)`` windows of ``[history | x]`` times a ``(C_in * K, C_out)``
-    matrix (one ``addmm``); a depthwise conv is the windows times ``(C, K)`` summed over ``K``.
+    Time-major, on ``[history | x]`` of shape ``(B, T, C_in)``. For several streams, when the kernel
+    is ``m`` strides long (no dilation) and the chunk long enough, time is grouped into blocks of
+    ``stride`` samples, ``(B * T / s, s * C_in)`` rows, and the conv is ``m`` products of shifted row
+    ranges with ``(s * C_in, C_out)`` matrices accumulated in one output (rows that straddle two
+    streams are computed and dropped); this avoids copying the windows. Otherwise the
+    ``(B, L, K, C_in)`` windows are copied out and multiplied by a ``(K * C_in, C_out)`` matrix. A
+    depthwise conv is the ``(B, L, C, K)`` windows times ``(C, K)`` summed over ``K``.
     """
 
     def __init__(self, module: StreamableConv1d, name: str = "") -> None:
@@ -117,8 +122,15 @@ class ConvStep(StreamingModule):
         self.history_length = module.history_length
         self.name = name
         self.depthwise = self.groups == self.in_channels == self.out_channels and self.groups > 1
+        self.block_taps = self.kernel_size // self.stride
+        self.block_matrices: list[torch.Tensor] | None = None
         if self.groups == 1:
-            self.matrix = self.weight.reshape(self.out_channels, -1).t().contiguous()  # rows: (c, k)
+            # (K * C_in, C_out), rows ordered (k, c); stored as its contiguous transpose, which reads
+            # faster in the one-row products of a single stream
+            self.matrix = self.weight.permute(0, 2, 1).reshape(self.out_channels, -1).contiguous().t()
+            if self.dilation == 1 and self.kernel_size % self.stride == 0:
+                per_block = self.matrix.t().reshape(self.out_channels, self.block_taps, -1)
+                self.block_matrices = [m.contiguous() for m in per_block.unbind(1)]  # (C_out, s * C_in)
         elif self.depthwise:
             self.taps = self.weight[:, 0].contiguous()  # (C, K)
 
@@ -157,6 +169,10 @@ class ConvStep(StreamingModule):
             x = torch.cat([state.history.transpose(1, 2), x], 1)
             state.history = x[:, x.shape[1] - self.history_length :].transpose(1, 2)
         batch = x.shape[0]
+        if self.block_matrices is not None:
+            frames = (x.shape[1] - self.history_length) // self.stride
+            if batch > 1 and frames >= 2 * (self.block_taps - 1):  # measured: one stream is faster below
+                return self._blocked(x, batch, frames)
         if self.span == 1 and self.stride == 1:
             windows = x  # (B, L, C_in)
         else:
@@ -166,12 +182,30 @@ class ConvStep(StreamingModule):
         if self.depthwise:
             y = (windows * self.taps).sum(-1)
             return y if self.bias is None else y + self.bias
+        if windows.dim() == 4:
+            windows = windows.transpose(2, 3)
         rows = windows.reshape(-1, self.matrix.shape[0])
         if self.bias is None:
             y = torch.mm(rows, self.matrix)
         else:
             y = torch.addmm(self.bias, rows, self.matrix)
         return y.view(batch, -1, self.out_channels)
+
+    def _blocked(self, x: torch.Tensor, batch: int, frames: int) -> torch.Tensor:
+        """The conv of ``x (B, T, C_in)`` as products of shifted blocks of ``stride`` samples."""
+        blocks = x.shape[1] // self.stride
+        rows = x.reshape(batch * blocks, -1)
+        valid = rows.shape[0] - (self.block_taps - 1)
+        out = rows.new_empty(rows.shape[0], self.out_channels)
+        head = out[:valid]
+        first = self.block_matrices[0].t()
+        if self.bias is None:
+            torch.mm(rows[:valid], first, out=head)
+        else:
+            torch.addmm(self.bias, rows[:valid], first, out=head)
+        for j in range(1, self.block_taps):
+            head.addmm_(rows[j : j + valid], self.block_matrices[j].t())
+        return out.view(batch, blocks, self.out_channels)[:, :frames]
 
 
 class ConvTransposeStep(StreamingModule):
@@ -249,8 +283,8 @@ class ResidualStep(SequentialStep):
 
 
 def _linear(layer: nn.Linear) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``(W^T (in, out) contiguous, bias)`` of ``layer``, for ``addmm`` on rows."""
-    return layer.weight.detach().t().contiguous(), None if layer.bias is None else layer.bias.detach()
+    """``(W^T (in, out), bias)`` of ``layer``, for ``addmm`` on rows."""
+    return layer.weight.detach().t(), None if layer.bias is None else layer.bias.detach()
 
 
 def _apply_linear(x: torch.Tensor, params: tuple[torch.Tensor, torch.Tensor | None]) -> torch.Tensor:
