@@ -128,7 +128,9 @@ class ConvStep(StreamingModule):
             # (K * C_in, C_out), rows ordered (k, c); stored as its contiguous transpose, which reads
             # faster in the one-row products of a single stream
             self.matrix = self.weight.permute(0, 2, 1).reshape(self.out_channels, -1).contiguous().t()
-            if self.dilation == 1 and self.kernel_size % self.stride == 0:
+            # shifted blocks need rows of some width to beat copying the windows (measured)
+            wide = self.stride * self.in_channels >= 8
+            if self.dilation == 1 and self.kernel_size % self.stride == 0 and wide:
                 per_block = self.matrix.t().reshape(self.out_channels, self.block_taps, -1)
                 self.block_matrices = [m.contiguous() for m in per_block.unbind(1)]  # (C_out, s * C_in)
         elif self.depthwise:
