@@ -356,7 +356,8 @@ class CodecStream:
         """One batched model step of ``rows`` on ``x`` and distribution of its output to their queues.
 
         The models run time-major (``(B, n, C)``, see :mod:`audiokit.streaming.modules`); latents go
-        through the quantizer as rows ``(B * frames, dim)``.
+        through the quantizer as rows ``(B * frames, dim)``; a round trip decodes the quantized rows the
+        encoding summed (the same sum the decoder's lookup makes).
         """
         index = None if len(rows) == self.rows else torch.tensor(rows, device=self.device)
         batch = len(rows)
@@ -364,13 +365,15 @@ class CodecStream:
         with timed(self.timer, frames * batch):
             if self.mode == "decode":
                 codes = x.transpose(0, 1).reshape(x.shape[1], -1)  # (n_q, B * frames)
+                quantized = self.quantizer.decode_rows(codes)
             else:
                 latent = self._step(self.encoder, self.encoder_state, index, x.transpose(1, 2), final)
-                codes = self.quantizer.encode_rows(latent.reshape(-1, latent.shape[-1]), self.n_q)
+                flat = latent.reshape(-1, latent.shape[-1])
+                codes, quantized = self.quantizer.encode_rows(flat, self.n_q, self.mode == "roundtrip")
             if self.mode == "encode":
                 out = codes.view(codes.shape[0], batch, -1).transpose(0, 1)
             else:
-                latent = self.quantizer.decode_rows(codes).view(batch, -1, self.quantizer.dim)
+                latent = quantized.view(batch, -1, self.quantizer.dim)
                 out = self._step(self.decoder, self.decoder_state, index, latent, final).transpose(1, 2)
         for i, r in enumerate(rows):
             self._enqueue(self._rows[r], out[i])

@@ -50,17 +50,24 @@ class QuantizerStep:
             project = (w_in.t().float().contiguous(), b_in.float())
             self.stages.append((project, search.float().contiguous(), offset, table.float().contiguous()))
 
-    def encode_rows(self, latent: torch.Tensor, n_q: int) -> torch.Tensor:
-        """Codes ``(n_q, N)`` int64 of latent rows ``(N, dim)``."""
+    def encode_rows(
+        self, latent: torch.Tensor, n_q: int, quantize: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Codes ``(n_q, N)`` int64 of latent rows ``(N, dim)`` and, with ``quantize``, their quantized
+        rows ``(N, dim)`` (what :meth:`decode_rows` gives for those codes, summed in the same order)."""
         residual = latent.float()
         codes = []
+        quantized = None
         for (w_in, b_in), search, offset, table in self.stages[:n_q]:
             z_e = torch.addmm(b_in, residual, w_in)
             scores = torch.mm(z_e, search) if offset is None else torch.addmm(offset, z_e, search)
             stage_codes = scores.argmax(1)
-            residual = residual - table.index_select(0, stage_codes)
+            stage = table.index_select(0, stage_codes)
+            residual = residual - stage
+            if quantize:
+                quantized = stage if quantized is None else quantized + stage
             codes.append(stage_codes)
-        return torch.stack(codes)
+        return torch.stack(codes), quantized
 
     def decode_rows(self, codes: torch.Tensor) -> torch.Tensor:
         """Latent rows ``(N, dim)`` float32 of codes ``(n_q, N)``."""
@@ -73,7 +80,7 @@ class QuantizerStep:
     def encode(self, latent: torch.Tensor, n_q: int) -> torch.Tensor:
         """Codes ``(B, n_q, frames)`` int64 of ``latent (B, dim, frames)``."""
         batch, dim, frames = latent.shape
-        codes = self.encode_rows(latent.transpose(1, 2).reshape(-1, dim), n_q)
+        codes, _ = self.encode_rows(latent.transpose(1, 2).reshape(-1, dim), n_q)
         return codes.view(n_q, batch, frames).transpose(0, 1)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
