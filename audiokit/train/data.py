@@ -26,6 +26,7 @@ import scipy.signal
 import torch
 
 from audiokit import io
+from audiokit.data.mixing import mix_at_snr
 from audiokit.data.paths import data_root
 from audiokit.dsp import loudness_lufs
 from audiokit.errors import RecipeError
@@ -260,13 +261,10 @@ class CropDataset(torch.utils.data.Dataset):
 
     def _noise(self, rng: np.random.Generator, clean: np.ndarray) -> np.ndarray:
         noise = self._crop(rng, self.noise_clips, self._noise_weights)
-        clean_power = float(np.mean(np.square(clean, dtype=np.float64)))
-        noise_power = float(np.mean(np.square(noise, dtype=np.float64)))
-        if clean_power <= 0 or noise_power <= 0:
+        if not np.any(clean) or not np.any(noise):
             return clean
-        snr_db = rng.uniform(*self.config.snr_db)
-        gain = math.sqrt(clean_power / (noise_power * 10.0 ** (snr_db / 10.0)))
-        return (clean + gain * noise).astype(np.float32)
+        # the caller limits the peak of the (input, clean) pair together, so no limiting here
+        return mix_at_snr(clean, noise, rng.uniform(*self.config.snr_db), peak=math.inf)[1]
 
     def item(self, step: int, index: int) -> tuple[np.ndarray, np.ndarray]:
         """``(input, clean)`` crops ``(channels, segment)`` of item ``index`` of batch ``step``."""
