@@ -134,3 +134,14 @@ def test_bandwidth_streaming_equals_offline():
         est.update(chunk)
     assert est.result() == dsp.estimate_bandwidth(y, rate)
     assert dsp.estimate_bandwidth(torch.zeros(rate), rate) == 0.0
+
+
+def test_linear_filterbank_triangles_match_a_naive_loop():
+    fb = dsp.linear_filterbank(16000, 512, 10, 100.0, 7000.0).numpy()
+    edges = np.linspace(100.0, 7000.0, 12)
+    freqs = np.fft.rfftfreq(512, 1 / 16000)
+    for band in range(10):
+        lo, mid, hi = edges[band : band + 3]
+        for k, f in enumerate(freqs):
+            expected = max(0.0, min((f - lo) / (mid - lo), (hi - f) / (hi - mid)))
+            assert abs(fb[band, k] - expected) < 1e-6

@@ -86,6 +86,15 @@ def mel_filterbank(
     )
 
 
+def linear_filterbank(
+    sample_rate: int, n_fft: int, n_bands: int, f_min: float = 0.0, f_max: float | None = None
+) -> torch.Tensor:
+    """Triangular filters equally spaced in Hz ``(n_bands, n_fft // 2 + 1)``, peak 1."""
+    f_max = sample_rate / 2 if f_max is None else f_max
+    edges = np.linspace(f_min, f_max, n_bands + 2)
+    return torch.from_numpy(_triangles(edges, _fft_freqs(sample_rate, n_fft)).astype(np.float32))
+
+
 def erb_filterbank(
     sample_rate: int,
     n_fft: int,

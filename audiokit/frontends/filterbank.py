@@ -14,23 +14,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from audiokit.dsp import erb_filterbank, hz_to_mel, mel_filterbank, mel_to_hz
+from audiokit.dsp import erb_filterbank, hz_to_mel, linear_filterbank, mel_filterbank, mel_to_hz
 from audiokit.errors import UsageError
 
 DESIGNED = ("mel", "erb", "linear")
 PARAMETRIC = ("gabor", "sinc")
 INITS = DESIGNED + PARAMETRIC
 _DESIGN_FFT = 4096
-
-
-def _linear_filterbank(
-    sample_rate: int, n_fft: int, n_bands: int, f_min: float, f_max: float
-) -> torch.Tensor:
-    edges = np.linspace(f_min, f_max, n_bands + 2)
-    freqs = np.linspace(0, sample_rate / 2, n_fft // 2 + 1)
-    lower = (freqs[None, :] - edges[:-2, None]) / (edges[1:-1, None] - edges[:-2, None])
-    upper = (edges[2:, None] - freqs[None, :]) / (edges[2:, None] - edges[1:-1, None])
-    return torch.from_numpy(np.maximum(0.0, np.minimum(lower, upper)).astype(np.float32))
 
 
 def target_responses(kind: str, sample_rate: int, n_bands: int, f_min: float, f_max: float) -> torch.Tensor:
@@ -40,7 +30,7 @@ def target_responses(kind: str, sample_rate: int, n_bands: int, f_min: float, f_
     elif kind == "erb":
         fb = erb_filterbank(sample_rate, _DESIGN_FFT, n_bands, f_min, f_max)
     else:
-        fb = _linear_filterbank(sample_rate, _DESIGN_FFT, n_bands, f_min, f_max)
+        fb = linear_filterbank(sample_rate, _DESIGN_FFT, n_bands, f_min, f_max)
     return fb / fb.amax(dim=1, keepdim=True).clamp_min(1e-12)
 
 
