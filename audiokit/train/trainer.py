@@ -262,7 +262,9 @@ class Trainer:
             self.disc_optimizer = torch.optim.AdamW(
                 self.discriminator.parameters(), o.disc_learning_rate, betas=tuple(o.disc_betas)
             )
-            disc_total = max(1, total - self.recipe.discriminator.start_step)
+            # the discriminator schedule advances once per discriminator update, not per step
+            disc = self.recipe.discriminator
+            disc_total = max(1, math.ceil((total - disc.start_step) / disc.update_every))
             self.disc_scheduler = torch.optim.lr_scheduler.LambdaLR(
                 self.disc_optimizer, lr_factor(s, disc_total)
             )
