@@ -12,10 +12,12 @@ from torch.nn.utils import parametrize
 
 from audiokit.nn import (
     CausalISTFTHead,
+    CausalSTFT,
     ISTFTDecoder,
     SEANetDecoder,
     SEANetEncoder,
     Snake,
+    STFTEncoder,
     StreamableConv1d,
     StreamableConvTranspose1d,
     remove_weight_norm,
@@ -335,3 +337,56 @@ def test_bad_geometry_is_rejected():
         CausalISTFTHead(4, n_fft=30, hop_length=8)
     with pytest.raises(ValueError, match="unknown activation"):
         SEANetEncoder(activation="swish")
+
+
+@pytest.mark.parametrize("length", [1, 159, 160, 161, 1000])
+def test_causal_stft_matches_numpy_loop(length):
+    """Frame m windows samples [(m + 1) hop - n_fft, (m + 1) hop), zeros outside; X |X|^(c - 1)."""
+    n_fft, hop, c = 48, 16, 0.3
+    stft = CausalSTFT(channels=2, n_fft=n_fft, hop_length=hop, compression=c)
+    x = torch.randn(1, 2, length, dtype=torch.float64)
+    got = stft(x.float()).double().numpy()[0]
+    signal = x.numpy()[0]
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)  # periodic Hann
+    frames = math.ceil(length / hop)
+    assert got.shape == (frames, 2 * 2 * (n_fft // 2 + 1))
+    for m in range(frames):
+        for ch in range(2):
+            segment = np.zeros(n_fft)
+            for i in range(n_fft):
+                t = (m + 1) * hop - n_fft + i
+                if 0 <= t < length:
+                    segment[i] = signal[ch, t]
+            spec = np.fft.rfft(segment * window)
+            spec = spec * (np.abs(spec) ** 2 + stft.eps) ** ((c - 1) / 2)
+            expected = np.concatenate([spec.real, spec.imag])
+            np.testing.assert_allclose(
+                got[m, ch * expected.size : (ch + 1) * expected.size], expected, atol=1e-5
+            )
+
+
+def test_stft_encoder_lengths_and_causality():
+    torch.manual_seed(0)
+    encoder = STFTEncoder(
+        dimension=6, hop_length=32, n_fft=48, stft_hop=16, hidden_dim=8, intermediate_dim=16, n_blocks=2
+    ).eval()
+    assert encoder.lookahead == 0
+    for length in (1, 31, 32, 33, 100, 257):
+        assert encoder(torch.randn(2, 1, length)).shape == (2, 6, math.ceil(length / 32))
+    x = torch.randn(1, 1, 320)
+    full = encoder(x)
+    changed = x.clone()
+    changed[..., 160:] = torch.randn(1, 1, 160)  # frames 0..4 end at sample 160
+    assert torch.equal(encoder(changed)[..., :5], full[..., :5])
+    assert not torch.allclose(encoder(changed)[..., 5:], full[..., 5:])
+    non_causal = STFTEncoder(
+        dimension=6,
+        hop_length=32,
+        n_fft=48,
+        stft_hop=16,
+        hidden_dim=8,
+        intermediate_dim=16,
+        n_blocks=2,
+        causal=False,
+    )
+    assert non_causal.lookahead > 0

@@ -51,7 +51,7 @@ def _tiny_istft() -> Codec:
     torch.manual_seed(2)
     return Codec.from_config(
         "speech-16k",
-        encoder={"n_filters": 4},
+        encoder={"hidden_dim": 16, "intermediate_dim": 32, "n_blocks": 2},
         decoder={"n_fft": 480, "istft_hop": 160, "hidden_dim": 16, "intermediate_dim": 32, "n_blocks": 2},
         num_quantizers=4,
     ).eval()

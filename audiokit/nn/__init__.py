@@ -1,4 +1,4 @@
-"""Neural building blocks: exact-length streamable convs, Snake, LSTM, SEANet and Vocos-style decoders.
+"""Neural building blocks: exact-length streamable convs, Snake, LSTM, SEANet, STFT encoder, Vocos decoder.
 
 Every block is exactly streamable in causal mode: its state is conv history (``kernel - stride``
 input samples per conv), transposed-conv / overlap-add tails and LSTM ``(h, c)``. See
@@ -9,15 +9,18 @@ from audiokit.nn.activations import Snake, make_activation
 from audiokit.nn.conv import StreamableConv1d, StreamableConvTranspose1d, apply_norm, remove_weight_norm
 from audiokit.nn.lstm import StreamableLSTM
 from audiokit.nn.seanet import ResidualUnit, SEANetDecoder, SEANetEncoder
+from audiokit.nn.stft_encoder import CausalSTFT, STFTEncoder
 from audiokit.nn.vocos import CausalISTFTHead, ConvNeXtBlock, ISTFTDecoder
 
 __all__ = [
     "CausalISTFTHead",
+    "CausalSTFT",
     "ConvNeXtBlock",
     "ISTFTDecoder",
     "ResidualUnit",
     "SEANetDecoder",
     "SEANetEncoder",
+    "STFTEncoder",
     "Snake",
     "StreamableConv1d",
     "StreamableConvTranspose1d",

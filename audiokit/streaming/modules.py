@@ -29,12 +29,14 @@ from torch import nn
 from audiokit.errors import ModelError
 from audiokit.nn import (
     CausalISTFTHead,
+    CausalSTFT,
     ConvNeXtBlock,
     ISTFTDecoder,
     ResidualUnit,
     SEANetDecoder,
     SEANetEncoder,
     Snake,
+    STFTEncoder,
     StreamableConv1d,
     StreamableConvTranspose1d,
     StreamableLSTM,
@@ -390,6 +392,65 @@ class ISTFTDecoderStep(StreamingModule):
         return self.head.step_t(x, states[-1], final)
 
 
+class CausalSTFTStep(StreamingModule):
+    """:class:`~audiokit.nn.CausalSTFT`; state: the last ``n_fft - hop_length`` input samples.
+
+    A chunk of ``n * hop_length`` samples gives ``n`` frames; the final chunk is zero-padded to whole
+    hops, as the offline forward pads the end of the signal.
+    """
+
+    def __init__(self, module: CausalSTFT, name: str = "") -> None:
+        self.stft = module
+        self.name = name
+
+    def init_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> ConvState:
+        shape = (batch_size, self.stft.channels, self.stft.history_length)
+        return ConvState(torch.zeros(shape, device=device, dtype=dtype))
+
+    def step(self, x: torch.Tensor, state: ConvState, final: bool = False) -> torch.Tensor:
+        """Audio ``(B, C, n)`` -> time-major features ``(B, n // hop_length, features)``."""
+        hop = self.stft.hop_length
+        extra = (-x.shape[-1]) % hop
+        if extra and not final:
+            raise ValueError(
+                f"{self.name or 'stft'}: a streaming chunk of {x.shape[-1]} samples is not a multiple of "
+                f"the hop {hop} (only the final chunk may be)"
+            )
+        x = torch.cat([state.history, F.pad(x, (0, extra))], -1)
+        state.history = x[..., x.shape[-1] - self.stft.history_length :]
+        return self.stft.features(x.unfold(-1, self.stft.n_fft, hop))
+
+    def step_t(self, x: torch.Tensor, state: ConvState, final: bool = False) -> torch.Tensor:
+        return self.step(x.transpose(1, 2), state, final)
+
+
+class STFTEncoderStep(StreamingModule):
+    """:class:`~audiokit.nn.STFTEncoder`: STFT features, ConvNeXt blocks, strided conv."""
+
+    def __init__(self, module: STFTEncoder, name: str = "") -> None:
+        prefix = f"{name}." if name else ""
+        self.module = module
+        self.stft = CausalSTFTStep(module.stft, f"{prefix}stft")
+        self.proj = _linear(module.proj)
+        self.blocks = [ConvNeXtStep(b, f"{prefix}blocks.{i}") for i, b in enumerate(module.blocks)]
+        self.downsample = ConvStep(module.downsample, f"{prefix}downsample")
+
+    def init_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> StateList:
+        parts = [self.stft, *self.blocks, self.downsample]
+        return StateList([p.init_state(batch_size, device, dtype) for p in parts])
+
+    def step_t(self, x: torch.Tensor, state: StateList, final: bool = False) -> torch.Tensor:
+        """Audio ``(B, n, C)`` -> latent frames ``(B, frames, dimension)``."""
+        states = state.children
+        y = _layer_norm(
+            _apply_linear(self.stft.step_t(x, states[0], final), self.proj), self.module.proj_norm
+        )
+        for i, block in enumerate(self.blocks):
+            y = block.step_t(y, states[1 + i], final)
+        y = _layer_norm(y, self.module.final_norm)
+        return self.downsample.step_t(y, states[-1], final)
+
+
 def _seanet(module: SEANetEncoder | SEANetDecoder, name: str) -> SequentialStep:
     return SequentialStep(list(module.model), f"{name}.model" if name else "model")
 
@@ -403,6 +464,8 @@ ADAPTERS = {
     ConvNeXtBlock: ConvNeXtStep,
     CausalISTFTHead: ISTFTHeadStep,
     ISTFTDecoder: ISTFTDecoderStep,
+    CausalSTFT: CausalSTFTStep,
+    STFTEncoder: STFTEncoderStep,
     SEANetEncoder: _seanet,
     SEANetDecoder: _seanet,
     nn.Sequential: lambda module, name: SequentialStep(list(module), name),

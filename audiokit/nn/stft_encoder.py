@@ -1,0 +1,139 @@
+"""STFT encoder: the mirror of the Vocos-style decoder, a causal STFT and a ConvNeXt backbone.
+
+Frames. STFT frame ``m`` (hop ``stft_hop``, window ``n_fft``) covers samples
+``[(m + 1) stft_hop - n_fft, (m + 1) stft_hop)``, zeros before the signal ("causal layout"), so it
+needs nothing past the end of its own hop. ``T`` samples give ``ceil(T / stft_hop)`` STFT frames
+(the last one zero-padded), and a causal strided conv of stride ``r = hop_length // stft_hop`` turns
+``M`` of them into ``ceil(M / r) = ceil(T / hop_length)`` latent frames.
+
+Features. Each frame's complex spectrum ``X`` is power-law compressed,
+``X |X|^(compression - 1)``, which keeps the phase and squeezes the level range (as in speech
+enhancement front ends), and its real and imaginary parts go through a linear layer.
+
+Why not SEANet. A SEANet encoder spends most of its operations in narrow convs at the full sample
+rate (for ``speech-16k`` with 24 filters: 7.7 M multiply-adds per 20 ms frame, mostly in 24- and
+48-channel layers); this one works at ``stft_hop`` resolution with wide matrix products
+(about 3 M multiply-adds per 20 ms frame with 6 blocks of width 192), which is what streaming many
+streams per core needs, and it trains faster per CPU-second.
+
+Streaming state: the last ``n_fft - stft_hop`` input samples, the ConvNeXt blocks' conv history
+and the strided conv's history.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from audiokit.dsp import get_window
+from audiokit.nn.conv import StreamableConv1d
+from audiokit.nn.vocos import ConvNeXtBlock
+
+
+class CausalSTFT(nn.Module):
+    """Compressed causal STFT features: ``(B, C, T) -> (B, ceil(T / hop_length), C * 2 * (n_fft // 2 + 1))``.
+
+    Output is time-major; per frame the features are ordered (channel, real/imag, bin).
+    """
+
+    def __init__(
+        self,
+        channels: int = 1,
+        n_fft: int = 480,
+        hop_length: int = 160,
+        window: str = "hann",
+        compression: float = 0.3,
+        eps: float = 1e-8,
+    ) -> None:
+        super().__init__()
+        if n_fft < hop_length:
+            raise ValueError(f"n_fft ({n_fft}) must be at least hop_length ({hop_length})")
+        self.channels = channels
+        self.n_fft = n_fft
+        self.hop_length = hop_length
+        self.compression = compression
+        self.eps = eps
+        self.n_bins = n_fft // 2 + 1
+        self.register_buffer("window", get_window(window, n_fft), persistent=False)
+
+    @property
+    def history_length(self) -> int:
+        """Input samples a streaming step keeps from the past: ``n_fft - hop_length``."""
+        return self.n_fft - self.hop_length
+
+    @property
+    def num_features(self) -> int:
+        return self.channels * 2 * self.n_bins
+
+    def features(self, segments: torch.Tensor) -> torch.Tensor:
+        """Windowed segments ``(B, C, M, n_fft)`` -> features ``(B, M, C * 2 * n_bins)``."""
+        batch, channels, frames, _ = segments.shape
+        spec = torch.fft.rfft(segments.float() * self.window, dim=-1)  # (B, C, M, bins)
+        power = spec.real.square() + spec.imag.square()
+        spec = spec * (power + self.eps).pow((self.compression - 1) / 2)
+        parts = torch.view_as_real(spec).permute(0, 2, 1, 4, 3)  # (B, M, C, 2, bins)
+        return parts.reshape(batch, frames, channels * 2 * self.n_bins)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.pad(x, (self.history_length, (-x.shape[-1]) % self.hop_length))
+        return self.features(x.unfold(-1, self.n_fft, self.hop_length))
+
+
+class STFTEncoder(nn.Module):
+    """Waveform -> latent frames: ``(B, channels, T) -> (B, dimension, ceil(T / hop_length))``.
+
+    :class:`CausalSTFT` -> Linear to ``hidden_dim`` -> LayerNorm -> ``n_blocks`` ConvNeXt blocks ->
+    LayerNorm -> strided conv (kernel ``2 r``, stride ``r = hop_length // stft_hop``) to ``dimension``.
+    """
+
+    def __init__(
+        self,
+        channels: int = 1,
+        dimension: int = 128,
+        hop_length: int = 320,
+        n_fft: int = 480,
+        stft_hop: int = 160,
+        hidden_dim: int = 192,
+        intermediate_dim: int = 576,
+        n_blocks: int = 6,
+        kernel_size: int = 7,
+        compression: float = 0.3,
+        causal: bool = True,
+    ) -> None:
+        super().__init__()
+        if hop_length % stft_hop:
+            raise ValueError(f"hop_length ({hop_length}) must be a multiple of stft_hop ({stft_hop})")
+        self.channels = channels
+        self.dimension = dimension
+        self.hop_length = hop_length
+        self.stft_hop = stft_hop
+        ratio = hop_length // stft_hop
+        self.stft = CausalSTFT(channels, n_fft, stft_hop, compression=compression)
+        self.proj = nn.Linear(self.stft.num_features, hidden_dim)
+        self.proj_norm = nn.LayerNorm(hidden_dim, eps=1e-6)
+        self.blocks = nn.ModuleList(
+            [
+                ConvNeXtBlock(
+                    hidden_dim, intermediate_dim, kernel_size, layer_scale=1.0 / n_blocks, causal=causal
+                )
+                for _ in range(n_blocks)
+            ]
+        )
+        self.final_norm = nn.LayerNorm(hidden_dim, eps=1e-6)
+        self.downsample = StreamableConv1d(
+            hidden_dim, dimension, 2 * ratio, stride=ratio, causal=causal, norm="none"
+        )
+
+    @property
+    def lookahead(self) -> int:
+        """Input samples past ``(j + 1) * hop_length - 1`` that frame ``j`` reads (0 when causal)."""
+        frames = sum(block.lookahead for block in self.blocks) + self.downsample.lookahead
+        return frames * self.stft_hop
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.proj_norm(self.proj(self.stft(x))).transpose(1, 2)
+        for block in self.blocks:
+            y = block(y)
+        y = self.final_norm(y.transpose(1, 2)).transpose(1, 2)
+        return self.downsample(y)
