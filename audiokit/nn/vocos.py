@@ -21,11 +21,25 @@ samples. Its algorithmic latency is then ``hop_length + encoder lookahead + targ
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from audiokit.dsp import get_window
 from audiokit.nn.conv import StreamableConv1d
+
+
+def overlap_add(segments: torch.Tensor, hop_length: int) -> torch.Tensor:
+    """Overlap-add ``(N, M, n_fft)`` segments placed ``hop_length`` apart: ``(N, M * hop + n_fft - hop)``.
+
+    ``n_fft`` must be a multiple of ``hop_length``: the sum is then ``n_fft // hop_length`` shifted
+    slice additions, which is much faster than ``F.fold`` for many rows (and exact either way).
+    """
+    rows, frames, n_fft = segments.shape
+    parts = n_fft // hop_length
+    pieces = segments.view(rows, frames, parts, hop_length)
+    out = segments.new_zeros(rows, frames + parts - 1, hop_length)
+    for j in range(parts):
+        out[:, j : j + frames] += pieces[:, :, j]
+    return out.view(rows, -1)
 
 
 class ConvNeXtBlock(nn.Module):
@@ -122,15 +136,9 @@ class CausalISTFTHead(nn.Module):
         overlap-add tail.
         """
         batch, channels, _, frames = spec.shape
-        segments = torch.fft.irfft(spec, n=self.n_fft, dim=2) * self.synthesis_window[:, None]
-        length = frames * self.hop_length + self.overlap_length
-        out = F.fold(
-            segments.reshape(batch * channels, self.n_fft, frames),
-            output_size=(1, length),
-            kernel_size=(1, self.n_fft),
-            stride=(1, self.hop_length),
-        )
-        return out.reshape(batch, channels, length)
+        segments = torch.fft.irfft(spec.transpose(2, 3), n=self.n_fft, dim=-1) * self.synthesis_window
+        out = overlap_add(segments.reshape(batch * channels, frames, self.n_fft), self.hop_length)
+        return out.view(batch, channels, -1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         wav = self.synthesize(self.spectrogram(x))

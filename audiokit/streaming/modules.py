@@ -41,6 +41,7 @@ from audiokit.nn import (
     StreamableConvTranspose1d,
     StreamableLSTM,
 )
+from audiokit.nn.vocos import overlap_add
 from audiokit.streaming.state import (
     ConvState,
     ConvTransposeState,
@@ -137,6 +138,7 @@ class ConvStep(StreamingModule):
                 self.block_matrices = [m.contiguous() for m in per_block.unbind(1)]  # (C_out, s * C_in)
         elif self.depthwise:
             self.taps = self.weight[:, 0].contiguous()  # (C, K)
+            self.taps_by_k = list(self.taps.t().contiguous())  # K rows of (C,)
 
     def init_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> ConvState | None:
         if not self.history_length:
@@ -177,6 +179,8 @@ class ConvStep(StreamingModule):
             frames = (x.shape[1] - self.history_length) // self.stride
             if batch > 1 and frames >= 2 * (self.block_taps - 1):  # measured: one stream is faster below
                 return self._blocked(x, batch, frames)
+        if self.depthwise and batch > 1:  # measured: shifted products beat copied windows from 2 streams
+            return self._depthwise_shifted(x)
         if self.span == 1 and self.stride == 1:
             windows = x  # (B, L, C_in)
         else:
@@ -194,6 +198,20 @@ class ConvStep(StreamingModule):
         else:
             y = torch.addmm(self.bias, rows, self.matrix)
         return y.view(batch, -1, self.out_channels)
+
+    def _depthwise_shifted(self, x: torch.Tensor) -> torch.Tensor:
+        """The depthwise conv of ``x (B, T, C)`` as ``K`` products of shifted slices with per-tap rows."""
+        frames = (x.shape[1] - self.span) // self.stride + 1
+        end = (frames - 1) * self.stride + 1
+        y = None
+        for k, tap in enumerate(self.taps_by_k):
+            start = k * self.dilation
+            piece = x[:, start : start + end : self.stride]
+            if y is None:
+                y = piece * tap if self.bias is None else torch.addcmul(self.bias, piece, tap)
+            else:
+                y.addcmul_(piece, tap)
+        return y
 
     def _blocked(self, x: torch.Tensor, batch: int, frames: int) -> torch.Tensor:
         """The conv of ``x (B, T, C_in)`` as products of shifted blocks of ``stride`` samples."""
@@ -311,8 +329,9 @@ class ConvNeXtStep(StreamingModule):
         self.module = module
         self.dwconv = ConvStep(module.dwconv, f"{name}.dwconv")
         self.pwconv1 = _linear(module.pwconv1)
-        self.pwconv2 = _linear(module.pwconv2)
-        self.gamma = module.gamma.detach()
+        gamma = module.gamma.detach()
+        matrix, bias = _linear(module.pwconv2)
+        self.pwconv2 = (matrix * gamma, bias * gamma)  # layer scale folded into the last product
 
     def init_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> ConvState | None:
         return self.dwconv.init_state(batch_size, device, dtype)
@@ -321,14 +340,14 @@ class ConvNeXtStep(StreamingModule):
         m = self.module
         y = _layer_norm(self.dwconv.step_t(x, state, final), m.norm)
         y = _apply_linear(m.act.forward(_apply_linear(y, self.pwconv1)), self.pwconv2)
-        return x + self.gamma * y
+        return y.add_(x)
 
 
 class ISTFTHeadStep(StreamingModule):
     """:class:`~audiokit.nn.CausalISTFTHead`; state: the overlap-add tail.
 
-    The projection, magnitude/phase and inverse FFT run on time-major frames; the overlap-add is one
-    ``fold``.
+    The projection, magnitude/phase and inverse FFT run on time-major frames; the overlap-add is
+    :func:`~audiokit.nn.vocos.overlap_add`, as offline.
     """
 
     def __init__(self, module: CausalISTFTHead, name: str = "") -> None:
@@ -353,13 +372,8 @@ class ISTFTHeadStep(StreamingModule):
         magnitude = y[:, :, :, 0].clamp(max=head.max_log_magnitude).exp()
         spec = torch.polar(magnitude, y[:, :, :, 1])  # (B, M, C, bins)
         segments = torch.fft.irfft(spec, n=head.n_fft, dim=-1) * self.window  # (B, M, C, n_fft)
-        length = steps * head.hop_length + head.overlap_length
-        wav = F.fold(
-            segments.permute(0, 2, 3, 1).reshape(batch * head.channels, head.n_fft, steps),
-            output_size=(1, length),
-            kernel_size=(1, head.n_fft),
-            stride=(1, head.hop_length),
-        ).view(batch, head.channels, length)
+        segments = segments.transpose(1, 2).reshape(batch * head.channels, steps, head.n_fft)
+        wav = overlap_add(segments, head.hop_length).view(batch, head.channels, -1)
         return self._overlap_add(wav, frames, state).transpose(1, 2)
 
     def _overlap_add(self, wav: torch.Tensor, frames: int, state: OverlapAddState) -> torch.Tensor:
