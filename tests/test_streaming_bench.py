@@ -46,6 +46,9 @@ def test_bench_json_reports_every_figure(capsys):
     for mode in ("encode", "decode", "roundtrip"):
         frame = result["cpu"]["stream_frame"][mode]
         assert 0 < frame["p50_ms"] <= frame["p99_ms"]
+    floor = result["cpu"]["weight_floor"]
+    params = sum(p.numel() for n, p in bench.load_codec("speech-16k")[0].named_parameters() if p.dim() >= 2)
+    assert floor["ms"] > 0 and 0.9 * 4 * params / 1e6 < floor["megabytes"] <= 4 * params / 1e6
     streams = result["cpu"]["many_streams"]
     assert set(streams["by_streams"]) == {"1", "3"} and streams["streams_sustained"] > 0
     assert set(result["targets"]) == {"stream_roundtrip_frame_p50_ms", "realtime_streams_per_core"}

@@ -4,6 +4,8 @@
   EnCodec-24k's architecture (the ``encodec`` package's model class with random weights, 6 kbps);
 * the streaming cost per 20 ms frame of one stream (encode, decode, round trip; p50/p99 of the
   per-step compute times the session records);
+* the floor of that cost at batch 1: one-row products with every weight matrix (a step of one stream
+  must read all the weights; on a CPU that memory traffic bounds it);
 * how many real-time round-trip streams one core sustains, advancing N streams together with a
   :class:`~audiokit.streaming.MultiStreamBatcher`;
 * the same offline and batched figures on the GPU when ``torch.cuda.is_available()``.
@@ -129,6 +131,28 @@ def bench_stream_frame(codec: Codec, frames: int) -> dict:
     return result
 
 
+def bench_weight_floor(codec: Codec, repeats: int = 50) -> dict:
+    """The floor of a one-stream step: a one-row product with every weight matrix of the model, once.
+
+    A step of one stream reads every weight once; at batch 1 that memory traffic, not the arithmetic,
+    bounds the per-frame time. Returns the median time (ms) and the bytes read.
+    """
+    matrices = [
+        p.detach().reshape(p.shape[0], -1).t().contiguous()
+        for name, p in codec.named_parameters()
+        if p.dim() >= 2 and not name.startswith("quantizer.")
+    ]
+    rows = [torch.randn(1, m.shape[0]) for m in matrices]
+
+    def products() -> None:
+        for row, matrix in zip(rows, matrices, strict=True):
+            torch.mm(row, matrix)
+
+    with torch.inference_mode():
+        seconds = _median_seconds(products, repeats)
+    return {"ms": 1e3 * seconds, "megabytes": sum(4 * m.numel() for m in matrices) / 1e6}
+
+
 def bench_many_streams(codec: Codec, counts: list[int], frames: int, device: str = "cpu") -> dict:
     """Real-time round-trip streams sustained: N streams each push one frame per tick into a
     :class:`MultiStreamBatcher`, which advances them in one batched step; capacity is
@@ -181,6 +205,7 @@ def run_benchmark(
     cpu = {
         "offline": bench_offline(codec, seconds, repeats, "cpu", encodec),
         "stream_frame": bench_stream_frame(codec, frames),
+        "weight_floor": bench_weight_floor(codec),
         "many_streams": bench_many_streams(codec, list(stream_counts), max(10, frames // 4)),
     }
     result = {
@@ -242,6 +267,11 @@ def summary_lines(result: dict) -> list[str]:
             f"  streaming {mode:>9}: {frame[mode]['p50_ms']:.3f} ms p50, {frame[mode]['p99_ms']:.3f} ms p99 "
             f"per {frame['frame_ms']:.0f} ms frame"
         )
+    floor = cpu["weight_floor"]
+    lines.append(
+        f"  floor at batch 1: one-row products with every weight ({floor['megabytes']:.1f} MB) "
+        f"take {floor['ms']:.3f} ms"
+    )
     for count, row in cpu["many_streams"]["by_streams"].items():
         lines.append(
             f"  {count:>4} streams: {row['tick_ms']:.2f} ms per tick "
