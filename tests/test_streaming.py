@@ -438,3 +438,24 @@ def test_zero_length_push_and_empty_flush():
     assert session.flush().shape == (1, 1, 0)
     x = torch.randn(1, 1, 100)
     torch.testing.assert_close(run_stream(session, x, [7]), offline(codec, x)[1], rtol=0, atol=ATOL)
+
+
+@pytest.mark.gpu
+def test_streaming_on_cuda_equals_offline_on_cuda_and_on_cpu():
+    """The streaming step on a GPU (TF32 off) gives the offline GPU result, and the CPU's codes."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    codec = CODECS["speech-16k"]
+    x = torch.randn(4, 1, 8000, generator=torch.Generator().manual_seed(5)) * 0.3
+    cpu_codes, _ = offline(codec, x, 6000)
+    gpu = codec.to("cuda")
+    try:
+        codes, audio = offline(gpu, x.cuda(), 6000)
+        streamed = run_stream(gpu.stream(4, "encode", bitrate=6000), x.cuda(), [320, 960, 1])
+        decoded = run_stream(gpu.stream(4, "roundtrip", bitrate=6000), x.cuda(), [640, 320])
+    finally:
+        codec.cpu()
+    assert torch.equal(streamed, codes.codes)
+    # other kernels round differently: a code may flip where two codewords are within ~1e-6 of a tie
+    assert (codes.codes.cpu() == cpu_codes.codes).float().mean() > 0.99
+    torch.testing.assert_close(decoded, audio, rtol=0, atol=1e-4)
