@@ -21,10 +21,12 @@ from audiokit.errors import ToolMissingError, UsageError
 
 @dataclass
 class BaselineOutput:
-    """Processed audio ``(channels, samples)`` and, for codecs, the coded size in bits per second."""
+    """Processed audio ``(channels, samples)`` and, for codecs, the coded size in bits per second and
+    in bytes (the whole coded file, container included)."""
 
     wav: torch.Tensor
     bitrate_bps: float | None = None
+    coded_bytes: int | None = None
 
 
 def fit_length(wav: torch.Tensor, length: int) -> torch.Tensor:
@@ -56,12 +58,15 @@ def _require(tool: str, package: str) -> str:
     return path
 
 
-def opus(wav: torch.Tensor, sample_rate: int, bitrate_kbps: float) -> BaselineOutput:
+def opus(
+    wav: torch.Tensor, sample_rate: int, bitrate_kbps: float, coded_path: str | Path | None = None
+) -> BaselineOutput:
     """Encode with ``opusenc --bitrate`` (default VBR, complexity 10) and decode with ``opusdec``.
 
     The decoded audio is resampled back to ``sample_rate`` by opusdec and trimmed/padded to the input
     length (opusdec honours the pre-skip, so at most a few samples differ). ``bitrate_bps`` is the
-    real size of the Ogg Opus file (container included) over the duration.
+    real size of the Ogg Opus file (container included) over the duration. ``coded_path``: also keep
+    the ``.opus`` file there (written atomically).
     """
     opusenc, opusdec = _require("opusenc", "opus-tools"), _require("opusdec", "opus-tools")
     with tempfile.TemporaryDirectory(prefix="audiokit-opus-") as tmp:
@@ -76,8 +81,13 @@ def opus(wav: torch.Tensor, sample_rate: int, bitrate_kbps: float) -> BaselineOu
                 reason = " ".join((done.stderr or done.stdout).split())[-300:]
                 raise UsageError(f"{Path(command[0]).name} failed ({reason})")
         out, _ = io.load(decoded, channels=wav.shape[0])
-        bits = coded.stat().st_size * 8
-    return BaselineOutput(fit_length(out, wav.shape[-1]), bits / (wav.shape[-1] / sample_rate))
+        size = coded.stat().st_size
+        if coded_path is not None:
+            with io.atomic_path(coded_path) as tmp_path:
+                shutil.copyfile(coded, tmp_path)
+    return BaselineOutput(fit_length(out, wav.shape[-1]), size * 8 / (wav.shape[-1] / sample_rate), size)
 
 
 BASELINES = ("identity", "sinc", "opus")
+OPUS_MIN_KBPS = 6.0
+"""The lowest bitrate libopus documents (kbit/s); comparisons with codecs below it use Opus at this rate."""
