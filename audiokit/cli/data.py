@@ -1,4 +1,4 @@
-"""``audiokit data prepare|mix``: build the real-audio corpus from allowlisted Debian packages."""
+"""``audiokit data prepare|mix|pack``: build the real-audio corpus from allowlisted Debian packages."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 from audiokit.data.manifest import write_jsonl_atomic
 from audiokit.data.noisy_set import DEFAULT_SNRS, build_noisy_set
+from audiokit.data.pack import CODECS, pack
 from audiokit.data.prepare import hours_table, prepare
 from audiokit.data.sources import ROLES, SPLITS
 from audiokit.errors import UsageError
@@ -72,6 +73,29 @@ def run_mix(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_pack(args: argparse.Namespace) -> int:
+    summary = pack(
+        args.manifest,
+        args.out_dir,
+        max_mb=args.max_mb,
+        kbps=args.kbps,
+        codec=args.codec,
+        seed=args.seed,
+        shuffle=not args.no_shuffle,
+        max_clips=args.max_clips,
+        sample_rate=args.sample_rate,
+        root=_root(args),
+        force=args.force,
+        quiet=args.quiet,
+    )
+    if not args.quiet:
+        print(
+            f"{summary.clips} of {summary.source_clips} clips ({summary.seconds / 3600:.2f} h, "
+            f"{summary.bytes / 2**20:.1f} MiB) in {summary.out_dir}: manifest.jsonl, PACK.json, audio/"
+        )
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     parser = subparsers.add_parser("data", parents=[common], help="prepare real training/validation audio")
     actions = parser.add_subparsers(dest="data_command", required=True, metavar="ACTION")
@@ -109,3 +133,25 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     mix.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     mix.add_argument("--list", type=Path, help="also write the clip list here (e.g. recipes/data/...)")
     mix.set_defaults(handler=run_mix)
+
+    packer = actions.add_parser(
+        "pack",
+        parents=[shared],
+        help="encode a manifest's clips into a small self-contained folder (Ogg Opus + manifest)",
+        description="Clips in a seeded random order until the size budget is reached; the folder gets "
+        "audio/, manifest.jsonl (paths relative to it) and PACK.json. Written atomically.",
+    )
+    packer.add_argument("out_dir", type=Path, metavar="OUT_DIR", help="pack folder to create")
+    packer.add_argument(
+        "--manifest", required=True, help="prepared manifest name (e.g. train_speech) or a .jsonl path"
+    )
+    packer.add_argument("--codec", choices=CODECS, default="opus", help="audio codec (default opus)")
+    packer.add_argument("--kbps", type=float, default=32.0, help="bitrate in kbit/s (default 32)")
+    packer.add_argument(
+        "--max-mb", type=float, required=True, help="size budget of the whole folder in MiB (2**20 bytes)"
+    )
+    packer.add_argument("--max-clips", type=int, help="at most this many clips")
+    packer.add_argument("--seed", type=int, default=0, help="seed of the clip order (default 0)")
+    packer.add_argument("--no-shuffle", action="store_true", help="take clips in the manifest's order")
+    packer.add_argument("--force", action="store_true", help="replace OUT_DIR if it exists")
+    packer.set_defaults(handler=run_pack)
