@@ -50,10 +50,17 @@ def codec_bitrate(codec: Codec, kbps: float) -> float:
 
 
 def code_file(
-    codec: Codec, weights_hash: str, source: Path, akc: Path, decoded: Path, bitrate_bps: float, rate: int
+    codec: Codec,
+    weights_hash: str,
+    source: Path,
+    akc: Path,
+    decoded: Path,
+    bitrate_bps: float,
+    rate: int | None = None,
 ) -> int:
-    """Encode ``source`` to the ``.akc`` file ``akc`` and decode that to ``decoded`` at ``rate`` Hz,
-    as ``audiokit encode`` / ``audiokit decode --sample-rate`` do; returns the ``.akc`` size in bytes."""
+    """Encode ``source`` to the ``.akc`` file ``akc`` and decode that to ``decoded`` at ``rate`` Hz (None:
+    the model's), as ``audiokit encode`` / ``audiokit decode --sample-rate`` do; returns the ``.akc`` size
+    in bytes."""
     encode_file(codec, source, akc, bitrate_bps, weights_hash)
     decode_file(codec, akc, decoded, weights_hash, None, None, rate)
     return akc.stat().st_size

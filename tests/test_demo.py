@@ -1,0 +1,104 @@
+"""``audiokit demo``: our codec next to Opus on real clips; printed numbers equal direct metric calls."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pesq as pesq_lib
+import pystoi
+import pytest
+import soundfile as sf
+import torch
+
+from audiokit.cli import main
+from audiokit.models import Codec
+
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+TINY = {
+    "encoder": {"hidden_dim": 16, "intermediate_dim": 32, "n_blocks": 1},
+    "decoder": {"n_fft": 480, "istft_hop": 160, "hidden_dim": 16, "intermediate_dim": 32, "n_blocks": 1},
+    "latent_dim": 16,
+    "codebook_dim": 4,
+}
+CLIPS = ("speech_fr_16k_c.flac", "speech_en_48k.wav")
+
+
+def _table(stdout: str) -> dict[tuple[str, float], list[float]]:
+    """``{(clip, kbps): [seconds, kbps, real kbps, input KiB, .akc KiB, .opus KiB, RTF, PESQ ours, PESQ
+    Opus, STOI ours, STOI Opus]}`` from the printed tables."""
+    rows = {}
+    for line in stdout.splitlines():
+        tokens = line.split()
+        if len(tokens) >= 14 and tokens[-2] == "/" and tokens[-5] == "/":
+            numbers = [float(t) for t in tokens[-13:] if t != "/"]
+            rows[(" ".join(tokens[:-13]), numbers[1])] = numbers
+    return rows
+
+
+def test_demo_prints_what_direct_metrics_give_and_draws(tmp_path, capsys):
+    torch.manual_seed(0)
+    model = Codec.from_config("speech-16k", **TINY).save_pretrained(tmp_path / "tiny" / "m.safetensors")
+    samples, out = tmp_path / "samples", tmp_path / "out"
+    samples.mkdir()
+    for name in CLIPS:
+        shutil.copy(SAMPLES / name, samples / name)
+    argv = [
+        "demo",
+        "--model",
+        str(model),
+        "--samples",
+        str(samples),
+        "--bitrate",
+        "1.5",
+        "6",
+        "--out",
+        str(out),
+    ]
+    assert main(argv) == 0
+    stdout = capsys.readouterr().out
+    assert "is not a shipped model" in stdout.splitlines()[0]
+    table = _table(stdout)
+    assert len(table) == 6  # 2 clips + the mean, at 2 bitrates
+    for kbps in (1.5, 6.0):
+        png = out / f"spectrograms-{kbps:g}kbps.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        pesq_ours, stoi_ours = [], []
+        for name in CLIPS:
+            stem = Path(name).stem
+            ref, rate = sf.read(out / f"{stem}.input.wav", dtype="float32")
+            ours, ours_rate = sf.read(out / f"{stem}.ours-{kbps:g}kbps.wav", dtype="float32")
+            opus, _ = sf.read(out / f"{stem}.opus-6kbps.wav", dtype="float32")  # Opus 6 below 6 kbps
+            assert rate == ours_rate == 16000 and ref.shape == ours.shape == opus.shape
+            row = table[(name, kbps)]
+            seconds = len(ref) / rate
+            akc_bytes = (out / f"{stem}.ours-{kbps:g}kbps.akc").stat().st_size
+            assert row[2] == pytest.approx(akc_bytes * 8 / seconds / 1000, abs=0.006)
+            assert row[4] == pytest.approx(akc_bytes / 1024, abs=0.006)
+            assert row[5] == pytest.approx((out / f"{stem}.opus-6kbps.opus").stat().st_size / 1024, abs=0.006)
+            assert row[6] > 0  # real-time factor
+            pesq_ours.append(pesq_lib.pesq(16000, ref, ours, "wb"))
+            stoi_ours.append(pystoi.stoi(ref, ours, 16000))
+            assert row[7] == pytest.approx(pesq_ours[-1], abs=6e-4)
+            assert row[8] == pytest.approx(pesq_lib.pesq(16000, ref, opus, "wb"), abs=6e-4)
+            assert row[9] == pytest.approx(stoi_ours[-1], abs=6e-4)
+            assert row[10] == pytest.approx(pystoi.stoi(ref, opus, 16000), abs=6e-4)
+        mean = table[("all 2", kbps)]
+        assert mean[7] == pytest.approx(sum(pesq_ours) / 2, abs=6e-4)
+        assert mean[9] == pytest.approx(sum(stoi_ours) / 2, abs=6e-4)
+    summary = json.loads((out / "demo.json").read_text())
+    assert summary["shipped"] is False and len(summary["clips"]) == 4 and len(summary["means"]) == 2
+
+
+@pytest.mark.parametrize(
+    "extra,needle",
+    [(["--samples", "/nonexistent/clips"], "/nonexistent/clips"), (["--bitrate", "2.2"], "2.2")],
+)
+def test_demo_bad_arguments_give_one_line(tmp_path, capsys, extra, needle):
+    model = Codec.from_config("speech-16k", **TINY).save_pretrained(tmp_path / "m.safetensors")
+    argv = ["demo", "--model", str(model), "--samples", str(SAMPLES), "--out", str(tmp_path / "o"), *extra]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0], err
+    assert not (tmp_path / "o").exists()
