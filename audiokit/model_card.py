@@ -1,0 +1,498 @@
+"""Model cards: a codec measured side by side with Opus on validation speech, with its training record.
+
+``python -m audiokit.model_card --weights MODEL --run-dir RUN_DIR --valid REF_DIR --glob 'vm-*'
+--bitrates 1.5 3 6 --jobs 2 --out docs/models`` runs ``audiokit eval --codec`` at each bitrate and
+``audiokit eval --baseline opus`` at the same bitrates (Opus below its 6 kbps minimum is "n/a" and the
+codec is compared with Opus 6 kbps instead), reads what the trainer wrote into the run directory
+(``run.json``, ``recipe.yaml``, ``metrics.jsonl``, ``eval.jsonl``) and the recipe's training manifests,
+and writes ``<out>/<name>.json`` and ``<out>/<name>.md`` atomically. Every number in the card comes with
+the command that reproduces it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from audiokit import io
+from audiokit.baselines import OPUS_MIN_KBPS
+from audiokit.data.paths import data_root
+from audiokit.data.sources import SOURCES
+from audiokit.errors import AudiokitError, RecipeError, UsageError
+from audiokit.provenance import run_info
+
+CARD_METRICS = (
+    ("pesq", "PESQ-WB"),
+    ("stoi", "STOI"),
+    ("si_sdr", "SI-SDR (dB)"),
+    ("mel_distance", "mel distance"),
+)
+BANDWIDTH_CAVEAT = (
+    "The validation speech is G.722 material (Asterisk prompts decoded from G.722, a 50 Hz - 7 kHz codec): "
+    "above about 7 kHz the references hold only weak residue, so these scores say little about the 7-8 kHz "
+    "band, and a codec that drops it loses little here. Opus at 6 kbps (libopus 1.3) codes only up to "
+    "about 4 kHz."
+)
+
+
+# -- the training record ---------------------------------------------------------------------------
+def _jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _recipe_argument(command: list[str]) -> str | None:
+    """The recipe path of a recorded ``audiokit train RECIPE ...`` command line."""
+    if "train" in command:
+        rest = command[command.index("train") + 1 :]
+        return next((a for a in rest if a.endswith((".yaml", ".yml"))), None)
+    return None
+
+
+def _loop_seconds(metrics: list[dict], start_steps: list[int]) -> float:
+    """Wall time of the training loops: each logged window's steps over its measured steps/second.
+
+    A window starts at the previous logged step, or at a session's start step where the steps go back
+    (a resumed session re-logs from its checkpoint).
+    """
+    total, previous = 0.0, None
+    for row in metrics:
+        step, speed = row.get("step"), row.get("speed/steps_per_second")
+        if step is None or not speed:
+            continue
+        if previous is None or step <= previous:
+            previous = max((s for s in start_steps if s < step), default=0)
+        total += (step - previous) / speed
+        previous = step
+    return total
+
+
+def training_record(run_dir: Path) -> dict:
+    """Recipe, commits, sessions, steps, hardware and wall time of a training run directory."""
+    info_path = run_dir / "run.json"
+    if not info_path.is_file():
+        raise UsageError(f"--run-dir {run_dir}: no run.json (not an `audiokit train` run directory)")
+    info = json.loads(info_path.read_text())
+    sessions = info.get("sessions", [])
+    metrics = _jsonl(run_dir / "metrics.jsonl")
+    evaluations = _jsonl(run_dir / "eval.jsonl")
+    recipe_text = (run_dir / "recipe.yaml").read_text() if (run_dir / "recipe.yaml").is_file() else None
+    steps = max([r["step"] for r in metrics + evaluations if "step" in r], default=0)
+    return {
+        "run_dir": str(run_dir),
+        "recipe_path": next((p for s in sessions if (p := _recipe_argument(s.get("command", [])))), None),
+        "recipe_yaml": recipe_text,
+        "seed": info.get("seed"),
+        "commits": list(dict.fromkeys(s.get("commit") for s in sessions if s.get("commit"))),
+        "sessions": [
+            {
+                key: s.get(key)
+                for key in ("started", "start_step", "resumed", "init", "device", "world_size", "host")
+            }
+            | {"command": shlex.join(s.get("command", []))}
+            for s in sessions
+        ],
+        "steps": steps,
+        "loop_wall_seconds": round(_loop_seconds(metrics, [s.get("start_step", 0) for s in sessions]), 1),
+        "last_eval": evaluations[-1] if evaluations else None,
+        "versions": sessions[-1].get("versions") if sessions else None,
+    }
+
+
+def training_data(recipe_yaml: str | None) -> list[dict]:
+    """The recipe's training audio (``data.train``, and ``data.noise`` when mixed in) by package.
+
+    Each entry: role, the manifest or directory, and per package clips, hours, the licences the
+    manifest records, those of the allowlist (:mod:`audiokit.data.sources`) and whether the package is
+    a training package of the allowlist at all.
+    """
+    from audiokit.train.data import resolve_source
+    from audiokit.train.recipe import recipe_from_dict
+
+    if recipe_yaml is None:
+        return []
+    data = recipe_from_dict(yaml.safe_load(recipe_yaml), "recipe.yaml").data
+    wanted = [("train", data.train)] + (
+        [("noise", data.noise)] if data.noise and data.noise_probability else []
+    )
+    entries = []
+    for key, spec in wanted:
+        entry: dict = {"key": f"data.{key}", "spec": spec}
+        try:
+            source = resolve_source(spec, f"data.{key}")
+        except RecipeError:
+            entries.append(entry | {"found": False})
+            continue
+        entry.update(found=True, source=str(source))
+        if source.is_dir():
+            entry["files"] = len(
+                [p for p in source.rglob(data.glob) if p.suffix.lower() in io.AUDIO_EXTENSIONS]
+            )
+            entry["packages"] = []
+        else:
+            entry["packages"] = _packages(_jsonl(source))
+        entries.append(entry)
+    return entries
+
+
+def _packages(rows: list[dict]) -> list[dict]:
+    by_package: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        by_package[row.get("package") or "(no package recorded)"].append(row)
+    packages = []
+    for name, clips in sorted(by_package.items()):
+        rules = [s for s in SOURCES if s.package == name and s.split == "train"]
+        packages.append(
+            {
+                "package": name,
+                "clips": len(clips),
+                "hours": round(sum(float(c.get("seconds") or 0) for c in clips) / 3600, 3),
+                "licences": sorted({c["licence"] for c in clips if c.get("licence")}),
+                "allowlist_licences": sorted({s.licence for s in rules}),
+                "training_package": bool(rules),
+            }
+        )
+    return packages
+
+
+# -- the measurements ------------------------------------------------------------------------------
+def _shown_path(path: str) -> str:
+    """``path`` for a command line, under ``$AUDIOKIT_DATA`` when it lies in the data cache."""
+    try:
+        relative = Path(path).resolve().relative_to(data_root().resolve())
+    except ValueError:
+        return shlex.quote(path)
+    return f'"$AUDIOKIT_DATA/{relative}"'
+
+
+def _eval_argv(valid: str, glob: str, system: list[str], kbps: float, jobs: int) -> list[str]:
+    return ["eval", valid, "--glob", glob, *system, "--bitrate", f"{kbps:g}", "--jobs", str(jobs), "--json"]
+
+
+def _command(argv: list[str], program: str = "audiokit") -> str:
+    return " ".join([program, argv[0], _shown_path(argv[1]), *map(shlex.quote, argv[2:])])
+
+
+def _run_eval(argv: list[str], quiet: bool) -> tuple[list[dict], dict]:
+    from audiokit.cli import build_parser
+    from audiokit.cli.eval import evaluate
+
+    return evaluate(build_parser().parse_args(argv + (["--quiet"] if quiet else [])))
+
+
+def _paired(ours: list[dict], reference: list[dict], metric: str) -> dict:
+    """Mean and 95 % CI (Student t) of the per-file difference ``ours - reference`` (NaN pairs left out)."""
+    import scipy.stats
+
+    theirs = {r["file"]: r[metric] for r in reference}
+    diffs = np.array([r[metric] - theirs[r["file"]] for r in ours], dtype=np.float64)
+    diffs = diffs[np.isfinite(diffs)]
+    half = math.nan
+    if diffs.size > 1:
+        half = float(scipy.stats.t.ppf(0.975, diffs.size - 1) * diffs.std(ddof=1) / math.sqrt(diffs.size))
+    return {"mean": float(diffs.mean()) if diffs.size else math.nan, "ci95": half, "n": int(diffs.size)}
+
+
+def measure(
+    weights: str, valid: str, glob: str, bitrates: list[float], jobs: int, quiet: bool = False
+) -> tuple[dict, dict[str, list[dict]]]:
+    """Scores of the codec at each bitrate and of Opus at the same bitrates (and at 6 kbps).
+
+    Returns the evaluation section of the card and the per-file rows by system key (``ours@K``,
+    ``opus@K``) for paired comparisons.
+    """
+    opus_rates = sorted({max(k, OPUS_MIN_KBPS) for k in bitrates} | {OPUS_MIN_KBPS})
+    section: dict = {"valid": valid, "glob": glob, "jobs": jobs, "codec": {}, "opus": {}, "commands": {}}
+    rows: dict[str, list[dict]] = {}
+    for kind, rates, system in (
+        ("codec", bitrates, ["--codec", weights]),
+        ("opus", opus_rates, ["--baseline", "opus"]),
+    ):
+        for kbps in rates:
+            argv = _eval_argv(valid, glob, system, kbps, jobs)
+            key = f"{'ours' if kind == 'codec' else 'opus'}@{kbps:g}"
+            rows[key], section[kind][f"{kbps:g}"] = _run_eval(argv, quiet)
+            section["commands"][key] = _command(argv)
+    for kbps in bitrates:
+        if kbps < OPUS_MIN_KBPS:
+            section["opus"][f"{kbps:g}"] = None
+    first = next(iter(section["codec"].values()))
+    section.update(files=first["n"], seconds=first["seconds"])
+    return section, rows
+
+
+# -- targets ---------------------------------------------------------------------------------------
+def targets(section: dict, rows: dict[str, list[dict]], bitrates: list[float]) -> list[dict]:
+    """Issue 5's targets, each met / not met / not evaluated, with the numbers behind the verdict."""
+    opus6 = f"opus@{OPUS_MIN_KBPS:g}"
+    checks = [
+        (6.0, "pesq", "above", "6 kbps: PESQ-WB above Opus 6 kbps"),
+        (6.0, "stoi", "above", "6 kbps: STOI above Opus 6 kbps"),
+        (3.0, "pesq", "no worse", "3 kbps: PESQ-WB no worse than Opus 6 kbps"),
+        (3.0, "stoi", "no worse", "3 kbps: STOI no worse than Opus 6 kbps"),
+    ]
+    results = []
+    for kbps, metric, relation, title in checks:
+        key = f"ours@{kbps:g}"
+        if kbps not in bitrates:
+            results.append(
+                {"target": title, "status": "not evaluated", "reason": f"{kbps:g} not in --bitrates"}
+            )
+            continue
+        ours, opus = section["codec"][f"{kbps:g}"][metric], section["opus"][f"{OPUS_MIN_KBPS:g}"][metric]
+        diff = _paired(rows[key], rows[opus6], metric)
+        met = diff["mean"] > 0 if relation == "above" else diff["mean"] >= 0
+        results.append(
+            {
+                "target": title,
+                "status": "met" if met else "not met",
+                "ours": ours,
+                "opus_6kbps": opus,
+                "paired_difference": diff,
+                "significant": math.isfinite(diff["ci95"]) and abs(diff["mean"]) > diff["ci95"],
+            }
+        )
+    if 6.0 in bitrates:
+        pesq = section["codec"]["6"]["pesq"]
+        results.append(
+            {
+                "target": "aim: PESQ-WB >= 2.5 at 6 kbps",
+                "status": "met" if pesq >= 2.5 else "not met",
+                "ours": pesq,
+            }
+        )
+    return results
+
+
+# -- the card --------------------------------------------------------------------------------------
+def _value(report: dict | None, metric: str) -> str:
+    if report is None or report.get(metric) is None:
+        return "n/a"
+    half = report["ci95"].get(metric)
+    return f"{report[metric]:.3f}" + ("" if half is None else f" ± {half:.3f}")
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
+
+
+def render_markdown(card: dict) -> str:
+    """The card as Markdown (every number is also in the JSON beside it)."""
+    w, t, e = card["weights"], card["training"], card["evaluation"]
+    name = card["name"]
+    lines = [f"# {name}", ""]
+    status = "a shipped model" if w["shipped"] else "**not a shipped model**: weights loaded from a path"
+    lines += [
+        f"Weights: `{w['path']}` ({status}); sha256 `{w['sha256']}`, step {w.get('step', 'not recorded')}.",
+        f"Card generated {card['generated']['date']} at commit `{card['generated']['commit']}` on "
+        f"{card['generated']['machine']['processor']} x {card['generated']['machine']['cpu_count']} "
+        f"({card['generated']['machine']['gpu'] or 'no GPU'}).",
+        "",
+        "## Quality on the validation speech",
+        "",
+        f"{e['files']} files, {e['seconds'] / 60:.1f} min: `{e['valid']}` (`--glob {e['glob']}`), "
+        "mean ± 95 % CI over files. Real kbps is the coded files' size (`.akc` with header, CRCs and "
+        "index; Ogg Opus with its container) over the audio duration.",
+        "",
+        "| system | kbps | real kbps | " + " | ".join(title for _, title in CARD_METRICS) + " |",
+        "|---" * (3 + len(CARD_METRICS)) + "|",
+    ]
+    for kbps in card["bitrates"]:
+        for label, report in ((name, e["codec"][f"{kbps:g}"]), ("Opus", e["opus"].get(f"{kbps:g}"))):
+            real = "n/a" if report is None else f"{report['actual_bitrate_kbps']:.2f}"
+            values = " | ".join(_value(report, metric) for metric, _ in CARD_METRICS)
+            lines.append(f"| {label} | {kbps:g} | {real} | {values} |")
+    if OPUS_MIN_KBPS not in card["bitrates"]:
+        report = e["opus"][f"{OPUS_MIN_KBPS:g}"]
+        values = " | ".join(_value(report, metric) for metric, _ in CARD_METRICS)
+        lines.append(f"| Opus | {OPUS_MIN_KBPS:g} | {report['actual_bitrate_kbps']:.2f} | {values} |")
+    lines += [
+        "",
+        f"Opus below {OPUS_MIN_KBPS:g} kbps (its minimum) is n/a; lower bitrates of ours are compared with "
+        f"Opus {OPUS_MIN_KBPS:g} kbps.",
+        "",
+        f"**Bandwidth caveat.** {BANDWIDTH_CAVEAT}",
+        "",
+        "## Targets (issue 5)",
+        "",
+    ]
+    for target in card["targets"]:
+        line = f"- {target['target']}: **{target['status']}**"
+        if "paired_difference" in target:
+            d = target["paired_difference"]
+            half = "n/a" if d["ci95"] is None or not math.isfinite(d["ci95"]) else f"{d['ci95']:.3f}"
+            line += (
+                f" (ours {target['ours']:.3f} vs Opus 6 kbps {target['opus_6kbps']:.3f}; paired difference "
+                f"{d['mean']:+.3f} ± {half} over {d['n']} files, "
+                f"{'beyond' if target['significant'] else 'not beyond'} its 95 % CI)"
+            )
+        elif "ours" in target:
+            line += f" (ours {target['ours']:.3f})"
+        elif "reason" in target:
+            line += f" ({target['reason']})"
+        lines.append(line)
+    lines += ["", "## Training", ""]
+    lines += [
+        f"Run directory `{t['run_dir']}`: {t['steps']} steps, seed {t['seed']}, training-loop wall time "
+        f"{_hours(t['loop_wall_seconds'])} (sum over `metrics.jsonl` windows of steps / measured steps per "
+        f"second; evaluation and checkpoint time included, start-up not).",
+        f"Commit(s): {', '.join(f'`{c}`' for c in t['commits']) or 'not recorded'}.",
+        f"Recipe: `{t['recipe_path'] or 'not recorded'}` (the run's resolved `recipe.yaml` is below).",
+        "",
+        "| session started | from step | device x processes | host | command |",
+        "|---|---|---|---|---|",
+    ]
+    for s in t["sessions"]:
+        lines.append(
+            f"| {s['started']} | {s['start_step']} | {s['device']} x {s['world_size']} | {s['host']} | "
+            f"`{s['command']}` |"
+        )
+    if t["last_eval"]:
+        lines += ["", f"Trainer's last evaluation (step {t['last_eval']['step']}, its own subset of clips): "]
+        for bitrate, scores in t["last_eval"].get("bitrates", {}).items():
+            shown = ", ".join(f"{k} {v:.3f}" for k, v in scores.items())
+            lines.append(f"- {float(bitrate) / 1000:g} kbps: {shown}")
+    lines += ["", "### Training data", ""]
+    for entry in card["training_data"]:
+        if not entry.get("found"):
+            lines.append(
+                f"- `{entry['key']}` = `{entry['spec']}`: not found on the machine that wrote this card."
+            )
+            continue
+        if not entry["packages"]:
+            lines.append(
+                f"- `{entry['key']}` = `{entry['source']}`: {entry['files']} files, no package record."
+            )
+            continue
+        lines += [
+            f"`{entry['key']}` = `{entry['spec']}` (`{entry['source']}`):",
+            "",
+            "| package | clips | hours | licence (manifest) | licence (allowlist) |",
+            "|---|---|---|---|---|",
+        ]
+        for p in entry["packages"]:
+            allowlist = ", ".join(p["allowlist_licences"]) or "**not a training package of the allowlist**"
+            lines.append(
+                f"| {p['package']} | {p['clips']} | {p['hours']:.2f} | {', '.join(p['licences']) or '?'} | "
+                f"{allowlist} |"
+            )
+        lines.append("")
+    lines += ["", "## Reproduce", "", "```sh"]
+    lines += [
+        "audiokit data prepare --roles speech --split valid   # the validation speech",
+        *card["evaluation"]["commands"].values(),
+        card["command"],
+        "```",
+    ]
+    if t["recipe_yaml"]:
+        lines += ["", "### Resolved recipe", "", "```yaml", t["recipe_yaml"].rstrip(), "```"]
+    return "\n".join(lines) + "\n"
+
+
+def _weights_info(weights: str) -> dict:
+    from audiokit.cli.eval import load_codec
+    from audiokit.models.codec import CONFIGS, WEIGHTS_DIR, _resolve_weights
+
+    codec, sha256 = load_codec(weights)
+    path = _resolve_weights(weights)
+    meta = json.loads(path.with_suffix(".json").read_text())
+    info = {"path": str(path), "name": codec.name, "sha256": sha256, "shipped": weights in CONFIGS}
+    info["shipped"] = info["shipped"] or path.resolve().parent == WEIGHTS_DIR.resolve()
+    if "step" in meta:
+        info["step"] = meta["step"]
+    info["sample_rate"] = codec.sample_rate
+    info["bitrates_kbps"] = [b / 1000 for b in codec.bitrates]
+    return info
+
+
+def build_card(args: argparse.Namespace) -> dict:
+    """Measure and collect everything the card holds (see the module docstring)."""
+    weights = _weights_info(args.weights)
+    training = training_record(Path(args.run_dir))
+    section, rows = measure(args.weights, args.valid, args.glob, args.bitrates, args.jobs, args.quiet)
+    argv = ["--weights", args.weights, "--run-dir", args.run_dir, "--valid", args.valid, "--glob", args.glob]
+    argv += ["--bitrates", *(f"{b:g}" for b in args.bitrates), "--jobs", str(args.jobs), "--out", args.out]
+    shown = " ".join(_shown_path(a) if a == args.valid else shlex.quote(a) for a in argv)
+    return {
+        "name": args.name or weights["name"],
+        "generated": run_info(),
+        "weights": weights,
+        "bitrates": args.bitrates,
+        "evaluation": section,
+        "targets": targets(section, rows, args.bitrates),
+        "training": training,
+        "training_data": training_data(training["recipe_yaml"]),
+        "bandwidth_caveat": BANDWIDTH_CAVEAT,
+        "command": f"python -m audiokit.model_card {shown}",
+    }
+
+
+def write_card(card: dict, out: Path) -> tuple[Path, Path]:
+    """Write ``<out>/<name>.json`` and ``<out>/<name>.md`` atomically; returns their paths."""
+    card = _finite(card)
+    json_path, md_path = out / f"{card['name']}.json", out / f"{card['name']}.md"
+    text = json.dumps(card, indent=2, allow_nan=False) + "\n"
+    markdown = render_markdown(card)
+    with io.atomic_path(json_path) as tmp:
+        tmp.write_text(text)
+    with io.atomic_path(md_path) as tmp:
+        tmp.write_text(markdown)
+    return md_path, json_path
+
+
+def _finite(value):
+    """``value`` with every NaN or infinite float replaced by None (JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m audiokit.model_card", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--weights", required=True, help="shipped name, model directory or .safetensors")
+    parser.add_argument(
+        "--run-dir", required=True, help="the `audiokit train` run directory of these weights"
+    )
+    parser.add_argument("--valid", required=True, help="validation speech directory (references)")
+    parser.add_argument("--glob", default="*", help="reference files to use (default *)")
+    parser.add_argument("--bitrates", type=float, nargs="+", default=[1.5, 3.0, 6.0], metavar="KBPS")
+    parser.add_argument("--jobs", type=int, default=1, help="worker processes for the evaluations")
+    parser.add_argument("--out", default="docs/models", help="directory of the card (default docs/models)")
+    parser.add_argument("--name", help="card name (default: the model's name)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Build and write a model card; user errors end as one line on stderr and exit code 1."""
+    args = parse_args(argv)
+    try:
+        card = build_card(args)
+        md_path, json_path = write_card(card, Path(args.out))
+    except AudiokitError as exc:
+        print(f"model_card: error: {exc}", file=sys.stderr)
+        return 1
+    if not args.quiet:
+        print(f"wrote {md_path} and {json_path}")
+        for target in card["targets"]:
+            print(f"  {target['target']}: {target['status']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
