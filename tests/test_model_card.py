@@ -1,0 +1,181 @@
+"""Model cards from a real (2-step) training run and real clips: numbers, targets, provenance, commands."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import sys
+from contextlib import redirect_stdout
+from io import StringIO
+from pathlib import Path
+
+import pytest
+
+from audiokit import model_card
+from audiokit.cli import main as audiokit_main
+from audiokit.train.recipe import load_recipe
+from audiokit.train.trainer import Trainer
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "samples"
+TINY = ROOT / "recipes" / "codec_speech16k_tiny.yaml"
+
+
+def _manifest(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def test_card_from_a_training_run(tmp_path, monkeypatch):
+    # training data: the French sample prompts, with their real provenance (a *validation* package)
+    clips = sorted(SAMPLES.glob("speech_fr_16k_*.flac"))
+    train = _manifest(
+        tmp_path / "train.jsonl",
+        [
+            {
+                "path": str(p),
+                "seconds": 2.0,
+                "package": "asterisk-core-sounds-fr-g722",
+                "licence": "CC-BY-SA-3.0",
+            }
+            for p in clips
+        ],
+    )
+    run = tmp_path / "run"
+    command = [
+        "audiokit",
+        "train",
+        "recipes/codec_speech16k_tiny.yaml",
+        "--run-dir",
+        str(run),
+        "--max-steps",
+        "2",
+    ]
+    monkeypatch.setattr(sys, "argv", command)
+    overrides = [
+        f"data.train={train}",
+        f"data.valid={SAMPLES}",
+        "model.options.num_quantizers=12",  # 0.5 .. 6 kbps, so every target can be checked
+        "model.options.codebook_size=1024",
+        "eval.bitrates=[6000]",
+        "eval.every_steps=2",
+        "run.max_steps=2",
+        "run.log_every=1",
+        "run.tensorboard=false",
+    ]
+    trainer = Trainer(load_recipe(TINY, overrides), run, quiet=True)
+    trainer.fit()
+    trainer.close()
+
+    valid = tmp_path / "valid"
+    valid.mkdir()
+    for name in ("speech_fr_16k_b.flac", "speech_fr_16k_c.flac"):
+        shutil.copy(SAMPLES / name, valid / name)
+    out = tmp_path / "cards"
+    argv = [
+        "--weights",
+        str(run),
+        "--run-dir",
+        str(run),
+        "--valid",
+        str(valid),
+        "--bitrates",
+        "1.5",
+        "3",
+        "6",
+    ]
+    assert model_card.main([*argv, "--out", str(out), "-q"]) == 0
+    card = json.loads((out / "speech-16k.json").read_text())
+    markdown = (out / "speech-16k.md").read_text()
+
+    # measurements: ours at each bitrate, Opus only at 6 (its minimum), real kbps above nominal
+    e = card["evaluation"]
+    assert set(e["codec"]) == {"1.5", "3", "6"} and e["opus"]["1.5"] is None and e["opus"]["3"] is None
+    for kbps in ("1.5", "3", "6"):
+        assert e["codec"][kbps]["n"] == 2 and float(kbps) < e["codec"][kbps][
+            "actual_bitrate_kbps"
+        ] < 1.5 * float(kbps)
+    assert "| Opus | 1.5 | n/a |" in markdown and "| Opus | 6 |" in markdown
+    # the card's command for ours at 6 kbps reproduces its numbers
+    words = shlex.split(e["commands"]["ours@6"])
+    assert words[0] == "audiokit"
+    reproduced = _run_eval(words[1:])
+    assert reproduced == e["codec"]["6"]
+
+    # targets: paired differences (no NaN scores here, so = difference of means) decide met / not met
+    targets = {t["target"]: t for t in card["targets"]}
+    for title, ours_key, metric in (
+        ("6 kbps: PESQ-WB above Opus 6 kbps", "6", "pesq"),
+        ("3 kbps: STOI no worse than Opus 6 kbps", "3", "stoi"),
+    ):
+        target = targets[title]
+        difference = e["codec"][ours_key][metric] - e["opus"]["6"][metric]
+        assert target["paired_difference"]["mean"] == pytest.approx(difference, abs=1e-5)
+        assert target["status"] == ("met" if difference > 0 else "not met")
+        assert f"{title}: **{target['status']}**" in markdown
+    assert targets["aim: PESQ-WB >= 2.5 at 6 kbps"]["status"] == "not met"  # two steps of training
+
+    # training record, from what the trainer wrote
+    t = card["training"]
+    info = json.loads((run / "run.json").read_text())
+    assert t["steps"] == 2 and t["seed"] == 0 and t["commits"] == [info["sessions"][0]["commit"]]
+    assert t["recipe_path"] == "recipes/codec_speech16k_tiny.yaml"
+    assert t["recipe_yaml"] == (run / "recipe.yaml").read_text() and "num_quantizers: 12" in markdown
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert t["loop_wall_seconds"] == pytest.approx(
+        sum(1 / r["speed/steps_per_second"] for r in logged), abs=0.1
+    )
+    assert card["weights"]["step"] == 2 and card["weights"]["shipped"] is False
+    assert "not a shipped model" in markdown and "G.722" in markdown
+    (package,) = card["training_data"][0]["packages"]
+    assert package["package"] == "asterisk-core-sounds-fr-g722" and package["clips"] == len(clips)
+    assert package["training_package"] is False  # a validation package used for training is flagged
+    assert "not a training package of the allowlist" in markdown
+
+
+def _run_eval(args: list[str]) -> dict:
+    buffer = StringIO()
+    with redirect_stdout(buffer):
+        assert audiokit_main([*args, "--quiet"]) == 0
+    return json.loads(buffer.getvalue())
+
+
+def test_training_packages_and_licences_follow_the_allowlist(tmp_path):
+    manifest = _manifest(
+        tmp_path / "train_speech.jsonl",
+        [
+            {"path": "a.flac", "seconds": 1800.0, "package": "klettres-data", "licence": "GPL-2+"},
+            {"path": "b.flac", "seconds": 1800.0, "package": "klettres-data", "licence": "GPL-2+"},
+            {"path": "c.flac", "seconds": 360.0, "package": "gcin-voice", "licence": "CC-BY-3.0"},
+        ],
+    )
+    recipe = f"data:\n  train: {manifest}\n  noise: {tmp_path}\n  noise_probability: 0.5\n"
+    train, noise = model_card.training_data(recipe)
+    assert train["packages"] == [
+        {
+            "package": "gcin-voice",
+            "clips": 1,
+            "hours": 0.1,
+            "licences": ["CC-BY-3.0"],
+            "allowlist_licences": ["CC-BY-3.0", "GPL-3/LGPL-3"],
+            "training_package": True,
+        },
+        {
+            "package": "klettres-data",
+            "clips": 2,
+            "hours": 1.0,
+            "licences": ["GPL-2+"],
+            "allowlist_licences": ["GPL-2+"],
+            "training_package": True,
+        },
+    ]
+    assert noise["key"] == "data.noise" and noise["packages"] == [] and noise["files"] == 0
+
+
+def test_loop_time_counts_resumed_windows_once():
+    # session 1 logs steps 2, 4, 6 (checkpoint at 4); session 2 resumes at 4 and logs 6, 8
+    speeds = [1.0, 2.0, 4.0, 0.5, 0.25]
+    rows = [{"step": s, "speed/steps_per_second": v} for s, v in zip((2, 4, 6, 6, 8), speeds, strict=True)]
+    expected = 2 / 1.0 + 2 / 2.0 + 2 / 4.0 + 2 / 0.5 + 2 / 0.25
+    assert model_card._loop_seconds(rows, [0, 4]) == pytest.approx(expected)
