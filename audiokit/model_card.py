@@ -165,13 +165,21 @@ def _packages(rows: list[dict]) -> list[dict]:
 
 
 # -- the measurements ------------------------------------------------------------------------------
-def _shown_path(path: str) -> str:
-    """``path`` for a command line, under ``$AUDIOKIT_DATA`` when it lies in the data cache."""
+def _shown_path(path: str, quote: bool = True) -> str:
+    """``path`` for a command line (shell-quoted unless ``quote=False``), under ``$AUDIOKIT_DATA`` when
+    it lies in the data cache."""
     try:
         relative = Path(path).resolve().relative_to(data_root().resolve())
     except ValueError:
-        return shlex.quote(path)
-    return f'"$AUDIOKIT_DATA/{relative}"'
+        return shlex.quote(path) if quote else path
+    return f'"$AUDIOKIT_DATA/{relative}"' if quote else f"$AUDIOKIT_DATA/{relative}"
+
+
+def _weights_step_note(weights: dict, training: dict) -> str:
+    step = weights.get("step")
+    if step is None or step == training["steps"]:
+        return ""
+    return f" (**the weights are from step {step}**)"
 
 
 def _eval_argv(valid: str, glob: str, system: list[str], kbps: float, jobs: int) -> list[str]:
@@ -299,7 +307,8 @@ def render_markdown(card: dict) -> str:
         "",
         "## Quality on the validation speech",
         "",
-        f"{e['files']} files, {e['seconds'] / 60:.1f} min: `{e['valid']}` (`--glob {e['glob']}`), "
+        f"{e['files']} files, {e['seconds'] / 60:.1f} min: `{_shown_path(e['valid'], quote=False)}` "
+        f"(`--glob {e['glob']}`), "
         "mean ± 95 % CI over files. Real kbps is the coded files' size (`.akc` with header, CRCs and "
         "index; Ogg Opus with its container) over the audio duration.",
         "",
@@ -342,7 +351,8 @@ def render_markdown(card: dict) -> str:
         lines.append(line)
     lines += ["", "## Training", ""]
     lines += [
-        f"Run directory `{t['run_dir']}`: {t['steps']} steps, seed {t['seed']}, training-loop wall time "
+        f"Run directory `{t['run_dir']}`: {t['steps']} steps{_weights_step_note(w, t)}, seed {t['seed']}, "
+        "training-loop wall time "
         f"{_hours(t['loop_wall_seconds'])} (sum over `metrics.jsonl` windows of steps / measured steps per "
         f"second; evaluation and checkpoint time included, start-up not).",
         f"Commit(s): {', '.join(f'`{c}`' for c in t['commits']) or 'not recorded'}.",
@@ -369,12 +379,11 @@ def render_markdown(card: dict) -> str:
             )
             continue
         if not entry["packages"]:
-            lines.append(
-                f"- `{entry['key']}` = `{entry['source']}`: {entry['files']} files, no package record."
-            )
+            source = _shown_path(entry["source"], quote=False)
+            lines.append(f"- `{entry['key']}` = `{source}`: {entry['files']} files, no package record.")
             continue
         lines += [
-            f"`{entry['key']}` = `{entry['spec']}` (`{entry['source']}`):",
+            f"`{entry['key']}` = `{entry['spec']}` (`{_shown_path(entry['source'], quote=False)}`):",
             "",
             "| package | clips | hours | licence (manifest) | licence (allowlist) |",
             "|---|---|---|---|---|",
@@ -388,8 +397,12 @@ def render_markdown(card: dict) -> str:
         lines.append("")
     lines += ["", "## Reproduce", "", "```sh"]
     lines += [
-        "audiokit data prepare --roles speech --split valid   # the validation speech",
+        "# training, session by session as recorded in run.json (the data: audiokit data prepare)",
+        *(s["command"] for s in t["sessions"]),
+        "# the validation speech, and every number of the table and the targets",
+        "audiokit data prepare --roles speech --split valid",
         *card["evaluation"]["commands"].values(),
+        "# this card",
         card["command"],
         "```",
     ]
