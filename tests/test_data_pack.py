@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +23,8 @@ pytestmark = pytest.mark.skipif(
     shutil.which("opusenc") is None, reason="needs opusenc (apt-get install opus-tools)"
 )
 
-SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "samples"
 SPEECH = sorted(SAMPLES.glob("speech_*"))  # 16 kHz FLAC, 8 kHz WAV, 44.1 kHz FLAC, 48 kHz WAV
 
 
@@ -239,3 +243,43 @@ def test_cli_pack_prints_a_summary(tmp_path, capsys):
     assert (
         info["kbps"] == 16 and info["bytes"] < json.loads((tmp_path / "p" / "PACK.json").read_text())["bytes"]
     )
+
+
+@pytest.mark.slow
+def test_gpu_recipe_script_runs_on_cpu_and_continues(packed, tmp_path):
+    """recipes/gpu/train_speech16k.sh end to end with DEVICE=cpu and the tiny recipe: a first call from
+    scratch, then a second one that starts from the weights the first brought back."""
+    _, out = packed
+    env = dict(
+        os.environ,
+        PYTHON=sys.executable,
+        DEVICE="cpu",
+        RECIPE="recipes/codec_speech16k_tiny.yaml",
+        PACK=str(out),
+        VALID_PACK=str(out),
+        WHEELS=str(tmp_path / "no-wheels"),
+        GPU_IN=str(tmp_path / "in"),
+        MAX_STEPS="2",
+        BATCH="2",
+        WORKERS="0",
+        EVAL_FILES="2",
+    )
+    for call in (1, 2):
+        env.update(RUN_DIR=str(tmp_path / f"run{call}"), OUT=str(tmp_path / f"out{call}"))
+        done = subprocess.run(
+            ["bash", str(ROOT / "recipes/gpu/train_speech16k.sh")], env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        back = tmp_path / f"out{call}"
+        assert sorted(p.name for p in back.iterdir()) == [
+            "lineage.json",
+            "logs.tar.gz",
+            "model.json",
+            "model.safetensors",
+        ]
+        lineage = json.loads((back / "lineage.json").read_text())
+        assert [c["end_step"] for c in lineage["calls"]] == [2] * call and lineage["total_steps"] == 2 * call
+        assert lineage["calls"][-1]["last_eval"]["step"] == 2
+        shutil.copytree(back, tmp_path / "in", dirs_exist_ok=True)
+    assert "starting from the weights" in done.stdout and "seed 1" in done.stdout
+    assert lineage["calls"][1]["init"] == str(tmp_path / "in" / "model.safetensors")

@@ -40,6 +40,10 @@ EXTRA_SET=${EXTRA_SET:-}                       # more recipe overrides: "optim.l
 MODULES="torch numpy scipy soundfile soxr safetensors yaml tqdm"   # training needs these
 EVAL_MODULES="pesq pystoi"                                          # evaluation needs these too
 
+for name in PACK VALID_PACK; do  # --set data.train/valid need absolute paths
+    [[ "${!name}" == /* ]] || printf -v "$name" '%s' "$PWD/${!name}"
+done
+
 say() { echo "gpu: $*"; }
 fail() { echo "gpu: ERROR: $1" >&2; exit "${2:-1}"; }
 
@@ -104,11 +108,11 @@ fi
 [ -f "$PACK/manifest.jsonl" ] || fail "no pack at $PACK: build it with audiokit data pack and carry it" 5
 $PYTHON -c "import json; p = json.load(open('$PACK/PACK.json')); print('gpu: train pack $PACK:', p['clips'],
       'clips,', p['hours'], 'h,', round(p['bytes'] / 2**20, 1), 'MiB,', p['codec'], p['kbps'], 'kbit/s')"
-sets=(--set "data.train=$PWD/$PACK/manifest.jsonl" --set "data.batch_size=$BATCH"
+sets=(--set "data.train=$PACK/manifest.jsonl" --set "data.batch_size=$BATCH"
       --set "data.num_workers=$WORKERS" --set "eval.every_steps=$EVAL_EVERY" --set "eval.max_files=$EVAL_FILES"
       --set "run.checkpoint_every=$CHECKPOINT_EVERY")
 if [ "$evaluate" = 1 ] && [ -f "$VALID_PACK/manifest.jsonl" ]; then
-    sets+=(--set "data.valid=$PWD/$VALID_PACK/manifest.jsonl")
+    sets+=(--set "data.valid=$VALID_PACK/manifest.jsonl")
 else
     [ "$evaluate" = 1 ] && say "no validation pack at $VALID_PACK: no evaluation on the device"
     sets+=(--set "data.valid=null")
