@@ -128,7 +128,8 @@ if [ -f "$RUN_DIR/checkpoints/latest.pt" ]; then
     [ -f "$RUN_DIR/lineage.json" ] && previous="$RUN_DIR/lineage.json"
     start=(--resume)
     started_from=resume
-    say "resuming $RUN_DIR exactly (optimisers included)"
+    RECIPE="$RUN_DIR/recipe.yaml"  # the run's resolved recipe: same warm-up, seed and data as before
+    say "resuming $RUN_DIR exactly (optimisers included) with its $RECIPE"
 else
     overrides=()
     for kv in $EXTRA_SET; do overrides+=("$kv"); done
@@ -154,13 +155,11 @@ else
         say "starting from scratch"
     fi
 fi
-if [ "$started_from" = resume ]; then  # the run's own seed, so that the data continues exactly
-    SEED=$($PYTHON -c "import json; print(json.load(open('$RUN_DIR/run.json'))['seed'])")
-else
+if [ "$started_from" != resume ]; then
     SEED=${SEED:-$($PYTHON recipes/gpu/gpu_helper.py lineage "$previous")}
+    sets+=(--set "run.seed=$SEED")
+    say "seed $SEED"
 fi
-sets+=(--set "run.seed=$SEED")
-say "seed $SEED"
 
 # 4. train, inside the call's deadline
 left=$((DEADLINE_S - (SECONDS - START) - 30))
