@@ -58,4 +58,4 @@ lint: setup
 	$(VENV)/bin/ruff check .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache demo-*.png
+	rm -rf $(VENV) .pytest_cache .ruff_cache demo-*.png demo-out

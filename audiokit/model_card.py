@@ -412,7 +412,7 @@ def render_markdown(card: dict) -> str:
 
 
 def _weights_info(weights: str) -> dict:
-    from audiokit.cli.eval import load_codec
+    from audiokit.cli.coding import load_codec
     from audiokit.models.codec import CONFIGS, WEIGHTS_DIR, _resolve_weights
 
     codec, sha256 = load_codec(weights)

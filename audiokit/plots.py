@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -17,26 +18,28 @@ def _db_spectrogram(wav: torch.Tensor, sample_rate: int) -> torch.Tensor:
 
 
 def spectrogram_comparison(
-    rows: list[tuple[str, torch.Tensor, torch.Tensor]],
+    rows: Sequence[tuple[str, Sequence[torch.Tensor]]],
     sample_rate: int,
     path: str | Path,
-    titles: tuple[str, str] = ("reference", "test"),
+    titles: Sequence[str] = ("reference", "test"),
 ) -> None:
-    """Write a PNG with one row per ``(name, reference, test)`` of ``(channels, samples)`` audio.
+    """Write a PNG with one row per ``(name, signals)`` and one column per signal (``titles``).
 
-    Both columns share one dB colour scale (80 dB range below the row's peak). Written atomically.
+    Signals are ``(channels, samples)`` audio at ``sample_rate`` Hz, the first one setting the time axis.
+    A row shares one dB colour scale (80 dB range below its peak). Written atomically.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # imported here: a second of start-up for every command otherwise
 
-    fig, axes = plt.subplots(len(rows), 2, figsize=(12, 2.6 * len(rows)), squeeze=False, sharey=True)
-    for (name, ref, test), row_axes in zip(rows, axes, strict=True):
-        specs = [_db_spectrogram(ref, sample_rate), _db_spectrogram(test, sample_rate)]
+    size = (4.5 * len(titles) + 1, 2.8 * len(rows))
+    fig, axes = plt.subplots(len(rows), len(titles), figsize=size, squeeze=False, layout="constrained")
+    for (name, signals), row_axes in zip(rows, axes, strict=True):
+        specs = [_db_spectrogram(wav, sample_rate) for wav in signals]
         top = max(float(s.max()) for s in specs)
+        duration = signals[0].shape[-1] / sample_rate
         for ax, spec, title in zip(row_axes, specs, titles, strict=True):
-            duration = ref.shape[-1] / sample_rate
             image = ax.imshow(
                 spec.numpy(),
                 origin="lower",
@@ -51,5 +54,5 @@ def spectrogram_comparison(
         row_axes[0].set_ylabel("frequency (kHz)")
         fig.colorbar(image, ax=list(row_axes), label="dB")
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
+        fig.savefig(tmp, dpi=90, format="png")
     plt.close(fig)

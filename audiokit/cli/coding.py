@@ -21,6 +21,19 @@ from audiokit.progress import progress
 from audiokit.streaming.akc import encode_to_akc
 
 DEFAULT_MODEL = "speech-16k"
+_CODECS: dict[str, tuple[Codec, str]] = {}
+
+
+def load_codec(spec: str) -> tuple[Codec, str]:
+    """The codec ``spec`` names (shipped name, directory or ``.safetensors``) and its weights hash.
+
+    Loaded once per process and kept: each ``--jobs`` worker loads it on first use (or inherits the
+    parent's copy when forked).
+    """
+    if spec not in _CODECS:
+        codec = Codec.from_pretrained(spec).eval()
+        _CODECS[spec] = (codec, codec.weights_sha256())
+    return _CODECS[spec]
 
 
 def _jobs(
@@ -67,17 +80,13 @@ def encode_file(codec: Codec, source: Path, target: Path, bitrate_bps: float, we
     return {"seconds": length / codec.sample_rate, "bytes": target.stat().st_size}
 
 
-def _load_codec(name: str) -> tuple[Codec, str]:
-    codec = Codec.from_pretrained(name)
-    torch.set_grad_enabled(False)
-    return codec, codec.weights_sha256()
 
 
 def run_encode(args: argparse.Namespace) -> int:
     if args.bitrate <= 0:
         raise UsageError(f"--bitrate must be positive, got {args.bitrate}")
     jobs = _jobs(Path(args.input), Path(args.output), args.glob, ".akc")
-    codec, weights_hash = _load_codec(args.model)
+    codec, weights_hash = load_codec(args.model)
     bitrate = args.bitrate * 1000
     codec.n_q_for_bitrate(bitrate)  # a clear error before any work
     seconds = size = 0.0
@@ -176,7 +185,7 @@ def run_decode(args: argparse.Namespace) -> int:
         with AkcReader(source) as reader:
             name = args.model or reader.header.model_name
         if name not in codecs:
-            codecs[name] = _load_codec(name)
+            codecs[name] = load_codec(name)
         codec, weights_hash = codecs[name]
         decode_file(codec, source, target, weights_hash, args.start, args.duration, args.sample_rate)
     return 0

@@ -13,11 +13,12 @@ from pathlib import Path
 import torch
 
 from audiokit import baselines, io, metrics
-from audiokit.cli.eval import code_file, codec_bitrate, load_codec
+from audiokit.cli.coding import load_codec
+from audiokit.cli.eval import code_file, codec_bitrate
 from audiokit.evaluation import find_audio
 from audiokit.models import Codec
 from audiokit.models.codec import CONFIGS
-from audiokit.plots import _db_spectrogram
+from audiokit.plots import spectrogram_comparison
 from audiokit.progress import progress
 
 DEFAULT_MODEL = "speech-16k"
@@ -138,40 +139,6 @@ def _format_row(row: dict) -> str:
     )
 
 
-def _spectrograms(
-    rows: list[tuple[str, list[torch.Tensor]]], rate: int, titles: list[str], path: Path
-) -> None:
-    """PNG with one row per clip and one column per signal (reference, ours, Opus); one dB scale per row."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # imported here: a second of start-up otherwise
-
-    size = (4.5 * len(titles) + 1, 2.8 * len(rows))
-    fig, axes = plt.subplots(len(rows), len(titles), figsize=size, squeeze=False, layout="constrained")
-    for (name, signals), row_axes in zip(rows, axes, strict=True):
-        specs = [_db_spectrogram(wav, rate) for wav in signals]
-        top = max(float(s.max()) for s in specs)
-        duration = signals[0].shape[-1] / rate
-        for ax, spec, title in zip(row_axes, specs, titles, strict=True):
-            image = ax.imshow(
-                spec.numpy(),
-                origin="lower",
-                aspect="auto",
-                extent=(0, duration, 0, rate / 2000),
-                vmin=top - 80,
-                vmax=top,
-                cmap="magma",
-            )
-            ax.set_title(f"{name}: {title}", fontsize=9)
-            ax.set_xlabel("time (s)")
-        row_axes[0].set_ylabel("frequency (kHz)")
-        fig.colorbar(image, ax=list(row_axes), label="dB")
-    with io.atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)
-
-
 def run(args: argparse.Namespace) -> int:
     files = find_audio(Path(args.samples), args.glob)
     codec, weights_hash = load_codec(args.model)
@@ -203,11 +170,11 @@ def run(args: argparse.Namespace) -> int:
         means.append(_mean_row(chosen))
         opus_kbps = _opus_kbps(kbps)
         png = out / f"spectrograms-{kbps:g}kbps.png"
-        _spectrograms(
+        spectrogram_comparison(
             figures[kbps],
             codec.sample_rate,
-            ["reference", f"ours {kbps:g} kbps", f"Opus {opus_kbps:g} kbps"],
             png,
+            ["reference", f"ours {kbps:g} kbps", f"Opus {opus_kbps:g} kbps"],
         )
         say(f"\n{kbps:g} kbps (Opus at {opus_kbps:g} kbps){'' if opus_kbps == kbps else ', its minimum'}:")
         say(HEADER)

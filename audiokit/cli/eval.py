@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from audiokit import baselines, io
-from audiokit.cli.coding import decode_file, encode_file
+from audiokit.cli.coding import decode_file, encode_file, load_codec
 from audiokit.errors import UsageError
 from audiokit.evaluation import METRICS, FilePair, check_compatible, pair_files, score_pair, summarize
 from audiokit.models import Codec
@@ -25,19 +25,6 @@ from audiokit.progress import progress
 
 PLOT_ROWS = 4
 
-_CODECS: dict[str, tuple[Codec, str]] = {}
-
-
-def load_codec(spec: str) -> tuple[Codec, str]:
-    """The codec ``spec`` names (shipped name, directory or ``.safetensors``) and its weights hash.
-
-    Loaded once per process and kept: each ``--jobs`` worker loads it on first use (or inherits the
-    parent's copy when forked).
-    """
-    if spec not in _CODECS:
-        codec = Codec.from_pretrained(spec).eval()
-        _CODECS[spec] = (codec, codec.weights_sha256())
-    return _CODECS[spec]
 
 
 def codec_bitrate(codec: Codec, kbps: float) -> float:
@@ -212,7 +199,7 @@ def evaluate(args: argparse.Namespace) -> tuple[list[dict], dict]:
     _validate(args)
     pairs = pair_files(Path(args.ref), Path(args.test) if args.test else None, args.glob)
     desc = "eval " + (f"{args.codec} {args.bitrate:g} kbps" if args.codec else args.baseline or "")
-    plotted: list[tuple[str, torch.Tensor, torch.Tensor]] = []
+    plotted: list[tuple[str, tuple[torch.Tensor, torch.Tensor]]] = []
     plot_rate = None
     if args.jobs > 1 and len(pairs) > 1:
         pool = ProcessPoolExecutor(min(args.jobs, os.cpu_count() or 1))
@@ -227,7 +214,7 @@ def evaluate(args: argparse.Namespace) -> tuple[list[dict], dict]:
         ):
             rows.append(row)
             if args.plot and ref is not None and len(plotted) < PLOT_ROWS and rate == (plot_rate or rate):
-                plotted.append((pair.name, ref, test))
+                plotted.append((pair.name, (ref, test)))
                 plot_rate = rate
     finally:
         if pool is not None:
