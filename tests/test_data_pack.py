@@ -14,6 +14,7 @@ import pytest
 
 from audiokit import io
 from audiokit.cli import main
+from audiokit.data.manifest import read_manifest
 from audiokit.data.pack import MIB, pack
 from audiokit.errors import AudioFormatError, ToolMissingError, UsageError
 from audiokit.metrics import mel_distance
@@ -118,6 +119,8 @@ def test_train_loader_reads_the_pack(packed):
     for clip in clips:
         assert Path(clip.path).is_file() and Path(clip.path).is_relative_to(out)
         assert clip.seconds == pytest.approx(io.info(clip.path).duration, abs=1e-4)
+    rows = read_manifest(out / "manifest.jsonl")  # the data tools resolve pack paths the same way
+    assert sorted(row["path"] for row in rows) == sorted(clip.path for clip in clips)
 
 
 def test_budget_is_respected_and_gives_a_prefix(packed, tmp_path):

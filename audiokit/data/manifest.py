@@ -46,14 +46,31 @@ def read_jsonl(path: Path) -> list[dict]:
         return [json.loads(line) for line in handle if line.strip()]
 
 
+def audio_path(manifest: Path, audio: str | Path) -> Path:
+    """Where a manifest's ``path`` entry points.
+
+    Absolute paths stay. Prepared manifests store paths relative to the data root (the folder holding
+    ``manifests/``); packs (``audiokit data pack``) and hand-written ones store them relative to the
+    manifest itself. The first candidate that exists wins.
+    """
+    audio = Path(audio).expanduser()
+    if audio.is_absolute():
+        return audio
+    root = manifest.resolve().parent
+    while root.name != "manifests" and root != root.parent:
+        root = root.parent
+    candidates = [manifest.parent / audio, data_root() / audio]
+    if root.name == "manifests":
+        candidates.insert(0, root.parent / audio)
+    return next((c for c in candidates if c.exists()), candidates[0])
+
+
 def read_manifest(path: Path, root: Path | None = None) -> list[dict]:
-    """Rows of a manifest, ``path`` and ``pair`` made absolute (they are stored relative to the data root)."""
-    base = root or path.resolve().parent.parent
-    if base.name == "manifests":
-        base = base.parent
+    """Rows of a manifest, ``path`` and ``pair`` made absolute (relative to ``root`` when given, else
+    resolved by :func:`audio_path`)."""
     rows = read_jsonl(path)
     for row in rows:
         for key in ("path", "pair"):
             if row.get(key):
-                row[key] = str(base / row[key])
+                row[key] = str(root / row[key] if root is not None else audio_path(path, row[key]))
     return rows

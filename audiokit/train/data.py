@@ -26,6 +26,7 @@ import scipy.signal
 import torch
 
 from audiokit import io
+from audiokit.data.manifest import audio_path
 from audiokit.data.mixing import mix_at_snr
 from audiokit.data.paths import data_root
 from audiokit.dsp import loudness_lufs
@@ -58,18 +59,6 @@ def resolve_source(spec: str, key: str = "data.train") -> Path:
     )
 
 
-def _relative_to_manifest(manifest: Path, audio: Path) -> Path:
-    """Prepared manifests store paths relative to the data root (the folder holding ``manifests/``);
-    hand-written ones may store them relative to the manifest itself."""
-    root = manifest.resolve().parent
-    while root.name != "manifests" and root != root.parent:
-        root = root.parent
-    candidates = [manifest.parent / audio, data_root() / audio]
-    if root.name == "manifests":
-        candidates.insert(0, root.parent / audio)
-    return next((c for c in candidates if c.exists()), candidates[0])
-
-
 def _manifest_clips(path: Path) -> list[Clip]:
     clips = []
     for number, line in enumerate(path.read_text().splitlines(), 1):
@@ -77,11 +66,9 @@ def _manifest_clips(path: Path) -> list[Clip]:
             continue
         try:
             row = json.loads(line)
-            audio = Path(row["path"]).expanduser()
+            audio = audio_path(path, row["path"])
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise RecipeError(f"{path}:{number}: not a manifest line with a 'path' ({exc})") from None
-        if not audio.is_absolute():
-            audio = _relative_to_manifest(path, audio)
         seconds = row.get("seconds")
         if seconds is None:
             seconds = io.info(audio).duration
