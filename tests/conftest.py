@@ -31,3 +31,23 @@ def speech_files() -> list[Path]:
     if not files:
         pytest.fail("samples/ holds no speech_*_16k*.flac clips: the repository is incomplete")
     return files
+
+
+# speech-16k's frame rate and bitrates (50 Hz x 10 bits x 1..12 codebooks) with tiny layers
+TINY_SPEECH_CODEC = {
+    "encoder": {"hidden_dim": 16, "intermediate_dim": 32, "n_blocks": 1},
+    "decoder": {"n_fft": 480, "istft_hop": 160, "hidden_dim": 16, "intermediate_dim": 32, "n_blocks": 1},
+    "latent_dim": 16,
+    "codebook_dim": 4,
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_codec_file(tmp_path_factory) -> Path:
+    """A saved tiny speech-16k-shaped codec (random weights): its ``.safetensors`` path."""
+    from audiokit.models import Codec
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny-codec") / "model.safetensors"
+    Codec.from_config("speech-16k", **TINY_SPEECH_CODEC).save_pretrained(path)
+    return path

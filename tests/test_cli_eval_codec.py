@@ -12,30 +12,12 @@ import pesq as pesq_lib
 import pystoi
 import pytest
 import soundfile as sf
-import torch
 
 from audiokit.bitstream import AkcReader
 from audiokit.cli import main
 from audiokit.models import Codec
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
-# 50 Hz frames x 10 bits x 1..12 codebooks: 0.5 .. 6 kbps, like speech-16k, with tiny layers
-TINY = {
-    "encoder": {"hidden_dim": 16, "intermediate_dim": 32, "n_blocks": 1},
-    "decoder": {"n_fft": 480, "istft_hop": 160, "hidden_dim": 16, "intermediate_dim": 32, "n_blocks": 1},
-    "latent_dim": 16,
-    "codebook_dim": 4,
-}
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    directory = tmp_path_factory.mktemp("tiny")
-    Codec.from_config("speech-16k", **TINY).save_pretrained(directory / "model.safetensors")
-    return directory
-
-
 @pytest.fixture(scope="module")
 def ref_dir(tmp_path_factory) -> Path:
     """Two real clips: one at the model's rate, one at 48 kHz (coded at 16 kHz, decoded back to 48)."""
@@ -50,13 +32,13 @@ def run_json(capsys, *args: str) -> dict:
     return json.loads(capsys.readouterr().out)
 
 
-def test_codec_scores_equal_direct_metrics_and_real_bitrate(tmp_path, capsys, tiny_model, ref_dir):
+def test_codec_scores_equal_direct_metrics_and_real_bitrate(tmp_path, capsys, tiny_codec_file, ref_dir):
     keep = tmp_path / "keep"
-    args = [str(ref_dir), "--codec", str(tiny_model), "--bitrate", "6"]
+    args = [str(ref_dir), "--codec", str(tiny_codec_file), "--bitrate", "6"]
     report = run_json(capsys, *args, "--keep", str(keep), "--csv", str(tmp_path / "rows.csv"))
-    assert report["n"] == 2 and report["codec"] == str(tiny_model) and report["model"] == "speech-16k"
+    assert report["n"] == 2 and report["codec"] == str(tiny_codec_file) and report["model"] == "speech-16k"
     assert report["bitrate_kbps"] == 6
-    assert report["weights_sha256"] == Codec.from_pretrained(tiny_model).weights_sha256()
+    assert report["weights_sha256"] == Codec.from_pretrained(tiny_codec_file).weights_sha256()
     rows = {r["file"]: r for r in _read_csv(tmp_path / "rows.csv")}
     bits = seconds = 0.0
     for name in ("speech_fr_16k_b.flac", "speech_en_48k.wav"):
@@ -90,16 +72,16 @@ def _read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def test_codec_usage_errors_are_one_line(capsys, tiny_model, ref_dir):
+def test_codec_usage_errors_are_one_line(capsys, tiny_codec_file, ref_dir):
     cases = [
-        (["--codec", str(tiny_model), "--baseline", "opus", "--bitrate", "6"], "--codec or --baseline"),
-        (["--codec", str(tiny_model), "--bitrate", "2.2"], "0.5, 1, 1.5, 2, 2.5"),
-        (["--codec", str(tiny_model)], "--bitrate"),
+        (["--codec", str(tiny_codec_file), "--baseline", "opus", "--bitrate", "6"], "--codec or --baseline"),
+        (["--codec", str(tiny_codec_file), "--bitrate", "2.2"], "0.5, 1, 1.5, 2, 2.5"),
+        (["--codec", str(tiny_codec_file)], "--bitrate"),
         (["--codec", str(ref_dir / "absent"), "--bitrate", "6"], "absent"),
     ]
     for extra, needle in cases:
         assert main(["eval", str(ref_dir), *extra]) == 1
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and needle in err[0], err
-    assert main(["eval", str(ref_dir), str(ref_dir), "--codec", str(tiny_model), "--bitrate", "6"]) == 1
+    assert main(["eval", str(ref_dir), str(ref_dir), "--codec", str(tiny_codec_file), "--bitrate", "6"]) == 1
     assert "TEST_DIR or --codec" in capsys.readouterr().err

@@ -13,15 +13,8 @@ import soundfile as sf
 import torch
 
 from audiokit.cli import main
-from audiokit.models import Codec
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
-TINY = {
-    "encoder": {"hidden_dim": 16, "intermediate_dim": 32, "n_blocks": 1},
-    "decoder": {"n_fft": 480, "istft_hop": 160, "hidden_dim": 16, "intermediate_dim": 32, "n_blocks": 1},
-    "latent_dim": 16,
-    "codebook_dim": 4,
-}
 CLIPS = ("speech_fr_16k_c.flac", "speech_en_48k.wav")
 
 
@@ -37,9 +30,9 @@ def _table(stdout: str) -> dict[tuple[str, float], list[float]]:
     return rows
 
 
-def test_demo_prints_what_direct_metrics_give_and_draws(tmp_path, capsys):
+def test_demo_prints_what_direct_metrics_give_and_draws(tmp_path, capsys, tiny_codec_file):
     torch.manual_seed(0)
-    model = Codec.from_config("speech-16k", **TINY).save_pretrained(tmp_path / "tiny" / "m.safetensors")
+    model = tiny_codec_file
     samples, out = tmp_path / "samples", tmp_path / "out"
     samples.mkdir()
     for name in CLIPS:
@@ -95,8 +88,8 @@ def test_demo_prints_what_direct_metrics_give_and_draws(tmp_path, capsys):
     "extra,needle",
     [(["--samples", "/nonexistent/clips"], "/nonexistent/clips"), (["--bitrate", "2.2"], "2.2")],
 )
-def test_demo_bad_arguments_give_one_line(tmp_path, capsys, extra, needle):
-    model = Codec.from_config("speech-16k", **TINY).save_pretrained(tmp_path / "m.safetensors")
+def test_demo_bad_arguments_give_one_line(tmp_path, capsys, extra, needle, tiny_codec_file):
+    model = tiny_codec_file
     argv = ["demo", "--model", str(model), "--samples", str(SAMPLES), "--out", str(tmp_path / "o"), *extra]
     assert main(argv) == 1
     err = capsys.readouterr().err.strip().splitlines()
