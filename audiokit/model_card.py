@@ -28,6 +28,7 @@ from audiokit.data.paths import data_root
 from audiokit.data.sources import SOURCES
 from audiokit.errors import AudiokitError, RecipeError, UsageError
 from audiokit.provenance import run_info
+from audiokit.robustness import robustness_report
 
 CARD_METRICS = (
     ("pesq", "PESQ-WB"),
@@ -349,6 +350,23 @@ def render_markdown(card: dict) -> str:
         elif "reason" in target:
             line += f" ({target['reason']})"
         lines.append(line)
+    lines += [
+        "",
+        "## Edge cases",
+        "",
+        "`audiokit.robustness.robustness_report` on 5 s of digital silence, a full-scale square wave, "
+        "noise clipped at full scale and inputs of 1 to 4799 samples:",
+        "",
+        "| bitrate | " + " | ".join(ROBUSTNESS_TITLES.values()) + " |",
+        "|---|" + "---|" * len(ROBUSTNESS_TITLES),
+    ]
+    for report in card["robustness"]:
+        cells = []
+        for key in ROBUSTNESS_TITLES:
+            entry = report[key]
+            value = entry["value"] if isinstance(entry["value"], bool) else f"{entry['value']:.4g}"
+            cells.append(f"{value} ({'ok' if entry['ok'] else '**fails**'}, limit {entry['limit']})")
+        lines.append(f"| {report['bitrate'] / 1000:g} kbps | " + " | ".join(cells) + " |")
     lines += ["", "## Training", ""]
     lines += [
         f"Run directory `{t['run_dir']}`: {t['steps']} steps{_weights_step_note(w, t)}, seed {t['seed']}, "
@@ -411,6 +429,39 @@ def render_markdown(card: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+ROBUSTNESS_TITLES = {
+    "silence_rms_dbfs": "silence out, RMS dBFS",
+    "silence_peak_dbfs": "silence out, peak dBFS",
+    "silence_dc": "silence out, DC",
+    "full_scale_peak": "full-scale in, peak out",
+    "finite": "finite",
+    "exact_lengths": "exact lengths",
+}
+
+
+def robustness(weights: str, bitrates: list[float]) -> list[dict]:
+    """:func:`audiokit.robustness.robustness_report` at each bitrate (kbit/s)."""
+    from audiokit.cli.coding import load_codec
+
+    codec, _ = load_codec(weights)
+    return [robustness_report(codec, kbps * 1000) for kbps in bitrates]
+
+
+def robustness_target(reports: list[dict]) -> dict:
+    """Issue 5's edge-case target from :func:`robustness` reports."""
+    failing = [
+        f"{ROBUSTNESS_TITLES[key]} at {report['bitrate'] / 1000:g} kbps"
+        for report in reports
+        for key in ROBUSTNESS_TITLES
+        if not report[key]["ok"]
+    ]
+    return {
+        "target": "no NaN, click or DC drift on silence, clipping or 1-sample input; exact decoded lengths",
+        "status": "not met" if failing else "met",
+        "reason": "fails: " + ", ".join(failing) if failing else "every check passes (see Edge cases)",
+    }
+
+
 def _weights_info(weights: str) -> dict:
     from audiokit.cli.coding import load_codec
     from audiokit.models.codec import CONFIGS, WEIGHTS_DIR, _resolve_weights
@@ -432,6 +483,7 @@ def build_card(args: argparse.Namespace) -> dict:
     weights = _weights_info(args.weights)
     training = training_record(Path(args.run_dir))
     section, rows = measure(args.weights, args.valid, args.glob, args.bitrates, args.jobs, args.quiet)
+    edge_cases = robustness(args.weights, args.bitrates)
     argv = ["--weights", args.weights, "--run-dir", args.run_dir, "--valid", args.valid, "--glob", args.glob]
     argv += ["--bitrates", *(f"{b:g}" for b in args.bitrates), "--jobs", str(args.jobs), "--out", args.out]
     shown = " ".join(_shown_path(a) if a == args.valid else shlex.quote(a) for a in argv)
@@ -441,7 +493,8 @@ def build_card(args: argparse.Namespace) -> dict:
         "weights": weights,
         "bitrates": args.bitrates,
         "evaluation": section,
-        "targets": targets(section, rows, args.bitrates),
+        "targets": [*targets(section, rows, args.bitrates), robustness_target(edge_cases)],
+        "robustness": edge_cases,
         "training": training,
         "training_data": training_data(training["recipe_yaml"]),
         "bandwidth_caveat": BANDWIDTH_CAVEAT,

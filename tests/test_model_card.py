@@ -115,6 +115,10 @@ def test_card_from_a_training_run(tmp_path, monkeypatch):
         assert target["status"] == ("met" if difference > 0 else "not met")
         assert f"{title}: **{target['status']}**" in markdown
     assert targets["aim: PESQ-WB >= 2.5 at 6 kbps"]["status"] == "not met"  # two steps of training
+    edge = [t for t in card["targets"] if t["target"].startswith("no NaN")]
+    assert len(edge) == 1 and [r["bitrate"] for r in card["robustness"]] == [1500, 3000, 6000]
+    all_ok = all(r[k]["ok"] for r in card["robustness"] for k in r if k != "bitrate")
+    assert edge[0]["status"] == ("met" if all_ok else "not met") and "## Edge cases" in markdown
 
     # training record, from what the trainer wrote
     t = card["training"]
