@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from audiokit import ops
 from audiokit.errors import ModelError
 from audiokit.nn import (
     CausalISTFTHead,
@@ -323,7 +324,12 @@ def _layer_norm(x: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
 
 
 class ConvNeXtStep(StreamingModule):
-    """:class:`~audiokit.nn.ConvNeXtBlock`: a causal depthwise conv, then per-frame layers."""
+    """:class:`~audiokit.nn.ConvNeXtBlock`: a causal depthwise conv, then per-frame layers.
+
+    Where :func:`audiokit.ops.backend_for` offers a fused kernel (Triton on a GPU), the conv and the
+    LayerNorm run as one :func:`audiokit.ops.dwconv_layernorm_update` that updates the conv state in
+    place.
+    """
 
     def __init__(self, module: ConvNeXtBlock, name: str = "") -> None:
         self.module = module
@@ -338,7 +344,14 @@ class ConvNeXtStep(StreamingModule):
 
     def step_t(self, x: torch.Tensor, state: ConvState | None, final: bool = False) -> torch.Tensor:
         m = self.module
-        y = _layer_norm(self.dwconv.step_t(x, state, final), m.norm)
+        if state is not None and ops.backend_for(x) != "torch":  # one fused kernel, state in place
+            conv = self.dwconv
+            history = state.history.transpose(1, 2)
+            y = ops.dwconv_layernorm_update(
+                x, history, conv.taps, conv.bias, m.norm.weight, m.norm.bias, m.norm.eps
+            )
+        else:
+            y = _layer_norm(self.dwconv.step_t(x, state, final), m.norm)
         y = _apply_linear(m.act.forward(_apply_linear(y, self.pwconv1)), self.pwconv2)
         return y.add_(x)
 

@@ -1,0 +1,58 @@
+"""Fused ops with one signature per op and several backends: Triton (GPU) > torch reference.
+
+:func:`dwconv_layernorm_update` is the streaming step of a ConvNeXt block's causal depthwise conv
+and LayerNorm, with its conv state updated in place. :func:`backend_for` picks the backend: Triton
+for CUDA tensors when the ``triton`` package is importable, and also on the CPU when
+``TRITON_INTERPRET=1`` (Triton's interpreter, for tests: slow); the torch reference otherwise.
+``AUDIOKIT_OPS=torch`` (or ``triton``) in the environment forces a backend.
+A CUDA C++ version would join here with the same signature once a GPU measurement shows it pays.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import torch
+
+from audiokit.ops import reference
+
+BACKENDS = ("triton", "torch")
+
+
+def triton_available() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
+def backend_for(x: torch.Tensor) -> str:
+    """The fastest backend for tensors like ``x`` (``AUDIOKIT_OPS=torch`` or ``triton`` forces one)."""
+    forced = os.environ.get("AUDIOKIT_OPS")
+    if forced:
+        if forced not in BACKENDS:
+            raise ValueError(f"AUDIOKIT_OPS={forced!r}: choose one of {', '.join(BACKENDS)}")
+        return forced
+    interpret = os.environ.get("TRITON_INTERPRET", "0") == "1"
+    if triton_available() and (x.is_cuda or interpret):
+        return "triton"
+    return "torch"
+
+
+def dwconv_layernorm_update(
+    x: torch.Tensor,
+    state: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    norm_weight: torch.Tensor,
+    norm_bias: torch.Tensor,
+    eps: float,
+    backend: str | None = None,
+) -> torch.Tensor:
+    """See :func:`audiokit.ops.reference.dwconv_layernorm_update`; ``backend`` overrides the choice."""
+    backend = backend or backend_for(x)
+    if backend == "triton":
+        from audiokit.ops import triton_kernels
+
+        return triton_kernels.dwconv_layernorm_update(x, state, weight, bias, norm_weight, norm_bias, eps)
+    if backend != "torch":
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    return reference.dwconv_layernorm_update(x, state, weight, bias, norm_weight, norm_bias, eps)

@@ -1,0 +1,30 @@
+"""Torch references of the fused ops: the definitions the kernels are tested against."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def dwconv_layernorm_update(
+    x: torch.Tensor,
+    state: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    norm_weight: torch.Tensor,
+    norm_bias: torch.Tensor,
+    eps: float,
+) -> torch.Tensor:
+    """One streaming step of a causal depthwise conv followed by LayerNorm over channels.
+
+    ``x``: the new frames ``(B, L, C)``; ``state``: the previous ``K - 1`` frames ``(B, K - 1, C)``
+    (any strides), updated in place to the last ``K - 1`` frames of ``[state | x]``; ``weight``:
+    ``(C, K)``; returns ``(B, L, C)`` with ``y[b, t] = LayerNorm(bias + sum_k weight[:, k] *
+    z[b, t + k])``, ``z = [state | x]``.
+    """
+    z = torch.cat([state, x], 1)
+    y = (z.unfold(1, weight.shape[1], 1) * weight).sum(-1)
+    if bias is not None:
+        y = y + bias
+    state.copy_(z[:, x.shape[1] :])
+    return F.layer_norm(y, (y.shape[-1],), norm_weight, norm_bias, eps)
