@@ -109,3 +109,22 @@ def test_backend_can_be_forced_by_the_environment(monkeypatch):
     monkeypatch.setenv("AUDIOKIT_OPS", "cuda")
     with pytest.raises(ValueError, match="AUDIOKIT_OPS"):
         ops.backend_for(x)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(("channels", "taps", "length"), [(16, 7, 1), (33, 3, 5), (192, 7, 2), (8, 2, 9)])
+def test_compiled_triton_kernel_on_cuda_equals_reference(channels, taps, length):
+    """The kernel compiled for a real GPU (where threads share rows: the state shift must not race)."""
+    g = torch.Generator().manual_seed(channels + taps)
+    args = [torch.randn(channels, taps, generator=g), torch.randn(channels, generator=g)]
+    args += [torch.randn(channels, generator=g), torch.randn(channels, generator=g)]
+    state = torch.randn(64, taps - 1, channels, generator=g)
+    state_gpu = state.cuda()
+    for _ in range(3):
+        x = torch.randn(64, length, channels, generator=g)
+        expected = reference.dwconv_layernorm_update(x, state, *args, 1e-6)
+        got = ops.dwconv_layernorm_update(
+            x.cuda(), state_gpu, *(a.cuda() for a in args), 1e-6, backend="triton"
+        )
+        torch.testing.assert_close(got.cpu(), expected, rtol=0, atol=1e-4)
+        torch.testing.assert_close(state_gpu.cpu(), state, rtol=0, atol=0)

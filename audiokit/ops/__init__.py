@@ -10,6 +10,8 @@ A CUDA C++ version would join here with the same signature once a GPU measuremen
 
 from __future__ import annotations
 
+import functools
+import importlib.metadata
 import importlib.util
 import os
 
@@ -20,19 +22,27 @@ from audiokit.ops import reference
 BACKENDS = ("triton", "torch")
 
 
+@functools.cache
 def triton_available() -> bool:
-    return importlib.util.find_spec("triton") is not None
+    """Whether a Triton recent enough for our kernels (3.5 or later) is installed."""
+    if importlib.util.find_spec("triton") is None:
+        return False
+    major, minor = (int(part) for part in importlib.metadata.version("triton").split(".")[:2])
+    return (major, minor) >= (3, 5)
 
 
 def backend_for(x: torch.Tensor) -> str:
-    """The fastest backend for tensors like ``x`` (``AUDIOKIT_OPS=torch`` or ``triton`` forces one)."""
+    """The fastest backend for tensors like ``x`` (``AUDIOKIT_OPS=torch`` or ``triton`` forces one).
+
+    The kernels are float32: other dtypes get the torch reference.
+    """
     forced = os.environ.get("AUDIOKIT_OPS")
     if forced:
         if forced not in BACKENDS:
             raise ValueError(f"AUDIOKIT_OPS={forced!r}: choose one of {', '.join(BACKENDS)}")
         return forced
     interpret = os.environ.get("TRITON_INTERPRET", "0") == "1"
-    if triton_available() and (x.is_cuda or interpret):
+    if x.dtype == torch.float32 and triton_available() and (x.is_cuda or interpret):
         return "triton"
     return "torch"
 

@@ -53,7 +53,9 @@ def _dwconv_layernorm_update(
         variance = tl.sum(centred * centred, axis=0) / channels
         y = centred / tl.sqrt(variance + eps) * norm_w + norm_b
         tl.store(y_ptr + b * syb + t * syt + cols * syc, y, mask=cmask)
-    # new state row i = z[length + i]; all of it is loaded before any of it is stored
+    # new state row i = z[length + i]. Threads share the rows: none may store before every thread
+    # has read the old state, in the loop above and just below
+    tl.debug_barrier()
     rows = length + taps
     keep = tile_mask & (taps < history)[:, None]
     old = tl.load(
@@ -66,7 +68,9 @@ def _dwconv_layernorm_update(
         mask=keep & (rows >= history)[:, None],
         other=0.0,
     )
-    tl.store(state_ptr + b * ssb + taps[:, None] * sst + cols[None, :] * ssc, old + new, mask=keep)
+    shifted = old + new
+    tl.debug_barrier()
+    tl.store(state_ptr + b * ssb + taps[:, None] * sst + cols[None, :] * ssc, shifted, mask=keep)
 
 
 _COMPILED: dict[bool, object] = {}

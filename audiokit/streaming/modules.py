@@ -203,6 +203,8 @@ class ConvStep(StreamingModule):
     def _depthwise_shifted(self, x: torch.Tensor) -> torch.Tensor:
         """The depthwise conv of ``x (B, T, C)`` as ``K`` products of shifted slices with per-tap rows."""
         frames = (x.shape[1] - self.span) // self.stride + 1
+        if frames <= 0:
+            return x.new_zeros(x.shape[0], 0, self.out_channels)
         end = (frames - 1) * self.stride + 1
         y = None
         for k, tap in enumerate(self.taps_by_k):
@@ -335,6 +337,10 @@ class ConvNeXtStep(StreamingModule):
         self.module = module
         self.dwconv = ConvStep(module.dwconv, f"{name}.dwconv")
         self.pwconv1 = _linear(module.pwconv1)
+        conv = self.dwconv
+        # the fused kernel's assumptions: stride 1, no dilation, K - 1 frames of history
+        self.fusable = conv.depthwise and conv.stride == conv.dilation == 1
+        self.fusable &= conv.history_length == conv.kernel_size - 1
         gamma = module.gamma.detach()
         matrix, bias = _linear(module.pwconv2)
         self.pwconv2 = (matrix * gamma, bias * gamma)  # layer scale folded into the last product
@@ -344,7 +350,7 @@ class ConvNeXtStep(StreamingModule):
 
     def step_t(self, x: torch.Tensor, state: ConvState | None, final: bool = False) -> torch.Tensor:
         m = self.module
-        if state is not None and ops.backend_for(x) != "torch":  # one fused kernel, state in place
+        if self.fusable and state is not None and ops.backend_for(x) != "torch":  # one kernel, state in place
             conv = self.dwconv
             history = state.history.transpose(1, 2)
             y = ops.dwconv_layernorm_update(
