@@ -51,7 +51,8 @@ def sinc(wav: torch.Tensor, sample_rate: int, input_rate: int) -> BaselineOutput
     return BaselineOutput(fit_length(back, wav.shape[-1]))
 
 
-def _require(tool: str, package: str) -> str:
+def require_tool(tool: str, package: str) -> str:
+    """Path of the command ``tool``, or a ToolMissingError naming the Debian ``package`` that has it."""
     path = shutil.which(tool)
     if path is None:
         raise ToolMissingError(f"{tool} not found; install it with: apt-get install {package}")
@@ -68,7 +69,7 @@ def opus(
     real size of the Ogg Opus file (container included) over the duration. ``coded_path``: also keep
     the ``.opus`` file there (written atomically).
     """
-    opusenc, opusdec = _require("opusenc", "opus-tools"), _require("opusdec", "opus-tools")
+    opusenc, opusdec = require_tool("opusenc", "opus-tools"), require_tool("opusdec", "opus-tools")
     with tempfile.TemporaryDirectory(prefix="audiokit-opus-") as tmp:
         source, coded, decoded = Path(tmp, "in.wav"), Path(tmp, "x.opus"), Path(tmp, "out.wav")
         io.save(source, wav.clamp(-1, 1), sample_rate, subtype="FLOAT")

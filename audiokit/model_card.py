@@ -27,7 +27,7 @@ from audiokit.baselines import OPUS_MIN_KBPS
 from audiokit.data.paths import data_root
 from audiokit.data.sources import SOURCES
 from audiokit.errors import AudiokitError, RecipeError, UsageError
-from audiokit.provenance import run_info
+from audiokit.provenance import finite, run_info
 from audiokit.robustness import robustness_report
 
 CARD_METRICS = (
@@ -283,6 +283,11 @@ def targets(section: dict, rows: dict[str, list[dict]], bitrates: list[float]) -
 
 
 # -- the card --------------------------------------------------------------------------------------
+def _number(value: float | None, spec: str = ".3f") -> str:
+    """``value`` formatted, or ``NaN`` where the card holds None (a NaN or infinite measurement)."""
+    return "NaN" if value is None else format(value, spec)
+
+
 def _value(report: dict | None, metric: str) -> str:
     if report is None or report.get(metric) is None:
         return "n/a"
@@ -341,12 +346,12 @@ def render_markdown(card: dict) -> str:
             d = target["paired_difference"]
             half = "n/a" if d["ci95"] is None or not math.isfinite(d["ci95"]) else f"{d['ci95']:.3f}"
             line += (
-                f" (ours {target['ours']:.3f} vs Opus 6 kbps {target['opus_6kbps']:.3f}; paired difference "
-                f"{d['mean']:+.3f} ± {half} over {d['n']} files, "
+                f" (ours {_number(target['ours'])} vs Opus 6 kbps {_number(target['opus_6kbps'])}; "
+                f"paired difference {_number(d['mean'], '+.3f')} ± {half} over {d['n']} files, "
                 f"{'beyond' if target['significant'] else 'not beyond'} its 95 % CI)"
             )
         elif "ours" in target:
-            line += f" (ours {target['ours']:.3f})"
+            line += f" (ours {_number(target['ours'])})"
         elif "reason" in target:
             line += f" ({target['reason']})"
         lines.append(line)
@@ -364,7 +369,7 @@ def render_markdown(card: dict) -> str:
         cells = []
         for key in ROBUSTNESS_TITLES:
             entry = report[key]
-            value = entry["value"] if isinstance(entry["value"], bool) else f"{entry['value']:.4g}"
+            value = entry["value"] if isinstance(entry["value"], bool) else _number(entry["value"], ".4g")
             cells.append(f"{value} ({'ok' if entry['ok'] else '**fails**'}, limit {entry['limit']})")
         lines.append(f"| {report['bitrate'] / 1000:g} kbps | " + " | ".join(cells) + " |")
     lines += ["", "## Training", ""]
@@ -387,7 +392,7 @@ def render_markdown(card: dict) -> str:
     if t["last_eval"]:
         lines += ["", f"Trainer's last evaluation (step {t['last_eval']['step']}, its own subset of clips): "]
         for bitrate, scores in t["last_eval"].get("bitrates", {}).items():
-            shown = ", ".join(f"{k} {v:.3f}" for k, v in scores.items())
+            shown = ", ".join(f"{k} {_number(v)}" for k, v in scores.items())
             lines.append(f"- {float(bitrate) / 1000:g} kbps: {shown}")
     lines += ["", "### Training data", ""]
     for entry in card["training_data"]:
@@ -464,13 +469,12 @@ def robustness_target(reports: list[dict]) -> dict:
 
 def _weights_info(weights: str) -> dict:
     from audiokit.cli.coding import load_codec
-    from audiokit.models.codec import CONFIGS, WEIGHTS_DIR, _resolve_weights
+    from audiokit.models.codec import _resolve_weights, is_shipped
 
     codec, sha256 = load_codec(weights)
     path = _resolve_weights(weights)
     meta = json.loads(path.with_suffix(".json").read_text())
-    info = {"path": str(path), "name": codec.name, "sha256": sha256, "shipped": weights in CONFIGS}
-    info["shipped"] = info["shipped"] or path.resolve().parent == WEIGHTS_DIR.resolve()
+    info = {"path": str(path), "name": codec.name, "sha256": sha256, "shipped": is_shipped(weights)}
     if "step" in meta:
         info["step"] = meta["step"]
     info["sample_rate"] = codec.sample_rate
@@ -504,7 +508,7 @@ def build_card(args: argparse.Namespace) -> dict:
 
 def write_card(card: dict, out: Path) -> tuple[Path, Path]:
     """Write ``<out>/<name>.json`` and ``<out>/<name>.md`` atomically; returns their paths."""
-    card = _finite(card)
+    card = finite(card)
     json_path, md_path = out / f"{card['name']}.json", out / f"{card['name']}.md"
     text = json.dumps(card, indent=2, allow_nan=False) + "\n"
     markdown = render_markdown(card)
@@ -513,17 +517,6 @@ def write_card(card: dict, out: Path) -> tuple[Path, Path]:
     with io.atomic_path(md_path) as tmp:
         tmp.write_text(markdown)
     return md_path, json_path
-
-
-def _finite(value):
-    """``value`` with every NaN or infinite float replaced by None (JSON has no NaN)."""
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

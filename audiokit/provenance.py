@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import importlib.metadata
 import json
+import math
 import os
 import platform
 import subprocess
@@ -76,9 +77,20 @@ def run_info() -> dict:
     }
 
 
+def finite(value):
+    """``value`` with every NaN or infinite float replaced by None, recursively (JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def write_json(path: str | Path, result: dict) -> Path:
-    """Write ``result`` as indented JSON, atomically (include :func:`run_info` in it for benchmarks)."""
+    """Write ``result`` as indented JSON (NaN as null), atomically; benchmarks include :func:`run_info`."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
+        tmp.write_text(json.dumps(finite(result), indent=2, allow_nan=False) + "\n")
     return path

@@ -35,7 +35,7 @@ def robustness_report(codec: Codec, bitrate: float, seconds: float = 5.0) -> dic
 
     * ``silence_rms_dbfs`` / ``silence_peak_dbfs``: ``seconds`` of zeros, decoded level (dB full scale).
     * ``silence_dc``: the larger ``|mean|`` of the first and last second of that output.
-    * ``full_scale_peak``: peak of a +-1 square wave (125 Hz) and of speech-like noise clipped at +-1.
+    * ``full_scale_peak``: peak of a +-1 square wave (125 Hz) and of white noise (x3) clipped at +-1.
     * ``finite``: no NaN or infinity in any output.
     * ``exact_lengths``: decoded length equals input length for each of :data:`LENGTHS` samples.
     """

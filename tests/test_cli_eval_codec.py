@@ -18,6 +18,8 @@ from audiokit.cli import main
 from audiokit.models import Codec
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+
+
 @pytest.fixture(scope="module")
 def ref_dir(tmp_path_factory) -> Path:
     """Two real clips: one at the model's rate, one at 48 kHz (coded at 16 kHz, decoded back to 48)."""

@@ -184,6 +184,7 @@ def test_existing_pack_is_kept_unless_forced(packed, tmp_path):
         ('{"seconds": 1.0}\n', [], "tiny.jsonl:7: not a manifest line: no string 'path'"),
         ("", ["--max-mb", "0.01"], "--max-mb 0.01: too small"),
         ("", ["--kbps", "2"], "--kbps 2: Opus takes 6 to 256"),
+        ("", ["--max-clips", "0"], "--max-clips 0: give at least 1"),
     ],
 )
 def test_bad_input_is_a_one_line_error(tmp_path, capsys, extra, args, message):

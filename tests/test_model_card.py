@@ -112,7 +112,8 @@ def test_card_from_a_training_run(tmp_path, monkeypatch):
         target = targets[title]
         difference = e["codec"][ours_key][metric] - e["opus"]["6"][metric]
         assert target["paired_difference"]["mean"] == pytest.approx(difference, abs=1e-5)
-        assert target["status"] == ("met" if difference > 0 else "not met")
+        above = title.startswith("6 kbps")  # "above" Opus at 6 kbps; "no worse" at 3 kbps
+        assert target["status"] == ("met" if (difference > 0 if above else difference >= 0) else "not met")
         assert f"{title}: **{target['status']}**" in markdown
     assert targets["aim: PESQ-WB >= 2.5 at 6 kbps"]["status"] == "not met"  # two steps of training
     edge = [t for t in card["targets"] if t["target"].startswith("no NaN")]
@@ -177,7 +178,7 @@ def test_training_packages_and_licences_follow_the_allowlist(tmp_path):
     assert noise["key"] == "data.noise" and noise["packages"] == [] and noise["files"] == 0
 
 
-def test_loop_time_counts_resumed_windows_once():
+def test_loop_time_sums_every_session_window():
     # session 1 logs steps 2, 4, 6 (checkpoint at 4); session 2 resumes at 4 and logs 6, 8
     speeds = [1.0, 2.0, 4.0, 0.5, 0.25]
     rows = [{"step": s, "speed/steps_per_second": v} for s, v in zip((2, 4, 6, 6, 8), speeds, strict=True)]

@@ -39,3 +39,12 @@ def test_a_codec_with_a_dc_offset_fails_the_dc_and_silence_checks(tiny):
         broken.decoder.head.proj.bias[0] += 5.0  # bin 0 (DC) log-magnitude up: a constant offset out
     report = robustness_report(broken, 3000, seconds=1.0)
     assert not report["silence_dc"]["ok"] and not report["silence_rms_dbfs"]["ok"]
+
+
+def test_a_codec_that_amplifies_fails_the_full_scale_check(tiny):
+    loud = Codec.from_config("speech-16k", **TINY_SPEECH_CODEC).eval()
+    loud.load_state_dict(tiny.state_dict())
+    with torch.no_grad():
+        loud.decoder.head.proj.bias[: loud.decoder.head.n_bins] += 6.0  # every bin's log-magnitude x e^6
+    report = robustness_report(loud, 6000, seconds=1.0)
+    assert not report["full_scale_peak"]["ok"] and report["full_scale_peak"]["value"] > 2.0

@@ -5,7 +5,6 @@ a spectrogram comparison."""
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -17,9 +16,10 @@ from audiokit.cli.coding import load_codec
 from audiokit.cli.eval import code_file, codec_bitrate
 from audiokit.evaluation import find_audio
 from audiokit.models import Codec
-from audiokit.models.codec import CONFIGS
+from audiokit.models.codec import is_shipped
 from audiokit.plots import spectrogram_comparison
 from audiokit.progress import progress
+from audiokit.provenance import write_json
 
 DEFAULT_MODEL = "speech-16k"
 DEFAULT_BITRATES = (1.5, 3.0, 6.0)
@@ -144,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
     codec, weights_hash = load_codec(args.model)
     bitrates = [codec_bitrate(codec, kbps) for kbps in args.bitrate]
     out = Path(args.out)
-    shipped = args.model in CONFIGS
+    shipped = is_shipped(args.model)
     say = (lambda *a: None) if args.quiet else print
     if not shipped:
         say(f"note: {args.model} is not a shipped model (weights loaded from a path, e.g. a checkpoint)")
@@ -191,8 +191,7 @@ def run(args: argparse.Namespace) -> int:
         "clips": rows,
         "means": means,
     }
-    with io.atomic_path(out / "demo.json") as tmp:
-        tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(out / "demo.json", summary)
     say(f"outputs (.akc, .opus, decoded .wav, demo.json) in {out}/")
     return 0
 

@@ -46,22 +46,23 @@ def read_jsonl(path: Path) -> list[dict]:
         return [json.loads(line) for line in handle if line.strip()]
 
 
-def audio_path(manifest: Path, audio: str | Path) -> Path:
+def audio_path(manifest: Path, audio: str | Path, root: Path | None = None) -> Path:
     """Where a manifest's ``path`` entry points.
 
     Absolute paths stay. Prepared manifests store paths relative to the data root (the folder holding
     ``manifests/``); packs (``audiokit data pack``) and hand-written ones store them relative to the
-    manifest itself. The first candidate that exists wins.
+    manifest itself (``root``: the data root, default :func:`data_root`). The first candidate that
+    exists wins.
     """
     audio = Path(audio).expanduser()
     if audio.is_absolute():
         return audio
-    root = manifest.resolve().parent
-    while root.name != "manifests" and root != root.parent:
-        root = root.parent
-    candidates = [manifest.parent / audio, data_root() / audio]
-    if root.name == "manifests":
-        candidates.insert(0, root.parent / audio)
+    folder = manifest.resolve().parent
+    while folder.name != "manifests" and folder != folder.parent:
+        folder = folder.parent
+    candidates = [manifest.parent / audio, (root or data_root()) / audio]
+    if folder.name == "manifests":
+        candidates.insert(0, folder.parent / audio)
     return next((c for c in candidates if c.exists()), candidates[0])
 
 

@@ -14,7 +14,6 @@ The pack is built in a temporary folder beside OUT_DIR and renamed onto it only 
 
 from __future__ import annotations
 
-import hashlib
 import io as bytes_io
 import json
 import os
@@ -31,9 +30,11 @@ from tqdm import tqdm
 
 from audiokit import __version__
 from audiokit import io as audio_io
-from audiokit.data.manifest import DEFAULT_SAMPLE_RATE, manifest_dir, read_jsonl
+from audiokit.baselines import OPUS_MIN_KBPS, require_tool
+from audiokit.data.debs import sha256_file
+from audiokit.data.manifest import DEFAULT_SAMPLE_RATE, audio_path, manifest_dir, read_jsonl
 from audiokit.data.paths import data_root
-from audiokit.errors import ToolMissingError, UsageError
+from audiokit.errors import UsageError
 
 CODECS = ("opus",)
 OPUS_RATES = (8000, 12000, 16000, 24000, 48000)  # rates Opus keeps as they are (others decode at 48 kHz)
@@ -67,16 +68,6 @@ def resolve_manifest(spec: str, root: Path | None = None, sample_rate: int = DEF
     )
 
 
-def _audio_path(manifest: Path, relative: Path, root: Path) -> Path:
-    """Prepared manifests hold paths relative to the data root, hand-written ones maybe to their folder."""
-    folder = manifest.resolve().parent
-    candidates = [manifest.parent / relative, root / relative]
-    if folder.name == "manifests" or folder.parent.name == "manifests":
-        base = folder.parent if folder.name == "manifests" else folder.parent.parent
-        candidates.insert(0, base / relative)
-    return next((c for c in candidates if c.exists()), candidates[0])
-
-
 def read_rows(manifest: Path, root: Path) -> list[dict]:
     """Manifest rows with ``path`` made absolute; a malformed line is a one-line :class:`UsageError`."""
     rows = []
@@ -90,24 +81,11 @@ def read_rows(manifest: Path, root: Path) -> list[dict]:
             except (json.JSONDecodeError, KeyError, TypeError) as exc:
                 problem = exc.msg if isinstance(exc, json.JSONDecodeError) else f"no string 'path' ({exc})"
                 raise UsageError(f"{manifest}:{number}: not a manifest line: {problem}") from None
-            row["path"] = str(relative if relative.is_absolute() else _audio_path(manifest, relative, root))
+            row["path"] = str(audio_path(manifest, relative, root))
             rows.append(row)
     if not rows:
         raise UsageError(f"{manifest}: the manifest holds no clips")
     return rows
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _opusenc() -> str:
-    path = shutil.which("opusenc")
-    if path is None:
-        raise ToolMissingError("opusenc not found; install it with: apt-get install opus-tools")
-    return path
 
 
 def encode_opus(wav: np.ndarray, sample_rate: int, kbps: float, out: Path, opusenc: str) -> None:
@@ -133,10 +111,6 @@ def _packed_name(row: dict, index: int) -> str:
     package = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(row.get("package") or "clips"))
     stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in Path(row["path"]).stem)[:60]
     return f"audio/{package}/{stem}-{index:05d}.opus"
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _package_versions(root: Path) -> dict[str, str]:
@@ -213,8 +187,10 @@ def pack(
         raise UsageError(f"--codec {codec!r}: choose from {', '.join(CODECS)}")
     if sample_rate not in OPUS_RATES:
         raise UsageError(f"--sample-rate {sample_rate}: Opus keeps only {', '.join(map(str, OPUS_RATES))} Hz")
-    if not 6 <= kbps <= 256:
-        raise UsageError(f"--kbps {kbps:g}: Opus takes 6 to 256 kbit/s for one channel")
+    if not OPUS_MIN_KBPS <= kbps <= 256:
+        raise UsageError(f"--kbps {kbps:g}: Opus takes {OPUS_MIN_KBPS:g} to 256 kbit/s for one channel")
+    if max_clips is not None and max_clips < 1:
+        raise UsageError(f"--max-clips {max_clips}: give at least 1")
     budget = int(max_mb * MIB)
     if budget <= PACK_JSON_RESERVE:
         raise UsageError(f"--max-mb {max_mb:g}: too small for even one clip")
@@ -222,13 +198,13 @@ def pack(
     source = resolve_manifest(manifest, root, sample_rate)
     rows = read_rows(source, root)
     order = np.random.default_rng(seed).permutation(len(rows)) if shuffle else np.arange(len(rows))
-    opusenc = _opusenc()
+    opusenc = require_tool("opusenc", "opus-tools")
     out_dir = Path(out_dir)
     if out_dir.exists() and not force:
         raise UsageError(f"{out_dir}: already exists; remove it or pass --force to replace it")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700 folders; give the usual permissions
+    tmp.chmod(0o777 & ~audio_io.UMASK)  # mkdtemp makes 0700 folders; give the usual permissions
     try:
         packed, lines, used = [], [], PACK_JSON_RESERVE
         limit = len(order) if max_clips is None else min(max_clips, len(order))
@@ -245,7 +221,7 @@ def pack(
                 path=name,
                 sample_rate=sample_rate,
                 seconds=round(wav.shape[-1] / sample_rate, 4),
-                sha256=_sha256(target),
+                sha256=sha256_file(target),
             )
             line = json.dumps(new, ensure_ascii=False, separators=(",", ":")) + "\n"
             size = target.stat().st_size + len(line.encode())
@@ -267,7 +243,7 @@ def pack(
             "format_version": 1,
             "source_manifest": str(manifest),
             "source_file": str(source.resolve()),
-            "source_sha256": _sha256(source),
+            "source_sha256": sha256_file(source),
             "source_clips": len(rows),
             "source_hours": round(sum(float(r.get("seconds") or 0.0) for r in rows) / 3600, 4),
             "clips": len(packed),

@@ -421,6 +421,15 @@ def _contiguous_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
 
 
+def is_shipped(name_or_path: str | Path) -> bool:
+    """Whether ``name_or_path`` names shipped weights: a model name, or a file in ``audiokit/weights``."""
+    if str(name_or_path) in CONFIGS:
+        return True
+    path = Path(name_or_path)
+    folder = path if path.is_dir() else path.parent
+    return folder.resolve() == WEIGHTS_DIR.resolve()
+
+
 def _resolve_weights(name_or_path: str | Path) -> Path:
     text = str(name_or_path)
     if text in CONFIGS:
