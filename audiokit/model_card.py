@@ -490,6 +490,8 @@ def build_card(args: argparse.Namespace) -> dict:
     edge_cases = robustness(args.weights, args.bitrates)
     argv = ["--weights", args.weights, "--run-dir", args.run_dir, "--valid", args.valid, "--glob", args.glob]
     argv += ["--bitrates", *(f"{b:g}" for b in args.bitrates), "--jobs", str(args.jobs), "--out", args.out]
+    if args.name:
+        argv += ["--name", args.name]
     shown = " ".join(_shown_path(a) if a == args.valid else shlex.quote(a) for a in argv)
     return {
         "name": args.name or weights["name"],

@@ -22,7 +22,7 @@ PACK=${PACK:-runs/pack-speech16k}              # train pack (audiokit data pack 
 VALID_PACK=${VALID_PACK:-runs/pack-valid16k}   # validation pack; absent: no evaluation on the device
 WHEELS=${WHEELS:-runs/gpu-wheels}              # cp312 wheels + pesq sdist for packages the image lacks
 GPU_IN=${GPU_IN:-runs/gpu-in}                  # what the previous call brought back (model.*, lineage.json)
-INIT=${INIT:-auto}                             # auto | none | a .safetensors/.pt path
+INIT=${INIT:-auto}                             # auto | none | a .safetensors path or model directory
 RUN_DIR=${RUN_DIR:-runs/gpu-speech16k}
 OUT=${OUT:-runs/gpu-out}
 MAX_MINUTES=${MAX_MINUTES:-7.5}                # training time of this call (the final eval comes after)
@@ -163,6 +163,10 @@ fi
 
 # 4. train, inside the call's deadline
 left=$((DEADLINE_S - (SECONDS - START) - 30))
+if [ "$left" -lt 150 ]; then
+    say "only $left s left of the call after setup: not enough to train; nothing was run"
+    exit 5
+fi
 budget_min=$(awk -v l="$left" -v m="$MAX_MINUTES" 'BEGIN {b = (l - 90) / 60; print (m < b ? m : b)}')
 [ "$budget_min" != "$MAX_MINUTES" ] && say "MAX_MINUTES lowered to $budget_min to leave time for eval and copying"
 limits=(--max-minutes "$budget_min")
@@ -179,4 +183,6 @@ say "training exited with $status after $((SECONDS - START)) s"
 # 5. bring back what fits
 $PYTHON recipes/gpu/gpu_helper.py collect "$RUN_DIR" "$OUT" "$previous" "$started_from" "$PACK" "$log" "$RETURN"
 say "done in $((SECONDS - START)) s; to continue, put what came back in $GPU_IN (see recipes/gpu/README.md)"
+# timeout's 124 would read as the device call itself timing out: report a stop at the deadline as 0
+[ "$status" = 124 ] && say "training stopped at the call's deadline (timeout); its last checkpoint came back" && status=0
 exit "$status"
