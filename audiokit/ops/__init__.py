@@ -2,9 +2,10 @@
 
 :func:`dwconv_layernorm_update` is the streaming step of a ConvNeXt block's causal depthwise conv
 and LayerNorm, with its conv state updated in place. :func:`backend_for` picks the backend: Triton
-for CUDA tensors when the ``triton`` package is importable, and also on the CPU when
-``TRITON_INTERPRET=1`` (Triton's interpreter, for tests: slow); the torch reference otherwise.
-``AUDIOKIT_OPS=torch`` (or ``triton``) in the environment forces a backend.
+for float32 CUDA tensors when a recent ``triton`` is importable, the torch reference otherwise.
+``AUDIOKIT_OPS=torch`` (or ``triton``) in the environment forces a backend; the tests force Triton on
+the CPU, where it runs through Triton's interpreter (``TRITON_INTERPRET=1``, set before Triton is
+first imported).
 A CUDA C++ version would join here with the same signature once a GPU measurement shows it pays.
 """
 
@@ -41,8 +42,7 @@ def backend_for(x: torch.Tensor) -> str:
         if forced not in BACKENDS:
             raise ValueError(f"AUDIOKIT_OPS={forced!r}: choose one of {', '.join(BACKENDS)}")
         return forced
-    interpret = os.environ.get("TRITON_INTERPRET", "0") == "1"
-    if x.dtype == torch.float32 and triton_available() and (x.is_cuda or interpret):
+    if x.dtype == torch.float32 and x.is_cuda and triton_available():
         return "triton"
     return "torch"
 
