@@ -167,39 +167,18 @@ class Codec(nn.Module):
     def __init__(self, config: CodecConfig) -> None:
         super().__init__()
         self.config = config
-        model_channels = config.channels
+        shared = {"channels": config.channels, "dimension": config.latent_dim, "causal": config.causal}
+        # the STFT encoder and the iSTFT decoder take the hop length, the SEANet stacks its factors
+        hop = {"hop_length": math.prod(config.ratios)}
+        ratios = {"ratios": config.ratios}
         if config.encoder_type == "stft":
-            self.encoder = STFTEncoder(
-                channels=model_channels,
-                dimension=config.latent_dim,
-                hop_length=math.prod(config.ratios),
-                causal=config.causal,
-                **config.encoder,
-            )
+            self.encoder = STFTEncoder(**shared, **hop, **config.encoder)
         else:
-            self.encoder = SEANetEncoder(
-                channels=model_channels,
-                dimension=config.latent_dim,
-                ratios=config.ratios,
-                causal=config.causal,
-                **config.encoder,
-            )
+            self.encoder = SEANetEncoder(**shared, **ratios, **config.encoder)
         if config.decoder_type == "istft":
-            self.decoder = ISTFTDecoder(
-                channels=model_channels,
-                dimension=config.latent_dim,
-                hop_length=self.encoder.hop_length,
-                causal=config.causal,
-                **config.decoder,
-            )
+            self.decoder = ISTFTDecoder(**shared, **hop, **config.decoder)
         else:
-            self.decoder = SEANetDecoder(
-                channels=model_channels,
-                dimension=config.latent_dim,
-                ratios=config.ratios,
-                causal=config.causal,
-                **config.decoder,
-            )
+            self.decoder = SEANetDecoder(**shared, **ratios, **config.decoder)
         self.quantizer = ResidualVectorQuantizer(
             config.latent_dim,
             config.num_quantizers,
