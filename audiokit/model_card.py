@@ -17,6 +17,7 @@ import math
 import shlex
 import sys
 from collections import defaultdict
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +78,14 @@ def _loop_seconds(metrics: list[dict], start_steps: list[int]) -> float:
     return total
 
 
+def _session_seconds(sessions: list[dict]) -> float | None:
+    """Sum of ``ended - started`` over the sessions, or None when any session lacks its end."""
+    if not sessions or any(not s.get("ended") for s in sessions):
+        return None
+    spans = (datetime.fromisoformat(s["ended"]) - datetime.fromisoformat(s["started"]) for s in sessions)
+    return sum(span.total_seconds() for span in spans)
+
+
 def training_record(run_dir: Path) -> dict:
     """Recipe, commits, sessions, steps, hardware and wall time of a training run directory."""
     info_path = run_dir / "run.json"
@@ -97,13 +106,26 @@ def training_record(run_dir: Path) -> dict:
         "sessions": [
             {
                 key: s.get(key)
-                for key in ("started", "start_step", "resumed", "init", "device", "world_size", "host")
+                for key in (
+                    "started",
+                    "start_step",
+                    "ended",
+                    "end_step",
+                    "resumed",
+                    "init",
+                    "device",
+                    "hardware",
+                    "threads",
+                    "world_size",
+                    "host",
+                )
             }
             | {"command": shlex.join(s.get("command", []))}
             for s in sessions
         ],
         "steps": steps,
         "loop_wall_seconds": round(_loop_seconds(metrics, [s.get("start_step", 0) for s in sessions]), 1),
+        "session_wall_seconds": _session_seconds(sessions),
         "last_eval": evaluations[-1] if evaluations else None,
         "versions": sessions[-1].get("versions") if sessions else None,
     }
@@ -377,16 +399,24 @@ def render_markdown(card: dict) -> str:
         f"Run directory `{t['run_dir']}`: {t['steps']} steps{_weights_step_note(w, t)}, seed {t['seed']}, "
         "training-loop wall time "
         f"{_hours(t['loop_wall_seconds'])} (sum over `metrics.jsonl` windows of steps / measured steps per "
-        f"second; evaluation and checkpoint time included, start-up not).",
+        f"second; evaluation and checkpoint time included, start-up not)"
+        + (
+            f"; sessions' start to end: {_hours(t['session_wall_seconds'])}."
+            if t["session_wall_seconds"] is not None
+            else "; session end times were not recorded (runs before 2026-11-25 session 2)."
+        ),
         f"Commit(s): {', '.join(f'`{c}`' for c in t['commits']) or 'not recorded'}.",
         f"Recipe: `{t['recipe_path'] or 'not recorded'}` (the run's resolved `recipe.yaml` is below).",
         "",
-        "| session started | from step | device x processes | host | command |",
-        "|---|---|---|---|---|",
+        "| session started | ended | steps | hardware (device x processes, threads) | host | command |",
+        "|---|---|---|---|---|---|",
     ]
     for s in t["sessions"]:
+        steps = f"{s['start_step']} -> {s['end_step'] if s['end_step'] is not None else '?'}"
+        processes = f"{s['device']} x {s['world_size']}, {s['threads'] or '?'} threads"
+        hardware = f"{s['hardware'] or s['device']} ({processes})"
         lines.append(
-            f"| {s['started']} | {s['start_step']} | {s['device']} x {s['world_size']} | {s['host']} | "
+            f"| {s['started']} | {s['ended'] or 'not recorded'} | {steps} | {hardware} | {s['host']} | "
             f"`{s['command']}` |"
         )
     if t["last_eval"]:

@@ -125,6 +125,15 @@ def test_card_from_a_training_run(tmp_path, monkeypatch):
     t = card["training"]
     info = json.loads((run / "run.json").read_text())
     assert t["steps"] == 2 and t["seed"] == 0 and t["commits"] == [info["sessions"][0]["commit"]]
+    session = info["sessions"][0]  # the trainer records the end of each session
+    assert (
+        session["end_step"] == 2
+        and session["stopped"] == "max_steps"
+        and session["ended"] >= session["started"]
+    )
+    assert t["sessions"][0]["hardware"] == session["hardware"] and "CPU" in session["hardware"]
+    assert f"| {session['started']} | {session['ended']} | 0 -> 2 |" in markdown
+    assert t["session_wall_seconds"] is not None and t["session_wall_seconds"] >= 0
     assert t["recipe_path"] == "recipes/codec_speech16k_tiny.yaml"
     assert t["recipe_yaml"] == (run / "recipe.yaml").read_text() and "num_quantizers: 12" in markdown
     logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

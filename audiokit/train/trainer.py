@@ -131,6 +131,13 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _hardware(device: torch.device) -> str:
+    """What the session trains on, in words: the GPU's name, or the CPU model and core count."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores"
+
+
 def _seed_all(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -324,10 +331,21 @@ class Trainer:
                 "commit": git_commit(),
                 "versions": package_versions(),
                 "device": str(self.device),
+                "hardware": _hardware(self.device),
+                "threads": torch.get_num_threads(),
                 "world_size": self.world_size,
                 "host": platform.node(),
             }
         )
+        with atomic_path(info_path) as tmp:
+            tmp.write_text(json.dumps(info, indent=2) + "\n")
+
+    def _end_session(self, stopped: str) -> None:
+        """Record when and at which step this session ended, and why, in ``run.json``."""
+        info_path = self.run_dir / "run.json"
+        info = json.loads(info_path.read_text())
+        ended = {"ended": datetime.now(timezone.utc).isoformat(timespec="seconds"), "end_step": self.step}
+        info["sessions"][-1].update(ended, stopped=stopped)
         with atomic_path(info_path) as tmp:
             tmp.write_text(json.dumps(info, indent=2) + "\n")
 
@@ -610,6 +628,8 @@ class Trainer:
         result.step = self.step
         if self.writer is not None:
             self.writer.flush()
+        if self.is_main:
+            self._end_session(result.stopped)
         return result
 
     def close(self) -> None:
