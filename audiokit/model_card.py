@@ -403,7 +403,7 @@ def render_markdown(card: dict) -> str:
         + (
             f"; sessions' start to end: {_hours(t['session_wall_seconds'])}."
             if t["session_wall_seconds"] is not None
-            else "; session end times were not recorded (runs before 2026-11-25 session 2)."
+            else "; some sessions ran before the trainer recorded end times."
         ),
         f"Commit(s): {', '.join(f'`{c}`' for c in t['commits']) or 'not recorded'}.",
         f"Recipe: `{t['recipe_path'] or 'not recorded'}` (the run's resolved `recipe.yaml` is below).",
