@@ -4,8 +4,8 @@
   EnCodec-24k's architecture (the ``encodec`` package's model class with random weights, 6 kbps);
 * the streaming cost per 20 ms frame of one stream (encode, decode, round trip; p50/p99 of the
   per-step compute times the session records);
-* the floor of that cost at batch 1: one-row products with every weight matrix (a step of one stream
-  must read all the weights; on a CPU that memory traffic bounds it);
+* the floor of that cost at batch 1: one-row products with every weight matrix, nothing else (a step
+  of one stream must read all the weights), to tell arithmetic from per-operation overhead;
 * how many real-time round-trip streams one core sustains, advancing N streams together with a
   :class:`~audiokit.streaming.MultiStreamBatcher`;
 * the same offline and batched figures on the GPU when ``torch.cuda.is_available()``.
@@ -134,8 +134,8 @@ def bench_stream_frame(codec: Codec, frames: int) -> dict:
 def bench_weight_floor(codec: Codec, repeats: int = 50) -> dict:
     """The floor of a one-stream step: a one-row product with every weight matrix of the model, once.
 
-    A step of one stream reads every weight once; at batch 1 that memory traffic, not the arithmetic,
-    bounds the per-frame time. Returns the median time (ms) and the bytes read.
+    A step of one stream reads every weight once; the rest of its time is the overhead of its many
+    small operations. Returns the median time (ms) and the megabytes of weights read.
     """
     matrices = [
         p.detach().reshape(p.shape[0], -1).t().contiguous()
