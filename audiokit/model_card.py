@@ -324,7 +324,7 @@ def _hours(seconds: float) -> str:
 def render_markdown(card: dict) -> str:
     """The card as Markdown (every number is also in the JSON beside it)."""
     w, t, e = card["weights"], card["training"], card["evaluation"]
-    name = card["name"]
+    name = w["name"]  # the model's name; card["name"] only names the files
     lines = [f"# {name}", ""]
     status = "a shipped model" if w["shipped"] else "**not a shipped model**: weights loaded from a path"
     lines += [
@@ -564,7 +564,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--bitrates", type=float, nargs="+", default=[1.5, 3.0, 6.0], metavar="KBPS")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes for the evaluations")
     parser.add_argument("--out", default="docs/models", help="directory of the card (default docs/models)")
-    parser.add_argument("--name", help="card name (default: the model's name)")
+    parser.add_argument("--name", help="file name of the card (default: the model's name)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     return parser.parse_args(argv)
 
