@@ -119,10 +119,10 @@ def score_pair(reference: torch.Tensor, test: torch.Tensor, sample_rate: int) ->
                 "stft_distance": metrics.multi_resolution_stft_distance(ref, est),
             }
         )
-    return {name: _nanmean([c[name] for c in per_channel]) for name in METRICS}
+    return {name: nanmean([c[name] for c in per_channel]) for name in METRICS}
 
 
-def _nanmean(values: list[float]) -> float:
+def nanmean(values: list[float]) -> float:
     """Mean of the non-NaN values; NaN (without numpy's empty-slice warning) when there are none."""
     finite = [v for v in values if not math.isnan(v)]
     return sum(finite) / len(finite) if finite else math.nan

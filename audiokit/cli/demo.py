@@ -14,7 +14,7 @@ import torch
 from audiokit import baselines, io, metrics
 from audiokit.cli.coding import load_codec
 from audiokit.cli.eval import code_file, codec_bitrate
-from audiokit.evaluation import find_audio
+from audiokit.evaluation import find_audio, nanmean
 from audiokit.models import Codec
 from audiokit.models.codec import is_shipped
 from audiokit.plots import spectrogram_comparison
@@ -34,9 +34,8 @@ def _opus_kbps(kbps: float) -> float:
 def _pesq_stoi(ref: torch.Tensor, test: torch.Tensor, rate: int) -> tuple[float, float]:
     """PESQ and STOI of ``(channels, samples)`` audio, averaged over channels (as ``audiokit eval``)."""
     pairs = list(zip(ref.double(), test.double(), strict=True))
-    pesq = sum(metrics.pesq(r, t, rate).score for r, t in pairs) / len(pairs)
-    stoi = sum(metrics.stoi(r, t, rate) for r, t in pairs) / len(pairs)
-    return pesq, stoi
+    pesq = nanmean([metrics.pesq(r, t, rate).score for r, t in pairs])
+    return pesq, nanmean([metrics.stoi(r, t, rate) for r, t in pairs])
 
 
 def _warm_up(codec: Codec, weights_hash: str, bitrate_bps: float) -> None:
@@ -104,10 +103,6 @@ def _mean_row(rows: list[dict]) -> dict:
     seconds = sum(r["seconds"] for r in rows)
     compute = sum(r["compute_seconds"] for r in rows)
 
-    def mean(key: str) -> float:
-        values = [r[key] for r in rows if r[key] == r[key]]
-        return sum(values) / len(values) if values else float("nan")
-
     return {
         "clip": f"all {len(rows)}",
         "seconds": seconds,
@@ -120,7 +115,7 @@ def _mean_row(rows: list[dict]) -> dict:
         "opus_bytes": sum(r["opus_bytes"] for r in rows),
         "compute_seconds": compute,
         "real_time_factor": compute / seconds,
-        **{key: mean(key) for key in ("pesq", "stoi", "opus_pesq", "opus_stoi")},
+        **{key: nanmean([r[key] for r in rows]) for key in ("pesq", "stoi", "opus_pesq", "opus_stoi")},
     }
 
 
