@@ -25,6 +25,7 @@ import yaml
 
 from audiokit import io
 from audiokit.baselines import OPUS_MIN_KBPS
+from audiokit.data.manifest import read_jsonl
 from audiokit.data.paths import data_root
 from audiokit.data.sources import SOURCES
 from audiokit.errors import AudiokitError, RecipeError, UsageError
@@ -47,9 +48,8 @@ BANDWIDTH_CAVEAT = (
 
 # -- the training record ---------------------------------------------------------------------------
 def _jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """Rows of a JSONL file the trainer may not have written yet (none then)."""
+    return read_jsonl(path) if path.is_file() else []
 
 
 def _recipe_argument(command: list[str]) -> str | None:
