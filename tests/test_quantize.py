@@ -121,6 +121,30 @@ def test_dead_codes_are_restarted_onto_the_data(ema):
     assert untouched.codebook.detach()[8:].abs().min() > 90.0
 
 
+@pytest.mark.parametrize("ema", [True, False])
+def test_used_codes_survive_batches_smaller_than_the_codebook(ema):
+    """16 rows per batch, 256 codewords: the 16 in use stay (an absolute EMA count of 2 restarted them
+    all at every step, so the codebook churned instead of learning)."""
+    gen = torch.Generator().manual_seed(3)
+    centres = _centres(16, 4, seed=5)
+    vq = VectorQuantizer(4, 256, ema=ema, kmeans_init=False).train()
+    with torch.no_grad():
+        vq.codebook.copy_(torch.randn(256, 4, generator=gen) + 100.0)
+        vq.codebook[:16] = centres
+        if ema:
+            vq.embed_sum.copy_(vq.codebook * vq.cluster_size[:, None])
+    probe = _mixture(centres, 1, 64, 0.05, gen)
+    before = vq.encode(probe)
+    for _ in range(50):
+        vq(centres.t()[None] + 0.05 * torch.randn(1, 4, 16, generator=gen))
+    assert torch.equal(vq.encode(probe), before)
+    assert _match_error(vq.codebook.detach()[:16], centres) < 0.1
+    # nothing is dead yet: an unused codeword falls from its initial count of 1 below 0.1 x 16 / 256
+    # only after ~500 steps of decay 0.99
+    out = vq(centres.t()[None])
+    assert out.restarted.item() == 0.0
+
+
 def test_vq_codes_match_a_naive_nearest_neighbour():
     torch.manual_seed(0)
     vq = VectorQuantizer(5, 32, kmeans_init=False).eval()

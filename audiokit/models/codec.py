@@ -72,6 +72,7 @@ class CodecConfig:
     l2_normalize: bool = True
     quantizer_ema: bool = True
     quantizer_dropout: float = 0.0
+    dead_code_threshold: float = 0.1
 
     def __post_init__(self) -> None:
         self.ratios = tuple(self.ratios)
@@ -187,6 +188,7 @@ class Codec(nn.Module):
             l2_normalize=config.l2_normalize,
             ema=config.quantizer_ema,
             quantizer_dropout=config.quantizer_dropout,
+            dead_code_threshold=config.dead_code_threshold,
         )
 
     # -- the shared interface -------------------------------------------------------------------

@@ -24,8 +24,9 @@ class QuantizedResult:
     ``quantized`` ``[B, dim, frames]`` float32 with a straight-through gradient; ``codes``
     ``[B, n_q, frames]`` int64 (every stage, also those quantizer dropout left out of an item's
     ``quantized``); ``commitment_loss`` and ``codebook_loss`` are scalars summed over the
-    stages (each stage averaged over the items that used it); ``metrics`` holds ``perplexity`` and
-    ``usage`` tensors ``[n_q]`` (one value per codebook, measured on this batch).
+    stages (each stage averaged over the items that used it); ``metrics`` holds ``perplexity``,
+    ``usage`` and ``restarted`` tensors ``[n_q]`` (one value per codebook, measured on this batch;
+    see :class:`~audiokit.quantize.vq.VQOutput`).
     """
 
     quantized: torch.Tensor
@@ -91,7 +92,7 @@ class ResidualVectorQuantizer(nn.Module):
         decay: float = 0.99,
         kmeans_init: bool = True,
         kmeans_iters: int = 10,
-        dead_code_threshold: float = 2.0,
+        dead_code_threshold: float = 0.1,
         quantizer_dropout: float = 0.0,
     ) -> None:
         super().__init__()
@@ -140,7 +141,7 @@ class ResidualVectorQuantizer(nn.Module):
             item_n_q = torch.where(dropped, torch.randint(1, n_q + 1, (batch,), device=z.device), item_n_q)
         residual = z.float()
         quantized = torch.zeros_like(residual)
-        codes, perplexity, usage = [], [], []
+        codes, perplexity, usage, restarted = [], [], [], []
         commitment_loss = residual.new_zeros(())
         codebook_loss = residual.new_zeros(())
         for i, quantizer in enumerate(self.quantizers[:n_q]):
@@ -154,12 +155,17 @@ class ResidualVectorQuantizer(nn.Module):
             codebook_loss = codebook_loss + out.codebook_loss
             perplexity.append(out.perplexity)
             usage.append(out.usage)
+            restarted.append(out.restarted)
         return QuantizedResult(
             quantized=quantized,
             codes=torch.stack(codes, 1),
             commitment_loss=commitment_loss,
             codebook_loss=codebook_loss,
-            metrics={"perplexity": torch.stack(perplexity), "usage": torch.stack(usage)},
+            metrics={
+                "perplexity": torch.stack(perplexity),
+                "usage": torch.stack(usage),
+                "restarted": torch.stack(restarted),
+            },
         )
 
     def encode(self, z: torch.Tensor, n_q: int | None = None) -> torch.Tensor:

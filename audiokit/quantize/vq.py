@@ -31,7 +31,9 @@ class VQOutput:
     ``quantized`` ``[B, dim, frames]`` carries a straight-through gradient to the input; ``codes``
     ``[B, frames]``; the losses are scalars averaged over the kept (unmasked) items; ``perplexity``
     (exp of the entropy of code use) and ``usage`` (fraction of codewords used) are measured on the
-    kept items of this batch.
+    kept items of this batch; ``restarted`` is the fraction of codewords restarted as dead by this
+    pass (0 outside training). A healthy codebook restarts a few; most of them at every step means
+    churn, not learning.
     """
 
     quantized: torch.Tensor
@@ -40,6 +42,7 @@ class VQOutput:
     codebook_loss: torch.Tensor
     perplexity: torch.Tensor
     usage: torch.Tensor
+    restarted: torch.Tensor
 
 
 class VectorQuantizer(nn.Module):
@@ -59,7 +62,11 @@ class VectorQuantizer(nn.Module):
         kmeans_init: on the first training batch, set the codebook by k-means on that batch.
         kmeans_iters: Lloyd iterations of that k-means.
         dead_code_threshold: in training, a codeword whose EMA usage count per batch falls below this
-            is replaced by a random latent of the current batch; 0 disables restarts.
+            fraction of the uniform share (``rows per batch / codebook_size``) is replaced by a random
+            latent of the current batch and restarts at the uniform share; 0 disables restarts.
+            Relative, so that it means the same for any batch: an absolute count (EnCodec's 2)
+            restarts nearly every codeword at every step when a batch holds fewer rows than the
+            codebook has entries.
     """
 
     def __init__(
@@ -73,7 +80,7 @@ class VectorQuantizer(nn.Module):
         epsilon: float = 1e-5,
         kmeans_init: bool = True,
         kmeans_iters: int = 10,
-        dead_code_threshold: float = 2.0,
+        dead_code_threshold: float = 0.1,
     ) -> None:
         super().__init__()
         codebook_dim = dim if codebook_dim is None else codebook_dim
@@ -159,8 +166,8 @@ class VectorQuantizer(nn.Module):
             # Straight-through with the exact codeword value: z_q + (z_e - z_e) == z_q bit for bit.
             quantized = self._project_out(z_q.detach() + (z_e - z_e.detach()))
             kept_codes = codes if keep is None else codes[keep]
-            if self.training:
-                self._update(kept, kept_codes)
+            restarted = self._update(kept, kept_codes) if self.training else 0
+            restarted = torch.tensor(restarted / self.codebook_size, device=x.device)
             perplexity, usage = self._usage_metrics(kept_codes)
             return VQOutput(
                 quantized=quantized,
@@ -169,6 +176,7 @@ class VectorQuantizer(nn.Module):
                 codebook_loss=codebook_loss,
                 perplexity=perplexity,
                 usage=usage,
+                restarted=restarted,
             )
 
     @torch.no_grad()
@@ -184,7 +192,8 @@ class VectorQuantizer(nn.Module):
         self.initialized.fill_(True)
 
     @torch.no_grad()
-    def _update(self, flat: torch.Tensor, codes: torch.Tensor) -> None:
+    def _update(self, flat: torch.Tensor, codes: torch.Tensor) -> int:
+        """EMA statistics (and codewords) from this batch, then dead-code restarts; returns restarts."""
         counts = torch.bincount(codes, minlength=self.codebook_size).to(flat.dtype)
         all_reduce_sum_(counts)
         self.cluster_size.mul_(self.decay).add_(counts, alpha=1.0 - self.decay)
@@ -196,24 +205,31 @@ class VectorQuantizer(nn.Module):
             smoothing = self.codebook_size * self.epsilon
             smoothed = (self.cluster_size + self.epsilon) / (total + smoothing) * total
             self.codebook.copy_(self.embed_sum / smoothed[:, None])
-        if self.dead_code_threshold > 0:
-            self._restart_dead_codes(flat)
+        if self.dead_code_threshold <= 0:
+            return 0
+        return self._restart_dead_codes(flat, float(counts.sum()) / self.codebook_size)
 
     @torch.no_grad()
-    def _restart_dead_codes(self, flat: torch.Tensor) -> None:
-        dead = self.cluster_size < self.dead_code_threshold  # identical on every rank (all-reduced)
+    def _restart_dead_codes(self, flat: torch.Tensor, uniform_share: float) -> int:
+        """Replace the codewords used below ``dead_code_threshold * uniform_share`` by batch rows.
+
+        ``uniform_share``: rows per batch and codeword. A restarted codeword starts at that count, so it
+        has a few hundred steps (``log(threshold) / log(decay)``) to be chosen before it is dead again.
+        """
+        dead = self.cluster_size < self.dead_code_threshold * uniform_share  # same on every rank
         num_dead = int(dead.sum())
         if num_dead == 0:
-            return
+            return 0
         if flat.shape[0] > 0:
             samples = flat[torch.randint(flat.shape[0], (num_dead,), device=flat.device)]
         else:
             samples = self.codebook.detach()[dead].clone()
         broadcast_(samples)
         self.codebook.data[dead] = samples
-        self.cluster_size[dead] = self.dead_code_threshold
+        self.cluster_size[dead] = uniform_share
         if self.ema:
-            self.embed_sum[dead] = samples * self.dead_code_threshold
+            self.embed_sum[dead] = samples * uniform_share
+        return num_dead
 
     def _usage_metrics(self, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         counts = torch.bincount(codes.detach(), minlength=self.codebook_size).float()
