@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from audiokit.cli import main
 from audiokit.errors import UsageError
 from audiokit.train.checkpoint import load_checkpoint
 from audiokit.train.recipe import load_recipe
@@ -64,31 +65,68 @@ def test_tiny_recipe_trains_checkpoints_and_evaluates(tmp_path):
     assert (run / "model.safetensors").is_file()
 
 
-def test_resume_continues_bit_exactly(tmp_path):
-    # 10 steps in one go == 5 steps, a new process-like Trainer resuming, then 5 more
-    overrides = [
-        "data.valid=null",
-        "data.segment_seconds=0.25",
-        "run.tensorboard=false",
-        "run.max_steps=10",
-        "schedule.total_steps=10",
-        "discriminator.start_step=3",
-        "discriminator.update_every=2",
-    ]
-    straight = Trainer(_recipe(*overrides), tmp_path / "straight", quiet=True)
-    straight.fit()
-    first = Trainer(_recipe(*overrides), tmp_path / "split", quiet=True)
-    assert first.fit(max_steps=5).step == 5
-    del first
-    second = Trainer(_recipe(*overrides), tmp_path / "split", resume=True, quiet=True)
-    assert second.step == 5
-    assert second.fit().step == 10
-    a = load_checkpoint(tmp_path / "straight" / "checkpoints" / "latest.pt")
-    b = load_checkpoint(tmp_path / "split" / "checkpoints" / "latest.pt")
+RESUME_OVERRIDES = [
+    "data.valid=null",
+    "data.segment_seconds=0.25",
+    "run.tensorboard=false",
+    "run.max_steps=10",
+    "schedule.total_steps=10",
+    "discriminator.start_step=3",
+    "discriminator.update_every=2",
+]
+
+
+def _assert_same_training_state(a_dir: Path, b_dir: Path) -> None:
+    a = load_checkpoint(a_dir / "checkpoints" / "latest.pt")
+    b = load_checkpoint(b_dir / "checkpoints" / "latest.pt")
     for key in ("model", "ema", "discriminator", "optimizers"):
         _assert_same_tensors(a[key], b[key], key)
     assert a["balancer"] == b["balancer"] and a["schedulers"] == b["schedulers"]
+
+
+def test_resume_continues_bit_exactly(tmp_path):
+    # 10 steps in one go == 5 steps, a new process-like Trainer resuming, then 5 more
+    straight = Trainer(_recipe(*RESUME_OVERRIDES), tmp_path / "straight", quiet=True)
+    straight.fit()
+    first = Trainer(_recipe(*RESUME_OVERRIDES), tmp_path / "split", quiet=True)
+    assert first.fit(max_steps=5).step == 5
+    del first
+    second = Trainer(_recipe(*RESUME_OVERRIDES), tmp_path / "split", resume=True, quiet=True)
+    assert second.step == 5
+    assert second.fit().step == 10
+    _assert_same_training_state(tmp_path / "straight", tmp_path / "split")
     assert len(json.loads((tmp_path / "split" / "run.json").read_text())["sessions"]) == 2
+
+
+def test_packed_training_state_resumes_bit_exactly_elsewhere(tmp_path):
+    # 5 steps, `audiokit checkpoint pack` into shards of <= 1 MiB, unpack into a new run directory,
+    # resume there for 5 more: the same state as 10 steps in one go
+    Trainer(_recipe(*RESUME_OVERRIDES), tmp_path / "straight", quiet=True).fit()
+    Trainer(_recipe(*RESUME_OVERRIDES), tmp_path / "first", quiet=True).fit(max_steps=5)
+    packed, moved = tmp_path / "packed", tmp_path / "moved"
+    assert main(["checkpoint", "pack", str(tmp_path / "first"), str(packed), "--max-shard-mb", "1"]) == 0
+    shards = sorted(packed.glob("state-*.safetensors"))
+    assert len(shards) > 1 and all(p.stat().st_size <= 2**20 + 2**16 for p in shards)
+    assert {"run.json", "recipe.yaml", "metrics.jsonl", "state.json"} <= {p.name for p in packed.iterdir()}
+    assert main(["checkpoint", "unpack", str(packed), str(moved)]) == 0
+    resumed = Trainer(_recipe(*RESUME_OVERRIDES), moved, resume=True, quiet=True)
+    assert resumed.step == 5 and resumed.fit().step == 10
+    _assert_same_training_state(tmp_path / "straight", moved)
+    assert len(json.loads((moved / "run.json").read_text())["sessions"]) == 2
+
+
+def test_unpack_refuses_a_damaged_pack_and_an_occupied_run(tmp_path, capsys):
+    Trainer(_recipe(*RESUME_OVERRIDES), tmp_path / "run", quiet=True).fit(max_steps=1)
+    packed = tmp_path / "packed"
+    main(["checkpoint", "pack", str(tmp_path / "run"), str(packed), "-q"])
+    assert main(["checkpoint", "unpack", str(packed), str(tmp_path / "run")]) == 1
+    assert "already exists" in capsys.readouterr().err
+    shard = packed / "state-00.safetensors"
+    shard.write_bytes(shard.read_bytes()[:100])
+    assert main(["checkpoint", "unpack", str(packed), str(tmp_path / "other")]) == 1
+    err = capsys.readouterr().err
+    assert "unreadable packed training state" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "other" / "checkpoints" / "latest.pt").exists()
 
 
 def test_run_dir_with_checkpoint_needs_resume(tmp_path):

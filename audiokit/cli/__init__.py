@@ -14,7 +14,7 @@ import sys
 from audiokit import __version__
 from audiokit.errors import AudiokitError
 
-COMMANDS = ("info", "eval", "coding", "data", "train", "bench", "demo")
+COMMANDS = ("info", "eval", "coding", "data", "train", "checkpoint", "bench", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

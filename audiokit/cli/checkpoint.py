@@ -1,0 +1,38 @@
+"""``audiokit checkpoint pack|unpack``: a run's training state as committable shards, and back."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def run(args: argparse.Namespace) -> int:
+    from audiokit.train.portable import pack_run, unpack_run
+
+    if args.action == "pack":
+        written = pack_run(args.source, args.target, int(args.max_shard_mb * 2**20))
+        if not args.quiet:
+            total = sum(path.stat().st_size for path in written) / 2**20
+            print(f"{args.target}: {len(written)} files, {total:.1f} MiB")
+    else:
+        path = unpack_run(args.source, args.target)
+        if not args.quiet:
+            print(f"{path}: ready; continue with audiokit train RECIPE --run-dir {args.target} --resume")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser(
+        "checkpoint",
+        parents=[common],
+        help="pack a run's training state into committable shards, or unpack it into a run directory",
+        description="pack RUN_DIR OUT: checkpoints/latest.pt as safetensors shards + state.json, with "
+        "the run's records; unpack OUT RUN_DIR: rebuild it, so that audiokit train --resume continues "
+        "bit-exactly.",
+    )
+    parser.add_argument("action", choices=("pack", "unpack"))
+    parser.add_argument("source", help="pack: the run directory; unpack: the packed folder")
+    parser.add_argument("target", help="pack: the folder to write; unpack: the run directory to make")
+    parser.add_argument(
+        "--max-shard-mb", type=float, default=24.0, help="largest shard in MiB (default 24)"
+    )
+    parser.set_defaults(handler=run)

@@ -1,0 +1,132 @@
+"""A run's training state as a folder that git can hold: safetensors shards + JSON, and back.
+
+``checkpoints/latest.pt`` of a run (weights, EMA, optimisers, schedulers, RNG states, data position)
+is 60+ MB for ``speech-16k``, over what a repository should hold per file. :func:`pack_run` writes
+it as safetensors shards of at most ``max_shard_bytes`` each plus ``state.json`` (the structure and
+every non-tensor value), and copies the run's records (``run.json``, ``recipe.yaml``,
+``metrics.jsonl``, ``eval.jsonl``). :func:`unpack_run` rebuilds an identical ``latest.pt`` in a run
+directory, so ``audiokit train --resume`` continues bit-exactly on another machine. Nothing is
+unpickled: shards are safetensors, the rest is JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import safetensors
+import safetensors.torch
+import torch
+
+from audiokit.errors import UsageError
+from audiokit.io import atomic_path
+from audiokit.train.checkpoint import load_checkpoint, save_checkpoint
+
+CHECKPOINT = Path("checkpoints") / "latest.pt"
+RECORDS = ("run.json", "recipe.yaml", "metrics.jsonl", "eval.jsonl")
+STATE = "state.json"
+FORMAT = "audiokit-train-state"
+
+
+def _encode(value: Any, tensors: dict[str, torch.Tensor], path: str) -> Any:
+    """JSON-ready form of ``value``; tensors go to ``tensors`` under their path and leave a reference."""
+    if isinstance(value, torch.Tensor):
+        tensors[path] = value.detach().cpu().contiguous().clone()
+        return {"__tensor__": path}
+    if isinstance(value, tuple):
+        return {"__tuple__": [_encode(v, tensors, f"{path}/{i}") for i, v in enumerate(value)]}
+    if isinstance(value, list):
+        return [_encode(v, tensors, f"{path}/{i}") for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        # keys keep their type (optimiser states are keyed by int)
+        return {"__items__": [[k, _encode(v, tensors, f"{path}/{k}")] for k, v in value.items()]}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"{path}: cannot store a {type(value).__name__} in a training state")
+
+
+def _decode(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(value, list):
+        return [_decode(v, tensors) for v in value]
+    if isinstance(value, dict):
+        if "__tensor__" in value:
+            return tensors[value["__tensor__"]]
+        if "__tuple__" in value:
+            return tuple(_decode(v, tensors) for v in value["__tuple__"])
+        return {k: _decode(v, tensors) for k, v in value["__items__"]}
+    return value
+
+
+def _shards(tensors: dict[str, torch.Tensor], max_bytes: int) -> list[dict[str, torch.Tensor]]:
+    """Tensors grouped in order into shards of at most ``max_bytes`` (a larger tensor is an error)."""
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for name, tensor in tensors.items():
+        nbytes = tensor.numel() * tensor.element_size()
+        if nbytes > max_bytes:
+            raise UsageError(f"{name}: {nbytes / 2**20:.1f} MiB, more than one shard may hold")
+        if size + nbytes > max_bytes and shards[-1]:
+            shards.append({})
+            size = 0
+        shards[-1][name] = tensor
+        size += nbytes
+    return shards
+
+
+def pack_run(run_dir: str | Path, out_dir: str | Path, max_shard_bytes: int = 24 * 2**20) -> list[Path]:
+    """Write ``run_dir``'s checkpoint and records to ``out_dir``; returns the files written.
+
+    Shards are ``state-NN.safetensors`` (each at most ``max_shard_bytes``); earlier shards in
+    ``out_dir`` are removed first, so the folder always holds exactly one state.
+    """
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    state = load_checkpoint(run_dir / CHECKPOINT)
+    tensors: dict[str, torch.Tensor] = {}
+    structure = _encode(state, tensors, "state")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for old in out_dir.glob("state-*.safetensors"):
+        old.unlink()
+    written = []
+    shards = _shards(tensors, max_shard_bytes)
+    for index, shard in enumerate(shards):
+        path = out_dir / f"state-{index:02d}.safetensors"
+        with atomic_path(path) as tmp:
+            safetensors.torch.save_file(shard, str(tmp))
+        written.append(path)
+    with atomic_path(out_dir / STATE) as tmp:
+        document = {"format": FORMAT, "step": state["step"], "shards": len(shards), "state": structure}
+        tmp.write_text(json.dumps(document) + "\n")
+    written.append(out_dir / STATE)
+    for name in RECORDS:
+        if (run_dir / name).is_file():
+            shutil.copyfile(run_dir / name, out_dir / name)
+            written.append(out_dir / name)
+    return written
+
+
+def unpack_run(pack_dir: str | Path, run_dir: str | Path) -> Path:
+    """Rebuild ``run_dir/checkpoints/latest.pt`` and the records from a folder written by :func:`pack_run`."""
+    pack_dir, run_dir = Path(pack_dir), Path(run_dir)
+    state_path = pack_dir / STATE
+    if not state_path.is_file():
+        raise UsageError(f"{state_path}: not found (not a packed training state)")
+    try:
+        document = json.loads(state_path.read_text())
+        if document.get("format") != FORMAT:
+            raise ValueError(f"format is {document.get('format')!r}, expected {FORMAT!r}")
+        tensors: dict[str, torch.Tensor] = {}
+        for index in range(int(document["shards"])):
+            tensors.update(safetensors.torch.load_file(str(pack_dir / f"state-{index:02d}.safetensors")))
+        state = _decode(document["state"], tensors)
+    except (OSError, ValueError, KeyError, TypeError, safetensors.SafetensorError) as exc:
+        message = " ".join(str(exc).split())[:200]
+        raise UsageError(f"{pack_dir}: unreadable packed training state ({message})") from None
+    if (run_dir / CHECKPOINT).is_file():
+        raise UsageError(f"{run_dir / CHECKPOINT}: already exists; unpack into another run directory")
+    for name in RECORDS:
+        if (pack_dir / name).is_file():
+            run_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(pack_dir / name, run_dir / name)
+    return save_checkpoint(run_dir / CHECKPOINT, state)
