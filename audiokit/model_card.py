@@ -86,8 +86,43 @@ def _session_seconds(sessions: list[dict]) -> float | None:
     return sum(span.total_seconds() for span in spans)
 
 
+def _init_weights_sha256(init: str) -> str | None:
+    """sha256 that ``model.json`` records beside the ``--init`` weights (None when not found)."""
+    path = Path(init)
+    meta = (path / "model.json") if path.is_dir() else path.with_suffix(".json")
+    if not meta.is_file():
+        return None
+    return json.loads(meta.read_text()).get("sha256")
+
+
+def previous_training(sessions: list[dict]) -> dict | None:
+    """Training record of the weights a run started from (``--init``), from their own ``card.json``.
+
+    Only linked when that card describes exactly those weights (same sha256), so a card rewritten for
+    newer weights in the same folder is never taken for the run's origin.
+    """
+    start = next((s for s in sessions if s.get("init")), None)
+    if start is None:
+        return None
+    init = start["init"]
+    path = Path(init)
+    card_path = (path if path.is_dir() else path.parent) / "card.json"
+    # what the trainer hashed when it loaded them; runs from before it did: the model.json beside them
+    sha256 = start.get("init_sha256") or _init_weights_sha256(init)
+    if not card_path.is_file() or sha256 is None:
+        return None
+    card = json.loads(card_path.read_text())
+    if card.get("weights", {}).get("sha256") != sha256 or "training" not in card:
+        return None
+    return card["training"] | {"weights": init, "weights_sha256": sha256}
+
+
 def training_record(run_dir: Path) -> dict:
-    """Recipe, commits, sessions, steps, hardware and wall time of a training run directory."""
+    """Recipe, commits, sessions, steps, hardware and wall time of a training run directory.
+
+    ``total_steps`` adds the steps of the runs the weights descend from through ``--init``
+    (``previous``, nested when those started from earlier weights too).
+    """
     info_path = run_dir / "run.json"
     if not info_path.is_file():
         raise UsageError(f"--run-dir {run_dir}: no run.json (not an `audiokit train` run directory)")
@@ -97,6 +132,7 @@ def training_record(run_dir: Path) -> dict:
     evaluations = _jsonl(run_dir / "eval.jsonl")
     recipe_text = (run_dir / "recipe.yaml").read_text() if (run_dir / "recipe.yaml").is_file() else None
     steps = max([r["step"] for r in metrics + evaluations if "step" in r], default=0)
+    previous = previous_training(sessions)
     return {
         "run_dir": str(run_dir),
         "recipe_path": next((p for s in sessions if (p := _recipe_argument(s.get("command", [])))), None),
@@ -124,6 +160,8 @@ def training_record(run_dir: Path) -> dict:
             for s in sessions
         ],
         "steps": steps,
+        "total_steps": steps + (previous.get("total_steps", previous["steps"]) if previous else 0),
+        "previous": previous,
         "loop_wall_seconds": round(_loop_seconds(metrics, [s.get("start_step", 0) for s in sessions]), 1),
         "session_wall_seconds": _session_seconds(sessions),
         "last_eval": evaluations[-1] if evaluations else None,
@@ -321,6 +359,31 @@ def _hours(seconds: float) -> str:
     return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
 
 
+def _lineage(training: dict) -> list[dict]:
+    """The training records the weights descend from, earliest first, ending with ``training``."""
+    chain = [training]
+    while chain[0].get("previous"):
+        chain.insert(0, chain[0]["previous"])
+    return chain
+
+
+def _session_table(sessions: list[dict]) -> list[str]:
+    """Markdown table of training sessions: times, steps, hardware, host and command."""
+    lines = [
+        "| session started | ended | steps | hardware (device x processes, threads) | host | command |",
+        "|---|---|---|---|---|---|",
+    ]
+    for s in sessions:
+        steps = f"{s['start_step']} -> {s['end_step'] if s['end_step'] is not None else '?'}"
+        processes = f"{s['device']} x {s['world_size']}, {s['threads'] or '?'} threads"
+        hardware = f"{s['hardware'] or s['device']} ({processes})"
+        lines.append(
+            f"| {s['started']} | {s['ended'] or 'not recorded'} | {steps} | {hardware} | {s['host']} | "
+            f"`{s['command']}` |"
+        )
+    return lines
+
+
 def render_markdown(card: dict) -> str:
     """The card as Markdown (every number is also in the JSON beside it)."""
     w, t, e = card["weights"], card["training"], card["evaluation"]
@@ -396,7 +459,13 @@ def render_markdown(card: dict) -> str:
         lines.append(f"| {report['bitrate'] / 1000:g} kbps | " + " | ".join(cells) + " |")
     lines += ["", "## Training", ""]
     lines += [
-        f"Run directory `{t['run_dir']}`: {t['steps']} steps{_weights_step_note(w, t)}, seed {t['seed']}, "
+        f"Run directory `{t['run_dir']}`: {t['steps']} steps{_weights_step_note(w, t)}"
+        + (
+            f" after {t['total_steps'] - t['steps']} earlier ones ({t['total_steps']} in all)"
+            if t.get("previous")
+            else ""
+        )
+        + f", seed {t['seed']}, "
         "training-loop wall time "
         f"{_hours(t['loop_wall_seconds'])} (sum over `metrics.jsonl` windows of steps / measured steps per "
         f"second; evaluation and checkpoint time included, start-up not)"
@@ -408,17 +477,17 @@ def render_markdown(card: dict) -> str:
         f"Commit(s): {', '.join(f'`{c}`' for c in t['commits']) or 'not recorded'}.",
         f"Recipe: `{t['recipe_path'] or 'not recorded'}` (the run's resolved `recipe.yaml` is below).",
         "",
-        "| session started | ended | steps | hardware (device x processes, threads) | host | command |",
-        "|---|---|---|---|---|---|",
+        *_session_table(t["sessions"]),
     ]
-    for s in t["sessions"]:
-        steps = f"{s['start_step']} -> {s['end_step'] if s['end_step'] is not None else '?'}"
-        processes = f"{s['device']} x {s['world_size']}, {s['threads'] or '?'} threads"
-        hardware = f"{s['hardware'] or s['device']} ({processes})"
-        lines.append(
-            f"| {s['started']} | {s['ended'] or 'not recorded'} | {steps} | {hardware} | {s['host']} | "
-            f"`{s['command']}` |"
-        )
+    for earlier in _lineage(t)[:-1][::-1]:
+        lines += [
+            "",
+            f"It started (`--init`) from `{earlier['weights']}` (sha256 `{earlier['weights_sha256'][:16]}`), "
+            f"trained for {earlier['steps']} steps in `{earlier['run_dir']}` "
+            f"(commits {', '.join(f'`{c}`' for c in earlier['commits']) or 'not recorded'}):",
+            "",
+            *_session_table(earlier["sessions"]),
+        ]
     if t["last_eval"]:
         lines += ["", f"Trainer's last evaluation (step {t['last_eval']['step']}, its own subset of clips): "]
         for bitrate, scores in t["last_eval"].get("bitrates", {}).items():
@@ -451,7 +520,7 @@ def render_markdown(card: dict) -> str:
     lines += ["", "## Reproduce", "", "```sh"]
     lines += [
         "# training, session by session as recorded in run.json (the data: audiokit data prepare)",
-        *(s["command"] for s in t["sessions"]),
+        *(s["command"] for record in _lineage(t) for s in record["sessions"]),
         "# the validation speech, and every number of the table and the targets",
         "audiokit data prepare --roles speech --split valid",
         *card["evaluation"]["commands"].values(),

@@ -193,3 +193,45 @@ def test_loop_time_sums_every_session_window():
     rows = [{"step": s, "speed/steps_per_second": v} for s, v in zip((2, 4, 6, 6, 8), speeds, strict=True)]
     expected = 2 / 1.0 + 2 / 2.0 + 2 / 4.0 + 2 / 0.5 + 2 / 0.25
     assert model_card._loop_seconds(rows, [0, 4]) == pytest.approx(expected)
+
+
+def test_training_record_follows_init_to_the_card_of_those_weights(tmp_path):
+    session = {
+        "started": "2026-11-25T14:00:00+00:00",
+        "ended": "2026-11-25T16:00:00+00:00",
+        "start_step": 0,
+        "end_step": 100,
+        "device": "cpu",
+        "world_size": 1,
+        "threads": 2,
+        "hardware": "x86_64 CPU, 2 cores",
+        "host": "vm",
+        "command": "audiokit train recipes/codec_speech16k.yaml --run-dir runs/old",
+    }
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    (earlier / "model.json").write_text(json.dumps({"sha256": "aa" * 32}))
+    old_training = {"run_dir": "runs/old", "steps": 100, "commits": ["c1"], "sessions": [session]}
+    old_card = {"weights": {"sha256": "aa" * 32}, "training": old_training}
+    (earlier / "card.json").write_text(json.dumps(old_card))
+    run = tmp_path / "run"
+    run.mkdir()
+    init = str(earlier / "model.safetensors")
+    command = ["audiokit", "train", "recipes/codec_speech16k.yaml", "--init", init]
+    (run / "run.json").write_text(
+        json.dumps({"seed": 0, "sessions": [{"start_step": 0, "init": init, "command": command}]})
+    )
+    (run / "metrics.jsonl").write_text(json.dumps({"step": 50, "speed/steps_per_second": 1.0}) + "\n")
+
+    record = model_card.training_record(run)
+    assert record["steps"] == 50 and record["total_steps"] == 150
+    assert record["previous"]["steps"] == 100 and record["previous"]["weights"] == init
+    chain = model_card._lineage(record)
+    assert [r["steps"] for r in chain] == [100, 50]
+    table = "\n".join(model_card._session_table(chain[0]["sessions"]))
+    assert "| 2026-11-25T14:00:00+00:00 | 2026-11-25T16:00:00+00:00 | 0 -> 100 |" in table
+
+    # a card beside the init path that describes other weights is not the run's origin
+    (earlier / "model.json").write_text(json.dumps({"sha256": "bb" * 32}))
+    record = model_card.training_record(run)
+    assert record["previous"] is None and record["total_steps"] == 50

@@ -147,6 +147,10 @@ def test_init_fine_tunes_from_checkpoint_weights(tmp_path):
     )
     assert tuned.step == 0
     _assert_same_tensors(tuned.model.state_dict(), source["ema"]["module"])
+    # run.json names the weights it started from and their sha256 (the model card follows it)
+    session = json.loads((tmp_path / "b" / "run.json").read_text())["sessions"][0]
+    saved = json.loads((tmp_path / "a" / "model.json").read_text())
+    assert session["init_sha256"] == saved["sha256"] == tuned.model.weights_sha256()
     mismatched = _recipe(*overrides, "model.options.latent_dim=8")
     with pytest.raises(UsageError, match="do not fit"):
         Trainer(mismatched, tmp_path / "c", init=tmp_path / "a" / "model.safetensors")

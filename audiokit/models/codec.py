@@ -53,7 +53,9 @@ class CodecConfig:
     :class:`~audiokit.nn.STFTEncoder` options (``encoder_type="stft"``); ``decoder`` holds
     :class:`~audiokit.nn.SEANetDecoder` options (``decoder_type="seanet"``) or
     :class:`~audiokit.nn.ISTFTDecoder` options (``decoder_type="istft"``). ``ratios`` (whose product is
-    the hop length in samples) and ``causal`` apply to both sides.
+    the hop length in samples) and ``causal`` apply to both sides. The quantizer fields
+    (``num_quantizers`` .. ``dead_code_threshold``) are those of
+    :class:`~audiokit.quantize.ResidualVectorQuantizer`; the last two only matter in training.
     """
 
     name: str

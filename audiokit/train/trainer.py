@@ -204,8 +204,11 @@ class Trainer:
 
         _seed_all(run.seed)  # identical initial weights on every rank
         self.model = (model if model is not None else build_model(recipe.model)).to(self.device)
+        self.init_sha256 = None
         if init is not None:
             self._load_init(init)
+            if hasattr(self.model, "weights_sha256"):
+                self.init_sha256 = self.model.weights_sha256()
         self._check_bitrates()
         self.ema = EMA(self.model, recipe.optim.ema_decay)
         self.discriminator = build_discriminator(recipe.discriminator, self.model.channels)
@@ -327,6 +330,7 @@ class Trainer:
                 "start_step": self.step,
                 "resumed": resume,
                 "init": str(init) if init else None,
+                "init_sha256": self.init_sha256,
                 "command": sys.argv,
                 "commit": git_commit(),
                 "versions": package_versions(),
