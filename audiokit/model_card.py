@@ -28,7 +28,7 @@ from audiokit.baselines import OPUS_MIN_KBPS
 from audiokit.data.manifest import read_jsonl
 from audiokit.data.paths import data_root
 from audiokit.data.sources import SOURCES
-from audiokit.errors import AudiokitError, RecipeError, UsageError
+from audiokit.errors import AudiokitError, ModelError, RecipeError, UsageError
 from audiokit.provenance import finite, run_info
 from audiokit.robustness import robustness_report
 
@@ -86,13 +86,16 @@ def _session_seconds(sessions: list[dict]) -> float | None:
     return sum(span.total_seconds() for span in spans)
 
 
-def _init_weights_sha256(init: str) -> str | None:
-    """sha256 that ``model.json`` records beside the ``--init`` weights (None when not found)."""
-    path = Path(init)
-    meta = (path / "model.json") if path.is_dir() else path.with_suffix(".json")
-    if not meta.is_file():
-        return None
-    return json.loads(meta.read_text()).get("sha256")
+def _init_weights(init: str) -> tuple[Path | None, str | None]:
+    """The ``--init`` weights file and the sha256 its ``model.json`` records (None where not found)."""
+    from audiokit.models.codec import _resolve_weights
+
+    try:
+        path = _resolve_weights(init)
+    except ModelError:
+        return None, None
+    meta = path.with_suffix(".json")
+    return path, json.loads(meta.read_text()).get("sha256") if meta.is_file() else None
 
 
 def previous_training(sessions: list[dict]) -> dict | None:
@@ -105,11 +108,11 @@ def previous_training(sessions: list[dict]) -> dict | None:
     if start is None:
         return None
     init = start["init"]
-    path = Path(init)
-    card_path = (path if path.is_dir() else path.parent) / "card.json"
+    path, recorded = _init_weights(init)
     # what the trainer hashed when it loaded them; runs from before it did: the model.json beside them
-    sha256 = start.get("init_sha256") or _init_weights_sha256(init)
-    if not card_path.is_file() or sha256 is None:
+    sha256 = start.get("init_sha256") or recorded
+    card_path = path.parent / "card.json" if path is not None else None
+    if card_path is None or not card_path.is_file() or sha256 is None:
         return None
     card = json.loads(card_path.read_text())
     if card.get("weights", {}).get("sha256") != sha256 or "training" not in card:

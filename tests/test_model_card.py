@@ -210,6 +210,7 @@ def test_training_record_follows_init_to_the_card_of_those_weights(tmp_path):
     }
     earlier = tmp_path / "earlier"
     earlier.mkdir()
+    (earlier / "model.safetensors").write_bytes(b"")  # only its path and model.json are read
     (earlier / "model.json").write_text(json.dumps({"sha256": "aa" * 32}))
     old_training = {"run_dir": "runs/old", "steps": 100, "commits": ["c1"], "sessions": [session]}
     old_card = {"weights": {"sha256": "aa" * 32}, "training": old_training}

@@ -18,6 +18,8 @@ import torch
 from audiokit.errors import UsageError
 from audiokit.io import atomic_path
 
+RUN_CHECKPOINT = "checkpoints/latest.pt"  # a run directory's checkpoint, relative to the run directory
+
 
 def rng_state() -> dict[str, Any]:
     """The python, numpy and torch (CPU, and CUDA if present) random states of this process."""

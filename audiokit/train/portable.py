@@ -1,7 +1,8 @@
-"""A run's training state as a folder that git can hold: safetensors shards + JSON, and back.
+"""A run's training state as a folder of size-bounded files: safetensors shards + JSON, and back.
 
 ``checkpoints/latest.pt`` of a run (weights, EMA, optimisers, schedulers, RNG states, data position)
-is 60+ MB for ``speech-16k``, over what a repository should hold per file. :func:`pack_run` writes
+is 60+ MB for ``speech-16k``, more than one file may be where files are capped (a repository, a
+transfer with a per-file limit). :func:`pack_run` writes
 it as safetensors shards of at most ``max_shard_bytes`` each plus ``state.json`` (the structure and
 every non-tensor value), and copies the run's records (``run.json``, ``recipe.yaml``,
 ``metrics.jsonl``, ``eval.jsonl``). :func:`unpack_run` rebuilds an identical ``latest.pt`` in a run
@@ -22,9 +23,9 @@ import torch
 
 from audiokit.errors import UsageError
 from audiokit.io import atomic_path
+from audiokit.train.checkpoint import RUN_CHECKPOINT as CHECKPOINT
 from audiokit.train.checkpoint import load_checkpoint, save_checkpoint
 
-CHECKPOINT = Path("checkpoints") / "latest.pt"
 RECORDS = ("run.json", "recipe.yaml", "metrics.jsonl", "eval.jsonl")
 STATE = "state.json"
 FORMAT = "audiokit-train-state"

@@ -55,6 +55,7 @@ from audiokit.losses import (
 )
 from audiokit.models import CONFIGS, Codec, CodecConfig
 from audiokit.provenance import git_commit, package_versions
+from audiokit.train.checkpoint import RUN_CHECKPOINT as CHECKPOINT
 from audiokit.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from audiokit.train.data import CropDataset, batches, load_validation, read_clips
 from audiokit.train.ema import EMA
@@ -66,7 +67,6 @@ DISCRIMINATORS = {
     "mrd": MultiBandMultiResolutionDiscriminator,
 }
 BALANCED_LOSSES = ("mel", "stft", "waveform", "adversarial", "feature_matching")
-CHECKPOINT = "checkpoints/latest.pt"
 
 
 def build_model(config: ModelConfig, where: str = "recipe") -> Codec:
