@@ -98,11 +98,13 @@ def _init_weights(init: str) -> tuple[Path | None, str | None]:
     return path, json.loads(meta.read_text()).get("sha256") if meta.is_file() else None
 
 
-def previous_training(sessions: list[dict]) -> dict | None:
+def previous_training(sessions: list[dict], own_sha256: str | None = None) -> dict | None:
     """Training record of the weights a run started from (``--init``), from their own ``card.json``.
 
     Only linked when that card describes exactly those weights (same sha256), so a card rewritten for
-    newer weights in the same folder is never taken for the run's origin.
+    newer weights in the same folder is never taken for the run's origin; nor is a card of the run's
+    own weights (``own_sha256``), which a run from before ``init_sha256`` was recorded would otherwise
+    take for its origin once they were copied over the ones it started from.
     """
     start = next((s for s in sessions if s.get("init")), None)
     if start is None:
@@ -115,7 +117,8 @@ def previous_training(sessions: list[dict]) -> dict | None:
     if card_path is None or not card_path.is_file() or sha256 is None:
         return None
     card = json.loads(card_path.read_text())
-    if card.get("weights", {}).get("sha256") != sha256 or "training" not in card:
+    described = card.get("weights", {}).get("sha256")
+    if described != sha256 or described == own_sha256 or "training" not in card:
         return None
     return card["training"] | {"weights": init, "weights_sha256": sha256}
 
@@ -135,7 +138,9 @@ def training_record(run_dir: Path) -> dict:
     evaluations = _jsonl(run_dir / "eval.jsonl")
     recipe_text = (run_dir / "recipe.yaml").read_text() if (run_dir / "recipe.yaml").is_file() else None
     steps = max([r["step"] for r in metrics + evaluations if "step" in r], default=0)
-    previous = previous_training(sessions)
+    own = run_dir / "model.json"
+    own_sha256 = json.loads(own.read_text()).get("sha256") if own.is_file() else None
+    previous = previous_training(sessions, own_sha256)
     return {
         "run_dir": str(run_dir),
         "recipe_path": next((p for s in sessions if (p := _recipe_argument(s.get("command", [])))), None),

@@ -232,6 +232,11 @@ def test_training_record_follows_init_to_the_card_of_those_weights(tmp_path):
     table = "\n".join(model_card._session_table(chain[0]["sessions"]))
     assert "| 2026-11-25T14:00:00+00:00 | 2026-11-25T16:00:00+00:00 | 0 -> 100 |" in table
 
+    # the run's own weights copied over the ones it started from, with their card: not its origin
+    (run / "model.json").write_text(json.dumps({"sha256": "aa" * 32}))
+    assert model_card.training_record(run)["previous"] is None
+    (run / "model.json").unlink()
+
     # a card beside the init path that describes other weights is not the run's origin
     (earlier / "model.json").write_text(json.dumps({"sha256": "bb" * 32}))
     record = model_card.training_record(run)
