@@ -16,7 +16,6 @@ import json
 import math
 import shlex
 import sys
-from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import yaml
 
 from audiokit import io
 from audiokit.baselines import OPUS_MIN_KBPS
-from audiokit.data.manifest import read_jsonl
+from audiokit.data.manifest import package_totals, read_jsonl
 from audiokit.data.paths import data_root
 from audiokit.data.sources import SOURCES
 from audiokit.errors import AudiokitError, ModelError, RecipeError, UsageError
@@ -214,18 +213,15 @@ def training_data(recipe_yaml: str | None) -> list[dict]:
 
 
 def _packages(rows: list[dict]) -> list[dict]:
-    by_package: dict[str, list[dict]] = defaultdict(list)
-    for row in rows:
-        by_package[row.get("package") or "(no package recorded)"].append(row)
     packages = []
-    for name, clips in sorted(by_package.items()):
-        rules = [s for s in SOURCES if s.package == name and s.split == "train"]
+    for totals in package_totals(rows, unnamed="(no package recorded)"):
+        rules = [s for s in SOURCES if s.package == totals["package"] and s.split == "train"]
         packages.append(
             {
-                "package": name,
-                "clips": len(clips),
-                "hours": round(sum(float(c.get("seconds") or 0) for c in clips) / 3600, 3),
-                "licences": sorted({c["licence"] for c in clips if c.get("licence")}),
+                "package": totals["package"],
+                "clips": totals["clips"],
+                "hours": round(totals["seconds"] / 3600, 3),
+                "licences": sorted(totals["licences"]),
                 "allowlist_licences": sorted({s.licence for s in rules}),
                 "training_package": bool(rules),
             }

@@ -11,6 +11,7 @@ import pytest
 
 from audiokit.data.archives import extract_members, list_members, read_queen_table
 from audiokit.data.decode import decode
+from audiokit.data.manifest import package_totals
 from audiokit.data.mixing import fit_length, mix_at_snr, snr_db
 from audiokit.data.prepare import resolve_in_tree
 from audiokit.data.sources import SOURCES
@@ -145,3 +146,18 @@ def test_allowlist_rules():
     assert matching("audio/voice/athen/civ/x.ogg") == [("0ad-data", "speech", "train")]
     assert matching("audio/ambient/rain.ogg") == [("0ad-data", "noise", "train")]
     assert matching("audio/interface/click.ogg") == []
+
+
+def test_package_totals_sum_clips_seconds_and_licences_per_package():
+    rows = [
+        {"package": "b-pkg", "seconds": 1.25, "licence": "GPL-2"},
+        {"package": "a-pkg", "seconds": 2.0, "licence": "CC-BY-4.0"},
+        {"package": "b-pkg", "seconds": 0.5, "licence": "LGPL-2.1"},
+        {"package": "b-pkg", "seconds": 0.25, "licence": "GPL-2"},
+        {"seconds": 3.0},
+    ]
+    assert package_totals(rows, unnamed="(none)") == [
+        {"package": "(none)", "clips": 1, "seconds": 3.0, "licences": []},
+        {"package": "a-pkg", "clips": 1, "seconds": 2.0, "licences": ["CC-BY-4.0"]},
+        {"package": "b-pkg", "clips": 3, "seconds": 2.0, "licences": ["GPL-2", "LGPL-2.1"]},
+    ]

@@ -46,6 +46,24 @@ def read_jsonl(path: Path) -> list[dict]:
         return [json.loads(line) for line in handle if line.strip()]
 
 
+def package_totals(rows: Iterable[dict], unnamed: str = "unknown") -> list[dict]:
+    """Per Debian package of manifest ``rows``, sorted by name: ``package``, ``clips``, ``seconds``
+    (rounded to ms) and the ``licences`` the rows record, in order of appearance. Rows without a
+    package count under ``unnamed``."""
+    table: dict[str, dict] = {}
+    for row in rows:
+        name = row.get("package") or unnamed
+        entry = table.setdefault(name, {"package": name, "clips": 0, "seconds": 0.0, "licences": []})
+        licence = row.get("licence")
+        if licence and licence not in entry["licences"]:
+            entry["licences"].append(licence)
+        entry["clips"] += 1
+        entry["seconds"] += float(row.get("seconds") or 0.0)
+    for entry in table.values():
+        entry["seconds"] = round(entry["seconds"], 3)
+    return sorted(table.values(), key=lambda e: e["package"])
+
+
 def audio_path(manifest: Path, audio: str | Path, root: Path | None = None) -> Path:
     """Where a manifest's ``path`` entry points.
 

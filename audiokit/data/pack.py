@@ -32,7 +32,7 @@ from audiokit import __version__
 from audiokit import io as audio_io
 from audiokit.baselines import OPUS_MIN_KBPS, require_tool
 from audiokit.data.debs import sha256_file
-from audiokit.data.manifest import DEFAULT_SAMPLE_RATE, audio_path, manifest_dir, read_jsonl
+from audiokit.data.manifest import DEFAULT_SAMPLE_RATE, audio_path, manifest_dir, package_totals, read_jsonl
 from audiokit.data.paths import data_root
 from audiokit.errors import UsageError
 
@@ -118,23 +118,6 @@ def _package_versions(root: Path) -> dict[str, str]:
     if not path.is_file():
         return {}
     return {row["package"]: row.get("version") for row in read_jsonl(path) if "package" in row}
-
-
-def _packages(rows: list[dict], versions: dict[str, str]) -> list[dict]:
-    table: dict[str, dict] = {}
-    for row in rows:
-        name = row.get("package") or "unknown"
-        entry = table.setdefault(
-            name, {"package": name, "version": versions.get(name), "licences": [], "clips": 0, "seconds": 0.0}
-        )
-        licence = row.get("licence")
-        if licence and licence not in entry["licences"]:
-            entry["licences"].append(licence)
-        entry["clips"] += 1
-        entry["seconds"] += row["seconds"]
-    for entry in table.values():
-        entry["seconds"] = round(entry["seconds"], 3)
-    return sorted(table.values(), key=lambda e: e["package"])
 
 
 def _self_sized(info: dict) -> str:
@@ -238,6 +221,7 @@ def pack(
         (tmp / "manifest.jsonl").write_text("".join(lines), encoding="utf-8")
         audio_bytes = sum((tmp / row["path"]).stat().st_size for row in packed)
         seconds = sum(row["seconds"] for row in packed)
+        versions = _package_versions(root)
         info = {
             "format": "audiokit-pack",
             "format_version": 1,
@@ -259,7 +243,10 @@ def pack(
             "shuffled": shuffle,
             "max_mb": max_mb,
             "max_clips": max_clips,
-            "packages": _packages(packed, _package_versions(root)),
+            "packages": [
+                {"package": p["package"], "version": versions.get(p["package"]), **p}
+                for p in package_totals(packed)
+            ],
             "encoder": _encoder_version(opusenc),
             "audiokit": __version__,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
