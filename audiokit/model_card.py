@@ -97,36 +97,52 @@ def _init_weights(init: str) -> tuple[Path | None, str | None]:
     return path, json.loads(meta.read_text()).get("sha256") if meta.is_file() else None
 
 
-def previous_training(sessions: list[dict], own_sha256: str | None = None) -> dict | None:
+def previous_training(
+    sessions: list[dict], own_sha256: str | None = None, init_card: Path | None = None
+) -> dict | None:
     """Training record of the weights a run started from (``--init``), from their own ``card.json``.
 
     Only linked when that card describes exactly those weights (same sha256), so a card rewritten for
     newer weights in the same folder is never taken for the run's origin; nor is a card of the run's
     own weights (``own_sha256``), which a run from before ``init_sha256`` was recorded would otherwise
-    take for its origin once they were copied over the ones it started from.
+    take for its origin once they were copied over the ones it started from. ``init_card``: that card
+    (``card.json``) when it no longer lies beside the init weights (they were replaced since, e.g. by
+    this run's own result; take the old card from git); raises :class:`UsageError` when it describes
+    other weights.
     """
     start = next((s for s in sessions if s.get("init")), None)
     if start is None:
+        if init_card is not None:
+            raise UsageError(f"--init-card {init_card}: the run did not start from --init weights")
         return None
     init = start["init"]
     path, recorded = _init_weights(init)
     # what the trainer hashed when it loaded them; runs from before it did: the model.json beside them
-    sha256 = start.get("init_sha256") or recorded
-    card_path = path.parent / "card.json" if path is not None else None
+    sha256 = start.get("init_sha256") or (None if init_card is not None else recorded)
+    card_path = init_card or (path.parent / "card.json" if path is not None else None)
+    if init_card is not None and (sha256 is None or not init_card.is_file()):
+        why = "no such file" if not init_card.is_file() else "the run did not record its init weights' sha256"
+        raise UsageError(f"--init-card {init_card}: {why}")
     if card_path is None or not card_path.is_file() or sha256 is None:
         return None
     card = json.loads(card_path.read_text())
     described = card.get("weights", {}).get("sha256")
+    if init_card is not None and (described != sha256 or "training" not in card):
+        raise UsageError(
+            f"--init-card {init_card}: describes weights {str(described)[:16]}..., "
+            f"the run started from {sha256[:16]}..."
+        )
     if described != sha256 or described == own_sha256 or "training" not in card:
         return None
     return card["training"] | {"weights": init, "weights_sha256": sha256}
 
 
-def training_record(run_dir: Path) -> dict:
+def training_record(run_dir: Path, init_card: Path | None = None) -> dict:
     """Recipe, commits, sessions, steps, hardware and wall time of a training run directory.
 
     ``total_steps`` adds the steps of the runs the weights descend from through ``--init``
-    (``previous``, nested when those started from earlier weights too).
+    (``previous``, nested when those started from earlier weights too; ``init_card``: see
+    :func:`previous_training`).
     """
     info_path = run_dir / "run.json"
     if not info_path.is_file():
@@ -139,7 +155,7 @@ def training_record(run_dir: Path) -> dict:
     steps = max([r["step"] for r in metrics + evaluations if "step" in r], default=0)
     own = run_dir / "model.json"
     own_sha256 = json.loads(own.read_text()).get("sha256") if own.is_file() else None
-    previous = previous_training(sessions, own_sha256)
+    previous = previous_training(sessions, own_sha256, init_card)
     return {
         "run_dir": str(run_dir),
         "recipe_path": next((p for s in sessions if (p := _recipe_argument(s.get("command", [])))), None),
@@ -588,13 +604,16 @@ def _weights_info(weights: str) -> dict:
 def build_card(args: argparse.Namespace) -> dict:
     """Measure and collect everything the card holds (see the module docstring)."""
     weights = _weights_info(args.weights)
-    training = training_record(Path(args.run_dir))
+    init_card = Path(args.init_card) if args.init_card else None
+    training = training_record(Path(args.run_dir), init_card)
     section, rows = measure(args.weights, args.valid, args.glob, args.bitrates, args.jobs, args.quiet)
     edge_cases = robustness(args.weights, args.bitrates)
     argv = ["--weights", args.weights, "--run-dir", args.run_dir, "--valid", args.valid, "--glob", args.glob]
     argv += ["--bitrates", *(f"{b:g}" for b in args.bitrates), "--jobs", str(args.jobs), "--out", args.out]
     if args.name:
         argv += ["--name", args.name]
+    if args.init_card:
+        argv += ["--init-card", args.init_card]
     shown = " ".join(_shown_path(a) if a == args.valid else shlex.quote(a) for a in argv)
     return {
         "name": args.name or weights["name"],
@@ -631,6 +650,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--weights", required=True, help="shipped name, model directory or .safetensors")
     parser.add_argument(
         "--run-dir", required=True, help="the `audiokit train` run directory of these weights"
+    )
+    parser.add_argument(
+        "--init-card",
+        help="card.json of the weights the run started from (--init), when those beside the recorded "
+        "path have been replaced since (e.g. from git: git show REV:checkpoints/NAME/card.json)",
     )
     parser.add_argument("--valid", required=True, help="validation speech directory (references)")
     parser.add_argument("--glob", default="*", help="reference files to use (default *)")

@@ -14,6 +14,7 @@ import pytest
 
 from audiokit import model_card
 from audiokit.cli import main as audiokit_main
+from audiokit.errors import UsageError
 from audiokit.train.recipe import load_recipe
 from audiokit.train.trainer import Trainer
 
@@ -241,3 +242,31 @@ def test_training_record_follows_init_to_the_card_of_those_weights(tmp_path):
     (earlier / "model.json").write_text(json.dumps({"sha256": "bb" * 32}))
     record = model_card.training_record(run)
     assert record["previous"] is None and record["total_steps"] == 50
+
+
+def test_init_card_links_an_origin_whose_weights_were_replaced(tmp_path):
+    folder = tmp_path / "checkpoint"
+    folder.mkdir()
+    init = str(folder / "model.safetensors")
+    (folder / "model.safetensors").write_bytes(b"")
+    # the run's own result now lies where it started from, with its own card
+    (folder / "model.json").write_text(json.dumps({"sha256": "cc" * 32}))
+    own_card = {"weights": {"sha256": "cc" * 32}, "training": {"steps": 7}}
+    (folder / "card.json").write_text(json.dumps(own_card))
+    run = tmp_path / "run"
+    run.mkdir()
+    session = {"start_step": 0, "init": init, "init_sha256": "aa" * 32, "command": ["audiokit", "train"]}
+    (run / "run.json").write_text(json.dumps({"seed": 0, "sessions": [session]}))
+    (run / "metrics.jsonl").write_text(json.dumps({"step": 50, "speed/steps_per_second": 1.0}) + "\n")
+    assert model_card.training_record(run)["previous"] is None
+
+    old = tmp_path / "old-card.json"  # e.g. from `git show REV:checkpoint/card.json`
+    old.write_text(json.dumps({"weights": {"sha256": "aa" * 32}, "training": {"steps": 100}}))
+    record = model_card.training_record(run, init_card=old)
+    assert record["previous"]["steps"] == 100 and record["total_steps"] == 150
+
+    with pytest.raises(UsageError, match=r"old-card.json: describes weights cccc"):
+        old.write_text(json.dumps(own_card))
+        model_card.training_record(run, init_card=old)
+    with pytest.raises(UsageError, match="missing.json: no such file"):
+        model_card.training_record(run, init_card=tmp_path / "missing.json")
