@@ -108,33 +108,43 @@ def previous_training(
     take for its origin once they were copied over the ones it started from. ``init_card``: that card
     (``card.json``) when it no longer lies beside the init weights (they were replaced since, e.g. by
     this run's own result; take the old card from git); raises :class:`UsageError` when it describes
-    other weights.
+    other weights than the run recorded, or the run's own.
     """
     start = next((s for s in sessions if s.get("init")), None)
+    if init_card is not None:
+        return _named_init_card(start, own_sha256, init_card)
     if start is None:
-        if init_card is not None:
-            raise UsageError(f"--init-card {init_card}: the run did not start from --init weights")
         return None
     init = start["init"]
     path, recorded = _init_weights(init)
     # what the trainer hashed when it loaded them; runs from before it did: the model.json beside them
-    sha256 = start.get("init_sha256") or (None if init_card is not None else recorded)
-    card_path = init_card or (path.parent / "card.json" if path is not None else None)
-    if init_card is not None and (sha256 is None or not init_card.is_file()):
-        why = "no such file" if not init_card.is_file() else "the run did not record its init weights' sha256"
-        raise UsageError(f"--init-card {init_card}: {why}")
+    sha256 = start.get("init_sha256") or recorded
+    card_path = path.parent / "card.json" if path is not None else None
     if card_path is None or not card_path.is_file() or sha256 is None:
         return None
     card = json.loads(card_path.read_text())
     described = card.get("weights", {}).get("sha256")
-    if init_card is not None and (described != sha256 or "training" not in card):
-        raise UsageError(
-            f"--init-card {init_card}: describes weights {str(described)[:16]}..., "
-            f"the run started from {sha256[:16]}..."
-        )
     if described != sha256 or described == own_sha256 or "training" not in card:
         return None
     return card["training"] | {"weights": init, "weights_sha256": sha256}
+
+
+def _named_init_card(start: dict | None, own_sha256: str | None, init_card: Path) -> dict:
+    """The training record in ``init_card``, checked against the run's recorded init sha256 (runs from
+    before the trainer recorded it are taken at the user's word) and its own weights."""
+    if start is None:
+        raise UsageError(f"--init-card {init_card}: the run did not start from --init weights")
+    if not init_card.is_file():
+        raise UsageError(f"--init-card {init_card}: no such file")
+    card = json.loads(init_card.read_text())
+    described = card.get("weights", {}).get("sha256")
+    expected = start.get("init_sha256")
+    if "training" not in card or described is None:
+        raise UsageError(f"--init-card {init_card}: not a model card (no weights sha256 or training record)")
+    if described == own_sha256 or (expected is not None and described != expected):
+        started = f"started from {expected[:16]}..." if expected else "wrote these very weights"
+        raise UsageError(f"--init-card {init_card}: describes weights {described[:16]}..., the run {started}")
+    return card["training"] | {"weights": start["init"], "weights_sha256": described}
 
 
 def training_record(run_dir: Path, init_card: Path | None = None) -> dict:

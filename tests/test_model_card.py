@@ -270,3 +270,13 @@ def test_init_card_links_an_origin_whose_weights_were_replaced(tmp_path):
         model_card.training_record(run, init_card=old)
     with pytest.raises(UsageError, match="missing.json: no such file"):
         model_card.training_record(run, init_card=tmp_path / "missing.json")
+
+    # a run from before the trainer recorded init_sha256: the named card is taken, unless it is the
+    # card of the run's own weights
+    session.pop("init_sha256")
+    (run / "run.json").write_text(json.dumps({"seed": 0, "sessions": [session]}))
+    old.write_text(json.dumps({"weights": {"sha256": "aa" * 32}, "training": {"steps": 100}}))
+    assert model_card.training_record(run, init_card=old)["total_steps"] == 150
+    (run / "model.json").write_text(json.dumps({"sha256": "aa" * 32}))
+    with pytest.raises(UsageError, match="the run wrote these very weights"):
+        model_card.training_record(run, init_card=old)
