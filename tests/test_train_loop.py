@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -191,3 +196,31 @@ def test_cli_trains_then_resumes(tmp_path, capsys):
     args = parser.parse_args([*base, "--resume", "--init", "x.pt"])
     with pytest.raises(UsageError, match="cannot be used together"):
         args.handler(args)
+
+
+def test_sigterm_ends_the_session_with_a_checkpoint_that_resumes(tmp_path):
+    """A real `audiokit train` process: SIGTERM mid-run saves the step it reached and records it."""
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "audiokit", "train", str(TINY), "--run-dir", str(run), "-q"]
+    command += ["--set", f"data.train={ROOT / 'samples'}", "--set", f"data.valid={ROOT / 'samples'}"]
+    command += ["--set", "run.tensorboard=false", "--set", "run.checkpoint_every=1000"]
+    command += ["--set", "run.log_every=1", "--set", "eval.every_steps=1000", "--max-steps", "100000"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    metrics = run / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while not (metrics.is_file() and metrics.read_text().count("\n") >= 3):
+        assert process.poll() is None and time.monotonic() < deadline, "training did not start"
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, stderr
+    session = json.loads((run / "run.json").read_text())["sessions"][-1]
+    assert session["stopped"] == "SIGTERM" and session["end_step"] >= 3
+    assert f"stopped by SIGTERM at step {session['end_step']}" in stderr and "Traceback" not in stderr
+    assert load_checkpoint(run / "checkpoints" / "latest.pt")["step"] == session["end_step"]
+    assert not (run / "eval.jsonl").exists()  # no evaluation on the way out
+
+    end = session["end_step"]
+    resumed = Trainer(_recipe("run.tensorboard=false", "data.valid=null"), run, resume=True, quiet=True)
+    assert resumed.step == end and resumed.fit(max_steps=end + 1).step == end + 1

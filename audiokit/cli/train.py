@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
+import sys
 from pathlib import Path
 
 from audiokit.errors import UsageError
@@ -32,6 +34,14 @@ def run(args: argparse.Namespace) -> int:
         if result.evaluations:
             summary["eval"] = result.evaluations[-1]
         print(json.dumps(summary))
+    if result.stopped in ("SIGINT", "SIGTERM"):
+        if trainer.is_main:
+            print(
+                f"audiokit train: stopped by {result.stopped} at step {result.step}; the checkpoint in "
+                f"{run_dir} is saved, continue with --resume",
+                file=sys.stderr,
+            )
+        return 128 + signal.Signals[result.stopped].value
     return 0
 
 

@@ -22,9 +22,12 @@ import math
 import os
 import platform
 import random
+import signal
 import sys
+import threading
 import time
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -182,6 +185,7 @@ class Trainer:
         self.recipe = recipe
         self.run_dir = Path(run_dir)
         self.quiet = quiet
+        self._signal: str | None = None  # set by SIGINT/SIGTERM during fit()
         run = recipe.run
         if run.threads:
             torch.set_num_threads(run.threads)
@@ -571,21 +575,52 @@ class Trainer:
             self.writer.add_image(f"mel/{name}/{tag}", image, self.step, dataformats="HW")
 
     # -- the loop ---------------------------------------------------------------------------------
-    def _out_of_time(self, start: float, max_minutes: float | None) -> bool:
-        if max_minutes is None:
-            return False
-        flag = torch.tensor([float(time.monotonic() - start >= 60.0 * max_minutes)])
+    def _stop_reason(self, start: float, max_minutes: float | None) -> str | None:
+        """``"SIGINT"``/``"SIGTERM"`` once such a signal arrived (on any rank), ``"max_minutes"`` when the
+        session's time is up, else None; under DDP every rank gets the same answer at the same step."""
+        out_of_time = max_minutes is not None and time.monotonic() - start >= 60.0 * max_minutes
+        received = signal.Signals[self._signal].value if self._signal else 0
+        flags = torch.tensor([float(out_of_time), float(received)])
         if self.world_size > 1:
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)  # every rank stops at the same step
-        return bool(flag.item())
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        if flags[1]:
+            return signal.Signals(int(flags[1])).name
+        return "max_minutes" if flags[0] else None
+
+    @contextmanager
+    def _stop_on_signals(self) -> Iterator[None]:
+        """While training, SIGINT and SIGTERM end the session after the current step, with a checkpoint;
+        a second one acts as usual (the checkpoint on disk is always complete: writes are atomic)."""
+        self._signal = None
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+        def stop(signum: int, frame: object) -> None:
+            self._signal = signal.Signals(signum).name
+            signal.signal(signum, previous[signum])
+
+        for sig in previous:
+            signal.signal(sig, stop)
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     def fit(self, max_steps: int | None = None, max_minutes: float | None = None) -> TrainResult:
         """Train until ``max_steps`` (default ``run.max_steps``) or ``max_minutes`` of wall time.
 
         These limits stop this session only; the LR schedule follows the recipe. Checkpoints are
         written every ``run.checkpoint_every`` steps and when the session stops; evaluation runs
-        every ``eval.every_steps`` steps and at the end.
+        every ``eval.every_steps`` steps and at the end. SIGINT or SIGTERM stops the session after
+        the current step with a checkpoint, without the final evaluation (``stopped`` names the signal).
         """
+        with self._stop_on_signals():
+            return self._fit(max_steps, max_minutes)
+
+    def _fit(self, max_steps: int | None, max_minutes: float | None) -> TrainResult:
         run = self.recipe.run
         max_steps = run.max_steps if max_steps is None else max_steps
         max_minutes = run.max_minutes if max_minutes is None else max_minutes
@@ -602,8 +637,9 @@ class Trainer:
         )
         window_start, window_steps = time.monotonic(), 0
         while self.step < max_steps:
-            if self._out_of_time(start, max_minutes):
-                result.stopped = "max_minutes"
+            reason = self._stop_reason(start, max_minutes)
+            if reason is not None:
+                result.stopped = reason
                 break
             logs = self.train_step(next(stream))
             self.step += 1
@@ -626,7 +662,8 @@ class Trainer:
         bar.close()
         if saved_at != self.step or not (self.run_dir / CHECKPOINT).is_file():
             self.save()
-        if evaluated_at != self.step and self.recipe.data.valid is not None:
+        interrupted = result.stopped in ("SIGINT", "SIGTERM")
+        if evaluated_at != self.step and self.recipe.data.valid is not None and not interrupted:
             result.evaluations.append(self.evaluate())
         self._barrier()
         result.step = self.step
