@@ -403,8 +403,11 @@ def _session_table(sessions: list[dict]) -> list[str]:
         "| session started | ended | steps | hardware (device x processes, threads) | host | command |",
         "|---|---|---|---|---|---|",
     ]
-    for s in sessions:
-        steps = f"{s['start_step']} -> {s['end_step'] if s['end_step'] is not None else '?'}"
+    for s, following in zip(sessions, [*sessions[1:], None], strict=True):
+        end = s["end_step"]
+        if end is None:  # the process was killed; its weights continue where the next session resumed
+            end = "?" if following is None else f"? (next resumed at {following['start_step']})"
+        steps = f"{s['start_step']} -> {end}"
         processes = f"{s['device']} x {s['world_size']}, {s['threads'] or '?'} threads"
         hardware = f"{s['hardware'] or s['device']} ({processes})"
         lines.append(

@@ -280,3 +280,17 @@ def test_init_card_links_an_origin_whose_weights_were_replaced(tmp_path):
     (run / "model.json").write_text(json.dumps({"sha256": "aa" * 32}))
     with pytest.raises(UsageError, match="the run wrote these very weights"):
         model_card.training_record(run, init_card=old)
+
+
+def test_session_table_shows_where_a_killed_session_was_continued():
+    keys = ("started", "ended", "device", "world_size", "threads", "hardware", "host", "command")
+    base = dict.fromkeys(keys, "x")
+    sessions = [
+        base | {"start_step": 0, "end_step": 100},
+        base | {"start_step": 100, "end_step": None, "ended": None},
+        base | {"start_step": 150, "end_step": None, "ended": None},
+    ]
+    rows = model_card._session_table(sessions)[2:]
+    assert "| 0 -> 100 |" in rows[0]
+    assert "| 100 -> ? (next resumed at 150) |" in rows[1] and "not recorded" in rows[1]
+    assert "| 150 -> ? |" in rows[2]
