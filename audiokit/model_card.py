@@ -162,7 +162,9 @@ def training_record(run_dir: Path, init_card: Path | None = None) -> dict:
     metrics = _jsonl(run_dir / "metrics.jsonl")
     evaluations = _jsonl(run_dir / "eval.jsonl")
     recipe_text = (run_dir / "recipe.yaml").read_text() if (run_dir / "recipe.yaml").is_file() else None
-    steps = max([r["step"] for r in metrics + evaluations if "step" in r], default=0)
+    # a session stopped between two log lines records its last step only in run.json
+    ended = [s["end_step"] for s in sessions if s.get("end_step") is not None]
+    steps = max([r["step"] for r in metrics + evaluations if "step" in r] + ended, default=0)
     own = run_dir / "model.json"
     own_sha256 = json.loads(own.read_text()).get("sha256") if own.is_file() else None
     previous = previous_training(sessions, own_sha256, init_card)

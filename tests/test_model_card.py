@@ -233,6 +233,14 @@ def test_training_record_follows_init_to_the_card_of_those_weights(tmp_path):
     table = "\n".join(model_card._session_table(chain[0]["sessions"]))
     assert "| 2026-11-25T14:00:00+00:00 | 2026-11-25T16:00:00+00:00 | 0 -> 100 |" in table
 
+    # a session stopped between two log lines: its recorded end step counts
+    info = json.loads((run / "run.json").read_text())
+    info["sessions"][0]["end_step"] = 73
+    (run / "run.json").write_text(json.dumps(info))
+    assert model_card.training_record(run)["total_steps"] == 173
+    del info["sessions"][0]["end_step"]
+    (run / "run.json").write_text(json.dumps(info))
+
     # the run's own weights copied over the ones it started from, with their card: not its origin
     (run / "model.json").write_text(json.dumps({"sha256": "aa" * 32}))
     assert model_card.training_record(run)["previous"] is None
