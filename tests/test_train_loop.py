@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -101,6 +102,25 @@ def test_resume_continues_bit_exactly(tmp_path):
     assert second.fit().step == 10
     _assert_same_training_state(tmp_path / "straight", tmp_path / "split")
     assert len(json.loads((tmp_path / "split" / "run.json").read_text())["sessions"]) == 2
+
+
+def test_cooldown_set_on_resume_anneals_from_where_the_schedule_was(tmp_path):
+    # a run resumed with schedule.cooldown_start falls linearly from the cosine rate at that step to
+    # min_lr_ratio, although the scheduler state restored from the checkpoint knew no cool-down
+    overrides = [*RESUME_OVERRIDES, "schedule.total_steps=100", "schedule.min_lr_ratio=0.1"]
+    Trainer(_recipe(*overrides), tmp_path, quiet=True).fit(max_steps=4)
+    cooled = [*overrides, "schedule.cooldown_start=4", "schedule.cooldown_steps=4"]
+    trainer = Trainer(_recipe(*cooled), tmp_path, resume=True, quiet=True)
+    recipe = trainer.recipe
+    warmup, base = recipe.schedule.warmup_steps, recipe.optim.learning_rate
+    at_start = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (4 - warmup) / (100 - warmup)))
+    rates = []
+    for step in (5, 6, 8, 9):
+        trainer.fit(max_steps=step)
+        rates.append(trainer.optimizer.param_groups[0]["lr"])
+    expected = [base * (at_start + (0.1 - at_start) * min(1, (s - 4) / 4)) for s in (5, 6, 8, 9)]
+    assert rates == pytest.approx(expected, rel=1e-9)
+    assert expected[0] > 0.5 * base and expected[-1] == pytest.approx(0.1 * base)
 
 
 def test_packed_training_state_resumes_bit_exactly_elsewhere(tmp_path):

@@ -108,7 +108,10 @@ class ScheduleConfig:
     """Linear warm-up for ``warmup_steps``, then ``decay`` (``cosine``, ``exponential`` or ``constant``).
 
     Cosine decays to ``min_lr_ratio * learning_rate`` at ``total_steps`` (default ``run.max_steps``);
-    exponential multiplies the rate by ``gamma`` every step.
+    exponential multiplies the rate by ``gamma`` every step. ``cooldown_start`` (a step) ends any
+    decay early, warmup-stable-decay style: from there the rate falls linearly to
+    ``min_lr_ratio * learning_rate`` over ``cooldown_steps`` steps and stays there. Set it on a
+    ``--resume`` to anneal a run for release without giving up its schedule for later sessions.
     """
 
     warmup_steps: int = 1000
@@ -116,6 +119,8 @@ class ScheduleConfig:
     total_steps: int | None = None
     min_lr_ratio: float = 0.05
     gamma: float = 0.99999
+    cooldown_start: int | None = None
+    cooldown_steps: int = 10000
 
 
 @dataclass
@@ -325,6 +330,12 @@ def validate(recipe: Recipe, where: str = "<recipe>") -> None:
         f"'schedule.decay' must be cosine, exponential or constant, got {s.decay!r}",
     )
     _check(s.warmup_steps >= 0, where, f"'schedule.warmup_steps' must be >= 0, got {s.warmup_steps}")
+    _check(
+        s.cooldown_start is None or s.cooldown_start >= s.warmup_steps,
+        where,
+        f"'schedule.cooldown_start' must be >= 'schedule.warmup_steps', got {s.cooldown_start}",
+    )
+    _check(s.cooldown_steps >= 1, where, f"'schedule.cooldown_steps' must be >= 1, got {s.cooldown_steps}")
     lr = recipe.optim.learning_rate
     _check(lr > 0, where, f"'optim.learning_rate' must be > 0, got {lr}")
     _check(0.0 <= recipe.optim.ema_decay < 1.0, where, "'optim.ema_decay' must be in [0, 1)")

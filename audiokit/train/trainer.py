@@ -26,6 +26,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -107,10 +108,18 @@ def build_discriminator(config: DiscriminatorConfig, channels: int) -> nn.Module
 
 
 def lr_factor(schedule: ScheduleConfig, total_steps: int):
-    """``step -> multiplier`` of the base learning rate: linear warm-up, then the chosen decay."""
+    """``step -> multiplier`` of the base learning rate: linear warm-up, the chosen decay, and an
+    optional linear cool-down to ``min_lr_ratio`` from ``cooldown_start``."""
     warmup = schedule.warmup_steps
 
     def factor(step: int) -> float:
+        start = schedule.cooldown_start
+        if start is None or step < start:
+            return decayed(step)
+        progress = min(1.0, (step - start) / schedule.cooldown_steps)
+        return decayed(start) + (schedule.min_lr_ratio - decayed(start)) * progress
+
+    def decayed(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
         if schedule.decay == "constant":
@@ -225,7 +234,11 @@ class Trainer:
         if self.world_size > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             ddp = {"device_ids": ids, "find_unused_parameters": run.find_unused_parameters}
-            self.train_model = DistributedDataParallel(self.model, broadcast_buffers=False, **ddp)
+            with warnings.catch_warnings():
+                # the quantizer keeps its buffers equal on all ranks itself (it all-reduces its
+                # statistics); torch 2.13 deprecates broadcast_buffers and would warn every user
+                warnings.filterwarnings("ignore", "`broadcast_buffers` is deprecated", FutureWarning)
+                self.train_model = DistributedDataParallel(self.model, broadcast_buffers=False, **ddp)
             if self.discriminator is not None:
                 self.train_discriminator = DistributedDataParallel(self.discriminator, **ddp)
         _seed_all(run.seed + self.rank)
@@ -278,9 +291,19 @@ class Trainer:
             )
             # the discriminator schedule advances once per discriminator update, not per step
             disc = self.recipe.discriminator
-            disc_total = max(1, math.ceil((total - disc.start_step) / disc.update_every))
+            def disc_updates(steps: int) -> int:
+                return max(1, math.ceil(steps / disc.update_every))
+
+            disc_total = disc_updates(total - disc.start_step)
+            disc_schedule = s
+            if s.cooldown_start is not None:
+                disc_schedule = dataclasses.replace(
+                    s,
+                    cooldown_start=max(s.warmup_steps, disc_updates(s.cooldown_start - disc.start_step)),
+                    cooldown_steps=disc_updates(s.cooldown_steps),
+                )
             self.disc_scheduler = torch.optim.lr_scheduler.LambdaLR(
-                self.disc_optimizer, lr_factor(s, disc_total)
+                self.disc_optimizer, lr_factor(disc_schedule, disc_total)
             )
 
     def _build_dataset(self) -> CropDataset:
