@@ -10,11 +10,13 @@ import torch
 
 from audiokit.losses import (
     CombinedDiscriminator,
+    CompressedComplexSTFTLoss,
     MultiBandMultiResolutionDiscriminator,
     MultiPeriodDiscriminator,
     MultiResolutionSTFTLoss,
     MultiScaleMelLoss,
     MultiScaleSTFTDiscriminator,
+    PhaseDerivativeLoss,
     discriminator_loss,
     feature_matching_loss,
     generator_loss,
@@ -63,6 +65,74 @@ def test_multi_resolution_stft_matches_librosa(speech_pair):
     assert loss(est, ref).item() == pytest.approx(expected / 3, rel=1e-4)
 
 
+@pytest.mark.parametrize("exponent", [0.3, 1.0])
+def test_compressed_complex_stft_matches_librosa(speech_pair, exponent):
+    est, ref = speech_pair
+    sizes, hops, wins = (256, 512), (64, 100), (200, 400)
+    loss = CompressedComplexSTFTLoss(sizes, hops, wins, exponent=exponent)
+    expected = 0.0
+    for n_fft, hop, win in zip(sizes, hops, wins, strict=True):
+
+        def compressed(a, n_fft=n_fft, hop=hop, win=win):
+            s = librosa.stft(
+                a.numpy()[:, 0].astype(np.float64),
+                n_fft=n_fft,
+                hop_length=hop,
+                win_length=win,
+                window="hann",
+                center=True,
+                pad_mode="reflect",
+            )
+            return s * np.maximum(np.abs(s) ** 2, 1e-10) ** ((exponent - 1) / 2)
+
+        expected += np.mean(np.abs(compressed(est) - compressed(ref)) ** 2)
+    assert loss(est, ref).item() == pytest.approx(expected / 2, rel=1e-4)
+
+
+def test_complex_loss_sees_the_phase_that_magnitude_losses_miss(speech_pair):
+    # -x has x's magnitude spectrum and every phase turned by pi: the mel and STFT-magnitude losses
+    # read 0, the compressed complex loss reads |2 X_c|^2, four times its value for a silent output
+    x, _ = speech_pair
+    assert MultiScaleMelLoss(16000)(-x, x).item() == pytest.approx(0.0, abs=1e-6)
+    assert MultiResolutionSTFTLoss()(-x, x).item() == pytest.approx(0.0, abs=1e-6)
+    complex_loss = CompressedComplexSTFTLoss()
+    silent = complex_loss(torch.zeros_like(x), x).item()
+    assert silent > 0.1 and complex_loss(-x, x).item() == pytest.approx(4 * silent, rel=1e-3)
+
+
+def test_phase_derivative_loss_matches_numpy(speech_pair):
+    est, ref = speech_pair
+    sizes, hops, wins = (256, 512), (64, 100), (200, 400)
+    loss = PhaseDerivativeLoss(sizes, hops, wins, exponent=0.6)
+    expected = []
+    for n_fft, hop, win in zip(sizes, hops, wins, strict=True):
+        e, r = (
+            librosa.stft(a.numpy()[:, 0].astype(np.float64), n_fft=n_fft, hop_length=hop, win_length=win,
+                         pad_mode="reflect")
+            for a in (est, ref)
+        )
+        for axis in (2, 1):  # along frames, then along bins: phase steps between neighbours
+
+            def steps(z, axis=axis):
+                n = z.shape[axis]
+                pair = np.take(z, range(1, n), axis) * np.conj(np.take(z, range(n - 1), axis))
+                return pair / np.sqrt(np.abs(pair) ** 2 + 1e-12), np.abs(pair)
+
+            (u_e, _), (u_r, magnitude) = steps(e), steps(r)
+            weight = magnitude**0.3
+            expected.append(np.sum(weight * np.abs(u_e - u_r) ** 2) / np.sum(weight))
+    assert loss(est, ref).item() == pytest.approx(np.mean(expected), rel=1e-4)
+
+
+def test_phase_derivative_loss_ignores_absolute_phase_but_not_frequency():
+    t = torch.arange(16000) / 16000
+    tone = 0.1 * torch.sin(2 * torch.pi * 200 * t)[None, None]
+    loss = PhaseDerivativeLoss()
+    assert loss(-tone, tone).item() == pytest.approx(0.0, abs=1e-5)  # every phase turned by pi
+    detuned = 0.1 * torch.sin(2 * torch.pi * 207 * t)[None, None]  # phase advances 7 Hz too fast
+    assert loss(detuned, tone).item() > 0.1
+
+
 @pytest.mark.parametrize(("power", "mag_weight"), [(1.0, 0.0), (2.0, 1.0)])
 def test_multi_scale_mel_matches_librosa(speech_pair, power, mag_weight):
     est, ref = speech_pair
@@ -94,7 +164,12 @@ def test_multi_scale_mel_matches_librosa(speech_pair, power, mag_weight):
 
 def test_spectral_losses_finite_on_silence_and_zero_for_identity(speech_pair):
     x, _ = speech_pair
-    for loss in (MultiScaleMelLoss(16000), MultiResolutionSTFTLoss((256, 128), (64, 32), (256, 128))):
+    for loss in (
+        MultiScaleMelLoss(16000),
+        MultiResolutionSTFTLoss((256, 128), (64, 32), (256, 128)),
+        CompressedComplexSTFTLoss((256, 128), (64, 32), (256, 128)),
+        PhaseDerivativeLoss((256, 128), (64, 32), (256, 128)),
+    ):
         silent = torch.zeros_like(x, requires_grad=True)
         value = loss(silent, torch.zeros_like(x)) + loss(silent, x)
         value.backward()

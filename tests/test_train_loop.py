@@ -104,15 +104,17 @@ def test_resume_continues_bit_exactly(tmp_path):
     assert len(json.loads((tmp_path / "split" / "run.json").read_text())["sessions"]) == 2
 
 
-def test_cooldown_set_on_resume_anneals_from_where_the_schedule_was(tmp_path):
+def test_cooldown_and_rate_set_on_resume_take_effect(tmp_path):
     # a run resumed with schedule.cooldown_start falls linearly from the cosine rate at that step to
-    # min_lr_ratio, although the scheduler state restored from the checkpoint knew no cool-down
+    # min_lr_ratio, and from a new base rate, although the restored scheduler knew neither
     overrides = [*RESUME_OVERRIDES, "schedule.total_steps=100", "schedule.min_lr_ratio=0.1"]
     Trainer(_recipe(*overrides), tmp_path, quiet=True).fit(max_steps=4)
     cooled = [*overrides, "schedule.cooldown_start=4", "schedule.cooldown_steps=4"]
+    cooled.append("optim.learning_rate=2.5e-4")
     trainer = Trainer(_recipe(*cooled), tmp_path, resume=True, quiet=True)
     recipe = trainer.recipe
     warmup, base = recipe.schedule.warmup_steps, recipe.optim.learning_rate
+    assert base == 2.5e-4 != load_recipe(TINY).optim.learning_rate
     at_start = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (4 - warmup) / (100 - warmup)))
     rates = []
     for step in (5, 6, 8, 9):

@@ -11,18 +11,26 @@ from audiokit.losses.discriminators import (
     PeriodDiscriminator,
     STFTDiscriminator,
 )
-from audiokit.losses.spectral import MultiResolutionSTFTLoss, MultiScaleMelLoss, time_l1_loss
+from audiokit.losses.spectral import (
+    CompressedComplexSTFTLoss,
+    MultiResolutionSTFTLoss,
+    MultiScaleMelLoss,
+    PhaseDerivativeLoss,
+    time_l1_loss,
+)
 
 __all__ = [
     "BandSplitSTFTDiscriminator",
     "Balancer",
     "CombinedDiscriminator",
+    "CompressedComplexSTFTLoss",
     "MultiBandMultiResolutionDiscriminator",
     "MultiPeriodDiscriminator",
     "MultiResolutionSTFTLoss",
     "MultiScaleMelLoss",
     "MultiScaleSTFTDiscriminator",
     "PeriodDiscriminator",
+    "PhaseDerivativeLoss",
     "STFTDiscriminator",
     "discriminator_loss",
     "feature_matching_loss",

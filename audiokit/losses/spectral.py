@@ -71,6 +71,107 @@ class MultiResolutionSTFTLoss(nn.Module):
         return total / len(self.resolutions)
 
 
+class CompressedComplexSTFTLoss(nn.Module):
+    """Mean squared error between power-law compressed complex spectra, averaged over resolutions.
+
+    At each resolution, ``Z_c = |Z|^exponent * exp(j angle Z)`` for the estimate's and the
+    reference's STFT (magnitudes floored at ``sqrt(eps)``), and the loss is ``mean |E_c - R_c|^2``.
+    Unlike magnitude and mel losses it penalises phase errors, weighted by the compressed reference
+    magnitude, so that a decoder which predicts its own phase (an iSTFT head) keeps it coherent
+    across frames and bins. Resolutions as in :class:`MultiResolutionSTFTLoss`.
+    """
+
+    def __init__(
+        self,
+        fft_sizes: Sequence[int] = (1024, 2048, 512),
+        hop_lengths: Sequence[int] = (120, 240, 50),
+        win_lengths: Sequence[int] = (600, 1200, 240),
+        exponent: float = 0.3,
+        eps: float = 1e-10,
+    ) -> None:
+        super().__init__()
+        if len(win_lengths) != len(fft_sizes):
+            raise ValueError("fft_sizes, hop_lengths and win_lengths must have the same length")
+        if not 0.0 < exponent <= 1.0:
+            raise ValueError(f"exponent must be in (0, 1], got {exponent}")
+        self.resolutions = list(zip(fft_sizes, hop_lengths, strict=True))
+        self.exponent = exponent
+        self.eps = eps
+        for i, win_length in enumerate(win_lengths):
+            self.register_buffer(f"window_{i}", get_window("hann", win_length), persistent=False)
+
+    def _compressed(self, spec: torch.Tensor) -> torch.Tensor:
+        """``(..., F, N)`` complex -> ``(..., F, N, 2)`` real/imaginary parts of ``|Z|^c e^{j angle Z}``."""
+        parts = torch.view_as_real(spec)
+        power = parts.square().sum(-1, keepdim=True).clamp(min=self.eps)
+        return parts * power ** ((self.exponent - 1.0) / 2.0)
+
+    def forward(self, estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        total = estimate.new_zeros(())
+        for i, (n_fft, hop) in enumerate(self.resolutions):
+            window = getattr(self, f"window_{i}")
+            est = self._compressed(_stft(estimate, n_fft, hop, window))
+            ref = self._compressed(_stft(target, n_fft, hop, window))
+            total = total + (est - ref).square().sum(-1).mean()
+        return total / len(self.resolutions)
+
+
+def _unit_phasors(spec: torch.Tensor, dim: int, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Phase steps between neighbours along ``dim`` of a complex ``spec``, as unit phasors.
+
+    Returns ``(u, m)``: ``u = Z_b conj(Z_a) / |Z_b conj(Z_a)|`` (``eps`` keeps it finite at 0) and
+    ``m = |Z_a| |Z_b|`` for each neighbouring pair ``(a, b)``.
+    """
+    n = spec.shape[dim]
+    pair = spec.narrow(dim, 1, n - 1) * spec.narrow(dim, 0, n - 1).conj()
+    parts = torch.view_as_real(pair)
+    size = parts.square().sum(-1, keepdim=True)
+    return parts * (size + eps).rsqrt(), size.squeeze(-1).sqrt()
+
+
+class PhaseDerivativeLoss(nn.Module):
+    """Mismatch of instantaneous frequency and group delay, weighted by the reference magnitude.
+
+    The absolute phase is left free (a low-bitrate decoder cannot know it, and forcing it blurs the
+    output), but its derivatives must match those of the reference: the phase advance from one frame
+    to the next (instantaneous frequency) and from one bin to the next (group delay). For each pair
+    of neighbouring STFT cells along time and along frequency, with ``u`` the unit phasor of their
+    phase difference, the loss is ``sum w |u_est - u_ref|^2 / sum w`` (that is ``2 - 2 cos`` of the
+    derivative error), ``w = (|R_a| |R_b|)^(exponent / 2)`` from the reference, averaged over the two
+    directions and the resolutions of :class:`MultiResolutionSTFTLoss`. In [0, 4].
+    """
+
+    def __init__(
+        self,
+        fft_sizes: Sequence[int] = (1024, 2048, 512),
+        hop_lengths: Sequence[int] = (120, 240, 50),
+        win_lengths: Sequence[int] = (600, 1200, 240),
+        exponent: float = 1.0,
+        eps: float = 1e-12,
+    ) -> None:
+        super().__init__()
+        if len(win_lengths) != len(fft_sizes):
+            raise ValueError("fft_sizes, hop_lengths and win_lengths must have the same length")
+        self.resolutions = list(zip(fft_sizes, hop_lengths, strict=True))
+        self.exponent = exponent
+        self.eps = eps
+        for i, win_length in enumerate(win_lengths):
+            self.register_buffer(f"window_{i}", get_window("hann", win_length), persistent=False)
+
+    def forward(self, estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        total = estimate.new_zeros(())
+        for i, (n_fft, hop) in enumerate(self.resolutions):
+            window = getattr(self, f"window_{i}")
+            est, ref = _stft(estimate, n_fft, hop, window), _stft(target, n_fft, hop, window)
+            for dim in (-1, -2):  # along frames (instantaneous frequency), along bins (group delay)
+                u_est, _ = _unit_phasors(est, dim, self.eps)
+                u_ref, magnitude = _unit_phasors(ref, dim, self.eps)
+                weight = magnitude.pow(self.exponent / 2)
+                error = (u_est - u_ref).square().sum(-1)
+                total = total + (weight * error).sum() / (weight.sum() + self.eps)
+        return total / (2 * len(self.resolutions))
+
+
 class MultiScaleMelLoss(nn.Module):
     """L1 between log10 mel spectrograms at several window lengths, summed over scales (DAC style).
 

@@ -62,14 +62,18 @@ class ModelConfig:
 class LossesConfig:
     """Generator loss weights (relative shares when ``balancer`` is on) and loss settings.
 
-    ``mel``, ``stft``, ``waveform``, ``adversarial`` and ``feature_matching`` go through the balancer
-    (when on); ``commitment`` and ``codebook`` are added to the total as plain weighted terms. A weight
-    of 0 switches a loss off. The mel loss has one scale per ``mel_window_lengths`` entry (samples)
-    with ``mel_bins`` bands each; ``stft_resolutions`` lists ``[n_fft, hop, window]`` triples.
+    ``mel``, ``stft``, ``complex``, ``waveform``, ``adversarial`` and ``feature_matching`` go through
+    the balancer (when on); ``commitment`` and ``codebook`` are added to the total as plain weighted
+    terms. A weight of 0 switches a loss off. The mel loss has one scale per ``mel_window_lengths``
+    entry (samples) with ``mel_bins`` bands each; ``stft_resolutions`` lists ``[n_fft, hop, window]``
+    triples for both the ``stft`` (magnitude) and the ``complex`` (magnitude and phase, magnitudes
+    compressed by ``complex_exponent``) losses.
     """
 
     mel: float = 15.0
     stft: float = 2.0
+    complex: float = 0.0
+    phase: float = 0.0
     waveform: float = 0.0
     adversarial: float = 1.0
     feature_matching: float = 2.0
@@ -82,6 +86,8 @@ class LossesConfig:
     stft_resolutions: list[list[int]] = field(
         default_factory=lambda: [[1024, 120, 600], [2048, 240, 1200], [512, 50, 240]]
     )
+    complex_exponent: float = 0.3
+    phase_exponent: float = 1.0
     adversarial_kind: str = "hinge"
 
 
@@ -386,11 +392,13 @@ def validate(recipe: Recipe, where: str = "<recipe>") -> None:
         r.keep_every is None or r.keep_every >= 1, where, f"'run.keep_every' must be >= 1, got {r.keep_every}"
     )
     _check(
-        losses.mel > 0 or losses.stft > 0 or losses.waveform > 0,
+        losses.mel > 0 or losses.stft > 0 or losses.complex > 0 or losses.waveform > 0,
         where,
-        "one of 'losses.mel', 'losses.stft', 'losses.waveform' must be > 0 (nothing else trains the decoder "
-        "before the discriminators start)",
+        "one of 'losses.mel', 'losses.stft', 'losses.complex', 'losses.waveform' must be > 0 (nothing "
+        "else trains the decoder before the discriminators start)",
     )
+    exponent = losses.complex_exponent
+    _check(0.0 < exponent <= 1.0, where, f"'losses.complex_exponent' must be in (0, 1], got {exponent}")
 
 
 def recipe_to_dict(recipe: Recipe) -> dict:

@@ -47,11 +47,13 @@ from audiokit.io import atomic_path
 from audiokit.losses import (
     Balancer,
     CombinedDiscriminator,
+    CompressedComplexSTFTLoss,
     MultiBandMultiResolutionDiscriminator,
     MultiPeriodDiscriminator,
     MultiResolutionSTFTLoss,
     MultiScaleMelLoss,
     MultiScaleSTFTDiscriminator,
+    PhaseDerivativeLoss,
     discriminator_loss,
     feature_matching_loss,
     generator_loss,
@@ -70,7 +72,7 @@ DISCRIMINATORS = {
     "mpd": MultiPeriodDiscriminator,
     "mrd": MultiBandMultiResolutionDiscriminator,
 }
-BALANCED_LOSSES = ("mel", "stft", "waveform", "adversarial", "feature_matching")
+BALANCED_LOSSES = ("mel", "stft", "complex", "phase", "waveform", "adversarial", "feature_matching")
 
 
 def build_model(config: ModelConfig, where: str = "recipe") -> Codec:
@@ -271,6 +273,8 @@ class Trainer:
         ).to(self.device)
         fft, hop, win = zip(*cfg.stft_resolutions, strict=True) if cfg.stft_resolutions else ((), (), ())
         self.stft_loss = MultiResolutionSTFTLoss(fft, hop, win).to(self.device)
+        self.complex_loss = CompressedComplexSTFTLoss(fft, hop, win, cfg.complex_exponent).to(self.device)
+        self.phase_loss = PhaseDerivativeLoss(fft, hop, win, cfg.phase_exponent).to(self.device)
         self.balancer = (
             Balancer(self.weights, ema_decay=cfg.balancer_ema_decay)
             if cfg.balancer and sum(self.weights.values()) > 0
@@ -417,6 +421,7 @@ class Trainer:
         except (KeyError, RuntimeError, ValueError) as exc:
             message = " ".join(str(exc).split())[:300]
             raise UsageError(f"{self.run_dir / CHECKPOINT}: does not fit this recipe ({message})") from None
+        self._apply_recipe_rates()
         if self.balancer is not None and state.get("balancer"):
             self.balancer.load_state_dict(state["balancer"])
         if state["data"]["world_size"] != self.world_size:
@@ -426,6 +431,19 @@ class Trainer:
             )
         self.step = int(state["data"]["next_step"])
         set_rng_state(state["rng"][self.rank])
+
+    def _apply_recipe_rates(self) -> None:
+        """After a restore, rate the optimisers by this recipe's base rates and schedule, which a
+        ``--resume --set`` may have changed (the scheduler states restore the old base rates)."""
+        o = self.recipe.optim
+        pairs = [(self.optimizer, self.scheduler, o.learning_rate)]
+        if self.discriminator is not None:
+            pairs.append((self.disc_optimizer, self.disc_scheduler, o.disc_learning_rate))
+        for optimizer, scheduler, rate in pairs:
+            scheduler.base_lrs = [rate] * len(optimizer.param_groups)
+            for group, factor in zip(optimizer.param_groups, scheduler.lr_lambdas, strict=True):
+                group["initial_lr"] = rate
+                group["lr"] = rate * factor(scheduler.last_epoch)
 
     def save(self) -> None:
         """Write ``checkpoints/latest.pt`` (and ``step_N.pt`` every ``keep_every`` steps) on rank 0."""
@@ -466,6 +484,10 @@ class Trainer:
             losses["mel"] = self.mel_loss(proxy, x)
         if cfg.stft:
             losses["stft"] = self.stft_loss(proxy, x)
+        if cfg.complex:
+            losses["complex"] = self.complex_loss(proxy, x)
+        if cfg.phase:
+            losses["phase"] = self.phase_loss(proxy, x)
         if cfg.waveform:
             losses["waveform"] = time_l1_loss(proxy, x)
         adversarial = self._adversarial_active() and (cfg.adversarial or cfg.feature_matching)
