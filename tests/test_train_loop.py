@@ -125,6 +125,31 @@ def test_cooldown_and_rate_set_on_resume_take_effect(tmp_path):
     assert expected[0] > 0.5 * base and expected[-1] == pytest.approx(0.1 * base)
 
 
+def test_discriminators_warm_up_before_the_generator_feels_them(tmp_path):
+    overrides = [*RESUME_OVERRIDES, "run.log_every=1", "discriminator.update_every=1"]
+    overrides += ["discriminator.start_step=2", "discriminator.warmup_steps=2"]
+    Trainer(_recipe(*overrides), tmp_path, quiet=True).fit(max_steps=6)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    # logged after steps 1..6, i.e. steps 0..5 ran: discriminators from step 2, the generator's
+    # adversarial and feature-matching losses from step 4
+    assert ["loss/discriminator" in row for row in rows] == [False, False, True, True, True, True]
+    assert ["loss/adversarial" in row for row in rows] == [False, False, False, False, True, True]
+    assert ["loss/feature_matching" in row for row in rows] == [False, False, False, False, True, True]
+
+
+def test_resume_may_change_discriminators_that_have_not_started(tmp_path):
+    overrides = [*RESUME_OVERRIDES, "discriminator.start_step=4"]
+    Trainer(_recipe(*overrides), tmp_path / "early", quiet=True).fit(max_steps=4)
+    narrow = ["discriminator.kinds=[mpd]", "discriminator.options={mpd: {widths: [4, 8, 8, 8, 8]}}"]
+    trainer = Trainer(_recipe(*overrides, *narrow), tmp_path / "early", resume=True, quiet=True)
+    assert trainer.fit(max_steps=6).step == 6
+    state = load_checkpoint(tmp_path / "early" / "checkpoints" / "latest.pt")
+    assert all(key.startswith("discriminators.0.") for key in state["discriminator"])
+    # once they have trained, their state must fit
+    with pytest.raises(UsageError, match="does not fit this recipe"):
+        Trainer(_recipe(*overrides), tmp_path / "early", resume=True, quiet=True)
+
+
 def test_packed_training_state_resumes_bit_exactly_elsewhere(tmp_path):
     # 5 steps, `audiokit checkpoint pack` into shards of <= 1 MiB, unpack into a new run directory,
     # resume there for 5 more: the same state as 10 steps in one go

@@ -134,11 +134,13 @@ class DiscriminatorConfig:
     """Which discriminators (``msstft``, ``mpd``, ``mrd``), from which step, and how often they update.
 
     ``options`` maps a kind to keyword arguments of its class, e.g. ``{msstft: {filters: 16}}``.
-    Generator adversarial and feature-matching losses start at ``start_step`` too.
+    The discriminators train alone for ``warmup_steps`` steps from ``start_step``; the generator's
+    adversarial and feature-matching losses start after that, against trained discriminators.
     """
 
     kinds: list[str] = field(default_factory=lambda: ["msstft", "mpd"])
     start_step: int = 20000
+    warmup_steps: int = 0
     update_every: int = 1
     options: dict[str, Any] = field(default_factory=dict)
 
@@ -341,6 +343,8 @@ def validate(recipe: Recipe, where: str = "<recipe>") -> None:
         where,
         f"'schedule.cooldown_start' must be >= 'schedule.warmup_steps', got {s.cooldown_start}",
     )
+    warmup = recipe.discriminator.warmup_steps
+    _check(warmup >= 0, where, f"'discriminator.warmup_steps' must be >= 0, got {warmup}")
     _check(s.cooldown_steps >= 1, where, f"'schedule.cooldown_steps' must be >= 1, got {s.cooldown_steps}")
     lr = recipe.optim.learning_rate
     _check(lr > 0, where, f"'optim.learning_rate' must be > 0, got {lr}")

@@ -135,6 +135,16 @@ def lr_factor(schedule: ScheduleConfig, total_steps: int):
     return factor
 
 
+def _discriminators_trained(state: dict) -> bool:
+    """Whether a checkpoint's discriminators have had an update (a step at or after their start).
+
+    Until then they hold only their initialisation, so a resume may change their kinds and options
+    (or start them earlier) and begins with fresh ones.
+    """
+    started = state["recipe"]["discriminator"]["start_step"]
+    return "discriminator" in state and state["step"] > started
+
+
 def resolve_device(name: str) -> torch.device:
     """``cpu``, ``cuda`` or ``cuda:N``; under torchrun, ``cuda`` means this process's ``LOCAL_RANK``."""
     if name.startswith("cuda"):
@@ -414,7 +424,7 @@ class Trainer:
             self.ema.load_state_dict(state["ema"])
             self.optimizer.load_state_dict(state["optimizers"]["generator"])
             self.scheduler.load_state_dict(state["schedulers"]["generator"])
-            if self.discriminator is not None:
+            if self.discriminator is not None and _discriminators_trained(state):
                 self.discriminator.load_state_dict(state["discriminator"])
                 self.disc_optimizer.load_state_dict(state["optimizers"]["discriminator"])
                 self.disc_scheduler.load_state_dict(state["schedulers"]["discriminator"])
@@ -467,8 +477,15 @@ class Trainer:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return nullcontext()
 
-    def _adversarial_active(self) -> bool:
-        return self.discriminator is not None and self.step >= self.recipe.discriminator.start_step
+    def _discriminators_active(self) -> bool:
+        cfg = self.recipe.losses
+        if self.discriminator is None or not (cfg.adversarial or cfg.feature_matching):
+            return False
+        return self.step >= self.recipe.discriminator.start_step
+
+    def _generator_adversarial_active(self) -> bool:
+        disc = self.recipe.discriminator
+        return self._discriminators_active() and self.step >= disc.start_step + disc.warmup_steps
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """One generator update (and discriminator update when due); returns detached scalars."""
@@ -490,8 +507,7 @@ class Trainer:
             losses["phase"] = self.phase_loss(proxy, x)
         if cfg.waveform:
             losses["waveform"] = time_l1_loss(proxy, x)
-        adversarial = self._adversarial_active() and (cfg.adversarial or cfg.feature_matching)
-        if adversarial:
+        if self._generator_adversarial_active():
             with self._autocast():
                 fake_logits, fake_features = self.discriminator(proxy)
                 with torch.no_grad():
@@ -529,7 +545,7 @@ class Trainer:
             out.codes.detach(), self.model.codebook_size
         )
         due = (self.step - self.recipe.discriminator.start_step) % self.recipe.discriminator.update_every == 0
-        if adversarial and due:
+        if self._discriminators_active() and due:
             logs.update(self._discriminator_step(x, audio.detach()))
         return logs
 
