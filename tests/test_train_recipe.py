@@ -45,6 +45,8 @@ def test_misspelt_section_and_override():
         ({"schedule": {"decay": "linear"}}, "'schedule.decay' must be cosine, exponential or constant"),
         ({"schedule": {"warmup_steps": 10, "cooldown_start": 5}}, "'schedule.cooldown_start' must be >= "),
         ({"schedule": {"cooldown_steps": 0}}, "'schedule.cooldown_steps' must be >= 1"),
+        ({"losses": {"phase_exponent": -1.0}}, "'losses.phase_exponent' must be >= 0"),
+        ({"discriminator": {"warmup_steps": -1}}, "'discriminator.warmup_steps' must be >= 0"),
         ({"losses": {"complex_exponent": 0.0}}, "'losses.complex_exponent' must be in \\(0, 1\\]"),
         ({"discriminator": {"kinds": ["msd"]}}, "unknown 'msd'"),
         ({"data": {"noise_probability": 0.5}}, "needs 'data.noise'"),

@@ -62,12 +62,13 @@ class ModelConfig:
 class LossesConfig:
     """Generator loss weights (relative shares when ``balancer`` is on) and loss settings.
 
-    ``mel``, ``stft``, ``complex``, ``waveform``, ``adversarial`` and ``feature_matching`` go through
-    the balancer (when on); ``commitment`` and ``codebook`` are added to the total as plain weighted
-    terms. A weight of 0 switches a loss off. The mel loss has one scale per ``mel_window_lengths``
-    entry (samples) with ``mel_bins`` bands each; ``stft_resolutions`` lists ``[n_fft, hop, window]``
-    triples for both the ``stft`` (magnitude) and the ``complex`` (magnitude and phase, magnitudes
-    compressed by ``complex_exponent``) losses.
+    ``mel``, ``stft``, ``complex``, ``phase``, ``waveform``, ``adversarial`` and ``feature_matching``
+    go through the balancer (when on); ``commitment`` and ``codebook`` are added to the total as plain
+    weighted terms. A weight of 0 switches a loss off. The mel loss has one scale per
+    ``mel_window_lengths`` entry (samples) with ``mel_bins`` bands each; ``stft_resolutions`` lists
+    ``[n_fft, hop, window]`` triples for the ``stft`` (magnitude), ``complex`` (magnitude and phase,
+    magnitudes compressed by ``complex_exponent``) and ``phase`` (instantaneous frequency and group
+    delay, weighted by reference magnitudes to the power ``phase_exponent``) losses.
     """
 
     mel: float = 15.0
@@ -343,9 +344,9 @@ def validate(recipe: Recipe, where: str = "<recipe>") -> None:
         where,
         f"'schedule.cooldown_start' must be >= 'schedule.warmup_steps', got {s.cooldown_start}",
     )
+    _check(s.cooldown_steps >= 1, where, f"'schedule.cooldown_steps' must be >= 1, got {s.cooldown_steps}")
     warmup = recipe.discriminator.warmup_steps
     _check(warmup >= 0, where, f"'discriminator.warmup_steps' must be >= 0, got {warmup}")
-    _check(s.cooldown_steps >= 1, where, f"'schedule.cooldown_steps' must be >= 1, got {s.cooldown_steps}")
     lr = recipe.optim.learning_rate
     _check(lr > 0, where, f"'optim.learning_rate' must be > 0, got {lr}")
     _check(0.0 <= recipe.optim.ema_decay < 1.0, where, "'optim.ema_decay' must be in [0, 1)")
@@ -403,6 +404,8 @@ def validate(recipe: Recipe, where: str = "<recipe>") -> None:
     )
     exponent = losses.complex_exponent
     _check(0.0 < exponent <= 1.0, where, f"'losses.complex_exponent' must be in (0, 1], got {exponent}")
+    exponent = losses.phase_exponent
+    _check(exponent >= 0, where, f"'losses.phase_exponent' must be >= 0, got {exponent}")
 
 
 def recipe_to_dict(recipe: Recipe) -> dict:

@@ -305,6 +305,7 @@ class Trainer:
             )
             # the discriminator schedule advances once per discriminator update, not per step
             disc = self.recipe.discriminator
+
             def disc_updates(steps: int) -> int:
                 return max(1, math.ceil(steps / disc.update_every))
 
