@@ -41,6 +41,19 @@ def test_time_l1_matches_numpy(speech_pair):
     assert time_l1_loss(x, y).item() == pytest.approx(np.mean(np.abs(x.numpy() - y.numpy())), rel=1e-6)
 
 
+def _librosa_stft(a: torch.Tensor, n_fft: int, hop: int, win: int) -> np.ndarray:
+    """The independent reference STFT: centred, reflect-padded, Hann window of ``win`` samples."""
+    return librosa.stft(
+        a.numpy()[:, 0].astype(np.float64),
+        n_fft=n_fft,
+        hop_length=hop,
+        win_length=win,
+        window="hann",
+        center=True,
+        pad_mode="reflect",
+    )
+
+
 def test_multi_resolution_stft_matches_librosa(speech_pair):
     est, ref = speech_pair
     sizes, hops, wins = (256, 512, 128), (64, 100, 32), (200, 400, 128)
@@ -49,16 +62,7 @@ def test_multi_resolution_stft_matches_librosa(speech_pair):
     for n_fft, hop, win in zip(sizes, hops, wins, strict=True):
 
         def mag(a, n_fft=n_fft, hop=hop, win=win):
-            s = librosa.stft(
-                a.numpy()[:, 0].astype(np.float64),
-                n_fft=n_fft,
-                hop_length=hop,
-                win_length=win,
-                window="hann",
-                center=True,
-                pad_mode="reflect",
-            )
-            return np.sqrt(np.maximum(np.abs(s) ** 2, 1e-7))
+            return np.sqrt(np.maximum(np.abs(_librosa_stft(a, n_fft, hop, win)) ** 2, 1e-7))
 
         e, r = mag(est), mag(ref)
         expected += np.linalg.norm(e - r) / np.linalg.norm(r) + np.mean(np.abs(np.log(e) - np.log(r)))
@@ -74,15 +78,7 @@ def test_compressed_complex_stft_matches_librosa(speech_pair, exponent):
     for n_fft, hop, win in zip(sizes, hops, wins, strict=True):
 
         def compressed(a, n_fft=n_fft, hop=hop, win=win):
-            s = librosa.stft(
-                a.numpy()[:, 0].astype(np.float64),
-                n_fft=n_fft,
-                hop_length=hop,
-                win_length=win,
-                window="hann",
-                center=True,
-                pad_mode="reflect",
-            )
+            s = _librosa_stft(a, n_fft, hop, win)
             return s * np.maximum(np.abs(s) ** 2, 1e-10) ** ((exponent - 1) / 2)
 
         expected += np.mean(np.abs(compressed(est) - compressed(ref)) ** 2)
@@ -106,11 +102,7 @@ def test_phase_derivative_loss_matches_numpy(speech_pair):
     loss = PhaseDerivativeLoss(sizes, hops, wins, exponent=0.6)
     expected = []
     for n_fft, hop, win in zip(sizes, hops, wins, strict=True):
-        e, r = (
-            librosa.stft(a.numpy()[:, 0].astype(np.float64), n_fft=n_fft, hop_length=hop, win_length=win,
-                         pad_mode="reflect")
-            for a in (est, ref)
-        )
+        e, r = _librosa_stft(est, n_fft, hop, win), _librosa_stft(ref, n_fft, hop, win)
         for axis in (2, 1):  # along frames, then along bins: phase steps between neighbours
 
             def steps(z, axis=axis):

@@ -6,7 +6,7 @@ follow ``.to(device)`` and cost only the STFTs at run time.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -37,7 +37,30 @@ def _power(spec: torch.Tensor) -> torch.Tensor:
     return torch.view_as_real(spec).square().sum(-1)
 
 
-class MultiResolutionSTFTLoss(nn.Module):
+class _MultiResolutionSTFT(nn.Module):
+    """Shared by the multi-resolution losses: Hann windows of ``win_lengths`` samples centred in
+    ``fft_sizes``-point frames every ``hop_lengths`` samples, one resolution per entry."""
+
+    def __init__(
+        self, fft_sizes: Sequence[int], hop_lengths: Sequence[int], win_lengths: Sequence[int]
+    ) -> None:
+        super().__init__()
+        if len(win_lengths) != len(fft_sizes):
+            raise ValueError("fft_sizes, hop_lengths and win_lengths must have the same length")
+        self.resolutions = list(zip(fft_sizes, hop_lengths, strict=True))
+        for i, win_length in enumerate(win_lengths):
+            self.register_buffer(f"window_{i}", get_window("hann", win_length), persistent=False)
+
+    def spectra(
+        self, estimate: torch.Tensor, target: torch.Tensor
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """``(est, ref)`` complex STFTs ``(B * C, n_fft // 2 + 1, frames)`` at each resolution."""
+        for i, (n_fft, hop) in enumerate(self.resolutions):
+            window = getattr(self, f"window_{i}")
+            yield _stft(estimate, n_fft, hop, window), _stft(target, n_fft, hop, window)
+
+
+class MultiResolutionSTFTLoss(_MultiResolutionSTFT):
     """Spectral convergence + log-magnitude L1, averaged over STFT resolutions (Parallel WaveGAN).
 
     At each resolution, with ``S = sqrt(max(|STFT|^2, eps))``: ``||S_est - S_ref||_F / ||S_ref||_F``
@@ -52,26 +75,20 @@ class MultiResolutionSTFTLoss(nn.Module):
         win_lengths: Sequence[int] = (600, 1200, 240),
         eps: float = 1e-7,
     ) -> None:
-        super().__init__()
-        if len(win_lengths) != len(fft_sizes):
-            raise ValueError("fft_sizes, hop_lengths and win_lengths must have the same length")
-        self.resolutions = list(zip(fft_sizes, hop_lengths, strict=True))
+        super().__init__(fft_sizes, hop_lengths, win_lengths)
         self.eps = eps
-        for i, win_length in enumerate(win_lengths):
-            self.register_buffer(f"window_{i}", get_window("hann", win_length), persistent=False)
 
     def forward(self, estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         total = estimate.new_zeros(())
-        for i, (n_fft, hop) in enumerate(self.resolutions):
-            window = getattr(self, f"window_{i}")
-            est = _power(_stft(estimate, n_fft, hop, window)).clamp(min=self.eps).sqrt()
-            ref = _power(_stft(target, n_fft, hop, window)).clamp(min=self.eps).sqrt()
+        for est_spec, ref_spec in self.spectra(estimate, target):
+            est = _power(est_spec).clamp(min=self.eps).sqrt()
+            ref = _power(ref_spec).clamp(min=self.eps).sqrt()
             convergence = torch.linalg.vector_norm(est - ref) / torch.linalg.vector_norm(ref)
             total = total + convergence + (est.log() - ref.log()).abs().mean()
         return total / len(self.resolutions)
 
 
-class CompressedComplexSTFTLoss(nn.Module):
+class CompressedComplexSTFTLoss(_MultiResolutionSTFT):
     """Mean squared error between power-law compressed complex spectra, averaged over resolutions.
 
     At each resolution, ``Z_c = |Z|^exponent * exp(j angle Z)`` for the estimate's and the
@@ -89,16 +106,11 @@ class CompressedComplexSTFTLoss(nn.Module):
         exponent: float = 0.3,
         eps: float = 1e-10,
     ) -> None:
-        super().__init__()
-        if len(win_lengths) != len(fft_sizes):
-            raise ValueError("fft_sizes, hop_lengths and win_lengths must have the same length")
+        super().__init__(fft_sizes, hop_lengths, win_lengths)
         if not 0.0 < exponent <= 1.0:
             raise ValueError(f"exponent must be in (0, 1], got {exponent}")
-        self.resolutions = list(zip(fft_sizes, hop_lengths, strict=True))
         self.exponent = exponent
         self.eps = eps
-        for i, win_length in enumerate(win_lengths):
-            self.register_buffer(f"window_{i}", get_window("hann", win_length), persistent=False)
 
     def _compressed(self, spec: torch.Tensor) -> torch.Tensor:
         """``(..., F, N)`` complex -> ``(..., F, N, 2)`` real/imaginary parts of ``|Z|^c e^{j angle Z}``."""
@@ -108,10 +120,8 @@ class CompressedComplexSTFTLoss(nn.Module):
 
     def forward(self, estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         total = estimate.new_zeros(())
-        for i, (n_fft, hop) in enumerate(self.resolutions):
-            window = getattr(self, f"window_{i}")
-            est = self._compressed(_stft(estimate, n_fft, hop, window))
-            ref = self._compressed(_stft(target, n_fft, hop, window))
+        for est_spec, ref_spec in self.spectra(estimate, target):
+            est, ref = self._compressed(est_spec), self._compressed(ref_spec)
             total = total + (est - ref).square().sum(-1).mean()
         return total / len(self.resolutions)
 
@@ -129,7 +139,7 @@ def _unit_phasors(spec: torch.Tensor, dim: int, eps: float) -> tuple[torch.Tenso
     return parts * (size + eps).rsqrt(), size.squeeze(-1).sqrt()
 
 
-class PhaseDerivativeLoss(nn.Module):
+class PhaseDerivativeLoss(_MultiResolutionSTFT):
     """Mismatch of instantaneous frequency and group delay, weighted by the reference magnitude.
 
     The absolute phase is left free (a low-bitrate decoder cannot know it, and forcing it blurs the
@@ -149,20 +159,13 @@ class PhaseDerivativeLoss(nn.Module):
         exponent: float = 1.0,
         eps: float = 1e-12,
     ) -> None:
-        super().__init__()
-        if len(win_lengths) != len(fft_sizes):
-            raise ValueError("fft_sizes, hop_lengths and win_lengths must have the same length")
-        self.resolutions = list(zip(fft_sizes, hop_lengths, strict=True))
+        super().__init__(fft_sizes, hop_lengths, win_lengths)
         self.exponent = exponent
         self.eps = eps
-        for i, win_length in enumerate(win_lengths):
-            self.register_buffer(f"window_{i}", get_window("hann", win_length), persistent=False)
 
     def forward(self, estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         total = estimate.new_zeros(())
-        for i, (n_fft, hop) in enumerate(self.resolutions):
-            window = getattr(self, f"window_{i}")
-            est, ref = _stft(estimate, n_fft, hop, window), _stft(target, n_fft, hop, window)
+        for est, ref in self.spectra(estimate, target):
             for dim in (-1, -2):  # along frames (instantaneous frequency), along bins (group delay)
                 u_est, _ = _unit_phasors(est, dim, self.eps)
                 u_ref, magnitude = _unit_phasors(ref, dim, self.eps)
