@@ -49,12 +49,15 @@ def _seanet_lstm() -> Codec:
 
 def _tiny_istft() -> Codec:
     torch.manual_seed(2)
-    return Codec.from_config(
+    decoder = {"n_fft": 480, "istft_hop": 160, "hidden_dim": 16, "intermediate_dim": 32, "n_blocks": 2}
+    codec = Codec.from_config(
         "speech-16k",
         encoder={"hidden_dim": 16, "intermediate_dim": 32, "n_blocks": 2},
-        decoder={"n_fft": 480, "istft_hop": 160, "hidden_dim": 16, "intermediate_dim": 32, "n_blocks": 2},
+        decoder={**decoder, "head_hidden_dim": 24},
         num_quantizers=4,
-    ).eval()
+    )
+    torch.nn.init.normal_(codec.decoder.head.mlp[2].weight, std=0.05)  # the head's MLP starts silent
+    return codec.eval()
 
 
 CODECS = {"speech-16k": _speech(), "seanet-lstm": _seanet_lstm(), "tiny-istft": _tiny_istft()}
@@ -390,7 +393,9 @@ def test_transposed_conv_lstm_and_istft_head_steps():
         (StreamableConvTranspose1d(3, 2, 4, 4, causal=True), 3),
         (StreamableLSTM(3, 2), 3),
         (CausalISTFTHead(dim=5, channels=2, n_fft=32, hop_length=8, frames_per_step=2), 5),
+        (CausalISTFTHead(dim=5, n_fft=32, hop_length=8, hidden_dim=6), 5),
     ]
+    torch.nn.init.normal_(modules[-1][0].mlp[2].weight)
     for module, channels in modules:
         x = torch.randn(2, channels, 17)
         step = as_streaming(module.eval())

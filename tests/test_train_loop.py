@@ -206,6 +206,18 @@ def test_init_fine_tunes_from_checkpoint_weights(tmp_path):
     mismatched = _recipe(*overrides, "model.options.latent_dim=8")
     with pytest.raises(UsageError, match="do not fit"):
         Trainer(mismatched, tmp_path / "c", init=tmp_path / "a" / "model.safetensors")
+    # a recipe with a larger decoder grows the weights, so the run starts from the same function
+    larger = (
+        "model.options.decoder={n_fft: 480, istft_hop: 160, "
+        "hidden_dim: 32, intermediate_dim: 96, n_blocks: 2}"
+    )
+    init = tmp_path / "a" / "model.safetensors"
+    grown = Trainer(_recipe(*overrides, larger), tmp_path / "d", init=init, quiet=True)
+    assert len(grown.model.decoder.blocks) == 2
+    audio = torch.randn(1, 1, 3200) * 0.2
+    with torch.no_grad():
+        expected = tuned.model.decode(tuned.model.encode(audio))
+        torch.testing.assert_close(grown.model.decode(grown.model.encode(audio)), expected, rtol=0, atol=1e-6)
 
 
 def test_max_minutes_stops_the_session_and_still_checkpoints(tmp_path):

@@ -78,8 +78,10 @@ class CausalISTFTHead(nn.Module):
     ``r = frames_per_step``.
 
     Each input frame is mapped linearly to ``frames_per_step`` STFT frames of log-magnitude and phase
-    per channel (magnitude ``exp`` clamped at ``max_magnitude``); frames are inverse transformed,
-    multiplied by the synthesis window and overlap-added in the causal layout. The synthesis
+    per channel (magnitude ``exp`` clamped at ``max_magnitude``); with ``hidden_dim > 0`` a one-hidden-
+    layer GELU MLP of that width is added to the linear map (its output layer starts at zero), so the
+    ``2 * (n_fft // 2 + 1)`` values per frame are no longer limited to rank ``dim``. Frames are inverse
+    transformed, multiplied by the synthesis window and overlap-added in the causal layout. The synthesis
     window is ``w[p] / sum_i w[p mod hop + i hop]**2``, so a true STFT taken with analysis window
     ``w`` (``n_fft = k * hop_length``, ``k >= 2``) is inverted exactly once ``n_fft - hop_length``
     samples have passed.
@@ -94,6 +96,7 @@ class CausalISTFTHead(nn.Module):
         frames_per_step: int = 1,
         window: str = "hann",
         max_magnitude: float = 100.0,
+        hidden_dim: int = 0,
     ) -> None:
         super().__init__()
         if n_fft % hop_length or n_fft < 2 * hop_length:
@@ -104,7 +107,13 @@ class CausalISTFTHead(nn.Module):
         self.frames_per_step = frames_per_step
         self.max_log_magnitude = float(torch.tensor(max_magnitude).log())
         self.n_bins = n_fft // 2 + 1
-        self.proj = nn.Linear(dim, frames_per_step * channels * 2 * self.n_bins)
+        outputs = frames_per_step * channels * 2 * self.n_bins
+        self.proj = nn.Linear(dim, outputs)
+        self.mlp = None
+        if hidden_dim > 0:
+            self.mlp = nn.Sequential(nn.Linear(dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, outputs))
+            nn.init.zeros_(self.mlp[2].weight)
+            nn.init.zeros_(self.mlp[2].bias)
         analysis = get_window(window, n_fft)
         envelope = analysis.square().reshape(-1, hop_length).sum(0)
         self.register_buffer(
@@ -119,7 +128,9 @@ class CausalISTFTHead(nn.Module):
     def spectrogram(self, x: torch.Tensor) -> torch.Tensor:
         """Complex STFT frames ``(B, channels, n_fft // 2 + 1, N * frames_per_step)`` for features ``x``."""
         batch, _, frames = x.shape
-        y = self.proj(x.transpose(1, 2)).reshape(
+        x = x.transpose(1, 2)
+        y = self.proj(x) if self.mlp is None else self.proj(x) + self.mlp(x)
+        y = y.reshape(
             batch, frames, self.frames_per_step, self.channels, 2, self.n_bins
         )
         y = y.permute(0, 3, 4, 5, 1, 2).reshape(
@@ -149,7 +160,8 @@ class ISTFTDecoder(nn.Module):
     """Latent frames -> waveform: ``(B, dimension, N) -> (B, channels, N * hop_length)``.
 
     Conv (``kernel_size``) to ``hidden_dim`` -> LayerNorm -> ``n_blocks`` ConvNeXt blocks -> LayerNorm
-    -> :class:`CausalISTFTHead` with ``hop_length // istft_hop`` STFT frames per latent frame.
+    -> :class:`CausalISTFTHead` with ``hop_length // istft_hop`` STFT frames per latent frame (and an
+    MLP of width ``head_hidden_dim`` beside its linear map when that is > 0).
     """
 
     def __init__(
@@ -164,6 +176,7 @@ class ISTFTDecoder(nn.Module):
         n_blocks: int = 8,
         kernel_size: int = 7,
         causal: bool = True,
+        head_hidden_dim: int = 0,
     ) -> None:
         super().__init__()
         if hop_length % istft_hop:
@@ -183,7 +196,9 @@ class ISTFTDecoder(nn.Module):
             ]
         )
         self.final_norm = nn.LayerNorm(hidden_dim, eps=1e-6)
-        self.head = CausalISTFTHead(hidden_dim, channels, n_fft, istft_hop, hop_length // istft_hop)
+        self.head = CausalISTFTHead(
+            hidden_dim, channels, n_fft, istft_hop, hop_length // istft_hop, hidden_dim=head_hidden_dim
+        )
 
     @property
     def lookahead(self) -> int:

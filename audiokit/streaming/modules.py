@@ -373,6 +373,7 @@ class ISTFTHeadStep(StreamingModule):
         self.head = module
         self.samples_per_frame = module.frames_per_step * module.hop_length
         self.proj = _linear(module.proj)
+        self.mlp = None if module.mlp is None else (_linear(module.mlp[0]), _linear(module.mlp[2]))
         self.window = module.synthesis_window.detach()
 
     def init_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> OverlapAddState:
@@ -387,7 +388,11 @@ class ISTFTHeadStep(StreamingModule):
         head = self.head
         batch, frames, _ = x.shape
         steps = frames * head.frames_per_step
-        y = _apply_linear(x, self.proj).view(batch, steps, head.channels, 2, head.n_bins).float()
+        y = _apply_linear(x, self.proj)
+        if self.mlp is not None:
+            hidden, output = self.mlp
+            y += _apply_linear(F.gelu(_apply_linear(x, hidden)), output)
+        y = y.view(batch, steps, head.channels, 2, head.n_bins).float()
         magnitude = y[:, :, :, 0].clamp(max=head.max_log_magnitude).exp()
         spec = torch.polar(magnitude, y[:, :, :, 1])  # (B, M, C, bins)
         segments = torch.fft.irfft(spec, n=head.n_fft, dim=-1) * self.window  # (B, M, C, n_fft)

@@ -60,6 +60,7 @@ from audiokit.losses import (
     time_l1_loss,
 )
 from audiokit.models import CONFIGS, Codec, CodecConfig
+from audiokit.models.growth import grow_to
 from audiokit.provenance import git_commit, package_versions
 from audiokit.train.checkpoint import RUN_CHECKPOINT as CHECKPOINT
 from audiokit.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -343,7 +344,19 @@ class Trainer:
             state = load_checkpoint(path)
             weights = state["ema"]["module"] if "ema" in state else state["model"]
         else:
-            weights = Codec.from_pretrained(init).state_dict()
+            init_codec = Codec.from_pretrained(init)
+            if isinstance(self.model, Codec) and init_codec.config.decoder != self.model.config.decoder:
+                try:
+                    init_codec = grow_to(init_codec, self.model.config)
+                except ModelError as exc:
+                    raise UsageError(f"--init {init}: weights do not fit the recipe ({exc})") from None
+                if not self.quiet:
+                    size = init_codec.config.decoder
+                    print(
+                        f"--init {init}: decoder grown (function-preserving) to {size['n_blocks']} "
+                        f"ConvNeXt blocks of width {size['intermediate_dim']}"
+                    )
+            weights = init_codec.state_dict()
         try:
             self.model.load_state_dict(weights, strict=True)
         except RuntimeError as exc:

@@ -1,0 +1,87 @@
+"""Function-preserving growth of a trained codec's iSTFT decoder (deeper and wider ConvNeXt).
+
+A codec trained with a small decoder can continue training with a larger one without starting over:
+:func:`grow_decoder` returns a codec whose decoder has more ConvNeXt blocks and/or wider block MLPs
+and that computes *exactly* the same audio as the original, so training resumes where it stood and
+the new capacity is learnt from there (Net2Net-style growth).
+
+- New blocks go after the existing ones (before the final LayerNorm) with ``gamma = 0``: each is the
+  identity until its layer scale moves away from zero.
+- A widened MLP (a block's, or the iSTFT head's hidden layer, which a linear head lacks: width 0)
+  keeps the trained units and adds new ones with freshly initialised input weights and zero output
+  weights, so they add nothing until trained.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from audiokit.errors import ModelError
+from audiokit.models.codec import Codec, CodecConfig
+
+# decoder options that can grow, with ISTFTDecoder's defaults
+GROWABLE = {"n_blocks": 8, "intermediate_dim": 768, "head_hidden_dim": 0}
+# output layers of MLPs whose new hidden units must start silent
+WIDENED_OUTPUTS = ("pwconv2.weight", "head.mlp.2.weight")
+
+
+def grow_to(codec: Codec, config: CodecConfig) -> Codec:
+    """``codec`` as a codec of architecture ``config``: itself, or grown (:func:`grow_decoder`) to fit.
+
+    ``config`` may differ from ``codec.config`` only in its name, the training-only quantizer fields
+    (``quantizer_dropout``, ``dead_code_threshold``) and the decoder's growable sizes
+    (:data:`GROWABLE`); anything else raises :class:`ModelError`.
+    """
+    current = codec.config
+    if config.decoder_type != "istft" or current.decoder_type != "istft":
+        raise ModelError(f"{current.name}: only an iSTFT decoder can grow")
+    fixed = {k: v for k, v in config.decoder.items() if k not in GROWABLE}
+    comparable = dataclasses.replace(
+        config,
+        name=current.name,
+        decoder={**fixed, **{k: v for k, v in current.decoder.items() if k in GROWABLE}},
+        quantizer_dropout=current.quantizer_dropout,
+        dead_code_threshold=current.dead_code_threshold,
+    )
+    if comparable != current:
+        raise ModelError(f"{current.name}: the architecture differs beyond a larger iSTFT decoder")
+    if config.decoder == current.decoder:
+        return codec
+    return grow_decoder(codec, **{k: v for k, v in config.decoder.items() if k in GROWABLE})
+
+
+def grow_decoder(codec: Codec, seed: int = 0, **sizes: int) -> Codec:
+    """A copy of ``codec`` whose iSTFT decoder has the larger ``sizes`` (keys of :data:`GROWABLE`).
+
+    E.g. ``grow_decoder(codec, n_blocks=10, intermediate_dim=1152, head_hidden_dim=1024)``. No size may
+    shrink. The result decodes every code to the same samples as ``codec`` (up to float rounding);
+    ``seed`` fixes the initialisation of the new units.
+    """
+    config = codec.config
+    if config.decoder_type != "istft":
+        raise ModelError(f"{config.name}: only an iSTFT decoder can grow, not {config.decoder_type!r}")
+    unknown = set(sizes) - set(GROWABLE)
+    if unknown:
+        names = ", ".join(sorted(unknown))
+        raise ModelError(f"{config.name}: cannot grow {names}; only {', '.join(GROWABLE)}")
+    current = {key: config.decoder.get(key, default) for key, default in GROWABLE.items()}
+    shrinking = [f"{key} {current[key]} -> {value}" for key, value in sizes.items() if value < current[key]]
+    if shrinking:
+        raise ModelError(f"{config.name}: a decoder can only grow, not shrink ({', '.join(shrinking)})")
+    torch.manual_seed(seed)
+    grown = Codec(dataclasses.replace(config, decoder={**config.decoder, **sizes}))
+    source = codec.state_dict()
+    target = grown.state_dict()  # views of grown's tensors: edited in place
+    with torch.no_grad():
+        for key, value in target.items():
+            if key not in source:
+                continue
+            trained = source[key]
+            if trained.shape != value.shape and key.endswith(WIDENED_OUTPUTS):
+                value.zero_()  # new units output nothing
+            value[tuple(slice(0, n) for n in trained.shape)] = trained
+        for block in grown.decoder.blocks[current["n_blocks"] :]:
+            block.gamma.zero_()  # a new block is the identity
+    return grown
