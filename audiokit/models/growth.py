@@ -70,8 +70,9 @@ def grow_decoder(codec: Codec, seed: int = 0, **sizes: int) -> Codec:
     shrinking = [f"{key} {current[key]} -> {value}" for key, value in sizes.items() if value < current[key]]
     if shrinking:
         raise ModelError(f"{config.name}: a decoder can only grow, not shrink ({', '.join(shrinking)})")
-    torch.manual_seed(seed)
-    grown = Codec(dataclasses.replace(config, decoder={**config.decoder, **sizes}))
+    with torch.random.fork_rng(devices=[]):  # the caller's random state stays as it was
+        torch.manual_seed(seed)
+        grown = Codec(dataclasses.replace(config, decoder={**config.decoder, **sizes}))
     source = codec.state_dict()
     target = grown.state_dict()  # views of grown's tensors: edited in place
     with torch.no_grad():
