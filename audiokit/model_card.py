@@ -184,6 +184,7 @@ def training_record(run_dir: Path, init_card: Path | None = None) -> dict:
                     "end_step",
                     "resumed",
                     "init",
+                    "init_grown_to",
                     "device",
                     "hardware",
                     "threads",

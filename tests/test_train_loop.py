@@ -214,6 +214,10 @@ def test_init_fine_tunes_from_checkpoint_weights(tmp_path):
     init = tmp_path / "a" / "model.safetensors"
     grown = Trainer(_recipe(*overrides, larger), tmp_path / "d", init=init, quiet=True)
     assert len(grown.model.decoder.blocks) == 2
+    # run.json names the weights as read (a model card of them continues the record) and the growth
+    session = json.loads((tmp_path / "d" / "run.json").read_text())["sessions"][0]
+    assert session["init_sha256"] == saved["sha256"]
+    assert session["init_grown_to"]["intermediate_dim"] == 96
     audio = torch.randn(1, 1, 3200) * 0.2
     with torch.no_grad():
         expected = tuned.model.decode(tuned.model.encode(audio))

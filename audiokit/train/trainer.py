@@ -230,10 +230,11 @@ class Trainer:
 
         _seed_all(run.seed)  # identical initial weights on every rank
         self.model = (model if model is not None else build_model(recipe.model)).to(self.device)
-        self.init_sha256 = None
+        self.init_sha256 = None  # of the weights as read, before any growth
+        self.init_grown_to: dict | None = None  # the decoder they were grown to, if they were
         if init is not None:
             self._load_init(init)
-            if hasattr(self.model, "weights_sha256"):
+            if self.init_sha256 is None and hasattr(self.model, "weights_sha256"):
                 self.init_sha256 = self.model.weights_sha256()
         self._check_bitrates()
         self.ema = EMA(self.model, recipe.optim.ema_decay)
@@ -345,17 +346,15 @@ class Trainer:
             weights = state["ema"]["module"] if "ema" in state else state["model"]
         else:
             init_codec = Codec.from_pretrained(init)
+            self.init_sha256 = init_codec.weights_sha256()
             if isinstance(self.model, Codec) and init_codec.config.decoder != self.model.config.decoder:
                 try:
                     init_codec = grow_to(init_codec, self.model.config)
                 except ModelError as exc:
                     raise UsageError(f"--init {init}: weights do not fit the recipe ({exc})") from None
+                self.init_grown_to = init_codec.config.decoder
                 if not self.quiet:
-                    size = init_codec.config.decoder
-                    print(
-                        f"--init {init}: decoder grown (function-preserving) to {size['n_blocks']} "
-                        f"ConvNeXt blocks of width {size['intermediate_dim']}"
-                    )
+                    print(f"--init {init}: decoder grown, function-preserving, to {self.init_grown_to}")
             weights = init_codec.state_dict()
         try:
             self.model.load_state_dict(weights, strict=True)
@@ -386,6 +385,7 @@ class Trainer:
                 "resumed": resume,
                 "init": str(init) if init else None,
                 "init_sha256": self.init_sha256,
+                **({"init_grown_to": self.init_grown_to} if self.init_grown_to else {}),
                 "command": sys.argv,
                 "commit": git_commit(),
                 "versions": package_versions(),
