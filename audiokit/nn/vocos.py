@@ -130,9 +130,7 @@ class CausalISTFTHead(nn.Module):
         batch, _, frames = x.shape
         x = x.transpose(1, 2)
         y = self.proj(x) if self.mlp is None else self.proj(x) + self.mlp(x)
-        y = y.reshape(
-            batch, frames, self.frames_per_step, self.channels, 2, self.n_bins
-        )
+        y = y.reshape(batch, frames, self.frames_per_step, self.channels, 2, self.n_bins)
         y = y.permute(0, 3, 4, 5, 1, 2).reshape(
             batch, self.channels, 2, self.n_bins, frames * self.frames_per_step
         )
