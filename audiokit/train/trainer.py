@@ -353,7 +353,7 @@ class Trainer:
                 except ModelError as exc:
                     raise UsageError(f"--init {init}: weights do not fit the recipe ({exc})") from None
                 self.init_grown_to = init_codec.config.decoder
-                if not self.quiet:
+                if self.is_main and not self.quiet:
                     print(f"--init {init}: decoder grown, function-preserving, to {self.init_grown_to}")
             weights = init_codec.state_dict()
         try:
