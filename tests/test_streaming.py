@@ -49,11 +49,17 @@ def _seanet_lstm() -> Codec:
 
 def _tiny_istft() -> Codec:
     torch.manual_seed(2)
-    decoder = {"n_fft": 480, "istft_hop": 160, "hidden_dim": 16, "intermediate_dim": 32, "n_blocks": 2}
     codec = Codec.from_config(
         "speech-16k",
         encoder={"hidden_dim": 16, "intermediate_dim": 32, "n_blocks": 2},
-        decoder={**decoder, "head_hidden_dim": 24},
+        decoder={
+            "n_fft": 480,
+            "istft_hop": 160,
+            "hidden_dim": 16,
+            "intermediate_dim": 32,
+            "n_blocks": 2,
+            "head_hidden_dim": 24,
+        },
         num_quantizers=4,
     )
     torch.nn.init.normal_(codec.decoder.head.mlp[2].weight, std=0.05)  # the head's MLP starts silent

@@ -15,14 +15,19 @@ the new capacity is learnt from there (Net2Net-style growth).
 from __future__ import annotations
 
 import dataclasses
+import inspect
 
 import torch
 
 from audiokit.errors import ModelError
 from audiokit.models.codec import Codec, CodecConfig
+from audiokit.nn import ISTFTDecoder
 
-# decoder options that can grow, with ISTFTDecoder's defaults
-GROWABLE = {"n_blocks": 8, "intermediate_dim": 768, "head_hidden_dim": 0}
+# decoder options that can grow, with their defaults (taken from ISTFTDecoder, so they cannot drift)
+GROWABLE = {
+    name: inspect.signature(ISTFTDecoder).parameters[name].default
+    for name in ("n_blocks", "intermediate_dim", "head_hidden_dim")
+}
 # output layers of MLPs whose new hidden units must start silent
 WIDENED_OUTPUTS = ("pwconv2.weight", "head.mlp.2.weight")
 
