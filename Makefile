@@ -41,12 +41,10 @@ test: setup
 test-all: setup
 	$(PY) -m pytest -q
 
-# the codec `make demo` runs: the shipped weights once they exist, else the training checkpoint
-DEMO_MODEL ?= $(if $(wildcard audiokit/weights/speech-16k.safetensors),speech-16k,checkpoints/speech-16k)
+# the codec `make demo` runs: the shipped weights, or any other (make demo DEMO_MODEL=runs/<name>)
+DEMO_MODEL ?= speech-16k
 
 demo: setup
-	@test -f audiokit/weights/speech-16k.safetensors || echo "the shipped speech-16k model is not there \
-	yet (audiokit/weights/speech-16k.safetensors): the demo runs $(DEMO_MODEL)"
 	$(VENV)/bin/audiokit demo --model $(DEMO_MODEL) --out demo-out
 
 bench: setup

@@ -670,7 +670,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--init-card",
         help="card.json of the weights the run started from (--init), when those beside the recorded "
-        "path have been replaced since (e.g. from git: git show REV:checkpoints/NAME/card.json)",
+        "path have been replaced since (e.g. from git: git show REV:docs/models/NAME.json)",
     )
     parser.add_argument("--valid", required=True, help="validation speech directory (references)")
     parser.add_argument("--glob", default="*", help="reference files to use (default *)")

@@ -5,7 +5,7 @@ the decoded audio, the decoded STFT magnitude with the original's phase, and the
 with the decoded phase (512-point Hann STFT, hop 128, 16 kHz). A large gain from the original phase
 means the decoder's phase, not its magnitudes, limits the score.
 
-Usage: ``python benchmarks/phase_oracle.py --weights checkpoints/speech-16k --valid DIR --glob 'vm-*'
+Usage: ``python benchmarks/phase_oracle.py --weights speech-16k --valid DIR --glob 'vm-*'
 [--every 10] [--bitrate 6000] [--out benchmarks/results/phase_oracle.json]``
 """
 

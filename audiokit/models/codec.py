@@ -97,14 +97,25 @@ CONFIGS: dict[str, CodecConfig] = {
     # 16 kHz mono speech, causal: 50 Hz frames, 12 x 1024 codes -> 0.5 .. 6 kbps in 0.5 kbps steps
     # (3 / 6 / 12 codebooks give 1.5 / 3 / 6 kbps). STFT encoder and iSTFT decoder (ConvNeXt at
     # 100 Hz): 2.6x fewer operations than a SEANet encoder, wide products that stream many streams
-    # per core, and faster convergence on CPU budgets (docs/architecture.md).
+    # per core, and faster convergence on CPU budgets (docs/architecture.md); an MLP beside the iSTFT
+    # head's linear map; Euclidean codeword lookup (docs/training.md, "Codebook health"). The shipped
+    # weights (audiokit/weights/speech-16k) have exactly this config.
     "speech-16k": CodecConfig(
         name="speech-16k",
         sample_rate=16000,
         encoder_type="stft",
         encoder={"n_fft": 480, "stft_hop": 160, "hidden_dim": 192, "intermediate_dim": 576, "n_blocks": 6},
         decoder_type="istft",
-        decoder={"n_fft": 480, "istft_hop": 160, "hidden_dim": 192, "intermediate_dim": 576, "n_blocks": 6},
+        decoder={
+            "n_fft": 480,
+            "istft_hop": 160,
+            "hidden_dim": 192,
+            "intermediate_dim": 576,
+            "n_blocks": 6,
+            "head_hidden_dim": 1024,
+        },
+        l2_normalize=False,
+        quantizer_dropout=0.25,
     ),
     # The same bitrates without the causality constraint (offline use only: no streaming).
     "speech-16k-noncausal": CodecConfig(

@@ -9,7 +9,7 @@
 #
 # It checks the python packages (installing carried wheels when some are missing), picks what to start
 # from (an exact --resume of RUN_DIR if a checkpoint is there, else --init from the newest weights that
-# fit the recipe: runs/gpu-in/ from the previous call, then checkpoints/speech-16k/), trains on the
+# fit the recipe: runs/gpu-in/ from the previous call, then the shipped audiokit/weights/speech-16k), trains on the
 # carried pack with --max-minutes, and copies the EMA weights, logs and lineage.json into $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 2
@@ -135,7 +135,7 @@ else
     for kv in $EXTRA_SET; do overrides+=("$kv"); done
     case "$INIT" in
         none) candidates=() ;;
-        auto) candidates=("$GPU_IN/model.safetensors" checkpoints/speech-16k/model.safetensors) ;;
+        auto) candidates=("$GPU_IN/model.safetensors" audiokit/weights/speech-16k.safetensors) ;;
         *) candidates=("$INIT") ;;
     esac
     chosen=""
