@@ -609,7 +609,10 @@ def _weights_info(weights: str) -> dict:
     codec, sha256 = load_codec(weights)
     path = _resolve_weights(weights)
     meta = json.loads(path.with_suffix(".json").read_text())
-    info = {"path": str(path), "name": codec.name, "sha256": sha256, "shipped": is_shipped(weights)}
+    shipped = is_shipped(weights)
+    if shipped:  # as the repository names it, not where this checkout happens to be
+        path = Path("audiokit") / "weights" / path.name
+    info = {"path": str(path), "name": codec.name, "sha256": sha256, "shipped": shipped}
     if "step" in meta:
         info["step"] = meta["step"]
     info["sample_rate"] = codec.sample_rate
