@@ -39,6 +39,17 @@ def speech_files() -> list[Path]:
     return files
 
 
+def run_stream(session, source: torch.Tensor, chunks: list[int]) -> torch.Tensor:
+    """Push ``source`` in ``chunks`` (cycled until it is used up), flush, and join the outputs."""
+    outs, start, i = [], 0, 0
+    while start < source.shape[-1]:
+        size = chunks[i % len(chunks)]
+        outs.append(session.push(source[..., start : start + size]))
+        start, i = start + size, i + 1
+    outs.append(session.flush())
+    return torch.cat(outs, -1)
+
+
 # speech-16k's frame rate and bitrates (50 Hz x 10 bits x 1..12 codebooks) with tiny layers
 TINY_SPEECH_CODEC = {
     "encoder": {"hidden_dim": 16, "intermediate_dim": 32, "n_blocks": 1},

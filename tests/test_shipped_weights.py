@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from conftest import run_stream
 
 import audiokit.io as aio
 from audiokit import metrics
@@ -49,25 +50,19 @@ def test_shipped_weights_code_speech_and_more_bits_help(shipped, clip):
     assert scores[6000][0] > scores[1500][0] + 0.3 and scores[1500][1] > 0.84
 
 
-def _streamed(session, chunks: list[torch.Tensor]) -> torch.Tensor:
-    return torch.cat([session.push(chunk) for chunk in chunks] + [session.flush()], dim=-1)
-
-
 def test_shipped_weights_stream_like_offline(shipped, clip):
     """Decoding streams exactly. Encoding gives the offline codes except at near-ties of the later
     codebooks (docs/streaming.md, "On identical codes"), which move the audio by a small fraction
     of the coding error."""
-    chunks = list(clip.split(480, dim=-1))
     with torch.inference_mode():
         for bitrate in (1500, 6000):
             codes = shipped.encode(clip, bitrate=bitrate)
             offline = shipped.decode(codes)
-            frames = [codes.codes[..., i : i + 3] for i in range(0, codes.codes.shape[-1], 3)]
-            decoded = _streamed(shipped.stream(1, "decode", length=clip.shape[-1]), frames)
+            decoded = run_stream(shipped.stream(1, "decode", length=clip.shape[-1]), codes.codes, [3])
             torch.testing.assert_close(decoded, offline, atol=1e-5, rtol=0)
-            streamed_codes = _streamed(shipped.stream(1, "encode", bitrate=bitrate), chunks)
+            streamed_codes = run_stream(shipped.stream(1, "encode", bitrate=bitrate), clip, [480])
             agree = (streamed_codes[..., : codes.codes.shape[-1]] == codes.codes).float().mean().item()
-            roundtrip = _streamed(shipped.stream(1, "roundtrip", bitrate=bitrate), chunks)
+            roundtrip = run_stream(shipped.stream(1, "roundtrip", bitrate=bitrate), clip, [480])
             assert roundtrip.shape == clip.shape
             # measured: all codes and 0 at 1.5 kbps; 97.9 % and 0.005 at 6 kbps
             assert agree > (0.999 if bitrate == 1500 else 0.9)

@@ -8,6 +8,7 @@ import shutil
 
 import pytest
 import torch
+from conftest import run_stream
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -73,17 +74,6 @@ def offline(codec: Codec, x: torch.Tensor, bitrate=None):
     with torch.inference_mode():
         codes = codec.encode(x, bitrate)
         return codes, codec.decode(codes)
-
-
-def run_stream(session, source: torch.Tensor, chunks: list[int]) -> torch.Tensor:
-    """Push ``source`` in ``chunks`` (cycled until it is used up), flush, and join the outputs."""
-    outs, start, i = [], 0, 0
-    while start < source.shape[-1]:
-        size = chunks[i % len(chunks)]
-        outs.append(session.push(source[..., start : start + size]))
-        start, i = start + size, i + 1
-    outs.append(session.flush())
-    return torch.cat(outs, -1)
 
 
 # ------------------------------------------------------------------ the property: streaming == offline
