@@ -5,8 +5,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.audiokit-installed
 # The CPU build of torch; on a machine with a CUDA toolkit, `make TORCH_SPEC=torch==2.13.0 ...` as you like.
 TORCH_SPEC ?= torch==2.13.0
-# command:Debian-package pairs the tests and demo need
-SYSTEM_TOOLS := opusenc:opus-tools opusdec:opus-tools ffmpeg:ffmpeg
+# command:Debian-package pairs audiokit runs (the Opus baseline; ffmpeg reads m4a, webm, ...)
+SYSTEM_TOOLS := opusenc:opus-tools opusdec:opus-tools ffmpeg:ffmpeg ffprobe:ffmpeg
 
 # speed/quality benchmarks run by `make bench` (each prints JSON and saves it under benchmarks/results/)
 BENCHMARKS := benchmarks/bench_codec.py benchmarks/frontends_speed.py benchmarks/frontends_chirp.py
@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[dev,serve]"
+	$(PY) -m pip install -q -e ".[dev]"
 	@touch $(STAMP)
 
 system-tools:

@@ -1,15 +1,22 @@
-"""Audio file I/O: load any supported format, resample, remix channels, save atomically.
+"""Audio file I/O: load any supported format, resample, remix channels, find audio files, save atomically
+and check outputs before writing (no overwrite without ``force``, never an input, never a rename onto a
+device or FIFO).
 
 Formats are read through soundfile (libsndfile): WAV/FLAC/OGG (Vorbis, Opus)/MP3 and the other
-formats libsndfile knows. Resampling uses soxr at high quality. Every problem with an input file
-raises :class:`AudioFormatError` whose one-line message names the file and the problem.
+formats libsndfile knows; what it cannot open (m4a/aac/mp4, webm, ...) through ffmpeg
+(:mod:`audiokit.ffmpeg`); headerless PCM with a :class:`RawFormat`. Resampling uses soxr at high
+quality. Every problem with an input file raises :class:`AudioFormatError` whose one-line message
+names the file and the problem.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import stat
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +26,29 @@ import soundfile as sf
 import soxr
 import torch
 
-from audiokit.errors import AudioFormatError
+from audiokit import ffmpeg
+from audiokit.errors import AudioFormatError, UsageError
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif", ".au", ".caf", ".w64")
+SOUNDFILE_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif", ".au", ".caf", ".w64")
+RAW_EXTENSIONS = (".raw", ".pcm")
+AUDIO_EXTENSIONS = SOUNDFILE_EXTENSIONS + ffmpeg.FFMPEG_EXTENSIONS + RAW_EXTENSIONS
+"""What a directory scan (:func:`find_audio`) takes for audio."""
+
+# ffmpeg's names of headerless sample formats -> (soundfile subtype, endianness, bytes per sample)
+RAW_SAMPLE_FORMATS = {
+    "u8": ("PCM_U8", "FILE", 1),
+    "s8": ("PCM_S8", "FILE", 1),
+    "s16le": ("PCM_16", "LITTLE", 2),
+    "s16be": ("PCM_16", "BIG", 2),
+    "s24le": ("PCM_24", "LITTLE", 3),
+    "s24be": ("PCM_24", "BIG", 3),
+    "s32le": ("PCM_32", "LITTLE", 4),
+    "s32be": ("PCM_32", "BIG", 4),
+    "f32le": ("FLOAT", "LITTLE", 4),
+    "f32be": ("FLOAT", "BIG", 4),
+    "f64le": ("DOUBLE", "LITTLE", 8),
+    "f64be": ("DOUBLE", "BIG", 8),
+}
 
 PathLike = str | os.PathLike
 
@@ -43,6 +70,26 @@ class AudioInfo:
         return self.frames / self.sample_rate
 
 
+@dataclass(frozen=True)
+class RawFormat:
+    """How to read headerless PCM: rate in Hz, sample format (ffmpeg's names, see
+    :data:`RAW_SAMPLE_FORMATS`: ``s16le``, ``f32le``, ...) and interleaved channel count."""
+
+    sample_rate: int
+    sample_format: str = "s16le"
+    channels: int = 1
+
+    def __post_init__(self) -> None:
+        if self.sample_format not in RAW_SAMPLE_FORMATS:
+            raise UsageError(
+                f"--raw-format {self.sample_format!r}: choose from {', '.join(RAW_SAMPLE_FORMATS)}"
+            )
+        if self.sample_rate <= 0:
+            raise UsageError(f"--raw-rate {self.sample_rate}: must be a rate in Hz > 0")
+        if self.channels <= 0:
+            raise UsageError(f"--raw-channels {self.channels}: must be >= 1")
+
+
 def _check_readable(path: Path) -> None:
     if not path.exists():
         raise AudioFormatError(path, "file not found")
@@ -52,21 +99,47 @@ def _check_readable(path: Path) -> None:
         raise AudioFormatError(path, "file is empty (0 bytes)")
 
 
-def _open(path: Path) -> sf.SoundFile:
-    _check_readable(path)
-    try:
-        return sf.SoundFile(str(path))
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-        reason = str(exc).split(":")[-1].strip() or "unreadable"
+def _open_raw(path: Path, raw: RawFormat) -> sf.SoundFile:
+    subtype, endian, width = RAW_SAMPLE_FORMATS[raw.sample_format]
+    frame_bytes = width * raw.channels
+    if path.stat().st_size % frame_bytes:
         raise AudioFormatError(
-            path, f"not a readable audio file (wav/flac/ogg/opus/mp3 expected): {reason}"
-        ) from None
+            path,
+            f"raw {raw.sample_format} x {raw.channels} channel(s): {path.stat().st_size} bytes is not a "
+            f"whole number of {frame_bytes}-byte frames (check --raw-format and --raw-channels)",
+        )
+    return sf.SoundFile(
+        str(path), samplerate=raw.sample_rate, channels=raw.channels, subtype=subtype, endian=endian,
+        format="RAW",
+    )  # fmt: skip
 
 
-def info(path: PathLike) -> AudioInfo:
-    """Read the header of ``path`` without decoding the audio."""
+def _open(path: Path, raw: RawFormat | None = None) -> sf.SoundFile | ffmpeg.FfmpegReader:
+    """A reader of ``path``: soundfile, else ffmpeg; headerless PCM as ``raw`` says."""
+    _check_readable(path)
+    if raw is not None:
+        return _open_raw(path, raw)
+    if path.suffix.lower() in RAW_EXTENSIONS:
+        raise AudioFormatError(
+            path, "headerless PCM: give --raw-rate and --raw-format (and --raw-channels unless mono)"
+        )
+    if path.suffix.lower() not in ffmpeg.FFMPEG_EXTENSIONS:
+        try:
+            return sf.SoundFile(str(path))
+        except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+            reason = str(exc).split(":")[-1].strip().rstrip(".") or "unreadable"
+    else:
+        reason = "not a libsndfile format"
+    return ffmpeg.open_reader(path, reason)
+
+
+def info(path: PathLike, raw: RawFormat | None = None) -> AudioInfo:
+    """Read the header of ``path`` without decoding the audio (``raw``: how to read headerless PCM).
+
+    For files read through ffmpeg, ``frames`` is the container's duration times the rate (an estimate).
+    """
     path = Path(path)
-    with _open(path) as f:
+    with _open(path, raw) as f:
         return AudioInfo(str(path), int(f.samplerate), int(f.channels), int(f.frames), f.format, f.subtype)
 
 
@@ -121,7 +194,7 @@ def _ogg_is_truncated(path: Path) -> bool:
     return last >= 0 and last + 5 < len(tail) and not tail[last + 5] & 0x04
 
 
-def _check_complete(path: Path, f: sf.SoundFile) -> None:
+def _check_complete(path: Path, f: sf.SoundFile | ffmpeg.FfmpegReader) -> None:
     truncated = (f.format in ("WAV", "WAVEX") and _wav_is_truncated(path)) or (
         f.format == "OGG" and _ogg_is_truncated(path)
     )
@@ -129,7 +202,7 @@ def _check_complete(path: Path, f: sf.SoundFile) -> None:
         raise AudioFormatError(path, "truncated: the file ends before its audio data does")
 
 
-def _read_all(path: Path, f: sf.SoundFile) -> np.ndarray:
+def _read_all(path: Path, f: sf.SoundFile | ffmpeg.FfmpegReader) -> np.ndarray:
     try:
         data = f.read(dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
@@ -154,20 +227,21 @@ def _finish(path: Path, data: np.ndarray, rate: int, sample_rate: int | None, ch
 
 
 def load(
-    path: PathLike, sample_rate: int | None = None, channels: int | None = None
+    path: PathLike, sample_rate: int | None = None, channels: int | None = None, raw: RawFormat | None = None
 ) -> tuple[torch.Tensor, int]:
     """Decode a whole audio file.
 
     Args:
-        path: wav/flac/ogg (Vorbis, Opus)/mp3 or another libsndfile format.
+        path: wav/flac/ogg (Vorbis, Opus)/mp3, another libsndfile format or anything ffmpeg decodes.
         sample_rate: resample to this rate in Hz (soxr HQ); ``None`` keeps the file's rate.
         channels: mix to this channel count; ``None`` keeps the file's channels.
+        raw: read ``path`` as headerless PCM of this format.
 
     Returns:
         ``(wav, rate)``: float32 tensor ``(channels, samples)`` in [-1, 1] and its rate in Hz.
     """
     path = Path(path)
-    with _open(path) as f:
+    with _open(path, raw) as f:
         _check_complete(path, f)
         rate = int(f.samplerate)
         data = _read_all(path, f)
@@ -180,6 +254,7 @@ def iter_blocks(
     block_frames: int = 1 << 16,
     sample_rate: int | None = None,
     channels: int | None = None,
+    raw: RawFormat | None = None,
 ) -> Iterator[torch.Tensor]:
     """Walk a file in blocks of about ``block_frames`` input samples, in constant memory.
 
@@ -188,7 +263,7 @@ def iter_blocks(
     streaming/offline difference (< 1e-6). Raises :class:`AudioFormatError` as :func:`load` does.
     """
     path = Path(path)
-    with _open(path) as f:
+    with _open(path, raw) as f:
         _check_complete(path, f)
         rate = int(f.samplerate)
         out_channels = channels or f.channels
@@ -216,6 +291,25 @@ def iter_blocks(
                 break
 
 
+def find_audio(root: Path, pattern: str = "*", extensions: tuple[str, ...] = AUDIO_EXTENSIONS) -> list[Path]:
+    """Files with ``extensions`` under ``root`` (or ``root`` itself), relative path matching ``pattern``.
+
+    Raises :class:`UsageError` when ``root`` does not exist or holds no such file.
+    """
+    if root.is_file():
+        return [root]
+    if not root.is_dir():
+        raise UsageError(f"{root}: no such file or directory")
+    files = sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file() and p.suffix.lower() in extensions and p.relative_to(root).match(pattern)
+    )
+    if not files:
+        raise UsageError(f"{root}: no files ({', '.join(extensions)}) matching {pattern!r}")
+    return files
+
+
 def _as_frames_by_channels(wav: torch.Tensor | np.ndarray) -> np.ndarray:
     data = wav.detach().cpu().numpy() if isinstance(wav, torch.Tensor) else np.asarray(wav)
     if data.ndim == 3 and data.shape[0] == 1:
@@ -236,23 +330,171 @@ def _read_umask() -> int:
 UMASK = _read_umask()  # read once at import: os.umask cannot be read without setting it
 
 
-@contextmanager
-def atomic_path(path: PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; it is renamed onto ``path`` only on success.
+TEMP_NAME = re.compile(r"^\.(?P<stem>.*)\.[a-z0-9_]{8}\.tmp(?P<suffix>.*)$")
+"""How :func:`atomic_path` names its temporary files: ``.NAME.RANDOM.tmp.EXT`` (mkstemp's 8 characters)."""
 
-    On any exception the temporary file is removed, so a half-written output never appears.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+_LIVE_TEMPS: set[Path] = set()
+
+
+def _new_temp(folder: Path, path: Path) -> Path:
+    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=folder)
     os.close(fd)
     tmp = Path(name)
+    _LIVE_TEMPS.add(tmp)
+    return tmp
+
+
+def _discard(tmp: Path) -> None:
+    tmp.unlink(missing_ok=True)
+    _LIVE_TEMPS.discard(tmp)
+
+
+def remove_temp_files() -> None:
+    """Remove every temporary file an unfinished :func:`atomic_path` holds (on a signal, before exit)."""
+    for tmp in list(_LIVE_TEMPS):
+        _discard(tmp)
+
+
+def _through_fd_link(path: Path) -> bool:
+    """True when ``path`` leads through ``/proc/*/fd`` or ``/dev/fd`` (``/dev/stdout``, ``/dev/fd/3``...)."""
+    current = os.path.abspath(path)
+    for _ in range(40):
+        if current.startswith(("/proc/", "/dev/fd/")) or os.path.realpath(
+            os.path.dirname(current)
+        ).startswith("/proc/"):
+            return True
+        if not os.path.islink(current):
+            return False
+        current = os.path.normpath(os.path.join(os.path.dirname(current), os.readlink(current)))
+    return False
+
+
+def writes_in_place(path: PathLike) -> bool:
+    """True when ``path`` is written to directly, never replaced by a rename: it exists and is not a
+    regular file (a device, a FIFO, a socket, a link to one), or it is an open-file link (``/dev/stdout``)."""
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not stat.S_ISREG(mode) or _through_fd_link(path)
+
+
+@contextmanager
+def atomic_path(path: PathLike) -> Iterator[Path]:
+    """Yield a temporary path ``.NAME.RANDOM.tmp.EXT``; on success it becomes ``path``.
+
+    A regular file (or a new one) is replaced by a rename of the temporary file, made next to the real
+    file so that a symlink stays a symlink. A non-regular target (:func:`writes_in_place`: a FIFO, a
+    device, ``/dev/stdout``) is never renamed onto: the finished temporary file (in the system's temp
+    folder) is copied into it. On any exception, or a signal the CLI turns into one, the temporary file
+    is removed, so a half-written output never appears.
+    """
+    path = Path(path)
+    if writes_in_place(path):
+        tmp = _new_temp(Path(tempfile.gettempdir()), path)
+        try:
+            yield tmp
+            with open(tmp, "rb") as src, open(path, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+        finally:
+            _discard(tmp)
+        return
+    real = Path(os.path.realpath(path))
+    real.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _new_temp(real.parent, real)
     try:
         yield tmp
         os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes 0600 files; give the usual permissions
-        os.replace(tmp, path)
+        os.replace(tmp, real)
     finally:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
+
+
+def clean_stale_temps(outputs: Iterable[PathLike]) -> list[Path]:
+    """Remove temporary files :func:`atomic_path` left next to ``outputs`` (a killed earlier run).
+
+    Only files named as :data:`TEMP_NAME` for one of ``outputs`` (same stem and extension) in its
+    folder, and not held by this process, are removed. Returns them.
+    """
+    wanted: dict[Path, set[tuple[str, str]]] = {}
+    for out in outputs:
+        if writes_in_place(out):
+            continue
+        real = Path(os.path.realpath(out))
+        wanted.setdefault(real.parent, set()).add((real.stem, real.suffix))
+    removed = []
+    for folder, names in wanted.items():
+        if not folder.is_dir():
+            continue
+        for entry in folder.iterdir():
+            match = TEMP_NAME.match(entry.name)
+            if (
+                match
+                and (match["stem"], match["suffix"]) in names
+                and entry not in _LIVE_TEMPS
+                and entry.is_file()
+                and not entry.is_symlink()
+            ):
+                entry.unlink(missing_ok=True)
+                removed.append(entry)
+    return removed
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def check_outputs(
+    jobs: Iterable[tuple[object, PathLike]], force: bool = False, inputs: Iterable[PathLike] = ()
+) -> None:
+    """Refuse, before anything is written, outputs that would lose data (one UsageError line).
+
+    ``jobs`` are ``(source, output)`` pairs; ``source`` is the input file the output is made from (a
+    :class:`~pathlib.Path`, also checked as an input) or a label such as ``"--csv"``. ``inputs``: more
+    files that must not be written. Refused: an output that is an input (the same file after resolving
+    links, hard links too); two sources with one output; an existing directory as output; an existing
+    regular file unless ``force``. Non-regular targets (FIFOs, devices, ``/dev/stdout``) are allowed.
+    """
+    jobs = [(source, Path(out)) for source, out in jobs]
+    input_ids: dict[tuple[int, int], Path] = {}
+    for path in [*(Path(p) for p in inputs), *(s for s, _ in jobs if isinstance(s, Path))]:
+        file_id = _file_id(path)
+        if file_id is not None:
+            input_ids.setdefault(file_id, path)
+    seen: dict[str, tuple[object, Path]] = {}
+    existing: list[Path] = []
+    for source, out in jobs:
+        file_id = _file_id(out)
+        if file_id in input_ids:
+            raise UsageError(f"{out}: the output would overwrite the input {input_ids[file_id]}")
+        key = os.path.realpath(out)
+        if key in seen:
+            other, other_out = seen[key]
+            shown = out if other_out == out else f"{out} (= {other_out})"
+            raise UsageError(f"{other} and {source} would both be written to {shown}")
+        seen[key] = (source, out)
+        if out.is_dir():
+            raise UsageError(f"{out}: is a directory; give a file name")
+        if file_id is not None and not writes_in_place(out):
+            existing.append(out)
+    if existing and not force:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise UsageError(f"{existing[0]}{more}: already exists; pass -f/--force to overwrite")
+
+
+def prepare_outputs(
+    jobs: Iterable[tuple[object, PathLike]], force: bool = False, inputs: Iterable[PathLike] = ()
+) -> None:
+    """:func:`check_outputs`, then :func:`clean_stale_temps` for those outputs: what every command that
+    writes files calls before it writes anything."""
+    jobs = list(jobs)
+    check_outputs(jobs, force, inputs)
+    clean_stale_temps(out for _, out in jobs)
 
 
 def _format_and_subtype(path: Path, subtype: str | None) -> tuple[str | None, str | None]:
@@ -288,9 +530,10 @@ def open_writer(
     """
     path = Path(path)
     fmt, subtype = _format_and_subtype(path, subtype)
-    with atomic_path(path) as tmp, sf.SoundFile(
-        str(tmp), "w", int(sample_rate), channels, subtype=subtype, format=fmt
-    ) as handle:
+    with (
+        atomic_path(path) as tmp,
+        sf.SoundFile(str(tmp), "w", int(sample_rate), channels, subtype=subtype, format=fmt) as handle,
+    ):
 
         def write(block: torch.Tensor | np.ndarray) -> None:
             data = _as_frames_by_channels(block)

@@ -1,8 +1,9 @@
-"""Progress bars (tqdm on stderr) that respect ``--quiet``."""
+"""Progress on stderr: a tqdm bar on a terminal, one line per item in logs and pipes, nothing if quiet."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import sys
+from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 from tqdm import tqdm
@@ -10,8 +11,26 @@ from tqdm import tqdm
 T = TypeVar("T")
 
 
-def progress(items: Iterable[T], desc: str, total: int | None = None, quiet: bool = False) -> Iterator[T]:
-    """Wrap ``items`` in a progress bar unless ``quiet`` (or there is only one item)."""
+def progress(
+    items: Iterable[T],
+    desc: str,
+    total: int | None = None,
+    quiet: bool = False,
+    label: Callable[[T], str] | None = None,
+) -> Iterator[T]:
+    """Yield ``items``, reporting progress on stderr unless ``quiet`` or there is at most one item.
+
+    On a terminal: a tqdm bar. Otherwise (a log file, a pipe): one line ``desc i/total: label(item)``
+    as each item is taken (without ``label``: ``desc i/total``).
+    """
     total = total if total is not None else (len(items) if hasattr(items, "__len__") else None)
-    disable = quiet or (total is not None and total <= 1)
-    yield from tqdm(items, desc=desc, total=total, disable=disable, leave=False, dynamic_ncols=True)
+    if quiet or (total is not None and total <= 1):
+        yield from items
+    elif sys.stderr.isatty():
+        yield from tqdm(items, desc=desc, total=total, leave=False, dynamic_ncols=True)
+    else:
+        count = "?" if total is None else total
+        for index, item in enumerate(items, 1):
+            name = f": {label(item)}" if label is not None else ""
+            print(f"{desc} {index}/{count}{name}", file=sys.stderr, flush=True)
+            yield item

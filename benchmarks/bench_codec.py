@@ -1,8 +1,9 @@
-"""Codec speed (the figures of ``audiokit bench``), saved to ``benchmarks/results/codec_speed.json``.
+"""Codec speed (the figures of ``audiokit bench``, :mod:`audiokit.bench.codec`), saved to
+``benchmarks/results/codec_speed.json``.
 
-Usage: ``python benchmarks/bench_codec.py [--json] [--threads 1] [--model speech-16k] ...`` (the options
-of ``audiokit bench``). Needs the ``bench`` extra (``pip install -e .[bench]``) for the EnCodec-24k
-comparison, or ``--no-encodec``.
+Usage: ``python benchmarks/bench_codec.py [--json] [--no-encodec] [-m MODEL] [--threads N]``. Needs the
+``bench`` extra (``pip install -e .[bench]``) for the EnCodec-24k comparison, or ``--no-encodec``;
+``audiokit bench --help`` has the finer settings.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-from audiokit.cli.bench import add_arguments, benchmark_from_args, summary_lines
+from audiokit.bench import run_benchmark, summary_lines
 from audiokit.provenance import write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -19,10 +20,13 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_arguments(parser)
+    parser.add_argument("-m", "--model", default="speech-16k", help="codec to measure (default speech-16k)")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
+    parser.add_argument("--no-encodec", action="store_true", help="skip the EnCodec-24k comparison")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--out", type=Path, default=RESULTS / "codec_speed.json", help="result file")
     args = parser.parse_args()
-    result = benchmark_from_args(args)
+    result = run_benchmark(model=args.model, threads=args.threads, encodec=not args.no_encodec)
     write_json(args.out, result)
     if args.json:
         print(json.dumps(result, indent=2))

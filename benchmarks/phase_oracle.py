@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from audiokit import io, metrics
+from audiokit import io
+from audiokit.evaluation import metrics
 from audiokit.models import Codec
 from audiokit.provenance import run_info, write_json
 

@@ -50,10 +50,11 @@ def run_stream(session, source: torch.Tensor, chunks: list[int]) -> torch.Tensor
     return torch.cat(outs, -1)
 
 
-# speech-16k's frame rate and bitrates (50 Hz x 10 bits x 1..12 codebooks) with tiny layers
+# speech-16k's frame rate and bitrates (50 Hz x 10 bits x 1..12 codebooks) with tiny layers (overrides
+# merge key by key into speech-16k's config: the keys not named here keep its values)
 TINY_SPEECH_CODEC = {
     "encoder": {"hidden_dim": 16, "intermediate_dim": 32, "n_blocks": 1},
-    "decoder": {"n_fft": 480, "istft_hop": 160, "hidden_dim": 16, "intermediate_dim": 32, "n_blocks": 1},
+    "decoder": {"hidden_dim": 16, "intermediate_dim": 32, "n_blocks": 1, "head_hidden_dim": 0},
     "latent_dim": 16,
     "codebook_dim": 4,
 }

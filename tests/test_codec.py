@@ -140,7 +140,7 @@ def test_unknown_names_and_missing_files_are_clear(tmp_path):
 
 def test_seeking_equals_full_decode_also_with_lstm_decoders(tmp_path):
     from audiokit import io
-    from audiokit.cli.coding import decode_file, encode_file
+    from audiokit.coding import decode_file, encode_file
 
     torch.manual_seed(0)
     codec = Codec.from_config(
@@ -162,3 +162,52 @@ def test_seeking_equals_full_decode_also_with_lstm_decoders(tmp_path):
     part, _ = io.load(tmp_path / "part.wav")
     assert part.shape == (1, 8000)
     assert (part - full[:, 24000:32000]).abs().max() <= 2 / 32768
+
+
+def test_sub_config_defaults_are_those_of_the_blocks():
+    """The typed encoder/decoder configs cannot drift from the blocks they build."""
+    import dataclasses
+    import inspect
+
+    from audiokit.models import ISTFTDecoderConfig, SEANetConfig, STFTEncoderConfig
+    from audiokit.nn import ISTFTDecoder, SEANetDecoder, SEANetEncoder, STFTEncoder
+
+    pairs = [(SEANetConfig, SEANetEncoder), (SEANetConfig, SEANetDecoder)]
+    pairs += [(STFTEncoderConfig, STFTEncoder), (ISTFTDecoderConfig, ISTFTDecoder)]
+    for config, block in pairs:
+        parameters = inspect.signature(block).parameters
+        for f in dataclasses.fields(config):
+            assert parameters[f.name].default == f.default, (config.__name__, f.name)
+
+
+def test_overrides_merge_key_by_key_and_unknown_keys_name_the_closest():
+    codec = Codec.from_config("speech-16k", decoder={"n_blocks": 1, "head_hidden_dim": 0}, num_quantizers=2)
+    decoder = codec.config.decoder
+    assert (decoder.n_blocks, decoder.head_hidden_dim, decoder.n_fft, decoder.hidden_dim) == (1, 0, 480, 192)
+    assert codec.config.encoder == CONFIGS["speech-16k"].encoder
+    with pytest.raises(ModelError, match=r"unknown key 'decoder.n_blokcs'; did you mean 'n_blocks'\?"):
+        Codec.from_config("speech-16k", decoder={"n_blokcs": 1})
+    with pytest.raises(ModelError, match=r"'decoder.n_blocks' must be int"):
+        Codec.from_config("speech-16k", decoder={"n_blocks": "many"})
+    # switching the decoder's kind starts it from that kind's defaults
+    seanet = Codec.from_config("speech-16k", decoder_type="seanet", decoder={"n_filters": 4}).config
+    assert seanet.decoder.n_filters == 4 and seanet.decoder.n_residual_layers == 1
+
+
+def test_shipped_config_json_loads_to_the_registered_typed_config():
+    from audiokit import schema
+    from audiokit.models import WEIGHTS_DIR, CodecConfig
+
+    # the shipped JSON names only the keys that differ from the blocks' defaults
+    meta = json.loads((WEIGHTS_DIR / "speech-16k.json").read_text())
+    config = schema.build(CodecConfig, meta["config"], "speech-16k.json", ModelError)
+    assert config == CONFIGS["speech-16k"]
+    assert schema.build(CodecConfig, config.to_dict(), "round trip", ModelError) == config
+
+
+def test_from_pretrained_of_the_base_class_finds_the_family(tmp_path, small_seanet):
+    from audiokit import AudioModel
+
+    path = small_seanet.save_pretrained(tmp_path / "model.safetensors")
+    assert type(AudioModel.from_pretrained(path)) is Codec
+    assert json.loads(path.with_suffix(".json").read_text())["format"] == "audiokit-codec"

@@ -17,7 +17,7 @@ from audiokit.cli import main
 from audiokit.data.manifest import read_manifest
 from audiokit.data.pack import MIB, pack
 from audiokit.errors import AudioFormatError, ToolMissingError, UsageError
-from audiokit.metrics import mel_distance
+from audiokit.evaluation.metrics import mel_distance
 from audiokit.train.data import read_clips
 
 pytestmark = pytest.mark.skipif(

@@ -12,7 +12,7 @@ import pytest
 from audiokit.data.archives import extract_members, list_members, read_queen_table
 from audiokit.data.decode import decode
 from audiokit.data.manifest import package_totals
-from audiokit.data.mixing import fit_length, mix_at_snr, snr_db
+from audiokit.data.mixing import loop_excerpt, mix_at_snr, snr_db
 from audiokit.data.prepare import resolve_in_tree
 from audiokit.data.sources import SOURCES
 from audiokit.data.vad import trim_silence
@@ -98,7 +98,7 @@ def test_mix_at_snr_matches_definition():
         clean_out, noisy = mix_at_snr(clean, noise, target)
         assert abs(snr_db(clean_out, noisy - clean_out) - target) < 1e-3
         assert np.abs(noisy).max() <= 0.99 + 1e-6
-    looped = fit_length(np.arange(5, dtype=np.float32)[None], 7, 3)
+    looped = loop_excerpt(np.arange(5, dtype=np.float32)[None], 7, 3)
     np.testing.assert_array_equal(looped, [[3, 4, 0, 1, 2, 3, 4]])
 
 

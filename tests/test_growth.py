@@ -59,12 +59,17 @@ def test_new_capacity_receives_gradient():
 def test_grow_to_refuses_what_is_not_a_larger_decoder():
     codec = _trained_like_codec()
     assert grow_to(codec, codec.config) is codec
-    bigger = dataclasses.replace(codec.config, decoder={**codec.config.decoder, "n_blocks": 2})
+    bigger = dataclasses.replace(codec.config, decoder=dataclasses.replace(codec.config.decoder, n_blocks=2))
     assert len(grow_to(codec, bigger).decoder.blocks) == 2
     with pytest.raises(ModelError, match="differs"):
         grow_to(codec, dataclasses.replace(bigger, latent_dim=8))
     with pytest.raises(ModelError, match="differs"):
-        grow_to(codec, dataclasses.replace(codec.config, decoder={**codec.config.decoder, "hidden_dim": 24}))
+        grow_to(
+            codec,
+            dataclasses.replace(
+                codec.config, decoder=dataclasses.replace(codec.config.decoder, hidden_dim=24)
+            ),
+        )
     with pytest.raises(ModelError, match="shrink"):
         grow_decoder(grow_to(codec, bigger), n_blocks=1)
     with pytest.raises(ModelError, match="cannot grow hidden_dim"):

@@ -1,4 +1,4 @@
-"""audiokit.metrics against direct calls of pesq/pystoi and naive numpy implementations."""
+"""audiokit.evaluation.metrics against direct calls of pesq/pystoi and naive numpy implementations."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 import soxr
 import torch
 
-from audiokit import io, metrics
+from audiokit import io
+from audiokit.evaluation import metrics
 
 
 @pytest.fixture(scope="module")

@@ -12,15 +12,19 @@ from pathlib import Path
 
 import pytest
 
-from audiokit import model_card
 from audiokit.cli import main as audiokit_main
 from audiokit.errors import UsageError
+from audiokit.evaluation import targets as card_targets
+from audiokit.evaluation import training_record as records
+from audiokit.evaluation.card_markdown import session_table
+from audiokit.evaluation.robustness import ROBUSTNESS_TITLES
 from audiokit.train.recipe import load_recipe
 from audiokit.train.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples"
 TINY = ROOT / "recipes" / "codec_speech16k_tiny.yaml"
+TARGETS = ROOT / "docs" / "models" / "speech-16k-targets.yaml"
 
 
 def _manifest(path: Path, rows: list[dict]) -> Path:
@@ -75,7 +79,8 @@ def test_card_from_a_training_run(tmp_path, monkeypatch):
         shutil.copy(SAMPLES / name, valid / name)
     out = tmp_path / "cards"
     argv = [
-        "--weights",
+        "card",
+        "-m",
         str(run),
         "--run-dir",
         str(run),
@@ -85,8 +90,10 @@ def test_card_from_a_training_run(tmp_path, monkeypatch):
         "1.5",
         "3",
         "6",
+        "--targets",
+        str(TARGETS),
     ]
-    assert model_card.main([*argv, "--out", str(out), "-q"]) == 0
+    assert audiokit_main([*argv, "--out", str(out), "-q"]) == 0
     card = json.loads((out / "speech-16k.json").read_text())
     markdown = (out / "speech-16k.md").read_text()
 
@@ -142,7 +149,11 @@ def test_card_from_a_training_run(tmp_path, monkeypatch):
         sum(1 / r["speed/steps_per_second"] for r in logged), abs=0.1
     )
     assert card["weights"]["step"] == 2 and card["weights"]["shipped"] is False
-    assert "not a shipped model" in markdown and "G.722" in markdown
+    assert "not a shipped model" in markdown and "G.722" in markdown  # the caveat of the targets file
+    assert "## Targets (issue 5)" in markdown and card["targets_file"] == str(TARGETS)
+    # the card names the one command that regenerates it
+    assert card["command"].startswith("audiokit card ") and f"--targets {TARGETS}" in card["command"]
+    assert card["command"] in markdown
     (package,) = card["training_data"][0]["packages"]
     assert package["package"] == "asterisk-core-sounds-fr-g722" and package["clips"] == len(clips)
     assert package["training_package"] is False  # a validation package used for training is flagged
@@ -166,7 +177,7 @@ def test_training_packages_and_licences_follow_the_allowlist(tmp_path):
         ],
     )
     recipe = f"data:\n  train: {manifest}\n  noise: {tmp_path}\n  noise_probability: 0.5\n"
-    train, noise = model_card.training_data(recipe)
+    train, noise = records.training_data(recipe)
     assert train["packages"] == [
         {
             "package": "gcin-voice",
@@ -193,7 +204,7 @@ def test_loop_time_sums_every_session_window():
     speeds = [1.0, 2.0, 4.0, 0.5, 0.25]
     rows = [{"step": s, "speed/steps_per_second": v} for s, v in zip((2, 4, 6, 6, 8), speeds, strict=True)]
     expected = 2 / 1.0 + 2 / 2.0 + 2 / 4.0 + 2 / 0.5 + 2 / 0.25
-    assert model_card._loop_seconds(rows, [0, 4]) == pytest.approx(expected)
+    assert records._loop_seconds(rows, [0, 4]) == pytest.approx(expected)
 
 
 def test_training_record_follows_init_to_the_card_of_those_weights(tmp_path):
@@ -225,30 +236,30 @@ def test_training_record_follows_init_to_the_card_of_those_weights(tmp_path):
     )
     (run / "metrics.jsonl").write_text(json.dumps({"step": 50, "speed/steps_per_second": 1.0}) + "\n")
 
-    record = model_card.training_record(run)
+    record = records.training_record(run)
     assert record["steps"] == 50 and record["total_steps"] == 150
     assert record["previous"]["steps"] == 100 and record["previous"]["weights"] == init
-    chain = model_card._lineage(record)
+    chain = records.lineage(record)
     assert [r["steps"] for r in chain] == [100, 50]
-    table = "\n".join(model_card._session_table(chain[0]["sessions"]))
+    table = "\n".join(session_table(chain[0]["sessions"]))
     assert "| 2026-11-25T14:00:00+00:00 | 2026-11-25T16:00:00+00:00 | 0 -> 100 |" in table
 
     # a session stopped between two log lines: its recorded end step counts
     info = json.loads((run / "run.json").read_text())
     info["sessions"][0]["end_step"] = 73
     (run / "run.json").write_text(json.dumps(info))
-    assert model_card.training_record(run)["total_steps"] == 173
+    assert records.training_record(run)["total_steps"] == 173
     del info["sessions"][0]["end_step"]
     (run / "run.json").write_text(json.dumps(info))
 
     # the run's own weights copied over the ones it started from, with their card: not its origin
     (run / "model.json").write_text(json.dumps({"sha256": "aa" * 32}))
-    assert model_card.training_record(run)["previous"] is None
+    assert records.training_record(run)["previous"] is None
     (run / "model.json").unlink()
 
     # a card beside the init path that describes other weights is not the run's origin
     (earlier / "model.json").write_text(json.dumps({"sha256": "bb" * 32}))
-    record = model_card.training_record(run)
+    record = records.training_record(run)
     assert record["previous"] is None and record["total_steps"] == 50
 
 
@@ -266,28 +277,28 @@ def test_init_card_links_an_origin_whose_weights_were_replaced(tmp_path):
     session = {"start_step": 0, "init": init, "init_sha256": "aa" * 32, "command": ["audiokit", "train"]}
     (run / "run.json").write_text(json.dumps({"seed": 0, "sessions": [session]}))
     (run / "metrics.jsonl").write_text(json.dumps({"step": 50, "speed/steps_per_second": 1.0}) + "\n")
-    assert model_card.training_record(run)["previous"] is None
+    assert records.training_record(run)["previous"] is None
 
     old = tmp_path / "old-card.json"  # e.g. from `git show REV:checkpoint/card.json`
     old.write_text(json.dumps({"weights": {"sha256": "aa" * 32}, "training": {"steps": 100}}))
-    record = model_card.training_record(run, init_card=old)
+    record = records.training_record(run, init_card=old)
     assert record["previous"]["steps"] == 100 and record["total_steps"] == 150
 
     with pytest.raises(UsageError, match=r"old-card.json: describes weights cccc"):
         old.write_text(json.dumps(own_card))
-        model_card.training_record(run, init_card=old)
+        records.training_record(run, init_card=old)
     with pytest.raises(UsageError, match="missing.json: no such file"):
-        model_card.training_record(run, init_card=tmp_path / "missing.json")
+        records.training_record(run, init_card=tmp_path / "missing.json")
 
     # a run from before the trainer recorded init_sha256: the named card is taken, unless it is the
     # card of the run's own weights
     session.pop("init_sha256")
     (run / "run.json").write_text(json.dumps({"seed": 0, "sessions": [session]}))
     old.write_text(json.dumps({"weights": {"sha256": "aa" * 32}, "training": {"steps": 100}}))
-    assert model_card.training_record(run, init_card=old)["total_steps"] == 150
+    assert records.training_record(run, init_card=old)["total_steps"] == 150
     (run / "model.json").write_text(json.dumps({"sha256": "aa" * 32}))
     with pytest.raises(UsageError, match="the run wrote these very weights"):
-        model_card.training_record(run, init_card=old)
+        records.training_record(run, init_card=old)
 
 
 def test_session_table_shows_where_a_killed_session_was_continued():
@@ -298,7 +309,46 @@ def test_session_table_shows_where_a_killed_session_was_continued():
         base | {"start_step": 100, "end_step": None, "ended": None},
         base | {"start_step": 150, "end_step": None, "ended": None},
     ]
-    rows = model_card._session_table(sessions)[2:]
+    rows = session_table(sessions)[2:]
     assert "| 0 -> 100 |" in rows[0]
     assert "| 100 -> ? (next resumed at 150) |" in rows[1] and "not recorded" in rows[1]
     assert "| 150 -> ? |" in rows[2]
+
+
+def test_targets_file_is_checked_and_decides_verdicts(tmp_path):
+    loaded = card_targets.load_targets(TARGETS)
+    assert [t.kind for t in loaded.targets] == ["above_opus"] * 2 + ["no_worse_than_opus"] * 2 + [
+        "at_least",
+        "edge_cases",
+    ]
+    assert loaded.opus_rates() == {6.0} and "G.722" in loaded.caveat
+    bad = tmp_path / "targets.yaml"
+    bad.write_text("targets:\n  - {title: t, kbps: 6, metric: pesq, abov_opus: 6}\n")
+    with pytest.raises(UsageError, match=r"targets\[0\]: unknown key 'abov_opus'; did you mean 'above_opus'"):
+        card_targets.load_targets(bad)
+    bad.write_text("title: x\ntarget: []\n")
+    with pytest.raises(UsageError, match="did you mean 'targets'"):
+        card_targets.load_targets(bad)
+
+    # ours beats Opus on one file and loses on the other: the paired mean decides
+    rows = {
+        "ours@6": [{"file": "a", "pesq": 3.0}, {"file": "b", "pesq": 2.0}],
+        "opus@6": [{"file": "a", "pesq": 2.0}, {"file": "b", "pesq": 2.5}],
+    }
+    section = {"codec": {"6": {"pesq": 2.5}}, "opus": {"6": {"pesq": 2.25}}}
+    ok = {"value": 0, "limit": 0, "ok": True}
+    robustness = [{"bitrate": 6000} | dict.fromkeys(ROBUSTNESS_TITLES, ok)]
+    targets = card_targets.CardTargets(
+        "T",
+        (
+            card_targets.Target("above", "above_opus", 6.0, 6.0, "pesq"),
+            card_targets.Target("aim", "at_least", 2.6, 6.0, "pesq"),
+            card_targets.Target("low", "at_least", 2.0, 3.0, "pesq"),
+            card_targets.Target("edges", "edge_cases"),
+        ),
+    )
+    verdicts = {v["target"]: v for v in card_targets.verdicts(targets, section, rows, robustness)}
+    assert verdicts["above"]["status"] == "met" and verdicts["above"]["paired_difference"]["mean"] == 0.25
+    assert verdicts["above"]["significant"] is False  # +1.0 and -0.5 over two files
+    assert verdicts["aim"]["status"] == "not met" and verdicts["low"]["status"] == "not evaluated"
+    assert verdicts["edges"]["status"] == "met"

@@ -262,7 +262,7 @@ def test_istft_head_streams_with_overlap_add_tail():
     x = torch.randn(3, 5, sum(CHUNKS))
     with torch.no_grad():
         streamed = stream_overlap_add(
-            lambda c: head.synthesize(head.spectrogram(c)), x, CHUNKS, 16, head.overlap_length
+            lambda c: head.synthesize(head.spectrogram(c.transpose(1, 2))), x, CHUNKS, 16, head.overlap_length
         )
         torch.testing.assert_close(streamed, head(x), rtol=0, atol=1e-5)
 
@@ -278,7 +278,7 @@ def test_istft_head_inverts_causal_stft(n_fft, hop, window):
     w = {"hann": np.hanning(n_fft + 1)[:-1], "sqrt_hann": np.sqrt(np.hanning(n_fft + 1)[:-1])}[window]
     spec = np.stack([np.fft.rfft(x[m * hop : m * hop + n_fft] * w) for m in range(frames)], -1)
     head = CausalISTFTHead(dim=1, n_fft=n_fft, hop_length=hop, window=window)
-    y = head.synthesize(torch.from_numpy(spec).to(torch.complex64)[None, None])[0, 0].numpy()
+    y = head.synthesize(torch.from_numpy(spec.T).to(torch.complex64)[None, :, None])[0, 0].numpy()
     settled = slice(n_fft - hop, frames * hop)
     np.testing.assert_allclose(y[settled], x[settled], atol=1e-5)
 

@@ -212,7 +212,8 @@ def test_rvq_encoding_is_deterministic_and_identical_in_train_and_eval():
     assert torch.equal(reference.encode(z), reference.encode(z))
     evaluated = reference(z)
     assert torch.equal(evaluated.codes, reference.encode(z))
-    assert torch.equal(evaluated.quantized, reference.decode(evaluated.codes))
+    # the forward's straight-through projection rounds differently from decode's codeword table
+    torch.testing.assert_close(evaluated.quantized, reference.decode(evaluated.codes), rtol=0, atol=1e-5)
 
 
 def test_quantizer_dropout_uses_a_prefix_of_codebooks_per_item():

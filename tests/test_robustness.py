@@ -1,4 +1,4 @@
-"""audiokit.robustness: the edge-case measurements equal direct computations and fail when they should."""
+"""audiokit.evaluation.robustness: edge-case measurements equal direct computations, fail when they should."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 import torch
 from conftest import TINY_SPEECH_CODEC
 
+from audiokit.evaluation.robustness import LENGTHS, robustness_report
 from audiokit.models import Codec
-from audiokit.robustness import LENGTHS, robustness_report
 
 
 @pytest.fixture(scope="module")

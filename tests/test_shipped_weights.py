@@ -10,9 +10,9 @@ import torch
 from conftest import run_stream
 
 import audiokit.io as aio
-from audiokit import metrics
-from audiokit.models import Codec
-from audiokit.models.codec import CONFIGS, WEIGHTS_DIR
+from audiokit.evaluation import metrics
+from audiokit.models import WEIGHTS_DIR, Codec
+from audiokit.models.codec import CONFIGS
 
 
 @pytest.fixture(scope="module")

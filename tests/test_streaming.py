@@ -17,12 +17,8 @@ from audiokit.bitstream import AkcHeader, AkcReader, AkcWriter
 from audiokit.errors import ModelError, UsageError
 from audiokit.models import Codec
 from audiokit.nn import CausalISTFTHead, StreamableConv1d, StreamableConvTranspose1d, StreamableLSTM
-from audiokit.streaming import (
-    MultiStreamBatcher,
-    as_streaming,
-    encode_to_akc,
-    measure_latency,
-)
+from audiokit.nn.streaming import StreamingSequential
+from audiokit.streaming import MultiStreamBatcher, encode_to_akc, measure_latency
 
 torch.set_num_threads(1)
 ATOL = 1e-5
@@ -340,7 +336,7 @@ def test_conv_step_with_partial_final_chunk(kernel, stride, dilation):
     conv = StreamableConv1d(3, 2, kernel, stride, dilation, causal=True).eval()
     for length in (stride * 13, stride * 13 + 1, stride * 13 - 1):
         x = torch.randn(2, 3, length)
-        step = as_streaming(conv)
+        step = conv.eval()
         state = step.init_state(2, x.device, x.dtype)
         whole = length // stride * stride
         outs = []
@@ -372,7 +368,7 @@ def test_conv_step_of_many_streams_equals_offline_for_short_and_long_chunks(kern
     conv = StreamableConv1d(6, 6 if groups > 1 else 5, kernel, stride, groups=groups, bias=bias, causal=True)
     conv.eval()
     x = torch.randn(5, 6, stride * 60)
-    step = as_streaming(conv)
+    step = conv
     state = step.init_state(5, x.device, x.dtype)
     outs, start = [], 0
     for frames in (1, 40, 2, 3, 14):
@@ -394,7 +390,7 @@ def test_transposed_conv_lstm_and_istft_head_steps():
     torch.nn.init.normal_(modules[-1][0].mlp[2].weight)
     for module, channels in modules:
         x = torch.randn(2, channels, 17)
-        step = as_streaming(module.eval())
+        step = module.eval()
         state = step.init_state(2, x.device, x.dtype)
         outs, start = [], 0
         for size in [1, 5, 2, 9]:
@@ -410,8 +406,8 @@ def test_non_causal_and_unknown_modules_cannot_stream():
         with pytest.raises(ModelError, match="non-causal"):
             codec.stream(1, mode)
     with pytest.raises(ModelError, match="no streaming step"):
-        as_streaming(nn.Sequential(nn.Conv1d(1, 1, 3)))
-    conv = as_streaming(StreamableConv1d(1, 1, 4, 2, causal=True))
+        StreamingSequential(nn.ELU(), nn.Conv1d(1, 1, 3)).init_state(1, torch.device("cpu"), torch.float32)
+    conv = StreamableConv1d(1, 1, 4, 2, causal=True)
     state = conv.init_state(1, torch.device("cpu"), torch.float32)
     with pytest.raises(ValueError, match="multiple of the stride"):
         conv.step(torch.zeros(1, 1, 3), state)

@@ -2,42 +2,20 @@
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 
 import pytest
 import torch
 
-from audiokit.cli import bench
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="audiokit")
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-q", "--quiet", action="store_true")
-    bench.register(parser.add_subparsers(dest="command"), common)
-    return parser
+from audiokit.bench.codec import load_encodec_24k
+from audiokit.cli import main
+from audiokit.coding import load_codec
 
 
 def test_bench_json_reports_every_figure(capsys):
-    args = _parser().parse_args(
-        [
-            "bench",
-            "--json",
-            "--no-encodec",
-            "--seconds",
-            "0.5",
-            "--repeats",
-            "1",
-            "--frames",
-            "4",
-            "--streams",
-            "1",
-            "3",
-        ]
-    )
-    assert args.handler(args) == 0
+    argv = ["bench", "-m", "speech-16k", "--json", "--no-encodec", "--seconds", "0.5", "--repeats", "1"]
+    assert main([*argv, "--frames", "4", "--streams", "1", "3"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert {"machine", "commit", "date", "settings", "cpu", "targets", "gpu"} <= set(result)
     assert result["machine"]["torch_threads"] == 1
@@ -47,7 +25,7 @@ def test_bench_json_reports_every_figure(capsys):
         frame = result["cpu"]["stream_frame"][mode]
         assert 0 < frame["p50_ms"] <= frame["p99_ms"]
     floor = result["cpu"]["weight_floor"]
-    params = sum(p.numel() for n, p in bench.load_codec("speech-16k")[0].named_parameters() if p.dim() >= 2)
+    params = sum(p.numel() for n, p in load_codec("speech-16k")[0].named_parameters() if p.dim() >= 2)
     assert floor["ms"] > 0 and 0.9 * 4 * params / 1e6 < floor["megabytes"] <= 4 * params / 1e6
     streams = result["cpu"]["many_streams"]
     assert set(streams["by_streams"]) == {"1", "3"} and streams["streams_sustained"] > 0
@@ -59,7 +37,7 @@ def test_bench_json_reports_every_figure(capsys):
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("encodec") is None, reason="needs the bench extra (encodec)")
 def test_encodec_24k_architecture_loads_and_codes():
-    model = bench.load_encodec_24k()
+    model = load_encodec_24k()
     assert model.sample_rate == 24000
     x = torch.randn(1, 1, 2400) * 0.1
     with torch.inference_mode():

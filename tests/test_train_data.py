@@ -107,6 +107,17 @@ def test_unknown_sources_are_recipe_errors(tmp_path, monkeypatch):
         read_clips("train_speech")
 
 
+def test_prepared_manifests_are_found_in_the_folder_of_the_models_rate(tmp_path, monkeypatch):
+    # the same lookup as `audiokit data`: manifests/ for 16 kHz, manifests/sr<rate>/ for other rates
+    monkeypatch.setenv("AUDIOKIT_DATA", str(tmp_path))
+    for folder, seconds in (("manifests", 1.0), ("manifests/sr24000", 2.0)):
+        (tmp_path / folder).mkdir(parents=True, exist_ok=True)
+        row = {"path": str(SAMPLES / "speech_fr_16k_a.flac"), "seconds": seconds}
+        (tmp_path / folder / "train_speech.jsonl").write_text(json.dumps(row) + "\n")
+    assert read_clips("train_speech")[0].seconds == 1.0
+    assert read_clips("train_speech", sample_rate=24000)[0].seconds == 2.0
+
+
 def test_checkpoint_round_trips_rng_states(tmp_path):
     import random
 

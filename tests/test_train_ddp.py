@@ -29,9 +29,9 @@ overrides = [
     "data.segment_seconds=0.25",
 ]
 trainer = Trainer(load_recipe(recipe, overrides), run_dir, resume=resume == "1", quiet=True)
-assert trainer.world_size == 2 and dist.get_backend() == "gloo"
+assert trainer.runtime.world_size == 2 and dist.get_backend() == "gloo"
 trainer.fit(max_steps=int(max_steps))
-torch.save(trainer.model.state_dict(), f"{run_dir}/rank{trainer.rank}.pt")
+torch.save(trainer.model.state_dict(), f"{run_dir}/rank{trainer.runtime.rank}.pt")
 dist.destroy_process_group()
 """
 

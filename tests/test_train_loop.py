@@ -119,7 +119,7 @@ def test_cooldown_and_rate_set_on_resume_take_effect(tmp_path):
     rates = []
     for step in (5, 6, 8, 9):
         trainer.fit(max_steps=step)
-        rates.append(trainer.optimizer.param_groups[0]["lr"])
+        rates.append(trainer.model_part.optimizer.param_groups[0]["lr"])
     expected = [base * (at_start + (0.1 - at_start) * min(1, (s - 4) / 4)) for s in (5, 6, 8, 9)]
     assert rates == pytest.approx(expected, rel=1e-9)
     assert expected[0] > 0.5 * base and expected[-1] == pytest.approx(0.1 * base)
@@ -207,10 +207,7 @@ def test_init_fine_tunes_from_checkpoint_weights(tmp_path):
     with pytest.raises(UsageError, match="do not fit"):
         Trainer(mismatched, tmp_path / "c", init=tmp_path / "a" / "model.safetensors")
     # a recipe with a larger decoder grows the weights, so the run starts from the same function
-    larger = (
-        "model.options.decoder={n_fft: 480, istft_hop: 160, "
-        "hidden_dim: 32, intermediate_dim: 96, n_blocks: 2}"
-    )
+    larger = "model.options.decoder={intermediate_dim: 96, n_blocks: 2}"  # merged into the recipe's
     init = tmp_path / "a" / "model.safetensors"
     grown = Trainer(_recipe(*overrides, larger), tmp_path / "d", init=init, quiet=True)
     assert len(grown.model.decoder.blocks) == 2
@@ -236,7 +233,7 @@ def test_cuda_bf16_autocast_trains(tmp_path):
     recipe = _recipe("data.valid=null", "run.tensorboard=false", "run.device=cuda", "run.max_steps=3")
     trainer = Trainer(recipe, tmp_path, quiet=True)
     result = trainer.fit()
-    assert result.step == 3 and trainer.device.type == "cuda"
+    assert result.step == 3 and trainer.runtime.device.type == "cuda"
     assert all(torch.isfinite(torch.tensor(v)) for k, v in result.losses.items() if k.startswith("loss/"))
 
 

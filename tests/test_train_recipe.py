@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from audiokit.errors import RecipeError
+from audiokit.models import CONFIGS
 from audiokit.train.recipe import dump_recipe, load_recipe, recipe_from_dict
-from audiokit.train.trainer import build_discriminator, build_model
+from audiokit.train.task import build_model
+from audiokit.train.tasks.codec import build_discriminator
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -62,6 +65,7 @@ def test_wrong_types_and_values(values, message):
 def test_overrides_and_yaml_numbers(tmp_path):
     path = _write(tmp_path, "optim:\n  learning_rate: 1e-4\nrun:\n  max_steps: 10\n")
     recipe = load_recipe(path, ["run.max_steps=20", "data.gain_db=[-3, 3]", "model.options.latent_dim=32"])
+    assert recipe.task == "codec" and type(recipe).__name__ == "CodecRecipe"  # the default task
     assert recipe.optim.learning_rate == 1e-4  # PyYAML reads 1e-4 as a string: accepted as a float
     assert recipe.run.max_steps == 20
     assert recipe.data.gain_db == [-3.0, 3.0]
@@ -83,12 +87,46 @@ def test_shipped_recipes_load_and_build_their_model(name):
     assert model.sample_rate == 16000
 
 
-def test_unknown_model_option_is_a_recipe_error():
-    recipe = recipe_from_dict({"model": {"options": {"latnet_dim": 8}}})
-    with pytest.raises(RecipeError, match=r"'model.options.latnet_dim'; did you mean 'latent_dim'\?"):
-        build_model(recipe.model)
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"latnet_dim": 8}, r"unknown key 'model.options.latnet_dim'; did you mean 'latent_dim'\?"),
+        (
+            {"decoder": {"n_blokcs": 8}},
+            r"unknown key 'model.options.decoder.n_blokcs'; did you mean 'n_blocks'\?",
+        ),
+        (
+            {"encoder": {"hidden_dimm": 8}},
+            r"unknown key 'model.options.encoder.hidden_dimm'; did you mean 'hidden_dim'\?",
+        ),
+        ({"decoder": {"n_blocks": "8"}}, r"'model.options.decoder.n_blocks' must be int, got '8'"),
+        ({"decoder_type": "vocos"}, r"'model.options.decoder_type' must be one of 'seanet', 'istft'"),
+    ],
+)
+def test_model_options_are_checked_at_any_depth_when_the_recipe_loads(options, message):
+    with pytest.raises(RecipeError, match=message):
+        recipe_from_dict({"model": {"options": options}}, "r.yaml")
+
+
+def test_unknown_model_config_and_task_suggest_the_closest():
     with pytest.raises(RecipeError, match="did you mean 'speech-16k'"):
-        build_model(recipe_from_dict({"model": {"config": "speech16k"}}).model)
+        recipe_from_dict({"model": {"config": "speech16k"}})
+    with pytest.raises(RecipeError, match=r"unknown task 'task: codek'; did you mean 'codec'\?"):
+        recipe_from_dict({"task": "codek"})
+    with pytest.raises(RecipeError, match=r"unknown key 'losses.mell'; did you mean 'mel'\?"):
+        recipe_from_dict({"task": "codec", "losses": {"mell": 1.0}})
+
+
+def test_partial_model_override_merges_key_by_key(tmp_path):
+    path = _write(tmp_path, "model:\n  config: speech-16k\n  options:\n    decoder: {n_blocks: 8}\n")
+    recipe = load_recipe(path, ["model.options.encoder.n_blocks=2"])
+    config = build_model(recipe.model).config
+    registered = CONFIGS["speech-16k"]
+    assert config.decoder.n_blocks == 8 and config.encoder.n_blocks == 2
+    # every other key keeps the registered value, at every depth
+    assert config.decoder == dataclasses.replace(registered.decoder, n_blocks=8)
+    assert config.encoder == dataclasses.replace(registered.encoder, n_blocks=2)
+    assert dataclasses.replace(config, encoder=registered.encoder, decoder=registered.decoder) == registered
 
 
 def test_bad_discriminator_options_are_a_recipe_error():

@@ -1,20 +1,62 @@
 """The ``audiokit`` command line: one module per subcommand, each with ``register(subparsers, common)``.
 
 User errors (bad files, bad arguments, missing tools) end as one line on stderr and a non-zero exit
-code, never a traceback; set ``AUDIOKIT_DEBUG=1`` to see tracebacks of unexpected errors.
+code, never a traceback; set ``AUDIOKIT_DEBUG=1`` to see tracebacks of unexpected errors. SIGINT and
+SIGTERM (even while torch is importing) end in one line, exit code 130 / 143, and no temporary files.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
+import signal
 import sys
+from types import FrameType
 
 from audiokit import __version__
 from audiokit.errors import AudiokitError
 
-COMMANDS = ("info", "eval", "coding", "data", "train", "checkpoint", "bench", "demo")
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM, raised in the main thread so that ``finally`` blocks remove temporary files."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise Interrupted(signum)
+
+
+def _install_signal_handlers() -> dict[int, object]:
+    """Turn SIGINT and SIGTERM into :class:`Interrupted`; returns the handlers to restore."""
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous[signum] = signal.signal(signum, _interrupt)
+        except ValueError:  # not the main thread: leave signals alone
+            pass
+    return previous
+
+
+def _interrupted(command: str, exc: KeyboardInterrupt) -> int:
+    """Remove temporary files, say so in one line; the exit code is 128 + the signal's number."""
+    signum = getattr(exc, "signum", signal.SIGINT)
+    for other in (signal.SIGINT, signal.SIGTERM):  # a second signal must not cut the cleanup short
+        with contextlib.suppress(ValueError):  # ValueError: not the main thread
+            signal.signal(other, signal.SIG_IGN)
+    io = sys.modules.get("audiokit.io")  # not imported yet: no temporary files either
+    if io is not None:
+        io.remove_temp_files()
+    name = signal.Signals(signum).name
+    print(f"{command}: interrupted ({name})", file=sys.stderr)
+    return 128 + signum
+
+
+COMMANDS = ("info", "eval", "coding", "data", "train", "checkpoint", "bench", "demo", "card")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,22 +75,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``audiokit`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit code."""
-    args = build_parser().parse_args(argv)
+    previous = _install_signal_handlers()
+    command = "audiokit"
     try:
+        args = build_parser().parse_args(argv)
+        command = f"audiokit {args.command}"
         return int(args.handler(args) or 0)
     except AudiokitError as exc:
-        print(f"audiokit {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{command}: error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"audiokit {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        return _interrupted(command, exc)
+    except BrokenPipeError:  # the reader of stdout went away (`audiokit ... | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception as exc:  # an unexpected failure: still one line unless debugging
         if os.environ.get("AUDIOKIT_DEBUG"):
             raise
         message = " ".join(str(exc).split())
         print(
-            f"audiokit {args.command}: internal error: {type(exc).__name__}: {message} "
+            f"{command}: internal error: {type(exc).__name__}: {message} "
             "(rerun with AUDIOKIT_DEBUG=1 for a traceback and please report it)",
             file=sys.stderr,
         )
         return 70
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

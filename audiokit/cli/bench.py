@@ -1,304 +1,28 @@
-"""``audiokit bench``: codec speed on CPU (and GPU when present), measured side by side in one run.
-
-* offline encode and decode real-time factors (compute seconds per second of audio) of a codec and of
-  EnCodec-24k's architecture (the ``encodec`` package's model class with random weights, 6 kbps);
-* the streaming cost per 20 ms frame of one stream (encode, decode, round trip; p50/p99 of the
-  per-step compute times the session records);
-* the floor of that cost at batch 1: one-row products with every weight matrix, nothing else (a step
-  of one stream must read all the weights), to tell arithmetic from per-operation overhead;
-* how many real-time round-trip streams one core sustains, advancing N streams together with a
-  :class:`~audiokit.streaming.MultiStreamBatcher`;
-* the same offline and batched figures on the GPU when ``torch.cuda.is_available()``.
-
-Speed does not depend on the weights, so untrained (random) weights are used when none are shipped.
-"""
+"""``audiokit bench``: codec speed on CPU (and GPU when present), measured side by side in one run:
+offline real-time factors next to EnCodec-24k's architecture, the streaming cost per frame and its
+floor, and how many real-time streams one core sustains (:mod:`audiokit.bench.codec`)."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
-import statistics
-import sys
-import time
-import types
-from collections.abc import Callable
 
-import torch
-
-from audiokit.errors import ModelError, ToolMissingError
-from audiokit.models import Codec
-from audiokit.provenance import run_info, write_json
-
-TARGETS = {
-    "encodec_vs_ours_offline": 3.0,
-    "stream_roundtrip_frame_p50_ms": 1.0,
-    "realtime_streams_per_core": 50,
-}
-
-
-def load_codec(name: str) -> tuple[Codec, str]:
-    """The codec ``name`` with shipped weights if any, else untrained (same architecture and speed)."""
-    try:
-        return Codec.from_pretrained(name), "shipped"
-    except ModelError:
-        torch.manual_seed(0)
-        return Codec.from_config(name).eval(), "random"
-
-
-def load_encodec_24k() -> torch.nn.Module:
-    """EnCodec's 24 kHz model class with random weights (no download), at 6 kbps.
-
-    ``encodec`` imports ``torchaudio`` at module level but its model class does not use it; when
-    ``torchaudio`` is missing or does not match the installed torch, a placeholder module stands in.
-    """
-    try:
-        encodec = importlib.import_module("encodec")
-    except (ImportError, OSError) as exc:
-        if "encodec" in str(exc) and "torchaudio" not in str(exc):
-            raise ToolMissingError(
-                "the EnCodec comparison needs `pip install encodec` (audiokit[bench])"
-            ) from None
-        for name in [m for m in sys.modules if m.split(".")[0] in ("encodec", "torchaudio")]:
-            del sys.modules[name]
-        sys.modules["torchaudio"] = types.ModuleType("torchaudio")
-        encodec = importlib.import_module("encodec")
-    torch.manual_seed(0)
-    model = encodec.EncodecModel.encodec_model_24khz(pretrained=False)
-    model.set_target_bandwidth(6.0)
-    return model.eval()
-
-
-def _median_seconds(fn: Callable[[], object], repeats: int, sync: Callable[[], None] = lambda: None) -> float:
-    fn()
-    sync()
-    times = []
-    for _ in range(repeats):
-        began = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - began)
-    return statistics.median(times)
-
-
-def offline_rtf(encode, decode, audio: torch.Tensor, sample_rate: int, repeats: int, device: str) -> dict:
-    """Real-time factors (compute seconds per audio second) of ``encode(audio)`` and ``decode(codes)``."""
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    seconds = audio.shape[-1] / sample_rate
-    with torch.inference_mode():
-        codes = encode(audio)
-        enc = _median_seconds(lambda: encode(audio), repeats, sync)
-        dec = _median_seconds(lambda: decode(codes), repeats, sync)
-    return {"encode_rtf": enc / seconds, "decode_rtf": dec / seconds, "total_rtf": (enc + dec) / seconds}
-
-
-def _noise(channels: int, samples: int, device: str) -> torch.Tensor:
-    return 0.1 * torch.randn(1, channels, samples, generator=torch.Generator().manual_seed(0)).to(device)
-
-
-def bench_offline(codec: Codec, seconds: float, repeats: int, device: str, encodec_too: bool) -> dict:
-    """Offline RTFs of ``codec`` and (if asked) EnCodec-24k, on ``seconds`` of noise, on ``device``."""
-    codec = codec.to(device)
-    audio = _noise(codec.channels, int(seconds * codec.sample_rate), device)
-    result = {codec.name: offline_rtf(codec.encode, codec.decode, audio, codec.sample_rate, repeats, device)}
-    if encodec_too:
-        encodec = load_encodec_24k().to(device)
-        audio = _noise(encodec.channels, int(seconds * encodec.sample_rate), device)
-        result["encodec-24k"] = offline_rtf(
-            encodec.encode, encodec.decode, audio, encodec.sample_rate, repeats, device
-        )
-        result["encodec_vs_ours"] = result["encodec-24k"]["total_rtf"] / result[codec.name]["total_rtf"]
-    codec.cpu()
-    return result
-
-
-def bench_stream_frame(codec: Codec, frames: int) -> dict:
-    """Per-frame compute time (ms, p50/p99) of one stream pushing one frame at a time, per mode."""
-    hop = codec.hop_length
-    audio = _noise(codec.channels, hop * (frames + 10), "cpu")
-    with torch.inference_mode():
-        codes = codec.encode(audio).codes
-    result = {}
-    for mode in ("encode", "decode", "roundtrip"):
-        session = codec.stream(1, mode)
-        for i in range(frames + 10):
-            if i == 10:
-                session.timer.clear()
-            session.push(codes[..., i : i + 1] if mode == "decode" else audio[..., i * hop : (i + 1) * hop])
-        summary = session.timer.summary()
-        result[mode] = {k: summary[k] for k in ("p50_ms", "p99_ms", "mean_ms")}
-    result["frame_ms"] = 1e3 * hop / codec.sample_rate
-    return result
-
-
-def bench_weight_floor(codec: Codec, repeats: int = 50) -> dict:
-    """The floor of a one-stream step: a one-row product with every weight matrix of the model, once.
-
-    A step of one stream reads every weight once; the rest of its time is the overhead of its many
-    small operations. Returns the median time (ms) and the megabytes of weights read.
-    """
-    matrices = [
-        p.detach().reshape(p.shape[0], -1).t().contiguous()
-        for name, p in codec.named_parameters()
-        if p.dim() >= 2 and not name.startswith("quantizer.")
-    ]
-    rows = [torch.randn(1, m.shape[0]) for m in matrices]
-
-    def products() -> None:
-        for row, matrix in zip(rows, matrices, strict=True):
-            torch.mm(row, matrix)
-
-    with torch.inference_mode():
-        seconds = _median_seconds(products, repeats)
-    return {"ms": 1e3 * seconds, "megabytes": sum(4 * m.numel() for m in matrices) / 1e6}
-
-
-def bench_many_streams(codec: Codec, counts: list[int], frames: int, device: str = "cpu") -> dict:
-    """Real-time round-trip streams sustained: N streams each push one frame per tick into a
-    :class:`MultiStreamBatcher`, which advances them in one batched step; capacity is
-    ``N * frame duration / wall time per tick``."""
-    from audiokit.streaming import MultiStreamBatcher
-
-    codec = codec.to(device)
-    hop = codec.hop_length
-    frame_s = hop / codec.sample_rate
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    per_count = {}
-    for count in counts:
-        batcher = MultiStreamBatcher(codec, count, "roundtrip")
-        ids = [batcher.open() for _ in range(count)]
-        chunk = _noise(codec.channels, hop, device)[0]
-        ticks = []
-        for tick in range(frames + 3):
-            began = time.perf_counter()
-            for stream in ids:
-                batcher.push(stream, chunk)
-            batcher.step()
-            for stream in ids:
-                batcher.pull(stream)
-            sync()
-            if tick >= 3:
-                ticks.append(time.perf_counter() - began)
-        tick_s = statistics.median(ticks)
-        per_count[str(count)] = {
-            "tick_ms": 1e3 * tick_s,
-            "tick_p99_ms": 1e3 * statistics.quantiles(ticks, n=100)[98] if len(ticks) > 1 else 1e3 * tick_s,
-            "streams_sustained": count * frame_s / tick_s,
-        }
-    codec.cpu()
-    best = max(per_count.values(), key=lambda r: r["streams_sustained"])
-    return {"by_streams": per_count, "streams_sustained": best["streams_sustained"]}
-
-
-def run_benchmark(
-    model: str = "speech-16k",
-    seconds: float = 10.0,
-    repeats: int = 3,
-    threads: int = 1,
-    frames: int = 100,
-    stream_counts: tuple[int, ...] = (1, 16, 64),
-    encodec: bool = True,
-) -> dict:
-    """Every figure of ``audiokit bench`` as one JSON-ready dict (see the module docstring)."""
-    torch.set_num_threads(threads)
-    codec, weights = load_codec(model)
-    cpu = {
-        "offline": bench_offline(codec, seconds, repeats, "cpu", encodec),
-        "stream_frame": bench_stream_frame(codec, frames),
-        "weight_floor": bench_weight_floor(codec),
-        "many_streams": bench_many_streams(codec, list(stream_counts), max(10, frames // 4)),
-    }
-    result = {
-        "benchmark": "codec_speed",
-        **run_info(),
-        "settings": {
-            "model": model,
-            "weights": weights,
-            "threads": threads,
-            "seconds": seconds,
-            "repeats": repeats,
-            "stream_frames": frames,
-            "stream_counts": list(stream_counts),
-            "algorithmic_latency_samples": codec.algorithmic_latency,
-            "algorithmic_latency_ms": 1e3 * codec.algorithmic_latency / codec.sample_rate,
-        },
-        "cpu": cpu,
-    }
-    checks = {
-        "stream_roundtrip_frame_p50_ms": cpu["stream_frame"]["roundtrip"]["p50_ms"],
-        "realtime_streams_per_core": cpu["many_streams"]["streams_sustained"],
-    }
-    if encodec:
-        checks["encodec_vs_ours_offline"] = cpu["offline"]["encodec_vs_ours"]
-    result["targets"] = {
-        name: {
-            "value": value,
-            "target": TARGETS[name],
-            "met": value <= TARGETS[name] if name.endswith("_ms") else value >= TARGETS[name],
-        }
-        for name, value in checks.items()
-    }
-    if torch.cuda.is_available():
-        result["gpu"] = {
-            "device": torch.cuda.get_device_name(),
-            "offline": bench_offline(codec, seconds, repeats, "cuda", encodec),
-            "many_streams": bench_many_streams(codec, [64, 256, 1024], max(10, frames // 4), "cuda"),
-        }
-    else:
-        result["gpu"] = None
-    return result
-
-
-def summary_lines(result: dict) -> list[str]:
-    """Human-readable lines of a :func:`run_benchmark` result."""
-    cpu, model = result["cpu"], result["settings"]["model"]
-    lines = [
-        f"{model} ({result['settings']['weights']} weights), {result['settings']['threads']} CPU thread(s)"
-    ]
-    for name, rtf in cpu["offline"].items():
-        if isinstance(rtf, dict):
-            lines.append(
-                f"  offline {name:>12}: encode RTF {rtf['encode_rtf']:.4f}, "
-                f"decode RTF {rtf['decode_rtf']:.4f} ({1 / rtf['total_rtf']:.1f}x real time for both)"
-            )
-    frame = cpu["stream_frame"]
-    for mode in ("encode", "decode", "roundtrip"):
-        lines.append(
-            f"  streaming {mode:>9}: {frame[mode]['p50_ms']:.3f} ms p50, {frame[mode]['p99_ms']:.3f} ms p99 "
-            f"per {frame['frame_ms']:.0f} ms frame"
-        )
-    floor = cpu["weight_floor"]
-    lines.append(
-        f"  floor at batch 1: one-row products with every weight ({floor['megabytes']:.1f} MB) "
-        f"take {floor['ms']:.3f} ms"
-    )
-    for count, row in cpu["many_streams"]["by_streams"].items():
-        lines.append(
-            f"  {count:>4} streams: {row['tick_ms']:.2f} ms per tick "
-            f"-> {row['streams_sustained']:.1f} real-time streams"
-        )
-    for name, check in result["targets"].items():
-        verdict = "met" if check["met"] else "NOT met"
-        lines.append(f"  target {name}: {check['value']:.3f} (target {check['target']}) {verdict}")
-    lines.append("  gpu: " + ("none" if result["gpu"] is None else result["gpu"]["device"]))
-    return lines
-
-
-def benchmark_from_args(args: argparse.Namespace) -> dict:
-    """:func:`run_benchmark` with the options of :func:`add_arguments`."""
-    return run_benchmark(
-        args.model,
-        args.seconds,
-        args.repeats,
-        args.threads,
-        args.frames,
-        tuple(args.streams),
-        not args.no_encodec,
-    )
+from audiokit.bench import run_benchmark, summary_lines
+from audiokit.cli.options import add_model_option
+from audiokit.coding import DEFAULT_MODEL
+from audiokit.provenance import write_json
 
 
 def run(args: argparse.Namespace) -> int:
-    result = benchmark_from_args(args)
+    result = run_benchmark(
+        model=args.model,
+        seconds=args.seconds,
+        repeats=args.repeats,
+        threads=args.threads,
+        frames=args.frames,
+        stream_counts=tuple(args.streams),
+        encodec=not args.no_encodec,
+    )
     if args.out:
         write_json(args.out, result)
     if args.json:
@@ -308,9 +32,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options shared by ``audiokit bench`` and ``benchmarks/bench_codec.py``."""
-    parser.add_argument("--model", default="speech-16k", help="codec to measure (default: speech-16k)")
+def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser(
+        "bench", parents=[common], help="measure codec speed", description=__doc__.split(":", 1)[1].strip()
+    )
+    add_model_option(parser, DEFAULT_MODEL, "codec to measure (untrained when no weights are shipped)")
     parser.add_argument("--seconds", type=float, default=10.0, help="audio length for offline timing")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats (median)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (default: 1)")
@@ -320,12 +46,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-encodec", action="store_true", help="skip the EnCodec-24k comparison")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
-
-
-def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    parser = subparsers.add_parser(
-        "bench", parents=[common], help="measure codec speed", description=__doc__.split(":", 1)[1].strip()
-    )
-    add_arguments(parser)
     parser.add_argument("--out", help="also write the JSON result to this file")
     parser.set_defaults(handler=run)

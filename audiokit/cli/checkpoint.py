@@ -32,7 +32,5 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     parser.add_argument("action", choices=("pack", "unpack"))
     parser.add_argument("source", help="pack: the run directory; unpack: the packed folder")
     parser.add_argument("target", help="pack: the folder to write; unpack: the run directory to make")
-    parser.add_argument(
-        "--max-shard-mb", type=float, default=24.0, help="largest shard in MiB (default 24)"
-    )
+    parser.add_argument("--max-shard-mb", type=float, default=24.0, help="largest shard in MiB (default 24)")
     parser.set_defaults(handler=run)

@@ -1,4 +1,4 @@
-"""``audiokit train RECIPE``: train a codec from a YAML recipe (resume, fine-tune, DDP via torchrun)."""
+"""``audiokit train RECIPE``: train a model from a YAML recipe (resume, fine-tune, DDP via torchrun)."""
 
 from __future__ import annotations
 

@@ -25,6 +25,18 @@ def manifest_path(
     return manifest_dir(root, sample_rate) / f"{split}_{role}.jsonl"
 
 
+def find_manifest(spec: str | Path, root: Path | None = None, sample_rate: int = DEFAULT_SAMPLE_RATE) -> Path:
+    """The manifest ``spec`` names: an existing path, else the prepared manifest ``<spec>.jsonl`` in
+    :func:`manifest_dir` (per-rate folder included). Raises :class:`FileNotFoundError` naming both."""
+    path = Path(spec).expanduser()
+    if path.exists():
+        return path
+    named = manifest_dir(root, sample_rate) / f"{spec}.jsonl"
+    if named.is_file():
+        return named
+    raise FileNotFoundError(f"{str(spec)!r} is neither an existing path nor a prepared manifest ({named})")
+
+
 def write_json_atomic(path: Path, data: object) -> None:
     """Write one JSON document atomically (temp file in the same folder + os.replace)."""
     write_text_atomic(path, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
@@ -86,10 +98,22 @@ def audio_path(manifest: Path, audio: str | Path, root: Path | None = None) -> P
 
 def read_manifest(path: Path, root: Path | None = None) -> list[dict]:
     """Rows of a manifest, ``path`` and ``pair`` made absolute (relative to ``root`` when given, else
-    resolved by :func:`audio_path`)."""
-    rows = read_jsonl(path)
-    for row in rows:
-        for key in ("path", "pair"):
-            if row.get(key):
-                row[key] = str(root / row[key] if root is not None else audio_path(path, row[key]))
+    resolved by :func:`audio_path`). A line that is not a JSON object with a string ``path`` raises
+    :class:`ValueError` naming ``file:line``."""
+    rows = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                if not isinstance(row, dict) or not isinstance(row.get("path"), str):
+                    raise ValueError("no string 'path'")
+            except ValueError as exc:
+                problem = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+                raise ValueError(f"{path}:{number}: not a manifest line: {problem}") from None
+            for key in ("path", "pair"):
+                if row.get(key):
+                    row[key] = str(root / row[key] if root is not None else audio_path(path, row[key]))
+            rows.append(row)
     return rows

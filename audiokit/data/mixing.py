@@ -12,8 +12,11 @@ def snr_db(clean: np.ndarray, noise: np.ndarray) -> float:
     )
 
 
-def fit_length(noise: np.ndarray, length: int, offset: int) -> np.ndarray:
-    """Take ``length`` samples of ``(channels, samples)`` noise starting at ``offset``, looping if short."""
+def loop_excerpt(noise: np.ndarray, length: int, offset: int) -> np.ndarray:
+    """``length`` samples of ``(channels, samples)`` noise from ``offset`` on, looping it where it is short.
+
+    (Trimming or zero-padding to a length is :func:`audiokit.evaluation.baselines.fit_length`.)
+    """
     reps = -(-(offset + length) // noise.shape[-1])
     tiled = np.tile(noise, (1, reps)) if reps > 1 else noise
     return tiled[:, offset : offset + length]

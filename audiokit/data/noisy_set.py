@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ from tqdm import tqdm
 from audiokit import io as audio_io
 from audiokit.data.debs import sha256_file
 from audiokit.data.manifest import manifest_path, read_manifest, write_jsonl_atomic
-from audiokit.data.mixing import fit_length, mix_at_snr, snr_db
+from audiokit.data.mixing import loop_excerpt, mix_at_snr, snr_db
 from audiokit.errors import UsageError
 
 DEFAULT_SNRS = (-5.0, 0.0, 5.0, 10.0, 20.0)
@@ -45,7 +46,8 @@ def build_noisy_set(
     rng.shuffle(snr_order)
     noise_cache: dict[str, np.ndarray] = {}
     clips = []
-    for index, row in enumerate(tqdm(speech, desc="mixing", unit="clip", disable=quiet)):
+    bar = tqdm(speech, desc="mixing", unit="clip", disable=quiet or not sys.stderr.isatty())
+    for index, row in enumerate(bar):
         clean, rate = audio_io.load(row["path"], sample_rate=sample_rate, channels=1)
         clean = clean.numpy()
         noise_row, offset, excerpt = _draw_noise(rng, noise, noise_cache, sample_rate, clean.shape[-1])
@@ -82,7 +84,7 @@ def _draw_noise(
         if row["path"] not in cache:
             cache[row["path"]] = audio_io.load(row["path"], sample_rate, channels=1)[0].numpy()
         offset = int(rng.integers(cache[row["path"]].shape[-1]))
-        excerpt = fit_length(cache[row["path"]], length, offset)
+        excerpt = loop_excerpt(cache[row["path"]], length, offset)
         if np.mean(excerpt.astype(np.float64) ** 2) > 1e-6:
             return row, offset, excerpt
 

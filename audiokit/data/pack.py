@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -30,11 +31,17 @@ from tqdm import tqdm
 
 from audiokit import __version__
 from audiokit import io as audio_io
-from audiokit.baselines import OPUS_MIN_KBPS, require_tool
 from audiokit.data.debs import sha256_file
-from audiokit.data.manifest import DEFAULT_SAMPLE_RATE, audio_path, manifest_dir, package_totals, read_jsonl
+from audiokit.data.manifest import (
+    DEFAULT_SAMPLE_RATE,
+    audio_path,
+    find_manifest,
+    package_totals,
+    read_jsonl,
+)
 from audiokit.data.paths import data_root
 from audiokit.errors import UsageError
+from audiokit.tools import OPUS_MIN_KBPS, require_tool
 
 CODECS = ("opus",)
 OPUS_RATES = (8000, 12000, 16000, 24000, 48000)  # rates Opus keeps as they are (others decode at 48 kHz)
@@ -55,17 +62,11 @@ class PackSummary:
 
 
 def resolve_manifest(spec: str, root: Path | None = None, sample_rate: int = DEFAULT_SAMPLE_RATE) -> Path:
-    """The manifest ``spec`` names: an existing file, or ``{root}/manifests/<spec>.jsonl``."""
-    path = Path(spec).expanduser()
-    if path.is_file():
-        return path
-    named = manifest_dir(root, sample_rate) / f"{spec}.jsonl"
-    if named.is_file():
-        return named
-    raise UsageError(
-        f"--manifest {spec!r}: neither a manifest file nor a prepared manifest ({named}); "
-        "run `audiokit data prepare` or give a path"
-    )
+    """The manifest ``spec`` names: an existing file, or ``{root}/manifests[/sr<rate>]/<spec>.jsonl``."""
+    try:
+        return find_manifest(spec, root, sample_rate)
+    except FileNotFoundError as exc:
+        raise UsageError(f"--manifest {exc}; run `audiokit data prepare` or give a path") from None
 
 
 def read_rows(manifest: Path, root: Path) -> list[dict]:
@@ -191,7 +192,8 @@ def pack(
     try:
         packed, lines, used = [], [], PACK_JSON_RESERVE
         limit = len(order) if max_clips is None else min(max_clips, len(order))
-        bar = tqdm(total=budget, desc="packing", unit="B", unit_scale=True, disable=quiet)
+        on_terminal = sys.stderr.isatty()
+        bar = tqdm(total=budget, desc="packing", unit="B", unit_scale=True, disable=quiet or not on_terminal)
         for index in order[:limit]:
             row = rows[int(index)]
             wav, _ = audio_io.load(row["path"], sample_rate=sample_rate, channels=1)

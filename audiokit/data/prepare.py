@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ from audiokit.data.sources import ROLES, SOURCES, SPLITS, Source, select
 from audiokit.data.vad import trim_silence
 from audiokit.dsp import estimate_bandwidth
 from audiokit.errors import AudioFormatError, UsageError
+from audiokit.progress import progress
 
 NARROWBAND_RATE = 8000  # speech_nb clips are stored at this rate (their content stops below 4 kHz)
 MIN_SECONDS = 0.1  # clips shorter than this after trimming are dropped
@@ -190,7 +192,7 @@ def _process_unit(
             desc=f"{source.package} {source.split}/{source.role}",
             unit="clip",
             leave=False,
-            disable=quiet,
+            disable=quiet or not sys.stderr.isatty(),  # per clip: a bar on a terminal only
         ):
             key = _key([name for name, _ in files] if len(files) > 1 else files[0][0])
             if key in rows:
@@ -297,8 +299,8 @@ def prepare(
             )
         sources = [source for source in sources if source.package in packages]
     state = root / "state" / str(sample_rate)
-    for package in tqdm(
-        list(dict.fromkeys(source.package for source in sources)), desc="packages", unit="pkg", disable=quiet
+    for package in progress(
+        list(dict.fromkeys(source.package for source in sources)), "packages", quiet=quiet, label=str
     ):
         units = [source for source in sources if source.package == package]
         pending = [source for source in units if not (state / f"{unit_id(source)}.json").exists()]

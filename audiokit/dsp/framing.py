@@ -22,10 +22,18 @@ def frame(x: torch.Tensor, frame_length: int, hop_length: int, pad_end: bool = F
 def overlap_add(frames: torch.Tensor, hop_length: int) -> torch.Tensor:
     """Sum ``(..., n_frames, frame_length)`` frames placed every ``hop_length`` samples -> ``(..., T)``.
 
-    ``T = (n_frames - 1) * hop_length + frame_length``.
+    ``T = (n_frames - 1) * hop_length + frame_length``. Frames are cut into ``ceil(frame_length /
+    hop_length)`` pieces of one hop (the last zero-padded), and piece ``j`` of every frame is added in
+    one slice addition, shifted by ``j`` hops (much faster than ``F.fold`` for many rows).
     """
     *lead, n_frames, frame_length = frames.shape
+    parts = -(-frame_length // hop_length)
     length = (n_frames - 1) * hop_length + frame_length
-    flat = frames.reshape(-1, n_frames, frame_length).transpose(1, 2)
-    out = F.fold(flat, (1, length), (1, frame_length), stride=(1, hop_length))
-    return out.reshape(*lead, length)
+    rows = frames.reshape(-1, n_frames, frame_length)
+    if parts * hop_length != frame_length:
+        rows = F.pad(rows, (0, parts * hop_length - frame_length))
+    pieces = rows.reshape(rows.shape[0], n_frames, parts, hop_length)
+    out = frames.new_zeros(rows.shape[0], n_frames + parts - 1, hop_length)
+    for j in range(parts):
+        out[:, j : j + n_frames] += pieces[:, :, j]
+    return out.view(rows.shape[0], -1)[:, :length].reshape(*lead, length)

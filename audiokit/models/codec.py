@@ -13,20 +13,16 @@ folded into the batch); :class:`Codes` remembers the channel count and ``decode`
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import ClassVar
 
-import safetensors.torch
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from audiokit.errors import ModelError
-from audiokit.io import atomic_path
+from audiokit.models.base import AudioModel, ModelConfig
 from audiokit.nn import (
     CausalISTFTHead,
     ISTFTDecoder,
@@ -38,36 +34,85 @@ from audiokit.nn import (
     StreamableLSTM,
 )
 from audiokit.quantize import ResidualVectorQuantizer, supported_bitrates
+from audiokit.schema import KIND_FROM
 from audiokit.streaming import CodecStream
-
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
-FORMAT = "audiokit-codec"
-FORMAT_VERSION = 1
 
 
 @dataclass
-class CodecConfig:
-    """Everything that defines a codec architecture; stored as JSON beside the weights.
+class SEANetConfig:
+    """Options of a :class:`~audiokit.nn.SEANetEncoder` or :class:`~audiokit.nn.SEANetDecoder` (``seanet``).
 
-    ``encoder`` holds :class:`~audiokit.nn.SEANetEncoder` options (``encoder_type="seanet"``) or
-    :class:`~audiokit.nn.STFTEncoder` options (``encoder_type="stft"``); ``decoder`` holds
-    :class:`~audiokit.nn.SEANetDecoder` options (``decoder_type="seanet"``) or
-    :class:`~audiokit.nn.ISTFTDecoder` options (``decoder_type="istft"``). ``ratios`` (whose product is
-    the hop length in samples) and ``causal`` apply to both sides. The quantizer fields
-    (``num_quantizers`` .. ``dead_code_threshold``) are those of
-    :class:`~audiokit.quantize.ResidualVectorQuantizer`; the last two only matter in training.
+    Widths double (encoder) or halve (decoder) from ``n_filters`` at each of the codec's ``ratios``;
+    ``lstm_layers`` > 0 adds a causal LSTM (then the decoder's history is unbounded).
     """
 
-    name: str
-    sample_rate: int
-    channels: int = 1
+    kind: ClassVar[str] = "seanet"
+    n_filters: int = 32
+    n_residual_layers: int = 1
+    kernel_size: int = 7
+    last_kernel_size: int = 7
+    residual_kernel_size: int = 3
+    dilation_base: int = 2
+    compress: int = 2
+    activation: str = "elu"
+    lstm_layers: int = 0
+    norm: str = "weight_norm"
+
+
+@dataclass
+class STFTEncoderConfig:
+    """Options of an :class:`~audiokit.nn.STFTEncoder` (kind ``stft``): causal STFT of ``n_fft`` samples
+    every ``stft_hop``, ``n_blocks`` ConvNeXt blocks of width ``hidden_dim`` (MLP ``intermediate_dim``)."""
+
+    kind: ClassVar[str] = "stft"
+    n_fft: int = 480
+    stft_hop: int = 160
+    hidden_dim: int = 192
+    intermediate_dim: int = 576
+    n_blocks: int = 6
+    kernel_size: int = 7
+    compression: float = 0.3
+
+
+@dataclass
+class ISTFTDecoderConfig:
+    """Options of an :class:`~audiokit.nn.ISTFTDecoder` (kind ``istft``): ``n_blocks`` ConvNeXt blocks of
+    width ``hidden_dim`` (MLP ``intermediate_dim``), an iSTFT head of ``n_fft`` samples every
+    ``istft_hop`` with an MLP of width ``head_hidden_dim`` beside its linear map (0: none)."""
+
+    kind: ClassVar[str] = "istft"
+    n_fft: int = 640
+    istft_hop: int = 160
+    hidden_dim: int = 256
+    intermediate_dim: int = 768
+    n_blocks: int = 8
+    kernel_size: int = 7
+    head_hidden_dim: int = 0
+
+
+@dataclass
+class CodecConfig(ModelConfig):
+    """Everything that defines a codec architecture; stored as JSON beside the weights.
+
+    ``encoder`` is a :class:`SEANetConfig` (``encoder_type="seanet"``) or a :class:`STFTEncoderConfig`
+    (``encoder_type="stft"``); ``decoder`` a :class:`SEANetConfig` (``decoder_type="seanet"``) or an
+    :class:`ISTFTDecoderConfig` (``decoder_type="istft"``). ``ratios`` (whose product is the hop length
+    in samples) and ``causal`` apply to both sides. The quantizer fields (``num_quantizers`` ..
+    ``dead_code_threshold``) are those of :class:`~audiokit.quantize.ResidualVectorQuantizer`; the last
+    two only matter in training.
+    """
+
     causal: bool = True
     ratios: tuple[int, ...] = (8, 5, 4, 2)
     latent_dim: int = 128
     encoder_type: str = "seanet"
-    encoder: dict = field(default_factory=dict)
+    encoder: SEANetConfig | STFTEncoderConfig = field(
+        default_factory=SEANetConfig, metadata={KIND_FROM: "encoder_type"}
+    )
     decoder_type: str = "istft"
-    decoder: dict = field(default_factory=dict)
+    decoder: SEANetConfig | ISTFTDecoderConfig = field(
+        default_factory=ISTFTDecoderConfig, metadata={KIND_FROM: "decoder_type"}
+    )
     num_quantizers: int = 12
     codebook_size: int = 1024
     codebook_dim: int | None = 8
@@ -78,19 +123,15 @@ class CodecConfig:
 
     def __post_init__(self) -> None:
         self.ratios = tuple(self.ratios)
-        if self.encoder_type not in ("seanet", "stft"):
-            raise ModelError(f"encoder_type must be 'seanet' or 'stft', got {self.encoder_type!r}")
-        if self.decoder_type not in ("seanet", "istft"):
-            raise ModelError(f"decoder_type must be 'seanet' or 'istft', got {self.decoder_type!r}")
+        for side in ("encoder", "decoder"):
+            kind, options = getattr(self, f"{side}_type"), getattr(self, side)
+            if getattr(options, "kind", None) != kind:
+                raise ModelError(f"{side}_type is {kind!r} but {side} holds {type(options).__name__} options")
         if self.channels != 1:
             raise ModelError(
                 f"channels={self.channels}: only mono models exist so far; they code each channel of a "
                 "multichannel input as its own stream"
             )
-
-    def to_dict(self) -> dict:
-        """JSON-serialisable form (``CodecConfig(**d)`` restores it)."""
-        return dataclasses.asdict(self)
 
 
 CONFIGS: dict[str, CodecConfig] = {
@@ -104,16 +145,11 @@ CONFIGS: dict[str, CodecConfig] = {
         name="speech-16k",
         sample_rate=16000,
         encoder_type="stft",
-        encoder={"n_fft": 480, "stft_hop": 160, "hidden_dim": 192, "intermediate_dim": 576, "n_blocks": 6},
+        encoder=STFTEncoderConfig(),
         decoder_type="istft",
-        decoder={
-            "n_fft": 480,
-            "istft_hop": 160,
-            "hidden_dim": 192,
-            "intermediate_dim": 576,
-            "n_blocks": 6,
-            "head_hidden_dim": 1024,
-        },
+        decoder=ISTFTDecoderConfig(
+            n_fft=480, hidden_dim=192, intermediate_dim=576, n_blocks=6, head_hidden_dim=1024
+        ),
         l2_normalize=False,
         quantizer_dropout=0.25,
     ),
@@ -122,18 +158,16 @@ CONFIGS: dict[str, CodecConfig] = {
         name="speech-16k-noncausal",
         sample_rate=16000,
         causal=False,
-        encoder={"n_filters": 32, "n_residual_layers": 1},
         decoder_type="seanet",
-        decoder={"n_filters": 32, "n_residual_layers": 1},
+        decoder=SEANetConfig(),
     ),
     # 24 kHz general audio (music, ambience, speech): 75 Hz frames, up to 24 x 1024 codes = 18 kbps.
     "general-24k": CodecConfig(
         name="general-24k",
         sample_rate=24000,
-        ratios=(8, 5, 4, 2),
-        encoder={"n_filters": 32, "n_residual_layers": 1, "lstm_layers": 2},
+        encoder=SEANetConfig(lstm_layers=2),
         decoder_type="seanet",
-        decoder={"n_filters": 32, "n_residual_layers": 1, "lstm_layers": 2},
+        decoder=SEANetConfig(lstm_layers=2),
         num_quantizers=24,
     ),
 }
@@ -172,27 +206,29 @@ class CodecOutput:
     metrics: dict[str, torch.Tensor]
 
 
-class Codec(nn.Module):
+class Codec(AudioModel, family="codec", config_class=CodecConfig, configs=CONFIGS):
     """A neural audio codec with the shared audiokit model interface (see DESIGN.md §3).
 
     Audio tensors are float32 ``(batch, channels, samples)`` at :attr:`sample_rate` Hz.
     """
 
+    config: CodecConfig
+
     def __init__(self, config: CodecConfig) -> None:
-        super().__init__()
-        self.config = config
+        super().__init__(config)
         shared = {"channels": config.channels, "dimension": config.latent_dim, "causal": config.causal}
         # the STFT encoder and the iSTFT decoder take the hop length, the SEANet stacks its factors
         hop = {"hop_length": math.prod(config.ratios)}
         ratios = {"ratios": config.ratios}
+        encoder, decoder = dataclasses.asdict(config.encoder), dataclasses.asdict(config.decoder)
         if config.encoder_type == "stft":
-            self.encoder = STFTEncoder(**shared, **hop, **config.encoder)
+            self.encoder = STFTEncoder(**shared, **hop, **encoder)
         else:
-            self.encoder = SEANetEncoder(**shared, **ratios, **config.encoder)
+            self.encoder = SEANetEncoder(**shared, **ratios, **encoder)
         if config.decoder_type == "istft":
-            self.decoder = ISTFTDecoder(**shared, **hop, **config.decoder)
+            self.decoder = ISTFTDecoder(**shared, **hop, **decoder)
         else:
-            self.decoder = SEANetDecoder(**shared, **ratios, **config.decoder)
+            self.decoder = SEANetDecoder(**shared, **ratios, **decoder)
         self.quantizer = ResidualVectorQuantizer(
             config.latent_dim,
             config.num_quantizers,
@@ -205,18 +241,6 @@ class Codec(nn.Module):
         )
 
     # -- the shared interface -------------------------------------------------------------------
-    @property
-    def name(self) -> str:
-        return self.config.name
-
-    @property
-    def sample_rate(self) -> int:
-        return self.config.sample_rate
-
-    @property
-    def channels(self) -> int:
-        return self.config.channels
-
     @property
     def hop_length(self) -> int:
         """Samples per code frame."""
@@ -347,100 +371,3 @@ class Codec(nn.Module):
         result = self.quantizer(self._latent(folded), n_q)
         audio = self._synthesize(result.quantized, wav.shape[-1], wav.shape[1])
         return CodecOutput(audio, result.codes, result.commitment_loss, result.codebook_loss, result.metrics)
-
-    # -- weights ----------------------------------------------------------------------------------
-    def weights_sha256(self) -> str:
-        """sha256 (hex) of the model's weights serialised as safetensors: identifies the weights."""
-        return hashlib.sha256(safetensors.torch.save(_contiguous_state(self))).hexdigest()
-
-    def save_pretrained(self, path: str | Path, extra: dict | None = None) -> Path:
-        """Write ``path`` (``.safetensors``) and its JSON config beside it (``.json``), atomically."""
-        path = Path(path).with_suffix(".safetensors")
-        blob = safetensors.torch.save(_contiguous_state(self))
-        meta = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "config": self.config.to_dict(),
-            "sha256": hashlib.sha256(blob).hexdigest(),
-            **(extra or {}),
-        }
-        with atomic_path(path) as tmp:
-            tmp.write_bytes(blob)
-        with atomic_path(path.with_suffix(".json")) as tmp:
-            tmp.write_text(json.dumps(meta, indent=2) + "\n")
-        return path
-
-    @classmethod
-    def from_config(cls, name: str, **overrides) -> Codec:
-        """An untrained codec of the registered config ``name``, with field overrides."""
-        if name not in CONFIGS:
-            raise ModelError(f"unknown codec config {name!r}; choose one of {', '.join(CONFIGS)}")
-        return cls(dataclasses.replace(CONFIGS[name], **overrides))
-
-    @classmethod
-    def from_pretrained(cls, name_or_path: str | Path) -> Codec:
-        """Load shipped weights by name (``"speech-16k"``) or a ``.safetensors`` path with its ``.json``.
-
-        The weights file's sha256 must match the one recorded in the JSON; nothing is unpickled.
-        """
-        path = _resolve_weights(name_or_path)
-        config_path = path.with_suffix(".json")
-        if not config_path.is_file():
-            raise ModelError(f"{config_path}: config not found beside the weights")
-        try:
-            meta = json.loads(config_path.read_text())
-            config = CodecConfig(**meta["config"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ModelError(f"{config_path}: not an audiokit codec config ({exc})") from None
-        if meta.get("format") != FORMAT or meta.get("format_version", 0) > FORMAT_VERSION:
-            raise ModelError(
-                f"{config_path}: unsupported format {meta.get('format')!r} v{meta.get('format_version')}"
-            )
-        blob = path.read_bytes()
-        if hashlib.sha256(blob).hexdigest() != meta.get("sha256"):
-            raise ModelError(
-                f"{path}: sha256 does not match {config_path.name}; the file is corrupt or replaced"
-            )
-        model = cls(config)
-        try:
-            model.load_state_dict(safetensors.torch.load(blob), strict=True)
-        except RuntimeError as exc:
-            raise ModelError(
-                f"{path}: weights do not fit config {config.name!r} ({str(exc)[:200]})"
-            ) from None
-        return model.eval()
-
-
-def _contiguous_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
-
-
-def is_shipped(name_or_path: str | Path) -> bool:
-    """Whether ``name_or_path`` names shipped weights: a model name, or a file in ``audiokit/weights``."""
-    if str(name_or_path) in CONFIGS:
-        return True
-    path = Path(name_or_path)
-    folder = path if path.is_dir() else path.parent
-    return folder.resolve() == WEIGHTS_DIR.resolve()
-
-
-def _resolve_weights(name_or_path: str | Path) -> Path:
-    text = str(name_or_path)
-    if text in CONFIGS:
-        path = WEIGHTS_DIR / f"{text}.safetensors"
-        if not path.is_file():
-            raise ModelError(
-                f"no shipped weights for {text!r} in {WEIGHTS_DIR}; train them with `audiokit train` "
-                "or give a path to a .safetensors file"
-            )
-        return path
-    path = Path(text)
-    if path.is_dir():
-        candidates = sorted(path.glob("*.safetensors"))
-        if len(candidates) != 1:
-            raise ModelError(f"{path}: expected exactly one .safetensors file, found {len(candidates)}")
-        path = candidates[0]
-    if not path.is_file():
-        known = ", ".join(CONFIGS)
-        raise ModelError(f"{path}: no such model file, and not a known model name ({known})")
-    return path

@@ -15,19 +15,13 @@ the new capacity is learnt from there (Net2Net-style growth).
 from __future__ import annotations
 
 import dataclasses
-import inspect
 
 import torch
 
 from audiokit.errors import ModelError
 from audiokit.models.codec import Codec, CodecConfig
-from audiokit.nn import ISTFTDecoder
 
-# decoder options that can grow, with their defaults (taken from ISTFTDecoder, so they cannot drift)
-GROWABLE = {
-    name: inspect.signature(ISTFTDecoder).parameters[name].default
-    for name in ("n_blocks", "intermediate_dim", "head_hidden_dim")
-}
+GROWABLE = ("n_blocks", "intermediate_dim", "head_hidden_dim")  # ISTFTDecoderConfig fields that can grow
 # output layers of MLPs whose new hidden units must start silent
 WIDENED_OUTPUTS = ("pwconv2.weight", "head.mlp.2.weight")
 
@@ -42,11 +36,13 @@ def grow_to(codec: Codec, config: CodecConfig) -> Codec:
     current = codec.config
     if config.decoder_type != "istft" or current.decoder_type != "istft":
         raise ModelError(f"{current.name}: only an iSTFT decoder can grow")
-    fixed = {k: v for k, v in config.decoder.items() if k not in GROWABLE}
+    sizes = {key: getattr(config.decoder, key) for key in GROWABLE}
     comparable = dataclasses.replace(
         config,
         name=current.name,
-        decoder={**fixed, **{k: v for k, v in current.decoder.items() if k in GROWABLE}},
+        decoder=dataclasses.replace(
+            config.decoder, **{key: getattr(current.decoder, key) for key in GROWABLE}
+        ),
         quantizer_dropout=current.quantizer_dropout,
         dead_code_threshold=current.dead_code_threshold,
     )
@@ -54,7 +50,7 @@ def grow_to(codec: Codec, config: CodecConfig) -> Codec:
         raise ModelError(f"{current.name}: the architecture differs beyond a larger iSTFT decoder")
     if config.decoder == current.decoder:
         return codec
-    return grow_decoder(codec, **{k: v for k, v in config.decoder.items() if k in GROWABLE})
+    return grow_decoder(codec, **sizes)
 
 
 def grow_decoder(codec: Codec, seed: int = 0, **sizes: int) -> Codec:
@@ -71,13 +67,13 @@ def grow_decoder(codec: Codec, seed: int = 0, **sizes: int) -> Codec:
     if unknown:
         names = ", ".join(sorted(unknown))
         raise ModelError(f"{config.name}: cannot grow {names}; only {', '.join(GROWABLE)}")
-    current = {key: config.decoder.get(key, default) for key, default in GROWABLE.items()}
+    current = {key: getattr(config.decoder, key) for key in GROWABLE}
     shrinking = [f"{key} {current[key]} -> {value}" for key, value in sizes.items() if value < current[key]]
     if shrinking:
         raise ModelError(f"{config.name}: a decoder can only grow, not shrink ({', '.join(shrinking)})")
     with torch.random.fork_rng(devices=[]):  # the caller's random state stays as it was
         torch.manual_seed(seed)
-        grown = Codec(dataclasses.replace(config, decoder={**config.decoder, **sizes}))
+        grown = Codec(dataclasses.replace(config, decoder=dataclasses.replace(config.decoder, **sizes)))
     source = codec.state_dict()
     target = grown.state_dict()  # views of grown's tensors: edited in place
     with torch.no_grad():

@@ -7,10 +7,18 @@ import math
 import torch
 from torch import nn
 
+from audiokit.nn.state import StreamState
+from audiokit.nn.streaming import StreamingModule
+
 ACTIVATIONS = ("elu", "snake", "gelu", "leaky_relu")
 
 
-class Snake(nn.Module):
+def _snake(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    shaped = x * torch.sinc(alpha * x * (1.0 / math.pi))
+    return x + alpha * shaped.square()
+
+
+class Snake(nn.Module, StreamingModule):
     """``x + sin(alpha * x) ** 2 / alpha`` with a learnable ``alpha`` per channel; ``(B, C, T) -> (B, C, T)``.
 
     Evaluated as ``x + alpha * (x * sinc(alpha * x))**2`` (``sinc(u) = sin(u) / u``), which is the same
@@ -22,8 +30,11 @@ class Snake(nn.Module):
         self.alpha = nn.Parameter(torch.full((channels, 1), float(alpha_init)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shaped = x * torch.sinc(self.alpha * x * (1.0 / math.pi))
-        return x + self.alpha * shaped.square()
+        return _snake(x, self.alpha)
+
+    def step_t(self, x: torch.Tensor, state: StreamState | None, final: bool = False) -> torch.Tensor:
+        """Time-major ``(B, n, C)``: stateless."""
+        return _snake(x, self.alpha.t())
 
 
 def make_activation(name: str, channels: int) -> nn.Module:

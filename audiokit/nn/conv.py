@@ -24,12 +24,18 @@ Lookahead. Non-causal modules read ahead: output frame ``j`` of the conv needs i
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrizations, parametrize
 
+from audiokit.nn.state import ConvState, ConvTransposeState
+from audiokit.nn.streaming import StreamingModule, matmul_rows, require_causal, stride_padding
+
 NORMS = ("weight_norm", "none")
+FRAMES_PER_PIECE = 4096  # a depthwise conv's windows are multiplied this many frames at a time
 
 
 def apply_norm(module: nn.Module, norm: str) -> nn.Module:
@@ -51,10 +57,35 @@ def remove_weight_norm(module: nn.Module) -> nn.Module:
     return module
 
 
-class StreamableConv1d(nn.Module):
+@dataclass
+class ConvWeights:
+    """What a :class:`StreamableConv1d` multiplies with in evaluation and streaming.
+
+    ``matrix``: ``(K * C_in, C_out)``, rows ordered (tap, channel) (plain convs); ``taps``: ``(C, K)`` (a depthwise conv); ``weight``: the
+    ``(C_out, C_in / groups, K)`` weight (always; grouped convs use only it).
+    """
+
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+    matrix: torch.Tensor | None = None
+    taps: torch.Tensor | None = None
+
+
+class StreamableConv1d(nn.Module, StreamingModule):
     """``nn.Conv1d`` with exact-length padding: ``(B, C_in, T) -> (B, C_out, ceil(T / stride))``.
 
     ``causal=True`` pads only on the left, so frame ``j`` depends on input samples ``< (j + 1) * stride``.
+
+    Training (and evaluation without :attr:`exact_rows`) runs ``F.conv1d``. Evaluation and streaming
+    run one time-major arithmetic on the padded
+    input ``(B, T, C_in)``, chosen by the layer's shape alone (so a frame's result does not depend on
+    the chunking or the number of streams): a plain conv whose kernel is its stride (1x1 convs
+    included) multiplies the input's blocks of ``stride`` samples, reshaped
+    into rows, by one matrix; another plain conv copies its ``(K * C_in)``-wide windows and multiplies
+    them by one matrix; a depthwise conv sums its taps times the windows. Other grouped convs run
+    ``F.conv1d``. (Summing shifted block products instead of copying windows saves the copy, but a
+    frame's sum must not depend on the chunk, and in a step one product beats ``K / stride``.)
+    Streaming state: the last :attr:`history_length` input samples (:class:`ConvState`).
     """
 
     def __init__(
@@ -89,6 +120,8 @@ class StreamableConv1d(nn.Module):
         self.padding_total = effective - stride
         self.padding_right = 0 if causal else self.padding_total // 2
         self.padding_left = self.padding_total - self.padding_right
+        self.depthwise = groups == in_channels == out_channels and groups > 1
+        self.blocked = groups == 1 and dilation == 1 and kernel_size == stride
 
     @property
     def history_length(self) -> int:
@@ -105,19 +138,112 @@ class StreamableConv1d(nn.Module):
         """Input samples past frame ``j``'s own block ``[j s, (j + 1) s)`` that it reads (0 when causal)."""
         return self.padding_right
 
+    @property
+    def time_major(self) -> bool:
+        """Whether evaluation and streaming run the time-major arithmetic (not a grouped ``F.conv1d``)."""
+        return self.conv.groups == 1 or self.depthwise
+
     def output_length(self, length: int) -> int:
         """Frames produced for ``length`` input samples: ``ceil(length / stride)``."""
         return -(-length // self.stride)
 
+    # -- offline --------------------------------------------------------------------------------
+    @property
+    def _runs_conv1d(self) -> bool:
+        """Whether ``forward`` runs ``F.conv1d``: in training, for grouped convs and without exact rows."""
+        return self.training or not (self.time_major and self.exact_rows)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        extra = (-x.shape[-1]) % self.stride
-        return self.conv(F.pad(x, (self.padding_left, self.padding_right + extra)))
+        if self._runs_conv1d:
+            extra = (-x.shape[-1]) % self.stride
+            return self.conv(F.pad(x, (self.padding_left, self.padding_right + extra)))
+        return self.forward_t(x.transpose(1, 2)).transpose(1, 2)
+
+    def forward_t(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` on time-major ``x (B, T, C_in)``, returning ``(B, frames, C_out)``."""
+        if self._runs_conv1d:
+            return self.forward(x.transpose(1, 2)).transpose(1, 2)
+        extra = (-x.shape[1]) % self.stride
+        padded = F.pad(x, (0, 0, self.padding_left, self.padding_right + extra))
+        return self._conv_t(padded, self.prepare_weights())
+
+    # -- streaming ------------------------------------------------------------------------------
+    def prepare_weights(self, contiguous: bool = True) -> ConvWeights:
+        conv = self.conv
+        weight = conv.weight  # weight norm is evaluated here
+        prepared = ConvWeights(weight, conv.bias)
+        if self.depthwise:
+            prepared.taps = weight[:, 0]
+        elif conv.groups == 1:
+            prepared.matrix = weight.permute(2, 1, 0).reshape(-1, weight.shape[0]).contiguous()
+        return prepared
+
+    def init_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> ConvState | None:
+        require_causal(self)
+        self.prepare()
+        if not self.history_length:
+            return None
+        shape = (batch_size, self.conv.in_channels, self.history_length)
+        return ConvState(torch.zeros(shape, device=device, dtype=dtype))
+
+    def step(self, x: torch.Tensor, state: ConvState | None, final: bool = False) -> torch.Tensor:
+        if self.time_major:
+            return super().step(x, state, final)
+        x = F.pad(x, (0, stride_padding(x.shape[-1], self.stride, final, "stride")))
+        if state is not None:
+            x = torch.cat([state.history, x], -1)
+            state.history = x[..., x.shape[-1] - self.history_length :]
+        weights = self.prepared()
+        return F.conv1d(x, weights.weight, weights.bias, self.stride, 0, self.dilation, self.conv.groups)
+
+    def step_t(self, x: torch.Tensor, state: ConvState | None, final: bool = False) -> torch.Tensor:
+        if not self.time_major:
+            return super().step_t(x, state, final)
+        extra = stride_padding(x.shape[1], self.stride, final, "stride")
+        if extra:
+            x = F.pad(x, (0, 0, 0, extra))
+        if state is not None:
+            x = torch.cat([state.history.transpose(1, 2), x], 1)
+            state.history = x[:, x.shape[1] - self.history_length :].transpose(1, 2)
+        return self._conv_t(x, self.prepared())
+
+    # -- the arithmetic -------------------------------------------------------------------------
+    def _conv_t(self, x: torch.Tensor, weights: ConvWeights) -> torch.Tensor:
+        """The conv of the padded time-major input ``x (B, T, C_in)``: ``(B, frames, C_out)``."""
+        if weights.taps is not None:
+            return self._depthwise(x, weights)
+        if self.blocked:
+            rows = x.reshape(-1, weights.matrix.shape[0])  # blocks of stride samples
+        else:
+            windows = x.unfold(1, self.effective_kernel_size, self.stride)  # (B, L, C_in, span)
+            if self.dilation > 1:
+                windows = windows[..., :: self.dilation]
+            rows = windows.transpose(2, 3).reshape(-1, weights.matrix.shape[0])
+        y = matmul_rows(rows, weights.matrix, weights.bias, exact=self.exact_rows)
+        return y.view(x.shape[0], -1, weights.matrix.shape[1])
+
+    def _depthwise(self, x: torch.Tensor, weights: ConvWeights) -> torch.Tensor:
+        """``sum_k taps[k] * window[k] + bias`` over the windows of ``x (B, T, C)``, at most
+        :data:`FRAMES_PER_PIECE` frames at a time (each frame's sum is the same either way)."""
+        span, stride = self.effective_kernel_size, self.stride
+        frames = max((x.shape[1] - span) // stride + 1, 0)
+        if frames > FRAMES_PER_PIECE:
+            step = FRAMES_PER_PIECE * stride
+            pieces = [x[:, i : i + step + span - stride] for i in range(0, frames * stride, step)]
+            return torch.cat([self._depthwise(piece, weights) for piece in pieces], 1)
+        windows = x.unfold(1, span, stride)  # (B, frames, C, span)
+        if self.dilation > 1:
+            windows = windows[..., :: self.dilation]
+        y = (windows * weights.taps).sum(-1)
+        return y if weights.bias is None else y + weights.bias
 
 
-class StreamableConvTranspose1d(nn.Module):
+class StreamableConvTranspose1d(nn.Module, StreamingModule):
     """``nn.ConvTranspose1d`` trimmed to exact length: ``(B, C_in, N) -> (B, C_out, N * stride)``.
 
     ``causal=True`` trims only on the right, so output sample ``t`` depends on frames ``<= t // stride``.
+    Streaming state: the bias-free output overlap of ``kernel_size - stride`` samples
+    (:class:`ConvTransposeState`).
     """
 
     def __init__(
@@ -163,3 +289,28 @@ class StreamableConvTranspose1d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.convtr(x)
         return y[..., self.padding_left : y.shape[-1] - self.padding_right]
+
+    def prepare_weights(self, contiguous: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(weight, bias (C_out, 1))``, weight norm evaluated."""
+        bias = self.convtr.bias
+        return self.convtr.weight, None if bias is None else bias[:, None]
+
+    def init_state(
+        self, batch_size: int, device: torch.device, dtype: torch.dtype
+    ) -> ConvTransposeState | None:
+        require_causal(self)
+        self.prepare()
+        if not self.overlap_length:
+            return None
+        shape = (batch_size, self.convtr.out_channels, self.overlap_length)
+        return ConvTransposeState(torch.zeros(shape, device=device, dtype=dtype))
+
+    def step(self, x: torch.Tensor, state: ConvTransposeState | None, final: bool = False) -> torch.Tensor:
+        weight, bias = self.prepared()
+        y = F.conv_transpose1d(x, weight, None, self.stride, groups=self.convtr.groups)
+        ready = x.shape[-1] * self.stride
+        if state is not None:
+            y[..., : self.overlap_length] += state.overlap
+            state.overlap = y[..., ready:]
+        out = y[..., :ready]
+        return out if bias is None else out + bias

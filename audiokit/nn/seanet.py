@@ -25,9 +25,11 @@ from torch import nn
 from audiokit.nn.activations import make_activation
 from audiokit.nn.conv import StreamableConv1d, StreamableConvTranspose1d
 from audiokit.nn.lstm import StreamableLSTM
+from audiokit.nn.state import StateList
+from audiokit.nn.streaming import StreamingModule, StreamingSequential, allow_inexact_rows
 
 
-class ResidualUnit(nn.Module):
+class ResidualUnit(nn.Module, StreamingModule):
     """``x + conv1x1(act(conv_k,d(act(x))))`` on ``(B, dim, T)``, length-preserving.
 
     The dilated conv has ``kernel_size`` taps ``dilation`` samples apart and ``dim // compress``
@@ -52,7 +54,7 @@ class ResidualUnit(nn.Module):
                 StreamableConv1d(hidden, dim, 1, causal=causal, norm=norm),
             ]
         )
-        self.block = nn.Sequential(
+        self.block = StreamingSequential(
             make_activation(activation, dim),
             self.convs[0],
             make_activation(activation, hidden),
@@ -72,6 +74,12 @@ class ResidualUnit(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.block(x)
 
+    def init_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> StateList:
+        return self.block.init_state(batch_size, device, dtype)
+
+    def step_t(self, x: torch.Tensor, state: StateList, final: bool = False) -> torch.Tensor:
+        return x + self.block.step_t(x, state, final)
+
 
 def _residual_stack(
     dim: int, n_units: int, kernel_size: int, dilation_base: int, **kwargs
@@ -79,7 +87,7 @@ def _residual_stack(
     return [ResidualUnit(dim, kernel_size, dilation=dilation_base**j, **kwargs) for j in range(n_units)]
 
 
-class SEANetEncoder(nn.Module):
+class SEANetEncoder(nn.Module, StreamingModule):
     """Waveform -> latent frames: ``(B, channels, T) -> (B, dimension, ceil(T / hop_length))``.
 
     Conv (``kernel_size``) -> per ratio: ``n_residual_layers`` residual units (dilations
@@ -133,7 +141,7 @@ class SEANetEncoder(nn.Module):
             make_activation(activation, width),
             StreamableConv1d(width, dimension, last_kernel_size, **common),
         ]
-        self.model = nn.Sequential(*layers)
+        self.model = StreamingSequential(*layers)
 
     @property
     def receptive_field(self) -> int:
@@ -158,8 +166,14 @@ class SEANetEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
+    def init_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> StateList:
+        return self.model.init_state(batch_size, device, dtype)
 
-class SEANetDecoder(nn.Module):
+    def step_t(self, x: torch.Tensor, state: StateList, final: bool = False) -> torch.Tensor:
+        return self.model.step_t(x, state, final)
+
+
+class SEANetDecoder(nn.Module, StreamingModule):
     """Latent frames -> waveform: ``(B, dimension, N) -> (B, channels, N * hop_length)``.
 
     Conv (``kernel_size``) -> optional causal LSTM -> per ratio: activation, transposed conv
@@ -213,7 +227,8 @@ class SEANetDecoder(nn.Module):
             make_activation(activation, width),
             StreamableConv1d(width, channels, last_kernel_size, **common),
         ]
-        self.model = nn.Sequential(*layers)
+        self.model = StreamingSequential(*layers)
+        allow_inexact_rows(self)  # decoded audio is compared within float rounding
 
     @property
     def lookahead(self) -> int:
@@ -228,3 +243,9 @@ class SEANetDecoder(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.model(z)
+
+    def init_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> StateList:
+        return self.model.init_state(batch_size, device, dtype)
+
+    def step_t(self, x: torch.Tensor, state: StateList, final: bool = False) -> torch.Tensor:
+        return self.model.step_t(x, state, final)

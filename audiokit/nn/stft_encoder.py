@@ -17,7 +17,8 @@ rate (for ``speech-16k`` with 24 filters: 7.7 M multiply-adds per 20 ms frame, m
 streams per core needs, and it trains faster per CPU-second.
 
 Streaming state: the last ``n_fft - stft_hop`` input samples, the ConvNeXt blocks' conv history
-and the strided conv's history.
+and the strided conv's history. In evaluation mode the offline forward runs the streaming step's
+arithmetic (see :mod:`audiokit.nn.streaming`), so streamed latents are bit-identical to offline ones.
 """
 
 from __future__ import annotations
@@ -28,13 +29,25 @@ from torch import nn
 
 from audiokit.dsp import get_window
 from audiokit.nn.conv import StreamableConv1d
+from audiokit.nn.state import ConvState, StateList
+from audiokit.nn.streaming import (
+    LinearWeights,
+    StreamingModule,
+    layer_norm_t,
+    linear_t,
+    linear_weights,
+    stride_padding,
+)
 from audiokit.nn.vocos import ConvNeXtBlock
 
 
-class CausalSTFT(nn.Module):
+class CausalSTFT(nn.Module, StreamingModule):
     """Compressed causal STFT features: ``(B, C, T) -> (B, ceil(T / hop_length), C * 2 * (n_fft // 2 + 1))``.
 
-    Output is time-major; per frame the features are ordered (channel, real/imag, bin).
+    Output is time-major; per frame the features are ordered (channel, real/imag, bin). Streaming
+    state: the last ``n_fft - hop_length`` input samples (:class:`ConvState`); a chunk of
+    ``n * hop_length`` samples gives ``n`` frames, and the final chunk is zero-padded to whole hops as
+    the offline forward pads the end of the signal.
     """
 
     def __init__(
@@ -67,11 +80,16 @@ class CausalSTFT(nn.Module):
         return self.channels * 2 * self.n_bins
 
     def features(self, segments: torch.Tensor) -> torch.Tensor:
-        """Windowed segments ``(B, C, M, n_fft)`` -> features ``(B, M, C * 2 * n_bins)``."""
+        """Segments ``(B, C, M, n_fft)`` -> features ``(B, M, C * 2 * n_bins)``.
+
+        The compression's power is taken in float64 and rounded: in float32 the vectorised loop and
+        its scalar remainder round it differently, so a frame's features would depend on where it
+        falls in the tensor (and streamed features would differ from offline ones).
+        """
         batch, channels, frames, _ = segments.shape
         spec = torch.fft.rfft(segments.float() * self.window, dim=-1)  # (B, C, M, bins)
         power = spec.real.square() + spec.imag.square()
-        spec = spec * (power + self.eps).pow((self.compression - 1) / 2)
+        spec = spec * (power + self.eps).double().pow((self.compression - 1) / 2).float()
         parts = torch.view_as_real(spec).permute(0, 2, 1, 4, 3)  # (B, M, C, 2, bins)
         return parts.reshape(batch, frames, channels * 2 * self.n_bins)
 
@@ -79,8 +97,20 @@ class CausalSTFT(nn.Module):
         x = F.pad(x, (self.history_length, (-x.shape[-1]) % self.hop_length))
         return self.features(x.unfold(-1, self.n_fft, self.hop_length))
 
+    def init_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> ConvState:
+        shape = (batch_size, self.channels, self.history_length)
+        return ConvState(torch.zeros(shape, device=device, dtype=dtype))
 
-class STFTEncoder(nn.Module):
+    def step_t(self, x: torch.Tensor, state: ConvState, final: bool = False) -> torch.Tensor:
+        """Time-major audio ``(B, n, C)`` -> features ``(B, ceil(n / hop_length), features)``."""
+        extra = stride_padding(x.shape[1], self.hop_length, final, "hop")
+        x = x.transpose(1, 2)
+        x = torch.cat([state.history, F.pad(x, (0, extra)) if extra else x], -1)
+        state.history = x[..., x.shape[-1] - self.history_length :]
+        return self.features(x.unfold(-1, self.n_fft, self.hop_length))
+
+
+class STFTEncoder(nn.Module, StreamingModule):
     """Waveform -> latent frames: ``(B, channels, T) -> (B, dimension, ceil(T / hop_length))``.
 
     :class:`CausalSTFT` -> Linear to ``hidden_dim`` -> LayerNorm -> ``n_blocks`` ConvNeXt blocks ->
@@ -132,8 +162,26 @@ class STFTEncoder(nn.Module):
         return frames * self.stft_hop
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.proj_norm(self.proj(self.stft(x))).transpose(1, 2)
+        weights = self.prepare_weights(contiguous=self.exact_rows)
+        y = layer_norm_t(linear_t(self.stft(x), weights, self.exact_rows), self.proj_norm)
         for block in self.blocks:
-            y = block(y)
-        y = self.final_norm(y.transpose(1, 2)).transpose(1, 2)
-        return self.downsample(y)
+            y = block.forward_t(y)
+        return self.downsample.forward_t(layer_norm_t(y, self.final_norm)).transpose(1, 2)
+
+    def prepare_weights(self, contiguous: bool = True) -> LinearWeights:
+        """The input projection's weights."""
+        return linear_weights(self.proj, contiguous=contiguous)
+
+    def init_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> StateList:
+        self.prepare()
+        parts = [self.stft, *self.blocks, self.downsample]
+        return StateList([part.init_state(batch_size, device, dtype) for part in parts])
+
+    def step_t(self, x: torch.Tensor, state: StateList, final: bool = False) -> torch.Tensor:
+        """Time-major audio ``(B, n, C)`` -> latent frames ``(B, frames, dimension)``."""
+        states = state.children
+        features = self.stft.step_t(x, states[0], final)
+        y = layer_norm_t(linear_t(features, self.prepared(), self.exact_rows), self.proj_norm)
+        for block, block_state in zip(self.blocks, states[1:-1], strict=True):
+            y = block.step_t(y, block_state, final)
+        return self.downsample.step_t(layer_norm_t(y, self.final_norm), states[-1], final)

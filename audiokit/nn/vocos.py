@@ -20,30 +20,42 @@ samples. Its algorithmic latency is then ``hop_length + encoder lookahead + targ
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import nn
 
-from audiokit.dsp import get_window
+from audiokit import ops
+from audiokit.dsp import get_window, overlap_add
 from audiokit.nn.conv import StreamableConv1d
+from audiokit.nn.state import ConvState, OverlapAddState, StateList
+from audiokit.nn.streaming import (
+    LinearWeights,
+    StreamingModule,
+    allow_inexact_rows,
+    layer_norm_t,
+    linear_t,
+    linear_weights,
+)
 
 
-def overlap_add(segments: torch.Tensor, hop_length: int) -> torch.Tensor:
-    """Overlap-add ``(N, M, n_fft)`` segments placed ``hop_length`` apart: ``(N, M * hop + n_fft - hop)``.
+class BlockWeights(NamedTuple):
+    """What a :class:`ConvNeXtBlock` multiplies with: its two linear layers (the second scaled by
+    ``gamma``), and whether its steps run the fused :func:`audiokit.ops.dwconv_layernorm_update`."""
 
-    ``n_fft`` must be a multiple of ``hop_length``: the sum is then ``n_fft // hop_length`` shifted
-    slice additions, which is much faster than ``F.fold`` for many rows (and exact either way).
+    pw1: LinearWeights
+    pw2: LinearWeights
+    fused: bool
+
+
+class ConvNeXtBlock(nn.Module, StreamingModule):
+    """``x + gamma * W2(GELU(W1(LayerNorm(depthwise_conv(x)))))`` on ``(B, dim, T)``, length-preserving.
+
+    Time-major inside (``forward_t`` / ``step_t`` on ``(B, T, dim)``), with the layer scale ``gamma``
+    folded into ``W2``. Streaming state: the depthwise conv's. Where :func:`audiokit.ops.backend_for`
+    offers a fused kernel (Triton on a GPU), a step runs the conv and the LayerNorm as one
+    :func:`audiokit.ops.dwconv_layernorm_update` that updates the conv state in place.
     """
-    rows, frames, n_fft = segments.shape
-    parts = n_fft // hop_length
-    pieces = segments.view(rows, frames, parts, hop_length)
-    out = segments.new_zeros(rows, frames + parts - 1, hop_length)
-    for j in range(parts):
-        out[:, j : j + frames] += pieces[:, :, j]
-    return out.view(rows, -1)
-
-
-class ConvNeXtBlock(nn.Module):
-    """``x + gamma * W2(GELU(W1(LayerNorm(depthwise_conv(x)))))`` on ``(B, dim, T)``, length-preserving."""
 
     def __init__(
         self,
@@ -67,12 +79,46 @@ class ConvNeXtBlock(nn.Module):
         return self.dwconv.lookahead
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.dwconv(x).transpose(1, 2)
-        y = self.pwconv2(self.act(self.pwconv1(self.norm(y))))
-        return x + (self.gamma * y).transpose(1, 2)
+        return self.forward_t(x.transpose(1, 2)).transpose(1, 2)
+
+    def forward_t(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` on time-major ``(B, T, dim)``."""
+        weights = self.prepare_weights(contiguous=self.exact_rows)
+        return self._mlp(layer_norm_t(self.dwconv.forward_t(x), self.norm), x, weights)
+
+    def prepare_weights(self, contiguous: bool = True) -> BlockWeights:
+        conv = self.dwconv
+        fusable = conv.causal and conv.depthwise and conv.stride == conv.dilation == 1
+        return BlockWeights(
+            linear_weights(self.pwconv1, contiguous=contiguous),
+            linear_weights(self.pwconv2, self.gamma, contiguous=contiguous),
+            fusable and ops.backend_for(self.gamma) != "torch",
+        )
+
+    def init_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> ConvState | None:
+        self.prepare()
+        return self.dwconv.init_state(batch_size, device, dtype)
+
+    def step_t(self, x: torch.Tensor, state: ConvState | None, final: bool = False) -> torch.Tensor:
+        weights, conv = self.prepared(), self.dwconv
+        if weights.fused and state is not None:  # one kernel, state updated in place
+            taps = conv.prepared()
+            y = ops.dwconv_layernorm_update(
+                x, state.history.transpose(1, 2), taps.taps, taps.bias, self.norm.weight, self.norm.bias,
+                self.norm.eps,
+            )  # fmt: skip
+        else:
+            y = layer_norm_t(conv.step_t(x, state, final), self.norm)
+        return self._mlp(y, x, weights)
+
+    def _mlp(self, y: torch.Tensor, x: torch.Tensor, weights: BlockWeights) -> torch.Tensor:
+        """``x + gamma * W2(GELU(W1 y))`` on time-major rows."""
+        exact = self.exact_rows
+        out = linear_t(self.act.forward(linear_t(y, weights.pw1, exact)), weights.pw2, exact)
+        return out.add_(x) if not torch.is_grad_enabled() else out + x
 
 
-class CausalISTFTHead(nn.Module):
+class CausalISTFTHead(nn.Module, StreamingModule):
     """Frame features -> audio by inverse STFT: ``(B, dim, N) -> (B, channels, N * r * hop_length)``.
 
     ``r = frames_per_step``.
@@ -85,6 +131,9 @@ class CausalISTFTHead(nn.Module):
     window is ``w[p] / sum_i w[p mod hop + i hop]**2``, so a true STFT taken with analysis window
     ``w`` (``n_fft = k * hop_length``, ``k >= 2``) is inverted exactly once ``n_fft - hop_length``
     samples have passed.
+
+    Time-major inside: :meth:`spectrogram` maps frames ``(B, N, dim)`` to STFT frames and
+    :meth:`synthesize` overlap-adds them. Streaming state: the overlap-add tail (:class:`OverlapAddState`).
     """
 
     def __init__(
@@ -125,36 +174,64 @@ class CausalISTFTHead(nn.Module):
         """Samples of overlap-add tail a streaming step carries to the next chunk: ``n_fft - hop_length``."""
         return self.n_fft - self.hop_length
 
-    def spectrogram(self, x: torch.Tensor) -> torch.Tensor:
-        """Complex STFT frames ``(B, channels, n_fft // 2 + 1, N * frames_per_step)`` for features ``x``."""
-        batch, _, frames = x.shape
-        x = x.transpose(1, 2)
-        y = self.proj(x) if self.mlp is None else self.proj(x) + self.mlp(x)
-        y = y.reshape(batch, frames, self.frames_per_step, self.channels, 2, self.n_bins)
-        y = y.permute(0, 3, 4, 5, 1, 2).reshape(
-            batch, self.channels, 2, self.n_bins, frames * self.frames_per_step
-        )
+    @property
+    def samples_per_frame(self) -> int:
+        """Output samples per input frame: ``frames_per_step * hop_length``."""
+        return self.frames_per_step * self.hop_length
+
+    def prepare_weights(self, contiguous: bool = True) -> list[LinearWeights]:
+        """The linear map's weights, then the MLP's two layers' (if any)."""
+        layers = [self.proj] if self.mlp is None else [self.proj, self.mlp[0], self.mlp[2]]
+        return [linear_weights(layer, contiguous=contiguous) for layer in layers]
+
+    def spectrogram(self, x: torch.Tensor, weights: list[LinearWeights] | None = None) -> torch.Tensor:
+        """Complex STFT frames ``(B, N * frames_per_step, channels, n_fft // 2 + 1)`` of time-major
+        features ``x (B, N, dim)`` (``weights``: from :meth:`prepare_weights`, prepared now if ``None``)."""
+        batch, frames, _ = x.shape
+        weights = self.prepare_weights(contiguous=self.exact_rows) if weights is None else weights
+        exact = self.exact_rows
+        y = linear_t(x, weights[0], exact)
+        if self.mlp is not None:
+            y = y + linear_t(self.mlp[1].forward(linear_t(x, weights[1], exact)), weights[2], exact)
+        y = y.view(batch, frames * self.frames_per_step, self.channels, 2, self.n_bins)
         y = y.float()  # torch.polar has no bf16 kernel (CUDA autocast gives bf16 here)
-        magnitude = y[:, :, 0].clamp(max=self.max_log_magnitude).exp()
-        return torch.polar(magnitude, y[:, :, 1])
+        magnitude = y[:, :, :, 0].clamp(max=self.max_log_magnitude).exp()
+        return torch.polar(magnitude, y[:, :, :, 1])
 
     def synthesize(self, spec: torch.Tensor) -> torch.Tensor:
-        """Causal-layout inverse STFT ``(B, C, n_fft // 2 + 1, M) -> (B, C, M * hop_length + overlap)``.
+        """Causal-layout inverse STFT ``(B, M, C, n_fft // 2 + 1) -> (B, C, M * hop_length + overlap)``.
 
         The first ``M * hop_length`` samples are final; the last ``overlap = n_fft - hop_length`` are the
         overlap-add tail.
         """
-        batch, channels, _, frames = spec.shape
-        segments = torch.fft.irfft(spec.transpose(2, 3), n=self.n_fft, dim=-1) * self.synthesis_window
-        out = overlap_add(segments.reshape(batch * channels, frames, self.n_fft), self.hop_length)
-        return out.view(batch, channels, -1)
+        batch, frames, channels, _ = spec.shape
+        segments = torch.fft.irfft(spec, n=self.n_fft, dim=-1) * self.synthesis_window  # (B, M, C, n_fft)
+        segments = segments.transpose(1, 2).reshape(batch * channels, frames, self.n_fft)
+        return overlap_add(segments, self.hop_length).view(batch, channels, -1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_t(x.transpose(1, 2)).transpose(1, 2)
+
+    def forward_t(self, x: torch.Tensor) -> torch.Tensor:
+        """Frames ``(B, N, dim)`` -> time-major audio ``(B, N * samples_per_frame, channels)``."""
         wav = self.synthesize(self.spectrogram(x))
-        return wav[..., : wav.shape[-1] - self.overlap_length]
+        return wav[..., : wav.shape[-1] - self.overlap_length].transpose(1, 2)
+
+    def init_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> OverlapAddState:
+        self.prepare()
+        shape = (batch_size, self.channels, self.overlap_length)
+        return OverlapAddState(torch.zeros(shape, device=device, dtype=dtype))
+
+    def step_t(self, x: torch.Tensor, state: OverlapAddState, final: bool = False) -> torch.Tensor:
+        """Frames ``(B, n, dim)`` -> audio ``(B, n * samples_per_frame, channels)``."""
+        wav = self.synthesize(self.spectrogram(x, self.prepared()))
+        ready = x.shape[1] * self.samples_per_frame
+        wav[..., : self.overlap_length] += state.tail
+        state.tail = wav[..., ready:]
+        return wav[..., :ready].transpose(1, 2)
 
 
-class ISTFTDecoder(nn.Module):
+class ISTFTDecoder(nn.Module, StreamingModule):
     """Latent frames -> waveform: ``(B, dimension, N) -> (B, channels, N * hop_length)``.
 
     Conv (``kernel_size``) to ``hidden_dim`` -> LayerNorm -> ``n_blocks`` ConvNeXt blocks -> LayerNorm
@@ -197,6 +274,7 @@ class ISTFTDecoder(nn.Module):
         self.head = CausalISTFTHead(
             hidden_dim, channels, n_fft, istft_hop, hop_length // istft_hop, hidden_dim=head_hidden_dim
         )
+        allow_inexact_rows(self)  # decoded audio is compared within float rounding
 
     @property
     def lookahead(self) -> int:
@@ -205,8 +283,23 @@ class ISTFTDecoder(nn.Module):
         return frames * self.hop_length
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = self.embed_norm(self.embed(z).transpose(1, 2)).transpose(1, 2)
+        return self.forward_t(z.transpose(1, 2)).transpose(1, 2)
+
+    def forward_t(self, z: torch.Tensor) -> torch.Tensor:
+        """Time-major latents ``(B, N, dimension)`` -> audio ``(B, N * hop_length, channels)``."""
+        x = layer_norm_t(self.embed.forward_t(z), self.embed_norm)
         for block in self.blocks:
-            x = block(x)
-        x = self.final_norm(x.transpose(1, 2)).transpose(1, 2)
-        return self.head(x)
+            x = block.forward_t(x)
+        return self.head.forward_t(layer_norm_t(x, self.final_norm))
+
+    def init_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> StateList:
+        parts = [self.embed, *self.blocks, self.head]
+        return StateList([part.init_state(batch_size, device, dtype) for part in parts])
+
+    def step_t(self, z: torch.Tensor, state: StateList, final: bool = False) -> torch.Tensor:
+        """Latent frames ``(B, n, dimension)`` -> audio ``(B, n * hop_length, channels)``."""
+        states = state.children
+        x = layer_norm_t(self.embed.step_t(z, states[0], final), self.embed_norm)
+        for block, block_state in zip(self.blocks, states[1:-1], strict=True):
+            x = block.step_t(x, block_state, final)
+        return self.head.step_t(layer_norm_t(x, self.final_norm), states[-1], final)

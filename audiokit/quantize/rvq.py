@@ -3,6 +3,11 @@
 Shapes: latents ``[batch, dim, frames]`` float; codes ``[batch, n_q, frames]`` int64. Stage ``i``
 quantizes what stages ``0..i-1`` left over, so decoding any prefix of the codebooks gives a coarser
 reconstruction and one model serves every bitrate ``frame_rate * log2(codebook_size) * n_q``.
+
+Coding (:meth:`ResidualVectorQuantizer.encode_rows` / :meth:`~ResidualVectorQuantizer.decode_rows`) works
+on latent rows ``(N, dim)`` with per-stage tables from :meth:`~ResidualVectorQuantizer.prepare_lookup`;
+offline :meth:`~ResidualVectorQuantizer.encode` / :meth:`~ResidualVectorQuantizer.decode` and the
+streaming sessions both call them, so a row gets the same codes either way.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import torch
 from torch import nn
 
 from audiokit.errors import UsageError
+from audiokit.quantize.lookup import StageLookup
 from audiokit.quantize.vq import VectorQuantizer
 
 
@@ -168,17 +174,50 @@ class ResidualVectorQuantizer(nn.Module):
             },
         )
 
+    def prepare_lookup(self, n_q: int | None = None) -> list[StageLookup]:
+        """The coding tables (:meth:`VectorQuantizer.prepare_lookup`) of the first ``n_q`` stages (all when
+        ``None``), from the current weights."""
+        return [quantizer.prepare_lookup() for quantizer in self.quantizers[:n_q]]
+
+    def encode_rows(
+        self,
+        rows: torch.Tensor,
+        n_q: int,
+        lookups: list[StageLookup] | None = None,
+        quantize: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Codes ``(n_q, N)`` int64 of latent rows ``(N, dim)`` and, with ``quantize``, their quantized rows
+        ``(N, dim)`` float32 (what :meth:`decode_rows` gives for those codes, summed in the same order).
+
+        ``lookups``: from :meth:`prepare_lookup` (prepared now when ``None``).
+        """
+        lookups = self.prepare_lookup(n_q) if lookups is None else lookups
+        residual = rows.detach().float()
+        codes, quantized = [], None
+        for lookup in lookups[:n_q]:
+            stage_codes = lookup.codes(residual)
+            stage = lookup.table.index_select(0, stage_codes)
+            residual = residual - stage
+            if quantize:
+                quantized = stage if quantized is None else quantized + stage
+            codes.append(stage_codes)
+        return torch.stack(codes), quantized
+
+    def decode_rows(self, codes: torch.Tensor, lookups: list[StageLookup] | None = None) -> torch.Tensor:
+        """Latent rows ``(N, dim)`` float32 of codes ``(n_q, N)``: the sum of the stages' table rows."""
+        lookups = self.prepare_lookup(codes.shape[0]) if lookups is None else lookups
+        quantized = None
+        for lookup, stage_codes in zip(lookups, codes, strict=False):
+            stage = lookup.table.index_select(0, stage_codes)
+            quantized = stage if quantized is None else quantized + stage
+        return quantized
+
     def encode(self, z: torch.Tensor, n_q: int | None = None) -> torch.Tensor:
         """Codes ``[B, n_q, frames]`` int64 of ``z [B, dim, frames]``; deterministic, never updates."""
         n_q = self._check_n_q(n_q)
-        residual = z.float()
-        codes = []
-        with torch.no_grad():
-            for quantizer in self.quantizers[:n_q]:
-                stage_codes = quantizer.encode(residual)
-                residual = residual - quantizer.decode(stage_codes)
-                codes.append(stage_codes)
-        return torch.stack(codes, 1)
+        batch, dim, frames = z.shape
+        codes, _ = self.encode_rows(z.transpose(1, 2).reshape(-1, dim), n_q)
+        return codes.view(n_q, batch, frames).transpose(0, 1).contiguous()
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """Latents ``[B, dim, frames]`` float32 of codes ``[B, n_q, frames]`` (any ``n_q``)."""
@@ -186,8 +225,6 @@ class ResidualVectorQuantizer(nn.Module):
             raise ValueError(
                 f"codes must be [batch, n_q <= {self.num_quantizers}, frames], got {tuple(codes.shape)}"
             )
-        quantized = None
-        for i, quantizer in enumerate(self.quantizers[: codes.shape[1]]):
-            stage = quantizer.decode(codes[:, i])
-            quantized = stage if quantized is None else quantized + stage
-        return quantized
+        batch, n_q, frames = codes.shape
+        rows = self.decode_rows(codes.transpose(0, 1).reshape(n_q, -1))
+        return rows.view(batch, frames, -1).transpose(1, 2)

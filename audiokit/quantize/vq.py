@@ -4,7 +4,8 @@ Shapes: latents are ``[batch, dim, frames]`` float; codes are ``[batch, frames]`
 ``[0, codebook_size)``. With ``codebook_dim < dim`` the latent is projected down before the lookup
 and the codeword projected back up (DAC's factorised codes); with ``l2_normalize`` the
 nearest-neighbour search uses cosine similarity (latent and codewords L2-normalised for the lookup
-only; the output is the stored codeword, as in DAC).
+only; the output is the stored codeword, as in DAC). Every lookup (training, offline coding,
+streaming) is :meth:`~audiokit.quantize.lookup.CodebookSearch.nearest` (float64 scores).
 
 Distributed training: codebook statistics (EMA counts and sums, k-means statistics) are all-reduced
 and restart samples / k-means seeds are broadcast from rank 0 whenever ``torch.distributed`` is
@@ -22,6 +23,7 @@ from torch import nn
 
 from audiokit.quantize.distributed import all_reduce_sum_, broadcast_
 from audiokit.quantize.kmeans import kmeans
+from audiokit.quantize.lookup import CodebookSearch, StageLookup
 
 
 @dataclass
@@ -115,10 +117,7 @@ class VectorQuantizer(nn.Module):
     # -- lookup ---------------------------------------------------------------------------------
     def _nearest(self, flat: torch.Tensor) -> torch.Tensor:
         """Codes ``[N]`` of the nearest codewords to ``flat [N, codebook_dim]`` (first index on ties)."""
-        codebook = self.codebook.detach()
-        if self.l2_normalize:
-            return (F.normalize(flat, dim=1) @ F.normalize(codebook, dim=1).t()).argmax(1)
-        return (codebook.pow(2).sum(1)[None, :] - 2.0 * flat @ codebook.t()).argmin(1)
+        return CodebookSearch.of(self.codebook, self.l2_normalize).nearest(flat.detach())
 
     def _project_in(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Latent ``[B, dim, T]`` -> projected ``z_e [B, d, T]`` and its rows ``[B*T, d]``."""
@@ -126,19 +125,43 @@ class VectorQuantizer(nn.Module):
         return z_e, z_e.transpose(1, 2).reshape(-1, self.codebook_dim)
 
     def _project_out(self, z_q: torch.Tensor) -> torch.Tensor:
-        """Code-space ``[B, d, T]`` -> latent ``[B, dim, T]`` (one code path for forward and decode)."""
+        """Code-space ``[B, d, T]`` -> latent ``[B, dim, T]`` (the training forward's straight-through path)."""
         return self.out_proj(z_q.contiguous())
+
+    def prepare_lookup(self) -> StageLookup:
+        """This stage's tables for coding: float64 in-projection and search, float32 codeword table.
+
+        Kept until one of the tensors they are made of changes (its version counter or storage moves:
+        an optimiser step, an EMA update, ``load_state_dict``, ``.to(...)``); inference tensors, which
+        have no version counter, are never kept.
+        """
+        sources = [self.codebook, *self.in_proj.parameters(), *self.out_proj.parameters()]
+        key = None
+        if not any(t.is_inference() for t in sources):
+            key = [(t.data_ptr(), t._version) for t in sources]
+        cached = self.__dict__.get("_lookup")
+        if key is not None and cached is not None and cached[0] == key:
+            return cached[1]
+        with torch.no_grad(), torch.inference_mode(False):
+            codebook = self.codebook.detach().double()
+            project = None
+            table = codebook
+            if not isinstance(self.in_proj, nn.Identity):
+                w_in, w_out = self.in_proj.weight.double()[..., 0], self.out_proj.weight.double()[..., 0]
+                project = (w_in.t().contiguous(), self.in_proj.bias.double())
+                table = torch.addmm(self.out_proj.bias.double(), codebook, w_out.t())
+            lookup = StageLookup(project, CodebookSearch.of(codebook, self.l2_normalize), table.float())
+        self.__dict__["_lookup"] = (key, lookup)
+        return lookup
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Codes ``[B, frames]`` int64 of latents ``x [B, dim, frames]``; never updates anything."""
-        with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
-            _, flat = self._project_in(x)
-            return self._nearest(flat).view(x.shape[0], x.shape[2])
+        rows = x.detach().float().transpose(1, 2).reshape(-1, self.dim)
+        return self.prepare_lookup().codes(rows).view(x.shape[0], x.shape[2])
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """Latents ``[B, dim, frames]`` float32 of codes ``[B, frames]``."""
-        with torch.autocast(codes.device.type, enabled=False):
-            return self._project_out(F.embedding(codes, self.codebook).transpose(1, 2))
+        """Latents ``[B, dim, frames]`` float32 of codes ``[B, frames]`` (rows of the codeword table)."""
+        return F.embedding(codes, self.prepare_lookup().table).transpose(1, 2)
 
     # -- training -------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> VQOutput:
@@ -185,7 +208,7 @@ class VectorQuantizer(nn.Module):
         if data.shape[0] == 0:  # nothing kept on this rank: seed from the current codebook
             data = self.codebook.detach().clone()
         centres, counts = kmeans(data, self.codebook_size, self.kmeans_iters)
-        self.codebook.data.copy_(centres)
+        self.codebook.copy_(centres)  # (no_grad: in place, so the version counter moves)
         self.cluster_size.copy_(counts)
         if self.ema:
             self.embed_sum.copy_(centres * counts[:, None])
@@ -225,7 +248,7 @@ class VectorQuantizer(nn.Module):
         else:
             samples = self.codebook.detach()[dead].clone()
         broadcast_(samples)
-        self.codebook.data[dead] = samples
+        self.codebook[dead] = samples
         self.cluster_size[dead] = uniform_share
         if self.ema:
             self.embed_sum[dead] = samples * uniform_share

@@ -1,8 +1,8 @@
 """Streaming inference: typed per-stream state, chunk-by-chunk steps, codec sessions, many streams at once.
 
-* :mod:`~audiokit.streaming.state`: the state dataclasses (conv history, transposed-conv overlap, LSTM
-  ``(h, c)``, iSTFT tail) and row operations on them;
-* :mod:`~audiokit.streaming.modules`: the :class:`StreamingModule` contract and :func:`as_streaming`;
+* the blocks stream themselves: :class:`StreamingModule` (:mod:`audiokit.nn.streaming`, re-exported
+  here) is the ``init_state`` / ``step`` contract every :mod:`audiokit.nn` block implements, and the
+  typed states with their row operations live in :mod:`audiokit.nn.state`;
 * :mod:`~audiokit.streaming.codec`: :class:`CodecStream` sessions (``codec.stream(...)``);
 * :mod:`~audiokit.streaming.batcher`: :class:`MultiStreamBatcher` for independent streams;
 * :mod:`~audiokit.streaming.latency`: per-step timing and the measured algorithmic latency;
@@ -12,19 +12,24 @@ Streaming output equals offline output (codes identical, audio within float roun
 chunking; see ``docs/streaming.md``.
 """
 
-from audiokit.streaming.akc import encode_to_akc
-from audiokit.streaming.batcher import MultiStreamBatcher
-from audiokit.streaming.codec import MODES, CodecStream
-from audiokit.streaming.latency import StepTimer, measure_latency
-from audiokit.streaming.modules import StreamingModule, as_streaming
-from audiokit.streaming.state import (
+from audiokit.nn.state import (
     ConvState,
     ConvTransposeState,
     LSTMState,
     OverlapAddState,
     StateList,
     StreamState,
+    assign_rows,
+    flatten_state,
+    load_flat_state,
+    select_rows,
+    zero_rows,
 )
+from audiokit.nn.streaming import StreamingModule
+from audiokit.streaming.akc import encode_to_akc
+from audiokit.streaming.batcher import MultiStreamBatcher
+from audiokit.streaming.codec import MODES, CodecStream
+from audiokit.streaming.latency import StepTimer, measure_latency
 
 __all__ = [
     "MODES",
@@ -38,7 +43,11 @@ __all__ = [
     "StepTimer",
     "StreamState",
     "StreamingModule",
-    "as_streaming",
+    "assign_rows",
     "encode_to_akc",
+    "flatten_state",
+    "load_flat_state",
     "measure_latency",
+    "select_rows",
+    "zero_rows",
 ]

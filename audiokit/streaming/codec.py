@@ -21,8 +21,8 @@ rest waits in the row's queue); :meth:`flush` returns everything, zero-padded (c
 longest row, and :attr:`CodecStream.lengths` gives each row's valid length of the last result.
 
 Memory is ``O(rows x state)``. All computation runs under ``torch.inference_mode``; outputs are
-inference tensors. Weights are read when the session is created: make a new session after changing
-them.
+inference tensors. Weights are read when the session is created (the blocks' ``init_state`` prepares
+their matrices, the session its codeword tables): make a new session after changing them.
 """
 
 from __future__ import annotations
@@ -34,10 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from audiokit.errors import UsageError
-from audiokit.streaming.latency import StepTimer, timed
-from audiokit.streaming.modules import as_streaming
-from audiokit.streaming.quantizer import QuantizerStep
-from audiokit.streaming.state import (
+from audiokit.nn.state import (
     StreamState,
     assign_rows,
     flatten_state,
@@ -45,6 +42,7 @@ from audiokit.streaming.state import (
     select_rows,
     zero_rows,
 )
+from audiokit.streaming.latency import StepTimer, timed
 
 MODES = ("encode", "decode", "roundtrip")
 
@@ -106,15 +104,17 @@ class CodecStream:
         self.hop_length = codec.hop_length
         self.target_delay = codec.target_delay
         self.n_q = codec.n_q_for_bitrate(bitrate) if mode != "decode" else None
-        self.quantizer = QuantizerStep(codec.quantizer)
+        self.quantizer = codec.quantizer
+        self.lookups = codec.quantizer.prepare_lookup()  # the codeword tables of this session
         param = next(codec.parameters())
         self.device, self.dtype = param.device, torch.float32
-        self.encoder = as_streaming(codec.encoder, "encoder") if mode != "decode" else None
-        self.decoder = as_streaming(codec.decoder, "decoder") if mode != "encode" else None
-        for module in (self.encoder, self.decoder):
-            if compile and module is not None:
-                module.step_t = torch.compile(module.step_t, dynamic=False)
-        with torch.inference_mode():
+        self.encoder = codec.encoder if mode != "decode" else None
+        self.decoder = codec.decoder if mode != "encode" else None
+        steps = [None if m is None else m.step_t for m in (self.encoder, self.decoder)]
+        if compile:
+            steps = [None if step is None else torch.compile(step, dynamic=False) for step in steps]
+        self._encoder_step, self._decoder_step = steps
+        with torch.inference_mode():  # init_state also prepares the blocks' weights for their steps
             self.encoder_state = self._init(self.encoder)
             self.decoder_state = self._init(self.decoder)
         self._rows = [self._new_row() for _ in range(self.rows)]
@@ -355,8 +355,8 @@ class CodecStream:
     def _run(self, rows: list[int], x: torch.Tensor, final: bool) -> None:
         """One batched model step of ``rows`` on ``x`` and distribution of its output to their queues.
 
-        The models run time-major (``(B, n, C)``, see :mod:`audiokit.streaming.modules`); latents go
-        through the quantizer as rows ``(B * frames, dim)``; a round trip decodes the quantized rows the
+        The models run time-major (``(B, n, C)``, see :mod:`audiokit.nn.streaming`); latents go
+        through the quantizer as rows ``(B * frames, dim)`` (the offline encoder's own row function); a round trip decodes the quantized rows the
         encoding summed (the same sum the decoder's lookup makes).
         """
         index = None if len(rows) == self.rows else torch.tensor(rows, device=self.device)
@@ -365,26 +365,28 @@ class CodecStream:
         with timed(self.timer, frames * batch):
             if self.mode == "decode":
                 codes = x.transpose(0, 1).reshape(x.shape[1], -1)  # (n_q, B * frames)
-                quantized = self.quantizer.decode_rows(codes)
+                quantized = self.quantizer.decode_rows(codes, self.lookups)
             else:
-                latent = self._step(self.encoder, self.encoder_state, index, x.transpose(1, 2), final)
+                latent = self._step(self._encoder_step, self.encoder_state, index, x.transpose(1, 2), final)
                 flat = latent.reshape(-1, latent.shape[-1])
-                codes, quantized = self.quantizer.encode_rows(flat, self.n_q, self.mode == "roundtrip")
+                codes, quantized = self.quantizer.encode_rows(
+                    flat, self.n_q, self.lookups, quantize=self.mode == "roundtrip"
+                )
             if self.mode == "encode":
                 out = codes.view(codes.shape[0], batch, -1).transpose(0, 1)
             else:
                 latent = quantized.view(batch, -1, self.quantizer.dim)
-                out = self._step(self.decoder, self.decoder_state, index, latent, final).transpose(1, 2)
+                out = self._step(self._decoder_step, self.decoder_state, index, latent, final).transpose(1, 2)
         for i, r in enumerate(rows):
             self._enqueue(self._rows[r], out[i])
 
     @staticmethod
-    def _step(module, state, index, x: torch.Tensor, final: bool) -> torch.Tensor:
-        """``module.step_t`` on time-major ``x`` for the state rows ``index`` (all when ``None``)."""
+    def _step(step, state, index, x: torch.Tensor, final: bool) -> torch.Tensor:
+        """A model's ``step_t`` on time-major ``x`` for the state rows ``index`` (all when ``None``)."""
         if index is None:
-            return module.step_t(x, state, final)
+            return step(x, state, final)
         part = select_rows(state, index)
-        y = module.step_t(x, part, final)
+        y = step(x, part, final)
         assign_rows(state, index, part)
         return y
 

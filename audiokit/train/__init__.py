@@ -1,4 +1,5 @@
-"""Training: recipes, manifest data with augmentation, checkpoints, EMA and the trainer loop."""
+"""Training: the generic run loop (:mod:`~audiokit.train.trainer`) and one small task per model family
+(:mod:`~audiokit.train.task`, :mod:`~audiokit.train.tasks`); recipes, data, checkpoints, EMA, records."""
 
 from audiokit.train.recipe import Recipe, dump_recipe, load_recipe, recipe_from_dict
 

@@ -1,9 +1,10 @@
 """Checkpoints: atomic ``torch.save`` of tensors and plain containers, loaded with ``weights_only=True``.
 
-A training checkpoint is a dict with ``step``, ``model``, ``ema``, ``optimizers``, ``schedulers``,
-``balancer``, ``rng`` (one entry per process: python, numpy, torch CPU and CUDA states) and
-``data`` (the data position, i.e. the step the next batch is drawn for), plus ``recipe`` (the resolved
-recipe as nested dicts). Nothing in it needs pickle to load.
+A training checkpoint is a dict with ``step``, ``model``, ``ema``, ``optimizers`` and ``schedulers``
+(one per trained part, by role: ``generator`` and ``discriminator`` for a codec), ``rng`` (one entry
+per process: python, numpy, torch CPU and CUDA states) and ``data`` (the data position, i.e. the step
+the next batch is drawn for), plus ``recipe`` (the resolved recipe as nested dicts) and the task's
+parts and state (``discriminator``, ``balancer`` for a codec). Nothing in it needs pickle to load.
 """
 
 from __future__ import annotations

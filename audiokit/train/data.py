@@ -14,7 +14,6 @@ down if the result would clip.
 
 from __future__ import annotations
 
-import json
 import math
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -26,9 +25,8 @@ import scipy.signal
 import torch
 
 from audiokit import io
-from audiokit.data.manifest import audio_path
+from audiokit.data.manifest import DEFAULT_SAMPLE_RATE, find_manifest, read_manifest
 from audiokit.data.mixing import mix_at_snr
-from audiokit.data.paths import data_root
 from audiokit.dsp import loudness_lufs
 from audiokit.errors import RecipeError
 from audiokit.train.recipe import DataConfig
@@ -45,35 +43,29 @@ class Clip:
     group: str
 
 
-def resolve_source(spec: str, key: str = "data.train") -> Path:
-    """The manifest or directory ``spec`` names: a path, or ``$AUDIOKIT_DATA/manifests/<spec>.jsonl``."""
-    path = Path(spec).expanduser()
-    if path.exists():
-        return path
-    named = data_root() / "manifests" / f"{spec}.jsonl"
-    if named.exists():
-        return named
-    raise RecipeError(
-        f"{key}: {spec!r} is neither an existing file or directory nor a prepared manifest ({named}); "
-        "prepare the data first or point it at a directory of audio files"
-    )
+def resolve_source(spec: str, key: str = "data.train", sample_rate: int = DEFAULT_SAMPLE_RATE) -> Path:
+    """The manifest or directory ``spec`` names: a path, or the prepared manifest of that name for
+    ``sample_rate`` (:func:`audiokit.data.manifest.find_manifest`)."""
+    try:
+        return find_manifest(spec, sample_rate=sample_rate)
+    except FileNotFoundError as exc:
+        raise RecipeError(
+            f"{key}: {exc}; prepare the data first or point it at a directory of audio files"
+        ) from None
 
 
 def _manifest_clips(path: Path) -> list[Clip]:
+    try:
+        rows = read_manifest(path)
+    except ValueError as exc:
+        raise RecipeError(str(exc)) from None
     clips = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            audio = audio_path(path, row["path"])
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise RecipeError(f"{path}:{number}: not a manifest line with a 'path' ({exc})") from None
+    for row in rows:
         seconds = row.get("seconds")
         if seconds is None:
-            seconds = io.info(audio).duration
-        group = row.get("group") or row.get("speaker") or str(audio)
-        clips.append(Clip(str(audio), float(seconds), str(group)))
+            seconds = io.info(row["path"]).duration
+        group = row.get("group") or row.get("speaker") or row["path"]
+        clips.append(Clip(row["path"], float(seconds), str(group)))
     return clips
 
 
@@ -82,10 +74,13 @@ def _directory_clips(path: Path, pattern: str) -> list[Clip]:
     return [Clip(str(p), io.info(p).duration, str(p)) for p in files]
 
 
-def read_clips(spec: str, pattern: str = "*", key: str = "data.train") -> list[Clip]:
+def read_clips(
+    spec: str, pattern: str = "*", key: str = "data.train", sample_rate: int = DEFAULT_SAMPLE_RATE
+) -> list[Clip]:
     """Clips of a manifest (JSONL with ``path`` and optionally ``seconds``, ``group``/``speaker``) or of
-    the audio files matching ``pattern`` under a directory (each file its own group)."""
-    source = resolve_source(spec, key)
+    the audio files matching ``pattern`` under a directory (each file its own group); a manifest name
+    is looked up among the prepared manifests for ``sample_rate`` Hz."""
+    source = resolve_source(spec, key, sample_rate)
     clips = _directory_clips(source, pattern) if source.is_dir() else _manifest_clips(source)
     clips = [c for c in clips if c.seconds > 0]
     if not clips:
@@ -305,7 +300,7 @@ def load_validation(
     spec: str, sample_rate: int, channels: int, pattern: str, max_files: int, max_seconds: float
 ) -> list[tuple[str, torch.Tensor]]:
     """Up to ``max_files`` validation clips ``(name, (channels, samples))``, each cut to ``max_seconds``."""
-    clips = read_clips(spec, pattern, key="data.valid")[:max_files]
+    clips = read_clips(spec, pattern, key="data.valid", sample_rate=sample_rate)[:max_files]
     limit = max(1, round(max_seconds * sample_rate))
     out = []
     for clip in clips:

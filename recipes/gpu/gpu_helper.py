@@ -41,16 +41,16 @@ def missing(modules: list[str]) -> None:
 
 
 def choose_init(recipe: str, candidates: list[str], overrides: list[str]) -> None:
-    from audiokit.models import Codec
+    from audiokit.models import AudioModel
     from audiokit.train.recipe import load_recipe
-    from audiokit.train.trainer import build_model
+    from audiokit.train.task import build_model
 
     model = build_model(load_recipe(recipe, overrides).model)
     for candidate in candidates:
         if not Path(candidate).is_file():
             continue
         try:
-            model.load_state_dict(Codec.from_pretrained(candidate).state_dict(), strict=True)
+            model.load_state_dict(AudioModel.from_pretrained(candidate).state_dict(), strict=True)
         except Exception as exc:  # wrong architecture, corrupt file...
             reason = " ".join(str(exc).split())[:160]
             print(f"gpu: {candidate} does not fit {recipe} ({reason}); skipped", file=sys.stderr)

@@ -19,6 +19,15 @@ SILENCE_MAX_PEAK_DBFS = -30.0  # ...and no click above this
 MAX_DC = 1e-3  # |mean| of decoded silence, first and last second
 FULL_SCALE_MAX_PEAK = 2.0  # full-scale input must not come back more than 6 dB hotter
 LENGTHS = (1, 2, 159, 160, 161, 319, 320, 321, 641, 4799)
+ROBUSTNESS_TITLES = {
+    "silence_rms_dbfs": "silence out, RMS dBFS",
+    "silence_peak_dbfs": "silence out, peak dBFS",
+    "silence_dc": "silence out, DC",
+    "full_scale_peak": "full-scale in, peak out",
+    "finite": "finite",
+    "exact_lengths": "exact lengths",
+}
+"""The checks of :func:`robustness_report` and how a card titles them."""
 
 
 def _dbfs(value: float) -> float:

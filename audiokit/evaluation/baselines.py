@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from audiokit import io
-from audiokit.errors import ToolMissingError, UsageError
+from audiokit.errors import UsageError
+from audiokit.tools import require_tool
 
 
 @dataclass
@@ -51,14 +52,6 @@ def sinc(wav: torch.Tensor, sample_rate: int, input_rate: int) -> BaselineOutput
     return BaselineOutput(fit_length(back, wav.shape[-1]))
 
 
-def require_tool(tool: str, package: str) -> str:
-    """Path of the command ``tool``, or a ToolMissingError naming the Debian ``package`` that has it."""
-    path = shutil.which(tool)
-    if path is None:
-        raise ToolMissingError(f"{tool} not found; install it with: apt-get install {package}")
-    return path
-
-
 def opus(
     wav: torch.Tensor, sample_rate: int, bitrate_kbps: float, coded_path: str | Path | None = None
 ) -> BaselineOutput:
@@ -90,5 +83,3 @@ def opus(
 
 
 BASELINES = ("identity", "sinc", "opus")
-OPUS_MIN_KBPS = 6.0
-"""The lowest bitrate libopus documents (kbit/s); comparisons with codecs below it use Opus at this rate."""

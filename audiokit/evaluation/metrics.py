@@ -18,6 +18,9 @@ from audiokit.io import resample
 
 ArrayLike = torch.Tensor | np.ndarray
 
+METRICS = ("pesq", "stoi", "estoi", "si_sdr", "lsd", "mel_distance", "stft_distance")
+"""What a paired evaluation reports per file (:func:`audiokit.evaluation.score_pair`)."""
+
 
 def _numpy(x: ArrayLike) -> np.ndarray:
     x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)

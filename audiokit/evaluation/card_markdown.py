@@ -1,0 +1,223 @@
+"""A model card as Markdown: quality next to Opus, targets, edge cases, training record and data, and the
+commands that reproduce every number (everything is also in the card's JSON)."""
+
+from __future__ import annotations
+
+import math
+import shlex
+from pathlib import Path
+
+from audiokit.data.paths import data_root
+from audiokit.evaluation.robustness import ROBUSTNESS_TITLES
+from audiokit.evaluation.training_record import lineage
+from audiokit.tools import OPUS_MIN_KBPS
+
+CARD_METRICS = (
+    ("pesq", "PESQ-WB"),
+    ("stoi", "STOI"),
+    ("si_sdr", "SI-SDR (dB)"),
+    ("mel_distance", "mel distance"),
+)
+
+
+def shown_path(path: str, quote: bool = True) -> str:
+    """``path`` for a command line (shell-quoted unless ``quote=False``), under ``$AUDIOKIT_DATA`` when
+    it lies in the data cache."""
+    try:
+        relative = Path(path).resolve().relative_to(data_root().resolve())
+    except ValueError:
+        return shlex.quote(path) if quote else path
+    return f'"$AUDIOKIT_DATA/{relative}"' if quote else f"$AUDIOKIT_DATA/{relative}"
+
+
+def _weights_step_note(weights: dict, training: dict) -> str:
+    step = weights.get("step")
+    if step is None or step == training["steps"]:
+        return ""
+    return f" (**the weights are from step {step}**)"
+
+
+def _number(value: float | None, spec: str = ".3f") -> str:
+    """``value`` formatted, or ``NaN`` where the card holds None (a NaN or infinite measurement)."""
+    return "NaN" if value is None else format(value, spec)
+
+
+def _value(report: dict | None, metric: str) -> str:
+    if report is None or report.get(metric) is None:
+        return "n/a"
+    half = report["ci95"].get(metric)
+    return f"{report[metric]:.3f}" + ("" if half is None else f" ± {half:.3f}")
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
+
+
+def session_table(sessions: list[dict]) -> list[str]:
+    """Markdown table of training sessions: times, steps, hardware, host and command."""
+    lines = [
+        "| session started | ended | steps | hardware (device x processes, threads) | host | command |",
+        "|---|---|---|---|---|---|",
+    ]
+    for s, following in zip(sessions, [*sessions[1:], None], strict=True):
+        end = s["end_step"]
+        if end is None:  # the process was killed; its weights continue where the next session resumed
+            end = "?" if following is None else f"? (next resumed at {following['start_step']})"
+        steps = f"{s['start_step']} -> {end}"
+        processes = f"{s['device']} x {s['world_size']}, {s['threads'] or '?'} threads"
+        hardware = f"{s['hardware'] or s['device']} ({processes})"
+        lines.append(
+            f"| {s['started']} | {s['ended'] or 'not recorded'} | {steps} | {hardware} | {s['host']} | "
+            f"`{s['command']}` |"
+        )
+    return lines
+
+
+def render_markdown(card: dict) -> str:
+    """The card as Markdown (every number is also in the JSON beside it)."""
+    w, t, e = card["weights"], card["training"], card["evaluation"]
+    name = w["name"]  # the model's name; card["name"] only names the files
+    lines = [f"# {name}", ""]
+    status = "a shipped model" if w["shipped"] else "**not a shipped model**: weights loaded from a path"
+    lines += [
+        f"Weights: `{w['path']}` ({status}); sha256 `{w['sha256']}`, step {w.get('step', 'not recorded')}.",
+        f"Card generated {card['generated']['date']} at commit `{card['generated']['commit']}` on "
+        f"{card['generated']['machine']['processor']} x {card['generated']['machine']['cpu_count']} "
+        f"({card['generated']['machine']['gpu'] or 'no GPU'}).",
+        "",
+        "## Quality on the validation speech",
+        "",
+        f"{e['files']} files, {e['seconds'] / 60:.1f} min: `{shown_path(e['valid'], quote=False)}` "
+        f"(`--glob {e['glob']}`), "
+        "mean ± 95 % CI over files. Real kbps is the coded files' size (`.akc` with header, CRCs and "
+        "index; Ogg Opus with its container) over the audio duration.",
+        "",
+        "| system | kbps | real kbps | " + " | ".join(title for _, title in CARD_METRICS) + " |",
+        "|---" * (3 + len(CARD_METRICS)) + "|",
+    ]
+    for kbps in card["bitrates"]:
+        for label, report in ((name, e["codec"][f"{kbps:g}"]), ("Opus", e["opus"].get(f"{kbps:g}"))):
+            real = "n/a" if report is None else f"{report['actual_bitrate_kbps']:.2f}"
+            values = " | ".join(_value(report, metric) for metric, _ in CARD_METRICS)
+            lines.append(f"| {label} | {kbps:g} | {real} | {values} |")
+    if OPUS_MIN_KBPS not in card["bitrates"]:
+        report = e["opus"][f"{OPUS_MIN_KBPS:g}"]
+        values = " | ".join(_value(report, metric) for metric, _ in CARD_METRICS)
+        lines.append(f"| Opus | {OPUS_MIN_KBPS:g} | {report['actual_bitrate_kbps']:.2f} | {values} |")
+    lines += [
+        "",
+        f"Opus below {OPUS_MIN_KBPS:g} kbps (its minimum) is n/a; lower bitrates of ours are compared with "
+        f"Opus {OPUS_MIN_KBPS:g} kbps.",
+        "",
+    ]
+    if card.get("caveat"):
+        lines += [f"**Caveat.** {card['caveat']}", ""]
+    if card["targets"]:
+        lines += [f"## {card['targets_title']}", ""]
+    for target in card["targets"]:
+        line = f"- {target['target']}: **{target['status']}**"
+        if "paired_difference" in target:
+            d = target["paired_difference"]
+            half = "n/a" if d["ci95"] is None or not math.isfinite(d["ci95"]) else f"{d['ci95']:.3f}"
+            line += (
+                f" (ours {_number(target['ours'])} vs Opus {target['opus_kbps']:g} kbps "
+                f"{_number(target['opus'])}; "
+                f"paired difference {_number(d['mean'], '+.3f')} ± {half} over {d['n']} files, "
+                f"{'beyond' if target['significant'] else 'not beyond'} its 95 % CI)"
+            )
+        elif "ours" in target:
+            line += f" (ours {_number(target['ours'])})"
+        elif "reason" in target:
+            line += f" ({target['reason']})"
+        lines.append(line)
+    lines += [
+        "",
+        "## Edge cases",
+        "",
+        "`audiokit.evaluation.robustness.robustness_report` on 5 s of digital silence, a full-scale "
+        "square wave, noise clipped at full scale and inputs of 1 to 4799 samples:",
+        "",
+        "| bitrate | " + " | ".join(ROBUSTNESS_TITLES.values()) + " |",
+        "|---|" + "---|" * len(ROBUSTNESS_TITLES),
+    ]
+    for report in card["robustness"]:
+        cells = []
+        for key in ROBUSTNESS_TITLES:
+            entry = report[key]
+            value = entry["value"] if isinstance(entry["value"], bool) else _number(entry["value"], ".4g")
+            cells.append(f"{value} ({'ok' if entry['ok'] else '**fails**'}, limit {entry['limit']})")
+        lines.append(f"| {report['bitrate'] / 1000:g} kbps | " + " | ".join(cells) + " |")
+    lines += ["", "## Training", ""]
+    lines += [
+        f"Run directory `{t['run_dir']}`: {t['steps']} steps{_weights_step_note(w, t)}"
+        + (
+            f" after {t['total_steps'] - t['steps']} earlier ones ({t['total_steps']} in all)"
+            if t.get("previous")
+            else ""
+        )
+        + f", seed {t['seed']}, "
+        "training-loop wall time "
+        f"{_hours(t['loop_wall_seconds'])} (sum over `metrics.jsonl` windows of steps / measured steps per "
+        f"second; evaluation and checkpoint time included, start-up not)"
+        + (
+            f"; sessions' start to end: {_hours(t['session_wall_seconds'])}."
+            if t["session_wall_seconds"] is not None
+            else "; some sessions ran before the trainer recorded end times."
+        ),
+        f"Commit(s): {', '.join(f'`{c}`' for c in t['commits']) or 'not recorded'}.",
+        f"Recipe: `{t['recipe_path'] or 'not recorded'}` (the run's resolved `recipe.yaml` is below).",
+        "",
+        *session_table(t["sessions"]),
+    ]
+    for earlier in lineage(t)[:-1][::-1]:
+        lines += [
+            "",
+            f"It started (`--init`) from `{earlier['weights']}` (sha256 `{earlier['weights_sha256'][:16]}`), "
+            f"trained for {earlier['steps']} steps in `{earlier['run_dir']}` "
+            f"(commits {', '.join(f'`{c}`' for c in earlier['commits']) or 'not recorded'}):",
+            "",
+            *session_table(earlier["sessions"]),
+        ]
+    if t["last_eval"]:
+        lines += ["", f"Trainer's last evaluation (step {t['last_eval']['step']}, its own subset of clips): "]
+        for bitrate, scores in t["last_eval"].get("bitrates", {}).items():
+            shown = ", ".join(f"{k} {_number(v)}" for k, v in scores.items())
+            lines.append(f"- {float(bitrate) / 1000:g} kbps: {shown}")
+    lines += ["", "### Training data", ""]
+    for entry in card["training_data"]:
+        if not entry.get("found"):
+            lines.append(
+                f"- `{entry['key']}` = `{entry['spec']}`: not found on the machine that wrote this card."
+            )
+            continue
+        if not entry["packages"]:
+            source = shown_path(entry["source"], quote=False)
+            lines.append(f"- `{entry['key']}` = `{source}`: {entry['files']} files, no package record.")
+            continue
+        lines += [
+            f"`{entry['key']}` = `{entry['spec']}` (`{shown_path(entry['source'], quote=False)}`):",
+            "",
+            "| package | clips | hours | licence (manifest) | licence (allowlist) |",
+            "|---|---|---|---|---|",
+        ]
+        for p in entry["packages"]:
+            allowlist = ", ".join(p["allowlist_licences"]) or "**not a training package of the allowlist**"
+            lines.append(
+                f"| {p['package']} | {p['clips']} | {p['hours']:.2f} | {', '.join(p['licences']) or '?'} | "
+                f"{allowlist} |"
+            )
+        lines.append("")
+    lines += ["", "## Reproduce", "", "```sh"]
+    lines += [
+        "# training, session by session as recorded in run.json (the data: audiokit data prepare)",
+        *(s["command"] for record in lineage(t) for s in record["sessions"]),
+        "# the validation speech, and every number of the table and the targets",
+        "audiokit data prepare --roles speech --split valid",
+        *card["evaluation"]["commands"].values(),
+        "# this card",
+        card["command"],
+        "```",
+    ]
+    if t["recipe_yaml"]:
+        lines += ["", "### Resolved recipe", "", "```yaml", t["recipe_yaml"].rstrip(), "```"]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,177 @@
+"""Model cards: a codec measured side by side with Opus on validation speech, with its training record
+and the targets it is held to (passed in as a file, :mod:`audiokit.evaluation.targets`).
+
+:func:`build_card` runs :func:`~audiokit.evaluation.evaluate` for the codec at each bitrate and for Opus at
+the same bitrates (Opus below its 6 kbps minimum is "n/a" and the codec is compared with Opus 6 kbps
+instead), the edge-case checks, reads what the trainer wrote into the run directory (``run.json``,
+``recipe.yaml``, ``metrics.jsonl``, ``eval.jsonl``) and the recipe's training manifests;
+:func:`write_card` writes ``<out>/<name>.json`` and ``<out>/<name>.md`` atomically. Every number in
+the card comes with the command that reproduces it, and the card with the ``audiokit card`` command
+that regenerates it.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from audiokit import io
+from audiokit.coding import load_codec
+from audiokit.evaluation.card_markdown import render_markdown, shown_path
+from audiokit.evaluation.paired import EvalRequest, evaluate
+from audiokit.evaluation.robustness import robustness_report
+from audiokit.evaluation.targets import CardTargets, load_targets, verdicts
+from audiokit.evaluation.training_record import training_data, training_record
+from audiokit.models import is_shipped, resolve_weights
+from audiokit.provenance import finite, run_info
+from audiokit.tools import OPUS_MIN_KBPS
+
+
+@dataclass(frozen=True)
+class CardRequest:
+    """What a card describes: ``weights`` (shipped name, run directory or ``.safetensors``) trained in
+    ``run_dir``, measured on the references ``valid`` matching ``glob`` at ``bitrates`` (kbit/s) with
+    ``jobs`` worker processes, held to the ``targets`` file (None: no targets), written to ``out`` as
+    ``<name>.md/.json`` (None: the model's name). ``init_card``: the ``card.json`` of the weights the run
+    started from, when those beside the recorded path have been replaced since."""
+
+    weights: str
+    run_dir: Path
+    valid: Path
+    glob: str = "*"
+    bitrates: tuple[float, ...] = (1.5, 3.0, 6.0)
+    jobs: int = 1
+    out: Path = Path("docs/models")
+    name: str | None = None
+    init_card: Path | None = None
+    targets: Path | None = None
+    quiet: bool = True
+
+    def command(self) -> str:
+        """The ``audiokit card`` command line that makes this card (data paths under ``$AUDIOKIT_DATA``)."""
+        argv = ["-m", self.weights, "--run-dir", str(self.run_dir), "--valid", str(self.valid)]
+        argv += ["--glob", self.glob, "--bitrates", *(f"{b:g}" for b in self.bitrates)]
+        argv += ["--jobs", str(self.jobs), "--out", str(self.out)]
+        for option, value in (
+            ("--name", self.name),
+            ("--init-card", self.init_card),
+            ("--targets", self.targets),
+        ):
+            if value is not None:
+                argv += [option, str(value)]
+        return "audiokit card " + " ".join(
+            shown_path(a) if a == str(self.valid) else shlex.quote(a) for a in argv
+        )
+
+
+def _eval_command(valid: str, glob: str, system: list[str], kbps: float, jobs: int) -> str:
+    argv = [*system, "--glob", glob, "--bitrate", f"{kbps:g}", "--jobs", str(jobs), "--json"]
+    return " ".join(["audiokit", "eval", shown_path(valid), *map(shlex.quote, argv)])
+
+
+def measure(
+    weights: str,
+    valid: Path,
+    glob: str,
+    bitrates: Sequence[float],
+    jobs: int,
+    quiet: bool = True,
+    opus_rates: Sequence[float] = (),
+) -> tuple[dict, dict[str, list[dict]]]:
+    """Scores of the codec at each bitrate and of Opus at the same bitrates (its minimum below that),
+    at its minimum and at ``opus_rates`` (kbit/s).
+
+    Returns the evaluation section of the card (reports by kbps, the command behind each) and the
+    per-file rows by system key (``ours@K``, ``opus@K``) for paired comparisons.
+    """
+    opus_kbps = sorted({max(k, OPUS_MIN_KBPS) for k in bitrates} | {OPUS_MIN_KBPS} | set(opus_rates))
+    section: dict = {"valid": str(valid), "glob": glob, "jobs": jobs, "codec": {}, "opus": {}, "commands": {}}
+    rows: dict[str, list[dict]] = {}
+    for kind, rates in (("codec", bitrates), ("opus", opus_kbps)):
+        for kbps in rates:
+            system = {"codec": ["--model", weights], "opus": ["--baseline", "opus"]}[kind]
+            request = EvalRequest(
+                Path(valid),
+                codec=weights if kind == "codec" else None,
+                baseline=None if kind == "codec" else "opus",
+                bitrate_kbps=kbps,
+                glob=glob,
+                jobs=jobs,
+                quiet=quiet,
+            )
+            key = f"{'ours' if kind == 'codec' else 'opus'}@{kbps:g}"
+            rows[key], section[kind][f"{kbps:g}"] = evaluate(request)
+            section["commands"][key] = _eval_command(str(valid), glob, system, kbps, jobs)
+    for kbps in bitrates:
+        if kbps < OPUS_MIN_KBPS:
+            section["opus"][f"{kbps:g}"] = None
+    first = next(iter(section["codec"].values()))
+    section.update(files=first["n"], seconds=first["seconds"])
+    return section, rows
+
+
+def weights_info(weights: str) -> dict:
+    """Path (as the repository names shipped weights), model name, sha256, training step, sample rate
+    and bitrates (kbit/s) of ``weights``."""
+    codec, sha256 = load_codec(weights)
+    path = resolve_weights(weights)
+    meta_path = path.with_suffix(".json")
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    shipped = is_shipped(weights)
+    if shipped:  # as the repository names it, not where this checkout happens to be
+        path = Path("audiokit") / "weights" / path.name
+    info = {"path": str(path), "name": codec.name, "sha256": sha256, "shipped": shipped}
+    if "step" in meta:
+        info["step"] = meta["step"]
+    info["sample_rate"] = codec.sample_rate
+    info["bitrates_kbps"] = [b / 1000 for b in codec.bitrates]
+    return info
+
+
+def build_card(request: CardRequest) -> dict:
+    """Measure and collect everything the card holds (see the module docstring)."""
+    targets = load_targets(request.targets) if request.targets is not None else CardTargets()
+    weights = weights_info(request.weights)
+    training = training_record(Path(request.run_dir), request.init_card)
+    section, rows = measure(
+        request.weights,
+        request.valid,
+        request.glob,
+        request.bitrates,
+        request.jobs,
+        request.quiet,
+        sorted(targets.opus_rates()),
+    )
+    codec, _ = load_codec(request.weights)
+    edge_cases = [robustness_report(codec, kbps * 1000) for kbps in request.bitrates]
+    return {
+        "name": request.name or weights["name"],
+        "generated": run_info(),
+        "weights": weights,
+        "bitrates": list(request.bitrates),
+        "evaluation": section,
+        "targets_title": targets.title,
+        "targets_file": targets.source,
+        "targets": verdicts(targets, section, rows, edge_cases),
+        "robustness": edge_cases,
+        "training": training,
+        "training_data": training_data(training["recipe_yaml"]),
+        "caveat": targets.caveat,
+        "command": request.command(),
+    }
+
+
+def write_card(card: dict, out: Path) -> tuple[Path, Path]:
+    """Write ``<out>/<name>.json`` and ``<out>/<name>.md`` atomically; returns their paths."""
+    card = finite(card)
+    json_path, md_path = out / f"{card['name']}.json", out / f"{card['name']}.md"
+    text = json.dumps(card, indent=2, allow_nan=False) + "\n"
+    markdown = render_markdown(card)
+    with io.atomic_path(json_path) as tmp:
+        tmp.write_text(text)
+    with io.atomic_path(md_path) as tmp:
+        tmp.write_text(markdown)
+    return md_path, json_path

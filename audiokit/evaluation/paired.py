@@ -1,0 +1,230 @@
+"""A paired evaluation run: test audio (given, made by a baseline, or coded by one of our codecs through
+real ``.akc`` files) scored against references, per file and summarised (what ``audiokit eval`` does)."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import torch
+
+from audiokit import io
+from audiokit.coding import code_file, codec_bitrate, load_codec
+from audiokit.errors import UsageError
+from audiokit.evaluation import baselines
+from audiokit.evaluation.metrics import METRICS
+from audiokit.evaluation.pairing import FilePair, check_compatible, pair_files
+from audiokit.evaluation.plots import spectrogram_comparison
+from audiokit.evaluation.scoring import score_pair
+from audiokit.evaluation.stats import summarize
+from audiokit.io import RawFormat
+from audiokit.progress import progress
+
+PLOT_ROWS = 4
+
+
+@dataclass(frozen=True)
+class EvalRequest:
+    """What to evaluate: references ``ref`` (a file or directory) against exactly one test source.
+
+    * ``test``: test audio at the same relative paths (another audio extension pairs too);
+    * ``baseline``: one of :data:`~audiokit.evaluation.baselines.BASELINES` applied to the references
+      (``opus`` needs ``bitrate_kbps``, ``sinc`` needs ``input_rate`` in Hz);
+    * ``codec``: one of our codecs (shipped name, run directory or ``.safetensors``) at ``bitrate_kbps``,
+      through ``.akc`` files, decoded back at the reference's rate.
+
+    ``glob`` filters reference paths; ``keep``: also save the test audio (and coded files) there;
+    ``csv``/``plot``: write per-file scores / a spectrogram PNG of the first files; ``jobs``: worker
+    processes; ``raw``: read every input as headerless PCM.
+    """
+
+    ref: Path
+    test: Path | None = None
+    baseline: str | None = None
+    codec: str | None = None
+    bitrate_kbps: float | None = None
+    input_rate: int | None = None
+    glob: str = "*"
+    keep: Path | None = None
+    csv: Path | None = None
+    plot: Path | None = None
+    jobs: int = 1
+    quiet: bool = True
+    raw: RawFormat | None = None
+
+    def validate(self) -> None:
+        """UsageError (naming the option to fix) for a request that cannot run."""
+        if self.codec and self.baseline:
+            raise UsageError("give either --codec or --baseline, not both")
+        system = "--codec" if self.codec else "--baseline"
+        if self.test and (self.baseline or self.codec):
+            raise UsageError(f"give either TEST_DIR or {system}, not both")
+        if not self.test and not self.baseline and not self.codec:
+            raise UsageError(
+                "give a TEST_DIR to compare with REF_DIR, --baseline opus|sinc|identity, or --codec MODEL"
+            )
+        if self.baseline is not None and self.baseline not in baselines.BASELINES:
+            raise UsageError(f"--baseline {self.baseline}: choose from {', '.join(baselines.BASELINES)}")
+        if self.bitrate_kbps is not None and self.bitrate_kbps <= 0:
+            raise UsageError(f"--bitrate must be positive, got {self.bitrate_kbps}")
+        if self.baseline == "opus" and self.bitrate_kbps is None:
+            raise UsageError("--baseline opus needs --bitrate KBPS (e.g. --bitrate 6)")
+        if self.baseline == "sinc" and self.input_rate is None:
+            raise UsageError("--baseline sinc needs --input-rate HZ (e.g. --input-rate 8000)")
+        if self.codec:
+            codec, _ = load_codec(self.codec)
+            if self.bitrate_kbps is None:
+                listed = ", ".join(f"{b / 1000:g}" for b in codec.bitrates)
+                raise UsageError(f"--codec needs --bitrate KBPS ({codec.name}: {listed})")
+            codec_bitrate(codec, self.bitrate_kbps)
+
+
+def _run_codec(
+    pair: FilePair, ref: torch.Tensor, rate: int, request: EvalRequest
+) -> baselines.BaselineOutput:
+    codec, weights_hash = load_codec(request.codec)
+    bitrate = codec_bitrate(codec, request.bitrate_kbps)
+    with tempfile.TemporaryDirectory(prefix="audiokit-eval-") as tmp:
+        where = Path(request.keep or tmp) / pair.name
+        akc, decoded = where.with_suffix(".akc"), where.with_suffix(".wav")
+        size = code_file(codec, weights_hash, pair.reference, akc, decoded, bitrate, rate, request.raw)
+        out, _ = io.load(decoded)
+    seconds = ref.shape[-1] / rate
+    return baselines.BaselineOutput(baselines.fit_length(out, ref.shape[-1]), size * 8 / seconds, size)
+
+
+def _make_test(
+    pair: FilePair, ref: torch.Tensor, rate: int, request: EvalRequest
+) -> baselines.BaselineOutput:
+    if request.codec:
+        return _run_codec(pair, ref, rate, request)
+    if request.baseline == "opus":
+        coded = Path(request.keep) / Path(pair.name).with_suffix(".opus") if request.keep else None
+        return baselines.opus(ref, rate, request.bitrate_kbps, coded)
+    if request.baseline == "sinc":
+        return baselines.sinc(ref, rate, request.input_rate)
+    return baselines.identity(ref, rate)
+
+
+def evaluate_pair(pair: FilePair, request: EvalRequest) -> tuple[dict, torch.Tensor, torch.Tensor, int]:
+    """Load (or make, for a baseline or codec) the test audio of ``pair`` and score it against the reference.
+
+    Returns the row (file, sample_rate, seconds, every metric, bitrate_kbps for coders), the reference
+    and test audio ``(channels, samples)`` and their rate. Coded audio is decoded back at the reference
+    rate and trimmed/padded to its length (:func:`audiokit.evaluation.baselines.fit_length`).
+    """
+    ref, rate = io.load(pair.reference, raw=request.raw)
+    bitrate = None
+    if request.baseline or request.codec:
+        made = _make_test(pair, ref, rate, request)
+        test, test_rate, bitrate = made.wav, rate, made.bitrate_bps
+        if request.keep and request.baseline:
+            io.save(Path(request.keep) / Path(pair.name).with_suffix(".wav"), test, rate, subtype="FLOAT")
+    else:
+        test, test_rate = io.load(pair.test, raw=request.raw)
+    check_compatible(pair, ref, rate, test, test_rate)
+    row = {"file": pair.name, "sample_rate": rate, "seconds": ref.shape[1] / rate}
+    row.update(score_pair(ref, test, rate))
+    if bitrate is not None:
+        row["bitrate_kbps"] = bitrate / 1000
+    return row, ref, test, rate
+
+
+def _evaluate_in_worker(indexed: tuple[int, FilePair], request: EvalRequest):
+    """Worker-process version of :func:`evaluate_pair`; audio only comes back for plotted files."""
+    torch.set_num_threads(1)
+    index, pair = indexed
+    row, ref, test, rate = evaluate_pair(pair, request)
+    return (row, ref, test, rate) if request.plot and index < PLOT_ROWS else (row, None, None, rate)
+
+
+def write_csv(path: str | Path, rows: list[dict]) -> None:
+    """Per-file rows as CSV (columns in first-seen order), written atomically."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    with io.atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _json_number(value: float) -> float | None:
+    return None if value is None or not math.isfinite(value) else round(value, 6)
+
+
+def report(request: EvalRequest, rows: list[dict]) -> dict:
+    """The JSON-ready summary of ``rows``: n, every metric's mean, ``ci95`` and ``count``, seconds,
+    rates, PESQ mode, and what made the test audio (baseline or codec, nominal and actual bitrate)."""
+    summary = summarize(rows)
+    result: dict = {"n": summary.n}
+    result.update({name: _json_number(summary.mean[name]) for name in METRICS})
+    result["ci95"] = {name: _json_number(summary.ci95[name]) for name in METRICS}
+    result["count"] = summary.count
+    result["seconds"] = round(sum(r["seconds"] for r in rows), 3)
+    rates = sorted({r["sample_rate"] for r in rows})
+    result["sample_rates"] = rates
+    result["pesq_mode"] = ", ".join(sorted({"wb" if r >= 16000 else "nb" for r in rates}))
+    result["pesq_resampled"] = any(r not in (8000, 16000) for r in rates)
+    if request.baseline:
+        result["baseline"] = request.baseline
+    if request.codec:
+        codec, weights_hash = load_codec(request.codec)
+        result.update(codec=request.codec, model=codec.name, weights_sha256=weights_hash)
+        result["model_sample_rate"] = codec.sample_rate
+    if request.baseline == "opus" or request.codec:
+        result["bitrate_kbps"] = request.bitrate_kbps
+        result["actual_bitrate_kbps"] = round(
+            sum(r["bitrate_kbps"] * r["seconds"] for r in rows) / result["seconds"], 3
+        )
+    if request.baseline == "sinc":
+        result["input_rate"] = request.input_rate
+    return result
+
+
+def evaluate(request: EvalRequest) -> tuple[list[dict], dict]:
+    """Per-file rows and the summary :func:`report` of ``request``.
+
+    Also writes ``request.csv`` and ``request.plot`` when given; prints nothing but progress.
+    """
+    request.validate()
+    pairs = pair_files(Path(request.ref), Path(request.test) if request.test else None, request.glob)
+    desc = "eval " + (
+        f"{request.codec} {request.bitrate_kbps:g} kbps" if request.codec else request.baseline or ""
+    )
+    plotted: list[tuple[str, tuple[torch.Tensor, torch.Tensor]]] = []
+    plot_rate = None
+    if request.jobs > 1 and len(pairs) > 1:
+        pool = ProcessPoolExecutor(min(request.jobs, os.cpu_count() or 1))
+        results = pool.map(partial(_evaluate_in_worker, request=request), enumerate(pairs))
+    else:
+        pool = None
+        results = (evaluate_pair(pair, request) for pair in pairs)
+    rows = []
+    try:
+        shown = progress(
+            results, desc.strip(), len(pairs), request.quiet, label=lambda result: result[0]["file"]
+        )
+        for pair, (row, ref, test, rate) in zip(pairs, shown, strict=True):
+            rows.append(row)
+            if request.plot and ref is not None and len(plotted) < PLOT_ROWS and rate == (plot_rate or rate):
+                plotted.append((pair.name, (ref, test)))
+                plot_rate = rate
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    result = report(request, rows)
+    if request.csv:
+        write_csv(request.csv, rows)
+    if request.plot:
+        title = (
+            f"{Path(request.codec).name} {request.bitrate_kbps:g} kbps"
+            if request.codec
+            else request.baseline or "test"
+        )
+        spectrogram_comparison(plotted, plot_rate, request.plot, ("reference", title))
+    return rows, result

@@ -1,0 +1,235 @@
+"""The training record of a run directory for a model card: recipe, commits, sessions, steps, wall time,
+the runs its weights descend from (``--init``) and the training data by package with its licences."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from datetime import datetime
+from pathlib import Path
+
+import yaml
+
+from audiokit import io
+from audiokit.data.manifest import package_totals, read_jsonl
+from audiokit.data.sources import SOURCES
+from audiokit.errors import ModelError, RecipeError, UsageError
+from audiokit.models import resolve_weights
+
+
+def _jsonl(path: Path) -> list[dict]:
+    """Rows of a JSONL file the trainer may not have written yet (none then)."""
+    return read_jsonl(path) if path.is_file() else []
+
+
+def _recipe_argument(command: list[str]) -> str | None:
+    """The recipe path of a recorded ``audiokit train RECIPE ...`` command line."""
+    if "train" in command:
+        rest = command[command.index("train") + 1 :]
+        return next((a for a in rest if a.endswith((".yaml", ".yml"))), None)
+    return None
+
+
+def _loop_seconds(metrics: list[dict], start_steps: list[int]) -> float:
+    """Wall time of the training loops: each logged window's steps over its measured steps/second.
+
+    A window starts at the previous logged step, or at a session's start step where the steps go back
+    (a resumed session re-logs from its checkpoint).
+    """
+    total, previous = 0.0, None
+    for row in metrics:
+        step, speed = row.get("step"), row.get("speed/steps_per_second")
+        if step is None or not speed:
+            continue
+        if previous is None or step <= previous:
+            previous = max((s for s in start_steps if s < step), default=0)
+        total += (step - previous) / speed
+        previous = step
+    return total
+
+
+def _session_seconds(sessions: list[dict]) -> float | None:
+    """Sum of ``ended - started`` over the sessions, or None when any session lacks its end."""
+    if not sessions or any(not s.get("ended") for s in sessions):
+        return None
+    spans = (datetime.fromisoformat(s["ended"]) - datetime.fromisoformat(s["started"]) for s in sessions)
+    return sum(span.total_seconds() for span in spans)
+
+
+def _init_weights(init: str) -> tuple[Path | None, str | None]:
+    """The ``--init`` weights file and the sha256 its ``model.json`` records (None where not found)."""
+    try:
+        path = resolve_weights(init)
+    except ModelError:
+        return None, None
+    meta = path.with_suffix(".json")
+    return path, json.loads(meta.read_text()).get("sha256") if meta.is_file() else None
+
+
+def previous_training(
+    sessions: list[dict], own_sha256: str | None = None, init_card: Path | None = None
+) -> dict | None:
+    """Training record of the weights a run started from (``--init``), from their own ``card.json``.
+
+    Only linked when that card describes exactly those weights (same sha256), so a card rewritten for
+    newer weights in the same folder is never taken for the run's origin; nor is a card of the run's
+    own weights (``own_sha256``), which a run from before ``init_sha256`` was recorded would otherwise
+    take for its origin once they were copied over the ones it started from. ``init_card``: that card
+    (``card.json``) when it no longer lies beside the init weights (they were replaced since, e.g. by
+    this run's own result; take the old card from git); raises :class:`UsageError` when it describes
+    other weights than the run recorded, or the run's own.
+    """
+    start = next((s for s in sessions if s.get("init")), None)
+    if init_card is not None:
+        return _named_init_card(start, own_sha256, init_card)
+    if start is None:
+        return None
+    init = start["init"]
+    path, recorded = _init_weights(init)
+    # what the trainer hashed when it loaded them; runs from before it did: the model.json beside them
+    sha256 = start.get("init_sha256") or recorded
+    card_path = path.parent / "card.json" if path is not None else None
+    if card_path is None or not card_path.is_file() or sha256 is None:
+        return None
+    card = json.loads(card_path.read_text())
+    described = card.get("weights", {}).get("sha256")
+    if described != sha256 or described == own_sha256 or "training" not in card:
+        return None
+    return card["training"] | {"weights": init, "weights_sha256": sha256}
+
+
+def _named_init_card(start: dict | None, own_sha256: str | None, init_card: Path) -> dict:
+    """The training record in ``init_card``, checked against the run's recorded init sha256 (runs from
+    before the trainer recorded it are taken at the user's word) and its own weights."""
+    if start is None:
+        raise UsageError(f"--init-card {init_card}: the run did not start from --init weights")
+    if not init_card.is_file():
+        raise UsageError(f"--init-card {init_card}: no such file")
+    card = json.loads(init_card.read_text())
+    described = card.get("weights", {}).get("sha256")
+    expected = start.get("init_sha256")
+    if "training" not in card or described is None:
+        raise UsageError(f"--init-card {init_card}: not a model card (no weights sha256 or training record)")
+    if described == own_sha256 or (expected is not None and described != expected):
+        started = f"started from {expected[:16]}..." if expected else "wrote these very weights"
+        raise UsageError(f"--init-card {init_card}: describes weights {described[:16]}..., the run {started}")
+    return card["training"] | {"weights": start["init"], "weights_sha256": described}
+
+
+def training_record(run_dir: Path, init_card: Path | None = None) -> dict:
+    """Recipe, commits, sessions, steps, hardware and wall time of a training run directory.
+
+    ``total_steps`` adds the steps of the runs the weights descend from through ``--init``
+    (``previous``, nested when those started from earlier weights too; ``init_card``: see
+    :func:`previous_training`).
+    """
+    info_path = run_dir / "run.json"
+    if not info_path.is_file():
+        raise UsageError(f"--run-dir {run_dir}: no run.json (not an `audiokit train` run directory)")
+    info = json.loads(info_path.read_text())
+    sessions = info.get("sessions", [])
+    metrics = _jsonl(run_dir / "metrics.jsonl")
+    evaluations = _jsonl(run_dir / "eval.jsonl")
+    recipe_text = (run_dir / "recipe.yaml").read_text() if (run_dir / "recipe.yaml").is_file() else None
+    # a session stopped between two log lines records its last step only in run.json
+    ended = [s["end_step"] for s in sessions if s.get("end_step") is not None]
+    steps = max([r["step"] for r in metrics + evaluations if "step" in r] + ended, default=0)
+    own = run_dir / "model.json"
+    own_sha256 = json.loads(own.read_text()).get("sha256") if own.is_file() else None
+    previous = previous_training(sessions, own_sha256, init_card)
+    return {
+        "run_dir": str(run_dir),
+        "recipe_path": next((p for s in sessions if (p := _recipe_argument(s.get("command", [])))), None),
+        "recipe_yaml": recipe_text,
+        "seed": info.get("seed"),
+        "commits": list(dict.fromkeys(s.get("commit") for s in sessions if s.get("commit"))),
+        "sessions": [
+            {
+                key: s.get(key)
+                for key in (
+                    "started",
+                    "start_step",
+                    "ended",
+                    "end_step",
+                    "resumed",
+                    "init",
+                    "init_grown_to",
+                    "device",
+                    "hardware",
+                    "threads",
+                    "world_size",
+                    "host",
+                )
+            }
+            | {"command": shlex.join(s.get("command", []))}
+            for s in sessions
+        ],
+        "steps": steps,
+        "total_steps": steps + (previous.get("total_steps", previous["steps"]) if previous else 0),
+        "previous": previous,
+        "loop_wall_seconds": round(_loop_seconds(metrics, [s.get("start_step", 0) for s in sessions]), 1),
+        "session_wall_seconds": _session_seconds(sessions),
+        "last_eval": evaluations[-1] if evaluations else None,
+        "versions": sessions[-1].get("versions") if sessions else None,
+    }
+
+
+def training_data(recipe_yaml: str | None) -> list[dict]:
+    """The recipe's training audio (``data.train``, and ``data.noise`` when mixed in) by package.
+
+    Each entry: role, the manifest or directory, and per package clips, hours, the licences the
+    manifest records, those of the allowlist (:mod:`audiokit.data.sources`) and whether the package is
+    a training package of the allowlist at all.
+    """
+    from audiokit.train.data import resolve_source
+    from audiokit.train.recipe import recipe_from_dict
+
+    if recipe_yaml is None:
+        return []
+    data = recipe_from_dict(yaml.safe_load(recipe_yaml), "recipe.yaml").data
+    wanted = [("train", data.train)] + (
+        [("noise", data.noise)] if data.noise and data.noise_probability else []
+    )
+    entries = []
+    for key, spec in wanted:
+        entry: dict = {"key": f"data.{key}", "spec": spec}
+        try:
+            source = resolve_source(spec, f"data.{key}")
+        except RecipeError:
+            entries.append(entry | {"found": False})
+            continue
+        entry.update(found=True, source=str(source))
+        if source.is_dir():
+            entry["files"] = len(
+                [p for p in source.rglob(data.glob) if p.suffix.lower() in io.AUDIO_EXTENSIONS]
+            )
+            entry["packages"] = []
+        else:
+            entry["packages"] = _packages(_jsonl(source))
+        entries.append(entry)
+    return entries
+
+
+def _packages(rows: list[dict]) -> list[dict]:
+    packages = []
+    for totals in package_totals(rows, unnamed="(no package recorded)"):
+        rules = [s for s in SOURCES if s.package == totals["package"] and s.split == "train"]
+        packages.append(
+            {
+                "package": totals["package"],
+                "clips": totals["clips"],
+                "hours": round(totals["seconds"] / 3600, 3),
+                "licences": sorted(totals["licences"]),
+                "allowlist_licences": sorted({s.licence for s in rules}),
+                "training_package": bool(rules),
+            }
+        )
+    return packages
+
+
+def lineage(training: dict) -> list[dict]:
+    """The training records the weights descend from, earliest first, ending with ``training``."""
+    chain = [training]
+    while chain[0].get("previous"):
+        chain.insert(0, chain[0]["previous"])
+    return chain

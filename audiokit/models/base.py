@@ -1,0 +1,239 @@
+"""The interface every model family shares (codec now; enhancer and bandwidth extender next).
+
+A family is a subclass of :class:`AudioModel` declared with its name, its typed config class (a
+subclass of :class:`ModelConfig`) and its registry of named configs::
+
+    class Codec(AudioModel, family="codec", config_class=CodecConfig, configs=CONFIGS): ...
+
+Each named config is defined once, there: :meth:`AudioModel.from_config` builds it with overrides
+merged key by key (:func:`audiokit.schema.merge`), a recipe's ``model:`` section names one plus
+overrides (:func:`resolve_config`), and :meth:`AudioModel.save_pretrained` writes the typed config as
+JSON beside the weights, which :meth:`AudioModel.from_pretrained` reads back through the same schema.
+Weights are safetensors only: nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import importlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import safetensors.torch
+import torch
+from torch import nn
+
+from audiokit import schema
+from audiokit.errors import AudiokitError, ModelError
+from audiokit.io import atomic_path
+
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+FORMAT_VERSION = 1
+BUILTIN_FAMILIES = {
+    "codec": "audiokit.models.codec",
+    "enhancer": "audiokit.models.enhancer",
+}  # imported on first lookup
+
+M = TypeVar("M", bound="AudioModel")
+
+
+@dataclass
+class ModelConfig:
+    """What every family's config holds: its ``name``, ``sample_rate`` (Hz) and ``channels``."""
+
+    name: str
+    sample_rate: int
+    channels: int = 1
+
+    def to_dict(self) -> dict:
+        """JSON-ready nested dicts (:func:`audiokit.schema.build` restores the config)."""
+        return dataclasses.asdict(self)
+
+
+FAMILIES: dict[str, type[AudioModel]] = {}
+
+
+class AudioModel(nn.Module):
+    """Base of every model family. Audio is float32 ``(batch, channels, samples)`` at :attr:`sample_rate`.
+
+    Subclasses set :attr:`algorithmic_latency` and :meth:`stream`, and build their layers from
+    ``config`` in ``__init__``.
+    """
+
+    family: ClassVar[str]
+    config_class: ClassVar[type[ModelConfig]]
+    configs: ClassVar[dict[str, ModelConfig]]
+
+    def __init_subclass__(
+        cls, family: str, config_class: type[ModelConfig], configs: dict, **kw: Any
+    ) -> None:
+        super().__init_subclass__(**kw)
+        cls.family, cls.config_class, cls.configs = family, config_class, configs
+        FAMILIES[family] = cls
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def sample_rate(self) -> int:
+        """Hz."""
+        return self.config.sample_rate
+
+    @property
+    def channels(self) -> int:
+        return self.config.channels
+
+    @property
+    def algorithmic_latency(self) -> int:
+        """Samples from an input sample to the output sample it produces, in streaming use."""
+        raise NotImplementedError
+
+    def stream(self, batch_size: int = 1, **options: Any) -> Any:
+        """A streaming session of ``batch_size`` independent streams (``push(chunk)``, ``flush()``)."""
+        raise NotImplementedError
+
+    # -- configs ------------------------------------------------------------------------------------
+    @classmethod
+    def from_config(cls: type[M], name: str, **overrides: Any) -> M:
+        """An untrained model of the registered config ``name``, ``overrides`` merged key by key
+        (``decoder={"n_blocks": 8}`` keeps the decoder's other keys)."""
+        if name not in cls.configs:
+            raise ModelError(f"unknown {cls.family} config {name!r}; choose one of {', '.join(cls.configs)}")
+        return cls(schema.merge(cls.configs[name], overrides, f"{cls.family} config {name!r}", ModelError))
+
+    # -- weights ------------------------------------------------------------------------------------
+    def weights_sha256(self) -> str:
+        """sha256 (hex) of the model's weights serialised as safetensors: identifies the weights."""
+        return hashlib.sha256(safetensors.torch.save(_contiguous_state(self))).hexdigest()
+
+    def save_pretrained(self, path: str | Path, extra: dict | None = None) -> Path:
+        """Write ``path`` (``.safetensors``) and its typed config as JSON beside it (``.json``), atomically.
+
+        ``extra``: more keys for the JSON (e.g. the training step)."""
+        path = Path(path).with_suffix(".safetensors")
+        blob = safetensors.torch.save(_contiguous_state(self))
+        meta = {
+            "format": f"audiokit-{self.family}",
+            "format_version": FORMAT_VERSION,
+            "config": self.config.to_dict(),
+            "sha256": hashlib.sha256(blob).hexdigest(),
+            **(extra or {}),
+        }
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(blob)
+        with atomic_path(path.with_suffix(".json")) as tmp:
+            tmp.write_text(json.dumps(meta, indent=2) + "\n")
+        return path
+
+    @classmethod
+    def from_pretrained(cls: type[M], name_or_path: str | Path) -> M:
+        """Load shipped weights by name (``"speech-16k"``) or a ``.safetensors`` path (or a folder
+        holding one) with its ``.json``; on a family class, the weights must be of that family.
+
+        The weights file's sha256 must match the one recorded in the JSON; nothing is unpickled.
+        """
+        path = resolve_weights(name_or_path)
+        config_path = path.with_suffix(".json")
+        if not config_path.is_file():
+            raise ModelError(f"{config_path}: config not found beside the weights")
+        try:
+            meta = json.loads(config_path.read_text())
+            kind = str(meta["format"]).removeprefix("audiokit-")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ModelError(f"{config_path}: not an audiokit model config ({exc})") from None
+        family = _family(kind)
+        if family is None or meta.get("format_version", 0) > FORMAT_VERSION:
+            raise ModelError(
+                f"{config_path}: unsupported format {meta.get('format')!r} v{meta.get('format_version')}"
+            )
+        if not issubclass(family, cls):
+            raise ModelError(f"{path}: a {family.family} model, not a {cls.family}")
+        config = schema.build(family.config_class, meta.get("config") or {}, str(config_path), ModelError)
+        blob = path.read_bytes()
+        if hashlib.sha256(blob).hexdigest() != meta.get("sha256"):
+            raise ModelError(
+                f"{path}: sha256 does not match {config_path.name}; the file is corrupt or replaced"
+            )
+        model = family(config)
+        try:
+            model.load_state_dict(safetensors.torch.load(blob), strict=True)
+        except RuntimeError as exc:
+            raise ModelError(
+                f"{path}: weights do not fit config {config.name!r} ({str(exc)[:200]})"
+            ) from None
+        return model.eval()
+
+
+def _contiguous_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
+
+
+def _family(name: str) -> type[AudioModel] | None:
+    if name not in FAMILIES and name in BUILTIN_FAMILIES:
+        importlib.import_module(BUILTIN_FAMILIES[name])
+    return FAMILIES.get(name)
+
+
+def registered_names() -> dict[str, type[AudioModel]]:
+    """Every registered config name, with the family class that builds it."""
+    for name in BUILTIN_FAMILIES:
+        _family(name)
+    return {name: family for family in FAMILIES.values() for name in family.configs}
+
+
+def resolve_config(
+    name: str, overrides: dict, where: str, error: type[AudiokitError] = ModelError, prefix: str = "model"
+) -> tuple[type[AudioModel], ModelConfig]:
+    """The family and the typed config of registered config ``name`` with ``overrides`` merged in.
+
+    Unknown names and keys (at any depth) raise ``error`` naming the closest valid one; ``prefix`` is
+    the dotted path of the overrides in messages (``model.options``).
+    """
+    names = registered_names()
+    if name not in names:
+        close = difflib.get_close_matches(name, list(names), n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"choose one of {', '.join(names)}"
+        raise error(f"{where}: unknown model config '{prefix}.config: {name}'; {hint}")
+    family = names[name]
+    return family, schema.merge(family.configs[name], overrides, where, error, f"{prefix}.options")
+
+
+def is_shipped(name_or_path: str | Path) -> bool:
+    """Whether ``name_or_path`` names shipped weights: a model name, or a file in ``audiokit/weights``."""
+    if str(name_or_path) in registered_names():
+        return True
+    path = Path(name_or_path)
+    folder = path if path.is_dir() else path.parent
+    return folder.resolve() == WEIGHTS_DIR.resolve()
+
+
+def resolve_weights(name_or_path: str | Path) -> Path:
+    """The ``.safetensors`` file a model name (shipped weights) or a path (file or folder) names."""
+    text = str(name_or_path)
+    names = registered_names()
+    if text in names:
+        path = WEIGHTS_DIR / f"{text}.safetensors"
+        if not path.is_file():
+            raise ModelError(
+                f"no shipped weights for {text!r} in {WEIGHTS_DIR}; train them with `audiokit train` "
+                "or give a path to a .safetensors file"
+            )
+        return path
+    path = Path(text)
+    if path.is_dir():
+        candidates = sorted(path.glob("*.safetensors"))
+        if len(candidates) != 1:
+            raise ModelError(f"{path}: expected exactly one .safetensors file, found {len(candidates)}")
+        path = candidates[0]
+    if not path.is_file():
+        raise ModelError(f"{path}: no such model file, and not a known model name ({', '.join(names)})")
+    return path

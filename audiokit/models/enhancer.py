@@ -1,0 +1,209 @@
+"""Real-time speech enhancer: ERB-band gains plus deep filtering of the low band, causal, 20 ms latency.
+
+Signal path per 10 ms hop (``speech``-style defaults: 16 kHz, ``n_fft`` 320, hop 160):
+1. causal STFT (sqrt-Hann, :class:`~audiokit.nn.spectral.CausalSpectrum`), spectrum ``X``;
+2. features: log power in ``erb_bands`` ERB bands and the power-law compressed complex spectrum of
+   the lowest ``df_bins`` bins (``X |X|^(compression - 1)``);
+3. a linear map, a causal depthwise conv over ``conv_kernel`` frames, and ``lstm_layers`` LSTM layers;
+4. two heads: per-band gains in [0, 1] spread over the bins (``G``), and complex deep-filter
+   coefficients ``D`` of order ``df_order`` for the low band (DeepFilterNet's idea, past frames only);
+5. ``Y = G X`` on every bin, plus ``sum_k D_k X[m - k]`` on the low band; iSTFT by overlap-add.
+
+Knobs at inference: ``atten_lim_db`` (the output keeps at least this share of the input, as
+DeepFilterNet's attenuation limit) and ``dry`` (wet/dry mix), both applied to the spectrum:
+``Y' = a X + (1 - a) Y`` with ``a = 1 - (1 - 10^(-atten_lim_db / 20)) (1 - dry)``.
+
+Algorithmic latency: ``n_fft`` samples (20 ms): the last frame that covers a sample ends ``n_fft``
+samples after it. ``forward``/``enhance`` return exactly the input's length, aligned with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from audiokit.dsp import erb_filterbank
+from audiokit.models.base import AudioModel, ModelConfig
+from audiokit.nn.spectral import CausalInverseSpectrum, CausalSpectrum, DeepFilter
+from audiokit.nn.state import ConvState, LSTMState, StateList
+from audiokit.streaming.audio import AudioStream
+
+
+@dataclass
+class EnhancerConfig(ModelConfig):
+    """Architecture of an :class:`Enhancer` (mono); sizes in samples, bins, bands, frames and features."""
+
+    n_fft: int = 320
+    hop_length: int = 160
+    erb_bands: int = 32
+    df_bins: int = 64
+    df_order: int = 3
+    compression: float = 0.3
+    hidden_dim: int = 128
+    conv_kernel: int = 3
+    lstm_layers: int = 2
+
+    def __post_init__(self) -> None:
+        if self.channels != 1:
+            raise ValueError(
+                f"an enhancer is mono (channels are enhanced one by one), got channels={self.channels}"
+            )
+        bins = self.n_fft // 2 + 1
+        if not 0 < self.df_bins <= bins:
+            raise ValueError(f"df_bins must be in 1..{bins} (n_fft // 2 + 1), got {self.df_bins}")
+        if self.df_order < 1 or self.conv_kernel < 1 or self.lstm_layers < 1:
+            raise ValueError("df_order, conv_kernel and lstm_layers must be >= 1")
+
+
+CONFIGS: dict[str, EnhancerConfig] = {
+    # 16 kHz speech, 10 ms hop, 20 ms latency: ~340 k parameters, ~35 M multiply-adds per second
+    "enhance-16k": EnhancerConfig(name="enhance-16k", sample_rate=16000),
+}
+
+
+def mix_factor(atten_lim_db: float | None, dry: float) -> float:
+    """Share ``a`` of the input spectrum kept in the output (0 = fully enhanced)."""
+    if not 0.0 <= dry <= 1.0:
+        raise ValueError(f"dry must be in [0, 1], got {dry}")
+    if atten_lim_db is not None and atten_lim_db < 0:
+        raise ValueError(f"atten_lim_db must be >= 0 dB, got {atten_lim_db}")
+    floor = 0.0 if atten_lim_db is None else 10.0 ** (-atten_lim_db / 20.0)
+    return 1.0 - (1.0 - floor) * (1.0 - dry)
+
+
+class Enhancer(AudioModel, family="enhancer", config_class=EnhancerConfig, configs=CONFIGS):
+    """Causal speech enhancer at ``config.sample_rate``: ``(B, C, T) -> (B, C, T)``.
+
+    Channels are enhanced independently (folded into the batch).
+    """
+
+    config: EnhancerConfig
+
+    def __init__(self, config: EnhancerConfig) -> None:
+        super().__init__(config)
+        c = config
+        self.analysis = CausalSpectrum(c.n_fft, c.hop_length)
+        self.synthesis = CausalInverseSpectrum(c.n_fft, c.hop_length)
+        bands = erb_filterbank(c.sample_rate, c.n_fft, c.erb_bands)  # (bands, bins)
+        self.register_buffer("erb", bands, persistent=False)
+        spread = bands.t() / bands.t().sum(1, keepdim=True).clamp_min(1e-8)  # (bins, bands), rows sum to 1
+        self.register_buffer("erb_spread", spread, persistent=False)
+        self.input_proj = nn.Linear(c.erb_bands + 2 * c.df_bins, c.hidden_dim)
+        self.frame_conv = nn.Conv1d(c.hidden_dim, c.hidden_dim, c.conv_kernel, groups=c.hidden_dim)
+        self.lstm = nn.LSTM(c.hidden_dim, c.hidden_dim, c.lstm_layers, batch_first=True)
+        self.gain_head = nn.Linear(c.hidden_dim, c.erb_bands)
+        self.df_head = nn.Linear(c.hidden_dim, c.df_bins * c.df_order * 2)
+        self.deep_filter = DeepFilter(c.df_order)
+        nn.init.constant_(self.gain_head.bias, 2.0)  # start near pass-through (gain ~0.88)
+        nn.init.normal_(self.df_head.weight, std=1e-3)
+        nn.init.zeros_(self.df_head.bias)
+
+    # -- interface -------------------------------------------------------------------------------
+    @property
+    def hop_length(self) -> int:
+        return self.config.hop_length
+
+    @property
+    def algorithmic_latency(self) -> int:
+        """Samples of input needed after a sample before its output is final: ``n_fft``."""
+        return self.config.n_fft
+
+    @property
+    def output_lag(self) -> int:
+        """Samples by which :meth:`step`'s output lags its input: ``n_fft - hop_length``."""
+        return self.synthesis.delay
+
+    @staticmethod
+    def step_options(atten_lim_db: float | None = None, dry: float = 0.0) -> dict[str, float]:
+        """:meth:`step`'s keyword arguments for the user-facing knobs."""
+        return {"mix": mix_factor(atten_lim_db, dry)}
+
+    # -- maths -----------------------------------------------------------------------------------
+    def _features(self, spec: torch.Tensor) -> torch.Tensor:
+        """Complex spectra ``(N, bins, M)`` -> features ``(N, M, erb_bands + 2 df_bins)``."""
+        power = spec.real.square() + spec.imag.square()
+        erb_db = 10.0 * torch.log10(torch.einsum("fb,nbm->nmf", self.erb, power) + 1e-10)
+        low = spec[:, : self.config.df_bins]
+        low = low * (low.real.square() + low.imag.square() + 1e-12).pow((self.config.compression - 1) / 2)
+        low = torch.view_as_real(low).permute(0, 2, 3, 1).flatten(2)  # (N, M, 2 * df_bins)
+        return torch.cat([(erb_db + 60.0) / 40.0, low], -1)
+
+    def init_state(self, batch_size: int, device: torch.device | None = None) -> StateList:
+        """Zero streaming state of ``batch_size`` mono streams."""
+        c = self.config
+        device = device or self.gain_head.weight.device
+        dtype = torch.float32
+        lstm_shape = (c.lstm_layers, batch_size, c.hidden_dim)
+        return StateList(
+            [
+                self.analysis.init_state(batch_size, 1, device, dtype),
+                ConvState(
+                    torch.zeros(batch_size, c.hidden_dim, c.conv_kernel - 1, device=device, dtype=dtype)
+                ),
+                LSTMState(torch.zeros(lstm_shape, device=device), torch.zeros(lstm_shape, device=device)),
+                self.deep_filter.init_state(batch_size, c.df_bins, device, dtype),
+                self.synthesis.init_state(batch_size, 1, device, dtype),
+            ]
+        )
+
+    def step(self, x: torch.Tensor, state: StateList, mix: float = 0.0) -> torch.Tensor:
+        """Next ``x (N, 1, k * hop_length)`` mono samples -> ``(N, 1, k * hop_length)`` output samples.
+
+        The output lags the input by ``n_fft - hop_length`` samples (see :class:`CausalInverseSpectrum`).
+        ``mix`` is :func:`mix_factor`'s share of the input kept.
+        """
+        c = self.config
+        stft_state, conv_state, lstm_state, df_state, ola_state = state.children
+        spec = self.analysis.step(x, stft_state)[:, 0]  # (N, bins, M)
+        h = self.input_proj(self._features(spec)).transpose(1, 2)  # (N, hidden, M)
+        h = torch.cat([conv_state.history, h], -1)
+        conv_state.history = h[..., h.shape[-1] - (c.conv_kernel - 1) :]
+        h = F.gelu(self.frame_conv(h)).transpose(1, 2)  # (N, M, hidden)
+        h, (lstm_state.h, lstm_state.c) = self.lstm(h, (lstm_state.h, lstm_state.c))
+        gains = torch.sigmoid(self.gain_head(h)) @ self.erb_spread.t()  # (N, M, bins)
+        out = spec * gains.transpose(1, 2)
+        frames = h.shape[1]
+        coef = self.df_head(h).view(h.shape[0], frames, c.df_bins, c.df_order, 2)
+        coef = torch.view_as_complex(coef.permute(0, 2, 1, 3, 4).contiguous())  # (N, df_bins, M, order)
+        low = out[:, : c.df_bins] + self.deep_filter.step(spec[:, : c.df_bins], coef, df_state)
+        out = torch.cat([low, out[:, c.df_bins :]], 1)
+        if mix:
+            out = mix * spec + (1.0 - mix) * out
+        return self.synthesis.step(out[:, None], ola_state)
+
+    def forward(self, wav: torch.Tensor, atten_lim_db: float | None = None, dry: float = 0.0) -> torch.Tensor:
+        """Enhanced ``wav (B, C, T)``: same shape, aligned with the input."""
+        batch, channels, length = wav.shape
+        x = wav.reshape(batch * channels, 1, length)
+        pad = (-length) % self.hop_length + self.synthesis.delay
+        y = self.step(
+            F.pad(x, (0, pad)), self.init_state(x.shape[0], x.device), mix_factor(atten_lim_db, dry)
+        )
+        return y[..., self.synthesis.delay : self.synthesis.delay + length].reshape(batch, channels, length)
+
+    @torch.no_grad()
+    def enhance(self, wav: torch.Tensor, atten_lim_db: float | None = None, dry: float = 0.0) -> torch.Tensor:
+        """Inference: ``forward`` without gradients, in eval mode."""
+        return self.eval()(wav, atten_lim_db, dry)
+
+    def stream(self, batch_size: int = 1, **options: Any) -> AudioStream:
+        """A streaming session of ``batch_size`` items (:class:`~audiokit.streaming.audio.AudioStream`);
+        ``options``: ``channels`` per item, ``atten_lim_db``, ``dry``."""
+
+        return AudioStream(self, batch_size, **options)
+
+    def multiply_adds_per_second(self) -> float:
+        """Approximate multiply-adds per second of audio of the network (STFTs excluded)."""
+        c = self.config
+        per_frame = (
+            (c.erb_bands + 2 * c.df_bins) * c.hidden_dim
+            + c.hidden_dim * c.conv_kernel
+            + c.lstm_layers * 4 * c.hidden_dim * 2 * c.hidden_dim
+            + c.hidden_dim * (c.erb_bands + 2 * c.df_bins * c.df_order)
+            + (c.n_fft // 2 + 1) * (c.erb_bands * 2 + c.df_order * 4)
+        )
+        return per_frame * c.sample_rate / c.hop_length

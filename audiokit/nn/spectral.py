@@ -1,0 +1,138 @@
+"""Causal STFT analysis/synthesis and deep filtering: the spectral blocks of enhancement models.
+
+Frame layout ("causal"): frame ``m`` covers samples ``[(m + 1) hop - n_fft, (m + 1) hop)`` with zeros
+before the signal, so a frame needs nothing past its own hop. Synthesis overlap-adds frame ``m`` at
+the same place; with a ``sqrt_hann`` window on both sides at ``n_fft = 2 hop`` the frames sum back to
+the input exactly. A sample is final once every frame covering it is added, which takes input up
+to ``n_fft`` samples after it: the algorithmic latency of an STFT model is ``n_fft`` samples.
+
+Each block owns its offline ``forward`` and its streaming ``init_state`` / ``step``; ``forward`` is
+the step from the zero state over the whole input, so chunked streaming equals offline processing.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from audiokit.dsp import get_window
+from audiokit.nn.state import ConvState, OverlapAddState
+
+
+class CausalSpectrum(nn.Module):
+    """Complex causal STFT: audio ``(B, C, T)`` -> spectra ``(B, C, n_fft // 2 + 1, frames)``.
+
+    ``forward`` pads the end with zeros to whole hops plus ``n_fft - hop_length`` samples, so that
+    :class:`CausalInverseSpectrum` can complete every input sample: ``ceil(T / hop) + n_fft / hop - 1``
+    frames. Streaming state: the last ``n_fft - hop_length`` input samples.
+    """
+
+    def __init__(self, n_fft: int = 320, hop_length: int = 160, window: str = "sqrt_hann") -> None:
+        super().__init__()
+        if n_fft % hop_length:
+            raise ValueError(f"n_fft ({n_fft}) must be a multiple of hop_length ({hop_length})")
+        self.n_fft = n_fft
+        self.hop_length = hop_length
+        self.n_bins = n_fft // 2 + 1
+        self.register_buffer("window", get_window(window, n_fft), persistent=False)
+
+    @property
+    def history_length(self) -> int:
+        """Input samples a streaming step keeps: ``n_fft - hop_length``."""
+        return self.n_fft - self.hop_length
+
+    def init_state(
+        self, batch_size: int, channels: int, device: torch.device, dtype: torch.dtype
+    ) -> ConvState:
+        return ConvState(torch.zeros(batch_size, channels, self.history_length, device=device, dtype=dtype))
+
+    def step(self, x: torch.Tensor, state: ConvState) -> torch.Tensor:
+        """Spectra ``(B, C, bins, k)`` of the next ``x (B, C, k * hop_length)`` samples; updates ``state``."""
+        if x.shape[-1] % self.hop_length:
+            raise ValueError(
+                f"a chunk of {x.shape[-1]} samples is not a multiple of the hop {self.hop_length}"
+            )
+        x = torch.cat([state.history, x], -1)
+        state.history = x[..., x.shape[-1] - self.history_length :]
+        frames = x.unfold(-1, self.n_fft, self.hop_length) * self.window  # (B, C, k, n_fft)
+        return torch.fft.rfft(frames, dim=-1).transpose(-1, -2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        extra = (-x.shape[-1]) % self.hop_length + self.history_length
+        state = self.init_state(x.shape[0], x.shape[1], x.device, x.dtype)
+        return self.step(F.pad(x, (0, extra)), state)
+
+
+class CausalInverseSpectrum(nn.Module):
+    """Inverse of :class:`CausalSpectrum`: spectra ``(B, C, bins, frames)`` -> audio by overlap-add.
+
+    ``step`` turns ``k`` frames into the ``k * hop_length`` samples they complete; these lag the
+    input by ``n_fft - hop_length`` samples (the first that many outputs of a stream come before
+    its start). ``forward(spec, length)`` drops that lag and returns ``(B, C, length)``.
+    Streaming state: the overlap-add tail, ``n_fft - hop_length`` samples.
+    """
+
+    def __init__(self, n_fft: int = 320, hop_length: int = 160, window: str = "sqrt_hann") -> None:
+        super().__init__()
+        self.n_fft = n_fft
+        self.hop_length = hop_length
+        self.register_buffer("window", get_window(window, n_fft), persistent=False)
+
+    @property
+    def delay(self) -> int:
+        """Samples by which ``step``'s output lags its input: ``n_fft - hop_length``."""
+        return self.n_fft - self.hop_length
+
+    def init_state(
+        self, batch_size: int, channels: int, device: torch.device, dtype: torch.dtype
+    ) -> OverlapAddState:
+        return OverlapAddState(torch.zeros(batch_size, channels, self.delay, device=device, dtype=dtype))
+
+    def step(self, spec: torch.Tensor, state: OverlapAddState) -> torch.Tensor:
+        """Audio ``(B, C, k * hop_length)`` completed by ``k`` frames ``spec (B, C, bins, k)``."""
+        batch, channels, _, count = spec.shape
+        frames = torch.fft.irfft(spec.transpose(-1, -2), n=self.n_fft, dim=-1) * self.window  # (B, C, k, N)
+        length = (count - 1) * self.hop_length + self.n_fft
+        out = F.fold(
+            frames.reshape(batch * channels, count, self.n_fft).transpose(1, 2),
+            output_size=(1, length),
+            kernel_size=(1, self.n_fft),
+            stride=(1, self.hop_length),
+        ).reshape(batch, channels, length)
+        out = torch.cat([out[..., : self.delay] + state.tail, out[..., self.delay :]], -1)
+        ready = count * self.hop_length
+        state.tail = out[..., ready:]
+        return out[..., :ready]
+
+    def forward(self, spec: torch.Tensor, length: int) -> torch.Tensor:
+        state = self.init_state(spec.shape[0], spec.shape[1], spec.device, self.window.dtype)
+        return self.step(spec, state)[..., self.delay : self.delay + length]
+
+
+class DeepFilter(nn.Module):
+    """Complex FIR filtering along time per bin: ``y[m] = sum_k coef[m, k] * x[m - k]``, ``k < order``.
+
+    ``x``: complex ``(B, bins, frames)``; ``coef``: complex ``(B, bins, frames, order)``. Causal (past
+    frames only). Streaming state: the last ``order - 1`` frames of ``x`` as real/imag
+    ``(B, 2 * bins, order - 1)``.
+    """
+
+    def __init__(self, order: int) -> None:
+        super().__init__()
+        self.order = order
+
+    def init_state(self, batch_size: int, bins: int, device: torch.device, dtype: torch.dtype) -> ConvState:
+        return ConvState(torch.zeros(batch_size, 2 * bins, self.order - 1, device=device, dtype=dtype))
+
+    def step(self, x: torch.Tensor, coef: torch.Tensor, state: ConvState) -> torch.Tensor:
+        bins = x.shape[1]
+        past = torch.complex(state.history[:, :bins], state.history[:, bins:])
+        full = torch.cat([past, x], -1)  # (B, bins, order - 1 + frames)
+        keep = full[..., full.shape[-1] - (self.order - 1) :]
+        state.history = torch.cat([keep.real, keep.imag], 1)
+        windows = full.unfold(-1, self.order, 1).flip(-1)  # (B, bins, frames, order): x[m], x[m-1], ...
+        return (windows * coef).sum(-1)
+
+    def forward(self, x: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
+        return self.step(x, coef, self.init_state(x.shape[0], x.shape[1], x.device, x.real.dtype))

@@ -1,0 +1,220 @@
+"""The streaming contract of the :mod:`audiokit.nn` blocks, and the row arithmetic offline and streaming share.
+
+A block that streams is an ordinary ``nn.Module`` that also inherits :class:`StreamingModule`:
+:meth:`~StreamingModule.init_state` makes its typed state (:mod:`audiokit.nn.state`) for a batch of
+streams, and :meth:`~StreamingModule.step` maps the next chunk ``(B, C, n)`` to the next output chunk,
+updating the state. Inside a model step activations are time-major ``(B, n, C)``
+(:meth:`~StreamingModule.step_t`): a conv is then one ``unfold`` and one matrix product, and Linear /
+LayerNorm layers need no transposes. Each block implements ``step`` or ``step_t`` (the other
+transposes). Composite blocks step their children; dispatch is by method, so subclasses stream too.
+
+Chunk rules (they make streaming equal offline, see :mod:`audiokit.nn.conv`): a conv of stride ``s``
+must receive a multiple of ``s`` samples, except in the ``final`` step, where it pads its input with
+``(-n) % s`` zeros exactly as the offline forward pads the end of the signal. A causal transposed conv
+or iSTFT head maps ``n`` frames to ``n * stride`` final samples and carries the rest as overlap.
+
+Identical codes. Streamed codes must equal offline codes bit for bit, so in evaluation mode a block's
+``forward`` runs the arithmetic of its ``step`` (the same prepared matrices, the same order of sums),
+and every row's result must not depend on how many rows are computed together
+(:func:`matmul_rows`). That costs a little in a one-stream step; a decoder, whose output is compared
+within float rounding, turns it off for its blocks (:func:`allow_inexact_rows`).
+
+Prepared weights. A conv's step multiplies with matrices prepared from its weights (weight norm
+evaluated, taps reordered, layer scale folded). :meth:`StreamingModule.init_state` prepares them and
+the steps use them: a step uses the weights as they were at the latest ``init_state`` (a streaming
+session reads the weights when it is created). ``forward`` prepares them afresh at every call.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from audiokit.errors import ModelError
+from audiokit.nn.state import StateList, StreamState
+
+# torch modules that act on each value on its own: they stream as they are, in any layout
+ELEMENTWISE = (nn.ELU, nn.GELU, nn.LeakyReLU, nn.ReLU, nn.Tanh, nn.Identity)
+
+
+class StreamingModule:
+    """Mixin of the ``nn.Module`` blocks that also run chunk by chunk with an explicit state.
+
+    ``exact_rows``: whether each row's matrix products round the same whatever the number of rows
+    (:func:`matmul_rows`; see :func:`allow_inexact_rows`).
+    """
+
+    exact_rows: bool = True
+
+    def init_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> StreamState | None:
+        """The state before the first sample of ``batch_size`` streams (all zeros); ``None`` if stateless.
+
+        Also prepares the weights the steps use (see the module docstring).
+        """
+        return None
+
+    def step(self, x: torch.Tensor, state: StreamState | None, final: bool = False) -> torch.Tensor:
+        """Output for the next chunk ``x (B, C, n)``; updates ``state`` (reassigns its tensors).
+
+        ``final=True`` marks the last chunk of the streams (it may be shorter than a stride).
+        """
+        return self.step_t(x.transpose(1, 2), state, final).transpose(1, 2)
+
+    def step_t(self, x: torch.Tensor, state: StreamState | None, final: bool = False) -> torch.Tensor:
+        """:meth:`step` on time-major ``x (B, n, C)``, returning time-major output."""
+        return self.step(x.transpose(1, 2), state, final).transpose(1, 2)
+
+    def prepared(self) -> Any:
+        """The weights prepared by the latest :meth:`init_state` (prepared now if there was none)."""
+        weights = self.__dict__.get("_prepared")
+        if weights is None:
+            weights = self.prepare()
+        return weights
+
+    def prepare(self) -> Any:
+        """Prepare (and keep for the steps) what the steps multiply with; ``None`` if nothing."""
+        with torch.inference_mode(False), torch.no_grad():
+            weights = self.prepare_weights()
+        self.__dict__["_prepared"] = weights
+        return weights
+
+    def prepare_weights(self, contiguous: bool = True) -> Any:
+        """What the steps multiply with, made from the current weights (override; default nothing).
+
+        ``contiguous=False`` (an offline forward without exact rows) may skip layout copies.
+        """
+        return None
+
+
+def stream_init(module: nn.Module, batch_size: int, device: torch.device, dtype: torch.dtype, name: str):
+    """``module.init_state(...)``; a stateless elementwise torch module has state ``None``.
+
+    Raises :class:`ModelError` (naming ``name``) for a module without a streaming step.
+    """
+    if isinstance(module, StreamingModule):
+        return module.init_state(batch_size, device, dtype)
+    if isinstance(module, ELEMENTWISE):
+        return None
+    raise ModelError(f"cannot stream {name}: {type(module).__name__} has no streaming step")
+
+
+def stream_step_t(module: nn.Module, x: torch.Tensor, state: StreamState | None, final: bool) -> torch.Tensor:
+    """``module.step_t(...)``, or the module itself for an elementwise torch module."""
+    if isinstance(module, StreamingModule):
+        return module.step_t(x, state, final)
+    return module(x)
+
+
+class StreamingSequential(nn.Sequential, StreamingModule):
+    """``nn.Sequential`` whose steps run its children's steps in order; state: a :class:`StateList`."""
+
+    def init_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> StateList:
+        return StateList(
+            [stream_init(m, batch_size, device, dtype, f"layer {i}") for i, m in enumerate(self)]
+        )
+
+    def step_t(self, x: torch.Tensor, state: StateList, final: bool = False) -> torch.Tensor:
+        for module, child in zip(self, state.children, strict=True):
+            x = stream_step_t(module, x, child, final)
+        return x
+
+
+def allow_inexact_rows(module: nn.Module) -> None:
+    """Let every streaming block under ``module`` round a row's products by the fastest route (a decoder:
+    its outputs are compared within float rounding, not bit for bit)."""
+    for sub in module.modules():
+        if isinstance(sub, StreamingModule):
+            sub.exact_rows = False
+
+
+def require_causal(module: nn.Module) -> None:
+    """Raise :class:`ModelError` unless ``module`` (a conv) is causal: a non-causal one reads the future."""
+    if not module.causal:
+        raise ModelError(
+            f"cannot stream a non-causal {type(module).__name__} reading {module.lookahead} future "
+            "samples; build the model with causal=True to stream it"
+        )
+
+
+def stride_padding(length: int, stride: int, final: bool, what: str) -> int:
+    """Zeros to append to a chunk of ``length`` samples: ``(-length) % stride``, only in a ``final`` step."""
+    extra = (-length) % stride
+    if extra and not final:
+        raise ValueError(
+            f"a streaming chunk of {length} samples is not a multiple of the {what} {stride} "
+            "(only the final chunk may be)"
+        )
+    return extra
+
+
+LinearWeights = tuple[torch.Tensor, torch.Tensor | None]  # (W^T (in, out) contiguous, bias (out,))
+
+# inputs summed per matrix product: MKL sums more inputs than this (769+ where this was written) in
+# another order when it multiplies a few rows than when it multiplies many
+PIECE_INPUTS = 768
+
+
+def matmul_rows(
+    rows: torch.Tensor,
+    matrix: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    into: torch.Tensor | None = None,
+    exact: bool = True,
+) -> torch.Tensor:
+    """``rows (N, in) @ matrix (in, out)`` plus ``bias``, or added to ``into`` (in place without grad).
+
+    ``exact``: each row is rounded the same whatever ``N``, for a contiguous ``matrix`` (BLAS rounds a
+    transposed one differently for many rows): a single row (which BLAS computes as a matrix-vector
+    product, summing in another order) is computed as two, and the inputs are summed in pieces of at
+    most :data:`PIECE_INPUTS`, accumulated in order.
+    """
+    if not exact:
+        if into is not None:
+            return torch.addmm(into, rows, matrix) if torch.is_grad_enabled() else into.addmm_(rows, matrix)
+        return torch.mm(rows, matrix) if bias is None else torch.addmm(bias, rows, matrix)
+    single = rows.shape[0] == 1 and into is None
+    if single:
+        rows = rows.expand(2, -1)
+    if rows.shape[1] <= PIECE_INPUTS:
+        if into is None:
+            y = torch.mm(rows, matrix) if bias is None else torch.addmm(bias, rows, matrix)
+        else:
+            y = torch.addmm(into, rows, matrix) if torch.is_grad_enabled() else into.addmm_(rows, matrix)
+        return y[:1] if single else y
+    y = into
+    for start in range(0, rows.shape[1], PIECE_INPUTS):
+        part, weights = rows[:, start : start + PIECE_INPUTS], matrix[start : start + PIECE_INPUTS]
+        if y is None:
+            y = torch.mm(part, weights) if bias is None else torch.addmm(bias, part, weights)
+        elif torch.is_grad_enabled():
+            y = torch.addmm(y, part, weights)
+        else:
+            y = y.addmm_(part, weights)
+    return y[:1] if single else y
+
+
+def linear_weights(
+    layer: nn.Linear, scale: torch.Tensor | None = None, contiguous: bool = True
+) -> LinearWeights:
+    """``(W^T, bias)`` of ``layer`` for :func:`linear_t`, both multiplied by ``scale (out,)`` if given;
+    ``contiguous=False`` keeps ``W^T`` a transposed view (no copy; not for exact rows)."""
+    matrix, bias = layer.weight.t(), layer.bias
+    if scale is not None:
+        matrix, bias = matrix * scale, None if bias is None else bias * scale
+    return (matrix.contiguous() if contiguous else matrix), bias
+
+
+def linear_t(x: torch.Tensor, weights: LinearWeights, exact: bool = True) -> torch.Tensor:
+    """A linear layer (:func:`linear_weights`) on the last axis of ``x (..., in)``, as one product of its
+    rows (:func:`matmul_rows`)."""
+    matrix, bias = weights
+    rows = matmul_rows(x.reshape(-1, x.shape[-1]), matrix, bias, exact=exact)
+    return rows.view(*x.shape[:-1], matrix.shape[1])
+
+
+def layer_norm_t(x: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
+    """``norm`` over the last axis of time-major ``x``."""
+    return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)

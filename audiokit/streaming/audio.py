@@ -1,0 +1,128 @@
+"""Streaming session of an audio-to-audio model (enhancer, bandwidth extender), chunk by chunk.
+
+The model steps whole hops: ``model.step(x (N, 1, k * hop_length), state, **step_options)`` returns
+``k * hop_length`` samples that lag the input by ``model.output_lag`` samples. An
+:class:`AudioStream` buffers each row's input to whole hops, drops the first ``output_lag`` output
+samples of each row, and on :meth:`AudioStream.flush` pads the rest with zeros (to whole hops plus
+the lag) and stops at the row's input length, exactly as the model's offline ``forward`` does. So the
+concatenated outputs equal the offline output for any chunking.
+
+Rows. Pushing ``(B, C, n)`` feeds row ``b * C + c`` (the model is mono). Rows advance together;
+:meth:`AudioStream.reset` restarts some rows (zero state), after which rows may hold different amounts
+of output: :meth:`push` returns what every row has ready, :meth:`flush` everything, zero-padded to the
+longest row, with :attr:`AudioStream.lengths` giving each row's valid length.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from audiokit.errors import UsageError
+from audiokit.nn.state import zero_rows
+
+
+@dataclass
+class _Row:
+    pending: torch.Tensor  # (n,) input not yet stepped
+    out: list[torch.Tensor] = field(default_factory=list)
+    out_len: int = 0
+    pushed: int = 0  # input samples since the row's reset
+    skip: int = 0  # output samples still to drop at the start
+    emitted: int = 0  # output samples queued since the reset
+
+
+class AudioStream:
+    """``batch_size`` items of ``channels`` channels streamed through ``model`` (see the module docstring).
+
+    ``step_options`` go to every ``model.step`` call (e.g. an enhancer's ``atten_lim_db`` and ``dry``,
+    turned into its ``mix`` by the model's ``step_options``).
+    """
+
+    def __init__(self, model, batch_size: int = 1, channels: int = 1, **options) -> None:
+        if batch_size < 1 or channels < 1:
+            raise UsageError(f"batch_size and channels must be >= 1, got {batch_size} and {channels}")
+        self.model = model
+        self.batch_size = batch_size
+        self.channels = channels
+        self.rows = batch_size * channels
+        self.hop_length = model.hop_length
+        self.lag = model.output_lag
+        self.step_options = model.step_options(**options)
+        self.device = next(model.parameters()).device
+        with torch.inference_mode():
+            self.state = model.init_state(self.rows, self.device)
+        self._rows = [self._new_row() for _ in range(self.rows)]
+        self.lengths: list[int] = [0] * self.rows
+
+    def _new_row(self) -> _Row:
+        return _Row(torch.zeros(0, device=self.device), skip=self.lag)
+
+    def push(self, x: torch.Tensor) -> torch.Tensor:
+        """Feed ``x (B, C, n)`` (any ``n >= 0``); returns ``(B, C, m)``: what every row has ready."""
+        if x.dim() != 3 or x.shape[0] != self.batch_size or x.shape[1] != self.channels:
+            raise UsageError(
+                f"expected a chunk of shape ({self.batch_size}, {self.channels}, n), got {tuple(x.shape)}"
+            )
+        x = x.to(self.device, torch.float32).reshape(self.rows, -1)
+        for row, piece in zip(self._rows, x, strict=True):
+            row.pending = torch.cat([row.pending, piece])
+            row.pushed += piece.shape[0]
+        hops = min(row.pending.shape[0] for row in self._rows) // self.hop_length
+        if hops:
+            self._run(hops * self.hop_length)
+        return self._collect(flush=False)
+
+    def flush(self) -> torch.Tensor:
+        """End every stream: process the rest, return ``(B, C, m)`` (zero-padded rows, see
+        :attr:`lengths`), and reset every row."""
+        needed = [
+            -(-(row.pending.shape[0] + self.lag) // self.hop_length) * self.hop_length for row in self._rows
+        ]
+        if max(needed):
+            for row in self._rows:
+                row.pending = F.pad(row.pending, (0, max(needed) - row.pending.shape[0]))
+            self._run(max(needed), final=True)
+        out = self._collect(flush=True)
+        self.reset(range(self.rows))
+        return out
+
+    def reset(self, rows: Sequence[int] | int) -> None:
+        """Restart ``rows`` (indices ``b * C + c``): zero state, empty buffers."""
+        rows = [rows] if isinstance(rows, int) else list(rows)
+        for r in rows:
+            if not 0 <= r < self.rows:
+                raise UsageError(f"row {r} out of range 0..{self.rows - 1}")
+            self._rows[r] = self._new_row()
+        with torch.inference_mode():
+            zero_rows(self.state, torch.tensor(rows, dtype=torch.long, device=self.device))
+
+    def _run(self, samples: int, final: bool = False) -> None:
+        x = torch.stack([row.pending[:samples] for row in self._rows])[:, None]
+        with torch.inference_mode():
+            y = self.model.step(x, self.state, **self.step_options)[:, 0]
+        for row, out in zip(self._rows, y, strict=True):
+            row.pending = row.pending[samples:]
+            drop = min(row.skip, out.shape[0])
+            row.skip -= drop
+            out = out[drop:]
+            if final:  # stop at the row's input length
+                out = out[: max(0, row.pushed - row.emitted)]
+            row.out.append(out)
+            row.out_len += out.shape[0]
+            row.emitted += out.shape[0]
+
+    def _collect(self, flush: bool) -> torch.Tensor:
+        ready = max(r.out_len for r in self._rows) if flush else min(r.out_len for r in self._rows)
+        result = torch.zeros(self.rows, ready, device=self.device)
+        for i, row in enumerate(self._rows):
+            data = torch.cat(row.out) if row.out else torch.zeros(0, device=self.device)
+            take = min(ready, data.shape[0])
+            result[i, :take] = data[:take]
+            self.lengths[i] = take
+            row.out = [data[take:]]
+            row.out_len = data.shape[0] - take
+        return result.view(self.batch_size, self.channels, ready)

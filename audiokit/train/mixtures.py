@@ -1,0 +1,135 @@
+"""Noisy/clean training pairs for speech enhancement, mixed on the fly from training clips.
+
+Each item is a pure function of ``(seed, rank, step, index)`` as in :class:`CropDataset`: a speech
+crop (loudness-normalised, random gain and EQ), optionally reverberated, plus one or two noises
+(recorded noise, babble of other training speech, white/pink/brown noise, mains hum, clicks) at an
+SNR drawn uniformly from ``snr_db``. With reverberation the target keeps the direct path and the
+early reflections (the first ``early_reflections_ms`` of the room response); the input has the
+whole tail. A share ``clean_probability`` of items is clean speech in and out, so the model learns
+to leave it alone.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.signal
+
+from audiokit.data import noises
+from audiokit.train.data import PEAK_LIMIT, CropDataset, normalise_level, synthetic_rir
+
+NOISE_KINDS = ("recorded", "babble", "white", "pink", "brown", "hum", "clicks")
+
+
+@dataclass
+class MixtureConfig:
+    """How enhancement pairs are made; SNRs in dB, times in seconds, probabilities in [0, 1].
+
+    ``noise_weights`` gives the relative odds of each kind in :data:`NOISE_KINDS` (missing kinds: 0);
+    ``second_noise_probability`` adds a second, independently drawn noise 0-10 dB below the first.
+    """
+
+    snr_db: list[float] = field(default_factory=lambda: [-5.0, 20.0])
+    clean_probability: float = 0.1
+    reverb_probability: float = 0.3
+    rt60_seconds: list[float] = field(default_factory=lambda: [0.2, 1.0])
+    early_reflections_ms: float = 50.0
+    second_noise_probability: float = 0.2
+    babble_talkers: list[int] = field(default_factory=lambda: [3, 8])
+    noise_weights: dict[str, float] = field(
+        default_factory=lambda: {
+            "recorded": 0.5,
+            "babble": 0.15,
+            "white": 0.05,
+            "pink": 0.08,
+            "brown": 0.04,
+            "hum": 0.04,
+            "clicks": 0.04,
+        }
+    )
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.noise_weights) - set(NOISE_KINDS))
+        if unknown:
+            raise ValueError(f"unknown noise kinds {unknown}; known: {', '.join(NOISE_KINDS)}")
+        if not any(w > 0 for w in self.noise_weights.values()):
+            raise ValueError("noise_weights: at least one kind needs a positive weight")
+
+
+class MixtureDataset(CropDataset):
+    """Batches of ``{"input": noisy, "clean": target}``, each ``(B, C, T)`` float32, indexed by step.
+
+    ``clips`` are speech (also the source of babble), ``noise_clips`` recorded noise (needed when the
+    ``recorded`` kind has a positive weight). ``config`` is the crop/level/EQ part (the recipe's
+    ``data`` section) and ``mixture`` the mixing part.
+    """
+
+    def __init__(self, *args, mixture: MixtureConfig, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.mixture = mixture
+        weights = {k: mixture.noise_weights.get(k, 0.0) for k in NOISE_KINDS}
+        if not self.noise_clips:
+            weights["recorded"] = 0.0
+        total = sum(weights.values())
+        self._kinds = [k for k in NOISE_KINDS if weights[k] > 0]
+        self._kind_odds = np.array([weights[k] / total for k in self._kinds])
+
+    def _speech(self, rng: np.random.Generator) -> np.ndarray:
+        wav = self._crop(rng, self.clips, self._weights).astype(np.float32)
+        return normalise_level(wav, self.sample_rate, self.config.loudness, self.config.target_level_db)
+
+    def _draw_noise(self, rng: np.random.Generator) -> np.ndarray:
+        kind = self._kinds[int(rng.choice(len(self._kinds), p=self._kind_odds))]
+        shape = (self.channels, self.segment)
+        if kind == "recorded":
+            noise = self._crop(rng, self.noise_clips, self._noise_weights).astype(np.float32)
+        elif kind == "babble":
+            low, high = self.mixture.babble_talkers
+            noise = noises.babble([self._speech(rng) for _ in range(int(rng.integers(low, high + 1)))])
+        elif kind in noises.COLOURS:
+            noise = noises.coloured_noise(rng, *shape, noises.COLOURS[kind])
+        elif kind == "hum":
+            noise = noises.hum(rng, *shape, self.sample_rate)
+        else:
+            noise = noises.clicks(rng, *shape, self.sample_rate)
+        return noise
+
+    def _reverberate(self, rng: np.random.Generator, wav: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(reverberant, target)``: ``wav`` through a whole room response and through its early part."""
+        rir = synthetic_rir(rng, self.sample_rate, rng.uniform(*self.mixture.rt60_seconds))
+        early = rir[: max(1, round(self.mixture.early_reflections_ms * 1e-3 * self.sample_rate))]
+        wet = scipy.signal.fftconvolve(wav, rir[None], axes=-1)[:, : wav.shape[1]]
+        target = scipy.signal.fftconvolve(wav, early[None], axes=-1)[:, : wav.shape[1]]
+        return wet.astype(np.float32), target.astype(np.float32)
+
+    def item(self, step: int, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(noisy, target)`` crops ``(channels, segment)`` of item ``index`` of batch ``step``."""
+        cfg, mix = self.config, self.mixture
+        rng = np.random.default_rng([self.seed, self.rank, step, index])
+        clean = self._speech(rng) * np.float32(10.0 ** (rng.uniform(*cfg.gain_db) / 20.0))
+        if rng.random() < cfg.eq_probability:
+            clean = self._equalise(rng, clean)
+        if rng.random() < mix.clean_probability or not np.any(clean):
+            noisy, target = clean, clean
+        else:
+            speech, target = clean, clean
+            if rng.random() < mix.reverb_probability:
+                speech, target = self._reverberate(rng, clean)
+            noise = self._draw_noise(rng)
+            if rng.random() < mix.second_noise_probability:
+                noise = noise + self._draw_noise(rng) * np.float32(10.0 ** (-rng.uniform(0, 10) / 20.0))
+            noisy = speech + _scaled_noise(target, noise, rng.uniform(*mix.snr_db))
+        peak = float(max(np.abs(noisy).max(), np.abs(target).max()))
+        scale = np.float32(PEAK_LIMIT / peak if peak > PEAK_LIMIT else 1.0)
+        return (noisy * scale).astype(np.float32), (target * scale).astype(np.float32)
+
+
+def _scaled_noise(reference: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
+    """``noise`` scaled so that ``reference`` lies ``snr_db`` above it (silent noise stays silent)."""
+    ref_power = float(np.mean(np.square(reference, dtype=np.float64)))
+    noise_power = float(np.mean(np.square(noise, dtype=np.float64)))
+    if noise_power <= 0 or ref_power <= 0:
+        return noise
+    return (noise * math.sqrt(ref_power / (noise_power * 10.0 ** (snr_db / 10.0)))).astype(np.float32)

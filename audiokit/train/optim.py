@@ -1,0 +1,99 @@
+"""Optimising one module: AdamW, the learning-rate schedule, gradient clipping (a :class:`Part`).
+
+The run loop makes the model's part; a task may make more (the codec's discriminators). Checkpoints
+hold each part's optimiser and scheduler under its ``role``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from audiokit.train.recipe import ScheduleConfig
+
+
+def lr_factor(schedule: ScheduleConfig, total_steps: int) -> Callable[[int], float]:
+    """``step -> multiplier`` of the base learning rate: linear warm-up, the chosen decay, and an
+    optional linear cool-down to ``min_lr_ratio`` from ``cooldown_start``."""
+    warmup = schedule.warmup_steps
+
+    def factor(step: int) -> float:
+        start = schedule.cooldown_start
+        if start is None or step < start:
+            return decayed(step)
+        progress = min(1.0, (step - start) / schedule.cooldown_steps)
+        return decayed(start) + (schedule.min_lr_ratio - decayed(start)) * progress
+
+    def decayed(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if schedule.decay == "constant":
+            return 1.0
+        if schedule.decay == "exponential":
+            return schedule.gamma ** (step - warmup)
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
+        return schedule.min_lr_ratio + (1.0 - schedule.min_lr_ratio) * cosine
+
+    return factor
+
+
+@dataclass
+class Part:
+    """A trained module, the module that runs it in training (DDP-wrapped or itself), its AdamW, LR
+    schedule (one step per update), base rate and gradient clipping norm (0: none)."""
+
+    role: str
+    module: nn.Module
+    train_module: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    base_rate: float
+    grad_clip: float
+
+    @property
+    def lr(self) -> float:
+        """The learning rate of the next update."""
+        return self.scheduler.get_last_lr()[0]
+
+    @property
+    def updates(self) -> int:
+        """Updates so far (a part that has had none holds only its initialisation)."""
+        return self.scheduler.last_epoch
+
+    def update(self) -> torch.Tensor:
+        """Clip the gradients, step the optimiser and the schedule, clear the gradients; returns the
+        gradient norm before clipping."""
+        norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.grad_clip or math.inf)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return norm.detach()
+
+    def apply_base_rate(self) -> None:
+        """Rate the optimiser by :attr:`base_rate` and the current schedule, which a restored scheduler
+        state (holding the old base rate) may have overwritten, e.g. after ``--resume --set``."""
+        self.scheduler.base_lrs = [self.base_rate] * len(self.optimizer.param_groups)
+        for group, factor in zip(self.optimizer.param_groups, self.scheduler.lr_lambdas, strict=True):
+            group["initial_lr"] = self.base_rate
+            group["lr"] = self.base_rate * factor(self.scheduler.last_epoch)
+
+
+def make_part(
+    role: str,
+    module: nn.Module,
+    train_module: nn.Module,
+    rate: float,
+    betas: list[float],
+    factor: Callable[[int], float],
+    grad_clip: float,
+    weight_decay: float = 0.0,
+) -> Part:
+    """A :class:`Part` with AdamW at base ``rate`` scaled by ``factor(update)``."""
+    optimizer = torch.optim.AdamW(module.parameters(), rate, betas=tuple(betas), weight_decay=weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return Part(role, module, train_module, optimizer, scheduler, rate, grad_clip)

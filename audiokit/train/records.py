@@ -1,0 +1,122 @@
+"""A run directory's records: ``recipe.yaml``, ``run.json``, ``metrics.jsonl``, ``eval.jsonl``, TensorBoard.
+
+``run.json`` holds the seed, the model name and one entry per session (start and end time and step,
+why it stopped, how it started, commit, package versions, device, hardware, threads, processes, host,
+command line); :mod:`audiokit.evaluation.model_card` reads it. Only rank 0 keeps records.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from audiokit.dsp import mel_spectrogram
+from audiokit.io import atomic_path
+from audiokit.provenance import git_commit, package_versions
+from audiokit.train.recipe import Recipe, dump_recipe
+from audiokit.train.runtime import Runtime, hardware
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class RunRecords:
+    """Writes the records of the run in ``run_dir``; ``tensorboard``: also TensorBoard event files
+    (when the package is installed), from ``step`` on (later events of a resumed run are dropped)."""
+
+    def __init__(self, run_dir: Path, tensorboard: bool, step: int) -> None:
+        self.run_dir = run_dir
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.writer = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                return
+            self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=step or None)
+
+    def start_session(
+        self, recipe: Recipe, model_name: str, runtime: Runtime, step: int, **start: Any
+    ) -> None:
+        """Write the resolved recipe and add a session to ``run.json``; ``start`` says how it started
+        (``resumed``, ``init``, ``init_sha256``, ...)."""
+        with atomic_path(self.run_dir / "recipe.yaml") as tmp:
+            tmp.write_text(dump_recipe(recipe))
+        path = self.run_dir / "run.json"
+        info = json.loads(path.read_text()) if start.get("resumed") and path.is_file() else {"sessions": []}
+        info.update({"seed": recipe.run.seed, "model": model_name})
+        info["sessions"].append(
+            {
+                "started": _now(),
+                "start_step": step,
+                **start,
+                "command": sys.argv,
+                "commit": git_commit(),
+                "versions": package_versions(),
+                "device": str(runtime.device),
+                "hardware": hardware(runtime.device),
+                "threads": torch.get_num_threads(),
+                "world_size": runtime.world_size,
+                "host": platform.node(),
+            }
+        )
+        self._write_info(info)
+
+    def end_session(self, step: int, stopped: str) -> None:
+        """Record when and at which step this session ended, and why, in ``run.json``."""
+        info = json.loads((self.run_dir / "run.json").read_text())
+        info["sessions"][-1].update(ended=_now(), end_step=step, stopped=stopped)
+        self._write_info(info)
+
+    def _write_info(self, info: dict) -> None:
+        with atomic_path(self.run_dir / "run.json") as tmp:
+            tmp.write_text(json.dumps(info, indent=2) + "\n")
+
+    def log(self, step: int, scalars: dict[str, float], vectors: dict[str, list[float]]) -> None:
+        """Append ``scalars`` to ``metrics.jsonl``; TensorBoard gets them and each vector element
+        (tag ``<name><index:02d>``)."""
+        with open(self.run_dir / "metrics.jsonl", "a") as fh:
+            fh.write(json.dumps({"step": step, **scalars}) + "\n")
+        if self.writer is not None:
+            for name, value in scalars.items():
+                self.writer.add_scalar(name, value, step)
+            for name, values in vectors.items():
+                for index, value in enumerate(values):
+                    self.writer.add_scalar(f"{name}{index:02d}", value, step)
+
+    def log_evaluation(
+        self,
+        step: int,
+        record: dict,
+        scalars: dict[str, float],
+        examples: list[tuple[str, torch.Tensor, int]],
+    ) -> None:
+        """Append ``{"step": step, **record}`` to ``eval.jsonl``; TensorBoard gets the scalars and the
+        examples ``(tag, (channels, samples) audio, sample rate)`` as audio and log-mel images."""
+        with open(self.run_dir / "eval.jsonl", "a") as fh:
+            fh.write(json.dumps({"step": step, **record}) + "\n")
+        if self.writer is None:
+            return
+        for name, value in scalars.items():
+            self.writer.add_scalar(name, value, step)
+        for tag, wav, rate in examples:
+            self.writer.add_audio(f"audio/{tag}", wav[0].clamp(-1, 1), step, sample_rate=rate)
+            mel = mel_spectrogram(wav[0].double(), rate, 1024, 256, 80).clamp_min(1e-5).log10()
+            image = ((mel - mel.min()) / (mel.max() - mel.min() + 1e-9)).flip(0).float()
+            self.writer.add_image(f"mel/{tag}", image, step, dataformats="HW")
+
+    def flush(self) -> None:
+        if self.writer is not None:
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None

@@ -1,0 +1,2 @@
+"""The built-in training tasks, one module each (each registers itself with
+:func:`audiokit.train.task.register_task`)."""

@@ -1,0 +1,188 @@
+"""The enhancement task: noisy/clean pairs mixed on the fly, spectral and SI-SDR losses.
+
+One step: enhance the batch's ``"input"`` (speech + noise, :class:`~audiokit.train.mixtures.MixtureDataset`)
+and compare with its ``"clean"`` target through a power-law compressed complex STFT loss (magnitude
+and phase), a multi-resolution magnitude loss and negative SI-SDR, each weighted by ``losses``.
+
+Validation (``data.valid``): a folder made by ``audiokit data mix`` (``clips.jsonl``, ``noisy/``,
+``clean/``); the first ``eval.max_files`` pairs, each cut to ``eval.max_seconds``, are scored as
+noisy input and as enhanced output with every metric of :func:`audiokit.evaluation.score_pair`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from audiokit import io
+from audiokit.data.paths import data_root
+from audiokit.errors import RecipeError
+from audiokit.losses import CompressedComplexSTFTLoss, MultiResolutionSTFTLoss
+from audiokit.models.enhancer import Enhancer
+from audiokit.train.data import read_clips
+from audiokit.train.mixtures import NOISE_KINDS, MixtureConfig, MixtureDataset
+from audiokit.train.recipe import Recipe, check
+from audiokit.train.task import Evaluation, Task, mean_scores, register_task
+
+
+@dataclass
+class EnhanceLossesConfig:
+    """Loss weights (0 switches one off) and the STFT resolutions ``[n_fft, hop, window]`` (samples)."""
+
+    complex: float = 1.0
+    magnitude: float = 1.0
+    si_sdr: float = 0.02
+    complex_exponent: float = 0.3
+    stft_resolutions: list[list[int]] = field(
+        default_factory=lambda: [[512, 128, 512], [1024, 256, 1024], [256, 64, 256]]
+    )
+
+
+@dataclass
+class EnhanceRecipe(Recipe):
+    """An enhancement recipe: the shared sections plus ``mixture`` and ``losses``."""
+
+    task: str = "enhance"
+    mixture: MixtureConfig = field(default_factory=MixtureConfig)
+    losses: EnhanceLossesConfig = field(default_factory=EnhanceLossesConfig)
+
+    def validate(self, where: str) -> None:
+        super().validate(where)
+        m, losses = self.mixture, self.losses
+        check(m.snr_db[0] <= m.snr_db[1], where, "'mixture.snr_db' must be [low, high]")
+        for name in ("clean_probability", "reverb_probability", "second_noise_probability"):
+            value = getattr(m, name)
+            check(0.0 <= value <= 1.0, where, f"'mixture.{name}' must be in [0, 1], got {value}")
+        for kind in m.noise_weights:
+            check(
+                kind in NOISE_KINDS,
+                where,
+                f"'mixture.noise_weights.{kind}': unknown; choose from {', '.join(NOISE_KINDS)}",
+            )
+        check(
+            m.noise_weights.get("recorded", 0) == 0 or self.data.noise is not None,
+            where,
+            "'mixture.noise_weights.recorded' > 0 needs 'data.noise' (a noise manifest or directory)",
+        )
+        check(
+            losses.complex > 0 or losses.magnitude > 0 or losses.si_sdr > 0, where, "every loss weight is 0"
+        )
+        check(
+            all(len(r) == 3 for r in losses.stft_resolutions),
+            where,
+            "'losses.stft_resolutions' entries must be triples",
+        )
+
+
+def negative_si_sdr(estimate: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Mean over items of minus the scale-invariant SDR (dB) of ``estimate`` against ``target`` ``(B, C, T)``.
+
+    Items whose target is silent are left out (SI-SDR is undefined there); 0 when all are.
+    """
+    est, ref = estimate.flatten(1), target.flatten(1)
+    energy = ref.square().sum(-1)
+    keep = energy > eps
+    if not keep.any():
+        return estimate.new_zeros(())
+    est, ref, energy = est[keep], ref[keep], energy[keep]
+    projection = (est * ref).sum(-1, keepdim=True) / energy[:, None] * ref
+    noise = est - projection
+    ratio = projection.square().sum(-1) / (noise.square().sum(-1) + eps)
+    return -(10.0 * torch.log10(ratio + eps)).mean()
+
+
+def read_noisy_set(folder: str | Path, sample_rate: int, max_files: int, max_seconds: float) -> list:
+    """``(name, (2, C, T))`` pairs (noisy, clean) of an ``audiokit data mix`` folder, first ``max_files``.
+
+    ``folder``: a path, or a folder name under the data root (``$AUDIOKIT_DATA``).
+    """
+    folder = Path(folder).expanduser()
+    if not folder.exists() and not folder.is_absolute():
+        folder = data_root() / folder
+    listing = folder / "clips.jsonl"
+    if not listing.is_file():
+        raise RecipeError(f"data.valid: {listing} not found; make it with `audiokit data mix --out {folder}`")
+    rows = [json.loads(line) for line in listing.read_text().splitlines() if line.strip()][:max_files]
+    limit = max(1, round(max_seconds * sample_rate))
+    pairs = []
+    for row in rows:
+        noisy, _ = io.load(folder / "noisy" / row["name"], sample_rate=sample_rate, channels=1)
+        clean, _ = io.load(folder / "clean" / row["name"], sample_rate=sample_rate, channels=1)
+        pairs.append((row["name"], torch.stack([noisy[:, :limit], clean[:, :limit]])))
+    return pairs
+
+
+@register_task
+class EnhanceTask(Task):
+    """Train an :class:`~audiokit.models.enhancer.Enhancer` (see the module docstring)."""
+
+    name = "enhance"
+    family = "enhancer"
+    recipe_type = EnhanceRecipe
+
+    recipe: EnhanceRecipe
+    model: Enhancer
+
+    def __init__(self, recipe: EnhanceRecipe, model: Enhancer, runtime) -> None:
+        super().__init__(recipe, model, runtime)
+        cfg = recipe.losses
+        fft, hop, win = zip(*cfg.stft_resolutions, strict=True)
+        self.complex_loss = CompressedComplexSTFTLoss(fft, hop, win, cfg.complex_exponent).to(runtime.device)
+        self.magnitude_loss = MultiResolutionSTFTLoss(fft, hop, win).to(runtime.device)
+        self._noisy_scores: dict[str, float] | None = None
+
+    def train_data(self) -> torch.utils.data.Dataset:
+        d, rate = self.recipe.data, self.model.sample_rate
+        clips = read_clips(d.train, d.glob, key="data.train", sample_rate=rate)
+        noise = read_clips(d.noise, "*", key="data.noise", sample_rate=rate) if d.noise else None
+        return MixtureDataset(
+            clips, rate, 1, d, self.recipe.run.seed, self.runtime.rank, noise, mixture=self.recipe.mixture
+        )
+
+    def validation_data(self) -> list:
+        d, e = self.recipe.data, self.recipe.eval
+        if d.valid is None:
+            return []
+        return read_noisy_set(d.valid, self.model.sample_rate, e.max_files, e.max_seconds)
+
+    def train_step(self, step: int, batch: dict[str, torch.Tensor], model: nn.Module) -> dict[str, Any]:
+        cfg, device = self.recipe.losses, self.runtime.device
+        noisy = batch["input"].to(device, non_blocking=True)
+        clean = batch["clean"].to(device, non_blocking=True)
+        with self.runtime.autocast():
+            out = model(noisy).float()
+        losses = {}
+        if cfg.complex:
+            losses["complex"] = self.complex_loss(out, clean)
+        if cfg.magnitude:
+            losses["magnitude"] = self.magnitude_loss(out, clean)
+        if cfg.si_sdr:
+            losses["si_sdr"] = negative_si_sdr(out, clean)
+        total = sum(getattr(cfg, name) * value for name, value in losses.items())
+        total.backward()
+        return {f"loss/{name}": value.detach() for name, value in losses.items()}
+
+    def evaluate(self, model: Enhancer, clips: list) -> Evaluation:
+        """Every metric of the noisy input and of the output against the clean target, averaged."""
+        rate, device = model.sample_rate, self.runtime.device
+        enhanced_pairs, examples = [], []
+        if self._noisy_scores is None:  # the input's scores do not change: once per run
+            self._noisy_scores = mean_scores([(pair[1], pair[0]) for _, pair in clips], rate)
+        for name, pair in clips:
+            noisy, clean = pair[0], pair[1]
+            enhanced = model(noisy[None].to(device))[0].float().cpu()
+            enhanced_pairs.append((clean, enhanced))
+            if len(examples) < 3 * self.recipe.eval.audio_examples:
+                examples += [(f"{name}/noisy", noisy, rate), (f"{name}/enhanced", enhanced, rate)]
+                examples.append((f"{name}/clean", clean, rate))
+        result = Evaluation({"noisy": self._noisy_scores, "enhanced": mean_scores(enhanced_pairs, rate)})
+        for metric, value in result.record["enhanced"].items():
+            result.scalars[f"eval/{metric}"] = value
+            result.scalars[f"eval/{metric}_gain"] = value - result.record["noisy"].get(metric, float("nan"))
+        result.examples = examples
+        return result

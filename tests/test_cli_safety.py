@@ -1,0 +1,225 @@
+"""No command loses a user's data: no overwrite without ``-f/--force``, never an input, no rename onto a
+FIFO or device, no temporary files left by a signal or a killed run (issue 19, deliverable 1)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from audiokit import io
+from audiokit.bitstream import AkcReader
+from audiokit.cli import main
+
+
+def _run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _one_line_error(err: str, *needles: str) -> None:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in lines[0], (needle, err)
+
+
+def _wav(path: Path, seconds: float = 0.5, rate: int = 16000, seed: int = 0) -> Path:
+    noise = np.random.default_rng(seed).standard_normal(int(seconds * rate)).astype(np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, 0.1 * noise, rate, subtype="PCM_16")
+    return path
+
+
+def _temps(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if io.TEMP_NAME.match(p.name)]
+
+
+def test_encode_onto_its_input_is_refused_even_through_a_link(capsys, tmp_path):
+    source = _wav(tmp_path / "a.wav")
+    before = source.read_bytes()
+    code, _, err = _run(capsys, "encode", str(source), str(source))
+    assert code == 1
+    _one_line_error(err, f"{source}: the output would overwrite the input {source}")
+    link = tmp_path / "a.akc"
+    link.symlink_to(source)
+    code, _, err = _run(capsys, "encode", str(source), str(link), "--force")
+    assert code == 1
+    _one_line_error(err, str(link), str(source))
+    assert source.read_bytes() == before and link.is_symlink() and not _temps(tmp_path)
+
+
+def test_decode_into_the_source_folder_is_refused(capsys, tmp_path):
+    folder = tmp_path / "d"
+    original = _wav(folder / "talk.wav").read_bytes()
+    assert _run(capsys, "encode", "-q", str(folder), str(folder / "enc"))[0] == 0
+    code, _, err = _run(capsys, "decode", "-q", str(folder / "enc"), str(folder))
+    assert code == 1
+    _one_line_error(err, str(folder / "talk.wav"), "already exists", "--force")
+    assert (folder / "talk.wav").read_bytes() == original
+    # an .akc decoded onto itself is refused even with --force
+    code, _, err = _run(capsys, "decode", "-f", str(folder / "enc"), str(folder / "enc"), "--suffix", ".akc")
+    assert code == 1
+    _one_line_error(err, "the output would overwrite the input", str(folder / "enc" / "talk.akc"))
+
+
+def test_two_inputs_with_one_output_are_refused_before_writing(capsys, tmp_path):
+    folder = tmp_path / "d"
+    _wav(folder / "x.wav")
+    _wav(folder / "x.flac")
+    _wav(folder / "a.wav")  # sorted first: would have been written before the clash was found
+    out = tmp_path / "out"
+    code, _, err = _run(capsys, "encode", str(folder), str(out))
+    assert code == 1
+    _one_line_error(err, str(folder / "x.flac"), str(folder / "x.wav"), str(out / "x.akc"))
+    assert not out.exists()
+
+
+def test_existing_output_needs_force(capsys, tmp_path):
+    source = _wav(tmp_path / "a.wav")
+    target = tmp_path / "a.akc"
+    target.write_bytes(b"precious")
+    code, _, err = _run(capsys, "encode", str(source), str(target))
+    assert code == 1
+    _one_line_error(err, f"{target}: already exists", "-f/--force")
+    assert target.read_bytes() == b"precious"
+    assert _run(capsys, "encode", "-q", "-f", str(source), str(target))[0] == 0
+    with AkcReader(target) as reader:
+        assert reader.header.num_samples == 8000
+    decoded = tmp_path / "b.wav"
+    decoded.write_bytes(b"precious")
+    code, _, err = _run(capsys, "decode", str(target), str(decoded))
+    assert code == 1 and decoded.read_bytes() == b"precious"
+    _one_line_error(err, f"{decoded}: already exists")
+    assert _run(capsys, "decode", "--force", str(target), str(decoded))[0] == 0
+    assert sf.info(decoded).frames == 8000
+
+
+def test_eval_output_files_follow_the_same_rules(capsys, tmp_path):
+    ref = _wav(tmp_path / "ref.wav")
+    table = tmp_path / "scores.csv"
+    table.write_text("precious")
+    code, _, err = _run(capsys, "eval", "-q", str(ref), str(ref), "--csv", str(table))
+    assert code == 1 and table.read_text() == "precious"
+    _one_line_error(err, f"{table}: already exists", "--force")
+    code, _, err = _run(capsys, "eval", "-q", "-f", str(ref), str(ref), "--csv", str(ref))
+    assert code == 1
+    _one_line_error(err, "the output would overwrite the input")
+    code, _, err = _run(capsys, "eval", "-q", str(ref), str(ref), "--csv", str(table), "--plot", str(table))
+    assert code == 1
+    _one_line_error(err, "--csv and --plot would both be written to")
+    assert _run(capsys, "eval", "-q", "-f", str(ref), str(ref), "--csv", str(table))[0] == 0
+    assert table.read_text().startswith("file,")
+
+
+def _drain(fifo: Path, into: list[bytes]) -> threading.Thread:
+    def read() -> None:
+        with open(fifo, "rb") as reader:
+            into.append(reader.read())
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_fifo_and_a_link_to_it_are_written_to_not_replaced(capsys, tmp_path):
+    source = _wav(tmp_path / "a.wav")
+    regular = tmp_path / "regular.akc"
+    assert _run(capsys, "encode", "-q", str(source), str(regular))[0] == 0
+    fifo = tmp_path / "pipe.akc"
+    os.mkfifo(fifo)
+    link = tmp_path / "link.akc"
+    link.symlink_to(fifo)
+    for target in (fifo, link):  # existing, but not data: no --force needed
+        got: list[bytes] = []
+        reader = _drain(fifo, got)
+        assert _run(capsys, "encode", "-q", str(source), str(target))[0] == 0
+        reader.join(10)
+        assert got == [regular.read_bytes()]
+        assert stat.S_ISFIFO(fifo.lstat().st_mode) and link.is_symlink()
+    wav_fifo = tmp_path / "pipe.wav"  # libsndfile cannot write a WAV to a pipe: it is copied in
+    os.mkfifo(wav_fifo)
+    got = []
+    reader = _drain(wav_fifo, got)
+    assert _run(capsys, "decode", "-q", str(regular), str(wav_fifo))[0] == 0
+    reader.join(10)
+    (tmp_path / "got.wav").write_bytes(got[0])
+    assert sf.info(tmp_path / "got.wav").frames == 8000
+    assert stat.S_ISFIFO(wav_fifo.lstat().st_mode) and not _temps(tmp_path)
+
+
+def test_writes_in_place():
+    assert io.writes_in_place("/dev/null") and io.writes_in_place("/dev/stdout")
+    assert not io.writes_in_place(__file__) and not io.writes_in_place("/nonexistent/x.akc")
+
+
+def test_sigterm_mid_encode_removes_the_temporary_file(tmp_path):
+    source = _wav(tmp_path / "long.wav", seconds=600)  # ~10 s of encoding on one busy core
+    out = tmp_path / "out"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "audiokit", "encode", str(source), str(out / "long.akc")]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not any(p.stat().st_size for p in _temps(tmp_path)):  # the .akc header is written
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err
+    _one_line_error(err, "audiokit encode: interrupted (SIGTERM)")
+    assert list(out.iterdir()) == []
+
+
+def test_sigint_removes_temporary_files_and_restores_handlers(capsys, tmp_path, monkeypatch):
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    source, target = _wav(tmp_path / "a.wav"), tmp_path / "a.akc"
+
+    def interrupted_encode(codec, src, dst, *args, **kwargs):
+        with io.atomic_path(dst) as tmp:
+            tmp.write_bytes(b"half")
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+        pytest.fail("the signal did not interrupt")
+
+    monkeypatch.setattr("audiokit.cli.coding.encode_file", interrupted_encode)
+    code, _, err = _run(capsys, "encode", str(source), str(target))
+    assert code == 130
+    _one_line_error(err, "audiokit encode: interrupted (SIGINT)")
+    assert not target.exists() and not _temps(tmp_path)
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
+
+
+def test_interrupt_while_importing_is_one_line(capsys, monkeypatch):
+    def slow_import():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("audiokit.cli.build_parser", slow_import)
+    code, _, err = _run(capsys, "encode", "a.wav", "a.akc")
+    assert code == 130
+    _one_line_error(err, "audiokit: interrupted (SIGINT)")
+
+
+def test_a_rerun_cleans_stale_temporary_files(capsys, tmp_path):
+    source = _wav(tmp_path / "a.wav")
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = out / ".a.k3_9zq0x.tmp.akc"  # what a killed run leaves
+    stale.write_bytes(b"half")
+    others = [out / ".b.k3_9zq0x.tmp.akc", out / ".a.notours.tmp.akc", out / "a.tmp.akc"]
+    for other in others:
+        other.write_bytes(b"keep")
+    assert _run(capsys, "encode", "-q", str(source), str(out / "a.akc"))[0] == 0
+    assert not stale.exists() and all(p.read_bytes() == b"keep" for p in others)

@@ -1,0 +1,119 @@
+"""The enhancer: spectral blocks against numpy, streaming == offline, knobs, lengths, silence."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from audiokit.models.enhancer import Enhancer, mix_factor
+from audiokit.nn.spectral import CausalInverseSpectrum, CausalSpectrum, DeepFilter
+
+
+@pytest.fixture(scope="module")
+def enhancer() -> Enhancer:
+    torch.manual_seed(0)
+    model = Enhancer.from_config("enhance-16k").eval()
+    with torch.no_grad():  # random but far from pass-through, so the checks see the network act
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    return model
+
+
+def test_causal_spectrum_matches_numpy_frames():
+    x = np.random.default_rng(0).standard_normal(1000).astype(np.float32)
+    spec = CausalSpectrum(320, 160)(torch.from_numpy(x)[None, None])[0, 0].numpy()
+    padded = np.concatenate([np.zeros(160), x, np.zeros((-1000) % 160 + 160)])
+    window = np.sqrt(0.5 - 0.5 * np.cos(2 * np.pi * np.arange(320) / 320))
+    frames = [padded[m * 160 : m * 160 + 320] * window for m in range((len(padded) - 320) // 160 + 1)]
+    reference = np.fft.rfft(np.array(frames), axis=-1).T
+    assert spec.shape == reference.shape == (161, 8)
+    np.testing.assert_allclose(spec, reference, atol=1e-4)
+
+
+@pytest.mark.parametrize("length", [1, 159, 160, 4801])
+def test_analysis_synthesis_reconstructs(length):
+    x = torch.randn(2, 1, length)
+    y = CausalInverseSpectrum(320, 160)(CausalSpectrum(320, 160)(x), length)
+    assert y.shape == x.shape
+    torch.testing.assert_close(y, x, atol=1e-5, rtol=0)
+
+
+def test_deep_filter_matches_a_loop():
+    torch.manual_seed(1)
+    x = torch.randn(2, 5, 9, dtype=torch.complex64)
+    coef = torch.randn(2, 5, 9, 3, dtype=torch.complex64)
+    y = DeepFilter(3)(x, coef)
+    expected = torch.zeros_like(x)
+    for m in range(9):
+        for k in range(3):
+            if m - k >= 0:
+                expected[..., m] += coef[..., m, k] * x[..., m - k]
+    torch.testing.assert_close(y, expected)
+
+
+def _streamed(model: Enhancer, x: torch.Tensor, chunks: list[int], **options) -> torch.Tensor:
+    session = model.stream(x.shape[0], channels=x.shape[1], **options)
+    outs, pos = [], 0
+    for size in chunks:
+        outs.append(session.push(x[..., pos : pos + size]))
+        pos += size
+    outs.append(session.push(x[..., pos:]))
+    outs.append(session.flush())
+    return torch.cat(outs, -1)
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    length=st.integers(1, 3000),
+    chunks=st.lists(st.integers(0, 700), max_size=8),
+    seed=st.integers(0, 2**16),
+    atten=st.sampled_from([None, 6.0]),
+)
+def test_streaming_equals_offline(enhancer, length, chunks, seed, atten):
+    x = torch.randn(2, 1, length, generator=torch.Generator().manual_seed(seed)) * 0.3
+    offline = enhancer.enhance(x, atten_lim_db=atten)
+    streamed = _streamed(enhancer, x, chunks, atten_lim_db=atten)
+    assert streamed.shape == offline.shape == x.shape
+    torch.testing.assert_close(streamed, offline, atol=1e-5, rtol=0)
+
+
+def test_reset_rows_restarts_one_stream(enhancer):
+    x = torch.randn(2, 1, 2000) * 0.3
+    session = enhancer.stream(2)
+    session.push(torch.randn(2, 1, 777))
+    session.reset([1])
+    pushed = session.push(x)  # what both rows have ready
+    out = torch.cat([pushed, session.flush()], -1)
+    assert pushed.shape[-1] + session.lengths[1] == 2000
+    torch.testing.assert_close(out[1:, :, :2000], enhancer.enhance(x[1:]), atol=1e-5, rtol=0)
+
+
+def test_knobs(enhancer):
+    x = torch.randn(1, 2, 3200) * 0.3
+    torch.testing.assert_close(enhancer.enhance(x, dry=1.0), x, atol=1e-5, rtol=0)
+    torch.testing.assert_close(enhancer.enhance(x, atten_lim_db=0.0), x, atol=1e-5, rtol=0)
+    wet, dry = enhancer.enhance(x), x
+    half = enhancer.enhance(x, dry=0.5)
+    torch.testing.assert_close(half, 0.5 * wet + 0.5 * dry, atol=1e-5, rtol=0)
+    assert mix_factor(20.0, 0.0) == pytest.approx(0.1)
+    with pytest.raises(ValueError):
+        mix_factor(None, 1.5)
+
+
+def test_silence_in_silence_out_and_lengths(enhancer):
+    for length in (1, 160, 16001):
+        y = enhancer.enhance(torch.zeros(1, 1, length))
+        assert y.shape == (1, 1, length)
+        assert float(y.abs().max()) == 0.0
+    loud = enhancer.enhance(torch.full((1, 1, 3200), 1.0))  # DC at full scale: finite
+    assert torch.isfinite(loud).all()
+
+
+def test_budget_and_latency():
+    model = Enhancer.from_config("enhance-16k")
+    assert sum(p.numel() for p in model.parameters()) <= 1_000_000
+    assert model.multiply_adds_per_second() <= 100e6
+    assert model.algorithmic_latency / model.sample_rate <= 0.020
