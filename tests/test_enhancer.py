@@ -45,7 +45,7 @@ def test_deep_filter_matches_a_loop():
     torch.manual_seed(1)
     x = torch.randn(2, 5, 9, dtype=torch.complex64)
     coef = torch.randn(2, 5, 9, 3, dtype=torch.complex64)
-    y = DeepFilter(3)(x, coef)
+    y = DeepFilter(5, 3)(x, coef)
     expected = torch.zeros_like(x)
     for m in range(9):
         for k in range(3):

@@ -156,6 +156,23 @@ def test_vq_codes_match_a_naive_nearest_neighbour():
     assert (codes == naive).all()
 
 
+def test_codes_follow_codebook_changes_and_far_codebooks_pick_the_nearest():
+    torch.manual_seed(0)
+    vq = VectorQuantizer(4, 16, kmeans_init=False).eval()
+    x = torch.randn(1, 4, 50)
+    before = vq.encode(x)
+    with torch.no_grad():
+        vq.codebook.mul_(-1.0)  # in place: the prepared lookup must see it
+    assert not torch.equal(vq.encode(x), before)
+    # codewords of norm ~15 spaced 1e-3 apart on a line (like trained speech-16k's later stages): float32
+    # |c|^2 - 2 z.c cannot rank them; the float64 lookup picks the true nearest
+    line = 7.5 + 1e-3 * torch.arange(16.0)[:, None] * torch.ones(4)
+    with torch.no_grad():
+        vq.codebook.copy_(line)
+    probes = line[:-1] + 0.3e-3 * torch.ones(4)  # each nearer to its own codeword than to the next
+    assert torch.equal(vq.encode(probes.t()[None])[0], torch.arange(15))
+
+
 def test_l2_normalized_factorised_codes_use_cosine_similarity():
     torch.manual_seed(0)
     vq = VectorQuantizer(16, 32, codebook_dim=4, l2_normalize=True, kmeans_init=False).eval()

@@ -1,5 +1,6 @@
 """The shipped ``speech-16k`` weights: they load by name, match the registered config, code real
-speech well, and stream as offline (decoding exactly, encoding up to near-ties)."""
+speech well, and stream exactly as offline: identical codes, audio within 1e-5, on real speech with
+random chunkings (hypothesis, a new seed every run)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import json
 
 import pytest
 import torch
-from conftest import run_stream
+from conftest import SAMPLES, run_stream
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import audiokit.io as aio
 from audiokit.evaluation import metrics
@@ -50,20 +53,82 @@ def test_shipped_weights_code_speech_and_more_bits_help(shipped, clip):
     assert scores[6000][0] > scores[1500][0] + 0.3 and scores[1500][1] > 0.84
 
 
-def test_shipped_weights_stream_like_offline(shipped, clip):
-    """Decoding streams exactly. Encoding gives the offline codes except at near-ties of the later
-    codebooks (docs/streaming.md, "On identical codes"), which move the audio by a small fraction
-    of the coding error."""
+SPEECH = (
+    "speech_fr_16k_a.flac",
+    "speech_fr_16k_b.flac",
+    "speech_fr_16k_c.flac",
+    "speech_ca_44k.flac",
+    "speech_en_48k.wav",
+    "noisy_speech_fr_16k_snr5.flac",
+)
+
+
+@pytest.fixture(scope="module")
+def speech() -> dict[str, torch.Tensor]:
+    """Every real speech clip of ``samples/`` at 16 kHz mono, ``(samples,)``."""
+    return {name: aio.load(SAMPLES / name, sample_rate=16000, channels=1)[0][0] for name in SPEECH}
+
+
+def _stream_exactly(codec: Codec, x: torch.Tensor, chunks: list[int], bitrate: int) -> None:
+    """Streamed codes equal offline codes; streamed audio (round trip and decode) within 1e-5."""
     with torch.inference_mode():
-        for bitrate in (1500, 6000):
-            codes = shipped.encode(clip, bitrate=bitrate)
-            offline = shipped.decode(codes)
-            decoded = run_stream(shipped.stream(1, "decode", length=clip.shape[-1]), codes.codes, [3])
-            torch.testing.assert_close(decoded, offline, atol=1e-5, rtol=0)
-            streamed_codes = run_stream(shipped.stream(1, "encode", bitrate=bitrate), clip, [480])
-            agree = (streamed_codes[..., : codes.codes.shape[-1]] == codes.codes).float().mean().item()
-            roundtrip = run_stream(shipped.stream(1, "roundtrip", bitrate=bitrate), clip, [480])
-            assert roundtrip.shape == clip.shape
-            # measured: all codes and 0 at 1.5 kbps; 97.9 % and 0.005 at 6 kbps
-            assert agree > (0.999 if bitrate == 1500 else 0.9)
-            assert (roundtrip - offline).norm() < 0.05 * (offline - clip).norm()
+        codes = codec.encode(x, bitrate)
+        audio = codec.decode(codes)
+    streamed = run_stream(codec.stream(x.shape[0], "encode", bitrate=bitrate), x, chunks)
+    assert torch.equal(streamed, codes.codes), f"{int((streamed != codes.codes).sum())} codes differ"
+    roundtrip = run_stream(codec.stream(x.shape[0], "roundtrip", bitrate=bitrate), x, chunks)
+    torch.testing.assert_close(roundtrip, audio, rtol=0, atol=1e-5)
+    frames = [1 + c % 7 for c in chunks]
+    decoded = run_stream(codec.stream(x.shape[0], "decode", length=x.shape[-1]), codes.codes, frames)
+    torch.testing.assert_close(decoded, audio, rtol=0, atol=1e-5)
+
+
+def _segments(speech, names, starts, length):
+    """``(len(names), 1, length)``: each clip from ``start`` (a fraction of what is left), looped."""
+    rows = []
+    for name, start in zip(names, starts, strict=True):
+        clip = speech[name]
+        first = int(start * max(clip.shape[0] - length, 0))
+        rows.append(clip.repeat(1 + length // clip.shape[0])[first : first + length])
+    return torch.stack(rows)[:, None]
+
+
+SHIPPED_PROPERTY = {
+    "deadline": None,
+    "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large],
+}
+
+
+@settings(max_examples=6, **SHIPPED_PROPERTY)
+@given(
+    names=st.lists(st.sampled_from(SPEECH), min_size=1, max_size=2),
+    starts=st.lists(st.floats(0, 1), min_size=2, max_size=2),
+    length=st.integers(1, 24000),
+    chunks=st.lists(st.integers(40, 4000), min_size=1, max_size=6),
+    bitrate=st.sampled_from([1500, 3000, 6000]),
+)
+def test_shipped_weights_stream_exactly_like_offline(shipped, speech, names, starts, length, chunks, bitrate):
+    _stream_exactly(shipped, _segments(speech, names, starts[: len(names)], length), chunks, bitrate)
+
+
+@pytest.mark.slow
+@settings(max_examples=40, **SHIPPED_PROPERTY)
+@given(
+    names=st.lists(st.sampled_from(SPEECH), min_size=1, max_size=4),
+    starts=st.lists(st.floats(0, 1), min_size=4, max_size=4),
+    length=st.integers(1, 80000),
+    chunks=st.lists(st.integers(1, 8000), min_size=1, max_size=12).filter(lambda c: max(c) >= 40),
+    bitrate=st.sampled_from([1500, 3000, 6000]),
+)
+def test_shipped_weights_stream_exactly_like_offline_long(
+    shipped, speech, names, starts, length, chunks, bitrate
+):
+    _stream_exactly(shipped, _segments(speech, names, starts[: len(names)], length), chunks, bitrate)
+
+
+@pytest.mark.slow
+def test_shipped_weights_stream_whole_clips_exactly(shipped, speech):
+    """Every clip whole, in 20 ms pushes, at every bitrate (the check a new user would make)."""
+    for name in SPEECH[:3]:
+        for bitrate in (1500, 3000, 6000):
+            _stream_exactly(shipped, speech[name][None, None], [320], bitrate)

@@ -28,8 +28,10 @@ from torch import nn
 
 from audiokit.dsp import erb_filterbank
 from audiokit.models.base import AudioModel, ModelConfig
+from audiokit.nn import StreamableConv1d, StreamableLSTM
 from audiokit.nn.spectral import CausalInverseSpectrum, CausalSpectrum, DeepFilter
-from audiokit.nn.state import ConvState, LSTMState, StateList
+from audiokit.nn.state import StateList
+from audiokit.nn.streaming import StreamingModule
 from audiokit.streaming.audio import AudioStream
 
 
@@ -75,7 +77,7 @@ def mix_factor(atten_lim_db: float | None, dry: float) -> float:
     return 1.0 - (1.0 - floor) * (1.0 - dry)
 
 
-class Enhancer(AudioModel, family="enhancer", config_class=EnhancerConfig, configs=CONFIGS):
+class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=EnhancerConfig, configs=CONFIGS):
     """Causal speech enhancer at ``config.sample_rate``: ``(B, C, T) -> (B, C, T)``.
 
     Channels are enhanced independently (folded into the batch).
@@ -93,11 +95,13 @@ class Enhancer(AudioModel, family="enhancer", config_class=EnhancerConfig, confi
         spread = bands.t() / bands.t().sum(1, keepdim=True).clamp_min(1e-8)  # (bins, bands), rows sum to 1
         self.register_buffer("erb_spread", spread, persistent=False)
         self.input_proj = nn.Linear(c.erb_bands + 2 * c.df_bins, c.hidden_dim)
-        self.frame_conv = nn.Conv1d(c.hidden_dim, c.hidden_dim, c.conv_kernel, groups=c.hidden_dim)
-        self.lstm = nn.LSTM(c.hidden_dim, c.hidden_dim, c.lstm_layers, batch_first=True)
+        self.frame_conv = StreamableConv1d(
+            c.hidden_dim, c.hidden_dim, c.conv_kernel, groups=c.hidden_dim, causal=True, norm="none"
+        )
+        self.lstm = StreamableLSTM(c.hidden_dim, c.lstm_layers, skip=True)
         self.gain_head = nn.Linear(c.hidden_dim, c.erb_bands)
         self.df_head = nn.Linear(c.hidden_dim, c.df_bins * c.df_order * 2)
-        self.deep_filter = DeepFilter(c.df_order)
+        self.deep_filter = DeepFilter(c.df_bins, c.df_order)
         nn.init.constant_(self.gain_head.bias, 2.0)  # start near pass-through (gain ~0.88)
         nn.init.normal_(self.df_head.weight, std=1e-3)
         nn.init.zeros_(self.df_head.bias)
@@ -132,58 +136,54 @@ class Enhancer(AudioModel, family="enhancer", config_class=EnhancerConfig, confi
         low = torch.view_as_real(low).permute(0, 2, 3, 1).flatten(2)  # (N, M, 2 * df_bins)
         return torch.cat([(erb_db + 60.0) / 40.0, low], -1)
 
-    def init_state(self, batch_size: int, device: torch.device | None = None) -> StateList:
-        """Zero streaming state of ``batch_size`` mono streams."""
-        c = self.config
+    def init_state(
+        self, batch_size: int, device: torch.device | None = None, dtype: torch.dtype = torch.float32
+    ) -> StateList:
+        """Zero streaming state of ``batch_size`` mono streams (and the blocks' prepared weights)."""
         device = device or self.gain_head.weight.device
-        dtype = torch.float32
-        lstm_shape = (c.lstm_layers, batch_size, c.hidden_dim)
-        return StateList(
-            [
-                self.analysis.init_state(batch_size, 1, device, dtype),
-                ConvState(
-                    torch.zeros(batch_size, c.hidden_dim, c.conv_kernel - 1, device=device, dtype=dtype)
-                ),
-                LSTMState(torch.zeros(lstm_shape, device=device), torch.zeros(lstm_shape, device=device)),
-                self.deep_filter.init_state(batch_size, c.df_bins, device, dtype),
-                self.synthesis.init_state(batch_size, 1, device, dtype),
-            ]
-        )
+        parts = (self.analysis, self.frame_conv, self.lstm, self.deep_filter, self.synthesis)
+        return StateList([part.init_state(batch_size, device, dtype) for part in parts])
 
-    def step(self, x: torch.Tensor, state: StateList, mix: float = 0.0) -> torch.Tensor:
+    def _enhance_spectrum(self, spec: torch.Tensor, mix: float, states: list | None = None) -> torch.Tensor:
+        """Complex spectra ``(N, bins, M)`` -> enhanced spectra, offline (``states=None``) or one step on.
+
+        ``states``: the frame conv's, the LSTM's and the deep filter's streaming states.
+        """
+        c = self.config
+        h = self.input_proj(self._features(spec))  # (N, M, hidden), time-major
+        if states is None:
+            h = self.lstm(F.gelu(self.frame_conv.forward_t(h)).transpose(1, 2)).transpose(1, 2)
+        else:
+            h = self.lstm.step_t(F.gelu(self.frame_conv.step_t(h, states[0])), states[1])
+        gains = torch.sigmoid(self.gain_head(h)) @ self.erb_spread.t()  # (N, M, bins)
+        out = spec * gains.transpose(1, 2)
+        coef = self.df_head(h).view(h.shape[0], h.shape[1], c.df_bins, c.df_order, 2)
+        coef = torch.view_as_complex(coef.permute(0, 2, 1, 3, 4).contiguous())  # (N, df_bins, M, order)
+        low = spec[:, : c.df_bins]
+        if states is None:
+            filtered = self.deep_filter(low, coef)
+        else:
+            filtered = self.deep_filter.step((low, coef), states[2])
+        out = torch.cat([out[:, : c.df_bins] + filtered, out[:, c.df_bins :]], 1)
+        return mix * spec + (1.0 - mix) * out if mix else out
+
+    def step(self, x: torch.Tensor, state: StateList, final: bool = False, mix: float = 0.0) -> torch.Tensor:
         """Next ``x (N, 1, k * hop_length)`` mono samples -> ``(N, 1, k * hop_length)`` output samples.
 
         The output lags the input by ``n_fft - hop_length`` samples (see :class:`CausalInverseSpectrum`).
         ``mix`` is :func:`mix_factor`'s share of the input kept.
         """
-        c = self.config
         stft_state, conv_state, lstm_state, df_state, ola_state = state.children
         spec = self.analysis.step(x, stft_state)[:, 0]  # (N, bins, M)
-        h = self.input_proj(self._features(spec)).transpose(1, 2)  # (N, hidden, M)
-        h = torch.cat([conv_state.history, h], -1)
-        conv_state.history = h[..., h.shape[-1] - (c.conv_kernel - 1) :]
-        h = F.gelu(self.frame_conv(h)).transpose(1, 2)  # (N, M, hidden)
-        h, (lstm_state.h, lstm_state.c) = self.lstm(h, (lstm_state.h, lstm_state.c))
-        gains = torch.sigmoid(self.gain_head(h)) @ self.erb_spread.t()  # (N, M, bins)
-        out = spec * gains.transpose(1, 2)
-        frames = h.shape[1]
-        coef = self.df_head(h).view(h.shape[0], frames, c.df_bins, c.df_order, 2)
-        coef = torch.view_as_complex(coef.permute(0, 2, 1, 3, 4).contiguous())  # (N, df_bins, M, order)
-        low = out[:, : c.df_bins] + self.deep_filter.step(spec[:, : c.df_bins], coef, df_state)
-        out = torch.cat([low, out[:, c.df_bins :]], 1)
-        if mix:
-            out = mix * spec + (1.0 - mix) * out
+        out = self._enhance_spectrum(spec, mix, [conv_state, lstm_state, df_state])
         return self.synthesis.step(out[:, None], ola_state)
 
     def forward(self, wav: torch.Tensor, atten_lim_db: float | None = None, dry: float = 0.0) -> torch.Tensor:
         """Enhanced ``wav (B, C, T)``: same shape, aligned with the input."""
         batch, channels, length = wav.shape
-        x = wav.reshape(batch * channels, 1, length)
-        pad = (-length) % self.hop_length + self.synthesis.delay
-        y = self.step(
-            F.pad(x, (0, pad)), self.init_state(x.shape[0], x.device), mix_factor(atten_lim_db, dry)
-        )
-        return y[..., self.synthesis.delay : self.synthesis.delay + length].reshape(batch, channels, length)
+        spec = self.analysis(wav.reshape(batch * channels, 1, length))[:, 0]
+        out = self._enhance_spectrum(spec, mix_factor(atten_lim_db, dry))
+        return self.synthesis(out[:, None], length).reshape(batch, channels, length)
 
     @torch.no_grad()
     def enhance(self, wav: torch.Tensor, atten_lim_db: float | None = None, dry: float = 0.0) -> torch.Tensor:

@@ -61,8 +61,9 @@ def remove_weight_norm(module: nn.Module) -> nn.Module:
 class ConvWeights:
     """What a :class:`StreamableConv1d` multiplies with in evaluation and streaming.
 
-    ``matrix``: ``(K * C_in, C_out)``, rows ordered (tap, channel) (plain convs); ``taps``: ``(C, K)`` (a depthwise conv); ``weight``: the
-    ``(C_out, C_in / groups, K)`` weight (always; grouped convs use only it).
+    ``matrix``: ``(K * C_in, C_out)``, rows ordered (tap, channel) (plain convs); ``taps``: ``(C, K)``
+    (a depthwise conv); ``weight``: the ``(C_out, C_in / groups, K)`` weight (always; grouped convs use
+    only it).
     """
 
     weight: torch.Tensor
@@ -76,8 +77,7 @@ class StreamableConv1d(nn.Module, StreamingModule):
 
     ``causal=True`` pads only on the left, so frame ``j`` depends on input samples ``< (j + 1) * stride``.
 
-    Training (and evaluation without :attr:`exact_rows`) runs ``F.conv1d``. Evaluation and streaming
-    run one time-major arithmetic on the padded
+    Training runs ``F.conv1d``. Evaluation and streaming run one time-major arithmetic on the padded
     input ``(B, T, C_in)``, chosen by the layer's shape alone (so a frame's result does not depend on
     the chunking or the number of streams): a plain conv whose kernel is its stride (1x1 convs
     included) multiplies the input's blocks of ``stride`` samples, reshaped
@@ -150,8 +150,8 @@ class StreamableConv1d(nn.Module, StreamingModule):
     # -- offline --------------------------------------------------------------------------------
     @property
     def _runs_conv1d(self) -> bool:
-        """Whether ``forward`` runs ``F.conv1d``: in training, for grouped convs and without exact rows."""
-        return self.training or not (self.time_major and self.exact_rows)
+        """Whether ``forward`` runs ``F.conv1d``: in training and for grouped convs."""
+        return self.training or not self.time_major
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._runs_conv1d:
@@ -165,10 +165,10 @@ class StreamableConv1d(nn.Module, StreamingModule):
             return self.forward(x.transpose(1, 2)).transpose(1, 2)
         extra = (-x.shape[1]) % self.stride
         padded = F.pad(x, (0, 0, self.padding_left, self.padding_right + extra))
-        return self._conv_t(padded, self.prepare_weights())
+        return self._conv_t(padded, self.current_weights())
 
     # -- streaming ------------------------------------------------------------------------------
-    def prepare_weights(self, contiguous: bool = True) -> ConvWeights:
+    def prepare_weights(self) -> ConvWeights:
         conv = self.conv
         weight = conv.weight  # weight norm is evaluated here
         prepared = ConvWeights(weight, conv.bias)
@@ -219,7 +219,7 @@ class StreamableConv1d(nn.Module, StreamingModule):
             if self.dilation > 1:
                 windows = windows[..., :: self.dilation]
             rows = windows.transpose(2, 3).reshape(-1, weights.matrix.shape[0])
-        y = matmul_rows(rows, weights.matrix, weights.bias, exact=self.exact_rows)
+        y = matmul_rows(rows, weights.matrix, weights.bias)
         return y.view(x.shape[0], -1, weights.matrix.shape[1])
 
     def _depthwise(self, x: torch.Tensor, weights: ConvWeights) -> torch.Tensor:
@@ -290,7 +290,7 @@ class StreamableConvTranspose1d(nn.Module, StreamingModule):
         y = self.convtr(x)
         return y[..., self.padding_left : y.shape[-1] - self.padding_right]
 
-    def prepare_weights(self, contiguous: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def prepare_weights(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(weight, bias (C_out, 1))``, weight norm evaluated."""
         bias = self.convtr.bias
         return self.convtr.weight, None if bias is None else bias[:, None]

@@ -26,7 +26,7 @@ from audiokit.nn.activations import make_activation
 from audiokit.nn.conv import StreamableConv1d, StreamableConvTranspose1d
 from audiokit.nn.lstm import StreamableLSTM
 from audiokit.nn.state import StateList
-from audiokit.nn.streaming import StreamingModule, StreamingSequential, allow_inexact_rows
+from audiokit.nn.streaming import StreamingModule, StreamingSequential
 
 
 class ResidualUnit(nn.Module, StreamingModule):
@@ -228,7 +228,6 @@ class SEANetDecoder(nn.Module, StreamingModule):
             StreamableConv1d(width, channels, last_kernel_size, **common),
         ]
         self.model = StreamingSequential(*layers)
-        allow_inexact_rows(self)  # decoded audio is compared within float rounding
 
     @property
     def lookahead(self) -> int:

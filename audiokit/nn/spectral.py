@@ -6,8 +6,9 @@ the same place; with a ``sqrt_hann`` window on both sides at ``n_fft = 2 hop`` t
 the input exactly. A sample is final once every frame covering it is added, which takes input up
 to ``n_fft`` samples after it: the algorithmic latency of an STFT model is ``n_fft`` samples.
 
-Each block owns its offline ``forward`` and its streaming ``init_state`` / ``step``; ``forward`` is
-the step from the zero state over the whole input, so chunked streaming equals offline processing.
+Each block is a :class:`~audiokit.nn.streaming.StreamingModule`: it owns its offline ``forward`` and
+its streaming ``init_state`` / ``step``, and ``forward`` is the step from the zero state over the whole
+input, so chunked streaming equals offline processing.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from torch import nn
 
 from audiokit.dsp import get_window
 from audiokit.nn.state import ConvState, OverlapAddState
+from audiokit.nn.streaming import StreamingModule
 
 
-class CausalSpectrum(nn.Module):
+class CausalSpectrum(nn.Module, StreamingModule):
     """Complex causal STFT: audio ``(B, C, T)`` -> spectra ``(B, C, n_fft // 2 + 1, frames)``.
 
     ``forward`` pads the end with zeros to whole hops plus ``n_fft - hop_length`` samples, so that
@@ -28,8 +30,11 @@ class CausalSpectrum(nn.Module):
     frames. Streaming state: the last ``n_fft - hop_length`` input samples.
     """
 
-    def __init__(self, n_fft: int = 320, hop_length: int = 160, window: str = "sqrt_hann") -> None:
+    def __init__(
+        self, n_fft: int = 320, hop_length: int = 160, window: str = "sqrt_hann", channels: int = 1
+    ) -> None:
         super().__init__()
+        self.channels = channels
         if n_fft % hop_length:
             raise ValueError(f"n_fft ({n_fft}) must be a multiple of hop_length ({hop_length})")
         self.n_fft = n_fft
@@ -42,12 +47,11 @@ class CausalSpectrum(nn.Module):
         """Input samples a streaming step keeps: ``n_fft - hop_length``."""
         return self.n_fft - self.hop_length
 
-    def init_state(
-        self, batch_size: int, channels: int, device: torch.device, dtype: torch.dtype
-    ) -> ConvState:
-        return ConvState(torch.zeros(batch_size, channels, self.history_length, device=device, dtype=dtype))
+    def init_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> ConvState:
+        shape = (batch_size, self.channels, self.history_length)
+        return ConvState(torch.zeros(shape, device=device, dtype=dtype))
 
-    def step(self, x: torch.Tensor, state: ConvState) -> torch.Tensor:
+    def step(self, x: torch.Tensor, state: ConvState, final: bool = False) -> torch.Tensor:
         """Spectra ``(B, C, bins, k)`` of the next ``x (B, C, k * hop_length)`` samples; updates ``state``."""
         if x.shape[-1] % self.hop_length:
             raise ValueError(
@@ -60,11 +64,11 @@ class CausalSpectrum(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         extra = (-x.shape[-1]) % self.hop_length + self.history_length
-        state = self.init_state(x.shape[0], x.shape[1], x.device, x.dtype)
+        state = self.init_state(x.shape[0], x.device, x.dtype)
         return self.step(F.pad(x, (0, extra)), state)
 
 
-class CausalInverseSpectrum(nn.Module):
+class CausalInverseSpectrum(nn.Module, StreamingModule):
     """Inverse of :class:`CausalSpectrum`: spectra ``(B, C, bins, frames)`` -> audio by overlap-add.
 
     ``step`` turns ``k`` frames into the ``k * hop_length`` samples they complete; these lag the
@@ -73,8 +77,11 @@ class CausalInverseSpectrum(nn.Module):
     Streaming state: the overlap-add tail, ``n_fft - hop_length`` samples.
     """
 
-    def __init__(self, n_fft: int = 320, hop_length: int = 160, window: str = "sqrt_hann") -> None:
+    def __init__(
+        self, n_fft: int = 320, hop_length: int = 160, window: str = "sqrt_hann", channels: int = 1
+    ) -> None:
         super().__init__()
+        self.channels = channels
         self.n_fft = n_fft
         self.hop_length = hop_length
         self.register_buffer("window", get_window(window, n_fft), persistent=False)
@@ -84,12 +91,11 @@ class CausalInverseSpectrum(nn.Module):
         """Samples by which ``step``'s output lags its input: ``n_fft - hop_length``."""
         return self.n_fft - self.hop_length
 
-    def init_state(
-        self, batch_size: int, channels: int, device: torch.device, dtype: torch.dtype
-    ) -> OverlapAddState:
-        return OverlapAddState(torch.zeros(batch_size, channels, self.delay, device=device, dtype=dtype))
+    def init_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> OverlapAddState:
+        shape = (batch_size, self.channels, self.delay)
+        return OverlapAddState(torch.zeros(shape, device=device, dtype=dtype))
 
-    def step(self, spec: torch.Tensor, state: OverlapAddState) -> torch.Tensor:
+    def step(self, spec: torch.Tensor, state: OverlapAddState, final: bool = False) -> torch.Tensor:
         """Audio ``(B, C, k * hop_length)`` completed by ``k`` frames ``spec (B, C, bins, k)``."""
         batch, channels, _, count = spec.shape
         frames = torch.fft.irfft(spec.transpose(-1, -2), n=self.n_fft, dim=-1) * self.window  # (B, C, k, N)
@@ -106,27 +112,31 @@ class CausalInverseSpectrum(nn.Module):
         return out[..., :ready]
 
     def forward(self, spec: torch.Tensor, length: int) -> torch.Tensor:
-        state = self.init_state(spec.shape[0], spec.shape[1], spec.device, self.window.dtype)
+        state = self.init_state(spec.shape[0], spec.device, self.window.dtype)
         return self.step(spec, state)[..., self.delay : self.delay + length]
 
 
-class DeepFilter(nn.Module):
+class DeepFilter(nn.Module, StreamingModule):
     """Complex FIR filtering along time per bin: ``y[m] = sum_k coef[m, k] * x[m - k]``, ``k < order``.
 
     ``x``: complex ``(B, bins, frames)``; ``coef``: complex ``(B, bins, frames, order)``. Causal (past
     frames only). Streaming state: the last ``order - 1`` frames of ``x`` as real/imag
-    ``(B, 2 * bins, order - 1)``.
+    ``(B, 2 * bins, order - 1)``. ``step`` takes ``(x, coef)`` as one pair.
     """
 
-    def __init__(self, order: int) -> None:
+    def __init__(self, bins: int, order: int) -> None:
         super().__init__()
+        self.bins = bins
         self.order = order
 
-    def init_state(self, batch_size: int, bins: int, device: torch.device, dtype: torch.dtype) -> ConvState:
-        return ConvState(torch.zeros(batch_size, 2 * bins, self.order - 1, device=device, dtype=dtype))
+    def init_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> ConvState:
+        return ConvState(torch.zeros(batch_size, 2 * self.bins, self.order - 1, device=device, dtype=dtype))
 
-    def step(self, x: torch.Tensor, coef: torch.Tensor, state: ConvState) -> torch.Tensor:
-        bins = x.shape[1]
+    def step(
+        self, pair: tuple[torch.Tensor, torch.Tensor], state: ConvState, final: bool = False
+    ) -> torch.Tensor:
+        x, coef = pair
+        bins = self.bins
         past = torch.complex(state.history[:, :bins], state.history[:, bins:])
         full = torch.cat([past, x], -1)  # (B, bins, order - 1 + frames)
         keep = full[..., full.shape[-1] - (self.order - 1) :]
@@ -135,4 +145,4 @@ class DeepFilter(nn.Module):
         return (windows * coef).sum(-1)
 
     def forward(self, x: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
-        return self.step(x, coef, self.init_state(x.shape[0], x.shape[1], x.device, x.real.dtype))
+        return self.step((x, coef), self.init_state(x.shape[0], x.device, x.real.dtype))

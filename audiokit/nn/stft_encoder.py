@@ -162,15 +162,14 @@ class STFTEncoder(nn.Module, StreamingModule):
         return frames * self.stft_hop
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weights = self.prepare_weights(contiguous=self.exact_rows)
-        y = layer_norm_t(linear_t(self.stft(x), weights, self.exact_rows), self.proj_norm)
+        y = layer_norm_t(linear_t(self.stft(x), self.current_weights()), self.proj_norm)
         for block in self.blocks:
             y = block.forward_t(y)
         return self.downsample.forward_t(layer_norm_t(y, self.final_norm)).transpose(1, 2)
 
-    def prepare_weights(self, contiguous: bool = True) -> LinearWeights:
+    def prepare_weights(self) -> LinearWeights:
         """The input projection's weights."""
-        return linear_weights(self.proj, contiguous=contiguous)
+        return linear_weights(self.proj)
 
     def init_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> StateList:
         self.prepare()
@@ -181,7 +180,7 @@ class STFTEncoder(nn.Module, StreamingModule):
         """Time-major audio ``(B, n, C)`` -> latent frames ``(B, frames, dimension)``."""
         states = state.children
         features = self.stft.step_t(x, states[0], final)
-        y = layer_norm_t(linear_t(features, self.prepared(), self.exact_rows), self.proj_norm)
+        y = layer_norm_t(linear_t(features, self.prepared()), self.proj_norm)
         for block, block_state in zip(self.blocks, states[1:-1], strict=True):
             y = block.step_t(y, block_state, final)
         return self.downsample.step_t(layer_norm_t(y, self.final_norm), states[-1], final)

@@ -1,4 +1,4 @@
-"""The streaming contract of the :mod:`audiokit.nn` blocks, and the row arithmetic offline and streaming share.
+"""The streaming contract of the :mod:`audiokit.nn` blocks, and the row arithmetic they share offline.
 
 A block that streams is an ordinary ``nn.Module`` that also inherits :class:`StreamingModule`:
 :meth:`~StreamingModule.init_state` makes its typed state (:mod:`audiokit.nn.state`) for a batch of
@@ -16,13 +16,16 @@ or iSTFT head maps ``n`` frames to ``n * stride`` final samples and carries the 
 Identical codes. Streamed codes must equal offline codes bit for bit, so in evaluation mode a block's
 ``forward`` runs the arithmetic of its ``step`` (the same prepared matrices, the same order of sums),
 and every row's result must not depend on how many rows are computed together
-(:func:`matmul_rows`). That costs a little in a one-stream step; a decoder, whose output is compared
-within float rounding, turns it off for its blocks (:func:`allow_inexact_rows`).
+(:func:`matmul_rows`). Decoders too: the shipped decoder turns a one-ulp difference in a matrix
+product into ~1e-5 of audio, so rows rounded differently would break the 1e-5 promise.
 
-Prepared weights. A conv's step multiplies with matrices prepared from its weights (weight norm
-evaluated, taps reordered, layer scale folded). :meth:`StreamingModule.init_state` prepares them and
-the steps use them: a step uses the weights as they were at the latest ``init_state`` (a streaming
-session reads the weights when it is created). ``forward`` prepares them afresh at every call.
+Prepared weights. Blocks multiply with matrices prepared from their weights (weight norm evaluated,
+transposed into contiguous ``(in, out)`` matrices, taps reordered, layer scale folded).
+:meth:`StreamingModule.init_state` prepares them and the steps use them: a step uses the weights as
+they were at the latest ``init_state`` (a streaming session reads the weights when it is created).
+An evaluation ``forward`` uses them too, checked first against the parameters' version counters and
+storage (prepared again after an optimiser step, ``load_state_dict`` or ``.to(...)``); with autograd
+recording it prepares them afresh, with gradients.
 """
 
 from __future__ import annotations
@@ -41,13 +44,7 @@ ELEMENTWISE = (nn.ELU, nn.GELU, nn.LeakyReLU, nn.ReLU, nn.Tanh, nn.Identity)
 
 
 class StreamingModule:
-    """Mixin of the ``nn.Module`` blocks that also run chunk by chunk with an explicit state.
-
-    ``exact_rows``: whether each row's matrix products round the same whatever the number of rows
-    (:func:`matmul_rows`; see :func:`allow_inexact_rows`).
-    """
-
-    exact_rows: bool = True
+    """Mixin of the ``nn.Module`` blocks that also run chunk by chunk with an explicit state."""
 
     def init_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> StreamState | None:
         """The state before the first sample of ``batch_size`` streams (all zeros); ``None`` if stateless.
@@ -69,24 +66,33 @@ class StreamingModule:
 
     def prepared(self) -> Any:
         """The weights prepared by the latest :meth:`init_state` (prepared now if there was none)."""
-        weights = self.__dict__.get("_prepared")
-        if weights is None:
-            weights = self.prepare()
-        return weights
+        cached = self.__dict__.get("_prepared")
+        return self.prepare() if cached is None else cached[1]
 
     def prepare(self) -> Any:
-        """Prepare (and keep for the steps) what the steps multiply with; ``None`` if nothing."""
+        """Prepare (and keep for the steps) what the steps multiply with."""
         with torch.inference_mode(False), torch.no_grad():
             weights = self.prepare_weights()
-        self.__dict__["_prepared"] = weights
+        self.__dict__["_prepared"] = (self._weights_key(), weights)
         return weights
 
-    def prepare_weights(self, contiguous: bool = True) -> Any:
-        """What the steps multiply with, made from the current weights (override; default nothing).
+    def current_weights(self) -> Any:
+        """What an offline forward multiplies with: the kept weights while the parameters have not
+        changed, prepared afresh (with gradients) when autograd records."""
+        if torch.is_grad_enabled():
+            return self.prepare_weights()
+        cached = self.__dict__.get("_prepared")
+        if cached is None or cached[0] != self._weights_key():
+            return self.prepare()
+        return cached[1]
 
-        ``contiguous=False`` (an offline forward without exact rows) may skip layout copies.
-        """
+    def prepare_weights(self) -> Any:
+        """What the steps multiply with, made from the current weights (override; default nothing)."""
         return None
+
+    def _weights_key(self) -> list[tuple[int, int]]:
+        # inference tensors have no version counter; they change only inside inference mode
+        return [(t.data_ptr(), 0 if t.is_inference() else t._version) for t in self.parameters()]
 
 
 def stream_init(module: nn.Module, batch_size: int, device: torch.device, dtype: torch.dtype, name: str):
@@ -122,14 +128,6 @@ class StreamingSequential(nn.Sequential, StreamingModule):
         return x
 
 
-def allow_inexact_rows(module: nn.Module) -> None:
-    """Let every streaming block under ``module`` round a row's products by the fastest route (a decoder:
-    its outputs are compared within float rounding, not bit for bit)."""
-    for sub in module.modules():
-        if isinstance(sub, StreamingModule):
-            sub.exact_rows = False
-
-
 def require_causal(module: nn.Module) -> None:
     """Raise :class:`ModelError` unless ``module`` (a conv) is causal: a non-causal one reads the future."""
     if not module.causal:
@@ -162,19 +160,14 @@ def matmul_rows(
     matrix: torch.Tensor,
     bias: torch.Tensor | None = None,
     into: torch.Tensor | None = None,
-    exact: bool = True,
 ) -> torch.Tensor:
     """``rows (N, in) @ matrix (in, out)`` plus ``bias``, or added to ``into`` (in place without grad).
 
-    ``exact``: each row is rounded the same whatever ``N``, for a contiguous ``matrix`` (BLAS rounds a
-    transposed one differently for many rows): a single row (which BLAS computes as a matrix-vector
-    product, summing in another order) is computed as two, and the inputs are summed in pieces of at
-    most :data:`PIECE_INPUTS`, accumulated in order.
+    Each row is rounded the same whatever ``N``, for a contiguous ``matrix`` (BLAS rounds a transposed
+    one differently for many rows): a single row (which BLAS computes as a matrix-vector product,
+    summing in another order) is computed as two, and the inputs are summed in pieces of at most
+    :data:`PIECE_INPUTS`, accumulated in order.
     """
-    if not exact:
-        if into is not None:
-            return torch.addmm(into, rows, matrix) if torch.is_grad_enabled() else into.addmm_(rows, matrix)
-        return torch.mm(rows, matrix) if bias is None else torch.addmm(bias, rows, matrix)
     single = rows.shape[0] == 1 and into is None
     if single:
         rows = rows.expand(2, -1)
@@ -196,23 +189,19 @@ def matmul_rows(
     return y[:1] if single else y
 
 
-def linear_weights(
-    layer: nn.Linear, scale: torch.Tensor | None = None, contiguous: bool = True
-) -> LinearWeights:
-    """``(W^T, bias)`` of ``layer`` for :func:`linear_t`, both multiplied by ``scale (out,)`` if given;
-    ``contiguous=False`` keeps ``W^T`` a transposed view (no copy; not for exact rows)."""
+def linear_weights(layer: nn.Linear, scale: torch.Tensor | None = None) -> LinearWeights:
+    """``(W^T, bias)`` of ``layer`` for :func:`linear_t`, both multiplied by ``scale (out,)`` if given."""
     matrix, bias = layer.weight.t(), layer.bias
     if scale is not None:
         matrix, bias = matrix * scale, None if bias is None else bias * scale
-    return (matrix.contiguous() if contiguous else matrix), bias
+    return matrix.contiguous(), bias
 
 
-def linear_t(x: torch.Tensor, weights: LinearWeights, exact: bool = True) -> torch.Tensor:
+def linear_t(x: torch.Tensor, weights: LinearWeights) -> torch.Tensor:
     """A linear layer (:func:`linear_weights`) on the last axis of ``x (..., in)``, as one product of its
     rows (:func:`matmul_rows`)."""
     matrix, bias = weights
-    rows = matmul_rows(x.reshape(-1, x.shape[-1]), matrix, bias, exact=exact)
-    return rows.view(*x.shape[:-1], matrix.shape[1])
+    return matmul_rows(x.reshape(-1, x.shape[-1]), matrix, bias).view(*x.shape[:-1], matrix.shape[1])
 
 
 def layer_norm_t(x: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:

@@ -32,7 +32,6 @@ from audiokit.nn.state import ConvState, OverlapAddState, StateList
 from audiokit.nn.streaming import (
     LinearWeights,
     StreamingModule,
-    allow_inexact_rows,
     layer_norm_t,
     linear_t,
     linear_weights,
@@ -83,15 +82,14 @@ class ConvNeXtBlock(nn.Module, StreamingModule):
 
     def forward_t(self, x: torch.Tensor) -> torch.Tensor:
         """:meth:`forward` on time-major ``(B, T, dim)``."""
-        weights = self.prepare_weights(contiguous=self.exact_rows)
-        return self._mlp(layer_norm_t(self.dwconv.forward_t(x), self.norm), x, weights)
+        return self._mlp(layer_norm_t(self.dwconv.forward_t(x), self.norm), x, self.current_weights())
 
-    def prepare_weights(self, contiguous: bool = True) -> BlockWeights:
+    def prepare_weights(self) -> BlockWeights:
         conv = self.dwconv
         fusable = conv.causal and conv.depthwise and conv.stride == conv.dilation == 1
         return BlockWeights(
-            linear_weights(self.pwconv1, contiguous=contiguous),
-            linear_weights(self.pwconv2, self.gamma, contiguous=contiguous),
+            linear_weights(self.pwconv1),
+            linear_weights(self.pwconv2, self.gamma),
             fusable and ops.backend_for(self.gamma) != "torch",
         )
 
@@ -113,8 +111,7 @@ class ConvNeXtBlock(nn.Module, StreamingModule):
 
     def _mlp(self, y: torch.Tensor, x: torch.Tensor, weights: BlockWeights) -> torch.Tensor:
         """``x + gamma * W2(GELU(W1 y))`` on time-major rows."""
-        exact = self.exact_rows
-        out = linear_t(self.act.forward(linear_t(y, weights.pw1, exact)), weights.pw2, exact)
+        out = linear_t(self.act.forward(linear_t(y, weights.pw1)), weights.pw2)
         return out.add_(x) if not torch.is_grad_enabled() else out + x
 
 
@@ -179,20 +176,24 @@ class CausalISTFTHead(nn.Module, StreamingModule):
         """Output samples per input frame: ``frames_per_step * hop_length``."""
         return self.frames_per_step * self.hop_length
 
-    def prepare_weights(self, contiguous: bool = True) -> list[LinearWeights]:
-        """The linear map's weights, then the MLP's two layers' (if any)."""
-        layers = [self.proj] if self.mlp is None else [self.proj, self.mlp[0], self.mlp[2]]
-        return [linear_weights(layer, contiguous=contiguous) for layer in layers]
+    def prepare_weights(self) -> list[LinearWeights]:
+        """The linear map's weights side by side with the MLP's hidden layer's (both read the input),
+        then the MLP's output layer's (if there is an MLP)."""
+        if self.mlp is None:
+            return [linear_weights(self.proj)]
+        (w_proj, b_proj), (w_hidden, b_hidden) = linear_weights(self.proj), linear_weights(self.mlp[0])
+        first = (torch.cat([w_proj, w_hidden], 1), torch.cat([b_proj, b_hidden]))
+        return [first, linear_weights(self.mlp[2])]
 
     def spectrogram(self, x: torch.Tensor, weights: list[LinearWeights] | None = None) -> torch.Tensor:
         """Complex STFT frames ``(B, N * frames_per_step, channels, n_fft // 2 + 1)`` of time-major
         features ``x (B, N, dim)`` (``weights``: from :meth:`prepare_weights`, prepared now if ``None``)."""
         batch, frames, _ = x.shape
-        weights = self.prepare_weights(contiguous=self.exact_rows) if weights is None else weights
-        exact = self.exact_rows
-        y = linear_t(x, weights[0], exact)
+        weights = self.current_weights() if weights is None else weights
+        y = linear_t(x, weights[0])
         if self.mlp is not None:
-            y = y + linear_t(self.mlp[1].forward(linear_t(x, weights[1], exact)), weights[2], exact)
+            outputs = self.proj.out_features
+            y = y[..., :outputs] + linear_t(self.mlp[1].forward(y[..., outputs:]), weights[1])
         y = y.view(batch, frames * self.frames_per_step, self.channels, 2, self.n_bins)
         y = y.float()  # torch.polar has no bf16 kernel (CUDA autocast gives bf16 here)
         magnitude = y[:, :, :, 0].clamp(max=self.max_log_magnitude).exp()
@@ -274,7 +275,6 @@ class ISTFTDecoder(nn.Module, StreamingModule):
         self.head = CausalISTFTHead(
             hidden_dim, channels, n_fft, istft_hop, hop_length // istft_hop, hidden_dim=head_hidden_dim
         )
-        allow_inexact_rows(self)  # decoded audio is compared within float rounding
 
     @property
     def lookahead(self) -> int:

@@ -38,7 +38,7 @@ class CodebookSearch:
         return cls(vectors.t().contiguous(), vectors.square().sum(1))
 
     def nearest(self, rows: torch.Tensor) -> torch.Tensor:
-        """Codes ``(N,)`` int64 of the codewords nearest to ``rows (N, d)`` (the first index on exact ties)."""
+        """Codes ``(N,)`` int64 of the codewords nearest to ``rows (N, d)`` (first index on exact ties)."""
         rows = rows.double()
         if self.offsets is None:
             rows = F.normalize(rows, dim=1)

@@ -125,7 +125,7 @@ class VectorQuantizer(nn.Module):
         return z_e, z_e.transpose(1, 2).reshape(-1, self.codebook_dim)
 
     def _project_out(self, z_q: torch.Tensor) -> torch.Tensor:
-        """Code-space ``[B, d, T]`` -> latent ``[B, dim, T]`` (the training forward's straight-through path)."""
+        """Code-space ``[B, d, T]`` -> latent ``[B, dim, T]`` (the training forward's straight-through)."""
         return self.out_proj(z_q.contiguous())
 
     def prepare_lookup(self) -> StageLookup:

@@ -356,8 +356,8 @@ class CodecStream:
         """One batched model step of ``rows`` on ``x`` and distribution of its output to their queues.
 
         The models run time-major (``(B, n, C)``, see :mod:`audiokit.nn.streaming`); latents go
-        through the quantizer as rows ``(B * frames, dim)`` (the offline encoder's own row function); a round trip decodes the quantized rows the
-        encoding summed (the same sum the decoder's lookup makes).
+        through the quantizer as rows ``(B * frames, dim)`` (the rows offline coding uses too); a round
+        trip decodes the quantized rows the encoding summed (the same sum the decoder's lookup makes).
         """
         index = None if len(rows) == self.rows else torch.tensor(rows, device=self.device)
         batch = len(rows)
