@@ -36,6 +36,7 @@ FORMAT_VERSION = 1
 BUILTIN_FAMILIES = {
     "codec": "audiokit.models.codec",
     "enhancer": "audiokit.models.enhancer",
+    "bwe": "audiokit.models.bwe",
 }  # imported on first lookup
 
 M = TypeVar("M", bound="AudioModel")
@@ -235,5 +236,11 @@ def resolve_weights(name_or_path: str | Path) -> Path:
             raise ModelError(f"{path}: expected exactly one .safetensors file, found {len(candidates)}")
         path = candidates[0]
     if not path.is_file():
-        raise ModelError(f"{path}: no such model file, and not a known model name ({', '.join(names)})")
+        shipped = ", ".join(shipped_names()) or "none"
+        raise ModelError(f"{path}: no such model file, and not a known model name (shipped: {shipped})")
     return path
+
+
+def shipped_names() -> list[str]:
+    """The registered model names whose weights ship in ``audiokit/weights``."""
+    return [name for name in registered_names() if (WEIGHTS_DIR / f"{name}.safetensors").is_file()]

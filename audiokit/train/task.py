@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 BUILTIN_TASKS = {
     "codec": "audiokit.train.tasks.codec",
     "enhance": "audiokit.train.tasks.enhance",
+    "bwe": "audiokit.train.tasks.bwe",
 }  # imported when first named
 TASKS: dict[str, type[Task]] = {}
 

@@ -1,0 +1,235 @@
+"""Streaming bandwidth extension: keep the band the input has, add the band it lacks.
+
+Signal path (``bwe-8to16``: 16 kHz out, causal STFT of 256 samples at a 128-sample hop):
+1. 8 kHz input is upsampled by the fixed FIR of :class:`~audiokit.nn.resample.Upsampler` (16 kHz
+   input whose content stops early needs nothing); the band edge ``edge_hz`` (per item) says where
+   real content stops (:func:`band_edge`: the input's Nyquist for 8 kHz input, else
+   :func:`audiokit.dsp.estimate_bandwidth`);
+2. features of the band below the edge only: log power in ERB bands, the compressed complex
+   spectrum, and the edge itself;
+3. a linear map, a causal depthwise conv over frames, LSTM layers;
+4. excitation by spectral translation (SBR's idea): the top of the known band, ``W`` bins wide with
+   ``W`` even (so translated phases stay coherent from frame to frame at half-frame hops), is copied
+   up until the top; the network gives it a per-ERB-band gain and adds a complex residual scaled by
+   the frame's level (so silence stays silent);
+5. ``Y = X`` below ``edge - crossfade``, the new band above ``edge``, a linear crossfade between:
+   the model only adds the missing band. Input that is already wideband (edge at Nyquist) passes
+   through unchanged (up to the STFT's float rounding).
+
+Algorithmic latency: the FIR's delay (8 kHz input) plus ``n_fft`` samples.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from audiokit.dsp import erb_filterbank, estimate_bandwidth
+from audiokit.models.base import AudioModel, ModelConfig
+from audiokit.nn import StreamableConv1d, StreamableLSTM
+from audiokit.nn.resample import Upsampler
+from audiokit.nn.spectral import CausalInverseSpectrum, CausalSpectrum
+from audiokit.nn.state import StateList
+from audiokit.nn.streaming import StreamingModule
+from audiokit.streaming.audio import AudioStream
+
+NARROWBAND_EDGE_HZ = 3800.0  # where 8 kHz input's content stops after the upsampler's filter
+WIDEBAND_FRACTION = 0.97  # an edge this close to Nyquist means wideband input: passed through
+
+
+@dataclass
+class BandwidthExtenderConfig(ModelConfig):
+    """Architecture of a :class:`BandwidthExtender` (mono, output at ``sample_rate``)."""
+
+    n_fft: int = 256
+    hop_length: int = 128
+    erb_bands: int = 32
+    compression: float = 0.3
+    hidden_dim: int = 128
+    conv_kernel: int = 3
+    lstm_layers: int = 2
+    crossfade_bins: int = 4
+    upsample_taps_per_phase: int = 32
+
+    def __post_init__(self) -> None:
+        if self.channels != 1:
+            raise ValueError(f"a bandwidth extender is mono, got channels={self.channels}")
+        if self.n_fft != 2 * self.hop_length:
+            raise ValueError("n_fft must be twice hop_length (sqrt-Hann overlap-add)")
+
+
+CONFIGS: dict[str, BandwidthExtenderConfig] = {
+    # 8 kHz (or band-limited 16 kHz) speech -> 16 kHz; 16 ms STFT + 2 ms FIR latency
+    "bwe-8to16": BandwidthExtenderConfig(name="bwe-8to16", sample_rate=16000),
+}
+
+
+def band_edge(wav: torch.Tensor, input_rate: int, output_rate: int) -> float:
+    """Where real content of ``wav (C, T)`` at ``input_rate`` stops, in Hz, capped below Nyquist."""
+    if input_rate * 2 == output_rate:
+        return NARROWBAND_EDGE_HZ
+    measured = estimate_bandwidth(wav, input_rate)
+    return float(min(measured if measured > 0 else input_rate / 2, output_rate / 2))
+
+
+class BandwidthExtender(
+    AudioModel, StreamingModule, family="bwe", config_class=BandwidthExtenderConfig, configs=CONFIGS
+):
+    """Bandwidth extension to ``config.sample_rate``: ``(B, C, T) -> (B, C, T)`` at that rate.
+
+    :meth:`forward` takes input already at the output rate plus its band edge; :meth:`extend` takes
+    8 kHz or band-limited 16 kHz input and finds the edge.
+    """
+
+    config: BandwidthExtenderConfig
+
+    def __init__(self, config: BandwidthExtenderConfig) -> None:
+        super().__init__(config)
+        c = config
+        bins = c.n_fft // 2 + 1
+        self.analysis = CausalSpectrum(c.n_fft, c.hop_length)
+        self.synthesis = CausalInverseSpectrum(c.n_fft, c.hop_length)
+        self.upsampler = Upsampler(2, taps_per_phase=c.upsample_taps_per_phase)
+        bands = erb_filterbank(c.sample_rate, c.n_fft, c.erb_bands)
+        self.register_buffer("erb", bands, persistent=False)
+        spread = bands.t() / bands.t().sum(1, keepdim=True).clamp_min(1e-8)
+        self.register_buffer("erb_spread", spread, persistent=False)
+        self.input_proj = nn.Linear(c.erb_bands + 2 * bins + 1, c.hidden_dim)
+        self.frame_conv = StreamableConv1d(
+            c.hidden_dim, c.hidden_dim, c.conv_kernel, groups=c.hidden_dim, causal=True, norm="none"
+        )
+        self.lstm = StreamableLSTM(c.hidden_dim, c.lstm_layers, skip=True)
+        self.gain_head = nn.Linear(c.hidden_dim, c.erb_bands)
+        self.residual_head = nn.Linear(c.hidden_dim, 2 * bins)
+        nn.init.zeros_(self.gain_head.weight)
+        nn.init.constant_(self.gain_head.bias, math.log(0.3))  # start with a quiet copy of the top band
+        nn.init.normal_(self.residual_head.weight, std=1e-3)
+        nn.init.zeros_(self.residual_head.bias)
+
+    # -- interface -------------------------------------------------------------------------------
+    @property
+    def hop_length(self) -> int:
+        return self.config.hop_length
+
+    @property
+    def algorithmic_latency(self) -> int:
+        """Samples at the output rate: the FIR's delay (8 kHz input) plus ``n_fft``."""
+        return self.upsampler.delay + self.config.n_fft
+
+    @property
+    def output_lag(self) -> int:
+        """Samples by which :meth:`step`'s output lags its (output-rate) input."""
+        return self.synthesis.delay
+
+    @staticmethod
+    def step_options(edge_hz: float) -> dict[str, float]:
+        return {"edge_hz": float(edge_hz)}
+
+    def stream(self, batch_size: int = 1, **options: Any) -> AudioStream:
+        """A streaming session of 16 kHz input (:class:`~audiokit.streaming.audio.AudioStream`);
+        ``options``: ``edge_hz`` (required: where the input's content stops) and ``channels``."""
+        return AudioStream(self, batch_size, **options)
+
+    # -- maths -----------------------------------------------------------------------------------
+    def _masks(self, edge_hz: torch.Tensor, bins: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per item ``(N,)`` edge -> ``known (N, bins)`` (1 below the edge), ``keep (N, bins)`` (the
+        crossfade weight of the input) and ``source (N, bins)`` (excitation bin of each bin)."""
+        c = self.config
+        k = torch.arange(bins, device=edge_hz.device)
+        edge = (edge_hz * c.n_fft / c.sample_rate).floor().long().clamp(2, bins)[:, None]  # first missing bin
+        known = (k < edge).float()
+        ramp = ((edge - k) / c.crossfade_bins).clamp(0, 1)
+        wideband = edge_hz[:, None] >= WIDEBAND_FRACTION * c.sample_rate / 2
+        ramp = torch.where(wideband, torch.ones_like(ramp), ramp)
+        width = (edge // 4 * 2).clamp_min(2)  # even, about half the known band
+        offset = (k - edge).clamp_min(0) % width
+        source = torch.where(k < edge, k, edge - width + offset)
+        return known, ramp.float(), source
+
+    def _extend_spectrum(
+        self,
+        spec: torch.Tensor,
+        edge_hz: torch.Tensor,
+        states: list | None = None,
+        masks: tuple | None = None,
+    ) -> torch.Tensor:
+        """Spectra ``(N, bins, M)`` band-limited at ``edge_hz (N,)`` -> extended spectra (``masks``:
+        :meth:`_masks` of the edges, when already made)."""
+        c = self.config
+        bins = spec.shape[1]
+        known, keep, source = masks if masks is not None else self._masks(edge_hz, bins)
+        x = spec * known[..., None]
+        power = x.real.square() + x.imag.square()
+        erb_db = 10.0 * torch.log10(torch.einsum("fb,nbm->nmf", self.erb, power) + 1e-10)
+        compressed = x * (power + 1e-12).pow((c.compression - 1) / 2)
+        parts = torch.view_as_real(compressed).permute(0, 2, 3, 1).flatten(2)  # (N, M, 2 bins)
+        edge_feature = (edge_hz / (c.sample_rate / 2))[:, None, None].expand(-1, x.shape[-1], 1)
+        h = self.input_proj(torch.cat([(erb_db + 60.0) / 40.0, parts, edge_feature], -1))
+        if states is None:
+            h = self.lstm(F.gelu(self.frame_conv.forward_t(h)).transpose(1, 2)).transpose(1, 2)
+        else:
+            h = self.lstm.step_t(F.gelu(self.frame_conv.step_t(h, states[0])), states[1])
+        gains = torch.exp(self.gain_head(h).clamp(-12.0, 4.0)) @ self.erb_spread.t()  # (N, M, bins)
+        excitation = torch.gather(x, 1, source[..., None].expand(-1, -1, x.shape[-1]))
+        residual = torch.view_as_complex(self.residual_head(h).view(*h.shape[:2], bins, 2).contiguous())
+        # the residual scales with the frame's level, so silence stays exactly silent
+        level = (power.sum(1) / known.sum(1, keepdim=True)).sqrt()  # (N, M): RMS of the known bins
+        new_band = excitation * gains.transpose(1, 2) + residual.transpose(1, 2) * level[:, None]
+        keep = keep[..., None]
+        return keep * spec + (1.0 - keep) * new_band
+
+    def init_state(
+        self, batch_size: int, device: torch.device | None = None, dtype: torch.dtype = torch.float32
+    ) -> StateList:
+        device = device or self.gain_head.weight.device
+        parts = (self.analysis, self.frame_conv, self.lstm, self.synthesis)
+        return StateList([part.init_state(batch_size, device, dtype) for part in parts])
+
+    def step(
+        self, x: torch.Tensor, state: StateList, final: bool = False, edge_hz: float = 8000.0
+    ) -> torch.Tensor:
+        """Next ``x (N, 1, k * hop_length)`` output-rate samples -> ``(N, 1, k * hop_length)``, lagging
+        by :attr:`output_lag`."""
+        stft_state, conv_state, lstm_state, ola_state = state.children
+        spec = self.analysis.step(x, stft_state)[:, 0]
+        key = (x.shape[0], float(edge_hz), x.device)
+        cached = self.__dict__.get("_step_masks")
+        if cached is None or cached[0] != key:  # the masks depend on the edge only: made once a session
+            edges = torch.full((x.shape[0],), float(edge_hz), device=x.device)
+            cached = self.__dict__["_step_masks"] = (key, edges, self._masks(edges, spec.shape[1]))
+        out = self._extend_spectrum(spec, cached[1], [conv_state, lstm_state], cached[2])
+        return self.synthesis.step(out[:, None], ola_state)
+
+    def forward(self, wav: torch.Tensor, edge_hz: torch.Tensor | float) -> torch.Tensor:
+        """Extended ``wav (B, C, T)`` at the output rate, band-limited at ``edge_hz`` (Hz, per item or
+        one for all): same shape, aligned with the input."""
+        batch, channels, length = wav.shape
+        edges = torch.as_tensor(edge_hz, dtype=torch.float32, device=wav.device).reshape(-1)
+        edges = edges.expand(batch).repeat_interleave(channels)
+        spec = self.analysis(wav.reshape(batch * channels, 1, length))[:, 0]
+        out = self._extend_spectrum(spec, edges)
+        return self.synthesis(out[:, None], length).reshape(batch, channels, length)
+
+    def upsample(self, wav: torch.Tensor) -> torch.Tensor:
+        """8 kHz ``(B, C, T)`` -> 16 kHz ``(B, C, 2 T)`` through the model's FIR, aligned (delay removed)."""
+        delay = self.upsampler.delay
+        padded = F.pad(wav, (0, -(-delay // 2)))
+        return self.upsampler(padded)[..., delay : delay + 2 * wav.shape[-1]]
+
+    @torch.no_grad()
+    def extend(self, wav: torch.Tensor, input_rate: int) -> torch.Tensor:
+        """``wav (C, T)`` or ``(B, C, T)`` at ``input_rate`` (8000, or the output rate with content that
+        stops early) -> ``round(T * rate / input_rate)`` samples at the output rate."""
+        rate = self.sample_rate
+        if input_rate not in (rate // 2, rate):
+            raise ValueError(f"input_rate must be {rate // 2} or {rate} Hz, got {input_rate}; resample first")
+        batched = wav if wav.dim() == 3 else wav[None]
+        edges = torch.tensor([band_edge(item, input_rate, rate) for item in batched])
+        x = self.upsample(batched) if input_rate != rate else batched
+        out = self.eval()(x, edges)
+        return out if wav.dim() == 3 else out[0]

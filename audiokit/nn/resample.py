@@ -1,0 +1,65 @@
+"""Integer-factor upsampling by a fixed windowed-sinc FIR, offline and streaming.
+
+Upsampling by ``factor`` inserts ``factor - 1`` zeros after each input sample and low-passes with
+``lowpass_taps(factor, taps)`` (odd length, linear phase): output sample ``n`` then holds the input at
+time ``(n - delay) / factor``, with ``delay = (len(taps) - 1) / 2`` output samples. The filter runs
+causally, so streaming needs only the last ``len(taps) - 1`` zero-stuffed samples.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from audiokit.nn.state import ConvState
+from audiokit.nn.streaming import StreamingModule
+
+
+def lowpass_taps(
+    factor: int, taps_per_phase: int = 32, cutoff: float = 0.94, beta: float = 8.0
+) -> np.ndarray:
+    """Kaiser-windowed sinc of ``factor * taps_per_phase - 1`` taps, passband gain ``factor``.
+
+    ``cutoff`` is the edge as a fraction of the input's Nyquist frequency.
+    """
+    length = factor * taps_per_phase - 1
+    n = np.arange(length) - (length - 1) / 2
+    return (cutoff * np.sinc(cutoff * n / factor) * np.kaiser(length, beta)).astype(np.float64)
+
+
+class Upsampler(nn.Module, StreamingModule):
+    """``(B, C, T) -> (B, C, T * factor)``, delayed by :attr:`delay` output samples (see module docstring)."""
+
+    def __init__(self, factor: int, channels: int = 1, taps_per_phase: int = 32) -> None:
+        super().__init__()
+        if factor < 1:
+            raise ValueError(f"factor must be >= 1, got {factor}")
+        self.factor = factor
+        self.channels = channels
+        taps = lowpass_taps(factor, taps_per_phase) if factor > 1 else np.ones(1)
+        self.register_buffer(
+            "taps", torch.tensor(taps[::-1].copy(), dtype=torch.float32)[None, None], persistent=False
+        )
+
+    @property
+    def delay(self) -> int:
+        """Output samples by which the output lags the input."""
+        return (self.taps.shape[-1] - 1) // 2
+
+    def init_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> ConvState:
+        shape = (batch_size, self.channels, self.taps.shape[-1] - 1)
+        return ConvState(torch.zeros(shape, device=device, dtype=dtype))
+
+    def step(self, x: torch.Tensor, state: ConvState, final: bool = False) -> torch.Tensor:
+        batch, channels, length = x.shape
+        stuffed = F.pad(x[..., None], (0, self.factor - 1)).reshape(batch, channels, length * self.factor)
+        full = torch.cat([state.history, stuffed], -1)
+        state.history = full[..., full.shape[-1] - state.history.shape[-1] :]
+        y = F.conv1d(full.reshape(batch * channels, 1, -1), self.taps)
+        return y.reshape(batch, channels, -1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The causal (delayed) upsampled signal; see :attr:`delay`."""
+        return self.step(x, self.init_state(x.shape[0], x.device, x.dtype))
