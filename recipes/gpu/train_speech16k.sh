@@ -20,6 +20,7 @@ DEVICE=${DEVICE:-cuda}
 RECIPE=${RECIPE:-recipes/codec_speech16k.yaml}
 PACK=${PACK:-runs/pack-speech16k}              # train pack (audiokit data pack ... runs/pack-speech16k)
 VALID_PACK=${VALID_PACK:-runs/pack-valid16k}   # validation pack; absent: no evaluation on the device
+NOISE_PACK=${NOISE_PACK:-}                     # noise pack for data.noise (the enhancer's recipe); empty: none
 WHEELS=${WHEELS:-runs/gpu-wheels}              # cp312 wheels + pesq sdist for packages the image lacks
 GPU_IN=${GPU_IN:-runs/gpu-in}                  # what the previous call brought back (model.*, lineage.json)
 INIT=${INIT:-auto}                             # auto | none | a .safetensors path or model directory
@@ -40,8 +41,8 @@ EXTRA_SET=${EXTRA_SET:-}                       # more recipe overrides: "optim.l
 MODULES="torch numpy scipy soundfile soxr safetensors yaml tqdm"   # training needs these
 EVAL_MODULES="pesq pystoi"                                          # evaluation needs these too
 
-for name in PACK VALID_PACK; do  # --set data.train/valid need absolute paths
-    [[ "${!name}" == /* ]] || printf -v "$name" '%s' "$PWD/${!name}"
+for name in PACK VALID_PACK NOISE_PACK; do  # --set data.train/valid/noise need absolute paths
+    [ -z "${!name}" ] || [[ "${!name}" == /* ]] || printf -v "$name" '%s' "$PWD/${!name}"
 done
 
 say() { echo "gpu: $*"; }
@@ -51,7 +52,8 @@ if [ -n "${CHECK:-}" ]; then  # here, before calling the device: the size of wha
     tracked=$(git ls-files -z | xargs -0 stat -c %s 2>/dev/null | awk '{s+=$1} END {print s+0}')
     untracked=$(git ls-files -z --others --exclude-standard | xargs -0 -r stat -c %s | awk '{s+=$1} END {print s+0}')
     carried=0
-    for path in "$PACK" "$VALID_PACK" "$WHEELS" "$GPU_IN"; do
+    for path in "$PACK" "$VALID_PACK" "$NOISE_PACK" "$WHEELS" "$GPU_IN"; do
+        [ -n "$path" ] || continue
         [ -e "$path" ] || continue
         size=$(du -sb "$path" | cut -f1)
         carried=$((carried + size))
@@ -116,6 +118,10 @@ if [ "$evaluate" = 1 ] && [ -f "$VALID_PACK/manifest.jsonl" ]; then
 else
     [ "$evaluate" = 1 ] && say "no validation pack at $VALID_PACK: no evaluation on the device"
     sets+=(--set "data.valid=null")
+fi
+if [ -n "$NOISE_PACK" ]; then
+    [ -f "$NOISE_PACK/manifest.jsonl" ] || fail "no noise pack at $NOISE_PACK: build it with audiokit data pack" 5
+    sets+=(--set "data.noise=$NOISE_PACK/manifest.jsonl")
 fi
 extra=()
 for kv in $EXTRA_SET; do extra+=(--set "$kv"); done
