@@ -1,10 +1,15 @@
 """The ``.akc`` container: codec codes bit-packed at their true width, in CRC-checked chunks.
 
-The byte layout (version 1) is specified in ``docs/bitstream.md``. In short::
+The byte layout (versions 1 and 2) is specified in ``docs/bitstream.md``. In short::
 
-    header   magic "AKC\\0", u16 version, u16 header size, fixed fields, model name, weights hash, CRC32
+    header   magic "AKC\\0", u16 version, u16 header size, fixed fields, model name, weights hash,
+             [v2: u32 source rate], CRC32
     chunks   u16 frames, payload (codes of <= 1 s of frames, `codebook_bits` bits each), CRC32
-    trailer  u16 0, u64 frames, u64 samples, CRC32
+    trailer  u16 0, u64 frames, u64 samples, [v2: u64 source samples], CRC32
+
+Version 2 is version 1 plus the rate and length of the audio that was encoded (before resampling to
+the model's rate), so a decoder can give back the original rate and length exactly; every version-1
+field keeps its offset and both versions are read. A header without ``source_rate`` writes version 1.
 
 Every chunk but the last holds ``chunk_frames`` frames, so chunk ``i`` starts at
 ``data_offset + i * chunk_stride``: the seek index is implied by the header and works while the file
@@ -30,7 +35,8 @@ from audiokit.errors import BitstreamError, UsageError
 from audiokit.io import atomic_path
 
 MAGIC = b"AKC\x00"
-VERSION = 1
+VERSION = 2
+VERSIONS = (1, 2)
 MAX_SAMPLE_RATE = 384_000
 MAX_CHANNELS = 64
 MAX_CODEBOOKS = 64
@@ -58,7 +64,9 @@ MAX_HEADER_SIZE = MIN_HEADER_SIZE + 2 * MAX_TEXT_BYTES
 _CHUNK_HEAD = struct.Struct("<H")
 _CRC = struct.Struct("<I")
 _TRAILER = struct.Struct("<HQQ")
-TRAILER_SIZE = _TRAILER.size + _CRC.size  # 22
+_TRAILER_V2 = struct.Struct("<HQQQ")  # + source samples
+_SOURCE_RATE = struct.Struct("<I")
+TRAILER_SIZE = _TRAILER.size + _CRC.size  # 22 (version 1; version 2: 30)
 CHUNK_OVERHEAD = _CHUNK_HEAD.size + _CRC.size  # 6
 
 
@@ -70,6 +78,11 @@ class AkcHeader:
     floats are converted). ``num_samples`` is the exact audio length in samples, or ``None`` while a
     streaming writer does not know it yet. ``chunk_frames`` is the number of frames per chunk
     (``0`` picks the default: one second's worth, ``floor(frame_rate)``, at least 1).
+
+    ``source_rate`` / ``source_samples``: the rate (Hz) and length (samples) of the audio that was
+    encoded, before it was resampled to ``sample_rate`` (version 2 files; ``None`` in version 1 files,
+    and ``source_samples`` ``None`` until the trailer gives it). A header with ``source_rate`` is
+    written as version 2.
     """
 
     model_name: str
@@ -81,6 +94,8 @@ class AkcHeader:
     frame_rate: Fraction
     num_samples: int | None = None
     chunk_frames: int = 0
+    source_rate: int | None = None
+    source_samples: int | None = None
 
     def __post_init__(self) -> None:
         rate = self.frame_rate
@@ -108,9 +123,30 @@ class AkcHeader:
         return float(self.channels * self.num_codebooks * self.codebook_bits * self.frame_rate)
 
     @property
+    def version(self) -> int:
+        """The file version this header is written as: 2 with ``source_rate``, else 1."""
+        return 1 if self.source_rate is None else 2
+
+    @property
     def encoded_size(self) -> int:
         """Bytes of the encoded header (magic to header CRC)."""
-        return MIN_HEADER_SIZE + len(self.model_name.encode()) + len(self.weights_hash.encode())
+        extra = _SOURCE_RATE.size if self.version == 2 else 0
+        return MIN_HEADER_SIZE + len(self.model_name.encode()) + len(self.weights_hash.encode()) + extra
+
+    @property
+    def trailer_size(self) -> int:
+        """Bytes of the trailer: 22 (version 1) or 30 (version 2)."""
+        return (_TRAILER if self.version == 1 else _TRAILER_V2).size + _CRC.size
+
+    @property
+    def original_rate(self) -> int:
+        """The encoded audio's own rate (Hz): ``source_rate``, else (version 1) ``sample_rate``."""
+        return self.sample_rate if self.source_rate is None else self.source_rate
+
+    @property
+    def original_samples(self) -> int | None:
+        """The encoded audio's own length in samples: ``source_samples``, else (version 1) ``num_samples``."""
+        return self.num_samples if self.source_rate is None else self.source_samples
 
     def payload_size(self, frames: int) -> int:
         """Bytes of the bit-packed codes of ``frames`` frames."""
@@ -126,7 +162,7 @@ class AkcHeader:
         name, digest = self.model_name.encode(), self.weights_hash.encode()
         num_samples = UNKNOWN_NUM_SAMPLES if self.num_samples is None else self.num_samples
         body = (
-            _PREFIX.pack(MAGIC, VERSION, self.encoded_size)
+            _PREFIX.pack(MAGIC, self.version, self.encoded_size)
             + _FIXED.pack(
                 self.sample_rate,
                 self.channels,
@@ -142,6 +178,7 @@ class AkcHeader:
             + name
             + bytes([len(digest)])
             + digest
+            + (b"" if self.source_rate is None else _SOURCE_RATE.pack(self.source_rate))
         )
         return body + _CRC.pack(zlib.crc32(body))
 
@@ -160,6 +197,10 @@ def _header_problem(h: AkcHeader) -> tuple[str, str] | None:
         ("chunk_frames", "frames per chunk (at most 1 s)", h.chunk_frames, 1, one_second),
         ("num_samples", "sample count", 0 if h.num_samples is None else h.num_samples, 0, MAX_NUM_SAMPLES),
     ]
+    if h.source_rate is not None:
+        limits.append(("source_rate", "source sample rate (Hz)", h.source_rate, 1, MAX_SAMPLE_RATE))
+        if h.source_samples is not None:
+            limits.append(("source_samples", "source sample count", h.source_samples, 0, MAX_NUM_SAMPLES))
     for field_name, what, value, low, high in limits:
         if not low <= value <= high:
             return field_name, f"{what} {value} not in {low}..{high}"
@@ -183,6 +224,13 @@ def _valid_text(text: str, ascii_only: bool = False) -> bool:
 def _samples_fit(h: AkcHeader, num_frames: int, num_samples: int) -> bool:
     """True when ``num_frames`` frames cover ``num_samples`` samples (``samples <= frames * hop``)."""
     return num_samples * h.frame_rate.numerator <= num_frames * h.sample_rate * h.frame_rate.denominator
+
+
+def _source_fits(h: AkcHeader, num_samples: int, source_samples: int) -> bool:
+    """True when ``source_samples`` at ``h.source_rate`` lasts as long as ``num_samples`` at
+    ``h.sample_rate``, within a few samples (what resampling one to the other gives)."""
+    slack = 4 * max(h.sample_rate, h.source_rate)
+    return abs(source_samples * h.sample_rate - num_samples * h.source_rate) <= slack
 
 
 # -- bit packing ----------------------------------------------------------------------------------
@@ -282,10 +330,13 @@ def _parse_header(source: _Source) -> tuple[AkcHeader, int]:
     magic, version, header_size = _PREFIX.unpack(source.read(0, _PREFIX.size, "header"))
     if magic != MAGIC:
         raise _error(source, 0, f"not an .akc file (magic {magic!r}, expected {MAGIC!r})")
-    if version != VERSION:
-        raise _error(source, 4, f"unsupported .akc version {version} (this build reads version {VERSION})")
-    if not MIN_HEADER_SIZE <= header_size <= MAX_HEADER_SIZE:
-        raise _error(source, 6, f"header size {header_size} not in {MIN_HEADER_SIZE}..{MAX_HEADER_SIZE}")
+    if version not in VERSIONS:
+        known = " and ".join(map(str, VERSIONS))
+        raise _error(source, 4, f"unsupported .akc version {version} (this build reads versions {known})")
+    extra = _SOURCE_RATE.size if version == 2 else 0
+    low, high = MIN_HEADER_SIZE + extra, MAX_HEADER_SIZE + extra
+    if not low <= header_size <= high:
+        raise _error(source, 6, f"header size {header_size} not in {low}..{high}")
     raw = source.read(0, header_size, "header")
     header_crc = zlib.crc32(raw[:-4])
     if header_crc != _CRC.unpack_from(raw, header_size - 4)[0]:
@@ -300,11 +351,13 @@ def _parse_header(source: _Source) -> tuple[AkcHeader, int]:
     pos = _PREFIX.size + _FIXED.size
     name_len = raw[pos]
     digest_pos = pos + 1 + name_len
-    if digest_pos + 1 + 4 > header_size or digest_pos + 1 + raw[digest_pos] + 4 != header_size:
+    end = header_size - 4 - extra  # end of the weights hash
+    if digest_pos + 1 > end or digest_pos + 1 + raw[digest_pos] != end:
         raise _error(source, pos, "model name and weights hash lengths do not add up to the header size")
+    source_rate = _SOURCE_RATE.unpack_from(raw, end)[0] if version == 2 else None
     try:
         name = raw[pos + 1 : digest_pos].decode("utf-8")
-        digest = raw[digest_pos + 1 : header_size - 4].decode("ascii")
+        digest = raw[digest_pos + 1 : end].decode("ascii")
     except UnicodeDecodeError:
         raise _error(source, pos, "model name or weights hash is not valid text") from None
     header = AkcHeader.__new__(AkcHeader)
@@ -318,12 +371,14 @@ def _parse_header(source: _Source) -> tuple[AkcHeader, int]:
         frame_rate=Fraction(fr_num, fr_den),
         num_samples=None if num_samples == UNKNOWN_NUM_SAMPLES else num_samples,
         chunk_frames=chunk_frames,
+        source_rate=source_rate,
+        source_samples=None,
     )
     for key, value in values.items():
         object.__setattr__(header, key, value)
     problem = _header_problem(header)
     if problem is not None:
-        offset = _FIELD_OFFSETS.get(problem[0], digest_pos)
+        offset = _FIELD_OFFSETS.get(problem[0], end if problem[0] == "source_rate" else digest_pos)
         raise _error(source, offset, problem[1])
     return header, header_crc
 
@@ -360,34 +415,39 @@ class AkcReader:
         h, src = self.header, self._source
         size = src.size()
         body = size - self._data_offset
+        trailer_size = h.trailer_size
         self.complete = False
-        if body >= TRAILER_SIZE:
-            trailer = self._parse_trailer(size - TRAILER_SIZE)
+        if body >= trailer_size:
+            trailer = self._parse_trailer(size - trailer_size)
             if trailer is not None:
-                num_frames, num_samples = trailer
+                num_frames, num_samples, source_samples = trailer
                 full, rest = divmod(num_frames, h.chunk_frames)
                 expected = full * h.chunk_stride + (CHUNK_OVERHEAD + h.payload_size(rest) if rest else 0)
-                if expected + TRAILER_SIZE != body:
-                    found = body - TRAILER_SIZE
+                if expected + trailer_size != body:
+                    found = body - trailer_size
                     problem = f"trailer says {num_frames} frames ({expected} bytes of chunks), found {found}"
-                    raise _error(src, size - TRAILER_SIZE, problem)
+                    raise _error(src, size - trailer_size, problem)
                 self.complete = True
                 self.num_frames = num_frames
                 self.num_chunks = full + (1 if rest else 0)
-                self.header = replace(h, num_samples=num_samples) if h.num_samples is None else h
+                self.header = replace(h, num_samples=num_samples, source_samples=source_samples)
                 return
         if not self.partial:
             problem = "no trailer: the file is truncated or was not closed by its writer"
-            raise _error(src, max(self._data_offset, size - TRAILER_SIZE), problem)
+            raise _error(src, max(self._data_offset, size - trailer_size), problem)
         self.num_chunks = max(body, 0) // h.chunk_stride
         self.num_frames = self.num_chunks * h.chunk_frames
 
-    def _parse_trailer(self, offset: int) -> tuple[int, int] | None:
-        """``(num_frames, num_samples)`` of a valid trailer at ``offset``; ``None`` when it is not one
-        (in partial mode, the writer may not have written it yet)."""
-        raw = self._source.read(offset, TRAILER_SIZE, "trailer")
-        marker, num_frames, num_samples = _TRAILER.unpack_from(raw)
-        crc_ok = zlib.crc32(raw[: _TRAILER.size], self._crc_seed) == _CRC.unpack_from(raw, _TRAILER.size)[0]
+    def _parse_trailer(self, offset: int) -> tuple[int, int, int | None] | None:
+        """``(num_frames, num_samples, source_samples)`` of a valid trailer at ``offset`` (source samples
+        ``None`` in version 1); ``None`` when it is not one (in partial mode, the writer may not have
+        written it yet)."""
+        h = self.header
+        layout = _TRAILER if h.version == 1 else _TRAILER_V2
+        raw = self._source.read(offset, layout.size + _CRC.size, "trailer")
+        marker, num_frames, num_samples, *rest = layout.unpack_from(raw)
+        source_samples = rest[0] if rest else None
+        crc_ok = zlib.crc32(raw[: layout.size], self._crc_seed) == _CRC.unpack_from(raw, layout.size)[0]
         if marker != 0 or not crc_ok:
             if self.partial:
                 return None
@@ -397,7 +457,6 @@ class AkcReader:
                 else "no trailer (the file is truncated or was not closed)"
             )
             raise _error(self._source, offset, problem)
-        h = self.header
         if h.num_samples is not None and num_samples != h.num_samples:
             raise _error(
                 self._source, offset + 10, f"trailer says {num_samples} samples, header {h.num_samples}"
@@ -406,7 +465,15 @@ class AkcReader:
             raise _error(
                 self._source, offset + 10, f"{num_samples} samples do not fit in {num_frames} frames"
             )
-        return num_frames, num_samples
+        if source_samples is not None and (
+            source_samples > MAX_NUM_SAMPLES or not _source_fits(h, num_samples, source_samples)
+        ):
+            problem = (
+                f"{source_samples} source samples at {h.source_rate} Hz do not last as long as "
+                f"{num_samples} samples at {h.sample_rate} Hz"
+            )
+            raise _error(self._source, offset + 18, problem)
+        return num_frames, num_samples, source_samples
 
     @property
     def bytes_read(self) -> int:
@@ -562,9 +629,11 @@ class AkcWriter:
         self._pending = pending[full:]
         self.num_frames += array.shape[2]
 
-    def close(self, num_samples: int | None = None) -> None:
+    def close(self, num_samples: int | None = None, source_samples: int | None = None) -> None:
         """Write the last (partial) chunk and the trailer. ``num_samples`` (the exact audio length) is
-        required here unless the header has it, and must agree with it when both are given."""
+        required here unless the header has it, and must agree with it when both are given.
+        ``source_samples`` (version 2: the length before resampling) likewise, when the header has a
+        ``source_rate``."""
         if self.closed:
             return
         h = self.header
@@ -575,8 +644,24 @@ class AkcWriter:
             raise ValueError(f"num_samples {num_samples} disagrees with the header's {h.num_samples}")
         if not 0 <= num_samples <= MAX_NUM_SAMPLES or not _samples_fit(h, self.num_frames, num_samples):
             raise ValueError(f"{num_samples} samples do not fit in the {self.num_frames} frames written")
+        if h.version == 2:
+            source_samples = h.source_samples if source_samples is None else source_samples
+            if source_samples is None:
+                raise ValueError("close() needs source_samples: the header has a source_rate but no length")
+            if h.source_samples is not None and source_samples != h.source_samples:
+                raise ValueError(
+                    f"source_samples {source_samples} disagrees with the header's {h.source_samples}"
+                )
+            if not 0 <= source_samples <= MAX_NUM_SAMPLES or not _source_fits(h, num_samples, source_samples):
+                raise ValueError(
+                    f"{source_samples} samples at {h.source_rate} Hz do not last as long as {num_samples} "
+                    f"samples at {h.sample_rate} Hz"
+                )
         tail = self._chunk_bytes(self._pending) if self._pending.shape[0] else b""
-        trailer = _TRAILER.pack(0, self.num_frames, num_samples)
+        if h.version == 1:
+            trailer = _TRAILER.pack(0, self.num_frames, num_samples)
+        else:
+            trailer = _TRAILER_V2.pack(0, self.num_frames, num_samples, source_samples)
         self._write(tail + trailer + _CRC.pack(zlib.crc32(trailer, self._crc_seed)))
         self.closed = True
         if self._owns_file:

@@ -9,17 +9,20 @@ outputs first with :func:`audiokit.io.prepare_outputs`.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-import soxr
 import torch
 
 from audiokit import io
 from audiokit.bitstream import AkcHeader, AkcReader, AkcWriter
-from audiokit.errors import ModelError, UsageError
-from audiokit.io import AUDIO_EXTENSIONS, RawFormat, find_audio
+from audiokit.dsp import BandwidthEstimator
+from audiokit.errors import AudioFormatError, ModelError, UsageError
+from audiokit.io import AUDIO_EXTENSIONS, PathLike, RawFormat, find_audio
 from audiokit.models import Codec, Codes
 from audiokit.streaming.akc import encode_to_akc
 
@@ -50,62 +53,128 @@ def codec_bitrate(codec: Codec, kbps: float) -> float:
 
 
 def mirror_jobs(
-    source: Path,
-    target: Path,
+    source: PathLike,
+    target: PathLike,
     suffix: str,
     pattern: str = "*",
     extensions: tuple[str, ...] = AUDIO_EXTENSIONS,
 ) -> list[tuple[Path, Path]]:
     """``(input, output)`` pairs: one file, or every file of a directory mirrored under ``target`` with
-    its extension replaced by ``suffix`` (``pattern`` filters relative paths). Nothing is checked here:
-    pass the pairs to :func:`audiokit.io.prepare_outputs` before writing (two inputs with one output, an
-    output that is an input, existing outputs without ``force``)."""
+    its extension replaced by ``suffix`` (``pattern`` filters relative paths). One file goes into
+    ``target`` when that is a directory or ends in ``/`` (a folder to create). ``-`` (standard
+    input/output) is one file. Nothing is checked here: pass the pairs to
+    :func:`audiokit.io.prepare_outputs` before writing (two inputs with one output, an output that is
+    an input, existing outputs without ``force``)."""
+    folder = str(target).endswith(("/", os.sep))
+    if io.is_stdio(source):
+        if folder or (not io.is_stdio(target) and Path(target).is_dir()):
+            raise UsageError(f"{target}: with - (standard input) as input, give an output file or -")
+        return [(Path(source), Path(target))]
+    source, target = Path(source), Path(target)
     if source.is_dir():
+        if target.exists() and not target.is_dir():
+            raise UsageError(f"{target}: exists and is not a folder; give a folder for the folder {source}")
         files = find_audio(source, pattern, extensions)
         return [(p, (target / p.relative_to(source)).with_suffix(suffix)) for p in files]
     if not source.exists():
         raise UsageError(f"{source}: no such file or directory")
-    if target.is_dir():
+    if folder or target.is_dir():
         target = target / source.with_suffix(suffix).name
     return [(source, target)]
 
 
+FULL_SCALE_LIMIT = 0.99
+"""Peak that ``rescale`` scales an input down to when it is above it (EnCodec's ``-r``)."""
+
+
+@dataclass
+class _InputStats:
+    """What one pass over an input found: samples per channel, peak, content bandwidth."""
+
+    estimator: BandwidthEstimator
+    samples: int = 0
+    peak: float = 0.0
+
+
+def _measured(blocks: Iterable[torch.Tensor], stats: _InputStats, gain: float) -> Iterator[torch.Tensor]:
+    for block in blocks:
+        stats.samples += block.shape[-1]
+        stats.peak = max(stats.peak, float(block.abs().max()))
+        stats.estimator.update(block)
+        yield block if gain == 1.0 else block * gain
+
+
+@contextmanager
+def _named_as(source: PathLike) -> Iterator[None]:
+    """Errors about a temporary copy of standard input name ``source`` (``-``) instead."""
+    try:
+        yield
+    except AudioFormatError as exc:
+        if exc.path != str(source) and io.is_stdio(source):
+            raise AudioFormatError("<stdin>", exc.problem) from None
+        raise
+
+
 def encode_file(
     codec: Codec,
-    source: Path,
-    target: Path,
+    source: PathLike,
+    target: PathLike,
     bitrate_bps: float,
     weights_hash: str,
     raw: RawFormat | None = None,
+    rescale: bool = False,
 ) -> dict[str, float]:
     """Encode one audio file (resampled to the model's rate, channels kept) into the ``.akc`` ``target``.
 
-    Causal codecs stream the file block by block (constant memory, codes written as frames complete);
-    non-causal ones need the whole signal at once. ``raw``: read ``source`` as headerless PCM.
-    Returns ``{"seconds": audio seconds, "bytes": .akc size}``.
+    ``source``/``target`` may be ``-`` (standard input/output). The ``.akc`` records the input's own
+    rate and length (version 2), so :func:`decode_file` gives them back. Causal codecs stream the file
+    block by block (constant memory, codes written as frames complete); non-causal ones need the whole
+    signal at once. ``raw``: read ``source`` as headerless PCM. ``rescale``: scale an input whose peak is
+    above :data:`FULL_SCALE_LIMIT` down to it (EnCodec's ``-r``; one more pass over the input).
+
+    Returns ``seconds`` (audio), ``bytes`` (.akc size), the input's ``sample_rate`` and ``samples``,
+    its ``peak`` (linear, before ``rescale``), the ``gain`` applied and its content ``bandwidth_hz``.
     """
-    channels = io.info(source, raw).channels
-    header = AkcHeader(
-        model_name=codec.name,
-        weights_hash=weights_hash,
-        sample_rate=codec.sample_rate,
-        channels=channels,
-        num_codebooks=codec.n_q_for_bitrate(bitrate_bps),
-        codebook_size=codec.codebook_size,
-        frame_rate=Fraction(codec.sample_rate, codec.hop_length),
-    )
-    blocks = io.iter_blocks(source, sample_rate=codec.sample_rate, raw=raw)
-    with io.atomic_path(target) as tmp, open(tmp, "wb") as file, torch.inference_mode():
-        writer = AkcWriter(file, header)
-        if codec.config.causal:
-            session = codec.stream(1, "encode", bitrate_bps, channels=channels)
-            length = encode_to_akc(session, blocks, writer)
-        else:
-            codes = codec.encode(torch.cat(list(blocks), dim=1)[None], bitrate_bps)
-            writer.append(codes.codes.reshape(channels, codes.num_codebooks, -1))
-            writer.close(codes.length)
-            length = codes.length
-    return {"seconds": length / codec.sample_rate, "bytes": target.stat().st_size}
+    with io.readable_path(source) as path, _named_as(source):
+        info = io.info(path, raw)
+        gain = 1.0
+        if rescale:
+            peak = max(float(block.abs().max()) for block in io.iter_blocks(path, raw=raw))
+            gain = min(FULL_SCALE_LIMIT / peak, 1.0) if peak > 0 else 1.0
+        channels = info.channels
+        header = AkcHeader(
+            model_name=codec.name,
+            weights_hash=weights_hash,
+            sample_rate=codec.sample_rate,
+            channels=channels,
+            num_codebooks=codec.n_q_for_bitrate(bitrate_bps),
+            codebook_size=codec.codebook_size,
+            frame_rate=Fraction(codec.sample_rate, codec.hop_length),
+            source_rate=info.sample_rate,
+        )
+        stats = _InputStats(BandwidthEstimator(info.sample_rate))
+        native = _measured(io.iter_blocks(path, raw=raw), stats, gain)
+        blocks = io.resample_blocks(native, info.sample_rate, codec.sample_rate, channels)
+        with io.atomic_path(target) as tmp, open(tmp, "wb") as file, torch.inference_mode():
+            writer = AkcWriter(file, header)
+            if codec.config.causal:
+                session = codec.stream(1, "encode", bitrate_bps, channels=channels)
+                length = encode_to_akc(session, blocks, writer, lambda: stats.samples)
+            else:
+                codes = codec.encode(torch.cat(list(blocks), dim=1)[None], bitrate_bps)
+                writer.append(codes.codes.reshape(channels, codes.num_codebooks, -1))
+                writer.close(codes.length, stats.samples)
+                length = codes.length
+            size = file.tell()
+    return {
+        "seconds": length / codec.sample_rate,
+        "bytes": size,
+        "sample_rate": info.sample_rate,
+        "samples": stats.samples,
+        "peak": stats.peak,
+        "gain": gain,
+        "bandwidth_hz": stats.estimator.result(),
+    }
 
 
 def check_time_range(start_s: float | None, duration_s: float | None) -> None:
@@ -116,19 +185,36 @@ def check_time_range(start_s: float | None, duration_s: float | None) -> None:
         raise UsageError(f"--duration {duration_s}: must be a time in seconds > 0")
 
 
+def output_length(header: AkcHeader, rate: int) -> int:
+    """Samples per channel of a whole decode of ``header``'s stream at ``rate`` Hz: exactly the encoded
+    input's length at its own rate, the coded length at the model's, else the same duration rounded."""
+    if rate == header.sample_rate:
+        return header.num_samples
+    if rate == header.original_rate:
+        return header.original_samples
+    return round(Fraction(header.original_samples * rate, header.original_rate))
+
+
 def decode_file(
     codec: Codec,
-    source: Path,
-    target: Path,
+    source: PathLike,
+    target: PathLike,
     weights_hash: str,
     start_s: float | None = None,
     duration_s: float | None = None,
     sample_rate: int | None = None,
-) -> None:
+) -> dict[str, float]:
     """Decode one ``.akc`` file (or its ``[start_s, start_s + duration_s)`` seconds) to the audio file
-    ``target`` (16-bit for ``.wav``), at ``sample_rate`` Hz (None: the model's rate)."""
+    ``target`` (16-bit for ``.wav``; ``-``: a WAV on standard output).
+
+    ``sample_rate``: the output rate in Hz; None gives back the encoded input's own rate and length
+    exactly (the model's rate for version-1 files; for Opus/MP3 outputs, the nearest rate they hold).
+    A time range is the same span of samples a whole decode at that rate holds. Samples beyond full
+    scale are clipped and counted. Returns ``seconds``, ``samples``, ``sample_rate``, ``channels`` and
+    ``clipped`` (samples clipped, all channels).
+    """
     check_time_range(start_s, duration_s)
-    with AkcReader(source) as reader:
+    with io.readable_path(source) as path, AkcReader(path) as reader:
         h = reader.header
         if h.model_name != codec.name or h.weights_hash != weights_hash:
             raise ModelError(
@@ -137,35 +223,79 @@ def decode_file(
             )
         if h.codebook_size != codec.codebook_size or h.sample_rate != codec.sample_rate:
             raise ModelError(f"{source}: stream parameters do not match model {codec.name}")
-        first_sample = 0 if start_s is None else round(start_s * h.sample_rate)
-        if first_sample >= h.num_samples:
-            raise UsageError(
-                f"{source}: --start {start_s} s is past the end ({h.num_samples / h.sample_rate:.3f} s)"
-            )
-        stop_sample = (
-            h.num_samples
-            if duration_s is None
-            else min(h.num_samples, first_sample + max(1, round(duration_s * h.sample_rate)))
-        )
-        subtype = "PCM_16" if target.suffix.lower() == ".wav" else None
-        rate = sample_rate or codec.sample_rate
-        resampler = None
-        if rate != codec.sample_rate:
-            resampler = soxr.ResampleStream(
-                codec.sample_rate, rate, h.channels, dtype="float32", quality="HQ"
-            )
+        rate = sample_rate or io.supported_rate(target, h.original_rate)
+        io.check_output_format(target, rate, h.channels)
+        total = output_length(h, rate)
+        first = 0 if start_s is None else round(start_s * rate)
+        if first >= total:
+            raise UsageError(f"{source}: --start {start_s} s is past the end ({total / rate:.3f} s)")
+        stop = total if duration_s is None else min(total, first + max(1, round(duration_s * rate)))
+        subtype = "PCM_16" if io.output_extension(target) == ".wav" else None
+        clipped = 0
         with io.open_writer(target, rate, h.channels, subtype) as write, torch.inference_mode():
-            for final, block in _decoded_blocks(codec, reader, first_sample, stop_sample):
-                block = block.clamp(-1, 1)
-                if resampler is not None:
-                    block = torch.from_numpy(resampler.resample_chunk(block.numpy().T, last=final).T.copy())
-                write(block)
+            for block in _decoded_at_rate(codec, reader, rate, first, stop, total):
+                clipped += int((block.abs() > 1).sum())
+                write(block.clamp(-1, 1))
+    return {
+        "seconds": (stop - first) / rate,
+        "samples": stop - first,
+        "sample_rate": rate,
+        "channels": h.channels,
+        "clipped": clipped,
+    }
+
+
+RESAMPLE_MARGIN = 1024
+"""Model-rate samples decoded beyond each end of a time range before resampling it, so that the
+resampler's filter sees what it sees in a whole decode (soxr HQ needs under 256)."""
+
+
+def _decoded_at_rate(
+    codec: Codec, reader: AkcReader, rate: int, first: int, stop: int, total: int
+) -> Iterator[torch.Tensor]:
+    """Blocks ``(channels, n)`` of output samples ``[first, stop)`` at ``rate`` Hz, where a whole decode
+    holds ``total``: the model's samples, resampled by one streaming soxr resampler and cut or padded
+    to ``total``. A range is resampled from model samples starting on the grid both rates share (so
+    its samples fall on the whole decode's) with :data:`RESAMPLE_MARGIN` more on each side."""
+    h = reader.header
+    model_rate = h.sample_rate
+    if rate == model_rate:
+        for _, block in _decoded_blocks(codec, reader, first, stop):
+            yield block
+        return
+    if first == 0 and stop == total:
+        blocks = (block for _, block in _decoded_blocks(codec, reader, 0, h.num_samples))
+        yield from _exact_length(io.resample_blocks(blocks, model_rate, rate, h.channels), total)
+        return
+    step = model_rate // math.gcd(model_rate, rate)  # model samples between shared grid points
+    margin = RESAMPLE_MARGIN * max(1, math.ceil(model_rate / rate))
+    begin = max(0, (first * model_rate // rate - margin) // step * step)
+    end = min(h.num_samples, -(-stop * model_rate // rate) + margin)
+    (_, model_audio), *_ = _decoded_blocks(codec, reader, begin, end)
+    out = torch.from_numpy(io.resample(model_audio.numpy().T.copy(), model_rate, rate).T.copy())
+    offset = begin * rate // model_rate
+    yield from _exact_length([out[:, first - offset : stop - offset]], stop - first)
+
+
+def _exact_length(blocks: Iterable[torch.Tensor], length: int) -> Iterator[torch.Tensor]:
+    """``blocks`` cut after ``length`` samples in all, or padded with silence to ``length``."""
+    done = 0
+    channels = 1
+    for block in blocks:
+        channels = block.shape[0]
+        block = block[:, : length - done]
+        done += block.shape[-1]
+        if block.shape[-1]:
+            yield block
+    if done < length:
+        yield torch.zeros(channels, length - done)
 
 
 def _decoded_blocks(
     codec: Codec, reader: AkcReader, first_sample: int, stop_sample: int
 ) -> Iterator[tuple[bool, torch.Tensor]]:
-    """``(is_last, audio (channels, n))`` blocks of samples ``[first_sample, stop_sample)``.
+    """``(is_last, audio (channels, n))`` blocks of samples ``[first_sample, stop_sample)`` at the model's
+    rate, clamped to [-1, 1] only by the caller.
 
     A whole file through a causal codec is decoded chunk by chunk (constant memory); a segment is
     decoded from enough earlier frames to fill the decoder's history (:attr:`Codec.decoder_context_frames`).
@@ -203,7 +333,7 @@ def code_file(
     raw: RawFormat | None = None,
 ) -> int:
     """Encode ``source`` to the ``.akc`` file ``akc`` and decode that to ``decoded`` at ``rate`` Hz (None:
-    the model's), as ``audiokit encode`` / ``audiokit decode --sample-rate`` do; returns the ``.akc`` size
+    the input's own), as ``audiokit encode`` / ``audiokit decode --sample-rate`` do; returns the ``.akc`` size
     in bytes. ``raw``: read ``source`` as headerless PCM."""
     encode_file(codec, source, akc, bitrate_bps, weights_hash, raw)
     decode_file(codec, akc, decoded, weights_hash, None, None, rate)

@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import stat
+import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -51,6 +52,74 @@ RAW_SAMPLE_FORMATS = {
 }
 
 PathLike = str | os.PathLike
+
+STDIO = "-"
+"""The path that means standard input (as an input) or standard output (as an output)."""
+
+WRITABLE_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif", ".au", ".caf", ".w64")
+"""Extensions :func:`save` / :func:`open_writer` write; a target without one (stdout, a device) is WAV."""
+
+MIN_SAMPLE_RATE = 1000
+MAX_SAMPLE_RATE = 384_000
+# output formats that take only some rates (Hz) or channel counts
+_FORMAT_RATES = {
+    ".opus": (8000, 12000, 16000, 24000, 48000),
+    ".mp3": (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000),
+}
+_FORMAT_MAX_RATE = {".ogg": 192_000}  # libvorbis crashes above
+_FORMAT_MAX_CHANNELS = {".mp3": 2, ".flac": 8}
+
+
+def is_stdio(path: PathLike) -> bool:
+    """True for ``-`` (standard input or output)."""
+    return str(path) == STDIO
+
+
+def check_sample_rate(rate: int, option: str = "--sample-rate") -> None:
+    """UsageError unless ``rate`` (Hz) is within :data:`MIN_SAMPLE_RATE`..:data:`MAX_SAMPLE_RATE`."""
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise UsageError(f"{option} {rate}: must be a rate in Hz from {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE}")
+
+
+def output_extension(path: PathLike) -> str:
+    """The audio extension ``path`` is written as: its own (lower case), or ``.wav`` for standard output
+    and for targets written in place (a device, a FIFO). UsageError for any other extension."""
+    if is_stdio(path) or writes_in_place(path):
+        return ".wav"
+    suffix = Path(path).suffix.lower()
+    if suffix not in WRITABLE_EXTENSIONS:
+        what = f"extension {suffix!r}" if suffix else "no extension"
+        raise UsageError(f"{path}: {what}; write one of {', '.join(WRITABLE_EXTENSIONS)}")
+    return suffix
+
+
+def supported_rate(path: PathLike, rate: int) -> int:
+    """``rate``, or the lowest rate above it (else the highest) that ``path``'s format can hold (Opus and
+    MP3 take only some rates)."""
+    rates = _FORMAT_RATES.get(output_extension(path))
+    if rates is None or rate in rates:
+        return min(rate, _FORMAT_MAX_RATE.get(output_extension(path), rate))
+    return next((r for r in rates if r >= rate), rates[-1])
+
+
+def check_output_format(path: PathLike, sample_rate: int | None = None, channels: int | None = None) -> None:
+    """UsageError, before anything is written, when ``path`` cannot be written as audio: an unknown
+    extension, a rate (Hz) its format cannot hold (Opus: 8/12/16/24/48 kHz, MP3: 8..48 kHz), too many
+    channels."""
+    suffix = output_extension(path)
+    if sample_rate is not None:
+        check_sample_rate(sample_rate)
+        if supported_rate(path, sample_rate) != sample_rate:
+            rates = _FORMAT_RATES.get(suffix)
+            allowed = (
+                f"{', '.join(str(r) for r in rates)} Hz" if rates else f"up to {_FORMAT_MAX_RATE[suffix]} Hz"
+            )
+            raise UsageError(
+                f"{path}: {suffix[1:]} cannot hold {sample_rate} Hz audio ({allowed}); pass --sample-rate"
+            )
+    limit = _FORMAT_MAX_CHANNELS.get(suffix)
+    if channels is not None and limit is not None and channels > limit:
+        raise UsageError(f"{path}: {suffix[1:]} holds at most {limit} channels, the audio has {channels}")
 
 
 @dataclass(frozen=True)
@@ -267,28 +336,55 @@ def iter_blocks(
         _check_complete(path, f)
         rate = int(f.samplerate)
         out_channels = channels or f.channels
-        resampler = None
+        blocks = _iter_native(path, f, block_frames, channels)
         if sample_rate is not None and sample_rate != rate:
-            resampler = soxr.ResampleStream(rate, sample_rate, out_channels, dtype="float32", quality="HQ")
-        total = 0
-        while True:
-            try:
-                block = f.read(block_frames, dtype="float32", always_2d=True)
-            except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
-                raise AudioFormatError(
-                    path, f"truncated or corrupt audio data at sample {total} ({exc})"
-                ) from None
-            last = block.shape[0] < block_frames
-            total += block.shape[0]
-            if total == 0 and last:
-                raise AudioFormatError(path, "contains no audio samples")
-            block, _ = _finish(path, block, rate, None, channels)
-            if resampler is not None:
-                block = resampler.resample_chunk(block, last=last)
-            if block.shape[0]:
-                yield torch.from_numpy(np.ascontiguousarray(block.T))
-            if last:
-                break
+            blocks = resample_blocks(blocks, rate, sample_rate, out_channels)
+        yield from blocks
+
+
+def resample_blocks(
+    blocks: Iterable[torch.Tensor], orig_rate: int, target_rate: int, channels: int
+) -> Iterator[torch.Tensor]:
+    """Resample a stream of ``(channels, n)`` float32 blocks from ``orig_rate`` to ``target_rate`` Hz with
+    one streaming soxr resampler (HQ); empty output blocks are skipped."""
+    if orig_rate == target_rate:
+        yield from blocks
+        return
+    resampler = soxr.ResampleStream(orig_rate, target_rate, channels, dtype="float32", quality="HQ")
+    pending = None
+    for block in blocks:
+        if pending is not None:
+            out = resampler.resample_chunk(pending.numpy().T, last=False)
+            if out.shape[0]:
+                yield torch.from_numpy(np.ascontiguousarray(out.T))
+        pending = block
+    if pending is not None:
+        out = resampler.resample_chunk(pending.numpy().T, last=True)
+        if out.shape[0]:
+            yield torch.from_numpy(np.ascontiguousarray(out.T))
+
+
+def _iter_native(
+    path: Path, f: sf.SoundFile | ffmpeg.FfmpegReader, block_frames: int, channels: int | None
+) -> Iterator[torch.Tensor]:
+    """Blocks of an open file at its own rate (channels remixed to ``channels`` when given)."""
+    rate = int(f.samplerate)
+    total = 0
+    while True:
+        try:
+            block = f.read(block_frames, dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
+            problem = f"truncated or corrupt audio data at sample {total} ({exc})"
+            raise AudioFormatError(path, problem) from None
+        last = block.shape[0] < block_frames
+        total += block.shape[0]
+        if total == 0 and last:
+            raise AudioFormatError(path, "contains no audio samples")
+        block, _ = _finish(path, block, rate, None, channels)
+        if block.shape[0]:
+            yield torch.from_numpy(np.ascontiguousarray(block.T))
+        if last:
+            break
 
 
 def find_audio(root: Path, pattern: str = "*", extensions: tuple[str, ...] = AUDIO_EXTENSIONS) -> list[Path]:
@@ -372,12 +468,41 @@ def _through_fd_link(path: Path) -> bool:
 def writes_in_place(path: PathLike) -> bool:
     """True when ``path`` is written to directly, never replaced by a rename: it exists and is not a
     regular file (a device, a FIFO, a socket, a link to one), or it is an open-file link (``/dev/stdout``)."""
+    if is_stdio(path):
+        return True
     path = Path(path)
     try:
         mode = os.stat(path).st_mode
     except OSError:
         return False
     return not stat.S_ISREG(mode) or _through_fd_link(path)
+
+
+@contextmanager
+def readable_path(path: PathLike) -> Iterator[Path]:
+    """A regular file holding what ``path`` reads: ``path`` itself, or for ``-`` (standard input), a FIFO
+    or a device (``/dev/stdin``), a temporary copy of its whole stream (removed afterwards), so that it
+    can be probed and read more than once."""
+    if not is_stdio(path):
+        path = Path(path)
+        try:
+            regular = stat.S_ISREG(os.stat(path).st_mode)
+        except OSError:
+            regular = True  # missing: the reader says so
+        if regular:
+            yield path
+            return
+    tmp = _new_temp(Path(tempfile.gettempdir()), Path("stdin" if is_stdio(path) else Path(path).name))
+    try:
+        with open(tmp, "wb") as dst:
+            if is_stdio(path):
+                shutil.copyfileobj(sys.stdin.buffer, dst, 1 << 20)
+            else:
+                with open(path, "rb") as src:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+        yield tmp
+    finally:
+        _discard(tmp)
 
 
 @contextmanager
@@ -390,16 +515,23 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     folder) is copied into it. On any exception, or a signal the CLI turns into one, the temporary file
     is removed, so a half-written output never appears.
     """
-    path = Path(path)
     if writes_in_place(path):
-        tmp = _new_temp(Path(tempfile.gettempdir()), path)
+        stdout = is_stdio(path)
+        tmp = _new_temp(Path(tempfile.gettempdir()), Path("stdout" if stdout else path))
         try:
             yield tmp
-            with open(tmp, "rb") as src, open(path, "wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
+            with open(tmp, "rb") as src:
+                if stdout:
+                    sys.stdout.flush()
+                    shutil.copyfileobj(src, sys.stdout.buffer, 1 << 20)
+                    sys.stdout.buffer.flush()
+                else:
+                    with open(path, "wb") as dst:
+                        shutil.copyfileobj(src, dst, 1 << 20)
         finally:
             _discard(tmp)
         return
+    path = Path(path)
     real = Path(os.path.realpath(path))
     real.parent.mkdir(parents=True, exist_ok=True)
     tmp = _new_temp(real.parent, real)
@@ -460,7 +592,7 @@ def check_outputs(
     links, hard links too); two sources with one output; an existing directory as output; an existing
     regular file unless ``force``. Non-regular targets (FIFOs, devices, ``/dev/stdout``) are allowed.
     """
-    jobs = [(source, Path(out)) for source, out in jobs]
+    jobs = [(source, Path(out)) for source, out in jobs if not is_stdio(out)]
     input_ids: dict[tuple[int, int], Path] = {}
     for path in [*(Path(p) for p in inputs), *(s for s, _ in jobs if isinstance(s, Path))]:
         file_id = _file_id(path)
@@ -480,11 +612,26 @@ def check_outputs(
         seen[key] = (source, out)
         if out.is_dir():
             raise UsageError(f"{out}: is a directory; give a file name")
+        _check_writable_folder(out)
         if file_id is not None and not writes_in_place(out):
             existing.append(out)
     if existing and not force:
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
         raise UsageError(f"{existing[0]}{more}: already exists; pass -f/--force to overwrite")
+
+
+def _check_writable_folder(out: Path) -> None:
+    """UsageError when ``out`` cannot be created: a parent is a file, or the nearest existing folder
+    is not writable."""
+    if writes_in_place(out):
+        return
+    folder = Path(os.path.realpath(out)).parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UsageError(f"{out}: cannot create it under {folder}, which is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"{out}: the folder {folder} is not writable")
 
 
 def prepare_outputs(
@@ -498,8 +645,9 @@ def prepare_outputs(
 
 
 def _format_and_subtype(path: Path, subtype: str | None) -> tuple[str | None, str | None]:
-    fmt = {".opus": "OGG", ".ogg": "OGG", ".mp3": "MP3"}.get(path.suffix.lower())
-    if path.suffix.lower() == ".opus" and subtype is None:
+    suffix = output_extension(path)  # UsageError for an unknown extension
+    fmt = {".opus": "OGG", ".ogg": "OGG", ".mp3": "MP3", ".wav": "WAV"}.get(suffix)
+    if suffix == ".opus" and subtype is None:
         subtype = "OPUS"
     return fmt, subtype
 
@@ -528,8 +676,7 @@ def open_writer(
     Each block is ``(channels, n)`` audio; the file appears at ``path`` only when the ``with`` block
     ends without an exception. Format from the extension, ``subtype`` as in :func:`save`.
     """
-    path = Path(path)
-    fmt, subtype = _format_and_subtype(path, subtype)
+    fmt, subtype = _format_and_subtype(Path(path), subtype)
     with (
         atomic_path(path) as tmp,
         sf.SoundFile(str(tmp), "w", int(sample_rate), channels, subtype=subtype, format=fmt) as handle,

@@ -77,22 +77,22 @@ def test_stereo_44k_input_and_directories(tmp_path, model_path):
         "decode", str(tmp_path / "codes"), str(tmp_path / "out"), "--model", str(model_path), "-q"
     )
     assert done.returncode == 0, done.stderr
-    out, rate = io.load(tmp_path / "out" / "sub" / "m.wav")
-    assert rate == 16000 and out.shape == (2, 16000)
-    # --sample-rate resamples the decoded stream back to the input's rate (soxr, streamed)
-    back = tmp_path / "back.flac"
+    restored, rate = io.load(tmp_path / "out" / "sub" / "m.wav")  # the input's own rate and length
+    assert rate == 44100 and restored.shape == (2, 44100)
+    # --sample-rate overrides: the model's own rate, then the stream resampled (soxr) matches the default
+    at_model = tmp_path / "m16.flac"
     done = audiokit(
         "decode",
         str(tmp_path / "codes" / "sub" / "m.akc"),
-        str(back),
+        str(at_model),
         "--model",
         str(model_path),
         "--sample-rate",
-        "44100",
+        "16000",
     )
     assert done.returncode == 0, done.stderr
-    restored, rate = io.load(back)
-    assert rate == 44100 and restored.shape == (2, 44100)
+    out, rate = io.load(at_model)
+    assert rate == 16000 and out.shape == (2, 16000)
     expected = io.resample(out.numpy().T.copy(), 16000, 44100).T
     assert abs(restored.numpy() - expected).max() < 2e-3  # 16-bit WAV/FLAC rounding and soxr stream edges
 
@@ -170,7 +170,7 @@ def test_errors_are_one_line_and_leave_no_output(tmp_path, model_path):
         "--model",
         str(model_path),
     )
-    assert done.returncode != 0 and "not supported" in done.stderr and not (tmp_path / "y.akc").exists()
+    assert done.returncode != 0 and "kbps only" in done.stderr and not (tmp_path / "y.akc").exists()
     done = audiokit(
         "encode", str(tmp_path / "empty.akc"), str(tmp_path / "z.akc"), "--model", str(model_path)
     )

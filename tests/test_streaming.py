@@ -398,6 +398,19 @@ def test_transposed_conv_lstm_and_istft_head_steps():
             torch.testing.assert_close(torch.cat(outs, -1), module(x), rtol=0, atol=1e-5)
 
 
+def test_lstm_fast_steps_match_the_offline_lstm():
+    torch.manual_seed(0)
+    module = StreamableLSTM(6, 2, fast_steps=True).eval()
+    x = torch.randn(3, 6, 23)
+    state = module.init_state(3, x.device, x.dtype)
+    outs, start = [], 0
+    with torch.no_grad():
+        for size in [1, 4, 2, 9, 7]:  # chunks of <= 4 frames take the per-frame cell, longer ones nn.LSTM
+            outs.append(module.step(x[..., start : start + size], state))
+            start += size
+        torch.testing.assert_close(torch.cat(outs, -1), module(x), rtol=0, atol=1e-6)
+
+
 def test_subclasses_stream_through_their_parents_steps():
     class Doubled(StreamableConv1d):
         def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,6 @@
 """Speed benchmarks as library functions (``audiokit bench`` and ``benchmarks/*.py`` call them)."""
 
 from audiokit.bench.codec import run_benchmark, summary_lines
+from audiokit.bench.enhancer import enhancer_summary_lines, run_enhancer_benchmark
 
-__all__ = ["run_benchmark", "summary_lines"]
+__all__ = ["enhancer_summary_lines", "run_benchmark", "run_enhancer_benchmark", "summary_lines"]

@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 from types import FrameType
+from typing import NoReturn
 
 from audiokit import __version__
 from audiokit.errors import AudiokitError
@@ -56,16 +57,23 @@ def _interrupted(command: str, exc: KeyboardInterrupt) -> int:
     return 128 + signum
 
 
-COMMANDS = ("info", "eval", "coding", "data", "train", "checkpoint", "bench", "demo", "card")
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line (``audiokit encode: error: ...``), exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+COMMANDS = ("info", "eval", "coding", "enhance", "data", "train", "checkpoint", "bench", "demo", "card", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The full ``audiokit`` parser with every subcommand registered."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-q", "--quiet", action="store_true", help="no progress bars or informational output")
-    parser = argparse.ArgumentParser(
-        prog="audiokit", description="Neural audio coding and real-time audio processing."
+    common = Parser(add_help=False)
+    common.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress bars or notes (results are still printed)"
     )
+    parser = Parser(prog="audiokit", description="Neural audio coding and real-time audio processing.")
     parser.add_argument("--version", action="version", version=f"audiokit {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
@@ -78,7 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     previous = _install_signal_handlers()
     command = "audiokit"
     try:
-        args = build_parser().parse_args(argv)
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as exc:  # --help, --version, or a one-line usage error (exit code 2)
+            return exc.code if isinstance(exc.code, int) else 0
         command = f"audiokit {args.command}"
         return int(args.handler(args) or 0)
     except AudiokitError as exc:
@@ -90,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except Exception as exc:  # an unexpected failure: still one line unless debugging
+        if isinstance(exc, OSError) and exc.strerror:  # the system refused (permissions, a full disk)
+            where = f"{exc.filename}: " if exc.filename is not None else ""
+            print(f"{command}: error: {where}{exc.strerror}", file=sys.stderr)
+            return 1
         if os.environ.get("AUDIOKIT_DEBUG"):
             raise
         message = " ".join(str(exc).split())

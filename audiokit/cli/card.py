@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from audiokit.cli.options import doc_text
 from audiokit.evaluation.model_card import CardRequest, build_card, write_card
 
 
@@ -37,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "card",
         parents=[common],
         help="write a model card: quality next to Opus, targets, edge cases, training record",
-        description=__doc__.split(":", 1)[1].strip(),
+        description=doc_text(__doc__),
     )
     parser.add_argument(
         "-m", "--weights", "--model", dest="weights", required=True,

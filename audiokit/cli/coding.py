@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import sys
 from pathlib import Path
+from typing import TextIO
 
-from audiokit.cli.options import add_force_option, add_model_option, add_raw_options, raw_format
+from audiokit import io
+from audiokit.cli.batch import Batch, run_batch
+from audiokit.cli.options import (
+    add_batch_options,
+    add_force_option,
+    add_model_option,
+    add_raw_options,
+    raw_format,
+)
 from audiokit.coding import (
     DEFAULT_MODEL,
     check_time_range,
+    codec_bitrate,
     decode_file,
     encode_file,
     load_codec,
@@ -17,39 +30,122 @@ from audiokit.coding import (
 )
 from audiokit.errors import UsageError
 from audiokit.io import prepare_outputs
-from audiokit.progress import progress
+
+BANDWIDTH_TOLERANCE = 1.05
+"""Content this much above the model's Nyquist frequency is reported as lost bandwidth."""
+
+
+def _results_stream(output: str) -> TextIO:
+    """Where results are printed: stdout, or stderr when stdout carries the audio or the codes (``-``)."""
+    return sys.stderr if io.is_stdio(output) else sys.stdout
+
+
+def _finish(batch: Batch, args: argparse.Namespace, what: str, text: str, data: dict) -> int:
+    """Print the count (and what was done) as text or ``--json``; the exit code."""
+    out = _results_stream(args.output)
+    if args.json:
+        failed = [{"path": name, "error": line} for name, line in batch.failed]
+        print(json.dumps({**data, "done": len(batch.done), "failed": failed}, indent=2), file=out)
+    elif batch.failed or not args.quiet:
+        print(f"{what}: {batch.count}{text}", file=out)
+    return batch.exit_code
+
+
+def _check_akc_output(target: str) -> None:
+    if not io.is_stdio(target) and not io.writes_in_place(target) and Path(target).suffix != ".akc":
+        raise UsageError(f"{target}: an .akc file name (or a folder ending in /, or - for stdout) is needed")
 
 
 def run_encode(args: argparse.Namespace) -> int:
-    if args.bitrate <= 0:
-        raise UsageError(f"--bitrate must be positive, got {args.bitrate}")
+    if not math.isfinite(args.bitrate) or args.bitrate <= 0:
+        raise UsageError(f"--bitrate {args.bitrate:g}: must be a positive number of kbps")
     raw = raw_format(args)
-    jobs = mirror_jobs(Path(args.input), Path(args.output), ".akc", args.glob)
-    prepare_outputs(jobs, args.force)
+    jobs = mirror_jobs(args.input, args.output, ".akc", args.glob)
+    prepare_outputs(jobs, args.force)  # first: a data-loss refusal names both files
+    single = io.is_stdio(args.input) or not Path(args.input).is_dir()
+    if single and not str(args.output).endswith("/") and not Path(args.output).is_dir():
+        _check_akc_output(args.output)
     codec, weights_hash = load_codec(args.model)
-    bitrate = args.bitrate * 1000
-    codec.n_q_for_bitrate(bitrate)  # a clear error before any work
-    seconds = size = 0.0
-    for source, target in progress(jobs, "encode", quiet=args.quiet, label=lambda job: str(job[0])):
-        done = encode_file(codec, source, target, bitrate, weights_hash, raw)
-        seconds += done["seconds"]
-        size += done["bytes"]
-    if not args.quiet:
-        print(
-            f"encoded {len(jobs)} file(s), {seconds:.1f} s of audio -> {size / 1024:.1f} KiB "
-            f"({size * 8 / max(seconds, 1e-9) / 1000:.2f} kbps with headers) with {codec.name}"
-        )
-    return 0
+    bitrate = codec_bitrate(codec, args.bitrate)
+    nyquist = codec.sample_rate / 2
+    warned = False
+
+    def encode(job: tuple[Path, Path]) -> dict:
+        nonlocal warned
+        source, target = job
+        done = encode_file(codec, source, target, bitrate, weights_hash, raw, args.rescale)
+        name = "<stdin>" if io.is_stdio(source) else str(source)
+        if done["peak"] > 1 and not args.rescale:
+            print(
+                f"warning: {name}: peak {20 * math.log10(done['peak']):+.1f} dBFS is above full scale and "
+                "will clip when decoded; pass --rescale to scale it down",
+                file=sys.stderr,
+            )
+        if done["bandwidth_hz"] > BANDWIDTH_TOLERANCE * nyquist and not warned:
+            warned = True
+            print(
+                f"warning: {name} has content up to ~{done['bandwidth_hz'] / 1000:.1f} kHz, but "
+                f"{codec.name} codes up to {nyquist / 1000:g} kHz: the decoded audio keeps less "
+                "(warned once)",
+                file=sys.stderr,
+            )
+        return {"input": name, "output": str(target), **done}
+
+    batch = run_batch(
+        jobs, encode, "encode", lambda job: str(job[0]), quiet=args.quiet, fail_fast=args.fail_fast
+    )
+    seconds = sum(d["seconds"] for d in batch.done)
+    size = sum(d["bytes"] for d in batch.done)
+    kbps = size * 8 / max(seconds, 1e-9) / 1000
+    text = f"; {seconds:.1f} s of audio -> {size / 1024:.1f} KiB ({kbps:.2f} kbps with headers)"
+    text += f" with {codec.name}"
+    data = {"model": codec.name, "bitrate_kbps": bitrate / 1000, "seconds": seconds, "bytes": size}
+    return _finish(batch, args, "encode", text, {**data, "files": batch.done})
+
+
+def _suffix(value: str) -> str:
+    """``--suffix``: an extension, with or without its dot (checked with the outputs)."""
+    return value if value.startswith(".") else f".{value}"
 
 
 def run_decode(args: argparse.Namespace) -> int:
     check_time_range(args.start, args.duration)
-    jobs = mirror_jobs(Path(args.input), Path(args.output), args.suffix, extensions=(".akc",))
-    prepare_outputs(jobs, args.force)
-    for source, target in progress(jobs, "decode", quiet=args.quiet, label=lambda job: str(job[0])):
-        codec, weights_hash = load_codec(args.model or model_of(source))
-        decode_file(codec, source, target, weights_hash, args.start, args.duration, args.sample_rate)
-    return 0
+    suffix = _suffix(args.suffix)
+    jobs = mirror_jobs(args.input, args.output, suffix, extensions=(".akc",))
+    prepare_outputs(jobs, args.force)  # first: a data-loss refusal names both files
+    for _, target in jobs:
+        io.check_output_format(target, args.sample_rate)
+
+    def decode(job: tuple[Path, Path]) -> dict:
+        source, target = job
+        with io.readable_path(source) as path:  # standard input is read once, here
+            codec, weights_hash = load_codec(args.model or model_of(path))
+            done = decode_file(codec, path, target, weights_hash, args.start, args.duration, args.sample_rate)
+        name = "<stdin>" if io.is_stdio(source) else str(source)
+        if done["clipped"]:
+            print(f"warning: {target}: {done['clipped']} sample(s) clipped at full scale", file=sys.stderr)
+        return {"input": name, "output": str(target), **done}
+
+    batch = run_batch(
+        jobs, decode, "decode", lambda job: str(job[0]), quiet=args.quiet, fail_fast=args.fail_fast
+    )
+    seconds = sum(d["seconds"] for d in batch.done)
+    rates = sorted({d["sample_rate"] for d in batch.done})
+    text = f"; {seconds:.1f} s of audio at {', '.join(map(str, rates)) or '-'} Hz"
+    return _finish(batch, args, "decode", text, {"seconds": seconds, "files": batch.done})
+
+
+def _sample_rate(value: str) -> int:
+    """``--sample-rate``: a whole number of Hz within what audiokit writes."""
+    try:
+        rate = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of Hz") from None
+    try:
+        io.check_sample_rate(rate)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--sample-rate ")) from None
+    return rate
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -58,34 +154,50 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         parents=[common],
         help="compress audio to .akc with a neural codec",
         description="Encode an audio file (any format/rate/channels; m4a, webm... through ffmpeg) or a "
-        "directory (mirrored) to .akc.",
+        "directory (mirrored) to .akc. The .akc records the input's rate and length, which decode gives "
+        "back. Use - for standard input or output.",
     )
-    enc.add_argument("input", metavar="IN", help="audio file or directory")
-    enc.add_argument("output", metavar="OUT", help=".akc file, or directory")
+    enc.add_argument("input", metavar="IN", help="audio file, directory, or - (stdin)")
+    enc.add_argument("output", metavar="OUT", help=".akc file, directory (a trailing / makes one), or -")
     enc.add_argument(
         "-b",
         "--bitrate",
         type=float,
         default=6.0,
-        help="kbps per channel (default 6; stereo takes twice this)",
+        help="kbps per channel, one of the model's (default 6; stereo takes twice this)",
     )
     add_model_option(enc, DEFAULT_MODEL)
     enc.add_argument("--glob", default="*", help="with a directory: only files matching this pattern")
+    enc.add_argument(
+        "--rescale",
+        action="store_true",
+        help="scale an input whose peak is above full scale down to 0.99 (like EnCodec's -r)",
+    )
     add_force_option(enc)
+    add_batch_options(enc)
     add_raw_options(enc)
     enc.set_defaults(handler=run_encode)
     dec = subparsers.add_parser(
         "decode",
         parents=[common],
         help="decode .akc to audio",
-        description="Decode an .akc file (or a directory of them, mirrored) to audio at the model's rate.",
+        description="Decode an .akc file (or a directory of them, mirrored) to audio at the encoded input's "
+        "own rate and length (--sample-rate for another rate). Use - for standard input or output (WAV).",
     )
-    dec.add_argument("input", metavar="IN", help=".akc file or directory")
-    dec.add_argument("output", metavar="OUT", help="audio file (.wav/.flac/...) or directory")
+    dec.add_argument("input", metavar="IN", help=".akc file, directory, or - (stdin)")
+    dec.add_argument(
+        "output", metavar="OUT", help="audio file (.wav/.flac/...), directory (a trailing / makes one), or -"
+    )
     dec.add_argument("--start", type=float, help="seconds: decode from here (reads only the chunks needed)")
     dec.add_argument("--duration", type=float, help="seconds to decode from --start")
-    dec.add_argument("--sample-rate", type=int, help="resample the output to this rate (Hz)")
+    dec.add_argument(
+        "--sample-rate",
+        type=_sample_rate,
+        metavar="HZ",
+        help="output rate in Hz (default: the encoded input's own rate)",
+    )
     add_model_option(dec, None)
     add_force_option(dec)
     dec.add_argument("--suffix", default=".wav", help="output extension for directories (default .wav)")
+    add_batch_options(dec)
     dec.set_defaults(handler=run_decode)

@@ -1,5 +1,6 @@
 """``audiokit eval``: score test audio against references, or a baseline (opus, sinc, identity) or one of
-our codecs (``-m/--model``, through real ``.akc`` files) on them."""
+our codecs (``-m/--model``, through real ``.akc`` files) on them; or an enhancer (``-m``) or enhancement
+baseline (rnnoise, gating) on noisy TEST audio against clean references."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import json
 from pathlib import Path
 
 from audiokit.cli.options import add_force_option, add_raw_options, raw_format
+from audiokit.enhancement import model_family
 from audiokit.evaluation import METRICS, EvalRequest, evaluate
-from audiokit.evaluation.baselines import BASELINES
+from audiokit.evaluation.baselines import BASELINES, ENHANCERS
 from audiokit.evaluation.pairing import pair_files
 from audiokit.io import prepare_outputs
 
@@ -18,11 +20,13 @@ def _request(args: argparse.Namespace) -> EvalRequest:
     def path(value: str | None) -> Path | None:
         return Path(value) if value else None
 
+    enhancer = args.codec is not None and model_family(args.codec) == "enhancer"
     return EvalRequest(
         ref=Path(args.ref),
         test=path(args.test),
         baseline=args.baseline,
-        codec=args.codec,
+        codec=None if enhancer else args.codec,
+        enhancer=args.codec if enhancer else None,
         bitrate_kbps=args.bitrate,
         input_rate=args.input_rate,
         glob=args.glob,
@@ -41,6 +45,10 @@ def _print_text(report: dict, request: EvalRequest) -> None:
             f"codec {report['model']} ({request.codec}) {request.bitrate_kbps:g} kbps "
             f"(actual {report['actual_bitrate_kbps']:.2f} kbps: .akc file sizes)"
         )
+    elif request.enhancer:
+        what = f"enhancer {report['model']} ({request.enhancer}) on {request.test} vs {request.ref}"
+    elif request.baseline in ENHANCERS:
+        what = f"baseline {report['baseline']} on {request.test} vs {request.ref}"
     elif request.baseline:
         what = f"baseline {report['baseline']}"
     else:
@@ -55,6 +63,8 @@ def _print_text(report: dict, request: EvalRequest) -> None:
         mean, half = report[name], report["ci95"][name]
         value = "n/a" if mean is None else f"{mean:8.3f}" + ("" if half is None else f" ± {half:.3f}")
         print(f"  {name:<14}{value}")
+    for name, reason in report["skipped"].items():
+        print(f"  skipped for {name}: {reason}")
 
 
 def _check_outputs(request: EvalRequest, force: bool) -> None:
@@ -67,7 +77,7 @@ def _check_outputs(request: EvalRequest, force: bool) -> None:
     if jobs or request.keep:
         pairs = pair_files(request.ref, request.test, request.glob)
         inputs = [p for pair in pairs for p in (pair.reference, pair.test) if p is not None]
-        if request.keep and (request.codec or request.baseline):
+        if request.keep and (request.codec or request.baseline or request.enhancer):
             suffixes = {"opus": (".opus", ".wav")}.get(request.baseline or "", (".wav",))
             if request.codec:
                 suffixes = (".akc", ".wav")
@@ -79,12 +89,12 @@ def _check_outputs(request: EvalRequest, force: bool) -> None:
 
 def run(args: argparse.Namespace) -> int:
     request = _request(args)
+    _check_outputs(request, args.force)  # first: a data-loss refusal names both files
     request.validate()
-    _check_outputs(request, args.force)
     _, report = evaluate(request)
     if args.json:
         print(json.dumps(report, indent=2))
-    elif not args.quiet:
+    else:  # -q silences progress, never the scores
         _print_text(report, request)
     return 0
 
@@ -94,10 +104,12 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "eval",
         parents=[common],
         help="score test audio against references (PESQ, STOI, ESTOI, SI-SDR, LSD, mel/STFT distance)",
-        description="Pair files by relative path under REF and TEST and report mean and 95%% CI of every "
+        description="Pair files by relative path under REF and TEST and report mean and 95 % CI of every "
         "metric, or run a baseline on REF: --baseline opus --bitrate KBPS (opusenc/opusdec), "
         "--baseline sinc --input-rate HZ (band-limit and upsample), --baseline identity; or one of our "
-        "codecs: -m/--model MODEL --bitrate KBPS (encode to .akc and decode, like audiokit encode/decode).",
+        "codecs: -m/--model MODEL --bitrate KBPS (encode to .akc and decode, like audiokit encode/decode). "
+        "Enhancement: REF_DIR is clean speech, TEST_DIR the noisy input, which --baseline rnnoise|gating or "
+        "-m/--model ENHANCER processes (without either, the noisy input itself is scored).",
     )
     parser.add_argument("ref", metavar="REF_DIR", help="reference audio: a directory or one file")
     parser.add_argument("test", metavar="TEST_DIR", nargs="?", help="test audio at the same relative paths")
@@ -108,7 +120,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "--codec",
         dest="codec",
         metavar="MODEL",
-        help="code REF with this codec (shipped name, run directory or .safetensors) through .akc files",
+        help="code REF with this codec through .akc files, or enhance TEST_DIR with this enhancer "
+        "(shipped name, run directory or .safetensors)",
     )
     parser.add_argument("--bitrate", type=float, metavar="KBPS", help="Opus or codec bitrate in kbit/s")
     parser.add_argument("--input-rate", type=int, metavar="HZ", help="sinc baseline: band-limit to this rate")
@@ -118,7 +131,11 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object with the means and CIs")
     parser.add_argument("--csv", metavar="FILE", help="write per-file scores to FILE")
-    parser.add_argument("--plot", metavar="PNG", help="draw reference/test spectrograms of the first files")
+    parser.add_argument(
+        "--plot",
+        metavar="FILE",
+        help="draw reference/test spectrograms of the first files (.png, .pdf, .svg...: from the extension)",
+    )
     parser.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
     add_force_option(parser)
     add_raw_options(parser)

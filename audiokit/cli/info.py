@@ -1,33 +1,53 @@
-"""``audiokit info FILE...``: rate, channels, duration, codec, peak, RMS and bandwidth of audio files."""
+"""``audiokit info FILE...``: rate, channels, duration, codec, peak, RMS and bandwidth of audio files;
+model, bitrate, duration and original rate of .akc files."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
-from audiokit.cli.options import add_raw_options, raw_format
+from audiokit.cli.batch import run_batch
+from audiokit.cli.options import add_raw_options, doc_text, raw_format
 from audiokit.evaluation.describe import describe
-from audiokit.progress import progress
 
 
 def _fmt_db(value: float | None) -> str:
     return "-inf" if value is None else f"{value:.1f}"
 
 
+def _line(row: dict) -> str:
+    if row.get("format") == "akc":
+        original = f"{row['original_samples']} samples at {row['original_sample_rate']} Hz"
+        return (
+            f"{row['path']}: .akc v{row['version']}, {row['model']} (weights {row['weights_sha256'][:12]}), "
+            f"{row['bitrate_kbps']:g} kbps ({row['codebooks']} codebooks x {row['channels']} ch), "
+            f"{row['duration_s']:.3f} s, original {original}"
+        )
+    return (
+        f"{row['path']}: {row['sample_rate']} Hz, {row['channels']} ch, {row['duration_s']:.3f} s "
+        f"({row['samples']} samples), {row['codec']}, peak {_fmt_db(row['peak_dbfs'])} dBFS, "
+        f"RMS {_fmt_db(row['rms_dbfs'])} dBFS, bandwidth ~{row['bandwidth_hz'] / 1000:.1f} kHz"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     raw = raw_format(args)
-    rows = [describe(Path(p), raw) for p in progress(args.files, "info", quiet=args.quiet, label=str)]
+    batch = run_batch(args.files, lambda p: describe(Path(p), raw), "info", str, quiet=args.quiet)
+    rows = batch.done
     if args.json:
-        print(json.dumps(rows if len(rows) > 1 else rows[0], indent=2))
-        return 0
-    for row in rows:
-        print(
-            f"{row['path']}: {row['sample_rate']} Hz, {row['channels']} ch, {row['duration_s']:.3f} s "
-            f"({row['samples']} samples), {row['codec']}, peak {_fmt_db(row['peak_dbfs'])} dBFS, "
-            f"RMS {_fmt_db(row['rms_dbfs'])} dBFS, bandwidth ~{row['bandwidth_hz'] / 1000:.1f} kHz"
-        )
-    return 0
+        if len(args.files) == 1:
+            print(json.dumps(rows[0], indent=2))
+        else:
+            failed = [{"path": name, "error": line} for name, line in batch.failed]
+            print(json.dumps(rows + failed, indent=2))
+    else:
+        for row in rows:
+            print(_line(row))
+    if batch.failed:
+        print(f"info: {batch.count}", file=sys.stderr)
+    return batch.exit_code
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -35,12 +55,14 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "info",
         parents=[common],
         help="describe audio files",
-        description=__doc__.split(":", 1)[1].strip() + " Reads m4a/aac/mp4, webm and whatever else ffmpeg "
+        description=doc_text(__doc__) + " Reads m4a/aac/mp4, webm and whatever else ffmpeg "
         "decodes, and headerless PCM with --raw-rate/--raw-format.",
     )
     parser.add_argument("files", nargs="+", metavar="FILE")
     parser.add_argument(
-        "--json", action="store_true", help="print JSON (an object, or a list for several files)"
+        "--json",
+        action="store_true",
+        help="print JSON (an object, or a list for several files; a failed file as {path, error})",
     )
     add_raw_options(parser)
     parser.set_defaults(handler=run)

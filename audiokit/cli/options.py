@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 
 from audiokit.io import RAW_SAMPLE_FORMATS, RawFormat
 
@@ -47,3 +48,19 @@ def add_force_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-f", "--force", action="store_true", help="overwrite existing output files (never an input file)"
     )
+
+
+def add_batch_options(parser: argparse.ArgumentParser) -> None:
+    """``--fail-fast`` (stop at the first bad file) and ``--json`` (print the results as JSON)."""
+    parser.add_argument(
+        "--fail-fast", action="store_true", help="stop at the first file that fails (default: do the rest)"
+    )
+    parser.add_argument("--json", action="store_true", help="print the results as one JSON object")
+
+
+def doc_text(doc: str | None) -> str:
+    """A command's ``--help`` description from its module docstring: the text after the first ``:``
+    with reStructuredText markup (``:mod:`x```, ````x````) turned into plain words."""
+    text = (doc or "").split(":", 1)[-1]
+    text = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", text)
+    return " ".join(text.replace("``", "").split())

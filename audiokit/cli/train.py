@@ -8,6 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
+from audiokit.cli.options import doc_text
 from audiokit.errors import UsageError
 
 
@@ -50,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "train",
         parents=[common],
         help="train a model from a YAML recipe",
-        description=__doc__.split(":", 1)[1].strip()
+        description=doc_text(__doc__)
         + " Multi-GPU or multi-process: torchrun --nproc-per-node N -m audiokit train RECIPE ...",
     )
     parser.add_argument("recipe", help="YAML recipe, e.g. recipes/codec_speech16k.yaml")

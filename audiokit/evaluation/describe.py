@@ -1,4 +1,5 @@
-"""What an audio file holds: header facts, peak and RMS level, estimated bandwidth (``audiokit info``)."""
+"""What an audio file holds (header facts, peak and RMS level, estimated bandwidth) or what an ``.akc``
+file holds (model, weights, bitrate, duration, the encoded input's rate): ``audiokit info``."""
 
 from __future__ import annotations
 
@@ -6,13 +7,54 @@ import math
 from pathlib import Path
 
 from audiokit import io
+from audiokit.bitstream import MAGIC, AkcReader
 from audiokit.dsp import BandwidthEstimator
 from audiokit.io import RawFormat
 
 
+def is_akc(path: Path) -> bool:
+    """True when ``path`` starts with the ``.akc`` magic bytes."""
+    try:
+        with open(path, "rb") as file:
+            return file.read(len(MAGIC)) == MAGIC
+    except OSError:
+        return False
+
+
+def describe_akc(path: Path) -> dict:
+    """What an ``.akc`` file holds: bitstream version, model and weights hash, channels, codebooks,
+    nominal and actual bitrate (kbps), duration, the coded rate and length, and the encoded input's
+    own rate and length (``original_*``; the coded ones for version-1 files). Reads the header and
+    trailer only."""
+    with AkcReader(path) as reader:
+        h = reader.header
+    size = path.stat().st_size
+    seconds = h.num_samples / h.sample_rate
+    return {
+        "path": str(path),
+        "format": "akc",
+        "version": h.version,
+        "model": h.model_name,
+        "weights_sha256": h.weights_hash,
+        "channels": h.channels,
+        "codebooks": h.num_codebooks,
+        "bitrate_kbps": round(h.bitrate / 1000, 3),
+        "actual_kbps": round(size * 8 / seconds / 1000, 3) if seconds else None,
+        "bytes": size,
+        "duration_s": round(seconds, 6),
+        "sample_rate": h.sample_rate,
+        "samples": h.num_samples,
+        "original_sample_rate": h.original_rate,
+        "original_samples": h.original_samples,
+    }
+
+
 def describe(path: Path, raw: RawFormat | None = None) -> dict:
     """Rate (Hz), channels, samples, duration (s), codec, peak/RMS (dBFS, None for silence) and estimated
-    bandwidth (Hz) of ``path``, read in constant memory (``raw``: read it as headerless PCM)."""
+    bandwidth (Hz) of ``path``, read in constant memory (``raw``: read it as headerless PCM); an ``.akc``
+    file is described by :func:`describe_akc`."""
+    if raw is None and is_akc(path):
+        return describe_akc(path)
     header = io.info(path, raw)
     estimator = BandwidthEstimator(header.sample_rate)
     peak, energy, count = 0.0, 0.0, 0

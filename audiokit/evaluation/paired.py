@@ -16,11 +16,12 @@ import torch
 
 from audiokit import io
 from audiokit.coding import code_file, codec_bitrate, load_codec
+from audiokit.enhancement import enhance_audio, load_enhancer
 from audiokit.errors import UsageError
 from audiokit.evaluation import baselines
 from audiokit.evaluation.metrics import METRICS
 from audiokit.evaluation.pairing import FilePair, check_compatible, pair_files
-from audiokit.evaluation.plots import spectrogram_comparison
+from audiokit.evaluation.plots import plot_format, spectrogram_comparison
 from audiokit.evaluation.scoring import score_pair
 from audiokit.evaluation.stats import summarize
 from audiokit.io import RawFormat
@@ -37,7 +38,10 @@ class EvalRequest:
     * ``baseline``: one of :data:`~audiokit.evaluation.baselines.BASELINES` applied to the references
       (``opus`` needs ``bitrate_kbps``, ``sinc`` needs ``input_rate`` in Hz);
     * ``codec``: one of our codecs (shipped name, run directory or ``.safetensors``) at ``bitrate_kbps``,
-      through ``.akc`` files, decoded back at the reference's rate.
+      through ``.akc`` files, decoded back at the reference's rate;
+    * ``enhancer`` (an enhancement model, any of family ``enhancer``) or an enhancement ``baseline``
+      (:data:`~audiokit.evaluation.baselines.ENHANCERS`: ``rnnoise``, ``gating``): run on ``test``, the
+      noisy input, and scored against ``ref``, the clean speech.
 
     ``glob`` filters reference paths; ``keep``: also save the test audio (and coded files) there;
     ``csv``/``plot``: write per-file scores / a spectrogram PNG of the first files; ``jobs``: worker
@@ -48,6 +52,7 @@ class EvalRequest:
     test: Path | None = None
     baseline: str | None = None
     codec: str | None = None
+    enhancer: str | None = None
     bitrate_kbps: float | None = None
     input_rate: int | None = None
     glob: str = "*"
@@ -58,12 +63,28 @@ class EvalRequest:
     quiet: bool = True
     raw: RawFormat | None = None
 
+    @property
+    def enhances(self) -> bool:
+        """True when the test audio is made by enhancing ``test`` (an enhancer or enhancement baseline)."""
+        return bool(self.enhancer) or self.baseline in baselines.ENHANCERS
+
     def validate(self) -> None:
         """UsageError (naming the option to fix) for a request that cannot run."""
+        if self.enhances:
+            what = f"-m/--model {self.enhancer}" if self.enhancer else f"--baseline {self.baseline}"
+            if self.enhancer and (self.baseline or self.codec):
+                raise UsageError("give either -m/--model or --baseline, not both")
+            if not self.test:
+                raise UsageError(
+                    f"{what} enhances noisy audio: give REF_DIR (clean speech) and TEST_DIR (the noisy "
+                    "input at the same relative paths)"
+                )
+            if self.enhancer:
+                load_enhancer(self.enhancer)  # a clear error before any work
         if self.codec and self.baseline:
             raise UsageError("give either --codec or --baseline, not both")
         system = "--codec" if self.codec else "--baseline"
-        if self.test and (self.baseline or self.codec):
+        if self.test and (self.baseline or self.codec) and not self.enhances:
             raise UsageError(f"give either TEST_DIR or {system}, not both")
         if not self.test and not self.baseline and not self.codec:
             raise UsageError(
@@ -71,8 +92,14 @@ class EvalRequest:
             )
         if self.baseline is not None and self.baseline not in baselines.BASELINES:
             raise UsageError(f"--baseline {self.baseline}: choose from {', '.join(baselines.BASELINES)}")
-        if self.bitrate_kbps is not None and self.bitrate_kbps <= 0:
+        if self.bitrate_kbps is not None and not (math.isfinite(self.bitrate_kbps) and self.bitrate_kbps > 0):
             raise UsageError(f"--bitrate must be positive, got {self.bitrate_kbps}")
+        if self.input_rate is not None:
+            io.check_sample_rate(self.input_rate, "--input-rate")
+        if self.jobs < 1:
+            raise UsageError(f"--jobs {self.jobs}: must be 1 or more")
+        if self.plot is not None:
+            plot_format(self.plot)
         if self.baseline == "opus" and self.bitrate_kbps is None:
             raise UsageError("--baseline opus needs --bitrate KBPS (e.g. --bitrate 6)")
         if self.baseline == "sinc" and self.input_rate is None:
@@ -112,6 +139,13 @@ def _make_test(
     return baselines.identity(ref, rate)
 
 
+def _enhance(noisy: torch.Tensor, rate: int, request: EvalRequest) -> torch.Tensor:
+    """``noisy (channels, samples)`` at ``rate`` Hz through the request's enhancer or baseline."""
+    if request.enhancer:
+        return enhance_audio(load_enhancer(request.enhancer)[0], noisy, rate)
+    return baselines.ENHANCERS[request.baseline](noisy, rate).wav
+
+
 def evaluate_pair(pair: FilePair, request: EvalRequest) -> tuple[dict, torch.Tensor, torch.Tensor, int]:
     """Load (or make, for a baseline or codec) the test audio of ``pair`` and score it against the reference.
 
@@ -121,7 +155,13 @@ def evaluate_pair(pair: FilePair, request: EvalRequest) -> tuple[dict, torch.Ten
     """
     ref, rate = io.load(pair.reference, raw=request.raw)
     bitrate = None
-    if request.baseline or request.codec:
+    if request.enhances:
+        noisy, noisy_rate = io.load(pair.test, raw=request.raw)
+        check_compatible(pair, ref, rate, noisy, noisy_rate)
+        test, test_rate = _enhance(noisy, rate, request), rate
+        if request.keep:
+            io.save(Path(request.keep) / Path(pair.name).with_suffix(".wav"), test, rate, subtype="FLOAT")
+    elif request.baseline or request.codec:
         made = _make_test(pair, ref, rate, request)
         test, test_rate, bitrate = made.wav, rate, made.bitrate_bps
         if request.keep and request.baseline:
@@ -176,6 +216,12 @@ def report(request: EvalRequest, rows: list[dict]) -> dict:
         codec, weights_hash = load_codec(request.codec)
         result.update(codec=request.codec, model=codec.name, weights_sha256=weights_hash)
         result["model_sample_rate"] = codec.sample_rate
+    if request.enhancer:
+        model, weights_hash = load_enhancer(request.enhancer)
+        result.update(enhancer=request.enhancer, model=model.name, weights_sha256=weights_hash)
+        result["model_sample_rate"] = model.sample_rate
+    if request.enhances:
+        result["noisy_input"] = str(request.test)
     if request.baseline == "opus" or request.codec:
         result["bitrate_kbps"] = request.bitrate_kbps
         result["actual_bitrate_kbps"] = round(
@@ -183,6 +229,7 @@ def report(request: EvalRequest, rows: list[dict]) -> dict:
         )
     if request.baseline == "sinc":
         result["input_rate"] = request.input_rate
+    result["skipped"] = {r["file"]: r["skipped"] for r in rows if "skipped" in r}
     return result
 
 
@@ -194,7 +241,9 @@ def evaluate(request: EvalRequest) -> tuple[list[dict], dict]:
     request.validate()
     pairs = pair_files(Path(request.ref), Path(request.test) if request.test else None, request.glob)
     desc = "eval " + (
-        f"{request.codec} {request.bitrate_kbps:g} kbps" if request.codec else request.baseline or ""
+        f"{request.codec} {request.bitrate_kbps:g} kbps"
+        if request.codec
+        else request.enhancer or request.baseline or ""
     )
     plotted: list[tuple[str, tuple[torch.Tensor, torch.Tensor]]] = []
     plot_rate = None
@@ -224,7 +273,7 @@ def evaluate(request: EvalRequest) -> tuple[list[dict], dict]:
         title = (
             f"{Path(request.codec).name} {request.bitrate_kbps:g} kbps"
             if request.codec
-            else request.baseline or "test"
+            else request.enhancer or request.baseline or "test"
         )
         spectrogram_comparison(plotted, plot_rate, request.plot, ("reference", title))
     return rows, result

@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from audiokit.dsp import stft
+from audiokit.errors import UsageError
 from audiokit.io import atomic_path
+
+PLOT_FORMATS = ("png", "pdf", "svg", "eps", "ps") + (
+    ("jpg", "jpeg", "webp", "tif", "tiff") if importlib.util.find_spec("PIL") else ()
+)
+"""What a figure can be written as (its file's extension); the raster formats beyond PNG need Pillow."""
+
+
+def plot_format(path: str | Path) -> str:
+    """The figure format ``path``'s extension names; UsageError when it names none we can write."""
+    suffix = Path(path).suffix.lower().lstrip(".")
+    if suffix not in PLOT_FORMATS:
+        what = f"extension .{suffix}" if suffix else "no extension"
+        raise UsageError(f"{path}: {what}; a figure can be written as .{', .'.join(PLOT_FORMATS)}")
+    return suffix
 
 
 def _db_spectrogram(wav: torch.Tensor, sample_rate: int) -> torch.Tensor:
@@ -23,11 +39,13 @@ def spectrogram_comparison(
     path: str | Path,
     titles: Sequence[str] = ("reference", "test"),
 ) -> None:
-    """Write a PNG with one row per ``(name, signals)`` and one column per signal (``titles``).
+    """Write a figure with one row per ``(name, signals)`` and one column per signal (``titles``), in the
+    format ``path``'s extension names (:func:`plot_format`).
 
     Signals are ``(channels, samples)`` audio at ``sample_rate`` Hz, the first one setting the time axis.
     A row shares one dB colour scale (80 dB range below its peak). Written atomically.
     """
+    fmt = plot_format(path)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -54,5 +72,5 @@ def spectrogram_comparison(
         row_axes[0].set_ylabel("frequency (kHz)")
         fig.colorbar(image, ax=list(row_axes), label="dB")
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
+        fig.savefig(tmp, dpi=90, format=fmt)
     plt.close(fig)

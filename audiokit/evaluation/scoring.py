@@ -2,29 +2,62 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+from functools import partial
+
 import torch
 
 from audiokit.evaluation import metrics
 from audiokit.evaluation.metrics import METRICS
 from audiokit.evaluation.stats import nanmean
 
+LONG_ENOUGH_S = 1.0
+"""Every metric works on this many seconds or more: a failure on a longer input is a real error."""
+
+
+def _measure(name: str, fn: Callable[[], float], samples: int, rate: int, skipped: dict[str, str]) -> float:
+    """``fn()``, or NaN with a reason in ``skipped`` when the input (``samples`` at ``rate`` Hz) is too
+    short for metric ``name``."""
+    seconds = samples / rate
+    try:
+        value = float(fn())
+    except (ValueError, IndexError, RuntimeError):
+        if seconds >= LONG_ENOUGH_S:
+            raise
+        value = math.nan
+    if math.isnan(value) and seconds < LONG_ENOUGH_S:
+        skipped[name] = f"{samples} samples ({seconds:.3f} s) is too short"
+    return value
+
 
 def score_pair(reference: torch.Tensor, test: torch.Tensor, sample_rate: int) -> dict[str, float]:
     """Every metric in :data:`METRICS` for ``(channels, samples)`` audio, averaged over channels.
 
     PESQ is wide-band at 16 kHz, narrow-band at 8 kHz, and computed after resampling at other rates.
+    A metric an input is too short for (STOI needs about 0.4 s, PESQ 0.25 s) scores NaN and the row's
+    ``skipped`` key says which and why (``"stoi, estoi: 0.010 s is too short"``).
     """
-    per_channel = []
-    for ref, est in zip(reference.double(), test.double(), strict=True):
-        per_channel.append(
-            {
-                "pesq": metrics.pesq(ref, est, sample_rate).score,
-                "stoi": metrics.stoi(ref, est, sample_rate),
-                "estoi": metrics.stoi(ref, est, sample_rate, extended=True),
-                "si_sdr": metrics.si_sdr(ref, est),
-                "lsd": metrics.log_spectral_distance(ref, est),
-                "mel_distance": metrics.mel_distance(ref, est, sample_rate),
-                "stft_distance": metrics.multi_resolution_stft_distance(ref, est),
-            }
-        )
-    return {name: nanmean([c[name] for c in per_channel]) for name in METRICS}
+    samples = reference.shape[-1]
+    measures: dict[str, Callable[[torch.Tensor, torch.Tensor], float]] = {
+        "pesq": lambda ref, est: metrics.pesq(ref, est, sample_rate).score,
+        "stoi": lambda ref, est: metrics.stoi(ref, est, sample_rate),
+        "estoi": lambda ref, est: metrics.stoi(ref, est, sample_rate, extended=True),
+        "si_sdr": metrics.si_sdr,
+        "lsd": metrics.log_spectral_distance,
+        "mel_distance": lambda ref, est: metrics.mel_distance(ref, est, sample_rate),
+        "stft_distance": metrics.multi_resolution_stft_distance,
+    }
+    skipped: dict[str, str] = {}
+    per_channel = [
+        {
+            name: _measure(name, partial(fn, ref, est), samples, sample_rate, skipped)
+            for name, fn in measures.items()
+        }
+        for ref, est in zip(reference.double(), test.double(), strict=True)
+    ]
+    row: dict = {name: nanmean([c[name] for c in per_channel]) for name in METRICS}
+    if skipped:
+        reasons = sorted(set(skipped.values()))
+        row["skipped"] = f"{', '.join(skipped)}: {'; '.join(reasons)}"
+    return row

@@ -103,7 +103,7 @@ class BandwidthExtender(
         self.frame_conv = StreamableConv1d(
             c.hidden_dim, c.hidden_dim, c.conv_kernel, groups=c.hidden_dim, causal=True, norm="none"
         )
-        self.lstm = StreamableLSTM(c.hidden_dim, c.lstm_layers, skip=True)
+        self.lstm = StreamableLSTM(c.hidden_dim, c.lstm_layers, skip=True, fast_steps=True)
         self.gain_head = nn.Linear(c.hidden_dim, c.erb_bands)
         self.residual_head = nn.Linear(c.hidden_dim, 2 * bins)
         nn.init.zeros_(self.gain_head.weight)

@@ -98,7 +98,7 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
         self.frame_conv = StreamableConv1d(
             c.hidden_dim, c.hidden_dim, c.conv_kernel, groups=c.hidden_dim, causal=True, norm="none"
         )
-        self.lstm = StreamableLSTM(c.hidden_dim, c.lstm_layers, skip=True)
+        self.lstm = StreamableLSTM(c.hidden_dim, c.lstm_layers, skip=True, fast_steps=True)
         self.gain_head = nn.Linear(c.hidden_dim, c.erb_bands)
         self.df_head = nn.Linear(c.hidden_dim, c.df_bins * c.df_order * 2)
         self.deep_filter = DeepFilter(c.df_bins, c.df_order)

@@ -5,16 +5,20 @@ advances every stream that holds at least one whole frame of input by exactly on
 batched call; the streams that do not (the padding mask) are left untouched, their state rows neither
 read nor written. Each stream's output equals that of its own :class:`CodecStream` session (and so
 the offline result). Memory is ``O(capacity x state)``: one state row per slot, reused after
-:meth:`close`.
+:meth:`close`. :class:`MultiStreamBatcher` serves codecs, :class:`AudioBatcher` audio-to-audio models
+(enhancers) the same way.
 """
 
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 
 from audiokit.errors import UsageError
+from audiokit.nn.state import assign_rows, select_rows, zero_rows
 from audiokit.streaming.codec import CodecStream
 
 
@@ -116,3 +120,121 @@ def _pop(session: CodecStream, slot: int) -> torch.Tensor:
     out = torch.cat(row.out, -1) if row.out else session._empty_output_row()
     row.out, row.out_len = [], 0
     return out
+
+
+class AudioBatcher:
+    """Up to ``capacity`` independent mono streams of an audio-to-audio model (an enhancer), advanced
+    together one hop per :meth:`step`, each exactly as its own :class:`~audiokit.streaming.audio.AudioStream`.
+
+    ``options`` are the model's streaming knobs (``atten_lim_db``, ``dry``), shared by every stream.
+    Streams push mono audio ``(1, n)`` or ``(n,)``; their output (``(1, n)``, aligned with the input,
+    the model's ``output_lag`` showing only as lag) accumulates until :meth:`pull` or :meth:`close`.
+    """
+
+    def __init__(self, model, capacity: int, **options) -> None:
+        self.model = model
+        self.capacity = capacity
+        self.hop_length = model.hop_length
+        self.lag = model.output_lag
+        self.step_options = model.step_options(**options)
+        self.device = next(model.parameters()).device
+        with torch.inference_mode():
+            self.state = model.init_state(capacity, self.device)
+        self._rows: dict[int, _AudioRow] = {}
+        self._slots: dict[int, int] = {}
+        self._free = list(range(capacity))
+        self._ids = itertools.count()
+
+    @property
+    def streams(self) -> list[int]:
+        """Ids of the open streams."""
+        return list(self._slots)
+
+    def open(self) -> int:
+        """Start a stream (zero state) and return its id."""
+        if not self._free:
+            raise UsageError(f"all {self.capacity} stream slots are in use; close a stream first")
+        slot = self._free.pop(0)
+        with torch.inference_mode():
+            zero_rows(self.state, torch.tensor([slot], device=self.device))
+        stream_id = next(self._ids)
+        self._slots[stream_id] = slot
+        self._rows[slot] = _AudioRow(torch.zeros(0, device=self.device), skip=self.lag)
+        return stream_id
+
+    def _row(self, stream_id: int) -> _AudioRow:
+        if stream_id not in self._slots:
+            raise UsageError(f"no open stream {stream_id}")
+        return self._rows[self._slots[stream_id]]
+
+    def push(self, stream_id: int, chunk: torch.Tensor) -> None:
+        """Queue mono ``chunk`` (``(n,)`` or ``(1, n)``) for ``stream_id``; nothing is computed until :meth:`step`."""
+        if chunk.dim() == 2 and chunk.shape[0] == 1:
+            chunk = chunk[0]
+        if chunk.dim() != 1:
+            raise UsageError(f"push mono audio (1, samples), got {tuple(chunk.shape)}")
+        row = self._row(stream_id)
+        row.pending = torch.cat([row.pending, chunk.to(self.device, torch.float32)])
+        row.pushed += chunk.shape[0]
+
+    def ready(self) -> list[int]:
+        """Ids of the streams holding at least one whole hop of input."""
+        return [i for i, slot in self._slots.items() if self._rows[slot].pending.shape[0] >= self.hop_length]
+
+    def step(self) -> int:
+        """Advance every ready stream by one hop in one batched step; returns how many advanced."""
+        slots = [self._slots[i] for i in self.ready()]
+        if slots:
+            self._run(slots, self.hop_length, final=False)
+        return len(slots)
+
+    def pull(self, stream_id: int) -> torch.Tensor:
+        """All output ``(1, n)`` of ``stream_id`` produced so far and not yet pulled."""
+        row = self._row(stream_id)
+        out = torch.cat(row.out) if row.out else torch.zeros(0, device=self.device)
+        row.out = []
+        return out[None]
+
+    def close(self, stream_id: int) -> torch.Tensor:
+        """End ``stream_id``: process its rest (as :meth:`AudioStream.flush` does: zeros to whole hops
+        past the lag, output cut at the input's length), return all its remaining output, free its slot."""
+        row, slot = self._row(stream_id), self._slots[stream_id]
+        needed = -(-(row.pending.shape[0] + self.lag) // self.hop_length) * self.hop_length
+        if row.pushed and needed:
+            row.pending = F.pad(row.pending, (0, needed - row.pending.shape[0]))
+            self._run([slot], needed, final=True)
+        out = self.pull(stream_id)
+        del self._slots[stream_id], self._rows[slot]
+        self._free.append(slot)
+        return out
+
+    def _run(self, slots: list[int], samples: int, final: bool) -> None:
+        """One batched model step of ``slots`` on their next ``samples`` pending samples."""
+        rows = [self._rows[s] for s in slots]
+        x = torch.stack([row.pending[:samples] for row in rows])[:, None]
+        with torch.inference_mode():
+            if len(slots) == self.capacity:
+                y = self.model.step(x, self.state, **self.step_options)
+            else:
+                index = torch.tensor(slots, device=self.device)
+                part = select_rows(self.state, index)
+                y = self.model.step(x, part, **self.step_options)
+                assign_rows(self.state, index, part)
+        for row, out in zip(rows, y[:, 0], strict=True):
+            row.pending = row.pending[samples:]
+            drop = min(row.skip, out.shape[0])
+            row.skip -= drop
+            out = out[drop:]
+            if final:  # stop at the row's input length
+                out = out[: max(0, row.pushed - row.emitted)]
+            row.out.append(out)
+            row.emitted += out.shape[0]
+
+
+@dataclass
+class _AudioRow:
+    pending: torch.Tensor  # (n,) input not yet stepped
+    out: list[torch.Tensor] = field(default_factory=list)
+    pushed: int = 0  # input samples since the stream opened
+    skip: int = 0  # output samples still to drop at the start (the model's lag)
+    emitted: int = 0  # output samples queued since the stream opened

@@ -1,0 +1,71 @@
+"""Running a command over many files: every good file is done, each bad one is one line on stderr
+(``path: problem``), and a count ends the run (``12 done, 2 failed``)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TextIO, TypeVar
+
+from audiokit.errors import AudiokitError
+from audiokit.progress import progress
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+
+@dataclass
+class Batch(Generic[Result]):
+    """The results of the good items and ``(name, problem)`` of the bad ones."""
+
+    done: list[Result] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def count(self) -> str:
+        """``"12 done, 2 failed"``."""
+        return f"{len(self.done)} done, {len(self.failed)} failed"
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every item was done, else 1."""
+        return 1 if self.failed else 0
+
+
+def problem_line(name: str, exc: BaseException) -> str:
+    """``name: problem`` for a user-facing error (its message already names the file, or gets ``name``)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = exc.filename if exc.filename is not None else name
+        message = f"{where}: {exc.strerror}"
+    else:
+        message = " ".join(str(exc).split())
+    return message if message.startswith(name) else f"{name}: {message}"
+
+
+def run_batch(
+    items: Sequence[Item],
+    work: Callable[[Item], Result],
+    desc: str,
+    name: Callable[[Item], str],
+    *,
+    quiet: bool = False,
+    fail_fast: bool = False,
+    errors: TextIO | None = None,
+) -> Batch[Result]:
+    """Call ``work`` on every item (progress shown unless ``quiet``); a user error (an
+    :class:`AudiokitError` or an ``OSError``) on one item is printed as one line on ``errors``
+    (stderr) and the run goes on. With ``fail_fast``, or when there is only one item, the error is
+    raised instead (the CLI prints it as its one line)."""
+    errors = errors or sys.stderr
+    batch: Batch[Result] = Batch()
+    for item in progress(items, desc, quiet=quiet, label=name):
+        try:
+            batch.done.append(work(item))
+        except (AudiokitError, OSError) as exc:
+            if fail_fast or len(items) == 1:
+                raise
+            line = problem_line(name(item), exc)
+            print(line, file=errors, flush=True)
+            batch.failed.append((name(item), line))
+    return batch

@@ -1,0 +1,127 @@
+"""``audiokit serve`` (the streaming server, :mod:`audiokit.serve`) and ``audiokit stream`` (its client)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from audiokit.errors import UsageError
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from audiokit.serve import ServerConfig, serve
+
+    if args.max_streams < 1 or args.max_streams_per_client < 1:
+        raise UsageError("--max-streams and --max-streams-per-client must be >= 1")
+    if args.host not in LOOPBACK and args.token is None and not args.quiet:
+        print(
+            f"serve: listening on {args.host} without --token: anyone who reaches it can stream",
+            file=sys.stderr,
+        )
+    config = ServerConfig(
+        models=args.model or [],
+        max_streams=args.max_streams,
+        max_streams_per_client=args.max_streams_per_client,
+        max_message_bytes=args.max_message_bytes,
+        max_messages_per_second=args.max_messages_per_second,
+        idle_timeout_s=args.idle_timeout,
+        token=args.token,
+        allow_origins=args.allow_origin or [],
+        drain_timeout_s=args.drain_timeout,
+        threads=args.threads,
+    )
+    serve(config, args.host, args.port, "warning" if args.quiet else "info")
+    return 0
+
+
+def run_stream(args: argparse.Namespace) -> int:
+    from audiokit.client import stream_file
+
+    result = stream_file(
+        args.url,
+        args.input,
+        args.output,
+        task=args.task,
+        chunk_ms=args.chunk_ms,
+        model=args.model,
+        fmt=args.format,
+        bitrate=None if args.task != "codec" else args.bitrate * 1000,
+        token=args.token,
+        realtime=args.realtime,
+    )
+    summary = {"input": args.input, "output": args.output, **result.done, "ready": result.ready}
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    elif not args.quiet:
+        print(
+            f"stream: {args.input} -> {args.output}: {result.done.get('samples_out')} samples via {args.url}"
+        )
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        parents=[common],
+        help="serve real-time enhancement and codec streams over WebSocket, with a web page",
+        description="Serve /v1/stream (WebSocket; protocol in docs/server.md), /healthz, /metrics and a "
+        "web page at /. All live streams of a model advance together in batched steps. SIGTERM drains: "
+        "no new streams, live ones are finished and get 'done', then exit 0.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    parser.add_argument("--port", type=int, default=8765, help="TCP port (default: 8765)")
+    parser.add_argument(
+        "-m",
+        "--model",
+        action="append",
+        metavar="MODEL",
+        help="model name or .safetensors path to serve (repeatable; default: every shipped model)",
+    )
+    parser.add_argument("--max-streams", type=int, default=64, help="live streams in all (default: 64)")
+    parser.add_argument(
+        "--max-streams-per-client", type=int, default=8, help="live streams per client address (default: 8)"
+    )
+    parser.add_argument(
+        "--max-message-bytes", type=int, default=65536, help="largest client message (default: 65536)"
+    )
+    parser.add_argument(
+        "--max-messages-per-second", type=float, default=200.0, help="message rate per stream (default: 200)"
+    )
+    parser.add_argument(
+        "--idle-timeout", type=float, default=30.0, help="seconds without a message (default: 30)"
+    )
+    parser.add_argument(
+        "--drain-timeout", type=float, default=30.0, help="seconds to finish streams on SIGTERM"
+    )
+    parser.add_argument("--token", help="shared secret clients must send (Authorization: Bearer, or ?token=)")
+    parser.add_argument(
+        "--allow-origin",
+        action="append",
+        metavar="ORIGIN",
+        help="another web origin allowed (repeatable; * any)",
+    )
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default: 1; batching scales)")
+    parser.set_defaults(handler=run_serve)
+
+    client = subparsers.add_parser(
+        "stream",
+        parents=[common],
+        help="stream an audio file through an `audiokit serve` server",
+        description="Send IN (mixed to mono, at its own rate) to a server's /v1/stream and write the "
+        "processed audio to OUT at the same rate and length.",
+    )
+    client.add_argument("input", metavar="IN", help="audio file")
+    client.add_argument("output", metavar="OUT", help="audio file to write (.wav, .flac...)")
+    client.add_argument("--url", default="ws://127.0.0.1:8765/v1/stream", help="server WebSocket URL")
+    client.add_argument("--task", choices=("enhance", "codec"), default="enhance")
+    client.add_argument("-m", "--model", help="served model name (default: the server's for the task)")
+    client.add_argument("-b", "--bitrate", type=float, default=6.0, help="codec bitrate in kbps (default: 6)")
+    client.add_argument("--format", choices=("f32le", "s16le"), default="f32le", help="PCM on the wire")
+    client.add_argument("--chunk-ms", type=float, default=20.0, help="message length in ms (default: 20)")
+    client.add_argument("--realtime", action="store_true", help="pace sending in real time")
+    client.add_argument("--token", help="the server's token")
+    client.add_argument("--json", action="store_true", help="print a JSON summary")
+    client.set_defaults(handler=run_stream)

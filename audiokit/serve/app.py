@@ -1,0 +1,145 @@
+"""The ASGI application: ``/v1/stream`` (WebSocket), ``/healthz``, ``/metrics`` and the web page ``/``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from pathlib import Path
+
+import torch
+from fastapi import FastAPI, WebSocket
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from audiokit.errors import UsageError
+from audiokit.models import AudioModel, registered_names
+from audiokit.models.base import shipped_names
+from audiokit.serve.config import ServerConfig
+from audiokit.serve.connection import handle_stream
+from audiokit.serve.engines import Engine
+from audiokit.serve.metrics import Metrics
+from audiokit.serve.scheduler import Scheduler
+
+STATIC = Path(__file__).parent / "static"
+
+
+def load_engines(config: ServerConfig) -> dict[str, Engine]:
+    """One engine per model of ``config.models`` (default: every shipped codec and enhancer), by name."""
+    specs = config.models or [
+        n for n in shipped_names() if registered_names()[n].family in ("codec", "enhancer")
+    ]
+    if not specs:
+        raise UsageError("no model to serve: none is shipped; name one with -m")
+    engines: dict[str, Engine] = {}
+    for spec in specs:
+        model = AudioModel.from_pretrained(spec).eval()
+        name = spec if spec in registered_names() else model.name
+        if name in engines:
+            raise UsageError(f"two served models are both named {name!r}; serve one of them")
+        engines[name] = Engine(name, model, config.max_streams)
+    return engines
+
+
+class ServerState:
+    """Everything the routes share: engines and their schedulers, limits, metrics, live counts."""
+
+    def __init__(self, config: ServerConfig, engines: dict[str, Engine]) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.metrics.slots_total.set(config.max_streams)
+        self.engines = engines
+        self.schedulers: dict[str, Scheduler] = {}
+        self.per_client: Counter[str] = Counter()
+        self.draining = False
+        self.drained = asyncio.Event()
+        self.defaults = {}
+        for name, engine in engines.items():
+            self.defaults.setdefault(engine.task, name)
+
+    @property
+    def live(self) -> int:
+        return sum(len(s.streams) for s in self.schedulers.values())
+
+    async def start(self) -> None:
+        torch.set_num_threads(self.config.threads)
+        for name, engine in self.engines.items():
+            self.schedulers[name] = Scheduler(engine, self.metrics)
+            self.schedulers[name].start()
+
+    async def stop(self) -> None:
+        for scheduler in self.schedulers.values():
+            await scheduler.stop()
+
+    async def drain(self) -> None:
+        """Refuse new streams, end the live ones (flushed, ``done``), and wait for them (bounded)."""
+        self.draining = True
+        for scheduler in self.schedulers.values():
+            for stream in list(scheduler.streams):
+                scheduler.end(stream)
+
+        async def emptied() -> None:
+            while self.live:
+                await asyncio.sleep(0.05)
+
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(emptied(), self.config.drain_timeout_s)
+        self.drained.set()
+
+    def health(self) -> dict:
+        models = []
+        for name, engine in self.engines.items():
+            info = {
+                "name": name,
+                "task": engine.task,
+                "sample_rate": engine.sample_rate,
+                "latency_samples": engine.latency,
+                "live_streams": len(self.schedulers[name].streams) if name in self.schedulers else 0,
+            }
+            if engine.task == "codec":
+                info["bitrates"] = engine.model.bitrates
+            models.append(info)
+        return {
+            "status": "draining" if self.draining else "ok",
+            "models": models,
+            "live_streams": self.live,
+            "max_streams": self.config.max_streams,
+        }
+
+
+def create_app(config: ServerConfig, engines: dict[str, Engine] | None = None) -> FastAPI:
+    """The server's ASGI app (``engines``: already loaded ones, else :func:`load_engines`)."""
+    state = ServerState(config, engines if engines is not None else load_engines(config))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await state.start()
+        yield
+        await state.stop()
+
+    app = FastAPI(title="audiokit", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.server = state
+    if config.allow_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=config.allow_origins, allow_methods=["GET"])
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        return JSONResponse(state.health(), status_code=503 if state.draining else 200)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        state.metrics.slots_used.set(state.live)
+        return Response(state.metrics.text(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/")
+    async def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    @app.websocket("/v1/stream")
+    async def stream(websocket: WebSocket) -> None:
+        await handle_stream(websocket, state)
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app

@@ -1,0 +1,40 @@
+"""Server settings; the defaults are safe for a public port (the CLI binds to loopback anyway)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ServerConfig:
+    """What ``audiokit serve`` serves and the limits it enforces.
+
+    Attributes:
+        models: model names or ``.safetensors`` paths (empty: every shipped codec and enhancer).
+        max_streams: live streams at once, all models and clients together.
+        max_streams_per_client: live streams from one client address.
+        max_message_bytes: largest message a client may send (larger: 1009).
+        max_messages_per_second: a client's sustained message rate (bursts of twice that pass; over: 4429).
+        idle_timeout_s: seconds without a client message before the stream is closed (4408).
+        max_backlog_s: seconds of audio a stream may queue (unprocessed input or unsent output) before
+            the server stops reading its socket (backpressure; TCP then slows the client).
+        token: a shared secret clients must send (``Authorization: Bearer`` or ``?token=``); None: open.
+        allow_origins: browser origins besides the server's own that may open streams (``*``: any).
+        drain_timeout_s: on SIGTERM, how long live streams get to finish before the server exits.
+        ping_interval_s, ping_timeout_s: WebSocket keepalive pings.
+        threads: torch threads per process (batching, not threads, serves many streams).
+    """
+
+    models: list[str] = field(default_factory=list)
+    max_streams: int = 64
+    max_streams_per_client: int = 8
+    max_message_bytes: int = 65536
+    max_messages_per_second: float = 200.0
+    idle_timeout_s: float = 30.0
+    max_backlog_s: float = 5.0
+    token: str | None = None
+    allow_origins: list[str] = field(default_factory=list)
+    drain_timeout_s: float = 30.0
+    ping_interval_s: float = 20.0
+    ping_timeout_s: float = 20.0
+    threads: int = 1

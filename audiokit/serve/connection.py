@@ -1,0 +1,217 @@
+"""One ``/v1/stream`` connection: checks, ``start``/``ready``, PCM both ways, ``end``/``done``, errors.
+
+The reader (this coroutine) validates every client message and queues input on the model's
+scheduler; a sender task writes the scheduler's output as soon as it exists. Any refusal is a JSON
+``error`` then the close with its code (see :mod:`audiokit.serve.protocol`); only this stream ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import time
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from audiokit.serve import protocol as p
+from audiokit.serve.scheduler import DONE, Scheduler, Stream
+
+if TYPE_CHECKING:
+    from audiokit.serve.app import ServerState
+
+MAX_TEXT_CHARS = 4096
+
+
+class RateLimit:
+    """A token bucket: ``rate`` messages per second, bursts of ``2 * rate``."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate, self.capacity = rate, 2 * rate
+        self.tokens, self.last = self.capacity, time.monotonic()
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.last) * self.rate)
+        self.last = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+def _origin_allowed(websocket: WebSocket, allowed: list[str]) -> bool:
+    """No ``Origin`` (not a browser), the server's own, or one of ``allowed`` (``*``: any)."""
+    origin = websocket.headers.get("origin")
+    if origin is None or "*" in allowed or origin in allowed:
+        return True
+    return urlsplit(origin).netloc == websocket.headers.get("host", "")
+
+
+def _token_ok(websocket: WebSocket, token: str | None) -> bool:
+    if token is None:
+        return True
+    header = websocket.headers.get("authorization", "")
+    given = header[7:] if header.lower().startswith("bearer ") else websocket.query_params.get("token", "")
+    return hmac.compare_digest(given.encode(), token.encode())
+
+
+async def _close(websocket: WebSocket, state: ServerState, code: int, message: str | None = None) -> None:
+    """Send ``error`` (when ``message``) and close with ``code``, unless the client is gone."""
+    state.metrics.closes.labels(str(code)).inc()
+    with contextlib.suppress(Exception):  # the client may have vanished meanwhile
+        if message is not None:
+            await websocket.send_text(p.error_message(code, message))
+        await websocket.close(code)
+
+
+async def handle_stream(websocket: WebSocket, state: ServerState) -> None:
+    """Serve one connection to ``/v1/stream`` until it ends, whichever way."""
+    config = state.config
+    await websocket.accept()
+    client = websocket.client.host if websocket.client else "?"
+    stream: Stream | None = None
+    scheduler: Scheduler | None = None
+    sender: asyncio.Task | None = None
+    try:
+        if not _origin_allowed(websocket, config.allow_origins):
+            raise p.ProtocolError(
+                p.FORBIDDEN_ORIGIN, "origin not allowed; start the server with --allow-origin"
+            )
+        if not _token_ok(websocket, config.token):
+            raise p.ProtocolError(p.UNAUTHORIZED, "missing or wrong token")
+        limit = RateLimit(config.max_messages_per_second)
+        request = p.parse_start(await _next_start(websocket, state, limit), state.defaults)
+        engine = state.engines.get(request.model)
+        if engine is None:
+            served = ", ".join(state.engines)
+            raise p.ProtocolError(p.BAD_REQUEST, f"unknown model {request.model!r}; served: {served}")
+        engine.check(request)
+        if state.draining:
+            raise p.ProtocolError(p.GOING_AWAY, "the server is shutting down")
+        if state.live >= config.max_streams:
+            raise p.ProtocolError(p.FULL, f"server full: {config.max_streams} streams live")
+        if state.per_client[client] >= config.max_streams_per_client:
+            raise p.ProtocolError(
+                p.FULL, f"{config.max_streams_per_client} streams from {client} already live"
+            )
+        scheduler = state.schedulers[request.model]
+        stream = scheduler.open(request)
+        state.per_client[client] += 1
+        await websocket.send_text(
+            p.ready_message(
+                stream.id, request, engine.latency_at(request.sample_rate), config.max_message_bytes
+            )
+        )
+        sender = asyncio.create_task(_send(websocket, state, stream))
+        await _read(websocket, state, scheduler, stream, limit, sender)
+        await sender
+    except p.ProtocolError as exc:
+        if sender is not None:
+            sender.cancel()
+        await _close(websocket, state, exc.code, exc.message)
+    except WebSocketDisconnect as exc:
+        state.metrics.closes.labels(str(exc.code)).inc()
+    except (OSError, RuntimeError):  # the client vanished while we were sending
+        state.metrics.closes.labels("1006").inc()
+    finally:
+        if sender is not None and not sender.done():
+            sender.cancel()
+        if stream is not None:
+            scheduler.drop(stream)
+            state.per_client[client] -= 1
+            if not state.per_client[client]:
+                del state.per_client[client]
+
+
+async def _receive(websocket: WebSocket, state: ServerState, limit: RateLimit) -> dict:
+    """The next client message (``{"text": ...}`` or ``{"bytes": ...}``), within the idle timeout,
+    the size limit and the rate limit."""
+    config = state.config
+    try:
+        message = await asyncio.wait_for(websocket.receive(), config.idle_timeout_s)
+    except asyncio.TimeoutError:
+        raise p.ProtocolError(p.IDLE, f"no message for {config.idle_timeout_s:g} s") from None
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message.get("code", 1000))
+    data = message.get("bytes")
+    text = message.get("text")
+    size = len(data) if data is not None else len(text or "")
+    if size > (config.max_message_bytes if data is not None else MAX_TEXT_CHARS):
+        raise p.ProtocolError(p.TOO_BIG, f"message of {size} bytes; the limit is {config.max_message_bytes}")
+    if not limit.allow():
+        raise p.ProtocolError(p.FULL, f"more than {config.max_messages_per_second:g} messages per second")
+    return message
+
+
+async def _next_start(websocket: WebSocket, state: ServerState, limit: RateLimit) -> dict:
+    message = await _receive(websocket, state, limit)
+    if message.get("text") is None:
+        raise p.ProtocolError(p.BAD_REQUEST, "binary audio before start; send a start message first")
+    start = p.parse_json(message["text"])
+    if start["type"] != "start":
+        raise p.ProtocolError(p.BAD_REQUEST, f"expected a start message, got {start['type']!r}")
+    return start
+
+
+async def _read(
+    websocket: WebSocket,
+    state: ServerState,
+    scheduler: Scheduler,
+    stream: Stream,
+    limit: RateLimit,
+    sender: asyncio.Task,
+) -> None:
+    """Queue the client's audio until ``end`` (or the sender finishing: done, drain, failure)."""
+    max_backlog = state.config.max_backlog_s
+    model_rate, client_rate = scheduler.engine.sample_rate, stream.request.sample_rate
+    fmt = stream.request.format
+    while not sender.done():
+        receive = asyncio.ensure_future(_receive(websocket, state, limit))
+        await asyncio.wait({receive, sender}, return_when=asyncio.FIRST_COMPLETED)
+        if sender.done():  # the stream ended on the server's side: whatever came meanwhile is moot
+            receive.add_done_callback(lambda task: task.cancelled() or task.exception())
+            receive.cancel()
+            return
+        message = receive.result()
+        if message.get("bytes") is not None:
+            samples = p.decode_pcm(message["bytes"], fmt)
+            if stream.ending:  # after end (or a drain): ignored
+                continue
+            if samples.shape[0]:
+                scheduler.push(stream, samples)
+            while (
+                stream.backlog / model_rate + stream.unsent / client_rate > max_backlog and not sender.done()
+            ):
+                stream.progress.clear()
+                await stream.progress.wait()
+            continue
+        kind = p.parse_json(message["text"])["type"]
+        if kind == "end":
+            scheduler.end(stream)
+        elif kind == "start":
+            raise p.ProtocolError(p.BAD_REQUEST, "a second start on one stream")
+        else:
+            raise p.ProtocolError(p.BAD_REQUEST, f"unknown message type {kind!r}")
+
+
+async def _send(websocket: WebSocket, state: ServerState, stream: Stream) -> None:
+    """Write the stream's output as it comes, then ``done`` and close 1000 (or the failure)."""
+    fmt = stream.request.format
+    sent = 0
+    while True:
+        item = await stream.output.get()
+        stream.progress.set()
+        if item is DONE:
+            break
+        await websocket.send_bytes(p.encode_pcm(item, fmt))
+        sent += item.shape[0]
+        stream.unsent -= item.shape[0]
+    if stream.failed is not None:
+        await _close(websocket, state, p.INTERNAL, stream.failed)
+        return
+    await websocket.send_text(p.done_message(stream.wire.samples_in, sent))
+    if websocket.client_state == WebSocketState.CONNECTED:
+        await _close(websocket, state, p.NORMAL)

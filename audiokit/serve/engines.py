@@ -1,0 +1,134 @@
+"""What a scheduler drives: one served model's streams in batchers, and each stream's wire-side audio.
+
+An :class:`Engine` keeps every live stream of one model in multi-stream batchers (one per codec
+bitrate; one for an enhancer) and advances all ready streams together, one batched step per hop.
+A :class:`WireAudio` turns a stream's samples at the client's rate into the model's rate and back
+(soxr HQ, streaming), and keeps the output exactly as long as the input. Neither is thread-safe: the
+scheduler calls them from its one worker thread only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable
+
+import numpy as np
+import soxr
+import torch
+
+from audiokit.errors import UsageError
+from audiokit.models.codec import Codec
+from audiokit.models.enhancer import Enhancer
+from audiokit.serve.protocol import BAD_REQUEST, ProtocolError, StartRequest
+from audiokit.streaming.batcher import AudioBatcher, MultiStreamBatcher
+
+StreamKey = tuple[Hashable, int]
+"""A stream in an engine: its batcher's key and its id there."""
+
+
+class Engine:
+    """The live streams of one served ``model`` (a :class:`Codec` or an :class:`Enhancer`), at most
+    ``capacity`` per batcher."""
+
+    def __init__(self, name: str, model: torch.nn.Module, capacity: int) -> None:
+        if not isinstance(model, Codec | Enhancer):
+            raise UsageError(f"{name}: a {type(model).__name__} cannot be served (codecs and enhancers can)")
+        self.name = name
+        self.model = model
+        self.task = "codec" if isinstance(model, Codec) else "enhance"
+        self.capacity = capacity
+        self.sample_rate: int = model.sample_rate
+        self.hop_length: int = model.hop_length
+        self.latency: int = model.algorithmic_latency
+        self._batchers: dict[Hashable, MultiStreamBatcher | AudioBatcher] = {}
+
+    def latency_at(self, rate: int) -> int:
+        """The algorithmic latency in samples at ``rate`` Hz (rounded up)."""
+        return math.ceil(self.latency * rate / self.sample_rate)
+
+    def check(self, request: StartRequest) -> None:
+        """:class:`ProtocolError` 4400 unless this engine can serve ``request``."""
+        if request.task != self.task:
+            raise ProtocolError(
+                BAD_REQUEST, f"model {self.name!r} serves task {self.task!r}, not {request.task!r}"
+            )
+        if self.task == "codec":
+            low, high = self.model.bitrates[0], self.model.bitrates[-1]
+            if not low <= request.bitrate <= high:
+                raise ProtocolError(
+                    BAD_REQUEST,
+                    f"bitrate {request.bitrate:g} b/s is outside {low:g}..{high:g} for {self.name}",
+                )
+
+    def reset(self) -> None:
+        """Forget every stream (after a failed step)."""
+        self._batchers.clear()
+
+    def open(self, request: StartRequest) -> StreamKey:
+        """Start a stream of ``request`` (checked by :meth:`check`)."""
+        key: Hashable = None
+        if self.task == "codec":
+            key = self.model.n_q_for_bitrate(request.bitrate)
+        if key not in self._batchers:
+            self._batchers[key] = (
+                MultiStreamBatcher(self.model, self.capacity, "roundtrip", request.bitrate)
+                if self.task == "codec"
+                else AudioBatcher(self.model, self.capacity)
+            )
+        return key, self._batchers[key].open()
+
+    def push(self, stream: StreamKey, samples: torch.Tensor) -> None:
+        """Queue mono ``samples (n,)`` at the model's rate."""
+        self._batchers[stream[0]].push(stream[1], samples[None])
+
+    def step(self) -> list[StreamKey]:
+        """One batched step per batcher: each stream holding a whole hop advances one hop; returns them."""
+        advanced = []
+        for key, batcher in self._batchers.items():
+            ready = batcher.ready()
+            if ready:
+                batcher.step()
+                advanced += [(key, i) for i in ready]
+        return advanced
+
+    def ready(self) -> int:
+        """How many streams hold a whole hop of input."""
+        return sum(len(b.ready()) for b in self._batchers.values())
+
+    def pull(self, stream: StreamKey) -> np.ndarray:
+        """The output of ``stream`` so far, float32 ``(n,)`` at the model's rate."""
+        return self._batchers[stream[0]].pull(stream[1])[0].numpy()
+
+    def close(self, stream: StreamKey) -> np.ndarray:
+        """End ``stream``: process its rest and return its remaining output; frees its slot."""
+        return self._batchers[stream[0]].close(stream[1])[0].numpy()
+
+
+class WireAudio:
+    """One stream's audio between the client's rate and the model's (both in Hz)."""
+
+    def __init__(self, client_rate: int, model_rate: int) -> None:
+        self.client_rate = client_rate
+        self.model_rate = model_rate
+        self.samples_in = 0  # client-rate samples received
+        self.samples_out = 0  # client-rate samples returned
+        same = client_rate == model_rate
+        self._to_model = None if same else soxr.ResampleStream(client_rate, model_rate, 1, dtype="float32")
+        self._from_model = None if same else soxr.ResampleStream(model_rate, client_rate, 1, dtype="float32")
+
+    def to_model(self, samples: np.ndarray, last: bool = False) -> torch.Tensor:
+        """Client samples ``(n,)`` -> model-rate samples (``last``: flush the resampler)."""
+        self.samples_in += samples.shape[0]
+        if self._to_model is not None:
+            samples = self._to_model.resample_chunk(samples, last=last)
+        return torch.from_numpy(np.ascontiguousarray(samples, np.float32))
+
+    def from_model(self, samples: np.ndarray, last: bool = False) -> np.ndarray:
+        """Model-rate output -> client samples, never past the input's length; ``last`` pads to it."""
+        if self._from_model is not None:
+            samples = self._from_model.resample_chunk(np.ascontiguousarray(samples, np.float32), last=last)
+        samples = samples[: self.samples_in - self.samples_out]
+        if last:
+            samples = np.pad(samples, (0, self.samples_in - self.samples_out - samples.shape[0]))
+        self.samples_out += samples.shape[0]
+        return samples

@@ -1,0 +1,136 @@
+"""The ``/v1/stream`` wire protocol: messages, close codes and PCM formats (spec: ``docs/server.md``).
+
+Client -> ``start`` (JSON), binary PCM, ``end``; server -> ``ready``, binary PCM, ``done`` or ``error``
+followed by the close with the error's code. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+NORMAL = 1000
+GOING_AWAY = 1001  # the server is draining (SIGTERM): no new streams
+TOO_BIG = 1009
+INTERNAL = 1011
+BAD_REQUEST = 4400
+UNAUTHORIZED = 4401
+FORBIDDEN_ORIGIN = 4403
+IDLE = 4408
+FULL = 4429
+TASKS = ("enhance", "codec")
+FORMATS = {"f32le": 4, "s16le": 2}
+"""Sample formats and their bytes per sample (mono, little-endian)."""
+MIN_RATE, MAX_RATE = 4000, 192000
+
+
+class ProtocolError(Exception):
+    """A request the server refuses: ``code`` is the close code, ``message`` says why."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class StartRequest:
+    """A validated ``start`` message; ``sample_rate`` in Hz, ``bitrate`` in bits/s (codec only)."""
+
+    task: str
+    model: str
+    sample_rate: int
+    format: str
+    bitrate: float | None = None
+
+
+def parse_json(text: str) -> dict:
+    """A client text message as a JSON object, else :class:`ProtocolError` 4400."""
+    try:
+        message = json.loads(text)
+    except ValueError as exc:
+        raise ProtocolError(BAD_REQUEST, f"invalid JSON: {exc}") from None
+    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+        raise ProtocolError(BAD_REQUEST, 'a text message must be a JSON object with a string "type"')
+    return message
+
+
+def parse_start(message: dict, default_models: dict[str, str]) -> StartRequest:
+    """Validate a ``start`` message; ``default_models`` maps a task to the model used when none is named.
+
+    Which models exist is the caller's check (unknown ones are also 4400).
+    """
+    task = message.get("task")
+    if task not in TASKS:
+        raise ProtocolError(BAD_REQUEST, f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    model = message.get("model", default_models.get(task))
+    if not isinstance(model, str) or not model:
+        raise ProtocolError(BAD_REQUEST, f"no model serves task {task!r} here")
+    rate = message.get("sample_rate")
+    if isinstance(rate, float) and rate.is_integer():
+        rate = int(rate)
+    if not isinstance(rate, int) or isinstance(rate, bool) or not MIN_RATE <= rate <= MAX_RATE:
+        raise ProtocolError(
+            BAD_REQUEST, f"sample_rate must be an integer in {MIN_RATE}..{MAX_RATE} Hz, got {rate!r}"
+        )
+    fmt = message.get("format", "f32le")
+    if fmt not in FORMATS:
+        raise ProtocolError(BAD_REQUEST, f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    bitrate = message.get("bitrate")
+    if task == "codec":
+        if isinstance(bitrate, bool) or not isinstance(bitrate, int | float) or not math.isfinite(bitrate):
+            raise ProtocolError(
+                BAD_REQUEST, f"task 'codec' needs a numeric bitrate in bits/s, got {bitrate!r}"
+            )
+        bitrate = float(bitrate)
+    else:
+        bitrate = None
+    return StartRequest(task, model, rate, fmt, bitrate)
+
+
+def decode_pcm(data: bytes, fmt: str) -> np.ndarray:
+    """Mono PCM bytes -> float32 samples in [-1, 1]; :class:`ProtocolError` 4400 on a partial sample."""
+    width = FORMATS[fmt]
+    if len(data) % width:
+        raise ProtocolError(
+            BAD_REQUEST, f"{fmt} message of {len(data)} bytes is not a whole number of samples"
+        )
+    if fmt == "s16le":
+        return np.frombuffer(data, "<i2").astype(np.float32) / 32768.0
+    samples = np.frombuffer(data, "<f4").astype(np.float32)
+    if not np.isfinite(samples).all():
+        raise ProtocolError(BAD_REQUEST, "f32le message holds NaN or infinite samples")
+    return samples
+
+
+def encode_pcm(samples: np.ndarray, fmt: str) -> bytes:
+    """float32 samples -> mono PCM bytes (``s16le`` clipped to [-1, 1) and rounded)."""
+    if fmt == "s16le":
+        return np.clip(np.round(samples * 32768.0), -32768, 32767).astype("<i2").tobytes()
+    return np.asarray(samples, "<f4").tobytes()
+
+
+def ready_message(session: str, request: StartRequest, latency_samples: int, max_message_bytes: int) -> str:
+    return json.dumps(
+        {
+            "type": "ready",
+            "session": session,
+            "task": request.task,
+            "model": request.model,
+            "sample_rate": request.sample_rate,
+            "format": request.format,
+            "latency_samples": latency_samples,
+            "max_message_bytes": max_message_bytes,
+        }
+    )
+
+
+def done_message(samples_in: int, samples_out: int) -> str:
+    return json.dumps({"type": "done", "samples_in": samples_in, "samples_out": samples_out})
+
+
+def error_message(code: int, message: str) -> str:
+    return json.dumps({"type": "error", "code": code, "message": message})

@@ -1,0 +1,210 @@
+"""One scheduler per served model: all its live streams advance together, one batched step per hop.
+
+The event loop only queues: a connection hands its decoded input to :meth:`Scheduler.push` and reads
+its output from :attr:`Stream.output`. The scheduler's task gathers what arrived (new streams, input,
+ends, dropped clients) into a job and runs it in the model's single worker thread: push the input,
+one batched step of every stream holding a whole hop, pull what came out. While that step computes,
+new input accumulates, so batches grow with load. Streams with more input waiting (a client sending
+faster than real time) get one hop per step, like everyone else, until they catch up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from audiokit.serve.engines import Engine, StreamKey, WireAudio
+from audiokit.serve.metrics import Metrics
+from audiokit.serve.protocol import StartRequest
+
+log = logging.getLogger("audiokit.serve")
+
+DONE = None
+"""Put on :attr:`Stream.output` after a stream's last audio."""
+
+
+@dataclass(eq=False)
+class Stream:
+    """One client stream, as the event loop sees it (``wire`` and ``key`` belong to the worker)."""
+
+    id: str
+    request: StartRequest
+    wire: WireAudio
+    output: asyncio.Queue = field(default_factory=asyncio.Queue)
+    """Processed PCM as float32 arrays at the client's rate, then :data:`DONE`."""
+    received: int = 0
+    """Model-rate input samples queued (event-loop side)."""
+    processed: int = 0
+    """Model-rate input samples stepped (worker side)."""
+    unsent: int = 0
+    """Client-rate output samples in :attr:`output`, not sent yet."""
+    failed: str | None = None
+    """Why the server ended this stream, when it did."""
+    key: StreamKey | None = None
+    inbox: list[np.ndarray] = field(default_factory=list)
+    ending: bool = False
+    """``end`` came (from the client, or from a draining server)."""
+    progress: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set after every step that touched the stream (a paused reader waits on it)."""
+
+    @property
+    def backlog(self) -> int:
+        """Model-rate input samples waiting for a step."""
+        return self.received - self.processed
+
+
+@dataclass
+class _Job:
+    opens: list[Stream]
+    pushes: list[tuple[Stream, np.ndarray]]
+    ends: list[Stream]
+    drops: list[Stream]
+
+
+class Scheduler:
+    """Runs ``engine``'s batched steps in one worker thread for every stream opened here."""
+
+    def __init__(self, engine: Engine, metrics: Metrics) -> None:
+        self.engine = engine
+        self.metrics = metrics
+        self.streams: set[Stream] = set()
+        self.hop_seconds = engine.hop_length / engine.sample_rate
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"audiokit-{engine.name}")
+        self._wake = asyncio.Event()
+        self._job = _Job([], [], [], [])
+        self._ready = 0
+        self._ids = itertools.count()
+        self._task: asyncio.Task | None = None
+        self._owners: dict[StreamKey, Stream] = {}  # worker side
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"scheduler-{self.engine.name}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    # -- event-loop side -------------------------------------------------------------------------
+    def open(self, request: StartRequest) -> Stream:
+        """A new stream (the caller checked the limits)."""
+        stream = Stream(
+            f"{self.engine.name}-{next(self._ids)}",
+            request,
+            WireAudio(request.sample_rate, self.engine.sample_rate),
+        )
+        self.streams.add(stream)
+        self._job.opens.append(stream)
+        self.metrics.live.labels(self.engine.name).inc()
+        self._wake.set()
+        return stream
+
+    def push(self, stream: Stream, samples: np.ndarray) -> None:
+        """Queue ``samples`` (float32 at the client's rate) for ``stream``."""
+        self._job.pushes.append((stream, samples))
+        stream.received += round(samples.shape[0] * self.engine.sample_rate / stream.request.sample_rate)
+        self.metrics.samples_in.labels(self.engine.name).inc(samples.shape[0])
+        self._wake.set()
+
+    def end(self, stream: Stream) -> None:
+        """The client sent ``end``: process the rest, then :data:`DONE`."""
+        if not stream.ending:
+            stream.ending = True
+            self._job.ends.append(stream)
+            self._wake.set()
+
+    def drop(self, stream: Stream) -> None:
+        """The client went away: free the stream, no more output."""
+        if stream in self.streams:
+            self._forget(stream)
+            self._job.drops.append(stream)
+            self._wake.set()
+
+    def _forget(self, stream: Stream) -> None:
+        self.streams.discard(stream)
+        self.metrics.live.labels(self.engine.name).dec()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            job, self._job = self._job, _Job([], [], [], [])
+            if not (job.opens or job.pushes or job.ends or job.drops or self._ready):
+                continue
+            try:
+                outputs, self._ready = await loop.run_in_executor(self._executor, self._tick, job)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bug: end this model's streams, keep the server up
+                log.exception("scheduler %s failed", self.engine.name)
+                self._fail_all(f"internal error in {self.engine.name}: {type(exc).__name__}")
+                continue
+            for stream, samples, final in outputs:
+                if stream in self.streams or final:
+                    if samples.shape[0]:
+                        stream.output.put_nowait(samples)
+                        stream.unsent += samples.shape[0]
+                    if final:
+                        stream.output.put_nowait(DONE)
+                        self._forget(stream)
+                stream.progress.set()
+            if self._ready:
+                self._wake.set()
+
+    def _fail_all(self, reason: str) -> None:
+        self._ready = 0
+        for stream in list(self.streams):
+            stream.failed = reason
+            stream.output.put_nowait(DONE)
+            stream.progress.set()
+            self._forget(stream)
+        self.engine.reset()
+        self._owners.clear()
+
+    # -- worker side -------------------------------------------------------------------------------
+    def _tick(self, job: _Job) -> tuple[list[tuple[Stream, np.ndarray, bool]], int]:
+        """Run ``job`` in the worker: returns ``(stream, output at the client's rate, final)`` triples and
+        how many streams still hold a whole hop."""
+        engine, name = self.engine, self.engine.name
+        for stream in job.drops:  # first: their slots may be needed by the new streams
+            if stream.key is not None:
+                engine.close(self._owners.pop(stream.key).key)
+                stream.key = None
+        for stream in job.opens:
+            if stream in self.streams:  # not dropped before it opened
+                stream.key = engine.open(stream.request)
+                self._owners[stream.key] = stream
+        for stream, samples in job.pushes:
+            if stream.key is not None:
+                engine.push(stream.key, stream.wire.to_model(samples))
+        began = time.perf_counter()
+        advanced = engine.step()
+        seconds = time.perf_counter() - began
+        if advanced:
+            self.metrics.step_seconds.labels(name).observe(seconds)
+            self.metrics.batch_size.labels(name).observe(len(advanced))
+            if seconds > self.hop_seconds:
+                self.metrics.late_steps.labels(name).inc()
+        outputs = []
+        for key in advanced:
+            stream = self._owners[key]
+            samples = stream.wire.from_model(engine.pull(key))
+            stream.processed += self.engine.hop_length
+            outputs.append((stream, samples, False))
+        for stream in job.ends:
+            if stream.key is None:
+                continue
+            engine.push(stream.key, stream.wire.to_model(np.zeros(0, np.float32), last=True))
+            outputs.append((stream, stream.wire.from_model(engine.close(stream.key), last=True), True))
+            del self._owners[stream.key]
+            stream.key = None
+        for _, samples, _ in outputs:
+            self.metrics.samples_out.labels(name).inc(samples.shape[0])
+        return outputs, engine.ready()

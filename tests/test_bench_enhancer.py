@@ -1,0 +1,50 @@
+"""``audiokit bench`` for an enhancer (:mod:`audiokit.bench.enhancer`): every figure, RNNoise beside it."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import torch
+
+from audiokit.bench import run_enhancer_benchmark
+from audiokit.cli import main
+from audiokit.models.enhancer import Enhancer
+
+
+def test_benchmark_reports_every_figure_and_rnnoise():
+    result = run_enhancer_benchmark(seconds=0.5, repeats=1, hops=10, stream_counts=(1, 4))
+    assert result["settings"]["weights"] in ("random", "shipped")
+    cpu, ref = result["cpu"], result["rnnoise"]
+    values = [
+        cpu["offline"]["rtf"],
+        cpu["stream_hop"]["push"]["p50_ms"],
+        cpu["stream_hop"]["step"]["p50_ms"],
+        cpu["many_streams"]["by_streams"]["4"]["streams_sustained"],
+        ref["rtf"],
+        ref["frame"]["p50_ms"],
+        *result["ratios"].values(),
+    ]
+    assert all(math.isfinite(v) and v > 0 for v in values)
+    assert set(result["targets"]) == {"offline_realtime_x", "stream_hop_share", "realtime_streams_per_core"}
+
+
+def test_bench_command_measures_an_enhancer_file(tmp_path, capsys):
+    torch.manual_seed(0)
+    path = Enhancer.from_config("enhance-16k").save_pretrained(tmp_path / "e.safetensors")
+    args = [
+        "bench",
+        "-m",
+        str(path),
+        "--seconds",
+        "0.5",
+        "--repeats",
+        "1",
+        "--frames",
+        "10",
+        "--streams",
+        "2",
+    ]
+    assert main([*args, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["benchmark"] == "enhancer_speed" and result["settings"]["weights"] == "loaded"

@@ -1,0 +1,299 @@
+"""Issue 19, items 2-6: whole batches, user mistakes as one line (never exit 70), the input's own rate
+and length back, pipes and levels, and the smaller edges. Commands run in-process through
+``audiokit.cli.main`` (the shipped speech-16k loads once per process) unless stdin is needed."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from audiokit import io
+from audiokit.cli import main
+
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+V1_FIXTURE = Path(__file__).resolve().parent / "data" / "speech16k_v1.akc"  # written by the version-1 writer
+
+
+def run(capsys, *args: str) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _speech(path: Path, seconds: float = 0.5, rate: int = 16000, peak: float = 0.5) -> Path:
+    x, r = sf.read(SAMPLES / "speech_fr_16k_a.flac", dtype="float32")
+    x = io.resample(x[16000 : 16000 + int(seconds * r), None], r, rate)[:, 0]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, x / np.abs(x).max() * peak, rate, subtype="FLOAT")
+    return path
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("edges")
+    f = {"wav": _speech(root / "a.wav"), "root": root}
+    f["akc"] = root / "a.akc"
+    assert main(["encode", "-q", str(f["wav"]), str(f["akc"])]) == 0
+    (root / "empty.wav").write_bytes(b"")
+    (root / "notes.wav").write_text("not audio\n")
+    (root / "a.pcm").write_bytes(b"\0" * 320)
+    (root / "existing.akc").write_bytes(b"keep")
+    (root / "existing.wav").write_bytes(b"keep")
+    (root / "file").write_text("a file, not a folder")
+    data = f["akc"].read_bytes()
+    (root / "corrupt.akc").write_bytes(data[:60] + bytes([data[60] ^ 0xFF]) + data[61:])
+    (root / "codes").mkdir()
+    (root / "codes" / "a.akc").write_bytes(data)
+    (root / "audio").mkdir()
+    _speech(root / "audio" / "b.wav")
+    return f
+
+
+MISTAKES = [
+    # encode
+    ["encode", "{root}/missing.wav", "{root}/o.akc"],
+    ["encode", "{wav}", "{root}/o.akc", "-b", "6.2"],
+    ["encode", "{wav}", "{root}/o.akc", "-b", "5.9"],
+    ["encode", "{wav}", "{root}/o.akc", "-b", "0"],
+    ["encode", "{wav}", "{root}/o.akc", "-b", "-3"],
+    ["encode", "{wav}", "{root}/o.akc", "-b", "nan"],
+    ["encode", "{wav}", "{root}/o.akc", "-b", "six"],
+    ["encode", "{wav}", "{root}/o.wav"],
+    ["encode", "{wav}", "{root}/noextension"],
+    ["encode", "{wav}", "{root}/file/under.akc"],
+    ["encode", "{wav}", "/proc/audiokit-test.akc"],
+    ["encode", "{wav}", "{root}/o.akc", "-m", "no-such-model"],
+    ["encode", "{root}/notes.wav", "{root}/o.akc"],
+    ["encode", "{root}/empty.wav", "{root}/o.akc"],
+    ["encode", "{wav}", "{wav}"],
+    ["encode", "{wav}", "{root}/existing.akc"],
+    ["encode", "{root}/audio", "{root}/enc", "--glob", "*.nothing"],
+    ["encode", "{root}/audio", "{root}/file"],
+    ["encode", "{wav}", "{root}/o.akc", "--raw-rate", "0"],
+    ["encode", "{wav}", "{root}/o.akc", "--raw-rate", "16000", "--raw-channels", "0"],
+    ["encode", "{wav}", "{root}/o.akc", "--raw-format", "xyz"],
+    ["encode", "{root}/a.pcm", "{root}/o.akc"],
+    ["encode", "-", "{root}/folder/"],
+    ["encode"],
+    # decode
+    ["decode", "{akc}", "{root}/o.xyz"],
+    ["decode", "{akc}", "{root}/noextension"],
+    ["decode", "{root}/codes", "{root}/dec", "--suffix", "xyz"],
+    ["decode", "{root}/codes", "{root}/dec", "--suffix", ".akc"],
+    ["decode", "{akc}", "{root}/o.wav", "--sample-rate", "-5"],
+    ["decode", "{akc}", "{root}/o.wav", "--sample-rate", "0"],
+    ["decode", "{akc}", "{root}/o.wav", "--sample-rate", "1"],
+    ["decode", "{akc}", "{root}/o.wav", "--sample-rate", "44.1"],
+    ["decode", "{akc}", "{root}/o.mp3", "--sample-rate", "96000"],
+    ["decode", "{akc}", "{root}/o.opus", "--sample-rate", "44100"],
+    ["decode", "{akc}", "{root}/o.ogg", "--sample-rate", "384000"],
+    ["decode", "{akc}", "{root}/o.wav", "--start", "-1"],
+    ["decode", "{akc}", "{root}/o.wav", "--duration", "0"],
+    ["decode", "{akc}", "{root}/o.wav", "--start", "99"],
+    ["decode", "{root}/corrupt.akc", "{root}/o.wav"],
+    ["decode", "{wav}", "{root}/o.wav"],
+    ["decode", "{root}/missing.akc", "{root}/o.wav"],
+    ["decode", "{akc}", "{root}/existing.wav"],
+    ["decode", "{akc}", "{root}/file/under.wav"],
+    # eval
+    ["eval", "{wav}", "--baseline", "opus"],
+    ["eval", "{wav}", "--baseline", "sinc"],
+    ["eval", "{wav}", "--baseline", "sinc", "--input-rate", "0"],
+    ["eval", "{wav}", "--baseline", "identity", "--plot", "{root}/spec.xyz"],
+    ["eval", "{wav}", "--baseline", "identity", "--jobs", "0"],
+    ["eval", "{wav}", "-m", "speech-16k", "--bitrate", "6.2"],
+    ["eval", "{wav}"],
+    # info and the command line itself
+    ["info", "{root}/missing.wav"],
+    ["info", "{root}/empty.wav"],
+    ["info"],
+    [],
+    ["frobnicate"],
+]
+
+
+def test_mistakes_table_one_line_exit_1_or_2_never_70(capsys, files):
+    """Every wrong invocation: exit code 1 or 2, one line on stderr, no traceback, nothing written."""
+    assert len(MISTAKES) >= 40
+    names = {key: str(value) for key, value in files.items()}
+    for argv in MISTAKES:
+        args = [a.format(**names) for a in argv]
+        code, _, err = run(capsys, *args)
+        lines = err.strip().splitlines()
+        assert code in (1, 2) and len(lines) == 1 and "Traceback" not in err, (args, code, err)
+        assert "internal error" not in err, (args, err)
+    assert (files["root"] / "existing.akc").read_bytes() == b"keep"
+    assert not list(files["root"].glob("o.*"))
+
+
+def test_bitrate_error_lists_the_models_rates_and_unknown_model_only_shipped(capsys, files):
+    code, _, err = run(capsys, "encode", files["wav"], files["root"] / "x.akc", "-b", "6.2")
+    assert code == 1 and "0.5, 1, 1.5" in err and "6 kbps" in err
+    code, _, err = run(capsys, "encode", files["wav"], files["root"] / "x.akc", "-m", "nope")
+    assert code == 1 and "speech-16k" in err and "noncausal" not in err and "general" not in err
+
+
+def test_whole_batches_go_on_after_bad_files(capsys, tmp_path):
+    mixed = tmp_path / "mixed"
+    for name in ("a", "c", "e"):
+        _speech(mixed / f"{name}.wav", 0.3)
+    (mixed / "b.wav").write_bytes(b"")
+    (mixed / "d.wav").write_text("not audio")
+    code, out, err = run(capsys, "encode", "-q", mixed, tmp_path / "enc")
+    assert code == 1
+    assert sorted(p.name for p in (tmp_path / "enc").iterdir()) == ["a.akc", "c.akc", "e.akc"]
+    problems = err.strip().splitlines()
+    assert len(problems) == 2 and problems[0].startswith(str(mixed / "b.wav") + ":")
+    assert problems[1].startswith(str(mixed / "d.wav") + ":")
+    assert "3 done, 2 failed" in out
+    code, out, err = run(capsys, "encode", "-q", "--fail-fast", mixed, tmp_path / "ff")
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in (tmp_path / "ff").iterdir()) == ["a.akc"]
+    # decoding a folder with one damaged .akc decodes the others
+    enc = tmp_path / "enc"
+    (enc / "c.akc").write_bytes((enc / "c.akc").read_bytes()[:-5])
+    code, out, err = run(capsys, "decode", "-q", enc, tmp_path / "dec", "--json")
+    report = json.loads(out)
+    assert code == 1 and report["done"] == 2 and report["failed"][0]["path"] == str(enc / "c.akc")
+    assert sorted(p.name for p in (tmp_path / "dec").iterdir()) == ["a.wav", "e.wav"]
+    assert len(err.strip().splitlines()) == 1 and "c.akc" in err
+    # info reports every good file and one line per bad one
+    code, out, err = run(capsys, "info", "-q", mixed / "a.wav", mixed / "b.wav", mixed / "c.wav")
+    assert code == 1 and len(out.strip().splitlines()) == 2 and "a.wav" in out and "c.wav" in out
+    assert err.strip().splitlines()[0].startswith(str(mixed / "b.wav"))
+
+
+@pytest.mark.parametrize("samples", [44101, 44107])
+def test_decode_gives_back_the_input_rate_and_exact_length(capsys, tmp_path, samples):
+    x, _ = sf.read(SAMPLES / "music_stereo_44k.flac", frames=samples, dtype="float32")
+    sf.write(tmp_path / "m.wav", x * 0.5, 44100, subtype="FLOAT")
+    code, _, err = run(capsys, "encode", tmp_path / "m.wav", tmp_path / "m.akc")
+    assert code == 0 and err.count("warning") == 1 and "kHz" in err  # the lost bandwidth, said once
+    code, out, _ = run(capsys, "decode", tmp_path / "m.akc", tmp_path / "m.flac", "--json")
+    assert code == 0 and json.loads(out)["files"][0]["samples"] == samples
+    back = sf.info(tmp_path / "m.flac")
+    assert back.samplerate == 44100 and back.frames == samples and back.channels == 2
+    code, out, _ = run(capsys, "info", "--json", tmp_path / "m.akc")
+    row = json.loads(out)
+    assert row["original_sample_rate"] == 44100 and row["original_samples"] == samples
+    assert row["model"] == "speech-16k" and row["bitrate_kbps"] == 12 and row["version"] == 2
+
+
+def test_seek_with_resampling_equals_the_same_span_of_a_full_decode(capsys, tmp_path):
+    source = _speech(tmp_path / "s.wav", 2.0, rate=44100)
+    run(capsys, "encode", source, tmp_path / "s.akc")
+    for rate in ("44100", "22050"):
+        full, part = tmp_path / f"full{rate}.wav", tmp_path / f"part{rate}.wav"
+        assert run(capsys, "decode", tmp_path / "s.akc", full, "--sample-rate", rate)[0] == 0
+        code, _, err = run(
+            capsys,
+            "decode",
+            tmp_path / "s.akc",
+            part,
+            "--sample-rate",
+            rate,
+            "--start",
+            "0.5",
+            "--duration",
+            "0.7",
+        )
+        assert code == 0, err
+        whole, _ = sf.read(full)
+        span, _ = sf.read(part)
+        first = round(0.5 * int(rate))
+        assert span.shape[0] == round(0.7 * int(rate))
+        assert np.abs(span - whole[first : first + span.shape[0]]).max() <= 2 / 32768
+        tail = tmp_path / f"tail{rate}.wav"  # a span that reaches the end
+        assert (
+            run(capsys, "decode", tmp_path / "s.akc", tail, "--sample-rate", rate, "--start", "1.5")[0] == 0
+        )
+        end, _ = sf.read(tail)
+        assert np.abs(end - whole[round(1.5 * int(rate)) :]).max() <= 2 / 32768
+
+
+def test_version_1_files_still_decode(capsys, tmp_path):
+    code, out, _ = run(capsys, "info", "--json", V1_FIXTURE)
+    row = json.loads(out)
+    assert code == 0 and row["version"] == 1 and row["original_sample_rate"] == 16000
+    code, _, err = run(capsys, "decode", V1_FIXTURE, tmp_path / "v1.wav")
+    assert code == 0, err
+    info = sf.info(tmp_path / "v1.wav")
+    assert info.samplerate == 16000 and info.frames == row["samples"] == 4801
+
+
+def test_pipes_and_full_scale(tmp_path):
+    loud = _speech(tmp_path / "loud.wav", 0.5, peak=2.0)
+    python = [sys.executable, "-m", "audiokit"]
+    with open(loud, "rb") as stdin:
+        enc = subprocess.run([*python, "encode", "-", "-"], stdin=stdin, capture_output=True, timeout=600)
+    assert enc.returncode == 0, enc.stderr
+    assert enc.stdout[:4] == b"AKC\0" and b"above full scale" in enc.stderr and b"--rescale" in enc.stderr
+    dec = subprocess.run([*python, "decode", "-", "-"], input=enc.stdout, capture_output=True, timeout=600)
+    assert dec.returncode == 0, dec.stderr
+    (tmp_path / "out.wav").write_bytes(dec.stdout)
+    assert sf.info(tmp_path / "out.wav").frames == sf.info(loud).frames
+    assert b"1 done, 0 failed" in dec.stderr  # results go to stderr when stdout carries the audio
+
+
+def test_rescale_scales_input_above_full_scale(capsys, tmp_path):
+    loud = _speech(tmp_path / "loud.wav", 0.5, peak=2.0)
+    code, _, err = run(capsys, "encode", "--rescale", loud, tmp_path / "r.akc")
+    assert code == 0 and "full scale" not in err
+    run(capsys, "decode", tmp_path / "r.akc", tmp_path / "r.wav")
+    assert np.abs(sf.read(tmp_path / "r.wav")[0]).max() < 1.0
+
+
+def test_smaller_edges(capsys, files, tmp_path):
+    # -q silences progress, never results
+    code, out, _ = run(capsys, "eval", "-q", files["wav"], "--baseline", "identity")
+    assert code == 0 and "pesq" in out
+    # decode prints a summary and takes --json
+    code, out, _ = run(capsys, "decode", files["akc"], tmp_path / "d.wav")
+    assert code == 0 and "1 done, 0 failed" in out
+    # a trailing / is a folder
+    code, _, _ = run(capsys, "encode", files["wav"], f"{tmp_path}/newdir/")
+    assert code == 0 and (tmp_path / "newdir" / "a.akc").is_file()
+    # --plot writes the format its extension names
+    code, _, err = run(
+        capsys, "eval", "-q", files["wav"], "--baseline", "identity", "--plot", tmp_path / "p.svg"
+    )
+    assert code == 0, err
+    assert b"<svg" in (tmp_path / "p.svg").read_bytes()[:500]
+    # too short for a metric: skipped, with the reason
+    short = tmp_path / "short.wav"
+    sf.write(short, np.full(160, 0.1, dtype=np.float32), 16000)
+    code, out, err = run(capsys, "eval", short, "--baseline", "identity", "--json")
+    report = json.loads(out)
+    assert code == 0, err
+    assert "stoi" in report["skipped"]["short.wav"] and "too short" in report["skipped"]["short.wav"]
+
+
+def test_help_texts_render_cleanly(capsys):
+    commands = ["encode", "decode", "info", "eval", "train", "checkpoint", "bench", "demo", "card"]
+    for command in commands:
+        code, out, _ = run(capsys, command, "--help")
+        assert code == 0 and out, command
+        assert "%%" not in out and "``" not in out and not re.search(r":[a-z]+:`", out), (command, out)
+
+
+def test_a_fifo_or_dev_stdin_is_read_whole(capsys, tmp_path):
+    import os
+    import threading
+
+    source = _speech(tmp_path / "s.wav", 0.3)
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    feeder = threading.Thread(target=lambda: fifo.write_bytes(source.read_bytes()))
+    feeder.start()
+    code, _, err = run(capsys, "encode", fifo, tmp_path / "p.akc")
+    feeder.join()
+    assert code == 0, err
+    code, out, _ = run(capsys, "info", "--json", tmp_path / "p.akc")
+    assert json.loads(out)["original_samples"] == sf.info(source).frames

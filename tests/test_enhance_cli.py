@@ -1,0 +1,205 @@
+"""``audiokit enhance`` and :func:`audiokit.enhancement.enhance_file`: any rate/channels in, the input's
+rate, channels and exact length out; streamed files equal offline enhancement; bad inputs fail cleanly."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from audiokit import io
+from audiokit.cli import main
+from audiokit.enhancement import enhance_audio, enhance_file, load_enhancer
+from audiokit.models.enhancer import Enhancer
+
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory) -> Path:
+    """An untrained enhance-16k saved as ``.safetensors`` (no shipped weights yet)."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("enhancer") / "enhance.safetensors"
+    return Enhancer.from_config("enhance-16k").save_pretrained(path)
+
+
+def enhance(*args: str) -> int:
+    return main(["enhance", *map(str, args), "--quiet"])
+
+
+def write_clip(path: Path, source: str, seconds: float, subtype: str | None = None) -> Path:
+    """The first ``seconds`` of a sample clip, written to ``path``."""
+    data, rate = sf.read(SAMPLES / source, dtype="float32")
+    sf.write(path, data[: int(seconds * rate)], rate, subtype=subtype)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("source", "name", "seconds"),
+    [("music_stereo_44k.flac", "stereo.flac", 3.0), ("speech_fr_8k_a.wav", "narrow.wav", 7.2)],
+)
+def test_output_keeps_rate_channels_and_exact_length(tmp_path, model_file, source, name, seconds):
+    src = write_clip(tmp_path / name, source, seconds)
+    out = tmp_path / f"out-{name}"
+    assert enhance(src, out, "-m", model_file) == 0
+    got, want = sf.info(out), sf.info(src)
+    assert (got.samplerate, got.channels, got.frames) == (want.samplerate, want.channels, want.frames)
+
+
+def test_streamed_file_equals_offline_enhance(tmp_path, model_file, capsys):
+    """A mono 16 kHz file through the command (16-bit output) and, in odd blocks, through
+    :func:`enhance_file` (float output) equals ``model.enhance`` on the whole signal."""
+    src = SAMPLES / "speech_fr_16k_c.flac"
+    model, _ = load_enhancer(str(model_file))
+    wav, _ = io.load(src)
+    offline = model.enhance(wav[None])[0, 0].numpy()
+    out = tmp_path / "c.flac"
+    assert main(["enhance", str(src), str(out), "-m", str(model_file), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (
+        summary["done"] == 1
+        and summary["model"] == "enhance-16k"
+        and summary["files"][0]["samples"] == len(offline)
+    )
+    np.testing.assert_allclose(sf.read(out, dtype="float32")[0], offline, atol=1e-4)
+    float_src = tmp_path / "c-float.wav"
+    sf.write(float_src, wav[0].numpy(), 16000, subtype="FLOAT")
+    enhance_file(model, float_src, tmp_path / "c-out.wav", block_frames=777)
+    streamed, _ = sf.read(tmp_path / "c-out.wav", dtype="float32")
+    assert sf.info(tmp_path / "c-out.wav").subtype == "FLOAT"
+    np.testing.assert_allclose(streamed, offline, atol=1e-5)
+
+
+def test_resampled_blocks_equal_offline_resampling(tmp_path, model_file):
+    """At 44.1 kHz, the blockwise soxr streams and model session match resampling the whole file."""
+    src = write_clip(tmp_path / "in.wav", "speech_ca_44k.flac", 3.0, subtype="FLOAT")
+    model, _ = load_enhancer(str(model_file))
+    enhance_file(model, src, tmp_path / "out.wav", atten_lim_db=12.0, block_frames=5000)
+    streamed, rate = sf.read(tmp_path / "out.wav", dtype="float32")
+    wav, _ = io.load(src)
+    offline = enhance_audio(model, wav, rate, atten_lim_db=12.0)[0].numpy()
+    assert streamed.shape == offline.shape
+    np.testing.assert_allclose(streamed, offline, atol=1e-4)
+
+
+def test_dry_one_gives_the_input_back(tmp_path, model_file):
+    src = SAMPLES / "speech_fr_16k_b.flac"
+    out = tmp_path / "dry.wav"
+    assert enhance(src, out, "-m", model_file, "--dry", "1") == 0
+    np.testing.assert_allclose(sf.read(out)[0], sf.read(src)[0], atol=1e-4)
+
+
+def test_directory_tree_is_mirrored(tmp_path, model_file):
+    tree = tmp_path / "in"
+    (tree / "a" / "b").mkdir(parents=True)
+    write_clip(tree / "top.flac", "speech_fr_16k_b.flac", 1.0)
+    write_clip(tree / "a" / "b" / "deep.wav", "speech_en_48k.wav", 1.0)
+    (tree / "notes.txt").write_text("not audio")
+    out = tmp_path / "out"
+    assert enhance(tree, out, "-m", model_file) == 0
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
+        "a/b/deep.wav",
+        "top.flac",
+    ]
+    for rel in ("top.flac", "a/b/deep.wav"):
+        assert sf.info(out / rel).frames == sf.info(tree / rel).frames
+    assert enhance(tree, out, "-m", model_file) == 1  # outputs exist: refused without -f
+    assert enhance(tree, out, "-m", model_file, "-f") == 0
+
+
+def _bad_inputs(folder: Path) -> dict[str, Path]:
+    wav = folder / "good.wav"
+    sf.write(wav, np.zeros(16000, np.float32), 16000)
+    truncated = folder / "truncated.wav"
+    truncated.write_bytes(wav.read_bytes()[:10000])
+    nan = folder / "nan.wav"
+    sf.write(nan, np.full(16000, np.nan, np.float32), 16000, subtype="FLOAT")
+    (folder / "empty.wav").write_bytes(b"")
+    (folder / "text.wav").write_text("this is not audio\n" * 50)
+    return {name: folder / f"{name}.wav" for name in ("empty", "truncated", "text", "nan")}
+
+
+@pytest.mark.parametrize("kind", ["empty", "truncated", "text", "nan"])
+def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, model_file, capsys, kind):
+    src = _bad_inputs(tmp_path)[kind]
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    assert main(["enhance", str(src), str(out_dir / "x.wav"), "-m", str(model_file)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("audiokit enhance: error:") and src.name in err
+    assert list(out_dir.iterdir()) == []
+
+
+def test_bad_options_are_one_line(tmp_path, model_file, capsys):
+    src = SAMPLES / "speech_fr_16k_b.flac"
+    for option in (["--dry", "1.5"], ["--atten-lim-db", "-3"]):
+        assert main(["enhance", str(src), str(tmp_path / "x.wav"), "-m", str(model_file), *option]) == 1
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert (
+        main(["enhance", str(src), str(tmp_path / "x.wav"), "-m", str(SAMPLES / "nothing.safetensors")]) == 1
+    )
+    assert "nothing.safetensors" in capsys.readouterr().err
+    assert not (tmp_path / "x.wav").exists()
+
+
+def test_a_bad_file_in_a_directory_is_one_line_and_the_rest_are_done(tmp_path, model_file, capsys):
+    tree = tmp_path / "in"
+    tree.mkdir()
+    write_clip(tree / "good.flac", "speech_fr_16k_b.flac", 1.0)
+    (tree / "bad.wav").write_text("not audio at all\n" * 20)
+    out = tmp_path / "out"
+    assert main(["enhance", str(tree), str(out), "-m", str(model_file), "-q"]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.strip().splitlines() == [captured.err.strip()]
+    assert captured.err.startswith(str(tree / "bad.wav")) and "1 done, 1 failed" in captured.out
+    assert sorted(p.name for p in out.iterdir()) == ["good.flac"]
+
+
+def test_stdin_to_stdout(tmp_path, model_file):
+    """``-`` in and out: a WAV on stdout with the input's rate, channels and length; the summary goes
+    to stderr."""
+    src = write_clip(tmp_path / "in.flac", "music_stereo_44k.flac", 1.0)
+    with open(src, "rb") as stdin:
+        done = subprocess.run(
+            [sys.executable, "-m", "audiokit", "enhance", "-", "-", "-m", str(model_file), "--json"],
+            stdin=stdin,
+            capture_output=True,
+            timeout=300,
+        )
+    assert done.returncode == 0, done.stderr
+    out = tmp_path / "out.wav"
+    out.write_bytes(done.stdout)
+    got, want = sf.info(out), sf.info(src)
+    assert (got.format, got.samplerate, got.channels, got.frames) == ("WAV", 44100, 2, want.frames)
+    assert json.loads(done.stderr)["files"][0]["input"] == "<stdin>"
+
+
+@pytest.mark.slow
+def test_runs_in_constant_memory(tmp_path, model_file):
+    """Peak memory for 10 minutes of 44.1 kHz audio is within 60 MiB of that for 1 minute (the whole
+    signal alone would take 100 MiB as float32)."""
+    peak = "import resource, subprocess, sys; done = subprocess.run(sys.argv[1:]); "
+    peak += "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(done.returncode)"
+    peaks = {}
+    for minutes in (1, 10):
+        wav = tmp_path / f"{minutes}.wav"
+        with io.open_writer(wav, 44100, 1) as write:
+            for _ in range(minutes * 6):
+                write(torch.randn(1, 441000) * 0.05)
+        command = ["enhance", str(wav), str(tmp_path / f"{minutes}.out.wav"), "-m", str(model_file), "-q"]
+        done = subprocess.run(
+            [sys.executable, "-c", peak, sys.executable, "-m", "audiokit", *command],
+            capture_output=True,
+            text=True,
+            timeout=1200,
+        )
+        assert done.returncode == 0, done.stderr
+        peaks[minutes] = int(done.stdout.strip().splitlines()[-1]) / 1024
+        assert sf.info(tmp_path / f"{minutes}.out.wav").frames == minutes * 60 * 44100
+    assert peaks[10] - peaks[1] < 60, peaks
