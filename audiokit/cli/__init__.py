@@ -64,7 +64,9 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-COMMANDS = ("info", "eval", "coding", "enhance", "data", "train", "checkpoint", "bench", "demo", "card", "serve")
+COMMANDS = (
+    "info", "eval", "coding", "enhance", "data", "train", "checkpoint", "bench", "demo", "card", "serve",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,7 +6,7 @@ follow ``.to(device)`` and cost only the STFTs at run time.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -79,8 +79,13 @@ class MultiResolutionSTFTLoss(_MultiResolutionSTFT):
         self.eps = eps
 
     def forward(self, estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        total = estimate.new_zeros(())
-        for est_spec, ref_spec in self.spectra(estimate, target):
+        return self.from_spectra(self.spectra(estimate, target))
+
+    def from_spectra(self, pairs: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """The loss of :meth:`spectra`'s ``(est, ref)`` pairs (shareable with other losses of the
+        same resolutions)."""
+        total = 0.0
+        for est_spec, ref_spec in pairs:
             est = _power(est_spec).clamp(min=self.eps).sqrt()
             ref = _power(ref_spec).clamp(min=self.eps).sqrt()
             convergence = torch.linalg.vector_norm(est - ref) / torch.linalg.vector_norm(ref)
@@ -119,8 +124,12 @@ class CompressedComplexSTFTLoss(_MultiResolutionSTFT):
         return parts * power ** ((self.exponent - 1.0) / 2.0)
 
     def forward(self, estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        total = estimate.new_zeros(())
-        for est_spec, ref_spec in self.spectra(estimate, target):
+        return self.from_spectra(self.spectra(estimate, target))
+
+    def from_spectra(self, pairs: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """The loss of :meth:`spectra`'s ``(est, ref)`` pairs."""
+        total = 0.0
+        for est_spec, ref_spec in pairs:
             est, ref = self._compressed(est_spec), self._compressed(ref_spec)
             total = total + (est - ref).square().sum(-1).mean()
         return total / len(self.resolutions)

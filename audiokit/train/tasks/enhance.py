@@ -157,10 +157,11 @@ class EnhanceTask(Task):
         with self.runtime.autocast():
             out = model(noisy).float()
         losses = {}
-        if cfg.complex:
-            losses["complex"] = self.complex_loss(out, clean)
+        spectra = list(self.complex_loss.spectra(out, clean)) if cfg.complex or cfg.magnitude else []
+        if cfg.complex:  # both losses share one set of STFTs (same resolutions)
+            losses["complex"] = self.complex_loss.from_spectra(spectra)
         if cfg.magnitude:
-            losses["magnitude"] = self.magnitude_loss(out, clean)
+            losses["magnitude"] = self.magnitude_loss.from_spectra(spectra)
         if cfg.si_sdr:
             losses["si_sdr"] = negative_si_sdr(out, clean)
         total = sum(getattr(cfg, name) * value for name, value in losses.items())

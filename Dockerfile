@@ -1,0 +1,43 @@
+# audiokit server image: `audiokit serve` on port 8765 with the shipped models.
+#   CPU (default):  docker build -t audiokit .
+#   CUDA:           docker build -t audiokit:cuda --build-arg VARIANT=cuda .
+#   run:            docker run --rm -p 8765:8765 audiokit            (then http://localhost:8765/)
+# VARIANT picks the base image and the torch build: cpu = Debian slim Python with torch's CPU wheel;
+# cuda = NVIDIA's CUDA runtime with torch's CUDA wheel (the fused Triton kernels compile on first use).
+ARG VARIANT=cpu
+
+FROM python:3.11-slim-bookworm AS base-cpu
+ENV TORCH_INDEX=https://download.pytorch.org/whl/cpu
+
+FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04 AS base-cuda
+ENV TORCH_INDEX=https://download.pytorch.org/whl/cu128
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3 python3-venv python3-dev gcc \
+    && rm -rf /var/lib/apt/lists/*
+
+# hadolint ignore=DL3006
+FROM base-${VARIANT} AS runtime
+# ffmpeg reads m4a/webm/...; opus-tools runs the Opus baseline of `audiokit eval`
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ffmpeg opus-tools curl \
+    && rm -rf /var/lib/apt/lists/*
+RUN python3 -m venv /opt/audiokit
+ENV PATH=/opt/audiokit/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+RUN pip install --no-cache-dir "torch==2.13.0" --index-url "$TORCH_INDEX"
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY audiokit ./audiokit
+# the package itself, from the copied sources (its dependencies are pinned by pyproject.toml's ranges)
+# hadolint ignore=DL3013
+RUN pip install --no-cache-dir ".[serve]" && rm -rf /src
+RUN useradd --create-home --uid 10001 audiokit
+USER 10001
+WORKDIR /home/audiokit
+EXPOSE 8765
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["curl", "-fsS", "http://127.0.0.1:8765/healthz"]
+ENTRYPOINT ["audiokit", "serve", "--host", "0.0.0.0", "--port", "8765"]
