@@ -33,7 +33,7 @@ COPY pyproject.toml README.md ./
 COPY audiokit ./audiokit
 # the package itself, from the copied sources (its dependencies are pinned by pyproject.toml's ranges)
 # hadolint ignore=DL3013
-RUN pip install --no-cache-dir ".[serve]" && rm -rf /src
+RUN pip install --no-cache-dir . && rm -rf /src
 RUN useradd --create-home --uid 10001 audiokit
 USER 10001
 WORKDIR /home/audiokit
