@@ -5,8 +5,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.audiokit-installed
 # The CPU build of torch; on a machine with a CUDA toolkit, `make TORCH_SPEC=torch==2.13.0 ...` as you like.
 TORCH_SPEC ?= torch==2.13.0
-# command:Debian-package pairs audiokit runs (the Opus baseline; ffmpeg reads m4a, webm, ...)
-SYSTEM_TOOLS := opusenc:opus-tools opusdec:opus-tools ffmpeg:ffmpeg ffprobe:ffmpeg
+# command:Debian-package pairs audiokit runs (the Opus baseline; ffmpeg reads m4a, webm, ...;
+# chromium + chromedriver: the server's web page is tested in headless Chromium)
+SYSTEM_TOOLS := opusenc:opus-tools opusdec:opus-tools ffmpeg:ffmpeg ffprobe:ffmpeg chromium:chromium chromedriver:chromium-driver
 
 # speed/quality benchmarks run by `make bench` (each prints JSON and saves it under benchmarks/results/)
 BENCHMARKS := benchmarks/bench_codec.py benchmarks/bench_enhancer.py benchmarks/frontends_speed.py benchmarks/frontends_chirp.py
@@ -51,6 +52,8 @@ bench: setup
 	@# encodec without its dependencies: they would pull a torchaudio that breaks beside torch 2.13
 	$(PY) -m pip install -q --no-deps "encodec>=0.1.1"
 	@for script in $(BENCHMARKS); do echo "== $$script"; $(PY) $$script --json || exit 1; done
+	@# the server under load, short form (the full one: --streams 64 --seconds 60)
+	$(PY) benchmarks/server_load.py --streams 16 --seconds 10
 
 lint: setup
 	$(VENV)/bin/ruff check .

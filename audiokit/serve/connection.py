@@ -14,6 +14,7 @@ import time
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+import numpy as np
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from audiokit.serve import protocol as p
@@ -198,17 +199,23 @@ async def _read(
 
 
 async def _send(websocket: WebSocket, state: ServerState, stream: Stream) -> None:
-    """Write the stream's output as it comes, then ``done`` and close 1000 (or the failure)."""
+    """Write the stream's output as it comes (what queued meanwhile goes as one message), then
+    ``done`` and close 1000 (or the failure)."""
     fmt = stream.request.format
-    sent = 0
-    while True:
-        item = await stream.output.get()
+    sent, finished = 0, False
+    while not finished:
+        pieces = [await stream.output.get()]
+        while not stream.output.empty():
+            pieces.append(stream.output.get_nowait())
         stream.progress.set()
-        if item is DONE:
-            break
-        await websocket.send_bytes(p.encode_pcm(item, fmt))
-        sent += item.shape[0]
-        stream.unsent -= item.shape[0]
+        if pieces[-1] is DONE:
+            pieces.pop()
+            finished = True
+        if pieces:
+            samples = np.concatenate(pieces)
+            await websocket.send_bytes(p.encode_pcm(samples, fmt))
+            sent += samples.shape[0]
+            stream.unsent -= samples.shape[0]
     if stream.failed is not None:
         await _close(websocket, state, p.INTERNAL, stream.failed)
         return

@@ -168,7 +168,7 @@ class AudioBatcher:
         return self._rows[self._slots[stream_id]]
 
     def push(self, stream_id: int, chunk: torch.Tensor) -> None:
-        """Queue mono ``chunk`` (``(n,)`` or ``(1, n)``) for ``stream_id``; nothing is computed until :meth:`step`."""
+        """Queue mono ``chunk`` (``(n,)`` or ``(1, n)``) of ``stream_id``; nothing runs until :meth:`step`."""
         if chunk.dim() == 2 and chunk.shape[0] == 1:
             chunk = chunk[0]
         if chunk.dim() != 1:

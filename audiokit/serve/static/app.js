@@ -92,7 +92,8 @@ async function start() {
     sendAudio(event.data);
   };
   const [task, bitrate] = $("mode").value.split(":");
-  const start = { type: "start", task, model: $("model").value, sample_rate: context.sampleRate, format: "f32le" };
+  const start = { type: "start", task, sample_rate: context.sampleRate, format: "f32le" };
+  if ($("model").value) start.model = $("model").value;  // else the server's model for the task
   if (bitrate) start.bitrate = Number(bitrate);
   socket = new WebSocket(wsUrl());
   socket.binaryType = "arraybuffer";
