@@ -26,13 +26,28 @@ from audiokit.nn.state import zero_rows
 
 
 @dataclass
-class _Row:
+class AudioRow:
+    """One stream's bookkeeping: input not yet stepped, queued output and counters since its start."""
+
     pending: torch.Tensor  # (n,) input not yet stepped
     out: list[torch.Tensor] = field(default_factory=list)
     out_len: int = 0
-    pushed: int = 0  # input samples since the row's reset
-    skip: int = 0  # output samples still to drop at the start
-    emitted: int = 0  # output samples queued since the reset
+    pushed: int = 0  # input samples since the row's start
+    skip: int = 0  # output samples still to drop at the start (the model's lag)
+    emitted: int = 0  # output samples queued since the start
+
+    def advance(self, samples: int, out: torch.Tensor, final: bool) -> None:
+        """Account for one model step on the next ``samples`` pending samples that gave ``out (n,)``:
+        drop what still lags and, in a ``final`` step, what lies past the input's length."""
+        self.pending = self.pending[samples:]
+        drop = min(self.skip, out.shape[0])
+        self.skip -= drop
+        out = out[drop:]
+        if final:
+            out = out[: max(0, self.pushed - self.emitted)]
+        self.out.append(out)
+        self.out_len += out.shape[0]
+        self.emitted += out.shape[0]
 
 
 class AudioStream:
@@ -58,8 +73,8 @@ class AudioStream:
         self._rows = [self._new_row() for _ in range(self.rows)]
         self.lengths: list[int] = [0] * self.rows
 
-    def _new_row(self) -> _Row:
-        return _Row(torch.zeros(0, device=self.device), skip=self.lag)
+    def _new_row(self) -> AudioRow:
+        return AudioRow(torch.zeros(0, device=self.device), skip=self.lag)
 
     def push(self, x: torch.Tensor) -> torch.Tensor:
         """Feed ``x (B, C, n)`` (any ``n >= 0``); returns ``(B, C, m)``: what every row has ready."""
@@ -105,15 +120,7 @@ class AudioStream:
         with torch.inference_mode():
             y = self.model.step(x, self.state, **self.step_options)[:, 0]
         for row, out in zip(self._rows, y, strict=True):
-            row.pending = row.pending[samples:]
-            drop = min(row.skip, out.shape[0])
-            row.skip -= drop
-            out = out[drop:]
-            if final:  # stop at the row's input length
-                out = out[: max(0, row.pushed - row.emitted)]
-            row.out.append(out)
-            row.out_len += out.shape[0]
-            row.emitted += out.shape[0]
+            row.advance(samples, out, final)
 
     def _collect(self, flush: bool) -> torch.Tensor:
         ready = max(r.out_len for r in self._rows) if flush else min(r.out_len for r in self._rows)

@@ -12,13 +12,13 @@ the offline result). Memory is ``O(capacity x state)``: one state row per slot, 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
 from audiokit.errors import UsageError
 from audiokit.nn.state import assign_rows, select_rows, zero_rows
+from audiokit.streaming.audio import AudioRow
 from audiokit.streaming.codec import CodecStream
 
 
@@ -140,7 +140,7 @@ class AudioBatcher:
         self.device = next(model.parameters()).device
         with torch.inference_mode():
             self.state = model.init_state(capacity, self.device)
-        self._rows: dict[int, _AudioRow] = {}
+        self._rows: dict[int, AudioRow] = {}
         self._slots: dict[int, int] = {}
         self._free = list(range(capacity))
         self._ids = itertools.count()
@@ -159,10 +159,10 @@ class AudioBatcher:
             zero_rows(self.state, torch.tensor([slot], device=self.device))
         stream_id = next(self._ids)
         self._slots[stream_id] = slot
-        self._rows[slot] = _AudioRow(torch.zeros(0, device=self.device), skip=self.lag)
+        self._rows[slot] = AudioRow(torch.zeros(0, device=self.device), skip=self.lag)
         return stream_id
 
-    def _row(self, stream_id: int) -> _AudioRow:
+    def _row(self, stream_id: int) -> AudioRow:
         if stream_id not in self._slots:
             raise UsageError(f"no open stream {stream_id}")
         return self._rows[self._slots[stream_id]]
@@ -192,7 +192,7 @@ class AudioBatcher:
         """All output ``(1, n)`` of ``stream_id`` produced so far and not yet pulled."""
         row = self._row(stream_id)
         out = torch.cat(row.out) if row.out else torch.zeros(0, device=self.device)
-        row.out = []
+        row.out, row.out_len = [], 0
         return out[None]
 
     def close(self, stream_id: int) -> torch.Tensor:
@@ -221,20 +221,4 @@ class AudioBatcher:
                 y = self.model.step(x, part, **self.step_options)
                 assign_rows(self.state, index, part)
         for row, out in zip(rows, y[:, 0], strict=True):
-            row.pending = row.pending[samples:]
-            drop = min(row.skip, out.shape[0])
-            row.skip -= drop
-            out = out[drop:]
-            if final:  # stop at the row's input length
-                out = out[: max(0, row.pushed - row.emitted)]
-            row.out.append(out)
-            row.emitted += out.shape[0]
-
-
-@dataclass
-class _AudioRow:
-    pending: torch.Tensor  # (n,) input not yet stepped
-    out: list[torch.Tensor] = field(default_factory=list)
-    pushed: int = 0  # input samples since the stream opened
-    skip: int = 0  # output samples still to drop at the start (the model's lag)
-    emitted: int = 0  # output samples queued since the stream opened
+            row.advance(samples, out, final)
