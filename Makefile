@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 SYSTEM_TOOLS := opusenc:opus-tools opusdec:opus-tools ffmpeg:ffmpeg ffprobe:ffmpeg chromium:chromium chromedriver:chromium-driver
 
 # speed/quality benchmarks run by `make bench` (each prints JSON and saves it under benchmarks/results/)
-BENCHMARKS := benchmarks/bench_codec.py benchmarks/bench_enhancer.py benchmarks/frontends_speed.py benchmarks/frontends_chirp.py
+BENCHMARKS := benchmarks/bench_codec.py benchmarks/bench_enhancer.py benchmarks/bench_bwe.py benchmarks/frontends_speed.py benchmarks/frontends_chirp.py
 
 .PHONY: setup system-tools test test-all demo bench lint clean
 

@@ -1,19 +1,25 @@
 """The ``.akc`` container: codec codes bit-packed at their true width, in CRC-checked chunks.
 
-The byte layout (versions 1 and 2) is specified in ``docs/bitstream.md``. In short::
+The byte layout (versions 1 to 3) is specified in ``docs/bitstream.md``. In short::
 
     header   magic "AKC\\0", u16 version, u16 header size, fixed fields, model name, weights hash,
-             [v2: u32 source rate], CRC32
-    chunks   u16 frames, payload (codes of <= 1 s of frames, `codebook_bits` bits each), CRC32
-    trailer  u16 0, u64 frames, u64 samples, [v2: u64 source samples], CRC32
+             [v2, v3: u32 source rate], [v3: u32 entropy model id], CRC32
+    chunks   u16 frames, [v3: u32 payload size], payload (codes of <= 1 s of frames: `codebook_bits`
+             bits each, or v3: range-coded by :mod:`audiokit.entropy`), CRC32
+    trailer  u16 0, [v3: u32 size of each chunk], u64 frames, u64 samples, [v2, v3: u64 source samples],
+             CRC32
 
 Version 2 is version 1 plus the rate and length of the audio that was encoded (before resampling to
 the model's rate), so a decoder can give back the original rate and length exactly; every version-1
 field keeps its offset and both versions are read. A header without ``source_rate`` writes version 1.
+Version 3 is version 2 with entropy-coded chunks (header flag 1, the id of the probability model in the
+header); a header with ``entropy_model`` writes it.
 
-Every chunk but the last holds ``chunk_frames`` frames, so chunk ``i`` starts at
-``data_offset + i * chunk_stride``: the seek index is implied by the header and works while the file
-is still being written. Codes are ``[channels, num_codebooks, frames]`` int64 in ``[0, codebook_size)``.
+Every chunk but the last holds ``chunk_frames`` frames. In versions 1 and 2 every full chunk has the
+same size, so chunk ``i`` starts at ``data_offset + i * chunk_stride``: the seek index is implied by the
+header and works while the file is still being written. Version-3 chunks vary in size: the trailer
+lists them (the seek index), and a file still being written is indexed by walking the chunk heads.
+Codes are ``[channels, num_codebooks, frames]`` int64 in ``[0, codebook_size)``.
 All integers are little-endian. Malformed input raises :class:`BitstreamError` naming the byte offset.
 """
 
@@ -26,17 +32,20 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from fractions import Fraction
+from itertools import accumulate
 from typing import BinaryIO
 
 import numpy as np
 import torch
 
+from audiokit.entropy import EntropyDecodeError, EntropyModel, max_payload_size
 from audiokit.errors import BitstreamError, UsageError
 from audiokit.io import atomic_path
 
 MAGIC = b"AKC\x00"
 VERSION = 2
-VERSIONS = (1, 2)
+VERSIONS = (1, 2, 3)
+FLAG_ENTROPY = 0x01  # header flag of version 3: entropy-coded chunks
 MAX_SAMPLE_RATE = 384_000
 MAX_CHANNELS = 64
 MAX_CODEBOOKS = 64
@@ -66,6 +75,9 @@ _CRC = struct.Struct("<I")
 _TRAILER = struct.Struct("<HQQ")
 _TRAILER_V2 = struct.Struct("<HQQQ")  # + source samples
 _SOURCE_RATE = struct.Struct("<I")
+_ENTROPY_ID = struct.Struct("<I")
+_SIZE_FIELDS = (struct.Struct("<H"), struct.Struct("<I"))  # version 3: chunk and payload sizes
+_ENTROPY_TRAILER = struct.Struct("<QQQ")  # frames, samples, source samples (after marker and index)
 TRAILER_SIZE = _TRAILER.size + _CRC.size  # 22 (version 1; version 2: 30)
 CHUNK_OVERHEAD = _CHUNK_HEAD.size + _CRC.size  # 6
 
@@ -83,6 +95,9 @@ class AkcHeader:
     encoded, before it was resampled to ``sample_rate`` (version 2 files; ``None`` in version 1 files,
     and ``source_samples`` ``None`` until the trailer gives it). A header with ``source_rate`` is
     written as version 2.
+
+    ``entropy_model``: the :attr:`~audiokit.entropy.EntropyModel.model_id` (u32) of the tables the chunks
+    are entropy-coded with; a header with it is written as version 3 (and needs ``source_rate``).
     """
 
     model_name: str
@@ -96,6 +111,7 @@ class AkcHeader:
     chunk_frames: int = 0
     source_rate: int | None = None
     source_samples: int | None = None
+    entropy_model: int | None = None
 
     def __post_init__(self) -> None:
         rate = self.frame_rate
@@ -124,19 +140,42 @@ class AkcHeader:
 
     @property
     def version(self) -> int:
-        """The file version this header is written as: 2 with ``source_rate``, else 1."""
+        """The file version this header is written as: 3 with ``entropy_model``, 2 with ``source_rate``,
+        else 1."""
+        if self.entropy_model is not None:
+            return 3
         return 1 if self.source_rate is None else 2
+
+    @property
+    def entropy_coded(self) -> bool:
+        """Whether the chunks are entropy-coded (version 3)."""
+        return self.entropy_model is not None
 
     @property
     def encoded_size(self) -> int:
         """Bytes of the encoded header (magic to header CRC)."""
-        extra = _SOURCE_RATE.size if self.version == 2 else 0
+        extra = _EXTRA_HEADER_BYTES[self.version]
         return MIN_HEADER_SIZE + len(self.model_name.encode()) + len(self.weights_hash.encode()) + extra
 
     @property
     def trailer_size(self) -> int:
-        """Bytes of the trailer: 22 (version 1) or 30 (version 2)."""
+        """Bytes of the trailer of versions 1 (22) and 2 (30); version 3 adds 4 bytes a chunk to 30."""
         return (_TRAILER if self.version == 1 else _TRAILER_V2).size + _CRC.size
+
+    def max_chunk_size(self, frames: int) -> int:
+        """Largest chunk (bytes, frame count to CRC) of ``frames`` frames this header allows."""
+        if not self.entropy_coded:
+            return CHUNK_OVERHEAD + self.payload_size(frames)
+        count = frames * self.channels * self.num_codebooks
+        return _CHUNK_HEAD.size + self.size_field.size + max_payload_size(count) + _CRC.size
+
+    @property
+    def size_field(self) -> struct.Struct:
+        """Version 3: the integer of a chunk's payload size and of a chunk index entry: u16 when any chunk
+        fits in 65535 bytes, else u32."""
+        count = self.chunk_frames * self.channels * self.num_codebooks
+        largest = _CHUNK_HEAD.size + _SIZE_FIELDS[1].size + max_payload_size(count) + _CRC.size
+        return _SIZE_FIELDS[0] if largest <= 0xFFFF else _SIZE_FIELDS[1]
 
     @property
     def original_rate(self) -> int:
@@ -167,7 +206,7 @@ class AkcHeader:
                 self.sample_rate,
                 self.channels,
                 self.num_codebooks,
-                0,
+                FLAG_ENTROPY if self.entropy_coded else 0,
                 self.codebook_size,
                 self.frame_rate.numerator,
                 self.frame_rate.denominator,
@@ -179,6 +218,7 @@ class AkcHeader:
             + bytes([len(digest)])
             + digest
             + (b"" if self.source_rate is None else _SOURCE_RATE.pack(self.source_rate))
+            + (b"" if self.entropy_model is None else _ENTROPY_ID.pack(self.entropy_model))
         )
         return body + _CRC.pack(zlib.crc32(body))
 
@@ -201,6 +241,10 @@ def _header_problem(h: AkcHeader) -> tuple[str, str] | None:
         limits.append(("source_rate", "source sample rate (Hz)", h.source_rate, 1, MAX_SAMPLE_RATE))
         if h.source_samples is not None:
             limits.append(("source_samples", "source sample count", h.source_samples, 0, MAX_NUM_SAMPLES))
+    if h.entropy_model is not None:
+        if h.source_rate is None:
+            return "entropy_model", "an entropy-coded (version 3) header needs source_rate"
+        limits.append(("entropy_model", "entropy model id", h.entropy_model, 0, 0xFFFFFFFF))
     for field_name, what, value, low, high in limits:
         if not low <= value <= high:
             return field_name, f"{what} {value} not in {low}..{high}"
@@ -209,6 +253,9 @@ def _header_problem(h: AkcHeader) -> tuple[str, str] | None:
     if not _valid_text(h.weights_hash, ascii_only=True):
         return "weights_hash", "weights hash must be printable ASCII of at most 255 bytes"
     return None
+
+
+_EXTRA_HEADER_BYTES = {1: 0, 2: _SOURCE_RATE.size, 3: _SOURCE_RATE.size + _ENTROPY_ID.size}
 
 
 def _valid_text(text: str, ascii_only: bool = False) -> bool:
@@ -333,7 +380,7 @@ def _parse_header(source: _Source) -> tuple[AkcHeader, int]:
     if version not in VERSIONS:
         known = " and ".join(map(str, VERSIONS))
         raise _error(source, 4, f"unsupported .akc version {version} (this build reads versions {known})")
-    extra = _SOURCE_RATE.size if version == 2 else 0
+    extra = _EXTRA_HEADER_BYTES[version]
     low, high = MIN_HEADER_SIZE + extra, MAX_HEADER_SIZE + extra
     if not low <= header_size <= high:
         raise _error(source, 6, f"header size {header_size} not in {low}..{high}")
@@ -344,8 +391,10 @@ def _parse_header(source: _Source) -> tuple[AkcHeader, int]:
     rate, channels, codebooks, flags, cb_size, fr_num, fr_den, chunk_frames, num_samples = _FIXED.unpack_from(
         raw, _PREFIX.size
     )
-    if flags != 0:
-        raise _error(source, _FIELD_OFFSETS["flags"], f"unknown header flags {flags:#04x}")
+    expected_flags = FLAG_ENTROPY if version == 3 else 0
+    if flags != expected_flags:
+        problem = f"header flags {flags:#04x}, version {version} has {expected_flags:#04x}"
+        raise _error(source, _FIELD_OFFSETS["flags"], problem)
     if fr_num == 0 or fr_den == 0:
         raise _error(source, _FIELD_OFFSETS["frame_rate"], f"frame rate {fr_num}/{fr_den} has a zero term")
     pos = _PREFIX.size + _FIXED.size
@@ -354,7 +403,8 @@ def _parse_header(source: _Source) -> tuple[AkcHeader, int]:
     end = header_size - 4 - extra  # end of the weights hash
     if digest_pos + 1 > end or digest_pos + 1 + raw[digest_pos] != end:
         raise _error(source, pos, "model name and weights hash lengths do not add up to the header size")
-    source_rate = _SOURCE_RATE.unpack_from(raw, end)[0] if version == 2 else None
+    source_rate = _SOURCE_RATE.unpack_from(raw, end)[0] if version >= 2 else None
+    entropy_model = _ENTROPY_ID.unpack_from(raw, end + _SOURCE_RATE.size)[0] if version == 3 else None
     try:
         name = raw[pos + 1 : digest_pos].decode("utf-8")
         digest = raw[digest_pos + 1 : end].decode("ascii")
@@ -373,6 +423,7 @@ def _parse_header(source: _Source) -> tuple[AkcHeader, int]:
         chunk_frames=chunk_frames,
         source_rate=source_rate,
         source_samples=None,
+        entropy_model=entropy_model,
     )
     for key, value in values.items():
         object.__setattr__(header, key, value)
@@ -390,10 +441,18 @@ class AkcReader:
     file that is still being written: the full chunks written so far are readable and
     :meth:`refresh` picks up new ones (and the trailer once the writer closes). Only the bytes a call
     needs are read; ``bytes_read`` counts them.
+
+    Entropy-coded (version 3) chunks are decoded with ``entropy``, or, when that is ``None``, with the
+    tables :func:`audiokit.coding.entropy_model_for` finds for the header's weights (on the first chunk
+    read).
     """
 
     def __init__(
-        self, source: str | os.PathLike | bytes | bytearray | memoryview, *, partial: bool = False
+        self,
+        source: str | os.PathLike | bytes | bytearray | memoryview,
+        *,
+        partial: bool = False,
+        entropy: EntropyModel | None = None,
     ) -> None:
         self._source: _Source = (
             _BytesSource(source)
@@ -401,6 +460,9 @@ class AkcReader:
             else _FileSource(source)
         )
         self.partial = partial
+        self._entropy = entropy
+        self._chunk_sizes: list[int] = []  # version 3: byte size of each chunk known so far
+        self._chunk_starts: list[int] = []
         try:
             self.header, self._crc_seed = _parse_header(self._source)
             self._data_offset = self.header.encoded_size
@@ -412,6 +474,9 @@ class AkcReader:
     # -- state ----------------------------------------------------------------------------------
     def refresh(self) -> None:
         """Re-read the file size (and trailer) to see chunks written since the last look."""
+        if self.header.entropy_coded:
+            self._refresh_indexed()
+            return
         h, src = self.header, self._source
         size = src.size()
         body = size - self._data_offset
@@ -438,6 +503,108 @@ class AkcReader:
         self.num_chunks = max(body, 0) // h.chunk_stride
         self.num_frames = self.num_chunks * h.chunk_frames
 
+    def _refresh_indexed(self) -> None:
+        """:meth:`refresh` of a version-3 file: the trailer's chunk index, or (partial) the chunk heads."""
+        h, src = self.header, self._source
+        size = src.size()
+        self.complete = False
+        tail = _ENTROPY_TRAILER.size + _CRC.size
+        if size - self._data_offset >= tail + _CHUNK_HEAD.size:
+            found = self._parse_indexed_trailer(size)
+            if found is not None:
+                num_frames, num_samples, source_samples, sizes = found
+                self.complete = True
+                self.num_frames = num_frames
+                self._set_chunks(sizes)
+                self.header = replace(h, num_samples=num_samples, source_samples=source_samples)
+                return
+        if not self.partial:
+            problem = "no trailer: the file is truncated or was not closed by its writer"
+            raise _error(src, max(self._data_offset, size - tail), problem)
+        # still being written: walk the heads of the full chunks written so far
+        pos = self._data_offset + sum(self._chunk_sizes)
+        sizes = list(self._chunk_sizes)
+        field = h.size_field
+        head_size = _CHUNK_HEAD.size + field.size
+        while pos + head_size <= size:
+            head = src.read(pos, head_size, "chunk head")
+            (frames,), (payload,) = _CHUNK_HEAD.unpack_from(head), field.unpack_from(head, _CHUNK_HEAD.size)
+            chunk = head_size + payload + _CRC.size
+            if frames != h.chunk_frames or chunk > h.max_chunk_size(frames) or pos + chunk > size:
+                break  # the trailer, or a chunk not yet fully written (its CRC is checked when read)
+            sizes.append(chunk)
+            pos += chunk
+        self._set_chunks(sizes)
+        self.num_frames = self.num_chunks * h.chunk_frames
+
+    def _set_chunks(self, sizes: list[int]) -> None:
+        self._chunk_sizes = sizes
+        self._chunk_starts = list(accumulate(sizes, initial=self._data_offset))[:-1]
+        self.num_chunks = len(sizes)
+
+    def _parse_indexed_trailer(self, size: int) -> tuple[int, int, int, list[int]] | None:
+        """``(num_frames, num_samples, source_samples, chunk sizes)`` of a valid version-3 trailer at the
+        end of ``size`` bytes; ``None`` when there is none (in partial mode)."""
+        h, src = self.header, self._source
+        fields_at = size - _ENTROPY_TRAILER.size - _CRC.size
+        raw = src.read(fields_at, _ENTROPY_TRAILER.size + _CRC.size, "trailer")
+        num_frames, num_samples, source_samples = _ENTROPY_TRAILER.unpack_from(raw)
+        num_chunks = -(-num_frames // h.chunk_frames)
+        field = h.size_field
+        index_size = num_chunks * field.size
+        marker_at = fields_at - index_size - _CHUNK_HEAD.size
+        if num_frames > MAX_NUM_SAMPLES or marker_at < self._data_offset:
+            if self.partial:
+                return None
+            problem = f"trailer says {num_frames} frames: their index does not fit in the file"
+            raise _error(src, fields_at, problem)
+        head = src.read(marker_at, _CHUNK_HEAD.size + index_size, "chunk index")
+        crc = zlib.crc32(raw[: _ENTROPY_TRAILER.size], zlib.crc32(head, self._crc_seed))
+        (marker,) = _CHUNK_HEAD.unpack_from(head)
+        if marker != 0 or crc != _CRC.unpack_from(raw, _ENTROPY_TRAILER.size)[0]:
+            if self.partial:
+                return None
+            problem = (
+                "trailer CRC mismatch"
+                if marker == 0
+                else "no trailer (the file is truncated or was not closed)"
+            )
+            raise _error(src, marker_at if marker != 0 else fields_at, problem)
+        self._check_lengths(fields_at, num_frames, num_samples, source_samples)
+        dtype = f"<u{field.size}"
+        sizes = np.frombuffer(head, dtype=dtype, offset=_CHUNK_HEAD.size).astype(np.int64).tolist()
+        last = num_frames - (num_chunks - 1) * h.chunk_frames
+        for i, chunk in enumerate(sizes):
+            frames = last if i == num_chunks - 1 else h.chunk_frames
+            if not _CHUNK_HEAD.size + field.size + _CRC.size <= chunk <= h.max_chunk_size(frames):
+                at = marker_at + _CHUNK_HEAD.size + i * field.size
+                raise _error(src, at, f"chunk index: chunk {i} of {chunk} bytes is out of bounds")
+        if self._data_offset + sum(sizes) != marker_at:
+            found = marker_at - self._data_offset
+            problem = f"chunk index: {num_chunks} chunks of {sum(sizes)} bytes, found {found}"
+            raise _error(src, marker_at, problem)
+        return num_frames, num_samples, source_samples, sizes
+
+    def _check_lengths(
+        self, offset: int, num_frames: int, num_samples: int, source_samples: int | None
+    ) -> None:
+        """The trailer's lengths (``offset``: its frame count) against the header and each other."""
+        h = self.header
+        if h.num_samples is not None and num_samples != h.num_samples:
+            raise _error(
+                self._source, offset + 8, f"trailer says {num_samples} samples, header {h.num_samples}"
+            )
+        if num_samples > MAX_NUM_SAMPLES or not _samples_fit(h, num_frames, num_samples):
+            raise _error(self._source, offset + 8, f"{num_samples} samples do not fit in {num_frames} frames")
+        if source_samples is not None and (
+            source_samples > MAX_NUM_SAMPLES or not _source_fits(h, num_samples, source_samples)
+        ):
+            problem = (
+                f"{source_samples} source samples at {h.source_rate} Hz do not last as long as "
+                f"{num_samples} samples at {h.sample_rate} Hz"
+            )
+            raise _error(self._source, offset + 16, problem)
+
     def _parse_trailer(self, offset: int) -> tuple[int, int, int | None] | None:
         """``(num_frames, num_samples, source_samples)`` of a valid trailer at ``offset`` (source samples
         ``None`` in version 1); ``None`` when it is not one (in partial mode, the writer may not have
@@ -457,22 +624,7 @@ class AkcReader:
                 else "no trailer (the file is truncated or was not closed)"
             )
             raise _error(self._source, offset, problem)
-        if h.num_samples is not None and num_samples != h.num_samples:
-            raise _error(
-                self._source, offset + 10, f"trailer says {num_samples} samples, header {h.num_samples}"
-            )
-        if num_samples > MAX_NUM_SAMPLES or not _samples_fit(h, num_frames, num_samples):
-            raise _error(
-                self._source, offset + 10, f"{num_samples} samples do not fit in {num_frames} frames"
-            )
-        if source_samples is not None and (
-            source_samples > MAX_NUM_SAMPLES or not _source_fits(h, num_samples, source_samples)
-        ):
-            problem = (
-                f"{source_samples} source samples at {h.source_rate} Hz do not last as long as "
-                f"{num_samples} samples at {h.sample_rate} Hz"
-            )
-            raise _error(self._source, offset + 18, problem)
+        self._check_lengths(offset + 2, num_frames, num_samples, source_samples)
         return num_frames, num_samples, source_samples
 
     @property
@@ -498,6 +650,8 @@ class AkcReader:
     # -- chunks ---------------------------------------------------------------------------------
     def chunk_offset(self, index: int) -> int:
         """Byte offset of chunk ``index``."""
+        if self.header.entropy_coded:
+            return self._chunk_starts[index]
         return self._data_offset + index * self.header.chunk_stride
 
     def read_chunk(self, index: int) -> torch.Tensor:
@@ -508,6 +662,9 @@ class AkcReader:
         last = self.complete and index == self.num_chunks - 1
         frames = self.num_frames - index * h.chunk_frames if last else h.chunk_frames
         offset = self.chunk_offset(index)
+        if h.entropy_coded:
+            values = self._read_entropy_chunk(index, offset, frames)
+            return torch.from_numpy(values.transpose(1, 2, 0).copy())
         payload_size = h.payload_size(frames)
         raw = src.read(offset, CHUNK_OVERHEAD + payload_size, f"chunk {index}")
         (declared,) = _CHUNK_HEAD.unpack_from(raw)
@@ -525,6 +682,45 @@ class AkcReader:
             at = offset + 2 + int(bad[0]) * h.codebook_bits // 8
             raise _error(src, at, f"code {int(values[bad[0]])} >= codebook size {h.codebook_size}")
         return torch.from_numpy(values.reshape(frames, h.channels, h.num_codebooks).transpose(1, 2, 0).copy())
+
+    def _read_entropy_chunk(self, index: int, offset: int, frames: int) -> np.ndarray:
+        """Codes ``[frames, channels, num_codebooks]`` of the version-3 chunk ``index`` at ``offset``."""
+        h, src = self.header, self._source
+        raw = src.read(offset, self._chunk_sizes[index], f"chunk {index}")
+        field = h.size_field
+        (declared,), (payload_size,) = _CHUNK_HEAD.unpack_from(raw), field.unpack_from(raw, _CHUNK_HEAD.size)
+        crc = zlib.crc32(raw[:-4], zlib.crc32(struct.pack("<Q", index), self._crc_seed))
+        if crc != _CRC.unpack_from(raw, len(raw) - 4)[0]:
+            raise _error(src, offset, f"chunk {index} CRC mismatch (corrupt data)")
+        if declared != frames:
+            raise _error(src, offset, f"chunk {index} holds {declared} frames, expected {frames}")
+        head_size = _CHUNK_HEAD.size + field.size
+        if head_size + payload_size + _CRC.size != len(raw):
+            raise _error(
+                src, offset + 2, f"chunk {index}: payload size {payload_size} disagrees with the index"
+            )
+        model = self._entropy_model()
+        try:
+            return model.decode(memoryview(raw)[head_size:-4], frames, h.channels, h.num_codebooks)
+        except EntropyDecodeError as exc:
+            at = offset + head_size + exc.position
+            raise _error(src, at, f"chunk {index}: {exc.problem}") from None
+
+    def _entropy_model(self) -> EntropyModel:
+        """The tables of a version-3 file (found for its weights on first use), checked against its id."""
+        h = self.header
+        if self._entropy is None:
+            from audiokit.coding import entropy_model_for  # the weights registry needs the models
+
+            self._entropy = entropy_model_for(h.model_name, h.weights_hash)
+        model = self._entropy
+        if model.model_id != h.entropy_model or not model.fits(h.num_codebooks, h.codebook_size):
+            raise BitstreamError(
+                f"{self._source.name}: byte {_FIELD_OFFSETS['model_name']}: entropy-coded with tables "
+                f"{h.entropy_model:08x} for {h.num_codebooks} x {h.codebook_size} codes, but the tables at "
+                f"hand are {model.model_id:08x} ({model.num_tables} x {model.codebook_size})"
+            )
+        return model
 
     def iter_chunks(self, start: int = 0) -> Iterator[tuple[int, torch.Tensor]]:
         """Yield ``(first_frame, codes [C, n_q, frames])`` for chunks ``start..`` available now."""
@@ -583,11 +779,25 @@ class AkcWriter:
     Each complete chunk is written and flushed as soon as its frames are appended, so an
     ``AkcReader(path, partial=True)`` can read the file while it grows. ``target`` is a path (the
     file is created or overwritten in place; use :func:`write_akc` for an atomic write) or a binary
-    file object (left open).
+    file object (left open). A version-3 ``header`` (``entropy_model`` set) needs the ``entropy`` model
+    with that id.
     """
 
-    def __init__(self, target: str | os.PathLike | BinaryIO, header: AkcHeader) -> None:
+    def __init__(
+        self, target: str | os.PathLike | BinaryIO, header: AkcHeader, entropy: EntropyModel | None = None
+    ) -> None:
+        if header.entropy_coded and (
+            entropy is None
+            or entropy.model_id != header.entropy_model
+            or not entropy.fits(header.num_codebooks, header.codebook_size)
+        ):
+            raise ValueError(
+                f"the header asks for entropy model {header.entropy_model:08x} for {header.num_codebooks} x "
+                f"{header.codebook_size} codes; pass that model as entropy="
+            )
         self.header = header
+        self._entropy = entropy if header.entropy_coded else None
+        self._chunk_sizes: list[int] = []
         self._owns_file = not hasattr(target, "write")
         self._file: BinaryIO = open(target, "wb") if self._owns_file else target  # noqa: SIM115
         self._crc_seed = zlib.crc32(header.encode()[:-4])
@@ -602,9 +812,16 @@ class AkcWriter:
         self._file.flush()
 
     def _chunk_bytes(self, frames: np.ndarray) -> bytes:
-        body = _CHUNK_HEAD.pack(frames.shape[0]) + pack_codes(frames.reshape(-1), self.header.codebook_bits)
+        if self._entropy is None:
+            body = _CHUNK_HEAD.pack(frames.shape[0]) + pack_codes(
+                frames.reshape(-1), self.header.codebook_bits
+            )
+        else:
+            payload = self._entropy.encode(frames)
+            body = _CHUNK_HEAD.pack(frames.shape[0]) + self.header.size_field.pack(len(payload)) + payload
         crc = zlib.crc32(body, zlib.crc32(struct.pack("<Q", self._chunks), self._crc_seed))
         self._chunks += 1
+        self._chunk_sizes.append(len(body) + _CRC.size)
         return body + _CRC.pack(crc)
 
     def append(self, codes: torch.Tensor | np.ndarray) -> None:
@@ -644,7 +861,7 @@ class AkcWriter:
             raise ValueError(f"num_samples {num_samples} disagrees with the header's {h.num_samples}")
         if not 0 <= num_samples <= MAX_NUM_SAMPLES or not _samples_fit(h, self.num_frames, num_samples):
             raise ValueError(f"{num_samples} samples do not fit in the {self.num_frames} frames written")
-        if h.version == 2:
+        if h.version >= 2:
             source_samples = h.source_samples if source_samples is None else source_samples
             if source_samples is None:
                 raise ValueError("close() needs source_samples: the header has a source_rate but no length")
@@ -660,8 +877,15 @@ class AkcWriter:
         tail = self._chunk_bytes(self._pending) if self._pending.shape[0] else b""
         if h.version == 1:
             trailer = _TRAILER.pack(0, self.num_frames, num_samples)
-        else:
+        elif h.version == 2:
             trailer = _TRAILER_V2.pack(0, self.num_frames, num_samples, source_samples)
+        else:
+            index = np.asarray(self._chunk_sizes, dtype=f"<u{h.size_field.size}").tobytes()
+            trailer = (
+                _CHUNK_HEAD.pack(0)
+                + index
+                + _ENTROPY_TRAILER.pack(self.num_frames, num_samples, source_samples)
+            )
         self._write(tail + trailer + _CRC.pack(zlib.crc32(trailer, self._crc_seed)))
         self.closed = True
         if self._owns_file:
@@ -684,15 +908,20 @@ class AkcWriter:
             self.abort()
 
 
-def write_akc(path: str | os.PathLike, codes: torch.Tensor | np.ndarray, header: AkcHeader) -> None:
+def write_akc(
+    path: str | os.PathLike,
+    codes: torch.Tensor | np.ndarray,
+    header: AkcHeader,
+    entropy: EntropyModel | None = None,
+) -> None:
     """Write codes ``[channels, num_codebooks, frames]`` to ``path`` atomically (temporary file + rename).
 
-    ``header.num_samples`` must be set.
+    ``header.num_samples`` must be set; ``entropy``: the tables of a version-3 header.
     """
     if header.num_samples is None:
         raise ValueError("write_akc needs header.num_samples (the exact audio length)")
     with atomic_path(path) as tmp, open(tmp, "wb") as file:
-        writer = AkcWriter(file, header)
+        writer = AkcWriter(file, header, entropy)
         writer.append(codes)
         writer.close()
         os.fsync(file.fileno())

@@ -4,10 +4,16 @@ evaluation and a server call).
 Causal codecs stream whole files in constant memory; decoding a time range reads only the chunks it
 needs. Every output is written atomically (:func:`audiokit.io.atomic_path`); callers check their
 outputs first with :func:`audiokit.io.prepare_outputs`.
+
+An ``.akc`` names the weights that wrote it (model name and sha256). Every shipped version of a
+model's weights stays addressable by that hash through the archive ``audiokit/weights/ARCHIVE.json``
+(plus the one ``$AUDIOKIT_WEIGHTS_ARCHIVE`` names): :func:`weights_for` finds the file, and
+:func:`entropy_model_for` the entropy-coding tables beside it (``<stem>.entropy.json``).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Iterable, Iterator
@@ -21,26 +27,110 @@ import torch
 from audiokit import io
 from audiokit.bitstream import AkcHeader, AkcReader, AkcWriter
 from audiokit.dsp import BandwidthEstimator
+from audiokit.entropy import EntropyModel
 from audiokit.errors import AudioFormatError, ModelError, UsageError
 from audiokit.io import AUDIO_EXTENSIONS, PathLike, RawFormat, find_audio
-from audiokit.models import Codec, Codes
+from audiokit.models import WEIGHTS_DIR, Codec, Codes
 from audiokit.streaming.akc import encode_to_akc
 
 DEFAULT_MODEL = "speech-16k"
+ARCHIVE_ENV = "AUDIOKIT_WEIGHTS_ARCHIVE"
+"""Environment variable naming one more weights archive (JSON like ``audiokit/weights/ARCHIVE.json``)."""
 _CODECS: dict[str, tuple[Codec, str]] = {}
 
 
 def load_codec(spec: str) -> tuple[Codec, str]:
-    """The codec ``spec`` names (shipped name, run directory or ``.safetensors``), in eval mode, and the
-    sha256 of its weights.
+    """The codec ``spec`` names (shipped name, ``name@version`` of an archived shipped version, run
+    directory or ``.safetensors``), in eval mode, and the sha256 of its weights.
 
     Loaded once per process and kept: worker processes load it on first use (or inherit the parent's
     copy when forked).
     """
     if spec not in _CODECS:
-        codec = Codec.from_pretrained(spec).eval()
+        path = _versioned_weights(spec) if "@" in spec and not Path(spec).exists() else spec
+        codec = Codec.from_pretrained(path).eval()
         _CODECS[spec] = (codec, codec.weights_sha256())
     return _CODECS[spec]
+
+
+# -- the weights archive --------------------------------------------------------------------------
+def archive_entries() -> dict[str, dict]:
+    """Every archived shipped version by weights sha256: ``model``, ``version``, ``file`` (resolved to
+    an absolute ``path`` beside its archive), ``source`` and ``commit`` (where git holds the file)."""
+    paths = [WEIGHTS_DIR / "ARCHIVE.json"]
+    if os.environ.get(ARCHIVE_ENV):
+        paths.append(Path(os.environ[ARCHIVE_ENV]))
+    entries: dict[str, dict] = {}
+    for path in paths:
+        try:
+            weights = json.loads(path.read_text())["weights"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelError(f"{path}: not a readable weights archive ({exc})") from None
+        for sha256, entry in weights.items():
+            entries[sha256] = {**entry, "path": path.parent / entry["file"]}
+    return entries
+
+
+def model_version(model_name: str, weights_hash: str) -> str | None:
+    """``name@version`` of archived shipped weights, or None for weights that were never shipped."""
+    entry = archive_entries().get(weights_hash)
+    if entry is None or entry["model"] != model_name:
+        return None
+    return f"{model_name}@{entry['version']}"
+
+
+def _versioned_weights(spec: str) -> Path:
+    """The weights file of ``name@version`` (archived shipped weights)."""
+    name, _, version = spec.rpartition("@")
+    for sha256, entry in archive_entries().items():
+        if entry["model"] == name and str(entry["version"]) == version:
+            return weights_for(name, sha256)
+    raise UsageError(f"{spec}: no shipped version {version!r} of {name!r} in the weights archive")
+
+
+def weights_for(model_name: str, weights_hash: str) -> Path:
+    """The ``.safetensors`` file of ``model_name``'s weights whose sha256 is ``weights_hash`` (an archived
+    shipped version); a one-line :class:`ModelError` saying how to get them when they are not here."""
+    entry = archive_entries().get(weights_hash)
+    if entry is None or entry["model"] != model_name:
+        raise ModelError(
+            f"{model_name} weights sha256 {weights_hash} are not a shipped version (see "
+            "audiokit/weights/ARCHIVE.json); pass --model with the weights that encoded the file"
+        )
+    path = entry["path"]
+    if not path.is_file() or not path.with_suffix(".json").is_file():
+        raise ModelError(
+            f"{model_name}@{entry['version']} weights sha256 {weights_hash} are not installed ({path} "
+            f"missing); get them and their .json with `git show {entry['commit']}:{entry['source']}` "
+            f"(and the .json beside it) into {path.parent}"
+        )
+    return path
+
+
+def codec_for(header: AkcHeader) -> tuple[Codec, str]:
+    """The codec (and its sha256) whose weights wrote ``header``'s stream, from the weights archive."""
+    return load_codec(str(weights_for(header.model_name, header.weights_hash)))
+
+
+def entropy_model_for(model_name: str, weights_hash: str) -> EntropyModel:
+    """The entropy-coding tables shipped with the weights ``weights_hash`` of ``model_name``
+    (``<stem>.entropy.json`` beside the weights file)."""
+    path = weights_for(model_name, weights_hash)
+    tables = path.with_name(path.stem + ".entropy.json")
+    if not tables.is_file():
+        raise ModelError(f"{model_name} weights {weights_hash[:12]}: no entropy-coding tables ({tables})")
+    try:
+        return EntropyModel.load(tables)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelError(f"{tables}: not valid entropy-coding tables ({exc})") from None
+
+
+def entropy_model_of(codec: Codec, weights_hash: str) -> EntropyModel:
+    """The entropy-coding tables of ``codec`` (shipped weights only; a :class:`UsageError` otherwise)."""
+    try:
+        return entropy_model_for(codec.name, weights_hash)
+    except ModelError as exc:
+        raise UsageError(f"--entropy: {exc}") from None
 
 
 def codec_bitrate(codec: Codec, kbps: float) -> float:
@@ -123,6 +213,7 @@ def encode_file(
     weights_hash: str,
     raw: RawFormat | None = None,
     rescale: bool = False,
+    entropy: EntropyModel | None = None,
 ) -> dict[str, float]:
     """Encode one audio file (resampled to the model's rate, channels kept) into the ``.akc`` ``target``.
 
@@ -131,6 +222,8 @@ def encode_file(
     block by block (constant memory, codes written as frames complete); non-causal ones need the whole
     signal at once. ``raw``: read ``source`` as headerless PCM. ``rescale``: scale an input whose peak is
     above :data:`FULL_SCALE_LIMIT` down to it (EnCodec's ``-r``; one more pass over the input).
+    ``entropy``: entropy-code the codes with these tables (a version-3 ``.akc``; the decoded audio is
+    the same).
 
     Returns ``seconds`` (audio), ``bytes`` (.akc size), the input's ``sample_rate`` and ``samples``,
     its ``peak`` (linear, before ``rescale``), the ``gain`` applied and its content ``bandwidth_hz``.
@@ -151,12 +244,13 @@ def encode_file(
             codebook_size=codec.codebook_size,
             frame_rate=Fraction(codec.sample_rate, codec.hop_length),
             source_rate=info.sample_rate,
+            entropy_model=None if entropy is None else entropy.model_id,
         )
         stats = _InputStats(BandwidthEstimator(info.sample_rate))
         native = _measured(io.iter_blocks(path, raw=raw), stats, gain)
         blocks = io.resample_blocks(native, info.sample_rate, codec.sample_rate, channels)
         with io.atomic_path(target) as tmp, open(tmp, "wb") as file, torch.inference_mode():
-            writer = AkcWriter(file, header)
+            writer = AkcWriter(file, header, entropy)
             if codec.config.causal:
                 session = codec.stream(1, "encode", bitrate_bps, channels=channels)
                 length = encode_to_akc(session, blocks, writer, lambda: stats.samples)
@@ -314,12 +408,6 @@ def _decoded_blocks(
     codes = reader.read_frames(first_frame, stop_frame)
     packed = Codes(codes.reshape(-1, codes.shape[1], codes.shape[2]), h.num_samples, h.channels)
     yield True, codec.decode_segment(packed, first_frame, first_sample, stop_sample - first_sample)[0]
-
-
-def model_of(source: Path) -> str:
-    """The model name an ``.akc`` file's header records."""
-    with AkcReader(source) as reader:
-        return reader.header.model_name
 
 
 def code_file(

@@ -231,7 +231,7 @@ def test_corrupt_files_name_the_byte_offset(tmp_path):
         damaged(lambda b: b.__setitem__(0, ord("X")))
         == f"{path}: byte 0: not an .akc file (magic b'XKC\\x00', expected b'AKC\\x00')"
     )
-    assert "byte 4: unsupported .akc version 3" in damaged(lambda b: b.__setitem__(4, 3))
+    assert "byte 4: unsupported .akc version 4" in damaged(lambda b: b.__setitem__(4, 4))
     assert f"byte {header_size - 4}: header CRC mismatch" in damaged(lambda b: b.__setitem__(10, b[10] ^ 1))
     chunk1 = header_size + stride
     assert f"byte {chunk1}: chunk 1 CRC mismatch" in damaged(

@@ -1,5 +1,5 @@
-"""Fuzzing the .akc parser: every mutation of a valid file (version 1 and 2) either parses or raises
-BitstreamError.
+"""Fuzzing the .akc parser: every mutation of a valid file (versions 1 to 3; version 3: entropy-coded
+chunks and the chunk index) either parses or raises BitstreamError.
 
 Mutations run on in-memory bytes through :class:`AkcReader`, the parser the file API uses. A parse
 that succeeds must return the original codes unless the mutation rewrote CRCs (then any output must
@@ -23,6 +23,7 @@ import pytest
 import torch
 
 from audiokit.bitstream import AkcHeader, AkcReader, AkcWriter
+from audiokit.entropy import EntropyModel
 from audiokit.errors import BitstreamError
 
 HEADER_FIELDS = [  # (offset, struct format) of the fixed header fields, from docs/bitstream.md
@@ -41,6 +42,10 @@ HEADER_FIELDS = [  # (offset, struct format) of the fixed header fields, from do
 ]
 
 
+# skewed tables for 3 codebooks of 1000 codes: the fuzzed file's codes cost more or less than 10 bits
+ENTROPY = EntropyModel.from_counts(np.random.default_rng(7).integers(0, 50, (3, 1000)) ** 2)
+
+
 class _Sink:
     def __init__(self) -> None:
         self.data = bytearray()
@@ -53,27 +58,35 @@ class _Sink:
 
 
 def _valid_file(version: int = 1) -> tuple[bytes, torch.Tensor]:
-    source = {"source_rate": 44100, "source_samples": 114_641} if version == 2 else {}
+    source = {"source_rate": 44100, "source_samples": 114_641} if version >= 2 else {}
+    if version == 3:
+        source["entropy_model"] = ENTROPY.model_id
     header = AkcHeader("fuzz", "beef", 16000, 2, 3, 1000, Fraction(50), num_samples=130 * 320 - 7, **source)
     codes = torch.randint(0, 1000, (2, 3, 130), generator=torch.Generator().manual_seed(0))
     sink = _Sink()
-    with AkcWriter(sink, header) as writer:
+    with AkcWriter(sink, header, ENTROPY) as writer:
         writer.append(codes)
     return bytes(sink.data), codes
 
 
-def _layout(data: bytes) -> tuple[int, int, list[tuple[int, int]], int]:
-    """(header CRC seed, header size, [(offset, size) of each chunk], trailer size) of an unmutated file."""
+def _layout(data: bytes) -> tuple[int, int, list[tuple[int, int]], int, int]:
+    """(header CRC seed, header size, [(offset, size) of each chunk], trailer size, bytes from the trailer's
+    frame count to the end) of an unmutated file."""
     header_size = struct.unpack_from("<H", data, 6)[0]
-    trailer = 22 if struct.unpack_from("<H", data, 4)[0] == 1 else 30
     seed = zlib.crc32(data[: header_size - 4])
+    version = struct.unpack_from("<H", data, 4)[0]
+    if version == 3:  # 3 chunks: u16 sizes in the index before the three u64 counts
+        sizes = struct.unpack_from("<HHH", data, len(data) - 28 - 6)
+        offsets = np.cumsum([header_size, *sizes[:-1]]).tolist()
+        return seed, header_size, list(zip(offsets, sizes, strict=True)), 2 + 6 + 28, 28
+    trailer = 22 if version == 1 else 30
     stride = 6 + (50 * 2 * 3 * 10 + 7) // 8
     chunks, pos = [], header_size
     while pos + stride <= len(data) - trailer:
         chunks.append((pos, stride))
         pos += stride
     chunks.append((pos, len(data) - trailer - pos))
-    return seed, header_size, chunks, trailer
+    return seed, header_size, chunks, trailer, trailer - 2
 
 
 def _fix_header_crc(b: bytearray) -> None:
@@ -89,7 +102,7 @@ def _pick(rng: np.random.Generator, choices: list[int]) -> int:
 
 def _mutate(data: bytes, rng: np.random.Generator, layout) -> tuple[bytes, bool]:
     """One deterministic mutation; returns (mutated bytes, whether CRCs were recomputed)."""
-    seed, header_size, chunks, trailer = layout
+    seed, header_size, chunks, trailer, counts_end = layout
     b = bytearray(data)
     kind = int(rng.integers(12))
     n = len(b)
@@ -117,7 +130,7 @@ def _mutate(data: bytes, rng: np.random.Generator, layout) -> tuple[bytes, bool]
         _fix_header_crc(b)
         return bytes(b), True
     elif kind == 6:  # trailer with huge or inconsistent counts and a valid trailer CRC
-        counts = list(struct.unpack_from("<QQQ"[: (trailer - 6) // 8 + 1], b, n - trailer + 2))
+        counts = list(struct.unpack_from("<" + "Q" * ((counts_end - 4) // 8), b, n - counts_end))
         choices = [
             0,
             1,
@@ -129,8 +142,8 @@ def _mutate(data: bytes, rng: np.random.Generator, layout) -> tuple[bytes, bool]
             counts[1] * 1000,
         ]
         counts = [_pick(rng, choices) % (1 << 64) if rng.random() < 0.6 else c for c in counts]
-        fmt = "<H" + "Q" * len(counts)
-        struct.pack_into(fmt, b, n - trailer, _pick(rng, [0, 0, 1, 0xFFFF]), *counts)
+        struct.pack_into("<H", b, n - trailer, _pick(rng, [0, 0, 1, 0xFFFF]))
+        struct.pack_into("<" + "Q" * len(counts), b, n - counts_end, *counts)
         struct.pack_into("<I", b, n - 4, zlib.crc32(bytes(b[n - trailer : n - 4]), seed))
         return bytes(b), True
     elif kind == 7:  # chunk frame count or payload rewritten, chunk CRC recomputed
@@ -161,7 +174,7 @@ def _mutate(data: bytes, rng: np.random.Generator, layout) -> tuple[bytes, bool]
 
 
 def _parse(data: bytes, partial: bool) -> tuple[AkcHeader, torch.Tensor]:
-    reader = AkcReader(data, partial=partial)
+    reader = AkcReader(data, partial=partial, entropy=ENTROPY)
     return reader.header, reader.read_frames(0, reader.num_frames)
 
 
@@ -226,7 +239,7 @@ def _fuzz(count: int, seed: int, cpu_limit_s: float, version: int = 1) -> dict[s
     return outcomes
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 def test_fuzz_10k_mutations_only_raise_bitstream_errors(version):
     outcomes = _fuzz(10_000, seed=1234, cpu_limit_s=300, version=version)
     assert outcomes["error"] > 8_000, outcomes  # the mutations really break files

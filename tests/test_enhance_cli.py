@@ -12,6 +12,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from file_support import (
+    BAD_KINDS,
+    fails_in_one_line,
+    mirror_tree,
+    process_clip,
+    run_quietly,
+    stdin_to_stdout,
+    write_clip,
+)
 
 from audiokit import io
 from audiokit.cli import main
@@ -29,26 +38,13 @@ def model_file(tmp_path_factory) -> Path:
     return Enhancer.from_config("enhance-16k").save_pretrained(path)
 
 
-def enhance(*args: str) -> int:
-    return main(["enhance", *map(str, args), "--quiet"])
+def enhance(*args: object) -> int:
+    return run_quietly("enhance", *args)
 
 
-def write_clip(path: Path, source: str, seconds: float, subtype: str | None = None) -> Path:
-    """The first ``seconds`` of a sample clip, written to ``path``."""
-    data, rate = sf.read(SAMPLES / source, dtype="float32")
-    sf.write(path, data[: int(seconds * rate)], rate, subtype=subtype)
-    return path
-
-
-@pytest.mark.parametrize(
-    ("source", "name", "seconds"),
-    [("music_stereo_44k.flac", "stereo.flac", 3.0), ("speech_fr_8k_a.wav", "narrow.wav", 7.2)],
-)
-def test_output_keeps_rate_channels_and_exact_length(tmp_path, model_file, source, name, seconds):
-    src = write_clip(tmp_path / name, source, seconds)
-    out = tmp_path / f"out-{name}"
-    assert enhance(src, out, "-m", model_file) == 0
-    got, want = sf.info(out), sf.info(src)
+@pytest.mark.parametrize(("source", "seconds"), [("music_stereo_44k.flac", 3.0), ("speech_fr_8k_a.wav", 7.2)])
+def test_output_keeps_rate_channels_and_exact_length(tmp_path, model_file, source, seconds):
+    want, got = process_clip("enhance", tmp_path, source, seconds, "-m", model_file)
     assert (got.samplerate, got.channels, got.frames) == (want.samplerate, want.channels, want.frames)
 
 
@@ -96,44 +92,14 @@ def test_dry_one_gives_the_input_back(tmp_path, model_file):
 
 
 def test_directory_tree_is_mirrored(tmp_path, model_file):
-    tree = tmp_path / "in"
-    (tree / "a" / "b").mkdir(parents=True)
-    write_clip(tree / "top.flac", "speech_fr_16k_b.flac", 1.0)
-    write_clip(tree / "a" / "b" / "deep.wav", "speech_en_48k.wav", 1.0)
-    (tree / "notes.txt").write_text("not audio")
-    out = tmp_path / "out"
-    assert enhance(tree, out, "-m", model_file) == 0
-    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
-        "a/b/deep.wav",
-        "top.flac",
-    ]
+    tree, out = mirror_tree("enhance", tmp_path, "speech_fr_16k_b.flac", "-m", model_file)
     for rel in ("top.flac", "a/b/deep.wav"):
         assert sf.info(out / rel).frames == sf.info(tree / rel).frames
-    assert enhance(tree, out, "-m", model_file) == 1  # outputs exist: refused without -f
-    assert enhance(tree, out, "-m", model_file, "-f") == 0
 
 
-def _bad_inputs(folder: Path) -> dict[str, Path]:
-    wav = folder / "good.wav"
-    sf.write(wav, np.zeros(16000, np.float32), 16000)
-    truncated = folder / "truncated.wav"
-    truncated.write_bytes(wav.read_bytes()[:10000])
-    nan = folder / "nan.wav"
-    sf.write(nan, np.full(16000, np.nan, np.float32), 16000, subtype="FLOAT")
-    (folder / "empty.wav").write_bytes(b"")
-    (folder / "text.wav").write_text("this is not audio\n" * 50)
-    return {name: folder / f"{name}.wav" for name in ("empty", "truncated", "text", "nan")}
-
-
-@pytest.mark.parametrize("kind", ["empty", "truncated", "text", "nan"])
+@pytest.mark.parametrize("kind", BAD_KINDS)
 def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, model_file, capsys, kind):
-    src = _bad_inputs(tmp_path)[kind]
-    out_dir = tmp_path / "out"
-    out_dir.mkdir()
-    assert main(["enhance", str(src), str(out_dir / "x.wav"), "-m", str(model_file)]) == 1
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("audiokit enhance: error:") and src.name in err
-    assert list(out_dir.iterdir()) == []
+    assert fails_in_one_line("enhance", tmp_path, kind, 16000, capsys, "-m", str(model_file))
 
 
 def test_bad_options_are_one_line(tmp_path, model_file, capsys):
@@ -165,13 +131,7 @@ def test_stdin_to_stdout(tmp_path, model_file):
     """``-`` in and out: a WAV on stdout with the input's rate, channels and length; the summary goes
     to stderr."""
     src = write_clip(tmp_path / "in.flac", "music_stereo_44k.flac", 1.0)
-    with open(src, "rb") as stdin:
-        done = subprocess.run(
-            [sys.executable, "-m", "audiokit", "enhance", "-", "-", "-m", str(model_file), "--json"],
-            stdin=stdin,
-            capture_output=True,
-            timeout=300,
-        )
+    done = stdin_to_stdout("enhance", src, "-m", str(model_file))
     assert done.returncode == 0, done.stderr
     out = tmp_path / "out.wav"
     out.write_bytes(done.stdout)

@@ -100,6 +100,34 @@ def test_lsd_equals_naive_numpy():
     assert metrics.log_spectral_distance(x, x) == 0.0
 
 
+def test_high_band_lsd_equals_naive_numpy():
+    """LSD over the bins strictly above 4 kHz at 16 kHz: numpy STFT (Hann, centred, reflect padding)."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal(20000)
+    y = x + 0.3 * rng.standard_normal(20000)
+    n_fft, hop = 2048, 512
+    window = np.hanning(n_fft + 1)[:-1]
+
+    def power(sig):
+        padded = np.pad(sig, n_fft // 2, mode="reflect")
+        frames = np.stack([padded[t : t + n_fft] for t in range(0, len(padded) - n_fft + 1, hop)])
+        return np.abs(np.fft.rfft(frames * window, axis=1)) ** 2  # (frames, bins)
+
+    freqs = np.arange(n_fft // 2 + 1) * 16000 / n_fft
+    high = freqs > 4000
+    diff = np.log10(power(x)[:, high] + 1e-8) - np.log10(power(y)[:, high] + 1e-8)
+    naive = np.mean(np.sqrt(np.mean(diff**2, axis=1)))
+    ours = metrics.high_band_log_spectral_distance(x, y, 16000, 4000.0)
+    assert ours == pytest.approx(naive, rel=1e-6)
+    assert metrics.high_band_log_spectral_distance(x, x, 16000, 4000.0) == 0.0
+    assert np.isnan(metrics.high_band_log_spectral_distance(x, y, 16000, 8000.0))  # no bin above Nyquist
+    # a low-passed copy differs only above the cut: its high-band LSD is ~sqrt(2) x the full-band one
+    lowpassed = np.fft.irfft(np.fft.rfft(x) * (np.fft.rfftfreq(20000, 1 / 16000) < 4000), 20000)
+    assert metrics.high_band_log_spectral_distance(x, lowpassed, 16000, 4000.0) > 1.3 * (
+        metrics.log_spectral_distance(x, lowpassed)
+    )
+
+
 def test_mel_distance_equals_librosa_computation():
     rng = np.random.default_rng(3)
     x = rng.standard_normal(16000)

@@ -296,3 +296,47 @@ def test_cuda_autocast_does_not_change_codes():
     with torch.autocast("cuda", dtype=torch.bfloat16):
         out = rvq(z)
     assert out.quantized.dtype == torch.float32 and torch.equal(out.codes, reference)
+
+
+def test_near_duplicate_codewords_are_restarted_and_separate():
+    from audiokit.quantize.health import duplicate_pairs
+
+    torch.manual_seed(0)
+    vq = VectorQuantizer(
+        4, 16, kmeans_init=False, dead_code_threshold=0, duplicate_cosine=0.9999, duplicate_distance=1e-3
+    ).train()
+    book = torch.randn(16, 4) * 3
+    book[5] = book[3]  # an exact duplicate
+    book[7] = book[2] * 1.5  # the same direction, another length (cosine 1)
+    book[9] = book[8] + 1e-5  # closer than 1e-3 x the spread
+    vq.codebook.copy_(book)
+    vq.embed_sum.copy_(book)
+    assert int(duplicate_pairs(vq.codebook, 0.9999, 1e-3).sum()) // 2 == 3
+    first = vq(torch.randn(8, 4, 50) * 3)
+    assert round(float(first.duplicates) * 16) == 3  # the later codeword of each pair (equal usage)
+    assert float(first.restarted) == 0
+    for _ in range(4):
+        out = vq(torch.randn(8, 4, 50) * 3)
+    assert not duplicate_pairs(vq.codebook, 0.9999, 1e-3).any()
+    assert float(out.duplicates) == 0
+    vq.eval()
+    assert float(vq(torch.randn(1, 4, 10)).duplicates) == 0  # nothing restarts outside training
+
+
+def test_codebook_health_report(tiny_codec_file):
+    from audiokit.models import Codec
+    from audiokit.quantize.health import codebook_health
+
+    codec = Codec.from_pretrained(tiny_codec_file)
+    clips = [torch.randn(1, 16000) * 0.1, torch.randn(1, 8000) * 0.1]
+    report = codebook_health(codec, clips)
+    assert [r["stage"] for r in report] == list(range(1, codec.num_codebooks + 1))
+    for r in report:
+        assert r["used"] + r["dead"] == codec.codebook_size
+        assert 1 <= r["perplexity"] <= r["used"] + 1e-6
+        assert r["frames"] == report[0]["frames"] >= 75 and r["min_distance"] > 0
+    # a planted duplicate shows up in both counts
+    stage = codec.quantizer.quantizers[0]
+    stage.codebook[1] = stage.codebook[0]
+    again = codebook_health(codec, clips[:1])[0]
+    assert again["duplicates_cosine"] >= 1 and again["duplicates_euclidean"] >= 1

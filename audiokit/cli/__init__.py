@@ -65,7 +65,18 @@ class Parser(argparse.ArgumentParser):
 
 
 COMMANDS = (
-    "info", "eval", "coding", "enhance", "data", "train", "checkpoint", "bench", "demo", "card", "serve",
+    "info",
+    "eval",
+    "coding",
+    "enhance",
+    "bwe",
+    "data",
+    "train",
+    "checkpoint",
+    "bench",
+    "demo",
+    "card",
+    "serve",
 )
 
 

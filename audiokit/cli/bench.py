@@ -2,23 +2,39 @@
 offline real-time factors next to EnCodec-24k's architecture, the streaming cost per frame and its
 floor, and how many real-time streams one core sustains (:mod:`audiokit.bench.codec`); for an enhancer
 (``-m enhance-16k``), its offline speed, per-hop streaming step and batched streams per core next to
-RNNoise's (:mod:`audiokit.bench.enhancer`)."""
+RNNoise's (:mod:`audiokit.bench.enhancer`); for a bandwidth extender (``-m bwe-8to16``), the same next
+to sinc (soxr) upsampling (:mod:`audiokit.bench.bwe`)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 
-from audiokit.bench import enhancer_summary_lines, run_benchmark, run_enhancer_benchmark, summary_lines
+from audiokit.bench import (
+    bwe_summary_lines,
+    enhancer_summary_lines,
+    run_benchmark,
+    run_bwe_benchmark,
+    run_enhancer_benchmark,
+    summary_lines,
+)
 from audiokit.cli.options import add_model_option, doc_text
 from audiokit.coding import DEFAULT_MODEL
-from audiokit.enhancement import model_family
+from audiokit.processing import model_family
 from audiokit.provenance import write_json
+
+AUDIO_BENCHMARKS = {
+    "enhancer": (run_enhancer_benchmark, enhancer_summary_lines),
+    "bwe": (run_bwe_benchmark, bwe_summary_lines),
+}
+"""Model family -> (benchmark, summary lines) of the audio-to-audio models; codecs otherwise."""
 
 
 def run(args: argparse.Namespace) -> int:
-    if model_family(args.model) == "enhancer":
-        result = run_enhancer_benchmark(
+    family = model_family(args.model)
+    if family in AUDIO_BENCHMARKS:
+        benchmark, lines = AUDIO_BENCHMARKS[family]
+        result = benchmark(
             model=args.model,
             seconds=args.seconds,
             repeats=args.repeats,
@@ -26,7 +42,6 @@ def run(args: argparse.Namespace) -> int:
             hops=args.frames,
             stream_counts=tuple(args.streams),
         )
-        lines = enhancer_summary_lines
     else:
         result = run_benchmark(
             model=args.model,
@@ -51,17 +66,19 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     parser = subparsers.add_parser(
         "bench",
         parents=[common],
-        help="measure codec or enhancer speed",
+        help="measure codec, enhancer or bandwidth-extender speed",
         description=doc_text(__doc__),
     )
     add_model_option(
-        parser, DEFAULT_MODEL, "codec or enhancer to measure (untrained when no weights are shipped)"
+        parser,
+        DEFAULT_MODEL,
+        "codec, enhancer or bandwidth extender to measure (untrained when no weights are shipped)",
     )
     parser.add_argument("--seconds", type=float, default=10.0, help="audio length for offline timing")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats (median)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (default: 1)")
     parser.add_argument(
-        "--frames", type=int, default=100, help="streaming frames (enhancer: hops) timed per mode"
+        "--frames", type=int, default=100, help="streaming frames (enhancer, bwe: hops) timed per mode"
     )
     parser.add_argument(
         "--streams", type=int, nargs="+", default=[1, 16, 64], help="concurrent stream counts"

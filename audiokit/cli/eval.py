@@ -1,6 +1,7 @@
 """``audiokit eval``: score test audio against references, or a baseline (opus, sinc, identity) or one of
 our codecs (``-m/--model``, through real ``.akc`` files) on them; or an enhancer (``-m``) or enhancement
-baseline (rnnoise, gating) on noisy TEST audio against clean references."""
+baseline (rnnoise, gating) on noisy TEST audio against clean references; or a bandwidth extender
+(``-m``) on the references downsampled to ``--input-rate``, next to the sinc baseline."""
 
 from __future__ import annotations
 
@@ -9,24 +10,25 @@ import json
 from pathlib import Path
 
 from audiokit.cli.options import add_force_option, add_raw_options, raw_format
-from audiokit.enhancement import model_family
-from audiokit.evaluation import METRICS, EvalRequest, evaluate
+from audiokit.evaluation import EvalRequest, evaluate
 from audiokit.evaluation.baselines import BASELINES, ENHANCERS
 from audiokit.evaluation.pairing import pair_files
 from audiokit.io import prepare_outputs
+from audiokit.processing import model_family
 
 
 def _request(args: argparse.Namespace) -> EvalRequest:
     def path(value: str | None) -> Path | None:
         return Path(value) if value else None
 
-    enhancer = args.codec is not None and model_family(args.codec) == "enhancer"
+    family = model_family(args.codec) if args.codec is not None else None
     return EvalRequest(
         ref=Path(args.ref),
         test=path(args.test),
         baseline=args.baseline,
-        codec=None if enhancer else args.codec,
-        enhancer=args.codec if enhancer else None,
+        codec=None if family in ("enhancer", "bwe") else args.codec,
+        enhancer=args.codec if family == "enhancer" else None,
+        extender=args.codec if family == "bwe" else None,
         bitrate_kbps=args.bitrate,
         input_rate=args.input_rate,
         glob=args.glob,
@@ -39,12 +41,19 @@ def _request(args: argparse.Namespace) -> EvalRequest:
     )
 
 
+def _value(mean: float | None, half: float | None) -> str:
+    """``"   3.142 ± 0.010"``, or ``"n/a"``."""
+    return "n/a" if mean is None else f"{mean:8.3f}" + ("" if half is None else f" ± {half:.3f}")
+
+
 def _print_text(report: dict, request: EvalRequest) -> None:
     if request.codec:
         what = (
             f"codec {report['model']} ({request.codec}) {request.bitrate_kbps:g} kbps "
             f"(actual {report['actual_bitrate_kbps']:.2f} kbps: .akc file sizes)"
         )
+    elif request.extender:
+        what = f"bandwidth extender {report['model']} ({request.extender}) from {request.input_rate} Hz"
     elif request.enhancer:
         what = f"enhancer {report['model']} ({request.enhancer}) on {request.test} vs {request.ref}"
     elif request.baseline in ENHANCERS:
@@ -59,10 +68,15 @@ def _print_text(report: dict, request: EvalRequest) -> None:
             "container)"
         )
     print(f"{what}: {report['n']} files, {report['seconds']:.1f} s, PESQ {report['pesq_mode']}")
-    for name in METRICS:
-        mean, half = report[name], report["ci95"][name]
-        value = "n/a" if mean is None else f"{mean:8.3f}" + ("" if half is None else f" ± {half:.3f}")
-        print(f"  {name:<14}{value}")
+    if "sinc" in report:
+        print(f"  {'':<14}{'ours':<18}{'sinc':<18}ours - sinc (paired)")
+    for name in report["ci95"]:
+        line = _value(report[name], report["ci95"][name])
+        if "sinc" in report:
+            diff = report["vs_sinc"][name]
+            line = f"{line:<18}{_value(report['sinc'][name], report['sinc']['ci95'][name]):<18}"
+            line += _value(diff["mean"], diff["ci95"])
+        print(f"  {name:<14}{line}")
     for name, reason in report["skipped"].items():
         print(f"  skipped for {name}: {reason}")
 
@@ -77,7 +91,7 @@ def _check_outputs(request: EvalRequest, force: bool) -> None:
     if jobs or request.keep:
         pairs = pair_files(request.ref, request.test, request.glob)
         inputs = [p for pair in pairs for p in (pair.reference, pair.test) if p is not None]
-        if request.keep and (request.codec or request.baseline or request.enhancer):
+        if request.keep and (request.codec or request.baseline or request.enhancer or request.extender):
             suffixes = {"opus": (".opus", ".wav")}.get(request.baseline or "", (".wav",))
             if request.codec:
                 suffixes = (".akc", ".wav")
@@ -109,7 +123,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "--baseline sinc --input-rate HZ (band-limit and upsample), --baseline identity; or one of our "
         "codecs: -m/--model MODEL --bitrate KBPS (encode to .akc and decode, like audiokit encode/decode). "
         "Enhancement: REF_DIR is clean speech, TEST_DIR the noisy input, which --baseline rnnoise|gating or "
-        "-m/--model ENHANCER processes (without either, the noisy input itself is scored).",
+        "-m/--model ENHANCER processes (without either, the noisy input itself is scored). Bandwidth "
+        "extension: -m/--model BWE --input-rate HZ extends REF downsampled to HZ and scores the sinc "
+        "baseline on the same files in the same report.",
     )
     parser.add_argument("ref", metavar="REF_DIR", help="reference audio: a directory or one file")
     parser.add_argument("test", metavar="TEST_DIR", nargs="?", help="test audio at the same relative paths")
@@ -120,11 +136,18 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "--codec",
         dest="codec",
         metavar="MODEL",
-        help="code REF with this codec through .akc files, or enhance TEST_DIR with this enhancer "
+        help="code REF with this codec through .akc files, enhance TEST_DIR with this enhancer, or extend "
+        "REF downsampled to --input-rate with this bandwidth extender (next to sinc in the same report) "
         "(shipped name, run directory or .safetensors)",
     )
     parser.add_argument("--bitrate", type=float, metavar="KBPS", help="Opus or codec bitrate in kbit/s")
-    parser.add_argument("--input-rate", type=int, metavar="HZ", help="sinc baseline: band-limit to this rate")
+    parser.add_argument(
+        "--input-rate",
+        type=int,
+        metavar="HZ",
+        help="sinc baseline or bandwidth extender: the rate REF is downsampled to (also adds lsd_high, "
+        "the LSD above HZ / 2)",
+    )
     parser.add_argument("--glob", default="*", help="only reference files whose relative path matches")
     parser.add_argument(
         "--keep", metavar="DIR", help="save the test audio under DIR (and the .akc/.opus files it came from)"

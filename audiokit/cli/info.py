@@ -1,5 +1,5 @@
 """``audiokit info FILE...``: rate, channels, duration, codec, peak, RMS and bandwidth of audio files;
-model, bitrate, duration and original rate of .akc files."""
+model (and which shipped version of its weights), bitrate, duration and original rate of .akc files."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from pathlib import Path
 
 from audiokit.cli.batch import run_batch
 from audiokit.cli.options import add_raw_options, doc_text, raw_format
+from audiokit.coding import model_version
 from audiokit.evaluation.describe import describe
+from audiokit.io import RawFormat
 
 
 def _fmt_db(value: float | None) -> str:
@@ -20,8 +22,11 @@ def _fmt_db(value: float | None) -> str:
 def _line(row: dict) -> str:
     if row.get("format") == "akc":
         original = f"{row['original_samples']} samples at {row['original_sample_rate']} Hz"
+        version = row["model_version"] or "weights never shipped"
+        coding = ", entropy-coded" if row["entropy_coded"] else ""
         return (
-            f"{row['path']}: .akc v{row['version']}, {row['model']} (weights {row['weights_sha256'][:12]}), "
+            f"{row['path']}: .akc v{row['version']}{coding}, {row['model']} ({version}, weights "
+            f"{row['weights_sha256'][:12]}), "
             f"{row['bitrate_kbps']:g} kbps ({row['codebooks']} codebooks x {row['channels']} ch), "
             f"{row['duration_s']:.3f} s, original {original}"
         )
@@ -32,9 +37,19 @@ def _line(row: dict) -> str:
     )
 
 
+def _describe(path: str, raw: RawFormat | None) -> dict:
+    """:func:`describe`, plus for an ``.akc`` file the shipped version of its weights (``name@version``,
+    None for weights never shipped) and whether it is entropy-coded."""
+    row = describe(Path(path), raw)
+    if row.get("format") == "akc":
+        row["model_version"] = model_version(row["model"], row["weights_sha256"])
+        row["entropy_coded"] = row["version"] >= 3
+    return row
+
+
 def run(args: argparse.Namespace) -> int:
     raw = raw_format(args)
-    batch = run_batch(args.files, lambda p: describe(Path(p), raw), "info", str, quiet=args.quiet)
+    batch = run_batch(args.files, lambda p: _describe(p, raw), "info", str, quiet=args.quiet)
     rows = batch.done
     if args.json:
         if len(args.files) == 1:

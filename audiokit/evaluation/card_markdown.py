@@ -73,6 +73,32 @@ def session_table(sessions: list[dict]) -> list[str]:
     return lines
 
 
+def codebook_lines(health: dict) -> list[str]:
+    """The card's "Codebook health" section: per-stage usage on the validation clips and near-duplicate
+    codeword pairs."""
+    lines = [
+        "## Codebook health",
+        "",
+        f"Per stage, on the {health['files']} validation files coded with every codebook "
+        f"({health['stages'][0]['frames']} frames): perplexity (exp of the entropy of code use; "
+        f"{2**10} is uniform use of 1,024 codewords), codewords used and never used (dead), and pairs "
+        f"of near-duplicate codewords: cosine similarity > {health['cosine']} and Euclidean distance < "
+        f"{health['distance']:g} x the codebook's spread (RMS distance of its codewords from their "
+        "mean); the closest pair's distance in units of the spread.",
+        "",
+        "| stage | perplexity | used | dead | pairs cos > "
+        f"{health['cosine']} | pairs dist < {health['distance']:g} spread | closest pair / spread |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for s in health["stages"]:
+        lines.append(
+            f"| {s['stage']} | {s['perplexity']:.1f} | {s['used']} | {s['dead']} | "
+            f"{s['duplicates_cosine']} | {s['duplicates_euclidean']} | {s['min_distance']:.4f} |"
+        )
+    lines += ["", f"Reproduce: `{health['command']}`"]
+    return lines
+
+
 def render_markdown(card: dict) -> str:
     """The card as Markdown (every number is also in the JSON beside it)."""
     w, t, e = card["weights"], card["training"], card["evaluation"]
@@ -147,6 +173,8 @@ def render_markdown(card: dict) -> str:
             value = entry["value"] if isinstance(entry["value"], bool) else _number(entry["value"], ".4g")
             cells.append(f"{value} ({'ok' if entry['ok'] else '**fails**'}, limit {entry['limit']})")
         lines.append(f"| {report['bitrate'] / 1000:g} kbps | " + " | ".join(cells) + " |")
+    if card.get("codebook_health"):
+        lines += ["", *codebook_lines(card["codebook_health"])]
     lines += ["", "## Training", ""]
     lines += [
         f"Run directory `{t['run_dir']}`: {t['steps']} steps{_weights_step_note(w, t)}"

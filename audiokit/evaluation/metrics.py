@@ -21,6 +21,10 @@ ArrayLike = torch.Tensor | np.ndarray
 METRICS = ("pesq", "stoi", "estoi", "si_sdr", "lsd", "mel_distance", "stft_distance")
 """What a paired evaluation reports per file (:func:`audiokit.evaluation.score_pair`)."""
 
+HIGH_BAND_LSD = "lsd_high"
+"""Also reported per file when the test audio was made from a band-limited input
+(:func:`high_band_log_spectral_distance` above the input's Nyquist frequency)."""
+
 
 def _numpy(x: ArrayLike) -> np.ndarray:
     x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
@@ -142,6 +146,17 @@ def mel_distance(
     return float((m_ref - m_est).abs().mean())
 
 
+def _log_power_difference(
+    reference: ArrayLike, estimate: ArrayLike, n_fft: int, hop_length: int, eps: float
+) -> torch.Tensor:
+    """``log10 P - log10 P_hat`` per ``(bin, frame)``, ``P = |STFT|^2 + eps`` (Hann, centred frames)."""
+    ref, est = _torch(reference), _torch(estimate)
+    _check_pair(ref.numpy(), est.numpy())
+    p_ref = stft(ref, n_fft, hop_length).abs().square()
+    p_est = stft(est, n_fft, hop_length).abs().square()
+    return torch.log10(p_ref + eps) - torch.log10(p_est + eps)
+
+
 def log_spectral_distance(
     reference: ArrayLike, estimate: ArrayLike, n_fft: int = 2048, hop_length: int = 512, eps: float = 1e-8
 ) -> float:
@@ -149,12 +164,26 @@ def log_spectral_distance(
 
     ``P = |STFT|^2 + eps`` with a 2048-sample Hann window and hop 512 (centred frames).
     """
-    ref, est = _torch(reference), _torch(estimate)
-    _check_pair(ref.numpy(), est.numpy())
-    p_ref = stft(ref, n_fft, hop_length).abs().square()
-    p_est = stft(est, n_fft, hop_length).abs().square()
-    diff = torch.log10(p_ref + eps) - torch.log10(p_est + eps)
+    diff = _log_power_difference(reference, estimate, n_fft, hop_length, eps)
     return float(diff.square().mean(dim=0).sqrt().mean())
+
+
+def high_band_log_spectral_distance(
+    reference: ArrayLike,
+    estimate: ArrayLike,
+    sample_rate: int,
+    low_hz: float,
+    n_fft: int = 2048,
+    hop_length: int = 512,
+    eps: float = 1e-8,
+) -> float:
+    """:func:`log_spectral_distance` over the bins strictly above ``low_hz`` (Hz) only: the band a
+    bandwidth extender adds when ``low_hz`` is its input's Nyquist frequency. NaN when no bin is above."""
+    diff = _log_power_difference(reference, estimate, n_fft, hop_length, eps)
+    first = int(low_hz * n_fft / sample_rate) + 1
+    if first >= diff.shape[0]:
+        return float("nan")
+    return float(diff[first:].square().mean(dim=0).sqrt().mean())
 
 
 def codebook_usage(codes: torch.Tensor, codebook_size: int) -> torch.Tensor:

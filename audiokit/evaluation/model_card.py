@@ -3,8 +3,9 @@ and the targets it is held to (passed in as a file, :mod:`audiokit.evaluation.ta
 
 :func:`build_card` runs :func:`~audiokit.evaluation.evaluate` for the codec at each bitrate and for Opus at
 the same bitrates (Opus below its 6 kbps minimum is "n/a" and the codec is compared with Opus 6 kbps
-instead), the edge-case checks, reads what the trainer wrote into the run directory (``run.json``,
-``recipe.yaml``, ``metrics.jsonl``, ``eval.jsonl``) and the recipe's training manifests;
+instead), the edge-case checks and the codebook health (:func:`codebook_health_section`), reads what
+the trainer wrote into the run directory (``run.json``, ``recipe.yaml``, ``metrics.jsonl``,
+``eval.jsonl``) and the recipe's training manifests;
 :func:`write_card` writes ``<out>/<name>.json`` and ``<out>/<name>.md`` atomically. Every number in
 the card comes with the command that reproduces it, and the card with the ``audiokit card`` command
 that regenerates it.
@@ -27,6 +28,7 @@ from audiokit.evaluation.targets import CardTargets, load_targets, verdicts
 from audiokit.evaluation.training_record import training_data, training_record
 from audiokit.models import is_shipped, resolve_weights
 from audiokit.provenance import finite, run_info
+from audiokit.quantize.health import DUPLICATE_COSINE, DUPLICATE_DISTANCE, codebook_health
 from audiokit.tools import OPUS_MIN_KBPS
 
 
@@ -131,6 +133,27 @@ def weights_info(weights: str) -> dict:
     return info
 
 
+def codebook_health_section(weights: str, valid: str | Path, glob: str) -> dict:
+    """Per-stage codebook health (:func:`~audiokit.quantize.health.codebook_health`) of ``weights`` on the
+    references under ``valid`` matching ``glob`` (at the codec's rate, mono), with the command behind it."""
+    codec, _ = load_codec(weights)
+    files = io.find_audio(Path(valid), glob)
+    clips = (io.load(path, sample_rate=codec.sample_rate, channels=codec.channels)[0] for path in files)
+    code = (
+        "import json, os; from audiokit.evaluation.model_card import codebook_health_section as h; "
+        f"print(json.dumps(h({json.dumps(weights)}, "
+        f"os.path.expandvars({json.dumps(shown_path(str(valid), quote=False))}), {json.dumps(glob)}), "
+        "indent=2))"
+    )
+    return {
+        "files": len(files),
+        "cosine": DUPLICATE_COSINE,
+        "distance": DUPLICATE_DISTANCE,
+        "stages": codebook_health(codec, clips),
+        "command": "python -c " + shlex.quote(code),
+    }
+
+
 def build_card(request: CardRequest) -> dict:
     """Measure and collect everything the card holds (see the module docstring)."""
     targets = load_targets(request.targets) if request.targets is not None else CardTargets()
@@ -147,6 +170,7 @@ def build_card(request: CardRequest) -> dict:
     )
     codec, _ = load_codec(request.weights)
     edge_cases = [robustness_report(codec, kbps * 1000) for kbps in request.bitrates]
+    health = codebook_health_section(request.weights, request.valid, request.glob)
     return {
         "name": request.name or weights["name"],
         "generated": run_info(),
@@ -157,6 +181,7 @@ def build_card(request: CardRequest) -> dict:
         "targets_file": targets.source,
         "targets": verdicts(targets, section, rows, edge_cases),
         "robustness": edge_cases,
+        "codebook_health": health,
         "training": training,
         "training_data": training_data(training["recipe_yaml"]),
         "caveat": targets.caveat,

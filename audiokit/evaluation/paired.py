@@ -12,18 +12,20 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from audiokit import io
+from audiokit.bandwidth_extension import extend_audio, load_extender
 from audiokit.coding import code_file, codec_bitrate, load_codec
 from audiokit.enhancement import enhance_audio, load_enhancer
 from audiokit.errors import UsageError
 from audiokit.evaluation import baselines
-from audiokit.evaluation.metrics import METRICS
+from audiokit.evaluation.metrics import HIGH_BAND_LSD, METRICS
 from audiokit.evaluation.pairing import FilePair, check_compatible, pair_files
 from audiokit.evaluation.plots import plot_format, spectrogram_comparison
 from audiokit.evaluation.scoring import score_pair
-from audiokit.evaluation.stats import summarize
+from audiokit.evaluation.stats import paired_difference, summarize
 from audiokit.io import RawFormat
 from audiokit.progress import progress
 
@@ -41,7 +43,12 @@ class EvalRequest:
       through ``.akc`` files, decoded back at the reference's rate;
     * ``enhancer`` (an enhancement model, any of family ``enhancer``) or an enhancement ``baseline``
       (:data:`~audiokit.evaluation.baselines.ENHANCERS`: ``rnnoise``, ``gating``): run on ``test``, the
-      noisy input, and scored against ``ref``, the clean speech.
+      noisy input, and scored against ``ref``, the clean speech;
+    * ``extender`` (a bandwidth extender, family ``bwe``): run on ``ref`` resampled to ``input_rate``,
+      its output resampled back to the reference's rate; the sinc baseline is scored on the same files
+      (``sinc_*`` columns, the report's ``sinc`` and ``vs_sinc``).
+
+    With ``input_rate``, rows also hold ``lsd_high``, the LSD above ``input_rate / 2``.
 
     ``glob`` filters reference paths; ``keep``: also save the test audio (and coded files) there;
     ``csv``/``plot``: write per-file scores / a spectrogram PNG of the first files; ``jobs``: worker
@@ -53,6 +60,7 @@ class EvalRequest:
     baseline: str | None = None
     codec: str | None = None
     enhancer: str | None = None
+    extender: str | None = None
     bitrate_kbps: float | None = None
     input_rate: int | None = None
     glob: str = "*"
@@ -68,8 +76,27 @@ class EvalRequest:
         """True when the test audio is made by enhancing ``test`` (an enhancer or enhancement baseline)."""
         return bool(self.enhancer) or self.baseline in baselines.ENHANCERS
 
+    @property
+    def high_band_hz(self) -> float | None:
+        """Where the band a band-limited input lacks starts (Hz), or None without ``input_rate``."""
+        return None if self.input_rate is None else self.input_rate / 2
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """The metrics every row holds."""
+        return (*METRICS, HIGH_BAND_LSD) if self.input_rate is not None else METRICS
+
     def validate(self) -> None:
         """UsageError (naming the option to fix) for a request that cannot run."""
+        if self.extender:
+            if self.baseline or self.codec or self.test:
+                raise UsageError(
+                    f"-m/--model {self.extender} extends REF_DIR downsampled to --input-rate (and compares "
+                    "the sinc baseline in the same run): give neither TEST_DIR nor --baseline"
+                )
+            if self.input_rate is None:
+                raise UsageError(f"-m/--model {self.extender} needs --input-rate HZ (e.g. --input-rate 8000)")
+            load_extender(self.extender)  # a clear error before any work
         if self.enhances:
             what = f"-m/--model {self.enhancer}" if self.enhancer else f"--baseline {self.baseline}"
             if self.enhancer and (self.baseline or self.codec):
@@ -86,7 +113,7 @@ class EvalRequest:
         system = "--codec" if self.codec else "--baseline"
         if self.test and (self.baseline or self.codec) and not self.enhances:
             raise UsageError(f"give either TEST_DIR or {system}, not both")
-        if not self.test and not self.baseline and not self.codec:
+        if not self.test and not self.baseline and not self.codec and not self.extender:
             raise UsageError(
                 "give a TEST_DIR to compare with REF_DIR, --baseline opus|sinc|identity, or --codec MODEL"
             )
@@ -146,31 +173,46 @@ def _enhance(noisy: torch.Tensor, rate: int, request: EvalRequest) -> torch.Tens
     return baselines.ENHANCERS[request.baseline](noisy, rate).wav
 
 
+def _extend(ref: torch.Tensor, rate: int, request: EvalRequest) -> torch.Tensor:
+    """``ref (channels, samples)`` at ``rate`` Hz resampled to the request's input rate, through its
+    bandwidth extender, and resampled back to ``rate`` (soxr HQ), trimmed/padded to the same length."""
+    model, _ = load_extender(request.extender)
+    low = io.resample(ref.numpy().T, rate, request.input_rate)
+    out = extend_audio(model, torch.from_numpy(np.ascontiguousarray(low.T)), request.input_rate)
+    back = io.resample(out.numpy().T, model.sample_rate, rate)
+    return baselines.fit_length(torch.from_numpy(np.ascontiguousarray(back.T)), ref.shape[-1])
+
+
 def evaluate_pair(pair: FilePair, request: EvalRequest) -> tuple[dict, torch.Tensor, torch.Tensor, int]:
     """Load (or make, for a baseline or codec) the test audio of ``pair`` and score it against the reference.
 
-    Returns the row (file, sample_rate, seconds, every metric, bitrate_kbps for coders), the reference
-    and test audio ``(channels, samples)`` and their rate. Coded audio is decoded back at the reference
-    rate and trimmed/padded to its length (:func:`audiokit.evaluation.baselines.fit_length`).
+    Returns the row (file, sample_rate, seconds, every metric, bitrate_kbps for coders, sinc_* for
+    bandwidth extenders), the reference and test audio ``(channels, samples)`` and their rate. Coded
+    audio is decoded back at the reference rate and trimmed/padded to its length
+    (:func:`audiokit.evaluation.baselines.fit_length`).
     """
     ref, rate = io.load(pair.reference, raw=request.raw)
     bitrate = None
+    extra: dict = {}
     if request.enhances:
         noisy, noisy_rate = io.load(pair.test, raw=request.raw)
         check_compatible(pair, ref, rate, noisy, noisy_rate)
         test, test_rate = _enhance(noisy, rate, request), rate
-        if request.keep:
-            io.save(Path(request.keep) / Path(pair.name).with_suffix(".wav"), test, rate, subtype="FLOAT")
+    elif request.extender:
+        test, test_rate = _extend(ref, rate, request), rate
+        sinc = score_pair(ref, baselines.sinc(ref, rate, request.input_rate).wav, rate, request.high_band_hz)
+        extra = {f"sinc_{name}": sinc[name] for name in request.metrics}
     elif request.baseline or request.codec:
         made = _make_test(pair, ref, rate, request)
         test, test_rate, bitrate = made.wav, rate, made.bitrate_bps
-        if request.keep and request.baseline:
-            io.save(Path(request.keep) / Path(pair.name).with_suffix(".wav"), test, rate, subtype="FLOAT")
     else:
         test, test_rate = io.load(pair.test, raw=request.raw)
+    if request.keep and (request.enhancer or request.extender or request.baseline):  # a codec keeps its own
+        io.save(Path(request.keep) / Path(pair.name).with_suffix(".wav"), test, rate, subtype="FLOAT")
     check_compatible(pair, ref, rate, test, test_rate)
     row = {"file": pair.name, "sample_rate": rate, "seconds": ref.shape[1] / rate}
-    row.update(score_pair(ref, test, rate))
+    row.update(score_pair(ref, test, rate, request.high_band_hz))
+    row.update(extra)
     if bitrate is not None:
         row["bitrate_kbps"] = bitrate / 1000
     return row, ref, test, rate
@@ -197,14 +239,20 @@ def _json_number(value: float) -> float | None:
     return None if value is None or not math.isfinite(value) else round(value, 6)
 
 
+def _means(rows: list[dict], names: tuple[str, ...]) -> dict:
+    """``{name: mean, "ci95": {name: half-width}, "count": {name: n}}`` of ``rows`` (JSON-ready)."""
+    summary = summarize(rows, names)
+    result: dict = {name: _json_number(summary.mean[name]) for name in names}
+    result["ci95"] = {name: _json_number(summary.ci95[name]) for name in names}
+    result["count"] = summary.count
+    return result
+
+
 def report(request: EvalRequest, rows: list[dict]) -> dict:
     """The JSON-ready summary of ``rows``: n, every metric's mean, ``ci95`` and ``count``, seconds,
-    rates, PESQ mode, and what made the test audio (baseline or codec, nominal and actual bitrate)."""
-    summary = summarize(rows)
-    result: dict = {"n": summary.n}
-    result.update({name: _json_number(summary.mean[name]) for name in METRICS})
-    result["ci95"] = {name: _json_number(summary.ci95[name]) for name in METRICS}
-    result["count"] = summary.count
+    rates, PESQ mode, and what made the test audio (baseline or codec, nominal and actual bitrate; for a
+    bandwidth extender, the sinc baseline's means on the same files and the paired differences)."""
+    result: dict = {"n": len(rows), **_means(rows, request.metrics)}
     result["seconds"] = round(sum(r["seconds"] for r in rows), 3)
     rates = sorted({r["sample_rate"] for r in rows})
     result["sample_rates"] = rates
@@ -220,6 +268,16 @@ def report(request: EvalRequest, rows: list[dict]) -> dict:
         model, weights_hash = load_enhancer(request.enhancer)
         result.update(enhancer=request.enhancer, model=model.name, weights_sha256=weights_hash)
         result["model_sample_rate"] = model.sample_rate
+    if request.extender:
+        model, weights_hash = load_extender(request.extender)
+        result.update(extender=request.extender, model=model.name, weights_sha256=weights_hash)
+        result["model_sample_rate"] = model.sample_rate
+        sinc = [{"file": r["file"], **{m: r[f"sinc_{m}"] for m in request.metrics}} for r in rows]
+        result["sinc"] = _means(sinc, request.metrics)
+        result["vs_sinc"] = {
+            name: {k: _json_number(v) for k, v in paired_difference(rows, sinc, name).items()}
+            for name in request.metrics
+        }
     if request.enhances:
         result["noisy_input"] = str(request.test)
     if request.baseline == "opus" or request.codec:
@@ -227,7 +285,7 @@ def report(request: EvalRequest, rows: list[dict]) -> dict:
         result["actual_bitrate_kbps"] = round(
             sum(r["bitrate_kbps"] * r["seconds"] for r in rows) / result["seconds"], 3
         )
-    if request.baseline == "sinc":
+    if request.input_rate is not None:
         result["input_rate"] = request.input_rate
     result["skipped"] = {r["file"]: r["skipped"] for r in rows if "skipped" in r}
     return result
@@ -243,7 +301,7 @@ def evaluate(request: EvalRequest) -> tuple[list[dict], dict]:
     desc = "eval " + (
         f"{request.codec} {request.bitrate_kbps:g} kbps"
         if request.codec
-        else request.enhancer or request.baseline or ""
+        else request.enhancer or request.extender or request.baseline or ""
     )
     plotted: list[tuple[str, tuple[torch.Tensor, torch.Tensor]]] = []
     plot_rate = None
@@ -273,7 +331,7 @@ def evaluate(request: EvalRequest) -> tuple[list[dict], dict]:
         title = (
             f"{Path(request.codec).name} {request.bitrate_kbps:g} kbps"
             if request.codec
-            else request.enhancer or request.baseline or "test"
+            else request.enhancer or request.extender or request.baseline or "test"
         )
         spectrogram_comparison(plotted, plot_rate, request.plot, ("reference", title))
     return rows, result

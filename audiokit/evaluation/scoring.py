@@ -9,7 +9,7 @@ from functools import partial
 import torch
 
 from audiokit.evaluation import metrics
-from audiokit.evaluation.metrics import METRICS
+from audiokit.evaluation.metrics import HIGH_BAND_LSD
 from audiokit.evaluation.stats import nanmean
 
 LONG_ENOUGH_S = 1.0
@@ -31,8 +31,11 @@ def _measure(name: str, fn: Callable[[], float], samples: int, rate: int, skippe
     return value
 
 
-def score_pair(reference: torch.Tensor, test: torch.Tensor, sample_rate: int) -> dict[str, float]:
-    """Every metric in :data:`METRICS` for ``(channels, samples)`` audio, averaged over channels.
+def score_pair(
+    reference: torch.Tensor, test: torch.Tensor, sample_rate: int, high_band_hz: float | None = None
+) -> dict[str, float]:
+    """Every metric in :data:`~audiokit.evaluation.metrics.METRICS` for ``(channels, samples)`` audio,
+    averaged over channels, and with ``high_band_hz`` (Hz) the LSD above it (``lsd_high``).
 
     PESQ is wide-band at 16 kHz, narrow-band at 8 kHz, and computed after resampling at other rates.
     A metric an input is too short for (STOI needs about 0.4 s, PESQ 0.25 s) scores NaN and the row's
@@ -48,6 +51,10 @@ def score_pair(reference: torch.Tensor, test: torch.Tensor, sample_rate: int) ->
         "mel_distance": lambda ref, est: metrics.mel_distance(ref, est, sample_rate),
         "stft_distance": metrics.multi_resolution_stft_distance,
     }
+    if high_band_hz is not None:
+        measures[HIGH_BAND_LSD] = partial(
+            metrics.high_band_log_spectral_distance, sample_rate=sample_rate, low_hz=high_band_hz
+        )
     skipped: dict[str, str] = {}
     per_channel = [
         {
@@ -56,7 +63,7 @@ def score_pair(reference: torch.Tensor, test: torch.Tensor, sample_rate: int) ->
         }
         for ref, est in zip(reference.double(), test.double(), strict=True)
     ]
-    row: dict = {name: nanmean([c[name] for c in per_channel]) for name in METRICS}
+    row: dict = {name: nanmean([c[name] for c in per_channel]) for name in measures}
     if skipped:
         reasons = sorted(set(skipped.values()))
         row["skipped"] = f"{', '.join(skipped)}: {'; '.join(reasons)}"

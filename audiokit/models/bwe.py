@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from audiokit.dsp import erb_filterbank, estimate_bandwidth
+from audiokit.errors import UsageError
 from audiokit.models.base import AudioModel, ModelConfig
 from audiokit.nn import StreamableConv1d, StreamableLSTM
 from audiokit.nn.resample import Upsampler
@@ -37,6 +38,7 @@ from audiokit.nn.spectral import CausalInverseSpectrum, CausalSpectrum
 from audiokit.nn.state import StateList
 from audiokit.nn.streaming import StreamingModule
 from audiokit.streaming.audio import AudioStream
+from audiokit.streaming.upsampled import UpsampledStream
 
 NARROWBAND_EDGE_HZ = 3800.0  # where 8 kHz input's content stops after the upsampler's filter
 WIDEBAND_FRACTION = 0.97  # an edge this close to Nyquist means wideband input: passed through
@@ -73,8 +75,14 @@ def band_edge(wav: torch.Tensor, input_rate: int, output_rate: int) -> float:
     """Where real content of ``wav (C, T)`` at ``input_rate`` stops, in Hz, capped below Nyquist."""
     if input_rate * 2 == output_rate:
         return NARROWBAND_EDGE_HZ
-    measured = estimate_bandwidth(wav, input_rate)
-    return float(min(measured if measured > 0 else input_rate / 2, output_rate / 2))
+    return edge_of_bandwidth(estimate_bandwidth(wav, input_rate), input_rate, output_rate)
+
+
+def edge_of_bandwidth(measured_hz: float, input_rate: int, output_rate: int) -> float:
+    """The band edge (Hz) of input at ``input_rate`` whose measured bandwidth is ``measured_hz``
+    (:func:`audiokit.dsp.estimate_bandwidth`; 0: no content, so the input's Nyquist), capped at the
+    output's Nyquist."""
+    return float(min(measured_hz if measured_hz > 0 else input_rate / 2, output_rate / 2))
 
 
 class BandwidthExtender(
@@ -130,10 +138,21 @@ class BandwidthExtender(
     def step_options(edge_hz: float) -> dict[str, float]:
         return {"edge_hz": float(edge_hz)}
 
-    def stream(self, batch_size: int = 1, **options: Any) -> AudioStream:
-        """A streaming session of 16 kHz input (:class:`~audiokit.streaming.audio.AudioStream`);
-        ``options``: ``edge_hz`` (required: where the input's content stops) and ``channels``."""
-        return AudioStream(self, batch_size, **options)
+    def stream(
+        self, batch_size: int = 1, input_rate: int | None = None, **options: Any
+    ) -> AudioStream | UpsampledStream:
+        """A streaming session (:class:`~audiokit.streaming.audio.AudioStream`) of input at the output
+        rate, or at half of it with ``input_rate`` (through the FIR of :meth:`upsample`:
+        :class:`~audiokit.streaming.upsampled.UpsampledStream`, equal to :meth:`extend`); ``options``:
+        ``edge_hz`` (where the input's content stops; required at the output rate) and ``channels``."""
+        if input_rate in (None, self.sample_rate):
+            return AudioStream(self, batch_size, **options)
+        if input_rate != self.sample_rate // 2:
+            raise UsageError(
+                f"input_rate must be {self.sample_rate // 2} or {self.sample_rate} Hz, got {input_rate}"
+            )
+        options.setdefault("edge_hz", NARROWBAND_EDGE_HZ)
+        return UpsampledStream(self.upsampler, AudioStream(self, batch_size, **options))
 
     # -- maths -----------------------------------------------------------------------------------
     def _masks(self, edge_hz: torch.Tensor, bins: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -31,8 +31,8 @@ class QuantizedResult:
     ``[B, n_q, frames]`` int64 (every stage, also those quantizer dropout left out of an item's
     ``quantized``); ``commitment_loss`` and ``codebook_loss`` are scalars summed over the
     stages (each stage averaged over the items that used it); ``metrics`` holds ``perplexity``,
-    ``usage`` and ``restarted`` tensors ``[n_q]`` (one value per codebook, measured on this batch;
-    see :class:`~audiokit.quantize.vq.VQOutput`).
+    ``usage``, ``restarted`` and ``duplicates`` tensors ``[n_q]`` (one value per codebook, measured on
+    this batch; see :class:`~audiokit.quantize.vq.VQOutput`).
     """
 
     quantized: torch.Tensor
@@ -80,8 +80,8 @@ class ResidualVectorQuantizer(nn.Module):
         dim: latent channels.
         num_quantizers: maximum number of stages (codebooks).
         codebook_size: codewords per stage.
-        codebook_dim, l2_normalize, ema, decay, kmeans_init, kmeans_iters, dead_code_threshold:
-            passed to every :class:`VectorQuantizer` stage.
+        codebook_dim, l2_normalize, ema, decay, kmeans_init, kmeans_iters, dead_code_threshold,
+            duplicate_cosine, duplicate_distance: passed to every :class:`VectorQuantizer` stage.
         quantizer_dropout: in training, the probability that a batch item uses a random number of
             stages drawn uniformly from ``1..n_q`` instead of ``n_q`` (DAC). Never applied in eval mode
             nor in :meth:`encode`, so inference is deterministic.
@@ -100,6 +100,8 @@ class ResidualVectorQuantizer(nn.Module):
         kmeans_iters: int = 10,
         dead_code_threshold: float = 0.1,
         quantizer_dropout: float = 0.0,
+        duplicate_cosine: float = 0.0,
+        duplicate_distance: float = 0.0,
     ) -> None:
         super().__init__()
         if num_quantizers < 1:
@@ -121,6 +123,8 @@ class ResidualVectorQuantizer(nn.Module):
                 kmeans_init=kmeans_init,
                 kmeans_iters=kmeans_iters,
                 dead_code_threshold=dead_code_threshold,
+                duplicate_cosine=duplicate_cosine,
+                duplicate_distance=duplicate_distance,
             )
             for _ in range(num_quantizers)
         )
@@ -147,7 +151,7 @@ class ResidualVectorQuantizer(nn.Module):
             item_n_q = torch.where(dropped, torch.randint(1, n_q + 1, (batch,), device=z.device), item_n_q)
         residual = z.float()
         quantized = torch.zeros_like(residual)
-        codes, perplexity, usage, restarted = [], [], [], []
+        codes, perplexity, usage, restarted, duplicates = [], [], [], [], []
         commitment_loss = residual.new_zeros(())
         codebook_loss = residual.new_zeros(())
         for i, quantizer in enumerate(self.quantizers[:n_q]):
@@ -162,6 +166,7 @@ class ResidualVectorQuantizer(nn.Module):
             perplexity.append(out.perplexity)
             usage.append(out.usage)
             restarted.append(out.restarted)
+            duplicates.append(out.duplicates)
         return QuantizedResult(
             quantized=quantized,
             codes=torch.stack(codes, 1),
@@ -171,6 +176,7 @@ class ResidualVectorQuantizer(nn.Module):
                 "perplexity": torch.stack(perplexity),
                 "usage": torch.stack(usage),
                 "restarted": torch.stack(restarted),
+                "duplicates": torch.stack(duplicates),
             },
         )
 

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from audiokit.quantize.distributed import all_reduce_sum_, broadcast_
+from audiokit.quantize.health import redundant_codewords
 from audiokit.quantize.kmeans import kmeans
 from audiokit.quantize.lookup import CodebookSearch, StageLookup
 
@@ -34,8 +35,8 @@ class VQOutput:
     ``[B, frames]``; the losses are scalars averaged over the kept (unmasked) items; ``perplexity``
     (exp of the entropy of code use) and ``usage`` (fraction of codewords used) are measured on the
     kept items of this batch; ``restarted`` is the fraction of codewords restarted as dead by this
-    pass (0 outside training). A healthy codebook restarts a few; most of them at every step means
-    churn, not learning.
+    pass (0 outside training) and ``duplicates`` the fraction restarted as near-duplicates of another.
+    A healthy codebook restarts a few; most of them at every step means churn, not learning.
     """
 
     quantized: torch.Tensor
@@ -45,6 +46,7 @@ class VQOutput:
     perplexity: torch.Tensor
     usage: torch.Tensor
     restarted: torch.Tensor
+    duplicates: torch.Tensor
 
 
 class VectorQuantizer(nn.Module):
@@ -69,6 +71,11 @@ class VectorQuantizer(nn.Module):
             Relative, so that it means the same for any batch: an absolute count (EnCodec's 2)
             restarts nearly every codeword at every step when a batch holds fewer rows than the
             codebook has entries.
+        duplicate_cosine, duplicate_distance: in training, after the dead-code restarts, the less-used
+            codeword of every pair with cosine similarity above ``duplicate_cosine`` or Euclidean
+            distance below ``duplicate_distance`` times the codebook's spread (see
+            :mod:`audiokit.quantize.health`) is restarted the same way; 0 disables each test
+            (e.g. 0.9999 and 1e-3).
     """
 
     def __init__(
@@ -83,6 +90,8 @@ class VectorQuantizer(nn.Module):
         kmeans_init: bool = True,
         kmeans_iters: int = 10,
         dead_code_threshold: float = 0.1,
+        duplicate_cosine: float = 0.0,
+        duplicate_distance: float = 0.0,
     ) -> None:
         super().__init__()
         codebook_dim = dim if codebook_dim is None else codebook_dim
@@ -101,6 +110,8 @@ class VectorQuantizer(nn.Module):
         self.epsilon = epsilon
         self.kmeans_iters = kmeans_iters
         self.dead_code_threshold = dead_code_threshold
+        self.duplicate_cosine = duplicate_cosine
+        self.duplicate_distance = duplicate_distance
         factorised = codebook_dim < dim
         self.in_proj: nn.Module = nn.Conv1d(dim, codebook_dim, 1) if factorised else nn.Identity()
         self.out_proj: nn.Module = nn.Conv1d(codebook_dim, dim, 1) if factorised else nn.Identity()
@@ -189,8 +200,9 @@ class VectorQuantizer(nn.Module):
             # Straight-through with the exact codeword value: z_q + (z_e - z_e) == z_q bit for bit.
             quantized = self._project_out(z_q.detach() + (z_e - z_e.detach()))
             kept_codes = codes if keep is None else codes[keep]
-            restarted = self._update(kept, kept_codes) if self.training else 0
-            restarted = torch.tensor(restarted / self.codebook_size, device=x.device)
+            dead, duplicates = self._update(kept, kept_codes) if self.training else (0, 0)
+            restarted = torch.tensor(dead / self.codebook_size, device=x.device)
+            duplicates = torch.tensor(duplicates / self.codebook_size, device=x.device)
             perplexity, usage = self._usage_metrics(kept_codes)
             return VQOutput(
                 quantized=quantized,
@@ -200,6 +212,7 @@ class VectorQuantizer(nn.Module):
                 perplexity=perplexity,
                 usage=usage,
                 restarted=restarted,
+                duplicates=duplicates,
             )
 
     @torch.no_grad()
@@ -215,8 +228,14 @@ class VectorQuantizer(nn.Module):
         self.initialized.fill_(True)
 
     @torch.no_grad()
-    def _update(self, flat: torch.Tensor, codes: torch.Tensor) -> int:
-        """EMA statistics (and codewords) from this batch, then dead-code restarts; returns restarts."""
+    def _update(self, flat: torch.Tensor, codes: torch.Tensor) -> tuple[int, int]:
+        """EMA statistics (and codewords) from this batch, then restarts of the dead codewords and of
+        those that were near-duplicates in this batch's lookup; returns how many of each."""
+        redundant = None
+        if self.duplicate_cosine > 0 or self.duplicate_distance > 0:  # same on every rank
+            redundant = redundant_codewords(
+                self.codebook, self.cluster_size, self.duplicate_cosine, self.duplicate_distance
+            )
         counts = torch.bincount(codes, minlength=self.codebook_size).to(flat.dtype)
         all_reduce_sum_(counts)
         self.cluster_size.mul_(self.decay).add_(counts, alpha=1.0 - self.decay)
@@ -228,31 +247,33 @@ class VectorQuantizer(nn.Module):
             smoothing = self.codebook_size * self.epsilon
             smoothed = (self.cluster_size + self.epsilon) / (total + smoothing) * total
             self.codebook.copy_(self.embed_sum / smoothed[:, None])
-        if self.dead_code_threshold <= 0:
-            return 0
-        return self._restart_dead_codes(flat, float(counts.sum()) / self.codebook_size)
+        uniform_share = float(counts.sum()) / self.codebook_size
+        dead = torch.zeros_like(self.cluster_size, dtype=torch.bool)
+        if self.dead_code_threshold > 0:  # same on every rank: the counts are all-reduced
+            dead = self.cluster_size < self.dead_code_threshold * uniform_share
+        duplicates = 0 if redundant is None else self._restart(redundant & ~dead, flat, uniform_share)
+        return self._restart(dead, flat, uniform_share), duplicates
 
     @torch.no_grad()
-    def _restart_dead_codes(self, flat: torch.Tensor, uniform_share: float) -> int:
-        """Replace the codewords used below ``dead_code_threshold * uniform_share`` by batch rows.
+    def _restart(self, which: torch.Tensor, flat: torch.Tensor, uniform_share: float) -> int:
+        """Replace the codewords ``which`` (bool ``[K]``) by random batch rows; returns how many.
 
         ``uniform_share``: rows per batch and codeword. A restarted codeword starts at that count, so it
         has a few hundred steps (``log(threshold) / log(decay)``) to be chosen before it is dead again.
         """
-        dead = self.cluster_size < self.dead_code_threshold * uniform_share  # same on every rank
-        num_dead = int(dead.sum())
-        if num_dead == 0:
+        num = int(which.sum())
+        if num == 0:
             return 0
         if flat.shape[0] > 0:
-            samples = flat[torch.randint(flat.shape[0], (num_dead,), device=flat.device)]
+            samples = flat[torch.randint(flat.shape[0], (num,), device=flat.device)]
         else:
-            samples = self.codebook.detach()[dead].clone()
+            samples = self.codebook.detach()[which].clone()
         broadcast_(samples)
-        self.codebook[dead] = samples
-        self.cluster_size[dead] = uniform_share
+        self.codebook[which] = samples
+        self.cluster_size[which] = uniform_share
         if self.ema:
-            self.embed_sum[dead] = samples * uniform_share
-        return num_dead
+            self.embed_sum[which] = samples * uniform_share
+        return num
 
     def _usage_metrics(self, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         counts = torch.bincount(codes.detach(), minlength=self.codebook_size).float()

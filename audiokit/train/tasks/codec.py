@@ -335,6 +335,8 @@ class CodecTask(Task):
         for name, value in out.metrics.items():
             logs[f"codebook/{name}_mean"] = value.detach().float().mean()
         logs["codebook_usage/q"] = metrics.codebook_usage(out.codes.detach(), self.model.codebook_size)
+        for kind, name in (("dead", "restarted"), ("duplicates", "duplicates")):  # codewords per stage
+            logs[f"codebook_restarts/{kind}"] = out.metrics[name].detach() * self.model.codebook_size
         if self.balancer is not None:
             logs.update({f"balancer/{k}": v for k, v in self.balancer.metrics.items()})
         disc = self.recipe.discriminator

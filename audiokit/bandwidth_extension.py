@@ -1,0 +1,97 @@
+"""File-level bandwidth extension: what ``audiokit bwe`` and the evaluation call.
+
+Any format, rate and channel count goes in; the output is at the model's rate (16 kHz for
+``bwe-8to16``) with the input's channels (each extended on its own) and exactly
+``round(T * output_rate / input_rate)`` samples per channel.
+
+* Input at half the model's rate (8 kHz) goes through the model's own FIR upsampler
+  (``model.stream(input_rate=...)``), so a file equals :meth:`BandwidthExtender.extend` on it.
+* Input at any other rate is resampled to the model's rate (soxr HQ) and its band edge is measured on
+  the input at its own rate (:class:`audiokit.dsp.BandwidthEstimator`, the estimate of
+  :func:`audiokit.dsp.estimate_bandwidth`) over a first pass of the whole file, in constant memory, so
+  a 16 kHz file also equals ``extend`` on it. Wideband input (edge at the model's Nyquist) is passed
+  through unchanged.
+* ``input_rate`` treats the input as audio at that rate (resampled there first): 8000 sends
+  narrowband audio stored at a higher rate down the 8 kHz path.
+
+Files stream block by block (:func:`audiokit.processing.process_file`: constant memory, atomic outputs).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from audiokit import io
+from audiokit.dsp import BandwidthEstimator
+from audiokit.io import PathLike, RawFormat
+from audiokit.models.bwe import NARROWBAND_EDGE_HZ, BandwidthExtender, band_edge, edge_of_bandwidth
+from audiokit.processing import Plan, chain, load_model, process_file, stream_resampler
+
+DEFAULT_MODEL = "bwe-8to16"
+
+
+def load_extender(spec: str) -> tuple[BandwidthExtender, str]:
+    """The bandwidth extender ``spec`` names (shipped name, run directory or ``.safetensors``), in eval
+    mode, and the sha256 of its weights; loaded once per process."""
+    return load_model(BandwidthExtender, spec)
+
+
+def output_length(samples: int, input_rate: int, output_rate: int) -> int:
+    """Samples per channel of ``samples`` at ``input_rate`` once extended to ``output_rate``."""
+    return round(samples * output_rate / input_rate)
+
+
+@torch.no_grad()
+def extend_audio(model: BandwidthExtender, wav: torch.Tensor, sample_rate: int) -> torch.Tensor:
+    """Extend ``wav (channels, samples)`` at ``sample_rate`` Hz in memory: ``(channels,
+    output_length(...))`` at the model's rate, the maths :func:`extend_file` streams."""
+    rate = model.sample_rate
+    if sample_rate in (rate // 2, rate):
+        return model.extend(wav, sample_rate)
+    x = io.resample(wav.detach().cpu().numpy().T.astype(np.float32), sample_rate, rate)
+    x = torch.from_numpy(np.ascontiguousarray(x.T))
+    length = output_length(wav.shape[-1], sample_rate, rate)
+    x = torch.nn.functional.pad(x[:, :length], (0, max(0, length - x.shape[-1])))
+    return model.eval()(x[None], band_edge(wav, sample_rate, rate))[0]
+
+
+def file_edge_hz(path: PathLike, output_rate: int, raw: RawFormat | None = None) -> float:
+    """The band edge (Hz) of an audio file extended to ``output_rate``: its bandwidth measured on the
+    whole file at its own rate, in one pass of constant memory."""
+    estimator = BandwidthEstimator(io.info(path, raw).sample_rate)
+    for block in io.iter_blocks(path, raw=raw):
+        estimator.update(block)
+    return edge_of_bandwidth(estimator.result(), estimator.sample_rate, output_rate)
+
+
+def extend_file(
+    model: BandwidthExtender,
+    source: PathLike,
+    target: PathLike,
+    input_rate: int | None = None,
+    raw: RawFormat | None = None,
+    block_frames: int = 1 << 16,
+) -> dict:
+    """Extend one audio file into ``target`` (format from its extension) at the model's rate, in
+    constant memory (see the module docstring; :func:`audiokit.processing.process_file` gives the
+    returned dict, plus ``edge_hz``). ``input_rate``: treat the input as audio at that rate (resampled
+    there first; half the model's rate takes the narrowband path); ``source``/``target`` may be ``-``;
+    ``raw``: read ``source`` as headerless PCM."""
+    edges: list[float] = []
+
+    def plan(path: Path, info: io.AudioInfo) -> Plan:
+        rate, channels, out_rate = info.sample_rate, info.channels, model.sample_rate
+        working = input_rate or rate
+        to_working = stream_resampler(rate, working, channels)
+        if 2 * working == out_rate:
+            edges.append(NARROWBAND_EDGE_HZ)
+            return Plan(model.stream(1, input_rate=working, channels=channels), out_rate, to_working)
+        edges.append(min(file_edge_hz(path, out_rate, raw), working / 2))
+        session = model.stream(1, edge_hz=edges[0], channels=channels)
+        return Plan(session, out_rate, chain(to_working, stream_resampler(working, out_rate, channels)))
+
+    done = process_file(plan, source, target, raw, block_frames)
+    return {**done, "edge_hz": edges[0]}

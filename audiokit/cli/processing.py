@@ -1,0 +1,116 @@
+"""What the audio-to-audio commands (``enhance``, ``bwe``) share: run a model over ``(input, output)``
+jobs with :func:`~audiokit.cli.batch.run_batch` and print the summary (text or ``--json``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from audiokit import io
+from audiokit.cli.batch import run_batch
+from audiokit.cli.options import (
+    add_batch_options,
+    add_force_option,
+    add_model_option,
+    add_raw_options,
+    raw_format,
+)
+from audiokit.models.base import AudioModel
+from audiokit.processing import output_jobs
+
+Model = TypeVar("Model", bound=AudioModel)
+
+
+def run_jobs(
+    args: argparse.Namespace,
+    load: Callable[[str], tuple[Model, str]],
+    process: Callable[..., dict],
+    settings: dict,
+) -> int:
+    """Make the ``(input, output)`` jobs of ``args`` and check their outputs before any work, load the
+    model (``load(args.model)``: the model and its weights' sha256), do every job (``process(model,
+    input, output, raw=raw)`` returns :func:`audiokit.processing.process_file`'s dict), then print one
+    summary line, or with ``--json`` the model, ``settings``, speed, failures and per-file results; on
+    stderr when stdout carries the audio. Returns the exit code."""
+    raw = raw_format(args)
+    jobs = output_jobs(args.input, args.output, args.suffix, args.glob)
+    io.prepare_outputs(jobs, args.force)
+    model, weights_hash = load(args.model)
+
+    def work(job: tuple[Path, Path]) -> dict:
+        return process(model, job[0], job[1], raw=raw)
+
+    batch = run_batch(
+        jobs,
+        work,
+        args.command,
+        lambda job: "<stdin>" if io.is_stdio(job[0]) else str(job[0]),
+        quiet=args.quiet,
+        fail_fast=args.fail_fast,
+    )
+    seconds = sum(d["seconds"] for d in batch.done)
+    compute = sum(d["compute_seconds"] for d in batch.done)
+    speed = seconds / max(compute, 1e-9)
+    out = sys.stderr if io.is_stdio(args.output) else sys.stdout
+    if args.json:
+        summary = {
+            "model": model.name,
+            "model_spec": args.model,
+            "weights_sha256": weights_hash,
+            **settings,
+            "seconds": round(seconds, 6),
+            "compute_seconds": round(compute, 6),
+            "realtime_factor": round(speed, 3),
+            "done": len(batch.done),
+            "failed": [{"path": name, "error": line} for name, line in batch.failed],
+            "files": batch.done,
+        }
+        print(json.dumps(summary, indent=2), file=out)
+    elif batch.failed or not args.quiet:
+        print(
+            f"{args.command}: {batch.count}; {seconds:.1f} s of audio in {compute:.1f} s "
+            f"({speed:.0f}x real time) with {model.name}",
+            file=out,
+        )
+    return batch.exit_code
+
+
+FILES = (
+    "an audio file (any format/rate/channels; m4a, webm... through ffmpeg), a directory (mirrored; each "
+    "bad file is one line and the rest are done) or - (stdin to stdout, WAV)"
+)
+"""What ``IN`` may be, for a command's description."""
+
+
+def add_file_command(
+    subparsers: argparse._SubParsersAction,
+    common: argparse.ArgumentParser,
+    name: str,
+    handler: Callable[[argparse.Namespace], int],
+    model: tuple[str, str],
+    help: str,
+    description: str,
+) -> argparse.ArgumentParser:
+    """The parser of file command ``name`` run by ``handler``: ``IN OUT`` (``description`` names them
+    with :data:`FILES`), ``-m/--model`` (``model``: its default and what it is), ``--glob``,
+    ``--suffix``, ``--fail-fast``, ``--json``, ``-f`` and the ``--raw-*`` options; the command adds its
+    own."""
+    parser = subparsers.add_parser(name, parents=[common], help=help, description=description)
+    parser.set_defaults(handler=handler)
+    default_model, what = model
+    parser.add_argument("input", metavar="IN", help="audio file, directory, or - (stdin)")
+    parser.add_argument("output", metavar="OUT", help="audio file (.wav/.flac/...), directory, or - (stdout)")
+    add_model_option(parser, default_model, what)
+    parser.add_argument("--glob", default="*", help="with a directory: only files matching this pattern")
+    parser.add_argument(
+        "--suffix",
+        help="output extension in a directory run (default: the input's, or .wav where it can't be written)",
+    )
+    add_batch_options(parser)
+    add_force_option(parser)
+    add_raw_options(parser)
+    return parser

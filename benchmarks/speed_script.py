@@ -1,0 +1,35 @@
+"""The command line the speed scripts share (``bench_codec.py``, ``bench_enhancer.py``, ``bench_bwe.py``):
+``[--json] [-m MODEL] [--threads N] [--out FILE]``, the JSON result saved under ``benchmarks/results/``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from audiokit.provenance import write_json
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def parser(doc: str, default_model: str, result_name: str) -> argparse.ArgumentParser:
+    """The shared options; the script may add its own before parsing."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument(
+        "-m", "--model", default=default_model, help=f"model to time (default {default_model})"
+    )
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--out", type=Path, default=RESULTS / result_name, help="result file")
+    return parser
+
+
+def finish(args: argparse.Namespace, result: dict, summary_lines: Callable[[dict], list[str]]) -> None:
+    """Write ``result`` to ``--out`` and print it (``--json``) or its summary lines."""
+    write_json(args.out, result)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print("\n".join(summary_lines(result)))
+        print(f"wrote {args.out}")
