@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 
 import pytest
 import torch
@@ -29,9 +30,32 @@ def test_bench_json_reports_every_figure(capsys):
     assert floor["ms"] > 0 and 0.9 * 4 * params / 1e6 < floor["megabytes"] <= 4 * params / 1e6
     streams = result["cpu"]["many_streams"]
     assert set(streams["by_streams"]) == {"1", "3"} and streams["streams_sustained"] > 0
-    assert set(result["targets"]) == {"stream_roundtrip_frame_p50_ms", "realtime_streams_per_core"}
+    kernels = result["cpu"]["kernels"]  # eager against the fused C++ kernels, or why they were skipped
+    fused_targets = set()
+    if "skipped" not in kernels:
+        assert kernels["streams"] == 3 and set(kernels["speedup"]) >= {"roundtrip_p50", "streams_sustained"}
+        assert 0 < kernels["fused"]["roundtrip_p50_ms"] and 0 < kernels["eager"]["streams_sustained"]
+        fused_targets = {f"fused_stream_roundtrip_frame_{q}_ms" for q in ("p50", "p99")}
+        fused_targets.add("fused_realtime_streams_per_core")
+    expected = {"stream_roundtrip_frame_p50_ms", "realtime_streams_per_core", *fused_targets}
+    assert set(result["targets"]) == expected
     assert result["settings"]["algorithmic_latency_samples"] == 640
     assert (result["gpu"] is None) == (not torch.cuda.is_available())
+
+
+def test_bench_without_encodec_reports_our_figures_and_the_working_install(capsys, monkeypatch):
+    """The optional encodec package missing: the comparison is skipped with `pip install --no-deps
+    encodec` (plain `pip install encodec` pulls a torchaudio that breaks torch), the rest reported."""
+    monkeypatch.setitem(sys.modules, "encodec", None)  # `import encodec` fails as if not installed
+    argv = ["bench", "-m", "speech-16k", "--seconds", "0.5", "--repeats", "1", "--frames", "2"]
+    assert main([*argv, "--streams", "1", "--json"]) == 0
+    offline = json.loads(capsys.readouterr().out)["cpu"]["offline"]
+    assert offline["speech-16k"]["encode_rtf"] > 0 and "encodec-24k" not in offline
+    assert "`pip install --no-deps encodec`" in offline["encodec_skipped"]
+    assert main([*argv, "--streams", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "EnCodec-24k comparison skipped" in text and "pip install --no-deps encodec" in text
+    assert "pip install encodec" not in text
 
 
 @pytest.mark.slow

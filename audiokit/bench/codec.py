@@ -1,13 +1,17 @@
 """Codec speed on CPU (and GPU when present), measured side by side in one run (``audiokit bench``).
 
 * offline encode and decode real-time factors (compute seconds per second of audio) of a codec and of
-  EnCodec-24k's architecture (the ``encodec`` package's model class with random weights, 6 kbps);
+  EnCodec-24k's architecture (the ``encodec`` package's model class with random weights, 6 kbps;
+  skipped, with the install that works, when that optional package is missing);
 * the streaming cost per 20 ms frame of one stream (encode, decode, round trip; p50/p99 of the
   per-step compute times the session records);
 * the floor of that cost at batch 1: one-row products with every weight matrix, nothing else (a step
   of one stream must read all the weights), to tell arithmetic from per-operation overhead;
 * how many real-time round-trip streams one core sustains, advancing N streams together with a
   :class:`~audiokit.streaming.MultiStreamBatcher`;
+* the streaming figures again with the fused C++ kernels (:mod:`audiokit.ops`, ``kernels/``) against
+  the eager torch ops, interleaved in the same run, with the speed-ups (skipped, saying why, where the
+  kernels cannot be built);
 * the same offline and batched figures on the GPU when ``torch.cuda.is_available()``.
 
 Speed does not depend on the weights, so untrained (random) weights are used when none are shipped.
@@ -24,15 +28,23 @@ from collections.abc import Callable
 
 import torch
 
+from audiokit import ops
 from audiokit.coding import load_codec
 from audiokit.errors import ModelError, ToolMissingError
 from audiokit.models import Codec, is_shipped
 from audiokit.provenance import run_info
 
+ENCODEC_INSTALL = "pip install --no-deps encodec"
+"""The install of the optional ``encodec`` package that keeps torch working (plain ``pip install encodec``
+pulls a ``torchaudio`` that breaks beside the installed torch)."""
+
 TARGETS = {
     "encodec_vs_ours_offline": 3.0,
     "stream_roundtrip_frame_p50_ms": 1.0,
     "realtime_streams_per_core": 50,
+    "fused_stream_roundtrip_frame_p50_ms": 1.0,
+    "fused_stream_roundtrip_frame_p99_ms": 2.0,
+    "fused_realtime_streams_per_core": 150,
 }
 
 
@@ -58,7 +70,7 @@ def load_encodec_24k() -> torch.nn.Module:
     except (ImportError, OSError) as exc:
         if "encodec" in str(exc) and "torchaudio" not in str(exc):
             raise ToolMissingError(
-                "the EnCodec comparison needs `pip install encodec` (audiokit[bench])"
+                f"the EnCodec comparison needs the encodec package: `{ENCODEC_INSTALL}`"
             ) from None
         for name in [m for m in sys.modules if m.split(".")[0] in ("encodec", "torchaudio")]:
             del sys.modules[name]
@@ -98,17 +110,25 @@ def _noise(channels: int, samples: int, device: str) -> torch.Tensor:
 
 
 def bench_offline(codec: Codec, seconds: float, repeats: int, device: str, encodec_too: bool) -> dict:
-    """Offline RTFs of ``codec`` and (if asked) EnCodec-24k, on ``seconds`` of noise, on ``device``."""
+    """Offline RTFs of ``codec`` and (if asked) EnCodec-24k, on ``seconds`` of noise, on ``device``.
+
+    Without the ``encodec`` package the comparison is skipped: ``encodec_skipped`` says why and how to
+    install it.
+    """
     codec = codec.to(device)
     audio = _noise(codec.channels, int(seconds * codec.sample_rate), device)
     result = {codec.name: offline_rtf(codec.encode, codec.decode, audio, codec.sample_rate, repeats, device)}
     if encodec_too:
-        encodec = load_encodec_24k().to(device)
-        audio = _noise(encodec.channels, int(seconds * encodec.sample_rate), device)
-        result["encodec-24k"] = offline_rtf(
-            encodec.encode, encodec.decode, audio, encodec.sample_rate, repeats, device
-        )
-        result["encodec_vs_ours"] = result["encodec-24k"]["total_rtf"] / result[codec.name]["total_rtf"]
+        try:
+            encodec = load_encodec_24k().to(device)
+        except ToolMissingError as exc:
+            result["encodec_skipped"] = str(exc)
+        else:
+            audio = _noise(encodec.channels, int(seconds * encodec.sample_rate), device)
+            result["encodec-24k"] = offline_rtf(
+                encodec.encode, encodec.decode, audio, encodec.sample_rate, repeats, device
+            )
+            result["encodec_vs_ours"] = result["encodec-24k"]["total_rtf"] / result[codec.name]["total_rtf"]
     codec.cpu()
     return result
 
@@ -191,6 +211,40 @@ def bench_many_streams(codec: Codec, counts: list[int], frames: int, device: str
     return {"by_streams": per_count, "streams_sustained": best["streams_sustained"]}
 
 
+def bench_kernels(codec: Codec, frames: int, streams: int, rounds: int = 3) -> dict:
+    """One stream's per-frame step (p50/p99 per mode) and ``streams`` batched round-trip streams, with
+    the eager torch ops (``"eager"``) and with the fused C++ kernels (``"fused"``), interleaved
+    ``rounds`` times (medians over rounds), and the speed-ups; ``{"skipped": why}`` without a build."""
+    from audiokit.ops import cpp
+
+    if cpp.load() is None:
+        return {"skipped": cpp.unavailable_reason()}
+    runs: dict[str, list[dict]] = {"eager": [], "fused": []}
+    for _ in range(rounds):
+        for name, backend in (("fused", "cpp"), ("eager", "torch")):  # eager last: it prepares the default
+            with ops.use_backend(backend):
+                frame = bench_stream_frame(codec, frames)
+                many = bench_many_streams(codec, [streams], max(10, frames // 4))["by_streams"][str(streams)]
+            runs[name].append({"frame": frame, "many": many})
+    result: dict = {"backend": "cpp", "streams": streams, "rounds": rounds}
+    for name, measured in runs.items():
+        figures = {
+            f"{mode}_{stat}": statistics.median(run["frame"][mode][stat] for run in measured)
+            for mode in ("encode", "decode", "roundtrip")
+            for stat in ("p50_ms", "p99_ms")
+        }
+        figures["tick_ms"] = statistics.median(run["many"]["tick_ms"] for run in measured)
+        figures["streams_sustained"] = statistics.median(run["many"]["streams_sustained"] for run in measured)
+        result[name] = figures
+    eager, fused = result["eager"], result["fused"]
+    result["speedup"] = {
+        "roundtrip_p50": eager["roundtrip_p50_ms"] / fused["roundtrip_p50_ms"],
+        "roundtrip_p99": eager["roundtrip_p99_ms"] / fused["roundtrip_p99_ms"],
+        "streams_sustained": fused["streams_sustained"] / eager["streams_sustained"],
+    }
+    return result
+
+
 def run_benchmark(
     model: str = "speech-16k",
     seconds: float = 10.0,
@@ -208,6 +262,7 @@ def run_benchmark(
         "stream_frame": bench_stream_frame(codec, frames),
         "weight_floor": bench_weight_floor(codec),
         "many_streams": bench_many_streams(codec, list(stream_counts), max(10, frames // 4)),
+        "kernels": bench_kernels(codec, frames, max(stream_counts)),
     }
     result = {
         "benchmark": "codec_speed",
@@ -229,7 +284,12 @@ def run_benchmark(
         "stream_roundtrip_frame_p50_ms": cpu["stream_frame"]["roundtrip"]["p50_ms"],
         "realtime_streams_per_core": cpu["many_streams"]["streams_sustained"],
     }
-    if encodec:
+    if "fused" in cpu["kernels"]:
+        fused = cpu["kernels"]["fused"]
+        checks["fused_stream_roundtrip_frame_p50_ms"] = fused["roundtrip_p50_ms"]
+        checks["fused_stream_roundtrip_frame_p99_ms"] = fused["roundtrip_p99_ms"]
+        checks["fused_realtime_streams_per_core"] = fused["streams_sustained"]
+    if "encodec_vs_ours" in cpu["offline"]:
         checks["encodec_vs_ours_offline"] = cpu["offline"]["encodec_vs_ours"]
     result["targets"] = {
         name: {
@@ -262,6 +322,8 @@ def summary_lines(result: dict) -> list[str]:
                 f"  offline {name:>12}: encode RTF {rtf['encode_rtf']:.4f}, "
                 f"decode RTF {rtf['decode_rtf']:.4f} ({1 / rtf['total_rtf']:.1f}x real time for both)"
             )
+    if "encodec_skipped" in cpu["offline"]:
+        lines.append(f"  EnCodec-24k comparison skipped: {cpu['offline']['encodec_skipped']}")
     frame = cpu["stream_frame"]
     for mode in ("encode", "decode", "roundtrip"):
         lines.append(
@@ -277,6 +339,22 @@ def summary_lines(result: dict) -> list[str]:
         lines.append(
             f"  {count:>4} streams: {row['tick_ms']:.2f} ms per tick "
             f"-> {row['streams_sustained']:.1f} real-time streams"
+        )
+    kernels = cpu["kernels"]
+    if "skipped" in kernels:
+        lines.append(f"  fused C++ kernels: skipped ({kernels['skipped']})")
+    else:
+        eager, fused, speedup = kernels["eager"], kernels["fused"], kernels["speedup"]
+        lines.append(f"  eager vs fused C++ kernels (medians of {kernels['rounds']} interleaved rounds):")
+        for mode in ("encode", "decode", "roundtrip"):
+            p50, p99 = f"{mode}_p50_ms", f"{mode}_p99_ms"
+            lines.append(
+                f"    streaming {mode:>9}: p50 {eager[p50]:.3f} -> {fused[p50]:.3f} ms "
+                f"({eager[p50] / fused[p50]:.2f}x), p99 {eager[p99]:.3f} -> {fused[p99]:.3f} ms"
+            )
+        lines.append(
+            f"    {kernels['streams']} streams: {eager['streams_sustained']:.1f} -> "
+            f"{fused['streams_sustained']:.1f} real-time streams ({speedup['streams_sustained']:.2f}x)"
         )
     for name, check in result["targets"].items():
         verdict = "met" if check["met"] else "NOT met"

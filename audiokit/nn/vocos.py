@@ -27,7 +27,7 @@ from torch import nn
 
 from audiokit import ops
 from audiokit.dsp import get_window, overlap_add
-from audiokit.nn.conv import StreamableConv1d
+from audiokit.nn.conv import ConvWeights, StreamableConv1d
 from audiokit.nn.state import ConvState, OverlapAddState, StateList
 from audiokit.nn.streaming import (
     LinearWeights,
@@ -40,11 +40,11 @@ from audiokit.nn.streaming import (
 
 class BlockWeights(NamedTuple):
     """What a :class:`ConvNeXtBlock` multiplies with: its two linear layers (the second scaled by
-    ``gamma``), and whether its steps run the fused :func:`audiokit.ops.dwconv_layernorm_update`."""
+    ``gamma``), and the :mod:`audiokit.ops` backend its steps run on (``"torch"``: its own ops)."""
 
     pw1: LinearWeights
     pw2: LinearWeights
-    fused: bool
+    backend: str
 
 
 class ConvNeXtBlock(nn.Module, StreamingModule):
@@ -52,8 +52,10 @@ class ConvNeXtBlock(nn.Module, StreamingModule):
 
     Time-major inside (``forward_t`` / ``step_t`` on ``(B, T, dim)``), with the layer scale ``gamma``
     folded into ``W2``. Streaming state: the depthwise conv's. Where :func:`audiokit.ops.backend_for`
-    offers a fused kernel (Triton on a GPU), a step runs the conv and the LayerNorm as one
-    :func:`audiokit.ops.dwconv_layernorm_update` that updates the conv state in place.
+    offers a fused kernel, a step runs it and it updates the conv state in place: on a GPU (Triton) the
+    conv and the LayerNorm as one :func:`audiokit.ops.dwconv_layernorm_update`; on the CPU (C++, opt-in)
+    the whole block as one :func:`audiokit.ops.convnext_block_step`, which an evaluation ``forward``
+    then runs too (from a zero state), so that streamed rows equal offline rows bit for bit.
     """
 
     def __init__(
@@ -82,7 +84,11 @@ class ConvNeXtBlock(nn.Module, StreamingModule):
 
     def forward_t(self, x: torch.Tensor) -> torch.Tensor:
         """:meth:`forward` on time-major ``(B, T, dim)``."""
-        return self._mlp(layer_norm_t(self.dwconv.forward_t(x), self.norm), x, self.current_weights())
+        weights = self.current_weights()
+        if weights.backend == "cpp" and not torch.is_grad_enabled():
+            history = x.new_zeros(x.shape[0], self.dwconv.history_length, x.shape[2])
+            return self._fused(x, history, self.dwconv.current_weights(), weights)
+        return self._mlp(layer_norm_t(self.dwconv.forward_t(x), self.norm), x, weights)
 
     def prepare_weights(self) -> BlockWeights:
         conv = self.dwconv
@@ -90,7 +96,7 @@ class ConvNeXtBlock(nn.Module, StreamingModule):
         return BlockWeights(
             linear_weights(self.pwconv1),
             linear_weights(self.pwconv2, self.gamma),
-            fusable and ops.backend_for(self.gamma) != "torch",
+            ops.backend_for(self.gamma) if fusable else "torch",
         )
 
     def init_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> ConvState | None:
@@ -99,7 +105,10 @@ class ConvNeXtBlock(nn.Module, StreamingModule):
 
     def step_t(self, x: torch.Tensor, state: ConvState | None, final: bool = False) -> torch.Tensor:
         weights, conv = self.prepared(), self.dwconv
-        if weights.fused and state is not None:  # one kernel, state updated in place
+        if weights.backend == "cpp":  # the whole block, state updated in place
+            history = x[:, :0] if state is None else state.history.transpose(1, 2)  # no history: K = 1
+            return self._fused(x, history, conv.prepared(), weights)
+        if weights.backend == "triton" and state is not None:  # conv + LayerNorm, state updated in place
             taps = conv.prepared()
             y = ops.dwconv_layernorm_update(
                 x, state.history.transpose(1, 2), taps.taps, taps.bias, self.norm.weight, self.norm.bias,
@@ -108,6 +117,15 @@ class ConvNeXtBlock(nn.Module, StreamingModule):
         else:
             y = layer_norm_t(conv.step_t(x, state, final), self.norm)
         return self._mlp(y, x, weights)
+
+    def _fused(
+        self, x: torch.Tensor, history: torch.Tensor, conv: ConvWeights, weights: BlockWeights
+    ) -> torch.Tensor:
+        """The block as one :func:`audiokit.ops.convnext_block_step` from conv ``history (B, K - 1, dim)``."""
+        return ops.convnext_block_step(
+            x.contiguous(), history, conv.taps, conv.bias, self.norm.weight, self.norm.bias, self.norm.eps,
+            *weights.pw1, *weights.pw2, self.act.approximate, backend="cpp",
+        )  # fmt: skip
 
     def _mlp(self, y: torch.Tensor, x: torch.Tensor, weights: BlockWeights) -> torch.Tensor:
         """``x + gamma * W2(GELU(W1 y))`` on time-major rows."""

@@ -1,26 +1,34 @@
-"""Fused ops with one signature per op and several backends: Triton (GPU) > torch reference.
+"""Fused ops with one signature per op and several backends: C++ (CPU), Triton (GPU), torch reference.
 
-:func:`dwconv_layernorm_update` is the streaming step of a ConvNeXt block's causal depthwise conv
-and LayerNorm, with its conv state updated in place. :func:`backend_for` picks the backend: Triton
-for float32 CUDA tensors when a recent ``triton`` is importable, the torch reference otherwise.
-``AUDIOKIT_OPS=torch`` (or ``triton``) in the environment forces a backend; the tests force Triton on
-the CPU, where it runs through Triton's interpreter (``TRITON_INTERPRET=1``, set before Triton is
-first imported).
-A CUDA C++ version would join here with the same signature once a GPU measurement shows it pays.
+* :func:`dwconv_layernorm_update`: a ConvNeXt block's causal depthwise conv and LayerNorm, its conv
+  state updated in place (Triton);
+* :func:`convnext_block_step`: a whole ConvNeXt block step, conv + LayerNorm + MLP + residual (C++,
+  ``kernels/cpu``, built on first use by :mod:`audiokit.ops.cpp`).
+
+:func:`backend_for` picks the backend: Triton for float32 CUDA tensors when a recent ``triton`` is
+importable, the torch reference otherwise. The C++ kernels are opt-in: ``AUDIOKIT_OPS=cpp`` (or
+:func:`use_backend`) builds them on first use and runs them for CPU tensors (see ``kernels/README.md``
+for why not by default). ``AUDIOKIT_OPS=torch`` / ``triton`` force those backends. An op without a
+kernel for the chosen backend runs its torch reference. The tests force Triton on the CPU, where it
+runs through Triton's interpreter (``TRITON_INTERPRET=1``, set before Triton is first imported).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.metadata
 import importlib.util
 import os
+from collections.abc import Iterator
 
 import torch
 
+from audiokit.errors import ModelError
 from audiokit.ops import reference
 
-BACKENDS = ("triton", "torch")
+BACKENDS = ("cpp", "triton", "torch")
+_FORCED: list[str] = []  # use_backend's choices, innermost last
 
 
 @functools.cache
@@ -32,19 +40,49 @@ def triton_available() -> bool:
     return (major, minor) >= (3, 5)
 
 
-def backend_for(x: torch.Tensor) -> str:
-    """The fastest backend for tensors like ``x`` (``AUDIOKIT_OPS=torch`` or ``triton`` forces one).
+def _check(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    return backend
 
-    The kernels are float32: other dtypes get the torch reference.
+
+@contextlib.contextmanager
+def use_backend(backend: str) -> Iterator[None]:
+    """Force ``backend`` (as ``AUDIOKIT_OPS`` does) for what is prepared inside the block: blocks
+    decide at ``init_state`` / first offline forward, so make sessions and models' weights inside."""
+    _FORCED.append(_check(backend))
+    try:
+        yield
+    finally:
+        _FORCED.pop()
+
+
+def backend_for(x: torch.Tensor) -> str:
+    """The backend for tensors like ``x``: :func:`use_backend`'s, else ``AUDIOKIT_OPS``'s, else Triton
+    for float32 CUDA tensors (when available) and torch otherwise.
+
+    ``cpp`` stands for ``torch`` where the C++ kernels cannot run: non-CPU or non-float32 tensors, or
+    no build (:func:`audiokit.ops.cpp.unavailable_reason`).
     """
-    forced = os.environ.get("AUDIOKIT_OPS")
+    forced = _FORCED[-1] if _FORCED else os.environ.get("AUDIOKIT_OPS")
     if forced:
-        if forced not in BACKENDS:
-            raise ValueError(f"AUDIOKIT_OPS={forced!r}: choose one of {', '.join(BACKENDS)}")
+        try:
+            _check(forced)
+        except ValueError:
+            raise ValueError(f"AUDIOKIT_OPS={forced!r}: choose one of {', '.join(BACKENDS)}") from None
+        if forced == "cpp" and not cpp_ready(x):
+            return "torch"
         return forced
     if x.dtype == torch.float32 and x.is_cuda and triton_available():
         return "triton"
     return "torch"
+
+
+def cpp_ready(x: torch.Tensor) -> bool:
+    """Whether the C++ kernels run on tensors like ``x`` (float32 CPU; built now if need be)."""
+    from audiokit.ops import cpp
+
+    return x.dtype == torch.float32 and x.device.type == "cpu" and cpp.load() is not None
 
 
 def dwconv_layernorm_update(
@@ -58,11 +96,39 @@ def dwconv_layernorm_update(
     backend: str | None = None,
 ) -> torch.Tensor:
     """See :func:`audiokit.ops.reference.dwconv_layernorm_update`; ``backend`` overrides the choice."""
-    backend = backend or backend_for(x)
-    if backend == "triton":
+    if _check(backend or backend_for(x)) == "triton":
         from audiokit.ops import triton_kernels
 
         return triton_kernels.dwconv_layernorm_update(x, state, weight, bias, norm_weight, norm_bias, eps)
-    if backend != "torch":
-        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     return reference.dwconv_layernorm_update(x, state, weight, bias, norm_weight, norm_bias, eps)
+
+
+def convnext_block_step(
+    x: torch.Tensor,
+    state: torch.Tensor,
+    taps: torch.Tensor,
+    conv_bias: torch.Tensor | None,
+    norm_weight: torch.Tensor,
+    norm_bias: torch.Tensor,
+    eps: float,
+    w1: torch.Tensor,
+    b1: torch.Tensor | None,
+    w2: torch.Tensor,
+    b2: torch.Tensor | None,
+    approximate: str = "none",
+    backend: str | None = None,
+) -> torch.Tensor:
+    """See :func:`audiokit.ops.reference.convnext_block_step`; ``backend`` overrides the choice.
+
+    The C++ kernel rounds each row the same whatever the number of rows (a stream's steps equal one
+    call over the whole signal bit for bit); the reference does not promise that.
+    """
+    args = (x, state, taps, conv_bias, norm_weight, norm_bias, eps, w1, b1, w2, b2, approximate)
+    if _check(backend or backend_for(x)) == "cpp":
+        from audiokit.ops import cpp
+
+        kernels = cpp.load()
+        if kernels is None:
+            raise ModelError(f"the C++ kernels are unavailable: {cpp.unavailable_reason()}")
+        return kernels.convnext_block_step(*args)
+    return reference.convnext_block_step(*args)

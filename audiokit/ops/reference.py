@@ -28,3 +28,28 @@ def dwconv_layernorm_update(
         y = y + bias
     state.copy_(z[:, x.shape[1] :])
     return F.layer_norm(y, (y.shape[-1],), norm_weight, norm_bias, eps)
+
+
+def convnext_block_step(
+    x: torch.Tensor,
+    state: torch.Tensor,
+    taps: torch.Tensor,
+    conv_bias: torch.Tensor | None,
+    norm_weight: torch.Tensor,
+    norm_bias: torch.Tensor,
+    eps: float,
+    w1: torch.Tensor,
+    b1: torch.Tensor | None,
+    w2: torch.Tensor,
+    b2: torch.Tensor | None,
+    approximate: str = "none",
+) -> torch.Tensor:
+    """One streaming step of a whole ConvNeXt block on time-major rows ``x (B, L, C)``:
+    ``x + GELU(LayerNorm(dwconv(x)) @ w1 + b1) @ w2 + b2`` (layer scale folded into ``w2``, ``b2``).
+
+    The conv and its in-place ``state`` update are :func:`dwconv_layernorm_update`'s (``taps (C, K)``);
+    ``w1 (C, H)``, ``w2 (H, C)``: the linear layers' weights as ``(in, out)`` matrices.
+    """
+    y = dwconv_layernorm_update(x, state, taps, conv_bias, norm_weight, norm_bias, eps)
+    hidden = F.gelu(F.linear(y, w1.t(), b1), approximate=approximate)
+    return x + F.linear(hidden, w2.t(), b2)

@@ -1,0 +1,139 @@
+"""The C++ kernels of ``kernels/cpu`` (audiokit.ops backend "cpp"): equal to their torch references
+within 1e-5, each row rounded the same whatever the chunking (what keeps streamed codes equal to
+offline codes), the shipped codec streaming exactly on them, and the fallback to torch without a build.
+
+The first test of a run builds the extension into the cache (~30-60 s once); later runs load it.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from audiokit import ops
+from audiokit.ops import cpp, reference
+
+needs_build = pytest.mark.skipif(cpp.load() is None, reason=f"no C++ kernels: {cpp.unavailable_reason()}")
+
+
+def _block_args(channels: int, taps: int, hidden: int, biases: bool, seed: int) -> list:
+    g = torch.Generator().manual_seed(seed)
+
+    def randn(*shape: int, scale: float = 1.0) -> torch.Tensor:
+        return torch.randn(*shape, generator=g) * scale
+
+    def bias(size: int) -> torch.Tensor | None:
+        return randn(size) if biases else None
+
+    return [
+        randn(channels, taps), bias(channels), randn(channels), randn(channels), 1e-6,
+        randn(channels, hidden, scale=channels**-0.5), bias(hidden),
+        randn(hidden, channels, scale=hidden**-0.5), bias(channels),
+    ]  # fmt: skip
+
+
+@needs_build
+@pytest.mark.parametrize(
+    ("batch", "length", "channels", "taps", "hidden", "biases", "approximate"),
+    [
+        (1, 1, 192, 7, 576, True, "none"),  # one stream of the shipped blocks, one frame
+        (1, 2, 192, 7, 576, True, "none"),
+        (4, 3, 33, 3, 50, False, "none"),
+        (2, 5, 16, 2, 800, True, "tanh"),  # more than 768 hidden inputs: the second product in pieces
+        (3, 2, 8, 1, 12, True, "none"),  # no conv history
+    ],
+)
+def test_convnext_block_step_equals_reference(batch, length, channels, taps, hidden, biases, approximate):
+    args = _block_args(channels, taps, hidden, biases, seed=batch * 10 + taps)
+    state_ref = torch.randn(batch, channels, taps - 1).transpose(1, 2)  # channel-major, as ConvState keeps it
+    state_cpp = state_ref.clone()
+    for step in range(3):  # the state carries over between steps
+        x = torch.randn(batch, length + step, channels)
+        expected = reference.convnext_block_step(x, state_ref, *args, approximate)
+        got = ops.convnext_block_step(x, state_cpp, *args, approximate, backend="cpp")
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+        torch.testing.assert_close(state_cpp, state_ref, rtol=0, atol=0)
+
+
+@needs_build
+@pytest.mark.parametrize("chunk", [1, 2, 3, 7])
+def test_rows_are_the_same_whatever_the_chunking(chunk):
+    """Steps of ``chunk`` frames give bit for bit the rows of one call over the whole signal: the
+    property that lets the offline forward and a stream's steps agree exactly."""
+    args = _block_args(192, 7, 576, True, seed=chunk)
+    x = torch.randn(3, 40, 192)
+    whole = ops.convnext_block_step(x, torch.zeros(3, 6, 192), *args, backend="cpp")
+    state = torch.zeros(3, 6, 192)
+    pieces = [
+        ops.convnext_block_step(x[:, i : i + chunk], state, *args, backend="cpp") for i in range(0, 40, chunk)
+    ]
+    assert torch.equal(torch.cat(pieces, 1), whole)
+    assert torch.equal(state, x[:, -6:])
+
+
+@needs_build
+def test_shipped_codec_streams_exactly_on_the_kernels():
+    """speech-16k (shipped weights) on the C++ kernels: streamed codes equal offline codes bit for bit,
+    audio within 1e-5, for two rows of different speech-like signals in uneven chunks."""
+    from audiokit.coding import load_codec
+
+    codec, _ = load_codec("speech-16k")
+    g = torch.Generator().manual_seed(3)
+    t = torch.arange(9000) / 16000
+    x = torch.stack([torch.sin(2 * torch.pi * 220 * t * (1 + t)), torch.randn(9000, generator=g) * 0.2])
+    x = x[:, None]
+    with ops.use_backend("cpp"), torch.inference_mode():
+        assert {block.prepare().backend for block in codec.decoder.blocks} == {"cpp"}
+        codes = codec.encode(x, 6000)
+        audio = codec.decode(codes)
+        encoder, roundtrip = (
+            codec.stream(2, "encode", bitrate=6000),
+            codec.stream(2, "roundtrip", bitrate=6000),
+        )
+    streamed_codes, streamed_audio = [], []
+    for start in range(0, 9000, 1234):
+        streamed_codes.append(encoder.push(x[..., start : start + 1234]))
+        streamed_audio.append(roundtrip.push(x[..., start : start + 1234]))
+    assert torch.equal(torch.cat([*streamed_codes, encoder.flush()], -1), codes.codes)
+    torch.testing.assert_close(torch.cat([*streamed_audio, roundtrip.flush()], -1), audio, rtol=0, atol=1e-5)
+
+
+def test_without_a_build_everything_runs_on_torch(monkeypatch):
+    """No compiler / sources / ninja: AUDIOKIT_OPS=cpp falls back to the torch reference, the codec
+    still streams, and the reason is told."""
+    monkeypatch.setattr(cpp, "load", lambda: None)
+    monkeypatch.setenv("AUDIOKIT_OPS", "cpp")
+    assert ops.backend_for(torch.zeros(1)) == "torch"
+    from audiokit.models import Codec
+
+    torch.manual_seed(0)
+    codec = Codec.from_config("speech-16k").eval()
+    session = codec.stream(1, "roundtrip", bitrate=3000)
+    assert codec.encoder.blocks[0].prepared().backend == "torch"
+    assert session.push(torch.zeros(1, 1, 640)).shape[-1] >= 0
+
+
+def test_missing_tools_are_named(monkeypatch, tmp_path):
+    sources = cpp.SOURCES
+    monkeypatch.setattr(cpp, "SOURCES", tmp_path)
+    assert "kernel sources not found" in cpp.missing_tool()
+    monkeypatch.setattr(cpp, "SOURCES", sources)
+    monkeypatch.setattr(cpp.shutil, "which", lambda name: None)
+    assert "no C++ compiler" in cpp.missing_tool()
+
+
+def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("AUDIOKIT_KERNELS_CACHE", str(tmp_path))
+    assert cpp.cache_dir() == tmp_path / f"torch-{torch.__version__}"
+
+
+def test_cpp_is_opt_in(monkeypatch):
+    """CPU tensors get the torch ops unless AUDIOKIT_OPS=cpp or ops.use_backend("cpp") asks."""
+    monkeypatch.delenv("AUDIOKIT_OPS", raising=False)
+    x = torch.zeros(1)
+    assert ops.backend_for(x) == "torch"
+    with ops.use_backend("cpp"):
+        assert ops.backend_for(x) == ("cpp" if cpp.load() is not None else "torch")
+        assert ops.backend_for(x.double()) == "torch"  # the kernels are float32
+    with pytest.raises(ValueError, match="unknown backend"):
+        ops.use_backend("cuda-graph").__enter__()
