@@ -297,6 +297,7 @@ def decode_file(
     start_s: float | None = None,
     duration_s: float | None = None,
     sample_rate: int | None = None,
+    rescale: bool = False,
 ) -> dict[str, float]:
     """Decode one ``.akc`` file (or its ``[start_s, start_s + duration_s)`` seconds) to the audio file
     ``target`` (16-bit for ``.wav``; ``-``: a WAV on standard output).
@@ -304,8 +305,11 @@ def decode_file(
     ``sample_rate``: the output rate in Hz; None gives back the encoded input's own rate and length
     exactly (the model's rate for version-1 files; for Opus/MP3 outputs, the nearest rate they hold).
     A time range is the same span of samples a whole decode at that rate holds. Samples beyond full
-    scale are clipped and counted. Returns ``seconds``, ``samples``, ``sample_rate``, ``channels`` and
-    ``clipped`` (samples clipped, all channels).
+    scale are clipped and counted, unless ``rescale`` (EnCodec's ``-r``): then a first pass finds the
+    output's peak and, when it is above full scale, the whole output is scaled to a peak of
+    :data:`FULL_SCALE_LIMIT` (memory stays constant; decoding takes twice as long). Returns ``seconds``,
+    ``samples``, ``sample_rate``, ``channels``, ``clipped`` (samples clipped, all channels) and
+    ``scale`` (the factor applied, 1.0 when none).
     """
     check_time_range(start_s, duration_s)
     with io.readable_path(source) as path, AkcReader(path) as reader:
@@ -325,9 +329,16 @@ def decode_file(
             raise UsageError(f"{source}: --start {start_s} s is past the end ({total / rate:.3f} s)")
         stop = total if duration_s is None else min(total, first + max(1, round(duration_s * rate)))
         subtype = "PCM_16" if io.output_extension(target) == ".wav" else None
+        scale = 1.0
+        if rescale:
+            with torch.inference_mode():
+                blocks = _decoded_at_rate(codec, reader, rate, first, stop, total)
+                peak = max((float(b.abs().max()) for b in blocks if b.numel()), default=0.0)
+            scale = FULL_SCALE_LIMIT / peak if peak > 1 else 1.0
         clipped = 0
         with io.open_writer(target, rate, h.channels, subtype) as write, torch.inference_mode():
             for block in _decoded_at_rate(codec, reader, rate, first, stop, total):
+                block = block * scale if scale != 1.0 else block
                 clipped += int((block.abs() > 1).sum())
                 write(block.clamp(-1, 1))
     return {
@@ -336,7 +347,9 @@ def decode_file(
         "sample_rate": rate,
         "channels": h.channels,
         "clipped": clipped,
+        "scale": scale,
     }
+
 
 
 RESAMPLE_MARGIN = 1024

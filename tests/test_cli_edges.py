@@ -250,6 +250,24 @@ def test_rescale_scales_input_above_full_scale(capsys, tmp_path):
     assert np.abs(sf.read(tmp_path / "r.wav")[0]).max() < 1.0
 
 
+def test_decode_rescale_scales_an_output_that_would_clip(capsys, tmp_path):
+    source = _speech(tmp_path / "hot.wav", 1.0, peak=4.0)
+    x, rate = sf.read(source, dtype="float32")
+    sf.write(source, np.clip(x, -0.99, 0.99), rate, subtype="FLOAT")  # hard-clipped speech: decodes past 1
+    run(capsys, "encode", source, tmp_path / "hot.akc")
+    code, _, err = run(capsys, "decode", tmp_path / "hot.akc", tmp_path / "plain.wav")
+    assert code == 0 and "clipped at full scale" in err and "--rescale" in err
+    code, out, err = run(
+        capsys, "decode", "--rescale", "--json", tmp_path / "hot.akc", tmp_path / "scaled.wav"
+    )
+    assert code == 0 and "clipped" not in err
+    scale = json.loads(out)["files"][0]["scale"]
+    plain, scaled = sf.read(tmp_path / "plain.wav")[0], sf.read(tmp_path / "scaled.wav")[0]
+    assert 0.5 < scale < 1.0 and np.abs(scaled).max() <= 0.99 + 1 / 32768
+    inside = np.abs(plain) < 0.98  # where the plain decode did not clip, the scaled one is it times scale
+    np.testing.assert_allclose(scaled[inside], plain[inside] * scale, atol=2 / 32768)
+
+
 def test_smaller_edges(capsys, files, tmp_path):
     # -q silences progress, never results
     code, out, _ = run(capsys, "eval", "-q", files["wav"], "--baseline", "identity")

@@ -1,15 +1,17 @@
 """audiokit.ops: every backend of every fused op equals the torch reference (Triton through its
-interpreter on the CPU), including the in-place state update, over many streaming steps."""
+interpreter on the CPU), including the in-place state update, over many streaming steps; and the
+choice of backend (cuda > triton > torch for CUDA tensors, torch for CPU ones, AUDIOKIT_OPS forcing)."""
 
 from __future__ import annotations
 
 import os
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from audiokit import ops
-from audiokit.ops import reference
+from audiokit.ops import cuda, reference
 
 pytestmark = pytest.mark.skipif(not ops.triton_available(), reason="needs the triton package (dev extra)")
 
@@ -39,6 +41,37 @@ def test_triton_dwconv_layernorm_update_equals_reference(interpret, batch, lengt
         expected = reference.dwconv_layernorm_update(x, state_ref, weight, b, norm_w, norm_b, 1e-6)
         got = ops.dwconv_layernorm_update(x, state_tri, weight, b, norm_w, norm_b, 1e-6)
         torch.testing.assert_close(got, expected, rtol=0, atol=2e-5)
+        torch.testing.assert_close(state_tri, state_ref, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("batch", "length", "channels", "taps", "hidden", "biases", "approximate"),
+    [(1, 1, 192, 7, 576, True, "none"), (3, 2, 33, 3, 50, False, "none"), (2, 2, 8, 1, 12, True, "tanh")],
+)
+def test_triton_convnext_block_step_equals_reference(
+    interpret, batch, length, channels, taps, hidden, biases, approximate
+):
+    """The whole block on Triton (conv + LayerNorm kernel, then the fused MLP kernel), within 1e-5."""
+    g = torch.Generator().manual_seed(batch * 10 + taps)
+
+    def randn(*shape: int, scale: float = 1.0) -> torch.Tensor:
+        return torch.randn(*shape, generator=g) * scale
+
+    def bias(size: int) -> torch.Tensor | None:
+        return randn(size) if biases else None
+
+    args = [
+        randn(channels, taps), bias(channels), randn(channels), randn(channels), 1e-6,
+        randn(channels, hidden, scale=channels**-0.5), bias(hidden),
+        randn(hidden, channels, scale=hidden**-0.5), bias(channels),
+    ]  # fmt: skip
+    state_ref = randn(batch, channels, taps - 1).transpose(1, 2)  # channel-major memory
+    state_tri = state_ref.clone()
+    for step in range(2):  # the state carries over between steps
+        x = randn(batch, length + step, channels)
+        expected = reference.convnext_block_step(x, state_ref, *args, approximate)
+        got = ops.convnext_block_step(x, state_tri, *args, approximate)
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
         torch.testing.assert_close(state_tri, state_ref, rtol=0, atol=0)
 
 
@@ -103,9 +136,55 @@ def test_backend_can_be_forced_by_the_environment(monkeypatch):
     assert ops.backend_for(x) == "torch"  # CPU tensors get the torch reference
     monkeypatch.setenv("AUDIOKIT_OPS", "triton")
     assert ops.backend_for(x) == "triton"
-    monkeypatch.setenv("AUDIOKIT_OPS", "cuda")
+    monkeypatch.setenv("AUDIOKIT_OPS", "cuda-graph")
     with pytest.raises(ValueError, match="AUDIOKIT_OPS"):
         ops.backend_for(x)
+
+
+def _cuda_like(dtype: torch.dtype = torch.float32) -> SimpleNamespace:
+    """What backend_for reads of a CUDA tensor, on a machine without one."""
+    return SimpleNamespace(dtype=dtype, is_cuda=True, device=SimpleNamespace(type="cuda"))
+
+
+@pytest.mark.parametrize(
+    ("built", "triton", "expected"), [(True, True, "cuda"), (False, True, "triton"), (False, False, "torch")]
+)
+def test_cuda_tensors_get_cuda_then_triton_then_torch(monkeypatch, built, triton, expected):
+    monkeypatch.delenv("AUDIOKIT_OPS", raising=False)
+    monkeypatch.setattr(cuda, "load", lambda: object() if built else None)
+    monkeypatch.setattr(ops, "triton_available", lambda: triton)
+    assert ops.backend_for(_cuda_like()) == expected
+    assert ops.backend_for(_cuda_like(torch.float64)) == "torch"  # the kernels are float32
+    assert ops.backend_for(torch.zeros(1)) == "torch"  # CPU tensors: torch unless forced
+
+
+def test_forcing_cuda(monkeypatch):
+    """AUDIOKIT_OPS=cuda / use_backend("cuda"): the CUDA kernels where they run, torch elsewhere; the
+    force beats the default order (triton forced on a machine with a CUDA build)."""
+    monkeypatch.setattr(cuda, "load", lambda: object())
+    monkeypatch.setenv("AUDIOKIT_OPS", "cuda")
+    assert ops.backend_for(_cuda_like()) == "cuda"
+    assert ops.backend_for(torch.zeros(1)) == "torch"
+    with ops.use_backend("triton"):
+        assert ops.backend_for(_cuda_like()) == "triton"
+    monkeypatch.setattr(cuda, "load", lambda: None)  # no build: torch
+    assert ops.backend_for(_cuda_like()) == "torch"
+    with ops.use_backend("torch"):
+        monkeypatch.setattr(cuda, "load", lambda: object())
+        assert ops.backend_for(_cuda_like()) == "torch"
+
+
+def test_cuda_backend_without_a_build_says_why(monkeypatch):
+    """Asking for the CUDA op where it cannot run names the reason (here: no GPU or a CPU torch)."""
+    from audiokit.errors import ModelError
+
+    monkeypatch.setattr(cuda, "load", lambda: None)
+    monkeypatch.setattr(cuda, "unavailable_reason", lambda: "no CUDA device")
+    x = torch.zeros(1, 1, 4)
+    args = [torch.zeros(4, 3), None, torch.ones(4), torch.zeros(4), 1e-6]
+    args += [torch.zeros(4, 8), None, torch.zeros(8, 4), None]
+    with pytest.raises(ModelError, match="no CUDA device"):
+        ops.convnext_block_step(x, torch.zeros(1, 2, 4), *args, backend="cuda")
 
 
 @pytest.mark.gpu

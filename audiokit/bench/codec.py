@@ -12,7 +12,10 @@
 * the streaming figures again with the fused C++ kernels (:mod:`audiokit.ops`, ``kernels/``) against
   the eager torch ops, interleaved in the same run, with the speed-ups (skipped, saying why, where the
   kernels cannot be built);
-* the same offline and batched figures on the GPU when ``torch.cuda.is_available()``.
+* the same offline and batched figures on the GPU when ``torch.cuda.is_available()``;
+* :func:`run_device_kernel_benchmark` (``recipes/gpu/bench_kernels.sh``): batched real-time streams
+  and step times on one device per :mod:`audiokit.ops` backend (on a GPU: CUDA and Triton kernels
+  against the eager cuDNN / cuBLAS ops).
 
 Speed does not depend on the weights, so untrained (random) weights are used when none are shipped.
 """
@@ -241,6 +244,68 @@ def bench_kernels(codec: Codec, frames: int, streams: int, rounds: int = 3) -> d
         "roundtrip_p50": eager["roundtrip_p50_ms"] / fused["roundtrip_p50_ms"],
         "roundtrip_p99": eager["roundtrip_p99_ms"] / fused["roundtrip_p99_ms"],
         "streams_sustained": fused["streams_sustained"] / eager["streams_sustained"],
+    }
+    return result
+
+
+def device_backends(device: str) -> dict[str, str | None]:
+    """The :mod:`audiokit.ops` backends to time on ``device``: name -> ``None`` when it runs there, else
+    why not (``torch``, the eager ops, always runs; built now where need be)."""
+    from audiokit.ops import cpp, cuda
+
+    if device == "cpu":
+        return {"cpp": None if cpp.load() is not None else cpp.unavailable_reason(), "torch": None}
+    return {
+        "cuda": None if cuda.load() is not None else cuda.unavailable_reason(),
+        "triton": None if ops.triton_available() else "triton (>= 3.5) is not installed",
+        "torch": None,
+    }
+
+
+def run_device_kernel_benchmark(
+    model: str = "speech-16k",
+    device: str = "cuda",
+    stream_counts: tuple[int, ...] = (1, 64, 256, 1024),
+    frames: int = 50,
+    p99_target_ms: float = 10.0,
+) -> dict:
+    """Round-trip streams advanced together on ``device`` (:func:`bench_many_streams`: one 20 ms frame
+    each per tick, p50/p99 tick time, real-time streams sustained) per :mod:`audiokit.ops` backend, the
+    fused ones against ``torch`` (eager), and the most streams whose p99 tick stays within
+    ``p99_target_ms``. TF32 is off, as in the exactness tests."""
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError(f"device {device!r}: torch sees no CUDA device")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    codec, weights = codec_to_time(model)
+    began = time.perf_counter()
+    backends = device_backends(device)
+    result: dict = {
+        "benchmark": "codec_kernels_device",
+        **run_info(),
+        "device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
+        "settings": {
+            "model": model,
+            "weights": weights,
+            "stream_counts": list(stream_counts),
+            "frames": frames,
+            "p99_target_ms": p99_target_ms,
+            "tf32": False,
+        },
+        "backends_load_s": time.perf_counter() - began,
+        "skipped": {name: why for name, why in backends.items() if why is not None},
+        "by_backend": {},
+    }
+    for name in (name for name, why in backends.items() if why is None):
+        with ops.use_backend(name):
+            many = bench_many_streams(codec, list(stream_counts), frames, device)["by_streams"]
+        within = [int(count) for count, row in many.items() if row["tick_p99_ms"] <= p99_target_ms]
+        result["by_backend"][name] = {"by_streams": many, "max_streams_in_p99_target": max(within, default=0)}
+    eager = result["by_backend"]["torch"]["by_streams"]
+    result["speedup_vs_eager"] = {
+        name: {count: eager[count]["tick_ms"] / row["tick_ms"] for count, row in fused["by_streams"].items()}
+        for name, fused in result["by_backend"].items()
+        if name != "torch"
     }
     return result
 

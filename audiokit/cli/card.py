@@ -1,5 +1,9 @@
-"""``audiokit card``: measure a codec next to Opus on validation speech and write its model card
-(``<out>/<name>.md`` and ``.json``) with its training record and the targets of a targets file."""
+"""``audiokit card``: measure a model and write its model card (``<out>/<name>.md`` and ``.json``) with
+its training record and the targets of a targets file. What is measured follows the model's family:
+a codec next to Opus on validation speech; an enhancer on the fixed noisy validation set next to the
+noisy input, RNNoise and spectral gating, on clean speech and on silence; a bandwidth extender on
+validation speech taken down to 8 kHz (plain and telephone-coded) next to sinc, on wideband
+pass-through, with spectrograms of real narrowband recordings."""
 
 from __future__ import annotations
 
@@ -7,25 +11,59 @@ import argparse
 from pathlib import Path
 
 from audiokit.cli.options import doc_text
+from audiokit.data.paths import data_root
+from audiokit.errors import UsageError
+from audiokit.evaluation.bwe_card import BweCardRequest, build_bwe_card
+from audiokit.evaluation.enhancer_card import EnhancerCardRequest, build_enhancer_card
 from audiokit.evaluation.model_card import CardRequest, build_card, write_card
+from audiokit.processing import model_family
+
+
+def _common(args: argparse.Namespace) -> dict:
+    return {
+        "weights": args.weights,
+        "run_dir": Path(args.run_dir),
+        "jobs": args.jobs,
+        "out": Path(args.out),
+        "name": args.name,
+        "init_card": Path(args.init_card) if args.init_card else None,
+        "targets": Path(args.targets) if args.targets else None,
+        "quiet": args.quiet,
+    }
+
+
+def _build(args: argparse.Namespace) -> tuple[dict, Path]:
+    family = model_family(args.weights)
+    if family == "codec":
+        if args.valid is None:
+            raise UsageError("a codec card needs --valid DIR (validation speech)")
+        request = CardRequest(
+            valid=Path(args.valid), glob=args.glob, bitrates=tuple(args.bitrates), **_common(args)
+        )
+        return build_card(request), request.out
+    if family == "enhancer":
+        noisy_set = Path(args.noisy_set) if args.noisy_set else data_root() / "valid_noisy_16k"
+        enhancer = EnhancerCardRequest(noisy_set=noisy_set, max_files=args.max_files, **_common(args))
+        return build_enhancer_card(enhancer), enhancer.out
+    if family == "bwe":
+        valid = Path(args.valid) if args.valid else data_root() / "corpus" / "16000" / "valid" / "speech"
+        bwe = BweCardRequest(
+            valid=valid,
+            glob=args.glob,
+            max_files=args.max_files,
+            narrowband=tuple(map(Path, args.narrowband)),
+            narrowband_files=args.narrowband_files,
+            **_common(args),
+        )
+        return build_bwe_card(bwe), bwe.out
+    raise UsageError(f"-m {args.weights}: cards are made for codecs, enhancers and bwe models, not {family}")
 
 
 def run(args: argparse.Namespace) -> int:
-    request = CardRequest(
-        weights=args.weights,
-        run_dir=Path(args.run_dir),
-        valid=Path(args.valid),
-        glob=args.glob,
-        bitrates=tuple(args.bitrates),
-        jobs=args.jobs,
-        out=Path(args.out),
-        name=args.name,
-        init_card=Path(args.init_card) if args.init_card else None,
-        targets=Path(args.targets) if args.targets else None,
-        quiet=args.quiet,
-    )
-    card = build_card(request)
-    md_path, json_path = write_card(card, request.out)
+    if args.max_files is not None and args.max_files < 1:
+        raise UsageError(f"--max-files {args.max_files}: must be 1 or more")
+    card, out = _build(args)
+    md_path, json_path = write_card(card, out)
     if not args.quiet:
         print(f"wrote {md_path} and {json_path}")
         for target in card["targets"]:
@@ -37,12 +75,12 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     parser = subparsers.add_parser(
         "card",
         parents=[common],
-        help="write a model card: quality next to Opus, targets, edge cases, training record",
+        help="write a model card: quality next to baselines, targets, training record",
         description=doc_text(__doc__),
     )
     parser.add_argument(
         "-m", "--weights", "--model", dest="weights", required=True,
-        help="the codec: shipped name, run directory or .safetensors",
+        help="the model: shipped name, run directory or .safetensors (codec, enhancer or bwe)",
     )  # fmt: skip
     parser.add_argument(
         "--run-dir", required=True, help="the `audiokit train` run directory of these weights"
@@ -52,9 +90,33 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         help="card.json of the weights the run started from (--init), when those beside the recorded "
         "path have been replaced since (e.g. from git: git show REV:docs/models/NAME.json)",
     )
-    parser.add_argument("--valid", required=True, help="validation speech directory (references)")
+    parser.add_argument(
+        "--valid",
+        help="validation speech (references): required for a codec; a bwe card defaults to "
+        "$AUDIOKIT_DATA/corpus/16000/valid/speech",
+    )
     parser.add_argument("--glob", default="*", help="reference files to use (default *)")
-    parser.add_argument("--bitrates", type=float, nargs="+", default=[1.5, 3.0, 6.0], metavar="KBPS")
+    parser.add_argument(
+        "--bitrates", type=float, nargs="+", default=[1.5, 3.0, 6.0], metavar="KBPS", help="codec only"
+    )
+    parser.add_argument(
+        "--noisy-set",
+        help="enhancer: the noisy set of `audiokit data mix` (default $AUDIOKIT_DATA/valid_noisy_16k)",
+    )
+    parser.add_argument(
+        "--max-files", type=int, help="enhancer/bwe: only this many files, spread over the set (default all)"
+    )
+    parser.add_argument(
+        "--narrowband",
+        nargs="+",
+        default=[],
+        metavar="PATH",
+        help="bwe: real narrowband recordings to plot (files, folders, manifests; default the prepared "
+        "speech_nb manifest, else samples/speech_fr_8k_a.wav)",
+    )
+    parser.add_argument(
+        "--narrowband-files", type=int, default=3, help="bwe: how many recordings to plot (default 3)"
+    )
     parser.add_argument("--jobs", type=int, default=1, help="worker processes for the evaluations")
     parser.add_argument(
         "--targets",

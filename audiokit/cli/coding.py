@@ -127,10 +127,16 @@ def run_decode(args: argparse.Namespace) -> int:
             else:  # the weights the header names: the shipped ones, or an archived earlier version
                 with AkcReader(path) as reader:
                     codec, weights_hash = codec_for(reader.header)
-            done = decode_file(codec, path, target, weights_hash, args.start, args.duration, args.sample_rate)
+            done = decode_file(
+                codec, path, target, weights_hash, args.start, args.duration, args.sample_rate, args.rescale
+            )
         name = "<stdin>" if io.is_stdio(source) else str(source)
         if done["clipped"]:
-            print(f"warning: {target}: {done['clipped']} sample(s) clipped at full scale", file=sys.stderr)
+            print(
+                f"warning: {target}: {done['clipped']} sample(s) clipped at full scale; pass --rescale "
+                "to scale the output down instead",
+                file=sys.stderr,
+            )
         return {"input": name, "output": str(target), **done}
 
     batch = run_batch(
@@ -178,7 +184,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     enc.add_argument(
         "--entropy",
         action="store_true",
-        help="entropy-code the codes (a version-3 .akc, a few %% smaller; the same decoded audio)",
+        help="entropy-code the codes (a version-3 .akc; the same decoded audio; with speech-16k's static "
+        "tables not yet smaller: see docs/bitstream.md)",
     )
     enc.add_argument(
         "--rescale",
@@ -207,6 +214,11 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         type=_sample_rate,
         metavar="HZ",
         help="output rate in Hz (default: the encoded input's own rate)",
+    )
+    dec.add_argument(
+        "--rescale",
+        action="store_true",
+        help="scale an output that would clip down to a 0.99 peak (EnCodec's -r; decodes twice)",
     )
     add_model_option(dec, None)
     add_force_option(dec)

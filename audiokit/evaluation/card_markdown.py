@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import shlex
+from collections.abc import Iterable
 from pathlib import Path
 
 from audiokit.data.paths import data_root
@@ -42,7 +43,8 @@ def _number(value: float | None, spec: str = ".3f") -> str:
     return "NaN" if value is None else format(value, spec)
 
 
-def _value(report: dict | None, metric: str) -> str:
+def value_cell(report: dict | None, metric: str) -> str:
+    """``mean ± half-width`` of ``metric`` in an evaluation report, ``n/a`` where not measured."""
     if report is None or report.get(metric) is None:
         return "n/a"
     half = report["ci95"].get(metric)
@@ -99,18 +101,60 @@ def codebook_lines(health: dict) -> list[str]:
     return lines
 
 
+def target_lines(card: dict) -> list[str]:
+    """The caveat of the targets file, then the targets section: each verdict with the numbers behind it
+    (none without targets)."""
+    lines = [f"**Caveat.** {card['caveat']}", ""] if card.get("caveat") else []
+    if card["targets"]:
+        lines += [f"## {card['targets_title']}", ""]
+    for target in card["targets"]:
+        line = f"- {target['target']}: **{target['status']}**"
+        if "paired_difference" in target:
+            d = target["paired_difference"]
+            half = "n/a" if d["ci95"] is None or not math.isfinite(d["ci95"]) else f"{d['ci95']:.3f}"
+            if "opus_kbps" in target:
+                other = f"Opus {target['opus_kbps']:g} kbps {_number(target['opus'])}"
+            else:
+                other = f"{target['other']} {_number(target['other_value'])}"
+            line += (
+                f" (ours {_number(target['ours'])} vs {other}; "
+                f"paired difference {_number(d['mean'], '+.3f')} ± {half} over {d['n']} files, "
+                f"{'beyond' if target['significant'] else 'not beyond'} its 95 % CI)"
+            )
+        elif "ratio" in target:
+            line += (
+                f" (ours {_number(target['ours'])} = {_number(target['ratio'])} x {target['other']}'s "
+                f"{_number(target['other_value'])})"
+            )
+        elif "ours" in target:
+            line += f" (ours {_number(target['ours'])})"
+        elif "reason" in target:
+            line += f" ({target['reason']})"
+        lines.append(line)
+    return lines
+
+
+def header_lines(card: dict) -> list[str]:
+    """The card's title, weights and where it was generated, then a blank line."""
+    w, generated = card["weights"], card["generated"]
+    status = "a shipped model" if w["shipped"] else "**not a shipped model**: weights loaded from a path"
+    return [
+        f"# {w['name']}",
+        "",
+        f"Weights: `{w['path']}` ({status}); sha256 `{w['sha256']}`, step {w.get('step', 'not recorded')}.",
+        f"Card generated {generated['date']} at commit `{generated['commit']}` on "
+        f"{generated['machine']['processor']} x {generated['machine']['cpu_count']} "
+        f"({generated['machine']['gpu'] or 'no GPU'}).",
+        "",
+    ]
+
+
 def render_markdown(card: dict) -> str:
     """The card as Markdown (every number is also in the JSON beside it)."""
-    w, t, e = card["weights"], card["training"], card["evaluation"]
+    w, e = card["weights"], card["evaluation"]
     name = w["name"]  # the model's name; card["name"] only names the files
-    lines = [f"# {name}", ""]
-    status = "a shipped model" if w["shipped"] else "**not a shipped model**: weights loaded from a path"
-    lines += [
-        f"Weights: `{w['path']}` ({status}); sha256 `{w['sha256']}`, step {w.get('step', 'not recorded')}.",
-        f"Card generated {card['generated']['date']} at commit `{card['generated']['commit']}` on "
-        f"{card['generated']['machine']['processor']} x {card['generated']['machine']['cpu_count']} "
-        f"({card['generated']['machine']['gpu'] or 'no GPU'}).",
-        "",
+    lines = [
+        *header_lines(card),
         "## Quality on the validation speech",
         "",
         f"{e['files']} files, {e['seconds'] / 60:.1f} min: `{shown_path(e['valid'], quote=False)}` "
@@ -124,11 +168,11 @@ def render_markdown(card: dict) -> str:
     for kbps in card["bitrates"]:
         for label, report in ((name, e["codec"][f"{kbps:g}"]), ("Opus", e["opus"].get(f"{kbps:g}"))):
             real = "n/a" if report is None else f"{report['actual_bitrate_kbps']:.2f}"
-            values = " | ".join(_value(report, metric) for metric, _ in CARD_METRICS)
+            values = " | ".join(value_cell(report, metric) for metric, _ in CARD_METRICS)
             lines.append(f"| {label} | {kbps:g} | {real} | {values} |")
     if OPUS_MIN_KBPS not in card["bitrates"]:
         report = e["opus"][f"{OPUS_MIN_KBPS:g}"]
-        values = " | ".join(_value(report, metric) for metric, _ in CARD_METRICS)
+        values = " | ".join(value_cell(report, metric) for metric, _ in CARD_METRICS)
         lines.append(f"| Opus | {OPUS_MIN_KBPS:g} | {report['actual_bitrate_kbps']:.2f} | {values} |")
     lines += [
         "",
@@ -136,26 +180,7 @@ def render_markdown(card: dict) -> str:
         f"Opus {OPUS_MIN_KBPS:g} kbps.",
         "",
     ]
-    if card.get("caveat"):
-        lines += [f"**Caveat.** {card['caveat']}", ""]
-    if card["targets"]:
-        lines += [f"## {card['targets_title']}", ""]
-    for target in card["targets"]:
-        line = f"- {target['target']}: **{target['status']}**"
-        if "paired_difference" in target:
-            d = target["paired_difference"]
-            half = "n/a" if d["ci95"] is None or not math.isfinite(d["ci95"]) else f"{d['ci95']:.3f}"
-            line += (
-                f" (ours {_number(target['ours'])} vs Opus {target['opus_kbps']:g} kbps "
-                f"{_number(target['opus'])}; "
-                f"paired difference {_number(d['mean'], '+.3f')} ± {half} over {d['n']} files, "
-                f"{'beyond' if target['significant'] else 'not beyond'} its 95 % CI)"
-            )
-        elif "ours" in target:
-            line += f" (ours {_number(target['ours'])})"
-        elif "reason" in target:
-            line += f" ({target['reason']})"
-        lines.append(line)
+    lines += target_lines(card)
     lines += [
         "",
         "## Edge cases",
@@ -175,7 +200,18 @@ def render_markdown(card: dict) -> str:
         lines.append(f"| {report['bitrate'] / 1000:g} kbps | " + " | ".join(cells) + " |")
     if card.get("codebook_health"):
         lines += ["", *codebook_lines(card["codebook_health"])]
-    lines += ["", "## Training", ""]
+    lines += training_lines(card)
+    lines += reproduce_lines(
+        card, "audiokit data prepare --roles speech --split valid", card["evaluation"]["commands"].values()
+    )
+    return "\n".join(lines) + "\n"
+
+
+def training_lines(card: dict) -> list[str]:
+    """The card's "Training" section: run, sessions, the runs it descends from, the trainer's last
+    evaluation and the training data with its licences."""
+    w, t = card["weights"], card["training"]
+    lines = ["", "## Training", ""]
     lines += [
         f"Run directory `{t['run_dir']}`: {t['steps']} steps{_weights_step_note(w, t)}"
         + (
@@ -211,6 +247,9 @@ def render_markdown(card: dict) -> str:
         for bitrate, scores in t["last_eval"].get("bitrates", {}).items():
             shown = ", ".join(f"{k} {_number(v)}" for k, v in scores.items())
             lines.append(f"- {float(bitrate) / 1000:g} kbps: {shown}")
+        for key, scores in t["last_eval"].items():  # other families: scores by what was scored
+            if key != "bitrates" and isinstance(scores, dict):
+                lines.append(f"- {key}: " + ", ".join(f"{k} {_number(v)}" for k, v in scores.items()))
     lines += ["", "### Training data", ""]
     for entry in card["training_data"]:
         if not entry.get("found"):
@@ -235,17 +274,24 @@ def render_markdown(card: dict) -> str:
                 f"{allowlist} |"
             )
         lines.append("")
-    lines += ["", "## Reproduce", "", "```sh"]
+    return lines
+
+
+def reproduce_lines(card: dict, prepare: str, commands: Iterable[str]) -> list[str]:
+    """The card's "Reproduce" section: training sessions, ``prepare`` (the data command), the evaluation
+    ``commands`` and the card's own command; then the run's resolved recipe."""
+    t = card["training"]
+    lines = ["", "## Reproduce", "", "```sh"]
     lines += [
         "# training, session by session as recorded in run.json (the data: audiokit data prepare)",
         *(s["command"] for record in lineage(t) for s in record["sessions"]),
-        "# the validation speech, and every number of the table and the targets",
-        "audiokit data prepare --roles speech --split valid",
-        *card["evaluation"]["commands"].values(),
+        "# the evaluation data, and every number of the tables and the targets",
+        prepare,
+        *commands,
         "# this card",
         card["command"],
         "```",
     ]
     if t["recipe_yaml"]:
         lines += ["", "### Resolved recipe", "", "```yaml", t["recipe_yaml"].rstrip(), "```"]
-    return "\n".join(lines) + "\n"
+    return lines

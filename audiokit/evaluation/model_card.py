@@ -21,52 +21,34 @@ from pathlib import Path
 
 from audiokit import io
 from audiokit.coding import load_codec
+from audiokit.evaluation.bwe_card import render_bwe_markdown
+from audiokit.evaluation.card_common import CardOptions, model_weights
 from audiokit.evaluation.card_markdown import render_markdown, shown_path
+from audiokit.evaluation.enhancer_card import render_enhancer_markdown
 from audiokit.evaluation.paired import EvalRequest, evaluate
 from audiokit.evaluation.robustness import robustness_report
 from audiokit.evaluation.targets import CardTargets, load_targets, verdicts
 from audiokit.evaluation.training_record import training_data, training_record
-from audiokit.models import is_shipped, resolve_weights
 from audiokit.provenance import finite, run_info
 from audiokit.quantize.health import DUPLICATE_COSINE, DUPLICATE_DISTANCE, codebook_health
 from audiokit.tools import OPUS_MIN_KBPS
 
 
-@dataclass(frozen=True)
-class CardRequest:
-    """What a card describes: ``weights`` (shipped name, run directory or ``.safetensors``) trained in
-    ``run_dir``, measured on the references ``valid`` matching ``glob`` at ``bitrates`` (kbit/s) with
-    ``jobs`` worker processes, held to the ``targets`` file (None: no targets), written to ``out`` as
-    ``<name>.md/.json`` (None: the model's name). ``init_card``: the ``card.json`` of the weights the run
-    started from, when those beside the recorded path have been replaced since."""
+@dataclass(frozen=True, kw_only=True)
+class CardRequest(CardOptions):
+    """A codec card (:class:`~audiokit.evaluation.card_common.CardOptions`) measured on the references
+    ``valid`` matching ``glob`` at ``bitrates`` (kbit/s)."""
 
-    weights: str
-    run_dir: Path
     valid: Path
     glob: str = "*"
     bitrates: tuple[float, ...] = (1.5, 3.0, 6.0)
-    jobs: int = 1
-    out: Path = Path("docs/models")
-    name: str | None = None
-    init_card: Path | None = None
-    targets: Path | None = None
-    quiet: bool = True
 
-    def command(self) -> str:
-        """The ``audiokit card`` command line that makes this card (data paths under ``$AUDIOKIT_DATA``)."""
-        argv = ["-m", self.weights, "--run-dir", str(self.run_dir), "--valid", str(self.valid)]
-        argv += ["--glob", self.glob, "--bitrates", *(f"{b:g}" for b in self.bitrates)]
-        argv += ["--jobs", str(self.jobs), "--out", str(self.out)]
-        for option, value in (
-            ("--name", self.name),
-            ("--init-card", self.init_card),
-            ("--targets", self.targets),
-        ):
-            if value is not None:
-                argv += [option, str(value)]
-        return "audiokit card " + " ".join(
-            shown_path(a) if a == str(self.valid) else shlex.quote(a) for a in argv
-        )
+    def data_options(self) -> list[tuple[str, object]]:
+        bitrates = tuple(f"{b:g}" for b in self.bitrates)
+        return [("--valid", self.valid), ("--glob", self.glob), ("--bitrates", bitrates)]
+
+    def data_paths(self) -> list[str]:
+        return [str(self.valid)]
 
 
 def _eval_command(valid: str, glob: str, system: list[str], kbps: float, jobs: int) -> str:
@@ -119,18 +101,7 @@ def weights_info(weights: str) -> dict:
     """Path (as the repository names shipped weights), model name, sha256, training step, sample rate
     and bitrates (kbit/s) of ``weights``."""
     codec, sha256 = load_codec(weights)
-    path = resolve_weights(weights)
-    meta_path = path.with_suffix(".json")
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    shipped = is_shipped(weights)
-    if shipped:  # as the repository names it, not where this checkout happens to be
-        path = Path("audiokit") / "weights" / path.name
-    info = {"path": str(path), "name": codec.name, "sha256": sha256, "shipped": shipped}
-    if "step" in meta:
-        info["step"] = meta["step"]
-    info["sample_rate"] = codec.sample_rate
-    info["bitrates_kbps"] = [b / 1000 for b in codec.bitrates]
-    return info
+    return model_weights(weights, codec, sha256) | {"bitrates_kbps": [b / 1000 for b in codec.bitrates]}
 
 
 def codebook_health_section(weights: str, valid: str | Path, glob: str) -> dict:
@@ -172,6 +143,7 @@ def build_card(request: CardRequest) -> dict:
     edge_cases = [robustness_report(codec, kbps * 1000) for kbps in request.bitrates]
     health = codebook_health_section(request.weights, request.valid, request.glob)
     return {
+        "family": "codec",
         "name": request.name or weights["name"],
         "generated": run_info(),
         "weights": weights,
@@ -189,12 +161,17 @@ def build_card(request: CardRequest) -> dict:
     }
 
 
+RENDERERS = {"codec": render_markdown, "enhancer": render_enhancer_markdown, "bwe": render_bwe_markdown}
+"""The Markdown of a card by its ``family`` (codec cards from before families were recorded have none)."""
+
+
 def write_card(card: dict, out: Path) -> tuple[Path, Path]:
-    """Write ``<out>/<name>.json`` and ``<out>/<name>.md`` atomically; returns their paths."""
+    """Write ``<out>/<name>.json`` and ``<out>/<name>.md`` (rendered for the card's family: codec,
+    enhancer or bwe) atomically; returns their paths."""
     card = finite(card)
     json_path, md_path = out / f"{card['name']}.json", out / f"{card['name']}.md"
     text = json.dumps(card, indent=2, allow_nan=False) + "\n"
-    markdown = render_markdown(card)
+    markdown = RENDERERS[card.get("family", "codec")](card)
     with io.atomic_path(json_path) as tmp:
         tmp.write_text(text)
     with io.atomic_path(md_path) as tmp:

@@ -13,6 +13,21 @@ The file (e.g. ``docs/models/speech-16k-targets.yaml``)::
 ``above_opus: K`` / ``no_worse_than_opus: K``: the mean per-file difference ours - Opus at K kbps is
 > 0 / >= 0 (paired over the same files); ``at_least: V``: our mean is >= V; ``edge_cases``: every
 check of :func:`audiokit.evaluation.robustness.robustness_report` passes at every bitrate.
+
+Cards measured under named conditions (the enhancer's ``noisy``/``clean``/``silence``, the bandwidth
+extender's ``narrowband``/``mu-law``/...) take targets with a ``condition`` instead of ``kbps``, on a
+``system`` (default ``ours``)::
+
+      - {title: "PESQ-WB +0.8 over the noisy input", condition: noisy, metric: pesq, above: noisy, by: 0.8}
+      - {title: "STOI above RNNoise", condition: noisy, metric: stoi, above: rnnoise}
+      - {title: "STOI not below sinc", condition: narrowband, metric: stoi, no_worse_than: sinc}
+      - {title: "LSD at most half of sinc's", condition: narrowband, metric: lsd, at_most: 0.5,
+         ratio_to: sinc}
+      - {title: "silence out below -60 dBFS", condition: silence, metric: peak_dbfs, at_most: -60}
+
+``above: S`` / ``no_worse_than: S``: the mean per-file improvement over system S (paired; lower is
+better for :data:`LOWER_IS_BETTER`) is > 0 / >= 0, or >= ``by`` when given; ``at_least`` /
+``at_most``: the system's mean (over ``ratio_to``'s mean, when given) is >= / <= the value.
 """
 
 from __future__ import annotations
@@ -25,23 +40,33 @@ from pathlib import Path
 import yaml
 
 from audiokit.errors import UsageError
-from audiokit.evaluation.metrics import METRICS
+from audiokit.evaluation.metrics import HIGH_BAND_LSD, METRICS
 from audiokit.evaluation.robustness import ROBUSTNESS_TITLES
 from audiokit.evaluation.stats import paired_difference
 
 KINDS = ("above_opus", "no_worse_than_opus", "at_least", "edge_cases")
+COMPARISONS = ("above", "no_worse_than")
+BOUNDS = ("at_least", "at_most")
+PEAK_DBFS = "peak_dbfs"
+"""Peak level of a model's output in dBFS (the enhancer card's digital-silence check)."""
+TARGET_METRICS = (*METRICS, HIGH_BAND_LSD, PEAK_DBFS)
+LOWER_IS_BETTER = frozenset({"lsd", HIGH_BAND_LSD, "mel_distance", "stft_distance", PEAK_DBFS})
 
 
 @dataclass(frozen=True)
 class Target:
-    """One target: ``kind`` (one of :data:`KINDS`) with its ``value`` (Opus kbps, or the threshold), on
-    ``metric`` of ours at ``kbps`` (not used by ``edge_cases``)."""
+    """One target: ``kind`` (one of :data:`KINDS`, :data:`COMPARISONS`, :data:`BOUNDS`) with its
+    ``value`` (Opus kbps, the threshold, or the margin ``by``), on ``metric`` of ours at ``kbps`` (not
+    used by ``edge_cases``), or of ``system`` under ``condition`` compared with system ``other``."""
 
     title: str
     kind: str
     value: float | None = None
     kbps: float | None = None
     metric: str | None = None
+    condition: str | None = None
+    system: str = "ours"
+    other: str | None = None
 
 
 @dataclass(frozen=True)
@@ -64,11 +89,48 @@ def _unknown(where: str, key: str, valid: list[str]) -> UsageError:
     return UsageError(f"{where}: unknown key {key!r}{hint}")
 
 
+def _number(value: object, where: str, key: str) -> float:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise UsageError(f"{where}: {key} must be a number, got {value!r}")
+    return float(value)
+
+
+def _condition_target(entry: dict, where: str) -> Target:
+    """A target on a named condition (module docstring)."""
+    valid = ["title", "condition", "metric", "system", *COMPARISONS, *BOUNDS, "by", "ratio_to"]
+    for key in entry:
+        if key not in valid:
+            raise _unknown(where, key, valid)
+    kinds = [k for k in (*COMPARISONS, *BOUNDS) if k in entry]
+    if len(kinds) != 1 or "title" not in entry:
+        raise UsageError(f"{where}: needs a title and exactly one of {', '.join((*COMPARISONS, *BOUNDS))}")
+    kind = kinds[0]
+    if entry.get("metric") not in TARGET_METRICS:
+        raise UsageError(f"{where}: metric must be one of {', '.join(TARGET_METRICS)}")
+    if "by" in entry and kind not in COMPARISONS or "ratio_to" in entry and kind not in BOUNDS:
+        raise UsageError(f"{where}: by goes with above/no_worse_than, ratio_to with at_least/at_most")
+    if kind in COMPARISONS:
+        other, value = str(entry[kind]), _number(entry["by"], where, "by") if "by" in entry else None
+    else:
+        other, value = entry.get("ratio_to"), _number(entry[kind], where, kind)
+    return Target(
+        str(entry["title"]),
+        kind,
+        value,
+        metric=entry["metric"],
+        condition=str(entry["condition"]),
+        system=str(entry.get("system", "ours")),
+        other=None if other is None else str(other),
+    )
+
+
 def _target(entry: object, where: str) -> Target:
     if not isinstance(entry, dict):
         raise UsageError(
             f"{where}: expected a mapping with title, kbps, metric and one of {', '.join(KINDS)}"
         )
+    if "condition" in entry:
+        return _condition_target(entry, where)
     valid = ["title", "kbps", "metric", *KINDS]
     for key in entry:
         if key not in valid:
@@ -81,9 +143,9 @@ def _target(entry: object, where: str) -> Target:
         return Target(str(entry["title"]), kind)
     if entry.get("metric") not in METRICS or not isinstance(entry.get("kbps"), int | float):
         raise UsageError(f"{where}: {kind} needs kbps (a number) and metric (one of {', '.join(METRICS)})")
-    if not isinstance(entry[kind], int | float) or isinstance(entry[kind], bool):
-        raise UsageError(f"{where}: {kind} must be a number, got {entry[kind]!r}")
-    return Target(str(entry["title"]), kind, float(entry[kind]), float(entry["kbps"]), entry["metric"])
+    return Target(
+        str(entry["title"]), kind, _number(entry[kind], where, kind), float(entry["kbps"]), entry["metric"]
+    )
 
 
 def load_targets(path: str | Path) -> CardTargets:
@@ -147,7 +209,9 @@ def verdicts(
     results = []
     for target in targets.targets:
         verdict: dict = {"target": target.title}
-        if target.kind == "edge_cases":
+        if target.condition is not None:
+            verdict.update(status="not evaluated", reason=f"a codec card measures no {target.condition!r}")
+        elif target.kind == "edge_cases":
             verdict.update(_edge_cases(robustness))
         elif f"{target.kbps:g}" not in section["codec"]:
             verdict.update(
@@ -160,5 +224,68 @@ def verdicts(
             )
         else:
             verdict.update(_versus_opus(target, section, rows))
+        results.append(verdict)
+    return results
+
+
+def _gain(metric: str, difference: float) -> float:
+    """``difference`` (ours - other) turned into an improvement: negated where lower is better."""
+    return -difference if metric in LOWER_IS_BETTER else difference
+
+
+def _comparison(target: Target, systems: dict[str, dict], rows: dict[str, list[dict]]) -> dict:
+    diff = paired_difference(rows[target.system], rows[target.other], target.metric)
+    gain = _gain(target.metric, diff["mean"])
+    if target.value is not None:
+        met = gain >= target.value
+    else:
+        met = gain > 0 if target.kind == "above" else gain >= 0
+    return {
+        "status": "met" if met else "not met",
+        "ours": systems[target.system][target.metric],
+        "other": target.other,
+        "other_value": systems[target.other][target.metric],
+        "paired_difference": diff,
+        "significant": math.isfinite(diff["ci95"]) and abs(diff["mean"]) > diff["ci95"],
+    }
+
+
+def _bound(target: Target, systems: dict[str, dict]) -> dict:
+    ours = systems[target.system][target.metric]
+    verdict: dict = {"ours": ours}
+    value = ours
+    if target.other is not None:
+        theirs = systems[target.other][target.metric]
+        value = None if ours is None or not theirs else ours / theirs
+        verdict.update(other=target.other, other_value=theirs, ratio=value)
+    if value is None:
+        met = False
+    else:
+        met = value >= target.value if target.kind == "at_least" else value <= target.value
+    return {"status": "met" if met else "not met", **verdict}
+
+
+def condition_verdicts(
+    targets: CardTargets, section: dict[str, dict[str, dict | None]], rows: dict[str, dict[str, list[dict]]]
+) -> list[dict]:
+    """Each target on a named condition met / not met / not evaluated, with the numbers behind it.
+
+    ``section``: per condition, each system's report (means by metric; None where not measured);
+    ``rows``: per condition, each system's per-file rows (``file`` and the metrics) for paired
+    comparisons.
+    """
+    results = []
+    for target in targets.targets:
+        verdict: dict = {"target": target.title}
+        systems = section.get(target.condition or "") or {}
+        missing = [s for s in (target.system, target.other) if s is not None and systems.get(s) is None]
+        if target.condition is None:
+            verdict.update(status="not evaluated", reason="a codec target (kbps): this card codes nothing")
+        elif missing:
+            verdict.update(status="not evaluated", reason=f"no {' or '.join(missing)} on {target.condition}")
+        elif target.kind in COMPARISONS:
+            verdict.update(_comparison(target, systems, rows[target.condition]))
+        else:
+            verdict.update(_bound(target, systems))
         results.append(verdict)
     return results

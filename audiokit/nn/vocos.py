@@ -52,10 +52,10 @@ class ConvNeXtBlock(nn.Module, StreamingModule):
 
     Time-major inside (``forward_t`` / ``step_t`` on ``(B, T, dim)``), with the layer scale ``gamma``
     folded into ``W2``. Streaming state: the depthwise conv's. Where :func:`audiokit.ops.backend_for`
-    offers a fused kernel, a step runs it and it updates the conv state in place: on a GPU (Triton) the
-    conv and the LayerNorm as one :func:`audiokit.ops.dwconv_layernorm_update`; on the CPU (C++, opt-in)
-    the whole block as one :func:`audiokit.ops.convnext_block_step`, which an evaluation ``forward``
-    then runs too (from a zero state), so that streamed rows equal offline rows bit for bit.
+    offers a fused kernel, a step runs the whole block as one :func:`audiokit.ops.convnext_block_step`,
+    which updates the conv state in place: on a GPU (CUDA, else Triton), and on the CPU (C++, opt-in),
+    where an evaluation ``forward`` runs it too (from a zero state), so that streamed rows equal offline
+    rows bit for bit.
     """
 
     def __init__(
@@ -105,18 +105,10 @@ class ConvNeXtBlock(nn.Module, StreamingModule):
 
     def step_t(self, x: torch.Tensor, state: ConvState | None, final: bool = False) -> torch.Tensor:
         weights, conv = self.prepared(), self.dwconv
-        if weights.backend == "cpp":  # the whole block, state updated in place
+        if weights.backend != "torch":  # the whole block as one op, state updated in place
             history = x[:, :0] if state is None else state.history.transpose(1, 2)  # no history: K = 1
             return self._fused(x, history, conv.prepared(), weights)
-        if weights.backend == "triton" and state is not None:  # conv + LayerNorm, state updated in place
-            taps = conv.prepared()
-            y = ops.dwconv_layernorm_update(
-                x, state.history.transpose(1, 2), taps.taps, taps.bias, self.norm.weight, self.norm.bias,
-                self.norm.eps,
-            )  # fmt: skip
-        else:
-            y = layer_norm_t(conv.step_t(x, state, final), self.norm)
-        return self._mlp(y, x, weights)
+        return self._mlp(layer_norm_t(conv.step_t(x, state, final), self.norm), x, weights)
 
     def _fused(
         self, x: torch.Tensor, history: torch.Tensor, conv: ConvWeights, weights: BlockWeights
@@ -124,7 +116,7 @@ class ConvNeXtBlock(nn.Module, StreamingModule):
         """The block as one :func:`audiokit.ops.convnext_block_step` from conv ``history (B, K - 1, dim)``."""
         return ops.convnext_block_step(
             x.contiguous(), history, conv.taps, conv.bias, self.norm.weight, self.norm.bias, self.norm.eps,
-            *weights.pw1, *weights.pw2, self.act.approximate, backend="cpp",
+            *weights.pw1, *weights.pw2, self.act.approximate, backend=weights.backend,
         )  # fmt: skip
 
     def _mlp(self, y: torch.Tensor, x: torch.Tensor, weights: BlockWeights) -> torch.Tensor:

@@ -1,16 +1,19 @@
-"""Fused ops with one signature per op and several backends: C++ (CPU), Triton (GPU), torch reference.
+"""Fused ops with one signature per op and several backends: C++ (CPU), CUDA and Triton (GPU), torch
+reference.
 
 * :func:`dwconv_layernorm_update`: a ConvNeXt block's causal depthwise conv and LayerNorm, its conv
   state updated in place (Triton);
 * :func:`convnext_block_step`: a whole ConvNeXt block step, conv + LayerNorm + MLP + residual (C++,
-  ``kernels/cpu``, built on first use by :mod:`audiokit.ops.cpp`).
+  ``kernels/cpu``; CUDA, ``kernels/cuda``; Triton), the compiled ones built on first use by
+  :mod:`audiokit.ops.cpp` / :mod:`audiokit.ops.cuda`.
 
-:func:`backend_for` picks the backend: Triton for float32 CUDA tensors when a recent ``triton`` is
-importable, the torch reference otherwise. The C++ kernels are opt-in: ``AUDIOKIT_OPS=cpp`` (or
-:func:`use_backend`) builds them on first use and runs them for CPU tensors (see ``kernels/README.md``
-for why not by default). ``AUDIOKIT_OPS=torch`` / ``triton`` force those backends. An op without a
-kernel for the chosen backend runs its torch reference. The tests force Triton on the CPU, where it
-runs through Triton's interpreter (``TRITON_INTERPRET=1``, set before Triton is first imported).
+:func:`backend_for` picks the backend: for float32 CUDA tensors the CUDA kernels when they build, else
+Triton when a recent ``triton`` is importable, else the torch reference; the torch reference for CPU
+tensors. The C++ kernels are opt-in: ``AUDIOKIT_OPS=cpp`` (or :func:`use_backend`) builds them on first
+use and runs them for CPU tensors (see ``kernels/README.md`` for why not by default). ``AUDIOKIT_OPS=
+cuda`` / ``triton`` / ``torch`` force the others. An op without a kernel for the chosen backend runs its
+torch reference. The tests force Triton on the CPU, where it runs through Triton's interpreter
+(``TRITON_INTERPRET=1``, set before Triton is first imported).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import torch
 from audiokit.errors import ModelError
 from audiokit.ops import reference
 
-BACKENDS = ("cpp", "triton", "torch")
+BACKENDS = ("cpp", "cuda", "triton", "torch")
 _FORCED: list[str] = []  # use_backend's choices, innermost last
 
 
@@ -58,11 +61,12 @@ def use_backend(backend: str) -> Iterator[None]:
 
 
 def backend_for(x: torch.Tensor) -> str:
-    """The backend for tensors like ``x``: :func:`use_backend`'s, else ``AUDIOKIT_OPS``'s, else Triton
-    for float32 CUDA tensors (when available) and torch otherwise.
+    """The backend for tensors like ``x``: :func:`use_backend`'s, else ``AUDIOKIT_OPS``'s, else for
+    float32 CUDA tensors ``cuda`` (when built), ``triton`` (when available) or ``torch``, and ``torch``
+    for the others.
 
-    ``cpp`` stands for ``torch`` where the C++ kernels cannot run: non-CPU or non-float32 tensors, or
-    no build (:func:`audiokit.ops.cpp.unavailable_reason`).
+    ``cpp`` and ``cuda`` stand for ``torch`` where their kernels cannot run: tensors of another device
+    or dtype, or no build (``audiokit.ops.cpp`` / ``audiokit.ops.cuda``'s ``unavailable_reason()``).
     """
     forced = _FORCED[-1] if _FORCED else os.environ.get("AUDIOKIT_OPS")
     if forced:
@@ -70,12 +74,14 @@ def backend_for(x: torch.Tensor) -> str:
             _check(forced)
         except ValueError:
             raise ValueError(f"AUDIOKIT_OPS={forced!r}: choose one of {', '.join(BACKENDS)}") from None
-        if forced == "cpp" and not cpp_ready(x):
+        if (forced == "cpp" and not cpp_ready(x)) or (forced == "cuda" and not cuda_ready(x)):
             return "torch"
         return forced
-    if x.dtype == torch.float32 and x.is_cuda and triton_available():
-        return "triton"
-    return "torch"
+    if x.dtype != torch.float32 or not x.is_cuda:
+        return "torch"
+    if cuda_ready(x):
+        return "cuda"
+    return "triton" if triton_available() else "torch"
 
 
 def cpp_ready(x: torch.Tensor) -> bool:
@@ -83,6 +89,13 @@ def cpp_ready(x: torch.Tensor) -> bool:
     from audiokit.ops import cpp
 
     return x.dtype == torch.float32 and x.device.type == "cpu" and cpp.load() is not None
+
+
+def cuda_ready(x: torch.Tensor) -> bool:
+    """Whether the CUDA kernels run on tensors like ``x`` (float32 CUDA; built now if need be)."""
+    from audiokit.ops import cuda
+
+    return x.dtype == torch.float32 and x.is_cuda and cuda.load() is not None
 
 
 def dwconv_layernorm_update(
@@ -121,14 +134,23 @@ def convnext_block_step(
     """See :func:`audiokit.ops.reference.convnext_block_step`; ``backend`` overrides the choice.
 
     The C++ kernel rounds each row the same whatever the number of rows (a stream's steps equal one
-    call over the whole signal bit for bit); the reference does not promise that.
+    call over the whole signal bit for bit); the reference, CUDA (cuBLAS) and Triton do not promise that.
     """
     args = (x, state, taps, conv_bias, norm_weight, norm_bias, eps, w1, b1, w2, b2, approximate)
-    if _check(backend or backend_for(x)) == "cpp":
+    chosen = _check(backend or backend_for(x))
+    if chosen == "cpp":
         from audiokit.ops import cpp
 
         kernels = cpp.load()
         if kernels is None:
             raise ModelError(f"the C++ kernels are unavailable: {cpp.unavailable_reason()}")
         return kernels.convnext_block_step(*args)
+    if chosen == "cuda":
+        from audiokit.ops import cuda
+
+        return cuda.convnext_block_step(*args)
+    if chosen == "triton":
+        from audiokit.ops import triton_kernels
+
+        return triton_kernels.convnext_block_step(*args)
     return reference.convnext_block_step(*args)

@@ -73,14 +73,49 @@ def _dwconv_layernorm_update(
     tl.store(state_ptr + b * ssb + taps[:, None] * sst + cols[None, :] * ssc, shifted, mask=keep)
 
 
-_COMPILED: dict[bool, object] = {}
+def _mlp_residual(
+    y_ptr, x_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, out_ptr,
+    rows, channels, hidden,
+    HAS_B1: tl.constexpr, HAS_B2: tl.constexpr, TANH: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_H: tl.constexpr,
+):  # fmt: skip
+    """One program per ``BLOCK_M`` rows (contiguous ``(rows, C)``): ``x + GELU(y @ w1 + b1) @ w2 + b2``,
+    the hidden activations ``BLOCK_H`` columns at a time, never stored."""
+    m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = tl.arange(0, BLOCK_C)
+    tile_mask = (m < rows)[:, None] & (cols < channels)[None, :]
+    y = tl.load(y_ptr + m[:, None] * channels + cols[None, :], mask=tile_mask, other=0.0)
+    acc = tl.zeros((BLOCK_M, BLOCK_C), dtype=tl.float32)
+    for start in range(0, hidden, BLOCK_H):
+        hs = start + tl.arange(0, BLOCK_H)
+        w_mask = (cols < channels)[:, None] & (hs < hidden)[None, :]
+        w1 = tl.load(w1_ptr + cols[:, None] * hidden + hs[None, :], mask=w_mask, other=0.0)
+        h = tl.dot(y, w1, input_precision="ieee")
+        if HAS_B1:
+            h += tl.load(b1_ptr + hs, mask=hs < hidden, other=0.0)[None, :]
+        if TANH:  # tanh(u) = 2 sigmoid(2u) - 1
+            inner = 2.0 * tl.sigmoid(1.5957691216057308 * (h + 0.044715 * h * h * h)) - 1.0
+        else:
+            inner = tl.math.erf(h * 0.7071067811865476)
+        h = 0.5 * h * (1.0 + inner)
+        w2 = tl.load(w2_ptr + hs[:, None] * channels + cols[None, :], mask=tl.trans(w_mask), other=0.0)
+        acc += tl.dot(h, w2, input_precision="ieee")
+    if HAS_B2:
+        acc += tl.load(b2_ptr + cols, mask=cols < channels, other=0.0)[None, :]
+    acc += tl.load(x_ptr + m[:, None] * channels + cols[None, :], mask=tile_mask, other=0.0)
+    tl.store(out_ptr + m[:, None] * channels + cols[None, :], acc, mask=tile_mask)
 
 
-def _kernel():
-    interpret = bool(triton.knobs.runtime.interpret)
-    if interpret not in _COMPILED:
-        _COMPILED[interpret] = triton.jit(_dwconv_layernorm_update)
-    return _COMPILED[interpret]
+_BODIES = {"dwconv_layernorm_update": _dwconv_layernorm_update, "mlp_residual": _mlp_residual}
+_COMPILED: dict[tuple[str, bool], object] = {}
+
+
+def _kernel(name: str = "dwconv_layernorm_update"):
+    """The kernel ``name`` jitted for the interpreter setting in force now."""
+    key = (name, bool(triton.knobs.runtime.interpret))
+    if key not in _COMPILED:
+        _COMPILED[key] = triton.jit(_BODIES[name])
+    return _COMPILED[key]
 
 
 def dwconv_layernorm_update(
@@ -110,3 +145,37 @@ def dwconv_layernorm_update(
         BLOCK_K=triton.next_power_of_2(taps), BLOCK_C=triton.next_power_of_2(channels),
     )  # fmt: skip
     return y
+
+
+def convnext_block_step(
+    x: torch.Tensor,
+    state: torch.Tensor,
+    taps: torch.Tensor,
+    conv_bias: torch.Tensor | None,
+    norm_weight: torch.Tensor,
+    norm_bias: torch.Tensor,
+    eps: float,
+    w1: torch.Tensor,
+    b1: torch.Tensor | None,
+    w2: torch.Tensor,
+    b2: torch.Tensor | None,
+    approximate: str = "none",
+) -> torch.Tensor:
+    """:func:`audiokit.ops.reference.convnext_block_step` as two Triton kernels (float32): the conv +
+    LayerNorm + state update per stream, then the MLP, GELU, bias and residual per block of rows, the
+    hidden activations kept on chip."""
+    if approximate not in ("none", "tanh"):
+        raise ModelError(f"convnext_block_step: approximate must be 'none' or 'tanh', got {approximate!r}")
+    normed = dwconv_layernorm_update(x, state, taps, conv_bias, norm_weight, norm_bias, eps)
+    batch, length, channels = x.shape
+    rows, hidden = batch * length, w1.shape[1]
+    xc = x.contiguous()
+    out = torch.empty_like(xc)
+    w1, w2, block_m = w1.contiguous(), w2.contiguous(), 16
+    _kernel("mlp_residual")[(triton.cdiv(rows, block_m),)](
+        normed, xc, w1, b1 if b1 is not None else w1, w2, b2 if b2 is not None else w2, out,
+        rows, channels, hidden,
+        HAS_B1=b1 is not None, HAS_B2=b2 is not None, TANH=approximate == "tanh",
+        BLOCK_M=block_m, BLOCK_C=max(16, triton.next_power_of_2(channels)), BLOCK_H=32,
+    )  # fmt: skip
+    return out
