@@ -6,8 +6,9 @@ The server runs as its own process (``audiokit serve``, one torch thread); every
 speech (the samples/ clips, looped, a different offset each) in 20 ms messages paced in real time,
 starts staggered over one message. Reported: added latency per message (its send to the arrival of
 all the output it made possible, the model's algorithmic latency excluded exactly), late messages
-(added latency over the 50 ms budget), missing samples, server CPU, the server's own late steps and
-batch sizes, and every output checked against offline processing. Untrained enhancer weights of the
+(added latency over the 50 ms budget), missing samples, server CPU (also per second of stream audio:
+the figure to compare on a shared machine), the server's own late steps, batch sizes and hops per
+step, and every output checked against offline processing. Untrained enhancer weights of the
 same architecture are served while none are shipped (the same compute).
 """
 
@@ -33,7 +34,7 @@ import torch
 from audiokit import Codec, client, io
 from audiokit.models.base import shipped_names
 from audiokit.models.enhancer import Enhancer
-from audiokit.provenance import write_json
+from audiokit.provenance import run_info, write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -181,12 +182,16 @@ def run(args, spec: str, model) -> dict:
         "max_abs_error_vs_offline": max(errors),
         "all_equal_offline": max(errors) < 1e-4,
         "server_cpu_percent": 100 * cpu / wall,
+        "server_cpu_ms_per_stream_second": 1e3 * cpu / (args.streams * args.seconds),
+        "load_average_1min": os.getloadavg()[0],
         "server_late_steps": metric(metrics, "audiokit_late_steps_total"),
         "server_steps": steps,
         "mean_batch_size": metric(metrics, "audiokit_step_batch_size_sum") / max(steps, 1),
         "mean_step_ms": 1e3 * metric(metrics, "audiokit_step_seconds_sum") / max(steps, 1),
+        "mean_step_hops": metric(metrics, "audiokit_step_hops_sum") / max(steps, 1),
         "server_exit_code_after_sigterm": exit_code,
-        "machine": f"{os.cpu_count()} CPUs, load generator and server on the same machine",
+        "setup": f"{os.cpu_count()} CPUs, load generator and server on the same machine",
+        **run_info(),
     }
     summary["ok"] = bool(
         summary["all_equal_offline"]

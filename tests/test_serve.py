@@ -110,6 +110,7 @@ def test_healthz_and_metrics(server):
         "audiokit_stream_slots_total 64.0",
         "audiokit_step_seconds_bucket",
         "audiokit_step_batch_size_bucket",
+        "audiokit_step_hops_bucket",
         "audiokit_samples_in_total",
         "audiokit_samples_out_total",
         "audiokit_late_steps_total",
@@ -118,3 +119,45 @@ def test_healthz_and_metrics(server):
         assert name in text, name
     page = urllib.request.urlopen(f"{server.http}/").read().decode()
     assert "/static/app.js" in page
+
+
+def _hops_observed(text: str, model: str) -> tuple[float, float]:
+    """``(steps that moved one hop at most, all steps)`` of ``model`` in a /metrics text."""
+    one = total = 0.0
+    for line in text.splitlines():
+        if line.startswith("audiokit_step_hops_bucket") and f'model="{model}"' in line and 'le="1.0"' in line:
+            one = float(line.split()[-1])
+        if line.startswith("audiokit_step_hops_count") and f'model="{model}"' in line:
+            total = float(line.split()[-1])
+    return one, total
+
+
+def test_bursts_catch_up_in_multi_hop_steps_equal_offline(server, codec):
+    """Streams fed in bursts (a second of audio in one message, then pauses and small pieces) advance
+    several hops per batched step, and each output still equals offline processing, exact length."""
+    rng = np.random.default_rng(2)
+    jobs = [("codec", 6000.0, speech(2.5, 0.1)), ("enhance", None, speech(2.5, 0.4))] * 2
+
+    async def bursts(x: np.ndarray):
+        i = 0
+        while i < x.shape[0]:
+            n = int(rng.choice([16000, 8000, 1, 333, 4000]))
+            yield x[i : i + n]
+            i += n
+            await asyncio.sleep(float(rng.uniform(0, 0.05)))
+
+    async def run_all():
+        return await asyncio.gather(
+            *[client.stream(server.ws, bursts(x), 16000, task, bitrate=bitrate) for task, bitrate, x in jobs]
+        )
+
+    for (task, bitrate, x), result in zip(jobs, asyncio.run(run_all()), strict=True):
+        expected = (
+            _offline_codec(codec, x, bitrate) if task == "codec" else _offline_enhance(server.enhancer, x)
+        )
+        assert result.audio.shape == x.shape
+        assert np.abs(result.audio - expected).max() < 1e-5, task
+    text = urllib.request.urlopen(f"{server.http}/metrics").read().decode()
+    for model in ("speech-16k", "enhance-16k"):
+        one, total = _hops_observed(text, model)
+        assert total > one, f"{model}: no step moved more than one hop"

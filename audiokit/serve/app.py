@@ -66,7 +66,7 @@ class ServerState:
     async def start(self) -> None:
         torch.set_num_threads(self.config.threads)
         for name, engine in self.engines.items():
-            self.schedulers[name] = Scheduler(engine, self.metrics)
+            self.schedulers[name] = Scheduler(engine, self.metrics, self.config.max_hops)
             self.schedulers[name].start()
 
     async def stop(self) -> None:

@@ -23,6 +23,8 @@ class ServerConfig:
         drain_timeout_s: on SIGTERM, how long live streams get to finish before the server exits.
         ping_interval_s, ping_timeout_s: WebSocket keepalive pings.
         threads: torch threads per process (batching, not threads, serves many streams).
+        max_hops: most hops one stream advances in one batched step (a stream with a backlog catches
+            up by up to this many per step; 1: one hop per step whatever the backlog).
     """
 
     models: list[str] = field(default_factory=list)
@@ -38,3 +40,4 @@ class ServerConfig:
     ping_interval_s: float = 20.0
     ping_timeout_s: float = 20.0
     threads: int = 1
+    max_hops: int = 8

@@ -1,10 +1,10 @@
 """What a scheduler drives: one served model's streams in batchers, and each stream's wire-side audio.
 
 An :class:`Engine` keeps every live stream of one model in multi-stream batchers (one per codec
-bitrate; one for an enhancer) and advances all ready streams together, one batched step per hop.
-A :class:`WireAudio` turns a stream's samples at the client's rate into the model's rate and back
-(soxr HQ, streaming), and keeps the output exactly as long as the input. Neither is thread-safe: the
-scheduler calls them from its one worker thread only.
+bitrate; one for an enhancer) and advances all ready streams together in batched steps of one hop
+or, for streams with a backlog, several. A :class:`WireAudio` turns a stream's samples at the
+client's rate into the model's rate and back (soxr HQ, streaming), and keeps the output exactly as
+long as the input. Neither is thread-safe: the scheduler calls them from its one worker thread only.
 """
 
 from __future__ import annotations
@@ -81,23 +81,19 @@ class Engine:
         """Queue mono ``samples (n,)`` at the model's rate."""
         self._batchers[stream[0]].push(stream[1], samples[None])
 
-    def step(self) -> list[StreamKey]:
-        """One batched step per batcher: each stream holding a whole hop advances one hop; returns them."""
+    def step(self, max_hops: int = 1) -> list[tuple[StreamKey, int, np.ndarray]]:
+        """Batched steps of every batcher: each stream holding a whole hop advances by as many hops as
+        it holds, at most ``max_hops`` (see :meth:`AudioBatcher.step`); returns ``(stream, hops,
+        output)`` of those that advanced, the output float32 ``(n,)`` at the model's rate."""
         advanced = []
         for key, batcher in self._batchers.items():
-            ready = batcher.ready()
-            if ready:
-                batcher.step()
-                advanced += [(key, i) for i in ready]
+            for i, hops in batcher.step(max_hops).items():
+                advanced.append(((key, i), hops, batcher.pull(i)[0].numpy()))
         return advanced
 
     def ready(self) -> int:
         """How many streams hold a whole hop of input."""
         return sum(len(b.ready()) for b in self._batchers.values())
-
-    def pull(self, stream: StreamKey) -> np.ndarray:
-        """The output of ``stream`` so far, float32 ``(n,)`` at the model's rate."""
-        return self._batchers[stream[0]].pull(stream[1])[0].numpy()
 
     def close(self, stream: StreamKey) -> np.ndarray:
         """End ``stream``: process its rest and return its remaining output; frees its slot."""

@@ -6,10 +6,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 STEP_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+HOP_BUCKETS = (1, 2, 4, 8, 16, 32)
 
 
 class Metrics:
-    """Live streams, stream slots, step times and batch sizes, samples, late steps, closes by code."""
+    """Live streams, stream slots, step times, batch sizes and hops, samples, late steps, closes by code."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -31,6 +32,13 @@ class Metrics:
             buckets=BATCH_BUCKETS,
             registry=r,
         )
+        self.step_hops = Histogram(
+            "audiokit_step_hops",
+            "Hops the furthest-advanced stream of one batched step moved (over 1: catching up)",
+            ["model"],
+            buckets=HOP_BUCKETS,
+            registry=r,
+        )
         self.samples_in = Counter(
             "audiokit_samples_in", "PCM samples received (client rate)", ["model"], registry=r
         )
@@ -39,7 +47,7 @@ class Metrics:
         )
         self.late_steps = Counter(
             "audiokit_late_steps",
-            "Batched steps whose compute took longer than one hop of audio",
+            "Batched steps whose compute took longer than the audio they advanced (falling behind)",
             ["model"],
             registry=r,
         )

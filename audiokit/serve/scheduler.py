@@ -1,11 +1,12 @@
-"""One scheduler per served model: all its live streams advance together, one batched step per hop.
+"""One scheduler per served model: all its live streams advance together in batched steps.
 
 The event loop only queues: a connection hands its decoded input to :meth:`Scheduler.push` and reads
 its output from :attr:`Stream.output`. The scheduler's task gathers what arrived (new streams, input,
 ends, dropped clients) into a job and runs it in the model's single worker thread: push the input,
 one batched step of every stream holding a whole hop, pull what came out. While that step computes,
-new input accumulates, so batches grow with load. Streams with more input waiting (a client sending
-faster than real time) get one hop per step, like everyone else, until they catch up.
+new input accumulates, so batches grow with load. A stream holding several hops (a 20 ms message of
+two 10 ms hops, a client sending faster than real time, or a server that fell behind) advances by up
+to ``max_hops`` of them in that step, so a server that fell behind catches up instead of drifting.
 """
 
 from __future__ import annotations
@@ -68,11 +69,13 @@ class _Job:
 
 
 class Scheduler:
-    """Runs ``engine``'s batched steps in one worker thread for every stream opened here."""
+    """Runs ``engine``'s batched steps (up to ``max_hops`` hops per stream each) in one worker thread
+    for every stream opened here."""
 
-    def __init__(self, engine: Engine, metrics: Metrics) -> None:
+    def __init__(self, engine: Engine, metrics: Metrics, max_hops: int = 8) -> None:
         self.engine = engine
         self.metrics = metrics
+        self.max_hops = max_hops
         self.streams: set[Stream] = set()
         self.hop_seconds = engine.hop_length / engine.sample_rate
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"audiokit-{engine.name}")
@@ -185,19 +188,21 @@ class Scheduler:
             if stream.key is not None:
                 engine.push(stream.key, stream.wire.to_model(samples))
         began = time.perf_counter()
-        advanced = engine.step()
+        advanced = engine.step(self.max_hops)
         seconds = time.perf_counter() - began
+        outputs = []
         if advanced:
+            hops = max(h for _, h, _ in advanced)
             self.metrics.step_seconds.labels(name).observe(seconds)
             self.metrics.batch_size.labels(name).observe(len(advanced))
-            if seconds > self.hop_seconds:
+            self.metrics.step_hops.labels(name).observe(hops)
+            if seconds > hops * self.hop_seconds:
                 self.metrics.late_steps.labels(name).inc()
-        outputs = []
-        for key in advanced:
-            stream = self._owners[key]
-            samples = stream.wire.from_model(engine.pull(key))
-            stream.processed += self.engine.hop_length
-            outputs.append((stream, samples, False))
+            owners, hop_length = self._owners, engine.hop_length
+            for key, count, samples in advanced:
+                stream = owners[key]
+                stream.processed += count * hop_length
+                outputs.append((stream, stream.wire.from_model(samples), False))
         for stream in job.ends:
             if stream.key is None:
                 continue
@@ -205,6 +210,5 @@ class Scheduler:
             outputs.append((stream, stream.wire.from_model(engine.close(stream.key), last=True), True))
             del self._owners[stream.key]
             stream.key = None
-        for _, samples, _ in outputs:
-            self.metrics.samples_out.labels(name).inc(samples.shape[0])
+        self.metrics.samples_out.labels(name).inc(sum(samples.shape[0] for _, samples, _ in outputs))
         return outputs, engine.ready()

@@ -1,24 +1,27 @@
-"""Many independent streams advanced together: one batched model step per frame for all of them.
+"""Many independent streams advanced together: one batched model step for all of them.
 
 Streams open and close at any time and push chunks of any size. :meth:`MultiStreamBatcher.step`
-advances every stream that holds at least one whole frame of input by exactly one frame, in one
-batched call; the streams that do not (the padding mask) are left untouched, their state rows neither
-read nor written. Each stream's output equals that of its own :class:`CodecStream` session (and so
-the offline result). Memory is ``O(capacity x state)``: one state row per slot, reused after
-:meth:`close`. :class:`MultiStreamBatcher` serves codecs, :class:`AudioBatcher` audio-to-audio models
-(enhancers) the same way.
+advances every stream that holds at least one whole frame of input by one frame (``max_hops``: by up
+to that many, so a stream with a backlog catches up), in one batched call per number of frames (powers
+of two); the streams that hold no whole frame (the padding mask) are left as they were (their state
+rows untouched, or saved and put back when a step of nearly every row runs on all of them, which
+spares gathering and scattering the stepped rows). Each stream's output equals that of its own
+:class:`CodecStream` session (and so the offline result), whatever the frames per step. Memory is
+``O(capacity x state)``: one state row per slot, reused after :meth:`close`.
+:class:`MultiStreamBatcher` serves codecs, :class:`AudioBatcher` audio-to-audio models (enhancers)
+the same way.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 
 from audiokit.errors import UsageError
 from audiokit.nn.state import assign_rows, select_rows, zero_rows
-from audiokit.streaming.audio import AudioRow
 from audiokit.streaming.codec import CodecStream
 
 
@@ -83,16 +86,50 @@ class MultiStreamBatcher:
         unit = self.session._unit()
         return [i for i, slot in self._slots.items() if self.session._rows[slot].pending.shape[-1] >= unit]
 
-    def step(self) -> int:
-        """Advance every ready stream by one frame in one batched step; returns how many advanced."""
-        rows = [self._slots[i] for i in self.ready()]
-        if rows:
-            with torch.inference_mode():
-                self.session._advance(rows, max_units=1)
-        return len(rows)
+    def step(self, max_hops: int = 1) -> dict[int, int]:
+        """Advance every ready stream by as many whole frames as it holds, at most ``max_hops`` (rounded
+        down to a power of two, so streams group into few batched steps); returns ``{id: frames}`` of
+        the streams advanced."""
+        unit, rows = self.session._unit(), self.session._rows
+        groups: dict[int, list[int]] = {}
+        advanced = {}
+        for stream_id, slot in self._slots.items():
+            frames = min(rows[slot].pending.shape[-1] // unit, max_hops)
+            if frames:
+                frames = advanced[stream_id] = 1 << (frames.bit_length() - 1)
+                groups.setdefault(frames, []).append(slot)
+        with torch.inference_mode():
+            for frames, slots in sorted(groups.items(), reverse=True):
+                if _pad_to_all(len(slots), self.capacity):
+                    self._advance_all(slots, frames * unit)
+                else:
+                    self.session._advance(slots, max_units=frames)
+        return advanced
+
+    def _advance_all(self, slots: list[int], take: int) -> None:
+        """Advance ``slots`` by ``take`` input units in a step of every row (no state gather); the
+        other open streams' state rows and queues are saved before and put back after."""
+        session, rows = self.session, self.session._rows
+        pieces = [rows[r].pending[..., :take] for r in slots]
+        x = pieces[0].new_zeros((self.capacity, *pieces[0].shape))
+        x[torch.tensor(slots, device=session.device)] = torch.stack(pieces)
+        for r in slots:
+            rows[r].pending = rows[r].pending[..., take:]
+        stepped = set(slots)
+        others = [r for r in self._slots.values() if r not in stepped]
+        index = torch.tensor(others, dtype=torch.long, device=session.device)
+        states = [
+            (state, select_rows(state, index)) for state in (session.encoder_state, session.decoder_state)
+        ]
+        queues = {r: dataclasses.replace(rows[r], out=list(rows[r].out)) for r in others}
+        session._run(list(range(self.capacity)), x, final=False)
+        for state, saved in states:
+            assign_rows(state, index, saved)
+        for r, row in queues.items():
+            rows[r] = row
 
     def run(self) -> int:
-        """:meth:`step` until no stream is ready; returns the number of steps."""
+        """:meth:`step` (one frame each) until no stream is ready; returns the number of steps."""
         steps = 0
         while self.step():
             steps += 1
@@ -124,11 +161,14 @@ def _pop(session: CodecStream, slot: int) -> torch.Tensor:
 
 class AudioBatcher:
     """Up to ``capacity`` independent mono streams of an audio-to-audio model (an enhancer), advanced
-    together one hop per :meth:`step`, each exactly as its own :class:`~audiokit.streaming.audio.AudioStream`.
+    together in batched steps, each exactly as its own :class:`~audiokit.streaming.audio.AudioStream`.
 
     ``options`` are the model's streaming knobs (``atten_lim_db``, ``dry``), shared by every stream.
     Streams push mono audio ``(1, n)`` or ``(n,)``; their output (``(1, n)``, aligned with the input,
     the model's ``output_lag`` showing only as lag) accumulates until :meth:`pull` or :meth:`close`.
+    Pending input lives in one host ``(capacity, width)`` buffer (a read offset and a fill per slot), so
+    a step gathers its rows with one indexing op; a step of nearly every slot runs on all state rows
+    (the idle ones saved and put back) rather than on a gathered copy.
     """
 
     def __init__(self, model, capacity: int, **options) -> None:
@@ -140,8 +180,15 @@ class AudioBatcher:
         self.device = next(model.parameters()).device
         with torch.inference_mode():
             self.state = model.init_state(capacity, self.device)
-        self._rows: dict[int, AudioRow] = {}
+        self._pending = np.zeros((capacity, 4 * self.hop_length), np.float32)  # staged on the host
+        self._start = np.zeros(capacity, np.int64)  # read offset of each slot's pending input
+        self._fill = np.zeros(capacity, np.int64)  # pending samples of each slot
+        self._skip = np.zeros(capacity, np.int64)  # lag samples still to drop
+        self._pushed = np.zeros(capacity, np.int64)
+        self._emitted = np.zeros(capacity, np.int64)
+        self._out: list[list[torch.Tensor]] = [[] for _ in range(capacity)]
         self._slots: dict[int, int] = {}
+        self._owner = np.full(capacity, -1, np.int64)  # stream id of each slot (-1: free)
         self._free = list(range(capacity))
         self._ids = itertools.count()
 
@@ -159,13 +206,16 @@ class AudioBatcher:
             zero_rows(self.state, torch.tensor([slot], device=self.device))
         stream_id = next(self._ids)
         self._slots[stream_id] = slot
-        self._rows[slot] = AudioRow(torch.zeros(0, device=self.device), skip=self.lag)
+        self._owner[slot] = stream_id
+        self._start[slot] = self._fill[slot] = self._pushed[slot] = self._emitted[slot] = 0
+        self._skip[slot] = self.lag
+        self._out[slot] = []
         return stream_id
 
-    def _row(self, stream_id: int) -> AudioRow:
+    def _slot(self, stream_id: int) -> int:
         if stream_id not in self._slots:
             raise UsageError(f"no open stream {stream_id}")
-        return self._rows[self._slots[stream_id]]
+        return self._slots[stream_id]
 
     def push(self, stream_id: int, chunk: torch.Tensor) -> None:
         """Queue mono ``chunk`` (``(n,)`` or ``(1, n)``) of ``stream_id``; nothing runs until :meth:`step`."""
@@ -173,52 +223,102 @@ class AudioBatcher:
             chunk = chunk[0]
         if chunk.dim() != 1:
             raise UsageError(f"push mono audio (1, samples), got {tuple(chunk.shape)}")
-        row = self._row(stream_id)
-        row.pending = torch.cat([row.pending, chunk.to(self.device, torch.float32)])
-        row.pushed += chunk.shape[0]
+        slot = self._slot(stream_id)
+        self._write(slot, chunk.detach().to("cpu", torch.float32).numpy())
+        self._pushed[slot] += chunk.shape[0]
+
+    def _write(self, slot: int, chunk: np.ndarray) -> None:
+        """Append ``chunk (n,)`` to the pending input of ``slot``."""
+        n = chunk.shape[0]
+        start, fill = int(self._start[slot]), int(self._fill[slot])
+        if start + fill + n > self._pending.shape[1]:  # compact the row, widen the buffer if needed
+            if fill + n > self._pending.shape[1]:
+                wider = np.zeros((self.capacity, 2 * (fill + n)), np.float32)
+                wider[:, : self._pending.shape[1]] = self._pending
+                self._pending = wider
+            self._pending[slot, :fill] = self._pending[slot, start : start + fill].copy()
+            start = self._start[slot] = 0
+        self._pending[slot, start + fill : start + fill + n] = chunk
+        self._fill[slot] += n
 
     def ready(self) -> list[int]:
         """Ids of the streams holding at least one whole hop of input."""
-        return [i for i, slot in self._slots.items() if self._rows[slot].pending.shape[0] >= self.hop_length]
+        return [int(i) for i in self._owner[(self._fill >= self.hop_length) & (self._owner >= 0)]]
 
-    def step(self) -> int:
-        """Advance every ready stream by one hop in one batched step; returns how many advanced."""
-        slots = [self._slots[i] for i in self.ready()]
-        if slots:
-            self._run(slots, self.hop_length, final=False)
-        return len(slots)
+    def step(self, max_hops: int = 1) -> dict[int, int]:
+        """Advance every ready stream by as many whole hops as it holds, at most ``max_hops`` (rounded
+        down to a power of two, so streams group into few batched steps); returns ``{id: hops}`` of
+        the streams advanced."""
+        hops = np.minimum(self._fill // self.hop_length, max_hops)
+        hops[self._owner < 0] = 0
+        if not hops.any():
+            return {}
+        hops = np.where(hops > 0, 1 << np.log2(np.maximum(hops, 1)).astype(np.int64), 0)
+        for k in np.unique(hops[hops > 0])[::-1]:
+            self._run(np.flatnonzero(hops == k), int(k) * self.hop_length, final=False)
+        moved = hops > 0
+        return dict(zip(self._owner[moved].tolist(), hops[moved].tolist(), strict=True))
 
     def pull(self, stream_id: int) -> torch.Tensor:
         """All output ``(1, n)`` of ``stream_id`` produced so far and not yet pulled."""
-        row = self._row(stream_id)
-        out = torch.cat(row.out) if row.out else torch.zeros(0, device=self.device)
-        row.out, row.out_len = [], 0
-        return out[None]
+        slot = self._slot(stream_id)
+        out = self._out[slot]
+        self._out[slot] = []
+        if len(out) == 1:
+            return out[0][None]
+        return (torch.cat(out) if out else torch.zeros(0, device=self.device))[None]
 
     def close(self, stream_id: int) -> torch.Tensor:
         """End ``stream_id``: process its rest (as :meth:`AudioStream.flush` does: zeros to whole hops
         past the lag, output cut at the input's length), return all its remaining output, free its slot."""
-        row, slot = self._row(stream_id), self._slots[stream_id]
-        needed = -(-(row.pending.shape[0] + self.lag) // self.hop_length) * self.hop_length
-        if row.pushed and needed:
-            row.pending = F.pad(row.pending, (0, needed - row.pending.shape[0]))
-            self._run([slot], needed, final=True)
+        slot = self._slot(stream_id)
+        needed = -(-(int(self._fill[slot]) + self.lag) // self.hop_length) * self.hop_length
+        if self._pushed[slot] and needed:
+            self._write(slot, np.zeros(needed - int(self._fill[slot]), np.float32))
+            self._run(np.array([slot]), needed, final=True)
         out = self.pull(stream_id)
-        del self._slots[stream_id], self._rows[slot]
+        del self._slots[stream_id]
+        self._owner[slot] = -1
+        self._fill[slot] = 0
         self._free.append(slot)
         return out
 
-    def _run(self, slots: list[int], samples: int, final: bool) -> None:
+    def _run(self, slots: np.ndarray, samples: int, final: bool) -> None:
         """One batched model step of ``slots`` on their next ``samples`` pending samples."""
-        rows = [self._rows[s] for s in slots]
-        x = torch.stack([row.pending[:samples] for row in rows])[:, None]
+        index = torch.from_numpy(slots).to(self.device)
+        x = self._pending[slots[:, None], self._start[slots][:, None] + np.arange(samples)]
         with torch.inference_mode():
-            if len(slots) == self.capacity:
-                y = self.model.step(x, self.state, **self.step_options)
+            if not final and _pad_to_all(len(slots), self.capacity):  # step every row, restore the rest
+                stepped = np.zeros(self.capacity, bool)
+                stepped[slots] = True
+                others = torch.from_numpy(np.flatnonzero(~stepped & (self._owner >= 0))).to(self.device)
+                saved = select_rows(self.state, others)
+                padded = np.zeros((self.capacity, samples), np.float32)
+                padded[slots] = x
+                y = self.model.step(
+                    torch.from_numpy(padded).to(self.device)[:, None], self.state, **self.step_options
+                )
+                y = y[index, 0]
+                if others.numel():
+                    assign_rows(self.state, others, saved)
             else:
-                index = torch.tensor(slots, device=self.device)
+                x = torch.from_numpy(x).to(self.device)[:, None]
                 part = select_rows(self.state, index)
-                y = self.model.step(x, part, **self.step_options)
+                y = self.model.step(x, part, **self.step_options)[:, 0]
                 assign_rows(self.state, index, part)
-        for row, out in zip(rows, y[:, 0], strict=True):
-            row.advance(samples, out, final)
+        self._start[slots] += samples
+        self._fill[slots] -= samples
+        drop = np.minimum(self._skip[slots], samples)
+        self._skip[slots] -= drop
+        keep = samples - drop
+        if final:
+            keep = np.minimum(keep, np.maximum(self._pushed[slots] - self._emitted[slots], 0))
+        self._emitted[slots] += keep
+        for slot, row, first, count in zip(slots.tolist(), y, drop.tolist(), keep.tolist(), strict=True):
+            self._out[slot].append(row[first : first + count])
+
+
+def _pad_to_all(rows: int, capacity: int) -> bool:
+    """Whether a step of ``rows`` of ``capacity`` state rows runs on all of them (the idle rows' state
+    saved and put back) rather than on a gathered copy of those rows: when they are nearly all."""
+    return 5 * rows >= 4 * capacity
