@@ -12,11 +12,12 @@ from __future__ import annotations
 import functools
 import os
 import shutil
-import subprocess
 from pathlib import Path
 from types import ModuleType
 
 import torch
+
+from audiokit.ops.build import build_extension, ninja_missing
 
 SOURCES = Path(__file__).resolve().parents[2] / "kernels" / "cpu"
 NAME = "audiokit_kernels_cpu"
@@ -36,9 +37,7 @@ def missing_tool() -> str | None:
     compiler = os.environ.get("CXX", "c++")
     if shutil.which(compiler) is None:
         return f"no C++ compiler ({compiler}) on PATH"
-    if shutil.which("ninja") is None:
-        return "ninja not found (pip install ninja), which torch.utils.cpp_extension builds with"
-    return None
+    return ninja_missing()
 
 
 @functools.cache
@@ -46,22 +45,8 @@ def _build() -> tuple[ModuleType | None, str | None]:
     missing = missing_tool()
     if missing is not None:
         return None, missing
-    from torch.utils.cpp_extension import load as build
-
-    build_dir = cache_dir()
-    build_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        module = build(
-            NAME,
-            [str(SOURCES / "convnext_step.cpp")],
-            extra_cflags=FLAGS,
-            extra_ldflags=["-fopenmp"],
-            build_directory=str(build_dir),
-            verbose=False,
-        )
-    except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
-        return None, f"the build in {build_dir} failed: {str(exc).strip().splitlines()[-1]}"
-    return module, None
+    sources = [SOURCES / "convnext_step.cpp"]
+    return build_extension(NAME, sources, cache_dir(), extra_cflags=FLAGS, extra_ldflags=["-fopenmp"])
 
 
 def load() -> ModuleType | None:

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import functools
 import shutil
-import subprocess
 from pathlib import Path
 from types import ModuleType
 
 import torch
 
 from audiokit.errors import ModelError
+from audiokit.ops.build import build_extension, ninja_missing
 from audiokit.ops.cpp import cache_dir
 
 SOURCES = Path(__file__).resolve().parents[2] / "kernels" / "cuda"
@@ -37,9 +37,7 @@ def missing_tool() -> str | None:
 
     if CUDA_HOME is None or shutil.which(str(Path(CUDA_HOME) / "bin" / "nvcc")) is None:
         return "nvcc not found (set CUDA_HOME to the CUDA toolkit)"
-    if shutil.which("ninja") is None:
-        return "ninja not found (pip install ninja), which torch.utils.cpp_extension builds with"
-    return None
+    return ninja_missing()
 
 
 @functools.cache
@@ -47,23 +45,14 @@ def _build() -> tuple[ModuleType | None, str | None]:
     missing = missing_tool()
     if missing is not None:
         return None, missing
-    from torch.utils.cpp_extension import load as build
-
-    build_dir = cache_dir() / "cuda"
-    build_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        module = build(
-            NAME,
-            [str(SOURCES / name) for name in FILES],
-            extra_cflags=["-O3"],
-            extra_cuda_cflags=["-O3"],
-            extra_include_paths=[str(SOURCES)],
-            build_directory=str(build_dir),
-            verbose=False,
-        )
-    except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
-        return None, f"the build in {build_dir} failed: {str(exc).strip().splitlines()[-1]}"
-    return module, None
+    return build_extension(
+        NAME,
+        [SOURCES / name for name in FILES],
+        cache_dir() / "cuda",
+        extra_cflags=["-O3"],
+        extra_cuda_cflags=["-O3"],
+        extra_include_paths=[str(SOURCES)],
+    )
 
 
 def load() -> ModuleType | None:
