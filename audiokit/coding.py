@@ -351,7 +351,6 @@ def decode_file(
     }
 
 
-
 RESAMPLE_MARGIN = 1024
 """Model-rate samples decoded beyond each end of a time range before resampling it, so that the
 resampler's filter sees what it sees in a whole decode (soxr HQ needs under 256)."""
