@@ -57,8 +57,8 @@ function sendAudio(frame) {
 function receiveAudio(samples) {
   state.received.push(samples);
   state.receivedSamples += samples.length;
-  // latency: the newest sample that came back was sent at the first send time covering it
-  while (sendTimes.length > 1 && sendTimes[1][0] <= state.receivedSamples) sendTimes.shift();
+  // latency: the newest sample that came back was sent with the first chunk whose end covers it
+  while (sendTimes.length > 1 && sendTimes[0][0] < state.receivedSamples) sendTimes.shift();
   if (sendTimes.length && sendTimes[0][0] >= state.receivedSamples) {
     state.latencyMs = performance.now() - sendTimes[0][1];
     $("latency").textContent = state.latencyMs.toFixed(0);
