@@ -7,6 +7,8 @@ follow ``.to(device)`` and cost only the STFTs at run time.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import nn
@@ -34,7 +36,25 @@ def _stft(x: torch.Tensor, n_fft: int, hop_length: int, window: torch.Tensor) ->
 
 
 def _power(spec: torch.Tensor) -> torch.Tensor:
-    return torch.view_as_real(spec).square().sum(-1)
+    """``|Z|^2`` of a complex tensor (real and imaginary parts squared and added, no size-2 reduction)."""
+    return spec.real.square() + spec.imag.square()
+
+
+@dataclass
+class SpectrumPair:
+    """Complex STFTs ``(B * C, bins, frames)`` of an estimate and its reference at one resolution; their
+    powers are computed once, on first use, however many losses read them."""
+
+    est: torch.Tensor
+    ref: torch.Tensor
+
+    @cached_property
+    def est_power(self) -> torch.Tensor:
+        return _power(self.est)
+
+    @cached_property
+    def ref_power(self) -> torch.Tensor:
+        return _power(self.ref)
 
 
 class _MultiResolutionSTFT(nn.Module):
@@ -51,13 +71,11 @@ class _MultiResolutionSTFT(nn.Module):
         for i, win_length in enumerate(win_lengths):
             self.register_buffer(f"window_{i}", get_window("hann", win_length), persistent=False)
 
-    def spectra(
-        self, estimate: torch.Tensor, target: torch.Tensor
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """``(est, ref)`` complex STFTs ``(B * C, n_fft // 2 + 1, frames)`` at each resolution."""
+    def spectra(self, estimate: torch.Tensor, target: torch.Tensor) -> Iterator[SpectrumPair]:
+        """The complex STFTs ``(B * C, n_fft // 2 + 1, frames)`` of both at each resolution."""
         for i, (n_fft, hop) in enumerate(self.resolutions):
             window = getattr(self, f"window_{i}")
-            yield _stft(estimate, n_fft, hop, window), _stft(target, n_fft, hop, window)
+            yield SpectrumPair(_stft(estimate, n_fft, hop, window), _stft(target, n_fft, hop, window))
 
 
 class MultiResolutionSTFTLoss(_MultiResolutionSTFT):
@@ -81,15 +99,14 @@ class MultiResolutionSTFTLoss(_MultiResolutionSTFT):
     def forward(self, estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.from_spectra(self.spectra(estimate, target))
 
-    def from_spectra(self, pairs: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-        """The loss of :meth:`spectra`'s ``(est, ref)`` pairs (shareable with other losses of the
-        same resolutions)."""
+    def from_spectra(self, pairs: Iterable[SpectrumPair]) -> torch.Tensor:
+        """The loss of :meth:`spectra`'s pairs (shareable with other losses of the same resolutions)."""
         total = 0.0
-        for est_spec, ref_spec in pairs:
-            est = _power(est_spec).clamp(min=self.eps).sqrt()
-            ref = _power(ref_spec).clamp(min=self.eps).sqrt()
+        for pair in pairs:
+            est_power, ref_power = pair.est_power.clamp(min=self.eps), pair.ref_power.clamp(min=self.eps)
+            est, ref = est_power.sqrt(), ref_power.sqrt()
             convergence = torch.linalg.vector_norm(est - ref) / torch.linalg.vector_norm(ref)
-            total = total + convergence + (est.log() - ref.log()).abs().mean()
+            total = total + convergence + 0.5 * (est_power.log() - ref_power.log()).abs().mean()
         return total / len(self.resolutions)
 
 
@@ -117,21 +134,19 @@ class CompressedComplexSTFTLoss(_MultiResolutionSTFT):
         self.exponent = exponent
         self.eps = eps
 
-    def _compressed(self, spec: torch.Tensor) -> torch.Tensor:
-        """``(..., F, N)`` complex -> ``(..., F, N, 2)`` real/imaginary parts of ``|Z|^c e^{j angle Z}``."""
-        parts = torch.view_as_real(spec)
-        power = parts.square().sum(-1, keepdim=True).clamp(min=self.eps)
-        return parts * power ** ((self.exponent - 1.0) / 2.0)
+    def _compressed(self, spec: torch.Tensor, power: torch.Tensor) -> torch.Tensor:
+        """``|Z|^c e^{j angle Z}`` of complex ``spec`` ``(..., F, N)`` whose ``|Z|^2`` is ``power``."""
+        return spec * power.clamp(min=self.eps).pow((self.exponent - 1.0) / 2.0)
 
     def forward(self, estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.from_spectra(self.spectra(estimate, target))
 
-    def from_spectra(self, pairs: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-        """The loss of :meth:`spectra`'s ``(est, ref)`` pairs."""
+    def from_spectra(self, pairs: Iterable[SpectrumPair]) -> torch.Tensor:
+        """The loss of :meth:`spectra`'s pairs."""
         total = 0.0
-        for est_spec, ref_spec in pairs:
-            est, ref = self._compressed(est_spec), self._compressed(ref_spec)
-            total = total + (est - ref).square().sum(-1).mean()
+        for pair in pairs:
+            est, ref = self._compressed(pair.est, pair.est_power), self._compressed(pair.ref, pair.ref_power)
+            total = total + _power(est - ref).mean()
         return total / len(self.resolutions)
 
 
@@ -174,7 +189,8 @@ class PhaseDerivativeLoss(_MultiResolutionSTFT):
 
     def forward(self, estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         total = estimate.new_zeros(())
-        for est, ref in self.spectra(estimate, target):
+        for pair in self.spectra(estimate, target):
+            est, ref = pair.est, pair.ref
             for dim in (-1, -2):  # along frames (instantaneous frequency), along bins (group delay)
                 u_est, _ = _unit_phasors(est, dim, self.eps)
                 u_ref, magnitude = _unit_phasors(ref, dim, self.eps)
