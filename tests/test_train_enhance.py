@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from audiokit import io
+from audiokit.errors import ModelError
 from audiokit.models import AudioModel
 from audiokit.models.enhancer import Enhancer
 from audiokit.train.checkpoint import load_checkpoint
@@ -68,3 +69,38 @@ def test_evaluates_on_a_noisy_set(tmp_path):
     expected = 10 * np.log10(np.sum(target**2) / np.sum((est - target) ** 2))
     assert record["noisy"]["si_sdr"] == pytest.approx(expected, abs=0.01)
     assert set(record["enhanced"]) >= {"pesq", "stoi", "si_sdr"}
+
+
+@pytest.mark.parametrize("band_features", ["diffstft", "adaptive"])
+def test_front_end_ablation_variants_are_causal_and_train_their_front_end(tmp_path, band_features):
+    model = Enhancer.from_config("enhance-16k", band_features=band_features)
+    x = 0.1 * torch.randn(1, 1, 8000)
+    later = x.clone()
+    later[..., 4000:] += 0.1 * torch.randn(4000)
+    with torch.no_grad():
+        y, y_later = model(x), model(later)
+    latency = model.algorithmic_latency  # a change at sample 4000 may reach back this far, no further
+    assert y.shape == x.shape
+    assert torch.equal(y[..., : 4000 - latency], y_later[..., : 4000 - latency])
+    assert not torch.equal(y[..., 4000 - latency :], y_later[..., 4000 - latency :])
+    with pytest.raises(ModelError, match="offline only"):
+        model.stream(1).push(x)
+
+    overrides = [f"model.options.band_features={band_features}", "run.max_steps=2"]
+    trainer = Trainer(load_recipe(TINY, overrides), tmp_path / "run", quiet=True)
+    scaled = trainer.model.lr_scales()
+    assert scaled and all(scale == 1000.0 for scale in scaled.values())
+    before = {name: p.detach().clone() for name, p in trainer.model.named_parameters() if name in scaled}
+    trainer.fit()
+    groups = trainer.model_part.optimizer.param_groups
+    assert [g["lr"] / groups[0]["lr"] for g in groups] == pytest.approx([1.0, 1000.0])
+    moved = {
+        name: float((p.detach() - before[name]).abs().max())
+        for name, p in trainer.model.named_parameters()
+        if name in scaled
+    }
+    assert max(moved.values()) > 1e-3, moved  # samples / Hz move at a rate near 1 per step, not 1e-3
+
+
+def test_erb_enhancer_has_one_learning_rate():
+    assert Enhancer.from_config("enhance-16k").lr_scales() == {}

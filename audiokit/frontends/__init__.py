@@ -3,13 +3,20 @@
 from audiokit.frontends.adaptive import PCEN, AdaptiveFilterbank, AdaptiveFilterbankStream
 from audiokit.frontends.criteria import concentration, kurtosis, renyi_entropy, stankovic
 from audiokit.frontends.diffstft import DiffSTFT, DiffSTFTStream
-from audiokit.frontends.factory import FRONTENDS, LogSpectrogram, build_frontend
+from audiokit.frontends.factory import (
+    FRONTENDS,
+    UNIT_PARAMETERS,
+    LogSpectrogram,
+    build_frontend,
+    is_unit_parameter,
+)
 from audiokit.frontends.filterbank import FIRFilterbank
 from audiokit.frontends.windows import continuous_window
 
 __all__ = [
     "FRONTENDS",
     "PCEN",
+    "UNIT_PARAMETERS",
     "AdaptiveFilterbank",
     "AdaptiveFilterbankStream",
     "DiffSTFT",
@@ -19,6 +26,7 @@ __all__ = [
     "build_frontend",
     "concentration",
     "continuous_window",
+    "is_unit_parameter",
     "kurtosis",
     "renyi_entropy",
     "stankovic",

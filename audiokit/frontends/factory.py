@@ -17,6 +17,13 @@ from audiokit.frontends.adaptive import AdaptiveFilterbank
 from audiokit.frontends.diffstft import DiffSTFT
 
 FRONTENDS = ("mel", "stft", "diffstft", "adaptive")
+UNIT_PARAMETERS = ("win_length", "hop_length", "centre_hz", "bandwidth_hz")
+"""Front-end parameters measured in samples or Hz: they need a learning rate ~1000x a network's."""
+
+
+def is_unit_parameter(name: str) -> bool:
+    """Whether the parameter called ``name`` (dotted, as in ``named_parameters``) is in samples or Hz."""
+    return name.rsplit(".", 1)[-1] in UNIT_PARAMETERS
 
 
 class LogSpectrogram(nn.Module):

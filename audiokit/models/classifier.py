@@ -5,10 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from audiokit.frontends import FRONTENDS, build_frontend
-
-# front-end parameters measured in samples or Hz: they need a learning rate near 1, not 1e-3
-FRONTEND_UNIT_PARAMETERS = ("win_length", "hop_length", "centre_hz", "bandwidth_hz")
+from audiokit.frontends import FRONTENDS, build_frontend, is_unit_parameter
 
 
 class AudioClassifier(nn.Module):
@@ -42,7 +39,7 @@ class AudioClassifier(nn.Module):
         unit, rest = [], []
         for name, parameter in self.named_parameters():
             if parameter.requires_grad:
-                (unit if name.split(".")[-1] in FRONTEND_UNIT_PARAMETERS else rest).append(parameter)
+                (unit if is_unit_parameter(name) else rest).append(parameter)
         return [{"params": rest, "lr": lr}, {"params": unit, "lr": frontend_lr}]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -13,12 +13,20 @@ Knobs at inference: ``atten_lim_db`` (the output keeps at least this share of th
 DeepFilterNet's attenuation limit) and ``dry`` (wet/dry mix), both applied to the spectrum:
 ``Y' = a X + (1 - a) Y`` with ``a = 1 - (1 - 10^(-atten_lim_db / 20)) (1 - dry)``.
 
+Front-end ablation (``band_features``): the band log powers of step 2 come from the fixed ERB
+filterbank on the STFT (``erb``, the shipped front end), from the same ERB bands of a
+:class:`~audiokit.frontends.DiffSTFT` whose window length is learnt (``diffstft``, centred frames that
+cover the same samples as the causal ones while the window is at most ``n_fft``), or from a causal
+:class:`~audiokit.frontends.AdaptiveFilterbank` (``adaptive``: learnable FIR banks mixed per
+segment by a content analyser). The learnable ones train offline only (``stream`` needs ``erb``).
+
 Algorithmic latency: ``n_fft`` samples (20 ms): the last frame that covers a sample ends ``n_fft``
 samples after it. ``forward``/``enhance`` return exactly the input's length, aligned with it.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +35,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from audiokit.dsp import erb_filterbank
+from audiokit.errors import ModelError
+from audiokit.frontends import AdaptiveFilterbank, DiffSTFT, is_unit_parameter
 from audiokit.models.base import AudioModel, ModelConfig
 from audiokit.nn import StreamableConv1d, StreamableLSTM
 from audiokit.nn.spectral import CausalInverseSpectrum, CausalSpectrum, DeepFilter
@@ -48,6 +58,8 @@ class EnhancerConfig(ModelConfig):
     hidden_dim: int = 128
     conv_kernel: int = 3
     lstm_layers: int = 2
+    band_features: str = "erb"
+    frontend_lr_scale: float = 1000.0
 
     def __post_init__(self) -> None:
         if self.channels != 1:
@@ -59,6 +71,14 @@ class EnhancerConfig(ModelConfig):
             raise ValueError(f"df_bins must be in 1..{bins} (n_fft // 2 + 1), got {self.df_bins}")
         if self.df_order < 1 or self.conv_kernel < 1 or self.lstm_layers < 1:
             raise ValueError("df_order, conv_kernel and lstm_layers must be >= 1")
+        if self.band_features not in BAND_FEATURES:
+            raise ValueError(
+                f"band_features must be one of {', '.join(BAND_FEATURES)}, got {self.band_features!r}"
+            )
+
+
+BAND_FEATURES = ("erb", "diffstft", "adaptive")
+"""Where the band log powers come from (module docstring); only ``erb`` streams."""
 
 
 CONFIGS: dict[str, EnhancerConfig] = {
@@ -94,6 +114,7 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
         self.register_buffer("erb", bands, persistent=False)
         spread = bands.t() / bands.t().sum(1, keepdim=True).clamp_min(1e-8)  # (bins, bands), rows sum to 1
         self.register_buffer("erb_spread", spread, persistent=False)
+        self.band_frontend = self._band_frontend(c)
         self.input_proj = nn.Linear(c.erb_bands + 2 * c.df_bins, c.hidden_dim)
         self.frame_conv = StreamableConv1d(
             c.hidden_dim, c.hidden_dim, c.conv_kernel, groups=c.hidden_dim, causal=True, norm="none"
@@ -105,6 +126,25 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
         nn.init.constant_(self.gain_head.bias, 2.0)  # start near pass-through (gain ~0.88)
         nn.init.normal_(self.df_head.weight, std=1e-3)
         nn.init.zeros_(self.df_head.bias)
+
+    @staticmethod
+    def _band_frontend(c: EnhancerConfig) -> nn.Module | None:
+        """The learnable front end of ``c.band_features`` (None for the fixed ERB bands)."""
+        if c.band_features == "diffstft":  # starts at 3/4 of n_fft so that it can grow or shrink
+            stft = DiffSTFT(c.n_fft, 0.75 * c.n_fft, float(c.hop_length), "hann", pad_mode="constant")
+            stft.hop_length.requires_grad_(False)
+            return stft
+        if c.band_features == "adaptive":
+            return AdaptiveFilterbank(c.sample_rate, n_bands=c.erb_bands, hop_length=c.hop_length)
+        return None
+
+    def lr_scales(self) -> dict[str, float]:
+        """Learning-rate multiples for the front end's parameters in samples or Hz (trainer groups)."""
+        return {
+            name: self.config.frontend_lr_scale
+            for name, parameter in self.named_parameters()
+            if parameter.requires_grad and is_unit_parameter(name)
+        }
 
     # -- interface -------------------------------------------------------------------------------
     @property
@@ -127,10 +167,25 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
         return {"mix": mix_factor(atten_lim_db, dry)}
 
     # -- maths -----------------------------------------------------------------------------------
-    def _features(self, spec: torch.Tensor) -> torch.Tensor:
-        """Complex spectra ``(N, bins, M)`` -> features ``(N, M, erb_bands + 2 df_bins)``."""
-        power = spec.real.square() + spec.imag.square()
-        erb_db = 10.0 * torch.log10(torch.einsum("fb,nbm->nmf", self.erb, power) + 1e-10)
+    def _band_db(self, spec: torch.Tensor, wav: torch.Tensor | None) -> torch.Tensor:
+        """Band log powers ``(N, M, erb_bands)`` in dB of frames ``M`` of ``spec (N, bins, M)``, from
+        ``band_features``' front end (the learnable ones read ``wav (N, 1, T)``)."""
+        frames = spec.shape[-1]
+        if self.band_frontend is None:
+            power = spec.real.square() + spec.imag.square()
+        else:  # frame m covers samples [(m - 1) hop, (m + 1) hop), as the causal STFT's frame m
+            hop = self.config.hop_length
+            wav = F.pad(wav[:, 0], (0, frames * hop - wav.shape[-1]))
+            if isinstance(self.band_frontend, AdaptiveFilterbank):  # frame j ends at sample (j + 1) hop
+                return (10.0 / math.log(10.0)) * self.band_frontend(wav).transpose(1, 2)
+            stft = self.band_frontend(wav[:, : (frames - 1) * hop])  # centres 0, hop, ..., (M - 1) hop
+            power = stft.real.square() + stft.imag.square()
+        return 10.0 * torch.log10(torch.einsum("fb,nbm->nmf", self.erb, power) + 1e-10)
+
+    def _features(self, spec: torch.Tensor, wav: torch.Tensor | None = None) -> torch.Tensor:
+        """Complex spectra ``(N, bins, M)`` (and, for learnable front ends, their audio ``(N, 1, T)``)
+        -> features ``(N, M, erb_bands + 2 df_bins)``."""
+        erb_db = self._band_db(spec, wav)
         low = spec[:, : self.config.df_bins]
         low = low * (low.real.square() + low.imag.square() + 1e-12).pow((self.config.compression - 1) / 2)
         low = torch.view_as_real(low).permute(0, 2, 3, 1).flatten(2)  # (N, M, 2 * df_bins)
@@ -140,17 +195,25 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
         self, batch_size: int, device: torch.device | None = None, dtype: torch.dtype = torch.float32
     ) -> StateList:
         """Zero streaming state of ``batch_size`` mono streams (and the blocks' prepared weights)."""
+        if self.band_frontend is not None:
+            raise ModelError(
+                f"band_features={self.config.band_features!r} is a front-end ablation that runs offline "
+                "only; streaming needs band_features='erb'"
+            )
         device = device or self.gain_head.weight.device
         parts = (self.analysis, self.frame_conv, self.lstm, self.deep_filter, self.synthesis)
         return StateList([part.init_state(batch_size, device, dtype) for part in parts])
 
-    def _enhance_spectrum(self, spec: torch.Tensor, mix: float, states: list | None = None) -> torch.Tensor:
+    def _enhance_spectrum(
+        self, spec: torch.Tensor, mix: float, states: list | None = None, wav: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Complex spectra ``(N, bins, M)`` -> enhanced spectra, offline (``states=None``) or one step on.
 
-        ``states``: the frame conv's, the LSTM's and the deep filter's streaming states.
+        ``states``: the frame conv's, the LSTM's and the deep filter's streaming states; ``wav``: the
+        audio ``(N, 1, T)`` of ``spec`` (offline, for the learnable front ends).
         """
         c = self.config
-        h = self.input_proj(self._features(spec))  # (N, M, hidden), time-major
+        h = self.input_proj(self._features(spec, wav))  # (N, M, hidden), time-major
         if states is None:
             h = self.lstm(F.gelu(self.frame_conv.forward_t(h)).transpose(1, 2)).transpose(1, 2)
         else:
@@ -181,8 +244,9 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
     def forward(self, wav: torch.Tensor, atten_lim_db: float | None = None, dry: float = 0.0) -> torch.Tensor:
         """Enhanced ``wav (B, C, T)``: same shape, aligned with the input."""
         batch, channels, length = wav.shape
-        spec = self.analysis(wav.reshape(batch * channels, 1, length))[:, 0]
-        out = self._enhance_spectrum(spec, mix_factor(atten_lim_db, dry))
+        mono = wav.reshape(batch * channels, 1, length)
+        spec = self.analysis(mono)[:, 0]
+        out = self._enhance_spectrum(spec, mix_factor(atten_lim_db, dry), wav=mono)
         return self.synthesis(out[:, None], length).reshape(batch, channels, length)
 
     @torch.no_grad()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -45,7 +45,8 @@ def lr_factor(schedule: ScheduleConfig, total_steps: int) -> Callable[[int], flo
 @dataclass
 class Part:
     """A trained module, the module that runs it in training (DDP-wrapped or itself), its AdamW, LR
-    schedule (one step per update), base rate and gradient clipping norm (0: none)."""
+    schedule (one step per update), base rate, gradient clipping norm (0: none) and each optimiser
+    group's multiple of the base rate (``scales``, one per group)."""
 
     role: str
     module: nn.Module
@@ -54,6 +55,7 @@ class Part:
     scheduler: torch.optim.lr_scheduler.LambdaLR
     base_rate: float
     grad_clip: float
+    scales: list[float] = field(default_factory=lambda: [1.0])
 
     @property
     def lr(self) -> float:
@@ -77,10 +79,11 @@ class Part:
     def apply_base_rate(self) -> None:
         """Rate the optimiser by :attr:`base_rate` and the current schedule, which a restored scheduler
         state (holding the old base rate) may have overwritten, e.g. after ``--resume --set``."""
-        self.scheduler.base_lrs = [self.base_rate] * len(self.optimizer.param_groups)
-        for group, factor in zip(self.optimizer.param_groups, self.scheduler.lr_lambdas, strict=True):
-            group["initial_lr"] = self.base_rate
-            group["lr"] = self.base_rate * factor(self.scheduler.last_epoch)
+        self.scheduler.base_lrs = [self.base_rate * scale for scale in self.scales]
+        groups = zip(self.optimizer.param_groups, self.scheduler.lr_lambdas, self.scales, strict=True)
+        for group, factor, scale in groups:
+            group["initial_lr"] = self.base_rate * scale
+            group["lr"] = self.base_rate * scale * factor(self.scheduler.last_epoch)
 
 
 def make_part(
@@ -93,7 +96,21 @@ def make_part(
     grad_clip: float,
     weight_decay: float = 0.0,
 ) -> Part:
-    """A :class:`Part` with AdamW at base ``rate`` scaled by ``factor(update)``."""
-    optimizer = torch.optim.AdamW(module.parameters(), rate, betas=tuple(betas), weight_decay=weight_decay)
+    """A :class:`Part` with AdamW at base ``rate`` scaled by ``factor(update)``.
+
+    Parameters named in ``module.lr_scales()`` (when it has that method: name -> multiple of the rate,
+    e.g. a front end's window length in samples) get their own groups; the rest share the first.
+    """
+    named_scales = module.lr_scales() if hasattr(module, "lr_scales") else {}
+    groups: dict[float, list[nn.Parameter]] = {1.0: []}
+    for name, parameter in module.named_parameters():
+        groups.setdefault(float(named_scales.get(name, 1.0)), []).append(parameter)
+    scales = [scale for scale, members in groups.items() if members]
+    optimizer = torch.optim.AdamW(
+        [{"params": groups[scale], "lr": rate * scale} for scale in scales],
+        rate,
+        betas=tuple(betas),
+        weight_decay=weight_decay,
+    )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    return Part(role, module, train_module, optimizer, scheduler, rate, grad_clip)
+    return Part(role, module, train_module, optimizer, scheduler, rate, grad_clip, scales)
