@@ -54,6 +54,9 @@ bench: setup
 	@for script in $(BENCHMARKS); do echo "== $$script"; $(PY) $$script --json || exit 1; done
 	@# the server under load, short form (the full one: --streams 64 --seconds 60)
 	$(PY) benchmarks/server_load.py --streams 16 --seconds 10
+	@# the server soak: 1,000 normal, dropped, junk and early-leaving clients (about 15 s); fails on a wrong
+	@# close code, a crash, counts that do not add up or RSS growing over 150 KiB per 100 cycles
+	$(PY) benchmarks/server_soak.py --cycles 1000 --max-growth-kib 150 --out benchmarks/results/server_soak.json
 
 lint: setup
 	$(VENV)/bin/ruff check .

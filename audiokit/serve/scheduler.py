@@ -130,8 +130,11 @@ class Scheduler:
             self._wake.set()
 
     def _forget(self, stream: Stream) -> None:
-        self.streams.discard(stream)
-        self.metrics.live.labels(self.engine.name).dec()
+        """``stream`` is no longer live, once: a client that sends ``end`` and vanishes while its rest
+        is processed is dropped first, and its final output still comes back afterwards."""
+        if stream in self.streams:
+            self.streams.remove(stream)
+            self.metrics.live.labels(self.engine.name).dec()
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
