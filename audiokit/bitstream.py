@@ -38,7 +38,7 @@ from typing import BinaryIO
 import numpy as np
 import torch
 
-from audiokit.entropy import EntropyDecodeError, EntropyModel, max_payload_size
+from audiokit.entropy import EntropyCoder, EntropyDecodeError, max_payload_size
 from audiokit.errors import BitstreamError, UsageError
 from audiokit.io import atomic_path
 
@@ -96,8 +96,9 @@ class AkcHeader:
     and ``source_samples`` ``None`` until the trailer gives it). A header with ``source_rate`` is
     written as version 2.
 
-    ``entropy_model``: the :attr:`~audiokit.entropy.EntropyModel.model_id` (u32) of the tables the chunks
-    are entropy-coded with; a header with it is written as version 3 (and needs ``source_rate``).
+    ``entropy_model``: the ``model_id`` (u32) of the probability model the chunks are entropy-coded with
+    (:class:`~audiokit.entropy.EntropyModel` or :class:`~audiokit.entropy_model.PriorModel`); a header
+    with it is written as version 3 (and needs ``source_rate``).
     """
 
     model_name: str
@@ -443,8 +444,8 @@ class AkcReader:
     needs are read; ``bytes_read`` counts them.
 
     Entropy-coded (version 3) chunks are decoded with ``entropy``, or, when that is ``None``, with the
-    tables :func:`audiokit.coding.entropy_model_for` finds for the header's weights (on the first chunk
-    read).
+    model :func:`audiokit.coding.entropy_model_for` finds for the header's weights and model id (on the
+    first chunk read).
     """
 
     def __init__(
@@ -452,7 +453,7 @@ class AkcReader:
         source: str | os.PathLike | bytes | bytearray | memoryview,
         *,
         partial: bool = False,
-        entropy: EntropyModel | None = None,
+        entropy: EntropyCoder | None = None,
     ) -> None:
         self._source: _Source = (
             _BytesSource(source)
@@ -706,13 +707,13 @@ class AkcReader:
             at = offset + head_size + exc.position
             raise _error(src, at, f"chunk {index}: {exc.problem}") from None
 
-    def _entropy_model(self) -> EntropyModel:
+    def _entropy_model(self) -> EntropyCoder:
         """The tables of a version-3 file (found for its weights on first use), checked against its id."""
         h = self.header
         if self._entropy is None:
             from audiokit.coding import entropy_model_for  # the weights registry needs the models
 
-            self._entropy = entropy_model_for(h.model_name, h.weights_hash)
+            self._entropy = entropy_model_for(h.model_name, h.weights_hash, h.entropy_model)
         model = self._entropy
         if model.model_id != h.entropy_model or not model.fits(h.num_codebooks, h.codebook_size):
             raise BitstreamError(
@@ -784,7 +785,7 @@ class AkcWriter:
     """
 
     def __init__(
-        self, target: str | os.PathLike | BinaryIO, header: AkcHeader, entropy: EntropyModel | None = None
+        self, target: str | os.PathLike | BinaryIO, header: AkcHeader, entropy: EntropyCoder | None = None
     ) -> None:
         if header.entropy_coded and (
             entropy is None
@@ -912,7 +913,7 @@ def write_akc(
     path: str | os.PathLike,
     codes: torch.Tensor | np.ndarray,
     header: AkcHeader,
-    entropy: EntropyModel | None = None,
+    entropy: EntropyCoder | None = None,
 ) -> None:
     """Write codes ``[channels, num_codebooks, frames]`` to ``path`` atomically (temporary file + rename).
 

@@ -8,7 +8,8 @@ outputs first with :func:`audiokit.io.prepare_outputs`.
 An ``.akc`` names the weights that wrote it (model name and sha256). Every shipped version of a
 model's weights stays addressable by that hash through the archive ``audiokit/weights/ARCHIVE.json``
 (plus the one ``$AUDIOKIT_WEIGHTS_ARCHIVE`` names): :func:`weights_for` finds the file, and
-:func:`entropy_model_for` the entropy-coding tables beside it (``<stem>.entropy.json``).
+:func:`entropy_model_for` the entropy-coding models beside it (``<stem>.entropy.safetensors``, the learned
+prior, and ``<stem>.entropy.json``, the static tables).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ import torch
 from audiokit import io
 from audiokit.bitstream import AkcHeader, AkcReader, AkcWriter
 from audiokit.dsp import BandwidthEstimator
-from audiokit.entropy import EntropyModel
+from audiokit.entropy import EntropyCoder, EntropyModel
+from audiokit.entropy_model import PriorModel
 from audiokit.errors import AudioFormatError, ModelError, UsageError
 from audiokit.io import AUDIO_EXTENSIONS, PathLike, RawFormat, find_audio
 from audiokit.models import WEIGHTS_DIR, Codec, Codes
@@ -112,21 +114,38 @@ def codec_for(header: AkcHeader) -> tuple[Codec, str]:
     return load_codec(str(weights_for(header.model_name, header.weights_hash)))
 
 
-def entropy_model_for(model_name: str, weights_hash: str) -> EntropyModel:
-    """The entropy-coding tables shipped with the weights ``weights_hash`` of ``model_name``
-    (``<stem>.entropy.json`` beside the weights file)."""
+def entropy_models_for(model_name: str, weights_hash: str) -> list[EntropyCoder]:
+    """The entropy-coding models shipped with the weights ``weights_hash`` of ``model_name``, preferred
+    first: the learned prior (``<stem>.entropy.safetensors``), then the static tables
+    (``<stem>.entropy.json``); those that are there."""
     path = weights_for(model_name, weights_hash)
-    tables = path.with_name(path.stem + ".entropy.json")
-    if not tables.is_file():
-        raise ModelError(f"{model_name} weights {weights_hash[:12]}: no entropy-coding tables ({tables})")
-    try:
-        return EntropyModel.load(tables)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ModelError(f"{tables}: not valid entropy-coding tables ({exc})") from None
+    models: list[EntropyCoder] = []
+    for suffix, kind in ((".entropy.safetensors", PriorModel), (".entropy.json", EntropyModel)):
+        file = path.with_name(path.stem + suffix)
+        if not file.is_file():
+            continue
+        try:
+            models.append(kind.load(file))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ModelError(f"{file}: not a valid entropy-coding model ({exc})") from None
+    if not models:
+        raise ModelError(
+            f"{model_name} weights {weights_hash[:12]}: no entropy-coding model "
+            f"({path.with_name(path.stem + '.entropy.safetensors')} or .entropy.json)"
+        )
+    return models
 
 
-def entropy_model_of(codec: Codec, weights_hash: str) -> EntropyModel:
-    """The entropy-coding tables of ``codec`` (shipped weights only; a :class:`UsageError` otherwise)."""
+def entropy_model_for(model_name: str, weights_hash: str, model_id: int | None = None) -> EntropyCoder:
+    """The entropy-coding model shipped with the weights ``weights_hash`` of ``model_name``: the one whose
+    id is ``model_id`` (what a version-3 header names) when there is one, else the preferred one (the
+    learned prior when shipped)."""
+    models = entropy_models_for(model_name, weights_hash)
+    return next((m for m in models if m.model_id == model_id), models[0])
+
+
+def entropy_model_of(codec: Codec, weights_hash: str) -> EntropyCoder:
+    """The preferred entropy-coding model of ``codec`` (shipped weights only; a :class:`UsageError` otherwise)."""
     try:
         return entropy_model_for(codec.name, weights_hash)
     except ModelError as exc:
@@ -213,7 +232,7 @@ def encode_file(
     weights_hash: str,
     raw: RawFormat | None = None,
     rescale: bool = False,
-    entropy: EntropyModel | None = None,
+    entropy: EntropyCoder | None = None,
 ) -> dict[str, float]:
     """Encode one audio file (resampled to the model's rate, channels kept) into the ``.akc`` ``target``.
 

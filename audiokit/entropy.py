@@ -6,9 +6,11 @@ payload is the same bytes on every machine, whichever device computed the codes.
 LZMA range coder (32-bit range, renormalised below ``2**24``, carry propagated through a cached byte)
 with the always-zero first output byte dropped and a shortest flush: the encoder ends on the value in
 its final interval with the most trailing zero bytes and leaves those out; the decoder reads zeros
-past the end. The probability model is one frequency table per
-codebook (stage), ``frequencies[q][code] >= 1`` summing to ``2**precision``, counted on speech by
-:meth:`EntropyModel.from_counts`; see ``docs/bitstream.md`` ("Entropy-coded chunks").
+past the end. Two probability models drive it: :class:`EntropyModel` here, one static frequency table
+per codebook (stage), ``frequencies[q][code] >= 1`` summing to ``2**precision``, counted on speech by
+:meth:`EntropyModel.from_counts`; and the learned causal prior of :mod:`audiokit.entropy_model`, whose
+tables change from code to code (:class:`RangeEncoder` / :class:`RangeDecoder`). See
+``docs/bitstream.md`` ("Entropy-coded chunks").
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import zlib
 from bisect import bisect_right
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -77,6 +80,75 @@ class _RangeEncoder:
             self.cache = (self.low >> 24) & 0xFF
         self.cache_size += 1
         self.low = (self.low << 8) & _MASK
+
+    def encode(self, start: int, size: int, precision: int) -> None:
+        """Code the symbol of cumulative ``start`` and frequency ``size`` of a table summing to
+        ``2**precision``."""
+        r = self.range >> precision
+        self.low += r * start
+        self.range = r * size
+        while self.range < _TOP:
+            self.range <<= 8
+            self.shift_low()
+
+
+RangeEncoder = _RangeEncoder
+
+
+class RangeDecoder:
+    """The decoder of :class:`RangeEncoder` for models whose table changes from code to code: ``decode``
+    each code with its table's cumulative ends, then ``finish``. ``count``: codes in the payload (bounds
+    the zeros read past its end)."""
+
+    def __init__(self, payload: bytes | memoryview, count: int) -> None:
+        self.size = len(payload)
+        if self.size and payload[-1] == 0:
+            raise EntropyDecodeError(self.size - 1, "entropy-coded payload ends in a zero byte")
+        self.data = bytes(payload) + bytes(_CODE_BYTES + 2 * count)  # zeros past the end
+        self.code = int.from_bytes(self.data[:_CODE_BYTES], "big")
+        self.pos, self.range = _CODE_BYTES, _MASK
+
+    def decode(self, ends: np.ndarray, precision: int) -> int:
+        """The next symbol, of a table given by its cumulative ends (``ends[x]`` = frequencies of codes
+        ``0..x`` summed; the last is ``2**precision``)."""
+        r = self.range >> precision
+        value = self.code // r
+        if value >= 1 << precision:
+            raise EntropyDecodeError(self.pos - 1, "entropy-coded value outside the code range")
+        symbol = int(np.searchsorted(ends, value, side="right"))
+        start = int(ends[symbol - 1]) if symbol else 0
+        self.code -= r * start
+        self.range = r * (int(ends[symbol]) - start)
+        while self.range < _TOP:
+            self.code = ((self.code << 8) | self.data[self.pos]) & _MASK
+            self.pos += 1
+            self.range <<= 8
+        return symbol
+
+    def finish(self) -> None:
+        """Raise :class:`EntropyDecodeError` when bytes are left after the last code."""
+        if self.pos < self.size:
+            raise EntropyDecodeError(self.pos, f"{self.size - self.pos} byte(s) after the last entropy-coded code")
+
+
+class EntropyCoder(Protocol):
+    """What the ``.akc`` reader and writer need of a probability model: :class:`EntropyModel` (static
+    tables) or :class:`audiokit.entropy_model.PriorModel` (the learned causal prior)."""
+
+    @property
+    def model_id(self) -> int: ...
+
+    @property
+    def num_tables(self) -> int: ...
+
+    @property
+    def codebook_size(self) -> int: ...
+
+    def fits(self, num_codebooks: int, codebook_size: int) -> bool: ...
+
+    def encode(self, codes: np.ndarray) -> bytes: ...
+
+    def decode(self, payload: bytes | memoryview, frames: int, channels: int, n_q: int) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)

@@ -88,7 +88,8 @@ def test_round_trip_random_codes_any_shape(seed):
 
 def test_round_trip_real_codes_with_the_shipped_tables(tmp_path):
     _, codes, _ = read_akc(GOLDEN)
-    model = entropy_model_for("speech-16k", SHIPPED_SHA256)
+    model = entropy_model_for("speech-16k", SHIPPED_SHA256, 280094842)  # the static tables
+    assert isinstance(model, EntropyModel)
     frames = codes.numpy().transpose(2, 0, 1)
     payload = model.encode(frames)
     assert np.array_equal(model.decode(payload, *frames.shape), frames)
@@ -182,7 +183,9 @@ def test_golden_file_bytes_do_not_change(tmp_path):
     assert header.version == 3 and header.weights_hash == SHIPPED_SHA256 and header.num_samples == 40000
     again = tmp_path / "again.akc"
     streamed = replace(header, num_samples=None, source_samples=None)  # as a streaming encode writes it
-    with AkcWriter(again, streamed, entropy_model_for(header.model_name, header.weights_hash)) as writer:
+    static = entropy_model_for(header.model_name, header.weights_hash, header.entropy_model)  # not the prior
+    assert isinstance(static, EntropyModel)
+    with AkcWriter(again, streamed, static) as writer:
         writer.append(codes)
         writer.close(header.num_samples, header.source_samples)
     assert again.read_bytes() == data
@@ -193,9 +196,7 @@ def test_golden_file_bytes_do_not_change(tmp_path):
     io.save(source, wav[:, :40000], 16000, subtype="FLOAT")
     encode_file(codec, source, tmp_path / "fixed.akc", 6000, sha256)
     assert torch.equal(read_akc(tmp_path / "fixed.akc")[1], codes)
-    encode_file(
-        codec, source, tmp_path / "entropy.akc", 6000, sha256, entropy=entropy_model_for(codec.name, sha256)
-    )
+    encode_file(codec, source, tmp_path / "entropy.akc", 6000, sha256, entropy=static)
     assert (tmp_path / "entropy.akc").read_bytes() == data
     # the decoded audio is the same with and without entropy coding
     decode_file(codec, tmp_path / "fixed.akc", tmp_path / "fixed.wav", sha256)

@@ -206,8 +206,9 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
 
     def _enhance_spectrum(
         self, spec: torch.Tensor, mix: float, states: list | None = None, wav: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Complex spectra ``(N, bins, M)`` -> enhanced spectra, offline (``states=None``) or one step on.
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Complex spectra ``(N, bins, M)`` -> enhanced spectra, offline (``states=None``) or one step
+        on, and the band gains ``(N, M, erb_bands)`` in [0, 1] the network chose.
 
         ``states``: the frame conv's, the LSTM's and the deep filter's streaming states; ``wav``: the
         audio ``(N, 1, T)`` of ``spec`` (offline, for the learnable front ends).
@@ -218,8 +219,8 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
             h = self.lstm(F.gelu(self.frame_conv.forward_t(h)).transpose(1, 2)).transpose(1, 2)
         else:
             h = self.lstm.step_t(F.gelu(self.frame_conv.step_t(h, states[0])), states[1])
-        gains = torch.sigmoid(self.gain_head(h)) @ self.erb_spread.t()  # (N, M, bins)
-        out = spec * gains.transpose(1, 2)
+        band_gains = torch.sigmoid(self.gain_head(h))
+        out = spec * (band_gains @ self.erb_spread.t()).transpose(1, 2)  # gains spread over the bins
         coef = self.df_head(h).view(h.shape[0], h.shape[1], c.df_bins, c.df_order, 2)
         coef = torch.view_as_complex(coef.permute(0, 2, 1, 3, 4).contiguous())  # (N, df_bins, M, order)
         low = spec[:, : c.df_bins]
@@ -228,7 +229,18 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
         else:
             filtered = self.deep_filter.step((low, coef), states[2])
         out = torch.cat([out[:, : c.df_bins] + filtered, out[:, c.df_bins :]], 1)
-        return mix * spec + (1.0 - mix) * out if mix else out
+        return (mix * spec + (1.0 - mix) * out if mix else out), band_gains
+
+    def ideal_band_gains(self, noisy: torch.Tensor, clean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training targets for the band gains (RNNoise's): ``sqrt(E_clean / E_noisy)`` per ERB band and
+        causal frame, at most 1, ``(N, M, erb_bands)`` for mono ``(N, 1, T)`` pairs, and the mask of the
+        bands whose noisy energy is above 1e-9 (where the ratio means something)."""
+        energies = []
+        for wav in (noisy, clean):
+            spec = self.analysis(wav)[:, 0]
+            energies.append(torch.einsum("fb,nbm->nmf", self.erb, spec.real.square() + spec.imag.square()))
+        valid = energies[0] > 1e-9
+        return (energies[1] / energies[0].clamp_min(1e-9)).sqrt().clamp(max=1.0), valid
 
     def step(self, x: torch.Tensor, state: StateList, final: bool = False, mix: float = 0.0) -> torch.Tensor:
         """Next ``x (N, 1, k * hop_length)`` mono samples -> ``(N, 1, k * hop_length)`` output samples.
@@ -238,16 +250,24 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
         """
         stft_state, conv_state, lstm_state, df_state, ola_state = state.children
         spec = self.analysis.step(x, stft_state)[:, 0]  # (N, bins, M)
-        out = self._enhance_spectrum(spec, mix, [conv_state, lstm_state, df_state])
+        out, _ = self._enhance_spectrum(spec, mix, [conv_state, lstm_state, df_state])
         return self.synthesis.step(out[:, None], ola_state)
 
-    def forward(self, wav: torch.Tensor, atten_lim_db: float | None = None, dry: float = 0.0) -> torch.Tensor:
-        """Enhanced ``wav (B, C, T)``: same shape, aligned with the input."""
+    def forward(
+        self,
+        wav: torch.Tensor,
+        atten_lim_db: float | None = None,
+        dry: float = 0.0,
+        return_gains: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Enhanced ``wav (B, C, T)``: same shape, aligned with the input; with ``return_gains`` also
+        the band gains ``(B * C, frames, erb_bands)`` (for :meth:`ideal_band_gains` losses)."""
         batch, channels, length = wav.shape
         mono = wav.reshape(batch * channels, 1, length)
         spec = self.analysis(mono)[:, 0]
-        out = self._enhance_spectrum(spec, mix_factor(atten_lim_db, dry), wav=mono)
-        return self.synthesis(out[:, None], length).reshape(batch, channels, length)
+        out, band_gains = self._enhance_spectrum(spec, mix_factor(atten_lim_db, dry), wav=mono)
+        out = self.synthesis(out[:, None], length).reshape(batch, channels, length)
+        return (out, band_gains) if return_gains else out
 
     @torch.no_grad()
     def enhance(self, wav: torch.Tensor, atten_lim_db: float | None = None, dry: float = 0.0) -> torch.Tensor:

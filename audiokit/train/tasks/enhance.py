@@ -32,11 +32,17 @@ from audiokit.train.task import Evaluation, Task, mean_scores, register_task
 
 @dataclass
 class EnhanceLossesConfig:
-    """Loss weights (0 switches one off) and the STFT resolutions ``[n_fft, hop, window]`` (samples)."""
+    """Loss weights (0 switches one off) and the STFT resolutions ``[n_fft, hop, window]`` (samples).
+
+    ``band_gain``: mean squared error between the square roots of the predicted band gains and of the
+    ideal ones (:meth:`Enhancer.ideal_band_gains`, RNNoise's training target): a direct signal for the
+    gain head, which the spectral losses reach only through the synthesis.
+    """
 
     complex: float = 1.0
     magnitude: float = 1.0
     si_sdr: float = 0.02
+    band_gain: float = 0.0
     complex_exponent: float = 0.3
     stft_resolutions: list[list[int]] = field(
         default_factory=lambda: [[512, 128, 512], [1024, 256, 1024], [256, 64, 256]]
@@ -70,7 +76,9 @@ class EnhanceRecipe(Recipe):
             "'mixture.noise_weights.recorded' > 0 needs 'data.noise' (a noise manifest or directory)",
         )
         check(
-            losses.complex > 0 or losses.magnitude > 0 or losses.si_sdr > 0, where, "every loss weight is 0"
+            losses.complex > 0 or losses.magnitude > 0 or losses.si_sdr > 0 or losses.band_gain > 0,
+            where,
+            "every loss weight is 0",
         )
         check(
             all(len(r) == 3 for r in losses.stft_resolutions),
@@ -155,8 +163,15 @@ class EnhanceTask(Task):
         noisy = batch["input"].to(device, non_blocking=True)
         clean = batch["clean"].to(device, non_blocking=True)
         with self.runtime.autocast():
-            out = model(noisy).float()
+            out, band_gains = model(noisy, return_gains=True)
+        out = out.float()
         losses = {}
+        if cfg.band_gain:
+            ideal, valid = self.model.ideal_band_gains(
+                noisy.flatten(0, 1)[:, None], clean.flatten(0, 1)[:, None]
+            )
+            error = (band_gains.float().sqrt() - ideal.sqrt()).square()
+            losses["band_gain"] = (error * valid).sum() / valid.sum().clamp_min(1)
         spectra = list(self.complex_loss.spectra(out, clean)) if cfg.complex or cfg.magnitude else []
         if cfg.complex:  # both losses share one set of STFTs (same resolutions)
             losses["complex"] = self.complex_loss.from_spectra(spectra)
