@@ -34,6 +34,13 @@ from audiokit.train.recipe import DataConfig
 PEAK_LIMIT = 0.99
 
 
+def limit_peak(noisy: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A training pair scaled by one factor so that neither peaks above :data:`PEAK_LIMIT`, float32."""
+    peak = float(max(np.abs(noisy).max(), np.abs(target).max()))
+    scale = np.float32(PEAK_LIMIT / peak if peak > PEAK_LIMIT else 1.0)
+    return (noisy * scale).astype(np.float32), (target * scale).astype(np.float32)
+
+
 @dataclass(frozen=True)
 class Clip:
     """One audio file: its path, duration in seconds and group (speaker) label."""
@@ -260,9 +267,7 @@ class CropDataset(torch.utils.data.Dataset):
         if rng.random() < cfg.reverb_probability:
             wav = self._reverberate(rng, wav)
         noisy = self._noise(rng, wav) if self.noise_clips and rng.random() < cfg.noise_probability else wav
-        peak = float(max(np.abs(noisy).max(), np.abs(wav).max()))
-        scale = np.float32(PEAK_LIMIT / peak if peak > PEAK_LIMIT else 1.0)
-        return noisy * scale, wav * scale
+        return limit_peak(noisy, wav)
 
     def __getitem__(self, step: int) -> dict[str, torch.Tensor]:
         items = [self.item(step, i) for i in range(self.config.batch_size)]

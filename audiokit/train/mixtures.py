@@ -18,7 +18,7 @@ import numpy as np
 import scipy.signal
 
 from audiokit.data import noises
-from audiokit.train.data import PEAK_LIMIT, CropDataset, normalise_level, synthetic_rir
+from audiokit.train.data import CropDataset, limit_peak, normalise_level, synthetic_rir
 
 NOISE_KINDS = ("recorded", "babble", "white", "pink", "brown", "hum", "clicks")
 
@@ -121,9 +121,7 @@ class MixtureDataset(CropDataset):
             if rng.random() < mix.second_noise_probability:
                 noise = noise + self._draw_noise(rng) * np.float32(10.0 ** (-rng.uniform(0, 10) / 20.0))
             noisy = speech + _scaled_noise(target, noise, rng.uniform(*mix.snr_db))
-        peak = float(max(np.abs(noisy).max(), np.abs(target).max()))
-        scale = np.float32(PEAK_LIMIT / peak if peak > PEAK_LIMIT else 1.0)
-        return (noisy * scale).astype(np.float32), (target * scale).astype(np.float32)
+        return limit_peak(noisy, target)
 
 
 def _scaled_noise(reference: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
