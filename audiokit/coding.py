@@ -145,7 +145,7 @@ def entropy_model_for(model_name: str, weights_hash: str, model_id: int | None =
 
 
 def entropy_model_of(codec: Codec, weights_hash: str) -> EntropyCoder:
-    """The preferred entropy-coding model of ``codec`` (shipped weights only; a :class:`UsageError` otherwise)."""
+    """The preferred entropy-coding model of ``codec`` (shipped weights only; else a :class:`UsageError`)."""
     try:
         return entropy_model_for(codec.name, weights_hash)
     except ModelError as exc:

@@ -128,7 +128,9 @@ class RangeDecoder:
     def finish(self) -> None:
         """Raise :class:`EntropyDecodeError` when bytes are left after the last code."""
         if self.pos < self.size:
-            raise EntropyDecodeError(self.pos, f"{self.size - self.pos} byte(s) after the last entropy-coded code")
+            raise EntropyDecodeError(
+                self.pos, f"{self.size - self.pos} byte(s) after the last entropy-coded code"
+            )
 
 
 class EntropyCoder(Protocol):

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from audiokit.entropy import MAX_PRECISION, MIN_PRECISION, EntropyDecodeError, RangeDecoder, RangeEncoder
+from audiokit.entropy import MAX_PRECISION, MIN_PRECISION, RangeDecoder, RangeEncoder
 from audiokit.io import atomic_path
 
 FORMAT = "audiokit-entropy-prior"
@@ -91,7 +91,13 @@ class PriorModel:
             raise ValueError(f"entropy prior: config must hold {len(CONFIG_FIELDS)} ints")
         self.config = dict(zip(CONFIG_FIELDS, (int(v) for v in config), strict=True))
         c = self.config
-        lags, stages, size, width, hidden = c["lags"], c["num_stages"], c["codebook_size"], c["width"], c["hidden"]
+        lags, stages, size, width, hidden = (
+            c["lags"],
+            c["num_stages"],
+            c["codebook_size"],
+            c["width"],
+            c["hidden"],
+        )
         if not (1 <= lags <= 8 and 1 <= stages <= 64 and 2 <= size <= 1 << 16 and width >= 1 and hidden >= 1):
             raise ValueError(f"entropy prior: bad sizes {c}")
         if not MIN_PRECISION <= c["precision"] <= MAX_PRECISION or size > (1 << c["precision"]) // 2:
@@ -109,7 +115,9 @@ class PriorModel:
         }
         for name, shape in shapes.items():
             if self.tensors[name].shape != shape:
-                raise ValueError(f"entropy prior: {name} has shape {self.tensors[name].shape}, expected {shape}")
+                raise ValueError(
+                    f"entropy prior: {name} has shape {self.tensors[name].shape}, expected {shape}"
+                )
         table = self.tensors["exp_table"]
         if table.ndim != 1 or not 2 <= len(table) <= 1 << 16 or table[0] > 1 << 24 or (table < 0).any():
             raise ValueError("entropy prior: exp_table must be 2..65536 ints in [0, 2**24]")
@@ -153,7 +161,9 @@ class PriorModel:
         for name in TENSORS:
             array = self.tensors[name]
             head = name.encode() + array.dtype.str.encode() + struct.pack(f"<{array.ndim}I", *array.shape)
-            crc = zlib.crc32(array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes(), zlib.crc32(head, crc))
+            crc = zlib.crc32(
+                array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes(), zlib.crc32(head, crc)
+            )
         return crc
 
     def fits(self, num_codebooks: int, codebook_size: int) -> bool:
@@ -185,7 +195,8 @@ class PriorModel:
         return total
 
     def _logits(self, x: np.ndarray, q: int) -> np.ndarray:
-        """Integer logits ``[rows, codebook_size]`` of stage ``q`` from its summed inputs ``x [rows, width]``."""
+        """Integer logits ``[rows, codebook_size]`` of stage ``q`` from its summed inputs ``x [rows, width]``
+        (int64)."""
         c = self.config
         x = x + self._stage[q]
         h = np.maximum(rshift(x @ self._w1[q] + self._b1[q], c["w1_exp"]), 0)
@@ -276,7 +287,11 @@ class PriorModel:
         from safetensors.numpy import save
 
         path = Path(path)
-        metadata = {"format": FORMAT, "model_id": str(self.model_id), **{k: str(v) for k, v in self.meta.items()}}
+        metadata = {
+            "format": FORMAT,
+            "model_id": str(self.model_id),
+            **{k: str(v) for k, v in self.meta.items()},
+        }
         with atomic_path(path) as tmp:
             tmp.write_bytes(save(self.tensors, metadata=metadata))
         return path
@@ -293,7 +308,9 @@ class PriorModel:
             tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (safe_open API)
         for name in TENSORS:
             if name in tensors and tensors[name].dtype != _DTYPES[name]:
-                raise ValueError(f"{path}: tensor {name} is {tensors[name].dtype}, expected {np.dtype(_DTYPES[name])}")
+                raise ValueError(
+                    f"{path}: tensor {name} is {tensors[name].dtype}, expected {np.dtype(_DTYPES[name])}"
+                )
         expected = metadata.pop("model_id", None)
         metadata.pop("format")
         model = cls(tensors, metadata)

@@ -25,7 +25,9 @@ GOLDEN_PRIOR = DATA / "speech16k_entropy_prior.akc"  # the codes of GOLDEN, code
 GOLDEN_PRIOR_SHA256 = "68ad2cfb6c01811f29f1f2c6adb113da480cf6323c06c9e8aec5a9d11d545fa0"
 
 
-def _toy_prior(seed: int = 0, size: int = 64, stages: int = 4, lags: int = 2, width: int = 8, hidden: int = 12):
+def _toy_prior(
+    seed: int = 0, size: int = 64, stages: int = 4, lags: int = 2, width: int = 8, hidden: int = 12
+):
     rng = np.random.default_rng(seed)
 
     def i8(*shape):
@@ -92,7 +94,9 @@ def _naive_frequencies(model: PriorModel, codes: list, t: int, c: int, q: int) -
     logits = [w["bias"][q][k] + sum(y[j] * w["out"][q][k][j] for j in range(width)) for k in range(size)]
     top = max(logits)
     table = w["exp_table"]
-    weights = [table[min(shift(top - v, act + cfg["out_exp"] - cfg["table_exp"]), len(table) - 1)] for v in logits]
+    weights = [
+        table[min(shift(top - v, act + cfg["out_exp"] - cfg["table_exp"]), len(table) - 1)] for v in logits
+    ]
     total, spare = 1 << cfg["precision"], (1 << cfg["precision"]) - size
     freqs = [1 + v * spare // sum(weights) for v in weights]
     freqs[weights.index(max(weights))] += total - sum(freqs)
@@ -210,7 +214,9 @@ def test_save_load_and_the_id(tmp_path):
     assert PriorModel(changed).model_id != model.model_id
     from safetensors.numpy import save
 
-    path.write_bytes(save(changed, metadata={"format": "audiokit-entropy-prior", "model_id": str(model.model_id)}))
+    path.write_bytes(
+        save(changed, metadata={"format": "audiokit-entropy-prior", "model_id": str(model.model_id)})
+    )
     with pytest.raises(ValueError, match="does not match"):
         PriorModel.load(path)
 
@@ -221,7 +227,9 @@ def test_shipped_models_are_found_by_id():
     assert entropy_model_for("speech-16k", SHIPPED_SHA256).model_id == models[0].model_id
     assert entropy_model_for("speech-16k", SHIPPED_SHA256, models[1].model_id) is not None
     assert isinstance(entropy_model_for("speech-16k", SHIPPED_SHA256, models[1].model_id), EntropyModel)
-    weights = Path(__file__).resolve().parent.parent / "audiokit" / "weights" / "speech-16k.entropy.safetensors"
+    weights = (
+        Path(__file__).resolve().parent.parent / "audiokit" / "weights" / "speech-16k.entropy.safetensors"
+    )
     assert weights.stat().st_size <= 2 * 1024 * 1024
 
 

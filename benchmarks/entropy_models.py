@@ -1,0 +1,407 @@
+"""How many bits entropy coding saves on ``speech-16k``'s codes, per probability model (issue 23), and the
+training of the shipped causal prior (``audiokit/weights/speech-16k.entropy.safetensors``).
+
+Usage: ``nice -n 19 python benchmarks/entropy_models.py [--train-minutes 120] [--epochs 3] [--write]``.
+
+1. Codes: the shipped codec encodes the first ``--train-minutes`` of the training speech
+   (``$AUDIOKIT_DATA/manifests/train_speech.jsonl`` shuffled with ``random.Random(0)``) and all the
+   validation speech (``valid_speech.jsonl``), one clip at a time, on one thread; cached in ``--cache``.
+2. Ideal code lengths (bits a code) on the validation codes, per stage and at 1.5/3/6 kbps (the first
+   3/6/12 codebooks), of models fitted on the training codes, with the context reset every 50 frames
+   as in an ``.akc`` chunk: (a) a unigram per stage; (b) interpolated absolute-discounting count tables
+   conditioned on the previous frame's code of the same stage, on the stage above in the same frame,
+   on both, and an even mixture of the first two; (c) the causal prior of
+   :mod:`audiokit.entropy_model`, trained in float (Adam, cross-entropy), then quantised to its integer
+   form and measured again in that form (what the coder uses).
+3. The integer prior's real payload bytes and coding speed on a slice of the validation codes.
+
+Results go to ``benchmarks/results/entropy_models.json``; ``--write`` also writes the quantised prior to
+``audiokit/weights/speech-16k.entropy.safetensors``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from audiokit import io  # noqa: E402
+from audiokit.data.paths import data_root  # noqa: E402
+from audiokit.entropy_model import CONFIG_FIELDS, PriorModel  # noqa: E402
+from audiokit.models import Codec  # noqa: E402
+
+CHUNK = 50  # frames per .akc chunk (one second): contexts restart there
+RATES = {"1.5": 3, "3": 6, "6": 12}  # kbps -> codebooks used
+
+
+# -- 1. codes -------------------------------------------------------------------------------------------
+def extract_codes(split: str, minutes: float, cache: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Codes ``[frames, 12]`` (clips concatenated) and clip lengths in frames, cached in ``cache``."""
+    path = cache / f"{split}.npz"
+    if path.exists():
+        saved = np.load(path)
+        if float(saved["minutes"]) == minutes:
+            return saved["codes"].astype(np.int64), saved["lengths"]
+    root = data_root()
+    rows = [json.loads(line) for line in open(root / "manifests" / f"{split}_speech.jsonl")]
+    if split == "train":
+        random.Random(0).shuffle(rows)
+    codec = Codec.from_pretrained("speech-16k").eval()
+    codes, lengths, seconds = [], [], 0.0
+    with torch.inference_mode():
+        for row in rows:
+            if seconds >= minutes * 60:
+                break
+            wav, _ = io.load(root / row["path"], sample_rate=16000, channels=1)
+            clip = codec.encode(wav[None]).codes[0].T.numpy().astype(np.int16)
+            codes.append(clip)
+            lengths.append(len(clip))
+            seconds += row["seconds"]
+    cache.mkdir(parents=True, exist_ok=True)
+    np.savez(path, codes=np.concatenate(codes), lengths=np.asarray(lengths), minutes=minutes)
+    return np.concatenate(codes).astype(np.int64), np.asarray(lengths)
+
+
+def chunk_positions(lengths: np.ndarray) -> np.ndarray:
+    """Position of every frame in its chunk (clips cut into chunks of :data:`CHUNK` frames)."""
+    return np.concatenate([np.arange(n) % CHUNK for n in lengths])
+
+
+# -- 2b. count tables -------------------------------------------------------------------------------------
+class CountModel:
+    """``p(x | context)`` by interpolated absolute discounting onto a lower-order distribution."""
+
+    def __init__(self, context: np.ndarray, x: np.ndarray, size: int, discount: float) -> None:
+        self.size, self.discount = size, discount
+        self.keys, self.counts = np.unique(context * size + x, return_counts=True)
+        self.contexts, inverse = np.unique(self.keys // size, return_inverse=True)
+        self.totals = np.bincount(inverse, weights=self.counts)
+        self.types = np.bincount(inverse)
+
+    def prob(self, context: np.ndarray, x: np.ndarray, lower: np.ndarray) -> np.ndarray:
+        key = context * self.size + x
+        i = np.clip(np.searchsorted(self.keys, key), 0, len(self.keys) - 1)
+        count = np.where(self.keys[i] == key, self.counts[i], 0)
+        j = np.clip(np.searchsorted(self.contexts, context), 0, len(self.contexts) - 1)
+        seen = self.contexts[j] == context
+        total = np.where(seen, self.totals[j], 1)
+        types = np.where(seen, self.types[j], 0)
+        p = np.maximum(count - self.discount, 0) / total + self.discount * types / total * lower
+        return np.where(seen, p, lower)
+
+
+def count_models(train, train_pos, valid, valid_pos, size: int, discount: float = 0.8) -> dict:
+    """Bits a code per stage of the unigram and count-table models (2a, 2b) on the validation codes."""
+    out: dict[str, list[float]] = {
+        k: [] for k in ("uniform", "unigram", "prev", "above", "prev+above", "mixture")
+    }
+
+    def previous(codes, pos, q):
+        p = np.roll(codes[:, q], 1)
+        p[pos == 0] = size
+        return p
+
+    for q in range(train.shape[1]):
+        x, xv = train[:, q], valid[:, q]
+        unigram = np.bincount(x, minlength=size) + 0.5
+        pu = (unigram / unigram.sum())[xv]
+        pp = CountModel(previous(train, train_pos, q), x, size, discount).prob(
+            previous(valid, valid_pos, q), xv, pu
+        )
+        if q:
+            pa = CountModel(train[:, q - 1], x, size, discount).prob(valid[:, q - 1], xv, pu)
+            both_train = previous(train, train_pos, q) * (size + 1) + train[:, q - 1]
+            both_valid = previous(valid, valid_pos, q) * (size + 1) + valid[:, q - 1]
+            pb = CountModel(both_train, x, size, discount).prob(both_valid, xv, pp)
+        else:
+            pa = pb = pu
+        for name, p in (
+            ("unigram", pu),
+            ("prev", pp),
+            ("above", pa),
+            ("prev+above", pb),
+            ("mixture", (pp + pa) / 2),
+        ):
+            out[name].append(float(-np.log2(p).mean()))
+        out["uniform"].append(math.log2(size))
+    return out
+
+
+# -- 2c. the causal prior ---------------------------------------------------------------------------------
+class FloatPrior(torch.nn.Module):
+    """The float twin of :class:`audiokit.entropy_model.PriorModel` (same structure), for training."""
+
+    def __init__(self, stages: int, size: int, lags: int, width: int, hidden: int) -> None:
+        super().__init__()
+        self.stages, self.size, self.lags = stages, size, lags
+        self.prev = torch.nn.Parameter(torch.randn(lags, stages, size + 1, width) * 0.1)
+        self.cur = torch.nn.Parameter(torch.randn(stages, size, width) * 0.1)
+        self.stage = torch.nn.Parameter(torch.zeros(stages, width))
+        self.w1 = torch.nn.Parameter(torch.randn(stages, width, hidden) / math.sqrt(width))
+        self.b1 = torch.nn.Parameter(torch.zeros(stages, hidden))
+        self.w2 = torch.nn.Parameter(torch.randn(stages, hidden, width) / math.sqrt(hidden))
+        self.b2 = torch.nn.Parameter(torch.zeros(stages, width))
+        self.out = torch.nn.Parameter(torch.randn(stages, size, width) * 0.05)
+        self.bias = torch.nn.Parameter(torch.zeros(stages, size))
+
+    def forward(self, window: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B, stages, size]`` of frame ``t`` from ``window [B, lags + 1, stages]`` (frames
+        ``t - lags .. t``) and the frame's position in its chunk ``pos [B]``."""
+        stages = torch.arange(self.stages)
+        x = self.stage.expand(window.shape[0], -1, -1)
+        for lag in range(1, self.lags + 1):
+            before = torch.where((pos < lag)[:, None], self.size, window[:, self.lags - lag])
+            x = x + self.prev[lag - 1][stages, before].cumsum(1)
+        e = self.cur[stages, window[:, self.lags]]
+        x = x + torch.cat([torch.zeros_like(e[:, :1]), e.cumsum(1)[:, :-1]], 1)
+        h = torch.relu(torch.einsum("bqh,qhm->bqm", x, self.w1) + self.b1)
+        y = torch.relu(x + torch.einsum("bqm,qmh->bqh", h, self.w2) + self.b2)
+        return torch.einsum("bqh,qkh->bqk", y, self.out) + self.bias
+
+
+def windows(codes: torch.Tensor, pos: torch.Tensor, index: torch.Tensor, lags: int):
+    return torch.stack([codes[(index - lag).clamp(min=0)] for lag in range(lags, -1, -1)], 1), pos[index]
+
+
+def train_prior(train, train_pos, args) -> FloatPrior:
+    torch.manual_seed(args.seed)
+    codes, pos = torch.from_numpy(train), torch.from_numpy(train_pos)
+    model = FloatPrior(train.shape[1], args.codebook_size, args.lags, args.width, args.hidden)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    steps = int(args.epochs * len(codes) / args.batch)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, args.lr, total_steps=steps, pct_start=0.05)
+    generator = torch.Generator().manual_seed(args.seed)
+    start = time.time()
+    for step in range(steps):
+        index = torch.randint(0, len(codes), (args.batch,), generator=generator)
+        window, p = windows(codes, pos, index, args.lags)
+        logits = model(window, p)
+        loss = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), window[:, -1].reshape(-1)
+        )
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        if step % 500 == 0 or step == steps - 1:
+            bits = loss.item() / math.log(2)
+            print(f"  step {step}/{steps}: {bits:.3f} bits a code ({time.time() - start:.0f} s)")
+    return model.eval()
+
+
+def float_bits(model: FloatPrior, valid, valid_pos) -> list[float]:
+    codes, pos = torch.from_numpy(valid), torch.from_numpy(valid_pos)
+    total = torch.zeros(valid.shape[1], dtype=torch.float64)
+    with torch.no_grad():
+        for i in range(0, len(codes), 4096):
+            window, p = windows(codes, pos, torch.arange(i, min(i + 4096, len(codes))), model.lags)
+            logp = torch.log_softmax(model(window, p), -1)
+            total -= logp.gather(-1, window[:, -1, :, None])[..., 0].sum(0).double()
+    return (total / len(codes) / math.log(2)).tolist()
+
+
+def _exponent(tensor: torch.Tensor, limit: int = 127) -> int:
+    """The largest ``e`` with ``max|tensor| * 2**e <= limit``."""
+    peak = float(tensor.abs().max())
+    return int(math.floor(math.log2(limit / peak))) if peak > 0 else 0
+
+
+def quantise(model: FloatPrior, precision: int, table_exp: int) -> PriorModel:
+    """The integer prior of ``model``: int8 tables with power-of-two scales, int32 biases."""
+    with torch.no_grad():
+        prev_exp, cur_exp = _exponent(model.prev), _exponent(model.cur)
+        act = max(prev_exp, cur_exp, 8)
+        w1_exp, w2_exp, out_exp = _exponent(model.w1), _exponent(model.w2), _exponent(model.out)
+
+        def ints(t, e, dtype):
+            return torch.round(t * 2.0**e).numpy().astype(dtype)
+
+        table = [round(2**20 * math.exp(-i / 2**table_exp)) for i in range(40 << table_exp)]
+        table = [v for v in table if v > 0] + [0]
+        config = dict(
+            lags=model.lags,
+            num_stages=model.stages,
+            codebook_size=model.size,
+            width=model.cur.shape[-1],
+            hidden=model.w1.shape[-1],
+            precision=precision,
+            act_exp=act,
+            prev_exp=prev_exp,
+            cur_exp=cur_exp,
+            w1_exp=w1_exp,
+            w2_exp=w2_exp,
+            out_exp=out_exp,
+            table_exp=table_exp,
+        )
+        tensors = {
+            "config": np.asarray([config[k] for k in CONFIG_FIELDS], dtype=np.int32),
+            "prev": ints(model.prev, prev_exp, np.int8),
+            "cur": ints(model.cur, cur_exp, np.int8),
+            "stage": ints(model.stage, act, np.int32),
+            "w1": ints(model.w1, w1_exp, np.int8),
+            "b1": ints(model.b1, act + w1_exp, np.int32),
+            "w2": ints(model.w2, w2_exp, np.int8),
+            "b2": ints(model.b2, act + w2_exp, np.int32),
+            "out": ints(model.out, out_exp, np.int8),
+            "bias": ints(model.bias, act + out_exp, np.int32),
+            "exp_table": np.asarray(table, dtype=np.int32),
+        }
+    return PriorModel(tensors)
+
+
+def chunks_of(codes: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Clips cut into chunks: codes ``[CHUNK, chunks, stages]`` (padded with 0) and a validity mask."""
+    pieces, masks, start = [], [], 0
+    for n in lengths.tolist():
+        for s in range(0, n, CHUNK):
+            piece = codes[start + s : start + min(n, s + CHUNK)]
+            pad = CHUNK - len(piece)
+            pieces.append(np.pad(piece, ((0, pad), (0, 0))))
+            masks.append(np.arange(CHUNK) < len(piece))
+        start += n
+    return np.stack(pieces, 1), np.stack(masks, 1)
+
+
+def integer_bits(model: PriorModel, codes: np.ndarray, mask: np.ndarray, batch: int = 32) -> list[float]:
+    total = np.zeros(codes.shape[2])
+    for i in range(0, codes.shape[1], batch):
+        bits = model.bits(codes[:, i : i + batch])
+        total += (bits * mask[:, i : i + batch, None]).sum((0, 1))
+    return (total / mask.sum()).tolist()
+
+
+def per_rate(stage_bits: list[float]) -> dict:
+    return {
+        kbps: {
+            "bits_per_code": round(float(np.mean(stage_bits[:n])), 4),
+            "saving_percent": round(100 * (1 - np.mean(stage_bits[:n]) / 10), 2),
+        }
+        for kbps, n in RATES.items()
+    }
+
+
+def main() -> None:
+    cli = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    cli.add_argument("--train-minutes", type=float, default=120.0)
+    cli.add_argument("--cache", type=Path, default=Path("/tmp/entropy_codes"))
+    cli.add_argument("--epochs", type=float, default=3.0)
+    cli.add_argument("--batch", type=int, default=512)
+    cli.add_argument("--lr", type=float, default=3e-3)
+    cli.add_argument("--lags", type=int, default=2)
+    cli.add_argument("--width", type=int, default=32)
+    cli.add_argument("--hidden", type=int, default=64)
+    cli.add_argument("--precision", type=int, default=15)
+    cli.add_argument("--table-exp", type=int, default=5)
+    cli.add_argument("--seed", type=int, default=0)
+    cli.add_argument("--codebook-size", type=int, default=1024)
+    cli.add_argument(
+        "--write", action="store_true", help="write audiokit/weights/speech-16k.entropy.safetensors"
+    )
+    cli.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "entropy_models.json")
+    args = cli.parse_args()
+    torch.set_num_threads(1)
+
+    start = time.time()
+    train, train_len = extract_codes("train", args.train_minutes, args.cache)
+    valid, valid_len = extract_codes("valid", 1e9, args.cache)
+    train_pos, valid_pos = chunk_positions(train_len), chunk_positions(valid_len)
+    print(
+        f"codes: {len(train)} training frames, {len(valid)} validation frames ({time.time() - start:.0f} s)"
+    )
+
+    stage_bits = count_models(train, train_pos, valid, valid_pos, args.codebook_size)
+    print("training prior...")
+    model = train_prior(train, train_pos, args)
+    stage_bits["prior (float)"] = float_bits(model, valid, valid_pos)
+    prior = quantise(model, args.precision, args.table_exp)
+    valid_chunks, valid_mask = chunks_of(valid, valid_len)
+    stage_bits["prior (integer)"] = integer_bits(prior, valid_chunks, valid_mask)
+    train_chunks, train_mask = chunks_of(train[: len(valid)], train_len[np.cumsum(train_len) <= len(valid)])
+    train_bits = integer_bits(prior, train_chunks, train_mask)
+
+    # real payloads and speed on 60 full validation chunks (one second each, spread over the set), one
+    # chunk at a time
+    full = np.flatnonzero(valid_mask.all(0))
+    sample = valid_chunks[:, full[:: max(1, len(full) // 60)][:60]]
+    coded, encode_s, decode_s = {}, 0.0, 0.0
+    for kbps, n in RATES.items():
+        size = 0
+        for i in range(sample.shape[1]):
+            chunk = sample[:, i : i + 1, :n]
+            t0 = time.perf_counter()
+            payload = prior.encode(chunk)
+            t1 = time.perf_counter()
+            assert np.array_equal(prior.decode(payload, CHUNK, 1, n), chunk)
+            encode_s += t1 - t0
+            decode_s += time.perf_counter() - t1
+            size += len(payload)
+        coded[kbps] = {"payload_bits_per_code": round(8 * size / (CHUNK * sample.shape[1] * n), 4)}
+    seconds = 3 * sample.shape[1]  # audio seconds coded (each chunk at three rates, 21 codebooks in all)
+    speed = {
+        "audio_seconds": seconds,
+        "codebooks": sum(RATES.values()),
+        "encode_seconds": round(encode_s, 3),
+        "decode_seconds": round(decode_s, 3),
+        "encode_ms_per_second_at_6kbps": round(1000 * encode_s / seconds * 12 / 7, 2),
+        "decode_ms_per_second_at_6kbps": round(1000 * decode_s / seconds * 12 / 7, 2),
+    }
+
+    models = {
+        name: {"per_stage": [round(b, 4) for b in bits], "rates": per_rate(bits)}
+        for name, bits in stage_bits.items()
+    }
+    result = {
+        "benchmark": "entropy_models",
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "data": {
+            "train_frames": int(len(train)),
+            "train_clips": int(len(train_len)),
+            "valid_frames": int(len(valid)),
+            "valid_clips": int(len(valid_len)),
+            "train_minutes": round(len(train) / 50 / 60, 2),
+            "valid_minutes": round(len(valid) / 50 / 60, 2),
+        },
+        "bits_per_code_valid": models,
+        "prior_integer_on_training_codes": per_rate(train_bits),
+        "prior_payload": coded,
+        "prior_speed_one_thread": speed,
+        "prior_model_id": prior.model_id,
+        "prior_bytes": int(sum(t.nbytes for t in prior.tensors.values())),
+        "seconds": round(time.time() - start),
+    }
+    for name, entry in models.items():
+        rates = "  ".join(
+            f"{k} kbps {v['bits_per_code']:.3f} ({v['saving_percent']:+.1f} %)"
+            for k, v in entry["rates"].items()
+        )
+        print(f"{name:16s} {rates}")
+    print("payload", coded, "speed", speed)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    if args.write:
+        prior.meta = {
+            "model": "speech-16k",
+            "weights_sha256": "02129b818b3081e532ec71097e00e6a969536c28406bd1a2f0175db03dd9a31f",
+            "trained_on": (
+                f"codes of {len(train_len)} clips ({len(train) / 50 / 3600:.2f} h, {len(train)} frames) of "
+                "the training speech ($AUDIOKIT_DATA/manifests/train_speech.jsonl, shuffled with "
+                "random.Random(0))"
+            ),
+            "command": "python benchmarks/entropy_models.py --write",
+        }
+        path = prior.save(ROOT / "audiokit" / "weights" / "speech-16k.entropy.safetensors")
+        print("wrote", path)
+
+
+if __name__ == "__main__":
+    main()
