@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -92,3 +93,14 @@ def test_clean_items_and_reverb_target():
 def test_mixture_config_rejects_unknown_kind():
     with pytest.raises(ValueError, match="unknown noise kinds"):
         MixtureConfig(noise_weights={"thunder": 1.0})
+
+
+def test_pauses_silence_the_target_but_not_the_noise(dataset):
+    mixture = dataclasses.replace(dataset.mixture, pause_probability=1.0, pause_seconds=[0.2, 0.2])
+    paused = MixtureDataset(dataset.clips, 16000, 1, dataset.config, seed=3, mixture=mixture)
+    batch = paused[7]
+    for noisy, clean in zip(batch["input"].numpy(), batch["clean"].numpy(), strict=True):
+        silent = clean[0] == 0.0
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], silent.astype(np.int8), [0]])))
+        assert (edges[1::2] - edges[::2]).max() >= 3200  # a whole 0.2 s pause of exact zeros
+        assert np.mean(noisy[0][silent] != 0.0) > 0.99  # while the noise goes on

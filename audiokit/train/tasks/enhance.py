@@ -61,7 +61,12 @@ class EnhanceRecipe(Recipe):
         super().validate(where)
         m, losses = self.mixture, self.losses
         check(m.snr_db[0] <= m.snr_db[1], where, "'mixture.snr_db' must be [low, high]")
-        for name in ("clean_probability", "reverb_probability", "second_noise_probability"):
+        for name in (
+            "clean_probability",
+            "reverb_probability",
+            "second_noise_probability",
+            "pause_probability",
+        ):
             value = getattr(m, name)
             check(0.0 <= value <= 1.0, where, f"'mixture.{name}' must be in [0, 1], got {value}")
         for kind in m.noise_weights:
