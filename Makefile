@@ -6,8 +6,10 @@ STAMP := $(VENV)/.audiokit-installed
 # The CPU build of torch; on a machine with a CUDA toolkit, `make TORCH_SPEC=torch==2.13.0 ...` as you like.
 TORCH_SPEC ?= torch==2.13.0
 # command:Debian-package pairs audiokit runs (the Opus baseline; ffmpeg reads m4a, webm, ...;
-# chromium + chromedriver: the server's web page is tested in headless Chromium)
-SYSTEM_TOOLS := opusenc:opus-tools opusdec:opus-tools ffmpeg:ffmpeg ffprobe:ffmpeg chromium:chromium chromedriver:chromium-driver
+# chromium + chromedriver, firefox-esr + pulseaudio (its null audio output): the server's web page is
+# tested in headless Chromium and Firefox)
+SYSTEM_TOOLS := opusenc:opus-tools opusdec:opus-tools ffmpeg:ffmpeg ffprobe:ffmpeg chromium:chromium chromedriver:chromium-driver \
+  firefox-esr:firefox-esr pulseaudio:pulseaudio
 
 # speed/quality benchmarks run by `make bench` (each prints JSON and saves it under benchmarks/results/)
 BENCHMARKS := benchmarks/bench_codec.py benchmarks/bench_enhancer.py benchmarks/bench_bwe.py benchmarks/frontends_speed.py benchmarks/frontends_chirp.py
