@@ -35,11 +35,13 @@ class ServerError(AudiokitError):
 @dataclass
 class StreamResult:
     """What came back: ``audio`` (float32 ``(n,)`` at the client's rate), the ``ready`` and ``done``
-    messages, and timelines of ``(seconds since start, cumulative samples)`` sent and received."""
+    messages, and timelines of ``(seconds since start, cumulative samples)`` sent and received; the start
+    is ``started``, a :func:`time.perf_counter` reading (to line several streams up)."""
 
     audio: np.ndarray
     ready: dict
     done: dict
+    started: float = 0.0
     sent: list[tuple[float, int]] = field(default_factory=list)
     received: list[tuple[float, int]] = field(default_factory=list)
 
@@ -90,7 +92,7 @@ async def stream(
         await ws.send(json.dumps(start))
         ready = _expect(await ws.recv(), "ready")
         began = time.perf_counter()
-        result = StreamResult(np.zeros(0, np.float32), ready, {})
+        result = StreamResult(np.zeros(0, np.float32), ready, {}, began)
         largest = int(ready["max_message_bytes"]) // (4 if fmt == "f32le" else 2)
         sender = asyncio.create_task(_send(ws, chunks, sample_rate, fmt, realtime, began, result, largest))
         try:

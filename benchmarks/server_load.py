@@ -1,21 +1,24 @@
 """Load test of ``audiokit serve``: N concurrent real-time clients on loopback, saved to
 ``benchmarks/results/server_load_<task>.json``.
 
-Usage: ``python benchmarks/server_load.py --streams N --seconds S [--task enhance|codec] [--json]``.
-The server runs as its own process (``audiokit serve``, one torch thread); every client streams real
-speech (the samples/ clips, looped, a different offset each) in 20 ms messages paced in real time,
-starts staggered over one message. Reported: added latency per message (its send to the arrival of
-all the output it made possible, the model's algorithmic latency excluded exactly), late messages
-(added latency over the 50 ms budget), missing samples, server CPU (also per second of stream audio:
-the figure to compare on a shared machine), the server's own late steps, batch sizes and hops per
-step, and every output checked against offline processing. Untrained enhancer weights of the
-same architecture are served while none are shipped (the same compute).
+Usage: ``python benchmarks/server_load.py --streams N --seconds S [--task enhance|codec] [--ramp R]
+[--json]``. The server runs as its own process (``audiokit serve``, one torch thread); every client
+streams real speech (the samples/ clips, looped, a different offset each) in 20 ms messages paced in
+real time, the clients connecting one after another over ``--ramp`` seconds (default 1 s: real clients
+neither connect nor hang up all in the same instant), so they also end over that time. Reported: added
+latency per message (its send to the arrival of all the output it made possible, the model's
+algorithmic latency excluded exactly), late messages (added latency over the 50 ms budget) and the
+episodes they fall in, missing samples, server CPU (also per second of stream audio: the figure to
+compare on a shared machine), the server's own late steps, batch sizes and hops per step, and every
+output checked against offline processing. Untrained enhancer weights of the same architecture are
+served while none are shipped (the same compute).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import re
@@ -63,8 +66,9 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def added_latency_ms(result: client.StreamResult, hop: int, latency: int) -> list[float]:
-    """Per input message: from its send to the arrival of the output it made possible.
+def added_latency_ms(result: client.StreamResult, hop: int, latency: int) -> list[tuple[float, float]]:
+    """Per input message: its send time (a :func:`time.perf_counter` reading) and the milliseconds from
+    then to the arrival of the output it made possible.
 
     After ``S`` input samples a causal model can give ``floor(S / hop) * hop - (latency - hop)``
     output samples (its algorithmic latency, ``latency``, is one hop plus its output lag), so that is
@@ -80,8 +84,30 @@ def added_latency_ms(result: client.StreamResult, hop: int, latency: int) -> lis
         i = int(np.searchsorted(totals, enabled))
         if i == len(totals):
             continue
-        out.append(1e3 * (arrivals[i] - sent_at))
+        out.append((result.started + sent_at, 1e3 * (arrivals[i] - sent_at)))
     return out
+
+
+def late_episodes(added: np.ndarray, streams: np.ndarray, gap_s: float = 0.1) -> list[dict]:
+    """Late messages grouped into episodes (late sends less than ``gap_s`` apart): when (seconds from
+    the first send), how long, how many messages and streams, the worst added latency. ``added``:
+    ``(messages, 2)`` send times and added latencies (ms); ``streams``: each message's stream."""
+    late = np.flatnonzero(added[:, 1] > BUDGET_MS)
+    late = late[np.argsort(added[late, 0])]
+    episodes: list[dict] = []
+    origin = float(added[:, 0].min()) if added.size else 0.0
+    for group in np.split(late, np.flatnonzero(np.diff(added[late, 0]) > gap_s) + 1) if late.size else []:
+        times = added[group, 0]
+        episodes.append(
+            {
+                "at_s": round(float(times[0]) - origin, 3),
+                "span_s": round(float(times[-1] - times[0]), 3),
+                "messages": int(group.size),
+                "streams": int(np.unique(streams[group]).size),
+                "worst_ms": round(float(added[group, 1].max()), 1),
+            }
+        )
+    return episodes
 
 
 def metric(text: str, name: str) -> float:
@@ -94,6 +120,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="audio per client (1..600)")
     parser.add_argument("--task", choices=("enhance", "codec"), default="enhance")
     parser.add_argument("--bitrate", type=float, default=6000.0, help="codec bitrate in b/s")
+    parser.add_argument("--ramp", type=float, default=1.0, help="seconds over which the clients connect")
     parser.add_argument("-m", "--model", help="model to serve (default: enhance-16k / speech-16k)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--out", type=Path, help="result file (default: results/server_load_<task>.json)")
@@ -144,7 +171,13 @@ def run(args, spec: str, model) -> dict:
         audio = speech_loop(args.seconds + 0.37 * args.streams)
         inputs = [audio[int(0.37 * i * 16000) :][: int(args.seconds * 16000)] for i in range(args.streams)]
         cpu_before, began = cpu_seconds(server.pid), time.perf_counter()
-        results = asyncio.run(clients(f"ws://127.0.0.1:{port}/v1/stream", inputs, args))
+        # the clients keep every piece and timestamp (~10^5 objects a minute): a full collection in this
+        # process stalls all of them for tens of ms, which would be blamed on the server
+        gc.disable()
+        try:
+            results = asyncio.run(clients(f"ws://127.0.0.1:{port}/v1/stream", inputs, args))
+        finally:
+            gc.enable()
         wall = time.perf_counter() - began
         cpu = cpu_seconds(server.pid) - cpu_before
         metrics = urllib.request.urlopen(f"{base}/metrics").read().decode()
@@ -154,7 +187,10 @@ def run(args, spec: str, model) -> dict:
         if server.poll() is None:
             server.kill()
     hop, latency = model.hop_length, model.algorithmic_latency
-    added = np.concatenate([added_latency_ms(r, hop, latency) for r in results])
+    per_stream = [np.array(added_latency_ms(r, hop, latency)).reshape(-1, 2) for r in results]
+    streams = np.concatenate([np.full(len(a), i) for i, a in enumerate(per_stream)])
+    timed = np.concatenate(per_stream)
+    added = timed[:, 1]
     errors = [
         float(np.abs(r.audio - offline(model, x, args)).max()) for r, x in zip(results, inputs, strict=True)
     ]
@@ -169,6 +205,7 @@ def run(args, spec: str, model) -> dict:
         "bitrate": args.bitrate if args.task == "codec" else None,
         "streams": args.streams,
         "seconds": args.seconds,
+        "ramp_s": args.ramp,
         "message_ms": 20,
         "added_latency_ms": {
             "p50": float(np.percentile(added, 50)),
@@ -177,6 +214,7 @@ def run(args, spec: str, model) -> dict:
         },
         "budget_ms": BUDGET_MS,
         "late_messages": late,
+        "late_episodes": late_episodes(timed, streams),
         "messages": int(added.size),
         "missing_samples": missing,
         "max_abs_error_vs_offline": max(errors),
@@ -219,7 +257,7 @@ async def clients(url: str, inputs: list[np.ndarray], args) -> list[client.Strea
     step = 320  # 20 ms at 16 kHz
 
     async def one(i: int, x: np.ndarray) -> client.StreamResult:
-        await asyncio.sleep(i * 0.02 / len(inputs))  # stagger the phases over one message
+        await asyncio.sleep(i * args.ramp / len(inputs))
         chunks = [x[j : j + step] for j in range(0, x.shape[0], step)]
         bitrate = args.bitrate if args.task == "codec" else None
         return await client.stream(url, chunks, 16000, args.task, bitrate=bitrate, realtime=True)

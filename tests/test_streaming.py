@@ -16,9 +16,11 @@ from torch import nn
 from audiokit.bitstream import AkcHeader, AkcReader, AkcWriter
 from audiokit.errors import ModelError, UsageError
 from audiokit.models import Codec
+from audiokit.models.enhancer import Enhancer
 from audiokit.nn import CausalISTFTHead, StreamableConv1d, StreamableConvTranspose1d, StreamableLSTM
 from audiokit.nn.streaming import StreamingSequential
 from audiokit.streaming import MultiStreamBatcher, encode_to_akc, measure_latency
+from audiokit.streaming.batcher import AudioBatcher
 
 torch.set_num_threads(1)
 ATOL = 1e-5
@@ -259,6 +261,35 @@ def test_64_interleaved_streams_equal_64_separate_sessions():
         alone = run_stream(codec.stream(1, "roundtrip"), signals[k][None], [chunk_sizes[k]])[0]
         torch.testing.assert_close(got, alone, rtol=0, atol=ATOL)
         torch.testing.assert_close(got, offline(codec, signals[k][None])[1][0], rtol=0, atol=ATOL)
+
+
+def test_closing_many_streams_at_once_equals_closing_them_one_by_one():
+    """A server flushes every stream that ended in one tick together (``close_many``): batched final
+    steps, grouped by the length of each stream's rest, give each stream what its own flush gives."""
+    torch.manual_seed(0)
+    enhancer = Enhancer.from_config("enhance-16k").eval()
+    codec = CODECS["tiny-istft"]
+    for model, make in (
+        (enhancer, lambda: AudioBatcher(enhancer, 6)),
+        (codec, lambda: MultiStreamBatcher(codec, 6)),
+    ):
+        hop = model.hop_length
+        lengths = [3 * hop, 3 * hop + 1, 5 * hop - 7, 2 * hop + hop // 2, 7, 4 * hop]  # several rests
+        signals = [torch.randn(1, n) * 0.3 for n in lengths]
+        results = []
+        for together in (True, False):
+            batcher = make()
+            ids = [batcher.open() for _ in signals]
+            for i, x in zip(ids, signals, strict=True):
+                batcher.push(i, x)
+            batcher.step()
+            heads = [batcher.pull(i) for i in ids]
+            rests = batcher.close_many(ids) if together else [batcher.close(i) for i in ids]
+            results.append([torch.cat([h, r], -1) for h, r in zip(heads, rests, strict=True)])
+            assert not batcher._slots  # every slot freed
+        for x, together, alone in zip(signals, *results, strict=True):
+            assert together.shape[-1] == x.shape[-1]
+            torch.testing.assert_close(together, alone, rtol=0, atol=ATOL)
 
 
 def test_batcher_encode_and_decode_modes_and_capacity():

@@ -97,7 +97,19 @@ class Engine:
 
     def close(self, stream: StreamKey) -> np.ndarray:
         """End ``stream``: process its rest and return its remaining output; frees its slot."""
-        return self._batchers[stream[0]].close(stream[1])[0].numpy()
+        return self.close_many([stream])[0]
+
+    def close_many(self, streams: list[StreamKey]) -> list[np.ndarray]:
+        """:meth:`close` of several streams, in batched final steps (one batcher at a time); their
+        outputs, in order."""
+        by_batcher: dict[Hashable, list[int]] = {}
+        for key, stream_id in streams:
+            by_batcher.setdefault(key, []).append(stream_id)
+        outputs: dict[StreamKey, np.ndarray] = {}
+        for key, stream_ids in by_batcher.items():
+            for stream_id, out in zip(stream_ids, self._batchers[key].close_many(stream_ids), strict=True):
+                outputs[key, stream_id] = out[0].numpy()
+        return [outputs[stream] for stream in streams]
 
 
 class WireAudio:

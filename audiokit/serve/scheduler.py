@@ -7,6 +7,8 @@ one batched step of every stream holding a whole hop, pull what came out. While 
 new input accumulates, so batches grow with load. A stream holding several hops (a 20 ms message of
 two 10 ms hops, a client sending faster than real time, or a server that fell behind) advances by up
 to ``max_hops`` of them in that step, so a server that fell behind catches up instead of drifting.
+The streams that ended are flushed after the step, together (batched final steps), so many streams
+ending at once cost about one step, not one step each.
 """
 
 from __future__ import annotations
@@ -206,11 +208,12 @@ class Scheduler:
                 stream = owners[key]
                 stream.processed += count * hop_length
                 outputs.append((stream, stream.wire.from_model(samples), False))
-        for stream in job.ends:
-            if stream.key is None:
-                continue
+        ending = [stream for stream in job.ends if stream.key is not None]
+        for stream in ending:
             engine.push(stream.key, stream.wire.to_model(np.zeros(0, np.float32), last=True))
-            outputs.append((stream, stream.wire.from_model(engine.close(stream.key), last=True), True))
+        rests = engine.close_many([stream.key for stream in ending])
+        for stream, rest in zip(ending, rests, strict=True):
+            outputs.append((stream, stream.wire.from_model(rest, last=True), True))
             del self._owners[stream.key]
             stream.key = None
         self.metrics.samples_out.labels(name).inc(sum(samples.shape[0] for _, samples, _ in outputs))

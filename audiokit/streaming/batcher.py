@@ -142,14 +142,19 @@ class MultiStreamBatcher:
     def close(self, stream_id: int) -> torch.Tensor:
         """End ``stream_id``: process its rest (as :meth:`CodecStream.flush` does), return all its
         remaining output and free its slot."""
-        slot = self._slot(stream_id)
+        return self.close_many([stream_id])[0]
+
+    def close_many(self, stream_ids: list[int]) -> list[torch.Tensor]:
+        """:meth:`close` of several streams in batched final steps; their outputs, in order."""
+        slots = [self._slot(i) for i in stream_ids]
         with torch.inference_mode():
-            self.session._finish([slot])
-        out = _pop(self.session, slot)
-        self.session._reset_rows([slot])
-        del self._slots[stream_id]
-        self._free.append(slot)
-        return out
+            self.session._finish(slots)
+        outs = [_pop(self.session, slot) for slot in slots]
+        self.session._reset_rows(slots)
+        for stream_id, slot in zip(stream_ids, slots, strict=True):
+            del self._slots[stream_id]
+            self._free.append(slot)
+        return outs
 
 
 def _pop(session: CodecStream, slot: int) -> torch.Tensor:
@@ -271,17 +276,27 @@ class AudioBatcher:
     def close(self, stream_id: int) -> torch.Tensor:
         """End ``stream_id``: process its rest (as :meth:`AudioStream.flush` does: zeros to whole hops
         past the lag, output cut at the input's length), return all its remaining output, free its slot."""
-        slot = self._slot(stream_id)
-        needed = -(-(int(self._fill[slot]) + self.lag) // self.hop_length) * self.hop_length
-        if self._pushed[slot] and needed:
-            self._write(slot, np.zeros(needed - int(self._fill[slot]), np.float32))
-            self._run(np.array([slot]), needed, final=True)
-        out = self.pull(stream_id)
-        del self._slots[stream_id]
-        self._owner[slot] = -1
-        self._fill[slot] = 0
-        self._free.append(slot)
-        return out
+        return self.close_many([stream_id])[0]
+
+    def close_many(self, stream_ids: list[int]) -> list[torch.Tensor]:
+        """:meth:`close` of several streams, in one batched final step per length of rest; their
+        outputs, in order."""
+        groups: dict[int, list[int]] = {}
+        for stream_id in stream_ids:
+            slot = self._slot(stream_id)
+            needed = -(-(int(self._fill[slot]) + self.lag) // self.hop_length) * self.hop_length
+            if self._pushed[slot] and needed:
+                self._write(slot, np.zeros(needed - int(self._fill[slot]), np.float32))
+                groups.setdefault(needed, []).append(slot)
+        for needed, slots in groups.items():
+            self._run(np.array(slots), needed, final=True)
+        outs = [self.pull(stream_id) for stream_id in stream_ids]
+        for stream_id in stream_ids:
+            slot = self._slots.pop(stream_id)
+            self._owner[slot] = -1
+            self._fill[slot] = 0
+            self._free.append(slot)
+        return outs
 
     def _run(self, slots: np.ndarray, samples: int, final: bool) -> None:
         """One batched model step of ``slots`` on their next ``samples`` pending samples."""
