@@ -1,15 +1,17 @@
-"""Front-end ablation of the enhancer: fixed ERB bands against DiffSTFT and AdaptiveFilterbank bands.
+"""Ablations of the enhancer: variants of its recipe trained alike and scored in pairs on the same clips.
 
-The same recipe (``recipes/enhance_speech16k.yaml``), seed, data, optimiser and number of steps for
-each ``model.options.band_features`` (``erb``, ``diffstft``, ``adaptive``; see
-:mod:`audiokit.models.enhancer`); only the front end that computes the band log powers differs. Each
-run trains from scratch in ``--runs/<name>`` through ``audiokit train`` (resumable: an unfinished run
-continues), then its EMA weights enhance the first ``--clips`` clips of the fixed noisy validation set
-offline, and every metric is reported with its 95 % CI and, per front end, the paired difference
-against ``erb`` on the same clips.
+Each ``--variant NAME:KEY=VALUE[,KEY=VALUE...]`` is the recipe (``recipes/enhance_speech16k.yaml``) with
+those overrides; every variant gets the same seed, data, optimiser and number of steps. Each trains
+from scratch in ``--runs/NAME`` through ``audiokit train`` (resumable: an unfinished run continues),
+then its EMA weights enhance the first ``--clips`` clips of the fixed noisy validation set offline, and
+every metric is reported with its 95 % CI and the paired difference against the first variant on the
+same clips (``vs_<first>``). Without ``--variant`` it runs the front-end ablation of issue 20: the fixed
+ERB bands against DiffSTFT and AdaptiveFilterbank bands (``model.options.band_features``, see
+:mod:`audiokit.models.enhancer`), where learnable front ends also report what they learnt.
 
-Usage: ``python benchmarks/enhancer_frontends.py --steps 1500 --clips 200 [--runs runs/ablation]
-[--set KEY=VALUE ...]``; writes ``benchmarks/results/enhancer_frontends.json``.
+Usage: ``python benchmarks/enhancer_ablation.py --steps 1500 --clips 200 [--runs runs/ablation]
+[--variant NAME:SETTINGS ...] [--set KEY=VALUE ...] [--out FILE]``; writes
+``benchmarks/results/enhancer_frontends.json`` (the default variants) or ``--out``.
 """
 
 from __future__ import annotations
@@ -33,12 +35,13 @@ from audiokit.train.tasks.enhance import read_noisy_set
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes" / "enhance_speech16k.yaml"
 RESULTS = ROOT / "benchmarks" / "results" / "enhancer_frontends.json"
+FRONT_ENDS = [f"{name}:model.options.band_features={name}" for name in BAND_FEATURES]
 METRICS = ("pesq", "stoi", "si_sdr")
 
 
-def train(name: str, run_dir: Path, steps: int, overrides: list[str]) -> float:
-    """Train (or finish training) the ``name`` variant to ``steps``; returns the wall time (s) spent."""
-    settings = [f"model.options.band_features={name}", f"run.max_steps={steps}", f"eval.every_steps={steps}"]
+def train(run_dir: Path, steps: int, overrides: list[str]) -> float:
+    """Train (or finish) a variant with ``overrides`` to ``steps``; returns the wall time (s) spent."""
+    settings = [f"run.max_steps={steps}", f"eval.every_steps={steps}"]
     command = [sys.executable, "-m", "audiokit", "train", str(RECIPE), "--run-dir", str(run_dir), "-q"]
     if (run_dir / "checkpoints" / "latest.pt").is_file():
         command.append("--resume")
@@ -67,9 +70,12 @@ def scores(summary: Summary) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=1500, help="training steps per front end")
+    parser.add_argument("--steps", type=int, default=1500, help="training steps per variant")
     parser.add_argument("--clips", type=int, default=200, help="validation clips scored")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "ablation", help="run directories")
+    parser.add_argument(
+        "--variant", action="append", default=[], help="NAME:KEY=VALUE[,KEY=VALUE...] (default: front ends)"
+    )
     parser.add_argument("--set", action="append", default=[], help="extra recipe override (all runs)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -80,19 +86,23 @@ def main() -> None:
     result["clips"] = len(clips)
     result["noisy"] = scores(summarize(noisy_rows))
     rows: dict[str, list[dict]] = {}
-    for name in BAND_FEATURES:
+    variants = [v.partition(":") for v in args.variant or FRONT_ENDS]
+    first = variants[0][0]
+    for name, _, settings in variants:
         run_dir = args.runs / name
-        wall = train(name, run_dir, args.steps, args.set)
+        overrides = [*filter(None, settings.split(",")), *args.set]
+        wall = train(run_dir, args.steps, overrides)
         model = Enhancer.from_pretrained(run_dir / "model.safetensors")
         rows[name] = score(model, clips)
         result[name] = {
+            "overrides": overrides,
             "train_wall_s_this_call": round(wall, 1),
             "parameters": sum(p.numel() for p in model.parameters()),
             "scores": scores(summarize(rows[name])),
             "learnt": learnt_front_end(model, clips),
         }
-        if name != "erb":
-            result[name]["vs_erb"] = {m: paired_difference(rows[name], rows["erb"], m) for m in METRICS}
+        if name != first:
+            result[name][f"vs_{first}"] = {m: paired_difference(rows[name], rows[first], m) for m in METRICS}
         print(json.dumps({name: result[name]}, indent=1), flush=True)
     result["run"] = run_info()
     write_json(args.out, result)
