@@ -41,7 +41,7 @@ def gains_and_filter(model: Enhancer, noisy: torch.Tensor):
     coefficients for ``noisy (1, 1, T)``, as :meth:`Enhancer._enhance_spectrum` computes them."""
     c = model.config
     spec = model.analysis(noisy)[:, 0]
-    h = model.hidden_norm(model.input_proj(model._features(spec)))
+    h = model.input_proj(model._features(spec))
     h = model.lstm(F.gelu(model.frame_conv.forward_t(h)).transpose(1, 2)).transpose(1, 2)
     band_gains = torch.sigmoid(model.gain_head(h))
     coef = model.df_head(h).view(1, h.shape[1], c.df_bins, c.df_order, 2)
