@@ -7,7 +7,8 @@ STAMP := $(VENV)/.audiokit-installed
 TORCH_SPEC ?= torch==2.13.0
 # command:Debian-package pairs audiokit runs (the Opus baseline; ffmpeg reads m4a, webm, ...;
 # chromium + chromedriver, firefox-esr + pulseaudio (its null audio output): the server's web page is
-# tested in headless Chromium and Firefox)
+# tested in headless Chromium and Firefox). Installed without recommends: pulseaudio's would bring
+# systemd-logind, rtkit and a D-Bus user session, none of which the tests use
 SYSTEM_TOOLS := opusenc:opus-tools opusdec:opus-tools ffmpeg:ffmpeg ffprobe:ffmpeg chromium:chromium chromedriver:chromium-driver \
   firefox-esr:firefox-esr pulseaudio:pulseaudio
 
@@ -29,7 +30,7 @@ system-tools:
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing system tools: $$missing"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	  else \
 	    echo "audiokit needs these system packages: $$missing"; \
 	    echo "install them with: sudo apt-get install $$missing"; exit 1; \
