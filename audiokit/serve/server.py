@@ -68,8 +68,8 @@ def uvicorn_config(
 def serve(config: ServerConfig, host: str = "127.0.0.1", port: int = 8765, log_level: str = "info") -> None:
     """Serve until SIGTERM/SIGINT (then drain and return)."""
     app = create_app(config)
-    # the models, torch and the app are long-lived: moved out of the collector's sight, the periodic full
-    # collections no longer walk them, which stalled every stream for ~90 ms (docs/server.md, Load)
+    # the models, torch and the app live as long as the server: moved out of the collector's sight, they
+    # no longer lengthen its full collections, which pause every stream (docs/server.md, Load)
     gc.collect()
     gc.freeze()
     DrainingServer(uvicorn_config(app, config, host, port, log_level), app.state.server).run()
