@@ -85,6 +85,22 @@ def test_compressed_complex_stft_matches_librosa(speech_pair, exponent):
     assert loss(est, ref).item() == pytest.approx(expected / 2, rel=1e-4)
 
 
+def test_compressed_magnitude_term_matches_librosa_and_ignores_the_phase(speech_pair):
+    est, ref = speech_pair
+    sizes, hops, wins = (256, 512), (64, 100), (200, 400)
+    loss = CompressedComplexSTFTLoss(sizes, hops, wins, exponent=0.3)
+    expected = 0.0
+    for n_fft, hop, win in zip(sizes, hops, wins, strict=True):
+
+        def compressed(a, n_fft=n_fft, hop=hop, win=win):
+            return np.maximum(np.abs(_librosa_stft(a, n_fft, hop, win)) ** 2, 1e-10) ** 0.15
+
+        expected += np.mean((compressed(est) - compressed(ref)) ** 2)
+    assert loss.magnitude_from_spectra(loss.spectra(est, ref)).item() == pytest.approx(expected / 2, rel=1e-4)
+    flipped = loss.magnitude_from_spectra(loss.spectra(-ref, ref)).item()
+    assert flipped == pytest.approx(0.0, abs=1e-6) and loss(-ref, ref).item() > 0.1
+
+
 def test_complex_loss_sees_the_phase_that_magnitude_losses_miss(speech_pair):
     # -x has x's magnitude spectrum and every phase turned by pi: the mel and STFT-magnitude losses
     # read 0, the compressed complex loss reads |2 X_c|^2, four times its value for a silent output

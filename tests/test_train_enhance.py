@@ -128,8 +128,9 @@ def test_ideal_band_gains_match_numpy_frames():
     np.testing.assert_allclose(gains[0].numpy(), expected, atol=2e-3)
 
 
-def test_band_gain_loss_trains(tmp_path):
-    overrides = ["losses.band_gain=1.0", "run.max_steps=2"]
+@pytest.mark.parametrize("loss", ["band_gain", "compressed_magnitude"])
+def test_optional_losses_train(tmp_path, loss):
+    overrides = [f"losses.{loss}=1.0", "run.max_steps=2"]
     Trainer(load_recipe(TINY, overrides), tmp_path / "run", quiet=True).fit()
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert any("loss/band_gain" in row and np.isfinite(row["loss/band_gain"]) for row in rows)
+    assert any(f"loss/{loss}" in row and np.isfinite(row[f"loss/{loss}"]) for row in rows)

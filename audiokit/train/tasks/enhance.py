@@ -36,10 +36,12 @@ class EnhanceLossesConfig:
 
     ``band_gain``: mean squared error between the square roots of the predicted band gains and of the
     ideal ones (:meth:`Enhancer.ideal_band_gains`, RNNoise's training target): a direct signal for the
-    gain head, which the spectral losses reach only through the synthesis.
+    gain head, which the spectral losses reach only through the synthesis. ``compressed_magnitude``:
+    the complex term's compressed magnitudes alone (no pull towards zero where the phase is uncertain).
     """
 
     complex: float = 1.0
+    compressed_magnitude: float = 0.0
     magnitude: float = 1.0
     si_sdr: float = 0.02
     band_gain: float = 0.0
@@ -81,7 +83,16 @@ class EnhanceRecipe(Recipe):
             "'mixture.noise_weights.recorded' > 0 needs 'data.noise' (a noise manifest or directory)",
         )
         check(
-            losses.complex > 0 or losses.magnitude > 0 or losses.si_sdr > 0 or losses.band_gain > 0,
+            any(
+                w > 0
+                for w in (
+                    losses.complex,
+                    losses.compressed_magnitude,
+                    losses.magnitude,
+                    losses.si_sdr,
+                    losses.band_gain,
+                )
+            ),
             where,
             "every loss weight is 0",
         )
@@ -177,9 +188,12 @@ class EnhanceTask(Task):
             )
             error = (band_gains.float().sqrt() - ideal.sqrt()).square()
             losses["band_gain"] = (error * valid).sum() / valid.sum().clamp_min(1)
-        spectra = list(self.complex_loss.spectra(out, clean)) if cfg.complex or cfg.magnitude else []
-        if cfg.complex:  # both losses share one set of STFTs (same resolutions)
+        spectral = cfg.complex or cfg.compressed_magnitude or cfg.magnitude
+        spectra = list(self.complex_loss.spectra(out, clean)) if spectral else []
+        if cfg.complex:  # the spectral losses share one set of STFTs (same resolutions)
             losses["complex"] = self.complex_loss.from_spectra(spectra)
+        if cfg.compressed_magnitude:
+            losses["compressed_magnitude"] = self.complex_loss.magnitude_from_spectra(spectra)
         if cfg.magnitude:
             losses["magnitude"] = self.magnitude_loss.from_spectra(spectra)
         if cfg.si_sdr:
