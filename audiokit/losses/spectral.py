@@ -138,6 +138,10 @@ class CompressedComplexSTFTLoss(_MultiResolutionSTFT):
         """``|Z|^c e^{j angle Z}`` of complex ``spec`` ``(..., F, N)`` whose ``|Z|^2`` is ``power``."""
         return spec * power.clamp(min=self.eps).pow((self.exponent - 1.0) / 2.0)
 
+    def _compressed_magnitude(self, power: torch.Tensor) -> torch.Tensor:
+        """``|Z|^c`` from ``|Z|^2`` (floored at ``eps`` as in :meth:`_compressed`)."""
+        return power.clamp(min=self.eps).pow(self.exponent / 2.0)
+
     def forward(self, estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.from_spectra(self.spectra(estimate, target))
 
@@ -154,12 +158,8 @@ class CompressedComplexSTFTLoss(_MultiResolutionSTFT):
         compressed magnitudes alone, which (unlike the complex term) do not pull an estimate whose
         phase is uncertain towards zero (DeepFilterNet and GTCRN train with both)."""
         total = 0.0
-        half = self.exponent / 2.0
         for pair in pairs:
-            est, ref = (
-                pair.est_power.clamp(min=self.eps).pow(half),
-                pair.ref_power.clamp(min=self.eps).pow(half),
-            )
+            est, ref = self._compressed_magnitude(pair.est_power), self._compressed_magnitude(pair.ref_power)
             total = total + (est - ref).square().mean()
         return total / len(self.resolutions)
 
