@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from audiokit.models.enhancer import Enhancer, mix_factor
+from audiokit.models.enhancer import CONFIGS, Enhancer, mix_factor
 from audiokit.nn.spectral import CausalInverseSpectrum, CausalSpectrum, DeepFilter
 
 
-@pytest.fixture(scope="module")
-def enhancer() -> Enhancer:
+@pytest.fixture(scope="module", params=[False, True], ids=["shipped", "pitch"])
+def enhancer(request) -> Enhancer:
     torch.manual_seed(0)
-    model = Enhancer.from_config("enhance-16k").eval()
+    model = Enhancer(replace(CONFIGS["enhance-16k"], pitch=request.param)).eval()
     with torch.no_grad():  # random but far from pass-through, so the checks see the network act
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.2)
@@ -112,8 +114,9 @@ def test_silence_in_silence_out_and_lengths(enhancer):
     assert torch.isfinite(loud).all()
 
 
-def test_budget_and_latency():
-    model = Enhancer.from_config("enhance-16k")
+@pytest.mark.parametrize("pitch", [False, True])
+def test_budget_and_latency(pitch):
+    model = Enhancer(replace(CONFIGS["enhance-16k"], pitch=pitch))
     assert sum(p.numel() for p in model.parameters()) <= 1_000_000
     assert model.multiply_adds_per_second() <= 100e6
     assert model.algorithmic_latency / model.sample_rate <= 0.020

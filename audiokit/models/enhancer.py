@@ -9,6 +9,11 @@ Signal path per 10 ms hop (``speech``-style defaults: 16 kHz, ``n_fft`` 320, hop
    coefficients ``D`` of order ``df_order`` for the low band (DeepFilterNet's idea, past frames only);
 5. ``Y = G X`` on every bin, plus ``sum_k D_k X[m - k]`` on the low band; iSTFT by overlap-add.
 
+With ``pitch`` (RNNoise's pitch analysis, :mod:`audiokit.nn.pitch`): the features also hold each
+band's correlation of ``X`` with ``P``, the spectrum one pitch period back, the frame's periodicity
+and its lag; a third head gives per-band comb-filter strengths ``b`` in [0, 1], and step 5 gains
+``G (X + b P) / (1 + b)`` instead of ``G X``.
+
 Knobs at inference: ``atten_lim_db`` (the output keeps at least this share of the input, as
 DeepFilterNet's attenuation limit) and ``dry`` (wet/dry mix), both applied to the spectrum:
 ``Y' = a X + (1 - a) Y`` with ``a = 1 - (1 - 10^(-atten_lim_db / 20)) (1 - dry)``.
@@ -39,6 +44,7 @@ from audiokit.errors import ModelError
 from audiokit.frontends import AdaptiveFilterbank, DiffSTFT, is_unit_parameter
 from audiokit.models.base import AudioModel, ModelConfig
 from audiokit.nn import StreamableConv1d, StreamableLSTM
+from audiokit.nn.pitch import PitchSpectrum, band_pitch_correlation
 from audiokit.nn.spectral import CausalInverseSpectrum, CausalSpectrum, DeepFilter
 from audiokit.nn.state import StateList
 from audiokit.nn.streaming import StreamingModule
@@ -60,6 +66,8 @@ class EnhancerConfig(ModelConfig):
     lstm_layers: int = 2
     band_features: str = "erb"
     frontend_lr_scale: float = 1000.0
+    pitch: bool = False
+    pitch_lags: tuple[int, int] = (40, 320)
 
     def __post_init__(self) -> None:
         if self.channels != 1:
@@ -115,7 +123,9 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
         spread = bands.t() / bands.t().sum(1, keepdim=True).clamp_min(1e-8)  # (bins, bands), rows sum to 1
         self.register_buffer("erb_spread", spread, persistent=False)
         self.band_frontend = self._band_frontend(c)
-        self.input_proj = nn.Linear(c.erb_bands + 2 * c.df_bins, c.hidden_dim)
+        self.pitch = PitchSpectrum(c.n_fft, c.hop_length, *c.pitch_lags) if c.pitch else None
+        pitch_features = c.erb_bands + 2 if c.pitch else 0
+        self.input_proj = nn.Linear(c.erb_bands + 2 * c.df_bins + pitch_features, c.hidden_dim)
         self.frame_conv = StreamableConv1d(
             c.hidden_dim, c.hidden_dim, c.conv_kernel, groups=c.hidden_dim, causal=True, norm="none"
         )
@@ -124,6 +134,10 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
         self.df_head = nn.Linear(c.hidden_dim, c.df_bins * c.df_order * 2)
         self.deep_filter = DeepFilter(c.df_bins, c.df_order)
         nn.init.constant_(self.gain_head.bias, 2.0)  # start near pass-through (gain ~0.88)
+        if c.pitch:
+            self.comb_head = nn.Linear(c.hidden_dim, c.erb_bands)
+            nn.init.normal_(self.comb_head.weight, std=1e-3)
+            nn.init.constant_(self.comb_head.bias, -3.0)  # start nearly off (b ~0.05)
         nn.init.normal_(self.df_head.weight, std=1e-3)
         nn.init.zeros_(self.df_head.bias)
 
@@ -182,14 +196,25 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
             power = stft.real.square() + stft.imag.square()
         return 10.0 * torch.log10(torch.einsum("fb,nbm->nmf", self.erb, power) + 1e-10)
 
-    def _features(self, spec: torch.Tensor, wav: torch.Tensor | None = None) -> torch.Tensor:
-        """Complex spectra ``(N, bins, M)`` (and, for learnable front ends, their audio ``(N, 1, T)``)
-        -> features ``(N, M, erb_bands + 2 df_bins)``."""
+    def _features(
+        self, spec: torch.Tensor, wav: torch.Tensor | None = None, pitch: tuple | None = None
+    ) -> torch.Tensor:
+        """Complex spectra ``(N, bins, M)`` (and, for learnable front ends, their audio ``(N, 1, T)``;
+        with ``config.pitch``, :class:`PitchSpectrum`'s output) -> features
+        ``(N, M, erb_bands + 2 df_bins [+ erb_bands + 2])``."""
         erb_db = self._band_db(spec, wav)
         low = spec[:, : self.config.df_bins]
         low = low * (low.real.square() + low.imag.square() + 1e-12).pow((self.config.compression - 1) / 2)
         low = torch.view_as_real(low).permute(0, 2, 3, 1).flatten(2)  # (N, M, 2 * df_bins)
-        return torch.cat([(erb_db + 60.0) / 40.0, low], -1)
+        features = [(erb_db + 60.0) / 40.0, low]
+        if pitch is not None:
+            pitch_spec, periodicity, lag = pitch
+            features += [
+                band_pitch_correlation(spec, pitch_spec, self.erb),
+                periodicity.unsqueeze(-1),
+                (lag.to(spec.real.dtype) / self.config.pitch_lags[1]).unsqueeze(-1),
+            ]
+        return torch.cat(features, -1)
 
     def init_state(
         self, batch_size: int, device: torch.device | None = None, dtype: torch.dtype = torch.float32
@@ -202,25 +227,38 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
             )
         device = device or self.gain_head.weight.device
         parts = (self.analysis, self.frame_conv, self.lstm, self.deep_filter, self.synthesis)
+        if self.pitch is not None:
+            parts += (self.pitch,)
         return StateList([part.init_state(batch_size, device, dtype) for part in parts])
 
     def _enhance_spectrum(
-        self, spec: torch.Tensor, mix: float, states: list | None = None, wav: torch.Tensor | None = None
+        self,
+        spec: torch.Tensor,
+        mix: float,
+        states: list | None = None,
+        wav: torch.Tensor | None = None,
+        pitch: tuple | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Complex spectra ``(N, bins, M)`` -> enhanced spectra, offline (``states=None``) or one step
         on, and the band gains ``(N, M, erb_bands)`` in [0, 1] the network chose.
 
         ``states``: the frame conv's, the LSTM's and the deep filter's streaming states; ``wav``: the
-        audio ``(N, 1, T)`` of ``spec`` (offline, for the learnable front ends).
+        audio ``(N, 1, T)`` of ``spec`` (offline, for the learnable front ends); ``pitch``: the pitch
+        analysis of the same frames (with ``config.pitch``).
         """
         c = self.config
-        h = self.input_proj(self._features(spec, wav))  # (N, M, hidden), time-major
+        h = self.input_proj(self._features(spec, wav, pitch))  # (N, M, hidden), time-major
         if states is None:
             h = self.lstm(F.gelu(self.frame_conv.forward_t(h)).transpose(1, 2)).transpose(1, 2)
         else:
             h = self.lstm.step_t(F.gelu(self.frame_conv.step_t(h, states[0])), states[1])
         band_gains = torch.sigmoid(self.gain_head(h))
-        out = spec * (band_gains @ self.erb_spread.t()).transpose(1, 2)  # gains spread over the bins
+        gains = (band_gains @ self.erb_spread.t()).transpose(1, 2)  # spread over the bins (N, bins, M)
+        if pitch is None:
+            out = spec * gains
+        else:
+            comb = (torch.sigmoid(self.comb_head(h)) @ self.erb_spread.t()).transpose(1, 2)
+            out = (spec + comb * pitch[0]) * (gains / (1.0 + comb))
         coef = self.df_head(h).view(h.shape[0], h.shape[1], c.df_bins, c.df_order, 2)
         coef = torch.view_as_complex(coef.permute(0, 2, 1, 3, 4).contiguous())  # (N, df_bins, M, order)
         low = spec[:, : c.df_bins]
@@ -248,9 +286,10 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
         The output lags the input by ``n_fft - hop_length`` samples (see :class:`CausalInverseSpectrum`).
         ``mix`` is :func:`mix_factor`'s share of the input kept.
         """
-        stft_state, conv_state, lstm_state, df_state, ola_state = state.children
+        stft_state, conv_state, lstm_state, df_state, ola_state = state.children[:5]
         spec = self.analysis.step(x, stft_state)[:, 0]  # (N, bins, M)
-        out, _ = self._enhance_spectrum(spec, mix, [conv_state, lstm_state, df_state])
+        pitch = None if self.pitch is None else self.pitch.step(x, state.children[5])
+        out, _ = self._enhance_spectrum(spec, mix, [conv_state, lstm_state, df_state], pitch=pitch)
         return self.synthesis.step(out[:, None], ola_state)
 
     def forward(
@@ -265,7 +304,8 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
         batch, channels, length = wav.shape
         mono = wav.reshape(batch * channels, 1, length)
         spec = self.analysis(mono)[:, 0]
-        out, band_gains = self._enhance_spectrum(spec, mix_factor(atten_lim_db, dry), wav=mono)
+        pitch = None if self.pitch is None else self.pitch(mono)
+        out, band_gains = self._enhance_spectrum(spec, mix_factor(atten_lim_db, dry), wav=mono, pitch=pitch)
         out = self.synthesis(out[:, None], length).reshape(batch, channels, length)
         return (out, band_gains) if return_gains else out
 
@@ -290,4 +330,12 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
             + c.hidden_dim * (c.erb_bands + 2 * c.df_bins * c.df_order)
             + (c.n_fft // 2 + 1) * (c.erb_bands * 2 + c.df_order * 4)
         )
+        if c.pitch:  # the lag search (three FFTs of fft_size) and the comb head and filter
+            fft_size = self.pitch.fft_size
+            per_frame += (
+                3 * fft_size * math.log2(fft_size)
+                + (c.erb_bands + 2) * c.hidden_dim
+                + c.hidden_dim * c.erb_bands
+                + (c.n_fft // 2 + 1) * (c.erb_bands + 4)
+            )
         return per_frame * c.sample_rate / c.hop_length
