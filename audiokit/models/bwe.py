@@ -186,7 +186,7 @@ class BandwidthExtender(
         power = x.real.square() + x.imag.square()
         erb_db = 10.0 * torch.log10(torch.einsum("fb,nbm->nmf", self.erb, power) + 1e-10)
         compressed = x * (power + 1e-12).pow((c.compression - 1) / 2)
-        parts = torch.view_as_real(compressed).permute(0, 2, 3, 1).flatten(2)  # (N, M, 2 bins)
+        parts = torch.cat([compressed.real, compressed.imag], 1).transpose(1, 2)  # (N, M, 2 bins)
         edge_feature = (edge_hz / (c.sample_rate / 2))[:, None, None].expand(-1, x.shape[-1], 1)
         h = self.input_proj(torch.cat([(erb_db + 60.0) / 40.0, parts, edge_feature], -1))
         if states is None:
@@ -195,7 +195,8 @@ class BandwidthExtender(
             h = self.lstm.step_t(F.gelu(self.frame_conv.step_t(h, states[0])), states[1])
         gains = torch.exp(self.gain_head(h).clamp(-12.0, 4.0)) @ self.erb_spread.t()  # (N, M, bins)
         excitation = torch.gather(x, 1, source[..., None].expand(-1, -1, x.shape[-1]))
-        residual = torch.view_as_complex(self.residual_head(h).view(*h.shape[:2], bins, 2).contiguous())
+        residual = self.residual_head(h).view(*h.shape[:2], bins, 2)
+        residual = torch.complex(residual[..., 0], residual[..., 1])
         # the residual scales with the frame's level, so silence stays exactly silent
         level = (power.sum(1) / known.sum(1, keepdim=True)).sqrt()  # (N, M): RMS of the known bins
         new_band = excitation * gains.transpose(1, 2) + residual.transpose(1, 2) * level[:, None]

@@ -205,7 +205,7 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
         erb_db = self._band_db(spec, wav)
         low = spec[:, : self.config.df_bins]
         low = low * (low.real.square() + low.imag.square() + 1e-12).pow((self.config.compression - 1) / 2)
-        low = torch.view_as_real(low).permute(0, 2, 3, 1).flatten(2)  # (N, M, 2 * df_bins)
+        low = torch.cat([low.real, low.imag], 1).transpose(1, 2)  # (N, M, 2 * df_bins): real, then imag
         features = [(erb_db + 60.0) / 40.0, low]
         if pitch is not None:
             pitch_spec, periodicity, lag = pitch
@@ -260,7 +260,7 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
             comb = (torch.sigmoid(self.comb_head(h)) @ self.erb_spread.t()).transpose(1, 2)
             out = (spec + comb * pitch[0]) * (gains / (1.0 + comb))
         coef = self.df_head(h).view(h.shape[0], h.shape[1], c.df_bins, c.df_order, 2)
-        coef = torch.view_as_complex(coef.permute(0, 2, 1, 3, 4).contiguous())  # (N, df_bins, M, order)
+        coef = torch.complex(coef[..., 0], coef[..., 1]).permute(0, 2, 1, 3)  # (N, df_bins, M, order)
         low = spec[:, : c.df_bins]
         if states is None:
             filtered = self.deep_filter(low, coef)

@@ -84,7 +84,7 @@ class PitchSpectrum(nn.Module, StreamingModule):
         lag, periodicity = self._search(spans.double())
         start = (self.max_lag - lag).unsqueeze(-1) + torch.arange(self.n_fft, device=x.device)
         lagged = spans.gather(-1, start) * self.window  # (B, k, n_fft)
-        return torch.fft.rfft(lagged, dim=-1).transpose(1, 2), periodicity.to(x.dtype), lag
+        return torch.fft.rfft(lagged, dim=-1).transpose(1, 2).contiguous(), periodicity.to(x.dtype), lag
 
     def _search(self, spans: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Best lag (long) and its normalised correlation for float64 ``spans (B, k, n_fft + max_lag)``."""

@@ -60,7 +60,7 @@ class CausalSpectrum(nn.Module, StreamingModule):
         x = torch.cat([state.history, x], -1)
         state.history = x[..., x.shape[-1] - self.history_length :]
         frames = x.unfold(-1, self.n_fft, self.hop_length) * self.window  # (B, C, k, n_fft)
-        return torch.fft.rfft(frames, dim=-1).transpose(-1, -2)
+        return torch.fft.rfft(frames, dim=-1).transpose(-1, -2).contiguous()  # .real: stride 1 (AOTInductor)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         extra = (-x.shape[-1]) % self.hop_length + self.history_length

@@ -5,12 +5,15 @@ Every state is a dataclass whose tensor fields hold one row per stream along :at
 :class:`StateList` of their children's states. The helpers below act on whole trees:
 :func:`select_rows` / :func:`assign_rows` gather and scatter the rows of a subset of streams,
 :func:`zero_rows` restarts rows (zeros are every state's initial value), and
-:func:`flatten_state` / :func:`load_flat_state` turn a tree into ``{name: tensor}`` and back.
+:func:`flatten_state` / :func:`load_flat_state` turn a tree into ``{name: tensor}`` and back, and
+:func:`state_tensors` / :func:`with_state_tensors` / :func:`assign_state_tensors` into a flat list of
+tensors and back (a step as a function of tensors, for compilers).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -128,3 +131,42 @@ def load_flat_state(state: StreamState | None, flat: dict[str, torch.Tensor], pr
             got = tuple(flat[key].shape) if key in flat else "nothing"
             raise ValueError(f"streaming state {key!r}: expected shape {tuple(target.shape)}, got {got}")
         target.copy_(flat[key])
+
+
+def state_tensors(state: StreamState | None) -> list[torch.Tensor]:
+    """The tensors of a state tree, depth first (no copies; the order the helpers below read them in)."""
+    if state is None:
+        return []
+    if isinstance(state, StateList):
+        return [t for child in state.children for t in state_tensors(child)]
+    return [getattr(state, name) for name in _tensor_fields(state)]
+
+
+def state_batch_dims(state: StreamState | None) -> list[int]:
+    """The stream dimension of each tensor of :func:`state_tensors`, in the same order."""
+    if state is None:
+        return []
+    if isinstance(state, StateList):
+        return [d for child in state.children for d in state_batch_dims(child)]
+    return [state.batch_dim] * len(_tensor_fields(state))
+
+
+def with_state_tensors(template: StreamState | None, tensors: Iterator[torch.Tensor]) -> StreamState | None:
+    """A new state tree shaped like ``template`` holding the next tensors of ``tensors``."""
+    if template is None:
+        return None
+    if isinstance(template, StateList):
+        return StateList([with_state_tensors(child, tensors) for child in template.children])
+    return dataclasses.replace(template, **{name: next(tensors) for name in _tensor_fields(template)})
+
+
+def assign_state_tensors(state: StreamState | None, tensors: Iterator[torch.Tensor]) -> None:
+    """Point the tensor fields of ``state`` at the next tensors of ``tensors``, in place."""
+    if state is None:
+        return
+    if isinstance(state, StateList):
+        for child in state.children:
+            assign_state_tensors(child, tensors)
+        return
+    for name in _tensor_fields(state):
+        setattr(state, name, next(tensors))

@@ -15,6 +15,7 @@ longest row, with :attr:`AudioStream.lengths` giving each row's valid length.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 
 from audiokit.errors import UsageError
 from audiokit.nn.state import zero_rows
+from audiokit.streaming.compiled import compile_step
 
 
 @dataclass
@@ -54,12 +56,18 @@ class AudioStream:
     """``batch_size`` items of ``channels`` channels streamed through ``model`` (see the module docstring).
 
     ``step_options`` go to every ``model.step`` call (e.g. an enhancer's ``atten_lim_db`` and ``dry``,
-    turned into its ``mix`` by the model's ``step_options``).
+    turned into its ``mix`` by the model's ``step_options``). ``compile="aoti"`` runs steps of two hops
+    as a library compiled ahead of time (:mod:`audiokit.streaming.compiled`; eager where it cannot be
+    built, :attr:`compiled` says which).
     """
 
-    def __init__(self, model, batch_size: int = 1, channels: int = 1, **options) -> None:
+    def __init__(
+        self, model, batch_size: int = 1, channels: int = 1, compile: str | None = None, **options
+    ) -> None:
         if batch_size < 1 or channels < 1:
             raise UsageError(f"batch_size and channels must be >= 1, got {batch_size} and {channels}")
+        if compile not in (None, "aoti"):
+            raise UsageError(f"compile must be None or 'aoti', got {compile!r}")
         self.model = model
         self.batch_size = batch_size
         self.channels = channels
@@ -70,6 +78,16 @@ class AudioStream:
         self.device = next(model.parameters()).device
         with torch.inference_mode():
             self.state = model.init_state(self.rows, self.device)
+        self._step = functools.partial(model.step, **self.step_options)
+        self.compiled = False
+        if compile == "aoti":
+            with torch.inference_mode():
+                template = model.init_state(1, self.device)  # one stream's
+            # two hops (20 ms at 16 kHz): a chunk of one frame trips AOTInductor's complex views
+            chunk = torch.zeros(1, 1, 2 * self.hop_length, device=self.device)
+            compiled = compile_step(model, model.step, template, chunk, self.step_options)
+            if compiled is not None:
+                self._step, self.compiled = compiled, True
         self._rows = [self._new_row() for _ in range(self.rows)]
         self.lengths: list[int] = [0] * self.rows
 
@@ -118,7 +136,7 @@ class AudioStream:
     def _run(self, samples: int, final: bool = False) -> None:
         x = torch.stack([row.pending[:samples] for row in self._rows])[:, None]
         with torch.inference_mode():
-            y = self.model.step(x, self.state, **self.step_options)[:, 0]
+            y = self._step(x, self.state, final=final)[:, 0]
         for row, out in zip(self._rows, y, strict=True):
             row.advance(samples, out, final)
 

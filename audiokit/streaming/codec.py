@@ -42,6 +42,7 @@ from audiokit.nn.state import (
     select_rows,
     zero_rows,
 )
+from audiokit.streaming.compiled import compile_step
 from audiokit.streaming.latency import StepTimer, timed
 
 MODES = ("encode", "decode", "roundtrip")
@@ -73,8 +74,11 @@ class CodecStream:
         length: ``"decode"`` only: samples per channel to output per item (an int for all or one per
             item); see the module docstring.
         channels: channels ``C`` per item (default: the codec's).
-        compile: run the encoder and decoder steps through ``torch.compile`` (static shapes: each new
-            chunk size compiles once; needs a working Inductor backend, e.g. a C++ compiler on CPU).
+        compile: ``True`` or ``"inductor"``: run the encoder and decoder steps through ``torch.compile``
+            (static shapes: each new chunk size compiles once; needs a working Inductor backend, e.g. a
+            C++ compiler on CPU); ``"aoti"``: steps of one frame run as libraries compiled ahead of time
+            (:mod:`audiokit.streaming.compiled`, cached on disk; eager where they cannot be built,
+            :attr:`compiled` says which).
     """
 
     def __init__(
@@ -85,10 +89,12 @@ class CodecStream:
         bitrate: float | None = None,
         length: int | Sequence[int] | None = None,
         channels: int | None = None,
-        compile: bool = False,
+        compile: bool | str = False,
     ) -> None:
         if mode not in MODES:
             raise UsageError(f"streaming mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if compile not in (False, True, "inductor", "aoti"):
+            raise UsageError(f"compile must be False, True, 'inductor' or 'aoti', got {compile!r}")
         if batch_size < 1:
             raise UsageError(f"batch_size must be at least 1, got {batch_size}")
         if length is not None and mode != "decode":
@@ -111,12 +117,15 @@ class CodecStream:
         self.encoder = codec.encoder if mode != "decode" else None
         self.decoder = codec.decoder if mode != "encode" else None
         steps = [None if m is None else m.step_t for m in (self.encoder, self.decoder)]
-        if compile:
+        if compile in (True, "inductor"):
             steps = [None if step is None else torch.compile(step, dynamic=False) for step in steps]
         self._encoder_step, self._decoder_step = steps
         with torch.inference_mode():  # init_state also prepares the blocks' weights for their steps
             self.encoder_state = self._init(self.encoder)
             self.decoder_state = self._init(self.decoder)
+        self.compiled = {"encoder": False, "decoder": False}
+        if compile == "aoti":
+            self._compile_ahead_of_time()
         self._rows = [self._new_row() for _ in range(self.rows)]
         self.lengths: list[int] = [0] * self.rows
         self.timer = StepTimer()
@@ -204,6 +213,23 @@ class CodecStream:
             row.limit = None if limit < 0 else limit
 
     # -- rows -------------------------------------------------------------------------------------
+    def _compile_ahead_of_time(self) -> None:
+        """Swap the steps of one frame for AOTInductor libraries (where they build)."""
+        frame = {
+            "encoder": torch.zeros(1, self.hop_length, self.codec.channels, device=self.device),
+            "decoder": torch.zeros(1, 1, self.quantizer.dim, device=self.device),
+        }
+        for part in ("encoder", "decoder"):
+            module = getattr(self, part)
+            if module is None:
+                continue
+            with torch.inference_mode():
+                template = module.init_state(1, self.device, self.dtype)  # one stream's
+            compiled = compile_step(module, module.step_t, template, frame[part])
+            if compiled is not None:
+                setattr(self, f"_{part}_step", compiled)
+                self.compiled[part] = True
+
     def _init(self, module) -> StreamState | None:
         return None if module is None else module.init_state(self.rows, self.device, self.dtype)
 

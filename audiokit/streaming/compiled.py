@@ -1,0 +1,182 @@
+"""Streaming steps compiled ahead of time with AOTInductor: one call per step, no Python per operation.
+
+A model's streaming step is a few hundred small torch operations; at one stream, their dispatch costs
+more than their arithmetic (docs/streaming.md). :class:`AheadOfTimeStep` exports a step
+(``torch.export``, the state's tensors as explicit inputs and outputs, the batch dimension dynamic) and
+compiles it into a shared library with AOTInductor (C++ with the elementwise operations fused and the
+products left to the BLAS). The library is cached on disk, keyed by everything it depends on (the
+block's weights, the source of ``audiokit``, torch's version, the chunk shape and the options), in
+``$AUDIOKIT_KERNELS_CACHE/torch-<version>/aoti`` (default ``~/.cache/audiokit/kernels``): the first
+session of a model compiles for 15-60 s, later ones load in about a second.
+
+It runs steps of exactly the chunk shape it was compiled for (any number of streams); other chunks
+and ``final`` steps go to the eager step on the same state, so a session may mix both. The compiled
+arithmetic rounds differently from the eager one (within ~1e-5 of the audio): streaming still equals
+offline within 1e-5, but codes may differ from offline codes at a rare near-tie, which is why it is
+opt-in (``compile="aoti"`` on sessions). Where it cannot be built (no C++ compiler, an export
+failure), :func:`compile_step` returns ``None`` and :func:`unavailable_reason` says why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from audiokit.nn.state import (
+    StreamState,
+    assign_state_tensors,
+    state_batch_dims,
+    state_tensors,
+    with_state_tensors,
+)
+
+PACKAGE_SOURCE = Path(__file__).resolve().parents[1]
+_failures: dict[str, str] = {}
+
+
+def cache_dir() -> Path:
+    """Where compiled steps are kept: ``$AUDIOKIT_KERNELS_CACHE`` or ``~/.cache/audiokit/kernels``,
+    per torch version, subfolder ``aoti``."""
+    root = os.environ.get("AUDIOKIT_KERNELS_CACHE") or Path.home() / ".cache" / "audiokit" / "kernels"
+    return Path(root) / f"torch-{torch.__version__}" / "aoti"
+
+
+class _FunctionalStep(nn.Module):
+    """``step(x, state, **options)`` as a function of tensors: ``(x, *state) -> (y, *new_state)``."""
+
+    def __init__(self, step: Callable, template: StreamState | None, options: dict) -> None:
+        super().__init__()
+        self.step = step
+        self.template = template
+        self.options = options
+
+    def forward(self, x: torch.Tensor, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        state = with_state_tensors(self.template, iter(tensors))
+        y = self.step(x, state, **self.options)
+        return (y, *state_tensors(state))
+
+
+class AheadOfTimeStep:
+    """``step(x, state, final=False, **options)`` compiled with AOTInductor for chunks ``x`` of any
+    number of streams shaped ``chunk_shape`` otherwise; other chunks and final steps run ``step``
+    itself, on the same state.
+
+    Built by :func:`compile_step`; called exactly like the eager step (the state is updated in place).
+    """
+
+    def __init__(self, step: Callable, runner: Callable, chunk_shape: tuple[int, ...], options: dict) -> None:
+        self.step = step
+        self.runner = runner
+        self.chunk_shape = chunk_shape
+        self.options = options
+
+    def __call__(self, x: torch.Tensor, state: StreamState | None, final: bool = False) -> torch.Tensor:
+        if final or tuple(x.shape[1:]) != self.chunk_shape:
+            return self.step(x, state, final, **self.options)
+        # the library assumes the layouts it was traced with (contiguous); eager steps leave views
+        outputs = self.runner(x.contiguous(), *(t.contiguous() for t in state_tensors(state)))
+        assign_state_tensors(state, iter(outputs[1:]))
+        return outputs[0]
+
+
+def compile_step(
+    module: nn.Module,
+    step: Callable,
+    state: StreamState | None,
+    chunk: torch.Tensor,
+    options: dict | None = None,
+) -> AheadOfTimeStep | None:
+    """``module``'s ``step`` compiled ahead of time for chunks shaped like ``chunk`` (one stream's
+    ``(1, ...)``; the number of streams is dynamic), with ``state`` (a zero state of one stream) as the
+    template of the state it updates and ``options`` (floats) fixed; ``None`` where it cannot be built
+    here."""
+    options = dict(options or {})
+    key = _cache_key(module, state, chunk, options)
+    if key in _failures:
+        return None
+    path = cache_dir() / f"{type(module).__name__.lower()}-{key}.pt2"
+    try:
+        if not path.is_file():
+            missing = _missing_tool()
+            if missing is not None:
+                raise RuntimeError(missing)
+            with _caches_kept(module):  # tracing must not leave traced tensors in the blocks' caches
+                _build(step, state, chunk, options, path)
+        runner = torch._inductor.aoti_load_package(str(path))
+    except Exception as exc:  # noqa: BLE001 - any failure means: run the eager step
+        lines = str(exc).strip().splitlines()
+        _failures[key] = f"{type(exc).__name__}: {lines[0] if lines else ''}"
+        return None
+    return AheadOfTimeStep(step, runner, tuple(chunk.shape[1:]), options)
+
+
+def unavailable_reason() -> str | None:
+    """Why the latest :func:`compile_step` that failed did (``None`` if none has)."""
+    return next(reversed(_failures.values()), None)
+
+
+def _missing_tool() -> str | None:
+    compiler = os.environ.get("CXX", "c++")
+    return None if shutil.which(compiler) else f"no C++ compiler ({compiler}) on PATH"
+
+
+@contextlib.contextmanager
+def _caches_kept(module: nn.Module) -> Iterator[None]:
+    """Restore every submodule's attributes afterwards (steps cache prepared weights and masks in
+    their ``__dict__``; a trace would replace them with fake tensors)."""
+    saved = [(m, dict(m.__dict__)) for m in module.modules()]
+    try:
+        yield
+    finally:
+        for m, attributes in saved:
+            m.__dict__.clear()
+            m.__dict__.update(attributes)
+
+
+def _build(step: Callable, state: StreamState | None, chunk: torch.Tensor, options: dict, path: Path) -> None:
+    """Export and compile the step to ``path``, atomically. Traced at two streams, so that the number
+    of streams stays symbolic (a size of 1 would be specialised)."""
+    function = _FunctionalStep(step, state, options)
+    dims = state_batch_dims(state)
+    tensors = [
+        t.repeat(*[2 if d == dim else 1 for d in range(t.dim())])
+        for t, dim in zip(state_tensors(state), dims, strict=True)
+    ]
+    batch = torch.export.Dim("streams", min=1, max=1 << 16)
+    shapes = ({0: batch}, tuple({d: batch} for d in dims))
+    example = (chunk.repeat(2, *([1] * (chunk.dim() - 1))), *tensors)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        program = torch.export.export(function, example, dynamic_shapes=shapes, strict=False)
+        handle, temporary = tempfile.mkstemp(suffix=".pt2", dir=path.parent)
+        os.close(handle)
+        try:
+            torch._inductor.aoti_compile_and_package(program, package_path=temporary)
+            os.replace(temporary, path)
+        finally:
+            Path(temporary).unlink(missing_ok=True)
+
+
+def _cache_key(module: nn.Module, state: StreamState | None, chunk: torch.Tensor, options: dict) -> str:
+    """Hash of what a compiled step depends on: weights, buffers, audiokit's source, torch, shapes."""
+    digest = hashlib.sha256()
+    digest.update(f"{torch.__version__}|{type(module).__qualname__}|{tuple(chunk.shape[1:])}".encode())
+    digest.update(repr(sorted(options.items())).encode())
+    digest.update(repr([(tuple(t.shape), str(t.dtype)) for t in state_tensors(state)]).encode())
+    for name, tensor in module.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    for source in sorted(PACKAGE_SOURCE.rglob("*.py")):
+        digest.update(source.read_bytes())
+    return digest.hexdigest()[:20]

@@ -1,0 +1,89 @@
+"""Streaming steps compiled ahead of time (AOTInductor): equal to offline, cached, and a clean fallback."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import TINY_SPEECH_CODEC, run_stream
+
+from audiokit.models import Codec
+from audiokit.models.bwe import BandwidthExtender
+from audiokit.models.enhancer import Enhancer
+from audiokit.streaming import compiled
+
+
+def _perturbed(model: torch.nn.Module, scale: float) -> torch.nn.Module:
+    torch.manual_seed(0)
+    with torch.no_grad():  # far from the initial state, so the checks see the network act
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * scale)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def tiny_codec() -> Codec:
+    torch.manual_seed(0)
+    return Codec.from_config("speech-16k", **TINY_SPEECH_CODEC).eval()
+
+
+def test_codec_roundtrip_equals_offline(tiny_codec):
+    x = torch.randn(2, 1, 16000, generator=torch.Generator().manual_seed(1)) * 0.3
+    session = tiny_codec.stream(2, "roundtrip", compile="aoti")
+    assert session.compiled == {"encoder": True, "decoder": True}, compiled.unavailable_reason()
+    streamed = run_stream(session, x, [320, 320, 960, 320, 17])  # one frame compiled, others eager
+    with torch.inference_mode():
+        codes = tiny_codec.encode(x)
+        offline = tiny_codec.decode(codes)
+    assert streamed.shape == offline.shape
+    torch.testing.assert_close(streamed, offline, atol=1e-5, rtol=0)
+    encoder = tiny_codec.stream(2, "encode", compile="aoti")
+    streamed_codes = run_stream(encoder, x, [320])
+    agree = (streamed_codes == codes.codes).float().mean()
+    assert agree > 0.999  # near-ties may round the other way (the module docstring)
+
+
+def test_enhancer_with_pitch_equals_offline():
+    config = {"hidden_dim": 16, "lstm_layers": 1, "df_bins": 8, "erb_bands": 16, "pitch": True}
+    model = _perturbed(Enhancer.from_config("enhance-16k", **config), 0.2)
+    x = torch.randn(3, 1, 8000, generator=torch.Generator().manual_seed(2)) * 0.3
+    session = model.stream(3, compile="aoti", atten_lim_db=12.0)
+    assert session.compiled, compiled.unavailable_reason()
+    streamed = run_stream(session, x, [320, 320, 160, 640, 33])
+    offline = model.enhance(x, atten_lim_db=12.0)
+    torch.testing.assert_close(streamed, offline, atol=1e-5, rtol=0)
+    # the trace left the model's caches alone: eager steps still run (no traced tensors in them)
+    torch.testing.assert_close(
+        run_stream(model.stream(3, atten_lim_db=12.0), x, [320]), offline, atol=1e-5, rtol=0
+    )
+
+
+def test_bandwidth_extender_equals_eager():
+    model = _perturbed(BandwidthExtender.from_config("bwe-8to16", hidden_dim=16, lstm_layers=1), 0.1)
+    x = torch.randn(2, 1, 6400, generator=torch.Generator().manual_seed(3)) * 0.3
+    session = model.stream(2, compile="aoti", edge_hz=4000.0)
+    assert session.compiled, compiled.unavailable_reason()
+    streamed = run_stream(session, x, [320])
+    eager = run_stream(model.stream(2, edge_hz=4000.0), x, [320])
+    torch.testing.assert_close(streamed, eager, atol=1e-5, rtol=0)
+    assert float(streamed.abs().max()) > 0.01
+
+
+def test_cached_and_falls_back_without_a_compiler(tiny_codec, tmp_path, monkeypatch):
+    monkeypatch.setenv("AUDIOKIT_KERNELS_CACHE", str(tmp_path))
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+    session = tiny_codec.stream(1, "decode", compile="aoti")
+    assert session.compiled == {"encoder": False, "decoder": False}
+    assert "no C++ compiler" in compiled.unavailable_reason()
+    codes = tiny_codec.encode(torch.randn(1, 1, 3200) * 0.3)
+    with torch.inference_mode():
+        offline = tiny_codec.decode(codes)
+    torch.testing.assert_close(run_stream(session, codes.codes, [1])[..., :3200], offline, atol=1e-5, rtol=0)
+    monkeypatch.delenv("CXX")
+    compiled._failures.clear()
+    built = tiny_codec.stream(1, "decode", compile="aoti")
+    assert built.compiled["decoder"]
+    libraries = list(tmp_path.rglob("*.pt2"))
+    assert len(libraries) == 1
+    stamp = libraries[0].stat().st_mtime_ns
+    assert tiny_codec.stream(1, "decode", compile="aoti").compiled["decoder"]  # loaded, not rebuilt
+    assert libraries[0].stat().st_mtime_ns == stamp and list(tmp_path.rglob("*.pt2")) == libraries
