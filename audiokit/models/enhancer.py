@@ -11,8 +11,8 @@ Signal path per 10 ms hop (``speech``-style defaults: 16 kHz, ``n_fft`` 320, hop
 
 With ``pitch`` (RNNoise's pitch analysis, :mod:`audiokit.nn.pitch`): the features also hold each
 band's correlation of ``X`` with ``P``, the spectrum one pitch period back, the frame's periodicity
-and its lag; a third head gives per-band comb-filter strengths ``b`` in [0, 1], and step 5 gains
-``G (X + b P) / (1 + b)`` instead of ``G X``.
+and its lag; with ``pitch_filter`` too, a third head gives per-band comb-filter strengths ``b`` in
+[0, 1], and step 5 gains ``G (X + b P) / (1 + b)`` instead of ``G X``.
 
 Knobs at inference: ``atten_lim_db`` (the output keeps at least this share of the input, as
 DeepFilterNet's attenuation limit) and ``dry`` (wet/dry mix), both applied to the spectrum:
@@ -67,6 +67,7 @@ class EnhancerConfig(ModelConfig):
     band_features: str = "erb"
     frontend_lr_scale: float = 1000.0
     pitch: bool = False
+    pitch_filter: bool = True
     pitch_lags: tuple[int, int] = (40, 320)
 
     def __post_init__(self) -> None:
@@ -134,8 +135,8 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
         self.df_head = nn.Linear(c.hidden_dim, c.df_bins * c.df_order * 2)
         self.deep_filter = DeepFilter(c.df_bins, c.df_order)
         nn.init.constant_(self.gain_head.bias, 2.0)  # start near pass-through (gain ~0.88)
-        if c.pitch:
-            self.comb_head = nn.Linear(c.hidden_dim, c.erb_bands)
+        self.comb_head = nn.Linear(c.hidden_dim, c.erb_bands) if c.pitch and c.pitch_filter else None
+        if self.comb_head is not None:
             nn.init.normal_(self.comb_head.weight, std=1e-3)
             nn.init.constant_(self.comb_head.bias, -3.0)  # start nearly off (b ~0.05)
         nn.init.normal_(self.df_head.weight, std=1e-3)
@@ -254,7 +255,7 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
             h = self.lstm.step_t(F.gelu(self.frame_conv.step_t(h, states[0])), states[1])
         band_gains = torch.sigmoid(self.gain_head(h))
         gains = (band_gains @ self.erb_spread.t()).transpose(1, 2)  # spread over the bins (N, bins, M)
-        if pitch is None:
+        if self.comb_head is None:
             out = spec * gains
         else:
             comb = (torch.sigmoid(self.comb_head(h)) @ self.erb_spread.t()).transpose(1, 2)
@@ -330,12 +331,9 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
             + c.hidden_dim * (c.erb_bands + 2 * c.df_bins * c.df_order)
             + (c.n_fft // 2 + 1) * (c.erb_bands * 2 + c.df_order * 4)
         )
-        if c.pitch:  # the lag search (three FFTs of fft_size) and the comb head and filter
+        if c.pitch:  # the lag search (three FFTs of fft_size), features, the comb head and filter
             fft_size = self.pitch.fft_size
-            per_frame += (
-                3 * fft_size * math.log2(fft_size)
-                + (c.erb_bands + 2) * c.hidden_dim
-                + c.hidden_dim * c.erb_bands
-                + (c.n_fft // 2 + 1) * (c.erb_bands + 4)
-            )
+            per_frame += 3 * fft_size * math.log2(fft_size) + (c.erb_bands + 2) * c.hidden_dim
+            if c.pitch_filter:
+                per_frame += c.hidden_dim * c.erb_bands + (c.n_fft // 2 + 1) * (c.erb_bands + 4)
         return per_frame * c.sample_rate / c.hop_length
