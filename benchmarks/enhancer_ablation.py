@@ -5,9 +5,10 @@ those overrides; every variant gets the same seed, data, optimiser and number of
 from scratch in ``--runs/NAME`` through ``audiokit train`` (resumable: an unfinished run continues),
 then its EMA weights enhance the first ``--clips`` clips of the fixed noisy validation set offline, and
 every metric is reported with its 95 % CI and the paired difference against the first variant on the
-same clips (``vs_<first>``). Without ``--variant`` it runs the front-end ablation of issue 20: the fixed
-ERB bands against DiffSTFT and AdaptiveFilterbank bands (``model.options.band_features``, see
-:mod:`audiokit.models.enhancer`), where learnable front ends also report what they learnt.
+same clips (``vs_<first>``), overall and per mixing SNR of the clips (``per_snr``). Without
+``--variant`` it runs the front-end ablation of issue 20: the fixed ERB bands against DiffSTFT and
+AdaptiveFilterbank bands (``model.options.band_features``, see :mod:`audiokit.models.enhancer`), where
+learnable front ends also report what they learnt.
 
 Usage: ``python benchmarks/enhancer_ablation.py --steps 1500 --clips 200 [--runs runs/ablation]
 [--variant NAME:SETTINGS ...] [--set KEY=VALUE ...] [--out FILE]``; writes
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from audiokit.data.paths import data_root
 from audiokit.evaluation import score_pair
 from audiokit.evaluation.stats import Summary, paired_difference, summarize
 from audiokit.frontends import AdaptiveFilterbank, DiffSTFT
@@ -81,6 +83,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     clips = read_noisy_set("valid_noisy_16k", 16000, args.clips, 6.0)
+    snrs = clip_snrs("valid_noisy_16k")
     noisy_rows = [{"file": name, **score_pair(pair[1], pair[0], 16000)} for name, pair in clips]
     result: dict = {"recipe": str(RECIPE.relative_to(ROOT)), "steps": args.steps, "overrides": args.set}
     result["clips"] = len(clips)
@@ -103,9 +106,30 @@ def main() -> None:
         }
         if name != first:
             result[name][f"vs_{first}"] = {m: paired_difference(rows[name], rows[first], m) for m in METRICS}
+        result[name]["per_snr"] = per_snr(rows, name, first, snrs)
         print(json.dumps({name: result[name]}, indent=1), flush=True)
     result["run"] = run_info()
     write_json(args.out, result)
+
+
+def clip_snrs(folder: str) -> dict[str, float]:
+    """Mixing SNR (dB) of each clip of the fixed noisy set, by name."""
+    listing = data_root() / folder / "clips.jsonl"
+    rows = [json.loads(line) for line in listing.read_text().splitlines() if line.strip()]
+    return {row["name"]: float(row["snr_db"]) for row in rows}
+
+
+def per_snr(rows: dict[str, list[dict]], name: str, first: str, snrs: dict[str, float]) -> dict:
+    """``{snr: {"clips", metric scores, "vs_<first>"}}`` of variant ``name``'s rows."""
+    table = {}
+    for snr in sorted({snrs[row["file"]] for row in rows[name]}):
+        mine = [row for row in rows[name] if snrs[row["file"]] == snr]
+        entry = {"clips": len(mine), **scores(summarize(mine))}
+        if name != first:
+            theirs = [row for row in rows[first] if snrs[row["file"]] == snr]
+            entry[f"vs_{first}"] = {m: paired_difference(mine, theirs, m) for m in METRICS}
+        table[f"{snr:g}"] = entry
+    return table
 
 
 def learnt_front_end(model: Enhancer, clips: list) -> dict:
