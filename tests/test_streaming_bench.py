@@ -30,14 +30,18 @@ def test_bench_json_reports_every_figure(capsys):
     assert floor["ms"] > 0 and 0.9 * 4 * params / 1e6 < floor["megabytes"] <= 4 * params / 1e6
     streams = result["cpu"]["many_streams"]
     assert set(streams["by_streams"]) == {"1", "3"} and streams["streams_sustained"] > 0
-    kernels = result["cpu"]["kernels"]  # eager against the fused C++ kernels, or why they were skipped
-    fused_targets = set()
-    if "skipped" not in kernels:
-        assert kernels["streams"] == 3 and set(kernels["speedup"]) >= {"roundtrip_p50", "streams_sustained"}
-        assert 0 < kernels["fused"]["roundtrip_p50_ms"] and 0 < kernels["eager"]["streams_sustained"]
-        fused_targets = {f"fused_stream_roundtrip_frame_{q}_ms" for q in ("p50", "p99")}
-        fused_targets.add("fused_realtime_streams_per_core")
-    expected = {"stream_roundtrip_frame_p50_ms", "realtime_streams_per_core", *fused_targets}
+    kernels = result["cpu"]["kernels"]  # eager against the fused C++ kernels and the AOTI steps
+    fast_targets = set()
+    assert kernels["streams"] == 3 and 0 < kernels["eager"]["streams_sustained"]
+    for name in ("fused", "aoti"):
+        assert (name in kernels["skipped"]) != (name in kernels["speedup"])
+        if name in kernels["speedup"]:
+            assert set(kernels["speedup"][name]) >= {"roundtrip_p50", "streams_sustained"}
+            assert 0 < kernels[name]["roundtrip_p50_ms"] <= kernels[name]["roundtrip_p99_ms"]
+            fast_targets |= {f"{name}_stream_roundtrip_frame_{q}_ms" for q in ("p50", "p99")}
+            fast_targets.add(f"{name}_realtime_streams_per_core")
+    assert "aoti" in kernels["speedup"], kernels["skipped"]  # a C++ compiler is part of the setup
+    expected = {"stream_roundtrip_frame_p50_ms", "realtime_streams_per_core", *fast_targets}
     assert set(result["targets"]) == expected
     assert result["settings"]["algorithmic_latency_samples"] == 640
     assert (result["gpu"] is None) == (not torch.cuda.is_available())

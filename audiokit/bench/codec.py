@@ -48,7 +48,13 @@ TARGETS = {
     "fused_stream_roundtrip_frame_p50_ms": 1.0,
     "fused_stream_roundtrip_frame_p99_ms": 2.0,
     "fused_realtime_streams_per_core": 150,
+    "aoti_stream_roundtrip_frame_p50_ms": 1.0,
+    "aoti_stream_roundtrip_frame_p99_ms": 2.0,
+    "aoti_realtime_streams_per_core": 150,
 }
+
+
+KERNEL_VARIANTS = {"fused": "fused C++ kernels", "aoti": "steps compiled ahead of time (AOTInductor)"}
 
 
 def codec_to_time(name: str) -> tuple[Codec, str]:
@@ -136,15 +142,16 @@ def bench_offline(codec: Codec, seconds: float, repeats: int, device: str, encod
     return result
 
 
-def bench_stream_frame(codec: Codec, frames: int) -> dict:
-    """Per-frame compute time (ms, p50/p99) of one stream pushing one frame at a time, per mode."""
+def bench_stream_frame(codec: Codec, frames: int, compile: bool | str = False) -> dict:
+    """Per-frame compute time (ms, p50/p99) of one stream pushing one frame at a time, per mode
+    (``compile``: as :class:`~audiokit.streaming.codec.CodecStream`'s)."""
     hop = codec.hop_length
     audio = _noise(codec.channels, hop * (frames + 10), "cpu")
     with torch.inference_mode():
         codes = codec.encode(audio).codes
     result = {}
     for mode in ("encode", "decode", "roundtrip"):
-        session = codec.stream(1, mode)
+        session = codec.stream(1, mode, compile=compile)
         for i in range(frames + 10):
             if i == 10:
                 session.timer.clear()
@@ -177,7 +184,9 @@ def bench_weight_floor(codec: Codec, repeats: int = 50) -> dict:
     return {"ms": 1e3 * seconds, "megabytes": sum(4 * m.numel() for m in matrices) / 1e6}
 
 
-def bench_many_streams(codec: Codec, counts: list[int], frames: int, device: str = "cpu") -> dict:
+def bench_many_streams(
+    codec: Codec, counts: list[int], frames: int, device: str = "cpu", compile: bool | str = False
+) -> dict:
     """Real-time round-trip streams sustained: N streams each push one frame per tick into a
     :class:`MultiStreamBatcher`, which advances them in one batched step; capacity is
     ``N * frame duration / wall time per tick``."""
@@ -189,7 +198,7 @@ def bench_many_streams(codec: Codec, counts: list[int], frames: int, device: str
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     per_count = {}
     for count in counts:
-        batcher = MultiStreamBatcher(codec, count, "roundtrip")
+        batcher = MultiStreamBatcher(codec, count, "roundtrip", compile=compile)
         ids = [batcher.open() for _ in range(count)]
         chunk = _noise(codec.channels, hop, device)[0]
         ticks = []
@@ -215,21 +224,34 @@ def bench_many_streams(codec: Codec, counts: list[int], frames: int, device: str
 
 
 def bench_kernels(codec: Codec, frames: int, streams: int, rounds: int = 3) -> dict:
-    """One stream's per-frame step (p50/p99 per mode) and ``streams`` batched round-trip streams, with
-    the eager torch ops (``"eager"``) and with the fused C++ kernels (``"fused"``), interleaved
-    ``rounds`` times (medians over rounds), and the speed-ups; ``{"skipped": why}`` without a build."""
+    """One stream's per-frame step (p50/p99 per mode) and ``streams`` batched round-trip streams with
+    the eager torch ops (``"eager"``), the fused C++ kernels (``"fused"``) and the whole steps compiled
+    ahead of time (``"aoti"``, :mod:`audiokit.streaming.compiled`), interleaved ``rounds`` times
+    (medians over rounds), and each one's speed-ups over eager; ``skipped`` says which could not run."""
     from audiokit.ops import cpp
+    from audiokit.streaming import compiled
 
-    if cpp.load() is None:
-        return {"skipped": cpp.unavailable_reason()}
-    runs: dict[str, list[dict]] = {"eager": [], "fused": []}
+    variants = {"eager": ("torch", False)}
+    skipped = {}
+    if cpp.load() is not None:
+        variants["fused"] = ("cpp", False)
+    else:
+        skipped["fused"] = cpp.unavailable_reason()
+    with ops.use_backend("torch"):
+        built = codec.stream(1, "roundtrip", compile="aoti").compiled  # builds (or loads) the libraries
+    if all(built.values()):
+        variants["aoti"] = ("torch", "aoti")
+    else:
+        skipped["aoti"] = compiled.unavailable_reason()
+    runs: dict[str, list[dict]] = {name: [] for name in variants}
     for _ in range(rounds):
-        for name, backend in (("fused", "cpp"), ("eager", "torch")):  # eager last: it prepares the default
+        for name in [*[v for v in variants if v != "eager"], "eager"]:  # eager last: it prepares the default
+            backend, compile = variants[name]
             with ops.use_backend(backend):
-                frame = bench_stream_frame(codec, frames)
-                many = bench_many_streams(codec, [streams], max(10, frames // 4))["by_streams"][str(streams)]
-            runs[name].append({"frame": frame, "many": many})
-    result: dict = {"backend": "cpp", "streams": streams, "rounds": rounds}
+                frame = bench_stream_frame(codec, frames, compile)
+                many = bench_many_streams(codec, [streams], max(10, frames // 4), compile=compile)
+            runs[name].append({"frame": frame, "many": many["by_streams"][str(streams)]})
+    result: dict = {"streams": streams, "rounds": rounds, "skipped": skipped}
     for name, measured in runs.items():
         figures = {
             f"{mode}_{stat}": statistics.median(run["frame"][mode][stat] for run in measured)
@@ -239,11 +261,15 @@ def bench_kernels(codec: Codec, frames: int, streams: int, rounds: int = 3) -> d
         figures["tick_ms"] = statistics.median(run["many"]["tick_ms"] for run in measured)
         figures["streams_sustained"] = statistics.median(run["many"]["streams_sustained"] for run in measured)
         result[name] = figures
-    eager, fused = result["eager"], result["fused"]
+    eager = result["eager"]
     result["speedup"] = {
-        "roundtrip_p50": eager["roundtrip_p50_ms"] / fused["roundtrip_p50_ms"],
-        "roundtrip_p99": eager["roundtrip_p99_ms"] / fused["roundtrip_p99_ms"],
-        "streams_sustained": fused["streams_sustained"] / eager["streams_sustained"],
+        name: {
+            "roundtrip_p50": eager["roundtrip_p50_ms"] / result[name]["roundtrip_p50_ms"],
+            "roundtrip_p99": eager["roundtrip_p99_ms"] / result[name]["roundtrip_p99_ms"],
+            "streams_sustained": result[name]["streams_sustained"] / eager["streams_sustained"],
+        }
+        for name in variants
+        if name != "eager"
     }
     return result
 
@@ -349,11 +375,12 @@ def run_benchmark(
         "stream_roundtrip_frame_p50_ms": cpu["stream_frame"]["roundtrip"]["p50_ms"],
         "realtime_streams_per_core": cpu["many_streams"]["streams_sustained"],
     }
-    if "fused" in cpu["kernels"]:
-        fused = cpu["kernels"]["fused"]
-        checks["fused_stream_roundtrip_frame_p50_ms"] = fused["roundtrip_p50_ms"]
-        checks["fused_stream_roundtrip_frame_p99_ms"] = fused["roundtrip_p99_ms"]
-        checks["fused_realtime_streams_per_core"] = fused["streams_sustained"]
+    for name in ("fused", "aoti"):
+        if name in cpu["kernels"]:
+            figures = cpu["kernels"][name]
+            checks[f"{name}_stream_roundtrip_frame_p50_ms"] = figures["roundtrip_p50_ms"]
+            checks[f"{name}_stream_roundtrip_frame_p99_ms"] = figures["roundtrip_p99_ms"]
+            checks[f"{name}_realtime_streams_per_core"] = figures["streams_sustained"]
     if "encodec_vs_ours" in cpu["offline"]:
         checks["encodec_vs_ours_offline"] = cpu["offline"]["encodec_vs_ours"]
     result["targets"] = {
@@ -406,20 +433,22 @@ def summary_lines(result: dict) -> list[str]:
             f"-> {row['streams_sustained']:.1f} real-time streams"
         )
     kernels = cpu["kernels"]
-    if "skipped" in kernels:
-        lines.append(f"  fused C++ kernels: skipped ({kernels['skipped']})")
-    else:
-        eager, fused, speedup = kernels["eager"], kernels["fused"], kernels["speedup"]
-        lines.append(f"  eager vs fused C++ kernels (medians of {kernels['rounds']} interleaved rounds):")
+    for name, why in kernels["skipped"].items():
+        lines.append(f"  {KERNEL_VARIANTS[name]}: skipped ({why})")
+    eager = kernels["eager"]
+    for name, speedup in kernels["speedup"].items():
+        fast = kernels[name]
+        rounds = kernels["rounds"]
+        lines.append(f"  eager vs {KERNEL_VARIANTS[name]} (medians of {rounds} interleaved rounds):")
         for mode in ("encode", "decode", "roundtrip"):
             p50, p99 = f"{mode}_p50_ms", f"{mode}_p99_ms"
             lines.append(
-                f"    streaming {mode:>9}: p50 {eager[p50]:.3f} -> {fused[p50]:.3f} ms "
-                f"({eager[p50] / fused[p50]:.2f}x), p99 {eager[p99]:.3f} -> {fused[p99]:.3f} ms"
+                f"    streaming {mode:>9}: p50 {eager[p50]:.3f} -> {fast[p50]:.3f} ms "
+                f"({eager[p50] / fast[p50]:.2f}x), p99 {eager[p99]:.3f} -> {fast[p99]:.3f} ms"
             )
         lines.append(
             f"    {kernels['streams']} streams: {eager['streams_sustained']:.1f} -> "
-            f"{fused['streams_sustained']:.1f} real-time streams ({speedup['streams_sustained']:.2f}x)"
+            f"{fast['streams_sustained']:.1f} real-time streams ({speedup['streams_sustained']:.2f}x)"
         )
     for name, check in result["targets"].items():
         verdict = "met" if check["met"] else "NOT met"

@@ -26,14 +26,22 @@ from audiokit.streaming.codec import CodecStream
 
 
 class MultiStreamBatcher:
-    """Up to ``capacity`` independent streams of ``codec`` in ``mode`` (see :class:`CodecStream`).
+    """Up to ``capacity`` independent streams of ``codec`` in ``mode`` (see :class:`CodecStream`, also
+    for ``compile``).
 
     A stream pushes audio ``(C, n)`` (codes ``(n_q, n)`` in ``"decode"`` mode) with :meth:`push`; its
     output (audio ``(C, n)`` or codes ``(n_q, frames)``) accumulates until :meth:`pull` or :meth:`close`.
     """
 
-    def __init__(self, codec, capacity: int, mode: str = "roundtrip", bitrate: float | None = None) -> None:
-        self.session = CodecStream(codec, capacity, mode, bitrate, channels=codec.channels)
+    def __init__(
+        self,
+        codec,
+        capacity: int,
+        mode: str = "roundtrip",
+        bitrate: float | None = None,
+        compile: bool | str = False,
+    ) -> None:
+        self.session = CodecStream(codec, capacity, mode, bitrate, channels=codec.channels, compile=compile)
         self.capacity = capacity
         self._slots: dict[int, int] = {}
         self._free = list(range(capacity))
