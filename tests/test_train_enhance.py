@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import torch
 from audiokit import io
 from audiokit.errors import ModelError
 from audiokit.models import AudioModel
-from audiokit.models.enhancer import Enhancer
+from audiokit.models.enhancer import Enhancer, add_pitch
 from audiokit.train.checkpoint import load_checkpoint
 from audiokit.train.recipe import load_recipe
 from audiokit.train.tasks.enhance import negative_si_sdr
@@ -134,3 +135,20 @@ def test_optional_losses_train(tmp_path, loss):
     Trainer(load_recipe(TINY, overrides), tmp_path / "run", quiet=True).fit()
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert any(f"loss/{loss}" in row and np.isfinite(row[f"loss/{loss}"]) for row in rows)
+
+
+def test_init_without_pitch_grows_to_a_pitch_recipe(tmp_path):
+    """A plain enhancer's weights start a pitch-feature run exactly where they stood."""
+    Trainer(load_recipe(TINY, ["run.max_steps=2"]), tmp_path / "plain", quiet=True).fit()
+    weights = tmp_path / "plain" / "model.safetensors"
+    plain = AudioModel.from_pretrained(weights).eval()
+    overrides = ["model.options.pitch=true", "model.options.pitch_filter=false", "run.max_steps=1"]
+    trainer = Trainer(load_recipe(TINY, overrides), tmp_path / "pitch", init=weights, quiet=True)
+    x = 0.1 * torch.randn(1, 1, 4000)
+    torch.testing.assert_close(trainer.model.eval().enhance(x), plain.enhance(x), atol=0, rtol=0)
+    assert trainer.model.config.pitch
+    trainer.fit()
+    record = json.loads((tmp_path / "pitch" / "run.json").read_text())
+    assert "init_grown_to" in json.dumps(record)
+    with pytest.raises(ModelError, match="beyond the pitch"):
+        add_pitch(plain, replace(trainer.model.config, hidden_dim=32))

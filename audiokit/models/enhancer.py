@@ -31,6 +31,7 @@ samples after it. ``forward``/``enhance`` return exactly the input's length, ali
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -337,3 +338,29 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
             if c.pitch_filter:
                 per_frame += c.hidden_dim * c.erb_bands + (c.n_fft // 2 + 1) * (c.erb_bands + 4)
         return per_frame * c.sample_rate / c.hop_length
+
+
+def add_pitch(model: Enhancer, config: EnhancerConfig) -> Enhancer:
+    """A trained enhancer without pitch analysis as one of ``config`` (the same architecture with
+    ``pitch``), to continue training from where it stood: the pitch features enter the input map with
+    zero weights, and a comb filter (``pitch_filter``) starts with zero weights and its initial bias
+    (strength ~0.05). Without the comb filter the grown model enhances exactly as ``model`` does."""
+    current = model.config
+    if current.pitch or not config.pitch:
+        raise ModelError(f"{current.name}: add_pitch grows an enhancer without pitch to one with it")
+    plain = dataclasses.replace(config, name=current.name, pitch=False, pitch_filter=current.pitch_filter)
+    if plain != current:
+        raise ModelError(f"{current.name}: the architecture differs beyond the pitch analysis")
+    grown = Enhancer(dataclasses.replace(config, name=current.name)).to(model.gain_head.weight.device)
+    state = grown.state_dict()
+    for name, value in model.state_dict().items():
+        if name == "input_proj.weight":  # the pitch features are the last inputs
+            state[name] = torch.cat(
+                [value, value.new_zeros(value.shape[0], state[name].shape[1] - value.shape[1])], 1
+            )
+        else:
+            state[name] = value
+    if grown.comb_head is not None:
+        state["comb_head.weight"] = torch.zeros_like(state["comb_head.weight"])
+    grown.load_state_dict(state)
+    return grown

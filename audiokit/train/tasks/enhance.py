@@ -23,7 +23,8 @@ from audiokit import io
 from audiokit.data.paths import data_root
 from audiokit.errors import RecipeError
 from audiokit.losses import CompressedComplexSTFTLoss, MultiResolutionSTFTLoss
-from audiokit.models.enhancer import Enhancer
+from audiokit.models.base import AudioModel
+from audiokit.models.enhancer import Enhancer, add_pitch
 from audiokit.train.data import read_clips
 from audiokit.train.mixtures import NOISE_KINDS, MixtureConfig, MixtureDataset
 from audiokit.train.recipe import Recipe, check
@@ -159,6 +160,13 @@ class EnhanceTask(Task):
         self.complex_loss = CompressedComplexSTFTLoss(fft, hop, win, cfg.complex_exponent).to(runtime.device)
         self.magnitude_loss = MultiResolutionSTFTLoss(fft, hop, win).to(runtime.device)
         self._noisy_scores: dict[str, float] | None = None
+
+    def adapt_pretrained(self, pretrained: AudioModel) -> tuple[AudioModel, dict[str, Any]]:
+        """Weights without pitch analysis gain it (:func:`add_pitch`) when the recipe's model has it."""
+        if not isinstance(pretrained, Enhancer) or pretrained.config.pitch or not self.model.config.pitch:
+            return pretrained, {}
+        grown = add_pitch(pretrained, self.model.config)
+        return grown, {"init_grown_to": {"pitch": True, "pitch_filter": grown.config.pitch_filter}}
 
     def train_data(self) -> torch.utils.data.Dataset:
         d, rate = self.recipe.data, self.model.sample_rate
