@@ -9,9 +9,9 @@ import pytest
 
 from audiokit.errors import RecipeError
 from audiokit.models import CONFIGS
+from audiokit.train.adversarial import build_discriminator
 from audiokit.train.recipe import dump_recipe, load_recipe, recipe_from_dict
 from audiokit.train.task import build_model
-from audiokit.train.tasks.codec import build_discriminator
 
 ROOT = Path(__file__).resolve().parent.parent
 

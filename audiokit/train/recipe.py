@@ -2,7 +2,8 @@
 
 Every recipe names its task (``task: codec``, the default) and has the sections of :class:`Recipe`
 (``data``, ``model``, ``optim``, ``schedule``, ``eval``, ``run``); a task's recipe class adds its own
-sections and keys (the codec's ``losses`` and ``discriminator``: :mod:`audiokit.train.tasks.codec`).
+sections and keys (the codec's ``losses``: :mod:`audiokit.train.tasks.codec`; the ``discriminator``
+section of the tasks with adversarial terms: :mod:`audiokit.train.adversarial`).
 Every key is optional and defaults to the value below. ``model`` names a registered model config and
 overrides it key by key, checked against the family's typed config at load. Unknown or misspelt keys
 (at any depth) and values of the wrong type raise :class:`RecipeError` naming the file, the dotted key

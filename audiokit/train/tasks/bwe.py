@@ -1,8 +1,15 @@
-"""The bandwidth-extension task: band-limited inputs made on the fly, spectral and mel losses.
+"""The bandwidth-extension task: band-limited inputs made on the fly, spectral, mel and adversarial losses.
 
 One step: extend the batch's ``"input"`` (band-limited at ``"edge_hz"``,
 :class:`~audiokit.train.narrowband.NarrowbandDataset`) and compare with the wideband ``"clean"``
-through a multi-resolution magnitude loss, a multi-scale mel loss and a compressed complex loss.
+through a multi-resolution magnitude loss, a multi-scale mel loss and a compressed complex loss, plus,
+when the recipe names discriminators (``discriminator.kinds``, e.g. ``[mpd, mrd]`` as in HiFi-GAN
+bandwidth extension; none by default), the adversarial and feature-matching losses from
+``discriminator.start_step + discriminator.warmup_steps``. The weighted sum's gradient w.r.t. the
+output is back-propagated through the model; the discriminators then update on clean and extended
+audio when due (:class:`~audiokit.train.adversarial.Adversary`: the codec's discriminators, keys and
+timing). Without discriminators a checkpoint holds the model's part only, as before they existed; a
+``--resume`` may add them (they start fresh; set ``discriminator.start_step`` to the resumed step).
 
 Validation (``data.valid``: wideband speech): each clip is resampled to half the rate (soxr) and
 extended with :meth:`~audiokit.models.bwe.BandwidthExtender.extend`; every metric of
@@ -22,6 +29,12 @@ from audiokit import io
 from audiokit.evaluation import baselines
 from audiokit.losses import CompressedComplexSTFTLoss, MultiResolutionSTFTLoss, MultiScaleMelLoss
 from audiokit.models.bwe import BandwidthExtender
+from audiokit.train.adversarial import (
+    AdversarialOptimConfig,
+    DiscriminatorConfig,
+    check_adversarial,
+    make_adversary,
+)
 from audiokit.train.data import read_clips
 from audiokit.train.narrowband import DegradationConfig, NarrowbandDataset
 from audiokit.train.recipe import Recipe, check
@@ -30,11 +43,16 @@ from audiokit.train.task import Evaluation, Task, mean_scores, register_task
 
 @dataclass
 class BweLossesConfig:
-    """Loss weights (0 switches one off); STFT resolutions ``[n_fft, hop, window]`` in samples."""
+    """Loss weights of a plain weighted sum (0 switches one off); STFT resolutions
+    ``[n_fft, hop, window]`` in samples. ``adversarial`` and ``feature_matching`` count only with
+    discriminators (``adversarial_kind``: ``hinge`` or ``lsgan``)."""
 
     magnitude: float = 1.0
     mel: float = 1.0
     complex: float = 0.5
+    adversarial: float = 1.0
+    feature_matching: float = 2.0
+    adversarial_kind: str = "hinge"
     complex_exponent: float = 0.3
     stft_resolutions: list[list[int]] = field(
         default_factory=lambda: [[512, 128, 512], [1024, 256, 1024], [256, 64, 256]]
@@ -44,16 +62,28 @@ class BweLossesConfig:
 
 
 @dataclass
+class BweDiscriminatorConfig(DiscriminatorConfig):
+    """The codec's ``discriminator`` keys, but none by default, and from step 0 when named."""
+
+    kinds: list[str] = field(default_factory=list)
+    start_step: int = 0
+
+
+@dataclass
 class BweRecipe(Recipe):
-    """A bandwidth-extension recipe: the shared sections plus ``degradation`` and ``losses``."""
+    """A bandwidth-extension recipe: the shared sections plus ``degradation``, ``losses`` and
+    ``discriminator`` (and the ``optim.disc_*`` keys of the discriminators' AdamW)."""
 
     task: str = "bwe"
+    optim: AdversarialOptimConfig = field(default_factory=AdversarialOptimConfig)
     degradation: DegradationConfig = field(default_factory=DegradationConfig)
     losses: BweLossesConfig = field(default_factory=BweLossesConfig)
+    discriminator: BweDiscriminatorConfig = field(default_factory=BweDiscriminatorConfig)
 
     def validate(self, where: str) -> None:
         super().validate(where)
         d, losses = self.degradation, self.losses
+        check_adversarial(self.discriminator, self.optim, losses.adversarial_kind, where)
         for name in ("telephone_probability", "g711_probability", "noise_probability"):
             value = getattr(d, name)
             check(0.0 <= value <= 1.0, where, f"'degradation.{name}' must be in [0, 1], got {value}")
@@ -84,6 +114,11 @@ class BweTask(Task):
         self.mel_loss = MultiScaleMelLoss(
             model.sample_rate, window_lengths=cfg.mel_window_lengths, n_mels=cfg.mel_bins
         ).to(device)
+        self.adversary = make_adversary(
+            recipe, model.channels, runtime, cfg.adversarial, cfg.feature_matching, cfg.adversarial_kind
+        )
+        if self.adversary is not None:
+            self.parts.append(self.adversary.part)
         self._sinc_scores: dict[str, float] | None = None
 
     def train_data(self) -> torch.utils.data.Dataset:
@@ -106,15 +141,23 @@ class BweTask(Task):
         clean = batch["clean"].to(device, non_blocking=True)
         with self.runtime.autocast():
             out = model(x, batch["edge_hz"].to(device)).float()
+        # the losses' gradient w.r.t. the output only (not w.r.t. the discriminators' weights)
+        proxy = out.detach().requires_grad_()
         losses = {}
         if cfg.magnitude:
-            losses["magnitude"] = self.magnitude_loss(out, clean)
+            losses["magnitude"] = self.magnitude_loss(proxy, clean)
         if cfg.mel:
-            losses["mel"] = self.mel_loss(out, clean)
+            losses["mel"] = self.mel_loss(proxy, clean)
         if cfg.complex:
-            losses["complex"] = self.complex_loss(out, clean)
-        sum(getattr(cfg, name) * value for name, value in losses.items()).backward()
-        return {f"loss/{name}": value.detach() for name, value in losses.items()}
+            losses["complex"] = self.complex_loss(proxy, clean)
+        if self.adversary is not None and self.adversary.generator_active(step):
+            losses.update(self.adversary.generator_losses(proxy, clean))
+        total = sum(getattr(cfg, name) * value for name, value in losses.items())
+        out.backward(torch.autograd.grad(total, [proxy])[0])
+        logs: dict[str, Any] = {f"loss/{name}": value.detach() for name, value in losses.items()}
+        if self.adversary is not None:
+            logs.update(self.adversary.train(step, clean, out.detach()))
+        return logs
 
     def evaluate(self, model: BandwidthExtender, clips: list[tuple[str, torch.Tensor]]) -> Evaluation:
         """Every metric of the output and of sinc resampling from half the rate, averaged."""

@@ -13,7 +13,6 @@ Evaluation: every metric of :func:`audiokit.evaluation.score_pair` at each of ``
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,31 +23,24 @@ from audiokit.errors import RecipeError
 from audiokit.evaluation import metrics
 from audiokit.losses import (
     Balancer,
-    CombinedDiscriminator,
     CompressedComplexSTFTLoss,
-    MultiBandMultiResolutionDiscriminator,
-    MultiPeriodDiscriminator,
     MultiResolutionSTFTLoss,
     MultiScaleMelLoss,
-    MultiScaleSTFTDiscriminator,
     PhaseDerivativeLoss,
-    discriminator_loss,
-    feature_matching_loss,
-    generator_loss,
     time_l1_loss,
 )
 from audiokit.models import AudioModel, Codec
 from audiokit.models.growth import grow_to
-from audiokit.train.optim import lr_factor, make_part
-from audiokit.train.recipe import EvalConfig, OptimConfig, Recipe, check
+from audiokit.train.adversarial import (
+    AdversarialOptimConfig,
+    DiscriminatorConfig,
+    check_adversarial,
+    make_adversary,
+)
+from audiokit.train.recipe import EvalConfig, Recipe, check
 from audiokit.train.runtime import Runtime
 from audiokit.train.task import Evaluation, Task, mean_scores, register_task
 
-DISCRIMINATORS = {
-    "msstft": MultiScaleSTFTDiscriminator,
-    "mpd": MultiPeriodDiscriminator,
-    "mrd": MultiBandMultiResolutionDiscriminator,
-}
 BALANCED_LOSSES = ("mel", "stft", "complex", "phase", "waveform", "adversarial", "feature_matching")
 
 
@@ -87,32 +79,6 @@ class LossesConfig:
 
 
 @dataclass
-class DiscriminatorConfig:
-    """Which discriminators (``msstft``, ``mpd``, ``mrd``), from which step, and how often they update.
-
-    ``options`` maps a kind to keyword arguments of its class, e.g. ``{msstft: {filters: 16}}``.
-    The discriminators train alone for ``warmup_steps`` steps from ``start_step``; the generator's
-    adversarial and feature-matching losses start after that, against trained discriminators.
-    """
-
-    kinds: list[str] = field(default_factory=lambda: ["msstft", "mpd"])
-    start_step: int = 20000
-    warmup_steps: int = 0
-    update_every: int = 1
-    options: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class CodecOptimConfig(OptimConfig):
-    """The model's AdamW (the generator's) plus the discriminators': ``disc_learning_rate``,
-    ``disc_betas`` and ``disc_grad_clip`` (0: no clipping)."""
-
-    disc_learning_rate: float = 3e-4
-    disc_betas: list[float] = field(default_factory=lambda: [0.8, 0.99])
-    disc_grad_clip: float = 10.0
-
-
-@dataclass
 class CodecEvalConfig(EvalConfig):
     """Validation at each of ``bitrates`` (bits/s; empty: every bitrate the model supports)."""
 
@@ -123,34 +89,15 @@ class CodecEvalConfig(EvalConfig):
 class CodecRecipe(Recipe):
     """A codec recipe: the shared sections plus ``losses`` and ``discriminator``."""
 
-    optim: CodecOptimConfig = field(default_factory=CodecOptimConfig)
+    optim: AdversarialOptimConfig = field(default_factory=AdversarialOptimConfig)
     eval: CodecEvalConfig = field(default_factory=CodecEvalConfig)
     losses: LossesConfig = field(default_factory=LossesConfig)
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
 
     def validate(self, where: str) -> None:
         super().validate(where)
-        losses, disc = self.losses, self.discriminator
-        check(
-            disc.warmup_steps >= 0,
-            where,
-            f"'discriminator.warmup_steps' must be >= 0, got {disc.warmup_steps}",
-        )
-        check(disc.update_every >= 1, where, "'discriminator.update_every' must be >= 1")
-        for kind in disc.kinds:
-            check(
-                kind in DISCRIMINATORS,
-                where,
-                f"'discriminator.kinds': unknown {kind!r}; choose from {', '.join(DISCRIMINATORS)}",
-            )
-        for kind in disc.options:
-            check(
-                kind in DISCRIMINATORS,
-                where,
-                f"'discriminator.options.{kind}': unknown kind; choose from {', '.join(DISCRIMINATORS)}",
-            )
-        rate = self.optim.disc_learning_rate
-        check(rate >= 1e-12, where, f"'optim.disc_learning_rate' must be > 0, got {rate}")
+        losses = self.losses
+        check_adversarial(self.discriminator, self.optim, losses.adversarial_kind, where)
         check(
             len(losses.mel_window_lengths) == len(losses.mel_bins),
             where,
@@ -160,11 +107,6 @@ class CodecRecipe(Recipe):
             all(len(r) == 3 for r in losses.stft_resolutions),
             where,
             "'losses.stft_resolutions' entries must be [n_fft, hop, window] triples",
-        )
-        check(
-            losses.adversarial_kind in ("hinge", "lsgan"),
-            where,
-            f"'losses.adversarial_kind' must be hinge or lsgan, got {losses.adversarial_kind!r}",
         )
         check(
             losses.mel > 0 or losses.stft > 0 or losses.complex > 0 or losses.waveform > 0,
@@ -179,22 +121,6 @@ class CodecRecipe(Recipe):
             where,
             f"'losses.phase_exponent' must be >= 0, got {losses.phase_exponent}",
         )
-
-
-def build_discriminator(config: DiscriminatorConfig, channels: int) -> nn.Module | None:
-    """The discriminators of ``config.kinds`` combined into one module (``None`` when there are none)."""
-    if not config.kinds:
-        return None
-    parts = []
-    for kind in config.kinds:
-        options = config.options.get(kind, {})
-        try:
-            parts.append(DISCRIMINATORS[kind](channels=channels, **options))
-        except (TypeError, ValueError) as exc:
-            raise RecipeError(
-                f"recipe: 'discriminator.options.{kind}' {options} do not build it ({exc})"
-            ) from None
-    return CombinedDiscriminator(*parts)
 
 
 @register_task
@@ -220,11 +146,12 @@ class CodecTask(Task):
                     f"eval.bitrates: {bitrate:g} b/s is not supported by this model; choose from {listed}"
                 )
         self._build_losses()
-        self.discriminator = build_discriminator(recipe.discriminator, model.channels)
-        if self.discriminator is not None:
-            self.discriminator.to(runtime.device)
-            self.disc = self._discriminator_part(self.discriminator)
-            self.parts.append(self.disc)
+        cfg = recipe.losses
+        self.adversary = make_adversary(
+            recipe, model.channels, runtime, cfg.adversarial, cfg.feature_matching, cfg.adversarial_kind
+        )
+        if self.adversary is not None:
+            self.parts.append(self.adversary.part)
 
     def _build_losses(self) -> None:
         cfg, device = self.recipe.losses, self.runtime.device
@@ -242,35 +169,6 @@ class CodecTask(Task):
             else None
         )
 
-    def _discriminator_part(self, discriminator: nn.Module):
-        """The discriminators' part; their schedule advances once per update, not per step."""
-        o, s, disc = self.recipe.optim, self.recipe.schedule, self.recipe.discriminator
-        total = s.total_steps or self.recipe.run.max_steps
-
-        def updates(steps: int) -> int:
-            return max(1, math.ceil(steps / disc.update_every))
-
-        schedule = s
-        if s.cooldown_start is not None:
-            schedule = dataclasses.replace(
-                s,
-                cooldown_start=max(s.warmup_steps, updates(s.cooldown_start - disc.start_step)),
-                cooldown_steps=updates(s.cooldown_steps),
-            )
-        factor = lr_factor(schedule, updates(total - disc.start_step))
-        train_module = self.runtime.wrap(discriminator)
-        # weight decay 0.01: AdamW's default, which the discriminators have always trained with
-        return make_part(
-            "discriminator",
-            discriminator,
-            train_module,
-            o.disc_learning_rate,
-            o.disc_betas,
-            factor,
-            o.disc_grad_clip,
-            weight_decay=0.01,
-        )
-
     def adapt_pretrained(self, pretrained: AudioModel) -> tuple[AudioModel, dict[str, Any]]:
         """Weights with a smaller iSTFT decoder grow, function-preserving, to the recipe's."""
         if not isinstance(pretrained, Codec) or pretrained.config.decoder == self.model.config.decoder:
@@ -279,16 +177,6 @@ class CodecTask(Task):
         return grown, {"init_grown_to": dataclasses.asdict(grown.config.decoder)}
 
     # -- a step -------------------------------------------------------------------------------------
-    def _discriminators_active(self, step: int) -> bool:
-        cfg = self.recipe.losses
-        if self.discriminator is None or not (cfg.adversarial or cfg.feature_matching):
-            return False
-        return step >= self.recipe.discriminator.start_step
-
-    def _generator_adversarial_active(self, step: int) -> bool:
-        disc = self.recipe.discriminator
-        return self._discriminators_active(step) and step >= disc.start_step + disc.warmup_steps
-
     def train_step(self, step: int, batch: dict[str, torch.Tensor], model: nn.Module) -> dict[str, Any]:
         cfg = self.recipe.losses
         x = batch["input"].to(self.runtime.device, non_blocking=True)
@@ -307,15 +195,8 @@ class CodecTask(Task):
             losses["phase"] = self.phase_loss(proxy, x)
         if cfg.waveform:
             losses["waveform"] = time_l1_loss(proxy, x)
-        if self._generator_adversarial_active(step):
-            with self.runtime.autocast():
-                fake_logits, fake_features = self.discriminator(proxy)
-                with torch.no_grad():
-                    _, real_features = self.discriminator(x)
-            if cfg.adversarial:
-                losses["adversarial"] = generator_loss(fake_logits, cfg.adversarial_kind).float()
-            if cfg.feature_matching:
-                losses["feature_matching"] = feature_matching_loss(real_features, fake_features).float()
+        if self.adversary is not None and self.adversary.generator_active(step):
+            losses.update(self.adversary.generator_losses(proxy, x))
         if self.balancer is not None:
             proxy.grad = None
             self.balancer.backward(losses, proxy)
@@ -339,24 +220,9 @@ class CodecTask(Task):
             logs[f"codebook_restarts/{kind}"] = out.metrics[name].detach() * self.model.codebook_size
         if self.balancer is not None:
             logs.update({f"balancer/{k}": v for k, v in self.balancer.metrics.items()})
-        disc = self.recipe.discriminator
-        if self._discriminators_active(step) and (step - disc.start_step) % disc.update_every == 0:
-            logs.update(self._discriminator_step(x, audio.detach()))
-        if self.discriminator is not None:
-            logs["lr/discriminator"] = self.disc.lr
+        if self.adversary is not None:
+            logs.update(self.adversary.train(step, x, audio.detach()))
         return logs
-
-    def _discriminator_step(self, real: torch.Tensor, fake: torch.Tensor) -> dict[str, torch.Tensor]:
-        batch = real.shape[0]
-        with self.runtime.autocast():
-            logits, _ = self.disc.train_module(torch.cat([real, fake]))
-        loss = discriminator_loss(
-            [lg[:batch].float() for lg in logits],
-            [lg[batch:].float() for lg in logits],
-            self.recipe.losses.adversarial_kind,
-        )
-        loss.backward()
-        return {"loss/discriminator": loss.detach(), "grad_norm/discriminator": self.disc.update()}
 
     # -- evaluation ---------------------------------------------------------------------------------
     def evaluate(self, model: Codec, clips: list[tuple[str, torch.Tensor]]) -> Evaluation:
