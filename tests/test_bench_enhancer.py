@@ -27,6 +27,10 @@ def test_benchmark_reports_every_figure_and_rnnoise():
     ]
     assert all(math.isfinite(v) and v > 0 for v in values)
     assert set(result["targets"]) == {"offline_realtime_x", "stream_hop_share", "realtime_streams_per_core"}
+    fast = cpu["compiled"]  # eager and AOTInductor sessions side by side (a C++ compiler is in the setup)
+    assert "skipped" not in fast, fast
+    assert 0 < fast["aoti"]["p50_ms"] <= fast["aoti"]["p99_ms"] and fast["chunk_ms"] == 20.0
+    assert fast["speedup_p50"] == fast["eager"]["p50_ms"] / fast["aoti"]["p50_ms"]
 
 
 def test_bench_command_measures_an_enhancer_file(tmp_path, capsys):

@@ -146,6 +146,33 @@ def bench_many_streams(
     return {"by_streams": by_streams, "streams_sustained": best["streams_sustained"]}
 
 
+def bench_compiled(model: AudioModel, hops: int, setup: StreamSetup, warmup: int = 10) -> dict:
+    """One stream pushing two hops at a time (the chunk :class:`~audiokit.streaming.audio.AudioStream`
+    compiles) through an eager session and a ``compile="aoti"`` one, pushes interleaved; per-push ms
+    (p50/p99/mean) of each and the p50 speed-up, or ``{"skipped": why}`` where it does not build."""
+    from audiokit.streaming import compiled
+
+    fast = model.stream(1, compile="aoti", **setup.stream_options)
+    if not getattr(fast, "inner", fast).compiled:
+        return {"skipped": compiled.unavailable_reason()}
+    eager = model.stream(1, **setup.stream_options)
+    chunk = 2 * (setup.chunk or model.hop_length)
+    audio = noise(1, chunk * (hops + warmup))
+    times: dict[str, list[float]] = {"eager": [], "aoti": []}
+    with torch.inference_mode():
+        for i in range(hops + warmup):
+            piece = audio[..., i * chunk : (i + 1) * chunk]
+            for name, session in (("aoti", fast), ("eager", eager)):
+                began = time.perf_counter()
+                session.push(piece)
+                if i >= warmup:
+                    times[name].append(time.perf_counter() - began)
+    result = {name: percentiles_ms(measured) for name, measured in times.items()}
+    result["chunk_ms"] = 2e3 * model.hop_length / model.sample_rate
+    result["speedup_p50"] = result["eager"]["p50_ms"] / result["aoti"]["p50_ms"]
+    return result
+
+
 def target_checks(cpu: dict) -> dict:
     """:data:`TARGETS` against the ``offline``, ``stream_hop`` and ``many_streams`` figures of ``cpu``:
     ``{name: {"value", "target", "met"}}``."""
@@ -165,13 +192,15 @@ def target_checks(cpu: dict) -> dict:
 
 
 def time_streams(model: AudioModel, run: SpeedSettings, setup: StreamSetup | None = None) -> dict:
-    """``{"stream_hop": ..., "many_streams": ...}``: :func:`bench_stream_hop` over ``run.hops`` hops and
-    :func:`bench_many_streams` of ``run.stream_counts`` streams (``run.hops // 4`` ticks, at least 10)."""
+    """``{"stream_hop": ..., "many_streams": ..., "compiled": ...}``: :func:`bench_stream_hop` over
+    ``run.hops`` hops, :func:`bench_many_streams` of ``run.stream_counts`` streams (``run.hops // 4``
+    ticks, at least 10) and :func:`bench_compiled` over ``run.hops // 2`` pushes."""
     setup = setup or StreamSetup()
     ticks = max(10, run.hops // 4)
     return {
         "stream_hop": bench_stream_hop(model, run.hops, setup),
         "many_streams": bench_many_streams(model, list(run.stream_counts), ticks, setup),
+        "compiled": bench_compiled(model, max(10, run.hops // 2), setup),
     }
 
 
@@ -201,6 +230,14 @@ def stream_lines(result: dict) -> list[str]:
         lines.append(
             f"  {count:>4} streams: {row['tick_ms']:.2f} ms per tick -> {row['streams_sustained']:.0f} "
             "real-time streams per core"
+        )
+    fast = result["cpu"]["compiled"]
+    if "skipped" in fast:
+        lines.append(f"  compiled ahead of time (AOTInductor): skipped ({fast['skipped']})")
+    else:
+        lines.append(
+            f"  one stream, {fast['chunk_ms']:.0f} ms pushes: eager {fast['eager']['p50_ms']:.3f} ms p50, "
+            f"compiled ahead of time {fast['aoti']['p50_ms']:.3f} ms ({fast['speedup_p50']:.2f}x)"
         )
     return lines
 

@@ -217,11 +217,15 @@ class BandwidthExtender(
         by :attr:`output_lag`."""
         stft_state, conv_state, lstm_state, ola_state = state.children
         spec = self.analysis.step(x, stft_state)[:, 0]
-        key = (x.shape[0], float(edge_hz), x.device)
-        cached = self.__dict__.get("_step_masks")
-        if cached is None or cached[0] != key:  # the masks depend on the edge only: made once a session
+        if torch.compiler.is_compiling():  # traced for compilation: the masks are part of the graph
             edges = torch.full((x.shape[0],), float(edge_hz), device=x.device)
-            cached = self.__dict__["_step_masks"] = (key, edges, self._masks(edges, spec.shape[1]))
+            cached = (None, edges, self._masks(edges, spec.shape[1]))
+        else:  # the masks depend on the edge only: made once a session
+            key = (x.shape[0], float(edge_hz), x.device)
+            cached = self.__dict__.get("_step_masks")
+            if cached is None or cached[0] != key:
+                edges = torch.full((x.shape[0],), float(edge_hz), device=x.device)
+                cached = self.__dict__["_step_masks"] = (key, edges, self._masks(edges, spec.shape[1]))
         out = self._extend_spectrum(spec, cached[1], [conv_state, lstm_state], cached[2])
         return self.synthesis.step(out[:, None], ola_state)
 
