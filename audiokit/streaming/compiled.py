@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import logging
 import os
 import shutil
 import tempfile
@@ -143,6 +144,21 @@ def _caches_kept(module: nn.Module) -> Iterator[None]:
             m.__dict__.update(attributes)
 
 
+@contextlib.contextmanager
+def _quiet_torch_logs() -> Iterator[None]:
+    """Silence the compilers' own warnings (fallback notes) while building."""
+    loggers = [logging.getLogger(name) for name in ("torch._inductor", "torch._export", "torch.export")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
 def _build(step: Callable, state: StreamState | None, chunk: torch.Tensor, options: dict, path: Path) -> None:
     """Export and compile the step to ``path``, atomically. Traced at two streams, so that the number
     of streams stays symbolic (a size of 1 would be specialised)."""
@@ -156,7 +172,7 @@ def _build(step: Callable, state: StreamState | None, chunk: torch.Tensor, optio
     shapes = ({0: batch}, tuple({d: batch} for d in dims))
     example = (chunk.repeat(2, *([1] * (chunk.dim() - 1))), *tensors)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+    with torch.no_grad(), warnings.catch_warnings(), _quiet_torch_logs():
         warnings.simplefilter("ignore")
         program = torch.export.export(function, example, dynamic_shapes=shapes, strict=False)
         handle, temporary = tempfile.mkstemp(suffix=".pt2", dir=path.parent)
