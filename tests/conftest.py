@@ -69,3 +69,13 @@ def tiny_codec_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("tiny-codec") / "model.safetensors"
     Codec.from_config("speech-16k", **TINY_SPEECH_CODEC).save_pretrained(path)
     return path
+
+
+def assert_same_tensors(a: dict, b: dict, where: str = "") -> None:
+    """Nested dicts of tensors (state dicts, checkpoints) equal bit for bit, key by key."""
+    assert a.keys() == b.keys(), where
+    for key in a:
+        if isinstance(a[key], dict):
+            assert_same_tensors(a[key], b[key], f"{where}.{key}")
+        elif isinstance(a[key], torch.Tensor):
+            assert torch.equal(a[key], b[key]), f"{where}.{key} differs"

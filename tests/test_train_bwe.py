@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import assert_same_tensors
 
 from audiokit.cli import main
 from audiokit.train.adversarial import build_discriminator
@@ -50,15 +51,6 @@ def _disc_updates(run_dir: Path) -> int:
     return load_checkpoint(run_dir / "checkpoints" / "latest.pt")["schedulers"]["discriminator"]["last_epoch"]
 
 
-def _assert_same_tensors(a: dict, b: dict, where: str) -> None:
-    assert a.keys() == b.keys(), where
-    for key in a:
-        if isinstance(a[key], dict):
-            _assert_same_tensors(a[key], b[key], f"{where}.{key}")
-        elif isinstance(a[key], torch.Tensor):
-            assert torch.equal(a[key], b[key]), f"{where}.{key} differs"
-
-
 def test_discriminators_warm_up_then_shape_the_extender(tmp_path):
     with_d = Trainer(_recipe(*ADVERSARIAL), tmp_path / "adversarial", quiet=True)
     without = Trainer(_recipe(), tmp_path / "plain", quiet=True)
@@ -67,7 +59,7 @@ def test_discriminators_warm_up_then_shape_the_extender(tmp_path):
     for trainer in (with_d, without):
         trainer.fit(max_steps=4)
     # during the warm-up the extender trains exactly as without discriminators
-    _assert_same_tensors(with_d.model.state_dict(), without.model.state_dict(), "model at step 4")
+    assert_same_tensors(with_d.model.state_dict(), without.model.state_dict(), "model at step 4")
     for trainer in (with_d, without):
         trainer.fit(max_steps=6)
     # logged after steps 1..6, i.e. steps 0..5 ran: discriminators from step 2, the generator's
@@ -85,7 +77,7 @@ def test_discriminators_warm_up_then_shape_the_extender(tmp_path):
     state = load_checkpoint(tmp_path / "adversarial" / "checkpoints" / "latest.pt")
     assert set(state["optimizers"]) == {"model", "discriminator"}
     assert _disc_updates(tmp_path / "adversarial") == 4
-    _assert_same_tensors(state["discriminator"], discriminator.state_dict(), "discriminator")
+    assert_same_tensors(state["discriminator"], discriminator.state_dict(), "discriminator")
     plain = load_checkpoint(tmp_path / "plain" / "checkpoints" / "latest.pt")
     assert set(plain["optimizers"]) == {"model"} and "discriminator" not in plain  # as before they existed
 
@@ -100,7 +92,7 @@ def test_resume_with_discriminators_continues_exactly(tmp_path):
     a = load_checkpoint(tmp_path / "straight" / "checkpoints" / "latest.pt")
     b = load_checkpoint(tmp_path / "split" / "checkpoints" / "latest.pt")
     for key in ("model", "ema", "discriminator", "optimizers"):
-        _assert_same_tensors(a[key], b[key], key)
+        assert_same_tensors(a[key], b[key], key)
     assert a["schedulers"] == b["schedulers"]
     assert _losses(tmp_path / "straight") == _losses(tmp_path / "split")
     assert "loss/adversarial" in _losses(tmp_path / "split")[-1]

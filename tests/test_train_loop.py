@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import assert_same_tensors
 
 from audiokit.cli import main
 from audiokit.errors import UsageError
@@ -27,15 +28,6 @@ TINY = ROOT / "recipes" / "codec_speech16k_tiny.yaml"
 def _recipe(*overrides: str):
     base = [f"data.train={ROOT / 'samples'}", f"data.valid={ROOT / 'samples'}"]
     return load_recipe(TINY, base + list(overrides))
-
-
-def _assert_same_tensors(a: dict, b: dict, where: str = "") -> None:
-    assert a.keys() == b.keys(), where
-    for key in a:
-        if isinstance(a[key], dict):
-            _assert_same_tensors(a[key], b[key], f"{where}.{key}")
-        elif isinstance(a[key], torch.Tensor):
-            assert torch.equal(a[key], b[key]), f"{where}.{key} differs"
 
 
 def test_tiny_recipe_trains_checkpoints_and_evaluates(tmp_path):
@@ -86,7 +78,7 @@ def _assert_same_training_state(a_dir: Path, b_dir: Path) -> None:
     a = load_checkpoint(a_dir / "checkpoints" / "latest.pt")
     b = load_checkpoint(b_dir / "checkpoints" / "latest.pt")
     for key in ("model", "ema", "discriminator", "optimizers"):
-        _assert_same_tensors(a[key], b[key], key)
+        assert_same_tensors(a[key], b[key], key)
     assert a["balancer"] == b["balancer"] and a["schedulers"] == b["schedulers"]
 
 
@@ -198,7 +190,7 @@ def test_init_fine_tunes_from_checkpoint_weights(tmp_path):
         _recipe(*overrides, "run.seed=5"), tmp_path / "b", init=tmp_path / "a" / "checkpoints" / "latest.pt"
     )
     assert tuned.step == 0
-    _assert_same_tensors(tuned.model.state_dict(), source["ema"]["module"])
+    assert_same_tensors(tuned.model.state_dict(), source["ema"]["module"])
     # run.json names the weights it started from and their sha256 (the model card follows it)
     session = json.loads((tmp_path / "b" / "run.json").read_text())["sessions"][0]
     saved = json.loads((tmp_path / "a" / "model.json").read_text())
