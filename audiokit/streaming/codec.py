@@ -27,6 +27,7 @@ their matrices, the session its codeword tables): make a new session after chang
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -120,6 +121,8 @@ class CodecStream:
         if compile in (True, "inductor"):
             steps = [None if step is None else torch.compile(step, dynamic=False) for step in steps]
         self._encoder_step, self._decoder_step = steps
+        self._coding = {"n_q": self.n_q, "quantize": mode == "roundtrip"}
+        self._encode = functools.partial(self._encode_rows_step, **self._coding)
         with torch.inference_mode():  # init_state also prepares the blocks' weights for their steps
             self.encoder_state = self._init(self.encoder)
             self.decoder_state = self._init(self.decoder)
@@ -214,21 +217,34 @@ class CodecStream:
 
     # -- rows -------------------------------------------------------------------------------------
     def _compile_ahead_of_time(self) -> None:
-        """Swap the steps of one frame for AOTInductor libraries (where they build)."""
-        frame = {
-            "encoder": torch.zeros(1, self.hop_length, self.codec.channels, device=self.device),
-            "decoder": torch.zeros(1, 1, self.quantizer.dim, device=self.device),
-        }
-        for part in ("encoder", "decoder"):
-            module = getattr(self, part)
-            if module is None:
-                continue
+        """Swap the steps of one frame (the encoder's with the RVQ search) for AOTInductor libraries,
+        where they build."""
+        if self.encoder is not None:
             with torch.inference_mode():
-                template = module.init_state(1, self.device, self.dtype)  # one stream's
-            compiled = compile_step(module, module.step_t, template, frame[part])
+                template = self.encoder.init_state(1, self.device, self.dtype)  # one stream's
+            frame = torch.zeros(1, self.hop_length, self.codec.channels, device=self.device)
+            outputs = 2 if self._coding["quantize"] else 1
+            step = self._encode_rows_step
+            compiled = compile_step(self.codec, step, template, frame, self._coding, outputs)
             if compiled is not None:
-                setattr(self, f"_{part}_step", compiled)
-                self.compiled[part] = True
+                self._encode, self.compiled["encoder"] = compiled, True
+        if self.decoder is not None:
+            with torch.inference_mode():
+                template = self.decoder.init_state(1, self.device, self.dtype)
+            frame = torch.zeros(1, 1, self.quantizer.dim, device=self.device)
+            compiled = compile_step(self.decoder, self.decoder.step_t, template, frame)
+            if compiled is not None:
+                self._decoder_step, self.compiled["decoder"] = compiled, True
+
+    def _encode_rows_step(
+        self, x: torch.Tensor, state: StreamState | None, final: bool = False, *, n_q: int, quantize: bool
+    ) -> tuple[torch.Tensor, ...]:
+        """The encoder's step on time-major ``x`` and the RVQ of its latent rows: codes ``(n_q, rows)``
+        and, with ``quantize``, the quantized rows ``(rows, dim)``."""
+        latent = self._encoder_step(x, state, final)
+        flat = latent.reshape(-1, latent.shape[-1])
+        codes, quantized = self.quantizer.encode_rows(flat, n_q, self.lookups, quantize=quantize)
+        return (codes, quantized) if quantize else (codes,)
 
     def _init(self, module) -> StreamState | None:
         return None if module is None else module.init_state(self.rows, self.device, self.dtype)
@@ -393,11 +409,8 @@ class CodecStream:
                 codes = x.transpose(0, 1).reshape(x.shape[1], -1)  # (n_q, B * frames)
                 quantized = self.quantizer.decode_rows(codes, self.lookups)
             else:
-                latent = self._step(self._encoder_step, self.encoder_state, index, x.transpose(1, 2), final)
-                flat = latent.reshape(-1, latent.shape[-1])
-                codes, quantized = self.quantizer.encode_rows(
-                    flat, self.n_q, self.lookups, quantize=self.mode == "roundtrip"
-                )
+                coded = self._step(self._encode, self.encoder_state, index, x.transpose(1, 2), final)
+                codes, quantized = coded[0], coded[-1]
             if self.mode == "encode":
                 out = codes.view(codes.shape[0], batch, -1).transpose(0, 1)
             else:

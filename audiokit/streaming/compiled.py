@@ -42,6 +42,9 @@ from audiokit.nn.state import (
 )
 
 PACKAGE_SOURCE = Path(__file__).resolve().parents[1]
+MAX_STREAMS = 4096
+"""The most streams a compiled step takes at once (more run eagerly): within the RVQ search's block of
+rows, so that the trace need not branch on the number of streams."""
 _failures: dict[str, str] = {}
 
 
@@ -64,7 +67,7 @@ class _FunctionalStep(nn.Module):
     def forward(self, x: torch.Tensor, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
         state = with_state_tensors(self.template, iter(tensors))
         y = self.step(x, state, **self.options)
-        return (y, *state_tensors(state))
+        return (*(y if isinstance(y, tuple) else (y,)), *state_tensors(state))
 
 
 class AheadOfTimeStep:
@@ -72,22 +75,29 @@ class AheadOfTimeStep:
     number of streams shaped ``chunk_shape`` otherwise; other chunks and final steps run ``step``
     itself, on the same state.
 
-    Built by :func:`compile_step`; called exactly like the eager step (the state is updated in place).
+    Built by :func:`compile_step`; called exactly like the eager step (the state is updated in place),
+    returning a tensor, or a tuple of tensors where the step does.
     """
 
-    def __init__(self, step: Callable, runner: Callable, chunk_shape: tuple[int, ...], options: dict) -> None:
+    def __init__(
+        self, step: Callable, runner: Callable, chunk_shape: tuple[int, ...], options: dict, tuple_of: int
+    ) -> None:
         self.step = step
         self.runner = runner
         self.chunk_shape = chunk_shape
         self.options = options
+        self.tuple_of = tuple_of  # 0: the step returns one tensor
 
-    def __call__(self, x: torch.Tensor, state: StreamState | None, final: bool = False) -> torch.Tensor:
-        if final or tuple(x.shape[1:]) != self.chunk_shape:
+    def __call__(
+        self, x: torch.Tensor, state: StreamState | None, final: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        if final or tuple(x.shape[1:]) != self.chunk_shape or x.shape[0] > MAX_STREAMS:
             return self.step(x, state, final, **self.options)
         # the library assumes the layouts it was traced with (contiguous); eager steps leave views
         outputs = self.runner(x.contiguous(), *(t.contiguous() for t in state_tensors(state)))
-        assign_state_tensors(state, iter(outputs[1:]))
-        return outputs[0]
+        count = max(1, self.tuple_of)
+        assign_state_tensors(state, iter(outputs[count:]))
+        return tuple(outputs[:count]) if self.tuple_of else outputs[0]
 
 
 def compile_step(
@@ -96,11 +106,14 @@ def compile_step(
     state: StreamState | None,
     chunk: torch.Tensor,
     options: dict | None = None,
+    tuple_of: int = 0,
 ) -> AheadOfTimeStep | None:
     """``module``'s ``step`` compiled ahead of time for chunks shaped like ``chunk`` (one stream's
     ``(1, ...)``; the number of streams is dynamic), with ``state`` (a zero state of one stream) as the
-    template of the state it updates and ``options`` (floats) fixed; ``None`` where it cannot be built
-    here."""
+    template of the state it updates and ``options`` (numbers, bools) fixed; ``tuple_of``: how many
+    tensors the step returns as a tuple (0: one tensor, not in a tuple). ``module``'s weights and
+    buffers key the cache: it must hold everything the step computes with. ``None`` where it cannot be
+    built here."""
     options = dict(options or {})
     key = _cache_key(module, state, chunk, options)
     if key in _failures:
@@ -118,7 +131,7 @@ def compile_step(
         lines = str(exc).strip().splitlines()
         _failures[key] = f"{type(exc).__name__}: {lines[0] if lines else ''}"
         return None
-    return AheadOfTimeStep(step, runner, tuple(chunk.shape[1:]), options)
+    return AheadOfTimeStep(step, runner, tuple(chunk.shape[1:]), options, tuple_of)
 
 
 def unavailable_reason() -> str | None:
@@ -168,7 +181,7 @@ def _build(step: Callable, state: StreamState | None, chunk: torch.Tensor, optio
         t.repeat(*[2 if d == dim else 1 for d in range(t.dim())])
         for t, dim in zip(state_tensors(state), dims, strict=True)
     ]
-    batch = torch.export.Dim("streams", min=1, max=1 << 16)
+    batch = torch.export.Dim("streams", min=1, max=MAX_STREAMS)
     shapes = ({0: batch}, tuple({d: batch} for d in dims))
     example = (chunk.repeat(2, *([1] * (chunk.dim() - 1))), *tensors)
     path.parent.mkdir(parents=True, exist_ok=True)
