@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from conftest import TINY_SPEECH_CODEC, run_stream
@@ -87,3 +89,11 @@ def test_cached_and_falls_back_without_a_compiler(tiny_codec, tmp_path, monkeypa
     stamp = libraries[0].stat().st_mtime_ns
     assert tiny_codec.stream(1, "decode", compile="aoti").compiled["decoder"]  # loaded, not rebuilt
     assert libraries[0].stat().st_mtime_ns == stamp and list(tmp_path.rglob("*.pt2")) == libraries
+
+
+def test_the_cache_keeps_the_latest_libraries(tmp_path):
+    for i in range(5):
+        (tmp_path / f"m-{i}.pt2").write_bytes(b"x")
+        os.utime(tmp_path / f"m-{i}.pt2", ns=(i * 10**9, i * 10**9))
+    compiled._prune(tmp_path, 2)
+    assert sorted(p.name for p in tmp_path.glob("*.pt2")) == ["m-3.pt2", "m-4.pt2"]

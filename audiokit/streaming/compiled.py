@@ -42,6 +42,9 @@ from audiokit.nn.state import (
 )
 
 PACKAGE_SOURCE = Path(__file__).resolve().parents[1]
+KEEP_LIBRARIES = 24
+"""Compiled steps kept in the cache; the least recently built go first (a new version of the package or
+of the weights makes new ones)."""
 MAX_STREAMS = 4096
 """The most streams a compiled step takes at once (more run eagerly): within the RVQ search's block of
 rows, so that the trace need not branch on the number of streams."""
@@ -126,6 +129,7 @@ def compile_step(
                 raise RuntimeError(missing)
             with _caches_kept(module):  # tracing must not leave traced tensors in the blocks' caches
                 _build(step, state, chunk, options, path)
+            _prune(path.parent, KEEP_LIBRARIES)
         runner = torch._inductor.aoti_load_package(str(path))
     except Exception as exc:  # noqa: BLE001 - any failure means: run the eager step
         lines = str(exc).strip().splitlines()
@@ -137,6 +141,13 @@ def compile_step(
 def unavailable_reason() -> str | None:
     """Why the latest :func:`compile_step` that failed did (``None`` if none has)."""
     return next(reversed(_failures.values()), None)
+
+
+def _prune(folder: Path, keep: int) -> None:
+    """Delete all but the ``keep`` most recently written libraries in ``folder``."""
+    libraries = sorted(folder.glob("*.pt2"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    for old in libraries[keep:]:
+        old.unlink(missing_ok=True)
 
 
 def _missing_tool() -> str | None:
