@@ -232,7 +232,7 @@ class CodecStream:
             with torch.inference_mode():
                 template = self.decoder.init_state(1, self.device, self.dtype)
             frame = torch.zeros(1, 1, self.quantizer.dim, device=self.device)
-            compiled = compile_step(self.decoder, self.decoder.step_t, template, frame)
+            compiled = compile_step(self.codec, self.decoder.step_t, template, frame)
             if compiled is not None:
                 self._decoder_step, self.compiled["decoder"] = compiled, True
 

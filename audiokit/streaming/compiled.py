@@ -7,7 +7,7 @@ compiles it into a shared library with AOTInductor (C++ with the elementwise ope
 products left to the BLAS). The library is cached on disk, keyed by everything it depends on (the
 block's weights, the source of ``audiokit``, torch's version, the chunk shape and the options), in
 ``$AUDIOKIT_KERNELS_CACHE/torch-<version>/aoti`` (default ``~/.cache/audiokit/kernels``): the first
-session of a model compiles for 15-60 s, later ones load in about a second.
+session of a model compiles for 30-90 s on a 2-core machine, later ones load in about a second.
 
 It runs steps of exactly the chunk shape it was compiled for (any number of streams); other chunks
 and ``final`` steps go to the eager step on the same state, so a session may mix both. The compiled
@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import itertools
 import logging
 import os
 import shutil
@@ -114,9 +115,9 @@ def compile_step(
     """``module``'s ``step`` compiled ahead of time for chunks shaped like ``chunk`` (one stream's
     ``(1, ...)``; the number of streams is dynamic), with ``state`` (a zero state of one stream) as the
     template of the state it updates and ``options`` (numbers, bools) fixed; ``tuple_of``: how many
-    tensors the step returns as a tuple (0: one tensor, not in a tuple). ``module``'s weights and
-    buffers key the cache: it must hold everything the step computes with. ``None`` where it cannot be
-    built here."""
+    tensors the step returns as a tuple (0: one tensor, not in a tuple). ``module``'s config, weights
+    and buffers key the cache: it must hold everything the step computes with (pass the model, not a
+    block of it). ``None`` where it cannot be built here."""
     options = dict(options or {})
     key = _cache_key(module, state, chunk, options)
     if key in _failures:
@@ -209,12 +210,14 @@ def _build(step: Callable, state: StreamState | None, chunk: torch.Tensor, optio
 
 
 def _cache_key(module: nn.Module, state: StreamState | None, chunk: torch.Tensor, options: dict) -> str:
-    """Hash of what a compiled step depends on: weights, buffers, audiokit's source, torch, shapes."""
+    """Hash of what a compiled step depends on: the model's config, weights and buffers, audiokit's
+    source, torch, the shapes and the options."""
     digest = hashlib.sha256()
     digest.update(f"{torch.__version__}|{type(module).__qualname__}|{tuple(chunk.shape[1:])}".encode())
+    digest.update(repr(getattr(module, "config", None)).encode())
     digest.update(repr(sorted(options.items())).encode())
     digest.update(repr([(tuple(t.shape), str(t.dtype)) for t in state_tensors(state)]).encode())
-    for name, tensor in module.state_dict().items():
+    for name, tensor in itertools.chain(module.named_parameters(), module.named_buffers()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     for source in sorted(PACKAGE_SOURCE.rglob("*.py")):
