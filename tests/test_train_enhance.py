@@ -139,7 +139,9 @@ def test_optional_losses_train(tmp_path, loss):
 
 def test_init_without_pitch_grows_to_a_pitch_recipe(tmp_path):
     """A plain enhancer's weights start a pitch-feature run exactly where they stood."""
-    Trainer(load_recipe(TINY, ["run.max_steps=2"]), tmp_path / "plain", quiet=True).fit()
+    Trainer(
+        load_recipe(TINY, ["run.max_steps=2", "model.options.pitch=false"]), tmp_path / "plain", quiet=True
+    ).fit()
     weights = tmp_path / "plain" / "model.safetensors"
     plain = AudioModel.from_pretrained(weights).eval()
     overrides = ["model.options.pitch=true", "model.options.pitch_filter=false", "run.max_steps=1"]

@@ -12,7 +12,7 @@ Signal path per 10 ms hop (``speech``-style defaults: 16 kHz, ``n_fft`` 320, hop
 With ``pitch`` (RNNoise's pitch analysis, :mod:`audiokit.nn.pitch`): the features also hold each
 band's correlation of ``X`` with ``P``, the spectrum one pitch period back, the frame's periodicity
 and its lag; with ``pitch_filter`` too, a third head gives per-band comb-filter strengths ``b`` in
-[0, 1], and step 5 gains ``G (X + b P) / (1 + b)`` instead of ``G X``.
+[0, 1], and step 5 gains ``G (X + b P) / (1 + b)`` instead of ``G X``. ``enhance-16k`` has both.
 
 Knobs at inference: ``atten_lim_db`` (the output keeps at least this share of the input, as
 DeepFilterNet's attenuation limit) and ``dry`` (wet/dry mix), both applied to the spectrum:
@@ -92,8 +92,9 @@ BAND_FEATURES = ("erb", "diffstft", "adaptive")
 
 
 CONFIGS: dict[str, EnhancerConfig] = {
-    # 16 kHz speech, 10 ms hop, 20 ms latency: ~340 k parameters, ~35 M multiply-adds per second
-    "enhance-16k": EnhancerConfig(name="enhance-16k", sample_rate=16000),
+    # 16 kHz speech, 10 ms hop, 20 ms latency, pitch analysis and comb filter (docs/training.md, session
+    # 14): ~347 k parameters, ~39 M multiply-adds per second
+    "enhance-16k": EnhancerConfig(name="enhance-16k", sample_rate=16000, pitch=True),
 }
 
 
