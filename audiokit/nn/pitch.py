@@ -9,9 +9,9 @@ spectrum ``P`` of the lagged segment under the same window as ``X``. Voiced spee
 period, noise does not, so ``P`` agrees with ``X`` on the harmonics: a comb filter ``X + b P`` and the
 per-band correlation of ``X`` with ``P`` (:func:`band_pitch_correlation`) separate them.
 
-Only past samples are used: no latency beyond the frame's. The lag search runs in float64 with one
-FFT per frame, so that the chosen lag does not depend on how many frames a call holds (streaming
-chooses the lags offline processing chooses).
+Only past samples are used: no latency beyond the frame's. The lag search takes one float32 FFT
+correlation per frame, whose rows are rounded the same whatever the number of frames in a call (float64
+FFT rows are not), so streaming chooses exactly the lags offline processing chooses (tested).
 """
 
 from __future__ import annotations
@@ -81,13 +81,14 @@ class PitchSpectrum(nn.Module, StreamingModule):
         state.history = x[..., x.shape[-1] - self.history_length :]
         span = self.n_fft + self.max_lag
         spans = x[:, 0].unfold(-1, span, self.hop_length)  # (B, k, span): max_lag samples, then the frame
-        lag, periodicity = self._search(spans.double())
+        lag, periodicity = self._search(spans.float())
         start = (self.max_lag - lag).unsqueeze(-1) + torch.arange(self.n_fft, device=x.device)
         lagged = spans.gather(-1, start) * self.window  # (B, k, n_fft)
         return torch.fft.rfft(lagged, dim=-1).transpose(1, 2).contiguous(), periodicity.to(x.dtype), lag
 
     def _search(self, spans: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Best lag (long) and its normalised correlation for float64 ``spans (B, k, n_fft + max_lag)``."""
+        """Best lag (long) and its normalised correlation for float32 ``spans (B, k, n_fft + max_lag)``:
+        the correlations by FFT in float32, the energies (differences of running sums) in float64."""
         n, lo, hi = self.n_fft, self.min_lag, self.max_lag
         frame = spans[..., hi:]
         size = self.fft_size
@@ -95,11 +96,13 @@ class PitchSpectrum(nn.Module, StreamingModule):
         # the segment starting at j = max_lag - lag
         corr = torch.fft.irfft(torch.fft.rfft(spans, size) * torch.fft.rfft(frame, size).conj(), size)
         starts = torch.arange(hi - lo, -1, -1, device=spans.device)  # lags lo..hi
-        cross = corr[..., starts]
-        energy = F.pad(spans.square().cumsum(-1), (1, 0))
+        cross = corr[..., starts].double()
+        energy = F.pad(spans.double().square().cumsum(-1), (1, 0))
         lagged_energy = energy[..., starts + n] - energy[..., starts]
         frame_energy = energy[..., -1:] - energy[..., hi : hi + 1]
         score = cross / (frame_energy * lagged_energy.clamp_min(0.0) + 1e-12).sqrt()
+        # a segment 60 dB below the frame is no candidate (its float32 correlation is rounding noise)
+        score = score.masked_fill(lagged_energy <= 1e-6 * frame_energy, 0.0)
         best = (score - self.penalty).argmax(-1)
         periodicity = score.gather(-1, best.unsqueeze(-1)).squeeze(-1).clamp(-1.0, 1.0)
         return best + lo, periodicity
