@@ -97,3 +97,15 @@ def test_the_cache_keeps_the_latest_libraries(tmp_path):
         os.utime(tmp_path / f"m-{i}.pt2", ns=(i * 10**9, i * 10**9))
     compiled._prune(tmp_path, 2)
     assert sorted(p.name for p in tmp_path.glob("*.pt2")) == ["m-3.pt2", "m-4.pt2"]
+
+
+def test_shipped_codec_roundtrip_equals_offline():
+    codec = Codec.from_pretrained("speech-16k").eval()
+    x = torch.randn(1, 1, 8000, generator=torch.Generator().manual_seed(4)) * 0.3
+    session = codec.stream(1, "roundtrip", compile="aoti")
+    assert session.compiled == {"encoder": True, "decoder": True}, compiled.unavailable_reason()
+    streamed = run_stream(session, x, [320])
+    with torch.inference_mode():
+        offline = codec.decode(codec.encode(x))
+    assert streamed.shape == offline.shape == x.shape
+    torch.testing.assert_close(streamed, offline, atol=1e-5, rtol=0)
