@@ -13,11 +13,17 @@ from hypothesis import strategies as st
 from audiokit.models.enhancer import CONFIGS, Enhancer, mix_factor
 from audiokit.nn.spectral import CausalInverseSpectrum, CausalSpectrum, DeepFilter
 
+ANALYSES = {
+    "plain": {"pitch": False},
+    "shipped": {},
+    "noise_floor": {"noise_floor_rise": (5.0, 20.0)},
+}
 
-@pytest.fixture(scope="module", params=[False, True], ids=["shipped", "pitch"])
+
+@pytest.fixture(scope="module", params=list(ANALYSES))
 def enhancer(request) -> Enhancer:
     torch.manual_seed(0)
-    model = Enhancer(replace(CONFIGS["enhance-16k"], pitch=request.param)).eval()
+    model = Enhancer(replace(CONFIGS["enhance-16k"], **ANALYSES[request.param])).eval()
     with torch.no_grad():  # random but far from pass-through, so the checks see the network act
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.2)
@@ -114,9 +120,9 @@ def test_silence_in_silence_out_and_lengths(enhancer):
     assert torch.isfinite(loud).all()
 
 
-@pytest.mark.parametrize("pitch", [False, True])
-def test_budget_and_latency(pitch):
-    model = Enhancer(replace(CONFIGS["enhance-16k"], pitch=pitch))
+@pytest.mark.parametrize("analysis", list(ANALYSES))
+def test_budget_and_latency(analysis):
+    model = Enhancer(replace(CONFIGS["enhance-16k"], **ANALYSES[analysis]))
     assert sum(p.numel() for p in model.parameters()) <= 1_000_000
     assert model.multiply_adds_per_second() <= 100e6
     assert model.algorithmic_latency / model.sample_rate <= 0.020

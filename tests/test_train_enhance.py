@@ -13,7 +13,7 @@ import torch
 from audiokit import io
 from audiokit.errors import ModelError
 from audiokit.models import AudioModel
-from audiokit.models.enhancer import Enhancer, add_pitch
+from audiokit.models.enhancer import Enhancer, grow_features
 from audiokit.train.checkpoint import load_checkpoint
 from audiokit.train.recipe import load_recipe
 from audiokit.train.tasks.enhance import negative_si_sdr
@@ -152,5 +152,22 @@ def test_init_without_pitch_grows_to_a_pitch_recipe(tmp_path):
     trainer.fit()
     record = json.loads((tmp_path / "pitch" / "run.json").read_text())
     assert "init_grown_to" in json.dumps(record)
-    with pytest.raises(ModelError, match="beyond the pitch"):
-        add_pitch(plain, replace(trainer.model.config, hidden_dim=32))
+    with pytest.raises(ModelError, match="beyond added pitch"):
+        grow_features(plain, replace(trainer.model.config, hidden_dim=32))
+    with pytest.raises(ModelError, match="beyond added pitch"):  # analysis is added, never removed
+        grow_features(trainer.model, plain.config)
+
+
+def test_init_grows_to_a_noise_floor_recipe(tmp_path):
+    """Weights with the pitch analysis start a run with noise-floor features exactly where they stood."""
+    Trainer(load_recipe(TINY, ["run.max_steps=2"]), tmp_path / "pitch", quiet=True).fit()
+    weights = tmp_path / "pitch" / "model.safetensors"
+    before = AudioModel.from_pretrained(weights).eval()
+    overrides = ["model.options.noise_floor_rise=[5.0, 20.0]", "run.max_steps=1"]
+    trainer = Trainer(load_recipe(TINY, overrides), tmp_path / "floor", init=weights, quiet=True)
+    x = 0.1 * torch.randn(1, 1, 4000)
+    torch.testing.assert_close(trainer.model.eval().enhance(x), before.enhance(x), atol=0, rtol=0)
+    assert trainer.model.noise_floor is not None
+    trainer.fit()
+    record = json.loads((tmp_path / "floor" / "run.json").read_text())
+    assert record["sessions"][0]["init_grown_to"] == {"noise_floor_rise": [5.0, 20.0]}

@@ -45,6 +45,7 @@ from audiokit.errors import ModelError
 from audiokit.frontends import AdaptiveFilterbank, DiffSTFT, is_unit_parameter
 from audiokit.models.base import AudioModel, ModelConfig
 from audiokit.nn import StreamableConv1d, StreamableLSTM
+from audiokit.nn.noise_floor import NoiseFloor, NoiseFloorState
 from audiokit.nn.pitch import PitchSpectrum, band_pitch_correlation
 from audiokit.nn.spectral import CausalInverseSpectrum, CausalSpectrum, DeepFilter
 from audiokit.nn.state import StateList
@@ -70,6 +71,7 @@ class EnhancerConfig(ModelConfig):
     pitch: bool = False
     pitch_filter: bool = True
     pitch_lags: tuple[int, int] = (40, 320)
+    noise_floor_rise: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if self.channels != 1:
@@ -81,6 +83,8 @@ class EnhancerConfig(ModelConfig):
             raise ValueError(f"df_bins must be in 1..{bins} (n_fft // 2 + 1), got {self.df_bins}")
         if self.df_order < 1 or self.conv_kernel < 1 or self.lstm_layers < 1:
             raise ValueError("df_order, conv_kernel and lstm_layers must be >= 1")
+        if any(rate <= 0 for rate in self.noise_floor_rise):
+            raise ValueError(f"noise_floor_rise rates must be > 0 dB per second, got {self.noise_floor_rise}")
         if self.band_features not in BAND_FEATURES:
             raise ValueError(
                 f"band_features must be one of {', '.join(BAND_FEATURES)}, got {self.band_features!r}"
@@ -127,8 +131,9 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
         self.register_buffer("erb_spread", spread, persistent=False)
         self.band_frontend = self._band_frontend(c)
         self.pitch = PitchSpectrum(c.n_fft, c.hop_length, *c.pitch_lags) if c.pitch else None
-        pitch_features = c.erb_bands + 2 if c.pitch else 0
-        self.input_proj = nn.Linear(c.erb_bands + 2 * c.df_bins + pitch_features, c.hidden_dim)
+        per_frame = tuple(rate * c.hop_length / c.sample_rate for rate in c.noise_floor_rise)
+        self.noise_floor = NoiseFloor(c.erb_bands, per_frame) if per_frame else None
+        self.input_proj = nn.Linear(sum(size for _, size in feature_layout(c)), c.hidden_dim)
         self.frame_conv = StreamableConv1d(
             c.hidden_dim, c.hidden_dim, c.conv_kernel, groups=c.hidden_dim, causal=True, norm="none"
         )
@@ -200,11 +205,15 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
         return 10.0 * torch.log10(torch.einsum("fb,nbm->nmf", self.erb, power) + 1e-10)
 
     def _features(
-        self, spec: torch.Tensor, wav: torch.Tensor | None = None, pitch: tuple | None = None
+        self,
+        spec: torch.Tensor,
+        wav: torch.Tensor | None = None,
+        pitch: tuple | None = None,
+        noise_state: NoiseFloorState | None = None,
     ) -> torch.Tensor:
         """Complex spectra ``(N, bins, M)`` (and, for learnable front ends, their audio ``(N, 1, T)``;
-        with ``config.pitch``, :class:`PitchSpectrum`'s output) -> features
-        ``(N, M, erb_bands + 2 df_bins [+ erb_bands + 2])``."""
+        with ``config.pitch``, :class:`PitchSpectrum`'s output; streaming, the noise floor's state) ->
+        features ``(N, M, features)`` in the order of :func:`feature_layout`."""
         erb_db = self._band_db(spec, wav)
         low = spec[:, : self.config.df_bins]
         low = low * (low.real.square() + low.imag.square() + 1e-12).pow((self.config.compression - 1) / 2)
@@ -217,6 +226,10 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
                 periodicity.unsqueeze(-1),
                 (lag.to(spec.real.dtype) / self.config.pitch_lags[1]).unsqueeze(-1),
             ]
+        if self.noise_floor is not None:
+            power = torch.einsum("fb,nbm->nmf", self.erb, spec.real.square() + spec.imag.square())
+            floor = self.noise_floor
+            features.append((floor(power) if noise_state is None else floor.step(power, noise_state)) / 20.0)
         return torch.cat(features, -1)
 
     def init_state(
@@ -232,6 +245,8 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
         parts = (self.analysis, self.frame_conv, self.lstm, self.deep_filter, self.synthesis)
         if self.pitch is not None:
             parts += (self.pitch,)
+        if self.noise_floor is not None:
+            parts += (self.noise_floor,)
         return StateList([part.init_state(batch_size, device, dtype) for part in parts])
 
     def _enhance_spectrum(
@@ -245,12 +260,14 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
         """Complex spectra ``(N, bins, M)`` -> enhanced spectra, offline (``states=None``) or one step
         on, and the band gains ``(N, M, erb_bands)`` in [0, 1] the network chose.
 
-        ``states``: the frame conv's, the LSTM's and the deep filter's streaming states; ``wav``: the
+        ``states``: the frame conv's, the LSTM's, the deep filter's and the noise floor's (or None)
+        streaming states; ``wav``: the
         audio ``(N, 1, T)`` of ``spec`` (offline, for the learnable front ends); ``pitch``: the pitch
         analysis of the same frames (with ``config.pitch``).
         """
         c = self.config
-        h = self.input_proj(self._features(spec, wav, pitch))  # (N, M, hidden), time-major
+        noise_state = None if states is None else states[3]
+        h = self.input_proj(self._features(spec, wav, pitch, noise_state))  # (N, M, hidden), time-major
         if states is None:
             h = self.lstm(F.gelu(self.frame_conv.forward_t(h)).transpose(1, 2)).transpose(1, 2)
         else:
@@ -291,8 +308,11 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
         """
         stft_state, conv_state, lstm_state, df_state, ola_state = state.children[:5]
         spec = self.analysis.step(x, stft_state)[:, 0]  # (N, bins, M)
-        pitch = None if self.pitch is None else self.pitch.step(x, state.children[5])
-        out, _ = self._enhance_spectrum(spec, mix, [conv_state, lstm_state, df_state], pitch=pitch)
+        extra = iter(state.children[5:])
+        pitch = None if self.pitch is None else self.pitch.step(x, next(extra))
+        noise_state = None if self.noise_floor is None else next(extra)
+        states = [conv_state, lstm_state, df_state, noise_state]
+        out, _ = self._enhance_spectrum(spec, mix, states, pitch=pitch)
         return self.synthesis.step(out[:, None], ola_state)
 
     def forward(
@@ -333,6 +353,7 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
             + c.hidden_dim * (c.erb_bands + 2 * c.df_bins * c.df_order)
             + (c.n_fft // 2 + 1) * (c.erb_bands * 2 + c.df_order * 4)
         )
+        per_frame += len(c.noise_floor_rise) * c.erb_bands * (c.hidden_dim + 4)
         if c.pitch:  # the lag search (three FFTs of fft_size), features, the comb head and filter
             fft_size = self.pitch.fft_size
             per_frame += 3 * fft_size * math.log2(fft_size) + (c.erb_bands + 2) * c.hidden_dim
@@ -341,27 +362,55 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
         return per_frame * c.sample_rate / c.hop_length
 
 
-def add_pitch(model: Enhancer, config: EnhancerConfig) -> Enhancer:
-    """A trained enhancer without pitch analysis as one of ``config`` (the same architecture with
-    ``pitch``), to continue training from where it stood: the pitch features enter the input map with
-    zero weights, and a comb filter (``pitch_filter``) starts with zero weights and its initial bias
-    (strength ~0.05). Without the comb filter the grown model enhances exactly as ``model`` does."""
+def feature_layout(config: EnhancerConfig) -> list[tuple[str, int]]:
+    """The blocks of an enhancer's input features, in order: ``(name, width)``."""
+    layout = [("bands", config.erb_bands), ("low_band", 2 * config.df_bins)]
+    if config.pitch:
+        layout.append(("pitch", config.erb_bands + 2))
+    if config.noise_floor_rise:
+        layout.append(("noise_floor", len(config.noise_floor_rise) * config.erb_bands))
+    return layout
+
+
+def grow_features(model: Enhancer, config: EnhancerConfig) -> Enhancer:
+    """A trained enhancer as one of ``config``, the same architecture with more analysis (the pitch
+    analysis, the noise floor), to continue training from where it stood: the new features enter the
+    input map with zero weights, and a new comb filter (``pitch_filter``) starts with zero weights and its
+    initial bias (strength ~0.05). Without a new comb filter the grown model enhances exactly as
+    ``model`` does."""
     current = model.config
-    if current.pitch or not config.pitch:
-        raise ModelError(f"{current.name}: add_pitch grows an enhancer without pitch to one with it")
-    plain = dataclasses.replace(config, name=current.name, pitch=False, pitch_filter=current.pitch_filter)
-    if plain != current:
-        raise ModelError(f"{current.name}: the architecture differs beyond the pitch analysis")
+    analysis = {"pitch": current.pitch, "pitch_filter": current.pitch_filter}
+    same = dataclasses.replace(
+        config, name=current.name, noise_floor_rise=current.noise_floor_rise, **analysis
+    )
+    removes = (current.pitch and (not config.pitch or current.pitch_filter and not config.pitch_filter)) or (
+        current.noise_floor_rise and config.noise_floor_rise != current.noise_floor_rise
+    )
+    if same != current or removes:
+        raise ModelError(
+            f"{current.name}: the architecture differs beyond added pitch or noise-floor analysis"
+        )
     grown = Enhancer(dataclasses.replace(config, name=current.name)).to(model.gain_head.weight.device)
     state = grown.state_dict()
+    old_columns = _block_columns(current)
     for name, value in model.state_dict().items():
-        if name == "input_proj.weight":  # the pitch features are the last inputs
-            state[name] = torch.cat(
-                [value, value.new_zeros(value.shape[0], state[name].shape[1] - value.shape[1])], 1
-            )
+        if name == "input_proj.weight":
+            weight = value.new_zeros(state[name].shape)
+            for block, columns in _block_columns(grown.config).items():
+                if block in old_columns:
+                    weight[:, columns] = value[:, old_columns[block]]
+            state[name] = weight
         else:
             state[name] = value
-    if grown.comb_head is not None:
+    if grown.comb_head is not None and model.comb_head is None:
         state["comb_head.weight"] = torch.zeros_like(state["comb_head.weight"])
     grown.load_state_dict(state)
     return grown
+
+
+def _block_columns(config: EnhancerConfig) -> dict[str, slice]:
+    columns, start = {}, 0
+    for name, width in feature_layout(config):
+        columns[name] = slice(start, start + width)
+        start += width
+    return columns

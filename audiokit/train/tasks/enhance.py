@@ -24,7 +24,7 @@ from audiokit.data.paths import data_root
 from audiokit.errors import RecipeError
 from audiokit.losses import CompressedComplexSTFTLoss, MultiResolutionSTFTLoss
 from audiokit.models.base import AudioModel
-from audiokit.models.enhancer import Enhancer, add_pitch
+from audiokit.models.enhancer import Enhancer, grow_features
 from audiokit.train.data import read_clips
 from audiokit.train.mixtures import NOISE_KINDS, MixtureConfig, MixtureDataset
 from audiokit.train.recipe import Recipe, check
@@ -162,11 +162,20 @@ class EnhanceTask(Task):
         self._noisy_scores: dict[str, float] | None = None
 
     def adapt_pretrained(self, pretrained: AudioModel) -> tuple[AudioModel, dict[str, Any]]:
-        """Weights without pitch analysis gain it (:func:`add_pitch`) when the recipe's model has it."""
-        if not isinstance(pretrained, Enhancer) or pretrained.config.pitch or not self.model.config.pitch:
+        """Weights without the recipe's pitch analysis or noise floor gain them (:func:`grow_features`)."""
+        if not isinstance(pretrained, Enhancer):
             return pretrained, {}
-        grown = add_pitch(pretrained, self.model.config)
-        return grown, {"init_grown_to": {"pitch": True, "pitch_filter": grown.config.pitch_filter}}
+        have, want = pretrained.config, self.model.config
+        added = {
+            "pitch": want.pitch and not have.pitch,
+            "pitch_filter": want.pitch and want.pitch_filter and not (have.pitch and have.pitch_filter),
+            "noise_floor_rise": list(want.noise_floor_rise)
+            if want.noise_floor_rise != have.noise_floor_rise
+            else None,
+        }
+        if not any(added.values()):
+            return pretrained, {}
+        return grow_features(pretrained, want), {"init_grown_to": {k: v for k, v in added.items() if v}}
 
     def train_data(self) -> torch.utils.data.Dataset:
         d, rate = self.recipe.data, self.model.sample_rate
