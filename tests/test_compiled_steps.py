@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 import torch
 from conftest import TINY_SPEECH_CODEC, run_stream
@@ -11,6 +12,8 @@ from conftest import TINY_SPEECH_CODEC, run_stream
 from audiokit.models import Codec
 from audiokit.models.bwe import BandwidthExtender
 from audiokit.models.enhancer import Enhancer
+from audiokit.serve.engines import Engine
+from audiokit.serve.protocol import StartRequest
 from audiokit.streaming import compiled
 
 
@@ -44,8 +47,9 @@ def test_codec_roundtrip_equals_offline(tiny_codec):
     assert agree > 0.999  # near-ties may round the other way (the module docstring)
 
 
-def test_enhancer_with_pitch_equals_offline():
+def test_enhancer_with_every_analysis_equals_offline():
     config = {"hidden_dim": 16, "lstm_layers": 1, "df_bins": 8, "erb_bands": 16, "pitch": True}
+    config["noise_floor_rise"] = (5.0, 20.0)
     model = _perturbed(Enhancer.from_config("enhance-16k", **config), 0.2)
     x = torch.randn(3, 1, 8000, generator=torch.Generator().manual_seed(2)) * 0.3
     session = model.stream(3, compile="aoti", atten_lim_db=12.0)
@@ -109,3 +113,30 @@ def test_shipped_codec_roundtrip_equals_offline():
         offline = codec.decode(codec.encode(x))
     assert streamed.shape == offline.shape == x.shape
     torch.testing.assert_close(streamed, offline, atol=1e-5, rtol=0)
+
+
+def test_served_enhancer_engine_compiled_equals_eager():
+    """``audiokit serve --compile aoti``: the engine builds its library at start-up, and every stream
+    (steps of one, two and four hops, batched with others, flushed) gets what the eager engine gives."""
+    config = {"hidden_dim": 16, "lstm_layers": 1, "df_bins": 8, "erb_bands": 16}
+    model = _perturbed(Enhancer.from_config("enhance-16k", **config), 0.2)
+    request = StartRequest(task="enhance", model="enhance-16k", sample_rate=16000, format="f32le")
+    generator = torch.Generator().manual_seed(3)
+    signals = [torch.randn(n, generator=generator) * 0.3 for n in (4000, 2345, 640)]
+    outputs = {}
+    for mode in (None, "aoti"):
+        engine = Engine("enhance-16k", model, capacity=4, compile=mode)
+        assert engine.compiled == (mode == "aoti"), compiled.unavailable_reason()
+        streams = [engine.open(request) for _ in signals]
+        got: list[list] = [[] for _ in signals]
+        for tick in range(25):  # messages of 20, 10 and 40 ms, stepped up to 4 hops at once
+            for stream, x, size in zip(streams, signals, (320, 160, 640), strict=True):
+                if tick * size < x.shape[0]:
+                    engine.push(stream, x[tick * size : (tick + 1) * size])
+            for stream, _, out in engine.step(max_hops=4):
+                got[streams.index(stream)].append(out)
+        rests = engine.close_many(streams)
+        outputs[mode] = [np.concatenate([*g, r]) for g, r in zip(got, rests, strict=True)]
+    for eager, fused, x in zip(outputs[None], outputs["aoti"], signals, strict=True):
+        assert eager.shape == fused.shape == (x.shape[0],)
+        np.testing.assert_allclose(fused, eager, atol=1e-5, rtol=0)

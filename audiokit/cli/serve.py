@@ -32,6 +32,7 @@ def run_serve(args: argparse.Namespace) -> int:
         allow_origins=args.allow_origin or [],
         drain_timeout_s=args.drain_timeout,
         threads=args.threads,
+        compile=None if args.compile == "eager" else args.compile,
     )
     serve(config, args.host, args.port, "warning" if args.quiet else "info")
     return 0
@@ -104,6 +105,13 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         help="another web origin allowed (repeatable; * any)",
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default: 1; batching scales)")
+    parser.add_argument(
+        "--compile",
+        choices=("eager", "aoti"),
+        default="eager",
+        help="aoti: run the batched steps as libraries compiled ahead of time (cached; built when a model's "
+        "first stream opens, which takes a minute the first time; eager where they cannot be built)",
+    )
     parser.set_defaults(handler=run_serve)
 
     client = subparsers.add_parser(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from audiokit.serve.connection import handle_stream
 from audiokit.serve.engines import Engine
 from audiokit.serve.metrics import Metrics
 from audiokit.serve.scheduler import Scheduler
+from audiokit.streaming.compiled import unavailable_reason
 
 STATIC = Path(__file__).parent / "static"
 
@@ -39,7 +41,10 @@ def load_engines(config: ServerConfig) -> dict[str, Engine]:
         name = spec if spec in registered_names() else model.name
         if name in engines:
             raise UsageError(f"two served models are both named {name!r}; serve one of them")
-        engines[name] = Engine(name, model, config.max_streams)
+        engines[name] = Engine(name, model, config.max_streams, config.compile)
+        if config.compile and not engines[name].compiled:
+            reason = unavailable_reason()
+            print(f"serve: {name}: compiled steps unavailable, running eagerly ({reason})", file=sys.stderr)
     return engines
 
 

@@ -25,6 +25,9 @@ class ServerConfig:
         threads: torch threads per process (batching, not threads, serves many streams).
         max_hops: most hops one stream advances in one batched step (a stream with a backlog catches
             up by up to this many per step; 1: one hop per step whatever the backlog).
+        compile: ``"aoti"``: batched steps run as libraries compiled ahead of time
+            (:mod:`audiokit.streaming.compiled`; built or found in the cache when a batcher first opens,
+            eager where they cannot be built); None: eager steps.
     """
 
     models: list[str] = field(default_factory=list)
@@ -41,3 +44,4 @@ class ServerConfig:
     ping_timeout_s: float = 20.0
     threads: int = 1
     max_hops: int = 8
+    compile: str | None = None

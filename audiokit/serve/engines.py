@@ -30,7 +30,7 @@ class Engine:
     """The live streams of one served ``model`` (a :class:`Codec` or an :class:`Enhancer`), at most
     ``capacity`` per batcher."""
 
-    def __init__(self, name: str, model: torch.nn.Module, capacity: int) -> None:
+    def __init__(self, name: str, model: torch.nn.Module, capacity: int, compile: str | None = None) -> None:
         if not isinstance(model, Codec | Enhancer):
             raise UsageError(f"{name}: a {type(model).__name__} cannot be served (codecs and enhancers can)")
         self.name = name
@@ -40,7 +40,31 @@ class Engine:
         self.sample_rate: int = model.sample_rate
         self.hop_length: int = model.hop_length
         self.latency: int = model.algorithmic_latency
+        self.compile = compile
         self._batchers: dict[Hashable, MultiStreamBatcher | AudioBatcher] = {}
+        if compile:  # build (or load from the cache) every library now, not while a stream waits
+            for bitrate in model.bitrates if self.task == "codec" else [None]:
+                self._batcher(bitrate)
+
+    @property
+    def compiled(self) -> bool:
+        """Whether every batcher built so far runs compiled steps."""
+        flags = [
+            all(b.session.compiled.values()) if isinstance(b, MultiStreamBatcher) else b.compiled
+            for b in self._batchers.values()
+        ]
+        return bool(flags) and all(flags)
+
+    def _batcher(self, bitrate: float | None) -> tuple[Hashable, MultiStreamBatcher | AudioBatcher]:
+        """The batcher of the streams at ``bitrate`` (codecs; None for enhancers), made when first needed."""
+        key = None if bitrate is None else self.model.n_q_for_bitrate(bitrate)
+        if key not in self._batchers:
+            self._batchers[key] = (
+                MultiStreamBatcher(self.model, self.capacity, "roundtrip", bitrate, self.compile or False)
+                if self.task == "codec"
+                else AudioBatcher(self.model, self.capacity, self.compile)
+            )
+        return key, self._batchers[key]
 
     def latency_at(self, rate: int) -> int:
         """The algorithmic latency in samples at ``rate`` Hz (rounded up)."""
@@ -66,16 +90,8 @@ class Engine:
 
     def open(self, request: StartRequest) -> StreamKey:
         """Start a stream of ``request`` (checked by :meth:`check`)."""
-        key: Hashable = None
-        if self.task == "codec":
-            key = self.model.n_q_for_bitrate(request.bitrate)
-        if key not in self._batchers:
-            self._batchers[key] = (
-                MultiStreamBatcher(self.model, self.capacity, "roundtrip", request.bitrate)
-                if self.task == "codec"
-                else AudioBatcher(self.model, self.capacity)
-            )
-        return key, self._batchers[key].open()
+        key, batcher = self._batcher(request.bitrate if self.task == "codec" else None)
+        return key, batcher.open()
 
     def push(self, stream: StreamKey, samples: torch.Tensor) -> None:
         """Queue mono ``samples (n,)`` at the model's rate."""

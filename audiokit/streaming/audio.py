@@ -16,7 +16,7 @@ longest row, with :attr:`AudioStream.lengths` giving each row's valid length.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -52,6 +52,24 @@ class AudioRow:
         self.emitted += out.shape[0]
 
 
+def audio_step(model, step_options: dict, compile: str | None, device: torch.device) -> tuple[Callable, bool]:
+    """The step function an audio session calls as ``step(x, state, final)``: ``model.step`` with
+    ``step_options``, or with ``compile="aoti"`` that step compiled ahead of time for chunks of two hops
+    (other chunks, and every step where no library can be built, run eagerly); and whether it is
+    compiled."""
+    if compile not in (None, "aoti"):
+        raise UsageError(f"compile must be None or 'aoti', got {compile!r}")
+    if compile == "aoti":
+        with torch.inference_mode():
+            template = model.init_state(1, device)  # one stream's
+        # two hops (20 ms at 16 kHz): a chunk of one frame trips AOTInductor's complex views
+        chunk = torch.zeros(1, 1, 2 * model.hop_length, device=device)
+        compiled = compile_step(model, model.step, template, chunk, step_options)
+        if compiled is not None:
+            return compiled, True
+    return functools.partial(model.step, **step_options), False
+
+
 class AudioStream:
     """``batch_size`` items of ``channels`` channels streamed through ``model`` (see the module docstring).
 
@@ -66,8 +84,6 @@ class AudioStream:
     ) -> None:
         if batch_size < 1 or channels < 1:
             raise UsageError(f"batch_size and channels must be >= 1, got {batch_size} and {channels}")
-        if compile not in (None, "aoti"):
-            raise UsageError(f"compile must be None or 'aoti', got {compile!r}")
         self.model = model
         self.batch_size = batch_size
         self.channels = channels
@@ -78,16 +94,7 @@ class AudioStream:
         self.device = next(model.parameters()).device
         with torch.inference_mode():
             self.state = model.init_state(self.rows, self.device)
-        self._step = functools.partial(model.step, **self.step_options)
-        self.compiled = False
-        if compile == "aoti":
-            with torch.inference_mode():
-                template = model.init_state(1, self.device)  # one stream's
-            # two hops (20 ms at 16 kHz): a chunk of one frame trips AOTInductor's complex views
-            chunk = torch.zeros(1, 1, 2 * self.hop_length, device=self.device)
-            compiled = compile_step(model, model.step, template, chunk, self.step_options)
-            if compiled is not None:
-                self._step, self.compiled = compiled, True
+        self._step, self.compiled = audio_step(model, self.step_options, compile, self.device)
         self._rows = [self._new_row() for _ in range(self.rows)]
         self.lengths: list[int] = [0] * self.rows
 

@@ -22,6 +22,7 @@ import torch
 
 from audiokit.errors import UsageError
 from audiokit.nn.state import assign_rows, select_rows, zero_rows
+from audiokit.streaming.audio import audio_step
 from audiokit.streaming.codec import CodecStream
 
 
@@ -176,7 +177,8 @@ class AudioBatcher:
     """Up to ``capacity`` independent mono streams of an audio-to-audio model (an enhancer), advanced
     together in batched steps, each exactly as its own :class:`~audiokit.streaming.audio.AudioStream`.
 
-    ``options`` are the model's streaming knobs (``atten_lim_db``, ``dry``), shared by every stream.
+    ``options`` are the model's streaming knobs (``atten_lim_db``, ``dry``), shared by every stream;
+    ``compile="aoti"`` runs two-hop steps compiled ahead of time (as :class:`AudioStream` does).
     Streams push mono audio ``(1, n)`` or ``(n,)``; their output (``(1, n)``, aligned with the input,
     the model's ``output_lag`` showing only as lag) accumulates until :meth:`pull` or :meth:`close`.
     Pending input lives in one host ``(capacity, width)`` buffer (a read offset and a fill per slot), so
@@ -184,13 +186,14 @@ class AudioBatcher:
     (the idle ones saved and put back) rather than on a gathered copy.
     """
 
-    def __init__(self, model, capacity: int, **options) -> None:
+    def __init__(self, model, capacity: int, compile: str | None = None, **options) -> None:
         self.model = model
         self.capacity = capacity
         self.hop_length = model.hop_length
         self.lag = model.output_lag
         self.step_options = model.step_options(**options)
         self.device = next(model.parameters()).device
+        self._step, self.compiled = audio_step(model, self.step_options, compile, self.device)
         with torch.inference_mode():
             self.state = model.init_state(capacity, self.device)
         self._pending = np.zeros((capacity, 4 * self.hop_length), np.float32)  # staged on the host
@@ -318,16 +321,13 @@ class AudioBatcher:
                 saved = select_rows(self.state, others)
                 padded = np.zeros((self.capacity, samples), np.float32)
                 padded[slots] = x
-                y = self.model.step(
-                    torch.from_numpy(padded).to(self.device)[:, None], self.state, **self.step_options
-                )
-                y = y[index, 0]
+                y = self._step(torch.from_numpy(padded).to(self.device)[:, None], self.state)[index, 0]
                 if others.numel():
                     assign_rows(self.state, others, saved)
             else:
                 x = torch.from_numpy(x).to(self.device)[:, None]
                 part = select_rows(self.state, index)
-                y = self.model.step(x, part, **self.step_options)[:, 0]
+                y = self._step(x, part)[:, 0]
                 assign_rows(self.state, index, part)
         self._start[slots] += samples
         self._fill[slots] -= samples
