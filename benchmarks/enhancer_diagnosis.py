@@ -82,6 +82,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     model = load(args)
+    if model.pitch is not None or model.noise_floor is not None:
+        parser.error("the speech/noise split needs an enhancer without pitch analysis or noise floor")
     rate, split_hz = model.sample_rate, model.config.df_bins * model.sample_rate / model.config.n_fft
     rows: list[list[float]] = []
     model_gains, oracle_gains = [], []
