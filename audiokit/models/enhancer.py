@@ -14,6 +14,10 @@ band's correlation of ``X`` with ``P``, the spectrum one pitch period back, the 
 and its lag; with ``pitch_filter`` too, a third head gives per-band comb-filter strengths ``b`` in
 [0, 1], and step 5 gains ``G (X + b P) / (1 + b)`` instead of ``G X``. ``enhance-16k`` has both.
 
+With ``noise_floor_rise`` (rates in dB per second, :mod:`audiokit.nn.noise_floor`): the features also
+hold each band's power above its tracked noise floor, one block per rate (the model needs an estimate of
+the noise under the speech; docs/training.md, session 15).
+
 Knobs at inference: ``atten_lim_db`` (the output keeps at least this share of the input, as
 DeepFilterNet's attenuation limit) and ``dry`` (wet/dry mix), both applied to the spectrum:
 ``Y' = a X + (1 - a) Y`` with ``a = 1 - (1 - 10^(-atten_lim_db / 20)) (1 - dry)``.
@@ -261,9 +265,8 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
         on, and the band gains ``(N, M, erb_bands)`` in [0, 1] the network chose.
 
         ``states``: the frame conv's, the LSTM's, the deep filter's and the noise floor's (or None)
-        streaming states; ``wav``: the
-        audio ``(N, 1, T)`` of ``spec`` (offline, for the learnable front ends); ``pitch``: the pitch
-        analysis of the same frames (with ``config.pitch``).
+        streaming states; ``wav``: the audio ``(N, 1, T)`` of ``spec`` (offline, for the learnable front
+        ends); ``pitch``: the pitch analysis of the same frames (with ``config.pitch``).
         """
         c = self.config
         noise_state = None if states is None else states[3]
