@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 from audiokit.data import noises
 from audiokit.train.data import read_clips
@@ -104,3 +105,23 @@ def test_pauses_silence_the_target_but_not_the_noise(dataset):
         edges = np.flatnonzero(np.diff(np.concatenate([[0], silent.astype(np.int8), [0]])))
         assert (edges[1::2] - edges[::2]).max() >= 3200  # a whole 0.2 s pause of exact zeros
         assert np.mean(noisy[0][silent] != 0.0) > 0.99  # while the noise goes on
+
+
+@pytest.mark.parametrize("speed", [0.85, 1.25])
+def test_speed_perturbation_moves_the_pitch(tmp_path, speed):
+    """Speech played ``speed`` times faster: a 200 Hz voice comes out at ``200 speed`` Hz, whole segment."""
+    t = np.arange(3 * 16000) / 16000
+    tone = sum(np.sin(2 * np.pi * 200 * k * t) / k for k in (1, 2, 3)).astype(np.float32) * 0.1
+    sf.write(tmp_path / "voice.wav", tone, 16000)
+    clips = read_clips(str(tmp_path), "*.wav")
+    config = DataConfig(segment_seconds=1.0, batch_size=1, eq_probability=0.0, gain_db=[0.0, 0.0])
+    mixture = MixtureConfig(clean_probability=1.0, speed_probability=1.0, speed_range=[speed, speed])
+    clean = MixtureDataset(clips, 16000, 1, config, seed=0, mixture=mixture)[0]["clean"][0, 0].numpy()
+    assert clean.shape == (16000,) and np.abs(clean[-100:]).max() > 0.01  # no zero tail
+    spectrum = np.abs(np.fft.rfft(clean * np.hanning(16000)))
+    assert np.argmax(spectrum) == pytest.approx(200 * speed, abs=1)  # 1 Hz bins
+
+
+def test_speed_range_is_checked():
+    with pytest.raises(ValueError, match="speed_range"):
+        MixtureConfig(speed_range=[0.0, 1.2])

@@ -217,20 +217,25 @@ class CropDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return 2**62
 
-    def _crop(self, rng: np.random.Generator, clips: list[Clip], weights: np.ndarray) -> np.ndarray:
+    def _crop(
+        self, rng: np.random.Generator, clips: list[Clip], weights: np.ndarray, size: int | None = None
+    ) -> np.ndarray:
+        """A random crop of ``size`` samples (default: the segment) of one clip, continued with clips
+        of its group while too short, then zero-padded."""
+        size = size or self.segment
         index = int(rng.choice(len(clips), p=weights))
         pieces = [self.cache.get(clips[index].path)]
         length = pieces[0].shape[1]
         group = self._groups.get(clips[index].group, [index]) if clips is self.clips else [index]
-        while length < self.segment and len(pieces) < 16:
+        while length < size and len(pieces) < 16:
             other = self.cache.get(clips[int(group[rng.integers(len(group))])].path)
             pieces.append(other)
             length += other.shape[1]
         wav = np.concatenate(pieces, axis=1) if len(pieces) > 1 else pieces[0]
-        if wav.shape[1] < self.segment:
-            return np.pad(wav, ((0, 0), (0, self.segment - wav.shape[1])))
-        offset = int(rng.integers(wav.shape[1] - self.segment + 1))
-        return wav[:, offset : offset + self.segment]
+        if wav.shape[1] < size:
+            return np.pad(wav, ((0, 0), (0, size - wav.shape[1])))
+        offset = int(rng.integers(wav.shape[1] - size + 1))
+        return wav[:, offset : offset + size]
 
     def _equalise(self, rng: np.random.Generator, wav: np.ndarray) -> np.ndarray:
         nyquist = self.sample_rate / 2

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.signal
+import soxr
 
 from audiokit.data import noises
 from audiokit.train.data import CropDataset, limit_peak, normalise_level, synthetic_rir
@@ -31,6 +32,9 @@ class MixtureConfig:
 
     ``noise_weights`` gives the relative odds of each kind in :data:`NOISE_KINDS` (missing kinds: 0);
     ``second_noise_probability`` adds a second, independently drawn noise 0-10 dB below the first.
+    ``speed_probability`` plays a share of the speech crops (also babble talkers) faster or slower by a
+    factor drawn from ``speed_range`` (resampled: pitch, formants and tempo move together), for voices
+    beyond the training speakers' range (docs/training.md, session 15).
     """
 
     snr_db: list[float] = field(default_factory=lambda: [-5.0, 20.0])
@@ -42,6 +46,8 @@ class MixtureConfig:
     pause_probability: float = 0.0
     pause_seconds: list[float] = field(default_factory=lambda: [0.1, 0.8])
     babble_talkers: list[int] = field(default_factory=lambda: [3, 8])
+    speed_probability: float = 0.0
+    speed_range: list[float] = field(default_factory=lambda: [0.85, 1.25])
     noise_weights: dict[str, float] = field(
         default_factory=lambda: {
             "recorded": 0.5,
@@ -60,6 +66,8 @@ class MixtureConfig:
             raise ValueError(f"unknown noise kinds {unknown}; known: {', '.join(NOISE_KINDS)}")
         if not any(w > 0 for w in self.noise_weights.values()):
             raise ValueError("noise_weights: at least one kind needs a positive weight")
+        if not 0 < self.speed_range[0] <= self.speed_range[1]:
+            raise ValueError(f"speed_range must be [low, high] with 0 < low <= high, got {self.speed_range}")
 
 
 class MixtureDataset(CropDataset):
@@ -81,8 +89,18 @@ class MixtureDataset(CropDataset):
         self._kind_odds = np.array([weights[k] / total for k in self._kinds])
 
     def _speech(self, rng: np.random.Generator) -> np.ndarray:
-        wav = self._crop(rng, self.clips, self._weights).astype(np.float32)
-        return normalise_level(wav, self.sample_rate, self.config.loudness, self.config.target_level_db)
+        mix = self.mixture
+        if mix.speed_probability > 0 and rng.random() < mix.speed_probability:  # no draw when off
+            speed = rng.uniform(*mix.speed_range)
+            wav = self._crop(rng, self.clips, self._weights, round(self.segment * speed))
+            rate = self.sample_rate
+            wav = soxr.resample(np.ascontiguousarray(wav.T), rate * speed, rate, "HQ").T
+            wav = np.pad(wav[:, : self.segment], ((0, 0), (0, max(0, self.segment - wav.shape[1]))))
+        else:
+            wav = self._crop(rng, self.clips, self._weights)
+        return normalise_level(
+            wav.astype(np.float32), self.sample_rate, self.config.loudness, self.config.target_level_db
+        )
 
     def _draw_noise(self, rng: np.random.Generator) -> np.ndarray:
         kind = self._kinds[int(rng.choice(len(self._kinds), p=self._kind_odds))]
