@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from audiokit import io
-from audiokit.errors import ModelError
+from audiokit.errors import ModelError, RecipeError
 from audiokit.models import AudioModel
 from audiokit.models.enhancer import Enhancer, grow_features
 from audiokit.train.checkpoint import load_checkpoint
 from audiokit.train.recipe import load_recipe
-from audiokit.train.tasks.enhance import negative_si_sdr
+from audiokit.train.tasks.enhance import negative_si_sdr, read_noisy_set
 from audiokit.train.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -171,3 +171,17 @@ def test_init_grows_to_a_noise_floor_recipe(tmp_path):
     trainer.fit()
     record = json.loads((tmp_path / "floor" / "run.json").read_text())
     assert record["sessions"][0]["init_grown_to"] == {"noise_floor_rise": [5.0, 20.0]}
+
+
+def test_noisy_set_stride_spreads_the_clips(tmp_path):
+    clean, rate = io.load(ROOT / "samples" / "speech_fr_16k_a.flac", sample_rate=16000, channels=1)
+    names = [f"{i}.wav" for i in range(7)]
+    for i, name in enumerate(names):
+        io.save(tmp_path / "clean" / name, clean[:, :1600] * (i + 1) / 8, rate)
+        io.save(tmp_path / "noisy" / name, clean[:, :1600] * (i + 1) / 8, rate)
+    (tmp_path / "clips.jsonl").write_text("".join(json.dumps({"name": n}) + "\n" for n in names))
+    spread = read_noisy_set(tmp_path, rate, 3, 1.0, stride=3)
+    assert [name for name, _ in spread] == ["0.wav", "3.wav", "6.wav"]
+    assert [name for name, _ in read_noisy_set(tmp_path, rate, 2, 1.0)] == ["0.wav", "1.wav"]
+    with pytest.raises(RecipeError, match="eval.stride"):
+        load_recipe(TINY, ["eval.stride=0"])

@@ -104,10 +104,13 @@ class ScheduleConfig:
 @dataclass
 class EvalConfig:
     """Validation of the EMA model every ``every_steps`` steps on ``data.valid``: at most ``max_files``
-    clips, each cut to ``max_seconds``; ``audio_examples`` of them go to TensorBoard."""
+    clips, each cut to ``max_seconds``; ``audio_examples`` of them go to TensorBoard. ``stride`` > 1
+    takes every ``stride``-th clip of a listed validation set (the enhancer's noisy set) instead of the
+    first ones, so that a few clips cover every speaker of a set sorted by source."""
 
     every_steps: int = 2000
     max_files: int = 20
+    stride: int = 1
     max_seconds: float = 6.0
     audio_examples: int = 2
 
@@ -200,6 +203,7 @@ class Recipe:
             ("data", "cache_mb", 0),
             ("data", "eq_gain_db", 0),
             ("eval", "max_files", 1),
+            ("eval", "stride", 1),
             ("eval", "audio_examples", 0),
         ):
             value = getattr(getattr(self, section), name)

@@ -5,8 +5,9 @@ and compare with its ``"clean"`` target through a power-law compressed complex S
 and phase), a multi-resolution magnitude loss and negative SI-SDR, each weighted by ``losses``.
 
 Validation (``data.valid``): a folder made by ``audiokit data mix`` (``clips.jsonl``, ``noisy/``,
-``clean/``); the first ``eval.max_files`` pairs, each cut to ``eval.max_seconds``, are scored as
-noisy input and as enhanced output with every metric of :func:`audiokit.evaluation.score_pair`.
+``clean/``); ``eval.max_files`` pairs (the first ones, or every ``eval.stride``-th), each cut to
+``eval.max_seconds``, are scored as noisy input and as enhanced output with every metric of
+:func:`audiokit.evaluation.score_pair`.
 """
 
 from __future__ import annotations
@@ -121,8 +122,11 @@ def negative_si_sdr(estimate: torch.Tensor, target: torch.Tensor, eps: float = 1
     return -(10.0 * torch.log10(ratio + eps)).mean()
 
 
-def read_noisy_set(folder: str | Path, sample_rate: int, max_files: int, max_seconds: float) -> list:
-    """``(name, (2, C, T))`` pairs (noisy, clean) of an ``audiokit data mix`` folder, first ``max_files``.
+def read_noisy_set(
+    folder: str | Path, sample_rate: int, max_files: int, max_seconds: float, stride: int = 1
+) -> list:
+    """``(name, (2, C, T))`` pairs (noisy, clean) of an ``audiokit data mix`` folder: ``max_files`` of
+    them, every ``stride``-th from the first.
 
     ``folder``: a path, or a folder name under the data root (``$AUDIOKIT_DATA``).
     """
@@ -132,7 +136,8 @@ def read_noisy_set(folder: str | Path, sample_rate: int, max_files: int, max_sec
     listing = folder / "clips.jsonl"
     if not listing.is_file():
         raise RecipeError(f"data.valid: {listing} not found; make it with `audiokit data mix --out {folder}`")
-    rows = [json.loads(line) for line in listing.read_text().splitlines() if line.strip()][:max_files]
+    lines = [line for line in listing.read_text().splitlines() if line.strip()]
+    rows = [json.loads(line) for line in lines[::stride][:max_files]]
     limit = max(1, round(max_seconds * sample_rate))
     pairs = []
     for row in rows:
@@ -189,7 +194,7 @@ class EnhanceTask(Task):
         d, e = self.recipe.data, self.recipe.eval
         if d.valid is None:
             return []
-        return read_noisy_set(d.valid, self.model.sample_rate, e.max_files, e.max_seconds)
+        return read_noisy_set(d.valid, self.model.sample_rate, e.max_files, e.max_seconds, e.stride)
 
     def train_step(self, step: int, batch: dict[str, torch.Tensor], model: nn.Module) -> dict[str, Any]:
         cfg, device = self.recipe.losses, self.runtime.device
