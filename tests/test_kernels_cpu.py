@@ -98,6 +98,53 @@ def test_shipped_codec_streams_exactly_on_the_kernels():
     torch.testing.assert_close(torch.cat([*streamed_audio, roundtrip.flush()], -1), audio, rtol=0, atol=1e-5)
 
 
+def _rvq_args(rows: int, dim: int, d: int, k: int, stages: int, seed: int) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    codebooks = torch.randn(stages, k, d, generator=g, dtype=torch.float64)
+    codebooks[:, 5] = codebooks[:, 3]  # exact ties: the first index wins
+    return [
+        torch.randn(rows, dim, generator=g),
+        torch.randn(stages, dim, d, generator=g, dtype=torch.float64) * dim**-0.5,
+        torch.randn(stages, d, generator=g, dtype=torch.float64) * 0.1,
+        codebooks,
+        codebooks.square().sum(-1),
+        torch.randn(stages, k, dim, generator=g) * 0.3,
+    ]
+
+
+@needs_build
+@pytest.mark.parametrize(("rows", "dim", "d", "k", "stages"), [(1, 128, 8, 1024, 12), (37, 16, 4, 9, 3)])
+def test_rvq_encode_equals_reference(rows, dim, d, k, stages):
+    """Codes exactly, quantized rows bit for bit (float64 scores, float32 residuals in stage order)."""
+    args = _rvq_args(rows, dim, d, k, stages, seed=rows)
+    codes, quantized = ops.rvq_encode(*args, backend="cpp")
+    expected_codes, expected = reference.rvq_encode(*args)
+    assert torch.equal(codes, expected_codes) and torch.equal(quantized, expected)
+    assert codes.shape == (stages, rows) and codes.dtype == torch.int64
+    if k < 100:  # codeword 5 repeats codeword 3 exactly: 3 is chosen, never 5
+        assert bool((codes == 3).any()) and not bool((codes == 5).any())
+
+
+@needs_build
+def test_shipped_quantizer_codes_equal_on_the_kernel():
+    """speech-16k's 12 stages on real latents: the same codes and quantized rows with and without it."""
+    from audiokit.coding import load_codec
+
+    codec, _ = load_codec("speech-16k")
+    t = torch.arange(16000) / 16000
+    x = (torch.sin(2 * torch.pi * 180 * t * (1 + t)) * 0.3 + torch.randn(16000) * 0.02)[None, None]
+    with torch.inference_mode():
+        rows = codec.encoder(x).transpose(1, 2).reshape(-1, codec.quantizer.dim).float()
+        expected = codec.quantizer.encode_rows(rows, 12, quantize=True)
+        with ops.use_backend("cpp"):
+            lookups = codec.quantizer.prepare_lookup()
+        assert lookups.backend == "cpp" and lookups.stacked is not None
+        for n_q in (3, 12):
+            codes, quantized = codec.quantizer.encode_rows(rows, n_q, lookups, quantize=True)
+            assert torch.equal(codes, expected[0][:n_q])
+        assert torch.equal(quantized, expected[1])
+
+
 def test_without_a_build_everything_runs_on_torch(monkeypatch):
     """No compiler / sources / ninja: AUDIOKIT_OPS=cpp falls back to the torch reference, the codec
     still streams, and the reason is told."""

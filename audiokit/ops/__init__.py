@@ -5,7 +5,9 @@ reference.
   state updated in place (Triton);
 * :func:`convnext_block_step`: a whole ConvNeXt block step, conv + LayerNorm + MLP + residual (C++,
   ``kernels/cpu``; CUDA, ``kernels/cuda``; Triton), the compiled ones built on first use by
-  :mod:`audiokit.ops.cpp` / :mod:`audiokit.ops.cuda`.
+  :mod:`audiokit.ops.cpp` / :mod:`audiokit.ops.cuda`;
+* :func:`rvq_encode`: every stage of a residual vector quantizer on latent rows, projection, nearest
+  codeword and residual update (C++).
 
 :func:`backend_for` picks the backend: for float32 CUDA tensors the CUDA kernels when they build, else
 Triton when a recent ``triton`` is importable, else the torch reference; the torch reference for CPU
@@ -154,3 +156,25 @@ def convnext_block_step(
 
         return triton_kernels.convnext_block_step(*args)
     return reference.convnext_block_step(*args)
+
+
+def rvq_encode(
+    rows: torch.Tensor,
+    proj_w: torch.Tensor,
+    proj_b: torch.Tensor,
+    codebooks: torch.Tensor,
+    offsets: torch.Tensor,
+    tables: torch.Tensor,
+    backend: str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """See :func:`audiokit.ops.reference.rvq_encode`; ``backend`` overrides the choice (a kernel on the
+    CPU only, ``cpp``; the torch reference elsewhere)."""
+    args = (rows, proj_w, proj_b, codebooks, offsets, tables)
+    if _check(backend or backend_for(rows)) == "cpp":
+        from audiokit.ops import cpp
+
+        kernels = cpp.load()
+        if kernels is None:
+            raise ModelError(f"the C++ kernels are unavailable: {cpp.unavailable_reason()}")
+        return kernels.rvq_encode(*args)
+    return reference.rvq_encode(*args)

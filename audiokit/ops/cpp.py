@@ -45,7 +45,7 @@ def _build() -> tuple[ModuleType | None, str | None]:
     missing = missing_tool()
     if missing is not None:
         return None, missing
-    sources = [SOURCES / "convnext_step.cpp"]
+    sources = [SOURCES / name for name in ("module.cpp", "convnext_step.cpp", "rvq_encode.cpp")]
     return build_extension(NAME, sources, cache_dir(), extra_cflags=FLAGS, extra_ldflags=["-fopenmp"])
 
 

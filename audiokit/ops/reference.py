@@ -53,3 +53,33 @@ def convnext_block_step(
     y = dwconv_layernorm_update(x, state, taps, conv_bias, norm_weight, norm_bias, eps)
     hidden = F.gelu(F.linear(y, w1.t(), b1), approximate=approximate)
     return x + F.linear(hidden, w2.t(), b2)
+
+
+def rvq_encode(
+    rows: torch.Tensor,
+    proj_w: torch.Tensor,
+    proj_b: torch.Tensor,
+    codebooks: torch.Tensor,
+    offsets: torch.Tensor,
+    tables: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Residual vector quantisation of latent ``rows (N, D)`` through ``S`` stages, each a projection to
+    its codebook's space, a Euclidean nearest-codeword search and the residual update.
+
+    Per stage ``s``: ``z = residual @ proj_w[s] + proj_b[s]`` (float64; ``proj_w (S, D, d)``), the code
+    ``argmin_k offsets[s, k] - 2 z . codebooks[s, k]`` (``codebooks (S, K, d)`` float64, ``offsets`` their
+    squared norms ``(S, K)``; the first index on exact ties), and ``residual -= tables[s, code]``
+    (``tables (S, K, D)`` float32: the codewords back in the latent space). Returns the codes ``(S, N)``
+    int64 and the quantized rows ``(N, D)`` float32, the stages' table rows summed in order
+    (:meth:`audiokit.quantize.rvq.ResidualVectorQuantizer.encode_rows` computes exactly this).
+    """
+    residual = rows.float()
+    codes, quantized = [], torch.zeros_like(residual)
+    for s in range(proj_w.shape[0]):
+        z = torch.addmm(proj_b[s], residual.double(), proj_w[s])
+        stage_codes = torch.addmm(offsets[s], z, codebooks[s].t(), alpha=-2.0).argmin(1)
+        stage = tables[s].index_select(0, stage_codes)
+        residual = residual - stage
+        quantized = quantized + stage
+        codes.append(stage_codes)
+    return torch.stack(codes), quantized

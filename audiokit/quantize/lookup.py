@@ -10,10 +10,13 @@ picked different ones. In float64 the scores are exact to ~1e-13, far below any 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from audiokit import ops
 
 ROWS_PER_BLOCK = 4096  # bounds the (rows, codebook_size) float64 score matrix (32 MB for 1024 codewords)
 
@@ -72,3 +75,31 @@ class StageLookup:
         if self.project is not None:
             z = torch.addmm(self.project[1], z, self.project[0])
         return self.search.nearest(z)
+
+
+class StageLookups(list):
+    """The :class:`StageLookup` of every stage, in order, and how :meth:`ResidualVectorQuantizer.encode_rows`
+    runs them: ``backend`` is :func:`audiokit.ops.backend_for`'s choice when they were prepared (``cpp``:
+    every stage at once in :func:`audiokit.ops.rvq_encode`, when the stages allow it; see :attr:`stacked`).
+    """
+
+    def __init__(self, stages: list[StageLookup]) -> None:
+        super().__init__(stages)
+        self.backend = ops.backend_for(stages[0].table) if stages else "torch"
+
+    @functools.cached_property
+    def stacked(self) -> tuple[torch.Tensor, ...] | None:
+        """``(proj_w, proj_b, codebooks, offsets, tables)`` stacked over the stages, as
+        :func:`audiokit.ops.rvq_encode` takes them; ``None`` unless every stage projects and searches by
+        Euclidean distance in spaces of one size."""
+        if not self or any(s.project is None or s.search.offsets is None for s in self):
+            return None
+        if len({(s.project[0].shape, s.search.vectors.shape, s.table.shape) for s in self}) > 1:
+            return None
+        return (
+            torch.stack([s.project[0] for s in self]),
+            torch.stack([s.project[1] for s in self]),
+            torch.stack([s.search.vectors.t() for s in self]),
+            torch.stack([s.search.offsets for s in self]),
+            torch.stack([s.table for s in self]),
+        )

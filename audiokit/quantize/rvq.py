@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from audiokit import ops
 from audiokit.errors import UsageError
-from audiokit.quantize.lookup import StageLookup
+from audiokit.quantize.lookup import StageLookup, StageLookups
 from audiokit.quantize.vq import VectorQuantizer
 
 
@@ -180,10 +181,10 @@ class ResidualVectorQuantizer(nn.Module):
             },
         )
 
-    def prepare_lookup(self, n_q: int | None = None) -> list[StageLookup]:
+    def prepare_lookup(self, n_q: int | None = None) -> StageLookups:
         """The coding tables (:meth:`VectorQuantizer.prepare_lookup`) of the first ``n_q`` stages (all when
-        ``None``), from the current weights."""
-        return [quantizer.prepare_lookup() for quantizer in self.quantizers[:n_q]]
+        ``None``), from the current weights, and the backend that runs them (chosen now)."""
+        return StageLookups([quantizer.prepare_lookup() for quantizer in self.quantizers[:n_q]])
 
     def encode_rows(
         self,
@@ -195,10 +196,15 @@ class ResidualVectorQuantizer(nn.Module):
         """Codes ``(n_q, N)`` int64 of latent rows ``(N, dim)`` and, with ``quantize``, their quantized rows
         ``(N, dim)`` float32 (what :meth:`decode_rows` gives for those codes, summed in the same order).
 
-        ``lookups``: from :meth:`prepare_lookup` (prepared now when ``None``).
+        ``lookups``: from :meth:`prepare_lookup` (prepared now when ``None``); prepared for the ``cpp``
+        backend, all stages run in :func:`audiokit.ops.rvq_encode` (the same codes and rows).
         """
         lookups = self.prepare_lookup(n_q) if lookups is None else lookups
         residual = rows.detach().float()
+        stacked = getattr(lookups, "stacked", None) if getattr(lookups, "backend", None) == "cpp" else None
+        if stacked is not None and residual.device.type == "cpu":  # every stage in one kernel call
+            codes, quantized = ops.rvq_encode(residual.contiguous(), *(part[:n_q] for part in stacked))
+            return codes, quantized if quantize else None
         codes, quantized = [], None
         for lookup in lookups[:n_q]:
             stage_codes = lookup.codes(residual)

@@ -168,8 +168,3 @@ torch::Tensor convnext_block_step(const torch::Tensor& x, torch::Tensor state, c
   out.add_(xc.view({rows, channels}));
   return out.view({batch, length, channels});
 }
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("convnext_block_step", &convnext_block_step,
-        "ConvNeXt block streaming step: depthwise conv (state updated in place) + LayerNorm + MLP + residual");
-}
