@@ -21,7 +21,9 @@ import torch
 from audiokit import ops
 from audiokit.ops import cpp, cuda, reference
 
-HEADER = cuda.SOURCES / "convnext_step.h"
+HEADERS = sorted(cuda.SOURCES.glob("*.h"))
+KERNELS = ("convnext_step.cu", "rvq_encode.cu")
+GLUE = ("module.cpp", "convnext_step.cpp", "rvq_encode.cpp")
 
 
 def _compiled_once(name: str, command: list[str], sources: list[Path]) -> None:
@@ -46,30 +48,32 @@ def _nvcc_arch(nvcc: str) -> str:
     return "sm_90" if "90" in codes or not codes else f"sm_{max(codes, key=int)}"
 
 
-def test_cu_compiles_with_nvcc():
+@pytest.mark.parametrize("name", KERNELS)
+def test_cu_compiles_with_nvcc(name):
     nvcc = shutil.which("nvcc")
     if nvcc is None:
         pytest.skip("nvcc not on PATH")
-    source = cuda.SOURCES / "convnext_step.cu"
-    output = cpp.cache_dir() / "compile-checks" / "convnext_step.o"  # a fixed path: part of the hash
+    source = cuda.SOURCES / name
+    output = cpp.cache_dir() / "compile-checks" / f"{source.stem}.o"  # a fixed path: part of the hash
     output.parent.mkdir(parents=True, exist_ok=True)
     command = [nvcc, "-c", str(source), "-o", str(output), "-std=c++17"]
     command += [f"-arch={_nvcc_arch(nvcc)}", "-O3", "-Xcompiler", "-fPIC", "-Werror", "all-warnings"]
-    _compiled_once("nvcc", command, [source, HEADER])
+    _compiled_once(f"nvcc-{source.stem}", command, [source, *HEADERS])
 
 
-def test_glue_compiles_against_torch():
-    """convnext_step.cpp needs no CUDA header: it compiles against this (CPU) build of torch."""
+@pytest.mark.parametrize("name", GLUE)
+def test_glue_compiles_against_torch(name):
+    """The glue needs no CUDA header: it compiles against this (CPU) build of torch."""
     from torch.utils.cpp_extension import include_paths
 
     compiler = shutil.which("c++")
     if compiler is None:
         pytest.skip("no C++ compiler on PATH")
-    source = cuda.SOURCES / "convnext_step.cpp"
+    source = cuda.SOURCES / name
     includes = [*include_paths(), sysconfig.get_paths()["include"], str(cuda.SOURCES)]
     command = [compiler, "-fsyntax-only", "-std=c++17", "-DTORCH_EXTENSION_NAME=audiokit_kernels_cuda"]
     command += [f"-I{path}" for path in includes] + [str(source)]
-    _compiled_once("glue", command, [source, HEADER])
+    _compiled_once(f"glue-{source.stem}", command, [source, *HEADERS])
 
 
 def test_without_a_gpu_the_reason_is_told():
@@ -125,6 +129,30 @@ def test_gpu_block_step_equals_reference(backend, batch, length, channels, taps,
         got = ops.convnext_block_step(x.cuda(), state_gpu, *_on_cuda(args), approximate, backend=backend)
         torch.testing.assert_close(got.cpu(), expected, rtol=0, atol=1e-5)
         torch.testing.assert_close(state_gpu.cpu(), state_ref, rtol=0, atol=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(("rows", "dim", "d", "k", "stages"), [(1, 128, 8, 1024, 12), (300, 16, 4, 9, 3)])
+def test_gpu_rvq_encode_equals_reference(rows, dim, d, k, stages):
+    """The CUDA search gives the reference's codes exactly (ties to the lower index) and its rows."""
+    if cuda.load() is None:
+        pytest.fail(f"the CUDA kernels did not build: {cuda.unavailable_reason()}")
+    g = torch.Generator().manual_seed(rows)
+    codebooks = torch.randn(stages, k, d, generator=g, dtype=torch.float64)
+    codebooks[:, 5] = codebooks[:, 3]
+    args = [
+        torch.randn(rows, dim, generator=g),
+        torch.randn(stages, dim, d, generator=g, dtype=torch.float64) * dim**-0.5,
+        torch.randn(stages, d, generator=g, dtype=torch.float64) * 0.1,
+        codebooks,
+        codebooks.square().sum(-1),
+        torch.randn(stages, k, dim, generator=g) * 0.3,
+    ]
+    expected_codes, expected = reference.rvq_encode(*args)
+    codes, quantized = ops.rvq_encode(*_on_cuda(args), backend="cuda")
+    assert torch.equal(codes.cpu(), expected_codes)
+    torch.testing.assert_close(quantized.cpu(), expected, rtol=0, atol=1e-6)
+    assert not bool((codes == 5).any())
 
 
 @pytest.mark.gpu

@@ -21,7 +21,7 @@ from audiokit.ops.build import build_extension, ninja_missing
 from audiokit.ops.cpp import cache_dir
 
 SOURCES = Path(__file__).resolve().parents[2] / "kernels" / "cuda"
-FILES = ("convnext_step.cpp", "convnext_step.cu")
+FILES = ("module.cpp", "convnext_step.cpp", "convnext_step.cu", "rvq_encode.cpp", "rvq_encode.cu")
 NAME = "audiokit_kernels_cuda"
 
 
@@ -90,3 +90,21 @@ def convnext_block_step(
         return kernels.convnext_block_step(
             x, state, taps, conv_bias, norm_weight, norm_bias, eps, w1, b1, w2, b2, approximate, stream
         )
+
+
+def rvq_encode(
+    rows: torch.Tensor,
+    proj_w: torch.Tensor,
+    proj_b: torch.Tensor,
+    codebooks: torch.Tensor,
+    offsets: torch.Tensor,
+    tables: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`audiokit.ops.reference.rvq_encode` on the CUDA kernel (on rows' device and torch's current
+    stream there)."""
+    kernels = load()
+    if kernels is None:
+        raise ModelError(f"the CUDA kernels are unavailable: {unavailable_reason()}")
+    with torch.cuda.device(rows.device):
+        stream = torch.cuda.current_stream().cuda_stream
+        return kernels.rvq_encode(rows, proj_w, proj_b, codebooks, offsets, tables, stream)

@@ -70,9 +70,3 @@ torch::Tensor convnext_block_step(const torch::Tensor& x, torch::Tensor state, c
                                             rows, channels, handle));
   return out.view({batch, length, channels});
 }
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("convnext_block_step", &convnext_block_step,
-        "ConvNeXt block streaming step on CUDA: depthwise conv (state updated in place) + LayerNorm + MLP + "
-        "residual; the last argument: the stream (torch.cuda.current_stream().cuda_stream), its device current");
-}
