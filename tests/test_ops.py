@@ -204,3 +204,23 @@ def test_compiled_triton_kernel_on_cuda_equals_reference(channels, taps, length)
         )
         torch.testing.assert_close(got.cpu(), expected, rtol=0, atol=1e-4)
         torch.testing.assert_close(state_gpu.cpu(), state, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(("rows", "dim", "d", "k", "stages"), [(2, 128, 8, 1024, 3), (40, 16, 4, 9, 3)])
+def test_triton_rvq_encode_equals_reference(interpret, rows, dim, d, k, stages):
+    g = torch.Generator().manual_seed(rows)
+    codebooks = torch.randn(stages, k, d, generator=g, dtype=torch.float64)
+    codebooks[:, 5] = codebooks[:, 3]  # exact ties: the lower index wins
+    args = [
+        torch.randn(rows, dim, generator=g),
+        torch.randn(stages, dim, d, generator=g, dtype=torch.float64) * dim**-0.5,
+        torch.randn(stages, d, generator=g, dtype=torch.float64) * 0.1,
+        codebooks,
+        codebooks.square().sum(-1),
+        torch.randn(stages, k, dim, generator=g) * 0.3,
+    ]
+    expected_codes, expected = reference.rvq_encode(*args)
+    codes, quantized = ops.rvq_encode(*args)
+    assert torch.equal(codes, expected_codes) and not bool((codes == 5).any())
+    assert k > 100 or bool((codes == 3).any())  # the tie was met
+    torch.testing.assert_close(quantized, expected, rtol=0, atol=1e-6)

@@ -7,7 +7,7 @@ reference.
   ``kernels/cpu``; CUDA, ``kernels/cuda``; Triton), the compiled ones built on first use by
   :mod:`audiokit.ops.cpp` / :mod:`audiokit.ops.cuda`;
 * :func:`rvq_encode`: every stage of a residual vector quantizer on latent rows, projection, nearest
-  codeword and residual update (C++; CUDA).
+  codeword and residual update (C++; CUDA; Triton).
 
 :func:`backend_for` picks the backend: for float32 CUDA tensors the CUDA kernels when they build, else
 Triton when a recent ``triton`` is importable, else the torch reference; the torch reference for CPU
@@ -167,8 +167,7 @@ def rvq_encode(
     tables: torch.Tensor,
     backend: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """See :func:`audiokit.ops.reference.rvq_encode`; ``backend`` overrides the choice (kernels: ``cpp``
-    and ``cuda``; Triton runs the torch reference)."""
+    """See :func:`audiokit.ops.reference.rvq_encode`; ``backend`` overrides the choice."""
     args = (rows, proj_w, proj_b, codebooks, offsets, tables)
     chosen = _check(backend or backend_for(rows))
     if chosen == "cpp":
@@ -182,4 +181,8 @@ def rvq_encode(
         from audiokit.ops import cuda
 
         return cuda.rvq_encode(*args)
+    if chosen == "triton":
+        from audiokit.ops import triton_kernels
+
+        return triton_kernels.rvq_encode(*args)
     return reference.rvq_encode(*args)

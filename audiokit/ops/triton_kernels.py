@@ -106,7 +106,50 @@ def _mlp_residual(
     tl.store(out_ptr + m[:, None] * channels + cols[None, :], acc, mask=tile_mask)
 
 
-_BODIES = {"dwconv_layernorm_update": _dwconv_layernorm_update, "mlp_residual": _mlp_residual}
+def _rvq_encode(
+    rows_ptr, w_ptr, b_ptr, c_ptr, o_ptr, t_ptr, codes_ptr, q_ptr,
+    n, dim, d, k, stages,
+    BLOCK_D: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_K: tl.constexpr,
+):  # fmt: skip
+    """One program per latent row, every stage in turn: the float64 projection, the float64 scores of
+    every codeword, their argmin (the lower index on ties), the float32 residual update."""
+    row = tl.program_id(0)
+    dims = tl.arange(0, BLOCK_D)
+    dmask = dims < dim
+    proj = tl.arange(0, BLOCK_P)
+    pmask = proj < d
+    words = tl.arange(0, BLOCK_K)
+    kmask = words < k
+    residual = tl.load(rows_ptr + row * dim + dims, mask=dmask, other=0.0)
+    quantized = tl.zeros((BLOCK_D,), dtype=tl.float32)
+    for s in range(0, stages):
+        w = tl.load(
+            w_ptr + s * dim * d + dims[:, None] * d + proj[None, :],
+            mask=dmask[:, None] & pmask[None, :],
+            other=0.0,
+        )  # (BLOCK_D, BLOCK_P) float64
+        z = tl.sum(residual.to(tl.float64)[:, None] * w, axis=0)
+        z += tl.load(b_ptr + s * d + proj, mask=pmask, other=0.0)
+        c = tl.load(
+            c_ptr + s * k * d + words[:, None] * d + proj[None, :],
+            mask=kmask[:, None] & pmask[None, :],
+            other=0.0,
+        )  # (BLOCK_K, BLOCK_P) float64
+        score = tl.load(o_ptr + s * k + words, mask=kmask, other=0.0) - 2.0 * tl.sum(c * z[None, :], axis=1)
+        score = tl.where(kmask, score, float("inf"))
+        code = tl.argmin(score, axis=0, tie_break_left=True)
+        tl.store(codes_ptr + s * n + row, code.to(tl.int64))
+        stage = tl.load(t_ptr + (s * k + code) * dim + dims, mask=dmask, other=0.0)
+        residual -= stage
+        quantized += stage
+    tl.store(q_ptr + row * dim + dims, quantized, mask=dmask)
+
+
+_BODIES = {
+    "dwconv_layernorm_update": _dwconv_layernorm_update,
+    "mlp_residual": _mlp_residual,
+    "rvq_encode": _rvq_encode,
+}
 _COMPILED: dict[tuple[str, bool], object] = {}
 
 
@@ -179,3 +222,29 @@ def convnext_block_step(
         BLOCK_M=block_m, BLOCK_C=max(16, triton.next_power_of_2(channels)), BLOCK_H=32,
     )  # fmt: skip
     return out
+
+
+def rvq_encode(
+    rows: torch.Tensor,
+    proj_w: torch.Tensor,
+    proj_b: torch.Tensor,
+    codebooks: torch.Tensor,
+    offsets: torch.Tensor,
+    tables: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`audiokit.ops.reference.rvq_encode` as one Triton kernel, one program per row."""
+    n, dim = rows.shape
+    stages, k, d = codebooks.shape
+    if rows.dtype != torch.float32 or proj_w.dtype != torch.float64 or tables.dtype != torch.float32:
+        raise ModelError("rvq_encode: float32 rows and tables, float64 projections and codebooks needed")
+    codes = torch.empty(stages, n, dtype=torch.int64, device=rows.device)
+    quantized = torch.empty(n, dim, dtype=torch.float32, device=rows.device)
+    if n:
+        _kernel("rvq_encode")[(n,)](
+            rows.contiguous(), proj_w.contiguous(), proj_b.contiguous(), codebooks.contiguous(),
+            offsets.contiguous(), tables.contiguous(), codes, quantized,
+            n, dim, d, k, stages,
+            BLOCK_D=triton.next_power_of_2(dim), BLOCK_P=max(2, triton.next_power_of_2(d)),
+            BLOCK_K=triton.next_power_of_2(k),
+        )  # fmt: skip
+    return codes, quantized
