@@ -27,6 +27,16 @@ from audiokit.models.enhancer import Enhancer
 from audiokit.train.tasks.enhance import read_noisy_set
 
 
+def parse_model_args(description: str) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
+    """``--weights`` or ``--checkpoint`` (the enhancer to examine) and ``--clips``, parsed."""
+    parser = argparse.ArgumentParser(description=description)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--weights", type=Path)
+    source.add_argument("--checkpoint", type=Path)
+    parser.add_argument("--clips", type=int, default=80)
+    return parser, parser.parse_args()
+
+
 def load(args: argparse.Namespace) -> Enhancer:
     if args.weights:
         return Enhancer.from_pretrained(args.weights).eval()
@@ -74,12 +84,7 @@ def rounded(values) -> list[float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--weights", type=Path)
-    source.add_argument("--checkpoint", type=Path)
-    parser.add_argument("--clips", type=int, default=80)
-    args = parser.parse_args()
+    parser, args = parse_model_args(__doc__.split("\n")[0])
     torch.set_num_threads(1)
     model = load(args)
     if model.pitch is not None or model.noise_floor is not None:

@@ -9,14 +9,12 @@ RUN/checkpoints/latest.pt) [--clips 80]``; prints JSON (docs/training.md, sessio
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
 import torch
-from enhancer_diagnosis import load
+from enhancer_diagnosis import load, parse_model_args
 
 from audiokit.data.paths import data_root
 from audiokit.evaluation import metrics
@@ -35,12 +33,7 @@ def frame_energies(x: np.ndarray) -> np.ndarray:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--weights", type=Path)
-    source.add_argument("--checkpoint", type=Path)
-    parser.add_argument("--clips", type=int, default=80)
-    args = parser.parse_args()
+    _, args = parse_model_args(__doc__.split("\n")[0])
     torch.set_num_threads(1)
     model = load(args)
     rate = model.sample_rate

@@ -79,3 +79,19 @@ def assert_same_tensors(a: dict, b: dict, where: str = "") -> None:
             assert_same_tensors(a[key], b[key], f"{where}.{key}")
         elif isinstance(a[key], torch.Tensor):
             assert torch.equal(a[key], b[key]), f"{where}.{key} differs"
+
+
+def rvq_case(rows: int, dim: int, d: int, k: int, stages: int, seed: int) -> list[torch.Tensor]:
+    """Random arguments of :func:`audiokit.ops.rvq_encode` whose codeword 5 repeats codeword 3 exactly
+    (a tie the lower index must win)."""
+    g = torch.Generator().manual_seed(seed)
+    codebooks = torch.randn(stages, k, d, generator=g, dtype=torch.float64)
+    codebooks[:, 5] = codebooks[:, 3]
+    return [
+        torch.randn(rows, dim, generator=g),
+        torch.randn(stages, dim, d, generator=g, dtype=torch.float64) * dim**-0.5,
+        torch.randn(stages, d, generator=g, dtype=torch.float64) * 0.1,
+        codebooks,
+        codebooks.square().sum(-1),
+        torch.randn(stages, k, dim, generator=g) * 0.3,
+    ]

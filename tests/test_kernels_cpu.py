@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import rvq_case
 
 from audiokit import ops
 from audiokit.ops import cpp, reference
@@ -98,25 +99,11 @@ def test_shipped_codec_streams_exactly_on_the_kernels():
     torch.testing.assert_close(torch.cat([*streamed_audio, roundtrip.flush()], -1), audio, rtol=0, atol=1e-5)
 
 
-def _rvq_args(rows: int, dim: int, d: int, k: int, stages: int, seed: int) -> list[torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    codebooks = torch.randn(stages, k, d, generator=g, dtype=torch.float64)
-    codebooks[:, 5] = codebooks[:, 3]  # exact ties: the first index wins
-    return [
-        torch.randn(rows, dim, generator=g),
-        torch.randn(stages, dim, d, generator=g, dtype=torch.float64) * dim**-0.5,
-        torch.randn(stages, d, generator=g, dtype=torch.float64) * 0.1,
-        codebooks,
-        codebooks.square().sum(-1),
-        torch.randn(stages, k, dim, generator=g) * 0.3,
-    ]
-
-
 @needs_build
 @pytest.mark.parametrize(("rows", "dim", "d", "k", "stages"), [(1, 128, 8, 1024, 12), (37, 16, 4, 9, 3)])
 def test_rvq_encode_equals_reference(rows, dim, d, k, stages):
     """Codes exactly, quantized rows bit for bit (float64 scores, float32 residuals in stage order)."""
-    args = _rvq_args(rows, dim, d, k, stages, seed=rows)
+    args = rvq_case(rows, dim, d, k, stages, seed=rows)
     codes, quantized = ops.rvq_encode(*args, backend="cpp")
     expected_codes, expected = reference.rvq_encode(*args)
     assert torch.equal(codes, expected_codes) and torch.equal(quantized, expected)

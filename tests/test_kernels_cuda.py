@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import rvq_case
 
 from audiokit import ops
 from audiokit.ops import cpp, cuda, reference
@@ -137,17 +138,7 @@ def test_gpu_rvq_encode_equals_reference(rows, dim, d, k, stages):
     """The CUDA search gives the reference's codes exactly (ties to the lower index) and its rows."""
     if cuda.load() is None:
         pytest.fail(f"the CUDA kernels did not build: {cuda.unavailable_reason()}")
-    g = torch.Generator().manual_seed(rows)
-    codebooks = torch.randn(stages, k, d, generator=g, dtype=torch.float64)
-    codebooks[:, 5] = codebooks[:, 3]
-    args = [
-        torch.randn(rows, dim, generator=g),
-        torch.randn(stages, dim, d, generator=g, dtype=torch.float64) * dim**-0.5,
-        torch.randn(stages, d, generator=g, dtype=torch.float64) * 0.1,
-        codebooks,
-        codebooks.square().sum(-1),
-        torch.randn(stages, k, dim, generator=g) * 0.3,
-    ]
+    args = rvq_case(rows, dim, d, k, stages, seed=rows)
     expected_codes, expected = reference.rvq_encode(*args)
     codes, quantized = ops.rvq_encode(*_on_cuda(args), backend="cuda")
     assert torch.equal(codes.cpu(), expected_codes)

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import rvq_case
 
 from audiokit import ops
 from audiokit.ops import cuda, reference
@@ -208,17 +209,7 @@ def test_compiled_triton_kernel_on_cuda_equals_reference(channels, taps, length)
 
 @pytest.mark.parametrize(("rows", "dim", "d", "k", "stages"), [(2, 128, 8, 1024, 3), (40, 16, 4, 9, 3)])
 def test_triton_rvq_encode_equals_reference(interpret, rows, dim, d, k, stages):
-    g = torch.Generator().manual_seed(rows)
-    codebooks = torch.randn(stages, k, d, generator=g, dtype=torch.float64)
-    codebooks[:, 5] = codebooks[:, 3]  # exact ties: the lower index wins
-    args = [
-        torch.randn(rows, dim, generator=g),
-        torch.randn(stages, dim, d, generator=g, dtype=torch.float64) * dim**-0.5,
-        torch.randn(stages, d, generator=g, dtype=torch.float64) * 0.1,
-        codebooks,
-        codebooks.square().sum(-1),
-        torch.randn(stages, k, dim, generator=g) * 0.3,
-    ]
+    args = rvq_case(rows, dim, d, k, stages, seed=rows)
     expected_codes, expected = reference.rvq_encode(*args)
     codes, quantized = ops.rvq_encode(*args)
     assert torch.equal(codes, expected_codes) and not bool((codes == 5).any())
