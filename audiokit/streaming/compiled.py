@@ -71,7 +71,8 @@ class _FunctionalStep(nn.Module):
     def forward(self, x: torch.Tensor, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
         state = with_state_tensors(self.template, iter(tensors))
         y = self.step(x, state, **self.options)
-        return (*(y if isinstance(y, tuple) else (y,)), *state_tensors(state))
+        # contiguous states out (a copy inside the library), so that the next call's inputs need none
+        return (*(y if isinstance(y, tuple) else (y,)), *(t.contiguous() for t in state_tensors(state)))
 
 
 class AheadOfTimeStep:
