@@ -26,7 +26,7 @@ class ServerConfig:
         max_hops: most hops one stream advances in one batched step (a stream with a backlog catches
             up by up to this many per step; 1: one hop per step whatever the backlog).
         compile: ``"aoti"``: batched steps run as libraries compiled ahead of time
-            (:mod:`audiokit.streaming.compiled`; built or found in the cache when a batcher first opens,
+            (:mod:`audiokit.streaming.compiled`; built, or found in the cache, when the server starts;
             eager where they cannot be built); None: eager steps.
     """
 
