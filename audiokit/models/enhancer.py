@@ -49,7 +49,7 @@ from audiokit.errors import ModelError
 from audiokit.frontends import AdaptiveFilterbank, DiffSTFT, is_unit_parameter
 from audiokit.models.base import AudioModel, ModelConfig
 from audiokit.nn import StreamableConv1d, StreamableLSTM
-from audiokit.nn.noise_floor import NoiseFloor, NoiseFloorState
+from audiokit.nn.noise_floor import POWER_FLOOR, NoiseFloor, NoiseFloorState
 from audiokit.nn.pitch import PitchSpectrum, band_pitch_correlation
 from audiokit.nn.spectral import CausalInverseSpectrum, CausalSpectrum, DeepFilter
 from audiokit.nn.state import StateList
@@ -193,20 +193,23 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
         return {"mix": mix_factor(atten_lim_db, dry)}
 
     # -- maths -----------------------------------------------------------------------------------
-    def _band_db(self, spec: torch.Tensor, wav: torch.Tensor | None) -> torch.Tensor:
+    def _erb_power(self, spec: torch.Tensor) -> torch.Tensor:
+        """Power ``(N, M, erb_bands)`` in the fixed ERB bands of the spectra ``spec (N, bins, M)``."""
+        return torch.einsum("fb,nbm->nmf", self.erb, spec.real.square() + spec.imag.square())
+
+    def _band_db(self, spec: torch.Tensor, wav: torch.Tensor | None, erb_power: torch.Tensor) -> torch.Tensor:
         """Band log powers ``(N, M, erb_bands)`` in dB of frames ``M`` of ``spec (N, bins, M)``, from
-        ``band_features``' front end (the learnable ones read ``wav (N, 1, T)``)."""
-        frames = spec.shape[-1]
+        ``band_features``' front end (the fixed one's is ``erb_power``, :meth:`_erb_power`; the learnable
+        ones read ``wav (N, 1, T)``)."""
         if self.band_frontend is None:
-            power = spec.real.square() + spec.imag.square()
-        else:  # frame m covers samples [(m - 1) hop, (m + 1) hop), as the causal STFT's frame m
-            hop = self.config.hop_length
-            wav = F.pad(wav[:, 0], (0, frames * hop - wav.shape[-1]))
-            if isinstance(self.band_frontend, AdaptiveFilterbank):  # frame j ends at sample (j + 1) hop
-                return (10.0 / math.log(10.0)) * self.band_frontend(wav).transpose(1, 2)
-            stft = self.band_frontend(wav[:, : (frames - 1) * hop])  # centres 0, hop, ..., (M - 1) hop
-            power = stft.real.square() + stft.imag.square()
-        return 10.0 * torch.log10(torch.einsum("fb,nbm->nmf", self.erb, power) + 1e-10)
+            return 10.0 * torch.log10(erb_power + POWER_FLOOR)
+        frames, hop = spec.shape[-1], self.config.hop_length
+        # frame m covers samples [(m - 1) hop, (m + 1) hop), as the causal STFT's frame m
+        wav = F.pad(wav[:, 0], (0, frames * hop - wav.shape[-1]))
+        if isinstance(self.band_frontend, AdaptiveFilterbank):  # frame j ends at sample (j + 1) hop
+            return (10.0 / math.log(10.0)) * self.band_frontend(wav).transpose(1, 2)
+        stft = self.band_frontend(wav[:, : (frames - 1) * hop])  # centres 0, hop, ..., (M - 1) hop
+        return 10.0 * torch.log10(self._erb_power(stft) + POWER_FLOOR)
 
     def _features(
         self,
@@ -218,7 +221,8 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
         """Complex spectra ``(N, bins, M)`` (and, for learnable front ends, their audio ``(N, 1, T)``;
         with ``config.pitch``, :class:`PitchSpectrum`'s output; streaming, the noise floor's state) ->
         features ``(N, M, features)`` in the order of :func:`feature_layout`."""
-        erb_db = self._band_db(spec, wav)
+        erb_power = self._erb_power(spec)
+        erb_db = self._band_db(spec, wav, erb_power)
         low = spec[:, : self.config.df_bins]
         low = low * (low.real.square() + low.imag.square() + 1e-12).pow((self.config.compression - 1) / 2)
         low = torch.cat([low.real, low.imag], 1).transpose(1, 2)  # (N, M, 2 * df_bins): real, then imag
@@ -231,9 +235,9 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
                 (lag.to(spec.real.dtype) / self.config.pitch_lags[1]).unsqueeze(-1),
             ]
         if self.noise_floor is not None:
-            power = torch.einsum("fb,nbm->nmf", self.erb, spec.real.square() + spec.imag.square())
             floor = self.noise_floor
-            features.append((floor(power) if noise_state is None else floor.step(power, noise_state)) / 20.0)
+            above = floor(erb_power) if noise_state is None else floor.step(erb_power, noise_state)
+            features.append(above / 20.0)
         return torch.cat(features, -1)
 
     def init_state(
@@ -299,7 +303,7 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
         energies = []
         for wav in (noisy, clean):
             spec = self.analysis(wav)[:, 0]
-            energies.append(torch.einsum("fb,nbm->nmf", self.erb, spec.real.square() + spec.imag.square()))
+            energies.append(self._erb_power(spec))
         valid = energies[0] > 1e-9
         return (energies[1] / energies[0].clamp_min(1e-9)).sqrt().clamp(max=1.0), valid
 
