@@ -262,6 +262,18 @@ def test_interrupted_run_resumes_to_the_same_result(prepared, debs, tmp_path):
     assert _manifests(tmp_path) == _manifests(prepared)
 
 
+def test_a_second_prepare_on_the_same_directory_is_refused(tmp_path, debs):
+    """Two prepares unpacking one package into the same folder broke each other (session 16)."""
+
+    def second(source):
+        with pytest.raises(UsageError, match="another `audiokit data prepare`"):
+            _run(tmp_path, debs)
+
+    _run(tmp_path, debs, after_unit=second)
+    assert _manifests(tmp_path)  # the first one finished; the lock is free again
+    _run(tmp_path, debs)
+
+
 def test_unknown_role_and_missing_package_are_user_errors(tmp_path, debs):
     with pytest.raises(UsageError, match="unknown role"):
         prepare(["speeech"], ["valid"], root=tmp_path, deb_dir=debs, quiet=True)
@@ -373,3 +385,22 @@ def test_archive_members_only_selected_ones(tmp_path):
     assert len(read_jsonl(manifest_path("train", "music", root))) == 1
     extracted = root / "extracted" / "0ad-data" / "usr/share/games/0ad/mods/public/public.zip.d" / "audio"
     assert sorted(path.name for path in extracted.iterdir()) == ["ambient", "music", "voice"]
+
+
+def test_manifests_assemble_beside_a_rule_that_selected_nothing(tmp_path):
+    """A done marker without rows (a rule whose files were all kept by another) sorts beside the others."""
+    from audiokit.data.prepare import write_manifests
+    from audiokit.data.sources import SOURCES
+
+    state = tmp_path / "state" / "16000"
+    state.mkdir(parents=True)
+    (tmp_path / "packages").mkdir()
+    empty, full = SOURCES[0], SOURCES[1]
+    row = {"path": "corpus/a.flac", "split": "valid", "role": "speech", "source_sha256": "ab", "package": "p"}
+    for source, rows in ((empty, []), (full, [row])):
+        marker = {"unit": unit_id(source), "package": "p", "deb_sha256": "cd", "rows": rows}
+        (state / f"{unit_id(source)}.json").write_text(json.dumps(marker))
+    (tmp_path / "packages" / "p.json").write_text(json.dumps({"name": "p", "version": "1"}))
+    tables = write_manifests(tmp_path, 16000)
+    assert tables[("valid", "speech")] == [row]
+    assert [r["path"] for r in read_jsonl(tmp_path / "manifests" / "valid_speech.jsonl")] == ["corpus/a.flac"]

@@ -12,12 +12,14 @@ Cache layout below the data root (``$AUDIOKIT_DATA``):
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import sys
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -298,6 +300,38 @@ def prepare(
                 f"package {', '.join(unknown)} is not in the allowlist for these roles and splits"
             )
         sources = [source for source in sources if source.package in packages]
+    with _exclusive(root):
+        _prepare_sources(sources, sample_rate, root, deb_dir, quiet, after_unit, summary)
+        write_manifests(root, sample_rate)
+    return summary
+
+
+@contextmanager
+def _exclusive(root: Path) -> Iterator[None]:
+    """Hold the data directory's lock: two prepares unpacking the same package into one folder would
+    break each other's work."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".prepare.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsageError(
+                f"{root}: another `audiokit data prepare` is working on this data directory; "
+                "wait for it to finish (reruns skip what it has done)"
+            ) from None
+        yield
+
+
+def _prepare_sources(
+    sources: list[Source],
+    sample_rate: int,
+    root: Path,
+    deb_dir: Path | None,
+    quiet: bool,
+    after_unit: Callable[[Source], None] | None,
+    summary: PrepareSummary,
+) -> None:
+    """Fetch, unpack and process every rule of ``sources`` that has no done marker yet."""
     state = root / "state" / str(sample_rate)
     for package in progress(
         list(dict.fromkeys(source.package for source in sources)), "packages", quiet=quiet, label=str
@@ -320,8 +354,6 @@ def prepare(
             summary.units_done += 1
             if after_unit is not None:
                 after_unit(source)
-    write_manifests(root, sample_rate)
-    return summary
 
 
 def write_manifests(root: Path, sample_rate: int) -> dict[tuple[str, str], list[dict]]:
@@ -339,7 +371,7 @@ def write_manifests(root: Path, sample_rate: int) -> dict[tuple[str, str], list[
             markers.append(marker)
     markers.sort(
         key=lambda marker: (
-            marker["rows"][:1] and marker["rows"][0]["split"] != "valid",
+            bool(marker["rows"]) and marker["rows"][0]["split"] != "valid",
             order[marker["unit"]],
         )
     )
