@@ -101,6 +101,29 @@ def test_compressed_magnitude_term_matches_librosa_and_ignores_the_phase(speech_
     assert flipped == pytest.approx(0.0, abs=1e-6) and loss(-ref, ref).item() > 0.1
 
 
+def test_excess_weight_weighs_only_where_the_estimate_is_louder(speech_pair):
+    est, ref = speech_pair
+    sizes, hops, wins = (256,), (64,), (200,)
+    loss = CompressedComplexSTFTLoss(sizes, hops, wins, exponent=0.3)
+
+    def compressed(a):
+        return np.maximum(np.abs(_librosa_stft(a, 256, 64, 200)) ** 2, 1e-10) ** 0.15
+
+    error = compressed(est) - compressed(ref)
+    expected = np.mean(np.where(error > 0, 5.0, 1.0) * error**2)
+    weighted = loss.magnitude_from_spectra(loss.spectra(est, ref), excess_weight=5.0).item()
+    assert weighted == pytest.approx(expected, rel=1e-4)
+    # a louder copy pays the weight in full, a quieter one not at all
+    symmetric = [loss.magnitude_from_spectra(loss.spectra(g * ref, ref)).item() for g in (2.0, 0.5)]
+    asymmetric = [
+        loss.magnitude_from_spectra(loss.spectra(g * ref, ref), excess_weight=5.0).item() for g in (2.0, 0.5)
+    ]
+    assert asymmetric[0] == pytest.approx(5.0 * symmetric[0], rel=1e-4)
+    assert asymmetric[1] == pytest.approx(symmetric[1], rel=1e-4)
+    with pytest.raises(ValueError, match="excess_weight"):
+        loss.magnitude_from_spectra(loss.spectra(est, ref), excess_weight=0.0)
+
+
 def test_complex_loss_sees_the_phase_that_magnitude_losses_miss(speech_pair):
     # -x has x's magnitude spectrum and every phase turned by pi: the mel and STFT-magnitude losses
     # read 0, the compressed complex loss reads |2 X_c|^2, four times its value for a silent output

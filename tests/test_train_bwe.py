@@ -133,3 +133,19 @@ def test_the_adversarial_recipe_is_the_base_recipe_plus_discriminators():
     )
     assert aligned == base
     assert build_discriminator(adversarial.discriminator, 1) is not None
+
+
+def test_excess_weight_charges_a_louder_made_band_more(tmp_path):
+    """The compressed-magnitude term with ``excess_weight`` reads the same first output as without it,
+    and costs more by at most the weight (only its louder-than-reference cells are weighted)."""
+    first = {}
+    for weight in (1.0, 6.0):
+        run_dir = tmp_path / f"w{weight}"
+        recipe = _recipe(
+            "losses.compressed_magnitude=1.0", f"losses.excess_weight={weight}", "run.max_steps=1"
+        )
+        Trainer(recipe, run_dir, quiet=True).fit()
+        first[weight] = _rows(run_dir)[0]["loss/compressed_magnitude"]
+    assert first[1.0] < first[6.0] < 6.0 * first[1.0]
+    with pytest.raises(Exception, match="excess_weight"):
+        _recipe("losses.excess_weight=0")

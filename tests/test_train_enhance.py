@@ -129,9 +129,12 @@ def test_ideal_band_gains_match_numpy_frames():
     np.testing.assert_allclose(gains[0].numpy(), expected, atol=2e-3)
 
 
-@pytest.mark.parametrize("loss", ["band_gain", "compressed_magnitude"])
-def test_optional_losses_train(tmp_path, loss):
-    overrides = [f"losses.{loss}=1.0", "run.max_steps=2"]
+@pytest.mark.parametrize(
+    ("loss", "extra"),
+    [("band_gain", []), ("compressed_magnitude", []), ("compressed_magnitude", ["losses.excess_weight=4"])],
+)
+def test_optional_losses_train(tmp_path, loss, extra):
+    overrides = [f"losses.{loss}=1.0", "run.max_steps=2", *extra]
     Trainer(load_recipe(TINY, overrides), tmp_path / "run", quiet=True).fit()
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert any(f"loss/{loss}" in row and np.isfinite(row[f"loss/{loss}"]) for row in rows)

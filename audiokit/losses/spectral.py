@@ -153,14 +153,25 @@ class CompressedComplexSTFTLoss(_MultiResolutionSTFT):
             total = total + _power(est - ref).mean()
         return total / len(self.resolutions)
 
-    def magnitude_from_spectra(self, pairs: Iterable[SpectrumPair]) -> torch.Tensor:
-        """``mean (|E|^c - |R|^c)^2`` over :meth:`spectra`'s pairs, averaged over resolutions: the
+    def magnitude_from_spectra(
+        self, pairs: Iterable[SpectrumPair], excess_weight: float = 1.0
+    ) -> torch.Tensor:
+        """``mean w (|E|^c - |R|^c)^2`` over :meth:`spectra`'s pairs, averaged over resolutions: the
         compressed magnitudes alone, which (unlike the complex term) do not pull an estimate whose
-        phase is uncertain towards zero (DeepFilterNet and GTCRN train with both)."""
+        phase is uncertain towards zero (DeepFilterNet and GTCRN train with both).
+
+        ``w`` is ``excess_weight`` where the estimate is louder than the reference and 1 elsewhere: above
+        1 the term prefers missing energy to added energy, as PESQ does (its asymmetry factor weighs a
+        disturbance up to 12 times more where the output is louder than the reference)."""
+        if excess_weight <= 0:
+            raise ValueError(f"excess_weight must be > 0, got {excess_weight}")
         total = 0.0
         for pair in pairs:
             est, ref = self._compressed_magnitude(pair.est_power), self._compressed_magnitude(pair.ref_power)
-            total = total + (est - ref).square().mean()
+            error = (est - ref).square()
+            if excess_weight != 1.0:
+                error = torch.where(est > ref, excess_weight * error, error)
+            total = total + error.mean()
         return total / len(self.resolutions)
 
 

@@ -45,11 +45,16 @@ from audiokit.train.task import Evaluation, Task, mean_scores, register_task
 class BweLossesConfig:
     """Loss weights of a plain weighted sum (0 switches one off); STFT resolutions
     ``[n_fft, hop, window]`` in samples. ``adversarial`` and ``feature_matching`` count only with
-    discriminators (``adversarial_kind``: ``hinge`` or ``lsgan``)."""
+    discriminators (``adversarial_kind``: ``hinge`` or ``lsgan``). ``compressed_magnitude``: the
+    complex term's compressed magnitudes alone, their errors weighted by ``excess_weight`` where the
+    output is louder than the reference (above 1: a made band that errs on the quiet side, which PESQ
+    prefers; :meth:`~audiokit.losses.CompressedComplexSTFTLoss.magnitude_from_spectra`)."""
 
     magnitude: float = 1.0
     mel: float = 1.0
     complex: float = 0.5
+    compressed_magnitude: float = 0.0
+    excess_weight: float = 1.0
     adversarial: float = 1.0
     feature_matching: float = 2.0
     adversarial_kind: str = "hinge"
@@ -90,7 +95,14 @@ class BweRecipe(Recipe):
         for name in ("telephone_cutoff_hz", "wideband_cutoff_hz", "noise_snr_db"):
             low, high = getattr(d, name)
             check(low <= high, where, f"'degradation.{name}' must be [low, high]")
-        check(losses.magnitude > 0 or losses.mel > 0 or losses.complex > 0, where, "every loss weight is 0")
+        check(
+            any(w > 0 for w in (losses.magnitude, losses.mel, losses.complex, losses.compressed_magnitude)),
+            where,
+            "every loss weight is 0",
+        )
+        check(
+            losses.excess_weight > 0, where, f"'losses.excess_weight' must be > 0, got {losses.excess_weight}"
+        )
         check(len(losses.mel_window_lengths) == len(losses.mel_bins), where, "mel lists differ in length")
 
 
@@ -148,8 +160,15 @@ class BweTask(Task):
             losses["magnitude"] = self.magnitude_loss(proxy, clean)
         if cfg.mel:
             losses["mel"] = self.mel_loss(proxy, clean)
+        spectra = (
+            list(self.complex_loss.spectra(proxy, clean)) if cfg.complex or cfg.compressed_magnitude else []
+        )
         if cfg.complex:
-            losses["complex"] = self.complex_loss(proxy, clean)
+            losses["complex"] = self.complex_loss.from_spectra(spectra)
+        if cfg.compressed_magnitude:
+            losses["compressed_magnitude"] = self.complex_loss.magnitude_from_spectra(
+                spectra, cfg.excess_weight
+            )
         if self.adversary is not None and self.adversary.generator_active(step):
             losses.update(self.adversary.generator_losses(proxy, clean))
         total = sum(getattr(cfg, name) * value for name, value in losses.items())

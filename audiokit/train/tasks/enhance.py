@@ -39,7 +39,9 @@ class EnhanceLossesConfig:
     ``band_gain``: mean squared error between the square roots of the predicted band gains and of the
     ideal ones (:meth:`Enhancer.ideal_band_gains`, RNNoise's training target): a direct signal for the
     gain head, which the spectral losses reach only through the synthesis. ``compressed_magnitude``:
-    the complex term's compressed magnitudes alone (no pull towards zero where the phase is uncertain).
+    the complex term's compressed magnitudes alone (no pull towards zero where the phase is uncertain),
+    their errors weighted by ``excess_weight`` where the output is louder than the target (above 1:
+    residual noise costs more than removed speech, as in PESQ).
     """
 
     complex: float = 1.0
@@ -47,6 +49,7 @@ class EnhanceLossesConfig:
     magnitude: float = 1.0
     si_sdr: float = 0.02
     band_gain: float = 0.0
+    excess_weight: float = 1.0
     complex_exponent: float = 0.3
     stft_resolutions: list[list[int]] = field(
         default_factory=lambda: [[512, 128, 512], [1024, 256, 1024], [256, 64, 256]]
@@ -97,6 +100,9 @@ class EnhanceRecipe(Recipe):
             ),
             where,
             "every loss weight is 0",
+        )
+        check(
+            losses.excess_weight > 0, where, f"'losses.excess_weight' must be > 0, got {losses.excess_weight}"
         )
         check(
             all(len(r) == 3 for r in losses.stft_resolutions),
@@ -215,7 +221,9 @@ class EnhanceTask(Task):
         if cfg.complex:  # the spectral losses share one set of STFTs (same resolutions)
             losses["complex"] = self.complex_loss.from_spectra(spectra)
         if cfg.compressed_magnitude:
-            losses["compressed_magnitude"] = self.complex_loss.magnitude_from_spectra(spectra)
+            losses["compressed_magnitude"] = self.complex_loss.magnitude_from_spectra(
+                spectra, cfg.excess_weight
+            )
         if cfg.magnitude:
             losses["magnitude"] = self.magnitude_loss.from_spectra(spectra)
         if cfg.si_sdr:
