@@ -74,7 +74,7 @@ def test_keeps_the_known_band_and_passes_wideband(model):
     length=st.integers(1, 2500),
     chunks=st.lists(st.integers(0, 600), max_size=8),
     seed=st.integers(0, 2**16),
-    edge=st.sampled_from([3800.0, 5500.0, 8000.0]),
+    edge=st.sampled_from([NARROWBAND_EDGE_HZ, 3800.0, 5500.0, 8000.0]),
 )
 def test_streaming_equals_offline(model, length, chunks, seed, edge):
     x = torch.randn(2, 1, length, generator=torch.Generator().manual_seed(seed)) * 0.3

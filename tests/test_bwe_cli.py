@@ -20,7 +20,7 @@ from audiokit import io
 from audiokit.bandwidth_extension import extend_audio, extend_file, load_extender
 from audiokit.bench import run_bwe_benchmark
 from audiokit.cli import main
-from audiokit.models.bwe import BandwidthExtender
+from audiokit.models.bwe import NARROWBAND_EDGE_HZ, BandwidthExtender
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,7 @@ def test_input_rate_takes_the_narrowband_path(tmp_path, model_file, capsys):
     out = tmp_path / "out.wav"
     assert main(["bwe", str(src), str(out), "-m", str(model_file), "--input-rate", "8000", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["input_rate"] == 8000 and summary["files"][0]["edge_hz"] == 3800.0
+    assert summary["input_rate"] == 8000 and summary["files"][0]["edge_hz"] == NARROWBAND_EDGE_HZ
     assert sf.info(out).frames == sf.info(src).frames
 
 
