@@ -135,6 +135,14 @@ def test_the_adversarial_recipe_is_the_base_recipe_plus_discriminators():
     assert build_discriminator(adversarial.discriminator, 1) is not None
 
 
+def test_the_conservative_recipe_is_the_base_recipe_plus_the_excess_term():
+    base = load_recipe(ROOT / "recipes" / "bwe_8to16.yaml")
+    conservative = load_recipe(ROOT / "recipes" / "bwe_8to16_conservative.yaml")
+    assert conservative.losses.compressed_magnitude > 0 and conservative.losses.excess_weight > 1
+    same = {k: getattr(base.losses, k) for k in ("compressed_magnitude", "excess_weight")}
+    assert dataclasses.replace(conservative, losses=dataclasses.replace(conservative.losses, **same)) == base
+
+
 def test_excess_weight_charges_a_louder_made_band_more(tmp_path):
     """The compressed-magnitude term with ``excess_weight`` reads the same first output as without it,
     and costs more by at most the weight (only its louder-than-reference cells are weighted)."""
