@@ -3,9 +3,10 @@
 //
 // Time-major rows (B, n, C). The conv and the LayerNorm are plain loops the compiler vectorises
 // over channels (OpenMP over streams); the two products are BLAS calls (at::addmm) made the way
-// audiokit.nn.streaming.matmul_rows makes them (a single row computed as two, inputs summed in pieces
-// of at most 768), so every row is rounded the same whatever the number of rows: a stream's steps
-// and the offline forward over the whole signal give bit-identical rows.
+// audiokit.nn.streaming.matmul_rows makes them (inputs summed in pieces of at most 768), with fewer
+// than four rows computed as four (matmul_rows pads only a single row, to two; an AMD EPYC's BLAS also
+// rounds 2-3 rows differently), so every row is rounded the same whatever the number of rows: a
+// stream's steps and the offline forward over the whole signal give bit-identical rows.
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
@@ -18,6 +19,7 @@
 namespace {
 
 constexpr int64_t kPieceInputs = 768;  // audiokit.nn.streaming.PIECE_INPUTS
+constexpr int64_t kMinRows = 4;  // fewest rows given to BLAS at once (see normed below)
 constexpr int64_t kLanes = 16;         // partial sums of a row's reductions
 
 // sum of v[0 .. n) in kLanes fixed partial sums: vectorisable, yet rounded the same wherever v lies in
@@ -99,8 +101,9 @@ torch::Tensor convnext_block_step(const torch::Tensor& x, torch::Tensor state, c
   const auto taps_t = taps.t().contiguous();  // (K, C): tap k of every channel side by side
   const auto nw = norm_weight.contiguous(), nb = norm_bias.contiguous();
   const auto cb = conv_bias ? conv_bias->contiguous() : torch::zeros({channels}, x.options());
-  // LayerNorm output; a single row is computed as two (BLAS multiplies one row by another route)
-  auto normed = torch::empty({std::max<int64_t>(rows, 2), channels}, x.options());
+  // LayerNorm output; fewer than kMinRows rows are computed as kMinRows (BLAS multiplies so few rows
+  // by other routes: one row as a matrix-vector product, and on some CPUs 2-3 rows too)
+  auto normed = torch::empty({std::max<int64_t>(rows, kMinRows), channels}, x.options());
 
   const float* xp = xc.data_ptr<float>();
   const float* tp = taps_t.data_ptr<float>();
@@ -152,7 +155,7 @@ torch::Tensor convnext_block_step(const torch::Tensor& x, torch::Tensor state, c
       }
     }
   });
-  if (rows == 1) normed[1].copy_(normed[0]);
+  for (int64_t r = rows; r < kMinRows; ++r) normed[r].copy_(normed[0]);
 
   auto inner = matmul_rows(normed, w1, b1);
   if (approximate == "none") {
@@ -164,7 +167,7 @@ torch::Tensor convnext_block_step(const torch::Tensor& x, torch::Tensor state, c
     at::gelu_(inner, approximate);
   }
   auto out = matmul_rows(inner, w2, b2);
-  if (rows == 1) out = out.narrow(0, 0, 1);
+  if (rows < kMinRows) out = out.narrow(0, 0, rows);
   out.add_(xc.view({rows, channels}));
   return out.view({batch, length, channels});
 }
