@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from audiokit import io
-from audiokit.models.bwe import NARROWBAND_EDGE_HZ, BandwidthExtender
+from audiokit.models.bwe import NARROWBAND_EDGE_HZ, BandwidthExtender, BandwidthExtenderConfig
 from audiokit.nn.resample import Upsampler, lowpass_taps
 from audiokit.train.checkpoint import load_checkpoint
 from audiokit.train.data import read_clips
@@ -49,6 +49,30 @@ def test_upsampler_matches_numpy_and_scipy():
     np.testing.assert_allclose(y, expected, atol=2e-3)
     _, power = scipy.signal.periodogram(upsample_2x(tone[None], 32)[0], fs=16000)
     assert power[4400:].sum() < 1e-6 * power.sum()  # the 7 kHz image is gone
+
+
+def test_the_upsampling_fir_is_configurable_and_training_uses_the_models(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    sharp = BandwidthExtenderConfig(
+        name="sharp", sample_rate=16000, upsample_taps_per_phase=64, upsample_cutoff=0.97
+    )
+    model = BandwidthExtender(sharp)
+    assert model.algorithmic_latency / model.sample_rate <= 0.020  # 63 + 256 samples
+    t = np.arange(8000) / 8000
+    tone = np.sin(2 * np.pi * 3600 * t)[None]
+    offline = model.upsample(torch.from_numpy(tone).float()[None])[0].numpy()
+    np.testing.assert_allclose(offline, upsample_2x(tone, 64, 0.97), atol=1e-5)
+    expected = np.sin(2 * np.pi * 3600 * np.arange(16000) / 16000)
+
+    def gain_db(y: np.ndarray) -> float:
+        return 10 * np.log10(np.mean(y[0, 1000:-1000] ** 2) / np.mean(expected[1000:-1000] ** 2))
+
+    assert abs(gain_db(upsample_2x(tone, 64, 0.97))) < 0.2  # 3.6 kHz kept by the sharp FIR
+    assert gain_db(upsample_2x(tone, 32)) < -2.0  # and cut by the default one
+    sharp_options = ["model.options.upsample_taps_per_phase=64", "model.options.upsample_cutoff=0.97"]
+    recipe = load_recipe(ROOT / "recipes" / "bwe_8to16_tiny.yaml", sharp_options)
+    trained = Trainer(recipe, tmp_path, quiet=True).dataset
+    assert (trained.taps_per_phase, trained.cutoff) == (64, 0.97)
 
 
 def test_keeps_the_known_band_and_passes_wideband(model):

@@ -33,7 +33,7 @@ from audiokit.dsp import erb_filterbank, estimate_bandwidth
 from audiokit.errors import UsageError
 from audiokit.models.base import AudioModel, ModelConfig
 from audiokit.nn import StreamableConv1d, StreamableLSTM
-from audiokit.nn.resample import Upsampler
+from audiokit.nn.resample import DEFAULT_CUTOFF, Upsampler
 from audiokit.nn.spectral import CausalInverseSpectrum, CausalSpectrum
 from audiokit.nn.state import StateList
 from audiokit.nn.streaming import StreamingModule
@@ -59,6 +59,7 @@ class BandwidthExtenderConfig(ModelConfig):
     lstm_layers: int = 2
     crossfade_bins: int = 4
     upsample_taps_per_phase: int = 32
+    upsample_cutoff: float = DEFAULT_CUTOFF  # the FIR's passband edge, a fraction of the input's Nyquist
 
     def __post_init__(self) -> None:
         if self.channels != 1:
@@ -104,7 +105,7 @@ class BandwidthExtender(
         bins = c.n_fft // 2 + 1
         self.analysis = CausalSpectrum(c.n_fft, c.hop_length)
         self.synthesis = CausalInverseSpectrum(c.n_fft, c.hop_length)
-        self.upsampler = Upsampler(2, taps_per_phase=c.upsample_taps_per_phase)
+        self.upsampler = Upsampler(2, taps_per_phase=c.upsample_taps_per_phase, cutoff=c.upsample_cutoff)
         bands = erb_filterbank(c.sample_rate, c.n_fft, c.erb_bands)
         self.register_buffer("erb", bands, persistent=False)
         spread = bands.t() / bands.t().sum(1, keepdim=True).clamp_min(1e-8)

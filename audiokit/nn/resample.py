@@ -16,9 +16,11 @@ from torch import nn
 from audiokit.nn.state import ConvState
 from audiokit.nn.streaming import StreamingModule
 
+DEFAULT_CUTOFF = 0.94  # passband edge as a fraction of the input's Nyquist frequency
+
 
 def lowpass_taps(
-    factor: int, taps_per_phase: int = 32, cutoff: float = 0.94, beta: float = 8.0
+    factor: int, taps_per_phase: int = 32, cutoff: float = DEFAULT_CUTOFF, beta: float = 8.0
 ) -> np.ndarray:
     """Kaiser-windowed sinc of ``factor * taps_per_phase - 1`` taps, passband gain ``factor``.
 
@@ -32,13 +34,15 @@ def lowpass_taps(
 class Upsampler(nn.Module, StreamingModule):
     """``(B, C, T) -> (B, C, T * factor)``, delayed by :attr:`delay` output samples (see module docstring)."""
 
-    def __init__(self, factor: int, channels: int = 1, taps_per_phase: int = 32) -> None:
+    def __init__(
+        self, factor: int, channels: int = 1, taps_per_phase: int = 32, cutoff: float = DEFAULT_CUTOFF
+    ) -> None:
         super().__init__()
         if factor < 1:
             raise ValueError(f"factor must be >= 1, got {factor}")
         self.factor = factor
         self.channels = channels
-        taps = lowpass_taps(factor, taps_per_phase) if factor > 1 else np.ones(1)
+        taps = lowpass_taps(factor, taps_per_phase, cutoff) if factor > 1 else np.ones(1)
         self.register_buffer(
             "taps", torch.tensor(taps[::-1].copy(), dtype=torch.float32)[None, None], persistent=False
         )

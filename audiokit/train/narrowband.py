@@ -24,7 +24,7 @@ import scipy.signal
 import torch
 
 from audiokit.models.bwe import NARROWBAND_EDGE_HZ
-from audiokit.nn.resample import lowpass_taps
+from audiokit.nn.resample import DEFAULT_CUTOFF, lowpass_taps
 from audiokit.train.data import PEAK_LIMIT, CropDataset, normalise_level
 
 MU = 255.0
@@ -59,9 +59,9 @@ def a_law(x: np.ndarray) -> np.ndarray:
     return (np.sign(x) * expanded).astype(np.float32)
 
 
-def upsample_2x(x: np.ndarray, taps_per_phase: int) -> np.ndarray:
+def upsample_2x(x: np.ndarray, taps_per_phase: int, cutoff: float = DEFAULT_CUTOFF) -> np.ndarray:
     """``(C, T)`` -> ``(C, 2 T)`` with :func:`~audiokit.nn.resample.lowpass_taps`, delay removed."""
-    taps = lowpass_taps(2, taps_per_phase)
+    taps = lowpass_taps(2, taps_per_phase, cutoff)
     stuffed = np.zeros((x.shape[0], 2 * x.shape[1]))
     stuffed[:, ::2] = x
     delay = (taps.size - 1) // 2
@@ -72,10 +72,18 @@ def upsample_2x(x: np.ndarray, taps_per_phase: int) -> np.ndarray:
 class NarrowbandDataset(CropDataset):
     """Batches of ``{"input", "clean", "edge_hz"}`` indexed by step (see the module docstring)."""
 
-    def __init__(self, *args, degradation: DegradationConfig, taps_per_phase: int = 32, **kwargs) -> None:
+    def __init__(
+        self,
+        *args,
+        degradation: DegradationConfig,
+        taps_per_phase: int = 32,
+        cutoff: float = DEFAULT_CUTOFF,
+        **kwargs,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.degradation = degradation
         self.taps_per_phase = taps_per_phase
+        self.cutoff = cutoff
 
     def _lowpass(self, rng: np.random.Generator, wav: np.ndarray, cutoff_hz: float) -> np.ndarray:
         order = int(rng.integers(4, 11))
@@ -114,7 +122,7 @@ class NarrowbandDataset(CropDataset):
             level = rms * 10.0 ** (-rng.uniform(*deg.noise_snr_db) / 20.0)
             x = x + (rng.standard_normal(x.shape) * level).astype(np.float32)
         if x.shape[-1] != clean.shape[-1]:
-            x = upsample_2x(x, self.taps_per_phase)
+            x = upsample_2x(x, self.taps_per_phase, self.cutoff)
         return x.astype(np.float32), clean, edge
 
     def __getitem__(self, step: int) -> dict[str, torch.Tensor]:

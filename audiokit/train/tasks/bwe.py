@@ -145,6 +145,7 @@ class BweTask(Task):
             self.runtime.rank,
             degradation=self.recipe.degradation,
             taps_per_phase=self.model.config.upsample_taps_per_phase,
+            cutoff=self.model.config.upsample_cutoff,
         )
 
     def train_step(self, step: int, batch: dict[str, torch.Tensor], model: nn.Module) -> dict[str, Any]:
