@@ -18,7 +18,7 @@ from audiokit.errors import ModelError, UsageError
 from audiokit.models import Codec
 from audiokit.models.enhancer import Enhancer
 from audiokit.nn import CausalISTFTHead, StreamableConv1d, StreamableConvTranspose1d, StreamableLSTM
-from audiokit.nn.streaming import StreamingSequential
+from audiokit.nn.streaming import PIECE_INPUTS, StreamingSequential, matmul_rows
 from audiokit.streaming import MultiStreamBatcher, encode_to_akc, measure_latency
 from audiokit.streaming.batcher import AudioBatcher
 
@@ -405,6 +405,27 @@ def test_conv_step_of_many_streams_equals_offline_for_short_and_long_chunks(kern
         start += frames * stride
     with torch.no_grad():
         torch.testing.assert_close(torch.cat(outs, -1), conv(x), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("inputs, outputs", [(64, 256), (256, 64), (PIECE_INPUTS + 100, 96)])
+def test_matmul_rows_rounds_each_row_the_same_whatever_the_row_count(inputs, outputs):
+    """Bitwise: what keeps a streamed step (few rows) equal to offline (many) in the codec's decoder.
+    One row (a matrix-vector product everywhere) and 2-3 rows (on some CPUs) round differently in BLAS."""
+    generator = torch.Generator().manual_seed(inputs)
+    matrix = torch.randn(inputs, outputs, generator=generator)
+    bias = torch.randn(outputs, generator=generator)
+    rows = torch.randn(120, inputs, generator=generator)
+    start = torch.randn(120, outputs, generator=generator)
+    with torch.no_grad():
+        many = matmul_rows(rows, matrix, bias)
+        many_into = matmul_rows(rows, matrix, into=start.clone())
+        for count in range(1, 9):
+            assert torch.equal(matmul_rows(rows[:count], matrix, bias), many[:count]), count
+            into = start[:count].clone()
+            assert matmul_rows(rows[:count], matrix, into=into) is into
+            assert torch.equal(into, many_into[:count]), count
+    graded = matmul_rows(rows[:2].requires_grad_(), matrix, into=start[:2])
+    assert torch.equal(graded.detach(), many_into[:2]) and torch.equal(start[:2], start[:2].clone())
 
 
 def test_transposed_conv_lstm_and_istft_head_steps():

@@ -153,6 +153,9 @@ LinearWeights = tuple[torch.Tensor, torch.Tensor | None]  # (W^T (in, out) conti
 # inputs summed per matrix product: MKL sums more inputs than this (769+ where this was written) in
 # another order when it multiplies a few rows than when it multiplies many
 PIECE_INPUTS = 768
+# fewest rows given to BLAS at once: it multiplies fewer by other routes (one row as a matrix-vector
+# product everywhere; 2-3 rows on an AMD EPYC with MKL too), rounding them differently
+MIN_ROWS = 4
 
 
 def matmul_rows(
@@ -163,20 +166,27 @@ def matmul_rows(
 ) -> torch.Tensor:
     """``rows (N, in) @ matrix (in, out)`` plus ``bias``, or added to ``into`` (in place without grad).
 
-    Each row is rounded the same whatever ``N``, for a contiguous ``matrix`` (BLAS rounds a transposed
-    one differently for many rows): a single row (which BLAS computes as a matrix-vector product,
-    summing in another order) is computed as two, and the inputs are summed in pieces of at most
-    :data:`PIECE_INPUTS`, accumulated in order.
+    Each row is rounded the same whatever ``N`` (on one thread), for a contiguous ``matrix`` (BLAS
+    rounds a transposed one differently for many rows): fewer than :data:`MIN_ROWS` rows are computed
+    as that many, and the inputs are summed in pieces of at most :data:`PIECE_INPUTS`, accumulated in
+    order. The C++ ConvNeXt step (``kernels/cpu``) follows the same two rules; compiled steps
+    (:mod:`audiokit.streaming.compiled`) leave the row count to the compiler.
     """
-    single = rows.shape[0] == 1 and into is None
-    if single:
-        rows = rows.expand(2, -1)
-    if rows.shape[1] <= PIECE_INPUTS:
-        if into is None:
-            y = torch.mm(rows, matrix) if bias is None else torch.addmm(bias, rows, matrix)
-        else:
-            y = torch.addmm(into, rows, matrix) if torch.is_grad_enabled() else into.addmm_(rows, matrix)
-        return y[:1] if single else y
+    count = rows.shape[0]
+    if not torch.compiler.is_compiling() and 0 < count < MIN_ROWS:  # (compiled: the count is symbolic)
+        filler = (MIN_ROWS - count, -1)
+        rows = torch.cat([rows, rows[:1].expand(filler)])
+        padded = None if into is None else torch.cat([into, into[:1].expand(filler)])
+        y = _summed_in_pieces(rows, matrix, bias, padded)[:count]
+        if into is None or torch.is_grad_enabled():
+            return y
+        return into.copy_(y)
+    return _summed_in_pieces(rows, matrix, bias, into)
+
+
+def _summed_in_pieces(
+    rows: torch.Tensor, matrix: torch.Tensor, bias: torch.Tensor | None, into: torch.Tensor | None
+) -> torch.Tensor:
     y = into
     for start in range(0, rows.shape[1], PIECE_INPUTS):
         part, weights = rows[:, start : start + PIECE_INPUTS], matrix[start : start + PIECE_INPUTS]
@@ -186,7 +196,7 @@ def matmul_rows(
             y = torch.addmm(y, part, weights)
         else:
             y = y.addmm_(part, weights)
-    return y[:1] if single else y
+    return y
 
 
 def linear_weights(layer: nn.Linear, scale: torch.Tensor | None = None) -> LinearWeights:

@@ -19,7 +19,7 @@
 namespace {
 
 constexpr int64_t kPieceInputs = 768;  // audiokit.nn.streaming.PIECE_INPUTS
-constexpr int64_t kMinRows = 4;  // fewest rows given to BLAS at once (see normed below)
+constexpr int64_t kMinRows = 4;  // audiokit.nn.streaming.MIN_ROWS (see normed below)
 constexpr int64_t kLanes = 16;         // partial sums of a row's reductions
 
 // sum of v[0 .. n) in kLanes fixed partial sums: vectorisable, yet rounded the same wherever v lies in
