@@ -62,6 +62,20 @@ def test_wrong_types_and_values(values, message):
         recipe_from_dict(values, "r.yaml")
 
 
+@pytest.mark.parametrize("task", ["bwe", "enhance"])
+def test_loss_weights_of_the_spectral_tasks_are_checked(task):
+    off = {"bwe": ("magnitude", "mel", "complex"), "enhance": ("complex", "magnitude", "si_sdr")}[task]
+    base = {"task": task, "model": {"config": {"bwe": "bwe-8to16", "enhance": "enhance-16k"}[task]}}
+    if task == "enhance":
+        base["data"] = {"noise": "noise.jsonl"}
+    with pytest.raises(RecipeError, match="r.yaml: every loss weight is 0"):
+        recipe_from_dict({**base, "losses": dict.fromkeys(off, 0.0)}, "r.yaml")
+    with pytest.raises(RecipeError, match="'losses.excess_weight' must be > 0, got 0.0"):
+        recipe_from_dict({**base, "losses": {"excess_weight": 0.0}}, "r.yaml")
+    alone = {**base, "losses": {**dict.fromkeys(off, 0.0), "compressed_magnitude": 1.0}}
+    assert recipe_from_dict(alone, "r.yaml").losses.compressed_magnitude == 1.0
+
+
 def test_overrides_and_yaml_numbers(tmp_path):
     path = _write(tmp_path, "optim:\n  learning_rate: 1e-4\nrun:\n  max_steps: 10\n")
     recipe = load_recipe(path, ["run.max_steps=20", "data.gain_db=[-3, 3]", "model.options.latent_dim=32"])

@@ -216,6 +216,14 @@ def check(condition: bool, where: str, message: str) -> None:
         raise RecipeError(f"{where}: {message}")
 
 
+def check_loss_weights(losses: Any, terms: tuple[str, ...], where: str) -> None:
+    """Check a task's ``losses`` section: one of the weights ``terms`` (its field names) is on, and its
+    ``excess_weight`` (:meth:`~audiokit.losses.CompressedComplexSTFTLoss.magnitude_from_spectra`) > 0."""
+    check(any(getattr(losses, term) > 0 for term in terms), where, "every loss weight is 0")
+    weight = losses.excess_weight
+    check(weight > 0, where, f"'losses.excess_weight' must be > 0, got {weight}")
+
+
 def recipe_from_dict(values: dict, where: str = "<recipe>") -> Recipe:
     """Build and check the recipe of the task ``values`` names (default ``codec``) from nested dicts;
     ``where`` names the source in errors."""

@@ -37,7 +37,7 @@ from audiokit.train.adversarial import (
 )
 from audiokit.train.data import read_clips
 from audiokit.train.narrowband import DegradationConfig, NarrowbandDataset
-from audiokit.train.recipe import Recipe, check
+from audiokit.train.recipe import Recipe, check, check_loss_weights
 from audiokit.train.task import Evaluation, Task, mean_scores, register_task
 
 
@@ -95,14 +95,7 @@ class BweRecipe(Recipe):
         for name in ("telephone_cutoff_hz", "wideband_cutoff_hz", "noise_snr_db"):
             low, high = getattr(d, name)
             check(low <= high, where, f"'degradation.{name}' must be [low, high]")
-        check(
-            any(w > 0 for w in (losses.magnitude, losses.mel, losses.complex, losses.compressed_magnitude)),
-            where,
-            "every loss weight is 0",
-        )
-        check(
-            losses.excess_weight > 0, where, f"'losses.excess_weight' must be > 0, got {losses.excess_weight}"
-        )
+        check_loss_weights(losses, ("magnitude", "mel", "complex", "compressed_magnitude"), where)
         check(len(losses.mel_window_lengths) == len(losses.mel_bins), where, "mel lists differ in length")
 
 

@@ -28,7 +28,7 @@ from audiokit.models.base import AudioModel
 from audiokit.models.enhancer import Enhancer, grow_features
 from audiokit.train.data import read_clips
 from audiokit.train.mixtures import NOISE_KINDS, MixtureConfig, MixtureDataset
-from audiokit.train.recipe import Recipe, check
+from audiokit.train.recipe import Recipe, check, check_loss_weights
 from audiokit.train.task import Evaluation, Task, mean_scores, register_task
 
 
@@ -87,23 +87,8 @@ class EnhanceRecipe(Recipe):
             where,
             "'mixture.noise_weights.recorded' > 0 needs 'data.noise' (a noise manifest or directory)",
         )
-        check(
-            any(
-                w > 0
-                for w in (
-                    losses.complex,
-                    losses.compressed_magnitude,
-                    losses.magnitude,
-                    losses.si_sdr,
-                    losses.band_gain,
-                )
-            ),
-            where,
-            "every loss weight is 0",
-        )
-        check(
-            losses.excess_weight > 0, where, f"'losses.excess_weight' must be > 0, got {losses.excess_weight}"
-        )
+        terms = ("complex", "compressed_magnitude", "magnitude", "si_sdr", "band_gain")
+        check_loss_weights(losses, terms, where)
         check(
             all(len(r) == 3 for r in losses.stft_resolutions),
             where,
