@@ -3,14 +3,15 @@
 Each ``--variant NAME:KEY=VALUE[,KEY=VALUE...]`` is the recipe (``recipes/enhance_speech16k.yaml``) with
 those overrides; every variant gets the same seed, data, optimiser and number of steps. Each trains
 from scratch in ``--runs/NAME`` through ``audiokit train`` (resumable: an unfinished run continues),
-then its EMA weights enhance the first ``--clips`` clips of the fixed noisy validation set offline, and
+then its EMA weights enhance ``--clips`` clips of the fixed noisy validation set offline (every
+``--stride``-th from the first; the first 80 are nearly all one voice, docs/training.md session 15), and
 every metric is reported with its 95 % CI and the paired difference against the first variant on the
 same clips (``vs_<first>``), overall and per mixing SNR of the clips (``per_snr``). Without
 ``--variant`` it runs the front-end ablation of issue 20: the fixed ERB bands against DiffSTFT and
 AdaptiveFilterbank bands (``model.options.band_features``, see :mod:`audiokit.models.enhancer`), where
 learnable front ends also report what they learnt.
 
-Usage: ``python benchmarks/enhancer_ablation.py --steps 1500 --clips 200 [--runs runs/ablation]
+Usage: ``python benchmarks/enhancer_ablation.py --steps 1500 --clips 200 [--stride 8] [--runs runs/ablation]
 [--variant NAME:SETTINGS ...] [--set KEY=VALUE ...] [--out FILE]``; writes
 ``benchmarks/results/enhancer_frontends.json`` (the default variants) or ``--out``.
 """
@@ -74,6 +75,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=1500, help="training steps per variant")
     parser.add_argument("--clips", type=int, default=200, help="validation clips scored")
+    parser.add_argument("--stride", type=int, default=1, help="score every STRIDE-th clip from the first")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "ablation", help="run directories")
     parser.add_argument(
         "--variant", action="append", default=[], help="NAME:KEY=VALUE[,KEY=VALUE...] (default: front ends)"
@@ -82,11 +84,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    clips = read_noisy_set("valid_noisy_16k", 16000, args.clips, 6.0)
+    clips = read_noisy_set("valid_noisy_16k", 16000, args.clips, 6.0, args.stride)
     snrs = clip_snrs("valid_noisy_16k")
     noisy_rows = [{"file": name, **score_pair(pair[1], pair[0], 16000)} for name, pair in clips]
     result: dict = {"recipe": str(RECIPE.relative_to(ROOT)), "steps": args.steps, "overrides": args.set}
-    result["clips"] = len(clips)
+    result["clips"], result["stride"] = len(clips), args.stride
     result["noisy"] = scores(summarize(noisy_rows))
     rows: dict[str, list[dict]] = {}
     variants = [v.partition(":") for v in args.variant or FRONT_ENDS]

@@ -9,14 +9,17 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch.utils.flop_counter import FlopCounterMode
 
 from audiokit.models.enhancer import CONFIGS, Enhancer, mix_factor
+from audiokit.nn.band_conv import BandEncoder
 from audiokit.nn.spectral import CausalInverseSpectrum, CausalSpectrum, DeepFilter
 
 ANALYSES = {
     "plain": {"pitch": False},
     "shipped": {},
     "noise_floor": {"noise_floor_rise": (5.0, 20.0)},
+    "band_conv": {"band_encoder": "conv", "noise_floor_rise": (5.0, 20.0)},
 }
 
 
@@ -126,3 +129,27 @@ def test_budget_and_latency(analysis):
     assert sum(p.numel() for p in model.parameters()) <= 1_000_000
     assert model.multiply_adds_per_second() <= 100e6
     assert model.algorithmic_latency / model.sample_rate <= 0.020
+
+
+def test_band_encoder_moves_its_features_with_the_bands():
+    """A pattern moved up by some bands gives the same encoded features moved (away from the edges)."""
+    torch.manual_seed(0)
+    encoder = BandEncoder(3, 8)
+    x = torch.zeros(2, 5, 3, 32)
+    x[..., 4:20] = torch.randn(2, 5, 3, 16)
+    moved = torch.roll(x, 6, -1)
+    torch.testing.assert_close(encoder(moved)[..., 6 + 2 : 26 - 2], encoder(x)[..., 2:18], atol=1e-6, rtol=0)
+    assert not torch.allclose(encoder(moved), encoder(x))
+
+
+def test_conv_band_encoder_cost_matches_a_flop_count():
+    """What the band convolutions add to :meth:`Enhancer.multiply_adds_per_second` is what torch counts
+    in one second of audio (one frame more: the analysis pads)."""
+    counted, stated = {}, {}
+    for encoder in ("linear", "conv"):
+        model = Enhancer(replace(CONFIGS["enhance-16k"], band_encoder=encoder)).eval()
+        with FlopCounterMode(display=False) as flops:
+            model.enhance(torch.randn(1, 1, 16000))
+        counted[encoder], stated[encoder] = flops.get_total_flops() / 2, model.multiply_adds_per_second()
+    ratio = (counted["conv"] - counted["linear"]) / (stated["conv"] - stated["linear"])
+    assert 1.0 <= ratio <= 1.02

@@ -29,6 +29,13 @@ cover the same samples as the causal ones while the window is at most ``n_fft``)
 :class:`~audiokit.frontends.AdaptiveFilterbank` (``adaptive``: learnable FIR banks mixed per
 segment by a content analyser). The learnable ones train offline only (``stream`` needs ``erb``).
 
+With ``band_encoder="conv"`` (:mod:`audiokit.nn.band_conv`), the per-band features (log powers, pitch
+correlations, powers above the noise floor) go through convolutions along the band axis before the
+linear map, and the band gains (and comb strengths) come from a decoder that convolves along the bands
+too, with the encoder's output as a skip connection: the same weights at every band, so a voice pitched
+or shaped higher or lower than the training voices gives the same features moved (docs/training.md,
+session 17). The deep filter's coefficients still come from the recurrent state by a linear map.
+
 Algorithmic latency: ``n_fft`` samples (20 ms): the last frame that covers a sample ends ``n_fft``
 samples after it. ``forward``/``enhance`` return exactly the input's length, aligned with it.
 """
@@ -49,6 +56,7 @@ from audiokit.errors import ModelError
 from audiokit.frontends import AdaptiveFilterbank, DiffSTFT, is_unit_parameter
 from audiokit.models.base import AudioModel, ModelConfig
 from audiokit.nn import StreamableConv1d, StreamableLSTM
+from audiokit.nn.band_conv import BandDecoder, BandEncoder
 from audiokit.nn.noise_floor import POWER_FLOOR, NoiseFloor, NoiseFloorState
 from audiokit.nn.pitch import PitchSpectrum, band_pitch_correlation
 from audiokit.nn.spectral import CausalInverseSpectrum, CausalSpectrum, DeepFilter
@@ -76,6 +84,8 @@ class EnhancerConfig(ModelConfig):
     pitch_filter: bool = True
     pitch_lags: tuple[int, int] = (40, 320)
     noise_floor_rise: tuple[float, ...] = ()
+    band_encoder: str = "linear"
+    band_channels: int = 16
 
     def __post_init__(self) -> None:
         if self.channels != 1:
@@ -89,6 +99,12 @@ class EnhancerConfig(ModelConfig):
             raise ValueError("df_order, conv_kernel and lstm_layers must be >= 1")
         if any(rate <= 0 for rate in self.noise_floor_rise):
             raise ValueError(f"noise_floor_rise rates must be > 0 dB per second, got {self.noise_floor_rise}")
+        if self.band_encoder not in BAND_ENCODERS:
+            raise ValueError(
+                f"band_encoder must be one of {', '.join(BAND_ENCODERS)}, got {self.band_encoder!r}"
+            )
+        if self.band_channels < 1:
+            raise ValueError(f"band_channels must be >= 1, got {self.band_channels}")
         if self.band_features not in BAND_FEATURES:
             raise ValueError(
                 f"band_features must be one of {', '.join(BAND_FEATURES)}, got {self.band_features!r}"
@@ -97,6 +113,8 @@ class EnhancerConfig(ModelConfig):
 
 BAND_FEATURES = ("erb", "diffstft", "adaptive")
 """Where the band log powers come from (module docstring); only ``erb`` streams."""
+BAND_ENCODERS = ("linear", "conv")
+"""How the network reads the bands and writes their gains (module docstring)."""
 
 
 CONFIGS: dict[str, EnhancerConfig] = {
@@ -137,19 +155,33 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
         self.pitch = PitchSpectrum(c.n_fft, c.hop_length, *c.pitch_lags) if c.pitch else None
         per_frame = tuple(rate * c.hop_length / c.sample_rate for rate in c.noise_floor_rise)
         self.noise_floor = NoiseFloor(c.erb_bands, per_frame) if per_frame else None
-        self.input_proj = nn.Linear(sum(size for _, size in feature_layout(c)), c.hidden_dim)
+        comb = c.pitch and c.pitch_filter
+        if c.band_encoder == "conv":
+            per_band = len(band_planes(c))
+            self.band_encoder = BandEncoder(per_band, c.band_channels)
+            self.band_decoder = BandDecoder(
+                c.hidden_dim, c.band_channels, c.erb_bands, [2.0, -3.0][: 1 + comb]
+            )
+            width = c.band_channels * c.erb_bands + sum(size for _, size in global_features(c))
+        else:
+            self.band_encoder = self.band_decoder = None
+            width = sum(size for _, size in feature_layout(c))
+        self.input_proj = nn.Linear(width, c.hidden_dim)
         self.frame_conv = StreamableConv1d(
             c.hidden_dim, c.hidden_dim, c.conv_kernel, groups=c.hidden_dim, causal=True, norm="none"
         )
         self.lstm = StreamableLSTM(c.hidden_dim, c.lstm_layers, skip=True, fast_steps=True)
-        self.gain_head = nn.Linear(c.hidden_dim, c.erb_bands)
         self.df_head = nn.Linear(c.hidden_dim, c.df_bins * c.df_order * 2)
         self.deep_filter = DeepFilter(c.df_bins, c.df_order)
-        nn.init.constant_(self.gain_head.bias, 2.0)  # start near pass-through (gain ~0.88)
-        self.comb_head = nn.Linear(c.hidden_dim, c.erb_bands) if c.pitch and c.pitch_filter else None
-        if self.comb_head is not None:
-            nn.init.normal_(self.comb_head.weight, std=1e-3)
-            nn.init.constant_(self.comb_head.bias, -3.0)  # start nearly off (b ~0.05)
+        # gains start near pass-through (~0.88), comb strengths nearly off (~0.05); the conv decoder alike
+        self.gain_head = self.comb_head = None
+        if self.band_decoder is None:
+            self.gain_head = nn.Linear(c.hidden_dim, c.erb_bands)
+            nn.init.constant_(self.gain_head.bias, 2.0)
+            self.comb_head = nn.Linear(c.hidden_dim, c.erb_bands) if comb else None
+            if self.comb_head is not None:
+                nn.init.normal_(self.comb_head.weight, std=1e-3)
+                nn.init.constant_(self.comb_head.bias, -3.0)
         nn.init.normal_(self.df_head.weight, std=1e-3)
         nn.init.zeros_(self.df_head.bias)
 
@@ -249,7 +281,7 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
                 f"band_features={self.config.band_features!r} is a front-end ablation that runs offline "
                 "only; streaming needs band_features='erb'"
             )
-        device = device or self.gain_head.weight.device
+        device = device or self.df_head.weight.device
         parts = (self.analysis, self.frame_conv, self.lstm, self.deep_filter, self.synthesis)
         if self.pitch is not None:
             parts += (self.pitch,)
@@ -274,17 +306,30 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
         """
         c = self.config
         noise_state = None if states is None else states[3]
-        h = self.input_proj(self._features(spec, wav, pitch, noise_state))  # (N, M, hidden), time-major
+        features = self._features(spec, wav, pitch, noise_state)  # (N, M, features), time-major
+        encoded = None
+        if self.band_encoder is not None:
+            encoded = self.band_encoder(_per_band(features, c))  # (N, M, band_channels, erb_bands)
+            columns = _block_columns(c)
+            globals_ = [features[..., columns[name]][..., -width:] for name, width in global_features(c)]
+            features = torch.cat([encoded.flatten(2), *globals_], -1)
+        h = self.input_proj(features)  # (N, M, hidden)
         if states is None:
             h = self.lstm(F.gelu(self.frame_conv.forward_t(h)).transpose(1, 2)).transpose(1, 2)
         else:
             h = self.lstm.step_t(F.gelu(self.frame_conv.step_t(h, states[0])), states[1])
-        band_gains = torch.sigmoid(self.gain_head(h))
+        if self.band_decoder is not None:
+            logits = self.band_decoder(h, encoded)  # (N, M, 1 or 2, erb_bands)
+            band_gains = torch.sigmoid(logits[:, :, 0])
+            comb_bands = torch.sigmoid(logits[:, :, 1]) if logits.shape[2] > 1 else None
+        else:
+            band_gains = torch.sigmoid(self.gain_head(h))
+            comb_bands = None if self.comb_head is None else torch.sigmoid(self.comb_head(h))
         gains = (band_gains @ self.erb_spread.t()).transpose(1, 2)  # spread over the bins (N, bins, M)
-        if self.comb_head is None:
+        if comb_bands is None:
             out = spec * gains
         else:
-            comb = (torch.sigmoid(self.comb_head(h)) @ self.erb_spread.t()).transpose(1, 2)
+            comb = (comb_bands @ self.erb_spread.t()).transpose(1, 2)
             out = (spec + comb * pitch[0]) * (gains / (1.0 + comb))
         coef = self.df_head(h).view(h.shape[0], h.shape[1], c.df_bins, c.df_order, 2)
         coef = torch.complex(coef[..., 0], coef[..., 1]).permute(0, 2, 1, 3)  # (N, df_bins, M, order)
@@ -361,6 +406,13 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
             + (c.n_fft // 2 + 1) * (c.erb_bands * 2 + c.df_order * 4)
         )
         per_frame += len(c.noise_floor_rise) * c.erb_bands * (c.hidden_dim + 4)
+        if c.band_encoder == "conv":  # encoder convs, the wider input map, decoder; not the linear heads
+            per_band, width = len(band_planes(c)), c.band_channels
+            per_frame += c.erb_bands * 3 * width * (per_band + width)  # two encoder convs
+            inputs = width * c.erb_bands + sum(size for _, size in global_features(c))
+            per_frame += (inputs - sum(size for _, size in feature_layout(c))) * c.hidden_dim
+            per_frame += c.hidden_dim * width * c.erb_bands + c.erb_bands * width * (3 * width + 2)
+            per_frame -= c.hidden_dim * c.erb_bands * (2 if c.pitch and c.pitch_filter else 1)
         if c.pitch:  # the lag search (three FFTs of fft_size), features, the comb head and filter
             fft_size = self.pitch.fft_size
             per_frame += 3 * fft_size * math.log2(fft_size) + (c.erb_bands + 2) * c.hidden_dim
@@ -379,6 +431,29 @@ def feature_layout(config: EnhancerConfig) -> list[tuple[str, int]]:
     return layout
 
 
+def band_planes(config: EnhancerConfig) -> list[str]:
+    """The per-band feature planes :class:`~audiokit.nn.band_conv.BandEncoder` reads, in order."""
+    planes = ["bands"] + (["pitch"] if config.pitch else [])
+    return planes + [f"noise_floor_{i}" for i in range(len(config.noise_floor_rise))]
+
+
+def global_features(config: EnhancerConfig) -> list[tuple[str, int]]:
+    """The feature blocks (the last ``width`` columns of each) that bypass the band encoder."""
+    return [("low_band", 2 * config.df_bins)] + ([("pitch", 2)] if config.pitch else [])
+
+
+def _per_band(features: torch.Tensor, config: EnhancerConfig) -> torch.Tensor:
+    """``(N, M, features)`` -> the per-band planes ``(N, M, planes, erb_bands)`` of :func:`band_planes`."""
+    columns, bands = _block_columns(config), config.erb_bands
+    planes = [features[..., columns["bands"]]]
+    if config.pitch:
+        planes.append(features[..., columns["pitch"]][..., :bands])
+    if config.noise_floor_rise:
+        floors = features[..., columns["noise_floor"]]
+        planes += list(floors.unflatten(-1, (len(config.noise_floor_rise), bands)).unbind(-2))
+    return torch.stack(planes, -2)
+
+
 def grow_features(model: Enhancer, config: EnhancerConfig) -> Enhancer:
     """A trained enhancer as one of ``config``, the same architecture with more analysis (the pitch
     analysis, the noise floor), to continue training from where it stood: the new features enter the
@@ -386,6 +461,8 @@ def grow_features(model: Enhancer, config: EnhancerConfig) -> Enhancer:
     initial bias (strength ~0.05). Without a new comb filter the grown model enhances exactly as
     ``model`` does."""
     current = model.config
+    if current.band_encoder != "linear" or config.band_encoder != "linear":
+        raise ModelError(f"{current.name}: only enhancers with band_encoder='linear' grow features")
     analysis = {"pitch": current.pitch, "pitch_filter": current.pitch_filter}
     same = dataclasses.replace(
         config, name=current.name, noise_floor_rise=current.noise_floor_rise, **analysis
