@@ -87,8 +87,10 @@ def main() -> None:
     parser, args = parse_model_args(__doc__.split("\n")[0])
     torch.set_num_threads(1)
     model = load(args)
-    if model.pitch is not None or model.noise_floor is not None:
-        parser.error("the speech/noise split needs an enhancer without pitch analysis or noise floor")
+    if model.pitch is not None or model.noise_floor is not None or model.band_decoder is not None:
+        parser.error(
+            "the speech/noise split needs an enhancer without pitch analysis, noise floor or band convs"
+        )
     rate, split_hz = model.sample_rate, model.config.df_bins * model.sample_rate / model.config.n_fft
     rows: list[list[float]] = []
     model_gains, oracle_gains = [], []
