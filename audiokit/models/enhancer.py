@@ -171,17 +171,18 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
             c.hidden_dim, c.hidden_dim, c.conv_kernel, groups=c.hidden_dim, causal=True, norm="none"
         )
         self.lstm = StreamableLSTM(c.hidden_dim, c.lstm_layers, skip=True, fast_steps=True)
-        self.df_head = nn.Linear(c.hidden_dim, c.df_bins * c.df_order * 2)
-        self.deep_filter = DeepFilter(c.df_bins, c.df_order)
-        # gains start near pass-through (~0.88), comb strengths nearly off (~0.05); the conv decoder alike
+        # gains start near pass-through (~0.88), comb strengths nearly off (~0.05); the conv decoder alike.
+        # The heads are registered before df_head: the parameter order is the optimiser state's layout.
         self.gain_head = self.comb_head = None
         if self.band_decoder is None:
             self.gain_head = nn.Linear(c.hidden_dim, c.erb_bands)
             nn.init.constant_(self.gain_head.bias, 2.0)
-            self.comb_head = nn.Linear(c.hidden_dim, c.erb_bands) if comb else None
-            if self.comb_head is not None:
-                nn.init.normal_(self.comb_head.weight, std=1e-3)
-                nn.init.constant_(self.comb_head.bias, -3.0)
+        self.df_head = nn.Linear(c.hidden_dim, c.df_bins * c.df_order * 2)
+        self.deep_filter = DeepFilter(c.df_bins, c.df_order)
+        if self.band_decoder is None and comb:
+            self.comb_head = nn.Linear(c.hidden_dim, c.erb_bands)
+            nn.init.normal_(self.comb_head.weight, std=1e-3)
+            nn.init.constant_(self.comb_head.bias, -3.0)
         nn.init.normal_(self.df_head.weight, std=1e-3)
         nn.init.zeros_(self.df_head.bias)
 

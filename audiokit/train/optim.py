@@ -7,13 +7,16 @@ hold each part's optimiser and scheduler under its ``role``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import torch
 from torch import nn
 
 from audiokit.train.recipe import ScheduleConfig
+
+T = TypeVar("T")
 
 
 def lr_factor(schedule: ScheduleConfig, total_steps: int) -> Callable[[int], float]:
@@ -101,11 +104,8 @@ def make_part(
     Parameters named in ``module.lr_scales()`` (when it has that method: name -> multiple of the rate,
     e.g. a front end's window length in samples) get their own groups; the rest share the first.
     """
-    named_scales = module.lr_scales() if hasattr(module, "lr_scales") else {}
-    groups: dict[float, list[nn.Parameter]] = {1.0: []}
-    for name, parameter in module.named_parameters():
-        groups.setdefault(float(named_scales.get(name, 1.0)), []).append(parameter)
-    scales = [scale for scale, members in groups.items() if members]
+    groups = _rate_groups(module, module.named_parameters())
+    scales = list(groups)
     optimizer = torch.optim.AdamW(
         [{"params": groups[scale], "lr": rate * scale} for scale in scales],
         rate,
@@ -114,3 +114,52 @@ def make_part(
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     return Part(role, module, train_module, optimizer, scheduler, rate, grad_clip, scales)
+
+
+def _rate_groups(module: nn.Module, named: Iterable[tuple[str, T]]) -> dict[float, list[T]]:
+    """``named`` items grouped by their multiple of the base rate (``module.lr_scales()``, 1 for the
+    rest), the groups in order of first appearance (1 first) and without empty ones: the optimiser's
+    layout of :func:`make_part`."""
+    named_scales = module.lr_scales() if hasattr(module, "lr_scales") else {}
+    groups: dict[float, list[T]] = {1.0: []}
+    for name, item in named:
+        groups.setdefault(float(named_scales.get(name, 1.0)), []).append(item)
+    return {scale: members for scale, members in groups.items() if members}
+
+
+def parameter_names(part: Part) -> list[str]:
+    """The names of ``part``'s parameters in its optimiser's index order (the groups, then their
+    members): what a checkpoint stores beside the optimiser state so that it loads by name."""
+    names = {id(parameter): name for name, parameter in part.module.named_parameters()}
+    return [names[id(p)] for group in part.optimizer.param_groups for p in group["params"]]
+
+
+def registration_names(part: Part, module_state: dict[str, torch.Tensor]) -> list[str]:
+    """The index order of an optimiser state written before checkpoints stored names: the parameters
+    among ``module_state``'s keys (a ``state_dict``, whose order is the registration order the
+    optimiser saw), grouped by rate as :func:`make_part` groups them."""
+    current = {name for name, _ in part.module.named_parameters()}
+    ordered = [(name, name) for name in dict.fromkeys(module_state) if name in current]
+    return [name for members in _rate_groups(part.module, ordered).values() for name in members]
+
+
+def load_optimizer_state(part: Part, state: dict, saved_names: list[str]) -> None:
+    """Load an optimiser ``state`` (``state_dict()``) whose indices are the parameters ``saved_names``
+    into ``part``, matched by name: a model whose parameters are now registered in another order
+    resumes with each parameter's own moments. ``ValueError`` when the names or groups differ."""
+    names = parameter_names(part)
+    if sorted(saved_names) != sorted(names):
+        missing = sorted(set(names) - set(saved_names)) + sorted(set(saved_names) - set(names))
+        raise ValueError(f"optimiser parameters differ from the model's: {', '.join(missing[:5])}")
+    saved_index = {name: index for index, name in enumerate(saved_names)}
+    index = {name: i for i, name in enumerate(names)}
+    groups, start = [], 0
+    for saved_group, group in zip(state["param_groups"], part.optimizer.param_groups, strict=True):
+        members = names[start : start + len(group["params"])]
+        start += len(members)
+        if sorted(saved_index[n] for n in members) != sorted(saved_group["params"]):
+            raise ValueError("optimiser groups differ from the model's (learning-rate multiples changed)")
+        groups.append({**saved_group, "params": [index[n] for n in members]})
+    saved = state["state"]
+    moments = {index[n]: saved[saved_index[n]] for n in names if saved_index[n] in saved}
+    part.optimizer.load_state_dict({"state": moments, "param_groups": groups})

@@ -32,7 +32,14 @@ from audiokit.train.checkpoint import RUN_CHECKPOINT as CHECKPOINT
 from audiokit.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from audiokit.train.data import batches
 from audiokit.train.ema import EMA
-from audiokit.train.optim import Part, lr_factor, make_part
+from audiokit.train.optim import (
+    Part,
+    load_optimizer_state,
+    lr_factor,
+    make_part,
+    parameter_names,
+    registration_names,
+)
 from audiokit.train.recipe import Recipe
 from audiokit.train.records import RunRecords
 from audiokit.train.runtime import Runtime, seed_all
@@ -165,6 +172,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "ema": self.ema.state_dict(),
             "optimizers": {part.role: part.optimizer.state_dict() for part in self.parts},
+            "optimizer_parameters": {part.role: parameter_names(part) for part in self.parts},
             "schedulers": {part.role: part.scheduler.state_dict() for part in self.parts},
             "rng": self.runtime.gather(rng_state()),
             "data": {
@@ -190,7 +198,11 @@ class Trainer:
                 if part is self.model_part or updates > 0:
                     if part is not self.model_part:
                         part.module.load_state_dict(state[part.role])
-                    part.optimizer.load_state_dict(state["optimizers"][part.role])
+                    module_state = state["model" if part is self.model_part else part.role]
+                    saved_names = state.get("optimizer_parameters", {}).get(part.role)
+                    if saved_names is None:  # written before checkpoints named the parameters
+                        saved_names = registration_names(part, module_state)
+                    load_optimizer_state(part, state["optimizers"][part.role], saved_names)
                     part.scheduler.load_state_dict(state["schedulers"][part.role])
         except (KeyError, RuntimeError, ValueError) as exc:
             message = " ".join(str(exc).split())[:300]

@@ -1,0 +1,101 @@
+"""Optimiser state across code changes: moments follow parameters by name, and the committed training
+states (``checkpoints/*``) still resume with the current models."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from audiokit.train.checkpoint import load_checkpoint
+from audiokit.train.optim import (
+    load_optimizer_state,
+    lr_factor,
+    make_part,
+    parameter_names,
+    registration_names,
+)
+from audiokit.train.portable import unpack_run
+from audiokit.train.recipe import ScheduleConfig, recipe_from_dict
+from audiokit.train.task import build_model, task_class
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMITTED_STATES = sorted(p.parent for p in (ROOT / "checkpoints").glob("*/state.json"))
+
+
+class Net(nn.Module):
+    """Three layers registered in the given order; ``slow`` trains at a tenth of the rate."""
+
+    def __init__(self, order: tuple[str, ...]) -> None:
+        super().__init__()
+        sizes = {"first": (4, 6), "slow": (6, 6), "last": (6, 2)}
+        for name in order:
+            setattr(self, name, nn.Linear(*sizes[name]))
+
+    def lr_scales(self) -> dict[str, float]:
+        return {"slow.weight": 0.1}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.last(torch.tanh(self.slow(torch.tanh(self.first(x)))))
+
+
+def _part(net: Net):
+    factor = lr_factor(ScheduleConfig(warmup_steps=2, decay="constant"), 100)
+    return make_part("generator", net, net, 1e-2, [0.9, 0.99], factor, 0.0)  # clipping sums in order
+
+
+def _train(part, steps: int, seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        x = torch.randn(8, 4, generator=generator)
+        part.module(x).square().mean().backward()
+        part.update()
+
+
+def test_optimiser_moments_follow_parameters_by_name_when_the_registration_order_changes():
+    torch.manual_seed(0)
+    before = _part(Net(("first", "slow", "last")))
+    _train(before, 3, seed=1)
+    saved_state = copy.deepcopy(before.optimizer.state_dict())  # as read from disk: not the live moments
+    saved_names = parameter_names(before)
+    # the same layers registered in another order (a refactor): load weights and moments by name
+    after = _part(Net(("last", "first", "slow")))
+    after.module.load_state_dict(before.module.state_dict())
+    assert parameter_names(after) != saved_names
+    assert registration_names(after, before.module.state_dict()) == saved_names  # older checkpoints
+    load_optimizer_state(after, saved_state, saved_names)
+    after.scheduler.load_state_dict(before.scheduler.state_dict())
+    _train(before, 2, seed=2)
+    _train(after, 2, seed=2)
+    for name, value in before.module.state_dict().items():
+        torch.testing.assert_close(after.module.state_dict()[name], value, rtol=0, atol=0, msg=name)
+
+
+def test_optimiser_state_of_other_parameters_is_refused():
+    saved = _part(Net(("first", "slow", "last")))
+    _train(saved, 1, seed=1)
+    other = _part(Net(("first", "last")))
+    with pytest.raises(ValueError, match="slow"):
+        load_optimizer_state(other, saved.optimizer.state_dict(), parameter_names(saved))
+
+
+@pytest.mark.parametrize("packed", COMMITTED_STATES, ids=[p.name for p in COMMITTED_STATES])
+def test_committed_training_states_resume_with_the_current_models(packed: Path, tmp_path: Path):
+    """``audiokit train --resume`` of a committed state must keep working after refactors (session 18:
+    moving one head's registration broke the enhancer's)."""
+    state = load_checkpoint(unpack_run(packed, tmp_path / "run"))
+    recipe = recipe_from_dict(state["recipe"])
+    model = build_model(recipe.model)
+    model.load_state_dict(state["model"])
+    part = make_part("model", model, model, 1e-3, [0.9, 0.99], lambda step: 1.0, 0.0)
+    role = task_class(recipe.task).model_role
+    names = state.get("optimizer_parameters", {}).get(role) or registration_names(part, state["model"])
+    load_optimizer_state(part, state["optimizers"][role], names)
+    parameters = dict(model.named_parameters())
+    moments = part.optimizer.state_dict()["state"]
+    assert len(moments) == len(parameters)
+    for index, name in enumerate(parameter_names(part)):
+        assert moments[index]["exp_avg"].shape == parameters[name].shape, name
