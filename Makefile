@@ -22,6 +22,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e ".[dev]"
+	@# the C++ kernels (kernels/cpu) once per machine, so that the first entropy-coded decode does not wait
+	@$(PY) -c "from audiokit.ops import cpp; m = cpp.load(); print('C++ kernels:', 'built' if m else f'not built ({cpp.unavailable_reason()}); numpy/torch run instead')"
 	@touch $(STAMP)
 
 system-tools:

@@ -43,6 +43,16 @@ class EntropyDecodeError(ValueError):
         self.problem = problem
 
 
+def outside_code_range(position: int) -> EntropyDecodeError:
+    """The error of a decoded value past ``2**precision`` (``position``: the byte read last)."""
+    return EntropyDecodeError(position, "entropy-coded value outside the code range")
+
+
+def bytes_after_last_code(position: int, size: int) -> EntropyDecodeError:
+    """The error of a ``size``-byte payload with bytes left from ``position`` after its last code."""
+    return EntropyDecodeError(position, f"{size - position} byte(s) after the last entropy-coded code")
+
+
 def max_payload_size(count: int) -> int:
     """Upper bound (bytes) of the payload of ``count`` codes: at most 16 bits a code, plus the flush."""
     return 2 * count + _CODE_BYTES
@@ -114,7 +124,7 @@ class RangeDecoder:
         r = self.range >> precision
         value = self.code // r
         if value >= 1 << precision:
-            raise EntropyDecodeError(self.pos - 1, "entropy-coded value outside the code range")
+            raise outside_code_range(self.pos - 1)
         symbol = int(np.searchsorted(ends, value, side="right"))
         start = int(ends[symbol - 1]) if symbol else 0
         self.code -= r * start
@@ -128,9 +138,7 @@ class RangeDecoder:
     def finish(self) -> None:
         """Raise :class:`EntropyDecodeError` when bytes are left after the last code."""
         if self.pos < self.size:
-            raise EntropyDecodeError(
-                self.pos, f"{self.size - self.pos} byte(s) after the last entropy-coded code"
-            )
+            raise bytes_after_last_code(self.pos, self.size)
 
 
 class EntropyCoder(Protocol):

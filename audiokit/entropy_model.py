@@ -24,10 +24,20 @@ from __future__ import annotations
 import struct
 import zlib
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
+import torch
 
-from audiokit.entropy import MAX_PRECISION, MIN_PRECISION, RangeDecoder, RangeEncoder
+from audiokit import ops
+from audiokit.entropy import (
+    MAX_PRECISION,
+    MIN_PRECISION,
+    RangeDecoder,
+    RangeEncoder,
+    bytes_after_last_code,
+    outside_code_range,
+)
 from audiokit.io import atomic_path
 
 FORMAT = "audiokit-entropy-prior"
@@ -138,6 +148,7 @@ class PriorModel:
         self._bias = self.tensors["bias"].astype(np.int64)
         self._table = table.astype(np.int64)
         self._logit_shift = c["act_exp"] + c["out_exp"] - c["table_exp"]
+        self._kernel_tables: tuple[torch.Tensor, ...] | None = None  # the C++ decoder's, made on first use
 
     # -- identity --------------------------------------------------------------------------------
     @property
@@ -261,7 +272,10 @@ class PriorModel:
         """Codes ``[frames, channels, n_q]`` int64 of a payload :meth:`encode` wrote; an
         :class:`EntropyDecodeError` naming the payload byte otherwise."""
         self._check_shape(n_q)
-        decoder = RangeDecoder(payload, frames * channels * n_q)
+        decoder = RangeDecoder(payload, frames * channels * n_q)  # checks the payload's last byte
+        kernels = ops.exact_kernels()
+        if kernels is not None:
+            return self._decode_compiled(kernels, payload, frames, channels, n_q)
         codes = np.zeros((frames, channels, n_q), dtype=np.int64)
         width = self.config["width"]
         for t in range(frames):
@@ -276,6 +290,39 @@ class PriorModel:
                     current = current + self._cur[q, code]
         decoder.finish()
         return codes
+
+    def _decode_compiled(
+        self, kernels: ModuleType, payload: bytes | memoryview, frames: int, channels: int, n_q: int
+    ) -> np.ndarray:
+        """:meth:`decode` in the C++ kernel (``kernels/cpu/prior_decode.cpp``): the same integers."""
+        if self._kernel_tables is None:
+            arrays = (self._prev, self._cur, self._stage, self._w1, self._b1, self._w2, self._b2)
+            out = self.tensors["out"].astype(np.int64)
+            row_bound = np.abs(out).sum(axis=2).max(axis=1).astype(np.float64)
+            tables = (*arrays, out, out.astype(np.float64), row_bound, self._bias, self._table)
+            self._kernel_tables = tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in tables)
+        data = (
+            torch.frombuffer(bytearray(payload), dtype=torch.uint8)
+            if len(payload)
+            else torch.zeros(0, dtype=torch.uint8)
+        )
+        c = self.config
+        codes, error, position = kernels.prior_decode(
+            data,
+            frames,
+            channels,
+            n_q,
+            *self._kernel_tables,
+            c["precision"],
+            c["w1_exp"],
+            c["w2_exp"],
+            self._logit_shift,
+        )
+        if error == 1:
+            raise outside_code_range(position)
+        if error == 2:
+            raise bytes_after_last_code(position, len(payload))
+        return codes.numpy()
 
     def _check_shape(self, n_q: int) -> None:
         if not 1 <= n_q <= self.num_tables:

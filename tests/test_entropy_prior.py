@@ -13,11 +13,13 @@ import numpy as np
 import pytest
 import torch
 
+from audiokit import ops
 from audiokit.bitstream import AkcReader, AkcWriter, read_akc, write_akc
 from audiokit.coding import entropy_model_for, entropy_models_for, load_codec
 from audiokit.entropy import EntropyDecodeError, EntropyModel
 from audiokit.entropy_model import CONFIG_FIELDS, PriorModel
 from audiokit.errors import BitstreamError
+from audiokit.ops import cpp
 from tests.test_entropy import GOLDEN, SHIPPED_SHA256, _header
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -26,7 +28,13 @@ GOLDEN_PRIOR_SHA256 = "68ad2cfb6c01811f29f1f2c6adb113da480cf6323c06c9e8aec5a9d11
 
 
 def _toy_prior(
-    seed: int = 0, size: int = 64, stages: int = 4, lags: int = 2, width: int = 8, hidden: int = 12
+    seed: int = 0,
+    size: int = 64,
+    stages: int = 4,
+    lags: int = 2,
+    width: int = 8,
+    hidden: int = 12,
+    **exponents: int,
 ):
     rng = np.random.default_rng(seed)
 
@@ -48,6 +56,7 @@ def _toy_prior(
         out_exp=6,
         table_exp=3,
     )
+    config.update(exponents)
     table = [round(2**20 * math.exp(-i / 8)) for i in range(120)] + [0]
     tensors = {
         "config": np.asarray([config[k] for k in CONFIG_FIELDS], dtype=np.int32),
@@ -247,3 +256,47 @@ def test_golden_prior_file_bytes_do_not_change(tmp_path):
     assert again.read_bytes() == data
     assert len(data) < GOLDEN.stat().st_size  # smaller than with the static tables
     load_codec("speech-16k")  # the codec the header names is the shipped one
+
+
+def _decoded(model: PriorModel, payload: bytes, shape: tuple[int, int, int], backend: str):
+    """Codes, or the error as ``(position, message)``, of decoding ``payload`` on ``backend``."""
+    with ops.use_backend(backend):
+        try:
+            return model.decode(payload, *shape)
+        except EntropyDecodeError as exc:
+            return exc.position, str(exc)
+
+
+@pytest.mark.skipif(cpp.load() is None, reason=f"no C++ kernels: {cpp.unavailable_reason()}")
+def test_the_compiled_decoder_gives_the_numpy_decoders_codes_and_errors():
+    """``kernels/cpu/prior_decode.cpp`` (used whenever it builds) against the numpy decoder: the same
+    codes for random priors, shapes and codes and for the shipped prior on real speech, and the same
+    error at the same byte for corrupt payloads."""
+    rng = np.random.default_rng(11)
+    cases = []
+    for seed in range(3):
+        model = _toy_prior(seed, lags=1 + seed, width=5 + 3 * seed, hidden=7 + seed)
+        for _ in range(6):
+            shape = (int(rng.integers(0, 25)), int(rng.integers(1, 3)), int(rng.integers(1, 5)))
+            cases.append((model, rng.integers(0, 64, shape)))
+    # activations near 2**43: logits beyond a double's exact integers, summed in int64 instead
+    huge = _toy_prior(3, width=16, act_exp=36, prev_exp=0, cur_exp=0)
+    assert huge._prev.max() * np.abs(huge.tensors["out"]).sum(-1).max() > 2**52
+    cases += [(huge, rng.integers(0, 64, (12, 1, 4))), (huge, rng.integers(0, 64, (5, 2, 3)))]
+    shipped = entropy_model_for("speech-16k", SHIPPED_SHA256)
+    speech = read_akc(GOLDEN)[1].numpy().transpose(2, 0, 1)
+    cases += [(shipped, speech[:50]), (shipped, speech[50:100, :, :3])]
+    for model, codes in cases:
+        payload = model.encode(codes)
+        compiled = _decoded(model, payload, codes.shape, "cpp")
+        assert np.array_equal(compiled, codes)
+        assert np.array_equal(_decoded(model, payload, codes.shape, "torch"), codes)
+        for _ in range(4 if len(payload) else 0):
+            bad = bytearray(payload + b"\x01" * int(rng.integers(0, 2)))
+            bad[int(rng.integers(len(payload)))] ^= 1 << int(rng.integers(8))
+            if bad[-1] == 0:
+                continue
+            expected = _decoded(model, bytes(bad), codes.shape, "torch")
+            got = _decoded(model, bytes(bad), codes.shape, "cpp")
+            assert type(got) is type(expected)
+            assert np.array_equal(got, expected) if isinstance(got, np.ndarray) else got == expected

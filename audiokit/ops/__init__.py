@@ -26,6 +26,7 @@ import importlib.metadata
 import importlib.util
 import os
 from collections.abc import Iterator
+from types import ModuleType
 
 import torch
 
@@ -84,6 +85,18 @@ def backend_for(x: torch.Tensor) -> str:
     if cuda_ready(x):
         return "cuda"
     return "triton" if triton_available() else "torch"
+
+
+def exact_kernels() -> ModuleType | None:
+    """The C++ kernels for integer work whose results are the same whichever code computes them (the
+    entropy prior's decoding): used whenever they build, unless :func:`use_backend` / ``AUDIOKIT_OPS``
+    force ``torch`` (then ``None``, and the numpy twin runs)."""
+    forced = _FORCED[-1] if _FORCED else os.environ.get("AUDIOKIT_OPS")
+    if forced == "torch":
+        return None
+    from audiokit.ops import cpp
+
+    return cpp.load()
 
 
 def cpp_ready(x: torch.Tensor) -> bool:

@@ -45,7 +45,9 @@ def _build() -> tuple[ModuleType | None, str | None]:
     missing = missing_tool()
     if missing is not None:
         return None, missing
-    sources = [SOURCES / name for name in ("module.cpp", "convnext_step.cpp", "rvq_encode.cpp")]
+    sources = [
+        SOURCES / name for name in ("module.cpp", "convnext_step.cpp", "rvq_encode.cpp", "prior_decode.cpp")
+    ]
     return build_extension(NAME, sources, cache_dir(), extra_cflags=FLAGS, extra_ldflags=["-fopenmp"])
 
 
