@@ -14,6 +14,13 @@
 
 namespace {
 
+// GCC/Clang function multi-versioning (ifunc) exists on x86-64 Linux only
+#if defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__))
+#define AVX2_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define AVX2_CLONES
+#endif
+
 constexpr uint64_t kTop = uint64_t{1} << 24;
 constexpr uint64_t kMask = 0xFFFFFFFFull;
 constexpr double kExactDouble = 4503599627370496.0;  // 2**52: integers below it and their sums are exact
@@ -28,6 +35,24 @@ inline int64_t rshift(int64_t value, int64_t shift) {
 const int64_t* ints(const torch::Tensor& t, int64_t dims, const char* what) {
   check(t.scalar_type() == torch::kInt64 && t.dim() == dims && t.is_contiguous() && t.device().is_cpu(), what);
   return t.data_ptr<int64_t>();
+}
+
+// logits[k] = rows[k] . y + bias[k] for every code k, the dot products in doubles (exact: the caller
+// checked that every partial sum is an integer below 2**52); returns the largest. Compiled for AVX2 and
+// for the baseline, chosen at load time.
+AVX2_CLONES int64_t exact_logits(const double* y, const double* rows,
+                                                                       const int64_t* bias, int64_t size,
+                                                                       int64_t width, int64_t* logits) {
+  int64_t peak = INT64_MIN;
+  for (int64_t k = 0; k < size; ++k) {
+    const double* row = rows + k * width;
+    double s = 0.0;
+#pragma omp simd reduction(+ : s)
+    for (int64_t j = 0; j < width; ++j) s += y[j] * row[j];
+    logits[k] = static_cast<int64_t>(s) + bias[k];
+    peak = std::max(peak, logits[k]);
+  }
+  return peak;
 }
 
 }  // namespace
@@ -124,15 +149,8 @@ std::tuple<torch::Tensor, int64_t, int64_t> prior_decode(
         int64_t peak = INT64_MIN;
         if (static_cast<double>(y_peak) * p_row_bound[q] < kExactDouble) {
           for (int64_t j = 0; j < width; ++j) y_real[j] = static_cast<double>(y[j]);
-          const double* outq = p_out_real + q * size * width;
-          for (int64_t k = 0; k < size; ++k) {
-            const double* row = outq + k * width;
-            double s = 0.0;
-#pragma omp simd reduction(+ : s)
-            for (int64_t j = 0; j < width; ++j) s += y_real[j] * row[j];
-            logits[k] = static_cast<int64_t>(s) + p_bias[q * size + k];
-            peak = std::max(peak, logits[k]);
-          }
+          peak = exact_logits(y_real.data(), p_out_real + q * size * width, p_bias + q * size, size, width,
+                              logits.data());
         } else {
           const int64_t* outq = p_out + q * size * width;
           for (int64_t k = 0; k < size; ++k) {
