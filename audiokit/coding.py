@@ -117,11 +117,16 @@ def codec_for(header: AkcHeader) -> tuple[Codec, str]:
 def entropy_models_for(model_name: str, weights_hash: str) -> list[EntropyCoder]:
     """The entropy-coding models shipped with the weights ``weights_hash`` of ``model_name``, preferred
     first: the learned prior (``<stem>.entropy.safetensors``), then the static tables
-    (``<stem>.entropy.json``); those that are there."""
+    (``<stem>.entropy.json``), then superseded priors (``<stem>.entropy@<version>.safetensors``, kept so
+    that the files coded with them still decode; never chosen to encode); those that are there."""
     path = weights_for(model_name, weights_hash)
     models: list[EntropyCoder] = []
-    for suffix, kind in ((".entropy.safetensors", PriorModel), (".entropy.json", EntropyModel)):
-        file = path.with_name(path.stem + suffix)
+    files = [
+        (path.with_name(path.stem + ".entropy.safetensors"), PriorModel),
+        (path.with_name(path.stem + ".entropy.json"), EntropyModel),
+        *((old, PriorModel) for old in sorted(path.parent.glob(path.stem + ".entropy@*.safetensors"))),
+    ]
+    for file, kind in files:
         if not file.is_file():
             continue
         try:

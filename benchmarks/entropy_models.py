@@ -45,15 +45,19 @@ RATES = {"1.5": 3, "3": 6, "6": 12}  # kbps -> codebooks used
 
 
 # -- 1. codes -------------------------------------------------------------------------------------------
-def extract_codes(split: str, minutes: float, cache: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Codes ``[frames, 12]`` (clips concatenated) and clip lengths in frames, cached in ``cache``."""
-    path = cache / f"{split}.npz"
+def extract_codes(
+    split: str, minutes: float, cache: Path, manifest: str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Codes ``[frames, 12]`` (clips concatenated) and clip lengths in frames of ``manifest`` (default
+    ``<split>_speech``), cached in ``cache``."""
+    manifest = manifest or f"{split}_speech"
+    path = cache / (f"{split}.npz" if manifest == f"{split}_speech" else f"{manifest}.npz")
     if path.exists():
         saved = np.load(path)
         if float(saved["minutes"]) == minutes:
             return saved["codes"].astype(np.int64), saved["lengths"]
     root = data_root()
-    rows = [json.loads(line) for line in open(root / "manifests" / f"{split}_speech.jsonl")]
+    rows = [json.loads(line) for line in open(root / "manifests" / f"{manifest}.jsonl")]
     if split == "train":
         random.Random(0).shuffle(rows)
     codec = Codec.from_pretrained("speech-16k").eval()
@@ -177,7 +181,7 @@ def train_prior(train, train_pos, args) -> FloatPrior:
     torch.manual_seed(args.seed)
     codes, pos = torch.from_numpy(train), torch.from_numpy(train_pos)
     model = FloatPrior(train.shape[1], args.codebook_size, args.lags, args.width, args.hidden)
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     steps = int(args.epochs * len(codes) / args.batch)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, args.lr, total_steps=steps, pct_start=0.05)
     generator = torch.Generator().manual_seed(args.seed)
@@ -294,9 +298,15 @@ def main() -> None:
     cli = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     cli.add_argument("--train-minutes", type=float, default=120.0)
     cli.add_argument("--cache", type=Path, default=Path("/tmp/entropy_codes"))
+    cli.add_argument(
+        "--train-manifest",
+        default="train_speech",
+        help="manifest of the training speech under $AUDIOKIT_DATA/manifests (default train_speech)",
+    )
     cli.add_argument("--epochs", type=float, default=3.0)
     cli.add_argument("--batch", type=int, default=512)
     cli.add_argument("--lr", type=float, default=3e-3)
+    cli.add_argument("--weight-decay", type=float, default=0.0, help="AdamW's decoupled weight decay")
     cli.add_argument("--lags", type=int, default=2)
     cli.add_argument("--width", type=int, default=32)
     cli.add_argument("--hidden", type=int, default=64)
@@ -307,12 +317,13 @@ def main() -> None:
     cli.add_argument(
         "--write", action="store_true", help="write audiokit/weights/speech-16k.entropy.safetensors"
     )
+    cli.add_argument("--save", type=Path, help="also write the quantised prior to this file")
     cli.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "entropy_models.json")
     args = cli.parse_args()
     torch.set_num_threads(1)
 
     start = time.time()
-    train, train_len = extract_codes("train", args.train_minutes, args.cache)
+    train, train_len = extract_codes("train", args.train_minutes, args.cache, args.train_manifest)
     valid, valid_len = extract_codes("valid", 1e9, args.cache)
     train_pos, valid_pos = chunk_positions(train_len), chunk_positions(valid_len)
     print(
@@ -388,19 +399,20 @@ def main() -> None:
     print("payload", coded, "speed", speed)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n")
+    prior.meta = {
+        "model": "speech-16k",
+        "weights_sha256": "02129b818b3081e532ec71097e00e6a969536c28406bd1a2f0175db03dd9a31f",
+        "trained_on": (
+            f"codes of {len(train_len)} clips ({len(train) / 50 / 3600:.2f} h, {len(train)} frames) of "
+            f"the training speech ($AUDIOKIT_DATA/manifests/{args.train_manifest}.jsonl, shuffled with "
+            "random.Random(0))"
+        ),
+        "command": "python benchmarks/entropy_models.py " + " ".join(sys.argv[1:]),
+    }
+    for path in [args.save] if args.save else []:
+        print("wrote", prior.save(path))
     if args.write:
-        prior.meta = {
-            "model": "speech-16k",
-            "weights_sha256": "02129b818b3081e532ec71097e00e6a969536c28406bd1a2f0175db03dd9a31f",
-            "trained_on": (
-                f"codes of {len(train_len)} clips ({len(train) / 50 / 3600:.2f} h, {len(train)} frames) of "
-                "the training speech ($AUDIOKIT_DATA/manifests/train_speech.jsonl, shuffled with "
-                "random.Random(0))"
-            ),
-            "command": "python benchmarks/entropy_models.py --write",
-        }
-        path = prior.save(ROOT / "audiokit" / "weights" / "speech-16k.entropy.safetensors")
-        print("wrote", path)
+        print("wrote", prior.save(ROOT / "audiokit" / "weights" / "speech-16k.entropy.safetensors"))
 
 
 if __name__ == "__main__":

@@ -231,30 +231,41 @@ def test_save_load_and_the_id(tmp_path):
 
 
 def test_shipped_models_are_found_by_id():
+    """The preferred prior encodes; the static tables and the superseded prior (session 18 replaced it)
+    are found by the id a header names, so the files coded with them still decode."""
     models = entropy_models_for("speech-16k", SHIPPED_SHA256)
-    assert isinstance(models[0], PriorModel) and isinstance(models[1], EntropyModel)
+    assert [type(m) for m in models] == [PriorModel, EntropyModel, PriorModel]
+    assert len({m.model_id for m in models}) == 3
     assert entropy_model_for("speech-16k", SHIPPED_SHA256).model_id == models[0].model_id
-    assert entropy_model_for("speech-16k", SHIPPED_SHA256, models[1].model_id) is not None
-    assert isinstance(entropy_model_for("speech-16k", SHIPPED_SHA256, models[1].model_id), EntropyModel)
-    weights = (
-        Path(__file__).resolve().parent.parent / "audiokit" / "weights" / "speech-16k.entropy.safetensors"
-    )
-    assert weights.stat().st_size <= 2 * 1024 * 1024
+    for model in models:
+        assert entropy_model_for("speech-16k", SHIPPED_SHA256, model.model_id).model_id == model.model_id
+    weights = Path(__file__).resolve().parent.parent / "audiokit" / "weights"
+    assert (weights / "speech-16k.entropy.safetensors").stat().st_size <= 4 * 1024 * 1024
 
 
 def test_golden_prior_file_bytes_do_not_change(tmp_path):
     data = GOLDEN_PRIOR.read_bytes()
     assert hashlib.sha256(data).hexdigest() == GOLDEN_PRIOR_SHA256
     header, codes, _ = read_akc(GOLDEN_PRIOR)  # the model is found through the header's weights and id
-    assert header.entropy_model == entropy_model_for("speech-16k", SHIPPED_SHA256).model_id
+    superseded = entropy_models_for("speech-16k", SHIPPED_SHA256)[2]  # the prior that wrote the file
+    assert header.entropy_model == superseded.model_id
     assert torch.equal(codes, read_akc(GOLDEN)[1])
     again = tmp_path / "again.akc"
     streamed = replace(header, num_samples=None, source_samples=None)
-    with AkcWriter(again, streamed, entropy_model_for(header.model_name, header.weights_hash)) as writer:
+    old = entropy_model_for(header.model_name, header.weights_hash, header.entropy_model)
+    with AkcWriter(again, streamed, old) as writer:
         writer.append(codes)
         writer.close(header.num_samples, header.source_samples)
     assert again.read_bytes() == data
     assert len(data) < GOLDEN.stat().st_size  # smaller than with the static tables
+    # the same codes with today's prior: decodable and smaller again
+    now, prior = tmp_path / "now.akc", entropy_model_for(header.model_name, header.weights_hash)
+    with AkcWriter(now, replace(streamed, entropy_model=prior.model_id), prior) as writer:
+        writer.append(codes)
+        writer.close(header.num_samples, header.source_samples)
+    assert read_akc(now)[0].entropy_model != header.entropy_model
+    assert torch.equal(read_akc(now)[1], codes)
+    assert now.stat().st_size < len(data)
     load_codec("speech-16k")  # the codec the header names is the shipped one
 
 

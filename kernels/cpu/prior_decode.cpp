@@ -40,9 +40,8 @@ const int64_t* ints(const torch::Tensor& t, int64_t dims, const char* what) {
 // logits[k] = rows[k] . y + bias[k] for every code k, the dot products in doubles (exact: the caller
 // checked that every partial sum is an integer below 2**52); returns the largest. Compiled for AVX2 and
 // for the baseline, chosen at load time.
-AVX2_CLONES int64_t exact_logits(const double* y, const double* rows,
-                                                                       const int64_t* bias, int64_t size,
-                                                                       int64_t width, int64_t* logits) {
+AVX2_CLONES int64_t exact_logits(const double* y, const double* rows, const int64_t* bias, int64_t size,
+                                 int64_t width, int64_t* logits) {
   int64_t peak = INT64_MIN;
   for (int64_t k = 0; k < size; ++k) {
     const double* row = rows + k * width;
@@ -130,18 +129,24 @@ std::tuple<torch::Tensor, int64_t, int64_t> prior_decode(
       std::vector<int64_t> current(width, 0);
       for (int64_t q = 0; q < n_q; ++q) {
         for (int64_t j = 0; j < width; ++j) x[j] = history[q * width + j] + current[j] + p_stage[q * width + j];
+        // the two layers, accumulated row by row of the weights (contiguous, vectorisable; integer sums
+        // are exact in any order)
         const int64_t* w1q = p_w1 + q * width * hidden;
-        for (int64_t m = 0; m < hidden; ++m) {
-          int64_t s = p_b1[q * hidden + m];
-          for (int64_t j = 0; j < width; ++j) s += x[j] * w1q[j * hidden + m];
-          h[m] = std::max<int64_t>(rshift(s, w1_exp), 0);
-        }
-        const int64_t* w2q = p_w2 + q * hidden * width;
+        std::copy_n(p_b1 + q * hidden, hidden, h.begin());
         for (int64_t j = 0; j < width; ++j) {
-          int64_t s = p_b2[q * width + j];
-          for (int64_t m = 0; m < hidden; ++m) s += h[m] * w2q[m * width + j];
-          y[j] = std::max<int64_t>(x[j] + rshift(s, w2_exp), 0);
+          const int64_t xj = x[j];
+          const int64_t* row = w1q + j * hidden;
+          for (int64_t m = 0; m < hidden; ++m) h[m] += xj * row[m];
         }
+        for (int64_t m = 0; m < hidden; ++m) h[m] = std::max<int64_t>(rshift(h[m], w1_exp), 0);
+        const int64_t* w2q = p_w2 + q * hidden * width;
+        std::copy_n(p_b2 + q * width, width, y.begin());
+        for (int64_t m = 0; m < hidden; ++m) {
+          const int64_t hm = h[m];
+          const int64_t* row = w2q + m * width;
+          for (int64_t j = 0; j < width; ++j) y[j] += hm * row[j];
+        }
+        for (int64_t j = 0; j < width; ++j) y[j] = std::max<int64_t>(x[j] + rshift(y[j], w2_exp), 0);
         // logits = y out[q]^T + bias[q]: in doubles where every partial sum is an integer below 2**53
         // (exact, and vectorised), else in int64
         int64_t y_peak = 0;
