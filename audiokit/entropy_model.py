@@ -299,7 +299,11 @@ class PriorModel:
             arrays = (self._prev, self._cur, self._stage, self._w1, self._b1, self._w2, self._b2)
             out = self.tensors["out"].astype(np.int64)
             row_bound = np.abs(out).sum(axis=2).max(axis=1).astype(np.float64)
-            tables = (*arrays, out, out.astype(np.float64), row_bound, self._bias, self._table)
+            w1_bound = np.abs(self._w1).sum(axis=1).max(axis=1)  # per stage, over w1's output columns
+            w2_bound = np.abs(self._w2).sum(axis=1).max(axis=1)
+            layer_bound = np.stack([w1_bound, w2_bound], axis=1).astype(np.float64)
+            reals = (self._w1.astype(np.float64), self._w2.astype(np.float64), layer_bound)
+            tables = (*arrays, out, out.astype(np.float64), row_bound, *reals, self._bias, self._table)
             self._kernel_tables = tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in tables)
         data = (
             torch.frombuffer(bytearray(payload), dtype=torch.uint8)

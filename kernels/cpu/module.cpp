@@ -20,7 +20,8 @@ std::tuple<torch::Tensor, int64_t, int64_t> prior_decode(
     const torch::Tensor& payload, int64_t frames, int64_t channels, int64_t n_q, const torch::Tensor& prev,
     const torch::Tensor& cur, const torch::Tensor& stage, const torch::Tensor& w1, const torch::Tensor& b1,
     const torch::Tensor& w2, const torch::Tensor& b2, const torch::Tensor& out, const torch::Tensor& out_real,
-    const torch::Tensor& row_bound, const torch::Tensor& bias, const torch::Tensor& table, int64_t precision,
+    const torch::Tensor& row_bound, const torch::Tensor& w1_real, const torch::Tensor& w2_real,
+    const torch::Tensor& layer_bound, const torch::Tensor& bias, const torch::Tensor& table, int64_t precision,
     int64_t w1_exp, int64_t w2_exp, int64_t logit_shift);
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

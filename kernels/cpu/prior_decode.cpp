@@ -54,6 +54,18 @@ AVX2_CLONES int64_t exact_logits(const double* y, const double* rows, const int6
   return peak;
 }
 
+// out[c] = sum_r in[r] * weights[r, c] in doubles, row by row of the weights (exact under the same
+// condition as exact_logits).
+AVX2_CLONES void exact_matvec(const double* in, const double* weights, int64_t rows, int64_t cols, double* out) {
+  std::fill(out, out + cols, 0.0);
+  for (int64_t r = 0; r < rows; ++r) {
+    const double v = in[r];
+    const double* row = weights + r * cols;
+#pragma omp simd
+    for (int64_t c = 0; c < cols; ++c) out[c] += v * row[c];
+  }
+}
+
 }  // namespace
 
 // Codes [frames, channels, n_q] of a payload, and (error, position): error 0 when it decoded, 1 when a
@@ -61,12 +73,15 @@ AVX2_CLONES int64_t exact_logits(const double* y, const double* rows, const int6
 // the last code (position: the first of them). prev [lags, stages, size + 1, width] and cur [stages, size,
 // width] are already at the activation exponent; out [stages, size, width], out_real the same as float64
 // and row_bound [stages] the largest sum of |out| over a code's row (with the largest activation, a bound
-// on every partial sum of a logit: below 2**52 the logits are summed exactly in doubles).
+// on every partial sum of a logit: below 2**52 the logits are summed exactly in doubles); w1_real and
+// w2_real are w1 and w2 as float64 and layer_bound [stages, 2] the largest sum of |w1| over an output
+// column and of |w2| over an output column, the same bounds for the two layers.
 std::tuple<torch::Tensor, int64_t, int64_t> prior_decode(
     const torch::Tensor& payload, int64_t frames, int64_t channels, int64_t n_q, const torch::Tensor& prev,
     const torch::Tensor& cur, const torch::Tensor& stage, const torch::Tensor& w1, const torch::Tensor& b1,
     const torch::Tensor& w2, const torch::Tensor& b2, const torch::Tensor& out, const torch::Tensor& out_real,
-    const torch::Tensor& row_bound, const torch::Tensor& bias, const torch::Tensor& table, int64_t precision,
+    const torch::Tensor& row_bound, const torch::Tensor& w1_real, const torch::Tensor& w2_real,
+    const torch::Tensor& layer_bound, const torch::Tensor& bias, const torch::Tensor& table, int64_t precision,
     int64_t w1_exp, int64_t w2_exp, int64_t logit_shift) {
   check(payload.scalar_type() == torch::kUInt8 && payload.dim() == 1 && payload.is_contiguous(),
         "payload must be a contiguous uint8 vector");
@@ -87,6 +102,15 @@ std::tuple<torch::Tensor, int64_t, int64_t> prior_decode(
         "row_bound must be float64 [stages]");
   const double* p_out_real = out_real.data_ptr<double>();
   const double* p_row_bound = row_bound.data_ptr<double>();
+  check(w1_real.scalar_type() == torch::kFloat64 && w1_real.sizes() == w1.sizes() && w1_real.is_contiguous() &&
+            w2_real.scalar_type() == torch::kFloat64 && w2_real.sizes() == w2.sizes() && w2_real.is_contiguous(),
+        "w1_real and w2_real must be w1 and w2 as contiguous float64");
+  check(layer_bound.scalar_type() == torch::kFloat64 && layer_bound.numel() == 2 * w1.size(0) &&
+            layer_bound.is_contiguous(),
+        "layer_bound must be float64 [stages, 2]");
+  const double* p_w1_real = w1_real.data_ptr<double>();
+  const double* p_w2_real = w2_real.data_ptr<double>();
+  const double* p_layer_bound = layer_bound.data_ptr<double>();
   const int64_t* p_table = ints(table, 1, "table must be int64 [n]");
   check(prev.size(2) == size + 1 && prev.size(3) == width && cur.size(0) == stages, "table sizes differ");
   check(w1.size(0) == stages && w1.size(1) == width && w2.size(1) == hidden && w2.size(2) == width,
@@ -109,7 +133,7 @@ std::tuple<torch::Tensor, int64_t, int64_t> prior_decode(
   int64_t* p_codes = codes.data_ptr<int64_t>();
   std::vector<int64_t> history(n_q * width), x(width), h(hidden), y(width), logits(size), ends(size);
   const int64_t total = int64_t{1} << precision, spare = total - size;
-  std::vector<double> y_real(width);
+  std::vector<double> y_real(width), in_real(std::max(width, hidden)), acc_real(std::max(width, hidden));
   for (int64_t t = 0; t < frames; ++t) {
     for (int64_t c = 0; c < channels; ++c) {
       // history: for stage q, the embeddings of stages 0..q of the `lags` frames before (start code
@@ -129,22 +153,40 @@ std::tuple<torch::Tensor, int64_t, int64_t> prior_decode(
       std::vector<int64_t> current(width, 0);
       for (int64_t q = 0; q < n_q; ++q) {
         for (int64_t j = 0; j < width; ++j) x[j] = history[q * width + j] + current[j] + p_stage[q * width + j];
-        // the two layers, accumulated row by row of the weights (contiguous, vectorisable; integer sums
-        // are exact in any order)
+        // the two layers, accumulated row by row of the weights (contiguous, vectorised): in doubles where
+        // every partial sum is an integer below 2**52 (exact), else in int64 (exact in any order)
         const int64_t* w1q = p_w1 + q * width * hidden;
-        std::copy_n(p_b1 + q * hidden, hidden, h.begin());
-        for (int64_t j = 0; j < width; ++j) {
-          const int64_t xj = x[j];
-          const int64_t* row = w1q + j * hidden;
-          for (int64_t m = 0; m < hidden; ++m) h[m] += xj * row[m];
+        int64_t x_peak = 0;
+        for (int64_t j = 0; j < width; ++j) x_peak = std::max(x_peak, x[j] < 0 ? -x[j] : x[j]);
+        if (static_cast<double>(x_peak) * p_layer_bound[2 * q] < kExactDouble) {
+          for (int64_t j = 0; j < width; ++j) in_real[j] = static_cast<double>(x[j]);
+          exact_matvec(in_real.data(), p_w1_real + q * width * hidden, width, hidden, acc_real.data());
+          for (int64_t m = 0; m < hidden; ++m) h[m] = p_b1[q * hidden + m] + static_cast<int64_t>(acc_real[m]);
+        } else {
+          std::copy_n(p_b1 + q * hidden, hidden, h.begin());
+          for (int64_t j = 0; j < width; ++j) {
+            const int64_t xj = x[j];
+            const int64_t* row = w1q + j * hidden;
+            for (int64_t m = 0; m < hidden; ++m) h[m] += xj * row[m];
+          }
         }
-        for (int64_t m = 0; m < hidden; ++m) h[m] = std::max<int64_t>(rshift(h[m], w1_exp), 0);
-        const int64_t* w2q = p_w2 + q * hidden * width;
-        std::copy_n(p_b2 + q * width, width, y.begin());
+        int64_t h_peak = 0;
         for (int64_t m = 0; m < hidden; ++m) {
-          const int64_t hm = h[m];
-          const int64_t* row = w2q + m * width;
-          for (int64_t j = 0; j < width; ++j) y[j] += hm * row[j];
+          h[m] = std::max<int64_t>(rshift(h[m], w1_exp), 0);
+          h_peak = std::max(h_peak, h[m]);
+        }
+        const int64_t* w2q = p_w2 + q * hidden * width;
+        if (static_cast<double>(h_peak) * p_layer_bound[2 * q + 1] < kExactDouble) {
+          for (int64_t m = 0; m < hidden; ++m) in_real[m] = static_cast<double>(h[m]);
+          exact_matvec(in_real.data(), p_w2_real + q * hidden * width, hidden, width, acc_real.data());
+          for (int64_t j = 0; j < width; ++j) y[j] = p_b2[q * width + j] + static_cast<int64_t>(acc_real[j]);
+        } else {
+          std::copy_n(p_b2 + q * width, width, y.begin());
+          for (int64_t m = 0; m < hidden; ++m) {
+            const int64_t hm = h[m];
+            const int64_t* row = w2q + m * width;
+            for (int64_t j = 0; j < width; ++j) y[j] += hm * row[j];
+          }
         }
         for (int64_t j = 0; j < width; ++j) y[j] = std::max<int64_t>(x[j] + rshift(y[j], w2_exp), 0);
         // logits = y out[q]^T + bias[q]: in doubles where every partial sum is an integer below 2**53
