@@ -66,6 +66,27 @@ AVX2_CLONES void exact_matvec(const double* in, const double* weights, int64_t r
   }
 }
 
+// out = bias + in weights (weights [rows, cols], accumulated row by row: contiguous, vectorised) in
+// doubles when |in| times `bound` (the largest sum of |weights| over a column) keeps every partial sum an
+// integer below 2**52, which is exact; else in int64 (exact in any order). in_real, acc_real: scratch.
+void layer(const int64_t* in, const int64_t* weights, const double* weights_real, double bound,
+           const int64_t* bias, int64_t rows, int64_t cols, double* in_real, double* acc_real, int64_t* out) {
+  int64_t peak = 0;
+  for (int64_t r = 0; r < rows; ++r) peak = std::max(peak, in[r] < 0 ? -in[r] : in[r]);
+  if (static_cast<double>(peak) * bound < kExactDouble) {
+    for (int64_t r = 0; r < rows; ++r) in_real[r] = static_cast<double>(in[r]);
+    exact_matvec(in_real, weights_real, rows, cols, acc_real);
+    for (int64_t c = 0; c < cols; ++c) out[c] = bias[c] + static_cast<int64_t>(acc_real[c]);
+    return;
+  }
+  std::copy_n(bias, cols, out);
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t v = in[r];
+    const int64_t* row = weights + r * cols;
+    for (int64_t c = 0; c < cols; ++c) out[c] += v * row[c];
+  }
+}
+
 }  // namespace
 
 // Codes [frames, channels, n_q] of a payload, and (error, position): error 0 when it decoded, 1 when a
@@ -153,41 +174,11 @@ std::tuple<torch::Tensor, int64_t, int64_t> prior_decode(
       std::vector<int64_t> current(width, 0);
       for (int64_t q = 0; q < n_q; ++q) {
         for (int64_t j = 0; j < width; ++j) x[j] = history[q * width + j] + current[j] + p_stage[q * width + j];
-        // the two layers, accumulated row by row of the weights (contiguous, vectorised): in doubles where
-        // every partial sum is an integer below 2**52 (exact), else in int64 (exact in any order)
-        const int64_t* w1q = p_w1 + q * width * hidden;
-        int64_t x_peak = 0;
-        for (int64_t j = 0; j < width; ++j) x_peak = std::max(x_peak, x[j] < 0 ? -x[j] : x[j]);
-        if (static_cast<double>(x_peak) * p_layer_bound[2 * q] < kExactDouble) {
-          for (int64_t j = 0; j < width; ++j) in_real[j] = static_cast<double>(x[j]);
-          exact_matvec(in_real.data(), p_w1_real + q * width * hidden, width, hidden, acc_real.data());
-          for (int64_t m = 0; m < hidden; ++m) h[m] = p_b1[q * hidden + m] + static_cast<int64_t>(acc_real[m]);
-        } else {
-          std::copy_n(p_b1 + q * hidden, hidden, h.begin());
-          for (int64_t j = 0; j < width; ++j) {
-            const int64_t xj = x[j];
-            const int64_t* row = w1q + j * hidden;
-            for (int64_t m = 0; m < hidden; ++m) h[m] += xj * row[m];
-          }
-        }
-        int64_t h_peak = 0;
-        for (int64_t m = 0; m < hidden; ++m) {
-          h[m] = std::max<int64_t>(rshift(h[m], w1_exp), 0);
-          h_peak = std::max(h_peak, h[m]);
-        }
-        const int64_t* w2q = p_w2 + q * hidden * width;
-        if (static_cast<double>(h_peak) * p_layer_bound[2 * q + 1] < kExactDouble) {
-          for (int64_t m = 0; m < hidden; ++m) in_real[m] = static_cast<double>(h[m]);
-          exact_matvec(in_real.data(), p_w2_real + q * hidden * width, hidden, width, acc_real.data());
-          for (int64_t j = 0; j < width; ++j) y[j] = p_b2[q * width + j] + static_cast<int64_t>(acc_real[j]);
-        } else {
-          std::copy_n(p_b2 + q * width, width, y.begin());
-          for (int64_t m = 0; m < hidden; ++m) {
-            const int64_t hm = h[m];
-            const int64_t* row = w2q + m * width;
-            for (int64_t j = 0; j < width; ++j) y[j] += hm * row[j];
-          }
-        }
+        layer(x.data(), p_w1 + q * width * hidden, p_w1_real + q * width * hidden, p_layer_bound[2 * q],
+              p_b1 + q * hidden, width, hidden, in_real.data(), acc_real.data(), h.data());
+        for (int64_t m = 0; m < hidden; ++m) h[m] = std::max<int64_t>(rshift(h[m], w1_exp), 0);
+        layer(h.data(), p_w2 + q * hidden * width, p_w2_real + q * hidden * width, p_layer_bound[2 * q + 1],
+              p_b2 + q * width, hidden, width, in_real.data(), acc_real.data(), y.data());
         for (int64_t j = 0; j < width; ++j) y[j] = std::max<int64_t>(x[j] + rshift(y[j], w2_exp), 0);
         // logits = y out[q]^T + bias[q]: in doubles where every partial sum is an integer below 2**53
         // (exact, and vectorised), else in int64
