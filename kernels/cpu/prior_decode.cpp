@@ -3,8 +3,9 @@
 //
 // Every step is the integer arithmetic of PriorModel._history / _logits / frequencies_from_logits and of
 // audiokit.entropy.RangeDecoder (int64 sums and products, arithmetic right shifts rounded half up, a
-// table lookup, floor divisions), so the codes are those of the numpy decoder on every machine; only
-// the speed differs (the numpy one pays ~15 array calls a code).
+// table lookup, floor divisions; dot products and quotients go through doubles only where every value
+// is an integer below 2**52, which doubles hold exactly), so the codes are those of the numpy decoder on
+// every machine; only the speed differs (the numpy one pays ~15 array calls a code).
 #include <torch/extension.h>
 
 #include <algorithm>
