@@ -53,6 +53,8 @@ def main() -> None:
     payloads = [prior.encode(chunk) for chunk in chunks]
     seconds = wav.shape[-1] / 16000
 
+    ops.exact_kernels()  # build the C++ kernels now (once per machine), not inside the first timing
+    prior.decode(payloads[0], *chunks[0].shape)
     rounds = []
     for _ in range(args.rounds):
         timings = {}
