@@ -98,8 +98,8 @@ class CodecConfig(ModelConfig):
     (``encoder_type="stft"``); ``decoder`` a :class:`SEANetConfig` (``decoder_type="seanet"``) or an
     :class:`ISTFTDecoderConfig` (``decoder_type="istft"``). ``ratios`` (whose product is the hop length
     in samples) and ``causal`` apply to both sides. The quantizer fields (``num_quantizers`` ..
-    ``dead_code_threshold``) are those of :class:`~audiokit.quantize.ResidualVectorQuantizer`; the last
-    two only matter in training.
+    ``duplicate_distance``) are those of :class:`~audiokit.quantize.ResidualVectorQuantizer`; the last
+    four only matter in training.
     """
 
     causal: bool = True
@@ -120,6 +120,8 @@ class CodecConfig(ModelConfig):
     quantizer_ema: bool = True
     quantizer_dropout: float = 0.0
     dead_code_threshold: float = 0.1
+    duplicate_cosine: float = 0.0
+    duplicate_distance: float = 0.0
 
     def __post_init__(self) -> None:
         self.ratios = tuple(self.ratios)
@@ -238,6 +240,8 @@ class Codec(AudioModel, family="codec", config_class=CodecConfig, configs=CONFIG
             ema=config.quantizer_ema,
             quantizer_dropout=config.quantizer_dropout,
             dead_code_threshold=config.dead_code_threshold,
+            duplicate_cosine=config.duplicate_cosine,
+            duplicate_distance=config.duplicate_distance,
         )
 
     # -- the shared interface -------------------------------------------------------------------

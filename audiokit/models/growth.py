@@ -24,13 +24,15 @@ from audiokit.models.codec import Codec, CodecConfig
 GROWABLE = ("n_blocks", "intermediate_dim", "head_hidden_dim")  # ISTFTDecoderConfig fields that can grow
 # output layers of MLPs whose new hidden units must start silent
 WIDENED_OUTPUTS = ("pwconv2.weight", "head.mlp.2.weight")
+# quantizer fields that change how a codec trains, not what its weights compute
+TRAINING_ONLY = ("quantizer_dropout", "dead_code_threshold", "duplicate_cosine", "duplicate_distance")
 
 
 def grow_to(codec: Codec, config: CodecConfig) -> Codec:
     """``codec`` as a codec of architecture ``config``: itself, or grown (:func:`grow_decoder`) to fit.
 
     ``config`` may differ from ``codec.config`` only in its name, the training-only quantizer fields
-    (``quantizer_dropout``, ``dead_code_threshold``) and the decoder's growable sizes
+    (:data:`TRAINING_ONLY`) and the decoder's growable sizes
     (:data:`GROWABLE`); anything else raises :class:`ModelError`.
     """
     current = codec.config
@@ -43,8 +45,7 @@ def grow_to(codec: Codec, config: CodecConfig) -> Codec:
         decoder=dataclasses.replace(
             config.decoder, **{key: getattr(current.decoder, key) for key in GROWABLE}
         ),
-        quantizer_dropout=current.quantizer_dropout,
-        dead_code_threshold=current.dead_code_threshold,
+        **{key: getattr(current, key) for key in TRAINING_ONLY},
     )
     if comparable != current:
         raise ModelError(f"{current.name}: the architecture differs beyond a larger iSTFT decoder")

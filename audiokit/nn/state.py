@@ -64,8 +64,14 @@ class StateList(StreamState):
     children: list[StreamState | None]
 
 
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
 def _tensor_fields(state: StreamState) -> list[str]:
-    return [f.name for f in dataclasses.fields(state) if isinstance(getattr(state, f.name), torch.Tensor)]
+    names = _FIELD_NAMES.get(type(state))
+    if names is None:  # dataclasses.fields is slow for a per-step path
+        names = _FIELD_NAMES[type(state)] = tuple(f.name for f in dataclasses.fields(state))
+    return [name for name in names if isinstance(getattr(state, name), torch.Tensor)]
 
 
 def select_rows(state: StreamState | None, rows: torch.Tensor) -> StreamState | None:

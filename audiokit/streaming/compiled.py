@@ -49,6 +49,12 @@ of the weights makes new ones)."""
 MAX_STREAMS = 4096
 """The most streams a compiled step takes at once (more run eagerly): within the RVQ search's block of
 rows, so that the trace need not branch on the number of streams."""
+INDUCTOR_OPTIONS = {"max_autotune": True, "max_autotune_gemm_backends": "CPP,ATEN"}
+"""How the libraries are compiled: each product is timed at build time as MKL's call and as Inductor's
+C++ GEMM template (weights packed into its blocked layout, bias and epilogue fused) and the faster is
+kept; one stream's codec round trip took 1.5-1.9x less time than with MKL's products alone
+(docs/streaming.md, session 19). Where Inductor cannot build a step so, it is built with MKL's
+products only."""
 _failures: dict[str, str] = {}
 
 
@@ -132,12 +138,25 @@ def compile_step(
             with _caches_kept(module):  # tracing must not leave traced tensors in the blocks' caches
                 _build(step, state, chunk, options, path)
             _prune(path.parent, KEEP_LIBRARIES)
-        runner = torch._inductor.aoti_load_package(str(path))
+        runner = _flat_runner(torch._inductor.aoti_load_package(str(path)))
     except Exception as exc:  # noqa: BLE001 - any failure means: run the eager step
         lines = str(exc).strip().splitlines()
         _failures[key] = f"{type(exc).__name__}: {lines[0] if lines else ''}"
         return None
     return AheadOfTimeStep(step, runner, tuple(chunk.shape[1:]), options, tuple_of)
+
+
+def _flat_runner(package: Callable) -> Callable:
+    """``package``'s library called on tensors directly: the package's own ``__call__`` flattens and
+    rebuilds its inputs and outputs through pytrees on every call (~0.1 ms a step for a codec)."""
+    loader = getattr(package, "loader", None)
+    if loader is None or not hasattr(loader, "boxed_run"):
+        return package
+
+    def run(*tensors: torch.Tensor) -> list[torch.Tensor]:
+        return loader.boxed_run(list(tensors))
+
+    return run
 
 
 def unavailable_reason() -> str | None:
@@ -204,7 +223,12 @@ def _build(step: Callable, state: StreamState | None, chunk: torch.Tensor, optio
         handle, temporary = tempfile.mkstemp(suffix=".pt2", dir=path.parent)
         os.close(handle)
         try:
-            torch._inductor.aoti_compile_and_package(program, package_path=temporary)
+            try:
+                torch._inductor.aoti_compile_and_package(
+                    program, package_path=temporary, inductor_configs=dict(INDUCTOR_OPTIONS)
+                )
+            except Exception:  # noqa: BLE001 - the template fails on some graphs: MKL's products then
+                torch._inductor.aoti_compile_and_package(program, package_path=temporary)
             os.replace(temporary, path)
         finally:
             Path(temporary).unlink(missing_ok=True)
