@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import numpy as np
 import pytest
@@ -340,3 +341,11 @@ def test_codebook_health_report(tiny_codec_file):
     stage.codebook[1] = stage.codebook[0]
     again = codebook_health(codec, clips[:1])[0]
     assert again["duplicates_cosine"] >= 1 and again["duplicates_euclidean"] >= 1
+
+
+def test_codec_config_passes_duplicate_restarts_to_every_stage():
+    from audiokit.models.codec import CONFIGS, Codec
+
+    config = dataclasses.replace(CONFIGS["speech-16k"], duplicate_cosine=0.9999, duplicate_distance=1e-3)
+    stages = Codec(config).quantizer.quantizers
+    assert {(s.duplicate_cosine, s.duplicate_distance) for s in stages} == {(0.9999, 1e-3)}
