@@ -41,10 +41,15 @@ def test_upsampler_matches_numpy_and_scipy():
     stuffed[::2] = x[0, 0]
     reference = np.convolve(stuffed, lowpass_taps(2))[:800]
     np.testing.assert_allclose(up, reference, atol=1e-5)
-    for factor in (2, 3):  # the offline polyphase filter is the streaming step's, as one call
-        upsampler, chunk = Upsampler(factor, taps_per_phase=16), torch.from_numpy(x)
-        stepped = upsampler.step(chunk, upsampler.init_state(1, chunk.device, chunk.dtype))
-        torch.testing.assert_close(upsampler(chunk), stepped, atol=1e-6, rtol=0)
+    for factor in (2, 3):  # streamed in uneven chunks, the step is the zero-stuffed filter too
+        upsampler, signal = Upsampler(factor, taps_per_phase=16), torch.from_numpy(x)
+        state = upsampler.init_state(1, signal.device, signal.dtype)
+        stepped = torch.cat([upsampler.step(c, state) for c in signal.split([137, 1, 0, 262], -1)], -1)
+        stuffed = np.zeros(400 * factor)
+        stuffed[::factor] = x[0, 0]
+        reference = np.convolve(stuffed, lowpass_taps(factor, 16))[: 400 * factor]
+        np.testing.assert_allclose(stepped[0, 0].numpy(), reference, atol=1e-5)
+        torch.testing.assert_close(upsampler(signal), stepped, atol=1e-6, rtol=0)
     # a tone well inside the band comes through at unit gain and without images
     t = np.arange(4000) / 8000
     tone = np.sin(2 * np.pi * 1000 * t)

@@ -3,7 +3,8 @@
 Upsampling by ``factor`` inserts ``factor - 1`` zeros after each input sample and low-passes with
 ``lowpass_taps(factor, taps)`` (odd length, linear phase): output sample ``n`` then holds the input at
 time ``(n - delay) / factor``, with ``delay = (len(taps) - 1) / 2`` output samples. The filter runs
-causally, so streaming needs only the last ``len(taps) - 1`` zero-stuffed samples.
+causally in polyphase form (the stuffed zeros are never multiplied), so streaming needs only the last
+``ceil(len(taps) / factor) - 1`` input samples.
 """
 
 from __future__ import annotations
@@ -43,11 +44,10 @@ class Upsampler(nn.Module, StreamingModule):
         self.factor = factor
         self.channels = channels
         taps = lowpass_taps(factor, taps_per_phase, cutoff) if factor > 1 else np.ones(1)
-        self.register_buffer(
-            "taps", torch.tensor(taps[::-1].copy(), dtype=torch.float32)[None, None], persistent=False
-        )
-        # polyphase form for offline use: phase p is the input convolved with taps[p::factor] (output
-        # p of every ``factor``), as one conv1d of ``factor`` output channels (reversed for conv1d)
+        self.taps_length = taps.size
+        # polyphase form: phase p is the input convolved with taps[p::factor] (output p of every
+        # ``factor``), as one conv1d of ``factor`` output channels (reversed for conv1d), so the stuffed
+        # zeros are never multiplied; offline and streaming run the same filter
         per_phase = -(-taps.size // factor)
         phases = np.zeros((factor, per_phase))
         for p in range(factor):
@@ -58,24 +58,29 @@ class Upsampler(nn.Module, StreamingModule):
     @property
     def delay(self) -> int:
         """Output samples by which the output lags the input."""
-        return (self.taps.shape[-1] - 1) // 2
+        return (self.taps_length - 1) // 2
 
     def init_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> ConvState:
-        shape = (batch_size, self.channels, self.taps.shape[-1] - 1)
+        """The last ``per_phase - 1`` input samples (zeros at the start)."""
+        shape = (batch_size, self.channels, self.phases.shape[-1] - 1)
         return ConvState(torch.zeros(shape, device=device, dtype=dtype))
 
     def step(self, x: torch.Tensor, state: ConvState, final: bool = False) -> torch.Tensor:
         batch, channels, length = x.shape
-        stuffed = F.pad(x[..., None], (0, self.factor - 1)).reshape(batch, channels, length * self.factor)
-        full = torch.cat([state.history, stuffed], -1)
+        if not length:
+            return x.new_zeros(batch, channels, 0)
+        full = torch.cat([state.history, x], -1)
         state.history = full[..., full.shape[-1] - state.history.shape[-1] :]
-        y = F.conv1d(full.reshape(batch * channels, 1, -1), self.taps)
-        return y.reshape(batch, channels, -1)
+        y = self._filter(full.reshape(batch * channels, 1, -1))
+        return y.reshape(batch, channels, length * self.factor)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The causal (delayed) upsampled signal; see :attr:`delay`. The same filter as :meth:`step`
-        without multiplying the stuffed zeros (polyphase: ``factor`` times fewer products)."""
+        """The causal (delayed) upsampled signal; see :attr:`delay`."""
         batch, channels, length = x.shape
         padded = F.pad(x.reshape(batch * channels, 1, length), (self.phases.shape[-1] - 1, 0))
-        y = F.conv1d(padded, self.phases)  # (B C, factor, T): output p of each input sample
-        return y.transpose(1, 2).reshape(batch, channels, length * self.factor)
+        return self._filter(padded).reshape(batch, channels, length * self.factor)
+
+    def _filter(self, x: torch.Tensor) -> torch.Tensor:
+        """``x (N, 1, per_phase - 1 + T)`` (history first) -> ``(N, T * factor)``."""
+        y = F.conv1d(x, self.phases)  # (N, factor, T): output p of each input sample
+        return y.transpose(1, 2).reshape(x.shape[0], -1)

@@ -148,13 +148,25 @@ class AudioStream:
             row.advance(samples, out, final)
 
     def _collect(self, flush: bool) -> torch.Tensor:
-        ready = max(r.out_len for r in self._rows) if flush else min(r.out_len for r in self._rows)
+        queued = [self._queued_output(row) for row in self._rows]
+        ready = max(q.shape[0] for q in queued) if flush else min(q.shape[0] for q in queued)
+        if all(q.shape[0] == ready for q in queued):  # rows in step (the usual case): no copies
+            result = torch.stack(queued) if self.rows > 1 else queued[0][None]
+            for i, row in enumerate(self._rows):
+                self.lengths[i] = ready
+                row.out, row.out_len = [], 0
+            return result.view(self.batch_size, self.channels, ready)
         result = torch.zeros(self.rows, ready, device=self.device)
-        for i, row in enumerate(self._rows):
-            data = torch.cat(row.out) if row.out else torch.zeros(0, device=self.device)
+        for i, (row, data) in enumerate(zip(self._rows, queued, strict=True)):
             take = min(ready, data.shape[0])
             result[i, :take] = data[:take]
             self.lengths[i] = take
             row.out = [data[take:]]
             row.out_len = data.shape[0] - take
         return result.view(self.batch_size, self.channels, ready)
+
+    def _queued_output(self, row: AudioRow) -> torch.Tensor:
+        """``row``'s queued output as one ``(n,)`` tensor."""
+        if len(row.out) == 1:
+            return row.out[0]
+        return torch.cat(row.out) if row.out else torch.zeros(0, device=self.device)

@@ -85,6 +85,11 @@ class UpsampledStream:
             return
         with torch.inference_mode():
             y = self.upsampler.step(x[:, None], self.state)[:, 0]
+        queued = self._queued.tolist()
+        if not any(self._skip.tolist()) and min(queued) == max(queued):  # rows in step: append
+            self._queue = torch.cat([self._queue[:, : queued[0]], y], -1)
+            self._queued += y.shape[-1]
+            return
         drop = self._skip.clamp(max=y.shape[-1])
         self._skip -= drop
         ends = self._queued + y.shape[-1] - drop
