@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from audiokit.bench.codec import load_encodec_24k
+from audiokit.bench.codec import device_summary_lines, load_encodec_24k, run_device_kernel_benchmark
 from audiokit.cli import main
 from audiokit.coding import load_codec
 
@@ -60,6 +60,19 @@ def test_bench_without_encodec_reports_our_figures_and_the_working_install(capsy
     text = capsys.readouterr().out
     assert "EnCodec-24k comparison skipped" in text and "pip install --no-deps encodec" in text
     assert "pip install encodec" not in text
+
+
+def test_device_benchmark_rehearses_on_the_cpu(capsys):
+    """`audiokit bench --device cuda`'s benchmark, run on the CPU as recipes/gpu/bench_kernels.sh's
+    rehearsal does: every backend that loads, against eager; CUDA graphs only on a GPU."""
+    result = run_device_kernel_benchmark(device="cpu", stream_counts=(1, 2), frames=2)
+    assert "torch" in result["by_backend"] and not any("+graphs" in n for n in result["by_backend"])
+    for name, backend in result["by_backend"].items():
+        assert set(backend["by_streams"]) == {"1", "2"}
+        assert all(row["streams_sustained"] > 0 for row in backend["by_streams"].values())
+        assert (name != "torch") == (name in result["speedup_vs_eager"])
+    text = "\n".join(device_summary_lines(result))
+    assert "on cpu" in text and text.count("real-time streams") == 2 * len(result["by_backend"])
 
 
 @pytest.mark.slow

@@ -296,9 +296,10 @@ def run_device_kernel_benchmark(
     p99_target_ms: float = 10.0,
 ) -> dict:
     """Round-trip streams advanced together on ``device`` (:func:`bench_many_streams`: one 20 ms frame
-    each per tick, p50/p99 tick time, real-time streams sustained) per :mod:`audiokit.ops` backend, the
-    fused ones against ``torch`` (eager), and the most streams whose p99 tick stays within
-    ``p99_target_ms``. TF32 is off, as in the exactness tests."""
+    each per tick, p50/p99 tick time, real-time streams sustained) per :mod:`audiokit.ops` backend, on
+    a GPU each also with its steps replayed from CUDA graphs (``"<backend>+graphs"``, sessions with
+    ``compile="cuda_graph"``), all against ``torch`` (eager), and the most streams whose p99 tick stays
+    within ``p99_target_ms``. TF32 is off, as in the exactness tests."""
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ModelError(f"device {device!r}: torch sees no CUDA device")
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -322,11 +323,16 @@ def run_device_kernel_benchmark(
         "skipped": {name: why for name, why in backends.items() if why is not None},
         "by_backend": {},
     }
+    graphs = (False, "cuda_graph") if device.startswith("cuda") else (False,)
     for name in (name for name, why in backends.items() if why is None):
-        with ops.use_backend(name):
-            many = bench_many_streams(codec, list(stream_counts), frames, device)["by_streams"]
-        within = [int(count) for count, row in many.items() if row["tick_p99_ms"] <= p99_target_ms]
-        result["by_backend"][name] = {"by_streams": many, "max_streams_in_p99_target": max(within, default=0)}
+        for compile in graphs:
+            with ops.use_backend(name):
+                many = bench_many_streams(codec, list(stream_counts), frames, device, compile)["by_streams"]
+            within = [int(count) for count, row in many.items() if row["tick_p99_ms"] <= p99_target_ms]
+            result["by_backend"][name + ("+graphs" if compile else "")] = {
+                "by_streams": many,
+                "max_streams_in_p99_target": max(within, default=0),
+            }
     eager = result["by_backend"]["torch"]["by_streams"]
     result["speedup_vs_eager"] = {
         name: {count: eager[count]["tick_ms"] / row["tick_ms"] for count, row in fused["by_streams"].items()}
@@ -400,6 +406,26 @@ def run_benchmark(
     else:
         result["gpu"] = None
     return result
+
+
+def device_summary_lines(result: dict) -> list[str]:
+    """Human-readable lines of a :func:`run_device_kernel_benchmark` result."""
+    settings = result["settings"]
+    lines = [f"{settings['model']} ({settings['weights']} weights) on {result['device']}, TF32 off"]
+    lines += [f"  {name}: skipped ({why})" for name, why in result["skipped"].items()]
+    for name, backend in result["by_backend"].items():
+        lines.append(
+            f"  {name}: at most {backend['max_streams_in_p99_target']} streams with the p99 tick "
+            f"<= {settings['p99_target_ms']:g} ms"
+        )
+        for count, row in backend["by_streams"].items():
+            speedup = result["speedup_vs_eager"].get(name, {}).get(count)
+            lines.append(
+                f"    {count:>5} streams: {row['tick_ms']:.2f} ms p50, {row['tick_p99_ms']:.2f} ms p99 per "
+                f"tick -> {row['streams_sustained']:.0f} real-time streams"
+                + ("" if speedup is None else f" ({speedup:.2f}x eager)")
+            )
+    return lines
 
 
 def summary_lines(result: dict) -> list[str]:

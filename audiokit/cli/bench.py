@@ -3,7 +3,9 @@ offline real-time factors next to EnCodec-24k's architecture, the streaming cost
 floor, and how many real-time streams one core sustains (:mod:`audiokit.bench.codec`); for an enhancer
 (``-m enhance-16k``), its offline speed, per-hop streaming step and batched streams per core next to
 RNNoise's (:mod:`audiokit.bench.enhancer`); for a bandwidth extender (``-m bwe-8to16``), the same next
-to sinc (soxr) upsampling (:mod:`audiokit.bench.bwe`)."""
+to sinc (soxr) upsampling (:mod:`audiokit.bench.bwe`). ``--device cuda``: a codec's batched round-trip
+streams on the GPU per kernel backend, with and without CUDA graphs, against eager
+(:func:`audiokit.bench.codec.run_device_kernel_benchmark`)."""
 
 from __future__ import annotations
 
@@ -12,14 +14,17 @@ import json
 
 from audiokit.bench import (
     bwe_summary_lines,
+    device_summary_lines,
     enhancer_summary_lines,
     run_benchmark,
     run_bwe_benchmark,
+    run_device_kernel_benchmark,
     run_enhancer_benchmark,
     summary_lines,
 )
 from audiokit.cli.options import add_model_option, doc_text
 from audiokit.coding import DEFAULT_MODEL
+from audiokit.errors import UsageError
 from audiokit.processing import model_family
 from audiokit.provenance import write_json
 
@@ -30,9 +35,24 @@ AUDIO_BENCHMARKS = {
 """Model family -> (benchmark, summary lines) of the audio-to-audio models; codecs otherwise."""
 
 
+CPU_STREAMS = [1, 16, 64]
+DEVICE_STREAMS = [1, 64, 256, 1024]
+"""Default ``--streams`` on the CPU and on a GPU."""
+
+
 def run(args: argparse.Namespace) -> int:
     family = model_family(args.model)
-    if family in AUDIO_BENCHMARKS:
+    if args.device != "cpu":
+        if family in AUDIO_BENCHMARKS:
+            raise UsageError(f"--device {args.device}: the device benchmark measures codecs only")
+        result = run_device_kernel_benchmark(
+            model=args.model,
+            device=args.device,
+            stream_counts=tuple(args.streams or DEVICE_STREAMS),
+            frames=args.frames,
+        )
+        lines = device_summary_lines
+    elif family in AUDIO_BENCHMARKS:
         benchmark, lines = AUDIO_BENCHMARKS[family]
         result = benchmark(
             model=args.model,
@@ -40,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
             repeats=args.repeats,
             threads=args.threads,
             hops=args.frames,
-            stream_counts=tuple(args.streams),
+            stream_counts=tuple(args.streams or CPU_STREAMS),
         )
     else:
         result = run_benchmark(
@@ -49,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
             repeats=args.repeats,
             threads=args.threads,
             frames=args.frames,
-            stream_counts=tuple(args.streams),
+            stream_counts=tuple(args.streams or CPU_STREAMS),
             encodec=not args.no_encodec,
         )
         lines = summary_lines
@@ -81,7 +101,15 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "--frames", type=int, default=100, help="streaming frames (enhancer, bwe: hops) timed per mode"
     )
     parser.add_argument(
-        "--streams", type=int, nargs="+", default=[1, 16, 64], help="concurrent stream counts"
+        "--streams",
+        type=int,
+        nargs="+",
+        help=f"concurrent stream counts (default: {CPU_STREAMS} on the CPU, {DEVICE_STREAMS} on a GPU)",
+    )
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu (default), or cuda / cuda:N: a codec's batched streams per kernel backend on the GPU",
     )
     parser.add_argument("--no-encodec", action="store_true", help="skip the EnCodec-24k comparison (codecs)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")

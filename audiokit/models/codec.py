@@ -337,14 +337,15 @@ class Codec(AudioModel, family="codec", config_class=CodecConfig, configs=CONFIG
         bitrate: float | None = None,
         length: int | Sequence[int] | None = None,
         channels: int | None = None,
-        compile: bool = False,
+        compile: bool | str = False,
     ) -> CodecStream:
         """A streaming session (:class:`~audiokit.streaming.CodecStream`) of ``batch_size`` items.
 
         ``mode``: ``"encode"`` (audio -> codes), ``"decode"`` (codes -> audio; ``length``: samples to
         output per item, optional) or ``"roundtrip"`` (audio -> audio). ``session.push(chunk)`` returns
         what is ready, ``session.flush()`` the tail; the totals equal :meth:`encode` / :meth:`decode`.
-        ``channels``: channels per item (default: the model's); ``compile``: use ``torch.compile``.
+        ``channels``: channels per item (default: the model's); ``compile``: ``True`` (``torch.compile``),
+        ``"aoti"`` or ``"cuda_graph"`` (see :class:`~audiokit.streaming.CodecStream`).
         Raises :class:`ModelError` for a non-causal model.
         """
         return CodecStream(self, batch_size, mode, bitrate, length=length, channels=channels, compile=compile)

@@ -44,6 +44,7 @@ from audiokit.nn.state import (
     zero_rows,
 )
 from audiokit.streaming.compiled import compile_step
+from audiokit.streaming.graphs import GraphedStep
 from audiokit.streaming.latency import StepTimer, timed
 
 MODES = ("encode", "decode", "roundtrip")
@@ -79,7 +80,9 @@ class CodecStream:
             (static shapes: each new chunk size compiles once; needs a working Inductor backend, e.g. a
             C++ compiler on CPU); ``"aoti"``: steps of one frame run as libraries compiled ahead of time
             (:mod:`audiokit.streaming.compiled`, cached on disk; eager where they cannot be built,
-            :attr:`compiled` says which).
+            :attr:`compiled` says which); ``"cuda_graph"`` (on a GPU): steps of one frame of every row
+            replayed from CUDA graphs (:mod:`audiokit.streaming.graphs`, recorded at their first such
+            step; eager where recording fails), eager on other devices.
     """
 
     def __init__(
@@ -94,8 +97,10 @@ class CodecStream:
     ) -> None:
         if mode not in MODES:
             raise UsageError(f"streaming mode must be one of {', '.join(MODES)}, got {mode!r}")
-        if compile not in (False, True, "inductor", "aoti"):
-            raise UsageError(f"compile must be False, True, 'inductor' or 'aoti', got {compile!r}")
+        if compile not in (False, True, "inductor", "aoti", "cuda_graph"):
+            raise UsageError(
+                f"compile must be False, True, 'inductor', 'aoti' or 'cuda_graph', got {compile!r}"
+            )
         if batch_size < 1:
             raise UsageError(f"batch_size must be at least 1, got {batch_size}")
         if length is not None and mode != "decode":
@@ -129,6 +134,8 @@ class CodecStream:
         self.compiled = {"encoder": False, "decoder": False}
         if compile == "aoti":
             self._compile_ahead_of_time()
+        elif compile == "cuda_graph" and self.device.type == "cuda":
+            self._graph_steps()
         self._rows = [self._new_row() for _ in range(self.rows)]
         self.lengths: list[int] = [0] * self.rows
         self.timer = StepTimer()
@@ -235,6 +242,16 @@ class CodecStream:
             compiled = compile_step(self.codec, self.decoder.step_t, template, frame)
             if compiled is not None:
                 self._decoder_step, self.compiled["decoder"] = compiled, True
+
+    def _graph_steps(self) -> None:
+        """Swap the steps of all rows for CUDA graphs (:mod:`audiokit.streaming.graphs`), each recorded
+        at its first step of one frame of every row."""
+        if self.encoder is not None:
+            self._encode = GraphedStep(self._encode, 2 if self._coding["quantize"] else 1, batch=self.rows)
+            self.compiled["encoder"] = True
+        if self.decoder is not None:
+            self._decoder_step = GraphedStep(self._decoder_step, batch=self.rows)
+            self.compiled["decoder"] = True
 
     def _encode_rows_step(
         self, x: torch.Tensor, state: StreamState | None, final: bool = False, *, n_q: int, quantize: bool
