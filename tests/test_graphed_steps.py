@@ -16,7 +16,10 @@ import torch
 from conftest import run_stream
 
 from audiokit.models import Codec
+from audiokit.models.bwe import BandwidthExtender
+from audiokit.models.enhancer import Enhancer
 from audiokit.streaming import MultiStreamBatcher
+from audiokit.streaming.batcher import AudioBatcher
 from audiokit.streaming.codec import CodecStream
 from audiokit.streaming.graphs import GraphedStep
 
@@ -126,9 +129,41 @@ def test_a_step_that_cannot_be_recorded_runs_eagerly_and_says_why():
     assert session._encode.replays == 0
 
 
+def test_graphed_enhancer_sessions_and_batcher_equal_eager():
+    torch.manual_seed(0)
+    enhancer = Enhancer.from_config("enhance-16k").eval()
+    hop = enhancer.hop_length
+    x = torch.randn(2, 1, 30 * hop + 7, generator=torch.Generator().manual_seed(3)) * 0.3
+    chunks = [2 * hop, 2 * hop, 3 * hop + 1, 2 * hop - 1]  # two hops of both rows replayed, others eager
+    eager = run_stream(enhancer.stream(2), x, chunks)
+    session = enhancer.stream(2)
+    session._step = GraphedStep(session._step, batch=session.rows, record=replayed_eagerly)
+    assert torch.equal(run_stream(session, x, chunks), eager)
+    assert session._step.replays > 0
+    batched = []
+    for graphed in (False, True):
+        batcher = AudioBatcher(enhancer, 2)
+        if graphed:
+            batcher._step = GraphedStep(batcher._step, batch=2, record=replayed_eagerly)
+        ids = [batcher.open() for _ in range(2)]
+        outs = [[], []]
+        for start in range(0, x.shape[-1], hop):
+            for i, stream in enumerate(ids):
+                batcher.push(stream, x[i, :, start : start + hop])
+            batcher.step()
+            for i, stream in enumerate(ids):
+                outs[i].append(batcher.pull(stream))
+        batched.append([torch.cat([*out, batcher.close(s)], -1) for out, s in zip(outs, ids, strict=True)])
+    assert batcher._step.replays > 0
+    for eager_row, graphed_row, alone in zip(*batched, eager, strict=True):
+        assert torch.equal(graphed_row, eager_row)
+        torch.testing.assert_close(graphed_row, alone, rtol=0, atol=1e-5)
+
+
 def test_cuda_graph_sessions_stay_eager_off_the_gpu():
     session = _tiny_codec().stream(2, "roundtrip", compile="cuda_graph")
     assert session.compiled == {"encoder": False, "decoder": False}
+    assert Enhancer.from_config("enhance-16k").stream(1, compile="cuda_graph").compiled is False
 
 
 @pytest.mark.gpu
@@ -145,3 +180,20 @@ def test_cuda_graph_roundtrip_and_batcher_equal_eager_on_the_gpu():
     assert session._encode.failure is None and session._decoder_step.failure is None
     assert session._encode.replays > 0 and session._decoder_step.replays > 0
     torch.testing.assert_close(graphed, eager, rtol=0, atol=1e-5)
+
+
+@pytest.mark.gpu
+def test_cuda_graph_enhancer_and_extender_equal_eager_on_the_gpu():
+    torch.manual_seed(0)
+    for model, options in (
+        (Enhancer.from_config("enhance-16k").eval().cuda(), {}),
+        (BandwidthExtender.from_config("bwe-8to16").eval().cuda(), {"input_rate": 8000}),
+    ):
+        hop = model.hop_length
+        x = torch.randn(8, 1, 40 * hop, generator=torch.Generator().manual_seed(2)).cuda() * 0.3
+        eager = run_stream(model.stream(8, **options), x, [hop])
+        session = model.stream(8, compile="cuda_graph", **options)
+        graphed = run_stream(session, x, [hop])
+        inner = getattr(session, "inner", session)
+        assert inner.compiled and inner._step.failure is None and inner._step.replays > 0
+        torch.testing.assert_close(graphed, eager, rtol=0, atol=1e-5)

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from audiokit.errors import UsageError
 from audiokit.nn.state import zero_rows
 from audiokit.streaming.compiled import compile_step
+from audiokit.streaming.graphs import GraphedStep
 
 
 @dataclass
@@ -52,13 +53,19 @@ class AudioRow:
         self.emitted += out.shape[0]
 
 
-def audio_step(model, step_options: dict, compile: str | None, device: torch.device) -> tuple[Callable, bool]:
+def audio_step(
+    model, step_options: dict, compile: str | None, device: torch.device, rows: int | None = None
+) -> tuple[Callable, bool]:
     """The step function an audio session calls as ``step(x, state, final)``: ``model.step`` with
     ``step_options``, or with ``compile="aoti"`` that step compiled ahead of time for chunks of two hops
-    (other chunks, and every step where no library can be built, run eagerly); and whether it is
+    (other chunks, and every step where no library can be built, run eagerly), or with
+    ``compile="cuda_graph"`` on a GPU replayed from a CUDA graph recorded at the first step of all
+    ``rows`` (steps of other shapes, and all where recording fails, run eagerly); and whether it is
     compiled."""
-    if compile not in (None, "aoti"):
-        raise UsageError(f"compile must be None or 'aoti', got {compile!r}")
+    if compile not in (None, "aoti", "cuda_graph"):
+        raise UsageError(f"compile must be None, 'aoti' or 'cuda_graph', got {compile!r}")
+    if compile == "cuda_graph" and device.type == "cuda":
+        return GraphedStep(functools.partial(model.step, **step_options), batch=rows), True
     if compile == "aoti":
         with torch.inference_mode():
             template = model.init_state(1, device)  # one stream's
@@ -76,7 +83,8 @@ class AudioStream:
     ``step_options`` go to every ``model.step`` call (e.g. an enhancer's ``atten_lim_db`` and ``dry``,
     turned into its ``mix`` by the model's ``step_options``). ``compile="aoti"`` runs steps of two hops
     as a library compiled ahead of time (:mod:`audiokit.streaming.compiled`; eager where it cannot be
-    built, :attr:`compiled` says which).
+    built, :attr:`compiled` says which); ``compile="cuda_graph"`` replays steps on a GPU from a CUDA
+    graph (:mod:`audiokit.streaming.graphs`; eager off the GPU).
     """
 
     def __init__(
@@ -94,7 +102,7 @@ class AudioStream:
         self.device = next(model.parameters()).device
         with torch.inference_mode():
             self.state = model.init_state(self.rows, self.device)
-        self._step, self.compiled = audio_step(model, self.step_options, compile, self.device)
+        self._step, self.compiled = audio_step(model, self.step_options, compile, self.device, self.rows)
         self._rows = [self._new_row() for _ in range(self.rows)]
         self.lengths: list[int] = [0] * self.rows
 

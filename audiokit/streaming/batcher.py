@@ -178,7 +178,8 @@ class AudioBatcher:
     together in batched steps, each exactly as its own :class:`~audiokit.streaming.audio.AudioStream`.
 
     ``options`` are the model's streaming knobs (``atten_lim_db``, ``dry``), shared by every stream;
-    ``compile="aoti"`` runs two-hop steps compiled ahead of time (as :class:`AudioStream` does).
+    ``compile="aoti"`` runs two-hop steps compiled ahead of time, ``"cuda_graph"`` replays steps from a
+    CUDA graph on a GPU (as :class:`AudioStream` does).
     Streams push mono audio ``(1, n)`` or ``(n,)``; their output (``(1, n)``, aligned with the input,
     the model's ``output_lag`` showing only as lag) accumulates until :meth:`pull` or :meth:`close`.
     Pending input lives in one host ``(capacity, width)`` buffer (a read offset and a fill per slot), so
@@ -193,7 +194,7 @@ class AudioBatcher:
         self.lag = model.output_lag
         self.step_options = model.step_options(**options)
         self.device = next(model.parameters()).device
-        self._step, self.compiled = audio_step(model, self.step_options, compile, self.device)
+        self._step, self.compiled = audio_step(model, self.step_options, compile, self.device, capacity)
         with torch.inference_mode():
             self.state = model.init_state(capacity, self.device)
         self._pending = np.zeros((capacity, 4 * self.hop_length), np.float32)  # staged on the host
