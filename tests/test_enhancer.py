@@ -131,6 +131,22 @@ def test_budget_and_latency(analysis):
     assert model.algorithmic_latency / model.sample_rate <= 0.020
 
 
+def test_dropout_acts_in_training_only():
+    """``dropout`` drops features while training; evaluation and streaming are the model without it."""
+    torch.manual_seed(0)
+    plain = Enhancer(CONFIGS["enhance-16k"])
+    dropped = Enhancer(replace(CONFIGS["enhance-16k"], dropout=0.5))
+    dropped.load_state_dict(plain.state_dict())
+    x = torch.randn(1, 1, 3200) * 0.3
+    with torch.no_grad():
+        first, second = dropped.train()(x), dropped(x)
+        assert not torch.allclose(first, second)  # a new mask each call
+        assert not torch.allclose(first, plain.train()(x))
+        torch.testing.assert_close(dropped.eval()(x), plain.eval()(x), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="dropout"):
+        replace(CONFIGS["enhance-16k"], dropout=1.0)
+
+
 def test_band_encoder_moves_its_features_with_the_bands():
     """A pattern moved up by some bands gives the same encoded features moved (away from the edges)."""
     torch.manual_seed(0)
