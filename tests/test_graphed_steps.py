@@ -13,7 +13,7 @@ import random
 
 import pytest
 import torch
-from conftest import run_stream
+from conftest import TINY_SPEECH_CODEC, run_stream
 
 from audiokit.models import Codec
 from audiokit.models.bwe import BandwidthExtender
@@ -38,19 +38,7 @@ def failing(run, warmup):
 
 def _tiny_codec() -> Codec:
     torch.manual_seed(2)
-    return Codec.from_config(
-        "speech-16k",
-        encoder={"hidden_dim": 16, "intermediate_dim": 32, "n_blocks": 2},
-        decoder={
-            "n_fft": 480,
-            "istft_hop": 160,
-            "hidden_dim": 16,
-            "intermediate_dim": 32,
-            "n_blocks": 2,
-            "head_hidden_dim": 24,
-        },
-        num_quantizers=4,
-    ).eval()
+    return Codec.from_config("speech-16k", **TINY_SPEECH_CODEC).eval()
 
 
 def _graph(session: CodecStream, record=replayed_eagerly) -> CodecStream:
