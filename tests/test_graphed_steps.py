@@ -18,10 +18,11 @@ from conftest import TINY_SPEECH_CODEC, run_stream
 from audiokit.models import Codec
 from audiokit.models.bwe import BandwidthExtender
 from audiokit.models.enhancer import Enhancer
+from audiokit.nn.state import ConvState
 from audiokit.streaming import MultiStreamBatcher
 from audiokit.streaming.batcher import AudioBatcher
 from audiokit.streaming.codec import CodecStream
-from audiokit.streaming.graphs import GraphedStep
+from audiokit.streaming.graphs import MAX_GRAPHS, GraphedStep, graph_report
 
 torch.set_num_threads(1)
 
@@ -44,8 +45,9 @@ def _tiny_codec() -> Codec:
 def _graph(session: CodecStream, record=replayed_eagerly) -> CodecStream:
     """``session``'s steps of all rows swapped for :class:`GraphedStep` with ``record``."""
     outputs = 2 if session._coding["quantize"] else 1
-    session._encode = GraphedStep(session._encode, outputs, batch=session.rows, record=record)
-    session._decoder_step = GraphedStep(session._decoder_step, batch=session.rows, record=record)
+    rows, codec = session.rows, session.codec
+    session._encode = GraphedStep(session._encode, outputs, batch=rows, model=codec, record=record)
+    session._decoder_step = GraphedStep(session._decoder_step, batch=rows, model=codec, record=record)
     return session
 
 
@@ -72,8 +74,27 @@ def test_graphed_roundtrip_equals_eager_through_frames_resets_and_flush():
         results.append((torch.cat(outs, -1), session))
     (eager, _), (graphed, session) = results
     assert session._encode.replays >= 4 and session._decoder_step.replays >= 4
-    assert session._encode.failure is None
+    assert graph_report(session._encode, session._decoder_step)["failure"] is None
+    assert len(session._decoder_step._graphs) > 1  # one frame and several frames: one graph each
     assert torch.equal(graphed, eager)  # the same operations on the same values
+    # what the blocks cached for their steps is kept as recorded, even once a new session replaces it
+    kept = {id(cache) for cache in session._encode._kept}
+    block = next(m for m in codec.encoder.modules() if "_prepared" in m.__dict__)
+    recorded = block.__dict__["_prepared"]
+    codec.stream(1, "roundtrip")  # a new session prepares the weights afresh
+    assert id(recorded) in kept and block.__dict__["_prepared"] is not recorded
+
+
+def test_graphs_per_step_are_bounded_and_other_state_objects_run_eagerly():
+    graphed = GraphedStep(lambda x, state, final=False: x * 2, record=replayed_eagerly)
+    for width in range(1, MAX_GRAPHS + 3):
+        graphed(torch.ones(2, width), None)
+    assert len(graphed._graphs) == MAX_GRAPHS and graphed.replays == MAX_GRAPHS
+    other = GraphedStep(lambda x, state, final=False: x + state.history, record=replayed_eagerly)
+    recorded, another = ConvState(torch.zeros(2, 3)), ConvState(torch.ones(2, 3))
+    other(torch.ones(2, 3), recorded)
+    assert torch.equal(other(torch.ones(2, 3), another), torch.full((2, 3), 2.0))  # eager, on its own state
+    assert other.replays == 1 and recorded.history is other._graphs[(2, 3)].buffers[0]
 
 
 def test_graphed_batcher_streams_equal_their_own_sessions():

@@ -36,6 +36,7 @@ from audiokit.coding import load_codec
 from audiokit.errors import ModelError, ToolMissingError
 from audiokit.models import Codec, is_shipped
 from audiokit.provenance import run_info
+from audiokit.streaming.graphs import graph_report
 
 ENCODEC_INSTALL = "pip install --no-deps encodec"
 """The install of the optional ``encodec`` package that keeps torch working (plain ``pip install encodec``
@@ -195,7 +196,7 @@ def bench_many_streams(
     codec = codec.to(device)
     hop = codec.hop_length
     frame_s = hop / codec.sample_rate
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    sync = (lambda: torch.cuda.synchronize(device)) if device.startswith("cuda") else (lambda: None)
     per_count = {}
     for count in counts:
         batcher = MultiStreamBatcher(codec, count, "roundtrip", compile=compile)
@@ -218,6 +219,9 @@ def bench_many_streams(
             "tick_p99_ms": 1e3 * statistics.quantiles(ticks, n=100)[98] if len(ticks) > 1 else 1e3 * tick_s,
             "streams_sustained": count * frame_s / tick_s,
         }
+        graphs = graph_report(batcher.session._encode, batcher.session._decoder_step)
+        if graphs is not None:  # whether the steps really ran from CUDA graphs
+            per_count[str(count)]["graphs"] = graphs
     codec.cpu()
     best = max(per_count.values(), key=lambda r: r["streams_sustained"])
     return {"by_streams": per_count, "streams_sustained": best["streams_sustained"]}
@@ -310,7 +314,7 @@ def run_device_kernel_benchmark(
     result: dict = {
         "benchmark": "codec_kernels_device",
         **run_info(),
-        "device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
+        "device": torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu",
         "settings": {
             "model": model,
             "weights": weights,

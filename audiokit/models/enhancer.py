@@ -86,7 +86,7 @@ class EnhancerConfig(ModelConfig):
     noise_floor_rise: tuple[float, ...] = ()
     band_encoder: str = "linear"
     band_channels: int = 16
-    dropout: float = 0.0  # training only: on the recurrent network's input and output features
+    dropout: float = 0.0  # training only (offline forward): on the recurrent network's input and output
 
     def __post_init__(self) -> None:
         if self.channels != 1:
@@ -317,12 +317,12 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
             columns = _block_columns(c)
             globals_ = [features[..., columns[name]][..., -width:] for name, width in global_features(c)]
             features = torch.cat([encoded.flatten(2), *globals_], -1)
-        h = self._dropout(self.input_proj(features))  # (N, M, hidden)
-        if states is None:
-            h = self.lstm(F.gelu(self.frame_conv.forward_t(h)).transpose(1, 2)).transpose(1, 2)
+        h = self.input_proj(features)  # (N, M, hidden)
+        if states is None:  # offline (training too)
+            h = self.lstm(F.gelu(self.frame_conv.forward_t(self._dropout(h))).transpose(1, 2)).transpose(1, 2)
+            h = self._dropout(h)
         else:
             h = self.lstm.step_t(F.gelu(self.frame_conv.step_t(h, states[0])), states[1])
-        h = self._dropout(h)
         if self.band_decoder is not None:
             logits = self.band_decoder(h, encoded)  # (N, M, 1 or 2, erb_bands)
             band_gains = torch.sigmoid(logits[:, :, 0])
@@ -347,7 +347,7 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
         return (mix * spec + (1.0 - mix) * out if mix else out), band_gains
 
     def _dropout(self, h: torch.Tensor) -> torch.Tensor:
-        """``config.dropout`` of the features ``h`` while training; ``h`` itself otherwise."""
+        """``config.dropout`` of the features ``h`` while training offline; ``h`` itself otherwise."""
         return F.dropout(h, self.config.dropout) if self.training and self.config.dropout else h
 
     def ideal_band_gains(self, noisy: torch.Tensor, clean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -65,7 +65,7 @@ def audio_step(
     if compile not in (None, "aoti", "cuda_graph"):
         raise UsageError(f"compile must be None, 'aoti' or 'cuda_graph', got {compile!r}")
     if compile == "cuda_graph" and device.type == "cuda":
-        return GraphedStep(functools.partial(model.step, **step_options), batch=rows), True
+        return GraphedStep(functools.partial(model.step, **step_options), batch=rows, model=model), True
     if compile == "aoti":
         with torch.inference_mode():
             template = model.init_state(1, device)  # one stream's

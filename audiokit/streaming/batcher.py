@@ -328,7 +328,7 @@ class AudioBatcher:
             else:
                 x = torch.from_numpy(x).to(self.device)[:, None]
                 part = select_rows(self.state, index)
-                y = self._step(x, part)[:, 0]
+                y = self._step(x, part, final)[:, 0]
                 assign_rows(self.state, index, part)
         self._start[slots] += samples
         self._fill[slots] -= samples

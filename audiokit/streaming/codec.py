@@ -80,9 +80,10 @@ class CodecStream:
             (static shapes: each new chunk size compiles once; needs a working Inductor backend, e.g. a
             C++ compiler on CPU); ``"aoti"``: steps of one frame run as libraries compiled ahead of time
             (:mod:`audiokit.streaming.compiled`, cached on disk; eager where they cannot be built,
-            :attr:`compiled` says which); ``"cuda_graph"`` (on a GPU): steps of one frame of every row
-            replayed from CUDA graphs (:mod:`audiokit.streaming.graphs`, recorded at their first such
-            step; eager where recording fails), eager on other devices.
+            :attr:`compiled` says which); ``"cuda_graph"`` (on a GPU): steps of every row replayed from
+            CUDA graphs (:mod:`audiokit.streaming.graphs`, recorded at the first step of each chunk
+            shape; eager where recording fails, :func:`~audiokit.streaming.graphs.graph_report` says
+            whether they ran), eager on other devices.
     """
 
     def __init__(
@@ -244,13 +245,14 @@ class CodecStream:
                 self._decoder_step, self.compiled["decoder"] = compiled, True
 
     def _graph_steps(self) -> None:
-        """Swap the steps of all rows for CUDA graphs (:mod:`audiokit.streaming.graphs`), each recorded
-        at its first step of one frame of every row."""
+        """Swap the steps of all rows for CUDA graphs (:mod:`audiokit.streaming.graphs`), recorded at the
+        first step of each chunk shape (one frame, two, ...) of every row."""
+        outputs = 2 if self._coding["quantize"] else 1
         if self.encoder is not None:
-            self._encode = GraphedStep(self._encode, 2 if self._coding["quantize"] else 1, batch=self.rows)
+            self._encode = GraphedStep(self._encode, outputs, batch=self.rows, model=self.codec)
             self.compiled["encoder"] = True
         if self.decoder is not None:
-            self._decoder_step = GraphedStep(self._decoder_step, batch=self.rows)
+            self._decoder_step = GraphedStep(self._decoder_step, batch=self.rows, model=self.codec)
             self.compiled["decoder"] = True
 
     def _encode_rows_step(
