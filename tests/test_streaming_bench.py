@@ -75,6 +75,15 @@ def test_device_benchmark_rehearses_on_the_cpu(capsys):
     assert "on cpu" in text and text.count("real-time streams") == 2 * len(result["by_backend"])
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU machine")
+def test_bench_on_a_missing_device_says_so_in_one_line(capsys):
+    assert main(["bench", "--device", "cuda"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no CUDA device" in err
+    assert main(["bench", "--device", "cuda", "-m", "enhance-16k"]) != 0
+    assert "measures codecs only" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("encodec") is None, reason="needs the bench extra (encodec)")
 def test_encodec_24k_architecture_loads_and_codes():

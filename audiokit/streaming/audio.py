@@ -59,9 +59,9 @@ def audio_step(
     """The step function an audio session calls as ``step(x, state, final)``: ``model.step`` with
     ``step_options``, or with ``compile="aoti"`` that step compiled ahead of time for chunks of two hops
     (other chunks, and every step where no library can be built, run eagerly), or with
-    ``compile="cuda_graph"`` on a GPU replayed from a CUDA graph recorded at the first step of all
-    ``rows`` (steps of other shapes, and all where recording fails, run eagerly); and whether it is
-    compiled."""
+    ``compile="cuda_graph"`` on a GPU replayed from CUDA graphs, one per chunk shape of all ``rows``
+    (steps of part of the rows, final steps, and all where recording fails run eagerly); and whether
+    it is compiled."""
     if compile not in (None, "aoti", "cuda_graph"):
         raise UsageError(f"compile must be None, 'aoti' or 'cuda_graph', got {compile!r}")
     if compile == "cuda_graph" and device.type == "cuda":
