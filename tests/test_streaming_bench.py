@@ -28,19 +28,20 @@ def test_bench_json_reports_every_figure(capsys):
     floor = result["cpu"]["weight_floor"]
     params = sum(p.numel() for n, p in load_codec("speech-16k")[0].named_parameters() if p.dim() >= 2)
     assert floor["ms"] > 0 and 0.9 * 4 * params / 1e6 < floor["megabytes"] <= 4 * params / 1e6
+    assert floor["float16_ms"] > 0 and floor["float16_megabytes"] == floor["megabytes"] / 2
     streams = result["cpu"]["many_streams"]
     assert set(streams["by_streams"]) == {"1", "3"} and streams["streams_sustained"] > 0
-    kernels = result["cpu"]["kernels"]  # eager against the fused C++ kernels and the AOTI steps
+    kernels = result["cpu"]["kernels"]  # eager against the fused C++ kernels and the AOTI steps (fp32, fp16)
     fast_targets = set()
     assert kernels["streams"] == 3 and 0 < kernels["eager"]["streams_sustained"]
-    for name in ("fused", "aoti"):
+    for name in ("fused", "aoti", "aoti_fp16"):
         assert (name in kernels["skipped"]) != (name in kernels["speedup"])
         if name in kernels["speedup"]:
             assert set(kernels["speedup"][name]) >= {"roundtrip_p50", "streams_sustained"}
             assert 0 < kernels[name]["roundtrip_p50_ms"] <= kernels[name]["roundtrip_p99_ms"]
             fast_targets |= {f"{name}_stream_roundtrip_frame_{q}_ms" for q in ("p50", "p99")}
             fast_targets.add(f"{name}_realtime_streams_per_core")
-    assert "aoti" in kernels["speedup"], kernels["skipped"]  # a C++ compiler is part of the setup
+    assert {"aoti", "aoti_fp16"} <= set(kernels["speedup"]), kernels["skipped"]  # a compiler is in the setup
     expected = {"stream_roundtrip_frame_p50_ms", "realtime_streams_per_core", *fast_targets}
     assert set(result["targets"]) == expected
     assert result["settings"]["algorithmic_latency_samples"] == 640

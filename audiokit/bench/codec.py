@@ -9,9 +9,10 @@
   of one stream must read all the weights), to tell arithmetic from per-operation overhead;
 * how many real-time round-trip streams one core sustains, advancing N streams together with a
   :class:`~audiokit.streaming.MultiStreamBatcher`;
-* the streaming figures again with the fused C++ kernels (:mod:`audiokit.ops`, ``kernels/``) against
-  the eager torch ops, interleaved in the same run, with the speed-ups (skipped, saying why, where the
-  kernels cannot be built);
+* the streaming figures again with the fused C++ kernels (:mod:`audiokit.ops`, ``kernels/``), with
+  whole steps compiled ahead of time, and with those compiled steps reading float16 weights
+  (:mod:`audiokit.nn.precision`), against the eager torch ops, interleaved in the same run, with the
+  speed-ups (skipped, saying why, where they cannot be built);
 * the same offline and batched figures on the GPU when ``torch.cuda.is_available()``;
 * :func:`run_device_kernel_benchmark` (``recipes/gpu/bench_kernels.sh``): batched real-time streams
   and step times on one device per :mod:`audiokit.ops` backend (on a GPU: CUDA and Triton kernels
@@ -52,10 +53,17 @@ TARGETS = {
     "aoti_stream_roundtrip_frame_p50_ms": 1.0,
     "aoti_stream_roundtrip_frame_p99_ms": 2.0,
     "aoti_realtime_streams_per_core": 150,
+    "aoti_fp16_stream_roundtrip_frame_p50_ms": 1.0,
+    "aoti_fp16_stream_roundtrip_frame_p99_ms": 2.0,
+    "aoti_fp16_realtime_streams_per_core": 150,
 }
 
 
-KERNEL_VARIANTS = {"fused": "fused C++ kernels", "aoti": "steps compiled ahead of time (AOTInductor)"}
+KERNEL_VARIANTS = {
+    "fused": "fused C++ kernels",
+    "aoti": "steps compiled ahead of time (AOTInductor)",
+    "aoti_fp16": "compiled steps reading float16 weights",
+}
 
 
 def codec_to_time(name: str) -> tuple[Codec, str]:
@@ -167,8 +175,11 @@ def bench_weight_floor(codec: Codec, repeats: int = 50) -> dict:
     """The floor of a one-stream step: a one-row product with every weight matrix of the model, once.
 
     A step of one stream reads every weight once; the rest of its time is the overhead of its many
-    small operations. Returns the median time (ms) and the megabytes of weights read.
+    small operations. Returns the median time (ms) and the megabytes of weights read, and where the C++
+    kernels build, the same with float16 weights (``float16_ms``, ``float16_megabytes``).
     """
+    from audiokit.ops import cpp
+
     matrices = [
         p.detach().reshape(p.shape[0], -1).t().contiguous()
         for name, p in codec.named_parameters()
@@ -182,7 +193,18 @@ def bench_weight_floor(codec: Codec, repeats: int = 50) -> dict:
 
     with torch.inference_mode():
         seconds = _median_seconds(products, repeats)
-    return {"ms": 1e3 * seconds, "megabytes": sum(4 * m.numel() for m in matrices) / 1e6}
+    result = {"ms": 1e3 * seconds, "megabytes": sum(4 * m.numel() for m in matrices) / 1e6}
+    if cpp.load() is not None:
+        halves = [m.t().contiguous().half() for m in matrices]
+
+        def half_products() -> None:
+            for row, matrix in zip(rows, halves, strict=True):
+                torch.ops.audiokit.rows_times_half(row, matrix, None)
+
+        with torch.inference_mode():
+            result["float16_ms"] = 1e3 * _median_seconds(half_products, repeats)
+        result["float16_megabytes"] = result["megabytes"] / 2
+    return result
 
 
 def bench_many_streams(
@@ -231,29 +253,35 @@ def bench_kernels(codec: Codec, frames: int, streams: int, rounds: int = 3) -> d
     """One stream's per-frame step (p50/p99 per mode) and ``streams`` batched round-trip streams with
     the eager torch ops (``"eager"``), the fused C++ kernels (``"fused"``) and the whole steps compiled
     ahead of time (``"aoti"``, :mod:`audiokit.streaming.compiled`), interleaved ``rounds`` times
-    (medians over rounds), and each one's speed-ups over eager; ``skipped`` says which could not run."""
+    (medians over rounds), and the same compiled steps of the model with float16 weights
+    (``"aoti_fp16"``, :mod:`audiokit.nn.precision`); each one's speed-ups over eager; ``skipped`` says
+    which could not run."""
     from audiokit.ops import cpp
     from audiokit.streaming import compiled
 
-    variants = {"eager": ("torch", False)}
+    half = type(codec)(codec.config).eval()  # a second copy (weight norm keeps deepcopy out)
+    half.load_state_dict(codec.state_dict())
+    half.set_weight_precision("float16")
+    variants = {"eager": ("torch", False, codec)}
     skipped = {}
     if cpp.load() is not None:
-        variants["fused"] = ("cpp", False)
+        variants["fused"] = ("cpp", False, codec)
     else:
         skipped["fused"] = cpp.unavailable_reason()
-    with ops.use_backend("torch"):
-        built = codec.stream(1, "roundtrip", compile="aoti").compiled  # builds (or loads) the libraries
-    if all(built.values()):
-        variants["aoti"] = ("torch", "aoti")
-    else:
-        skipped["aoti"] = compiled.unavailable_reason()
+    for name, model in (("aoti", codec), ("aoti_fp16", half)):
+        with ops.use_backend("torch"):
+            built = model.stream(1, "roundtrip", compile="aoti").compiled  # builds (or loads) the libraries
+        if all(built.values()):
+            variants[name] = ("torch", "aoti", model)
+        else:
+            skipped[name] = compiled.unavailable_reason()
     runs: dict[str, list[dict]] = {name: [] for name in variants}
     for _ in range(rounds):
         for name in [*[v for v in variants if v != "eager"], "eager"]:  # eager last: it prepares the default
-            backend, compile = variants[name]
+            backend, compile, model = variants[name]
             with ops.use_backend(backend):
-                frame = bench_stream_frame(codec, frames, compile)
-                many = bench_many_streams(codec, [streams], max(10, frames // 4), compile=compile)
+                frame = bench_stream_frame(model, frames, compile)
+                many = bench_many_streams(model, [streams], max(10, frames // 4), compile=compile)
             runs[name].append({"frame": frame, "many": many["by_streams"][str(streams)]})
     result: dict = {"streams": streams, "rounds": rounds, "skipped": skipped}
     for name, measured in runs.items():
@@ -385,7 +413,7 @@ def run_benchmark(
         "stream_roundtrip_frame_p50_ms": cpu["stream_frame"]["roundtrip"]["p50_ms"],
         "realtime_streams_per_core": cpu["many_streams"]["streams_sustained"],
     }
-    for name in ("fused", "aoti"):
+    for name in KERNEL_VARIANTS:
         if name in cpu["kernels"]:
             figures = cpu["kernels"][name]
             checks[f"{name}_stream_roundtrip_frame_p50_ms"] = figures["roundtrip_p50_ms"]
@@ -456,6 +484,7 @@ def summary_lines(result: dict) -> list[str]:
     lines.append(
         f"  floor at batch 1: one-row products with every weight ({floor['megabytes']:.1f} MB) "
         f"take {floor['ms']:.3f} ms"
+        + (f"; with float16 weights {floor['float16_ms']:.3f} ms" if "float16_ms" in floor else "")
     )
     for count, row in cpu["many_streams"]["by_streams"].items():
         lines.append(

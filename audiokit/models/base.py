@@ -30,6 +30,7 @@ from torch import nn
 from audiokit import schema
 from audiokit.errors import AudiokitError, ModelError
 from audiokit.io import atomic_path
+from audiokit.nn.precision import set_weight_precision
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 FORMAT_VERSION = 1
@@ -101,6 +102,13 @@ class AudioModel(nn.Module):
     def stream(self, batch_size: int = 1, **options: Any) -> Any:
         """A streaming session of ``batch_size`` independent streams (``push(chunk)``, ``flush()``)."""
         raise NotImplementedError
+
+    def set_weight_precision(self: M, precision: str) -> M:
+        """Inference with matrices rounded to ``"float16"`` values (or back to ``"float32"``), offline
+        and streaming alike; compiled steps then read float16 weights (:mod:`audiokit.nn.precision`).
+        Returns the model."""
+        set_weight_precision(self, precision)
+        return self
 
     # -- configs ------------------------------------------------------------------------------------
     @classmethod

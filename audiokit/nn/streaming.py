@@ -25,7 +25,8 @@ transposed into contiguous ``(in, out)`` matrices, taps reordered, layer scale f
 they were at the latest ``init_state`` (a streaming session reads the weights when it is created).
 An evaluation ``forward`` uses them too, checked first against the parameters' version counters and
 storage (prepared again after an optimiser step, ``load_state_dict`` or ``.to(...)``); with autograd
-recording it prepares them afresh, with gradients.
+recording it prepares them afresh, with gradients. A model set to float16 weights
+(:func:`audiokit.nn.precision.set_weight_precision`) prepares them rounded to float16 values.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from audiokit.errors import ModelError
+from audiokit.nn.precision import half_twin, module_precision, rounded_to_half
 from audiokit.nn.state import StateList, StreamState
 
 # torch modules that act on each value on its own: they stream as they are, in any layout
@@ -73,6 +75,8 @@ class StreamingModule:
         """Prepare (and keep for the steps) what the steps multiply with."""
         with torch.inference_mode(False), torch.no_grad():
             weights = self.prepare_weights()
+            if module_precision(self) == "float16":
+                weights = rounded_to_half(weights)
         self.__dict__["_prepared"] = (self._weights_key(), weights)
         return weights
 
@@ -170,9 +174,13 @@ def matmul_rows(
     rounds a transposed one differently for many rows): fewer than :data:`MIN_ROWS` rows are computed
     as that many, and the inputs are summed in pieces of at most :data:`PIECE_INPUTS`, accumulated in
     order. The C++ ConvNeXt step (``kernels/cpu``) follows the same two rules; compiled steps
-    (:mod:`audiokit.streaming.compiled`) leave the row count to the compiler.
+    (:mod:`audiokit.streaming.compiled`) leave the row count to the compiler, and multiply a matrix
+    with float16 values (:mod:`audiokit.nn.precision`) by its float16 twin in the C++ kernel.
     """
     count = rows.shape[0]
+    twin = half_twin(matrix)
+    if twin is not None and into is None and torch.compiler.is_compiling():
+        return torch.ops.audiokit.rows_times_half(rows, twin, bias)
     if not torch.compiler.is_compiling() and 0 < count < MIN_ROWS:  # (compiled: the count is symbolic)
         filler = (MIN_ROWS - count, -1)
         rows = torch.cat([rows, rows[:1].expand(filler)])

@@ -45,10 +45,21 @@ def _build() -> tuple[ModuleType | None, str | None]:
     missing = missing_tool()
     if missing is not None:
         return None, missing
-    sources = [
-        SOURCES / name for name in ("module.cpp", "convnext_step.cpp", "rvq_encode.cpp", "prior_decode.cpp")
-    ]
-    return build_extension(NAME, sources, cache_dir(), extra_cflags=FLAGS, extra_ldflags=["-fopenmp"])
+    names = ("module.cpp", "convnext_step.cpp", "rvq_encode.cpp", "prior_decode.cpp", "half_weights.cpp")
+    module, reason = build_extension(
+        NAME, [SOURCES / name for name in names], cache_dir(), extra_cflags=FLAGS, extra_ldflags=["-fopenmp"]
+    )
+    if module is not None:
+        _register_shapes()
+    return module, reason
+
+
+def _register_shapes() -> None:
+    """The output shapes of the dispatcher ops the build registers (``torch.ops.audiokit``), for tracing."""
+
+    @torch.library.register_fake("audiokit::rows_times_half")
+    def _(rows: torch.Tensor, weights: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        return rows.new_empty(rows.shape[0], weights.shape[0])
 
 
 def load() -> ModuleType | None:

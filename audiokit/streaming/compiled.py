@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from audiokit.nn.precision import weight_precision
 from audiokit.nn.state import (
     StreamState,
     assign_state_tensors,
@@ -41,6 +42,7 @@ from audiokit.nn.state import (
     state_tensors,
     with_state_tensors,
 )
+from audiokit.ops import cpp
 
 PACKAGE_SOURCE = Path(__file__).resolve().parents[1]
 KEEP_LIBRARIES = 24
@@ -91,10 +93,17 @@ class AheadOfTimeStep:
     """
 
     def __init__(
-        self, step: Callable, runner: Callable, chunk_shape: tuple[int, ...], options: dict, tuple_of: int
+        self,
+        step: Callable,
+        runner: Callable,
+        chunk_shape: tuple[int, ...],
+        options: dict,
+        tuple_of: int,
+        library: Path,
     ) -> None:
         self.step = step
         self.runner = runner
+        self.library = library  # the compiled package (.pt2)
         self.chunk_shape = chunk_shape
         self.options = options
         self.tuple_of = tuple_of  # 0: the step returns one tensor
@@ -131,6 +140,8 @@ def compile_step(
         return None
     path = cache_dir() / f"{type(module).__name__.lower()}-{key}.pt2"
     try:
+        if weight_precision(module) == "float16" and cpp.load() is None:
+            raise RuntimeError(f"float16 weights need the C++ kernels: {cpp.unavailable_reason()}")
         if not path.is_file():
             missing = _missing_tool()
             if missing is not None:
@@ -143,7 +154,7 @@ def compile_step(
         lines = str(exc).strip().splitlines()
         _failures[key] = f"{type(exc).__name__}: {lines[0] if lines else ''}"
         return None
-    return AheadOfTimeStep(step, runner, tuple(chunk.shape[1:]), options, tuple_of)
+    return AheadOfTimeStep(step, runner, tuple(chunk.shape[1:]), options, tuple_of, path)
 
 
 def _flat_runner(package: Callable) -> Callable:
@@ -240,6 +251,7 @@ def _cache_key(module: nn.Module, state: StreamState | None, chunk: torch.Tensor
     digest = hashlib.sha256()
     digest.update(f"{torch.__version__}|{type(module).__qualname__}|{tuple(chunk.shape[1:])}".encode())
     digest.update(repr(getattr(module, "config", None)).encode())
+    digest.update(weight_precision(module).encode())
     digest.update(repr(sorted(options.items())).encode())
     digest.update(repr([(tuple(t.shape), str(t.dtype)) for t in state_tensors(state)]).encode())
     for name, tensor in itertools.chain(module.named_parameters(), module.named_buffers()):

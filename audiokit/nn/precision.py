@@ -1,0 +1,74 @@
+"""Float16 weights for inference: prepared matrices rounded to float16 values, stored twice.
+
+One stream's compiled step (:mod:`audiokit.streaming.compiled`) spends most of its time reading the
+weights from memory, once per product (kernels/README.md). With ``set_weight_precision(model,
+"float16")`` every block rounds the matrices it prepares for inference (weight norm evaluated,
+LayerScale folded in) to the nearest float16 values, so the model is one fixed float16-valued model
+everywhere: offline ``forward`` in evaluation mode and eager steps multiply float32 copies of those
+values, and each copy carries an ``(out, in)`` float16 twin (:func:`half_twin`) that compiled steps
+hand to the ``audiokit::rows_times_half`` kernel (``kernels/cpu/half_weights.cpp``), which reads half
+the bytes. Streaming therefore still equals offline within 1e-5, as for any compiled step. Training
+(autograd recording) prepares float32 weights as before; biases, norms and the quantiser stay float32.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields, is_dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+PRECISIONS = ("float32", "float16")
+_FLAG = "_weight_precision"
+_TWIN = "_audiokit_half_twin"
+
+
+def set_weight_precision(model: nn.Module, precision: str) -> None:
+    """Make every streaming block of ``model`` prepare its inference matrices in ``precision``
+    (``"float32"``, the default, or ``"float16"``); prepared weights are made afresh at next use."""
+    from audiokit.nn.streaming import StreamingModule
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"weight precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    for module in model.modules():
+        if isinstance(module, StreamingModule):
+            module.__dict__[_FLAG] = precision
+            module.__dict__.pop("_prepared", None)
+
+
+def weight_precision(model: nn.Module) -> str:
+    """``"float16"`` if any block of ``model`` prepares float16 weights, else ``"float32"``."""
+    flagged = (m.__dict__.get(_FLAG, "float32") for m in model.modules())
+    return "float16" if "float16" in flagged else "float32"
+
+
+def module_precision(module: nn.Module) -> str:
+    """The precision ``module`` prepares its own weights in."""
+    return module.__dict__.get(_FLAG, "float32")
+
+
+def rounded_to_half(prepared: Any) -> Any:
+    """``prepared`` (tensors in tuples, lists, named tuples or dataclasses) with every floating tensor of
+    two or more dimensions rounded to float16 values (still float32), each 2-D one carrying its twin."""
+    if isinstance(prepared, torch.Tensor):
+        if not prepared.is_floating_point() or prepared.dim() < 2:
+            return prepared
+        rounded = prepared.detach().half().float()
+        if rounded.dim() == 2:
+            setattr(rounded, _TWIN, rounded.t().contiguous().half())
+        return rounded
+    if isinstance(prepared, tuple) and hasattr(prepared, "_fields"):
+        return type(prepared)(*(rounded_to_half(v) for v in prepared))
+    if isinstance(prepared, (tuple, list)):
+        return type(prepared)(rounded_to_half(v) for v in prepared)
+    if is_dataclass(prepared) and not isinstance(prepared, type):
+        for field in fields(prepared):
+            setattr(prepared, field.name, rounded_to_half(getattr(prepared, field.name)))
+    return prepared
+
+
+def half_twin(matrix: torch.Tensor) -> torch.Tensor | None:
+    """The ``(out, in)`` float16 copy of a prepared ``(in, out)`` matrix rounded by
+    :func:`rounded_to_half` (``None`` for any other tensor)."""
+    return getattr(matrix, _TWIN, None)

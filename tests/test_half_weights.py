@@ -1,0 +1,120 @@
+"""Float16 weights (audiokit.nn.precision): the ``rows_times_half`` kernel against a float64 product,
+the rounded model offline and in training, and compiled steps that read float16 weights still equal
+to offline within 1e-5."""
+
+from __future__ import annotations
+
+import zipfile
+
+import pytest
+import torch
+from conftest import TINY_SPEECH_CODEC, run_stream
+
+from audiokit.models import Codec
+from audiokit.nn.precision import half_twin, set_weight_precision, weight_precision
+from audiokit.ops import cpp
+from audiokit.streaming import compiled
+
+needs_build = pytest.mark.skipif(cpp.load() is None, reason=f"no C++ kernels: {cpp.unavailable_reason()}")
+
+
+@needs_build
+@pytest.mark.parametrize("rows", [1, 2, 3, 8, 9, 64])
+@pytest.mark.parametrize(("outputs", "inputs"), [(576, 192), (192, 482), (7, 13), (964, 1024)])
+def test_rows_times_half_equals_a_float64_product(rows, outputs, inputs):
+    g = torch.Generator().manual_seed(rows * 1000 + inputs)
+    x = torch.randn(rows, inputs, generator=g)
+    w = (torch.randn(outputs, inputs, generator=g) * inputs**-0.5).half()
+    b = torch.randn(outputs, generator=g)
+    expected = (x.double() @ w.double().t() + b.double()).float()
+    torch.testing.assert_close(torch.ops.audiokit.rows_times_half(x, w, b), expected, atol=2e-6, rtol=2e-6)
+    no_bias = torch.ops.audiokit.rows_times_half(x, w, None)
+    torch.testing.assert_close(no_bias, (x.double() @ w.double().t()).float(), atol=2e-6, rtol=2e-6)
+
+
+@needs_build
+def test_each_row_is_rounded_the_same_whatever_the_rows():
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(8, 482, generator=g)
+    w = (torch.randn(192, 482, generator=g) * 0.05).half()
+    b = torch.randn(192, generator=g)
+    together = torch.ops.audiokit.rows_times_half(x, w, b)
+    for start, stop in [(0, 1), (3, 4), (1, 3), (2, 7)]:
+        assert torch.equal(torch.ops.audiokit.rows_times_half(x[start:stop], w, b), together[start:stop])
+
+
+@needs_build
+def test_rows_times_half_rejects_what_it_cannot_multiply():
+    x = torch.randn(2, 16)
+    with pytest.raises(RuntimeError, match="float16"):
+        torch.ops.audiokit.rows_times_half(x, torch.randn(4, 16), None)
+    with pytest.raises(RuntimeError, match="in = 16"):
+        torch.ops.audiokit.rows_times_half(x, torch.randn(4, 15).half(), None)
+    with pytest.raises(RuntimeError, match="bias"):
+        torch.ops.audiokit.rows_times_half(x, torch.randn(4, 16).half(), torch.randn(5))
+
+
+@pytest.fixture()
+def tiny_codec() -> Codec:
+    torch.manual_seed(0)
+    return Codec.from_config("speech-16k", **TINY_SPEECH_CODEC).eval()
+
+
+def _prepared_matrices(model: torch.nn.Module) -> list[torch.Tensor]:
+    matrices = []
+    for module in model.modules():
+        prepared = module.__dict__.get("_prepared")
+        stack = [] if prepared is None else [prepared[1]]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, torch.Tensor):
+                matrices += [item] if item.dim() == 2 and min(item.shape) > 1 else []
+            elif isinstance(item, (tuple, list)):
+                stack += list(item)
+            elif hasattr(item, "__dataclass_fields__"):
+                stack += [getattr(item, name) for name in item.__dataclass_fields__]
+    return matrices
+
+
+def test_float16_weights_round_the_prepared_matrices_only_for_inference(tiny_codec):
+    x = torch.randn(1, 1, 8000, generator=torch.Generator().manual_seed(1)) * 0.3
+    with torch.inference_mode():
+        full = tiny_codec.decode(tiny_codec.encode(x))
+    assert weight_precision(tiny_codec) == "float32"
+    assert tiny_codec.set_weight_precision("float16") is tiny_codec
+    assert weight_precision(tiny_codec) == "float16"
+    with torch.inference_mode():
+        half = tiny_codec.decode(tiny_codec.encode(x))
+    matrices = _prepared_matrices(tiny_codec)
+    assert len(matrices) >= 8
+    for matrix in matrices:
+        assert torch.equal(matrix, matrix.half().float())  # float16 values
+        twin = half_twin(matrix)
+        assert twin is not None and twin.dtype == torch.float16 and torch.equal(twin.float(), matrix.t())
+    difference = float((half - full).abs().max())
+    assert 0 < difference < 0.05 * float(full.abs().max())  # a nearby model, not the same one
+    # training prepares float32 weights with gradients: the parameters are untouched
+    tiny_codec.train()
+    loss = tiny_codec.decode(tiny_codec.encode(x)).square().mean()
+    loss.backward()
+    assert all(p.dtype == torch.float32 for p in tiny_codec.parameters())
+    tiny_codec.eval().set_weight_precision("float32")
+    with torch.inference_mode():
+        assert torch.equal(tiny_codec.decode(tiny_codec.encode(x)), full)
+    with pytest.raises(ValueError, match="bfloat16"):
+        set_weight_precision(tiny_codec, "bfloat16")
+
+
+@needs_build
+def test_compiled_steps_read_float16_weights_and_equal_offline(tiny_codec):
+    tiny_codec.set_weight_precision("float16")
+    x = torch.randn(2, 1, 16000, generator=torch.Generator().manual_seed(1)) * 0.3
+    session = tiny_codec.stream(2, "roundtrip", compile="aoti")
+    assert session.compiled == {"encoder": True, "decoder": True}, compiled.unavailable_reason()
+    for step in (session._encode, session._decoder_step):  # the libraries call the float16 kernel
+        with zipfile.ZipFile(step.library) as package:
+            assert any(b"rows_times_half" in package.read(name) for name in package.namelist())
+    streamed = run_stream(session, x, [320, 320, 960, 320, 17])
+    with torch.inference_mode():
+        offline = tiny_codec.decode(tiny_codec.encode(x))
+    torch.testing.assert_close(streamed, offline, atol=1e-5, rtol=0)
