@@ -31,6 +31,8 @@ def test_benchmark_reports_every_figure_and_rnnoise():
     assert "skipped" not in fast, fast
     assert 0 < fast["aoti"]["p50_ms"] <= fast["aoti"]["p99_ms"] and fast["chunk_ms"] == 20.0
     assert fast["speedup_p50"] == fast["eager"]["p50_ms"] / fast["aoti"]["p50_ms"]
+    assert 0 < fast["aoti_fp16"]["p50_ms"] <= fast["aoti_fp16"]["p99_ms"]  # float16 weights
+    assert fast["speedup_p50_fp16"] == fast["eager"]["p50_ms"] / fast["aoti_fp16"]["p50_ms"]
 
 
 def test_bench_command_measures_an_enhancer_file(tmp_path, capsys):

@@ -187,6 +187,7 @@ def test_bench_figures_are_finite(model_file, capsys):
     assert all(math.isfinite(v) and v > 0 for v in values)
     assert cpu["stream_hop"]["hop_ms"] == 8.0 and result["settings"]["input_rate"] == 8000
     assert "skipped" not in cpu["compiled"] and cpu["compiled"]["aoti"]["p50_ms"] > 0  # AOTInductor
+    assert cpu["compiled"]["aoti_fp16"]["p50_ms"] > 0  # compiled with float16 weights
     assert set(result["targets"]) == {"offline_realtime_x", "stream_hop_share", "realtime_streams_per_core"}
     args = ["bench", "-m", str(model_file), "--seconds", "0.5", "--repeats", "1", "--frames", "10"]
     assert main([*args, "--streams", "2", "--json"]) == 0

@@ -148,21 +148,29 @@ def bench_many_streams(
 
 def bench_compiled(model: AudioModel, hops: int, setup: StreamSetup, warmup: int = 10) -> dict:
     """One stream pushing two hops at a time (the chunk :class:`~audiokit.streaming.audio.AudioStream`
-    compiles) through an eager session and a ``compile="aoti"`` one, pushes interleaved; per-push ms
-    (p50/p99/mean) of each and the p50 speed-up, or ``{"skipped": why}`` where it does not build."""
+    compiles) through an eager session, a ``compile="aoti"`` one and a compiled one of the model with
+    float16 weights (``"aoti_fp16"``, :mod:`audiokit.nn.precision`), pushes interleaved; per-push ms
+    (p50/p99/mean) of each and the p50 speed-ups over eager, or ``{"skipped": why}`` where the compiled
+    steps do not build."""
     from audiokit.streaming import compiled
 
-    fast = model.stream(1, compile="aoti", **setup.stream_options)
-    if not getattr(fast, "inner", fast).compiled:
+    half = type(model)(model.config).eval()
+    half.load_state_dict(model.state_dict())
+    half.set_weight_precision("float16")
+    sessions = {
+        "aoti": model.stream(1, compile="aoti", **setup.stream_options),
+        "aoti_fp16": half.stream(1, compile="aoti", **setup.stream_options),
+    }
+    if not all(getattr(s, "inner", s).compiled for s in sessions.values()):
         return {"skipped": compiled.unavailable_reason()}
-    eager = model.stream(1, **setup.stream_options)
+    sessions["eager"] = model.stream(1, **setup.stream_options)
     chunk = 2 * (setup.chunk or model.hop_length)
     audio = noise(1, chunk * (hops + warmup))
-    times: dict[str, list[float]] = {"eager": [], "aoti": []}
+    times: dict[str, list[float]] = {name: [] for name in sessions}
     with torch.inference_mode():
         for i in range(hops + warmup):
             piece = audio[..., i * chunk : (i + 1) * chunk]
-            for name, session in (("aoti", fast), ("eager", eager)):
+            for name, session in sessions.items():
                 began = time.perf_counter()
                 session.push(piece)
                 if i >= warmup:
@@ -170,6 +178,7 @@ def bench_compiled(model: AudioModel, hops: int, setup: StreamSetup, warmup: int
     result = {name: percentiles_ms(measured) for name, measured in times.items()}
     result["chunk_ms"] = 2e3 * model.hop_length / model.sample_rate
     result["speedup_p50"] = result["eager"]["p50_ms"] / result["aoti"]["p50_ms"]
+    result["speedup_p50_fp16"] = result["eager"]["p50_ms"] / result["aoti_fp16"]["p50_ms"]
     return result
 
 
@@ -237,7 +246,8 @@ def stream_lines(result: dict) -> list[str]:
     else:
         lines.append(
             f"  one stream, {fast['chunk_ms']:.0f} ms pushes: eager {fast['eager']['p50_ms']:.3f} ms p50, "
-            f"compiled ahead of time {fast['aoti']['p50_ms']:.3f} ms ({fast['speedup_p50']:.2f}x)"
+            f"compiled ahead of time {fast['aoti']['p50_ms']:.3f} ms ({fast['speedup_p50']:.2f}x), "
+            f"with float16 weights {fast['aoti_fp16']['p50_ms']:.3f} ms ({fast['speedup_p50_fp16']:.2f}x)"
         )
     return lines
 
