@@ -10,9 +10,13 @@ import pytest
 import torch
 from conftest import TINY_SPEECH_CODEC, run_stream
 
+from audiokit.cli import build_parser
 from audiokit.models import Codec
+from audiokit.models.enhancer import Enhancer
 from audiokit.nn.precision import half_twin, set_weight_precision, weight_precision
 from audiokit.ops import cpp
+from audiokit.serve import ServerConfig
+from audiokit.serve.app import load_engines
 from audiokit.streaming import compiled
 
 needs_build = pytest.mark.skipif(cpp.load() is None, reason=f"no C++ kernels: {cpp.unavailable_reason()}")
@@ -118,3 +122,14 @@ def test_compiled_steps_read_float16_weights_and_equal_offline(tiny_codec):
     with torch.inference_mode():
         offline = tiny_codec.decode(tiny_codec.encode(x))
     torch.testing.assert_close(streamed, offline, atol=1e-5, rtol=0)
+
+
+def test_server_loads_its_models_with_float16_weights(tmp_path):
+    """``audiokit serve --weights float16``: the option reaches the config and every served model."""
+    args = build_parser().parse_args(["serve", "-m", "x", "--weights", "float16"])
+    assert args.weights == "float16"
+    config = {"hidden_dim": 16, "lstm_layers": 1, "df_bins": 8, "erb_bands": 16}
+    path = Enhancer.from_config("enhance-16k", **config).save_pretrained(tmp_path / "e.safetensors")
+    for precision in ("float16", "float32"):
+        (engine,) = load_engines(ServerConfig(models=[str(path)], weight_precision=precision)).values()
+        assert weight_precision(engine.model) == precision

@@ -37,7 +37,7 @@ def load_engines(config: ServerConfig) -> dict[str, Engine]:
         raise UsageError("no model to serve: none is shipped; name one with -m")
     engines: dict[str, Engine] = {}
     for spec in specs:
-        model = AudioModel.from_pretrained(spec).eval()
+        model = AudioModel.from_pretrained(spec).eval().set_weight_precision(config.weight_precision)
         name = spec if spec in registered_names() else model.name
         if name in engines:
             raise UsageError(f"two served models are both named {name!r}; serve one of them")

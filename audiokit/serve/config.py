@@ -28,6 +28,8 @@ class ServerConfig:
         compile: ``"aoti"``: batched steps run as libraries compiled ahead of time
             (:mod:`audiokit.streaming.compiled`; built, or found in the cache, when the server starts;
             eager where they cannot be built); None: eager steps.
+        weight_precision: ``"float16"``: every model's matrices rounded to float16 values, read as
+            float16 by compiled steps (:mod:`audiokit.nn.precision`); ``"float32"``: as shipped.
     """
 
     models: list[str] = field(default_factory=list)
@@ -45,3 +47,4 @@ class ServerConfig:
     threads: int = 1
     max_hops: int = 8
     compile: str | None = None
+    weight_precision: str = "float32"
