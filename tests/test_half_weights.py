@@ -12,6 +12,7 @@ from conftest import TINY_SPEECH_CODEC, run_stream
 
 from audiokit.cli import build_parser
 from audiokit.models import Codec
+from audiokit.models.bwe import BandwidthExtender
 from audiokit.models.enhancer import Enhancer
 from audiokit.nn.precision import half_twin, set_weight_precision, weight_precision
 from audiokit.ops import cpp
@@ -133,3 +134,34 @@ def test_server_loads_its_models_with_float16_weights(tmp_path):
     for precision in ("float16", "float32"):
         (engine,) = load_engines(ServerConfig(models=[str(path)], weight_precision=precision)).values()
         assert weight_precision(engine.model) == precision
+
+
+def _perturbed(model: torch.nn.Module) -> torch.nn.Module:
+    torch.manual_seed(0)
+    with torch.no_grad():  # far from the initial state, so the comparisons see the network act
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    return model.eval()
+
+
+def test_float16_enhancer_and_extender_stream_like_their_offline_forward():
+    """Every block that rounds its weights rounds them for the offline forward too (an LSTM, whose
+    offline forward is ``nn.LSTM`` on its parameters, keeps float32: rounding its steps alone put
+    streaming 2e-5 away from offline)."""
+    config = {"hidden_dim": 16, "lstm_layers": 1, "df_bins": 8, "erb_bands": 16, "pitch": True}
+    enhancer = _perturbed(Enhancer.from_config("enhance-16k", **config))
+    extender = _perturbed(BandwidthExtender.from_config("bwe-8to16", hidden_dim=16, lstm_layers=1))
+    x = torch.randn(2, 1, 8000, generator=torch.Generator().manual_seed(2)) * 0.3
+    runs = {
+        "enhancer": (enhancer, lambda: enhancer.enhance(x), lambda: enhancer.stream(2)),
+        "extender": (extender, lambda: extender(x, 4000.0), lambda: extender.stream(2, edge_hz=4000.0)),
+    }
+    for name, (model, offline, session) in runs.items():
+        with torch.inference_mode():
+            full = offline()
+        model.set_weight_precision("float16")
+        with torch.inference_mode():
+            half = offline()
+        assert float((half - full).abs().max()) > 1e-6, name  # the rounding reaches the output
+        streamed = run_stream(session(), x, [320, 160, 480, 7])
+        torch.testing.assert_close(streamed, half, atol=1e-5, rtol=0, msg=name)

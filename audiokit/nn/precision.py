@@ -8,7 +8,9 @@ everywhere: offline ``forward`` in evaluation mode and eager steps multiply floa
 values, and each copy carries an ``(out, in)`` float16 twin (:func:`half_twin`) that compiled steps
 hand to the ``audiokit::rows_times_half`` kernel (``kernels/cpu/half_weights.cpp``), which reads half
 the bytes. Streaming therefore still equals offline within 1e-5, as for any compiled step. Training
-(autograd recording) prepares float32 weights as before; biases, norms and the quantiser stay float32.
+(autograd recording) prepares float32 weights as before; biases, norms, the quantiser and blocks whose
+offline forward does not multiply their prepared weights (LSTMs: ``rounds_to_half = False``) stay
+float32.
 """
 
 from __future__ import annotations
@@ -49,14 +51,15 @@ def module_precision(module: nn.Module) -> str:
 
 
 def rounded_to_half(prepared: Any) -> Any:
-    """``prepared`` (tensors in tuples, lists, named tuples or dataclasses) with every floating tensor of
-    two or more dimensions rounded to float16 values (still float32), each 2-D one carrying its twin."""
+    """``prepared`` (tensors in tuples, lists, named tuples or dataclasses) with every floating matrix
+    (2-D, both sides longer than 1: product matrices and depthwise taps, which offline and streaming
+    arithmetic share; not biases, nor the 3-D conv weights only grouped and transposed convs' steps
+    read) rounded to float16 values (still float32), each carrying its float16 twin."""
     if isinstance(prepared, torch.Tensor):
-        if not prepared.is_floating_point() or prepared.dim() < 2:
+        if not prepared.is_floating_point() or prepared.dim() != 2 or min(prepared.shape) < 2:
             return prepared
         rounded = prepared.detach().half().float()
-        if rounded.dim() == 2:
-            setattr(rounded, _TWIN, rounded.t().contiguous().half())
+        setattr(rounded, _TWIN, rounded.t().contiguous().half())
         return rounded
     if isinstance(prepared, tuple) and hasattr(prepared, "_fields"):
         return type(prepared)(*(rounded_to_half(v) for v in prepared))

@@ -48,6 +48,10 @@ ELEMENTWISE = (nn.ELU, nn.GELU, nn.LeakyReLU, nn.ReLU, nn.Tanh, nn.Identity)
 class StreamingModule:
     """Mixin of the ``nn.Module`` blocks that also run chunk by chunk with an explicit state."""
 
+    rounds_to_half = True
+    """Whether float16 weights (:mod:`audiokit.nn.precision`) round this block's prepared matrices:
+    ``False`` for blocks whose offline ``forward`` does not multiply its prepared weights."""
+
     def init_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> StreamState | None:
         """The state before the first sample of ``batch_size`` streams (all zeros); ``None`` if stateless.
 
@@ -75,7 +79,7 @@ class StreamingModule:
         """Prepare (and keep for the steps) what the steps multiply with."""
         with torch.inference_mode(False), torch.no_grad():
             weights = self.prepare_weights()
-            if module_precision(self) == "float16":
+            if self.rounds_to_half and module_precision(self) == "float16":
                 weights = rounded_to_half(weights)
         self.__dict__["_prepared"] = (self._weights_key(), weights)
         return weights
