@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -19,6 +20,19 @@ SAMPLES = ROOT / "samples"
 # CI and dev machines have 2 cores shared by several processes: one thread per test process is
 # several times faster than oversubscribing.
 torch.set_num_threads(1)
+
+
+def check_shipped_with_card(model: torch.nn.Module, configs: dict) -> None:
+    """Shipped weights ``model`` (loaded by name): its registered config, the sha256 its JSON beside
+    the weights records, and a model card (``docs/models/<name>.json``) naming those weights as shipped."""
+    from audiokit.models import WEIGHTS_DIR
+
+    name = model.config.name
+    assert model.config.to_dict() == configs[name].to_dict()
+    meta = json.loads((WEIGHTS_DIR / f"{name}.json").read_text())
+    assert meta["sha256"] == model.weights_sha256()
+    card = json.loads((ROOT / "docs" / "models" / f"{name}.json").read_text())
+    assert card["weights"]["sha256"] == meta["sha256"] and card["weights"]["shipped"] is True
 
 
 def pytest_collection_modifyitems(config, items):

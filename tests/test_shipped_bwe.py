@@ -5,18 +5,15 @@ random chunkings: hypothesis, a new seed every run)."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
-from conftest import SAMPLES, run_stream
+from conftest import SAMPLES, check_shipped_with_card, run_stream
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import audiokit.io as aio
 from audiokit.evaluation import metrics
 from audiokit.evaluation.baselines import sinc
-from audiokit.models import WEIGHTS_DIR
 from audiokit.models.bwe import CONFIGS, BandwidthExtender
 
 NAME = "bwe-8to16"
@@ -39,11 +36,7 @@ def _narrowband(wav: torch.Tensor) -> torch.Tensor:
 
 
 def test_shipped_weights_are_the_registered_config_with_a_card(shipped):
-    assert shipped.config.to_dict() == CONFIGS[NAME].to_dict()
-    meta = json.loads((WEIGHTS_DIR / f"{NAME}.json").read_text())
-    assert meta["sha256"] == shipped.weights_sha256()
-    card = json.loads((WEIGHTS_DIR.parent.parent / "docs" / "models" / f"{NAME}.json").read_text())
-    assert card["weights"]["sha256"] == meta["sha256"] and card["weights"]["shipped"] is True
+    check_shipped_with_card(shipped, CONFIGS)
 
 
 def test_shipped_weights_extend_real_narrowband_speech(shipped, speech):

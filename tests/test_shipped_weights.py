@@ -4,17 +4,15 @@ random chunkings (hypothesis, a new seed every run)."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
-from conftest import SAMPLES, run_stream
+from conftest import SAMPLES, check_shipped_with_card, run_stream
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import audiokit.io as aio
 from audiokit.evaluation import metrics
-from audiokit.models import WEIGHTS_DIR, Codec
+from audiokit.models import Codec
 from audiokit.models.codec import CONFIGS
 
 
@@ -32,11 +30,7 @@ def clip(speech_files) -> torch.Tensor:
 
 
 def test_shipped_weights_are_the_registered_config_with_a_card(shipped):
-    assert shipped.config.to_dict() == CONFIGS["speech-16k"].to_dict()
-    meta = json.loads((WEIGHTS_DIR / "speech-16k.json").read_text())
-    assert meta["sha256"] == shipped.weights_sha256()
-    card = json.loads((WEIGHTS_DIR.parent.parent / "docs" / "models" / "speech-16k.json").read_text())
-    assert card["weights"]["sha256"] == meta["sha256"] and card["weights"]["shipped"] is True
+    check_shipped_with_card(shipped, CONFIGS)
 
 
 def test_shipped_weights_code_speech_and_more_bits_help(shipped, clip):
