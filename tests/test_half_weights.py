@@ -14,7 +14,7 @@ from audiokit.cli import build_parser
 from audiokit.models import Codec
 from audiokit.models.bwe import BandwidthExtender
 from audiokit.models.enhancer import Enhancer
-from audiokit.nn.precision import half_twin, set_weight_precision, weight_precision
+from audiokit.nn.precision import half_twin, rounded_to_half, set_weight_precision, weight_precision
 from audiokit.ops import cpp
 from audiokit.serve import ServerConfig
 from audiokit.serve.app import load_engines
@@ -98,16 +98,40 @@ def test_float16_weights_round_the_prepared_matrices_only_for_inference(tiny_cod
         assert twin is not None and twin.dtype == torch.float16 and torch.equal(twin.float(), matrix.t())
     difference = float((half - full).abs().max())
     assert 0 < difference < 0.05 * float(full.abs().max())  # a nearby model, not the same one
-    # training prepares float32 weights with gradients: the parameters are untouched
-    tiny_codec.train()
-    loss = tiny_codec.decode(tiny_codec.encode(x)).square().mean()
-    loss.backward()
-    assert all(p.dtype == torch.float32 for p in tiny_codec.parameters())
+    # an evaluation forward with autograd on runs the same float16-valued model, with gradients
+    grad_half = tiny_codec.decode(tiny_codec.encode(x))
+    assert grad_half.requires_grad and torch.equal(grad_half.detach(), half)
+    # training runs the float32 model: the same loss and gradients as without the flag
+    losses, grads = [], []
+    for precision in ("float16", "float32"):
+        model = Codec.from_config("speech-16k", **TINY_SPEECH_CODEC)
+        model.load_state_dict(tiny_codec.state_dict())
+        model.set_weight_precision(precision).train()
+        torch.manual_seed(3)
+        losses.append(model.decode(model.encode(x)).square().mean())
+        losses[-1].backward()
+        grads.append([p.grad for p in model.parameters() if p.grad is not None])
+    assert torch.equal(losses[0], losses[1]) and len(grads[0]) > 10
+    assert all(torch.equal(a, b) for a, b in zip(*grads, strict=True))
     tiny_codec.eval().set_weight_precision("float32")
     with torch.inference_mode():
         assert torch.equal(tiny_codec.decode(tiny_codec.encode(x)), full)
     with pytest.raises(ValueError, match="bfloat16"):
         set_weight_precision(tiny_codec, "bfloat16")
+    with pytest.raises(ValueError, match="beyond float16's range"):
+        rounded_to_half(torch.full((3, 3), 70000.0))
+
+
+def test_compiled_steps_are_keyed_by_which_blocks_read_float16(tiny_codec):
+    """A package holds its prepared weights as constants: a model with only its decoder set to float16
+    must not load the package of one set to float16 throughout (or of the float32 one)."""
+    state, chunk = tiny_codec.decoder.init_state(1, torch.device("cpu"), torch.float32), torch.zeros(1, 3, 1)
+    keys = [compiled._cache_key(tiny_codec, state, chunk, {})]
+    set_weight_precision(tiny_codec.decoder, "float16")
+    keys.append(compiled._cache_key(tiny_codec, state, chunk, {}))
+    tiny_codec.set_weight_precision("float16")
+    keys.append(compiled._cache_key(tiny_codec, state, chunk, {}))
+    assert len(set(keys)) == 3
 
 
 @needs_build

@@ -246,6 +246,8 @@ class StreamableConvTranspose1d(nn.Module, StreamingModule):
     (:class:`ConvTransposeState`).
     """
 
+    rounds_to_half = False  # the offline forward is nn.ConvTranspose1d on the parameters
+
     def __init__(
         self,
         in_channels: int,

@@ -79,16 +79,18 @@ class StreamingModule:
         """Prepare (and keep for the steps) what the steps multiply with."""
         with torch.inference_mode(False), torch.no_grad():
             weights = self.prepare_weights()
-            if self.rounds_to_half and module_precision(self) == "float16":
+            if self._rounds_now():
                 weights = rounded_to_half(weights)
         self.__dict__["_prepared"] = (self._weights_key(), weights)
         return weights
 
     def current_weights(self) -> Any:
         """What an offline forward multiplies with: the kept weights while the parameters have not
-        changed, prepared afresh (with gradients) when autograd records."""
+        changed, prepared afresh (with gradients) when autograd records (rounded to float16 values
+        with an identity gradient in evaluation mode, for a model set to float16 weights)."""
         if torch.is_grad_enabled():
-            return self.prepare_weights()
+            weights = self.prepare_weights()
+            return rounded_to_half(weights, keep_grad=True) if self._rounds_now() else weights
         cached = self.__dict__.get("_prepared")
         if cached is None or cached[0] != self._weights_key():
             return self.prepare()
@@ -98,9 +100,14 @@ class StreamingModule:
         """What the steps multiply with, made from the current weights (override; default nothing)."""
         return None
 
-    def _weights_key(self) -> list[tuple[int, int]]:
+    def _rounds_now(self) -> bool:
+        """Whether prepared weights are rounded to float16 values: a float16 model in evaluation mode."""
+        return self.rounds_to_half and not self.training and module_precision(self) == "float16"
+
+    def _weights_key(self) -> tuple[bool, list[tuple[int, int]]]:
         # inference tensors have no version counter; they change only inside inference mode
-        return [(t.data_ptr(), 0 if t.is_inference() else t._version) for t in self.parameters()]
+        versions = [(t.data_ptr(), 0 if t.is_inference() else t._version) for t in self.parameters()]
+        return self._rounds_now(), versions
 
 
 def stream_init(module: nn.Module, batch_size: int, device: torch.device, dtype: torch.dtype, name: str):
@@ -183,7 +190,7 @@ def matmul_rows(
     """
     count = rows.shape[0]
     twin = half_twin(matrix)
-    if twin is not None and into is None and torch.compiler.is_compiling():
+    if twin is not None and into is None and rows.device.type == "cpu" and torch.compiler.is_compiling():
         return torch.ops.audiokit.rows_times_half(rows, twin, bias)
     if not torch.compiler.is_compiling() and 0 < count < MIN_ROWS:  # (compiled: the count is symbolic)
         filler = (MIN_ROWS - count, -1)

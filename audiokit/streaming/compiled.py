@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from audiokit.nn.precision import weight_precision
+from audiokit.nn.precision import precision_key, weight_precision
 from audiokit.nn.state import (
     StreamState,
     assign_state_tensors,
@@ -140,7 +140,7 @@ def compile_step(
         return None
     path = cache_dir() / f"{type(module).__name__.lower()}-{key}.pt2"
     try:
-        if weight_precision(module) == "float16" and cpp.load() is None:
+        if weight_precision(module) == "float16" and chunk.device.type == "cpu" and cpp.load() is None:
             raise RuntimeError(f"float16 weights need the C++ kernels: {cpp.unavailable_reason()}")
         if not path.is_file():
             missing = _missing_tool()
@@ -251,7 +251,7 @@ def _cache_key(module: nn.Module, state: StreamState | None, chunk: torch.Tensor
     digest = hashlib.sha256()
     digest.update(f"{torch.__version__}|{type(module).__qualname__}|{tuple(chunk.shape[1:])}".encode())
     digest.update(repr(getattr(module, "config", None)).encode())
-    digest.update(weight_precision(module).encode())
+    digest.update(precision_key(module).encode())
     digest.update(repr(sorted(options.items())).encode())
     digest.update(repr([(tuple(t.shape), str(t.dtype)) for t in state_tensors(state)]).encode())
     for name, tensor in itertools.chain(module.named_parameters(), module.named_buffers()):
