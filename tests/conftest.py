@@ -17,6 +17,10 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples"
 
+# Compiled steps (audiokit.streaming.compiled) built without timing every product at build time: the
+# same steps, built several times faster; tests/test_compiled_steps.py builds one autotuned.
+os.environ.setdefault("AUDIOKIT_AOTI_AUTOTUNE", "0")
+
 # CI and dev machines have 2 cores shared by several processes: one thread per test process is
 # several times faster than oversubscribing.
 torch.set_num_threads(1)

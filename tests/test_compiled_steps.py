@@ -31,7 +31,9 @@ def tiny_codec() -> Codec:
     return Codec.from_config("speech-16k", **TINY_SPEECH_CODEC).eval()
 
 
-def test_codec_roundtrip_equals_offline(tiny_codec):
+def test_codec_roundtrip_equals_offline(tiny_codec, monkeypatch):
+    monkeypatch.setenv("AUDIOKIT_AOTI_AUTOTUNE", "1")  # the production build (every other test skips it)
+    assert compiled.autotuned()
     x = torch.randn(2, 1, 16000, generator=torch.Generator().manual_seed(1)) * 0.3
     session = tiny_codec.stream(2, "roundtrip", compile="aoti")
     assert session.compiled == {"encoder": True, "decoder": True}, compiled.unavailable_reason()

@@ -56,7 +56,8 @@ INDUCTOR_OPTIONS = {"max_autotune": True, "max_autotune_gemm_backends": "CPP,ATE
 C++ GEMM template (weights packed into its blocked layout, bias and epilogue fused) and the faster is
 kept; one stream's codec round trip took 1.5-1.9x less time than with MKL's products alone
 (docs/streaming.md, session 19). Where Inductor cannot build a step so, it is built with MKL's
-products only."""
+products only, as everywhere when ``AUDIOKIT_AOTI_AUTOTUNE=0`` (what the test suite sets: the timing of
+every product at build time is most of a build's minute)."""
 _failures: dict[str, str] = {}
 
 
@@ -235,6 +236,8 @@ def _build(step: Callable, state: StreamState | None, chunk: torch.Tensor, optio
         os.close(handle)
         try:
             try:
+                if not autotuned():
+                    raise RuntimeError("AUDIOKIT_AOTI_AUTOTUNE=0")
                 torch._inductor.aoti_compile_and_package(
                     program, package_path=temporary, inductor_configs=dict(INDUCTOR_OPTIONS)
                 )
@@ -245,13 +248,18 @@ def _build(step: Callable, state: StreamState | None, chunk: torch.Tensor, optio
             Path(temporary).unlink(missing_ok=True)
 
 
+def autotuned() -> bool:
+    """Whether libraries are built with :data:`INDUCTOR_OPTIONS` (not when ``AUDIOKIT_AOTI_AUTOTUNE=0``)."""
+    return os.environ.get("AUDIOKIT_AOTI_AUTOTUNE", "1") != "0"
+
+
 def _cache_key(module: nn.Module, state: StreamState | None, chunk: torch.Tensor, options: dict) -> str:
     """Hash of what a compiled step depends on: the model's config, weights and buffers, audiokit's
     source, torch, the shapes and the options."""
     digest = hashlib.sha256()
     digest.update(f"{torch.__version__}|{type(module).__qualname__}|{tuple(chunk.shape[1:])}".encode())
     digest.update(repr(getattr(module, "config", None)).encode())
-    digest.update(precision_key(module).encode())
+    digest.update(f"{precision_key(module)}|autotuned={autotuned()}".encode())
     digest.update(repr(sorted(options.items())).encode())
     digest.update(repr([(tuple(t.shape), str(t.dtype)) for t in state_tensors(state)]).encode())
     for name, tensor in itertools.chain(module.named_parameters(), module.named_buffers()):
