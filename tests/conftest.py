@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples"
 
 # Compiled steps (audiokit.streaming.compiled) built without timing every product at build time: the
-# same steps, built several times faster; tests/test_compiled_steps.py builds one autotuned.
+# same steps, built about twice as fast; a slow test in tests/test_compiled_steps.py builds one autotuned.
 os.environ.setdefault("AUDIOKIT_AOTI_AUTOTUNE", "0")
 
 # CI and dev machines have 2 cores shared by several processes: one thread per test process is
