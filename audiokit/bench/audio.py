@@ -158,9 +158,7 @@ def bench_compiled(model: AudioModel, hops: int, setup: StreamSetup, warmup: int
     if not getattr(fast, "inner", fast).compiled:
         return {"skipped": compiled.unavailable_reason()}
     sessions = {"aoti": fast}
-    half = type(model)(model.config).eval()
-    half.load_state_dict(model.state_dict())
-    half.set_weight_precision("float16")
+    half = model.copy_with_weight_precision("float16")
     half_session = half.stream(1, compile="aoti", **setup.stream_options)
     skipped = {}
     if getattr(half_session, "inner", half_session).compiled:

@@ -259,9 +259,7 @@ def bench_kernels(codec: Codec, frames: int, streams: int, rounds: int = 3) -> d
     from audiokit.ops import cpp
     from audiokit.streaming import compiled
 
-    half = type(codec)(codec.config).eval()  # a second copy (weight norm keeps deepcopy out)
-    half.load_state_dict(codec.state_dict())
-    half.set_weight_precision("float16")
+    half = codec.copy_with_weight_precision("float16")
     variants = {"eager": ("torch", False, codec)}
     skipped = {}
     if cpp.load() is not None:

@@ -110,6 +110,13 @@ class AudioModel(nn.Module):
         set_weight_precision(self, precision)
         return self
 
+    def copy_with_weight_precision(self: M, precision: str) -> M:
+        """A second model of the same config and weights, in evaluation mode, set to ``precision``
+        (:meth:`set_weight_precision`; built anew, as weight norm keeps ``deepcopy`` out)."""
+        copy = type(self)(self.config).eval()
+        copy.load_state_dict(self.state_dict())
+        return copy.set_weight_precision(precision)
+
     # -- configs ------------------------------------------------------------------------------------
     @classmethod
     def from_config(cls: type[M], name: str, **overrides: Any) -> M:
