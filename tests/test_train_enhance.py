@@ -13,7 +13,7 @@ import torch
 from audiokit import io
 from audiokit.errors import ModelError, RecipeError
 from audiokit.models import AudioModel
-from audiokit.models.enhancer import Enhancer, grow_features
+from audiokit.models.enhancer import Enhancer, grow_features, grow_hidden
 from audiokit.train.checkpoint import load_checkpoint
 from audiokit.train.recipe import load_recipe
 from audiokit.train.tasks.enhance import negative_si_sdr, read_noisy_set
@@ -174,6 +174,26 @@ def test_init_grows_to_a_noise_floor_recipe(tmp_path):
     trainer.fit()
     record = json.loads((tmp_path / "floor" / "run.json").read_text())
     assert record["sessions"][0]["init_grown_to"] == {"noise_floor_rise": [5.0, 20.0]}
+
+
+def test_init_grows_a_wider_recurrent_network(tmp_path):
+    """Weights of a narrower network start a wider run exactly where they stood, and the new units learn."""
+    Trainer(
+        load_recipe(TINY, ["run.max_steps=2", "model.options.lstm_layers=2"]), tmp_path / "narrow", quiet=True
+    ).fit()
+    weights = tmp_path / "narrow" / "model.safetensors"
+    narrow = AudioModel.from_pretrained(weights).eval()
+    overrides = ["model.options.lstm_layers=2", "model.options.hidden_dim=24", "run.max_steps=3"]
+    trainer = Trainer(load_recipe(TINY, overrides), tmp_path / "wide", init=weights, quiet=True)
+    x = 0.1 * torch.randn(1, 1, 4000)
+    torch.testing.assert_close(trainer.model.eval().enhance(x), narrow.enhance(x), atol=0, rtol=0)
+    assert not trainer.model.df_head.weight[:, 16:].any()  # the heads read the new units with zero weights
+    trainer.fit()
+    assert trainer.model.df_head.weight[:, 16:].abs().sum() > 0  # ... which then learn
+    record = json.loads((tmp_path / "wide" / "run.json").read_text())
+    assert record["sessions"][0]["init_grown_to"] == {"hidden_dim": 24}
+    with pytest.raises(ModelError, match="cannot shrink"):
+        grow_hidden(trainer.model, 16)
 
 
 def test_noisy_set_stride_spreads_the_clips(tmp_path):

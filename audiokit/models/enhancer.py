@@ -501,6 +501,46 @@ def grow_features(model: Enhancer, config: EnhancerConfig) -> Enhancer:
     return grown
 
 
+def grow_hidden(model: Enhancer, hidden_dim: int, seed: int = 0) -> Enhancer:
+    """A copy of ``model`` whose recurrent network is ``hidden_dim`` wide (>= the current width) and
+    that enhances exactly as ``model`` does (Net2Net-style): the new units of the input map, the frame
+    conv and every LSTM gate start freshly initialised (seeded by ``seed``), the trained units read
+    nothing from them (zero weights), and the heads read them with zero weights, so they add nothing
+    until trained. Only enhancers with ``band_encoder='linear'`` grow."""
+    current = model.config
+    width = current.hidden_dim
+    if current.band_encoder != "linear":
+        raise ModelError(f"{current.name}: only enhancers with band_encoder='linear' grow wider")
+    if hidden_dim < width:
+        raise ModelError(f"{current.name}: hidden_dim cannot shrink ({width} -> {hidden_dim})")
+    if hidden_dim == width:
+        return model
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        grown = Enhancer(dataclasses.replace(current, hidden_dim=hidden_dim))
+    grown = grown.to(model.df_head.weight.device)
+    state = grown.state_dict()
+    for name, value in model.state_dict().items():
+        fresh = state[name]
+        if fresh.shape == value.shape:
+            state[name] = value
+        elif name.startswith("lstm.lstm."):  # gates [i, f, g, o] stacked along dim 0
+            gates = fresh.view(4, hidden_dim, *fresh.shape[1:])
+            old = value.view(4, width, *value.shape[1:])
+            if value.dim() == 2:
+                gates[:, :width] = 0.0
+                gates[:, :width, : old.shape[-1]] = old
+            else:
+                gates[:, :width] = old
+        elif name.startswith(("input_proj.", "frame_conv.")):  # new output units keep their fresh init
+            fresh[:width] = value
+        else:  # the heads: read the new units with zero weights
+            fresh.zero_()
+            fresh[:, :width] = value
+    grown.load_state_dict(state)
+    return grown
+
+
 def _block_columns(config: EnhancerConfig) -> dict[str, slice]:
     columns, start = {}, 0
     for name, width in feature_layout(config):

@@ -25,7 +25,7 @@ from audiokit.data.paths import data_root
 from audiokit.errors import RecipeError
 from audiokit.losses import CompressedComplexSTFTLoss, MultiResolutionSTFTLoss
 from audiokit.models.base import AudioModel
-from audiokit.models.enhancer import Enhancer, grow_features
+from audiokit.models.enhancer import Enhancer, grow_features, grow_hidden
 from audiokit.train.data import read_clips
 from audiokit.train.mixtures import NOISE_KINDS, MixtureConfig, MixtureDataset
 from audiokit.train.recipe import Recipe, check, check_loss_weights
@@ -158,10 +158,16 @@ class EnhanceTask(Task):
         self._noisy_scores: dict[str, float] | None = None
 
     def adapt_pretrained(self, pretrained: AudioModel) -> tuple[AudioModel, dict[str, Any]]:
-        """Weights without the recipe's pitch analysis or noise floor gain them (:func:`grow_features`)."""
+        """Weights without the recipe's pitch analysis or noise floor gain them (:func:`grow_features`);
+        a narrower recurrent network grows to the recipe's ``hidden_dim`` (:func:`grow_hidden`)."""
         if not isinstance(pretrained, Enhancer):
             return pretrained, {}
-        have, want = pretrained.config, self.model.config
+        want = self.model.config
+        note: dict[str, Any] = {}
+        if want.hidden_dim != pretrained.config.hidden_dim:
+            pretrained = grow_hidden(pretrained, want.hidden_dim, self.recipe.run.seed)
+            note["hidden_dim"] = want.hidden_dim
+        have = pretrained.config
         added = {
             "pitch": want.pitch and not have.pitch,
             "pitch_filter": want.pitch and want.pitch_filter and not (have.pitch and have.pitch_filter),
@@ -169,9 +175,10 @@ class EnhanceTask(Task):
             if want.noise_floor_rise != have.noise_floor_rise
             else None,
         }
-        if not any(added.values()):
-            return pretrained, {}
-        return grow_features(pretrained, want), {"init_grown_to": {k: v for k, v in added.items() if v}}
+        note.update({k: v for k, v in added.items() if v})
+        if any(added.values()):
+            pretrained = grow_features(pretrained, want)
+        return pretrained, ({"init_grown_to": note} if note else {})
 
     def train_data(self) -> torch.utils.data.Dataset:
         d, rate = self.recipe.data, self.model.sample_rate
