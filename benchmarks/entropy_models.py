@@ -46,12 +46,16 @@ RATES = {"1.5": 3, "3": 6, "6": 12}  # kbps -> codebooks used
 
 # -- 1. codes -------------------------------------------------------------------------------------------
 def extract_codes(
-    split: str, minutes: float, cache: Path, manifest: str | None = None
+    split: str, minutes: float, cache: Path, manifest: str | None = None, speed: float = 1.0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Codes ``[frames, 12]`` (clips concatenated) and clip lengths in frames of ``manifest`` (default
-    ``<split>_speech``), cached in ``cache``."""
+    ``<split>_speech``), cached in ``cache``. ``speed`` != 1: each clip played that much faster (tempo
+    and pitch, as a tape: resampled to ``16000 / speed`` Hz and read at 16 kHz), a voice the data lacks;
+    ``minutes`` counts the clips' original durations."""
     manifest = manifest or f"{split}_speech"
     path = cache / (f"{split}.npz" if manifest == f"{split}_speech" else f"{manifest}.npz")
+    if speed != 1.0:
+        path = path.with_name(f"{path.stem}-speed{speed:g}.npz")
     if path.exists():
         saved = np.load(path)
         if float(saved["minutes"]) == minutes:
@@ -66,7 +70,7 @@ def extract_codes(
         for row in rows:
             if seconds >= minutes * 60:
                 break
-            wav, _ = io.load(root / row["path"], sample_rate=16000, channels=1)
+            wav, _ = io.load(root / row["path"], sample_rate=round(16000 / speed), channels=1)
             clip = codec.encode(wav[None]).codes[0].T.numpy().astype(np.int16)
             codes.append(clip)
             lengths.append(len(clip))
@@ -303,6 +307,12 @@ def main() -> None:
         default="train_speech",
         help="manifest of the training speech under $AUDIOKIT_DATA/manifests (default train_speech)",
     )
+    cli.add_argument(
+        "--speeds",
+        type=lambda text: [float(v) for v in text.split(",")],
+        default=[1.0],
+        help="comma list: the training speech again at these speeds (tempo and pitch), e.g. 1,0.9,1.12",
+    )
     cli.add_argument("--epochs", type=float, default=3.0)
     cli.add_argument("--batch", type=int, default=512)
     cli.add_argument("--lr", type=float, default=3e-3)
@@ -323,7 +333,11 @@ def main() -> None:
     torch.set_num_threads(1)
 
     start = time.time()
-    train, train_len = extract_codes("train", args.train_minutes, args.cache, args.train_manifest)
+    parts = [
+        extract_codes("train", args.train_minutes, args.cache, args.train_manifest, speed)
+        for speed in args.speeds
+    ]
+    train, train_len = np.concatenate([c for c, _ in parts]), np.concatenate([n for _, n in parts])
     valid, valid_len = extract_codes("valid", 1e9, args.cache)
     train_pos, valid_pos = chunk_positions(train_len), chunk_positions(valid_len)
     print(
@@ -405,7 +419,7 @@ def main() -> None:
         "trained_on": (
             f"codes of {len(train_len)} clips ({len(train) / 50 / 3600:.2f} h, {len(train)} frames) of "
             f"the training speech ($AUDIOKIT_DATA/manifests/{args.train_manifest}.jsonl, shuffled with "
-            "random.Random(0))"
+            f"random.Random(0)) at speeds {', '.join(f'{s:g}' for s in args.speeds)}"
         ),
         "command": "python benchmarks/entropy_models.py " + " ".join(sys.argv[1:]),
     }

@@ -343,6 +343,40 @@ def test_codebook_health_report(tiny_codec_file):
     assert again["duplicates_cosine"] >= 1 and again["duplicates_euclidean"] >= 1
 
 
+def test_code_space_geometry_against_numpy():
+    from audiokit.quantize.health import effective_dimensions, offset, spread
+
+    rng = np.random.default_rng(0)
+    cloud = rng.normal(size=(512, 8)) * [3.0, 2.0, 1.0, 1.0, 0.5, 0.5, 0.1, 0.1]
+    eigen = np.linalg.eigvalsh(np.cov(cloud.T))
+    assert effective_dimensions(torch.tensor(cloud)) == pytest.approx(eigen.sum() ** 2 / (eigen**2).sum())
+    line = torch.linspace(-1, 1, 64)[:, None] * torch.tensor([1.0, 2.0, -1.0])
+    assert effective_dimensions(line) == pytest.approx(1.0)
+    shift = np.full(8, 50.0)
+    rms = np.sqrt(((cloud - cloud.mean(0)) ** 2).sum(1).mean())
+    assert offset(torch.tensor(cloud + shift)) == pytest.approx(np.linalg.norm(cloud.mean(0) + shift) / rms)
+    assert spread(torch.tensor(cloud + shift)) == pytest.approx(rms)
+
+
+def test_an_offset_code_space_fools_the_cosine_test_not_the_centred_one(tiny_codec_file):
+    """Moving every codeword far from the origin (what an in-projection's bias does) makes all pairs
+    near-parallel; the pairs counted about the codewords' mean and the distances do not change."""
+    from audiokit.models import Codec
+    from audiokit.quantize.health import codebook_health
+
+    codec = Codec.from_pretrained(tiny_codec_file)
+    clips = [torch.randn(1, 8000) * 0.1]
+    before = codebook_health(codec, clips)[0]
+    stage = codec.quantizer.quantizers[0]
+    stage.codebook += 1e4 * stage.codebook.std()
+    after = codebook_health(codec, clips)[0]
+    assert before["duplicates_cosine"] == 0 and after["duplicates_cosine"] > 0
+    assert after["duplicates_cosine_centred"] == before["duplicates_cosine_centred"] == 0
+    assert after["offset"] > 1000 > before["offset"]
+    assert after["effective_dims"] == pytest.approx(before["effective_dims"], rel=1e-6)
+    assert after["duplicates_euclidean"] == before["duplicates_euclidean"] == 0
+
+
 def test_codec_config_passes_duplicate_restarts_to_every_stage():
     from audiokit.models.codec import CONFIGS, Codec
 

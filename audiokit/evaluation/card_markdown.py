@@ -76,8 +76,9 @@ def session_table(sessions: list[dict]) -> list[str]:
 
 
 def codebook_lines(health: dict) -> list[str]:
-    """The card's "Codebook health" section: per-stage usage on the validation clips and near-duplicate
-    codeword pairs."""
+    """The card's "Codebook health" section: per-stage usage on the validation clips, near-duplicate
+    codeword pairs and, where measured, the code space's geometry (offset, effective dimensions)."""
+    geometry = "effective_dims" in health["stages"][0]
     lines = [
         "## Codebook health",
         "",
@@ -86,17 +87,39 @@ def codebook_lines(health: dict) -> list[str]:
         f"{2**10} is uniform use of 1,024 codewords), codewords used and never used (dead), and pairs "
         f"of near-duplicate codewords: cosine similarity > {health['cosine']} and Euclidean distance < "
         f"{health['distance']:g} x the codebook's spread (RMS distance of its codewords from their "
-        "mean); the closest pair's distance in units of the spread.",
+        "mean); the closest pair's distance in units of the spread."
+        + (
+            " Geometry: the codewords' mean's distance from the origin (offset, in spreads), the cosine "
+            "pairs counted about that mean instead of the origin, and how many of the code space's "
+            "directions the codewords spread over (participation ratio of their covariance's "
+            "eigenvalues). The code space's origin is arbitrary (the stage's in-projection has a "
+            "bias) and the lookup is Euclidean: with a large offset every pair of codewords points "
+            "nearly the same way without being close, so the distance test is the one that finds "
+            "duplicates."
+            if geometry
+            else ""
+        ),
         "",
-        "| stage | perplexity | used | dead | pairs cos > "
-        f"{health['cosine']} | pairs dist < {health['distance']:g} spread | closest pair / spread |",
-        "|---|---|---|---|---|---|---|",
     ]
+    header = (
+        f"| stage | perplexity | used | dead | pairs cos > {health['cosine']} | pairs dist < "
+        f"{health['distance']:g} spread | closest pair / spread |"
+    )
+    if geometry:
+        lines += [
+            f"{header} offset / spread | pairs cos > {health['cosine']} about the mean | effective dims |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+    else:
+        lines += [header, "|---|---|---|---|---|---|---|"]
     for s in health["stages"]:
-        lines.append(
+        row = (
             f"| {s['stage']} | {s['perplexity']:.1f} | {s['used']} | {s['dead']} | "
             f"{s['duplicates_cosine']} | {s['duplicates_euclidean']} | {s['min_distance']:.4f} |"
         )
+        if geometry:
+            row += f" {s['offset']:.1f} | {s['duplicates_cosine_centred']} | {s['effective_dims']:.2f} |"
+        lines.append(row)
     lines += ["", f"Reproduce: `{health['command']}`"]
     return lines
 

@@ -31,6 +31,23 @@ def spread(codebook: torch.Tensor) -> float:
     return float(centred.square().sum(1).mean().sqrt())
 
 
+def offset(codebook: torch.Tensor) -> float:
+    """Distance of the codewords' ``(K, d)`` mean from the origin, in units of :func:`spread`. The code
+    space of a factorised stage is affine (its in-projection has a bias), so its origin is arbitrary; a
+    large offset makes every pair of codewords point nearly the same way (cosine near 1) without their
+    being close."""
+    return float(codebook.double().mean(0).norm()) / spread(codebook)
+
+
+def effective_dimensions(codebook: torch.Tensor) -> float:
+    """How many of the ``d`` directions the codewords ``(K, d)`` spread over: the participation ratio
+    ``(sum l)^2 / sum l^2`` of the eigenvalues ``l`` of their covariance (``d`` for an isotropic cloud, 1
+    for codewords on a line)."""
+    centred = codebook.double() - codebook.double().mean(0)
+    eigen = torch.linalg.svdvals(centred).square()
+    return float(eigen.sum().square() / eigen.square().sum().clamp_min(1e-300))
+
+
 def duplicate_pairs(codebook: torch.Tensor, cosine: float = 0.0, distance: float = 0.0) -> torch.Tensor:
     """``(K, K)`` bool, symmetric, false on the diagonal: codeword pairs of ``codebook (K, d)`` with cosine
     similarity above ``cosine`` (``0``: not tested) or Euclidean distance below ``distance`` times
@@ -75,8 +92,9 @@ def codebook_health(
     One dict per stage: ``stage`` (1-based), ``perplexity`` (exp of the entropy, nats, of the code
     counts over all clips; ``codebook_size`` for uniform use), ``used`` (codewords chosen at least
     once), ``dead`` (never chosen), ``duplicates_cosine`` and ``duplicates_euclidean`` (pairs with
-    cosine > ``cosine`` / distance < ``distance`` x spread), ``min_distance`` (closest pair, in units
-    of the spread), ``frames`` (codes counted).
+    cosine > ``cosine`` / distance < ``distance`` x spread), ``duplicates_cosine_centred`` (cosine about
+    the codewords' mean), ``min_distance`` (closest pair, in units of the spread), ``offset``
+    (:func:`offset`), ``effective_dims`` (:func:`effective_dimensions`), ``frames`` (codes counted).
     """
     size = codec.codebook_size
     stages = codec.quantizer.quantizers
@@ -98,8 +116,12 @@ def codebook_health(
                 "used": int((counts[q] > 0).sum()),
                 "dead": int((counts[q] == 0).sum()),
                 "duplicates_cosine": int(duplicate_pairs(book, cosine=cosine).sum()) // 2,
+                "duplicates_cosine_centred": int(duplicate_pairs(book - book.mean(0), cosine=cosine).sum())
+                // 2,
                 "duplicates_euclidean": int(duplicate_pairs(book, distance=distance).sum()) // 2,
                 "min_distance": float(gaps.min()) / spread(book),
+                "offset": offset(book),
+                "effective_dims": effective_dimensions(book),
                 "frames": int(counts[q].sum()),
             }
         )
