@@ -140,21 +140,29 @@ def test_optional_losses_train(tmp_path, loss, extra):
     assert any(f"loss/{loss}" in row and np.isfinite(row[f"loss/{loss}"]) for row in rows)
 
 
+def _grown_from(tmp_path, before: list[str], after: list[str]) -> tuple[Trainer, Enhancer]:
+    """A tiny run with ``before`` overrides, then a trainer with ``after`` overrides started from its
+    weights (``--init``); checks that the new model enhances exactly as the old one did."""
+    Trainer(load_recipe(TINY, ["run.max_steps=2", *before]), tmp_path / "before", quiet=True).fit()
+    weights = tmp_path / "before" / "model.safetensors"
+    old = AudioModel.from_pretrained(weights).eval()
+    trainer = Trainer(load_recipe(TINY, after), tmp_path / "after", init=weights, quiet=True)
+    x = 0.1 * torch.randn(1, 1, 4000)
+    torch.testing.assert_close(trainer.model.eval().enhance(x), old.enhance(x), atol=0, rtol=0)
+    return trainer, old
+
+
+def _grown_note(tmp_path) -> dict:
+    return json.loads((tmp_path / "after" / "run.json").read_text())["sessions"][0]["init_grown_to"]
+
+
 def test_init_without_pitch_grows_to_a_pitch_recipe(tmp_path):
     """A plain enhancer's weights start a pitch-feature run exactly where they stood."""
-    Trainer(
-        load_recipe(TINY, ["run.max_steps=2", "model.options.pitch=false"]), tmp_path / "plain", quiet=True
-    ).fit()
-    weights = tmp_path / "plain" / "model.safetensors"
-    plain = AudioModel.from_pretrained(weights).eval()
-    overrides = ["model.options.pitch=true", "model.options.pitch_filter=false", "run.max_steps=1"]
-    trainer = Trainer(load_recipe(TINY, overrides), tmp_path / "pitch", init=weights, quiet=True)
-    x = 0.1 * torch.randn(1, 1, 4000)
-    torch.testing.assert_close(trainer.model.eval().enhance(x), plain.enhance(x), atol=0, rtol=0)
+    after = ["model.options.pitch=true", "model.options.pitch_filter=false", "run.max_steps=1"]
+    trainer, plain = _grown_from(tmp_path, ["model.options.pitch=false"], after)
     assert trainer.model.config.pitch
     trainer.fit()
-    record = json.loads((tmp_path / "pitch" / "run.json").read_text())
-    assert "init_grown_to" in json.dumps(record)
+    assert _grown_note(tmp_path) == {"pitch": True}
     with pytest.raises(ModelError, match="beyond added pitch"):
         grow_features(plain, replace(trainer.model.config, hidden_dim=32))
     with pytest.raises(ModelError, match="beyond added pitch"):  # analysis is added, never removed
@@ -163,35 +171,20 @@ def test_init_without_pitch_grows_to_a_pitch_recipe(tmp_path):
 
 def test_init_grows_to_a_noise_floor_recipe(tmp_path):
     """Weights with the pitch analysis start a run with noise-floor features exactly where they stood."""
-    Trainer(load_recipe(TINY, ["run.max_steps=2"]), tmp_path / "pitch", quiet=True).fit()
-    weights = tmp_path / "pitch" / "model.safetensors"
-    before = AudioModel.from_pretrained(weights).eval()
-    overrides = ["model.options.noise_floor_rise=[5.0, 20.0]", "run.max_steps=1"]
-    trainer = Trainer(load_recipe(TINY, overrides), tmp_path / "floor", init=weights, quiet=True)
-    x = 0.1 * torch.randn(1, 1, 4000)
-    torch.testing.assert_close(trainer.model.eval().enhance(x), before.enhance(x), atol=0, rtol=0)
+    trainer, _ = _grown_from(tmp_path, [], ["model.options.noise_floor_rise=[5.0, 20.0]", "run.max_steps=1"])
     assert trainer.model.noise_floor is not None
     trainer.fit()
-    record = json.loads((tmp_path / "floor" / "run.json").read_text())
-    assert record["sessions"][0]["init_grown_to"] == {"noise_floor_rise": [5.0, 20.0]}
+    assert _grown_note(tmp_path) == {"noise_floor_rise": [5.0, 20.0]}
 
 
 def test_init_grows_a_wider_recurrent_network(tmp_path):
     """Weights of a narrower network start a wider run exactly where they stood, and the new units learn."""
-    Trainer(
-        load_recipe(TINY, ["run.max_steps=2", "model.options.lstm_layers=2"]), tmp_path / "narrow", quiet=True
-    ).fit()
-    weights = tmp_path / "narrow" / "model.safetensors"
-    narrow = AudioModel.from_pretrained(weights).eval()
-    overrides = ["model.options.lstm_layers=2", "model.options.hidden_dim=24", "run.max_steps=3"]
-    trainer = Trainer(load_recipe(TINY, overrides), tmp_path / "wide", init=weights, quiet=True)
-    x = 0.1 * torch.randn(1, 1, 4000)
-    torch.testing.assert_close(trainer.model.eval().enhance(x), narrow.enhance(x), atol=0, rtol=0)
+    after = ["model.options.lstm_layers=2", "model.options.hidden_dim=24", "run.max_steps=3"]
+    trainer, _ = _grown_from(tmp_path, ["model.options.lstm_layers=2"], after)
     assert not trainer.model.df_head.weight[:, 16:].any()  # the heads read the new units with zero weights
     trainer.fit()
     assert trainer.model.df_head.weight[:, 16:].abs().sum() > 0  # ... which then learn
-    record = json.loads((tmp_path / "wide" / "run.json").read_text())
-    assert record["sessions"][0]["init_grown_to"] == {"hidden_dim": 24}
+    assert _grown_note(tmp_path) == {"hidden_dim": 24}
     with pytest.raises(ModelError, match="cannot shrink"):
         grow_hidden(trainer.model, 16)
 
