@@ -3,7 +3,8 @@
 against the first (mean and 95 % confidence half-width), overall and per mixing SNR.
 
 Usage: ``python benchmarks/enhancer_paired.py RUN/checkpoints/latest.pt OTHER/checkpoints/latest.pt ...
-[--clips 197] [--stride 8] [--rnnoise] [--out result.json]`` (the first checkpoint is the reference;
+[--clips 197] [--stride 8] [--rnnoise] [--out result.json]`` (training states' EMA weights, or weights
+files or shipped names such as ``enhance-16k``; the first is the reference;
 ``--rnnoise`` adds RNNoise on the same clips; docs/training.md, session 20). Every 8th clip of the set
 spreads the 197 over all its voices (the first 80 clips are one voice).
 """
@@ -49,7 +50,10 @@ def main() -> None:
     rows = (data_root() / "valid_noisy_16k" / "clips.jsonl").read_text().splitlines()
     snr_of = {row["name"]: row["snr_db"] for row in map(json.loads, filter(str.strip, rows))}
     systems = {
-        str(path): load(argparse.Namespace(weights=None, checkpoint=path)) for path in args.checkpoints
+        str(path): load(
+            argparse.Namespace(weights=None if path.suffix == ".pt" else str(path), checkpoint=path)
+        )
+        for path in args.checkpoints
     }
     scores: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     snrs = []
