@@ -120,25 +120,42 @@ def entropy_models_for(model_name: str, weights_hash: str) -> list[EntropyCoder]
     (``<stem>.entropy.json``), then superseded priors (``<stem>.entropy@<version>.safetensors``, kept so
     that the files coded with them still decode; never chosen to encode); those that are there."""
     path = weights_for(model_name, weights_hash)
-    models: list[EntropyCoder] = []
-    files = [
-        (path.with_name(path.stem + ".entropy.safetensors"), PriorModel),
-        (path.with_name(path.stem + ".entropy.json"), EntropyModel),
-        *((old, PriorModel) for old in sorted(path.parent.glob(path.stem + ".entropy@*.safetensors"))),
-    ]
-    for file, kind in files:
-        if not file.is_file():
-            continue
-        try:
-            models.append(kind.load(file))
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ModelError(f"{file}: not a valid entropy-coding model ({exc})") from None
+    models = [model for _, model in _entropy_models_in(path)]
     if not models:
         raise ModelError(
             f"{model_name} weights {weights_hash[:12]}: no entropy-coding model "
             f"({path.with_name(path.stem + '.entropy.safetensors')} or .entropy.json)"
         )
     return models
+
+
+def _entropy_models_in(path: Path) -> list[tuple[Path, EntropyCoder]]:
+    """The entropy-coding models beside the weights file ``path`` with their files, in the order of
+    :func:`entropy_models_for`."""
+    files = [
+        (path.with_name(path.stem + ".entropy.safetensors"), PriorModel),
+        (path.with_name(path.stem + ".entropy.json"), EntropyModel),
+        *((old, PriorModel) for old in sorted(path.parent.glob(path.stem + ".entropy@*.safetensors"))),
+    ]
+    models = []
+    for file, kind in files:
+        if not file.is_file():
+            continue
+        try:
+            models.append((file, kind.load(file)))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ModelError(f"{file}: not a valid entropy-coding model ({exc})") from None
+    return models
+
+
+def entropy_model_file(model_name: str, weights_hash: str, model_id: int) -> str | None:
+    """The file name of the entropy-coding model with id ``model_id`` shipped with ``model_name``'s weights
+    ``weights_hash`` (e.g. ``speech-16k.entropy@1.safetensors``); None when this package lacks it."""
+    try:
+        path = weights_for(model_name, weights_hash)
+        return next((f.name for f, m in _entropy_models_in(path) if m.model_id == model_id), None)
+    except ModelError:
+        return None
 
 
 def entropy_model_for(model_name: str, weights_hash: str, model_id: int | None = None) -> EntropyCoder:

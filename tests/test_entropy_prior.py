@@ -15,7 +15,7 @@ import torch
 
 from audiokit import ops
 from audiokit.bitstream import AkcReader, AkcWriter, read_akc, write_akc
-from audiokit.coding import entropy_model_for, entropy_models_for, load_codec
+from audiokit.coding import entropy_model_file, entropy_model_for, entropy_models_for, load_codec
 from audiokit.entropy import EntropyDecodeError, EntropyModel
 from audiokit.entropy_model import CONFIG_FIELDS, PriorModel
 from audiokit.errors import BitstreamError
@@ -311,3 +311,19 @@ def test_the_compiled_decoder_gives_the_numpy_decoders_codes_and_errors():
             got = _decoded(model, bytes(bad), codes.shape, "cpp")
             assert type(got) is type(expected)
             assert np.array_equal(got, expected) if isinstance(got, np.ndarray) else got == expected
+
+
+def test_info_names_the_entropy_model_a_file_was_coded_with():
+    """``audiokit info`` says which shipped model coded a file: the static tables, a superseded prior, or
+    one this package lacks (a file from a newer package)."""
+    from audiokit.cli.info import _describe, _line
+
+    rows = {path.name: _describe(str(path), None) for path in (GOLDEN, GOLDEN_PRIOR)}
+    assert rows[GOLDEN.name]["entropy_model"] == "speech-16k.entropy.json"
+    assert rows[GOLDEN_PRIOR.name]["entropy_model"] == "speech-16k.entropy@1.safetensors"
+    assert "entropy-coded (speech-16k.entropy@1.safetensors)" in _line(rows[GOLDEN_PRIOR.name])
+    ids = {m.model_id for m in entropy_models_for("speech-16k", SHIPPED_SHA256)}
+    unknown = next(i for i in range(1, 100) if i not in ids)
+    assert entropy_model_file("speech-16k", SHIPPED_SHA256, unknown) is None
+    row = {**rows[GOLDEN_PRIOR.name], "entropy_model": None}
+    assert "entropy-coded (a model this package lacks)" in _line(row)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from audiokit.cli.batch import run_batch
 from audiokit.cli.options import add_raw_options, doc_text, raw_format
-from audiokit.coding import model_version
+from audiokit.coding import entropy_model_file, model_version
 from audiokit.evaluation.describe import describe
 from audiokit.io import RawFormat
 
@@ -23,7 +23,9 @@ def _line(row: dict) -> str:
     if row.get("format") == "akc":
         original = f"{row['original_samples']} samples at {row['original_sample_rate']} Hz"
         version = row["model_version"] or "weights never shipped"
-        coding = ", entropy-coded" if row["entropy_coded"] else ""
+        coding = ""
+        if row["entropy_coded"]:
+            coding = f", entropy-coded ({row['entropy_model'] or 'a model this package lacks'})"
         return (
             f"{row['path']}: .akc v{row['version']}{coding}, {row['model']} ({version}, weights "
             f"{row['weights_sha256'][:12]}), "
@@ -39,11 +41,17 @@ def _line(row: dict) -> str:
 
 def _describe(path: str, raw: RawFormat | None) -> dict:
     """:func:`describe`, plus for an ``.akc`` file the shipped version of its weights (``name@version``,
-    None for weights never shipped) and whether it is entropy-coded."""
+    None for weights never shipped), whether it is entropy-coded and the file of the entropy-coding
+    model it names (None when this package lacks it)."""
     row = describe(Path(path), raw)
     if row.get("format") == "akc":
         row["model_version"] = model_version(row["model"], row["weights_sha256"])
         row["entropy_coded"] = row["version"] >= 3
+        row["entropy_model"] = (
+            entropy_model_file(row["model"], row["weights_sha256"], row["entropy_model_id"])
+            if row["entropy_coded"]
+            else None
+        )
     return row
 
 

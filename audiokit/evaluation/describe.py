@@ -24,8 +24,8 @@ def is_akc(path: Path) -> bool:
 def describe_akc(path: Path) -> dict:
     """What an ``.akc`` file holds: bitstream version, model and weights hash, channels, codebooks,
     nominal and actual bitrate (kbps), duration, the coded rate and length, and the encoded input's
-    own rate and length (``original_*``; the coded ones for version-1 files). Reads the header and
-    trailer only."""
+    own rate and length (``original_*``; the coded ones for version-1 files), and the id of the
+    entropy-coding model (version 3; else None). Reads the header and trailer only."""
     with AkcReader(path) as reader:
         h = reader.header
     size = path.stat().st_size
@@ -46,6 +46,7 @@ def describe_akc(path: Path) -> dict:
         "samples": h.num_samples,
         "original_sample_rate": h.original_rate,
         "original_samples": h.original_samples,
+        "entropy_model_id": h.entropy_model if h.version >= 3 else None,
     }
 
 
