@@ -131,7 +131,12 @@ def test_ideal_band_gains_match_numpy_frames():
 
 @pytest.mark.parametrize(
     ("loss", "extra"),
-    [("band_gain", []), ("compressed_magnitude", []), ("compressed_magnitude", ["losses.excess_weight=4"])],
+    [
+        ("band_gain", []),
+        ("compressed_magnitude", []),
+        ("compressed_magnitude", ["losses.excess_weight=4"]),
+        ("pesq_style", []),
+    ],
 )
 def test_optional_losses_train(tmp_path, loss, extra):
     overrides = [f"losses.{loss}=1.0", "run.max_steps=2", *extra]

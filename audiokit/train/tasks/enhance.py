@@ -24,6 +24,7 @@ from audiokit import io
 from audiokit.data.paths import data_root
 from audiokit.errors import RecipeError
 from audiokit.losses import CompressedComplexSTFTLoss, MultiResolutionSTFTLoss
+from audiokit.losses.perceptual import PesqStyleLoss
 from audiokit.models.base import AudioModel
 from audiokit.models.enhancer import Enhancer, grow_features, grow_hidden
 from audiokit.train.data import read_clips
@@ -41,7 +42,8 @@ class EnhanceLossesConfig:
     gain head, which the spectral losses reach only through the synthesis. ``compressed_magnitude``:
     the complex term's compressed magnitudes alone (no pull towards zero where the phase is uncertain),
     their errors weighted by ``excess_weight`` where the output is louder than the target (above 1:
-    residual noise costs more than removed speech, as in PESQ).
+    residual noise costs more than removed speech, as in PESQ). ``pesq_style``: PESQ's disturbance in a
+    differentiable form (:class:`~audiokit.losses.perceptual.PesqStyleLoss`).
     """
 
     complex: float = 1.0
@@ -49,6 +51,7 @@ class EnhanceLossesConfig:
     magnitude: float = 1.0
     si_sdr: float = 0.02
     band_gain: float = 0.0
+    pesq_style: float = 0.0
     excess_weight: float = 1.0
     complex_exponent: float = 0.3
     stft_resolutions: list[list[int]] = field(
@@ -87,7 +90,7 @@ class EnhanceRecipe(Recipe):
             where,
             "'mixture.noise_weights.recorded' > 0 needs 'data.noise' (a noise manifest or directory)",
         )
-        terms = ("complex", "compressed_magnitude", "magnitude", "si_sdr", "band_gain")
+        terms = ("complex", "compressed_magnitude", "magnitude", "si_sdr", "band_gain", "pesq_style")
         check_loss_weights(losses, terms, where)
         check(
             all(len(r) == 3 for r in losses.stft_resolutions),
@@ -155,6 +158,7 @@ class EnhanceTask(Task):
         fft, hop, win = zip(*cfg.stft_resolutions, strict=True)
         self.complex_loss = CompressedComplexSTFTLoss(fft, hop, win, cfg.complex_exponent).to(runtime.device)
         self.magnitude_loss = MultiResolutionSTFTLoss(fft, hop, win).to(runtime.device)
+        self.pesq_style_loss = PesqStyleLoss(model.sample_rate).to(runtime.device)
         self._noisy_scores: dict[str, float] | None = None
 
     def adapt_pretrained(self, pretrained: AudioModel) -> tuple[AudioModel, dict[str, Any]]:
@@ -220,6 +224,8 @@ class EnhanceTask(Task):
             losses["magnitude"] = self.magnitude_loss.from_spectra(spectra)
         if cfg.si_sdr:
             losses["si_sdr"] = negative_si_sdr(out, clean)
+        if cfg.pesq_style:
+            losses["pesq_style"] = self.pesq_style_loss(out, clean)
         total = sum(getattr(cfg, name) * value for name, value in losses.items())
         total.backward()
         return {f"loss/{name}": value.detach() for name, value in losses.items()}
