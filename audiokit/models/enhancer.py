@@ -36,6 +36,10 @@ too, with the encoder's output as a skip connection: the same weights at every b
 or shaped higher or lower than the training voices gives the same features moved (docs/training.md,
 session 17). The deep filter's coefficients still come from the recurrent state by a linear map.
 
+Trained weights grow without starting over (``--init`` of a run whose recipe asks for more):
+:func:`grow_features` adds the pitch analysis or the noise floor, :func:`grow_hidden` widens the
+recurrent network; either way the grown model enhances exactly as the trained one did.
+
 Algorithmic latency: ``n_fft`` samples (20 ms): the last frame that covers a sample ends ``n_fft``
 samples after it. ``forward``/``enhance`` return exactly the input's length, aligned with it.
 """
