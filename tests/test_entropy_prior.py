@@ -15,6 +15,7 @@ import torch
 
 from audiokit import ops
 from audiokit.bitstream import AkcReader, AkcWriter, read_akc, write_akc
+from audiokit.cli import main
 from audiokit.coding import entropy_model_file, entropy_model_for, entropy_models_for, load_codec
 from audiokit.entropy import EntropyDecodeError, EntropyModel
 from audiokit.entropy_model import CONFIG_FIELDS, PriorModel
@@ -313,17 +314,22 @@ def test_the_compiled_decoder_gives_the_numpy_decoders_codes_and_errors():
             assert np.array_equal(got, expected) if isinstance(got, np.ndarray) else got == expected
 
 
-def test_info_names_the_entropy_model_a_file_was_coded_with():
+def test_info_names_the_entropy_model_a_file_was_coded_with(tmp_path, capsys):
     """``audiokit info`` says which shipped model coded a file: the static tables, a superseded prior, or
     one this package lacks (a file from a newer package)."""
-    from audiokit.cli.info import _describe, _line
-
-    rows = {path.name: _describe(str(path), None) for path in (GOLDEN, GOLDEN_PRIOR)}
-    assert rows[GOLDEN.name]["entropy_model"] == "speech-16k.entropy.json"
-    assert rows[GOLDEN_PRIOR.name]["entropy_model"] == "speech-16k.entropy@1.safetensors"
-    assert "entropy-coded (speech-16k.entropy@1.safetensors)" in _line(rows[GOLDEN_PRIOR.name])
-    ids = {m.model_id for m in entropy_models_for("speech-16k", SHIPPED_SHA256)}
-    unknown = next(i for i in range(1, 100) if i not in ids)
-    assert entropy_model_file("speech-16k", SHIPPED_SHA256, unknown) is None
-    row = {**rows[GOLDEN_PRIOR.name], "entropy_model": None}
-    assert "entropy-coded (a model this package lacks)" in _line(row)
+    toy = _toy_prior(size=1024, stages=12)
+    header, codes, _ = read_akc(GOLDEN_PRIOR)
+    newer = tmp_path / "newer.akc"
+    streamed = replace(header, num_samples=None, source_samples=None, entropy_model=toy.model_id)
+    with AkcWriter(newer, streamed, toy) as writer:
+        writer.append(codes)
+        writer.close(header.num_samples, header.source_samples)
+    assert main(["info", str(GOLDEN), str(GOLDEN_PRIOR), str(newer)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "entropy-coded (speech-16k.entropy.json)" in lines[0]
+    assert "entropy-coded (speech-16k.entropy@1.safetensors)" in lines[1]
+    assert "entropy-coded (a model this package lacks)" in lines[2]
+    assert entropy_model_file("speech-16k", SHIPPED_SHA256, toy.model_id) is None
+    assert entropy_model_file("speech-16k", SHIPPED_SHA256, header.entropy_model) == (
+        "speech-16k.entropy@1.safetensors"
+    )
