@@ -1,5 +1,6 @@
 """``audiokit info FILE...``: rate, channels, duration, codec, peak, RMS and bandwidth of audio files;
-model (and which shipped version of its weights), bitrate, duration and original rate of .akc files."""
+model (and which shipped version of its weights), entropy-coding model, bitrate, duration and original
+rate of .akc files."""
 
 from __future__ import annotations
 
