@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -220,19 +221,81 @@ def float_bits(model: FloatPrior, valid, valid_pos) -> list[float]:
 
 def _exponent(tensor: torch.Tensor, limit: int = 127) -> int:
     """The largest ``e`` with ``max|tensor| * 2**e <= limit``."""
-    peak = float(tensor.abs().max())
+    peak = float(tensor.detach().abs().max())
     return int(math.floor(math.log2(limit / peak))) if peak > 0 else 0
 
 
-def quantise(model: FloatPrior, precision: int, table_exp: int) -> PriorModel:
-    """The integer prior of ``model``: int8 tables with power-of-two scales, int32 biases."""
+INT8_TABLES = ("prev", "cur", "w1", "w2", "out")  # each stored as int8 at one power-of-two exponent
+
+
+def peak_exponents(model: FloatPrior) -> dict[str, int]:
+    """Per int8 tensor the finest exponent that clips nothing."""
+    return {name: _exponent(getattr(model, name)) for name in INT8_TABLES}
+
+
+def _act_exponent(exps: dict[str, int]) -> int:
+    return max(exps["prev"], exps["cur"], 8)
+
+
+def _on_grid(tensor: torch.Tensor, exp: int, low: int, high: int) -> torch.Tensor:
+    """``tensor`` rounded to multiples of ``2**-exp`` and clipped to ``[low, high] * 2**-exp``."""
+    return torch.clamp(torch.round(tensor * 2.0**exp), low, high) / 2.0**exp
+
+
+def fake_quantised(model: FloatPrior, exps: dict[str, int]) -> FloatPrior:
+    """A float copy of ``model`` with every parameter on the grid :func:`quantise` stores it on (int8
+    tables clipped at +-127 where ``exps`` is finer than their peak): the integer prior's network up to
+    the rounding of its activations and of its frequency tables."""
+    act = _act_exponent(exps)
+    grids = {name: (exps[name], -128, 127) for name in INT8_TABLES}
+    grids |= {
+        "stage": (act, -(2**31), 2**31 - 1),
+        "b1": (act + exps["w1"], -(2**31), 2**31 - 1),
+        "b2": (act + exps["w2"], -(2**31), 2**31 - 1),
+        "bias": (act + exps["out"], -(2**31), 2**31 - 1),
+    }
+    copy = FloatPrior(model.stages, model.size, model.lags, model.cur.shape[-1], model.w1.shape[-1])
     with torch.no_grad():
-        prev_exp, cur_exp = _exponent(model.prev), _exponent(model.cur)
-        act = max(prev_exp, cur_exp, 8)
-        w1_exp, w2_exp, out_exp = _exponent(model.w1), _exponent(model.w2), _exponent(model.out)
+        copy.load_state_dict(
+            {name: _on_grid(value, *grids[name]) for name, value in model.state_dict().items()}
+        )
+    return copy.eval()
+
+
+def tune_exponents(model: FloatPrior, codes: np.ndarray, pos: np.ndarray, reach: int = 3) -> dict[str, int]:
+    """Exponents for the int8 tensors that minimise the fake-quantised model's bits a code on ``codes``
+    (held-out training codes): from the clip-free :func:`peak_exponents`, each tensor in turn tries up to
+    ``reach`` finer steps (clipping its largest values), keeping a step only when it lowers the bits;
+    two passes. A table whose peak is a rare outlier buys resolution for all its other entries."""
+    exps = peak_exponents(model)
+    best = float(np.mean(float_bits(fake_quantised(model, exps), codes, pos)))
+    base = dict(exps)
+    for _ in range(2):
+        for name in INT8_TABLES:
+            for exp in range(base[name], base[name] + reach + 1):
+                if exp == exps[name]:
+                    continue
+                trial = exps | {name: exp}
+                bits = float(np.mean(float_bits(fake_quantised(model, trial), codes, pos)))
+                if bits < best - 1e-4:
+                    exps, best = trial, bits
+    return exps
+
+
+def quantise(
+    model: FloatPrior, precision: int, table_exp: int, exps: dict[str, int] | None = None
+) -> PriorModel:
+    """The integer prior of ``model``: int8 tables with power-of-two scales (``exps``, default the
+    clip-free :func:`peak_exponents`; finer ones clip), int32 biases."""
+    exps = exps or peak_exponents(model)
+    with torch.no_grad():
+        prev_exp, cur_exp = exps["prev"], exps["cur"]
+        act = _act_exponent(exps)
+        w1_exp, w2_exp, out_exp = exps["w1"], exps["w2"], exps["out"]
 
         def ints(t, e, dtype):
-            return torch.round(t * 2.0**e).numpy().astype(dtype)
+            info = np.iinfo(dtype)
+            return torch.clamp(torch.round(t * 2.0**e), info.min, info.max).numpy().astype(dtype)
 
         table = [round(2**20 * math.exp(-i / 2**table_exp)) for i in range(40 << table_exp)]
         table = [v for v in table if v > 0] + [0]
@@ -322,12 +385,24 @@ def main() -> None:
     cli.add_argument("--hidden", type=int, default=64)
     cli.add_argument("--precision", type=int, default=15)
     cli.add_argument("--table-exp", type=int, default=5)
+    cli.add_argument(
+        "--exponents",
+        choices=("tuned", "peak"),
+        default="tuned",
+        help="int8 exponents: tuned on training codes (may clip outliers), or the clip-free peak ones",
+    )
+    cli.add_argument(
+        "--from-float", type=Path, help="skip training: quantise and measure this --save-float file"
+    )
     cli.add_argument("--seed", type=int, default=0)
     cli.add_argument("--codebook-size", type=int, default=1024)
     cli.add_argument(
         "--write", action="store_true", help="write audiokit/weights/speech-16k.entropy.safetensors"
     )
     cli.add_argument("--save", type=Path, help="also write the quantised prior to this file")
+    cli.add_argument(
+        "--save-float", type=Path, help="also write the float prior's parameters (safetensors) to this file"
+    )
     cli.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "entropy_models.json")
     args = cli.parse_args()
     torch.set_num_threads(1)
@@ -345,10 +420,26 @@ def main() -> None:
     )
 
     stage_bits = count_models(train, train_pos, valid, valid_pos, args.codebook_size)
-    print("training prior...")
-    model = train_prior(train, train_pos, args)
+    if args.from_float:
+        model = FloatPrior(train.shape[1], args.codebook_size, args.lags, args.width, args.hidden)
+        model.load_state_dict(load_file(str(args.from_float)))
+        model.eval()
+    else:
+        print("training prior...")
+        model = train_prior(train, train_pos, args)
+    if args.save_float:
+        save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(args.save_float))
     stage_bits["prior (float)"] = float_bits(model, valid, valid_pos)
-    prior = quantise(model, args.precision, args.table_exp)
+    exps = peak_exponents(model)
+    if args.exponents == "tuned":  # on the first ~20 minutes of training codes, never the validation codes
+        tune_frames = int(np.searchsorted(np.cumsum(train_len), 60_000)) + 1
+        tune_len = train_len[:tune_frames]
+        exps = tune_exponents(model, train[: tune_len.sum()], train_pos[: tune_len.sum()])
+        print("exponents: peak", peak_exponents(model), "tuned", exps)
+    stage_bits["prior (float, weights on the integer grid)"] = float_bits(
+        fake_quantised(model, exps), valid, valid_pos
+    )
+    prior = quantise(model, args.precision, args.table_exp, exps)
     valid_chunks, valid_mask = chunks_of(valid, valid_len)
     stage_bits["prior (integer)"] = integer_bits(prior, valid_chunks, valid_mask)
     train_chunks, train_mask = chunks_of(train[: len(valid)], train_len[np.cumsum(train_len) <= len(valid)])
