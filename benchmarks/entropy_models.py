@@ -383,7 +383,12 @@ def main() -> None:
     cli.add_argument("--lags", type=int, default=2)
     cli.add_argument("--width", type=int, default=32)
     cli.add_argument("--hidden", type=int, default=64)
-    cli.add_argument("--precision", type=int, default=15)
+    cli.add_argument(
+        "--precision",
+        type=int,
+        default=16,
+        help="frequency tables sum to 2**precision (16, the finest: the floor of 1 a code costs least)",
+    )
     cli.add_argument("--table-exp", type=int, default=5)
     cli.add_argument(
         "--exponents",
