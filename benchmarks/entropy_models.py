@@ -242,24 +242,58 @@ def _on_grid(tensor: torch.Tensor, exp: int, low: int, high: int) -> torch.Tenso
     return torch.clamp(torch.round(tensor * 2.0**exp), low, high) / 2.0**exp
 
 
+def _grids(exps: dict[str, int]) -> dict[str, tuple[int, int, int]]:
+    """Per parameter the exponent and integer range :func:`quantise` stores it at."""
+    act = _act_exponent(exps)
+    int32 = (-(2**31), 2**31 - 1)
+    return {name: (exps[name], -128, 127) for name in INT8_TABLES} | {
+        "stage": (act, *int32),
+        "b1": (act + exps["w1"], *int32),
+        "b2": (act + exps["w2"], *int32),
+        "bias": (act + exps["out"], *int32),
+    }
+
+
 def fake_quantised(model: FloatPrior, exps: dict[str, int]) -> FloatPrior:
     """A float copy of ``model`` with every parameter on the grid :func:`quantise` stores it on (int8
     tables clipped at +-127 where ``exps`` is finer than their peak): the integer prior's network up to
     the rounding of its activations and of its frequency tables."""
-    act = _act_exponent(exps)
-    grids = {name: (exps[name], -128, 127) for name in INT8_TABLES}
-    grids |= {
-        "stage": (act, -(2**31), 2**31 - 1),
-        "b1": (act + exps["w1"], -(2**31), 2**31 - 1),
-        "b2": (act + exps["w2"], -(2**31), 2**31 - 1),
-        "bias": (act + exps["out"], -(2**31), 2**31 - 1),
-    }
+    grids = _grids(exps)
     copy = FloatPrior(model.stages, model.size, model.lags, model.cur.shape[-1], model.w1.shape[-1])
     with torch.no_grad():
         copy.load_state_dict(
             {name: _on_grid(value, *grids[name]) for name, value in model.state_dict().items()}
         )
     return copy.eval()
+
+
+def quantisation_aware(
+    model: FloatPrior, exps: dict[str, int], train, train_pos, steps: int, lr: float, batch: int, seed: int
+) -> FloatPrior:
+    """``model`` fine-tuned for ``steps`` with its forward pass on the integer grid of ``exps``
+    (straight-through rounding: the gradients update the float weights; learning rate cosine-decayed
+    from ``lr``), so that the weights settle where rounding costs least."""
+    grids, params = _grids(exps), dict(model.named_parameters())
+    codes, pos = torch.from_numpy(train), torch.from_numpy(train_pos)
+    optimizer = torch.optim.Adam(params.values(), lr=lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(steps, 1))
+    generator = torch.Generator().manual_seed(seed + 1)
+    model.train()
+    for step in range(steps):
+        index = torch.randint(0, len(codes), (batch,), generator=generator)
+        window, p = windows(codes, pos, index, model.lags)
+        snapped = {n: v + (_on_grid(v.detach(), *grids[n]) - v).detach() for n, v in params.items()}
+        logits = torch.func.functional_call(model, snapped, (window, p))
+        loss = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), window[:, -1].reshape(-1)
+        )
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        if step % 500 == 0 or step == steps - 1:
+            print(f"  quantisation-aware step {step}/{steps}: {loss.item() / math.log(2):.3f} bits a code")
+    return model.eval()
 
 
 def tune_exponents(model: FloatPrior, codes: np.ndarray, pos: np.ndarray, reach: int = 3) -> dict[str, int]:
@@ -397,6 +431,10 @@ def main() -> None:
         help="int8 exponents: tuned on training codes (may clip outliers), or the clip-free peak ones",
     )
     cli.add_argument(
+        "--qat-steps", type=int, default=0, help="then this many steps with the weights on the integer grid"
+    )
+    cli.add_argument("--qat-lr", type=float, default=3e-4)
+    cli.add_argument(
         "--from-float", type=Path, help="skip training: quantise and measure this --save-float file"
     )
     cli.add_argument("--seed", type=int, default=0)
@@ -441,6 +479,11 @@ def main() -> None:
         tune_len = train_len[:tune_frames]
         exps = tune_exponents(model, train[: tune_len.sum()], train_pos[: tune_len.sum()])
         print("exponents: peak", peak_exponents(model), "tuned", exps)
+    if args.qat_steps:
+        model = quantisation_aware(
+            model, exps, train, train_pos, args.qat_steps, args.qat_lr, args.batch, args.seed
+        )
+        stage_bits["prior (float, after quantisation-aware steps)"] = float_bits(model, valid, valid_pos)
     stage_bits["prior (float, weights on the integer grid)"] = float_bits(
         fake_quantised(model, exps), valid, valid_pos
     )

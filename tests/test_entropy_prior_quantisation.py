@@ -87,3 +87,17 @@ def test_tuned_exponents_clip_a_rare_outlier_and_save_bits(em):
     peak_bits = np.mean(em.float_bits(em.fake_quantised(model, peak), codes, pos))
     tuned_bits = np.mean(em.float_bits(em.fake_quantised(model, tuned), codes, pos))
     assert tuned_bits < peak_bits - 0.01
+
+
+def test_quantisation_aware_steps_lower_the_bits_on_a_coarse_grid(em):
+    size = 32
+    codes = _markov_codes(3000, 3, size, seed=3)
+    model = _trained(em, codes, size)
+    lengths = np.asarray([50] * 60)
+    pos = em.chunk_positions(lengths)
+    coarse = {name: exp - 3 for name, exp in em.peak_exponents(model).items()}  # 16 levels a table
+    before = np.mean(em.float_bits(em.fake_quantised(model, coarse), codes, pos))
+    model = em.quantisation_aware(model, coarse, codes, pos, steps=150, lr=1e-2, batch=256, seed=0)
+    after = np.mean(em.float_bits(em.fake_quantised(model, coarse), codes, pos))
+    print(f"{before:.3f} -> {after:.3f} bits")
+    assert after < before - 0.05
