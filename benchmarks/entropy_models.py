@@ -12,7 +12,9 @@ Usage: ``nice -n 19 python benchmarks/entropy_models.py [--train-minutes 120] [-
    conditioned on the previous frame's code of the same stage, on the stage above in the same frame,
    on both, and an even mixture of the first two; (c) the causal prior of
    :mod:`audiokit.entropy_model`, trained in float (Adam, cross-entropy), then quantised to its integer
-   form and measured again in that form (what the coder uses).
+   form (int8 tables at power-of-two exponents tuned on training codes, optionally
+   ``--qat-steps`` of fine-tuning on that grid, 16-bit frequency tables) and measured again in that
+   form (what the coder uses).
 3. The integer prior's real payload bytes and coding speed on a slice of the validation codes.
 
 Results go to ``benchmarks/results/entropy_models.json``; ``--write`` also writes the quantised prior to
@@ -298,9 +300,10 @@ def quantisation_aware(
 
 def tune_exponents(model: FloatPrior, codes: np.ndarray, pos: np.ndarray, reach: int = 3) -> dict[str, int]:
     """Exponents for the int8 tensors that minimise the fake-quantised model's bits a code on ``codes``
-    (held-out training codes): from the clip-free :func:`peak_exponents`, each tensor in turn tries up to
-    ``reach`` finer steps (clipping its largest values), keeping a step only when it lowers the bits;
-    two passes. A table whose peak is a rare outlier buys resolution for all its other entries."""
+    (training codes, never the validation codes): from the clip-free :func:`peak_exponents`, each
+    tensor in turn tries up to ``reach`` finer steps (clipping its largest values), keeping a step only
+    when it lowers the bits; two passes. A table whose peak is a rare outlier buys resolution for all
+    its other entries."""
     exps = peak_exponents(model)
     best = float(np.mean(float_bits(fake_quantised(model, exps), codes, pos)))
     base = dict(exps)
@@ -475,8 +478,8 @@ def main() -> None:
     stage_bits["prior (float)"] = float_bits(model, valid, valid_pos)
     exps = peak_exponents(model)
     if args.exponents == "tuned":  # on the first ~20 minutes of training codes, never the validation codes
-        tune_frames = int(np.searchsorted(np.cumsum(train_len), 60_000)) + 1
-        tune_len = train_len[:tune_frames]
+        tune_clips = int(np.searchsorted(np.cumsum(train_len), 60_000)) + 1
+        tune_len = train_len[:tune_clips]
         exps = tune_exponents(model, train[: tune_len.sum()], train_pos[: tune_len.sum()])
         print("exponents: peak", peak_exponents(model), "tuned", exps)
     if args.qat_steps:
