@@ -185,18 +185,41 @@ def windows(codes: torch.Tensor, pos: torch.Tensor, index: torch.Tensor, lags: i
 
 
 def train_prior(train, train_pos, args) -> FloatPrior:
+    """A :class:`FloatPrior` trained on ``train`` (AdamW, one-cycle schedule) as ``args`` say."""
     torch.manual_seed(args.seed)
-    codes, pos = torch.from_numpy(train), torch.from_numpy(train_pos)
     model = FloatPrior(train.shape[1], args.codebook_size, args.lags, args.width, args.hidden)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    steps = int(args.epochs * len(codes) / args.batch)
+    steps = int(args.epochs * len(train) / args.batch)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, args.lr, total_steps=steps, pct_start=0.05)
-    generator = torch.Generator().manual_seed(args.seed)
+    return _fit(model, train, train_pos, optimizer, schedule, steps, args.batch, args.seed)
+
+
+def _fit(
+    model: FloatPrior,
+    train,
+    train_pos,
+    optimizer,
+    schedule,
+    steps: int,
+    batch: int,
+    seed: int,
+    grids: dict[str, tuple[int, int, int]] | None = None,
+) -> FloatPrior:
+    """``steps`` of cross-entropy on random frames of ``train``; with ``grids``, the forward pass uses
+    the weights rounded to them (straight-through: the gradients update the float weights)."""
+    codes, pos = torch.from_numpy(train), torch.from_numpy(train_pos)
+    params = dict(model.named_parameters())
+    generator = torch.Generator().manual_seed(seed)
     start = time.time()
+    model.train()
     for step in range(steps):
-        index = torch.randint(0, len(codes), (args.batch,), generator=generator)
-        window, p = windows(codes, pos, index, args.lags)
-        logits = model(window, p)
+        index = torch.randint(0, len(codes), (batch,), generator=generator)
+        window, p = windows(codes, pos, index, model.lags)
+        if grids is None:
+            logits = model(window, p)
+        else:
+            snapped = {n: v + (_on_grid(v.detach(), *grids[n]) - v).detach() for n, v in params.items()}
+            logits = torch.func.functional_call(model, snapped, (window, p))
         loss = torch.nn.functional.cross_entropy(
             logits.reshape(-1, logits.shape[-1]), window[:, -1].reshape(-1)
         )
@@ -272,30 +295,11 @@ def fake_quantised(model: FloatPrior, exps: dict[str, int]) -> FloatPrior:
 def quantisation_aware(
     model: FloatPrior, exps: dict[str, int], train, train_pos, steps: int, lr: float, batch: int, seed: int
 ) -> FloatPrior:
-    """``model`` fine-tuned for ``steps`` with its forward pass on the integer grid of ``exps``
-    (straight-through rounding: the gradients update the float weights; learning rate cosine-decayed
-    from ``lr``), so that the weights settle where rounding costs least."""
-    grids, params = _grids(exps), dict(model.named_parameters())
-    codes, pos = torch.from_numpy(train), torch.from_numpy(train_pos)
-    optimizer = torch.optim.Adam(params.values(), lr=lr)
+    """``model`` fine-tuned for ``steps`` with its forward pass on the integer grid of ``exps`` (Adam,
+    learning rate cosine-decayed from ``lr``), so that the weights settle where rounding costs least."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(steps, 1))
-    generator = torch.Generator().manual_seed(seed + 1)
-    model.train()
-    for step in range(steps):
-        index = torch.randint(0, len(codes), (batch,), generator=generator)
-        window, p = windows(codes, pos, index, model.lags)
-        snapped = {n: v + (_on_grid(v.detach(), *grids[n]) - v).detach() for n, v in params.items()}
-        logits = torch.func.functional_call(model, snapped, (window, p))
-        loss = torch.nn.functional.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]), window[:, -1].reshape(-1)
-        )
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        if step % 500 == 0 or step == steps - 1:
-            print(f"  quantisation-aware step {step}/{steps}: {loss.item() / math.log(2):.3f} bits a code")
-    return model.eval()
+    return _fit(model, train, train_pos, optimizer, schedule, steps, batch, seed + 1, _grids(exps))
 
 
 def tune_exponents(model: FloatPrior, codes: np.ndarray, pos: np.ndarray, reach: int = 3) -> dict[str, int]:

@@ -1,10 +1,12 @@
 """The quantisation of the trained causal prior (``benchmarks/entropy_models.py``): the float twin on the
-integer grid is the integer prior's network, and tuned exponents buy resolution past a rare outlier."""
+integer grid is the integer prior's network, tuned exponents buy resolution past a rare outlier, and
+quantisation-aware steps recover what a coarse grid costs."""
 
 from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -31,41 +33,35 @@ def _markov_codes(frames: int, stages: int, size: int, seed: int) -> np.ndarray:
     return codes
 
 
-def _trained(em, codes: np.ndarray, size: int, steps: int = 150):
-    torch.manual_seed(0)
-    model = em.FloatPrior(codes.shape[1], size, 2, 8, 16)
-    pos = torch.from_numpy(em.chunk_positions(np.asarray([len(codes)])))
-    data = torch.from_numpy(codes)
-    optimiser = torch.optim.Adam(model.parameters(), lr=3e-2)
-    generator = torch.Generator().manual_seed(0)
-    for _ in range(steps):
-        index = torch.randint(0, len(data), (256,), generator=generator)
-        window, p = em.windows(data, pos, index, model.lags)
-        logits = model(window, p)
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, size), window[:, -1].reshape(-1))
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-    return model.eval()
+def _trained(em, frames: int, seed: int):
+    """A small prior trained on Markov codes (3 stages of 32 codes) of ``frames`` frames in chunks of 50,
+    and the codes and positions."""
+    codes = _markov_codes(frames, 3, 32, seed)
+    pos = em.chunk_positions(np.asarray([50] * (frames // 50)))
+    settings = dict(seed=0, codebook_size=32, lags=2, width=8, hidden=16, lr=3e-2, weight_decay=0.0)
+    model = em.train_prior(codes, pos, SimpleNamespace(**settings, epochs=150 * 256 / frames, batch=256))
+    return model, codes, pos
+
+
+def _bits(em, model, exps, codes, pos) -> float:
+    """Bits a code of ``model`` with its weights on the grid of ``exps``."""
+    return float(np.mean(em.float_bits(em.fake_quantised(model, exps), codes, pos)))
 
 
 def test_the_float_twin_on_the_grid_is_the_integer_priors_network(em):
-    size = 32
-    codes = _markov_codes(2000, 3, size, seed=1)
-    model = _trained(em, codes, size)
-    lengths = np.asarray([50] * 40)
-    pos = em.chunk_positions(lengths)
+    model, codes, pos = _trained(em, 2000, seed=1)
     exps = em.peak_exponents(model)
-    prior, twin = em.quantise(model, 15, 5, exps), em.fake_quantised(model, exps)
-    float_bits = np.mean(em.float_bits(twin, codes, pos))
-    chunks, mask = em.chunks_of(codes, lengths)
+    prior = em.quantise(model, 15, 5, exps)
+    chunks, mask = em.chunks_of(codes, np.asarray([50] * 40))
     integer_bits = np.mean(em.integer_bits(prior, chunks, mask))
-    assert float_bits < np.log2(size) - 0.5  # it learned the repeats
+    float_bits = _bits(em, model, exps, codes, pos)
+    print(f"float on the grid {float_bits:.4f}, integer {integer_bits:.4f} bits a code")
+    assert float_bits < np.log2(32) - 0.5  # it learned the repeats
     assert abs(integer_bits - float_bits) < 0.02  # activations and frequency tables cost next to nothing
 
     with torch.no_grad():
         model.out[0, 0, 0] = 40 * model.out.abs().max()  # an outlier that a finer exponent clips
-    exps = em.peak_exponents(model) | {"out": em.peak_exponents(model)["out"] + 3}
+    exps = exps | {"out": em.peak_exponents(model)["out"] + 3}
     prior, twin = em.quantise(model, 15, 5, exps), em.fake_quantised(model, exps)
     for name in em.INT8_TABLES:
         stored = prior.tensors[name].astype(np.float64) / 2.0 ** prior.config[f"{name}_exp"]
@@ -74,30 +70,21 @@ def test_the_float_twin_on_the_grid_is_the_integer_priors_network(em):
 
 
 def test_tuned_exponents_clip_a_rare_outlier_and_save_bits(em):
-    size = 32
-    codes = _markov_codes(3000, 3, size, seed=2)
-    model = _trained(em, codes, size)
+    model, codes, pos = _trained(em, 3000, seed=2)
     with torch.no_grad():
         model.prev[0, 1, 3, 2] = 60 * model.prev.abs().max()  # one entry, almost never looked up
-    lengths = np.asarray([50] * 60)
-    pos = em.chunk_positions(lengths)
-    peak = em.peak_exponents(model)
-    tuned = em.tune_exponents(model, codes, pos)
+    peak, tuned = em.peak_exponents(model), em.tune_exponents(model, codes, pos)
     assert tuned["prev"] > peak["prev"]
-    peak_bits = np.mean(em.float_bits(em.fake_quantised(model, peak), codes, pos))
-    tuned_bits = np.mean(em.float_bits(em.fake_quantised(model, tuned), codes, pos))
+    peak_bits, tuned_bits = _bits(em, model, peak, codes, pos), _bits(em, model, tuned, codes, pos)
+    print(f"peak exponents {peak_bits:.3f}, tuned {tuned_bits:.3f} bits a code")
     assert tuned_bits < peak_bits - 0.01
 
 
 def test_quantisation_aware_steps_lower_the_bits_on_a_coarse_grid(em):
-    size = 32
-    codes = _markov_codes(3000, 3, size, seed=3)
-    model = _trained(em, codes, size)
-    lengths = np.asarray([50] * 60)
-    pos = em.chunk_positions(lengths)
+    model, codes, pos = _trained(em, 3000, seed=3)
     coarse = {name: exp - 3 for name, exp in em.peak_exponents(model).items()}  # 16 levels a table
-    before = np.mean(em.float_bits(em.fake_quantised(model, coarse), codes, pos))
+    before = _bits(em, model, coarse, codes, pos)
     model = em.quantisation_aware(model, coarse, codes, pos, steps=150, lr=1e-2, batch=256, seed=0)
-    after = np.mean(em.float_bits(em.fake_quantised(model, coarse), codes, pos))
-    print(f"{before:.3f} -> {after:.3f} bits")
+    after = _bits(em, model, coarse, codes, pos)
+    print(f"{before:.3f} -> {after:.3f} bits a code")
     assert after < before - 0.05
