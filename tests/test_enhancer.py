@@ -63,6 +63,10 @@ def test_deep_filter_matches_a_loop():
             if m - k >= 0:
                 expected[..., m] += coef[..., m, k] * x[..., m - k]
     torch.testing.assert_close(y, expected)
+    block, state, pieces = DeepFilter(5, 3), DeepFilter(5, 3).init_state(2, x.device, torch.float32), []
+    for start, stop in ((0, 1), (1, 5), (5, 6), (6, 9)):  # chunks of 1, 4, 1 and 3 frames
+        pieces.append(block.step((x[..., start:stop], coef[..., start:stop, :]), state))
+    torch.testing.assert_close(torch.cat(pieces, -1), expected)
 
 
 def _streamed(model: Enhancer, x: torch.Tensor, chunks: list[int], **options) -> torch.Tensor:

@@ -264,8 +264,9 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
         erb_power = self._erb_power(spec)
         erb_db = self._band_db(spec, wav, erb_power)
         low = spec[:, : self.config.df_bins]
-        low = low * (low.real.square() + low.imag.square() + 1e-12).pow((self.config.compression - 1) / 2)
-        low = torch.cat([low.real, low.imag], 1).transpose(1, 2)  # (N, M, 2 * df_bins): real, then imag
+        real, imag = low.real, low.imag
+        scale = (real.square() + imag.square() + 1e-12).pow((self.config.compression - 1) / 2)
+        low = torch.cat([real * scale, imag * scale], 1).transpose(1, 2)  # (N, M, 2 * df_bins): real, imag
         features = [(erb_db + 60.0) / 40.0, low]
         if pitch is not None:
             pitch_spec, periodicity, lag = pitch
@@ -334,21 +335,31 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
         else:
             band_gains = torch.sigmoid(self.gain_head(h))
             comb_bands = None if self.comb_head is None else torch.sigmoid(self.comb_head(h))
+        # the spectral arithmetic on real and imaginary parts, which compiled steps fuse (complex
+        # operations would each fall back to a library call there)
+        real, imag = spec.real, spec.imag
         gains = (band_gains @ self.erb_spread.t()).transpose(1, 2)  # spread over the bins (N, bins, M)
         if comb_bands is None:
-            out = spec * gains
+            out_real, out_imag = real * gains, imag * gains
         else:
             comb = (comb_bands @ self.erb_spread.t()).transpose(1, 2)
-            out = (spec + comb * pitch[0]) * (gains / (1.0 + comb))
+            scale = gains / (1.0 + comb)
+            out_real = (real + comb * pitch[0].real) * scale
+            out_imag = (imag + comb * pitch[0].imag) * scale
         coef = self.df_head(h).view(h.shape[0], h.shape[1], c.df_bins, c.df_order, 2)
-        coef = torch.complex(coef[..., 0], coef[..., 1]).permute(0, 2, 1, 3)  # (N, df_bins, M, order)
-        low = spec[:, : c.df_bins]
+        coef = coef.permute(4, 0, 2, 1, 3)  # (real/imag, N, df_bins, M, order)
         if states is None:
-            filtered = self.deep_filter(low, coef)
+            df_state = self.deep_filter.init_state(real.shape[0], real.device, real.dtype)
         else:
-            filtered = self.deep_filter.step((low, coef), states[2])
-        out = torch.cat([out[:, : c.df_bins] + filtered, out[:, c.df_bins :]], 1)
-        return (mix * spec + (1.0 - mix) * out if mix else out), band_gains
+            df_state = states[2]
+        low_real, low_imag = self.deep_filter.filter_parts(
+            real[:, : c.df_bins], imag[:, : c.df_bins], coef[0], coef[1], df_state
+        )
+        out_real = torch.cat([out_real[:, : c.df_bins] + low_real, out_real[:, c.df_bins :]], 1)
+        out_imag = torch.cat([out_imag[:, : c.df_bins] + low_imag, out_imag[:, c.df_bins :]], 1)
+        if mix:
+            out_real, out_imag = mix * real + (1.0 - mix) * out_real, mix * imag + (1.0 - mix) * out_imag
+        return torch.complex(out_real, out_imag), band_gains
 
     def _dropout(self, h: torch.Tensor) -> torch.Tensor:
         """``config.dropout`` of the features ``h`` while training offline; ``h`` itself otherwise."""

@@ -121,7 +121,8 @@ class DeepFilter(nn.Module, StreamingModule):
 
     ``x``: complex ``(B, bins, frames)``; ``coef``: complex ``(B, bins, frames, order)``. Causal (past
     frames only). Streaming state: the last ``order - 1`` frames of ``x`` as real/imag
-    ``(B, 2 * bins, order - 1)``. ``step`` takes ``(x, coef)`` as one pair.
+    ``(B, 2 * bins, order - 1)``. ``step`` takes ``(x, coef)`` as one pair; :meth:`filter_parts` is the
+    same step on real and imaginary parts.
     """
 
     def __init__(self, bins: int, order: int) -> None:
@@ -136,13 +137,29 @@ class DeepFilter(nn.Module, StreamingModule):
         self, pair: tuple[torch.Tensor, torch.Tensor], state: ConvState, final: bool = False
     ) -> torch.Tensor:
         x, coef = pair
-        bins = self.bins
-        past = torch.complex(state.history[:, :bins], state.history[:, bins:])
-        full = torch.cat([past, x], -1)  # (B, bins, order - 1 + frames)
-        keep = full[..., full.shape[-1] - (self.order - 1) :]
-        state.history = torch.cat([keep.real, keep.imag], 1)
-        windows = full.unfold(-1, self.order, 1).flip(-1)  # (B, bins, frames, order): x[m], x[m-1], ...
-        return (windows * coef).sum(-1)
+        return torch.complex(*self.filter_parts(x.real, x.imag, coef.real, coef.imag, state))
+
+    def filter_parts(
+        self,
+        x_real: torch.Tensor,
+        x_imag: torch.Tensor,
+        coef_real: torch.Tensor,
+        coef_imag: torch.Tensor,
+        state: ConvState,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`step` in real arithmetic (what compiled steps fuse; complex operations each fall back
+        to a library call there): real and imaginary parts ``(B, bins, frames)`` of ``x`` and ``(B,
+        bins, frames, order)`` of ``coef`` -> those of ``y``."""
+        bins, frames = self.bins, x_real.shape[-1]
+        real = torch.cat([state.history[:, :bins], x_real], -1)  # (B, bins, order - 1 + frames)
+        imag = torch.cat([state.history[:, bins:], x_imag], -1)
+        state.history = torch.cat([real[..., frames:], imag[..., frames:]], 1)
+        real = real.unfold(-1, self.order, 1).flip(-1)  # (B, bins, frames, order): x[m], x[m-1], ...
+        imag = imag.unfold(-1, self.order, 1).flip(-1)
+        return (
+            (real * coef_real - imag * coef_imag).sum(-1),
+            (real * coef_imag + imag * coef_real).sum(-1),
+        )
 
     def forward(self, x: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
         return self.step((x, coef), self.init_state(x.shape[0], x.device, x.real.dtype))
