@@ -188,26 +188,31 @@ class BandwidthExtender(
         c = self.config
         bins = spec.shape[1]
         known, keep, source = masks if masks is not None else self._masks(edge_hz, bins)
-        x = spec * known[..., None]
-        power = x.real.square() + x.imag.square()
+        # real arithmetic on real and imaginary parts, which compiled steps fuse (complex operations
+        # would each fall back to a library call there)
+        frames = spec.shape[-1]
+        real, imag = spec.real * known[..., None], spec.imag * known[..., None]
+        power = real.square() + imag.square()
         erb_db = 10.0 * torch.log10(torch.einsum("fb,nbm->nmf", self.erb, power) + 1e-10)
-        compressed = x * (power + 1e-12).pow((c.compression - 1) / 2)
-        parts = torch.cat([compressed.real, compressed.imag], 1).transpose(1, 2)  # (N, M, 2 bins)
-        edge_feature = (edge_hz / (c.sample_rate / 2))[:, None, None].expand(-1, x.shape[-1], 1)
+        scale = (power + 1e-12).pow((c.compression - 1) / 2)
+        parts = torch.cat([real * scale, imag * scale], 1).transpose(1, 2)  # (N, M, 2 bins), compressed
+        edge_feature = (edge_hz / (c.sample_rate / 2))[:, None, None].expand(-1, frames, 1)
         h = self.input_proj(torch.cat([(erb_db + 60.0) / 40.0, parts, edge_feature], -1))
         if states is None:
             h = self.lstm(F.gelu(self.frame_conv.forward_t(h)).transpose(1, 2)).transpose(1, 2)
         else:
             h = self.lstm.step_t(F.gelu(self.frame_conv.step_t(h, states[0])), states[1])
         gains = torch.exp(self.gain_head(h).clamp(-12.0, 4.0)) @ self.erb_spread.t()  # (N, M, bins)
-        excitation = torch.gather(x, 1, source[..., None].expand(-1, -1, x.shape[-1]))
-        residual = self.residual_head(h).view(*h.shape[:2], bins, 2)
-        residual = torch.complex(residual[..., 0], residual[..., 1])
+        index = source[..., None].expand(-1, -1, frames)
+        residual = self.residual_head(h).view(*h.shape[:2], bins, 2).transpose(1, 2)  # (N, bins, M, 2)
         # the residual scales with the frame's level, so silence stays exactly silent
-        level = (power.sum(1) / known.sum(1, keepdim=True)).sqrt()  # (N, M): RMS of the known bins
-        new_band = excitation * gains.transpose(1, 2) + residual.transpose(1, 2) * level[:, None]
-        keep = keep[..., None]
-        return keep * spec + (1.0 - keep) * new_band
+        level = (power.sum(1) / known.sum(1, keepdim=True)).sqrt()[:, None]  # (N, 1, M): RMS of known bins
+        gains, keep = gains.transpose(1, 2), keep[..., None]
+        new_real = torch.gather(real, 1, index) * gains + residual[..., 0] * level
+        new_imag = torch.gather(imag, 1, index) * gains + residual[..., 1] * level
+        return torch.complex(
+            keep * spec.real + (1.0 - keep) * new_real, keep * spec.imag + (1.0 - keep) * new_imag
+        )
 
     def init_state(
         self, batch_size: int, device: torch.device | None = None, dtype: torch.dtype = torch.float32
