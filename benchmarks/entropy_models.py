@@ -203,7 +203,7 @@ def _fit(
     steps: int,
     batch: int,
     seed: int,
-    grids: dict[str, tuple[int, int, int]] | None = None,
+    grids: dict[str, tuple[int, type]] | None = None,
 ) -> FloatPrior:
     """``steps`` of cross-entropy on random frames of ``train``; with ``grids``, the forward pass uses
     the weights rounded to them (straight-through: the gradients update the float weights)."""
@@ -262,20 +262,25 @@ def _act_exponent(exps: dict[str, int]) -> int:
     return max(exps["prev"], exps["cur"], 8)
 
 
-def _on_grid(tensor: torch.Tensor, exp: int, low: int, high: int) -> torch.Tensor:
-    """``tensor`` rounded to multiples of ``2**-exp`` and clipped to ``[low, high] * 2**-exp``."""
-    return torch.clamp(torch.round(tensor * 2.0**exp), low, high) / 2.0**exp
+def _integers(tensor: torch.Tensor, exp: int, dtype: type) -> torch.Tensor:
+    """``tensor * 2**exp`` rounded and clipped to ``dtype``'s range (still a float tensor)."""
+    info = np.iinfo(dtype)
+    return torch.clamp(torch.round(tensor * 2.0**exp), info.min, info.max)
 
 
-def _grids(exps: dict[str, int]) -> dict[str, tuple[int, int, int]]:
-    """Per parameter the exponent and integer range :func:`quantise` stores it at."""
+def _on_grid(tensor: torch.Tensor, exp: int, dtype: type) -> torch.Tensor:
+    """``tensor`` on the grid it is stored on: multiples of ``2**-exp`` within ``dtype``'s range."""
+    return _integers(tensor, exp, dtype) / 2.0**exp
+
+
+def _grids(exps: dict[str, int]) -> dict[str, tuple[int, type]]:
+    """Per parameter the exponent and integer type :func:`quantise` stores it at."""
     act = _act_exponent(exps)
-    int32 = (-(2**31), 2**31 - 1)
-    return {name: (exps[name], -128, 127) for name in INT8_TABLES} | {
-        "stage": (act, *int32),
-        "b1": (act + exps["w1"], *int32),
-        "b2": (act + exps["w2"], *int32),
-        "bias": (act + exps["out"], *int32),
+    return {name: (exps[name], np.int8) for name in INT8_TABLES} | {
+        "stage": (act, np.int32),
+        "b1": (act + exps["w1"], np.int32),
+        "b2": (act + exps["w2"], np.int32),
+        "bias": (act + exps["out"], np.int32),
     }
 
 
@@ -329,45 +334,26 @@ def quantise(
     """The integer prior of ``model``: int8 tables with power-of-two scales (``exps``, default the
     clip-free :func:`peak_exponents`; finer ones clip), int32 biases."""
     exps = exps or peak_exponents(model)
+    table = [round(2**20 * math.exp(-i / 2**table_exp)) for i in range(40 << table_exp)]
+    table = [v for v in table if v > 0] + [0]
+    config = dict(
+        lags=model.lags,
+        num_stages=model.stages,
+        codebook_size=model.size,
+        width=model.cur.shape[-1],
+        hidden=model.w1.shape[-1],
+        precision=precision,
+        act_exp=_act_exponent(exps),
+        table_exp=table_exp,
+        **{f"{name}_exp": exps[name] for name in INT8_TABLES},
+    )
     with torch.no_grad():
-        prev_exp, cur_exp = exps["prev"], exps["cur"]
-        act = _act_exponent(exps)
-        w1_exp, w2_exp, out_exp = exps["w1"], exps["w2"], exps["out"]
-
-        def ints(t, e, dtype):
-            info = np.iinfo(dtype)
-            return torch.clamp(torch.round(t * 2.0**e), info.min, info.max).numpy().astype(dtype)
-
-        table = [round(2**20 * math.exp(-i / 2**table_exp)) for i in range(40 << table_exp)]
-        table = [v for v in table if v > 0] + [0]
-        config = dict(
-            lags=model.lags,
-            num_stages=model.stages,
-            codebook_size=model.size,
-            width=model.cur.shape[-1],
-            hidden=model.w1.shape[-1],
-            precision=precision,
-            act_exp=act,
-            prev_exp=prev_exp,
-            cur_exp=cur_exp,
-            w1_exp=w1_exp,
-            w2_exp=w2_exp,
-            out_exp=out_exp,
-            table_exp=table_exp,
-        )
         tensors = {
-            "config": np.asarray([config[k] for k in CONFIG_FIELDS], dtype=np.int32),
-            "prev": ints(model.prev, prev_exp, np.int8),
-            "cur": ints(model.cur, cur_exp, np.int8),
-            "stage": ints(model.stage, act, np.int32),
-            "w1": ints(model.w1, w1_exp, np.int8),
-            "b1": ints(model.b1, act + w1_exp, np.int32),
-            "w2": ints(model.w2, w2_exp, np.int8),
-            "b2": ints(model.b2, act + w2_exp, np.int32),
-            "out": ints(model.out, out_exp, np.int8),
-            "bias": ints(model.bias, act + out_exp, np.int32),
-            "exp_table": np.asarray(table, dtype=np.int32),
+            name: _integers(getattr(model, name), exp, dtype).numpy().astype(dtype)
+            for name, (exp, dtype) in _grids(exps).items()
         }
+    tensors["config"] = np.asarray([config[k] for k in CONFIG_FIELDS], dtype=np.int32)
+    tensors["exp_table"] = np.asarray(table, dtype=np.int32)
     return PriorModel(tensors)
 
 
