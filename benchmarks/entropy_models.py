@@ -184,10 +184,25 @@ def windows(codes: torch.Tensor, pos: torch.Tensor, index: torch.Tensor, lags: i
     return torch.stack([codes[(index - lag).clamp(min=0)] for lag in range(lags, -1, -1)], 1), pos[index]
 
 
+def grown_from(model: FloatPrior, trained: dict[str, torch.Tensor]) -> FloatPrior:
+    """``model`` holding a trained prior's parameters, which may have fewer ``lags``: the extra lags'
+    tables start at zero, so the grown prior computes exactly what the trained one did."""
+    state = dict(trained)
+    prev = state["prev"]
+    if prev.shape[0] > model.lags:
+        raise ValueError(f"the trained prior has {prev.shape[0]} lags, more than {model.lags}")
+    state["prev"] = torch.cat([prev, prev.new_zeros(model.lags - prev.shape[0], *prev.shape[1:])])
+    model.load_state_dict(state)
+    return model
+
+
 def train_prior(train, train_pos, args) -> FloatPrior:
-    """A :class:`FloatPrior` trained on ``train`` (AdamW, one-cycle schedule) as ``args`` say."""
+    """A :class:`FloatPrior` trained on ``train`` (AdamW, one-cycle schedule) as ``args`` say, from
+    ``args.init_float`` where given."""
     torch.manual_seed(args.seed)
     model = FloatPrior(train.shape[1], args.codebook_size, args.lags, args.width, args.hidden)
+    if args.init_float:
+        grown_from(model, load_file(str(args.init_float)))
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     steps = int(args.epochs * len(train) / args.batch)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, args.lr, total_steps=steps, pct_start=0.05)
@@ -429,6 +444,11 @@ def main() -> None:
     cli.add_argument("--qat-lr", type=float, default=3e-4)
     cli.add_argument(
         "--from-float", type=Path, help="skip training: quantise and measure this --save-float file"
+    )
+    cli.add_argument(
+        "--init-float",
+        type=Path,
+        help="train on from this --save-float file (it may have fewer --lags: the new ones start at zero)",
     )
     cli.add_argument("--seed", type=int, default=0)
     cli.add_argument("--codebook-size", type=int, default=1024)

@@ -38,7 +38,9 @@ def _trained(em, frames: int, seed: int):
     and the codes and positions."""
     codes = _markov_codes(frames, 3, 32, seed)
     pos = em.chunk_positions(np.asarray([50] * (frames // 50)))
-    settings = dict(seed=0, codebook_size=32, lags=2, width=8, hidden=16, lr=3e-2, weight_decay=0.0)
+    settings = dict(
+        seed=0, codebook_size=32, lags=2, width=8, hidden=16, lr=3e-2, weight_decay=0.0, init_float=None
+    )
     model = em.train_prior(codes, pos, SimpleNamespace(**settings, epochs=150 * 256 / frames, batch=256))
     return model, codes, pos
 
@@ -88,3 +90,13 @@ def test_quantisation_aware_steps_lower_the_bits_on_a_coarse_grid(em):
     after = _bits(em, model, coarse, codes, pos)
     print(f"{before:.3f} -> {after:.3f} bits a code")
     assert after < before - 0.05
+
+
+def test_a_prior_grown_to_more_lags_starts_where_the_trained_one_ends(em):
+    model, codes, pos = _trained(em, 2000, seed=4)
+    grown = em.grown_from(em.FloatPrior(3, 32, lags=4, width=8, hidden=16), model.state_dict()).eval()
+    before, after = em.float_bits(model, codes, pos), em.float_bits(grown, codes, pos)
+    np.testing.assert_allclose(after, before, rtol=1e-6)
+    assert np.mean(before) < np.log2(32) - 0.5  # the trained prior learned something to keep
+    with pytest.raises(ValueError, match="more than"):
+        em.grown_from(em.FloatPrior(3, 32, lags=1, width=8, hidden=16), model.state_dict())
