@@ -12,6 +12,8 @@ from conftest import TINY_SPEECH_CODEC, run_stream
 from audiokit.models import Codec
 from audiokit.models.bwe import BandwidthExtender
 from audiokit.models.enhancer import Enhancer
+from audiokit.nn.resample import Upsampler
+from audiokit.nn.spectral import CausalInverseSpectrum
 from audiokit.serve.engines import Engine
 from audiokit.serve.protocol import StartRequest
 from audiokit.streaming import compiled
@@ -85,6 +87,49 @@ def test_bandwidth_extender_equals_eager():
     eager = run_stream(model.stream(2, edge_hz=4000.0), x, [320])
     torch.testing.assert_close(streamed, eager, atol=1e-5, rtol=0)
     assert float(streamed.abs().max()) > 0.01
+
+
+@pytest.mark.parametrize("compile", [None, "aoti"])
+@pytest.mark.parametrize("input_rate", [8000, 16000])
+def test_bandwidth_extender_sessions_in_and_out_of_step_equal_offline(compile, input_rate):
+    """Whole hops go straight through the (fused, for 8 kHz) step once a session is in step; a reset
+    row puts the rows out of step, and the buffered path takes over."""
+    model = _perturbed(BandwidthExtender.from_config("bwe-8to16", hidden_dim=16, lstm_layers=1), 0.1)
+    generator = torch.Generator().manual_seed(4)
+    a, b, fresh = (torch.randn(1, 1, input_rate // 2, generator=generator) * 0.3 for _ in range(3))
+    hop = model.hop_length * input_rate // model.sample_rate  # one hop's input samples
+    session = model.stream(2, input_rate=input_rate, compile=compile, edge_hz=4000.0)
+    assert session.compiled or compile is None, compiled.unavailable_reason()
+    both = torch.cat([a, b])
+    outputs = [session.push(both[..., i : i + 2 * hop]) for i in range(0, 10 * hop, 2 * hop)]
+    session.reset([1])  # row 1 starts `fresh` with the next push
+    rest = torch.cat([a[..., 10 * hop :], fresh[..., : a.shape[-1] - 10 * hop]])
+    outputs += [session.push(rest[..., i : i + 2 * hop]) for i in range(0, rest.shape[-1], 2 * hop)]
+    tail = session.flush()
+    kept = torch.cat([out[0] for out in outputs] + [tail[0, ..., : session.lengths[0]]], -1)
+    restarted = torch.cat([out[1] for out in outputs[5:]] + [tail[1, ..., : session.lengths[1]]], -1)
+    edge = 4000.0 if input_rate == model.sample_rate else None
+    for got, signal in ((kept, a), (restarted, fresh[..., : rest.shape[-1]])):
+        want = model.extend(signal, input_rate) if edge is None else model(signal, edge)
+        torch.testing.assert_close(got[None], want, atol=1e-5, rtol=0)
+    assert float(kept.abs().max()) > 0.01
+
+
+def test_the_products_compiled_steps_use_equal_the_eager_operations(monkeypatch):
+    """Traced for compilation, the inverse DFT and the upsampler's filter are matrix products (no FFT,
+    complex tensor or library conv call): the same values."""
+    generator = torch.Generator().manual_seed(5)
+    synthesis = CausalInverseSpectrum(320, 160)
+    real, imag = torch.randn(2, 2, 1, 161, 3, generator=generator)
+    upsampler = Upsampler(2)
+    x = torch.randn(3, 1, 200, generator=generator)
+    eager_audio = synthesis.step_parts(real, imag, synthesis.init_state(2, None, torch.float32))
+    eager_up = upsampler(x)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    traced_audio = synthesis.step_parts(real, imag, synthesis.init_state(2, None, torch.float32))
+    torch.testing.assert_close(traced_audio, eager_audio, atol=1e-6, rtol=0)
+    torch.testing.assert_close(upsampler(x), eager_up, atol=1e-6, rtol=0)
+    assert float(eager_audio.abs().max()) > 0.1
 
 
 def test_cached_and_falls_back_without_a_compiler(tiny_codec, tmp_path, monkeypatch):

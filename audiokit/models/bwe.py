@@ -158,7 +158,9 @@ class BandwidthExtender(
                 f"input_rate must be {self.sample_rate // 2} or {self.sample_rate} Hz, got {input_rate}"
             )
         options.setdefault("edge_hz", NARROWBAND_EDGE_HZ)
-        return UpsampledStream(self.upsampler, AudioStream(self, batch_size, **options))
+        return UpsampledStream(
+            self.upsampler, AudioStream(self, batch_size, **options), compile=options.get("compile")
+        )
 
     # -- maths -----------------------------------------------------------------------------------
     def _masks(self, edge_hz: torch.Tensor, bins: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -182,9 +184,9 @@ class BandwidthExtender(
         edge_hz: torch.Tensor,
         states: list | None = None,
         masks: tuple | None = None,
-    ) -> torch.Tensor:
-        """Spectra ``(N, bins, M)`` band-limited at ``edge_hz (N,)`` -> extended spectra (``masks``:
-        :meth:`_masks` of the edges, when already made)."""
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Spectra ``(N, bins, M)`` band-limited at ``edge_hz (N,)`` -> the extended spectra's real and
+        imaginary parts (``masks``: :meth:`_masks` of the edges, when already made)."""
         c = self.config
         bins = spec.shape[1]
         known, keep, source = masks if masks is not None else self._masks(edge_hz, bins)
@@ -210,9 +212,7 @@ class BandwidthExtender(
         gains, keep = gains.transpose(1, 2), keep[..., None]
         new_real = torch.gather(real, 1, index) * gains + residual[..., 0] * level
         new_imag = torch.gather(imag, 1, index) * gains + residual[..., 1] * level
-        return torch.complex(
-            keep * spec.real + (1.0 - keep) * new_real, keep * spec.imag + (1.0 - keep) * new_imag
-        )
+        return keep * spec.real + (1.0 - keep) * new_real, keep * spec.imag + (1.0 - keep) * new_imag
 
     def init_state(
         self, batch_size: int, device: torch.device | None = None, dtype: torch.dtype = torch.float32
@@ -237,8 +237,8 @@ class BandwidthExtender(
             if cached is None or cached[0] != key:
                 edges = torch.full((x.shape[0],), float(edge_hz), device=x.device)
                 cached = self.__dict__["_step_masks"] = (key, edges, self._masks(edges, spec.shape[1]))
-        out = self._extend_spectrum(spec, cached[1], [conv_state, lstm_state], cached[2])
-        return self.synthesis.step(out[:, None], ola_state)
+        real, imag = self._extend_spectrum(spec, cached[1], [conv_state, lstm_state], cached[2])
+        return self.synthesis.step_parts(real[:, None], imag[:, None], ola_state)
 
     def forward(self, wav: torch.Tensor, edge_hz: torch.Tensor | float) -> torch.Tensor:
         """Extended ``wav (B, C, T)`` at the output rate, band-limited at ``edge_hz`` (Hz, per item or
@@ -247,7 +247,7 @@ class BandwidthExtender(
         edges = torch.as_tensor(edge_hz, dtype=torch.float32, device=wav.device).reshape(-1)
         edges = edges.expand(batch).repeat_interleave(channels)
         spec = self.analysis(wav.reshape(batch * channels, 1, length))[:, 0]
-        out = self._extend_spectrum(spec, edges)
+        out = torch.complex(*self._extend_spectrum(spec, edges))
         return self.synthesis(out[:, None], length).reshape(batch, channels, length)
 
     def upsample(self, wav: torch.Tensor) -> torch.Tensor:

@@ -305,9 +305,10 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
         states: list | None = None,
         wav: torch.Tensor | None = None,
         pitch: tuple | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Complex spectra ``(N, bins, M)`` -> enhanced spectra, offline (``states=None``) or one step
-        on, and the band gains ``(N, M, erb_bands)`` in [0, 1] the network chose.
+    ) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """Complex spectra ``(N, bins, M)`` -> the enhanced spectra's real and imaginary parts (each
+        ``(N, bins, M)``), offline (``states=None``) or one step on, and the band gains
+        ``(N, M, erb_bands)`` in [0, 1] the network chose.
 
         ``states``: the frame conv's, the LSTM's, the deep filter's and the noise floor's (or None)
         streaming states; ``wav``: the audio ``(N, 1, T)`` of ``spec`` (offline, for the learnable front
@@ -359,7 +360,7 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
         out_imag = torch.cat([out_imag[:, : c.df_bins] + low_imag, out_imag[:, c.df_bins :]], 1)
         if mix:
             out_real, out_imag = mix * real + (1.0 - mix) * out_real, mix * imag + (1.0 - mix) * out_imag
-        return torch.complex(out_real, out_imag), band_gains
+        return (out_real, out_imag), band_gains
 
     def _dropout(self, h: torch.Tensor) -> torch.Tensor:
         """``config.dropout`` of the features ``h`` while training offline; ``h`` itself otherwise."""
@@ -388,8 +389,8 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
         pitch = None if self.pitch is None else self.pitch.step(x, next(extra))
         noise_state = None if self.noise_floor is None else next(extra)
         states = [conv_state, lstm_state, df_state, noise_state]
-        out, _ = self._enhance_spectrum(spec, mix, states, pitch=pitch)
-        return self.synthesis.step(out[:, None], ola_state)
+        (real, imag), _ = self._enhance_spectrum(spec, mix, states, pitch=pitch)
+        return self.synthesis.step_parts(real[:, None], imag[:, None], ola_state)
 
     def forward(
         self,
@@ -404,8 +405,8 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
         mono = wav.reshape(batch * channels, 1, length)
         spec = self.analysis(mono)[:, 0]
         pitch = None if self.pitch is None else self.pitch(mono)
-        out, band_gains = self._enhance_spectrum(spec, mix_factor(atten_lim_db, dry), wav=mono, pitch=pitch)
-        out = self.synthesis(out[:, None], length).reshape(batch, channels, length)
+        parts, band_gains = self._enhance_spectrum(spec, mix_factor(atten_lim_db, dry), wav=mono, pitch=pitch)
+        out = self.synthesis(torch.complex(*parts)[:, None], length).reshape(batch, channels, length)
         return (out, band_gains) if return_gains else out
 
     @torch.no_grad()

@@ -85,6 +85,13 @@ class CausalInverseSpectrum(nn.Module, StreamingModule):
         self.n_fft = n_fft
         self.hop_length = hop_length
         self.register_buffer("window", get_window(window, n_fft), persistent=False)
+        # the windowed inverse real DFT as two products (real and imaginary parts, (bins, n_fft) each):
+        # what compiled steps use, since AOTInductor leaves FFTs and complex tensors to library calls
+        eye = torch.eye(n_fft // 2 + 1, dtype=torch.float64)
+        window64 = get_window(window, n_fft).double()
+        for name, part in (("real_basis", eye), ("imag_basis", 1j * eye)):
+            basis = torch.fft.irfft(part.to(torch.complex128), n=n_fft, dim=-1) * window64
+            self.register_buffer(name, basis.float(), persistent=False)
 
     @property
     def delay(self) -> int:
@@ -97,8 +104,24 @@ class CausalInverseSpectrum(nn.Module, StreamingModule):
 
     def step(self, spec: torch.Tensor, state: OverlapAddState, final: bool = False) -> torch.Tensor:
         """Audio ``(B, C, k * hop_length)`` completed by ``k`` frames ``spec (B, C, bins, k)``."""
-        batch, channels, _, count = spec.shape
         frames = torch.fft.irfft(spec.transpose(-1, -2), n=self.n_fft, dim=-1) * self.window  # (B, C, k, N)
+        return self._overlap_add(frames, state)
+
+    def step_parts(
+        self, real: torch.Tensor, imag: torch.Tensor, state: OverlapAddState, final: bool = False
+    ) -> torch.Tensor:
+        """:meth:`step` of the spectra's real and imaginary parts (each ``(B, C, bins, k)``); traced for
+        compilation, the inverse DFT is two products (no complex tensor, no FFT call)."""
+        if not torch.compiler.is_compiling():
+            return self.step(torch.complex(real, imag), state, final)
+        *lead, bins, count = real.shape
+        real, imag = (part.transpose(-1, -2).reshape(-1, bins) for part in (real, imag))
+        frames = real @ self.real_basis + imag @ self.imag_basis  # 2-D products: one GEMM each
+        return self._overlap_add(frames.reshape(*lead, count, self.n_fft), state)
+
+    def _overlap_add(self, frames: torch.Tensor, state: OverlapAddState) -> torch.Tensor:
+        """Audio ``(B, C, k * hop_length)`` completed by windowed frames ``(B, C, k, n_fft)``."""
+        batch, channels, count, _ = frames.shape
         length = (count - 1) * self.hop_length + self.n_fft
         out = F.fold(
             frames.reshape(batch * channels, count, self.n_fft).transpose(1, 2),

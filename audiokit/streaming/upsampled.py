@@ -6,18 +6,47 @@ Each row's upsampled signal is aligned (the filter's first ``delay`` output samp
 exactly ``factor`` times the row's input length: the offline ``upsampler(pad(x))[delay : delay +
 factor * T]`` block by block. So the output equals the model's offline output on the upsampled signal
 for any chunking, ``factor * T`` samples per row.
+
+Upsampled samples go on to the model's session in whole hops (the rest waits here). So a session fed
+whole hops at the input rate settles, after its first push, into a steady state: every row's filter
+output aligned, the same ``(-delay) mod hop_length`` samples waiting, the model's session in step
+(:meth:`AudioStream.in_step`). There each push is one call of an :class:`UpsampledStep`: the filter,
+the waiting samples and the model's step as one function, which ``compile="aoti"`` compiles as one
+library (the per-push Python and small tensor operations around the model's step cost as much as
+the compiled step itself at one stream).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 
 from audiokit.errors import UsageError
 from audiokit.nn.resample import Upsampler
-from audiokit.nn.state import zero_rows
+from audiokit.nn.state import ConvState, StateList, zero_rows
 from audiokit.streaming.audio import AudioStream
+from audiokit.streaming.compiled import AheadOfTimeStep, compile_step
+
+
+class UpsampledStep:
+    """``step(x, state, final, **options)`` of input at ``1 / upsampler.factor`` of the model's rate:
+    ``upsampler``, then the samples waiting for a whole hop, then ``model.step``. ``state``:
+    ``StateList([filter ConvState, waiting ConvState (rows, 1, w), model state])``; the waiting samples
+    stay ``w`` long when ``factor * n`` is whole hops."""
+
+    def __init__(self, upsampler: Upsampler, model) -> None:
+        self.upsampler = upsampler
+        self.model = model
+
+    def __call__(self, x: torch.Tensor, state: StateList, final: bool = False, **options) -> torch.Tensor:
+        filter_state, waiting, model_state = state.children
+        y = self.upsampler.step(x, filter_state)
+        joined = torch.cat([waiting.history, y], -1)
+        waiting.history = joined[..., y.shape[-1] :]
+        return self.model.step(joined[..., : y.shape[-1]], model_state, final, **options)
 
 
 class UpsampledStream:
@@ -25,17 +54,20 @@ class UpsampledStream:
     ``1 / upsampler.factor`` of the model's rate. Same ``push``/``flush``/``reset``/``lengths`` contract
     as :class:`AudioStream`; lengths count output (model-rate) samples."""
 
-    def __init__(self, upsampler: Upsampler, inner: AudioStream) -> None:
+    def __init__(self, upsampler: Upsampler, inner: AudioStream, compile: str | None = None) -> None:
         self.upsampler = upsampler
         self.inner = inner
         self.factor = upsampler.factor
+        self.waiting = -upsampler.delay % inner.hop_length  # samples waiting in the steady state
+        self._fused = self._fused_step(compile)
+        self.compiled = isinstance(self._fused, AheadOfTimeStep)  # the steady state's step
         self.batch_size, self.channels, self.rows = inner.batch_size, inner.channels, inner.rows
         with torch.inference_mode():
             self.state = upsampler.init_state(self.rows, inner.device, torch.float32)
         # per row: filter output still to drop, input pushed, upsampled samples given to ``inner`` and
         # queued for it (``_queue``: left-aligned rows, each valid up to its ``_queued``)
-        self._skip = torch.full((self.rows,), upsampler.delay, dtype=torch.long)
-        self._pushed, self._fed, self._queued = (torch.zeros(self.rows, dtype=torch.long) for _ in range(3))
+        self._skip = np.full(self.rows, upsampler.delay, dtype=np.int64)
+        self._pushed, self._fed, self._queued = (np.zeros(self.rows, dtype=np.int64) for _ in range(3))
         self._queue = torch.zeros(self.rows, 0, device=inner.device)
         self.lengths: list[int] = [0] * self.rows
 
@@ -45,19 +77,23 @@ class UpsampledStream:
             raise UsageError(
                 f"expected a chunk of shape ({self.batch_size}, {self.channels}, n), got {tuple(x.shape)}"
             )
-        self._upsample(x.to(self.inner.device, torch.float32).reshape(self.rows, -1))
+        x = x.to(self.inner.device, torch.float32).reshape(self.rows, -1)
+        if self._steady(x.shape[-1]):
+            return self._push_steady(x)
+        self._upsample(x)
         self._pushed += x.shape[-1]
-        return self.inner.push(self._take(int(self._queued.min())))
+        hop = self.inner.hop_length
+        return self.inner.push(self._take(int(self._queued.min()) // hop * hop))
 
     def flush(self) -> torch.Tensor:
         """End every stream: the filter's tail, then ``inner``'s; returns ``(B, C, m)`` (rows zero-padded,
         see :attr:`lengths`) and resets every row."""
         tail = -(-self.upsampler.delay // self.factor)
         self._upsample(torch.zeros(self.rows, tail, device=self.inner.device))
-        self._queued = torch.minimum(self._queued, self.factor * self._pushed - self._fed)
+        self._queued = np.minimum(self._queued, self.factor * self._pushed - self._fed)
         longest = int(self._queued.max())
         padding = longest - self._queued  # only there to step rows together
-        valid = torch.arange(longest) < self._queued[:, None]
+        valid = torch.arange(longest) < torch.from_numpy(self._queued)[:, None]
         self._queue = self._queue[:, :longest] * valid.to(self._queue.device)
         self._queued[:] = longest
         ready = self.inner.push(self._take(longest))
@@ -73,11 +109,50 @@ class UpsampledStream:
         """Restart ``rows`` (indices ``b * C + c``): zero filter and model state, empty buffers."""
         rows = [rows] if isinstance(rows, int) else list(rows)
         self.inner.reset(rows)  # checks the indices
-        index = torch.tensor(rows, dtype=torch.long)
-        self._skip[index] = self.upsampler.delay
-        self._pushed[index] = self._fed[index] = self._queued[index] = 0
+        self._skip[rows] = self.upsampler.delay
+        self._pushed[rows] = self._fed[rows] = self._queued[rows] = 0
         with torch.inference_mode():
-            zero_rows(self.state, index.to(self.inner.device))
+            zero_rows(self.state, torch.tensor(rows, dtype=torch.long, device=self.inner.device))
+
+    def _fused_step(self, compile: str | None) -> Callable:
+        """The steady state's ``step(x, state, final)``: an :class:`UpsampledStep` with the session's
+        step options, compiled ahead of time for two hops with ``compile="aoti"`` (eager for other
+        chunks, or where it cannot be built)."""
+        fused = UpsampledStep(self.upsampler, self.inner.model)
+        eager = functools.partial(fused, **self.inner.step_options)
+        if compile != "aoti":
+            return eager
+        device = self.inner.device
+        with torch.inference_mode():
+            template = StateList(
+                [
+                    self.upsampler.init_state(1, device, torch.float32),
+                    ConvState(torch.zeros(1, 1, self.waiting, device=device)),
+                    self.inner.model.init_state(1, device),
+                ]
+            )
+        chunk = torch.zeros(1, 1, 2 * self.inner.hop_length // self.factor, device=device)
+        compiled = compile_step(self.inner.model, fused, template, chunk, self.inner.step_options)
+        return compiled if compiled is not None else eager
+
+    def _steady(self, samples: int) -> bool:
+        """Whether every row is in the steady state (module docstring) and ``samples`` keep it there."""
+        return (
+            not self._skip.any()
+            and (self._queued == self.waiting).all()
+            and self.inner.in_step(samples * self.factor)
+        )
+
+    def _push_steady(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`push` of ``x (rows, n)`` in the steady state: one call of the fused step."""
+        waiting = ConvState(self._queue[:, None, : self.waiting])
+        state = StateList([self.state, waiting, self.inner.state])
+        with torch.inference_mode():
+            y = self._fused(x[:, None], state, final=False)
+        self._queue = waiting.history[:, 0]
+        self._pushed += x.shape[-1]
+        self._fed += y.shape[-1]
+        return self.inner.stepped(y)
 
     def _upsample(self, x: torch.Tensor) -> None:
         """Append the aligned upsampled ``x (rows, n)`` to each row's queue (one scatter for all rows)."""
@@ -85,20 +160,22 @@ class UpsampledStream:
             return
         with torch.inference_mode():
             y = self.upsampler.step(x[:, None], self.state)[:, 0]
-        queued = self._queued.tolist()
-        if not any(self._skip.tolist()) and min(queued) == max(queued):  # rows in step: append
-            self._queue = torch.cat([self._queue[:, : queued[0]], y], -1)
+        queued = int(self._queued[0])
+        if not self._skip.any() and (self._queued == queued).all():  # rows in step: append
+            self._queue = torch.cat([self._queue[:, :queued], y], -1) if queued else y
             self._queued += y.shape[-1]
             return
-        drop = self._skip.clamp(max=y.shape[-1])
+        drop = np.minimum(self._skip, y.shape[-1])
         self._skip -= drop
         ends = self._queued + y.shape[-1] - drop
         queue = torch.zeros(self.rows, int(ends.max()), device=y.device)
         width = min(queue.shape[-1], self._queue.shape[-1])  # wider after resets: beyond every row's end
         queue[:, :width] = self._queue[:, :width]
         column = torch.arange(y.shape[-1])
-        keep = column >= drop[:, None]  # counters live on the CPU; the audio where the model is
-        where = (self._queued - drop)[:, None] + column
+        keep = (
+            column >= torch.from_numpy(drop)[:, None]
+        )  # counters live on the CPU; the audio where the model is
+        where = torch.from_numpy(self._queued - drop)[:, None] + column
         row = torch.arange(self.rows)[:, None].expand_as(where)
         queue[row[keep].to(y.device), where[keep].to(y.device)] = y[keep.to(y.device)]
         self._queue, self._queued = queue, ends
