@@ -69,6 +69,9 @@ def test_enhancer_with_every_analysis_equals_offline():
     x = torch.randn(3, 1, 8000, generator=torch.Generator().manual_seed(2)) * 0.3
     session = model.stream(3, compile="aoti", atten_lim_db=12.0)
     assert session.compiled, compiled.unavailable_reason()
+    # libraries for one hop and for two: the pushes below step 1, 2 and 4 hops at a time
+    assert isinstance(session._step.one, compiled.AheadOfTimeStep), compiled.unavailable_reason()
+    assert isinstance(session._step.two, compiled.AheadOfTimeStep), compiled.unavailable_reason()
     streamed = run_stream(session, x, [320, 320, 160, 640, 33])
     offline = model.enhance(x, atten_lim_db=12.0)
     torch.testing.assert_close(streamed, offline, atol=1e-5, rtol=0)

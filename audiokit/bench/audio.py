@@ -147,11 +147,12 @@ def bench_many_streams(
 
 
 def bench_compiled(model: AudioModel, hops: int, setup: StreamSetup, warmup: int = 10) -> dict:
-    """One stream pushing two hops at a time (the chunk :class:`~audiokit.streaming.audio.AudioStream`
-    compiles) through an eager session, a ``compile="aoti"`` one and a compiled one of the model with
-    float16 weights (``"aoti_fp16"``, :mod:`audiokit.nn.precision`), pushes interleaved; per-push ms
-    (p50/p99/mean) of each and the p50 speed-ups over eager; ``{"skipped": why}`` where the compiled
-    steps do not build, ``"aoti_fp16_skipped"`` where only the float16 ones do not."""
+    """One stream pushing two hops at a time (one call of the two-hop library of
+    :class:`~audiokit.streaming.compiled.HopwiseSteps`) through an eager session, a ``compile="aoti"``
+    one and a compiled one of the model with float16 weights (``"aoti_fp16"``,
+    :mod:`audiokit.nn.precision`), pushes interleaved; per-push ms (p50/p99/mean) of each and the p50
+    speed-ups over eager; ``{"skipped": why}`` where the compiled steps do not build,
+    ``"aoti_fp16_skipped"`` where only the float16 ones do not."""
     from audiokit.streaming import compiled
 
     fast = model.stream(1, compile="aoti", **setup.stream_options)

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from audiokit.errors import UsageError
 from audiokit.nn.state import zero_rows
-from audiokit.streaming.compiled import compile_step
+from audiokit.streaming.compiled import compile_hopwise
 from audiokit.streaming.graphs import GraphedStep
 
 
@@ -57,8 +57,9 @@ def audio_step(
     model, step_options: dict, compile: str | None, device: torch.device, rows: int | None = None
 ) -> tuple[Callable, bool]:
     """The step function an audio session calls as ``step(x, state, final)``: ``model.step`` with
-    ``step_options``, or with ``compile="aoti"`` that step compiled ahead of time for chunks of two hops
-    (other chunks, and every step where no library can be built, run eagerly), or with
+    ``step_options``, or with ``compile="aoti"`` that step compiled ahead of time for chunks of one and
+    of two hops, which run any whole number of hops (:class:`~audiokit.streaming.compiled.HopwiseSteps`;
+    other chunks, and every step where no library can be built, run eagerly), or with
     ``compile="cuda_graph"`` on a GPU replayed from CUDA graphs, one per chunk shape of all ``rows``
     (steps of part of the rows, final steps, and all where recording fails run eagerly); and whether
     it is compiled."""
@@ -69,9 +70,8 @@ def audio_step(
     if compile == "aoti":
         with torch.inference_mode():
             template = model.init_state(1, device)  # one stream's
-        # two hops (20 ms at 16 kHz): a chunk of one frame trips AOTInductor's complex views
-        chunk = torch.zeros(1, 1, 2 * model.hop_length, device=device)
-        compiled = compile_step(model, model.step, template, chunk, step_options)
+        hop = torch.zeros(1, 1, model.hop_length, device=device)
+        compiled = compile_hopwise(model, model.step, template, hop, step_options)
         if compiled is not None:
             return compiled, True
     return functools.partial(model.step, **step_options), False
@@ -81,8 +81,8 @@ class AudioStream:
     """``batch_size`` items of ``channels`` channels streamed through ``model`` (see the module docstring).
 
     ``step_options`` go to every ``model.step`` call (e.g. an enhancer's ``atten_lim_db`` and ``dry``,
-    turned into its ``mix`` by the model's ``step_options``). ``compile="aoti"`` runs steps of two hops
-    as a library compiled ahead of time (:mod:`audiokit.streaming.compiled`; eager where it cannot be
+    turned into its ``mix`` by the model's ``step_options``). ``compile="aoti"`` runs steps of whole hops
+    on libraries compiled ahead of time (:mod:`audiokit.streaming.compiled`; eager where they cannot be
     built, :attr:`compiled` says which); ``compile="cuda_graph"`` replays steps on a GPU from a CUDA
     graph (:mod:`audiokit.streaming.graphs`; eager off the GPU).
     """

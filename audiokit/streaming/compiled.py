@@ -20,6 +20,7 @@ failure), :func:`compile_step` returns ``None`` and :func:`unavailable_reason` s
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import itertools
@@ -156,6 +157,50 @@ def compile_step(
         _failures[key] = f"{type(exc).__name__}: {lines[0] if lines else ''}"
         return None
     return AheadOfTimeStep(step, runner, tuple(chunk.shape[1:]), options, tuple_of, path)
+
+
+class HopwiseSteps:
+    """``step(x, state, final=False)`` of chunks of any whole number of hops on two libraries, compiled
+    for one hop and for two: ``k`` hops run as ``k // 2`` two-hop calls and, for odd ``k``, a one-hop
+    call (a model's steps are sequential: the same result as one step of ``k`` hops). Final steps and
+    other chunks run eagerly (through :class:`AheadOfTimeStep`'s fallback). Built by
+    :func:`compile_hopwise`."""
+
+    def __init__(self, one: AheadOfTimeStep | None, two: AheadOfTimeStep | None, eager: Callable, hop: int):
+        self.one, self.two, self.eager, self.hop = one or eager, two or eager, eager, hop
+
+    def __call__(self, x: torch.Tensor, state: StreamState | None, final: bool = False) -> torch.Tensor:
+        length, pair = x.shape[-1], 2 * self.hop
+        if final or length % self.hop:
+            return self.eager(x, state, final)
+        if length == pair:
+            return self.two(x, state)
+        if length == self.hop:
+            return self.one(x, state)
+        pieces = [
+            self.two(x[..., start : start + pair], state) for start in range(0, length - pair + 1, pair)
+        ]
+        if length % pair:
+            pieces.append(self.one(x[..., length - self.hop :], state))
+        return torch.cat(pieces, -1)
+
+
+def compile_hopwise(
+    module: nn.Module,
+    step: Callable,
+    state: StreamState | None,
+    hop: torch.Tensor,
+    options: dict | None = None,
+) -> HopwiseSteps | None:
+    """:class:`HopwiseSteps` of ``module``'s ``step`` (see :func:`compile_step`) for chunks shaped like
+    ``hop`` (one stream's ``(1, ..., hop samples)``) and twice as long; ``None`` where neither library
+    can be built here."""
+    options = dict(options or {})
+    two = compile_step(module, step, state, torch.cat([hop, hop], -1), options)
+    one = compile_step(module, step, state, hop, options)
+    if one is None and two is None:
+        return None
+    return HopwiseSteps(one, two, functools.partial(step, **options), hop.shape[-1])
 
 
 def _flat_runner(package: Callable) -> Callable:

@@ -28,7 +28,7 @@ from audiokit.errors import UsageError
 from audiokit.nn.resample import Upsampler
 from audiokit.nn.state import ConvState, StateList, zero_rows
 from audiokit.streaming.audio import AudioStream
-from audiokit.streaming.compiled import AheadOfTimeStep, compile_step
+from audiokit.streaming.compiled import HopwiseSteps, compile_hopwise
 
 
 class UpsampledStep:
@@ -60,7 +60,7 @@ class UpsampledStream:
         self.factor = upsampler.factor
         self.waiting = -upsampler.delay % inner.hop_length  # samples waiting in the steady state
         self._fused = self._fused_step(compile)
-        self.compiled = isinstance(self._fused, AheadOfTimeStep)  # the steady state's step
+        self.compiled = isinstance(self._fused, HopwiseSteps)  # the steady state's step
         self.batch_size, self.channels, self.rows = inner.batch_size, inner.channels, inner.rows
         with torch.inference_mode():
             self.state = upsampler.init_state(self.rows, inner.device, torch.float32)
@@ -116,8 +116,8 @@ class UpsampledStream:
 
     def _fused_step(self, compile: str | None) -> Callable:
         """The steady state's ``step(x, state, final)``: an :class:`UpsampledStep` with the session's
-        step options, compiled ahead of time for two hops with ``compile="aoti"`` (eager for other
-        chunks, or where it cannot be built)."""
+        step options, compiled ahead of time for any whole number of hops with ``compile="aoti"``
+        (eager for other chunks, or where it cannot be built)."""
         fused = UpsampledStep(self.upsampler, self.inner.model)
         eager = functools.partial(fused, **self.inner.step_options)
         if compile != "aoti":
@@ -131,8 +131,8 @@ class UpsampledStream:
                     self.inner.model.init_state(1, device),
                 ]
             )
-        chunk = torch.zeros(1, 1, 2 * self.inner.hop_length // self.factor, device=device)
-        compiled = compile_step(self.inner.model, fused, template, chunk, self.inner.step_options)
+        hop = torch.zeros(1, 1, self.inner.hop_length // self.factor, device=device)
+        compiled = compile_hopwise(self.inner.model, fused, template, hop, self.inner.step_options)
         return compiled if compiled is not None else eager
 
     def _steady(self, samples: int) -> bool:
