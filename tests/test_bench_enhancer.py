@@ -33,6 +33,9 @@ def test_benchmark_reports_every_figure_and_rnnoise():
     assert fast["speedup_p50"] == fast["eager"]["p50_ms"] / fast["aoti"]["p50_ms"]
     assert 0 < fast["aoti_fp16"]["p50_ms"] <= fast["aoti_fp16"]["p99_ms"]  # float16 weights
     assert fast["speedup_p50_fp16"] == fast["eager"]["p50_ms"] / fast["aoti_fp16"]["p50_ms"]
+    one = fast["one_hop"]  # pushes of one hop: the one-hop library
+    assert one["chunk_ms"] == fast["chunk_ms"] / 2 and one["aoti"]["p50_ms"] > 0
+    assert one["speedup_p50"] == one["eager"]["p50_ms"] / one["aoti"]["p50_ms"]
 
 
 def test_bench_command_measures_an_enhancer_file(tmp_path, capsys):

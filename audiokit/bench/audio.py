@@ -151,8 +151,9 @@ def bench_compiled(model: AudioModel, hops: int, setup: StreamSetup, warmup: int
     :class:`~audiokit.streaming.compiled.HopwiseSteps`) through an eager session, a ``compile="aoti"``
     one and a compiled one of the model with float16 weights (``"aoti_fp16"``,
     :mod:`audiokit.nn.precision`), pushes interleaved; per-push ms (p50/p99/mean) of each and the p50
-    speed-ups over eager; ``{"skipped": why}`` where the compiled steps do not build,
-    ``"aoti_fp16_skipped"`` where only the float16 ones do not."""
+    speed-ups over eager, and the same for pushes of one hop (``"one_hop"``: the one-hop library);
+    ``{"skipped": why}`` where the compiled steps do not build, ``"aoti_fp16_skipped"`` where only the
+    float16 ones do not."""
     from audiokit.streaming import compiled
 
     fast = model.stream(1, compile="aoti", **setup.stream_options)
@@ -167,11 +168,19 @@ def bench_compiled(model: AudioModel, hops: int, setup: StreamSetup, warmup: int
     else:
         skipped["aoti_fp16_skipped"] = compiled.unavailable_reason()
     sessions["eager"] = model.stream(1, **setup.stream_options)
-    chunk = 2 * (setup.chunk or model.hop_length)
-    audio = noise(1, chunk * (hops + warmup))
+    hop_ms = 1e3 * model.hop_length / model.sample_rate
+    result = _interleaved(sessions, 2 * (setup.chunk or model.hop_length), hops, warmup, 2 * hop_ms)
+    result["one_hop"] = _interleaved(sessions, setup.chunk or model.hop_length, hops, warmup, hop_ms)
+    return {**result, **skipped}
+
+
+def _interleaved(sessions: dict, chunk: int, pushes: int, warmup: int, chunk_ms: float) -> dict:
+    """Per-push ms (p50/p99/mean) of ``sessions`` (``eager``, ``aoti`` and maybe ``aoti_fp16``) pushing
+    ``chunk`` samples each, interleaved, and the p50 speed-ups over eager."""
+    audio = noise(1, chunk * (pushes + warmup))
     times: dict[str, list[float]] = {name: [] for name in sessions}
     with torch.inference_mode():
-        for i in range(hops + warmup):
+        for i in range(pushes + warmup):
             piece = audio[..., i * chunk : (i + 1) * chunk]
             for name, session in sessions.items():
                 began = time.perf_counter()
@@ -179,11 +188,11 @@ def bench_compiled(model: AudioModel, hops: int, setup: StreamSetup, warmup: int
                 if i >= warmup:
                     times[name].append(time.perf_counter() - began)
     result = {name: percentiles_ms(measured) for name, measured in times.items()}
-    result["chunk_ms"] = 2e3 * model.hop_length / model.sample_rate
+    result["chunk_ms"] = chunk_ms
     result["speedup_p50"] = result["eager"]["p50_ms"] / result["aoti"]["p50_ms"]
     if "aoti_fp16" in result:
         result["speedup_p50_fp16"] = result["eager"]["p50_ms"] / result["aoti_fp16"]["p50_ms"]
-    return {**result, **skipped}
+    return result
 
 
 def target_checks(cpu: dict) -> dict:
@@ -248,15 +257,20 @@ def stream_lines(result: dict) -> list[str]:
     if "skipped" in fast:
         lines.append(f"  compiled ahead of time (AOTInductor): skipped ({fast['skipped']})")
     else:
-        lines.append(
-            f"  one stream, {fast['chunk_ms']:.0f} ms pushes: eager {fast['eager']['p50_ms']:.3f} ms p50, "
-            f"compiled ahead of time {fast['aoti']['p50_ms']:.3f} ms ({fast['speedup_p50']:.2f}x), "
-            + (
-                f"with float16 weights {fast['aoti_fp16']['p50_ms']:.3f} ms ({fast['speedup_p50_fp16']:.2f}x)"
-                if "aoti_fp16" in fast
-                else f"float16 weights skipped ({fast['aoti_fp16_skipped']})"
+        for pushes in (fast, fast.get("one_hop")):
+            if pushes is None:  # results written before one-hop pushes were timed
+                continue
+            lines.append(
+                f"  one stream, {pushes['chunk_ms']:.0f} ms pushes: eager {pushes['eager']['p50_ms']:.3f} ms "
+                f"p50, compiled ahead of time {pushes['aoti']['p50_ms']:.3f} ms "
+                f"({pushes['speedup_p50']:.2f}x), "
+                + (
+                    f"with float16 weights {pushes['aoti_fp16']['p50_ms']:.3f} ms "
+                    f"({pushes['speedup_p50_fp16']:.2f}x)"
+                    if "aoti_fp16" in pushes
+                    else f"float16 weights skipped ({fast['aoti_fp16_skipped']})"
+                )
             )
-        )
     return lines
 
 
