@@ -114,10 +114,13 @@ class UpsampledStream:
         with torch.inference_mode():
             zero_rows(self.state, torch.tensor(rows, dtype=torch.long, device=self.inner.device))
 
-    def _fused_step(self, compile: str | None) -> Callable:
+    def _fused_step(self, compile: str | None) -> Callable | None:
         """The steady state's ``step(x, state, final)``: an :class:`UpsampledStep` with the session's
         step options, compiled ahead of time for any whole number of hops with ``compile="aoti"``
-        (eager for other chunks, or where it cannot be built)."""
+        (eager for other chunks, or where it cannot be built); ``None`` with ``compile="cuda_graph"``
+        (the model session's graphed steps serve every push)."""
+        if compile == "cuda_graph":
+            return None
         fused = UpsampledStep(self.upsampler, self.inner.model)
         eager = functools.partial(fused, **self.inner.step_options)
         if compile != "aoti":
@@ -138,7 +141,8 @@ class UpsampledStream:
     def _steady(self, samples: int) -> bool:
         """Whether every row is in the steady state (module docstring) and ``samples`` keep it there."""
         return (
-            not self._skip.any()
+            self._fused is not None
+            and not self._skip.any()
             and (self._queued == self.waiting).all()
             and self.inner.in_step(samples * self.factor)
         )
@@ -172,9 +176,8 @@ class UpsampledStream:
         width = min(queue.shape[-1], self._queue.shape[-1])  # wider after resets: beyond every row's end
         queue[:, :width] = self._queue[:, :width]
         column = torch.arange(y.shape[-1])
-        keep = (
-            column >= torch.from_numpy(drop)[:, None]
-        )  # counters live on the CPU; the audio where the model is
+        # counters live on the CPU; the audio where the model is
+        keep = column >= torch.from_numpy(drop)[:, None]
         where = torch.from_numpy(self._queued - drop)[:, None] + column
         row = torch.arange(self.rows)[:, None].expand_as(where)
         queue[row[keep].to(y.device), where[keep].to(y.device)] = y[keep.to(y.device)]
