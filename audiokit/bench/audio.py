@@ -257,9 +257,7 @@ def stream_lines(result: dict) -> list[str]:
     if "skipped" in fast:
         lines.append(f"  compiled ahead of time (AOTInductor): skipped ({fast['skipped']})")
     else:
-        for pushes in (fast, fast.get("one_hop")):
-            if pushes is None:  # results written before one-hop pushes were timed
-                continue
+        for pushes in (fast, fast["one_hop"]):
             lines.append(
                 f"  one stream, {pushes['chunk_ms']:.0f} ms pushes: eager {pushes['eager']['p50_ms']:.3f} ms "
                 f"p50, compiled ahead of time {pushes['aoti']['p50_ms']:.3f} ms "

@@ -173,16 +173,12 @@ class HopwiseSteps:
         length, pair = x.shape[-1], 2 * self.hop
         if final or length % self.hop:
             return self.eager(x, state, final)
-        if length == pair:
-            return self.two(x, state)
-        if length == self.hop:
-            return self.one(x, state)
         pieces = [
             self.two(x[..., start : start + pair], state) for start in range(0, length - pair + 1, pair)
         ]
         if length % pair:
             pieces.append(self.one(x[..., length - self.hop :], state))
-        return torch.cat(pieces, -1)
+        return pieces[0] if len(pieces) == 1 else torch.cat(pieces, -1)
 
 
 def compile_hopwise(
