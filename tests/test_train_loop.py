@@ -16,7 +16,7 @@ import torch
 from conftest import assert_same_tensors
 
 from audiokit.cli import main
-from audiokit.errors import UsageError
+from audiokit.errors import RecipeError, UsageError
 from audiokit.train.checkpoint import load_checkpoint
 from audiokit.train.recipe import load_recipe
 from audiokit.train.trainer import Trainer
@@ -211,6 +211,34 @@ def test_init_fine_tunes_from_checkpoint_weights(tmp_path):
     with torch.no_grad():
         expected = tuned.model.decode(tuned.model.encode(audio))
         torch.testing.assert_close(grown.model.decode(grown.model.encode(audio)), expected, rtol=0, atol=1e-6)
+
+
+def test_frozen_encoder_and_codebooks_keep_the_codes_while_the_decoder_trains(tmp_path):
+    overrides = ["data.valid=null", "run.tensorboard=false", "run.max_steps=2", "discriminator.kinds=[]"]
+    Trainer(_recipe(*overrides), tmp_path / "a", quiet=True).fit()
+    init = tmp_path / "a" / "model.safetensors"
+    frozen = ["optim.frozen=[encoder, quantizer.quantizers]", "run.max_steps=4", "schedule.total_steps=4"]
+    trainer = Trainer(_recipe(*overrides, *frozen), tmp_path / "b", init=init, quiet=True)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.fit()
+    trainer.close()
+    state = load_checkpoint(tmp_path / "b" / "checkpoints" / "latest.pt")
+    for weights in (state["model"], state["ema"]["module"]):
+        kept = {k: v for k, v in weights.items() if k.startswith(("encoder.", "quantizer."))}
+        assert kept and all(torch.equal(before[k], v) for k, v in kept.items())  # codebooks too
+        assert any(not torch.equal(before[k], v) for k, v in weights.items() if k.startswith("decoder."))
+    optimised = state["optimizer_parameters"]["generator"]
+    assert optimised and not any(n.startswith(("encoder.", "quantizer.")) for n in optimised)
+    # the run resumes with the same frozen parts
+    resumed = Trainer(
+        _recipe(*overrides, *frozen, "run.max_steps=6"), tmp_path / "b", resume=True, quiet=True
+    )
+    resumed.fit()
+    resumed.close()
+    after = load_checkpoint(tmp_path / "b" / "checkpoints" / "latest.pt")["model"]
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("encoder."))
+    with pytest.raises(RecipeError, match="no submodule 'encodr'"):
+        Trainer(_recipe(*overrides, "optim.frozen=[encodr]"), tmp_path / "c", quiet=True)
 
 
 def test_max_minutes_stops_the_session_and_still_checkpoints(tmp_path):

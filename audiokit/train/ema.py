@@ -29,7 +29,8 @@ class EMA:
         self.updates += 1
         decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
         for shadow, param in zip(self.module.parameters(), model.parameters(), strict=True):
-            shadow.lerp_(param.detach(), 1.0 - decay)
+            if param.requires_grad:  # frozen weights (optim.frozen) stay as they are
+                shadow.lerp_(param.detach(), 1.0 - decay)
         for shadow, buffer in zip(self.module.buffers(), model.buffers(), strict=True):
             shadow.copy_(buffer)
 

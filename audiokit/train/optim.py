@@ -101,10 +101,11 @@ def make_part(
 ) -> Part:
     """A :class:`Part` with AdamW at base ``rate`` scaled by ``factor(update)``.
 
-    Parameters named in ``module.lr_scales()`` (when it has that method: name -> multiple of the rate,
-    e.g. a front end's window length in samples) get their own groups; the rest share the first.
+    Only parameters that require gradients are optimised (see :func:`trained_parameters`). Those named
+    in ``module.lr_scales()`` (when it has that method: name -> multiple of the rate, e.g. a front
+    end's window length in samples) get their own groups; the rest share the first.
     """
-    groups = _rate_groups(module, module.named_parameters())
+    groups = _rate_groups(module, trained_parameters(module))
     scales = list(groups)
     optimizer = torch.optim.AdamW(
         [{"params": groups[scale], "lr": rate * scale} for scale in scales],
@@ -114,6 +115,11 @@ def make_part(
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     return Part(role, module, train_module, optimizer, scheduler, rate, grad_clip, scales)
+
+
+def trained_parameters(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """``module``'s named parameters that require gradients (frozen ones, ``optim.frozen``, do not)."""
+    return [(name, parameter) for name, parameter in module.named_parameters() if parameter.requires_grad]
 
 
 def _rate_groups(module: nn.Module, named: Iterable[tuple[str, T]]) -> dict[float, list[T]]:
@@ -138,7 +144,7 @@ def registration_names(part: Part, module_state: dict[str, torch.Tensor]) -> lis
     """The index order of an optimiser state written before checkpoints stored names: the parameters
     among ``module_state``'s keys (a ``state_dict``, whose order is the registration order the
     optimiser saw), grouped by rate as :func:`make_part` groups them."""
-    current = {name for name, _ in part.module.named_parameters()}
+    current = {name for name, _ in trained_parameters(part.module)}
     ordered = [(name, name) for name in dict.fromkeys(module_state) if name in current]
     return [name for members in _rate_groups(part.module, ordered).values() for name in members]
 

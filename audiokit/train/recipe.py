@@ -71,7 +71,10 @@ class OptimConfig:
     """AdamW for the model (``learning_rate``, ``betas``, ``weight_decay``).
 
     Gradients are clipped by global norm (``grad_clip``; 0 turns clipping off); ``ema_decay`` is the
-    decay of the EMA copy of the model's weights.
+    decay of the EMA copy of the model's weights. ``frozen`` names submodules of the model (dotted
+    paths such as ``encoder`` or ``quantizer.quantizers``) held as they start: no gradients, no
+    optimiser state, and eval mode in training, so they update no statistics either (a codec trained
+    with its encoder and codebooks frozen keeps the codes of its ``--init`` weights).
     """
 
     learning_rate: float = 3e-4
@@ -79,6 +82,7 @@ class OptimConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     ema_decay: float = 0.999
+    frozen: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 from tqdm import tqdm
 
 from audiokit.errors import ModelError, RecipeError, UsageError
@@ -105,6 +106,7 @@ class Trainer:
         start: dict[str, Any] = {"resumed": resume, "init": str(init) if init else None, "init_sha256": None}
         if init is not None:
             start.update(self._load_init(init))
+        self.frozen = self._freeze(recipe.optim.frozen)
         self.ema = EMA(self.model, recipe.optim.ema_decay)
         self.train_model = runtime.wrap(self.model, self.task.broadcast_buffers)
         o, s = recipe.optim, recipe.schedule
@@ -136,6 +138,21 @@ class Trainer:
     def is_main(self) -> bool:
         """Whether this process writes the records (rank 0)."""
         return self.runtime.is_main
+
+    def _freeze(self, paths: list[str]) -> list[nn.Module]:
+        """The submodules ``optim.frozen`` names, their parameters set not to require gradients."""
+        modules = []
+        for path in paths:
+            try:
+                module = self.model.get_submodule(path)
+            except AttributeError:
+                children = ", ".join(name for name, _ in self.model.named_children())
+                raise RecipeError(
+                    f"optim.frozen: the model has no submodule {path!r} (its top-level ones: {children})"
+                ) from None
+            module.requires_grad_(False)
+            modules.append(module)
+        return modules
 
     def _load_init(self, init: str | Path) -> dict[str, Any]:
         """Load ``--init`` weights into the model; returns what ``run.json`` records of them."""
@@ -234,6 +251,8 @@ class Trainer:
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
         """The task's loss and backward pass, then the model's update and EMA; returns the logs."""
         self.model.train()
+        for module in self.frozen:
+            module.eval()
         logs = self.task.train_step(self.step, batch, self.train_model)
         logs[f"grad_norm/{self.model_part.role}"] = self.model_part.update()
         self.ema.update(self.model)
