@@ -7,7 +7,8 @@ Every state is a dataclass whose tensor fields hold one row per stream along :at
 :func:`zero_rows` restarts rows (zeros are every state's initial value), and
 :func:`flatten_state` / :func:`load_flat_state` turn a tree into ``{name: tensor}`` and back, and
 :func:`state_tensors` / :func:`with_state_tensors` / :func:`assign_state_tensors` into a flat list of
-tensors and back (a step as a function of tensors, for compilers).
+tensors and back (a step as a function of tensors, for compilers; :func:`state_slots` locates them
+once for a step called many times on the same tree).
 """
 
 from __future__ import annotations
@@ -146,6 +147,17 @@ def state_tensors(state: StreamState | None) -> list[torch.Tensor]:
     if isinstance(state, StateList):
         return [t for child in state.children for t in state_tensors(child)]
     return [getattr(state, name) for name in _tensor_fields(state)]
+
+
+def state_slots(state: StreamState | None) -> list[tuple[StreamState, str]]:
+    """``(node, field name)`` of every tensor of a state tree, in :func:`state_tensors`' order: reading
+    and re-pointing the tensors through these is cheaper than walking the tree at every step (valid
+    while the tree's nodes stay the same: steps replace tensors, never nodes)."""
+    if state is None:
+        return []
+    if isinstance(state, StateList):
+        return [slot for child in state.children for slot in state_slots(child)]
+    return [(state, name) for name in _tensor_fields(state)]
 
 
 def state_batch_dims(state: StreamState | None) -> list[int]:

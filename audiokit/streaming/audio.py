@@ -15,6 +15,7 @@ longest row, with :attr:`AudioStream.lengths` giving each row's valid length.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ import torch.nn.functional as F
 
 from audiokit.errors import UsageError
 from audiokit.nn.state import zero_rows
-from audiokit.streaming.compiled import compile_hopwise
+from audiokit.streaming.compiled import HopwiseSteps, compile_hopwise
 from audiokit.streaming.graphs import GraphedStep
 
 
@@ -77,6 +78,12 @@ def audio_step(
     return functools.partial(model.step, **step_options), False
 
 
+def step_mode(step: Callable) -> Callable[[], contextlib.AbstractContextManager]:
+    """The context to call ``step`` in: none for compiled hop-wise steps (they need none), else
+    inference mode."""
+    return contextlib.nullcontext if isinstance(step, HopwiseSteps) else torch.inference_mode
+
+
 class AudioStream:
     """``batch_size`` items of ``channels`` channels streamed through ``model`` (see the module docstring).
 
@@ -103,6 +110,7 @@ class AudioStream:
         with torch.inference_mode():
             self.state = model.init_state(self.rows, self.device)
         self._step, self.compiled = audio_step(model, self.step_options, compile, self.device, self.rows)
+        self.step_mode = step_mode(self._step)
         self._rows = [self._new_row() for _ in range(self.rows)]
         self.lengths: list[int] = [0] * self.rows
 
@@ -117,7 +125,7 @@ class AudioStream:
             )
         x = x.to(self.device, torch.float32).reshape(self.rows, -1)
         if self.in_step(x.shape[-1]):  # no buffering
-            with torch.inference_mode():
+            with self.step_mode():
                 return self.stepped(self._step(x[:, None], self.state, final=False))
         for row, piece in zip(self._rows, x, strict=True):
             row.pending = torch.cat([row.pending, piece])

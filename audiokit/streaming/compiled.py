@@ -38,8 +38,8 @@ from torch import nn
 from audiokit.nn.precision import precision_key, weight_precision
 from audiokit.nn.state import (
     StreamState,
-    assign_state_tensors,
     state_batch_dims,
+    state_slots,
     state_tensors,
     with_state_tensors,
 )
@@ -109,16 +109,22 @@ class AheadOfTimeStep:
         self.chunk_shape = chunk_shape
         self.options = options
         self.tuple_of = tuple_of  # 0: the step returns one tensor
+        self._slots: tuple[StreamState | None, list[tuple[StreamState, str]]] = (None, [])
 
     def __call__(
         self, x: torch.Tensor, state: StreamState | None, final: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, ...]:
         if final or tuple(x.shape[1:]) != self.chunk_shape or x.shape[0] > MAX_STREAMS:
-            return self.step(x, state, final, **self.options)
+            with torch.inference_mode():
+                return self.step(x, state, final, **self.options)
+        if self._slots[0] is not state:  # a session steps one tree: locate its tensors once
+            self._slots = (state, state_slots(state))
+        slots = self._slots[1]
         # the library assumes the layouts it was traced with (contiguous); eager steps leave views
-        outputs = self.runner(x.contiguous(), *(t.contiguous() for t in state_tensors(state)))
+        outputs = self.runner(x.contiguous(), *(getattr(node, name).contiguous() for node, name in slots))
         count = max(1, self.tuple_of)
-        assign_state_tensors(state, iter(outputs[count:]))
+        for (node, name), tensor in zip(slots, outputs[count:], strict=True):
+            setattr(node, name, tensor)
         return tuple(outputs[:count]) if self.tuple_of else outputs[0]
 
 
@@ -164,15 +170,19 @@ class HopwiseSteps:
     for one hop and for two: ``k`` hops run as ``k // 2`` two-hop calls and, for odd ``k``, a one-hop
     call (a model's steps are sequential: the same result as one step of ``k`` hops). Final steps and
     other chunks run eagerly (through :class:`AheadOfTimeStep`'s fallback). Built by
-    :func:`compile_hopwise`."""
+    :func:`compile_hopwise`. Needs no inference-mode context around it (a few microseconds a push):
+    the libraries record no autograd, and the eager steps enter inference mode themselves."""
 
     def __init__(self, one: AheadOfTimeStep | None, two: AheadOfTimeStep | None, eager: Callable, hop: int):
+        eager = torch.inference_mode()(eager)
         self.one, self.two, self.eager, self.hop = one or eager, two or eager, eager, hop
 
     def __call__(self, x: torch.Tensor, state: StreamState | None, final: bool = False) -> torch.Tensor:
         length, pair = x.shape[-1], 2 * self.hop
         if final or length % self.hop:
             return self.eager(x, state, final)
+        if length == pair:  # the usual push: one call
+            return self.two(x, state)
         pieces = [
             self.two(x[..., start : start + pair], state) for start in range(0, length - pair + 1, pair)
         ]

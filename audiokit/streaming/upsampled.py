@@ -27,7 +27,7 @@ import torch
 from audiokit.errors import UsageError
 from audiokit.nn.resample import Upsampler
 from audiokit.nn.state import ConvState, StateList, zero_rows
-from audiokit.streaming.audio import AudioStream
+from audiokit.streaming.audio import AudioStream, step_mode
 from audiokit.streaming.compiled import HopwiseSteps, compile_hopwise
 
 
@@ -61,6 +61,7 @@ class UpsampledStream:
         self.waiting = -upsampler.delay % inner.hop_length  # samples waiting in the steady state
         self._fused = self._fused_step(compile)
         self.compiled = isinstance(self._fused, HopwiseSteps)  # the steady state's step
+        self._fused_mode = step_mode(self._fused)
         self.batch_size, self.channels, self.rows = inner.batch_size, inner.channels, inner.rows
         with torch.inference_mode():
             self.state = upsampler.init_state(self.rows, inner.device, torch.float32)
@@ -70,6 +71,10 @@ class UpsampledStream:
         self._pushed, self._fed, self._queued = (np.zeros(self.rows, dtype=np.int64) for _ in range(3))
         self._queue = torch.zeros(self.rows, 0, device=inner.device)
         self.lengths: list[int] = [0] * self.rows
+        # the steady state's tree for the fused step: the same nodes at every push (compiled steps
+        # locate a tree's tensors once), the waiting samples re-pointed at the queue's
+        self._waiting = ConvState(self._queue[:, None])
+        self._steady_state = StateList([self.state, self._waiting, inner.state])
 
     def push(self, x: torch.Tensor) -> torch.Tensor:
         """Feed ``x (B, C, n)`` at the input rate; returns ``(B, C, m)`` at the model's rate."""
@@ -149,11 +154,10 @@ class UpsampledStream:
 
     def _push_steady(self, x: torch.Tensor) -> torch.Tensor:
         """:meth:`push` of ``x (rows, n)`` in the steady state: one call of the fused step."""
-        waiting = ConvState(self._queue[:, None, : self.waiting])
-        state = StateList([self.state, waiting, self.inner.state])
-        with torch.inference_mode():
-            y = self._fused(x[:, None], state, final=False)
-        self._queue = waiting.history[:, 0]
+        self._waiting.history = self._queue[:, None, : self.waiting]
+        with self._fused_mode():
+            y = self._fused(x[:, None], self._steady_state, final=False)
+        self._queue = self._waiting.history[:, 0]
         self._pushed += x.shape[-1]
         self._fed += y.shape[-1]
         return self.inner.stepped(y)
