@@ -54,17 +54,33 @@ def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str | None]
 
 
 def machine() -> dict:
-    """The machine a measurement ran on: platform, CPU, core count, torch threads, GPU if any."""
+    """The machine a measurement ran on: platform, CPU (its model and the vector instructions torch
+    uses, e.g. ``AVX2`` or ``AVX512``: speed ratios differ between them), core count, torch threads,
+    GPU if any."""
     import torch
 
     info = {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
+        "cpu_model": _cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
     return info
+
+
+def _cpu_model() -> str | None:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux), else ``None``."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
 
 
 def run_info() -> dict:

@@ -157,6 +157,16 @@ def test_cached_and_falls_back_without_a_compiler(tiny_codec, tmp_path, monkeypa
     assert libraries[0].stat().st_mtime_ns == stamp and list(tmp_path.rglob("*.pt2")) == libraries
 
 
+def test_libraries_are_keyed_by_the_cpus_vector_instructions(tiny_codec, monkeypatch):
+    """A library built for AVX-512 must not be loaded on an AVX2-only CPU that shares the cache."""
+    state, chunk = tiny_codec.decoder.init_state(1, torch.device("cpu"), torch.float32), torch.zeros(1, 3, 1)
+    keys = []
+    for capability in ("AVX2", "AVX512"):
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda c=capability: c)
+        keys.append(compiled._cache_key(tiny_codec, state, chunk, {}))
+    assert keys[0] != keys[1]
+
+
 def test_the_cache_keeps_the_latest_libraries(tmp_path):
     for i in range(5):
         (tmp_path / f"m-{i}.pt2").write_bytes(b"x")

@@ -20,6 +20,7 @@ def test_bench_json_reports_every_figure(capsys):
     result = json.loads(capsys.readouterr().out)
     assert {"machine", "commit", "date", "settings", "cpu", "targets", "gpu"} <= set(result)
     assert result["machine"]["torch_threads"] == 1
+    assert result["machine"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()  # e.g. AVX2
     offline = result["cpu"]["offline"]["speech-16k"]
     assert 0 < offline["encode_rtf"] and 0 < offline["decode_rtf"]
     for mode in ("encode", "decode", "roundtrip"):

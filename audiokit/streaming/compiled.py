@@ -306,9 +306,11 @@ def autotuned() -> bool:
 
 def _cache_key(module: nn.Module, state: StreamState | None, chunk: torch.Tensor, options: dict) -> str:
     """Hash of what a compiled step depends on: the model's config, weights and buffers, audiokit's
-    source, torch, the shapes and the options."""
+    source, torch, the vector instructions the library is built for (one built with AVX-512 would
+    crash on an AVX2-only CPU sharing the cache), the shapes and the options."""
     digest = hashlib.sha256()
     digest.update(f"{torch.__version__}|{type(module).__qualname__}|{tuple(chunk.shape[1:])}".encode())
+    digest.update(f"{chunk.device.type}|{torch.backends.cpu.get_cpu_capability()}".encode())
     digest.update(repr(getattr(module, "config", None)).encode())
     digest.update(f"{precision_key(module)}|autotuned={autotuned()}".encode())
     digest.update(repr(sorted(options.items())).encode())
