@@ -110,7 +110,7 @@ class AudioStream:
         with torch.inference_mode():
             self.state = model.init_state(self.rows, self.device)
         self._step, self.compiled = audio_step(model, self.step_options, compile, self.device, self.rows)
-        self.step_mode = step_mode(self._step)
+        self._step_mode = step_mode(self._step)
         self._rows = [self._new_row() for _ in range(self.rows)]
         self.lengths: list[int] = [0] * self.rows
 
@@ -125,7 +125,7 @@ class AudioStream:
             )
         x = x.to(self.device, torch.float32).reshape(self.rows, -1)
         if self.in_step(x.shape[-1]):  # no buffering
-            with self.step_mode():
+            with self._step_mode():
                 return self.stepped(self._step(x[:, None], self.state, final=False))
         for row, piece in zip(self._rows, x, strict=True):
             row.pending = torch.cat([row.pending, piece])
