@@ -52,6 +52,11 @@ of the weights makes new ones)."""
 MAX_STREAMS = 4096
 """The most streams a compiled step takes at once (more run eagerly): within the RVQ search's block of
 rows, so that the trace need not branch on the number of streams."""
+TRACE_STREAMS = 64
+"""The number of streams a step is traced with: the library takes any number (it stays symbolic; 1
+would be specialised), but Inductor picks and times its kernels for this one. Traced at 64 rather than
+2, the libraries ran 64 streams 1.3-1.75x faster and one stream as fast or faster (docs/streaming.md,
+session 25)."""
 INDUCTOR_OPTIONS = {"max_autotune": True, "max_autotune_gemm_backends": "CPP,ATEN"}
 """How the libraries are compiled: each product is timed at build time as MKL's call and as Inductor's
 C++ GEMM template (weights packed into its blocked layout, bias and epilogue fused) and the faster is
@@ -268,17 +273,17 @@ def _quiet_torch_logs() -> Iterator[None]:
 
 
 def _build(step: Callable, state: StreamState | None, chunk: torch.Tensor, options: dict, path: Path) -> None:
-    """Export and compile the step to ``path``, atomically. Traced at two streams, so that the number
-    of streams stays symbolic (a size of 1 would be specialised)."""
+    """Export and compile the step to ``path``, atomically, traced at :data:`TRACE_STREAMS` streams
+    (the number of streams stays symbolic)."""
     function = _FunctionalStep(step, state, options)
     dims = state_batch_dims(state)
     tensors = [
-        t.repeat(*[2 if d == dim else 1 for d in range(t.dim())])
+        t.repeat(*[TRACE_STREAMS if d == dim else 1 for d in range(t.dim())])
         for t, dim in zip(state_tensors(state), dims, strict=True)
     ]
     batch = torch.export.Dim("streams", min=1, max=MAX_STREAMS)
     shapes = ({0: batch}, tuple({d: batch} for d in dims))
-    example = (chunk.repeat(2, *([1] * (chunk.dim() - 1))), *tensors)
+    example = (chunk.repeat(TRACE_STREAMS, *([1] * (chunk.dim() - 1))), *tensors)
     path.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad(), warnings.catch_warnings(), _quiet_torch_logs():
         warnings.simplefilter("ignore")
@@ -312,7 +317,7 @@ def _cache_key(module: nn.Module, state: StreamState | None, chunk: torch.Tensor
     digest.update(f"{torch.__version__}|{type(module).__qualname__}|{tuple(chunk.shape[1:])}".encode())
     digest.update(f"{chunk.device.type}|{torch.backends.cpu.get_cpu_capability()}".encode())
     digest.update(repr(getattr(module, "config", None)).encode())
-    digest.update(f"{precision_key(module)}|autotuned={autotuned()}".encode())
+    digest.update(f"{precision_key(module)}|autotuned={autotuned()}|traced={TRACE_STREAMS}".encode())
     digest.update(repr(sorted(options.items())).encode())
     digest.update(repr([(tuple(t.shape), str(t.dtype)) for t in state_tensors(state)]).encode())
     for name, tensor in itertools.chain(module.named_parameters(), module.named_buffers()):
