@@ -59,8 +59,9 @@ demo: setup
 	$(VENV)/bin/audiokit demo --model $(DEMO_MODEL) --out demo-out
 
 bench: setup
-	@# encodec without its dependencies: they would pull a torchaudio that breaks beside torch 2.13
-	$(PY) -m pip install -q --no-deps "encodec>=0.1.1"
+	@# encodec without its dependencies (they would pull a torchaudio that breaks beside torch 2.13), but
+	@# with einops, which it imports
+	$(PY) -m pip install -q --no-deps "encodec>=0.1.1" einops
 	@for script in $(BENCHMARKS); do echo "== $$script"; $(PY) $$script --json || exit 1; done
 	@# the server under load, short form (the full one: --streams 64 --seconds 60)
 	$(PY) benchmarks/server_load.py --streams 16 --seconds 10

@@ -2,7 +2,7 @@
 ``benchmarks/results/codec_speed.json``.
 
 Usage: ``python benchmarks/bench_codec.py [--json] [--no-encodec] [-m MODEL] [--threads N]``. The
-EnCodec-24k comparison needs ``pip install --no-deps encodec`` (as ``make bench`` does; without
+EnCodec-24k comparison needs ``pip install --no-deps encodec einops`` (as ``make bench`` does; without
 ``--no-deps`` pip pulls a torchaudio that breaks torch) and is skipped without it;
 ``audiokit bench --help`` has the finer settings.
 """

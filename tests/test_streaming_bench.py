@@ -12,6 +12,7 @@ import torch
 from audiokit.bench.codec import device_summary_lines, load_encodec_24k, run_device_kernel_benchmark
 from audiokit.cli import main
 from audiokit.coding import load_codec
+from audiokit.errors import ToolMissingError
 
 
 def test_bench_json_reports_every_figure(capsys):
@@ -57,11 +58,24 @@ def test_bench_without_encodec_reports_our_figures_and_the_working_install(capsy
     assert main([*argv, "--streams", "1", "--json"]) == 0
     offline = json.loads(capsys.readouterr().out)["cpu"]["offline"]
     assert offline["speech-16k"]["encode_rtf"] > 0 and "encodec-24k" not in offline
-    assert "`pip install --no-deps encodec`" in offline["encodec_skipped"]
+    assert "`pip install --no-deps encodec einops`" in offline["encodec_skipped"]
     assert main([*argv, "--streams", "1"]) == 0
     text = capsys.readouterr().out
-    assert "EnCodec-24k comparison skipped" in text and "pip install --no-deps encodec" in text
+    assert "EnCodec-24k comparison skipped" in text and "pip install --no-deps encodec einops" in text
     assert "pip install encodec" not in text
+
+
+def test_encodec_without_its_einops_is_a_skipped_comparison_not_a_traceback(tmp_path, monkeypatch):
+    """`pip install --no-deps encodec` alone leaves out einops, which encodec imports: the loader names
+    the missing module and the install that works (an encodec-shaped package stands in for the real one,
+    which `make test` does not install)."""
+    (tmp_path / "encodec").mkdir()
+    (tmp_path / "encodec" / "__init__.py").write_text("from einops import rearrange\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "encodec", raising=False)
+    monkeypatch.setitem(sys.modules, "einops", None)  # `import einops` fails as if not installed
+    with pytest.raises(ToolMissingError, match="einops is missing.*`pip install --no-deps encodec einops`"):
+        load_encodec_24k()
 
 
 def test_device_benchmark_rehearses_on_the_cpu(capsys):
@@ -87,7 +101,10 @@ def test_bench_on_a_missing_device_says_so_in_one_line(capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("encodec") is None, reason="needs the bench extra (encodec)")
+@pytest.mark.skipif(
+    None in (importlib.util.find_spec("encodec"), importlib.util.find_spec("einops")),
+    reason="needs encodec and einops (make bench installs them)",
+)
 def test_encodec_24k_architecture_loads_and_codes():
     model = load_encodec_24k()
     assert model.sample_rate == 24000

@@ -39,9 +39,9 @@ from audiokit.models import Codec, is_shipped
 from audiokit.provenance import run_info
 from audiokit.streaming.graphs import graph_report
 
-ENCODEC_INSTALL = "pip install --no-deps encodec"
+ENCODEC_INSTALL = "pip install --no-deps encodec einops"
 """The install of the optional ``encodec`` package that keeps torch working (plain ``pip install encodec``
-pulls a ``torchaudio`` that breaks beside the installed torch)."""
+pulls a ``torchaudio`` that breaks beside the installed torch), with the one dependency it imports."""
 
 TARGETS = {
     "encodec_vs_ours_offline": 3.0,
@@ -86,9 +86,11 @@ def load_encodec_24k() -> torch.nn.Module:
     try:
         encodec = importlib.import_module("encodec")
     except (ImportError, OSError) as exc:
-        if "encodec" in str(exc) and "torchaudio" not in str(exc):
+        missing = (getattr(exc, "name", None) or "").split(".")[0]
+        if missing != "torchaudio" and "torchaudio" not in str(exc):
             raise ToolMissingError(
-                f"the EnCodec comparison needs the encodec package: `{ENCODEC_INSTALL}`"
+                f"the EnCodec comparison needs the encodec package and einops ({missing or exc}"
+                f" is missing): `{ENCODEC_INSTALL}`"
             ) from None
         for name in [m for m in sys.modules if m.split(".")[0] in ("encodec", "torchaudio")]:
             del sys.modules[name]
