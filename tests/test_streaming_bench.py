@@ -31,19 +31,21 @@ def test_bench_json_reports_every_figure(capsys):
     params = sum(p.numel() for n, p in load_codec("speech-16k")[0].named_parameters() if p.dim() >= 2)
     assert floor["ms"] > 0 and 0.9 * 4 * params / 1e6 < floor["megabytes"] <= 4 * params / 1e6
     assert floor["float16_ms"] > 0 and floor["float16_megabytes"] == floor["megabytes"] / 2
+    assert floor["int8_ms"] > 0 and 3.9 < floor["megabytes"] / floor["int8_megabytes"] < 4  # + the scales
     streams = result["cpu"]["many_streams"]
     assert set(streams["by_streams"]) == {"1", "3"} and streams["streams_sustained"] > 0
-    kernels = result["cpu"]["kernels"]  # eager against the fused C++ kernels and the AOTI steps (fp32, fp16)
+    kernels = result["cpu"]["kernels"]  # eager against the fused C++ kernels and the AOTI steps
     fast_targets = set()
     assert kernels["streams"] == 3 and 0 < kernels["eager"]["streams_sustained"]
-    for name in ("fused", "aoti", "aoti_fp16"):
+    for name in ("fused", "aoti", "aoti_fp16", "aoti_int8"):
         assert (name in kernels["skipped"]) != (name in kernels["speedup"])
         if name in kernels["speedup"]:
             assert set(kernels["speedup"][name]) >= {"roundtrip_p50", "streams_sustained"}
             assert 0 < kernels[name]["roundtrip_p50_ms"] <= kernels[name]["roundtrip_p99_ms"]
             fast_targets |= {f"{name}_stream_roundtrip_frame_{q}_ms" for q in ("p50", "p99")}
             fast_targets.add(f"{name}_realtime_streams_per_core")
-    assert {"aoti", "aoti_fp16"} <= set(kernels["speedup"]), kernels["skipped"]  # a compiler is in the setup
+    compiled_variants = {"aoti", "aoti_fp16", "aoti_int8"}  # a compiler is in the setup
+    assert compiled_variants <= set(kernels["speedup"]), kernels["skipped"]
     expected = {"stream_roundtrip_frame_p50_ms", "realtime_streams_per_core", *fast_targets}
     assert set(result["targets"]) == expected
     assert result["settings"]["algorithmic_latency_samples"] == 640

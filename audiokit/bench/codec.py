@@ -36,6 +36,7 @@ from audiokit import ops
 from audiokit.coding import load_codec
 from audiokit.errors import ModelError, ToolMissingError
 from audiokit.models import Codec, is_shipped
+from audiokit.nn.precision import rounded_weights, weight_twin
 from audiokit.provenance import run_info
 from audiokit.streaming.graphs import graph_report
 
@@ -56,6 +57,9 @@ TARGETS = {
     "aoti_fp16_stream_roundtrip_frame_p50_ms": 1.0,
     "aoti_fp16_stream_roundtrip_frame_p99_ms": 2.0,
     "aoti_fp16_realtime_streams_per_core": 150,
+    "aoti_int8_stream_roundtrip_frame_p50_ms": 1.0,
+    "aoti_int8_stream_roundtrip_frame_p99_ms": 2.0,
+    "aoti_int8_realtime_streams_per_core": 150,
 }
 
 
@@ -63,6 +67,7 @@ KERNEL_VARIANTS = {
     "fused": "fused C++ kernels",
     "aoti": "steps compiled ahead of time (AOTInductor)",
     "aoti_fp16": "compiled steps reading float16 weights",
+    "aoti_int8": "compiled steps reading int8 weights",
 }
 
 
@@ -178,7 +183,8 @@ def bench_weight_floor(codec: Codec, repeats: int = 50) -> dict:
 
     A step of one stream reads every weight once; the rest of its time is the overhead of its many
     small operations. Returns the median time (ms) and the megabytes of weights read, and where the C++
-    kernels build, the same with float16 weights (``float16_ms``, ``float16_megabytes``).
+    kernels build, the same with float16 and int8 weights (``float16_ms``, ``float16_megabytes``,
+    ``int8_ms``, ``int8_megabytes``).
     """
     from audiokit.ops import cpp
 
@@ -203,9 +209,17 @@ def bench_weight_floor(codec: Codec, repeats: int = 50) -> dict:
             for row, matrix in zip(rows, halves, strict=True):
                 torch.ops.audiokit.rows_times_half(row, matrix, None)
 
+        twins = [weight_twin(rounded_weights(m, "int8")) for m in matrices]
+
+        def int8_products() -> None:
+            for row, twin in zip(rows, twins, strict=True):
+                torch.ops.audiokit.rows_times_int8(row, twin.values, twin.scales, None)
+
         with torch.inference_mode():
             result["float16_ms"] = 1e3 * _median_seconds(half_products, repeats)
+            result["int8_ms"] = 1e3 * _median_seconds(int8_products, repeats)
         result["float16_megabytes"] = result["megabytes"] / 2
+        result["int8_megabytes"] = sum(t.values.numel() + 4 * t.scales.numel() for t in twins) / 1e6
     return result
 
 
@@ -255,20 +269,20 @@ def bench_kernels(codec: Codec, frames: int, streams: int, rounds: int = 3) -> d
     """One stream's per-frame step (p50/p99 per mode) and ``streams`` batched round-trip streams with
     the eager torch ops (``"eager"``), the fused C++ kernels (``"fused"``) and the whole steps compiled
     ahead of time (``"aoti"``, :mod:`audiokit.streaming.compiled`), interleaved ``rounds`` times
-    (medians over rounds), and the same compiled steps of the model with float16 weights
-    (``"aoti_fp16"``, :mod:`audiokit.nn.precision`); each one's speed-ups over eager; ``skipped`` says
-    which could not run."""
+    (medians over rounds), and the same compiled steps of the model with float16 and int8 weights
+    (``"aoti_fp16"``, ``"aoti_int8"``, :mod:`audiokit.nn.precision`); each one's speed-ups over eager;
+    ``skipped`` says which could not run."""
     from audiokit.ops import cpp
     from audiokit.streaming import compiled
 
-    half = codec.copy_with_weight_precision("float16")
+    lower = {p: codec.copy_with_weight_precision(p) for p in ("float16", "int8")}
     variants = {"eager": ("torch", False, codec)}
     skipped = {}
     if cpp.load() is not None:
         variants["fused"] = ("cpp", False, codec)
     else:
         skipped["fused"] = cpp.unavailable_reason()
-    for name, model in (("aoti", codec), ("aoti_fp16", half)):
+    for name, model in (("aoti", codec), ("aoti_fp16", lower["float16"]), ("aoti_int8", lower["int8"])):
         with ops.use_backend("torch"):
             built = model.stream(1, "roundtrip", compile="aoti").compiled  # builds (or loads) the libraries
         if all(built.values()):
@@ -484,7 +498,11 @@ def summary_lines(result: dict) -> list[str]:
     lines.append(
         f"  floor at batch 1: one-row products with every weight ({floor['megabytes']:.1f} MB) "
         f"take {floor['ms']:.3f} ms"
-        + (f"; with float16 weights {floor['float16_ms']:.3f} ms" if "float16_ms" in floor else "")
+        + (
+            f"; with float16 weights {floor['float16_ms']:.3f} ms, int8 {floor['int8_ms']:.3f} ms"
+            if "float16_ms" in floor
+            else ""
+        )
     )
     for count, row in cpu["many_streams"]["by_streams"].items():
         lines.append(

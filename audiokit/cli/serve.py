@@ -115,10 +115,11 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     )
     parser.add_argument(
         "--weights",
-        choices=("float32", "float16"),
+        choices=("float32", "float16", "int8"),  # audiokit.nn.precision.PRECISIONS (torch not imported here)
         default="float32",
-        help="float16: the models' matrices rounded to float16 values, which compiled steps read at half "
-        "the bytes (faster for few streams; no measurable quality cost for speech-16k; kernels/README.md)",
+        help="float16 / int8: the models' matrices rounded to float16 values / to 255 levels per output, "
+        "which compiled steps read at half / a quarter of the bytes (faster for few streams; "
+        "quality cost for speech-16k: kernels/README.md)",
     )
     parser.set_defaults(handler=run_serve)
 

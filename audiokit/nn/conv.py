@@ -24,7 +24,7 @@ Lookahead. Non-causal modules read ahead: output frame ``j`` of the conv needs i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -69,7 +69,7 @@ class ConvWeights:
     weight: torch.Tensor
     bias: torch.Tensor | None
     matrix: torch.Tensor | None = None
-    taps: torch.Tensor | None = None
+    taps: torch.Tensor | None = field(default=None, metadata={"products": False})  # stays float32 in int8
 
 
 class StreamableConv1d(nn.Module, StreamingModule):
@@ -246,7 +246,7 @@ class StreamableConvTranspose1d(nn.Module, StreamingModule):
     (:class:`ConvTransposeState`).
     """
 
-    rounds_to_half = False  # the offline forward is nn.ConvTranspose1d on the parameters
+    rounds_weights = False  # the offline forward is nn.ConvTranspose1d on the parameters
 
     def __init__(
         self,

@@ -25,7 +25,7 @@ class StreamableLSTM(nn.Module, StreamingModule):
     bandwidth extender) promise 1e-5 and turn it on.
     """
 
-    rounds_to_half = False  # the offline forward is nn.LSTM on the parameters
+    rounds_weights = False  # the offline forward is nn.LSTM on the parameters
 
     def __init__(self, dim: int, num_layers: int = 2, skip: bool = True, fast_steps: bool = False) -> None:
         super().__init__()

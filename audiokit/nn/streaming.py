@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from audiokit.errors import ModelError
-from audiokit.nn.precision import half_twin, module_precision, rounded_to_half
+from audiokit.nn.precision import Int8Matrix, module_precision, rounded_weights, weight_twin
 from audiokit.nn.state import StateList, StreamState
 
 # torch modules that act on each value on its own: they stream as they are, in any layout
@@ -48,7 +48,7 @@ ELEMENTWISE = (nn.ELU, nn.GELU, nn.LeakyReLU, nn.ReLU, nn.Tanh, nn.Identity)
 class StreamingModule:
     """Mixin of the ``nn.Module`` blocks that also run chunk by chunk with an explicit state."""
 
-    rounds_to_half = True
+    rounds_weights = True
     """Whether float16 weights (:mod:`audiokit.nn.precision`) round this block's prepared matrices:
     ``False`` for blocks whose offline ``forward`` does not multiply its prepared weights."""
 
@@ -79,18 +79,19 @@ class StreamingModule:
         """Prepare (and keep for the steps) what the steps multiply with."""
         with torch.inference_mode(False), torch.no_grad():
             weights = self.prepare_weights()
-            if self._rounds_now():
-                weights = rounded_to_half(weights)
+            if precision := self._rounding():
+                weights = rounded_weights(weights, precision)
         self.__dict__["_prepared"] = (self._weights_key(), weights)
         return weights
 
     def current_weights(self) -> Any:
         """What an offline forward multiplies with: the kept weights while the parameters have not
-        changed, prepared afresh (with gradients) when autograd records (rounded to float16 values
-        with an identity gradient in evaluation mode, for a model set to float16 weights)."""
+        changed, prepared afresh (with gradients) when autograd records (rounded with an identity gradient
+        in evaluation mode, for a model set to float16 or int8 weights)."""
         if torch.is_grad_enabled():
             weights = self.prepare_weights()
-            return rounded_to_half(weights, keep_grad=True) if self._rounds_now() else weights
+            precision = self._rounding()
+            return rounded_weights(weights, precision, keep_grad=True) if precision else weights
         cached = self.__dict__.get("_prepared")
         if cached is None or cached[0] != self._weights_key():
             return self.prepare()
@@ -100,14 +101,17 @@ class StreamingModule:
         """What the steps multiply with, made from the current weights (override; default nothing)."""
         return None
 
-    def _rounds_now(self) -> bool:
-        """Whether prepared weights are rounded to float16 values: a float16 model in evaluation mode."""
-        return self.rounds_to_half and not self.training and module_precision(self) == "float16"
+    def _rounding(self) -> str | None:
+        """The precision prepared weights are rounded to (``None``: not rounded): a float16 or int8
+        model's, in evaluation mode."""
+        precision = module_precision(self)
+        rounds = self.rounds_weights and not self.training and precision != "float32"
+        return precision if rounds else None
 
-    def _weights_key(self) -> tuple[bool, list[tuple[int, int]]]:
+    def _weights_key(self) -> tuple[str | None, list[tuple[int, int]]]:
         # inference tensors have no version counter; they change only inside inference mode
         versions = [(t.data_ptr(), 0 if t.is_inference() else t._version) for t in self.parameters()]
-        return self._rounds_now(), versions
+        return self._rounding(), versions
 
 
 def stream_init(module: nn.Module, batch_size: int, device: torch.device, dtype: torch.dtype, name: str):
@@ -186,11 +190,14 @@ def matmul_rows(
     as that many, and the inputs are summed in pieces of at most :data:`PIECE_INPUTS`, accumulated in
     order. The C++ ConvNeXt step (``kernels/cpu``) follows the same two rules; compiled steps
     (:mod:`audiokit.streaming.compiled`) leave the row count to the compiler, and multiply a matrix
-    with float16 values (:mod:`audiokit.nn.precision`) by its float16 twin in the C++ kernel.
+    with float16 or int8-grid values (:mod:`audiokit.nn.precision`) by its compact twin in a C++
+    kernel.
     """
     count = rows.shape[0]
-    twin = half_twin(matrix)
+    twin = weight_twin(matrix)
     if twin is not None and into is None and rows.device.type == "cpu" and torch.compiler.is_compiling():
+        if isinstance(twin, Int8Matrix):
+            return torch.ops.audiokit.rows_times_int8(rows, twin.values, twin.scales, bias)
         return torch.ops.audiokit.rows_times_half(rows, twin, bias)
     if not torch.compiler.is_compiling() and 0 < count < MIN_ROWS:  # (compiled: the count is symbolic)
         filler = (MIN_ROWS - count, -1)

@@ -45,7 +45,9 @@ def _build() -> tuple[ModuleType | None, str | None]:
     missing = missing_tool()
     if missing is not None:
         return None, missing
-    names = ("module.cpp", "convnext_step.cpp", "rvq_encode.cpp", "prior_decode.cpp", "half_weights.cpp")
+    names = (
+        "module.cpp", "convnext_step.cpp", "rvq_encode.cpp", "prior_decode.cpp", "low_precision_weights.cpp"
+    )
     module, reason = build_extension(
         NAME, [SOURCES / name for name in names], cache_dir(), extra_cflags=FLAGS, extra_ldflags=["-fopenmp"]
     )
@@ -59,6 +61,12 @@ def _register_shapes() -> None:
 
     @torch.library.register_fake("audiokit::rows_times_half")
     def _(rows: torch.Tensor, weights: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        return rows.new_empty(rows.shape[0], weights.shape[0])
+
+    @torch.library.register_fake("audiokit::rows_times_int8")
+    def _(
+        rows: torch.Tensor, weights: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None
+    ) -> torch.Tensor:
         return rows.new_empty(rows.shape[0], weights.shape[0])
 
 

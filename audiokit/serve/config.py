@@ -28,8 +28,9 @@ class ServerConfig:
         compile: ``"aoti"``: batched steps run as libraries compiled ahead of time
             (:mod:`audiokit.streaming.compiled`; built, or found in the cache, when the server starts;
             eager where they cannot be built); None: eager steps.
-        weight_precision: ``"float16"``: every model's matrices rounded to float16 values, read as
-            float16 by compiled steps (:mod:`audiokit.nn.precision`); ``"float32"``: as shipped.
+        weight_precision: ``"float16"`` / ``"int8"``: every model's matrices rounded to float16 values
+            / to 255 levels per output, read in that form by compiled steps (:mod:`audiokit.nn.precision`);
+            ``"float32"``: as shipped.
     """
 
     models: list[str] = field(default_factory=list)

@@ -153,8 +153,9 @@ def compile_step(
         return None
     path = cache_dir() / f"{type(module).__name__.lower()}-{key}.pt2"
     try:
-        if weight_precision(module) == "float16" and chunk.device.type == "cpu" and cpp.load() is None:
-            raise RuntimeError(f"float16 weights need the C++ kernels: {cpp.unavailable_reason()}")
+        precision = weight_precision(module)
+        if precision != "float32" and chunk.device.type == "cpu" and cpp.load() is None:
+            raise RuntimeError(f"{precision} weights need the C++ kernels: {cpp.unavailable_reason()}")
         if not path.is_file():
             missing = _missing_tool()
             if missing is not None:

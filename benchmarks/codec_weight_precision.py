@@ -1,11 +1,12 @@
-"""What float16 weights cost the shipped codec: the same validation files coded by ``speech-16k`` with
-its float32 weights and with its matrices rounded to float16 values (``set_weight_precision``), at
-1.5, 3 and 6 kbps: every metric of ``score_pair`` for both, the paired differences (mean and 95 %
-confidence half-width), and how many codes differ.
+"""What float16 or int8 weights cost the shipped codec: the same validation files coded by
+``speech-16k`` with its float32 weights and with its matrices rounded to float16 values or to int8
+levels (``set_weight_precision``), at 1.5, 3 and 6 kbps: every metric of ``score_pair`` for both, the
+paired differences (mean and 95 % confidence half-width), and how many codes differ.
 
-Usage: ``python benchmarks/codec_half_weights.py [--glob 'vm-*'] [--out result.json]`` (the card's
-validation files: ``$AUDIOKIT_DATA/corpus/16000/valid/speech/asterisk-core-sounds-fr-g722``;
-kernels/README.md, "Float16 weights").
+Usage: ``python benchmarks/codec_weight_precision.py [--precision float16|int8] [--glob 'vm-*'] [--out
+result.json]`` (the card's validation files:
+``$AUDIOKIT_DATA/corpus/16000/valid/speech/asterisk-core-sounds-fr-g722``; kernels/README.md, "Float16
+and int8 weights").
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ def paired(values: list[float], reference: list[float]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="speech-16k")
+    parser.add_argument("--precision", choices=("float16", "int8"), default="float16")
     parser.add_argument("--glob", default="vm-*")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -46,7 +48,7 @@ def main() -> None:
     files = sorted(p for p in folder.rglob(args.glob) if p.is_file())
     models = {
         "float32": Codec.from_pretrained(args.model).eval(),
-        "float16": Codec.from_pretrained(args.model).eval().set_weight_precision("float16"),
+        args.precision: Codec.from_pretrained(args.model).eval().set_weight_precision(args.precision),
     }
     scores: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     codes_differing = defaultdict(int)
@@ -62,15 +64,16 @@ def main() -> None:
                 row = score_pair(audio, decoded, 16000)
                 for metric in METRICS:
                     scores[bitrate][precision][metric].append(row[metric])
-            codes_differing[bitrate] += int((codes["float32"].codes != codes["float16"].codes).sum())
+            codes_differing[bitrate] += int((codes["float32"].codes != codes[args.precision].codes).sum())
             codes_total[bitrate] += codes["float32"].codes.numel()
-    result = {"model": args.model, "files": len(files), "glob": args.glob, "bitrates": {}}
+    result = {"model": args.model, "precision": args.precision, "files": len(files), "glob": args.glob}
+    result["bitrates"] = {}
     for bitrate in BITRATES:
         by_precision = scores[bitrate]
         result["bitrates"][str(bitrate)] = {
             "mean": {p: {m: float(np.nanmean(v)) for m, v in s.items()} for p, s in by_precision.items()},
-            "float16_minus_float32": {
-                m: paired(by_precision["float16"][m], by_precision["float32"][m]) for m in METRICS
+            f"{args.precision}_minus_float32": {
+                m: paired(by_precision[args.precision][m], by_precision["float32"][m]) for m in METRICS
             },
             "codes_differing": codes_differing[bitrate] / codes_total[bitrate],
         }
