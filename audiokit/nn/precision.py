@@ -14,7 +14,7 @@ therefore still equals offline within 1e-5, as for any compiled step (set the pr
 sessions: open ones keep the weights they prepared). Training mode prepares float32 weights as before
 (an evaluation forward with autograd on rounds with an identity gradient); biases, norms, the
 quantiser and blocks whose offline forward does not multiply their prepared weights (LSTMs:
-``rounds_to_half = False``) stay float32, and so do the taps of depthwise convolutions in int8 (a
+``rounds_weights = False``) stay float32, and so do the taps of depthwise convolutions in int8 (a
 dataclass field marked ``metadata={"products": False}``: no product reads them, and a scale per column
 would mix their channels).
 """

@@ -49,7 +49,7 @@ class StreamingModule:
     """Mixin of the ``nn.Module`` blocks that also run chunk by chunk with an explicit state."""
 
     rounds_weights = True
-    """Whether float16 weights (:mod:`audiokit.nn.precision`) round this block's prepared matrices:
+    """Whether float16 or int8 weights (:mod:`audiokit.nn.precision`) round this block's prepared matrices:
     ``False`` for blocks whose offline ``forward`` does not multiply its prepared weights."""
 
     def init_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> StreamState | None:
