@@ -30,54 +30,44 @@ from audiokit.streaming import compiled
 needs_build = pytest.mark.skipif(cpp.load() is None, reason=f"no C++ kernels: {cpp.unavailable_reason()}")
 
 
-@needs_build
-@pytest.mark.parametrize("rows", [1, 2, 3, 8, 9, 64])
-@pytest.mark.parametrize(("outputs", "inputs"), [(576, 192), (192, 482), (7, 13), (964, 1024)])
-def test_rows_times_half_equals_a_float64_product(rows, outputs, inputs):
-    g = torch.Generator().manual_seed(rows * 1000 + inputs)
-    x = torch.randn(rows, inputs, generator=g)
-    w = (torch.randn(outputs, inputs, generator=g) * inputs**-0.5).half()
-    b = torch.randn(outputs, generator=g)
-    expected = (x.double() @ w.double().t() + b.double()).float()
-    torch.testing.assert_close(torch.ops.audiokit.rows_times_half(x, w, b), expected, atol=2e-6, rtol=2e-6)
-    no_bias = torch.ops.audiokit.rows_times_half(x, w, None)
-    torch.testing.assert_close(no_bias, (x.double() @ w.double().t()).float(), atol=2e-6, rtol=2e-6)
+def _half_args(g: torch.Generator, outputs: int = 192, inputs: int = 482) -> tuple:
+    """The float16 kernel's weight arguments and the ``(out, in)`` matrix they stand for."""
+    weights = (torch.randn(outputs, inputs, generator=g) * inputs**-0.5).half()
+    return (weights,), weights.double()
 
 
-@needs_build
-@pytest.mark.parametrize("rows", [1, 2, 3, 8, 9, 64])
-@pytest.mark.parametrize(("outputs", "inputs"), [(576, 192), (192, 482), (7, 13), (964, 1024)])
-def test_rows_times_int8_equals_a_float64_product(rows, outputs, inputs):
-    g = torch.Generator().manual_seed(rows * 1000 + inputs)
-    x = torch.randn(rows, inputs, generator=g)
-    w = torch.randint(-INT8_LEVELS, INT8_LEVELS + 1, (outputs, inputs), generator=g).to(torch.int8)
+def _int8_args(g: torch.Generator, outputs: int = 192, inputs: int = 482) -> tuple:
+    """The int8 kernel's weight arguments (values, scales) and the matrix they stand for."""
+    values = torch.randint(-INT8_LEVELS, INT8_LEVELS + 1, (outputs, inputs), generator=g).to(torch.int8)
     scales = torch.rand(outputs, generator=g) * inputs**-0.5 / 64
+    return (values, scales), values.double() * scales.double()[:, None]
+
+
+KERNELS = [("rows_times_half", _half_args), ("rows_times_int8", _int8_args)]
+
+
+@needs_build
+@pytest.mark.parametrize(("op", "weights"), KERNELS)
+@pytest.mark.parametrize("rows", [1, 2, 3, 8, 9, 64])
+@pytest.mark.parametrize(("outputs", "inputs"), [(576, 192), (192, 482), (7, 13), (964, 1024)])
+def test_low_precision_products_equal_a_float64_product(op, weights, rows, outputs, inputs):
+    g = torch.Generator().manual_seed(rows * 1000 + inputs)
+    x = torch.randn(rows, inputs, generator=g)
+    args, matrix = weights(g, outputs, inputs)
     b = torch.randn(outputs, generator=g)
-    matrix = w.double() * scales.double()[:, None]
+    kernel = getattr(torch.ops.audiokit, op)
     expected = (x.double() @ matrix.t() + b.double()).float()
-    got = torch.ops.audiokit.rows_times_int8(x, w, scales, b)
-    torch.testing.assert_close(got, expected, atol=2e-6, rtol=2e-6)
-    no_bias = torch.ops.audiokit.rows_times_int8(x, w, scales, None)
+    torch.testing.assert_close(kernel(x, *args, b), expected, atol=2e-6, rtol=2e-6)
+    no_bias = kernel(x, *args, None)
     torch.testing.assert_close(no_bias, (x.double() @ matrix.t()).float(), atol=2e-6, rtol=2e-6)
 
 
-def _half_args(g: torch.Generator) -> tuple:
-    return ((torch.randn(192, 482, generator=g) * 0.05).half(),)
-
-
-def _int8_args(g: torch.Generator) -> tuple:
-    values = torch.randint(-INT8_LEVELS, INT8_LEVELS + 1, (192, 482), generator=g).to(torch.int8)
-    return values, torch.rand(192, generator=g) * 1e-3
-
-
 @needs_build
-@pytest.mark.parametrize(
-    ("op", "weights"), [("rows_times_half", _half_args), ("rows_times_int8", _int8_args)]
-)
+@pytest.mark.parametrize(("op", "weights"), KERNELS)
 def test_each_row_is_rounded_the_same_whatever_the_rows(op, weights):
     g = torch.Generator().manual_seed(5)
     x = torch.randn(8, 482, generator=g)
-    args = weights(g)
+    args, _ = weights(g)
     b = torch.randn(192, generator=g)
     kernel = getattr(torch.ops.audiokit, op)
     together = kernel(x, *args, b)
