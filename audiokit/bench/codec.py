@@ -91,11 +91,11 @@ def load_encodec_24k() -> torch.nn.Module:
     try:
         encodec = importlib.import_module("encodec")
     except (ImportError, OSError) as exc:
-        missing = (getattr(exc, "name", None) or "").split(".")[0]
-        if missing != "torchaudio" and "torchaudio" not in str(exc):
+        if "torchaudio" not in str(exc):
+            missing = (getattr(exc, "name", None) or "").split(".")[0] or exc
             raise ToolMissingError(
-                f"the EnCodec comparison needs the encodec package and einops ({missing or exc}"
-                f" is missing): `{ENCODEC_INSTALL}`"
+                f"the EnCodec comparison needs the encodec package and einops ({missing} is missing):"
+                f" `{ENCODEC_INSTALL}`"
             ) from None
         for name in [m for m in sys.modules if m.split(".")[0] in ("encodec", "torchaudio")]:
             del sys.modules[name]
