@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from audiokit.bench.codec import device_summary_lines, load_encodec_24k, run_device_kernel_benchmark
 from audiokit.cli import main
@@ -34,6 +35,19 @@ def test_bench_json_reports_every_figure(capsys):
     assert floor["int8_ms"] > 0 and 3.9 < floor["megabytes"] / floor["int8_megabytes"] < 4  # + the scales
     streams = result["cpu"]["many_streams"]
     assert set(streams["by_streams"]) == {"1", "3"} and streams["streams_sustained"] > 0
+    # the multiply-adds of a stream's frame against the offline coder's, counted on its own (which codes
+    # a few frames more at the end); the bound is the products' throughput over a stream's need
+    arithmetic, codec, frames = result["cpu"]["arithmetic"], load_codec("speech-16k")[0], 50
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        codec.decode(codec.encode(0.1 * torch.randn(1, 1, codec.hop_length * frames), 6000))
+    offline = counter.get_total_flops() / 2 / frames
+    assert 0.9 * offline < arithmetic["macs_per_stream_frame"] < offline
+    assert arithmetic["macs_per_stream_second"] == 50 * arithmetic["macs_per_stream_frame"]
+    need = arithmetic["macs_per_stream_second"] * arithmetic["streams_bound"]
+    assert need == pytest.approx(arithmetic["gemm_macs_per_second"])
+    assert arithmetic["fraction_of_bound"] == pytest.approx(
+        arithmetic["best_streams_per_core"] / arithmetic["streams_bound"]
+    )
     kernels = result["cpu"]["kernels"]  # eager against the fused C++ kernels and the AOTI steps
     fast_targets = set()
     assert kernels["streams"] == 3 and 0 < kernels["eager"]["streams_sustained"]

@@ -9,6 +9,8 @@
   of one stream must read all the weights), to tell arithmetic from per-operation overhead;
 * how many real-time round-trip streams one core sustains, advancing N streams together with a
   :class:`~audiokit.streaming.MultiStreamBatcher`;
+* the arithmetic behind that: multiply-adds of one stream's frame in matrix products, this core's
+  float32 matrix-product throughput, and so the most streams the products alone would let one core run;
 * the streaming figures again with the fused C++ kernels (:mod:`audiokit.ops`, ``kernels/``), with
   whole steps compiled ahead of time, and with those compiled steps reading float16 weights
   (:mod:`audiokit.nn.precision`), against the eager torch ops, interleaved in the same run, with the
@@ -37,6 +39,7 @@ from audiokit.coding import load_codec
 from audiokit.errors import ModelError, ToolMissingError
 from audiokit.models import Codec, is_shipped
 from audiokit.nn.precision import rounded_weights, weight_twin
+from audiokit.nn.streaming import MIN_ROWS
 from audiokit.provenance import run_info
 from audiokit.streaming.graphs import graph_report
 
@@ -223,6 +226,51 @@ def bench_weight_floor(codec: Codec, repeats: int = 50) -> dict:
     return result
 
 
+def stream_frame_macs(codec: Codec, frames: int = 10) -> float:
+    """Multiply-adds in the matrix products (``mm``, ``addmm``, ``bmm``, convolutions) of one stream's
+    round-trip step per frame, counted over ``frames`` eager steps of :data:`MIN_ROWS` streams after a
+    warm-up (fewer rows would count the rows an eager step pads its products to)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    hop, streams = codec.hop_length, MIN_ROWS
+    audio = _noise(codec.channels, hop * (frames + 8), "cpu").expand(streams, -1, -1)
+    session = codec.stream(streams, "roundtrip")
+    with torch.inference_mode():
+        for i in range(8):
+            session.push(audio[..., i * hop : (i + 1) * hop])
+        with FlopCounterMode(display=False) as counter:
+            for i in range(8, frames + 8):
+                session.push(audio[..., i * hop : (i + 1) * hop])
+    return counter.get_total_flops() / 2 / frames / streams
+
+
+def bench_gemm_throughput(rows: int = 256, size: int = 1024, repeats: int = 20) -> float:
+    """This core's float32 matrix-product throughput in multiply-adds per second: ``(rows, size) @ (size,
+    size)``, the shape class of a batched step's products (rows = streams x sub-frames)."""
+    a, b = torch.randn(rows, size), torch.randn(size, size)
+    with torch.inference_mode():
+        seconds = _median_seconds(lambda: torch.mm(a, b), repeats)
+    return rows * size * size / seconds
+
+
+def bench_arithmetic(codec: Codec, best_streams_per_core: float) -> dict:
+    """What the products alone allow: one stream's multiply-adds per frame, this core's float32 product
+    throughput, the real-time streams per core at that throughput with nothing else to do
+    (``streams_bound``), and how close ``best_streams_per_core`` (measured) came to it."""
+    macs = stream_frame_macs(codec)
+    frames_per_second = codec.sample_rate / codec.hop_length
+    throughput = bench_gemm_throughput()
+    bound = throughput / (macs * frames_per_second)
+    return {
+        "macs_per_stream_frame": macs,
+        "macs_per_stream_second": macs * frames_per_second,
+        "gemm_macs_per_second": throughput,
+        "streams_bound": bound,
+        "best_streams_per_core": best_streams_per_core,
+        "fraction_of_bound": best_streams_per_core / bound,
+    }
+
+
 def bench_many_streams(
     codec: Codec, counts: list[int], frames: int, device: str = "cpu", compile: bool | str = False
 ) -> dict:
@@ -407,6 +455,11 @@ def run_benchmark(
         "many_streams": bench_many_streams(codec, list(stream_counts), max(10, frames // 4)),
         "kernels": bench_kernels(codec, frames, max(stream_counts)),
     }
+    best = max(
+        [cpu["many_streams"]["streams_sustained"]]
+        + [cpu["kernels"][name]["streams_sustained"] for name in KERNEL_VARIANTS if name in cpu["kernels"]]
+    )
+    cpu["arithmetic"] = bench_arithmetic(codec, best)
     result = {
         "benchmark": "codec_speed",
         **run_info(),
@@ -508,6 +561,14 @@ def summary_lines(result: dict) -> list[str]:
         lines.append(
             f"  {count:>4} streams: {row['tick_ms']:.2f} ms per tick "
             f"-> {row['streams_sustained']:.1f} real-time streams"
+        )
+    if "arithmetic" in cpu:
+        work = cpu["arithmetic"]
+        lines.append(
+            f"  arithmetic: {work['macs_per_stream_frame'] / 1e6:.1f} M multiply-adds per stream and frame; "
+            f"this core's float32 products run {work['gemm_macs_per_second'] / 1e9:.1f} G/s, so the "
+            f"products alone allow {work['streams_bound']:.0f} real-time streams per core; the best "
+            f"measured, {work['best_streams_per_core']:.0f}, is {100 * work['fraction_of_bound']:.0f} %"
         )
     kernels = cpu["kernels"]
     for name, why in kernels["skipped"].items():
