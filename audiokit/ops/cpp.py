@@ -46,7 +46,11 @@ def _build() -> tuple[ModuleType | None, str | None]:
     if missing is not None:
         return None, missing
     names = (
-        "module.cpp", "convnext_step.cpp", "rvq_encode.cpp", "prior_decode.cpp", "low_precision_weights.cpp"
+        "module.cpp",
+        "convnext_step.cpp",
+        "rvq_encode.cpp",
+        "prior_decode.cpp",
+        "low_precision_weights.cpp",
     )
     module, reason = build_extension(
         NAME, [SOURCES / name for name in names], cache_dir(), extra_cflags=FLAGS, extra_ldflags=["-fopenmp"]
