@@ -1,9 +1,11 @@
 """Where a codec's PESQ goes: its magnitudes or its phase (oracle swaps of STFT magnitude and phase).
 
-For each clip, code it at ``--bitrate`` and score with PESQ-WB three signals against the original:
-the decoded audio, the decoded STFT magnitude with the original's phase, and the original magnitude
-with the decoded phase (512-point Hann STFT, hop 128, 16 kHz). A large gain from the original phase
-means the decoder's phase, not its magnitudes, limits the score.
+For each clip, code it at ``--bitrate`` and score with PESQ-WB four signals against the original:
+the decoded audio, the decoded STFT magnitude with the original's phase, the original magnitude
+with the decoded phase (512-point Hann STFT, hop 128, 16 kHz), and the decoded magnitude with a phase
+rebuilt from it alone (:func:`pghi_phase`, 512-point Gaussian STFT, hop 128). A large gain from the
+original phase means the decoder's phase limits the score; the rebuilt phase tells whether the decoded
+magnitudes would give a better one by themselves.
 
 Usage: ``python benchmarks/phase_oracle.py --weights speech-16k --valid DIR --glob 'vm-*'
 [--every 10] [--bitrate 6000] [--out benchmarks/results/phase_oracle.json]``
@@ -12,6 +14,7 @@ Usage: ``python benchmarks/phase_oracle.py --weights speech-16k --valid DIR --gl
 from __future__ import annotations
 
 import argparse
+import heapq
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +36,69 @@ def _istft(spec: torch.Tensor, length: int) -> np.ndarray:
     return torch.istft(spec, N_FFT, HOP, window=torch.hann_window(N_FFT), length=length).numpy()
 
 
+GAUSS_LAMBDA = 0.25645 * N_FFT**2
+"""Time-frequency spread of :func:`gaussian_window` (samples^2): ``exp(-pi t^2 / lambda)`` about the
+frame's centre, the width that suits a window of ``N_FFT`` samples (Prusa et al. 2017)."""
+
+
+def gaussian_window() -> torch.Tensor:
+    """``(N_FFT,)`` float64 Gaussian window centred at ``N_FFT / 2``."""
+    t = torch.arange(N_FFT, dtype=torch.float64) - N_FFT / 2
+    return torch.exp(-torch.pi * t**2 / GAUSS_LAMBDA)
+
+
+def gaussian_stft(wav: np.ndarray) -> np.ndarray:
+    """``(N_FFT // 2 + 1, frames)`` complex STFT of ``wav`` (samples) with :func:`gaussian_window`."""
+    x = torch.as_tensor(wav, dtype=torch.float64)
+    return torch.stft(x, N_FFT, HOP, window=gaussian_window(), return_complex=True).numpy()
+
+
+def gaussian_istft(spec: np.ndarray, length: int) -> np.ndarray:
+    """Inverse of :func:`gaussian_stft`, ``length`` samples (float32)."""
+    y = torch.istft(torch.as_tensor(spec), N_FFT, HOP, window=gaussian_window(), length=length)
+    return y.numpy().astype(np.float32)
+
+
+def pghi_phase(magnitude: np.ndarray, floor_nepers: float = 10.0) -> np.ndarray:
+    """Phase ``(bins, frames)`` (radians) for a :func:`gaussian_stft` magnitude, by phase-gradient heap
+    integration (Prusa, Balazs, Sondergaard 2017). Under a Gaussian window the phase's derivatives follow
+    from the log-magnitude's: with ``s = log|X|``, frequency ``w`` in cycles a sample and time ``x`` in
+    samples, ``dphase/dx = 2 pi w + (1 / lambda) ds/dw`` and ``dphase/dw = -lambda ds/dx - pi N_FFT``
+    (the frame's phase is taken at its start, the window's centre ``N_FFT / 2`` later). From the
+    loudest coefficient outwards, each neighbour gets its phase by the trapezoid rule; coefficients more
+    than ``floor_nepers`` below the loudest keep a fixed random phase."""
+    bins, _ = magnitude.shape
+    s = np.log(magnitude + 1e-12)
+    per_sample = 2 * np.pi * np.arange(bins)[:, None] / N_FFT + np.gradient(s, axis=0) * N_FFT / GAUSS_LAMBDA
+    per_cycle = -GAUSS_LAMBDA * np.gradient(s, axis=1) / HOP - np.pi * N_FFT
+    phase = np.random.default_rng(0).uniform(-np.pi, np.pi, magnitude.shape)
+    done = s <= s.max() - floor_nepers
+    while not done.all():
+        start = np.unravel_index(np.argmax(np.where(done, -np.inf, s)), s.shape)
+        phase[start], done[start] = 0.0, True
+        heap = [(-s[start], start)]
+        while heap:
+            _, (b, f) = heapq.heappop(heap)
+            for nb, nf in ((b, f + 1), (b, f - 1), (b + 1, f), (b - 1, f)):
+                if 0 <= nb < bins and 0 <= nf < s.shape[1] and not done[nb, nf]:
+                    if nf != f:
+                        step = (per_sample[b, f] + per_sample[nb, nf]) / 2 * HOP * (nf - f)
+                    else:
+                        step = (per_cycle[b, f] + per_cycle[nb, nf]) / 2 * (nb - b) / N_FFT
+                    phase[nb, nf], done[nb, nf] = phase[b, f] + step, True
+                    heapq.heappush(heap, (-s[nb, nf], (nb, nf)))
+    return phase
+
+
+def with_pghi_phase(wav: np.ndarray) -> np.ndarray:
+    """``wav``'s Gaussian STFT magnitude with :func:`pghi_phase`, back to samples (same length)."""
+    magnitude = np.abs(gaussian_stft(wav))
+    return gaussian_istft(magnitude * np.exp(1j * pghi_phase(magnitude)), len(wav))
+
+
 def oracle_scores(codec: Codec, wav: np.ndarray, bitrate: float) -> dict[str, float]:
-    """PESQ-WB of ``coded``, ``coded_magnitude_original_phase`` and ``original_magnitude_coded_phase``.
+    """PESQ-WB of ``coded``, ``coded_magnitude_original_phase``, ``original_magnitude_coded_phase`` and
+    ``coded_magnitude_pghi_phase``.
 
     ``wav``: ``(samples,)`` float32 at the codec's sample rate (16 kHz).
     """
@@ -46,6 +110,7 @@ def oracle_scores(codec: Codec, wav: np.ndarray, bitrate: float) -> dict[str, fl
         "coded": coded.numpy(),
         "coded_magnitude_original_phase": _istft(est.abs() * torch.exp(1j * ref.angle()), len(wav)),
         "original_magnitude_coded_phase": _istft(ref.abs() * torch.exp(1j * est.angle()), len(wav)),
+        "coded_magnitude_pghi_phase": with_pghi_phase(coded.numpy()),
     }
     return {name: metrics.pesq(wav, signal, codec.sample_rate).score for name, signal in signals.items()}
 
