@@ -89,6 +89,20 @@ def tiny_codec_file(tmp_path_factory) -> Path:
     return path
 
 
+def assert_speed_targets(result: dict) -> None:
+    """An audio model's speed result (``audiokit.bench.audio``) checks every target, the compiled push's
+    share of the hop being the compiled one-hop push over the hop."""
+    assert set(result["targets"]) == {
+        "offline_realtime_x",
+        "stream_hop_share",
+        "aoti_stream_hop_share",
+        "realtime_streams_per_core",
+    }
+    one_hop = result["cpu"]["compiled"]["one_hop"]
+    share = result["targets"]["aoti_stream_hop_share"]["value"]
+    assert share == one_hop["aoti"]["p50_ms"] / one_hop["chunk_ms"]
+
+
 def assert_same_tensors(a: dict, b: dict, where: str = "") -> None:
     """Nested dicts of tensors (state dicts, checkpoints) equal bit for bit, key by key."""
     assert a.keys() == b.keys(), where
