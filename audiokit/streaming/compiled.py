@@ -46,9 +46,10 @@ from audiokit.nn.state import (
 from audiokit.ops import cpp
 
 PACKAGE_SOURCE = Path(__file__).resolve().parents[1]
-KEEP_LIBRARIES = 24
-"""Compiled steps kept in the cache; the least recently built go first (a new version of the package or
-of the weights makes new ones)."""
+KEEP_LIBRARIES = 96
+"""Compiled steps kept in the cache (3-6 MB each); the least recently used go first (a new version of the
+package or of the weights makes new ones). The test suite alone builds about 90; with 24 kept, 8 of them
+were pruned and built again within one run."""
 MAX_STREAMS = 4096
 """The most streams a compiled step takes at once (more run eagerly): within the RVQ search's block of
 rows, so that the trace need not branch on the number of streams."""
@@ -156,7 +157,9 @@ def compile_step(
         precision = weight_precision(module)
         if precision != "float32" and chunk.device.type == "cpu" and cpp.load() is None:
             raise RuntimeError(f"{precision} weights need the C++ kernels: {cpp.unavailable_reason()}")
-        if not path.is_file():
+        if path.is_file():
+            _mark_used(path)
+        else:
             missing = _missing_tool()
             if missing is not None:
                 raise RuntimeError(missing)
@@ -233,8 +236,15 @@ def unavailable_reason() -> str | None:
     return next(reversed(_failures.values()), None)
 
 
+def _mark_used(path: Path) -> None:
+    """Set ``path``'s modification time to now, so that :func:`_prune` keeps the libraries last used (a
+    read-only cache stays as it is)."""
+    with contextlib.suppress(OSError):
+        os.utime(path)
+
+
 def _prune(folder: Path, keep: int) -> None:
-    """Delete all but the ``keep`` most recently written libraries in ``folder``."""
+    """Delete all but the ``keep`` libraries in ``folder`` most recently built or used."""
     libraries = sorted(folder.glob("*.pt2"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
     for old in libraries[keep:]:
         old.unlink(missing_ok=True)
