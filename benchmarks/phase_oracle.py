@@ -28,12 +28,16 @@ from audiokit.provenance import run_info, write_json
 N_FFT, HOP = 512, 128
 
 
-def _stft(wav: torch.Tensor) -> torch.Tensor:
-    return torch.stft(wav, N_FFT, HOP, window=torch.hann_window(N_FFT), return_complex=True)
+def _stft(wav: torch.Tensor, window: torch.Tensor | None = None) -> torch.Tensor:
+    """Complex STFT (Hann window unless ``window``)."""
+    window = torch.hann_window(N_FFT, dtype=wav.dtype) if window is None else window
+    return torch.stft(wav, N_FFT, HOP, window=window, return_complex=True)
 
 
-def _istft(spec: torch.Tensor, length: int) -> np.ndarray:
-    return torch.istft(spec, N_FFT, HOP, window=torch.hann_window(N_FFT), length=length).numpy()
+def _istft(spec: torch.Tensor, length: int, window: torch.Tensor | None = None) -> np.ndarray:
+    """Inverse of :func:`_stft` with the same window, ``length`` samples."""
+    window = torch.hann_window(N_FFT, dtype=spec.real.dtype) if window is None else window
+    return torch.istft(spec, N_FFT, HOP, window=window, length=length).numpy()
 
 
 GAUSS_LAMBDA = 0.25645 * N_FFT**2
@@ -49,14 +53,12 @@ def gaussian_window() -> torch.Tensor:
 
 def gaussian_stft(wav: np.ndarray) -> np.ndarray:
     """``(N_FFT // 2 + 1, frames)`` complex STFT of ``wav`` (samples) with :func:`gaussian_window`."""
-    x = torch.as_tensor(wav, dtype=torch.float64)
-    return torch.stft(x, N_FFT, HOP, window=gaussian_window(), return_complex=True).numpy()
+    return _stft(torch.as_tensor(wav, dtype=torch.float64), gaussian_window()).numpy()
 
 
 def gaussian_istft(spec: np.ndarray, length: int) -> np.ndarray:
     """Inverse of :func:`gaussian_stft`, ``length`` samples (float32)."""
-    y = torch.istft(torch.as_tensor(spec), N_FFT, HOP, window=gaussian_window(), length=length)
-    return y.numpy().astype(np.float32)
+    return _istft(torch.as_tensor(spec), length, gaussian_window()).astype(np.float32)
 
 
 def pghi_phase(magnitude: np.ndarray, floor_nepers: float = 10.0) -> np.ndarray:
