@@ -39,6 +39,7 @@ DEFAULT_MODEL = "speech-16k"
 ARCHIVE_ENV = "AUDIOKIT_WEIGHTS_ARCHIVE"
 """Environment variable naming one more weights archive (JSON like ``audiokit/weights/ARCHIVE.json``)."""
 _CODECS: dict[str, tuple[Codec, str]] = {}
+_CODES_SHA256: dict[str, str] = {}  # Codec.codes_sha256() by weights sha256
 
 
 def load_codec(spec: str) -> tuple[Codec, str]:
@@ -93,14 +94,9 @@ def _versioned_weights(spec: str) -> Path:
 def weights_for(model_name: str, weights_hash: str) -> Path:
     """The ``.safetensors`` file of ``model_name``'s weights whose sha256 is ``weights_hash`` (an archived
     shipped version); a one-line :class:`ModelError` saying how to get them when they are not here."""
-    entry = archive_entries().get(weights_hash)
-    if entry is None or entry["model"] != model_name:
-        raise ModelError(
-            f"{model_name} weights sha256 {weights_hash} are not a shipped version (see "
-            "audiokit/weights/ARCHIVE.json); pass --model with the weights that encoded the file"
-        )
+    entry = _archive_entry(model_name, weights_hash)
     path = entry["path"]
-    if not path.is_file() or not path.with_suffix(".json").is_file():
+    if not _installed(entry):
         raise ModelError(
             f"{model_name}@{entry['version']} weights sha256 {weights_hash} are not installed ({path} "
             f"missing); get them and their .json with `git show {entry['commit']}:{entry['source']}` "
@@ -109,9 +105,68 @@ def weights_for(model_name: str, weights_hash: str) -> Path:
     return path
 
 
+def decoding_weights_for(model_name: str, weights_hash: str) -> Path:
+    """The weights that decode files written by ``model_name``'s weights ``weights_hash``: those weights
+    when installed, else the newest installed version that writes the same codes (the archive's
+    ``codes``: a later version whose decoder alone trained on), else :func:`weights_for`'s error."""
+    entry = _archive_entry(model_name, weights_hash)
+    if not _installed(entry) and entry.get("codes"):
+        same = [
+            e
+            for e in archive_entries().values()
+            if e["model"] == model_name and e.get("codes") == entry["codes"]
+        ]
+        installed = [e for e in same if _installed(e)]
+        if installed:
+            return max(installed, key=lambda e: e["version"])["path"]
+    return weights_for(model_name, weights_hash)
+
+
+def decoding_version(model_name: str, weights_hash: str) -> str | None:
+    """``name@version`` of the installed weights that decode files written by ``weights_hash``, or None
+    when there are none (never shipped, or not installed)."""
+    try:
+        path = decoding_weights_for(model_name, weights_hash).resolve()
+    except ModelError:
+        return None
+    entry = next(e for e in archive_entries().values() if e["path"].resolve() == path)
+    return f"{model_name}@{entry['version']}"
+
+
+def writes_same_codes(model_name: str, weights_hash: str, codec: Codec, codec_hash: str) -> bool:
+    """Whether ``codec`` (whose weights' sha256 is ``codec_hash``) decodes files written by
+    ``model_name``'s weights ``weights_hash``: the same weights, or archived ones that write the same
+    codes."""
+    if codec.name != model_name:
+        return False
+    if weights_hash == codec_hash:
+        return True
+    entry = archive_entries().get(weights_hash)
+    if entry is None or entry["model"] != model_name or not entry.get("codes"):
+        return False
+    if codec_hash not in _CODES_SHA256:
+        _CODES_SHA256[codec_hash] = codec.codes_sha256()
+    return entry["codes"] == _CODES_SHA256[codec_hash]
+
+
+def _archive_entry(model_name: str, weights_hash: str) -> dict:
+    entry = archive_entries().get(weights_hash)
+    if entry is None or entry["model"] != model_name:
+        raise ModelError(
+            f"{model_name} weights sha256 {weights_hash} are not a shipped version (see "
+            "audiokit/weights/ARCHIVE.json); pass --model with the weights that encoded the file"
+        )
+    return entry
+
+
+def _installed(entry: dict) -> bool:
+    return entry["path"].is_file() and entry["path"].with_suffix(".json").is_file()
+
+
 def codec_for(header: AkcHeader) -> tuple[Codec, str]:
-    """The codec (and its sha256) whose weights wrote ``header``'s stream, from the weights archive."""
-    return load_codec(str(weights_for(header.model_name, header.weights_hash)))
+    """The codec (and its sha256) that decodes ``header``'s stream: the weights that wrote it, or an
+    installed later version that writes the same codes (:func:`decoding_weights_for`)."""
+    return load_codec(str(decoding_weights_for(header.model_name, header.weights_hash)))
 
 
 def entropy_models_for(model_name: str, weights_hash: str) -> list[EntropyCoder]:
@@ -119,7 +174,7 @@ def entropy_models_for(model_name: str, weights_hash: str) -> list[EntropyCoder]
     first: the learned prior (``<stem>.entropy.safetensors``), then the static tables
     (``<stem>.entropy.json``), then superseded priors (``<stem>.entropy@<version>.safetensors``, kept so
     that the files coded with them still decode; never chosen to encode); those that are there."""
-    path = weights_for(model_name, weights_hash)
+    path = decoding_weights_for(model_name, weights_hash)
     models = [model for _, model in _entropy_models_in(path)]
     if not models:
         raise ModelError(
@@ -152,7 +207,7 @@ def entropy_model_file(model_name: str, weights_hash: str, model_id: int) -> str
     """The file name of the entropy-coding model with id ``model_id`` shipped with ``model_name``'s weights
     ``weights_hash`` (e.g. ``speech-16k.entropy@1.safetensors``); None when this package lacks it."""
     try:
-        path = weights_for(model_name, weights_hash)
+        path = decoding_weights_for(model_name, weights_hash)
         return next((f.name for f, m in _entropy_models_in(path) if m.model_id == model_id), None)
     except ModelError:
         return None
@@ -355,10 +410,11 @@ def decode_file(
     check_time_range(start_s, duration_s)
     with io.readable_path(source) as path, AkcReader(path) as reader:
         h = reader.header
-        if h.model_name != codec.name or h.weights_hash != weights_hash:
+        if not writes_same_codes(h.model_name, h.weights_hash, codec, weights_hash):
             raise ModelError(
                 f"{source}: encoded with {h.model_name} weights {h.weights_hash[:12]}, but the decoder is "
-                f"{codec.name} weights {weights_hash[:12]}; pass --model with the encoder's weights"
+                f"{codec.name} weights {weights_hash[:12]}, whose codes differ; pass --model with the "
+                "encoder's weights"
             )
         if h.codebook_size != codec.codebook_size or h.sample_rate != codec.sample_rate:
             raise ModelError(f"{source}: stream parameters do not match model {codec.name}")

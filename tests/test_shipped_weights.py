@@ -11,8 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import audiokit.io as aio
+from audiokit.coding import archive_entries
 from audiokit.evaluation import metrics
-from audiokit.models import Codec
+from audiokit.models import WEIGHTS_DIR, Codec
 from audiokit.models.codec import CONFIGS
 
 
@@ -31,6 +32,16 @@ def clip(speech_files) -> torch.Tensor:
 
 def test_shipped_weights_are_the_registered_config_with_a_card(shipped):
     check_shipped_with_card(shipped, CONFIGS)
+
+
+def test_weights_archive_records_what_each_installed_version_codes():
+    """Every installed shipped version's ``codes`` in the archive is its weights' codes hash (what lets a
+    later version with the same codes decode its files), and the package's own weights are listed."""
+    entries = archive_entries()
+    installed = [entry for entry in entries.values() if entry["path"].is_file()]
+    assert any(entry["path"] == WEIGHTS_DIR / "speech-16k.safetensors" for entry in installed)
+    for entry in installed:
+        assert entry["codes"] == Codec.from_pretrained(entry["path"]).codes_sha256(), entry["file"]
 
 
 def test_shipped_weights_code_speech_and_more_bits_help(shipped, clip):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from audiokit.cli.batch import run_batch
 from audiokit.cli.options import add_raw_options, doc_text, raw_format
-from audiokit.coding import entropy_model_file, model_version
+from audiokit.coding import decoding_version, entropy_model_file, model_version
 from audiokit.evaluation.describe import describe
 from audiokit.io import RawFormat
 
@@ -24,6 +24,8 @@ def _line(row: dict) -> str:
     if row.get("format") == "akc":
         original = f"{row['original_samples']} samples at {row['original_sample_rate']} Hz"
         version = row["model_version"] or "weights never shipped"
+        if row["decoded_by"] and row["decoded_by"] != row["model_version"]:
+            version += f"; decodes with {row['decoded_by']}, which writes the same codes"
         coding = ""
         if row["entropy_coded"]:
             coding = f", entropy-coded ({row['entropy_model'] or 'a model this package lacks'})"
@@ -42,11 +44,13 @@ def _line(row: dict) -> str:
 
 def _describe(path: str, raw: RawFormat | None) -> dict:
     """:func:`describe`, plus for an ``.akc`` file the shipped version of its weights (``name@version``,
-    None for weights never shipped), whether it is entropy-coded and the file of the entropy-coding
-    model it names (None when this package lacks it)."""
+    None for weights never shipped), the installed version that decodes it (``decoded_by``: the same, or
+    a later one that writes the same codes; None when none is installed), whether it is entropy-coded
+    and the file of the entropy-coding model it names (None when this package lacks it)."""
     row = describe(Path(path), raw)
     if row.get("format") == "akc":
         row["model_version"] = model_version(row["model"], row["weights_sha256"])
+        row["decoded_by"] = decoding_version(row["model"], row["weights_sha256"])
         row["entropy_coded"] = row["version"] >= 3
         row["entropy_model"] = (
             entropy_model_file(row["model"], row["weights_sha256"], row["entropy_model_id"])

@@ -13,6 +13,8 @@ folded into the batch); :class:`Codes` remembers the channel count and ``decode`
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -281,6 +283,24 @@ class Codec(AudioModel, family="codec", config_class=CodecConfig, configs=CONFIG
         causal) and the iSTFT decoder's ``target_delay``.
         """
         return self.hop_length + self.encoder.lookahead + self.decoder.lookahead + self.target_delay
+
+    def codes_sha256(self) -> str:
+        """sha256 (hex) of everything that decides the codes :meth:`encode` writes: the encoder's and
+        the quantizer's tensors, the config fields they are built from and :attr:`target_delay`.
+
+        Two weights with the same value write the same codes for every input, so each decodes the
+        other's files (a decoder trained on with the encoder and codebooks frozen keeps it)."""
+        c = self.config
+        fields = ("sample_rate", "channels", "causal", "ratios", "latent_dim", "encoder_type")
+        fields += ("num_quantizers", "codebook_size", "codebook_dim", "l2_normalize")
+        described = {name: getattr(c, name) for name in fields}
+        described |= {"encoder": dataclasses.asdict(c.encoder), "target_delay": self.target_delay}
+        digest = hashlib.sha256(json.dumps(described, sort_keys=True).encode())
+        for name, tensor in sorted(self.state_dict().items()):
+            if name.startswith(("encoder.", "quantizer.")):
+                digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+                digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()
 
     def n_q_for_bitrate(self, bitrate: float | None) -> int:
         """Codebooks used at ``bitrate`` bits/s (all of them when ``None``)."""
