@@ -38,7 +38,11 @@ def _build(args: argparse.Namespace) -> tuple[dict, Path]:
         if args.valid is None:
             raise UsageError("a codec card needs --valid DIR (validation speech)")
         request = CardRequest(
-            valid=Path(args.valid), glob=args.glob, bitrates=tuple(args.bitrates), **_common(args)
+            valid=Path(args.valid),
+            glob=args.glob,
+            bitrates=tuple(args.bitrates),
+            opus_kbps=tuple(args.opus_kbps),
+            **_common(args),
         )
         return build_card(request), request.out
     if family == "enhancer":
@@ -98,6 +102,14 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     parser.add_argument("--glob", default="*", help="reference files to use (default *)")
     parser.add_argument(
         "--bitrates", type=float, nargs="+", default=[1.5, 3.0, 6.0], metavar="KBPS", help="codec only"
+    )
+    parser.add_argument(
+        "--opus-kbps",
+        type=float,
+        nargs="+",
+        default=[],
+        metavar="KBPS",
+        help="codec only: Opus also at these bitrates, for context (e.g. 8 12)",
     )
     parser.add_argument(
         "--noisy-set",

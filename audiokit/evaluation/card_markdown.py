@@ -193,16 +193,21 @@ def render_markdown(card: dict) -> str:
             real = "n/a" if report is None else f"{report['actual_bitrate_kbps']:.2f}"
             values = " | ".join(value_cell(report, metric) for metric, _ in CARD_METRICS)
             lines.append(f"| {label} | {kbps:g} | {real} | {values} |")
-    if OPUS_MIN_KBPS not in card["bitrates"]:
-        report = e["opus"][f"{OPUS_MIN_KBPS:g}"]
+    shown = {f"{kbps:g}" for kbps in card["bitrates"]}
+    for key in sorted(set(e["opus"]) - shown, key=float):  # Opus at its minimum and for context
+        report = e["opus"][key]
         values = " | ".join(value_cell(report, metric) for metric, _ in CARD_METRICS)
-        lines.append(f"| Opus | {OPUS_MIN_KBPS:g} | {report['actual_bitrate_kbps']:.2f} | {values} |")
+        lines.append(f"| Opus | {key} | {report['actual_bitrate_kbps']:.2f} | {values} |")
     lines += [
         "",
         f"Opus below {OPUS_MIN_KBPS:g} kbps (its minimum) is n/a; lower bitrates of ours are compared with "
         f"Opus {OPUS_MIN_KBPS:g} kbps.",
         "",
     ]
+    if card.get("entropy"):
+        lines += [*entropy_lines(card["entropy"], name), ""]
+    if card.get("spectrograms"):
+        lines += [*spectrogram_lines(card["spectrograms"]), ""]
     lines += target_lines(card)
     lines += [
         "",
@@ -228,6 +233,37 @@ def render_markdown(card: dict) -> str:
         card, "audiokit data prepare --roles speech --split valid", card["evaluation"]["commands"].values()
     )
     return "\n".join(lines) + "\n"
+
+
+def entropy_lines(section: dict, name: str) -> list[str]:
+    """The codec card's "Entropy coding" table: real kbps with fixed-width and entropy-coded codes."""
+    lines = [
+        "### Entropy coding",
+        "",
+        f"The same {section['files']} files coded as `.akc` with fixed-width codes (`audiokit encode`) and "
+        f"entropy-coded (`audiokit encode --entropy`, `{section['model']}`): the same codes, so the same "
+        "decoded audio; real kbps as above.",
+        "",
+        "| kbps | real kbps, fixed width | real kbps, entropy-coded | bytes saved |",
+        "|---|---|---|---|",
+    ]
+    for row in section["rows"]:
+        lines.append(
+            f"| {row['kbps']:g} | {row['fixed_kbps']:.2f} | {row['entropy_kbps']:.2f} | "
+            f"{100 * row['saving']:.1f} % |"
+        )
+    return [*lines, "", f"Reproduce ({name}): `{section['command']}`"]
+
+
+def spectrogram_lines(figure: dict) -> list[str]:
+    """The codec card's spectrogram figure, with what it shows."""
+    return [
+        "### Spectrograms",
+        "",
+        f"`{figure['source']}`: " + ", ".join(figure["titles"]) + " (dB, 80 dB range).",
+        "",
+        f"![spectrograms]({figure['png']})",
+    ]
 
 
 def training_lines(card: dict) -> list[str]:

@@ -3,7 +3,9 @@ and the targets it is held to (passed in as a file, :mod:`audiokit.evaluation.ta
 
 :func:`build_card` runs :func:`~audiokit.evaluation.evaluate` for the codec at each bitrate and for Opus at
 the same bitrates (Opus below its 6 kbps minimum is "n/a" and the codec is compared with Opus 6 kbps
-instead), the edge-case checks and the codebook health (:func:`codebook_health_section`), reads what
+instead) and at any others asked for, the edge-case checks, the codebook health
+(:func:`codebook_health_section`), the files' size with and without entropy coding and a spectrogram
+figure (:mod:`audiokit.evaluation.codec_card`), reads what
 the trainer wrote into the run directory (``run.json``, ``recipe.yaml``, ``metrics.jsonl``,
 ``eval.jsonl``) and the recipe's training manifests;
 :func:`write_card` writes ``<out>/<name>.json`` and ``<out>/<name>.md`` atomically. Every number in
@@ -24,6 +26,7 @@ from audiokit.coding import load_codec
 from audiokit.evaluation.bwe_card import render_bwe_markdown
 from audiokit.evaluation.card_common import CardOptions, model_weights
 from audiokit.evaluation.card_markdown import render_markdown, shown_path
+from audiokit.evaluation.codec_card import entropy_section, spectrogram_section
 from audiokit.evaluation.enhancer_card import render_enhancer_markdown
 from audiokit.evaluation.paired import EvalRequest, evaluate
 from audiokit.evaluation.robustness import robustness_report
@@ -37,15 +40,22 @@ from audiokit.tools import OPUS_MIN_KBPS
 @dataclass(frozen=True, kw_only=True)
 class CardRequest(CardOptions):
     """A codec card (:class:`~audiokit.evaluation.card_common.CardOptions`) measured on the references
-    ``valid`` matching ``glob`` at ``bitrates`` (kbit/s)."""
+    ``valid`` matching ``glob`` at ``bitrates`` (kbit/s), with Opus also at ``opus_kbps`` for context."""
 
     valid: Path
     glob: str = "*"
     bitrates: tuple[float, ...] = (1.5, 3.0, 6.0)
+    opus_kbps: tuple[float, ...] = ()
 
     def data_options(self) -> list[tuple[str, object]]:
         bitrates = tuple(f"{b:g}" for b in self.bitrates)
-        return [("--valid", self.valid), ("--glob", self.glob), ("--bitrates", bitrates)]
+        opus_kbps = tuple(f"{b:g}" for b in self.opus_kbps) or None
+        return [
+            ("--valid", self.valid),
+            ("--glob", self.glob),
+            ("--bitrates", bitrates),
+            ("--opus-kbps", opus_kbps),
+        ]
 
     def data_paths(self) -> list[str]:
         return [str(self.valid)]
@@ -137,14 +147,22 @@ def build_card(request: CardRequest) -> dict:
         request.bitrates,
         request.jobs,
         request.quiet,
-        sorted(targets.opus_rates()),
+        sorted(targets.opus_rates() | set(request.opus_kbps)),
+    )
+    name = request.name or weights["name"]
+    figure = spectrogram_section(
+        request.weights,
+        request.valid,
+        request.glob,
+        request.bitrates,
+        request.out / f"{name}-spectrograms.png",
     )
     codec, _ = load_codec(request.weights)
     edge_cases = [robustness_report(codec, kbps * 1000) for kbps in request.bitrates]
     health = codebook_health_section(request.weights, request.valid, request.glob)
     return {
         "family": "codec",
-        "name": request.name or weights["name"],
+        "name": name,
         "generated": run_info(),
         "weights": weights,
         "bitrates": list(request.bitrates),
@@ -154,6 +172,8 @@ def build_card(request: CardRequest) -> dict:
         "targets": verdicts(targets, section, rows, edge_cases),
         "robustness": edge_cases,
         "codebook_health": health,
+        "entropy": entropy_section(request.weights, request.valid, request.glob, request.bitrates),
+        "spectrograms": figure,
         "training": training,
         "training_data": training_data(training["recipe_yaml"]),
         "caveat": targets.caveat,
