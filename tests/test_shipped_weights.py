@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import SAMPLES, check_shipped_with_card, run_stream
+from conftest import ROOT, SAMPLES, check_shipped_with_card, run_stream
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import audiokit.io as aio
-from audiokit.coding import archive_entries
+from audiokit.bitstream import read_akc
+from audiokit.cli import main
+from audiokit.coding import archive_entries, model_version
 from audiokit.evaluation import metrics
-from audiokit.models import WEIGHTS_DIR, Codec
+from audiokit.models import WEIGHTS_DIR, Codec, Codes
 from audiokit.models.codec import CONFIGS
 
 
@@ -42,6 +44,28 @@ def test_weights_archive_records_what_each_installed_version_codes():
     assert any(entry["path"] == WEIGHTS_DIR / "speech-16k.safetensors" for entry in installed)
     for entry in installed:
         assert entry["codes"] == Codec.from_pretrained(entry["path"]).codes_sha256(), entry["file"]
+
+
+@pytest.mark.parametrize("name", ["speech16k_v1.akc", "speech16k_entropy.akc", "speech16k_entropy_prior.akc"])
+def test_files_of_the_first_shipped_weights_decode_with_the_package(shipped, name, tmp_path, capsys):
+    """Files written by `speech-16k@1` (format versions 1 and 3, entropy-coded with the static tables and
+    with a superseded prior) decode without `--model`: with those weights or, when a later version that
+    writes the same codes replaced them, with that version, as `info` says."""
+    path = ROOT / "tests" / "data" / name
+    header, codes, _ = read_akc(path)
+    assert model_version(header.model_name, header.weights_hash) == "speech-16k@1"
+    assert main(["decode", str(path), str(tmp_path / "out.wav"), "-q", "--sample-rate", "16000"]) == 0
+    decoded, rate = aio.load(tmp_path / "out.wav")
+    with torch.inference_mode():
+        expected = shipped.decode(Codes(codes, header.num_samples))[0]
+    assert rate == 16000 and decoded.shape == expected.shape
+    assert (decoded - expected).abs().max() < 1e-4  # 16-bit output of a streamed decode
+    assert main(["info", str(path)]) == 0
+    version = model_version("speech-16k", shipped.weights_sha256())  # the package's own version
+    line = capsys.readouterr().out
+    assert "(speech-16k@1" in line
+    if version != "speech-16k@1":  # replaced by a version of the same codes: the line names it
+        assert f"decodes with {version}, which writes the same codes" in line
 
 
 def test_shipped_weights_code_speech_and_more_bits_help(shipped, clip):
