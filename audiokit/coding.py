@@ -256,6 +256,8 @@ def mirror_jobs(
         if folder or (not io.is_stdio(target) and Path(target).is_dir()):
             raise UsageError(f"{target}: with - (standard input) as input, give an output file or -")
         return [(Path(source), Path(target))]
+    if Path(source).is_dir() and io.is_stdio(target):
+        raise UsageError(f"{source}: is a folder; give an output folder, not - (standard output)")
     source, target = Path(source), Path(target)
     if source.is_dir():
         if target.exists() and not target.is_dir():
@@ -344,7 +346,8 @@ def encode_file(
         )
         stats = _InputStats(BandwidthEstimator(info.sample_rate))
         native = _measured(io.iter_blocks(path, raw=raw), stats, gain)
-        blocks = io.resample_blocks(native, info.sample_rate, codec.sample_rate, channels)
+        resampled = io.resample_blocks(native, info.sample_rate, codec.sample_rate, channels)
+        blocks = _at_least_one_sample(resampled, channels)
         with io.atomic_path(target) as tmp, open(tmp, "wb") as file, torch.inference_mode():
             writer = AkcWriter(file, header, entropy)
             if codec.config.causal:
@@ -365,6 +368,18 @@ def encode_file(
         "gain": gain,
         "bandwidth_hz": stats.estimator.result(),
     }
+
+
+def _at_least_one_sample(blocks: Iterable[torch.Tensor], channels: int) -> Iterator[torch.Tensor]:
+    """``blocks`` (``(channels, n)``), then one silent sample if they held none: an input shorter than
+    one model-rate sample (1 sample above twice the model's rate) still codes a frame; decoding gives
+    back the input's own length."""
+    seen = 0
+    for block in blocks:
+        seen += block.shape[-1]
+        yield block
+    if seen == 0:
+        yield torch.zeros(channels, 1)
 
 
 def check_time_range(start_s: float | None, duration_s: float | None) -> None:

@@ -143,11 +143,16 @@ Planner = Callable[[Path, io.AudioInfo], Plan]
 """``plan(path, info)``: the :class:`Plan` of one readable input file."""
 
 
+PCM_SUBTYPES = frozenset({"PCM_S8", "PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE", "ULAW", "ALAW"})
+"""Sample formats an output keeps from its input (a compressed input's, e.g. MP3's, is not kept)."""
+
+
 def _output_subtype(source_info: io.AudioInfo, target: PathLike) -> str | None:
-    """The input's sample format when ``target`` is lossless and holds it, else None (the format's
-    default: 16-bit PCM for WAV/FLAC)."""
+    """The input's sample format when it is PCM or float and ``target`` is lossless and holds it, else
+    None (the format's default: 16-bit PCM for WAV/FLAC)."""
     fmt = LOSSLESS_FORMATS.get(io.output_extension(target))
-    return source_info.subtype if fmt and sf.check_format(fmt, source_info.subtype) else None
+    keep = fmt and source_info.subtype in PCM_SUBTYPES and sf.check_format(fmt, source_info.subtype)
+    return source_info.subtype if keep else None
 
 
 def process_file(

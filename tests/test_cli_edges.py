@@ -186,6 +186,17 @@ def test_decode_gives_back_the_input_rate_and_exact_length(capsys, tmp_path, sam
     assert row["model"] == "speech-16k" and row["bitrate_kbps"] == 12 and row["version"] == 2
 
 
+@pytest.mark.parametrize(("rate", "samples"), [(44100, 1), (48000, 1), (48000, 2)])
+def test_inputs_shorter_than_one_model_sample_come_back(capsys, tmp_path, rate, samples):
+    """1 sample at 44.1 or 48 kHz is less than one 16 kHz sample: it still codes, and decodes to its own
+    rate and length."""
+    sf.write(tmp_path / "x.wav", np.full(samples, 0.25, dtype=np.float32), rate, subtype="FLOAT")
+    assert run(capsys, "encode", tmp_path / "x.wav", tmp_path / "x.akc")[0] == 0
+    assert run(capsys, "decode", tmp_path / "x.akc", tmp_path / "y.wav")[0] == 0
+    back = sf.info(tmp_path / "y.wav")
+    assert (back.samplerate, back.frames) == (rate, samples)
+
+
 def test_seek_with_resampling_equals_the_same_span_of_a_full_decode(capsys, tmp_path):
     source = _speech(tmp_path / "s.wav", 2.0, rate=44100)
     run(capsys, "encode", source, tmp_path / "s.akc")
@@ -278,6 +289,10 @@ def test_smaller_edges(capsys, files, tmp_path):
     # a trailing / is a folder
     code, _, _ = run(capsys, "encode", files["wav"], f"{tmp_path}/newdir/")
     assert code == 0 and (tmp_path / "newdir" / "a.akc").is_file()
+    # a folder cannot go to standard output (not into a folder named -)
+    for command, folder in (("encode", files["wav"].parent), ("decode", tmp_path / "newdir")):
+        code, out, err = run(capsys, command, folder, "-")
+        assert code == 1 and "give an output folder, not -" in err and not Path("-").exists()
     # --plot writes the format its extension names
     code, _, err = run(
         capsys, "eval", "-q", files["wav"], "--baseline", "identity", "--plot", tmp_path / "p.svg"

@@ -48,6 +48,17 @@ def test_output_keeps_rate_channels_and_exact_length(tmp_path, model_file, sourc
     assert (got.samplerate, got.channels, got.frames) == (want.samplerate, want.channels, want.frames)
 
 
+def test_compressed_input_to_wav_is_written_as_pcm(tmp_path, model_file):
+    """An MP3's sample format is not carried into a WAV (libsndfile cannot write it there): 16-bit PCM."""
+    mp3 = tmp_path / "in.mp3"
+    ffmpeg = ["ffmpeg", "-v", "error", "-i", str(SAMPLES / "speech_fr_16k_a.flac"), "-t", "1.5", str(mp3)]
+    subprocess.run(ffmpeg, check=True)
+    assert sf.info(mp3).subtype == "MPEG_LAYER_III"
+    assert enhance(mp3, tmp_path / "out.wav", "-m", model_file) == 0
+    out = sf.info(tmp_path / "out.wav")
+    assert (out.subtype, out.samplerate, out.frames) == ("PCM_16", 16000, sf.info(mp3).frames)
+
+
 def test_streamed_file_equals_offline_enhance(tmp_path, model_file, capsys):
     """A mono 16 kHz file through the command (16-bit output) and, in odd blocks, through
     :func:`enhance_file` (float output) equals ``model.enhance`` on the whole signal."""
