@@ -7,6 +7,9 @@ The first test of a run builds the extension into the cache (~30-60 s once); lat
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 from conftest import rvq_case
@@ -171,3 +174,31 @@ def test_cpp_is_opt_in(monkeypatch):
         assert ops.backend_for(x.double()) == "torch"  # the kernels are float32
     with pytest.raises(ValueError, match="unknown backend"):
         ops.use_backend("cuda-graph").__enter__()
+
+
+TINY_MODULE = """
+#include <Python.h>
+static struct PyModuleDef tiny = {PyModuleDef_HEAD_INIT, "audiokit_tiny_ext", nullptr, -1, nullptr};
+PyMODINIT_FUNC PyInit_audiokit_tiny_ext(void) {
+    PyObject *module = PyModule_Create(&tiny);
+    PyModule_AddIntConstant(module, "answer", 42);
+    return module;
+}
+"""
+
+
+def test_a_lock_left_by_a_killed_build_does_not_block_the_next(tmp_path):
+    """torch's build lock file, left by a build that was killed, used to make every later build wait
+    forever; the build now goes ahead (in a subprocess with a timeout, so that a regression fails)."""
+    source, folder = tmp_path / "tiny.cpp", tmp_path / "build"
+    source.write_text(TINY_MODULE)
+    folder.mkdir()
+    (folder / "lock").write_text("")
+    code = (
+        "from pathlib import Path; from audiokit.ops.build import build_extension; "
+        f"module, why = build_extension('audiokit_tiny_ext', [Path({str(source)!r})], "
+        f"Path({str(folder)!r})); "
+        "print(module.answer if module else why)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "42", done.stderr[-2000:]

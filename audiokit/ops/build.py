@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -20,14 +22,24 @@ def build_extension(
     name: str, sources: list[Path], build_dir: Path, **options
 ) -> tuple[ModuleType | None, str | None]:
     """``(module, None)``, built into ``build_dir`` (reused while the sources are unchanged), or
-    ``(None, why)`` when the build fails; ``options`` go to ``torch.utils.cpp_extension.load``."""
+    ``(None, why)`` when the build fails; ``options`` go to ``torch.utils.cpp_extension.load``.
+
+    One process builds at a time: the others wait on an ``flock`` of ``build_dir/build.flock``, which
+    the system releases when its holder dies. So whoever holds it may remove torch's own lock file,
+    which a killed build leaves behind and torch would wait on forever. A first build (a minute or so)
+    is announced on an interactive terminal."""
     from torch.utils.cpp_extension import load
 
     build_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        module = load(
-            name, [str(s) for s in sources], build_directory=str(build_dir), verbose=False, **options
-        )
-    except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
-        return None, f"the build in {build_dir} failed: {str(exc).strip().splitlines()[-1]}"
+    with open(build_dir / "build.flock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        (build_dir / "lock").unlink(missing_ok=True)  # torch's: only a killed build leaves it now
+        if sys.stderr.isatty() and not (build_dir / f"{name}.so").exists():
+            print(f"audiokit: building {name} in {build_dir} (first use, about a minute)", file=sys.stderr)
+        try:
+            module = load(
+                name, [str(s) for s in sources], build_directory=str(build_dir), verbose=False, **options
+            )
+        except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
+            return None, f"the build in {build_dir} failed: {str(exc).strip().splitlines()[-1]}"
     return module, None
