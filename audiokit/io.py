@@ -81,6 +81,15 @@ def check_sample_rate(rate: int, option: str = "--sample-rate") -> None:
         raise UsageError(f"{option} {rate}: must be a rate in Hz from {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE}")
 
 
+def suffix_option(value: str) -> str:
+    """``--suffix``: an audio extension this package writes, with or without its dot, in lower case;
+    UsageError otherwise."""
+    suffix = value.lower() if value.startswith(".") else f".{value.lower()}"
+    if suffix not in WRITABLE_EXTENSIONS:
+        raise UsageError(f"--suffix {value!r}: write one of {', '.join(WRITABLE_EXTENSIONS)}")
+    return suffix
+
+
 def output_extension(path: PathLike) -> str:
     """The audio extension ``path`` is written as: its own (lower case), or ``.wav`` for standard output
     and for targets written in place (a device, a FIFO). UsageError for any other extension."""

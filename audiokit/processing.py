@@ -85,9 +85,7 @@ def output_jobs(
     input/output). Outputs it names (a directory run, or a file into a folder) get ``suffix``, else the
     input's extension when it is written (:data:`audiokit.io.WRITABLE_EXTENSIONS`), else ``.wav``."""
     if suffix is not None:
-        suffix = suffix.lower() if suffix.startswith(".") else f".{suffix.lower()}"
-        if suffix not in io.WRITABLE_EXTENSIONS:
-            raise UsageError(f"--suffix {suffix}: write one of {', '.join(io.WRITABLE_EXTENSIONS)}")
+        suffix = io.suffix_option(suffix)
     jobs = mirror_jobs(source, target, ".wav", pattern)
     named = (not io.is_stdio(source) and Path(source).is_dir()) or str(target).endswith("/")
     if not (named or (not io.is_stdio(target) and Path(target).is_dir())):
@@ -143,7 +141,9 @@ Planner = Callable[[Path, io.AudioInfo], Plan]
 """``plan(path, info)``: the :class:`Plan` of one readable input file."""
 
 
-PCM_SUBTYPES = frozenset({"PCM_S8", "PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE", "ULAW", "ALAW"})
+PCM_SUBTYPES = frozenset(
+    {"PCM_S8", "PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE", "ULAW", "ALAW"}
+)
 """Sample formats an output keeps from its input (a compressed input's, e.g. MP3's, is not kept)."""
 
 

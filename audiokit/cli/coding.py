@@ -106,14 +106,9 @@ def run_encode(args: argparse.Namespace) -> int:
     return _finish(batch, args, "encode", text, {**data, "files": batch.done})
 
 
-def _suffix(value: str) -> str:
-    """``--suffix``: an extension, with or without its dot (checked with the outputs)."""
-    return value if value.startswith(".") else f".{value}"
-
-
 def run_decode(args: argparse.Namespace) -> int:
     check_time_range(args.start, args.duration)
-    suffix = _suffix(args.suffix)
+    suffix = io.suffix_option(args.suffix)
     jobs = mirror_jobs(args.input, args.output, suffix, extensions=(".akc",))
     prepare_outputs(jobs, args.force)  # first: a data-loss refusal names both files
     for _, target in jobs:
