@@ -18,7 +18,6 @@ import json
 import math
 import os
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -30,7 +29,7 @@ from audiokit.bitstream import AkcHeader, AkcReader, AkcWriter
 from audiokit.dsp import BandwidthEstimator
 from audiokit.entropy import EntropyCoder, EntropyModel
 from audiokit.entropy_model import PriorModel
-from audiokit.errors import AudioFormatError, ModelError, UsageError
+from audiokit.errors import ModelError, UsageError
 from audiokit.io import AUDIO_EXTENSIONS, PathLike, RawFormat, find_audio
 from audiokit.models import WEIGHTS_DIR, Codec, Codes
 from audiokit.streaming.akc import encode_to_akc
@@ -292,17 +291,6 @@ def _measured(blocks: Iterable[torch.Tensor], stats: _InputStats, gain: float) -
         yield block if gain == 1.0 else block * gain
 
 
-@contextmanager
-def _named_as(source: PathLike) -> Iterator[None]:
-    """Errors about a temporary copy of standard input name ``source`` (``-``) instead."""
-    try:
-        yield
-    except AudioFormatError as exc:
-        if exc.path != str(source) and io.is_stdio(source):
-            raise AudioFormatError("<stdin>", exc.problem) from None
-        raise
-
-
 def encode_file(
     codec: Codec,
     source: PathLike,
@@ -326,7 +314,7 @@ def encode_file(
     Returns ``seconds`` (audio), ``bytes`` (.akc size), the input's ``sample_rate`` and ``samples``,
     its ``peak`` (linear, before ``rescale``), the ``gain`` applied and its content ``bandwidth_hz``.
     """
-    with io.readable_path(source) as path, _named_as(source):
+    with io.readable_path(source) as path:
         info = io.info(path, raw)
         gain = 1.0
         if rescale:

@@ -28,7 +28,7 @@ import soxr
 import torch
 
 from audiokit import ffmpeg
-from audiokit.errors import AudioFormatError, UsageError
+from audiokit.errors import AudioFormatError, AudiokitError, UsageError
 
 SOUNDFILE_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif", ".au", ".caf", ".w64")
 RAW_EXTENSIONS = (".raw", ".pcm")
@@ -491,7 +491,8 @@ def writes_in_place(path: PathLike) -> bool:
 def readable_path(path: PathLike) -> Iterator[Path]:
     """A regular file holding what ``path`` reads: ``path`` itself, or for ``-`` (standard input), a FIFO
     or a device (``/dev/stdin``), a temporary copy of its whole stream (removed afterwards), so that it
-    can be probed and read more than once."""
+    can be probed and read more than once. Errors raised inside that name the copy name what it copies
+    (``<stdin>`` for ``-``)."""
     if not is_stdio(path):
         path = Path(path)
         try:
@@ -510,6 +511,13 @@ def readable_path(path: PathLike) -> Iterator[Path]:
                 with open(path, "rb") as src:
                     shutil.copyfileobj(src, dst, 1 << 20)
         yield tmp
+    except AudiokitError as exc:
+        shown = "<stdin>" if is_stdio(path) else str(path)
+        if isinstance(exc, AudioFormatError) and exc.path == str(tmp):
+            raise AudioFormatError(shown, exc.problem) from None
+        if str(tmp) in str(exc) and type(exc).__init__ is AudiokitError.__init__:
+            raise type(exc)(str(exc).replace(str(tmp), shown)) from None
+        raise
     finally:
         _discard(tmp)
 
@@ -529,7 +537,7 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
         tmp = _new_temp(Path(tempfile.gettempdir()), Path("stdout" if stdout else path))
         try:
             yield tmp
-            with open(tmp, "rb") as src:
+            with open(tmp, "rb") as src, _names_failures_of(path):
                 if stdout:
                     sys.stdout.flush()
                     shutil.copyfileobj(src, sys.stdout.buffer, 1 << 20)
@@ -542,14 +550,29 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
         return
     path = Path(path)
     real = Path(os.path.realpath(path))
-    real.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _new_temp(real.parent, real)
+    with _names_failures_of(path):
+        real.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _new_temp(real.parent, real)
     try:
         yield tmp
-        os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes 0600 files; give the usual permissions
-        os.replace(tmp, real)
+        with _names_failures_of(path):
+            os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes 0600 files; give the usual permissions
+            os.replace(tmp, real)
     finally:
         _discard(tmp)
+
+
+@contextmanager
+def _names_failures_of(path: PathLike) -> Iterator[None]:
+    """A system error (a folder we may not write, a full device) names ``path``, not a temporary file
+    or nothing; a reader of standard output that went away stays a :class:`BrokenPipeError`."""
+    try:
+        yield
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        shown = "<stdout>" if is_stdio(path) else str(path)
+        raise OSError(exc.errno, exc.strerror or str(exc), shown) from None
 
 
 def clean_stale_temps(outputs: Iterable[PathLike]) -> list[Path]:

@@ -292,6 +292,10 @@ def test_smaller_edges(capsys, files, tmp_path):
     # a trailing / is a folder
     code, _, _ = run(capsys, "encode", files["wav"], f"{tmp_path}/newdir/")
     assert code == 0 and (tmp_path / "newdir" / "a.akc").is_file()
+    # a system refusal names the output, not a temporary file or nothing
+    for target, reason in (("/dev/full", "No space left on device"), ("/proc/x.wav", "")):
+        code, _, err = run(capsys, "decode", files["akc"], target, "-f")
+        assert code == 1 and err.startswith(f"audiokit decode: error: {target}: {reason}"), err
     # a folder cannot go to standard output (not into a folder named -)
     for command, folder in (("encode", files["wav"].parent), ("decode", tmp_path / "newdir")):
         code, out, err = run(capsys, command, folder, "-")

@@ -67,10 +67,12 @@ def test_decode_into_the_source_folder_is_refused(capsys, tmp_path):
     assert code == 1
     _one_line_error(err, str(folder / "talk.wav"), "already exists", "--force")
     assert (folder / "talk.wav").read_bytes() == original
-    # an .akc decoded onto itself is refused even with --force
+    # an .akc decoded onto itself is refused even with --force: .akc is no audio extension to write
+    coded = (folder / "enc" / "talk.akc").read_bytes()
     code, _, err = _run(capsys, "decode", "-f", str(folder / "enc"), str(folder / "enc"), "--suffix", ".akc")
     assert code == 1
-    _one_line_error(err, "the output would overwrite the input", str(folder / "enc" / "talk.akc"))
+    _one_line_error(err, "--suffix '.akc'", "write one of .wav")
+    assert (folder / "enc" / "talk.akc").read_bytes() == coded
 
 
 def test_two_inputs_with_one_output_are_refused_before_writing(capsys, tmp_path):
