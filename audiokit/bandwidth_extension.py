@@ -58,13 +58,13 @@ def extend_audio(model: BandwidthExtender, wav: torch.Tensor, sample_rate: int) 
     return model.eval()(x[None], band_edge(wav, sample_rate, rate))[0]
 
 
-def file_edge_hz(path: PathLike, output_rate: int, raw: RawFormat | None = None) -> float:
-    """The band edge (Hz) of an audio file extended to ``output_rate``: its bandwidth measured on the
-    whole file at its own rate, in one pass of constant memory."""
+def file_bandwidth_hz(path: PathLike, raw: RawFormat | None = None) -> float:
+    """The bandwidth (Hz) of an audio file, measured on the whole file at its own rate in one pass of
+    constant memory."""
     estimator = BandwidthEstimator(io.info(path, raw).sample_rate)
     for block in io.iter_blocks(path, raw=raw):
         estimator.update(block)
-    return edge_of_bandwidth(estimator.result(), estimator.sample_rate, output_rate)
+    return estimator.result()
 
 
 def extend_file(
@@ -77,10 +77,12 @@ def extend_file(
 ) -> dict:
     """Extend one audio file into ``target`` (format from its extension) at the model's rate, in
     constant memory (see the module docstring; :func:`audiokit.processing.process_file` gives the
-    returned dict, plus ``edge_hz``). ``input_rate``: treat the input as audio at that rate (resampled
+    returned dict, plus ``edge_hz`` and ``bandwidth_hz``, the input's measured bandwidth, None on the
+    narrowband path). ``input_rate``: treat the input as audio at that rate (resampled
     there first; half the model's rate takes the narrowband path); ``source``/``target`` may be ``-``;
     ``raw``: read ``source`` as headerless PCM."""
     edges: list[float] = []
+    bandwidths: list[float | None] = []
 
     def plan(path: Path, info: io.AudioInfo) -> Plan:
         rate, channels, out_rate = info.sample_rate, info.channels, model.sample_rate
@@ -88,10 +90,12 @@ def extend_file(
         to_working = stream_resampler(rate, working, channels)
         if 2 * working == out_rate:
             edges.append(NARROWBAND_EDGE_HZ)
+            bandwidths.append(None)
             return Plan(model.stream(1, input_rate=working, channels=channels), out_rate, to_working)
-        edges.append(min(file_edge_hz(path, out_rate, raw), working / 2))
+        bandwidths.append(file_bandwidth_hz(path, raw))
+        edges.append(min(edge_of_bandwidth(bandwidths[0], rate, out_rate), working / 2))
         session = model.stream(1, edge_hz=edges[0], channels=channels)
         return Plan(session, out_rate, chain(to_working, stream_resampler(working, out_rate, channels)))
 
     done = process_file(plan, source, target, raw, block_frames)
-    return {**done, "edge_hz": edges[0]}
+    return {**done, "edge_hz": edges[0], "bandwidth_hz": bandwidths[0]}

@@ -47,6 +47,20 @@ def test_output_is_16k_with_exact_length(tmp_path, model_file, source):
     assert (got.samplerate, got.channels, got.frames) == (16000, want.channels, expected)
 
 
+def test_content_above_the_output_band_is_warned_about_once(tmp_path, model_file, capsys):
+    """20 kHz music at 44.1 kHz comes out at 16 kHz: one warning says what is not kept; narrowband
+    speech gets none."""
+    (tmp_path / "in").mkdir()
+    music = support.write_clip(tmp_path / "in" / "m.wav", "music_stereo_44k.flac", 1.0)
+    support.write_clip(tmp_path / "in" / "n.wav", "music_stereo_44k.flac", 1.0)
+    assert main(["bwe", str(tmp_path / "in"), str(tmp_path / "out"), "-m", str(model_file), "-q"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("warning") == 1 and f"{music} has content up to ~" in err and "up to 8 kHz" in err
+    phone = support.write_clip(tmp_path / "p.wav", "speech_fr_8k_a.wav", 1.0)
+    assert main(["bwe", str(phone), str(tmp_path / "p16.wav"), "-m", str(model_file), "-q"]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
 def test_file_equals_model_extend(tmp_path, model_file, capsys):
     """An 8 kHz mono file through the command (16-bit output) equals ``model.extend`` within 1e-4; a
     band-limited 16 kHz file streamed in odd blocks (edge measured in a first pass) equals it within

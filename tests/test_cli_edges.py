@@ -292,6 +292,11 @@ def test_smaller_edges(capsys, files, tmp_path):
     # a trailing / is a folder
     code, _, _ = run(capsys, "encode", files["wav"], f"{tmp_path}/newdir/")
     assert code == 0 and (tmp_path / "newdir" / "a.akc").is_file()
+    # info --json lists the files in the order given, a failed one where it was named
+    code, out, _ = run(capsys, "info", "--json", files["root"] / "empty.wav", files["wav"])
+    rows = json.loads(out)
+    assert code == 1 and [r["path"] for r in rows] == [str(files["root"] / "empty.wav"), str(files["wav"])]
+    assert "error" in rows[0] and rows[1]["sample_rate"] == 16000
     # a system refusal names the output, not a temporary file or nothing
     for target, reason in (("/dev/full", "No space left on device"), ("/proc/x.wav", "")):
         code, _, err = run(capsys, "decode", files["akc"], target, "-f")

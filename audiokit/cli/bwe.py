@@ -4,18 +4,36 @@ at any rate) to the model's rate (:mod:`audiokit.bandwidth_extension`)."""
 from __future__ import annotations
 
 import argparse
-from functools import partial
+import sys
+from pathlib import Path
 
 from audiokit import io
 from audiokit.bandwidth_extension import DEFAULT_MODEL, extend_file, load_extender
+from audiokit.cli.coding import BANDWIDTH_TOLERANCE
 from audiokit.cli.processing import FILES, add_file_command, run_jobs
+from audiokit.models.bwe import BandwidthExtender
 
 
 def run(args: argparse.Namespace) -> int:
     if args.input_rate is not None:
         io.check_sample_rate(args.input_rate, "--input-rate")
     options = {"input_rate": args.input_rate}
-    return run_jobs(args, load_extender, partial(extend_file, **options), options)
+    warned: list[str] = []
+
+    def extend(model: BandwidthExtender, source: Path, target: Path, **more) -> dict:
+        done = extend_file(model, source, target, **options, **more)
+        nyquist = model.sample_rate / 2
+        if (done["bandwidth_hz"] or 0) > BANDWIDTH_TOLERANCE * nyquist and not warned:
+            warned.append(str(source))
+            print(
+                f"warning: {'<stdin>' if io.is_stdio(source) else source} has content up to "
+                f"~{done['bandwidth_hz'] / 1000:.1f} kHz, but {model.name} writes {model.sample_rate} Hz "
+                f"audio (up to {nyquist / 1000:g} kHz): the output keeps less (warned once)",
+                file=sys.stderr,
+            )
+        return done
+
+    return run_jobs(args, load_extender, extend, options)
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -29,7 +47,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         description=f"Extend the bandwidth of {FILES} to the model's rate: each channel on its own, "
         "round(samples * model rate / input rate) samples out. 8 kHz input goes through the model's own "
         "upsampler; other rates are resampled (soxr) and their band edge is measured on the whole file "
-        "first (wideband input passes through unchanged).",
+        "first (wideband input passes through unchanged; content above the model's rate is not kept, with a "
+        "warning).",
     )
     parser.add_argument(
         "--input-rate",

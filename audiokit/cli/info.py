@@ -68,8 +68,10 @@ def run(args: argparse.Namespace) -> int:
         if len(args.files) == 1:
             print(json.dumps(rows[0], indent=2))
         else:
-            failed = [{"path": name, "error": line} for name, line in batch.failed]
-            print(json.dumps(rows + failed, indent=2))
+            failed = {name: {"path": name, "error": line} for name, line in batch.failed}
+            described = iter(rows)  # in argument order, each failed file where it was named
+            ordered = [failed[name] if name in failed else next(described) for name in args.files]
+            print(json.dumps(ordered, indent=2))
     else:
         for row in rows:
             print(_line(row))

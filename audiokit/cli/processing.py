@@ -71,9 +71,10 @@ def run_jobs(
         }
         print(json.dumps(summary, indent=2), file=out)
     elif batch.failed or not args.quiet:
+        shown = f"{speed:.1f}" if speed < 10 else f"{speed:.0f}"  # 0.5x is not "0x" or "1x"
         print(
             f"{args.command}: {batch.count}; {seconds:.1f} s of audio in {compute:.1f} s "
-            f"({speed:.0f}x real time) with {model.name}",
+            f"({shown}x real time) with {model.name}",
             file=out,
         )
     return batch.exit_code
