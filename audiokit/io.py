@@ -199,7 +199,8 @@ def _open(path: Path, raw: RawFormat | None = None) -> sf.SoundFile | ffmpeg.Ffm
         return _open_raw(path, raw)
     if path.suffix.lower() in RAW_EXTENSIONS:
         raise AudioFormatError(
-            path, "headerless PCM: give --raw-rate and --raw-format (and --raw-channels unless mono)"
+            path,
+            "headerless PCM: give --raw-rate (and --raw-format unless s16le, --raw-channels unless mono)",
         )
     if path.suffix.lower() not in ffmpeg.FFMPEG_EXTENSIONS:
         try:

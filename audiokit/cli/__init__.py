@@ -94,13 +94,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """``parser``'s namespace for ``argv``; an argument no option takes is the error of the command it
+    was given to (``audiokit enhance: error: unrecognized arguments: ...``)."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        (commands,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        commands.choices[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``audiokit`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit code."""
     previous = _install_signal_handlers()
     command = "audiokit"
     try:
         try:
-            args = build_parser().parse_args(argv)
+            args = _parse(build_parser(), argv)
         except SystemExit as exc:  # --help, --version, or a one-line usage error (exit code 2)
             return exc.code if isinstance(exc.code, int) else 0
         command = f"audiokit {args.command}"

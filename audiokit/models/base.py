@@ -172,7 +172,7 @@ class AudioModel(nn.Module):
                 f"{config_path}: unsupported format {meta.get('format')!r} v{meta.get('format_version')}"
             )
         if not issubclass(family, cls):
-            raise ModelError(f"{path}: a {family.family} model, not a {cls.family}")
+            raise ModelError(f"{path}: {_article(family.family)} model, not {_article(cls.family)}")
         config = schema.build(family.config_class, meta.get("config") or {}, str(config_path), ModelError)
         blob = path.read_bytes()
         if hashlib.sha256(blob).hexdigest() != meta.get("sha256"):
@@ -187,6 +187,11 @@ class AudioModel(nn.Module):
                 f"{path}: weights do not fit config {config.name!r} ({str(exc)[:200]})"
             ) from None
         return model.eval()
+
+
+def _article(word: str) -> str:
+    """``word`` with "a" or "an" before it."""
+    return f"{'an' if word[0] in 'aeiou' else 'a'} {word}"
 
 
 def _contiguous_state(model: nn.Module) -> dict[str, torch.Tensor]:
