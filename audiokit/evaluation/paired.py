@@ -88,6 +88,8 @@ class EvalRequest:
 
     def validate(self) -> None:
         """UsageError (naming the option to fix) for a request that cannot run."""
+        if not self.ref.exists():
+            raise UsageError(f"{self.ref}: no such file or directory")
         if self.extender:
             if self.baseline or self.codec or self.test:
                 raise UsageError(
