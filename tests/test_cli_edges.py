@@ -294,7 +294,8 @@ def test_smaller_edges(capsys, files, tmp_path):
     assert code == 0 and (tmp_path / "newdir" / "a.akc").is_file()
     # a missing reference is named as missing, whatever else is (not) given
     code, _, err = run(capsys, "eval", tmp_path / "nowhere")
-    assert code == 1 and err.strip() == f"audiokit eval: error: {tmp_path / 'nowhere'}: no such file or directory"
+    missing = tmp_path / "nowhere"
+    assert code == 1 and err.strip() == f"audiokit eval: error: {missing}: no such file or directory"
     # an unknown option is the error of the command it was given to
     code, _, err = run(capsys, "decode", files["akc"], tmp_path / "u.wav", "--bogus")
     assert code == 2 and err.startswith("audiokit decode: error: unrecognized arguments: --bogus")

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+
+import torch
 
 from audiokit.bench import (
     bwe_summary_lines,
@@ -39,12 +42,54 @@ CPU_STREAMS = [1, 16, 64]
 DEVICE_STREAMS = [1, 64, 256, 1024]
 """Default ``--streams`` on the CPU and on a GPU."""
 
+MIN_SECONDS = 0.01
+"""Shortest ``--seconds``: some samples at every model's rate."""
+
+
+def _count(value: str) -> int:
+    """A whole number >= 1 (``--repeats``, ``--threads``, ``--frames``, ``--streams``)."""
+    try:
+        count = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"{count}: must be at least 1")
+    return count
+
+
+def _seconds(value: str) -> float:
+    """``--seconds``: a finite number, at least :data:`MIN_SECONDS`."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not (math.isfinite(seconds) and seconds >= MIN_SECONDS):
+        raise argparse.ArgumentTypeError(f"{value}: must be a finite number of seconds >= {MIN_SECONDS}")
+    return seconds
+
+
+def _device(value: str) -> str:
+    """``--device``: ``cpu``, ``cuda`` or ``cuda:N`` (whether torch sees it: :func:`_check_gpu`)."""
+    kind, colon, index = value.partition(":")
+    if value != "cpu" and (kind != "cuda" or (colon and not index.isdigit())):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a device: cpu, cuda or cuda:N")
+    return value
+
+
+def _check_gpu(device: str) -> None:
+    """UsageError unless torch sees ``device`` (``cuda`` or ``cuda:N``)."""
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if int(device.partition(":")[2] or 0) >= count:
+        seen = f"{count} CUDA device(s), cuda:0 to cuda:{count - 1}" if count else "no CUDA device"
+        raise UsageError(f"--device {device}: torch sees {seen}")
+
 
 def run(args: argparse.Namespace) -> int:
     family = model_family(args.model)
     if args.device != "cpu":
         if family in AUDIO_BENCHMARKS:
             raise UsageError(f"--device {args.device}: the device benchmark measures codecs only")
+        _check_gpu(args.device)
         result = run_device_kernel_benchmark(
             model=args.model,
             device=args.device,
@@ -94,20 +139,21 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         DEFAULT_MODEL,
         "codec, enhancer or bandwidth extender to measure (untrained when no weights are shipped)",
     )
-    parser.add_argument("--seconds", type=float, default=10.0, help="audio length for offline timing")
-    parser.add_argument("--repeats", type=int, default=3, help="timed repeats (median)")
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads (default: 1)")
+    parser.add_argument("--seconds", type=_seconds, default=10.0, help="audio length for offline timing")
+    parser.add_argument("--repeats", type=_count, default=3, help="timed repeats (median)")
+    parser.add_argument("--threads", type=_count, default=1, help="CPU threads (default: 1)")
     parser.add_argument(
-        "--frames", type=int, default=100, help="streaming frames (enhancer, bwe: hops) timed per mode"
+        "--frames", type=_count, default=100, help="streaming frames (enhancer, bwe: hops) timed per mode"
     )
     parser.add_argument(
         "--streams",
-        type=int,
+        type=_count,
         nargs="+",
         help=f"concurrent stream counts (default: {CPU_STREAMS} on the CPU, {DEVICE_STREAMS} on a GPU)",
     )
     parser.add_argument(
         "--device",
+        type=_device,
         default="cpu",
         help="cpu (default), or cuda / cuda:N: a codec's batched streams per kernel backend on the GPU",
     )

@@ -3,19 +3,41 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import signal
 import sys
+import threading
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
 
+from audiokit.cli import Interrupted
+from audiokit.cli.options import add_force_option
 from audiokit.errors import UsageError
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
+T = TypeVar("T")
+
+
+def _port(value: str) -> int:
+    """``--port``: a TCP port, 0 (any free one) to 65535."""
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a TCP port (0 to 65535; 0: any free port)")
+    return port
+
 
 def run_serve(args: argparse.Namespace) -> int:
-    from audiokit.serve import ServerConfig, serve
+    from audiokit.serve import ServerConfig, listen, serve
 
     if args.max_streams < 1 or args.max_streams_per_client < 1:
         raise UsageError("--max-streams and --max-streams-per-client must be >= 1")
+    sockets = listen(args.host, args.port)  # first: a busy port or a bad host is one line, no model loaded
     if args.host not in LOOPBACK and args.token is None and not args.quiet:
         print(
             f"serve: listening on {args.host} without --token: anyone who reaches it can stream",
@@ -35,25 +57,71 @@ def run_serve(args: argparse.Namespace) -> int:
         compile=None if args.compile == "eager" else args.compile,
         weight_precision=args.weights,
     )
-    serve(config, args.host, args.port, "warning" if args.quiet else "info")
+    serve(config, sockets, "warning" if args.quiet else "info")
     return 0
 
 
-def run_stream(args: argparse.Namespace) -> int:
-    from audiokit.client import stream_file
+def _run_until_signal(work: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run(work)``, where SIGINT/SIGTERM cancel ``work`` (further ones are ignored while it
+    winds down: the WebSocket closes) and, once the loop is closed, raise :class:`Interrupted`.
 
-    result = stream_file(
+    Under the CLI's own handler, which raises wherever the main thread is, a second signal soon after
+    the first (a double Ctrl-C; ``timeout -s INT`` signals the process, then its group) broke into
+    asyncio's clean-up: tasks destroyed while pending, tracebacks."""
+    received: list[int] = []
+
+    async def main() -> T:
+        loop = asyncio.get_running_loop()
+        task = asyncio.ensure_future(work)
+        if threading.current_thread() is not threading.main_thread():  # signals reach the main one only
+            return await task
+        previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+
+        def cancel(signum: int) -> None:
+            if not received:
+                received.append(signum)
+                task.cancel()
+
+        for signum in previous:
+            loop.add_signal_handler(signum, cancel, signum)
+        try:
+            return await task
+        finally:
+            for signum, handler in previous.items():
+                loop.remove_signal_handler(signum)
+                signal.signal(signum, signal.SIG_IGN if received else handler)  # as the CLI's clean-up
+
+    try:
+        result = asyncio.run(main())
+    except asyncio.CancelledError:
+        if not received:
+            raise
+    if received:  # cancelled, or it ended just as the signal came
+        raise Interrupted(received[0])
+    return result
+
+
+def run_stream(args: argparse.Namespace) -> int:
+    from audiokit import client, io
+
+    io.prepare_outputs([(Path(args.input), args.output)], args.force)  # first: before reading, connecting
+    wav, rate = io.load(args.input, channels=1)
+    io.check_output_format(args.output, rate)
+    samples = wav[0].numpy()
+    step = max(1, round(rate * args.chunk_ms / 1000))
+    work = client.stream(
         args.url,
-        args.input,
-        args.output,
-        task=args.task,
-        chunk_ms=args.chunk_ms,
+        [samples[i : i + step] for i in range(0, samples.shape[0], step)],
+        rate,
+        args.task,
         model=args.model,
         fmt=args.format,
         bitrate=None if args.task != "codec" else args.bitrate * 1000,
         token=args.token,
         realtime=args.realtime,
     )
+    result = _run_until_signal(work)
+    io.save(args.output, result.audio[None], rate)  # atomically: a temporary file renamed
     summary = {"input": args.input, "output": args.output, **result.done, "ready": result.ready}
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -74,13 +142,14 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "no new streams, live ones are finished and get 'done', then exit 0.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
-    parser.add_argument("--port", type=int, default=8765, help="TCP port (default: 8765)")
+    parser.add_argument("--port", type=_port, default=8765, help="TCP port (default: 8765; 0: any free one)")
     parser.add_argument(
         "-m",
         "--model",
         action="append",
         metavar="MODEL",
-        help="model name or .safetensors path to serve (repeatable; default: every shipped model)",
+        help="model name or .safetensors path to serve (repeatable; default: every shipped codec and "
+        "enhancer; bandwidth extenders cannot be served)",
     )
     parser.add_argument("--max-streams", type=int, default=64, help="live streams in all (default: 64)")
     parser.add_argument(
@@ -141,4 +210,5 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     client.add_argument("--realtime", action="store_true", help="pace sending in real time")
     client.add_argument("--token", help="the server's token")
     client.add_argument("--json", action="store_true", help="print a JSON summary")
+    add_force_option(client)
     client.set_defaults(handler=run_stream)

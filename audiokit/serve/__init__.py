@@ -5,13 +5,21 @@
   advance together in one batched step per hop, in a worker thread off the event loop;
 * :mod:`~audiokit.serve.connection`: one connection's checks, limits and audio in both directions;
 * :mod:`~audiokit.serve.app`: the ASGI app (``/v1/stream``, ``/healthz``, ``/metrics``, the page ``/``);
-* :mod:`~audiokit.serve.server`: uvicorn with a graceful drain on SIGTERM.
+* :mod:`~audiokit.serve.server`: uvicorn on sockets bound first, with a graceful drain on SIGTERM.
 
 The protocol is specified in ``docs/server.md``.
 """
 
 from audiokit.serve.app import create_app, load_engines
 from audiokit.serve.config import ServerConfig
-from audiokit.serve.server import DrainingServer, serve, uvicorn_config
+from audiokit.serve.server import DrainingServer, listen, serve, uvicorn_config
 
-__all__ = ["DrainingServer", "ServerConfig", "create_app", "load_engines", "serve", "uvicorn_config"]
+__all__ = [
+    "DrainingServer",
+    "ServerConfig",
+    "create_app",
+    "listen",
+    "load_engines",
+    "serve",
+    "uvicorn_config",
+]

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import signal
+import socket
 from types import FrameType
 
 import uvicorn
 
+from audiokit.errors import UsageError
 from audiokit.serve.app import ServerState, create_app
 from audiokit.serve.config import ServerConfig
+
+logger = logging.getLogger("uvicorn.error")
 
 HARD_LIMIT_FACTOR = 4
 """uvicorn itself refuses messages over ``HARD_LIMIT_FACTOR x max_message_bytes`` (a bare 1009, never
@@ -27,9 +32,12 @@ class DrainingServer(uvicorn.Server):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._draining = False
 
-    async def startup(self, sockets=None) -> None:
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         await super().startup(sockets)
+        for sock in sockets or []:  # uvicorn names only the addresses it binds itself
+            where = _address(*sock.getsockname()[:2])
+            logger.info("Listening on http://%s (Ctrl-C or SIGTERM: drain, then exit)", where)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._draining or self._loop is None or sig not in (signal.SIGTERM, signal.SIGINT):
@@ -65,11 +73,48 @@ def uvicorn_config(
     )
 
 
-def serve(config: ServerConfig, host: str = "127.0.0.1", port: int = 8765, log_level: str = "info") -> None:
-    """Serve until SIGTERM/SIGINT (then drain and return)."""
-    app = create_app(config)
-    # the models, torch and the app live as long as the server: moved out of the collector's sight, they
-    # no longer lengthen its full collections, which pause every stream (docs/server.md, Load)
-    gc.collect()
-    gc.freeze()
-    DrainingServer(uvicorn_config(app, config, host, port, log_level), app.state.server).run()
+def _address(host: str, port: int) -> str:
+    """``host:port`` (``[host]:port`` for IPv6)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def listen(host: str, port: int) -> list[socket.socket]:
+    """Sockets bound to ``port`` on every address of ``host`` ("": all interfaces), as asyncio binds a
+    host name; a :class:`UsageError` naming ``host:port`` and the reason when one cannot be bound (the
+    port is in use, the host is unknown or not this machine's)."""
+    where = _address(host, port)
+    try:
+        found = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise UsageError(f"cannot listen on {where}: {exc.strerror}") from None
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(found):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:  # as asyncio binds: IPv4 addresses have their own socket
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+    except OSError as exc:
+        for sock in sockets:
+            sock.close()
+        raise UsageError(f"cannot listen on {where}: {exc.strerror}") from None
+    return sockets
+
+
+def serve(config: ServerConfig, sockets: list[socket.socket], log_level: str = "info") -> None:
+    """Serve on ``sockets`` (:func:`listen`'s; closed on return) until SIGTERM/SIGINT (then drain and
+    return)."""
+    try:
+        app = create_app(config)
+        # the models, torch and the app live as long as the server: moved out of the collector's sight,
+        # they no longer lengthen its full collections, which pause every stream (docs/server.md, Load)
+        gc.collect()
+        gc.freeze()
+        host, port = sockets[0].getsockname()[:2]
+        server = DrainingServer(uvicorn_config(app, config, host, port, log_level), app.state.server)
+        server.run(sockets)
+    finally:
+        for sock in sockets:
+            sock.close()

@@ -1,0 +1,105 @@
+"""Bad `audiokit bench` and `audiokit serve` options are one line on stderr and a non-zero exit, before
+any benchmark runs or any model loads; a port in use or a host that is not this machine's is one line
+naming host:port and the reason (exit 1); `serve --help` names what it serves by default."""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import audiokit.cli.bench as bench_cli
+from audiokit.cli import build_parser, main
+
+
+def _one_line(err: str, *needles: str) -> None:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err and "internal error" not in err, err
+    for needle in needles:
+        assert needle in lines[0], (needle, err)
+
+
+@pytest.fixture
+def no_benchmark(monkeypatch):
+    """Any benchmark that starts fails the test at once (rather than running for minutes)."""
+
+    def ran(**_):
+        raise AssertionError("the benchmark ran")
+
+    monkeypatch.setattr(bench_cli, "run_benchmark", ran)
+    monkeypatch.setattr(bench_cli, "run_device_kernel_benchmark", ran)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--seconds", "0"],
+        ["--seconds", "-1"],
+        ["--seconds", "1e-9"],
+        ["--seconds", "nan"],
+        ["--seconds", "inf"],
+        ["--repeats", "0"],
+        ["--threads", "0"],
+        ["--frames", "0"],
+        ["--streams", "0"],
+        ["--streams", "16", "-4"],
+        ["--device", "tpu"],
+        ["--device", "cuda:x"],
+    ],
+)
+def test_bad_bench_options_are_usage_errors(capsys, no_benchmark, argv):
+    code = main(["bench", *argv])
+    out, err = capsys.readouterr()
+    assert code == 2 and not out
+    _one_line(err, f"audiokit bench: error: argument {argv[0]}: ", argv[-1])
+
+
+@pytest.mark.parametrize("device", ["cuda:99", "cuda"])
+def test_a_gpu_torch_does_not_see_is_one_line(capsys, no_benchmark, device):
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("torch sees a GPU here")
+    assert main(["bench", "--device", device]) == 1
+    _one_line(capsys.readouterr().err, f"audiokit bench: error: --device {device}: torch sees ")
+
+
+@pytest.mark.parametrize("port", ["70000", "-1", "65536"])
+def test_bad_port_is_a_usage_error(capsys, port):
+    code = main(["serve", "--port", port])
+    out, err = capsys.readouterr()
+    assert code == 2 and not out
+    _one_line(err, f"audiokit serve: error: argument --port: {port} is not a TCP port (0 to 65535")
+
+
+def _serve(*argv: str) -> subprocess.CompletedProcess:
+    """`audiokit serve ARGV` in its own process (it must fail, not serve: 60 s at most)."""
+    command = [sys.executable, "-m", "audiokit", "serve", "-m", "speech-16k", *argv]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+
+def test_port_in_use_is_one_line():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = _serve("--port", str(port))
+    assert proc.returncode == 1 and not proc.stdout
+    _one_line(proc.stderr, f"audiokit serve: error: cannot listen on 127.0.0.1:{port}: ", "in use")
+
+
+@pytest.mark.parametrize("host", ["999.1.1.1", "192.0.2.1"])  # not an address; not this machine's
+def test_bad_host_is_one_line(host):
+    proc = _serve("--host", host, "--port", "8765")
+    assert proc.returncode == 1 and not proc.stdout
+    _one_line(proc.stderr, f"audiokit serve: error: cannot listen on {host}:8765: ")
+
+
+def test_serve_help_names_what_is_served(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "default: every shipped codec and enhancer" in text
+    assert not re.search(r"every shipped model\b", text)
