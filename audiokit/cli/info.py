@@ -24,14 +24,15 @@ def _line(row: dict) -> str:
     if row.get("format") == "akc":
         original = f"{row['original_samples']} samples at {row['original_sample_rate']} Hz"
         version = row["model_version"] or "weights never shipped"
+        decoder = ""
         if row["decoded_by"] and row["decoded_by"] != row["model_version"]:
-            version += f"; decodes with {row['decoded_by']}, which writes the same codes"
+            decoder = f"; decodes with {row['decoded_by']}, which writes the same codes"
         coding = ""
         if row["entropy_coded"]:
             coding = f", entropy-coded ({row['entropy_model'] or 'a model this package lacks'})"
         return (
             f"{row['path']}: .akc v{row['version']}{coding}, {row['model']} ({version}, weights "
-            f"{row['weights_sha256'][:12]}), "
+            f"{row['weights_sha256'][:12]}{decoder}), "
             f"{row['bitrate_kbps']:g} kbps ({row['codebooks']} codebooks x {row['channels']} ch), "
             f"{row['duration_s']:.3f} s, original {original}"
         )
