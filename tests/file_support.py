@@ -85,3 +85,18 @@ def process_clip(command: str, folder: Path, source: str, seconds: float, *optio
     out = folder / f"out-{source}"
     assert run_quietly(command, src, out, *options) == 0
     return sf.info(src), sf.info(out)
+
+
+def run_cli(capsys, *argv: object) -> tuple[int, str, str]:
+    """``audiokit ARGV`` in this process: exit code, stdout, stderr."""
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line_error(err: str, *needles: str) -> None:
+    """``err`` is one line, no traceback, holding every needle."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in lines[0], (needle, err)

@@ -15,23 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from file_support import one_line_error as _one_line_error
+from file_support import run_cli as _run
 
 from audiokit import io
 from audiokit.bitstream import AkcReader
-from audiokit.cli import main
-
-
-def _run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def _one_line_error(err: str, *needles: str) -> None:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in lines[0], (needle, err)
 
 
 def _wav(path: Path, seconds: float = 0.5, rate: int = 16000, seed: int = 0) -> Path:

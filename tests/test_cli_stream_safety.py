@@ -17,10 +17,11 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 from conftest import SAMPLES
+from file_support import one_line_error as _one_line_error
+from file_support import run_cli as _run
 from serve_support import free_port, random_enhancer, running_server
 
 from audiokit import io
-from audiokit.cli import main
 from audiokit.serve import ServerConfig
 from audiokit.serve.engines import Engine
 
@@ -40,19 +41,6 @@ def _streamed(server) -> float:
         server.state.metrics.registry.get_sample_value("audiokit_samples_in_total", {"model": "enhance-16k"})
         or 0.0
     )
-
-
-def _run(capsys, *argv: object) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def _one_line_error(err: str, *needles: str) -> None:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in lines[0], (needle, err)
 
 
 def _temps(folder: Path) -> list[Path]:
