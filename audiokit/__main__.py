@@ -1,7 +1,5 @@
 """``python -m audiokit`` runs the command line."""
 
-import sys
+from audiokit.cli import run
 
-from audiokit.cli import main
-
-sys.exit(main())
+run()

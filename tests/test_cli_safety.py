@@ -213,3 +213,24 @@ def test_a_rerun_cleans_stale_temporary_files(capsys, tmp_path):
         other.write_bytes(b"keep")
     assert _run(capsys, "encode", "-q", str(source), str(out / "a.akc"))[0] == 0
     assert not stale.exists() and all(p.read_bytes() == b"keep" for p in others)
+
+
+def test_after_an_interruption_the_program_ignores_further_signals():
+    """``audiokit`` (:func:`audiokit.cli.run`) interrupted while it reads standard input exits 130, and
+    from then on a second SIGINT cannot break into the interpreter's shutdown (checked at exit)."""
+    code = (
+        "import atexit, signal, sys; "
+        "atexit.register(lambda: print('ignored' if signal.getsignal(signal.SIGINT) is signal.SIG_IGN "
+        "else 'not ignored')); "
+        "sys.argv = ['audiokit', 'info', '-']; "
+        "from audiokit.cli import run; print('ready', flush=True); run()"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert child.stdout.readline() == b"ready\n"
+    time.sleep(1.0)  # main() installs its handlers and blocks reading standard input
+    child.send_signal(signal.SIGINT)
+    out, err = child.communicate(timeout=60)
+    assert child.returncode == 130, err
+    assert out.decode().strip() == "ignored" and b"Traceback" not in err

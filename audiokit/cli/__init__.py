@@ -140,3 +140,15 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def run() -> NoReturn:
+    """The ``audiokit`` program: :func:`main`, then exit with its code. After an interruption, further
+    SIGINT/SIGTERM are ignored until the process has ended: a second signal (a double Ctrl-C; ``timeout``
+    signals the process, then its group) would otherwise break into the interpreter's shutdown (torch's
+    exit hooks) with a traceback."""
+    code = main()
+    if code in (128 + signal.SIGINT, 128 + signal.SIGTERM):
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)
+    sys.exit(code)
