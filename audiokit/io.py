@@ -492,8 +492,8 @@ def writes_in_place(path: PathLike) -> bool:
 def readable_path(path: PathLike) -> Iterator[Path]:
     """A regular file holding what ``path`` reads: ``path`` itself, or for ``-`` (standard input), a FIFO
     or a device (``/dev/stdin``), a temporary copy of its whole stream (removed afterwards), so that it
-    can be probed and read more than once. Errors raised inside that name the copy name what it copies
-    (``<stdin>`` for ``-``)."""
+    can be probed and read more than once. An error raised inside that names the copy is raised again
+    naming what was copied (``<stdin>`` for ``-``)."""
     if not is_stdio(path):
         path = Path(path)
         try:
