@@ -67,20 +67,19 @@ def spectrogram_section(
     weights: str, valid: str | Path, glob: str, bitrates: Sequence[float], png: Path
 ) -> dict:
     """Write ``png``: spectrograms of the first reference under ``valid`` matching ``glob`` that lasts
-    :data:`MIN_FIGURE_SECONDS` (else the first), as it is,
-    coded by ``weights`` at each of ``bitrates`` (kbit/s) and by Opus at its minimum bitrate; returns
-    what the figure shows."""
+    :data:`MIN_FIGURE_SECONDS` (else the first), as it is, coded by ``weights`` at each of ``bitrates``
+    (kbit/s) and by Opus at its minimum bitrate; returns what the figure shows."""
     codec, _ = load_codec(weights)
     files = io.find_audio(Path(valid), glob)
     source = next((path for path in files if io.info(path).duration >= MIN_FIGURE_SECONDS), files[0])
     wav, rate = io.load(source, sample_rate=codec.sample_rate, channels=codec.channels)
     with torch.inference_mode():
         ours = [codec.decode(codec.encode(wav[None], codec_bitrate(codec, kbps)))[0] for kbps in bitrates]
-    reference_opus = opus(wav, rate, OPUS_MIN_KBPS).wav
+    by_opus = opus(wav, rate, OPUS_MIN_KBPS).wav
     titles = [
         "reference",
         *(f"{codec.name} {kbps:g} kbps" for kbps in bitrates),
         f"Opus {OPUS_MIN_KBPS:g} kbps",
     ]
-    spectrogram_comparison([(source.stem, [wav, *ours, reference_opus])], rate, png, titles)
+    spectrogram_comparison([(source.stem, [wav, *ours, by_opus])], rate, png, titles)
     return {"source": shown_path(str(source), quote=False), "png": png.name, "titles": titles}
