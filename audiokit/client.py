@@ -155,6 +155,15 @@ def _expect(message: str | bytes, kind: str) -> dict:
     return data
 
 
+def file_chunks(source: io.PathLike, chunk_ms: float) -> tuple[list[np.ndarray], int]:
+    """``source`` mixed to mono at its own rate, cut into ``chunk_ms`` messages (the last may be
+    shorter), and that rate in Hz."""
+    wav, rate = io.load(source, channels=1)
+    samples = wav[0].numpy()
+    step = max(1, round(rate * chunk_ms / 1000))
+    return [samples[i : i + step] for i in range(0, samples.shape[0], step)], rate
+
+
 def stream_file(
     url: str,
     source: io.PathLike,
@@ -165,10 +174,7 @@ def stream_file(
 ) -> StreamResult:
     """Stream ``source`` (mixed to mono, at its own rate) in ``chunk_ms`` messages and save the result
     to ``target`` at that rate; ``options`` as in :func:`stream`."""
-    wav, rate = io.load(source, channels=1)
-    samples = wav[0].numpy()
-    step = max(1, round(rate * chunk_ms / 1000))
-    chunks = [samples[i : i + step] for i in range(0, samples.shape[0], step)]
+    chunks, rate = file_chunks(source, chunk_ms)
     result = asyncio.run(stream(url, chunks, rate, task, **options))
     io.save(target, result.audio[None], rate)
     return result

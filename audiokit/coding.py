@@ -110,14 +110,10 @@ def decoding_weights_for(model_name: str, weights_hash: str) -> Path:
     ``codes``: a later version whose decoder alone trained on), else :func:`weights_for`'s error."""
     entry = _archive_entry(model_name, weights_hash)
     if not _installed(entry) and entry.get("codes"):
-        same = [
-            e
-            for e in archive_entries().values()
-            if e["model"] == model_name and e.get("codes") == entry["codes"]
-        ]
-        installed = [e for e in same if _installed(e)]
-        if installed:
-            return max(installed, key=lambda e: e["version"])["path"]
+        codes, entries = entry["codes"], archive_entries().values()
+        same = [e for e in entries if e["model"] == model_name and e.get("codes") == codes and _installed(e)]
+        if same:
+            return max(same, key=lambda e: e["version"])["path"]
     return weights_for(model_name, weights_hash)
 
 

@@ -11,6 +11,9 @@ from typing import Generic, TextIO, TypeVar
 from audiokit.errors import AudiokitError
 from audiokit.progress import progress
 
+BANDWIDTH_TOLERANCE = 1.05
+"""An input's measured bandwidth may exceed a model's Nyquist frequency this much before a warning."""
+
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
@@ -69,3 +72,27 @@ def run_batch(
             print(line, file=errors, flush=True)
             batch.failed.append((name(item), line))
     return batch
+
+
+@dataclass
+class BandwidthWarning:
+    """Says once per run, on stderr, that an input holds content above what a model keeps: more than
+    :data:`BANDWIDTH_TOLERANCE` times its Nyquist frequency, up to which the model ``does`` (e.g. "codes")
+    and of which its ``output`` (e.g. "the decoded audio") keeps less."""
+
+    does: str
+    output: str
+    warned: bool = False
+
+    def check(self, name: str, bandwidth_hz: float | None, model: str, sample_rate: int) -> None:
+        """Warn about input ``name`` of measured bandwidth ``bandwidth_hz`` (None: not measured) given to
+        ``model``, which works at ``sample_rate`` Hz."""
+        nyquist = sample_rate / 2
+        if self.warned or (bandwidth_hz or 0) <= BANDWIDTH_TOLERANCE * nyquist:
+            return
+        self.warned = True
+        print(
+            f"warning: {name} has content up to ~{bandwidth_hz / 1000:.1f} kHz, but {model} {self.does} "
+            f"up to {nyquist / 1000:g} kHz: {self.output} keeps less (warned once)",
+            file=sys.stderr,
+        )

@@ -4,12 +4,11 @@ at any rate) to the model's rate (:mod:`audiokit.bandwidth_extension`)."""
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from audiokit import io
 from audiokit.bandwidth_extension import DEFAULT_MODEL, extend_file, load_extender
-from audiokit.cli.coding import BANDWIDTH_TOLERANCE
+from audiokit.cli.batch import BandwidthWarning
 from audiokit.cli.processing import FILES, add_file_command, run_jobs
 from audiokit.models.bwe import BandwidthExtender
 
@@ -18,19 +17,12 @@ def run(args: argparse.Namespace) -> int:
     if args.input_rate is not None:
         io.check_sample_rate(args.input_rate, "--input-rate")
     options = {"input_rate": args.input_rate}
-    warned: list[str] = []
+    too_wide = BandwidthWarning("writes", "the output")
 
     def extend(model: BandwidthExtender, source: Path, target: Path, **more) -> dict:
         done = extend_file(model, source, target, **options, **more)
-        nyquist = model.sample_rate / 2
-        if (done["bandwidth_hz"] or 0) > BANDWIDTH_TOLERANCE * nyquist and not warned:
-            warned.append(str(source))
-            print(
-                f"warning: {'<stdin>' if io.is_stdio(source) else source} has content up to "
-                f"~{done['bandwidth_hz'] / 1000:.1f} kHz, but {model.name} writes {model.sample_rate} Hz "
-                f"audio (up to {nyquist / 1000:g} kHz): the output keeps less (warned once)",
-                file=sys.stderr,
-            )
+        name = "<stdin>" if io.is_stdio(source) else str(source)
+        too_wide.check(name, done["bandwidth_hz"], model.name, model.sample_rate)
         return done
 
     return run_jobs(args, load_extender, extend, options)

@@ -11,7 +11,7 @@ from typing import TextIO
 
 from audiokit import io
 from audiokit.bitstream import AkcReader
-from audiokit.cli.batch import Batch, run_batch
+from audiokit.cli.batch import BandwidthWarning, Batch, run_batch
 from audiokit.cli.options import (
     add_batch_options,
     add_force_option,
@@ -32,9 +32,6 @@ from audiokit.coding import (
 )
 from audiokit.errors import UsageError
 from audiokit.io import prepare_outputs
-
-BANDWIDTH_TOLERANCE = 1.05
-"""Content this much above the model's Nyquist frequency is reported as lost bandwidth."""
 
 
 def _results_stream(output: str) -> TextIO:
@@ -70,11 +67,9 @@ def run_encode(args: argparse.Namespace) -> int:
     codec, weights_hash = load_codec(args.model)
     bitrate = codec_bitrate(codec, args.bitrate)
     entropy = entropy_model_of(codec, weights_hash) if args.entropy else None
-    nyquist = codec.sample_rate / 2
-    warned = False
+    too_wide = BandwidthWarning("codes", "the decoded audio")
 
     def encode(job: tuple[Path, Path]) -> dict:
-        nonlocal warned
         source, target = job
         done = encode_file(codec, source, target, bitrate, weights_hash, raw, args.rescale, entropy)
         name = "<stdin>" if io.is_stdio(source) else str(source)
@@ -84,14 +79,7 @@ def run_encode(args: argparse.Namespace) -> int:
                 "will clip when decoded; pass --rescale to scale it down",
                 file=sys.stderr,
             )
-        if done["bandwidth_hz"] > BANDWIDTH_TOLERANCE * nyquist and not warned:
-            warned = True
-            print(
-                f"warning: {name} has content up to ~{done['bandwidth_hz'] / 1000:.1f} kHz, but "
-                f"{codec.name} codes up to {nyquist / 1000:g} kHz: the decoded audio keeps less "
-                "(warned once)",
-                file=sys.stderr,
-            )
+        too_wide.check(name, done["bandwidth_hz"], codec.name, codec.sample_rate)
         return {"input": name, "output": str(target), **done}
 
     batch = run_batch(

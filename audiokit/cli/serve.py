@@ -105,13 +105,11 @@ def run_stream(args: argparse.Namespace) -> int:
     from audiokit import client, io
 
     io.prepare_outputs([(Path(args.input), args.output)], args.force)  # first: before reading, connecting
-    wav, rate = io.load(args.input, channels=1)
+    chunks, rate = client.file_chunks(args.input, args.chunk_ms)
     io.check_output_format(args.output, rate)
-    samples = wav[0].numpy()
-    step = max(1, round(rate * args.chunk_ms / 1000))
     work = client.stream(
         args.url,
-        [samples[i : i + step] for i in range(0, samples.shape[0], step)],
+        chunks,
         rate,
         args.task,
         model=args.model,
