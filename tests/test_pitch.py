@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from audiokit.dsp import erb_filterbank
-from audiokit.nn.pitch import LAG_PENALTY, PitchSpectrum, band_pitch_correlation
+from audiokit.nn.pitch import LAG_PENALTY, PitchSpectrum, band_pitch_correlation, fast_fft_size
 
 N_FFT, HOP, MIN_LAG, MAX_LAG = 320, 160, 40, 320
 
@@ -111,3 +111,17 @@ def test_band_correlation_matches_numpy():
             )
             np.testing.assert_allclose(got[n, m], expected, atol=1e-5)
     np.testing.assert_allclose(got[1], 1.0, atol=1e-5)
+
+
+def test_fast_fft_size_is_the_smallest_5_smooth_size():
+    def smooth(n: int) -> bool:
+        for prime in (2, 3, 5):
+            while n % prime == 0:
+                n //= prime
+        return n == 1
+
+    for length in range(1, 2000):
+        size = fast_fft_size(length)
+        assert size >= length and smooth(size)
+        assert not any(smooth(n) for n in range(length, size))
+    assert PitchSpectrum(N_FFT, HOP, MIN_LAG, MAX_LAG).fft_size == 640

@@ -54,7 +54,7 @@ class PitchSpectrum(nn.Module, StreamingModule):
         self.hop_length = hop_length
         self.min_lag = min_lag
         self.max_lag = max_lag
-        self.fft_size = 1 << (2 * n_fft + max_lag - 2).bit_length()  # >= the full correlation's length
+        self.fft_size = fast_fft_size(n_fft + max_lag)
         self.register_buffer("window", get_window(window, n_fft), persistent=False)
         lags = torch.arange(min_lag, max_lag + 1, dtype=torch.float64)
         self.register_buffer(
@@ -81,28 +81,44 @@ class PitchSpectrum(nn.Module, StreamingModule):
         state.history = x[..., x.shape[-1] - self.history_length :]
         span = self.n_fft + self.max_lag
         spans = x[:, 0].unfold(-1, span, self.hop_length)  # (B, k, span): max_lag samples, then the frame
-        lag, periodicity = self._search(spans.float())
+        lag, periodicity = self._search(spans.float(), self._running_energy(x[:, 0]))
         start = (self.max_lag - lag).unsqueeze(-1) + torch.arange(self.n_fft, device=x.device)
         lagged = spans.gather(-1, start) * self.window  # (B, k, n_fft)
         return torch.fft.rfft(lagged, dim=-1).transpose(1, 2).contiguous(), periodicity.to(x.dtype), lag
 
-    def _search(self, spans: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Best lag (long) and its normalised correlation for float32 ``spans (B, k, n_fft + max_lag)``:
-        the correlations by FFT in float32, the energies (differences of running sums) in float64."""
+    def _running_energy(self, x: torch.Tensor) -> torch.Tensor:
+        """Running sums of squares within each span of ``x (B, samples)``, float64 ``(B, k, span)``:
+        entry ``p`` of span ``m`` sums its first ``p + 1`` squares, as its earlier hops' totals (added in
+        order) plus a running sum within the hop. Spans start on hop boundaries, so every chunking of a
+        stream gives the same sums."""
+        hop = self.hop_length
+        hops = (self.n_fft + self.max_lag) // hop  # a span's hops
+        within = x.double().square().unflatten(-1, (-1, hop)).cumsum(-1)  # (B, blocks, hop)
+        totals = within[..., -1]
+        spans = totals.shape[-1] - hops + 1
+        earlier = [torch.zeros_like(totals[..., :spans])]
+        for block in range(1, hops):
+            earlier.append(earlier[-1] + totals[..., block - 1 : block - 1 + spans])
+        blocks = within.unfold(1, hops, 1).transpose(-1, -2)  # (B, k, hops, hop)
+        return (torch.stack(earlier, -1).unsqueeze(-1) + blocks).flatten(-2)
+
+    def _search(self, spans: torch.Tensor, energy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Best lag (long) and its normalised correlation for float32 ``spans (B, k, n_fft + max_lag)``
+        and their running sums of squares ``energy`` (float64, the same shape): the correlations by FFT
+        in float32, the energies as differences of the running sums."""
         n, lo, hi = self.n_fft, self.min_lag, self.max_lag
+        size, candidates = self.fft_size, hi - lo + 1
         frame = spans[..., hi:]
-        size = self.fft_size
-        # circular cross-correlation, no wrap-around at this size: c[j] = sum_i frame[i] spans[j + i],
-        # the segment starting at j = max_lag - lag
+        # circular cross-correlation c[j] = sum_i frame[i] spans[(j + i) mod size], the segment starting
+        # at j = max_lag - lag; j + i < n + hi - lo <= size for every candidate, so nothing wraps around
         corr = torch.fft.irfft(torch.fft.rfft(spans, size) * torch.fft.rfft(frame, size).conj(), size)
-        starts = torch.arange(hi - lo, -1, -1, device=spans.device)  # lags lo..hi
-        cross = corr[..., starts].double()
-        energy = F.pad(spans.double().square().cumsum(-1), (1, 0))
-        lagged_energy = energy[..., starts + n] - energy[..., starts]
-        frame_energy = energy[..., -1:] - energy[..., hi : hi + 1]
+        cross = corr[..., :candidates].double()  # lags hi..lo
+        # segment [j, j + n) holds energy[j + n - 1] - energy[j - 1] (energy[-1] being 0)
+        lagged_energy = energy[..., n - 1 : n - 1 + candidates] - F.pad(energy[..., : candidates - 1], (1, 0))
+        frame_energy = energy[..., -1:] - energy[..., hi - 1 : hi]
         score = cross / (frame_energy * lagged_energy.clamp_min(0.0) + 1e-12).sqrt()
         # a segment 60 dB below the frame is no candidate (its float32 correlation is rounding noise)
-        score = score.masked_fill(lagged_energy <= 1e-6 * frame_energy, 0.0)
+        score = score.masked_fill(lagged_energy <= 1e-6 * frame_energy, 0.0).flip(-1)  # lags lo..hi
         best = (score - self.penalty).argmax(-1)
         periodicity = score.gather(-1, best.unsqueeze(-1)).squeeze(-1).clamp(-1.0, 1.0)
         return best + lo, periodicity
@@ -110,6 +126,19 @@ class PitchSpectrum(nn.Module, StreamingModule):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         extra = (-x.shape[-1]) % self.hop_length + self.n_fft - self.hop_length
         return self.step(F.pad(x, (0, extra)), self.init_state(x.shape[0], x.device, x.dtype))
+
+
+def fast_fft_size(length: int) -> int:
+    """The smallest size >= ``length`` with no prime factor above 5 (FFTs of such sizes are fast)."""
+    size = length
+    while True:
+        rest = size
+        for prime in (2, 3, 5):
+            while rest % prime == 0:
+                rest //= prime
+        if rest == 1:
+            return size
+        size += 1
 
 
 def band_pitch_correlation(spec: torch.Tensor, pitch_spec: torch.Tensor, bands: torch.Tensor) -> torch.Tensor:

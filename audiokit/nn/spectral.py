@@ -177,12 +177,15 @@ class DeepFilter(nn.Module, StreamingModule):
         real = torch.cat([state.history[:, :bins], x_real], -1)  # (B, bins, order - 1 + frames)
         imag = torch.cat([state.history[:, bins:], x_imag], -1)
         state.history = torch.cat([real[..., frames:], imag[..., frames:]], 1)
-        real = real.unfold(-1, self.order, 1).flip(-1)  # (B, bins, frames, order): x[m], x[m-1], ...
-        imag = imag.unfold(-1, self.order, 1).flip(-1)
-        return (
-            (real * coef_real - imag * coef_imag).sum(-1),
-            (real * coef_imag + imag * coef_real).sum(-1),
-        )
+        out_real = out_imag = None
+        for k in range(self.order):  # tap k: x[m - k], a slice of the frames (no unfolded copy)
+            start = self.order - 1 - k
+            lag_real, lag_imag = real[..., start : start + frames], imag[..., start : start + frames]
+            c_real, c_imag = coef_real[..., k], coef_imag[..., k]
+            tap_real, tap_imag = lag_real * c_real - lag_imag * c_imag, lag_real * c_imag + lag_imag * c_real
+            out_real = tap_real if out_real is None else out_real + tap_real
+            out_imag = tap_imag if out_imag is None else out_imag + tap_imag
+        return out_real, out_imag
 
     def forward(self, x: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
         return self.step((x, coef), self.init_state(x.shape[0], x.device, x.real.dtype))
