@@ -192,7 +192,7 @@ def test_bad_input_is_a_one_line_error(tmp_path, capsys, extra, args, message):
     argv = ["data", "pack", "--manifest", str(manifest), "--max-mb", "1", *args, str(tmp_path / "out")]
     assert main(argv) == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("audiokit data: error: ") and message in err
+    assert err.count("\n") == 1 and err.startswith("audiokit data pack: error: ") and message in err
     assert not (tmp_path / "out").exists()
 
 

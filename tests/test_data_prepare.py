@@ -300,6 +300,25 @@ def test_noisy_set_is_deterministic_and_hits_the_snrs(prepared, tmp_path):
     assert read_jsonl(tmp_path / "a" / "clips.jsonl") == first
 
 
+def test_noisy_set_replaces_a_folder_whole_and_only_when_forced(prepared, tmp_path):
+    out = tmp_path / "mix"
+    first = build_noisy_set(out, (0.0,), seed=0, root=prepared, quiet=True)
+    stale = out / "clean" / "stale-package" / "old.wav"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"left from an earlier set")
+    with pytest.raises(UsageError, match="--force"):
+        build_noisy_set(out, (10.0,), seed=1, root=prepared, quiet=True)
+    assert read_jsonl(out / "clips.jsonl") == first and stale.exists()
+    second = build_noisy_set(out, (10.0,), seed=1, root=prepared, quiet=True, force=True)
+    assert read_jsonl(out / "clips.jsonl") == second and not stale.exists()
+    written = sorted(p.relative_to(out / "noisy").as_posix() for p in (out / "noisy").rglob("*.wav"))
+    assert written == sorted(clip["name"] for clip in second)
+    assert [p.name for p in tmp_path.iterdir()] == ["mix"]  # no staging folder left beside it
+    with pytest.raises(UsageError, match="at least one SNR"):
+        build_noisy_set(tmp_path / "none", (), root=prepared, quiet=True)
+    assert not (tmp_path / "none").exists()
+
+
 def test_noisy_set_needs_prepared_manifests(tmp_path):
     with pytest.raises(UsageError, match="data prepare"):
         build_noisy_set(tmp_path / "out", root=tmp_path, quiet=True)

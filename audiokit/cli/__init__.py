@@ -113,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
             args = _parse(build_parser(), argv)
         except SystemExit as exc:  # --help, --version, or a one-line usage error (exit code 2)
             return exc.code if isinstance(exc.code, int) else 0
-        command = f"audiokit {args.command}"
+        action = getattr(args, f"{args.command}_command", None)  # `data mix`: the action too
+        command = f"audiokit {args.command}" + (f" {action}" if action else "")
         return int(args.handler(args) or 0)
     except AudiokitError as exc:
         print(f"{command}: error: {exc}", file=sys.stderr)

@@ -63,7 +63,13 @@ def run_mix(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.out.is_dir():
         raise UsageError(f"{args.out}: exists and is not a folder")
     clips = build_noisy_set(
-        args.out, _snrs(args.snr), args.seed, root=_root(args), sample_rate=args.sample_rate, quiet=args.quiet
+        args.out,
+        _snrs(args.snr),
+        args.seed,
+        root=_root(args),
+        sample_rate=args.sample_rate,
+        quiet=args.quiet,
+        force=args.force,
     )
     if args.list is not None:
         write_jsonl_atomic(args.list, clips)
@@ -132,6 +138,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     mix.add_argument("--snr", default=",".join(f"{snr:g}" for snr in DEFAULT_SNRS), help="SNRs in dB")
     mix.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     mix.add_argument("--list", type=Path, help="also write the clip list here (e.g. recipes/data/...)")
+    mix.add_argument("-f", "--force", action="store_true", help="replace --out if it exists")
     mix.set_defaults(handler=run_mix)
 
     packer = actions.add_parser(

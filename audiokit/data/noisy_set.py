@@ -10,6 +10,7 @@ from tqdm import tqdm
 
 from audiokit import io as audio_io
 from audiokit.data.debs import sha256_file
+from audiokit.data.folders import staged_folder
 from audiokit.data.manifest import manifest_path, read_manifest, write_jsonl_atomic
 from audiokit.data.mixing import loop_excerpt, mix_at_snr, snr_db
 from audiokit.errors import UsageError
@@ -24,14 +25,19 @@ def build_noisy_set(
     root: Path | None = None,
     sample_rate: int = 16000,
     quiet: bool = False,
+    force: bool = False,
 ) -> list[dict]:
     """Mix every validation speech clip with a validation noise excerpt; write ``clean/`` and ``noisy/``.
 
     For clip ``i`` (speech sorted by path) the SNR is ``snrs[i % len(snrs)]`` after a seeded shuffle, and
     the noise clip and start offset are drawn from ``numpy.random.default_rng(seed)``; short noise is
     looped. Both files are 16-bit WAV with the same relative name. Returns the clip list (also written
-    to ``out/clips.jsonl``): names, SNR, noise source, offset and the sha256 of both files.
+    to ``out/clips.jsonl``): names, SNR, noise source, offset and the sha256 of both files. The folder
+    is written whole (an existing ``out`` is replaced only with ``force``, and only once the new set is
+    complete).
     """
+    if not snrs:
+        raise UsageError("--snr: give at least one SNR in dB, e.g. -5,0,5,10,20")
     speech_manifest = manifest_path("valid", "speech", root, sample_rate)
     noise_manifest = manifest_path("valid", "noise", root, sample_rate)
     for path in (speech_manifest, noise_manifest):
@@ -46,32 +52,33 @@ def build_noisy_set(
     rng.shuffle(snr_order)
     noise_cache: dict[str, np.ndarray] = {}
     clips = []
-    bar = tqdm(speech, desc="mixing", unit="clip", disable=quiet or not sys.stderr.isatty())
-    for index, row in enumerate(bar):
-        clean, rate = audio_io.load(row["path"], sample_rate=sample_rate, channels=1)
-        clean = clean.numpy()
-        noise_row, offset, excerpt = _draw_noise(rng, noise, noise_cache, sample_rate, clean.shape[-1])
-        target = float(snr_order[index])
-        clean_out, noisy_out = mix_at_snr(clean, excerpt, target)
-        name = Path(row["package"]) / _inside(row["path"]).with_suffix(".wav")
-        audio_io.save(out / "clean" / name, clean_out, rate, subtype="PCM_16")
-        audio_io.save(out / "noisy" / name, noisy_out, rate, subtype="PCM_16")
-        clips.append(
-            {
-                "name": name.as_posix(),
-                "sample_rate": rate,
-                "seconds": round(clean.shape[-1] / rate, 4),
-                "snr_db": target,
-                "speech_package": row["package"],
-                "speech_source": row["source_path"],
-                "noise_package": noise_row["package"],
-                "noise_source": noise_row["source_path"],
-                "noise_offset": offset,
-                "clean_sha256": sha256_file(out / "clean" / name),
-                "noisy_sha256": sha256_file(out / "noisy" / name),
-            }
-        )
-    write_jsonl_atomic(out / "clips.jsonl", clips)
+    with staged_folder(out, force) as staging:
+        bar = tqdm(speech, desc="mixing", unit="clip", disable=quiet or not sys.stderr.isatty())
+        for index, row in enumerate(bar):
+            clean, rate = audio_io.load(row["path"], sample_rate=sample_rate, channels=1)
+            clean = clean.numpy()
+            noise_row, offset, excerpt = _draw_noise(rng, noise, noise_cache, sample_rate, clean.shape[-1])
+            target = float(snr_order[index])
+            clean_out, noisy_out = mix_at_snr(clean, excerpt, target)
+            name = Path(row["package"]) / _inside(row["path"]).with_suffix(".wav")
+            audio_io.save(staging / "clean" / name, clean_out, rate, subtype="PCM_16")
+            audio_io.save(staging / "noisy" / name, noisy_out, rate, subtype="PCM_16")
+            clips.append(
+                {
+                    "name": name.as_posix(),
+                    "sample_rate": rate,
+                    "seconds": round(clean.shape[-1] / rate, 4),
+                    "snr_db": target,
+                    "speech_package": row["package"],
+                    "speech_source": row["source_path"],
+                    "noise_package": noise_row["package"],
+                    "noise_source": noise_row["source_path"],
+                    "noise_offset": offset,
+                    "clean_sha256": sha256_file(staging / "clean" / name),
+                    "noisy_sha256": sha256_file(staging / "noisy" / name),
+                }
+            )
+        write_jsonl_atomic(staging / "clips.jsonl", clips)
     return clips
 
 

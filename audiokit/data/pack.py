@@ -16,11 +16,8 @@ from __future__ import annotations
 
 import io as bytes_io
 import json
-import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,6 +29,7 @@ from tqdm import tqdm
 from audiokit import __version__
 from audiokit import io as audio_io
 from audiokit.data.debs import sha256_file
+from audiokit.data.folders import staged_folder
 from audiokit.data.manifest import (
     DEFAULT_SAMPLE_RATE,
     audio_path,
@@ -132,19 +130,6 @@ def _self_sized(info: dict) -> str:
         info["bytes"] = total
 
 
-def _publish(tmp: Path, out_dir: Path, force: bool) -> None:
-    """Rename the finished ``tmp`` onto ``out_dir`` (replacing an old pack only with ``force``)."""
-    if not out_dir.exists():
-        os.replace(tmp, out_dir)
-        return
-    if not force:
-        raise UsageError(f"{out_dir}: already exists; remove it or pass --force to replace it")
-    old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-    os.replace(out_dir, old / "pack")
-    os.replace(tmp, out_dir)
-    shutil.rmtree(old)
-
-
 def pack(
     manifest: str,
     out_dir: Path,
@@ -184,12 +169,7 @@ def pack(
     order = np.random.default_rng(seed).permutation(len(rows)) if shuffle else np.arange(len(rows))
     opusenc = require_tool("opusenc", "opus-tools")
     out_dir = Path(out_dir)
-    if out_dir.exists() and not force:
-        raise UsageError(f"{out_dir}: already exists; remove it or pass --force to replace it")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    tmp.chmod(0o777 & ~audio_io.UMASK)  # mkdtemp makes 0700 folders; give the usual permissions
-    try:
+    with staged_folder(out_dir, force) as tmp:
         packed, lines, used = [], [], PACK_JSON_RESERVE
         limit = len(order) if max_clips is None else min(max_clips, len(order))
         on_terminal = sys.stderr.isatty()
@@ -255,7 +235,4 @@ def pack(
         }
         text = _self_sized(info)
         (tmp / "PACK.json").write_text(text, encoding="utf-8")
-        _publish(tmp, out_dir, force)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return PackSummary(out_dir, len(packed), seconds, info["bytes"], len(rows))

@@ -1,0 +1,49 @@
+"""Output folders written whole: built in a hidden staging folder beside the target, then renamed onto it,
+so a failed or interrupted run never leaves a half-written folder or loses the one it would replace."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from audiokit import io as audio_io
+from audiokit.errors import UsageError
+
+
+def refuse_existing(out_dir: Path, force: bool) -> None:
+    """A one-line error when ``out_dir`` exists and ``force`` is not given."""
+    if out_dir.exists() and not force:
+        raise UsageError(f"{out_dir}: already exists; remove it or pass --force to replace it")
+
+
+@contextmanager
+def staged_folder(out_dir: Path, force: bool = False) -> Iterator[Path]:
+    """Yield an empty staging folder beside ``out_dir``; when the block finishes, the folder replaces
+    ``out_dir`` (an existing one only with ``force``, checked before anything is written); when it
+    raises, the staging folder is removed and ``out_dir`` is left as it was."""
+    out_dir = Path(out_dir)
+    refuse_existing(out_dir, force)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    staging.chmod(0o777 & ~audio_io.UMASK)  # mkdtemp makes 0700 folders; give the usual permissions
+    try:
+        yield staging
+        _publish(staging, out_dir, force)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _publish(staging: Path, out_dir: Path, force: bool) -> None:
+    """Rename the finished ``staging`` folder onto ``out_dir`` (replacing an old one only with ``force``)."""
+    if not out_dir.exists():
+        os.replace(staging, out_dir)
+        return
+    refuse_existing(out_dir, force)
+    old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+    os.replace(out_dir, old / "previous")
+    os.replace(staging, out_dir)
+    shutil.rmtree(old)

@@ -1,0 +1,36 @@
+"""Folders written whole: a failure leaves the old folder and nothing else; success replaces it."""
+
+from __future__ import annotations
+
+import pytest
+
+from audiokit.data.folders import staged_folder
+from audiokit.errors import UsageError
+
+
+def test_a_failed_build_leaves_the_old_folder_as_it_was(tmp_path):
+    out = tmp_path / "set"
+    out.mkdir()
+    (out / "keep.txt").write_text("old")
+    with pytest.raises(RuntimeError, match="half way"):
+        with staged_folder(out, force=True) as staging:
+            (staging / "new.txt").write_text("new")
+            raise RuntimeError("half way")
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["set"]
+
+
+def test_an_existing_folder_is_replaced_only_with_force(tmp_path):
+    out = tmp_path / "set"
+    out.mkdir()
+    (out / "keep.txt").write_text("old")
+    with pytest.raises(UsageError, match="already exists"):
+        with staged_folder(out) as staging:
+            raise AssertionError("the block must not run")
+    with staged_folder(out, force=True) as staging:
+        (staging / "new.txt").write_text("new")
+    assert sorted(p.name for p in out.iterdir()) == ["new.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["set"]
+    with staged_folder(tmp_path / "fresh" / "deeper") as staging:
+        (staging / "a.txt").write_text("a")
+    assert (tmp_path / "fresh" / "deeper" / "a.txt").read_text() == "a"
