@@ -224,13 +224,14 @@ def entropy_model_of(codec: Codec, weights_hash: str) -> EntropyCoder:
         raise UsageError(f"--entropy: {exc}") from None
 
 
-def codec_bitrate(codec: Codec, kbps: float) -> float:
-    """``kbps`` in bits/s when ``codec`` has exactly that bitrate, else a UsageError listing its bitrates."""
+def codec_bitrate(codec: Codec, kbps: float, option: str = "--bitrate") -> float:
+    """``kbps`` in bits/s when ``codec`` has exactly that bitrate, else a UsageError (naming ``option``)
+    listing its bitrates."""
     for bps in codec.bitrates:
         if math.isclose(bps, kbps * 1000, rel_tol=1e-6):
             return bps
     listed = ", ".join(f"{b / 1000:g}" for b in codec.bitrates)
-    raise UsageError(f"--bitrate {kbps:g}: {codec.name} codes at {listed} kbps only")
+    raise UsageError(f"{option} {kbps:g}: {codec.name} codes at {listed} kbps only")
 
 
 def mirror_jobs(

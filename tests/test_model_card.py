@@ -19,6 +19,7 @@ from audiokit.evaluation import targets as card_targets
 from audiokit.evaluation import training_record as records
 from audiokit.evaluation.card_markdown import session_table
 from audiokit.evaluation.codec_card import entropy_section
+from audiokit.evaluation.model_card import weights_info
 from audiokit.evaluation.robustness import ROBUSTNESS_TITLES
 from audiokit.train.recipe import load_recipe
 from audiokit.train.trainer import Trainer
@@ -98,8 +99,9 @@ def test_card_from_a_training_run(tmp_path, monkeypatch):
         "8",
     ]
     assert audiokit_main([*argv, "--out", str(out), "-q"]) == 0
-    card = json.loads((out / "speech-16k.json").read_text())
-    markdown = (out / "speech-16k.md").read_text()
+    # not the shipped weights: named after the run directory, never over a shipped card
+    card = json.loads((out / "run.json").read_text())
+    markdown = (out / "run.md").read_text()
 
     # measurements: ours at each bitrate, Opus only at 6 (its minimum), real kbps above nominal
     e = card["evaluation"]
@@ -115,16 +117,13 @@ def test_card_from_a_training_run(tmp_path, monkeypatch):
     # no entropy-coding model ships with these weights; the spectrogram figure is written beside the card
     assert card["entropy"] is None and "### Entropy coding" not in markdown
     figure = card["spectrograms"]
-    assert (
-        figure["png"] == "speech-16k-spectrograms.png"
-        and (out / figure["png"]).read_bytes()[:4] == b"\x89PNG"
-    )
+    assert figure["png"] == "run-spectrograms.png" and (out / figure["png"]).read_bytes()[:4] == b"\x89PNG"
     assert figure["titles"] == [
         "reference",
         *(f"speech-16k {k} kbps" for k in ("1.5", "3", "6")),
         "Opus 6 kbps",
     ]
-    assert "![spectrograms](speech-16k-spectrograms.png)" in markdown
+    assert "![spectrograms](run-spectrograms.png)" in markdown
     # the card's command for ours at 6 kbps reproduces its numbers
     words = shlex.split(e["commands"]["ours@6"])
     assert words[0] == "audiokit"
@@ -174,6 +173,7 @@ def test_card_from_a_training_run(tmp_path, monkeypatch):
     assert "## Targets (issues 5 and 23)" in markdown and card["targets_file"] == str(TARGETS)
     # the card names the one command that regenerates it
     assert card["command"].startswith("audiokit card ") and f"--targets {TARGETS}" in card["command"]
+    assert card["command"].endswith(" -f")  # the card is there once made: rerunning replaces it
     assert card["command"] in markdown
     (package,) = card["training_data"][0]["packages"]
     assert package["package"] == "asterisk-core-sounds-fr-g722" and package["clips"] == len(clips)
@@ -392,3 +392,8 @@ def test_targets_file_is_checked_and_decides_verdicts(tmp_path):
     assert verdicts["above"]["significant"] is False  # +1.0 and -0.5 over two files
     assert verdicts["aim"]["status"] == "not met" and verdicts["low"]["status"] == "not evaluated"
     assert verdicts["edges"]["status"] == "met"
+
+
+def test_a_bitrate_the_codec_lacks_is_named_by_the_cards_option():
+    with pytest.raises(UsageError, match=r"^--bitrates 7: speech-16k codes at .* kbps only"):
+        weights_info("speech-16k", (6.0, 7.0))

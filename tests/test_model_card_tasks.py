@@ -71,11 +71,12 @@ def _noisy_set(root: Path) -> Path:
 
 
 def test_enhancer_card_end_to_end(tmp_path):
-    weights = Enhancer.from_config("enhance-16k").save_pretrained(tmp_path / "enh.safetensors", {"step": 3})
+    run = _run_dir(tmp_path)  # the card names it, and the weights must be the run's
+    weights = Enhancer.from_config("enhance-16k").save_pretrained(run / "model.safetensors", {"step": 3})
     noisy_set = _noisy_set(tmp_path / "set")
     targets = MODELS / "enhance-16k-targets.yaml"
-    args = ["-m", str(weights), "--run-dir", str(_run_dir(tmp_path)), "--noisy-set", str(noisy_set)]
-    card, markdown = _card([*args, "--targets", str(targets)], tmp_path / "out", "enhance-16k")
+    args = ["-m", str(weights), "--run-dir", str(run), "--noisy-set", str(noisy_set)]
+    card, markdown = _card([*args, "--targets", str(targets)], tmp_path / "out", "run")
 
     e = card["evaluation"]
     assert card["family"] == "enhancer" and e["files"] == 3
@@ -105,17 +106,18 @@ def test_enhancer_card_end_to_end(tmp_path):
 
 
 def test_bwe_card_end_to_end(tmp_path):
-    weights = BandwidthExtender.from_config("bwe-8to16").save_pretrained(tmp_path / "bwe.safetensors")
+    run = _run_dir(tmp_path)
+    weights = BandwidthExtender.from_config("bwe-8to16").save_pretrained(run / "model.safetensors")
     valid = tmp_path / "valid"
     for sample in ("b", "c"):
         wav, rate = io.load(SAMPLES / f"speech_fr_16k_{sample}.flac")
         io.save(valid / f"{sample}.wav", wav[:, : round(1.5 * rate)], rate)
     narrowband = SAMPLES / "speech_fr_8k_a.wav"
-    args = ["-m", str(weights), "--run-dir", str(_run_dir(tmp_path)), "--valid", str(valid)]
+    args = ["-m", str(weights), "--run-dir", str(run), "--valid", str(valid)]
     args += ["--max-files", "2", "--narrowband", str(narrowband), "--narrowband-files", "1"]
     targets = MODELS / "bwe-8to16-targets.yaml"
     out = tmp_path / "out"
-    card, markdown = _card([*args, "--targets", str(targets)], out, "bwe-8to16")
+    card, markdown = _card([*args, "--targets", str(targets), "--name", "bwe-8to16"], out, "bwe-8to16")
 
     e = card["evaluation"]
     assert card["family"] == "bwe" and e["files"] == 2

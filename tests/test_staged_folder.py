@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from audiokit.data.folders import staged_folder
 from audiokit.errors import UsageError
+from audiokit.folders import staged_folder
 
 
 def test_a_failed_build_leaves_the_old_folder_as_it_was(tmp_path):

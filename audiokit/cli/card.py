@@ -1,5 +1,7 @@
 """``audiokit card``: measure a model and write its model card (``<out>/<name>.md`` and ``.json``) with
-its training record and the targets of a targets file. What is measured follows the model's family:
+its training record and the targets of a targets file. The weights must be the run's (its
+``model.safetensors``, weights its ``run.json`` records or a checkpoint's); existing card files are
+replaced only with ``-f/--force``. What is measured follows the model's family:
 a codec next to Opus on validation speech; an enhancer on the fixed noisy validation set next to the
 noisy input, RNNoise and spectral gating, on clean speech and on silence; a bandwidth extender on
 validation speech taken down to 8 kHz (plain and telephone-coded) next to sinc, on wideband
@@ -8,32 +10,55 @@ pass-through, with spectrograms of real narrowband recordings."""
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
+from audiokit import io
 from audiokit.cli.options import doc_text
 from audiokit.data.paths import data_root
 from audiokit.errors import UsageError
 from audiokit.evaluation.bwe_card import BweCardRequest, build_bwe_card
 from audiokit.evaluation.enhancer_card import EnhancerCardRequest, build_enhancer_card
 from audiokit.evaluation.model_card import CardRequest, build_card, write_card
+from audiokit.evaluation.training_record import check_run_weights
+from audiokit.models import is_shipped, resolve_weights
 from audiokit.processing import model_family
 
 
-def _common(args: argparse.Namespace) -> dict:
+def _common(args: argparse.Namespace, name: str) -> dict:
     return {
         "weights": args.weights,
         "run_dir": Path(args.run_dir),
         "jobs": args.jobs,
         "out": Path(args.out),
-        "name": args.name,
+        "name": name,
         "init_card": Path(args.init_card) if args.init_card else None,
         "targets": Path(args.targets) if args.targets else None,
         "quiet": args.quiet,
     }
 
 
-def _build(args: argparse.Namespace) -> tuple[dict, Path]:
-    family = model_family(args.weights)
+def default_name(weights: str, run_dir: Path) -> str:
+    """The card's file name without ``--name``: the model's name for shipped weights (``speech-16k``),
+    else the run directory's name, so that a card of other weights never takes a shipped card's name."""
+    if is_shipped(weights):
+        return resolve_weights(weights).stem
+    return Path(os.path.abspath(run_dir)).name
+
+
+def outputs(family: str, args: argparse.Namespace, name: str) -> list[Path]:
+    """The files the card of a ``family`` model writes into ``--out``."""
+    out = Path(args.out)
+    files = [out / f"{name}.md", out / f"{name}.json"]
+    if family == "codec":
+        files.append(out / f"{name}-spectrograms.png")
+    if family == "bwe":
+        files += [out / f"{name}-narrowband-{i}.png" for i in range(args.narrowband_files)]
+    return files
+
+
+def _build(args: argparse.Namespace, family: str, name: str) -> tuple[dict, Path]:
+    """Measure the ``family`` model (codec, enhancer or bwe) and return its card and folder."""
     if family == "codec":
         if args.valid is None:
             raise UsageError("a codec card needs --valid DIR (validation speech)")
@@ -42,31 +67,39 @@ def _build(args: argparse.Namespace) -> tuple[dict, Path]:
             glob=args.glob,
             bitrates=tuple(args.bitrates),
             opus_kbps=tuple(args.opus_kbps),
-            **_common(args),
+            **_common(args, name),
         )
         return build_card(request), request.out
     if family == "enhancer":
         noisy_set = Path(args.noisy_set) if args.noisy_set else data_root() / "valid_noisy_16k"
-        enhancer = EnhancerCardRequest(noisy_set=noisy_set, max_files=args.max_files, **_common(args))
+        enhancer = EnhancerCardRequest(noisy_set=noisy_set, max_files=args.max_files, **_common(args, name))
         return build_enhancer_card(enhancer), enhancer.out
-    if family == "bwe":
-        valid = Path(args.valid) if args.valid else data_root() / "corpus" / "16000" / "valid" / "speech"
-        bwe = BweCardRequest(
-            valid=valid,
-            glob=args.glob,
-            max_files=args.max_files,
-            narrowband=tuple(map(Path, args.narrowband)),
-            narrowband_files=args.narrowband_files,
-            **_common(args),
-        )
-        return build_bwe_card(bwe), bwe.out
-    raise UsageError(f"-m {args.weights}: cards are made for codecs, enhancers and bwe models, not {family}")
+    valid = Path(args.valid) if args.valid else data_root() / "corpus" / "16000" / "valid" / "speech"
+    bwe = BweCardRequest(
+        valid=valid,
+        glob=args.glob,
+        max_files=args.max_files,
+        narrowband=tuple(map(Path, args.narrowband)),
+        narrowband_files=args.narrowband_files,
+        **_common(args, name),
+    )
+    return build_bwe_card(bwe), bwe.out
 
 
 def run(args: argparse.Namespace) -> int:
     if args.max_files is not None and args.max_files < 1:
         raise UsageError(f"--max-files {args.max_files}: must be 1 or more")
-    card, out = _build(args)
+    resolve_weights(args.weights)  # one line naming what is wrong with -m
+    family = model_family(args.weights)
+    if family not in ("codec", "enhancer", "bwe"):
+        raise UsageError(
+            f"-m {args.weights}: cards are made for codecs, enhancers and bwe models, not {family}"
+        )
+    run_dir = Path(args.run_dir)
+    check_run_weights(args.weights, run_dir)
+    name = args.name or default_name(args.weights, run_dir)
+    io.prepare_outputs([("the card", path) for path in outputs(family, args, name)], force=args.force)
+    card, out = _build(args, family, name)
     md_path, json_path = write_card(card, out)
     if not args.quiet:
         print(f"wrote {md_path} and {json_path}")
@@ -135,5 +168,12 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         help="YAML/JSON file of the targets and caveat (e.g. docs/models/speech-16k-targets.yaml)",
     )
     parser.add_argument("--out", default="docs/models", help="directory of the card (default docs/models)")
-    parser.add_argument("--name", help="file name of the card (default: the model's name)")
+    parser.add_argument(
+        "--name",
+        help="file name of the card (default: the model's name for shipped weights, else the run directory's "
+        "name)",
+    )
+    parser.add_argument(
+        "-f", "--force", action="store_true", help="replace the card's files in --out if they exist"
+    )
     parser.set_defaults(handler=run)

@@ -9,7 +9,7 @@ def run(args: argparse.Namespace) -> int:
     from audiokit.train.portable import pack_run, unpack_run
 
     if args.action == "pack":
-        written = pack_run(args.source, args.target, int(args.max_shard_mb * 2**20))
+        written = pack_run(args.source, args.target, int(args.max_shard_mb * 2**20), args.force)
         if not args.quiet:
             total = sum(path.stat().st_size for path in written) / 2**20
             print(f"{args.target}: {len(written)} files, {total:.1f} MiB")
@@ -20,17 +20,34 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> float:
+    """An argparse type: a number > 0 (anything else is a usage error, exit code 2)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value * 2**20 < 1:
+        raise argparse.ArgumentTypeError(f"must be more than 0 (MiB), got {text}")
+    return value
+
+
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     parser = subparsers.add_parser(
         "checkpoint",
         parents=[common],
         help="pack a run's training state into committable shards, or unpack it into a run directory",
         description="pack RUN_DIR OUT: checkpoints/latest.pt as safetensors shards + state.json, with "
-        "the run's records; unpack OUT RUN_DIR: rebuild it, so that audiokit train --resume continues "
+        "the run's records (a pack already in OUT is replaced only with -f; other files there are kept); "
+        "unpack OUT RUN_DIR: rebuild it, so that audiokit train --resume continues "
         "bit-exactly.",
     )
     parser.add_argument("action", choices=("pack", "unpack"))
     parser.add_argument("source", help="pack: the run directory; unpack: the packed folder")
     parser.add_argument("target", help="pack: the folder to write; unpack: the run directory to make")
-    parser.add_argument("--max-shard-mb", type=float, default=24.0, help="largest shard in MiB (default 24)")
+    parser.add_argument(
+        "--max-shard-mb", type=_positive, default=24.0, help="largest shard in MiB (default 24)"
+    )
+    parser.add_argument(
+        "-f", "--force", action="store_true", help="pack: replace the packed state already in the folder"
+    )
     parser.set_defaults(handler=run)

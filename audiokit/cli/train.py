@@ -6,6 +6,7 @@ import argparse
 import json
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from audiokit.cli.options import doc_text
@@ -30,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
         result = trainer.fit(max_steps=args.max_steps, max_minutes=args.max_minutes)
     finally:
         trainer.close()
-    if trainer.is_main and not args.quiet:
+    if trainer.is_main:  # the result, -q or not
         summary = {"run_dir": str(run_dir), "step": result.step, "stopped": result.stopped}
         if result.evaluations:
             summary["eval"] = result.evaluations[-1]
@@ -44,6 +45,23 @@ def run(args: argparse.Namespace) -> int:
             )
         return 128 + signal.Signals[result.stopped].value
     return 0
+
+
+def _at_least(low: float, kind: type) -> Callable[[str], float]:
+    """An argparse type: a number of ``kind`` >= ``low`` (anything else is a usage error, exit code 2)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {'an integer' if kind is int else 'a number'}, got {text!r}"
+            ) from None
+        if not value >= low:
+            raise argparse.ArgumentTypeError(f"must be >= {low:g}, got {text}")
+        return value
+
+    return parse
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -65,9 +83,13 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         help="fine-tune: start from a checkpoint's (EMA) weights or a .safetensors model",
     )
     parser.add_argument(
-        "--max-steps", type=int, help="stop this session at this step (the schedule is unchanged)"
+        "--max-steps",
+        type=_at_least(1, int),
+        help="stop this session at this step (the schedule is unchanged)",
     )
-    parser.add_argument("--max-minutes", type=float, help="stop this session after this many minutes")
+    parser.add_argument(
+        "--max-minutes", type=_at_least(0, float), help="stop this session after this many minutes"
+    )
     parser.add_argument("--device", help="cpu, cuda or cuda:N (bf16 autocast on CUDA unless run.bf16=false)")
     parser.add_argument(
         "--set",

@@ -10,10 +10,10 @@ from tqdm import tqdm
 
 from audiokit import io as audio_io
 from audiokit.data.debs import sha256_file
-from audiokit.data.folders import staged_folder
 from audiokit.data.manifest import manifest_path, read_manifest, write_jsonl_atomic
 from audiokit.data.mixing import loop_excerpt, mix_at_snr, snr_db
 from audiokit.errors import UsageError
+from audiokit.folders import staged_folder
 
 DEFAULT_SNRS = (-5.0, 0.0, 5.0, 10.0, 20.0)
 

@@ -29,7 +29,6 @@ from tqdm import tqdm
 from audiokit import __version__
 from audiokit import io as audio_io
 from audiokit.data.debs import sha256_file
-from audiokit.data.folders import staged_folder
 from audiokit.data.manifest import (
     DEFAULT_SAMPLE_RATE,
     audio_path,
@@ -39,6 +38,7 @@ from audiokit.data.manifest import (
 )
 from audiokit.data.paths import data_root
 from audiokit.errors import UsageError
+from audiokit.folders import staged_folder
 from audiokit.tools import OPUS_MIN_KBPS, require_tool
 
 CODECS = ("opus",)

@@ -52,11 +52,12 @@ class CardOptions:
         return []
 
     def command(self) -> str:
-        """The ``audiokit card`` command line that makes this card (data paths under ``$AUDIOKIT_DATA``)."""
+        """The ``audiokit card`` command line that makes this card again (data paths under
+        ``$AUDIOKIT_DATA``; with ``-f``, as it replaces this card)."""
         options = [("-m", self.weights), ("--run-dir", self.run_dir), *self.data_options()]
         options += [("--jobs", self.jobs), ("--out", self.out), ("--name", self.name)]
         options += [("--init-card", self.init_card), ("--targets", self.targets)]
-        return card_command(options, self.data_paths())
+        return card_command(options, self.data_paths()) + " -f"  # -f: the card it makes is there already
 
 
 def model_weights(weights: str, model: AudioModel, sha256: str) -> dict:

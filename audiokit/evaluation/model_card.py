@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from audiokit import io
-from audiokit.coding import load_codec
+from audiokit.coding import codec_bitrate, load_codec
 from audiokit.evaluation.bwe_card import render_bwe_markdown
 from audiokit.evaluation.card_common import CardOptions, model_weights
 from audiokit.evaluation.card_markdown import render_markdown, shown_path
@@ -107,10 +107,12 @@ def measure(
     return section, rows
 
 
-def weights_info(weights: str) -> dict:
+def weights_info(weights: str, bitrates: Sequence[float] = ()) -> dict:
     """Path (as the repository names shipped weights), model name, sha256, training step, sample rate
-    and bitrates (kbit/s) of ``weights``."""
+    and bitrates (kbit/s) of ``weights``; a :class:`UsageError` for ``bitrates`` (kbit/s) it lacks."""
     codec, sha256 = load_codec(weights)
+    for kbps in bitrates:
+        codec_bitrate(codec, kbps, "--bitrates")
     return model_weights(weights, codec, sha256) | {"bitrates_kbps": [b / 1000 for b in codec.bitrates]}
 
 
@@ -138,7 +140,7 @@ def codebook_health_section(weights: str, valid: str | Path, glob: str) -> dict:
 def build_card(request: CardRequest) -> dict:
     """Measure and collect everything the card holds (see the module docstring)."""
     targets = load_targets(request.targets) if request.targets is not None else CardTargets()
-    weights = weights_info(request.weights)
+    weights = weights_info(request.weights, request.bitrates)
     training = training_record(Path(request.run_dir), request.init_card)
     section, rows = measure(
         request.weights,

@@ -3,11 +3,13 @@ the runs its weights descend from (``--init``) and the training data by package 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shlex
 from datetime import datetime
 from pathlib import Path
 
+import safetensors.torch
 import yaml
 
 from audiokit import io
@@ -15,6 +17,8 @@ from audiokit.data.manifest import package_totals, read_jsonl
 from audiokit.data.sources import SOURCES
 from audiokit.errors import ModelError, RecipeError, UsageError
 from audiokit.models import resolve_weights
+from audiokit.train.checkpoint import load_checkpoint
+from audiokit.train.records import shown_command
 
 
 def _jsonl(path: Path) -> list[dict]:
@@ -30,11 +34,24 @@ def _recipe_argument(command: list[str]) -> str | None:
     return None
 
 
+def _purged(rows: list[dict], start_steps: list[int]) -> list[dict]:
+    """``rows`` without those a later session logged again: where the steps go back (a session resumed
+    from a checkpoint older than a crash, recorded before the trainer purged such lines), the rows after
+    that session's start step are dropped, as TensorBoard's ``purge_step`` does."""
+    kept: list[dict] = []
+    for row in rows:
+        step = row.get("step")
+        if step is not None and kept and step <= kept[-1].get("step", -1):
+            start = max((s for s in start_steps if s < step), default=0)
+            kept = [r for r in kept if r.get("step", -1) <= start]
+        kept.append(row)
+    return kept
+
+
 def _loop_seconds(metrics: list[dict], start_steps: list[int]) -> float:
     """Wall time of the training loops: each logged window's steps over its measured steps/second.
 
-    A window starts at the previous logged step, or at a session's start step where the steps go back
-    (a resumed session re-logs from its checkpoint).
+    A window starts at the previous logged step, or at a session's start step where the steps go back.
     """
     total, previous = 0.0, None
     for row in metrics:
@@ -116,6 +133,60 @@ def _named_init_card(start: dict | None, own_sha256: str | None, init_card: Path
     return card["training"] | {"weights": start["init"], "weights_sha256": described}
 
 
+def weights_sha256(path: Path) -> str:
+    """sha256 of the weights file at ``path`` (what its ``.json`` records and the trainer hashes)."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _checkpoint_sha256(path: Path) -> str | None:
+    """sha256 of the EMA weights of the training checkpoint ``path`` as ``model.safetensors`` holds them
+    (None when it is not a readable checkpoint)."""
+    try:
+        module = load_checkpoint(path)["ema"]["module"]
+    except (UsageError, KeyError, TypeError):
+        return None
+    tensors = {k: v.detach().cpu().clone().contiguous() for k, v in module.items()}
+    return hashlib.sha256(safetensors.torch.save(tensors)).hexdigest()
+
+
+def _architecture(config_path: Path) -> tuple | None:
+    """The format and typed config a weights file's ``.json`` records (None when there is none)."""
+    if not config_path.is_file():
+        return None
+    meta = json.loads(config_path.read_text())
+    return meta.get("format"), meta.get("config")
+
+
+def check_run_weights(weights: str, run_dir: Path) -> None:
+    """Refuse (:class:`UsageError`) weights that the run in ``run_dir`` did not save: their sha256 must
+    be that of the run's ``model.safetensors`` (``model.json``), one ``run.json`` records (``weights``:
+    every save since the trainer recorded them) or the EMA weights of a checkpoint in ``checkpoints/``.
+    A run from before ``run.json`` recorded its saves (no ``weights``) cannot name its earlier weights, so
+    there weights of the run's own architecture (format and config of ``model.json``) are taken."""
+    info_path = run_dir / "run.json"
+    if not info_path.is_file():
+        raise UsageError(f"--run-dir {run_dir}: no run.json (not an `audiokit train` run directory)")
+    path = resolve_weights(weights)
+    sha256 = weights_sha256(path)
+    own = run_dir / "model.json"
+    if own.is_file() and json.loads(own.read_text()).get("sha256") == sha256:
+        return
+    recorded = json.loads(info_path.read_text()).get("weights")
+    if recorded is not None and sha256 in recorded:
+        return
+    if any(_checkpoint_sha256(path) == sha256 for path in sorted((run_dir / "checkpoints").glob("*.pt"))):
+        return
+    if recorded is None and _architecture(own) is not None and _architecture(own) == _architecture(
+        path.with_suffix(".json")
+    ):
+        return
+    raise UsageError(
+        f"-m {weights}: these weights (sha256 {sha256[:16]}...) are not of the run in {run_dir}: neither its "
+        "model.safetensors, nor weights its run.json records, nor a checkpoint's; give the run directory "
+        "that trained them"
+    )
+
+
 def training_record(run_dir: Path, init_card: Path | None = None) -> dict:
     """Recipe, commits, sessions, steps, hardware and wall time of a training run directory.
 
@@ -128,8 +199,9 @@ def training_record(run_dir: Path, init_card: Path | None = None) -> dict:
         raise UsageError(f"--run-dir {run_dir}: no run.json (not an `audiokit train` run directory)")
     info = json.loads(info_path.read_text())
     sessions = info.get("sessions", [])
-    metrics = _jsonl(run_dir / "metrics.jsonl")
-    evaluations = _jsonl(run_dir / "eval.jsonl")
+    start_steps = [s.get("start_step", 0) for s in sessions]
+    metrics = _purged(_jsonl(run_dir / "metrics.jsonl"), start_steps)
+    evaluations = _purged(_jsonl(run_dir / "eval.jsonl"), start_steps)
     recipe_text = (run_dir / "recipe.yaml").read_text() if (run_dir / "recipe.yaml").is_file() else None
     # a session stopped between two log lines records its last step only in run.json
     ended = [s["end_step"] for s in sessions if s.get("end_step") is not None]
@@ -161,13 +233,13 @@ def training_record(run_dir: Path, init_card: Path | None = None) -> dict:
                     "host",
                 )
             }
-            | {"command": shlex.join(s.get("command", []))}
+            | {"command": shlex.join(shown_command(s.get("command", [])))}
             for s in sessions
         ],
         "steps": steps,
         "total_steps": steps + (previous.get("total_steps", previous["steps"]) if previous else 0),
         "previous": previous,
-        "loop_wall_seconds": round(_loop_seconds(metrics, [s.get("start_step", 0) for s in sessions]), 1),
+        "loop_wall_seconds": round(_loop_seconds(metrics, start_steps), 1),
         "session_wall_seconds": _session_seconds(sessions),
         "last_eval": evaluations[-1] if evaluations else None,
         "versions": sessions[-1].get("versions") if sessions else None,

@@ -36,7 +36,7 @@ from audiokit.losses import (
     generator_loss,
 )
 from audiokit.train.optim import Part, lr_factor, make_part
-from audiokit.train.recipe import OptimConfig, Recipe, check
+from audiokit.train.recipe import OptimConfig, Recipe, check, check_betas
 from audiokit.train.runtime import Runtime
 
 DISCRIMINATORS = {
@@ -97,6 +97,9 @@ def check_adversarial(
         )
     rate = optim.disc_learning_rate
     check(rate >= 1e-12, where, f"'optim.disc_learning_rate' must be > 0, got {rate}")
+    check_betas(optim.disc_betas, "optim.disc_betas", where)
+    clip = optim.disc_grad_clip
+    check(clip >= 0, where, f"'optim.disc_grad_clip' must be >= 0, got {clip}")
     check(
         adversarial_kind in ("hinge", "lsgan"),
         where,

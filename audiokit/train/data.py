@@ -91,7 +91,9 @@ def read_clips(
     clips = _directory_clips(source, pattern) if source.is_dir() else _manifest_clips(source)
     clips = [c for c in clips if c.seconds > 0]
     if not clips:
-        raise RecipeError(f"{key}: {source} holds no audio clips (pattern {pattern!r})")
+        if source.is_dir():
+            raise RecipeError(f"{key}: {source} holds no audio files matching data.glob {pattern!r}")
+        raise RecipeError(f"{key}: the manifest {source} lists no clips of non-zero length")
     return clips
 
 

@@ -13,7 +13,9 @@ unpickled: shards are safetensors, the rest is JSON.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,8 @@ import safetensors.torch
 import torch
 
 from audiokit.errors import UsageError
-from audiokit.io import atomic_path
+from audiokit.folders import replace_folder
+from audiokit.io import UMASK
 from audiokit.train.checkpoint import RUN_CHECKPOINT as CHECKPOINT
 from audiokit.train.checkpoint import load_checkpoint, save_checkpoint
 
@@ -67,7 +70,11 @@ def _shards(tensors: dict[str, torch.Tensor], max_bytes: int) -> list[dict[str, 
     for name, tensor in tensors.items():
         nbytes = tensor.numel() * tensor.element_size()
         if nbytes > max_bytes:
-            raise UsageError(f"{name}: {nbytes / 2**20:.1f} MiB, more than one shard may hold")
+            largest = max(t.numel() * t.element_size() for t in tensors.values())
+            raise UsageError(
+                f"--max-shard-mb {max_bytes / 2**20:.3g}: {name} alone is {nbytes / 2**20:.2f} MiB; shards "
+                f"must hold the largest tensor ({largest / 2**20:.2f} MiB), give at least that"
+            )
         if size + nbytes > max_bytes and shards[-1]:
             shards.append({})
             size = 0
@@ -76,35 +83,80 @@ def _shards(tensors: dict[str, torch.Tensor], max_bytes: int) -> list[dict[str, 
     return shards
 
 
-def pack_run(run_dir: str | Path, out_dir: str | Path, max_shard_bytes: int = 24 * 2**20) -> list[Path]:
+def _check_target(run_dir: Path, out_dir: Path, force: bool) -> None:
+    """Refuse a pack folder that would lose files: the run directory itself or a folder holding it, a
+    file, a non-empty folder that is not a pack, or (without ``force``) an existing pack."""
+    run, out = run_dir.resolve(), out_dir.resolve()
+    if out == run or out in run.parents:
+        raise UsageError(f"{out_dir}: is the run directory {run_dir} or holds it; pack into another folder")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"{out_dir}: exists and is not a folder")
+    if not out_dir.is_dir() or not any(out_dir.iterdir()):
+        return
+    if not (out_dir / STATE).is_file():
+        raise UsageError(
+            f"{out_dir}: a folder that holds no packed state (no {STATE}); pack into a new folder"
+        )
+    if not force:
+        raise UsageError(f"{out_dir}: already holds a packed state; pass -f/--force to replace it")
+
+
+def pack_run(
+    run_dir: str | Path, out_dir: str | Path, max_shard_bytes: int = 24 * 2**20, force: bool = False
+) -> list[Path]:
     """Write ``run_dir``'s checkpoint and records to ``out_dir``; returns the files written.
 
-    Shards are ``state-NN.safetensors`` (each at most ``max_shard_bytes``); earlier shards in
-    ``out_dir`` are removed first, so the folder always holds exactly one state.
+    Shards are ``state-NN.safetensors`` (each at most ``max_shard_bytes``). Everything is checked
+    before anything is written; the pack is built in a temporary folder beside ``out_dir`` and renamed
+    into place, so a failure leaves ``out_dir`` as it was. An existing pack is replaced only with
+    ``force`` (:func:`_check_target` says what is refused); other files beside it (a README) are kept.
     """
     run_dir, out_dir = Path(run_dir), Path(out_dir)
+    if max_shard_bytes <= 0:
+        raise UsageError(f"--max-shard-mb {max_shard_bytes / 2**20:g}: must be > 0")
+    _check_target(run_dir, out_dir, force)
     state = load_checkpoint(run_dir / CHECKPOINT)
     tensors: dict[str, torch.Tensor] = {}
     structure = _encode(state, tensors, "state")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for old in out_dir.glob("state-*.safetensors"):
-        old.unlink()
-    written = []
     shards = _shards(tensors, max_shard_bytes)
-    for index, shard in enumerate(shards):
-        path = out_dir / f"state-{index:02d}.safetensors"
-        with atomic_path(path) as tmp:
-            safetensors.torch.save_file(shard, str(tmp))
-        written.append(path)
-    with atomic_path(out_dir / STATE) as tmp:
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    building = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    try:
+        names = []
+        for index, shard in enumerate(shards):
+            names.append(f"state-{index:02d}.safetensors")
+            safetensors.torch.save_file(shard, str(building / names[-1]))
         document = {"format": FORMAT, "step": state["step"], "shards": len(shards), "state": structure}
-        tmp.write_text(json.dumps(document) + "\n")
-    written.append(out_dir / STATE)
-    for name in RECORDS:
-        if (run_dir / name).is_file():
-            shutil.copyfile(run_dir / name, out_dir / name)
-            written.append(out_dir / name)
-    return written
+        (building / STATE).write_text(json.dumps(document) + "\n")
+        names.append(STATE)
+        for name in RECORDS:
+            if (run_dir / name).is_file():
+                shutil.copyfile(run_dir / name, building / name)
+                names.append(name)
+        _keep_others(out_dir, building)
+        os.chmod(building, 0o777 & ~UMASK)  # mkdtemp makes 0700 folders
+        replace_folder(building, out_dir)
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+    return [out_dir / name for name in names]
+
+
+def _pack_file(name: str) -> bool:
+    """Whether ``name`` is one of the files a pack is made of (a shard, the state or a record)."""
+    return name == STATE or name in RECORDS or (name.startswith("state-") and name.endswith(".safetensors"))
+
+
+def _keep_others(old: Path, new: Path) -> None:
+    """Copy what an existing pack folder ``old`` holds besides the pack (a README) into ``new``."""
+    if not old.is_dir():
+        return
+    for entry in old.iterdir():
+        if _pack_file(entry.name):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.copytree(entry, new / entry.name, symlinks=True)
+        else:
+            shutil.copy2(entry, new / entry.name, follow_symlinks=False)
 
 
 def unpack_run(pack_dir: str | Path, run_dir: str | Path) -> Path:

@@ -6,8 +6,9 @@ sections and keys (the codec's ``losses``: :mod:`audiokit.train.tasks.codec`; th
 section of the tasks with adversarial terms: :mod:`audiokit.train.adversarial`).
 Every key is optional and defaults to the value below. ``model`` names a registered model config and
 overrides it key by key, checked against the family's typed config at load. Unknown or misspelt keys
-(at any depth) and values of the wrong type raise :class:`RecipeError` naming the file, the dotted key
-and, for unknown keys, the closest valid key. ``load_recipe(path, ["optim.learning_rate=1e-4"])``
+(at any depth), keys given twice in one mapping and values of the wrong type or out of range
+raise :class:`RecipeError` naming the file, the dotted key and, for unknown keys, the closest valid
+key. ``load_recipe(path, ["optim.learning_rate=1e-4"])``
 applies dotted ``key=value`` overrides (values parsed as YAML; a mapping merges key by key into the
 mapping it overrides) after the file.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -189,7 +191,31 @@ class Recipe:
             f"'optim.learning_rate' must be > 0, got {self.optim.learning_rate}",
         )
         check(0.0 <= self.optim.ema_decay < 1.0, where, "'optim.ema_decay' must be in [0, 1)")
+        check_betas(self.optim.betas, "optim.betas", where)
+        for name in ("weight_decay", "grad_clip"):
+            value = getattr(self.optim, name)
+            check(value >= 0, where, f"'optim.{name}' must be >= 0, got {value}")
+        check(
+            s.total_steps is None or s.total_steps >= 1,
+            where,
+            f"'schedule.total_steps' must be >= 1 (or null: run.max_steps), got {s.total_steps}",
+        )
         check(r.max_steps >= 1, where, f"'run.max_steps' must be >= 1, got {r.max_steps}")
+        check(
+            r.max_minutes is None or r.max_minutes >= 0,
+            where,
+            f"'run.max_minutes' must be >= 0 (or null: no limit), got {r.max_minutes}",
+        )
+        check(
+            r.threads is None or r.threads >= 1,
+            where,
+            f"'run.threads' must be >= 1 (or null: torch's default), got {r.threads}",
+        )
+        check(
+            re.fullmatch(r"cpu|cuda(:\d+)?", r.device) is not None,
+            where,
+            f"'run.device' must be cpu, cuda or cuda:N, got {r.device!r}",
+        )
         check(
             r.checkpoint_every >= 1, where, f"'run.checkpoint_every' must be >= 1, got {r.checkpoint_every}"
         )
@@ -220,9 +246,27 @@ def check(condition: bool, where: str, message: str) -> None:
         raise RecipeError(f"{where}: {message}")
 
 
+def check_betas(betas: list[float], key: str, where: str) -> None:
+    """Check AdamW's ``betas`` at the dotted ``key``: two values, each in [0, 1)."""
+    check(
+        len(betas) == 2 and all(0.0 <= b < 1.0 for b in betas),
+        where,
+        f"'{key}' must be two values in [0, 1), e.g. [0.8, 0.99], got {betas}",
+    )
+
+
+def check_non_negative(losses: Any, terms: tuple[str, ...], where: str) -> None:
+    """Check that the loss weights ``terms`` (field names of a task's ``losses`` section) are >= 0."""
+    for term in terms:
+        value = getattr(losses, term)
+        check(value >= 0, where, f"'losses.{term}' must be >= 0 (a loss weight; 0 turns it off), got {value}")
+
+
 def check_loss_weights(losses: Any, terms: tuple[str, ...], where: str) -> None:
-    """Check a task's ``losses`` section: one of the weights ``terms`` (its field names) is on, and its
-    ``excess_weight`` (:meth:`~audiokit.losses.CompressedComplexSTFTLoss.magnitude_from_spectra`) > 0."""
+    """Check a task's ``losses`` section: the weights ``terms`` (its field names) are >= 0 and one is on,
+    and its ``excess_weight`` (:meth:`~audiokit.losses.CompressedComplexSTFTLoss.magnitude_from_spectra`)
+    > 0."""
+    check_non_negative(losses, terms, where)
     check(any(getattr(losses, term) > 0 for term in terms), where, "every loss weight is 0")
     weight = losses.excess_weight
     check(weight > 0, where, f"'losses.excess_weight' must be > 0, got {weight}")
@@ -245,14 +289,69 @@ def recipe_from_dict(values: dict, where: str = "<recipe>") -> Recipe:
         hint = f"did you mean '{close[0]}'?" if close else f"choose one of {', '.join(names)}"
         raise RecipeError(f"{where}: unknown task 'task: {name}'; {hint}")
     recipe = schema.build(task.recipe_type, values, where, RecipeError)
-    family, _ = resolve_config(recipe.model.config, recipe.model.options, where, RecipeError)
+    family, config = resolve_config(recipe.model.config, recipe.model.options, where, RecipeError)
     if family.family != task.family:
         raise RecipeError(
             f"{where}: 'model.config: {recipe.model.config}' is a {family.family} model; task "
             f"{name!r} trains {task.family} models"
         )
     recipe.validate(where)
+    _check_segment(recipe, config, where)
     return recipe
+
+
+def _windows(value: Any) -> list[int]:
+    """Every ``n_fft`` of a (nested) typed model config."""
+    if not dataclasses.is_dataclass(value):
+        return []
+    found = []
+    for item in dataclasses.fields(value):
+        child = getattr(value, item.name)
+        if item.name == "n_fft" and isinstance(child, int):
+            found.append(child)
+        found += _windows(child)
+    return found
+
+
+def _check_segment(recipe: Recipe, config: Any, where: str) -> None:
+    """``data.segment_seconds`` must hold more samples than half the longest analysis window of the
+    model and the losses (the STFTs pad each side by half a window by reflection)."""
+    losses = getattr(recipe, "losses", None)
+    windows = _windows(config)
+    windows += list(getattr(losses, "mel_window_lengths", []))
+    windows += [n for r in getattr(losses, "stft_resolutions", []) for n in (r[0], r[-1])]
+    rate = config.sample_rate
+    samples = round(recipe.data.segment_seconds * rate)
+    longest = max(windows, default=0)
+    check(
+        samples > longest // 2,
+        where,
+        f"'data.segment_seconds' must be more than {longest // 2 / rate:g} s (half the longest analysis "
+        f"window, {longest} samples at {rate} Hz), got {recipe.data.segment_seconds}",
+    )
+
+
+class _DuplicateKey(Exception):
+    """A mapping of a YAML document names ``key`` twice (the second time on 1-based ``line``)."""
+
+    def __init__(self, key: object, line: int) -> None:
+        super().__init__(key, line)
+        self.key, self.line = key, line
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a mapping that names a key twice (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, (str, int, float, bool)) and key is not None:
+                continue  # not hashable, or not a plain key: the base class reports it
+            if key in seen:
+                raise _DuplicateKey(key, key_node.start_mark.line + 1)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
 
 
 def _apply_override(values: dict, override: str) -> None:
@@ -263,7 +362,12 @@ def _apply_override(values: dict, override: str) -> None:
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
-        raise RecipeError(f"--set {override!r}: value is not valid YAML ({exc.problem})") from None
+        problem = " ".join(str(getattr(exc, "problem", exc)).replace("'\\x00'", "the end").split())
+        hint = ""
+        if raw.lstrip().startswith(("*", "&")):
+            hint = f"; a leading {raw.lstrip()[0]} is YAML syntax (an alias/anchor): quote the value, e.g. "
+            hint += f"--set '{key}=\"{raw.strip()}\"'"
+        raise RecipeError(f"--set {override!r}: value is not valid YAML ({problem}){hint}") from None
     parts = key.split(".")
     node = values
     for part in parts[:-1]:
@@ -288,11 +392,13 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     if not path.is_file():
         raise RecipeError(f"{path}: recipe file not found")
     try:
-        values = yaml.safe_load(path.read_text()) or {}
+        values = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise RecipeError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    except _DuplicateKey as exc:
+        raise RecipeError(f"{path}:{exc.line}: key {exc.key!r} given twice in one mapping") from None
     if not isinstance(values, dict):
         raise RecipeError(f"{path}: a recipe must be a mapping of sections, got {type(values).__name__}")
     where = str(path)

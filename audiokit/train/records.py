@@ -1,8 +1,9 @@
 """A run directory's records: ``recipe.yaml``, ``run.json``, ``metrics.jsonl``, ``eval.jsonl``, TensorBoard.
 
-``run.json`` holds the seed, the model name and one entry per session (start and end time and step,
+``run.json`` holds the seed, the model name, one entry per session (start and end time and step,
 why it stopped, how it started, commit, package versions, device, hardware, threads, processes, host,
-command line); :mod:`audiokit.evaluation.model_card` reads it. Only rank 0 keeps records.
+command line) and the sha256 of every ``model.safetensors`` saved (``weights``: sha256 -> step);
+:mod:`audiokit.evaluation.model_card` reads it. Only rank 0 keeps records.
 """
 
 from __future__ import annotations
@@ -27,20 +28,61 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def shown_command(argv: list[str]) -> list[str]:
+    """``argv`` with the program as ``audiokit`` where it is audiokit (the entry point, or the
+    ``audiokit/__main__.py`` of ``python -m audiokit`` and ``torchrun -m audiokit``)."""
+    if not argv:
+        return []
+    program = Path(argv[0])
+    if program.name == "audiokit" or (program.name == "__main__.py" and program.parent.name == "audiokit"):
+        return ["audiokit", *argv[1:]]
+    return list(argv)
+
+
+def _purge(path: Path, step: int) -> None:
+    """Keep only the lines of the JSONL records at ``path`` up to ``step`` (rewritten atomically)."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if _step_of(line) <= step]
+    if len(kept) == len(lines):
+        return
+    if not kept:
+        path.unlink()
+        return
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(kept))
+
+
+def _step_of(line: str) -> float:
+    """The step of a record line; a line cut short by a crash counts as after every step."""
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return float("inf")
+
+
 class RunRecords:
-    """Writes the records of the run in ``run_dir``; ``tensorboard``: also TensorBoard event files
-    (when the package is installed), from ``step`` on (later events of a resumed run are dropped)."""
+    """Writes the records of the run in ``run_dir`` from ``step`` on, the step the session starts at;
+    ``tensorboard``: also TensorBoard event files (when the package is installed).
+
+    What earlier sessions recorded after ``step`` is dropped (TensorBoard's ``purge_step``, and the
+    lines of ``metrics.jsonl`` and ``eval.jsonl``): a session resumed from a checkpoint older than the
+    crash logs those steps again, and a new run (step 0) in a reused directory starts clean records.
+    """
 
     def __init__(self, run_dir: Path, tensorboard: bool, step: int) -> None:
         self.run_dir = run_dir
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        for name in ("metrics.jsonl", "eval.jsonl"):
+            _purge(run_dir / name, step)
         self.writer = None
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
                 return
-            self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=step or None)
+            self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=step)
 
     def start_session(
         self, recipe: Recipe, model_name: str, runtime: Runtime, step: int, **start: Any
@@ -57,7 +99,7 @@ class RunRecords:
                 "started": _now(),
                 "start_step": step,
                 **start,
-                "command": sys.argv,
+                "command": shown_command(sys.argv),
                 "commit": git_commit(),
                 "versions": package_versions(),
                 "device": str(runtime.device),
@@ -67,6 +109,13 @@ class RunRecords:
                 "host": platform.node(),
             }
         )
+        self._write_info(info)
+
+    def saved_weights(self, step: int, sha256: str) -> None:
+        """Record in ``run.json`` (``weights``: sha256 -> step) that the weights ``sha256`` were saved at
+        ``step``, so that a model card can tell this run's weights from others'."""
+        info = json.loads((self.run_dir / "run.json").read_text())
+        info.setdefault("weights", {})[sha256] = step
         self._write_info(info)
 
     def end_session(self, step: int, stopped: str) -> None:

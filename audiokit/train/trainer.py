@@ -157,6 +157,11 @@ class Trainer:
     def _load_init(self, init: str | Path) -> dict[str, Any]:
         """Load ``--init`` weights into the model; returns what ``run.json`` records of them."""
         record: dict[str, Any] = {}
+        if Path(init).is_file() and Path(init).suffix not in (".pt", ".safetensors"):
+            raise UsageError(
+                f"--init {init}: not a model file (a .safetensors model, a .pt training checkpoint, a run "
+                "directory or a shipped model name)"
+            )
         if Path(init).suffix == ".pt":
             state = load_checkpoint(init)
             weights = state["ema"]["module"] if "ema" in state else state["model"]
@@ -206,7 +211,16 @@ class Trainer:
 
     def _restore(self, state: dict) -> None:
         """Continue from ``state``. A task part without updates in it holds only its initialisation, so
-        the recipe may have changed it (the codec's discriminators before their start): it starts fresh."""
+        the recipe may have changed it (the codec's discriminators before their start): it starts fresh.
+        The seed must be the checkpoint's: it fixes the data stream and the run's record."""
+        checkpoint = self.run_dir / CHECKPOINT
+        seed = state.get("data", {}).get("seed")
+        if seed is not None and seed != self.recipe.run.seed:
+            raise UsageError(
+                f"run.seed: {checkpoint} was trained with seed {seed}, the recipe now says "
+                f"{self.recipe.run.seed}; --resume continues a run exactly and keeps its seed (drop the "
+                f"change), or start a new run from these weights: --init {checkpoint} --run-dir NEW_DIR"
+            )
         try:
             self.model.load_state_dict(state["model"])
             self.ema.load_state_dict(state["ema"])
@@ -244,7 +258,11 @@ class Trainer:
             keep = self.recipe.run.keep_every
             if keep and self.step % keep == 0:
                 save_checkpoint(path.with_name(f"step_{self.step:08d}.pt"), state)
-            self.ema.module.save_pretrained(self.run_dir / "model.safetensors", extra={"step": self.step})
+            saved = self.ema.module.save_pretrained(
+                self.run_dir / "model.safetensors", extra={"step": self.step}
+            )
+            sha256 = json.loads(saved.with_suffix(".json").read_text())["sha256"]
+            self.records.saved_weights(self.step, sha256)
         self.runtime.barrier()
 
     # -- one step -----------------------------------------------------------------------------------

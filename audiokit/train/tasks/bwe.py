@@ -37,7 +37,7 @@ from audiokit.train.adversarial import (
 )
 from audiokit.train.data import read_clips
 from audiokit.train.narrowband import DegradationConfig, NarrowbandDataset
-from audiokit.train.recipe import Recipe, check, check_loss_weights
+from audiokit.train.recipe import Recipe, check, check_loss_weights, check_non_negative
 from audiokit.train.task import Evaluation, Task, mean_scores, register_task
 
 
@@ -96,6 +96,7 @@ class BweRecipe(Recipe):
             low, high = getattr(d, name)
             check(low <= high, where, f"'degradation.{name}' must be [low, high]")
         check_loss_weights(losses, ("magnitude", "mel", "complex", "compressed_magnitude"), where)
+        check_non_negative(losses, ("adversarial", "feature_matching"), where)
         check(len(losses.mel_window_lengths) == len(losses.mel_bins), where, "mel lists differ in length")
 
 

@@ -37,7 +37,7 @@ from audiokit.train.adversarial import (
     check_adversarial,
     make_adversary,
 )
-from audiokit.train.recipe import EvalConfig, Recipe, check
+from audiokit.train.recipe import EvalConfig, Recipe, check, check_non_negative
 from audiokit.train.runtime import Runtime
 from audiokit.train.task import Evaluation, Task, mean_scores, register_task
 
@@ -98,6 +98,8 @@ class CodecRecipe(Recipe):
         super().validate(where)
         losses = self.losses
         check_adversarial(self.discriminator, self.optim, losses.adversarial_kind, where)
+        terms = ("mel", "stft", "complex", "phase", "waveform", "adversarial", "feature_matching")
+        check_non_negative(losses, (*terms, "commitment", "codebook"), where)
         check(
             len(losses.mel_window_lengths) == len(losses.mel_bins),
             where,

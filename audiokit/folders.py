@@ -39,11 +39,22 @@ def staged_folder(out_dir: Path, force: bool = False) -> Iterator[Path]:
 
 def _publish(staging: Path, out_dir: Path, force: bool) -> None:
     """Rename the finished ``staging`` folder onto ``out_dir`` (replacing an old one only with ``force``)."""
-    if not out_dir.exists():
-        os.replace(staging, out_dir)
-        return
     refuse_existing(out_dir, force)
-    old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-    os.replace(out_dir, old / "previous")
-    os.replace(staging, out_dir)
-    shutil.rmtree(old)
+    replace_folder(staging, out_dir)
+
+
+def replace_folder(new: Path, target: Path) -> None:
+    """Put the folder ``new`` at ``target`` (on the same file system): an existing ``target`` is renamed
+    aside, then removed once ``new`` is in place (and put back if that rename fails)."""
+    if not target.exists():
+        os.replace(new, target)
+        return
+    aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+    os.replace(target, aside / "previous")
+    try:
+        os.replace(new, target)
+    except BaseException:
+        os.replace(aside / "previous", target)
+        raise
+    finally:
+        shutil.rmtree(aside, ignore_errors=True)

@@ -1,0 +1,245 @@
+"""Training, packing and model cards never lose a user's files or records, and bad input is one line:
+real tiny runs on samples/, real processes killed with SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from audiokit.cli import main
+from audiokit.errors import UsageError
+from audiokit.evaluation.training_record import check_run_weights, training_record
+from audiokit.train.checkpoint import load_checkpoint
+from audiokit.train.recipe import load_recipe
+from audiokit.train.trainer import Trainer
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "samples"
+TINY = ROOT / "recipes" / "codec_speech16k_tiny.yaml"
+QUICK = [f"data.train={SAMPLES}", "data.valid=null", "run.tensorboard=false", "discriminator.kinds=[]"]
+
+
+def _train(run: Path, steps: int, *overrides: str, resume: bool = False) -> Trainer:
+    trainer = Trainer(load_recipe(TINY, [*QUICK, *overrides]), run, resume=resume, quiet=True)
+    trainer.fit(max_steps=steps)
+    trainer.close()
+    return trainer
+
+
+def _steps(path: Path) -> list[int]:
+    return [json.loads(line)["step"] for line in path.read_text().splitlines()]
+
+
+def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "internal error" not in err and "Traceback" not in err, err
+    return err
+
+
+def test_card_keeps_existing_cards_and_takes_only_the_runs_weights(tmp_path, capsys):
+    run, other, out = tmp_path / "run", tmp_path / "other", tmp_path / "cards"
+    _train(run, 2)
+    _train(other, 1)
+    card = ["card", "--valid", str(SAMPLES), "--glob", "speech_fr_16k_a*", "--bitrates", "0.4", "-q"]
+    # weights of another run: refused before anything is measured or written
+    assert main([*card, "-m", str(run), "--run-dir", str(other), "--out", str(out)]) == 1
+    assert "not of the run" in _one_error_line(capsys) and not out.exists()
+    # a card already there (named after the run directory, not the config the tiny recipe inherits)
+    out.mkdir()
+    (out / "run.md").write_text("my card\n")
+    # as run.json recorded `python -m audiokit train ...` before it recorded the command as `audiokit`
+    info = json.loads((run / "run.json").read_text())
+    info["sessions"][0]["command"] = [str(ROOT / "audiokit" / "__main__.py"), "train", str(TINY)]
+    (run / "run.json").write_text(json.dumps(info))
+    assert main([*card, "-m", str(run), "--run-dir", str(run), "--out", str(out)]) == 1
+    assert "--force" in _one_error_line(capsys)
+    assert (out / "run.md").read_text() == "my card\n" and sorted(p.name for p in out.iterdir()) == ["run.md"]
+    assert main([*card, "-m", str(run), "--run-dir", str(run), "--out", str(out), "-f"]) == 0
+    written = json.loads((out / "run.json").read_text())
+    assert written["name"] == "run" and (out / "run-spectrograms.png").is_file()
+    assert not any(p.name.startswith(".") for p in out.iterdir())  # no temporary files left
+    # the Reproduce section shows the command as typed, not python's path to audiokit/__main__.py
+    assert f"\naudiokit train {TINY}\n" in (out / "run.md").read_text()
+
+
+def test_card_accepts_weights_the_run_saved_earlier_or_holds_in_a_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    _train(run, 1, "run.checkpoint_every=1", "run.keep_every=1")
+    earlier = tmp_path / "earlier.safetensors"
+    earlier.write_bytes((run / "model.safetensors").read_bytes())
+    earlier.with_suffix(".json").write_text((run / "model.json").read_text())
+    _train(run, 2, "run.checkpoint_every=1", "run.keep_every=1", resume=True)
+    check_run_weights(str(earlier), run)  # run.json records every saved model.safetensors
+    info = json.loads((run / "run.json").read_text())
+    assert len(info["weights"]) == 2
+    del info["weights"]  # a run from before the trainer recorded them: its kept checkpoints answer
+    (run / "run.json").write_text(json.dumps(info))
+    check_run_weights(str(earlier), run)
+    (run / "checkpoints" / "step_00000001.pt").unlink()
+    check_run_weights(str(earlier), run)  # nor a checkpoint: weights of the run's architecture are taken
+    meta = json.loads(earlier.with_suffix(".json").read_text())
+    meta["config"]["latent_dim"] += 1
+    earlier.with_suffix(".json").write_text(json.dumps(meta))
+    with pytest.raises(UsageError, match="not of the run"):  # another architecture
+        check_run_weights(str(earlier), run)
+    info["weights"] = {}  # a run that records its saves, none of them these weights
+    (run / "run.json").write_text(json.dumps(info))
+    earlier.with_suffix(".json").write_text((run / "model.json").read_text())
+    with pytest.raises(UsageError, match="not of the run"):
+        check_run_weights(str(earlier), run)
+
+
+def test_a_failed_pack_keeps_the_pack_it_would_have_replaced(tmp_path, capsys):
+    run, packed = tmp_path / "run", tmp_path / "packed"
+    _train(run, 1)
+    assert main(["checkpoint", "pack", str(run), str(packed), "-q"]) == 0
+    (packed / "README.md").write_text("what this state is\n")
+    before = {p.name: p.read_bytes() for p in packed.iterdir()}
+    assert main(["checkpoint", "pack", str(run), str(packed), "-q"]) == 1
+    assert "-f/--force" in _one_error_line(capsys)
+    assert main(["checkpoint", "pack", str(run), str(packed), "-f", "--max-shard-mb", "0.01"]) == 1
+    assert "--max-shard-mb" in _one_error_line(capsys)
+    assert {p.name: p.read_bytes() for p in packed.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["packed", "run"]  # no temporary folders
+    assert main(["checkpoint", "pack", str(run), str(tmp_path / "new"), "--max-shard-mb", "0"]) == 2
+    assert "--max-shard-mb" in _one_error_line(capsys)
+    assert main(["checkpoint", "pack", str(run), str(run)]) == 1
+    assert "run directory" in _one_error_line(capsys)
+    assert main(["checkpoint", "pack", str(run), str(tmp_path)]) == 1  # a folder holding the run
+    capsys.readouterr()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["packed", "run"]
+    assert sorted(p.name for p in run.iterdir()) == sorted(
+        ["checkpoints", "metrics.jsonl", "model.json", "model.safetensors", "recipe.yaml", "run.json"]
+    )
+    # --force replaces the state and keeps the README beside it
+    _train(run, 2, resume=True)
+    assert main(["checkpoint", "pack", str(run), str(packed), "-f", "-q"]) == 0
+    assert json.loads((packed / "state.json").read_text())["step"] == 2
+    assert (packed / "README.md").read_text() == "what this state is\n"
+
+
+def test_sigkill_then_resume_records_each_step_once(tmp_path):
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "audiokit", "train", str(TINY), "--run-dir", str(run), "-q"]
+    command += [
+        "--set",
+        f"data.train={SAMPLES}",
+        "--set",
+        f"data.valid={SAMPLES}",
+        "--set",
+        "run.log_every=1",
+    ]
+    command += [
+        "--set",
+        "run.checkpoint_every=3",
+        "--set",
+        "eval.every_steps=2",
+        "--set",
+        "eval.bitrates=[400]",
+    ]
+    command += ["--set", "run.tensorboard=false", "--max-steps", "100000"]
+    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    metrics, deadline = run / "metrics.jsonl", time.monotonic() + 180
+    while not (metrics.is_file() and metrics.read_text().count("\n") >= 5):
+        assert process.poll() is None and time.monotonic() < deadline, "training did not start"
+        time.sleep(0.1)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    saved = load_checkpoint(run / "checkpoints" / "latest.pt")["step"]
+    assert json.loads((run / "run.json").read_text())["sessions"][0]["command"][:2] == ["audiokit", "train"]
+    crashed = _steps(metrics)
+    assert max(crashed) > saved  # steps logged after the checkpoint, which the resume runs again
+    resumed = Trainer(load_recipe(TINY, [*QUICK, "run.log_every=1"]), run, resume=True, quiet=True)
+    end = max(crashed) + 2
+    resumed.fit(max_steps=end)
+    resumed.close()
+    assert _steps(metrics) == list(range(1, end + 1))
+    evaluated = _steps(run / "eval.jsonl")
+    assert evaluated == sorted(set(evaluated)) and all(s <= saved for s in evaluated)
+    # the card counts each logged window once
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+    loop = training_record(run)["loop_wall_seconds"]
+    assert loop == pytest.approx(sum(1 / r["speed/steps_per_second"] for r in rows), abs=0.1)
+    # records written before the trainer purged them (the crashed session's lines, then the resumed
+    # session's): the card drops the lines the resume logged again
+    metrics.write_text(
+        "".join(json.dumps({"step": s, "speed/steps_per_second": 1.0}) + "\n" for s in crashed)
+    )
+    with open(metrics, "a") as fh:
+        fh.writelines(json.dumps(r) + "\n" for r in rows if r["step"] > saved)
+    kept = [r for r in rows if r["step"] <= saved]
+    expected = (
+        sum(1 / r["speed/steps_per_second"] for r in rows)
+        + sum(1.0 for s in crashed if s <= saved)
+        - sum(1 / r["speed/steps_per_second"] for r in kept)
+    )
+    assert training_record(run)["loop_wall_seconds"] == pytest.approx(expected, abs=0.1)
+    # a new run in the directory (no checkpoint left) starts clean records
+    for path in (run / "checkpoints").iterdir():
+        path.unlink()
+    _train(run, 2, "run.log_every=1")
+    assert _steps(metrics) == [1, 2] and not (run / "eval.jsonl").exists()
+
+
+def test_resume_keeps_the_seed(tmp_path):
+    _train(tmp_path, 1)
+    with pytest.raises(UsageError, match=r"run\.seed: .* seed 0, the recipe now says 5.*--init"):
+        Trainer(load_recipe(TINY, [*QUICK, "run.seed=5"]), tmp_path, resume=True, quiet=True)
+    # settings a resume may change still may
+    _train(tmp_path, 2, "optim.learning_rate=1e-4", "run.threads=1", resume=True)
+
+
+@pytest.mark.parametrize(
+    ("setting", "key"),
+    [
+        ("optim.betas=[0.9]", "optim.betas"),
+        ("optim.betas=[2,3]", "optim.betas"),
+        ("optim.weight_decay=-1", "optim.weight_decay"),
+        ("losses.mel=-1", "losses.mel"),
+        ("run.device=foo", "run.device"),
+        ("data.segment_seconds=0.001", "data.segment_seconds"),
+        ("schedule.total_steps=0", "schedule.total_steps"),
+        ("run.threads=0", "run.threads"),
+        ("data.glob=*", "quote the value"),
+    ],
+)
+def test_bad_recipe_values_are_one_line_before_the_run_dir_exists(tmp_path, capsys, setting, key):
+    run = tmp_path / "run"
+    assert main(["train", str(TINY), "--run-dir", str(run), "--set", setting]) == 1
+    assert key in _one_error_line(capsys) and not run.exists()
+
+
+def test_train_argument_and_input_errors(tmp_path, capsys):
+    run = tmp_path / "run"
+    base = ["train", str(TINY), "--run-dir", str(run), "--set", f"data.train={SAMPLES}"]
+    for option in (["--max-steps", "-3"], ["--max-minutes", "-1"], ["--max-steps", "0"]):
+        assert main([*base, *option]) == 2
+        assert option[0] in _one_error_line(capsys)
+    duplicated = tmp_path / "dup.yaml"
+    duplicated.write_text("run:\n  seed: 1\n  max_steps: 3\n  seed: 2\n")
+    assert main(["train", str(duplicated), "--run-dir", str(run)]) == 1
+    assert f"{duplicated}:4: key 'seed' given twice" in _one_error_line(capsys)
+    assert main([*base, "--init", str(ROOT / "README.md")]) == 1
+    assert "not a model file" in _one_error_line(capsys)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    assert main(["train", str(TINY), "--run-dir", str(run), "--set", f"data.train={empty}"]) == 1
+    err = _one_error_line(capsys)
+    assert "lists no clips" in err and "speech_fr_16k_" not in err
+    assert not run.exists()
+
+
+def test_quiet_training_still_prints_its_result(tmp_path, capsys):
+    args = ["train", str(TINY), "--run-dir", str(tmp_path), "-q", "--max-steps", "1"]
+    for setting in QUICK:
+        args += ["--set", setting]
+    assert main(args) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["step"] == 1 and result["stopped"] == "max_steps"
