@@ -3,24 +3,33 @@
 :func:`stream` sends mono float32 chunks and returns the processed audio with timings;
 :func:`stream_file` does it for an audio file (mixed to mono, sent at its own rate) into another.
 Sending is paced in real time (``realtime=True``: each chunk leaves when its audio would have been
-captured) or as fast as the server takes it.
+captured) or as fast as the server takes it; either way the client keeps below the server's message
+rate (``ready``'s ``max_messages_per_second``) and splits chunks over its message size.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from collections.abc import AsyncIterable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 import websockets
+from websockets.uri import parse_uri
 
 from audiokit import io
-from audiokit.errors import AudiokitError
+from audiokit.errors import AudiokitError, UsageError
 
 FORMATS = {"f32le": "<f4", "s16le": "<i2"}
+SERVER_MESSAGES_PER_SECOND = 200.0
+"""The message rate assumed when ``ready`` does not name one (``audiokit serve``'s default)."""
+PACE = 0.9
+"""Share of the server's message rate the client uses (bursts: half of the server's)."""
+REALTIME_CHUNK_MS = 20.0
+""":func:`stream_file`'s message length when paced in real time and none is given."""
 
 
 class ServerError(AudiokitError):
@@ -30,6 +39,15 @@ class ServerError(AudiokitError):
         super().__init__(f"server closed the stream with {code}: {message}")
         self.code = code
         self.reason = message
+
+
+class ConnectError(AudiokitError):
+    """No stream could be opened at ``url``: nothing listens there, it is not a WebSocket server, or it
+    refused the handshake (an HTTP status: a wrong path, say)."""
+
+    def __init__(self, url: str, problem: str) -> None:
+        super().__init__(f"cannot open a stream at {url}: {problem}")
+        self.url = url
 
 
 @dataclass
@@ -44,6 +62,21 @@ class StreamResult:
     started: float = 0.0
     sent: list[tuple[float, int]] = field(default_factory=list)
     received: list[tuple[float, int]] = field(default_factory=list)
+
+
+class _Pacer:
+    """A token bucket: at most ``rate`` messages a second, bursts of ``burst``."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst = rate, burst
+        self.tokens, self.last = burst, time.perf_counter()
+
+    def delay(self) -> float:
+        """Takes the next message's token: the seconds to wait before sending it."""
+        now = time.perf_counter()
+        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate) - 1
+        self.last = now
+        return max(0.0, -self.tokens / self.rate)
 
 
 def _encode(samples: np.ndarray, fmt: str) -> bytes:
@@ -66,6 +99,29 @@ async def _chunks(source: Iterable[np.ndarray] | AsyncIterable[np.ndarray]):
             yield chunk
 
 
+async def _connect(url: str, headers: dict | None):
+    """An open WebSocket to ``url``; :class:`UsageError` for a URL that is not ``ws://`` or ``wss://``,
+    :class:`ConnectError` when no WebSocket server accepts it there."""
+    try:
+        parse_uri(url)
+    except (websockets.InvalidURI, ValueError) as exc:
+        raise UsageError(f"{url}: not a WebSocket URL ({exc}); give ws://HOST:PORT/v1/stream") from None
+    try:
+        return await websockets.connect(url, additional_headers=headers, max_size=None)
+    except websockets.InvalidStatus as exc:
+        status = exc.response.status_code
+        hint = " (the stream's path is /v1/stream)" if status in (403, 404) else ""
+        raise ConnectError(
+            url, f"the server answered HTTP {status} {exc.response.reason_phrase}{hint}"
+        ) from None
+    except websockets.InvalidHandshake as exc:
+        raise ConnectError(url, f"not a WebSocket server ({exc})") from None
+    except TimeoutError:
+        raise ConnectError(url, "no answer in time") from None
+    except OSError as exc:
+        raise ConnectError(url, exc.strerror or str(exc)) from None
+
+
 async def stream(
     url: str,
     chunks: Iterable[np.ndarray] | AsyncIterable[np.ndarray],
@@ -78,9 +134,12 @@ async def stream(
     realtime: bool = False,
 ) -> StreamResult:
     """Stream mono ``chunks`` (float32 ``(n,)`` at ``sample_rate`` Hz) through the server at ``url``
-    (``ws://host:port/v1/stream``) and return the processed audio; :class:`ServerError` on an error.
+    (``ws://host:port/v1/stream``) and return the processed audio.
 
-    ``bitrate`` (bits/s) is for ``task="codec"``; ``token`` goes in an ``Authorization`` header.
+    Each chunk is a message (split where it exceeds the server's message size), sent below the server's
+    message rate. ``bitrate`` (bits/s) is for ``task="codec"``; ``token`` goes in an ``Authorization``
+    header. :class:`ServerError` when the server refuses or ends the stream, :class:`ConnectError` when
+    none answers at ``url``, :class:`UsageError` for a URL that is not a WebSocket one.
     """
     start = {"type": "start", "task": task, "sample_rate": sample_rate, "format": fmt}
     if model is not None:
@@ -88,13 +147,18 @@ async def stream(
     if bitrate is not None:
         start["bitrate"] = bitrate
     headers = {"Authorization": f"Bearer {token}"} if token else None
-    async with websockets.connect(url, additional_headers=headers, max_size=None) as ws:
-        await ws.send(json.dumps(start))
-        ready = _expect(await ws.recv(), "ready")
+    async with await _connect(url, headers) as ws:
+        try:
+            await ws.send(json.dumps(start))
+        except websockets.ConnectionClosed:
+            pass  # refused at once (a wrong token): its error and close code come next
+        ready = _expect(await _recv(ws, "ready"), "ready")
         began = time.perf_counter()
         result = StreamResult(np.zeros(0, np.float32), ready, {}, began)
-        largest = int(ready["max_message_bytes"]) // (4 if fmt == "f32le" else 2)
-        sender = asyncio.create_task(_send(ws, chunks, sample_rate, fmt, realtime, began, result, largest))
+        largest = int(ready.get("max_message_bytes", 65536)) // (4 if fmt == "f32le" else 2)
+        rate = float(ready.get("max_messages_per_second", SERVER_MESSAGES_PER_SECOND))
+        pacer = _Pacer(PACE * rate, rate)
+        sender = asyncio.create_task(_send(ws, chunks, sample_rate, fmt, realtime, result, largest, pacer))
         try:
             pieces = await _receive(ws, fmt, began, result)
         finally:
@@ -106,9 +170,10 @@ async def stream(
 
 
 async def _send(
-    ws, chunks, sample_rate: int, fmt: str, realtime: bool, began: float, result: StreamResult, largest: int
+    ws, chunks, sample_rate: int, fmt: str, realtime: bool, result: StreamResult, largest: int, pacer: _Pacer
 ) -> None:
-    """Send every chunk (split to at most ``largest`` samples a message), then ``end``; stops quietly
+    """Send every chunk (split to at most ``largest`` samples a message), then ``end``, each message when
+    ``pacer`` allows (and, ``realtime``, not before its audio would have been captured); stops quietly
     when the server ends the stream first (a drain)."""
     sent = 0
     try:
@@ -117,23 +182,34 @@ async def _send(
             for i in range(0, whole.shape[0], largest):
                 chunk = whole[i : i + largest]
                 if realtime:
-                    due = began + (sent + chunk.shape[0]) / sample_rate
+                    due = result.started + (sent + chunk.shape[0]) / sample_rate
                     await asyncio.sleep(max(0.0, due - time.perf_counter()))
+                if wait := pacer.delay():
+                    await asyncio.sleep(wait)
                 await ws.send(_encode(chunk, fmt))
                 sent += chunk.shape[0]
-                result.sent.append((time.perf_counter() - began, sent))
+                result.sent.append((time.perf_counter() - result.started, sent))
+        if wait := pacer.delay():
+            await asyncio.sleep(wait)
         await ws.send(json.dumps({"type": "end"}))
     except websockets.ConnectionClosed:
         pass
 
 
+async def _recv(ws, expected: str) -> str | bytes:
+    """The next message; :class:`ServerError` with the close code and reason if the stream closed."""
+    try:
+        return await ws.recv()
+    except websockets.ConnectionClosed as exc:
+        if exc.rcvd is None:
+            raise ServerError(1006, f"connection lost before {expected}") from None
+        raise ServerError(exc.rcvd.code, exc.rcvd.reason or f"connection closed before {expected}") from None
+
+
 async def _receive(ws, fmt: str, began: float, result: StreamResult) -> list[np.ndarray]:
     pieces, total = [], 0
     while True:
-        try:
-            message = await ws.recv()
-        except websockets.ConnectionClosed as exc:
-            raise ServerError(exc.rcvd.code if exc.rcvd else 1006, "connection closed without done") from None
+        message = await _recv(ws, "done")
         if isinstance(message, bytes):
             piece = _decode(message, fmt)
             pieces.append(piece)
@@ -147,7 +223,12 @@ async def _receive(ws, fmt: str, began: float, result: StreamResult) -> list[np.
 def _expect(message: str | bytes, kind: str) -> dict:
     if isinstance(message, bytes):
         raise ServerError(1002, f"expected {kind}, got binary data")
-    data = json.loads(message)
+    try:
+        data = json.loads(message)
+    except ValueError:
+        raise ServerError(1002, f"expected {kind}, got text that is not JSON") from None
+    if not isinstance(data, dict):
+        raise ServerError(1002, f"expected {kind}, got {type(data).__name__}")
     if data.get("type") == "error":
         raise ServerError(int(data.get("code", 0)), str(data.get("message", "")))
     if data.get("type") != kind:
@@ -155,11 +236,17 @@ def _expect(message: str | bytes, kind: str) -> dict:
     return data
 
 
-def file_chunks(source: io.PathLike, chunk_ms: float) -> tuple[list[np.ndarray], int]:
-    """``source`` mixed to mono at its own rate, cut into ``chunk_ms`` messages (the last may be
-    shorter), and that rate in Hz."""
-    wav, rate = io.load(source, channels=1)
+def file_chunks(source: io.PathLike, chunk_ms: float | None = None) -> tuple[list[np.ndarray], int]:
+    """``source`` (a file, or ``-``: standard input, read whole) mixed to mono at its own rate and cut
+    into ``chunk_ms`` messages (the last may be shorter; None: one chunk, which :func:`stream` sends in
+    the largest messages the server takes), and that rate in Hz."""
+    if chunk_ms is not None and not (math.isfinite(chunk_ms) and chunk_ms > 0):
+        raise UsageError(f"chunk_ms must be a positive number of milliseconds, got {chunk_ms}")
+    with io.readable_path(source) as path:
+        wav, rate = io.load(path, channels=1)
     samples = wav[0].numpy()
+    if chunk_ms is None:
+        return [samples], rate
     step = max(1, round(rate * chunk_ms / 1000))
     return [samples[i : i + step] for i in range(0, samples.shape[0], step)], rate
 
@@ -169,12 +256,16 @@ def stream_file(
     source: io.PathLike,
     target: io.PathLike,
     task: str = "enhance",
-    chunk_ms: float = 20.0,
+    chunk_ms: float | None = None,
+    realtime: bool = False,
     **options,
 ) -> StreamResult:
     """Stream ``source`` (mixed to mono, at its own rate) in ``chunk_ms`` messages and save the result
-    to ``target`` at that rate; ``options`` as in :func:`stream`."""
+    to ``target`` at that rate; ``chunk_ms`` None: 20 ms paced in real time, else the largest messages
+    the server takes. ``options`` as in :func:`stream`."""
+    if chunk_ms is None and realtime:
+        chunk_ms = REALTIME_CHUNK_MS
     chunks, rate = file_chunks(source, chunk_ms)
-    result = asyncio.run(stream(url, chunks, rate, task, **options))
+    result = asyncio.run(stream(url, chunks, rate, task, realtime=realtime, **options))
     io.save(target, result.audio[None], rate)
     return result

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 
 import torch
 
@@ -25,7 +24,7 @@ from audiokit.bench import (
     run_enhancer_benchmark,
     summary_lines,
 )
-from audiokit.cli.options import add_model_option, doc_text
+from audiokit.cli.options import add_model_option, doc_text, finite_number, whole_number
 from audiokit.coding import DEFAULT_MODEL
 from audiokit.errors import UsageError
 from audiokit.processing import model_family
@@ -44,28 +43,6 @@ DEVICE_STREAMS = [1, 64, 256, 1024]
 
 MIN_SECONDS = 0.01
 """Shortest ``--seconds``: some samples at every model's rate."""
-
-
-def _count(value: str) -> int:
-    """A whole number >= 1 (``--repeats``, ``--threads``, ``--frames``, ``--streams``)."""
-    try:
-        count = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
-    if count < 1:
-        raise argparse.ArgumentTypeError(f"{count}: must be at least 1")
-    return count
-
-
-def _seconds(value: str) -> float:
-    """``--seconds``: a finite number, at least :data:`MIN_SECONDS`."""
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
-    if not (math.isfinite(seconds) and seconds >= MIN_SECONDS):
-        raise argparse.ArgumentTypeError(f"{value}: must be a finite number of seconds >= {MIN_SECONDS}")
-    return seconds
 
 
 def _device(value: str) -> str:
@@ -139,15 +116,23 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         DEFAULT_MODEL,
         "codec, enhancer or bandwidth extender to measure (untrained when no weights are shipped)",
     )
-    parser.add_argument("--seconds", type=_seconds, default=10.0, help="audio length for offline timing")
-    parser.add_argument("--repeats", type=_count, default=3, help="timed repeats (median)")
-    parser.add_argument("--threads", type=_count, default=1, help="CPU threads (default: 1)")
     parser.add_argument(
-        "--frames", type=_count, default=100, help="streaming frames (enhancer, bwe: hops) timed per mode"
+        "--seconds",
+        type=finite_number(MIN_SECONDS, above=False),
+        default=10.0,
+        help="audio length for offline timing",
+    )
+    parser.add_argument("--repeats", type=whole_number(), default=3, help="timed repeats (median)")
+    parser.add_argument("--threads", type=whole_number(), default=1, help="CPU threads (default: 1)")
+    parser.add_argument(
+        "--frames",
+        type=whole_number(),
+        default=100,
+        help="streaming frames (enhancer, bwe: hops) timed per mode",
     )
     parser.add_argument(
         "--streams",
-        type=_count,
+        type=whole_number(),
         nargs="+",
         help=f"concurrent stream counts (default: {CPU_STREAMS} on the CPU, {DEVICE_STREAMS} on a GPU)",
     )

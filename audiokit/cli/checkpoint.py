@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from audiokit.cli.options import finite_number
+
 
 def run(args: argparse.Namespace) -> int:
     from audiokit.train.portable import pack_run, unpack_run
@@ -20,17 +22,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive(text: str) -> float:
-    """An argparse type: a number > 0 (anything else is a usage error, exit code 2)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0 or value * 2**20 < 1:
-        raise argparse.ArgumentTypeError(f"must be more than 0 (MiB), got {text}")
-    return value
-
-
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     parser = subparsers.add_parser(
         "checkpoint",
@@ -45,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     parser.add_argument("source", help="pack: the run directory; unpack: the packed folder")
     parser.add_argument("target", help="pack: the folder to write; unpack: the run directory to make")
     parser.add_argument(
-        "--max-shard-mb", type=_positive, default=24.0, help="largest shard in MiB (default 24)"
+        "--max-shard-mb", type=finite_number(), default=24.0, help="largest shard in MiB (default 24)"
     )
     parser.add_argument(
         "-f", "--force", action="store_true", help="pack: replace the packed state already in the folder"

@@ -1,10 +1,12 @@
-"""Options several commands share: the model (``-m/--model``), headerless PCM (``--raw-*``) and
-``-f/--force`` (overwrite existing outputs)."""
+"""Options several commands share: the model (``-m/--model``), headerless PCM (``--raw-*``),
+``-f/--force`` (overwrite existing outputs) and the argparse types of counts and amounts."""
 
 from __future__ import annotations
 
 import argparse
+import math
 import re
+from collections.abc import Callable
 
 from audiokit.io import RAW_SAMPLE_FORMATS, RawFormat
 
@@ -64,3 +66,38 @@ def doc_text(doc: str | None) -> str:
     text = (doc or "").split(":", 1)[-1]
     text = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", text)
     return " ".join(text.replace("``", "").split())
+
+
+def whole_number(lowest: int = 1) -> Callable[[str], int]:
+    """An argparse type: a whole number ``>= lowest`` (anything else is a usage error, exit code 2)."""
+
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+        if number < lowest:
+            raise argparse.ArgumentTypeError(f"{number} is below {lowest}")
+        return number
+
+    return parse
+
+
+def finite_number(lowest: float = 0.0, above: bool = True) -> Callable[[str], float]:
+    """An argparse type: a finite number ``> lowest`` (``above``) or ``>= lowest`` (anything else is a
+    usage error, exit code 2)."""
+    if lowest == 0:
+        wanted = "a positive number" if above else "a non-negative number"
+    else:
+        wanted = f"a finite number {'>' if above else '>='} {lowest:g}"
+
+    def parse(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+        if not (math.isfinite(number) and (number > lowest if above else number >= lowest)):
+            raise argparse.ArgumentTypeError(f"{value} is not {wanted}")
+        return number
+
+    return parse

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import sys
 import threading
@@ -13,8 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from audiokit.cli import Interrupted
-from audiokit.cli.options import add_force_option
-from audiokit.errors import UsageError
+from audiokit.cli.options import add_force_option, finite_number, whole_number
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -35,8 +35,6 @@ def _port(value: str) -> int:
 def run_serve(args: argparse.Namespace) -> int:
     from audiokit.serve import ServerConfig, listen, serve
 
-    if args.max_streams < 1 or args.max_streams_per_client < 1:
-        raise UsageError("--max-streams and --max-streams-per-client must be >= 1")
     sockets = listen(args.host, args.port)  # first: a busy port or a bad host is one line, no model loaded
     if args.host not in LOOPBACK and args.token is None and not args.quiet:
         print(
@@ -58,6 +56,12 @@ def run_serve(args: argparse.Namespace) -> int:
         weight_precision=args.weights,
     )
     serve(config, sockets, "warning" if args.quiet else "info")
+    if "triton" in sys.modules:
+        # Inductor (--compile aoti) imported triton, whose nanobind modules print some 35 "leaked"
+        # lines at interpreter exit: the server has drained, so end here, output flushed
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 
@@ -104,8 +108,10 @@ def _run_until_signal(work: Coroutine[Any, Any, T]) -> T:
 def run_stream(args: argparse.Namespace) -> int:
     from audiokit import client, io
 
-    io.prepare_outputs([(Path(args.input), args.output)], args.force)  # first: before reading, connecting
-    chunks, rate = client.file_chunks(args.input, args.chunk_ms)
+    source = args.input if io.is_stdio(args.input) else Path(args.input)
+    io.prepare_outputs([(source, args.output)], args.force)  # first: before reading, connecting
+    chunk_ms = client.REALTIME_CHUNK_MS if args.chunk_ms is None and args.realtime else args.chunk_ms
+    chunks, rate = client.file_chunks(args.input, chunk_ms)
     io.check_output_format(args.output, rate)
     work = client.stream(
         args.url,
@@ -120,12 +126,15 @@ def run_stream(args: argparse.Namespace) -> int:
     )
     result = _run_until_signal(work)
     io.save(args.output, result.audio[None], rate)  # atomically: a temporary file renamed
-    summary = {"input": args.input, "output": args.output, **result.done, "ready": result.ready}
+    name = "<stdin>" if io.is_stdio(args.input) else args.input
+    out = sys.stderr if io.is_stdio(args.output) else sys.stdout  # stdout may carry the audio
+    summary = {"input": name, "output": args.output, **result.done, "ready": result.ready}
     if args.json:
-        print(json.dumps(summary, indent=2))
+        print(json.dumps(summary, indent=2), file=out)
     elif not args.quiet:
         print(
-            f"stream: {args.input} -> {args.output}: {result.done.get('samples_out')} samples via {args.url}"
+            f"stream: {name} -> {args.output}: {result.done.get('samples_out')} samples via {args.url}",
+            file=out,
         )
     return 0
 
@@ -149,21 +158,35 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         help="model name or .safetensors path to serve (repeatable; default: every shipped codec and "
         "enhancer; bandwidth extenders cannot be served)",
     )
-    parser.add_argument("--max-streams", type=int, default=64, help="live streams in all (default: 64)")
     parser.add_argument(
-        "--max-streams-per-client", type=int, default=8, help="live streams per client address (default: 8)"
+        "--max-streams", type=whole_number(1), default=64, help="live streams in all (default: 64)"
     )
     parser.add_argument(
-        "--max-message-bytes", type=int, default=65536, help="largest client message (default: 65536)"
+        "--max-streams-per-client",
+        type=whole_number(1),
+        default=8,
+        help="live streams per client address (default: 8)",
     )
     parser.add_argument(
-        "--max-messages-per-second", type=float, default=200.0, help="message rate per stream (default: 200)"
+        "--max-message-bytes",
+        type=whole_number(4),
+        default=65536,
+        help="largest client message, at least one float32 sample (default: 65536)",
     )
     parser.add_argument(
-        "--idle-timeout", type=float, default=30.0, help="seconds without a message (default: 30)"
+        "--max-messages-per-second",
+        type=finite_number(),
+        default=200.0,
+        help="message rate per stream, bursts of twice that (default: 200)",
     )
     parser.add_argument(
-        "--drain-timeout", type=float, default=30.0, help="seconds to finish streams on SIGTERM"
+        "--idle-timeout", type=finite_number(), default=30.0, help="seconds without a message (default: 30)"
+    )
+    parser.add_argument(
+        "--drain-timeout",
+        type=finite_number(above=False),
+        default=30.0,
+        help="seconds to finish streams on SIGTERM (default: 30)",
     )
     parser.add_argument("--token", help="shared secret clients must send (Authorization: Bearer, or ?token=)")
     parser.add_argument(
@@ -172,13 +195,15 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         metavar="ORIGIN",
         help="another web origin allowed (repeatable; * any)",
     )
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default: 1; batching scales)")
+    parser.add_argument(
+        "--threads", type=whole_number(1), default=1, help="torch threads (default: 1; batching scales)"
+    )
     parser.add_argument(
         "--compile",
         choices=("eager", "aoti"),
         default="eager",
-        help="aoti: run the batched steps as libraries compiled ahead of time (cached; built when a model's "
-        "first stream opens, which takes a minute the first time; eager where they cannot be built)",
+        help="aoti: run the batched steps as libraries compiled ahead of time (cached; built at start-up, "
+        "which takes minutes the first time; eager where they cannot be built)",
     )
     parser.add_argument(
         "--weights",
@@ -197,14 +222,25 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         description="Send IN (mixed to mono, at its own rate) to a server's /v1/stream and write the "
         "processed audio to OUT at the same rate and length.",
     )
-    client.add_argument("input", metavar="IN", help="audio file")
-    client.add_argument("output", metavar="OUT", help="audio file to write (.wav, .flac...)")
-    client.add_argument("--url", default="ws://127.0.0.1:8765/v1/stream", help="server WebSocket URL")
+    client.add_argument("input", metavar="IN", help="audio file, or - (stdin, read whole)")
+    client.add_argument(
+        "output", metavar="OUT", help="audio file to write (.wav, .flac...), or - (stdout, WAV)"
+    )
+    client.add_argument(
+        "--url",
+        default="ws://127.0.0.1:8765/v1/stream",
+        help="server WebSocket URL (default: ws://127.0.0.1:8765/v1/stream)",
+    )
     client.add_argument("--task", choices=("enhance", "codec"), default="enhance")
     client.add_argument("-m", "--model", help="served model name (default: the server's for the task)")
     client.add_argument("-b", "--bitrate", type=float, default=6.0, help="codec bitrate in kbps (default: 6)")
     client.add_argument("--format", choices=("f32le", "s16le"), default="f32le", help="PCM on the wire")
-    client.add_argument("--chunk-ms", type=float, default=20.0, help="message length in ms (default: 20)")
+    client.add_argument(
+        "--chunk-ms",
+        type=finite_number(),
+        help="message length in ms (default: 20 with --realtime, else the largest message the server takes); "
+        "either way messages stay below the server's message rate",
+    )
     client.add_argument("--realtime", action="store_true", help="pace sending in real time")
     client.add_argument("--token", help="the server's token")
     client.add_argument("--json", action="store_true", help="print a JSON summary")

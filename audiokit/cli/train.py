@@ -6,10 +6,9 @@ import argparse
 import json
 import signal
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
-from audiokit.cli.options import doc_text
+from audiokit.cli.options import doc_text, finite_number, whole_number
 from audiokit.errors import UsageError
 
 
@@ -47,23 +46,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _at_least(low: float, kind: type) -> Callable[[str], float]:
-    """An argparse type: a number of ``kind`` >= ``low`` (anything else is a usage error, exit code 2)."""
-
-    def parse(text: str) -> float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"expected {'an integer' if kind is int else 'a number'}, got {text!r}"
-            ) from None
-        if not value >= low:
-            raise argparse.ArgumentTypeError(f"must be >= {low:g}, got {text}")
-        return value
-
-    return parse
-
-
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     parser = subparsers.add_parser(
         "train",
@@ -84,11 +66,11 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     )
     parser.add_argument(
         "--max-steps",
-        type=_at_least(1, int),
+        type=whole_number(),
         help="stop this session at this step (the schedule is unchanged)",
     )
     parser.add_argument(
-        "--max-minutes", type=_at_least(0, float), help="stop this session after this many minutes"
+        "--max-minutes", type=finite_number(above=False), help="stop this session after this many minutes"
     )
     parser.add_argument("--device", help="cpu, cuda or cuda:N (bf16 autocast on CUDA unless run.bf16=false)")
     parser.add_argument(

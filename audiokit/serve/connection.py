@@ -60,12 +60,13 @@ def _token_ok(websocket: WebSocket, token: str | None) -> bool:
 
 
 async def _close(websocket: WebSocket, state: ServerState, code: int, message: str | None = None) -> None:
-    """Send ``error`` (when ``message``) and close with ``code``, unless the client is gone."""
+    """Send ``error`` (when ``message``) and close with ``code`` (the message, cut short, as its reason),
+    unless the client is gone."""
     state.metrics.closes.labels(str(code)).inc()
     with contextlib.suppress(Exception):  # the client may have vanished meanwhile
         if message is not None:
             await websocket.send_text(p.error_message(code, message))
-        await websocket.close(code)
+        await websocket.close(code, p.close_reason(message) if message is not None else None)
 
 
 async def handle_stream(websocket: WebSocket, state: ServerState) -> None:
@@ -103,7 +104,11 @@ async def handle_stream(websocket: WebSocket, state: ServerState) -> None:
         state.per_client[client] += 1
         await websocket.send_text(
             p.ready_message(
-                stream.id, request, engine.latency_at(request.sample_rate), config.max_message_bytes
+                stream.id,
+                request,
+                engine.latency_at(request.sample_rate),
+                config.max_message_bytes,
+                config.max_messages_per_second,
             )
         )
         sender = asyncio.create_task(_send(websocket, state, stream))
@@ -139,9 +144,14 @@ async def _receive(websocket: WebSocket, state: ServerState, limit: RateLimit) -
         raise WebSocketDisconnect(message.get("code", 1000))
     data = message.get("bytes")
     text = message.get("text")
-    size = len(data) if data is not None else len(text or "")
-    if size > (config.max_message_bytes if data is not None else MAX_TEXT_CHARS):
-        raise p.ProtocolError(p.TOO_BIG, f"message of {size} bytes; the limit is {config.max_message_bytes}")
+    if data is not None and len(data) > config.max_message_bytes:
+        raise p.ProtocolError(
+            p.TOO_BIG, f"binary message of {len(data)} bytes; the limit is {config.max_message_bytes}"
+        )
+    if text is not None and len(text) > MAX_TEXT_CHARS:
+        raise p.ProtocolError(
+            p.TOO_BIG, f"text message of {len(text)} characters; the limit is {MAX_TEXT_CHARS}"
+        )
     if not limit.allow():
         raise p.ProtocolError(p.FULL, f"more than {config.max_messages_per_second:g} messages per second")
     return message

@@ -25,6 +25,7 @@ TASKS = ("enhance", "codec")
 FORMATS = {"f32le": 4, "s16le": 2}
 """Sample formats and their bytes per sample (mono, little-endian)."""
 MIN_RATE, MAX_RATE = 4000, 192000
+MAX_REASON_BYTES = 123  # RFC 6455: a close frame's payload is 125 bytes, the code takes 2
 
 
 class ProtocolError(Exception):
@@ -61,12 +62,15 @@ def parse_json(text: str) -> dict:
 def parse_start(message: dict, default_models: dict[str, str]) -> StartRequest:
     """Validate a ``start`` message; ``default_models`` maps a task to the model used when none is named.
 
-    Which models exist is the caller's check (unknown ones are also 4400).
+    A ``model`` left out or ``null`` is the task's default. Which models exist is the caller's check
+    (unknown ones are also 4400).
     """
     task = message.get("task")
     if task not in TASKS:
         raise ProtocolError(BAD_REQUEST, f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
-    model = message.get("model", default_models.get(task))
+    model = message.get("model")
+    if model is None:  # left out or null: the task's default
+        model = default_models.get(task)
     if not isinstance(model, str) or not model:
         raise ProtocolError(BAD_REQUEST, f"no model serves task {task!r} here")
     rate = message.get("sample_rate")
@@ -113,7 +117,13 @@ def encode_pcm(samples: np.ndarray, fmt: str) -> bytes:
     return np.asarray(samples, "<f4").tobytes()
 
 
-def ready_message(session: str, request: StartRequest, latency_samples: int, max_message_bytes: int) -> str:
+def ready_message(
+    session: str,
+    request: StartRequest,
+    latency_samples: int,
+    max_message_bytes: int,
+    max_messages_per_second: float,
+) -> str:
     return json.dumps(
         {
             "type": "ready",
@@ -124,6 +134,7 @@ def ready_message(session: str, request: StartRequest, latency_samples: int, max
             "format": request.format,
             "latency_samples": latency_samples,
             "max_message_bytes": max_message_bytes,
+            "max_messages_per_second": max_messages_per_second,
         }
     )
 
@@ -134,3 +145,8 @@ def done_message(samples_in: int, samples_out: int) -> str:
 
 def error_message(code: int, message: str) -> str:
     return json.dumps({"type": "error", "code": code, "message": message})
+
+
+def close_reason(message: str) -> str:
+    """``message`` cut to what a close frame's reason holds (123 bytes of UTF-8)."""
+    return message.encode()[:MAX_REASON_BYTES].decode(errors="ignore")

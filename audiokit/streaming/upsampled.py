@@ -77,7 +77,8 @@ class UpsampledStream:
         self._steady_state = StateList([self.state, self._waiting, inner.state])
 
     def push(self, x: torch.Tensor) -> torch.Tensor:
-        """Feed ``x (B, C, n)`` at the input rate; returns ``(B, C, m)`` at the model's rate."""
+        """Feed ``x (B, C, n)`` at the input rate; returns ``(B, C, m)`` at the model's rate: what every
+        row has ready (:attr:`lengths`: ``m`` each)."""
         if x.dim() != 3 or x.shape[0] != self.batch_size or x.shape[1] != self.channels:
             raise UsageError(
                 f"expected a chunk of shape ({self.batch_size}, {self.channels}, n), got {tuple(x.shape)}"
@@ -88,7 +89,9 @@ class UpsampledStream:
         self._upsample(x)
         self._pushed += x.shape[-1]
         hop = self.inner.hop_length
-        return self.inner.push(self._take(int(self._queued.min()) // hop * hop))
+        out = self.inner.push(self._take(int(self._queued.min()) // hop * hop))
+        self.lengths = list(self.inner.lengths)
+        return out
 
     def flush(self) -> torch.Tensor:
         """End every stream: the filter's tail, then ``inner``'s; returns ``(B, C, m)`` (rows zero-padded,
@@ -160,7 +163,9 @@ class UpsampledStream:
         self._queue = self._waiting.history[:, 0]
         self._pushed += x.shape[-1]
         self._fed += y.shape[-1]
-        return self.inner.stepped(y)
+        out = self.inner.stepped(y)
+        self.lengths = list(self.inner.lengths)
+        return out
 
     def _upsample(self, x: torch.Tensor) -> None:
         """Append the aligned upsampled ``x (rows, n)`` to each row's queue (one scatter for all rows)."""

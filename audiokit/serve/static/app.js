@@ -1,14 +1,18 @@
 // The audiokit web page: microphone -> /v1/stream -> speakers, through AudioWorklets.
-// window.audiokit exposes what happened (for tests): received samples, latency, rate, errors.
+// window.audiokit exposes what happened since the last Start (for tests): the last KEEP_SECONDS of
+// received audio, sample counts, latency, rate, errors.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 const MESSAGE_SECONDS = 0.02;  // 20 ms messages
+const KEEP_SECONDS = 10;  // state.received keeps about this much of the newest audio
 const state = window.audiokit = {
   running: false, sampleRate: null, received: [], receivedSamples: 0, sentSamples: 0,
   latencyMs: null, ready: null, done: null, error: null, settings: null,
 };
 let context = null, socket = null, media = null, nodes = {}, sendTimes = [], pending = [], pendingLength = 0;
+let kept = 0;  // samples in state.received
+let sending = false;  // from Start until `end`: no audio goes after it
 
 function dbfs(samples) {
   let sum = 0;
@@ -42,9 +46,14 @@ function wsUrl() {
 }
 
 function sendAudio(frame) {
+  if (!sending) return;
   pending.push(frame); pendingLength += frame.length;
   const size = Math.round(state.sampleRate * MESSAGE_SECONDS);
-  if (pendingLength < size || !socket || socket.readyState !== WebSocket.OPEN || !state.ready) return;
+  if (pendingLength >= size && socket.readyState === WebSocket.OPEN && state.ready) sendPending();
+}
+
+function sendPending() {
+  if (!pendingLength) return;
   const message = new Float32Array(pendingLength);
   let offset = 0;
   for (const piece of pending) { message.set(piece, offset); offset += piece.length; }
@@ -55,7 +64,8 @@ function sendAudio(frame) {
 }
 
 function receiveAudio(samples) {
-  state.received.push(samples);
+  state.received.push(samples); kept += samples.length;
+  while (kept - state.received[0].length >= KEEP_SECONDS * state.sampleRate) kept -= state.received.shift().length;
   state.receivedSamples += samples.length;
   // latency: the newest sample that came back was sent with the first chunk whose end covers it
   while (sendTimes.length > 1 && sendTimes[0][0] < state.receivedSamples) sendTimes.shift();
@@ -69,6 +79,11 @@ function receiveAudio(samples) {
 
 async function start() {
   $("start").disabled = true; $("status").textContent = "starting";
+  Object.assign(state, {  // a new session: nothing of the last one counts
+    received: [], receivedSamples: 0, sentSamples: 0, latencyMs: null, ready: null, done: null, error: null,
+  });
+  kept = 0; sendTimes = []; pending = []; pendingLength = 0;
+  $("latency").textContent = "-";
   const processing = $("browser-processing").checked;
   media = await navigator.mediaDevices.getUserMedia({
     audio: { echoCancellation: processing, noiseSuppression: processing, autoGainControl: processing, channelCount: 1 },
@@ -95,10 +110,11 @@ async function start() {
   const start = { type: "start", task, sample_rate: context.sampleRate, format: "f32le" };
   if ($("model").value) start.model = $("model").value;  // else the server's model for the task
   if (bitrate) start.bitrate = Number(bitrate);
-  socket = new WebSocket(wsUrl());
-  socket.binaryType = "arraybuffer";
-  socket.onopen = () => socket.send(JSON.stringify(start));
-  socket.onmessage = (event) => {
+  const ws = socket = new WebSocket(wsUrl());  // a previous session's socket may still be closing
+  ws.binaryType = "arraybuffer";
+  ws.onopen = () => ws.send(JSON.stringify(start));
+  ws.onmessage = (event) => {
+    if (ws !== socket) return;
     if (typeof event.data !== "string") { receiveAudio(new Float32Array(event.data)); return; }
     const message = JSON.parse(event.data);
     if (message.type === "ready") {
@@ -112,16 +128,25 @@ async function start() {
       $("status").textContent = "error " + message.code + ": " + message.message;
     }
   };
-  socket.onclose = (event) => {
+  ws.onclose = (event) => {
+    if (ws !== socket) return;
     if (!state.error) $("status").textContent = "closed (" + event.code + ")";
     stop();
   };
+  sending = true;
   state.running = true;
   $("stop").disabled = false;
 }
 
 function stop() {
-  if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify({ type: "end" }));
+  if (nodes.capture) nodes.capture.port.onmessage = null;
+  if (sending && socket.readyState === WebSocket.OPEN) {  // the rest of the audio, then end
+    if (state.ready) sendPending();
+    socket.send(JSON.stringify({ type: "end" }));
+  } else if (socket && socket.readyState === WebSocket.CONNECTING) {
+    socket.close();
+  }
+  sending = false;
   if (media) media.getTracks().forEach((t) => t.stop());
   if (context) context.close();
   context = null; media = null; state.running = false;

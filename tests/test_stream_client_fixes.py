@@ -1,0 +1,283 @@
+"""`audiokit stream` and :mod:`audiokit.client` against real servers on loopback: long files within the
+server's message limits, ordinary mistakes as one line (exit 1, or 2 for bad options), standard input
+and output; ``serve`` options checked before any model loads; protocol details (text limit, null
+model); the web page's favicon; :class:`UpsampledStream`'s lengths."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import websockets
+from file_support import one_line_error
+from file_support import run_cli as run
+from serve_support import free_port, random_enhancer, running_server, speech
+
+from audiokit import client
+from audiokit.models.bwe import BandwidthExtender
+from audiokit.serve import ServerConfig
+from audiokit.serve.engines import Engine
+
+TOKEN = "s3cret"
+LSB = 1 / 32768  # 16-bit PCM, what a .wav output holds
+
+
+@pytest.fixture(scope="module")
+def enhancer(tmp_path_factory):
+    model, _ = random_enhancer(tmp_path_factory.mktemp("enhancer"))
+    return model
+
+
+@pytest.fixture(scope="module")
+def server(enhancer):
+    """The default limits (200 messages/s, bursts of 400; 65536 bytes)."""
+    with running_server(ServerConfig(), {"enhance-16k": Engine("enhance-16k", enhancer, 8)}) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def guarded(enhancer):
+    """A server with a token."""
+    config = ServerConfig(token=TOKEN)
+    with running_server(config, {"enhance-16k": Engine("enhance-16k", enhancer, 8)}) as running:
+        yield running
+
+
+def _offline(model, x: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return model.enhance(torch.from_numpy(x)[None, None])[0, 0].numpy()
+
+
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory) -> tuple:
+    """20 s of speech (1,000 messages of 20 ms): ``(path, samples)``."""
+    x = np.concatenate([speech(7.0, 0.0), speech(7.0, 0.1), speech(6.0, 0.2)])
+    path = tmp_path_factory.mktemp("clip") / "long.wav"
+    sf.write(path, x, 16000, subtype="FLOAT")
+    return path, x
+
+
+def test_long_file_streams_within_the_default_limits(capsys, server, enhancer, long_clip, tmp_path):
+    """Not paced in real time, a 20 s file goes in the largest messages the server takes; its output
+    equals offline enhancement."""
+    source, x = long_clip
+    target = tmp_path / "out.wav"
+    code, out, err = run(capsys, "stream", "-q", source, target, "--url", server.ws)
+    assert (code, out, err) == (0, "", "")
+    back, rate = sf.read(target, dtype="float32")
+    assert rate == 16000 and back.shape == x.shape
+    assert np.abs(back - _offline(enhancer, x)).max() <= LSB
+
+
+def test_small_messages_are_paced_below_the_message_rate(server, enhancer, long_clip):
+    """1,000 messages of 20 ms, as fast as allowed: the client keeps below 200 messages a second."""
+    _, x = long_clip
+    chunks = [x[i : i + 320] for i in range(0, x.shape[0], 320)]
+    result = asyncio.run(client.stream(server.ws, chunks, 16000))
+    assert result.ready["max_messages_per_second"] == 200
+    assert len(result.sent) == len(chunks)
+    assert result.sent[-1][0] >= (len(chunks) - 200) / 200  # at most its bursts beyond the rate
+    assert np.abs(result.audio - _offline(enhancer, x)).max() < 1e-5
+
+
+def test_chunk_ms_must_be_positive(capsys, long_clip, tmp_path):
+    for value in ("0", "-5", "nan"):
+        code, out, err = run(capsys, "stream", long_clip[0], tmp_path / "o.wav", "--chunk-ms", value)
+        assert code == 2 and not out and not (tmp_path / "o.wav").exists()
+        one_line_error(err, f"audiokit stream: error: argument --chunk-ms: {value} is not a positive number")
+    with pytest.raises(client.UsageError, match="chunk_ms"):
+        client.file_chunks(long_clip[0], 0)
+
+
+@pytest.mark.parametrize(
+    ("where", "options", "expected"),
+    [
+        ("guarded", (), "server closed the stream with 4401: missing or wrong token"),
+        ("guarded", ("--token", "wrong"), "server closed the stream with 4401: missing or wrong token"),
+        (
+            "server",
+            ("--url", "http://127.0.0.1:1/v1/stream"),
+            "http://127.0.0.1:1/v1/stream: not a WebSocket URL",
+        ),
+        ("server", ("--url", "notaurl"), "notaurl: not a WebSocket URL"),
+        (
+            "server",
+            ("--url", "ws://127.0.0.1:99999/v1/stream"),
+            "ws://127.0.0.1:99999/v1/stream: not a WebSocket URL (Port out of range",
+        ),
+        (
+            "server",
+            ("--url", "{http}/v2"),
+            "cannot open a stream at ws://127.0.0.1:{port}/v2: the server answered",
+        ),
+        ("server", ("--url", "ws://127.0.0.1:{free}/v1/stream"), "cannot open a stream at ws://127.0.0.1:"),
+    ],
+)
+def test_connection_mistakes_are_one_line(capsys, request, server, tmp_path, where, options, expected):
+    running = request.getfixturevalue(where)
+    port = running.ws.split(":")[2].split("/")[0]
+    fill = {"http": f"ws://127.0.0.1:{port}", "port": port, "free": free_port()}
+    options = tuple(o.format(**fill) for o in options)
+    if not any(o == "--url" for o in options):
+        options = ("--url", running.ws, *options)
+    target = tmp_path / "out.wav"
+    code, out, err = run(capsys, "stream", speech_file(tmp_path), target, *options)
+    assert code == 1 and not out and not target.exists()
+    one_line_error(err, f"audiokit stream: error: {expected.format(**fill)}")
+
+
+def speech_file(folder) -> str:
+    path = folder / "in.wav"
+    sf.write(path, speech(0.3), 16000)
+    return str(path)
+
+
+def test_the_api_raises_server_error_with_the_reason(guarded):
+    with pytest.raises(client.ServerError) as caught:
+        asyncio.run(client.stream(guarded.ws, [speech(0.1)], 16000, token="wrong"))
+    assert caught.value.code == 4401 and caught.value.reason == "missing or wrong token"
+    with pytest.raises(client.ConnectError, match="HTTP 403"):
+        asyncio.run(client.stream(guarded.ws.replace("/v1/stream", "/v2"), [speech(0.1)], 16000))
+
+
+def test_standard_input_to_standard_output(server, enhancer, tmp_path):
+    """`audiokit stream - -`: the WAV on stdout, the summary on stderr."""
+    x = speech(0.5)
+    source = tmp_path / "in.wav"
+    sf.write(source, x, 16000, subtype="FLOAT")
+    command = [sys.executable, "-m", "audiokit", "stream", "-", "-", "--url", server.ws]
+    with open(source, "rb") as stdin:
+        proc = subprocess.run(command, stdin=stdin, capture_output=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.decode() == f"stream: <stdin> -> -: {x.shape[0]} samples via {server.ws}\n"
+    (tmp_path / "back.wav").write_bytes(proc.stdout)
+    back, rate = sf.read(tmp_path / "back.wav", dtype="float32")
+    assert rate == 16000 and np.abs(back - _offline(enhancer, x)).max() <= LSB
+
+
+def _serve(*argv: str) -> subprocess.CompletedProcess:
+    """`audiokit serve ARGV` with a model that does not exist: an option error must come first."""
+    command = [sys.executable, "-m", "audiokit", "serve", "-m", "no-such-model", "--port", "0", *argv]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "problem"),
+    [
+        ("--threads", "0", "0 is below 1"),
+        ("--max-streams", "0", "0 is below 1"),
+        ("--max-streams-per-client", "-1", "-1 is below 1"),
+        ("--max-message-bytes", "3", "3 is below 4"),
+        ("--max-message-bytes", "x", "'x' is not a whole number"),
+        ("--max-messages-per-second", "0", "0 is not a positive number"),
+        ("--max-messages-per-second", "inf", "inf is not a positive number"),
+        ("--idle-timeout", "-1", "-1 is not a positive number"),
+        ("--drain-timeout", "-1", "-1 is not a non-negative number"),
+    ],
+)
+def test_serve_options_are_checked_before_models_load(option, value, problem):
+    proc = _serve(f"{option}={value}")
+    assert proc.returncode == 2 and not proc.stdout
+    one_line_error(proc.stderr, f"audiokit serve: error: argument {option}: {problem}")
+
+
+def test_help_texts(capsys):
+    text = " ".join(" ".join(run(capsys, command, "--help")[1].split()) for command in ("serve", "stream"))
+    assert "built at start-up" in text and "first stream opens" not in text
+    assert "(default: ws://127.0.0.1:8765/v1/stream)" in text
+
+
+async def _exchange(url: str, messages: list[str]) -> list:
+    """Send ``messages``; everything that came back, then the close code."""
+    got = []
+    async with websockets.connect(url) as ws:
+        for message in messages:
+            await ws.send(message)
+        try:
+            while True:
+                reply = await asyncio.wait_for(ws.recv(), 10)
+                got.append(reply if isinstance(reply, bytes) else json.loads(reply))
+        except websockets.ConnectionClosed as exc:
+            return [*got, exc.rcvd.code]
+
+
+def test_text_limit_and_null_model(server):
+    start = {"type": "start", "task": "enhance", "sample_rate": 16000}
+    long = json.dumps({"type": "end", "pad": "x" * 5000})
+    got = asyncio.run(_exchange(server.ws, [json.dumps(start), long]))
+    message = f"text message of {len(long)} characters; the limit is 4096"
+    assert got[1:] == [{"type": "error", "code": 1009, "message": message}, 1009]
+    got = asyncio.run(
+        _exchange(server.ws, [json.dumps({**start, "model": None}), json.dumps({"type": "end"})])
+    )
+    assert got[0]["type"] == "ready" and got[0]["model"] == "enhance-16k" and got[-1] == 1000
+
+
+def test_page_has_an_icon(server):
+    page = urllib.request.urlopen(server.http + "/").read().decode()
+    assert '<link rel="icon" href="data:,">' in page
+
+
+def test_upsampled_stream_lengths_follow_every_push():
+    """Random chunks, whole hops (the steady state's fused step) and a row restarted midway: each row's
+    pushes and flush, cut to ``session.lengths``, equal ``extend`` of what the row got since its start."""
+    torch.manual_seed(0)
+    model = BandwidthExtender.from_config("bwe-8to16").eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    rng = np.random.default_rng(1)
+    x = torch.randn(2, 1, 4000, generator=torch.Generator().manual_seed(2)) * 0.3
+    session = model.stream(batch_size=2, input_rate=8000)
+    hop = session.inner.hop_length // session.factor
+    rows, starts, pos, restarted = [[], []], [0, 0], 0, False
+    with torch.inference_mode():
+        while pos < x.shape[-1]:  # whole hops first (steady after the first push), then any sizes
+            size = hop * int(rng.integers(1, 4)) if pos < 1000 else int(rng.integers(1, 300))
+            if not restarted and pos > 2000:
+                session.reset(1)
+                rows[1], starts[1], restarted = [], pos, True
+            out = session.push(x[..., pos : pos + size])
+            assert len(session.lengths) == 2 and all(n == out.shape[-1] for n in session.lengths)
+            for r in (0, 1):
+                rows[r].append(out[r, 0, : session.lengths[r]])
+            pos += size
+        tail = session.flush()
+        for r in (0, 1):
+            rows[r].append(tail[r, 0, : session.lengths[r]])
+            expected = model.extend(x[r, :, starts[r] :], 8000)[0]
+            torch.testing.assert_close(torch.cat(rows[r]), expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.slow
+def test_compiled_server_exits_quietly():
+    """`serve --compile aoti` (Inductor imports triton): SIGTERM, exit 0, and no "nanobind: leaked"
+    lines from triton at interpreter exit (a minute or more: the compiled steps load at start-up)."""
+    port = free_port()
+    command = [sys.executable, "-m", "audiokit", "serve", "-q", "--compile", "aoti", "-m", "enhance-16k"]
+    proc = subprocess.Popen([*command, "--port", str(port)], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 600
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+                time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0 and "nanobind" not in err, err
