@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import subprocess
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -31,6 +33,21 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def wait_until_serving(process: subprocess.Popen, port: int, seconds: float) -> None:
+    """Wait until the ``audiokit serve`` subprocess ``process`` answers ``/healthz`` on ``port``; fail
+    (with its output) if it exits first or ``seconds`` pass."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
+            return
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()  # still starting after `seconds`: its output is all there is to show
+                raise AssertionError(f"the server never answered /healthz: {process.communicate()}") from None
+            time.sleep(0.2)
 
 
 @contextlib.contextmanager

@@ -19,7 +19,7 @@ import soundfile as sf
 from conftest import SAMPLES
 from file_support import one_line_error as _one_line_error
 from file_support import run_cli as _run
-from serve_support import free_port, random_enhancer, running_server
+from serve_support import free_port, random_enhancer, running_server, wait_until_serving
 
 from audiokit import io
 from audiokit.serve import ServerConfig
@@ -88,14 +88,7 @@ def server_process(tmp_path_factory):
     command = [sys.executable, "-m", "audiokit", "serve", "-q", "-m", str(weights), "--port", str(port)]
     served = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                _health(port)
-                break
-            except OSError:
-                assert served.poll() is None and time.monotonic() < deadline, served.communicate()
-                time.sleep(0.2)
+        wait_until_serving(served, port, 60)
         yield served, port
     finally:
         served.kill()

@@ -16,7 +16,7 @@ import urllib.request
 import numpy as np
 import pytest
 import websockets
-from serve_support import free_port, running_server, speech
+from serve_support import free_port, running_server, speech, wait_until_serving
 
 from audiokit import Codec, client
 from audiokit.serve import ServerConfig
@@ -194,14 +194,7 @@ def test_sigterm_drains(tmp_path):
     )
     url = f"ws://127.0.0.1:{port}/v1/stream"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
-                time.sleep(0.2)
+        wait_until_serving(proc, port, 60)
 
         async def main():
             async with websockets.connect(url) as ws:

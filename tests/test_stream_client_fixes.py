@@ -10,7 +10,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 
 import numpy as np
@@ -20,7 +19,7 @@ import torch
 import websockets
 from file_support import one_line_error
 from file_support import run_cli as run
-from serve_support import free_port, random_enhancer, running_server, speech
+from serve_support import free_port, random_enhancer, running_server, speech, wait_until_serving
 
 from audiokit import client
 from audiokit.models.bwe import BandwidthExtender
@@ -266,14 +265,7 @@ def test_compiled_server_exits_quietly():
     command = [sys.executable, "-m", "audiokit", "serve", "-q", "--compile", "aoti", "-m", "enhance-16k"]
     proc = subprocess.Popen([*command, "--port", str(port)], stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 600
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-                time.sleep(0.5)
+        wait_until_serving(proc, port, 600)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
     finally:
