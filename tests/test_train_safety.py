@@ -64,6 +64,7 @@ def test_card_keeps_existing_cards_and_takes_only_the_runs_weights(tmp_path, cap
     assert main([*card, "-m", str(run), "--run-dir", str(run), "--out", str(out), "-f"]) == 0
     written = json.loads((out / "run.json").read_text())
     assert written["name"] == "run" and (out / "run-spectrograms.png").is_file()
+    assert (out / "run.md").read_text().startswith("# run (a speech-16k model, not shipped)\n")
     assert not any(p.name.startswith(".") for p in out.iterdir())  # no temporary files left
     # the Reproduce section shows the command as typed, not python's path to audiokit/__main__.py
     assert f"\naudiokit train {TINY}\n" in (out / "run.md").read_text()

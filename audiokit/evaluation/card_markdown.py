@@ -161,8 +161,10 @@ def header_lines(card: dict) -> list[str]:
     """The card's title, weights and where it was generated, then a blank line."""
     w, generated = card["weights"], card["generated"]
     status = "a shipped model" if w["shipped"] else "**not a shipped model**: weights loaded from a path"
+    # other weights are named as their card is (the run's), not by the config they share with a shipped model
+    title = w["name"] if w["shipped"] else f"{card.get('name', w['name'])} (a {w['name']} model, not shipped)"
     return [
-        f"# {w['name']}",
+        f"# {title}",
         "",
         f"Weights: `{w['path']}` ({status}); sha256 `{w['sha256']}`, step {w.get('step', 'not recorded')}.",
         f"Card generated {generated['date']} at commit `{generated['commit']}` on "
