@@ -22,6 +22,7 @@ from file_support import run_cli as run
 from serve_support import free_port, random_enhancer, running_server, speech, wait_until_serving
 
 from audiokit import client
+from audiokit.errors import UsageError
 from audiokit.models.bwe import BandwidthExtender
 from audiokit.serve import ServerConfig
 from audiokit.serve.engines import Engine
@@ -273,3 +274,19 @@ def test_compiled_server_exits_quietly():
             proc.kill()
             proc.wait()
     assert proc.returncode == 0 and "nanobind" not in err, err
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("max_streams", 0),
+        ("max_message_bytes", 3),
+        ("max_messages_per_second", 0.0),
+        ("idle_timeout_s", -1.0),
+        ("threads", 0),
+        ("drain_timeout_s", float("nan")),
+    ],
+)
+def test_server_config_refuses_limits_no_stream_could_live_with(field, value):
+    with pytest.raises(UsageError, match=f"ServerConfig.{field} must be"):
+        ServerConfig(**{field: value})

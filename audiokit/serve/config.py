@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+
+from audiokit.errors import UsageError
 
 
 @dataclass
@@ -49,3 +52,19 @@ class ServerConfig:
     max_hops: int = 8
     compile: str | None = None
     weight_precision: str = "float32"
+
+    def __post_init__(self) -> None:
+        """Refuse limits no stream could live with (:class:`UsageError` naming the field), as the CLI
+        refuses its options."""
+        for name, lowest in (("max_streams", 1), ("max_streams_per_client", 1), ("max_message_bytes", 4)):
+            self._check(name, getattr(self, name) >= lowest, f"a whole number >= {lowest}")
+        self._check("threads", self.threads >= 1, "a whole number >= 1")
+        self._check("max_hops", self.max_hops >= 1, "a whole number >= 1")
+        for name in ("max_messages_per_second", "idle_timeout_s", "max_backlog_s", "ping_interval_s"):
+            self._check(name, math.isfinite(getattr(self, name)) and getattr(self, name) > 0, "> 0")
+        for name in ("drain_timeout_s", "ping_timeout_s"):
+            self._check(name, math.isfinite(getattr(self, name)) and getattr(self, name) >= 0, ">= 0")
+
+    def _check(self, name: str, ok: bool, wanted: str) -> None:
+        if not ok:
+            raise UsageError(f"ServerConfig.{name} must be {wanted}, got {getattr(self, name)!r}")
