@@ -121,7 +121,9 @@ def test_a_failed_pack_keeps_the_pack_it_would_have_replaced(tmp_path, capsys):
     )
     # --force replaces the state and keeps the README beside it
     _train(run, 2, resume=True)
+    capsys.readouterr()
     assert main(["checkpoint", "pack", str(run), str(packed), "-f", "-q"]) == 0
+    assert capsys.readouterr().out.startswith(f"{packed}: ")  # -q keeps the result line
     assert json.loads((packed / "state.json").read_text())["step"] == 2
     assert (packed / "README.md").read_text() == "what this state is\n"
 

@@ -12,13 +12,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.action == "pack":
         written = pack_run(args.source, args.target, int(args.max_shard_mb * 2**20), args.force)
-        if not args.quiet:
-            total = sum(path.stat().st_size for path in written) / 2**20
-            print(f"{args.target}: {len(written)} files, {total:.1f} MiB")
+        total = sum(path.stat().st_size for path in written) / 2**20
+        print(f"{args.target}: {len(written)} files, {total:.1f} MiB")  # the result: printed with -q too
     else:
         path = unpack_run(args.source, args.target)
-        if not args.quiet:
-            print(f"{path}: ready; continue with audiokit train RECIPE --run-dir {args.target} --resume")
+        print(f"{path}: ready; continue with audiokit train RECIPE --run-dir {args.target} --resume")
     return 0
 
 
