@@ -236,10 +236,15 @@ def _expect(message: str | bytes, kind: str) -> dict:
     return data
 
 
-def file_chunks(source: io.PathLike, chunk_ms: float | None = None) -> tuple[list[np.ndarray], int]:
+def file_chunks(
+    source: io.PathLike, chunk_ms: float | None = None, realtime: bool = False
+) -> tuple[list[np.ndarray], int]:
     """``source`` (a file, or ``-``: standard input, read whole) mixed to mono at its own rate and cut
-    into ``chunk_ms`` messages (the last may be shorter; None: one chunk, which :func:`stream` sends in
-    the largest messages the server takes), and that rate in Hz."""
+    into ``chunk_ms`` messages (the last may be shorter; None: :data:`REALTIME_CHUNK_MS` for a stream
+    paced in real time, else one chunk, which :func:`stream` sends in the largest messages the server
+    takes), and that rate in Hz."""
+    if chunk_ms is None and realtime:
+        chunk_ms = REALTIME_CHUNK_MS
     if chunk_ms is not None and not (math.isfinite(chunk_ms) and chunk_ms > 0):
         raise UsageError(f"chunk_ms must be a positive number of milliseconds, got {chunk_ms}")
     with io.readable_path(source) as path:
@@ -263,9 +268,7 @@ def stream_file(
     """Stream ``source`` (mixed to mono, at its own rate) in ``chunk_ms`` messages and save the result
     to ``target`` at that rate; ``chunk_ms`` None: 20 ms paced in real time, else the largest messages
     the server takes. ``options`` as in :func:`stream`."""
-    if chunk_ms is None and realtime:
-        chunk_ms = REALTIME_CHUNK_MS
-    chunks, rate = file_chunks(source, chunk_ms)
+    chunks, rate = file_chunks(source, chunk_ms, realtime)
     result = asyncio.run(stream(url, chunks, rate, task, realtime=realtime, **options))
     io.save(target, result.audio[None], rate)
     return result

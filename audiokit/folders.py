@@ -40,10 +40,10 @@ def staged_folder(out_dir: Path, force: bool = False) -> Iterator[Path]:
 def _publish(staging: Path, out_dir: Path, force: bool) -> None:
     """Rename the finished ``staging`` folder onto ``out_dir`` (replacing an old one only with ``force``)."""
     refuse_existing(out_dir, force)
-    replace_folder(staging, out_dir)
+    _replace_folder(staging, out_dir)
 
 
-def replace_folder(new: Path, target: Path) -> None:
+def _replace_folder(new: Path, target: Path) -> None:
     """Put the folder ``new`` at ``target`` (on the same file system): an existing ``target`` is renamed
     aside, then removed once ``new`` is in place (and put back if that rename fails)."""
     if not target.exists():

@@ -110,8 +110,7 @@ def run_stream(args: argparse.Namespace) -> int:
 
     source = args.input if io.is_stdio(args.input) else Path(args.input)
     io.prepare_outputs([(source, args.output)], args.force)  # first: before reading, connecting
-    chunk_ms = client.REALTIME_CHUNK_MS if args.chunk_ms is None and args.realtime else args.chunk_ms
-    chunks, rate = client.file_chunks(args.input, chunk_ms)
+    chunks, rate = client.file_chunks(args.input, args.chunk_ms, args.realtime)
     io.check_output_format(args.output, rate)
     work = client.stream(
         args.url,

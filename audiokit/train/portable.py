@@ -13,9 +13,7 @@ unpickled: shards are safetensors, the rest is JSON.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +22,7 @@ import safetensors.torch
 import torch
 
 from audiokit.errors import UsageError
-from audiokit.folders import replace_folder
-from audiokit.io import UMASK
+from audiokit.folders import staged_folder
 from audiokit.train.checkpoint import RUN_CHECKPOINT as CHECKPOINT
 from audiokit.train.checkpoint import load_checkpoint, save_checkpoint
 
@@ -119,10 +116,8 @@ def pack_run(
     tensors: dict[str, torch.Tensor] = {}
     structure = _encode(state, tensors, "state")
     shards = _shards(tensors, max_shard_bytes)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    building = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
-        names = []
+    names = []
+    with staged_folder(out_dir, force=True) as building:  # _check_target refused what needs -f
         for index, shard in enumerate(shards):
             names.append(f"state-{index:02d}.safetensors")
             safetensors.torch.save_file(shard, str(building / names[-1]))
@@ -134,10 +129,6 @@ def pack_run(
                 shutil.copyfile(run_dir / name, building / name)
                 names.append(name)
         _keep_others(out_dir, building)
-        os.chmod(building, 0o777 & ~UMASK)  # mkdtemp makes 0700 folders
-        replace_folder(building, out_dir)
-    finally:
-        shutil.rmtree(building, ignore_errors=True)
     return [out_dir / name for name in names]
 
 
