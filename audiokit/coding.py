@@ -32,6 +32,7 @@ from audiokit.entropy_model import PriorModel
 from audiokit.errors import ModelError, UsageError
 from audiokit.io import AUDIO_EXTENSIONS, PathLike, RawFormat, find_audio
 from audiokit.models import WEIGHTS_DIR, Codec, Codes
+from audiokit.models.base import model_label
 from audiokit.streaming.akc import encode_to_akc
 
 DEFAULT_MODEL = "speech-16k"
@@ -224,14 +225,15 @@ def entropy_model_of(codec: Codec, weights_hash: str) -> EntropyCoder:
         raise UsageError(f"--entropy: {exc}") from None
 
 
-def codec_bitrate(codec: Codec, kbps: float, option: str = "--bitrate") -> float:
-    """``kbps`` in bits/s when ``codec`` has exactly that bitrate, else a UsageError (naming ``option``)
-    listing its bitrates."""
+def codec_bitrate(codec: Codec, kbps: float, option: str = "--bitrate", model: str | None = None) -> float:
+    """``kbps`` in bits/s when ``codec`` has exactly that bitrate, else a UsageError (naming ``option``
+    and the model as the user named it, ``model``) listing its bitrates."""
     for bps in codec.bitrates:
         if math.isclose(bps, kbps * 1000, rel_tol=1e-6):
             return bps
     listed = ", ".join(f"{b / 1000:g}" for b in codec.bitrates)
-    raise UsageError(f"{option} {kbps:g}: {codec.name} codes at {listed} kbps only")
+    label = codec.name if model is None else model_label(model, codec.name)
+    raise UsageError(f"{option} {kbps:g}: {label} codes at {listed} kbps only")
 
 
 def mirror_jobs(

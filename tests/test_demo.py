@@ -11,8 +11,10 @@ import pystoi
 import pytest
 import soundfile as sf
 import torch
+from conftest import TINY_SPEECH_CODEC
 
 from audiokit.cli import main
+from audiokit.models import Codec
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 CLIPS = ("speech_fr_16k_c.flac", "speech_en_48k.wav")
@@ -94,4 +96,25 @@ def test_demo_bad_arguments_give_one_line(tmp_path, capsys, extra, needle, tiny_
     assert main(argv) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and needle in err[0], err
+    if needle == "2.2":  # the model as the user named it, not the config it was built from
+        assert f"{model} (a speech-16k model) codes at" in err[0], err
     assert not (tmp_path / "o").exists()
+
+
+def test_demo_quiet_prints_the_means_and_a_model_lacking_the_defaults_uses_its_own(tmp_path, capsys):
+    """A model without 1.5/3/6 kbps is demonstrated at its own bitrates, not refused; ``-q`` drops the
+    note and the per-clip rows, never the means."""
+    torch.manual_seed(0)
+    model = tmp_path / "few-codes.safetensors"
+    few_codes = Codec.from_config("speech-16k", **TINY_SPEECH_CODEC, num_quantizers=2, codebook_size=16)
+    few_codes.save_pretrained(model)
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    shutil.copy(SAMPLES / CLIPS[0], samples / CLIPS[0])
+    argv = ["demo", "-q", "--model", str(model), "--samples", str(samples), "--out", str(tmp_path / "out")]
+    assert main(argv) == 0
+    stdout = capsys.readouterr().out
+    assert "not a shipped model" not in stdout and f"model {model} (a speech-16k model)" in stdout
+    table = _table(stdout)
+    assert sorted(kbps for _, kbps in table) == [0.2, 0.4]  # 2 stages of 4 bits at 50 frames/s
+    assert {clip for clip, _ in table} == {"all 1"}

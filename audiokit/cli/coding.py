@@ -65,7 +65,7 @@ def run_encode(args: argparse.Namespace) -> int:
     if single and not str(args.output).endswith("/") and not Path(args.output).is_dir():
         _check_akc_output(args.output)
     codec, weights_hash = load_codec(args.model)
-    bitrate = codec_bitrate(codec, args.bitrate)
+    bitrate = codec_bitrate(codec, args.bitrate, model=args.model)
     entropy = entropy_model_of(codec, weights_hash) if args.entropy else None
     too_wide = BandwidthWarning("codes", "the decoded audio")
 

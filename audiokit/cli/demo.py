@@ -5,6 +5,7 @@ a spectrogram comparison."""
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 import torch
@@ -12,7 +13,8 @@ import torch
 from audiokit.cli.options import add_model_option
 from audiokit.coding import DEFAULT_MODEL, load_codec
 from audiokit.evaluation.demo import opus_kbps_for, side_by_side
-from audiokit.models import is_shipped
+from audiokit.models import Codec, is_shipped
+from audiokit.models.base import model_label
 
 DEFAULT_BITRATES = (1.5, 3.0, 6.0)
 HEADER = (
@@ -30,28 +32,39 @@ def _format_row(row: dict) -> str:
     )
 
 
+def default_bitrates(codec: Codec) -> list[float]:
+    """:data:`DEFAULT_BITRATES` (kbit/s) where ``codec`` has them all, else every bitrate it has."""
+    own = [bps / 1000 for bps in codec.bitrates]
+    wanted = [kbps for kbps in DEFAULT_BITRATES if any(math.isclose(kbps, k, rel_tol=1e-6) for k in own)]
+    return wanted if len(wanted) == len(DEFAULT_BITRATES) else own
+
+
 def run(args: argparse.Namespace) -> int:
-    say = (lambda *a: None) if args.quiet else print
+    """Code the clips and print the tables; ``-q`` leaves out the notes and the per-clip rows, never the
+    means."""
     codec, weights_hash = load_codec(args.model)
     shipped = is_shipped(args.model)
-    if not shipped:
-        say(f"note: {args.model} is not a shipped model (weights loaded from a path, e.g. a checkpoint)")
-    say(
-        f"model {codec.name} ({'shipped' if shipped else args.model}, weights {weights_hash[:12]}), "
+    if not shipped and not args.quiet:
+        print(f"note: {args.model} is not a shipped model (weights loaded from a path, e.g. a checkpoint)")
+    print(
+        f"model {model_label(args.model, codec.name)}{' (shipped)' if shipped else ''}, "
+        f"weights {weights_hash[:12]}, "
         f"{codec.sample_rate} Hz; clips {args.glob} from {args.samples}; "
         f"real-time factor = encode+decode time / audio time on {torch.get_num_threads()} thread(s)"
     )
     out = Path(args.out)
-    summary = side_by_side(args.model, Path(args.samples), args.glob, args.bitrate, out, args.quiet)
+    bitrates = args.bitrate or default_bitrates(codec)
+    summary = side_by_side(args.model, Path(args.samples), args.glob, bitrates, out, args.quiet)
     for mean in summary["means"]:
         kbps = mean["bitrate_kbps"]
         opus_kbps = opus_kbps_for(kbps)
-        say(f"\n{kbps:g} kbps (Opus at {opus_kbps:g} kbps){'' if opus_kbps == kbps else ', its minimum'}:")
-        say(HEADER)
-        for row in [r for r in summary["clips"] if r["bitrate_kbps"] == kbps] + [mean]:
-            say(_format_row(row))
-        say(f"spectrograms: {summary['figures'][f'{kbps:g}']}")
-    say(f"outputs (.akc, .opus, decoded .wav, demo.json) in {out}/")
+        print(f"\n{kbps:g} kbps (Opus at {opus_kbps:g} kbps){'' if opus_kbps == kbps else ', its minimum'}:")
+        print(HEADER)
+        clips = [] if args.quiet else [r for r in summary["clips"] if r["bitrate_kbps"] == kbps]
+        for row in clips + [mean]:
+            print(_format_row(row))
+        print(f"spectrograms: {summary['figures'][f'{kbps:g}']}")
+    print(f"outputs (.akc, .opus, decoded .wav, demo.json) in {out}/")
     return 0
 
 
@@ -72,9 +85,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "--bitrate",
         type=float,
         nargs="+",
-        default=list(DEFAULT_BITRATES),
         metavar="KBPS",
-        help="bitrates in kbit/s (default 1.5 3 6)",
+        help="bitrates in kbit/s (default 1.5 3 6, or every bitrate of a model that lacks one of them)",
     )
     parser.add_argument("--out", default="demo-out", help="output directory (default demo-out)")
     parser.set_defaults(handler=run)

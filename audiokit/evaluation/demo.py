@@ -129,7 +129,7 @@ def side_by_side(
     """
     files = find_audio(Path(samples), glob)
     codec, weights_hash = load_codec(model)
-    bitrates = [codec_bitrate(codec, kbps) for kbps in bitrates_kbps]
+    bitrates = [codec_bitrate(codec, kbps, model=model) for kbps in bitrates_kbps]
     shipped = is_shipped(model)
     _warm_up(codec, weights_hash, bitrates[0])
     rows: list[dict] = []

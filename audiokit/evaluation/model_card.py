@@ -112,7 +112,7 @@ def weights_info(weights: str, bitrates: Sequence[float] = ()) -> dict:
     and bitrates (kbit/s) of ``weights``; a :class:`UsageError` for ``bitrates`` (kbit/s) it lacks."""
     codec, sha256 = load_codec(weights)
     for kbps in bitrates:
-        codec_bitrate(codec, kbps, "--bitrates")
+        codec_bitrate(codec, kbps, "--bitrates", model=weights)
     return model_weights(weights, codec, sha256) | {"bitrates_kbps": [b / 1000 for b in codec.bitrates]}
 
 

@@ -27,6 +27,7 @@ from audiokit.evaluation.plots import plot_format, spectrogram_comparison
 from audiokit.evaluation.scoring import score_pair
 from audiokit.evaluation.stats import paired_difference, summarize
 from audiokit.io import RawFormat
+from audiokit.models.base import model_label
 from audiokit.progress import progress
 
 PLOT_ROWS = 4
@@ -137,15 +138,16 @@ class EvalRequest:
             codec, _ = load_codec(self.codec)
             if self.bitrate_kbps is None:
                 listed = ", ".join(f"{b / 1000:g}" for b in codec.bitrates)
-                raise UsageError(f"--codec needs --bitrate KBPS ({codec.name}: {listed})")
-            codec_bitrate(codec, self.bitrate_kbps)
+                label = model_label(self.codec, codec.name)
+                raise UsageError(f"--codec needs --bitrate KBPS ({label}: {listed})")
+            codec_bitrate(codec, self.bitrate_kbps, model=self.codec)
 
 
 def _run_codec(
     pair: FilePair, ref: torch.Tensor, rate: int, request: EvalRequest
 ) -> baselines.BaselineOutput:
     codec, weights_hash = load_codec(request.codec)
-    bitrate = codec_bitrate(codec, request.bitrate_kbps)
+    bitrate = codec_bitrate(codec, request.bitrate_kbps, model=request.codec)
     with tempfile.TemporaryDirectory(prefix="audiokit-eval-") as tmp:
         where = Path(request.keep or tmp) / pair.name
         akc, decoded = where.with_suffix(".akc"), where.with_suffix(".wav")

@@ -237,6 +237,12 @@ def is_shipped(name_or_path: str | Path) -> bool:
     return folder.resolve() == WEIGHTS_DIR.resolve()
 
 
+def model_label(name_or_path: str | Path, name: str) -> str:
+    """How messages name a model: its ``name`` when ``name_or_path`` is shipped, else the path as the
+    user gave it with the config name it was built from (``runs/tiny (a speech-16k model)``)."""
+    return name if is_shipped(name_or_path) else f"{name_or_path} (a {name} model)"
+
+
 def resolve_weights(name_or_path: str | Path) -> Path:
     """The ``.safetensors`` file a model name (shipped weights) or a path (file or folder) names."""
     text = str(name_or_path)
