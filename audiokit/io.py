@@ -11,6 +11,7 @@ names the file and the problem.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -710,15 +711,36 @@ def open_writer(
     ends without an exception. Format from the extension, ``subtype`` as in :func:`save`.
     """
     fmt, subtype = _format_and_subtype(Path(path), subtype)
-    with (
-        atomic_path(path) as tmp,
-        sf.SoundFile(str(tmp), "w", int(sample_rate), channels, subtype=subtype, format=fmt) as handle,
-    ):
+    with atomic_path(path) as tmp, _libsndfile_failures_name(path, tmp):
+        with sf.SoundFile(str(tmp), "w", int(sample_rate), channels, subtype=subtype, format=fmt) as handle:
 
-        def write(block: torch.Tensor | np.ndarray) -> None:
-            data = _as_frames_by_channels(block)
-            if not np.isfinite(data).all():
-                raise ValueError(f"{path}: refusing to write NaN or infinite samples")
-            handle.write(data)
+            def write(block: torch.Tensor | np.ndarray) -> None:
+                data = _as_frames_by_channels(block)
+                if not np.isfinite(data).all():
+                    raise ValueError(f"{path}: refusing to write NaN or infinite samples")
+                handle.write(data)
 
-        yield write
+            yield write
+
+
+LOW_SPACE_BYTES = 1 << 20
+"""Free space (bytes) below which a failed write is reported as a full device."""
+
+
+@contextmanager
+def _libsndfile_failures_name(path: PathLike, tmp: Path) -> Iterator[None]:
+    """A libsndfile failure while writing ``tmp`` (its "System error." hides the errno) becomes an
+    :class:`OSError` naming ``path``: "No space left on device" when the device of ``tmp`` is (nearly)
+    full, else libsndfile's own words."""
+    try:
+        yield
+    except sf.LibsndfileError as exc:
+        shown = "<stdout>" if is_stdio(path) else str(path)
+        try:
+            stats = os.statvfs(tmp.parent)
+            full = stats.f_bavail * stats.f_frsize < LOW_SPACE_BYTES
+        except OSError:
+            full = False
+        if full:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), shown) from None
+        raise OSError(errno.EIO, f"cannot write the audio ({exc.error_string})", shown) from None

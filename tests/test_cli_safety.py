@@ -234,3 +234,57 @@ def test_after_an_interruption_the_program_ignores_further_signals():
     out, err = child.communicate(timeout=60)
     assert child.returncode == 130, err
     assert out.decode().strip() == "ignored" and b"Traceback" not in err
+
+
+def _decode_folder_under(limit: str, tmp_path: Path, out: Path) -> subprocess.CompletedProcess:
+    """``audiokit decode`` of two 3 s .akc files (96 KB of audio each) into ``out``, in a child whose
+    writes fail: beyond ``RLIMIT_FSIZE`` 4 KiB (``limit="fsize"``, SIGXFSZ ignored), or on a full
+    device (``out`` there)."""
+    import resource
+
+    sources = tmp_path / "akc"
+    for name in ("a", "b"):
+        _run_checked("encode", str(_wav(tmp_path / f"{name}.wav", seconds=3.0)), str(sources / f"{name}.akc"))
+
+    def limited() -> None:
+        if limit == "fsize":
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+    command = [sys.executable, "-m", "audiokit", "decode", str(sources), f"{out}/"]
+    return subprocess.run(command, capture_output=True, text=True, preexec_fn=limited, timeout=300)
+
+
+def _run_checked(*argv: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "audiokit", *argv], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_failing_audio_write_is_one_line_per_file_and_leaves_nothing(tmp_path):
+    """libsndfile's write errors (its "System error." hides the errno) name the output, every file of a
+    folder is tried, nothing half-written stays (was: "internal error: LibsndfileError", exit 70)."""
+    out = tmp_path / "out"
+    done = _decode_folder_under("fsize", tmp_path, out)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr and "internal error" not in done.stderr, done.stderr
+    for name in ("a", "b"):
+        assert f"{out / name}.wav: cannot write the audio" in done.stderr, done.stderr
+    assert "0 done, 2 failed" in done.stdout + done.stderr
+    assert not any(p.is_file() for p in out.rglob("*")) if out.exists() else True
+
+
+def test_a_full_device_is_named_as_such(tmp_path):
+    """On a full device (a 64 KiB tmpfs), the message is the system's "No space left on device"."""
+    small = tmp_path / "small"
+    small.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(small)]
+    if os.geteuid() != 0 or subprocess.run(mount, capture_output=True).returncode:
+        pytest.skip("mounting a small tmpfs needs root and a mount namespace that allows it")
+    try:
+        done = _decode_folder_under("none", tmp_path, small / "out")
+        assert done.returncode == 1, done.stderr
+        for name in ("a", "b"):
+            assert f"{small / 'out' / name}.wav: No space left on device" in done.stderr, done.stderr
+        assert not [p for p in small.rglob("*") if p.is_file()]
+    finally:
+        subprocess.run(["umount", str(small)])
