@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 import time
 from collections.abc import AsyncIterable, Iterable
 from dataclasses import dataclass, field
@@ -46,7 +47,7 @@ class ConnectError(AudiokitError):
     refused the handshake (an HTTP status: a wrong path, say)."""
 
     def __init__(self, url: str, problem: str) -> None:
-        super().__init__(f"cannot open a stream at {url}: {problem}")
+        super().__init__(f"cannot open a stream at {redact_token(url)}: {problem}")
         self.url = url
 
 
@@ -54,7 +55,9 @@ class ConnectError(AudiokitError):
 class StreamResult:
     """What came back: ``audio`` (float32 ``(n,)`` at the client's rate), the ``ready`` and ``done``
     messages, and timelines of ``(seconds since start, cumulative samples)`` sent and received; the start
-    is ``started``, a :func:`time.perf_counter` reading (to line several streams up)."""
+    is ``started``, a :func:`time.perf_counter` reading (to line several streams up). ``complete`` is
+    False when the server ended the stream before all the input was sent (a drain): ``audio`` is then
+    what it made of the input it took (``sent[-1]``)."""
 
     audio: np.ndarray
     ready: dict
@@ -62,6 +65,7 @@ class StreamResult:
     started: float = 0.0
     sent: list[tuple[float, int]] = field(default_factory=list)
     received: list[tuple[float, int]] = field(default_factory=list)
+    complete: bool = True
 
 
 class _Pacer:
@@ -99,13 +103,20 @@ async def _chunks(source: Iterable[np.ndarray] | AsyncIterable[np.ndarray]):
             yield chunk
 
 
+def redact_token(text: str) -> str:
+    """``text`` (a URL, a log line) with the value of every ``token`` query parameter replaced by ``***``:
+    the shared secret is never printed or logged."""
+    return re.sub(r"([?&]token=)[^&#\s\"]*", r"\1***", text)
+
+
 async def _connect(url: str, headers: dict | None):
     """An open WebSocket to ``url``; :class:`UsageError` for a URL that is not ``ws://`` or ``wss://``,
     :class:`ConnectError` when no WebSocket server accepts it there."""
     try:
         parse_uri(url)
     except (websockets.InvalidURI, ValueError) as exc:
-        raise UsageError(f"{url}: not a WebSocket URL ({exc}); give ws://HOST:PORT/v1/stream") from None
+        shown = redact_token(url)
+        raise UsageError(f"{shown}: not a WebSocket URL ({exc}); give ws://HOST:PORT/v1/stream") from None
     try:
         return await websockets.connect(url, additional_headers=headers, max_size=None)
     except websockets.InvalidStatus as exc:
@@ -162,9 +173,14 @@ async def stream(
         try:
             pieces = await _receive(ws, fmt, began, result)
         finally:
-            if not sender.done():
+            if not sender.done():  # the server ended the stream first (a drain) or failed
+                result.complete = False
                 sender.cancel()
-        await sender
+            try:
+                await sender
+            except asyncio.CancelledError:
+                if asyncio.current_task().cancelling():  # this task was cancelled too: pass it on
+                    raise
         result.audio = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
         return result
 

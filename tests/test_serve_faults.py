@@ -222,3 +222,53 @@ def test_sigterm_drains(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_a_drain_mid_stream_leaves_the_client_its_audio_and_one_warning(tmp_path):
+    """`audiokit stream` paced in real time when the server drains mid-file: exit 0, the output holds
+    what the server made of the audio it took (a prefix), one warning line, no traceback (was: a
+    CancelledError traceback and no output); the ``?token=`` secret is printed by neither side."""
+    import soundfile as sf
+
+    source, out = tmp_path / "speech.wav", tmp_path / "out.wav"
+    sf.write(source, np.tile(speech(1.0), 6), 16000, subtype="FLOAT")  # 6 s
+    port = free_port()
+    serve = [sys.executable, "-m", "audiokit", "serve", "-m", "speech-16k", "--port", str(port)]
+    server = subprocess.Popen(
+        [*serve, "--token", "s3cret"],
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    stream = None
+    try:
+        wait_until_serving(server, port, 60)
+        url = f"ws://127.0.0.1:{port}/v1/stream?token=s3cret"
+        command = [sys.executable, "-m", "audiokit", "stream", str(source), str(out), "--url", url]
+        pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+        stream = subprocess.Popen([*command, "--task", "codec", "--realtime"], **pipes)
+        deadline = time.monotonic() + 60
+        while _live_streams(port) == 0:  # the client is connected, then a second of audio goes by
+            assert stream.poll() is None and time.monotonic() < deadline, stream.communicate()
+            time.sleep(0.1)
+        time.sleep(1.0)
+        server.send_signal(signal.SIGTERM)
+        stdout, stderr = stream.communicate(timeout=60)
+        assert server.wait(30) == 0
+        server_log = server.stderr.read()
+    finally:
+        for proc in (server, stream):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+    assert stream.returncode == 0, stderr
+    assert "Traceback" not in stderr and stderr.count("\n") == 1, stderr
+    assert "ended the stream early" in stderr, stderr
+    assert "token=***" in stdout and "s3cret" not in stdout + stderr
+    assert "WebSocket /v1/stream?token=***" in server_log and "s3cret" not in server_log, server_log
+    got, rate = sf.read(out, dtype="float32")
+    assert rate == 16000 and 16000 <= got.shape[0] < 6 * 16000  # a prefix: what the server took
+
+
+def _live_streams(port: int) -> int:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as answer:
+        return json.loads(answer.read())["live_streams"]

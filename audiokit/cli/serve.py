@@ -107,6 +107,7 @@ def _run_until_signal(work: Coroutine[Any, Any, T]) -> T:
 
 def run_stream(args: argparse.Namespace) -> int:
     from audiokit import client, io
+    from audiokit.client import redact_token
 
     source = args.input if io.is_stdio(args.input) else Path(args.input)
     io.prepare_outputs([(source, args.output)], args.force)  # first: before reading, connecting
@@ -127,13 +128,20 @@ def run_stream(args: argparse.Namespace) -> int:
     io.save(args.output, result.audio[None], rate)  # atomically: a temporary file renamed
     name = "<stdin>" if io.is_stdio(args.input) else args.input
     out = sys.stderr if io.is_stdio(args.output) else sys.stdout  # stdout may carry the audio
-    summary = {"input": name, "output": args.output, **result.done, "ready": result.ready}
+    url = redact_token(args.url)  # the shared secret stays off the terminal and out of logs
+    summary = {"input": name, "output": args.output, "complete": result.complete, **result.done}
     if args.json:
-        print(json.dumps(summary, indent=2), file=out)
+        print(json.dumps(summary | {"ready": result.ready}, indent=2), file=out)
     elif not args.quiet:
+        samples = result.done.get("samples_out")
+        print(f"stream: {name} -> {args.output}: {samples} samples via {url}", file=out)
+    if not result.complete:
+        taken = result.sent[-1][1] if result.sent else 0
+        total = sum(chunk.shape[0] for chunk in chunks)
         print(
-            f"stream: {name} -> {args.output}: {result.done.get('samples_out')} samples via {args.url}",
-            file=out,
+            f"audiokit stream: warning: {url} ended the stream early (draining): {args.output} holds what it "
+            f"made of the first {taken} of {total} samples",
+            file=sys.stderr,
         )
     return 0
 

@@ -11,6 +11,7 @@ from types import FrameType
 
 import uvicorn
 
+from audiokit.client import redact_token
 from audiokit.errors import UsageError
 from audiokit.serve.app import ServerState, create_app
 from audiokit.serve.config import ServerConfig
@@ -56,8 +57,8 @@ def uvicorn_config(
 ) -> uvicorn.Config:
     """uvicorn settings for ``app``: the message-size cap, keepalive pings, no server header, and no
     permessage-deflate (PCM barely compresses; deflating every message cost a third of the server's CPU
-    at 64 streams)."""
-    return uvicorn.Config(
+    at 64 streams); uvicorn's loggers get a filter that keeps ``?token=`` values out of the log."""
+    settings = uvicorn.Config(
         app,
         host=host,
         port=port,
@@ -71,6 +72,21 @@ def uvicorn_config(
         lifespan="on",
         timeout_graceful_shutdown=5,
     )
+    for name in ("uvicorn.error", "uvicorn.access"):  # after Config, which configures uvicorn's logging
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _RedactTokens) for f in logger.filters):
+            logger.addFilter(_RedactTokens())
+    return settings
+
+
+class _RedactTokens(logging.Filter):
+    """Log records with ``?token=`` values replaced by ``***`` (uvicorn logs each WebSocket's path)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "token=" in message:
+            record.msg, record.args = redact_token(message), None
+        return True
 
 
 def _address(host: str, port: int) -> str:
