@@ -4,10 +4,16 @@ that came back must be speech (non-silent) matching the offline codec round trip
 
 from __future__ import annotations
 
+import asyncio
+import json
 import shutil
+import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
+import pytest
 import soundfile as sf
 import torch
 from scipy import signal as sps
@@ -18,6 +24,8 @@ from serve_support import running_server, speech
 
 from audiokit import Codec, io
 from audiokit.serve import ServerConfig
+from audiokit.serve import app as serve_app
+from audiokit.serve.connection import handle_stream
 from audiokit.serve.engines import Engine
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -102,3 +110,191 @@ def test_page_streams_fake_microphone(tmp_path):
     # shifts the codec's waveform, so the same speech scored 0.49-0.6 across runs
     assert corr > 0.3, (corr, len(back), rate)
     assert (tmp_path / "page.png").stat().st_size > 0
+
+
+def _page(server, tmp_path, seconds: float = 3.0) -> webdriver.Chrome:
+    """Chromium on the page of ``server``, its models listed, with ``seconds`` of speech (looping) as
+    its fake microphone."""
+    wav_path = tmp_path / "mic.wav"
+    sf.write(wav_path, speech(seconds, 0.2), 16000, subtype="PCM_16")
+    driver = _browser(wav_path, tmp_path / "profile")
+    try:
+        driver.get(server.http + "/")
+        _wait(driver, "return document.getElementById('model').options.length", 20, "no models listed")
+    except BaseException:
+        driver.quit()
+        raise
+    return driver
+
+
+def _wait(driver, script: str, seconds: float, what: str):
+    """The first truthy result of ``script`` in the page within ``seconds``; fail with ``what`` and the
+    page's state."""
+    deadline = time.monotonic() + seconds
+    while not (result := driver.execute_script(script)):
+        if time.monotonic() > deadline:
+            state = driver.execute_script("return window.audiokit")
+            state.pop("received", None)
+            raise AssertionError(f"{what}: {state}")
+        time.sleep(0.1)
+    return result
+
+
+@dataclass
+class _Wire:
+    """What the server's stream handler saw: ``started`` is set when a ``start`` was accepted (``ready``
+    then waits ``delay`` seconds); ``messages`` are the client's, in order: bytes as their length, text
+    as its ``type``."""
+
+    delay: float
+    started: threading.Event = field(default_factory=threading.Event)
+    messages: list = field(default_factory=list)
+
+
+@pytest.fixture
+def slow_ready(monkeypatch) -> Callable[[float], _Wire]:
+    """``slow_ready(delay)``: the server's ``ready`` leaves ``delay`` seconds late (a busy or distant
+    server), and what the client sends is recorded in the returned :class:`_Wire`."""
+
+    def install(delay: float) -> _Wire:
+        wire = _Wire(delay)
+
+        async def handle(websocket, state):
+            send_text, receive = websocket.send_text, websocket.receive
+
+            async def send_text_late(data: str) -> None:
+                if json.loads(data).get("type") == "ready":
+                    wire.started.set()
+                    await asyncio.sleep(wire.delay)
+                await send_text(data)
+
+            async def receive_recorded() -> dict:
+                message = await receive()
+                if message["type"] == "websocket.receive":
+                    data = message.get("bytes")
+                    text = None if data is not None else json.loads(message["text"]).get("type")
+                    wire.messages.append(len(data) if data is not None else text)
+                return message
+
+            websocket.send_text, websocket.receive = send_text_late, receive_recorded
+            await handle_stream(websocket, state)
+
+        monkeypatch.setattr(serve_app, "handle_stream", handle)
+        return wire
+
+    return install
+
+
+def _codec_server(**limits):
+    codec = Codec.from_pretrained("speech-16k")
+    return running_server(
+        ServerConfig(max_streams_per_client=4, **limits), {"speech-16k": Engine("speech-16k", codec, 4)}
+    )
+
+
+def test_page_splits_and_paces_what_it_captured_before_a_slow_ready(tmp_path, slow_ready):
+    """A `ready` 1.5 s late finds 1.5 s captured (265 KB at 44.1 kHz; as one message: 1009): the page
+    must send it in messages within ``max_message_bytes`` and keep below ``max_messages_per_second``
+    (a limit the page's 20 ms messages alone would exceed), and the stream go on in real time."""
+    wire = slow_ready(1.5)
+    limit, rate_limit = 16000, 20
+    with _codec_server(max_message_bytes=limit, max_messages_per_second=rate_limit) as server:
+        driver = _page(server, tmp_path)
+        try:
+            driver.find_element(By.ID, "start").click()
+            _wait(
+                driver,
+                "const s = window.audiokit; return s.error || s.closeCode != null || "
+                "(s.ready && s.receivedSamples >= 3 * s.sampleRate)",
+                40,
+                "3 s did not come back",
+            )
+            driver.find_element(By.ID, "stop").click()
+            _wait(driver, "const s = window.audiokit; return s.error || s.closeCode != null", 30, "no close")
+            state = driver.execute_script("return window.audiokit")
+        finally:
+            driver.quit()
+    assert state["error"] is None and state["closeCode"] == 1000, (state["error"], state["closeCode"])
+    assert state["ready"]["max_message_bytes"] == limit
+    sizes = [m for m in wire.messages if isinstance(m, int)]
+    assert max(sizes) <= limit, max(sizes)
+    assert sum(sizes) == 4 * state["sentSamples"] == 4 * state["done"]["samples_in"]
+    assert state["done"]["samples_out"] == state["done"]["samples_in"]
+    assert wire.messages[0] == "start" and wire.messages[-1] == "end"
+    # what waited for `ready` went as several full messages (the page's own are 20 ms, 3840 bytes at 48 kHz)
+    assert sizes[:3] == [limit] * 3, sizes[:10]
+
+
+def test_page_stop_before_ready_sends_what_it_captured(tmp_path, slow_ready):
+    """Stop after the socket opened but before `ready`: the audio captured so far still goes once `ready`
+    comes, then `end`; the stream ends with `done` counting it, and nothing follows `end`."""
+    wire = slow_ready(2.0)
+    with _codec_server() as server:
+        driver = _page(server, tmp_path)
+        try:
+            driver.find_element(By.ID, "start").click()
+            assert wire.started.wait(20), "the server never got `start`"
+            time.sleep(0.5)
+            assert driver.execute_script("return window.audiokit.ready") is None  # still 1.5 s to go
+            driver.find_element(By.ID, "stop").click()
+            running = driver.execute_script("return window.audiokit.running")
+            _wait(driver, "const s = window.audiokit; return s.error || s.closeCode != null", 30, "no close")
+            state = driver.execute_script("return window.audiokit")
+        finally:
+            driver.quit()
+    assert running is False
+    assert state["error"] is None and state["closeCode"] == 1000, (state["error"], state["closeCode"])
+    rate = state["sampleRate"]
+    assert state["done"]["samples_in"] == state["sentSamples"] >= 0.4 * rate, (state["done"], rate)
+    assert state["done"]["samples_out"] == state["done"]["samples_in"] == state["receivedSamples"]
+    assert wire.messages[0] == "start" and wire.messages[-1] == "end"
+    assert wire.messages.count("end") == 1
+
+
+# Before Start: remember every microphone stream and AudioContext the page opens, and make loading
+# the worklets fail (as a blocked or missing /static/worklets.js would).
+_FAILING_WORKLETS = """
+window.opened = { streams: [], contexts: [] };
+const getUserMedia = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+navigator.mediaDevices.getUserMedia = async (c) => {
+  const s = await getUserMedia(c); window.opened.streams.push(s); return s;
+};
+const Base = window.AudioContext;
+window.AudioContext = class extends Base {
+  constructor(...args) { super(...args); window.opened.contexts.push(this); }
+};
+window.addModule = AudioWorklet.prototype.addModule;
+AudioWorklet.prototype.addModule = () => Promise.reject(new DOMException("no worklets", "AbortError"));
+"""
+
+
+def test_page_releases_the_microphone_when_start_fails(tmp_path):
+    """`addModule` failing after `getUserMedia` succeeded: the error is shown, the microphone's tracks are
+    stopped and the AudioContext closed; a later Start works."""
+    with _codec_server() as server:
+        driver = _page(server, tmp_path)
+        try:
+            driver.execute_script(_FAILING_WORKLETS)
+            driver.find_element(By.ID, "start").click()
+            error = _wait(driver, "return window.audiokit.error", 20, "no error shown")
+            _wait(
+                driver, "return window.opened.contexts.every((c) => c.state === 'closed')", 5, "open context"
+            )
+            opened = driver.execute_script(
+                "return { streams: window.opened.streams.length, contexts: window.opened.contexts.length,"
+                " live: window.opened.streams.flatMap((s) => s.getTracks())"
+                ".filter((t) => t.readyState !== 'ended').length,"
+                " start: document.getElementById('start').disabled,"
+                " stop: document.getElementById('stop').disabled, running: window.audiokit.running }"
+            )
+            driver.execute_script("AudioWorklet.prototype.addModule = window.addModule")
+            driver.find_element(By.ID, "start").click()
+            _wait(
+                driver, "const s = window.audiokit; return s.error || s.receivedSamples > 0", 30, "no audio"
+            )
+            retried = driver.execute_script("return window.audiokit")
+        finally:
+            driver.quit()
+    assert "no worklets" in error["message"], error
+    assert opened == {"streams": 1, "contexts": 1, "live": 0, "start": False, "stop": True, "running": False}
+    assert retried["error"] is None and retried["ready"] is not None

@@ -6,13 +6,18 @@
 const $ = (id) => document.getElementById(id);
 const MESSAGE_SECONDS = 0.02;  // 20 ms messages
 const KEEP_SECONDS = 10;  // state.received keeps about this much of the newest audio
+// Share of ready's max_messages_per_second the page uses, in bursts of at most half the server's (as
+// audiokit.client): a page that fell behind (audio captured before `ready`, a slow network) catches up
+// in messages of max_message_bytes without being closed for its rate.
+const PACE = 0.9;
+const SERVER_DEFAULTS = { max_message_bytes: 65536, max_messages_per_second: 200 };  // if `ready` lacks them
 const state = window.audiokit = {
   running: false, sampleRate: null, received: [], receivedSamples: 0, sentSamples: 0,
-  latencyMs: null, ready: null, done: null, error: null, settings: null,
+  latencyMs: null, ready: null, done: null, error: null, closeCode: null, settings: null,
 };
-let context = null, socket = null, media = null, nodes = {}, sendTimes = [], pending = [], pendingLength = 0;
+let context = null, media = null, nodes = {}, sendTimes = [];
+let session = null;  // the last Start's stream; an earlier one may still be sending its rest
 let kept = 0;  // samples in state.received
-let sending = false;  // from Start until `end`: no audio goes after it
 
 function dbfs(samples) {
   let sum = 0;
@@ -45,22 +50,124 @@ function wsUrl() {
   return url.toString();
 }
 
-function sendAudio(frame) {
-  if (!sending) return;
-  pending.push(frame); pendingLength += frame.length;
-  const size = Math.round(state.sampleRate * MESSAGE_SECONDS);
-  if (pendingLength >= size && socket.readyState === WebSocket.OPEN && state.ready) sendPending();
-}
+// One stream: `start` once the socket opens; the captured audio waits until `ready` (which names the
+// limits), then goes in messages of at most max_message_bytes, paced below max_messages_per_second;
+// after Stop the rest of it, then `end` (also when Stop came before `ready`). Only the current session
+// updates the page.
+class Session {
+  constructor(start) {
+    this.rate = start.sample_rate;
+    this.pending = []; this.pendingLength = 0;  // captured, not yet sent
+    this.capturing = true;  // until Stop: audio after it is not sent
+    this.ended = false;  // `end` sent, or the socket closed: nothing more goes
+    this.limits = null;  // from `ready`
+    this.tokens = 0; this.last = 0; this.timer = null;  // the pacer (a token bucket)
+    const ws = this.ws = new WebSocket(wsUrl());
+    ws.binaryType = "arraybuffer";
+    ws.onopen = () => ws.send(JSON.stringify(start));
+    ws.onmessage = (event) => this.receive(event);
+    ws.onclose = (event) => this.closed(event);
+  }
 
-function sendPending() {
-  if (!pendingLength) return;
-  const message = new Float32Array(pendingLength);
-  let offset = 0;
-  for (const piece of pending) { message.set(piece, offset); offset += piece.length; }
-  pending = []; pendingLength = 0;
-  socket.send(message.buffer);
-  state.sentSamples += message.length;
-  sendTimes.push([state.sentSamples, performance.now()]);
+  get current() { return this === session; }
+
+  push(frame) {
+    if (!this.capturing) return;
+    this.pending.push(frame); this.pendingLength += frame.length;
+    this.flush();
+  }
+
+  stop() {  // no more audio: what was captured, then `end`, as soon as `ready` allows
+    this.capturing = false;
+    this.flush();
+  }
+
+  abandon() {  // a Start that failed: nothing to send
+    this.capturing = false; this.ended = true;
+    clearTimeout(this.timer);
+    this.ws.close();
+  }
+
+  // Send what the limits allow now: whole 20 ms messages while capturing (more at once, up to the
+  // size limit, when behind), everything and then `end` after Stop; a timer resumes when the pacer is
+  // out of messages.
+  flush() {
+    if (!this.limits || this.ended || this.ws.readyState !== WebSocket.OPEN) return;
+    const most = Math.max(1, Math.floor(this.limits.max_message_bytes / Float32Array.BYTES_PER_ELEMENT));
+    const least = Math.min(most, Math.round(this.rate * MESSAGE_SECONDS));
+    while (this.pendingLength && (this.pendingLength >= least || !this.capturing)) {
+      if (!this.take()) return;
+      this.sendAudio(Math.min(most, this.pendingLength));
+    }
+    if (!this.capturing && this.take()) {
+      this.ws.send(JSON.stringify({ type: "end" }));
+      this.ended = true;
+    }
+  }
+
+  take() {  // one message from the pacer, else false and a flush when the next one is due
+    const now = performance.now() / 1000;
+    this.tokens = Math.min(this.burst, this.tokens + (now - this.last) * this.perSecond);
+    this.last = now;
+    if (this.tokens >= 1) { this.tokens -= 1; return true; }
+    if (this.timer === null) {
+      const due = 1000 * (1 - this.tokens) / this.perSecond;
+      this.timer = setTimeout(() => { this.timer = null; this.flush(); }, due);
+    }
+    return false;
+  }
+
+  sendAudio(length) {  // the first `length` pending samples as one message
+    const message = new Float32Array(length);
+    let offset = 0;
+    while (offset < length) {
+      const piece = this.pending[0], n = Math.min(piece.length, length - offset);
+      message.set(n === piece.length ? piece : piece.subarray(0, n), offset);
+      if (n === piece.length) this.pending.shift(); else this.pending[0] = piece.subarray(n);
+      offset += n;
+    }
+    this.pendingLength -= length;
+    this.ws.send(message.buffer);
+    if (!this.current) return;
+    state.sentSamples += length;
+    sendTimes.push([state.sentSamples, performance.now()]);
+  }
+
+  receive(event) {
+    if (typeof event.data !== "string") {
+      if (this.current) receiveAudio(new Float32Array(event.data));
+      return;
+    }
+    const message = JSON.parse(event.data);
+    if (message.type === "ready") {
+      this.limits = Object.assign({}, SERVER_DEFAULTS, message);
+      this.perSecond = PACE * this.limits.max_messages_per_second;
+      this.burst = this.limits.max_messages_per_second;
+      this.tokens = this.burst - 1; this.last = performance.now() / 1000;  // `start` was one
+      if (this.current) {
+        state.ready = message;
+        $("algorithmic").textContent = (1000 * message.latency_samples / message.sample_rate).toFixed(0);
+        $("status").textContent = "streaming (" + message.session + ", " + this.rate + " Hz)";
+      }
+      this.flush();  // what was captured while `ready` was on its way
+    } else if (!this.current) {
+      return;
+    } else if (message.type === "done") {
+      state.done = message;
+    } else if (message.type === "error") {
+      state.error = message;
+      $("status").textContent = "error " + message.code + ": " + message.message;
+    }
+  }
+
+  closed(event) {
+    this.ended = true; this.capturing = false;
+    clearTimeout(this.timer);
+    if (!this.current) return;
+    state.closeCode = event.code;
+    if (!state.error) $("status").textContent = "closed (" + event.code + ")";
+    stop();
+  }
 }
 
 function receiveAudio(samples) {
@@ -74,16 +181,38 @@ function receiveAudio(samples) {
     $("latency").textContent = state.latencyMs.toFixed(0);
   }
   showLevel("out", samples);
-  if (!$("bypass").checked) nodes.playback.port.postMessage(samples);
+  if (!$("bypass").checked && nodes.playback) nodes.playback.port.postMessage(samples);
+}
+
+// Close the microphone and the audio graph (after Stop, a closed stream, or a Start that failed).
+function release() {
+  if (nodes.capture) nodes.capture.port.onmessage = null;
+  if (media) media.getTracks().forEach((t) => t.stop());
+  if (context) context.close().catch(() => {});
+  context = null; media = null; nodes = {}; state.running = false;
 }
 
 async function start() {
   $("start").disabled = true; $("status").textContent = "starting";
   Object.assign(state, {  // a new session: nothing of the last one counts
     received: [], receivedSamples: 0, sentSamples: 0, latencyMs: null, ready: null, done: null, error: null,
+    closeCode: null,
   });
-  kept = 0; sendTimes = []; pending = []; pendingLength = 0;
+  kept = 0; sendTimes = []; session = null;
   $("latency").textContent = "-";
+  try {
+    await openStream();
+  } catch (err) {
+    if (session) session.abandon();
+    session = null;
+    release();
+    throw err;
+  }
+  state.running = true;
+  $("stop").disabled = false;
+}
+
+async function openStream() {  // microphone, worklets, socket: start()'s part that may fail
   const processing = $("browser-processing").checked;
   media = await navigator.mediaDevices.getUserMedia({
     audio: { echoCancellation: processing, noiseSuppression: processing, autoGainControl: processing, channelCount: 1 },
@@ -101,55 +230,21 @@ async function start() {
   });
   source.connect(nodes.capture);
   nodes.playback.connect(context.destination);
-  nodes.capture.port.onmessage = (event) => {
-    showLevel("in", event.data);
-    if ($("bypass").checked) nodes.playback.port.postMessage(event.data);
-    sendAudio(event.data);
-  };
   const [task, bitrate] = $("mode").value.split(":");
   const start = { type: "start", task, sample_rate: context.sampleRate, format: "f32le" };
   if ($("model").value) start.model = $("model").value;  // else the server's model for the task
   if (bitrate) start.bitrate = Number(bitrate);
-  const ws = socket = new WebSocket(wsUrl());  // a previous session's socket may still be closing
-  ws.binaryType = "arraybuffer";
-  ws.onopen = () => ws.send(JSON.stringify(start));
-  ws.onmessage = (event) => {
-    if (ws !== socket) return;
-    if (typeof event.data !== "string") { receiveAudio(new Float32Array(event.data)); return; }
-    const message = JSON.parse(event.data);
-    if (message.type === "ready") {
-      state.ready = message;
-      $("algorithmic").textContent = (1000 * message.latency_samples / message.sample_rate).toFixed(0);
-      $("status").textContent = "streaming (" + message.session + ", " + context.sampleRate + " Hz)";
-    } else if (message.type === "done") {
-      state.done = message;
-    } else if (message.type === "error") {
-      state.error = message;
-      $("status").textContent = "error " + message.code + ": " + message.message;
-    }
+  const stream = session = new Session(start);  // a previous session's socket may still be finishing
+  nodes.capture.port.onmessage = (event) => {
+    showLevel("in", event.data);
+    if ($("bypass").checked) nodes.playback.port.postMessage(event.data);
+    stream.push(event.data);
   };
-  ws.onclose = (event) => {
-    if (ws !== socket) return;
-    if (!state.error) $("status").textContent = "closed (" + event.code + ")";
-    stop();
-  };
-  sending = true;
-  state.running = true;
-  $("stop").disabled = false;
 }
 
 function stop() {
-  if (nodes.capture) nodes.capture.port.onmessage = null;
-  if (sending && socket.readyState === WebSocket.OPEN) {  // the rest of the audio, then end
-    if (state.ready) sendPending();
-    socket.send(JSON.stringify({ type: "end" }));
-  } else if (socket && socket.readyState === WebSocket.CONNECTING) {
-    socket.close();
-  }
-  sending = false;
-  if (media) media.getTracks().forEach((t) => t.stop());
-  if (context) context.close();
-  context = null; media = null; state.running = false;
+  if (session) session.stop();  // the audio captured so far, then `end` (once `ready` came)
+  release();
   $("start").disabled = false; $("stop").disabled = true;
 }
 
