@@ -145,6 +145,8 @@ PCM_SUBTYPES = frozenset(
     {"PCM_S8", "PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE", "ULAW", "ALAW"}
 )
 """Sample formats an output keeps from its input (a compressed input's, e.g. MP3's, is not kept)."""
+FLOAT_SUBTYPES = frozenset({"FLOAT", "DOUBLE"})
+"""Sample formats that hold samples beyond full scale (nothing is clipped writing them)."""
 
 
 def _output_subtype(source_info: io.AudioInfo, target: PathLike) -> str | None:
@@ -165,10 +167,12 @@ def process_file(
     """Process one audio file into ``target`` (format from its extension) in constant memory.
 
     ``plan`` makes the file's :class:`Plan` from its header; the output has the input's channels,
-    ``round(T * output_rate / input_rate)`` samples per channel (clamped to [-1, 1]) and the input's
-    sample format where ``target`` is lossless and holds it. ``source``/``target`` may be ``-``
-    (standard input/output, WAV out). ``raw``: read ``source`` as headerless PCM. Returns ``{"input",
-    "output", "input_rate", "sample_rate", "channels", "samples", "seconds", "compute_seconds"}``.
+    ``round(T * output_rate / input_rate)`` samples per channel and the input's sample format where
+    ``target`` is lossless and holds it: a float file keeps samples beyond full scale, any other format
+    gets them clipped to [-1, 1] and counted (``clipped``, all channels). ``source``/``target`` may be
+    ``-`` (standard input/output, WAV out). ``raw``: read ``source`` as headerless PCM. Returns
+    ``{"input", "output", "input_rate", "sample_rate", "channels", "samples", "clipped", "seconds",
+    "compute_seconds"}``.
     """
     began = time.perf_counter()
     try:
@@ -202,19 +206,21 @@ def _process_path(
             "write another format (.wav, .flac...)"
         )
     io.check_output_format(target, rate, channels)
-    read = written = 0
-    with (
-        io.open_writer(target, rate, channels, _output_subtype(info, target)) as write,
-        torch.inference_mode(),
-    ):
+    subtype = _output_subtype(info, target)
+    holds_any_level = subtype in FLOAT_SUBTYPES  # a float file keeps what lies beyond full scale
+    read = written = clipped = 0
+    with io.open_writer(target, rate, channels, subtype) as write, torch.inference_mode():
 
         def emit(block: torch.Tensor, last: bool) -> None:
-            nonlocal written
+            nonlocal written, clipped
             length = round(read * rate / info.sample_rate)  # never more than the input's duration
             out = steps.after(block, last)[:, : length - written]
             if last:
                 out = F.pad(out, (0, length - written - out.shape[-1]))
-            write(out.clamp(-1, 1))
+            if not holds_any_level:
+                clipped += int((out.abs() > 1).sum())
+                out = out.clamp(-1, 1)
+            write(out)
             written += out.shape[-1]
 
         for block in io.iter_blocks(source, block_frames, raw=raw):
@@ -222,4 +228,10 @@ def _process_path(
             emit(steps.session.push(steps.before(block, False)[None])[0], False)
         tail = steps.session.push(steps.before(torch.zeros(channels, 0), True)[None])[0]
         emit(torch.cat([tail, steps.session.flush()[0]], -1), True)
-    return {"input_rate": info.sample_rate, "sample_rate": rate, "channels": channels, "samples": written}
+    return {
+        "input_rate": info.sample_rate,
+        "sample_rate": rate,
+        "channels": channels,
+        "samples": written,
+        "clipped": clipped,
+    }

@@ -102,6 +102,50 @@ def test_dry_one_gives_the_input_back(tmp_path, model_file):
     np.testing.assert_allclose(sf.read(out)[0], sf.read(src)[0], atol=1e-4)
 
 
+def test_levels_beyond_full_scale_stay_in_float_files_and_are_clipped_and_counted_elsewhere(
+    tmp_path, model_file, capsys
+):
+    """A float WAV in and out keeps samples above full scale (``--dry 1``: the input itself, +8 dBFS);
+    16-bit FLAC cannot hold them: clipped, counted and warned about once per file (was: clipped silently
+    in both)."""
+    hot = 2.5 * sf.read(SAMPLES / "speech_fr_16k_b.flac", dtype="float32")[0]
+    sf.write(tmp_path / "hot.wav", hot, 16000, subtype="FLOAT")
+    assert (
+        main(
+            [
+                "enhance",
+                str(tmp_path / "hot.wav"),
+                str(tmp_path / "out.wav"),
+                "-m",
+                str(model_file),
+                "--dry",
+                "1",
+            ]
+        )
+        == 0
+    )
+    assert "clipped" not in capsys.readouterr().err
+    out, _ = sf.read(tmp_path / "out.wav", dtype="float32")
+    np.testing.assert_allclose(out, hot, atol=1e-4)
+    assert (
+        main(
+            [
+                "enhance",
+                str(tmp_path / "hot.wav"),
+                str(tmp_path / "out.flac"),
+                "-m",
+                str(model_file),
+                "--dry",
+                "1",
+            ]
+        )
+        == 0
+    )
+    beyond = int((np.abs(hot) > 1).sum())
+    assert f"out.flac: {beyond} sample(s) above full scale clipped" in capsys.readouterr().err
+    assert np.abs(sf.read(tmp_path / "out.flac")[0]).max() <= 1.0
+
+
 def test_directory_tree_is_mirrored(tmp_path, model_file):
     tree, out = mirror_tree("enhance", tmp_path, "speech_fr_16k_b.flac", "-m", model_file)
     for rel in ("top.flac", "a/b/deep.wav"):

@@ -42,7 +42,14 @@ def run_jobs(
     model, weights_hash = load(args.model)
 
     def work(job: tuple[Path, Path]) -> dict:
-        return process(model, job[0], job[1], raw=raw)
+        done = process(model, job[0], job[1], raw=raw)
+        if done["clipped"]:
+            print(
+                f"warning: {done['output']}: {done['clipped']} sample(s) above full scale clipped; lower the "
+                "input's level, or give a float WAV input and WAV output (a float format is kept, unclipped)",
+                file=sys.stderr,
+            )
+        return done
 
     batch = run_batch(
         jobs,
