@@ -3,17 +3,24 @@
 #   CUDA:           docker build -t audiokit:cuda --build-arg VARIANT=cuda .
 #   run:            docker run --rm -p 8765:8765 audiokit            (then http://localhost:8765/)
 # VARIANT picks the base image and the torch build: cpu = Debian slim Python with torch's CPU wheel;
-# cuda = NVIDIA's CUDA runtime with torch's CUDA wheel (the fused Triton kernels compile on first use).
+# cuda = NVIDIA's CUDA runtime with torch's CUDA wheel, for `audiokit train --device cuda` and
+# `audiokit bench --device cuda` in the image (`audiokit serve` runs its streams on the CPU in both).
 ARG VARIANT=cpu
 
 FROM python:3.11-slim-bookworm AS base-cpu
 ENV TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# g++: pesq has no binary wheel (it compiles at `pip install`), and `audiokit serve --compile aoti`
+# builds its step libraries with it
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends g++ \
+    && rm -rf /var/lib/apt/lists/*
 
 FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04 AS base-cuda
 ENV TORCH_INDEX=https://download.pytorch.org/whl/cu128
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3 python3-venv python3-dev gcc \
+    && apt-get install -y --no-install-recommends python3 python3-venv python3-dev g++ \
     && rm -rf /var/lib/apt/lists/*
 
 # hadolint ignore=DL3006
