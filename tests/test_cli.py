@@ -61,6 +61,26 @@ def test_info_json_on_real_samples():
     assert music["rms_dbfs"] == pytest.approx(10 * np.log10(np.mean(data**2)), abs=0.01)
 
 
+def test_info_of_a_folder_describes_every_audio_and_akc_file_under_it(tmp_path):
+    """A folder is read whole (recursively, sorted; .akc files too), each bad file one line and a count
+    (was: "is a directory, not an audio file")."""
+    shutil.copy(SAMPLES / "speech_fr_8k_a.wav", tmp_path / "a.wav")
+    (tmp_path / "sub").mkdir()
+    assert audiokit("encode", "-q", str(tmp_path / "a.wav"), str(tmp_path / "sub" / "a.akc")).returncode == 0
+    (tmp_path / "sub" / "notes.wav").write_text("not audio\n")
+    (tmp_path / "sub" / "readme.txt").write_text("not listed\n")
+    done = audiokit("info", "--json", str(tmp_path))
+    assert done.returncode == 1, done.stderr
+    rows = json.loads(done.stdout)
+    assert [Path(r["path"]).relative_to(tmp_path).as_posix() for r in rows] == [
+        "a.wav",
+        "sub/a.akc",
+        "sub/notes.wav",
+    ]
+    assert rows[0]["sample_rate"] == 8000 and "speech-16k" in json.dumps(rows[1])
+    assert "not a readable audio file" in rows[2]["error"] and "2 done, 1 failed" in done.stderr
+
+
 @pytest.mark.parametrize(
     "name,problem",
     [

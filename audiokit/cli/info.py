@@ -9,6 +9,7 @@ import json
 import sys
 from pathlib import Path
 
+from audiokit import io
 from audiokit.cli.batch import run_batch
 from audiokit.cli.options import add_raw_options, doc_text, raw_format
 from audiokit.coding import decoding_version, entropy_model_file, model_version
@@ -61,17 +62,29 @@ def _describe(path: str, raw: RawFormat | None) -> dict:
     return row
 
 
+def _files(names: list[str]) -> list[str]:
+    """``names`` with each folder replaced by the audio and ``.akc`` files under it (sorted, recursive)."""
+    files = []
+    for name in names:
+        if not io.is_stdio(name) and Path(name).is_dir():
+            files += [str(p) for p in io.find_audio(Path(name), extensions=(*io.AUDIO_EXTENSIONS, ".akc"))]
+        else:
+            files.append(name)
+    return files
+
+
 def run(args: argparse.Namespace) -> int:
     raw = raw_format(args)
-    batch = run_batch(args.files, lambda p: _describe(p, raw), "info", str, quiet=args.quiet)
+    files = _files(args.files)
+    batch = run_batch(files, lambda p: _describe(p, raw), "info", str, quiet=args.quiet)
     rows = batch.done
     if args.json:
-        if len(args.files) == 1:
+        if len(files) == 1 and files == args.files:
             print(json.dumps(rows[0], indent=2))
         else:
             failed = {name: {"path": name, "error": line} for name, line in batch.failed}
             described = iter(rows)  # in argument order, each failed file where it was named
-            ordered = [failed[name] if name in failed else next(described) for name in args.files]
+            ordered = [failed[name] if name in failed else next(described) for name in files]
             print(json.dumps(ordered, indent=2))
     else:
         for row in rows:
@@ -89,11 +102,11 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         description=doc_text(__doc__) + " Reads m4a/aac/mp4, webm and whatever else ffmpeg "
         "decodes, and headerless PCM with --raw-rate/--raw-format.",
     )
-    parser.add_argument("files", nargs="+", metavar="FILE")
+    parser.add_argument("files", nargs="+", metavar="FILE", help="audio or .akc files, or folders of them")
     parser.add_argument(
         "--json",
         action="store_true",
-        help="print JSON (an object, or a list for several files; a failed file as {path, error})",
+        help="print JSON (an object; a list for several files or a folder, a failed file as {path, error})",
     )
     add_raw_options(parser)
     parser.set_defaults(handler=run)
