@@ -557,7 +557,10 @@ class AkcReader:
         if num_frames > MAX_NUM_SAMPLES or marker_at < self._data_offset:
             if self.partial:
                 return None
-            problem = f"trailer says {num_frames} frames: their index does not fit in the file"
+            problem = (
+                "no trailer: the file is truncated or was not closed by its writer (its last bytes read "
+                f"as {num_frames} frames, an index that does not fit in the file)"
+            )
             raise _error(src, fields_at, problem)
         head = src.read(marker_at, _CHUNK_HEAD.size + index_size, "chunk index")
         crc = zlib.crc32(raw[: _ENTROPY_TRAILER.size], zlib.crc32(head, self._crc_seed))

@@ -168,6 +168,9 @@ def test_corrupt_entropy_chunks_name_the_byte_offset(tmp_path):
     struct.pack_into("<H", b, index_at, struct.unpack_from("<H", b, index_at)[0] + 1)
     struct.pack_into("<I", b, len(b) - 4, zlib.crc32(bytes(b[index_at - 2 : len(b) - 4]), seed))
     assert "chunk index" in read(bytes(b)) and f"byte {index_at - 2}:" in read(bytes(b))
+    # truncated: the last bytes are not a trailer (was "trailer says 1739...2 frames: their index...")
+    for cut in (10, len(data) // 2):
+        assert "no trailer: the file is truncated or was not closed" in read(data[:-cut])
     # tables other than the encoder's
     with pytest.raises(BitstreamError, match="entropy-coded with tables"):
         with AkcReader(path, entropy=_skewed_model(seed=5)) as reader:
