@@ -379,7 +379,7 @@ def _parse_header(source: _Source) -> tuple[AkcHeader, int]:
     if magic != MAGIC:
         raise _error(source, 0, f"not an .akc file (magic {magic!r}, expected {MAGIC!r})")
     if version not in VERSIONS:
-        known = " and ".join(map(str, VERSIONS))
+        known = ", ".join(map(str, VERSIONS[:-1])) + f" and {VERSIONS[-1]}"
         raise _error(source, 4, f"unsupported .akc version {version} (this build reads versions {known})")
     extra = _EXTRA_HEADER_BYTES[version]
     low, high = MIN_HEADER_SIZE + extra, MAX_HEADER_SIZE + extra

@@ -415,8 +415,8 @@ def decode_file(
         if not writes_same_codes(h.model_name, h.weights_hash, codec, weights_hash):
             raise ModelError(
                 f"{source}: encoded with {h.model_name} weights {h.weights_hash[:12]}, but the decoder is "
-                f"{codec.name} weights {weights_hash[:12]}, whose codes differ; pass --model with the "
-                "encoder's weights"
+                f"{codec.name} weights {weights_hash[:12]}, which are not known to write the same codes; "
+                "pass --model with the encoder's weights"
             )
         if h.codebook_size != codec.codebook_size or h.sample_rate != codec.sample_rate:
             raise ModelError(f"{source}: stream parameters do not match model {codec.name}")

@@ -76,7 +76,7 @@ def _read_csv(path: Path) -> list[dict]:
 
 def test_codec_usage_errors_are_one_line(capsys, tiny_codec_file, ref_dir):
     cases = [
-        (["--codec", str(tiny_codec_file), "--baseline", "opus", "--bitrate", "6"], "--codec or --baseline"),
+        (["-m", str(tiny_codec_file), "--baseline", "opus", "--bitrate", "6"], "-m/--model or --baseline"),
         (["--codec", str(tiny_codec_file), "--bitrate", "2.2"], "0.5, 1, 1.5, 2, 2.5"),
         (["--codec", str(tiny_codec_file)], "--bitrate"),
         (["--codec", str(ref_dir / "absent"), "--bitrate", "6"], "absent"),
@@ -86,4 +86,4 @@ def test_codec_usage_errors_are_one_line(capsys, tiny_codec_file, ref_dir):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and needle in err[0], err
     assert main(["eval", str(ref_dir), str(ref_dir), "--codec", str(tiny_codec_file), "--bitrate", "6"]) == 1
-    assert "TEST_DIR or --codec" in capsys.readouterr().err
+    assert "TEST_DIR or -m/--model" in capsys.readouterr().err

@@ -112,8 +112,8 @@ class EvalRequest:
             if self.enhancer:
                 load_enhancer(self.enhancer)  # a clear error before any work
         if self.codec and self.baseline:
-            raise UsageError("give either --codec or --baseline, not both")
-        system = "--codec" if self.codec else "--baseline"
+            raise UsageError("give either -m/--model or --baseline, not both")
+        system = "-m/--model" if self.codec else "--baseline"
         if self.test and (self.baseline or self.codec) and not self.enhances:
             raise UsageError(f"give either TEST_DIR or {system}, not both")
         if not self.test and not self.baseline and not self.codec and not self.extender:
@@ -139,7 +139,7 @@ class EvalRequest:
             if self.bitrate_kbps is None:
                 listed = ", ".join(f"{b / 1000:g}" for b in codec.bitrates)
                 label = model_label(self.codec, codec.name)
-                raise UsageError(f"--codec needs --bitrate KBPS ({label}: {listed})")
+                raise UsageError(f"-m/--model needs --bitrate KBPS ({label}: {listed})")
             codec_bitrate(codec, self.bitrate_kbps, model=self.codec)
 
 
