@@ -170,14 +170,28 @@ def entropy_models_for(model_name: str, weights_hash: str) -> list[EntropyCoder]
     first: the learned prior (``<stem>.entropy.safetensors``), then the static tables
     (``<stem>.entropy.json``), then superseded priors (``<stem>.entropy@<version>.safetensors``, kept so
     that the files coded with them still decode; never chosen to encode); those that are there."""
-    path = decoding_weights_for(model_name, weights_hash)
-    models = [model for _, model in _entropy_models_in(path)]
-    if not models:
+    found = _entropy_files_for(model_name, weights_hash)
+    if not found:
+        path = decoding_weights_for(model_name, weights_hash)
         raise ModelError(
             f"{model_name} weights {weights_hash[:12]}: no entropy-coding model "
             f"({path.with_name(path.stem + '.entropy.safetensors')} or .entropy.json)"
         )
-    return models
+    return [model for _, model in found]
+
+
+def _entropy_files_for(model_name: str, weights_hash: str) -> list[tuple[Path, EntropyCoder]]:
+    """The entropy-coding models (with their files) beside the weights that decode ``weights_hash``'s
+    files; they model the codes, so for an archived version without its own, those of the newest
+    installed version that writes the same codes (``speech-16k@1`` takes ``speech-16k``'s)."""
+    found = _entropy_models_in(decoding_weights_for(model_name, weights_hash))
+    codes = None if found else _archive_entry(model_name, weights_hash).get("codes")
+    if codes:
+        same = [e for e in archive_entries().values() if e["model"] == model_name and e.get("codes") == codes]
+        for entry in sorted(same, key=lambda e: -e["version"]):
+            if found := _entropy_models_in(entry["path"]):
+                break
+    return found
 
 
 def _entropy_models_in(path: Path) -> list[tuple[Path, EntropyCoder]]:
@@ -203,8 +217,8 @@ def entropy_model_file(model_name: str, weights_hash: str, model_id: int) -> str
     """The file name of the entropy-coding model with id ``model_id`` shipped with ``model_name``'s weights
     ``weights_hash`` (e.g. ``speech-16k.entropy@1.safetensors``); None when this package lacks it."""
     try:
-        path = decoding_weights_for(model_name, weights_hash)
-        return next((f.name for f, m in _entropy_models_in(path) if m.model_id == model_id), None)
+        found = _entropy_files_for(model_name, weights_hash)
+        return next((file.name for file, model in found if model.model_id == model_id), None)
     except ModelError:
         return None
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import soundfile as sf
 import torch
 
@@ -102,3 +103,36 @@ def test_later_version_with_the_same_codes_decodes_earlier_files(
     err = capsys.readouterr().err.strip()
     assert "not known to write the same codes" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "c.wav").exists() and not (tmp_path / "d.wav").exists()
+
+
+def test_an_archived_version_codes_with_the_entropy_model_of_its_same_codes_successor(
+    tmp_path, tiny_codec_file, monkeypatch
+):
+    """Entropy-coding models model the codes: ``encode -m <version without its own> --entropy`` takes
+    those of the newest version that writes the same codes (was: "no entropy-coding model"), and the
+    payload is the successor's byte for byte."""
+    from audiokit.bitstream import AkcReader
+    from audiokit.entropy import EntropyModel
+
+    def read_akc_header(path: Path):
+        with AkcReader(path) as reader:
+            return reader.header
+
+    first = Codec.from_pretrained(tiny_codec_file).eval()
+    old_path, new_path = tmp_path / "speech-16k@93.safetensors", tmp_path / "speech-16k@94.safetensors"
+    first.save_pretrained(old_path)
+    newer = _nudged(first, "decoder.", new_path)
+    counts = np.random.default_rng(0).integers(1, 50, (first.config.num_quantizers, first.codebook_size)) ** 2
+    EntropyModel.from_counts(counts).save(new_path.with_name(new_path.stem + ".entropy.json"))
+    versions = ((old_path, 93, first), (new_path, 94, newer))
+    entries = {load_codec(str(p))[1]: _entry(p, n, c) for p, n, c in versions}
+    (tmp_path / "archive.json").write_text(json.dumps({"weights": entries}))
+    monkeypatch.setenv(ARCHIVE_ENV, str(tmp_path / "archive.json"))
+    kbps = str(first.bitrates[-1] / 1000)
+    for weights, out in ((old_path, "old.akc"), (new_path, "new.akc")):
+        argv = ["encode", str(SAMPLE), str(tmp_path / out), "-m", str(weights), "-b", kbps, "--entropy", "-q"]
+        assert main(argv) == 0
+    old, new = (read_akc_header(tmp_path / name) for name in ("old.akc", "new.akc"))
+    assert old.entropy_model == new.entropy_model is not None and old.weights_hash != new.weights_hash
+    assert (tmp_path / "old.akc").stat().st_size == (tmp_path / "new.akc").stat().st_size
+    assert main(["decode", str(tmp_path / "old.akc"), str(tmp_path / "old.wav"), "-q"]) == 0
