@@ -103,6 +103,8 @@ def test_healthz_and_metrics(server):
         "enhance-16k": "enhance",
     }
     assert health["live_streams"] == 0
+    codec = next(m for m in health["models"] if m["task"] == "codec")
+    assert codec["bitrates"][:2] == [500, 1000] and all(type(b) is int for b in codec["bitrates"])  # bits/s
     text = urllib.request.urlopen(f"{server.http}/metrics").read().decode()
     for name in (
         "audiokit_streams_live",

@@ -104,7 +104,7 @@ class ServerState:
                 "live_streams": len(self.schedulers[name].streams) if name in self.schedulers else 0,
             }
             if engine.task == "codec":
-                info["bitrates"] = engine.model.bitrates
+                info["bitrates"] = [round(bps) for bps in engine.model.bitrates]  # bits/s
             models.append(info)
         return {
             "status": "draining" if self.draining else "ok",
