@@ -274,6 +274,11 @@ def mirror_jobs(
     if source.is_dir():
         if target.exists() and not target.is_dir():
             raise UsageError(f"{target}: exists and is not a folder; give a folder for the folder {source}")
+        if not target.exists() and not folder and target.suffix.lower() in (*AUDIO_EXTENSIONS, ".akc"):
+            raise UsageError(
+                f"{target}: names a file, but the input {source} is a folder, whose output is a folder; "
+                "give a folder name (a trailing / makes one)"
+            )
         files = find_audio(source, pattern, extensions)
         return [(p, (target / p.relative_to(source)).with_suffix(suffix)) for p in files]
     if not source.exists():

@@ -76,6 +76,7 @@ MISTAKES = [
     ["encode", "{wav}", "{root}/existing.akc"],
     ["encode", "{root}/audio", "{root}/enc", "--glob", "*.nothing"],
     ["encode", "{root}/audio", "{root}/file"],
+    ["encode", "{root}/audio", "{root}/out.akc"],
     ["encode", "{wav}", "{root}/o.akc", "--raw-rate", "0"],
     ["encode", "{wav}", "{root}/o.akc", "--raw-rate", "16000", "--raw-channels", "0"],
     ["encode", "{wav}", "{root}/o.akc", "--raw-format", "xyz"],
@@ -105,6 +106,7 @@ MISTAKES = [
     ["decode", "{root}/missing.akc", "{root}/o.wav"],
     ["decode", "{akc}", "{root}/existing.wav"],
     ["decode", "{akc}", "{root}/file/under.wav"],
+    ["decode", "{root}/codes", "{root}/single.wav"],
     # eval
     ["eval", "{wav}", "--baseline", "opus"],
     ["eval", "{wav}", "--baseline", "sinc"],
@@ -134,6 +136,7 @@ def test_mistakes_table_one_line_exit_1_or_2_never_70(capsys, files):
         assert "internal error" not in err, (args, err)
     assert (files["root"] / "existing.akc").read_bytes() == b"keep"
     assert not list(files["root"].glob("o.*"))
+    assert not (files["root"] / "out.akc").exists() and not (files["root"] / "single.wav").exists()
 
 
 def test_bitrate_error_lists_the_models_rates_and_unknown_model_only_shipped(capsys, files):
