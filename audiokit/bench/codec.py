@@ -30,6 +30,7 @@ import statistics
 import sys
 import time
 import types
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -105,7 +106,9 @@ def load_encodec_24k() -> torch.nn.Module:
         sys.modules["torchaudio"] = types.ModuleType("torchaudio")
         encodec = importlib.import_module("encodec")
     torch.manual_seed(0)
-    model = encodec.EncodecModel.encodec_model_24khz(pretrained=False)
+    with warnings.catch_warnings():  # encodec's own use of the deprecated torch.nn.utils.weight_norm
+        warnings.filterwarnings("ignore", "`torch.nn.utils.weight_norm` is deprecated", FutureWarning)
+        model = encodec.EncodecModel.encodec_model_24khz(pretrained=False)
     model.set_target_bandwidth(6.0)
     return model.eval()
 
