@@ -152,9 +152,12 @@ def count_models(train, train_pos, valid, valid_pos, size: int, discount: float 
 class FloatPrior(torch.nn.Module):
     """The float twin of :class:`audiokit.entropy_model.PriorModel` (same structure), for training."""
 
-    def __init__(self, stages: int, size: int, lags: int, width: int, hidden: int) -> None:
+    def __init__(
+        self, stages: int, size: int, lags: int, width: int, hidden: int, context_dropout: float = 0.0
+    ) -> None:
         super().__init__()
         self.stages, self.size, self.lags = stages, size, lags
+        self.context_dropout = context_dropout  # training only: a frame before reads as the start code
         self.prev = torch.nn.Parameter(torch.randn(lags, stages, size + 1, width) * 0.1)
         self.cur = torch.nn.Parameter(torch.randn(stages, size, width) * 0.1)
         self.stage = torch.nn.Parameter(torch.zeros(stages, width))
@@ -171,7 +174,10 @@ class FloatPrior(torch.nn.Module):
         stages = torch.arange(self.stages)
         x = self.stage.expand(window.shape[0], -1, -1)
         for lag in range(1, self.lags + 1):
-            before = torch.where((pos < lag)[:, None], self.size, window[:, self.lags - lag])
+            blank = pos < lag
+            if self.training and self.context_dropout:
+                blank = blank | (torch.rand(pos.shape) < self.context_dropout)
+            before = torch.where(blank[:, None], self.size, window[:, self.lags - lag])
             x = x + self.prev[lag - 1][stages, before].cumsum(1)
         e = self.cur[stages, window[:, self.lags]]
         x = x + torch.cat([torch.zeros_like(e[:, :1]), e.cumsum(1)[:, :-1]], 1)
@@ -200,7 +206,9 @@ def train_prior(train, train_pos, args) -> FloatPrior:
     """A :class:`FloatPrior` trained on ``train`` (AdamW, one-cycle schedule) as ``args`` say, from
     ``args.init_float`` where given."""
     torch.manual_seed(args.seed)
-    model = FloatPrior(train.shape[1], args.codebook_size, args.lags, args.width, args.hidden)
+    model = FloatPrior(
+        train.shape[1], args.codebook_size, args.lags, args.width, args.hidden, args.context_dropout
+    )
     if args.init_float:
         grown_from(model, load_file(str(args.init_float)))
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
@@ -423,6 +431,12 @@ def main() -> None:
     cli.add_argument("--lr", type=float, default=3e-3)
     cli.add_argument("--weight-decay", type=float, default=0.0, help="AdamW's decoupled weight decay")
     cli.add_argument("--lags", type=int, default=2)
+    cli.add_argument(
+        "--context-dropout",
+        type=float,
+        default=0.0,
+        help="training only: each frame before reads as the start code with this probability (a regulariser)",
+    )
     cli.add_argument("--width", type=int, default=32)
     cli.add_argument("--hidden", type=int, default=64)
     cli.add_argument(

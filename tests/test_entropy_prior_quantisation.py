@@ -39,7 +39,15 @@ def _trained(em, frames: int, seed: int):
     codes = _markov_codes(frames, 3, 32, seed)
     pos = em.chunk_positions(np.asarray([50] * (frames // 50)))
     settings = dict(
-        seed=0, codebook_size=32, lags=2, width=8, hidden=16, lr=3e-2, weight_decay=0.0, init_float=None
+        seed=0,
+        codebook_size=32,
+        lags=2,
+        width=8,
+        hidden=16,
+        lr=3e-2,
+        weight_decay=0.0,
+        init_float=None,
+        context_dropout=0.0,
     )
     model = em.train_prior(codes, pos, SimpleNamespace(**settings, epochs=150 * 256 / frames, batch=256))
     return model, codes, pos
