@@ -9,6 +9,7 @@ from audiokit.models.base import (
     resolve_config,
     resolve_weights,
 )
+from audiokit.models.bwe import BandwidthExtender, BandwidthExtenderConfig
 from audiokit.models.classifier import AudioClassifier
 from audiokit.models.codec import (
     CONFIGS,
@@ -20,16 +21,21 @@ from audiokit.models.codec import (
     SEANetConfig,
     STFTEncoderConfig,
 )
+from audiokit.models.enhancer import Enhancer, EnhancerConfig
 
 __all__ = [
     "CONFIGS",
     "WEIGHTS_DIR",
     "AudioClassifier",
     "AudioModel",
+    "BandwidthExtender",
+    "BandwidthExtenderConfig",
     "Codec",
     "CodecConfig",
     "CodecOutput",
     "Codes",
+    "Enhancer",
+    "EnhancerConfig",
     "ISTFTDecoderConfig",
     "ModelConfig",
     "SEANetConfig",

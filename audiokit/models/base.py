@@ -19,6 +19,7 @@ import difflib
 import hashlib
 import importlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -28,7 +29,7 @@ import torch
 from torch import nn
 
 from audiokit import schema
-from audiokit.errors import AudiokitError, ModelError
+from audiokit.errors import AudiokitError, ModelError, UsageError
 from audiokit.io import atomic_path
 from audiokit.nn.precision import set_weight_precision
 
@@ -41,6 +42,44 @@ BUILTIN_FAMILIES = {
 }  # imported on first lookup
 
 M = TypeVar("M", bound="AudioModel")
+AUDIO_SHAPE = "(batch, channels, samples)"
+ANY_AUDIO_SHAPE = "(samples,), (channels, samples) or (batch, channels, samples)"
+
+
+def check_audio(
+    x: Any,
+    where: str,
+    sample_rate: int,
+    shape: str = AUDIO_SHAPE,
+    ndims: Sequence[int] = (3,),
+    dtype: torch.dtype = torch.float32,
+    allow_empty: bool = False,
+) -> torch.Tensor:
+    """``x`` as audio for ``where`` (the call named in messages), converted to ``dtype``.
+
+    Audio is a floating-point torch tensor of ``ndims`` dimensions (``shape`` in messages) holding
+    finite samples in [-1, 1] at ``sample_rate`` Hz (and at least one, unless ``allow_empty``). Float64
+    and the other float types are converted to ``dtype``; anything else (integer PCM, numpy arrays,
+    NaN or infinite samples) raises :class:`~audiokit.errors.UsageError` saying what is expected.
+    One ``torch.isfinite(x).all()`` per call, so on a GPU one synchronisation.
+    """
+    expected = f"{where} takes a float torch tensor {shape} of samples in [-1, 1] at {sample_rate} Hz"
+    if not isinstance(x, torch.Tensor):
+        kind = type(x)
+        hint = "; torch.from_numpy(x) converts it" if kind.__module__ == "numpy" else ""
+        raise UsageError(f"{expected}, got {kind.__module__}.{kind.__qualname__}{hint}")
+    if not x.is_floating_point():
+        pcm = x.dtype != torch.bool and not x.is_complex()
+        hint = "; scale integer PCM to [-1, 1] first (int16: x.float() / 32768)" if pcm else ""
+        raise UsageError(f"{expected}, got dtype {str(x.dtype).removeprefix('torch.')}{hint}")
+    if x.dim() not in ndims:
+        raise UsageError(f"{expected}, got shape {tuple(x.shape)}")
+    if not allow_empty and x.shape[-1] < 1:
+        raise UsageError(f"{where}: the audio must hold at least one sample, got shape {tuple(x.shape)}")
+    x = x.to(dtype)
+    if not bool(torch.isfinite(x).all()):
+        raise UsageError(f"{where}: the audio holds NaN or infinite samples")
+    return x
 
 
 @dataclass
@@ -63,7 +102,7 @@ class AudioModel(nn.Module):
     """Base of every model family. Audio is float32 ``(batch, channels, samples)`` at :attr:`sample_rate`.
 
     Subclasses set :attr:`algorithmic_latency` and :meth:`stream`, and build their layers from
-    ``config`` in ``__init__``.
+    ``config`` in ``__init__``; their inference calls and sessions check audio with :meth:`audio_input`.
     """
 
     family: ClassVar[str]
@@ -98,6 +137,21 @@ class AudioModel(nn.Module):
     def algorithmic_latency(self) -> int:
         """Samples from an input sample to the output sample it produces, in streaming use."""
         raise NotImplementedError
+
+    def audio_input(
+        self,
+        x: Any,
+        where: str,
+        shape: str = AUDIO_SHAPE,
+        ndims: Sequence[int] = (3,),
+        sample_rate: int | None = None,
+        allow_empty: bool = False,
+    ) -> torch.Tensor:
+        """:func:`check_audio` of ``x`` for this model (at :attr:`sample_rate` unless ``sample_rate``):
+        the float tensor in the dtype of the model's weights, or :class:`~audiokit.errors.UsageError`."""
+        dtype = next((p.dtype for p in self.parameters() if p.is_floating_point()), torch.float32)
+        rate = self.sample_rate if sample_rate is None else sample_rate
+        return check_audio(x, where, rate, shape, ndims, dtype, allow_empty)
 
     def stream(self, batch_size: int = 1, **options: Any) -> Any:
         """A streaming session of ``batch_size`` independent streams (``push(chunk)``, ``flush()``)."""

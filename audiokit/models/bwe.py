@@ -31,7 +31,7 @@ from torch import nn
 
 from audiokit.dsp import erb_filterbank, estimate_bandwidth
 from audiokit.errors import UsageError
-from audiokit.models.base import AudioModel, ModelConfig
+from audiokit.models.base import ANY_AUDIO_SHAPE, AudioModel, ModelConfig
 from audiokit.nn import StreamableConv1d, StreamableLSTM
 from audiokit.nn.resample import DEFAULT_CUTOFF, Upsampler
 from audiokit.nn.spectral import CausalInverseSpectrum, CausalSpectrum
@@ -141,8 +141,15 @@ class BandwidthExtender(
         return self.synthesis.delay
 
     @staticmethod
-    def step_options(edge_hz: float) -> dict[str, float]:
-        return {"edge_hz": float(edge_hz)}
+    def step_options(edge_hz: float | None = None) -> dict[str, float]:
+        """:meth:`step`'s keyword arguments: ``edge_hz`` (required, :func:`check_edge_hz`)."""
+        if edge_hz is None:
+            raise UsageError(
+                "a session of input at the output rate needs edge_hz: the frequency (Hz) where the input's "
+                "content stops (audiokit.dsp.estimate_bandwidth measures it); for 8 kHz input pass "
+                "input_rate=8000 instead"
+            )
+        return {"edge_hz": check_edge_hz(edge_hz)}
 
     def stream(
         self, batch_size: int = 1, input_rate: int | None = None, **options: Any
@@ -150,7 +157,9 @@ class BandwidthExtender(
         """A streaming session (:class:`~audiokit.streaming.audio.AudioStream`) of input at the output
         rate, or at half of it with ``input_rate`` (through the FIR of :meth:`upsample`:
         :class:`~audiokit.streaming.upsampled.UpsampledStream`, equal to :meth:`extend`); ``options``:
-        ``edge_hz`` (where the input's content stops; required at the output rate) and ``channels``."""
+        ``edge_hz`` (Hz where the input's content stops; required at the output rate, the input's
+        Nyquist by default at half of it), ``channels`` and ``compile``. ``session.push(x)`` takes float
+        ``(batch_size, channels, n)`` at the input rate."""
         if input_rate in (None, self.sample_rate):
             return AudioStream(self, batch_size, **options)
         if input_rate != self.sample_rate // 2:
@@ -257,14 +266,34 @@ class BandwidthExtender(
         return self.upsampler(padded)[..., delay : delay + 2 * wav.shape[-1]]
 
     @torch.no_grad()
-    def extend(self, wav: torch.Tensor, input_rate: int) -> torch.Tensor:
-        """``wav (C, T)`` or ``(B, C, T)`` at ``input_rate`` (8000, or the output rate with content that
-        stops early) -> ``round(T * rate / input_rate)`` samples at the output rate."""
+    def extend(self, wav: torch.Tensor, input_rate: int, edge_hz: float | None = None) -> torch.Tensor:
+        """Float ``wav`` ``(samples,)``, ``(channels, samples)`` or ``(batch, channels, samples)`` in
+        [-1, 1] at ``input_rate`` Hz (half the output rate, or the output rate with content that stops
+        early) -> the same shape with ``round(samples * rate / input_rate)`` samples at the output rate.
+
+        ``edge_hz``: where the input's content stops (Hz, :func:`check_edge_hz`); by default the input's
+        Nyquist at half the output rate, else measured per item (:func:`band_edge`). Float64 (or
+        float16) audio is converted to float32; integer PCM, numpy arrays and NaN or infinite samples
+        raise :class:`~audiokit.errors.UsageError`."""
         rate = self.sample_rate
         if input_rate not in (rate // 2, rate):
             raise ValueError(f"input_rate must be {rate // 2} or {rate} Hz, got {input_rate}; resample first")
-        batched = wav if wav.dim() == 3 else wav[None]
-        edges = torch.tensor([band_edge(item, input_rate, rate) for item in batched])
-        x = self.upsample(batched) if input_rate != rate else batched
-        out = self.eval()(x, edges)
-        return out if wav.dim() == 3 else out[0]
+        x = self.audio_input(wav, "BandwidthExtender.extend", ANY_AUDIO_SHAPE, (1, 2, 3), input_rate)
+        batched = x.reshape((1,) * (3 - x.dim()) + x.shape)
+        if edge_hz is None:
+            edges = torch.tensor([band_edge(item, input_rate, rate) for item in batched])
+        else:
+            edges = torch.full((batched.shape[0],), check_edge_hz(edge_hz))
+        if input_rate != rate:
+            batched = self.upsample(batched)
+        out = self.eval()(batched, edges)
+        return out.reshape(*x.shape[:-1], out.shape[-1])
+
+
+def check_edge_hz(edge_hz: float) -> float:
+    """``edge_hz`` as a float: a finite frequency > 0 Hz, else :class:`~audiokit.errors.UsageError`."""
+    value = float(edge_hz)
+    if not 0.0 < value < math.inf:
+        raise UsageError(f"edge_hz must be a finite frequency > 0 Hz, got {edge_hz}")
+    return value
+

@@ -18,12 +18,12 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 
-from audiokit.errors import ModelError
+from audiokit.errors import ModelError, UsageError
 from audiokit.models.base import AudioModel, ModelConfig
 from audiokit.nn import (
     CausalISTFTHead,
@@ -327,28 +327,86 @@ class Codec(AudioModel, family="codec", config_class=CodecConfig, configs=CONFIG
         audio = self.decoder(latent)[..., self.target_delay : self.target_delay + length]
         return audio.reshape(-1, channels if self.channels == 1 else self.channels, length)
 
+    @torch.no_grad()
     def encode(self, wav: torch.Tensor, bitrate: float | None = None) -> Codes:
-        """Codes of ``(B, C, T)`` audio at ``bitrate`` bits/s (see :attr:`bitrates`; None: all)."""
+        """Codes of ``wav``: float ``(batch, channels, samples)`` in [-1, 1] at :attr:`sample_rate` Hz
+        (resample first), at ``bitrate`` bits/s (see :attr:`bitrates`; ``None``: every codebook).
+
+        Float64 (or float16) audio is converted to float32; integer PCM, numpy arrays and NaN or
+        infinite samples raise :class:`~audiokit.errors.UsageError`. Runs without autograd (the codes are
+        integers: training calls :meth:`forward`)."""
+        wav = self.audio_input(wav, "Codec.encode")
         n_q = self.n_q_for_bitrate(bitrate)
         folded = self._fold(wav)
         codes = self.quantizer.encode(self._latent(folded), n_q)
         return Codes(codes, wav.shape[-1], wav.shape[1])
 
-    def decode(self, codes: Codes) -> torch.Tensor:
-        """Audio ``(B, C, T)`` from :class:`Codes`; ``T`` and ``C`` are those given to :meth:`encode`."""
+    def decode(self, codes: Codes | torch.Tensor) -> torch.Tensor:
+        """Float32 audio ``(batch, channels, samples)`` at :attr:`sample_rate` Hz from :class:`Codes`
+        (``samples`` and ``channels`` are those given to :meth:`encode`), or from a raw integer tensor
+        ``(rows, n_q, frames)`` as a ``"decode"`` session without a length gives it: ``(rows, 1,
+        frames * hop_length - target_delay)`` (up to ``hop_length - 1`` samples past the original end).
+
+        Codes outside ``0 .. codebook_size - 1`` raise :class:`~audiokit.errors.UsageError`. With autograd
+        on, the audio is differentiable in the decoder's weights (tests train through it): call it under
+        ``torch.inference_mode()`` (or ``.detach()`` the result) before ``.numpy()``.
+        """
+        codes = self._checked_codes(codes, "Codec.decode")
         return self._synthesize(self.quantizer.decode(codes.codes), codes.length, codes.channels)
 
+    @torch.no_grad()
     def decode_segment(self, codes: Codes, first_frame: int, start: int, length: int) -> torch.Tensor:
         """Audio samples ``[start, start + length)`` from codes of frames ``first_frame`` onwards.
 
         ``codes.codes`` holds frames ``first_frame ..``; for a result equal to a full decode the frames
         must start at least :attr:`decoder_context_frames` before the one holding ``start`` (or at 0).
         """
+        codes = self._checked_codes(codes, "Codec.decode_segment", check_length=False)
         offset = start - first_frame * self.hop_length + self.target_delay
         audio = self.decoder(self.quantizer.decode(codes.codes))
         if offset < 0 or offset + length > audio.shape[-1]:
             raise ValueError(f"frames from {first_frame} do not cover samples [{start}, {start + length})")
         return audio[..., offset : offset + length].reshape(-1, codes.channels, length)
+
+    def check_codes(self, codes: Any, where: str) -> torch.Tensor:
+        """``codes`` as int64 ``(rows, n_q, frames)`` with ``1 <= n_q <=`` :attr:`num_codebooks` and every
+        value in ``0 .. codebook_size - 1``, or :class:`~audiokit.errors.UsageError` naming the problem."""
+        expected = (
+            f"{where} takes integer (int64) codes (rows, n_q <= {self.num_codebooks}, frames) "
+            f"in 0..{self.codebook_size - 1}"
+        )
+        if not isinstance(codes, torch.Tensor):
+            raise UsageError(
+                f"{expected} (or Codes), got {type(codes).__module__}.{type(codes).__qualname__}"
+            )
+        if codes.is_floating_point() or codes.is_complex() or codes.dtype == torch.bool:
+            raise UsageError(f"{expected}, got dtype {str(codes.dtype).removeprefix('torch.')}")
+        if codes.dim() != 3 or not 1 <= codes.shape[1] <= self.num_codebooks:
+            raise UsageError(f"{expected}, got shape {tuple(codes.shape)}")
+        codes = codes.long()
+        if codes.numel() and bool(((codes < 0) | (codes >= self.codebook_size)).any()):
+            low, high = int(codes.min()), int(codes.max())
+            raise UsageError(f"{expected}, got values in {low}..{high}")
+        return codes
+
+    def _checked_codes(self, codes: Codes | torch.Tensor, where: str, check_length: bool = True) -> Codes:
+        """:meth:`check_codes` of ``codes`` (:class:`Codes` or a raw tensor, see :meth:`decode`)."""
+        raw = not isinstance(codes, Codes)
+        checked = self.check_codes(codes if raw else codes.codes, where)
+        frames = checked.shape[-1]
+        if raw:
+            return Codes(checked, frames * self.hop_length - self.target_delay, self.channels)
+        fold = codes.channels if self.channels == 1 else 1
+        if codes.channels < 1 or checked.shape[0] % fold:
+            raise UsageError(
+                f"{where}: {checked.shape[0]} rows of codes do not hold {codes.channels} channels"
+            )
+        most = frames * self.hop_length - self.target_delay
+        if check_length and not 1 <= codes.length <= most:
+            raise UsageError(
+                f"{where}: {frames} frames of codes give 1..{most} samples, but length is {codes.length}"
+            )
+        return dataclasses.replace(codes, codes=checked)
 
     def stream(
         self,
@@ -396,3 +454,4 @@ class Codec(AudioModel, family="codec", config_class=CodecConfig, configs=CONFIG
         result = self.quantizer(self._latent(folded), n_q)
         audio = self._synthesize(result.quantized, wav.shape[-1], wav.shape[1])
         return CodecOutput(audio, result.codes, result.commitment_loss, result.codebook_loss, result.metrics)
+

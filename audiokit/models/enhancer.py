@@ -58,7 +58,7 @@ from torch import nn
 from audiokit.dsp import erb_filterbank
 from audiokit.errors import ModelError
 from audiokit.frontends import AdaptiveFilterbank, DiffSTFT, is_unit_parameter
-from audiokit.models.base import AudioModel, ModelConfig
+from audiokit.models.base import ANY_AUDIO_SHAPE, AudioModel, ModelConfig
 from audiokit.nn import StreamableConv1d, StreamableLSTM
 from audiokit.nn.band_conv import BandDecoder, BandEncoder
 from audiokit.nn.noise_floor import POWER_FLOOR, NoiseFloor, NoiseFloorState
@@ -132,11 +132,14 @@ CONFIGS: dict[str, EnhancerConfig] = {
 
 
 def mix_factor(atten_lim_db: float | None, dry: float) -> float:
-    """Share ``a`` of the input spectrum kept in the output (0 = fully enhanced)."""
+    """Share ``a`` of the input spectrum kept in the output (0 = fully enhanced); ``ValueError`` for a
+    ``dry`` outside [0, 1] or an ``atten_lim_db`` that is not a finite number of dB >= 0 (NaN included)."""
     if not 0.0 <= dry <= 1.0:
         raise ValueError(f"dry must be in [0, 1], got {dry}")
-    if atten_lim_db is not None and atten_lim_db < 0:
-        raise ValueError(f"atten_lim_db must be >= 0 dB, got {atten_lim_db}")
+    if atten_lim_db is not None and not 0.0 <= atten_lim_db < math.inf:
+        raise ValueError(
+            f"atten_lim_db must be a finite number of dB >= 0 (None: no limit), got {atten_lim_db}"
+        )
     floor = 0.0 if atten_lim_db is None else 10.0 ** (-atten_lim_db / 20.0)
     return 1.0 - (1.0 - floor) * (1.0 - dry)
 
@@ -411,13 +414,21 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
 
     @torch.no_grad()
     def enhance(self, wav: torch.Tensor, atten_lim_db: float | None = None, dry: float = 0.0) -> torch.Tensor:
-        """Inference: ``forward`` without gradients, in eval mode."""
-        return self.eval()(wav, atten_lim_db, dry)
+        """Inference (``forward`` without gradients, in eval mode) of float ``wav`` ``(samples,)``,
+        ``(channels, samples)`` (as :func:`audiokit.io.load` returns it) or ``(batch, channels, samples)``
+        in [-1, 1] at :attr:`sample_rate` Hz: enhanced audio of the same shape, aligned with it.
+
+        ``atten_lim_db`` (dB >= 0, ``None``: no limit) and ``dry`` (in [0, 1]): see :func:`mix_factor`.
+        Float64 (or float16) audio is converted to float32; integer PCM, numpy arrays and NaN or
+        infinite samples raise :class:`~audiokit.errors.UsageError`."""
+        x = self.audio_input(wav, "Enhancer.enhance", ANY_AUDIO_SHAPE, ndims=(1, 2, 3))
+        out = self.eval()(x.reshape((1,) * (3 - x.dim()) + x.shape), atten_lim_db, dry)
+        return out.reshape(x.shape)
 
     def stream(self, batch_size: int = 1, **options: Any) -> AudioStream:
         """A streaming session of ``batch_size`` items (:class:`~audiokit.streaming.audio.AudioStream`);
-        ``options``: ``channels`` per item, ``atten_lim_db``, ``dry``."""
-
+        ``options``: ``channels`` per item, ``atten_lim_db``, ``dry`` (as :meth:`enhance`), ``compile``.
+        ``session.push(x)`` takes float ``(batch_size, channels, n)`` at :attr:`sample_rate` Hz."""
         return AudioStream(self, batch_size, **options)
 
     def multiply_adds_per_second(self) -> float:

@@ -118,11 +118,13 @@ class AudioStream:
         return AudioRow(torch.zeros(0, device=self.device), skip=self.lag)
 
     def push(self, x: torch.Tensor) -> torch.Tensor:
-        """Feed ``x (B, C, n)`` (any ``n >= 0``); returns ``(B, C, m)``: what every row has ready."""
-        if x.dim() != 3 or x.shape[0] != self.batch_size or x.shape[1] != self.channels:
-            raise UsageError(
-                f"expected a chunk of shape ({self.batch_size}, {self.channels}, n), got {tuple(x.shape)}"
-            )
+        """Feed float ``x (B, C, n)`` at the model's rate (any ``n >= 0``); returns ``(B, C, m)``: what
+        every row has ready. Integer PCM, numpy arrays and NaN or infinite samples raise
+        :class:`~audiokit.errors.UsageError` (the model's ``audio_input``) before they reach the state."""
+        shape = f"({self.batch_size}, {self.channels}, samples)"
+        x = self.model.audio_input(x, "push", shape, allow_empty=True)
+        if x.shape[0] != self.batch_size or x.shape[1] != self.channels:
+            raise UsageError(f"expected a chunk of shape {shape}, got {tuple(x.shape)}")
         x = x.to(self.device, torch.float32).reshape(self.rows, -1)
         if self.in_step(x.shape[-1]):  # no buffering
             with self._step_mode():

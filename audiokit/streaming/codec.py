@@ -302,17 +302,15 @@ class CodecStream:
                 shape = tuple(codes.shape) if isinstance(codes, torch.Tensor) else type(codes).__name__
                 raise UsageError(f"decode sessions take codes ({self.rows}, n_q, frames), got {shape}")
             self._check_codes(codes)
+            codes = self.codec.check_codes(codes, "push")  # values in the codebooks' range
             if hasattr(x, "length"):
                 for row in self._rows:
                     row.limit = int(x.length) if row.limit is None else row.limit
             return codes.to(self.device)
-        if (
-            not isinstance(x, torch.Tensor)
-            or x.dim() != 3
-            or tuple(x.shape[:2]) != (self.batch_size, self.channels)
-        ):
-            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise UsageError(f"push audio ({self.batch_size}, {self.channels}, samples), got {shape}")
+        shape = f"({self.batch_size}, {self.channels}, samples)"
+        x = self.codec.audio_input(x, "push", shape, allow_empty=True)  # a float tensor, 3-D, finite
+        if tuple(x.shape[:2]) != (self.batch_size, self.channels):
+            raise UsageError(f"push audio {shape}, got {tuple(x.shape)}")
         return x.to(self.device, self.dtype).reshape(self.rows, self.codec.channels, x.shape[-1])
 
     def _check_codes(self, codes: torch.Tensor) -> None:

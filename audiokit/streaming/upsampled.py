@@ -79,7 +79,10 @@ class UpsampledStream:
     def push(self, x: torch.Tensor) -> torch.Tensor:
         """Feed ``x (B, C, n)`` at the input rate; returns ``(B, C, m)`` at the model's rate: what every
         row has ready (:attr:`lengths`: ``m`` each)."""
-        if x.dim() != 3 or x.shape[0] != self.batch_size or x.shape[1] != self.channels:
+        model = self.inner.model  # float, 3-D and finite at the input rate, before the filter sees it
+        shape, rate = f"({self.batch_size}, {self.channels}, samples)", model.sample_rate // self.factor
+        x = model.audio_input(x, "push", shape, sample_rate=rate, allow_empty=True)
+        if tuple(x.shape[:2]) != (self.batch_size, self.channels):
             raise UsageError(
                 f"expected a chunk of shape ({self.batch_size}, {self.channels}, n), got {tuple(x.shape)}"
             )

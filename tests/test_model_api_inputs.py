@@ -1,0 +1,182 @@
+"""The Python API refuses inputs that would give wrong audio (as the CLI does), with shipped models:
+integer PCM, numpy arrays, NaN or infinite samples and knobs, codes out of range; and accepts the
+shapes and types it documents (float64, raw code tensors, ``(T,)`` and ``(C, T)`` audio)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import run_stream
+
+from audiokit.errors import UsageError
+from audiokit.models import AudioModel, BandwidthExtender, Codec, Codes, Enhancer
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.fixture(scope="module")
+def codec() -> Codec:
+    return Codec.from_pretrained("speech-16k")
+
+
+@pytest.fixture(scope="module")
+def enhancer() -> Enhancer:
+    return AudioModel.from_pretrained("enhance-16k")
+
+
+@pytest.fixture(scope="module")
+def bwe() -> BandwidthExtender:
+    return AudioModel.from_pretrained("bwe-8to16")
+
+
+@pytest.fixture(scope="module")
+def wav() -> torch.Tensor:
+    torch.manual_seed(0)
+    return torch.randn(1, 1, 1600) * 0.1
+
+
+def calls(codec, enhancer, bwe) -> dict:
+    """Every API entry point that takes audio ``(1, 1, T)``, by name."""
+    return {
+        "Codec.encode": codec.encode,
+        "Enhancer.enhance": enhancer.enhance,
+        "BandwidthExtender.extend": lambda x: bwe.extend(x, 16000),
+        "BandwidthExtender.extend at 8 kHz": lambda x: bwe.extend(x, 8000),
+        "codec roundtrip push": codec.stream(1, "roundtrip").push,
+        "codec encode push": codec.stream(1, "encode").push,
+        "enhancer push": enhancer.stream(1).push,
+        "bwe push": bwe.stream(1, edge_hz=4000.0).push,
+        "bwe push at 8 kHz": bwe.stream(1, input_rate=8000).push,
+    }
+
+
+def test_integer_pcm_and_numpy_are_refused(codec, enhancer, bwe, wav):
+    pcm = (wav * 32767).round().to(torch.int16)
+    for name, call in calls(codec, enhancer, bwe).items():
+        with pytest.raises(UsageError, match=r"float torch tensor .* in \[-1, 1\] at \d+ Hz.*int16"):
+            call(pcm)
+        with pytest.raises(UsageError, match="numpy.ndarray; torch.from_numpy"):
+            call(wav.numpy())
+        with pytest.raises(UsageError, match="at 8000 Hz" if "8 kHz" in name else "at 16000 Hz"):
+            call(pcm.int())
+
+
+def test_float64_is_converted(codec, enhancer, bwe, wav):
+    assert torch.equal(codec.encode(wav.double()).codes, codec.encode(wav).codes)
+    torch.testing.assert_close(enhancer.enhance(wav.double()), enhancer.enhance(wav), atol=1e-6, rtol=0)
+    torch.testing.assert_close(bwe.extend(wav.double(), 8000), bwe.extend(wav, 8000), atol=1e-6, rtol=0)
+    assert enhancer.enhance(wav.double()).dtype == torch.float32
+    session = enhancer.stream(1)
+    torch.testing.assert_close(
+        run_stream(session, wav.double(), [480]), enhancer.enhance(wav), atol=1e-5, rtol=0
+    )
+
+
+@pytest.mark.parametrize("bad", [NAN, INF, -INF])
+def test_non_finite_samples_are_refused(codec, enhancer, bwe, wav, bad):
+    poisoned = wav.clone()
+    poisoned[..., 100] = bad
+    for call in calls(codec, enhancer, bwe).values():
+        with pytest.raises(UsageError, match="NaN or infinite"):
+            call(poisoned)
+
+
+def test_refused_push_leaves_the_session_clean(codec, enhancer, bwe, wav):
+    """A NaN chunk never reaches a session's state: the stream goes on as if it had not been pushed."""
+    poisoned = torch.full((1, 1, 320), NAN)
+    cases = [
+        (enhancer.stream(1), enhancer.enhance(wav)),
+        (bwe.stream(1, input_rate=8000), bwe.extend(wav, 8000)),
+        (codec.stream(1, "roundtrip"), codec.decode(codec.encode(wav))),
+    ]
+    for session, offline in cases:
+        outs = [session.push(wav[..., :640])]
+        with pytest.raises(UsageError):
+            session.push(poisoned)
+        outs += [session.push(wav[..., 640:]), session.flush()]
+        torch.testing.assert_close(torch.cat(outs, -1), offline, atol=1e-5, rtol=0)
+
+
+def test_non_finite_knobs_are_refused(enhancer, bwe, wav):
+    for knobs in ({"atten_lim_db": NAN}, {"atten_lim_db": INF}, {"dry": NAN}):
+        with pytest.raises(ValueError, match="atten_lim_db|dry"):
+            enhancer.enhance(wav, **knobs)
+        with pytest.raises(ValueError, match="atten_lim_db|dry"):
+            enhancer.stream(1, **knobs)
+    for edge in (NAN, INF, 0.0):
+        with pytest.raises(UsageError, match="edge_hz must be a finite frequency"):
+            bwe.stream(1, edge_hz=edge)
+        with pytest.raises(UsageError, match="edge_hz must be a finite frequency"):
+            bwe.extend(wav, 16000, edge_hz=edge)
+    with pytest.raises(UsageError, match="needs edge_hz"):
+        bwe.stream(1)
+    # the edge given to extend is the one a session at the output rate takes
+    offline = bwe.extend(wav, 16000, edge_hz=4000.0)
+    torch.testing.assert_close(
+        run_stream(bwe.stream(1, edge_hz=4000.0), wav, [256]), offline, atol=1e-5, rtol=0
+    )
+
+
+def test_enhance_and_extend_take_the_same_shapes(enhancer, bwe):
+    x = torch.randn(2, 2, 800) * 0.1
+    batched = enhancer.enhance(x)
+    assert torch.allclose(enhancer.enhance(x[1]), batched[1], atol=1e-6)  # (C, T), as io.load gives
+    assert torch.allclose(enhancer.enhance(x[1, 0]), batched[1, 0], atol=1e-6)  # (T,)
+    extended = bwe.extend(x, 8000)
+    assert extended.shape == (2, 2, 1600)
+    assert torch.allclose(bwe.extend(x[1], 8000), extended[1], atol=1e-6)
+    assert torch.allclose(bwe.extend(x[1, 0], 8000), extended[1, 0], atol=1e-6)
+    for call in (enhancer.enhance, lambda y: bwe.extend(y, 8000)):
+        with pytest.raises(UsageError, match=r"\(samples,\), \(channels, samples\) or \(batch"):
+            call(x[None])
+
+
+def test_decode_takes_raw_codes_as_a_decode_session_does(codec, wav):
+    codes = codec.encode(wav)
+    raw = codec.decode(codes.codes)
+    frames = codes.codes.shape[-1]
+    assert raw.shape == (1, 1, frames * codec.hop_length - codec.target_delay)
+    torch.testing.assert_close(raw[..., : wav.shape[-1]], codec.decode(codes), atol=1e-6, rtol=0)
+    streamed = run_stream(codec.stream(1, "decode"), codes.codes, [3])
+    torch.testing.assert_close(streamed, raw, atol=1e-5, rtol=0)
+    assert torch.equal(codec.decode(codes.codes.int()), raw)  # any integer type
+
+
+@pytest.mark.parametrize("bad", [1024, -1])
+def test_codes_out_of_range_are_refused(codec, wav, bad):
+    codes = codec.encode(wav)
+    codes.codes[0, 1, 2] = bad
+    for call in (
+        codec.decode,
+        lambda c: codec.decode(c.codes),
+        codec.stream(1, "decode").push,
+        lambda c: codec.stream(1, "decode").push(c.codes),
+    ):
+        with pytest.raises(UsageError, match=r"in 0\.\.1023"):
+            call(codes)
+    with pytest.raises(UsageError, match=r"integer \(int64\) codes"):
+        codec.decode(codes.codes.float())
+    with pytest.raises(UsageError, match="length"):
+        codec.decode(Codes(codes.codes.clamp(0, 1023), 10**6))
+
+
+def test_decode_segment_needs_no_gradients(codec, wav):
+    """Seeking decodes without autograd; ``decode`` keeps gradients (tests train through it)."""
+    codes = codec.encode(wav)
+    segment = codec.decode_segment(codes, 0, 160, 800)
+    assert not segment.requires_grad and segment.numpy().shape == (1, 1, 800)
+    with torch.inference_mode():
+        full = codec.decode(codes)
+    torch.testing.assert_close(segment, full[..., 160:960], atol=1e-6, rtol=0)
+    segment += 1.0  # an ordinary tensor, not an inference one: it can be written in place
+
+
+def test_docstrings_name_rate_and_shapes():
+    assert "sample_rate" in Codec.encode.__doc__ and "(batch, channels, samples)" in Codec.encode.__doc__
+    for method in (Enhancer.enhance, BandwidthExtender.extend):
+        assert "(samples,)" in method.__doc__ and "(channels, samples)" in method.__doc__
+    assert "Float64" in Codec.encode.__doc__ and "Float64" in Enhancer.enhance.__doc__
+
+
+def test_models_are_exported(enhancer, bwe):
+    assert isinstance(enhancer, Enhancer) and isinstance(bwe, BandwidthExtender)
