@@ -67,7 +67,8 @@ def _print_text(report: dict, request: EvalRequest) -> None:
             f" {request.bitrate_kbps:g} kbps (actual {report['actual_bitrate_kbps']:.2f} kbps incl. Ogg "
             "container)"
         )
-    print(f"{what}: {report['n']} files, {report['seconds']:.1f} s, PESQ {report['pesq_mode']}")
+    files = f"{report['n']} file{'' if report['n'] == 1 else 's'}"
+    print(f"{what}: {files}, {report['seconds']:.1f} s, PESQ {report['pesq_mode']}")
     if "sinc" in report:
         print(f"  {'':<14}{'ours':<18}{'sinc':<18}ours - sinc (paired)")
     for name in report["ci95"]:
