@@ -15,18 +15,23 @@ ROOT = Path(__file__).resolve().parent.parent
 DRIVERS = {"main", "build_parser"}  # what a test may take from audiokit.cli besides command modules
 
 
+def _is_cli(module: str) -> bool:
+    """``audiokit.cli`` or a module in it (not ``audiokit.client``, the library's WebSocket client)."""
+    return module == "audiokit.cli" or module.startswith("audiokit.cli.")
+
+
 def _cli_imports(tree: ast.AST) -> list[tuple[int, str]]:
     """``(line, what)`` of every import of audiokit.cli, including ``importlib.import_module`` strings."""
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            found += [(node.lineno, a.name) for a in node.names if a.name.startswith("audiokit.cli")]
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("audiokit.cli"):
+            found += [(node.lineno, a.name) for a in node.names if _is_cli(a.name)]
+        elif isinstance(node, ast.ImportFrom) and _is_cli(node.module or ""):
             found += [(node.lineno, f"{node.module}.{a.name}") for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module == "audiokit":
             found += [(node.lineno, f"audiokit.{a.name}") for a in node.names if a.name == "cli"]
         elif isinstance(node, ast.Constant) and isinstance(node.value, str):
-            if node.value.startswith("audiokit.cli") and " " not in node.value:
+            if _is_cli(node.value) and " " not in node.value:
                 found.append((node.lineno, node.value))
     return found
 
