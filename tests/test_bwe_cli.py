@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
 from pathlib import Path
 
 import file_support as support
@@ -58,6 +59,12 @@ def test_content_above_the_output_band_is_warned_about_once(tmp_path, model_file
     assert err.count("warning") == 1 and f"{music} has content up to ~" in err and "up to 8 kHz" in err
     phone = support.write_clip(tmp_path / "p.wav", "speech_fr_8k_a.wav", 1.0)
     assert main(["bwe", str(phone), str(tmp_path / "p16.wav"), "-m", str(model_file), "-q"]) == 0
+    assert "warning" not in capsys.readouterr().err
+    # 16 kHz speech upsampled to 44.1 kHz by ffmpeg (its resampler leaks to ~8.5 kHz): nothing is lost
+    wide = tmp_path / "up44.wav"
+    upsample = ["ffmpeg", "-v", "error", "-i", str(support.SAMPLES / "speech_fr_16k_a.flac"), "-ar", "44100"]
+    subprocess.run([*upsample, str(wide)], check=True)
+    assert main(["bwe", str(wide), str(tmp_path / "up16.wav"), "-m", str(model_file), "-q"]) == 0
     assert "warning" not in capsys.readouterr().err
 
 
