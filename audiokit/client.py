@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import re
 import time
 from collections.abc import AsyncIterable, Iterable
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from websockets.uri import parse_uri
 
 from audiokit import io
 from audiokit.errors import AudiokitError, UsageError
+from audiokit.redaction import redact_token
 
 FORMATS = {"f32le": "<f4", "s16le": "<i2"}
 SERVER_MESSAGES_PER_SECOND = 200.0
@@ -101,12 +101,6 @@ async def _chunks(source: Iterable[np.ndarray] | AsyncIterable[np.ndarray]):
     else:
         for chunk in source:
             yield chunk
-
-
-def redact_token(text: str) -> str:
-    """``text`` (a URL, a log line) with the value of every ``token`` query parameter replaced by ``***``:
-    the shared secret is never printed or logged."""
-    return re.sub(r"([?&]token=)[^&#\s\"]*", r"\1***", text)
 
 
 async def _connect(url: str, headers: dict | None):

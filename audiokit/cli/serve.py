@@ -107,7 +107,7 @@ def _run_until_signal(work: Coroutine[Any, Any, T]) -> T:
 
 def run_stream(args: argparse.Namespace) -> int:
     from audiokit import client, io
-    from audiokit.client import redact_token
+    from audiokit.redaction import redact_token
 
     source = args.input if io.is_stdio(args.input) else Path(args.input)
     io.prepare_outputs([(source, args.output)], args.force)  # first: before reading, connecting

@@ -11,8 +11,8 @@ from types import FrameType
 
 import uvicorn
 
-from audiokit.client import redact_token
 from audiokit.errors import UsageError
+from audiokit.redaction import redact_token
 from audiokit.serve.app import ServerState, create_app
 from audiokit.serve.config import ServerConfig
 
