@@ -2,8 +2,8 @@
 
 Signal path per 10 ms hop (``speech``-style defaults: 16 kHz, ``n_fft`` 320, hop 160):
 1. causal STFT (sqrt-Hann, :class:`~audiokit.nn.spectral.CausalSpectrum`), spectrum ``X``;
-2. features: log power in ``erb_bands`` ERB bands and the power-law compressed complex spectrum of
-   the lowest ``df_bins`` bins (``X |X|^(compression - 1)``);
+2. features: log power in ``erb_bands`` ERB bands and (``low_band_features``, default) the power-law
+   compressed complex spectrum of the lowest ``df_bins`` bins (``X |X|^(compression - 1)``);
 3. a linear map, a causal depthwise conv over ``conv_kernel`` frames, and ``lstm_layers`` LSTM layers;
 4. two heads: per-band gains in [0, 1] spread over the bins (``G``), and complex deep-filter
    coefficients ``D`` of order ``df_order`` for the low band (DeepFilterNet's idea, past frames only);
@@ -91,6 +91,7 @@ class EnhancerConfig(ModelConfig):
     band_encoder: str = "linear"
     band_channels: int = 16
     dropout: float = 0.0  # training only (offline forward): on the recurrent network's input and output
+    low_band_features: bool = True  # the low band's compressed complex spectrum among the features
 
     def __post_init__(self) -> None:
         if self.channels != 1:
@@ -266,11 +267,12 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
         features ``(N, M, features)`` in the order of :func:`feature_layout`."""
         erb_power = self._erb_power(spec)
         erb_db = self._band_db(spec, wav, erb_power)
-        low = spec[:, : self.config.df_bins]
-        real, imag = low.real, low.imag
-        scale = (real.square() + imag.square() + 1e-12).pow((self.config.compression - 1) / 2)
-        low = torch.cat([real * scale, imag * scale], 1).transpose(1, 2)  # (N, M, 2 * df_bins): real, imag
-        features = [(erb_db + 60.0) / 40.0, low]
+        features = [(erb_db + 60.0) / 40.0]
+        if self.config.low_band_features:
+            low = spec[:, : self.config.df_bins]
+            real, imag = low.real, low.imag
+            scale = (real.square() + imag.square() + 1e-12).pow((self.config.compression - 1) / 2)
+            features.append(torch.cat([real * scale, imag * scale], 1).transpose(1, 2))  # (N, M, 2 df_bins)
         if pitch is not None:
             pitch_spec, periodicity, lag = pitch
             features += [
@@ -459,7 +461,9 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
 
 def feature_layout(config: EnhancerConfig) -> list[tuple[str, int]]:
     """The blocks of an enhancer's input features, in order: ``(name, width)``."""
-    layout = [("bands", config.erb_bands), ("low_band", 2 * config.df_bins)]
+    layout = [("bands", config.erb_bands)]
+    if config.low_band_features:
+        layout.append(("low_band", 2 * config.df_bins))
     if config.pitch:
         layout.append(("pitch", config.erb_bands + 2))
     if config.noise_floor_rise:
@@ -475,7 +479,8 @@ def band_planes(config: EnhancerConfig) -> list[str]:
 
 def global_features(config: EnhancerConfig) -> list[tuple[str, int]]:
     """The feature blocks (the last ``width`` columns of each) that bypass the band encoder."""
-    return [("low_band", 2 * config.df_bins)] + ([("pitch", 2)] if config.pitch else [])
+    low_band = [("low_band", 2 * config.df_bins)] if config.low_band_features else []
+    return low_band + ([("pitch", 2)] if config.pitch else [])
 
 
 def _per_band(features: torch.Tensor, config: EnhancerConfig) -> torch.Tensor:
