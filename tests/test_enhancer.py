@@ -20,6 +20,8 @@ ANALYSES = {
     "shipped": {},
     "noise_floor": {"noise_floor_rise": (5.0, 20.0)},
     "band_conv": {"band_encoder": "conv", "noise_floor_rise": (5.0, 20.0)},
+    "no_low_band": {"low_band_features": False},
+    "band_conv_no_low_band": {"band_encoder": "conv", "low_band_features": False},
 }
 
 
@@ -160,6 +162,17 @@ def test_band_encoder_moves_its_features_with_the_bands():
     moved = torch.roll(x, 6, -1)
     torch.testing.assert_close(encoder(moved)[..., 6 + 2 : 26 - 2], encoder(x)[..., 2:18], atol=1e-6, rtol=0)
     assert not torch.allclose(encoder(moved), encoder(x))
+
+
+def test_without_low_band_features_the_network_reads_only_band_analysis():
+    """``low_band_features=False``: the input map is narrower by the low band's ``2 df_bins`` columns, and
+    the stated cost falls by exactly their multiply-adds."""
+    with_low = Enhancer(CONFIGS["enhance-16k"])
+    without = Enhancer(replace(CONFIGS["enhance-16k"], low_band_features=False))
+    c = with_low.config
+    assert with_low.input_proj.in_features - without.input_proj.in_features == 2 * c.df_bins
+    saved = with_low.multiply_adds_per_second() - without.multiply_adds_per_second()
+    assert saved == pytest.approx(2 * c.df_bins * c.hidden_dim * c.sample_rate / c.hop_length)
 
 
 def test_conv_band_encoder_cost_matches_a_flop_count():

@@ -437,7 +437,7 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
         """Approximate multiply-adds per second of audio of the network (STFTs excluded)."""
         c = self.config
         per_frame = (
-            (c.erb_bands + 2 * c.df_bins) * c.hidden_dim
+            (c.erb_bands + 2 * c.df_bins * c.low_band_features) * c.hidden_dim
             + c.hidden_dim * c.conv_kernel
             + c.lstm_layers * 4 * c.hidden_dim * 2 * c.hidden_dim
             + c.hidden_dim * (c.erb_bands + 2 * c.df_bins * c.df_order)
