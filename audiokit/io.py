@@ -286,7 +286,8 @@ def _read_all(path: Path, f: sf.SoundFile | ffmpeg.FfmpegReader) -> np.ndarray:
     try:
         data = f.read(dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
-        raise AudioFormatError(path, f"truncated or corrupt audio data ({exc})") from None
+        problem = f"truncated or corrupt audio data at sample {_first_bad_sample(f, 0)} ({exc})"
+        raise AudioFormatError(path, problem) from None
     if data.shape[0] == 0:
         raise AudioFormatError(path, "contains no audio samples")
     return data
@@ -375,6 +376,20 @@ def resample_blocks(
             yield torch.from_numpy(np.ascontiguousarray(out.T))
 
 
+def _first_bad_sample(f: sf.SoundFile | ffmpeg.FfmpegReader, start: int, piece: int = 1024) -> int:
+    """The first sample (to within ``piece``) at or after ``start`` that ``f`` fails to decode, found by
+    seeking back to ``start`` and reading on in small pieces; ``start`` when the reader cannot seek."""
+    if not isinstance(f, sf.SoundFile) or not f.seekable():
+        return start
+    try:
+        f.seek(start)
+        while f.read(piece, dtype="float32", always_2d=True).shape[0] == piece:
+            start += piece
+    except (sf.LibsndfileError, RuntimeError, ValueError):
+        pass
+    return start
+
+
 def _iter_native(
     path: Path, f: sf.SoundFile | ffmpeg.FfmpegReader, block_frames: int, channels: int | None
 ) -> Iterator[torch.Tensor]:
@@ -385,7 +400,7 @@ def _iter_native(
         try:
             block = f.read(block_frames, dtype="float32", always_2d=True)
         except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
-            problem = f"truncated or corrupt audio data at sample {total} ({exc})"
+            problem = f"truncated or corrupt audio data at sample {_first_bad_sample(f, total)} ({exc})"
             raise AudioFormatError(path, problem) from None
         last = block.shape[0] < block_frames
         total += block.shape[0]

@@ -160,7 +160,8 @@ def test_whole_batches_go_on_after_bad_files(capsys, tmp_path):
     assert problems[1].startswith(str(mixed / "d.wav") + ":")
     assert "3 done, 2 failed" in out
     code, out, err = run(capsys, "encode", "-q", "--fail-fast", mixed, tmp_path / "ff")
-    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert code == 1 and len(err.strip().splitlines()) == 1 and str(mixed / "b.wav") in err
+    assert "stopped by --fail-fast: 1 of 5 done" in err
     assert sorted(p.name for p in (tmp_path / "ff").iterdir()) == ["a.akc"]
     # decoding a folder with one damaged .akc decodes the others
     enc = tmp_path / "enc"

@@ -120,6 +120,20 @@ def test_bad_files_raise_one_line_errors_naming_the_file(tmp_path):
         assert name in message and problem in message and "\n" not in message
 
 
+def test_a_cut_flac_file_names_where_its_audio_stops(tmp_path):
+    """A FLAC file cut in half fails to decode about half-way: the message says at which sample (to
+    within the search's 1024), whether read whole or in blocks."""
+    noise = np.random.default_rng(0).uniform(-0.5, 0.5, (1, 48000)).astype(np.float32)
+    io.save(tmp_path / "whole.flac", noise, 16000)
+    data = (tmp_path / "whole.flac").read_bytes()
+    (tmp_path / "cut.flac").write_bytes(data[: len(data) // 2])
+    for read in (io.load, lambda path: list(io.iter_blocks(path, block_frames=1 << 16))):
+        with pytest.raises(AudioFormatError, match="cut.flac: truncated or corrupt") as info:
+            read(tmp_path / "cut.flac")
+        sample = int(str(info.value).split("at sample ")[1].split()[0])
+        assert 15000 <= sample <= 25000  # not 0 (where the read began), not past the cut
+
+
 def test_save_is_atomic_on_failure(tmp_path):
     target = tmp_path / "out.wav"
     with pytest.raises(ValueError):

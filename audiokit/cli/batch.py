@@ -59,17 +59,21 @@ def run_batch(
 ) -> Batch[Result]:
     """Call ``work`` on every item (progress shown unless ``quiet``); a user error (an
     :class:`AudiokitError` or an ``OSError``) on one item is printed as one line on ``errors``
-    (stderr) and the run goes on. With ``fail_fast``, or when there is only one item, the error is
-    raised instead (the CLI prints it as its one line)."""
+    (stderr) and the run goes on. When there is only one item, the error is raised instead (the CLI
+    prints it as its one line); with ``fail_fast``, an :class:`AudiokitError` that also says how many
+    items were done."""
     errors = errors or sys.stderr
     batch: Batch[Result] = Batch()
     for item in progress(items, desc, quiet=quiet, label=name):
         try:
             batch.done.append(work(item))
         except (AudiokitError, OSError) as exc:
-            if fail_fast or len(items) == 1:
+            if len(items) == 1:
                 raise
             line = problem_line(name(item), exc)
+            if fail_fast:
+                done = len(batch.done)
+                raise AudiokitError(f"{line} (stopped by --fail-fast: {done} of {len(items)} done)") from exc
             print(line, file=errors, flush=True)
             batch.failed.append((name(item), line))
     return batch
