@@ -223,3 +223,28 @@ def test_jobs_give_the_same_scores():
     serial = json.loads(audiokit(*args).stdout)
     parallel = json.loads(audiokit(*args, "--jobs", "2").stdout)
     assert serial == parallel
+
+
+def test_eval_keeps_pesq_wb_and_nb_apart(tmp_path):
+    """A folder of 16 kHz and 8 kHz pairs gets PESQ-WB and PESQ-NB: two scales, so no mean of the two;
+    each mode's mean is over its own files (checked against pesq itself)."""
+    ref, test = tmp_path / "ref", tmp_path / "test"
+    expected: dict[str, list[float]] = {"wb": [], "nb": []}
+    rng = np.random.default_rng(0)
+    for name in ("speech_fr_16k_a.flac", "speech_fr_16k_b.flac", "speech_fr_8k_a.wav"):
+        clean, rate = sf.read(SAMPLES / name, dtype="float32")
+        noisy = (clean + 0.02 * rng.standard_normal(clean.shape)).astype(np.float32)
+        io.save(ref / Path(name).with_suffix(".wav").name, clean[None], rate)
+        io.save(test / Path(name).with_suffix(".wav").name, noisy[None], rate)
+        mode = "wb" if rate == 16000 else "nb"
+        expected[mode].append(pesq_lib.pesq(rate, clean, noisy, mode))
+    done = audiokit("eval", str(ref), str(test), "--json", "--quiet")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["pesq_mode"] == "nb, wb" and report["pesq"] is None
+    for mode, scores in expected.items():
+        means = report["pesq_by_mode"][mode]
+        assert means["count"]["pesq"] == len(scores)
+        assert means["pesq"] == pytest.approx(np.mean(scores), abs=1e-4)
+    text = audiokit("eval", str(ref), str(test), "--quiet")
+    assert "pesq (nb)" in text.stdout and "pesq (wb)" in text.stdout and "(2 files)" in text.stdout

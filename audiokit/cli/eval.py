@@ -72,6 +72,12 @@ def _print_text(report: dict, request: EvalRequest) -> None:
     if "sinc" in report:
         print(f"  {'':<14}{'ours':<18}{'sinc':<18}ours - sinc (paired)")
     for name in report["ci95"]:
+        if name == "pesq" and "pesq_by_mode" in report:  # PESQ-WB and PESQ-NB are different scales
+            for mode, means in report["pesq_by_mode"].items():
+                files = means["count"]["pesq"]
+                value = _value(means["pesq"], means["ci95"]["pesq"])
+                print(f"  {f'pesq ({mode})':<14}{value} ({files} file{'' if files == 1 else 's'})")
+            continue
         line = _value(report[name], report["ci95"][name])
         if "sinc" in report:
             diff = report["vs_sinc"][name]

@@ -260,7 +260,14 @@ def report(request: EvalRequest, rows: list[dict]) -> dict:
     result["seconds"] = round(sum(r["seconds"] for r in rows), 3)
     rates = sorted({r["sample_rate"] for r in rows})
     result["sample_rates"] = rates
-    result["pesq_mode"] = ", ".join(sorted({"wb" if r >= 16000 else "nb" for r in rates}))
+    modes = {rate: "wb" if rate >= 16000 else "nb" for rate in rates}
+    result["pesq_mode"] = ", ".join(sorted(set(modes.values())))
+    if "pesq" in request.metrics and len(set(modes.values())) > 1:  # two scales: no mean across them
+        result["pesq_by_mode"] = {
+            mode: _means([r for r in rows if modes[r["sample_rate"]] == mode], ("pesq",))
+            for mode in sorted(set(modes.values()))
+        }
+        result["pesq"] = result["ci95"]["pesq"] = None
     result["pesq_resampled"] = any(r not in (8000, 16000) for r in rates)
     if request.baseline:
         result["baseline"] = request.baseline
