@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import signal
 import sys
 from pathlib import Path
@@ -16,10 +17,9 @@ def run(args: argparse.Namespace) -> int:
     from audiokit.train.recipe import load_recipe
     from audiokit.train.trainer import Trainer
 
-    overrides = list(args.set or [])
-    if args.device:
-        overrides.append(f"run.device={args.device}")
-    recipe = load_recipe(args.recipe, overrides)
+    recipe = load_recipe(args.recipe, args.set or [])
+    if args.device:  # checked by device_name; an error in the recipe is then not blamed on --set
+        recipe.run.device = args.device
     if args.resume and args.init:
         raise UsageError(
             "--resume and --init cannot be used together (resume continues a run; init starts one)"
@@ -44,6 +44,13 @@ def run(args: argparse.Namespace) -> int:
             )
         return 128 + signal.Signals[result.stopped].value
     return 0
+
+
+def device_name(value: str) -> str:
+    """An argparse type: ``cpu``, ``cuda`` or ``cuda:N`` (anything else is a usage error, exit code 2)."""
+    if re.fullmatch(r"cpu|cuda(:\d+)?", value) is None:
+        raise argparse.ArgumentTypeError(f"{value!r} is not cpu, cuda or cuda:N")
+    return value
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -72,7 +79,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     parser.add_argument(
         "--max-minutes", type=finite_number(above=False), help="stop this session after this many minutes"
     )
-    parser.add_argument("--device", help="cpu, cuda or cuda:N (bf16 autocast on CUDA unless run.bf16=false)")
+    parser.add_argument(
+        "--device", type=device_name, help="cpu, cuda or cuda:N (bf16 autocast on CUDA unless run.bf16=false)"
+    )
     parser.add_argument(
         "--set",
         action="append",

@@ -73,3 +73,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise UsageError(
             f"{path}: not a readable audiokit checkpoint ({type(exc).__name__}: {message})"
         ) from None
+
+
+def load_training_state(path: str | Path) -> dict[str, Any]:
+    """:func:`load_checkpoint` of a training checkpoint: a mapping that holds the model's weights."""
+    state = load_checkpoint(path)
+    if not isinstance(state, dict) or "model" not in state:
+        raise UsageError(f"{path}: not an audiokit training checkpoint (no model weights in it)")
+    return state

@@ -15,6 +15,7 @@ down if the result would clip.
 from __future__ import annotations
 
 import math
+import os
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -61,11 +62,16 @@ def resolve_source(spec: str, key: str = "data.train", sample_rate: int = DEFAUL
         ) from None
 
 
-def _manifest_clips(path: Path) -> list[Clip]:
+def _manifest_clips(path: Path, key: str) -> list[Clip]:
+    """The clips a manifest lists; every file must exist now, not fail the step that first draws it."""
     try:
         rows = read_manifest(path)
     except ValueError as exc:
         raise RecipeError(str(exc)) from None
+    missing = [row["path"] for row in rows if not os.path.exists(row["path"])]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise RecipeError(f"{key}: {path} lists {missing[0]}{more}, not found; fix the manifest or its data")
     clips = []
     for row in rows:
         seconds = row.get("seconds")
@@ -88,7 +94,7 @@ def read_clips(
     the audio files matching ``pattern`` under a directory (each file its own group); a manifest name
     is looked up among the prepared manifests for ``sample_rate`` Hz."""
     source = resolve_source(spec, key, sample_rate)
-    clips = _directory_clips(source, pattern) if source.is_dir() else _manifest_clips(source)
+    clips = _directory_clips(source, pattern) if source.is_dir() else _manifest_clips(source, key)
     clips = [c for c in clips if c.seconds > 0]
     if not clips:
         if source.is_dir():

@@ -38,6 +38,6 @@ class EMA:
         return {"module": self.module.state_dict(), "updates": self.updates, "decay": self.decay}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore the shadow weights and update count; the decay stays this EMA's (the recipe's)."""
         self.module.load_state_dict(state["module"])
         self.updates = int(state["updates"])
-        self.decay = float(state["decay"])

@@ -17,6 +17,9 @@ from torch import nn
 from audiokit.train.recipe import ScheduleConfig
 
 T = TypeVar("T")
+# AdamW settings a recipe sets that a resumed optimiser keeps from the recipe, not from the checkpoint
+# (the rates: Part.apply_base_rate)
+RECIPE_SETTINGS = ("betas", "weight_decay")
 
 
 def lr_factor(schedule: ScheduleConfig, total_steps: int) -> Callable[[int], float]:
@@ -152,7 +155,9 @@ def registration_names(part: Part, module_state: dict[str, torch.Tensor]) -> lis
 def load_optimizer_state(part: Part, state: dict, saved_names: list[str]) -> None:
     """Load an optimiser ``state`` (``state_dict()``) whose indices are the parameters ``saved_names``
     into ``part``, matched by name: a model whose parameters are now registered in another order
-    resumes with each parameter's own moments. ``ValueError`` when the names or groups differ."""
+    resumes with each parameter's own moments. The moments, step counts and rates come from ``state``;
+    the :data:`RECIPE_SETTINGS` stay ``part``'s, i.e. the recipe's, so that ``--resume --set
+    optim.weight_decay=...`` applies. ``ValueError`` when the names or groups differ."""
     names = parameter_names(part)
     if sorted(saved_names) != sorted(names):
         missing = sorted(set(names) - set(saved_names)) + sorted(set(saved_names) - set(names))
@@ -165,7 +170,8 @@ def load_optimizer_state(part: Part, state: dict, saved_names: list[str]) -> Non
         start += len(members)
         if sorted(saved_index[n] for n in members) != sorted(saved_group["params"]):
             raise ValueError("optimiser groups differ from the model's (learning-rate multiples changed)")
-        groups.append({**saved_group, "params": [index[n] for n in members]})
+        settings = {key: group[key] for key in RECIPE_SETTINGS}
+        groups.append({**saved_group, **settings, "params": [index[n] for n in members]})
     saved = state["state"]
     moments = {index[n]: saved[saved_index[n]] for n in names if saved_index[n] in saved}
     part.optimizer.load_state_dict({"state": moments, "param_groups": groups})

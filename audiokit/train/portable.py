@@ -24,7 +24,7 @@ import torch
 from audiokit.errors import UsageError
 from audiokit.folders import staged_folder
 from audiokit.train.checkpoint import RUN_CHECKPOINT as CHECKPOINT
-from audiokit.train.checkpoint import load_checkpoint, save_checkpoint
+from audiokit.train.checkpoint import load_training_state, save_checkpoint
 
 RECORDS = ("run.json", "recipe.yaml", "metrics.jsonl", "eval.jsonl")
 STATE = "state.json"
@@ -112,7 +112,7 @@ def pack_run(
     if max_shard_bytes <= 0:
         raise UsageError(f"--max-shard-mb {max_shard_bytes / 2**20:g}: must be > 0")
     _check_target(run_dir, out_dir, force)
-    state = load_checkpoint(run_dir / CHECKPOINT)
+    state = load_training_state(run_dir / CHECKPOINT)
     tensors: dict[str, torch.Tensor] = {}
     structure = _encode(state, tensors, "state")
     shards = _shards(tensors, max_shard_bytes)
@@ -158,12 +158,16 @@ def unpack_run(pack_dir: str | Path, run_dir: str | Path) -> Path:
         raise UsageError(f"{state_path}: not found (not a packed training state)")
     try:
         document = json.loads(state_path.read_text())
+        if not isinstance(document, dict):
+            raise ValueError(f"{STATE} is not a JSON object")
         if document.get("format") != FORMAT:
             raise ValueError(f"format is {document.get('format')!r}, expected {FORMAT!r}")
         tensors: dict[str, torch.Tensor] = {}
         for index in range(int(document["shards"])):
             tensors.update(safetensors.torch.load_file(str(pack_dir / f"state-{index:02d}.safetensors")))
         state = _decode(document["state"], tensors)
+        if not isinstance(state, dict) or "model" not in state:
+            raise ValueError("it holds no model weights")
     except (OSError, ValueError, KeyError, TypeError, safetensors.SafetensorError) as exc:
         message = " ".join(str(exc).split())[:200]
         raise UsageError(f"{pack_dir}: unreadable packed training state ({message})") from None

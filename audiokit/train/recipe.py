@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -201,6 +202,7 @@ class Recipe:
             f"'schedule.total_steps' must be >= 1 (or null: run.max_steps), got {s.total_steps}",
         )
         check(r.max_steps >= 1, where, f"'run.max_steps' must be >= 1, got {r.max_steps}")
+        check(0 <= r.seed < 2**63, where, f"'run.seed' must be in [0, 2**63), got {r.seed}")
         check(
             r.max_minutes is None or r.max_minutes >= 0,
             where,
@@ -244,6 +246,22 @@ def check(condition: bool, where: str, message: str) -> None:
     """Raise :class:`RecipeError` ``where: message`` unless ``condition``."""
     if not condition:
         raise RecipeError(f"{where}: {message}")
+
+
+def check_finite(value: Any, key: str, where: str) -> None:
+    """Raise :class:`RecipeError` for a NaN or infinite number anywhere in ``value`` (a section, a list,
+    a mapping or a number) at the dotted ``key``: YAML reads ``.inf`` and ``.nan`` as numbers."""
+    if isinstance(value, float):
+        check(math.isfinite(value), where, f"'{key}' must be a finite number, got {value}")
+    elif dataclasses.is_dataclass(value):
+        for item in dataclasses.fields(value):
+            check_finite(getattr(value, item.name), f"{key}.{item.name}" if key else item.name, where)
+    elif isinstance(value, dict):
+        for name, child in value.items():
+            check_finite(child, f"{key}.{name}", where)
+    elif isinstance(value, (list, tuple)):
+        for index, child in enumerate(value):
+            check_finite(child, f"{key}[{index}]", where)
 
 
 def check_betas(betas: list[float], key: str, where: str) -> None:
@@ -295,6 +313,7 @@ def recipe_from_dict(values: dict, where: str = "<recipe>") -> Recipe:
             f"{where}: 'model.config: {recipe.model.config}' is a {family.family} model; task "
             f"{name!r} trains {task.family} models"
         )
+    check_finite(recipe, "", where)
     recipe.validate(where)
     _check_segment(recipe, config, where)
     return recipe
@@ -393,6 +412,8 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         raise RecipeError(f"{path}: recipe file not found")
     try:
         values = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
+    except UnicodeDecodeError as exc:
+        raise RecipeError(f"{path}: not a YAML text file (byte {exc.start} is not UTF-8)") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)

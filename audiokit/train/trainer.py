@@ -30,7 +30,7 @@ from tqdm import tqdm
 from audiokit.errors import ModelError, RecipeError, UsageError
 from audiokit.models.base import AudioModel
 from audiokit.train.checkpoint import RUN_CHECKPOINT as CHECKPOINT
-from audiokit.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from audiokit.train.checkpoint import load_training_state, rng_state, save_checkpoint, set_rng_state
 from audiokit.train.data import batches
 from audiokit.train.ema import EMA
 from audiokit.train.optim import (
@@ -128,7 +128,7 @@ class Trainer:
         self.dataset = self.task.train_data()
         self.validation = self.task.validation_data() if runtime.is_main else []
         if resume:
-            self._restore(load_checkpoint(checkpoint_path))
+            self._restore(load_training_state(checkpoint_path))
         self.records: RunRecords | None = None
         if runtime.is_main:
             self.records = RunRecords(self.run_dir, run.tensorboard, self.step)
@@ -163,7 +163,7 @@ class Trainer:
                 "directory or a shipped model name)"
             )
         if Path(init).suffix == ".pt":
-            state = load_checkpoint(init)
+            state = load_training_state(init)
             weights = state["ema"]["module"] if "ema" in state else state["model"]
         else:
             pretrained = AudioModel.from_pretrained(init)
@@ -212,8 +212,10 @@ class Trainer:
     def _restore(self, state: dict) -> None:
         """Continue from ``state``. A task part without updates in it holds only its initialisation, so
         the recipe may have changed it (the codec's discriminators before their start): it starts fresh.
-        The seed must be the checkpoint's: it fixes the data stream and the run's record."""
+        The task, the model config and the seed must be the checkpoint's (the seed fixes the data stream
+        and the run's record)."""
         checkpoint = self.run_dir / CHECKPOINT
+        self._check_same_run(state.get("recipe"))
         seed = state.get("data", {}).get("seed")
         if seed is not None and seed != self.recipe.run.seed:
             raise UsageError(
@@ -237,7 +239,10 @@ class Trainer:
                     part.scheduler.load_state_dict(state["schedulers"][part.role])
         except (KeyError, RuntimeError, ValueError) as exc:
             message = " ".join(str(exc).split())[:300]
-            raise UsageError(f"{self.run_dir / CHECKPOINT}: does not fit this recipe ({message})") from None
+            raise UsageError(
+                f"{checkpoint}: does not fit this recipe ({message}); the run's own recipe is "
+                f"{self.run_dir / 'recipe.yaml'}"
+            ) from None
         for part in self.parts:
             part.apply_base_rate()
         self.task.load_state_dict(state)
@@ -248,6 +253,20 @@ class Trainer:
             )
         self.step = int(state["data"]["next_step"])
         set_rng_state(state["rng"][self.runtime.rank])
+
+    def _check_same_run(self, saved: dict | None) -> None:
+        """Refuse to resume a checkpoint of another task or model config (a run directory of another
+        recipe), naming both, instead of failing on the first weight that does not fit."""
+        if not isinstance(saved, dict):  # a checkpoint written before checkpoints held their recipe
+            return
+        task = saved.get("task", self.recipe.task)
+        config = (saved.get("model") or {}).get("config", self.recipe.model.config)
+        if (task, config) != (self.recipe.task, self.recipe.model.config):
+            raise UsageError(
+                f"{self.run_dir / CHECKPOINT}: holds a run of task {task!r} with model.config {config!r}, "
+                f"the recipe trains task {self.recipe.task!r} with {self.recipe.model.config!r}; resume "
+                f"with the run's recipe ({self.run_dir / 'recipe.yaml'}) or choose another --run-dir"
+            )
 
     def save(self) -> None:
         """Write ``checkpoints/latest.pt`` (and ``step_N.pt`` every ``keep_every`` steps) and the EMA

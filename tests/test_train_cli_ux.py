@@ -1,0 +1,117 @@
+"""`audiokit train` and `audiokit checkpoint` as a user meets them: settings changed on --resume apply,
+and bad recipes, data, run directories, options and packs are one line (exit code != 0) before anything
+is written. Real tiny runs on samples/ through the real command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from audiokit.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "samples"
+ENHANCE = ROOT / "recipes" / "enhance_speech16k_tiny.yaml"
+BWE = ROOT / "recipes" / "bwe_8to16_tiny.yaml"
+
+
+def _train(recipe: Path, run: Path, *args: str) -> int:
+    return main(["train", str(recipe), "--run-dir", str(run), "-q", *args])
+
+
+def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "internal error" not in err and "Traceback" not in err, err
+    return err
+
+
+def test_resume_applies_the_recipes_optimiser_and_ema_settings(tmp_path):
+    run = tmp_path / "run"
+    assert _train(ENHANCE, run, "--max-steps", "2") == 0
+    changed = ["optim.weight_decay=0.25", "optim.betas=[0.5, 0.6]", "optim.ema_decay=0.5"]
+    assert _train(ENHANCE, run, "--resume", "--max-steps", "4", *[f"--set={s}" for s in changed]) == 0
+    state = torch.load(run / "checkpoints" / "latest.pt", weights_only=True)
+    for group in state["optimizers"]["model"]["param_groups"]:
+        assert group["weight_decay"] == 0.25 and tuple(group["betas"]) == (0.5, 0.6)
+    assert state["ema"]["decay"] == 0.5 and state["step"] == 4
+    assert state["optimizers"]["model"]["state"]  # the moments are still the checkpoint's
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("data.segment_seconds=.inf", "data.segment_seconds"),  # was an OverflowError
+        ("data.eq_gain_db=.inf", "data.eq_gain_db"),  # was an OverflowError
+        ("optim.learning_rate=.inf", "optim.learning_rate"),  # trained NaN weights without a word
+        ("data.target_level_db=.nan", "data.target_level_db"),
+        ("data.gain_db=[0, .inf]", "data.gain_db[1]"),
+        ("mixture.noise_weights.white=.nan", "mixture.noise_weights.white"),
+        ("run.seed=-1", "run.seed"),  # was numpy's ValueError
+        ("run.seed=100000000000000000000", "run.seed"),  # was torch's overflow
+    ],
+)
+def test_recipe_numbers_that_cannot_train_are_recipe_errors(tmp_path, capsys, override, key):
+    assert _train(ENHANCE, tmp_path / "run", "--set", override) == 1
+    err = _one_error_line(capsys)
+    assert str(ENHANCE) in err and f"'{key}'" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_recipe_that_is_not_text_is_a_recipe_error(tmp_path, capsys):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_bytes(b"\xff\xfe task: enhance\n")
+    assert _train(recipe, tmp_path / "run") == 1
+    assert f"{recipe}: not a YAML text file" in _one_error_line(capsys)
+
+
+def test_resuming_the_run_of_another_recipe_names_both(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert _train(ENHANCE, run, "--max-steps", "1") == 0
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    capsys.readouterr()
+    assert _train(BWE, run, "--resume") == 1
+    err = _one_error_line(capsys)
+    assert "task 'enhance' with model.config 'enhance-16k'" in err and "task 'bwe'" in err
+    assert str(run / "recipe.yaml") in err
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
+def test_a_manifest_listing_a_missing_file_fails_before_the_run_starts(tmp_path, capsys):
+    manifest = tmp_path / "train.jsonl"
+    rows = [{"path": str(SAMPLES / "speech_fr_16k_a.flac"), "seconds": 1.0}]
+    rows += [{"path": str(tmp_path / f"gone{i}.flac"), "seconds": 1.0} for i in range(2)]
+    manifest.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    # the missing clips were found only when a step first drew one, after the run had started
+    assert _train(ENHANCE, tmp_path / "run", "--set", f"data.train={manifest}") == 1
+    err = _one_error_line(capsys)
+    assert f"data.train: {manifest} lists {tmp_path / 'gone0.flac'} (and 1 more), not found" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_bad_device_is_an_error_of_the_option(tmp_path, capsys):
+    # it was blamed on '--set overrides' and 'run.device', which the user did not write
+    assert _train(ENHANCE, tmp_path / "run", "--device", "gpu") == 2
+    err = _one_error_line(capsys)
+    assert "argument --device: 'gpu' is not cpu, cuda or cuda:N" in err and "--set" not in err
+    assert _train(ENHANCE, tmp_path / "run", "--device", "cpu", "--max-steps", "1") == 0
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["sessions"][0]["device"] == "cpu"
+
+
+def test_packs_and_checkpoints_without_a_training_state_are_one_line(tmp_path, capsys):
+    pack = tmp_path / "pack"
+    pack.mkdir()
+    (pack / "state.json").write_text("[1]\n")
+    assert main(["checkpoint", "unpack", str(pack), str(tmp_path / "a")]) == 1
+    assert "state.json is not a JSON object" in _one_error_line(capsys)
+    empty = {"format": "audiokit-train-state", "shards": 0, "state": [1]}
+    (pack / "state.json").write_text(json.dumps(empty))
+    assert main(["checkpoint", "unpack", str(pack), str(tmp_path / "b")]) == 1
+    assert "holds no model weights" in _one_error_line(capsys) and not (tmp_path / "b").exists()
+    other = tmp_path / "other.pt"
+    torch.save([1, 2], other)
+    assert _train(ENHANCE, tmp_path / "run", "--init", str(other)) == 1
+    assert f"{other}: not an audiokit training checkpoint" in _one_error_line(capsys)
+    assert not (tmp_path / "run").exists()
