@@ -22,6 +22,8 @@ ANALYSES = {
     "band_conv": {"band_encoder": "conv", "noise_floor_rise": (5.0, 20.0)},
     "no_low_band": {"low_band_features": False},
     "band_conv_no_low_band": {"band_encoder": "conv", "low_band_features": False},
+    "band_norm": {"band_norm_frames": 50},
+    "band_conv_band_norm": {"band_encoder": "conv", "band_norm_frames": 50},
 }
 
 

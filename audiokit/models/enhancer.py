@@ -29,6 +29,10 @@ cover the same samples as the causal ones while the window is at most ``n_fft``)
 :class:`~audiokit.frontends.AdaptiveFilterbank` (``adaptive``: learnable FIR banks mixed per
 segment by a content analyser). The learnable ones train offline only (``stream`` needs ``erb``).
 
+With ``band_norm_frames`` (:mod:`audiokit.nn.band_norm`): the band levels of step 2 are each relative to
+their band's mean over the last ``band_norm_frames`` frames (a speaker's and a channel's slow spectral
+envelope taken out, as cepstral mean normalisation does), plus one feature for the overall level.
+
 With ``band_encoder="conv"`` (:mod:`audiokit.nn.band_conv`), the per-band features (log powers, pitch
 correlations, powers above the noise floor) go through convolutions along the band axis before the
 linear map, and the band gains (and comb strengths) come from a decoder that convolves along the bands
@@ -61,6 +65,7 @@ from audiokit.frontends import AdaptiveFilterbank, DiffSTFT, is_unit_parameter
 from audiokit.models.base import ANY_AUDIO_SHAPE, AudioModel, ModelConfig
 from audiokit.nn import StreamableConv1d, StreamableLSTM
 from audiokit.nn.band_conv import BandDecoder, BandEncoder
+from audiokit.nn.band_norm import BandMeanNormalization, BandMeanState
 from audiokit.nn.noise_floor import POWER_FLOOR, NoiseFloor, NoiseFloorState
 from audiokit.nn.pitch import PitchSpectrum, band_pitch_correlation
 from audiokit.nn.spectral import CausalInverseSpectrum, CausalSpectrum, DeepFilter
@@ -92,6 +97,7 @@ class EnhancerConfig(ModelConfig):
     band_channels: int = 16
     dropout: float = 0.0  # training only (offline forward): on the recurrent network's input and output
     low_band_features: bool = True  # the low band's compressed complex spectrum among the features
+    band_norm_frames: int = 0  # > 0: band levels relative to their mean over this many frames (and the level)
 
     def __post_init__(self) -> None:
         if self.channels != 1:
@@ -105,6 +111,8 @@ class EnhancerConfig(ModelConfig):
             raise ValueError("df_order, conv_kernel and lstm_layers must be >= 1")
         if any(rate <= 0 for rate in self.noise_floor_rise):
             raise ValueError(f"noise_floor_rise rates must be > 0 dB per second, got {self.noise_floor_rise}")
+        if self.band_norm_frames < 0:
+            raise ValueError(f"band_norm_frames must be >= 0, got {self.band_norm_frames}")
         if self.band_encoder not in BAND_ENCODERS:
             raise ValueError(
                 f"band_encoder must be one of {', '.join(BAND_ENCODERS)}, got {self.band_encoder!r}"
@@ -166,6 +174,9 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
         self.pitch = PitchSpectrum(c.n_fft, c.hop_length, *c.pitch_lags) if c.pitch else None
         per_frame = tuple(rate * c.hop_length / c.sample_rate for rate in c.noise_floor_rise)
         self.noise_floor = NoiseFloor(c.erb_bands, per_frame) if per_frame else None
+        self.band_norm = None
+        if c.band_norm_frames:
+            self.band_norm = BandMeanNormalization(c.erb_bands, c.band_norm_frames)
         comb = c.pitch and c.pitch_filter
         if c.band_encoder == "conv":
             per_band = len(band_planes(c))
@@ -261,13 +272,19 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
         wav: torch.Tensor | None = None,
         pitch: tuple | None = None,
         noise_state: NoiseFloorState | None = None,
+        norm_state: BandMeanState | None = None,
     ) -> torch.Tensor:
         """Complex spectra ``(N, bins, M)`` (and, for learnable front ends, their audio ``(N, 1, T)``;
-        with ``config.pitch``, :class:`PitchSpectrum`'s output; streaming, the noise floor's state) ->
-        features ``(N, M, features)`` in the order of :func:`feature_layout`."""
+        with ``config.pitch``, :class:`PitchSpectrum`'s output; streaming, the noise floor's and the band
+        normalisation's states) -> features ``(N, M, features)`` in the order of :func:`feature_layout`."""
         erb_power = self._erb_power(spec)
         erb_db = self._band_db(spec, wav, erb_power)
-        features = [(erb_db + 60.0) / 40.0]
+        if self.band_norm is None:
+            features = [(erb_db + 60.0) / 40.0]
+        else:
+            norm = self.band_norm
+            relative, mean = norm(erb_db) if norm_state is None else norm.step(erb_db, norm_state)
+            features = [relative / 20.0, (mean.mean(-1, keepdim=True) + 60.0) / 40.0]
         if self.config.low_band_features:
             low = spec[:, : self.config.df_bins]
             real, imag = low.real, low.imag
@@ -301,6 +318,8 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
             parts += (self.pitch,)
         if self.noise_floor is not None:
             parts += (self.noise_floor,)
+        if self.band_norm is not None:
+            parts += (self.band_norm,)
         return StateList([part.init_state(batch_size, device, dtype) for part in parts])
 
     def _enhance_spectrum(
@@ -320,8 +339,8 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
         ends); ``pitch``: the pitch analysis of the same frames (with ``config.pitch``).
         """
         c = self.config
-        noise_state = None if states is None else states[3]
-        features = self._features(spec, wav, pitch, noise_state)  # (N, M, features), time-major
+        noise_state, norm_state = (None, None) if states is None else states[3:5]
+        features = self._features(spec, wav, pitch, noise_state, norm_state)  # (N, M, features), time-major
         encoded = None
         if self.band_encoder is not None:
             encoded = self.band_encoder(_per_band(features, c))  # (N, M, band_channels, erb_bands)
@@ -393,7 +412,8 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
         extra = iter(state.children[5:])
         pitch = None if self.pitch is None else self.pitch.step(x, next(extra))
         noise_state = None if self.noise_floor is None else next(extra)
-        states = [conv_state, lstm_state, df_state, noise_state]
+        norm_state = None if self.band_norm is None else next(extra)
+        states = [conv_state, lstm_state, df_state, noise_state, norm_state]
         (real, imag), _ = self._enhance_spectrum(spec, mix, states, pitch=pitch)
         return self.synthesis.step_parts(real[:, None], imag[:, None], ola_state)
 
@@ -437,13 +457,14 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
         """Approximate multiply-adds per second of audio of the network (STFTs excluded)."""
         c = self.config
         per_frame = (
-            (c.erb_bands + 2 * c.df_bins * c.low_band_features) * c.hidden_dim
+            (c.erb_bands + 2 * c.df_bins * c.low_band_features + bool(c.band_norm_frames)) * c.hidden_dim
             + c.hidden_dim * c.conv_kernel
             + c.lstm_layers * 4 * c.hidden_dim * 2 * c.hidden_dim
             + c.hidden_dim * (c.erb_bands + 2 * c.df_bins * c.df_order)
             + (c.n_fft // 2 + 1) * (c.erb_bands * 2 + c.df_order * 4)
         )
         per_frame += len(c.noise_floor_rise) * c.erb_bands * (c.hidden_dim + 4)
+        per_frame += c.erb_bands * c.band_norm_frames * bool(c.band_norm_frames)  # the sliding sums
         if c.band_encoder == "conv":  # encoder convs, the wider input map, decoder; not the linear heads
             per_band, width = len(band_planes(c)), c.band_channels
             per_frame += c.erb_bands * 3 * width * (per_band + width)  # two encoder convs
@@ -461,7 +482,7 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
 
 def feature_layout(config: EnhancerConfig) -> list[tuple[str, int]]:
     """The blocks of an enhancer's input features, in order: ``(name, width)``."""
-    layout = [("bands", config.erb_bands)]
+    layout = [("bands", config.erb_bands)] + ([("level", 1)] if config.band_norm_frames else [])
     if config.low_band_features:
         layout.append(("low_band", 2 * config.df_bins))
     if config.pitch:
@@ -479,8 +500,9 @@ def band_planes(config: EnhancerConfig) -> list[str]:
 
 def global_features(config: EnhancerConfig) -> list[tuple[str, int]]:
     """The feature blocks (the last ``width`` columns of each) that bypass the band encoder."""
+    level = [("level", 1)] if config.band_norm_frames else []
     low_band = [("low_band", 2 * config.df_bins)] if config.low_band_features else []
-    return low_band + ([("pitch", 2)] if config.pitch else [])
+    return level + low_band + ([("pitch", 2)] if config.pitch else [])
 
 
 def _per_band(features: torch.Tensor, config: EnhancerConfig) -> torch.Tensor:
