@@ -171,6 +171,14 @@ def test_unpack_refuses_a_damaged_pack_and_an_occupied_run(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "unreadable packed training state" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "other" / "checkpoints" / "latest.pt").exists()
+    # a run directory that holds a run's records (a run that stopped before its first checkpoint)
+    main(["checkpoint", "pack", str(tmp_path / "run"), str(tmp_path / "good"), "-q"])
+    started = tmp_path / "started"
+    started.mkdir()
+    (started / "metrics.jsonl").write_text('{"step": 1}\n')
+    assert main(["checkpoint", "unpack", str(tmp_path / "good"), str(started)]) == 1
+    assert "metrics.jsonl: already exists" in capsys.readouterr().err
+    assert (started / "metrics.jsonl").read_text() == '{"step": 1}\n' and not (started / "run.json").exists()
 
 
 def test_run_dir_with_checkpoint_needs_resume(tmp_path):

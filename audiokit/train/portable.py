@@ -23,6 +23,7 @@ import torch
 
 from audiokit.errors import UsageError
 from audiokit.folders import staged_folder
+from audiokit.io import atomic_path
 from audiokit.train.checkpoint import RUN_CHECKPOINT as CHECKPOINT
 from audiokit.train.checkpoint import load_training_state, save_checkpoint
 
@@ -171,10 +172,12 @@ def unpack_run(pack_dir: str | Path, run_dir: str | Path) -> Path:
     except (OSError, ValueError, KeyError, TypeError, safetensors.SafetensorError) as exc:
         message = " ".join(str(exc).split())[:200]
         raise UsageError(f"{pack_dir}: unreadable packed training state ({message})") from None
-    if (run_dir / CHECKPOINT).is_file():
-        raise UsageError(f"{run_dir / CHECKPOINT}: already exists; unpack into another run directory")
+    for existing in [run_dir / CHECKPOINT, *(run_dir / name for name in RECORDS)]:
+        if existing.is_file():  # a run's records without a checkpoint are still that run's
+            raise UsageError(f"{existing}: already exists; unpack into another run directory")
     for name in RECORDS:
         if (pack_dir / name).is_file():
             run_dir.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(pack_dir / name, run_dir / name)
+            with atomic_path(run_dir / name) as tmp:
+                shutil.copyfile(pack_dir / name, tmp)
     return save_checkpoint(run_dir / CHECKPOINT, state)
