@@ -40,6 +40,7 @@ def test_benchmark_reports_every_figure_and_rnnoise():
 
 
 def test_bench_command_measures_an_enhancer_file(tmp_path, capsys):
+    """Also: -q silences progress, never the results (the summary is printed, the JSON written)."""
     torch.manual_seed(0)
     path = Enhancer.from_config("enhance-16k").save_pretrained(tmp_path / "e.safetensors")
     args = [
@@ -55,6 +56,9 @@ def test_bench_command_measures_an_enhancer_file(tmp_path, capsys):
         "--streams",
         "2",
     ]
-    assert main([*args, "--json"]) == 0
-    result = json.loads(capsys.readouterr().out)
+    out = tmp_path / "bench.json"
+    assert main([*args, "-q", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
     assert result["benchmark"] == "enhancer_speed" and result["settings"]["weights"] == "loaded"
+    text = capsys.readouterr().out
+    assert text.startswith(f"{path} (loaded weights") and "offline: RTF" in text and "RNNoise" in text

@@ -66,6 +66,16 @@ def test_a_gpu_torch_does_not_see_is_one_line(capsys, no_benchmark, device):
     _one_line(capsys.readouterr().err, f"audiokit bench: error: --device {device}: torch sees ")
 
 
+def test_a_folder_as_bench_out_is_refused_before_measuring(tmp_path):
+    """Found at once, not after the minutes the benchmark takes (10 min of audio: minutes of RNNoise alone,
+    so the timeout stands for the check's absence)."""
+    argv = [sys.executable, "-m", "audiokit", "bench", "-m", "enhance-16k", "--seconds", "600"]
+    argv += ["--out", str(tmp_path)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and done.stdout == ""
+    _one_line(done.stderr, "audiokit bench: error: ", f"{tmp_path}: is a directory")
+
+
 @pytest.mark.parametrize("port", ["70000", "-1", "65536"])
 def test_bad_port_is_a_usage_error(capsys, port):
     code = main(["serve", "--port", port])

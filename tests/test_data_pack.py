@@ -183,6 +183,8 @@ def test_existing_pack_is_kept_unless_forced(packed, tmp_path):
         ("{not json\n", [], "tiny.jsonl:7: not a manifest line"),
         ('{"seconds": 1.0}\n', [], "tiny.jsonl:7: not a manifest line: no string 'path'"),
         ("", ["--max-mb", "0.01"], "--max-mb 0.01: too small"),
+        ("", ["--max-mb", "nan"], "--max-mb nan: give a size in MiB"),
+        ("", ["--max-mb", "inf"], "--max-mb inf: give a size in MiB"),
         ("", ["--kbps", "2"], "--kbps 2: Opus takes 6 to 256"),
         ("", ["--max-clips", "0"], "--max-clips 0: give at least 1"),
     ],

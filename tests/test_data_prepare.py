@@ -15,6 +15,7 @@ import pytest
 import soundfile
 
 from audiokit.cli import data as data_cli
+from audiokit.cli import main
 from audiokit.data.manifest import manifest_path, read_jsonl, read_manifest
 from audiokit.data.noisy_set import build_noisy_set
 from audiokit.data.prepare import prepare, unit_id
@@ -368,6 +369,24 @@ def test_cli_prepare_and_mix(prepared, debs, tmp_path, capsys):
     with pytest.raises(UsageError, match="--roles"):
         bad = parser.parse_args(["data", "prepare", "--roles", "speech,musik", "--data-dir", str(tmp_path)])
         bad.handler(bad)
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("--snr=nan,5", "--snr 'nan,5': expected comma-separated numbers in dB"),
+        ("--snr=5,inf", "--snr '5,inf': expected comma-separated numbers in dB"),
+        ("--list={tmp}", "{tmp}: is a directory"),
+    ],
+)
+def test_cli_mix_refuses_bad_snrs_and_list_before_mixing(prepared, tmp_path, capsys, option, message):
+    out = tmp_path / "mix"
+    argv = ["data", "mix", "--out", str(out), "--data-dir", str(prepared), option.format(tmp=tmp_path)]
+    assert main(argv) == 1
+    assert not out.exists()  # refused before mixing (an infinite SNR mixed no noise in)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("audiokit data mix: error: ")
+    assert message.format(tmp=tmp_path) in err
 
 
 def test_archive_members_only_selected_ones(tmp_path):

@@ -140,6 +140,23 @@ def test_bwe_card_end_to_end(tmp_path):
     assert "--input-rate 8000" in e["commands"]["narrowband"]
 
 
+def test_bwe_card_refuses_to_replace_a_narrowband_spectrogram(tmp_path, capsys):
+    """The card's narrowband PNGs are <name>-narrowband-1.png ...: an existing one needs -f like the
+    card itself, and is refused before anything is measured."""
+    run = _run_dir(tmp_path)
+    weights = BandwidthExtender.from_config("bwe-8to16").save_pretrained(run / "model.safetensors")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "run-narrowband-1.png").write_bytes(b"an earlier card's figure")
+    args = ["card", "-m", str(weights), "--run-dir", str(run), "--out", str(out), "-q"]
+    args += ["--valid", str(SAMPLES / "speech_fr_16k_c.flac"), "--narrowband-files", "1"]
+    assert audiokit_main(args) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "run-narrowband-1.png: already exists; pass -f/--force" in err
+    assert [p.name for p in out.iterdir()] == ["run-narrowband-1.png"]
+    assert (out / "run-narrowband-1.png").read_bytes() == b"an earlier card's figure"
+
+
 def _section(ours: dict, **others: dict) -> tuple[dict, dict]:
     """Reports and per-file rows of planted per-file scores (``{metric: [per file]}``) per system."""
     systems = {"ours": ours, **others}

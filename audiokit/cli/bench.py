@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import torch
 
@@ -27,6 +28,7 @@ from audiokit.bench import (
 from audiokit.cli.options import add_model_option, doc_text, finite_number, whole_number
 from audiokit.coding import DEFAULT_MODEL
 from audiokit.errors import UsageError
+from audiokit.io import prepare_outputs
 from audiokit.processing import model_family
 from audiokit.provenance import write_json
 
@@ -63,6 +65,8 @@ def _check_gpu(device: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     family = model_family(args.model)
+    if args.out:  # a folder or an input as --out is refused now, not after minutes of measuring
+        prepare_outputs([("--out", Path(args.out))], force=True)
     if args.device != "cpu":
         if family in AUDIO_BENCHMARKS:
             raise UsageError(f"--device {args.device}: the device benchmark measures codecs only")
@@ -99,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         write_json(args.out, result)
     if args.json:
         print(json.dumps(result, indent=2))
-    elif not args.quiet:
+    else:  # -q silences progress and notes, never the results
         print("\n".join(lines(result)))
     return 0
 

@@ -53,7 +53,7 @@ def outputs(family: str, args: argparse.Namespace, name: str) -> list[Path]:
     if family == "codec":
         files.append(out / f"{name}-spectrograms.png")
     if family == "bwe":
-        files += [out / f"{name}-narrowband-{i}.png" for i in range(args.narrowband_files)]
+        files += [out / f"{name}-narrowband-{i}.png" for i in range(1, args.narrowband_files + 1)]
     return files
 
 

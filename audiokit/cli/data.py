@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from audiokit.data.pack import CODECS, pack
 from audiokit.data.prepare import hours_table, prepare
 from audiokit.data.sources import ROLES, SPLITS
 from audiokit.errors import UsageError
+from audiokit.io import prepare_outputs
 
 
 def _names(text: str, allowed: tuple[str, ...], what: str) -> list[str]:
@@ -24,11 +26,12 @@ def _names(text: str, allowed: tuple[str, ...], what: str) -> list[str]:
 
 def _snrs(text: str) -> tuple[float, ...]:
     try:
-        return tuple(float(value) for value in text.split(",") if value.strip())
+        snrs = tuple(float(value) for value in text.split(",") if value.strip())
+        if all(map(math.isfinite, snrs)):
+            return snrs
     except ValueError:
-        raise UsageError(
-            f"--snr {text!r}: expected comma-separated numbers in dB, e.g. -5,0,5,10,20"
-        ) from None
+        pass
+    raise UsageError(f"--snr {text!r}: expected comma-separated numbers in dB, e.g. -5,0,5,10,20")
 
 
 def _root(args: argparse.Namespace) -> Path | None:
@@ -62,9 +65,12 @@ def run_prepare(args: argparse.Namespace) -> int:
 def run_mix(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.out.is_dir():
         raise UsageError(f"{args.out}: exists and is not a folder")
+    snrs = _snrs(args.snr)
+    if args.list is not None:  # a folder as --list is refused now, not once the set is built
+        prepare_outputs([("--list", args.list)], force=True)
     clips = build_noisy_set(
         args.out,
-        _snrs(args.snr),
+        snrs,
         args.seed,
         root=_root(args),
         sample_rate=args.sample_rate,

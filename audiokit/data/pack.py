@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io as bytes_io
 import json
+import math
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -160,6 +161,8 @@ def pack(
         raise UsageError(f"--kbps {kbps:g}: Opus takes {OPUS_MIN_KBPS:g} to 256 kbit/s for one channel")
     if max_clips is not None and max_clips < 1:
         raise UsageError(f"--max-clips {max_clips}: give at least 1")
+    if not math.isfinite(max_mb):
+        raise UsageError(f"--max-mb {max_mb:g}: give a size in MiB, e.g. --max-mb 16")
     budget = int(max_mb * MIB)
     if budget <= PACK_JSON_RESERVE:
         raise UsageError(f"--max-mb {max_mb:g}: too small for even one clip")

@@ -124,6 +124,16 @@ class EvalRequest:
             raise UsageError(f"--baseline {self.baseline}: choose from {', '.join(baselines.BASELINES)}")
         if self.bitrate_kbps is not None and not (math.isfinite(self.bitrate_kbps) and self.bitrate_kbps > 0):
             raise UsageError(f"--bitrate must be positive, got {self.bitrate_kbps}")
+        if self.bitrate_kbps is not None and not (self.codec or self.baseline == "opus"):
+            raise UsageError(
+                f"--bitrate {self.bitrate_kbps:g}: only --baseline opus and -m/--model CODEC code at a "
+                "bitrate; leave it out"
+            )
+        if self.keep and not (self.codec or self.baseline or self.enhancer or self.extender):
+            raise UsageError(
+                "--keep saves the audio a baseline or -m/--model makes; the test audio of TEST_DIR is "
+                "already on disk"
+            )
         if self.input_rate is not None:
             io.check_sample_rate(self.input_rate, "--input-rate")
         if self.jobs < 1:
@@ -196,6 +206,11 @@ def evaluate_pair(pair: FilePair, request: EvalRequest) -> tuple[dict, torch.Ten
     (:func:`audiokit.evaluation.baselines.fit_length`).
     """
     ref, rate = io.load(pair.reference, raw=request.raw)
+    if (request.baseline == "sinc" or request.extender) and request.input_rate >= rate:
+        raise UsageError(
+            f"{pair.reference}: {rate} Hz is not above --input-rate {request.input_rate} (nothing to take "
+            "down; --glob can leave it out)"
+        )
     bitrate = None
     extra: dict = {}
     if request.enhances:
@@ -222,12 +237,27 @@ def evaluate_pair(pair: FilePair, request: EvalRequest) -> tuple[dict, torch.Ten
     return row, ref, test, rate
 
 
-def _evaluate_in_worker(indexed: tuple[int, FilePair], request: EvalRequest):
-    """Worker-process version of :func:`evaluate_pair`; audio only comes back for plotted files."""
+def _plotted(pairs: list[FilePair], request: EvalRequest) -> set[int]:
+    """Indices of the pairs ``--plot`` draws: the first :data:`PLOT_ROWS` at the first reference's rate
+    (one figure has one frequency axis), found from the files' headers."""
+    chosen: set[int] = set()
+    first = None
+    for index, pair in enumerate(pairs if request.plot else []):
+        rate = io.info(pair.reference, raw=request.raw).sample_rate
+        first = first or rate
+        if rate == first:
+            chosen.add(index)
+        if len(chosen) == PLOT_ROWS:
+            break
+    return chosen
+
+
+def _evaluate_in_worker(indexed: tuple[int, FilePair], request: EvalRequest, plotted: set[int]):
+    """Worker-process version of :func:`evaluate_pair`; audio only comes back for ``plotted`` files."""
     torch.set_num_threads(1)
     index, pair = indexed
     row, ref, test, rate = evaluate_pair(pair, request)
-    return (row, ref, test, rate) if request.plot and index < PLOT_ROWS else (row, None, None, rate)
+    return (row, ref, test, rate) if index in plotted else (row, None, None, rate)
 
 
 def write_csv(path: str | Path, rows: list[dict]) -> None:
@@ -314,22 +344,23 @@ def evaluate(request: EvalRequest) -> tuple[list[dict], dict]:
         if request.codec
         else request.enhancer or request.extender or request.baseline or ""
     )
+    shown = _plotted(pairs, request)
     plotted: list[tuple[str, tuple[torch.Tensor, torch.Tensor]]] = []
     plot_rate = None
     if request.jobs > 1 and len(pairs) > 1:
         pool = ProcessPoolExecutor(min(request.jobs, os.cpu_count() or 1))
-        results = pool.map(partial(_evaluate_in_worker, request=request), enumerate(pairs))
+        results = pool.map(partial(_evaluate_in_worker, request=request, plotted=shown), enumerate(pairs))
     else:
         pool = None
         results = (evaluate_pair(pair, request) for pair in pairs)
     rows = []
     try:
-        shown = progress(
+        done = progress(
             results, desc.strip(), len(pairs), request.quiet, label=lambda result: result[0]["file"]
         )
-        for pair, (row, ref, test, rate) in zip(pairs, shown, strict=True):
+        for index, (pair, (row, ref, test, rate)) in enumerate(zip(pairs, done, strict=True)):
             rows.append(row)
-            if request.plot and ref is not None and len(plotted) < PLOT_ROWS and rate == (plot_rate or rate):
+            if index in shown:
                 plotted.append((pair.name, (ref, test)))
                 plot_rate = rate
     finally:
