@@ -68,7 +68,8 @@ def pesq(reference: ArrayLike, estimate: ArrayLike, sample_rate: int) -> PesqRes
         ref = resample(ref[:, None].astype(np.float32), sample_rate, target)[:, 0]
         est = resample(est[:, None].astype(np.float32), sample_rate, target)[:, 0]
     mode = "wb" if target == 16000 else "nb"
-    score = pesq_lib.pesq(target, ref, est, mode, on_error=pesq_lib.PesqError.RETURN_VALUES)
+    with np.errstate(invalid="ignore", divide="ignore"):  # pesq normalises by the peak: 0/0 on silence
+        score = pesq_lib.pesq(target, ref, est, mode, on_error=pesq_lib.PesqError.RETURN_VALUES)
     score = float("nan") if score < 0 else float(score)
     return PesqResult(score, mode, target, sample_rate != target)
 
