@@ -442,3 +442,11 @@ def test_manifests_assemble_beside_a_rule_that_selected_nothing(tmp_path):
     tables = write_manifests(tmp_path, 16000)
     assert tables[("valid", "speech")] == [row]
     assert [r["path"] for r in read_jsonl(tmp_path / "manifests" / "valid_speech.jsonl")] == ["corpus/a.flac"]
+
+
+def test_cli_data_refuses_a_rate_that_is_not_one(tmp_path, capsys):
+    """``--sample-rate 0`` is an option error naming the rate (it looked for a ``manifests/sr0`` folder)."""
+    out = tmp_path / "mix"
+    assert main(["data", "mix", "--out", str(out), "--data-dir", str(tmp_path), "--sample-rate", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--sample-rate: 0: must be a rate in Hz" in err and not out.exists()

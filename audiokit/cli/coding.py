@@ -18,6 +18,7 @@ from audiokit.cli.options import (
     add_model_option,
     add_raw_options,
     raw_format,
+    sample_rate_hz,
 )
 from audiokit.coding import (
     DEFAULT_MODEL,
@@ -131,19 +132,6 @@ def run_decode(args: argparse.Namespace) -> int:
     return _finish(batch, args, "decode", text, {"seconds": seconds, "files": batch.done})
 
 
-def _sample_rate(value: str) -> int:
-    """``--sample-rate``: a whole number of Hz within what audiokit writes."""
-    try:
-        rate = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of Hz") from None
-    try:
-        io.check_sample_rate(rate)
-    except UsageError as exc:
-        raise argparse.ArgumentTypeError(str(exc).removeprefix("--sample-rate ")) from None
-    return rate
-
-
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     enc = subparsers.add_parser(
         "encode",
@@ -194,7 +182,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     dec.add_argument("--duration", type=float, help="seconds to decode from --start")
     dec.add_argument(
         "--sample-rate",
-        type=_sample_rate,
+        type=sample_rate_hz,
         metavar="HZ",
         help="output rate in Hz (default: the encoded input's own rate)",
     )

@@ -7,6 +7,7 @@ import math
 import os
 from pathlib import Path
 
+from audiokit.cli.options import sample_rate_hz
 from audiokit.data.manifest import write_jsonl_atomic
 from audiokit.data.noisy_set import DEFAULT_SNRS, build_noisy_set
 from audiokit.data.pack import CODECS, pack
@@ -117,7 +118,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress output"
     )
     shared.add_argument("--data-dir", help="data cache (default $AUDIOKIT_DATA or ~/.cache/audiokit/data)")
-    shared.add_argument("--sample-rate", type=int, default=16000, help="corpus rate in Hz (default 16000)")
+    shared.add_argument(
+        "--sample-rate", type=sample_rate_hz, default=16000, help="corpus rate in Hz (default 16000)"
+    )
 
     prep = actions.add_parser(
         "prepare",

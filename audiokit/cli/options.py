@@ -8,7 +8,8 @@ import math
 import re
 from collections.abc import Callable
 
-from audiokit.io import RAW_SAMPLE_FORMATS, RawFormat
+from audiokit.errors import UsageError
+from audiokit.io import RAW_SAMPLE_FORMATS, RawFormat, check_sample_rate
 
 
 def add_model_option(parser: argparse.ArgumentParser, default: str | None, what: str = "model") -> None:
@@ -101,3 +102,16 @@ def finite_number(lowest: float = 0.0, above: bool = True) -> Callable[[str], fl
         return number
 
     return parse
+
+
+def sample_rate_hz(value: str) -> int:
+    """An argparse type for ``--sample-rate``: a whole number of Hz within what audiokit writes."""
+    try:
+        rate = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of Hz") from None
+    try:
+        check_sample_rate(rate)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--sample-rate ")) from None
+    return rate
