@@ -25,7 +25,7 @@ from audiokit.bench import (
     run_enhancer_benchmark,
     summary_lines,
 )
-from audiokit.cli.options import add_model_option, doc_text, finite_number, whole_number
+from audiokit.cli.options import add_model_option, device_name, doc_text, finite_number, whole_number
 from audiokit.coding import DEFAULT_MODEL
 from audiokit.errors import UsageError
 from audiokit.io import prepare_outputs
@@ -45,14 +45,6 @@ DEVICE_STREAMS = [1, 64, 256, 1024]
 
 MIN_SECONDS = 0.01
 """Shortest ``--seconds``: some samples at every model's rate."""
-
-
-def _device(value: str) -> str:
-    """``--device``: ``cpu``, ``cuda`` or ``cuda:N`` (whether torch sees it: :func:`_check_gpu`)."""
-    kind, colon, index = value.partition(":")
-    if value != "cpu" and (kind != "cuda" or (colon and not index.isdigit())):
-        raise argparse.ArgumentTypeError(f"{value!r} is not a device: cpu, cuda or cuda:N")
-    return value
 
 
 def _check_gpu(device: str) -> None:
@@ -142,7 +134,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     )
     parser.add_argument(
         "--device",
-        type=_device,
+        type=device_name,
         default="cpu",
         help="cpu (default), or cuda / cuda:N: a codec's batched streams per kernel backend on the GPU",
     )

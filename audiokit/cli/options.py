@@ -115,3 +115,10 @@ def sample_rate_hz(value: str) -> int:
     except UsageError as exc:
         raise argparse.ArgumentTypeError(str(exc).removeprefix("--sample-rate ")) from None
     return rate
+
+
+def device_name(value: str) -> str:
+    """An argparse type for ``--device``: ``cpu``, ``cuda`` or ``cuda:N`` (else a usage error, exit 2)."""
+    if re.fullmatch(r"cpu|cuda(:\d+)?", value) is None:
+        raise argparse.ArgumentTypeError(f"{value!r} is not cpu, cuda or cuda:N")
+    return value

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import signal
 import sys
 from pathlib import Path
 
-from audiokit.cli.options import doc_text, finite_number, whole_number
+from audiokit.cli.options import device_name, doc_text, finite_number, whole_number
 from audiokit.errors import UsageError
 
 
@@ -44,13 +43,6 @@ def run(args: argparse.Namespace) -> int:
             )
         return 128 + signal.Signals[result.stopped].value
     return 0
-
-
-def device_name(value: str) -> str:
-    """An argparse type: ``cpu``, ``cuda`` or ``cuda:N`` (anything else is a usage error, exit code 2)."""
-    if re.fullmatch(r"cpu|cuda(:\d+)?", value) is None:
-        raise argparse.ArgumentTypeError(f"{value!r} is not cpu, cuda or cuda:N")
-    return value
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
