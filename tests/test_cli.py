@@ -164,6 +164,7 @@ def test_eval_directories_identity_csv_and_plot(tmp_path):
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["n"] == 2 and report["pesq"] > 4.4 and report["stoi"] > 0.999 and report["lsd"] < 1e-3
+    assert (report["ref"], report["test"]) == (str(ref_dir.resolve()), str(test_dir.resolve()))
     assert csv_path.read_text().count("\n") == 3
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

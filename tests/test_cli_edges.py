@@ -329,6 +329,17 @@ def test_smaller_edges(capsys, files, tmp_path):
     report = json.loads(out)
     assert code == 0, err
     assert "stoi" in report["skipped"]["short.wav"] and "too short" in report["skipped"]["short.wav"]
+    # a silent reference: the metrics relative to it are undefined, not -120 dB or 0
+    (tmp_path / "ref").mkdir()
+    (tmp_path / "test").mkdir()
+    sf.write(tmp_path / "ref" / "quiet.wav", np.zeros(16000, dtype=np.float32), 16000)
+    noise = np.random.default_rng(0).normal(0, 0.01, 16000).astype(np.float32)
+    sf.write(tmp_path / "test" / "quiet.wav", noise, 16000)
+    code, out, err = run(capsys, "eval", tmp_path / "ref", tmp_path / "test", "--json")
+    report = json.loads(out)
+    assert code == 0, err
+    assert [report[name] for name in ("pesq", "stoi", "estoi", "si_sdr", "stft_distance")] == [None] * 5
+    assert report["lsd"] > 1 and "digital silence" in report["skipped"]["quiet.wav"]
 
 
 def test_help_texts_render_cleanly(capsys):

@@ -113,8 +113,9 @@ def run(args: argparse.Namespace) -> int:
     _check_outputs(request, args.force)  # first: a data-loss refusal names both files
     request.validate()
     _, report = evaluate(request)
-    if args.json:
-        print(json.dumps(report, indent=2))
+    if args.json:  # what was scored first, so that a saved report says which files it is about
+        inputs = {"ref": str(request.ref.resolve()), "test": request.test and str(request.test.resolve())}
+        print(json.dumps({**inputs, "glob": request.glob, **report}, indent=2))
     else:  # -q silences progress, never the scores
         _print_text(report, request)
     return 0

@@ -15,6 +15,13 @@ from audiokit.evaluation.stats import nanmean
 LONG_ENOUGH_S = 1.0
 """Every metric works on this many seconds or more: a failure on a longer input is a real error."""
 
+RELATIVE_TO_REFERENCE = ("pesq", "stoi", "estoi", "si_sdr", "stft_distance")
+"""Metrics that divide by, or normalise to, the reference: undefined when it is digital silence (SI-SDR
+would read -120 dB, STOI 0 and the STFT distance ~1e8 for any test audio); the log-spectral and mel
+distances stay defined."""
+
+SILENT_REFERENCE = "the reference is digital silence"
+
 
 def _measure(name: str, fn: Callable[[], float], samples: int, rate: int, skipped: dict[str, str]) -> float:
     """``fn()``, or NaN with a reason in ``skipped`` when the input (``samples`` at ``rate`` Hz) is too
@@ -38,8 +45,9 @@ def score_pair(
     averaged over channels, and with ``high_band_hz`` (Hz) the LSD above it (``lsd_high``).
 
     PESQ is wide-band at 16 kHz, narrow-band at 8 kHz, and computed after resampling at other rates.
-    A metric an input is too short for (STOI needs about 0.4 s, PESQ 0.25 s) scores NaN and the row's
-    ``skipped`` key says which and why (``"stoi, estoi: 0.010 s is too short"``).
+    A metric an input is too short for (STOI needs about 0.4 s, PESQ 0.25 s), or one of
+    :data:`RELATIVE_TO_REFERENCE` on a channel whose reference is digital silence, scores NaN and the
+    row's ``skipped`` key says which and why (``"stoi, estoi: 0.010 s is too short"``).
     """
     samples = reference.shape[-1]
     measures: dict[str, Callable[[torch.Tensor, torch.Tensor], float]] = {
@@ -56,13 +64,16 @@ def score_pair(
             metrics.high_band_log_spectral_distance, sample_rate=sample_rate, low_hz=high_band_hz
         )
     skipped: dict[str, str] = {}
-    per_channel = [
-        {
-            name: _measure(name, partial(fn, ref, est), samples, sample_rate, skipped)
-            for name, fn in measures.items()
-        }
-        for ref, est in zip(reference.double(), test.double(), strict=True)
-    ]
+    per_channel = []
+    for ref, est in zip(reference.double(), test.double(), strict=True):
+        silent = not bool(ref.any())
+        scores = {}
+        for name, fn in measures.items():
+            if silent and name in RELATIVE_TO_REFERENCE:
+                scores[name], skipped[name] = math.nan, SILENT_REFERENCE
+            else:
+                scores[name] = _measure(name, partial(fn, ref, est), samples, sample_rate, skipped)
+        per_channel.append(scores)
     row: dict = {name: nanmean([c[name] for c in per_channel]) for name in measures}
     if skipped:
         reasons = sorted(set(skipped.values()))
