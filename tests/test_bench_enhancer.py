@@ -57,7 +57,8 @@ def test_bench_command_measures_an_enhancer_file(tmp_path, capsys):
         "2",
     ]
     out = tmp_path / "bench.json"
-    assert main([*args, "-q", "--out", str(out)]) == 0
+    out.write_text("{}")  # an earlier result: -f replaces it
+    assert main([*args, "-q", "--out", str(out), "-f"]) == 0
     result = json.loads(out.read_text())
     assert result["benchmark"] == "enhancer_speed" and result["settings"]["weights"] == "loaded"
     text = capsys.readouterr().out

@@ -76,6 +76,18 @@ def test_a_folder_as_bench_out_is_refused_before_measuring(tmp_path):
     _one_line(done.stderr, "audiokit bench: error: ", f"{tmp_path}: is a directory")
 
 
+def test_an_existing_bench_out_needs_force_and_is_refused_before_measuring(tmp_path):
+    """Like every other output: an earlier result is not overwritten without -f (the same 10 minutes of
+    audio as above, so the timeout stands for the check coming late)."""
+    earlier = tmp_path / "result.json"
+    earlier.write_text('{"earlier": true}')
+    argv = [sys.executable, "-m", "audiokit", "bench", "-m", "enhance-16k", "--seconds", "600"]
+    done = subprocess.run([*argv, "--out", str(earlier)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and done.stdout == ""
+    _one_line(done.stderr, "audiokit bench: error: ", f"{earlier}: already exists; pass -f/--force")
+    assert earlier.read_text() == '{"earlier": true}'
+
+
 @pytest.mark.parametrize("port", ["70000", "-1", "65536"])
 def test_bad_port_is_a_usage_error(capsys, port):
     code = main(["serve", "--port", port])

@@ -25,7 +25,14 @@ from audiokit.bench import (
     run_enhancer_benchmark,
     summary_lines,
 )
-from audiokit.cli.options import add_model_option, device_name, doc_text, finite_number, whole_number
+from audiokit.cli.options import (
+    add_force_option,
+    add_model_option,
+    device_name,
+    doc_text,
+    finite_number,
+    whole_number,
+)
 from audiokit.coding import DEFAULT_MODEL
 from audiokit.errors import UsageError
 from audiokit.io import prepare_outputs
@@ -58,7 +65,7 @@ def _check_gpu(device: str) -> None:
 def run(args: argparse.Namespace) -> int:
     family = model_family(args.model)
     if args.out:  # a folder or an input as --out is refused now, not after minutes of measuring
-        prepare_outputs([("--out", Path(args.out))], force=True)
+        prepare_outputs([("--out", Path(args.out))], force=args.force)
     if args.device != "cpu":
         if family in AUDIO_BENCHMARKS:
             raise UsageError(f"--device {args.device}: the device benchmark measures codecs only")
@@ -141,4 +148,5 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     parser.add_argument("--no-encodec", action="store_true", help="skip the EnCodec-24k comparison (codecs)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--out", help="also write the JSON result to this file")
+    add_force_option(parser)
     parser.set_defaults(handler=run)
