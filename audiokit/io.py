@@ -205,7 +205,10 @@ def _open(path: Path, raw: RawFormat | None = None) -> sf.SoundFile | ffmpeg.Ffm
         )
     if path.suffix.lower() not in ffmpeg.FFMPEG_EXTENSIONS:
         try:
-            return sf.SoundFile(str(path))
+            if path.suffix.lower() != ".mp3":
+                return sf.SoundFile(str(path))
+            with _quiet_decoder(None):
+                return sf.SoundFile(str(path))
         except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
             reason = str(exc).split(":")[-1].strip().rstrip(".") or "unreadable"
     else:
@@ -274,6 +277,59 @@ def _ogg_is_truncated(path: Path) -> bool:
     return last >= 0 and last + 5 < len(tail) and not tail[last + 5] & 0x04
 
 
+def _mp3_states_its_length(path: Path) -> bool:
+    """True when an MP3's first frame (after any ID3v2 tag) holds a Xing/Info tag: its frame count gives
+    the exact length libsndfile reports, so decoding fewer samples means damaged or cut audio data.
+    (Without the tag the length is estimated from the first frame's bitrate and can be far off.)"""
+    with open(path, "rb") as fh:
+        head = fh.read(10)
+        start = 0
+        if len(head) == 10 and head[:3] == b"ID3":
+            size = (head[6] & 0x7F) << 21 | (head[7] & 0x7F) << 14 | (head[8] & 0x7F) << 7 | head[9] & 0x7F
+            start = 10 + size + (10 if head[5] & 0x10 else 0)
+        fh.seek(start)
+        frame = fh.read(200)  # the tag sits 13-36 bytes past the frame header
+    return (
+        len(frame) > 4
+        and frame[0] == 0xFF
+        and frame[1] & 0xE0 == 0xE0
+        and (b"Xing" in frame or b"Info" in frame)
+    )
+
+
+def _check_decoded_length(path: Path, f: sf.SoundFile | ffmpeg.FfmpegReader, decoded: int) -> None:
+    """Raise when an MP3 whose header states its length decoded to fewer samples (libmpg123 stops
+    quietly at damaged frames: a 3 s file would otherwise come back as 0.7 s)."""
+    if (
+        isinstance(f, sf.SoundFile)
+        and f.format == "MP3"
+        and decoded < f.frames
+        and _mp3_states_its_length(path)
+    ):
+        raise AudioFormatError(
+            path, f"truncated or corrupt MP3 data: decoding stopped at sample {decoded} of {f.frames}"
+        )
+
+
+@contextmanager
+def _quiet_decoder(f: sf.SoundFile | ffmpeg.FfmpegReader | None) -> Iterator[None]:
+    """libmpg123 writes warnings ("Xing stream size off by more than 1%") straight to the process's
+    stderr; while an MP3 is opened or read they go to /dev/null (what is wrong is reported as one
+    line by the checks above)."""
+    if f is not None and not (isinstance(f, sf.SoundFile) and f.format == "MP3"):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _check_complete(path: Path, f: sf.SoundFile | ffmpeg.FfmpegReader) -> None:
     truncated = (f.format in ("WAV", "WAVEX") and _wav_is_truncated(path)) or (
         f.format == "OGG" and _ogg_is_truncated(path)
@@ -284,12 +340,14 @@ def _check_complete(path: Path, f: sf.SoundFile | ffmpeg.FfmpegReader) -> None:
 
 def _read_all(path: Path, f: sf.SoundFile | ffmpeg.FfmpegReader) -> np.ndarray:
     try:
-        data = f.read(dtype="float32", always_2d=True)
+        with _quiet_decoder(f):
+            data = f.read(dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
         problem = f"truncated or corrupt audio data at sample {_first_bad_sample(f, 0)} ({exc})"
         raise AudioFormatError(path, problem) from None
     if data.shape[0] == 0:
         raise AudioFormatError(path, "contains no audio samples")
+    _check_decoded_length(path, f, data.shape[0])
     return data
 
 
@@ -398,7 +456,8 @@ def _iter_native(
     total = 0
     while True:
         try:
-            block = f.read(block_frames, dtype="float32", always_2d=True)
+            with _quiet_decoder(f):
+                block = f.read(block_frames, dtype="float32", always_2d=True)
         except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
             problem = f"truncated or corrupt audio data at sample {_first_bad_sample(f, total)} ({exc})"
             raise AudioFormatError(path, problem) from None
@@ -406,6 +465,8 @@ def _iter_native(
         total += block.shape[0]
         if total == 0 and last:
             raise AudioFormatError(path, "contains no audio samples")
+        if last:
+            _check_decoded_length(path, f, total)
         block, _ = _finish(path, block, rate, None, channels)
         if block.shape[0]:
             yield torch.from_numpy(np.ascontiguousarray(block.T))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -60,6 +62,45 @@ def test_mp3_decodes(tmp_path):
     io.save(tmp_path / "x.mp3", x, 44100)
     y, r = io.load(tmp_path / "x.mp3")
     assert r == 44100 and y.shape[0] == 1 and y.shape[1] >= 44100 and torch.isfinite(y).all()
+
+
+def test_a_cut_or_damaged_mp3_is_an_error_not_a_shorter_file(tmp_path, capfd):
+    """libmpg123 stops quietly at damaged frames: without the check a 3 s file came back as 0.7 s (and
+    its own warnings went to stderr beside the one-line error)."""
+    x = _tone(1, 48000, 16000)
+    io.save(tmp_path / "x.mp3", x, 16000)  # libsndfile writes a Xing tag: the exact length
+    whole = (tmp_path / "x.mp3").read_bytes()
+    (tmp_path / "cut.mp3").write_bytes(whole[: len(whole) // 3])
+    damaged = bytearray(whole)
+    for i in range(2000, len(damaged), 97):
+        damaged[i] ^= 0x5A
+    (tmp_path / "damaged.mp3").write_bytes(bytes(damaged))
+    assert io.load(tmp_path / "x.mp3")[0].shape[1] == 48000
+    for name in ("cut.mp3", "damaged.mp3"):
+        with pytest.raises(
+            AudioFormatError, match=rf"{name}: truncated or corrupt MP3 data: decoding stopped"
+        ):
+            io.load(tmp_path / name)
+        with pytest.raises(AudioFormatError, match="of 48000"):
+            list(io.iter_blocks(tmp_path / name, block_frames=4096))
+    assert capfd.readouterr().err == ""
+    # without a Xing/Info tag the header's length is an estimate: no error from it
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-y",
+            "-i",
+            str(tmp_path / "x.mp3"),
+            "-write_xing",
+            "0",
+            str(tmp_path / "n.mp3"),
+        ],
+        check=True,
+    )
+    y, rate = io.load(tmp_path / "n.mp3")
+    assert rate == 16000 and abs(y.shape[1] - 48000) < 2 * 1152
 
 
 def test_resampling_matches_soxr_directly(tmp_path):
