@@ -153,6 +153,9 @@ def test_packed_training_state_resumes_bit_exactly_elsewhere(tmp_path):
     assert len(shards) > 1 and all(p.stat().st_size <= 2**20 + 2**16 for p in shards)
     assert {"run.json", "recipe.yaml", "metrics.jsonl", "state.json"} <= {p.name for p in packed.iterdir()}
     assert main(["checkpoint", "unpack", str(packed), str(moved)]) == 0
+    # the EMA weights as the trainer wrote them at step 5: the unpacked run is a model path at once
+    assert (moved / "model.safetensors").read_bytes() == (tmp_path / "first" / "model.safetensors").read_bytes()
+    assert json.loads((moved / "model.json").read_text())["step"] == 5
     resumed = Trainer(_recipe(*RESUME_OVERRIDES), moved, resume=True, quiet=True)
     assert resumed.step == 5 and resumed.fit().step == 10
     _assert_same_training_state(tmp_path / "straight", moved)

@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         description="pack RUN_DIR OUT: checkpoints/latest.pt as safetensors shards + state.json, with "
         "the run's records (a pack already in OUT is replaced only with -f; other files there are kept); "
         "unpack OUT RUN_DIR: rebuild it, so that audiokit train --resume continues "
-        "bit-exactly.",
+        "bit-exactly, with the EMA weights as RUN_DIR/model.safetensors (a model path for -m at once).",
     )
     parser.add_argument("action", choices=("pack", "unpack"))
     parser.add_argument("source", help="pack: the run directory; unpack: the packed folder")

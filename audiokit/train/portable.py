@@ -6,8 +6,9 @@ transfer with a per-file limit). :func:`pack_run` writes
 it as safetensors shards of at most ``max_shard_bytes`` each plus ``state.json`` (the structure and
 every non-tensor value), and copies the run's records (``run.json``, ``recipe.yaml``,
 ``metrics.jsonl``, ``eval.jsonl``). :func:`unpack_run` rebuilds an identical ``latest.pt`` in a run
-directory, so ``audiokit train --resume`` continues bit-exactly on another machine. Nothing is
-unpickled: shards are safetensors, the rest is JSON.
+directory, so ``audiokit train --resume`` continues bit-exactly on another machine, and writes the EMA
+weights as ``model.safetensors`` as the trainer does, so the unpacked run is a model path at once.
+Nothing is unpickled: shards are safetensors, the rest is JSON.
 """
 
 from __future__ import annotations
@@ -21,14 +22,17 @@ import safetensors
 import safetensors.torch
 import torch
 
-from audiokit.errors import UsageError
+from audiokit.errors import RecipeError, UsageError
 from audiokit.folders import staged_folder
 from audiokit.io import atomic_path
 from audiokit.train.checkpoint import RUN_CHECKPOINT as CHECKPOINT
 from audiokit.train.checkpoint import load_training_state, save_checkpoint
+from audiokit.train.recipe import ModelSection
+from audiokit.train.task import build_model
 
 RECORDS = ("run.json", "recipe.yaml", "metrics.jsonl", "eval.jsonl")
 STATE = "state.json"
+WEIGHTS = "model.safetensors"  # the EMA weights the trainer writes with every checkpoint
 FORMAT = "audiokit-train-state"
 
 
@@ -152,7 +156,8 @@ def _keep_others(old: Path, new: Path) -> None:
 
 
 def unpack_run(pack_dir: str | Path, run_dir: str | Path) -> Path:
-    """Rebuild ``run_dir/checkpoints/latest.pt`` and the records from a folder written by :func:`pack_run`."""
+    """Rebuild ``run_dir/checkpoints/latest.pt``, the records and the EMA weights (``model.safetensors``)
+    from a folder written by :func:`pack_run`; returns the checkpoint's path."""
     pack_dir, run_dir = Path(pack_dir), Path(run_dir)
     state_path = pack_dir / STATE
     if not state_path.is_file():
@@ -172,7 +177,7 @@ def unpack_run(pack_dir: str | Path, run_dir: str | Path) -> Path:
     except (OSError, ValueError, KeyError, TypeError, safetensors.SafetensorError) as exc:
         message = " ".join(str(exc).split())[:200]
         raise UsageError(f"{pack_dir}: unreadable packed training state ({message})") from None
-    for existing in [run_dir / CHECKPOINT, *(run_dir / name for name in RECORDS)]:
+    for existing in [run_dir / CHECKPOINT, run_dir / WEIGHTS, *(run_dir / name for name in RECORDS)]:
         if existing.is_file():  # a run's records without a checkpoint are still that run's
             raise UsageError(f"{existing}: already exists; unpack into another run directory")
     for name in RECORDS:
@@ -180,4 +185,24 @@ def unpack_run(pack_dir: str | Path, run_dir: str | Path) -> Path:
             run_dir.mkdir(parents=True, exist_ok=True)
             with atomic_path(run_dir / name) as tmp:
                 shutil.copyfile(pack_dir / name, tmp)
-    return save_checkpoint(run_dir / CHECKPOINT, state)
+    path = save_checkpoint(run_dir / CHECKPOINT, state)
+    _save_ema_weights(state, run_dir)
+    return path
+
+
+def _save_ema_weights(state: dict[str, Any], run_dir: Path) -> Path | None:
+    """``run_dir/model.safetensors`` (+ ``.json``) from the state's EMA weights, as the trainer writes
+    them with every checkpoint, so that an unpacked run is a model path at once (``-m RUN``); None
+    when the state does not say which model it holds (written before checkpoints held their recipe)."""
+    recipe, ema = state.get("recipe"), state.get("ema")
+    if not isinstance(recipe, dict) or not isinstance(ema, dict) or not isinstance(ema.get("module"), dict):
+        return None
+    try:
+        model = build_model(ModelSection(**recipe["model"]), "the packed state's recipe")
+        model.load_state_dict(ema["module"], strict=True)
+    except (KeyError, TypeError, RuntimeError, RecipeError) as exc:
+        message = " ".join(str(exc).split())[:200]
+        raise UsageError(
+            f"{run_dir / CHECKPOINT}: written, but its EMA weights fit no model ({message})"
+        ) from None
+    return model.save_pretrained(run_dir / WEIGHTS, extra={"step": state["step"]})
