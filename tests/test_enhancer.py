@@ -24,6 +24,8 @@ ANALYSES = {
     "band_conv_no_low_band": {"band_encoder": "conv", "low_band_features": False},
     "band_norm": {"band_norm_frames": 50},
     "band_conv_band_norm": {"band_encoder": "conv", "band_norm_frames": 50},
+    "no_pitch_lag": {"pitch_lag_feature": False, "band_norm_frames": 50, "low_band_features": False},
+    "band_conv_no_pitch_lag": {"band_encoder": "conv", "pitch_lag_feature": False},
 }
 
 

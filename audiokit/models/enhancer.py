@@ -11,8 +11,9 @@ Signal path per 10 ms hop (``speech``-style defaults: 16 kHz, ``n_fft`` 320, hop
 
 With ``pitch`` (RNNoise's pitch analysis, :mod:`audiokit.nn.pitch`): the features also hold each
 band's correlation of ``X`` with ``P``, the spectrum one pitch period back, the frame's periodicity
-and its lag; with ``pitch_filter`` too, a third head gives per-band comb-filter strengths ``b`` in
-[0, 1], and step 5 gains ``G (X + b P) / (1 + b)`` instead of ``G X``. ``enhance-16k`` has both.
+and (``pitch_lag_feature``, default) its lag, which says how high the voice is; with ``pitch_filter``
+too, a third head gives per-band comb-filter strengths ``b`` in [0, 1], and step 5 gains
+``G (X + b P) / (1 + b)`` instead of ``G X``. ``enhance-16k`` has both.
 
 With ``noise_floor_rise`` (rates in dB per second, :mod:`audiokit.nn.noise_floor`): the features also
 hold each band's power above its tracked noise floor, one block per rate (the model needs an estimate of
@@ -92,6 +93,7 @@ class EnhancerConfig(ModelConfig):
     pitch: bool = False
     pitch_filter: bool = True
     pitch_lags: tuple[int, int] = (40, 320)
+    pitch_lag_feature: bool = True  # the pitch period among the features (not only its periodicity)
     noise_floor_rise: tuple[float, ...] = ()
     band_encoder: str = "linear"
     band_channels: int = 16
@@ -292,11 +294,9 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
             features.append(torch.cat([real * scale, imag * scale], 1).transpose(1, 2))  # (N, M, 2 df_bins)
         if pitch is not None:
             pitch_spec, periodicity, lag = pitch
-            features += [
-                band_pitch_correlation(spec, pitch_spec, self.erb),
-                periodicity.unsqueeze(-1),
-                (lag.to(spec.real.dtype) / self.config.pitch_lags[1]).unsqueeze(-1),
-            ]
+            features += [band_pitch_correlation(spec, pitch_spec, self.erb), periodicity.unsqueeze(-1)]
+            if self.config.pitch_lag_feature:
+                features.append((lag.to(spec.real.dtype) / self.config.pitch_lags[1]).unsqueeze(-1))
         if self.noise_floor is not None:
             floor = self.noise_floor
             above = floor(erb_power) if noise_state is None else floor.step(erb_power, noise_state)
@@ -474,7 +474,7 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
             per_frame -= c.hidden_dim * c.erb_bands * (2 if c.pitch and c.pitch_filter else 1)
         if c.pitch:  # the lag search (three FFTs of fft_size), features, the comb head and filter
             fft_size = self.pitch.fft_size
-            per_frame += 3 * fft_size * math.log2(fft_size) + (c.erb_bands + 2) * c.hidden_dim
+            per_frame += 3 * fft_size * math.log2(fft_size) + pitch_width(c) * c.hidden_dim
             if c.pitch_filter:
                 per_frame += c.hidden_dim * c.erb_bands + (c.n_fft // 2 + 1) * (c.erb_bands + 4)
         return per_frame * c.sample_rate / c.hop_length
@@ -486,10 +486,15 @@ def feature_layout(config: EnhancerConfig) -> list[tuple[str, int]]:
     if config.low_band_features:
         layout.append(("low_band", 2 * config.df_bins))
     if config.pitch:
-        layout.append(("pitch", config.erb_bands + 2))
+        layout.append(("pitch", pitch_width(config)))
     if config.noise_floor_rise:
         layout.append(("noise_floor", len(config.noise_floor_rise) * config.erb_bands))
     return layout
+
+
+def pitch_width(config: EnhancerConfig) -> int:
+    """Features of the pitch analysis: each band's correlation, the periodicity and (optionally) the lag."""
+    return config.erb_bands + 1 + config.pitch_lag_feature
 
 
 def band_planes(config: EnhancerConfig) -> list[str]:
@@ -502,7 +507,7 @@ def global_features(config: EnhancerConfig) -> list[tuple[str, int]]:
     """The feature blocks (the last ``width`` columns of each) that bypass the band encoder."""
     level = [("level", 1)] if config.band_norm_frames else []
     low_band = [("low_band", 2 * config.df_bins)] if config.low_band_features else []
-    return level + low_band + ([("pitch", 2)] if config.pitch else [])
+    return level + low_band + ([("pitch", 1 + config.pitch_lag_feature)] if config.pitch else [])
 
 
 def _per_band(features: torch.Tensor, config: EnhancerConfig) -> torch.Tensor:
