@@ -154,7 +154,8 @@ def test_packed_training_state_resumes_bit_exactly_elsewhere(tmp_path):
     assert {"run.json", "recipe.yaml", "metrics.jsonl", "state.json"} <= {p.name for p in packed.iterdir()}
     assert main(["checkpoint", "unpack", str(packed), str(moved)]) == 0
     # the EMA weights as the trainer wrote them at step 5: the unpacked run is a model path at once
-    assert (moved / "model.safetensors").read_bytes() == (tmp_path / "first" / "model.safetensors").read_bytes()
+    weights = (moved / "model.safetensors").read_bytes()
+    assert weights == (tmp_path / "first" / "model.safetensors").read_bytes()
     assert json.loads((moved / "model.json").read_text())["step"] == 5
     resumed = Trainer(_recipe(*RESUME_OVERRIDES), moved, resume=True, quiet=True)
     assert resumed.step == 5 and resumed.fit().step == 10
@@ -287,6 +288,45 @@ def test_cli_trains_then_resumes(tmp_path, capsys):
     args = parser.parse_args([*base, "--resume", "--init", "x.pt"])
     with pytest.raises(UsageError, match="cannot be used together"):
         args.handler(args)
+
+
+def test_a_signal_during_an_evaluation_drops_it_at_once(tmp_path):
+    """Ctrl-C while the validation clips are scored stops now, not after the evaluation's minutes: the
+    evaluation at step 2 signals itself at its start, then would score every clip."""
+    trainer = Trainer(
+        _recipe("run.tensorboard=false", "eval.every_steps=2", "run.max_steps=6"), tmp_path, quiet=True
+    )
+    evaluate, scored = trainer.task.evaluate, []
+
+    def signalled_evaluation(model, clips):
+        if trainer.step == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        result = evaluate(model, clips)
+        scored.append(trainer.step)
+        return result
+
+    trainer.task.evaluate = signalled_evaluation
+    result = trainer.fit()
+    trainer.close()
+    assert result.stopped == "SIGINT" and result.step == 2 and scored == [] and result.evaluations == []
+    assert not (tmp_path / "eval.jsonl").exists()
+    assert load_checkpoint(tmp_path / "checkpoints" / "latest.pt")["step"] == 2
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored after the session
+
+
+def test_a_signal_during_the_final_evaluation_is_the_sessions_stop_reason(tmp_path):
+    trainer = Trainer(_recipe("run.tensorboard=false", "run.max_steps=3"), tmp_path, quiet=True)
+    evaluate = trainer.task.evaluate
+
+    def signalled_evaluation(model, clips):
+        os.kill(os.getpid(), signal.SIGINT)
+        return evaluate(model, clips)
+
+    trainer.task.evaluate = signalled_evaluation
+    result = trainer.fit()
+    trainer.close()
+    assert result.stopped == "SIGINT" and result.step == 3 and not (tmp_path / "eval.jsonl").exists()
+    assert load_checkpoint(tmp_path / "checkpoints" / "latest.pt")["step"] == 3
 
 
 def test_sigterm_ends_the_session_with_a_checkpoint_that_resumes(tmp_path):

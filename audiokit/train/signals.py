@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import FrameType, TracebackType
+
+
+class StopRequested(Exception):
+    """A stop signal arrived inside :meth:`StopSignals.interruptible`: drop that work."""
 
 
 class StopSignals:
@@ -16,6 +22,7 @@ class StopSignals:
     def __init__(self) -> None:
         self.received: str | None = None
         self._previous: dict = {}
+        self._interruptible = False
 
     def __enter__(self) -> StopSignals:
         self.received = None
@@ -28,6 +35,20 @@ class StopSignals:
     def _stop(self, signum: int, frame: FrameType | None) -> None:
         self.received = signal.Signals(signum).name
         signal.signal(signum, self._previous[signum])
+        if self._interruptible:
+            raise StopRequested(self.received)
+
+    @contextmanager
+    def interruptible(self) -> Iterator[None]:
+        """Work that a stop may drop (an evaluation: minutes of it would delay the stop): inside, a stop
+        signal raises :class:`StopRequested` at once, as does one that had already arrived."""
+        if self.received:
+            raise StopRequested(self.received)
+        self._interruptible = True
+        try:
+            yield
+        finally:
+            self._interruptible = False
 
     def __exit__(self, kind: type | None, value: BaseException | None, tb: TracebackType | None) -> None:
         for sig, handler in self._previous.items():

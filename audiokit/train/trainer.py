@@ -15,6 +15,7 @@ evaluations.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import signal
@@ -44,7 +45,7 @@ from audiokit.train.optim import (
 from audiokit.train.recipe import Recipe
 from audiokit.train.records import RunRecords
 from audiokit.train.runtime import Runtime, seed_all
-from audiokit.train.signals import StopSignals
+from audiokit.train.signals import StopRequested, StopSignals
 from audiokit.train.task import Task, build_model, task_class
 
 
@@ -310,20 +311,28 @@ class Trainer:
         return scalars
 
     @torch.no_grad()
-    def evaluate(self) -> dict:
+    def evaluate(self, signals: StopSignals | None = None) -> dict:
         """The task's evaluation of the EMA model on the validation clips (rank 0; the others wait).
 
         Appends ``{"step": ..., **record}`` to ``eval.jsonl`` and logs TensorBoard scalars and examples;
-        RNG states are left as they were. Returns that line (``{}`` on other ranks or without clips).
+        RNG states are left as they were. Returns that line (``{}`` on other ranks or without clips, and
+        when a stop signal of ``signals`` cut the evaluation short: nothing is logged then).
         """
         result: dict = {}
         if self.is_main and self.validation:
             saved = rng_state()
             model = self.ema.module.eval()
-            evaluation = self.task.evaluate(model, self.validation)
-            self.records.log_evaluation(self.step, evaluation.record, evaluation.scalars, evaluation.examples)
-            result = {"step": self.step, **evaluation.record}
-            set_rng_state(saved)
+            try:
+                with signals.interruptible() if signals else contextlib.nullcontext():
+                    evaluation = self.task.evaluate(model, self.validation)
+            except StopRequested:
+                evaluation = None
+            finally:
+                set_rng_state(saved)
+            if evaluation is not None:
+                records = (evaluation.record, evaluation.scalars, evaluation.examples)
+                self.records.log_evaluation(self.step, *records)
+                result = {"step": self.step, **evaluation.record}
         self.runtime.barrier()
         return result
 
@@ -344,7 +353,8 @@ class Trainer:
         These limits stop this session only; the LR schedule follows the recipe. Checkpoints are
         written every ``run.checkpoint_every`` steps and when the session stops; evaluation runs
         every ``eval.every_steps`` steps and at the end. SIGINT or SIGTERM stops the session after
-        the current step with a checkpoint, without the final evaluation (``stopped`` names the signal).
+        the current step with a checkpoint, without the final evaluation (``stopped`` names the signal);
+        one that comes during an evaluation drops that evaluation at once.
         """
         with StopSignals() as signals:
             return self._fit(signals, max_steps, max_minutes)
@@ -387,14 +397,16 @@ class Trainer:
                 self.save()
                 saved_at = self.step
             if self.step % self.recipe.eval.every_steps == 0 and validating:
-                result.evaluations.append(self.evaluate())
+                result.evaluations += [e for e in [self.evaluate(signals)] if e]
                 evaluated_at = self.step
         bar.close()
         if saved_at != self.step or not (self.run_dir / CHECKPOINT).is_file():
             self.save()
         interrupted = result.stopped in ("SIGINT", "SIGTERM")
         if evaluated_at != self.step and validating and not interrupted:
-            result.evaluations.append(self.evaluate())
+            result.evaluations += [e for e in [self.evaluate(signals)] if e]
+            if signals.received:  # the final evaluation was dropped for it; the checkpoint is saved
+                result.stopped = signals.received
         self.runtime.barrier()
         result.step = self.step
         if self.records is not None:
