@@ -7,7 +7,7 @@ follow ``.to(device)`` and cost only the STFTs at run time.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import torch
@@ -43,10 +43,11 @@ def _power(spec: torch.Tensor) -> torch.Tensor:
 @dataclass
 class SpectrumPair:
     """Complex STFTs ``(B * C, bins, frames)`` of an estimate and its reference at one resolution; their
-    powers are computed once, on first use, however many losses read them."""
+    powers (and floored log powers) are computed once, on first use, however many losses read them."""
 
     est: torch.Tensor
     ref: torch.Tensor
+    _log_powers: dict = field(default_factory=dict, repr=False)
 
     @cached_property
     def est_power(self) -> torch.Tensor:
@@ -55,6 +56,14 @@ class SpectrumPair:
     @cached_property
     def ref_power(self) -> torch.Tensor:
         return _power(self.ref)
+
+    def log_powers(self, floor: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """``log max(|Z|^2, floor)`` of the estimate and the reference."""
+        if floor not in self._log_powers:
+            self._log_powers[floor] = tuple(
+                p.clamp(min=floor).log() for p in (self.est_power, self.ref_power)
+            )
+        return self._log_powers[floor]
 
 
 class _MultiResolutionSTFT(nn.Module):
@@ -134,13 +143,16 @@ class CompressedComplexSTFTLoss(_MultiResolutionSTFT):
         self.exponent = exponent
         self.eps = eps
 
-    def _compressed(self, spec: torch.Tensor, power: torch.Tensor) -> torch.Tensor:
-        """``|Z|^c e^{j angle Z}`` of complex ``spec`` ``(..., F, N)`` whose ``|Z|^2`` is ``power``."""
-        return spec * power.clamp(min=self.eps).pow((self.exponent - 1.0) / 2.0)
+    # powers as exp(p log |Z|^2) from the pair's cached log powers: the same values to float rounding,
+    # and on the CPU 2-3x faster than torch.pow with a fractional exponent, backward included
+    def _compressed(self, spec: torch.Tensor, log_power: torch.Tensor) -> torch.Tensor:
+        """``|Z|^c e^{j angle Z}`` of complex ``spec`` ``(..., F, N)`` whose floored ``log |Z|^2`` is
+        ``log_power``."""
+        return spec * torch.exp(log_power * ((self.exponent - 1.0) / 2.0))
 
-    def _compressed_magnitude(self, power: torch.Tensor) -> torch.Tensor:
-        """``|Z|^c`` from ``|Z|^2`` (floored at ``eps`` as in :meth:`_compressed`)."""
-        return power.clamp(min=self.eps).pow(self.exponent / 2.0)
+    def _compressed_magnitude(self, log_power: torch.Tensor) -> torch.Tensor:
+        """``|Z|^c`` from the floored ``log |Z|^2`` (as in :meth:`_compressed`)."""
+        return torch.exp(log_power * (self.exponent / 2.0))
 
     def forward(self, estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.from_spectra(self.spectra(estimate, target))
@@ -149,7 +161,8 @@ class CompressedComplexSTFTLoss(_MultiResolutionSTFT):
         """The loss of :meth:`spectra`'s pairs."""
         total = 0.0
         for pair in pairs:
-            est, ref = self._compressed(pair.est, pair.est_power), self._compressed(pair.ref, pair.ref_power)
+            log_est, log_ref = pair.log_powers(self.eps)
+            est, ref = self._compressed(pair.est, log_est), self._compressed(pair.ref, log_ref)
             total = total + _power(est - ref).mean()
         return total / len(self.resolutions)
 
@@ -167,7 +180,7 @@ class CompressedComplexSTFTLoss(_MultiResolutionSTFT):
             raise ValueError(f"excess_weight must be > 0, got {excess_weight}")
         total = 0.0
         for pair in pairs:
-            est, ref = self._compressed_magnitude(pair.est_power), self._compressed_magnitude(pair.ref_power)
+            est, ref = (self._compressed_magnitude(log_power) for log_power in pair.log_powers(self.eps))
             error = (est - ref).square()
             if excess_weight != 1.0:
                 error = torch.where(est > ref, excess_weight * error, error)
