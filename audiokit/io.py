@@ -205,9 +205,7 @@ def _open(path: Path, raw: RawFormat | None = None) -> sf.SoundFile | ffmpeg.Ffm
         )
     if path.suffix.lower() not in ffmpeg.FFMPEG_EXTENSIONS:
         try:
-            if path.suffix.lower() != ".mp3":
-                return sf.SoundFile(str(path))
-            with _quiet_decoder(None):
+            with _quiet_native_stderr(path.suffix.lower() == ".mp3"):
                 return sf.SoundFile(str(path))
         except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
             reason = str(exc).split(":")[-1].strip().rstrip(".") or "unreadable"
@@ -300,23 +298,22 @@ def _mp3_states_its_length(path: Path) -> bool:
 def _check_decoded_length(path: Path, f: sf.SoundFile | ffmpeg.FfmpegReader, decoded: int) -> None:
     """Raise when an MP3 whose header states its length decoded to fewer samples (libmpg123 stops
     quietly at damaged frames: a 3 s file would otherwise come back as 0.7 s)."""
-    if (
-        isinstance(f, sf.SoundFile)
-        and f.format == "MP3"
-        and decoded < f.frames
-        and _mp3_states_its_length(path)
-    ):
+    if _is_mp3(f) and decoded < f.frames and _mp3_states_its_length(path):
         raise AudioFormatError(
             path, f"truncated or corrupt MP3 data: decoding stopped at sample {decoded} of {f.frames}"
         )
 
 
+def _is_mp3(f: sf.SoundFile | ffmpeg.FfmpegReader) -> bool:
+    return isinstance(f, sf.SoundFile) and f.format == "MP3"
+
+
 @contextmanager
-def _quiet_decoder(f: sf.SoundFile | ffmpeg.FfmpegReader | None) -> Iterator[None]:
+def _quiet_native_stderr(active: bool) -> Iterator[None]:
     """libmpg123 writes warnings ("Xing stream size off by more than 1%") straight to the process's
-    stderr; while an MP3 is opened or read they go to /dev/null (what is wrong is reported as one
-    line by the checks above)."""
-    if f is not None and not (isinstance(f, sf.SoundFile) and f.format == "MP3"):
+    stderr; while an MP3 is opened or read (``active``) they go to /dev/null (what is wrong is reported
+    as one line by the checks above)."""
+    if not active:
         yield
         return
     sys.stderr.flush()
@@ -340,7 +337,7 @@ def _check_complete(path: Path, f: sf.SoundFile | ffmpeg.FfmpegReader) -> None:
 
 def _read_all(path: Path, f: sf.SoundFile | ffmpeg.FfmpegReader) -> np.ndarray:
     try:
-        with _quiet_decoder(f):
+        with _quiet_native_stderr(_is_mp3(f)):
             data = f.read(dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
         problem = f"truncated or corrupt audio data at sample {_first_bad_sample(f, 0)} ({exc})"
@@ -456,7 +453,7 @@ def _iter_native(
     total = 0
     while True:
         try:
-            with _quiet_decoder(f):
+            with _quiet_native_stderr(_is_mp3(f)):
                 block = f.read(block_frames, dtype="float32", always_2d=True)
         except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
             problem = f"truncated or corrupt audio data at sample {_first_bad_sample(f, total)} ({exc})"
