@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import subprocess
 import sys
 import time
@@ -66,6 +67,23 @@ def score(model: Enhancer, clips: list) -> list[dict]:
     return rows
 
 
+def cached_score(run_dir: Path, clips: list) -> list[dict]:
+    """:func:`score` of the run's EMA weights, kept in ``run_dir/ablation_scores.json`` for the weights'
+    sha256 and the clips' names, so that the variant every ablation pairs against is scored once."""
+    cache = run_dir / "ablation_scores.json"
+    key = {
+        "weights_sha256": json.loads((run_dir / "model.json").read_text())["sha256"],
+        "clips": [name for name, _ in clips],
+    }
+    if cache.is_file():
+        saved = json.loads(cache.read_text())
+        if {k: saved.get(k) for k in key} == key:  # NaN scores were written as null
+            return [{k: math.nan if v is None else v for k, v in row.items()} for row in saved["rows"]]
+    rows = score(Enhancer.from_pretrained(run_dir / "model.safetensors"), clips)
+    write_json(cache, {**key, "rows": rows})
+    return rows
+
+
 def scores(summary: Summary) -> dict:
     """``{metric: {"mean", "ci95"}}`` of :data:`METRICS`."""
     return {m: {"mean": summary.mean[m], "ci95": summary.ci95[m]} for m in METRICS}
@@ -98,7 +116,7 @@ def main() -> None:
         overrides = [*filter(None, settings.split(",")), *args.set]
         wall = train(run_dir, args.steps, overrides)
         model = Enhancer.from_pretrained(run_dir / "model.safetensors")
-        rows[name] = score(model, clips)
+        rows[name] = cached_score(run_dir, clips)
         result[name] = {
             "overrides": overrides,
             "train_wall_s_this_call": round(wall, 1),
