@@ -93,7 +93,7 @@ class HighBand:
         for signal in self.signals[1:]:
             frames = signal[:, begin : begin + (count + 1) * hop].unfold(-1, 2 * hop, hop)
             spectrum = torch.fft.rfft(frames * self.window, dim=-1)[..., self.bins]
-            powers.append(spectrum.abs().square().sum(-1))
+            powers.append((spectrum.real.square() + spectrum.imag.square()).sum(-1))
         low, enhanced = powers
         return torch.sqrt(enhanced / (low + 1e-20)).clamp(max=1.0)
 
