@@ -137,20 +137,25 @@ async def stream(
     bitrate: float | None = None,
     token: str | None = None,
     realtime: bool = False,
+    high_band: bool | None = None,
 ) -> StreamResult:
     """Stream mono ``chunks`` (float32 ``(n,)`` at ``sample_rate`` Hz) through the server at ``url``
     (``ws://host:port/v1/stream``) and return the processed audio.
 
     Each chunk is a message (split where it exceeds the server's message size), sent below the server's
-    message rate. ``bitrate`` (bits/s) is for ``task="codec"``; ``token`` goes in an ``Authorization``
-    header. :class:`ServerError` when the server refuses or ends the stream, :class:`ConnectError` when
-    none answers at ``url``, :class:`UsageError` for a URL that is not a WebSocket one.
+    message rate. ``bitrate`` (bits/s) is for ``task="codec"``; ``high_band`` (enhance; None: the
+    server's default, on) keeps the input's band above the model's at rates above the model's; ``token``
+    goes in an ``Authorization`` header. :class:`ServerError` when the server refuses or ends the stream,
+    :class:`ConnectError` when none answers at ``url``, :class:`UsageError` for a URL that is not a
+    WebSocket one.
     """
     start = {"type": "start", "task": task, "sample_rate": sample_rate, "format": fmt}
     if model is not None:
         start["model"] = model
     if bitrate is not None:
         start["bitrate"] = bitrate
+    if high_band is not None:
+        start["high_band"] = high_band
     headers = {"Authorization": f"Bearer {token}"} if token else None
     async with await _connect(url, headers) as ws:
         try:

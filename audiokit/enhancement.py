@@ -59,7 +59,7 @@ def enhance_audio(
     if sample_rate <= model.sample_rate:
         return back(y.numpy().T)
     high_band = HighBand(original.shape[0], sample_rate, model.sample_rate)
-    return high_band.push(original, back(x), back(y.numpy().T), last=True)
+    return torch.from_numpy(high_band.push(original, back(x), back(y.numpy().T), last=True))
 
 
 def enhance_file(

@@ -94,6 +94,47 @@ def test_other_sample_rate_is_resampled(server):
     assert corr > 0.95
 
 
+def _wideband(rate: int, seconds: float) -> np.ndarray:
+    """Speech at ``rate`` with a noise band at 9-15 kHz that follows its 4-7.5 kHz envelope."""
+    from scipy import signal
+
+    from audiokit import io
+
+    x = io.resample(speech(seconds, 0.3)[:, None], 16000, rate)[:, 0]
+    b, a = signal.butter(4, [4000, 7500], "bandpass", fs=rate)
+    envelope = np.abs(signal.hilbert(signal.lfilter(b, a, x)))
+    b, a = signal.butter(6, [9000, 15000], "bandpass", fs=rate)
+    high = signal.lfilter(b, a, np.random.default_rng(2).normal(0, 1, x.size)) * envelope
+    return (x + high).astype(np.float32)
+
+
+def _high_band_energy(audio: np.ndarray, rate: int) -> float:
+    spectrum = np.abs(np.fft.rfft(audio * np.hanning(audio.size))) ** 2  # windowed: no edge leakage
+    return float(spectrum[np.fft.rfftfreq(audio.size, 1 / rate) > 9000].sum())
+
+
+@pytest.mark.parametrize("rate", [48000, 44100])
+def test_enhance_keeps_the_high_band_as_files_do(server, rate):
+    """Above the model's rate the output keeps the input's band above 8 kHz (on by default): equal to
+    `audiokit enhance`'s in-memory path on the whole input, with the high band's 20 ms look-ahead in
+    `latency_samples`; `high_band: false` returns the model's band only, 20 ms sooner."""
+    from audiokit.enhancement import enhance_audio
+
+    x = _wideband(rate, 1.5)
+    result = asyncio.run(
+        client.stream(server.ws, random_chunks(x, np.random.default_rng(3)), rate, "enhance")
+    )
+    expected = enhance_audio(server.enhancer, torch.from_numpy(x)[None], rate)[0].numpy()
+    assert result.audio.shape == x.shape
+    assert np.abs(result.audio - expected).max() < 1e-6
+    assert result.ready["high_band"] is True
+    assert result.ready["latency_samples"] == round(0.04 * rate)  # 20 ms model + 20 ms look-ahead
+    narrow = asyncio.run(client.stream(server.ws, [x], rate, "enhance", high_band=False))
+    assert narrow.ready["high_band"] is False and narrow.ready["latency_samples"] == round(0.02 * rate)
+    assert _high_band_energy(narrow.audio, rate) < 1e-6 * _high_band_energy(x, rate)
+    assert _high_band_energy(result.audio, rate) > 0.01 * _high_band_energy(x, rate)
+
+
 def test_healthz_and_metrics(server):
     asyncio.run(client.stream(server.ws, [speech(0.2)], 16000, "enhance"))
     health = json.loads(urllib.request.urlopen(f"{server.http}/healthz").read())

@@ -23,6 +23,11 @@ def test_parse_start_accepts_and_defaults():
     assert start == p.StartRequest("codec", "speech-16k", 48000, "f32le", 3000.0)
     start = p.parse_start({"type": "start", "task": "enhance", "sample_rate": 16000, "bitrate": 9}, DEFAULTS)
     assert start.bitrate is None and start.model == "enhance-16k"
+    assert start.high_band is True  # enhance keeps an input's band above the model's unless told not to
+    start = p.parse_start(
+        {"type": "start", "task": "enhance", "sample_rate": 48000, "high_band": False}, DEFAULTS
+    )
+    assert start.high_band is False
 
 
 @pytest.mark.parametrize(
@@ -36,6 +41,8 @@ def test_parse_start_accepts_and_defaults():
         {"bitrate": None},
         {"bitrate": float("nan")},
         {"model": 3},
+        {"high_band": True},  # a codec returns its coded band
+        {"high_band": "yes"},
     ],
 )
 def test_parse_start_rejects(change):
@@ -70,10 +77,12 @@ def test_messages_are_json():
     assert json.loads(p.error_message(4400, "x")) == {"type": "error", "code": 4400, "message": "x"}
 
 
+@pytest.mark.parametrize("high_band", [False, True])
 @pytest.mark.parametrize("rate", [16000, 8000, 44100, 48000])
-def test_wire_audio_keeps_exact_length(rate):
+def test_wire_audio_keeps_exact_length(rate, high_band):
     """Whatever the client's rate, the output is exactly as long as the input, never longer mid-way."""
-    wire = WireAudio(rate, 16000)
+    wire = WireAudio(rate, 16000, high_band)
+    assert wire.high_band == (high_band and rate > 16000)
     rng = np.random.default_rng(0)
     total_in, total_out = 0, 0
     for _ in range(20):

@@ -29,6 +29,9 @@ from audiokit.serve.engines import Engine
 
 TOKEN = "s3cret"
 LSB = 1 / 32768  # 16-bit PCM, what a .wav output holds
+# a float sample written as 16-bit PCM by libsndfile and read back is up to one LSB away (0.99988 LSB over
+# a ramp of 200,001 values, small ones too: not a rounding to nearest); 1e-7 of float on top
+PCM16_ERROR = 1.05 * LSB
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +78,7 @@ def test_long_file_streams_within_the_default_limits(capsys, server, enhancer, l
     assert (code, out, err) == (0, "", "")
     back, rate = sf.read(target, dtype="float32")
     assert rate == 16000 and back.shape == x.shape
-    assert np.abs(back - _offline(enhancer, x)).max() <= LSB
+    assert np.abs(back - _offline(enhancer, x)).max() <= PCM16_ERROR
 
 
 def test_small_messages_are_paced_below_the_message_rate(server, enhancer, long_clip):
@@ -161,7 +164,7 @@ def test_standard_input_to_standard_output(server, enhancer, tmp_path):
     assert proc.stderr.decode() == f"stream: <stdin> -> -: {x.shape[0]} samples via {server.ws}\n"
     (tmp_path / "back.wav").write_bytes(proc.stdout)
     back, rate = sf.read(tmp_path / "back.wav", dtype="float32")
-    assert rate == 16000 and np.abs(back - _offline(enhancer, x)).max() <= LSB
+    assert rate == 16000 and np.abs(back - _offline(enhancer, x)).max() <= PCM16_ERROR
 
 
 def _serve(*argv: str) -> subprocess.CompletedProcess:
@@ -290,3 +293,20 @@ def test_compiled_server_exits_quietly():
 def test_server_config_refuses_limits_no_stream_could_live_with(field, value):
     with pytest.raises(UsageError, match=f"ServerConfig.{field} must be"):
         ServerConfig(**{field: value})
+
+
+def test_model_band_only_turns_the_high_band_off(capsys, server, tmp_path):
+    """A 48 kHz file: by default the server keeps its band above 8 kHz (40 ms of latency);
+    `--model-band-only` returns the model's band alone, 20 ms sooner."""
+    source = tmp_path / "in48.wav"
+    sf.write(source, np.random.default_rng(0).normal(0, 0.1, 4800).astype(np.float32), 48000, subtype="FLOAT")
+    readies = {}
+    for options in ((), ("--model-band-only",)):
+        code, out, err = run(
+            capsys, "stream", "--json", "-f", source, tmp_path / "o.wav", "--url", server.ws, *options
+        )
+        assert code == 0, err
+        readies[options] = json.loads(out)["ready"]
+    assert readies[()]["high_band"] is True and readies[()]["latency_samples"] == 1920
+    band_only = readies[("--model-band-only",)]
+    assert band_only["high_band"] is False and band_only["latency_samples"] == 960

@@ -123,6 +123,7 @@ def run_stream(args: argparse.Namespace) -> int:
         bitrate=None if args.task != "codec" else args.bitrate * 1000,
         token=args.token,
         realtime=args.realtime,
+        high_band=False if args.model_band_only else None,
     )
     result = _run_until_signal(work)
     io.save(args.output, result.audio[None], rate)  # atomically: a temporary file renamed
@@ -242,6 +243,13 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     client.add_argument("-m", "--model", help="served model name (default: the server's for the task)")
     client.add_argument("-b", "--bitrate", type=float, default=6.0, help="codec bitrate in kbps (default: 6)")
     client.add_argument("--format", choices=("f32le", "s16le"), default="f32le", help="PCM on the wire")
+    client.add_argument(
+        "--model-band-only",
+        action="store_true",
+        help="enhance: return only the model's band (0-8 kHz for enhance-16k) of input at a higher rate, "
+        "20 ms sooner (default: the input's band above it is kept, attenuated as the model attenuated "
+        "the top of its band)",
+    )
     client.add_argument(
         "--chunk-ms",
         type=finite_number(),

@@ -106,7 +106,8 @@ async def handle_stream(websocket: WebSocket, state: ServerState) -> None:
             p.ready_message(
                 stream.id,
                 request,
-                engine.latency_at(request.sample_rate),
+                engine.latency_at(request.sample_rate) + stream.wire.extra_latency,
+                stream.wire.high_band,
                 config.max_message_bytes,
                 config.max_messages_per_second,
             )

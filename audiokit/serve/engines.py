@@ -17,6 +17,7 @@ import soxr
 import torch
 
 from audiokit.errors import UsageError
+from audiokit.high_band import HighBand
 from audiokit.models.codec import Codec
 from audiokit.models.enhancer import Enhancer
 from audiokit.serve.protocol import BAD_REQUEST, ProtocolError, StartRequest
@@ -129,9 +130,15 @@ class Engine:
 
 
 class WireAudio:
-    """One stream's audio between the client's rate and the model's (both in Hz)."""
+    """One stream's audio between the client's rate and the model's (both in Hz).
 
-    def __init__(self, client_rate: int, model_rate: int) -> None:
+    With ``high_band`` and a client rate above the model's, the output also holds the input's band above
+    the model's Nyquist frequency, as ``audiokit enhance`` keeps it in files
+    (:class:`~audiokit.high_band.HighBand`); its gains look two hops ahead, so the output lags the input
+    by :attr:`extra_latency` samples more than the model's latency.
+    """
+
+    def __init__(self, client_rate: int, model_rate: int, high_band: bool = False) -> None:
         self.client_rate = client_rate
         self.model_rate = model_rate
         self.samples_in = 0  # client-rate samples received
@@ -139,18 +146,38 @@ class WireAudio:
         same = client_rate == model_rate
         self._to_model = None if same else soxr.ResampleStream(client_rate, model_rate, 1, dtype="float32")
         self._from_model = None if same else soxr.ResampleStream(model_rate, client_rate, 1, dtype="float32")
+        self._high_band: HighBand | None = None
+        self.extra_latency = 0
+        if high_band and client_rate > model_rate:
+            self._high_band = HighBand(1, client_rate, model_rate)
+            self._round_trip = soxr.ResampleStream(model_rate, client_rate, 1, dtype="float32")
+            self._inputs: list[list[np.ndarray]] = [[], []]  # the input and its round trip, not yet used
+            self.extra_latency = 2 * self._high_band.hop
+
+    @property
+    def high_band(self) -> bool:
+        """Whether the output keeps the input's band above the model's."""
+        return self._high_band is not None
 
     def to_model(self, samples: np.ndarray, last: bool = False) -> torch.Tensor:
         """Client samples ``(n,)`` -> model-rate samples (``last``: flush the resampler)."""
         self.samples_in += samples.shape[0]
         if self._to_model is not None:
-            samples = self._to_model.resample_chunk(samples, last=last)
+            down = self._to_model.resample_chunk(samples, last=last)
+            if self._high_band is not None:
+                self._inputs[0].append(samples)
+                self._inputs[1].append(self._round_trip.resample_chunk(down, last=last))
+            samples = down
         return torch.from_numpy(np.ascontiguousarray(samples, np.float32))
 
     def from_model(self, samples: np.ndarray, last: bool = False) -> np.ndarray:
         """Model-rate output -> client samples, never past the input's length; ``last`` pads to it."""
         if self._from_model is not None:
             samples = self._from_model.resample_chunk(np.ascontiguousarray(samples, np.float32), last=last)
+        if self._high_band is not None:
+            x, low = (np.concatenate(parts or [np.zeros(0, np.float32)])[None] for parts in self._inputs)
+            self._inputs = [[], []]
+            samples = self._high_band.push(x, low, samples[None], last)[0]
         samples = samples[: self.samples_in - self.samples_out]
         if last:
             samples = np.pad(samples, (0, self.samples_in - self.samples_out - samples.shape[0]))

@@ -39,13 +39,16 @@ class ProtocolError(Exception):
 
 @dataclass(frozen=True)
 class StartRequest:
-    """A validated ``start`` message; ``sample_rate`` in Hz, ``bitrate`` in bits/s (codec only)."""
+    """A validated ``start`` message; ``sample_rate`` in Hz, ``bitrate`` in bits/s (codec only);
+    ``high_band``: keep the input's band above the model's (enhance only; it matters above the model's
+    rate)."""
 
     task: str
     model: str
     sample_rate: int
     format: str
     bitrate: float | None = None
+    high_band: bool = False
 
 
 def parse_json(text: str) -> dict:
@@ -92,7 +95,12 @@ def parse_start(message: dict, default_models: dict[str, str]) -> StartRequest:
         bitrate = float(bitrate)
     else:
         bitrate = None
-    return StartRequest(task, model, rate, fmt, bitrate)
+    high_band = message.get("high_band", task == "enhance")
+    if not isinstance(high_band, bool):
+        raise ProtocolError(BAD_REQUEST, f"high_band must be true or false, got {high_band!r}")
+    if high_band and task != "enhance":
+        raise ProtocolError(BAD_REQUEST, "high_band is for task 'enhance' (a codec returns its coded band)")
+    return StartRequest(task, model, rate, fmt, bitrate, high_band)
 
 
 def decode_pcm(data: bytes, fmt: str) -> np.ndarray:
@@ -121,6 +129,7 @@ def ready_message(
     session: str,
     request: StartRequest,
     latency_samples: int,
+    high_band: bool,
     max_message_bytes: int,
     max_messages_per_second: float,
 ) -> str:
@@ -133,6 +142,7 @@ def ready_message(
             "sample_rate": request.sample_rate,
             "format": request.format,
             "latency_samples": latency_samples,
+            "high_band": high_band,
             "max_message_bytes": max_message_bytes,
             "max_messages_per_second": max_messages_per_second,
         }

@@ -102,7 +102,7 @@ class Scheduler:
         stream = Stream(
             f"{self.engine.name}-{next(self._ids)}",
             request,
-            WireAudio(request.sample_rate, self.engine.sample_rate),
+            WireAudio(request.sample_rate, self.engine.sample_rate, request.high_band),
         )
         self.streams.add(stream)
         self._job.opens.append(stream)
