@@ -137,3 +137,42 @@ def test_worker_processes_give_the_same_batches(clips):
     workers = batches(data, 3, num_workers=2)
     for _ in range(3):
         assert torch.equal(next(in_process)["input"], next(workers)["input"])
+
+
+def _truncated_flac(path: Path, seconds: float) -> None:
+    """A FLAC whose header promises ``seconds`` of audio and whose data stops a tenth of the way in."""
+    noise = np.random.default_rng(0).normal(0, 0.1, round(seconds * 16000)).astype(np.float32)
+    io.save(path, noise[None], 16000)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 10])
+
+
+def test_an_unreadable_clip_is_skipped_with_one_warning(clips, tmp_path, capsys):
+    """A clip whose data is corrupt (its header is fine, so the run starts) is skipped when drawn, with
+    one warning naming it; the batches hold readable speech only."""
+    broken = tmp_path / "broken.flac"
+    _truncated_flac(broken, 30.0)  # by duration, most draws pick it
+    data = _dataset([*clips, *read_clips(str(tmp_path))], segment_seconds=0.5)
+    for step in range(4):
+        for item in data[step]["clean"]:
+            assert item.abs().max() > 0.01
+    assert list(data.unreadable) == [str(broken)]
+    warnings = capsys.readouterr().err.strip().splitlines()
+    assert len(warnings) == 1 and warnings[0].startswith(
+        f"audiokit train: warning: skipping a training clip: {broken}: "
+    )
+    assert "truncated or corrupt" in warnings[0]
+
+
+def test_too_many_unreadable_clips_stop_the_run(clips, tmp_path, capsys):
+    for i in range(11):
+        _truncated_flac(tmp_path / f"broken{i:02d}.flac", 5.0)
+    data = _dataset([*clips[:1], *read_clips(str(tmp_path))], segment_seconds=0.5)
+    with pytest.raises(
+        RecipeError, match=r"^11 of 12 training clips cannot be decoded: .*broken\d\d\.flac: "
+    ):
+        for step in range(200):
+            data[step]
+    only_broken = _dataset(read_clips(str(tmp_path))[:1], segment_seconds=0.5)
+    with pytest.raises(RecipeError, match="no readable clip in 1000 draws"):
+        only_broken[0]

@@ -7,15 +7,17 @@ exact, and worker processes need no shared state.
 
 Per item: pick a clip (probability proportional to its duration), take a random crop of
 ``segment_seconds`` at the model rate (clips that are too short are extended with other clips of the
-same group/speaker, then zero-padded), normalise its loudness, apply a random gain, a random
-low/high-shelf EQ, optional synthetic reverb and optional additive noise at a random SNR, and scale
-down if the result would clip.
+same group/speaker, then zero-padded; a clip that cannot be decoded is skipped with a warning and
+another drawn, and more than :data:`MAX_UNREADABLE_FRACTION` of them stop the run), normalise its
+loudness, apply a random gain, a random low/high-shelf EQ, optional synthetic reverb and optional
+additive noise at a random SNR, and scale down if the result would clip.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import sys
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,7 +31,7 @@ from audiokit import io
 from audiokit.data.manifest import DEFAULT_SAMPLE_RATE, find_manifest, read_manifest
 from audiokit.data.mixing import mix_at_snr
 from audiokit.dsp import loudness_lufs
-from audiokit.errors import RecipeError
+from audiokit.errors import AudioFormatError, RecipeError
 from audiokit.train.recipe import DataConfig
 
 PEAK_LIMIT = 0.99
@@ -101,6 +103,13 @@ def read_clips(
             raise RecipeError(f"{key}: {source} holds no audio files matching data.glob {pattern!r}")
         raise RecipeError(f"{key}: the manifest {source} lists no clips of non-zero length")
     return clips
+
+
+MAX_UNREADABLE_FRACTION = 0.05
+"""More than this share of a run's clips (and more than :data:`MAX_UNREADABLE_CLIPS`) unreadable stops it."""
+MAX_UNREADABLE_CLIPS = 10
+MAX_DRAWS = 1000
+"""Draws of a clip before giving up when every one drawn is unreadable."""
 
 
 class AudioCache:
@@ -211,6 +220,7 @@ class CropDataset(torch.utils.data.Dataset):
         self.noise_clips = noise_clips or []
         self.segment = max(1, round(config.segment_seconds * sample_rate))
         self.cache = AudioCache(sample_rate, channels, config.cache_mb * 2**20)
+        self.unreadable: dict[str, str] = {}  # path -> why it cannot be decoded
         self._weights = self._probabilities(clips)
         self._noise_weights = self._probabilities(self.noise_clips) if self.noise_clips else None
         self._groups: dict[str, list[int]] = {}
@@ -231,19 +241,58 @@ class CropDataset(torch.utils.data.Dataset):
         """A random crop of ``size`` samples (default: the segment) of one clip, continued with clips
         of its group while too short, then zero-padded."""
         size = size or self.segment
-        index = int(rng.choice(len(clips), p=weights))
-        pieces = [self.cache.get(clips[index].path)]
-        length = pieces[0].shape[1]
+        index, first = self._draw(rng, clips, weights)
+        pieces, length = [first], first.shape[1]
         group = self._groups.get(clips[index].group, [index]) if clips is self.clips else [index]
-        while length < size and len(pieces) < 16:
-            other = self.cache.get(clips[int(group[rng.integers(len(group))])].path)
-            pieces.append(other)
-            length += other.shape[1]
+        for _ in range(15):
+            if length >= size:
+                break
+            other = self._read(clips[int(group[rng.integers(len(group))])].path)
+            if other is not None:
+                pieces.append(other)
+                length += other.shape[1]
         wav = np.concatenate(pieces, axis=1) if len(pieces) > 1 else pieces[0]
         if wav.shape[1] < size:
             return np.pad(wav, ((0, 0), (0, size - wav.shape[1])))
         offset = int(rng.integers(wav.shape[1] - size + 1))
         return wav[:, offset : offset + size]
+
+    def _draw(
+        self, rng: np.random.Generator, clips: list[Clip], weights: np.ndarray
+    ) -> tuple[int, np.ndarray]:
+        """A clip drawn with probability ``weights`` and its audio; an unreadable one is drawn again."""
+        for _ in range(MAX_DRAWS):
+            index = int(rng.choice(len(clips), p=weights))
+            wav = self._read(clips[index].path)
+            if wav is not None:
+                return index, wav
+        raise RecipeError(f"no readable clip in {MAX_DRAWS} draws; unreadable: {self._unreadable_summary()}")
+
+    def _read(self, path: str) -> np.ndarray | None:
+        """The decoded clip at ``path``, or None when it cannot be decoded (warned about once; too many
+        such clips stop the run)."""
+        if path in self.unreadable:
+            return None
+        try:
+            return self.cache.get(path)
+        except AudioFormatError as exc:
+            self.unreadable[path] = exc.problem
+        print(
+            f"audiokit train: warning: skipping a training clip: {path}: {self.unreadable[path]}",
+            file=sys.stderr,
+        )
+        total = len(self.clips) + len(self.noise_clips)
+        if len(self.unreadable) > max(MAX_UNREADABLE_CLIPS, MAX_UNREADABLE_FRACTION * total):
+            raise RecipeError(
+                f"{len(self.unreadable)} of {total} training clips cannot be decoded: "
+                f"{self._unreadable_summary()}; fix or remove them (audiokit data prepare rebuilds a corpus)"
+            )
+        return None
+
+    def _unreadable_summary(self) -> str:
+        path, problem = next(iter(self.unreadable.items()))
+        more = f" and {len(self.unreadable) - 1} more" if len(self.unreadable) > 1 else ""
+        return f"{path}: {problem}{more}"
 
     def _equalise(self, rng: np.random.Generator, wav: np.ndarray) -> np.ndarray:
         nyquist = self.sample_rate / 2
