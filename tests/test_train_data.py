@@ -176,3 +176,38 @@ def test_too_many_unreadable_clips_stop_the_run(clips, tmp_path, capsys):
     only_broken = _dataset(read_clips(str(tmp_path))[:1], segment_seconds=0.5)
     with pytest.raises(RecipeError, match="no readable clip in 1000 draws"):
         only_broken[0]
+
+
+@pytest.mark.parametrize("exponent", [1.0, 0.5, 0.0])
+def test_group_exponent_sets_each_groups_share_of_the_draws(tmp_path, exponent):
+    """Group a holds 9 s in three clips, group b 1 s: a's share of the crops is 9 ** e / (9 ** e + 1)."""
+    rows = []
+    for name, group, freq, seconds in (
+        ("a1", "a", 440, 3),
+        ("a2", "a", 440, 3),
+        ("a3", "a", 440, 3),
+        ("b", "b", 1760, 1),
+    ):
+        t = np.arange(seconds * 16000) / 16000
+        io.save(
+            tmp_path / f"{name}.wav",
+            (0.3 * np.sin(2 * np.pi * freq * t))[None].astype(np.float32),
+            16000,
+            subtype="FLOAT",
+        )
+        rows.append({"path": f"{name}.wav", "seconds": seconds, "group": group})
+    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    data = _dataset(
+        read_clips(str(tmp_path / "m.jsonl")),
+        segment_seconds=0.05,
+        batch_size=8,
+        group_exponent=exponent,
+        loudness="none",
+        gain_db=[0.0, 0.0],
+        eq_probability=0.0,
+    )
+    crops = torch.cat([data[step]["clean"][:, 0] for step in range(100)]).numpy()  # 800 crops of 800 samples
+    spectrum = np.abs(np.fft.rfft(crops, axis=-1))
+    from_a = spectrum[:, 22] > spectrum[:, 88]  # 440 Hz against 1760 Hz (20 Hz bins)
+    expected = 9**exponent / (9**exponent + 1)
+    assert abs(from_a.mean() - expected) < 3 * np.sqrt(expected * (1 - expected) / from_a.size) + 0.01

@@ -221,16 +221,26 @@ class CropDataset(torch.utils.data.Dataset):
         self.segment = max(1, round(config.segment_seconds * sample_rate))
         self.cache = AudioCache(sample_rate, channels, config.cache_mb * 2**20)
         self.unreadable: dict[str, str] = {}  # path -> why it cannot be decoded
-        self._weights = self._probabilities(clips)
-        self._noise_weights = self._probabilities(self.noise_clips) if self.noise_clips else None
         self._groups: dict[str, list[int]] = {}
         for index, clip in enumerate(clips):
             self._groups.setdefault(clip.group, []).append(index)
+        self._weights = self._probabilities(clips)
+        if config.group_exponent != 1.0:
+            self._weights = self._balance_groups(self._weights, config.group_exponent)
+        self._noise_weights = self._probabilities(self.noise_clips) if self.noise_clips else None
 
     @staticmethod
     def _probabilities(clips: list[Clip]) -> np.ndarray:
         seconds = np.array([c.seconds for c in clips], dtype=np.float64)
         return seconds / seconds.sum()
+
+    def _balance_groups(self, weights: np.ndarray, exponent: float) -> np.ndarray:
+        """``weights`` (by length) rescaled per group to a share proportional to its length ** ``exponent``."""
+        out = np.empty_like(weights)
+        for members in self._groups.values():
+            share = weights[members].sum()
+            out[members] = weights[members] / share * share**exponent
+        return out / out.sum()
 
     def __len__(self) -> int:
         return 2**62

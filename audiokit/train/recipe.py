@@ -37,7 +37,9 @@ class DataConfig:
     ``train``, ``valid`` and ``noise`` are each a JSONL manifest, a directory of audio files, or a
     prepared manifest's name (``$AUDIOKIT_DATA/manifests/<name>.jsonl``, in ``manifests/sr<rate>/``
     for models at another rate than 16 kHz: :func:`audiokit.data.manifest.find_manifest`). Levels are
-    in dB (LUFS for ``loudness: lufs``, dBFS for ``rms``); ranges are ``[low, high]``.
+    in dB (LUFS for ``loudness: lufs``, dBFS for ``rms``); ranges are ``[low, high]``. A training clip
+    is drawn with probability proportional to its length, its group's (speaker's) share of all draws
+    scaled to ``group_seconds ** group_exponent`` (1: by length alone; 0: every group alike).
     """
 
     train: str = "train_speech"
@@ -45,6 +47,7 @@ class DataConfig:
     noise: str | None = None
     glob: str = "*"
     segment_seconds: float = 1.0
+    group_exponent: float = 1.0
     batch_size: int = 8
     num_workers: int = 0
     cache_mb: float = 512.0
@@ -155,6 +158,11 @@ class Recipe:
         """Value checks that types alone cannot express (ranges, choices); subclasses add theirs."""
         d, s, r = self.data, self.schedule, self.run
         check(d.segment_seconds > 0, where, f"'data.segment_seconds' must be > 0, got {d.segment_seconds}")
+        check(
+            0 <= d.group_exponent <= 1,
+            where,
+            f"'data.group_exponent' must be in [0, 1], got {d.group_exponent}",
+        )
         check(d.batch_size >= 1, where, f"'data.batch_size' must be >= 1, got {d.batch_size}")
         check(
             d.loudness in ("lufs", "rms", "none"),
