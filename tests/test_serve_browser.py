@@ -298,3 +298,34 @@ def test_page_releases_the_microphone_when_start_fails(tmp_path):
     assert "no worklets" in error["message"], error
     assert opened == {"streams": 1, "contexts": 1, "live": 0, "start": False, "stop": True, "running": False}
     assert retried["error"] is None and retried["ready"] is not None
+
+
+@pytest.mark.parametrize("high_band", [True, False])
+def test_page_asks_for_the_high_band_as_its_box_says(tmp_path, high_band):
+    """Enhance from the page: the high-band box (checked by default) goes out as `high_band`, and the
+    page shows the latency the server reports for it (20 ms more with it, at the browser's 44.1/48 kHz)."""
+    from serve_support import random_enhancer
+
+    enhancer, _ = random_enhancer(tmp_path)
+    with running_server(ServerConfig(), {"enhance-16k": Engine("enhance-16k", enhancer, 4)}) as server:
+        wav_path = tmp_path / "mic.wav"
+        sf.write(wav_path, speech(3.0, 0.2), 16000, subtype="PCM_16")
+        driver = _browser(wav_path, tmp_path / "profile")
+        try:
+            driver.get(server.http + "/")
+            driver.find_element(By.ID, "mode").send_keys("enhance")  # the models of that task are listed
+            _wait(driver, "return document.getElementById('model').options.length", 20, "no models listed")
+            assert driver.find_element(By.ID, "high-band").is_selected()  # the default
+            if not high_band:
+                driver.find_element(By.ID, "high-band").click()
+            driver.find_element(By.ID, "start").click()
+            ready = _wait(driver, "return window.audiokit.ready", 20, "no ready")
+            shown = _wait(
+                driver, "return document.getElementById('algorithmic').textContent", 5, "no latency"
+            )
+        finally:
+            driver.quit()
+    rate = ready["sample_rate"]
+    assert rate > 16000 and ready["high_band"] is high_band
+    assert ready["latency_samples"] == round((0.04 if high_band else 0.02) * rate)
+    assert shown == ("40" if high_band else "20")

@@ -234,6 +234,7 @@ async function openStream() {  // microphone, worklets, socket: start()'s part t
   const start = { type: "start", task, sample_rate: context.sampleRate, format: "f32le" };
   if ($("model").value) start.model = $("model").value;  // else the server's model for the task
   if (bitrate) start.bitrate = Number(bitrate);
+  if (task === "enhance") start.high_band = $("high-band").checked;  // the band above the model's rate
   const stream = session = new Session(start);  // a previous session's socket may still be finishing
   nodes.capture.port.onmessage = (event) => {
     showLevel("in", event.data);
