@@ -263,6 +263,7 @@ def file_chunks(
     if chunk_ms is not None and not (math.isfinite(chunk_ms) and chunk_ms > 0):
         raise UsageError(f"chunk_ms must be a positive number of milliseconds, got {chunk_ms}")
     with io.readable_path(source) as path:
+        io.check_input_rate(path, io.info(path).sample_rate)
         wav, rate = io.load(path, channels=1)
     samples = wav[0].numpy()
     if chunk_ms is None:

@@ -334,6 +334,7 @@ def encode_file(
     """
     with io.readable_path(source) as path:
         info = io.info(path, raw)
+        io.check_input_rate(path, info.sample_rate)
         gain = 1.0
         if rescale:
             peak = max(float(block.abs().max()) for block in io.iter_blocks(path, raw=raw))

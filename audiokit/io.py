@@ -82,6 +82,16 @@ def check_sample_rate(rate: int, option: str = "--sample-rate") -> None:
         raise UsageError(f"{option} {rate}: must be a rate in Hz from {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE}")
 
 
+def check_input_rate(path: PathLike, rate: int) -> None:
+    """:class:`AudioFormatError` naming ``path`` unless its ``rate`` (Hz) lies within
+    :data:`MIN_SAMPLE_RATE`..:data:`MAX_SAMPLE_RATE`, the rates the processing commands resample."""
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise AudioFormatError(
+            path,
+            f"sample rate {rate} Hz is outside {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz, the rates audiokit processes",
+        )
+
+
 def suffix_option(value: str) -> str:
     """``--suffix``: an audio extension this package writes, with or without its dot, in lower case;
     UsageError otherwise."""

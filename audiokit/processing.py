@@ -197,6 +197,7 @@ def _process_path(
     """:func:`process_file` of a regular file; returns ``{"input_rate", "sample_rate", "channels",
     "samples"}``."""
     info = io.info(source, raw)
+    io.check_input_rate(source, info.sample_rate)
     channels = info.channels
     steps = plan(source, info)
     rate = steps.output_rate

@@ -364,3 +364,23 @@ def test_a_fifo_or_dev_stdin_is_read_whole(capsys, tmp_path):
     assert code == 0, err
     code, out, _ = run(capsys, "info", "--json", tmp_path / "p.akc")
     assert json.loads(out)["original_samples"] == sf.info(source).frames
+
+
+@pytest.mark.parametrize("rate", [7, 50, 500_000])
+def test_inputs_at_rates_audiokit_cannot_process_are_one_line(capsys, tmp_path, rate):
+    """Every processing command refuses an input below 1 kHz or above 384 kHz with one line naming the
+    file and its rate (no .akc that decode would refuse, no internal error, no option the user never
+    gave); a folder goes on past it; `info` describes it."""
+    source = tmp_path / "odd" / "odd.wav"
+    source.parent.mkdir()
+    sf.write(source, np.random.default_rng(0).normal(0, 0.1, max(rate // 10, 20)).astype(np.float32), rate)
+    expected = f"{source}: sample rate {rate} Hz is outside 1000..384000 Hz, the rates audiokit processes"
+    for command, out in (("encode", "o.akc"), ("enhance", "o.wav"), ("bwe", "o.wav"), ("stream", "o.wav")):
+        code, _, err = run(capsys, command, source, tmp_path / out)
+        assert code == 1 and err.strip() == f"audiokit {command}: error: {expected}", err
+        assert not (tmp_path / out).exists()
+    _speech(source.parent / "good.wav")
+    code, _, err = run(capsys, "encode", source.parent, tmp_path / "codes")
+    assert code == 1 and expected in err and (tmp_path / "codes" / "good.akc").is_file()
+    code, out, _ = run(capsys, "info", source)
+    assert code == 0 and f"{rate} Hz" in out

@@ -10,8 +10,8 @@ _LEVEL_BINS = 140  # 1 dB bins from -120 to +20 dBFS
 
 
 def analysis_size(sample_rate: int) -> int:
-    """FFT size used for bandwidth analysis: the power of two nearest to 64 ms."""
-    return int(2 ** round(np.log2(0.064 * sample_rate)))
+    """FFT size used for bandwidth analysis: the power of two nearest to 64 ms (at least 4 samples)."""
+    return max(4, int(2 ** round(np.log2(0.064 * sample_rate))))
 
 
 class BandwidthEstimator:
