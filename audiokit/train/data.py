@@ -235,7 +235,7 @@ class CropDataset(torch.utils.data.Dataset):
         return seconds / seconds.sum()
 
     def _balance_groups(self, weights: np.ndarray, exponent: float) -> np.ndarray:
-        """``weights`` (by length) rescaled per group to a share proportional to its length ** ``exponent``."""
+        """``weights`` (by length) rescaled so that each group's share is its length ** ``exponent``."""
         out = np.empty_like(weights)
         for members in self._groups.values():
             share = weights[members].sum()
