@@ -88,7 +88,8 @@ def check_input_rate(path: PathLike, rate: int) -> None:
     if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
         raise AudioFormatError(
             path,
-            f"sample rate {rate} Hz is outside {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz, the rates audiokit processes",
+            f"sample rate {rate} Hz is outside {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz, "
+            "the rates audiokit processes",
         )
 
 
