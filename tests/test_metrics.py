@@ -37,6 +37,21 @@ def test_pesq_wideband_equals_direct_call(speech, degraded):
     assert metrics.pesq(x, x, rate).score > 4.4
 
 
+def test_pesq_of_long_signals_averages_pieces_of_at_most_20_s(speech):
+    """41 s of speech (the pesq library's C code crashed the process from ~100 s): three equal pieces,
+    each scored by a direct call, their mean weighted by length."""
+    x, rate = speech
+    rng = np.random.default_rng(1)
+    long = np.tile(x, int(np.ceil(41 * rate / x.size)))[: 41 * rate]
+    noisy = long + 0.02 * rng.standard_normal(long.shape) * (np.arange(long.size) / long.size)  # varies
+    result = metrics.pesq(long, noisy, rate)
+    bounds = np.linspace(0, long.size, 4).round().astype(int)
+    pieces = [pesq_lib.pesq(rate, long[a:b], noisy[a:b], "wb") for a, b in zip(bounds[:-1], bounds[1:])]
+    assert result.segments == 3 and len(set(np.round(pieces, 3))) > 1
+    assert result.score == pytest.approx(np.average(pieces, weights=np.diff(bounds)), abs=1e-9)
+    assert metrics.pesq(x[: 20 * rate], x[: 20 * rate], rate).segments == 1
+
+
 def test_pesq_narrowband_and_resampled(speech, degraded):
     x, _ = speech
     x8 = soxr.resample(x, 16000, 8000)

@@ -6,6 +6,8 @@ comes first. Multichannel evaluation is done by the caller, channel by channel.
 
 from __future__ import annotations
 
+import itertools
+import math
 import warnings
 from dataclasses import dataclass
 
@@ -46,13 +48,21 @@ class PesqResult:
     """A PESQ MOS-LQO score, the mode used and the rate it was computed at.
 
     ``resampled`` is True when the input rate was neither 16000 nor 8000 Hz and the signals were
-    resampled to ``sample_rate`` first. ``score`` is NaN when PESQ found no speech.
+    resampled to ``sample_rate`` first. ``score`` is NaN when PESQ found no speech. ``segments``: how
+    many consecutive pieces of at most :data:`PESQ_SEGMENT_SECONDS` the score averages (length-weighted).
     """
 
     score: float
     mode: str
     sample_rate: int
     resampled: bool
+    segments: int = 1
+
+
+PESQ_SEGMENT_SECONDS = 20.0
+"""Longer signals are scored in consecutive equal pieces of at most this length: P.862 was made for
+8-20 s samples, and the ``pesq`` library's C code crashes the process on ~100 s of speech (a fixed
+number of utterances)."""
 
 
 def pesq(reference: ArrayLike, estimate: ArrayLike, sample_rate: int) -> PesqResult:
@@ -68,10 +78,19 @@ def pesq(reference: ArrayLike, estimate: ArrayLike, sample_rate: int) -> PesqRes
         ref = resample(ref[:, None].astype(np.float32), sample_rate, target)[:, 0]
         est = resample(est[:, None].astype(np.float32), sample_rate, target)[:, 0]
     mode = "wb" if target == 16000 else "nb"
-    with np.errstate(invalid="ignore", divide="ignore"):  # pesq normalises by the peak: 0/0 on silence
-        score = pesq_lib.pesq(target, ref, est, mode, on_error=pesq_lib.PesqError.RETURN_VALUES)
-    score = float("nan") if score < 0 else float(score)
-    return PesqResult(score, mode, target, sample_rate != target)
+    count = math.ceil(ref.shape[0] / (PESQ_SEGMENT_SECONDS * target))
+    bounds = np.linspace(0, ref.shape[0], count + 1).round().astype(int) if count > 1 else [0, ref.shape[0]]
+    scores, weights = [], []
+    for begin, end in itertools.pairwise(bounds):
+        with np.errstate(invalid="ignore", divide="ignore"):  # pesq normalises by the peak: 0/0 on silence
+            value = pesq_lib.pesq(
+                target, ref[begin:end], est[begin:end], mode, on_error=pesq_lib.PesqError.RETURN_VALUES
+            )
+        if value >= 0:  # else no speech in this piece
+            scores.append(value)
+            weights.append(end - begin)
+    score = float(np.average(scores, weights=weights)) if scores else float("nan")
+    return PesqResult(score, mode, target, sample_rate != target, len(bounds) - 1)
 
 
 def stoi(reference: ArrayLike, estimate: ArrayLike, sample_rate: int, extended: bool = False) -> float:
