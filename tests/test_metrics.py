@@ -46,7 +46,9 @@ def test_pesq_of_long_signals_averages_pieces_of_at_most_20_s(speech):
     noisy = long + 0.02 * rng.standard_normal(long.shape) * (np.arange(long.size) / long.size)  # varies
     result = metrics.pesq(long, noisy, rate)
     bounds = np.linspace(0, long.size, 4).round().astype(int)
-    pieces = [pesq_lib.pesq(rate, long[a:b], noisy[a:b], "wb") for a, b in zip(bounds[:-1], bounds[1:])]
+    pieces = [
+        pesq_lib.pesq(rate, long[a:b], noisy[a:b], "wb") for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+    ]
     assert result.segments == 3 and len(set(np.round(pieces, 3))) > 1
     assert result.score == pytest.approx(np.average(pieces, weights=np.diff(bounds)), abs=1e-9)
     assert metrics.pesq(x[: 20 * rate], x[: 20 * rate], rate).segments == 1
