@@ -613,7 +613,7 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     """Yield a temporary path ``.NAME.RANDOM.tmp.EXT``; on success it becomes ``path``.
 
     A regular file (or a new one) is replaced by a rename of the temporary file, made next to the real
-    file so that a symlink stays a symlink. A non-regular target (:func:`writes_in_place`: a FIFO, a
+    file so that a symlink stays a symlink; a replaced file's permissions carry over. A non-regular target (:func:`writes_in_place`: a FIFO, a
     device, ``/dev/stdout``) is never renamed onto: the finished temporary file (in the system's temp
     folder) is copied into it. On any exception, or a signal the CLI turns into one, the temporary file
     is removed, so a half-written output never appears.
@@ -642,7 +642,11 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     try:
         yield tmp
         with _names_failures_of(path):
-            os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes 0600 files; give the usual permissions
+            try:  # a replaced file keeps its permissions (a private one stays private)
+                mode = stat.S_IMODE(os.stat(real).st_mode)
+            except FileNotFoundError:
+                mode = 0o666 & ~UMASK  # mkstemp makes 0600 files; give a new one the usual permissions
+            os.chmod(tmp, mode)
             os.replace(tmp, real)
     finally:
         _discard(tmp)

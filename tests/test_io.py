@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import subprocess
 
 import numpy as np
@@ -182,6 +184,18 @@ def test_save_is_atomic_on_failure(tmp_path):
     with pytest.raises(ValueError):
         io.save(target, np.zeros((1, 10), dtype=np.float32), 16000, subtype="NOT_A_SUBTYPE")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_replaced_file_keeps_its_permissions(tmp_path):
+    """Writing over a private (0600) or read-only-for-others file keeps its mode; a new file gets the
+    usual 0666 less the umask, not mkstemp's 0600."""
+    x = np.zeros((1, 100), np.float32)
+    io.save(tmp_path / "new.wav", x, 16000)
+    assert stat.S_IMODE((tmp_path / "new.wav").stat().st_mode) == 0o666 & ~io.UMASK
+    for mode in (0o600, 0o640):
+        os.chmod(tmp_path / "new.wav", mode)
+        io.save(tmp_path / "new.wav", x, 16000)
+        assert stat.S_IMODE((tmp_path / "new.wav").stat().st_mode) == mode
 
 
 def test_block_reader_equals_load(tmp_path):
