@@ -613,8 +613,8 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     """Yield a temporary path ``.NAME.RANDOM.tmp.EXT``; on success it becomes ``path``.
 
     A regular file (or a new one) is replaced by a rename of the temporary file, made next to the real
-    file so that a symlink stays a symlink; a replaced file's permissions carry over. A non-regular target (:func:`writes_in_place`: a FIFO, a
-    device, ``/dev/stdout``) is never renamed onto: the finished temporary file (in the system's temp
+    file so that a symlink stays a symlink; a replaced file's permissions carry over. A non-regular
+    target (:func:`writes_in_place`: a FIFO, a device, ``/dev/stdout``) is never renamed onto: the finished temporary file (in the system's temp
     folder) is copied into it. On any exception, or a signal the CLI turns into one, the temporary file
     is removed, so a half-written output never appears.
     """
