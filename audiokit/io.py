@@ -614,9 +614,9 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
 
     A regular file (or a new one) is replaced by a rename of the temporary file, made next to the real
     file so that a symlink stays a symlink; a replaced file's permissions carry over. A non-regular
-    target (:func:`writes_in_place`: a FIFO, a device, ``/dev/stdout``) is never renamed onto: the finished temporary file (in the system's temp
-    folder) is copied into it. On any exception, or a signal the CLI turns into one, the temporary file
-    is removed, so a half-written output never appears.
+    target (:func:`writes_in_place`: a FIFO, a device, ``/dev/stdout``) is never renamed onto: the
+    finished temporary file (in the system's temp folder) is copied into it. On any exception, or a
+    signal the CLI turns into one, the temporary file is removed, so a half-written output never appears.
     """
     if writes_in_place(path):
         stdout = is_stdio(path)
