@@ -310,3 +310,18 @@ def test_model_band_only_turns_the_high_band_off(capsys, server, tmp_path):
     assert readies[()]["high_band"] is True and readies[()]["latency_samples"] == 1920
     band_only = readies[("--model-band-only",)]
     assert band_only["high_band"] is False and band_only["latency_samples"] == 960
+
+
+def test_stream_warns_of_what_it_clipped(capsys, server, enhancer, tmp_path):
+    """Output beyond full scale is clipped in the 16-bit file, with the same warning `enhance` gives."""
+    x = np.clip(speech(1.0) * 8.0, -1.6, 1.6).astype(np.float32)  # loud speech, peaks at +4 dBFS
+    source = tmp_path / "loud.wav"
+    sf.write(source, x, 16000, subtype="FLOAT")
+    beyond = int(np.count_nonzero(np.abs(_offline(enhancer, x)) > 1.0))
+    assert beyond > 0
+    code, out, err = run(capsys, "stream", "-q", source, tmp_path / "o.wav", "--url", server.ws)
+    assert code == 0 and out == ""
+    assert (
+        err.strip()
+        == f"warning: {tmp_path / 'o.wav'}: {beyond} sample(s) above full scale clipped; lower the input's level"
+    )

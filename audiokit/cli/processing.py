@@ -25,6 +25,19 @@ from audiokit.processing import output_jobs
 Model = TypeVar("Model", bound=AudioModel)
 
 
+KEEP_FLOAT = "or give a float WAV input and WAV output (a float format is kept, unclipped)"
+
+
+def warn_clipped(output: str, clipped: int, advice: str = KEEP_FLOAT) -> None:
+    """The warning (stderr) for ``clipped`` samples above full scale in ``output``, if any."""
+    if clipped:
+        print(
+            f"warning: {output}: {clipped} sample(s) above full scale clipped; lower the input's level"
+            + (f", {advice}" if advice else ""),
+            file=sys.stderr,
+        )
+
+
 def run_jobs(
     args: argparse.Namespace,
     load: Callable[[str], tuple[Model, str]],
@@ -43,12 +56,7 @@ def run_jobs(
 
     def work(job: tuple[Path, Path]) -> dict:
         done = process(model, job[0], job[1], raw=raw)
-        if done["clipped"]:
-            print(
-                f"warning: {done['output']}: {done['clipped']} sample(s) above full scale clipped; lower the "
-                "input's level, or give a float WAV input and WAV output (a float format is kept, unclipped)",
-                file=sys.stderr,
-            )
+        warn_clipped(done["output"], done["clipped"])
         return done
 
     batch = run_batch(

@@ -106,7 +106,10 @@ def _run_until_signal(work: Coroutine[Any, Any, T]) -> T:
 
 
 def run_stream(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from audiokit import client, io
+    from audiokit.cli.processing import warn_clipped
     from audiokit.redaction import redact_token
 
     source = args.input if io.is_stdio(args.input) else Path(args.input)
@@ -127,6 +130,8 @@ def run_stream(args: argparse.Namespace) -> int:
     )
     result = _run_until_signal(work)
     io.save(args.output, result.audio[None], rate)  # atomically: a temporary file renamed
+    shown = "<stdout>" if io.is_stdio(args.output) else args.output
+    warn_clipped(shown, int(np.count_nonzero(np.abs(result.audio) > 1.0)), advice="")
     name = "<stdin>" if io.is_stdio(args.input) else args.input
     out = sys.stderr if io.is_stdio(args.output) else sys.stdout  # stdout may carry the audio
     url = redact_token(args.url)  # the shared secret stays off the terminal and out of logs
