@@ -321,7 +321,5 @@ def test_stream_warns_of_what_it_clipped(capsys, server, enhancer, tmp_path):
     assert beyond > 0
     code, out, err = run(capsys, "stream", "-q", source, tmp_path / "o.wav", "--url", server.ws)
     assert code == 0 and out == ""
-    assert (
-        err.strip()
-        == f"warning: {tmp_path / 'o.wav'}: {beyond} sample(s) above full scale clipped; lower the input's level"
-    )
+    clipped = f"{beyond} sample(s) above full scale clipped; lower the input's level"
+    assert err.strip() == f"warning: {tmp_path / 'o.wav'}: {clipped}"
