@@ -34,8 +34,8 @@ def load_enhancer(spec: str) -> tuple[Enhancer, str]:
 
 
 def check_knobs(atten_lim_db: float | None, dry: float) -> None:
-    """UsageError unless ``atten_lim_db`` is None or >= 0 dB and ``dry`` in [0, 1]."""
-    if atten_lim_db is not None and not (np.isfinite(atten_lim_db) and atten_lim_db >= 0):
+    """UsageError unless ``atten_lim_db`` is None or >= 0 dB (``inf``: no limit) and ``dry`` in [0, 1]."""
+    if atten_lim_db is not None and not atten_lim_db >= 0:  # NaN fails too
         raise UsageError(f"--atten-lim-db {atten_lim_db}: must be an attenuation limit in dB >= 0")
     if not 0.0 <= dry <= 1.0:
         raise UsageError(f"--dry {dry}: must be a wet/dry mix in [0, 1] (0: fully enhanced)")

@@ -125,3 +125,18 @@ def test_serve_help_names_what_is_served(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "default: every shipped codec and enhancer" in text
     assert not re.search(r"every shipped model\b", text)
+
+
+def test_an_unknown_bench_model_is_named_like_elsewhere(capsys, no_benchmark, tmp_path):
+    """Not "unknown codec config": -m takes every family's names and weights files."""
+    assert main(["bench", "-m", "nosuch"]) == 1
+    _one_line(
+        capsys.readouterr().err,
+        "audiokit bench: error: nosuch: no such model file, and not a known model name",
+    )
+    (tmp_path / "junk.safetensors").write_bytes(b"")
+    assert main(["bench", "-m", str(tmp_path / "junk.safetensors")]) == 1
+    _one_line(
+        capsys.readouterr().err,
+        f"audiokit bench: error: {tmp_path / 'junk.safetensors'}: no readable model config",
+    )

@@ -159,9 +159,14 @@ def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, model_file, capsys, 
 
 def test_bad_options_are_one_line(tmp_path, model_file, capsys):
     src = SAMPLES / "speech_fr_16k_b.flac"
-    for option in (["--dry", "1.5"], ["--atten-lim-db", "-3"]):
+    for option in (["--dry", "1.5"], ["--atten-lim-db", "-3"], ["--atten-lim-db", "nan"]):
         assert main(["enhance", str(src), str(tmp_path / "x.wav"), "-m", str(model_file), *option]) == 1
         assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    # inf is no limit, the default: the same output
+    for name, option in (("default.wav", []), ("inf.wav", ["--atten-lim-db", "inf"])):
+        assert main(["enhance", "-q", str(src), str(tmp_path / name), "-m", str(model_file), *option]) == 0
+    assert np.array_equal(sf.read(tmp_path / "default.wav")[0], sf.read(tmp_path / "inf.wav")[0])
+    capsys.readouterr()
     assert (
         main(["enhance", str(src), str(tmp_path / "x.wav"), "-m", str(SAMPLES / "nothing.safetensors")]) == 1
     )

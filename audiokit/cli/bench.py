@@ -34,8 +34,9 @@ from audiokit.cli.options import (
     whole_number,
 )
 from audiokit.coding import DEFAULT_MODEL
-from audiokit.errors import UsageError
+from audiokit.errors import ModelError, UsageError
 from audiokit.io import prepare_outputs
+from audiokit.models.base import resolve_weights
 from audiokit.processing import model_family
 from audiokit.provenance import write_json
 
@@ -64,6 +65,10 @@ def _check_gpu(device: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     family = model_family(args.model)
+    if family is None:  # not a shipped name nor weights with their config: say which, as other commands do
+        weights = resolve_weights(args.model)
+        config = weights.with_suffix(".json").name
+        raise ModelError(f"{weights}: no readable model config beside it ({config})")
     if args.out:  # a folder or an input as --out is refused now, not after minutes of measuring
         prepare_outputs([("--out", Path(args.out))], force=args.force)
     if args.device != "cpu":

@@ -169,5 +169,5 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     packer.add_argument("--max-clips", type=int, help="at most this many clips")
     packer.add_argument("--seed", type=int, default=0, help="seed of the clip order (default 0)")
     packer.add_argument("--no-shuffle", action="store_true", help="take clips in the manifest's order")
-    packer.add_argument("--force", action="store_true", help="replace OUT_DIR if it exists")
+    packer.add_argument("-f", "--force", action="store_true", help="replace OUT_DIR if it exists")
     packer.set_defaults(handler=run_pack)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from functools import partial
 
 from audiokit.cli.processing import FILES, add_file_command, run_jobs
@@ -11,7 +12,8 @@ from audiokit.enhancement import DEFAULT_MODEL, check_knobs, enhance_file, load_
 
 def run(args: argparse.Namespace) -> int:
     check_knobs(args.atten_lim_db, args.dry)
-    options = {"atten_lim_db": args.atten_lim_db, "dry": args.dry}
+    limit = None if args.atten_lim_db == math.inf else args.atten_lim_db  # inf: no limit, the default
+    options = {"atten_lim_db": limit, "dry": args.dry}
     return run_jobs(args, load_enhancer, partial(enhance_file, **options), options)
 
 
@@ -30,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "--atten-lim-db",
         type=float,
         metavar="DB",
-        help="attenuation limit: remove at most this many dB of noise (default: no limit)",
+        help="attenuation limit: remove at most this many dB of noise (default: no limit; inf: no limit)",
     )
     parser.add_argument(
         "--dry", type=float, default=0.0, help="wet/dry mix in [0, 1]: share of the input kept (default 0)"
