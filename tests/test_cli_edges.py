@@ -384,3 +384,14 @@ def test_inputs_at_rates_audiokit_cannot_process_are_one_line(capsys, tmp_path, 
     assert code == 1 and expected in err and (tmp_path / "codes" / "good.akc").is_file()
     code, out, _ = run(capsys, "info", source)
     assert code == 0 and f"{rate} Hz" in out
+
+
+def test_info_reads_standard_input(tmp_path):
+    """`info -` describes audio or an .akc piped in, as every other command takes `-`."""
+    source = _speech(tmp_path / "s.wav", 0.3)
+    command = [sys.executable, "-m", "audiokit", "info", "--json", "-"]
+    done = subprocess.run(command, input=source.read_bytes(), capture_output=True, check=True)
+    row = json.loads(done.stdout)
+    assert row["path"] == "<stdin>" and row["samples"] == sf.info(source).frames
+    bad = subprocess.run(command[:-2] + ["-"], input=b"xx", capture_output=True)
+    assert bad.returncode == 1 and bad.stderr.decode().strip().startswith("audiokit info: error: <stdin>: ")

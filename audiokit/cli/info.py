@@ -49,7 +49,10 @@ def _describe(path: str, raw: RawFormat | None) -> dict:
     None for weights never shipped), the installed version that decodes it (``decoded_by``: the same, or
     a later one that writes the same codes; None when none is installed), whether it is entropy-coded
     and the file of the entropy-coding model it names (None when this package lacks it)."""
-    row = describe(Path(path), raw)
+    with io.readable_path(path) as readable:  # `-`: standard input, read whole into a temporary file
+        row = describe(readable, raw)
+    if io.is_stdio(path):
+        row["path"] = "<stdin>"
     if row.get("format") == "akc":
         row["model_version"] = model_version(row["model"], row["weights_sha256"])
         row["decoded_by"] = decoding_version(row["model"], row["weights_sha256"])
