@@ -5,7 +5,8 @@ randomness (clip, offset, gain, EQ, noise, reverb) from ``numpy.random.default_r
 i])``. The data position saved in a checkpoint is therefore just the step counter, resuming is
 exact, and worker processes need no shared state.
 
-Per item: pick a clip (probability proportional to its duration), take a random crop of
+Per item: pick a clip (probability proportional to its duration, each group's share scaled to its
+length ** ``group_exponent``), take a random crop of
 ``segment_seconds`` at the model rate (clips that are too short are extended with other clips of the
 same group/speaker, then zero-padded; a clip that cannot be decoded is skipped with a warning and
 another drawn, and more than :data:`MAX_UNREADABLE_FRACTION` of them stop the run), normalise its
