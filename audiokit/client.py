@@ -263,8 +263,8 @@ def file_chunks(
     if chunk_ms is not None and not (math.isfinite(chunk_ms) and chunk_ms > 0):
         raise UsageError(f"chunk_ms must be a positive number of milliseconds, got {chunk_ms}")
     with io.readable_path(source) as path:
-        io.check_input_rate(path, io.info(path).sample_rate)
         wav, rate = io.load(path, channels=1)
+        io.check_input_rate(path, rate)  # inside: an error about standard input's copy names <stdin>
     samples = wav[0].numpy()
     if chunk_ms is None:
         return [samples], rate
