@@ -18,6 +18,7 @@ from audiokit.nn.spectral import CausalInverseSpectrum, CausalSpectrum, DeepFilt
 ANALYSES = {
     "plain": {"pitch": False},
     "shipped": {},
+    "version_1": {"low_band_features": True, "band_norm_frames": 0},
     "noise_floor": {"noise_floor_rise": (5.0, 20.0)},
     "band_conv": {"band_encoder": "conv", "noise_floor_rise": (5.0, 20.0)},
     "no_low_band": {"low_band_features": False},
@@ -171,7 +172,7 @@ def test_band_encoder_moves_its_features_with_the_bands():
 def test_without_low_band_features_the_network_reads_only_band_analysis():
     """``low_band_features=False``: the input map is narrower by the low band's ``2 df_bins`` columns, and
     the stated cost falls by exactly their multiply-adds."""
-    with_low = Enhancer(CONFIGS["enhance-16k"])
+    with_low = Enhancer(replace(CONFIGS["enhance-16k"], low_band_features=True))
     without = Enhancer(replace(CONFIGS["enhance-16k"], low_band_features=False))
     c = with_low.config
     assert with_low.input_proj.in_features - without.input_proj.in_features == 2 * c.df_bins
