@@ -395,3 +395,20 @@ def test_info_reads_standard_input(tmp_path):
     assert row["path"] == "<stdin>" and row["samples"] == sf.info(source).frames
     bad = subprocess.run(command[:-2] + ["-"], input=b"xx", capture_output=True)
     assert bad.returncode == 1 and bad.stderr.decode().strip().startswith("audiokit info: error: <stdin>: ")
+
+
+@pytest.mark.parametrize("command", ["encode", "decode", "enhance", "bwe", "info"])
+def test_json_names_the_failure_of_a_single_file(capsys, tmp_path, command):
+    """One bad file with `--json`: exit 1, its one line on stderr, and the JSON summary on stdout still
+    says what failed (a script reading it gets a summary, not an empty stdout); no output is written."""
+    bad = tmp_path / ("bad.akc" if command == "decode" else "bad.wav")
+    bad.write_text("not audio")
+    target = tmp_path / ("out.akc" if command == "encode" else "out.wav")
+    args = [command, "-q", "--json", bad] + ([] if command == "info" else [target])
+    code, out, err = run(capsys, *args)
+    report = json.loads(out)
+    failure = report if command == "info" else report["failed"][0]
+    assert code == 1 and failure["path"] == str(bad) and failure["error"].startswith(f"{bad}: ")
+    assert len(err.strip().splitlines()) == 1 and err.strip().endswith(failure["error"])
+    if command != "info":
+        assert report["done"] == 0 and not target.exists()

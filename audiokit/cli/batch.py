@@ -55,12 +55,14 @@ def run_batch(
     *,
     quiet: bool = False,
     fail_fast: bool = False,
+    raise_single: bool = True,
     errors: TextIO | None = None,
 ) -> Batch[Result]:
     """Call ``work`` on every item (progress shown unless ``quiet``); a user error (an
     :class:`AudiokitError` or an ``OSError``) on one item is printed as one line on ``errors``
-    (stderr) and the run goes on. When there is only one item, the error is raised instead (the CLI
-    prints it as its one line); with ``fail_fast``, an :class:`AudiokitError` that also says how many
+    (stderr) and the run goes on. When there is only one item and ``raise_single``, the error is raised
+    instead (the CLI prints it as its one line; ``--json`` runs pass False, so their summary still names
+    the failure); with ``fail_fast``, an :class:`AudiokitError` that also says how many
     items were done."""
     errors = errors or sys.stderr
     batch: Batch[Result] = Batch()
@@ -68,7 +70,7 @@ def run_batch(
         try:
             batch.done.append(work(item))
         except (AudiokitError, OSError) as exc:
-            if len(items) == 1:
+            if len(items) == 1 and raise_single:
                 raise
             line = problem_line(name(item), exc)
             if fail_fast:

@@ -84,7 +84,13 @@ def run_encode(args: argparse.Namespace) -> int:
         return {"input": name, "output": str(target), **done}
 
     batch = run_batch(
-        jobs, encode, "encode", lambda job: str(job[0]), quiet=args.quiet, fail_fast=args.fail_fast
+        jobs,
+        encode,
+        "encode",
+        lambda job: str(job[0]),
+        quiet=args.quiet,
+        fail_fast=args.fail_fast,
+        raise_single=not args.json,
     )
     seconds = sum(d["seconds"] for d in batch.done)
     size = sum(d["bytes"] for d in batch.done)
@@ -124,7 +130,13 @@ def run_decode(args: argparse.Namespace) -> int:
         return {"input": name, "output": str(target), **done}
 
     batch = run_batch(
-        jobs, decode, "decode", lambda job: str(job[0]), quiet=args.quiet, fail_fast=args.fail_fast
+        jobs,
+        decode,
+        "decode",
+        lambda job: str(job[0]),
+        quiet=args.quiet,
+        fail_fast=args.fail_fast,
+        raise_single=not args.json,
     )
     seconds = sum(d["seconds"] for d in batch.done)
     rates = sorted({d["sample_rate"] for d in batch.done})

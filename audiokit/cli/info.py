@@ -79,20 +79,20 @@ def _files(names: list[str]) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     raw = raw_format(args)
     files = _files(args.files)
-    batch = run_batch(files, lambda p: _describe(p, raw), "info", str, quiet=args.quiet)
+    batch = run_batch(
+        files, lambda p: _describe(p, raw), "info", str, quiet=args.quiet, raise_single=not args.json
+    )
     rows = batch.done
     if args.json:
-        if len(files) == 1 and files == args.files:
-            print(json.dumps(rows[0], indent=2))
-        else:
-            failed = {name: {"path": name, "error": line} for name, line in batch.failed}
-            described = iter(rows)  # in argument order, each failed file where it was named
-            ordered = [failed[name] if name in failed else next(described) for name in files]
-            print(json.dumps(ordered, indent=2))
+        failed = {name: {"path": name, "error": line} for name, line in batch.failed}
+        described = iter(rows)  # in argument order, each failed file where it was named
+        ordered = [failed[name] if name in failed else next(described) for name in files]
+        single = len(files) == 1 and files == args.files
+        print(json.dumps(ordered[0] if single else ordered, indent=2))
     else:
         for row in rows:
             print(_line(row))
-    if batch.failed:
+    if batch.failed and len(files) > 1:
         print(f"info: {batch.count}", file=sys.stderr)
     return batch.exit_code
 

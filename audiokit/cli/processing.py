@@ -66,6 +66,7 @@ def run_jobs(
         lambda job: "<stdin>" if io.is_stdio(job[0]) else str(job[0]),
         quiet=args.quiet,
         fail_fast=args.fail_fast,
+        raise_single=not args.json,
     )
     seconds = sum(d["seconds"] for d in batch.done)
     compute = sum(d["compute_seconds"] for d in batch.done)
