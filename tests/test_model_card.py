@@ -295,6 +295,12 @@ def test_training_record_follows_init_to_the_card_of_those_weights(tmp_path):
     del info["sessions"][0]["end_step"]
     (run / "run.json").write_text(json.dumps(info))
 
+    # the recipe named is the latest session's (whose resolved recipe.yaml the run holds)
+    later = {"start_step": 50, "command": ["audiokit", "train", "recipes/b.yaml", "--resume"]}
+    (run / "run.json").write_text(json.dumps({**info, "sessions": [*info["sessions"], later]}))
+    assert records.training_record(run)["recipe_path"] == "recipes/b.yaml"
+    (run / "run.json").write_text(json.dumps(info))
+
     # the run's own weights copied over the ones it started from, with their card: not its origin
     (run / "model.json").write_text(json.dumps({"sha256": "aa" * 32}))
     assert records.training_record(run)["previous"] is None

@@ -211,7 +211,11 @@ def training_record(run_dir: Path, init_card: Path | None = None) -> dict:
     previous = previous_training(sessions, own_sha256, init_card)
     return {
         "run_dir": str(run_dir),
-        "recipe_path": next((p for s in sessions if (p := _recipe_argument(s.get("command", [])))), None),
+        # the latest session's: the one whose resolved recipe.yaml the run holds (an early session may
+        # have read the recipe from a scratch checkout that is gone)
+        "recipe_path": next(
+            (p for s in reversed(sessions) if (p := _recipe_argument(s.get("command", [])))), None
+        ),
         "recipe_yaml": recipe_text,
         "seed": info.get("seed"),
         "commits": list(dict.fromkeys(s.get("commit") for s in sessions if s.get("commit"))),
