@@ -359,8 +359,15 @@ def _read_all(path: Path, f: sf.SoundFile | ffmpeg.FfmpegReader) -> np.ndarray:
     return data
 
 
-def _finish(path: Path, data: np.ndarray, rate: int, sample_rate: int | None, channels: int | None):
-    if not np.isfinite(data).all():
+def _finish(
+    path: Path,
+    data: np.ndarray,
+    rate: int,
+    sample_rate: int | None,
+    channels: int | None,
+    allow_nonfinite: bool = False,
+):
+    if not allow_nonfinite and not np.isfinite(data).all():
         raise AudioFormatError(path, "contains NaN or infinite samples")
     if channels is not None:
         try:
@@ -402,19 +409,21 @@ def iter_blocks(
     sample_rate: int | None = None,
     channels: int | None = None,
     raw: RawFormat | None = None,
+    allow_nonfinite: bool = False,
 ) -> Iterator[torch.Tensor]:
     """Walk a file in blocks of about ``block_frames`` input samples, in constant memory.
 
     Yields float32 tensors ``(channels, n)``; with ``sample_rate`` set, blocks are resampled by a
     streaming soxr resampler, so their concatenation equals ``load(path, sample_rate)`` up to soxr's
-    streaming/offline difference (< 1e-6). Raises :class:`AudioFormatError` as :func:`load` does.
+    streaming/offline difference (< 1e-6). Raises :class:`AudioFormatError` as :func:`load` does,
+    except that ``allow_nonfinite`` passes NaN and infinite samples through (to describe such a file).
     """
     path = Path(path)
     with _open(path, raw) as f:
         _check_complete(path, f)
         rate = int(f.samplerate)
         out_channels = channels or f.channels
-        blocks = _iter_native(path, f, block_frames, channels)
+        blocks = _iter_native(path, f, block_frames, channels, allow_nonfinite)
         if sample_rate is not None and sample_rate != rate:
             blocks = resample_blocks(blocks, rate, sample_rate, out_channels)
         yield from blocks
@@ -457,7 +466,11 @@ def _first_bad_sample(f: sf.SoundFile | ffmpeg.FfmpegReader, start: int, piece: 
 
 
 def _iter_native(
-    path: Path, f: sf.SoundFile | ffmpeg.FfmpegReader, block_frames: int, channels: int | None
+    path: Path,
+    f: sf.SoundFile | ffmpeg.FfmpegReader,
+    block_frames: int,
+    channels: int | None,
+    allow_nonfinite: bool = False,
 ) -> Iterator[torch.Tensor]:
     """Blocks of an open file at its own rate (channels remixed to ``channels`` when given)."""
     rate = int(f.samplerate)
@@ -475,7 +488,7 @@ def _iter_native(
             raise AudioFormatError(path, "contains no audio samples")
         if last:
             _check_decoded_length(path, f, total)
-        block, _ = _finish(path, block, rate, None, channels)
+        block, _ = _finish(path, block, rate, None, channels, allow_nonfinite)
         if block.shape[0]:
             yield torch.from_numpy(np.ascontiguousarray(block.T))
         if last:

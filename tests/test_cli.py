@@ -81,6 +81,24 @@ def test_info_of_a_folder_describes_every_audio_and_akc_file_under_it(tmp_path):
     assert "not a readable audio file" in rows[2]["error"] and "2 done, 1 failed" in done.stderr
 
 
+def test_info_counts_nonfinite_samples(tmp_path):
+    """`info` describes a file holding NaN or infinite samples (which the processing commands refuse)
+    and counts them; its level is that of the other samples."""
+    x = np.zeros(1600, dtype=np.float32)
+    x[:800] = 0.25
+    x[10:13], x[20] = np.nan, np.inf
+    sf.write(tmp_path / "bad.wav", x, 16000, subtype="FLOAT")
+    done = audiokit("info", "--json", str(tmp_path / "bad.wav"))
+    assert done.returncode == 0, done.stderr
+    row = json.loads(done.stdout)
+    assert row["nonfinite_samples"] == 4 and row["samples"] == 1600
+    assert row["peak_dbfs"] == pytest.approx(20 * np.log10(0.25), abs=0.01)
+    assert row["rms_dbfs"] == pytest.approx(10 * np.log10(796 * 0.25**2 / 1600), abs=0.01)
+    line = audiokit("info", str(tmp_path / "bad.wav")).stdout
+    assert "4 NaN or infinite sample(s)" in line and "refuse" in line
+    assert "NaN or infinite" not in audiokit("info", str(SAMPLES / "speech_fr_8k_a.wav")).stdout
+
+
 @pytest.mark.parametrize(
     "name,problem",
     [
@@ -92,7 +110,8 @@ def test_info_of_a_folder_describes_every_audio_and_akc_file_under_it(tmp_path):
     ],
 )
 def test_info_and_eval_on_bad_files_give_one_line(bad_dir, name, problem):
-    assert_one_line_error(audiokit("info", str(bad_dir / name)), name, problem)
+    if name != "nan.wav":  # info describes a file of NaN samples: test_info_counts_nonfinite_samples
+        assert_one_line_error(audiokit("info", str(bad_dir / name)), name, problem)
     assert_one_line_error(audiokit("eval", str(bad_dir / "good.wav"), str(bad_dir / name)), name)
     csv_path = bad_dir / "out.csv"
     assert_one_line_error(

@@ -1,6 +1,6 @@
-"""``audiokit info FILE...``: rate, channels, duration, codec, peak, RMS and bandwidth of audio files;
-model (and which shipped version of its weights), entropy-coding model, bitrate, duration and original
-rate of .akc files."""
+"""``audiokit info FILE...``: rate, channels, duration, codec, peak, RMS, bandwidth and the count of
+NaN or infinite samples of audio files; model (and which shipped version of its weights),
+entropy-coding model, bitrate, duration and original rate of .akc files."""
 
 from __future__ import annotations
 
@@ -37,10 +37,12 @@ def _line(row: dict) -> str:
             f"{row['bitrate_kbps']:g} kbps ({row['codebooks']} codebooks x {row['channels']} ch), "
             f"{row['duration_s']:.3f} s, original {original}"
         )
+    bad = row["nonfinite_samples"]
+    warning = f"; {bad} NaN or infinite sample(s), which audiokit's other commands refuse" if bad else ""
     return (
         f"{row['path']}: {row['sample_rate']} Hz, {row['channels']} ch, {row['duration_s']:.3f} s "
         f"({row['samples']} samples), {row['codec']}, peak {_fmt_db(row['peak_dbfs'])} dBFS, "
-        f"RMS {_fmt_db(row['rms_dbfs'])} dBFS, bandwidth ~{row['bandwidth_hz'] / 1000:.1f} kHz"
+        f"RMS {_fmt_db(row['rms_dbfs'])} dBFS, bandwidth ~{row['bandwidth_hz'] / 1000:.1f} kHz{warning}"
     )
 
 

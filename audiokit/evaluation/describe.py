@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import torch
+
 from audiokit import io
 from audiokit.bitstream import MAGIC, AkcReader
 from audiokit.dsp import BandwidthEstimator
@@ -51,15 +53,20 @@ def describe_akc(path: Path) -> dict:
 
 
 def describe(path: Path, raw: RawFormat | None = None) -> dict:
-    """Rate (Hz), channels, samples, duration (s), codec, peak/RMS (dBFS, None for silence) and estimated
-    bandwidth (Hz) of ``path``, read in constant memory (``raw``: read it as headerless PCM); an ``.akc``
-    file is described by :func:`describe_akc`."""
+    """Rate (Hz), channels, samples, duration (s), codec, peak/RMS (dBFS, None for silence), estimated
+    bandwidth (Hz) and the count of NaN or infinite samples (``nonfinite_samples``; level and bandwidth
+    are of the other samples, the bad ones counted as 0) of ``path``, read in constant memory (``raw``:
+    read it as headerless PCM); an ``.akc`` file is described by :func:`describe_akc`."""
     if raw is None and is_akc(path):
         return describe_akc(path)
     header = io.info(path, raw)
     estimator = BandwidthEstimator(header.sample_rate)
-    peak, energy, count = 0.0, 0.0, 0
-    for block in io.iter_blocks(path, raw=raw):
+    peak, energy, count, nonfinite = 0.0, 0.0, 0, 0
+    for block in io.iter_blocks(path, raw=raw, allow_nonfinite=True):
+        bad = ~torch.isfinite(block)
+        if bad.any():
+            nonfinite += int(bad.sum())
+            block = block.masked_fill(bad, 0.0)
         peak = max(peak, float(block.abs().max()))
         energy += float(block.double().square().sum())
         count += block.numel()
@@ -75,4 +82,5 @@ def describe(path: Path, raw: RawFormat | None = None) -> dict:
         "peak_dbfs": round(20 * math.log10(peak), 2) if peak > 0 else None,
         "rms_dbfs": round(20 * math.log10(rms), 2) if rms > 0 else None,
         "bandwidth_hz": round(estimator.result(), 1),
+        "nonfinite_samples": nonfinite,
     }
