@@ -252,18 +252,21 @@ def _expect(message: str | bytes, kind: str) -> dict:
 
 
 def file_chunks(
-    source: io.PathLike, chunk_ms: float | None = None, realtime: bool = False
+    source: io.PathLike,
+    chunk_ms: float | None = None,
+    realtime: bool = False,
+    raw: io.RawFormat | None = None,
 ) -> tuple[list[np.ndarray], int]:
-    """``source`` (a file, or ``-``: standard input, read whole) mixed to mono at its own rate and cut
-    into ``chunk_ms`` messages (the last may be shorter; None: :data:`REALTIME_CHUNK_MS` for a stream
-    paced in real time, else one chunk, which :func:`stream` sends in the largest messages the server
-    takes), and that rate in Hz."""
+    """``source`` (a file, or ``-``: standard input, read whole; ``raw``: headerless PCM of that format)
+    mixed to mono at its own rate and cut into ``chunk_ms`` messages (the last may be shorter; None:
+    :data:`REALTIME_CHUNK_MS` for a stream paced in real time, else one chunk, which :func:`stream`
+    sends in the largest messages the server takes), and that rate in Hz."""
     if chunk_ms is None and realtime:
         chunk_ms = REALTIME_CHUNK_MS
     if chunk_ms is not None and not (math.isfinite(chunk_ms) and chunk_ms > 0):
         raise UsageError(f"chunk_ms must be a positive number of milliseconds, got {chunk_ms}")
     with io.readable_path(source) as path:
-        wav, rate = io.load(path, channels=1)
+        wav, rate = io.load(path, channels=1, raw=raw)
         io.check_input_rate(path, rate)  # inside: an error about standard input's copy names <stdin>
     samples = wav[0].numpy()
     if chunk_ms is None:
@@ -279,12 +282,13 @@ def stream_file(
     task: str = "enhance",
     chunk_ms: float | None = None,
     realtime: bool = False,
+    raw: io.RawFormat | None = None,
     **options,
 ) -> StreamResult:
-    """Stream ``source`` (mixed to mono, at its own rate) in ``chunk_ms`` messages and save the result
-    to ``target`` at that rate; ``chunk_ms`` None: 20 ms paced in real time, else the largest messages
-    the server takes. ``options`` as in :func:`stream`."""
-    chunks, rate = file_chunks(source, chunk_ms, realtime)
+    """Stream ``source`` (mixed to mono, at its own rate; ``raw``: headerless PCM of that format) in
+    ``chunk_ms`` messages and save the result to ``target`` at that rate; ``chunk_ms`` None: 20 ms
+    paced in real time, else the largest messages the server takes. ``options`` as in :func:`stream`."""
+    chunks, rate = file_chunks(source, chunk_ms, realtime, raw)
     result = asyncio.run(stream(url, chunks, rate, task, realtime=realtime, **options))
     io.save(target, result.audio[None], rate)
     return result

@@ -323,3 +323,20 @@ def test_stream_warns_of_what_it_clipped(capsys, server, enhancer, tmp_path):
     assert code == 0 and out == ""
     clipped = f"{beyond} sample(s) above full scale clipped; lower the input's level"
     assert err.strip() == f"warning: {tmp_path / 'o.wav'}: {clipped}"
+
+
+def test_stream_reads_headerless_pcm(capsys, server, enhancer, tmp_path):
+    """`--raw-rate/--raw-format/--raw-channels`, as the file commands take them: interleaved stereo s16le
+    at 16 kHz streams as its mono mix, the same as the WAV of those samples."""
+    x = speech(0.5)
+    stereo = np.stack([x, 0.5 * x], axis=1)
+    pcm = np.round(stereo * 32767).astype("<i2")
+    source = tmp_path / "in.raw"
+    source.write_bytes(pcm.tobytes())
+    options = ("--raw-rate", "16000", "--raw-channels", "2", "--url", server.ws, "-q")
+    code, _, err = run(capsys, "stream", source, tmp_path / "o.wav", *options)
+    assert code == 0, err
+    back, rate = sf.read(tmp_path / "o.wav", dtype="float32")
+    mono = (pcm.astype(np.float32) / 32768).mean(axis=1)
+    assert rate == 16000 and back.shape == mono.shape
+    assert np.abs(back - _offline(enhancer, mono)).max() <= PCM16_ERROR

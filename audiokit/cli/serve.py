@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from audiokit.cli import Interrupted
-from audiokit.cli.options import add_force_option, finite_number, whole_number
+from audiokit.cli.options import add_force_option, add_raw_options, finite_number, raw_format, whole_number
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -114,7 +114,7 @@ def run_stream(args: argparse.Namespace) -> int:
 
     source = args.input if io.is_stdio(args.input) else Path(args.input)
     io.prepare_outputs([(source, args.output)], args.force)  # first: before reading, connecting
-    chunks, rate = client.file_chunks(args.input, args.chunk_ms, args.realtime)
+    chunks, rate = client.file_chunks(args.input, args.chunk_ms, args.realtime, raw_format(args))
     io.check_output_format(args.output, rate)
     work = client.stream(
         args.url,
@@ -265,4 +265,5 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     client.add_argument("--token", help="the server's token")
     client.add_argument("--json", action="store_true", help="print a JSON summary")
     add_force_option(client)
+    add_raw_options(client)
     client.set_defaults(handler=run_stream)
