@@ -76,6 +76,11 @@ def is_stdio(path: PathLike) -> bool:
     return str(path) == STDIO
 
 
+def shown_name(path: PathLike) -> str:
+    """``path`` as messages and summaries name an input: ``<stdin>`` for ``-``."""
+    return "<stdin>" if is_stdio(path) else str(path)
+
+
 def check_sample_rate(rate: int, option: str = "--sample-rate") -> None:
     """UsageError unless ``rate`` (Hz) is within :data:`MIN_SAMPLE_RATE`..:data:`MAX_SAMPLE_RATE`."""
     if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
@@ -611,7 +616,7 @@ def readable_path(path: PathLike) -> Iterator[Path]:
                     shutil.copyfileobj(src, dst, 1 << 20)
         yield tmp
     except AudiokitError as exc:
-        shown = "<stdin>" if is_stdio(path) else str(path)
+        shown = shown_name(path)
         if isinstance(exc, AudioFormatError) and exc.path == str(tmp):
             raise AudioFormatError(shown, exc.problem) from None
         if str(tmp) in str(exc) and type(exc).__init__ is AudiokitError.__init__:

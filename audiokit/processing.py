@@ -183,7 +183,7 @@ def process_file(
             raise AudioFormatError("<stdin>", exc.problem) from None
         raise
     return {
-        "input": "<stdin>" if io.is_stdio(source) else str(source),
+        "input": io.shown_name(source),
         "output": "<stdout>" if io.is_stdio(target) else str(target),
         **done,
         "seconds": done["samples"] / done["sample_rate"],

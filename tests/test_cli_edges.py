@@ -412,3 +412,17 @@ def test_json_names_the_failure_of_a_single_file(capsys, tmp_path, command):
     assert len(err.strip().splitlines()) == 1 and err.strip().endswith(failure["error"])
     if command != "info":
         assert report["done"] == 0 and not target.exists()
+
+
+@pytest.mark.parametrize("command", ["encode", "enhance", "info"])
+def test_a_failed_standard_input_is_named_stdin(tmp_path, command):
+    """`-` that cannot be processed is `<stdin>` in the JSON summary and the line, as a good one is (it
+    was `-` in encode's and info's, with a doubled prefix `-: <stdin>: ...`)."""
+    output = [] if command == "info" else [str(tmp_path / ("o.akc" if command == "encode" else "o.wav"))]
+    argv = [sys.executable, "-m", "audiokit", command, "-q", "--json", "-", *output]
+    done = subprocess.run(argv, input=b"not audio at all", capture_output=True)
+    report = json.loads(done.stdout)
+    failure = report if command == "info" else report["failed"][0]
+    assert done.returncode == 1 and failure["path"] == "<stdin>"
+    assert failure["error"].startswith("<stdin>: not a readable audio file")
+    assert done.stderr.decode().strip() == failure["error"]

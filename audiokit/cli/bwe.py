@@ -21,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
 
     def extend(model: BandwidthExtender, source: Path, target: Path, **more) -> dict:
         done = extend_file(model, source, target, **options, **more)
-        name = "<stdin>" if io.is_stdio(source) else str(source)
+        name = io.shown_name(source)
         too_wide.check(name, done["bandwidth_hz"], model.name, model.sample_rate)
         return done
 

@@ -73,7 +73,7 @@ def run_encode(args: argparse.Namespace) -> int:
     def encode(job: tuple[Path, Path]) -> dict:
         source, target = job
         done = encode_file(codec, source, target, bitrate, weights_hash, raw, args.rescale, entropy)
-        name = "<stdin>" if io.is_stdio(source) else str(source)
+        name = io.shown_name(source)
         if done["peak"] > 1 and not args.rescale:
             print(
                 f"warning: {name}: peak {20 * math.log10(done['peak']):+.1f} dBFS is above full scale and "
@@ -87,7 +87,7 @@ def run_encode(args: argparse.Namespace) -> int:
         jobs,
         encode,
         "encode",
-        lambda job: str(job[0]),
+        lambda job: io.shown_name(job[0]),
         quiet=args.quiet,
         fail_fast=args.fail_fast,
         raise_single=not args.json,
@@ -120,7 +120,7 @@ def run_decode(args: argparse.Namespace) -> int:
             done = decode_file(
                 codec, path, target, weights_hash, args.start, args.duration, args.sample_rate, args.rescale
             )
-        name = "<stdin>" if io.is_stdio(source) else str(source)
+        name = io.shown_name(source)
         if done["clipped"]:
             print(
                 f"warning: {target}: {done['clipped']} sample(s) clipped at full scale; pass --rescale "
@@ -133,7 +133,7 @@ def run_decode(args: argparse.Namespace) -> int:
         jobs,
         decode,
         "decode",
-        lambda job: str(job[0]),
+        lambda job: io.shown_name(job[0]),
         quiet=args.quiet,
         fail_fast=args.fail_fast,
         raise_single=not args.json,

@@ -53,8 +53,7 @@ def _describe(path: str, raw: RawFormat | None) -> dict:
     and the file of the entropy-coding model it names (None when this package lacks it)."""
     with io.readable_path(path) as readable:  # `-`: standard input, read whole into a temporary file
         row = describe(readable, raw)
-    if io.is_stdio(path):
-        row["path"] = "<stdin>"
+    row["path"] = io.shown_name(path)
     if row.get("format") == "akc":
         row["model_version"] = model_version(row["model"], row["weights_sha256"])
         row["decoded_by"] = decoding_version(row["model"], row["weights_sha256"])
@@ -82,13 +81,18 @@ def run(args: argparse.Namespace) -> int:
     raw = raw_format(args)
     files = _files(args.files)
     batch = run_batch(
-        files, lambda p: _describe(p, raw), "info", str, quiet=args.quiet, raise_single=not args.json
+        files,
+        lambda path: _describe(path, raw),
+        "info",
+        io.shown_name,
+        quiet=args.quiet,
+        raise_single=not args.json,
     )
     rows = batch.done
     if args.json:
         failed = {name: {"path": name, "error": line} for name, line in batch.failed}
         described = iter(rows)  # in argument order, each failed file where it was named
-        ordered = [failed[name] if name in failed else next(described) for name in files]
+        ordered = [failed.get(io.shown_name(name)) or next(described) for name in files]
         single = len(files) == 1 and files == args.files
         print(json.dumps(ordered[0] if single else ordered, indent=2))
     else:

@@ -63,7 +63,7 @@ def run_jobs(
         jobs,
         work,
         args.command,
-        lambda job: "<stdin>" if io.is_stdio(job[0]) else str(job[0]),
+        lambda job: io.shown_name(job[0]),
         quiet=args.quiet,
         fail_fast=args.fail_fast,
         raise_single=not args.json,

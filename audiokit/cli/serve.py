@@ -132,7 +132,7 @@ def run_stream(args: argparse.Namespace) -> int:
     io.save(args.output, result.audio[None], rate)  # atomically: a temporary file renamed
     shown = "<stdout>" if io.is_stdio(args.output) else args.output
     warn_clipped(shown, int(np.count_nonzero(np.abs(result.audio) > 1.0)), advice="")
-    name = "<stdin>" if io.is_stdio(args.input) else args.input
+    name = io.shown_name(args.input)
     out = sys.stderr if io.is_stdio(args.output) else sys.stdout  # stdout may carry the audio
     url = redact_token(args.url)  # the shared secret stays off the terminal and out of logs
     summary = {"input": name, "output": args.output, "complete": result.complete, **result.done}
