@@ -426,3 +426,26 @@ def test_a_failed_standard_input_is_named_stdin(tmp_path, command):
     assert done.returncode == 1 and failure["path"] == "<stdin>"
     assert failure["error"].startswith("<stdin>: not a readable audio file")
     assert done.stderr.decode().strip() == failure["error"]
+
+
+@pytest.mark.parametrize("command", ["encode", "decode", "enhance", "bwe"])
+def test_file_commands_run_on_the_threads_asked(capsys, tmp_path, command):
+    """`--threads N` (default 1, as bench, serve and train): with torch's default of every core, a run
+    beside busy cores was 250x slower than on one thread; 0 is a usage error."""
+    import torch
+
+    source = _speech(tmp_path / "in.wav", 0.2)
+    if command == "decode":
+        assert run(capsys, "encode", "-q", source, tmp_path / "in.akc")[0] == 0
+        source = tmp_path / "in.akc"
+    target = tmp_path / ("o.akc" if command == "encode" else "o.wav")
+    before = torch.get_num_threads()
+    try:
+        for asked, expected in (((), 1), (("--threads", "3"), 3)):
+            torch.set_num_threads(2)
+            code, _, err = run(capsys, command, "-q", "-f", source, target, *asked)
+            assert code == 0 and torch.get_num_threads() == expected, err
+        code, _, err = run(capsys, command, "-q", "-f", source, target, "--threads", "0")
+        assert code == 2 and "--threads" in err
+    finally:
+        torch.set_num_threads(before)

@@ -19,6 +19,7 @@ from audiokit.cli.options import (
     add_raw_options,
     raw_format,
     sample_rate_hz,
+    use_threads,
 )
 from audiokit.coding import (
     DEFAULT_MODEL,
@@ -57,6 +58,7 @@ def _check_akc_output(target: str) -> None:
 
 
 def run_encode(args: argparse.Namespace) -> int:
+    use_threads(args)
     if not math.isfinite(args.bitrate) or args.bitrate <= 0:
         raise UsageError(f"--bitrate {args.bitrate:g}: must be a positive number of kbps")
     raw = raw_format(args)
@@ -102,6 +104,7 @@ def run_encode(args: argparse.Namespace) -> int:
 
 
 def run_decode(args: argparse.Namespace) -> int:
+    use_threads(args)
     check_time_range(args.start, args.duration)
     suffix = io.suffix_option(args.suffix)
     jobs = mirror_jobs(args.input, args.output, suffix, extensions=(".akc",))

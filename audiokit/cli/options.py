@@ -54,11 +54,26 @@ def add_force_option(parser: argparse.ArgumentParser) -> None:
 
 
 def add_batch_options(parser: argparse.ArgumentParser) -> None:
-    """``--fail-fast`` (stop at the first bad file) and ``--json`` (print the results as JSON)."""
+    """``--fail-fast`` (stop at the first bad file), ``--json`` (print the results as JSON) and
+    ``--threads`` (torch threads; :func:`use_threads` applies it)."""
     parser.add_argument(
         "--fail-fast", action="store_true", help="stop at the first file that fails (default: do the rest)"
     )
     parser.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    parser.add_argument(
+        "--threads",
+        type=whole_number(1),
+        default=1,
+        help="torch threads (default: 1, as bench, serve and train: the models are small and gain little "
+        "from more, and threads that wait for busy cores make them many times slower)",
+    )
+
+
+def use_threads(args: argparse.Namespace) -> None:
+    """Run torch's operations on ``args.threads`` threads."""
+    import torch
+
+    torch.set_num_threads(args.threads)
 
 
 def doc_text(doc: str | None) -> str:

@@ -18,6 +18,7 @@ from audiokit.cli.options import (
     add_model_option,
     add_raw_options,
     raw_format,
+    use_threads,
 )
 from audiokit.models.base import AudioModel
 from audiokit.processing import output_jobs
@@ -49,6 +50,7 @@ def run_jobs(
     input, output, raw=raw)`` returns :func:`audiokit.processing.process_file`'s dict), then print one
     summary line, or with ``--json`` the model, ``settings``, speed, failures and per-file results; on
     stderr when stdout carries the audio. Returns the exit code."""
+    use_threads(args)
     raw = raw_format(args)
     jobs = output_jobs(args.input, args.output, args.suffix, args.glob)
     io.prepare_outputs(jobs, args.force)
@@ -114,8 +116,8 @@ def add_file_command(
 ) -> argparse.ArgumentParser:
     """The parser of file command ``name`` run by ``handler``: ``IN OUT`` (``description`` names them
     with :data:`FILES`), ``-m/--model`` (``model``: its default and what it is), ``--glob``,
-    ``--suffix``, ``--fail-fast``, ``--json``, ``-f`` and the ``--raw-*`` options; the command adds its
-    own."""
+    ``--suffix``, ``--fail-fast``, ``--json``, ``--threads``, ``-f`` and the ``--raw-*`` options; the
+    command adds its own."""
     parser = subparsers.add_parser(name, parents=[common], help=help, description=description)
     parser.set_defaults(handler=handler)
     default_model, what = model
