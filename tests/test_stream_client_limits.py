@@ -340,3 +340,15 @@ def test_stream_reads_headerless_pcm(capsys, server, enhancer, tmp_path):
     mono = (pcm.astype(np.float32) / 32768).mean(axis=1)
     assert rate == 16000 and back.shape == mono.shape
     assert np.abs(back - _offline(enhancer, mono)).max() <= PCM16_ERROR
+
+
+def test_json_says_why_a_stream_failed(capsys, tmp_path):
+    """`stream --json` that cannot reach its server: the summary still comes (``complete`` false, the
+    error), one line on stderr, exit 1, no output file; the token stays redacted."""
+    url = f"ws://127.0.0.1:{free_port()}/v1/stream?token=s3cret"
+    target = tmp_path / "out.wav"
+    code, out, err = run(capsys, "stream", "--json", speech_file(tmp_path), target, "--url", url)
+    report = json.loads(out)
+    assert code == 1 and report["complete"] is False and not target.exists()
+    assert report["error"].startswith("cannot open a stream at ws://127.0.0.1:") and "s3cret" not in out
+    one_line_error(err, f"audiokit stream: error: {report['error']}")

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from audiokit.cli import Interrupted
 from audiokit.cli.options import add_force_option, add_raw_options, finite_number, raw_format, whole_number
+from audiokit.errors import AudiokitError
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -108,12 +109,46 @@ def _run_until_signal(work: Coroutine[Any, Any, T]) -> T:
 def run_stream(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from audiokit import client, io
+    from audiokit import io
     from audiokit.cli.processing import warn_clipped
     from audiokit.redaction import redact_token
 
     source = args.input if io.is_stdio(args.input) else Path(args.input)
     io.prepare_outputs([(source, args.output)], args.force)  # first: before reading, connecting
+    name = io.shown_name(args.input)
+    out = sys.stderr if io.is_stdio(args.output) else sys.stdout  # stdout may carry the audio
+    url = redact_token(args.url)  # the shared secret stays off the terminal and out of logs
+    try:
+        result, chunks, rate = _stream_file(args)
+    except AudiokitError as exc:
+        if args.json:  # a script reading the summary learns what failed, as from the file commands
+            failure = {"input": name, "output": args.output, "complete": False, "error": str(exc)}
+            print(json.dumps(failure, indent=2), file=out)
+        raise
+    shown = "<stdout>" if io.is_stdio(args.output) else args.output
+    warn_clipped(shown, int(np.count_nonzero(np.abs(result.audio) > 1.0)), advice="")
+    summary = {"input": name, "output": args.output, "complete": result.complete, **result.done}
+    if args.json:
+        print(json.dumps(summary | {"ready": result.ready}, indent=2), file=out)
+    elif not args.quiet:
+        samples = result.done.get("samples_out")
+        print(f"stream: {name} -> {args.output}: {samples} samples via {url}", file=out)
+    if not result.complete:
+        taken = result.sent[-1][1] if result.sent else 0
+        total = sum(chunk.shape[0] for chunk in chunks)
+        print(
+            f"audiokit stream: warning: {url} ended the stream early (draining): {args.output} holds what it "
+            f"made of the first {taken} of {total} samples",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _stream_file(args: argparse.Namespace) -> tuple[Any, list, int]:
+    """Read ``args.input``, stream it through the server and save the result to ``args.output``: the
+    client's ``StreamResult``, the chunks sent and their rate in Hz."""
+    from audiokit import client, io
+
     chunks, rate = client.file_chunks(args.input, args.chunk_ms, args.realtime, raw_format(args))
     io.check_output_format(args.output, rate)
     work = client.stream(
@@ -130,26 +165,7 @@ def run_stream(args: argparse.Namespace) -> int:
     )
     result = _run_until_signal(work)
     io.save(args.output, result.audio[None], rate)  # atomically: a temporary file renamed
-    shown = "<stdout>" if io.is_stdio(args.output) else args.output
-    warn_clipped(shown, int(np.count_nonzero(np.abs(result.audio) > 1.0)), advice="")
-    name = io.shown_name(args.input)
-    out = sys.stderr if io.is_stdio(args.output) else sys.stdout  # stdout may carry the audio
-    url = redact_token(args.url)  # the shared secret stays off the terminal and out of logs
-    summary = {"input": name, "output": args.output, "complete": result.complete, **result.done}
-    if args.json:
-        print(json.dumps(summary | {"ready": result.ready}, indent=2), file=out)
-    elif not args.quiet:
-        samples = result.done.get("samples_out")
-        print(f"stream: {name} -> {args.output}: {samples} samples via {url}", file=out)
-    if not result.complete:
-        taken = result.sent[-1][1] if result.sent else 0
-        total = sum(chunk.shape[0] for chunk in chunks)
-        print(
-            f"audiokit stream: warning: {url} ended the stream early (draining): {args.output} holds what it "
-            f"made of the first {taken} of {total} samples",
-            file=sys.stderr,
-        )
-    return 0
+    return result, chunks, rate
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
