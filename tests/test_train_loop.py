@@ -6,6 +6,7 @@ import json
 import math
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -152,6 +153,8 @@ def test_packed_training_state_resumes_bit_exactly_elsewhere(tmp_path):
     shards = sorted(packed.glob("state-*.safetensors"))
     assert len(shards) > 1 and all(p.stat().st_size <= 2**20 + 2**16 for p in shards)
     assert {"run.json", "recipe.yaml", "metrics.jsonl", "state.json"} <= {p.name for p in packed.iterdir()}
+    modes = {stat.S_IMODE(p.stat().st_mode) for p in packed.iterdir()}  # shards as readable as the rest
+    assert modes == {stat.S_IMODE((packed / "state.json").stat().st_mode)}
     assert main(["checkpoint", "unpack", str(packed), str(moved)]) == 0
     # the EMA weights as the trainer wrote them at step 5: the unpacked run is a model path at once
     weights = (moved / "model.safetensors").read_bytes()
