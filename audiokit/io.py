@@ -537,6 +537,8 @@ def _read_umask() -> int:
 
 
 UMASK = _read_umask()  # read once at import: os.umask cannot be read without setting it
+NEW_FILE_MODE = 0o666 & ~UMASK
+"""The permissions a new file gets from ``open``; files made 0600 by ``mkstemp`` (or a library) get these."""
 
 
 TEMP_NAME = re.compile(r"^\.(?P<stem>.*)\.[a-z0-9_]{8}\.tmp(?P<suffix>.*)$")
@@ -663,7 +665,7 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
             try:  # a replaced file keeps its permissions (a private one stays private)
                 mode = stat.S_IMODE(os.stat(real).st_mode)
             except FileNotFoundError:
-                mode = 0o666 & ~UMASK  # mkstemp makes 0600 files; give a new one the usual permissions
+                mode = NEW_FILE_MODE  # mkstemp makes 0600 files; give a new one the usual permissions
             os.chmod(tmp, mode)
             os.replace(tmp, real)
     finally:

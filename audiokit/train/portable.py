@@ -25,7 +25,7 @@ import torch
 
 from audiokit.errors import RecipeError, UsageError
 from audiokit.folders import staged_folder
-from audiokit.io import UMASK, atomic_path
+from audiokit.io import NEW_FILE_MODE, atomic_path
 from audiokit.train.checkpoint import RUN_CHECKPOINT as CHECKPOINT
 from audiokit.train.checkpoint import load_training_state, save_checkpoint
 from audiokit.train.recipe import ModelSection
@@ -127,7 +127,7 @@ def pack_run(
         for index, shard in enumerate(shards):
             names.append(f"state-{index:02d}.safetensors")
             safetensors.torch.save_file(shard, str(building / names[-1]))
-            os.chmod(building / names[-1], 0o666 & ~UMASK)  # safetensors makes it 0600; as its neighbours
+            os.chmod(building / names[-1], NEW_FILE_MODE)  # safetensors makes it 0600
         document = {"format": FORMAT, "step": state["step"], "shards": len(shards), "state": structure}
         (building / STATE).write_text(json.dumps(document) + "\n")
         names.append(STATE)
