@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Generic, TextIO, TypeVar
 
+from audiokit import io
 from audiokit.errors import AudiokitError
 from audiokit.progress import progress
 
@@ -79,6 +82,26 @@ def run_batch(
             print(line, file=errors, flush=True)
             batch.failed.append((name(item), line))
     return batch
+
+
+def run_file_jobs(
+    jobs: Sequence[tuple[Path, Path]],
+    work: Callable[[tuple[Path, Path]], Result],
+    desc: str,
+    args: argparse.Namespace,
+) -> Batch[Result]:
+    """:func:`run_batch` over ``(input, output)`` jobs, each named by its input (``<stdin>`` for ``-``),
+    with the batch options of ``args``: ``-q``, ``--fail-fast``, and ``--json`` (whose summary names a
+    single failed file, so that error is not raised)."""
+    return run_batch(
+        jobs,
+        work,
+        desc,
+        lambda job: io.shown_name(job[0]),
+        quiet=args.quiet,
+        fail_fast=args.fail_fast,
+        raise_single=not args.json,
+    )
 
 
 @dataclass

@@ -11,7 +11,7 @@ from typing import TextIO
 
 from audiokit import io
 from audiokit.bitstream import AkcReader
-from audiokit.cli.batch import BandwidthWarning, Batch, run_batch
+from audiokit.cli.batch import BandwidthWarning, Batch, run_file_jobs
 from audiokit.cli.options import (
     add_batch_options,
     add_force_option,
@@ -85,15 +85,7 @@ def run_encode(args: argparse.Namespace) -> int:
         too_wide.check(name, done["bandwidth_hz"], codec.name, codec.sample_rate)
         return {"input": name, "output": str(target), **done}
 
-    batch = run_batch(
-        jobs,
-        encode,
-        "encode",
-        lambda job: io.shown_name(job[0]),
-        quiet=args.quiet,
-        fail_fast=args.fail_fast,
-        raise_single=not args.json,
-    )
+    batch = run_file_jobs(jobs, encode, "encode", args)
     seconds = sum(d["seconds"] for d in batch.done)
     size = sum(d["bytes"] for d in batch.done)
     kbps = size * 8 / max(seconds, 1e-9) / 1000
@@ -132,15 +124,7 @@ def run_decode(args: argparse.Namespace) -> int:
             )
         return {"input": name, "output": str(target), **done}
 
-    batch = run_batch(
-        jobs,
-        decode,
-        "decode",
-        lambda job: io.shown_name(job[0]),
-        quiet=args.quiet,
-        fail_fast=args.fail_fast,
-        raise_single=not args.json,
-    )
+    batch = run_file_jobs(jobs, decode, "decode", args)
     seconds = sum(d["seconds"] for d in batch.done)
     rates = sorted({d["sample_rate"] for d in batch.done})
     text = f"; {seconds:.1f} s of audio at {', '.join(map(str, rates)) or '-'} Hz"

@@ -1,5 +1,5 @@
 """What the audio-to-audio commands (``enhance``, ``bwe``) share: run a model over ``(input, output)``
-jobs with :func:`~audiokit.cli.batch.run_batch` and print the summary (text or ``--json``)."""
+jobs with :func:`~audiokit.cli.batch.run_file_jobs` and print the summary (text or ``--json``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from audiokit import io
-from audiokit.cli.batch import run_batch
+from audiokit.cli.batch import run_file_jobs
 from audiokit.cli.options import (
     add_batch_options,
     add_force_option,
@@ -61,15 +61,7 @@ def run_jobs(
         warn_clipped(done["output"], done["clipped"])
         return done
 
-    batch = run_batch(
-        jobs,
-        work,
-        args.command,
-        lambda job: io.shown_name(job[0]),
-        quiet=args.quiet,
-        fail_fast=args.fail_fast,
-        raise_single=not args.json,
-    )
+    batch = run_file_jobs(jobs, work, args.command, args)
     seconds = sum(d["seconds"] for d in batch.done)
     compute = sum(d["compute_seconds"] for d in batch.done)
     speed = seconds / max(compute, 1e-9)
