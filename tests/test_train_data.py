@@ -9,13 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.signal
+import soundfile as sf
 import torch
 
 from audiokit import io
 from audiokit.dsp import loudness_lufs
 from audiokit.errors import RecipeError
 from audiokit.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from audiokit.train.data import CropDataset, batches, read_clips, shelf_biquad
+from audiokit.train.data import CropDataset, batches, peaking_biquad, read_clips, shelf_biquad
 from audiokit.train.recipe import DataConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -211,3 +212,35 @@ def test_group_exponent_sets_each_groups_share_of_the_draws(tmp_path, exponent):
     from_a = spectrum[:, 22] > spectrum[:, 88]  # 440 Hz against 1760 Hz (20 Hz bins)
     expected = 9**exponent / (9**exponent + 1)
     assert abs(from_a.mean() - expected) < 3 * np.sqrt(expected * (1 - expected) / from_a.size) + 0.01
+
+
+@pytest.mark.parametrize("gain_db", [9.0, -6.0])
+def test_peaking_filter_has_the_requested_gain_at_its_centre_only(gain_db):
+    b, a = peaking_biquad(gain_db, 1000.0, 2.0, 16000)
+    _, response = scipy.signal.freqz(b, a, worN=[0.0, 1000.0, 8000.0 - 1e-6], fs=16000)
+    gains = 20 * np.log10(np.abs(response))
+    assert gains[1] == pytest.approx(gain_db, abs=0.01)
+    assert gains[0] == pytest.approx(0.0, abs=0.01) and gains[2] == pytest.approx(0.0, abs=0.01)
+    # Q 2 spans about half an octave between the half-gain points: an octave away, less than half the gain
+    _, octave = scipy.signal.freqz(b, a, worN=[2000.0], fs=16000)
+    assert abs(20 * np.log10(np.abs(octave[0]))) < abs(gain_db) / 2
+
+
+def test_eq_peaks_change_the_crops_spectrum_and_nothing_else(tmp_path):
+    rng = np.random.default_rng(0)
+    clip = tmp_path / "noise.wav"
+    sf.write(clip, 0.1 * rng.standard_normal(16000 * 3).astype(np.float32), 16000)
+    clips = read_clips(str(tmp_path))
+    base = dict(segment_seconds=1.0, batch_size=4, eq_probability=1.0, eq_gain_db=0.0, loudness="rms")
+    plain = CropDataset(clips, 16000, 1, DataConfig(**base), seed=0)[0]["input"]
+    peaked = CropDataset(clips, 16000, 1, DataConfig(**base, eq_peaks=2, eq_peak_db=12.0), seed=0)[0]["input"]
+    assert torch.equal(
+        plain, CropDataset(clips, 16000, 1, DataConfig(**base, eq_peaks=0), seed=0)[0]["input"]
+    )
+    spectra = [
+        torch.fft.rfft(x, dim=-1).abs().square()[..., :8000].reshape(4, 80, 100).mean(-1)
+        for x in (plain, peaked)
+    ]
+    ratio_db = 10 * torch.log10(spectra[1] / spectra[0])  # (items, 80 bands of 100 Hz)
+    # per item, some band moved by several dB (a peak or a notch), while the shelves alone (0 dB) move none
+    assert (ratio_db.abs().amax(-1) > 3.0).all()

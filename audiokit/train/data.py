@@ -166,6 +166,20 @@ def shelf_biquad(
     return b / a[0], a / a[0]
 
 
+def peaking_biquad(
+    gain_db: float, freq_hz: float, q: float, sample_rate: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(b, a)`` of a peaking filter (RBJ cookbook): ``gain_db`` at ``freq_hz``, 0 dB far from it,
+    bandwidth set by ``q`` (centre frequency over the bandwidth between the half-gain points in dB)."""
+    gain = 10.0 ** (gain_db / 40.0)
+    w0 = 2.0 * math.pi * freq_hz / sample_rate
+    alpha = math.sin(w0) / (2.0 * q)
+    cos_w0 = math.cos(w0)
+    b = np.array([1.0 + alpha * gain, -2.0 * cos_w0, 1.0 - alpha * gain])
+    a = np.array([1.0 + alpha / gain, -2.0 * cos_w0, 1.0 - alpha / gain])
+    return b / a[0], a / a[0]
+
+
 def synthetic_rir(rng: np.random.Generator, sample_rate: int, rt60_seconds: float) -> np.ndarray:
     """A room impulse response: a unit direct path then exponentially decaying noise (-60 dB at rt60)."""
     length = max(2, int(rt60_seconds * sample_rate))
@@ -312,7 +326,15 @@ class CropDataset(torch.utils.data.Dataset):
         high_hz = rng.uniform(0.2, 0.6) * nyquist
         high = shelf_biquad("high", rng.uniform(-max_db, max_db), high_hz, self.sample_rate)
         wav = scipy.signal.lfilter(*low, wav, axis=-1)
-        return scipy.signal.lfilter(*high, wav, axis=-1).astype(np.float32)
+        wav = scipy.signal.lfilter(*high, wav, axis=-1)
+        for _ in range(self.config.eq_peaks):
+            # a resonance moved, as another vocal tract or microphone would: log-uniform in 200 Hz-5 kHz
+            freq_hz = math.exp(rng.uniform(math.log(200.0), math.log(min(5000.0, 0.45 * self.sample_rate))))
+            gain_db = rng.uniform(-self.config.eq_peak_db, self.config.eq_peak_db)
+            wav = scipy.signal.lfilter(
+                *peaking_biquad(gain_db, freq_hz, rng.uniform(1.0, 4.0), self.sample_rate), wav, axis=-1
+            )
+        return wav.astype(np.float32)
 
     def _reverberate(self, rng: np.random.Generator, wav: np.ndarray) -> np.ndarray:
         rir = synthetic_rir(rng, self.sample_rate, rng.uniform(*self.config.rt60_seconds))

@@ -39,7 +39,10 @@ class DataConfig:
     for models at another rate than 16 kHz: :func:`audiokit.data.manifest.find_manifest`). Levels are
     in dB (LUFS for ``loudness: lufs``, dBFS for ``rms``); ranges are ``[low, high]``. A training clip
     is drawn with probability proportional to its length, its group's (speaker's) share of all draws
-    scaled to ``group_seconds ** group_exponent`` (1: by length alone; 0: every group alike).
+    scaled to ``group_seconds ** group_exponent`` (1: by length alone; 0: every group alike). With
+    probability ``eq_probability`` a crop is equalised: a low and a high shelf of up to ``eq_gain_db``
+    each way, then ``eq_peaks`` peaking filters of up to ``eq_peak_db`` (centre 200 Hz-5 kHz,
+    log-uniform; Q 1-4): resonances moved, as another voice or microphone would move them.
     """
 
     train: str = "train_speech"
@@ -56,6 +59,8 @@ class DataConfig:
     gain_db: list[float] = field(default_factory=lambda: [-6.0, 6.0])
     eq_probability: float = 0.5
     eq_gain_db: float = 6.0
+    eq_peaks: int = 0
+    eq_peak_db: float = 9.0
     noise_probability: float = 0.0
     snr_db: list[float] = field(default_factory=lambda: [5.0, 30.0])
     reverb_probability: float = 0.0
@@ -242,6 +247,8 @@ class Recipe:
             ("data", "num_workers", 0),
             ("data", "cache_mb", 0),
             ("data", "eq_gain_db", 0),
+            ("data", "eq_peaks", 0),
+            ("data", "eq_peak_db", 0),
             ("eval", "max_files", 1),
             ("eval", "stride", 1),
             ("eval", "audio_examples", 0),
