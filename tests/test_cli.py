@@ -97,6 +97,13 @@ def test_info_counts_nonfinite_samples(tmp_path):
     line = audiokit("info", str(tmp_path / "bad.wav")).stdout
     assert "4 NaN or infinite sample(s)" in line and "refuse" in line
     assert "NaN or infinite" not in audiokit("info", str(SAMPLES / "speech_fr_8k_a.wav")).stdout
+    # counted per sample time, as `samples` is: a stereo file of NaN has no more bad samples than samples
+    stereo = np.full((1600, 2), np.nan, dtype=np.float32)
+    stereo[:100, 1] = 0.5  # the other channel is bad there
+    stereo[100:200] = 0.5
+    sf.write(tmp_path / "stereo.wav", stereo, 16000, subtype="FLOAT")
+    row = json.loads(audiokit("info", "--json", str(tmp_path / "stereo.wav")).stdout)
+    assert row["samples"] == 1600 and row["nonfinite_samples"] == 1500
 
 
 @pytest.mark.parametrize(

@@ -430,7 +430,7 @@ def test_a_failed_standard_input_is_named_stdin(tmp_path, command):
 
 @pytest.mark.parametrize("command", ["encode", "decode", "enhance", "bwe"])
 def test_file_commands_run_on_the_threads_asked(capsys, tmp_path, command):
-    """`--threads N` (default 1, as bench, serve and train): with torch's default of every core, a run
+    """`--threads N` (default 1, as bench and serve): with torch's default of every core, a run
     beside busy cores was 250x slower than on one thread; 0 is a usage error."""
     import torch
 
@@ -445,7 +445,41 @@ def test_file_commands_run_on_the_threads_asked(capsys, tmp_path, command):
             torch.set_num_threads(2)
             code, _, err = run(capsys, command, "-q", "-f", source, target, *asked)
             assert code == 0 and torch.get_num_threads() == expected, err
-        code, _, err = run(capsys, command, "-q", "-f", source, target, "--threads", "0")
-        assert code == 2 and "--threads" in err
+        for bad in ("0", "99999999999"):  # torch overflowed on the second (internal error, exit 70)
+            code, _, err = run(capsys, command, "-q", "-f", source, target, "--threads", bad)
+            assert code == 2 and "--threads" in err
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("command", ["encode", "enhance"])
+def test_fail_fast_with_json_still_prints_the_summary(capsys, tmp_path, command):
+    """`--fail-fast --json` stops at the first bad file and still prints the JSON summary: what was done,
+    the failure, how many files were not tried (it raised, so there was no JSON at all)."""
+    folder = tmp_path / "in"
+    for name in ("a", "c", "d"):
+        _speech(folder / f"{name}.wav", 0.2)
+    (folder / "b.wav").write_text("not audio")
+    code, out, err = run(capsys, command, "-q", "--json", "--fail-fast", folder, tmp_path / "out")
+    report = json.loads(out)
+    assert code == 1 and report["done"] == 1 and report["not_tried"] == 2
+    assert [f["path"] for f in report["failed"]] == [str(folder / "b.wav")]
+    assert err.strip().endswith("(stopped by --fail-fast: 1 of 4 done)")
+    assert len(list((tmp_path / "out").iterdir())) == 1
+    # one file: the summary names it, and the line has no count of a run that was one file
+    single = tmp_path / ("o.akc" if command == "encode" else "o.wav")
+    code, out, err = run(capsys, command, "-q", "--json", "--fail-fast", folder / "b.wav", single)
+    assert code == 1 and json.loads(out)["failed"][0]["path"] == str(folder / "b.wav")
+    assert "fail-fast" not in err and json.loads(out)["not_tried"] == 0
+
+
+def test_a_bad_decode_model_is_the_commands_error_not_the_files(capsys, tmp_path):
+    """`decode -m NAME` that names no model is one line and no JSON (a mistake in the command), not a
+    failure of each file in the summary."""
+    source = _speech(tmp_path / "in.wav", 0.2)
+    assert run(capsys, "encode", "-q", source, tmp_path / "in.akc")[0] == 0
+    code, out, err = run(
+        capsys, "decode", "-q", "--json", "-m", "nosuchmodel", tmp_path / "in.akc", tmp_path / "o.wav"
+    )
+    assert code == 1 and out == "" and len(err.strip().splitlines()) == 1
+    assert "nosuchmodel" in err and "in.akc" not in err and not (tmp_path / "o.wav").exists()

@@ -24,15 +24,18 @@ Result = TypeVar("Result")
 
 @dataclass
 class Batch(Generic[Result]):
-    """The results of the good items and ``(name, problem)`` of the bad ones."""
+    """The results of the good items, ``(name, problem)`` of the bad ones, and how many items were not
+    tried (``--fail-fast`` stopped the run)."""
 
     done: list[Result] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
+    skipped: int = 0
 
     @property
     def count(self) -> str:
-        """``"12 done, 2 failed"``."""
-        return f"{len(self.done)} done, {len(self.failed)} failed"
+        """``"12 done, 2 failed"`` (``", 3 not tried"`` after a ``--fail-fast`` stop)."""
+        tried = f"{len(self.done)} done, {len(self.failed)} failed"
+        return f"{tried}, {self.skipped} not tried" if self.skipped else tried
 
     @property
     def exit_code(self) -> int:
@@ -63,24 +66,26 @@ def run_batch(
 ) -> Batch[Result]:
     """Call ``work`` on every item (progress shown unless ``quiet``); a user error (an
     :class:`AudiokitError` or an ``OSError``) on one item is printed as one line on ``errors``
-    (stderr) and the run goes on. When there is only one item and ``raise_single``, the error is raised
-    instead (the CLI prints it as its one line; ``--json`` runs pass False, so their summary still names
-    the failure); with ``fail_fast``, an :class:`AudiokitError` that also says how many
-    items were done."""
+    (stderr) and the run goes on, or with ``fail_fast`` stops there (the line says how many items were
+    done; the rest count as not tried). When there is only one item and ``raise_single``, the error is
+    raised instead (the CLI prints it as its one line; ``--json`` runs pass False, so their summary still
+    names the failure)."""
     errors = errors or sys.stderr
     batch: Batch[Result] = Batch()
-    for item in progress(items, desc, quiet=quiet, label=name):
+    for index, item in enumerate(progress(items, desc, quiet=quiet, label=name)):
         try:
             batch.done.append(work(item))
         except (AudiokitError, OSError) as exc:
             if len(items) == 1 and raise_single:
                 raise
             line = problem_line(name(item), exc)
-            if fail_fast:
-                done = len(batch.done)
-                raise AudiokitError(f"{line} (stopped by --fail-fast: {done} of {len(items)} done)") from exc
-            print(line, file=errors, flush=True)
             batch.failed.append((name(item), line))
+            if fail_fast and len(items) > 1:
+                line += f" (stopped by --fail-fast: {len(batch.done)} of {len(items)} done)"
+            print(line, file=errors, flush=True)
+            if fail_fast:
+                batch.skipped = len(items) - index - 1
+                break
     return batch
 
 

@@ -26,6 +26,7 @@ from audiokit.bench import (
     summary_lines,
 )
 from audiokit.cli.options import (
+    MAX_THREADS,
     add_force_option,
     add_model_option,
     device_name,
@@ -131,7 +132,12 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         help="audio length for offline timing",
     )
     parser.add_argument("--repeats", type=whole_number(), default=3, help="timed repeats (median)")
-    parser.add_argument("--threads", type=whole_number(), default=1, help="CPU threads (default: 1)")
+    parser.add_argument(
+        "--threads",
+        type=whole_number(1, MAX_THREADS),
+        default=1,
+        help=f"CPU threads, 1-{MAX_THREADS} (default: 1)",
+    )
     parser.add_argument(
         "--frames",
         type=whole_number(),

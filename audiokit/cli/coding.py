@@ -46,7 +46,8 @@ def _finish(batch: Batch, args: argparse.Namespace, what: str, text: str, data: 
     out = _results_stream(args.output)
     if args.json:
         failed = [{"path": name, "error": line} for name, line in batch.failed]
-        print(json.dumps({**data, "done": len(batch.done), "failed": failed}, indent=2), file=out)
+        summary = {**data, "done": len(batch.done), "failed": failed, "not_tried": batch.skipped}
+        print(json.dumps(summary, indent=2), file=out)
     elif batch.failed or not args.quiet:
         print(f"{what}: {batch.count}{text}", file=out)
     return batch.exit_code
@@ -103,12 +104,13 @@ def run_decode(args: argparse.Namespace) -> int:
     prepare_outputs(jobs, args.force)  # first: a data-loss refusal names both files
     for _, target in jobs:
         io.check_output_format(target, args.sample_rate)
+    chosen = load_codec(args.model) if args.model else None  # a bad -m is the command's error, not a file's
 
     def decode(job: tuple[Path, Path]) -> dict:
         source, target = job
         with io.readable_path(source) as path:  # standard input is read once, here
-            if args.model:
-                codec, weights_hash = load_codec(args.model)
+            if chosen:
+                codec, weights_hash = chosen
             else:  # the weights the header names: the shipped ones, or an archived earlier version
                 with AkcReader(path) as reader:
                     codec, weights_hash = codec_for(reader.header)

@@ -11,6 +11,9 @@ from collections.abc import Callable
 from audiokit.errors import UsageError
 from audiokit.io import RAW_SAMPLE_FORMATS, RawFormat, check_sample_rate
 
+MAX_THREADS = 1024
+"""The most torch threads a command takes (torch overflows on far larger counts)."""
+
 
 def add_model_option(parser: argparse.ArgumentParser, default: str | None, what: str = "model") -> None:
     """``-m/--model``: a shipped name, a run directory or a ``.safetensors`` file."""
@@ -62,10 +65,10 @@ def add_batch_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the results as one JSON object")
     parser.add_argument(
         "--threads",
-        type=whole_number(1),
+        type=whole_number(1, MAX_THREADS),
         default=1,
-        help="torch threads (default: 1, as bench, serve and train: the models are small and gain little "
-        "from more, and threads that wait for busy cores make them many times slower)",
+        help=f"torch threads, 1-{MAX_THREADS} (default: 1, as bench and serve: the models are small and "
+        "gain little from more, and threads that wait for busy cores make them many times slower)",
     )
 
 
@@ -84,8 +87,9 @@ def doc_text(doc: str | None) -> str:
     return " ".join(text.replace("``", "").split())
 
 
-def whole_number(lowest: int = 1) -> Callable[[str], int]:
-    """An argparse type: a whole number ``>= lowest`` (anything else is a usage error, exit code 2)."""
+def whole_number(lowest: int = 1, highest: int | None = None) -> Callable[[str], int]:
+    """An argparse type: a whole number ``>= lowest`` and ``<= highest`` (None: no limit; anything else is
+    a usage error, exit code 2)."""
 
     def parse(value: str) -> int:
         try:
@@ -94,6 +98,8 @@ def whole_number(lowest: int = 1) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
         if number < lowest:
             raise argparse.ArgumentTypeError(f"{number} is below {lowest}")
+        if highest is not None and number > highest:
+            raise argparse.ArgumentTypeError(f"{number} is above {highest}")
         return number
 
     return parse

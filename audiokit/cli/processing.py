@@ -77,6 +77,7 @@ def run_jobs(
             "realtime_factor": round(speed, 3),
             "done": len(batch.done),
             "failed": [{"path": name, "error": line} for name, line in batch.failed],
+            "not_tried": batch.skipped,
             "files": batch.done,
         }
         print(json.dumps(summary, indent=2), file=out)

@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from audiokit.cli import Interrupted
-from audiokit.cli.options import add_force_option, add_raw_options, finite_number, raw_format, whole_number
+from audiokit.cli.options import (
+    MAX_THREADS,
+    add_force_option,
+    add_raw_options,
+    finite_number,
+    raw_format,
+    whole_number,
+)
 from audiokit.errors import AudiokitError
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -225,7 +232,10 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         help="another web origin allowed (repeatable; * any)",
     )
     parser.add_argument(
-        "--threads", type=whole_number(1), default=1, help="torch threads (default: 1; batching scales)"
+        "--threads",
+        type=whole_number(1, MAX_THREADS),
+        default=1,
+        help=f"torch threads, 1-{MAX_THREADS} (default: 1; batching scales)",
     )
     parser.add_argument(
         "--compile",

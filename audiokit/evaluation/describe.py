@@ -54,9 +54,10 @@ def describe_akc(path: Path) -> dict:
 
 def describe(path: Path, raw: RawFormat | None = None) -> dict:
     """Rate (Hz), channels, samples, duration (s), codec, peak/RMS (dBFS, None for silence), estimated
-    bandwidth (Hz) and the count of NaN or infinite samples (``nonfinite_samples``; level and bandwidth
-    are of the other samples, the bad ones counted as 0) of ``path``, read in constant memory (``raw``:
-    read it as headerless PCM); an ``.akc`` file is described by :func:`describe_akc`."""
+    bandwidth (Hz) and how many of the samples (per channel, as ``samples``) hold a NaN or an infinity
+    in any channel (``nonfinite_samples``; level and bandwidth are of the rest, the bad values counted
+    as 0) of ``path``, read in constant memory (``raw``: read it as headerless PCM); an ``.akc`` file is
+    described by :func:`describe_akc`."""
     if raw is None and is_akc(path):
         return describe_akc(path)
     header = io.info(path, raw)
@@ -65,7 +66,7 @@ def describe(path: Path, raw: RawFormat | None = None) -> dict:
     for block in io.iter_blocks(path, raw=raw, allow_nonfinite=True):
         bad = ~torch.isfinite(block)
         if bad.any():
-            nonfinite += int(bad.sum())
+            nonfinite += int(bad.any(dim=0).sum())
             block = block.masked_fill(bad, 0.0)
         peak = max(peak, float(block.abs().max()))
         energy += float(block.double().square().sum())
