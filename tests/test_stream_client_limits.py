@@ -326,20 +326,26 @@ def test_stream_warns_of_what_it_clipped(capsys, server, enhancer, tmp_path):
 
 
 def test_stream_reads_headerless_pcm(capsys, server, enhancer, tmp_path):
-    """`--raw-rate/--raw-format/--raw-channels`, as the file commands take them: interleaved stereo s16le
-    at 16 kHz streams as its mono mix, the same as the WAV of those samples."""
+    """`--raw-rate/--raw-format/--raw-channels`, as the file commands take them: interleaved stereo at
+    16 kHz streams as its mono mix, the same as the WAV of those samples, in either sample format (read
+    as the other, the bytes would be loud garbage)."""
     x = speech(0.5)
     stereo = np.stack([x, 0.5 * x], axis=1)
-    pcm = np.round(stereo * 32767).astype("<i2")
-    source = tmp_path / "in.raw"
-    source.write_bytes(pcm.tobytes())
-    options = ("--raw-rate", "16000", "--raw-channels", "2", "--url", server.ws, "-q")
-    code, _, err = run(capsys, "stream", source, tmp_path / "o.wav", *options)
-    assert code == 0, err
-    back, rate = sf.read(tmp_path / "o.wav", dtype="float32")
-    mono = (pcm.astype(np.float32) / 32768).mean(axis=1)
-    assert rate == 16000 and back.shape == mono.shape
-    assert np.abs(back - _offline(enhancer, mono)).max() <= PCM16_ERROR
+    for raw_format, pcm in (
+        ("s16le", np.round(stereo * 32767).astype("<i2")),
+        ("f32le", stereo.astype("<f4")),
+    ):
+        source = tmp_path / f"in.{raw_format}"
+        source.write_bytes(pcm.tobytes())
+        options = ("--raw-rate", "16000", "--raw-format", raw_format, "--raw-channels", "2")
+        target = tmp_path / f"o-{raw_format}.wav"
+        code, _, err = run(capsys, "stream", source, target, *options, "--url", server.ws, "-q")
+        assert code == 0, err
+        back, rate = sf.read(target, dtype="float32")
+        scale = 32768 if raw_format == "s16le" else 1
+        mono = (pcm.astype(np.float32) / scale).mean(axis=1)
+        assert rate == 16000 and back.shape == mono.shape
+        assert np.abs(back - _offline(enhancer, mono)).max() <= PCM16_ERROR
 
 
 def test_json_says_why_a_stream_failed(capsys, tmp_path):
