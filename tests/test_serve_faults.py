@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -83,6 +84,7 @@ AUTH = {"Authorization": "Bearer s3cret"}
         ([START, {"type": "pause"}], 4400),
         ([START, bytes(4100)], 1009),  # over max_message_bytes
         (["x" * 5000], 1009),
+        (["[" * 3000], 4400),  # deeper than the JSON parser goes: it closed with no error and no code
     ],
 )
 def test_bad_requests_get_their_code(server, messages, code):
@@ -272,3 +274,114 @@ def test_a_drain_mid_stream_leaves_the_client_its_audio_and_one_warning(tmp_path
 def _live_streams(port: int) -> int:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as answer:
         return json.loads(answer.read())["live_streams"]
+
+
+def _without_reading_socket(port: int) -> socket.socket:
+    """A connected socket with a small receive buffer, so that a client that reads nothing fills it soon."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+async def _flood_without_reading(url: str, port: int, abort: bool) -> None:
+    """Start a stream and send audio faster than real time without reading any output, until the server
+    stops reading (backpressure); then go away at once (``abort``) or stay connected (return)."""
+    ws = await websockets.connect(url, sock=_without_reading_socket(port), max_size=None, max_queue=1)
+    await ws.send(json.dumps(START))
+    chunk = speech(0.25).tobytes()
+    for _ in range(4000):  # ~17 minutes of audio: far more than the socket buffers hold
+        try:
+            await asyncio.wait_for(ws.send(chunk), 2.0)
+        except asyncio.TimeoutError:  # the server no longer reads
+            break
+    else:
+        raise AssertionError("the server read everything without backpressure")
+    if abort:
+        ws.transport.abort()
+
+
+def _wait_for_no_live_stream(running, seconds: float) -> float:
+    began = time.monotonic()
+    while running.state.live:
+        assert time.monotonic() - began < seconds, f"{running.state.live} stream(s) still live"
+        time.sleep(0.1)
+    return time.monotonic() - began
+
+
+def test_clients_that_stop_reading_free_their_streams(codec):
+    """A client that reads none of its output holds its stream only for the idle timeout, and one that
+    then goes away frees it at once: the reader waited for progress that could not come, so the stream
+    (and its output) stayed live until a restart and 8 such clients locked an address out."""
+    port_config = dict(max_backlog_s=0.5, max_message_bytes=65536, max_messages_per_second=1000.0)
+    engines = {"speech-16k": Engine("speech-16k", codec, 2)}
+    with running_server(ServerConfig(idle_timeout_s=60.0, **port_config), engines) as running:
+        port = int(running.http.rsplit(":", 1)[1])
+        asyncio.run(_flood_without_reading(running.ws, port, abort=True))
+        assert _wait_for_no_live_stream(running, 10.0) < 10.0
+    engines = {"speech-16k": Engine("speech-16k", codec, 2)}
+    with running_server(ServerConfig(idle_timeout_s=1.0, **port_config), engines) as running:
+        port = int(running.http.rsplit(":", 1)[1])
+
+        async def stay():
+            await _flood_without_reading(running.ws, port, abort=False)
+            await asyncio.to_thread(_wait_for_no_live_stream, running, 15.0)
+
+        asyncio.run(stay())
+
+
+def test_the_backlog_of_a_stream_at_another_rate_does_not_drift(codec):
+    """The model-rate input a stream has queued is counted from its whole input: rounding each 1024-sample
+    message at 44.1 kHz (371.5 model samples) added half a sample a message, until the backlog passed its
+    limit and the stream froze."""
+    from audiokit.serve import protocol
+    from audiokit.serve.metrics import Metrics
+    from audiokit.serve.scheduler import Scheduler
+
+    scheduler = Scheduler(Engine("speech-16k", codec, 1), Metrics())
+    stream = scheduler.open(protocol.parse_start({**START, "sample_rate": 44100}, {}))
+    for _ in range(1000):
+        scheduler.push(stream, np.zeros(1024, np.float32))
+    assert abs(stream.received - 1024 * 1000 * 16000 / 44100) <= 0.5
+
+
+@pytest.mark.parametrize(
+    ("host", "origin", "token", "code"),
+    [
+        ("127.0.0.1", "http://127.0.0.1", None, None),  # the server's own page at its address
+        ("localhost", "http://localhost", None, None),
+        ("evil.example", "http://evil.example", None, 4403),  # DNS rebinding: "its own" under a name
+        ("evil.example", "http://evil.example", "s3cret", None),  # a token is what protects it then
+        ("127.0.0.1", "http://elsewhere.example", None, 4403),
+    ],
+)
+def test_browser_origins(codec, host, origin, token, code):
+    engines = {"speech-16k": Engine("speech-16k", codec, 1)}
+    with running_server(ServerConfig(token=token), engines) as running:
+        port = int(running.http.rsplit(":", 1)[1])
+
+        async def attempt():
+            sock = socket.create_connection(("127.0.0.1", port))
+            headers = {"Authorization": f"Bearer {token}"} if token else None
+            url = f"ws://{host}:{port}/v1/stream"
+            async with websockets.connect(
+                url, sock=sock, origin=f"{origin}:{port}", additional_headers=headers
+            ) as ws:
+                with contextlib.suppress(websockets.ConnectionClosed):  # refused before start arrived
+                    await ws.send(json.dumps(START))
+                return json.loads(await asyncio.wait_for(ws.recv(), 10))  # ready, or the error
+
+        reply = asyncio.run(attempt())
+        if code is None:
+            assert reply["type"] == "ready"
+        else:
+            assert reply["type"] == "error" and reply["code"] == code
+
+
+def test_the_token_is_redacted_however_its_name_is_spelt():
+    from audiokit.redaction import redact_token
+
+    line = 'GET /v1/stream?%74oken=s3cret&a=1&t%6Fken=s3cret "x"'
+    assert "s3cret" not in redact_token(line) and "a=1" in redact_token(line)
+    assert redact_token("ws://h/v1/stream?token=s3cret") == "ws://h/v1/stream?token=***"
+    assert redact_token("ws://h/v1/stream?notatoken=1") == "ws://h/v1/stream?notatoken=1"

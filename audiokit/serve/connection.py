@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import ipaddress
+import logging
 import time
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -24,6 +26,10 @@ if TYPE_CHECKING:
     from audiokit.serve.app import ServerState
 
 MAX_TEXT_CHARS = 4096
+CLOSE_TIMEOUT_S = 2.0
+"""How long the server tries to send a closing error and close frame to a client that reads nothing."""
+
+log = logging.getLogger("audiokit.serve")
 
 
 class RateLimit:
@@ -43,12 +49,28 @@ class RateLimit:
         return True
 
 
-def _origin_allowed(websocket: WebSocket, allowed: list[str]) -> bool:
-    """No ``Origin`` (not a browser), the server's own, or one of ``allowed`` (``*``: any)."""
+def _origin_allowed(websocket: WebSocket, allowed: list[str], token: str | None) -> bool:
+    """No ``Origin`` (not a browser), one of ``allowed`` (``*``: any), or the server's own page: an origin
+    equal to the ``Host`` the browser asked. Without a token, a page's own origin counts only at an IP
+    address or ``localhost``: under any other name, a page could be served from the attacker's host,
+    which DNS then points at this server (DNS rebinding), and so be "its own"."""
     origin = websocket.headers.get("origin")
     if origin is None or "*" in allowed or origin in allowed:
         return True
-    return urlsplit(origin).netloc == websocket.headers.get("host", "")
+    host = websocket.headers.get("host", "")
+    if urlsplit(origin).netloc != host:
+        return False
+    return token is not None or _is_address_or_localhost(urlsplit(f"//{host}").hostname or "")
+
+
+def _is_address_or_localhost(hostname: str) -> bool:
+    if hostname == "localhost" or hostname.endswith(".localhost"):
+        return True
+    try:
+        ipaddress.ip_address(hostname)
+    except ValueError:
+        return False
+    return True
 
 
 def _token_ok(websocket: WebSocket, token: str | None) -> bool:
@@ -63,10 +85,15 @@ async def _close(websocket: WebSocket, state: ServerState, code: int, message: s
     """Send ``error`` (when ``message``) and close with ``code`` (the message, cut short, as its reason),
     unless the client is gone."""
     state.metrics.closes.labels(str(code)).inc()
-    with contextlib.suppress(Exception):  # the client may have vanished meanwhile
+
+    async def send_and_close() -> None:
         if message is not None:
             await websocket.send_text(p.error_message(code, message))
         await websocket.close(code, p.close_reason(message) if message is not None else None)
+
+    # the client may have vanished meanwhile, or read nothing (then its socket's buffers are full)
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(send_and_close(), CLOSE_TIMEOUT_S)
 
 
 async def handle_stream(websocket: WebSocket, state: ServerState) -> None:
@@ -78,9 +105,9 @@ async def handle_stream(websocket: WebSocket, state: ServerState) -> None:
     scheduler: Scheduler | None = None
     sender: asyncio.Task | None = None
     try:
-        if not _origin_allowed(websocket, config.allow_origins):
+        if not _origin_allowed(websocket, config.allow_origins, config.token):
             raise p.ProtocolError(
-                p.FORBIDDEN_ORIGIN, "origin not allowed; start the server with --allow-origin"
+                p.FORBIDDEN_ORIGIN, "origin not allowed; start the server with --allow-origin or --token"
             )
         if not _token_ok(websocket, config.token):
             raise p.ProtocolError(p.UNAUTHORIZED, "missing or wrong token")
@@ -121,7 +148,8 @@ async def handle_stream(websocket: WebSocket, state: ServerState) -> None:
         await _close(websocket, state, exc.code, exc.message)
     except WebSocketDisconnect as exc:
         state.metrics.closes.labels(str(exc.code)).inc()
-    except (OSError, RuntimeError):  # the client vanished while we were sending
+    except (OSError, RuntimeError) as exc:  # the client vanished while we were sending
+        log.info("stream from %s ended without a close: %s: %s", client, type(exc).__name__, exc)
         state.metrics.closes.labels("1006").inc()
     finally:
         if sender is not None and not sender.done():
@@ -198,7 +226,10 @@ async def _read(
                 stream.backlog / model_rate + stream.unsent / client_rate > max_backlog and not sender.done()
             ):
                 stream.progress.clear()
-                await stream.progress.wait()
+                progress = asyncio.ensure_future(stream.progress.wait())
+                # the sender ends too when the client goes away while output waits to be sent
+                await asyncio.wait({progress, sender}, return_when=asyncio.FIRST_COMPLETED)
+                progress.cancel()
             continue
         kind = p.parse_json(message["text"])["type"]
         if kind == "end":
@@ -212,7 +243,7 @@ async def _read(
 async def _send(websocket: WebSocket, state: ServerState, stream: Stream) -> None:
     """Write the stream's output as it comes (what queued meanwhile goes as one message), then
     ``done`` and close 1000 (or the failure)."""
-    fmt = stream.request.format
+    fmt, idle_timeout = stream.request.format, state.config.idle_timeout_s
     sent, finished = 0, False
     while not finished:
         pieces = [await stream.output.get()]
@@ -224,7 +255,10 @@ async def _send(websocket: WebSocket, state: ServerState, stream: Stream) -> Non
             finished = True
         if pieces:
             samples = np.concatenate(pieces)
-            await websocket.send_bytes(p.encode_pcm(samples, fmt))
+            try:  # a client that reads nothing for that long holds a stream, and its output, for nothing
+                await asyncio.wait_for(websocket.send_bytes(p.encode_pcm(samples, fmt)), idle_timeout)
+            except asyncio.TimeoutError:
+                raise p.ProtocolError(p.IDLE, f"the client read nothing for {idle_timeout:g} s") from None
             sent += samples.shape[0]
             stream.unsent -= samples.shape[0]
     if stream.failed is not None:

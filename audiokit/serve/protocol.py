@@ -57,6 +57,8 @@ def parse_json(text: str) -> dict:
         message = json.loads(text)
     except ValueError as exc:
         raise ProtocolError(BAD_REQUEST, f"invalid JSON: {exc}") from None
+    except RecursionError:  # "[[[[..." deeper than the parser goes
+        raise ProtocolError(BAD_REQUEST, "invalid JSON: nested too deeply") from None
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
         raise ProtocolError(BAD_REQUEST, 'a text message must be a JSON object with a string "type"')
     return message

@@ -41,8 +41,11 @@ class Stream:
     wire: WireAudio
     output: asyncio.Queue = field(default_factory=asyncio.Queue)
     """Processed PCM as float32 arrays at the client's rate, then :data:`DONE`."""
+    received_in: int = 0
+    """Client-rate input samples queued (event-loop side)."""
     received: int = 0
-    """Model-rate input samples queued (event-loop side)."""
+    """Model-rate input samples they make (event-loop side; from the whole count, so that rounding each
+    message's share does not add up)."""
     processed: int = 0
     """Model-rate input samples stepped (worker side)."""
     unsent: int = 0
@@ -113,7 +116,8 @@ class Scheduler:
     def push(self, stream: Stream, samples: np.ndarray) -> None:
         """Queue ``samples`` (float32 at the client's rate) for ``stream``."""
         self._job.pushes.append((stream, samples))
-        stream.received += round(samples.shape[0] * self.engine.sample_rate / stream.request.sample_rate)
+        stream.received_in += samples.shape[0]
+        stream.received = round(stream.received_in * self.engine.sample_rate / stream.request.sample_rate)
         self.metrics.samples_in.labels(self.engine.name).inc(samples.shape[0])
         self._wake.set()
 
