@@ -81,6 +81,8 @@ AUTH = {"Authorization": "Bearer s3cret"}
         ([{**START, "format": "s16le"}, b"\x01\x02\x03"], 4400),  # odd s16le
         ([START, b"\x00\x00\x80"], 4400),  # partial f32 sample
         ([START, np.full(4, np.nan, "<f4").tobytes()], 4400),
+        ([START, np.full(4, 3e38, "<f4").tobytes()], 4400),  # the models' squares overflowed to NaN output
+        ([START, np.full(4, 12000.0, "<f4").tobytes()], 4400),  # int16 values sent as floats
         ([START, {"type": "pause"}], 4400),
         ([START, bytes(4100)], 1009),  # over max_message_bytes
         (["x" * 5000], 1009),
