@@ -23,9 +23,14 @@ def refuse_existing(out_dir: Path, force: bool) -> None:
 @contextmanager
 def staged_folder(out_dir: Path, force: bool = False) -> Iterator[Path]:
     """Yield an empty staging folder beside ``out_dir``; when the block finishes, the folder replaces
-    ``out_dir`` (an existing one only with ``force``, checked before anything is written); when it
-    raises, the staging folder is removed and ``out_dir`` is left as it was."""
-    out_dir = Path(out_dir)
+    ``out_dir`` (an existing one only with ``force``, checked before anything is written; never the
+    current folder or one holding it); when it raises, the staging folder is removed and ``out_dir`` is
+    left as it was."""
+    given, out_dir = out_dir, Path(os.path.abspath(out_dir))  # "." has no parent to stage beside
+    here = Path.cwd().resolve()
+    if out_dir.resolve() == here or out_dir.resolve() in here.parents:
+        # replaced whole, it would leave this process (and the shell it came from) in a deleted folder
+        raise UsageError(f"{given}: is the current folder or holds it; write into a folder below it")
     refuse_existing(out_dir, force)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))

@@ -55,6 +55,9 @@ def test_misspelt_section_and_override():
         ({"data": {"noise_probability": 0.5}}, "needs 'data.noise'"),
         ({"data": {"num_workers": -1}}, "'data.num_workers' must be >= 0"),
         ({"losses": {"mel": 0.0, "stft": 0.0, "waveform": 0.0}}, "must be > 0"),
+        # rates that went negative and trained uphill
+        ({"schedule": {"min_lr_ratio": -2.0}}, "'schedule.min_lr_ratio' must be in \\[0, 1\\]"),
+        ({"schedule": {"decay": "exponential", "gamma": -1.0}}, "'schedule.gamma' must be in \\(0, 1\\]"),
     ],
 )
 def test_wrong_types_and_values(values, message):
@@ -120,6 +123,41 @@ def test_shipped_recipes_load_and_build_their_model(name):
 def test_model_options_are_checked_at_any_depth_when_the_recipe_loads(options, message):
     with pytest.raises(RecipeError, match=message):
         recipe_from_dict({"model": {"options": options}}, "r.yaml")
+
+
+@pytest.mark.parametrize(
+    ("config", "options", "message"),
+    [
+        ("speech-16k", {"num_quantizers": 0}, "num_quantizers"),
+        ("speech-16k", {"quantizer_dropout": 2.0}, "quantizer_dropout"),
+        ("enhance-16k", {"hidden_dim": 0}, ""),
+    ],
+)
+def test_options_a_model_refuses_are_a_recipe_error(config, options, message):
+    """Values of the right type that the model cannot be built with: a recipe error naming the option
+    (they were an internal error, exit 70)."""
+    task = {"speech-16k": {}, "enhance-16k": {"task": "enhance", "data": {"noise": "noise.jsonl"}}}[config]
+    recipe = recipe_from_dict({**task, "model": {"config": config, "options": options}}, "r.yaml")
+    with pytest.raises(RecipeError, match=f"r.yaml: model.options: .*{message}"):
+        build_model(recipe.model, "r.yaml")
+
+
+@pytest.mark.parametrize(
+    ("mixture", "message"),
+    [
+        ({"babble_talkers": [8, 3]}, "'mixture.babble_talkers' must be \\[low, high\\]"),
+        ({"babble_talkers": [0, 0]}, "'mixture.babble_talkers' must be \\[low, high\\] with 1"),
+        ({"pause_seconds": [0.8, -0.1]}, "'mixture.pause_seconds'"),
+        ({"rt60_seconds": [0.0, 1.0]}, "'mixture.rt60_seconds' must be > 0"),
+        ({"early_reflections_ms": -5.0}, "'mixture.early_reflections_ms' must be >= 0"),
+        ({"noise_weights": {"babble": -1.0, "white": 1.0}}, "'mixture.noise_weights.babble' must be >= 0"),
+    ],
+)
+def test_the_enhancers_mixture_is_checked_when_the_recipe_loads(mixture, message):
+    """(They failed at the first batch, after the run directory was written.)"""
+    base = {"task": "enhance", "model": {"config": "enhance-16k"}, "data": {"noise": "noise.jsonl"}}
+    with pytest.raises(RecipeError, match=message):
+        recipe_from_dict({**base, "mixture": mixture}, "r.yaml")
 
 
 def test_unknown_model_config_and_task_suggest_the_closest():

@@ -119,6 +119,22 @@ def test_a_failed_pack_keeps_the_pack_it_would_have_replaced(tmp_path, capsys):
     assert sorted(p.name for p in run.iterdir()) == sorted(
         ["checkpoints", "metrics.jsonl", "model.json", "model.safetensors", "recipe.yaml", "run.json"]
     )
+    # a pack into the current folder, named "." or not: one line, nothing written (it failed with "Device
+    # or resource busy" and left a folder behind that later packs refused)
+    here = tmp_path / "here"
+    here.mkdir()
+    previous = Path.cwd()
+    try:
+        os.chdir(here)
+        for target in (".", str(here)):
+            assert main(["checkpoint", "pack", str(run), target, "-q"]) == 1
+            assert "current folder" in _one_error_line(capsys)
+        assert main(["checkpoint", "pack", str(run), "sub", "-q"]) == 0
+    finally:
+        os.chdir(previous)
+    capsys.readouterr()
+    assert (here / "sub" / "state.json").is_file() and sorted(p.name for p in here.iterdir()) == ["sub"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
     # --force replaces the state and keeps the README beside it
     _train(run, 2, resume=True)
     capsys.readouterr()

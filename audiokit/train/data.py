@@ -390,8 +390,15 @@ def batches(dataset: CropDataset, start_step: int, num_workers: int = 0) -> Iter
         while True:
             yield dataset[step]
             step += 1
+    # the workers' base seed comes from a generator of their own: drawn from torch's global one, it moved
+    # that generator's state on every start, so a resumed run (and one with other num_workers) diverged
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=None, sampler=_Steps(start_step), num_workers=num_workers, persistent_workers=True
+        dataset,
+        batch_size=None,
+        sampler=_Steps(start_step),
+        num_workers=num_workers,
+        persistent_workers=True,
+        generator=torch.Generator().manual_seed(0),
     )
     yield from loader
 

@@ -35,6 +35,10 @@ RECORDS = ("run.json", "recipe.yaml", "metrics.jsonl", "eval.jsonl")
 STATE = "state.json"
 WEIGHTS = "model.safetensors"  # the EMA weights the trainer writes with every checkpoint
 FORMAT = "audiokit-train-state"
+SHARD_HEADER_BYTES = 16
+"""A safetensors file's fixed bytes: the header's length, and room for the header's padding."""
+TENSOR_ENTRY_BYTES = 160
+"""A generous bound on a tensor's entry in the header besides its name (dtype, shape, offsets)."""
 
 
 def _encode(value: Any, tensors: dict[str, torch.Tensor], path: str) -> Any:
@@ -69,9 +73,10 @@ def _decode(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
 def _shards(tensors: dict[str, torch.Tensor], max_bytes: int) -> list[dict[str, torch.Tensor]]:
     """Tensors grouped in order into shards of at most ``max_bytes`` (a larger tensor is an error)."""
     shards: list[dict[str, torch.Tensor]] = [{}]
-    size = 0
+    size = SHARD_HEADER_BYTES
     for name, tensor in tensors.items():
-        nbytes = tensor.numel() * tensor.element_size()
+        # the tensor's bytes and its entry in the header (name, dtype, shape, offsets)
+        nbytes = tensor.numel() * tensor.element_size() + len(name.encode()) + TENSOR_ENTRY_BYTES
         if nbytes > max_bytes:
             largest = max(t.numel() * t.element_size() for t in tensors.values())
             raise UsageError(
@@ -80,7 +85,7 @@ def _shards(tensors: dict[str, torch.Tensor], max_bytes: int) -> list[dict[str, 
             )
         if size + nbytes > max_bytes and shards[-1]:
             shards.append({})
-            size = 0
+            size = SHARD_HEADER_BYTES
         shards[-1][name] = tensor
         size += nbytes
     return shards

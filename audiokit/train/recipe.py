@@ -200,6 +200,12 @@ class Recipe:
         )
         check(s.cooldown_steps >= 1, where, f"'schedule.cooldown_steps' must be >= 1, got {s.cooldown_steps}")
         check(
+            0.0 <= s.min_lr_ratio <= 1.0,
+            where,
+            f"'schedule.min_lr_ratio' must be in [0, 1], got {s.min_lr_ratio}",
+        )
+        check(0.0 < s.gamma <= 1.0, where, f"'schedule.gamma' must be in (0, 1], got {s.gamma}")
+        check(
             self.optim.learning_rate > 0,
             where,
             f"'optim.learning_rate' must be > 0, got {self.optim.learning_rate}",

@@ -136,7 +136,10 @@ def mean_scores(pairs: Iterable[tuple[torch.Tensor, torch.Tensor]], sample_rate:
 def build_model(section: ModelSection, where: str = "recipe") -> AudioModel:
     """An untrained model of the recipe's ``model`` section (registered config + key-by-key overrides)."""
     family, config = resolve_config(section.config, section.options, where, RecipeError)
-    return family(config)
+    try:
+        return family(config)
+    except ValueError as exc:  # a value of the right type the model cannot be built with
+        raise RecipeError(f"{where}: model.options: {exc}") from None
 
 
 def register_task(cls: type[Task]) -> type[Task]:

@@ -71,6 +71,19 @@ class EnhanceRecipe(Recipe):
         super().validate(where)
         m, losses = self.mixture, self.losses
         check(m.snr_db[0] <= m.snr_db[1], where, "'mixture.snr_db' must be [low, high]")
+        for name, lowest in (("babble_talkers", 1), ("pause_seconds", 0.0), ("rt60_seconds", 0.0)):
+            low, high = getattr(m, name)
+            check(
+                lowest <= low <= high,
+                where,
+                f"'mixture.{name}' must be [low, high] with {lowest} <= low <= high, got {[low, high]}",
+            )
+        check(m.rt60_seconds[0] > 0, where, f"'mixture.rt60_seconds' must be > 0, got {m.rt60_seconds}")
+        check(
+            m.early_reflections_ms >= 0,
+            where,
+            f"'mixture.early_reflections_ms' must be >= 0, got {m.early_reflections_ms}",
+        )
         for name in (
             "clean_probability",
             "reverb_probability",
@@ -79,12 +92,13 @@ class EnhanceRecipe(Recipe):
         ):
             value = getattr(m, name)
             check(0.0 <= value <= 1.0, where, f"'mixture.{name}' must be in [0, 1], got {value}")
-        for kind in m.noise_weights:
+        for kind, weight in m.noise_weights.items():
             check(
                 kind in NOISE_KINDS,
                 where,
                 f"'mixture.noise_weights.{kind}': unknown; choose from {', '.join(NOISE_KINDS)}",
             )
+            check(weight >= 0, where, f"'mixture.noise_weights.{kind}' must be >= 0, got {weight}")
         check(
             m.noise_weights.get("recorded", 0) == 0 or self.data.noise is not None,
             where,
