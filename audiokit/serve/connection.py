@@ -242,7 +242,8 @@ async def _read(
 
 async def _send(websocket: WebSocket, state: ServerState, stream: Stream) -> None:
     """Write the stream's output as it comes (what queued meanwhile goes as one message), then
-    ``done`` and close 1000 (or the failure)."""
+    ``done`` and close 1000 (or the failure); a message the client has not taken within the idle timeout
+    ends the stream (4408)."""
     fmt, idle_timeout = stream.request.format, state.config.idle_timeout_s
     sent, finished = 0, False
     while not finished:
