@@ -38,6 +38,7 @@ LOSSLESS_FORMATS = {
     ".aif": "AIFF",
     ".au": "AU",
     ".caf": "CAF",
+    ".w64": "W64",
 }
 """Output extensions that keep the input's sample format (``PCM_24``, ``FLOAT``...) where they hold it."""
 

@@ -58,3 +58,46 @@ def test_jobs_do_not_change_the_plot(capsys, clips, tmp_path):
         assert main(args) == 0, capsys.readouterr().err
         shapes.append(matplotlib.image.imread(png).shape)
     assert shapes[0] == shapes[1]
+
+
+def test_very_short_and_odd_inputs(capsys, tmp_path):
+    """Files too short to score, more channels than Opus codes, silent noisy input to the gating
+    baseline, and a folder given for --csv: each a clear line or a right number, never an internal error
+    (a duration rounded to 0 divided the bitrate; a clip shorter than one frame broke --plot; gating
+    returned NaN for silence; Opus named its temporary file)."""
+    folder = tmp_path / "short"
+    wav, rate = io.load(SAMPLES / "speech_fr_16k_a.flac", channels=1)
+    io.save(folder / "one.wav", wav[:, 8000:8001], rate)
+    code = main(["eval", str(folder), "-m", "speech-16k", "--bitrate", "6", "--json", "-q"])
+    report = __import__("json").loads(capsys.readouterr().out)
+    assert code == 0 and report["actual_bitrate_kbps"] > 0
+    tiny = tmp_path / "tiny"
+    io.save(tiny / "t.wav", wav[:, 8000:8100], rate)
+    plot = tmp_path / "p.png"
+    assert main(["eval", str(tiny), "--baseline", "identity", "--plot", str(plot), "-q"]) == 0
+    assert plot.is_file()
+    three = tmp_path / "three"
+    io.save(three / "x.wav", wav[:, :16000].repeat(3, 1), rate)
+    assert main(["eval", str(three / "x.wav"), "--baseline", "opus", "--bitrate", "6", "-q"]) == 1
+    _error(capsys, str(three / "x.wav"), "mono or stereo")
+    silent = tmp_path / "silent"
+    io.save(silent / "s.wav", wav[:, :16000] * 0, rate)
+    kept = tmp_path / "kept"
+    assert main(["eval", str(silent), str(silent), "--baseline", "gating", "--keep", str(kept), "-q"]) == 0
+    out, _ = io.load(kept / "s.wav")
+    assert not out.isnan().any() and not out.any()
+    capsys.readouterr()
+    assert main(["eval", str(folder), "--baseline", "identity", "--csv", str(tmp_path / "scores") + "/"]) != 0
+    _error(capsys, "--csv", "is a folder")
+
+
+def test_a_mean_over_some_of_the_files_says_so(capsys, clips, tmp_path):
+    """A silent test file cannot be scored by PESQ; the mean over the others says how many it covers
+    (it read as the mean of all files)."""
+    test = tmp_path / "test"
+    for path in sorted(clips.iterdir()):
+        wav, rate = io.load(path)
+        io.save(test / path.name, wav * 0 if path.stem == "a" else wav, rate)
+    assert main(["eval", str(clips), str(test), "--glob", "[acd]*"]) == 0
+    pesq_line = next(line for line in capsys.readouterr().out.splitlines() if line.strip().startswith("pesq"))
+    assert "(2 of 3 files)" in pesq_line

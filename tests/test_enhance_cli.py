@@ -81,6 +81,8 @@ def test_streamed_file_equals_offline_enhance(tmp_path, model_file, capsys):
     streamed, _ = sf.read(tmp_path / "c-out.wav", dtype="float32")
     assert sf.info(tmp_path / "c-out.wav").subtype == "FLOAT"
     np.testing.assert_allclose(streamed, offline, atol=1e-5)
+    enhance_file(model, float_src, tmp_path / "c-out.w64")  # Sony Wave64 keeps it too (it was 16-bit)
+    assert sf.info(tmp_path / "c-out.w64").subtype == "FLOAT"
 
 
 def test_resampled_blocks_equal_offline_resampling(tmp_path, model_file):

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from audiokit.cli.options import add_force_option, add_raw_options, raw_format
+from audiokit.errors import UsageError
 from audiokit.evaluation import EvalRequest, evaluate
 from audiokit.evaluation.baselines import BASELINES, ENHANCERS
 from audiokit.evaluation.pairing import pair_files
@@ -20,6 +22,10 @@ from audiokit.processing import model_family
 def _request(args: argparse.Namespace) -> EvalRequest:
     def path(value: str | None) -> Path | None:
         return Path(value) if value else None
+
+    for option, value in (("--csv", args.csv), ("--plot", args.plot)):
+        if value and (value.endswith(("/", os.sep)) or Path(value).is_dir()):  # "/" names a folder elsewhere
+            raise UsageError(f"{option} {value}: is a folder; give a file name")
 
     family = model_family(args.codec) if args.codec is not None else None
     return EvalRequest(
@@ -83,6 +89,9 @@ def _print_text(report: dict, request: EvalRequest) -> None:
             diff = report["vs_sinc"][name]
             line = f"{line:<18}{_value(report['sinc'][name], report['sinc']['ci95'][name]):<18}"
             line += _value(diff["mean"], diff["ci95"])
+        scored = report["count"][name]
+        if report[name] is not None and scored < report["n"]:  # a mean over some files only says so
+            line += f" ({scored} of {report['n']} files)"
         print(f"  {name:<14}{line}")
     for name, reason in report["skipped"].items():
         print(f"  skipped for {name}: {reason}")

@@ -65,6 +65,8 @@ def opus(
     real size of the Ogg Opus file (container included) over the duration. ``coded_path``: also keep
     the ``.opus`` file there (written atomically).
     """
+    if wav.shape[0] > 2:  # opusdec writes at most stereo
+        raise UsageError(f"the Opus baseline codes mono or stereo, not {wav.shape[0]} channels")
     opusenc, opusdec = require_tool("opusenc", "opus-tools"), require_tool("opusdec", "opus-tools")
     with tempfile.TemporaryDirectory(prefix="audiokit-opus-") as tmp:
         source, coded, decoded = Path(tmp, "in.wav"), Path(tmp, "x.opus"), Path(tmp, "out.wav")
@@ -100,7 +102,8 @@ def gating(wav: torch.Tensor, sample_rate: int) -> BaselineOutput:
             "the gating baseline needs the noisereduce package: pip install noisereduce"
         ) from None
     x = wav.detach().cpu().numpy().astype(np.float32)
-    out = np.stack([noisereduce.reduce_noise(y=channel, sr=sample_rate) for channel in x])
+    # a silent channel stays silent (noisereduce returns NaN for it: 0 / 0 in its noise estimate)
+    out = np.stack([noisereduce.reduce_noise(y=c, sr=sample_rate) if c.any() else c for c in x])
     return BaselineOutput(fit_length(torch.from_numpy(out.astype(np.float32)), wav.shape[-1]))
 
 

@@ -174,7 +174,10 @@ def _make_test(
         return _run_codec(pair, ref, rate, request)
     if request.baseline == "opus":
         coded = Path(request.keep) / Path(pair.name).with_suffix(".opus") if request.keep else None
-        return baselines.opus(ref, rate, request.bitrate_kbps, coded)
+        try:
+            return baselines.opus(ref, rate, request.bitrate_kbps, coded)
+        except UsageError as exc:  # its temporary files' names mean nothing to the user
+            raise UsageError(f"{pair.reference}: {exc}") from None
     if request.baseline == "sinc":
         return baselines.sinc(ref, rate, request.input_rate)
     return baselines.identity(ref, rate)
@@ -323,8 +326,10 @@ def report(request: EvalRequest, rows: list[dict]) -> dict:
         result["noisy_input"] = str(request.test)
     if request.baseline == "opus" or request.codec:
         result["bitrate_kbps"] = request.bitrate_kbps
+        # over the unrounded duration: rounded, files under 0.5 ms in all divided by zero
+        seconds = sum(r["seconds"] for r in rows)
         result["actual_bitrate_kbps"] = round(
-            sum(r["bitrate_kbps"] * r["seconds"] for r in rows) / result["seconds"], 3
+            sum(r["bitrate_kbps"] * r["seconds"] for r in rows) / seconds, 3
         )
     if request.input_rate is not None:
         result["input_rate"] = request.input_rate

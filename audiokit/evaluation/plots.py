@@ -29,7 +29,9 @@ def plot_format(path: str | Path) -> str:
 
 def _db_spectrogram(wav: torch.Tensor, sample_rate: int) -> torch.Tensor:
     n_fft = 1 << max(8, round(torch.log2(torch.tensor(sample_rate * 0.032)).item()))
-    power = stft(wav.double().mean(0), n_fft, n_fft // 4).abs().square()
+    mono = wav.double().mean(0)
+    mono = torch.nn.functional.pad(mono, (0, max(0, n_fft - mono.shape[-1])))  # a clip shorter than a frame
+    power = stft(mono, n_fft, n_fft // 4).abs().square()
     return 10 * torch.log10(power.clamp_min(1e-10))
 
 
