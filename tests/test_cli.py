@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 import subprocess
@@ -275,3 +276,23 @@ def test_eval_keeps_pesq_wb_and_nb_apart(tmp_path):
         assert means["pesq"] == pytest.approx(np.mean(scores), abs=1e-4)
     text = audiokit("eval", str(ref), str(test), "--quiet")
     assert "pesq (nb)" in text.stdout and "pesq (wb)" in text.stdout and "(2 files)" in text.stdout
+
+
+def test_eval_keeps_the_sinc_baselines_pesq_modes_apart_too(tmp_path):
+    """A bandwidth extender on 12 and 16 kHz references: the sinc baseline's PESQ is per mode as ours is
+    (its one mean averaged PESQ-NB and PESQ-WB scores together), each the mean of its files' rows."""
+    ref = tmp_path / "ref"
+    for name, rate in (("a", 12000), ("b", 16000), ("c", 16000)):
+        clean, source_rate = sf.read(SAMPLES / f"speech_fr_16k_{'ab'[name == 'c']}.flac", dtype="float32")
+        io.save(ref / f"{name}.wav", io.resample(clean[:, None], source_rate, rate).T, rate)
+    csv_path = tmp_path / "rows.csv"
+    done = audiokit(
+        "eval", str(ref), "-m", "bwe-8to16", "--input-rate", "8000", "--csv", str(csv_path), "--json", "-q"
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    rows = list(csv.DictReader(csv_path.open()))
+    assert report["sinc"]["pesq"] is None and report["vs_sinc"]["pesq"]["mean"] is None
+    for mode, files in (("nb", ["a.wav"]), ("wb", ["b.wav", "c.wav"])):
+        expected = np.mean([float(r["sinc_pesq"]) for r in rows if r["file"] in files])
+        assert report["sinc"]["pesq_by_mode"][mode]["pesq"] == pytest.approx(expected, abs=1e-6)

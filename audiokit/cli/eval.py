@@ -82,6 +82,9 @@ def _print_text(report: dict, request: EvalRequest) -> None:
             for mode, means in report["pesq_by_mode"].items():
                 files = means["count"]["pesq"]
                 value = _value(means["pesq"], means["ci95"]["pesq"])
+                if "sinc" in report:
+                    sinc = report["sinc"]["pesq_by_mode"][mode]
+                    value = f"{value:<18}{_value(sinc['pesq'], sinc['ci95']['pesq']):<18}"
                 print(f"  {f'pesq ({mode})':<14}{value} ({files} file{'' if files == 1 else 's'})")
             continue
         line = _value(report[name], report["ci95"][name])

@@ -295,7 +295,8 @@ def report(request: EvalRequest, rows: list[dict]) -> dict:
     result["sample_rates"] = rates
     modes = {rate: "wb" if rate >= 16000 else "nb" for rate in rates}
     result["pesq_mode"] = ", ".join(sorted(set(modes.values())))
-    if "pesq" in request.metrics and len(set(modes.values())) > 1:  # two scales: no mean across them
+    mixed_pesq = "pesq" in request.metrics and len(set(modes.values())) > 1  # two scales: no mean across
+    if mixed_pesq:
         result["pesq_by_mode"] = {
             mode: _means([r for r in rows if modes[r["sample_rate"]] == mode], ("pesq",))
             for mode in sorted(set(modes.values()))
@@ -322,6 +323,15 @@ def report(request: EvalRequest, rows: list[dict]) -> dict:
             name: {k: _json_number(v) for k, v in paired_difference(rows, sinc, name).items()}
             for name in request.metrics
         }
+        if mixed_pesq:  # as for ours: PESQ-NB and PESQ-WB apart
+            result["sinc"]["pesq_by_mode"] = {
+                mode: _means(
+                    [s for s, r in zip(sinc, rows, strict=True) if modes[r["sample_rate"]] == mode], ("pesq",)
+                )
+                for mode in result["pesq_by_mode"]
+            }
+            result["sinc"]["pesq"] = result["sinc"]["ci95"]["pesq"] = None
+            result["vs_sinc"]["pesq"] = {k: None for k in result["vs_sinc"]["pesq"]}
     if request.enhances:
         result["noisy_input"] = str(request.test)
     if request.baseline == "opus" or request.codec:
