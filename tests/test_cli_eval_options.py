@@ -101,3 +101,11 @@ def test_a_mean_over_some_of_the_files_says_so(capsys, clips, tmp_path):
     assert main(["eval", str(clips), str(test), "--glob", "[acd]*"]) == 0
     pesq_line = next(line for line in capsys.readouterr().out.splitlines() if line.strip().startswith("pesq"))
     assert "(2 of 3 files)" in pesq_line
+
+
+def test_a_model_that_does_not_exist_is_named(capsys, clips):
+    """With a TEST_DIR (an enhancer's noisy input) too, a missing -m is named as missing (it read "give
+    either TEST_DIR or -m/--model, not both")."""
+    for extra in ([str(clips)], ["--bitrate", "6"]):
+        assert main(["eval", str(clips), *extra, "-m", "no-such-model", "-q"]) == 1
+        _error(capsys, "no-such-model: no such model file")

@@ -16,6 +16,7 @@ from audiokit.evaluation import EvalRequest, evaluate
 from audiokit.evaluation.baselines import BASELINES, ENHANCERS
 from audiokit.evaluation.pairing import pair_files
 from audiokit.io import prepare_outputs
+from audiokit.models import resolve_weights
 from audiokit.processing import model_family
 
 
@@ -28,6 +29,8 @@ def _request(args: argparse.Namespace) -> EvalRequest:
             raise UsageError(f"{option} {value}: is a folder; give a file name")
 
     family = model_family(args.codec) if args.codec is not None else None
+    if args.codec is not None and family is None:
+        resolve_weights(args.codec)  # names what is wrong with the model (a one-line ModelError)
     return EvalRequest(
         ref=Path(args.ref),
         test=path(args.test),
