@@ -133,6 +133,7 @@ def test_model_options_are_checked_at_any_depth_when_the_recipe_loads(options, m
         ("enhance-16k", {"hidden_dim": 0}, ""),
     ],
 )
+@pytest.mark.filterwarnings("ignore:Initializing zero-element tensors")  # hidden_dim=0, before it refuses
 def test_options_a_model_refuses_are_a_recipe_error(config, options, message):
     """Values of the right type that the model cannot be built with: a recipe error naming the option
     (they were an internal error, exit 70)."""
