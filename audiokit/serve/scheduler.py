@@ -43,9 +43,6 @@ class Stream:
     """Processed PCM as float32 arrays at the client's rate, then :data:`DONE`."""
     received_in: int = 0
     """Client-rate input samples queued (event-loop side)."""
-    received: int = 0
-    """Model-rate input samples they make (event-loop side; from the whole count, so that rounding each
-    message's share does not add up)."""
     processed: int = 0
     """Model-rate input samples stepped (worker side)."""
     unsent: int = 0
@@ -58,6 +55,11 @@ class Stream:
     """``end`` came (from the client, or from a draining server)."""
     progress: asyncio.Event = field(default_factory=asyncio.Event)
     """Set after every step that touched the stream (a paused reader waits on it)."""
+
+    @property
+    def received(self) -> int:
+        """Model-rate input samples queued, from the whole count (rounding each message's share added up)."""
+        return round(self.received_in * self.wire.model_rate / self.wire.client_rate)
 
     @property
     def backlog(self) -> int:
@@ -117,7 +119,6 @@ class Scheduler:
         """Queue ``samples`` (float32 at the client's rate) for ``stream``."""
         self._job.pushes.append((stream, samples))
         stream.received_in += samples.shape[0]
-        stream.received = round(stream.received_in * self.engine.sample_rate / stream.request.sample_rate)
         self.metrics.samples_in.labels(self.engine.name).inc(samples.shape[0])
         self._wake.set()
 
