@@ -297,7 +297,10 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
             features.append(torch.cat([real * scale, imag * scale], 1).transpose(1, 2))  # (N, M, 2 df_bins)
         if pitch is not None:
             pitch_spec, periodicity, lag = pitch
-            features += [band_pitch_correlation(spec, pitch_spec, self.erb), periodicity.unsqueeze(-1)]
+            features += [
+                band_pitch_correlation(spec, pitch_spec, self.erb, erb_power),
+                periodicity.unsqueeze(-1),
+            ]
             if self.config.pitch_lag_feature:
                 features.append((lag.to(spec.real.dtype) / self.config.pitch_lags[1]).unsqueeze(-1))
         if self.noise_floor is not None:

@@ -141,12 +141,23 @@ def fast_fft_size(length: int) -> int:
         size += 1
 
 
-def band_pitch_correlation(spec: torch.Tensor, pitch_spec: torch.Tensor, bands: torch.Tensor) -> torch.Tensor:
+def band_pitch_correlation(
+    spec: torch.Tensor,
+    pitch_spec: torch.Tensor,
+    bands: torch.Tensor,
+    spec_band_power: torch.Tensor | None = None,
+) -> torch.Tensor:
     """RNNoise's per-band pitch correlation ``Re <X, P>_b / sqrt(|X|_b^2 |P|_b^2)`` in [-1, 1],
     ``(N, frames, bands)`` for complex ``spec``, ``pitch_spec`` ``(N, bins, frames)`` and band weights
-    ``bands (bands, bins)``."""
-    cross = spec.real * pitch_spec.real + spec.imag * pitch_spec.imag
-    power_x = spec.real.square() + spec.imag.square()
-    power_p = pitch_spec.real.square() + pitch_spec.imag.square()
-    cross, power_x, power_p = (torch.einsum("fb,nbm->nmf", bands, v) for v in (cross, power_x, power_p))
+    ``bands (bands, bins)``; ``spec_band_power``: ``|X|_b^2 (N, frames, bands)`` where the caller has
+    it already (``einsum("fb,nbm->nmf", bands, |X|^2)``, computed here otherwise)."""
+
+    def band_sums(v: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("fb,nbm->nmf", bands, v)
+
+    cross = band_sums(spec.real * pitch_spec.real + spec.imag * pitch_spec.imag)
+    power_x = (
+        band_sums(spec.real.square() + spec.imag.square()) if spec_band_power is None else spec_band_power
+    )
+    power_p = band_sums(pitch_spec.real.square() + pitch_spec.imag.square())
     return (cross / (power_x * power_p + 1e-12).sqrt()).clamp(-1.0, 1.0)

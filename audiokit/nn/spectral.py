@@ -177,11 +177,14 @@ class DeepFilter(nn.Module, StreamingModule):
         real = torch.cat([state.history[:, :bins], x_real], -1)  # (B, bins, order - 1 + frames)
         imag = torch.cat([state.history[:, bins:], x_imag], -1)
         state.history = torch.cat([real[..., frames:], imag[..., frames:]], 1)
+        # taps first and contiguous: a model's head gives the taps innermost, and products that read
+        # every order-th value ran at a fifth of the speed over many frames
+        taps_real, taps_imag = coef_real.movedim(-1, 0).contiguous(), coef_imag.movedim(-1, 0).contiguous()
         out_real = out_imag = None
         for k in range(self.order):  # tap k: x[m - k], a slice of the frames (no unfolded copy)
             start = self.order - 1 - k
             lag_real, lag_imag = real[..., start : start + frames], imag[..., start : start + frames]
-            c_real, c_imag = coef_real[..., k], coef_imag[..., k]
+            c_real, c_imag = taps_real[k], taps_imag[k]
             tap_real, tap_imag = lag_real * c_real - lag_imag * c_imag, lag_real * c_imag + lag_imag * c_real
             out_real = tap_real if out_real is None else out_real + tap_real
             out_imag = tap_imag if out_imag is None else out_imag + tap_imag
