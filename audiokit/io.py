@@ -204,7 +204,7 @@ def _open_raw(path: Path, raw: RawFormat) -> sf.SoundFile:
             f"whole number of {frame_bytes}-byte frames (check --raw-format and --raw-channels)",
         )
     return sf.SoundFile(
-        str(path), samplerate=raw.sample_rate, channels=raw.channels, subtype=subtype, endian=endian,
+        os.fsencode(path), samplerate=raw.sample_rate, channels=raw.channels, subtype=subtype, endian=endian,
         format="RAW",
     )  # fmt: skip
 
@@ -222,7 +222,7 @@ def _open(path: Path, raw: RawFormat | None = None) -> sf.SoundFile | ffmpeg.Ffm
     if path.suffix.lower() not in ffmpeg.FFMPEG_EXTENSIONS:
         try:
             with _quiet_native_stderr(path.suffix.lower() == ".mp3"):
-                return sf.SoundFile(str(path))
+                return sf.SoundFile(os.fsencode(path))
         except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
             reason = str(exc).split(":")[-1].strip().rstrip(".") or "unreadable"
     else:
@@ -820,7 +820,9 @@ def open_writer(
     """
     fmt, subtype = _format_and_subtype(Path(path), subtype)
     with atomic_path(path) as tmp, _libsndfile_failures_name(path, tmp):
-        with sf.SoundFile(str(tmp), "w", int(sample_rate), channels, subtype=subtype, format=fmt) as handle:
+        with sf.SoundFile(
+            os.fsencode(tmp), "w", int(sample_rate), channels, subtype=subtype, format=fmt
+        ) as handle:
 
             def write(block: torch.Tensor | np.ndarray) -> None:
                 data = _as_frames_by_channels(block)

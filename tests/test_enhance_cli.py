@@ -4,6 +4,7 @@ rate, channels and exact length out; streamed files equal offline enhancement; b
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -152,6 +153,15 @@ def test_directory_tree_is_mirrored(tmp_path, model_file):
     tree, out = mirror_tree("enhance", tmp_path, "speech_fr_16k_b.flac", "-m", model_file)
     for rel in ("top.flac", "a/b/deep.wav"):
         assert sf.info(out / rel).frames == sf.info(tree / rel).frames
+
+
+def test_a_folder_with_a_name_that_is_not_utf8(tmp_path, model_file):
+    """The mirrored output keeps the undecodable name (writing it was an internal error)."""
+    name = os.fsdecode(b"caf\xe9.wav")
+    (tmp_path / "in").mkdir()
+    io.save(tmp_path / "in" / name, np.zeros((1, 8000), np.float32), 16000)
+    assert run_quietly("enhance", tmp_path / "in", tmp_path / "out", "-m", model_file) == 0
+    assert io.info(tmp_path / "out" / name).frames == 8000
 
 
 @pytest.mark.parametrize("kind", BAD_KINDS)

@@ -34,6 +34,18 @@ def test_wav_float_round_trip_is_exact(tmp_path, rate, channels):
     np.testing.assert_array_equal(y.numpy(), x)
 
 
+def test_a_name_that_is_not_utf8_is_written_and_read_by_libsndfile(tmp_path, monkeypatch):
+    """Linux names are bytes; Python keeps undecodable ones as surrogates, which soundfile's str
+    paths cannot encode (the writer failed with an internal error; the reader fell back to ffmpeg)."""
+    path = tmp_path / os.fsdecode(b"caf\xe9.wav")
+    x = _tone(1, 1600, 16000)
+    io.save(path, x, 16000, subtype="FLOAT")
+    assert os.listdir(os.fsencode(tmp_path)) == [b"caf\xe9.wav"]
+    monkeypatch.setattr(io.ffmpeg, "open_reader", lambda *a: pytest.fail("read through ffmpeg"))
+    assert io.info(path).frames == 1600
+    np.testing.assert_array_equal(io.load(path)[0].numpy(), x)
+
+
 @pytest.mark.parametrize("subtype,tol", [("PCM_16", 2**-15), ("PCM_24", 2**-23)])
 def test_integer_pcm_round_trip_within_one_lsb(tmp_path, subtype, tol):
     x = _tone(2, 4000, 16000)
