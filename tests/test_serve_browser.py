@@ -31,7 +31,7 @@ from audiokit.serve.engines import Engine
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
 
-def _browser(wav_path, profile) -> webdriver.Chrome:
+def _browser(wav_path, profile, *flags: str) -> webdriver.Chrome:
     missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not shutil.which(p)]
     assert not missing, f"{missing} missing: `make setup` installs chromium and chromium-driver"
     options = webdriver.ChromeOptions()
@@ -50,6 +50,7 @@ def _browser(wav_path, profile) -> webdriver.Chrome:
         "--use-fake-device-for-media-stream",
         f"--use-file-for-fake-audio-capture={wav_path}",
         "--autoplay-policy=no-user-gesture-required",
+        *flags,
     ):
         options.add_argument(flag)
     return webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
@@ -329,3 +330,25 @@ def test_page_asks_for_the_high_band_as_its_box_says(tmp_path, high_band):
     assert rate > 16000 and ready["high_band"] is high_band
     assert ready["latency_samples"] == round((0.04 if high_band else 0.02) * rate)
     assert shown == ("40" if high_band else "20")
+
+
+def test_page_says_why_an_insecure_origin_has_no_microphone(tmp_path):
+    """The page under a name that is not loopback, over http: browsers give it no ``mediaDevices``, and
+    Start says so (not ``TypeError: Cannot read properties of undefined``)."""
+    wav_path = tmp_path / "mic.wav"
+    sf.write(wav_path, speech(1.0, 0.2), 16000, subtype="PCM_16")
+    with _codec_server() as server:
+        rules = "--host-resolver-rules=MAP audiokit.test 127.0.0.1"
+        driver = _browser(wav_path, tmp_path / "profile", rules)
+        try:
+            driver.get(server.http.replace("127.0.0.1", "audiokit.test") + "/")
+            _wait(driver, "return document.getElementById('model').options.length", 20, "no models listed")
+            assert driver.execute_script("return window.isSecureContext") is False
+            driver.find_element(By.ID, "start").click()
+            error = _wait(driver, "return window.audiokit.error", 10, "no error shown")
+            status = driver.find_element(By.ID, "status").text
+            start = driver.find_element(By.ID, "start").is_enabled()
+        finally:
+            driver.quit()
+    assert "https" in error["message"] and "http://127.0.0.1" in status, (error, status)
+    assert start

@@ -213,6 +213,10 @@ async function start() {
 }
 
 async function openStream() {  // microphone, worklets, socket: start()'s part that may fail
+  if (!navigator.mediaDevices) {  // browsers offer microphones (and worklets) only to secure pages
+    throw new Error("this page may not use the microphone: browsers allow it only over https, or at "
+      + "http://127.0.0.1 or http://localhost");
+  }
   const processing = $("browser-processing").checked;
   media = await navigator.mediaDevices.getUserMedia({
     audio: { echoCancellation: processing, noiseSuppression: processing, autoGainControl: processing, channelCount: 1 },
