@@ -352,3 +352,34 @@ def test_page_says_why_an_insecure_origin_has_no_microphone(tmp_path):
             driver.quit()
     assert "https" in error["message"] and "http://127.0.0.1" in status, (error, status)
     assert start
+
+
+@pytest.mark.parametrize("end", ["drain", "shutdown"])
+def test_page_says_so_when_the_server_ends_the_stream(tmp_path, end):
+    """Streaming, no Stop: a drain (`done`, then 1000) or a server going away (uvicorn's 1012, no
+    `done`) shows an error saying so, not a bare 'closed (1000)' as after Stop."""
+    with _codec_server() as server:
+        driver = _page(server, tmp_path)
+        try:
+            driver.find_element(By.ID, "start").click()
+            _wait(driver, "return window.audiokit.receivedSamples > 0", 30, "no audio came back")
+            if end == "drain":
+                loop = next(iter(server.state.schedulers.values()))._task.get_loop()
+                asyncio.run_coroutine_threadsafe(server.state.drain(), loop)
+                _wait(driver, "return window.audiokit.closeCode != null", 20, "no close")
+        except BaseException:
+            driver.quit()
+            raise
+    try:  # the server is gone
+        _wait(driver, "return window.audiokit.closeCode != null", 20, "no close")
+        state = driver.execute_script("return window.audiokit")
+        status = driver.find_element(By.ID, "status").text
+    finally:
+        driver.quit()
+    assert state["running"] is False and state["error"] is not None, (state["error"], status)
+    if end == "drain":
+        assert state["done"] is not None and state["closeCode"] == 1000
+        assert status.startswith("error: the server ended the stream"), status
+    else:
+        assert state["done"] is None and state["closeCode"] != 1000
+        assert status.startswith("error: the connection to the server closed before"), status

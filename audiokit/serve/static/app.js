@@ -60,6 +60,7 @@ class Session {
     this.pending = []; this.pendingLength = 0;  // captured, not yet sent
     this.capturing = true;  // until Stop: audio after it is not sent
     this.ended = false;  // `end` sent, or the socket closed: nothing more goes
+    this.finished = false;  // `done` came: the server processed all it took
     this.limits = null;  // from `ready`
     this.tokens = 0; this.last = 0; this.timer = null;  // the pacer (a token bucket)
     const ws = this.ws = new WebSocket(wsUrl());
@@ -139,6 +140,7 @@ class Session {
       return;
     }
     const message = JSON.parse(event.data);
+    if (message.type === "done") this.finished = true;
     if (message.type === "ready") {
       this.limits = Object.assign({}, SERVER_DEFAULTS, message);
       this.perSecond = PACE * this.limits.max_messages_per_second;
@@ -160,12 +162,22 @@ class Session {
     }
   }
 
-  closed(event) {
+  closed(event) {  // after `done` and Stop: closed; else, without the server's error, say what happened
+    const stopped = !this.capturing;
     this.ended = true; this.capturing = false;
     clearTimeout(this.timer);
     if (!this.current) return;
     state.closeCode = event.code;
-    if (!state.error) $("status").textContent = "closed (" + event.code + ")";
+    const code = event.code + (event.reason ? ": " + event.reason : "");
+    if (this.finished && stopped && !state.error) {
+      $("status").textContent = "closed (" + event.code + ")";
+    } else if (!state.error) {  // a drain, a server that went away, a lost connection
+      const message = this.finished
+        ? "the server ended the stream (" + code + "; shutting down?)"
+        : "the connection to the server closed before the stream finished (" + code + ")";
+      state.error = { code: event.code, message };
+      $("status").textContent = "error: " + message;
+    }
     stop();
   }
 }
