@@ -8,7 +8,9 @@ import math
 import torch
 from conftest import assert_speed_targets
 
+from audiokit import rnnoise
 from audiokit.bench import run_enhancer_benchmark
+from audiokit.bench.enhancer import bench_rnnoise
 from audiokit.cli import main
 from audiokit.models.enhancer import Enhancer
 
@@ -37,6 +39,21 @@ def test_benchmark_reports_every_figure_and_rnnoise():
     one = fast["one_hop"]  # pushes of one hop: the one-hop library
     assert one["chunk_ms"] == fast["chunk_ms"] / 2 and one["aoti"]["p50_ms"] > 0
     assert one["speedup_p50"] == one["eager"]["p50_ms"] / one["aoti"]["p50_ms"]
+
+
+def test_rnnoise_frames_are_whole_in_a_short_input(monkeypatch):
+    """Under 1 s of input (0.1 s: 10 frames at 48 kHz), the timed RNNoise frames cycle through those it
+    has: none is empty (an empty one times nothing and inflates RNNoise's streams per core)."""
+    sizes = []
+
+    class Recorded(rnnoise.RNNoiseState):
+        def process(self, x):
+            sizes.append(x.shape[0])
+            return super().process(x)
+
+    monkeypatch.setattr(rnnoise, "RNNoiseState", Recorded)
+    bench_rnnoise(0.1, 1, 30)
+    assert sizes[-40:] == [rnnoise.FRAME_SIZE] * 40, sizes[-40:]
 
 
 def test_bench_command_measures_an_enhancer_file(tmp_path, capsys):

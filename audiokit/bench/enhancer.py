@@ -59,9 +59,9 @@ def bench_rnnoise(seconds: float, repeats: int, frames: int, sample_rate: int = 
     state = rnnoise.RNNoiseState()
     core = rtf(median_seconds(lambda: state.process(x48), repeats), x48.shape[0] / rnnoise.SAMPLE_RATE)
     with_resampling = rtf(median_seconds(lambda: rnnoise.denoise(audio, sample_rate), repeats), seconds)
-    times = []
+    times, cycle = [], min(100, x48.shape[0] // rnnoise.FRAME_SIZE)  # whole frames, fewer in a short input
     for i in range(frames + 10):
-        frame = x48[(i % 100) * rnnoise.FRAME_SIZE : (i % 100 + 1) * rnnoise.FRAME_SIZE]
+        frame = x48[(i % cycle) * rnnoise.FRAME_SIZE : (i % cycle + 1) * rnnoise.FRAME_SIZE]
         began = time.perf_counter()
         state.process(frame)
         if i >= 10:
