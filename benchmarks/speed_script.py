@@ -8,6 +8,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from audiokit.cli.options import MAX_THREADS, whole_number
 from audiokit.provenance import write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -19,7 +20,12 @@ def parser(doc: str, default_model: str, result_name: str) -> argparse.ArgumentP
     parser.add_argument(
         "-m", "--model", default=default_model, help=f"model to time (default {default_model})"
     )
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
+    parser.add_argument(
+        "--threads",
+        type=whole_number(1, MAX_THREADS),
+        default=1,
+        help=f"CPU threads, 1-{MAX_THREADS} (default 1)",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--out", type=Path, default=RESULTS / result_name, help="result file")
     return parser

@@ -4,6 +4,7 @@ naming host:port and the reason (exit 1); `serve --help` names what it serves by
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import subprocess
@@ -11,6 +12,7 @@ import sys
 
 import pytest
 import torch
+from conftest import ROOT
 
 import audiokit.cli.bench as bench_cli
 from audiokit.cli import build_parser, main
@@ -56,6 +58,22 @@ def test_bad_bench_options_are_usage_errors(capsys, no_benchmark, argv):
     out, err = capsys.readouterr()
     assert code == 2 and not out
     _one_line(err, f"audiokit bench: error: argument {argv[0]}: ", argv[-1])
+
+
+@pytest.mark.parametrize("threads", ["0", "-1"])
+def test_speed_scripts_refuse_a_bad_thread_count(threads):
+    """`make bench`'s speed scripts: one usage line, exit 2 (not torch's traceback once the model loaded)."""
+    script = ROOT / "benchmarks" / "bench_bwe.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--threads", threads, "--out", "/dev/null"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert done.returncode == 2 and not done.stdout
+    assert done.stderr.splitlines()[-1].startswith("bench_bwe.py: error: argument --threads: "), done.stderr
+    assert "Traceback" not in done.stderr
 
 
 @pytest.mark.parametrize("device", ["cuda:99", "cuda"])
