@@ -169,9 +169,14 @@ async def stream(
         rate = float(ready.get("max_messages_per_second", SERVER_MESSAGES_PER_SECOND))
         pacer = _Pacer(PACE * rate, rate)
         sender = asyncio.create_task(_send(ws, chunks, sample_rate, fmt, realtime, result, largest, pacer))
+        receiver = asyncio.create_task(_receive(ws, fmt, began, result))
         try:
-            pieces = await _receive(ws, fmt, began, result)
+            await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+            if not receiver.done() and sender.exception() is not None:
+                await sender  # the chunks raised: no `end` goes, so no `done` would come; raise it now
+            pieces = await receiver
         finally:
+            receiver.cancel()
             if not sender.done():  # the server ended the stream first (a drain) or failed
                 result.complete = False
                 sender.cancel()

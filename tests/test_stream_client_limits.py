@@ -10,6 +10,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 
 import numpy as np
@@ -150,6 +151,20 @@ def test_the_api_raises_server_error_with_the_reason(guarded):
     assert caught.value.code == 4401 and caught.value.reason == "missing or wrong token"
     with pytest.raises(client.ConnectError, match="HTTP 403"):
         asyncio.run(client.stream(guarded.ws.replace("/v1/stream", "/v2"), [speech(0.1)], 16000))
+
+
+def test_chunks_that_raise_end_the_stream_at_once(server):
+    """A chunk source failing mid-stream (a microphone unplugged) raises its error now, not after the
+    server's 30 s idle timeout (no `end` went, so no `done` would come)."""
+
+    async def chunks():
+        yield speech(0.1)
+        raise OSError("microphone unplugged")
+
+    began = time.monotonic()
+    with pytest.raises(OSError, match="microphone unplugged"):
+        asyncio.run(client.stream(server.ws, chunks(), 16000))
+    assert time.monotonic() - began < 5
 
 
 def test_standard_input_to_standard_output(server, enhancer, tmp_path):
