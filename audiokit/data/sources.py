@@ -189,7 +189,7 @@ SOURCES: tuple[Source, ...] = (
         "train",
         "GPL-2",
         rf"{TUX}(?!symbols/).+{AUDIO}",
-        exclude=r"_desc(_[a-z]+)?\.[a-z0-9]+$",
+        exclude=r"_desc[^/]*$",  # every spoken description: _desc_pt_BR.wav, _desc_da.ogg.ogg
         group="effects",
     ),
     Source("lincity-ng-data", "noise", "train", "GPL-2+", r"usr/share/games/lincity-ng/sounds/[^/]+\.wav"),
