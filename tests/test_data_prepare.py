@@ -450,3 +450,28 @@ def test_cli_data_refuses_a_rate_that_is_not_one(tmp_path, capsys):
     assert main(["data", "mix", "--out", str(out), "--data-dir", str(tmp_path), "--sample-rate", "0"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--sample-rate: 0: must be a rate in Hz" in err and not out.exists()
+
+
+def test_files_that_differ_only_in_their_suffix_get_a_clip_each(tmp_path):
+    """supertux-data has sounds/grow.ogg and sounds/grow.wav: both became grow.flac, the second
+    overwriting the first, whose row then named a file of other content."""
+    rng = np.random.default_rng(3)
+    sounds = "usr/share/games/supertux2/sounds"
+    _build_deb(
+        tmp_path,
+        "supertux-data",
+        {
+            f"{sounds}/grow.ogg": ((0.1 * rng.standard_normal(16000)).astype(np.float32), 16000),
+            f"{sounds}/grow.wav": ((0.2 * rng.standard_normal(8000)).astype(np.float32), 16000),
+            f"{sounds}/jump.wav": ((0.1 * rng.standard_normal(4000)).astype(np.float32), 16000),
+        },
+    )
+    root = tmp_path / "data"
+    prepare(
+        ["noise"], ["train"], root=root, deb_dir=tmp_path / "debs", quiet=True, packages=["supertux-data"]
+    )
+    rows = read_manifest(manifest_path("train", "noise", root))
+    assert sorted(Path(row["path"]).name for row in rows) == ["grow.ogg.flac", "grow.wav.flac", "jump.flac"]
+    for row in rows:
+        assert hashlib.sha256(Path(row["path"]).read_bytes()).hexdigest() == row["sha256"]
+        assert abs(soundfile.info(row["path"]).duration - row["seconds"]) < 1e-3

@@ -17,7 +17,7 @@ import hashlib
 import json
 import os
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -116,10 +116,23 @@ def _decode_mono(path: Path) -> tuple[np.ndarray, int, int, float]:
     return wav.mean(axis=0, keepdims=True), rate, wav.shape[0], bandwidth
 
 
+def _clip_names(clips: list[list[tuple[str, Path]]]) -> list[str]:
+    """Where each clip goes inside its package's corpus folder: its file's path (``{folder}/mix`` for
+    summed stems) with ``.flac`` for the suffix, or after it where two files differ only in their suffix
+    (supertux ``grow.ogg`` and ``grow.wav``), so that each gets a FLAC of its own."""
+    paths = [Path(files[0][0] if len(files) == 1 else Path(files[0][0]).parent / "mix") for files in clips]
+    stems = Counter(path.with_suffix("") for path in paths)
+    return [
+        f"{path.as_posix()}.flac" if stems[path.with_suffix("")] > 1 else path.with_suffix(".flac").as_posix()
+        for path in paths
+    ]
+
+
 def _clip(
-    source: Source, files: list[tuple[str, Path]], root: Path, sample_rate: int
+    source: Source, files: list[tuple[str, Path]], name: str, root: Path, sample_rate: int
 ) -> tuple[dict, bool] | None:
-    """Decode (summing stems), trim, resample and write one clip; returns (row, kept) or None if silent."""
+    """Decode (summing stems), trim, resample and write one clip as ``name`` (see :func:`_clip_names`);
+    returns (row, kept) or None if silent."""
     parts = [_decode_mono(real) for _, real in files]
     native_rate = parts[0][1]
     length = max(part[0].shape[-1] for part in parts)
@@ -135,9 +148,7 @@ def _clip(
         return None
     rate = stored_rate(source.role, sample_rate)
     wav = np.clip(resample(wav, native_rate, rate), -1.0, 32767 / 32768)
-    relative = files[0][0] if len(files) == 1 else str(Path(files[0][0]).parent / "mix")
-    out = Path("corpus") / str(sample_rate) / source.split / source.role / source.package / relative
-    out = out.with_suffix(".flac")
+    out = Path("corpus") / str(sample_rate) / source.split / source.role / source.package / name
     audio_io.save(root / out, wav, rate, subtype="PCM_16")
     row = {
         "path": out.as_posix(),
@@ -189,8 +200,9 @@ def _process_unit(
     seen_content: set[str] = {row["source_sha256"] for row in rows.values()}
     state.mkdir(parents=True, exist_ok=True)
     with open(partial, "a", encoding="utf-8") as log:
-        for files in tqdm(
-            list(groups.values()),
+        clips = list(groups.values())
+        for files, name in tqdm(
+            list(zip(clips, _clip_names(clips), strict=True)),
             desc=f"{source.package} {source.split}/{source.role}",
             unit="clip",
             leave=False,
@@ -205,7 +217,7 @@ def _process_unit(
                 continue
             seen_content.add(content)
             try:
-                made = _clip(source, files, root, sample_rate)
+                made = _clip(source, files, name, root, sample_rate)
             except AudioFormatError as error:
                 summary.failed.append(str(error))
                 continue
