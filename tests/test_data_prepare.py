@@ -20,7 +20,7 @@ from audiokit.data.manifest import manifest_path, read_jsonl, read_manifest
 from audiokit.data.noisy_set import build_noisy_set
 from audiokit.data.prepare import prepare, unit_id
 from audiokit.data.sources import select
-from audiokit.errors import UsageError
+from audiokit.errors import AudiokitError, UsageError
 
 pytestmark = pytest.mark.skipif(
     shutil.which("dpkg-deb") is None or shutil.which("ffmpeg") is None, reason="needs dpkg-deb and ffmpeg"
@@ -475,3 +475,18 @@ def test_files_that_differ_only_in_their_suffix_get_a_clip_each(tmp_path):
     for row in rows:
         assert hashlib.sha256(Path(row["path"]).read_bytes()).hexdigest() == row["sha256"]
         assert abs(soundfile.info(row["path"]).duration - row["seconds"]) < 1e-3
+
+
+def test_a_corrupt_package_is_not_kept_in_the_cache(debs, tmp_path):
+    """A cut .deb stayed in debs/ (with its sha256 recorded): every later run failed on it."""
+    deb = next(debs.glob("alsa-utils_*.deb"))
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    (cut / deb.name).write_bytes(deb.read_bytes()[:-2000])
+    root = tmp_path / "data"
+    with pytest.raises(AudiokitError, match="corrupt package, removed from the cache"):
+        prepare(["speech"], ["valid"], root=root, deb_dir=cut, quiet=True, packages=["alsa-utils"])
+    assert not list((root / "debs").iterdir()) and not (root / "packages").exists()
+    prepare(["speech"], ["valid"], root=root, deb_dir=debs, quiet=True, packages=["alsa-utils"])
+    (record,) = read_jsonl(root / "manifests" / "packages.jsonl")
+    assert record["sha256"] == hashlib.sha256(deb.read_bytes()).hexdigest()

@@ -78,7 +78,12 @@ def package_version(deb: Path) -> str:
 
 
 def extract_package(deb: Path, folder: Path) -> Path:
-    """Unpack ``deb`` into ``folder`` (once; an existing complete unpack is reused) and return ``folder``."""
+    """Unpack ``deb`` into ``folder`` (once; an existing complete unpack is reused) and return ``folder``.
+
+    ``deb`` is the cache's copy: one that dpkg-deb cannot read (a corrupt or cut download) is deleted, so
+    that the next run fetches it anew instead of failing on it again; one it reads (the unpack failed for
+    another reason, e.g. a full disk) is kept.
+    """
     if (folder / ".complete").exists():
         return folder
     dpkg_deb = _tool("dpkg-deb", "apt-get install dpkg")
@@ -90,7 +95,13 @@ def extract_package(deb: Path, folder: Path) -> Path:
     partial.mkdir(parents=True)
     result = subprocess.run([dpkg_deb, "-x", str(deb), str(partial)], capture_output=True, text=True)
     if result.returncode != 0:
-        raise AudiokitError(f"{deb}: dpkg-deb -x failed: {result.stderr.strip()}")
+        shutil.rmtree(partial)
+        problem = f"dpkg-deb -x failed: {result.stderr.strip()}"
+        whole = [dpkg_deb, "--fsys-tarfile", str(deb)]  # reads the whole package, writes nothing
+        if subprocess.run(whole, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode != 0:
+            deb.unlink()
+            problem = f"corrupt package, removed from the cache (run again to fetch it anew); {problem}"
+        raise AudiokitError(f"{deb}: {problem}")
     (partial / ".complete").write_text(sha256_file(deb) + "\n")
     os.replace(partial, folder)
     return folder

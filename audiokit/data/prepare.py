@@ -354,8 +354,8 @@ def _prepare_sources(
         if not pending:
             continue
         deb = fetch_package(package, root / "debs", deb_dir)
+        tree = extract_package(deb, root / "extracted" / package)  # first: a corrupt .deb is not recorded
         _record_package(root, package, deb)
-        tree = extract_package(deb, root / "extracted" / package)
         for source in pending:
             rows = _process_unit(source, tree, root, sample_rate, quiet, summary)
             write_json_atomic(
