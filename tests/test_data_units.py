@@ -138,6 +138,7 @@ def test_allowlist_rules():
         "symbols/money/coin.ogg",
         "animals/cat_desc_pt_BR.wav",  # spoken, not an effect (was training noise)
         "town/monuments/inukshuk-photo_desc_da.ogg.ogg",  # a Danish validation voice
+        "animals/mammals/bovines/cow_white.ogg",  # megaglest's validation noise mudchute_cow_1.ogg
     ):
         assert matching(tux + skipped) == [], skipped
     assert matching("usr/share/klettres/da/alpha/a.ogg") == []

@@ -189,7 +189,9 @@ SOURCES: tuple[Source, ...] = (
         "train",
         "GPL-2",
         rf"{TUX}(?!symbols/).+{AUDIO}",
-        exclude=r"_desc[^/]*$",  # every spoken description: _desc_pt_BR.wav, _desc_da.ogg.ogg
+        # every spoken description (_desc_pt_BR.wav, _desc_da.ogg.ogg), and cow_white.ogg: the same bytes
+        # as megaglest-data's validation noise tilesets/pine_peat/sounds/mudchute_cow_1.ogg
+        exclude=r"_desc[^/]*$|/cow_white\.ogg$",
         group="effects",
     ),
     Source("lincity-ng-data", "noise", "train", "GPL-2+", r"usr/share/games/lincity-ng/sounds/[^/]+\.wav"),
