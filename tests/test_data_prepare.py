@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import zipfile
@@ -490,3 +491,28 @@ def test_a_corrupt_package_is_not_kept_in_the_cache(debs, tmp_path):
     prepare(["speech"], ["valid"], root=root, deb_dir=debs, quiet=True, packages=["alsa-utils"])
     (record,) = read_jsonl(root / "manifests" / "packages.jsonl")
     assert record["sha256"] == hashlib.sha256(deb.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('{"path": "corpus/x.flac", "cut', r"valid_speech.jsonl:2: not a manifest line"),
+        (
+            '{"path": "corpus/16000/valid/speech/p/x.flac"}',
+            r"valid_speech.jsonl: the row of .* has no 'package'",
+        ),
+        ('{"path": "x.flac", "package": "p", "source_path": "x"}', "is not a prepared clip"),
+    ],
+)
+def test_cli_mix_names_a_bad_manifest_row(prepared, tmp_path, capsys, line, message):
+    """A malformed or hand-made row was an 'internal error' (ValueError, KeyError: 'package')."""
+    manifests = tmp_path / "data" / "manifests"
+    manifests.mkdir(parents=True)
+    shutil.copy(manifest_path("valid", "noise", prepared), manifests)
+    first = manifest_path("valid", "speech", prepared).read_text().splitlines()[0]
+    (manifests / "valid_speech.jsonl").write_text(f"{first}\n{line}\n")
+    out = tmp_path / "mix"
+    assert main(["data", "mix", "--out", str(out), "--data-dir", str(tmp_path / "data")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("audiokit data mix: error: ")
+    assert re.search(message, err) and not out.exists()

@@ -43,8 +43,7 @@ def build_noisy_set(
     for path in (speech_manifest, noise_manifest):
         if not path.exists():
             raise UsageError(f"{path}: missing; run `audiokit data prepare --split valid` first")
-    speech = sorted(read_manifest(speech_manifest, root), key=lambda row: row["path"])
-    noise = sorted(read_manifest(noise_manifest, root), key=lambda row: row["path"])
+    speech, noise = _rows(speech_manifest, root), _rows(noise_manifest, root)
     if not speech or not noise:
         raise UsageError(f"{speech_manifest.parent}: the valid speech or noise manifest is empty")
     rng = np.random.default_rng(seed)
@@ -80,6 +79,21 @@ def build_noisy_set(
             )
         write_jsonl_atomic(staging / "clips.jsonl", clips)
     return clips
+
+
+def _rows(manifest: Path, root: Path | None) -> list[dict]:
+    """Rows of a prepared manifest sorted by path; a bad line or a row without the fields a mixture
+    records is a one-line :class:`UsageError` naming the manifest."""
+    try:
+        rows = read_manifest(manifest, root)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    for row in rows:
+        missing = [key for key in ("package", "source_path") if key not in row]
+        if missing or "corpus" not in Path(row["path"]).parts:
+            problem = f"has no {missing[0]!r}" if missing else "is not a prepared clip (not below corpus/)"
+            raise UsageError(f"{manifest}: the row of {row['path']} {problem}; rerun `audiokit data prepare`")
+    return sorted(rows, key=lambda row: row["path"])
 
 
 def _draw_noise(
