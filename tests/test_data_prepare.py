@@ -516,3 +516,19 @@ def test_cli_mix_names_a_bad_manifest_row(prepared, tmp_path, capsys, line, mess
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("audiokit data mix: error: ")
     assert re.search(message, err) and not out.exists()
+
+
+def test_mix_with_silent_noise_stops_with_an_error(prepared, tmp_path):
+    """A valid noise manifest of (nearly) silent clips redrew excerpts forever."""
+    root = tmp_path / "data"
+    (root / "manifests").mkdir(parents=True)
+    shutil.copy(manifest_path("valid", "speech", prepared), root / "manifests")
+    shutil.copytree(prepared / "corpus" / "16000" / "valid" / "speech", root / "corpus/16000/valid/speech")
+    quiet = root / "corpus/16000/valid/noise/p/hum.flac"
+    quiet.parent.mkdir(parents=True)
+    soundfile.write(quiet, np.full(16000, 5e-4, np.float32), 16000)
+    row = {"path": "corpus/16000/valid/noise/p/hum.flac", "package": "p", "source_path": "hum.wav"}
+    (root / "manifests" / "valid_noise.jsonl").write_text(json.dumps(row) + "\n")
+    with pytest.raises(UsageError, match=r"valid_noise.jsonl: no noise excerpt above -60 dBFS in 1000 draws"):
+        build_noisy_set(tmp_path / "mix", root=root, quiet=True)
+    assert not (tmp_path / "mix").exists()

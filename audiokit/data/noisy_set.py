@@ -16,6 +16,7 @@ from audiokit.errors import UsageError
 from audiokit.folders import staged_folder
 
 DEFAULT_SNRS = (-5.0, 0.0, 5.0, 10.0, 20.0)
+MAX_NOISE_DRAWS = 1000  # (nearly) silent excerpts redrawn before the noise is taken for silent
 
 
 def build_noisy_set(
@@ -56,7 +57,9 @@ def build_noisy_set(
         for index, row in enumerate(bar):
             clean, rate = audio_io.load(row["path"], sample_rate=sample_rate, channels=1)
             clean = clean.numpy()
-            noise_row, offset, excerpt = _draw_noise(rng, noise, noise_cache, sample_rate, clean.shape[-1])
+            noise_row, offset, excerpt = _draw_noise(
+                rng, noise, noise_cache, sample_rate, clean.shape[-1], noise_manifest
+            )
             target = float(snr_order[index])
             clean_out, noisy_out = mix_at_snr(clean, excerpt, target)
             name = Path(row["package"]) / _inside(row["path"]).with_suffix(".wav")
@@ -97,10 +100,16 @@ def _rows(manifest: Path, root: Path | None) -> list[dict]:
 
 
 def _draw_noise(
-    rng: np.random.Generator, noise: list[dict], cache: dict[str, np.ndarray], sample_rate: int, length: int
+    rng: np.random.Generator,
+    noise: list[dict],
+    cache: dict[str, np.ndarray],
+    sample_rate: int,
+    length: int,
+    manifest: Path,
 ) -> tuple[dict, int, np.ndarray]:
-    """Pick a noise clip and offset; redraw while the excerpt is (nearly) silent (below -60 dBFS)."""
-    while True:
+    """Pick a noise clip and offset; redraw while the excerpt is (nearly) silent (below -60 dBFS), at
+    most :data:`MAX_NOISE_DRAWS` times (then the noise of ``manifest`` is a :class:`UsageError`)."""
+    for _ in range(MAX_NOISE_DRAWS):
         row = noise[int(rng.integers(len(noise)))]
         if row["path"] not in cache:
             cache[row["path"]] = audio_io.load(row["path"], sample_rate, channels=1)[0].numpy()
@@ -108,6 +117,9 @@ def _draw_noise(
         excerpt = loop_excerpt(cache[row["path"]], length, offset)
         if np.mean(excerpt.astype(np.float64) ** 2) > 1e-6:
             return row, offset, excerpt
+    raise UsageError(
+        f"{manifest}: no noise excerpt above -60 dBFS in {MAX_NOISE_DRAWS} draws: its clips are nearly silent"
+    )
 
 
 def _inside(path: str) -> Path:
