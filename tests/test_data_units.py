@@ -66,6 +66,23 @@ def test_zip_members_extracted_selectively(tmp_path):
     assert not (tmp_path / "public.zip.d" / "art").exists()
 
 
+def test_corrupt_zip_archives_name_the_archive(tmp_path):
+    """A corrupt public.zip or member was an internal error (BadZipFile) naming no file."""
+    garbage = tmp_path / "garbage.zip"
+    garbage.write_bytes(b"PK\x03\x04 not a zip" * 10)
+    with pytest.raises(AudioFormatError, match="garbage.zip: corrupt zip archive"):
+        list_members(garbage)
+    damaged = tmp_path / "damaged.zip"
+    with zipfile.ZipFile(damaged, "w") as handle:
+        handle.writestr("audio/voice/a.ogg", b"voice" * 100)
+    data = damaged.read_bytes()
+    at = data.index(b"voice")
+    damaged.write_bytes(data[:at] + b"V" + data[at + 1 :])  # bad CRC-32
+    with pytest.raises(AudioFormatError, match="damaged.zip: corrupt zip archive"):
+        extract_members(damaged, ["audio/voice/a.ogg"], tmp_path / "out")
+    assert not list((tmp_path / "out").rglob("*.ogg"))
+
+
 def test_zip_members_cannot_escape_the_extraction_folder(tmp_path):
     archive = tmp_path / "evil.zip"
     with zipfile.ZipFile(archive, "w") as handle:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import struct
 import zipfile
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,8 +60,18 @@ def list_members(archive: Path) -> list[str]:
     """Names of the files inside a zip/pk3 or QTBL archive (directories left out)."""
     if archive.suffix.lower() == ".1c":
         return [entry.name for entry in read_queen_table(archive)]
-    with zipfile.ZipFile(archive) as handle:
+    with _open_zip(archive) as handle:
         return [info.filename for info in handle.infolist() if not info.is_dir()]
+
+
+@contextmanager
+def _open_zip(archive: Path) -> Iterator[zipfile.ZipFile]:
+    """``archive`` opened as a zip; a corrupt archive or member is an :class:`AudioFormatError`."""
+    try:
+        with zipfile.ZipFile(archive) as handle:
+            yield handle
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        raise AudioFormatError(archive, f"corrupt zip archive ({exc})") from None
 
 
 def extract_members(archive: Path, members: list[str], folder: Path) -> dict[str, Path]:
@@ -79,7 +92,7 @@ def extract_members(archive: Path, members: list[str], folder: Path) -> dict[str
                     _write_atomic(target, handle.read(entry.size))
                 written[entry.name] = target
         return written
-    with zipfile.ZipFile(archive) as handle:
+    with _open_zip(archive) as handle:
         for name in members:
             target = _member_path(archive, folder, name)
             if not target.exists():
