@@ -18,6 +18,7 @@ from conftest import assert_same_tensors
 
 from audiokit.cli import main
 from audiokit.errors import RecipeError, UsageError
+from audiokit.train import portable
 from audiokit.train.checkpoint import load_checkpoint
 from audiokit.train.recipe import load_recipe
 from audiokit.train.trainer import Trainer
@@ -195,6 +196,24 @@ def test_unpack_refuses_a_damaged_pack_and_an_occupied_run(tmp_path, capsys):
     assert main(["checkpoint", "unpack", str(tmp_path / "good"), str(started)]) == 1
     assert "metrics.jsonl: already exists" in capsys.readouterr().err
     assert (started / "metrics.jsonl").read_text() == '{"step": 1}\n' and not (started / "run.json").exists()
+
+
+def test_an_interrupted_unpack_can_be_run_again(tmp_path, monkeypatch):
+    """The records were copied before the checkpoint: an unpack stopped in between left them, and
+    every later unpack into that run directory was refused ('run.json: already exists')."""
+    Trainer(_recipe(*RESUME_OVERRIDES), tmp_path / "run", quiet=True).fit(max_steps=1)
+    packed, moved = tmp_path / "packed", tmp_path / "moved"
+    assert main(["checkpoint", "pack", str(tmp_path / "run"), str(packed), "-q"]) == 0
+
+    def interrupted(path, state):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(portable, "save_checkpoint", interrupted)
+        assert main(["checkpoint", "unpack", str(packed), str(moved)]) == 130
+    assert not any(moved.rglob("*"))
+    assert main(["checkpoint", "unpack", str(packed), str(moved)]) == 0
+    assert (moved / "run.json").is_file() and (moved / "checkpoints" / "latest.pt").is_file()
 
 
 def test_run_dir_with_checkpoint_needs_resume(tmp_path):

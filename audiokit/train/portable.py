@@ -187,12 +187,19 @@ def unpack_run(pack_dir: str | Path, run_dir: str | Path) -> Path:
     for existing in [run_dir / CHECKPOINT, run_dir / WEIGHTS, *(run_dir / name for name in RECORDS)]:
         if existing.is_file():  # a run's records without a checkpoint are still that run's
             raise UsageError(f"{existing}: already exists; unpack into another run directory")
-    for name in RECORDS:
-        if (pack_dir / name).is_file():
-            run_dir.mkdir(parents=True, exist_ok=True)
-            with atomic_path(run_dir / name) as tmp:
-                shutil.copyfile(pack_dir / name, tmp)
-    path = save_checkpoint(run_dir / CHECKPOINT, state)
+    copied: list[Path] = []
+    try:  # the records without the checkpoint would refuse the next unpack: they go if it fails
+        for name in RECORDS:
+            if (pack_dir / name).is_file():
+                run_dir.mkdir(parents=True, exist_ok=True)
+                with atomic_path(run_dir / name) as tmp:
+                    shutil.copyfile(pack_dir / name, tmp)
+                copied.append(run_dir / name)
+        path = save_checkpoint(run_dir / CHECKPOINT, state)
+    except BaseException:  # an interruption too
+        for record in copied:
+            record.unlink(missing_ok=True)
+        raise
     _save_ema_weights(state, run_dir)
     return path
 
