@@ -350,6 +350,27 @@ def test_init_card_links_an_origin_whose_weights_were_replaced(tmp_path):
         records.training_record(run, init_card=old)
 
 
+def test_run_records_cut_short_or_corrupt(tmp_path):
+    """A run killed while appending a metrics line, or a damaged run.json/model.json, made the card an
+    'internal error' (JSONDecodeError) naming no file."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"seed": 0, "sessions": [{"start_step": 0}]}))
+    step = json.dumps({"step": 50, "speed/steps_per_second": 1.0})
+    (run / "metrics.jsonl").write_text(step + '\n{"step": 51, "spe')
+    assert records.training_record(run)["steps"] == 50  # the trainer drops the cut line too
+    (run / "metrics.jsonl").write_text('{"step": 51, "spe\n' + step + "\n")
+    with pytest.raises(UsageError, match=r"metrics.jsonl:1: not a JSON line"):
+        records.training_record(run)
+    (run / "metrics.jsonl").write_text(step + "\n")
+    (run / "model.json").write_text("{")
+    with pytest.raises(UsageError, match=r"run/model.json: not readable JSON"):
+        records.training_record(run)
+    (run / "run.json").write_text('{"sessions": [')
+    with pytest.raises(UsageError, match=r"run/run.json: not readable JSON"):
+        records.training_record(run)
+
+
 def test_session_table_shows_where_a_killed_session_was_continued():
     keys = ("started", "ended", "device", "world_size", "threads", "hardware", "host", "command")
     base = dict.fromkeys(keys, "x")

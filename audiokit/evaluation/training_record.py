@@ -13,7 +13,7 @@ import safetensors.torch
 import yaml
 
 from audiokit import io
-from audiokit.data.manifest import package_totals, read_jsonl
+from audiokit.data.manifest import package_totals
 from audiokit.data.sources import SOURCES
 from audiokit.errors import ModelError, RecipeError, UsageError
 from audiokit.models import resolve_weights
@@ -21,9 +21,35 @@ from audiokit.train.checkpoint import load_checkpoint
 from audiokit.train.records import shown_command
 
 
+def _json(path: Path) -> dict:
+    """The JSON object in ``path``; an unreadable one is a one-line :class:`UsageError` naming it."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise UsageError(f"{path}: not readable JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise UsageError(f"{path}: not a JSON object")
+    return value
+
+
 def _jsonl(path: Path) -> list[dict]:
-    """Rows of a JSONL file the trainer may not have written yet (none then)."""
-    return read_jsonl(path) if path.is_file() else []
+    """Rows of a JSONL file the trainer may not have written yet (none then). A last line cut short (a
+    run killed while appending it; the trainer drops it when it resumes) is left out; another bad line
+    is a one-line :class:`UsageError` naming ``file:line``."""
+    if not path.is_file():
+        return []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except ValueError as exc:
+            if number == len(lines):
+                break
+            raise UsageError(f"{path}:{number}: not a JSON line ({exc})") from None
+    return rows
 
 
 def _recipe_argument(command: list[str]) -> str | None:
@@ -80,7 +106,7 @@ def _init_weights(init: str) -> tuple[Path | None, str | None]:
     except ModelError:
         return None, None
     meta = path.with_suffix(".json")
-    return path, json.loads(meta.read_text()).get("sha256") if meta.is_file() else None
+    return path, _json(meta).get("sha256") if meta.is_file() else None
 
 
 def previous_training(
@@ -108,7 +134,7 @@ def previous_training(
     card_path = path.parent / "card.json" if path is not None else None
     if card_path is None or not card_path.is_file() or sha256 is None:
         return None
-    card = json.loads(card_path.read_text())
+    card = _json(card_path)
     described = card.get("weights", {}).get("sha256")
     if described != sha256 or described == own_sha256 or "training" not in card:
         return None
@@ -122,7 +148,7 @@ def _named_init_card(start: dict | None, own_sha256: str | None, init_card: Path
         raise UsageError(f"--init-card {init_card}: the run did not start from --init weights")
     if not init_card.is_file():
         raise UsageError(f"--init-card {init_card}: no such file")
-    card = json.loads(init_card.read_text())
+    card = _json(init_card)
     described = card.get("weights", {}).get("sha256")
     expected = start.get("init_sha256")
     if "training" not in card or described is None:
@@ -153,7 +179,7 @@ def _architecture(config_path: Path) -> tuple | None:
     """The format and typed config a weights file's ``.json`` records (None when there is none)."""
     if not config_path.is_file():
         return None
-    meta = json.loads(config_path.read_text())
+    meta = _json(config_path)
     return meta.get("format"), meta.get("config")
 
 
@@ -169,9 +195,9 @@ def check_run_weights(weights: str, run_dir: Path) -> None:
     path = resolve_weights(weights)
     sha256 = weights_sha256(path)
     own = run_dir / "model.json"
-    if own.is_file() and json.loads(own.read_text()).get("sha256") == sha256:
+    if own.is_file() and _json(own).get("sha256") == sha256:
         return
-    recorded = json.loads(info_path.read_text()).get("weights")
+    recorded = _json(info_path).get("weights")
     if recorded is not None and sha256 in recorded:
         return
     if any(_checkpoint_sha256(path) == sha256 for path in sorted((run_dir / "checkpoints").glob("*.pt"))):
@@ -197,7 +223,7 @@ def training_record(run_dir: Path, init_card: Path | None = None) -> dict:
     info_path = run_dir / "run.json"
     if not info_path.is_file():
         raise UsageError(f"--run-dir {run_dir}: no run.json (not an `audiokit train` run directory)")
-    info = json.loads(info_path.read_text())
+    info = _json(info_path)
     sessions = info.get("sessions", [])
     start_steps = [s.get("start_step", 0) for s in sessions]
     metrics = _purged(_jsonl(run_dir / "metrics.jsonl"), start_steps)
@@ -207,7 +233,7 @@ def training_record(run_dir: Path, init_card: Path | None = None) -> dict:
     ended = [s["end_step"] for s in sessions if s.get("end_step") is not None]
     steps = max([r["step"] for r in metrics + evaluations if "step" in r] + ended, default=0)
     own = run_dir / "model.json"
-    own_sha256 = json.loads(own.read_text()).get("sha256") if own.is_file() else None
+    own_sha256 = _json(own).get("sha256") if own.is_file() else None
     previous = previous_training(sessions, own_sha256, init_card)
     return {
         "run_dir": str(run_dir),
