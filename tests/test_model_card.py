@@ -371,6 +371,16 @@ def test_run_records_cut_short_or_corrupt(tmp_path):
         records.training_record(run)
 
 
+def test_card_of_weights_with_a_damaged_config_names_it(tmp_path, capsys):
+    """It read 'cards are made for codecs, enhancers and bwe models, not None'."""
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    config = tmp_path / "model.json"
+    config.write_text("{")
+    assert audiokit_main(["card", "-m", str(tmp_path), "--run-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"no readable model config beside the weights ({config})" in err
+
+
 def test_session_table_shows_where_a_killed_session_was_continued():
     keys = ("started", "ended", "device", "world_size", "threads", "hardware", "host", "command")
     base = dict.fromkeys(keys, "x")

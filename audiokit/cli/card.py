@@ -91,6 +91,9 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--max-files {args.max_files}: must be 1 or more")
     resolve_weights(args.weights)  # one line naming what is wrong with -m
     family = model_family(args.weights)
+    if family is None:  # weights without a readable config beside them: say which, as bench does
+        config = resolve_weights(args.weights).with_suffix(".json")
+        raise UsageError(f"-m {args.weights}: no readable model config beside the weights ({config})")
     if family not in ("codec", "enhancer", "bwe"):
         raise UsageError(
             f"-m {args.weights}: cards are made for codecs, enhancers and bwe models, not {family}"
