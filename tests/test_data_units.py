@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from audiokit.data import debs
 from audiokit.data.archives import extract_members, list_members, read_queen_table
 from audiokit.data.decode import decode
 from audiokit.data.manifest import package_totals
@@ -125,6 +126,25 @@ def test_g722_without_ffmpeg_says_how_to_install(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(ToolMissingError, match="apt-get install ffmpeg"):
         decode(clip)
+
+
+def test_an_interrupted_copy_from_the_deb_dir_leaves_nothing(tmp_path, monkeypatch):
+    """The copy went to a .copy-XXXX file that an interruption left in debs/ (1.8 GB for 0ad-data)."""
+    local = tmp_path / "local"
+    local.mkdir()
+    (local / "alsa-utils_1.0_all.deb").write_bytes(b"x" * 1000)
+
+    def interrupted(source, target):
+        Path(target).write_bytes(b"x" * 10)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(debs.shutil, "copyfile", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        debs.fetch_package("alsa-utils", tmp_path / "debs", local)
+    assert list((tmp_path / "debs").iterdir()) == []
+    monkeypatch.undo()
+    copied = debs.fetch_package("alsa-utils", tmp_path / "debs", local)
+    assert [p.name for p in (tmp_path / "debs").iterdir()] == [copied.name] and copied.stat().st_size == 1000
 
 
 def test_symlinks_resolve_inside_the_package(tmp_path):

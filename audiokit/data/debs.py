@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 from audiokit.errors import AudiokitError, ToolMissingError, UsageError
+from audiokit.io import atomic_path
 
 
 def sha256_file(path: Path, chunk_bytes: int = 1 << 20) -> str:
@@ -65,9 +66,8 @@ def fetch_package(package: str, folder: Path, local_dir: Path | None = None) -> 
         if source is None:
             raise UsageError(f"{local_dir}: no {package}_*.deb in the local package folder")
         target = folder / source.name
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".copy-", delete=False) as tmp:
-            shutil.copyfile(source, tmp.name)
-        os.replace(tmp.name, target)
+        with atomic_path(target) as tmp:  # an interrupted copy leaves nothing behind
+            shutil.copyfile(source, tmp)
         return target
     return _apt_download(package, folder)
 
