@@ -147,6 +147,22 @@ def test_an_interrupted_copy_from_the_deb_dir_leaves_nothing(tmp_path, monkeypat
     assert [p.name for p in (tmp_path / "debs").iterdir()] == [copied.name] and copied.stat().st_size == 1000
 
 
+def test_an_interrupted_unpack_leaves_nothing(tmp_path, monkeypatch):
+    """An interrupted dpkg-deb -x left extracted/NAME.partial (gigabytes for 0ad-data) until a rerun."""
+    deb = tmp_path / "alsa-utils_1.0_all.deb"
+    deb.write_bytes(b"x")
+
+    def interrupted(command, **kwargs):
+        (Path(command[-1]) / "usr").mkdir()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(debs, "_tool", lambda name, install: name)
+    monkeypatch.setattr(debs.subprocess, "run", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        debs.extract_package(deb, tmp_path / "extracted" / "alsa-utils")
+    assert list((tmp_path / "extracted").iterdir()) == [] and deb.exists()
+
+
 def test_symlinks_resolve_inside_the_package(tmp_path):
     (tmp_path / "usr/share/a").mkdir(parents=True)
     (tmp_path / "usr/share/a/x.wav").write_bytes(b"1")

@@ -93,7 +93,11 @@ def extract_package(deb: Path, folder: Path) -> Path:
     if partial.exists():
         shutil.rmtree(partial)
     partial.mkdir(parents=True)
-    result = subprocess.run([dpkg_deb, "-x", str(deb), str(partial)], capture_output=True, text=True)
+    try:
+        result = subprocess.run([dpkg_deb, "-x", str(deb), str(partial)], capture_output=True, text=True)
+    except BaseException:  # an interruption: no half-unpacked folder (gigabytes for 0ad-data) is left
+        shutil.rmtree(partial)
+        raise
     if result.returncode != 0:
         shutil.rmtree(partial)
         problem = f"dpkg-deb -x failed: {result.stderr.strip()}"
