@@ -105,6 +105,22 @@ def test_enhancer_card_end_to_end(tmp_path):
     assert card["command"].startswith("audiokit card -m ") and card["command"] in markdown
 
 
+@pytest.mark.parametrize(
+    ("line", "problem"), [('{"name": "fr/a.wav", "snr', "line 1 column"), ("{}", "no 'name'")]
+)
+def test_enhancer_card_names_a_damaged_clip_list(tmp_path, capsys, line, problem):
+    """A cut or hand-edited clips.jsonl was an internal error (JSONDecodeError, KeyError)."""
+    run = _run_dir(tmp_path)
+    weights = Enhancer.from_config("enhance-16k").save_pretrained(run / "model.safetensors", {"step": 3})
+    noisy_set = _noisy_set(tmp_path / "set")
+    (noisy_set / "clips.jsonl").write_text(line + "\n")
+    args = ["card", "-m", str(weights), "--run-dir", str(run), "--noisy-set", str(noisy_set)]
+    assert audiokit_main([*args, "--out", str(tmp_path / "out"), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{noisy_set}/clips.jsonl: not a clip list of `audiokit data mix`" in err
+    assert problem in err and not (tmp_path / "out").exists()
+
+
 def test_bwe_card_end_to_end(tmp_path):
     run = _run_dir(tmp_path)
     weights = BandwidthExtender.from_config("bwe-8to16").save_pretrained(run / "model.safetensors")

@@ -70,7 +70,11 @@ def clip_snrs(noisy_set: Path) -> dict[str, float]:
     path = noisy_set / "clips.jsonl"
     if not path.is_file():
         raise UsageError(f"--noisy-set {noisy_set}: no clips.jsonl (make the set with `audiokit data mix`)")
-    return {row["name"]: float(row["snr_db"]) for row in read_jsonl(path)}
+    try:
+        return {row["name"]: float(row["snr_db"]) for row in read_jsonl(path)}
+    except (ValueError, KeyError, TypeError) as exc:  # a cut or hand-edited list
+        problem = f"no {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise UsageError(f"{path}: not a clip list of `audiokit data mix` ({problem})") from None
 
 
 def spread_over_snrs(snrs: dict[str, float], count: int) -> list[str]:
