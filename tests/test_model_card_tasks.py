@@ -13,7 +13,7 @@ import pytest
 from audiokit import io
 from audiokit.cli import main as audiokit_main
 from audiokit.errors import UsageError
-from audiokit.evaluation.bwe_card import CONDITIONS, gsm_missing
+from audiokit.evaluation.bwe_card import CONDITIONS, gsm_missing, narrowband_recordings
 from audiokit.evaluation.enhancer_card import SYSTEMS, spread_over_snrs
 from audiokit.evaluation.targets import CardTargets, Target, condition_verdicts, load_targets, verdicts
 from audiokit.models.bwe import BandwidthExtender
@@ -154,6 +154,14 @@ def test_bwe_card_end_to_end(tmp_path):
     if "gsm" in e["skipped"]:
         assert by_title["GSM input: PESQ-WB above sinc"]["status"] == "not evaluated"
     assert "--input-rate 8000" in e["commands"]["narrowband"]
+
+
+def test_bwe_card_names_a_bad_narrowband_manifest_line(tmp_path):
+    """A bad line of a --narrowband manifest was an internal error (ValueError)."""
+    manifest = tmp_path / "nb.jsonl"
+    manifest.write_text('{"path": "a.wav"}\n{"path": 3}\n')
+    with pytest.raises(UsageError, match=r"--narrowband .*nb.jsonl:2: not a manifest line"):
+        narrowband_recordings((manifest,), 1)
 
 
 def test_bwe_card_refuses_to_replace_a_narrowband_spectrogram(tmp_path, capsys):

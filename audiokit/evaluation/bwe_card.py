@@ -135,7 +135,10 @@ def narrowband_recordings(paths: tuple[Path, ...], count: int) -> list[Path]:
     found: list[Path] = []
     for path in paths:
         if path.suffix == ".jsonl":
-            found += [Path(row["path"]) for row in read_manifest(path)]
+            try:
+                found += [Path(row["path"]) for row in read_manifest(path)]
+            except ValueError as exc:  # names file:line
+                raise UsageError(f"--narrowband {exc}") from None
         else:
             found += io.find_audio(path)
     return evenly_spaced(sorted(found), count)
