@@ -76,6 +76,18 @@ def is_stdio(path: PathLike) -> bool:
     return str(path) == STDIO
 
 
+def carries_stdout(path: PathLike) -> bool:
+    """True where text printed to standard output would land in ``path``: ``-``, or the file standard
+    output is (``/dev/stdout``, ``/proc/self/fd/1``, or the file a shell redirect sends it to), so a
+    summary must go to standard error instead."""
+    if is_stdio(path):
+        return True
+    try:
+        return os.path.samestat(os.stat(path), os.fstat(sys.stdout.fileno()))
+    except (OSError, ValueError, AttributeError):  # no such file yet, or stdout is no file (captured)
+        return False
+
+
 def shown_name(path: PathLike) -> str:
     """``path`` as messages and summaries name an input: ``<stdin>`` for ``-``."""
     return "<stdin>" if is_stdio(path) else str(path)

@@ -153,6 +153,21 @@ def test_writes_in_place():
     assert not io.writes_in_place(__file__) and not io.writes_in_place("/nonexistent/x.akc")
 
 
+def test_dev_stdout_carries_the_codes_and_the_summary_goes_to_stderr(tmp_path):
+    """``audiokit encode a.wav /dev/stdout | audiokit decode - b.wav`` (the README's pattern): the
+    summary line was appended to the codes on standard output, and decode found no trailer."""
+    source = _wav(tmp_path / "a.wav")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    encode = [sys.executable, "-m", "audiokit", "encode", str(source), "/dev/stdout"]
+    done = subprocess.run(encode, capture_output=True, env=env, timeout=300)
+    assert done.returncode == 0 and b"encode: 1 done" in done.stderr, done.stderr
+    decode = [sys.executable, "-m", "audiokit", "decode", "-", str(tmp_path / "b.wav")]
+    decoded = subprocess.run(decode, input=done.stdout, capture_output=True, env=env, timeout=300)
+    assert decoded.returncode == 0, decoded.stderr
+    assert sf.info(tmp_path / "b.wav").frames == sf.info(source).frames
+    assert io.carries_stdout("-") and not io.carries_stdout(source)
+
+
 def test_sigterm_mid_encode_removes_the_temporary_file(tmp_path):
     source = _wav(tmp_path / "long.wav", seconds=600)  # ~10 s of encoding on one busy core
     out = tmp_path / "out"

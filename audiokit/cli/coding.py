@@ -37,8 +37,9 @@ from audiokit.io import prepare_outputs
 
 
 def _results_stream(output: str) -> TextIO:
-    """Where results are printed: stdout, or stderr when stdout carries the audio or the codes (``-``)."""
-    return sys.stderr if io.is_stdio(output) else sys.stdout
+    """Where results are printed: stdout, or stderr when stdout carries the audio or the codes (``-``,
+    ``/dev/stdout``)."""
+    return sys.stderr if io.carries_stdout(output) else sys.stdout
 
 
 def _finish(batch: Batch, args: argparse.Namespace, what: str, text: str, data: dict) -> int:

@@ -65,7 +65,7 @@ def run_jobs(
     seconds = sum(d["seconds"] for d in batch.done)
     compute = sum(d["compute_seconds"] for d in batch.done)
     speed = seconds / max(compute, 1e-9)
-    out = sys.stderr if io.is_stdio(args.output) else sys.stdout
+    out = sys.stderr if io.carries_stdout(args.output) else sys.stdout  # stdout may carry the audio
     if args.json:
         summary = {
             "model": model.name,

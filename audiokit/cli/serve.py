@@ -123,7 +123,7 @@ def run_stream(args: argparse.Namespace) -> int:
     source = args.input if io.is_stdio(args.input) else Path(args.input)
     io.prepare_outputs([(source, args.output)], args.force)  # first: before reading, connecting
     name = io.shown_name(args.input)
-    out = sys.stderr if io.is_stdio(args.output) else sys.stdout  # stdout may carry the audio
+    out = sys.stderr if io.carries_stdout(args.output) else sys.stdout  # stdout may carry the audio
     url = redact_token(args.url)  # the shared secret stays off the terminal and out of logs
     try:
         result, chunks, rate = _stream_file(args)
