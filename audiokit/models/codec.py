@@ -360,12 +360,15 @@ class Codec(AudioModel, family="codec", config_class=CodecConfig, configs=CONFIG
 
         ``codes.codes`` holds frames ``first_frame ..``; for a result equal to a full decode the frames
         must start at least :attr:`decoder_context_frames` before the one holding ``start`` (or at 0).
+        Samples before 0, or that the frames do not cover, raise :class:`~audiokit.errors.UsageError`.
         """
         codes = self._checked_codes(codes, "Codec.decode_segment", check_length=False)
         offset = start - first_frame * self.hop_length + self.target_delay
         audio = self.decoder(self.quantizer.decode(codes.codes))
-        if offset < 0 or offset + length > audio.shape[-1]:
-            raise ValueError(f"frames from {first_frame} do not cover samples [{start}, {start + length})")
+        if start < 0 or offset < 0 or offset + length > audio.shape[-1]:
+            raise UsageError(
+                f"Codec.decode_segment: frames from {first_frame} do not cover samples [{start}, {start + length})"
+            )
         return audio[..., offset : offset + length].reshape(-1, codes.channels, length)
 
     def check_codes(self, codes: Any, where: str) -> torch.Tensor:
