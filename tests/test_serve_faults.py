@@ -228,6 +228,35 @@ def test_sigterm_drains(tmp_path):
             proc.kill()
 
 
+def test_a_finished_stream_leaves_nothing_alive_at_exit():
+    """A 44.1 kHz stream that ended: its resamplers (native soxr objects) stayed referenced by the
+    scheduler's loop until exit, and the exit printed ~20 lines of nanobind "leaked" warnings."""
+    port = free_port()
+    command = [sys.executable, "-m", "audiokit", "serve", "-m", "speech-16k", "--port", str(port), "-q"]
+    proc = subprocess.Popen(
+        command, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        wait_until_serving(proc, port, 60)
+
+        async def main():
+            async with websockets.connect(f"ws://127.0.0.1:{port}/v1/stream") as ws:
+                await ws.send(json.dumps({**START, "sample_rate": 44100}))
+                await ws.recv()
+                await ws.send(speech(0.5).tobytes())  # read as 44.1 kHz samples
+                await ws.send(json.dumps({"type": "end"}))
+                with contextlib.suppress(websockets.ConnectionClosed):
+                    while True:
+                        await asyncio.wait_for(ws.recv(), 30)
+
+        asyncio.run(main())
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0 and "leaked" not in err, err
+
+
 def test_a_drain_mid_stream_leaves_the_client_its_audio_and_one_warning(tmp_path):
     """`audiokit stream` paced in real time when the server drains mid-file: exit 0, the output holds
     what the server made of the audio it took (a prefix), one warning line, no traceback (was: a

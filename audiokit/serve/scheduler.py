@@ -144,32 +144,37 @@ class Scheduler:
             self.metrics.live.labels(self.engine.name).dec()
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             await self._wake.wait()
             self._wake.clear()
             job, self._job = self._job, _Job([], [], [], [])
-            if not (job.opens or job.pushes or job.ends or job.drops or self._ready):
-                continue
-            try:
-                outputs, self._ready = await loop.run_in_executor(self._executor, self._tick, job)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # a bug: end this model's streams, keep the server up
-                log.exception("scheduler %s failed", self.engine.name)
-                self._fail_all(f"internal error in {self.engine.name}: {type(exc).__name__}")
-                continue
-            for stream, samples, final in outputs:
-                if stream in self.streams or final:
-                    if samples.shape[0]:
-                        stream.output.put_nowait(samples)
-                        stream.unsent += samples.shape[0]
-                    if final:
-                        stream.output.put_nowait(DONE)
-                        self._forget(stream)
-                stream.progress.set()
-            if self._ready:
-                self._wake.set()
+            if job.opens or job.pushes or job.ends or job.drops or self._ready:
+                await self._advance(job)
+            del job  # no ended stream (and its native resamplers) outlives its end in this frame
+
+    async def _advance(self, job: _Job) -> None:
+        """Run ``job`` in the worker and hand the outputs to their streams."""
+        try:
+            outputs, self._ready = await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._tick, job
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug: end this model's streams, keep the server up
+            log.exception("scheduler %s failed", self.engine.name)
+            self._fail_all(f"internal error in {self.engine.name}: {type(exc).__name__}")
+            return
+        for stream, samples, final in outputs:
+            if stream in self.streams or final:
+                if samples.shape[0]:
+                    stream.output.put_nowait(samples)
+                    stream.unsent += samples.shape[0]
+                if final:
+                    stream.output.put_nowait(DONE)
+                    self._forget(stream)
+            stream.progress.set()
+        if self._ready:
+            self._wake.set()
 
     def _fail_all(self, reason: str) -> None:
         self._ready = 0
