@@ -56,7 +56,7 @@ test-all: setup
 DEMO_MODEL ?= speech-16k
 
 demo: setup
-	$(VENV)/bin/audiokit demo --model $(DEMO_MODEL) --out demo-out
+	$(VENV)/bin/audiokit demo --model $(DEMO_MODEL) --out demo-out -f
 
 bench: setup
 	@# encodec without its dependencies (they would pull a torchaudio that breaks beside torch 2.13), but

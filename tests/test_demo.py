@@ -118,3 +118,24 @@ def test_demo_quiet_prints_the_means_and_a_model_lacking_the_defaults_uses_its_o
     table = _table(stdout)
     assert sorted(kbps for _, kbps in table) == [0.2, 0.4]  # 2 stages of 4 bits at 50 frames/s
     assert {clip for clip, _ in table} == {"all 1"}
+
+
+def test_a_rerun_replaces_the_output_folder_only_with_force(tmp_path, capsys, tiny_codec_file):
+    """`--out` is made whole (staged) on one thread: an existing folder is refused in one line, and with
+    ``-f`` replaced, so no file of an earlier demo is left beside the new `demo.json`."""
+    samples, out = tmp_path / "samples", tmp_path / "out"
+    samples.mkdir()
+    shutil.copy(SAMPLES / CLIPS[0], samples / CLIPS[0])
+    argv = ["demo", "-q", "--model", str(tiny_codec_file), "--samples", str(samples), "--out", str(out)]
+    argv += ["--bitrate", "6"]
+    assert main(argv) == 0
+    stdout = capsys.readouterr().out
+    assert "on 1 thread(s)" in stdout.splitlines()[0]
+    assert f"spectrograms: {out / 'spectrograms-6kbps.png'}" in stdout
+    (out / "earlier.opus").write_bytes(b"from an earlier demo")
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(out) in err[0] and (out / "earlier.opus").exists()
+    assert main([*argv, "-f"]) == 0
+    assert not (out / "earlier.opus").exists() and (out / "spectrograms-6kbps.png").exists()
+    assert json.loads((out / "demo.json").read_text())["figures"] == {"6": "spectrograms-6kbps.png"}

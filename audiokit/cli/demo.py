@@ -10,9 +10,10 @@ from pathlib import Path
 
 import torch
 
-from audiokit.cli.options import add_model_option
+from audiokit.cli.options import add_model_option, add_threads_option, use_threads
 from audiokit.coding import DEFAULT_MODEL, load_codec
 from audiokit.evaluation.demo import opus_kbps_for, side_by_side
+from audiokit.folders import staged_folder
 from audiokit.models import Codec, is_shipped
 from audiokit.models.base import model_label
 
@@ -40,8 +41,9 @@ def default_bitrates(codec: Codec) -> list[float]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Code the clips and print the tables; ``-q`` leaves out the notes and the per-clip rows, never the
-    means."""
+    """Code the clips into a fresh ``--out`` (staged: it appears whole, and replaces an existing one only
+    with ``-f``) and print the tables; ``-q`` leaves out the notes and the per-clip rows, never the means."""
+    use_threads(args)
     codec, weights_hash = load_codec(args.model)
     shipped = is_shipped(args.model)
     if not shipped and not args.quiet:
@@ -54,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
     )
     out = Path(args.out)
     bitrates = args.bitrate or default_bitrates(codec)
-    summary = side_by_side(args.model, Path(args.samples), args.glob, bitrates, out, args.quiet)
+    with staged_folder(out, args.force) as staging:
+        summary = side_by_side(args.model, Path(args.samples), args.glob, bitrates, staging, args.quiet)
     for mean in summary["means"]:
         kbps = mean["bitrate_kbps"]
         opus_kbps = opus_kbps_for(kbps)
@@ -63,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         clips = [] if args.quiet else [r for r in summary["clips"] if r["bitrate_kbps"] == kbps]
         for row in clips + [mean]:
             print(_format_row(row))
-        print(f"spectrograms: {summary['figures'][f'{kbps:g}']}")
+        print(f"spectrograms: {out / summary['figures'][f'{kbps:g}']}")
     print(f"outputs (.akc, .opus, decoded .wav, demo.json) in {out}/")
     return 0
 
@@ -89,4 +92,6 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         help="bitrates in kbit/s (default 1.5 3 6, or every bitrate of a model that lacks one of them)",
     )
     parser.add_argument("--out", default="demo-out", help="output directory (default demo-out)")
+    parser.add_argument("-f", "--force", action="store_true", help="replace --out if it exists")
+    add_threads_option(parser)
     parser.set_defaults(handler=run)

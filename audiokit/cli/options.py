@@ -63,6 +63,11 @@ def add_batch_options(parser: argparse.ArgumentParser) -> None:
         "--fail-fast", action="store_true", help="stop at the first file that fails (default: do the rest)"
     )
     parser.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    add_threads_option(parser)
+
+
+def add_threads_option(parser: argparse.ArgumentParser) -> None:
+    """``--threads`` (torch threads, default 1; :func:`use_threads` applies it)."""
     parser.add_argument(
         "--threads",
         type=whole_number(1, MAX_THREADS),

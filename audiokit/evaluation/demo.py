@@ -125,7 +125,7 @@ def side_by_side(
 
     ``out`` gets per clip the 16-bit input, the ``.akc``/``.opus`` files and their decoded ``.wav``s,
     one ``spectrograms-<K>kbps.png`` per bitrate and ``demo.json``: the returned summary (``clips``:
-    a row per clip and bitrate; ``means``: one per bitrate; ``figures``: the PNG paths).
+    a row per clip and bitrate; ``means``: one per bitrate; ``figures``: the PNGs' names in ``out``).
     """
     files = find_audio(Path(samples), glob)
     codec, weights_hash = load_codec(model)
@@ -148,7 +148,7 @@ def side_by_side(
         png = out / f"spectrograms-{kbps:g}kbps.png"
         titles = ["reference", f"ours {kbps:g} kbps", f"Opus {opus_kbps_for(kbps):g} kbps"]
         spectrogram_comparison(figures[kbps], codec.sample_rate, png, titles)
-        pngs[f"{kbps:g}"] = str(png)
+        pngs[f"{kbps:g}"] = png.name
     summary = {
         "model": codec.name,
         "model_path": None if shipped else model,
