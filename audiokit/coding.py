@@ -29,7 +29,7 @@ from audiokit.bitstream import AkcHeader, AkcReader, AkcWriter
 from audiokit.dsp import BandwidthEstimator
 from audiokit.entropy import EntropyCoder, EntropyModel
 from audiokit.entropy_model import PriorModel
-from audiokit.errors import ModelError, UsageError
+from audiokit.errors import BitstreamError, ModelError, UsageError
 from audiokit.io import AUDIO_EXTENSIONS, PathLike, RawFormat, find_audio
 from audiokit.models import WEIGHTS_DIR, Codec, Codes
 from audiokit.models.base import model_label
@@ -438,8 +438,7 @@ def decode_file(
                 f"{codec.name} weights {weights_hash[:12]}, which are not known to write the same codes; "
                 "pass --model with the encoder's weights"
             )
-        if h.codebook_size != codec.codebook_size or h.sample_rate != codec.sample_rate:
-            raise ModelError(f"{source}: stream parameters do not match model {codec.name}")
+        _check_stream(io.shown_name(source), reader, codec)
         rate = sample_rate or io.supported_rate(target, h.original_rate)
         io.check_output_format(target, rate, h.channels)
         total = output_length(h, rate)
@@ -468,6 +467,25 @@ def decode_file(
         "clipped": clipped,
         "scale": scale,
     }
+
+
+def _check_stream(name: str, reader: AkcReader, codec: Codec) -> None:
+    """A one-line error naming the file ``name`` unless ``codec`` can decode ``reader``'s stream: the
+    model's rate, frame rate and codebooks, and enough frames for the stated length."""
+    h = reader.header
+    model = (codec.sample_rate, Fraction(codec.sample_rate, codec.hop_length), codec.codebook_size)
+    if (h.sample_rate, h.frame_rate, h.codebook_size) != model or h.num_codebooks > codec.num_codebooks:
+        raise ModelError(
+            f"{name}: stream parameters ({h.sample_rate} Hz, frame rate {h.frame_rate} Hz, "
+            f"{h.num_codebooks} codebooks of {h.codebook_size}) do not match model {codec.name} "
+            f"({model[0]} Hz, frame rate {model[1]} Hz, up to {codec.num_codebooks} codebooks of {model[2]})"
+        )
+    most = reader.num_frames * codec.hop_length - codec.target_delay
+    if h.num_samples > max(most, 0):
+        raise BitstreamError(
+            f"{name}: {reader.num_frames} frames decode to at most {max(most, 0)} samples, but the "
+            f"stream holds {h.num_samples} samples"
+        )
 
 
 RESAMPLE_MARGIN = 1024

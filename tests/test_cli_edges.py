@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 import sys
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,9 @@ import pytest
 import soundfile as sf
 
 from audiokit import io
+from audiokit.bitstream import AkcHeader, write_akc
 from audiokit.cli import main
+from audiokit.coding import load_codec
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 V1_FIXTURE = Path(__file__).resolve().parent / "data" / "speech16k_v1.akc"  # written by the version-1 writer
@@ -483,3 +486,47 @@ def test_a_bad_decode_model_is_the_commands_error_not_the_files(capsys, tmp_path
     )
     assert code == 1 and out == "" and len(err.strip().splitlines()) == 1
     assert "nosuchmodel" in err and "in.akc" not in err and not (tmp_path / "o.wav").exists()
+
+
+def _crafted_akc(path: Path, frames: int, **fields: object) -> Path:
+    """A well-formed ``.akc`` naming the shipped speech-16k whose header ``fields`` may not fit that model:
+    by default ``frames`` frames of random 6 kbps codes for 15,680 samples (what 50 frames decode to)."""
+    codec, weights_hash = load_codec("speech-16k")
+    defaults = {
+        "model_name": "speech-16k",
+        "weights_hash": weights_hash,
+        "sample_rate": 16000,
+        "channels": 1,
+        "num_codebooks": 12,
+        "codebook_size": codec.codebook_size,
+        "frame_rate": Fraction(50),
+        "num_samples": 15680,
+        "source_rate": 16000,
+        "source_samples": 15680,
+    }
+    header = AkcHeader(**{**defaults, **fields})
+    codes = np.random.default_rng(0).integers(0, header.codebook_size, (1, header.num_codebooks, frames))
+    write_akc(path, codes, header)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        ({"frame_rate": 25}, "frame rate 25 Hz"),
+        ({"frame_rate": 100, "num_samples": 7680, "source_samples": 7680}, "frame rate 100 Hz"),
+        ({"num_codebooks": 13}, "13 codebooks"),
+        ({"num_samples": 16000, "source_samples": 16000}, "16000 samples"),
+    ],
+)
+@pytest.mark.parametrize("seek", [[], ["--start", "0.5"]])
+def test_a_stream_the_model_cannot_decode_is_one_line_naming_the_file(
+    capsys, tmp_path, fields, problem, seek
+):
+    """A well-formed file whose frame rate, codebook count or frame count does not fit the model is
+    refused in one line naming it, before anything is decoded (not garbage, not an internal error)."""
+    akc = _crafted_akc(tmp_path / "x.akc", 50, **fields)
+    code, _, err = run(capsys, "decode", akc, tmp_path / "x.wav", *seek)
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert str(akc) in err and problem in err and not (tmp_path / "x.wav").exists()
+    assert run(capsys, "decode", _crafted_akc(tmp_path / "ok.akc", 50), tmp_path / "ok.wav", *seek)[0] == 0
