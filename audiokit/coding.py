@@ -443,7 +443,7 @@ def decode_file(
         io.check_output_format(target, rate, h.channels)
         total = output_length(h, rate)
         first = 0 if start_s is None else round(start_s * rate)
-        if first >= total:
+        if start_s is not None and first >= total:
             raise UsageError(f"{source}: --start {start_s} s is past the end ({total / rate:.3f} s)")
         stop = total if duration_s is None else min(total, first + max(1, round(duration_s * rate)))
         subtype = "PCM_16" if io.output_extension(target) == ".wav" else None
@@ -502,6 +502,8 @@ def _decoded_at_rate(
     its samples fall on the whole decode's) with :data:`RESAMPLE_MARGIN` more on each side."""
     h = reader.header
     model_rate = h.sample_rate
+    if first == stop:  # a stream shorter than half a sample at this rate: no samples
+        return
     if rate == model_rate:
         for _, block in _decoded_blocks(codec, reader, first, stop):
             yield block

@@ -530,3 +530,20 @@ def test_a_stream_the_model_cannot_decode_is_one_line_naming_the_file(
     assert code == 1 and len(err.strip().splitlines()) == 1, err
     assert str(akc) in err and problem in err and not (tmp_path / "x.wav").exists()
     assert run(capsys, "decode", _crafted_akc(tmp_path / "ok.akc", 50), tmp_path / "ok.wav", *seek)[0] == 0
+
+
+def test_a_stream_shorter_than_one_output_sample_decodes_to_an_empty_file(capsys, tmp_path):
+    """1 sample at 16 kHz lasts half a sample at 8 kHz, and a stream may hold no samples at all: both
+    decode to an empty file of the right rate and channels (not "--start None s is past the end");
+    a --start is still past their end."""
+    sf.write(tmp_path / "one.wav", np.full(1, 0.25, dtype=np.float32), 16000, subtype="FLOAT")
+    assert run(capsys, "encode", tmp_path / "one.wav", tmp_path / "one.akc")[0] == 0
+    empty = _crafted_akc(tmp_path / "empty.akc", 1, num_samples=0, source_samples=0)
+    for akc, rate in ((tmp_path / "one.akc", "8000"), (empty, "16000"), (empty, "44100")):
+        out = tmp_path / "out.wav"
+        code, _, err = run(capsys, "decode", "-f", akc, out, "--sample-rate", rate)
+        assert code == 0, err
+        back = sf.info(out)
+        assert (back.frames, back.samplerate, back.channels) == (0, int(rate), 1)
+        code, _, err = run(capsys, "decode", "-f", akc, out, "--start", "0", "--sample-rate", rate)
+        assert code == 1 and "--start 0.0 s is past the end" in err
