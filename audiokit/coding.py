@@ -440,6 +440,11 @@ def decode_file(
             )
         _check_stream(io.shown_name(source), reader, codec)
         rate = sample_rate or io.supported_rate(target, h.original_rate)
+        if sample_rate is None and rate < io.MIN_SAMPLE_RATE:
+            raise UsageError(
+                f"{io.shown_name(source)}: encoded from {h.original_rate} Hz audio, below the "
+                f"{io.MIN_SAMPLE_RATE} Hz audiokit writes; pass --sample-rate"
+            )
         io.check_output_format(target, rate, h.channels)
         total = output_length(h, rate)
         first = 0 if start_s is None else round(start_s * rate)

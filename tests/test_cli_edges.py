@@ -547,3 +547,13 @@ def test_a_stream_shorter_than_one_output_sample_decodes_to_an_empty_file(capsys
         assert (back.frames, back.samplerate, back.channels) == (0, int(rate), 1)
         code, _, err = run(capsys, "decode", "-f", akc, out, "--start", "0", "--sample-rate", rate)
         assert code == 1 and "--start 0.0 s is past the end" in err
+
+
+def test_a_stream_encoded_from_a_rate_audiokit_cannot_write_names_the_file(capsys, tmp_path):
+    """A stream whose source rate (the header allows 1 Hz) is below what audiokit writes is refused in
+    one line naming the file, not as a --sample-rate that was never given; --sample-rate decodes it."""
+    akc = _crafted_akc(tmp_path / "low.akc", 50, source_rate=999, source_samples=979)
+    code, _, err = run(capsys, "decode", akc, tmp_path / "o.wav")
+    assert code == 1 and len(err.strip().splitlines()) == 1 and not (tmp_path / "o.wav").exists()
+    assert str(akc) in err and "999 Hz" in err and "pass --sample-rate" in err, err
+    assert run(capsys, "decode", akc, tmp_path / "o.wav", "--sample-rate", "8000")[0] == 0
