@@ -447,10 +447,12 @@ def decode_file(
             )
         io.check_output_format(target, rate, h.channels)
         total = output_length(h, rate)
-        first = 0 if start_s is None else round(start_s * rate)
+        first = 0 if start_s is None else round(min(start_s * rate, total))  # 1e308 s: past the end
         if start_s is not None and first >= total:
             raise UsageError(f"{source}: --start {start_s} s is past the end ({total / rate:.3f} s)")
-        stop = total if duration_s is None else min(total, first + max(1, round(duration_s * rate)))
+        stop = (
+            total if duration_s is None else min(total, first + max(1, round(min(duration_s * rate, total))))
+        )
         subtype = "PCM_16" if io.output_extension(target) == ".wav" else None
         scale = 1.0
         if rescale:

@@ -104,6 +104,7 @@ MISTAKES = [
     ["decode", "{akc}", "{root}/o.wav", "--start", "-1"],
     ["decode", "{akc}", "{root}/o.wav", "--duration", "0"],
     ["decode", "{akc}", "{root}/o.wav", "--start", "99"],
+    ["decode", "{akc}", "{root}/o.wav", "--start", "1e308"],
     ["decode", "{root}/corrupt.akc", "{root}/o.wav"],
     ["decode", "{wav}", "{root}/o.wav"],
     ["decode", "{root}/missing.akc", "{root}/o.wav"],
@@ -557,3 +558,24 @@ def test_a_stream_encoded_from_a_rate_audiokit_cannot_write_names_the_file(capsy
     assert code == 1 and len(err.strip().splitlines()) == 1 and not (tmp_path / "o.wav").exists()
     assert str(akc) in err and "999 Hz" in err and "pass --sample-rate" in err, err
     assert run(capsys, "decode", akc, tmp_path / "o.wav", "--sample-rate", "8000")[0] == 0
+
+
+def test_a_huge_duration_decodes_to_the_end(capsys, files, tmp_path):
+    """--duration 1e308 (beyond a float's range once in samples) is the rest of the stream, at the
+    model's rate and at another."""
+    for rate in ("16000", "44100"):
+        out = tmp_path / f"{rate}.wav"
+        code, _, err = run(
+            capsys,
+            "decode",
+            files["akc"],
+            out,
+            "--start",
+            "0.1",
+            "--duration",
+            "1e308",
+            "--sample-rate",
+            rate,
+        )
+        assert code == 0, err
+        assert sf.info(out).frames == round(0.4 * int(rate))
