@@ -136,3 +136,15 @@ def test_an_archived_version_codes_with_the_entropy_model_of_its_same_codes_succ
     assert old.entropy_model == new.entropy_model is not None and old.weights_hash != new.weights_hash
     assert (tmp_path / "old.akc").stat().st_size == (tmp_path / "new.akc").stat().st_size
     assert main(["decode", str(tmp_path / "old.akc"), str(tmp_path / "old.wav"), "-q"]) == 0
+
+
+def test_a_file_whose_weights_are_not_here_is_named_in_the_error(tmp_path, tiny_codec_file, capsys):
+    """Decoding, without --model, a file written by weights never shipped: the one-line error names the
+    file (it named only the weights, so a single file's error did not say which file)."""
+    akc = tmp_path / "unshipped.akc"
+    assert main(["encode", "-q", str(SAMPLE), str(akc), "-m", str(tiny_codec_file), "-b", "1.5"]) == 0
+    capsys.readouterr()
+    assert main(["decode", "-q", str(akc), str(tmp_path / "o.wav")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{akc}: " in err and "not a shipped version" in err, err
+    assert not (tmp_path / "o.wav").exists()

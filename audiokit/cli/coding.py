@@ -11,7 +11,7 @@ from typing import TextIO
 
 from audiokit import io
 from audiokit.bitstream import AkcReader
-from audiokit.cli.batch import BandwidthWarning, Batch, run_file_jobs
+from audiokit.cli.batch import BandwidthWarning, Batch, problem_line, run_file_jobs
 from audiokit.cli.options import (
     add_batch_options,
     add_force_option,
@@ -32,7 +32,7 @@ from audiokit.coding import (
     load_codec,
     mirror_jobs,
 )
-from audiokit.errors import UsageError
+from audiokit.errors import ModelError, UsageError
 from audiokit.io import prepare_outputs
 
 
@@ -106,19 +106,21 @@ def run_decode(args: argparse.Namespace) -> int:
     for _, target in jobs:
         io.check_output_format(target, args.sample_rate)
     chosen = load_codec(args.model) if args.model else None  # a bad -m is the command's error, not a file's
+    options = (args.start, args.duration, args.sample_rate, args.rescale)
 
     def decode(job: tuple[Path, Path]) -> dict:
         source, target = job
-        with io.readable_path(source) as path:  # standard input is read once, here
-            if chosen:
-                codec, weights_hash = chosen
-            else:  # the weights the header names: the shipped ones, or an archived earlier version
-                with AkcReader(path) as reader:
-                    codec, weights_hash = codec_for(reader.header)
-            done = decode_file(
-                codec, path, target, weights_hash, args.start, args.duration, args.sample_rate, args.rescale
-            )
         name = io.shown_name(source)
+        try:
+            with io.readable_path(source) as path:  # standard input is read once, here
+                if chosen:
+                    codec, weights_hash = chosen
+                else:  # the weights the header names: the shipped ones, or an archived earlier version
+                    with AkcReader(path) as reader:
+                        codec, weights_hash = codec_for(reader.header)
+                done = decode_file(codec, path, target, weights_hash, *options)
+        except ModelError as exc:  # the weights or tables the file names are missing: say which file
+            raise ModelError(problem_line(name, exc)) from None
         if done["clipped"]:
             print(
                 f"warning: {target}: {done['clipped']} sample(s) clipped at full scale; pass --rescale "
