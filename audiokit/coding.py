@@ -523,7 +523,7 @@ def _decoded_at_rate(
     margin = RESAMPLE_MARGIN * max(1, math.ceil(model_rate / rate))
     begin = max(0, (first * model_rate // rate - margin) // step * step)
     end = min(h.num_samples, -(-stop * model_rate // rate) + margin)
-    (_, model_audio), *_ = _decoded_blocks(codec, reader, begin, end)
+    model_audio = torch.cat([block for _, block in _decoded_blocks(codec, reader, begin, end)], dim=1)
     out = torch.from_numpy(io.resample(model_audio.numpy().T.copy(), model_rate, rate).T.copy())
     offset = begin * rate // model_rate
     yield from _exact_length([out[:, first - offset : stop - offset]], stop - first)

@@ -238,6 +238,12 @@ def test_seek_with_resampling_equals_the_same_span_of_a_full_decode(capsys, tmp_
         )
         end, _ = sf.read(tail)
         assert np.abs(end - whole[round(1.5 * int(rate)) :]).max() <= 2 / 32768
+        near = tmp_path / f"near{rate}.wav"  # a span whose margins reach both ends: all its chunks
+        assert (
+            run(capsys, "decode", tmp_path / "s.akc", near, "--sample-rate", rate, "--start", "0.05")[0] == 0
+        )
+        most, _ = sf.read(near)
+        assert np.abs(most - whole[round(0.05 * int(rate)) :]).max() <= 2 / 32768
 
 
 def test_version_1_files_still_decode(capsys, tmp_path):
