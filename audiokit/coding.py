@@ -233,6 +233,11 @@ def entropy_model_for(model_name: str, weights_hash: str, model_id: int | None =
 
 def entropy_model_of(codec: Codec, weights_hash: str) -> EntropyCoder:
     """The preferred entropy-coding model of ``codec`` (shipped weights only; else a :class:`UsageError`)."""
+    if model_version(codec.name, weights_hash) is None:
+        raise UsageError(
+            f"--entropy: {codec.name} weights {weights_hash[:12]} were never shipped, so no entropy-coding "
+            "model comes with them; encode without --entropy"
+        )
     try:
         return entropy_model_for(codec.name, weights_hash)
     except ModelError as exc:

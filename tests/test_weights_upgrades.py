@@ -148,3 +148,22 @@ def test_a_file_whose_weights_are_not_here_is_named_in_the_error(tmp_path, tiny_
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"{akc}: " in err and "not a shipped version" in err, err
     assert not (tmp_path / "o.wav").exists()
+
+
+def test_entropy_coding_with_weights_never_shipped_says_so(tmp_path, tiny_codec_file, capsys):
+    """`encode --entropy -m <weights never shipped>`: one line saying those weights have no entropy-coding
+    model (it told the user to pass the --model they had passed)."""
+    argv = [
+        "encode",
+        str(SAMPLE),
+        str(tmp_path / "o.akc"),
+        "-m",
+        str(tiny_codec_file),
+        "-b",
+        "1.5",
+        "--entropy",
+    ]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "never shipped" in err and "pass --model" not in err, err
+    assert not (tmp_path / "o.akc").exists()
