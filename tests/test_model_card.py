@@ -17,7 +17,7 @@ from audiokit.cli import main as audiokit_main
 from audiokit.errors import UsageError
 from audiokit.evaluation import targets as card_targets
 from audiokit.evaluation import training_record as records
-from audiokit.evaluation.card_markdown import session_table
+from audiokit.evaluation.card_markdown import portable_command, session_table
 from audiokit.evaluation.codec_card import entropy_section
 from audiokit.evaluation.model_card import weights_info
 from audiokit.evaluation.robustness import ROBUSTNESS_TITLES
@@ -435,3 +435,18 @@ def test_targets_file_is_checked_and_decides_verdicts(tmp_path):
 def test_a_bitrate_the_codec_lacks_is_named_by_the_cards_option():
     with pytest.raises(UsageError, match=r"^--bitrates 7: speech-16k codes at .* kbps only"):
         weights_info("speech-16k", (6.0, 7.0))
+
+
+def test_reproduce_commands_name_recipes_and_runs_inside_a_clone():
+    """The cards showed a recipe of a deleted worktree (/work/code/s31b/recipes/...) and private run
+    folders; a reader's clone has recipes/ and runs/."""
+    recorded = (
+        "audiokit train /work/code/s31b/recipes/enhance_speech16k.yaml --run-dir /work/runs/s31-abl/normlow "
+        "--resume --set 'mixture.snr_db=[-10.0, 20.0]'"
+    )
+    assert portable_command(recorded) == (
+        "audiokit train recipes/enhance_speech16k.yaml --run-dir runs/normlow --resume "
+        "--set 'mixture.snr_db=[-10.0, 20.0]'"
+    )
+    relative = "audiokit train recipes/bwe_8to16.yaml --run-dir runs/bwe --set run.threads=1"
+    assert portable_command(relative) == relative

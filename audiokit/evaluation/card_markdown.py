@@ -338,14 +338,30 @@ def training_lines(card: dict) -> list[str]:
     return lines
 
 
+def portable_command(command: str) -> str:
+    """A recorded shell ``command`` as a reader of a clone can run it: a recipe given by the absolute
+    path of some checkout (``/x/y/recipes/a.yaml``) as ``recipes/a.yaml``, and an absolute ``--run-dir``
+    as ``runs/<its name>``."""
+    words = shlex.split(command)
+    for i, word in enumerate(words):
+        path = Path(word)
+        if path.is_absolute() and path.suffix in (".yaml", ".yml") and path.parent.name == "recipes":
+            words[i] = f"recipes/{path.name}"
+        elif i and words[i - 1] == "--run-dir" and path.is_absolute():
+            words[i] = f"runs/{path.name}"
+    return shlex.join(words)
+
+
 def reproduce_lines(card: dict, prepare: str, commands: Iterable[str]) -> list[str]:
-    """The card's "Reproduce" section: training sessions, ``prepare`` (the data command), the evaluation
-    ``commands`` and the card's own command; then the run's resolved recipe."""
+    """The card's "Reproduce" section: training sessions (:func:`portable_command`), ``prepare`` (the
+    data command), the evaluation ``commands`` and the card's own command; then the run's resolved
+    recipe."""
     t = card["training"]
     lines = ["", "## Reproduce", "", "```sh"]
     lines += [
-        "# training, session by session as recorded in run.json (the data: audiokit data prepare)",
-        *(s["command"] for record in lineage(t) for s in record["sessions"]),
+        "# training, session by session as recorded in run.json, paths made relative to a clone (the data:",
+        "# audiokit data prepare)",
+        *(portable_command(s["command"]) for record in lineage(t) for s in record["sessions"]),
         "# the evaluation data, and every number of the tables and the targets",
         prepare,
         *commands,
