@@ -3,31 +3,36 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.audiokit-installed
-# The CPU build of torch; on a machine with a CUDA toolkit, `make TORCH_SPEC=torch==2.13.0 ...` as you like.
+# The CPU build of torch, from PyTorch's CPU index (PyPI's default build brings several GB of CUDA
+# libraries; the +cpu wheel sorts above it). Where that index cannot be reached (an offline mirror with
+# the wheel on disk) it is passed over at once. `make TORCH_INDEX= ...` takes PyPI's CUDA build.
 TORCH_SPEC ?= torch==2.13.0
-# command:Debian-package pairs audiokit runs (the Opus baseline; ffmpeg reads m4a, webm, ...;
-# chromium + chromedriver, firefox-esr + pulseaudio (its null audio output): the server's web page is
-# tested in headless Chromium and Firefox). Installed without recommends: pulseaudio's would bring
-# systemd-logind, rtkit and a D-Bus user session, none of which the tests use
-SYSTEM_TOOLS := opusenc:opus-tools opusdec:opus-tools ffmpeg:ffmpeg ffprobe:ffmpeg chromium:chromium chromedriver:chromium-driver \
-  firefox-esr:firefox-esr pulseaudio:pulseaudio
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+# command:Debian-package pairs audiokit runs (the Opus baseline; ffmpeg reads m4a, webm, ...)
+SYSTEM_TOOLS := opusenc:opus-tools opusdec:opus-tools ffmpeg:ffmpeg ffprobe:ffmpeg
+# and the tests also need: chromium + chromedriver, firefox-esr + pulseaudio (its null audio output): the
+# server's web page is tested in headless Chromium and Firefox. Installed without recommends: pulseaudio's
+# would bring systemd-logind, rtkit and a D-Bus user session, none of which the tests use
+TEST_TOOLS := chromium:chromium chromedriver:chromium-driver firefox-esr:firefox-esr pulseaudio:pulseaudio
 
 # speed/quality benchmarks run by `make bench` (each prints JSON and saves it under benchmarks/results/)
 BENCHMARKS := benchmarks/bench_codec.py benchmarks/bench_enhancer.py benchmarks/bench_bwe.py benchmarks/frontends_speed.py benchmarks/frontends_chirp.py
 
-.PHONY: setup system-tools test test-all demo bench lint clean
+.PHONY: setup system-tools test-tools test test-all demo bench lint clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -qq --retries 0 $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e ".[dev]"
 	@# the C++ kernels (kernels/cpu) once per machine, so that the first entropy-coded decode does not wait
 	@$(PY) -c "from audiokit.ops import cpp; m = cpp.load(); print('C++ kernels:', 'built' if m else f'not built ({cpp.unavailable_reason()}); numpy/torch run instead')"
 	@touch $(STAMP)
 
-system-tools:
-	@missing=$$(for pair in $(SYSTEM_TOOLS); do \
+# the Debian packages of TOOLS (command:package pairs) whose commands are missing: installed as root, else
+# the apt-get line to run
+define install_tools
+	@missing=$$(for pair in $(1); do \
 	  command -v $${pair%%:*} >/dev/null 2>&1 || echo $${pair##*:}; done | sort -u | xargs); \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
@@ -38,6 +43,13 @@ system-tools:
 	    echo "install them with: sudo apt-get install $$missing"; exit 1; \
 	  fi; \
 	fi
+endef
+
+system-tools:
+	$(call install_tools,$(SYSTEM_TOOLS))
+
+test-tools:
+	$(call install_tools,$(TEST_TOOLS))
 
 setup: $(STAMP) system-tools
 
@@ -46,10 +58,10 @@ setup: $(STAMP) system-tools
 TEST_WORKERS ?= 2
 PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
-test: setup
+test: setup test-tools
 	$(PYTEST) -m "not slow"
 
-test-all: setup
+test-all: setup test-tools
 	$(PYTEST)
 
 # the codec `make demo` runs: the shipped weights, or any other (make demo DEMO_MODEL=runs/<name>)
