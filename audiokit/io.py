@@ -199,9 +199,11 @@ class RawFormat:
 
 def _check_readable(path: Path) -> None:
     if not path.exists():
-        raise AudioFormatError(path, "file not found")
+        raise AudioFormatError(path, "no such file or directory")
     if path.is_dir():
         raise AudioFormatError(path, "is a directory, not an audio file")
+    if path.suffix.lower() == ".akc":
+        raise AudioFormatError(path, "an audiokit codec stream, not audio: decode it first (audiokit decode)")
     if path.stat().st_size == 0:
         raise AudioFormatError(path, "file is empty (0 bytes)")
 

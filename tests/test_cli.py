@@ -114,7 +114,7 @@ def test_info_counts_nonfinite_samples(tmp_path):
         ("truncated.wav", "truncated"),
         ("notes.wav", "not a readable audio file"),
         ("nan.wav", "NaN"),
-        ("absent.wav", "not found"),
+        ("absent.wav", "no such file or directory"),
     ],
 )
 def test_info_and_eval_on_bad_files_give_one_line(bad_dir, name, problem):

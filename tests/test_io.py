@@ -163,7 +163,7 @@ def _bad_files(tmp_path):
         "nan.wav": "NaN",
         "zero.wav": "no audio samples",
         "truncated.ogg": "truncated",
-        "missing.wav": "not found",
+        "missing.wav": "no such file or directory",
     }
 
 
@@ -237,3 +237,15 @@ def test_hour_long_file_streams_in_constant_memory(tmp_path):
     grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert total == rate * seconds
     assert grown_mib < 50, f"reading an hour grew peak memory by {grown_mib:.0f} MiB"
+
+
+def test_a_codec_stream_is_named_as_such_and_a_missing_file_as_everywhere_else(tmp_path):
+    """An .akc given where audio is read (enhance, eval) said 'not a readable audio file: Invalid
+    argument'; a missing file read 'file not found' here and 'no such file or directory' in encode."""
+    (tmp_path / "talk.akc").write_bytes(b"AKC0" + bytes(60))
+    with pytest.raises(
+        AudioFormatError, match="talk.akc: an audiokit codec stream, not audio: decode it first"
+    ):
+        io.load(tmp_path / "talk.akc")
+    with pytest.raises(AudioFormatError, match="nosuch.wav: no such file or directory"):
+        io.info(tmp_path / "nosuch.wav")

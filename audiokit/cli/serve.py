@@ -270,7 +270,12 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         default="ws://127.0.0.1:8765/v1/stream",
         help="server WebSocket URL (default: ws://127.0.0.1:8765/v1/stream)",
     )
-    client.add_argument("--task", choices=("enhance", "codec"), default="enhance")
+    client.add_argument(
+        "--task",
+        choices=("enhance", "codec"),
+        default="enhance",
+        help="what the server does to the audio: enhance it, or code and decode it (default: enhance)",
+    )
     client.add_argument("-m", "--model", help="served model name (default: the server's for the task)")
     client.add_argument("-b", "--bitrate", type=float, default=6.0, help="codec bitrate in kbps (default: 6)")
     client.add_argument("--format", choices=("f32le", "s16le"), default="f32le", help="PCM on the wire")
