@@ -45,6 +45,8 @@ RUN useradd --create-home --uid 10001 audiokit
 USER 10001
 WORKDIR /home/audiokit
 EXPOSE 8765
-HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+# a long start period: with --compile aoti the server builds its step libraries before it answers
+# (minutes for the codec on a fresh cache), and failed checks during it do not count
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20m --retries=3 \
     CMD ["curl", "-fsS", "http://127.0.0.1:8765/healthz"]
 ENTRYPOINT ["audiokit", "serve", "--host", "0.0.0.0", "--port", "8765"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -33,6 +34,14 @@ def test_build_context_holds_the_package_and_its_weights():
     text = (ROOT / "Dockerfile").read_text()
     assert 'ENTRYPOINT ["audiokit", "serve", "--host", "0.0.0.0"' in text and "HEALTHCHECK" in text
     assert "USER 10001" in text
+
+
+def test_health_check_waits_out_a_compiling_start():
+    """`--compile aoti` builds the codec's step libraries before the server answers (minutes on a
+    fresh cache): a 60 s start period marked such a container unhealthy (and restarted it, under an
+    orchestrator) before it had served once."""
+    period = re.search(r"--start-period=(\d+)([sm])", (ROOT / "Dockerfile").read_text())
+    assert period and int(period[1]) * (60 if period[2] == "m" else 1) >= 600
 
 
 def _daemon() -> bool:
