@@ -44,6 +44,8 @@ RUN pip install --no-cache-dir . && rm -rf /src
 RUN useradd --create-home --uid 10001 audiokit
 USER 10001
 WORKDIR /home/audiokit
+# the user's cache (compiled steps, kernels): a volume mounted here starts with the user as its owner
+RUN mkdir -p /home/audiokit/.cache/audiokit
 EXPOSE 8765
 # a long start period: with --compile aoti the server builds its step libraries before it answers
 # (minutes for the codec on a fresh cache), and failed checks during it do not count
