@@ -315,6 +315,37 @@ def test_batcher_encode_and_decode_modes_and_capacity():
         decoder.push(d, codes.codes[0])
 
 
+def test_batchers_refuse_bad_pushes_before_queuing_them():
+    """Integer PCM, NaN and codes out of range are refused at push, as a session refuses them; a refused
+    push leaves the stream (and its batcher) as if it had not been made."""
+    codec = CODECS["tiny-istft"]
+    x = torch.randn(1, 1, 1000) * 0.3
+    codes, audio = offline(codec, x)
+    poisoned = x[0].clone()
+    poisoned[0, 10] = float("nan")
+    bad_codes = codes.codes[0].clone()
+    bad_codes[0, 1] = codec.codebook_size
+    enhancer = Enhancer.from_config("enhance-16k").eval()
+    roundtrip = MultiStreamBatcher(codec, capacity=2, mode="roundtrip")
+    decoder = MultiStreamBatcher(codec, capacity=2, mode="decode")
+    audio_batcher = AudioBatcher(enhancer, capacity=2)
+    cases = [
+        (roundtrip, roundtrip.open(), x[0], [(x[0] * 32767).short(), poisoned, x[0].numpy()]),
+        (decoder, decoder.open(length=1000), codes.codes[0], [bad_codes, -bad_codes]),
+        (audio_batcher, audio_batcher.open(), x[0], [(x[0] * 32767).short(), poisoned, x[0].numpy()]),
+    ]
+    for batcher, stream, good, bads in cases:
+        for bad in bads:
+            with pytest.raises(UsageError, match=r"int16|NaN|numpy|0\.\.\d+"):
+                batcher.push(stream, bad)
+        batcher.push(stream, good)
+        while batcher.step():
+            pass
+        got = torch.cat([batcher.pull(stream), batcher.close(stream)], -1)
+        expected = audio[0] if batcher is not audio_batcher else enhancer.enhance(x)[0]
+        torch.testing.assert_close(got, expected, rtol=0, atol=ATOL)
+
+
 # ------------------------------------------------------------------ latency and timing
 @pytest.mark.parametrize("name", ["speech-16k", "seanet-lstm"])
 def test_measured_latency_matches_algorithmic_latency(name):

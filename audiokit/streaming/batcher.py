@@ -74,7 +74,9 @@ class MultiStreamBatcher:
         return self._slots[stream_id]
 
     def push(self, stream_id: int, chunk: torch.Tensor) -> None:
-        """Queue ``chunk`` for ``stream_id``; nothing is computed until :meth:`step`."""
+        """Queue ``chunk`` for ``stream_id``; nothing is computed until :meth:`step`. Integer PCM, numpy
+        arrays, NaN or infinite samples and codes outside the codebooks raise
+        :class:`~audiokit.errors.UsageError` (as a session's ``push``) before anything is queued."""
         session, slot = self.session, self._slot(stream_id)
         if session.mode == "decode":
             codes = getattr(chunk, "codes", chunk)
@@ -82,11 +84,12 @@ class MultiStreamBatcher:
                 shape = tuple(codes.shape) if isinstance(codes, torch.Tensor) else type(codes).__name__
                 raise UsageError(f"push codes (n_q, frames) for one stream, got {shape}")
             session._check_codes(codes)
-            piece = codes.to(session.device)
+            piece = session.codec.check_codes(codes[None], "MultiStreamBatcher.push")[0].to(session.device)
         else:
-            if not isinstance(chunk, torch.Tensor) or chunk.dim() != 2 or chunk.shape[0] != session.channels:
-                shape = tuple(chunk.shape) if isinstance(chunk, torch.Tensor) else type(chunk).__name__
-                raise UsageError(f"push audio ({session.channels}, samples), got {shape}")
+            shape = f"({session.channels}, samples)"
+            chunk = session.codec.audio_input(chunk, "MultiStreamBatcher.push", shape, (2,), allow_empty=True)
+            if chunk.shape[0] != session.channels:
+                raise UsageError(f"push audio {shape}, got {tuple(chunk.shape)}")
             piece = chunk.to(session.device, session.dtype)
         session._append(slot, piece)
 
@@ -235,7 +238,11 @@ class AudioBatcher:
         return self._slots[stream_id]
 
     def push(self, stream_id: int, chunk: torch.Tensor) -> None:
-        """Queue mono ``chunk`` (``(n,)`` or ``(1, n)``) of ``stream_id``; nothing runs until :meth:`step`."""
+        """Queue mono ``chunk`` (``(n,)`` or ``(1, n)``) of ``stream_id``; nothing runs until :meth:`step`.
+        Integer PCM, numpy arrays and NaN or infinite samples raise :class:`~audiokit.errors.UsageError`
+        (the model's ``audio_input``) before anything is queued."""
+        shape = "(samples,) or (1, samples)"
+        chunk = self.model.audio_input(chunk, "AudioBatcher.push", shape, (1, 2), allow_empty=True)
         if chunk.dim() == 2 and chunk.shape[0] == 1:
             chunk = chunk[0]
         if chunk.dim() != 1:
