@@ -204,6 +204,17 @@ def test_streaming_emits_frames_as_soon_as_possible():
     assert session.push(torch.randn(1, 1)).shape[-1] == 1  # frame 0 reads padded samples 0..255
 
 
+def test_push_after_flush_is_refused():
+    """Flush pads the right edge into the buffer: a later push would read it as signal."""
+    module = DiffSTFT(64, 40, 16)
+    session = module.stream(1)
+    session.push(torch.randn(1, 300))
+    session.flush()
+    assert session.flush().shape[-1] == 0
+    with pytest.raises(UsageError, match="push after flush"):
+        session.push(torch.randn(1, 300))
+
+
 def test_usage_errors():
     with pytest.raises(UsageError, match="max_frames"):
         DiffSTFT(256, 200, 64, time_varying=True)

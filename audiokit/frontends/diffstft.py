@@ -230,8 +230,9 @@ class DiffSTFTStream:
     """Streaming session of a ``DiffSTFT``: ``push`` any chunk length, ``flush`` at the end.
 
     Frame ``k`` is emitted as soon as every input sample it reads has arrived (``N // 2`` samples
-    of look-ahead, as ``center=True`` implies); the right-edge padding is applied by ``flush``.
-    Memory is bounded by about ``n_fft`` samples per stream. Uses the module's current parameters.
+    of look-ahead, as ``center=True`` implies); the right-edge padding is applied by ``flush``, which
+    ends the stream (a later ``push`` raises :class:`~audiokit.errors.UsageError`). Memory is bounded
+    by about ``n_fft`` samples per stream. Uses the module's current parameters.
     """
 
     def __init__(self, stft: DiffSTFT, batch_size: int) -> None:
@@ -242,12 +243,17 @@ class DiffSTFTStream:
         self._buf_start = 0
         self._received = 0
         self._next = 0
+        self._flushed = False
 
     def push(self, chunk: torch.Tensor) -> torch.Tensor:
         """Add ``(B, t)`` samples; returns the newly complete frames ``(B, F, k)``."""
         if chunk.dim() != 2 or chunk.shape[0] != self.batch_size:
             raise UsageError(
                 f"DiffSTFTStream: expected ({self.batch_size}, samples), got {tuple(chunk.shape)}"
+            )
+        if self._flushed:
+            raise UsageError(
+                "DiffSTFTStream: push after flush; the stream has ended, start a new one with stream()"
             )
         self._received += chunk.shape[-1]
         pad = self.stft.n_fft // 2
@@ -274,6 +280,7 @@ class DiffSTFTStream:
                 :, 0, pad + 1 :
             ]
             self._buf = torch.cat([self._buf, right], dim=-1)
+        self._flushed = True  # the buffer now ends in padding
         return self._emit(available=length + 2 * pad, length=length)
 
     def _empty(self, like: torch.Tensor) -> torch.Tensor:
