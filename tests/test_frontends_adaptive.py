@@ -157,6 +157,16 @@ def test_gradients_reach_banks_and_analyser():
         assert grad is not None and grad.abs().sum() > 0, name
 
 
+@pytest.mark.parametrize("length", [0, 1, 159])
+def test_inputs_shorter_than_a_hop_give_no_frames(length):
+    """``(B, T) -> (B, n_bands, T // hop)`` holds below one hop too, as the stream gives it."""
+    module = AdaptiveFilterbank(SR, n_bands=8, banks=("mel", "gabor")).eval()
+    x = 0.1 * torch.randn(2, length)
+    assert module(x).shape == (2, 8, 0)
+    assert module.mixing_weights(x).shape == (2, 0, 2)
+    assert module.stream(2).push(x).shape == (2, 8, 0)
+
+
 def test_usage_errors():
     with pytest.raises(UsageError, match="banks"):
         AdaptiveFilterbank(SR, banks=("mel", "bark"))

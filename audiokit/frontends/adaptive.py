@@ -217,12 +217,16 @@ class AdaptiveFilterbank(nn.Module):
                 f"AdaptiveFilterbank: expected audio of shape (batch, samples), got {tuple(x.shape)}"
             )
         usable = x.shape[-1] - x.shape[-1] % self.hop_length
+        if not usable:  # no whole hop: no frame (the pooling needs one)
+            return x.new_zeros(x.shape[0], self.n_bands, 0)
         padded = F.pad(x[:, :usable], (self.history, 0))
         return self.features(padded, self.initial_state(x.shape[0]))[0]
 
     def mixing_weights(self, x: torch.Tensor) -> torch.Tensor:
         """Per-frame bank weights ``(B, frames, K)`` the forward pass would use (for inspection)."""
         usable = x.shape[-1] - x.shape[-1] % self.hop_length
+        if not usable:
+            return x.new_zeros(x.shape[0], 0, len(self.banks))
         padded = F.pad(x[:, :usable], (self.history, 0))
         logits = self.logits(padded)
         if self.mixing == "input":
