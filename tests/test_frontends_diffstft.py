@@ -215,6 +215,26 @@ def test_push_after_flush_is_refused():
         session.push(torch.randn(1, 300))
 
 
+def test_inputs_must_be_float_batches():
+    """Integer PCM, numpy arrays and wrong shapes are named (the stream took int16 as audio, forward
+    failed inside torch.stft); float16 is computed in float32, as offline so streamed."""
+    module = DiffSTFT(64, 40, 16)
+    x = torch.randn(2, 300)
+    for bad in ((x * 32767).short(), x.numpy(), x[0], x[None]):
+        with pytest.raises(UsageError, match=r"DiffSTFT: expected real float audio of shape \(batch"):
+            module(bad)
+        with pytest.raises(UsageError, match=r"DiffSTFTStream.push: expected .* \(2, samples\)"):
+            module.stream(2).push(bad)
+    with pytest.raises(UsageError, match=r"\(2, samples\), got float32 of shape \(3, 300\)"):
+        module.stream(2).push(torch.randn(3, 300))
+    half = x.half()
+    with torch.no_grad():
+        session = module.stream(2)
+        streamed = torch.cat([session.push(half), session.flush()], -1)
+        torch.testing.assert_close(module(half), module(half.float()))
+        torch.testing.assert_close(streamed, module(half.float()))
+
+
 def test_usage_errors():
     with pytest.raises(UsageError, match="max_frames"):
         DiffSTFT(256, 200, 64, time_varying=True)

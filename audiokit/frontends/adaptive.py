@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from audiokit.errors import UsageError
+from audiokit.frontends.diffstft import batch_audio
 from audiokit.frontends.filterbank import INITS, FIRFilterbank
 
 COMPRESSIONS = ("log", "pcen", "none")
@@ -211,11 +212,9 @@ class AdaptiveFilterbank(nn.Module):
         return mixed, state
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, T)`` audio -> ``(B, n_bands, T // hop_length)`` features."""
-        if x.dim() != 2:
-            raise UsageError(
-                f"AdaptiveFilterbank: expected audio of shape (batch, samples), got {tuple(x.shape)}"
-            )
+        """Real float ``(B, T)`` audio (converted to the module's dtype) -> ``(B, n_bands, T // hop_length)``
+        features; other inputs raise :class:`~audiokit.errors.UsageError`."""
+        x = batch_audio(x, "AdaptiveFilterbank").to(self.prior.dtype)
         usable = x.shape[-1] - x.shape[-1] % self.hop_length
         if not usable:  # no whole hop: no frame (the pooling needs one)
             return x.new_zeros(x.shape[0], self.n_bands, 0)
@@ -253,7 +252,9 @@ class AdaptiveFilterbankStream:
         self._state = module.initial_state(batch_size)
 
     def push(self, chunk: torch.Tensor) -> torch.Tensor:
+        """Add real float ``(B, t)`` samples; returns the newly complete frames ``(B, n_bands, k)``."""
         m = self.module
+        chunk = batch_audio(chunk, "AdaptiveFilterbankStream.push", self.batch_size).to(m.prior.dtype)
         self._buf = torch.cat([self._buf.to(chunk), chunk], dim=-1)
         n_frames = (self._buf.shape[-1] - m.history) // m.hop_length
         if n_frames == 0:

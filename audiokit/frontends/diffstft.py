@@ -26,6 +26,7 @@ derivative ``w'``), which is exact at ``d_k = 0``. Second derivatives w.r.t. the
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +36,19 @@ from audiokit.errors import UsageError
 from audiokit.frontends.windows import WINDOWS, continuous_window
 
 PAD_MODES = ("reflect", "constant")
+
+
+def batch_audio(x: Any, where: str, batch_size: int | None = None) -> torch.Tensor:
+    """``x`` if it is a real floating-point torch tensor ``(batch, samples)`` (``batch_size`` rows when
+    given), else :class:`~audiokit.errors.UsageError` naming ``where`` and what ``x`` is."""
+    rows = "batch" if batch_size is None else batch_size
+    if not isinstance(x, torch.Tensor):
+        got = f"{type(x).__module__}.{type(x).__qualname__}"
+    elif not x.is_floating_point() or x.dim() != 2 or batch_size not in (None, x.shape[0]):
+        got = f"{str(x.dtype).removeprefix('torch.')} of shape {tuple(x.shape)}"
+    else:
+        return x
+    raise UsageError(f"{where}: expected real float audio of shape ({rows}, samples), got {got}")
 
 
 class DiffSTFT(nn.Module):
@@ -135,9 +149,9 @@ class DiffSTFT(nn.Module):
         return hop == round(hop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Complex spectrogram of real ``(B, T)`` audio -> ``(B, n_fft // 2 + 1, frames)``."""
-        if x.dim() != 2 or x.is_complex():
-            raise UsageError(f"DiffSTFT: expected real audio of shape (batch, samples), got {tuple(x.shape)}")
+        """Complex spectrogram of real float ``(B, T)`` audio (float16 is computed in float32) ->
+        ``(B, n_fft // 2 + 1, frames)``; other inputs raise :class:`~audiokit.errors.UsageError`."""
+        x = _fft_dtype(batch_audio(x, "DiffSTFT"))
         if self.pad_mode == "reflect" and x.shape[-1] <= self.n_fft // 2:
             self._pad(x)  # raises the explanatory error
         if self._is_fast():
@@ -205,6 +219,11 @@ class DiffSTFT(nn.Module):
         return DiffSTFTStream(self, batch_size)
 
 
+def _fft_dtype(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32 unless it is float32 or float64 (the FFT's types)."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
 def analyse(
     padded: torch.Tensor, origin: int, centres: torch.Tensor, lengths: torch.Tensor, stft: DiffSTFT
 ) -> torch.Tensor:
@@ -246,11 +265,8 @@ class DiffSTFTStream:
         self._flushed = False
 
     def push(self, chunk: torch.Tensor) -> torch.Tensor:
-        """Add ``(B, t)`` samples; returns the newly complete frames ``(B, F, k)``."""
-        if chunk.dim() != 2 or chunk.shape[0] != self.batch_size:
-            raise UsageError(
-                f"DiffSTFTStream: expected ({self.batch_size}, samples), got {tuple(chunk.shape)}"
-            )
+        """Add real float ``(B, t)`` samples; returns the newly complete frames ``(B, F, k)``."""
+        chunk = _fft_dtype(batch_audio(chunk, "DiffSTFTStream.push", self.batch_size))
         if self._flushed:
             raise UsageError(
                 "DiffSTFTStream: push after flush; the stream has ended, start a new one with stream()"
