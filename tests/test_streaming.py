@@ -545,6 +545,8 @@ def test_push_errors_are_clear():
     codec = CODECS["tiny-istft"]
     with pytest.raises(UsageError, match="mode"):
         codec.stream(1, "sideways")
+    with pytest.raises(UsageError, match="channels must be at least 1, got 0"):
+        codec.stream(1, "roundtrip", channels=0)
     session = codec.stream(2, "roundtrip")
     with pytest.raises(UsageError, match=r"push audio \(2, 1, samples\)"):
         session.push(torch.zeros(1, 1, 10))

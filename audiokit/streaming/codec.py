@@ -110,6 +110,8 @@ class CodecStream:
         self.mode = mode
         self.batch_size = batch_size
         self.channels = codec.channels if channels is None else int(channels)
+        if self.channels < 1:
+            raise UsageError(f"channels must be at least 1, got {channels}")
         if codec.channels != 1 and self.channels != codec.channels:
             raise UsageError(f"{codec.name} codes {codec.channels} channels, got channels={self.channels}")
         self.fold = self.channels if codec.channels == 1 else 1
