@@ -171,6 +171,15 @@ def test_decode_segment_needs_no_gradients(codec, wav):
     segment += 1.0  # an ordinary tensor, not an inference one: it can be written in place
 
 
+def test_decode_segment_refuses_samples_the_frames_do_not_cover(codec, wav):
+    """Samples before 0 are not in the signal (the decoder's first ``target_delay`` samples were
+    returned for them), nor are samples past the frames."""
+    codes = codec.encode(wav)
+    for start, length in ((-5, 10), (-1, 1), (1500, 500)):
+        with pytest.raises(UsageError, match=rf"do not cover samples \[{start}, {start + length}\)"):
+            codec.decode_segment(codes, 0, start, length)
+
+
 def test_docstrings_name_rate_and_shapes():
     assert "sample_rate" in Codec.encode.__doc__ and "(batch, channels, samples)" in Codec.encode.__doc__
     for method in (Enhancer.enhance, BandwidthExtender.extend):

@@ -366,9 +366,8 @@ class Codec(AudioModel, family="codec", config_class=CodecConfig, configs=CONFIG
         offset = start - first_frame * self.hop_length + self.target_delay
         audio = self.decoder(self.quantizer.decode(codes.codes))
         if start < 0 or offset < 0 or offset + length > audio.shape[-1]:
-            raise UsageError(
-                f"Codec.decode_segment: frames from {first_frame} do not cover samples [{start}, {start + length})"
-            )
+            span = f"[{start}, {start + length})"
+            raise UsageError(f"Codec.decode_segment: frames from {first_frame} do not cover samples {span}")
         return audio[..., offset : offset + length].reshape(-1, codes.channels, length)
 
     def check_codes(self, codes: Any, where: str) -> torch.Tensor:
