@@ -160,6 +160,13 @@ def test_codes_out_of_range_are_refused(codec, wav, bad):
         codec.decode(Codes(codes.codes.clamp(0, 1023), 10**6))
 
 
+def test_codes_without_frames_are_refused(codec, wav):
+    empty = codec.encode(wav).codes[..., :0]
+    for codes in (empty, Codes(empty, 1)):
+        with pytest.raises(UsageError, match=r"decode: the codes hold no frames, got shape \(1, 12, 0\)"):
+            codec.decode(codes)
+
+
 def test_decode_segment_needs_no_gradients(codec, wav):
     """Seeking decodes without autograd; ``decode`` keeps gradients (tests train through it)."""
     codes = codec.encode(wav)

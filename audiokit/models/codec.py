@@ -396,6 +396,8 @@ class Codec(AudioModel, family="codec", config_class=CodecConfig, configs=CONFIG
         raw = not isinstance(codes, Codes)
         checked = self.check_codes(codes if raw else codes.codes, where)
         frames = checked.shape[-1]
+        if frames < 1:
+            raise UsageError(f"{where}: the codes hold no frames, got shape {tuple(checked.shape)}")
         if raw:
             return Codes(checked, frames * self.hop_length - self.target_delay, self.channels)
         fold = codes.channels if self.channels == 1 else 1
