@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from audiokit import io
+from audiokit.errors import UsageError
 from audiokit.models.bwe import NARROWBAND_EDGE_HZ, BandwidthExtender, BandwidthExtenderConfig
 from audiokit.nn.resample import Upsampler, lowpass_taps
 from audiokit.train.checkpoint import load_checkpoint
@@ -128,7 +129,7 @@ def test_lengths_silence_and_latency(model):
     assert model.extend(torch.zeros(2, 333), 16000).shape == (2, 333)
     assert model.algorithmic_latency / model.sample_rate <= 0.020
     assert sum(p.numel() for p in model.parameters()) <= 2_000_000
-    with pytest.raises(ValueError, match="input_rate"):
+    with pytest.raises(UsageError, match="input_rate must be 8000 or 16000 Hz, got 11025"):
         model.extend(torch.zeros(1, 10), 11025)
 
 

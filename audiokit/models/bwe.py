@@ -277,7 +277,7 @@ class BandwidthExtender(
         raise :class:`~audiokit.errors.UsageError`."""
         rate = self.sample_rate
         if input_rate not in (rate // 2, rate):
-            raise ValueError(f"input_rate must be {rate // 2} or {rate} Hz, got {input_rate}; resample first")
+            raise UsageError(f"input_rate must be {rate // 2} or {rate} Hz, got {input_rate}; resample first")
         x = self.audio_input(wav, "BandwidthExtender.extend", ANY_AUDIO_SHAPE, (1, 2, 3), input_rate)
         batched = x.reshape((1,) * (3 - x.dim()) + x.shape)
         if edge_hz is None:
