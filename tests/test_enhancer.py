@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.utils.flop_counter import FlopCounterMode
 
+from audiokit.errors import UsageError
 from audiokit.models.enhancer import CONFIGS, Enhancer, mix_factor
 from audiokit.nn.band_conv import BandEncoder
 from audiokit.nn.spectral import CausalInverseSpectrum, CausalSpectrum, DeepFilter
@@ -121,7 +122,7 @@ def test_knobs(enhancer):
     half = enhancer.enhance(x, dry=0.5)
     torch.testing.assert_close(half, 0.5 * wet + 0.5 * dry, atol=1e-5, rtol=0)
     assert mix_factor(20.0, 0.0) == pytest.approx(0.1)
-    with pytest.raises(ValueError):
+    with pytest.raises(UsageError, match=r"dry must be in \[0, 1\], got 1.5"):
         mix_factor(None, 1.5)
 
 

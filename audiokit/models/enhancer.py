@@ -61,7 +61,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from audiokit.dsp import erb_filterbank
-from audiokit.errors import ModelError
+from audiokit.errors import ModelError, UsageError
 from audiokit.frontends import AdaptiveFilterbank, DiffSTFT, is_unit_parameter
 from audiokit.models.base import ANY_AUDIO_SHAPE, AudioModel, ModelConfig
 from audiokit.nn import StreamableConv1d, StreamableLSTM
@@ -146,12 +146,13 @@ CONFIGS: dict[str, EnhancerConfig] = {
 
 
 def mix_factor(atten_lim_db: float | None, dry: float) -> float:
-    """Share ``a`` of the input spectrum kept in the output (0 = fully enhanced); ``ValueError`` for a
-    ``dry`` outside [0, 1] or an ``atten_lim_db`` that is not a finite number of dB >= 0 (NaN included)."""
+    """Share ``a`` of the input spectrum kept in the output (0 = fully enhanced);
+    :class:`~audiokit.errors.UsageError` for a ``dry`` outside [0, 1] or an ``atten_lim_db`` that is not a
+    finite number of dB >= 0 (NaN included)."""
     if not 0.0 <= dry <= 1.0:
-        raise ValueError(f"dry must be in [0, 1], got {dry}")
+        raise UsageError(f"dry must be in [0, 1], got {dry}")
     if atten_lim_db is not None and not 0.0 <= atten_lim_db < math.inf:
-        raise ValueError(
+        raise UsageError(
             f"atten_lim_db must be a finite number of dB >= 0 (None: no limit), got {atten_lim_db}"
         )
     floor = 0.0 if atten_lim_db is None else 10.0 ** (-atten_lim_db / 20.0)
