@@ -225,6 +225,23 @@ def test_state_dict_moves_a_live_stream_to_another_session():
         codec.stream(2, "encode").load_state_dict(first.state_dict())
 
 
+def test_state_dict_moves_a_live_decode_stream_to_a_fresh_session():
+    """A decode session learns its codebook count from the first codes: a fresh one takes the saved."""
+    codec = CODECS["tiny-istft"]
+    x = torch.randn(2, 1, 3000) * 0.3
+    codes, audio = offline(codec, x, 1500)
+    first = codec.stream(2, "decode", length=3000)
+    head = first.push(codes.codes[..., :4])
+    second = codec.stream(2, "decode")
+    second.load_state_dict(first.state_dict())
+    rest = run_stream(second, codes.codes[..., 4:], [3])
+    torch.testing.assert_close(torch.cat([head, rest], -1), audio, rtol=0, atol=ATOL)
+    with pytest.raises(UsageError, match="started with 3"):
+        second.push(codes.codes[..., :2].repeat(1, 2, 1))  # 6 codebooks, not the saved stream's 3
+    with pytest.raises(UsageError, match="does not fit"):
+        codec.stream(2, "decode").load_state_dict({**first.state_dict(), "rows": 3})
+
+
 # ------------------------------------------------------------------ many streams at once
 def test_64_interleaved_streams_equal_64_separate_sessions():
     codec = CODECS["tiny-istft"]

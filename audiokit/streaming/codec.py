@@ -209,11 +209,17 @@ class CodecStream:
 
     def load_state_dict(self, state: dict) -> None:
         """Continue the streams saved by :meth:`state_dict` (of a session of the same model, mode,
-        rows and bitrate)."""
-        expected = (self.codec.name, self.mode, self.rows, -1 if self.n_q is None else self.n_q)
+        rows and bitrate; a ``"decode"`` session that has not seen codes yet takes the saved codebook
+        count)."""
+        n_q = -1 if self.n_q is None else self.n_q
+        if self.mode == "decode" and self.n_q is None:  # learnt from the first codes pushed
+            n_q = state.get("n_q")
+        expected = (self.codec.name, self.mode, self.rows, n_q)
         got = (state.get("model"), state.get("mode"), state.get("rows"), state.get("n_q"))
         if got != expected:
             raise UsageError(f"streaming state of (model, mode, rows, n_q) = {got} does not fit {expected}")
+        if self.mode == "decode" and n_q >= 0:
+            self.n_q = n_q
         with torch.inference_mode():
             load_flat_state(self.encoder_state, state["encoder"])
             load_flat_state(self.decoder_state, state["decoder"])
