@@ -120,6 +120,8 @@ def test_save_and_load_pretrained_round_trip(tmp_path, small_seanet):
         assert torch.equal(loaded.encode(x).codes, small_seanet.encode(x).codes)
     assert loaded.weights_sha256() == small_seanet.weights_sha256()
     assert Codec.from_pretrained(tmp_path).config == small_seanet.config
+    # the config's path names the weights beside it (it was read as the weights: "sha256 does not match")
+    assert Codec.from_pretrained(path.with_suffix(".json")).weights_sha256() == small_seanet.weights_sha256()
     meta = json.loads(path.with_suffix(".json").read_text())
     assert meta["steps"] == 0 and meta["config"]["name"] == "speech-16k-noncausal"
     # a flipped byte is caught by the sha256 check

@@ -206,8 +206,8 @@ class AudioModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls: type[M], name_or_path: str | Path) -> M:
-        """Load shipped weights by name (``"speech-16k"``) or a ``.safetensors`` path (or a folder
-        holding one) with its ``.json``; on a family class, the weights must be of that family.
+        """Load shipped weights by name (``"speech-16k"``) or a ``.safetensors`` path (its ``.json``, or
+        a folder holding one) with its ``.json``; on a family class, the weights must be of that family.
 
         The weights file's sha256 must match the one recorded in the JSON; nothing is unpickled.
         """
@@ -298,7 +298,8 @@ def model_label(name_or_path: str | Path, name: str) -> str:
 
 
 def resolve_weights(name_or_path: str | Path) -> Path:
-    """The ``.safetensors`` file a model name (shipped weights) or a path (file or folder) names."""
+    """The ``.safetensors`` file a model name (shipped weights) or a path (the file, its ``.json`` or a
+    folder holding one) names."""
     text = str(name_or_path)
     names = registered_names()
     if text in names:
@@ -315,6 +316,8 @@ def resolve_weights(name_or_path: str | Path) -> Path:
         if len(candidates) != 1:
             raise ModelError(f"{path}: expected exactly one .safetensors file, found {len(candidates)}")
         path = candidates[0]
+    if path.suffix == ".json":  # the config beside the weights names them too
+        path = path.with_suffix(".safetensors")
     if not path.is_file():
         shipped = ", ".join(shipped_names()) or "none"
         raise ModelError(f"{path}: no such model file, and not a known model name (shipped: {shipped})")
