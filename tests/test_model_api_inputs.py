@@ -160,6 +160,16 @@ def test_codes_out_of_range_are_refused(codec, wav, bad):
         codec.decode(Codes(codes.codes.clamp(0, 1023), 10**6))
 
 
+def test_raw_codes_of_one_frame_decode_to_what_a_session_gives(codec, wav):
+    """``frames * hop_length - target_delay`` samples: none for one frame of speech-16k (its decoder
+    lags by a whole frame); the reshape to ``(rows, 1, 0)`` failed."""
+    one = codec.encode(wav).codes[..., :1]
+    session = codec.stream(1, "decode")
+    streamed = torch.cat([session.push(one), session.flush()], -1)
+    assert codec.target_delay == codec.hop_length
+    assert codec.decode(one).shape == streamed.shape == (1, 1, 0)
+
+
 def test_codes_without_frames_are_refused(codec, wav):
     empty = codec.encode(wav).codes[..., :0]
     for codes in (empty, Codes(empty, 1)):

@@ -325,7 +325,8 @@ class Codec(AudioModel, family="codec", config_class=CodecConfig, configs=CONFIG
 
     def _synthesize(self, latent: torch.Tensor, length: int, channels: int) -> torch.Tensor:
         audio = self.decoder(latent)[..., self.target_delay : self.target_delay + length]
-        return audio.reshape(-1, channels if self.channels == 1 else self.channels, length)
+        channels = channels if self.channels == 1 else self.channels
+        return audio.reshape(audio.shape[0] * audio.shape[1] // channels, channels, length)  # length may be 0
 
     @torch.no_grad()
     def encode(self, wav: torch.Tensor, bitrate: float | None = None) -> Codes:
