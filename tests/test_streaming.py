@@ -15,7 +15,7 @@ from torch import nn
 
 from audiokit.bitstream import AkcHeader, AkcReader, AkcWriter
 from audiokit.errors import ModelError, UsageError
-from audiokit.models import Codec
+from audiokit.models import Codec, Codes
 from audiokit.models.enhancer import Enhancer
 from audiokit.nn import CausalISTFTHead, StreamableConv1d, StreamableConvTranspose1d, StreamableLSTM
 from audiokit.nn.streaming import PIECE_INPUTS, StreamingSequential, matmul_rows
@@ -330,6 +330,11 @@ def test_batcher_encode_and_decode_modes_and_capacity():
     )
     with pytest.raises(UsageError, match="no open stream"):
         decoder.push(d, codes.codes[0])
+    # a Codes object carries the length, as it does for a session (the batcher output 2240 samples)
+    d = decoder.open()
+    decoder.push(d, Codes(codes.codes[0], 2000))
+    decoder.run()
+    torch.testing.assert_close(decoder.close(d), audio[0], rtol=0, atol=ATOL)
 
 
 def test_batchers_refuse_bad_pushes_before_queuing_them():

@@ -74,7 +74,8 @@ class MultiStreamBatcher:
         return self._slots[stream_id]
 
     def push(self, stream_id: int, chunk: torch.Tensor) -> None:
-        """Queue ``chunk`` for ``stream_id``; nothing is computed until :meth:`step`. Integer PCM, numpy
+        """Queue ``chunk`` for ``stream_id`` (a :class:`~audiokit.models.Codes` sets the length of a stream
+        opened without one); nothing is computed until :meth:`step`. Integer PCM, numpy
         arrays, NaN or infinite samples and codes outside the codebooks raise
         :class:`~audiokit.errors.UsageError` (as a session's ``push``) before anything is queued."""
         session, slot = self.session, self._slot(stream_id)
@@ -85,6 +86,9 @@ class MultiStreamBatcher:
                 raise UsageError(f"push codes (n_q, frames) for one stream, got {shape}")
             session._check_codes(codes)
             piece = session.codec.check_codes(codes[None], "MultiStreamBatcher.push")[0].to(session.device)
+            row = session._rows[slot]
+            if hasattr(chunk, "length") and row.limit is None:  # a Codes carries its length, as in a session
+                row.limit = int(chunk.length)
         else:
             shape = f"({session.channels}, samples)"
             chunk = session.codec.audio_input(chunk, "MultiStreamBatcher.push", shape, (2,), allow_empty=True)
