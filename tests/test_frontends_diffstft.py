@@ -235,6 +235,15 @@ def test_inputs_must_be_float_batches():
         torch.testing.assert_close(streamed, module(half.float()))
 
 
+def test_inverse_takes_only_complex_spectrograms_of_its_shape():
+    """A magnitude was inverted as if its phase were 0; a wrong bin count failed inside torch."""
+    module = DiffSTFT(64, 40, 16)
+    spec = module(torch.randn(2, 300))
+    for bad in (spec.abs(), spec[:, :10], spec[0]):
+        with pytest.raises(UsageError, match=r"inverse: expected a complex \(batch, 33, frames\)"):
+            module.inverse(bad, 300)
+
+
 def test_usage_errors():
     with pytest.raises(UsageError, match="max_frames"):
         DiffSTFT(256, 200, 64, time_varying=True)

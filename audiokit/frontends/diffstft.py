@@ -182,13 +182,18 @@ class DiffSTFT(nn.Module):
         return spec + offset * d_centre
 
     def inverse(self, spec: torch.Tensor, length: int) -> torch.Tensor:
-        """Weighted overlap-add inverse: complex ``(B, F, frames)`` -> real ``(B, length)``.
+        """Weighted overlap-add inverse: complex ``(B, n_fft // 2 + 1, frames)`` -> real ``(B, length)``.
 
         Each frame is inverse-transformed, multiplied by its window again and overlap-added; the
         sum is divided by the overlap-added squared windows (samples where that sum is below 1e-8
         of its peak are set to zero). Exact for unmodified spectra wherever the windows cover.
         """
         n, pad = self.n_fft, self.n_fft // 2
+        if not spec.is_complex() or spec.dim() != 3 or spec.shape[1] != self.n_freqs:
+            raise UsageError(
+                f"DiffSTFT.inverse: expected a complex (batch, {self.n_freqs}, frames) spectrogram, "
+                f"got {str(spec.dtype).removeprefix('torch.')} of shape {tuple(spec.shape)}"
+            )
         centres = self.centres(length)
         if spec.shape[-1] != len(centres):
             raise UsageError(
