@@ -157,6 +157,28 @@ def test_gradients_reach_banks_and_analyser():
         assert grad is not None and grad.abs().sum() > 0, name
 
 
+def graph_size(tensor: torch.Tensor) -> int:
+    """Autograd nodes ``tensor`` depends on."""
+    seen, stack = set(), [tensor.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is not None and node not in seen:
+            seen.add(node)
+            stack.extend(child for child, _ in node.next_functions)
+    return len(seen)
+
+
+def test_streaming_with_autograd_keeps_a_bounded_graph():
+    """The PCEN and segment states carried from push to push are detached: the graph (memory) of a
+    push does not grow with the stream (it grew with every push, as did the memory it holds)."""
+    module = AdaptiveFilterbank(SR, n_bands=8, banks=("mel", "gabor"), compression="pcen", segment_frames=3)
+    session = module.stream(1)
+    sizes = [graph_size(session.push(0.1 * torch.randn(1, 800))) for _ in range(12)]
+    assert max(sizes[6:]) == max(sizes[3:6])  # a push of 5 frames: the same 3-push segment pattern
+    session.push(0.1 * torch.randn(1, 800)).sum().backward()
+    assert module.pcen.log_r.grad is not None and module.analyser[0].weight.grad is not None
+
+
 @pytest.mark.parametrize("length", [0, 1, 159])
 def test_inputs_shorter_than_a_hop_give_no_frames(length):
     """``(B, T) -> (B, n_bands, T // hop)`` holds below one hop too, as the stream gives it."""

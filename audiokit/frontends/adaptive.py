@@ -243,7 +243,8 @@ class AdaptiveFilterbank(nn.Module):
 
 class AdaptiveFilterbankStream:
     """``push`` any chunk ``(B, t)`` -> new frames ``(B, n_bands, k)``; ``flush`` returns nothing new
-    (frames are causal; a trailing partial hop is dropped, as offline)."""
+    (frames are causal; a trailing partial hop is dropped, as offline). With autograd on, each push's
+    frames have gradients within that push only: the carried state is detached, so memory stays bounded."""
 
     def __init__(self, module: AdaptiveFilterbank, batch_size: int) -> None:
         self.module = module
@@ -261,6 +262,10 @@ class AdaptiveFilterbankStream:
             return chunk.new_zeros(self.batch_size, m.n_bands, 0)
         used = m.history + n_frames * m.hop_length
         out, self._state = m.features(self._buf[:, :used], self._state)
+        current, total, count = self._state["segment"]
+        self._state["segment"] = (current.detach(), total.detach(), count)
+        if self._state["pcen"] is not None:
+            self._state["pcen"] = self._state["pcen"].detach()
         self._buf = self._buf[:, used - m.history :]
         return out
 
