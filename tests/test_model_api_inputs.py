@@ -10,6 +10,7 @@ from conftest import run_stream
 
 from audiokit.errors import UsageError
 from audiokit.models import AudioModel, BandwidthExtender, Codec, Codes, Enhancer
+from audiokit.models.base import check_audio
 
 NAN, INF = float("nan"), float("inf")
 
@@ -79,6 +80,16 @@ def test_non_finite_samples_are_refused(codec, enhancer, bwe, wav, bad):
     for call in calls(codec, enhancer, bwe).values():
         with pytest.raises(UsageError, match="NaN or infinite"):
             call(poisoned)
+
+
+def test_finite_samples_whose_sum_overflows_are_audio_and_opposite_infinities_are_not():
+    """check_audio sums the samples first (finite only if every sample is) and checks one by one where
+    the sum is not finite: huge finite samples pass, +inf beside -inf (sum NaN) and NaN do not."""
+    huge = torch.full((1, 1, 4), 3e38)
+    assert check_audio(huge, "test", 16000) is not None
+    for bad in ([INF, -INF, 0.0, 0.0], [0.0, NAN, 0.0, 0.0], [3e38, 3e38, INF, 0.0]):
+        with pytest.raises(UsageError, match="NaN or infinite"):
+            check_audio(torch.tensor(bad).view(1, 1, 4), "test", 16000)
 
 
 def test_refused_push_leaves_the_session_clean(codec, enhancer, bwe, wav):

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from audiokit.errors import UsageError
+from audiokit.models.base import check_audio
 from audiokit.nn.state import assign_rows, select_rows, zero_rows
 from audiokit.streaming.audio import audio_step
 from audiokit.streaming.codec import CodecStream
@@ -91,7 +92,9 @@ class MultiStreamBatcher:
                 row.limit = int(chunk.length)
         else:
             shape = f"({session.channels}, samples)"
-            chunk = session.codec.audio_input(chunk, "MultiStreamBatcher.push", shape, (2,), allow_empty=True)
+            chunk = check_audio(
+                chunk, "MultiStreamBatcher.push", session.codec.sample_rate, shape, (2,), session.dtype, True
+            )
             if chunk.shape[0] != session.channels:
                 raise UsageError(f"push audio {shape}, got {tuple(chunk.shape)}")
             piece = chunk.to(session.device, session.dtype)
@@ -244,9 +247,11 @@ class AudioBatcher:
     def push(self, stream_id: int, chunk: torch.Tensor) -> None:
         """Queue mono ``chunk`` (``(n,)`` or ``(1, n)``) of ``stream_id``; nothing runs until :meth:`step`.
         Integer PCM, numpy arrays and NaN or infinite samples raise :class:`~audiokit.errors.UsageError`
-        (the model's ``audio_input``) before anything is queued."""
+        (:func:`~audiokit.models.base.check_audio`) before anything is queued."""
         shape = "(samples,) or (1, samples)"
-        chunk = self.model.audio_input(chunk, "AudioBatcher.push", shape, (1, 2), allow_empty=True)
+        chunk = check_audio(
+            chunk, "AudioBatcher.push", self.model.sample_rate, shape, (1, 2), torch.float32, True
+        )
         if chunk.dim() == 2 and chunk.shape[0] == 1:
             chunk = chunk[0]
         if chunk.dim() != 1:
