@@ -165,7 +165,9 @@ def spec_read(data: bytes, models: dict) -> tuple[dict, np.ndarray]:
             for t in range(f):
                 for c in range(ch):
                     for q in range(nq):
-                        codes[c, q, t] = decoder.decode(*table(codes, c, q, t))
+                        freqs, precision = table(codes, c, q, t)
+                        assert len(freqs) == size, "the model codes another codebook size"
+                        codes[c, q, t] = decoder.decode(freqs, precision)
             assert decoder.pos >= payload_size, "bytes after the last code"
         assert (codes < size).all()
         out.append(codes)
