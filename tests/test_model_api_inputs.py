@@ -217,3 +217,17 @@ def test_docstrings_name_rate_and_shapes():
 
 def test_models_are_exported(enhancer, bwe):
     assert isinstance(enhancer, Enhancer) and isinstance(bwe, BandwidthExtender)
+
+
+def test_inference_calls_leave_the_models_mode_as_it_was(enhancer, bwe, wav):
+    """enhance() and extend() ran in eval mode and left the model there: called inside a training loop
+    they switched dropout off for the rest of it."""
+    for model, call in ((enhancer, enhancer.enhance), (bwe, lambda x: bwe.extend(x, bwe.sample_rate))):
+        model.train()
+        try:
+            call(wav)
+            assert model.training and all(m.training for m in model.modules())
+        finally:
+            model.eval()
+        call(wav)
+        assert not model.training

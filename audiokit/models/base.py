@@ -20,7 +20,8 @@ import hashlib
 import importlib
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -142,6 +143,16 @@ class AudioModel(nn.Module):
     def algorithmic_latency(self) -> int:
         """Samples from an input sample to the output sample it produces, in streaming use."""
         raise NotImplementedError
+
+    @contextmanager
+    def evaluating(self) -> Iterator[Any]:
+        """The model in evaluation mode within the block, and in the mode it had before after it (an
+        inference call in the middle of a training loop must not leave dropout off)."""
+        was_training = self.training
+        try:
+            yield self.eval()
+        finally:
+            self.train(was_training)
 
     def audio_input(
         self,

@@ -286,7 +286,8 @@ class BandwidthExtender(
             edges = torch.full((batched.shape[0],), check_edge_hz(edge_hz))
         if input_rate != rate:
             batched = self.upsample(batched)
-        out = self.eval()(batched, edges)
+        with self.evaluating():
+            out = self(batched, edges)
         return out.reshape(*x.shape[:-1], out.shape[-1])
 
 

@@ -443,15 +443,17 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
 
     @torch.no_grad()
     def enhance(self, wav: torch.Tensor, atten_lim_db: float | None = None, dry: float = 0.0) -> torch.Tensor:
-        """Inference (``forward`` without gradients, in eval mode) of float ``wav`` ``(samples,)``,
-        ``(channels, samples)`` (as :func:`audiokit.io.load` returns it) or ``(batch, channels, samples)``
-        in [-1, 1] at :attr:`sample_rate` Hz: enhanced audio of the same shape, aligned with it.
+        """Inference (``forward`` without gradients, in eval mode; the model's mode is restored after) of
+        float ``wav`` ``(samples,)``, ``(channels, samples)`` (as :func:`audiokit.io.load` returns it) or
+        ``(batch, channels, samples)`` in [-1, 1] at :attr:`sample_rate` Hz: enhanced audio of the same
+        shape, aligned with it.
 
         ``atten_lim_db`` (dB >= 0, ``None``: no limit) and ``dry`` (in [0, 1]): see :func:`mix_factor`.
         Float64 (or float16) audio is converted to float32; integer PCM, numpy arrays and NaN or
         infinite samples raise :class:`~audiokit.errors.UsageError`."""
         x = self.audio_input(wav, "Enhancer.enhance", ANY_AUDIO_SHAPE, ndims=(1, 2, 3))
-        out = self.eval()(x.reshape((1,) * (3 - x.dim()) + x.shape), atten_lim_db, dry)
+        with self.evaluating():
+            out = self(x.reshape((1,) * (3 - x.dim()) + x.shape), atten_lim_db, dry)
         return out.reshape(x.shape)
 
     def stream(self, batch_size: int = 1, **options: Any) -> AudioStream:
