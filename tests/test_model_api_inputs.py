@@ -4,6 +4,7 @@ shapes and types it documents (float64, raw code tensors, ``(T,)`` and ``(C, T)`
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from conftest import run_stream
@@ -231,3 +232,15 @@ def test_inference_calls_leave_the_models_mode_as_it_was(enhancer, bwe, wav):
             model.eval()
         call(wav)
         assert not model.training
+
+
+def test_reset_takes_numpy_and_torch_indices_and_names_a_bad_one(codec, enhancer, bwe, wav):
+    """``reset(np.int64(1))`` and ``reset(torch.tensor(1))`` failed with "'int' object is not iterable"
+    style TypeErrors in every session; a float index now gets a UsageError."""
+    sessions = [codec.stream(2), enhancer.stream(2), bwe.stream(2, input_rate=bwe.sample_rate // 2)]
+    for session in sessions:
+        for rows in (np.int64(1), torch.tensor(1), torch.tensor([0, 1]), np.array([1])):
+            session.reset(rows)
+        for bad, problem in ((1.5, "an index or a sequence"), (2, "out of range 0..1"), ([0, -1], "-1 out")):
+            with pytest.raises(UsageError, match=problem):
+                session.reset(bad)

@@ -14,11 +14,14 @@ once for a step called many times on the same tree).
 from __future__ import annotations
 
 import dataclasses
+import operator
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
+
+from audiokit.errors import UsageError
 
 
 @dataclass
@@ -73,6 +76,22 @@ def _tensor_fields(state: StreamState) -> list[str]:
     if names is None:  # dataclasses.fields is slow for a per-step path
         names = _FIELD_NAMES[type(state)] = tuple(f.name for f in dataclasses.fields(state))
     return [name for name in names if isinstance(getattr(state, name), torch.Tensor)]
+
+
+def row_indices(rows: Any, count: int, what: str) -> list[int]:
+    """``rows`` (one index, or a sequence of them: Python, numpy or torch integers) as a list of ints in
+    ``0 .. count - 1``; anything else is a :class:`~audiokit.errors.UsageError` naming ``what``."""
+    try:
+        indices = [operator.index(rows)]
+    except TypeError:
+        try:
+            indices = [operator.index(row) for row in rows]
+        except TypeError:
+            raise UsageError(f"{what}: an index or a sequence of indices, got {rows!r}") from None
+    for index in indices:
+        if not 0 <= index < count:
+            raise UsageError(f"{what} {index} out of range 0..{count - 1}")
+    return indices
 
 
 def select_rows(state: StreamState | None, rows: torch.Tensor) -> StreamState | None:

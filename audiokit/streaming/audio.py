@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from audiokit.errors import UsageError
-from audiokit.nn.state import zero_rows
+from audiokit.nn.state import row_indices, zero_rows
 from audiokit.streaming.compiled import HopwiseSteps, compile_hopwise
 from audiokit.streaming.graphs import GraphedStep
 
@@ -153,10 +153,8 @@ class AudioStream:
 
     def reset(self, rows: Sequence[int] | int) -> None:
         """Restart ``rows`` (indices ``b * C + c``): zero state, empty buffers."""
-        rows = [rows] if isinstance(rows, int) else list(rows)
+        rows = row_indices(rows, self.rows, "row")
         for r in rows:
-            if not 0 <= r < self.rows:
-                raise UsageError(f"row {r} out of range 0..{self.rows - 1}")
             self._rows[r] = self._new_row()
         with torch.inference_mode():
             zero_rows(self.state, torch.tensor(rows, dtype=torch.long, device=self.device))

@@ -40,6 +40,7 @@ from audiokit.nn.state import (
     assign_rows,
     flatten_state,
     load_flat_state,
+    row_indices,
     select_rows,
     zero_rows,
 )
@@ -172,10 +173,7 @@ class CodecStream:
     def reset(self, items: Sequence[int] | int, length: int | Sequence[int] | None = None) -> None:
         """Restart streams ``items`` (item indices ``0 .. B-1``) from scratch, leaving the others as they
         are; their queued output is dropped. ``length`` as in the constructor (``"decode"`` only)."""
-        items = [items] if isinstance(items, int) else list(items)
-        for item in items:
-            if not 0 <= item < self.batch_size:
-                raise UsageError(f"reset: item {item} is outside 0..{self.batch_size - 1}")
+        items = row_indices(items, self.batch_size, "reset: item")
         self._reset_rows([item * self.fold + c for item in items for c in range(self.fold)])
         if length is not None:
             if self.mode != "decode":

@@ -26,7 +26,7 @@ import torch
 
 from audiokit.errors import UsageError
 from audiokit.nn.resample import Upsampler
-from audiokit.nn.state import ConvState, StateList, zero_rows
+from audiokit.nn.state import ConvState, StateList, row_indices, zero_rows
 from audiokit.streaming.audio import AudioStream, step_mode
 from audiokit.streaming.compiled import HopwiseSteps, compile_hopwise
 
@@ -118,8 +118,8 @@ class UpsampledStream:
 
     def reset(self, rows: Sequence[int] | int) -> None:
         """Restart ``rows`` (indices ``b * C + c``): zero filter and model state, empty buffers."""
-        rows = [rows] if isinstance(rows, int) else list(rows)
-        self.inner.reset(rows)  # checks the indices
+        rows = row_indices(rows, self.inner.rows, "row")
+        self.inner.reset(rows)
         self._skip[rows] = self.upsampler.delay
         self._pushed[rows] = self._fed[rows] = self._queued[rows] = 0
         with torch.inference_mode():
