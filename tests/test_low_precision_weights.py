@@ -11,6 +11,7 @@ import torch
 from conftest import TINY_SPEECH_CODEC, run_stream
 
 from audiokit.cli import build_parser
+from audiokit.errors import UsageError
 from audiokit.models import Codec
 from audiokit.models.bwe import BandwidthExtender
 from audiokit.models.enhancer import Enhancer
@@ -150,7 +151,7 @@ def test_float16_weights_round_the_prepared_matrices_only_for_inference(tiny_cod
     tiny_codec.eval().set_weight_precision("float32")
     with torch.inference_mode():
         assert torch.equal(tiny_codec.decode(tiny_codec.encode(x)), full)
-    with pytest.raises(ValueError, match="bfloat16"):
+    with pytest.raises(UsageError, match="bfloat16"):
         set_weight_precision(tiny_codec, "bfloat16")
     with pytest.raises(ValueError, match="beyond float16's range"):
         rounded_weights(torch.full((3, 3), 70000.0), "float16")

@@ -244,3 +244,14 @@ def test_reset_takes_numpy_and_torch_indices_and_names_a_bad_one(codec, enhancer
         for bad, problem in ((1.5, "an index or a sequence"), (2, "out of range 0..1"), ([0, -1], "-1 out")):
             with pytest.raises(UsageError, match=problem):
                 session.reset(bad)
+
+
+def test_session_sizes_and_weight_precisions_are_checked(codec, enhancer):
+    """``stream(1.5)`` and ``set_weight_precision("bad")`` were a TypeError and a ValueError."""
+    for make in (codec.stream, enhancer.stream):
+        assert make(np.int64(2)).batch_size == 2
+        for bad in (1.5, 0, "2"):
+            with pytest.raises(UsageError, match="whole number"):
+                make(bad)
+    with pytest.raises(UsageError, match="weight precision 'bad'"):
+        enhancer.copy_with_weight_precision("bad")

@@ -27,6 +27,8 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from audiokit.errors import UsageError
+
 PRECISIONS = ("float32", "float16", "int8")
 _FLAG = "_weight_precision"
 _TWIN = "_audiokit_weight_twin"
@@ -49,7 +51,7 @@ def set_weight_precision(model: nn.Module, precision: str) -> None:
     from audiokit.nn.streaming import StreamingModule
 
     if precision not in PRECISIONS:
-        raise ValueError(f"weight precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+        raise UsageError(f"weight precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
     for module in model.modules():
         if isinstance(module, StreamingModule):
             module.__dict__[_FLAG] = precision

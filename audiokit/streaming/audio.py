@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -97,8 +98,11 @@ class AudioStream:
     def __init__(
         self, model, batch_size: int = 1, channels: int = 1, compile: str | None = None, **options
     ) -> None:
-        if batch_size < 1 or channels < 1:
-            raise UsageError(f"batch_size and channels must be >= 1, got {batch_size} and {channels}")
+        if not all(isinstance(n, numbers.Integral) and n >= 1 for n in (batch_size, channels)):
+            raise UsageError(
+                f"batch_size and channels must be whole numbers >= 1, got {batch_size!r} and {channels!r}"
+            )
+        batch_size, channels = int(batch_size), int(channels)
         self.model = model
         self.batch_size = batch_size
         self.channels = channels

@@ -28,6 +28,7 @@ their matrices, the session its codeword tables): make a new session after chang
 from __future__ import annotations
 
 import functools
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -103,8 +104,9 @@ class CodecStream:
             raise UsageError(
                 f"compile must be False, True, 'inductor', 'aoti' or 'cuda_graph', got {compile!r}"
             )
-        if batch_size < 1:
-            raise UsageError(f"batch_size must be at least 1, got {batch_size}")
+        if not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+            raise UsageError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+        batch_size = int(batch_size)
         if length is not None and mode != "decode":
             raise UsageError("length is only for 'decode' sessions (audio inputs carry their own length)")
         self.codec = codec
