@@ -8,10 +8,18 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from audiokit.cli.options import MAX_THREADS, whole_number
 from audiokit.provenance import write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
+MAX_THREADS = 1024  # as the CLI's --threads (torch overflows on far larger counts)
+
+
+def thread_count(value: str) -> int:
+    """``--threads``: a whole number in 1..:data:`MAX_THREADS` (else argparse's usage line, exit 2)."""
+    number = int(value)  # not a whole number: argparse reports the ValueError as an invalid value
+    if not 1 <= number <= MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"{number} is not in 1..{MAX_THREADS}")
+    return number
 
 
 def parser(doc: str, default_model: str, result_name: str) -> argparse.ArgumentParser:
@@ -22,7 +30,7 @@ def parser(doc: str, default_model: str, result_name: str) -> argparse.ArgumentP
     )
     parser.add_argument(
         "--threads",
-        type=whole_number(1, MAX_THREADS),
+        type=thread_count,
         default=1,
         help=f"CPU threads, 1-{MAX_THREADS} (default 1)",
     )

@@ -66,8 +66,9 @@ def test_card_keeps_existing_cards_and_takes_only_the_runs_weights(tmp_path, cap
     assert written["name"] == "run" and (out / "run-spectrograms.png").is_file()
     assert (out / "run.md").read_text().startswith("# run (a speech-16k model, not shipped)\n")
     assert not any(p.name.startswith(".") for p in out.iterdir())  # no temporary files left
-    # the Reproduce section shows the command as typed, not python's path to audiokit/__main__.py
-    assert f"\naudiokit train {TINY}\n" in (out / "run.md").read_text()
+    # the Reproduce section shows the command as typed, not python's path to audiokit/__main__.py, with
+    # the recipe as a clone holds it
+    assert "\naudiokit train recipes/codec_speech16k_tiny.yaml\n" in (out / "run.md").read_text()
 
 
 def test_card_accepts_weights_the_run_saved_earlier_or_holds_in_a_checkpoint(tmp_path):
