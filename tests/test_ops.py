@@ -12,6 +12,7 @@ import torch
 from conftest import rvq_case
 
 from audiokit import ops
+from audiokit.errors import UsageError
 from audiokit.ops import cuda, reference
 
 pytestmark = pytest.mark.skipif(not ops.triton_available(), reason="needs the triton package (dev extra)")
@@ -138,8 +139,22 @@ def test_backend_can_be_forced_by_the_environment(monkeypatch):
     monkeypatch.setenv("AUDIOKIT_OPS", "triton")
     assert ops.backend_for(x) == "triton"
     monkeypatch.setenv("AUDIOKIT_OPS", "cuda-graph")
-    with pytest.raises(ValueError, match="AUDIOKIT_OPS"):
+    with pytest.raises(UsageError, match="AUDIOKIT_OPS"):
         ops.backend_for(x)
+
+
+def test_a_bad_audiokit_ops_is_a_one_line_error(monkeypatch, capsys, tmp_path):
+    """A value of AUDIOKIT_OPS that names no backend is the user's error (exit 1), not an internal one."""
+    import soundfile as sf
+
+    from audiokit.cli import main
+
+    sf.write(tmp_path / "x.wav", torch.zeros(1600).numpy(), 16000)
+    monkeypatch.setenv("AUDIOKIT_OPS", "bogus")
+    assert main(["encode", "-q", str(tmp_path / "x.wav"), str(tmp_path / "x.akc")]) == 1
+    assert capsys.readouterr().err == (
+        "audiokit encode: error: AUDIOKIT_OPS='bogus': choose one of cpp, cuda, triton, torch\n"
+    )
 
 
 def _cuda_like(dtype: torch.dtype = torch.float32) -> SimpleNamespace:

@@ -30,7 +30,7 @@ from types import ModuleType
 
 import torch
 
-from audiokit.errors import ModelError
+from audiokit.errors import ModelError, UsageError
 from audiokit.ops import reference
 
 BACKENDS = ("cpp", "cuda", "triton", "torch")
@@ -63,6 +63,17 @@ def use_backend(backend: str) -> Iterator[None]:
         _FORCED.pop()
 
 
+def _forced() -> str | None:
+    """:func:`use_backend`'s choice, else ``AUDIOKIT_OPS``'s (``None``: neither); a value of
+    ``AUDIOKIT_OPS`` that names no backend is a :class:`UsageError`."""
+    if _FORCED:
+        return _FORCED[-1]
+    forced = os.environ.get("AUDIOKIT_OPS")
+    if forced and forced not in BACKENDS:
+        raise UsageError(f"AUDIOKIT_OPS={forced!r}: choose one of {', '.join(BACKENDS)}")
+    return forced or None
+
+
 def backend_for(x: torch.Tensor) -> str:
     """The backend for tensors like ``x``: :func:`use_backend`'s, else ``AUDIOKIT_OPS``'s, else for
     float32 CUDA tensors ``cuda`` (when built), ``triton`` (when available) or ``torch``, and ``torch``
@@ -71,12 +82,8 @@ def backend_for(x: torch.Tensor) -> str:
     ``cpp`` and ``cuda`` stand for ``torch`` where their kernels cannot run: tensors of another device
     or dtype, or no build (``audiokit.ops.cpp`` / ``audiokit.ops.cuda``'s ``unavailable_reason()``).
     """
-    forced = _FORCED[-1] if _FORCED else os.environ.get("AUDIOKIT_OPS")
+    forced = _forced()
     if forced:
-        try:
-            _check(forced)
-        except ValueError:
-            raise ValueError(f"AUDIOKIT_OPS={forced!r}: choose one of {', '.join(BACKENDS)}") from None
         if (forced == "cpp" and not cpp_ready(x)) or (forced == "cuda" and not cuda_ready(x)):
             return "torch"
         return forced
@@ -91,8 +98,7 @@ def exact_kernels() -> ModuleType | None:
     """The C++ kernels for integer work whose results are the same whichever code computes them (the
     entropy prior's decoding): used whenever they build, unless :func:`use_backend` / ``AUDIOKIT_OPS``
     force ``torch`` (then ``None``, and the numpy twin runs)."""
-    forced = _FORCED[-1] if _FORCED else os.environ.get("AUDIOKIT_OPS")
-    if forced == "torch":
+    if _forced() == "torch":
         return None
     from audiokit.ops import cpp
 
