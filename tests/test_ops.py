@@ -137,7 +137,8 @@ def test_backend_can_be_forced_by_the_environment(monkeypatch):
     monkeypatch.delenv("AUDIOKIT_OPS", raising=False)
     assert ops.backend_for(x) == "torch"  # CPU tensors get the torch reference
     monkeypatch.setenv("AUDIOKIT_OPS", "triton")
-    assert ops.backend_for(x) == "triton"
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert ops.backend_for(x) == "triton"  # CPU tensors through Triton's interpreter
     monkeypatch.setenv("AUDIOKIT_OPS", "cuda-graph")
     with pytest.raises(UsageError, match="AUDIOKIT_OPS"):
         ops.backend_for(x)
@@ -155,6 +156,24 @@ def test_a_bad_audiokit_ops_is_a_one_line_error(monkeypatch, capsys, tmp_path):
     assert capsys.readouterr().err == (
         "audiokit encode: error: AUDIOKIT_OPS='bogus': choose one of cpp, cuda, triton, torch\n"
     )
+
+
+def test_triton_forced_where_it_cannot_run_is_torch(monkeypatch):
+    """AUDIOKIT_OPS=triton on a CPU-only machine (no interpreter), on float64 tensors or without a
+    recent triton: the torch ops, and the codec streams (it failed in Triton's driver lookup)."""
+    from audiokit.models import Codec
+
+    monkeypatch.setenv("AUDIOKIT_OPS", "triton")
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    assert ops.backend_for(torch.zeros(1)) == "torch"
+    assert ops.backend_for(_cuda_like(torch.float64)) == "torch"
+    torch.manual_seed(0)
+    codec = Codec.from_config("speech-16k").eval()
+    session = codec.stream(1, "roundtrip", bitrate=3000)
+    assert codec.encoder.blocks[0].prepared().backend == "torch"
+    assert session.push(torch.zeros(1, 1, 640)).shape[-1] >= 0
+    monkeypatch.setattr(ops, "triton_available", lambda: False)
+    assert ops.backend_for(_cuda_like()) == "torch"
 
 
 def _cuda_like(dtype: torch.dtype = torch.float32) -> SimpleNamespace:

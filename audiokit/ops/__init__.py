@@ -79,12 +79,14 @@ def backend_for(x: torch.Tensor) -> str:
     float32 CUDA tensors ``cuda`` (when built), ``triton`` (when available) or ``torch``, and ``torch``
     for the others.
 
-    ``cpp`` and ``cuda`` stand for ``torch`` where their kernels cannot run: tensors of another device
-    or dtype, or no build (``audiokit.ops.cpp`` / ``audiokit.ops.cuda``'s ``unavailable_reason()``).
+    ``cpp``, ``cuda`` and ``triton`` stand for ``torch`` where their kernels cannot run: tensors of
+    another device or dtype, or no build (``audiokit.ops.cpp`` / ``audiokit.ops.cuda``'s
+    ``unavailable_reason()``), or no recent ``triton`` (:func:`triton_ready`).
     """
     forced = _forced()
     if forced:
-        if (forced == "cpp" and not cpp_ready(x)) or (forced == "cuda" and not cuda_ready(x)):
+        ready = {"cpp": cpp_ready, "cuda": cuda_ready, "triton": triton_ready}.get(forced)
+        if ready is not None and not ready(x):
             return "torch"
         return forced
     if x.dtype != torch.float32 or not x.is_cuda:
@@ -110,6 +112,18 @@ def cpp_ready(x: torch.Tensor) -> bool:
     from audiokit.ops import cpp
 
     return x.dtype == torch.float32 and x.device.type == "cpu" and cpp.load() is not None
+
+
+def triton_ready(x: torch.Tensor) -> bool:
+    """Whether the Triton kernels run on tensors like ``x``: float32, a recent ``triton``, and a CUDA
+    tensor, or any with Triton's interpreter on (``TRITON_INTERPRET=1``)."""
+    if x.dtype != torch.float32 or not triton_available():
+        return False
+    if x.is_cuda:
+        return True
+    import triton
+
+    return bool(triton.knobs.runtime.interpret)
 
 
 def cuda_ready(x: torch.Tensor) -> bool:
