@@ -202,3 +202,15 @@ def test_a_lock_left_by_a_killed_build_does_not_block_the_next(tmp_path):
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "42", done.stderr[-2000:]
+
+
+def test_a_cache_that_cannot_be_written_is_a_failed_build(tmp_path):
+    """A kernel cache on a read-only file system (here: a path through a file) gives no build and says
+    why, so the callers use torch or numpy; it raised an OSError out of every caller (the decoding of
+    an entropy-coded .akc, which uses the kernels whenever they build, failed)."""
+    from audiokit.ops.build import build_extension
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    module, why = build_extension("audiokit_tiny_ext", [tmp_path / "tiny.cpp"], blocker / "build")
+    assert module is None and why.startswith(f"the kernel cache {blocker / 'build'} is not writable")

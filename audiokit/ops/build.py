@@ -27,11 +27,17 @@ def build_extension(
     One process builds at a time: the others wait on an ``flock`` of ``build_dir/build.flock``, which
     the system releases when its holder dies. So whoever holds it may remove torch's own lock file,
     which a killed build leaves behind and torch would wait on forever. A first build (a minute or so)
-    is announced on an interactive terminal."""
+    is announced on an interactive terminal. A ``build_dir`` that cannot be written (a read-only file
+    system) is a failed build too."""
     from torch.utils.cpp_extension import load
 
-    build_dir.mkdir(parents=True, exist_ok=True)
-    with open(build_dir / "build.flock", "w") as held:
+    try:
+        build_dir.mkdir(parents=True, exist_ok=True)
+        held = open(build_dir / "build.flock", "w")
+    except OSError as exc:
+        why = exc.strerror or exc
+        return None, f"the kernel cache {build_dir} is not writable ({why}; set AUDIOKIT_KERNELS_CACHE)"
+    with held:
         fcntl.flock(held, fcntl.LOCK_EX)
         (build_dir / "lock").unlink(missing_ok=True)  # torch's: only a killed build leaves it now
         if sys.stderr.isatty() and not (build_dir / f"{name}.so").exists():
