@@ -416,3 +416,14 @@ def test_the_token_is_redacted_however_its_name_is_spelt():
     assert "s3cret" not in redact_token(line) and "a=1" in redact_token(line)
     assert redact_token("ws://h/v1/stream?token=s3cret") == "ws://h/v1/stream?token=***"
     assert redact_token("ws://h/v1/stream?notatoken=1") == "ws://h/v1/stream?notatoken=1"
+
+
+def test_a_bad_audiokit_ops_stops_the_server_at_start(monkeypatch):
+    """AUDIOKIT_OPS naming no backend is the server's start-up error (one line from the CLI), not an
+    internal error closing every codec stream (1011) with a traceback in the log."""
+    from audiokit.errors import UsageError
+    from audiokit.serve import load_engines
+
+    monkeypatch.setenv("AUDIOKIT_OPS", "bogus")
+    with pytest.raises(UsageError, match="AUDIOKIT_OPS='bogus'"):
+        load_engines(ServerConfig(models=["speech-16k"]))

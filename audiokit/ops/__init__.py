@@ -63,7 +63,7 @@ def use_backend(backend: str) -> Iterator[None]:
         _FORCED.pop()
 
 
-def _forced() -> str | None:
+def forced_backend() -> str | None:
     """:func:`use_backend`'s choice, else ``AUDIOKIT_OPS``'s (``None``: neither); a value of
     ``AUDIOKIT_OPS`` that names no backend is a :class:`UsageError`."""
     if _FORCED:
@@ -83,7 +83,7 @@ def backend_for(x: torch.Tensor) -> str:
     another device or dtype, or no build (``audiokit.ops.cpp`` / ``audiokit.ops.cuda``'s
     ``unavailable_reason()``), or no recent ``triton`` (:func:`triton_ready`).
     """
-    forced = _forced()
+    forced = forced_backend()
     if forced:
         ready = {"cpp": cpp_ready, "cuda": cuda_ready, "triton": triton_ready}.get(forced)
         if ready is not None and not ready(x):
@@ -100,7 +100,7 @@ def exact_kernels() -> ModuleType | None:
     """The C++ kernels for integer work whose results are the same whichever code computes them (the
     entropy prior's decoding): used whenever they build, unless :func:`use_backend` / ``AUDIOKIT_OPS``
     force ``torch`` (then ``None``, and the numpy twin runs)."""
-    if _forced() == "torch":
+    if forced_backend() == "torch":
         return None
     from audiokit.ops import cpp
 

@@ -15,6 +15,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from audiokit import ops
 from audiokit.errors import UsageError
 from audiokit.models import AudioModel, registered_names
 from audiokit.models.base import shipped_names
@@ -30,6 +31,7 @@ STATIC = Path(__file__).parent / "static"
 
 def load_engines(config: ServerConfig) -> dict[str, Engine]:
     """One engine per model of ``config.models`` (default: every shipped codec and enhancer), by name."""
+    ops.forced_backend()  # a bad AUDIOKIT_OPS is an error now, not in every stream
     specs = config.models or [
         n for n in shipped_names() if registered_names()[n].family in ("codec", "enhancer")
     ]
