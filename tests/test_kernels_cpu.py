@@ -150,6 +150,21 @@ def test_without_a_build_everything_runs_on_torch(monkeypatch):
     assert session.push(torch.zeros(1, 1, 640)).shape[-1] >= 0
 
 
+def test_a_forced_backend_without_kernels_says_so_once(monkeypatch, capsys):
+    """AUDIOKIT_OPS=cpp where the kernels cannot build: one line on stderr, once, naming the reason
+    (the torch ops ran without a word); none for tensors the kernels do not take (float64)."""
+    monkeypatch.setattr(cpp, "load", lambda: None)
+    monkeypatch.setattr(cpp, "unavailable_reason", lambda: "no C++ compiler (c++) on PATH")
+    monkeypatch.setattr(ops, "_NOTED", set())
+    monkeypatch.setenv("AUDIOKIT_OPS", "cpp")
+    assert ops.backend_for(torch.zeros(1, dtype=torch.float64)) == "torch"
+    assert capsys.readouterr().err == ""
+    assert ops.backend_for(torch.zeros(1)) == ops.backend_for(torch.zeros(1)) == "torch"
+    assert capsys.readouterr().err == (
+        "audiokit: the cpp kernels cannot run here (no C++ compiler (c++) on PATH): running the torch ops\n"
+    )
+
+
 def test_missing_tools_are_named(monkeypatch, tmp_path):
     sources = cpp.SOURCES
     monkeypatch.setattr(cpp, "SOURCES", tmp_path)

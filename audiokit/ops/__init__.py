@@ -25,6 +25,7 @@ import functools
 import importlib.metadata
 import importlib.util
 import os
+import sys
 from collections.abc import Iterator
 from types import ModuleType
 
@@ -35,6 +36,7 @@ from audiokit.ops import reference
 
 BACKENDS = ("cpp", "cuda", "triton", "torch")
 _FORCED: list[str] = []  # use_backend's choices, innermost last
+_NOTED: set[str] = set()  # forced backends whose fallback to torch was told
 
 
 @functools.cache
@@ -87,6 +89,7 @@ def backend_for(x: torch.Tensor) -> str:
     if forced:
         ready = {"cpp": cpp_ready, "cuda": cuda_ready, "triton": triton_ready}.get(forced)
         if ready is not None and not ready(x):
+            _note_unavailable(forced, x)
             return "torch"
         return forced
     if x.dtype != torch.float32 or not x.is_cuda:
@@ -94,6 +97,27 @@ def backend_for(x: torch.Tensor) -> str:
     if cuda_ready(x):
         return "cuda"
     return "triton" if triton_available() else "torch"
+
+
+def _note_unavailable(backend: str, x: torch.Tensor) -> None:
+    """Say once per process, on stderr, why a forced ``backend`` runs the torch ops where its kernels
+    are missing (no build, no ``triton``); silent for tensors of a device or dtype it does not take."""
+    if backend in _NOTED or x.dtype != torch.float32:
+        return
+    if backend == "cpp" and x.device.type == "cpu":
+        from audiokit.ops import cpp
+
+        why = cpp.unavailable_reason()
+    elif backend == "cuda" and x.is_cuda:
+        from audiokit.ops import cuda
+
+        why = cuda.unavailable_reason()
+    elif backend == "triton" and not triton_available():
+        why = "triton >= 3.5 is not installed"
+    else:
+        return
+    _NOTED.add(backend)
+    print(f"audiokit: the {backend} kernels cannot run here ({why}): running the torch ops", file=sys.stderr)
 
 
 def exact_kernels() -> ModuleType | None:
