@@ -27,6 +27,7 @@ their matrices, the session its codeword tables): make a new session after chang
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import numbers
 from collections.abc import Sequence
@@ -35,6 +36,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from audiokit import ops
 from audiokit.errors import UsageError
 from audiokit.nn.state import (
     StreamState,
@@ -123,7 +125,6 @@ class CodecStream:
         self.target_delay = codec.target_delay
         self.n_q = codec.n_q_for_bitrate(bitrate) if mode != "decode" else None
         self.quantizer = codec.quantizer
-        self.lookups = codec.quantizer.prepare_lookup()  # the codeword tables of this session
         param = next(codec.parameters())
         self.device, self.dtype = param.device, torch.float32
         self.encoder = codec.encoder if mode != "decode" else None
@@ -134,13 +135,17 @@ class CodecStream:
         self._encoder_step, self._decoder_step = steps
         self._coding = {"n_q": self.n_q, "quantize": mode == "roundtrip"}
         self._encode = functools.partial(self._encode_rows_step, **self._coding)
-        with torch.inference_mode():  # init_state also prepares the blocks' weights for their steps
-            self.encoder_state = self._init(self.encoder)
-            self.decoder_state = self._init(self.decoder)
         self.compiled = {"encoder": False, "decoder": False}
-        if compile == "aoti":
-            self._compile_ahead_of_time()
-        elif compile == "cuda_graph" and self.device.type == "cuda":
+        # AOTInductor traces the torch ops (a fused kernel is opaque to torch.export): the steps of an
+        # "aoti" session are prepared for them whatever AUDIOKIT_OPS / ops.use_backend force
+        with ops.use_backend("torch") if compile == "aoti" else contextlib.nullcontext():
+            self.lookups = codec.quantizer.prepare_lookup()  # the codeword tables of this session
+            with torch.inference_mode():  # init_state also prepares the blocks' weights for their steps
+                self.encoder_state = self._init(self.encoder)
+                self.decoder_state = self._init(self.decoder)
+            if compile == "aoti":
+                self._compile_ahead_of_time()
+        if compile == "cuda_graph" and self.device.type == "cuda":
             self._graph_steps()
         self._rows = [self._new_row() for _ in range(self.rows)]
         self.lengths: list[int] = [0] * self.rows
