@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -194,6 +195,19 @@ def test_the_cache_keeps_the_latest_libraries(tmp_path):
         os.utime(tmp_path / f"m-{i}.pt2", ns=(i * 10**9, i * 10**9))
     compiled._prune(tmp_path, 2)
     assert sorted(p.name for p in tmp_path.glob("*.pt2")) == ["m-3.pt2", "m-4.pt2"]
+
+
+def test_pruning_skips_files_another_process_removed(tmp_path, monkeypatch):
+    """Processes share the cache: a library (or a build's temporary) listed, then removed or renamed by
+    another process before its time is read, made the pruning raise, and so a library just built was
+    reported unavailable and its session ran eagerly."""
+    for i in range(3):
+        (tmp_path / f"m-{i}.pt2").write_bytes(b"x")
+        os.utime(tmp_path / f"m-{i}.pt2", ns=(i * 10**9, i * 10**9))
+    listed = Path.glob
+    monkeypatch.setattr(Path, "glob", lambda self, pattern: [*listed(self, pattern), self / "tmpgone.pt2"])
+    compiled._prune(tmp_path, 2)
+    assert sorted(p.name for p in listed(tmp_path, "*.pt2")) == ["m-1.pt2", "m-2.pt2"]
 
 
 def test_shipped_codec_roundtrip_equals_offline():

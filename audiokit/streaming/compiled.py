@@ -244,9 +244,13 @@ def _mark_used(path: Path) -> None:
 
 
 def _prune(folder: Path, keep: int) -> None:
-    """Delete all but the ``keep`` libraries in ``folder`` most recently built or used."""
-    libraries = sorted(folder.glob("*.pt2"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
-    for old in libraries[keep:]:
+    """Delete all but the ``keep`` libraries in ``folder`` most recently built or used (files that
+    another process sharing the cache removes or renames meanwhile are skipped)."""
+    libraries = []
+    for path in folder.glob("*.pt2"):
+        with contextlib.suppress(FileNotFoundError):
+            libraries.append((path.stat().st_mtime_ns, path))
+    for _, old in sorted(libraries, reverse=True)[keep:]:
         old.unlink(missing_ok=True)
 
 
