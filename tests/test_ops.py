@@ -176,6 +176,25 @@ def test_triton_forced_where_it_cannot_run_is_torch(monkeypatch):
     assert ops.backend_for(_cuda_like()) == "torch"
 
 
+def test_triton_from_another_distribution_is_found(monkeypatch):
+    """The ``triton`` module shipped by ``pytorch-triton`` (nightly torch; -rocm, -xpu): no ``triton``
+    distribution to read the version of, which raised PackageNotFoundError for every CUDA tensor."""
+    import importlib.metadata
+
+    import triton
+
+    def version(name: str) -> str:
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", version)
+    monkeypatch.setattr(triton, "__version__", "3.5.0+git8a2f3c1d")
+    ops.triton_available.cache_clear()
+    try:
+        assert ops.triton_available()
+    finally:
+        ops.triton_available.cache_clear()
+
+
 def _cuda_like(dtype: torch.dtype = torch.float32) -> SimpleNamespace:
     """What backend_for reads of a CUDA tensor, on a machine without one."""
     return SimpleNamespace(dtype=dtype, is_cuda=True, device=SimpleNamespace(type="cuda"))

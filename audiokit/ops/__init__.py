@@ -44,7 +44,13 @@ def triton_available() -> bool:
     """Whether a Triton recent enough for our kernels (3.5 or later) is installed."""
     if importlib.util.find_spec("triton") is None:
         return False
-    major, minor = (int(part) for part in importlib.metadata.version("triton").split(".")[:2])
+    try:
+        version = importlib.metadata.version("triton")
+    except importlib.metadata.PackageNotFoundError:  # another distribution (pytorch-triton, -rocm, -xpu)
+        import triton
+
+        version = triton.__version__
+    major, minor = (int(part) for part in version.split(".")[:2])
     return (major, minor) >= (3, 5)
 
 
