@@ -145,6 +145,15 @@ def test_a_failed_pack_keeps_the_pack_it_would_have_replaced(tmp_path, capsys):
     assert (packed / "README.md").read_text() == "what this state is\n"
 
 
+CHECKPOINT_EVERY = 4
+
+
+def _after_a_checkpoint(lines: str) -> bool:
+    """Whether the last whole line of ``metrics.jsonl`` text is the step after the second checkpoint."""
+    whole = lines.splitlines()[: lines.count("\n")]
+    return bool(whole) and json.loads(whole[-1])["step"] == 2 * CHECKPOINT_EVERY + 1
+
+
 def test_sigkill_then_resume_records_each_step_once(tmp_path):
     run = tmp_path / "run"
     command = [sys.executable, "-m", "audiokit", "train", str(TINY), "--run-dir", str(run), "-q"]
@@ -158,7 +167,7 @@ def test_sigkill_then_resume_records_each_step_once(tmp_path):
     ]
     command += [
         "--set",
-        "run.checkpoint_every=3",
+        f"run.checkpoint_every={CHECKPOINT_EVERY}",
         "--set",
         "eval.every_steps=2",
         "--set",
@@ -167,9 +176,12 @@ def test_sigkill_then_resume_records_each_step_once(tmp_path):
     command += ["--set", "run.tensorboard=false", "--max-steps", "100000"]
     process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
     metrics, deadline = run / "metrics.jsonl", time.monotonic() + 180
-    while not (metrics.is_file() and metrics.read_text().count("\n") >= 5):
+    # killed just after the step that follows a checkpoint (whose line comes after the checkpoint), so
+    # that steps are logged beyond the checkpoint: killed at a random moment, a run could stop right
+    # after a checkpoint and leave nothing to run again
+    while not (metrics.is_file() and _after_a_checkpoint(metrics.read_text())):
         assert process.poll() is None and time.monotonic() < deadline, "training did not start"
-        time.sleep(0.1)
+        time.sleep(0.005)
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=60)
     saved = load_checkpoint(run / "checkpoints" / "latest.pt")["step"]
