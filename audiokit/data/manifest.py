@@ -52,10 +52,22 @@ def write_text_atomic(path: Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    """All rows of a JSONL file (blank lines skipped)."""
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+def read_jsonl(path: Path, cut_end: bool = False) -> list[dict]:
+    """All rows of a JSONL file (blank lines skipped). A line that is not JSON raises :class:`ValueError`
+    naming ``file:line``; with ``cut_end``, a last line cut short (its writer killed while appending it)
+    is left out instead."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except ValueError as exc:
+            if cut_end and number == len(lines):
+                break
+            raise ValueError(f"{path}:{number}: not a JSON line ({exc})") from None
+    return rows
 
 
 def package_totals(rows: Iterable[dict], unnamed: str = "unknown") -> list[dict]:

@@ -13,7 +13,7 @@ import safetensors.torch
 import yaml
 
 from audiokit import io
-from audiokit.data.manifest import package_totals
+from audiokit.data.manifest import package_totals, read_jsonl
 from audiokit.data.sources import SOURCES
 from audiokit.errors import ModelError, RecipeError, UsageError
 from audiokit.models import resolve_weights
@@ -38,18 +38,10 @@ def _jsonl(path: Path) -> list[dict]:
     is a one-line :class:`UsageError` naming ``file:line``."""
     if not path.is_file():
         return []
-    lines = path.read_text(encoding="utf-8").splitlines()
-    rows = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except ValueError as exc:
-            if number == len(lines):
-                break
-            raise UsageError(f"{path}:{number}: not a JSON line ({exc})") from None
-    return rows
+    try:
+        return read_jsonl(path, cut_end=True)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _recipe_argument(command: list[str]) -> str | None:
