@@ -15,7 +15,7 @@ from torch import nn
 
 from audiokit.bitstream import AkcHeader, AkcReader, AkcWriter
 from audiokit.errors import ModelError, UsageError
-from audiokit.models import Codec, Codes
+from audiokit.models import BandwidthExtender, Codec, Codes
 from audiokit.models.enhancer import Enhancer
 from audiokit.nn import CausalISTFTHead, StreamableConv1d, StreamableConvTranspose1d, StreamableLSTM
 from audiokit.nn.streaming import PIECE_INPUTS, StreamingSequential, matmul_rows
@@ -375,6 +375,25 @@ def test_measured_latency_matches_algorithmic_latency(name):
     hop = codec.hop_length
     assert measure_latency(codec, phases=[0, 1, hop // 2, hop - 1]) == codec.algorithmic_latency
     assert measure_latency(codec, phases=[hop - 1]) == codec.algorithmic_latency - (hop - 1)
+
+
+@pytest.mark.parametrize("family,name", [(Enhancer, "enhance-16k"), (BandwidthExtender, "bwe-8to16")])
+def test_measured_latency_of_audio_models_matches_algorithmic_latency(family, name):
+    """The shipped enhancer's plain session and the bandwidth extender's from 8 kHz (measured in 16 kHz
+    samples, each 8 kHz sample being two) deliver the latency they declare, worst at a hop's first
+    sample."""
+    model = family.from_pretrained(name).eval()
+    factor = 2 if family is BandwidthExtender else 1
+    hop = model.hop_length // factor  # at the input rate
+    assert measure_latency(model, phases=[0, 1, hop // 2, hop - 1]) == model.algorithmic_latency
+    assert measure_latency(model, phases=[hop - 1]) == model.algorithmic_latency - factor * (hop - 1)
+
+
+def test_measure_latency_refuses_what_does_not_stream():
+    with pytest.raises(UsageError, match="measure_latency takes a streaming model"):
+        measure_latency(nn.Linear(2, 2))
+    with pytest.raises(UsageError, match="input_rate must divide"):
+        measure_latency(BandwidthExtender.from_config("bwe-8to16"), input_rate=32000)
 
 
 def test_session_records_step_times():

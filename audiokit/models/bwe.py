@@ -16,7 +16,8 @@ Signal path (``bwe-8to16``: 16 kHz out, causal STFT of 256 samples at a 128-samp
    the model only adds the missing band. Input that is already wideband (edge at Nyquist) passes
    through unchanged (up to the STFT's float rounding).
 
-Algorithmic latency: the FIR's delay (8 kHz input) plus ``n_fft`` samples.
+Algorithmic latency: the FIR's delay (8 kHz input) plus ``n_fft`` samples, rounded up to whole 8 kHz
+samples (bwe-8to16: 63 + 256 -> 320, 20 ms).
 """
 
 from __future__ import annotations
@@ -132,8 +133,10 @@ class BandwidthExtender(
 
     @property
     def algorithmic_latency(self) -> int:
-        """Samples at the output rate: the FIR's delay (8 kHz input) plus ``n_fft``."""
-        return self.upsampler.delay + self.config.n_fft
+        """Samples at the output rate for 8 kHz input: the FIR's delay plus ``n_fft``, rounded up to whole
+        input samples (each arrives as ``upsampler.factor`` output samples)."""
+        factor = self.upsampler.factor
+        return -(-(self.upsampler.delay + self.config.n_fft) // factor) * factor
 
     @property
     def output_lag(self) -> int:

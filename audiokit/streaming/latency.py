@@ -2,17 +2,21 @@
 
 :class:`StepTimer` records the wall-clock compute time of every model step (one batched call of the
 encoder and/or decoder on whole frames) with the number of frames it advanced; ``summary()`` gives
-the distribution per frame. :func:`measure_latency` finds a codec's algorithmic latency by pushing an
-impulse sample by sample through a round-trip stream and counting the samples pushed until the
-output sample aligned with the impulse comes out.
+the distribution per frame. :func:`measure_latency` finds a model's algorithmic latency by pushing an
+impulse sample by sample through a streaming session of any model of the shared interface (a codec's
+round trip, an enhancer's, a bandwidth extender's from half its rate) and counting the samples pushed
+until the output sample aligned with the impulse comes out.
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
+from typing import Any
 
 import torch
+
+from audiokit.errors import UsageError
 
 
 class StepTimer:
@@ -66,29 +70,56 @@ class timed:
         self.timer.record(time.perf_counter() - self.began, self.frames)
 
 
-def measure_latency(codec, phases: list[int] | None = None, frames_before: int = 3) -> int:
-    """Algorithmic latency of ``codec`` in samples, measured on a streaming round trip.
+def measure_latency(
+    model: Any, phases: list[int] | None = None, frames_before: int = 3, **stream_options: Any
+) -> int:
+    """Algorithmic latency of a streaming ``model`` in samples at its output rate, measured on a session.
 
-    For each impulse position ``t0 = frames_before * hop_length + phase`` the impulse and then zeros
-    are pushed one sample at a time; the latency at that phase is the number of samples pushed from
-    the impulse (inclusive) until output sample ``t0`` has been returned. The result is the maximum
-    over ``phases`` (default: every phase within a frame), i.e. the worst case.
+    The session is ``model.stream(1, **stream_options)``, by default the one whose latency the model's
+    ``algorithmic_latency`` declares: a codec's round trip (``mode="roundtrip"``), a bandwidth
+    extender's from half its rate (``input_rate``), any other model's plain session. For each impulse
+    position ``t0 = frames_before * hop + phase`` (input samples, ``hop`` the input-rate hop) the
+    impulse and then zeros are pushed one sample at a time; the latency at that phase is the number of
+    input samples pushed from the impulse (inclusive) until the output sample aligned with it has been
+    returned, times the output/input rate ratio. The result is the maximum over ``phases`` (default:
+    every phase within a hop), i.e. the worst case.
     """
-    hop = codec.hop_length
+    if not all(hasattr(model, a) for a in ("stream", "hop_length", "sample_rate", "algorithmic_latency")):
+        raise UsageError(
+            f"measure_latency takes a streaming model (a codec, enhancer or bandwidth extender), "
+            f"got {type(model).__qualname__}"
+        )
+    options = {**_declared_session_options(model), **stream_options}
+    input_rate = options.get("input_rate") or model.sample_rate
+    factor, rest = divmod(model.sample_rate, input_rate)
+    if rest or not factor:
+        raise UsageError(
+            f"measure_latency: input_rate must divide the model's {model.sample_rate} Hz, got {input_rate}"
+        )
+    hop = model.hop_length // factor
     phases = list(range(hop)) if phases is None else phases
     worst = 0
     with torch.inference_mode():
         for phase in phases:
-            session = codec.stream(1, "roundtrip")
+            session = model.stream(1, **options)
             t0 = frames_before * hop + phase
-            x = torch.zeros(1, codec.channels, t0 + 4 * hop + codec.algorithmic_latency)
+            x = torch.zeros(1, model.channels, t0 + 4 * hop + model.algorithmic_latency)
             x[..., t0] = 1.0
             returned = session.push(x[..., :t0]).shape[-1]
             pushed = t0
-            while returned <= t0:
+            while returned <= factor * t0:
                 if pushed == x.shape[-1]:
-                    raise RuntimeError(f"output sample {t0} never came out of the stream")
+                    raise RuntimeError(f"output sample {factor * t0} never came out of the stream")
                 returned += session.push(x[..., pushed : pushed + 1]).shape[-1]
                 pushed += 1
-            worst = max(worst, pushed - t0)
+            worst = max(worst, factor * (pushed - t0))
     return worst
+
+
+def _declared_session_options(model: Any) -> dict[str, Any]:
+    """``model.stream`` options of the session whose latency ``model.algorithmic_latency`` declares."""
+    if getattr(model, "family", None) == "codec":
+        return {"mode": "roundtrip"}
+    if getattr(model, "family", None) == "bwe":
+        return {"input_rate": model.sample_rate // 2}
+    return {}
