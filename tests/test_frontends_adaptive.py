@@ -213,6 +213,27 @@ def test_usage_errors():
         build_frontend("cqt", SR)
 
 
+def test_factory_adaptive_takes_its_options_and_refuses_stft_ones():
+    """The factory's adaptive front end is the AdaptiveFilterbank of the options given (hop_length,
+    n_bands and its own); STFT options it cannot honour, and unknown ones, are refused, not dropped."""
+    x = 0.1 * torch.randn(2, 4000)
+    options = {"banks": ("mel", "gabor"), "filter_length": 161, "mixing": "input"}
+    torch.manual_seed(3)
+    module = build_frontend("adaptive", SR, hop_length=80, n_bands=24, **options)
+    torch.manual_seed(3)
+    reference = AdaptiveFilterbank(SR, n_bands=24, hop_length=80, **options)
+    assert (module.hop_length, module.n_bands, module.filter_length) == (80, 24, 161)
+    with torch.no_grad():
+        torch.testing.assert_close(module(x), reference(x), rtol=0, atol=0)
+    for stft in ({"n_fft": 1024}, {"win_length": 400}, {"window": "blackman"}):
+        with pytest.raises(UsageError, match=f"'adaptive': {next(iter(stft))} set an STFT.*filter_length"):
+            build_frontend("adaptive", SR, **stft)
+    with pytest.raises(UsageError, match="'adaptive': unexpected options diffstft_mel; it takes .*banks"):
+        build_frontend("adaptive", SR, diffstft_mel=True)
+    with pytest.raises(UsageError, match="learn_hop is for 'diffstft'"):
+        build_frontend("adaptive", SR, learn_hop=True)
+
+
 def test_factory_mel_matches_librosa():
     x = np.random.default_rng(0).standard_normal(8000).astype(np.float32) * 0.1
     module = build_frontend("mel", SR)

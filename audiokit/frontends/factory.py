@@ -6,6 +6,7 @@ Every front end maps ``(B, T)`` audio to ``(B, n_features, frames)`` log-domain 
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import torch
@@ -55,24 +56,33 @@ def build_frontend(
     win_length: float | None = None,
     hop_length: int | None = None,
     n_bands: int = 64,
-    window: str = "hann",
+    window: str | None = None,
     learn_hop: bool = False,
     **kwargs,
 ) -> nn.Module:
     """Front end ``name`` (``mel``, ``stft``, ``diffstft``, ``adaptive``) for audio at ``sample_rate`` Hz.
 
     ``n_bands`` is the number of mel bands (``mel``, and ``diffstft`` when ``diffstft_mel=True`` is
-    passed) or filterbank bands (``adaptive``). ``diffstft`` learns its window length (and the hop with
-    ``learn_hop``); give those parameters (samples) their own learning rate, e.g. 1.0. Extra ``kwargs``
-    go to ``AdaptiveFilterbank`` for ``adaptive``.
+    passed) or filterbank bands (``adaptive``). ``n_fft``, ``win_length`` (samples) and ``window``
+    (default ``hann``) set the STFT of ``mel``, ``stft`` and ``diffstft``; ``diffstft`` learns its window
+    length (and the hop with ``learn_hop``); give those parameters (samples) their own learning rate,
+    e.g. 1.0. ``adaptive`` is a bank of FIR filters, not an STFT: it takes ``hop_length``, ``n_bands``
+    and, as extra ``kwargs``, the options of ``AdaptiveFilterbank``; options a front end cannot honour
+    raise :class:`~audiokit.errors.UsageError`.
     """
-    hop_length = hop_length or sample_rate // 100
-    win_length = win_length or round(0.025 * sample_rate)
-    n_fft = n_fft or 2 ** math.ceil(math.log2(win_length))
-    if name == "adaptive":
-        return AdaptiveFilterbank(sample_rate, n_bands=n_bands, hop_length=hop_length, **kwargs)
     if name not in FRONTENDS:
         raise UsageError(f"frontend: unknown name {name!r}; choose one of {', '.join(FRONTENDS)}")
+    if learn_hop and name != "diffstft":
+        raise UsageError(
+            f"frontend {name!r}: learn_hop is for 'diffstft' (the only front end with a learnable hop)"
+        )
+    hop_length = hop_length or sample_rate // 100
+    if name == "adaptive":
+        stft_options = {"n_fft": n_fft, "win_length": win_length, "window": window}
+        return _adaptive(sample_rate, n_bands, hop_length, stft_options, kwargs)
+    win_length = win_length or round(0.025 * sample_rate)
+    n_fft = n_fft or 2 ** math.ceil(math.log2(win_length))
+    window = window or "hann"
     use_mel = name == "mel" or kwargs.pop("diffstft_mel", False)
     if kwargs:
         raise UsageError(f"frontend {name!r}: unexpected options {', '.join(sorted(kwargs))}")
@@ -81,3 +91,25 @@ def build_frontend(
         stft.hop_length.requires_grad_(False)
     mel = mel_filterbank(sample_rate, n_fft, n_bands) if use_mel else None
     return LogSpectrogram(stft, mel)
+
+
+def _adaptive(
+    sample_rate: int, n_bands: int, hop_length: int, stft_options: dict, options: dict
+) -> AdaptiveFilterbank:
+    """``AdaptiveFilterbank`` with ``options``, or a :class:`~audiokit.errors.UsageError` for any of the
+    ``stft_options`` given (not ``None``) or ``options`` it does not take."""
+    given = [key for key, value in stft_options.items() if value is not None]
+    if given:
+        raise UsageError(
+            f"frontend 'adaptive': {', '.join(given)} set an STFT, and the adaptive front end is a bank of "
+            "FIR filters: its resolution is filter_length (samples, default 4 * hop_length + 1) and its "
+            "analyser reads Hann frames of 2 * hop_length samples; drop them, or use 'stft' or 'diffstft'"
+        )
+    known = set(inspect.signature(AdaptiveFilterbank).parameters) - {"sample_rate", "n_bands", "hop_length"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise UsageError(
+            f"frontend 'adaptive': unexpected options {', '.join(unknown)}; "
+            f"it takes n_bands, hop_length, {', '.join(sorted(known))}"
+        )
+    return AdaptiveFilterbank(sample_rate, n_bands=n_bands, hop_length=hop_length, **options)
