@@ -368,6 +368,19 @@ def test_batchers_refuse_bad_pushes_before_queuing_them():
         torch.testing.assert_close(got, expected, rtol=0, atol=ATOL)
 
 
+def test_failed_decode_flush_resets_every_row():
+    """A decode flush that raises (codes short of the rows' length) leaves fresh rows: the same session
+    then decodes new codes exactly as offline (stale state, counters or limits would change them)."""
+    codec = CODECS["tiny-istft"]
+    codes, audio = offline(codec, 0.3 * torch.randn(2, 1, 3000))
+    session = codec.stream(2, "decode", length=[5000, 4000])
+    session.push(codes.codes[..., :5])
+    with pytest.raises(UsageError, match="its length is 5000"):
+        session.flush()
+    got = torch.cat([session.push(codes), session.flush()], -1)
+    torch.testing.assert_close(got, audio, rtol=0, atol=ATOL)
+
+
 # ------------------------------------------------------------------ latency and timing
 @pytest.mark.parametrize("name", ["speech-16k", "seanet-lstm"])
 def test_measured_latency_matches_algorithmic_latency(name):

@@ -169,13 +169,16 @@ class CodecStream:
         """End every stream: process the rest, return all remaining output, and reset every row.
 
         Rows may end with different lengths (after :meth:`reset`); the result is padded to the longest
-        and :attr:`lengths` gives each row's valid length.
+        and :attr:`lengths` gives each row's valid length. A flush that raises (a ``"decode"`` row whose
+        codes fall short of its length) resets every row too, dropping their output.
         """
-        with torch.inference_mode():
-            self._finish(list(range(self.rows)))
-        out = self._collect(flush=True)
-        self._reset_rows(list(range(self.rows)))
-        return out
+        rows = list(range(self.rows))
+        try:
+            with torch.inference_mode():
+                self._finish(rows)
+            return self._collect(flush=True)
+        finally:
+            self._reset_rows(rows)
 
     def reset(self, items: Sequence[int] | int, length: int | Sequence[int] | None = None) -> None:
         """Restart streams ``items`` (item indices ``0 .. B-1``) from scratch, leaving the others as they
