@@ -337,6 +337,26 @@ def test_batcher_encode_and_decode_modes_and_capacity():
     torch.testing.assert_close(decoder.close(d), audio[0], rtol=0, atol=ATOL)
 
 
+def test_batcher_close_that_raises_still_frees_the_stream():
+    """A decode stream whose codes fall short of its length fails to close; its slot is freed all the
+    same (a server's stream must not stay open), and the next stream in it decodes as offline."""
+    codec = CODECS["tiny-istft"]
+    codes, audio = offline(codec, 0.3 * torch.randn(1, 1, 3000))
+    decoder = MultiStreamBatcher(codec, capacity=1, mode="decode")
+    d = decoder.open(length=5000)
+    decoder.push(d, codes.codes[0, :, :5])
+    decoder.run()
+    with pytest.raises(UsageError, match="its length is 5000"):
+        decoder.close(d)
+    assert decoder.streams == []
+    d = decoder.open(length=3000)
+    decoder.push(d, codes.codes[0])
+    decoder.run()
+    torch.testing.assert_close(
+        torch.cat([decoder.pull(d), decoder.close(d)], -1), audio[0], rtol=0, atol=ATOL
+    )
+
+
 def test_batchers_refuse_bad_pushes_before_queuing_them():
     """Integer PCM, NaN and codes out of range are refused at push, as a session refuses them; a refused
     push leaves the stream (and its batcher) as if it had not been made."""

@@ -164,16 +164,19 @@ class MultiStreamBatcher:
         return self.close_many([stream_id])[0]
 
     def close_many(self, stream_ids: list[int]) -> list[torch.Tensor]:
-        """:meth:`close` of several streams in batched final steps; their outputs, in order."""
+        """:meth:`close` of several streams in batched final steps; their outputs, in order. A final
+        step that raises (a ``"decode"`` stream whose codes fall short of its length) still closes the
+        streams and frees their slots, dropping their output, then re-raises."""
         slots = [self._slot(i) for i in stream_ids]
-        with torch.inference_mode():
-            self.session._finish(slots)
-        outs = [_pop(self.session, slot) for slot in slots]
-        self.session._reset_rows(slots)
-        for stream_id, slot in zip(stream_ids, slots, strict=True):
-            del self._slots[stream_id]
-            self._free.append(slot)
-        return outs
+        try:
+            with torch.inference_mode():
+                self.session._finish(slots)
+            return [_pop(self.session, slot) for slot in slots]
+        finally:
+            self.session._reset_rows(slots)
+            for stream_id, slot in zip(stream_ids, slots, strict=True):
+                del self._slots[stream_id]
+                self._free.append(slot)
 
 
 def _pop(session: CodecStream, slot: int) -> torch.Tensor:
