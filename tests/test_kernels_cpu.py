@@ -7,15 +7,17 @@ The first test of a run builds the extension into the cache (~30-60 s once); lat
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 from conftest import rvq_case
 
 from audiokit import ops
-from audiokit.ops import cpp, reference
+from audiokit.ops import build, cpp, reference
 
 needs_build = pytest.mark.skipif(cpp.load() is None, reason=f"no C++ kernels: {cpp.unavailable_reason()}")
 
@@ -202,21 +204,59 @@ PyMODINIT_FUNC PyInit_audiokit_tiny_ext(void) {
 """
 
 
-def test_a_lock_left_by_a_killed_build_does_not_block_the_next(tmp_path):
-    """torch's build lock file, left by a build that was killed, used to make every later build wait
-    forever; the build now goes ahead (in a subprocess with a timeout, so that a regression fails)."""
-    source, folder = tmp_path / "tiny.cpp", tmp_path / "build"
-    source.write_text(TINY_MODULE)
-    folder.mkdir()
-    (folder / "lock").write_text("")
+def _build_tiny(source: Path, folder: Path) -> subprocess.CompletedProcess:
+    """``build_extension`` of the tiny module from ``source`` into ``folder`` in a fresh process (a
+    process loads one module of a name; one that crashes fails the test, not the run), which prints
+    the module's answer or why there is none."""
     code = (
         "from pathlib import Path; from audiokit.ops.build import build_extension; "
         f"module, why = build_extension('audiokit_tiny_ext', [Path({str(source)!r})], "
         f"Path({str(folder)!r})); "
         "print(module.answer if module else why)"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+
+
+def test_a_build_killed_half_way_is_not_used_and_blocks_nothing(tmp_path):
+    """A killed build leaves its temporary folder, with torch's lock file (on which torch's next build
+    in that folder would wait forever) and a partial library: the next build builds anew beside it, and
+    removes it."""
+    source, folder = tmp_path / "tiny.cpp", tmp_path / "build"
+    source.write_text(TINY_MODULE)
+    leftover = folder / "audiokit_tiny_ext-killed.tmp"
+    leftover.mkdir(parents=True)
+    (leftover / "lock").write_text("")
+    (leftover / "audiokit_tiny_ext.so").write_bytes(b"\x7fELF")
+    done = _build_tiny(source, folder)
     assert done.returncode == 0 and done.stdout.strip() == "42", done.stderr[-2000:]
+    assert not leftover.exists()
+
+
+@pytest.mark.slow  # two fresh processes, each building: 9-11 s on the busy 2-core VM
+def test_a_damaged_library_is_built_again_not_loaded(tmp_path):
+    """A cached library cut short (an interrupted copy, a full disk) beside an intact build log made the
+    next process that loaded it die of SIGBUS in dlopen. It is now checked against the byte count and
+    sha256 recorded by its build, and built again, said in one line; a same-size corruption is caught
+    by the sha256."""
+    source, folder = tmp_path / "tiny.cpp", tmp_path / "build"
+    source.write_text(TINY_MODULE)
+    assert _build_tiny(source, folder).stdout.strip() == "42"
+    [library] = folder.rglob("audiokit_tiny_ext.so")
+    built = library.stat()
+    with library.open("r+b") as file:
+        file.truncate(built.st_size // 2)
+    os.utime(library, ns=(built.st_atime_ns, built.st_mtime_ns))  # as a copy keeping times leaves it
+    done = _build_tiny(source, folder)
+    assert done.returncode == 0 and done.stdout.strip() == "42", done.stderr[-2000:]
+    [line] = [line for line in done.stderr.splitlines() if "damaged" in line]
+    assert f"has {built.st_size // 2} bytes" in line and library.stat().st_size == built.st_size
+    with library.open("r+b") as file:
+        file.seek(built.st_size // 2)
+        flipped = bytes(byte ^ 0xFF for byte in file.read(64))
+        file.seek(built.st_size // 2)
+        file.write(flipped)
+    damage = build._damage(library.parent, "audiokit_tiny_ext", build.build_key([source], {}))
+    assert "sha256 differs" in damage
 
 
 def test_a_cache_that_cannot_be_written_is_a_failed_build(tmp_path):

@@ -3,7 +3,8 @@
 The sources live in the source checkout's top-level ``kernels/`` (an editable install, as ``make
 setup`` makes); they are compiled once (``-O3``, OpenMP; ~30-60 s) into a cache folder,
 ``$AUDIOKIT_KERNELS_CACHE`` or ``~/.cache/audiokit/kernels``, one subfolder per torch version, and
-loaded from there afterwards. Without the sources, a C++ compiler or ninja, :func:`load` returns
+loaded from there afterwards once checked against the record of their build
+(:mod:`audiokit.ops.build`). Without the sources, a C++ compiler or ninja, :func:`load` returns
 ``None`` and :func:`unavailable_reason` says why: the callers use the torch reference.
 """
 
