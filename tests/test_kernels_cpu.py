@@ -255,8 +255,41 @@ def test_a_damaged_library_is_built_again_not_loaded(tmp_path):
         flipped = bytes(byte ^ 0xFF for byte in file.read(64))
         file.seek(built.st_size // 2)
         file.write(flipped)
-    damage = build._damage(library.parent, "audiokit_tiny_ext", build.build_key([source], {}))
-    assert "sha256 differs" in damage
+    assert "sha256 differs" in build._damage(library.parent, "audiokit_tiny_ext")
+
+
+@pytest.mark.slow  # three fresh processes, two of them building: 11-13 s on the busy 2-core VM
+def test_builds_of_other_sources_live_beside_each_other(tmp_path):
+    """Two checkouts (or versions) sharing one kernel cache rebuilt each other's kernels every time they
+    alternated: each build now has its own folder, keyed by the sources, options, compiler and torch."""
+    one, two, folder = tmp_path / "one" / "tiny.cpp", tmp_path / "two" / "tiny.cpp", tmp_path / "build"
+    for source, answer in ((one, "42"), (two, "43")):
+        source.parent.mkdir()
+        source.write_text(TINY_MODULE.replace("42", answer))
+    assert _build_tiny(one, folder).stdout.strip() == "42"
+    [first] = folder.rglob("audiokit_tiny_ext.so")
+    built = first.stat()
+    assert _build_tiny(two, folder).stdout.strip() == "43"
+    assert _build_tiny(one, folder).stdout.strip() == "42"
+    again = first.stat()
+    assert (again.st_ino, again.st_mtime_ns) == (built.st_ino, built.st_mtime_ns)  # loaded, not rebuilt
+    assert len(list(folder.rglob("audiokit_tiny_ext.so"))) == 2
+
+
+def test_the_builds_last_used_are_kept(tmp_path):
+    """Every key makes a folder: all but the most recently built or used of one extension go."""
+    for age in range(4):
+        record = tmp_path / f"audiokit_tiny_ext-{age}" / build.RECORD
+        record.parent.mkdir()
+        record.write_text("{}")
+        os.utime(record, ns=(0, 10**18 - age))
+    (tmp_path / "audiokit_other-9").mkdir()
+    build._prune(tmp_path, "audiokit_tiny_ext", 2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "audiokit_other-9",
+        "audiokit_tiny_ext-0",
+        "audiokit_tiny_ext-1",
+    ]
 
 
 def test_a_cache_that_cannot_be_written_is_a_failed_build(tmp_path):

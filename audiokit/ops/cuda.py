@@ -2,8 +2,8 @@
 ``torch.utils.cpp_extension`` when a GPU is present.
 
 Built like :mod:`audiokit.ops.cpp`: from the source checkout, once (nvcc + the C++ compiler, ~1-2 min)
-into ``<cache_dir()>/cuda``, reloaded from there afterwards (once checked against the record of its
-build) and rebuilt when a source changes. Without a GPU, a CUDA build of torch, nvcc, the sources or
+into ``<cache_dir()>/cuda``, one folder per version of the sources, reloaded from there afterwards
+(once checked against the record of its build). Without a GPU, a CUDA build of torch, nvcc, the sources or
 ninja, :func:`load` returns ``None`` and :func:`unavailable_reason` says why: the callers use Triton
 or the torch reference.
 """
