@@ -9,9 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from audiokit.provenance import write_json
+from audiokit.threads import MAX_THREADS
 
 RESULTS = Path(__file__).resolve().parent / "results"
-MAX_THREADS = 1024  # as the CLI's --threads (torch overflows on far larger counts)
 
 
 def thread_count(value: str) -> int:

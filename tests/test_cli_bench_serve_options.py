@@ -4,6 +4,7 @@ naming host:port and the reason (exit 1); `serve --help` names what it serves by
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import socket
@@ -16,6 +17,7 @@ from conftest import ROOT
 
 import audiokit.cli.bench as bench_cli
 from audiokit.cli import build_parser, main
+from audiokit.threads import MAX_THREADS
 
 
 def _one_line(err: str, *needles: str) -> None:
@@ -46,6 +48,7 @@ def no_benchmark(monkeypatch):
         ["--seconds", "inf"],
         ["--repeats", "0"],
         ["--threads", "0"],
+        ["--threads", str(MAX_THREADS + 1)],
         ["--frames", "0"],
         ["--streams", "0"],
         ["--streams", "16", "-4"],
@@ -60,7 +63,7 @@ def test_bad_bench_options_are_usage_errors(capsys, no_benchmark, argv):
     _one_line(err, f"audiokit bench: error: argument {argv[0]}: ", argv[-1])
 
 
-@pytest.mark.parametrize("threads", ["0", "-1"])
+@pytest.mark.parametrize("threads", ["0", "-1", str(MAX_THREADS + 1)])
 def test_speed_scripts_refuse_a_bad_thread_count(threads):
     """`make bench`'s speed scripts: one usage line, exit 2 (not torch's traceback once the model loaded)."""
     script = ROOT / "benchmarks" / "bench_bwe.py"
@@ -74,6 +77,18 @@ def test_speed_scripts_refuse_a_bad_thread_count(threads):
     assert done.returncode == 2 and not done.stdout
     assert done.stderr.splitlines()[-1].startswith("bench_bwe.py: error: argument --threads: "), done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_the_thread_limit_has_one_home():
+    """The commands and the speed scripts (which may not import the CLI) take ``MAX_THREADS`` from
+    :mod:`audiokit.threads`; no other module defines its own."""
+    defining = []
+    for path in sorted([*(ROOT / "audiokit").rglob("*.py"), *(ROOT / "benchmarks").rglob("*.py")]):
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+            if any(isinstance(t, ast.Name) and t.id == "MAX_THREADS" for t in targets):
+                defining.append(str(path.relative_to(ROOT)))
+    assert defining == ["audiokit/threads.py"]
 
 
 @pytest.mark.parametrize("device", ["cuda:99", "cuda"])

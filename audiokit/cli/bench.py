@@ -26,7 +26,6 @@ from audiokit.bench import (
     summary_lines,
 )
 from audiokit.cli.options import (
-    MAX_THREADS,
     add_force_option,
     add_model_option,
     device_name,
@@ -40,6 +39,7 @@ from audiokit.io import prepare_outputs
 from audiokit.models.base import resolve_weights
 from audiokit.processing import model_family
 from audiokit.provenance import write_json
+from audiokit.threads import MAX_THREADS
 
 AUDIO_BENCHMARKS = {
     "enhancer": (run_enhancer_benchmark, enhancer_summary_lines),

@@ -10,9 +10,7 @@ from collections.abc import Callable
 
 from audiokit.errors import UsageError
 from audiokit.io import RAW_SAMPLE_FORMATS, RawFormat, check_sample_rate
-
-MAX_THREADS = 1024
-"""The most torch threads a command takes (torch overflows on far larger counts)."""
+from audiokit.threads import MAX_THREADS
 
 
 def add_model_option(parser: argparse.ArgumentParser, default: str | None, what: str = "model") -> None:

@@ -15,7 +15,6 @@ from typing import Any, TypeVar
 
 from audiokit.cli import Interrupted
 from audiokit.cli.options import (
-    MAX_THREADS,
     add_force_option,
     add_raw_options,
     finite_number,
@@ -23,6 +22,7 @@ from audiokit.cli.options import (
     whole_number,
 )
 from audiokit.errors import AudiokitError
+from audiokit.threads import MAX_THREADS
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
