@@ -161,7 +161,7 @@ def test_healthz_and_metrics(server):
     ):
         assert name in text, name
     page = urllib.request.urlopen(f"{server.http}/").read().decode()
-    assert "/static/app.js" in page
+    assert '<script src="static/app.js">' in page
 
 
 def _hops_observed(text: str, model: str) -> tuple[float, float]:

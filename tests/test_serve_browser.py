@@ -5,6 +5,7 @@ that came back must be speech (non-silent) matching the offline codec round trip
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import threading
@@ -20,7 +21,8 @@ from scipy import signal as sps
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from serve_support import running_server, speech
+from selenium.webdriver.support.ui import Select
+from serve_support import free_port, prefix_proxy, running_server, speech
 
 from audiokit import Codec, io
 from audiokit.serve import ServerConfig
@@ -135,6 +137,8 @@ def _wait(driver, script: str, seconds: float, what: str):
     while not (result := driver.execute_script(script)):
         if time.monotonic() > deadline:
             state = driver.execute_script("return window.audiokit")
+            if state is None:
+                raise AssertionError(f"{what}: the page's script did not run")
             state.pop("received", None)
             raise AssertionError(f"{what}: {state}")
         time.sleep(0.1)
@@ -186,10 +190,10 @@ def slow_ready(monkeypatch) -> Callable[[float], _Wire]:
     return install
 
 
-def _codec_server(**limits):
+def _codec_server(port: int | None = None, **limits):
     codec = Codec.from_pretrained("speech-16k")
     return running_server(
-        ServerConfig(max_streams_per_client=4, **limits), {"speech-16k": Engine("speech-16k", codec, 4)}
+        ServerConfig(max_streams_per_client=4, **limits), {"speech-16k": Engine("speech-16k", codec, 4)}, port
     )
 
 
@@ -383,3 +387,69 @@ def test_page_says_so_when_the_server_ends_the_stream(tmp_path, end):
     else:
         assert state["done"] is None and state["closeCode"] != 1000
         assert status.startswith("error: the connection to the server closed before"), status
+
+
+def test_page_works_under_a_path_prefix(tmp_path):
+    """Behind a reverse proxy serving the server under ``/audiokit/`` (nothing outside it): the page
+    loads its script, lists the models from healthz, loads its worklets and streams, all through the
+    prefix."""
+    port = free_port()
+    wav_path = tmp_path / "mic.wav"
+    sf.write(wav_path, speech(3.0, 0.2), 16000, subtype="PCM_16")
+    with _codec_server(port), prefix_proxy(port, "/audiokit") as url:
+        driver = _browser(wav_path, tmp_path / "profile")
+        try:
+            driver.get(url)
+            _wait(driver, "return document.getElementById('model').options.length", 20, "no models listed")
+            shown = driver.find_element(By.ID, "server").text
+            driver.find_element(By.ID, "start").click()
+            _wait(
+                driver,
+                "const s = window.audiokit; return s.error || (s.ready && s.receivedSamples >= s.sampleRate)",
+                30,
+                "1 s did not come back",
+            )
+            state = driver.execute_script("return window.audiokit")
+        finally:
+            driver.quit()
+    assert shown == "ok"
+    assert state["error"] is None and state["ready"]["model"] == "speech-16k", state["error"]
+
+
+@pytest.mark.parametrize("fault", ["draining", "gone", "gone behind a proxy"])
+def test_page_says_why_the_server_is_not_ready(tmp_path, fault):
+    """healthz failing shows why on the page (not just an empty model list): a draining server's 503;
+    once the server stopped, no answer at all, or a proxy's 502 page (the model list asks again when
+    the task changes)."""
+    port = free_port()
+    wav_path = tmp_path / "mic.wav"
+    sf.write(wav_path, speech(1.0, 0.2), 16000, subtype="PCM_16")
+    error = "const m = document.body.innerText.match(/^server: (error: .*)$/m); return m && m[1]"  # as seen
+    driver = _browser(wav_path, tmp_path / "profile")
+    try:
+        with contextlib.ExitStack() as proxied:
+            url = f"http://127.0.0.1:{port}/"
+            if fault == "gone behind a proxy":
+                url = proxied.enter_context(prefix_proxy(port, "/audiokit"))
+            with _codec_server(port) as server:
+                if fault == "draining":
+                    loop = next(iter(server.state.schedulers.values()))._task.get_loop()
+                    asyncio.run_coroutine_threadsafe(server.state.drain(), loop).result(20)
+                    driver.get(url)
+                    shown = _wait(driver, error, 20, "no error shown")
+                else:
+                    driver.get(url)
+                    _wait(driver, "return document.getElementById('model').options.length", 20, "no models")
+            if fault != "draining":
+                Select(driver.find_element(By.ID, "mode")).select_by_value("enhance")
+                shown = _wait(driver, error, 20, "no error shown")
+            models = driver.execute_script("return document.getElementById('model').options.length")
+    finally:
+        driver.quit()
+    expected = {
+        "draining": "error: the server is not ready: healthz answered HTTP 503 (draining); reload",
+        "gone": "error: cannot reach the server (",
+        "gone behind a proxy": "error: the server is not ready: healthz answered HTTP 502 (Bad Gateway); ",
+    }
+    assert shown.startswith(expected[fault]), shown
+    assert models == 0

@@ -1,6 +1,8 @@
 // The audiokit web page: microphone -> /v1/stream -> speakers, through AudioWorklets.
 // window.audiokit exposes what happened since the last Start (for tests): the last KEEP_SECONDS of
 // received audio, sample counts, latency, rate, errors.
+// Every URL is relative to the page's own (healthz, v1/stream, static/...), so the page also works
+// behind a reverse proxy that serves it under a path prefix (https://host/audiokit/).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -31,11 +33,36 @@ function showLevel(which, samples) {
   $("db-" + which).textContent = db.toFixed(0);
 }
 
+// The server's /healthz, or an Error saying why the server cannot take streams now.
+async function health() {
+  let response;
+  try {
+    response = await fetch("healthz", { cache: "no-store" });
+  } catch (err) {  // nothing answered: the server is down, or the network or a proxy failed
+    throw new Error("cannot reach the server (" + err.message + "); is it running? Reload the page to retry");
+  }
+  const body = await response.json().catch(() => null);  // a proxy's error page is not JSON
+  if (!response.ok || !body || !Array.isArray(body.models)) {
+    const why = body && body.status ? body.status : response.statusText;
+    throw new Error("the server is not ready: healthz answered HTTP " + response.status
+      + (why ? " (" + why + ")" : "") + "; reload the page to retry");
+  }
+  return body;
+}
+
+// The models of the chosen task in the model list; the server line says whether the server is ready.
 async function loadModels() {
-  const health = await (await fetch("/healthz")).json();
+  let models = [];
+  try {
+    const served = await health();
+    $("server").textContent = served.status;
+    models = served.models;
+  } catch (err) {
+    $("server").textContent = "error: " + err.message;
+  }
   const task = $("mode").value.split(":")[0];
   $("model").innerHTML = "";
-  for (const m of health.models.filter((m) => m.task === task)) {
+  for (const m of models.filter((m) => m.task === task)) {
     const option = document.createElement("option");
     option.value = option.textContent = m.name;
     $("model").appendChild(option);
@@ -43,7 +70,7 @@ async function loadModels() {
 }
 
 function wsUrl() {
-  const url = new URL("/v1/stream", location.href);
+  const url = new URL("v1/stream", location.href);
   url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
   const token = new URLSearchParams(location.search).get("token");
   if (token) url.searchParams.set("token", token);
@@ -238,7 +265,7 @@ async function openStream() {  // microphone, worklets, socket: start()'s part t
   $("settings").textContent = JSON.stringify(state.settings, null, 2);
   context = new AudioContext();  // the device's rate: Firefox ignores a requested one; the server resamples
   state.sampleRate = context.sampleRate;
-  await context.audioWorklet.addModule("/static/worklets.js");
+  await context.audioWorklet.addModule("static/worklets.js");
   const source = context.createMediaStreamSource(media);
   nodes.capture = new AudioWorkletNode(context, "audiokit-capture");
   nodes.playback = new AudioWorkletNode(context, "audiokit-playback", {
