@@ -10,7 +10,14 @@ from conftest import assert_speed_targets
 
 from audiokit import rnnoise
 from audiokit.bench import run_enhancer_benchmark
-from audiokit.bench.enhancer import bench_rnnoise
+from audiokit.bench.audio import (
+    StreamSetup,
+    bench_many_streams,
+    bench_stream_hop,
+    stream_lines,
+    target_checks,
+)
+from audiokit.bench.enhancer import bench_offline, bench_rnnoise
 from audiokit.cli import main
 from audiokit.models.enhancer import Enhancer
 
@@ -80,3 +87,24 @@ def test_bench_command_measures_an_enhancer_file(tmp_path, capsys):
     assert result["benchmark"] == "enhancer_speed" and result["settings"]["weights"] == "loaded"
     text = capsys.readouterr().out
     assert text.startswith(f"{path} (loaded weights") and "offline: RTF" in text and "RNNoise" in text
+
+
+def test_streams_per_core_are_the_process_streams_over_its_threads():
+    """Batched streams timed on 2 torch threads are the process's: the summary line names the threads
+    and gives them per core (over the threads), as the ``realtime_streams_per_core`` target does."""
+    torch.manual_seed(0)
+    enhancer = Enhancer.from_config("enhance-16k").eval()
+    torch.set_num_threads(2)
+    try:
+        cpu = {
+            "offline": bench_offline(enhancer, 0.2, 1),
+            "stream_hop": bench_stream_hop(enhancer, 10, StreamSetup()),
+            "many_streams": bench_many_streams(enhancer, [4], 10, StreamSetup()),
+            "compiled": {"skipped": "not timed here"},
+        }
+    finally:
+        torch.set_num_threads(1)
+    sustained = cpu["many_streams"]["streams_sustained"]
+    line = stream_lines({"settings": {"threads": 2}, "cpu": cpu})[1]
+    assert line.endswith(f"-> {sustained:.0f} real-time streams on 2 thread(s), {sustained / 2:.0f} per core")
+    assert target_checks(cpu, 2)["realtime_streams_per_core"]["value"] == sustained / 2

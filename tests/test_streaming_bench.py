@@ -10,7 +10,15 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from audiokit.bench.codec import device_summary_lines, load_encodec_24k, run_device_kernel_benchmark
+from audiokit.bench.codec import (
+    bench_arithmetic,
+    bench_many_streams,
+    bench_stream_frame,
+    device_summary_lines,
+    load_encodec_24k,
+    run_device_kernel_benchmark,
+    target_checks,
+)
 from audiokit.cli import main
 from audiokit.coding import load_codec
 from audiokit.errors import ToolMissingError
@@ -64,6 +72,23 @@ def test_bench_json_reports_every_figure(capsys):
     assert set(result["targets"]) == expected
     assert result["settings"]["algorithmic_latency_samples"] == 640
     assert (result["gpu"] is None) == (not torch.cuda.is_available())
+
+
+def test_streams_per_core_are_the_process_streams_over_its_threads(tiny_codec_file):
+    """Batched streams timed on 2 torch threads are the process's: the ``realtime_streams_per_core``
+    target and the arithmetic's best measured per core are those over the threads."""
+    codec = load_codec(str(tiny_codec_file))[0]
+    torch.set_num_threads(2)
+    try:
+        frame = bench_stream_frame(codec, 4)
+        many = bench_many_streams(codec, [4], 10)
+        arithmetic = bench_arithmetic(codec, many["streams_sustained"], 2)
+    finally:
+        torch.set_num_threads(1)
+    cpu = {"offline": {}, "stream_frame": frame, "many_streams": many, "kernels": {}}
+    sustained = many["streams_sustained"]
+    assert target_checks(cpu, 2)["realtime_streams_per_core"]["value"] == sustained / 2
+    assert arithmetic["best_streams_per_core"] == sustained / 2
 
 
 def test_bench_without_encodec_reports_our_figures_and_the_working_install(capsys, monkeypatch):

@@ -59,7 +59,7 @@ def run_bwe_benchmark(model: str = "bwe-8to16", **settings: Any) -> dict:
         "cpu": cpu,
         "sinc": offline["sinc"],
         "ratios": {"offline_speed_vs_sinc": offline["sinc"]["rtf"] / offline["ours"]["rtf"]},
-        "targets": speed.target_checks(cpu),
+        "targets": speed.target_checks(cpu, run.threads),
     }
 
 

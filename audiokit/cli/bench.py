@@ -136,7 +136,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "--threads",
         type=whole_number(1, MAX_THREADS),
         default=1,
-        help=f"CPU threads, 1-{MAX_THREADS} (default: 1)",
+        help=f"CPU threads, 1-{MAX_THREADS} (default: 1); figures per core are the process's over them",
     )
     parser.add_argument(
         "--frames",
