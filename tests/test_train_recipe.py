@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+import torch
 
 from audiokit.errors import RecipeError
 from audiokit.models import CONFIGS
@@ -63,6 +64,70 @@ def test_misspelt_section_and_override():
 def test_wrong_types_and_values(values, message):
     with pytest.raises(RecipeError, match=message):
         recipe_from_dict(values, "r.yaml")
+
+
+TASK_BASES = {
+    "codec": {},
+    "bwe": {"task": "bwe", "model": {"config": "bwe-8to16"}},
+    "enhance": {"task": "enhance", "model": {"config": "enhance-16k"}, "data": {"noise": "noise.jsonl"}},
+}
+
+
+@pytest.mark.parametrize("task", ["codec", "bwe", "enhance"])
+@pytest.mark.parametrize(
+    ("losses", "message"),
+    [
+        # a hop of 0 or a window longer than n_fft failed in torch.stft at the first step, after the run
+        # directory was written, as an internal error
+        ({"stft_resolutions": [[512, 0, 512]]}, "'losses.stft_resolutions\\[0\\]' must be .* hop >= 1"),
+        ({"stft_resolutions": [[512, 128, 1024]]}, "'losses.stft_resolutions\\[0\\]' must be .* <= n_fft"),
+        ({"stft_resolutions": [[512, 128]]}, "'losses.stft_resolutions\\[0\\]' must be an .* triple"),
+        ({"stft_resolutions": []}, "'losses.stft_resolutions' is empty while 'losses\\.\\w+' is on"),
+    ],
+)
+def test_stft_resolutions_are_checked_when_the_recipe_loads(task, losses, message):
+    values = {**TASK_BASES[task], "losses": losses}
+    with pytest.raises(RecipeError, match="^r.yaml: " + message):
+        recipe_from_dict(values, "r.yaml")
+
+
+@pytest.mark.parametrize("task", ["codec", "bwe"])
+@pytest.mark.parametrize(
+    ("losses", "message"),
+    [
+        # 0 bands made the mel loss NaN at every step without a word (a mean over no bands); a window of
+        # 0 samples divided by zero
+        ({"mel_window_lengths": [512, 1024], "mel_bins": [0, 80]}, "'losses.mel_bins\\[0\\]' must be >= 1"),
+        (
+            {"mel_window_lengths": [0, 1024], "mel_bins": [20, 80]},
+            "'losses.mel_window_lengths\\[0\\]' must be >= 4",
+        ),
+        (
+            {"mel_window_lengths": [], "mel_bins": []},
+            "'losses.mel_window_lengths' is empty while 'losses.mel' is on",
+        ),
+        (
+            {"mel_window_lengths": [512], "mel_bins": [20, 80]},
+            "'losses.mel_window_lengths' and 'losses.mel_bins' must have the same length",
+        ),
+    ],
+)
+def test_mel_scales_are_checked_when_the_recipe_loads(task, losses, message):
+    values = {**TASK_BASES[task], "losses": losses}
+    with pytest.raises(RecipeError, match="^r.yaml: " + message):
+        recipe_from_dict(values, "r.yaml")
+
+
+def test_unused_loss_resolutions_may_be_empty_and_the_balancer_decay_is_checked():
+    from audiokit.train.runtime import Runtime
+    from audiokit.train.task import task_class
+
+    off = {"complex": 0.0, "magnitude": 0.0, "si_sdr": 1.0, "stft_resolutions": []}
+    recipe = recipe_from_dict({**TASK_BASES["enhance"], "losses": off}, "r.yaml")
+    task_class("enhance")(recipe, build_model(recipe.model), Runtime(torch.device("cpu")))  # builds
+    for decay in (-0.5, 1.5):
+        with pytest.raises(RecipeError, match="'losses.balancer_ema_decay' must be in \\[0, 1\\]"):
+            recipe_from_dict({"losses": {"balancer_ema_decay": decay}}, "r.yaml")
 
 
 @pytest.mark.parametrize("task", ["bwe", "enhance"])

@@ -311,6 +311,56 @@ def check_loss_weights(losses: Any, terms: tuple[str, ...], where: str) -> None:
     check(weight > 0, where, f"'losses.excess_weight' must be > 0, got {weight}")
 
 
+def check_resolutions(
+    losses: Any, where: str, stft_terms: tuple[str, ...] = (), mel_terms: tuple[str, ...] = ()
+) -> None:
+    """Check a task's loss resolutions: ``losses.stft_resolutions`` (when the section has it) are
+    ``[n_fft, hop, window]`` triples with ``hop >= 1`` and ``1 <= window <= n_fft``, and
+    ``losses.mel_window_lengths``/``mel_bins`` (when it has them) pair up, windows of at least 4 samples
+    (hop: a quarter of the window) and at least 1 band each. A list must not be empty while a loss that
+    uses it is on (``stft_terms``, ``mel_terms``: the weights' field names)."""
+    if hasattr(losses, "stft_resolutions"):
+        resolutions = losses.stft_resolutions
+        for index, triple in enumerate(resolutions):
+            key = f"losses.stft_resolutions[{index}]"
+            check(len(triple) == 3, where, f"'{key}' must be an [n_fft, hop, window] triple, got {triple}")
+            n_fft, hop, window = triple
+            check(
+                hop >= 1 and 1 <= window <= n_fft,
+                where,
+                f"'{key}' must be [n_fft, hop, window] with hop >= 1 and 1 <= window <= n_fft, got {triple}",
+            )
+        for term in stft_terms:
+            check(
+                bool(resolutions) or getattr(losses, term) == 0,
+                where,
+                f"'losses.stft_resolutions' is empty while 'losses.{term}' is on; give it [n_fft, hop, "
+                "window] triples or set the weight to 0",
+            )
+    if hasattr(losses, "mel_window_lengths"):
+        windows, bins = losses.mel_window_lengths, losses.mel_bins
+        check(
+            len(windows) == len(bins),
+            where,
+            "'losses.mel_window_lengths' and 'losses.mel_bins' must have the same length",
+        )
+        for index, (window, bands) in enumerate(zip(windows, bins, strict=True)):
+            check(
+                window >= 4,
+                where,
+                f"'losses.mel_window_lengths[{index}]' must be >= 4 samples (the hop is a quarter), "
+                f"got {window}",
+            )
+            check(bands >= 1, where, f"'losses.mel_bins[{index}]' must be >= 1, got {bands}")
+        for term in mel_terms:
+            check(
+                bool(windows) or getattr(losses, term) == 0,
+                where,
+                f"'losses.mel_window_lengths' is empty while 'losses.{term}' is on; give it window lengths "
+                "or set the weight to 0",
+            )
+
+
 def recipe_from_dict(values: dict, where: str = "<recipe>") -> Recipe:
     """Build and check the recipe of the task ``values`` names (default ``codec``) from nested dicts;
     ``where`` names the source in errors."""

@@ -37,7 +37,13 @@ from audiokit.train.adversarial import (
 )
 from audiokit.train.data import read_clips
 from audiokit.train.narrowband import DegradationConfig, NarrowbandDataset
-from audiokit.train.recipe import Recipe, check, check_loss_weights, check_non_negative
+from audiokit.train.recipe import (
+    Recipe,
+    check,
+    check_loss_weights,
+    check_non_negative,
+    check_resolutions,
+)
 from audiokit.train.task import Evaluation, Task, mean_scores, register_task
 
 
@@ -97,7 +103,7 @@ class BweRecipe(Recipe):
             check(low <= high, where, f"'degradation.{name}' must be [low, high]")
         check_loss_weights(losses, ("magnitude", "mel", "complex", "compressed_magnitude"), where)
         check_non_negative(losses, ("adversarial", "feature_matching"), where)
-        check(len(losses.mel_window_lengths) == len(losses.mel_bins), where, "mel lists differ in length")
+        check_resolutions(losses, where, ("magnitude", "complex", "compressed_magnitude"), ("mel",))
 
 
 @register_task
@@ -114,7 +120,7 @@ class BweTask(Task):
     def __init__(self, recipe: BweRecipe, model: BandwidthExtender, runtime) -> None:
         super().__init__(recipe, model, runtime)
         cfg, device = recipe.losses, runtime.device
-        fft, hop, win = zip(*cfg.stft_resolutions, strict=True)
+        fft, hop, win = zip(*cfg.stft_resolutions, strict=True) if cfg.stft_resolutions else ((), (), ())
         self.magnitude_loss = MultiResolutionSTFTLoss(fft, hop, win).to(device)
         self.complex_loss = CompressedComplexSTFTLoss(fft, hop, win, cfg.complex_exponent).to(device)
         self.mel_loss = MultiScaleMelLoss(

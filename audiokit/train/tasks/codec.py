@@ -37,7 +37,7 @@ from audiokit.train.adversarial import (
     check_adversarial,
     make_adversary,
 )
-from audiokit.train.recipe import EvalConfig, Recipe, check, check_non_negative
+from audiokit.train.recipe import EvalConfig, Recipe, check, check_non_negative, check_resolutions
 from audiokit.train.runtime import Runtime
 from audiokit.train.task import Evaluation, Task, mean_scores, register_task
 
@@ -100,16 +100,7 @@ class CodecRecipe(Recipe):
         check_adversarial(self.discriminator, self.optim, losses.adversarial_kind, where)
         terms = ("mel", "stft", "complex", "phase", "waveform", "adversarial", "feature_matching")
         check_non_negative(losses, (*terms, "commitment", "codebook"), where)
-        check(
-            len(losses.mel_window_lengths) == len(losses.mel_bins),
-            where,
-            "'losses.mel_window_lengths' and 'losses.mel_bins' must have the same length",
-        )
-        check(
-            all(len(r) == 3 for r in losses.stft_resolutions),
-            where,
-            "'losses.stft_resolutions' entries must be [n_fft, hop, window] triples",
-        )
+        check_resolutions(losses, where, ("stft", "complex", "phase"), ("mel",))
         check(
             losses.mel > 0 or losses.stft > 0 or losses.complex > 0 or losses.waveform > 0,
             where,
@@ -118,6 +109,8 @@ class CodecRecipe(Recipe):
         )
         exponent = losses.complex_exponent
         check(0.0 < exponent <= 1.0, where, f"'losses.complex_exponent' must be in (0, 1], got {exponent}")
+        decay = losses.balancer_ema_decay
+        check(0.0 <= decay <= 1.0, where, f"'losses.balancer_ema_decay' must be in [0, 1], got {decay}")
         check(
             losses.phase_exponent >= 0,
             where,

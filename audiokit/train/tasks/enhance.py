@@ -29,7 +29,7 @@ from audiokit.models.base import AudioModel
 from audiokit.models.enhancer import Enhancer, grow_features, grow_hidden
 from audiokit.train.data import read_clips
 from audiokit.train.mixtures import NOISE_KINDS, MixtureConfig, MixtureDataset
-from audiokit.train.recipe import Recipe, check, check_loss_weights
+from audiokit.train.recipe import Recipe, check, check_loss_weights, check_resolutions
 from audiokit.train.task import Evaluation, Task, mean_scores, register_task
 
 
@@ -106,11 +106,7 @@ class EnhanceRecipe(Recipe):
         )
         terms = ("complex", "compressed_magnitude", "magnitude", "si_sdr", "band_gain", "pesq_style")
         check_loss_weights(losses, terms, where)
-        check(
-            all(len(r) == 3 for r in losses.stft_resolutions),
-            where,
-            "'losses.stft_resolutions' entries must be triples",
-        )
+        check_resolutions(losses, where, ("complex", "compressed_magnitude", "magnitude"))
 
 
 def negative_si_sdr(estimate: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -169,7 +165,7 @@ class EnhanceTask(Task):
     def __init__(self, recipe: EnhanceRecipe, model: Enhancer, runtime) -> None:
         super().__init__(recipe, model, runtime)
         cfg = recipe.losses
-        fft, hop, win = zip(*cfg.stft_resolutions, strict=True)
+        fft, hop, win = zip(*cfg.stft_resolutions, strict=True) if cfg.stft_resolutions else ((), (), ())
         self.complex_loss = CompressedComplexSTFTLoss(fft, hop, win, cfg.complex_exponent).to(runtime.device)
         self.magnitude_loss = MultiResolutionSTFTLoss(fft, hop, win).to(runtime.device)
         self.pesq_style_loss = PesqStyleLoss(model.sample_rate).to(runtime.device)
