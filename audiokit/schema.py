@@ -89,7 +89,13 @@ def convert(value: Any, tp: Any, where: str, key: str, error: type[AudiokitError
             return {}
         if not isinstance(value, dict):
             raise error(f"{where}: '{key}' must be a mapping, got {value!r}")
-        return dict(value)
+        key_type, value_type = args or (Any, Any)
+        out = {}
+        for name, item in value.items():
+            if key_type is not Any and type(name) is not key_type:  # YAML reads a key such as 1 as an int
+                raise error(f"{where}: '{key}' keys must be {_type_name(key_type)}, got {name!r}")
+            out[name] = convert(item, value_type, where, _dotted(key, str(name)), error)
+        return out
     if tp is Any:
         return value
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):

@@ -118,6 +118,25 @@ def test_mel_scales_are_checked_when_the_recipe_loads(task, losses, message):
         recipe_from_dict(values, "r.yaml")
 
 
+@pytest.mark.parametrize(
+    ("weights", "message"),
+    [
+        # the values of a typed mapping went unchecked: a string weight was an internal TypeError
+        ({"white": "loud"}, "'mixture.noise_weights.white' must be float, got 'loud'"),
+        ({"white": [1.0]}, "'mixture.noise_weights.white' must be float, got \\[1.0\\]"),
+        ({1: 1.0}, "'mixture.noise_weights' keys must be str, got 1"),
+    ],
+)
+def test_values_of_a_typed_mapping_are_checked(weights, message):
+    values = {**TASK_BASES["enhance"], "mixture": {"noise_weights": weights}}
+    with pytest.raises(RecipeError, match="^r.yaml: " + message):
+        recipe_from_dict(values, "r.yaml")
+    whole = recipe_from_dict({**TASK_BASES["enhance"], "mixture": {"noise_weights": {"white": 1}}}, "r.yaml")
+    assert whole.mixture.noise_weights == {"white": 1.0} and isinstance(
+        whole.mixture.noise_weights["white"], float
+    )
+
+
 def test_unused_loss_resolutions_may_be_empty_and_the_balancer_decay_is_checked():
     from audiokit.train.runtime import Runtime
     from audiokit.train.task import task_class
