@@ -11,6 +11,7 @@ import torch
 from audiokit.errors import RecipeError
 from audiokit.models import CONFIGS
 from audiokit.train.adversarial import build_discriminator
+from audiokit.train.narrowband import DegradationConfig
 from audiokit.train.recipe import dump_recipe, load_recipe, recipe_from_dict
 from audiokit.train.task import build_model
 
@@ -134,6 +135,31 @@ def test_values_of_a_typed_mapping_are_checked(weights, message):
     whole = recipe_from_dict({**TASK_BASES["enhance"], "mixture": {"noise_weights": {"white": 1}}}, "r.yaml")
     assert whole.mixture.noise_weights == {"white": 1.0} and isinstance(
         whole.mixture.noise_weights["white"], float
+    )
+
+
+@pytest.mark.parametrize(
+    ("degradation", "message"),
+    [
+        # decimated to 8 kHz, a telephone band up to 5 kHz folded 4-5 kHz into the input without a word
+        (
+            {"telephone_cutoff_hz": [3400.0, 5000.0]},
+            "'degradation.telephone_cutoff_hz' must lie in \\(0, 4000\\]",
+        ),
+        ({"telephone_cutoff_hz": [0.0, 3400.0]}, "'degradation.telephone_cutoff_hz' must lie in"),
+        # at or above 8 kHz scipy refused the filter at the first step that drew it (an internal error)
+        (
+            {"wideband_cutoff_hz": [3500.0, 8000.0]},
+            "'degradation.wideband_cutoff_hz' must lie in \\(0, 8000\\)",
+        ),
+    ],
+)
+def test_band_limits_of_the_bwe_degradation_fit_the_models_rate(degradation, message):
+    with pytest.raises(RecipeError, match="^r.yaml: " + message):
+        recipe_from_dict({**TASK_BASES["bwe"], "degradation": degradation}, "r.yaml")
+    edges = {"telephone_cutoff_hz": [3400.0, 4000.0], "wideband_cutoff_hz": [3500.0, 7999.0]}
+    assert recipe_from_dict({**TASK_BASES["bwe"], "degradation": edges}, "r.yaml").degradation == (
+        DegradationConfig(**edges)
     )
 
 

@@ -26,8 +26,10 @@ import torch
 from torch import nn
 
 from audiokit import io
+from audiokit.errors import RecipeError
 from audiokit.evaluation import baselines
 from audiokit.losses import CompressedComplexSTFTLoss, MultiResolutionSTFTLoss, MultiScaleMelLoss
+from audiokit.models.base import resolve_config
 from audiokit.models.bwe import BandwidthExtender
 from audiokit.train.adversarial import (
     AdversarialOptimConfig,
@@ -101,6 +103,23 @@ class BweRecipe(Recipe):
         for name in ("telephone_cutoff_hz", "wideband_cutoff_hz", "noise_snr_db"):
             low, high = getattr(d, name)
             check(low <= high, where, f"'degradation.{name}' must be [low, high]")
+        # the telephone path is decimated to half the model's rate: a cut-off above that rate's Nyquist
+        # frequency aliased into the input; a wideband cut-off at or above the model's own failed in scipy
+        rate = resolve_config(self.model.config, self.model.options, where, RecipeError)[1].sample_rate
+        low, high = d.telephone_cutoff_hz
+        check(
+            0 < low and high <= rate / 4,
+            where,
+            f"'degradation.telephone_cutoff_hz' must lie in (0, {rate / 4:g}] Hz for a {rate} Hz model (the "
+            f"telephone path is decimated to half its rate), got {[low, high]}",
+        )
+        low, high = d.wideband_cutoff_hz
+        check(
+            0 < low and high < rate / 2,
+            where,
+            f"'degradation.wideband_cutoff_hz' must lie in (0, {rate / 2:g}) Hz for a {rate} Hz model, "
+            f"got {[low, high]}",
+        )
         check_loss_weights(losses, ("magnitude", "mel", "complex", "compressed_magnitude"), where)
         check_non_negative(losses, ("adversarial", "feature_matching"), where)
         check_resolutions(losses, where, ("magnitude", "complex", "compressed_magnitude"), ("mel",))
