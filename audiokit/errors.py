@@ -38,6 +38,10 @@ class UsageError(AudiokitError):
     """A command was called with arguments that cannot work together (e.g. mismatched files)."""
 
 
+class TrainingError(AudiokitError):
+    """A training run cannot go on (its gradients stayed NaN or infinite: it diverged)."""
+
+
 class ToolMissingError(AudiokitError):
     """An external program (opusenc, ffmpeg, ...) is needed but not installed."""
 

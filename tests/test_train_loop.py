@@ -17,11 +17,11 @@ import torch
 from conftest import assert_same_tensors
 
 from audiokit.cli import main
-from audiokit.errors import RecipeError, UsageError
+from audiokit.errors import RecipeError, TrainingError, UsageError
 from audiokit.train import portable
 from audiokit.train.checkpoint import load_checkpoint
 from audiokit.train.recipe import load_recipe
-from audiokit.train.trainer import Trainer
+from audiokit.train.trainer import MAX_SKIPPED_UPDATES, Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "recipes" / "codec_speech16k_tiny.yaml"
@@ -289,6 +289,27 @@ def test_max_minutes_stops_the_session_and_still_checkpoints(tmp_path):
     result = Trainer(_recipe(*overrides), tmp_path, quiet=True).fit(max_minutes=0.0)
     assert (result.step, result.stopped) == (0, "max_minutes")
     assert load_checkpoint(tmp_path / "checkpoints" / "latest.pt")["step"] == 0
+
+
+def test_a_run_whose_gradients_stay_nan_stops_as_diverged(tmp_path, capsys):
+    """A model that only yields NaN gradients keeps its weights (each update dropped, said once on
+    stderr) and the run stops with a one-line TrainingError after MAX_SKIPPED_UPDATES steps, its session
+    recorded as diverged."""
+    overrides = ["data.valid=null", "run.tensorboard=false", "discriminator.kinds=[]", "run.max_steps=100"]
+    trainer = Trainer(_recipe(*overrides), tmp_path, quiet=True)
+    first = next(p for p in trainer.model.decoder.parameters() if p.requires_grad)
+    with torch.no_grad():
+        first.view(-1)[0] = math.nan
+    before = {k: v.clone() for k, v in trainer.model.named_parameters()}  # (codebook EMAs move in forward)
+    diverged = f"step {MAX_SKIPPED_UPDATES}: the generator's gradients were not finite"
+    with pytest.raises(TrainingError, match=diverged):
+        trainer.fit()
+    trainer.close()
+    after = dict(trainer.model.named_parameters())
+    torch.testing.assert_close(after, before, rtol=0, atol=0, equal_nan=True)
+    assert capsys.readouterr().err.count("update is skipped") == 1
+    session = json.loads((tmp_path / "run.json").read_text())["sessions"][-1]
+    assert (session["stopped"], session["end_step"]) == ("diverged", MAX_SKIPPED_UPDATES - 1)
 
 
 @pytest.mark.gpu

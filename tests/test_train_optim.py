@@ -4,6 +4,7 @@ states (``checkpoints/*``) still resume with the current models."""
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 
 import pytest
@@ -53,6 +54,28 @@ def _train(part, steps: int, seed: int) -> None:
         x = torch.randn(8, 4, generator=generator)
         part.module(x).square().mean().backward()
         part.update()
+
+
+def test_an_update_of_gradients_that_are_not_finite_is_dropped():
+    """A NaN gradient would make every weight NaN in one AdamW step; the part drops it, keeps the
+    weights and the optimiser's moments, moves the schedule on and counts the updates skipped in a row."""
+    torch.manual_seed(0)
+    part = _part(Net(("first", "slow", "last")))
+    _train(part, 2, seed=1)
+    weights = copy.deepcopy(part.module.state_dict())
+    moments = copy.deepcopy(part.optimizer.state_dict()["state"])
+    for bad in (math.nan, math.inf):
+        part.module(torch.full((8, 4), bad)).square().mean().backward()
+        assert not torch.isfinite(part.update())
+    assert part.skipped_in_a_row == 2 and part.updates == 4
+    assert all(torch.equal(weights[k], v) for k, v in part.module.state_dict().items())
+    for index, state in part.optimizer.state_dict()["state"].items():
+        assert all(torch.equal(moments[index][k], v) for k, v in state.items())
+    assert all(p.grad is None for p in part.module.parameters())
+    _train(part, 1, seed=2)
+    assert part.skipped_in_a_row == 0
+    assert not torch.equal(weights["last.weight"], part.module.state_dict()["last.weight"])
+    assert all(torch.isfinite(p).all() for p in part.module.parameters())
 
 
 def test_optimiser_moments_follow_parameters_by_name_when_the_registration_order_changes():

@@ -7,6 +7,7 @@ hold each part's optimiser and scheduler under its ``role``.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -62,6 +63,7 @@ class Part:
     base_rate: float
     grad_clip: float
     scales: list[float] = field(default_factory=lambda: [1.0])
+    skipped_in_a_row: int = 0
 
     @property
     def lr(self) -> float:
@@ -75,10 +77,17 @@ class Part:
 
     def update(self) -> torch.Tensor:
         """Clip the gradients, step the optimiser and the schedule, clear the gradients; returns the
-        gradient norm before clipping."""
+        gradient norm before clipping. Gradients whose norm is not finite (a NaN or an infinity, which
+        one optimiser step would spread to every weight and to the EMA) are dropped instead: the weights
+        stay, the schedule moves on, and :attr:`skipped_in_a_row` counts it (0 after a good update)."""
         norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.grad_clip or math.inf)
-        self.optimizer.step()
-        self.scheduler.step()
+        finite = bool(torch.isfinite(norm))
+        if finite:
+            self.optimizer.step()
+        self.skipped_in_a_row = 0 if finite else self.skipped_in_a_row + 1
+        with warnings.catch_warnings():  # torch warns when a first update is skipped: intended here
+            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step", UserWarning)
+            self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return norm.detach()
 

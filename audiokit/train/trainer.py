@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import json
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from audiokit.errors import ModelError, RecipeError, UsageError
+from audiokit.errors import ModelError, RecipeError, TrainingError, UsageError
 from audiokit.models.base import AudioModel
 from audiokit.train.checkpoint import RUN_CHECKPOINT as CHECKPOINT
 from audiokit.train.checkpoint import load_training_state, rng_state, save_checkpoint, set_rng_state
@@ -47,6 +48,9 @@ from audiokit.train.records import RunRecords
 from audiokit.train.runtime import Runtime, seed_all
 from audiokit.train.signals import StopRequested, StopSignals
 from audiokit.train.task import Task, build_model, task_class
+
+MAX_SKIPPED_UPDATES = 25
+"""Updates in a row a part may drop for gradients that are not finite before the run stops (diverged)."""
 
 
 @dataclass
@@ -294,7 +298,26 @@ class Trainer:
         logs = self.task.train_step(self.step, batch, self.train_model)
         logs[f"grad_norm/{self.model_part.role}"] = self.model_part.update()
         self.ema.update(self.model)
+        self._check_skipped_updates()
         return logs
+
+    def _check_skipped_updates(self) -> None:
+        """Say on stderr when a part's update is dropped for gradients that are not finite, and stop the
+        run with a :class:`~audiokit.errors.TrainingError` after :data:`MAX_SKIPPED_UPDATES` in a row."""
+        for part in self.parts:
+            if part.skipped_in_a_row == 1 and self.is_main:
+                print(
+                    f"audiokit train: step {self.step + 1}: the {part.role}'s gradients are not finite "
+                    "(NaN or infinite); its update is skipped",
+                    file=sys.stderr,
+                )
+            if part.skipped_in_a_row >= MAX_SKIPPED_UPDATES:
+                raise TrainingError(
+                    f"{self.run_dir}: step {self.step + 1}: the {part.role}'s gradients were not finite in "
+                    f"{part.skipped_in_a_row} updates in a row, so the run diverged (the weights are "
+                    "those before); resume from its last checkpoint with a lower optim.learning_rate, or "
+                    "check the training data"
+                )
 
     def _log(self, logs: dict[str, Any], steps_per_second: float) -> dict[str, float]:
         scalars: dict[str, float] = {}
@@ -381,7 +404,14 @@ class Trainer:
             if reason is not None:
                 result.stopped = reason
                 break
-            logs = self.train_step(next(stream))
+            try:
+                logs = self.train_step(next(stream))
+            except TrainingError:
+                bar.close()
+                if self.records is not None:
+                    self.records.flush()
+                    self.records.end_session(self.step, "diverged")
+                raise
             self.step += 1
             window_steps += 1
             bar.update(1)
