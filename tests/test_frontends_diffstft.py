@@ -268,3 +268,23 @@ def test_criteria_values():
     noise = torch.randn(20000, dtype=torch.complex64)
     assert abs(float(kurtosis(noise, dim=0)) - 2.0) < 0.1
     assert concentration(uniform, dim=-2).shape == (4,)
+
+
+@pytest.mark.parametrize("time_varying", [False, True])
+def test_frame_positions_stay_exact_on_long_inputs(time_varying):
+    """Frame centres far into a long input keep their fractional part: float32 centres were off by
+    up to half an ulp (1/8 sample at 2^21 samples): errors of 0.6 on unit-variance noise there."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal(2**21).astype(np.float32)
+    n_frames = 2110
+    hops = np.float32(997.3) + rng.uniform(0, 2, n_frames).astype(np.float32) * time_varying
+    module = DiffSTFT(32, 24.5, 997.3, "hann", time_varying=time_varying, max_frames=n_frames)
+    with torch.no_grad():
+        module.hop_length.copy_(torch.from_numpy(hops) if time_varying else torch.tensor(hops[0]))
+        out = module(torch.from_numpy(x)[None])[0].numpy()
+    hops = hops.astype(np.float64)
+    centres = np.concatenate([[0.0], np.cumsum(hops[:-1])]) if time_varying else np.arange(n_frames) * hops[0]
+    centres = centres[centres <= len(x)]
+    assert out.shape[-1] == len(centres)
+    ref = naive_stft(x.astype(np.float64), 32, [24.5] * 5, centres[-5:], "hann")
+    np.testing.assert_allclose(out[:, -5:], ref, atol=2e-4 * np.abs(ref).max())

@@ -116,12 +116,15 @@ class DiffSTFT(nn.Module):
         return self.hop_length.clamp_min(1.0)
 
     def centres(self, length: int) -> torch.Tensor:
-        """Frame centres ``c_k <= length`` (samples, differentiable): ``(frames,)``."""
-        hops = self.hops()
+        """Frame centres ``c_k <= length`` (samples, differentiable): float64 ``(frames,)``.
+
+        Float64 whatever the parameters' dtype: in float32 a centre past ~10^6 samples (a minute at
+        16 kHz) is off by up to 1/32 sample, and past 2^24 samples its fraction is lost altogether."""
+        hops = self.hops().double()
         if not self.time_varying:
             n_frames = 1 + int(math.floor(length / float(hops.detach())))
             return torch.arange(n_frames, dtype=hops.dtype, device=hops.device) * hops
-        centres = torch.cat([hops.new_zeros(1), torch.cumsum(hops[:-1], 0)])
+        centres = torch.cat([hops.new_zeros(1), torch.cumsum(hops, 0)[:-1]])
         n_frames = int((centres.detach() <= length).sum())
         if n_frames == centres.numel() and float(centres[-1].detach() + hops[-1].detach()) <= length:
             raise UsageError(
@@ -327,7 +330,10 @@ class DiffSTFTStream:
 
     def _next_start(self, k: int) -> int:
         """Padded index of the first sample frame ``k`` reads (a large number if there is no frame ``k``)."""
-        hops = self.stft.hops().detach()
+        hops = self.stft.hops().detach().double()
         if not self.stft.time_varying:
             return int(math.floor(k * float(hops)))
-        return int(math.floor(float(hops[:k].sum()))) if k < hops.numel() else 2**62
+        if k >= hops.numel():
+            return 2**62
+        # the same float64 sum as DiffSTFT.centres, so that the floors agree
+        return int(math.floor(float(torch.cumsum(hops, 0)[k - 1]))) if k else 0
