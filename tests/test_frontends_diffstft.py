@@ -288,3 +288,27 @@ def test_frame_positions_stay_exact_on_long_inputs(time_varying):
     assert out.shape[-1] == len(centres)
     ref = naive_stft(x.astype(np.float64), 32, [24.5] * 5, centres[-5:], "hann")
     np.testing.assert_allclose(out[:, -5:], ref, atol=2e-4 * np.abs(ref).max())
+
+
+def test_odd_n_fft_frames_stop_before_the_padding_ends():
+    """With an odd n_fft a frame centred on sample T reads one sample past the padding: the general
+    path and the stream raised an IndexError (hop 12.5 on 100 samples; any integer hop streamed),
+    and the fast path counted frames as torch.stft (c_k < T). All now keep the frames c_k < T."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(100)
+    module = DiffSTFT(5, 4.5, 12.5, "hann", pad_mode="reflect").double()
+    out = module(torch.from_numpy(x)[None])[0].detach().numpy()
+    np.testing.assert_allclose(
+        out, naive_stft(x, 5, [4.5] * 8, [12.5 * k for k in range(8)], "hann"), atol=1e-9
+    )
+    audio = torch.from_numpy(x)[None].float()
+    for hop in (10.0, 12.5, 7.3):
+        module = DiffSTFT(31, 20.0, hop, "hann")
+        with torch.no_grad():
+            offline = module(audio)
+            session = module.stream(1)
+            streamed = torch.cat(
+                [session.push(audio[:, :60]), session.push(audio[:, 60:]), session.flush()], -1
+            )
+        assert offline.shape[-1] == math.ceil(100 / hop)  # torch.stft's 1 + (100 - 1) // 10 for hop 10
+        torch.testing.assert_close(streamed, offline, atol=1e-5, rtol=0)

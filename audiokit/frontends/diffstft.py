@@ -9,7 +9,9 @@ Model. Frame ``k`` is centred on the continuous position ``c_k`` (samples of the
 where ``w(u; L)`` is a smooth window of continuous length ``L`` (see ``frontends.windows``) on
 the fixed ``N``-sample support, so tensor shapes never depend on ``L``. The input is padded by
 ``N // 2`` on both sides (reflect by default) exactly like ``torch.stft(center=True)``, and there
-are as many frames as centres with ``c_k <= T`` (``1 + T // hop`` for an integer hop). For integer
+are as many frames as centres with ``c_k <= T`` (``1 + T // hop`` for an integer hop; ``c_k < T`` for
+an odd ``N``, whose frame centred on ``T`` would read one sample past the padding, as ``torch.stft``
+counts them). For integer
 ``L`` with ``N - L`` even, integer hop and ``d_k = 0`` this is ``torch.stft`` with the periodic
 window zero-padded to ``N``.
 
@@ -116,17 +118,22 @@ class DiffSTFT(nn.Module):
         return self.hop_length.clamp_min(1.0)
 
     def centres(self, length: int) -> torch.Tensor:
-        """Frame centres ``c_k <= length`` (samples, differentiable): float64 ``(frames,)``.
+        """Frame centres ``c_k <= length`` (``c_k < length`` for an odd ``n_fft``; samples,
+        differentiable): float64 ``(frames,)``.
 
         Float64 whatever the parameters' dtype: in float32 a centre past ~10^6 samples (a minute at
         16 kHz) is off by up to 1/32 sample, and past 2^24 samples its fraction is lost altogether."""
         hops = self.hops().double()
+        odd = self.n_fft % 2
         if not self.time_varying:
-            n_frames = 1 + int(math.floor(length / float(hops.detach())))
+            hop = float(hops.detach())
+            n_frames = math.ceil(length / hop) if odd else 1 + math.floor(length / hop)
             return torch.arange(n_frames, dtype=hops.dtype, device=hops.device) * hops
         centres = torch.cat([hops.new_zeros(1), torch.cumsum(hops, 0)[:-1]])
-        n_frames = int((centres.detach() <= length).sum())
-        if n_frames == centres.numel() and float(centres[-1].detach() + hops[-1].detach()) <= length:
+        inside = centres.detach() < length if odd else centres.detach() <= length
+        n_frames = int(inside.sum())
+        following = float(centres[-1].detach() + hops[-1].detach())
+        if n_frames == centres.numel() and (following < length if odd else following <= length):
             raise UsageError(
                 f"DiffSTFT: an input of {length} samples needs more than max_frames={centres.numel()} frames"
             )
@@ -157,7 +164,7 @@ class DiffSTFT(nn.Module):
         x = _fft_dtype(batch_audio(x, "DiffSTFT"))
         if self.pad_mode == "reflect" and x.shape[-1] <= self.n_fft // 2:
             self._pad(x)  # raises the explanatory error
-        if self._is_fast():
+        if self._is_fast() and x.shape[-1] + 2 * (self.n_fft // 2) >= self.n_fft:  # >= 1 frame
             return self._forward_fast(x)
         centres = self.centres(x.shape[-1])
         return analyse(self._pad(x), self.n_fft // 2, centres, self._frame_lengths(len(centres)), self)
