@@ -40,13 +40,16 @@ def naive_stft(x: np.ndarray, n_fft: int, lengths, centres, window: str) -> np.n
     [(512, 512, 128, "hann"), (512, 400, 160, "hann"), (256, 128, 64, "blackman"), (64, 48, 1, "hann")],
 )
 def test_integer_parameters_equal_torch_stft(n_fft, win_length, hop, window):
+    """Seeded, and relative to the peak: float32 rounding alone reached 1.2e-5 on unseeded noise
+    (|X| up to ~60), so an absolute 1e-5 failed about one run in 40."""
+    torch.manual_seed(0)
     x = torch.randn(3, 2000)
     module = DiffSTFT(n_fft, win_length, hop, window)
     ref_window = getattr(torch, f"{window}_window")(win_length)
     ref = torch.stft(x, n_fft, hop, win_length, ref_window, center=True, return_complex=True)
     out = module(x)
     assert out.shape == ref.shape and out.dtype == torch.complex64
-    assert (out - ref).abs().max() < 1e-5
+    assert (out - ref).abs().max() < 1e-6 * ref.abs().max()
 
 
 def test_general_path_equals_torch_stft_at_integer_parameters():

@@ -11,9 +11,10 @@ the fixed ``N``-sample support, so tensor shapes never depend on ``L``. The inpu
 ``N // 2`` on both sides (reflect by default) exactly like ``torch.stft(center=True)``, and there
 are as many frames as centres with ``c_k <= T`` (``1 + T // hop`` for an integer hop; ``c_k < T`` for
 an odd ``N``, whose frame centred on ``T`` would read one sample past the padding, as ``torch.stft``
-counts them). For integer
-``L`` with ``N - L`` even, integer hop and ``d_k = 0`` this is ``torch.stft`` with the periodic
-window zero-padded to ``N``.
+counts them). For an even
+integer ``L`` and an even ``N``, an integer hop and ``d_k = 0`` this is ``torch.stft`` with the
+periodic window zero-padded to ``N`` (an odd ``L``'s periodic window peaks half a sample off its
+centre, and ``torch.stft`` puts a window with ``N - L`` odd half a sample off ours).
 
 Gradients reach ``L`` through the window and the frame positions through the window offset
 ``d_k`` and the phase term. The fractional offset is continuous across integer crossings as long
