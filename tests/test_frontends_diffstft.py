@@ -315,3 +315,42 @@ def test_odd_n_fft_frames_stop_before_the_padding_ends():
             )
         assert offline.shape[-1] == math.ceil(100 / hop)  # torch.stft's 1 + (100 - 1) // 10 for hop 10
         torch.testing.assert_close(streamed, offline, atol=1e-5, rtol=0)
+
+
+def _descend(module: DiffSTFT, loss, steps: int = 40) -> None:
+    optimiser = torch.optim.Adam([p for p in module.parameters() if p.requires_grad], lr=0.5)
+    for _ in range(steps):
+        optimiser.zero_grad()
+        loss(module).backward()
+        optimiser.step()
+
+
+@pytest.mark.parametrize("time_varying", [False, True])
+def test_parameters_past_their_bounds_come_back(time_varying):
+    """An optimiser step can carry the window length past n_fft or a hop below 1; the clamp then gave
+    it no gradient, so it stayed there whatever the loss wanted. Now a loss that wants it back (the
+    total power wants shorter windows; minus the power of a rising ramp wants later frames, i.e.
+    longer hops) brings it back into range, and a gradient that pushes further out is still dropped."""
+    torch.manual_seed(0)
+    ramp = torch.linspace(0, 1, 256) * torch.randn(1, 256)
+    module = DiffSTFT(64, 40, 2.3, "hann", time_varying=time_varying, max_frames=300)
+    with torch.no_grad():
+        module.win_length.fill_(70.0)
+    module.hop_length.requires_grad_(False)
+    _descend(module, lambda m: m(ramp).abs().square().sum())
+    used = module(ramp).shape[-1] if time_varying else 1  # per-frame parameters of frames that exist
+    assert float(module.win_length.detach().reshape(-1)[:used].max()) < 64
+    with torch.no_grad():
+        module.win_length.fill_(70.0)
+    module.zero_grad()
+    (-module(ramp).abs().square().sum()).backward()  # wants longer windows: no way further out
+    assert torch.all(module.win_length.grad == 0)
+
+    with torch.no_grad():
+        module.win_length.fill_(40.0)
+        module.hop_length.fill_(0.5)
+    module.win_length.requires_grad_(False)
+    module.hop_length.requires_grad_(True)
+    _descend(module, lambda m: -m(ramp).abs().square().sum())
+    used = module(ramp).shape[-1] - 1 if time_varying else 1  # hops between frames that exist
+    assert float(module.hop_length.detach().reshape(-1)[:used].min()) > 1

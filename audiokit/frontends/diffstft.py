@@ -54,6 +54,24 @@ def batch_audio(x: Any, where: str, batch_size: int | None = None) -> torch.Tens
     raise UsageError(f"{where}: expected real float audio of shape ({rows}, samples), got {got}")
 
 
+class InwardClamp(torch.autograd.Function):
+    """``x.clamp(low, high)`` whose gradient also reaches an ``x`` outside ``[low, high]`` when a descent
+    step would move it back inside (a plain clamp gives it none: an optimiser step past a bound left
+    the parameter there for good, whatever the loss wanted later); the outward gradient is dropped."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, low: float, high: float) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        ctx.low, ctx.high = low, high
+        return x.clamp(low, high)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (x,) = ctx.saved_tensors
+        outward = ((x > ctx.high) & (grad < 0)) | ((x < ctx.low) & (grad > 0))
+        return grad.masked_fill(outward, 0.0), None, None
+
+
 class DiffSTFT(nn.Module):
     """STFT with trainable continuous window length and hop.
 
@@ -111,12 +129,16 @@ class DiffSTFT(nn.Module):
         return self.n_fft // 2 + 1
 
     def lengths(self) -> torch.Tensor:
-        """Window lengths in use (samples), clamped to ``[2, n_fft]``: scalar or ``(max_frames,)``."""
-        return self.win_length.clamp(2.0, float(self.n_fft))
+        """Window lengths in use (samples), clamped to ``[2, n_fft]``: scalar or ``(max_frames,)``.
+
+        A parameter outside the range still gets the gradient that brings it back (see
+        :class:`InwardClamp`)."""
+        return InwardClamp.apply(self.win_length, 2.0, float(self.n_fft))
 
     def hops(self) -> torch.Tensor:
-        """Hops in use (samples), clamped to ``>= 1``: scalar or ``(max_frames,)``."""
-        return self.hop_length.clamp_min(1.0)
+        """Hops in use (samples), clamped to ``>= 1``: scalar or ``(max_frames,)``; a hop below 1 still
+        gets the gradient that brings it back (see :class:`InwardClamp`)."""
+        return InwardClamp.apply(self.hop_length, 1.0, math.inf)
 
     def centres(self, length: int) -> torch.Tensor:
         """Frame centres ``c_k <= length`` (``c_k < length`` for an odd ``n_fft``; samples,
