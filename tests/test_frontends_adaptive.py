@@ -262,3 +262,24 @@ def test_factory_shapes_and_trainability(name, features):
         assert trainable == ["stft.win_length"]
     elif name in ("mel", "stft"):
         assert trainable == []
+
+
+@pytest.mark.parametrize(
+    "options,message",
+    [
+        ({"n_bands": 0}, "n_bands must be a whole number >= 1, got 0"),  # an MKL error in forward
+        ({"hop_length": 0}, "hop_length must be a whole number >= 1, got 0"),  # silently 10 ms
+        ({"hop_length": -5}, "hop_length must be a whole number >= 1, got -5"),  # hann_window error
+        ({"filter_length": 0}, "filter_length must be a whole number >= 1, got 0"),  # silently default
+        ({"segment_frames": 0}, "segment_frames must be a whole number >= 1, got 0"),  # ZeroDivisionError
+        ({"hop_length": 160.0}, "hop_length must be a whole number >= 1, got 160.0"),
+        ({"temperature": 0.0}, "temperature must be a number > 0, got 0.0"),  # NaN features
+        ({"f_max": 9000.0}, r"need 0 <= f_min < f_max <= sample_rate / 2 = 8000 Hz"),  # empty bands
+        ({"f_min": 5000.0, "f_max": 4000.0}, r"0 <= f_min < f_max"),
+    ],
+)
+def test_bad_arguments_are_one_line_usage_errors(options, message):
+    with pytest.raises(UsageError, match=message):
+        AdaptiveFilterbank(SR, **{"banks": ("mel", "gabor"), **options})(0.1 * torch.randn(1, 1600))
+    with pytest.raises(UsageError, match="sample_rate must be a whole number >= 1, got 0"):
+        AdaptiveFilterbank(0)

@@ -18,6 +18,7 @@ Pipeline for ``(B, T)`` audio at ``sample_rate`` (frame ``j`` ends at sample ``(
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -31,6 +32,13 @@ from audiokit.frontends.filterbank import INITS, FIRFilterbank
 COMPRESSIONS = ("log", "pcen", "none")
 MIXINGS = ("input", "segment")
 _PCEN_CHUNK = 64
+
+
+def _check_positive_int(**values: object) -> None:
+    """:class:`~audiokit.errors.UsageError` naming the first of ``values`` that is not an int >= 1."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UsageError(f"AdaptiveFilterbank: {name} must be a whole number >= 1, got {value!r}")
 
 
 class PCEN(nn.Module):
@@ -102,9 +110,21 @@ class AdaptiveFilterbank(nn.Module):
         f_max: float | None = None,
     ) -> None:
         super().__init__()
-        hop_length = hop_length or sample_rate // 100
-        filter_length = filter_length or 4 * hop_length + 1
-        energy_stride = energy_stride or max(1, hop_length // 4)
+        _check_positive_int(sample_rate=sample_rate, n_bands=n_bands, segment_frames=segment_frames)
+        _check_positive_int(analyser_hidden=analyser_hidden)
+        hop_length = sample_rate // 100 if hop_length is None else hop_length
+        _check_positive_int(hop_length=hop_length)
+        filter_length = 4 * hop_length + 1 if filter_length is None else filter_length
+        energy_stride = max(1, hop_length // 4) if energy_stride is None else energy_stride
+        _check_positive_int(filter_length=filter_length, energy_stride=energy_stride)
+        if not (isinstance(temperature, numbers.Real) and 0 < temperature < math.inf):
+            raise UsageError(f"AdaptiveFilterbank: temperature must be a number > 0, got {temperature!r}")
+        f_top = sample_rate / 2 if f_max is None else f_max
+        if not 0 <= f_min < f_top <= sample_rate / 2:
+            raise UsageError(
+                f"AdaptiveFilterbank: need 0 <= f_min < f_max <= sample_rate / 2 = {sample_rate / 2:g} Hz, "
+                f"got f_min={f_min}, f_max={f_max}"
+            )
         if hop_length % energy_stride:
             raise UsageError(
                 f"AdaptiveFilterbank: energy_stride {energy_stride} must divide hop_length {hop_length}"
