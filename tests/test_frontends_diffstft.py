@@ -354,3 +354,19 @@ def test_parameters_past_their_bounds_come_back(time_varying):
     _descend(module, lambda m: -m(ramp).abs().square().sum())
     used = module(ramp).shape[-1] - 1 if time_varying else 1  # hops between frames that exist
     assert float(module.hop_length.detach().reshape(-1)[:used].min()) > 1
+
+
+@pytest.mark.parametrize(
+    "args,options,message",
+    [
+        ((256, 200, math.nan), {}, "finite hop_length >= 1, got 200, nan"),  # accepted: NaN spectra
+        ((256, 200, math.inf), {}, "finite hop_length >= 1, got 200, inf"),  # accepted: one frame
+        ((300.7, 200, 100), {}, "n_fft must be a whole number >= 4 samples, got 300.7"),  # became 300
+        (("256", 200, 100), {}, "n_fft must be a whole number"),  # a TypeError
+        ((256, 200, 100), {"time_varying": True, "max_frames": 10.5}, "a whole number >= 1, got 10.5"),
+    ],
+)
+def test_bad_arguments_are_one_line_usage_errors(args, options, message):
+    with pytest.raises(UsageError, match=message):
+        DiffSTFT(*args, **options)
+    assert DiffSTFT(np.int64(256), 200, 100, time_varying=True, max_frames=np.int64(3)).n_fft == 256

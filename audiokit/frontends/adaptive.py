@@ -37,7 +37,7 @@ _PCEN_CHUNK = 64
 def _check_positive_int(**values: object) -> None:
     """:class:`~audiokit.errors.UsageError` naming the first of ``values`` that is not an int >= 1."""
     for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
             raise UsageError(f"AdaptiveFilterbank: {name} must be a whole number >= 1, got {value!r}")
 
 

@@ -29,6 +29,7 @@ derivative ``w'``), which is exact at ``d_k = 0``. Second derivatives w.r.t. the
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 import torch
@@ -106,15 +107,19 @@ class DiffSTFT(nn.Module):
             raise UsageError(f"DiffSTFT: unknown window {window!r}; choose one of {', '.join(WINDOWS)}")
         if pad_mode not in PAD_MODES:
             raise UsageError(f"DiffSTFT: unknown pad_mode {pad_mode!r}; choose one of {', '.join(PAD_MODES)}")
-        if n_fft < 4:
-            raise UsageError(f"DiffSTFT: n_fft must be >= 4 samples, got {n_fft}")
-        if not 0 < win_length <= n_fft or hop_length < 1:
+        if isinstance(n_fft, bool) or not isinstance(n_fft, numbers.Integral) or n_fft < 4:
+            raise UsageError(f"DiffSTFT: n_fft must be a whole number >= 4 samples, got {n_fft!r}")
+        if not 0 < win_length <= n_fft or not 1 <= hop_length < math.inf:
             raise UsageError(
-                f"DiffSTFT: need 0 < win_length <= n_fft and hop_length >= 1, got {win_length}, {hop_length}"
+                "DiffSTFT: need 0 < win_length <= n_fft and a finite hop_length >= 1, "
+                f"got {win_length}, {hop_length}"
             )
-        if time_varying and (max_frames is None or max_frames < 1):
+        if time_varying and (
+            isinstance(max_frames, bool) or not isinstance(max_frames, numbers.Integral) or max_frames < 1
+        ):
             raise UsageError(
-                "DiffSTFT: time_varying=True needs max_frames (the number of per-frame parameters)"
+                "DiffSTFT: time_varying=True needs max_frames (the number of per-frame parameters), "
+                f"a whole number >= 1, got {max_frames!r}"
             )
         self.n_fft = int(n_fft)
         self.window = window
