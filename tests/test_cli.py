@@ -128,6 +128,19 @@ def test_info_and_eval_on_bad_files_give_one_line(bad_dir, name, problem):
     assert not csv_path.exists()
 
 
+def test_info_of_a_damaged_akc_names_the_byte_as_decode_does(tmp_path):
+    """An ``.akc`` whose magic is damaged is a bad .akc (info says why at which byte, as decode does),
+    not "a codec stream, not audio: decode it first"."""
+    junk = tmp_path / "junk.akc"
+    junk.write_bytes(b"RIFF" + bytes(60))
+    for done in (audiokit("info", str(junk)), audiokit("decode", str(junk), str(tmp_path / "x.wav"))):
+        assert_one_line_error(done, "junk.akc", "byte 0", "not an .akc file")
+    empty = tmp_path / "empty.akc"
+    empty.write_bytes(b"")
+    assert_one_line_error(audiokit("info", str(empty)), "empty.akc", "byte 0")
+    assert_one_line_error(audiokit("info", str(tmp_path / "absent.akc")), "absent.akc", "no such file")
+
+
 def test_opus_baseline_equals_direct_pesq_and_stoi(tmp_path):
     keep = tmp_path / "opus"
     done = audiokit(

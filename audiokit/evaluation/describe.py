@@ -57,8 +57,9 @@ def describe(path: Path, raw: RawFormat | None = None) -> dict:
     bandwidth (Hz) and how many of the samples (per channel, as ``samples``) hold a NaN or an infinity
     in any channel (``nonfinite_samples``; level and bandwidth are of the rest, the bad values counted
     as 0) of ``path``, read in constant memory (``raw``: read it as headerless PCM); an ``.akc`` file is
-    described by :func:`describe_akc`."""
-    if raw is None and is_akc(path):
+    described by :func:`describe_akc`, as is a file named ``.akc`` whose magic is damaged (its
+    :class:`~audiokit.errors.BitstreamError` names the byte, as ``audiokit decode`` does)."""
+    if raw is None and (is_akc(path) or (path.suffix.lower() == ".akc" and path.is_file())):
         return describe_akc(path)
     header = io.info(path, raw)
     estimator = BandwidthEstimator(header.sample_rate)
