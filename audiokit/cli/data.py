@@ -144,7 +144,12 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     mix.add_argument(
         "--out", type=Path, required=True, help="output folder (gets clean/, noisy/, clips.jsonl)"
     )
-    mix.add_argument("--snr", default=",".join(f"{snr:g}" for snr in DEFAULT_SNRS), help="SNRs in dB")
+    mix.add_argument(
+        "--snr",
+        default=",".join(f"{snr:g}" for snr in DEFAULT_SNRS),
+        help="comma-separated SNRs in dB (default %(default)s; a list that starts with a minus sign takes =:"
+        " --snr=-5,0,5)",
+    )
     mix.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     mix.add_argument("--list", type=Path, help="also write the clip list here (e.g. recipes/data/...)")
     mix.add_argument("-f", "--force", action="store_true", help="replace --out if it exists")
