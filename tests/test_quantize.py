@@ -189,6 +189,28 @@ def test_l2_normalized_factorised_codes_use_cosine_similarity():
     assert torch.equal(plain.encode(x), plain.encode(3.7 * x))  # cosine lookup: scale invariant
 
 
+@pytest.mark.parametrize("ema", [True, False])
+def test_cosine_kmeans_init_gives_codewords_at_the_latents_scale(ema):
+    """A cosine lookup clusters the first batch by direction; each codeword starts at the mean of its
+    cluster's latents (what the EMA update keeps it at), not on the unit sphere: latents of norm 20-30
+    quantized to vectors of norm <= 1 until the EMA caught up."""
+    gen = torch.Generator().manual_seed(11)
+    directions = torch.nn.functional.normalize(_centres(8, 4, seed=12), dim=1)
+    which = torch.randint(8, (4, 64), generator=gen)
+    norms = 20.0 + 10.0 * torch.rand(4, 64, 1, generator=gen)
+    x = (directions[which] * norms + 0.01 * torch.randn(4, 64, 4, generator=gen)).transpose(1, 2)
+    torch.manual_seed(0)
+    vq = VectorQuantizer(4, 8, l2_normalize=True, ema=ema, kmeans_init=True, dead_code_threshold=0).train()
+    vq(x)
+    codes = vq.encode(x).reshape(-1)
+    rows = x.transpose(1, 2).reshape(-1, 4)
+    for k in codes.unique():
+        mean = rows[codes == k].mean(0)
+        torch.testing.assert_close(vq.codebook.detach()[k], mean, rtol=1e-3, atol=1e-3)
+    error = (vq.decode(vq.encode(x)) - x).norm(dim=1).mean()
+    assert error < 0.1 * x.norm(dim=1).mean()
+
+
 def test_straight_through_gradient_and_commitment_loss():
     torch.manual_seed(0)
     vq = VectorQuantizer(6, 16, kmeans_init=False).eval()

@@ -217,10 +217,22 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def _kmeans_init(self, flat: torch.Tensor) -> None:
+        """Codebook from k-means on ``flat``. A cosine lookup clusters the rows by direction, then each
+        codeword is the mean of its cluster's rows as they are (what the EMA update and the restarts
+        keep it at, and the scale of what it stands for): unit-length centres would quantize latents of
+        any norm to vectors of norm <= 1 until the EMA caught up."""
         data = F.normalize(flat, dim=1) if self.l2_normalize else flat
         if data.shape[0] == 0:  # nothing kept on this rank: seed from the current codebook
             data = self.codebook.detach().clone()
         centres, counts = kmeans(data, self.codebook_size, self.kmeans_iters)
+        if self.l2_normalize:
+            raw = flat if flat.shape[0] > 0 else data
+            assign = CodebookSearch.of(centres, l2_normalize=True).nearest(data)
+            counts = torch.bincount(assign, minlength=self.codebook_size).to(centres.dtype)
+            sums = torch.zeros_like(centres).index_add_(0, assign, raw)
+            all_reduce_sum_(counts)
+            all_reduce_sum_(sums)
+            centres = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1.0)[:, None], centres)
         self.codebook.copy_(centres)  # (no_grad: in place, so the version counter moves)
         self.cluster_size.copy_(counts)
         if self.ema:
