@@ -146,6 +146,36 @@ def test_used_codes_survive_batches_smaller_than_the_codebook(ema):
     assert out.restarted.item() == 0.0
 
 
+@pytest.mark.parametrize("ema", [True, False])
+def test_restarted_codewords_are_distinct_batch_rows(ema):
+    """32 codewords restarted (24 dead, 8 near-duplicates) from a batch of 64 distinct rows take 32
+    different rows: drawn with replacement, two of them often took the same row (the birthday odds of
+    32 draws from 64 are > 99 %), an exact duplicate of which the lookup never picks the later one."""
+    gen = torch.Generator().manual_seed(13)
+    vq = VectorQuantizer(
+        2, 64, ema=ema, kmeans_init=False, dead_code_threshold=0.5, duplicate_distance=1e-6
+    ).train()
+    with torch.no_grad():
+        vq.codebook.copy_(torch.randn(64, 2, generator=gen))
+        vq.codebook[32:56] += 1000.0  # never chosen, counts 0: dead
+        vq.codebook[56:] = vq.codebook[:8]  # exact duplicates of codewords used more
+        vq.cluster_size[:8] = 10.0
+        vq.cluster_size[32:56] = 0.0
+        vq.cluster_size[56:] = 2.0
+        if ema:
+            vq.embed_sum.copy_(vq.codebook * vq.cluster_size[:, None])
+    x = torch.randn(1, 2, 64, generator=gen)
+    for seed in range(5):
+        torch.manual_seed(seed)
+        trial = copy.deepcopy(vq)
+        out = trial(x)
+        assert round(float(out.restarted) * 64) == 24 and round(float(out.duplicates) * 64) == 8
+        restarted = trial.codebook.detach()[32:]
+        rows = x[0].t()
+        assert (restarted[:, None] == rows[None]).all(-1).any(1).all()  # each is a batch row
+        assert torch.unique(restarted, dim=0).shape[0] == 32
+
+
 def test_vq_codes_match_a_naive_nearest_neighbour():
     torch.manual_seed(0)
     vq = VectorQuantizer(5, 32, kmeans_init=False).eval()

@@ -263,12 +263,15 @@ class VectorQuantizer(nn.Module):
         dead = torch.zeros_like(self.cluster_size, dtype=torch.bool)
         if self.dead_code_threshold > 0:  # same on every rank: the counts are all-reduced
             dead = self.cluster_size < self.dead_code_threshold * uniform_share
-        duplicates = 0 if redundant is None else self._restart(redundant & ~dead, flat, uniform_share)
-        return self._restart(dead, flat, uniform_share), duplicates
+        duplicates = torch.zeros_like(dead) if redundant is None else redundant & ~dead
+        self._restart(dead | duplicates, flat, uniform_share)  # one draw: no row serves twice
+        return int(dead.sum()), int(duplicates.sum())
 
     @torch.no_grad()
     def _restart(self, which: torch.Tensor, flat: torch.Tensor, uniform_share: float) -> int:
-        """Replace the codewords ``which`` (bool ``[K]``) by random batch rows; returns how many.
+        """Replace the codewords ``which`` (bool ``[K]``) by random batch rows, distinct rows while the
+        batch holds enough (two codewords restarted onto one row would be duplicates, and the later one
+        never chosen); returns how many.
 
         ``uniform_share``: rows per batch and codeword. A restarted codeword starts at that count, so it
         has a few hundred steps (``log(threshold) / log(decay)``) to be chosen before it is dead again.
@@ -276,8 +279,11 @@ class VectorQuantizer(nn.Module):
         num = int(which.sum())
         if num == 0:
             return 0
-        if flat.shape[0] > 0:
-            samples = flat[torch.randint(flat.shape[0], (num,), device=flat.device)]
+        rows = flat.shape[0]
+        if rows >= num:
+            samples = flat[torch.randperm(rows, device=flat.device)[:num]]
+        elif rows > 0:
+            samples = flat[torch.randint(rows, (num,), device=flat.device)]
         else:
             samples = self.codebook.detach()[which].clone()
         broadcast_(samples)
