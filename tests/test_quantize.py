@@ -325,6 +325,21 @@ def test_decode_accepts_fewer_codebooks_and_rejects_too_many():
         rvq.encode(torch.zeros(1, 8, 5), n_q=4)
 
 
+@pytest.mark.parametrize("shape", [(2, 16, 0), (0, 16, 3), (1, 16, 1)])
+def test_empty_and_one_frame_latents_round_trip(shape):
+    """Encode gave codes of 0 frames (or 0 items) that decode and the forward could not reshape (a
+    factorised stage's 1x1 convolution itself refuses 0 frames in the forward)."""
+    rvq = ResidualVectorQuantizer(16, 3, 32, codebook_dim=4, kmeans_init=False).eval()
+    z = torch.randn(*shape)
+    codes = rvq.encode(z)
+    assert codes.shape == (shape[0], 3, shape[2]) and codes.dtype == torch.int64
+    assert rvq.decode(codes).shape == shape
+    plain = ResidualVectorQuantizer(16, 3, 32, kmeans_init=False).eval()
+    out = plain(z)
+    assert out.quantized.shape == shape and torch.equal(out.codes, plain.encode(z))
+    torch.testing.assert_close(out.quantized, plain.decode(out.codes))
+
+
 def test_bitrate_mapping():
     assert num_quantizers_for_bitrate(6000, 50, 1024, 12) == 12
     assert num_quantizers_for_bitrate(5999, 50, 1024, 12) == 11

@@ -239,4 +239,4 @@ class ResidualVectorQuantizer(nn.Module):
             )
         batch, n_q, frames = codes.shape
         rows = self.decode_rows(codes.transpose(0, 1).reshape(n_q, -1))
-        return rows.view(batch, frames, -1).transpose(1, 2)
+        return rows.view(batch, frames, self.dim).transpose(1, 2)  # (no -1: frames may be 0)

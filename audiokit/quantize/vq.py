@@ -187,7 +187,7 @@ class VectorQuantizer(nn.Module):
             if self.training and not bool(self.initialized):
                 self._kmeans_init(kept)
             codes = self._nearest(flat.detach())
-            z_q = F.embedding(codes, self.codebook).view(batch, frames, -1).transpose(1, 2)
+            z_q = F.embedding(codes, self.codebook).view(batch, frames, self.codebook_dim).transpose(1, 2)
             commitment = (z_e - z_q.detach()).pow(2).mean(dim=(1, 2))
             if self.ema:
                 codebook_loss = z_e.new_zeros(batch)
