@@ -109,3 +109,18 @@ def test_a_model_that_does_not_exist_is_named(capsys, clips):
     for extra in ([str(clips)], ["--bitrate", "6"]):
         assert main(["eval", str(clips), *extra, "-m", "no-such-model", "-q"]) == 1
         _error(capsys, "no-such-model: no such model file")
+
+
+def test_an_output_with_nan_samples_is_named_not_scored(capsys, clips, monkeypatch):
+    """An enhancer's NaN output scored STOI 1.0 and dropped out of every other mean: it is an error
+    naming the file."""
+    from audiokit.evaluation import baselines
+
+    def broken(wav, rate):
+        out = wav.clone()
+        out[:, 10] = float("nan")
+        return baselines.BaselineOutput(out)
+
+    monkeypatch.setitem(baselines.ENHANCERS, "gating", broken)
+    assert main(["eval", str(clips), str(clips), "--baseline", "gating", "--glob", "a*", "-q"]) == 1
+    _error(capsys, str(clips / "a.wav"), "gating", "NaN or infinite")

@@ -195,3 +195,23 @@ def test_codebook_usage_entropy_perplexity_naive():
         p = counts[counts > 0] / counts.sum()
         assert entropy[q].item() == pytest.approx(-(p * np.log2(p)).sum(), abs=1e-9)
     assert entropy[1].item() == 0.0 and metrics.codebook_perplexity(codes, 16)[1].item() == 1.0
+
+
+def test_nan_or_infinite_audio_is_refused_not_scored(speech):
+    """pystoi scored test audio holding one NaN sample 1.0 (a perfect STOI/ESTOI) and the other metrics
+    NaN, which the means leave out: the metrics refuse such audio and a scored row says why it has no
+    scores."""
+    from audiokit.evaluation.scoring import NON_FINITE, score_pair
+
+    x, rate = speech
+    for bad in (np.nan, np.inf):
+        y = x.copy()
+        y[100] = bad
+        for fn in (metrics.stoi, lambda r, e, s: metrics.pesq(r, e, s).score):
+            with pytest.raises(ValueError, match="NaN or infinite"):
+                fn(x, y, rate)
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            metrics.si_sdr(y, x)
+        row = score_pair(torch.from_numpy(x)[None], torch.from_numpy(y)[None], rate)
+        assert all(np.isnan(row[name]) for name in metrics.METRICS), row
+        assert NON_FINITE in row["skipped"]

@@ -39,8 +39,13 @@ def _torch(x: ArrayLike) -> torch.Tensor:
 
 
 def _check_pair(reference: np.ndarray, estimate: np.ndarray) -> None:
+    """ValueError for signals of different lengths or with NaN or infinite samples (pystoi scored NaN
+    test audio 1.0, a perfect STOI; the other metrics gave NaN, which the means leave out unnoticed)."""
     if reference.shape != estimate.shape:
         raise ValueError(f"reference has {reference.shape[0]} samples but estimate has {estimate.shape[0]}")
+    for name, signal in (("reference", reference), ("estimate", estimate)):
+        if not np.isfinite(signal).all():
+            raise ValueError(f"the {name} has NaN or infinite samples")
 
 
 @dataclass(frozen=True)

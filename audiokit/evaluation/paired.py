@@ -19,7 +19,7 @@ from audiokit import io
 from audiokit.bandwidth_extension import extend_audio, load_extender
 from audiokit.coding import code_file, codec_bitrate, load_codec
 from audiokit.enhancement import enhance_audio, load_enhancer
-from audiokit.errors import UsageError
+from audiokit.errors import ModelError, UsageError
 from audiokit.evaluation import baselines
 from audiokit.evaluation.metrics import HIGH_BAND_LSD, METRICS
 from audiokit.evaluation.pairing import FilePair, check_compatible, pair_files
@@ -232,6 +232,11 @@ def evaluate_pair(pair: FilePair, request: EvalRequest) -> tuple[dict, torch.Ten
     if request.keep and (request.enhancer or request.extender or request.baseline):  # a codec keeps its own
         io.save(Path(request.keep) / Path(pair.name).with_suffix(".wav"), test, rate, subtype="FLOAT")
     check_compatible(pair, ref, rate, test, test_rate)
+    if not bool(test.isfinite().all()):  # scored, its file would drop out of the means (STOI read 1.0)
+        system = request.enhancer or request.extender or request.baseline or request.codec
+        raise ModelError(
+            f"{pair.reference}: the output of {system} has NaN or infinite samples; nothing scored"
+        )
     row = {"file": pair.name, "sample_rate": rate, "seconds": ref.shape[1] / rate}
     row.update(score_pair(ref, test, rate, request.high_band_hz))
     row.update(extra)

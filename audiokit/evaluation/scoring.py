@@ -21,6 +21,7 @@ would read -120 dB, STOI 0 and the STFT distance ~1e8 for any test audio); the l
 distances stay defined."""
 
 SILENT_REFERENCE = "the reference is digital silence"
+NON_FINITE = "the test audio has NaN or infinite samples"
 
 
 def _measure(name: str, fn: Callable[[], float], samples: int, rate: int, skipped: dict[str, str]) -> float:
@@ -47,7 +48,8 @@ def score_pair(
     PESQ is wide-band at 16 kHz, narrow-band at 8 kHz, and computed after resampling at other rates.
     A metric an input is too short for (STOI needs about 0.4 s, PESQ 0.25 s), or one of
     :data:`RELATIVE_TO_REFERENCE` on a channel whose reference is digital silence, scores NaN and the
-    row's ``skipped`` key says which and why (``"stoi, estoi: 0.010 s is too short"``).
+    row's ``skipped`` key says which and why (``"stoi, estoi: 0.010 s is too short"``); so does every
+    metric on a channel with NaN or infinite samples (:data:`NON_FINITE`).
     """
     samples = reference.shape[-1]
     measures: dict[str, Callable[[torch.Tensor, torch.Tensor], float]] = {
@@ -67,9 +69,12 @@ def score_pair(
     per_channel = []
     for ref, est in zip(reference.double(), test.double(), strict=True):
         silent = not bool(ref.any())
+        broken = not bool(est.isfinite().all() and ref.isfinite().all())
         scores = {}
         for name, fn in measures.items():
-            if silent and name in RELATIVE_TO_REFERENCE:
+            if broken:  # no score at all: pystoi read NaN test audio as a perfect 1.0
+                scores[name], skipped[name] = math.nan, NON_FINITE
+            elif silent and name in RELATIVE_TO_REFERENCE:
                 scores[name], skipped[name] = math.nan, SILENT_REFERENCE
             else:
                 scores[name] = _measure(name, partial(fn, ref, est), samples, sample_rate, skipped)
