@@ -450,3 +450,25 @@ def test_reproduce_commands_name_recipes_and_runs_inside_a_clone():
     )
     relative = "audiokit train recipes/bwe_8to16.yaml --run-dir runs/bwe --set run.threads=1"
     assert portable_command(relative) == relative
+
+
+def test_opus_targets_on_a_distance_count_lower_as_better():
+    """`above_opus` on LSD (lower is better) read a higher LSD than Opus's as met."""
+    rows = {
+        "ours@6": [{"file": "a", "lsd": 1.0}, {"file": "b", "lsd": 1.2}],
+        "opus@6": [{"file": "a", "lsd": 1.5}, {"file": "b", "lsd": 1.6}],
+    }
+    section = {"codec": {"6": {"lsd": 1.1}}, "opus": {"6": {"lsd": 1.55}}}
+    targets = card_targets.CardTargets(
+        "T",
+        (
+            card_targets.Target("lower", "above_opus", 6.0, 6.0, "lsd"),
+            card_targets.Target("tie", "no_worse_than_opus", 6.0, 6.0, "lsd"),
+        ),
+    )
+    verdicts = {v["target"]: v for v in card_targets.verdicts(targets, section, rows, [])}
+    assert verdicts["lower"]["status"] == "met" and verdicts["tie"]["status"] == "met"
+    assert verdicts["lower"]["paired_difference"]["mean"] == pytest.approx(-0.45)
+    swapped = {"ours@6": rows["opus@6"], "opus@6": rows["ours@6"]}
+    verdicts = {v["target"]: v for v in card_targets.verdicts(targets, section, swapped, [])}
+    assert verdicts["lower"]["status"] == "not met" and verdicts["tie"]["status"] == "not met"

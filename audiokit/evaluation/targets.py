@@ -10,9 +10,10 @@ The file (e.g. ``docs/models/speech-16k-targets.yaml``)::
       - {title: "aim: PESQ-WB >= 2.5 at 6 kbps", kbps: 6, metric: pesq, at_least: 2.5}
       - {title: "no NaN ... exact decoded lengths", edge_cases: true}
 
-``above_opus: K`` / ``no_worse_than_opus: K``: the mean per-file difference ours - Opus at K kbps is
-> 0 / >= 0 (paired over the same files); ``at_least: V``: our mean is >= V; ``edge_cases``: every
-check of :func:`audiokit.evaluation.robustness.robustness_report` passes at every bitrate.
+``above_opus: K`` / ``no_worse_than_opus: K``: the mean per-file improvement over Opus at K kbps
+(ours - Opus, paired over the same files; Opus - ours for :data:`LOWER_IS_BETTER`) is > 0 / >= 0;
+``at_least: V``: our mean is >= V; ``edge_cases``: every check of
+:func:`audiokit.evaluation.robustness.robustness_report` passes at every bitrate.
 
 Cards measured under named conditions (the enhancer's ``noisy``/``clean``/``silence``, the bandwidth
 extender's ``narrowband``/``mu-law``/...) take targets with a ``condition`` instead of ``kbps``, on a
@@ -174,7 +175,8 @@ def load_targets(path: str | Path) -> CardTargets:
 def _versus_opus(target: Target, section: dict, rows: dict[str, list[dict]]) -> dict:
     kbps, opus_kbps = f"{target.kbps:g}", f"{target.value:g}"
     diff = paired_difference(rows[f"ours@{kbps}"], rows[f"opus@{opus_kbps}"], target.metric)
-    met = diff["mean"] > 0 if target.kind == "above_opus" else diff["mean"] >= 0
+    gain = _gain(target.metric, diff["mean"])  # a lower LSD/distance than Opus's is the better one
+    met = gain > 0 if target.kind == "above_opus" else gain >= 0
     return {
         "status": "met" if met else "not met",
         "ours": section["codec"][kbps][target.metric],
