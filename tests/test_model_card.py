@@ -472,3 +472,15 @@ def test_opus_targets_on_a_distance_count_lower_as_better():
     swapped = {"ours@6": rows["opus@6"], "opus@6": rows["ours@6"]}
     verdicts = {v["target"]: v for v in card_targets.verdicts(targets, section, swapped, [])}
     assert verdicts["lower"]["status"] == "not met" and verdicts["tie"]["status"] == "not met"
+
+
+def test_a_card_cell_over_some_of_the_files_says_so():
+    """A card's text says "N files, mean over files" while STOI's mean held 394 of 400 (clips too short
+    for it): the cell says so, as `audiokit eval` prints it."""
+    from audiokit.evaluation.card_markdown import value_cell
+
+    report = {"n": 400, "stoi": 0.8321, "pesq": 1.5, "ci95": {"stoi": 0.009, "pesq": 0.02}}
+    report["count"] = {"stoi": 394, "pesq": 400}
+    assert value_cell(report, "stoi") == "0.832 ± 0.009 (394 of 400 files)"
+    assert value_cell(report, "pesq") == "1.500 ± 0.020"
+    assert value_cell(None, "pesq") == "n/a"

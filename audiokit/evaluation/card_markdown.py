@@ -44,11 +44,17 @@ def _number(value: float | None, spec: str = ".3f") -> str:
 
 
 def value_cell(report: dict | None, metric: str) -> str:
-    """``mean ± half-width`` of ``metric`` in an evaluation report, ``n/a`` where not measured."""
+    """``mean ± half-width`` of ``metric`` in an evaluation report, ``n/a`` where not measured, and
+    ``(k of n files)`` when the mean leaves files out (STOI on clips too short for it), as ``audiokit
+    eval`` prints it: the card's text says "over N files"."""
     if report is None or report.get(metric) is None:
         return "n/a"
     half = report["ci95"].get(metric)
-    return f"{report[metric]:.3f}" + ("" if half is None else f" ± {half:.3f}")
+    cell = f"{report[metric]:.3f}" + ("" if half is None else f" ± {half:.3f}")
+    scored, files = report.get("count", {}).get(metric), report.get("n")
+    if scored is not None and files is not None and scored < files:
+        cell += f" ({scored} of {files} files)"
+    return cell
 
 
 def _hours(seconds: float) -> str:
