@@ -330,13 +330,9 @@ def check_resolutions(
                 where,
                 f"'{key}' must be [n_fft, hop, window] with hop >= 1 and 1 <= window <= n_fft, got {triple}",
             )
-        for term in stft_terms:
-            check(
-                bool(resolutions) or getattr(losses, term) == 0,
-                where,
-                f"'losses.stft_resolutions' is empty while 'losses.{term}' is on; give it [n_fft, hop, "
-                "window] triples or set the weight to 0",
-            )
+        _check_filled_while_used(
+            losses, "stft_resolutions", stft_terms, "[n_fft, hop, window] triples", where
+        )
     if hasattr(losses, "mel_window_lengths"):
         windows, bins = losses.mel_window_lengths, losses.mel_bins
         check(
@@ -352,13 +348,17 @@ def check_resolutions(
                 f"got {window}",
             )
             check(bands >= 1, where, f"'losses.mel_bins[{index}]' must be >= 1, got {bands}")
-        for term in mel_terms:
-            check(
-                bool(windows) or getattr(losses, term) == 0,
-                where,
-                f"'losses.mel_window_lengths' is empty while 'losses.{term}' is on; give it window lengths "
-                "or set the weight to 0",
-            )
+        _check_filled_while_used(losses, "mel_window_lengths", mel_terms, "window lengths", where)
+
+
+def _check_filled_while_used(losses: Any, key: str, terms: tuple[str, ...], what: str, where: str) -> None:
+    """``losses.<key>`` must not be empty while a loss weight of ``terms`` that uses it is not 0."""
+    for term in terms:
+        check(
+            bool(getattr(losses, key)) or getattr(losses, term) == 0,
+            where,
+            f"'losses.{key}' is empty while 'losses.{term}' is on; give it {what} or set the weight to 0",
+        )
 
 
 def recipe_from_dict(values: dict, where: str = "<recipe>") -> Recipe:
