@@ -390,3 +390,107 @@ def test_stft_encoder_lengths_and_causality():
         causal=False,
     )
     assert non_causal.lookahead > 0
+
+
+# ---------------------------------------------------------------- empty chunks
+
+
+def _empty_chunk_cases():
+    from audiokit.nn.lstm import StreamableLSTM
+    from audiokit.nn.noise_floor import NoiseFloor
+    from audiokit.nn.pitch import PitchSpectrum
+    from audiokit.nn.spectral import CausalInverseSpectrum, CausalSpectrum
+    from audiokit.nn.vocos import ConvNeXtBlock
+
+    enc, dec = small_stack(True, lstm_layers=1)
+    # (module, input (B, C, T) or for NoiseFloor (B, T, bands), time axis, samples per step unit)
+    return {
+        "conv": (StreamableConv1d(3, 4, 5, 2, causal=True).eval(), torch.randn(2, 3, 12), -1, 2),
+        "grouped_conv": (
+            StreamableConv1d(4, 6, 3, groups=2, causal=True).eval(),
+            torch.randn(2, 4, 6),
+            -1,
+            1,
+        ),
+        "conv_transpose": (
+            StreamableConvTranspose1d(3, 2, 4, 2, causal=True).eval(),
+            torch.randn(2, 3, 6),
+            -1,
+            1,
+        ),
+        "lstm": (StreamableLSTM(3, 1).eval(), torch.randn(2, 3, 6), -1, 1),
+        "convnext": (ConvNeXtBlock(8, 16).eval(), torch.randn(2, 8, 6), -1, 1),
+        "seanet_encoder": (enc, torch.randn(2, 1, 48), -1, 8),
+        "seanet_decoder": (dec, torch.randn(2, 6, 6), -1, 1),
+        "stft_encoder": (
+            STFTEncoder(
+                dimension=6,
+                hop_length=32,
+                n_fft=48,
+                stft_hop=16,
+                hidden_dim=8,
+                intermediate_dim=16,
+                n_blocks=1,
+            ).eval(),
+            torch.randn(2, 1, 192),
+            -1,
+            32,
+        ),
+        "istft_decoder": (small_istft(), torch.randn(2, 6, 6), -1, 1),
+        "causal_spectrum": (CausalSpectrum(32, 16), torch.randn(2, 1, 96), -1, 16),
+        "inverse_spectrum": (
+            CausalInverseSpectrum(32, 16),
+            torch.randn(2, 1, 17, 6, dtype=torch.complex64),
+            -1,
+            1,
+        ),
+        "pitch": (PitchSpectrum(32, 16, 8, 32), torch.randn(2, 1, 96), -1, 16),
+        "noise_floor": (NoiseFloor(4, (1.0, 3.0)), torch.rand(2, 6, 4), 1, 1),
+    }
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "conv",
+        "grouped_conv",
+        "conv_transpose",
+        "lstm",
+        "convnext",
+        "seanet_encoder",
+        "seanet_decoder",
+        "stft_encoder",
+        "istft_decoder",
+        "causal_spectrum",
+        "inverse_spectrum",
+        "pitch",
+        "noise_floor",
+    ],
+)
+def test_blocks_step_empty_chunks(name):
+    """A step of 0 samples (a stream with nothing new, or a final flush on a hop boundary) gives 0 frames
+    and leaves the state as it was: streaming with empty chunks in between equals streaming without."""
+    from audiokit.nn.state import flatten_state
+
+    torch.manual_seed(0)
+    module, x, axis, unit = _empty_chunk_cases()[name]
+
+    def run(sizes):
+        state = module.init_state(x.shape[0], x.device, x.real.dtype)
+        outs, start = [], 0
+        for i, size in enumerate(sizes):
+            out = module.step(x.narrow(axis, start, size), state, final=i == len(sizes) - 1)
+            outs.append(out if isinstance(out, tuple) else (out,))
+            start += size
+        return outs, flatten_state(state)
+
+    with torch.inference_mode():
+        plain, plain_state = run([unit, 2 * unit, x.shape[axis] - 3 * unit])
+        empties, empty_state = run([0, unit, 0, 2 * unit, 0, x.shape[axis] - 3 * unit, 0])
+    for parts, ref_parts in zip(zip(*empties, strict=True), zip(*plain, strict=True), strict=True):
+        out_axis = 1 if name == "noise_floor" else -1
+        assert parts[0].shape[out_axis] == 0 and parts[0].dtype == ref_parts[0].dtype
+        assert parts[0].shape[:out_axis] == ref_parts[0].shape[:out_axis]
+        assert torch.equal(torch.cat(parts, out_axis), torch.cat(ref_parts, out_axis))
+    assert plain_state.keys() == empty_state.keys()
+    assert all(torch.equal(plain_state[key], empty_state[key]) for key in plain_state)

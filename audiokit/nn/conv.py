@@ -190,6 +190,8 @@ class StreamableConv1d(nn.Module, StreamingModule):
         if self.time_major:
             return super().step(x, state, final)
         x = F.pad(x, (0, stride_padding(x.shape[-1], self.stride, final, "stride")))
+        if not x.shape[-1]:  # no new samples: no frames, the history stays
+            return x.new_zeros(x.shape[0], self.conv.out_channels, 0)
         if state is not None:
             x = torch.cat([state.history, x], -1)
             state.history = x[..., x.shape[-1] - self.history_length :]
@@ -202,6 +204,8 @@ class StreamableConv1d(nn.Module, StreamingModule):
         extra = stride_padding(x.shape[1], self.stride, final, "stride")
         if extra:
             x = F.pad(x, (0, 0, 0, extra))
+        if not x.shape[1]:  # no new samples: no frames, the history stays
+            return x.new_zeros(x.shape[0], 0, self.conv.out_channels)
         if state is not None:
             x = torch.cat([state.history.transpose(1, 2), x], 1)
             state.history = x[:, x.shape[1] - self.history_length :].transpose(1, 2)
@@ -308,6 +312,8 @@ class StreamableConvTranspose1d(nn.Module, StreamingModule):
         return ConvTransposeState(torch.zeros(shape, device=device, dtype=dtype))
 
     def step(self, x: torch.Tensor, state: ConvTransposeState | None, final: bool = False) -> torch.Tensor:
+        if not x.shape[-1]:  # no new frames: no samples, the overlap stays
+            return x.new_zeros(x.shape[0], self.convtr.out_channels, 0)
         weight, bias = self.prepared()
         y = F.conv_transpose1d(x, weight, None, self.stride, groups=self.convtr.groups)
         ready = x.shape[-1] * self.stride

@@ -59,6 +59,8 @@ class StreamableLSTM(nn.Module, StreamingModule):
         )
 
     def step_t(self, x: torch.Tensor, state: LSTMState, final: bool = False) -> torch.Tensor:
+        if not x.shape[1]:  # no new frames (nn.LSTM rejects them): nothing out, (h, c) stays
+            return x.new_zeros(x.shape)
         if self.fast_steps and 0 < x.shape[1] <= FAST_STEP_FRAMES and not torch.is_grad_enabled():
             y = self._cell_steps(x, state)
         else:

@@ -66,6 +66,8 @@ class NoiseFloor(nn.Module, StreamingModule):
     def step(self, power: torch.Tensor, state: NoiseFloorState, final: bool = False) -> torch.Tensor:
         """Features of the next frames ``power (B, k, bands)``; updates ``state``."""
         batch, frames, _ = power.shape
+        if not frames:  # nothing new: no features, the state stays
+            return power.new_zeros(batch, 0, self.rise.shape[1] * self.bands, dtype=torch.float32)
         window = torch.cat([state.history, power], 1)
         state.history = window[:, window.shape[1] - (self.smooth_frames - 1) :]
         smoothed = window.unfold(1, self.smooth_frames, 1).sum(-1) / self.smooth_frames  # (B, k, bands)

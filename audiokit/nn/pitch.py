@@ -77,6 +77,13 @@ class PitchSpectrum(nn.Module, StreamingModule):
             raise ValueError(
                 f"a chunk of {x.shape[-1]} samples is not a multiple of the hop {self.hop_length}"
             )
+        if not x.shape[-1]:  # no new samples: no frames, the history stays
+            empty = x.new_zeros(x.shape[0], self.n_fft // 2 + 1, 0)
+            return (
+                torch.complex(empty, empty),
+                x.new_zeros(x.shape[0], 0),
+                x.new_zeros(x.shape[0], 0, dtype=torch.long),
+            )
         x = torch.cat([state.history, x], -1)
         state.history = x[..., x.shape[-1] - self.history_length :]
         span = self.n_fft + self.max_lag

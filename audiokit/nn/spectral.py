@@ -57,6 +57,9 @@ class CausalSpectrum(nn.Module, StreamingModule):
             raise ValueError(
                 f"a chunk of {x.shape[-1]} samples is not a multiple of the hop {self.hop_length}"
             )
+        if not x.shape[-1]:  # no new samples: no frames, the history stays
+            empty = x.new_zeros(*x.shape[:-1], self.n_bins, 0)
+            return torch.complex(empty, empty)
         x = torch.cat([state.history, x], -1)
         state.history = x[..., x.shape[-1] - self.history_length :]
         frames = x.unfold(-1, self.n_fft, self.hop_length) * self.window  # (B, C, k, n_fft)
@@ -104,6 +107,8 @@ class CausalInverseSpectrum(nn.Module, StreamingModule):
 
     def step(self, spec: torch.Tensor, state: OverlapAddState, final: bool = False) -> torch.Tensor:
         """Audio ``(B, C, k * hop_length)`` completed by ``k`` frames ``spec (B, C, bins, k)``."""
+        if not spec.shape[-1]:  # no new frames: no samples, the tail stays
+            return spec.real.new_zeros(*spec.shape[:-2], 0)
         frames = torch.fft.irfft(spec.transpose(-1, -2), n=self.n_fft, dim=-1) * self.window  # (B, C, k, N)
         return self._overlap_add(frames, state)
 

@@ -104,6 +104,8 @@ class CausalSTFT(nn.Module, StreamingModule):
     def step_t(self, x: torch.Tensor, state: ConvState, final: bool = False) -> torch.Tensor:
         """Time-major audio ``(B, n, C)`` -> features ``(B, ceil(n / hop_length), features)``."""
         extra = stride_padding(x.shape[1], self.hop_length, final, "hop")
+        if not x.shape[1]:  # no new samples: no frames, the history stays
+            return x.new_zeros(x.shape[0], 0, self.num_features)
         x = x.transpose(1, 2)
         x = torch.cat([state.history, F.pad(x, (0, extra)) if extra else x], -1)
         state.history = x[..., x.shape[-1] - self.history_length :]

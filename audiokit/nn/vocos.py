@@ -104,6 +104,8 @@ class ConvNeXtBlock(nn.Module, StreamingModule):
         return self.dwconv.init_state(batch_size, device, dtype)
 
     def step_t(self, x: torch.Tensor, state: ConvState | None, final: bool = False) -> torch.Tensor:
+        if not x.shape[1]:  # no new frames: nothing out, the conv history stays
+            return x.new_zeros(x.shape)
         weights, conv = self.prepared(), self.dwconv
         if weights.backend != "torch":  # the whole block as one op, state updated in place
             history = x[:, :0] if state is None else state.history.transpose(1, 2)  # no history: K = 1
@@ -235,6 +237,8 @@ class CausalISTFTHead(nn.Module, StreamingModule):
 
     def step_t(self, x: torch.Tensor, state: OverlapAddState, final: bool = False) -> torch.Tensor:
         """Frames ``(B, n, dim)`` -> audio ``(B, n * samples_per_frame, channels)``."""
+        if not x.shape[1]:  # no new frames: no samples, the tail stays
+            return x.new_zeros(x.shape[0], 0, self.channels)
         wav = self.synthesize(self.spectrogram(x, self.prepared()))
         ready = x.shape[1] * self.samples_per_frame
         wav[..., : self.overlap_length] += state.tail
