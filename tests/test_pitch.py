@@ -125,3 +125,12 @@ def test_fast_fft_size_is_the_smallest_5_smooth_size():
         assert size >= length and smooth(size)
         assert not any(smooth(n) for n in range(length, size))
     assert PitchSpectrum(N_FFT, HOP, MIN_LAG, MAX_LAG).fft_size == 640
+
+
+def test_a_max_lag_off_the_hop_grid_is_rejected_when_built():
+    """The running energies sum whole hops of history, so max_lag must be a multiple of the hop: a clear
+    error when the block is built, not a RuntimeError from unflatten at the first frame."""
+    with pytest.raises(ValueError, match="max_lag"):
+        PitchSpectrum(64, 16, 8, 40)
+    pitch = PitchSpectrum(64, 16, 8, 48)
+    assert pitch(torch.randn(1, 1, 100))[2].shape == (1, 10)  # ceil(100 / 16) + 64 / 16 - 1 frames

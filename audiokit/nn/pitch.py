@@ -34,7 +34,8 @@ class PitchSpectrum(nn.Module, StreamingModule):
     in samples (long).
 
     ``forward`` makes the frames :class:`~audiokit.nn.spectral.CausalSpectrum` makes of the same input
-    (the end padded alike). Streaming state: the last ``n_fft + max_lag - hop_length`` input samples.
+    (the end padded alike). ``n_fft`` and ``max_lag`` are multiples of ``hop_length``. Streaming state: the
+    last ``n_fft + max_lag - hop_length`` input samples.
     """
 
     def __init__(
@@ -50,6 +51,8 @@ class PitchSpectrum(nn.Module, StreamingModule):
             raise ValueError(f"n_fft ({n_fft}) must be a multiple of hop_length ({hop_length})")
         if not 0 < min_lag < max_lag:
             raise ValueError(f"need 0 < min_lag < max_lag, got {min_lag} and {max_lag}")
+        if max_lag % hop_length:  # the running energies sum whole hops of history
+            raise ValueError(f"max_lag ({max_lag}) must be a multiple of hop_length ({hop_length})")
         self.n_fft = n_fft
         self.hop_length = hop_length
         self.min_lag = min_lag
