@@ -204,8 +204,11 @@ class AudioModel(nn.Module):
     def save_pretrained(self, path: str | Path, extra: dict | None = None) -> Path:
         """Write ``path`` (``.safetensors``) and its typed config as JSON beside it (``.json``), atomically.
 
-        ``extra``: more keys for the JSON (e.g. the training step)."""
-        path = Path(path).with_suffix(".safetensors")
+        ``.safetensors`` is added to a ``path`` that does not end in it (a ``.json`` ending is replaced):
+        ``runs/model.step100`` writes ``runs/model.step100.safetensors`` and ``.json``, never another
+        model's ``runs/model.safetensors``. ``extra``: more keys for the JSON (e.g. the training step).
+        Returns the ``.safetensors`` path."""
+        path = _weights_path(Path(path))
         blob = safetensors.torch.save(_contiguous_state(self))
         meta = {
             "format": f"audiokit-{self.family}",
@@ -257,6 +260,16 @@ class AudioModel(nn.Module):
                 f"{path}: weights do not fit config {config.name!r} ({str(exc)[:200]})"
             ) from None
         return model.eval()
+
+
+def _weights_path(path: Path) -> Path:
+    """The ``.safetensors`` file that ``path`` names: itself, the weights beside a ``.json`` config, or
+    ``path`` with ``.safetensors`` added (``model.v2`` -> ``model.v2.safetensors``)."""
+    if path.suffix == ".safetensors":
+        return path
+    if path.suffix == ".json":
+        return path.with_suffix(".safetensors")
+    return path.with_name(path.name + ".safetensors")
 
 
 def _article(word: str) -> str:
