@@ -28,3 +28,11 @@ def test_save_pretrained_adds_the_suffix_instead_of_replacing_one(tmp_path, smal
     assert other.read_bytes() == before
     assert small_enhancer.save_pretrained(tmp_path / "cfg.json") == tmp_path / "cfg.safetensors"
     assert Enhancer.from_pretrained(saved).weights_sha256() == small_enhancer.weights_sha256()
+
+
+def test_from_pretrained_takes_the_path_given_to_save_pretrained(tmp_path, small_enhancer):
+    for given in (tmp_path / "mine", tmp_path / "model.step100", str(tmp_path / "model.step100")):
+        small_enhancer.save_pretrained(given)
+        loaded = Enhancer.from_pretrained(given)
+        assert loaded.config == small_enhancer.config
+        assert loaded.weights_sha256() == small_enhancer.weights_sha256()

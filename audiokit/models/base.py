@@ -225,8 +225,9 @@ class AudioModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls: type[M], name_or_path: str | Path) -> M:
-        """Load shipped weights by name (``"speech-16k"``) or a ``.safetensors`` path (its ``.json``, or
-        a folder holding one) with its ``.json``; on a family class, the weights must be of that family.
+        """Load shipped weights by name (``"speech-16k"``) or a ``.safetensors`` path (its ``.json``, a
+        folder holding one, or the path given to :meth:`save_pretrained`) with its ``.json``; on a family
+        class, the weights must be of that family.
 
         The weights file's sha256 must match the one recorded in the JSON; nothing is unpickled.
         """
@@ -327,8 +328,8 @@ def model_label(name_or_path: str | Path, name: str) -> str:
 
 
 def resolve_weights(name_or_path: str | Path) -> Path:
-    """The ``.safetensors`` file a model name (shipped weights) or a path (the file, its ``.json`` or a
-    folder holding one) names."""
+    """The ``.safetensors`` file a model name (shipped weights) or a path (the file, its ``.json``, a
+    folder holding one, or the path given to :meth:`AudioModel.save_pretrained`) names."""
     text = str(name_or_path)
     names = registered_names()
     if text in names:
@@ -347,6 +348,8 @@ def resolve_weights(name_or_path: str | Path) -> Path:
         path = candidates[0]
     if path.suffix == ".json":  # the config beside the weights names them too
         path = path.with_suffix(".safetensors")
+    elif not path.exists() and _weights_path(path).is_file():  # the path given to save_pretrained
+        path = _weights_path(path)
     if not path.is_file():
         shipped = ", ".join(shipped_names()) or "none"
         raise ModelError(f"{path}: no such model file, and not a known model name (shipped: {shipped})")
