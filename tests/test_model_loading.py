@@ -3,9 +3,14 @@ fit, and what a loaded model holds."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+from pathlib import Path
+
 import pytest
 import torch
 
+from audiokit.errors import ModelError
 from audiokit.models import Enhancer
 
 torch.set_num_threads(1)
@@ -15,6 +20,25 @@ torch.set_num_threads(1)
 def small_enhancer() -> Enhancer:
     torch.manual_seed(0)
     return Enhancer.from_config("enhance-16k", hidden_dim=16).eval()
+
+
+def with_weights(saved: Path, folder: Path, blob: bytes, **meta_changes) -> Path:
+    """A copy of the saved model ``saved`` in ``folder`` whose weights file holds ``blob``, with a JSON
+    that names that file's sha256 (what a converter that writes its own JSON leaves) and ``meta_changes``."""
+    folder.mkdir()
+    meta = json.loads(saved.with_suffix(".json").read_text())
+    meta.update(sha256=hashlib.sha256(blob).hexdigest(), **meta_changes)
+    (folder / "model.json").write_text(json.dumps(meta))
+    (folder / "model.safetensors").write_bytes(blob)
+    return folder / "model.safetensors"
+
+
+def load_error(path: Path, match: str, family: type = Enhancer) -> str:
+    """The one-line ModelError of ``family.from_pretrained(path)``, which must match ``match``."""
+    with pytest.raises(ModelError, match=match) as info:
+        family.from_pretrained(path)
+    assert "\n" not in str(info.value)
+    return str(info.value)
 
 
 def test_save_pretrained_adds_the_suffix_instead_of_replacing_one(tmp_path, small_enhancer):
@@ -36,3 +60,13 @@ def test_from_pretrained_takes_the_path_given_to_save_pretrained(tmp_path, small
         loaded = Enhancer.from_pretrained(given)
         assert loaded.config == small_enhancer.config
         assert loaded.weights_sha256() == small_enhancer.weights_sha256()
+
+
+def test_malformed_weights_whose_sha256_the_json_names_are_a_model_error(tmp_path, small_enhancer):
+    """The sha256 catches a file damaged after saving; a file that was malformed when its JSON was
+    written (truncated, empty, not safetensors) is a one-line ModelError too, not safetensors' own."""
+    saved = small_enhancer.save_pretrained(tmp_path / "model.safetensors")
+    blobs = {"truncated": saved.read_bytes()[:100], "empty": b"", "text": b"not a safetensors file at all"}
+    for label, blob in blobs.items():
+        path = with_weights(saved, tmp_path / label, blob)
+        assert str(path) in load_error(path, "not a valid safetensors")

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+import safetensors
 import safetensors.torch
 import torch
 from torch import nn
@@ -238,6 +239,8 @@ class AudioModel(nn.Module):
         try:
             meta = json.loads(config_path.read_text())
             kind = str(meta["format"]).removeprefix("audiokit-")
+        except OSError as exc:
+            raise ModelError(f"{config_path}: cannot read the config ({exc.strerror or exc})") from None
         except (ValueError, KeyError, TypeError) as exc:
             raise ModelError(f"{config_path}: not an audiokit model config ({exc})") from None
         family = _family(kind)
@@ -248,14 +251,21 @@ class AudioModel(nn.Module):
         if not issubclass(family, cls):
             raise ModelError(f"{path}: {_article(family.family)} model, not {_article(cls.family)}")
         config = schema.build(family.config_class, meta.get("config") or {}, str(config_path), ModelError)
-        blob = path.read_bytes()
+        try:
+            blob = path.read_bytes()
+        except OSError as exc:
+            raise ModelError(f"{path}: cannot read the weights ({exc.strerror or exc})") from None
         if hashlib.sha256(blob).hexdigest() != meta.get("sha256"):
             raise ModelError(
                 f"{path}: sha256 does not match {config_path.name}; the file is corrupt or replaced"
             )
+        try:  # the sha256 only says that the JSON names this file, not that the file is well formed
+            state = safetensors.torch.load(blob)
+        except safetensors.SafetensorError as exc:
+            raise ModelError(f"{path}: not a valid safetensors file ({exc})") from None
         model = family(config)
         try:
-            model.load_state_dict(safetensors.torch.load(blob), strict=True)
+            model.load_state_dict(state, strict=True)
         except RuntimeError as exc:
             raise ModelError(
                 f"{path}: weights do not fit config {config.name!r} ({str(exc)[:200]})"
