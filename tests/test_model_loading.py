@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import safetensors.torch
 import torch
 
 from audiokit.errors import ModelError
@@ -70,3 +71,15 @@ def test_malformed_weights_whose_sha256_the_json_names_are_a_model_error(tmp_pat
     for label, blob in blobs.items():
         path = with_weights(saved, tmp_path / label, blob)
         assert str(path) in load_error(path, "not a valid safetensors")
+
+
+def test_weights_of_another_dtype_are_refused_not_cast(tmp_path, small_enhancer):
+    """Strict loading covers dtypes as well as names and shapes: float16 or integer tensors where the
+    model holds float32 ones are a one-line ModelError naming the tensor, not a silent cast."""
+    saved = small_enhancer.save_pretrained(tmp_path / "model.safetensors")
+    state = safetensors.torch.load(saved.read_bytes())
+    for label, dtype in (("half", torch.float16), ("double", torch.float64), ("integer", torch.int64)):
+        blob = safetensors.torch.save({key: value.to(dtype) for key, value in state.items()})
+        path = with_weights(saved, tmp_path / label, blob)
+        name = str(dtype).removeprefix("torch.")
+        assert str(path) in load_error(path, f"is {name} but config 'enhance-16k' holds float32")

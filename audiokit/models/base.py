@@ -264,6 +264,14 @@ class AudioModel(nn.Module):
         except safetensors.SafetensorError as exc:
             raise ModelError(f"{path}: not a valid safetensors file ({exc})") from None
         model = family(config)
+        expected = model.state_dict()
+        for key, tensor in state.items():  # load_state_dict would cast float16 or int64 tensors silently
+            if key in expected and tensor.dtype != expected[key].dtype:
+                raise ModelError(
+                    f"{path}: tensor {key!r} is {str(tensor.dtype).removeprefix('torch.')} but config "
+                    f"{config.name!r} holds {str(expected[key].dtype).removeprefix('torch.')} there "
+                    "(save_pretrained a model in its own dtype)"
+                )
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as exc:
