@@ -83,3 +83,10 @@ def test_weights_of_another_dtype_are_refused_not_cast(tmp_path, small_enhancer)
         path = with_weights(saved, tmp_path / label, blob)
         name = str(dtype).removeprefix("torch.")
         assert str(path) in load_error(path, f"is {name} but config 'enhance-16k' holds float32")
+
+
+@pytest.mark.parametrize("version", ["1", None, 1.5, [1], 2])
+def test_a_format_version_that_is_not_a_known_integer_is_a_model_error(tmp_path, small_enhancer, version):
+    saved = small_enhancer.save_pretrained(tmp_path / "model.safetensors")
+    path = with_weights(saved, tmp_path / "odd", saved.read_bytes(), format_version=version)
+    assert str(path.with_suffix(".json")) in load_error(path, "unsupported format 'audiokit-enhancer'")

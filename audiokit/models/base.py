@@ -244,7 +244,8 @@ class AudioModel(nn.Module):
         except (ValueError, KeyError, TypeError) as exc:
             raise ModelError(f"{config_path}: not an audiokit model config ({exc})") from None
         family = _family(kind)
-        if family is None or meta.get("format_version", 0) > FORMAT_VERSION:
+        version = meta.get("format_version", 0)
+        if family is None or type(version) is not int or version > FORMAT_VERSION:
             raise ModelError(
                 f"{config_path}: unsupported format {meta.get('format')!r} v{meta.get('format_version')}"
             )
