@@ -90,3 +90,15 @@ def test_a_format_version_that_is_not_a_known_integer_is_a_model_error(tmp_path,
     saved = small_enhancer.save_pretrained(tmp_path / "model.safetensors")
     path = with_weights(saved, tmp_path / "odd", saved.read_bytes(), format_version=version)
     assert str(path.with_suffix(".json")) in load_error(path, "unsupported format 'audiokit-enhancer'")
+
+
+@pytest.mark.parametrize("change", [{"hidden_dim": -3}, {"hop_length": 0}, {"sample_rate": 0}])
+def test_a_config_that_makes_no_model_is_a_model_error(tmp_path, small_enhancer, change):
+    """Values of the right type that no model has (a negative width, a hop of 0) are a one-line
+    ModelError naming the JSON, from from_pretrained and from_config alike."""
+    saved = small_enhancer.save_pretrained(tmp_path / "model.safetensors")
+    config = {**small_enhancer.config.to_dict(), **change}
+    path = with_weights(saved, tmp_path / "odd", saved.read_bytes(), config=config)
+    assert str(path.with_suffix(".json")) in load_error(path, "does not make an enhancer model")
+    with pytest.raises(ModelError, match="enhancer config 'enhance-16k'.*does not make an enhancer model"):
+        Enhancer.from_config("enhance-16k", **change)

@@ -195,7 +195,8 @@ class AudioModel(nn.Module):
         (``decoder={"n_blocks": 8}`` keeps the decoder's other keys)."""
         if name not in cls.configs:
             raise ModelError(f"unknown {cls.family} config {name!r}; choose one of {', '.join(cls.configs)}")
-        return cls(schema.merge(cls.configs[name], overrides, f"{cls.family} config {name!r}", ModelError))
+        where = f"{cls.family} config {name!r}"
+        return _build(cls, schema.merge(cls.configs[name], overrides, where, ModelError), where)
 
     # -- weights ------------------------------------------------------------------------------------
     def weights_sha256(self) -> str:
@@ -264,7 +265,7 @@ class AudioModel(nn.Module):
             state = safetensors.torch.load(blob)
         except safetensors.SafetensorError as exc:
             raise ModelError(f"{path}: not a valid safetensors file ({exc})") from None
-        model = family(config)
+        model = _build(family, config, str(config_path))
         expected = model.state_dict()
         for key, tensor in state.items():  # load_state_dict would cast float16 or int64 tensors silently
             if key in expected and tensor.dtype != expected[key].dtype:
@@ -280,6 +281,19 @@ class AudioModel(nn.Module):
                 f"{path}: weights do not fit config {config.name!r} ({str(exc)[:200]})"
             ) from None
         return model.eval()
+
+
+def _build(family: type[M], config: ModelConfig, where: str) -> M:
+    """``family(config)``, or a one-line :class:`ModelError` naming ``where`` for sizes that the schema
+    lets through but no model has (a negative width, a hop of 0)."""
+    try:
+        return family(config)
+    except (ArithmeticError, LookupError, RuntimeError, TypeError, ValueError) as exc:
+        message = " ".join(str(exc).split())[:200]
+        raise ModelError(
+            f"{where}: config {config.name!r} does not make {_article(family.family)} model "
+            f"({type(exc).__name__}: {message})"
+        ) from None
 
 
 def _weights_path(path: Path) -> Path:
