@@ -12,7 +12,7 @@ import safetensors.torch
 import torch
 
 from audiokit.errors import ModelError
-from audiokit.models import Enhancer
+from audiokit.models import AudioModel, BandwidthExtender, Codec, Enhancer
 
 torch.set_num_threads(1)
 
@@ -102,3 +102,18 @@ def test_a_config_that_makes_no_model_is_a_model_error(tmp_path, small_enhancer,
     assert str(path.with_suffix(".json")) in load_error(path, "does not make an enhancer model")
     with pytest.raises(ModelError, match="enhancer config 'enhance-16k'.*does not make an enhancer model"):
         Enhancer.from_config("enhance-16k", **change)
+
+
+@pytest.mark.parametrize(
+    ("family", "name"), [(Codec, "speech-16k"), (Enhancer, "enhance-16k"), (BandwidthExtender, "bwe-8to16")]
+)
+def test_every_family_has_the_shared_interface(family, name):
+    """DESIGN.md §3: sample_rate, channels, hop_length, frame_rate, algorithmic_latency (samples) and
+    stream() on every model, and they agree with each other."""
+    model = family.from_config(name)
+    assert isinstance(model, AudioModel) and model.family == family.family and model.name == name
+    assert model.sample_rate == 16000 and model.channels == 1
+    assert model.hop_length > 0 and model.frame_rate == model.sample_rate / model.hop_length
+    assert model.algorithmic_latency >= model.hop_length
+    options = {"edge_hz": 4000.0} if family is BandwidthExtender else {}
+    assert model.stream(2, **options) is not None

@@ -108,8 +108,9 @@ FAMILIES: dict[str, type[AudioModel]] = {}
 class AudioModel(nn.Module):
     """Base of every model family. Audio is float32 ``(batch, channels, samples)`` at :attr:`sample_rate`.
 
-    Subclasses set :attr:`algorithmic_latency` and :meth:`stream`, and build their layers from
-    ``config`` in ``__init__``; their inference calls and sessions check audio with :meth:`audio_input`.
+    Subclasses set :attr:`hop_length`, :attr:`algorithmic_latency` and :meth:`stream`, and build their
+    layers from ``config`` in ``__init__``; their inference calls and sessions check audio with
+    :meth:`audio_input`.
     """
 
     family: ClassVar[str]
@@ -139,6 +140,16 @@ class AudioModel(nn.Module):
     @property
     def channels(self) -> int:
         return self.config.channels
+
+    @property
+    def hop_length(self) -> int:
+        """Samples per frame: a codec's code frame, a spectral model's STFT hop."""
+        raise NotImplementedError
+
+    @property
+    def frame_rate(self) -> float:
+        """Frames per second (Hz): :attr:`sample_rate` / :attr:`hop_length`."""
+        return self.sample_rate / self.hop_length
 
     @property
     def algorithmic_latency(self) -> int:
