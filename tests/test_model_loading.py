@@ -12,7 +12,7 @@ import safetensors.torch
 import torch
 
 from audiokit.errors import ModelError
-from audiokit.models import AudioModel, BandwidthExtender, Codec, Enhancer
+from audiokit.models import CONFIGS, AudioModel, BandwidthExtender, Codec, Enhancer
 
 torch.set_num_threads(1)
 
@@ -117,3 +117,14 @@ def test_every_family_has_the_shared_interface(family, name):
     assert model.algorithmic_latency >= model.hop_length
     options = {"edge_hz": 4000.0} if family is BandwidthExtender else {}
     assert model.stream(2, **options) is not None
+
+
+def test_a_models_config_is_its_own():
+    """Changing a model's config (a nested field included) changes neither the registered config nor
+    the next model built from it: each model holds its own copy."""
+    codec = Codec.from_config("speech-16k")
+    codec.config.encoder.hidden_dim = 64
+    codec.config.decoder.n_blocks = 1
+    assert CONFIGS["speech-16k"].encoder.hidden_dim == 192 and CONFIGS["speech-16k"].decoder.n_blocks == 6
+    again = Codec.from_config("speech-16k")
+    assert again.config == CONFIGS["speech-16k"] and len(again.decoder.blocks) == 6

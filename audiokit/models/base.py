@@ -14,6 +14,7 @@ Weights are safetensors only: nothing is ever unpickled.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import hashlib
@@ -126,7 +127,8 @@ class AudioModel(nn.Module):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        self.config = config
+        # its own copy: configs built from the registry share its nested dataclasses (an encoder's options)
+        self.config = copy.deepcopy(config)
 
     @property
     def name(self) -> str:
