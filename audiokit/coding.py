@@ -14,7 +14,6 @@ prior, and ``<stem>.entropy.json``, the static tables).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Iterable, Iterator
@@ -31,13 +30,17 @@ from audiokit.entropy import EntropyCoder, EntropyModel
 from audiokit.entropy_model import PriorModel
 from audiokit.errors import BitstreamError, ModelError, UsageError
 from audiokit.io import AUDIO_EXTENSIONS, PathLike, RawFormat, find_audio
-from audiokit.models import WEIGHTS_DIR, Codec, Codes
+from audiokit.models import Codec, Codes
+from audiokit.models.archive import (
+    archive_entries,
+    archive_entry,
+    decoding_weights_for,
+    model_version,
+)
 from audiokit.models.base import model_label
 from audiokit.streaming.akc import encode_to_akc
 
 DEFAULT_MODEL = "speech-16k"
-ARCHIVE_ENV = "AUDIOKIT_WEIGHTS_ARCHIVE"
-"""Environment variable naming one more weights archive (JSON like ``audiokit/weights/ARCHIVE.json``)."""
 _CODECS: dict[str, tuple[Codec, str]] = {}
 _CODES_SHA256: dict[str, str] = {}  # Codec.codes_sha256() by weights sha256
 
@@ -50,83 +53,9 @@ def load_codec(spec: str) -> tuple[Codec, str]:
     copy when forked).
     """
     if spec not in _CODECS:
-        path = _versioned_weights(spec) if "@" in spec and not Path(spec).exists() else spec
-        codec = Codec.from_pretrained(path).eval()
+        codec = Codec.from_pretrained(spec).eval()
         _CODECS[spec] = (codec, codec.weights_sha256())
     return _CODECS[spec]
-
-
-# -- the weights archive --------------------------------------------------------------------------
-def archive_entries() -> dict[str, dict]:
-    """Every archived shipped version by weights sha256: ``model``, ``version``, ``file`` (resolved to
-    an absolute ``path`` beside its archive), ``source`` and ``commit`` (where git holds the file)."""
-    paths = [WEIGHTS_DIR / "ARCHIVE.json"]
-    if os.environ.get(ARCHIVE_ENV):
-        paths.append(Path(os.environ[ARCHIVE_ENV]))
-    entries: dict[str, dict] = {}
-    for path in paths:
-        try:
-            weights = json.loads(path.read_text())["weights"]
-        except (OSError, ValueError, KeyError) as exc:
-            raise ModelError(f"{path}: not a readable weights archive ({exc})") from None
-        for sha256, entry in weights.items():
-            entries[sha256] = {**entry, "path": path.parent / entry["file"]}
-    return entries
-
-
-def model_version(model_name: str, weights_hash: str) -> str | None:
-    """``name@version`` of archived shipped weights, or None for weights that were never shipped."""
-    entry = archive_entries().get(weights_hash)
-    if entry is None or entry["model"] != model_name:
-        return None
-    return f"{model_name}@{entry['version']}"
-
-
-def _versioned_weights(spec: str) -> Path:
-    """The weights file of ``name@version`` (archived shipped weights)."""
-    name, _, version = spec.rpartition("@")
-    for sha256, entry in archive_entries().items():
-        if entry["model"] == name and str(entry["version"]) == version:
-            return weights_for(name, sha256)
-    raise UsageError(f"{spec}: no shipped version {version!r} of {name!r} in the weights archive")
-
-
-def weights_for(model_name: str, weights_hash: str) -> Path:
-    """The ``.safetensors`` file of ``model_name``'s weights whose sha256 is ``weights_hash`` (an archived
-    shipped version); a one-line :class:`ModelError` saying how to get them when they are not here."""
-    entry = _archive_entry(model_name, weights_hash)
-    path = entry["path"]
-    if not _installed(entry):
-        raise ModelError(
-            f"{model_name}@{entry['version']} weights sha256 {weights_hash} are not installed ({path} "
-            f"missing); get them and their .json with `git show {entry['commit']}:{entry['source']}` "
-            f"(and the .json beside it) into {path.parent}"
-        )
-    return path
-
-
-def decoding_weights_for(model_name: str, weights_hash: str) -> Path:
-    """The weights that decode files written by ``model_name``'s weights ``weights_hash``: those weights
-    when installed, else the newest installed version that writes the same codes (the archive's
-    ``codes``: a later version whose decoder alone trained on), else :func:`weights_for`'s error."""
-    entry = _archive_entry(model_name, weights_hash)
-    if not _installed(entry) and entry.get("codes"):
-        codes, entries = entry["codes"], archive_entries().values()
-        same = [e for e in entries if e["model"] == model_name and e.get("codes") == codes and _installed(e)]
-        if same:
-            return max(same, key=lambda e: e["version"])["path"]
-    return weights_for(model_name, weights_hash)
-
-
-def decoding_version(model_name: str, weights_hash: str) -> str | None:
-    """``name@version`` of the installed weights that decode files written by ``weights_hash``, or None
-    when there are none (never shipped, or not installed)."""
-    try:
-        path = decoding_weights_for(model_name, weights_hash).resolve()
-    except ModelError:
-        return None
-    entry = next(e for e in archive_entries().values() if e["path"].resolve() == path)
-    return f"{model_name}@{entry['version']}"
 
 
 def writes_same_codes(model_name: str, weights_hash: str, codec: Codec, codec_hash: str) -> bool:
@@ -143,20 +72,6 @@ def writes_same_codes(model_name: str, weights_hash: str, codec: Codec, codec_ha
     if codec_hash not in _CODES_SHA256:
         _CODES_SHA256[codec_hash] = codec.codes_sha256()
     return entry["codes"] == _CODES_SHA256[codec_hash]
-
-
-def _archive_entry(model_name: str, weights_hash: str) -> dict:
-    entry = archive_entries().get(weights_hash)
-    if entry is None or entry["model"] != model_name:
-        raise ModelError(
-            f"{model_name} weights sha256 {weights_hash} are not a shipped version (see "
-            "audiokit/weights/ARCHIVE.json); pass --model with the weights that encoded the file"
-        )
-    return entry
-
-
-def _installed(entry: dict) -> bool:
-    return entry["path"].is_file() and entry["path"].with_suffix(".json").is_file()
 
 
 def codec_for(header: AkcHeader) -> tuple[Codec, str]:
@@ -185,7 +100,7 @@ def _entropy_files_for(model_name: str, weights_hash: str) -> list[tuple[Path, E
     files; they model the codes, so for an archived version without its own, those of the newest
     installed version that writes the same codes (``speech-16k@1`` takes ``speech-16k``'s)."""
     found = _entropy_models_in(decoding_weights_for(model_name, weights_hash))
-    codes = None if found else _archive_entry(model_name, weights_hash).get("codes")
+    codes = None if found else archive_entry(model_name, weights_hash).get("codes")
     if codes:
         same = [e for e in archive_entries().values() if e["model"] == model_name and e.get("codes") == codes]
         for entry in sorted(same, key=lambda e: -e["version"]):

@@ -19,18 +19,11 @@ import torch
 
 from audiokit import io
 from audiokit.bitstream import AkcHeader, AkcReader, AkcWriter, read_akc, write_akc
-from audiokit.coding import (
-    ARCHIVE_ENV,
-    decode_file,
-    encode_file,
-    entropy_model_for,
-    load_codec,
-    model_version,
-    weights_for,
-)
+from audiokit.coding import decode_file, encode_file, entropy_model_for, load_codec
 from audiokit.entropy import EntropyDecodeError, EntropyModel, count_codes
 from audiokit.errors import BitstreamError, ModelError
 from audiokit.models import Codec
+from audiokit.models.archive import ARCHIVE_ENV, model_version, weights_for
 
 DATA = Path(__file__).resolve().parent / "data"
 GOLDEN = DATA / "speech16k_entropy.akc"  # audiokit encode --entropy of 2.5 s of samples/speech_fr_16k_a.flac

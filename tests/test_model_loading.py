@@ -128,3 +128,21 @@ def test_a_models_config_is_its_own():
     assert CONFIGS["speech-16k"].encoder.hidden_dim == 192 and CONFIGS["speech-16k"].decoder.n_blocks == 6
     again = Codec.from_config("speech-16k")
     assert again.config == CONFIGS["speech-16k"] and len(again.decoder.blocks) == 6
+
+
+def test_from_pretrained_loads_archived_versions_by_name_at_version():
+    """``name@version`` names an archived shipped version for every loader, not only the CLI's: the
+    installed one loads, one whose files are not installed says how to get them, and an unknown version
+    or a family mismatch is a one-line ModelError."""
+    shipped = Codec.from_pretrained("speech-16k")
+    archive = json.loads((Path(__file__).parents[1] / "audiokit/weights/ARCHIVE.json").read_text())
+    versions = {e["version"]: e for e in archive["weights"].values() if e["model"] == "speech-16k"}
+    current = max(versions)
+    assert Codec.from_pretrained(f"speech-16k@{current}").weights_sha256() == shipped.weights_sha256()
+    assert AudioModel.from_pretrained(f"speech-16k@{current}").family == "codec"
+    with pytest.raises(ModelError, match=r"speech-16k@1 weights sha256 .* are not installed .*git show"):
+        Codec.from_pretrained("speech-16k@1")
+    with pytest.raises(ModelError, match=r"speech-16k@99: no shipped version '99' of 'speech-16k'"):
+        Codec.from_pretrained("speech-16k@99")
+    with pytest.raises(ModelError, match="a codec model, not an enhancer"):
+        Enhancer.from_pretrained(f"speech-16k@{current}")

@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 import audiokit.io as aio
 from audiokit.bitstream import read_akc
 from audiokit.cli import main
-from audiokit.coding import archive_entries, model_version
 from audiokit.evaluation import metrics
 from audiokit.models import WEIGHTS_DIR, Codec, Codes
+from audiokit.models.archive import archive_entries, model_version
 from audiokit.models.codec import CONFIGS
 
 

@@ -12,8 +12,9 @@ import soundfile as sf
 import torch
 
 from audiokit.cli import main
-from audiokit.coding import ARCHIVE_ENV, decode_file, encode_file, load_codec
+from audiokit.coding import decode_file, encode_file, load_codec
 from audiokit.models import Codec
+from audiokit.models.archive import ARCHIVE_ENV
 
 SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "speech_fr_16k_a.flac"
 

@@ -12,9 +12,10 @@ from pathlib import Path
 from audiokit import io
 from audiokit.cli.batch import run_batch
 from audiokit.cli.options import add_raw_options, doc_text, raw_format
-from audiokit.coding import decoding_version, entropy_model_file, model_version
+from audiokit.coding import entropy_model_file
 from audiokit.evaluation.describe import describe
 from audiokit.io import RawFormat
+from audiokit.models.archive import decoding_version, model_version
 
 
 def _fmt_db(value: float | None) -> str:

@@ -240,7 +240,8 @@ class AudioModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls: type[M], name_or_path: str | Path) -> M:
-        """Load shipped weights by name (``"speech-16k"``) or a ``.safetensors`` path (its ``.json``, a
+        """Load shipped weights by name (``"speech-16k"``; ``"speech-16k@1"`` for an archived shipped
+        version, where its files are installed) or a ``.safetensors`` path (its ``.json``, a
         folder holding one, or the path given to :meth:`save_pretrained`) with its ``.json``; on a family
         class, the weights must be of that family.
 
@@ -374,9 +375,14 @@ def model_label(name_or_path: str | Path, name: str) -> str:
 
 
 def resolve_weights(name_or_path: str | Path) -> Path:
-    """The ``.safetensors`` file a model name (shipped weights) or a path (the file, its ``.json``, a
-    folder holding one, or the path given to :meth:`AudioModel.save_pretrained`) names."""
+    """The ``.safetensors`` file a model name (shipped weights), ``name@version`` (an archived shipped
+    version, :mod:`audiokit.models.archive`) or a path (the file, its ``.json``, a folder holding one, or
+    the path given to :meth:`AudioModel.save_pretrained`) names."""
     text = str(name_or_path)
+    if "@" in text and not Path(text).exists():
+        from audiokit.models.archive import versioned_weights  # (which imports this module)
+
+        return versioned_weights(text)
     names = registered_names()
     if text in names:
         path = WEIGHTS_DIR / f"{text}.safetensors"
