@@ -32,6 +32,13 @@ def small_stack(causal: bool, activation: str = "elu", lstm_layers: int = 0):
     return SEANetEncoder(**kw).eval(), SEANetDecoder(**kw).eval()
 
 
+def small_stft_encoder(**options) -> STFTEncoder:
+    """A tiny STFT encoder: 32-sample frames of 6 dimensions from a 48-point STFT at hop 16."""
+    return STFTEncoder(
+        dimension=6, hop_length=32, n_fft=48, stft_hop=16, hidden_dim=8, intermediate_dim=16, **options
+    )
+
+
 def small_istft(causal: bool = True) -> ISTFTDecoder:
     torch.manual_seed(0)
     return ISTFTDecoder(
@@ -367,9 +374,7 @@ def test_causal_stft_matches_numpy_loop(length):
 
 def test_stft_encoder_lengths_and_causality():
     torch.manual_seed(0)
-    encoder = STFTEncoder(
-        dimension=6, hop_length=32, n_fft=48, stft_hop=16, hidden_dim=8, intermediate_dim=16, n_blocks=2
-    ).eval()
+    encoder = small_stft_encoder(n_blocks=2).eval()
     assert encoder.lookahead == 0
     for length in (1, 31, 32, 33, 100, 257):
         assert encoder(torch.randn(2, 1, length)).shape == (2, 6, math.ceil(length / 32))
@@ -379,16 +384,7 @@ def test_stft_encoder_lengths_and_causality():
     changed[..., 160:] = torch.randn(1, 1, 160)  # frames 0..4 end at sample 160
     assert torch.equal(encoder(changed)[..., :5], full[..., :5])
     assert not torch.allclose(encoder(changed)[..., 5:], full[..., 5:])
-    non_causal = STFTEncoder(
-        dimension=6,
-        hop_length=32,
-        n_fft=48,
-        stft_hop=16,
-        hidden_dim=8,
-        intermediate_dim=16,
-        n_blocks=2,
-        causal=False,
-    )
+    non_causal = small_stft_encoder(n_blocks=2, causal=False)
     assert non_causal.lookahead > 0
 
 
@@ -423,15 +419,7 @@ def _empty_chunk_cases():
         "seanet_encoder": (enc, torch.randn(2, 1, 48), -1, 8),
         "seanet_decoder": (dec, torch.randn(2, 6, 6), -1, 1),
         "stft_encoder": (
-            STFTEncoder(
-                dimension=6,
-                hop_length=32,
-                n_fft=48,
-                stft_hop=16,
-                hidden_dim=8,
-                intermediate_dim=16,
-                n_blocks=1,
-            ).eval(),
+            small_stft_encoder(n_blocks=1).eval(),
             torch.randn(2, 1, 192),
             -1,
             32,
