@@ -103,6 +103,20 @@ def assert_speed_targets(result: dict) -> None:
     assert share == one_hop["aoti"]["p50_ms"] / one_hop["chunk_ms"]
 
 
+def assert_refuses_bad_audio(module: torch.nn.Module, x: torch.Tensor, call: str, push: str) -> None:
+    """``module`` and its 2-row stream's ``push`` refuse integer PCM, numpy arrays and 1-D or 3-D input
+    made from ``x (2, samples)`` with UsageErrors matching ``call`` and ``push``, and a push of 3 rows."""
+    from audiokit.errors import UsageError
+
+    for bad in ((x * 32767).short(), x.numpy(), x[0], x[None]):
+        with pytest.raises(UsageError, match=call):
+            module(bad)
+        with pytest.raises(UsageError, match=push):
+            module.stream(2).push(bad)
+    with pytest.raises(UsageError, match=rf"\(2, samples\), got float32 of shape \(3, {x.shape[-1]}\)"):
+        module.stream(2).push(torch.randn(3, x.shape[-1]))
+
+
 def assert_same_tensors(a: dict, b: dict, where: str = "") -> None:
     """Nested dicts of tensors (state dicts, checkpoints) equal bit for bit, key by key."""
     assert a.keys() == b.keys(), where
