@@ -186,6 +186,91 @@ class FloatPrior(torch.nn.Module):
         return torch.einsum("bqh,qkh->bqk", y, self.out) + self.bias
 
 
+class GeometricPrior(FloatPrior):
+    """A :class:`FloatPrior` whose tables are functions of where each code lies, plus free corrections
+    (zero at the start, under the same weight decay). The embedding of code ``k`` of stage ``q`` (in
+    ``prev`` and ``cur``) is a linear map of its codeword's contribution to the codec's latent
+    (``out_proj(codebook[k])``, 128 values), per lag, so the embeddings of a frame's stages sum to a map
+    of its partial reconstruction; the output vector of code ``k`` is a small per-stage MLP of its
+    8-value codeword. Codes near each other in the codec's spaces start near each other here, so a
+    voice the training speech lacks lands among codes whose neighbours it has seen.
+    :meth:`plain` gives the ordinary :class:`FloatPrior` with these tables, which quantises as any."""
+
+    def __init__(
+        self,
+        latents: torch.Tensor,
+        words: torch.Tensor,
+        lags: int,
+        width: int,
+        hidden: int,
+        context_dropout: float = 0.0,
+        features: int = 64,
+    ) -> None:
+        stages, size, dim = latents.shape
+        super().__init__(stages, size, lags, width, hidden, context_dropout)
+        self.register_buffer("latents", latents / latents.square().mean().sqrt())
+        spread = (words - words.mean(1, keepdim=True)).square().mean((1, 2), keepdim=True).sqrt()
+        self.register_buffer("words", (words - words.mean(1, keepdim=True)) / spread)
+        with torch.no_grad():
+            self.prev[:, :, :size].zero_()
+            self.cur.zero_()
+            self.out.zero_()
+        self.prev_map = torch.nn.Parameter(torch.randn(lags, dim, width) * 0.1 / math.sqrt(dim))
+        self.cur_map = torch.nn.Parameter(torch.randn(dim, width) * 0.1 / math.sqrt(dim))
+        word_dim = words.shape[-1]
+        self.word_w1 = torch.nn.Parameter(torch.randn(stages, word_dim, features) / math.sqrt(word_dim))
+        self.word_b1 = torch.nn.Parameter(torch.zeros(stages, 1, features))
+        self.word_w2 = torch.nn.Parameter(torch.randn(stages, features, width) * 0.05 / math.sqrt(features))
+
+    def out_table(self) -> torch.Tensor:
+        """``out [stages, size, width]``: the MLP of each codeword plus the free correction."""
+        hidden = torch.nn.functional.gelu(
+            torch.einsum("qkd,qdf->qkf", self.words, self.word_w1) + self.word_b1
+        )
+        return torch.einsum("qkf,qfh->qkh", hidden, self.word_w2) + self.out
+
+    def forward(self, window: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        stages = torch.arange(self.stages)
+        x = self.stage.expand(window.shape[0], -1, -1)
+        for lag in range(1, self.lags + 1):
+            blank = pos < lag
+            if self.training and self.context_dropout:
+                blank = blank | (torch.rand(pos.shape) < self.context_dropout)
+            before = torch.where(blank[:, None], self.size, window[:, self.lags - lag])
+            placed = self.latents[stages, before.clamp(max=self.size - 1)] @ self.prev_map[lag - 1]
+            placed = torch.where(blank[:, None, None], 0.0, placed)
+            x = x + (placed + self.prev[lag - 1][stages, before]).cumsum(1)
+        e = self.latents[stages, window[:, self.lags]] @ self.cur_map + self.cur[stages, window[:, self.lags]]
+        x = x + torch.cat([torch.zeros_like(e[:, :1]), e.cumsum(1)[:, :-1]], 1)
+        h = torch.relu(torch.einsum("bqh,qhm->bqm", x, self.w1) + self.b1)
+        y = torch.relu(x + torch.einsum("bqm,qmh->bqh", h, self.w2) + self.b2)
+        return torch.einsum("bqh,qkh->bqk", y, self.out_table()) + self.bias
+
+    def plain(self) -> FloatPrior:
+        """The :class:`FloatPrior` computing exactly what this one computes."""
+        plain = FloatPrior(self.stages, self.size, self.lags, self.cur.shape[-1], self.w1.shape[-1])
+        with torch.no_grad():
+            prev = self.prev.clone()
+            prev[:, :, : self.size] += torch.einsum("qkd,ldh->lqkh", self.latents, self.prev_map)
+            state = {name: getattr(self, name).detach().clone() for name in plain.state_dict()}
+            state |= {"prev": prev, "cur": self.cur + self.latents @ self.cur_map, "out": self.out_table()}
+            plain.load_state_dict(state)
+        return plain.eval()
+
+
+def codec_geometry(name: str = "speech-16k") -> tuple[torch.Tensor, torch.Tensor]:
+    """Per stage, each code's contribution to the codec's latent ``[stages, size, latent_dim]`` and its
+    codeword in the lookup space ``[stages, size, codebook_dim]``."""
+    codec = Codec.from_pretrained(name).eval()
+    latents, words = [], []
+    with torch.no_grad():
+        for stage in codec.quantizer.quantizers:
+            word = stage.codebook.float()
+            latents.append(stage.out_proj(word.T[None])[0].T)
+            words.append(word)
+    return torch.stack(latents), torch.stack(words)
+
+
 def windows(codes: torch.Tensor, pos: torch.Tensor, index: torch.Tensor, lags: int):
     return torch.stack([codes[(index - lag).clamp(min=0)] for lag in range(lags, -1, -1)], 1), pos[index]
 
@@ -202,19 +287,27 @@ def grown_from(model: FloatPrior, trained: dict[str, torch.Tensor]) -> FloatPrio
     return model
 
 
-def train_prior(train, train_pos, args) -> FloatPrior:
+def train_prior(
+    train, train_pos, args, geometry: tuple[torch.Tensor, torch.Tensor] | None = None
+) -> FloatPrior:
     """A :class:`FloatPrior` trained on ``train`` (AdamW, one-cycle schedule) as ``args`` say, from
-    ``args.init_float`` where given."""
+    ``args.init_float`` where given; with ``geometry`` (:func:`codec_geometry`'s codewords), trained as a
+    :class:`GeometricPrior` and returned as its plain twin."""
     torch.manual_seed(args.seed)
-    model = FloatPrior(
-        train.shape[1], args.codebook_size, args.lags, args.width, args.hidden, args.context_dropout
-    )
+    if geometry is not None:
+        latents, words = (g[: train.shape[1]] for g in geometry)
+        model = GeometricPrior(latents, words, args.lags, args.width, args.hidden, args.context_dropout)
+    else:
+        model = FloatPrior(
+            train.shape[1], args.codebook_size, args.lags, args.width, args.hidden, args.context_dropout
+        )
     if args.init_float:
         grown_from(model, load_file(str(args.init_float)))
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     steps = int(args.epochs * len(train) / args.batch)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, args.lr, total_steps=steps, pct_start=0.05)
-    return _fit(model, train, train_pos, optimizer, schedule, steps, args.batch, args.seed)
+    model = _fit(model, train, train_pos, optimizer, schedule, steps, args.batch, args.seed)
+    return model.plain() if geometry is not None else model
 
 
 def _fit(
@@ -437,6 +530,11 @@ def main() -> None:
         default=0.0,
         help="training only: each frame before reads as the start code with this probability (a regulariser)",
     )
+    cli.add_argument(
+        "--geometric",
+        action="store_true",
+        help="train the tables as functions of the codec's codewords plus free corrections (GeometricPrior)",
+    )
     cli.add_argument("--width", type=int, default=32)
     cli.add_argument("--hidden", type=int, default=64)
     cli.add_argument(
@@ -496,7 +594,7 @@ def main() -> None:
         model.eval()
     else:
         print("training prior...")
-        model = train_prior(train, train_pos, args)
+        model = train_prior(train, train_pos, args, codec_geometry() if args.geometric else None)
     if args.save_float:
         save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(args.save_float))
     stage_bits["prior (float)"] = float_bits(model, valid, valid_pos)
