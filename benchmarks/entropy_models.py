@@ -11,7 +11,8 @@ Usage: ``nice -n 19 python benchmarks/entropy_models.py [--train-minutes 120] [-
    as in an ``.akc`` chunk: (a) a unigram per stage; (b) interpolated absolute-discounting count tables
    conditioned on the previous frame's code of the same stage, on the stage above in the same frame,
    on both, and an even mixture of the first two; (c) the causal prior of
-   :mod:`audiokit.entropy_model`, trained in float (Adam, cross-entropy), then quantised to its integer
+   :mod:`audiokit.entropy_model`, trained in float (Adam, cross-entropy; with ``--geometric`` its tables
+   are made from the codec's codewords, :class:`GeometricPrior`), then quantised to its integer
    form (int8 tables at power-of-two exponents tuned on training codes, optionally
    ``--qat-steps`` of fine-tuning on that grid, 16-bit frequency tables) and measured again in that
    form (what the coder uses).
@@ -294,6 +295,8 @@ def train_prior(
     ``args.init_float`` where given; with ``geometry`` (:func:`codec_geometry`'s codewords), trained as a
     :class:`GeometricPrior` and returned as its plain twin."""
     torch.manual_seed(args.seed)
+    if geometry is not None and args.init_float:
+        raise ValueError("--init-float grows a free prior; it cannot start a --geometric one")
     if geometry is not None:
         latents, words = (g[: train.shape[1]] for g in geometry)
         model = GeometricPrior(latents, words, args.lags, args.width, args.hidden, args.context_dropout)

@@ -239,7 +239,11 @@ def test_static_table_files_read_as_the_doc_says(
 
 def _shipped_models() -> dict:
     models = dict([static_model(WEIGHTS_DIR / "speech-16k.entropy.json")])
-    for name in ("speech-16k.entropy.safetensors", "speech-16k.entropy@1.safetensors"):
+    for name in (
+        "speech-16k.entropy.safetensors",
+        "speech-16k.entropy@1.safetensors",
+        "speech-16k.entropy@2.safetensors",
+    ):
         model_id, table = prior_model(WEIGHTS_DIR / name)
         assert model_id == PriorModel.load(WEIGHTS_DIR / name).model_id
         models[model_id] = table
@@ -248,7 +252,12 @@ def _shipped_models() -> dict:
 
 def test_golden_files_and_the_shipped_prior_read_as_the_doc_says():
     models = _shipped_models()
-    for name in ("speech16k_v1.akc", "speech16k_entropy.akc", "speech16k_entropy_prior.akc"):
+    for name in (
+        "speech16k_v1.akc",
+        "speech16k_entropy.akc",
+        "speech16k_entropy_prior.akc",
+        "speech16k_entropy_prior2.akc",
+    ):
         check_against_reader((ROOT / "tests" / "data" / name).read_bytes(), models)
     # the shipped prior (the golden files predate it), on real codes, two channels, 10-frame chunks
     with AkcReader(ROOT / "tests" / "data" / "speech16k_v1.akc") as reader:

@@ -26,6 +26,9 @@ from tests.test_entropy import GOLDEN, SHIPPED_SHA256, _header
 DATA = Path(__file__).resolve().parent / "data"
 GOLDEN_PRIOR = DATA / "speech16k_entropy_prior.akc"  # the codes of GOLDEN, coded with the shipped prior
 GOLDEN_PRIOR_SHA256 = "68ad2cfb6c01811f29f1f2c6adb113da480cf6323c06c9e8aec5a9d11d545fa0"
+# the same codes coded with the prior shipped from session 18 to session 38 (speech-16k.entropy@2)
+GOLDEN_PRIOR2 = DATA / "speech16k_entropy_prior2.akc"
+GOLDEN_PRIOR2_SHA256 = "dde94d19a2c9c16e19217ce53a46d0df66d09ce259e159e206247b9574ad8a5f"
 
 
 def _toy_prior(
@@ -233,11 +236,12 @@ def test_save_load_and_the_id(tmp_path):
 
 
 def test_shipped_models_are_found_by_id():
-    """The preferred prior encodes; the static tables and the superseded prior (session 18 replaced it)
-    are found by the id a header names, so the files coded with them still decode."""
+    """The preferred prior encodes; the static tables and the superseded priors (session 17's, replaced in
+    session 18, and session 18's, replaced in session 38) are found by the id a header names, so the files
+    coded with them still decode."""
     models = entropy_models_for("speech-16k", SHIPPED_SHA256)
-    assert [type(m) for m in models] == [PriorModel, EntropyModel, PriorModel]
-    assert len({m.model_id for m in models}) == 3
+    assert [type(m) for m in models] == [PriorModel, EntropyModel, PriorModel, PriorModel]
+    assert len({m.model_id for m in models}) == 4
     assert entropy_model_for("speech-16k", SHIPPED_SHA256).model_id == models[0].model_id
     for model in models:
         assert entropy_model_for("speech-16k", SHIPPED_SHA256, model.model_id).model_id == model.model_id
@@ -245,12 +249,19 @@ def test_shipped_models_are_found_by_id():
     assert (weights / "speech-16k.entropy.safetensors").stat().st_size <= 4 * 1024 * 1024
 
 
-def test_golden_prior_file_bytes_do_not_change(tmp_path):
-    data = GOLDEN_PRIOR.read_bytes()
-    assert hashlib.sha256(data).hexdigest() == GOLDEN_PRIOR_SHA256
-    header, codes, _ = read_akc(GOLDEN_PRIOR)  # the model is found through the header's weights and id
-    superseded = entropy_models_for("speech-16k", SHIPPED_SHA256)[2]  # the prior that wrote the file
-    assert header.entropy_model == superseded.model_id
+@pytest.mark.parametrize(
+    ("golden", "sha256", "prior_file"),
+    [
+        (GOLDEN_PRIOR, GOLDEN_PRIOR_SHA256, "speech-16k.entropy@1.safetensors"),
+        (GOLDEN_PRIOR2, GOLDEN_PRIOR2_SHA256, "speech-16k.entropy@2.safetensors"),
+    ],
+)
+def test_golden_prior_file_bytes_do_not_change(tmp_path, golden, sha256, prior_file):
+    """Files coded with each superseded prior decode to their codes, and re-encode to the same bytes."""
+    data = golden.read_bytes()
+    assert hashlib.sha256(data).hexdigest() == sha256
+    header, codes, _ = read_akc(golden)  # the model is found through the header's weights and id
+    assert entropy_model_file("speech-16k", SHIPPED_SHA256, header.entropy_model) == prior_file
     assert torch.equal(codes, read_akc(GOLDEN)[1])
     again = tmp_path / "again.akc"
     streamed = replace(header, num_samples=None, source_samples=None)
