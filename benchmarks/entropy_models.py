@@ -172,19 +172,31 @@ class FloatPrior(torch.nn.Module):
     def forward(self, window: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """Logits ``[B, stages, size]`` of frame ``t`` from ``window [B, lags + 1, stages]`` (frames
         ``t - lags .. t``) and the frame's position in its chunk ``pos [B]``."""
-        stages = torch.arange(self.stages)
         x = self.stage.expand(window.shape[0], -1, -1)
         for lag in range(1, self.lags + 1):
             blank = pos < lag
             if self.training and self.context_dropout:
                 blank = blank | (torch.rand(pos.shape) < self.context_dropout)
             before = torch.where(blank[:, None], self.size, window[:, self.lags - lag])
-            x = x + self.prev[lag - 1][stages, before].cumsum(1)
-        e = self.cur[stages, window[:, self.lags]]
+            x = x + self.embed_before(lag, before).cumsum(1)
+        e = self.embed_current(window[:, self.lags])
         x = x + torch.cat([torch.zeros_like(e[:, :1]), e.cumsum(1)[:, :-1]], 1)
         h = torch.relu(torch.einsum("bqh,qhm->bqm", x, self.w1) + self.b1)
         y = torch.relu(x + torch.einsum("bqm,qmh->bqh", h, self.w2) + self.b2)
-        return torch.einsum("bqh,qkh->bqk", y, self.out) + self.bias
+        return torch.einsum("bqh,qkh->bqk", y, self.out_table()) + self.bias
+
+    def embed_before(self, lag: int, codes: torch.Tensor) -> torch.Tensor:
+        """Embeddings ``[B, stages, width]`` of the codes ``[B, stages]`` of the frame ``lag`` before (the
+        start code ``size`` before the chunk)."""
+        return self.prev[lag - 1][torch.arange(self.stages), codes]
+
+    def embed_current(self, codes: torch.Tensor) -> torch.Tensor:
+        """Embeddings ``[B, stages, width]`` of the current frame's codes ``[B, stages]``."""
+        return self.cur[torch.arange(self.stages), codes]
+
+    def out_table(self) -> torch.Tensor:
+        """The output vector of every code, ``[stages, size, width]``."""
+        return self.out
 
 
 class GeometricPrior(FloatPrior):
@@ -230,22 +242,15 @@ class GeometricPrior(FloatPrior):
         )
         return torch.einsum("qkf,qfh->qkh", hidden, self.word_w2) + self.out
 
-    def forward(self, window: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        stages = torch.arange(self.stages)
-        x = self.stage.expand(window.shape[0], -1, -1)
-        for lag in range(1, self.lags + 1):
-            blank = pos < lag
-            if self.training and self.context_dropout:
-                blank = blank | (torch.rand(pos.shape) < self.context_dropout)
-            before = torch.where(blank[:, None], self.size, window[:, self.lags - lag])
-            placed = self.latents[stages, before.clamp(max=self.size - 1)] @ self.prev_map[lag - 1]
-            placed = torch.where(blank[:, None, None], 0.0, placed)
-            x = x + (placed + self.prev[lag - 1][stages, before]).cumsum(1)
-        e = self.latents[stages, window[:, self.lags]] @ self.cur_map + self.cur[stages, window[:, self.lags]]
-        x = x + torch.cat([torch.zeros_like(e[:, :1]), e.cumsum(1)[:, :-1]], 1)
-        h = torch.relu(torch.einsum("bqh,qhm->bqm", x, self.w1) + self.b1)
-        y = torch.relu(x + torch.einsum("bqm,qmh->bqh", h, self.w2) + self.b2)
-        return torch.einsum("bqh,qkh->bqk", y, self.out_table()) + self.bias
+    def embed_before(self, lag: int, codes: torch.Tensor) -> torch.Tensor:
+        placed = (
+            self.latents[torch.arange(self.stages), codes.clamp(max=self.size - 1)] @ self.prev_map[lag - 1]
+        )
+        placed = torch.where((codes == self.size)[..., None], 0.0, placed)  # the start code: free alone
+        return placed + super().embed_before(lag, codes)
+
+    def embed_current(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.latents[torch.arange(self.stages), codes] @ self.cur_map + super().embed_current(codes)
 
     def plain(self) -> FloatPrior:
         """The :class:`FloatPrior` computing exactly what this one computes."""

@@ -38,9 +38,14 @@ def _trained(em, frames: int, seed: int):
     and the codes and positions."""
     codes = _markov_codes(frames, 3, 32, seed)
     pos = em.chunk_positions(np.asarray([50] * (frames // 50)))
+    model = em.train_prior(codes, pos, _settings(codebook_size=32, epochs=150 * 256 / frames))
+    return model, codes, pos
+
+
+def _settings(**changes) -> SimpleNamespace:
+    """What :func:`train_prior` reads of the command line: a small prior, ``changes`` applied."""
     settings = dict(
         seed=0,
-        codebook_size=32,
         lags=2,
         width=8,
         hidden=16,
@@ -48,9 +53,9 @@ def _trained(em, frames: int, seed: int):
         weight_decay=0.0,
         init_float=None,
         context_dropout=0.0,
+        batch=256,
     )
-    model = em.train_prior(codes, pos, SimpleNamespace(**settings, epochs=150 * 256 / frames, batch=256))
-    return model, codes, pos
+    return SimpleNamespace(**(settings | changes))
 
 
 def _bits(em, model, exps, codes, pos) -> float:
@@ -151,18 +156,8 @@ def test_a_geometric_prior_learns_from_fewer_codes_where_neighbours_share(em):
     size = 128
     train, valid = _ring_walk(1500, size, 6.0, seed=0), _ring_walk(3000, size, 6.0, seed=1)
     train_pos, valid_pos = (em.chunk_positions(np.asarray([50] * (len(c) // 50))) for c in (train, valid))
-    settings = SimpleNamespace(
-        seed=0,
-        codebook_size=size,
-        lags=1,
-        width=8,
-        hidden=16,
-        lr=1e-2,
-        weight_decay=0.05,
-        init_float=None,
-        context_dropout=0.0,
-        epochs=300 * 256 / len(train),
-        batch=256,
+    settings = _settings(
+        codebook_size=size, lags=1, lr=1e-2, weight_decay=0.05, epochs=300 * 256 / len(train)
     )
     free = em.train_prior(train, train_pos, settings)
     geometric = em.train_prior(train, train_pos, settings, _ring_geometry(size, 1))
