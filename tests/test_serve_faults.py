@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import signal
@@ -427,3 +428,37 @@ def test_a_bad_audiokit_ops_stops_the_server_at_start(monkeypatch):
     monkeypatch.setenv("AUDIOKIT_OPS", "bogus")
     with pytest.raises(UsageError, match="AUDIOKIT_OPS='bogus'"):
         load_engines(ServerConfig(models=["speech-16k"]))
+
+
+def test_a_failed_sender_settled_after_the_reader_failed_logs_no_traceback():
+    """The soak's rare race: the client vanishes mid-send, so the sender task fails
+    (``WebSocketDisconnect(1006)``) while the reader fails on the same disconnect; the connection's
+    ``settle`` takes the sender's exception, so asyncio logs no "Task exception was never retrieved"."""
+    from starlette.websockets import WebSocketDisconnect
+
+    from audiokit.serve.connection import settle
+
+    async def send() -> None:
+        raise WebSocketDisconnect(1006)
+
+    def unretrieved_after(settled: bool) -> list[str]:
+        logged: list[str] = []
+
+        async def main() -> None:
+            asyncio.get_running_loop().set_exception_handler(
+                lambda loop, context: logged.append(context["message"])
+            )
+            sender = asyncio.ensure_future(send())
+            await asyncio.sleep(0)  # it fails
+            await asyncio.sleep(0)
+            if settled:
+                settle(sender)
+            await asyncio.sleep(0)  # its done callbacks run
+            del sender
+            gc.collect()
+
+        asyncio.run(main())
+        return logged
+
+    assert unretrieved_after(settled=False) == ["Task exception was never retrieved"]  # the race's log
+    assert unretrieved_after(settled=True) == []

@@ -96,6 +96,14 @@ async def _close(websocket: WebSocket, state: ServerState, code: int, message: s
         await asyncio.wait_for(send_and_close(), CLOSE_TIMEOUT_S)
 
 
+def settle(task: asyncio.Future) -> None:
+    """Cancel ``task`` if it still runs and take what it raised, if anything: the stream has ended either
+    way (a sender that failed on a client gone mid-send while the reader failed too), and an exception
+    nobody takes is logged by asyncio as a traceback."""
+    task.cancel()
+    task.add_done_callback(lambda done: done.cancelled() or done.exception())
+
+
 async def handle_stream(websocket: WebSocket, state: ServerState) -> None:
     """Serve one connection to ``/v1/stream`` until it ends, whichever way."""
     config = state.config
@@ -152,8 +160,8 @@ async def handle_stream(websocket: WebSocket, state: ServerState) -> None:
         log.info("stream from %s ended without a close: %s: %s", client, type(exc).__name__, exc)
         state.metrics.closes.labels("1006").inc()
     finally:
-        if sender is not None and not sender.done():
-            sender.cancel()
+        if sender is not None:
+            settle(sender)
         if stream is not None:
             scheduler.drop(stream)
             state.per_client[client] -= 1
@@ -212,8 +220,7 @@ async def _read(
         receive = asyncio.ensure_future(_receive(websocket, state, limit))
         await asyncio.wait({receive, sender}, return_when=asyncio.FIRST_COMPLETED)
         if sender.done():  # the stream ended on the server's side: whatever came meanwhile is moot
-            receive.add_done_callback(lambda task: task.cancelled() or task.exception())
-            receive.cancel()
+            settle(receive)
             return
         message = receive.result()
         if message.get("bytes") is not None:
