@@ -24,7 +24,7 @@ from audiokit.ops import cpp
 from tests.test_entropy import GOLDEN, SHIPPED_SHA256, _header
 
 DATA = Path(__file__).resolve().parent / "data"
-GOLDEN_PRIOR = DATA / "speech16k_entropy_prior.akc"  # the codes of GOLDEN, coded with the shipped prior
+GOLDEN_PRIOR = DATA / "speech16k_entropy_prior.akc"  # the codes of GOLDEN, coded with session 17's prior (@1)
 GOLDEN_PRIOR_SHA256 = "68ad2cfb6c01811f29f1f2c6adb113da480cf6323c06c9e8aec5a9d11d545fa0"
 # the same codes coded with the prior shipped from session 18 to session 38 (speech-16k.entropy@2)
 GOLDEN_PRIOR2 = DATA / "speech16k_entropy_prior2.akc"
