@@ -286,8 +286,9 @@ def test_rvq_encoding_is_deterministic_and_identical_in_train_and_eval():
     torch.testing.assert_close(evaluated.quantized, reference.decode(evaluated.codes), rtol=0, atol=1e-5)
 
 
-def test_quantizer_dropout_uses_a_prefix_of_codebooks_per_item():
-    rvq, gen = _trained_rvq(quantizer_dropout=1.0)
+def _stages_used_per_item(**kwargs) -> list[int]:
+    """How many codebooks each of 32 items of one training step decoded from (with dropout)."""
+    rvq, gen = _trained_rvq(**kwargs)
     reference = copy.deepcopy(rvq)
     torch.manual_seed(3)
     z = torch.randn(32, 16, 20, generator=gen)
@@ -300,7 +301,20 @@ def test_quantizer_dropout_uses_a_prefix_of_codebooks_per_item():
         ]
         used.append(int(np.argmin(errs)) + 1)
         assert min(errs) < 1e-5
+    return used
+
+
+def test_quantizer_dropout_uses_a_prefix_of_codebooks_per_item():
+    used = _stages_used_per_item(quantizer_dropout=1.0)
     assert len(set(used)) >= 4  # items really use different numbers of codebooks
+
+
+def test_quantizer_dropout_draws_only_the_chosen_stage_counts():
+    used = _stages_used_per_item(quantizer_dropout=1.0, dropout_choices=[3, 6])
+    assert set(used) == {3, 6}
+    assert set(_stages_used_per_item(quantizer_dropout=0.5, dropout_choices=[2])) == {2, 8}
+    with pytest.raises(ValueError, match="dropout_choices"):
+        ResidualVectorQuantizer(16, 8, 64, dropout_choices=[9])
 
 
 def test_rvq_metrics_and_gradients_through_factorised_codes():

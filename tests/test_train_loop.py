@@ -18,6 +18,7 @@ from conftest import assert_same_tensors
 
 from audiokit.cli import main
 from audiokit.errors import RecipeError, TrainingError, UsageError
+from audiokit.models import Codec
 from audiokit.train import portable
 from audiokit.train.checkpoint import load_checkpoint
 from audiokit.train.recipe import load_recipe
@@ -282,6 +283,34 @@ def test_frozen_encoder_and_codebooks_keep_the_codes_while_the_decoder_trains(tm
     assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("encoder."))
     with pytest.raises(RecipeError, match="no submodule 'encodr'"):
         Trainer(_recipe(*overrides, "optim.frozen=[encodr]"), tmp_path / "c", quiet=True)
+
+
+def test_init_adds_rate_conditioning_which_trains_beside_frozen_codes(tmp_path):
+    overrides = ["data.valid=null", "run.tensorboard=false", "run.max_steps=2", "discriminator.kinds=[]"]
+    Trainer(_recipe(*overrides), tmp_path / "a", quiet=True).fit()
+    init = tmp_path / "a" / "model.safetensors"
+    conditioned = [
+        "model.options.rate_conditioned=true",
+        "model.options.quantizer_dropout=1.0",
+        "model.options.quantizer_dropout_choices=[1, 3]",
+        "optim.frozen=[encoder, quantizer.quantizers]",
+        "run.max_steps=3",
+        "schedule.total_steps=3",
+    ]
+    trainer = Trainer(_recipe(*overrides, *conditioned), tmp_path / "b", init=init, quiet=True)
+    session = json.loads((tmp_path / "b" / "run.json").read_text())["sessions"][0]
+    assert session["init_rate_conditioned"] is True
+    plain = Codec.from_pretrained(init).eval()
+    audio = torch.randn(1, 1, 3200) * 0.2
+    with torch.no_grad():  # it starts as the weights it was given
+        codes = plain.encode(audio, 600)
+        torch.testing.assert_close(trainer.model.eval().decode(codes), plain.decode(codes), rtol=0, atol=1e-6)
+    trainer.model.train()
+    trainer.fit()
+    trainer.close()
+    weights = load_checkpoint(tmp_path / "b" / "checkpoints" / "latest.pt")["model"]
+    moved = (weights["rate_scale"] != 1).any(1).tolist()
+    assert moved == [True, False, True, False]  # the drawn rates' vectors trained, no other
 
 
 def test_max_minutes_stops_the_session_and_still_checkpoints(tmp_path):

@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from audiokit.errors import ModelError, UsageError
 from audiokit.models.base import AudioModel, ModelConfig
@@ -99,9 +100,12 @@ class CodecConfig(ModelConfig):
     ``encoder`` is a :class:`SEANetConfig` (``encoder_type="seanet"``) or a :class:`STFTEncoderConfig`
     (``encoder_type="stft"``); ``decoder`` a :class:`SEANetConfig` (``decoder_type="seanet"``) or an
     :class:`ISTFTDecoderConfig` (``decoder_type="istft"``). ``ratios`` (whose product is the hop length
-    in samples) and ``causal`` apply to both sides. The quantizer fields (``num_quantizers`` ..
-    ``duplicate_distance``) are those of :class:`~audiokit.quantize.ResidualVectorQuantizer`; the last
-    four only matter in training.
+    in samples) and ``causal`` apply to both sides. ``rate_conditioned``: the decoder's input latent is
+    scaled and shifted per channel by learnt vectors of the number of codebooks it sums
+    (:meth:`Codec.condition_latent`), so that one decoder can serve each bitrate as if trained for it.
+    The quantizer fields (``num_quantizers`` ..
+    ``duplicate_distance``) are those of :class:`~audiokit.quantize.ResidualVectorQuantizer`
+    (``quantizer_dropout_choices`` is its ``dropout_choices``); the last five only matter in training.
     """
 
     causal: bool = True
@@ -115,18 +119,22 @@ class CodecConfig(ModelConfig):
     decoder: SEANetConfig | ISTFTDecoderConfig = field(
         default_factory=ISTFTDecoderConfig, metadata={KIND_FROM: "decoder_type"}
     )
+    rate_conditioned: bool = False
     num_quantizers: int = 12
     codebook_size: int = 1024
     codebook_dim: int | None = 8
     l2_normalize: bool = True
     quantizer_ema: bool = True
     quantizer_dropout: float = 0.0
+    quantizer_dropout_choices: tuple[int, ...] | None = None
     dead_code_threshold: float = 0.1
     duplicate_cosine: float = 0.0
     duplicate_distance: float = 0.0
 
     def __post_init__(self) -> None:
         self.ratios = tuple(self.ratios)
+        if self.quantizer_dropout_choices is not None:
+            self.quantizer_dropout_choices = tuple(self.quantizer_dropout_choices)
         for side in ("encoder", "decoder"):
             kind, options = getattr(self, f"{side}_type"), getattr(self, side)
             if getattr(options, "kind", None) != kind:
@@ -241,10 +249,14 @@ class Codec(AudioModel, family="codec", config_class=CodecConfig, configs=CONFIG
             l2_normalize=config.l2_normalize,
             ema=config.quantizer_ema,
             quantizer_dropout=config.quantizer_dropout,
+            dropout_choices=config.quantizer_dropout_choices,
             dead_code_threshold=config.dead_code_threshold,
             duplicate_cosine=config.duplicate_cosine,
             duplicate_distance=config.duplicate_distance,
         )
+        if config.rate_conditioned:  # identity to start with: (1, 0) for every number of codebooks
+            self.rate_scale = nn.Parameter(torch.ones(config.num_quantizers, config.latent_dim))
+            self.rate_shift = nn.Parameter(torch.zeros(config.num_quantizers, config.latent_dim))
 
     # -- the shared interface -------------------------------------------------------------------
     @property
@@ -323,6 +335,21 @@ class Codec(AudioModel, family="codec", config_class=CodecConfig, configs=CONFIG
     def _latent(self, wav: torch.Tensor) -> torch.Tensor:
         return self.encoder(F.pad(wav, (0, self.target_delay)))
 
+    def condition_latent(
+        self, latent: torch.Tensor, n_q: int | torch.Tensor, time_major: bool = False
+    ) -> torch.Tensor:
+        """The decoder's input from quantized ``latent`` ``(B, dim, frames)`` (``(B, frames, dim)`` when
+        ``time_major``) of ``n_q`` codebooks (an int, or int64 ``(B,)`` per row): ``latent * scale + shift``
+        with the learnt per-channel vectors of ``n_q`` when the codec is ``rate_conditioned``, else
+        ``latent`` itself. Element-wise, so streamed rows get the offline values bit for bit."""
+        if not self.config.rate_conditioned:
+            return latent
+        index = torch.as_tensor(n_q, device=latent.device).view(-1) - 1  # (1,) or (B,)
+        scale, shift = self.rate_scale[index].unsqueeze(1), self.rate_shift[index].unsqueeze(1)  # (., 1, dim)
+        if not time_major:
+            scale, shift = scale.transpose(1, 2), shift.transpose(1, 2)
+        return latent * scale + shift
+
     def _synthesize(self, latent: torch.Tensor, length: int, channels: int) -> torch.Tensor:
         audio = self.decoder(latent)[..., self.target_delay : self.target_delay + length]
         channels = channels if self.channels == 1 else self.channels
@@ -353,7 +380,8 @@ class Codec(AudioModel, family="codec", config_class=CodecConfig, configs=CONFIG
         ``torch.inference_mode()`` (or ``.detach()`` the result) before ``.numpy()``.
         """
         codes = self._checked_codes(codes, "Codec.decode")
-        return self._synthesize(self.quantizer.decode(codes.codes), codes.length, codes.channels)
+        latent = self.condition_latent(self.quantizer.decode(codes.codes), codes.codes.shape[1])
+        return self._synthesize(latent, codes.length, codes.channels)
 
     @torch.no_grad()
     def decode_segment(self, codes: Codes, first_frame: int, start: int, length: int) -> torch.Tensor:
@@ -365,7 +393,7 @@ class Codec(AudioModel, family="codec", config_class=CodecConfig, configs=CONFIG
         """
         codes = self._checked_codes(codes, "Codec.decode_segment", check_length=False)
         offset = start - first_frame * self.hop_length + self.target_delay
-        audio = self.decoder(self.quantizer.decode(codes.codes))
+        audio = self.decoder(self.condition_latent(self.quantizer.decode(codes.codes), codes.codes.shape[1]))
         if start < 0 or offset < 0 or offset + length > audio.shape[-1]:
             span = f"[{start}, {start + length})"
             raise UsageError(f"Codec.decode_segment: frames from {first_frame} do not cover samples {span}")
@@ -457,6 +485,6 @@ class Codec(AudioModel, family="codec", config_class=CodecConfig, configs=CONFIG
         """Training pass: quantize with straight-through gradients (codebook updates, dropout)."""
         folded = self._fold(wav)
         result = self.quantizer(self._latent(folded), n_q)
-        audio = self._synthesize(result.quantized, wav.shape[-1], wav.shape[1])
+        latent = self.condition_latent(result.quantized, result.stages)
+        audio = self._synthesize(latent, wav.shape[-1], wav.shape[1])
         return CodecOutput(audio, result.codes, result.commitment_loss, result.codebook_loss, result.metrics)
-

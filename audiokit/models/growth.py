@@ -10,6 +10,8 @@ the new capacity is learnt from there (Net2Net-style growth).
 - A widened MLP (a block's, or the iSTFT head's hidden layer, which a linear head lacks: width 0)
   keeps the trained units and adds new ones with freshly initialised input weights and zero output
   weights, so they add nothing until trained.
+- Rate conditioning (``CodecConfig.rate_conditioned``) can be switched on: its per-bitrate scales and
+  shifts start at the identity (:func:`add_rate_conditioning`).
 """
 
 from __future__ import annotations
@@ -25,33 +27,54 @@ GROWABLE = ("n_blocks", "intermediate_dim", "head_hidden_dim")  # ISTFTDecoderCo
 # output layers of MLPs whose new hidden units must start silent
 WIDENED_OUTPUTS = ("pwconv2.weight", "head.mlp.2.weight")
 # quantizer fields that change how a codec trains, not what its weights compute
-TRAINING_ONLY = ("quantizer_dropout", "dead_code_threshold", "duplicate_cosine", "duplicate_distance")
+TRAINING_ONLY = (
+    "quantizer_dropout",
+    "quantizer_dropout_choices",
+    "dead_code_threshold",
+    "duplicate_cosine",
+    "duplicate_distance",
+)
 
 
 def grow_to(codec: Codec, config: CodecConfig) -> Codec:
     """``codec`` as a codec of architecture ``config``: itself, or grown (:func:`grow_decoder`) to fit.
 
     ``config`` may differ from ``codec.config`` only in its name, the training-only quantizer fields
-    (:data:`TRAINING_ONLY`) and the decoder's growable sizes
-    (:data:`GROWABLE`); anything else raises :class:`ModelError`.
+    (:data:`TRAINING_ONLY`), the decoder's growable sizes (:data:`GROWABLE`) and ``rate_conditioned``
+    switched on; anything else raises :class:`ModelError`.
     """
     current = codec.config
-    if config.decoder_type != "istft" or current.decoder_type != "istft":
-        raise ModelError(f"{current.name}: only an iSTFT decoder can grow")
-    sizes = {key: getattr(config.decoder, key) for key in GROWABLE}
+    if current.rate_conditioned and not config.rate_conditioned:
+        raise ModelError(f"{current.name}: the weights are rate-conditioned, the architecture is not")
     comparable = dataclasses.replace(
         config,
         name=current.name,
-        decoder=dataclasses.replace(
-            config.decoder, **{key: getattr(current.decoder, key) for key in GROWABLE}
-        ),
+        rate_conditioned=current.rate_conditioned,
         **{key: getattr(current, key) for key in TRAINING_ONLY},
     )
+    if comparable.decoder != current.decoder:
+        if config.decoder_type != "istft" or current.decoder_type != "istft":
+            raise ModelError(f"{current.name}: only an iSTFT decoder can grow")
+        sizes = {key: getattr(config.decoder, key) for key in GROWABLE}
+        comparable.decoder = dataclasses.replace(
+            config.decoder, **{key: getattr(current.decoder, key) for key in GROWABLE}
+        )
+        if comparable == current:
+            codec = grow_decoder(codec, **sizes)
     if comparable != current:
         raise ModelError(f"{current.name}: the architecture differs beyond a larger iSTFT decoder")
-    if config.decoder == current.decoder:
-        return codec
-    return grow_decoder(codec, **sizes)
+    if config.rate_conditioned and not current.rate_conditioned:
+        codec = add_rate_conditioning(codec)
+    return codec
+
+
+def add_rate_conditioning(codec: Codec) -> Codec:
+    """A copy of ``codec`` with ``rate_conditioned`` on, its scales 1 and shifts 0: the same audio."""
+    conditioned = Codec(dataclasses.replace(codec.config, rate_conditioned=True))
+    missing, unexpected = conditioned.load_state_dict(codec.state_dict(), strict=False)
+    if unexpected or set(missing) != {"rate_scale", "rate_shift"}:
+        raise ModelError(f"{codec.config.name}: cannot add rate conditioning (missing {missing})")
+    return conditioned
 
 
 def grow_decoder(codec: Codec, seed: int = 0, **sizes: int) -> Codec:

@@ -13,6 +13,7 @@ streaming sessions both call them, so a row gets the same codes either way.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -33,7 +34,8 @@ class QuantizedResult:
     ``quantized``); ``commitment_loss`` and ``codebook_loss`` are scalars summed over the
     stages (each stage averaged over the items that used it); ``metrics`` holds ``perplexity``,
     ``usage``, ``restarted`` and ``duplicates`` tensors ``[n_q]`` (one value per codebook, measured on
-    this batch; see :class:`~audiokit.quantize.vq.VQOutput`).
+    this batch; see :class:`~audiokit.quantize.vq.VQOutput`); ``stages`` ``[B]`` int64: how many stages
+    each item's ``quantized`` sums (fewer than ``n_q`` where dropout left some out).
     """
 
     quantized: torch.Tensor
@@ -41,6 +43,7 @@ class QuantizedResult:
     commitment_loss: torch.Tensor
     codebook_loss: torch.Tensor
     metrics: dict[str, torch.Tensor] = field(default_factory=dict)
+    stages: torch.Tensor | None = None
 
 
 def bits_per_code(codebook_size: int) -> float:
@@ -86,6 +89,10 @@ class ResidualVectorQuantizer(nn.Module):
         quantizer_dropout: in training, the probability that a batch item uses a random number of
             stages drawn uniformly from ``1..n_q`` instead of ``n_q`` (DAC). Never applied in eval mode
             nor in :meth:`encode`, so inference is deterministic.
+        dropout_choices: the stage counts that dropout draws from, uniformly (``None``: every count
+            ``1..n_q``); counts above a call's ``n_q`` are left out of that call's draw (when none is left,
+            ``1..n_q``). A codec that
+            ships a few bitrates trains its decoder on them, e.g. ``(3, 6)`` beside the full 12.
     """
 
     def __init__(
@@ -103,6 +110,7 @@ class ResidualVectorQuantizer(nn.Module):
         quantizer_dropout: float = 0.0,
         duplicate_cosine: float = 0.0,
         duplicate_distance: float = 0.0,
+        dropout_choices: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         if num_quantizers < 1:
@@ -112,7 +120,14 @@ class ResidualVectorQuantizer(nn.Module):
         self.dim = dim
         self.num_quantizers = num_quantizers
         self.codebook_size = codebook_size
+        if dropout_choices is not None and (
+            not dropout_choices or any(not 1 <= int(n) <= num_quantizers for n in dropout_choices)
+        ):
+            raise ValueError(
+                f"dropout_choices must be stage counts in [1, {num_quantizers}], got {dropout_choices}"
+            )
         self.quantizer_dropout = quantizer_dropout
+        self.dropout_choices = None if dropout_choices is None else sorted({int(n) for n in dropout_choices})
         self.quantizers = nn.ModuleList(
             VectorQuantizer(
                 dim,
@@ -140,6 +155,14 @@ class ResidualVectorQuantizer(nn.Module):
         """Codebooks for ``bitrate`` bits/s at ``frame_rate`` Hz (see :func:`num_quantizers_for_bitrate`)."""
         return num_quantizers_for_bitrate(bitrate, frame_rate, self.codebook_size, self.num_quantizers)
 
+    def _draw_n_q(self, n_q: int, batch: int, device: torch.device) -> torch.Tensor:
+        """``batch`` stage counts drawn uniformly from :attr:`dropout_choices` up to ``n_q`` (or 1..n_q)."""
+        choices = [n for n in self.dropout_choices or () if n <= n_q]
+        if not choices:
+            return torch.randint(1, n_q + 1, (batch,), device=device)
+        index = torch.randint(0, len(choices), (batch,), device=device)
+        return torch.tensor(choices, device=device)[index]
+
     def forward(self, z: torch.Tensor, n_q: int | None = None) -> QuantizedResult:
         """Quantize ``z [B, dim, frames]`` with ``n_q`` stages (all when ``None``); in training mode,
         updates the codebooks and applies quantizer dropout."""
@@ -149,7 +172,7 @@ class ResidualVectorQuantizer(nn.Module):
         if self.training and self.quantizer_dropout > 0:
             item_n_q = torch.full((batch,), n_q, device=z.device)
             dropped = torch.rand(batch, device=z.device) < self.quantizer_dropout
-            item_n_q = torch.where(dropped, torch.randint(1, n_q + 1, (batch,), device=z.device), item_n_q)
+            item_n_q = torch.where(dropped, self._draw_n_q(n_q, batch, z.device), item_n_q)
         residual = z.float()
         quantized = torch.zeros_like(residual)
         codes, perplexity, usage, restarted, duplicates = [], [], [], [], []
@@ -179,6 +202,7 @@ class ResidualVectorQuantizer(nn.Module):
                 "restarted": torch.stack(restarted),
                 "duplicates": torch.stack(duplicates),
             },
+            stages=torch.full((batch,), n_q, device=z.device) if item_n_q is None else item_n_q,
         )
 
     def prepare_lookup(self, n_q: int | None = None) -> StageLookups:

@@ -447,7 +447,9 @@ class CodecStream:
             if self.mode == "encode":
                 out = codes.view(codes.shape[0], batch, -1).transpose(0, 1)
             else:
-                latent = quantized.view(batch, -1, self.quantizer.dim)
+                latent = self.codec.condition_latent(
+                    quantized.view(batch, -1, self.quantizer.dim), self.n_q, time_major=True
+                )
                 out = self._step(self._decoder_step, self.decoder_state, index, latent, final).transpose(1, 2)
         for i, r in enumerate(rows):
             self._enqueue(self._rows[r], out[i])

@@ -165,11 +165,17 @@ class CodecTask(Task):
         )
 
     def adapt_pretrained(self, pretrained: AudioModel) -> tuple[AudioModel, dict[str, Any]]:
-        """Weights with a smaller iSTFT decoder grow, function-preserving, to the recipe's."""
-        if not isinstance(pretrained, Codec) or pretrained.config.decoder == self.model.config.decoder:
+        """Weights with a smaller iSTFT decoder grow, and weights without rate conditioning gain it,
+        function-preserving, to the recipe's model."""
+        if not isinstance(pretrained, Codec):
             return pretrained, {}
         grown = grow_to(pretrained, self.model.config)
-        return grown, {"init_grown_to": dataclasses.asdict(grown.config.decoder)}
+        note = {}
+        if grown.config.decoder != pretrained.config.decoder:
+            note["init_grown_to"] = dataclasses.asdict(grown.config.decoder)
+        if grown.config.rate_conditioned != pretrained.config.rate_conditioned:
+            note["init_rate_conditioned"] = True
+        return grown, note
 
     # -- a step -------------------------------------------------------------------------------------
     def train_step(self, step: int, batch: dict[str, torch.Tensor], model: nn.Module) -> dict[str, Any]:
