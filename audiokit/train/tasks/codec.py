@@ -167,9 +167,13 @@ class CodecTask(Task):
     def adapt_pretrained(self, pretrained: AudioModel) -> tuple[AudioModel, dict[str, Any]]:
         """Weights with a smaller iSTFT decoder grow, and weights without rate conditioning gain it,
         function-preserving, to the recipe's model."""
-        if not isinstance(pretrained, Codec):
+        config = self.model.config
+        if not isinstance(pretrained, Codec) or (
+            (pretrained.config.decoder, pretrained.config.rate_conditioned)
+            == (config.decoder, config.rate_conditioned)
+        ):
             return pretrained, {}
-        grown = grow_to(pretrained, self.model.config)
+        grown = grow_to(pretrained, config)
         note = {}
         if grown.config.decoder != pretrained.config.decoder:
             note["init_grown_to"] = dataclasses.asdict(grown.config.decoder)
