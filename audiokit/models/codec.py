@@ -103,9 +103,9 @@ class CodecConfig(ModelConfig):
     in samples) and ``causal`` apply to both sides. ``rate_conditioned``: the decoder's input latent is
     scaled and shifted per channel by learnt vectors of the number of codebooks it sums
     (:meth:`Codec.condition_latent`), so that one decoder can serve each bitrate as if trained for it.
-    The quantizer fields (``num_quantizers`` ..
-    ``duplicate_distance``) are those of :class:`~audiokit.quantize.ResidualVectorQuantizer`
-    (``quantizer_dropout_choices`` is its ``dropout_choices``); the last five only matter in training.
+    The quantizer fields (``num_quantizers`` .. ``duplicate_distance``) are those of
+    :class:`~audiokit.quantize.ResidualVectorQuantizer` (``quantizer_dropout_choices`` is its
+    ``dropout_choices``); the last five only matter in training.
     """
 
     causal: bool = True
@@ -341,7 +341,8 @@ class Codec(AudioModel, family="codec", config_class=CodecConfig, configs=CONFIG
         """The decoder's input from quantized ``latent`` ``(B, dim, frames)`` (``(B, frames, dim)`` when
         ``time_major``) of ``n_q`` codebooks (an int, or int64 ``(B,)`` per row): ``latent * scale + shift``
         with the learnt per-channel vectors of ``n_q`` when the codec is ``rate_conditioned``, else
-        ``latent`` itself. Element-wise, so streamed rows get the offline values bit for bit."""
+        ``latent`` itself. Element-wise: a streamed row's conditioned latent equals the offline one bit
+        for bit."""
         if not self.config.rate_conditioned:
             return latent
         index = torch.as_tensor(n_q, device=latent.device).view(-1) - 1  # (1,) or (B,)

@@ -91,8 +91,8 @@ class ResidualVectorQuantizer(nn.Module):
             nor in :meth:`encode`, so inference is deterministic.
         dropout_choices: the stage counts that dropout draws from, uniformly (``None``: every count
             ``1..n_q``); counts above a call's ``n_q`` are left out of that call's draw (when none is left,
-            ``1..n_q``). A codec that
-            ships a few bitrates trains its decoder on them, e.g. ``(3, 6)`` beside the full 12.
+            ``1..n_q``). A codec that ships a few bitrates trains its decoder on them, e.g. ``(3, 6)``
+            beside the full 12.
     """
 
     def __init__(
