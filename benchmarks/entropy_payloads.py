@@ -24,25 +24,23 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from entropy_models import CHUNK, RATES, extract_codes  # noqa: E402
+from entropy_models import CHUNK, RATES, chunks_of, extract_codes  # noqa: E402
 
 from audiokit.entropy_model import PriorModel  # noqa: E402
 
 
 def chunk_payloads(prior: PriorModel, codes: np.ndarray, lengths: np.ndarray, n_q: int) -> dict:
     """Payload and fixed-width bytes of every chunk of every clip with the first ``n_q`` codebooks."""
+    chunks, mask = chunks_of(codes, lengths)  # [CHUNK, chunks, stages], padded past each clip's end
     coded = fixed = count = 0
-    start = 0
-    for length in lengths.tolist():
-        for first in range(0, length, CHUNK):
-            chunk = codes[start + first : start + min(length, first + CHUNK), :n_q][:, None, :]
-            payload = prior.encode(chunk)
-            if not np.array_equal(prior.decode(payload, len(chunk), 1, n_q), chunk):
-                raise AssertionError("a payload did not decode to its codes")
-            coded += len(payload)
-            fixed += math.ceil(chunk.size * 10 / 8)
-            count += chunk.size
-        start += length
+    for i, frames in enumerate(mask.sum(0).astype(int).tolist()):
+        chunk = chunks[:frames, i, :n_q][:, None, :]
+        payload = prior.encode(chunk)
+        if not np.array_equal(prior.decode(payload, frames, 1, n_q), chunk):
+            raise AssertionError("a payload did not decode to its codes")
+        coded += len(payload)
+        fixed += math.ceil(chunk.size * 10 / 8)
+        count += chunk.size
     return {
         "payload_bits_per_code": round(8 * coded / count, 4),
         "saving_vs_fixed_payloads": round(1 - coded / fixed, 4),

@@ -55,14 +55,13 @@ def grow_to(codec: Codec, config: CodecConfig) -> Codec:
     if comparable.decoder != current.decoder:
         if config.decoder_type != "istft" or current.decoder_type != "istft":
             raise ModelError(f"{current.name}: only an iSTFT decoder can grow")
-        sizes = {key: getattr(config.decoder, key) for key in GROWABLE}
         comparable.decoder = dataclasses.replace(
             config.decoder, **{key: getattr(current.decoder, key) for key in GROWABLE}
         )
-        if comparable == current:
-            codec = grow_decoder(codec, **sizes)
     if comparable != current:
         raise ModelError(f"{current.name}: the architecture differs beyond a larger iSTFT decoder")
+    if config.decoder != current.decoder:
+        codec = grow_decoder(codec, **{key: getattr(config.decoder, key) for key in GROWABLE})
     if config.rate_conditioned and not current.rate_conditioned:
         codec = add_rate_conditioning(codec)
     return codec
