@@ -91,6 +91,41 @@ def test_clean_items_and_reverb_target():
     assert _rms(noisy - target) > 0.01 * _rms(target)
 
 
+def test_music_noise_is_a_resampled_excerpt_of_a_track(tmp_path):
+    """A 44.1 kHz stereo track of a linear chirp (200 Hz at 0 s rising 400 Hz a second): each item's
+    noise is a 1-s excerpt, so its pitch says where in the track it starts; at 16 kHz the pitch must be
+    one the chirp passes through (unresampled, 44.1 kHz samples read as 16 kHz would sound 2.76x lower),
+    steady within the excerpt's 400 Hz sweep, and different items start at different places."""
+    rate, seconds = 44100, 8.0
+    t = np.arange(int(rate * seconds)) / rate
+    chirp = np.sin(2 * np.pi * (200.0 * t + 200.0 * t**2)).astype(np.float32)
+    sf.write(tmp_path / "track.flac", np.stack([chirp, 0.5 * chirp], axis=1), rate)
+    clips = read_clips(str(SAMPLES), "speech_fr_16k_*")
+    music = read_clips(str(tmp_path))
+    config = DataConfig(segment_seconds=1.0, batch_size=4, eq_probability=0.0, gain_db=[0.0, 0.0])
+    mixture = MixtureConfig(
+        clean_probability=0.0,
+        reverb_probability=0.0,
+        second_noise_probability=0.0,
+        snr_db=[0.0, 0.0],
+        noise_weights={"music": 1.0, "white": 0.0},
+    )
+    dataset = MixtureDataset(clips, 16000, 1, config, seed=5, mixture=mixture, music_clips=music)
+    starts = []
+    for step in range(3):
+        batch = dataset[step]
+        np.testing.assert_array_equal(batch["input"].numpy(), dataset[step]["input"].numpy())
+        for noisy, clean in zip(batch["input"].numpy(), batch["clean"].numpy(), strict=True):
+            noise = (noisy - clean)[0].astype(np.float64)
+            spectrum = np.abs(np.fft.rfft(noise * np.hanning(noise.size)))
+            peak_hz = float(np.argmax(spectrum))  # 1 Hz bins
+            assert 200.0 <= peak_hz <= 200.0 + 400.0 * seconds
+            inside = spectrum[int(peak_hz) - 250 : int(peak_hz) + 250].sum() ** 2
+            assert inside / spectrum.sum() ** 2 > 0.9  # one sweep, not a mixture of pitches
+            starts.append((peak_hz - 400.0) / 400.0)  # its middle's pitch gives its start
+    assert len({round(s, 1) for s in starts}) > 6
+
+
 def test_mixture_config_rejects_unknown_kind():
     with pytest.raises(ValueError, match="unknown noise kinds"):
         MixtureConfig(noise_weights={"thunder": 1.0})

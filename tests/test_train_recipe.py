@@ -67,6 +67,15 @@ def test_wrong_types_and_values(values, message):
         recipe_from_dict(values, "r.yaml")
 
 
+def test_music_noise_needs_a_music_source():
+    values = {"task": "enhance", "model": {"config": "enhance-16k"}, "data": {"noise": "noise.jsonl"}}
+    values["mixture"] = {"noise_weights": {"recorded": 1.0, "music": 0.5}}
+    with pytest.raises(RecipeError, match="'mixture.noise_weights.music' > 0 needs 'data.music'"):
+        recipe_from_dict(values, "r.yaml")
+    values["data"]["music"] = "music.jsonl"
+    assert recipe_from_dict(values, "r.yaml").data.music == "music.jsonl"
+
+
 TASK_BASES = {
     "codec": {},
     "bwe": {"task": "bwe", "model": {"config": "bwe-8to16"}},

@@ -2,7 +2,7 @@
 
 Each item is a pure function of ``(seed, rank, step, index)`` as in :class:`CropDataset`: a speech
 crop (loudness-normalised, random gain and EQ), optionally reverberated, plus one or two noises
-(recorded noise, babble of other training speech, white/pink/brown noise, mains hum, clicks) at an
+(recorded noise, music, babble of other training speech, white/pink/brown noise, mains hum, clicks) at an
 SNR drawn uniformly from ``snr_db``. With reverberation the target keeps the direct path and the
 early reflections (the first ``early_reflections_ms`` of the room response); the input has the
 whole tail. A share ``clean_probability`` of items is clean speech in and out, so the model learns
@@ -18,12 +18,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.signal
+import soundfile as sf
 import soxr
 
+from audiokit import io
 from audiokit.data import noises
-from audiokit.train.data import CropDataset, limit_peak, normalise_level, synthetic_rir
+from audiokit.errors import RecipeError
+from audiokit.train.data import MAX_DRAWS, Clip, CropDataset, limit_peak, normalise_level, synthetic_rir
 
-NOISE_KINDS = ("recorded", "babble", "white", "pink", "brown", "hum", "clicks")
+NOISE_KINDS = ("recorded", "music", "babble", "white", "pink", "brown", "hum", "clicks")
 
 
 @dataclass
@@ -74,16 +77,24 @@ class MixtureDataset(CropDataset):
     """Batches of ``{"input": noisy, "clean": target}``, each ``(B, C, T)`` float32, indexed by step.
 
     ``clips`` are speech (also the source of babble), ``noise_clips`` recorded noise (needed when the
-    ``recorded`` kind has a positive weight). ``config`` is the crop/level/EQ part (the recipe's
-    ``data`` section) and ``mixture`` the mixing part.
+    ``recorded`` kind has a positive weight), ``music_clips`` music tracks (the ``music`` kind: an
+    excerpt of a track drawn by length, read from disk without the cache, since a few hours of music
+    would not fit it). ``config`` is the crop/level/EQ part (the recipe's ``data`` section) and
+    ``mixture`` the mixing part.
     """
 
-    def __init__(self, *args, mixture: MixtureConfig, **kwargs) -> None:
+    def __init__(
+        self, *args, mixture: MixtureConfig, music_clips: list[Clip] | None = None, **kwargs
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.mixture = mixture
+        self.music_clips = music_clips or []
+        self._music_weights = self._probabilities(self.music_clips) if self.music_clips else None
         weights = {k: mixture.noise_weights.get(k, 0.0) for k in NOISE_KINDS}
         if not self.noise_clips:
             weights["recorded"] = 0.0
+        if not self.music_clips:
+            weights["music"] = 0.0
         total = sum(weights.values())
         self._kinds = [k for k in NOISE_KINDS if weights[k] > 0]
         self._kind_odds = np.array([weights[k] / total for k in self._kinds])
@@ -107,6 +118,8 @@ class MixtureDataset(CropDataset):
         shape = (self.channels, self.segment)
         if kind == "recorded":
             noise = self._crop(rng, self.noise_clips, self._noise_weights).astype(np.float32)
+        elif kind == "music":
+            noise = self._music_excerpt(rng)
         elif kind == "babble":
             low, high = self.mixture.babble_talkers
             noise = noises.babble([self._speech(rng) for _ in range(int(rng.integers(low, high + 1)))])
@@ -117,6 +130,29 @@ class MixtureDataset(CropDataset):
         else:
             noise = noises.clicks(rng, *shape, self.sample_rate)
         return noise
+
+    def _music_excerpt(self, rng: np.random.Generator) -> np.ndarray:
+        """``(channels, segment)`` float32: a random excerpt of a music track drawn by length, read from
+        disk at its own rate, then resampled and remixed (zero-padded when the track is shorter); an
+        unreadable track is drawn again."""
+        for _ in range(MAX_DRAWS):
+            path = self.music_clips[int(rng.choice(len(self.music_clips), p=self._music_weights))].path
+            if path in self.unreadable:
+                continue
+            try:
+                with sf.SoundFile(path) as f:
+                    rate = f.samplerate
+                    needed = math.ceil(self.segment * rate / self.sample_rate)
+                    f.seek(int(rng.integers(max(1, f.frames - needed + 1))))
+                    wav = f.read(needed, dtype="float32", always_2d=True)
+            except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+                self.unreadable[path] = str(exc)
+                continue
+            wav = io.remix(io.resample(wav, rate, self.sample_rate), self.channels).T[:, : self.segment]
+            return np.pad(wav, ((0, 0), (0, self.segment - wav.shape[1])))
+        raise RecipeError(
+            f"no readable music track in {MAX_DRAWS} draws; unreadable: {self._unreadable_summary()}"
+        )
 
     def _insert_pauses(self, rng: np.random.Generator, wav: np.ndarray) -> np.ndarray:
         """``wav (channels, segment)`` silenced over 1-3 stretches of ``pause_seconds``, 5 ms fades."""

@@ -34,7 +34,8 @@ from audiokit.models.base import resolve_config
 class DataConfig:
     """Where the audio comes from and how crops are made.
 
-    ``train``, ``valid`` and ``noise`` are each a JSONL manifest, a directory of audio files, or a
+    ``train``, ``valid``, ``noise`` and ``music`` (the enhancer's music noise, read as excerpts) are
+    each a JSONL manifest, a directory of audio files, or a
     prepared manifest's name (``$AUDIOKIT_DATA/manifests/<name>.jsonl``, in ``manifests/sr<rate>/``
     for models at another rate than 16 kHz: :func:`audiokit.data.manifest.find_manifest`). Levels are
     in dB (LUFS for ``loudness: lufs``, dBFS for ``rms``); ranges are ``[low, high]``. A training clip
@@ -48,6 +49,7 @@ class DataConfig:
     train: str = "train_speech"
     valid: str | None = "valid_speech"
     noise: str | None = None
+    music: str | None = None
     glob: str = "*"
     segment_seconds: float = 1.0
     group_exponent: float = 1.0

@@ -104,6 +104,11 @@ class EnhanceRecipe(Recipe):
             where,
             "'mixture.noise_weights.recorded' > 0 needs 'data.noise' (a noise manifest or directory)",
         )
+        check(
+            m.noise_weights.get("music", 0) == 0 or self.data.music is not None,
+            where,
+            "'mixture.noise_weights.music' > 0 needs 'data.music' (a music manifest or directory)",
+        )
         terms = ("complex", "compressed_magnitude", "magnitude", "si_sdr", "band_gain", "pesq_style")
         check_loss_weights(losses, terms, where)
         check_resolutions(losses, where, ("complex", "compressed_magnitude", "magnitude"))
@@ -198,8 +203,17 @@ class EnhanceTask(Task):
         d, rate = self.recipe.data, self.model.sample_rate
         clips = read_clips(d.train, d.glob, key="data.train", sample_rate=rate)
         noise = read_clips(d.noise, "*", key="data.noise", sample_rate=rate) if d.noise else None
+        music = read_clips(d.music, "*", key="data.music", sample_rate=rate) if d.music else None
         return MixtureDataset(
-            clips, rate, 1, d, self.recipe.run.seed, self.runtime.rank, noise, mixture=self.recipe.mixture
+            clips,
+            rate,
+            1,
+            d,
+            self.recipe.run.seed,
+            self.runtime.rank,
+            noise,
+            mixture=self.recipe.mixture,
+            music_clips=music,
         )
 
     def validation_data(self) -> list:
