@@ -294,6 +294,7 @@ def test_init_adds_rate_conditioning_which_trains_beside_frozen_codes(tmp_path):
         "model.options.quantizer_dropout=1.0",
         "model.options.quantizer_dropout_choices=[1, 3]",
         "optim.frozen=[encoder, quantizer.quantizers]",
+        "optim.lr_scales={rate_: 50}",
         "run.max_steps=3",
         "schedule.total_steps=3",
     ]
@@ -308,9 +309,18 @@ def test_init_adds_rate_conditioning_which_trains_beside_frozen_codes(tmp_path):
     trainer.model.train()
     trainer.fit()
     trainer.close()
-    weights = load_checkpoint(tmp_path / "b" / "checkpoints" / "latest.pt")["model"]
-    moved = (weights["rate_scale"] != 1).any(1).tolist()
+    state = load_checkpoint(tmp_path / "b" / "checkpoints" / "latest.pt")
+    moved = (state["model"]["rate_scale"] != 1).any(1).tolist()
     assert moved == [True, False, True, False]  # the drawn rates' vectors trained, no other
+    # at 50x the decoder's rate (optim.lr_scales), in a group of their own
+    names = state["optimizer_parameters"][trainer.model_part.role]
+    groups = state["optimizers"][trainer.model_part.role]["param_groups"]
+    rates = {names[i]: group["initial_lr"] for group in groups for i in group["params"]}
+    assert (
+        rates["rate_scale"] == rates["rate_shift"] == pytest.approx(50 * trainer.recipe.optim.learning_rate)
+    )
+    others = [rate for name, rate in rates.items() if not name.startswith("rate_")]
+    assert others == pytest.approx([trainer.recipe.optim.learning_rate] * len(others))
 
 
 def test_max_minutes_stops_the_session_and_still_checkpoints(tmp_path):

@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from audiokit.errors import RecipeError
 from audiokit.train.checkpoint import load_checkpoint
 from audiokit.train.optim import (
     load_optimizer_state,
@@ -43,9 +44,10 @@ class Net(nn.Module):
         return self.last(torch.tanh(self.slow(torch.tanh(self.first(x)))))
 
 
-def _part(net: Net):
+def _part(net: Net, prefix_scales: dict[str, float] | None = None):
     factor = lr_factor(ScheduleConfig(warmup_steps=2, decay="constant"), 100)
-    return make_part("generator", net, net, 1e-2, [0.9, 0.99], factor, 0.0)  # clipping sums in order
+    # no clipping (it sums in order)
+    return make_part("generator", net, net, 1e-2, [0.9, 0.99], factor, 0.0, prefix_scales=prefix_scales)
 
 
 def _train(part, steps: int, seed: int) -> None:
@@ -95,6 +97,35 @@ def test_optimiser_moments_follow_parameters_by_name_when_the_registration_order
     _train(after, 2, seed=2)
     for name, value in before.module.state_dict().items():
         torch.testing.assert_close(after.module.state_dict()[name], value, rtol=0, atol=0, msg=name)
+
+
+def test_recipe_rate_multiples_by_name_prefix_make_their_own_groups():
+    """``optim.lr_scales``: the longest matching prefix multiplies the module's own multiple; one
+    AdamW update moves each weight by about its group's rate (Adam's first step is the rate times the
+    gradient's sign), so the 30x layer moves 30x as far; a prefix that names nothing is refused."""
+    torch.manual_seed(0)
+    net = Net(("first", "slow", "last"))
+    start = copy.deepcopy(net.state_dict())
+    part = _part(net, {"first": 30.0, "first.bias": 2.0, "slow": 10.0})
+    rates = {
+        parameter_names(part)[i]: group["initial_lr"] / 1e-2
+        for i, group in enumerate(g for g in part.optimizer.param_groups for _ in g["params"])
+    }
+    want = {"first.weight": 30.0, "first.bias": 2.0, "slow.weight": 1.0, "slow.bias": 10.0}
+    assert rates == pytest.approx({**want, "last.weight": 1.0, "last.bias": 1.0})  # slow.weight: 0.1 x 10
+    # the warm-up's first step runs at half the rate
+    _train(part, 1, seed=1)
+    for name, multiple in want.items():
+        step = (net.state_dict()[name] - start[name]).abs()
+        torch.testing.assert_close(
+            step, torch.full_like(step, 0.5e-2 * multiple), rtol=1e-3, atol=0, msg=name
+        )
+    # older checkpoints (no names) are read in the same group layout
+    assert registration_names(part, net.state_dict()) == parameter_names(part)
+    with pytest.raises(
+        RecipeError, match="optim.lr_scales: no trained parameter of the generator starts with 'rate_'"
+    ):
+        _part(Net(("first", "slow", "last")), {"rate_": 30.0})
 
 
 def test_optimiser_state_of_other_parameters_is_refused():

@@ -15,6 +15,7 @@ from typing import TypeVar
 import torch
 from torch import nn
 
+from audiokit.errors import RecipeError
 from audiokit.train.recipe import ScheduleConfig
 
 T = TypeVar("T")
@@ -52,8 +53,9 @@ def lr_factor(schedule: ScheduleConfig, total_steps: int) -> Callable[[int], flo
 @dataclass
 class Part:
     """A trained module, the module that runs it in training (DDP-wrapped or itself), its AdamW, LR
-    schedule (one step per update), base rate, gradient clipping norm (0: none) and each optimiser
-    group's multiple of the base rate (``scales``, one per group)."""
+    schedule (one step per update), base rate, gradient clipping norm (0: none), each optimiser
+    group's multiple of the base rate (``scales``, one per group) and the recipe's multiples by
+    parameter-name prefix that made those groups (``prefix_scales``)."""
 
     role: str
     module: nn.Module
@@ -63,6 +65,7 @@ class Part:
     base_rate: float
     grad_clip: float
     scales: list[float] = field(default_factory=lambda: [1.0])
+    prefix_scales: dict[str, float] = field(default_factory=dict)
     skipped_in_a_row: int = 0
 
     @property
@@ -110,14 +113,26 @@ def make_part(
     factor: Callable[[int], float],
     grad_clip: float,
     weight_decay: float = 0.0,
+    prefix_scales: dict[str, float] | None = None,
 ) -> Part:
     """A :class:`Part` with AdamW at base ``rate`` scaled by ``factor(update)``.
 
     Only parameters that require gradients are optimised (see :func:`trained_parameters`). Those named
     in ``module.lr_scales()`` (when it has that method: name -> multiple of the rate, e.g. a front
-    end's window length in samples) get their own groups; the rest share the first.
+    end's window length in samples) get their own groups, and so do those whose names start with a key
+    of ``prefix_scales`` (a recipe's ``optim.lr_scales``; the longest matching prefix wins, and it
+    multiplies the module's own multiple); the rest share the first. ``RecipeError`` when a prefix
+    matches no trained parameter.
     """
-    groups = _rate_groups(module, trained_parameters(module))
+    prefix_scales = dict(prefix_scales or {})
+    named = trained_parameters(module)
+    unmatched = [p for p in prefix_scales if not any(name.startswith(p) for name, _ in named)]
+    if unmatched:
+        raise RecipeError(
+            f"optim.lr_scales: no trained parameter of the {role} starts with {unmatched[0]!r} "
+            f"(e.g. {', '.join(name for name, _ in named[:3])})"
+        )
+    groups = _rate_groups(module, named, prefix_scales)
     scales = list(groups)
     optimizer = torch.optim.AdamW(
         [{"params": groups[scale], "lr": rate * scale} for scale in scales],
@@ -126,7 +141,7 @@ def make_part(
         weight_decay=weight_decay,
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    return Part(role, module, train_module, optimizer, scheduler, rate, grad_clip, scales)
+    return Part(role, module, train_module, optimizer, scheduler, rate, grad_clip, scales, prefix_scales)
 
 
 def trained_parameters(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
@@ -134,14 +149,18 @@ def trained_parameters(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
     return [(name, parameter) for name, parameter in module.named_parameters() if parameter.requires_grad]
 
 
-def _rate_groups(module: nn.Module, named: Iterable[tuple[str, T]]) -> dict[float, list[T]]:
-    """``named`` items grouped by their multiple of the base rate (``module.lr_scales()``, 1 for the
-    rest), the groups in order of first appearance (1 first) and without empty ones: the optimiser's
-    layout of :func:`make_part`."""
+def _rate_groups(
+    module: nn.Module, named: Iterable[tuple[str, T]], prefix_scales: dict[str, float]
+) -> dict[float, list[T]]:
+    """``named`` items grouped by their multiple of the base rate (``module.lr_scales()`` times the
+    longest matching ``prefix_scales`` entry, 1 for the rest), the groups in order of first appearance
+    (1 first) and without empty ones: the optimiser's layout of :func:`make_part`."""
     named_scales = module.lr_scales() if hasattr(module, "lr_scales") else {}
+    by_length = sorted(prefix_scales.items(), key=lambda item: -len(item[0]))
     groups: dict[float, list[T]] = {1.0: []}
     for name, item in named:
-        groups.setdefault(float(named_scales.get(name, 1.0)), []).append(item)
+        prefix_scale = next((scale for prefix, scale in by_length if name.startswith(prefix)), 1.0)
+        groups.setdefault(float(named_scales.get(name, 1.0)) * prefix_scale, []).append(item)
     return {scale: members for scale, members in groups.items() if members}
 
 
@@ -158,7 +177,8 @@ def registration_names(part: Part, module_state: dict[str, torch.Tensor]) -> lis
     optimiser saw), grouped by rate as :func:`make_part` groups them."""
     current = {name for name, _ in trained_parameters(part.module)}
     ordered = [(name, name) for name in dict.fromkeys(module_state) if name in current]
-    return [name for members in _rate_groups(part.module, ordered).values() for name in members]
+    groups = _rate_groups(part.module, ordered, part.prefix_scales)
+    return [name for members in groups.values() for name in members]
 
 
 def load_optimizer_state(part: Part, state: dict, saved_names: list[str]) -> None:

@@ -87,7 +87,11 @@ class OptimConfig:
     decay of the EMA copy of the model's weights. ``frozen`` names submodules of the model (dotted
     paths such as ``encoder`` or ``quantizer.quantizers``) held as they start: no gradients, no
     optimiser state, and eval mode in training, so they update no statistics either (a codec trained
-    with its encoder and codebooks frozen keeps the codes of its ``--init`` weights).
+    with its encoder and codebooks frozen keeps the codes of its ``--init`` weights). ``lr_scales``
+    maps a parameter-name prefix to a multiple of the learning rate for the parameters whose names start
+    with it (e.g. ``{rate_: 30}``: a rate-conditioned codec's per-bitrate vectors), each prefix having
+    to match some trained parameter; changing it changes the optimiser's groups, so a run resumes only
+    with the ``lr_scales`` it started with.
     """
 
     learning_rate: float = 3e-4
@@ -96,6 +100,7 @@ class OptimConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     frozen: list[str] = field(default_factory=list)
+    lr_scales: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -213,6 +218,12 @@ class Recipe:
             f"'optim.learning_rate' must be > 0, got {self.optim.learning_rate}",
         )
         check(0.0 <= self.optim.ema_decay < 1.0, where, "'optim.ema_decay' must be in [0, 1)")
+        for prefix, scale in self.optim.lr_scales.items():
+            check(
+                isinstance(scale, (int, float)) and not isinstance(scale, bool) and scale > 0,
+                where,
+                f"'optim.lr_scales.{prefix}' must be a number > 0, got {scale!r}",
+            )
         check_betas(self.optim.betas, "optim.betas", where)
         for name in ("weight_decay", "grad_clip"):
             value = getattr(self.optim, name)

@@ -125,6 +125,7 @@ class Trainer:
             factor,
             o.grad_clip,
             o.weight_decay,
+            o.lr_scales,
         )
         self.parts: list[Part] = [self.model_part, *self.task.parts]
         seed_all(run.seed + runtime.rank)
