@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 
 from audiokit.data import noises
-from audiokit.train.data import read_clips
+from audiokit.train.data import Clip, read_clips
 from audiokit.train.mixtures import MixtureConfig, MixtureDataset
 from audiokit.train.recipe import DataConfig
 
@@ -108,7 +108,7 @@ def test_music_noise_is_a_resampled_excerpt_of_a_track(tmp_path):
         reverb_probability=0.0,
         second_noise_probability=0.0,
         snr_db=[0.0, 0.0],
-        noise_weights={"music": 1.0, "white": 0.0},
+        noise_weights={"music": 1.0},
     )
     dataset = MixtureDataset(clips, 16000, 1, config, seed=5, mixture=mixture, music_clips=music)
     starts = []
@@ -124,6 +124,26 @@ def test_music_noise_is_a_resampled_excerpt_of_a_track(tmp_path):
             assert inside / spectrum.sum() ** 2 > 0.9  # one sweep, not a mixture of pitches
             starts.append((peak_hz - 400.0) / 400.0)  # its middle's pitch gives its start
     assert len({round(s, 1) for s in starts}) > 6
+
+
+def test_an_unreadable_music_track_is_skipped_with_a_warning(tmp_path, capsys):
+    sf.write(tmp_path / "good.flac", np.full((16000, 1), 0.25, dtype=np.float32), 16000)
+    (tmp_path / "broken.flac").write_bytes(b"fLaC" + bytes(100))
+    music = [Clip(str(tmp_path / name), 1.0, name) for name in ("broken.flac", "good.flac")]
+    config = DataConfig(segment_seconds=0.5, batch_size=8, eq_probability=0.0)
+    mixture = MixtureConfig(clean_probability=0.0, reverb_probability=0.0, noise_weights={"music": 1.0})
+    clips = read_clips(str(SAMPLES), "speech_fr_16k_*")
+    dataset = MixtureDataset(clips, 16000, 1, config, seed=0, mixture=mixture, music_clips=music)
+    batch = dataset[0]
+    assert all(
+        np.any(noisy != clean)
+        for noisy, clean in zip(batch["input"].numpy(), batch["clean"].numpy(), strict=True)
+    )
+    assert list(dataset.unreadable) == [str(tmp_path / "broken.flac")]
+    assert (
+        capsys.readouterr().err.count("warning: skipping a training clip: " + str(tmp_path / "broken.flac"))
+        == 1
+    )
 
 
 def test_mixture_config_rejects_unknown_kind():

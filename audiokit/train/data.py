@@ -301,18 +301,19 @@ class CropDataset(torch.utils.data.Dataset):
         try:
             return self.cache.get(path)
         except AudioFormatError as exc:
-            self.unreadable[path] = exc.problem
-        print(
-            f"audiokit train: warning: skipping a training clip: {path}: {self.unreadable[path]}",
-            file=sys.stderr,
-        )
+            self._skip_unreadable(path, exc.problem)
+        return None
+
+    def _skip_unreadable(self, path: str, problem: str) -> None:
+        """Record ``path`` as unreadable (warned about once); too many such clips stop the run."""
+        self.unreadable[path] = problem
+        print(f"audiokit train: warning: skipping a training clip: {path}: {problem}", file=sys.stderr)
         total = len(self.clips) + len(self.noise_clips)
         if len(self.unreadable) > max(MAX_UNREADABLE_CLIPS, MAX_UNREADABLE_FRACTION * total):
             raise RecipeError(
                 f"{len(self.unreadable)} of {total} training clips cannot be decoded: "
                 f"{self._unreadable_summary()}; fix or remove them (audiokit data prepare rebuilds a corpus)"
             )
-        return None
 
     def _unreadable_summary(self) -> str:
         path, problem = next(iter(self.unreadable.items()))

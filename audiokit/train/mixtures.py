@@ -134,7 +134,7 @@ class MixtureDataset(CropDataset):
     def _music_excerpt(self, rng: np.random.Generator) -> np.ndarray:
         """``(channels, segment)`` float32: a random excerpt of a music track drawn by length, read from
         disk at its own rate, then resampled and remixed (zero-padded when the track is shorter); an
-        unreadable track is drawn again."""
+        unreadable track is skipped as unreadable clips are (:meth:`_skip_unreadable`) and another drawn."""
         for _ in range(MAX_DRAWS):
             path = self.music_clips[int(rng.choice(len(self.music_clips), p=self._music_weights))].path
             if path in self.unreadable:
@@ -146,7 +146,7 @@ class MixtureDataset(CropDataset):
                     f.seek(int(rng.integers(max(1, f.frames - needed + 1))))
                     wav = f.read(needed, dtype="float32", always_2d=True)
             except (sf.LibsndfileError, RuntimeError, OSError) as exc:
-                self.unreadable[path] = str(exc)
+                self._skip_unreadable(path, str(exc))
                 continue
             wav = io.remix(io.resample(wav, rate, self.sample_rate), self.channels).T[:, : self.segment]
             return np.pad(wav, ((0, 0), (0, self.segment - wav.shape[1])))
