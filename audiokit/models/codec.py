@@ -103,6 +103,9 @@ class CodecConfig(ModelConfig):
     in samples) and ``causal`` apply to both sides. ``rate_conditioned``: the decoder's input latent is
     scaled and shifted per channel by learnt vectors of the number of codebooks it sums
     (:meth:`Codec.condition_latent`), so that one decoder can serve each bitrate as if trained for it.
+    ``rate_decoders``: numbers of codebooks that have a decoder of their own (the same architecture as
+    ``decoder``, trained for that bitrate alone; :meth:`Codec.decoder_for`); every other number uses
+    ``decoder``. The codes do not depend on them, so files decode with or without them.
     The quantizer fields (``num_quantizers`` .. ``duplicate_distance``) are those of
     :class:`~audiokit.quantize.ResidualVectorQuantizer` (``quantizer_dropout_choices`` is its
     ``dropout_choices``); the last five only matter in training.
@@ -120,6 +123,7 @@ class CodecConfig(ModelConfig):
         default_factory=ISTFTDecoderConfig, metadata={KIND_FROM: "decoder_type"}
     )
     rate_conditioned: bool = False
+    rate_decoders: tuple[int, ...] = ()
     num_quantizers: int = 12
     codebook_size: int = 1024
     codebook_dim: int | None = 8
@@ -133,6 +137,14 @@ class CodecConfig(ModelConfig):
 
     def __post_init__(self) -> None:
         self.ratios = tuple(self.ratios)
+        self.rate_decoders = tuple(self.rate_decoders)
+        if list(self.rate_decoders) != sorted(set(self.rate_decoders)) or not all(
+            1 <= n <= self.num_quantizers for n in self.rate_decoders
+        ):
+            raise ModelError(
+                f"rate_decoders must be increasing numbers of codebooks in 1..{self.num_quantizers}, "
+                f"got {list(self.rate_decoders)}"
+            )
         if self.quantizer_dropout_choices is not None:
             self.quantizer_dropout_choices = tuple(self.quantizer_dropout_choices)
         for side in ("encoder", "decoder"):
@@ -218,6 +230,11 @@ class CodecOutput:
     metrics: dict[str, torch.Tensor]
 
 
+def _stack_options(config: CodecConfig) -> dict[str, Any]:
+    """The options an encoder and a decoder of ``config`` share."""
+    return {"channels": config.channels, "dimension": config.latent_dim, "causal": config.causal}
+
+
 class Codec(AudioModel, family="codec", config_class=CodecConfig, configs=CONFIGS):
     """A neural audio codec with the shared audiokit model interface (see DESIGN.md §3).
 
@@ -228,19 +245,15 @@ class Codec(AudioModel, family="codec", config_class=CodecConfig, configs=CONFIG
 
     def __init__(self, config: CodecConfig) -> None:
         super().__init__(config)
-        shared = {"channels": config.channels, "dimension": config.latent_dim, "causal": config.causal}
+        shared = _stack_options(config)
         # the STFT encoder and the iSTFT decoder take the hop length, the SEANet stacks its factors
-        hop = {"hop_length": math.prod(config.ratios)}
-        ratios = {"ratios": config.ratios}
-        encoder, decoder = dataclasses.asdict(config.encoder), dataclasses.asdict(config.decoder)
+        encoder = dataclasses.asdict(config.encoder)
         if config.encoder_type == "stft":
-            self.encoder = STFTEncoder(**shared, **hop, **encoder)
+            self.encoder = STFTEncoder(**shared, hop_length=math.prod(config.ratios), **encoder)
         else:
-            self.encoder = SEANetEncoder(**shared, **ratios, **encoder)
-        if config.decoder_type == "istft":
-            self.decoder = ISTFTDecoder(**shared, **hop, **decoder)
-        else:
-            self.decoder = SEANetDecoder(**shared, **ratios, **decoder)
+            self.encoder = SEANetEncoder(**shared, ratios=config.ratios, **encoder)
+        self.decoder = self._new_decoder(config)
+        self.rate_decoders = nn.ModuleDict({str(n): self._new_decoder(config) for n in config.rate_decoders})
         self.quantizer = ResidualVectorQuantizer(
             config.latent_dim,
             config.num_quantizers,
@@ -257,6 +270,15 @@ class Codec(AudioModel, family="codec", config_class=CodecConfig, configs=CONFIG
         if config.rate_conditioned:  # identity to start with: (1, 0) for every number of codebooks
             self.rate_scale = nn.Parameter(torch.ones(config.num_quantizers, config.latent_dim))
             self.rate_shift = nn.Parameter(torch.zeros(config.num_quantizers, config.latent_dim))
+
+    @staticmethod
+    def _new_decoder(config: CodecConfig) -> nn.Module:
+        """A freshly initialised decoder of ``config``'s kind and options."""
+        shared = _stack_options(config)
+        options = dataclasses.asdict(config.decoder)
+        if config.decoder_type == "istft":
+            return ISTFTDecoder(**shared, hop_length=math.prod(config.ratios), **options)
+        return SEANetDecoder(**shared, ratios=config.ratios, **options)
 
     # -- the shared interface -------------------------------------------------------------------
     @property
@@ -351,8 +373,35 @@ class Codec(AudioModel, family="codec", config_class=CodecConfig, configs=CONFIG
             scale, shift = scale.transpose(1, 2), shift.transpose(1, 2)
         return latent * scale + shift
 
-    def _synthesize(self, latent: torch.Tensor, length: int, channels: int) -> torch.Tensor:
-        audio = self.decoder(latent)[..., self.target_delay : self.target_delay + length]
+    def decoder_for(self, n_q: int) -> nn.Module:
+        """The decoder of audio coded with ``n_q`` codebooks: its own (``config.rate_decoders``) or the
+        shared :attr:`decoder`."""
+        return self.rate_decoders[str(n_q)] if str(n_q) in self.rate_decoders else self.decoder
+
+    def _run_decoder(self, latent: torch.Tensor, n_q: int | torch.Tensor) -> torch.Tensor:
+        """The decoders' audio ``(B, C, samples)`` of ``latent`` ``(B, dim, frames)`` summed from ``n_q``
+        codebooks (an int, or int64 ``(B,)`` per row: each row goes through :meth:`decoder_for` its
+        own number)."""
+        if not self.rate_decoders:
+            return self.decoder(latent)
+        if isinstance(n_q, int):
+            return self.decoder_for(n_q)(latent)
+        rows = n_q.view(-1)
+        own = torch.tensor([int(key) for key in self.rate_decoders], device=rows.device)
+        groups = [(self.decoder, ~torch.isin(rows, own))]
+        groups += [(decoder, rows == int(key)) for key, decoder in self.rate_decoders.items()]
+        pieces, order = [], []
+        for decoder, mask in groups:
+            index = mask.nonzero().view(-1)
+            if index.numel():
+                pieces.append(decoder(latent[index]))
+                order.append(index)
+        return torch.cat(pieces)[torch.argsort(torch.cat(order))]
+
+    def _synthesize(
+        self, latent: torch.Tensor, length: int, channels: int, n_q: int | torch.Tensor
+    ) -> torch.Tensor:
+        audio = self._run_decoder(latent, n_q)[..., self.target_delay : self.target_delay + length]
         channels = channels if self.channels == 1 else self.channels
         return audio.reshape(audio.shape[0] * audio.shape[1] // channels, channels, length)  # length may be 0
 
@@ -381,8 +430,9 @@ class Codec(AudioModel, family="codec", config_class=CodecConfig, configs=CONFIG
         ``torch.inference_mode()`` (or ``.detach()`` the result) before ``.numpy()``.
         """
         codes = self._checked_codes(codes, "Codec.decode")
-        latent = self.condition_latent(self.quantizer.decode(codes.codes), codes.codes.shape[1])
-        return self._synthesize(latent, codes.length, codes.channels)
+        n_q = codes.codes.shape[1]
+        latent = self.condition_latent(self.quantizer.decode(codes.codes), n_q)
+        return self._synthesize(latent, codes.length, codes.channels, n_q)
 
     @torch.no_grad()
     def decode_segment(self, codes: Codes, first_frame: int, start: int, length: int) -> torch.Tensor:
@@ -394,7 +444,8 @@ class Codec(AudioModel, family="codec", config_class=CodecConfig, configs=CONFIG
         """
         codes = self._checked_codes(codes, "Codec.decode_segment", check_length=False)
         offset = start - first_frame * self.hop_length + self.target_delay
-        audio = self.decoder(self.condition_latent(self.quantizer.decode(codes.codes), codes.codes.shape[1]))
+        n_q = codes.codes.shape[1]
+        audio = self.decoder_for(n_q)(self.condition_latent(self.quantizer.decode(codes.codes), n_q))
         if start < 0 or offset < 0 or offset + length > audio.shape[-1]:
             span = f"[{start}, {start + length})"
             raise UsageError(f"Codec.decode_segment: frames from {first_frame} do not cover samples {span}")
@@ -487,5 +538,5 @@ class Codec(AudioModel, family="codec", config_class=CodecConfig, configs=CONFIG
         folded = self._fold(wav)
         result = self.quantizer(self._latent(folded), n_q)
         latent = self.condition_latent(result.quantized, result.stages)
-        audio = self._synthesize(latent, wav.shape[-1], wav.shape[1])
+        audio = self._synthesize(latent, wav.shape[-1], wav.shape[1], result.stages)
         return CodecOutput(audio, result.codes, result.commitment_loss, result.codebook_loss, result.metrics)

@@ -12,6 +12,8 @@ the new capacity is learnt from there (Net2Net-style growth).
   weights, so they add nothing until trained.
 - Rate conditioning (``CodecConfig.rate_conditioned``) can be switched on: its per-bitrate scales and
   shifts start at the identity (:func:`add_rate_conditioning`).
+- Decoders of a bitrate's own (``CodecConfig.rate_decoders``) can be added: each starts as a copy of the
+  shared decoder, or of another codec's decoder trained on the same codes (:func:`add_rate_decoders`).
 """
 
 from __future__ import annotations
@@ -40,16 +42,24 @@ def grow_to(codec: Codec, config: CodecConfig) -> Codec:
     """``codec`` as a codec of architecture ``config``: itself, or grown (:func:`grow_decoder`) to fit.
 
     ``config`` may differ from ``codec.config`` only in its name, the training-only quantizer fields
-    (:data:`TRAINING_ONLY`), the decoder's growable sizes (:data:`GROWABLE`) and ``rate_conditioned``
-    switched on; anything else raises :class:`ModelError`.
+    (:data:`TRAINING_ONLY`), the decoder's growable sizes (:data:`GROWABLE`), ``rate_conditioned``
+    switched on and more ``rate_decoders``; anything else raises :class:`ModelError`.
     """
     current = codec.config
     if current.rate_conditioned and not config.rate_conditioned:
         raise ModelError(f"{current.name}: the weights are rate-conditioned, the architecture is not")
+    if not set(current.rate_decoders) <= set(config.rate_decoders):
+        raise ModelError(
+            f"{current.name}: the weights have decoders for {list(current.rate_decoders)} codebooks, "
+            f"the architecture for {list(config.rate_decoders)}"
+        )
+    if current.rate_decoders and config.decoder != current.decoder:
+        raise ModelError(f"{current.name}: a codec with rate decoders cannot grow its decoder")
     comparable = dataclasses.replace(
         config,
         name=current.name,
         rate_conditioned=current.rate_conditioned,
+        rate_decoders=current.rate_decoders,
         **{key: getattr(current, key) for key in TRAINING_ONLY},
     )
     if comparable.decoder != current.decoder:
@@ -64,7 +74,53 @@ def grow_to(codec: Codec, config: CodecConfig) -> Codec:
         codec = grow_decoder(codec, **{key: getattr(config.decoder, key) for key in GROWABLE})
     if config.rate_conditioned and not current.rate_conditioned:
         codec = add_rate_conditioning(codec)
+    if config.rate_decoders != current.rate_decoders:
+        codec = add_rate_decoders(codec, config.rate_decoders)
     return codec
+
+
+def add_rate_decoders(
+    codec: Codec, rate_decoders: tuple[int, ...], donors: dict[int, Codec] | None = None
+) -> Codec:
+    """A copy of ``codec`` with decoders of their own for the numbers of codebooks ``rate_decoders``
+    (``codec.config.rate_decoders`` among them, which keep theirs).
+
+    Each new one is a copy of ``donors[n]``'s shared decoder (a codec of the same codes, e.g. ``codec``
+    trained on with its encoder and codebooks frozen and every item at ``n`` codebooks), or of
+    ``codec``'s own shared decoder (the same audio until trained).
+    """
+    config = codec.config
+    donors = donors or {}
+    unused = sorted(set(donors) - set(rate_decoders))
+    if unused:
+        raise ModelError(
+            f"{config.name}: decoders given for {unused} codebooks, not among {list(rate_decoders)}"
+        )
+    if not set(config.rate_decoders) <= set(rate_decoders):
+        raise ModelError(
+            f"{config.name}: rate_decoders {list(rate_decoders)} drop {list(config.rate_decoders)}"
+        )
+    target = Codec(dataclasses.replace(config, rate_decoders=tuple(sorted(rate_decoders))))
+    missing, unexpected = target.load_state_dict(codec.state_dict(), strict=False)
+    if unexpected or not all(key.startswith("rate_decoders.") for key in missing):
+        raise ModelError(
+            f"{config.name}: cannot add rate decoders (missing {missing}, unexpected {unexpected})"
+        )
+    for n in rate_decoders:
+        donor = donors.get(n)
+        if donor is not None:
+            if donor.codes_sha256() != codec.codes_sha256() or donor.config.decoder != config.decoder:
+                raise ModelError(
+                    f"{config.name}: the decoder given for {n} codebooks belongs to a codec of other codes "
+                    "or another decoder architecture"
+                )
+            source = donor.decoder
+        elif n in config.rate_decoders:
+            continue
+        else:
+            source = codec.decoder
+        target.rate_decoders[str(n)].load_state_dict(source.state_dict())
+    return target.train(codec.training)
 
 
 def add_rate_conditioning(codec: Codec) -> Codec:

@@ -127,26 +127,27 @@ class CodecStream:
         self.quantizer = codec.quantizer
         param = next(codec.parameters())
         self.device, self.dtype = param.device, torch.float32
+        self.compile = compile
         self.encoder = codec.encoder if mode != "decode" else None
-        self.decoder = codec.decoder if mode != "encode" else None
-        steps = [None if m is None else m.step_t for m in (self.encoder, self.decoder)]
-        if compile in (True, "inductor"):
-            steps = [None if step is None else torch.compile(step, dynamic=False) for step in steps]
-        self._encoder_step, self._decoder_step = steps
+        self._encoder_step = self._prepared_step(self.encoder)
         self._coding = {"n_q": self.n_q, "quantize": mode == "roundtrip"}
         self._encode = functools.partial(self._encode_rows_step, **self._coding)
         self.compiled = {"encoder": False, "decoder": False}
-        # AOTInductor traces the torch ops (a fused kernel is opaque to torch.export): the steps of an
-        # "aoti" session are prepared for them whatever AUDIOKIT_OPS / ops.use_backend force
-        with ops.use_backend("torch") if compile == "aoti" else contextlib.nullcontext():
+        with self._step_backend():
             self.lookups = codec.quantizer.prepare_lookup()  # the codeword tables of this session
             with torch.inference_mode():  # init_state also prepares the blocks' weights for their steps
                 self.encoder_state = self._init(self.encoder)
-                self.decoder_state = self._init(self.decoder)
-            if compile == "aoti":
-                self._compile_ahead_of_time()
-        if compile == "cuda_graph" and self.device.type == "cuda":
-            self._graph_steps()
+            if compile == "aoti" and self.encoder is not None:
+                self._compile_encoder_ahead_of_time()
+        if compile == "cuda_graph" and self.device.type == "cuda" and self.encoder is not None:
+            outputs = 2 if self._coding["quantize"] else 1
+            self._encode = GraphedStep(self._encode, outputs, batch=self.rows, model=codec)
+            self.compiled["encoder"] = True
+        # a "decode" session learns its number of codebooks from the first codes: the shared decoder
+        # until then (the same whenever the codec has no decoder of that number's own)
+        self.decoder = self.decoder_state = None
+        if mode != "encode":
+            self._set_decoder(codec.decoder_for(self.n_q or 0))
         self._rows = [self._new_row() for _ in range(self.rows)]
         self.lengths: list[int] = [0] * self.rows
         self.timer = StepTimer()
@@ -227,7 +228,7 @@ class CodecStream:
         if got != expected:
             raise UsageError(f"streaming state of (model, mode, rows, n_q) = {got} does not fit {expected}")
         if self.mode == "decode" and n_q >= 0:
-            self.n_q = n_q
+            self._learn_n_q(n_q)
         with torch.inference_mode():
             load_flat_state(self.encoder_state, state["encoder"])
             load_flat_state(self.decoder_state, state["decoder"])
@@ -240,36 +241,51 @@ class CodecStream:
             row.limit = None if limit < 0 else limit
 
     # -- rows -------------------------------------------------------------------------------------
-    def _compile_ahead_of_time(self) -> None:
-        """Swap the steps of one frame (the encoder's with the RVQ search) for AOTInductor libraries,
-        where they build."""
-        if self.encoder is not None:
-            with torch.inference_mode():
-                template = self.encoder.init_state(1, self.device, self.dtype)  # one stream's
-            frame = torch.zeros(1, self.hop_length, self.codec.channels, device=self.device)
-            outputs = 2 if self._coding["quantize"] else 1
-            step = self._encode_rows_step
-            compiled = compile_step(self.codec, step, template, frame, self._coding, outputs)
-            if compiled is not None:
-                self._encode, self.compiled["encoder"] = compiled, True
-        if self.decoder is not None:
-            with torch.inference_mode():
-                template = self.decoder.init_state(1, self.device, self.dtype)
-            frame = torch.zeros(1, 1, self.quantizer.dim, device=self.device)
-            compiled = compile_step(self.codec, self.decoder.step_t, template, frame)
-            if compiled is not None:
-                self._decoder_step, self.compiled["decoder"] = compiled, True
+    def _step_backend(self) -> contextlib.AbstractContextManager:
+        """Where the steps are prepared: AOTInductor traces the torch ops (a fused kernel is opaque to
+        ``torch.export``), so an ``"aoti"`` session prepares them for torch whatever ``AUDIOKIT_OPS`` or
+        ``ops.use_backend`` force."""
+        return ops.use_backend("torch") if self.compile == "aoti" else contextlib.nullcontext()
 
-    def _graph_steps(self) -> None:
-        """Swap the steps of all rows for CUDA graphs (:mod:`audiokit.streaming.graphs`), recorded at the
-        first step of each chunk shape (one frame, two, ...) of every row."""
-        outputs = 2 if self._coding["quantize"] else 1
-        if self.encoder is not None:
-            self._encode = GraphedStep(self._encode, outputs, batch=self.rows, model=self.codec)
-            self.compiled["encoder"] = True
-        if self.decoder is not None:
+    def _prepared_step(self, module):
+        """``module.step_t`` (``None`` without a module), through ``torch.compile`` for an inductor
+        session."""
+        if module is None:
+            return None
+        if self.compile in (True, "inductor"):
+            return torch.compile(module.step_t, dynamic=False)
+        return module.step_t
+
+    def _set_decoder(self, decoder) -> None:
+        """Decode with ``decoder`` (one of the codec's, :meth:`~audiokit.models.Codec.decoder_for`): its
+        step, compiled as the session asks, and zero states for every row."""
+        self.decoder, self._decoder_step = decoder, self._prepared_step(decoder)
+        self.compiled["decoder"] = False
+        with self._step_backend():
+            with torch.inference_mode():
+                self.decoder_state = self._init(decoder)
+            if self.compile == "aoti":
+                with torch.inference_mode():
+                    template = decoder.init_state(1, self.device, self.dtype)
+                frame = torch.zeros(1, 1, self.quantizer.dim, device=self.device)
+                compiled = compile_step(self.codec, decoder.step_t, template, frame)
+                if compiled is not None:
+                    self._decoder_step, self.compiled["decoder"] = compiled, True
+        if self.compile == "cuda_graph" and self.device.type == "cuda":
             self._decoder_step = GraphedStep(self._decoder_step, batch=self.rows, model=self.codec)
             self.compiled["decoder"] = True
+
+    def _compile_encoder_ahead_of_time(self) -> None:
+        """Swap the encoder's step of one frame (with the RVQ search) for an AOTInductor library, where
+        it builds."""
+        with torch.inference_mode():
+            template = self.encoder.init_state(1, self.device, self.dtype)  # one stream's
+        frame = torch.zeros(1, self.hop_length, self.codec.channels, device=self.device)
+        outputs = 2 if self._coding["quantize"] else 1
+        step = self._encode_rows_step
+        compiled = compile_step(self.codec, step, template, frame, self._coding, outputs)
+        if compiled is not None:
+            self._encode, self.compiled["encoder"] = compiled, True
 
     def _encode_rows_step(
         self, x: torch.Tensor, state: StreamState | None, final: bool = False, *, n_q: int, quantize: bool
@@ -339,9 +355,17 @@ class CodecStream:
                 raise UsageError(
                     f"codes have {n_q} codebooks; {self.codec.name} has {self.codec.num_codebooks}"
                 )
-            self.n_q = n_q
+            self._learn_n_q(n_q)
         elif n_q != self.n_q:
             raise UsageError(f"codes have {n_q} codebooks but this stream started with {self.n_q}")
+
+    def _learn_n_q(self, n_q: int) -> None:
+        """A ``"decode"`` session's number of codebooks, from its first codes (or a saved state); its
+        decoder becomes the one of that number when the codec has one."""
+        self.n_q = n_q
+        decoder = self.codec.decoder_for(n_q)
+        if decoder is not self.decoder:
+            self._set_decoder(decoder)
 
     def _append(self, r: int, piece: torch.Tensor) -> None:
         """Queue input ``piece`` (``(C_model, n)`` audio or ``(n_q, n)`` codes) for row ``r``."""

@@ -165,12 +165,12 @@ class CodecTask(Task):
         )
 
     def adapt_pretrained(self, pretrained: AudioModel) -> tuple[AudioModel, dict[str, Any]]:
-        """Weights with a smaller iSTFT decoder grow, and weights without rate conditioning gain it,
-        function-preserving, to the recipe's model."""
+        """Weights with a smaller iSTFT decoder grow, and weights without rate conditioning or the
+        recipe's rate decoders gain them, function-preserving, to the recipe's model."""
         config = self.model.config
-        if not isinstance(pretrained, Codec) or (
-            (pretrained.config.decoder, pretrained.config.rate_conditioned)
-            == (config.decoder, config.rate_conditioned)
+        grown_fields = ("decoder", "rate_conditioned", "rate_decoders")
+        if not isinstance(pretrained, Codec) or all(
+            getattr(pretrained.config, name) == getattr(config, name) for name in grown_fields
         ):
             return pretrained, {}
         grown = grow_to(pretrained, config)
@@ -179,6 +179,8 @@ class CodecTask(Task):
             note["init_grown_to"] = dataclasses.asdict(grown.config.decoder)
         if grown.config.rate_conditioned != pretrained.config.rate_conditioned:
             note["init_rate_conditioned"] = True
+        if grown.config.rate_decoders != pretrained.config.rate_decoders:
+            note["init_rate_decoders"] = list(grown.config.rate_decoders)
         return grown, note
 
     # -- a step -------------------------------------------------------------------------------------
