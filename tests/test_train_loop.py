@@ -447,3 +447,40 @@ def test_sigterm_ends_the_session_with_a_checkpoint_that_resumes(tmp_path):
     end = session["end_step"]
     resumed = Trainer(_recipe("run.tensorboard=false", "data.valid=null"), run, resume=True, quiet=True)
     assert resumed.step == end and resumed.fit(max_steps=end + 1).step == end + 1
+
+
+def test_init_adds_rate_decoders_which_train_alone_beside_the_frozen_shared_one(tmp_path):
+    overrides = ["data.valid=null", "run.tensorboard=false", "run.max_steps=2", "discriminator.kinds=[]"]
+    Trainer(_recipe(*overrides), tmp_path / "a", quiet=True).fit()
+    init = tmp_path / "a" / "model.safetensors"
+    own = [
+        "model.options.rate_decoders=[1, 3]",
+        "model.options.quantizer_dropout=1.0",
+        "model.options.quantizer_dropout_choices=[1, 3]",
+        "optim.frozen=[encoder, quantizer.quantizers, decoder]",
+        "run.max_steps=3",
+        "schedule.total_steps=3",
+    ]
+    trainer = Trainer(_recipe(*overrides, *own), tmp_path / "b", init=init, quiet=True)
+    session = json.loads((tmp_path / "b" / "run.json").read_text())["sessions"][0]
+    assert session["init_rate_decoders"] == [1, 3]
+    plain = Codec.from_pretrained(init).eval()
+    audio = torch.randn(1, 1, 3200) * 0.2
+    with torch.no_grad():  # it starts as the weights it was given, at every rate
+        for bitrate in (200, 400, 600):  # 1, 2 and 3 codebooks
+            codes = plain.encode(audio, bitrate)
+            assert torch.equal(trainer.model.eval().decode(codes), plain.decode(codes))
+    trainer.model.train()
+    trainer.fit()
+    trainer.close()
+    state = load_checkpoint(tmp_path / "b" / "checkpoints" / "latest.pt")["model"]
+    before = plain.state_dict()
+    for prefix in ("rate_decoders.1.", "rate_decoders.3."):  # each trained on the items of its rate
+        shared = {k: "decoder." + k.removeprefix(prefix) for k in state if k.startswith(prefix)}
+        moved = [k for k, v in shared.items() if not torch.equal(state[k], before[v])]
+        assert moved, prefix
+    assert all(torch.equal(before[k], v) for k, v in state.items() if not k.startswith("rate_decoders."))
+    trained = Codec.from_pretrained(tmp_path / "b" / "model.safetensors").eval()
+    with torch.no_grad():  # the shared decoder still serves the other rates exactly
+        codes = plain.encode(audio, 400)
+        assert torch.equal(trained.decode(codes), plain.decode(codes))
