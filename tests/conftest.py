@@ -75,6 +75,7 @@ TINY_SPEECH_CODEC = {
     "decoder": {"hidden_dim": 16, "intermediate_dim": 32, "n_blocks": 1, "head_hidden_dim": 0},
     "latent_dim": 16,
     "codebook_dim": 4,
+    "rate_decoders": (),  # one decoder for every rate (tests/test_rate_decoders.py adds their own)
 }
 
 

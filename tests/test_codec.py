@@ -183,7 +183,9 @@ def test_sub_config_defaults_are_those_of_the_blocks():
 
 
 def test_overrides_merge_key_by_key_and_unknown_keys_name_the_closest():
-    codec = Codec.from_config("speech-16k", decoder={"n_blocks": 1, "head_hidden_dim": 0}, num_quantizers=2)
+    codec = Codec.from_config(
+        "speech-16k", decoder={"n_blocks": 1, "head_hidden_dim": 0}, num_quantizers=2, rate_decoders=()
+    )
     decoder = codec.config.decoder
     assert (decoder.n_blocks, decoder.head_hidden_dim, decoder.n_fft, decoder.hidden_dim) == (1, 0, 480, 192)
     assert codec.config.encoder == CONFIGS["speech-16k"].encoder

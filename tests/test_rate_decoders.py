@@ -157,4 +157,4 @@ def test_own_decoders_survive_saving_and_come_from_donors(tmp_path):
 @pytest.mark.parametrize("value", [(6, 3), (0,), (13,), (3, 3)])
 def test_rate_decoders_must_be_increasing_codebook_counts(value):
     with pytest.raises(ModelError, match="rate_decoders"):
-        Codec.from_config("speech-16k", **TINY_SPEECH_CODEC, rate_decoders=value)
+        Codec.from_config("speech-16k", **{**TINY_SPEECH_CODEC, "rate_decoders": value})

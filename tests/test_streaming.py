@@ -58,6 +58,7 @@ def _tiny_istft() -> Codec:
             "head_hidden_dim": 24,
         },
         num_quantizers=4,
+        rate_decoders=(),
     )
     torch.nn.init.normal_(codec.decoder.head.mlp[2].weight, std=0.05)  # the head's MLP starts silent
     return codec.eval()

@@ -138,11 +138,14 @@ class CodecConfig(ModelConfig):
     def __post_init__(self) -> None:
         self.ratios = tuple(self.ratios)
         self.rate_decoders = tuple(self.rate_decoders)
-        if list(self.rate_decoders) != sorted(set(self.rate_decoders)) or not all(
-            1 <= n <= self.num_quantizers for n in self.rate_decoders
+        increasing = list(self.rate_decoders) == sorted(set(self.rate_decoders))
+        # (a num_quantizers < 1 is the quantizer's to refuse)
+        if self.num_quantizers >= 1 and not (
+            increasing and all(1 <= n <= self.num_quantizers for n in self.rate_decoders)
         ):
             raise ModelError(
-                f"rate_decoders must be increasing numbers of codebooks in 1..{self.num_quantizers}, "
+                f"rate_decoders must be increasing numbers of codebooks in 1..num_quantizers "
+                f"({self.num_quantizers}), "
                 f"got {list(self.rate_decoders)}"
             )
         if self.quantizer_dropout_choices is not None:
@@ -163,8 +166,9 @@ CONFIGS: dict[str, CodecConfig] = {
     # (3 / 6 / 12 codebooks give 1.5 / 3 / 6 kbps). STFT encoder and iSTFT decoder (ConvNeXt at
     # 100 Hz): 2.6x fewer operations than a SEANet encoder, wide products that stream many streams
     # per core, and faster convergence on CPU budgets (docs/architecture.md); an MLP beside the iSTFT
-    # head's linear map; Euclidean codeword lookup (docs/training.md, "Codebook health"). The shipped
-    # weights (audiokit/weights/speech-16k) have exactly this config.
+    # head's linear map; Euclidean codeword lookup (docs/training.md, "Codebook health"); decoders of
+    # their own for 1.5 and 3 kbps (version 4, docs/architecture.md). The shipped weights
+    # (audiokit/weights/speech-16k) have exactly this config.
     "speech-16k": CodecConfig(
         name="speech-16k",
         sample_rate=16000,
@@ -176,6 +180,7 @@ CONFIGS: dict[str, CodecConfig] = {
         ),
         l2_normalize=False,
         quantizer_dropout=0.25,
+        rate_decoders=(3, 6),
     ),
     # The same bitrates without the causality constraint (offline use only: no streaming).
     "speech-16k-noncausal": CodecConfig(
