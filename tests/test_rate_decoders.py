@@ -11,6 +11,7 @@ from conftest import TINY_SPEECH_CODEC, run_stream
 from audiokit.errors import ModelError
 from audiokit.models import Codec
 from audiokit.models.growth import add_rate_decoders, grow_to
+from audiokit.streaming import compiled
 
 OWN = (3, 6)  # 1.5 and 3 kbps have decoders of their own; every other rate uses the shared one
 BITRATES = (1500, 2000, 3000, None)  # 3, 4, 6 and 12 codebooks
@@ -158,3 +159,17 @@ def test_own_decoders_survive_saving_and_come_from_donors(tmp_path):
 def test_rate_decoders_must_be_increasing_codebook_counts(value):
     with pytest.raises(ModelError, match="rate_decoders"):
         Codec.from_config("speech-16k", **{**TINY_SPEECH_CODEC, "rate_decoders": value})
+
+
+def test_compiled_decode_session_runs_the_decoder_of_its_rate():
+    """AOTInductor libraries are cached by what they compute: the shared decoder's library (built first,
+    before the codes say the rate) must not stand in for the rate's own decoder, of the same shapes."""
+    codec = _with_own_decoders()
+    x = _audio(2, 4000)
+    with torch.inference_mode():
+        codes = codec.encode(x, 1500)
+        audio = codec.decode(codes)
+    session = codec.stream(2, "decode", length=x.shape[-1], compile="aoti")
+    decoded = run_stream(session, codes.codes, [1, 3])
+    assert session.compiled["decoder"], compiled.unavailable_reason()
+    torch.testing.assert_close(decoded, audio, rtol=0, atol=1e-5)

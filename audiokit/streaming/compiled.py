@@ -149,7 +149,7 @@ def compile_step(
     and buffers key the cache: it must hold everything the step computes with (pass the model, not a
     block of it). ``None`` where it cannot be built here."""
     options = dict(options or {})
-    key = _cache_key(module, state, chunk, options)
+    key = _cache_key(module, step, state, chunk, options)
     if key in _failures:
         return None
     path = cache_dir() / f"{type(module).__name__.lower()}-{key}.pt2"
@@ -324,11 +324,17 @@ def autotuned() -> bool:
     return os.environ.get("AUDIOKIT_AOTI_AUTOTUNE", "1") != "0"
 
 
-def _cache_key(module: nn.Module, state: StreamState | None, chunk: torch.Tensor, options: dict) -> str:
-    """Hash of what a compiled step depends on: the model's config, weights and buffers, audiokit's
-    source, torch, the vector instructions the library is built for (one built with AVX-512 would
-    crash on an AVX2-only CPU sharing the cache), the shapes and the options."""
+def _cache_key(
+    module: nn.Module, step: Callable, state: StreamState | None, chunk: torch.Tensor, options: dict
+) -> str:
+    """Hash of what a compiled step depends on: which step of which part of the model (a codec's shared
+    decoder and its decoders per rate have the same shapes), the model's config, weights and buffers,
+    audiokit's source, torch, the vector instructions the library is built for (one built with AVX-512
+    would crash on an AVX2-only CPU sharing the cache), the shapes and the options."""
+    owner = getattr(step, "__self__", None)
+    part = next((name for name, sub in module.named_modules() if sub is owner), None)
     digest = hashlib.sha256()
+    digest.update(f"{getattr(step, '__qualname__', type(step).__qualname__)}|{part}".encode())
     digest.update(f"{torch.__version__}|{type(module).__qualname__}|{tuple(chunk.shape[1:])}".encode())
     digest.update(f"{chunk.device.type}|{torch.backends.cpu.get_cpu_capability()}".encode())
     digest.update(repr(getattr(module, "config", None)).encode())
