@@ -185,7 +185,7 @@ def test_libraries_are_keyed_by_the_cpus_vector_instructions(tiny_codec, monkeyp
     keys = []
     for capability in ("AVX2", "AVX512"):
         monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda c=capability: c)
-        keys.append(compiled._cache_key(tiny_codec, state, chunk, {}))
+        keys.append(compiled._cache_key(tiny_codec, tiny_codec.decoder.step_t, state, chunk, {}))
     assert keys[0] != keys[1]
 
 

@@ -202,13 +202,14 @@ def test_compiled_steps_are_keyed_by_which_blocks_read_which_precision(tiny_code
     """A package holds its prepared weights as constants: a model with only its decoder set to float16
     must not load the package of one set to float16 (or int8) throughout, or of the float32 one."""
     state, chunk = tiny_codec.decoder.init_state(1, torch.device("cpu"), torch.float32), torch.zeros(1, 3, 1)
-    keys = [compiled._cache_key(tiny_codec, state, chunk, {})]
+    step = tiny_codec.decoder.step_t
+    keys = [compiled._cache_key(tiny_codec, step, state, chunk, {})]
     set_weight_precision(tiny_codec.decoder, "float16")
-    keys.append(compiled._cache_key(tiny_codec, state, chunk, {}))
+    keys.append(compiled._cache_key(tiny_codec, step, state, chunk, {}))
     tiny_codec.set_weight_precision("float16")
-    keys.append(compiled._cache_key(tiny_codec, state, chunk, {}))
+    keys.append(compiled._cache_key(tiny_codec, step, state, chunk, {}))
     tiny_codec.set_weight_precision("int8")
-    keys.append(compiled._cache_key(tiny_codec, state, chunk, {}))
+    keys.append(compiled._cache_key(tiny_codec, step, state, chunk, {}))
     assert len(set(keys)) == 4
 
 
