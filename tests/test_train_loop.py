@@ -285,10 +285,18 @@ def test_frozen_encoder_and_codebooks_keep_the_codes_while_the_decoder_trains(tm
         Trainer(_recipe(*overrides, "optim.frozen=[encodr]"), tmp_path / "c", quiet=True)
 
 
-def test_init_adds_rate_conditioning_which_trains_beside_frozen_codes(tmp_path):
+def _trainer_from_trained_weights(tmp_path: Path, extra: list[str]) -> tuple[Trainer, dict, Path]:
+    """A trainer of the tiny recipe with ``extra`` overrides, ``--init`` from weights the plain recipe
+    trained for 2 steps: the trainer, its first session record (``run.json``) and the weights' path."""
     overrides = ["data.valid=null", "run.tensorboard=false", "run.max_steps=2", "discriminator.kinds=[]"]
     Trainer(_recipe(*overrides), tmp_path / "a", quiet=True).fit()
     init = tmp_path / "a" / "model.safetensors"
+    trainer = Trainer(_recipe(*overrides, *extra), tmp_path / "b", init=init, quiet=True)
+    session = json.loads((tmp_path / "b" / "run.json").read_text())["sessions"][0]
+    return trainer, session, init
+
+
+def test_init_adds_rate_conditioning_which_trains_beside_frozen_codes(tmp_path):
     conditioned = [
         "model.options.rate_conditioned=true",
         "model.options.quantizer_dropout=1.0",
@@ -298,8 +306,7 @@ def test_init_adds_rate_conditioning_which_trains_beside_frozen_codes(tmp_path):
         "run.max_steps=3",
         "schedule.total_steps=3",
     ]
-    trainer = Trainer(_recipe(*overrides, *conditioned), tmp_path / "b", init=init, quiet=True)
-    session = json.loads((tmp_path / "b" / "run.json").read_text())["sessions"][0]
+    trainer, session, init = _trainer_from_trained_weights(tmp_path, conditioned)
     assert session["init_rate_conditioned"] is True
     plain = Codec.from_pretrained(init).eval()
     audio = torch.randn(1, 1, 3200) * 0.2
@@ -450,9 +457,6 @@ def test_sigterm_ends_the_session_with_a_checkpoint_that_resumes(tmp_path):
 
 
 def test_init_adds_rate_decoders_which_train_alone_beside_the_frozen_shared_one(tmp_path):
-    overrides = ["data.valid=null", "run.tensorboard=false", "run.max_steps=2", "discriminator.kinds=[]"]
-    Trainer(_recipe(*overrides), tmp_path / "a", quiet=True).fit()
-    init = tmp_path / "a" / "model.safetensors"
     own = [
         "model.options.rate_decoders=[1, 3]",
         "model.options.quantizer_dropout=1.0",
@@ -461,8 +465,7 @@ def test_init_adds_rate_decoders_which_train_alone_beside_the_frozen_shared_one(
         "run.max_steps=3",
         "schedule.total_steps=3",
     ]
-    trainer = Trainer(_recipe(*overrides, *own), tmp_path / "b", init=init, quiet=True)
-    session = json.loads((tmp_path / "b" / "run.json").read_text())["sessions"][0]
+    trainer, session, init = _trainer_from_trained_weights(tmp_path, own)
     assert session["init_rate_decoders"] == [1, 3]
     plain = Codec.from_pretrained(init).eval()
     audio = torch.randn(1, 1, 3200) * 0.2

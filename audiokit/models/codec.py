@@ -145,8 +145,7 @@ class CodecConfig(ModelConfig):
         ):
             raise ModelError(
                 f"rate_decoders must be increasing numbers of codebooks in 1..num_quantizers "
-                f"({self.num_quantizers}), "
-                f"got {list(self.rate_decoders)}"
+                f"({self.num_quantizers}), got {list(self.rate_decoders)}"
             )
         if self.quantizer_dropout_choices is not None:
             self.quantizer_dropout_choices = tuple(self.quantizer_dropout_choices)
