@@ -145,6 +145,32 @@ def test_optional_losses_train(tmp_path, loss, extra):
     assert any(f"loss/{loss}" in row and np.isfinite(row[f"loss/{loss}"]) for row in rows)
 
 
+def test_speech_frames_follow_numpy_frame_levels():
+    """Frames of the clean target count as speech when within 30 dB of the loudest and above -65 dBFS."""
+    model = Enhancer.from_config("enhance-16k")
+    n_fft, hop = model.config.n_fft, model.config.hop_length
+    rng = np.random.default_rng(5)
+    levels_db = [-20.0, -55.0, -200.0, -35.0, -60.0]  # per 0.1 s segment, dBFS
+    clean = np.concatenate([10 ** (db / 20) * rng.standard_normal(1600) for db in levels_db])
+    frames = model.speech_frames(torch.from_numpy(clean).float()[None, None])[0].numpy()
+    window = np.sqrt(np.hanning(n_fft + 1)[:-1])
+    padded = np.concatenate([np.zeros(n_fft - hop), clean, np.zeros(n_fft)])
+    power = np.array(
+        [
+            np.sum((window * padded[m * hop : m * hop + n_fft]) ** 2) / np.sum(window**2)
+            for m in range(len(frames))
+        ]
+    )
+    level = 10 * np.log10(power + 1e-12)
+    expected = (level > level.max() - 30) & (level > -65)
+    disagree = np.flatnonzero(frames != expected)
+    assert len(disagree) <= 2, disagree  # only at a threshold crossing within float rounding
+    assert frames[3:8].all() and frames[33:38].all()  # -20 and -35 dB (within 30 dB of the loudest)
+    assert not frames[13:18].any() and not frames[23:28].any() and not frames[43:48].any()
+    quiet = model.speech_frames(torch.from_numpy(10 ** (-70 / 20) * clean[:1600]).float()[None, None])
+    assert not quiet.any()  # below the -65 dBFS floor however it varies
+
+
 def _grown_from(tmp_path, before: list[str], after: list[str]) -> tuple[Trainer, Enhancer]:
     """A tiny run with ``before`` overrides, then a trainer with ``after`` overrides started from its
     weights (``--init``); checks that the new model enhances exactly as the old one did."""
@@ -192,6 +218,20 @@ def test_init_grows_a_wider_recurrent_network(tmp_path):
     assert _grown_note(tmp_path) == {"hidden_dim": 24}
     with pytest.raises(ModelError, match="cannot shrink"):
         grow_hidden(trainer.model, 16)
+
+
+def test_init_adds_a_vad_head_that_trains(tmp_path):
+    """Weights without a voice-activity head start a run with one exactly where they stood; it trains."""
+    after = ["model.options.vad_head=true", "losses.vad=1.0", "run.max_steps=2"]
+    trainer, _ = _grown_from(tmp_path, [], after)
+    head = trainer.model.vad_head.weight.detach().clone()
+    trainer.fit()
+    assert _grown_note(tmp_path) == {"vad_head": True}
+    assert not torch.equal(trainer.model.vad_head.weight.detach(), head)
+    rows = [json.loads(line) for line in (tmp_path / "after" / "metrics.jsonl").read_text().splitlines()]
+    assert any(0.0 < row.get("loss/vad", -1.0) < 2.0 for row in rows)
+    with pytest.raises(RecipeError, match="vad_head"):
+        Trainer(load_recipe(TINY, ["losses.vad=1.0"]), tmp_path / "no-head", quiet=True)
 
 
 def test_noisy_set_stride_spreads_the_clips(tmp_path):

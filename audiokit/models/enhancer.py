@@ -43,7 +43,9 @@ session 17). The deep filter's coefficients still come from the recurrent state 
 
 Trained weights grow without starting over (``--init`` of a run whose recipe asks for more):
 :func:`grow_features` adds the pitch analysis or the noise floor, :func:`grow_hidden` widens the
-recurrent network; either way the grown model enhances exactly as the trained one did.
+recurrent network, :func:`add_vad_head` adds the voice-activity head (``vad_head``: a per-frame speech
+logit from the recurrent state, trained as an auxiliary task as in RNNoise, never run when enhancing);
+either way the grown model enhances exactly as the trained one did.
 
 Algorithmic latency: ``n_fft`` samples (20 ms): the last frame that covers a sample ends ``n_fft``
 samples after it. ``forward``/``enhance`` return exactly the input's length, aligned with it.
@@ -100,6 +102,7 @@ class EnhancerConfig(ModelConfig):
     dropout: float = 0.0  # training only (offline forward): on the recurrent network's input and output
     low_band_features: bool = True  # the low band's compressed complex spectrum among the features
     band_norm_frames: int = 0  # > 0: band levels relative to their mean over this many frames (and the level)
+    vad_head: bool = False  # training only: a per-frame speech-presence logit from the recurrent state
 
     def __post_init__(self) -> None:
         if self.channels != 1:
@@ -213,6 +216,8 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
             nn.init.constant_(self.comb_head.bias, -3.0)
         nn.init.normal_(self.df_head.weight, std=1e-3)
         nn.init.zeros_(self.df_head.bias)
+        # an auxiliary output (RNNoise's voice activity): training reads it, enhancing never runs it
+        self.vad_head = nn.Linear(c.hidden_dim, 1) if c.vad_head else None
 
     @staticmethod
     def _band_frontend(c: EnhancerConfig) -> nn.Module | None:
@@ -336,10 +341,11 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
         states: list | None = None,
         wav: torch.Tensor | None = None,
         pitch: tuple | None = None,
-    ) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
+    ) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor, torch.Tensor]:
         """Complex spectra ``(N, bins, M)`` -> the enhanced spectra's real and imaginary parts (each
-        ``(N, bins, M)``), offline (``states=None``) or one step on, and the band gains
-        ``(N, M, erb_bands)`` in [0, 1] the network chose.
+        ``(N, bins, M)``), offline (``states=None``) or one step on, the band gains
+        ``(N, M, erb_bands)`` in [0, 1] the network chose, and the recurrent state ``(N, M, hidden_dim)``
+        they came from.
 
         ``states``: the frame conv's, the LSTM's, the deep filter's and the noise floor's (or None)
         streaming states; ``wav``: the audio ``(N, 1, T)`` of ``spec`` (offline, for the learnable front
@@ -391,7 +397,7 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
         out_imag = torch.cat([out_imag[:, : c.df_bins] + low_imag, out_imag[:, c.df_bins :]], 1)
         if mix:
             out_real, out_imag = mix * real + (1.0 - mix) * out_real, mix * imag + (1.0 - mix) * out_imag
-        return (out_real, out_imag), band_gains
+        return (out_real, out_imag), band_gains, h
 
     def _dropout(self, h: torch.Tensor) -> torch.Tensor:
         """``config.dropout`` of the features ``h`` while training offline; ``h`` itself otherwise."""
@@ -408,6 +414,20 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
         valid = energies[0] > 1e-9
         return (energies[1] / energies[0].clamp_min(1e-9)).sqrt().clamp(max=1.0), valid
 
+    def speech_frames(
+        self, clean: torch.Tensor, range_db: float = 30.0, floor_db: float = -65.0
+    ) -> torch.Tensor:
+        """Training targets for the voice-activity head (``vad_head``): 1.0 where a causal frame of mono
+        ``clean (N, 1, T)`` holds speech, i.e. its mean power is within ``range_db`` of the item's loudest
+        frame and above ``floor_db`` dBFS (a full-scale sine is -3), else 0.0; ``(N, M)``, the frames of
+        :meth:`forward`."""
+        spec = self.analysis(clean)[:, 0]
+        window_power = self.analysis.window.square().sum()
+        power = (spec.real.square() + spec.imag.square()).sum(1) * (2.0 / (self.config.n_fft * window_power))
+        level = 10.0 * torch.log10(power + 1e-12)
+        loudest = level.amax(-1, keepdim=True)
+        return ((level > loudest - range_db) & (level > floor_db)).to(clean.dtype)
+
     def step(self, x: torch.Tensor, state: StateList, final: bool = False, mix: float = 0.0) -> torch.Tensor:
         """Next ``x (N, 1, k * hop_length)`` mono samples -> ``(N, 1, k * hop_length)`` output samples.
 
@@ -421,7 +441,7 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
         noise_state = None if self.noise_floor is None else next(extra)
         norm_state = None if self.band_norm is None else next(extra)
         states = [conv_state, lstm_state, df_state, noise_state, norm_state]
-        (real, imag), _ = self._enhance_spectrum(spec, mix, states, pitch=pitch)
+        (real, imag), _, _ = self._enhance_spectrum(spec, mix, states, pitch=pitch)
         return self.synthesis.step_parts(real[:, None], imag[:, None], ola_state)
 
     def forward(
@@ -430,16 +450,22 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
         atten_lim_db: float | None = None,
         dry: float = 0.0,
         return_gains: bool = False,
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Enhanced ``wav (B, C, T)``: same shape, aligned with the input; with ``return_gains`` also
-        the band gains ``(B * C, frames, erb_bands)`` (for :meth:`ideal_band_gains` losses)."""
+        the band gains ``(B * C, frames, erb_bands)`` (for :meth:`ideal_band_gains` losses) and, with
+        ``config.vad_head``, the voice-activity logits ``(B * C, frames)`` (else None; for
+        :meth:`speech_frames` targets)."""
         batch, channels, length = wav.shape
         mono = wav.reshape(batch * channels, 1, length)
         spec = self.analysis(mono)[:, 0]
         pitch = None if self.pitch is None else self.pitch(mono)
-        parts, band_gains = self._enhance_spectrum(spec, mix_factor(atten_lim_db, dry), wav=mono, pitch=pitch)
+        mix = mix_factor(atten_lim_db, dry)
+        parts, band_gains, hidden = self._enhance_spectrum(spec, mix, wav=mono, pitch=pitch)
         out = self.synthesis(torch.complex(*parts)[:, None], length).reshape(batch, channels, length)
-        return (out, band_gains) if return_gains else out
+        if not return_gains:
+            return out
+        speech = None if self.vad_head is None else self.vad_head(hidden)[..., 0]
+        return out, band_gains, speech
 
     @torch.no_grad()
     def enhance(self, wav: torch.Tensor, atten_lim_db: float | None = None, dry: float = 0.0) -> torch.Tensor:
@@ -606,6 +632,21 @@ def grow_hidden(model: Enhancer, hidden_dim: int, seed: int = 0) -> Enhancer:
             fresh.zero_()
             fresh[:, :width] = value
     grown.load_state_dict(state)
+    return grown
+
+
+def add_vad_head(model: Enhancer, seed: int = 0) -> Enhancer:
+    """A copy of ``model`` with a freshly initialised voice-activity head (seeded by ``seed``); it enhances
+    exactly as ``model`` does (the head only feeds a training loss)."""
+    if model.config.vad_head:
+        return model
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        grown = Enhancer(dataclasses.replace(model.config, vad_head=True))
+    grown = grown.to(model.df_head.weight.device)
+    missing, unexpected = grown.load_state_dict(model.state_dict(), strict=False)
+    if unexpected or any(not name.startswith("vad_head.") for name in missing):
+        raise ModelError(f"{model.config.name}: weights do not fit the model ({missing + unexpected})")
     return grown
 
 

@@ -26,7 +26,7 @@ from audiokit.errors import RecipeError
 from audiokit.losses import CompressedComplexSTFTLoss, MultiResolutionSTFTLoss
 from audiokit.losses.perceptual import PesqStyleLoss
 from audiokit.models.base import AudioModel
-from audiokit.models.enhancer import Enhancer, grow_features, grow_hidden
+from audiokit.models.enhancer import Enhancer, add_vad_head, grow_features, grow_hidden
 from audiokit.train.data import read_clips
 from audiokit.train.mixtures import NOISE_KINDS, MixtureConfig, MixtureDataset
 from audiokit.train.recipe import Recipe, check, check_loss_weights, check_resolutions
@@ -43,7 +43,9 @@ class EnhanceLossesConfig:
     the complex term's compressed magnitudes alone (no pull towards zero where the phase is uncertain),
     their errors weighted by ``excess_weight`` where the output is louder than the target (above 1:
     residual noise costs more than removed speech, as in PESQ). ``pesq_style``: PESQ's disturbance in a
-    differentiable form (:class:`~audiokit.losses.perceptual.PesqStyleLoss`).
+    differentiable form (:class:`~audiokit.losses.perceptual.PesqStyleLoss`). ``vad``: binary cross-entropy
+    of the model's voice-activity head (``model.options.vad_head``) against the frames where the clean
+    target holds speech (:meth:`Enhancer.speech_frames`), an auxiliary task as in RNNoise.
     """
 
     complex: float = 1.0
@@ -52,6 +54,7 @@ class EnhanceLossesConfig:
     si_sdr: float = 0.02
     band_gain: float = 0.0
     pesq_style: float = 0.0
+    vad: float = 0.0
     excess_weight: float = 1.0
     complex_exponent: float = 0.3
     stft_resolutions: list[list[int]] = field(
@@ -109,7 +112,7 @@ class EnhanceRecipe(Recipe):
             where,
             "'mixture.noise_weights.music' > 0 needs 'data.music' (a music manifest or directory)",
         )
-        terms = ("complex", "compressed_magnitude", "magnitude", "si_sdr", "band_gain", "pesq_style")
+        terms = ("complex", "compressed_magnitude", "magnitude", "si_sdr", "band_gain", "pesq_style", "vad")
         check_loss_weights(losses, terms, where)
         check_resolutions(losses, where, ("complex", "compressed_magnitude", "magnitude"))
 
@@ -170,6 +173,10 @@ class EnhanceTask(Task):
     def __init__(self, recipe: EnhanceRecipe, model: Enhancer, runtime) -> None:
         super().__init__(recipe, model, runtime)
         cfg = recipe.losses
+        if cfg.vad and not model.config.vad_head:
+            raise RecipeError(
+                "'losses.vad' > 0 needs the model's voice-activity head ('model.options.vad_head: true')"
+            )
         fft, hop, win = zip(*cfg.stft_resolutions, strict=True) if cfg.stft_resolutions else ((), (), ())
         self.complex_loss = CompressedComplexSTFTLoss(fft, hop, win, cfg.complex_exponent).to(runtime.device)
         self.magnitude_loss = MultiResolutionSTFTLoss(fft, hop, win).to(runtime.device)
@@ -178,7 +185,8 @@ class EnhanceTask(Task):
 
     def adapt_pretrained(self, pretrained: AudioModel) -> tuple[AudioModel, dict[str, Any]]:
         """Weights without the recipe's pitch analysis or noise floor gain them (:func:`grow_features`);
-        a narrower recurrent network grows to the recipe's ``hidden_dim`` (:func:`grow_hidden`)."""
+        a narrower recurrent network grows to the recipe's ``hidden_dim`` (:func:`grow_hidden`); weights
+        without the recipe's voice-activity head gain a fresh one (:func:`add_vad_head`)."""
         if not isinstance(pretrained, Enhancer):
             return pretrained, {}
         want = self.model.config
@@ -197,6 +205,9 @@ class EnhanceTask(Task):
         note.update({k: v for k, v in added.items() if v})
         if any(added.values()):
             pretrained = grow_features(pretrained, want)
+        if want.vad_head and not pretrained.config.vad_head:
+            pretrained = add_vad_head(pretrained, self.recipe.run.seed)
+            note["vad_head"] = True
         return pretrained, ({"init_grown_to": note} if note else {})
 
     def train_data(self) -> torch.utils.data.Dataset:
@@ -227,9 +238,12 @@ class EnhanceTask(Task):
         noisy = batch["input"].to(device, non_blocking=True)
         clean = batch["clean"].to(device, non_blocking=True)
         with self.runtime.autocast():
-            out, band_gains = model(noisy, return_gains=True)
+            out, band_gains, vad_logits = model(noisy, return_gains=True)
         out = out.float()
         losses = {}
+        if cfg.vad:
+            target = self.model.speech_frames(clean.flatten(0, 1)[:, None])
+            losses["vad"] = nn.functional.binary_cross_entropy_with_logits(vad_logits.float(), target)
         if cfg.band_gain:
             ideal, valid = self.model.ideal_band_gains(
                 noisy.flatten(0, 1)[:, None], clean.flatten(0, 1)[:, None]
