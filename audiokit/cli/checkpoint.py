@@ -1,4 +1,5 @@
-"""``audiokit checkpoint pack|unpack``: a run's training state as committable shards, and back."""
+"""``audiokit checkpoint pack|unpack|average``: a run's training state as committable shards, and back;
+the mean of several weights as one model."""
 
 from __future__ import annotations
 
@@ -8,6 +9,12 @@ from audiokit.cli.options import finite_number
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.action == "average":
+        from audiokit.train.averaging import average_weights
+
+        path = average_weights(args.weights, args.out, args.only or (), args.force)
+        print(f"{path}: the mean of {len(args.weights)} weights")  # the result: printed with -q too
+        return 0
     from audiokit.train.portable import pack_run, unpack_run
 
     if args.action == "pack":
@@ -24,19 +31,40 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     parser = subparsers.add_parser(
         "checkpoint",
         parents=[common],
-        help="pack a run's training state into committable shards, or unpack it into a run directory",
+        help="pack a run's training state into committable shards, unpack it into a run directory, or "
+        "average weights",
         description="pack RUN_DIR OUT: checkpoints/latest.pt as safetensors shards + state.json, with "
         "the run's records (a pack already in OUT is replaced only with -f; other files there are kept); "
         "unpack OUT RUN_DIR: rebuild it, so that audiokit train --resume continues "
-        "bit-exactly, with the EMA weights as RUN_DIR/model.safetensors (a model path for -m at once).",
+        "bit-exactly, with the EMA weights as RUN_DIR/model.safetensors (a model path for -m at once); "
+        "average OUT W1 W2 ...: the mean of weights of one architecture as OUT/model.safetensors, whose "
+        "JSON names them (audiokit card traces it to the run that saved them).",
     )
-    parser.add_argument("action", choices=("pack", "unpack"))
-    parser.add_argument("source", help="pack: the run directory; unpack: the packed folder")
-    parser.add_argument("target", help="pack: the folder to write; unpack: the run directory to make")
-    parser.add_argument(
-        "--max-shard-mb", type=finite_number(), default=24.0, help="largest shard in MiB (default 24)"
+    actions = parser.add_subparsers(dest="action", required=True, metavar="{pack,unpack,average}")
+    for action, source_help, target_help in (
+        ("pack", "the run directory", "the folder to write"),
+        ("unpack", "the packed folder", "the run directory to make"),
+    ):
+        sub = actions.add_parser(action, parents=[common], help=f"{action} a run's training state")
+        sub.add_argument("source", help=source_help)
+        sub.add_argument("target", help=target_help)
+        sub.add_argument(
+            "--max-shard-mb", type=finite_number(), default=24.0, help="largest shard in MiB (default 24)"
+        )
+        sub.add_argument(
+            "-f", "--force", action="store_true", help="pack: replace the packed state already in the folder"
+        )
+    average = actions.add_parser(
+        "average", parents=[common], help="the mean of several weights of one architecture ('model soup')"
     )
-    parser.add_argument(
-        "-f", "--force", action="store_true", help="pack: replace the packed state already in the folder"
+    average.add_argument("out", help="the folder to write model.safetensors and model.json in")
+    average.add_argument("weights", nargs="+", help="shipped names, run directories or .safetensors files")
+    average.add_argument(
+        "--only",
+        action="append",
+        metavar="PREFIX",
+        help="average only parameters whose names start with PREFIX (repeatable); the rest are the first "
+        "weights'",
     )
+    average.add_argument("-f", "--force", action="store_true", help="replace OUT/model.safetensors")
     parser.set_defaults(handler=run)

@@ -61,8 +61,8 @@ class CardOptions:
 
 
 def model_weights(weights: str, model: AudioModel, sha256: str) -> dict:
-    """Path (as the repository names shipped weights), model name, sha256, training step and sample
-    rate (Hz) of the ``model`` loaded from ``weights``."""
+    """Path (as the repository names shipped weights), model name, sha256, training step (or, for an
+    average of weights, its ingredients) and sample rate (Hz) of the ``model`` loaded from ``weights``."""
     path = resolve_weights(weights)
     meta_path = path.with_suffix(".json")
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
@@ -72,6 +72,9 @@ def model_weights(weights: str, model: AudioModel, sha256: str) -> dict:
     info = {"path": str(path), "name": model.name, "sha256": sha256, "shipped": shipped}
     if "step" in meta:
         info["step"] = meta["step"]
+    if meta.get("averaged_from"):  # audiokit checkpoint average
+        info["averaged_from"] = meta["averaged_from"]
+        info["averaged_tensors"] = meta.get("averaged_tensors", [])
     info["sample_rate"] = model.sample_rate
     return info
 

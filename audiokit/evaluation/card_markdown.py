@@ -31,7 +31,24 @@ def shown_path(path: str, quote: bool = True) -> str:
     return f'"$AUDIOKIT_DATA/{relative}"' if quote else f"$AUDIOKIT_DATA/{relative}"
 
 
+def _weights_origin(weights: dict) -> str:
+    """``step N``, or what an average of weights (``audiokit checkpoint average``) was made of."""
+    ingredients = weights.get("averaged_from")
+    if not ingredients:
+        return f"step {weights.get('step', 'not recorded')}"
+    steps = " and ".join(
+        f"step {i.get('step', 'not recorded')} (`{str(i['sha256'])[:12]}`)" for i in ingredients
+    )
+    tensors = weights.get("averaged_tensors") or []
+    if not tensors:
+        return f"the mean of the weights of {steps}"
+    names = ", ".join(f"`{prefix}*`" for prefix in tensors)
+    return f"the mean of the weights of {steps} in {names}, the rest the first's"
+
+
 def _weights_step_note(weights: dict, training: dict) -> str:
+    if weights.get("averaged_from"):
+        return " (**the weights average several of them**: see above)"
     step = weights.get("step")
     if step is None or step == training["steps"]:
         return ""
@@ -172,7 +189,7 @@ def header_lines(card: dict) -> list[str]:
     return [
         f"# {title}",
         "",
-        f"Weights: `{w['path']}` ({status}); sha256 `{w['sha256']}`, step {w.get('step', 'not recorded')}.",
+        f"Weights: `{w['path']}` ({status}); sha256 `{w['sha256']}`, {_weights_origin(w)}.",
         f"Card generated {generated['date']} at commit `{generated['commit']}` on "
         f"{generated['machine']['processor']} x {generated['machine']['cpu_count']} "
         f"({generated['machine']['gpu'] or 'no GPU'}).",

@@ -178,7 +178,9 @@ def _architecture(config_path: Path) -> tuple | None:
 def check_run_weights(weights: str, run_dir: Path) -> None:
     """Refuse (:class:`UsageError`) weights that the run in ``run_dir`` did not save: their sha256 must
     be that of the run's ``model.safetensors`` (``model.json``), one ``run.json`` records (``weights``:
-    every save since the trainer recorded them) or the EMA weights of a checkpoint in ``checkpoints/``.
+    every save since the trainer recorded them) or the EMA weights of a checkpoint in ``checkpoints/``;
+    or they are an average of such weights (:func:`audiokit.train.averaging.average_weights`: every sha256
+    their JSON's ``averaged_from`` names is the run's).
     A run from before ``run.json`` recorded its saves (no ``weights``) cannot name its earlier weights, so
     there weights of the run's own architecture (format and config of ``model.json``) are taken."""
     info_path = run_dir / "run.json"
@@ -186,23 +188,32 @@ def check_run_weights(weights: str, run_dir: Path) -> None:
         raise UsageError(f"--run-dir {run_dir}: no run.json (not an `audiokit train` run directory)")
     path = resolve_weights(weights)
     sha256 = weights_sha256(path)
+    if _saved_by_run(sha256, run_dir):
+        return
+    meta_path = path.with_suffix(".json")
+    ingredients = _json(meta_path).get("averaged_from") if meta_path.is_file() else None
+    if ingredients and all(_saved_by_run(i.get("sha256"), run_dir) for i in ingredients):
+        return
     own = run_dir / "model.json"
-    if own.is_file() and _json(own).get("sha256") == sha256:
-        return
     recorded = _json(info_path).get("weights")
-    if recorded is not None and sha256 in recorded:
-        return
-    if any(_checkpoint_sha256(path) == sha256 for path in sorted((run_dir / "checkpoints").glob("*.pt"))):
-        return
-    if recorded is None and _architecture(own) is not None and _architecture(own) == _architecture(
-        path.with_suffix(".json")
-    ):
+    if recorded is None and _architecture(own) is not None and _architecture(own) == _architecture(meta_path):
         return
     raise UsageError(
         f"-m {weights}: these weights (sha256 {sha256[:16]}...) are not of the run in {run_dir}: neither its "
-        "model.safetensors, nor weights its run.json records, nor a checkpoint's; give the run directory "
-        "that trained them"
+        "model.safetensors, nor weights its run.json records, nor a checkpoint's, nor an average of those; "
+        "give the run directory that trained them"
     )
+
+
+def _saved_by_run(sha256: str | None, run_dir: Path) -> bool:
+    """Whether the run in ``run_dir`` saved weights of ``sha256``: its ``model.safetensors``, a save its
+    ``run.json`` records or a checkpoint's EMA weights."""
+    own = run_dir / "model.json"
+    if own.is_file() and _json(own).get("sha256") == sha256:
+        return True
+    if sha256 in (_json(run_dir / "run.json").get("weights") or {}):
+        return True
+    return any(_checkpoint_sha256(path) == sha256 for path in sorted((run_dir / "checkpoints").glob("*.pt")))
 
 
 def training_record(run_dir: Path, init_card: Path | None = None) -> dict:

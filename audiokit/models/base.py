@@ -98,9 +98,20 @@ class ModelConfig:
     sample_rate: int
     channels: int = 1
 
+    training_only: ClassVar[tuple[str, ...]] = ()
+    """Fields that change how a model trains, not what its weights compute."""
+
     def to_dict(self) -> dict:
         """JSON-ready nested dicts (:func:`audiokit.schema.build` restores the config)."""
         return dataclasses.asdict(self)
+
+    def architecture(self) -> dict:
+        """:meth:`to_dict` without the name and the :attr:`training_only` fields: what two configs must
+        share for their weights to compute alike."""
+        fields = self.to_dict()
+        for key in ("name", *self.training_only):
+            fields.pop(key, None)
+        return fields
 
 
 FAMILIES: dict[str, type[AudioModel]] = {}

@@ -111,6 +111,14 @@ class CodecConfig(ModelConfig):
     ``dropout_choices``); the last five only matter in training.
     """
 
+    training_only: ClassVar[tuple[str, ...]] = (
+        "quantizer_dropout",
+        "quantizer_dropout_choices",
+        "dead_code_threshold",
+        "duplicate_cosine",
+        "duplicate_distance",
+    )
+
     causal: bool = True
     ratios: tuple[int, ...] = (8, 5, 4, 2)
     latent_dim: int = 128

@@ -56,7 +56,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -80,6 +80,8 @@ from audiokit.streaming.audio import AudioStream
 @dataclass
 class EnhancerConfig(ModelConfig):
     """Architecture of an :class:`Enhancer` (mono); sizes in samples, bins, bands, frames and features."""
+
+    training_only: ClassVar[tuple[str, ...]] = ("dropout",)
 
     n_fft: int = 320
     hop_length: int = 160

@@ -28,14 +28,7 @@ from audiokit.models.codec import Codec, CodecConfig
 GROWABLE = ("n_blocks", "intermediate_dim", "head_hidden_dim")  # ISTFTDecoderConfig fields that can grow
 # output layers of MLPs whose new hidden units must start silent
 WIDENED_OUTPUTS = ("pwconv2.weight", "head.mlp.2.weight")
-# quantizer fields that change how a codec trains, not what its weights compute
-TRAINING_ONLY = (
-    "quantizer_dropout",
-    "quantizer_dropout_choices",
-    "dead_code_threshold",
-    "duplicate_cosine",
-    "duplicate_distance",
-)
+TRAINING_ONLY = CodecConfig.training_only
 
 
 def grow_to(codec: Codec, config: CodecConfig) -> Codec:
