@@ -104,7 +104,7 @@ class EnhancerConfig(ModelConfig):
     dropout: float = 0.0  # training only (offline forward): on the recurrent network's input and output
     low_band_features: bool = True  # the low band's compressed complex spectrum among the features
     band_norm_frames: int = 0  # > 0: band levels relative to their mean over this many frames (and the level)
-    vad_head: bool = False  # training only: a per-frame speech-presence logit from the recurrent state
+    vad_head: bool = False  # a per-frame speech logit from the recurrent state; only a training loss reads it
 
     def __post_init__(self) -> None:
         if self.channels != 1:
@@ -466,8 +466,8 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
         out = self.synthesis(torch.complex(*parts)[:, None], length).reshape(batch, channels, length)
         if not return_gains:
             return out
-        speech = None if self.vad_head is None else self.vad_head(hidden)[..., 0]
-        return out, band_gains, speech
+        vad_logits = None if self.vad_head is None else self.vad_head(hidden)[..., 0]
+        return out, band_gains, vad_logits
 
     @torch.no_grad()
     def enhance(self, wav: torch.Tensor, atten_lim_db: float | None = None, dry: float = 0.0) -> torch.Tensor:
