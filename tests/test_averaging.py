@@ -9,12 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import safetensors.torch
 import torch
 
 from audiokit.cli import main
-from audiokit.errors import UsageError
+from audiokit.errors import ModelError, UsageError
 from audiokit.evaluation.training_record import check_run_weights
 from audiokit.models import AudioModel
+from audiokit.models.base import round_to_float16
 from audiokit.models.enhancer import Enhancer, EnhancerConfig
 from audiokit.train.averaging import average_weights
 from audiokit.train.recipe import load_recipe
@@ -115,3 +117,41 @@ def test_a_card_accepts_an_average_of_its_runs_weights_only(tmp_path):
     foreign = _saved(tmp_path / "foreign", 7, AudioModel.from_pretrained(run).config)
     with pytest.raises(UsageError, match="nor an average of those"):
         check_run_weights(str(average_weights([str(run), str(foreign)], tmp_path / "mixed")), run)
+
+
+def test_float16_storage_halves_the_bytes_and_loads_the_same_model(tmp_path):
+    first, second = _saved(tmp_path / "a", 1), _saved(tmp_path / "b", 2)
+    plain = average_weights([str(first), str(second)], tmp_path / "plain")
+    half = average_weights([str(first), str(second)], tmp_path / "half", float16=["lstm.", "df_head."])
+    stored = safetensors.torch.load_file(half)
+    assert (
+        stored["df_head.weight"].dtype == torch.float16 and stored["input_proj.weight"].dtype == torch.float32
+    )
+    assert half.stat().st_size < plain.stat().st_size
+    assert json.loads(half.with_suffix(".json").read_text())["float16_tensors"] == ["lstm.", "df_head."]
+    mean, loaded = _state(plain), AudioModel.from_pretrained(half)
+    for name, value in loaded.state_dict().items():
+        expected = mean[name]
+        if name.startswith(("lstm.", "df_head.")) and value.is_floating_point():
+            expected = torch.from_numpy(expected).float().half().double().numpy()  # the mean rounded
+        assert value.dtype == AudioModel.from_pretrained(plain).state_dict()[name].dtype
+        np.testing.assert_allclose(value.double().numpy(), expected, rtol=1e-6, atol=1e-7)
+    meta = json.loads(half.with_suffix(".json").read_text())
+    assert meta["weights_sha256"] == loaded.weights_sha256() != meta["sha256"]  # the weights', not the file's
+    meta["weights_sha256"] = "0" * 64
+    half.with_suffix(".json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="weights_sha256"):
+        AudioModel.from_pretrained(half)
+
+
+def test_only_rounded_values_are_stored_as_float16(tmp_path):
+    model = AudioModel.from_pretrained(_saved(tmp_path / "a", 1))
+    with pytest.raises(ModelError, match="not float16 values"):
+        model.save_pretrained(tmp_path / "b" / "model.safetensors", float16=["df_head."])
+    round_to_float16(model, ["df_head."])
+    path = model.save_pretrained(tmp_path / "b" / "model.safetensors", float16=["df_head."])
+    meta = json.loads(path.with_suffix(".json").read_text())
+    meta.pop("float16_tensors")  # an undeclared float16 tensor is refused, as before
+    path.with_suffix(".json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="is float16 but"):
+        AudioModel.from_pretrained(path)

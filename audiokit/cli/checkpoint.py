@@ -12,7 +12,7 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "average":
         from audiokit.train.averaging import average_weights
 
-        path = average_weights(args.weights, args.out, args.only or (), args.force)
+        path = average_weights(args.weights, args.out, args.only or (), args.force, args.float16 or ())
         print(f"{path}: the mean of {len(args.weights)} weights")  # the result: printed with -q too
         return 0
     from audiokit.train.portable import pack_run, unpack_run
@@ -65,6 +65,13 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         metavar="PREFIX",
         help="average only parameters whose names start with PREFIX (repeatable); the rest are the first "
         "weights'",
+    )
+    average.add_argument(
+        "--float16",
+        action="append",
+        metavar="PREFIX",
+        help="store parameters whose names start with PREFIX as float16 (repeatable): the mean rounded to "
+        "float16 values, half the bytes, loaded as float32",
     )
     average.add_argument("-f", "--force", action="store_true", help="replace OUT/model.safetensors")
     parser.set_defaults(handler=run)

@@ -227,20 +227,38 @@ class AudioModel(nn.Module):
         """sha256 (hex) of the model's weights serialised as safetensors: identifies the weights."""
         return hashlib.sha256(safetensors.torch.save(_contiguous_state(self))).hexdigest()
 
-    def save_pretrained(self, path: str | Path, extra: dict | None = None) -> Path:
+    def save_pretrained(
+        self, path: str | Path, extra: dict | None = None, float16: Sequence[str] = ()
+    ) -> Path:
         """Write ``path`` (``.safetensors``) and its typed config as JSON beside it (``.json``), atomically.
 
         ``.safetensors`` is added to a ``path`` that does not end in it (a ``.json`` ending is replaced):
         ``runs/model.step100`` writes ``runs/model.step100.safetensors`` and ``.json``, never another
         model's ``runs/model.safetensors``. ``extra``: more keys for the JSON (e.g. the training step).
-        Returns the ``.safetensors`` path."""
+        ``float16``: name prefixes of float32 tensors stored as float16 (half the bytes; the JSON's
+        ``float16_tensors`` lists them and :meth:`from_pretrained` loads them as float32 again); their
+        values must be float16 values already (:func:`round_to_float16`), so the model loaded is this one
+        (:class:`ModelError` otherwise); the JSON then also records :meth:`weights_sha256`
+        (``weights_sha256``), which differs from the file's. Returns the ``.safetensors`` path."""
         path = _weights_path(Path(path))
-        blob = safetensors.torch.save(_contiguous_state(self))
+        state = _contiguous_state(self)
+        for name, tensor in state.items():
+            if tensor.dtype == torch.float32 and _under(name, float16):
+                half = tensor.half()
+                if not torch.equal(half.float(), tensor):
+                    raise ModelError(f"{name}: not float16 values; round_to_float16 the model before storing")
+                state[name] = half
+        blob = safetensors.torch.save(state)
         meta = {
             "format": f"audiokit-{self.family}",
             "format_version": FORMAT_VERSION,
             "config": self.config.to_dict(),
             "sha256": hashlib.sha256(blob).hexdigest(),
+            # with tensors stored as float16, the file's sha256 is not the weights' own
+            # (:meth:`weights_sha256`, what .akc headers and the weights archive name them by)
+            **(
+                {"float16_tensors": list(float16), "weights_sha256": self.weights_sha256()} if float16 else {}
+            ),
             **(extra or {}),
         }
         with atomic_path(path) as tmp:
@@ -292,8 +310,17 @@ class AudioModel(nn.Module):
             raise ModelError(f"{path}: not a valid safetensors file ({exc})") from None
         model = _build(family, config, str(config_path))
         expected = model.state_dict()
+        stored_half = meta.get("float16_tensors") or []
         for key, tensor in state.items():  # load_state_dict would cast float16 or int64 tensors silently
-            if key in expected and tensor.dtype != expected[key].dtype:
+            if key not in expected:
+                continue
+            if (
+                tensor.dtype == torch.float16
+                and expected[key].dtype == torch.float32
+                and _under(key, stored_half)
+            ):
+                state[key] = tensor.float()  # stored as float16 (save_pretrained's float16)
+            elif tensor.dtype != expected[key].dtype:
                 raise ModelError(
                     f"{path}: tensor {key!r} is {str(tensor.dtype).removeprefix('torch.')} but config "
                     f"{config.name!r} holds {str(expected[key].dtype).removeprefix('torch.')} there "
@@ -305,6 +332,10 @@ class AudioModel(nn.Module):
             raise ModelError(
                 f"{path}: weights do not fit config {config.name!r} ({str(exc)[:200]})"
             ) from None
+        if stored_half and meta.get("weights_sha256") != model.weights_sha256():
+            raise ModelError(
+                f"{path}: the weights loaded are not those {config_path.name} names (weights_sha256)"
+            )
         return model.eval()
 
 
@@ -334,6 +365,24 @@ def _weights_path(path: Path) -> Path:
 def _article(word: str) -> str:
     """``word`` with "a" or "an" before it."""
     return f"{'an' if word[0] in 'aeiou' else 'a'} {word}"
+
+
+def round_to_float16(model: nn.Module, prefixes: Sequence[str]) -> None:
+    """Round ``model``'s float32 parameters and buffers whose names start with one of ``prefixes`` to
+    the nearest float16 values, in place (still float32), so that :meth:`AudioModel.save_pretrained` can
+    store them as float16 without changing the model. :class:`ModelError` for a value beyond float16's
+    range."""
+    with torch.no_grad():
+        for name, tensor in model.state_dict(keep_vars=True).items():
+            if tensor.dtype == torch.float32 and _under(name, prefixes):
+                rounded = tensor.half().float()
+                if not torch.isfinite(rounded).all() and torch.isfinite(tensor).all():
+                    raise ModelError(f"{name}: a value beyond float16's range (|x| > 65504)")
+                tensor.copy_(rounded)
+
+
+def _under(name: str, prefixes: Sequence[str]) -> bool:
+    return any(name.startswith(prefix) for prefix in prefixes)
 
 
 def _contiguous_state(model: nn.Module) -> dict[str, torch.Tensor]:

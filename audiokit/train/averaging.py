@@ -16,11 +16,15 @@ from pathlib import Path
 import torch
 
 from audiokit.errors import UsageError
-from audiokit.models.base import AudioModel, resolve_weights
+from audiokit.models.base import AudioModel, resolve_weights, round_to_float16
 
 
 def average_weights(
-    sources: Sequence[str], out: str | Path, only: Sequence[str] = (), force: bool = False
+    sources: Sequence[str],
+    out: str | Path,
+    only: Sequence[str] = (),
+    force: bool = False,
+    float16: Sequence[str] = (),
 ) -> Path:
     """Write the mean of the weights ``sources`` (shipped names, run directories or ``.safetensors``
     paths; at least two, of one family and architecture: configs equal but for the name and training-only
@@ -29,7 +33,9 @@ def average_weights(
 
     ``only``: parameter-name prefixes (e.g. ``rate_decoders.3.``): just those tensors are averaged, the
     others are the first source's. Floating-point tensors are averaged in float64 and stored in their own
-    dtype; other tensors must be equal in every source. :class:`UsageError` (one line) for fewer than
+    dtype; other tensors must be equal in every source. ``float16``: prefixes of tensors whose mean is
+    rounded to float16 values and stored as float16 (half the bytes; loaded as float32,
+    :meth:`AudioModel.save_pretrained`). :class:`UsageError` (one line) for fewer than
     two sources, weights that do not load, differing architectures, a prefix that names no tensor, or an
     existing ``out/model.safetensors`` without ``force``.
     """
@@ -45,9 +51,10 @@ def average_weights(
             raise UsageError(f"{source}: another architecture than {sources[0]}; only weights of one average")
     states = [model.state_dict() for model in models]
     names = list(states[0])
-    for prefix in only:
-        if not any(name.startswith(prefix) for name in names):
-            raise UsageError(f"--only {prefix}: no parameter of {sources[0]} starts with it")
+    for option, prefixes in (("--only", only), ("--float16", float16)):
+        for prefix in prefixes:
+            if not any(name.startswith(prefix) for name in names):
+                raise UsageError(f"{option} {prefix}: no parameter of {sources[0]} starts with it")
     averaged = {}
     for name in names:
         tensors = [state[name] for state in states]
@@ -62,9 +69,11 @@ def average_weights(
         else:
             averaged[name] = tensors[0]
     first.load_state_dict(averaged, strict=True)
+    round_to_float16(first, float16)
     ingredients = []
     for source in sources:
         meta = json.loads(resolve_weights(source).with_suffix(".json").read_text())
         ingredients.append({"sha256": meta["sha256"], "step": meta.get("step")})
     Path(out).mkdir(parents=True, exist_ok=True)
-    return first.save_pretrained(target, extra={"averaged_from": ingredients, "averaged_tensors": list(only)})
+    extra = {"averaged_from": ingredients, "averaged_tensors": list(only)}
+    return first.save_pretrained(target, extra=extra, float16=float16)
