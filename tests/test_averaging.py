@@ -14,6 +14,9 @@ import torch
 
 from audiokit.cli import main
 from audiokit.errors import ModelError, UsageError
+from audiokit.evaluation.card_common import model_weights
+from audiokit.evaluation.card_markdown import header_lines
+from audiokit.provenance import run_info
 from audiokit.evaluation.training_record import check_run_weights
 from audiokit.models import AudioModel
 from audiokit.models.base import round_to_float16
@@ -155,3 +158,14 @@ def test_only_rounded_values_are_stored_as_float16(tmp_path):
     path.with_suffix(".json").write_text(json.dumps(meta))
     with pytest.raises(ModelError, match="is float16 but"):
         AudioModel.from_pretrained(path)
+
+
+def test_a_card_header_says_what_was_averaged_and_stored_as_float16(tmp_path):
+    first, second = _saved(tmp_path / "a", 1), _saved(tmp_path / "b", 2)
+    out = average_weights([str(first), str(second)], tmp_path / "soup", only=["df_head."], float16=["lstm."])
+    model = AudioModel.from_pretrained(out)
+    weights = model_weights(str(out), model, model.weights_sha256())
+    card = {"weights": weights, "generated": run_info()}
+    header = header_lines(card)[2]
+    assert "the mean of the weights of step 1" in header and "step 2" in header
+    assert "`df_head.*`" in header and "`lstm.*` stored as float16" in header

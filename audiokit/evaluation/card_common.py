@@ -75,6 +75,8 @@ def model_weights(weights: str, model: AudioModel, sha256: str) -> dict:
     if meta.get("averaged_from"):  # audiokit checkpoint average
         info["averaged_from"] = meta["averaged_from"]
         info["averaged_tensors"] = meta.get("averaged_tensors", [])
+    if meta.get("float16_tensors"):  # stored as float16 (save_pretrained's float16)
+        info["float16_tensors"] = meta["float16_tensors"]
     info["sample_rate"] = model.sample_rate
     return info
 

@@ -32,18 +32,24 @@ def shown_path(path: str, quote: bool = True) -> str:
 
 
 def _weights_origin(weights: dict) -> str:
-    """``step N``, or what an average of weights (``audiokit checkpoint average``) was made of."""
+    """``step N``, or what an average of weights (``audiokit checkpoint average``) was made of, and which
+    tensors are stored as float16."""
+    stored = weights.get("float16_tensors") or []
+    half = f"; {_prefixes(stored)} stored as float16 (their values float16's)" if stored else ""
     ingredients = weights.get("averaged_from")
     if not ingredients:
-        return f"step {weights.get('step', 'not recorded')}"
+        return f"step {weights.get('step', 'not recorded')}{half}"
     steps = " and ".join(
         f"step {i.get('step', 'not recorded')} (`{str(i['sha256'])[:12]}`)" for i in ingredients
     )
     tensors = weights.get("averaged_tensors") or []
     if not tensors:
-        return f"the mean of the weights of {steps}"
-    names = ", ".join(f"`{prefix}*`" for prefix in tensors)
-    return f"the mean of the weights of {steps} in {names}, the rest the first's"
+        return f"the mean of the weights of {steps}{half}"
+    return f"the mean of the weights of {steps} in {_prefixes(tensors)}, the rest the first's{half}"
+
+
+def _prefixes(prefixes: list[str]) -> str:
+    return ", ".join(f"`{prefix}*`" for prefix in prefixes)
 
 
 def _weights_step_note(weights: dict, training: dict) -> str:

@@ -92,13 +92,14 @@ def _session_seconds(sessions: list[dict]) -> float | None:
 
 
 def _init_weights(init: str) -> tuple[Path | None, str | None]:
-    """The ``--init`` weights file and the sha256 its ``model.json`` records (None where not found)."""
+    """The ``--init`` weights file and the weights' sha256 its ``model.json`` records (``weights_sha256``
+    where tensors are stored as float16, else the file's ``sha256``; None where not found)."""
     try:
         path = resolve_weights(init)
     except ModelError:
         return None, None
-    meta = path.with_suffix(".json")
-    return path, _json(meta).get("sha256") if meta.is_file() else None
+    meta = _json(path.with_suffix(".json")) if path.with_suffix(".json").is_file() else {}
+    return path, meta.get("weights_sha256") or meta.get("sha256")
 
 
 def previous_training(
