@@ -16,11 +16,11 @@ from audiokit.cli import main
 from audiokit.errors import ModelError, UsageError
 from audiokit.evaluation.card_common import model_weights
 from audiokit.evaluation.card_markdown import header_lines
-from audiokit.provenance import run_info
 from audiokit.evaluation.training_record import check_run_weights
 from audiokit.models import AudioModel
 from audiokit.models.base import round_to_float16
 from audiokit.models.enhancer import Enhancer, EnhancerConfig
+from audiokit.provenance import run_info
 from audiokit.train.averaging import average_weights
 from audiokit.train.recipe import load_recipe
 from audiokit.train.trainer import Trainer
