@@ -35,9 +35,9 @@ def average_weights(
     others are the first source's. Floating-point tensors are averaged in float64 and stored in their own
     dtype; other tensors must be equal in every source. ``float16``: prefixes of tensors whose mean is
     rounded to float16 values and stored as float16 (half the bytes; loaded as float32,
-    :meth:`AudioModel.save_pretrained`). :class:`UsageError` (one line) for fewer than
-    two sources, weights that do not load, differing architectures, a prefix that names no tensor, or an
-    existing ``out/model.safetensors`` without ``force``.
+    :meth:`AudioModel.save_pretrained`). :class:`UsageError` (one line) for fewer than two sources,
+    differing architectures, a prefix that names no tensor, or an existing ``out/model.safetensors``
+    without ``force``; :class:`~audiokit.errors.ModelError` for weights that do not load.
     """
     if len(sources) < 2:
         raise UsageError(f"averaging needs at least two weights, got {len(sources)}")
@@ -73,7 +73,8 @@ def average_weights(
     ingredients = []
     for source in sources:
         meta = json.loads(resolve_weights(source).with_suffix(".json").read_text())
-        ingredients.append({"sha256": meta["sha256"], "step": meta.get("step")})
+        sha256 = meta.get("weights_sha256") or meta["sha256"]  # the weights' own, as runs record them
+        ingredients.append({"sha256": sha256, "step": meta.get("step")})
     Path(out).mkdir(parents=True, exist_ok=True)
     extra = {"averaged_from": ingredients, "averaged_tensors": list(only)}
     return first.save_pretrained(target, extra=extra, float16=float16)
