@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shlex
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -189,11 +190,12 @@ def check_run_weights(weights: str, run_dir: Path) -> None:
         raise UsageError(f"--run-dir {run_dir}: no run.json (not an `audiokit train` run directory)")
     path = resolve_weights(weights)
     sha256 = weights_sha256(path)
-    if _saved_by_run(sha256, run_dir):
+    saved_by_run = _saves_of(run_dir)
+    if saved_by_run(sha256):
         return
     meta_path = path.with_suffix(".json")
     ingredients = _json(meta_path).get("averaged_from") if meta_path.is_file() else None
-    if ingredients and all(_saved_by_run(i.get("sha256"), run_dir) for i in ingredients):
+    if ingredients and all(saved_by_run(i.get("sha256")) for i in ingredients):
         return
     own = run_dir / "model.json"
     recorded = _json(info_path).get("weights")
@@ -206,15 +208,23 @@ def check_run_weights(weights: str, run_dir: Path) -> None:
     )
 
 
-def _saved_by_run(sha256: str | None, run_dir: Path) -> bool:
-    """Whether the run in ``run_dir`` saved weights of ``sha256``: its ``model.safetensors``, a save its
-    ``run.json`` records or a checkpoint's EMA weights."""
+def _saves_of(run_dir: Path) -> Callable[[str | None], bool]:
+    """Whether the run in ``run_dir`` saved weights of a sha256: its ``model.safetensors``, a save its
+    ``run.json`` records or a checkpoint's EMA weights (those loaded once, and only when asked about)."""
     own = run_dir / "model.json"
-    if own.is_file() and _json(own).get("sha256") == sha256:
-        return True
-    if sha256 in (_json(run_dir / "run.json").get("weights") or {}):
-        return True
-    return any(_checkpoint_sha256(path) == sha256 for path in sorted((run_dir / "checkpoints").glob("*.pt")))
+    own_sha256 = _json(own).get("sha256") if own.is_file() else None
+    recorded = _json(run_dir / "run.json").get("weights") or {}
+    checkpoints: set[str | None] | None = None
+
+    def saved(sha256: str | None) -> bool:
+        nonlocal checkpoints
+        if sha256 is not None and (sha256 == own_sha256 or sha256 in recorded):
+            return True
+        if checkpoints is None:
+            checkpoints = {_checkpoint_sha256(p) for p in sorted((run_dir / "checkpoints").glob("*.pt"))}
+        return sha256 is not None and sha256 in checkpoints
+
+    return saved
 
 
 def training_record(run_dir: Path, init_card: Path | None = None) -> dict:

@@ -28,15 +28,15 @@ from audiokit.models.codec import Codec, CodecConfig
 GROWABLE = ("n_blocks", "intermediate_dim", "head_hidden_dim")  # ISTFTDecoderConfig fields that can grow
 # output layers of MLPs whose new hidden units must start silent
 WIDENED_OUTPUTS = ("pwconv2.weight", "head.mlp.2.weight")
-TRAINING_ONLY = CodecConfig.training_only
 
 
 def grow_to(codec: Codec, config: CodecConfig) -> Codec:
     """``codec`` as a codec of architecture ``config``: itself, or grown (:func:`grow_decoder`) to fit.
 
     ``config`` may differ from ``codec.config`` only in its name, the training-only quantizer fields
-    (:data:`TRAINING_ONLY`), the decoder's growable sizes (:data:`GROWABLE`), ``rate_conditioned``
-    switched on and more ``rate_decoders``; anything else raises :class:`ModelError`.
+    (``CodecConfig.training_only``; the two are compared by :meth:`~CodecConfig.architecture`), the
+    decoder's growable sizes (:data:`GROWABLE`), ``rate_conditioned`` switched on and more
+    ``rate_decoders``; anything else raises :class:`ModelError`.
     """
     current = codec.config
     if current.rate_conditioned and not config.rate_conditioned:
@@ -49,11 +49,7 @@ def grow_to(codec: Codec, config: CodecConfig) -> Codec:
     if current.rate_decoders and config.decoder != current.decoder:
         raise ModelError(f"{current.name}: a codec with rate decoders cannot grow its decoder")
     comparable = dataclasses.replace(
-        config,
-        name=current.name,
-        rate_conditioned=current.rate_conditioned,
-        rate_decoders=current.rate_decoders,
-        **{key: getattr(current, key) for key in TRAINING_ONLY},
+        config, rate_conditioned=current.rate_conditioned, rate_decoders=current.rate_decoders
     )
     if comparable.decoder != current.decoder:
         if config.decoder_type != "istft" or current.decoder_type != "istft":
@@ -61,7 +57,7 @@ def grow_to(codec: Codec, config: CodecConfig) -> Codec:
         comparable.decoder = dataclasses.replace(
             config.decoder, **{key: getattr(current.decoder, key) for key in GROWABLE}
         )
-    if comparable != current:
+    if comparable.architecture() != current.architecture():
         raise ModelError(f"{current.name}: the architecture differs beyond a larger iSTFT decoder")
     if config.decoder != current.decoder:
         codec = grow_decoder(codec, **{key: getattr(config.decoder, key) for key in GROWABLE})
