@@ -58,7 +58,7 @@ def average_weights(
     averaged = {}
     for name in names:
         tensors = [state[name] for state in states]
-        chosen = not only or any(name.startswith(prefix) for prefix in only)
+        chosen = not only or name.startswith(tuple(only))
         if not tensors[0].is_floating_point():
             if any(not torch.equal(t, tensors[0]) for t in tensors[1:]):
                 raise UsageError(f"{name}: integer tensors that differ between the weights; cannot average")
