@@ -12,6 +12,7 @@ names the file and the problem.
 from __future__ import annotations
 
 import errno
+import fnmatch
 import os
 import re
 import shutil
@@ -22,6 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
@@ -278,8 +280,14 @@ def remix(wav: np.ndarray, channels: int) -> np.ndarray:
     raise ValueError(f"cannot map {current} channels to {channels}; give a mono file or ask for <= {current}")
 
 
+UNKNOWN_WAV_LENGTH = 0x7FFF0000
+"""``data`` sizes from here up are placeholders of writers that did not know the length (a pipe):
+``arecord`` writes 0x7fffff00, ffmpeg and sox 0xffffffff (0, another, reads as no samples)."""
+
+
 def _wav_is_truncated(path: Path) -> bool:
-    """True when a RIFF/WAVE file's ``data`` chunk claims more bytes than the file holds."""
+    """True when a RIFF/WAVE file's ``data`` chunk claims more bytes than the file holds (a size that is a
+    placeholder for an unknown length, :data:`UNKNOWN_WAV_LENGTH`, claims nothing)."""
     size = path.stat().st_size
     with open(path, "rb") as fh:
         head = fh.read(12)
@@ -290,7 +298,8 @@ def _wav_is_truncated(path: Path) -> bool:
             fh.seek(offset)
             chunk_id, chunk_size = fh.read(4), int.from_bytes(fh.read(4), "little")
             if chunk_id == b"data":
-                return chunk_size not in (0, 0xFFFFFFFF) and offset + 8 + chunk_size > size
+                unknown = chunk_size == 0 or chunk_size >= UNKNOWN_WAV_LENGTH
+                return not unknown and offset + 8 + chunk_size > size
             offset += 8 + chunk_size + (chunk_size & 1)
     return False
 
@@ -305,17 +314,22 @@ def _ogg_is_truncated(path: Path) -> bool:
     return last >= 0 and last + 5 < len(tail) and not tail[last + 5] & 0x04
 
 
+def _id3v2_size(path: Path) -> int:
+    """Bytes of the ID3v2 tag an MP3 starts with (cover art and all), 0 without one."""
+    with open(path, "rb") as fh:
+        head = fh.read(10)
+    if len(head) < 10 or head[:3] != b"ID3":
+        return 0
+    size = (head[6] & 0x7F) << 21 | (head[7] & 0x7F) << 14 | (head[8] & 0x7F) << 7 | head[9] & 0x7F
+    return 10 + size + (10 if head[5] & 0x10 else 0)
+
+
 def _mp3_states_its_length(path: Path) -> bool:
     """True when an MP3's first frame (after any ID3v2 tag) holds a Xing/Info tag: its frame count gives
     the exact length libsndfile reports, so decoding fewer samples means damaged or cut audio data.
     (Without the tag the length is estimated from the first frame's bitrate and can be far off.)"""
     with open(path, "rb") as fh:
-        head = fh.read(10)
-        start = 0
-        if len(head) == 10 and head[:3] == b"ID3":
-            size = (head[6] & 0x7F) << 21 | (head[7] & 0x7F) << 14 | (head[8] & 0x7F) << 7 | head[9] & 0x7F
-            start = 10 + size + (10 if head[5] & 0x10 else 0)
-        fh.seek(start)
+        fh.seek(_id3v2_size(path))
         frame = fh.read(200)  # the tag sits 13-36 bytes past the frame header
     return (
         len(frame) > 4
@@ -327,11 +341,29 @@ def _mp3_states_its_length(path: Path) -> bool:
 
 def _check_decoded_length(path: Path, f: sf.SoundFile | ffmpeg.FfmpegReader, decoded: int) -> None:
     """Raise when an MP3 whose header states its length decoded to fewer samples (libmpg123 stops
-    quietly at damaged frames: a 3 s file would otherwise come back as 0.7 s)."""
-    if _is_mp3(f) and decoded < f.frames and _mp3_states_its_length(path):
+    quietly at damaged frames: a 3 s file would otherwise come back as 0.7 s), or when its bytes are far
+    more than its decoded audio can fill (libmpg123 finds a few frame headers by chance in other files,
+    e.g. a program renamed .mp3, and decoded them to a few milliseconds of silence)."""
+    if not _is_mp3(f):
+        return
+    if decoded < f.frames and _mp3_states_its_length(path):
         raise AudioFormatError(
             path, f"truncated or corrupt MP3 data: decoding stopped at sample {decoded} of {f.frames}"
         )
+    payload = path.stat().st_size - _id3v2_size(path)
+    most = decoded / f.samplerate * MPEG_MAX_BYTES_PER_SECOND + MP3_SLACK_BYTES
+    if payload > most:
+        raise AudioFormatError(
+            path,
+            f"not an MP3 file: {payload} bytes hold only {decoded / f.samplerate:.3f} s of MPEG audio "
+            "(the rest is other data)",
+        )
+
+
+MPEG_MAX_BYTES_PER_SECOND = 448_000 // 8
+"""The most bytes a second of MPEG audio takes (layer I at 448 kbps, the highest bitrate of any layer)."""
+MP3_SLACK_BYTES = 32 * 1024
+"""Bytes an MP3 may hold besides its frames and ID3v2 tag (an ID3v1 or APE tag, padding)."""
 
 
 def _is_mp3(f: sf.SoundFile | ffmpeg.FfmpegReader) -> bool:
@@ -514,6 +546,12 @@ def _iter_native(
             break
 
 
+def path_matches(relative: Path, pattern: str) -> bool:
+    """Whether a relative path matches a ``--glob`` pattern: its last parts (``*.wav``, ``alsa/*``), or
+    the whole path with ``*`` crossing folders (``alsa-utils/*``, ``speech/**/x*.wav``)."""
+    return relative.match(pattern) or fnmatch.fnmatchcase(relative.as_posix(), pattern)
+
+
 def find_audio(root: Path, pattern: str = "*", extensions: tuple[str, ...] = AUDIO_EXTENSIONS) -> list[Path]:
     """Files with ``extensions`` under ``root`` (or ``root`` itself), relative path matching ``pattern``.
 
@@ -526,7 +564,7 @@ def find_audio(root: Path, pattern: str = "*", extensions: tuple[str, ...] = AUD
     files = sorted(
         p
         for p in root.rglob("*")
-        if p.is_file() and p.suffix.lower() in extensions and p.relative_to(root).match(pattern)
+        if p.is_file() and p.suffix.lower() in extensions and path_matches(p.relative_to(root), pattern)
     )
     if not files:
         raise UsageError(f"{root}: no files ({', '.join(extensions)}) matching {pattern!r}")
@@ -660,11 +698,11 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
             with open(tmp, "rb") as src, _names_failures_of(path):
                 if stdout:
                     sys.stdout.flush()
-                    shutil.copyfileobj(src, sys.stdout.buffer, 1 << 20)
                     sys.stdout.buffer.flush()
+                    _write_all(src, sys.stdout.fileno())
                 else:
-                    with open(path, "wb") as dst:
-                        shutil.copyfileobj(src, dst, 1 << 20)
+                    with open(path, "wb", buffering=0) as dst:
+                        _write_all(src, dst.fileno())
         finally:
             _discard(tmp)
         return
@@ -684,6 +722,16 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
             os.replace(tmp, real)
     finally:
         _discard(tmp)
+
+
+def _write_all(src: BinaryIO, fd: int) -> None:
+    """Copy ``src`` to the file descriptor ``fd``, every byte or an error: a buffered write to a pipe
+    whose reader goes away can return a short count without raising (CPython), which would end a cut-off
+    output with success; the next ``os.write`` raises :class:`BrokenPipeError` instead."""
+    while chunk := src.read(1 << 20):
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(fd, view) :]
 
 
 @contextmanager
@@ -730,9 +778,10 @@ def clean_stale_temps(outputs: Iterable[PathLike]) -> list[Path]:
 
 
 def _file_id(path: Path) -> tuple[int, int] | None:
+    """The file ``path`` is (device, inode); for ``-``, standard input's (a file redirected into it)."""
     try:
-        st = os.stat(path)
-    except OSError:
+        st = os.fstat(sys.stdin.fileno()) if is_stdio(path) else os.stat(path)
+    except (OSError, ValueError, AttributeError):  # ValueError/AttributeError: stdin closed or None
         return None
     return st.st_dev, st.st_ino
 
@@ -759,7 +808,9 @@ def check_outputs(
     for source, out in jobs:
         file_id = _file_id(out)
         if file_id in input_ids:
-            raise UsageError(f"{out}: the output would overwrite the input {input_ids[file_id]}")
+            source = input_ids[file_id]
+            shown = "<stdin> (the file redirected into it)" if is_stdio(source) else source
+            raise UsageError(f"{out}: the output would overwrite the input {shown}")
         key = os.path.realpath(out)
         if key in seen:
             other, other_out = seen[key]

@@ -173,3 +173,6 @@ def test_an_unknown_bench_model_is_named_like_elsewhere(capsys, no_benchmark, tm
         capsys.readouterr().err,
         f"audiokit bench: error: {tmp_path / 'junk.safetensors'}: no readable model config",
     )
+    (tmp_path / "notes.md").write_text("not weights")  # it read "notes.json: config not found"
+    assert main(["bench", "-m", str(tmp_path / "notes.md")]) == 1
+    _one_line(capsys.readouterr().err, f"audiokit bench: error: {tmp_path / 'notes.md'}: not a model: ")

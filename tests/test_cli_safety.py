@@ -47,6 +47,39 @@ def test_encode_onto_its_input_is_refused_even_through_a_link(capsys, tmp_path):
     assert source.read_bytes() == before and link.is_symlink() and not _temps(tmp_path)
 
 
+@pytest.mark.parametrize("command", ["encode", "enhance", "bwe"])
+def test_a_file_redirected_into_stdin_is_an_input_too(tmp_path, command):
+    """`audiokit enhance - a.wav -f < a.wav` would replace the file it reads (stdin was not counted as an
+    input, as `/dev/stdin` was): refused even with --force, the file untouched."""
+    source = _wav(tmp_path / "a.wav")
+    before = source.read_bytes()
+    with open(source, "rb") as stdin:
+        done = subprocess.run(
+            [sys.executable, "-m", "audiokit", command, "-q", "-f", "-", str(source)],
+            stdin=stdin,
+            capture_output=True,
+            timeout=600,
+        )
+    assert done.returncode == 1 and source.read_bytes() == before
+    _one_line_error(done.stderr.decode(), f"{source}: the output would overwrite the input <stdin>")
+    assert not _temps(tmp_path)
+
+
+def test_a_reader_that_goes_away_mid_output_is_not_a_success(tmp_path):
+    """Output to a pipe whose reader stops after a few bytes: the copy must not end with success (CPython's
+    buffered write returns a short count there without raising, and the summary said "1 done"); the
+    program stops as for `| head`, exit 141, and says nothing of success."""
+    source = _wav(tmp_path / "a.wav", seconds=10.0)  # 320 KB of output: more than a pipe holds
+    script = (
+        f"{sys.executable} -m audiokit enhance {source} - | (sleep 3; head -c 100 > /dev/null);"
+        f" echo ${{PIPESTATUS[0]}} > {tmp_path / 'rc'}"
+    )
+    done = subprocess.run(["bash", "-c", script], capture_output=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "rc").read_text().strip() == "141", done.stderr
+    assert b"done" not in done.stderr, done.stderr
+
+
 def test_decode_into_the_source_folder_is_refused(capsys, tmp_path):
     folder = tmp_path / "d"
     original = _wav(folder / "talk.wav").read_bytes()

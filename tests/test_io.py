@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import subprocess
 
@@ -117,6 +118,27 @@ def test_a_cut_or_damaged_mp3_is_an_error_not_a_shorter_file(tmp_path, capfd):
     assert rate == 16000 and abs(y.shape[1] - 48000) < 2 * 1152
 
 
+def test_a_file_that_is_mostly_not_mp3_is_refused(tmp_path):
+    """libmpg123 finds frame headers by chance in other files: a program renamed .mp3 decoded to 48 ms
+    of silence and enhanced "successfully". Bytes far beyond what the decoded audio fills are an error;
+    a real MP3 with a large ID3v2 tag (cover art) is not."""
+    x = _tone(1, 8000, 16000)
+    io.save(tmp_path / "x.mp3", x, 16000)
+    whole = (tmp_path / "x.mp3").read_bytes()
+    (tmp_path / "padded.mp3").write_bytes(whole + bytes(200_000))
+    tag_body = bytes(300_000)
+    size = len(tag_body)
+    syncsafe = bytes([(size >> 21) & 0x7F, (size >> 14) & 0x7F, (size >> 7) & 0x7F, size & 0x7F])
+    (tmp_path / "art.mp3").write_bytes(b"ID3\x03\x00\x00" + syncsafe + tag_body + whole)
+    assert io.load(tmp_path / "art.mp3")[0].shape[1] == 8000
+    shutil.copy("/bin/ls", tmp_path / "ls.mp3")
+    for name in ("padded.mp3", "ls.mp3"):
+        with pytest.raises(AudioFormatError, match=rf"{name}: (not an MP3 file|not a readable audio file)"):
+            io.load(tmp_path / name)
+        with pytest.raises(AudioFormatError):
+            list(io.iter_blocks(tmp_path / name, block_frames=4096))
+
+
 def test_resampling_matches_soxr_directly(tmp_path):
     x = _tone(2, 22050, 22050)
     io.save(tmp_path / "x.wav", x, 22050, subtype="FLOAT")
@@ -173,6 +195,42 @@ def test_bad_files_raise_one_line_errors_naming_the_file(tmp_path):
             io.load(tmp_path / name)
         message = str(info.value)
         assert name in message and problem in message and "\n" not in message
+
+
+@pytest.mark.parametrize("placeholder", [0x7FFFFF00, 0x7FFFF000, 0xFFFFFFFF])
+def test_a_wav_of_unknown_length_from_a_pipe_reads_whole(tmp_path, placeholder):
+    """Writers that record into a pipe cannot go back to write the length: `arecord` leaves 0x7fffff00 as
+    the data size, ffmpeg and sox 0xffffffff. Such a file reads whole (it was refused as truncated);
+    a size that is not a placeholder and runs past the end is still truncation."""
+    x = np.random.default_rng(0).uniform(-0.5, 0.5, (1, 4000)).astype(np.float32)
+    io.save(tmp_path / "whole.wav", x, 16000, subtype="PCM_16")
+    data = bytearray((tmp_path / "whole.wav").read_bytes())
+    at = data.index(b"data") + 4
+    data[at : at + 4] = placeholder.to_bytes(4, "little")
+    (tmp_path / "piped.wav").write_bytes(bytes(data))
+    wav, rate = io.load(tmp_path / "piped.wav")
+    np.testing.assert_allclose(wav.numpy(), x, atol=1 / 32768)
+    data[at : at + 4] = (len(data) + 100).to_bytes(4, "little")
+    (tmp_path / "cut.wav").write_bytes(bytes(data))
+    with pytest.raises(AudioFormatError, match="cut.wav: truncated"):
+        io.load(tmp_path / "cut.wav")
+
+
+def test_find_audio_globs_match_the_relative_path_or_its_last_parts(tmp_path):
+    """`--glob` patterns: the last parts (`*.wav`, `alsa/*`) or the whole relative path with `*` crossing
+    folders (`alsa-utils/*`, which matched nothing when only the last parts were compared)."""
+    for name in ("alsa-utils/alsa/a.wav", "alsa-utils/b.wav", "other/alsa/c.wav", "d.wav"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+
+    def found(pattern: str) -> list[str]:
+        return [p.relative_to(tmp_path).as_posix() for p in io.find_audio(tmp_path, pattern)]
+
+    assert found("alsa-utils/*") == ["alsa-utils/alsa/a.wav", "alsa-utils/b.wav"]
+    assert found("alsa/*") == ["alsa-utils/alsa/a.wav", "other/alsa/c.wav"]
+    assert found("*.wav") == sorted(found("*"))
+    assert found("d*") == ["d.wav"]
+    assert found("alsa-utils/**/*.wav") == ["alsa-utils/alsa/a.wav"]
 
 
 def test_a_cut_flac_file_names_where_its_audio_stops(tmp_path):

@@ -144,6 +144,8 @@ def test_healthz_and_metrics(server):
         "enhance-16k": "enhance",
     }
     assert health["live_streams"] == 0
+    head = urllib.request.urlopen(urllib.request.Request(f"{server.http}/healthz", method="HEAD"))
+    assert head.status == 200 and head.read() == b""
     codec = next(m for m in health["models"] if m["task"] == "codec")
     assert codec["bitrates"][:2] == [500, 1000] and all(type(b) is int for b in codec["bitrates"])  # bits/s
     text = urllib.request.urlopen(f"{server.http}/metrics").read().decode()

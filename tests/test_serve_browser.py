@@ -336,6 +336,32 @@ def test_page_asks_for_the_high_band_as_its_box_says(tmp_path, high_band):
     assert shown == ("40" if high_band else "20")
 
 
+def test_page_offers_only_the_tasks_the_server_serves(tmp_path):
+    """A server with only an enhancer: the page starts in the enhance mode with its model listed (not in
+    its default, the codec, which would fail with "no model serves task 'codec'"), the codec modes are
+    disabled, and Start streams through the enhancer."""
+    from serve_support import random_enhancer
+
+    enhancer, _ = random_enhancer(tmp_path)
+    with running_server(ServerConfig(), {"enhance-16k": Engine("enhance-16k", enhancer, 4)}) as server:
+        driver = _page(server, tmp_path)
+        try:
+            mode = driver.find_element(By.ID, "mode").get_attribute("value")
+            models = [o.text for o in Select(driver.find_element(By.ID, "model")).options]
+            disabled = driver.execute_script(
+                "return [...document.getElementById('mode').options].filter((o) => o.disabled)"
+                ".map((o) => o.value)"
+            )
+            driver.find_element(By.ID, "start").click()
+            ready = _wait(driver, "const s = window.audiokit; return s.error || s.ready", 20, "no ready")
+            state = driver.execute_script("return window.audiokit")
+        finally:
+            driver.quit()
+    assert mode == "enhance" and models == ["enhance-16k"], (mode, models)
+    assert disabled == ["codec:1500", "codec:3000", "codec:6000"], disabled
+    assert state["error"] is None and ready["sample_rate"] > 0, state["error"]
+
+
 def test_page_says_why_an_insecure_origin_has_no_microphone(tmp_path):
     """The page under a name that is not loopback, over http: browsers give it no ``mediaDevices``, and
     Start says so (not ``TypeError: Cannot read properties of undefined``)."""

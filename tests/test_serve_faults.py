@@ -96,6 +96,39 @@ def test_bad_requests_get_their_code(server, messages, code):
     assert error is not None and error["code"] == code and error["message"]
 
 
+@pytest.mark.parametrize(
+    "junk",
+    ["oops", {"type": "pause"}, b"\x00\x00\x00", np.full(4, np.nan, "<f4").tobytes()],
+    ids=["not-json", "unknown-type", "partial-sample", "nan"],
+)
+def test_what_comes_after_end_is_ignored_even_malformed(server, codec, junk):
+    """Once `end` is taken the stream's audio is all sent, then `done`: a message after it (audio, text,
+    malformed or not) neither adds to it nor throws the output away with an error."""
+    x = speech(0.5, 0.3)
+
+    async def run() -> tuple[bytes, dict, int]:
+        async with websockets.connect(server.ws, additional_headers=AUTH, max_size=None) as ws:
+            await ws.send(json.dumps(START))
+            assert json.loads(await ws.recv())["type"] == "ready"
+            for start in range(0, x.shape[0], 1000):  # within max_message_bytes
+                await ws.send(x[start : start + 1000].astype("<f4").tobytes())
+            await ws.send(json.dumps({"type": "end"}))
+            await ws.send(json.dumps(junk) if isinstance(junk, dict) else junk)
+            audio, last = b"", None
+            with contextlib.suppress(websockets.ConnectionClosed):
+                while True:
+                    reply = await asyncio.wait_for(ws.recv(), 10)
+                    if isinstance(reply, bytes):
+                        audio += reply
+                    else:
+                        last = json.loads(reply)
+            return audio, last, ws.close_code
+
+    audio, last, code = asyncio.run(run())
+    assert last == {"type": "done", "samples_in": x.shape[0], "samples_out": x.shape[0]}, last
+    assert code == 1000 and len(audio) == 4 * x.shape[0]
+
+
 def test_token(server):
     assert asyncio.run(_refused(server.ws, [START]))[1] == 4401
     assert asyncio.run(_refused(server.ws, [START], {"Authorization": "Bearer wrong"}))[1] == 4401

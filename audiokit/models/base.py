@@ -465,6 +465,11 @@ def resolve_weights(name_or_path: str | Path) -> Path:
     if not path.is_file():
         shipped = ", ".join(shipped_names()) or "none"
         raise ModelError(f"{path}: no such model file, and not a known model name (shipped: {shipped})")
+    if path.suffix != ".safetensors":
+        raise ModelError(
+            f"{path}: not a model: give a shipped name, a run directory, "
+            "or a .safetensors file (or its .json)"
+        )
     return path
 
 

@@ -131,7 +131,7 @@ def create_app(config: ServerConfig, engines: dict[str, Engine] | None = None) -
     if config.allow_origins:
         app.add_middleware(CORSMiddleware, allow_origins=config.allow_origins, allow_methods=["GET"])
 
-    @app.get("/healthz")
+    @app.api_route("/healthz", methods=["GET", "HEAD"])  # HEAD: probes that want the status alone
     async def healthz() -> JSONResponse:
         return JSONResponse(state.health(), status_code=503 if state.draining else 200)
 

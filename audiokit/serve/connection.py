@@ -223,10 +223,10 @@ async def _read(
             settle(receive)
             return
         message = receive.result()
+        if stream.ending:  # after end (or a drain) every message is ignored, even a malformed one
+            continue
         if message.get("bytes") is not None:
             samples = p.decode_pcm(message["bytes"], fmt)
-            if stream.ending:  # after end (or a drain): ignored
-                continue
             if samples.shape[0]:
                 scheduler.push(stream, samples)
             while (

@@ -60,6 +60,13 @@ async function loadModels() {
   } catch (err) {
     $("server").textContent = "error: " + err.message;
   }
+  // modes of tasks no served model has are disabled; a disabled choice moves to the first served one
+  const served = new Set(models.map((m) => m.task));
+  if (served.size) {
+    const modes = [...$("mode").options];
+    for (const option of modes) option.disabled = !served.has(option.value.split(":")[0]);
+    if ($("mode").selectedOptions[0].disabled) $("mode").value = modes.find((o) => !o.disabled).value;
+  }
   const task = $("mode").value.split(":")[0];
   $("model").innerHTML = "";
   for (const m of models.filter((m) => m.task === task)) {
