@@ -24,11 +24,11 @@ from pathlib import Path
 import torch
 
 from audiokit import io
-from audiokit.bitstream import AkcHeader, AkcReader, AkcWriter
+from audiokit.bitstream import MAX_CHANNELS, AkcHeader, AkcReader, AkcWriter
 from audiokit.dsp import BandwidthEstimator
 from audiokit.entropy import EntropyCoder, EntropyModel
 from audiokit.entropy_model import PriorModel
-from audiokit.errors import BitstreamError, ModelError, UsageError
+from audiokit.errors import AudioFormatError, BitstreamError, ModelError, UsageError
 from audiokit.io import AUDIO_EXTENSIONS, PathLike, RawFormat, find_audio
 from audiokit.models import Codec, Codes
 from audiokit.models.archive import (
@@ -260,6 +260,8 @@ def encode_file(
             peak = max(float(block.abs().max()) for block in io.iter_blocks(path, raw=raw))
             gain = min(FULL_SCALE_LIMIT / peak, 1.0) if peak > 0 else 1.0
         channels = info.channels
+        if channels > MAX_CHANNELS:
+            raise AudioFormatError(path, f"{channels} channels: an .akc holds 1 to {MAX_CHANNELS}")
         header = AkcHeader(
             model_name=codec.name,
             weights_hash=weights_hash,

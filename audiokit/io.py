@@ -12,6 +12,7 @@ names the file and the problem.
 from __future__ import annotations
 
 import errno
+import fcntl
 import fnmatch
 import os
 import re
@@ -142,10 +143,12 @@ def supported_rate(path: PathLike, rate: int) -> int:
     return next((r for r in rates if r >= rate), rates[-1])
 
 
-def check_output_format(path: PathLike, sample_rate: int | None = None, channels: int | None = None) -> None:
+def check_output_format(
+    path: PathLike, sample_rate: int | None = None, channels: int | None = None, rate_option: bool = False
+) -> None:
     """UsageError, before anything is written, when ``path`` cannot be written as audio: an unknown
     extension, a rate (Hz) its format cannot hold (Opus: 8/12/16/24/48 kHz, MP3: 8..48 kHz), too many
-    channels."""
+    channels. ``rate_option``: ``sample_rate`` is the user's ``--sample-rate`` (the advice differs)."""
     suffix = output_extension(path)
     if sample_rate is not None:
         check_sample_rate(sample_rate)
@@ -154,9 +157,8 @@ def check_output_format(path: PathLike, sample_rate: int | None = None, channels
             allowed = (
                 f"{', '.join(str(r) for r in rates)} Hz" if rates else f"up to {_FORMAT_MAX_RATE[suffix]} Hz"
             )
-            raise UsageError(
-                f"{path}: {suffix[1:]} cannot hold {sample_rate} Hz audio ({allowed}); pass --sample-rate"
-            )
+            advice = "choose another --sample-rate" if rate_option else "pass --sample-rate"
+            raise UsageError(f"{path}: {suffix[1:]} cannot hold {sample_rate} Hz audio ({allowed}); {advice}")
     limit = _FORMAT_MAX_CHANNELS.get(suffix)
     if channels is not None and limit is not None and channels > limit:
         raise UsageError(f"{path}: {suffix[1:]} holds at most {limit} channels, the audio has {channels}")
@@ -596,20 +598,41 @@ NEW_FILE_MODE = 0o666 & ~UMASK
 TEMP_NAME = re.compile(r"^\.(?P<stem>.*)\.[a-z0-9_]{8}\.tmp(?P<suffix>.*)$")
 """How :func:`atomic_path` names its temporary files: ``.NAME.RANDOM.tmp.EXT`` (mkstemp's 8 characters)."""
 
-_LIVE_TEMPS: set[Path] = set()
+_LIVE_TEMPS: dict[Path, int] = {}
+"""This process's unfinished temporary files, each with a descriptor holding an exclusive ``flock`` on it:
+another run's :func:`clean_stale_temps` leaves a locked one alone (the lock ends with the process, so a
+killed run's files are free to remove)."""
 
 
 def _new_temp(folder: Path, path: Path) -> Path:
     fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=folder)
-    os.close(fd)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: nobody else holds it
     tmp = Path(name)
-    _LIVE_TEMPS.add(tmp)
+    _LIVE_TEMPS[tmp] = fd
     return tmp
 
 
 def _discard(tmp: Path) -> None:
+    """Remove ``tmp`` (gone already once renamed onto its output) and release its lock."""
     tmp.unlink(missing_ok=True)
-    _LIVE_TEMPS.discard(tmp)
+    fd = _LIVE_TEMPS.pop(tmp, None)
+    if fd is not None:
+        os.close(fd)
+
+
+def _held_by_a_live_run(path: Path) -> bool:
+    """True when another process holds ``path``'s ``flock`` (a run still writing this temporary file)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 def remove_temp_files() -> None:
@@ -751,7 +774,8 @@ def clean_stale_temps(outputs: Iterable[PathLike]) -> list[Path]:
     """Remove temporary files :func:`atomic_path` left next to ``outputs`` (a killed earlier run).
 
     Only files named as :data:`TEMP_NAME` for one of ``outputs`` (same stem and extension) in its
-    folder, and not held by this process, are removed. Returns them.
+    folder, and held by no live run (this one, or another writing the same output now), are removed.
+    Returns them.
     """
     wanted: dict[Path, set[tuple[str, str]]] = {}
     for out in outputs:
@@ -771,6 +795,7 @@ def clean_stale_temps(outputs: Iterable[PathLike]) -> list[Path]:
                 and entry not in _LIVE_TEMPS
                 and entry.is_file()
                 and not entry.is_symlink()
+                and not _held_by_a_live_run(entry)
             ):
                 entry.unlink(missing_ok=True)
                 removed.append(entry)

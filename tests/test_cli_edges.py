@@ -296,6 +296,29 @@ def test_decode_rescale_scales_an_output_that_would_clip(capsys, tmp_path):
     np.testing.assert_allclose(scaled[inside], plain[inside] * scale, atol=2 / 32768)
 
 
+def test_more_channels_than_an_akc_holds_is_one_failed_file(capsys, tmp_path):
+    """65 channels (an .akc holds 1-64) was an "internal error" (exit 70) that stopped a folder's run
+    before its other files: it is that file's one-line failure, and the rest are encoded."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    noise = 0.1 * np.random.default_rng(0).standard_normal((1600, 65)).astype(np.float32)
+    sf.write(folder / "a65.wav", noise, 16000, subtype="FLOAT")
+    _speech(folder / "b.wav")
+    code, out, err = run(capsys, "encode", "--json", folder, tmp_path / "out/")
+    report = json.loads(out)
+    assert code == 1 and report["done"] == 1 and len(report["failed"]) == 1
+    assert report["failed"][0]["error"] == f"{folder / 'a65.wav'}: 65 channels: an .akc holds 1 to 64"
+    assert (tmp_path / "out" / "b.akc").is_file() and not (tmp_path / "out" / "a65.akc").exists()
+
+
+def test_an_upper_case_akc_output_is_an_akc_output(capsys, tmp_path):
+    """Inputs match extensions in any case; `encode A.WAV A.AKC` was refused as not naming an .akc."""
+    source = _speech(tmp_path / "A.WAV")
+    assert run(capsys, "encode", "-q", source, tmp_path / "A.AKC")[0] == 0
+    assert run(capsys, "decode", "-q", tmp_path / "A.AKC", tmp_path / "B.WAV")[0] == 0
+    assert sf.info(tmp_path / "B.WAV").frames == sf.info(source).frames
+
+
 def test_smaller_edges(capsys, files, tmp_path):
     # -q silences progress, never results
     code, out, _ = run(capsys, "eval", "-q", files["wav"], "--baseline", "identity")
@@ -564,6 +587,15 @@ def test_a_stream_encoded_from_a_rate_audiokit_cannot_write_names_the_file(capsy
     assert code == 1 and len(err.strip().splitlines()) == 1 and not (tmp_path / "o.wav").exists()
     assert str(akc) in err and "999 Hz" in err and "pass --sample-rate" in err, err
     assert run(capsys, "decode", akc, tmp_path / "o.wav", "--sample-rate", "8000")[0] == 0
+
+
+def test_a_sample_rate_option_the_format_cannot_hold_asks_for_another(capsys, files, tmp_path):
+    """`decode x.akc o.opus --sample-rate 44100` advised "pass --sample-rate", which was passed."""
+    code, _, err = run(capsys, "decode", files["akc"], tmp_path / "o.opus", "--sample-rate", "44100")
+    assert code == 1 and not (tmp_path / "o.opus").exists()
+    assert err.strip().endswith(
+        "opus cannot hold 44100 Hz audio (8000, 12000, 16000, 24000, 48000 Hz); choose another --sample-rate"
+    ), err
 
 
 def test_a_huge_duration_decodes_to_the_end(capsys, files, tmp_path):

@@ -263,6 +263,35 @@ def test_a_rerun_cleans_stale_temporary_files(capsys, tmp_path):
     assert not stale.exists() and all(p.read_bytes() == b"keep" for p in others)
 
 
+def test_a_run_writing_the_same_output_keeps_its_temporary_file(capsys, tmp_path):
+    """A second run to an output another run is still writing left that run's temporary file in place
+    only if it was this process's: it removed the live file, and the first run failed at its rename
+    ("No such file or directory"). A live run's file is locked; once its process is gone it is stale."""
+    source = _wav(tmp_path / "a.wav")
+    out = tmp_path / "out"
+    out.mkdir()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from audiokit import io; "
+            f"print(io._new_temp(Path({str(out)!r}), Path('a.akc')), flush=True); time.sleep(600)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        live = Path(holder.stdout.readline().strip())
+        assert live.exists() and io.TEMP_NAME.match(live.name)
+        assert _run(capsys, "encode", "-q", "-f", str(source), str(out / "a.akc"))[0] == 0
+        assert live.exists()  # the other run still has it
+    finally:
+        holder.kill()
+        holder.wait()
+    assert _run(capsys, "encode", "-q", "-f", str(source), str(out / "a.akc"))[0] == 0
+    assert not live.exists()  # its run was killed: stale now
+
+
 def test_after_an_interruption_the_program_ignores_further_signals():
     """``audiokit`` (:func:`audiokit.cli.run`) interrupted while it reads standard input exits 130, and
     from then on a second SIGINT cannot break into the interpreter's shutdown (checked at exit)."""

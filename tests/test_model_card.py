@@ -484,3 +484,16 @@ def test_a_card_cell_over_some_of_the_files_says_so():
     assert value_cell(report, "stoi") == "0.832 ± 0.009 (394 of 400 files)"
     assert value_cell(report, "pesq") == "1.500 ± 0.020"
     assert value_cell(None, "pesq") == "n/a"
+
+
+def test_codebook_health_names_the_codebooks_own_size():
+    """A codec with 16 codewords per codebook: uniform use is a perplexity of 16 (the card said 1,024
+    whatever the size); an old card's section without the size reads as speech-16k's 1,024."""
+    from audiokit.evaluation.card_markdown import codebook_lines
+
+    stage = {"stage": 1, "perplexity": 9.5, "used": 14, "dead": 2, "frames": 100}
+    stage |= {"duplicates_cosine": 0, "duplicates_euclidean": 0, "min_distance": 0.5}
+    health = {"files": 2, "cosine": 0.9999, "distance": 0.01, "stages": [stage], "command": "x"}
+    assert "1024 is uniform use of 1,024 codewords" in "\n".join(codebook_lines(health))
+    text = "\n".join(codebook_lines({**health, "codebook_size": 16}))
+    assert "16 is uniform use of 16 codewords" in text and "1,024" not in text

@@ -40,6 +40,19 @@ def test_resume_applies_the_recipes_optimiser_and_ema_settings(tmp_path):
     assert state["optimizers"]["model"]["state"]  # the moments are still the checkpoint's
 
 
+def test_progress_in_a_log_is_plain_lines_not_bar_redraws(tmp_path, capsys, monkeypatch):
+    """Standard error not a terminal (a log, a pipe): no tqdm bar with its carriage returns, but plain
+    progress lines (at most one a minute; every log window here) naming the step and the losses."""
+    from audiokit.train import trainer
+
+    monkeypatch.setattr(trainer, "LOG_LINE_SECONDS", 0.0)
+    code = main(["train", str(ENHANCE), "--run-dir", str(tmp_path / "run"), "--max-steps", "4"])
+    err = capsys.readouterr().err
+    assert code == 0 and "\r" not in err, err
+    lines = [line for line in err.splitlines() if line.startswith("train: step ")]
+    assert lines and lines[-1].startswith("train: step 4/4, ") and " complex " in lines[-1], err
+
+
 @pytest.mark.parametrize(
     ("override", "key"),
     [
@@ -115,3 +128,10 @@ def test_packs_and_checkpoints_without_a_training_state_are_one_line(tmp_path, c
     assert _train(ENHANCE, tmp_path / "run", "--init", str(other)) == 1
     assert f"{other}: not an audiokit training checkpoint" in _one_error_line(capsys)
     assert not (tmp_path / "run").exists()
+
+
+def test_unpack_offers_only_what_it_uses(tmp_path, capsys):
+    """`checkpoint unpack` listed pack's --max-shard-mb and -f ("pack: replace ...") and ignored them."""
+    for option in (["-f"], ["--max-shard-mb", "8"]):
+        assert main(["checkpoint", "unpack", *option, str(tmp_path / "a"), str(tmp_path / "b")]) == 2
+        assert "unrecognized arguments" in capsys.readouterr().err

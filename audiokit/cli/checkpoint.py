@@ -41,19 +41,18 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "JSON names them (audiokit card traces it to the run that saved them).",
     )
     actions = parser.add_subparsers(dest="action", required=True, metavar="{pack,unpack,average}")
-    for action, source_help, target_help in (
-        ("pack", "the run directory", "the folder to write"),
-        ("unpack", "the packed folder", "the run directory to make"),
-    ):
-        sub = actions.add_parser(action, parents=[common], help=f"{action} a run's training state")
-        sub.add_argument("source", help=source_help)
-        sub.add_argument("target", help=target_help)
-        sub.add_argument(
-            "--max-shard-mb", type=finite_number(), default=24.0, help="largest shard in MiB (default 24)"
-        )
-        sub.add_argument(
-            "-f", "--force", action="store_true", help="pack: replace the packed state already in the folder"
-        )
+    pack = actions.add_parser("pack", parents=[common], help="pack a run's training state")
+    pack.add_argument("source", help="the run directory")
+    pack.add_argument("target", help="the folder to write")
+    pack.add_argument(
+        "--max-shard-mb", type=finite_number(), default=24.0, help="largest shard in MiB (default 24)"
+    )
+    pack.add_argument(
+        "-f", "--force", action="store_true", help="replace the packed state already in the folder"
+    )
+    unpack = actions.add_parser("unpack", parents=[common], help="unpack a run's training state")
+    unpack.add_argument("source", help="the packed folder")
+    unpack.add_argument("target", help="the run directory to make (it must not exist)")
     average = actions.add_parser(
         "average", parents=[common], help="the mean of several weights of one architecture ('model soup')"
     )

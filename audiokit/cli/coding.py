@@ -55,7 +55,7 @@ def _finish(batch: Batch, args: argparse.Namespace, what: str, text: str, data: 
 
 
 def _check_akc_output(target: str) -> None:
-    if not io.is_stdio(target) and not io.writes_in_place(target) and Path(target).suffix != ".akc":
+    if not io.is_stdio(target) and not io.writes_in_place(target) and Path(target).suffix.lower() != ".akc":
         raise UsageError(f"{target}: an .akc file name (or a folder ending in /, or - for stdout) is needed")
 
 
@@ -104,7 +104,7 @@ def run_decode(args: argparse.Namespace) -> int:
     jobs = mirror_jobs(args.input, args.output, suffix, extensions=(".akc",))
     prepare_outputs(jobs, args.force)  # first: a data-loss refusal names both files
     for _, target in jobs:
-        io.check_output_format(target, args.sample_rate)
+        io.check_output_format(target, args.sample_rate, rate_option=True)
     chosen = load_codec(args.model) if args.model else None  # a bad -m is the command's error, not a file's
     options = (args.start, args.duration, args.sample_rate, args.rescale)
 

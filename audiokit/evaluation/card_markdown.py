@@ -108,12 +108,13 @@ def codebook_lines(health: dict) -> list[str]:
     """The card's "Codebook health" section: per-stage usage on the validation clips, near-duplicate
     codeword pairs and, where measured, the code space's geometry (offset, effective dimensions)."""
     geometry = "effective_dims" in health["stages"][0]
+    size = health.get("codebook_size", 1024)  # cards written before it was recorded: speech-16k's
     lines = [
         "## Codebook health",
         "",
         f"Per stage, on the {health['files']} validation files coded with every codebook "
         f"({health['stages'][0]['frames']} frames): perplexity (exp of the entropy of code use; "
-        f"{2**10} is uniform use of 1,024 codewords), codewords used and never used (dead), and pairs "
+        f"{size} is uniform use of {size:,} codewords), codewords used and never used (dead), and pairs "
         f"of near-duplicate codewords: cosine similarity > {health['cosine']} and Euclidean distance < "
         f"{health['distance']:g} x the codebook's spread (RMS distance of its codewords from their "
         "mean); the closest pair's distance in units of the spread."

@@ -130,6 +130,7 @@ def codebook_health_section(weights: str, valid: str | Path, glob: str) -> dict:
     )
     return {
         "files": len(files),
+        "codebook_size": codec.codebook_size,
         "cosine": DUPLICATE_COSINE,
         "distance": DUPLICATE_DISTANCE,
         "stages": codebook_health(codec, clips),

@@ -49,6 +49,9 @@ from audiokit.train.runtime import Runtime, seed_all
 from audiokit.train.signals import StopRequested, StopSignals
 from audiokit.train.task import Task, build_model, task_class
 
+LOG_LINE_SECONDS = 60.0
+"""Seconds between the progress lines training writes where standard error is not a terminal."""
+
 MAX_SKIPPED_UPDATES = 25
 """Updates in a row a part may drop for gradients that are not finite before the run stops (diverged)."""
 
@@ -392,13 +395,17 @@ class Trainer:
         saved_at = evaluated_at = self.step
         validating = self.recipe.data.valid is not None
         stream = batches(self.dataset, self.step, self.recipe.data.num_workers)
+        shown_progress = not self.quiet and self.is_main
+        on_terminal = sys.stderr.isatty()
+        # a bar on a terminal; in a log or a pipe, a plain line a minute instead of its \r redraws
         bar = tqdm(
             total=max_steps,
             initial=self.step,
             desc="train",
-            disable=self.quiet or not self.is_main,
+            disable=not (shown_progress and on_terminal),
             dynamic_ncols=True,
         )
+        line_at = time.monotonic()
         window_start, window_steps = time.monotonic(), 0
         while self.step < max_steps:
             reason = self._stop_reason(signals, start, max_minutes)
@@ -424,6 +431,12 @@ class Trainer:
                     k.split("/")[1]: f"{v:.3g}" for k, v in result.losses.items() if k.startswith("loss/")
                 }
                 bar.set_postfix(shown, refresh=False)
+                if shown_progress and not on_terminal and time.monotonic() - line_at >= LOG_LINE_SECONDS:
+                    losses = " ".join(f"{k} {v}" for k, v in shown.items())
+                    print(
+                        f"train: step {self.step}/{max_steps}, {speed:.3g} steps/s, {losses}", file=sys.stderr
+                    )
+                    line_at = time.monotonic()
             if self.step % run.checkpoint_every == 0:
                 self.save()
                 saved_at = self.step
