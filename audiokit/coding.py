@@ -257,7 +257,8 @@ def encode_file(
         io.check_input_rate(path, info.sample_rate)
         gain = 1.0
         if rescale:
-            peak = max(float(block.abs().max()) for block in io.iter_blocks(path, raw=raw))
+            blocks = io.iter_blocks(path, raw=raw, allow_loud=True)
+            peak = max(float(block.abs().max()) for block in blocks)
             gain = min(FULL_SCALE_LIMIT / peak, 1.0) if peak > 0 else 1.0
         channels = info.channels
         if channels > MAX_CHANNELS:
@@ -274,7 +275,7 @@ def encode_file(
             entropy_model=None if entropy is None else entropy.model_id,
         )
         stats = _InputStats(BandwidthEstimator(info.sample_rate))
-        native = _measured(io.iter_blocks(path, raw=raw), stats, gain)
+        native = _measured(io.iter_blocks(path, raw=raw, allow_loud=rescale), stats, gain)
         resampled = io.resample_blocks(native, info.sample_rate, codec.sample_rate, channels)
         blocks = _at_least_one_sample(resampled, channels)
         with io.atomic_path(target) as tmp, open(tmp, "wb") as file, torch.inference_mode():

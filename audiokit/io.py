@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import fnmatch
+import math
 import os
 import re
 import shutil
@@ -412,6 +413,12 @@ def _read_all(path: Path, f: sf.SoundFile | ffmpeg.FfmpegReader) -> np.ndarray:
     return data
 
 
+FLOAT_PEAK_LIMIT = 64.0
+"""The largest sample magnitude read as audio (+36 dBFS, as the server takes): beyond it a file's numbers
+are not audio scaled to about [-1, 1] (integer values stored as floats, say), and the models' squares
+overflow (a +500 dBFS file was coded to silence)."""
+
+
 def _finish(
     path: Path,
     data: np.ndarray,
@@ -419,9 +426,17 @@ def _finish(
     sample_rate: int | None,
     channels: int | None,
     allow_nonfinite: bool = False,
+    allow_loud: bool = False,
 ):
     if not allow_nonfinite and not np.isfinite(data).all():
         raise AudioFormatError(path, "contains NaN or infinite samples")
+    peak = float(np.abs(data).max(initial=0.0))
+    if not allow_loud and peak > FLOAT_PEAK_LIMIT:
+        raise AudioFormatError(
+            path,
+            f"samples up to {peak:.4g} ({20 * math.log10(peak):+.0f} dBFS): not audio scaled to about "
+            "[-1, 1] (integer values stored as floats?)",
+        )
     if channels is not None:
         try:
             data = remix(data, channels)
@@ -463,20 +478,22 @@ def iter_blocks(
     channels: int | None = None,
     raw: RawFormat | None = None,
     allow_nonfinite: bool = False,
+    allow_loud: bool = False,
 ) -> Iterator[torch.Tensor]:
     """Walk a file in blocks of about ``block_frames`` input samples, in constant memory.
 
     Yields float32 tensors ``(channels, n)``; with ``sample_rate`` set, blocks are resampled by a
     streaming soxr resampler, so their concatenation equals ``load(path, sample_rate)`` up to soxr's
     streaming/offline difference (< 1e-6). Raises :class:`AudioFormatError` as :func:`load` does,
-    except that ``allow_nonfinite`` passes NaN and infinite samples through (to describe such a file).
+    except that ``allow_nonfinite`` passes NaN and infinite samples through (to describe such a file)
+    and ``allow_loud`` samples beyond :data:`FLOAT_PEAK_LIMIT` (to describe or rescale one).
     """
     path = Path(path)
     with _open(path, raw) as f:
         _check_complete(path, f)
         rate = int(f.samplerate)
         out_channels = channels or f.channels
-        blocks = _iter_native(path, f, block_frames, channels, allow_nonfinite)
+        blocks = _iter_native(path, f, block_frames, channels, allow_nonfinite, allow_loud)
         if sample_rate is not None and sample_rate != rate:
             blocks = resample_blocks(blocks, rate, sample_rate, out_channels)
         yield from blocks
@@ -524,6 +541,7 @@ def _iter_native(
     block_frames: int,
     channels: int | None,
     allow_nonfinite: bool = False,
+    allow_loud: bool = False,
 ) -> Iterator[torch.Tensor]:
     """Blocks of an open file at its own rate (channels remixed to ``channels`` when given)."""
     rate = int(f.samplerate)
@@ -541,7 +559,7 @@ def _iter_native(
             raise AudioFormatError(path, "contains no audio samples")
         if last:
             _check_decoded_length(path, f, total)
-        block, _ = _finish(path, block, rate, None, channels, allow_nonfinite)
+        block, _ = _finish(path, block, rate, None, channels, allow_nonfinite, allow_loud)
         if block.shape[0]:
             yield torch.from_numpy(np.ascontiguousarray(block.T))
         if last:

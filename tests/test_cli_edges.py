@@ -319,6 +319,25 @@ def test_an_upper_case_akc_output_is_an_akc_output(capsys, tmp_path):
     assert sf.info(tmp_path / "B.WAV").frames == sf.info(source).frames
 
 
+def test_integer_values_stored_as_floats_are_refused_unless_rescaled(capsys, tmp_path):
+    """A float file holding int16-scaled values (or +500 dBFS) was coded to garbage or silence with only
+    a clipping warning: it is one line naming the file and its peak; `encode --rescale` still codes it
+    (scaled down), and `info` still describes it."""
+    x = 0.5 * np.sin(np.arange(16000) * 0.05).astype(np.float32)
+    for peak, name in ((32767.0, "int16.wav"), (1e25, "huge.wav")):
+        sf.write(tmp_path / name, x * peak, 16000, subtype="FLOAT")
+        for command, out in (("encode", "o.akc"), ("enhance", "o.wav")):
+            code, _, err = run(capsys, command, tmp_path / name, tmp_path / out)
+            assert code == 1 and not (tmp_path / out).exists()
+            assert f"{tmp_path / name}: samples up to " in err and "integer values stored as floats" in err
+        assert run(capsys, "encode", "-q", "--rescale", tmp_path / name, tmp_path / "r.akc", "-f")[0] == 0
+        assert run(capsys, "decode", "-q", tmp_path / "r.akc", tmp_path / "r.wav", "-f")[0] == 0
+        back = sf.read(tmp_path / "r.wav")[0]
+        assert 0.3 < np.abs(back).max() <= 1.0
+        code, out, _ = run(capsys, "info", tmp_path / name)
+        assert code == 0 and "dBFS" in out
+
+
 def test_smaller_edges(capsys, files, tmp_path):
     # -q silences progress, never results
     code, out, _ = run(capsys, "eval", "-q", files["wav"], "--baseline", "identity")

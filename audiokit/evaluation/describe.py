@@ -64,7 +64,7 @@ def describe(path: Path, raw: RawFormat | None = None) -> dict:
     header = io.info(path, raw)
     estimator = BandwidthEstimator(header.sample_rate)
     peak, energy, count, nonfinite = 0.0, 0.0, 0, 0
-    for block in io.iter_blocks(path, raw=raw, allow_nonfinite=True):
+    for block in io.iter_blocks(path, raw=raw, allow_nonfinite=True, allow_loud=True):
         bad = ~torch.isfinite(block)
         if bad.any():
             nonfinite += int(bad.any(dim=0).sum())
