@@ -85,6 +85,22 @@ def _assert_same_training_state(a_dir: Path, b_dir: Path) -> None:
     assert a["balancer"] == b["balancer"] and a["schedulers"] == b["schedulers"]
 
 
+def test_the_pesq_style_term_trains_the_codec_through_the_balancer(tmp_path):
+    """`losses.pesq_style` (PESQ's disturbance, as the enhancer's recipe has it) is one of the balanced
+    generator terms: logged, given its share, and the weights differ from the same run without it."""
+    weights = []
+    for name, value in (("with", "5.0"), ("without", "0.0")):
+        recipe = _recipe(f"losses.pesq_style={value}", "run.max_steps=2", "eval.every_steps=100")
+        trainer = Trainer(recipe, tmp_path / name, quiet=True)
+        result = trainer.fit()
+        trainer.close()
+        weights.append(trainer.model.state_dict())
+        assert ("loss/pesq_style" in result.losses) == (name == "with")
+        assert ("balancer/ratio_pesq_style" in result.losses) == (name == "with")
+    decoder = [k for k in weights[0] if k.startswith("decoder.")]
+    assert any(not torch.equal(weights[0][k], weights[1][k]) for k in decoder)
+
+
 @pytest.mark.parametrize("workers", [0, 1])
 def test_resume_continues_bit_exactly(tmp_path, workers):
     # 10 steps in one go == 5 steps, a new process-like Trainer resuming, then 5 more; with data loader

@@ -29,6 +29,7 @@ from audiokit.losses import (
     PhaseDerivativeLoss,
     time_l1_loss,
 )
+from audiokit.losses.perceptual import PesqStyleLoss
 from audiokit.models import AudioModel, Codec
 from audiokit.models.growth import grow_to
 from audiokit.train.adversarial import (
@@ -41,16 +42,26 @@ from audiokit.train.recipe import EvalConfig, Recipe, check, check_non_negative,
 from audiokit.train.runtime import Runtime
 from audiokit.train.task import Evaluation, Task, mean_scores, register_task
 
-BALANCED_LOSSES = ("mel", "stft", "complex", "phase", "waveform", "adversarial", "feature_matching")
+BALANCED_LOSSES = (
+    "mel",
+    "stft",
+    "complex",
+    "phase",
+    "waveform",
+    "pesq_style",
+    "adversarial",
+    "feature_matching",
+)
 
 
 @dataclass
 class LossesConfig:
     """Generator loss weights (relative shares when ``balancer`` is on) and loss settings.
 
-    ``mel``, ``stft``, ``complex``, ``phase``, ``waveform``, ``adversarial`` and ``feature_matching``
-    go through the balancer (when on); ``commitment`` and ``codebook`` are added to the total as plain
-    weighted terms. A weight of 0 switches a loss off. The mel loss has one scale per
+    ``mel``, ``stft``, ``complex``, ``phase``, ``waveform``, ``pesq_style`` (PESQ's disturbance in a
+    differentiable form, :class:`~audiokit.losses.perceptual.PesqStyleLoss`), ``adversarial`` and
+    ``feature_matching`` go through the balancer (when on); ``commitment`` and ``codebook`` are added to
+    the total as plain weighted terms. A weight of 0 switches a loss off. The mel loss has one scale per
     ``mel_window_lengths`` entry (samples) with ``mel_bins`` bands each; ``stft_resolutions`` lists
     ``[n_fft, hop, window]`` triples for the ``stft`` (magnitude), ``complex`` (magnitude and phase,
     magnitudes compressed by ``complex_exponent``) and ``phase`` (instantaneous frequency and group
@@ -62,6 +73,7 @@ class LossesConfig:
     complex: float = 0.0
     phase: float = 0.0
     waveform: float = 0.0
+    pesq_style: float = 0.0
     adversarial: float = 1.0
     feature_matching: float = 2.0
     commitment: float = 1.0
@@ -98,8 +110,7 @@ class CodecRecipe(Recipe):
         super().validate(where)
         losses = self.losses
         check_adversarial(self.discriminator, self.optim, losses.adversarial_kind, where)
-        terms = ("mel", "stft", "complex", "phase", "waveform", "adversarial", "feature_matching")
-        check_non_negative(losses, (*terms, "commitment", "codebook"), where)
+        check_non_negative(losses, (*BALANCED_LOSSES, "commitment", "codebook"), where)
         check_resolutions(losses, where, ("stft", "complex", "phase"), ("mel",))
         check(
             losses.mel > 0 or losses.stft > 0 or losses.complex > 0 or losses.waveform > 0,
@@ -158,6 +169,7 @@ class CodecTask(Task):
         self.stft_loss = MultiResolutionSTFTLoss(fft, hop, win).to(device)
         self.complex_loss = CompressedComplexSTFTLoss(fft, hop, win, cfg.complex_exponent).to(device)
         self.phase_loss = PhaseDerivativeLoss(fft, hop, win, cfg.phase_exponent).to(device)
+        self.pesq_style_loss = PesqStyleLoss(self.model.sample_rate).to(device)
         self.balancer = (
             Balancer(self.weights, ema_decay=cfg.balancer_ema_decay)
             if cfg.balancer and sum(self.weights.values()) > 0
@@ -202,6 +214,8 @@ class CodecTask(Task):
             losses["phase"] = self.phase_loss(proxy, x)
         if cfg.waveform:
             losses["waveform"] = time_l1_loss(proxy, x)
+        if cfg.pesq_style:
+            losses["pesq_style"] = self.pesq_style_loss(proxy, x)
         if self.adversary is not None and self.adversary.generator_active(step):
             losses.update(self.adversary.generator_losses(proxy, x))
         if self.balancer is not None:
