@@ -145,3 +145,12 @@ def test_linear_filterbank_triangles_match_a_naive_loop():
         for k, f in enumerate(freqs):
             expected = max(0.0, min((f - lo) / (mid - lo), (hi - f) / (hi - mid)))
             assert abs(fb[band, k] - expected) < 1e-6
+
+
+def test_a_few_samples_have_no_bandwidth_estimate():
+    """Two samples at 44.1 kHz read as content up to 22 kHz (their zero-padded spectrum is broadband), so
+    `encode` warned that speech-16k keeps less: under 10 ms there is no estimate (0.0, as silence)."""
+    rng = np.random.default_rng(0)
+    assert dsp.estimate_bandwidth(rng.uniform(-0.5, 0.5, (1, 2)), 44100) == 0.0
+    assert dsp.estimate_bandwidth(rng.uniform(-0.5, 0.5, (1, 400)), 44100) == 0.0
+    assert dsp.estimate_bandwidth(rng.uniform(-0.5, 0.5, (1, 1000)), 44100) > 15000  # 23 ms of white noise

@@ -50,7 +50,10 @@ class BandwidthEstimator:
         self.pending = x[n_frames * hop :]
 
     def result(self) -> float:
-        """Estimated bandwidth in Hz (0.0 when there is no active content)."""
+        """Estimated bandwidth in Hz (0.0 when there is no active content, or under 10 ms of audio: a few
+        samples' spectrum is broadband whatever they hold)."""
+        if not self.counts.any() and self.pending.shape[0] < self.sample_rate // 100:
+            return 0.0
         if self.pending.shape[0] and not self.counts.any():
             padded = np.zeros(self.n_fft)
             padded[: self.pending.shape[0]] = self.pending
