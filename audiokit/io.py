@@ -851,8 +851,8 @@ def check_outputs(
     for source, out in jobs:
         file_id = _file_id(out)
         if file_id in input_ids:
-            source = input_ids[file_id]
-            shown = "<stdin> (the file redirected into it)" if is_stdio(source) else source
+            overwritten = input_ids[file_id]
+            shown = "<stdin> (the file redirected into it)" if is_stdio(overwritten) else overwritten
             raise UsageError(f"{out}: the output would overwrite the input {shown}")
         key = os.path.realpath(out)
         if key in seen:
