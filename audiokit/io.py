@@ -414,9 +414,9 @@ def _read_all(path: Path, f: sf.SoundFile | ffmpeg.FfmpegReader) -> np.ndarray:
 
 
 FLOAT_PEAK_LIMIT = 64.0
-"""The largest sample magnitude read as audio (+36 dBFS, as the server takes): beyond it a file's numbers
-are not audio scaled to about [-1, 1] (integer values stored as floats, say), and the models' squares
-overflow (a +500 dBFS file was coded to silence)."""
+"""The largest sample magnitude read as audio, from files and by the server (+36 dBFS): beyond it the
+numbers are not audio scaled to about [-1, 1] (integer values stored as floats, say), and the models'
+squares overflow (a +500 dBFS file was coded to silence)."""
 
 
 def _finish(
@@ -430,8 +430,7 @@ def _finish(
 ):
     if not allow_nonfinite and not np.isfinite(data).all():
         raise AudioFormatError(path, "contains NaN or infinite samples")
-    peak = float(np.abs(data).max(initial=0.0))
-    if not allow_loud and peak > FLOAT_PEAK_LIMIT:
+    if not allow_loud and (peak := float(np.abs(data).max(initial=0.0))) > FLOAT_PEAK_LIMIT:
         raise AudioFormatError(
             path,
             f"samples up to {peak:.4g} ({20 * math.log10(peak):+.0f} dBFS): not audio scaled to about "

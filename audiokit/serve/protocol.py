@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from audiokit.io import FLOAT_PEAK_LIMIT
+
 NORMAL = 1000
 GOING_AWAY = 1001  # the server is draining (SIGTERM): no new streams
 TOO_BIG = 1009
@@ -105,14 +107,10 @@ def parse_start(message: dict, default_models: dict[str, str]) -> StartRequest:
     return StartRequest(task, model, rate, fmt, bitrate, high_band)
 
 
-MAX_F32_PEAK = 64.0
-"""The largest ``f32le`` sample taken (+36 dBFS): beyond it the numbers are not audio scaled to [-1, 1]
-(int16 values sent as floats, say), and near float32's limit the models' squares overflow to NaN."""
-
-
 def decode_pcm(data: bytes, fmt: str) -> np.ndarray:
     """Mono PCM bytes -> float32 samples in [-1, 1]; :class:`ProtocolError` 4400 on a partial sample, or
-    ``f32le`` samples that are NaN, infinite or beyond :data:`MAX_F32_PEAK`."""
+    ``f32le`` samples that are NaN, infinite or beyond :data:`~audiokit.io.FLOAT_PEAK_LIMIT` (+36 dBFS: int16
+    values sent as floats, say)."""
     width = FORMATS[fmt]
     if len(data) % width:
         raise ProtocolError(
@@ -124,11 +122,11 @@ def decode_pcm(data: bytes, fmt: str) -> np.ndarray:
     if not np.isfinite(samples).all():
         raise ProtocolError(BAD_REQUEST, "f32le message holds NaN or infinite samples")
     peak = float(np.abs(samples).max(initial=0.0))
-    if peak > MAX_F32_PEAK:
+    if peak > FLOAT_PEAK_LIMIT:
         raise ProtocolError(
             BAD_REQUEST,
             f"f32le samples are floats in about [-1, 1]; this message peaks at {peak:.4g} "
-            f"(the limit is {MAX_F32_PEAK:g}; int16 values? send them as s16le)",
+            f"(the limit is {FLOAT_PEAK_LIMIT:g}; int16 values? send them as s16le)",
         )
     return samples
 
