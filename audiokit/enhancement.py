@@ -18,7 +18,6 @@ import torch
 import torch.nn.functional as F
 
 from audiokit import io
-from audiokit.errors import UsageError
 from audiokit.high_band import HighBand, HighBandSession
 from audiokit.io import PathLike, RawFormat
 from audiokit.models.enhancer import Enhancer
@@ -31,14 +30,6 @@ def load_enhancer(spec: str) -> tuple[Enhancer, str]:
     """The enhancer ``spec`` names (shipped name, run directory or ``.safetensors``), in eval mode, and
     the sha256 of its weights; loaded once per process."""
     return load_model(Enhancer, spec)
-
-
-def check_knobs(atten_lim_db: float | None, dry: float) -> None:
-    """UsageError unless ``atten_lim_db`` is None or >= 0 dB (``inf``: no limit) and ``dry`` in [0, 1]."""
-    if atten_lim_db is not None and not atten_lim_db >= 0:  # NaN fails too
-        raise UsageError(f"--atten-lim-db {atten_lim_db}: must be an attenuation limit in dB >= 0")
-    if not 0.0 <= dry <= 1.0:
-        raise UsageError(f"--dry {dry}: must be a wet/dry mix in [0, 1] (0: fully enhanced)")
 
 
 def enhance_audio(

@@ -143,6 +143,31 @@ def test_mistakes_table_one_line_exit_1_or_2_never_70(capsys, files):
     assert not (files["root"] / "out.akc").exists() and not (files["root"] / "single.wav").exists()
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["encode", "{wav}", "{root}/o.akc", "--bitrate", "0"],
+        ["encode", "{wav}", "{root}/o.akc", "--bitrate", "-3"],
+        ["encode", "{wav}", "{root}/o.akc", "--bitrate", "nan"],
+        ["enhance", "{wav}", "{root}/o.wav", "--dry", "1.5"],
+        ["enhance", "{wav}", "{root}/o.wav", "--dry", "nan"],
+        ["enhance", "{wav}", "{root}/o.wav", "--atten-lim-db", "-3"],
+        ["enhance", "{wav}", "{root}/o.wav", "--atten-lim-db", "nan"],
+        ["card", "-m", "speech-16k", "--run-dir", "{root}/run", "--max-files", "0"],
+    ],
+)
+def test_option_values_out_of_range_are_usage_errors(capsys, files, argv):
+    """A value its option cannot take is a malformed option, as README says: exit 2 (not 1), one line
+    naming the option, before any model loads or file is read."""
+    args = [a.format(**{key: str(value) for key, value in files.items()}) for a in argv]
+    code, out, err = run(capsys, *args)
+    assert code == 2 and not out, (args, code, err)
+    assert err.strip() == err.strip().splitlines()[0]
+    assert err.startswith(f"audiokit {argv[0]}: error: argument "), err
+    assert f"{argv[-2]}: {argv[-1]} is " in err, err
+    assert not list(files["root"].glob("o.*"))
+
+
 def test_bitrate_error_lists_the_models_rates_and_unknown_model_only_shipped(capsys, files):
     code, _, err = run(capsys, "encode", files["wav"], files["root"] / "x.akc", "-b", "6.2")
     assert code == 1 and "0.5, 1, 1.5" in err and "6 kbps" in err

@@ -172,8 +172,10 @@ def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, model_file, capsys, 
 def test_bad_options_are_one_line(tmp_path, model_file, capsys):
     src = SAMPLES / "speech_fr_16k_b.flac"
     for option in (["--dry", "1.5"], ["--atten-lim-db", "-3"], ["--atten-lim-db", "nan"]):
-        assert main(["enhance", str(src), str(tmp_path / "x.wav"), "-m", str(model_file), *option]) == 1
-        assert len(capsys.readouterr().err.strip().splitlines()) == 1
+        assert main(["enhance", str(src), str(tmp_path / "x.wav"), "-m", str(model_file), *option]) == 2
+        err = capsys.readouterr().err  # a malformed option: argparse's usage line and the error
+        assert err.strip().splitlines()[-1].startswith(f"audiokit enhance: error: argument {option[0]}: ")
+        assert not (tmp_path / "x.wav").exists()
     # inf is no limit, the default: the same output
     for name, option in (("default.wav", []), ("inf.wav", ["--atten-lim-db", "inf"])):
         assert main(["enhance", "-q", str(src), str(tmp_path / name), "-m", str(model_file), *option]) == 0

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from audiokit import io
-from audiokit.cli.options import doc_text
+from audiokit.cli.options import doc_text, whole_number
 from audiokit.data.paths import data_root
 from audiokit.errors import UsageError
 from audiokit.evaluation.bwe_card import BweCardRequest, build_bwe_card
@@ -87,8 +87,6 @@ def _build(args: argparse.Namespace, family: str, name: str) -> tuple[dict, Path
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.max_files is not None and args.max_files < 1:
-        raise UsageError(f"--max-files {args.max_files}: must be 1 or more")
     resolve_weights(args.weights)  # one line naming what is wrong with -m
     family = model_family(args.weights)
     if family is None:  # weights without a readable config beside them: say which, as bench does
@@ -152,7 +150,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         help="enhancer: the noisy set of `audiokit data mix` (default $AUDIOKIT_DATA/valid_noisy_16k)",
     )
     parser.add_argument(
-        "--max-files", type=int, help="enhancer/bwe: only this many files, spread over the set (default all)"
+        "--max-files",
+        type=whole_number(1),
+        help="enhancer/bwe: only this many files, spread over the set (default all)",
     )
     parser.add_argument(
         "--narrowband",

@@ -17,6 +17,7 @@ from audiokit.cli.options import (
     add_force_option,
     add_model_option,
     add_raw_options,
+    finite_number,
     raw_format,
     sample_rate_hz,
     use_threads,
@@ -61,8 +62,6 @@ def _check_akc_output(target: str) -> None:
 
 def run_encode(args: argparse.Namespace) -> int:
     use_threads(args)
-    if not math.isfinite(args.bitrate) or args.bitrate <= 0:
-        raise UsageError(f"--bitrate {args.bitrate:g}: must be a positive number of kbps")
     raw = raw_format(args)
     jobs = mirror_jobs(args.input, args.output, ".akc", args.glob)
     prepare_outputs(jobs, args.force)  # first: a data-loss refusal names both files
@@ -150,7 +149,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     enc.add_argument(
         "-b",
         "--bitrate",
-        type=float,
+        type=finite_number(0.0),
         default=6.0,
         help="kbps per channel, one of the model's (default 6; stereo takes twice this)",
     )

@@ -6,12 +6,12 @@ import argparse
 import math
 from functools import partial
 
+from audiokit.cli.options import number_in
 from audiokit.cli.processing import FILES, add_file_command, run_jobs
-from audiokit.enhancement import DEFAULT_MODEL, check_knobs, enhance_file, load_enhancer
+from audiokit.enhancement import DEFAULT_MODEL, enhance_file, load_enhancer
 
 
 def run(args: argparse.Namespace) -> int:
-    check_knobs(args.atten_lim_db, args.dry)
     limit = None if args.atten_lim_db == math.inf else args.atten_lim_db  # inf: no limit, the default
     options = {"atten_lim_db": limit, "dry": args.dry}
     return run_jobs(args, load_enhancer, partial(enhance_file, **options), options)
@@ -30,10 +30,13 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     )
     parser.add_argument(
         "--atten-lim-db",
-        type=float,
+        type=number_in(0.0, math.inf, "an attenuation limit in dB >= 0"),
         metavar="DB",
         help="attenuation limit: remove at most this many dB of noise (default: no limit; inf: no limit)",
     )
     parser.add_argument(
-        "--dry", type=float, default=0.0, help="wet/dry mix in [0, 1]: share of the input kept (default 0)"
+        "--dry",
+        type=number_in(0.0, 1.0, "a wet/dry mix in [0, 1] (0: fully enhanced)"),
+        default=0.0,
+        help="wet/dry mix in [0, 1]: share of the input kept (default 0)",
     )

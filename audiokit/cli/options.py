@@ -128,6 +128,22 @@ def finite_number(lowest: float = 0.0, above: bool = True) -> Callable[[str], fl
     return parse
 
 
+def number_in(lowest: float, highest: float, what: str) -> Callable[[str], float]:
+    """An argparse type: a number in ``[lowest, highest]`` (``highest`` may be ``inf``), ``what`` naming
+    it in the error (anything else is a usage error, exit code 2)."""
+
+    def parse(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+        if not lowest <= number <= highest:  # NaN fails too
+            raise argparse.ArgumentTypeError(f"{value} is not {what}")
+        return number
+
+    return parse
+
+
 def sample_rate_hz(value: str) -> int:
     """An argparse type for ``--sample-rate``: a whole number of Hz within what audiokit writes."""
     try:
