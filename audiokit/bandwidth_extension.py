@@ -2,7 +2,7 @@
 
 Any format, rate and channel count goes in; the output is at the model's rate (16 kHz for
 ``bwe-8to16``) with the input's channels (each extended on its own) and exactly
-``round(T * output_rate / input_rate)`` samples per channel.
+``round(T * output_rate / input_rate)`` samples per channel (at least 1).
 
 * Input at half the model's rate (8 kHz) goes through the model's own FIR upsampler
   (``model.stream(input_rate=...)``), so a file equals :meth:`BandwidthExtender.extend` on it.
@@ -28,7 +28,7 @@ from audiokit import io
 from audiokit.dsp import BandwidthEstimator
 from audiokit.io import PathLike, RawFormat
 from audiokit.models.bwe import NARROWBAND_EDGE_HZ, BandwidthExtender, band_edge, edge_of_bandwidth
-from audiokit.processing import Plan, chain, load_model, process_file, stream_resampler
+from audiokit.processing import Plan, chain, load_model, output_length, process_file, stream_resampler
 
 DEFAULT_MODEL = "bwe-8to16"
 
@@ -37,11 +37,6 @@ def load_extender(spec: str) -> tuple[BandwidthExtender, str]:
     """The bandwidth extender ``spec`` names (shipped name, run directory or ``.safetensors``), in eval
     mode, and the sha256 of its weights; loaded once per process."""
     return load_model(BandwidthExtender, spec)
-
-
-def output_length(samples: int, input_rate: int, output_rate: int) -> int:
-    """Samples per channel of ``samples`` at ``input_rate`` once extended to ``output_rate``."""
-    return round(samples * output_rate / input_rate)
 
 
 @torch.no_grad()

@@ -10,8 +10,10 @@ rate (``ready``'s ``max_messages_per_second``) and splits chunks over its messag
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import math
+import os
 import time
 from collections.abc import AsyncIterable, Iterable
 from dataclasses import dataclass, field
@@ -123,8 +125,10 @@ async def _connect(url: str, headers: dict | None):
         raise ConnectError(url, f"not a WebSocket server ({exc})") from None
     except TimeoutError:
         raise ConnectError(url, "no answer in time") from None
-    except OSError as exc:
-        raise ConnectError(url, exc.strerror or str(exc)) from None
+    except OSError as exc:  # asyncio's strerror is "Connect call failed (addr)": name the errno's reason
+        reason = os.strerror(exc.errno) if exc.errno else exc.strerror or str(exc)
+        hint = " (is `audiokit serve` running there?)" if exc.errno == errno.ECONNREFUSED else ""
+        raise ConnectError(url, reason + hint) from None
 
 
 async def stream(

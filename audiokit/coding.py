@@ -199,7 +199,9 @@ def mirror_jobs(
                 f"{target}: names a file, but the input {source} is a folder, whose output is a folder; "
                 "give a folder name (a trailing / makes one)"
             )
-        files = find_audio(source, pattern, extensions)
+        # files in an output folder inside the input one are earlier outputs, not inputs
+        inside = os.path.abspath(target) != os.path.abspath(source)
+        files = find_audio(source, pattern, extensions, exclude=target if inside else None)
         return [(p, (target / p.relative_to(source)).with_suffix(suffix)) for p in files]
     if not source.exists():
         raise UsageError(f"{source}: no such file or directory")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -18,6 +18,26 @@ def refuse_existing(out_dir: Path, force: bool) -> None:
     """A one-line error when ``out_dir`` exists and ``force`` is not given."""
     if out_dir.exists() and not force:
         raise UsageError(f"{out_dir}: already exists; remove it or pass --force to replace it")
+
+
+def check_target(out_dir: Path, inputs: Iterable[Path], marker: str, what: str, force: bool) -> None:
+    """Refuse (one UsageError line) an output folder whose replacement would lose files: one that is
+    an input or holds one, a file, a non-empty folder without ``marker`` (so not an earlier output of
+    this kind, which ``what`` names), or, without ``force``, an earlier output. What it lets through,
+    :func:`staged_folder` may replace (``force=True``)."""
+    out = Path(out_dir).resolve()
+    for path in inputs:
+        path = Path(path).resolve()
+        if path == out or out in path.parents:
+            raise UsageError(f"{out_dir}: is the input {path} or holds it; write into another folder")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"{out_dir}: exists and is not a folder")
+    if not out_dir.is_dir() or not any(out_dir.iterdir()):
+        return
+    if not (out_dir / marker).is_file():
+        raise UsageError(f"{out_dir}: a folder that holds no {what} (no {marker}); write into a new folder")
+    if not force:
+        raise UsageError(f"{out_dir}: already exists (a {what}); pass -f/--force to replace it")
 
 
 @contextmanager

@@ -571,8 +571,15 @@ def path_matches(relative: Path, pattern: str) -> bool:
     return relative.match(pattern) or fnmatch.fnmatchcase(relative.as_posix(), pattern)
 
 
-def find_audio(root: Path, pattern: str = "*", extensions: tuple[str, ...] = AUDIO_EXTENSIONS) -> list[Path]:
-    """Files with ``extensions`` under ``root`` (or ``root`` itself), relative path matching ``pattern``.
+def find_audio(
+    root: Path,
+    pattern: str = "*",
+    extensions: tuple[str, ...] = AUDIO_EXTENSIONS,
+    exclude: Path | None = None,
+) -> list[Path]:
+    """Files with ``extensions`` under ``root`` (or ``root`` itself), relative path matching ``pattern``,
+    none under the folder ``exclude`` (an output folder inside ``root``, whose earlier outputs are not
+    inputs).
 
     Raises :class:`UsageError` when ``root`` does not exist or holds no such file.
     """
@@ -580,10 +587,14 @@ def find_audio(root: Path, pattern: str = "*", extensions: tuple[str, ...] = AUD
         return [root]
     if not root.is_dir():
         raise UsageError(f"{root}: no such file or directory")
+    skipped = Path(os.path.abspath(exclude)) if exclude is not None else None
     files = sorted(
         p
         for p in root.rglob("*")
-        if p.is_file() and p.suffix.lower() in extensions and path_matches(p.relative_to(root), pattern)
+        if p.is_file()
+        and p.suffix.lower() in extensions
+        and path_matches(p.relative_to(root), pattern)
+        and (skipped is None or skipped not in Path(os.path.abspath(p)).parents)
     )
     if not files:
         raise UsageError(f"{root}: no files ({', '.join(extensions)}) matching {pattern!r}")

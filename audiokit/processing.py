@@ -158,6 +158,12 @@ def _output_subtype(source_info: io.AudioInfo, target: PathLike) -> str | None:
     return source_info.subtype if keep else None
 
 
+def output_length(samples: int, input_rate: int, output_rate: int) -> int:
+    """Samples per channel of ``samples`` at ``input_rate`` once processed to ``output_rate``: rounded,
+    and at least one for any input (a single sample at 44.1 kHz is not an empty file at 16 kHz)."""
+    return max(1, round(samples * output_rate / input_rate)) if samples else 0
+
+
 def process_file(
     plan: Planner,
     source: PathLike,
@@ -168,7 +174,7 @@ def process_file(
     """Process one audio file into ``target`` (format from its extension) in constant memory.
 
     ``plan`` makes the file's :class:`Plan` from its header; the output has the input's channels,
-    ``round(T * output_rate / input_rate)`` samples per channel and the input's sample format where
+    :func:`output_length` samples per channel and the input's sample format where
     ``target`` is lossless and holds it: a float file keeps samples beyond full scale, any other format
     gets them clipped to [-1, 1] and counted (``clipped``, all channels). ``source``/``target`` may be
     ``-`` (standard input/output, WAV out). ``raw``: read ``source`` as headerless PCM. Returns
@@ -215,7 +221,7 @@ def _process_path(
 
         def emit(block: torch.Tensor, last: bool) -> None:
             nonlocal written, clipped
-            length = round(read * rate / info.sample_rate)  # never more than the input's duration
+            length = output_length(read, info.sample_rate, rate)  # at most the input's duration
             out = steps.after(block, last)[:, : length - written]
             if last:
                 out = F.pad(out, (0, length - written - out.shape[-1]))

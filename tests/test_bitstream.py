@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import math
+import re
 import struct
 import zlib
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from audiokit.bitstream import (
@@ -19,7 +23,9 @@ from audiokit.bitstream import (
     unpack_codes,
     write_akc,
 )
+from audiokit.coding import encode_file, load_codec
 from audiokit.errors import BitstreamError, UsageError
+from audiokit.models import Codes
 
 
 def _header(**overrides) -> AkcHeader:
@@ -282,3 +288,23 @@ def test_out_of_range_code_with_valid_crc_is_rejected():
     ):
         AkcReader(broken).read_frames(0, 1)
     assert torch.equal(AkcReader(bytes(writer_path)).read_frames(0, 1), torch.tensor([[[999]]]))
+
+
+def test_the_docs_python_seek_decodes_the_span_of_a_whole_decode(tmp_path):
+    """The seek recipe docs/bitstream.md gives for Python, run as written: samples [start, stop) of an
+    .akc equal the same span of a whole decode (the recipe once left out the decoder's delay and
+    history, and `decode_segment` refused its frames)."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "bitstream.md").read_text()
+    (recipe,) = re.findall(r"```python\n(# samples \[start, stop\).*?)```", doc, re.S)
+    torch.manual_seed(0)
+    wav = tmp_path / "x.wav"
+    sf.write(wav, (0.1 * torch.randn(16000 * 3)).numpy(), 16000)
+    codec, sha256 = load_codec("speech-16k")
+    path = tmp_path / "x.akc"
+    encode_file(codec, wav, path, codec.bitrates[-1], sha256)
+    with AkcReader(path) as reader:
+        whole = codec.decode(Codes(reader.read_frames(0, reader.num_frames), 16000 * 3, 1))
+    for start, stop in ((0, 320), (16001, 30000), (40000, 48000)):
+        scope = {"codec": codec, "path": path, "start": start, "stop": stop}
+        exec(recipe, {"math": math, "AkcReader": AkcReader, "Codes": Codes}, scope)
+        torch.testing.assert_close(scope["segment"], whole[..., start:stop], rtol=0, atol=1e-5)

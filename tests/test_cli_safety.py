@@ -96,6 +96,22 @@ def test_decode_into_the_source_folder_is_refused(capsys, tmp_path):
     assert (folder / "enc" / "talk.akc").read_bytes() == coded
 
 
+def test_an_output_folder_inside_the_input_folder_can_be_run_again(capsys, tmp_path, monkeypatch):
+    """`bwe . out` from inside the folder worked once; every later run took out/'s outputs for inputs
+    and refused them as outputs that would overwrite inputs, with or without -f."""
+    folder = tmp_path / "talks"
+    _wav(folder / "a.wav", rate=8000)
+    monkeypatch.chdir(folder)
+    assert _run(capsys, "bwe", "-q", ".", "out")[0] == 0
+    first = (folder / "out" / "a.wav").read_bytes()
+    code, _, err = _run(capsys, "bwe", ".", "out")
+    assert code == 1
+    _one_line_error(err, "out/a.wav: already exists", "-f/--force")
+    assert _run(capsys, "bwe", "-q", "-f", ".", "out")[0] == 0
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.wav")) == ["a.wav", "out/a.wav"]
+    assert (folder / "out" / "a.wav").read_bytes() == first
+
+
 def test_two_inputs_with_one_output_are_refused_before_writing(capsys, tmp_path):
     folder = tmp_path / "d"
     _wav(folder / "x.wav")

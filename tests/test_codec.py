@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -104,6 +105,43 @@ def test_training_forward_is_aligned_and_differentiable(small_seanet):
     assert out.audio.shape == x.shape and out.codes.shape == (2, 4, 5)
     (out.audio.square().mean() + out.commitment_loss).backward()
     assert all(p.grad is not None for p in codec.encoder.parameters() if p.requires_grad)
+
+
+def test_decode_trains_again_and_again_and_reads_inference_codes(small_seanet):
+    """The codeword tables decode reads are built without autograd: a second backward through decode
+    (gradient accumulation, a decoder fine-tuned on frozen codes), codes made under inference mode,
+    and a deep copy of a model that has decoded all work."""
+    codec = Codec(small_seanet.config).eval()
+    x = torch.randn(1, 1, 1600) * 0.1
+    codes = codec.encode(x)
+    for _ in range(2):
+        codec.decode(codes).square().sum().backward()
+    assert all(p.grad is not None for p in codec.decoder.parameters())
+    with torch.inference_mode():
+        inference_codes = codec.encode(x)
+    assert torch.equal(codec.decode(inference_codes).detach(), codec.decode(codes).detach())
+    twin = copy.deepcopy(codec)
+    with torch.inference_mode():
+        assert torch.equal(twin.decode(codes), codec.decode(codes))
+
+
+def test_weights_edited_through_data_are_seen_after_weights_changed(small_seanet):
+    """Edits through ``.data`` bypass the version counters the prepared weights are keyed by:
+    ``weights_changed()`` makes the model use them (a twin edited the same way is the reference)."""
+    codec, twin = Codec(small_seanet.config).eval(), Codec(small_seanet.config).eval()
+    twin.load_state_dict(codec.state_dict())
+    x = torch.randn(1, 1, 1600) * 0.1
+    codes = codec.encode(x)
+    with torch.inference_mode():
+        codec.decode(codes)  # prepares (and keeps) the decoder's weights and the codeword tables
+    for model in (codec, twin):
+        for name, param in model.named_parameters():
+            if name.startswith(("decoder.", "quantizer.")):
+                param.data.mul_(0.9)
+    with torch.inference_mode():
+        expected = twin.decode(codes)
+        assert not torch.equal(codec.decode(codes), expected)  # what the method is for
+        assert torch.equal(codec.weights_changed().decode(codes), expected)
 
 
 def test_silence_and_clipping_stay_finite(speech_codec):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -220,6 +221,35 @@ def test_unknown_manifest_name_and_missing_opusenc(tmp_path, capsys, monkeypatch
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(ToolMissingError, match="apt-get install opus-tools"):
         pack(str(_write_manifest(tmp_path, SPEECH[:1])), tmp_path / "out", max_mb=1, quiet=True)
+
+
+def test_pack_never_replaces_its_inputs_or_what_is_not_a_pack(packed, tmp_path, capsys):
+    """`data pack -f` into the folder of its manifest (or of its clips) deleted them; onto a file it
+    replaced the file with a folder; a folder of other files went too."""
+    source = tmp_path / "src"
+    source.mkdir()
+    shutil.copy(SPEECH[0], source / SPEECH[0].name)
+    manifest = _write_manifest(source, [SPEECH[0].name])
+    other = tmp_path / "photos"
+    other.mkdir()
+    (other / "holiday.jpg").write_bytes(b"jpeg")
+    for out, message in [
+        (source, f"{source}: is the input "),
+        (tmp_path, f"{tmp_path}: is the input "),
+        (source / SPEECH[0].name, "is the input"),
+        (other, f"{other}: a folder that holds no pack (no PACK.json)"),
+    ]:
+        with pytest.raises(UsageError, match=re.escape(message)):
+            pack(str(manifest), out, max_mb=4, force=True, quiet=True)
+    assert (source / SPEECH[0].name).is_file() and manifest.is_file() and (other / "holiday.jpg").exists()
+    with pytest.raises(UsageError, match=r"not a JSONL manifest \(not UTF-8 text\)"):
+        pack(str(source / SPEECH[0].name), tmp_path / "out", max_mb=4, quiet=True)
+    # a prepared manifest named with its extension is that manifest, not "<name>.jsonl.jsonl"
+    prepared = tmp_path / "data" / "manifests" / "valid_speech.jsonl"
+    prepared.parent.mkdir(parents=True)
+    prepared.write_text(manifest.read_text().replace(SPEECH[0].name, str(source / SPEECH[0].name)))
+    summary = pack("valid_speech.jsonl", tmp_path / "out", max_mb=4, root=tmp_path / "data", quiet=True)
+    assert summary.clips == 1
 
 
 def test_cli_pack_prints_a_summary(tmp_path, capsys):

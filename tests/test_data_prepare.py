@@ -502,6 +502,10 @@ def test_a_corrupt_package_is_not_kept_in_the_cache(debs, tmp_path):
             r"valid_speech.jsonl: the row of .* has no 'package'",
         ),
         ('{"path": "x.flac", "package": "p", "source_path": "x"}', "is not a prepared clip"),
+        (  # too shallow to be below corpus/{rate}/{split}/{role}/{package}/ (was an internal error)
+            '{"path": "corpus/16000/valid/speech/x.flac", "package": "p", "source_path": "x"}',
+            r"is not a prepared clip \(not below corpus/\{rate\}/\{split\}/\{role\}/\{package\}/\)",
+        ),
     ],
 )
 def test_cli_mix_names_a_bad_manifest_row(prepared, tmp_path, capsys, line, message):
@@ -516,6 +520,40 @@ def test_cli_mix_names_a_bad_manifest_row(prepared, tmp_path, capsys, line, mess
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("audiokit data mix: error: ")
     assert re.search(message, err) and not out.exists()
+
+
+def test_mix_never_replaces_its_inputs_or_a_folder_that_is_not_a_set(prepared, tmp_path, capsys):
+    """`--out` of the data folder (a slip on the documented command) replaced the corpus and manifests
+    with the set, even a folder of other files went with -f, and `--list` overwrote any file, the
+    input manifests included, without -f."""
+    data = tmp_path / "data"
+    shutil.copytree(prepared / "manifests", data / "manifests")
+    shutil.copytree(prepared / "corpus" / "16000" / "valid", data / "corpus" / "16000" / "valid")
+    other = tmp_path / "photos"
+    other.mkdir()
+    (other / "holiday.jpg").write_bytes(b"jpeg")
+    listing = tmp_path / "list.jsonl"
+    listing.write_text("kept\n")
+    speech = manifest_path("valid", "speech", data)
+    before = speech.read_bytes()
+    mix = ["data", "mix", "--data-dir", str(data), "-q"]
+    for argv, message in [
+        (["--out", str(data), "-f"], f"{data}: is the input "),
+        (["--out", str(tmp_path), "-f"], f"{tmp_path}: is the input "),
+        (["--out", str(data / "manifests"), "-f"], "is the input"),
+        (["--out", str(data / "corpus" / "16000"), "-f"], "is the input"),
+        (["--out", str(other), "-f"], f"{other}: a folder that holds no clean/noisy set (no clips.jsonl)"),
+        (["--out", str(listing), "-f"], f"{listing}: exists and is not a folder"),
+        (["--out", str(tmp_path / "mix"), "--list", str(listing)], f"{listing}: already exists"),
+        (["--out", str(tmp_path / "mix"), "--list", str(speech), "-f"], "would overwrite the input"),
+    ]:
+        assert main([*mix, *argv]) == 1, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, (argv, err)
+    assert speech.read_bytes() == before and (other / "holiday.jpg").exists()
+    assert listing.read_text() == "kept\n" and not (tmp_path / "mix").exists()
+    assert main([*mix, "--out", str(tmp_path / "mix"), "--list", str(listing), "-f"]) == 0
+    assert read_jsonl(listing) == read_jsonl(tmp_path / "mix" / "clips.jsonl")
 
 
 def test_mix_with_silent_noise_stops_with_an_error(prepared, tmp_path):

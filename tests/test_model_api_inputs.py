@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import run_stream
 
-from audiokit.errors import UsageError
+from audiokit.errors import ModelError, UsageError
 from audiokit.models import AudioModel, BandwidthExtender, Codec, Codes, Enhancer
 from audiokit.models.base import check_audio
 
@@ -115,11 +115,19 @@ def test_non_finite_knobs_are_refused(enhancer, bwe, wav):
             enhancer.enhance(wav, **knobs)
         with pytest.raises(UsageError, match="atten_lim_db|dry"):
             enhancer.stream(1, **knobs)
-    for edge in (NAN, INF, 0.0):
-        with pytest.raises(UsageError, match="edge_hz must be a finite frequency"):
+    for knobs in ({"dry": None}, {"dry": "0.5"}, {"atten_lim_db": "20"}):
+        with pytest.raises(UsageError, match="atten_lim_db|dry"):
+            enhancer.enhance(wav, **knobs)
+    for edge in (NAN, INF, 0.0, 8000.5, "4000"):
+        with pytest.raises(UsageError, match=r"edge_hz must be a frequency in \(0, 8000\] Hz"):
             bwe.stream(1, edge_hz=edge)
-        with pytest.raises(UsageError, match="edge_hz must be a finite frequency"):
+        with pytest.raises(UsageError, match=r"edge_hz must be a frequency in \(0, 8000\] Hz"):
             bwe.extend(wav, 16000, edge_hz=edge)
+    # at 8 kHz, content stops at 4 kHz at the latest: an edge above extends nothing
+    with pytest.raises(UsageError, match=r"edge_hz must be a frequency in \(0, 4000\] Hz"):
+        bwe.extend(wav[..., :800], 8000, edge_hz=4001.0)
+    with pytest.raises(UsageError, match=r"edge_hz must be a frequency in \(0, 4000\] Hz"):
+        bwe.stream(1, input_rate=8000, edge_hz=9000.0)
     with pytest.raises(UsageError, match="needs edge_hz"):
         bwe.stream(1)
     # the edge given to extend is the one a session at the output rate takes
@@ -127,6 +135,52 @@ def test_non_finite_knobs_are_refused(enhancer, bwe, wav):
     torch.testing.assert_close(
         run_stream(bwe.stream(1, edge_hz=4000.0), wav, [256]), offline, atol=1e-5, rtol=0
     )
+
+
+def test_unknown_session_options_name_the_ones_sessions_take(enhancer, bwe):
+    with pytest.raises(UsageError, match=r"enhance-16k sessions take no option 'atten'; .*atten_lim_db, dry"):
+        enhancer.stream(1, atten=3.0)
+    with pytest.raises(UsageError, match=r"bwe-8to16 sessions take no option 'edge'; .*edge_hz"):
+        bwe.stream(1, edge=4000.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+def test_models_converted_to_another_dtype_say_they_run_in_float32(dtype, wav):
+    """``.double()`` / ``.half()`` are refused in one clear error at every entry point (they failed deep
+    inside with torch's "mat1 and mat2 must have the same dtype")."""
+    codec = Codec.from_pretrained("speech-16k")
+    codes = codec.encode(wav)
+    models = {
+        "codec": codec.to(dtype),
+        "enhancer": AudioModel.from_pretrained("enhance-16k").to(dtype),
+        "bwe": AudioModel.from_pretrained("bwe-8to16").to(dtype),
+    }
+    entry_points = [
+        lambda: models["codec"].encode(wav),
+        lambda: models["codec"].decode(codes),
+        lambda: models["codec"].stream(1, "decode").push(codes),
+        lambda: models["codec"].stream(1, "roundtrip").push(wav),
+        lambda: models["enhancer"].enhance(wav),
+        lambda: models["bwe"].extend(wav[..., :800], 8000),
+    ]
+    name = str(dtype).removeprefix("torch.")
+    for call in entry_points:
+        with pytest.raises(ModelError, match=rf"runs in float32, but its weights are {name}: .*\.float\(\)"):
+            call()
+    assert torch.isfinite(models["codec"].float().decode(codes)).all()  # back in float32, it runs again
+
+
+def test_gradients_through_the_extender_stay_finite_on_digital_silence(bwe):
+    """A silent frame's level is 0, whose square root has no finite derivative: the input's gradient
+    stays finite (the extender chained after a trainable network), and silence stays silent."""
+    speech_with_a_gap = torch.randn(1, 1, 8000) * 0.1
+    speech_with_a_gap[..., 3000:5000] = 0.0
+    for x in (torch.zeros(1, 1, 8000), speech_with_a_gap):
+        x = x.clone().requires_grad_(True)
+        out = bwe(x, torch.tensor([4000.0]))
+        out.square().sum().backward()
+        assert torch.isfinite(x.grad).all()
+    assert not bwe(torch.zeros(1, 1, 8000), torch.tensor([4000.0])).any()
 
 
 def test_enhance_and_extend_take_the_same_shapes(enhancer, bwe):

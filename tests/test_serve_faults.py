@@ -450,6 +450,8 @@ def test_the_token_is_redacted_however_its_name_is_spelt():
     assert "s3cret" not in redact_token(line) and "a=1" in redact_token(line)
     assert redact_token("ws://h/v1/stream?token=s3cret") == "ws://h/v1/stream?token=***"
     assert redact_token("ws://h/v1/stream?notatoken=1") == "ws://h/v1/stream?notatoken=1"
+    assert redact_token("ws://me:s3cret@h:8765/v1/stream") == "ws://me:***@h:8765/v1/stream"
+    assert redact_token("ws://me@h/v1/stream") == "ws://me@h/v1/stream"
 
 
 def test_a_bad_audiokit_ops_stops_the_server_at_start(monkeypatch):

@@ -100,6 +100,33 @@ def test_chunk_ms_must_be_positive(capsys, long_clip, tmp_path):
         one_line_error(err, f"audiokit stream: error: argument --chunk-ms: {value} is not a positive number")
     with pytest.raises(client.UsageError, match="chunk_ms"):
         client.file_chunks(long_clip[0], 0)
+    # a bitrate that is no number of kbps is refused here, not by the server once connected
+    for value in ("0", "nan", "inf"):
+        code, out, err = run(
+            capsys, "stream", long_clip[0], tmp_path / "o.wav", "-b", value, "--task", "codec"
+        )
+        assert code == 2 and not out and not (tmp_path / "o.wav").exists()
+        one_line_error(
+            err, f"audiokit stream: error: argument -b/--bitrate: {value} is not a positive number"
+        )
+    code, out, err = run(
+        capsys, "stream", long_clip[0], tmp_path / "o.wav", "--model-band-only", "--task", "codec"
+    )
+    assert code == 1 and not (tmp_path / "o.wav").exists()
+    one_line_error(err, "--model-band-only: only for --task enhance (not codec)")
+
+
+def test_samples_beyond_full_scale_sent_as_16_bit_pcm_are_a_warning(capsys, server, tmp_path):
+    """16-bit PCM on the wire clips what lies beyond full scale: the file commands warn, so does this."""
+    source = tmp_path / "loud.wav"
+    sf.write(source, np.tile(np.float32([0.5, 1.5, -2.0]), 3200), 16000, subtype="FLOAT")
+    code, _, err = run(
+        capsys, "stream", source, tmp_path / "o.wav", "--url", server.ws, "--format", "s16le", "-q"
+    )
+    assert code == 0
+    assert err.startswith(f"warning: {source}: 6400 sample(s) above full scale clipped") and "f32le" in err
+    code, _, err = run(capsys, "stream", source, tmp_path / "p.wav", "--url", server.ws, "-q")
+    assert code == 0 and "clipped" not in err.split("above full scale")[0]
 
 
 @pytest.mark.parametrize(
@@ -123,7 +150,17 @@ def test_chunk_ms_must_be_positive(capsys, long_clip, tmp_path):
             ("--url", "{http}/v2"),
             "cannot open a stream at ws://127.0.0.1:{port}/v2: the server answered",
         ),
-        ("server", ("--url", "ws://127.0.0.1:{free}/v1/stream"), "cannot open a stream at ws://127.0.0.1:"),
+        (  # the system's reason (asyncio's was "Connect call failed ('127.0.0.1', port)"), and a hint
+            "server",
+            ("--url", "ws://127.0.0.1:{free}/v1/stream"),
+            "cannot open a stream at ws://127.0.0.1:{free}/v1/stream: Connection refused "
+            "(is `audiokit serve` running there?)",
+        ),
+        (  # a password in the URL is never printed
+            "server",
+            ("--url", "ws://me:s3cret@127.0.0.1:{free}/v1/stream"),
+            "cannot open a stream at ws://me:***@127.0.0.1:{free}/v1/stream: Connection refused",
+        ),
     ],
 )
 def test_connection_mistakes_are_one_line(capsys, request, server, tmp_path, where, options, expected):

@@ -235,10 +235,10 @@ def test_state_dict_moves_a_live_decode_stream_to_a_fresh_session():
     head = first.push(codes.codes[..., :4])
     second = codec.stream(2, "decode")
     second.load_state_dict(first.state_dict())
+    with pytest.raises(UsageError, match="started with 3"):  # refused, and nothing changes
+        second.push(codes.codes[:, [0, 1, 2, 0], :2])  # 4 codebooks (the codec's all), not the saved 3
     rest = run_stream(second, codes.codes[..., 4:], [3])
     torch.testing.assert_close(torch.cat([head, rest], -1), audio, rtol=0, atol=ATOL)
-    with pytest.raises(UsageError, match="started with 3"):
-        second.push(codes.codes[..., :2].repeat(1, 2, 1))  # 6 codebooks, not the saved stream's 3
     with pytest.raises(UsageError, match="does not fit"):
         codec.stream(2, "decode").load_state_dict({**first.state_dict(), "rows": 3})
 
@@ -400,6 +400,24 @@ def test_failed_decode_flush_resets_every_row():
         session.flush()
     got = torch.cat([session.push(codes), session.flush()], -1)
     torch.testing.assert_close(got, audio, rtol=0, atol=ATOL)
+
+
+def test_decode_session_takes_any_bitrate_after_a_flush_and_a_refused_push_changes_nothing():
+    """A decode session learns its number of codebooks from the first codes it accepts: a push refused
+    (values out of range) leaves it unset, a flush lets the next stream come at another bitrate, and
+    integer codes of any width decode as int64 ones (as ``Codec.decode`` takes them)."""
+    codec = CODECS["speech-16k"]
+    x = 0.3 * torch.randn(1, 1, 3200)
+    session = codec.stream(1, "decode")
+    with pytest.raises(UsageError, match="values in"):
+        session.push(torch.full((1, 12, 5), codec.codebook_size))
+    for n_q in (6, 12, 3):
+        codes = codec.encode(x, codec.bitrates[n_q - 1])
+        got = torch.cat([session.push(codes.codes.int()), session.flush()], -1)[..., : x.shape[-1]]
+        torch.testing.assert_close(got, codec.decode(codes), rtol=0, atol=ATOL)
+    with pytest.raises(UsageError, match="codes have 6 codebooks but this stream started with 3"):
+        session.push(codec.encode(x, codec.bitrates[2]).codes[..., :2])
+        session.push(codec.encode(x, codec.bitrates[5]).codes)
 
 
 # ------------------------------------------------------------------ latency and timing

@@ -37,10 +37,10 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         (DEFAULT_MODEL, "bandwidth extender"),
         help="extend the bandwidth of narrowband speech (8 kHz telephone audio to 16 kHz)",
         description=f"Extend the bandwidth of {FILES} to the model's rate: each channel on its own, "
-        "round(samples * model rate / input rate) samples out. 8 kHz input goes through the model's own "
-        "upsampler; other rates are resampled (soxr) and their band edge is measured on the whole file "
-        "first (wideband input passes through unchanged; content above the model's rate is not kept, with a "
-        "warning).",
+        "round(samples * model rate / input rate) samples out (at least 1). 8 kHz input goes through "
+        "the model's own upsampler; other rates are resampled (soxr) and their band edge is measured on "
+        "the whole file first (wideband input passes through unchanged; content above half the model's "
+        "rate is not kept, with a warning).",
     )
     parser.add_argument(
         "--input-rate",

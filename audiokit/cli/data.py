@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from audiokit.cli.options import sample_rate_hz
-from audiokit.data.manifest import write_jsonl_atomic
+from audiokit.data.manifest import manifest_path, write_jsonl_atomic
 from audiokit.data.noisy_set import DEFAULT_SNRS, build_noisy_set
 from audiokit.data.pack import CODECS, pack
 from audiokit.data.prepare import hours_table, prepare
@@ -67,8 +67,10 @@ def run_mix(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.out.is_dir():
         raise UsageError(f"{args.out}: exists and is not a folder")
     snrs = _snrs(args.snr)
-    if args.list is not None:  # a folder as --list is refused now, not once the set is built
-        prepare_outputs([("--list", args.list)], force=True)
+    if args.list is not None:  # refused now (a folder, an input, an existing file without -f), not once built
+        roles = ("speech", "noise")
+        manifests = [manifest_path("valid", role, _root(args), args.sample_rate) for role in roles]
+        prepare_outputs([("--list", args.list)], force=args.force, inputs=manifests)
     clips = build_noisy_set(
         args.out,
         snrs,
@@ -152,7 +154,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     )
     mix.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     mix.add_argument("--list", type=Path, help="also write the clip list here (e.g. recipes/data/...)")
-    mix.add_argument("-f", "--force", action="store_true", help="replace --out if it exists")
+    mix.add_argument("-f", "--force", action="store_true", help="replace --out and --list if they exist")
     mix.set_defaults(handler=run_mix)
 
     packer = actions.add_parser(

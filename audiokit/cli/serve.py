@@ -21,7 +21,7 @@ from audiokit.cli.options import (
     raw_format,
     whole_number,
 )
-from audiokit.errors import AudiokitError
+from audiokit.errors import AudiokitError, UsageError
 from audiokit.threads import MAX_THREADS
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -120,6 +120,8 @@ def run_stream(args: argparse.Namespace) -> int:
     from audiokit.cli.processing import warn_clipped
     from audiokit.redaction import redact_token
 
+    if args.model_band_only and args.task != "enhance":
+        raise UsageError(f"--model-band-only: only for --task enhance (not {args.task})")
     source = args.input if io.is_stdio(args.input) else Path(args.input)
     io.prepare_outputs([(source, args.output)], args.force)  # first: before reading, connecting
     name = io.shown_name(args.input)
@@ -154,10 +156,16 @@ def run_stream(args: argparse.Namespace) -> int:
 def _stream_file(args: argparse.Namespace) -> tuple[Any, list, int]:
     """Read ``args.input``, stream it through the server and save the result to ``args.output``: the
     client's ``StreamResult``, the chunks sent and their rate in Hz."""
+    import numpy as np
+
     from audiokit import client, io
+    from audiokit.cli.processing import warn_clipped
 
     chunks, rate = client.file_chunks(args.input, args.chunk_ms, args.realtime, raw_format(args))
     io.check_output_format(args.output, rate)
+    if args.format == "s16le":  # 16-bit PCM on the wire holds [-1, 1] only
+        beyond = sum(int(np.count_nonzero(np.abs(chunk) > 1.0)) for chunk in chunks)
+        warn_clipped(io.shown_name(args.input), beyond, advice="or send --format f32le")
     work = client.stream(
         args.url,
         chunks,
@@ -277,7 +285,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         help="what the server does to the audio: enhance it, or code and decode it (default: enhance)",
     )
     client.add_argument("-m", "--model", help="served model name (default: the server's for the task)")
-    client.add_argument("-b", "--bitrate", type=float, default=6.0, help="codec bitrate in kbps (default: 6)")
+    client.add_argument(
+        "-b", "--bitrate", type=finite_number(), default=6.0, help="codec bitrate in kbps (default: 6)"
+    )
     client.add_argument("--format", choices=("f32le", "s16le"), default="f32le", help="PCM on the wire")
     client.add_argument(
         "--model-band-only",

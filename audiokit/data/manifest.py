@@ -31,7 +31,8 @@ def find_manifest(spec: str | Path, root: Path | None = None, sample_rate: int =
     path = Path(spec).expanduser()
     if path.exists():
         return path
-    named = manifest_dir(root, sample_rate) / f"{spec}.jsonl"
+    name = str(spec) if str(spec).endswith(".jsonl") else f"{spec}.jsonl"
+    named = manifest_dir(root, sample_rate) / name
     if named.is_file():
         return named
     raise FileNotFoundError(f"{str(spec)!r} is neither an existing path nor a prepared manifest ({named})")
@@ -52,11 +53,20 @@ def write_text_atomic(path: Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def text_lines(path: Path) -> list[str]:
+    """The lines of the UTF-8 text file ``path``; :class:`ValueError` naming it when it is not text (an
+    audio file given as a manifest)."""
+    try:
+        return Path(path).read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a JSONL manifest (not UTF-8 text)") from None
+
+
 def read_jsonl(path: Path, cut_end: bool = False) -> list[dict]:
     """All rows of a JSONL file (blank lines skipped). A line that is not JSON raises :class:`ValueError`
     naming ``file:line``; with ``cut_end``, a last line cut short (its writer killed while appending it)
     is left out instead."""
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = text_lines(path)
     rows = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
@@ -113,19 +123,18 @@ def read_manifest(path: Path, root: Path | None = None) -> list[dict]:
     resolved by :func:`audio_path`). A line that is not a JSON object with a string ``path`` raises
     :class:`ValueError` naming ``file:line``."""
     rows = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                if not isinstance(row, dict) or not isinstance(row.get("path"), str):
-                    raise ValueError("no string 'path'")
-            except ValueError as exc:
-                problem = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
-                raise ValueError(f"{path}:{number}: not a manifest line: {problem}") from None
-            for key in ("path", "pair"):
-                if row.get(key):
-                    row[key] = str(root / row[key] if root is not None else audio_path(path, row[key]))
-            rows.append(row)
+    for number, line in enumerate(text_lines(path), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict) or not isinstance(row.get("path"), str):
+                raise ValueError("no string 'path'")
+        except ValueError as exc:
+            problem = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+            raise ValueError(f"{path}:{number}: not a manifest line: {problem}") from None
+        for key in ("path", "pair"):
+            if row.get(key):
+                row[key] = str(root / row[key] if root is not None else audio_path(path, row[key]))
+        rows.append(row)
     return rows

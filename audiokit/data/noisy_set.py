@@ -13,7 +13,7 @@ from audiokit.data.debs import sha256_file
 from audiokit.data.manifest import manifest_path, read_manifest, write_jsonl_atomic
 from audiokit.data.mixing import loop_excerpt, mix_at_snr, snr_db
 from audiokit.errors import UsageError
-from audiokit.folders import staged_folder
+from audiokit.folders import check_target, staged_folder
 
 DEFAULT_SNRS = (-5.0, 0.0, 5.0, 10.0, 20.0)
 MAX_NOISE_DRAWS = 1000  # (nearly) silent excerpts redrawn before the noise is taken for silent
@@ -52,7 +52,9 @@ def build_noisy_set(
     rng.shuffle(snr_order)
     noise_cache: dict[str, np.ndarray] = {}
     clips = []
-    with staged_folder(out, force) as staging:
+    inputs = [speech_manifest, noise_manifest, *(row["path"] for row in [*speech, *noise])]
+    check_target(out, inputs, "clips.jsonl", "clean/noisy set", force)
+    with staged_folder(out, force=True) as staging:  # check_target refused what needs -f
         bar = tqdm(speech, desc="mixing", unit="clip", disable=quiet or not sys.stderr.isatty())
         for index, row in enumerate(bar):
             clean, rate = audio_io.load(row["path"], sample_rate=sample_rate, channels=1)
@@ -93,8 +95,9 @@ def _rows(manifest: Path, root: Path | None) -> list[dict]:
         raise UsageError(str(exc)) from None
     for row in rows:
         missing = [key for key in ("package", "source_path") if key not in row]
-        if missing or "corpus" not in Path(row["path"]).parts:
-            problem = f"has no {missing[0]!r}" if missing else "is not a prepared clip (not below corpus/)"
+        if missing or _inside(row["path"]) is None:
+            below = "corpus/{rate}/{split}/{role}/{package}/"
+            problem = f"has no {missing[0]!r}" if missing else f"is not a prepared clip (not below {below})"
             raise UsageError(f"{manifest}: the row of {row['path']} {problem}; rerun `audiokit data prepare`")
     return sorted(rows, key=lambda row: row["path"])
 
@@ -122,11 +125,13 @@ def _draw_noise(
     )
 
 
-def _inside(path: str) -> Path:
-    """Path of a corpus clip below ``corpus/{rate}/{split}/{role}/{package}/``."""
+def _inside(path: str) -> Path | None:
+    """Path of a corpus clip below ``corpus/{rate}/{split}/{role}/{package}/`` (``None``: not below it)."""
     parts = Path(path).parts
+    if "corpus" not in parts:
+        return None
     corpus = len(parts) - 1 - parts[::-1].index("corpus")
-    return Path(*parts[corpus + 5 :])
+    return Path(*parts[corpus + 5 :]) if len(parts) > corpus + 5 else None
 
 
 def measured_snr_db(clean_path: Path, noisy_path: Path) -> float:

@@ -36,10 +36,11 @@ from audiokit.data.manifest import (
     find_manifest,
     package_totals,
     read_jsonl,
+    text_lines,
 )
 from audiokit.data.paths import data_root
 from audiokit.errors import UsageError
-from audiokit.folders import staged_folder
+from audiokit.folders import check_target, staged_folder
 from audiokit.tools import OPUS_MIN_KBPS, require_tool
 
 CODECS = ("opus",)
@@ -71,18 +72,21 @@ def resolve_manifest(spec: str, root: Path | None = None, sample_rate: int = DEF
 def read_rows(manifest: Path, root: Path) -> list[dict]:
     """Manifest rows with ``path`` made absolute; a malformed line is a one-line :class:`UsageError`."""
     rows = []
-    with open(manifest, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                relative = Path(row["path"]).expanduser()
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                problem = exc.msg if isinstance(exc, json.JSONDecodeError) else f"no string 'path' ({exc})"
-                raise UsageError(f"{manifest}:{number}: not a manifest line: {problem}") from None
-            row["path"] = str(audio_path(manifest, relative, root))
-            rows.append(row)
+    try:
+        lines = text_lines(manifest)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            relative = Path(row["path"]).expanduser()
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            problem = exc.msg if isinstance(exc, json.JSONDecodeError) else f"no string 'path' ({exc})"
+            raise UsageError(f"{manifest}:{number}: not a manifest line: {problem}") from None
+        row["path"] = str(audio_path(manifest, relative, root))
+        rows.append(row)
     if not rows:
         raise UsageError(f"{manifest}: the manifest holds no clips")
     return rows
@@ -172,7 +176,8 @@ def pack(
     order = np.random.default_rng(seed).permutation(len(rows)) if shuffle else np.arange(len(rows))
     opusenc = require_tool("opusenc", "opus-tools")
     out_dir = Path(out_dir)
-    with staged_folder(out_dir, force) as tmp:
+    check_target(out_dir, [source, *(row["path"] for row in rows)], "PACK.json", "pack", force)
+    with staged_folder(out_dir, force=True) as tmp:  # check_target refused what needs -f
         packed, lines, used = [], [], PACK_JSON_RESERVE
         limit = len(order) if max_clips is None else min(max_clips, len(order))
         on_terminal = sys.stderr.isatty()

@@ -35,7 +35,7 @@ from torch import nn
 from audiokit import schema
 from audiokit.errors import AudiokitError, ModelError, UsageError
 from audiokit.io import atomic_path
-from audiokit.nn.precision import set_weight_precision
+from audiokit.nn.precision import PREPARED_CACHES, set_weight_precision
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 FORMAT_VERSION = 1
@@ -189,10 +189,22 @@ class AudioModel(nn.Module):
         allow_empty: bool = False,
     ) -> torch.Tensor:
         """:func:`check_audio` of ``x`` for this model (at :attr:`sample_rate` unless ``sample_rate``):
-        the float tensor in the dtype of the model's weights, or :class:`~audiokit.errors.UsageError`."""
-        dtype = next((p.dtype for p in self.parameters() if p.is_floating_point()), torch.float32)
+        the float32 tensor, or :class:`~audiokit.errors.UsageError`; :class:`~audiokit.errors.ModelError`
+        for a model converted to another dtype (``.double()``, ``.half()``: the models run in float32;
+        :meth:`set_weight_precision` is how to use float16 or int8 weights)."""
+        self.check_float32()
         rate = self.sample_rate if sample_rate is None else sample_rate
-        return check_audio(x, where, rate, shape, ndims, dtype, allow_empty)
+        return check_audio(x, where, rate, shape, ndims, torch.float32, allow_empty)
+
+    def check_float32(self) -> None:
+        """:class:`~audiokit.errors.ModelError` unless the weights are float32, the one dtype the models
+        run in (:meth:`set_weight_precision` is how to use float16 or int8 weights)."""
+        dtype = next((p.dtype for p in self.parameters() if p.is_floating_point()), torch.float32)
+        if dtype != torch.float32:
+            raise ModelError(
+                f"{self.name} runs in float32, but its weights are {str(dtype).removeprefix('torch.')}: "
+                "convert it back with .float() (set_weight_precision('float16') rounds weights for speed)"
+            )
 
     def stream(self, batch_size: int = 1, **options: Any) -> Any:
         """A streaming session of ``batch_size`` independent streams (``push(chunk)``, ``flush()``)."""
@@ -203,6 +215,17 @@ class AudioModel(nn.Module):
         and streaming alike; compiled steps then read float16 weights (:mod:`audiokit.nn.precision`).
         Returns the model."""
         set_weight_precision(self, precision)
+        return self
+
+    def weights_changed(self: M) -> M:
+        """Drop the matrices and codeword tables prepared from the weights: the next call prepares them
+        afresh. Needed only after editing weights in place through ``.data`` (PyTorch's version counters,
+        which tell a change otherwise, do not see such edits); optimiser steps, in-place edits under
+        ``torch.no_grad()`` and ``load_state_dict`` are seen. Sessions opened before keep the weights
+        they started with. Returns the model."""
+        for module in self.modules():
+            for cache in PREPARED_CACHES:
+                module.__dict__.pop(cache, None)
         return self
 
     def copy_with_weight_precision(self: M, precision: str) -> M:

@@ -23,6 +23,7 @@ samples (bwe-8to16: 63 + 256 -> 320, 20 ms).
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,8 +144,7 @@ class BandwidthExtender(
         """Samples by which :meth:`step`'s output lags its (output-rate) input."""
         return self.synthesis.delay
 
-    @staticmethod
-    def step_options(edge_hz: float | None = None) -> dict[str, float]:
+    def step_options(self, edge_hz: float | None = None) -> dict[str, float]:
         """:meth:`step`'s keyword arguments: ``edge_hz`` (required, :func:`check_edge_hz`)."""
         if edge_hz is None:
             raise UsageError(
@@ -152,7 +152,7 @@ class BandwidthExtender(
                 "content stops (audiokit.dsp.estimate_bandwidth measures it); for 8 kHz input pass "
                 "input_rate=8000 instead"
             )
-        return {"edge_hz": check_edge_hz(edge_hz)}
+        return {"edge_hz": check_edge_hz(edge_hz, self.sample_rate)}
 
     def stream(
         self, batch_size: int = 1, input_rate: int | None = None, **options: Any
@@ -169,7 +169,7 @@ class BandwidthExtender(
             raise UsageError(
                 f"input_rate must be {self.sample_rate // 2} or {self.sample_rate} Hz, got {input_rate}"
             )
-        options.setdefault("edge_hz", NARROWBAND_EDGE_HZ)
+        options["edge_hz"] = check_edge_hz(options.get("edge_hz", NARROWBAND_EDGE_HZ), input_rate)
         return UpsampledStream(
             self.upsampler, AudioStream(self, batch_size, **options), compile=options.get("compile")
         )
@@ -219,8 +219,11 @@ class BandwidthExtender(
         gains = torch.exp(self.gain_head(h).clamp(-12.0, 4.0)) @ self.erb_spread.t()  # (N, M, bins)
         index = source[..., None].expand(-1, -1, frames)
         residual = self.residual_head(h).view(*h.shape[:2], bins, 2).transpose(1, 2)  # (N, bins, M, 2)
-        # the residual scales with the frame's level, so silence stays exactly silent
-        level = (power.sum(1) / known.sum(1, keepdim=True)).sqrt()[:, None]  # (N, 1, M): RMS of known bins
+        # the residual scales with the frame's level, so silence stays exactly silent; the square root
+        # of a silent frame's zero is taken of 1 and masked, so that its gradient is 0, not NaN
+        mean_power = power.sum(1) / known.sum(1, keepdim=True)  # (N, M): of the known bins
+        audible = mean_power > 0
+        level = torch.where(audible, mean_power, 1.0).sqrt().masked_fill(~audible, 0.0)[:, None]  # (N, 1, M)
         gains, keep = gains.transpose(1, 2), keep[..., None]
         new_real = torch.gather(real, 1, index) * gains + residual[..., 0] * level
         new_imag = torch.gather(imag, 1, index) * gains + residual[..., 1] * level
@@ -286,7 +289,7 @@ class BandwidthExtender(
         if edge_hz is None:
             edges = torch.tensor([band_edge(item, input_rate, rate) for item in batched])
         else:
-            edges = torch.full((batched.shape[0],), check_edge_hz(edge_hz))
+            edges = torch.full((batched.shape[0],), check_edge_hz(edge_hz, input_rate))
         if input_rate != rate:
             batched = self.upsample(batched)
         with self.evaluating():
@@ -294,10 +297,12 @@ class BandwidthExtender(
         return out.reshape(*x.shape[:-1], out.shape[-1])
 
 
-def check_edge_hz(edge_hz: float) -> float:
-    """``edge_hz`` as a float: a finite frequency > 0 Hz, else :class:`~audiokit.errors.UsageError`."""
-    value = float(edge_hz)
-    if not 0.0 < value < math.inf:
-        raise UsageError(f"edge_hz must be a finite frequency > 0 Hz, got {edge_hz}")
-    return value
-
+def check_edge_hz(edge_hz: float, input_rate: int) -> float:
+    """``edge_hz`` as a float: a frequency in (0, ``input_rate`` / 2] Hz (where content can stop in audio at
+    ``input_rate`` Hz), else :class:`~audiokit.errors.UsageError`."""
+    if not isinstance(edge_hz, numbers.Real) or not 0.0 < edge_hz <= input_rate / 2:
+        raise UsageError(
+            f"edge_hz must be a frequency in (0, {input_rate / 2:g}] Hz (the Nyquist frequency of "
+            f"{input_rate} Hz input), got {edge_hz!r}"
+        )
+    return float(edge_hz)

@@ -470,6 +470,7 @@ class Codec(AudioModel, family="codec", config_class=CodecConfig, configs=CONFIG
             f"{where} takes integer (int64) codes (rows, n_q <= {self.num_codebooks}, frames) "
             f"in 0..{self.codebook_size - 1}"
         )
+        self.check_float32()
         if not isinstance(codes, torch.Tensor):
             raise UsageError(
                 f"{expected} (or Codes), got {type(codes).__module__}.{type(codes).__qualname__}"

@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -154,11 +155,13 @@ def mix_factor(atten_lim_db: float | None, dry: float) -> float:
     """Share ``a`` of the input spectrum kept in the output (0 = fully enhanced);
     :class:`~audiokit.errors.UsageError` for a ``dry`` outside [0, 1] or an ``atten_lim_db`` that is not a
     finite number of dB >= 0 (NaN included)."""
-    if not 0.0 <= dry <= 1.0:
-        raise UsageError(f"dry must be in [0, 1], got {dry}")
-    if atten_lim_db is not None and not 0.0 <= atten_lim_db < math.inf:
+    if not isinstance(dry, numbers.Real) or not 0.0 <= dry <= 1.0:
+        raise UsageError(f"dry must be in [0, 1], got {dry!r}")
+    if atten_lim_db is not None and not (
+        isinstance(atten_lim_db, numbers.Real) and 0.0 <= atten_lim_db < math.inf
+    ):
         raise UsageError(
-            f"atten_lim_db must be a finite number of dB >= 0 (None: no limit), got {atten_lim_db}"
+            f"atten_lim_db must be a finite number of dB >= 0 (None: no limit), got {atten_lim_db!r}"
         )
     floor = 0.0 if atten_lim_db is None else 10.0 ** (-atten_lim_db / 20.0)
     return 1.0 - (1.0 - floor) * (1.0 - dry)

@@ -31,6 +31,9 @@ from audiokit.errors import UsageError
 
 PRECISIONS = ("float32", "float16", "int8")
 _FLAG = "_weight_precision"
+PREPARED_CACHES = ("_prepared", "_lookup")
+"""Where blocks keep what they prepare from their weights (``StreamingModule.prepare``,
+``VectorQuantizer.prepare_lookup``), keyed by the weights' version counters."""
 _TWIN = "_audiokit_weight_twin"
 INT8_LEVELS = 127
 """int8 weights use the symmetric grid ``-127 .. 127`` times a scale per output."""

@@ -153,7 +153,7 @@ class VectorQuantizer(nn.Module):
         cached = self.__dict__.get("_lookup")
         if key is not None and cached is not None and cached[0] == key:
             return cached[1]
-        with torch.no_grad(), torch.inference_mode(False):
+        with torch.inference_mode(False), torch.no_grad():  # no_grad innermost: no graph
             codebook = self.codebook.detach().double()
             project = None
             table = codebook

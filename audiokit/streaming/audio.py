@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -53,6 +54,19 @@ class AudioRow:
         self.out.append(out)
         self.out_len += out.shape[0]
         self.emitted += out.shape[0]
+
+
+def step_options(model, options: dict) -> dict:
+    """``model.step_options(**options)``: the knobs of ``model``'s sessions, with a
+    :class:`~audiokit.errors.UsageError` naming the ones it takes for any other option."""
+    takes = [name for name in inspect.signature(model.step_options).parameters if name != "self"]
+    unknown = sorted(set(options) - set(takes))
+    if unknown:
+        raise UsageError(
+            f"{model.name} sessions take no option {', '.join(map(repr, unknown))}; they take "
+            f"{', '.join(['channels', 'compile', *takes])}"
+        )
+    return model.step_options(**options)
 
 
 def audio_step(
@@ -109,7 +123,7 @@ class AudioStream:
         self.rows = batch_size * channels
         self.hop_length = model.hop_length
         self.lag = model.output_lag
-        self.step_options = model.step_options(**options)
+        self.step_options = step_options(model, options)
         self.device = next(model.parameters()).device
         with torch.inference_mode():
             self.state = model.init_state(self.rows, self.device)

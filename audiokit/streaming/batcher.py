@@ -23,7 +23,7 @@ import torch
 from audiokit.errors import UsageError
 from audiokit.models.base import check_audio
 from audiokit.nn.state import assign_rows, select_rows, zero_rows
-from audiokit.streaming.audio import audio_step
+from audiokit.streaming.audio import audio_step, step_options
 from audiokit.streaming.codec import CodecStream
 
 
@@ -85,8 +85,7 @@ class MultiStreamBatcher:
             if not isinstance(codes, torch.Tensor) or codes.dim() != 2:
                 shape = tuple(codes.shape) if isinstance(codes, torch.Tensor) else type(codes).__name__
                 raise UsageError(f"push codes (n_q, frames) for one stream, got {shape}")
-            session._check_codes(codes)
-            piece = session.codec.check_codes(codes[None], "MultiStreamBatcher.push")[0].to(session.device)
+            piece = session.session_codes(codes[None], "MultiStreamBatcher.push")[0].to(session.device)
             row = session._rows[slot]
             if hasattr(chunk, "length") and row.limit is None:  # a Codes carries its length, as in a session
                 row.limit = int(chunk.length)
@@ -205,7 +204,7 @@ class AudioBatcher:
         self.capacity = capacity
         self.hop_length = model.hop_length
         self.lag = model.output_lag
-        self.step_options = model.step_options(**options)
+        self.step_options = step_options(model, options)
         self.device = next(model.parameters()).device
         self._step, self.compiled = audio_step(model, self.step_options, compile, self.device, capacity)
         with torch.inference_mode():

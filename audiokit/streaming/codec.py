@@ -171,7 +171,8 @@ class CodecStream:
 
         Rows may end with different lengths (after :meth:`reset`); the result is padded to the longest
         and :attr:`lengths` gives each row's valid length. A flush that raises (a ``"decode"`` row whose
-        codes fall short of its length) resets every row too, dropping their output.
+        codes fall short of its length) resets every row too, dropping their output. A ``"decode"``
+        session then takes its number of codebooks from the next codes pushed.
         """
         rows = list(range(self.rows))
         try:
@@ -180,6 +181,8 @@ class CodecStream:
             return self._collect(flush=True)
         finally:
             self._reset_rows(rows)
+            if self.mode == "decode":  # the next streams may come at another bitrate
+                self.n_q = None
 
     def reset(self, items: Sequence[int] | int, length: int | Sequence[int] | None = None) -> None:
         """Restart streams ``items`` (item indices ``0 .. B-1``) from scratch, leaving the others as they
@@ -333,8 +336,7 @@ class CodecStream:
             if not isinstance(codes, torch.Tensor) or codes.dim() != 3 or codes.shape[0] != self.rows:
                 shape = tuple(codes.shape) if isinstance(codes, torch.Tensor) else type(codes).__name__
                 raise UsageError(f"decode sessions take codes ({self.rows}, n_q, frames), got {shape}")
-            self._check_codes(codes)
-            codes = self.codec.check_codes(codes, "push")  # values in the codebooks' range
+            codes = self.session_codes(codes, "push")
             if hasattr(x, "length"):
                 for row in self._rows:
                     row.limit = int(x.length) if row.limit is None else row.limit
@@ -345,19 +347,17 @@ class CodecStream:
             raise UsageError(f"push audio {shape}, got {tuple(x.shape)}")
         return x.to(self.device, self.dtype).reshape(self.rows, self.codec.channels, x.shape[-1])
 
-    def _check_codes(self, codes: torch.Tensor) -> None:
-        """Codes ``(..., n_q, frames)`` must be int64 with the session's number of codebooks."""
-        if codes.dtype != torch.int64:
-            raise UsageError(f"codes must be int64, got {codes.dtype}")
-        n_q = codes.shape[-2]
+    def session_codes(self, codes: torch.Tensor, where: str) -> torch.Tensor:
+        """``codes (rows, n_q, frames)`` as int64 (:meth:`Codec.check_codes`: integers within the codebooks),
+        with the session's number of codebooks: a ``"decode"`` session takes it from the first codes that
+        pass, and until a flush; UsageError otherwise, before anything changes."""
+        checked = self.codec.check_codes(codes, where)
+        n_q = checked.shape[1]
         if self.n_q is None:
-            if not 1 <= n_q <= self.codec.num_codebooks:
-                raise UsageError(
-                    f"codes have {n_q} codebooks; {self.codec.name} has {self.codec.num_codebooks}"
-                )
             self._learn_n_q(n_q)
         elif n_q != self.n_q:
-            raise UsageError(f"codes have {n_q} codebooks but this stream started with {self.n_q}")
+            raise UsageError(f"{where}: codes have {n_q} codebooks but this stream started with {self.n_q}")
+        return checked
 
     def _learn_n_q(self, n_q: int) -> None:
         """A ``"decode"`` session's number of codebooks, from its first codes (or a saved state); its

@@ -24,7 +24,7 @@ import safetensors.torch
 import torch
 
 from audiokit.errors import RecipeError, UsageError
-from audiokit.folders import staged_folder
+from audiokit.folders import check_target, staged_folder
 from audiokit.io import NEW_FILE_MODE, atomic_path
 from audiokit.train.checkpoint import RUN_CHECKPOINT as CHECKPOINT
 from audiokit.train.checkpoint import load_training_state, save_checkpoint
@@ -91,24 +91,6 @@ def _shards(tensors: dict[str, torch.Tensor], max_bytes: int) -> list[dict[str, 
     return shards
 
 
-def _check_target(run_dir: Path, out_dir: Path, force: bool) -> None:
-    """Refuse a pack folder that would lose files: the run directory itself or a folder holding it, a
-    file, a non-empty folder that is not a pack, or (without ``force``) an existing pack."""
-    run, out = run_dir.resolve(), out_dir.resolve()
-    if out == run or out in run.parents:
-        raise UsageError(f"{out_dir}: is the run directory {run_dir} or holds it; pack into another folder")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UsageError(f"{out_dir}: exists and is not a folder")
-    if not out_dir.is_dir() or not any(out_dir.iterdir()):
-        return
-    if not (out_dir / STATE).is_file():
-        raise UsageError(
-            f"{out_dir}: a folder that holds no packed state (no {STATE}); pack into a new folder"
-        )
-    if not force:
-        raise UsageError(f"{out_dir}: already holds a packed state; pass -f/--force to replace it")
-
-
 def pack_run(
     run_dir: str | Path, out_dir: str | Path, max_shard_bytes: int = 24 * 2**20, force: bool = False
 ) -> list[Path]:
@@ -117,18 +99,19 @@ def pack_run(
     Shards are ``state-NN.safetensors`` (each at most ``max_shard_bytes``). Everything is checked
     before anything is written; the pack is built in a temporary folder beside ``out_dir`` and renamed
     into place, so a failure leaves ``out_dir`` as it was. An existing pack is replaced only with
-    ``force`` (:func:`_check_target` says what is refused); other files beside it (a README) are kept.
+    ``force`` (:func:`~audiokit.folders.check_target` says what is refused); other files beside it (a
+    README) are kept.
     """
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if max_shard_bytes <= 0:
         raise UsageError(f"--max-shard-mb {max_shard_bytes / 2**20:g}: must be > 0")
-    _check_target(run_dir, out_dir, force)
+    check_target(out_dir, [run_dir], STATE, "packed state", force)
     state = load_training_state(run_dir / CHECKPOINT)
     tensors: dict[str, torch.Tensor] = {}
     structure = _encode(state, tensors, "state")
     shards = _shards(tensors, max_shard_bytes)
     names = []
-    with staged_folder(out_dir, force=True) as building:  # _check_target refused what needs -f
+    with staged_folder(out_dir, force=True) as building:  # check_target refused what needs -f
         for index, shard in enumerate(shards):
             names.append(f"state-{index:02d}.safetensors")
             safetensors.torch.save_file(shard, str(building / names[-1]))
