@@ -658,25 +658,43 @@ class AkcReader:
             return self._chunk_starts[index]
         return self._data_offset + index * self.header.chunk_stride
 
+    def _chunk_frames(self, index: int) -> int:
+        """Frames of chunk ``index``: ``chunk_frames``, fewer in the last chunk of a complete file."""
+        last = self.complete and index == self.num_chunks - 1
+        return self.num_frames - index * self.header.chunk_frames if last else self.header.chunk_frames
+
+    def _check_chunk(self, raw: bytes, index: int, offset: int, frames: int) -> None:
+        """BitstreamError unless chunk ``index`` (its bytes ``raw``, at ``offset``) has its CRC and
+        declares ``frames`` frames."""
+        (declared,) = _CHUNK_HEAD.unpack_from(raw)
+        crc = zlib.crc32(raw[:-4], zlib.crc32(struct.pack("<Q", index), self._crc_seed))
+        if crc != _CRC.unpack_from(raw, len(raw) - 4)[0]:
+            raise _error(self._source, offset, f"chunk {index} CRC mismatch (corrupt data)")
+        if declared != frames:
+            raise _error(self._source, offset, f"chunk {index} holds {declared} frames, expected {frames}")
+
+    def verify(self) -> None:
+        """Check every chunk available now (CRC and frame count) without decoding its codes (so also a
+        version-3 file without its entropy model): :class:`BitstreamError` naming the byte offset of the
+        first damaged one."""
+        h = self.header
+        for index in range(self.num_chunks):
+            frames, offset = self._chunk_frames(index), self.chunk_offset(index)
+            size = self._chunk_sizes[index] if h.entropy_coded else CHUNK_OVERHEAD + h.payload_size(frames)
+            self._check_chunk(self._source.read(offset, size, f"chunk {index}"), index, offset, frames)
+
     def read_chunk(self, index: int) -> torch.Tensor:
         """Codes ``[channels, num_codebooks, frames]`` int64 of chunk ``index`` (CRC-checked)."""
         h, src = self.header, self._source
         if not 0 <= index < self.num_chunks:
             raise IndexError(f"chunk {index} not in 0..{self.num_chunks - 1}")
-        last = self.complete and index == self.num_chunks - 1
-        frames = self.num_frames - index * h.chunk_frames if last else h.chunk_frames
-        offset = self.chunk_offset(index)
+        frames, offset = self._chunk_frames(index), self.chunk_offset(index)
         if h.entropy_coded:
             values = self._read_entropy_chunk(index, offset, frames)
             return torch.from_numpy(values.transpose(1, 2, 0).copy())
         payload_size = h.payload_size(frames)
         raw = src.read(offset, CHUNK_OVERHEAD + payload_size, f"chunk {index}")
-        (declared,) = _CHUNK_HEAD.unpack_from(raw)
-        crc = zlib.crc32(raw[:-4], zlib.crc32(struct.pack("<Q", index), self._crc_seed))
-        if crc != _CRC.unpack_from(raw, len(raw) - 4)[0]:
-            raise _error(src, offset, f"chunk {index} CRC mismatch (corrupt data)")
-        if declared != frames:
-            raise _error(src, offset, f"chunk {index} holds {declared} frames, expected {frames}")
+        self._check_chunk(raw, index, offset, frames)
         count = frames * h.channels * h.num_codebooks
         values, padding_zero = unpack_codes(memoryview(raw)[2:-4], count, h.codebook_bits)
         if not padding_zero:
@@ -692,12 +710,8 @@ class AkcReader:
         h, src = self.header, self._source
         raw = src.read(offset, self._chunk_sizes[index], f"chunk {index}")
         field = h.size_field
-        (declared,), (payload_size,) = _CHUNK_HEAD.unpack_from(raw), field.unpack_from(raw, _CHUNK_HEAD.size)
-        crc = zlib.crc32(raw[:-4], zlib.crc32(struct.pack("<Q", index), self._crc_seed))
-        if crc != _CRC.unpack_from(raw, len(raw) - 4)[0]:
-            raise _error(src, offset, f"chunk {index} CRC mismatch (corrupt data)")
-        if declared != frames:
-            raise _error(src, offset, f"chunk {index} holds {declared} frames, expected {frames}")
+        (payload_size,) = field.unpack_from(raw, _CHUNK_HEAD.size)
+        self._check_chunk(raw, index, offset, frames)
         head_size = _CHUNK_HEAD.size + field.size
         if head_size + payload_size + _CRC.size != len(raw):
             raise _error(

@@ -183,6 +183,9 @@ def mirror_jobs(
     input/output) is one file. Nothing is checked here: pass the pairs to
     :func:`audiokit.io.prepare_outputs` before writing (two inputs with one output, an output that is
     an input, existing outputs without ``force``)."""
+    for name, what in ((source, "input"), (target, "output")):
+        if str(name) == "":  # Path("") is the current folder
+            raise UsageError(f"the {what} is an empty name; give a file, a folder or - (standard {what})")
     folder = str(target).endswith(("/", os.sep))
     if io.is_stdio(source):
         if folder or (not io.is_stdio(target) and Path(target).is_dir()):
@@ -200,7 +203,7 @@ def mirror_jobs(
                 "give a folder name (a trailing / makes one)"
             )
         # files in an output folder inside the input one are earlier outputs, not inputs
-        inside = os.path.abspath(target) != os.path.abspath(source)
+        inside = Path(os.path.abspath(source)) in Path(os.path.abspath(target)).parents
         files = find_audio(source, pattern, extensions, exclude=target if inside else None)
         return [(p, (target / p.relative_to(source)).with_suffix(suffix)) for p in files]
     if not source.exists():

@@ -207,10 +207,20 @@ def _check_readable(path: Path) -> None:
         raise AudioFormatError(path, "no such file or directory")
     if path.is_dir():
         raise AudioFormatError(path, "is a directory, not an audio file")
-    if path.suffix.lower() == ".akc":
-        raise AudioFormatError(path, "an audiokit codec stream, not audio: decode it first (audiokit decode)")
     if path.stat().st_size == 0:
         raise AudioFormatError(path, "file is empty (0 bytes)")
+    if path.suffix.lower() == ".akc" or _starts_as_akc(path):
+        raise AudioFormatError(path, "an audiokit codec stream, not audio: decode it first (audiokit decode)")
+
+
+def _starts_as_akc(path: Path) -> bool:
+    """Whether the regular file ``path`` begins with the ``.akc`` magic (whatever its name says)."""
+    from audiokit.bitstream import MAGIC  # the container imports this module
+
+    if not path.is_file():  # a FIFO's first bytes would be lost to the reader
+        return False
+    with open(path, "rb") as handle:
+        return handle.read(len(MAGIC)) == MAGIC
 
 
 def _open_raw(path: Path, raw: RawFormat) -> sf.SoundFile:
@@ -579,7 +589,8 @@ def find_audio(
 ) -> list[Path]:
     """Files with ``extensions`` under ``root`` (or ``root`` itself), relative path matching ``pattern``,
     none under the folder ``exclude`` (an output folder inside ``root``, whose earlier outputs are not
-    inputs).
+    inputs). Broken links are listed too (each then fails as a missing file, not silently skipped);
+    FIFOs, sockets and devices are not (reading one in a folder run could wait for ever).
 
     Raises :class:`UsageError` when ``root`` does not exist or holds no such file.
     """
@@ -591,7 +602,7 @@ def find_audio(
     files = sorted(
         p
         for p in root.rglob("*")
-        if p.is_file()
+        if (p.is_file() or (p.is_symlink() and not p.exists()))
         and p.suffix.lower() in extensions
         and path_matches(p.relative_to(root), pattern)
         and (skipped is None or skipped not in Path(os.path.abspath(p)).parents)

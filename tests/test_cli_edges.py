@@ -52,6 +52,8 @@ def files(tmp_path_factory) -> dict[str, Path]:
     (root / "file").write_text("a file, not a folder")
     data = f["akc"].read_bytes()
     (root / "corrupt.akc").write_bytes(data[:60] + bytes([data[60] ^ 0xFF]) + data[61:])
+    middle = len(data) // 2  # a payload byte: `info` read the header and trailer only and passed it
+    (root / "damaged.akc").write_bytes(data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1 :])
     (root / "codes").mkdir()
     (root / "codes" / "a.akc").write_bytes(data)
     (root / "audio").mkdir()
@@ -111,6 +113,14 @@ MISTAKES = [
     ["decode", "{akc}", "{root}/existing.wav"],
     ["decode", "{akc}", "{root}/file/under.wav"],
     ["decode", "{root}/codes", "{root}/single.wav"],
+    # an empty name was the current folder ('names a file, but the input . is a folder')
+    ["bwe", "", "{root}/o.wav"],
+    ["enhance", "{wav}", ""],
+    ["data", "prepare", "--packages", " ", "--data-dir", "{root}/data"],
+    # raw PCM options without --raw-rate were silently ignored
+    ["encode", "{wav}", "{root}/o.akc", "--raw-format", "s16le"],
+    ["encode", "{wav}", "{root}/o.akc", "--raw-channels", "2"],
+    ["encode", "{wav}", "{root}/o.akc", "--raw-rate", "16000", "--raw-channels", "0"],
     # eval
     ["eval", "{wav}", "--baseline", "opus"],
     ["eval", "{wav}", "--baseline", "sinc"],
@@ -122,6 +132,7 @@ MISTAKES = [
     # info and the command line itself
     ["info", "{root}/missing.wav"],
     ["info", "{root}/empty.wav"],
+    ["info", "{root}/damaged.akc"],
     ["info"],
     [],
     ["frobnicate"],
@@ -166,6 +177,28 @@ def test_option_values_out_of_range_are_usage_errors(capsys, files, argv):
     assert err.startswith(f"audiokit {argv[0]}: error: argument "), err
     assert f"{argv[-2]}: {argv[-1]} is " in err, err
     assert not list(files["root"].glob("o.*"))
+
+
+@pytest.mark.parametrize("command", ["encode", "enhance", "bwe"])
+def test_an_akc_under_an_audio_name_is_named_for_what_it_is(capsys, files, tmp_path, command):
+    """An .akc renamed .wav read as 'not a readable audio file: Invalid data found' from ffmpeg."""
+    renamed = tmp_path / "talk.wav"
+    renamed.write_bytes(files["akc"].read_bytes())
+    out = tmp_path / ("o.akc" if command == "encode" else "o.wav")
+    code, _, err = run(capsys, command, renamed, out)
+    assert code == 1 and not out.exists()
+    expected = "an audiokit codec stream, not audio: decode it first (audiokit decode)"
+    assert err.strip().endswith(f"{renamed}: {expected}")
+
+
+def test_a_broken_link_in_a_folder_is_a_failed_file_not_skipped(capsys, files, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "good.wav").write_bytes(files["wav"].read_bytes())
+    (folder / "broken.wav").symlink_to(tmp_path / "gone.wav")
+    code, _, err = run(capsys, "encode", "-q", folder, tmp_path / "out")
+    assert code == 1 and f"{folder / 'broken.wav'}: no such file or directory" in err
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["good.akc"]
 
 
 def test_bitrate_error_lists_the_models_rates_and_unknown_model_only_shipped(capsys, files):

@@ -143,6 +143,10 @@ def test_corrupt_entropy_chunks_name_the_byte_offset(tmp_path):
     flipped = bytearray(data)
     flipped[start + 10] ^= 0x10
     assert read(bytes(flipped)) == f"<bytes>: byte {start}: chunk 1 CRC mismatch (corrupt data)"
+    # verify() finds it without decoding, so without the entropy model too (what `audiokit info` runs)
+    AkcReader(data).verify()
+    with pytest.raises(BitstreamError, match=f"^<bytes>: byte {start}: chunk 1 CRC mismatch"):
+        AkcReader(bytes(flipped)).verify()
 
     def forged(edit) -> bytes:  # the payload edited and the chunk CRC recomputed
         b = bytearray(data)

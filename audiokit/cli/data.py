@@ -35,6 +35,15 @@ def _snrs(text: str) -> tuple[float, ...]:
     raise UsageError(f"--snr {text!r}: expected comma-separated numbers in dB, e.g. -5,0,5,10,20")
 
 
+def _packages(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise UsageError(f"--packages {text!r}: give allowlisted package names, comma-separated")
+    return names
+
+
 def _root(args: argparse.Namespace) -> Path | None:
     return Path(args.data_dir).expanduser() if args.data_dir else None
 
@@ -48,7 +57,7 @@ def run_prepare(args: argparse.Namespace) -> int:
         root=_root(args),
         deb_dir=Path(deb_dir) if deb_dir else None,
         quiet=args.quiet,
-        packages=[name.strip() for name in args.packages.split(",")] if args.packages else None,
+        packages=_packages(args.packages),
     )
     if not args.quiet:
         print(

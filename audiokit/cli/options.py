@@ -31,20 +31,24 @@ def add_raw_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--raw-format",
         choices=tuple(RAW_SAMPLE_FORMATS),
-        default="s16le",
         metavar="FMT",
         help=f"sample format of raw input: {', '.join(RAW_SAMPLE_FORMATS)} (default s16le)",
     )
     group.add_argument(
-        "--raw-channels", type=int, default=1, metavar="N", help="interleaved channels (default 1)"
+        "--raw-channels", type=whole_number(1), metavar="N", help="interleaved channels (default 1)"
     )
 
 
 def raw_format(args: argparse.Namespace) -> RawFormat | None:
-    """The :class:`RawFormat` the ``--raw-*`` options give, or None without ``--raw-rate``."""
+    """The :class:`RawFormat` the ``--raw-*`` options give, or None without ``--raw-rate`` (then
+    ``--raw-format`` or ``--raw-channels`` alone, which would be ignored, is a UsageError)."""
     if args.raw_rate is None:
+        given = [name for name in ("format", "channels") if getattr(args, f"raw_{name}") is not None]
+        if given:
+            options = " and ".join(f"--raw-{name}" for name in given)
+            raise UsageError(f"{options} describe headerless input: give its --raw-rate too")
         return None
-    return RawFormat(args.raw_rate, args.raw_format, args.raw_channels)
+    return RawFormat(args.raw_rate, args.raw_format or "s16le", args.raw_channels or 1)
 
 
 def add_force_option(parser: argparse.ArgumentParser) -> None:

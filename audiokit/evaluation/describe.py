@@ -27,9 +27,11 @@ def describe_akc(path: Path) -> dict:
     """What an ``.akc`` file holds: bitstream version, model and weights hash, channels, codebooks,
     nominal and actual bitrate (kbps), duration, the coded rate and length, and the encoded input's
     own rate and length (``original_*``; the coded ones for version-1 files), and the id of the
-    entropy-coding model (version 3; else None). Reads the header and trailer only."""
+    entropy-coding model (version 3; else None). Reads the whole file: every chunk's CRC is checked
+    (:meth:`AkcReader.verify`), so a damaged file is an error here, not only once decoded."""
     with AkcReader(path) as reader:
         h = reader.header
+        reader.verify()
     size = path.stat().st_size
     seconds = h.num_samples / h.sample_rate
     return {
