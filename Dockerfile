@@ -34,14 +34,22 @@ RUN python3 -m venv /opt/audiokit
 ENV PATH=/opt/audiokit/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
-RUN pip install --no-cache-dir "torch==2.13.0" --index-url "$TORCH_INDEX"
-WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY audiokit ./audiokit
-# the package itself, from the copied sources (its dependencies are pinned by pyproject.toml's ranges)
+# ninja: torch builds the C++ kernels of kernels/cpu with it on first use (float16/int8 weights with
+# --compile aoti, entropy-coded .akc decoding); without it they fall back to slower torch code
 # hadolint ignore=DL3013
-RUN pip install --no-cache-dir . && rm -rf /src
-RUN useradd --create-home --uid 10001 audiokit
+RUN pip install --no-cache-dir "torch==2.13.0" --index-url "$TORCH_INDEX" \
+    && pip install --no-cache-dir ninja
+WORKDIR /src
+COPY pyproject.toml README.md LICENSE ./
+COPY audiokit ./audiokit
+COPY kernels ./kernels
+COPY recipes ./recipes
+# the package itself, installed in place (editable), so that it finds the kernel sources beside it
+# (audiokit/ops/cpp.py looks in ../kernels) and recipes/ is at hand for `audiokit train`; its
+# dependencies are pinned by pyproject.toml's ranges
+# hadolint ignore=DL3013
+RUN pip install --no-cache-dir -e . \
+    && useradd --create-home --uid 10001 audiokit
 USER 10001
 WORKDIR /home/audiokit
 # the user's cache (compiled steps, kernels): a volume mounted here starts with the user as its owner

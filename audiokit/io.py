@@ -209,18 +209,31 @@ def _check_readable(path: Path) -> None:
         raise AudioFormatError(path, "is a directory, not an audio file")
     if path.stat().st_size == 0:
         raise AudioFormatError(path, "file is empty (0 bytes)")
-    if path.suffix.lower() == ".akc" or _starts_as_akc(path):
+    start = _first_bytes(path, 4)
+    if path.suffix.lower() == ".akc" or _is_akc_magic(start):
         raise AudioFormatError(path, "an audiokit codec stream, not audio: decode it first (audiokit decode)")
+    size = path.stat().st_size
+    if start in (b"RIFF", b"RIFX", b"RF64") and size < WAV_HEADER_BYTES:
+        raise AudioFormatError(path, f"a truncated WAV file: {size} bytes, less than a WAV header")
 
 
-def _starts_as_akc(path: Path) -> bool:
-    """Whether the regular file ``path`` begins with the ``.akc`` magic (whatever its name says)."""
+WAV_HEADER_BYTES = 44
+"""RIFF, fmt and data chunk headers: a WAV file shorter than this is cut inside its header."""
+
+
+def _first_bytes(path: Path, count: int) -> bytes:
+    """The first ``count`` bytes of the regular file ``path`` (none of a FIFO's: they would be lost to
+    the reader)."""
+    if not path.is_file():
+        return b""
+    with open(path, "rb") as handle:
+        return handle.read(count)
+
+
+def _is_akc_magic(start: bytes) -> bool:
     from audiokit.bitstream import MAGIC  # the container imports this module
 
-    if not path.is_file():  # a FIFO's first bytes would be lost to the reader
-        return False
-    with open(path, "rb") as handle:
-        return handle.read(len(MAGIC)) == MAGIC
+    return start == MAGIC
 
 
 def _open_raw(path: Path, raw: RawFormat) -> sf.SoundFile:

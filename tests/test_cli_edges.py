@@ -47,6 +47,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
     (root / "empty.wav").write_bytes(b"")
     (root / "notes.wav").write_text("not audio\n")
     (root / "a.pcm").write_bytes(b"\0" * 320)
+    (root / "trunc.wav").write_bytes(f["wav"].read_bytes()[:20])  # was "Invalid data found" (ffmpeg's)
     (root / "existing.akc").write_bytes(b"keep")
     (root / "existing.wav").write_bytes(b"keep")
     (root / "file").write_text("a file, not a folder")
@@ -133,6 +134,8 @@ MISTAKES = [
     ["info", "{root}/missing.wav"],
     ["info", "{root}/empty.wav"],
     ["info", "{root}/damaged.akc"],
+    ["info", "{root}/trunc.wav"],
+    ["enhance", "{root}/trunc.wav", "{root}/o.wav"],
     ["info"],
     [],
     ["frobnicate"],
@@ -165,6 +168,10 @@ def test_mistakes_table_one_line_exit_1_or_2_never_70(capsys, files):
         ["enhance", "{wav}", "{root}/o.wav", "--atten-lim-db", "-3"],
         ["enhance", "{wav}", "{root}/o.wav", "--atten-lim-db", "nan"],
         ["card", "-m", "speech-16k", "--run-dir", "{root}/run", "--max-files", "0"],
+        ["decode", "{akc}", "{root}/o.wav", "--start", "-1"],
+        ["decode", "{akc}", "{root}/o.wav", "--duration", "0"],
+        ["eval", "{wav}", "--baseline", "opus", "--bitrate", "-1"],
+        ["demo", "--out", "{root}/o.demo", "--bitrate", "0"],
     ],
 )
 def test_option_values_out_of_range_are_usage_errors(capsys, files, argv):

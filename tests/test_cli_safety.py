@@ -159,6 +159,14 @@ def test_eval_output_files_follow_the_same_rules(capsys, tmp_path):
     _one_line_error(err, "--csv and --plot would both be written to")
     assert _run(capsys, "eval", "-q", "-f", str(ref), str(ref), "--csv", str(table))[0] == 0
     assert table.read_text().startswith("file,")
+    # the kept files of a baseline never go into the reference folder (the next run would pair them)
+    folder = tmp_path / "valid"
+    _wav(folder / "talk.wav")
+    for keep in (folder, folder / "kept"):
+        code, _, err = _run(capsys, "eval", "-q", str(folder), "--baseline", "identity", "--keep", str(keep))
+        assert code == 1
+        _one_line_error(err, f"--keep {keep}: is REF_DIR {folder} or inside it")
+    assert [p.name for p in folder.rglob("*")] == ["talk.wav"]
 
 
 def _drain(fifo: Path, into: list[bytes]) -> threading.Thread:

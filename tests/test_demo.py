@@ -139,3 +139,27 @@ def test_a_rerun_replaces_the_output_folder_only_with_force(tmp_path, capsys, ti
     assert main([*argv, "-f"]) == 0
     assert not (out / "earlier.opus").exists() and (out / "spectrograms-6kbps.png").exists()
     assert json.loads((out / "demo.json").read_text())["figures"] == {"6": "spectrograms-6kbps.png"}
+
+
+def test_force_never_replaces_the_samples_a_file_or_a_folder_that_is_not_a_demo(tmp_path, capsys):
+    """`demo --out X -f` replaced whatever X was: the samples it read (deleted from the checkout), a
+    file (README.md became a folder), any folder. Refused before the model loads."""
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    shutil.copy(SAMPLES / CLIPS[0], samples / CLIPS[0])
+    notes, photos = tmp_path / "notes.md", tmp_path / "photos"
+    notes.write_text("mine\n")
+    photos.mkdir()
+    (photos / "a.jpg").write_bytes(b"jpeg")
+    for out, message in [
+        (samples, f"{samples}: is the input "),
+        (tmp_path, f"{tmp_path}: is the input "),
+        (notes, f"{notes}: exists and is not a folder"),
+        (photos, f"{photos}: a folder that holds no demo output (no demo.json)"),
+    ]:
+        argv = ["demo", "-q", "-m", "no-such-model", "--samples", str(samples), "--out", str(out), "-f"]
+        assert main(argv) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+    assert (samples / CLIPS[0]).is_file() and notes.read_text() == "mine\n" and (photos / "a.jpg").exists()
+    assert main(["demo", "--samples", str(samples), "--out", str(tmp_path / "o"), "--bitrate", "0"]) == 2

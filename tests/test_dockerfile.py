@@ -36,6 +36,22 @@ def test_build_context_holds_the_package_and_its_weights():
     assert "USER 10001" in text
 
 
+def test_the_image_can_build_the_cpu_kernels():
+    """The image left out kernels/ (its build context kept only audiokit/), installed the package away
+    from its sources and had no ninja: float16/int8 `--compile aoti` silently ran eagerly. The kernel
+    sources are found beside the package (audiokit/ops/cpp.py), so the image installs it in place."""
+    from audiokit.ops import cpp
+
+    text = (ROOT / "Dockerfile").read_text()
+    ignore = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()}
+    assert {"!kernels/", "!recipes/"} <= ignore
+    assert "COPY kernels ./kernels" in text and "COPY recipes ./recipes" in text
+    assert re.search(r"pip install [^\n]*\bninja\b", text)
+    assert re.search(r"WORKDIR /src\n", text) and "pip install --no-cache-dir -e ." in text
+    assert "rm -rf /src" not in text
+    assert cpp.SOURCES == ROOT / "kernels" / "cpu"  # what /src/kernels/cpu is to /src/audiokit
+
+
 def test_health_check_waits_out_a_compiling_start():
     """`--compile aoti` builds the codec's step libraries before the server answers (minutes on a
     fresh cache): a 60 s start period marked such a container unhealthy (and restarted it, under an

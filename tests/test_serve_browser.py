@@ -358,8 +358,33 @@ def test_page_offers_only_the_tasks_the_server_serves(tmp_path):
         finally:
             driver.quit()
     assert mode == "enhance" and models == ["enhance-16k"], (mode, models)
-    assert disabled == ["codec:1500", "codec:3000", "codec:6000"], disabled
+    assert disabled == ["codec"], disabled
     assert state["error"] is None and ready["sample_rate"] > 0, state["error"]
+
+
+def test_page_offers_the_bitrates_the_codec_codes_at(tmp_path):
+    """The codec's bitrates come from healthz: a codec of 2 codebooks of 16 entries (0.2 and 0.4 kbps)
+    is offered those and streams at the highest (the page offered 1.5/3/6 kbps whatever the codec, and
+    Start failed with "bitrate 6000 b/s is outside 200..400")."""
+    from conftest import TINY_SPEECH_CODEC
+
+    torch.manual_seed(0)
+    few = Codec.from_config("speech-16k", **TINY_SPEECH_CODEC, num_quantizers=2, codebook_size=16).eval()
+    with running_server(ServerConfig(), {"few-codes": Engine("few-codes", few, 4)}) as server:
+        driver = _page(server, tmp_path)
+        try:
+            offered = [o.text for o in Select(driver.find_element(By.ID, "bitrate")).options]
+            chosen = driver.find_element(By.ID, "bitrate").get_attribute("value")
+            driver.find_element(By.ID, "start").click()
+            ready = _wait(driver, "const s = window.audiokit; return s.error || s.ready", 20, "no ready")
+            state = driver.execute_script("return window.audiokit")
+            driver.find_element(By.ID, "mode").send_keys("enhance")  # disabled: no enhancer served
+            hidden = driver.find_element(By.ID, "bitrate-choice").get_attribute("hidden")
+        finally:
+            driver.quit()
+    assert offered == ["0.2 kbps", "0.4 kbps"] and chosen == "400", (offered, chosen)
+    assert state["error"] is None and ready["model"] == "few-codes", state["error"]
+    assert hidden is None  # still the codec: its bitrates stay offered
 
 
 def test_page_says_why_an_insecure_origin_has_no_microphone(tmp_path):
@@ -467,8 +492,8 @@ def test_page_says_why_the_server_is_not_ready(tmp_path, fault):
                     driver.get(url)
                     _wait(driver, "return document.getElementById('model').options.length", 20, "no models")
             if fault != "draining":
-                # another codec rate (enhance is disabled: this server serves no enhancer)
-                Select(driver.find_element(By.ID, "mode")).select_by_value("codec:3000")
+                # a change of mode asks healthz again (enhance is disabled: this server serves no enhancer)
+                driver.execute_script("document.getElementById('mode').dispatchEvent(new Event('change'))")
                 shown = _wait(driver, error, 20, "no error shown")
             models = driver.execute_script("return document.getElementById('model').options.length")
     finally:

@@ -465,6 +465,16 @@ def test_a_bad_audiokit_ops_stops_the_server_at_start(monkeypatch):
         load_engines(ServerConfig(models=["speech-16k"]))
 
 
+def test_a_candidate_is_served_beside_the_shipped_model_of_its_config(tiny_codec_file, capsys):
+    """`serve -m speech-16k -m RUN` failed ("two served models are both named 'speech-16k'"): a model
+    from a path is named by the path, so a run can be compared with the shipped model it may replace."""
+    from audiokit.serve import load_engines
+
+    engines = load_engines(ServerConfig(models=["speech-16k", str(tiny_codec_file)]))
+    assert list(engines) == ["speech-16k", str(tiny_codec_file)]
+    assert engines[str(tiny_codec_file)].model.name == "speech-16k"  # its config's name, as before
+
+
 def test_a_failed_sender_settled_after_the_reader_failed_logs_no_traceback():
     """The soak's rare race: the client vanishes mid-send, so the sender task fails
     (``WebSocketDisconnect(1006)``) while the reader fails on the same disconnect; the connection's

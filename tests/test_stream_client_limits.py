@@ -237,6 +237,8 @@ def _serve(*argv: str) -> subprocess.CompletedProcess:
         ("--max-messages-per-second", "inf", "inf is not a positive number"),
         ("--idle-timeout", "-1", "-1 is not a positive number"),
         ("--drain-timeout", "-1", "-1 is not a non-negative number"),
+        ("--allow-origin", "https://example.org/", "'https://example.org/' is not a web origin"),
+        ("--allow-origin", "example.org", "'example.org' is not a web origin"),
     ],
 )
 def test_serve_options_are_checked_before_models_load(option, value, problem):

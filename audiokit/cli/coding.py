@@ -35,6 +35,7 @@ from audiokit.coding import (
 )
 from audiokit.errors import ModelError, UsageError
 from audiokit.io import prepare_outputs
+from audiokit.models.base import model_label
 
 
 def _results_stream(output: str) -> TextIO:
@@ -91,7 +92,7 @@ def run_encode(args: argparse.Namespace) -> int:
     size = sum(d["bytes"] for d in batch.done)
     kbps = size * 8 / max(seconds, 1e-9) / 1000
     text = f"; {seconds:.1f} s of audio -> {size / 1024:.1f} KiB ({kbps:.2f} kbps with headers)"
-    text += f" with {codec.name}"
+    text += f" with {model_label(args.model, codec.name)}"
     data = {"model": codec.name, "bitrate_kbps": bitrate / 1000, "seconds": seconds, "bytes": size}
     return _finish(batch, args, "encode", text, {**data, "files": batch.done})
 
@@ -181,8 +182,12 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     dec.add_argument(
         "output", metavar="OUT", help="audio file (.wav/.flac/...), directory (a trailing / makes one), or -"
     )
-    dec.add_argument("--start", type=float, help="seconds: decode from here (reads only the chunks needed)")
-    dec.add_argument("--duration", type=float, help="seconds to decode from --start")
+    dec.add_argument(
+        "--start",
+        type=finite_number(above=False),
+        help="seconds: decode from here (reads only the chunks needed)",
+    )
+    dec.add_argument("--duration", type=finite_number(), help="seconds to decode from --start")
     dec.add_argument(
         "--sample-rate",
         type=sample_rate_hz,

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import torch
 
-from audiokit.cli.options import add_model_option, add_threads_option, use_threads
+from audiokit.cli.options import add_model_option, add_threads_option, finite_number, use_threads
 from audiokit.coding import DEFAULT_MODEL, load_codec
 from audiokit.evaluation.demo import opus_kbps_for, side_by_side
-from audiokit.folders import staged_folder
+from audiokit.folders import check_target, staged_folder
 from audiokit.models import Codec, is_shipped
 from audiokit.models.base import model_label
 
@@ -44,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
     """Code the clips into a fresh ``--out`` (staged: it appears whole, and replaces an existing one only
     with ``-f``) and print the tables; ``-q`` leaves out the notes and the per-clip rows, never the means."""
     use_threads(args)
+    out = Path(args.out)
+    check_target(out, [Path(args.samples)], "demo.json", "demo output", args.force)  # before any work
     codec, weights_hash = load_codec(args.model)
     shipped = is_shipped(args.model)
     if not shipped and not args.quiet:
@@ -54,9 +56,8 @@ def run(args: argparse.Namespace) -> int:
         f"{codec.sample_rate} Hz; clips {args.glob} from {args.samples}; "
         f"real-time factor = encode+decode time / audio time on {torch.get_num_threads()} thread(s)"
     )
-    out = Path(args.out)
     bitrates = args.bitrate or default_bitrates(codec)
-    with staged_folder(out, args.force) as staging:
+    with staged_folder(out, force=True) as staging:  # check_target refused what needs -f
         summary = side_by_side(args.model, Path(args.samples), args.glob, bitrates, staging, args.quiet)
     for mean in summary["means"]:
         kbps = mean["bitrate_kbps"]
@@ -86,12 +87,14 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     parser.add_argument("--glob", default="speech_*", help="clips to use (default speech_*)")
     parser.add_argument(
         "--bitrate",
-        type=float,
+        type=finite_number(),
         nargs="+",
         metavar="KBPS",
         help="bitrates in kbit/s (default 1.5 3 6, or every bitrate of a model that lacks one of them)",
     )
     parser.add_argument("--out", default="demo-out", help="output directory (default demo-out)")
-    parser.add_argument("-f", "--force", action="store_true", help="replace --out if it exists")
+    parser.add_argument(
+        "-f", "--force", action="store_true", help="replace --out if it holds an earlier demo's outputs"
+    )
     add_threads_option(parser)
     parser.set_defaults(handler=run)

@@ -10,7 +10,7 @@ import json
 import os
 from pathlib import Path
 
-from audiokit.cli.options import add_force_option, add_raw_options, raw_format
+from audiokit.cli.options import add_force_option, add_raw_options, finite_number, raw_format
 from audiokit.errors import UsageError
 from audiokit.evaluation import EvalRequest, evaluate
 from audiokit.evaluation.baselines import BASELINES, ENHANCERS
@@ -110,6 +110,14 @@ def _check_outputs(request: EvalRequest, force: bool) -> None:
         (label, path) for label, path in (("--csv", request.csv), ("--plot", request.plot)) if path
     ]
     inputs: list[Path] = []
+    if request.keep:  # its files would join the folders scored (and be paired on the next run)
+        keep = request.keep.resolve()
+        for label, folder in (("REF_DIR", request.ref), ("TEST_DIR", request.test)):
+            if folder is not None and Path(folder).is_dir():
+                held = Path(folder).resolve()
+                if keep == held or held in keep.parents:
+                    problem = f"is {label} {folder} or inside it; keep the files elsewhere"
+                    raise UsageError(f"--keep {request.keep}: {problem}")
     if jobs or request.keep:
         pairs = pair_files(request.ref, request.test, request.glob)
         inputs = [p for pair in pairs for p in (pair.reference, pair.test) if p is not None]
@@ -163,7 +171,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "REF downsampled to --input-rate with this bandwidth extender (next to sinc in the same report) "
         "(shipped name, run directory or .safetensors)",
     )
-    parser.add_argument("--bitrate", type=float, metavar="KBPS", help="Opus or codec bitrate in kbit/s")
+    parser.add_argument(
+        "--bitrate", type=finite_number(), metavar="KBPS", help="Opus or codec bitrate in kbit/s"
+    )
     parser.add_argument(
         "--input-rate",
         type=int,

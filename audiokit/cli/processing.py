@@ -20,7 +20,7 @@ from audiokit.cli.options import (
     raw_format,
     use_threads,
 )
-from audiokit.models.base import AudioModel
+from audiokit.models.base import AudioModel, model_label
 from audiokit.processing import output_jobs
 
 Model = TypeVar("Model", bound=AudioModel)
@@ -85,7 +85,7 @@ def run_jobs(
         shown = f"{speed:.1f}" if speed < 10 else f"{speed:.0f}"  # 0.5x is not "0x" or "1x"
         print(
             f"{args.command}: {batch.count}; {seconds:.1f} s of audio in {compute:.1f} s "
-            f"({shown}x real time) with {model.name}",
+            f"({shown}x real time) with {model_label(args.model, model.name)}",
             file=out,
         )
     return batch.exit_code

@@ -40,6 +40,20 @@ def _port(value: str) -> int:
     return port
 
 
+def _origin(value: str) -> str:
+    """``--allow-origin``: ``*`` or a web origin as browsers send it, ``scheme://host[:port]`` (no path,
+    no trailing slash: the server compares origins as strings, so any other form would never match)."""
+    if value == "*":
+        return value
+    scheme, _, rest = value.partition("://")
+    if scheme not in ("http", "https") or not rest or any(c in rest for c in "/?#@ "):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a web origin: give scheme://host[:port], e.g. https://example.org:8443 "
+            "(no path or trailing /), or * for any"
+        )
+    return value
+
+
 def run_serve(args: argparse.Namespace) -> int:
     from audiokit.serve import ServerConfig, listen, serve
 
@@ -236,6 +250,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     parser.add_argument(
         "--allow-origin",
         action="append",
+        type=_origin,
         metavar="ORIGIN",
         help="another web origin allowed (repeatable; * any)",
     )

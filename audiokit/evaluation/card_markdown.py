@@ -35,7 +35,12 @@ def _weights_origin(weights: dict) -> str:
     """``step N``, or what an average of weights (``audiokit checkpoint average``) was made of, and which
     tensors are stored as float16."""
     stored = weights.get("float16_tensors") or []
-    half = f"; {_prefixes(stored)} stored as float16 (their values float16's)" if stored else ""
+    half = (
+        f"; {_prefixes(stored)} stored as float16 (their values float16's, so the file's own sha256 is "
+        "not the weights')"
+        if stored
+        else ""
+    )
     ingredients = weights.get("averaged_from")
     if not ingredients:
         return f"step {weights.get('step', 'not recorded')}{half}"
@@ -193,10 +198,11 @@ def header_lines(card: dict) -> list[str]:
     status = "a shipped model" if w["shipped"] else "**not a shipped model**: weights loaded from a path"
     # other weights are named as their card is (the run's), not by the config they share with a shipped model
     title = w["name"] if w["shipped"] else f"{card.get('name', w['name'])} (a {w['name']} model, not shipped)"
+    named = " (what `.akc` headers name)" if card.get("family", "codec") == "codec" else ""
     return [
         f"# {title}",
         "",
-        f"Weights: `{w['path']}` ({status}); sha256 `{w['sha256']}`, {_weights_origin(w)}.",
+        f"Weights: `{w['path']}` ({status}); weights sha256 `{w['sha256']}`{named}, {_weights_origin(w)}.",
         f"Card generated {generated['date']} at commit `{generated['commit']}` on "
         f"{generated['machine']['processor']} x {generated['machine']['cpu_count']} "
         f"({generated['machine']['gpu'] or 'no GPU'}).",
@@ -382,17 +388,30 @@ def portable_command(command: str) -> str:
     return shlex.join(words)
 
 
+DATA_FOLDER_LINES = (
+    "# the data folder the paths below are under (audiokit data prepare's default unless set)",
+    'export AUDIOKIT_DATA="${AUDIOKIT_DATA:-$HOME/.cache/audiokit/data}"',
+)
+
+
 def reproduce_lines(card: dict, prepare: str, commands: Iterable[str]) -> list[str]:
     """The card's "Reproduce" section: training sessions (:func:`portable_command`), ``prepare`` (the
     data command), the evaluation ``commands`` and the card's own command; then the run's resolved
     recipe."""
     t = card["training"]
     lines = ["", "## Reproduce", "", "```sh"]
+    subset = " --max-files " in card["command"]
     lines += [
+        *DATA_FOLDER_LINES,
         "# training, session by session as recorded in run.json, paths made relative to a clone (the data:",
         "# audiokit data prepare)",
         *(portable_command(s["command"]) for record in lineage(t) for s in record["sessions"]),
-        "# the evaluation data, and every number of the tables and the targets",
+        "# the evaluation data, and every number of the tables and the targets"
+        + (
+            " (these eval lines score every file; the tables, the --max-files subset the card command picks)"
+            if subset
+            else ""
+        ),
         prepare,
         *commands,
         "# this card",

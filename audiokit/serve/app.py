@@ -40,7 +40,7 @@ def load_engines(config: ServerConfig) -> dict[str, Engine]:
     engines: dict[str, Engine] = {}
     for spec in specs:
         model = AudioModel.from_pretrained(spec).eval().set_weight_precision(config.weight_precision)
-        name = spec if spec in registered_names() else model.name
+        name = spec  # a shipped name, name@version or a path: a run's weights are not named after its config
         if name in engines:
             raise UsageError(f"two served models are both named {name!r}; serve one of them")
         engines[name] = Engine(name, model, config.max_streams, config.compile)

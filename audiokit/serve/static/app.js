@@ -50,6 +50,8 @@ async function health() {
   return body;
 }
 
+let servedModels = [];  // healthz's models, as last fetched
+
 // The models of the chosen task in the model list; the server line says whether the server is ready.
 async function loadModels() {
   let models = [];
@@ -61,18 +63,41 @@ async function loadModels() {
     $("server").textContent = "error: " + err.message;
   }
   // modes of tasks no served model has are disabled; a disabled choice moves to the first served one
+  servedModels = models;
   const served = new Set(models.map((m) => m.task));
   if (served.size) {
     const modes = [...$("mode").options];
-    for (const option of modes) option.disabled = !served.has(option.value.split(":")[0]);
+    for (const option of modes) option.disabled = !served.has(option.value);
     if ($("mode").selectedOptions[0].disabled) $("mode").value = modes.find((o) => !o.disabled).value;
   }
-  const task = $("mode").value.split(":")[0];
+  const task = $("mode").value;
   $("model").innerHTML = "";
   for (const m of models.filter((m) => m.task === task)) {
     const option = document.createElement("option");
     option.value = option.textContent = m.name;
     $("model").appendChild(option);
+  }
+  showBitrates();
+}
+
+// The bitrates the chosen codec model codes at (healthz's `bitrates`, bits/s): the one chosen before
+// if this model has it, else the highest up to 6 kbps.
+function showBitrates() {
+  const codec = $("mode").value === "codec";
+  const model = servedModels.find((m) => m.name === $("model").value);
+  const bitrates = codec && model && Array.isArray(model.bitrates) ? model.bitrates : [];
+  const previous = Number($("bitrate").value);
+  $("bitrate-choice").hidden = !codec;
+  $("bitrate").innerHTML = "";
+  for (const bps of bitrates) {
+    const option = document.createElement("option");
+    option.value = bps;
+    option.textContent = bps / 1000 + " kbps";
+    $("bitrate").appendChild(option);
+  }
+  const upTo6 = bitrates.filter((bps) => bps <= 6000);
+  if (bitrates.length) {
+    $("bitrate").value = bitrates.includes(previous) ? previous : (upTo6.length ? upTo6.at(-1) : bitrates[0]);
   }
 }
 
@@ -280,10 +305,10 @@ async function openStream() {  // microphone, worklets, socket: start()'s part t
   });
   source.connect(nodes.capture);
   nodes.playback.connect(context.destination);
-  const [task, bitrate] = $("mode").value.split(":");
+  const task = $("mode").value;
   const start = { type: "start", task, sample_rate: context.sampleRate, format: "f32le" };
   if ($("model").value) start.model = $("model").value;  // else the server's model for the task
-  if (bitrate) start.bitrate = Number(bitrate);
+  if (task === "codec" && $("bitrate").value) start.bitrate = Number($("bitrate").value);
   if (task === "enhance") start.high_band = $("high-band").checked;  // the band above the model's rate
   const stream = session = new Session(start);  // a previous session's socket may still be finishing
   nodes.capture.port.onmessage = (event) => {
@@ -306,4 +331,5 @@ $("start").onclick = () => start().catch((err) => {
 });
 $("stop").onclick = stop;
 $("mode").onchange = loadModels;
+$("model").onchange = showBitrates;
 loadModels();
