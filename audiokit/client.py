@@ -14,6 +14,8 @@ import errno
 import json
 import math
 import os
+import socket
+import ssl
 import time
 from collections.abc import AsyncIterable, Iterable
 from dataclasses import dataclass, field
@@ -125,10 +127,18 @@ async def _connect(url: str, headers: dict | None):
         raise ConnectError(url, f"not a WebSocket server ({exc})") from None
     except TimeoutError:
         raise ConnectError(url, "no answer in time") from None
-    except OSError as exc:  # asyncio's strerror is "Connect call failed (addr)": name the errno's reason
-        reason = os.strerror(exc.errno) if exc.errno else exc.strerror or str(exc)
-        hint = " (is `audiokit serve` running there?)" if exc.errno == errno.ECONNREFUSED else ""
-        raise ConnectError(url, reason + hint) from None
+    except OSError as exc:
+        raise ConnectError(url, _connect_failure(exc)) from None
+
+
+def _connect_failure(exc: OSError) -> str:
+    """Why a connection failed: the system's reason for a socket error (asyncio's own text is "Connect
+    call failed ('127.0.0.1', 8765)"), with a hint when nothing listens; a name lookup's or TLS's own
+    message otherwise (their errno is no system error number)."""
+    if isinstance(exc, (socket.gaierror, ssl.SSLError)) or not exc.errno or exc.errno < 0:
+        return exc.strerror or str(exc)
+    hint = " (is `audiokit serve` running there?)" if exc.errno == errno.ECONNREFUSED else ""
+    return os.strerror(exc.errno) + hint
 
 
 async def stream(

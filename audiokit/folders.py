@@ -25,11 +25,15 @@ def check_target(out_dir: Path, inputs: Iterable[Path], marker: str, what: str, 
     an input or holds one, a file, a non-empty folder without ``marker`` (so not an earlier output of
     this kind, which ``what`` names), or, without ``force``, an earlier output. What it lets through,
     :func:`staged_folder` may replace (``force=True``)."""
-    out = Path(out_dir).resolve()
-    for path in inputs:
-        path = Path(path).resolve()
-        if path == out or out in path.parents:
-            raise UsageError(f"{out_dir}: is the input {path} or holds it; write into another folder")
+    out_dir = Path(out_dir)
+    out = out_dir.resolve()
+    # the folders the inputs are in (or are), each resolved once: a manifest holds thousands of clips
+    paths = map(os.path.abspath, inputs)
+    folders = {path if os.path.isdir(path) else os.path.dirname(path) for path in paths}
+    for folder in map(Path, folders):
+        held = folder.resolve()
+        if held == out or out in held.parents:
+            raise UsageError(f"{out_dir}: is the input {held} or holds it; write into another folder")
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"{out_dir}: exists and is not a folder")
     if not out_dir.is_dir() or not any(out_dir.iterdir()):

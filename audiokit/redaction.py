@@ -7,7 +7,7 @@ import re
 from urllib.parse import unquote_plus
 
 _QUERY_PARAMETER = re.compile(r"([?&])([^=&#\s\"]*)=([^&#\s\"]*)")
-_PASSWORD = re.compile(r"(://[^/:@\s\"]*):[^/@\s\"]*@")
+_AUTHORITY = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)([^/?#\s\"]*)")
 
 
 def redact_token(text: str) -> str:
@@ -20,4 +20,11 @@ def redact_token(text: str) -> str:
             return match.group(0)
         return f"{match.group(1)}{match.group(2)}=***"
 
-    return _PASSWORD.sub(r"\1:***@", _QUERY_PARAMETER.sub(redact, text))
+    def hide_password(match: re.Match) -> str:  # userinfo ends at the authority's last "@"
+        authority = match.group(2)
+        userinfo, at, host = authority.rpartition("@")
+        if not at or ":" not in userinfo:
+            return match.group(0)
+        return f"{match.group(1)}{userinfo.split(':', 1)[0]}:***@{host}"
+
+    return _AUTHORITY.sub(hide_password, _QUERY_PARAMETER.sub(redact, text))

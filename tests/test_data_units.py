@@ -12,7 +12,7 @@ import pytest
 from audiokit.data import debs
 from audiokit.data.archives import extract_members, list_members, read_queen_table
 from audiokit.data.decode import decode
-from audiokit.data.manifest import package_totals
+from audiokit.data.manifest import package_totals, read_jsonl, read_manifest, write_jsonl_atomic
 from audiokit.data.mixing import loop_excerpt, mix_at_snr, snr_db
 from audiokit.data.prepare import resolve_in_tree
 from audiokit.data.sources import SOURCES
@@ -217,3 +217,15 @@ def test_package_totals_sum_clips_seconds_and_licences_per_package():
         {"package": "a-pkg", "clips": 1, "seconds": 2.0, "licences": ["CC-BY-4.0"]},
         {"package": "b-pkg", "clips": 3, "seconds": 2.0, "licences": ["GPL-2", "LGPL-2.1"]},
     ]
+
+
+def test_manifests_keep_unicode_line_separators_inside_their_strings(tmp_path):
+    """JSON written with ensure_ascii=False keeps U+0085/U+2028/U+2029 unescaped: only newlines end a
+    manifest line (str.splitlines() cut such a row in two: "not a manifest line")."""
+    path = tmp_path / "m.jsonl"
+    rows = [{"path": "corpus/a.flac", "title": "Song\x85Name\u2028of\u2029it"}, {"path": "corpus/b.flac"}]
+    write_jsonl_atomic(path, rows)
+    assert read_jsonl(path) == rows
+    assert [row["title"] for row in read_manifest(path, tmp_path)[:1]] == [rows[0]["title"]]
+    path.write_text('{"path": "a"}\r\n{"path": "b', encoding="utf-8")  # CRLF, a last line cut short
+    assert read_jsonl(path, cut_end=True) == [{"path": "a"}]

@@ -138,6 +138,11 @@ def test_a_rerun_replaces_the_output_folder_only_with_force(tmp_path, capsys, ti
     assert len(err) == 1 and str(out) in err[0] and (out / "earlier.opus").exists()
     assert main([*argv, "-f"]) == 0
     assert not (out / "earlier.opus").exists() and (out / "spectrograms-6kbps.png").exists()
+    # an output folder inside --samples: its files (speech_*.input.wav...) are not clips of the next run
+    inside = [*argv[:-4], "--out", str(samples / "demo-out"), "--bitrate", "6"]
+    assert main(inside) == 0 and main([*inside, "-f"]) == 0
+    capsys.readouterr()
+    assert len(json.loads((samples / "demo-out" / "demo.json").read_text())["clips"]) == 1
     assert json.loads((out / "demo.json").read_text())["figures"] == {"6": "spectrograms-6kbps.png"}
 
 

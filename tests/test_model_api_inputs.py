@@ -118,6 +118,11 @@ def test_non_finite_knobs_are_refused(enhancer, bwe, wav):
     for knobs in ({"dry": None}, {"dry": "0.5"}, {"atten_lim_db": "20"}):
         with pytest.raises(UsageError, match="atten_lim_db|dry"):
             enhancer.enhance(wav, **knobs)
+    # a 0-d tensor is a number (as numpy's scalars are)
+    assert torch.equal(enhancer.enhance(wav, dry=torch.tensor(0.2)), enhancer.enhance(wav, dry=0.2))
+    assert torch.equal(
+        bwe.extend(wav, 16000, edge_hz=torch.tensor(4000.0)), bwe.extend(wav, 16000, edge_hz=4000.0)
+    )
     for edge in (NAN, INF, 0.0, 8000.5, "4000"):
         with pytest.raises(UsageError, match=r"edge_hz must be a frequency in \(0, 8000\] Hz"):
             bwe.stream(1, edge_hz=edge)
@@ -142,6 +147,10 @@ def test_unknown_session_options_name_the_ones_sessions_take(enhancer, bwe):
         enhancer.stream(1, atten=3.0)
     with pytest.raises(UsageError, match=r"bwe-8to16 sessions take no option 'edge'; .*edge_hz"):
         bwe.stream(1, edge=4000.0)
+    from audiokit.streaming.batcher import AudioBatcher
+
+    with pytest.raises(UsageError, match=r"take no option 'channels'; they take compile, atten_lim_db, dry$"):
+        AudioBatcher(enhancer, 4, channels=2)  # a batcher's streams are one channel each
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])

@@ -26,7 +26,7 @@ def server(codec, tmp_path_factory):
     enhancer, path = random_enhancer(tmp_path_factory.mktemp("enhancer"))
     config = ServerConfig(models=["speech-16k", str(path)], max_streams_per_client=64)
     with running_server(config, load_engines(config)) as running:
-        running.enhancer, running.enhancer_path = enhancer, str(path)
+        running.enhancer = enhancer
         yield running
 
 
@@ -142,7 +142,7 @@ def test_healthz_and_metrics(server):
     # a model served from a path is named by it, not after the config it shares with a shipped model
     assert {m["name"]: m["task"] for m in health["models"]} == {
         "speech-16k": "codec",
-        server.enhancer_path: "enhance",
+        "enhancer": "enhance",  # enhancer.safetensors
     }
     assert health["live_streams"] == 0
     head = urllib.request.urlopen(urllib.request.Request(f"{server.http}/healthz", method="HEAD"))
@@ -204,6 +204,6 @@ def test_bursts_catch_up_in_multi_hop_steps_equal_offline(server, codec):
         assert result.audio.shape == x.shape
         assert np.abs(result.audio - expected).max() < 1e-5, task
     text = urllib.request.urlopen(f"{server.http}/metrics").read().decode()
-    for model in ("speech-16k", server.enhancer_path):
+    for model in ("speech-16k", "enhancer"):
         one, total = _hops_observed(text, model)
         assert total > one, f"{model}: no step moved more than one hop"

@@ -365,26 +365,35 @@ def test_page_offers_only_the_tasks_the_server_serves(tmp_path):
 def test_page_offers_the_bitrates_the_codec_codes_at(tmp_path):
     """The codec's bitrates come from healthz: a codec of 2 codebooks of 16 entries (0.2 and 0.4 kbps)
     is offered those and streams at the highest (the page offered 1.5/3/6 kbps whatever the codec, and
-    Start failed with "bitrate 6000 b/s is outside 200..400")."""
+    Start failed with "bitrate 6000 b/s is outside 200..400"); in the enhance mode the choice is hidden."""
     from conftest import TINY_SPEECH_CODEC
+    from serve_support import random_enhancer
 
     torch.manual_seed(0)
     few = Codec.from_config("speech-16k", **TINY_SPEECH_CODEC, num_quantizers=2, codebook_size=16).eval()
-    with running_server(ServerConfig(), {"few-codes": Engine("few-codes", few, 4)}) as server:
+    enhancer, _ = random_enhancer(tmp_path)
+    engines = {"few-codes": Engine("few-codes", few, 4), "enhance-16k": Engine("enhance-16k", enhancer, 4)}
+    with running_server(ServerConfig(), engines) as server:
         driver = _page(server, tmp_path)
         try:
             offered = [o.text for o in Select(driver.find_element(By.ID, "bitrate")).options]
+            mode = Select(driver.find_element(By.ID, "mode"))
+            mode.select_by_value("enhance")
+            enhancing = "return document.getElementById('model').value === 'enhance-16k'"
+            _wait(driver, enhancing, 20, "no enhancer")
+            shown_for_enhance = driver.find_element(By.ID, "bitrate-choice").is_displayed()
+            mode.select_by_value("codec")
+            _wait(driver, "return document.getElementById('bitrate').options.length", 20, "no bitrates")
             chosen = driver.find_element(By.ID, "bitrate").get_attribute("value")
+            shown_for_codec = driver.find_element(By.ID, "bitrate-choice").is_displayed()
             driver.find_element(By.ID, "start").click()
             ready = _wait(driver, "const s = window.audiokit; return s.error || s.ready", 20, "no ready")
             state = driver.execute_script("return window.audiokit")
-            driver.find_element(By.ID, "mode").send_keys("enhance")  # disabled: no enhancer served
-            hidden = driver.find_element(By.ID, "bitrate-choice").get_attribute("hidden")
         finally:
             driver.quit()
     assert offered == ["0.2 kbps", "0.4 kbps"] and chosen == "400", (offered, chosen)
+    assert shown_for_codec and not shown_for_enhance
     assert state["error"] is None and ready["model"] == "few-codes", state["error"]
-    assert hidden is None  # still the codec: its bitrates stay offered
 
 
 def test_page_says_why_an_insecure_origin_has_no_microphone(tmp_path):

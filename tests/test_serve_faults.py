@@ -452,6 +452,8 @@ def test_the_token_is_redacted_however_its_name_is_spelt():
     assert redact_token("ws://h/v1/stream?notatoken=1") == "ws://h/v1/stream?notatoken=1"
     assert redact_token("ws://me:s3cret@h:8765/v1/stream") == "ws://me:***@h:8765/v1/stream"
     assert redact_token("ws://me@h/v1/stream") == "ws://me@h/v1/stream"
+    assert redact_token("ws://me:p@ss@h/v1/stream") == "ws://me:***@h/v1/stream"  # the last @ ends it
+    assert redact_token("ws://h:8000?email=a@b.c") == "ws://h:8000?email=a@b.c"  # no userinfo there
 
 
 def test_a_bad_audiokit_ops_stops_the_server_at_start(monkeypatch):
@@ -467,12 +469,14 @@ def test_a_bad_audiokit_ops_stops_the_server_at_start(monkeypatch):
 
 def test_a_candidate_is_served_beside_the_shipped_model_of_its_config(tiny_codec_file, capsys):
     """`serve -m speech-16k -m RUN` failed ("two served models are both named 'speech-16k'"): a model
-    from a path is named by the path, so a run can be compared with the shipped model it may replace."""
+    from a path is named by its run folder, so a run can be compared with the shipped model it may
+    replace."""
     from audiokit.serve import load_engines
 
-    engines = load_engines(ServerConfig(models=["speech-16k", str(tiny_codec_file)]))
-    assert list(engines) == ["speech-16k", str(tiny_codec_file)]
-    assert engines[str(tiny_codec_file)].model.name == "speech-16k"  # its config's name, as before
+    run = tiny_codec_file.parent  # a run folder: model.safetensors in it
+    engines = load_engines(ServerConfig(models=["speech-16k", str(run)]))
+    assert list(engines) == ["speech-16k", run.name]  # not the path: /healthz would publish it
+    assert engines[run.name].model.name == "speech-16k"  # its config's name, as before
 
 
 def test_a_failed_sender_settled_after_the_reader_failed_logs_no_traceback():

@@ -7,7 +7,7 @@ import math
 import os
 from pathlib import Path
 
-from audiokit.cli.options import sample_rate_hz
+from audiokit.cli.options import finite_number, number_in, sample_rate_hz, whole_number
 from audiokit.data.manifest import manifest_path, write_jsonl_atomic
 from audiokit.data.noisy_set import DEFAULT_SNRS, build_noisy_set
 from audiokit.data.pack import CODECS, pack
@@ -15,6 +15,7 @@ from audiokit.data.prepare import hours_table, prepare
 from audiokit.data.sources import ROLES, SPLITS
 from audiokit.errors import UsageError
 from audiokit.io import prepare_outputs
+from audiokit.tools import OPUS_MIN_KBPS
 
 
 def _names(text: str, allowed: tuple[str, ...], what: str) -> list[str]:
@@ -178,12 +179,22 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "--manifest", required=True, help="prepared manifest name (e.g. train_speech) or a .jsonl path"
     )
     packer.add_argument("--codec", choices=CODECS, default="opus", help="audio codec (default opus)")
-    packer.add_argument("--kbps", type=float, default=32.0, help="bitrate in kbit/s (default 32)")
     packer.add_argument(
-        "--max-mb", type=float, required=True, help="size budget of the whole folder in MiB (2**20 bytes)"
+        "--kbps",
+        type=number_in(OPUS_MIN_KBPS, 256.0, f"an Opus bitrate ({OPUS_MIN_KBPS:g} to 256 kbit/s)"),
+        default=32.0,
+        help="bitrate in kbit/s (default 32)",
     )
-    packer.add_argument("--max-clips", type=int, help="at most this many clips")
+    packer.add_argument(
+        "--max-mb",
+        type=finite_number(),
+        required=True,
+        help="size budget of the whole folder in MiB (2**20 bytes)",
+    )
+    packer.add_argument("--max-clips", type=whole_number(1), help="at most this many clips")
     packer.add_argument("--seed", type=int, default=0, help="seed of the clip order (default 0)")
     packer.add_argument("--no-shuffle", action="store_true", help="take clips in the manifest's order")
-    packer.add_argument("-f", "--force", action="store_true", help="replace OUT_DIR if it exists")
+    packer.add_argument(
+        "-f", "--force", action="store_true", help="replace OUT_DIR if it holds an earlier pack"
+    )
     packer.set_defaults(handler=run_pack)

@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     )
     bitrates = args.bitrate or default_bitrates(codec)
     with staged_folder(out, force=True) as staging:  # check_target refused what needs -f
-        summary = side_by_side(args.model, Path(args.samples), args.glob, bitrates, staging, args.quiet)
+        summary = side_by_side(args.model, Path(args.samples), args.glob, bitrates, staging, args.quiet, out)
     for mean in summary["means"]:
         kbps = mean["bitrate_kbps"]
         opus_kbps = opus_kbps_for(kbps)

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -41,12 +42,13 @@ def _port(value: str) -> int:
 
 
 def _origin(value: str) -> str:
-    """``--allow-origin``: ``*`` or a web origin as browsers send it, ``scheme://host[:port]`` (no path,
-    no trailing slash: the server compares origins as strings, so any other form would never match)."""
-    if value == "*":
+    """``--allow-origin``: ``*``, ``null`` or a web origin as browsers send it, ``scheme://host[:port]``
+    (``https://example.org``, ``chrome-extension://ID``, ``tauri://localhost``; no path, query or
+    trailing slash: the server compares origins as strings, so any other form would never match)."""
+    if value in ("*", "null"):
         return value
     scheme, _, rest = value.partition("://")
-    if scheme not in ("http", "https") or not rest or any(c in rest for c in "/?#@ "):
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", scheme) or not rest or any(c in rest for c in "/?#@ "):
         raise argparse.ArgumentTypeError(
             f"{value!r} is not a web origin: give scheme://host[:port], e.g. https://example.org:8443 "
             "(no path or trailing /), or * for any"

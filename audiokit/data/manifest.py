@@ -57,9 +57,12 @@ def text_lines(path: Path) -> list[str]:
     """The lines of the UTF-8 text file ``path``; :class:`ValueError` naming it when it is not text (an
     audio file given as a manifest)."""
     try:
-        return Path(path).read_text(encoding="utf-8").splitlines()
+        text = Path(path).read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise ValueError(f"{path}: not a JSONL manifest (not UTF-8 text)") from None
+    # only newlines end a line: JSON written with ensure_ascii=False keeps U+2028 and the like in strings
+    lines = text.split("\n")
+    return lines[:-1] if lines and lines[-1] == "" else lines
 
 
 def read_jsonl(path: Path, cut_end: bool = False) -> list[dict]:

@@ -118,16 +118,23 @@ def _mean_row(rows: list[dict]) -> dict:
 
 
 def side_by_side(
-    model: str, samples: Path, glob: str, bitrates_kbps: Sequence[float], out: Path, quiet: bool = True
+    model: str,
+    samples: Path,
+    glob: str,
+    bitrates_kbps: Sequence[float],
+    out: Path,
+    quiet: bool = True,
+    exclude: Path | None = None,
 ) -> dict:
     """Code every clip of ``samples`` matching ``glob`` (resampled to the model's rate) at each bitrate
-    (kbit/s) with ``model`` and with Opus (at its 6 kbps minimum below that), into ``out``.
+    (kbit/s) with ``model`` and with Opus (at its 6 kbps minimum below that), into ``out``; none under the
+    folder ``exclude`` (an earlier demo's outputs inside ``samples``).
 
     ``out`` gets per clip the 16-bit input, the ``.akc``/``.opus`` files and their decoded ``.wav``s,
     one ``spectrograms-<K>kbps.png`` per bitrate and ``demo.json``: the returned summary (``clips``:
     a row per clip and bitrate; ``means``: one per bitrate; ``figures``: the PNGs' names in ``out``).
     """
-    files = find_audio(Path(samples), glob)
+    files = find_audio(Path(samples), glob, exclude=exclude)
     codec, weights_hash = load_codec(model)
     bitrates = [codec_bitrate(codec, kbps, model=model) for kbps in bitrates_kbps]
     shipped = is_shipped(model)

@@ -21,6 +21,7 @@ import hashlib
 import importlib
 import json
 import math
+import numbers
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -48,6 +49,17 @@ BUILTIN_FAMILIES = {
 M = TypeVar("M", bound="AudioModel")
 AUDIO_SHAPE = "(batch, channels, samples)"
 ANY_AUDIO_SHAPE = "(samples,), (channels, samples) or (batch, channels, samples)"
+
+
+def real_number(value: Any) -> float | None:
+    """``value`` as a float when it is one real number (Python, numpy, or a 0-d real tensor), else None."""
+    if isinstance(value, torch.Tensor):
+        return (
+            float(value)
+            if value.dim() == 0 and not value.is_complex() and value.dtype != torch.bool
+            else None
+        )
+    return float(value) if isinstance(value, numbers.Real) else None
 
 
 def check_audio(

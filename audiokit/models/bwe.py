@@ -23,7 +23,6 @@ samples (bwe-8to16: 63 + 256 -> 320, 20 ms).
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +32,7 @@ from torch import nn
 
 from audiokit.dsp import erb_filterbank, estimate_bandwidth
 from audiokit.errors import UsageError
-from audiokit.models.base import ANY_AUDIO_SHAPE, AudioModel, ModelConfig
+from audiokit.models.base import ANY_AUDIO_SHAPE, AudioModel, ModelConfig, real_number
 from audiokit.nn import StreamableConv1d, StreamableLSTM
 from audiokit.nn.resample import DEFAULT_CUTOFF, Upsampler
 from audiokit.nn.spectral import CausalInverseSpectrum, CausalSpectrum
@@ -300,9 +299,10 @@ class BandwidthExtender(
 def check_edge_hz(edge_hz: float, input_rate: int) -> float:
     """``edge_hz`` as a float: a frequency in (0, ``input_rate`` / 2] Hz (where content can stop in audio at
     ``input_rate`` Hz), else :class:`~audiokit.errors.UsageError`."""
-    if not isinstance(edge_hz, numbers.Real) or not 0.0 < edge_hz <= input_rate / 2:
+    value = real_number(edge_hz)
+    if value is None or not 0.0 < value <= input_rate / 2:
         raise UsageError(
             f"edge_hz must be a frequency in (0, {input_rate / 2:g}] Hz (the Nyquist frequency of "
             f"{input_rate} Hz input), got {edge_hz!r}"
         )
-    return float(edge_hz)
+    return value

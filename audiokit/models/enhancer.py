@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -66,7 +65,7 @@ from torch import nn
 from audiokit.dsp import erb_filterbank
 from audiokit.errors import ModelError, UsageError
 from audiokit.frontends import AdaptiveFilterbank, DiffSTFT, is_unit_parameter
-from audiokit.models.base import ANY_AUDIO_SHAPE, AudioModel, ModelConfig
+from audiokit.models.base import ANY_AUDIO_SHAPE, AudioModel, ModelConfig, real_number
 from audiokit.nn import StreamableConv1d, StreamableLSTM
 from audiokit.nn.band_conv import BandDecoder, BandEncoder
 from audiokit.nn.band_norm import BandMeanNormalization, BandMeanState
@@ -155,16 +154,15 @@ def mix_factor(atten_lim_db: float | None, dry: float) -> float:
     """Share ``a`` of the input spectrum kept in the output (0 = fully enhanced);
     :class:`~audiokit.errors.UsageError` for a ``dry`` outside [0, 1] or an ``atten_lim_db`` that is not a
     finite number of dB >= 0 (NaN included)."""
-    if not isinstance(dry, numbers.Real) or not 0.0 <= dry <= 1.0:
+    mix, limit = real_number(dry), real_number(atten_lim_db)
+    if mix is None or not 0.0 <= mix <= 1.0:
         raise UsageError(f"dry must be in [0, 1], got {dry!r}")
-    if atten_lim_db is not None and not (
-        isinstance(atten_lim_db, numbers.Real) and 0.0 <= atten_lim_db < math.inf
-    ):
+    if atten_lim_db is not None and (limit is None or not 0.0 <= limit < math.inf):
         raise UsageError(
             f"atten_lim_db must be a finite number of dB >= 0 (None: no limit), got {atten_lim_db!r}"
         )
-    floor = 0.0 if atten_lim_db is None else 10.0 ** (-atten_lim_db / 20.0)
-    return 1.0 - (1.0 - floor) * (1.0 - dry)
+    floor = 0.0 if limit is None else 10.0 ** (-limit / 20.0)
+    return 1.0 - (1.0 - floor) * (1.0 - mix)
 
 
 class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=EnhancerConfig, configs=CONFIGS):

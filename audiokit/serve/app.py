@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from audiokit import ops
 from audiokit.errors import UsageError
 from audiokit.models import AudioModel, registered_names
-from audiokit.models.base import shipped_names
+from audiokit.models.base import resolve_weights, shipped_names
 from audiokit.serve.config import ServerConfig
 from audiokit.serve.connection import handle_stream
 from audiokit.serve.engines import Engine
@@ -40,7 +40,7 @@ def load_engines(config: ServerConfig) -> dict[str, Engine]:
     engines: dict[str, Engine] = {}
     for spec in specs:
         model = AudioModel.from_pretrained(spec).eval().set_weight_precision(config.weight_precision)
-        name = spec  # a shipped name, name@version or a path: a run's weights are not named after its config
+        name = served_name(spec)
         if name in engines:
             raise UsageError(f"two served models are both named {name!r}; serve one of them")
         engines[name] = Engine(name, model, config.max_streams, config.compile)
@@ -48,6 +48,17 @@ def load_engines(config: ServerConfig) -> dict[str, Engine]:
             reason = unavailable_reason()
             print(f"serve: {name}: compiled steps unavailable, running eagerly ({reason})", file=sys.stderr)
     return engines
+
+
+def served_name(spec: str) -> str:
+    """The name a model given as ``spec`` is served by: a shipped name or ``name@version`` as it is; a path
+    by its run folder's name (``dec36`` for ``runs/dec36``) or its file's stem (``x`` for
+    ``x.safetensors``), not after the config it shares with a shipped model (so a candidate can be served
+    beside it), and not the whole path (which /healthz would publish)."""
+    if spec in registered_names() or "@" in spec and not Path(spec).exists():
+        return spec
+    weights = resolve_weights(spec)
+    return weights.parent.name if weights.name == "model.safetensors" else weights.stem
 
 
 class ServerState:

@@ -56,15 +56,16 @@ class AudioRow:
         self.emitted += out.shape[0]
 
 
-def step_options(model, options: dict) -> dict:
+def step_options(model, options: dict, also: tuple[str, ...]) -> dict:
     """``model.step_options(**options)``: the knobs of ``model``'s sessions, with a
-    :class:`~audiokit.errors.UsageError` naming the ones it takes for any other option."""
+    :class:`~audiokit.errors.UsageError` naming what they take (the knobs, and ``also``: the session's
+    own options) for any other option."""
     takes = [name for name in inspect.signature(model.step_options).parameters if name != "self"]
     unknown = sorted(set(options) - set(takes))
     if unknown:
         raise UsageError(
             f"{model.name} sessions take no option {', '.join(map(repr, unknown))}; they take "
-            f"{', '.join(['channels', 'compile', *takes])}"
+            f"{', '.join([*also, *takes])}"
         )
     return model.step_options(**options)
 
@@ -123,7 +124,7 @@ class AudioStream:
         self.rows = batch_size * channels
         self.hop_length = model.hop_length
         self.lag = model.output_lag
-        self.step_options = step_options(model, options)
+        self.step_options = step_options(model, options, ("channels", "compile"))
         self.device = next(model.parameters()).device
         with torch.inference_mode():
             self.state = model.init_state(self.rows, self.device)

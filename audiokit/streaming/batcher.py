@@ -204,7 +204,7 @@ class AudioBatcher:
         self.capacity = capacity
         self.hop_length = model.hop_length
         self.lag = model.output_lag
-        self.step_options = step_options(model, options)
+        self.step_options = step_options(model, options, ("compile",))
         self.device = next(model.parameters()).device
         self._step, self.compiled = audio_step(model, self.step_options, compile, self.device, capacity)
         with torch.inference_mode():
