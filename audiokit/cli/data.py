@@ -164,7 +164,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     )
     mix.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     mix.add_argument("--list", type=Path, help="also write the clip list here (e.g. recipes/data/...)")
-    mix.add_argument("-f", "--force", action="store_true", help="replace --out and --list if they exist")
+    mix.add_argument(
+        "-f", "--force", action="store_true", help="replace --out if it holds an earlier set, and --list"
+    )
     mix.set_defaults(handler=run_mix)
 
     packer = actions.add_parser(
