@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import types
 from pathlib import Path
 
 # Without a GPU, Triton kernels can only run in Triton's interpreter; the switch is read when Triton
@@ -56,6 +58,15 @@ def speech_files() -> list[Path]:
     if not files:
         pytest.fail("samples/ holds no speech_*_16k*.flac clips: the repository is incomplete")
     return files
+
+
+def load_benchmark(name: str) -> types.ModuleType:
+    """The script ``benchmarks/<name>.py`` as a module (benchmarks/ is no package), to test its functions."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_script", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def run_stream(session, source: torch.Tensor, chunks: list[int]) -> torch.Tensor:

@@ -3,22 +3,10 @@ ones it refits each shrink the residual they are given, and the codec saves and 
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import torch
-from conftest import TINY_SPEECH_CODEC
+from conftest import TINY_SPEECH_CODEC, load_benchmark
 
 from audiokit.models import Codec
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "codec_refit_stages.py"
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("codec_refit_stages_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_kept_stages_code_as_before_and_refitted_ones_shrink_the_residual(tmp_path):
@@ -28,7 +16,7 @@ def test_kept_stages_code_as_before_and_refitted_ones_shrink_the_residual(tmp_pa
         torch.randn(1, codec.quantizer.dim, 2000) * torch.linspace(0.2, 3.0, codec.quantizer.dim)[:, None]
     )
     before = codec.quantizer.encode(latents, 4)
-    energies = _script().refit(codec, latents, first=2)
+    energies = load_benchmark("codec_refit_stages").refit(codec, latents, first=2)
     after = codec.quantizer.encode(latents, 4)
     assert torch.equal(after[:, :2], before[:, :2]) and not torch.equal(after[:, 2:], before[:, 2:])
     assert len(energies) == 2 and all(out < 0.9 * given for given, out in energies)

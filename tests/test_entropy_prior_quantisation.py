@@ -4,23 +4,17 @@ quantisation-aware steps recover what a coarse grid costs."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
-
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "entropy_models.py"
+from conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def em():
-    spec = importlib.util.spec_from_file_location("entropy_models_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("entropy_models")
 
 
 def _markov_codes(frames: int, stages: int, size: int, seed: int) -> np.ndarray:

@@ -3,19 +3,8 @@ a signal whose magnitudes match, which a wrong sign or scale in its phase deriva
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "phase_oracle.py"
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("phase_oracle_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_benchmark
 
 
 def _spectral_convergence_db(oracle, reference: np.ndarray, rebuilt: np.ndarray) -> float:
@@ -24,7 +13,7 @@ def _spectral_convergence_db(oracle, reference: np.ndarray, rebuilt: np.ndarray)
 
 
 def test_pghi_rebuilds_a_chirp_and_harmonics_from_their_magnitudes():
-    oracle = _script()
+    oracle = load_benchmark("phase_oracle")
     t = np.arange(16000) / 16000
     chirp = np.sin(2 * np.pi * (200 * t + 1500 * t**2))  # 200 -> 3200 Hz
     voiced = sum(np.sin(2 * np.pi * 140 * k * t + k) / k for k in range(1, 12)) * (1 + 0.5 * np.sin(6 * t))
