@@ -55,7 +55,7 @@ def served_name(spec: str) -> str:
     by its run folder's name (``dec36`` for ``runs/dec36``) or its file's stem (``x`` for
     ``x.safetensors``), not after the config it shares with a shipped model (so a candidate can be served
     beside it), and not the whole path (which /healthz would publish)."""
-    if spec in registered_names() or "@" in spec and not Path(spec).exists():
+    if spec in registered_names() or ("@" in spec and not Path(spec).exists()):
         return spec
     weights = resolve_weights(spec)
     return weights.parent.name if weights.name == "model.safetensors" else weights.stem

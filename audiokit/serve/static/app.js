@@ -62,8 +62,8 @@ async function loadModels() {
   } catch (err) {
     $("server").textContent = "error: " + err.message;
   }
-  // modes of tasks no served model has are disabled; a disabled choice moves to the first served one
   servedModels = models;
+  // modes of tasks no served model has are disabled; a disabled choice moves to the first served one
   const served = new Set(models.map((m) => m.task));
   if (served.size) {
     const modes = [...$("mode").options];
