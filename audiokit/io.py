@@ -207,12 +207,12 @@ def _check_readable(path: Path) -> None:
         raise AudioFormatError(path, "no such file or directory")
     if path.is_dir():
         raise AudioFormatError(path, "is a directory, not an audio file")
-    if path.stat().st_size == 0:
+    size = path.stat().st_size
+    if size == 0:
         raise AudioFormatError(path, "file is empty (0 bytes)")
     start = _first_bytes(path, 4)
     if path.suffix.lower() == ".akc" or _is_akc_magic(start):
         raise AudioFormatError(path, "an audiokit codec stream, not audio: decode it first (audiokit decode)")
-    size = path.stat().st_size
     if start in (b"RIFF", b"RIFX", b"RF64") and size < WAV_HEADER_BYTES:
         raise AudioFormatError(path, f"a truncated WAV file: {size} bytes, less than a WAV header")
 
@@ -221,19 +221,27 @@ WAV_HEADER_BYTES = 44
 """RIFF, fmt and data chunk headers: a WAV file shorter than this is cut inside its header."""
 
 
+def is_akc(path: Path) -> bool:
+    """Whether the regular file ``path`` begins with the ``.akc`` magic, whatever its name says."""
+    return _is_akc_magic(_first_bytes(path, 4))
+
+
 def _first_bytes(path: Path, count: int) -> bytes:
     """The first ``count`` bytes of the regular file ``path`` (none of a FIFO's: they would be lost to
-    the reader)."""
+    the reader; none of a file that cannot be opened: its reader says why)."""
     if not path.is_file():
         return b""
-    with open(path, "rb") as handle:
-        return handle.read(count)
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(count)
+    except OSError:
+        return b""
 
 
 def _is_akc_magic(start: bytes) -> bool:
     from audiokit.bitstream import MAGIC  # the container imports this module
 
-    return start == MAGIC
+    return start[: len(MAGIC)] == MAGIC
 
 
 def _open_raw(path: Path, raw: RawFormat) -> sf.SoundFile:

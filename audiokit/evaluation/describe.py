@@ -9,18 +9,9 @@ from pathlib import Path
 import torch
 
 from audiokit import io
-from audiokit.bitstream import MAGIC, AkcReader
+from audiokit.bitstream import AkcReader
 from audiokit.dsp import BandwidthEstimator
 from audiokit.io import RawFormat
-
-
-def is_akc(path: Path) -> bool:
-    """True when ``path`` starts with the ``.akc`` magic bytes."""
-    try:
-        with open(path, "rb") as file:
-            return file.read(len(MAGIC)) == MAGIC
-    except OSError:
-        return False
 
 
 def describe_akc(path: Path) -> dict:
@@ -61,7 +52,7 @@ def describe(path: Path, raw: RawFormat | None = None) -> dict:
     as 0) of ``path``, read in constant memory (``raw``: read it as headerless PCM); an ``.akc`` file is
     described by :func:`describe_akc`, as is a file named ``.akc`` whose magic is damaged (its
     :class:`~audiokit.errors.BitstreamError` names the byte, as ``audiokit decode`` does)."""
-    if raw is None and (is_akc(path) or (path.suffix.lower() == ".akc" and path.is_file())):
+    if raw is None and (io.is_akc(path) or (path.suffix.lower() == ".akc" and path.is_file())):
         return describe_akc(path)
     header = io.info(path, raw)
     estimator = BandwidthEstimator(header.sample_rate)
