@@ -176,17 +176,25 @@ def mirror_jobs(
     suffix: str,
     pattern: str = "*",
     extensions: tuple[str, ...] = AUDIO_EXTENSIONS,
+    explicit_suffix: bool = False,
 ) -> list[tuple[Path, Path]]:
     """``(input, output)`` pairs: one file, or every file of a directory mirrored under ``target`` with
     its extension replaced by ``suffix`` (``pattern`` filters relative paths). One file goes into
     ``target`` when that is a directory or ends in ``/`` (a folder to create). ``-`` (standard
     input/output) is one file. Nothing is checked here: pass the pairs to
     :func:`audiokit.io.prepare_outputs` before writing (two inputs with one output, an output that is
-    an input, existing outputs without ``force``)."""
+    an input, existing outputs without ``force``). UsageError for a ``pattern`` other than ``*`` with one
+    file, and for an ``explicit_suffix`` (``--suffix``) where the output is a file name given."""
     for name, what in ((source, "input"), (target, "output")):
         if str(name) == "":  # Path("") is the current folder
             raise UsageError(f"the {what} is an empty name; give a file, a folder or - (standard {what})")
     folder = str(target).endswith(("/", os.sep))
+    one_file = io.is_stdio(source) or not Path(source).is_dir()
+    if one_file and pattern != "*":
+        raise UsageError(f"--glob {pattern!r} picks files in a folder; {io.shown_name(source)} is not one")
+    named = folder or (not io.is_stdio(target) and Path(target).is_dir())
+    if one_file and explicit_suffix and not named:
+        raise UsageError(f"--suffix names a folder run's outputs; {io.shown_name(target)} is named already")
     if io.is_stdio(source):
         if folder or (not io.is_stdio(target) and Path(target).is_dir()):
             raise UsageError(f"{target}: with - (standard input) as input, give an output file or -")

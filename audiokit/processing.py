@@ -87,7 +87,7 @@ def output_jobs(
     input's extension when it is written (:data:`audiokit.io.WRITABLE_EXTENSIONS`), else ``.wav``."""
     if suffix is not None:
         suffix = io.suffix_option(suffix)
-    jobs = mirror_jobs(source, target, ".wav", pattern)
+    jobs = mirror_jobs(source, target, ".wav", pattern, explicit_suffix=suffix is not None)
     named = (not io.is_stdio(source) and Path(source).is_dir()) or str(target).endswith("/")
     if not (named or (not io.is_stdio(target) and Path(target).is_dir())):
         return jobs

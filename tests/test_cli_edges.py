@@ -701,3 +701,34 @@ def test_a_huge_duration_decodes_to_the_end(capsys, files, tmp_path):
         )
         assert code == 0, err
         assert sf.info(out).frames == round(0.4 * int(rate))
+
+
+@pytest.mark.parametrize(
+    "command, option",
+    [
+        (("encode", "IN.wav", "OUT.akc"), ("--glob", "*.flac")),
+        (("enhance", "IN.wav", "OUT.wav"), ("--glob", "speech*")),
+        (("enhance", "IN.wav", "OUT.wav"), ("--suffix", ".flac")),
+        (("bwe", "IN.wav", "OUT.wav"), ("--suffix", "flac")),
+        (("decode", "IN.akc", "OUT.wav"), ("--suffix", ".flac")),
+    ],
+)
+def test_folder_options_with_one_file_are_refused_not_ignored(tmp_path, capsys, command, option):
+    """``--glob`` picks files in a folder input and ``--suffix`` names a folder run's outputs: with one
+    input file and an output named by the user, each was silently ignored (OUT.wav written as WAV)."""
+    source = _speech(tmp_path / "IN.wav")
+    if command[0] == "decode":
+        assert run(capsys, "encode", source, tmp_path / "IN.akc")[0] == 0
+    args = [str(tmp_path / a) if "." in a else a for a in command]
+    code, _, err = run(capsys, *args, *option)
+    assert code == 1, err
+    assert option[0] in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "OUT.wav").exists() and not (tmp_path / "OUT.akc").exists()
+
+
+def test_suffix_still_names_one_file_written_into_a_folder(tmp_path, capsys):
+    source = _speech(tmp_path / "IN.wav")
+    (tmp_path / "out").mkdir()
+    code, _, err = run(capsys, "enhance", source, tmp_path / "out", "--suffix", ".flac")
+    assert code == 0, err
+    assert sf.info(tmp_path / "out" / "IN.flac").format == "FLAC"

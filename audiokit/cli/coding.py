@@ -100,8 +100,9 @@ def run_encode(args: argparse.Namespace) -> int:
 def run_decode(args: argparse.Namespace) -> int:
     use_threads(args)
     check_time_range(args.start, args.duration)
-    suffix = io.suffix_option(args.suffix)
-    jobs = mirror_jobs(args.input, args.output, suffix, extensions=(".akc",))
+    suffix = io.suffix_option(".wav" if args.suffix is None else args.suffix)
+    given = args.suffix is not None
+    jobs = mirror_jobs(args.input, args.output, suffix, extensions=(".akc",), explicit_suffix=given)
     prepare_outputs(jobs, args.force)  # first: a data-loss refusal names both files
     for _, target in jobs:
         io.check_output_format(target, args.sample_rate, rate_option=True)
@@ -201,6 +202,6 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     )
     add_model_option(dec, None)
     add_force_option(dec)
-    dec.add_argument("--suffix", default=".wav", help="output extension for directories (default .wav)")
+    dec.add_argument("--suffix", help="output extension for directories (default .wav)")
     add_batch_options(dec)
     dec.set_defaults(handler=run_decode)
