@@ -282,3 +282,22 @@ def test_bad_arguments_are_one_line_usage_errors(options, message):
         AdaptiveFilterbank(SR, **{"banks": ("mel", "gabor"), **options})(0.1 * torch.randn(1, 1600))
     with pytest.raises(UsageError, match="sample_rate must be a whole number >= 1, got 0"):
         AdaptiveFilterbank(0)
+
+
+@pytest.mark.parametrize(
+    "name,options,message",
+    [
+        ("mel", {"hop_length": 0}, "hop_length >= 1, got 400.0, 0.0"),  # silently 10 ms
+        ("adaptive", {"hop_length": 0}, "hop_length must be a whole number >= 1, got 0"),  # silently 10 ms
+        ("stft", {"win_length": 0}, "win_length must be a number > 0 samples, got 0"),  # math domain error
+        ("diffstft", {"win_length": -400}, "win_length must be a number > 0 samples, got -400"),
+        ("mel", {"n_fft": 0}, "n_fft must be a whole number >= 4 samples, got 0"),  # silently 512
+        ("mel", {"n_bands": 0}, "n_bands must be a whole number >= 1, got 0"),  # no features
+        ("mel", {"sample_rate": 0}, "sample_rate must be a whole number >= 1, got 0"),  # math domain error
+        ("stft", {"sample_rate": 16000.5}, "sample_rate must be a whole number >= 1, got 16000.5"),
+    ],
+)
+def test_factory_refuses_bad_numbers_instead_of_defaulting(name, options, message):
+    """A zero or negative setting is an error naming it, not the default in its place nor a math error."""
+    with pytest.raises(UsageError, match=message):
+        build_frontend(name, **{"sample_rate": SR, **options})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import numbers
 
 import torch
 from torch import nn
@@ -76,21 +77,34 @@ def build_frontend(
         raise UsageError(
             f"frontend {name!r}: learn_hop is for 'diffstft' (the only front end with a learnable hop)"
         )
-    hop_length = hop_length or sample_rate // 100
+    _check_whole(name, sample_rate=sample_rate)
+    hop_length = sample_rate // 100 if hop_length is None else hop_length
     if name == "adaptive":
         stft_options = {"n_fft": n_fft, "win_length": win_length, "window": window}
         return _adaptive(sample_rate, n_bands, hop_length, stft_options, kwargs)
-    win_length = win_length or round(0.025 * sample_rate)
-    n_fft = n_fft or 2 ** math.ceil(math.log2(win_length))
+    if win_length is None:
+        win_length = round(0.025 * sample_rate)
+    elif not 0 < win_length < math.inf:  # before n_fft is derived from it (DiffSTFT checks the rest)
+        raise UsageError(f"frontend {name!r}: win_length must be a number > 0 samples, got {win_length!r}")
+    n_fft = 2 ** math.ceil(math.log2(win_length)) if n_fft is None else n_fft
     window = window or "hann"
     use_mel = name == "mel" or kwargs.pop("diffstft_mel", False)
     if kwargs:
         raise UsageError(f"frontend {name!r}: unexpected options {', '.join(sorted(kwargs))}")
+    if use_mel:
+        _check_whole(name, n_bands=n_bands)
     stft = DiffSTFT(n_fft, float(win_length), float(hop_length), window, learnable=name == "diffstft")
     if name == "diffstft" and not learn_hop:
         stft.hop_length.requires_grad_(False)
     mel = mel_filterbank(sample_rate, n_fft, n_bands) if use_mel else None
     return LogSpectrogram(stft, mel)
+
+
+def _check_whole(name: str, **values: object) -> None:
+    """:class:`~audiokit.errors.UsageError` naming the first of ``values`` that is not a whole number >= 1."""
+    for option, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise UsageError(f"frontend {name!r}: {option} must be a whole number >= 1, got {value!r}")
 
 
 def _adaptive(
