@@ -79,6 +79,26 @@ def test_speed_scripts_refuse_a_bad_thread_count(threads):
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [["--threads", "0"], ["--repeats", "0"], ["--batch", "0"], ["--seconds", "0"], ["--seconds", "nan"]],
+)
+def test_frontends_speed_refuses_bad_numbers(argv):
+    """`make bench`'s front-end speed script: one usage line, exit 2 (not a traceback from torch,
+    statistics or DiffSTFT once measuring began)."""
+    script = ROOT / "benchmarks" / "frontends_speed.py"
+    done = subprocess.run(
+        [sys.executable, str(script), *argv, "--out", "/dev/null"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert done.returncode == 2 and not done.stdout
+    assert done.stderr.splitlines()[-1].startswith(f"frontends_speed.py: error: argument {argv[0]}: ")
+    assert "Traceback" not in done.stderr
+
+
 def test_the_thread_limit_has_one_home():
     """The commands and the speed scripts (which may not import the CLI) take ``MAX_THREADS`` from
     :mod:`audiokit.threads`; no other module defines its own."""
