@@ -301,3 +301,9 @@ def test_factory_refuses_bad_numbers_instead_of_defaulting(name, options, messag
     """A zero or negative setting is an error naming it, not the default in its place nor a math error."""
     with pytest.raises(UsageError, match=message):
         build_frontend(name, **{"sample_rate": SR, **options})
+
+
+def test_an_empty_batch_is_a_usage_error():
+    """A batch of no rows is named (it failed in a reshape inside the filterbank)."""
+    with pytest.raises(UsageError, match=r"AdaptiveFilterbank: expected .* got float32 of shape \(0, 1600\)"):
+        AdaptiveFilterbank(SR, n_bands=8, banks=("mel",))(torch.zeros(0, 1600))

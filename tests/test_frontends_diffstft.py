@@ -237,6 +237,15 @@ def test_inputs_must_be_float_batches():
         torch.testing.assert_close(streamed, module(half.float()))
 
 
+@pytest.mark.parametrize("hop", [16.0, 16.5])
+def test_an_empty_batch_is_a_usage_error(hop):
+    """A batch of no rows is named (it failed inside torch.stft or MKL's FFT), on both paths."""
+    with pytest.raises(
+        UsageError, match=r"DiffSTFT: expected .* \(batch >= 1, samples\), got float32 of shape \(0, 300\)"
+    ):
+        DiffSTFT(64, 40, hop)(torch.zeros(0, 300))
+
+
 def test_inverse_takes_only_complex_spectrograms_of_its_shape():
     """A magnitude was inverted as if its phase were 0; a wrong bin count failed inside torch."""
     module = DiffSTFT(64, 40, 16)

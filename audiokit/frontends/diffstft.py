@@ -43,12 +43,13 @@ PAD_MODES = ("reflect", "constant")
 
 
 def batch_audio(x: Any, where: str, batch_size: int | None = None) -> torch.Tensor:
-    """``x`` if it is a real floating-point torch tensor ``(batch, samples)`` (``batch_size`` rows when
-    given), else :class:`~audiokit.errors.UsageError` naming ``where`` and what ``x`` is."""
-    rows = "batch" if batch_size is None else batch_size
+    """``x`` if it is a real floating-point torch tensor ``(batch, samples)`` of at least one row
+    (``batch_size`` rows when given), else :class:`~audiokit.errors.UsageError` naming ``where`` and
+    what ``x`` is (an empty batch failed deep inside ``torch.stft`` or the FFT)."""
+    rows = "batch >= 1" if batch_size is None else batch_size
     if not isinstance(x, torch.Tensor):
         got = f"{type(x).__module__}.{type(x).__qualname__}"
-    elif not x.is_floating_point() or x.dim() != 2 or batch_size not in (None, x.shape[0]):
+    elif not x.is_floating_point() or x.dim() != 2 or not x.shape[0] or batch_size not in (None, x.shape[0]):
         got = f"{str(x.dtype).removeprefix('torch.')} of shape {tuple(x.shape)}"
     else:
         return x
