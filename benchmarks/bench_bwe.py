@@ -7,10 +7,10 @@ same architecture are timed while none are shipped. ``audiokit bench --help`` ha
 
 from __future__ import annotations
 
-from speed_script import finish, parser
+from speed_script import parser, run
 
 from audiokit.bench import bwe_summary_lines, run_bwe_benchmark
 
 if __name__ == "__main__":
-    args = parser(__doc__, "bwe-8to16", "bwe_speed.json").parse_args()
-    finish(args, run_bwe_benchmark(model=args.model, threads=args.threads), bwe_summary_lines)
+    cli = parser(__doc__, "bwe-8to16", "bwe_speed.json")
+    run(cli, lambda args: run_bwe_benchmark(model=args.model, threads=args.threads), bwe_summary_lines)

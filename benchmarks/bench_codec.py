@@ -9,16 +9,15 @@ EnCodec-24k comparison needs ``pip install --no-deps encodec einops`` (as ``make
 
 from __future__ import annotations
 
-from speed_script import finish, parser
+from speed_script import parser, run
 
 from audiokit.bench import run_benchmark, summary_lines
 
 if __name__ == "__main__":
     cli = parser(__doc__, "speech-16k", "codec_speed.json")
     cli.add_argument("--no-encodec", action="store_true", help="skip the EnCodec-24k comparison")
-    args = cli.parse_args()
-    finish(
-        args,
-        run_benchmark(model=args.model, threads=args.threads, encodec=not args.no_encodec),
+    run(
+        cli,
+        lambda args: run_benchmark(model=args.model, threads=args.threads, encodec=not args.no_encodec),
         summary_lines,
     )

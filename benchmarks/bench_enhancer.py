@@ -7,10 +7,14 @@ the same architecture are timed while none are shipped. ``audiokit bench --help`
 
 from __future__ import annotations
 
-from speed_script import finish, parser
+from speed_script import parser, run
 
 from audiokit.bench import enhancer_summary_lines, run_enhancer_benchmark
 
 if __name__ == "__main__":
-    args = parser(__doc__, "enhance-16k", "enhancer_speed.json").parse_args()
-    finish(args, run_enhancer_benchmark(model=args.model, threads=args.threads), enhancer_summary_lines)
+    cli = parser(__doc__, "enhance-16k", "enhancer_speed.json")
+    run(
+        cli,
+        lambda args: run_enhancer_benchmark(model=args.model, threads=args.threads),
+        enhancer_summary_lines,
+    )

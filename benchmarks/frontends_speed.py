@@ -14,37 +14,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from speed_script import thread_count
 
+from audiokit.cli.options import add_threads_option, finite_number, whole_number
 from audiokit.frontends import DiffSTFT, build_frontend
 from audiokit.provenance import run_info, write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MIN_SECONDS = 0.02
 """Shortest ``--seconds``: more than ``n_fft // 2`` samples (reflect padding) and one hop at 16 kHz."""
-
-
-def count(value: str) -> int:
-    """``--repeats`` / ``--batch``: a whole number >= 1 (else argparse's usage line, exit 2)."""
-    number = int(value)  # not a whole number: argparse reports the ValueError as an invalid value
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"{number} is below 1")
-    return number
-
-
-def seconds(value: str) -> float:
-    """``--seconds``: a finite number >= :data:`MIN_SECONDS` (else argparse's usage line, exit 2)."""
-    number = float(value)
-    if not MIN_SECONDS <= number < math.inf:
-        raise argparse.ArgumentTypeError(f"{value} is not a number of seconds >= {MIN_SECONDS:g}")
-    return number
 
 
 def interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
@@ -64,10 +47,10 @@ def interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print the result JSON to stdout")
-    parser.add_argument("--threads", type=thread_count, default=1)
-    parser.add_argument("--repeats", type=count, default=60)
-    parser.add_argument("--batch", type=count, default=8)
-    parser.add_argument("--seconds", type=seconds, default=4.0)
+    add_threads_option(parser)
+    parser.add_argument("--repeats", type=whole_number(), default=60)
+    parser.add_argument("--batch", type=whole_number(), default=8)
+    parser.add_argument("--seconds", type=finite_number(MIN_SECONDS, above=False), default=4.0)
     parser.add_argument("--out", type=Path, default=RESULTS / "frontends_speed.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

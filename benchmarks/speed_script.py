@@ -8,18 +8,11 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from audiokit.cli.options import add_threads_option
+from audiokit.errors import AudiokitError
 from audiokit.provenance import write_json
-from audiokit.threads import MAX_THREADS
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def thread_count(value: str) -> int:
-    """``--threads``: a whole number in 1..:data:`MAX_THREADS` (else argparse's usage line, exit 2)."""
-    number = int(value)  # not a whole number: argparse reports the ValueError as an invalid value
-    if not 1 <= number <= MAX_THREADS:
-        raise argparse.ArgumentTypeError(f"{number} is not in 1..{MAX_THREADS}")
-    return number
 
 
 def parser(doc: str, default_model: str, result_name: str) -> argparse.ArgumentParser:
@@ -28,19 +21,24 @@ def parser(doc: str, default_model: str, result_name: str) -> argparse.ArgumentP
     parser.add_argument(
         "-m", "--model", default=default_model, help=f"model to time (default {default_model})"
     )
-    parser.add_argument(
-        "--threads",
-        type=thread_count,
-        default=1,
-        help=f"CPU threads, 1-{MAX_THREADS} (default 1)",
-    )
+    add_threads_option(parser)
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--out", type=Path, default=RESULTS / result_name, help="result file")
     return parser
 
 
-def finish(args: argparse.Namespace, result: dict, summary_lines: Callable[[dict], list[str]]) -> None:
-    """Write ``result`` to ``--out`` and print it (``--json``) or its summary lines."""
+def run(
+    cli: argparse.ArgumentParser,
+    measure: Callable[[argparse.Namespace], dict],
+    summary_lines: Callable[[dict], list[str]],
+) -> None:
+    """Parse the command line, ``measure`` with it, write the result to ``--out`` and print it
+    (``--json``) or its summary lines; a bad model (or other user error) is one line, exit 1."""
+    args = cli.parse_args()
+    try:
+        result = measure(args)
+    except AudiokitError as error:
+        cli.exit(1, f"{cli.prog}: error: {error}\n")
     write_json(args.out, result)
     if args.json:
         print(json.dumps(result, indent=2))

@@ -196,3 +196,21 @@ def test_an_unknown_bench_model_is_named_like_elsewhere(capsys, no_benchmark, tm
     (tmp_path / "notes.md").write_text("not weights")  # it read "notes.json: config not found"
     assert main(["bench", "-m", str(tmp_path / "notes.md")]) == 1
     _one_line(capsys.readouterr().err, f"audiokit bench: error: {tmp_path / 'notes.md'}: not a model: ")
+
+
+@pytest.mark.parametrize(
+    "script, model", [("bench_codec.py", "nosuch-model"), ("bench_enhancer.py", "speech-16k")]
+)
+def test_speed_scripts_name_a_bad_model_in_one_line(script, model):
+    """`make bench`'s speed scripts: a model that is not there (or of another family) is one error line,
+    exit 1, not a ModelError traceback."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), "-m", model, "--out", "/dev/null"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert done.returncode == 1 and not done.stdout, done.stderr
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith(f"{script}: error: "), done.stderr
+    assert model in done.stderr
