@@ -76,6 +76,7 @@ AUTH = {"Authorization": "Bearer s3cret"}
         ([{**START, "format": "mp3"}], 4400),
         ([{**START, "sample_rate": "fast"}], 4400),
         ([{**START, "bitrate": 99}], 4400),
+        ([{**START, "bitrate": 10**400}], 4400),  # beyond float's range: an OverflowError, no close code
         ([{**START, "task": "enhance"}], 4400),  # speech-16k is a codec
         ([b"\x00\x00\x80\x3f"], 4400),  # binary before start
         ([START, START], 4400),
