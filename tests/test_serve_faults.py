@@ -263,6 +263,45 @@ def test_sigterm_drains(tmp_path):
             proc.kill()
 
 
+def test_a_drain_waits_for_a_slow_reader_to_take_its_rest(tmp_path):
+    """SIGTERM while a client is slow to read: its rest, `done` and 1000 still reach it once it reads
+    (within the drain timeout). The drain waited only until the rests were computed, and the exit then
+    cut the unsent output off with 1012."""
+    port = free_port()
+    command = [sys.executable, "-m", "audiokit", "serve", "-m", "speech-16k", "--port", str(port), "-q"]
+    proc = subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        wait_until_serving(proc, port, 60)
+
+        async def main() -> tuple[int, dict | None, int, int]:
+            url = f"ws://127.0.0.1:{port}/v1/stream"
+            async with websockets.connect(url, sock=_without_reading_socket(port), max_size=None) as ws:
+                await ws.send(json.dumps({**START, "sample_rate": 192000}))  # 48 bytes out per model sample
+                chunk, sent = np.zeros(16000, "<f4").tobytes(), 0
+                with contextlib.suppress(asyncio.TimeoutError):  # until the server stops reading
+                    while sent < 400:
+                        await asyncio.wait_for(ws.send(chunk), 2.0)
+                        sent += 1
+                proc.send_signal(signal.SIGTERM)
+                await asyncio.sleep(1.0)  # the rest is computed by now; the client reads only now
+                got, done = 0, None
+                with contextlib.suppress(websockets.ConnectionClosed):
+                    while True:
+                        reply = await asyncio.wait_for(ws.recv(), 10)
+                        if isinstance(reply, bytes):
+                            got += len(reply) // 4
+                        else:
+                            done = json.loads(reply)
+                return got, done, ws.close_code, sent
+
+        got, done, code, sent = asyncio.run(main())
+        assert sent < 400, "the server read everything without backpressure"
+        assert code == 1000 and done is not None and got == done["samples_out"] == done["samples_in"]
+        assert proc.wait(30) == 0
+    finally:
+        proc.kill()
+
+
 def test_a_finished_stream_leaves_nothing_alive_at_exit():
     """A 44.1 kHz stream that ended: its resamplers (native soxr objects) stayed referenced by the
     scheduler's loop until exit, and the exit printed ~20 lines of nanobind "leaked" warnings."""

@@ -92,14 +92,17 @@ class ServerState:
             await scheduler.stop()
 
     async def drain(self) -> None:
-        """Refuse new streams, end the live ones (flushed, ``done``), and wait for them (bounded)."""
+        """Refuse new streams, end the live ones (flushed, ``done``), and wait until each has sent its
+        output and closed (bounded)."""
         self.draining = True
         for scheduler in self.schedulers.values():
             for stream in list(scheduler.streams):
                 scheduler.end(stream)
 
         async def emptied() -> None:
-            while self.live:
+            # per_client counts streams until their connection ends, not only until their rest is
+            # computed: a client slow to read it would otherwise lose its tail and `done` at the exit
+            while self.per_client:
                 await asyncio.sleep(0.05)
 
         with contextlib.suppress(asyncio.TimeoutError):
