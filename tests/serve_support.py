@@ -29,6 +29,7 @@ class Running:
     http: str
     ws: str
     state: ServerState
+    server: uvicorn.Server
 
 
 def free_port() -> int:
@@ -67,7 +68,8 @@ def running_server(config: ServerConfig, engines=None, port: int | None = None) 
             raise RuntimeError("the test server did not start")
         time.sleep(0.02)
     try:
-        yield Running(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/v1/stream", app.state.server)
+        ws = f"ws://127.0.0.1:{port}/v1/stream"
+        yield Running(f"http://127.0.0.1:{port}", ws, app.state.server, server)
     finally:
         server.should_exit = True
         thread.join(30)

@@ -417,7 +417,9 @@ def _wait_for_no_live_stream(running, seconds: float) -> float:
 def test_clients_that_stop_reading_free_their_streams(codec):
     """A client that reads none of its output holds its stream only for the idle timeout, and one that
     then goes away frees it at once: the reader waited for progress that could not come, so the stream
-    (and its output) stayed live until a restart and 8 such clients locked an address out."""
+    (and its output) stayed live until a restart and 8 such clients locked an address out. The
+    connection of one that stays ends too: asyncio's close waited for the client to read the output
+    buffered for it, so each such client kept a socket and its buffers for as long as it liked."""
     port_config = dict(max_backlog_s=0.5, max_message_bytes=65536, max_messages_per_second=1000.0)
     engines = {"speech-16k": Engine("speech-16k", codec, 2)}
     with running_server(ServerConfig(idle_timeout_s=60.0, **port_config), engines) as running:
@@ -431,8 +433,17 @@ def test_clients_that_stop_reading_free_their_streams(codec):
         async def stay():
             await _flood_without_reading(running.ws, port, abort=False)
             await asyncio.to_thread(_wait_for_no_live_stream, running, 15.0)
+            await asyncio.to_thread(_wait_for_no_connection, running, 20.0)
 
         asyncio.run(stay())
+
+
+def _wait_for_no_connection(running, seconds: float) -> None:
+    """Wait until the server holds no connection (its sockets closed); fail after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while running.server.server_state.connections:
+        assert time.monotonic() < deadline, "the server still holds the connection"
+        time.sleep(0.1)
 
 
 def test_the_backlog_of_a_stream_at_another_rate_does_not_drift(codec):

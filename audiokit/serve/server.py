@@ -10,6 +10,7 @@ import socket
 from types import FrameType
 
 import uvicorn
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from audiokit.errors import UsageError
 from audiokit.redaction import redact_token
@@ -52,18 +53,40 @@ class DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
+class WebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's ``websockets-sansio`` protocol, whose connections end even when the client reads nothing.
+
+    Closing an asyncio transport waits until its write buffer has drained, forever for a client that
+    reads nothing: after its stream ended (4408) each such client kept a socket and its buffers for as
+    long as it liked. Once the app is done, a connection still open after uvicorn's close timeout (10 s)
+    is aborted."""
+
+    _abort: asyncio.TimerHandle | None = None
+
+    async def run_asgi(self) -> None:
+        await super().run_asgi()
+        if not self.disconnected:
+            self._abort = self.loop.call_later(self.close_timeout, self.transport.abort)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self._abort is not None:  # the timer would keep the connection's objects for 10 s
+            self._abort.cancel()
+
+
 def uvicorn_config(
     app, config: ServerConfig, host: str, port: int, log_level: str = "info"
 ) -> uvicorn.Config:
-    """uvicorn settings for ``app``: the message-size cap, keepalive pings, no server header, and no
-    permessage-deflate (PCM barely compresses; deflating every message cost a third of the server's CPU
-    at 64 streams); uvicorn's loggers get a filter that keeps ``?token=`` values out of the log."""
+    """uvicorn settings for ``app``: the message-size cap, keepalive pings, no server header,
+    :class:`WebSocketProtocol`, and no permessage-deflate (PCM barely compresses; deflating every
+    message cost a third of the server's CPU at 64 streams); uvicorn's loggers get a filter that keeps
+    ``?token=`` values out of the log."""
     settings = uvicorn.Config(
         app,
         host=host,
         port=port,
         log_level=log_level,
-        ws="websockets-sansio",
+        ws=WebSocketProtocol,
         ws_max_size=HARD_LIMIT_FACTOR * config.max_message_bytes + 4096,
         ws_ping_interval=config.ping_interval_s,
         ws_ping_timeout=config.ping_timeout_s,
