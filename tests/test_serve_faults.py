@@ -461,6 +461,46 @@ def test_the_backlog_of_a_stream_at_another_rate_does_not_drift(codec):
     assert abs(stream.received - 1024 * 1000 * 16000 / 44100) <= 0.5
 
 
+def test_a_failed_step_leaves_no_stream_on_its_old_slot(codec):
+    """After an internal error (here: an engine holding fewer streams than were opened), audio that a
+    failed stream's client sent before it read its 1011 went to its old slot: into the row of a new
+    stream given that slot (which then returned the failed client's audio mixed into its own), or, with
+    none there, to no batcher at all (a second failure, ending the streams opened since)."""
+    import torch
+
+    from audiokit.serve import protocol
+    from audiokit.serve.metrics import Metrics
+    from audiokit.serve.scheduler import DONE, Scheduler
+
+    request = protocol.parse_start(START, {})
+    x = speech(0.5)
+
+    async def run() -> tuple[str | None, np.ndarray]:
+        scheduler = Scheduler(Engine("speech-16k", codec, 1), Metrics())
+        scheduler.start()
+        try:
+            failed = scheduler.open(request)
+            await asyncio.sleep(0.5)  # opened in the worker; the next open finds no free slot
+            scheduler.open(request)
+            assert await failed.output.get() is DONE
+            scheduler.push(failed, speech(0.5, 1.0))  # sent before its client read the 1011
+            new = scheduler.open(request)
+            scheduler.push(new, x)
+            scheduler.end(new)
+            pieces = []
+            while (piece := await new.output.get()) is not DONE:
+                pieces.append(piece)
+            return new.failed, np.concatenate(pieces)
+        finally:
+            await scheduler.stop()
+
+    failure, audio = asyncio.run(run())
+    assert failure is None
+    with torch.no_grad():
+        expected = codec.decode(codec.encode(torch.from_numpy(x)[None, None], 6000))[0, 0].numpy()
+    assert np.abs(audio - expected).max() < 1e-5
+
+
 @pytest.mark.parametrize(
     ("host", "origin", "token", "code"),
     [

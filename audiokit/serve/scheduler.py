@@ -184,6 +184,8 @@ class Scheduler:
             stream.progress.set()
             self._forget(stream)
         self.engine.reset()
+        for stream in self._owners.values():  # what their clients send until they read the 1011 goes nowhere
+            stream.key = None
         self._owners.clear()
 
     # -- worker side -------------------------------------------------------------------------------
