@@ -99,8 +99,15 @@ def test_bad_requests_get_their_code(server, messages, code):
 
 @pytest.mark.parametrize(
     "junk",
-    ["oops", {"type": "pause"}, b"\x00\x00\x00", np.full(4, np.nan, "<f4").tobytes()],
-    ids=["not-json", "unknown-type", "partial-sample", "nan"],
+    [
+        "oops",
+        {"type": "pause"},
+        b"\x00\x00\x00",
+        np.full(4, np.nan, "<f4").tobytes(),
+        bytes(4100),
+        "x" * 5000,
+    ],
+    ids=["not-json", "unknown-type", "partial-sample", "nan", "binary-over-limit", "text-over-limit"],
 )
 def test_what_comes_after_end_is_ignored_even_malformed(server, codec, junk):
     """Once `end` is taken the stream's audio is all sent, then `done`: a message after it (audio, text,

@@ -222,9 +222,11 @@ async def _read(
         if sender.done():  # the stream ended on the server's side: whatever came meanwhile is moot
             settle(receive)
             return
-        message = receive.result()
-        if stream.ending:  # after end (or a drain) every message is ignored, even a malformed one
+        if stream.ending:  # after end (or a drain) every message is ignored: malformed, too big, too many
+            with contextlib.suppress(p.ProtocolError):
+                receive.result()
             continue
+        message = receive.result()
         if message.get("bytes") is not None:
             samples = p.decode_pcm(message["bytes"], fmt)
             if samples.shape[0]:
