@@ -244,3 +244,14 @@ def test_eq_peaks_change_the_crops_spectrum_and_nothing_else(tmp_path):
     ratio_db = 10 * torch.log10(spectra[1] / spectra[0])  # (items, 80 bands of 100 Hz)
     # per item, some band moved by several dB (a peak or a notch), while the shelves alone (0 dB) move none
     assert (ratio_db.abs().amax(-1) > 3.0).all()
+
+
+@pytest.mark.parametrize("seconds", ["abc", [1], True, float("inf"), float("nan"), -1.0])
+def test_a_manifest_with_a_bad_duration_is_a_recipe_error(tmp_path, seconds):
+    # not a ValueError/TypeError from float(), nor NaN draw probabilities at the first step
+    rows = [{"path": str(SAMPLES / "speech_fr_16k_a.flac"), "seconds": seconds}]
+    rows.append({"path": str(SAMPLES / "speech_fr_16k_b.flac")})
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(RecipeError, match=r"m\.jsonl gives .*speech_fr_16k_a\.flac a 'seconds' of"):
+        read_clips(str(manifest))

@@ -80,9 +80,19 @@ def _manifest_clips(path: Path, key: str) -> list[Clip]:
         seconds = row.get("seconds")
         if seconds is None:
             seconds = io.info(row["path"]).duration
+        elif not _is_duration(seconds):
+            raise RecipeError(
+                f"{key}: {path} gives {row['path']} a 'seconds' of {seconds!r}; it must be a finite number "
+                "of seconds >= 0 (or be left out: the file's own duration)"
+            )
         group = row.get("group") or row.get("speaker") or row["path"]
         clips.append(Clip(row["path"], float(seconds), str(group)))
     return clips
+
+
+def _is_duration(value: object) -> bool:
+    """Whether a manifest's ``seconds`` is a usable clip length: a finite number >= 0 (not a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < math.inf
 
 
 def _directory_clips(path: Path, pattern: str) -> list[Clip]:
