@@ -135,3 +135,20 @@ def test_unpack_offers_only_what_it_uses(tmp_path, capsys):
     for option in (["-f"], ["--max-shard-mb", "8"]):
         assert main(["checkpoint", "unpack", *option, str(tmp_path / "a"), str(tmp_path / "b")]) == 2
         assert "unrecognized arguments" in capsys.readouterr().err
+
+
+def test_a_run_directory_that_is_a_file_is_named_as_such(tmp_path, capsys):
+    """It was 'FILE: File exists' (the mkdir's errno), which reads as a run directory in use, after the
+    model and data were built; --resume said there was nothing to resume."""
+    taken = tmp_path / "taken"
+    taken.write_text("notes\n")
+    for resume in ([], ["--resume"]):
+        assert _train(ENHANCE, taken, *resume) == 1
+        assert f"{taken}: exists and is not a folder" in _one_error_line(capsys)
+    run = tmp_path / "run"
+    assert _train(ENHANCE, run, "--max-steps", "1") == 0
+    assert main(["checkpoint", "pack", str(run), str(tmp_path / "pack")]) == 0
+    capsys.readouterr()
+    assert main(["checkpoint", "unpack", str(tmp_path / "pack"), str(taken)]) == 1
+    assert f"{taken}: exists and is not a folder" in _one_error_line(capsys)
+    assert taken.read_text() == "notes\n"

@@ -149,6 +149,8 @@ def unpack_run(pack_dir: str | Path, run_dir: str | Path) -> Path:
     """Rebuild ``run_dir/checkpoints/latest.pt``, the records and the EMA weights (``model.safetensors``)
     from a folder written by :func:`pack_run`; returns the checkpoint's path."""
     pack_dir, run_dir = Path(pack_dir), Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UsageError(f"{run_dir}: exists and is not a folder; unpack into a run directory")
     state_path = pack_dir / STATE
     if not state_path.is_file():
         raise UsageError(f"{state_path}: not found (not a packed training state)")

@@ -97,6 +97,8 @@ class Trainer:
         run = recipe.run
         self.runtime = runtime = Runtime.start(run)
         checkpoint_path = self.run_dir / CHECKPOINT
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise UsageError(f"{self.run_dir}: exists and is not a folder; choose another --run-dir")
         if resume and not checkpoint_path.is_file():
             raise UsageError(f"{checkpoint_path}: nothing to resume (no checkpoint in the run directory)")
         if not resume and checkpoint_path.is_file():
