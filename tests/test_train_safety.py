@@ -213,11 +213,28 @@ def test_sigkill_then_resume_records_each_step_once(tmp_path):
         - sum(1 / r["speed/steps_per_second"] for r in kept)
     )
     assert training_record(run)["loop_wall_seconds"] == pytest.approx(expected, abs=0.1)
-    # a new run in the directory (no checkpoint left) starts clean records
-    for path in (run / "checkpoints").iterdir():
+    # a new run in the directory (no checkpoint or weights left) starts clean records
+    for path in [*(run / "checkpoints").iterdir(), run / "model.safetensors"]:
         path.unlink()
     _train(run, 2, "run.log_every=1")
     assert _steps(metrics) == [1, 2] and not (run / "eval.jsonl").exists()
+
+
+def test_a_new_run_never_replaces_weights_in_its_directory(tmp_path, capsys):
+    """A soup of `checkpoint average`, or a run whose checkpoints were deleted: the first save of a new
+    run there replaced its model.safetensors without a word, even when --init had read it."""
+    _train(tmp_path / "a", 1)
+    soup = tmp_path / "soup"
+    assert main(["checkpoint", "average", str(soup), str(tmp_path / "a"), str(tmp_path / "a")]) == 0
+    kept = (soup / "model.safetensors").read_bytes()
+    capsys.readouterr()
+    args = ["train", str(TINY), "--run-dir", str(soup), "-q", *[f"--set={s}" for s in QUICK]]
+    for init in ([], ["--init", str(soup)]):
+        assert main([*args, *init]) == 1
+        err = _one_error_line(capsys)
+        assert f"{soup / 'model.safetensors'}: already exists" in err and "--run-dir NEW_DIR" in err
+    assert (soup / "model.safetensors").read_bytes() == kept
+    assert sorted(p.name for p in soup.iterdir()) == ["model.json", "model.safetensors"]
 
 
 def test_resume_keeps_the_seed(tmp_path):

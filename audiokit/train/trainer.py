@@ -49,6 +49,9 @@ from audiokit.train.runtime import Runtime, seed_all
 from audiokit.train.signals import StopRequested, StopSignals
 from audiokit.train.task import Task, build_model, task_class
 
+WEIGHTS = "model.safetensors"
+"""The EMA weights in the shipping format, saved in the run directory with every checkpoint."""
+
 LOG_LINE_SECONDS = 60.0
 """Seconds between the progress lines training writes where standard error is not a terminal."""
 
@@ -97,15 +100,7 @@ class Trainer:
         run = recipe.run
         self.runtime = runtime = Runtime.start(run)
         checkpoint_path = self.run_dir / CHECKPOINT
-        if self.run_dir.exists() and not self.run_dir.is_dir():
-            raise UsageError(f"{self.run_dir}: exists and is not a folder; choose another --run-dir")
-        if resume and not checkpoint_path.is_file():
-            raise UsageError(f"{checkpoint_path}: nothing to resume (no checkpoint in the run directory)")
-        if not resume and checkpoint_path.is_file():
-            raise UsageError(
-                f"{self.run_dir}: already holds a checkpoint; pass --resume to continue it or choose "
-                "another --run-dir"
-            )
+        self._check_run_dir(resume)
         task = task_class(recipe.task)
         if task is None:
             raise RecipeError(f"recipe: unknown task {recipe.task!r}")
@@ -144,6 +139,26 @@ class Trainer:
         if runtime.is_main:
             self.records = RunRecords(self.run_dir, run.tensorboard, self.step)
             self.records.start_session(recipe, self.model.name, runtime, self.step, **start)
+
+    def _check_run_dir(self, resume: bool) -> None:
+        """Refuse a run directory that is a file, a resume without a checkpoint, and a new run where one
+        would replace a checkpoint or weights (``model.safetensors``: a run's whose checkpoints were
+        deleted, or an ``audiokit checkpoint average``)."""
+        checkpoint_path, weights = self.run_dir / CHECKPOINT, self.run_dir / WEIGHTS
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise UsageError(f"{self.run_dir}: exists and is not a folder; choose another --run-dir")
+        if resume and not checkpoint_path.is_file():
+            raise UsageError(f"{checkpoint_path}: nothing to resume (no checkpoint in the run directory)")
+        if not resume and checkpoint_path.is_file():
+            raise UsageError(
+                f"{self.run_dir}: already holds a checkpoint; pass --resume to continue it or choose "
+                "another --run-dir"
+            )
+        if not resume and weights.is_file():
+            raise UsageError(
+                f"{weights}: already exists and a new run would replace it; choose another --run-dir "
+                f"(--init {self.run_dir} --run-dir NEW_DIR starts a new run from these weights)"
+            )
 
     @property
     def is_main(self) -> bool:
@@ -288,9 +303,7 @@ class Trainer:
             keep = self.recipe.run.keep_every
             if keep and self.step % keep == 0:
                 save_checkpoint(path.with_name(f"step_{self.step:08d}.pt"), state)
-            saved = self.ema.module.save_pretrained(
-                self.run_dir / "model.safetensors", extra={"step": self.step}
-            )
+            saved = self.ema.module.save_pretrained(self.run_dir / WEIGHTS, extra={"step": self.step})
             sha256 = json.loads(saved.with_suffix(".json").read_text())["sha256"]
             self.records.saved_weights(self.step, sha256)
         self.runtime.barrier()
