@@ -292,3 +292,16 @@ def test_quiet_training_still_prints_its_result(tmp_path, capsys):
     assert main(args) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["step"] == 1 and result["stopped"] == "max_steps"
+
+
+@pytest.mark.parametrize("record", ['{"seed": 0, "sessi', '{"seed": 0}', "[]"])
+def test_resume_with_a_broken_run_record_is_one_line(tmp_path, capsys, record):
+    """A run.json edited by hand or cut short by a copy was an internal error (JSONDecodeError, KeyError)."""
+    _train(tmp_path, 1)
+    (tmp_path / "run.json").write_text(record)
+    recipe = (tmp_path / "recipe.yaml").read_bytes()
+    args = ["train", str(TINY), "--run-dir", str(tmp_path), "--resume", "-q", "--max-steps", "2"]
+    assert main([*args, *[f"--set={s}" for s in QUICK]]) == 1
+    err = _one_error_line(capsys)
+    assert err.startswith(f"audiokit train: error: {tmp_path / 'run.json'}: not ") and "move it away" in err
+    assert (tmp_path / "run.json").read_text() == record and (tmp_path / "recipe.yaml").read_bytes() == recipe

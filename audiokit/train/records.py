@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from audiokit.dsp import mel_spectrogram
+from audiokit.errors import UsageError
 from audiokit.io import atomic_path
 from audiokit.provenance import git_commit, package_versions
 from audiokit.train.recipe import Recipe, dump_recipe
@@ -62,6 +63,20 @@ def _step_of(line: str) -> float:
         return float("inf")
 
 
+def _read_info(path: Path) -> dict:
+    """The run record in ``path`` (``run.json``); one that is not (edited by hand, cut short by a copy) is
+    a one-line :class:`~audiokit.errors.UsageError` naming it."""
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:  # UnicodeDecodeError too
+        problem = f"not readable JSON ({exc})"
+    else:
+        if isinstance(info, dict) and isinstance(info.get("sessions"), list):
+            return info
+        problem = "not a run record (no list of 'sessions')"
+    raise UsageError(f"{path}: {problem}; repair it, or move it away to resume with a new record")
+
+
 class RunRecords:
     """Writes the records of the run in ``run_dir`` from ``step`` on, the step the session starts at;
     ``tensorboard``: also TensorBoard event files (when the package is installed).
@@ -89,10 +104,10 @@ class RunRecords:
     ) -> None:
         """Write the resolved recipe and add a session to ``run.json``; ``start`` says how it started
         (``resumed``, ``init``, ``init_sha256``, ...)."""
+        path = self.run_dir / "run.json"
+        info = _read_info(path) if start.get("resumed") and path.is_file() else {"sessions": []}
         with atomic_path(self.run_dir / "recipe.yaml") as tmp:
             tmp.write_text(dump_recipe(recipe))
-        path = self.run_dir / "run.json"
-        info = json.loads(path.read_text()) if start.get("resumed") and path.is_file() else {"sessions": []}
         info.update({"seed": recipe.run.seed, "model": model_name})
         info["sessions"].append(
             {
