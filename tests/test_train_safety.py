@@ -305,3 +305,20 @@ def test_resume_with_a_broken_run_record_is_one_line(tmp_path, capsys, record):
     err = _one_error_line(capsys)
     assert err.startswith(f"audiokit train: error: {tmp_path / 'run.json'}: not ") and "move it away" in err
     assert (tmp_path / "run.json").read_text() == record and (tmp_path / "recipe.yaml").read_bytes() == recipe
+
+
+def test_a_session_removes_the_temporary_files_of_a_killed_save(tmp_path):
+    """A SIGKILL inside torch.save left `.latest.RANDOM.tmp.pt` (up to a whole checkpoint) in the run
+    directory, and every later session kept it."""
+    _train(tmp_path, 1)
+    stale = [
+        tmp_path / "checkpoints" / ".latest.x9egze_g.tmp.pt",
+        tmp_path / "checkpoints" / ".step_00000004.ab12cd34.tmp.pt",
+        tmp_path / ".model.ab12cd34.tmp.safetensors",
+        tmp_path / ".run.ab12cd34.tmp.json",
+    ]
+    kept = [tmp_path / "checkpoints" / "notes.txt", tmp_path / ".notes.ab12cd34.tmp.txt"]
+    for path in [*stale, *kept]:
+        path.write_bytes(b"\0" * 64)
+    _train(tmp_path, 2, resume=True)
+    assert not any(path.exists() for path in stale) and all(path.exists() for path in kept)

@@ -30,6 +30,7 @@ from torch import nn
 from tqdm import tqdm
 
 from audiokit.errors import ModelError, RecipeError, TrainingError, UsageError
+from audiokit.io import TEMP_NAME, clean_stale_temps
 from audiokit.models.base import AudioModel
 from audiokit.train.checkpoint import RUN_CHECKPOINT as CHECKPOINT
 from audiokit.train.checkpoint import load_training_state, rng_state, save_checkpoint, set_rng_state
@@ -137,6 +138,7 @@ class Trainer:
             self._restore(load_training_state(checkpoint_path))
         self.records: RunRecords | None = None
         if runtime.is_main:
+            self._remove_stale_temps()
             self.records = RunRecords(self.run_dir, run.tensorboard, self.step)
             self.records.start_session(recipe, self.model.name, runtime, self.step, **start)
 
@@ -159,6 +161,15 @@ class Trainer:
                 f"{weights}: already exists and a new run would replace it; choose another --run-dir "
                 f"(--init {self.run_dir} --run-dir NEW_DIR starts a new run from these weights)"
             )
+
+    def _remove_stale_temps(self) -> None:
+        """Remove the temporary files (:func:`~audiokit.io.atomic_path`'s) of saves that a killed session
+        (SIGKILL, power loss) left in the run directory: checkpoints of up to hundreds of MB each."""
+        checkpoints = (self.run_dir / CHECKPOINT).parent
+        temps = [TEMP_NAME.match(path.name) for path in checkpoints.glob(".*")]
+        saves = [checkpoints / f"{m['stem']}{m['suffix']}" for m in temps if m]
+        records = [WEIGHTS, "model.json", "run.json", "recipe.yaml", "metrics.jsonl", "eval.jsonl"]
+        clean_stale_temps([*saves, *(self.run_dir / name for name in records)])
 
     @property
     def is_main(self) -> bool:
