@@ -100,8 +100,10 @@ def test_shelf_filters_have_the_requested_gain(kind):
 
 def test_unknown_sources_are_recipe_errors(tmp_path, monkeypatch):
     monkeypatch.setenv("AUDIOKIT_DATA", str(tmp_path))
-    with pytest.raises(RecipeError, match="prepared manifest"):
+    with pytest.raises(RecipeError, match=r"prepared manifest .*\(`audiokit data prepare`, docs/data\.md\)"):
         read_clips("train_speech")
+    with pytest.raises(RecipeError, match=r"`audiokit data prepare --sample-rate 24000`"):
+        read_clips("train_speech", sample_rate=24000)
     (tmp_path / "manifests").mkdir()
     (tmp_path / "manifests" / "train_speech.jsonl").write_text('{"no_path": 1}\n')
     with pytest.raises(RecipeError, match="train_speech.jsonl:1: not a manifest line"):

@@ -60,8 +60,10 @@ def resolve_source(spec: str, key: str = "data.train", sample_rate: int = DEFAUL
     try:
         return find_manifest(spec, sample_rate=sample_rate)
     except FileNotFoundError as exc:
+        rate = "" if sample_rate == DEFAULT_SAMPLE_RATE else f" --sample-rate {sample_rate}"
         raise RecipeError(
-            f"{key}: {exc}; prepare the data first or point it at a directory of audio files"
+            f"{key}: {exc}; prepare the data first (`audiokit data prepare{rate}`, docs/data.md) or point "
+            "it at a directory of audio files"
         ) from None
 
 
