@@ -442,6 +442,15 @@ def test_a_signal_during_the_final_evaluation_is_the_sessions_stop_reason(tmp_pa
     trainer.close()
     assert result.stopped == "SIGINT" and result.step == 3 and not (tmp_path / "eval.jsonl").exists()
     assert load_checkpoint(tmp_path / "checkpoints" / "latest.pt")["step"] == 3
+    # the stop message says "continue with --resume": that session has no step left, and evaluates
+    resumed = Trainer(_recipe("run.tensorboard=false", "run.max_steps=3"), tmp_path, resume=True, quiet=True)
+    result = resumed.fit()
+    resumed.close()
+    assert result.step == 3 and [e["step"] for e in result.evaluations] == [3]
+    assert [json.loads(line)["step"] for line in (tmp_path / "eval.jsonl").read_text().splitlines()] == [3]
+    again = Trainer(_recipe("run.tensorboard=false", "run.max_steps=3"), tmp_path, resume=True, quiet=True)
+    assert again.fit().evaluations == []  # evaluated once, not at every resume
+    again.close()
 
 
 def test_sigterm_ends_the_session_with_a_checkpoint_that_resumes(tmp_path):

@@ -63,6 +63,12 @@ def _step_of(line: str) -> float:
         return float("inf")
 
 
+def evaluated(run_dir: Path, step: int) -> bool:
+    """Whether ``run_dir/eval.jsonl`` holds an evaluation at ``step``."""
+    path = run_dir / "eval.jsonl"
+    return path.is_file() and any(_step_of(line) == step for line in path.read_text().splitlines())
+
+
 def _read_info(path: Path) -> dict:
     """The run record in ``path`` (``run.json``); one that is not (edited by hand, cut short by a copy) is
     a one-line :class:`~audiokit.errors.UsageError` naming it."""

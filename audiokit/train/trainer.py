@@ -45,7 +45,7 @@ from audiokit.train.optim import (
     registration_names,
 )
 from audiokit.train.recipe import Recipe
-from audiokit.train.records import RunRecords
+from audiokit.train.records import RunRecords, evaluated
 from audiokit.train.runtime import Runtime, seed_all
 from audiokit.train.signals import StopRequested, StopSignals
 from audiokit.train.task import Task, build_model, task_class
@@ -407,7 +407,8 @@ class Trainer:
         written every ``run.checkpoint_every`` steps and when the session stops; evaluation runs
         every ``eval.every_steps`` steps and at the end. SIGINT or SIGTERM stops the session after
         the current step with a checkpoint, without the final evaluation (``stopped`` names the signal);
-        one that comes during an evaluation drops that evaluation at once.
+        one that comes during an evaluation drops that evaluation at once (a ``--resume`` at that step
+        makes it up, even with no step left to train).
         """
         with StopSignals() as signals:
             return self._fit(signals, max_steps, max_minutes)
@@ -418,7 +419,9 @@ class Trainer:
         max_minutes = run.max_minutes if max_minutes is None else max_minutes
         start = time.monotonic()
         result = TrainResult(step=self.step, stopped="max_steps")
-        saved_at = evaluated_at = self.step
+        saved_at = self.step
+        # a resumed run whose evaluation at this step was dropped (a stop signal during it) makes it up
+        evaluated_at = self.step if self.step == 0 or evaluated(self.run_dir, self.step) else -1
         validating = self.recipe.data.valid is not None
         stream = batches(self.dataset, self.step, self.recipe.data.num_workers)
         shown_progress = not self.quiet and self.is_main
