@@ -168,6 +168,7 @@ def test_mistakes_table_one_line_exit_1_or_2_never_70(capsys, files):
         ["enhance", "{wav}", "{root}/o.wav", "--atten-lim-db", "-3"],
         ["enhance", "{wav}", "{root}/o.wav", "--atten-lim-db", "nan"],
         ["card", "-m", "speech-16k", "--run-dir", "{root}/run", "--max-files", "0"],
+        ["card", "-m", "bwe-8to16", "--run-dir", "{root}/run", "--narrowband-files", "-1"],
         ["decode", "{akc}", "{root}/o.wav", "--start", "-1"],
         ["decode", "{akc}", "{root}/o.wav", "--duration", "0"],
         ["eval", "{wav}", "--baseline", "opus", "--bitrate", "-1"],

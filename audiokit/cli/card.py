@@ -163,7 +163,10 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "speech_nb manifest, else samples/speech_fr_8k_a.wav)",
     )
     parser.add_argument(
-        "--narrowband-files", type=int, default=3, help="bwe: how many recordings to plot (default 3)"
+        "--narrowband-files",
+        type=whole_number(0),
+        default=3,
+        help="bwe: how many recordings to plot (default 3)",
     )
     parser.add_argument("--jobs", type=int, default=1, help="worker processes for the evaluations")
     parser.add_argument(
