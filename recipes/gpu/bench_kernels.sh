@@ -2,11 +2,12 @@
 # The GPU tests and the kernels' GPU benchmark in one call of the lent GPU (device `run`, at most 10
 # minutes); see README.md here ("The kernels on a lent GPU").
 #
-#   device run:    bash recipes/gpu/bench_kernels.sh          carry: runs/gpu-wheels (pytest, ninja...)
+#   device run:    bash recipes/gpu/bench_kernels.sh          carry: runs/gpu-wheels (soundfile, soxr, pesq...)
 #   CPU rehearsal: PYTHON=.venv/bin/python DEVICE=cpu COUNTS="1 16" FRAMES=10 OUT=/tmp/bench-out \
 #                  bash recipes/gpu/bench_kernels.sh
 #
-# 1. installs carried wheels when pytest or ninja is missing; 2. stops (exit 4) when DEVICE=cuda and
+# 1. installs carried wheels when a package audiokit imports, pytest or ninja is missing (exit 3 when
+# soundfile or soxr stay missing); 2. stops (exit 4) when DEVICE=cuda and
 # torch sees no GPU; 3. builds the CUDA kernels (timed; the build is cached for the tests); 4. runs the
 # `gpu`-marked tests (log and JUnit XML into $OUT); 5. times N round-trip streams on the device per
 # audiokit.ops backend (cuda, triton, eager torch; on the CPU: cpp, torch) and writes
@@ -27,18 +28,24 @@ DEADLINE_S=${DEADLINE_S:-570}        # everything ends by then (device: 600)
 
 say() { echo "bench: $*"; }
 fail() { echo "bench: ERROR: $1" >&2; exit "${2:-1}"; }
+# shellcheck source=recipes/gpu/carried.sh
+. recipes/gpu/carried.sh
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 
-# 1. python packages and ninja (torch.utils.cpp_extension builds with it)
-missing=$($PYTHON recipes/gpu/gpu_helper.py missing pytest ninja)
-if [ -n "$missing" ] && ls "$WHEELS"/*.whl >/dev/null 2>&1; then
-    say "installing carried wheels for: $missing"
-    site=/tmp/audiokit-site
-    $PYTHON -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" \
-        "$WHEELS"/*.whl || say "installing the carried wheels failed"
-    export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}" PATH="$site/bin:$PATH"
+# 1. python packages: what the image lacks of audiokit's imports (soundfile and soxr, without which
+# neither audiokit.bench nor most gpu-marked test modules import; pesq, imported by test_train_loop),
+# and pytest and ninja (torch.utils.cpp_extension builds with it) in case it lacks those too
+MODULES="soundfile soxr"
+missing=$($PYTHON recipes/gpu/gpu_helper.py missing $MODULES pesq pytest ninja)
+if [ -n "$missing" ] && [ -d "$WHEELS" ]; then
+    say "installing carried packages for: $missing"
+    install_carried "$WHEELS" $missing
 fi
+missing=$($PYTHON recipes/gpu/gpu_helper.py missing $MODULES)
+[ -z "$missing" ] || fail "python packages missing: $missing (carry $WHEELS built as in recipes/gpu/README.md)" 3
+missing=$($PYTHON recipes/gpu/gpu_helper.py missing pesq)
+[ -z "$missing" ] || { say "no pesq: a stand-in lets the test modules that import it load"; stub_pesq; }
 command -v ninja >/dev/null 2>&1 || say "no ninja on PATH: the CUDA kernels will not build (carry its wheel)"
 
 # 2. the device

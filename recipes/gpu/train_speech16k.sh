@@ -47,6 +47,8 @@ done
 
 say() { echo "gpu: $*"; }
 fail() { echo "gpu: ERROR: $1" >&2; exit "${2:-1}"; }
+# shellcheck source=recipes/gpu/carried.sh
+. recipes/gpu/carried.sh
 
 if [ -n "${CHECK:-}" ]; then  # here, before calling the device: the size of what would travel
     tracked=$(git ls-files -z | xargs -0 stat -c %s 2>/dev/null | awk '{s+=$1} END {print s+0}')
@@ -71,18 +73,7 @@ fi
 missing=$($PYTHON recipes/gpu/gpu_helper.py missing $MODULES $EVAL_MODULES)
 if [ -n "$missing" ] && [ -d "$WHEELS" ]; then
     say "installing carried packages for: $missing"
-    site=/tmp/audiokit-site
-    mkdir -p "$site"
-    ls "$WHEELS"/*.whl >/dev/null 2>&1 && $PYTHON -m pip install -q --no-index --no-deps --no-compile \
-        --no-cache-dir --upgrade --target "$site" "$WHEELS"/*.whl
-    if [[ " $missing " == *" pesq "* ]] && ls "$WHEELS"/pesq-*.tar.gz >/dev/null 2>&1; then
-        # pesq has no wheels: build its sdist offline (its setup_requires names pytest-runner, not needed)
-        rm -rf /tmp/pesq-src && mkdir -p /tmp/pesq-src && tar xzf "$WHEELS"/pesq-*.tar.gz -C /tmp/pesq-src
-        sed -i "s/, *'pytest-runner'//" /tmp/pesq-src/pesq-*/setup.py
-        $PYTHON -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-dir \
-            --target "$site" /tmp/pesq-src/pesq-*/ || say "building pesq failed"
-    fi
-    export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
+    install_carried "$WHEELS" $missing
 fi
 missing=$($PYTHON recipes/gpu/gpu_helper.py missing $MODULES)
 [ -z "$missing" ] || fail "python packages missing: $missing (carry $WHEELS built as in recipes/gpu/README.md)" 3
@@ -91,13 +82,7 @@ missing=$($PYTHON recipes/gpu/gpu_helper.py missing $EVAL_MODULES)
 if [ -n "$missing" ]; then  # train anyway, without evaluation; evaluate what comes back at home
     say "missing $missing: NO EVALUATION on the device (audiokit.metrics imports pesq: a stand-in raises if used)"
     evaluate=0
-    if [[ " $missing " == *" pesq "* ]]; then
-        mkdir -p /tmp/audiokit-stub/pesq
-        printf '%s\n' '"""Stand-in from recipes/gpu/train_speech16k.sh: the real pesq is not installed."""' \
-            'def pesq(*args, **kwargs):' '    raise RuntimeError("pesq is not installed on this machine")' \
-            >/tmp/audiokit-stub/pesq/__init__.py
-        export PYTHONPATH="/tmp/audiokit-stub${PYTHONPATH:+:$PYTHONPATH}"
-    fi
+    [[ " $missing " == *" pesq "* ]] && stub_pesq
 fi
 $PYTHON -c "import sys, torch; print('gpu: python', sys.version.split()[0], 'torch', torch.__version__,
       'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')"

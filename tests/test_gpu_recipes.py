@@ -1,0 +1,37 @@
+"""recipes/gpu/bench_kernels.sh's checks before it spends device time (the device image has torch, pytest
+and ninja but not every package audiokit imports)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bench_script(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
+    """bench_kernels.sh with DEVICE=cuda (on a machine without a GPU it stops at the device check)."""
+    env = dict(os.environ, PYTHON=sys.executable, DEVICE="cuda", OUT=str(tmp_path / "out"), **env)
+    return subprocess.run(
+        ["bash", str(ROOT / "recipes/gpu/bench_kernels.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_bench_script_stops_at_once_without_the_packages_audiokit_imports(tmp_path):
+    """Without soxr (absent from the device image) neither the benchmark nor most gpu test modules
+    import: the script says so and stops with exit 3 before building or testing anything."""
+    blocked = tmp_path / "blocked"
+    blocked.mkdir()
+    (blocked / "soxr.py").write_text("raise ImportError('soxr is not installed')\n")
+    (tmp_path / "wheels").mkdir()
+    pythonpath = os.pathsep.join([str(blocked), str(ROOT), os.environ.get("PYTHONPATH", "")])
+    done = _bench_script(tmp_path, PYTHONPATH=pythonpath, WHEELS=str(tmp_path / "wheels"))
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "python packages missing: soxr" in done.stderr
+    assert "build:" not in done.stdout
