@@ -268,3 +268,31 @@ def test_triton_rvq_encode_equals_reference(interpret, rows, dim, d, k, stages):
     assert torch.equal(codes, expected_codes) and not bool((codes == 5).any())
     assert k > 100 or bool((codes == 3).any())  # the tie was met
     torch.testing.assert_close(quantized, expected, rtol=0, atol=1e-6)
+
+
+H100_SHARED_BYTES = 227 * 1024  # the most shared memory one block may have on an H100 (sm_90)
+
+
+@pytest.mark.parametrize("channels", [192, 600, 1024])
+def test_triton_mlp_kernel_fits_the_shared_memory_of_an_h100(channels):
+    """The MLP kernel compiled for sm_90 here (Triton's own ptxas, no GPU) with the tiles it is launched
+    with asks no more shared memory than an H100 has: at 600 channels the default tiles asked 578 KiB,
+    an out-of-resources error at the first launch on the GPU."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    from triton.runtime.jit import JITFunction
+
+    from audiokit.ops import triton_kernels
+
+    kernel = JITFunction(triton_kernels._BODIES["mlp_residual"])
+    signature = {
+        p.name: "constexpr" if p.is_constexpr else "*fp32" if p.name.endswith("_ptr") else "i32"
+        for p in kernel.params
+    }
+    tiles = triton_kernels.mlp_tiles(channels)
+    constants = {"HAS_B1": True, "HAS_B2": True, "TANH": False, "BLOCK_M": 16}
+    constants.update(BLOCK_C=tiles.pop("BLOCK_C"), BLOCK_H=tiles.pop("BLOCK_H"))
+    source = ASTSource(fn=kernel, signature=signature, constexprs=constants)
+    compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=tiles)
+    assert compiled.metadata.shared <= H100_SHARED_BYTES

@@ -218,10 +218,21 @@ def convnext_block_step(
     _kernel("mlp_residual")[(triton.cdiv(rows, block_m),)](
         normed, xc, w1, b1 if b1 is not None else w1, w2, b2 if b2 is not None else w2, out,
         rows, channels, hidden,
-        HAS_B1=b1 is not None, HAS_B2=b2 is not None, TANH=approximate == "tanh",
-        BLOCK_M=block_m, BLOCK_C=max(16, triton.next_power_of_2(channels)), BLOCK_H=32,
+        HAS_B1=b1 is not None, HAS_B2=b2 is not None, TANH=approximate == "tanh", BLOCK_M=block_m,
+        **mlp_tiles(channels),
     )  # fmt: skip
     return out
+
+
+def mlp_tiles(channels: int) -> dict[str, int]:
+    """The MLP kernel's tiles for ``channels`` and how many of them are in flight (``num_stages``): the
+    rows tile and the pipelined weight tiles live in shared memory, which must hold them (H100: 227 KiB).
+    Up to 256 channels 32 hidden columns a tile, pipelined as Triton does by default (146 KiB at 256);
+    wider blocks 16 columns, unpipelined (129 KiB at 1024 channels, against 578 KiB with the defaults)."""
+    block_c = max(16, triton.next_power_of_2(channels))
+    if block_c <= 256:
+        return {"BLOCK_C": block_c, "BLOCK_H": 32, "num_stages": 3}
+    return {"BLOCK_C": block_c, "BLOCK_H": 16, "num_stages": 1}
 
 
 def rvq_encode(
