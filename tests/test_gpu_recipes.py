@@ -8,18 +8,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _bench_script(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
-    """bench_kernels.sh with DEVICE=cuda (on a machine without a GPU it stops at the device check)."""
-    env = dict(os.environ, PYTHON=sys.executable, DEVICE="cuda", OUT=str(tmp_path / "out"), **env)
+    """bench_kernels.sh, by default with DEVICE=cuda (without a GPU it stops at the device check)."""
+    env = dict(os.environ, PYTHON=sys.executable, DEVICE="cuda", OUT=str(tmp_path / "out")) | env
     return subprocess.run(
         ["bash", str(ROOT / "recipes/gpu/bench_kernels.sh")],
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
     )
 
 
@@ -35,3 +37,16 @@ def test_bench_script_stops_at_once_without_the_packages_audiokit_imports(tmp_pa
     assert done.returncode == 3, done.stdout + done.stderr
     assert "python packages missing: soxr" in done.stderr
     assert "build:" not in done.stdout
+
+
+@pytest.mark.slow
+def test_bench_script_collects_only_the_modules_of_gpu_tests(tmp_path):
+    """A test module the device cannot import (fastapi, librosa... are not in its image) and that holds
+    no gpu test neither runs nor fails the call's exit status (6: a test failed)."""
+    blocked = tmp_path / "blocked"
+    blocked.mkdir()
+    (blocked / "fastapi.py").write_text("raise ImportError('fastapi is not installed')\n")
+    pythonpath = os.pathsep.join([str(blocked), str(ROOT), os.environ.get("PYTHONPATH", "")])
+    done = _bench_script(tmp_path, PYTHONPATH=pythonpath, DEVICE="cpu", COUNTS="1", FRAMES="1")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "tests exited with 0" in done.stdout and "test_serve" not in done.stdout
