@@ -29,7 +29,9 @@ PACKAGES = (
 
 
 def git_commit(root: Path = REPO_ROOT) -> str:
-    """The checked-out commit (suffixed ``-dirty`` with uncommitted changes), or ``"unknown"``."""
+    """The checked-out commit (suffixed ``-dirty`` with uncommitted changes); outside a git checkout (a
+    copy of the working tree without ``.git``, as a lent GPU machine gets) ``$AUDIOKIT_COMMIT``, else
+    ``"unknown"``."""
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
@@ -38,7 +40,7 @@ def git_commit(root: Path = REPO_ROOT) -> str:
             ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        return os.environ.get("AUDIOKIT_COMMIT") or "unknown"
     return f"{commit}-dirty" if dirty else commit
 
 

@@ -50,3 +50,15 @@ def test_bench_script_collects_only_the_modules_of_gpu_tests(tmp_path):
     done = _bench_script(tmp_path, PYTHONPATH=pythonpath, DEVICE="cpu", COUNTS="1", FRAMES="1")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "tests exited with 0" in done.stdout and "test_serve" not in done.stdout
+
+
+def test_a_copy_without_git_records_the_commit_it_is_given(tmp_path, monkeypatch):
+    """A lent GPU machine gets the working tree without .git: results and run records name the commit
+    that the call passes in AUDIOKIT_COMMIT, not "unknown"."""
+    from audiokit.provenance import git_commit
+
+    monkeypatch.delenv("AUDIOKIT_COMMIT", raising=False)
+    assert git_commit(tmp_path) == "unknown"
+    monkeypatch.setenv("AUDIOKIT_COMMIT", "af5b1aacf642")
+    assert git_commit(tmp_path) == "af5b1aacf642"
+    assert git_commit() not in ("unknown", "af5b1aacf642")  # a checkout: its own commit

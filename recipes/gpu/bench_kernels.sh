@@ -2,7 +2,8 @@
 # The GPU tests and the kernels' GPU benchmark in one call of the lent GPU (device `run`, at most 10
 # minutes); see README.md here ("The kernels on a lent GPU").
 #
-#   device run:    bash recipes/gpu/bench_kernels.sh          carry: runs/gpu-wheels (soundfile, soxr, pesq...)
+#   device run:    AUDIOKIT_COMMIT=<git rev-parse HEAD here> bash recipes/gpu/bench_kernels.sh
+#           carry: runs/gpu-wheels (soundfile, soxr, pesq...)
 #   CPU rehearsal: PYTHON=.venv/bin/python DEVICE=cpu COUNTS="1 16" FRAMES=10 OUT=/tmp/bench-out \
 #                  bash recipes/gpu/bench_kernels.sh
 #

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Train speech-16k for one call of the lent GPU (device `run`, at most 10 minutes); see README.md here.
 #
-#   device run:  bash recipes/gpu/train_speech16k.sh
+#   device run:  AUDIOKIT_COMMIT=<git rev-parse HEAD here> bash recipes/gpu/train_speech16k.sh
 #         carry: runs/pack-speech16k runs/pack-valid16k runs/gpu-wheels [runs/gpu-in]
 #   check here:  CHECK=1 bash recipes/gpu/train_speech16k.sh   (what would travel, in MiB; no training)
 #   CPU rehearsal: PYTHON=.venv/bin/python DEVICE=cpu MAX_STEPS=2 BATCH=2 WORKERS=0 OUT=/tmp/gpu-out \
