@@ -250,16 +250,8 @@ def test_sigterm_drains(tmp_path):
                 await ws.send(x.tobytes())
                 await asyncio.sleep(0.3)
                 proc.send_signal(signal.SIGTERM)
-                got, done = 0, None
-                try:
-                    while True:
-                        reply = await asyncio.wait_for(ws.recv(), 10)
-                        if isinstance(reply, bytes):
-                            got += len(reply) // 4
-                        else:
-                            done = json.loads(reply)
-                except websockets.ConnectionClosed as exc:
-                    return got, done, exc.rcvd.code, x.shape[0]
+                got, done = await _read_to_the_close(ws)
+                return got, done, ws.close_code, x.shape[0]
 
         got, done, code, sent = asyncio.run(main())
         assert code == 1000 and done["type"] == "done"
@@ -268,6 +260,19 @@ def test_sigterm_drains(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+async def _read_to_the_close(ws) -> tuple[int, dict | None]:
+    """f32le samples received until the server closes ``ws``, and its last text message (``done``)."""
+    got, done = 0, None
+    with contextlib.suppress(websockets.ConnectionClosed):
+        while True:
+            reply = await asyncio.wait_for(ws.recv(), 10)
+            if isinstance(reply, bytes):
+                got += len(reply) // 4
+            else:
+                done = json.loads(reply)
+    return got, done
 
 
 def test_a_drain_waits_for_a_slow_reader_to_take_its_rest(tmp_path):
@@ -291,14 +296,7 @@ def test_a_drain_waits_for_a_slow_reader_to_take_its_rest(tmp_path):
                         sent += 1
                 proc.send_signal(signal.SIGTERM)
                 await asyncio.sleep(1.0)  # the rest is computed by now; the client reads only now
-                got, done = 0, None
-                with contextlib.suppress(websockets.ConnectionClosed):
-                    while True:
-                        reply = await asyncio.wait_for(ws.recv(), 10)
-                        if isinstance(reply, bytes):
-                            got += len(reply) // 4
-                        else:
-                            done = json.loads(reply)
+                got, done = await _read_to_the_close(ws)
                 return got, done, ws.close_code, sent
 
         got, done, code, sent = asyncio.run(main())
