@@ -38,6 +38,7 @@ from audiokit.models.archive import (
     model_version,
 )
 from audiokit.models.base import model_label
+from audiokit.streaming import CodecStream
 from audiokit.streaming.akc import encode_to_akc
 
 DEFAULT_MODEL = "speech-16k"
@@ -448,21 +449,27 @@ def _decoded_at_rate(
     if first == stop:  # a stream shorter than half a sample at this rate: no samples
         return
     if rate == model_rate:
-        for _, block in _decoded_blocks(codec, reader, first, stop):
-            yield block
+        yield from _decoded_blocks(codec, reader, first, stop)
         return
     if first == 0 and stop == total:
-        blocks = (block for _, block in _decoded_blocks(codec, reader, 0, h.num_samples))
+        blocks = _decoded_blocks(codec, reader, 0, h.num_samples)
         yield from _exact_length(io.resample_blocks(blocks, model_rate, rate, h.channels), total)
         return
     step = model_rate // math.gcd(model_rate, rate)  # model samples between shared grid points
     margin = RESAMPLE_MARGIN * max(1, math.ceil(model_rate / rate))
     begin = max(0, (first * model_rate // rate - margin) // step * step)
     end = min(h.num_samples, -(-stop * model_rate // rate) + margin)
-    model_audio = torch.cat([block for _, block in _decoded_blocks(codec, reader, begin, end)], dim=1)
-    out = torch.from_numpy(io.resample(model_audio.numpy().T.copy(), model_rate, rate).T.copy())
-    offset = begin * rate // model_rate
-    yield from _exact_length([out[:, first - offset : stop - offset]], stop - first)
+    resampled = io.resample_blocks(_decoded_blocks(codec, reader, begin, end), model_rate, rate, h.channels)
+    yield from _exact_length(_skipped(resampled, first - begin * rate // model_rate), stop - first)
+
+
+def _skipped(blocks: Iterable[torch.Tensor], count: int) -> Iterator[torch.Tensor]:
+    """``blocks`` (``(channels, n)``) without their first ``count`` samples."""
+    for block in blocks:
+        cut = min(count, block.shape[-1])
+        count -= cut
+        if cut < block.shape[-1]:
+            yield block[:, cut:]
 
 
 def _exact_length(blocks: Iterable[torch.Tensor], length: int) -> Iterator[torch.Tensor]:
@@ -481,27 +488,34 @@ def _exact_length(blocks: Iterable[torch.Tensor], length: int) -> Iterator[torch
 
 def _decoded_blocks(
     codec: Codec, reader: AkcReader, first_sample: int, stop_sample: int
-) -> Iterator[tuple[bool, torch.Tensor]]:
-    """``(is_last, audio (channels, n))`` blocks of samples ``[first_sample, stop_sample)`` at the model's
-    rate, clamped to [-1, 1] only by the caller.
-
-    A whole file through a causal codec is decoded chunk by chunk (constant memory); a segment is
-    decoded from enough earlier frames to fill the decoder's history (:attr:`Codec.decoder_context_frames`).
-    """
+) -> Iterator[torch.Tensor]:
+    """Blocks ``(channels, n)`` of samples ``[first_sample, stop_sample)`` at the model's rate (clamped to
+    [-1, 1] only by the caller), decoded from enough earlier frames to fill the decoder's history
+    (:attr:`Codec.decoder_context_frames`). A causal codec decodes them chunk by chunk (constant memory,
+    however long the range); a non-causal one all at once."""
     h = reader.header
-    if first_sample == 0 and stop_sample == h.num_samples and codec.config.causal:
-        session = codec.stream(1, "decode", length=h.num_samples, channels=h.channels)
-        for _, codes in reader.iter_chunks():
-            yield False, session.push(codes)[0]
-        yield True, session.flush()[0]
-        return
     hop, delay = codec.hop_length, codec.target_delay
     context = codec.decoder_context_frames
     first_frame = 0 if context is None else max(0, (first_sample + delay) // hop - context)
     stop_frame = min(reader.num_frames, math.ceil((stop_sample + delay + codec.decoder.lookahead) / hop))
+    if codec.config.causal:
+        audio = _streamed(codec.stream(1, "decode", channels=h.channels), reader, first_frame, stop_frame)
+        audio = _skipped(audio, first_sample - first_frame * hop)
+        yield from _exact_length(audio, stop_sample - first_sample)
+        return
     codes = reader.read_frames(first_frame, stop_frame)
     packed = Codes(codes.reshape(-1, codes.shape[1], codes.shape[2]), h.num_samples, h.channels)
-    yield True, codec.decode_segment(packed, first_frame, first_sample, stop_sample - first_sample)[0]
+    yield codec.decode_segment(packed, first_frame, first_sample, stop_sample - first_sample)[0]
+
+
+def _streamed(session: CodecStream, reader: AkcReader, start: int, stop: int) -> Iterator[torch.Tensor]:
+    """Audio ``(channels, n)`` of the ``"decode"`` ``session`` fed frames ``[start, stop)`` of ``reader``
+    one chunk at a time, then its tail; sample 0 is the first sample of frame ``start``."""
+    size = reader.header.chunk_frames
+    for index in range(start // size, -(-stop // size)):
+        first = index * size
+        yield session.push(reader.read_chunk(index)[:, :, max(start - first, 0) : stop - first])[0]
+    yield session.flush()[0]
 
 
 def code_file(

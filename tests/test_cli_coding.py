@@ -100,16 +100,18 @@ def test_stereo_44k_input_and_directories(tmp_path, model_path):
 @pytest.mark.slow
 def test_encode_and_decode_run_in_constant_memory(tmp_path, model_path):
     """Peak memory for 10 minutes of audio is within 60 MiB of that for 1 minute (an offline encode
-    of 10 minutes would need gigabytes of activations)."""
+    of 10 minutes would need gigabytes of activations), decoding from --start too."""
     peaks = {}
     for minutes in (1, 10):
         wav = tmp_path / f"{minutes}.wav"
         with io.open_writer(wav, 16000, 1) as write:
             for _ in range(minutes * 6):
                 write(torch.randn(1, 160000) * 0.05)
-        for command in (
-            ["encode", str(wav), str(tmp_path / f"{minutes}.akc")],
-            ["decode", str(tmp_path / f"{minutes}.akc"), str(tmp_path / f"{minutes}.out.wav")],
+        akc = str(tmp_path / f"{minutes}.akc")
+        for step, command in (
+            ("encode", ["encode", str(wav), akc]),
+            ("decode", ["decode", akc, str(tmp_path / f"{minutes}.out.wav")]),
+            ("decode --start", ["decode", akc, str(tmp_path / f"{minutes}.rest.wav"), "--start", "1"]),
         ):
             done = subprocess.run(
                 [sys.executable, "-c", PEAK_RSS, sys.executable, "-m", "audiokit", *command]
@@ -119,8 +121,8 @@ def test_encode_and_decode_run_in_constant_memory(tmp_path, model_path):
                 timeout=1200,
             )
             assert done.returncode == 0, done.stderr
-            peaks[(command[0], minutes)] = int(done.stdout.strip().splitlines()[-1]) / 1024
-    for step in ("encode", "decode"):
+            peaks[(step, minutes)] = int(done.stdout.strip().splitlines()[-1]) / 1024
+    for step in ("encode", "decode", "decode --start"):
         assert peaks[(step, 10)] - peaks[(step, 1)] < 60, peaks
 
 
