@@ -175,6 +175,20 @@ def test_opus_baseline_equals_direct_pesq_and_stoi(tmp_path):
     assert 1.2 < report["pesq"] < 3.5 and report["stoi"] > 0.8
 
 
+def test_opus_baseline_bitrate_is_per_channel_as_the_codecs(tmp_path):
+    """`eval --bitrate 6` gives a stereo reference 6 kbps per channel from Opus, as from our codec (which
+    codes each channel as its own stream): Opus coded both channels in 6 kbps, half the codec's bits."""
+    speech, rate = sf.read(SAMPLES / "speech_fr_16k_a.flac")
+    other, _ = sf.read(SAMPLES / "noisy_speech_fr_16k_snr5.flac")
+    sf.write(tmp_path / "stereo.wav", np.stack([speech, other], axis=1), rate)
+    actual = {}
+    for system in (["--baseline", "opus"], ["-m", "speech-16k"]):
+        done = audiokit("eval", str(tmp_path / "stereo.wav"), *system, "--bitrate", "6", "--json", "-q")
+        assert done.returncode == 0, done.stderr
+        actual[system[-1]] = json.loads(done.stdout)["actual_bitrate_kbps"]
+    assert actual["opus"] > 11 and actual["opus"] == pytest.approx(actual["speech-16k"], rel=0.15), actual
+
+
 def test_opus_baseline_without_opusenc_says_how_to_install(tmp_path):
     empty_bin = tmp_path / "bin"
     empty_bin.mkdir()

@@ -172,7 +172,10 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "(shipped name, run directory or .safetensors)",
     )
     parser.add_argument(
-        "--bitrate", type=finite_number(), metavar="KBPS", help="Opus or codec bitrate in kbit/s"
+        "--bitrate",
+        type=finite_number(),
+        metavar="KBPS",
+        help="Opus or codec bitrate in kbit/s per channel (stereo: twice this in all)",
     )
     parser.add_argument(
         "--input-rate",

@@ -60,10 +60,12 @@ def opus(
 ) -> BaselineOutput:
     """Encode with ``opusenc --bitrate`` (default VBR, complexity 10) and decode with ``opusdec``.
 
-    The decoded audio is resampled back to ``sample_rate`` by opusdec and trimmed/padded to the input
-    length (opusdec honours the pre-skip, so at most a few samples differ). ``bitrate_bps`` is the
-    real size of the Ogg Opus file (container included) over the duration. ``coded_path``: also keep
-    the ``.opus`` file there (written atomically).
+    ``bitrate_kbps`` is per channel, as a codec's bitrates are (it codes each channel as its own
+    stream): a stereo input is coded at twice it. The decoded audio is resampled back to
+    ``sample_rate`` by opusdec and trimmed/padded to the input length (opusdec honours the pre-skip, so
+    at most a few samples differ). ``bitrate_bps`` is the real size of the Ogg Opus file (container
+    included) over the duration. ``coded_path``: also keep the ``.opus`` file there (written
+    atomically).
     """
     if wav.shape[0] > 2:  # opusdec writes at most stereo
         raise UsageError(f"the Opus baseline codes mono or stereo, not {wav.shape[0]} channels")
@@ -72,7 +74,7 @@ def opus(
         source, coded, decoded = Path(tmp, "in.wav"), Path(tmp, "x.opus"), Path(tmp, "out.wav")
         io.save(source, wav.clamp(-1, 1), sample_rate, subtype="FLOAT")
         for command in (
-            [opusenc, "--quiet", "--bitrate", f"{bitrate_kbps:g}", str(source), str(coded)],
+            [opusenc, "--quiet", "--bitrate", f"{bitrate_kbps * wav.shape[0]:g}", str(source), str(coded)],
             [opusdec, "--quiet", "--float", "--rate", str(sample_rate), str(coded), str(decoded)],
         ):
             done = subprocess.run(command, capture_output=True, text=True)
