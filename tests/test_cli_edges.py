@@ -355,6 +355,7 @@ def test_pipes_and_full_scale(tmp_path):
     (tmp_path / "out.wav").write_bytes(dec.stdout)
     assert sf.info(tmp_path / "out.wav").frames == sf.info(loud).frames
     assert b"1 done, 0 failed" in dec.stderr  # results go to stderr when stdout carries the audio
+    assert b"warning: <stdout>: " in dec.stderr and b"clipped" in dec.stderr  # was "warning: -: "
 
 
 def test_rescale_scales_input_above_full_scale(capsys, tmp_path):
