@@ -38,6 +38,7 @@ from audiokit.models.archive import (
     model_version,
 )
 from audiokit.models.base import model_label
+from audiokit.progress import audio_progress
 from audiokit.streaming import CodecStream
 from audiokit.streaming.akc import encode_to_akc
 
@@ -289,7 +290,9 @@ def encode_file(
             entropy_model=None if entropy is None else entropy.model_id,
         )
         stats = _InputStats(BandwidthEstimator(info.sample_rate))
-        native = _measured(io.iter_blocks(path, raw=raw, allow_loud=rescale), stats, gain)
+        native = io.iter_blocks(path, raw=raw, allow_loud=rescale)
+        shown = audio_progress(native, info.sample_rate, info.frames, io.shown_name(source))
+        native = _measured(shown, stats, gain)
         resampled = io.resample_blocks(native, info.sample_rate, codec.sample_rate, channels)
         blocks = _at_least_one_sample(resampled, channels)
         with io.atomic_path(target) as tmp, open(tmp, "wb") as file, torch.inference_mode():
@@ -399,7 +402,8 @@ def decode_file(
             scale = FULL_SCALE_LIMIT / peak if peak > 1 else 1.0
         clipped = 0
         with io.open_writer(target, rate, h.channels, subtype) as write, torch.inference_mode():
-            for block in _decoded_at_rate(codec, reader, rate, first, stop, total):
+            blocks = _decoded_at_rate(codec, reader, rate, first, stop, total)
+            for block in audio_progress(blocks, rate, stop - first, io.shown_name(source)):
                 block = block * scale if scale != 1.0 else block
                 clipped += int((block.abs() > 1).sum())
                 write(block.clamp(-1, 1))

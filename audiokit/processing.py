@@ -30,6 +30,7 @@ from audiokit.errors import AudioFormatError, ModelError, UsageError
 from audiokit.io import PathLike, RawFormat
 from audiokit.models import registered_names, resolve_weights
 from audiokit.models.base import AudioModel
+from audiokit.progress import audio_progress
 
 LOSSLESS_FORMATS = {
     ".wav": "WAV",
@@ -184,7 +185,7 @@ def process_file(
     began = time.perf_counter()
     try:
         with io.readable_path(source) as path:
-            done = _process_path(plan, path, target, raw, block_frames)
+            done = _process_path(plan, path, target, raw, block_frames, io.shown_name(source))
     except AudioFormatError as exc:  # name standard input, not its temporary copy
         if io.is_stdio(source) and exc.path != str(source):
             raise AudioFormatError("<stdin>", exc.problem) from None
@@ -199,10 +200,10 @@ def process_file(
 
 
 def _process_path(
-    plan: Planner, source: Path, target: PathLike, raw: RawFormat | None, block_frames: int
+    plan: Planner, source: Path, target: PathLike, raw: RawFormat | None, block_frames: int, name: str
 ) -> dict:
-    """:func:`process_file` of a regular file; returns ``{"input_rate", "sample_rate", "channels",
-    "samples"}``."""
+    """:func:`process_file` of a regular file (``name``: as the user gave it, for the progress bar); returns
+    ``{"input_rate", "sample_rate", "channels", "samples"}``."""
     info = io.info(source, raw)
     io.check_input_rate(source, info.sample_rate)
     channels = info.channels
@@ -231,7 +232,8 @@ def _process_path(
             write(out)
             written += out.shape[-1]
 
-        for block in io.iter_blocks(source, block_frames, raw=raw):
+        blocks = io.iter_blocks(source, block_frames, raw=raw)
+        for block in audio_progress(blocks, info.sample_rate, info.frames, name):
             read += block.shape[-1]
             emit(steps.session.push(steps.before(block, False)[None])[0], False)
         tail = steps.session.push(steps.before(torch.zeros(channels, 0), True)[None])[0]

@@ -1,14 +1,22 @@
-"""Progress on stderr: a tqdm bar on a terminal, one line per item in logs and pipes, nothing if quiet."""
+"""Progress on stderr: a tqdm bar on a terminal, one line per item in logs and pipes, nothing if quiet;
+within one file of a run of one file, a bar in seconds of audio on a terminal."""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import math
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
+import torch
 from tqdm import tqdm
 
 T = TypeVar("T")
+
+_ONE_FILE = contextvars.ContextVar("one_file", default=False)
+"""Whether the file being processed is a run's only one, and its progress is to be shown."""
 
 
 def progress(
@@ -34,3 +42,37 @@ def progress(
             name = f": {label(item)}" if label is not None else ""
             print(f"{desc} {index}/{count}{name}", file=sys.stderr, flush=True)
             yield item
+
+
+@contextlib.contextmanager
+def one_file(shown: bool) -> Iterator[None]:
+    """Within it, :func:`audio_progress` shows a bar (when ``shown``: the run's only file, not quiet; the
+    file-count progress of :func:`progress` says nothing for one file)."""
+    token = _ONE_FILE.set(shown)
+    try:
+        yield
+    finally:
+        _ONE_FILE.reset(token)
+
+
+def audio_progress(
+    blocks: Iterable[torch.Tensor], sample_rate: int, total: int, name: str
+) -> Iterable[torch.Tensor]:
+    """``blocks`` (``(channels, n)`` audio at ``sample_rate`` Hz, ``total`` samples in all); inside
+    :func:`one_file` with ``shown``, on a terminal, wrapped to show a tqdm bar of the seconds done, named
+    ``name``. Decided here, not when the blocks are taken: a reader thread does not see the context."""
+    if not (_ONE_FILE.get() and sys.stderr.isatty()):
+        return blocks
+    return _with_bar(blocks, sample_rate, total, name)
+
+
+def _with_bar(
+    blocks: Iterable[torch.Tensor], sample_rate: int, total: int, name: str
+) -> Iterator[torch.Tensor]:
+    done = 0
+    seconds = math.ceil(total / sample_rate)
+    with tqdm(total=seconds, desc=name, unit="s", leave=False, dynamic_ncols=True) as bar:
+        for block in blocks:
+            done += block.shape[-1]
+            bar.update(min(done, total) // sample_rate - bar.n)
+            yield block

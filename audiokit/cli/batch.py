@@ -12,7 +12,7 @@ from typing import Generic, TextIO, TypeVar
 
 from audiokit import io
 from audiokit.errors import AudiokitError
-from audiokit.progress import progress
+from audiokit.progress import one_file, progress
 
 BANDWIDTH_TOLERANCE = 1.1
 """An input's measured bandwidth may exceed a model's Nyquist frequency this much before a warning
@@ -74,7 +74,8 @@ def run_batch(
     batch: Batch[Result] = Batch()
     for index, item in enumerate(progress(items, desc, quiet=quiet, label=name)):
         try:
-            batch.done.append(work(item))
+            with one_file(len(items) == 1 and not quiet):
+                batch.done.append(work(item))
         except (AudiokitError, OSError) as exc:
             if len(items) == 1 and raise_single:
                 raise
