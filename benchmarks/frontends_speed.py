@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from audiokit.cli.options import add_threads_option, finite_number, whole_number
+from audiokit.argtypes import add_threads_option, finite_number, whole_number
 from audiokit.frontends import DiffSTFT, build_frontend
 from audiokit.provenance import run_info, write_json
 

@@ -8,7 +8,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from audiokit.cli.options import add_threads_option
+from audiokit.argtypes import add_threads_option
 from audiokit.errors import AudiokitError
 from audiokit.provenance import write_json
 

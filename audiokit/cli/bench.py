@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from audiokit.argtypes import finite_number, whole_number
 from audiokit.bench import (
     bwe_summary_lines,
     device_summary_lines,
@@ -25,14 +26,7 @@ from audiokit.bench import (
     run_enhancer_benchmark,
     summary_lines,
 )
-from audiokit.cli.options import (
-    add_force_option,
-    add_model_option,
-    device_name,
-    doc_text,
-    finite_number,
-    whole_number,
-)
+from audiokit.cli.options import add_force_option, add_model_option, device_name, doc_text
 from audiokit.coding import DEFAULT_MODEL
 from audiokit.errors import ModelError, UsageError
 from audiokit.io import prepare_outputs

@@ -14,7 +14,8 @@ import os
 from pathlib import Path
 
 from audiokit import io
-from audiokit.cli.options import doc_text, whole_number
+from audiokit.argtypes import whole_number
+from audiokit.cli.options import doc_text
 from audiokit.data.paths import data_root
 from audiokit.errors import UsageError
 from audiokit.evaluation.bwe_card import BweCardRequest, build_bwe_card

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from audiokit.cli.options import finite_number
+from audiokit.argtypes import finite_number
 
 
 def run(args: argparse.Namespace) -> int:

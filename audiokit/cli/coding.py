@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TextIO
 
 from audiokit import io
+from audiokit.argtypes import finite_number
 from audiokit.bitstream import AkcReader
 from audiokit.cli.batch import BandwidthWarning, Batch, problem_line, run_file_jobs
 from audiokit.cli.options import (
@@ -17,7 +18,6 @@ from audiokit.cli.options import (
     add_force_option,
     add_model_option,
     add_raw_options,
-    finite_number,
     raw_format,
     sample_rate_hz,
     use_threads,

@@ -7,7 +7,8 @@ import math
 import os
 from pathlib import Path
 
-from audiokit.cli.options import finite_number, number_in, sample_rate_hz, whole_number
+from audiokit.argtypes import finite_number, whole_number
+from audiokit.cli.options import number_in, sample_rate_hz
 from audiokit.data.manifest import manifest_path, write_jsonl_atomic
 from audiokit.data.noisy_set import DEFAULT_SNRS, build_noisy_set
 from audiokit.data.pack import CODECS, pack

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import torch
 
-from audiokit.cli.options import add_model_option, add_threads_option, finite_number, use_threads
+from audiokit.argtypes import add_threads_option, finite_number
+from audiokit.cli.options import add_model_option, use_threads
 from audiokit.coding import DEFAULT_MODEL, load_codec
 from audiokit.evaluation.demo import opus_kbps_for, side_by_side
 from audiokit.folders import check_target, staged_folder

@@ -10,7 +10,8 @@ import json
 import os
 from pathlib import Path
 
-from audiokit.cli.options import add_force_option, add_raw_options, finite_number, raw_format
+from audiokit.argtypes import finite_number
+from audiokit.cli.options import add_force_option, add_raw_options, raw_format
 from audiokit.errors import UsageError
 from audiokit.evaluation import EvalRequest, evaluate
 from audiokit.evaluation.baselines import BASELINES, ENHANCERS

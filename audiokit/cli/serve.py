@@ -14,14 +14,9 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
+from audiokit.argtypes import finite_number, whole_number
 from audiokit.cli import Interrupted
-from audiokit.cli.options import (
-    add_force_option,
-    add_raw_options,
-    finite_number,
-    raw_format,
-    whole_number,
-)
+from audiokit.cli.options import add_force_option, add_raw_options, raw_format
 from audiokit.errors import AudiokitError, UsageError
 from audiokit.threads import MAX_THREADS
 

@@ -8,7 +8,8 @@ import signal
 import sys
 from pathlib import Path
 
-from audiokit.cli.options import device_name, doc_text, finite_number, whole_number
+from audiokit.argtypes import finite_number, whole_number
+from audiokit.cli.options import device_name, doc_text
 from audiokit.errors import UsageError
 
 
