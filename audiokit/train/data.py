@@ -93,8 +93,14 @@ def _manifest_clips(path: Path, key: str) -> list[Clip]:
 
 
 def _is_duration(value: object) -> bool:
-    """Whether a manifest's ``seconds`` is a usable clip length: a finite number >= 0 (not a bool)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < math.inf
+    """Whether a manifest's ``seconds`` is a usable clip length: a finite number >= 0 (not a bool, nor an
+    integer beyond float's range)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return 0 <= float(value) < math.inf
+    except OverflowError:
+        return False
 
 
 def _directory_clips(path: Path, pattern: str) -> list[Clip]:

@@ -390,6 +390,13 @@ class Trainer:
         return result
 
     # -- the loop -----------------------------------------------------------------------------------
+    def _evaluated_here(self) -> bool:
+        """Whether the run needs no evaluation at the step it starts from: step 0, or ``eval.jsonl`` holds
+        one (a resumed run whose evaluation there a stop signal dropped makes it up). Rank 0 reads the
+        records and every rank takes its answer, so that all run the evaluation's barrier or none."""
+        missing = self.is_main and self.step > 0 and not evaluated(self.run_dir, self.step)
+        return not bool(self.runtime.max(torch.tensor([float(missing)]))[0])
+
     def _stop_reason(self, signals: StopSignals, start: float, max_minutes: float | None) -> str | None:
         """``"SIGINT"``/``"SIGTERM"`` once such a signal arrived (on any rank), ``"max_minutes"`` when the
         session's time is up, else None; under DDP every rank gets the same answer at the same step."""
@@ -420,8 +427,7 @@ class Trainer:
         start = time.monotonic()
         result = TrainResult(step=self.step, stopped="max_steps")
         saved_at = self.step
-        # a resumed run whose evaluation at this step was dropped (a stop signal during it) makes it up
-        evaluated_at = self.step if self.step == 0 or evaluated(self.run_dir, self.step) else -1
+        evaluated_at = self.step if self._evaluated_here() else -1
         validating = self.recipe.data.valid is not None
         stream = batches(self.dataset, self.step, self.recipe.data.num_workers)
         shown_progress = not self.quiet and self.is_main
