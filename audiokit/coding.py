@@ -191,12 +191,12 @@ def mirror_jobs(
         if str(name) == "":  # Path("") is the current folder
             raise UsageError(f"the {what} is an empty name; give a file, a folder or - (standard {what})")
     folder = str(target).endswith(("/", os.sep))
-    one_file = io.is_stdio(source) or not Path(source).is_dir()
+    one_file = io.is_stdio(source) or Path(source).is_file()
     if one_file and pattern != "*":
         raise UsageError(f"--glob {pattern!r} picks files in a folder; {io.shown_name(source)} is not one")
     named = folder or (not io.is_stdio(target) and Path(target).is_dir())
     if one_file and explicit_suffix and not named:
-        raise UsageError(f"--suffix names a folder run's outputs; {io.shown_name(target)} is named already")
+        raise UsageError(f"--suffix names a folder run's outputs; {io.shown_output(target)} is named already")
     if io.is_stdio(source):
         if folder or (not io.is_stdio(target) and Path(target).is_dir()):
             raise UsageError(f"{target}: with - (standard input) as input, give an output file or -")

@@ -97,6 +97,11 @@ def shown_name(path: PathLike) -> str:
     return "<stdin>" if is_stdio(path) else str(path)
 
 
+def shown_output(path: PathLike) -> str:
+    """``path`` as messages and summaries name an output: ``<stdout>`` for ``-``."""
+    return "<stdout>" if is_stdio(path) else str(path)
+
+
 def check_sample_rate(rate: int, option: str = "--sample-rate") -> None:
     """UsageError unless ``rate`` (Hz) is within :data:`MIN_SAMPLE_RATE`..:data:`MAX_SAMPLE_RATE`."""
     if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
@@ -826,7 +831,7 @@ def _names_failures_of(path: PathLike) -> Iterator[None]:
     except BrokenPipeError:
         raise
     except OSError as exc:
-        shown = "<stdout>" if is_stdio(path) else str(path)
+        shown = shown_output(path)
         raise OSError(exc.errno, exc.strerror or str(exc), shown) from None
 
 
@@ -995,7 +1000,7 @@ def _libsndfile_failures_name(path: PathLike, tmp: Path) -> Iterator[None]:
     try:
         yield
     except sf.LibsndfileError as exc:
-        shown = "<stdout>" if is_stdio(path) else str(path)
+        shown = shown_output(path)
         try:
             stats = os.statvfs(tmp.parent)
             full = stats.f_bavail * stats.f_frsize < LOW_SPACE_BYTES

@@ -192,7 +192,7 @@ def process_file(
         raise
     return {
         "input": io.shown_name(source),
-        "output": "<stdout>" if io.is_stdio(target) else str(target),
+        "output": io.shown_output(target),
         **done,
         "seconds": done["samples"] / done["sample_rate"],
         "compute_seconds": time.perf_counter() - began,

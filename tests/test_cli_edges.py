@@ -755,3 +755,11 @@ def test_suffix_still_names_one_file_written_into_a_folder(tmp_path, capsys):
     code, _, err = run(capsys, "enhance", source, tmp_path / "out", "--suffix", ".flac")
     assert code == 0, err
     assert sf.info(tmp_path / "out" / "IN.flac").format == "FLAC"
+
+
+def test_folder_option_errors_name_stdout_and_a_missing_input(tmp_path, capsys):
+    source = _speech(tmp_path / "IN.wav")
+    code, _, err = run(capsys, "enhance", source, "-", "--suffix", ".flac")
+    assert code == 1 and "<stdout> is named already" in err, err
+    code, _, err = run(capsys, "encode", tmp_path / "mydirr", tmp_path / "out", "--glob", "*.flac")
+    assert code == 1 and "no such file or directory" in err, err

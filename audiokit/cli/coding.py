@@ -123,7 +123,7 @@ def run_decode(args: argparse.Namespace) -> int:
         except ModelError as exc:  # the weights or tables the file names are missing: say which file
             raise ModelError(problem_line(name, exc)) from None
         if done["clipped"]:
-            shown = "<stdout>" if io.is_stdio(target) else target
+            shown = io.shown_output(target)
             print(
                 f"warning: {shown}: {done['clipped']} sample(s) clipped at full scale; pass --rescale "
                 "to scale the output down instead",

@@ -145,7 +145,7 @@ def run_stream(args: argparse.Namespace) -> int:
             failure = {"input": name, "output": args.output, "complete": False, "error": str(exc)}
             print(json.dumps(failure, indent=2), file=out)
         raise
-    shown = "<stdout>" if io.is_stdio(args.output) else args.output
+    shown = io.shown_output(args.output)
     warn_clipped(shown, int(np.count_nonzero(np.abs(result.audio) > 1.0)), advice="")
     summary = {"input": name, "output": args.output, "complete": result.complete, **result.done}
     if args.json:
