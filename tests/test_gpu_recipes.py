@@ -61,4 +61,5 @@ def test_a_copy_without_git_records_the_commit_it_is_given(tmp_path, monkeypatch
     assert git_commit(tmp_path) == "unknown"
     monkeypatch.setenv("AUDIOKIT_COMMIT", "af5b1aacf642")
     assert git_commit(tmp_path) == "af5b1aacf642"
-    assert git_commit() not in ("unknown", "af5b1aacf642")  # a checkout: its own commit
+    if (ROOT / ".git").exists():  # a checkout names its own commit (a copy without .git takes the variable)
+        assert git_commit() not in ("unknown", "af5b1aacf642")
