@@ -371,6 +371,8 @@ def test_parameters_past_their_bounds_come_back(time_varying):
         ((256, 200, math.inf), {}, "finite hop_length >= 1, got 200, inf"),  # accepted: one frame
         ((300.7, 200, 100), {}, "n_fft must be a whole number >= 4 samples, got 300.7"),  # became 300
         (("256", 200, 100), {}, "n_fft must be a whole number"),  # a TypeError
+        ((512, "400", 160), {}, "finite hop_length >= 1, got '400', 160"),  # a TypeError
+        ((512, 400, None), {}, "finite hop_length >= 1, got 400, None"),  # a TypeError
         ((256, 200, 100), {"time_varying": True, "max_frames": 10.5}, "a whole number >= 1, got 10.5"),
     ],
 )

@@ -110,10 +110,13 @@ class DiffSTFT(nn.Module):
             raise UsageError(f"DiffSTFT: unknown pad_mode {pad_mode!r}; choose one of {', '.join(PAD_MODES)}")
         if isinstance(n_fft, bool) or not isinstance(n_fft, numbers.Integral) or n_fft < 4:
             raise UsageError(f"DiffSTFT: n_fft must be a whole number >= 4 samples, got {n_fft!r}")
-        if not 0 < win_length <= n_fft or not 1 <= hop_length < math.inf:
+        numbers_given = all(
+            isinstance(v, numbers.Real) and not isinstance(v, bool) for v in (win_length, hop_length)
+        )
+        if not numbers_given or not 0 < win_length <= n_fft or not 1 <= hop_length < math.inf:
             raise UsageError(
                 "DiffSTFT: need 0 < win_length <= n_fft and a finite hop_length >= 1, "
-                f"got {win_length}, {hop_length}"
+                f"got {win_length!r}, {hop_length!r}"
             )
         if time_varying and (
             isinstance(max_frames, bool) or not isinstance(max_frames, numbers.Integral) or max_frames < 1
