@@ -122,7 +122,11 @@ def test_encodec_without_its_einops_is_a_skipped_comparison_not_a_traceback(tmp_
 def test_device_benchmark_rehearses_on_the_cpu(capsys):
     """`audiokit bench --device cuda`'s benchmark, run on the CPU as recipes/gpu/bench_kernels.sh's
     rehearsal does: every backend that loads, against eager; CUDA graphs only on a GPU."""
-    result = run_device_kernel_benchmark(device="cpu", stream_counts=(1, 2), frames=2)
+    seen = []  # what a run cut short would have kept: eager first, then one backend more each time
+    result = run_device_kernel_benchmark(
+        device="cpu", stream_counts=(1, 2), frames=2, measured=lambda r: seen.append(list(r["by_backend"]))
+    )
+    assert seen[0] == ["torch"] and seen[-1] == list(result["by_backend"]) and len(seen) == len(seen[-1])
     assert "torch" in result["by_backend"] and not any("+graphs" in n for n in result["by_backend"])
     for name, backend in result["by_backend"].items():
         assert set(backend["by_streams"]) == {"1", "2"}

@@ -409,12 +409,14 @@ def run_device_kernel_benchmark(
     stream_counts: tuple[int, ...] = (1, 64, 256, 1024),
     frames: int = 50,
     p99_target_ms: float = 10.0,
+    measured: Callable[[dict], None] = lambda result: None,
 ) -> dict:
     """Round-trip streams advanced together on ``device`` (:func:`bench_many_streams`: one 20 ms frame
     each per tick, p50/p99 tick time, real-time streams sustained) per :mod:`audiokit.ops` backend, on
     a GPU each also with its steps replayed from CUDA graphs (``"<backend>+graphs"``, sessions with
-    ``compile="cuda_graph"``), all against ``torch`` (eager), and the most streams whose p99 tick stays
-    within ``p99_target_ms``. TF32 is off, as in the exactness tests."""
+    ``compile="cuda_graph"``), all against ``torch`` (eager, timed first), and the most streams whose
+    p99 tick stays within ``p99_target_ms``. TF32 is off, as in the exactness tests. ``measured`` gets
+    the result so far after each backend (a run cut short by its deadline keeps what it measured)."""
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ModelError(f"device {device!r}: torch sees no CUDA device")
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -439,7 +441,7 @@ def run_device_kernel_benchmark(
         "by_backend": {},
     }
     graphs = (False, "cuda_graph") if device.startswith("cuda") else (False,)
-    for name in (name for name, why in backends.items() if why is None):
+    for name in sorted((name for name, why in backends.items() if why is None), key=lambda n: n != "torch"):
         for compile in graphs:
             with ops.use_backend(name):
                 many = bench_many_streams(codec, list(stream_counts), frames, device, compile)["by_streams"]
@@ -448,13 +450,19 @@ def run_device_kernel_benchmark(
                 "by_streams": many,
                 "max_streams_in_p99_target": max(within, default=0),
             }
-    eager = result["by_backend"]["torch"]["by_streams"]
-    result["speedup_vs_eager"] = {
+            result["speedup_vs_eager"] = _speedups(result["by_backend"])
+            measured(result)
+    return result
+
+
+def _speedups(by_backend: dict) -> dict:
+    """``{backend: {stream count: eager tick time / its tick time}}`` of every backend but ``torch``."""
+    eager = by_backend["torch"]["by_streams"]
+    return {
         name: {count: eager[count]["tick_ms"] / row["tick_ms"] for count, row in fused["by_streams"].items()}
-        for name, fused in result["by_backend"].items()
+        for name, fused in by_backend.items()
         if name != "torch"
     }
-    return result
 
 
 def run_benchmark(
