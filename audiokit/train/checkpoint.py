@@ -20,6 +20,7 @@ from audiokit.errors import UsageError
 from audiokit.io import atomic_path
 
 RUN_CHECKPOINT = "checkpoints/latest.pt"  # a run directory's checkpoint, relative to the run directory
+RUN_WEIGHTS = "model.safetensors"  # the EMA weights the trainer saves there with every checkpoint
 
 
 def rng_state() -> dict[str, Any]:

@@ -27,13 +27,13 @@ from audiokit.errors import RecipeError, UsageError
 from audiokit.folders import check_target, staged_folder
 from audiokit.io import NEW_FILE_MODE, atomic_path
 from audiokit.train.checkpoint import RUN_CHECKPOINT as CHECKPOINT
+from audiokit.train.checkpoint import RUN_WEIGHTS as WEIGHTS
 from audiokit.train.checkpoint import load_training_state, save_checkpoint
 from audiokit.train.recipe import ModelSection
+from audiokit.train.records import RECORDS
 from audiokit.train.task import build_model
 
-RECORDS = ("run.json", "recipe.yaml", "metrics.jsonl", "eval.jsonl")
 STATE = "state.json"
-WEIGHTS = "model.safetensors"  # the EMA weights the trainer writes with every checkpoint
 FORMAT = "audiokit-train-state"
 SHARD_HEADER_BYTES = 16
 """A safetensors file's fixed bytes: the header's length, and room for the header's padding."""

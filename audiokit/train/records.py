@@ -40,6 +40,10 @@ def shown_command(argv: list[str]) -> list[str]:
     return list(argv)
 
 
+RECORDS = ("run.json", "recipe.yaml", "metrics.jsonl", "eval.jsonl")
+"""The records a run directory holds beside its checkpoint and weights."""
+
+
 def _purge(path: Path, step: int) -> None:
     """Keep only the lines of the JSONL records at ``path`` up to ``step`` (rewritten atomically)."""
     if not path.is_file():

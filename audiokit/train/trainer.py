@@ -33,6 +33,7 @@ from audiokit.errors import ModelError, RecipeError, TrainingError, UsageError
 from audiokit.io import TEMP_NAME, clean_stale_temps
 from audiokit.models.base import AudioModel
 from audiokit.train.checkpoint import RUN_CHECKPOINT as CHECKPOINT
+from audiokit.train.checkpoint import RUN_WEIGHTS as WEIGHTS
 from audiokit.train.checkpoint import load_training_state, rng_state, save_checkpoint, set_rng_state
 from audiokit.train.data import batches
 from audiokit.train.ema import EMA
@@ -45,13 +46,10 @@ from audiokit.train.optim import (
     registration_names,
 )
 from audiokit.train.recipe import Recipe
-from audiokit.train.records import RunRecords, evaluated
+from audiokit.train.records import RECORDS, RunRecords, evaluated
 from audiokit.train.runtime import Runtime, seed_all
 from audiokit.train.signals import StopRequested, StopSignals
 from audiokit.train.task import Task, build_model, task_class
-
-WEIGHTS = "model.safetensors"
-"""The EMA weights in the shipping format, saved in the run directory with every checkpoint."""
 
 LOG_LINE_SECONDS = 60.0
 """Seconds between the progress lines training writes where standard error is not a terminal."""
@@ -168,7 +166,7 @@ class Trainer:
         checkpoints = (self.run_dir / CHECKPOINT).parent
         temps = [TEMP_NAME.match(path.name) for path in checkpoints.glob(".*")]
         saves = [checkpoints / f"{m['stem']}{m['suffix']}" for m in temps if m]
-        records = [WEIGHTS, "model.json", "run.json", "recipe.yaml", "metrics.jsonl", "eval.jsonl"]
+        records = [WEIGHTS, "model.json", *RECORDS]
         clean_stale_temps([*saves, *(self.run_dir / name for name in records)])
 
     @property
