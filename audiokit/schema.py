@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from typing import Any, TypeVar
@@ -24,6 +25,17 @@ from audiokit.errors import AudiokitError
 
 KIND_FROM = "kind_from"  # field metadata key: the sibling field that picks a union member
 T = TypeVar("T")
+
+
+def json_number(value: object) -> float:
+    """A JSON or YAML number as a float; NaN for anything else (a bool, a string, a list) and for an
+    integer beyond float's range (on which ``float`` and ``math.isfinite`` raise OverflowError)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return math.nan
+    try:
+        return float(value)
+    except OverflowError:
+        return math.nan
 
 
 def _type_name(tp: Any) -> str:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from audiokit.io import FLOAT_PEAK_LIMIT
+from audiokit.schema import json_number
 
 NORMAL = 1000
 GOING_AWAY = 1001  # the server is draining (SIGTERM): no new streams
@@ -92,7 +93,7 @@ def parse_start(message: dict, default_models: dict[str, str]) -> StartRequest:
         raise ProtocolError(BAD_REQUEST, f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     bitrate = message.get("bitrate")
     if task == "codec":
-        if not math.isfinite(_as_float(bitrate)):
+        if not math.isfinite(json_number(bitrate)):
             raise ProtocolError(
                 BAD_REQUEST, f"task 'codec' needs a numeric bitrate in bits/s, got {bitrate!r}"
             )
@@ -105,17 +106,6 @@ def parse_start(message: dict, default_models: dict[str, str]) -> StartRequest:
     if high_band and task != "enhance":
         raise ProtocolError(BAD_REQUEST, "high_band is for task 'enhance' (a codec returns its coded band)")
     return StartRequest(task, model, rate, fmt, bitrate, high_band)
-
-
-def _as_float(value: object) -> float:
-    """A JSON number as a float; NaN for anything else (a bool, a string) and for an integer beyond
-    float's range (``math.isfinite`` and ``float`` raise on those)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return math.nan
-    try:
-        return float(value)
-    except OverflowError:
-        return math.nan
 
 
 def decode_pcm(data: bytes, fmt: str) -> np.ndarray:

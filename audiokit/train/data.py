@@ -33,6 +33,7 @@ from audiokit.data.manifest import DEFAULT_SAMPLE_RATE, find_manifest, read_mani
 from audiokit.data.mixing import mix_at_snr
 from audiokit.dsp import loudness_lufs
 from audiokit.errors import AudioFormatError, RecipeError
+from audiokit.schema import json_number
 from audiokit.train.recipe import DataConfig
 
 PEAK_LIMIT = 0.99
@@ -95,12 +96,7 @@ def _manifest_clips(path: Path, key: str) -> list[Clip]:
 def _is_duration(value: object) -> bool:
     """Whether a manifest's ``seconds`` is a usable clip length: a finite number >= 0 (not a bool, nor an
     integer beyond float's range)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    try:
-        return 0 <= float(value) < math.inf
-    except OverflowError:
-        return False
+    return 0 <= json_number(value) < math.inf  # NaN for what is no number
 
 
 def _directory_clips(path: Path, pattern: str) -> list[Clip]:
