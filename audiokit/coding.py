@@ -198,7 +198,7 @@ def mirror_jobs(
     if one_file and explicit_suffix and not named:
         raise UsageError(f"--suffix names a folder run's outputs; {io.shown_output(target)} is named already")
     if io.is_stdio(source):
-        if folder or (not io.is_stdio(target) and Path(target).is_dir()):
+        if named:
             raise UsageError(f"{target}: with - (standard input) as input, give an output file or -")
         return [(Path(source), Path(target))]
     if Path(source).is_dir() and io.is_stdio(target):
