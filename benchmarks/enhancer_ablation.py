@@ -84,6 +84,18 @@ def cached_score(run_dir: Path, clips: list) -> list[dict]:
     return rows
 
 
+def split_settings(settings: str) -> list[str]:
+    """``"a=1,b=[2, 3]"`` -> ``["a=1", "b=[2, 3]"]``: commas inside brackets belong to a list value."""
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(settings):
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            parts.append(settings[start:i])
+            start = i + 1
+    parts.append(settings[start:])
+    return [part for part in parts if part]
+
+
 def scores(summary: Summary) -> dict:
     """``{metric: {"mean", "ci95"}}`` of :data:`METRICS`."""
     return {m: {"mean": summary.mean[m], "ci95": summary.ci95[m]} for m in METRICS}
@@ -96,7 +108,7 @@ def main() -> None:
     parser.add_argument("--stride", type=int, default=1, help="score every STRIDE-th clip from the first")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "ablation", help="run directories")
     parser.add_argument(
-        "--variant", action="append", default=[], help="NAME:KEY=VALUE[,KEY=VALUE...] (default: front ends)"
+        "--variant", action="append", default=[], help="NAME:KEY=VALUE[,KEY=VALUE...] (commas inside [...] stay; default: front ends)"
     )
     parser.add_argument("--set", action="append", default=[], help="extra recipe override (all runs)")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -113,7 +125,7 @@ def main() -> None:
     first = variants[0][0]
     for name, _, settings in variants:
         run_dir = args.runs / name
-        overrides = [*filter(None, settings.split(",")), *args.set]
+        overrides = [*split_settings(settings), *args.set]
         wall = train(run_dir, args.steps, overrides)
         model = Enhancer.from_pretrained(run_dir / "model.safetensors")
         rows[name] = cached_score(run_dir, clips)
