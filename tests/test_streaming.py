@@ -338,6 +338,23 @@ def test_batcher_encode_and_decode_modes_and_capacity():
     torch.testing.assert_close(decoder.close(d), audio[0], rtol=0, atol=ATOL)
 
 
+def test_free_slots_hold_no_output_of_steps_of_every_row():
+    """A step of nearly every slot runs on all state rows; a free slot's row must not keep the output of
+    those idle steps (memory would grow for as long as the slot stays free)."""
+    codec = CODECS["tiny-istft"]
+    for mode, chunk in (("roundtrip", torch.zeros(1, 320)), ("decode", torch.zeros(4, 1, dtype=torch.long))):
+        batcher = MultiStreamBatcher(codec, capacity=5, mode=mode)
+        ids = [batcher.open() for _ in range(5)]
+        batcher.close(ids.pop())  # 4 of 5 open: every step runs on all rows
+        for _ in range(3):
+            for stream in ids:
+                batcher.push(stream, chunk)
+            assert batcher.step() == dict.fromkeys(ids, 1)
+            for stream in ids:
+                batcher.pull(stream)
+        assert all(row.out_len == 0 and not row.out for row in batcher.session._rows)
+
+
 def test_batcher_close_that_raises_still_frees_the_stream():
     """A decode stream whose codes fall short of its length fails to close; its slot is freed all the
     same (a server's stream must not stay open), and the next stream in it decodes as offline."""

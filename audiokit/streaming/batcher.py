@@ -126,7 +126,8 @@ class MultiStreamBatcher:
 
     def _advance_all(self, slots: list[int], take: int) -> None:
         """Advance ``slots`` by ``take`` input units in a step of every row (no state gather); the
-        other open streams' state rows and queues are saved before and put back after."""
+        other open streams' state rows are saved before and put back after, and so are the queues of
+        every other row (free slots would otherwise hoard the output of their idle steps)."""
         session, rows = self.session, self.session._rows
         pieces = [rows[r].pending[..., :take] for r in slots]
         x = pieces[0].new_zeros((self.capacity, *pieces[0].shape))
@@ -139,7 +140,8 @@ class MultiStreamBatcher:
         states = [
             (state, select_rows(state, index)) for state in (session.encoder_state, session.decoder_state)
         ]
-        queues = {r: dataclasses.replace(rows[r], out=list(rows[r].out)) for r in others}
+        idle = [r for r in range(self.capacity) if r not in stepped]
+        queues = {r: dataclasses.replace(rows[r], out=list(rows[r].out)) for r in idle}
         session._run(list(range(self.capacity)), x, final=False)
         for state, saved in states:
             assign_rows(state, index, saved)
