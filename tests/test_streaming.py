@@ -355,6 +355,17 @@ def test_free_slots_hold_no_output_of_steps_of_every_row():
         assert all(row.out_len == 0 and not row.out for row in batcher.session._rows)
 
 
+def test_batcher_open_with_a_refused_length_keeps_its_slot_free():
+    """``open(length=...)`` that raises takes no slot: the batcher still opens ``capacity`` streams."""
+    codec = CODECS["tiny-istft"]
+    for mode, bad in (("decode", 0), ("decode", -5), ("roundtrip", 1000)):
+        batcher = MultiStreamBatcher(codec, capacity=1, mode=mode)
+        with pytest.raises(UsageError, match="length"):
+            batcher.open(length=bad)
+        assert batcher.streams == []
+        batcher.open()
+
+
 def test_batcher_close_that_raises_still_frees_the_stream():
     """A decode stream whose codes fall short of its length fails to close; its slot is freed all the
     same (a server's stream must not stay open), and the next stream in it decodes as offline."""

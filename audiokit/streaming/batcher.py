@@ -63,8 +63,9 @@ class MultiStreamBatcher:
         """Start a stream and return its id (``length``: ``"decode"`` mode's output length, optional)."""
         if not self._free:
             raise UsageError(f"all {self.capacity} stream slots are in use; close a stream first")
-        slot = self._free.pop(0)
-        self.session.reset(slot, length=length)
+        slot = self._free[0]
+        self.session.reset(slot, length=length)  # a refused length leaves the slot free
+        self._free.pop(0)
         stream_id = next(self._ids)
         self._slots[stream_id] = slot
         return stream_id
