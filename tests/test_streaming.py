@@ -6,6 +6,7 @@ import io
 import random
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from conftest import run_stream
@@ -415,6 +416,25 @@ def test_batchers_refuse_bad_pushes_before_queuing_them():
         got = torch.cat([batcher.pull(stream), batcher.close(stream)], -1)
         expected = audio[0] if batcher is not audio_batcher else enhancer.enhance(x)[0]
         torch.testing.assert_close(got, expected, rtol=0, atol=ATOL)
+
+
+def test_decode_lengths_take_numpy_and_torch_integers_and_refuse_other_values():
+    """A decode length may be any integer type (a numpy or torch integer from arithmetic on lengths);
+    fractions, strings and the like are a one-line UsageError, never truncated or a TypeError."""
+    codec = CODECS["tiny-istft"]
+    codes, audio = offline(codec, 0.3 * torch.randn(2, 1, 3000))
+    for length in (np.int64(3000), torch.tensor(3000), np.array([3000, 3000]), torch.tensor([3000, 3000])):
+        session = codec.stream(2, "decode", length=length)
+        got = torch.cat([session.push(codes.codes), session.flush()], -1)
+        torch.testing.assert_close(got, audio, rtol=0, atol=ATOL)
+    for bad in (3000.0, [2999.5, 3000], "3000", [3000], [3000, 0]):
+        with pytest.raises(UsageError, match="length must be one positive int or one per item"):
+            codec.stream(2, "decode", length=bad)
+    batcher = MultiStreamBatcher(codec, capacity=1, mode="decode")
+    stream = batcher.open(length=np.int64(3000))
+    batcher.push(stream, codes.codes[0])
+    batcher.run()
+    torch.testing.assert_close(batcher.close(stream), audio[0], rtol=0, atol=ATOL)
 
 
 def test_failed_decode_flush_resets_every_row():

@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import numbers
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -321,9 +322,18 @@ class CodecStream:
             self._rows[r] = self._new_row()
 
     def _set_limits(self, items: Sequence[int], length: int | Sequence[int]) -> None:
-        lengths = [int(length)] * len(items) if isinstance(length, int) else [int(v) for v in length]
-        if len(lengths) != len(items) or min(lengths) < 1:
-            raise UsageError(f"length must be one positive int or one per item ({len(items)}), got {length}")
+        """``length`` (one whole number for all ``items``, or one each: Python, numpy or torch integers)
+        as the output samples of their rows; UsageError for anything else."""
+        expected = f"length must be one positive int or one per item ({len(items)}), got {length!r}"
+        try:
+            lengths = [operator.index(length)] * len(items)
+        except TypeError:
+            try:
+                lengths = [operator.index(v) for v in length]
+            except TypeError:
+                raise UsageError(expected) from None
+        if len(lengths) != len(items) or any(value < 1 for value in lengths):
+            raise UsageError(expected)
         for item, value in zip(items, lengths, strict=True):
             for c in range(self.fold):
                 self._rows[item * self.fold + c].limit = value
