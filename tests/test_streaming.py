@@ -367,6 +367,30 @@ def test_batcher_open_with_a_refused_length_keeps_its_slot_free():
         batcher.open()
 
 
+def test_close_many_with_unknown_or_repeated_ids_touches_no_stream():
+    """``close_many`` naming an unknown or a repeated id is a UsageError before anything runs: the
+    streams it named stay open and go on exactly as offline."""
+    codec, enhancer = CODECS["tiny-istft"], Enhancer.from_config("enhance-16k").eval()
+    x = 0.3 * torch.randn(1, 2000)
+    expected = {"codec": offline(codec, x[None])[1][0], "enhancer": enhancer.enhance(x)}
+    for name, batcher in (
+        ("codec", MultiStreamBatcher(codec, capacity=2)),
+        ("enhancer", AudioBatcher(enhancer, 2)),
+    ):
+        stream = batcher.open()
+        batcher.push(stream, x[:, :1000])
+        with pytest.raises(UsageError, match="no open stream 99"):
+            batcher.close_many([stream, 99])
+        with pytest.raises(UsageError, match="repeat"):
+            batcher.close_many([stream, stream])
+        assert batcher.streams == [stream]
+        batcher.push(stream, x[:, 1000:])
+        while batcher.step():
+            pass
+        got = torch.cat([batcher.pull(stream), batcher.close(stream)], -1)
+        torch.testing.assert_close(got, expected[name], rtol=0, atol=ATOL)
+
+
 def test_batcher_close_that_raises_still_frees_the_stream():
     """A decode stream whose codes fall short of its length fails to close; its slot is freed all the
     same (a server's stream must not stay open), and the next stream in it decodes as offline."""

@@ -168,8 +168,9 @@ class MultiStreamBatcher:
     def close_many(self, stream_ids: list[int]) -> list[torch.Tensor]:
         """:meth:`close` of several streams in batched final steps; their outputs, in order. A final
         step that raises (a ``"decode"`` stream whose codes fall short of its length) still closes the
-        streams and frees their slots, dropping their output, then re-raises."""
-        slots = [self._slot(i) for i in stream_ids]
+        streams and frees their slots, dropping their output, then re-raises. Unknown or repeated ids
+        raise before any stream is touched."""
+        slots = _distinct_slots(self, stream_ids)
         try:
             with torch.inference_mode():
                 self.session._finish(slots)
@@ -313,10 +314,9 @@ class AudioBatcher:
 
     def close_many(self, stream_ids: list[int]) -> list[torch.Tensor]:
         """:meth:`close` of several streams, in one batched final step per length of rest; their
-        outputs, in order."""
+        outputs, in order. Unknown or repeated ids raise before any stream is touched."""
         groups: dict[int, list[int]] = {}
-        for stream_id in stream_ids:
-            slot = self._slot(stream_id)
+        for slot in _distinct_slots(self, stream_ids):
             needed = -(-(int(self._fill[slot]) + self.lag) // self.hop_length) * self.hop_length
             if self._pushed[slot] and needed:
                 self._write(slot, np.zeros(needed - int(self._fill[slot]), np.float32))
@@ -361,6 +361,14 @@ class AudioBatcher:
         self._emitted[slots] += keep
         for slot, row, first, count in zip(slots.tolist(), y, drop.tolist(), keep.tolist(), strict=True):
             self._out[slot].append(row[first : first + count])
+
+
+def _distinct_slots(batcher: MultiStreamBatcher | AudioBatcher, stream_ids: list[int]) -> list[int]:
+    """The slots of open ``stream_ids`` for ``close_many``; UsageError for an unknown or repeated id."""
+    slots = [batcher._slot(stream_id) for stream_id in stream_ids]
+    if len(set(slots)) != len(slots):
+        raise UsageError(f"close_many: stream ids repeat in {list(stream_ids)}")
+    return slots
 
 
 def _pad_to_all(rows: int, capacity: int) -> bool:
