@@ -391,6 +391,19 @@ def test_close_many_with_unknown_or_repeated_ids_touches_no_stream():
         torch.testing.assert_close(got, expected[name], rtol=0, atol=ATOL)
 
 
+def test_batcher_steps_refuse_max_hops_that_are_not_whole_numbers_from_one():
+    """``step(max_hops)`` takes a whole number >= 1; anything else is a UsageError that advances
+    nothing (a negative count stepped a codec stream by one frame, 1.5 raised an AttributeError)."""
+    codec, enhancer = CODECS["tiny-istft"], Enhancer.from_config("enhance-16k").eval()
+    for batcher in (MultiStreamBatcher(codec, capacity=2), AudioBatcher(enhancer, 2)):
+        stream = batcher.open()
+        batcher.push(stream, torch.zeros(1, 1280))
+        for bad in (0, -1, 1.5, "2", None):
+            with pytest.raises(UsageError, match="max_hops must be a whole number >= 1"):
+                batcher.step(max_hops=bad)
+        assert batcher.step(max_hops=np.int64(2)) == {stream: 2}
+
+
 def test_batcher_close_that_raises_still_frees_the_stream():
     """A decode stream whose codes fall short of its length fails to close; its slot is freed all the
     same (a server's stream must not stay open), and the next stream in it decodes as offline."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import operator
 
 import numpy as np
 import torch
@@ -109,6 +110,7 @@ class MultiStreamBatcher:
         """Advance every ready stream by as many whole frames as it holds, at most ``max_hops`` (rounded
         down to a power of two, so streams group into few batched steps); returns ``{id: frames}`` of
         the streams advanced."""
+        max_hops = _whole_hops(max_hops)
         unit, rows = self.session._unit(), self.session._rows
         groups: dict[int, list[int]] = {}
         advanced = {}
@@ -288,7 +290,7 @@ class AudioBatcher:
         """Advance every ready stream by as many whole hops as it holds, at most ``max_hops`` (rounded
         down to a power of two, so streams group into few batched steps); returns ``{id: hops}`` of
         the streams advanced."""
-        hops = np.minimum(self._fill // self.hop_length, max_hops)
+        hops = np.minimum(self._fill // self.hop_length, _whole_hops(max_hops))
         hops[self._owner < 0] = 0
         if not hops.any():
             return {}
@@ -361,6 +363,17 @@ class AudioBatcher:
         self._emitted[slots] += keep
         for slot, row, first, count in zip(slots.tolist(), y, drop.tolist(), keep.tolist(), strict=True):
             self._out[slot].append(row[first : first + count])
+
+
+def _whole_hops(max_hops: int) -> int:
+    """``max_hops`` of a batcher's ``step`` as an int >= 1 (any integer type); UsageError otherwise."""
+    try:
+        hops = operator.index(max_hops)
+    except TypeError:
+        hops = 0
+    if hops < 1:
+        raise UsageError(f"max_hops must be a whole number >= 1, got {max_hops!r}")
+    return hops
 
 
 def _distinct_slots(batcher: MultiStreamBatcher | AudioBatcher, stream_ids: list[int]) -> list[int]:
