@@ -63,6 +63,13 @@ def test_integer_pcm_and_numpy_are_refused(codec, enhancer, bwe, wav):
             call(pcm.int())
 
 
+def test_tensors_on_the_meta_device_are_refused(codec, enhancer, bwe, wav):
+    """A meta tensor (shape only, no samples) was a RuntimeError from ``Tensor.item()`` in every call."""
+    for call in calls(codec, enhancer, bwe).values():
+        with pytest.raises(UsageError, match="meta device"):
+            call(wav.to("meta"))
+
+
 def test_float64_is_converted(codec, enhancer, bwe, wav):
     assert torch.equal(codec.encode(wav.double()).codes, codec.encode(wav).codes)
     torch.testing.assert_close(enhancer.enhance(wav.double()), enhancer.enhance(wav), atol=1e-6, rtol=0)

@@ -76,7 +76,8 @@ def check_audio(
     Audio is a floating-point torch tensor of ``ndims`` dimensions (``shape`` in messages) holding
     finite samples in [-1, 1] at ``sample_rate`` Hz (and at least one, unless ``allow_empty``). Float64
     and the other float types are converted to ``dtype``; anything else (integer PCM, numpy arrays,
-    NaN or infinite samples) raises :class:`~audiokit.errors.UsageError` saying what is expected.
+    tensors on the meta device, NaN or infinite samples) raises :class:`~audiokit.errors.UsageError`
+    saying what is expected.
     One reduction per call (the sum is finite only if every sample is; where it overflows, the samples
     are checked one by one), so on a GPU one synchronisation: a few microseconds a push on a CPU.
     """
@@ -94,6 +95,8 @@ def check_audio(
         raise UsageError(f"{expected()}, got dtype {str(x.dtype).removeprefix('torch.')}{hint}")
     if x.dim() not in ndims:
         raise UsageError(f"{expected()}, got shape {tuple(x.shape)}")
+    if x.device.type == "meta":
+        raise UsageError(f"{expected()}, got a tensor on the meta device, which holds no samples")
     if not allow_empty and x.shape[-1] < 1:
         raise UsageError(f"{where}: the audio must hold at least one sample, got shape {tuple(x.shape)}")
     x = x.to(dtype)
