@@ -404,6 +404,22 @@ def test_batcher_steps_refuse_max_hops_that_are_not_whole_numbers_from_one():
         assert batcher.step(max_hops=np.int64(2)) == {stream: 2}
 
 
+def test_batchers_check_their_model_and_capacity():
+    """A batcher of the other kind of model, or a capacity that is not a whole number >= 1, is a
+    UsageError saying so (they were AttributeErrors, a RuntimeError, a TypeError, or for AudioBatcher's
+    capacity 0 a batcher that could open nothing)."""
+    codec, enhancer = CODECS["tiny-istft"], Enhancer.from_config("enhance-16k").eval()
+    with pytest.raises(UsageError, match="MultiStreamBatcher takes a codec, got the enhancer .*AudioBatcher"):
+        MultiStreamBatcher(enhancer, 2)
+    with pytest.raises(UsageError, match="AudioBatcher takes an audio-to-audio model .*MultiStreamBatcher"):
+        AudioBatcher(codec, 2)
+    for make in (lambda n: MultiStreamBatcher(codec, n), lambda n: AudioBatcher(enhancer, n)):
+        for bad in (0, -1, 1.5, "2"):
+            with pytest.raises(UsageError, match="capacity must be a whole number >= 1"):
+                make(bad)
+        assert make(np.int64(2)).capacity == 2
+
+
 def test_batcher_close_that_raises_still_frees_the_stream():
     """A decode stream whose codes fall short of its length fails to close; its slot is freed all the
     same (a server's stream must not stay open), and the next stream in it decodes as offline."""

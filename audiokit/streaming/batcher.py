@@ -44,6 +44,12 @@ class MultiStreamBatcher:
         bitrate: float | None = None,
         compile: bool | str = False,
     ) -> None:
+        if getattr(codec, "family", None) != "codec":
+            raise UsageError(
+                f"MultiStreamBatcher takes a codec, got {_model_name(codec)}; "
+                "enhancers and bandwidth extenders go through AudioBatcher"
+            )
+        capacity = _whole_number(capacity, "capacity")
         self.session = CodecStream(codec, capacity, mode, bitrate, channels=codec.channels, compile=compile)
         self.capacity = capacity
         self._slots: dict[int, int] = {}
@@ -110,7 +116,7 @@ class MultiStreamBatcher:
         """Advance every ready stream by as many whole frames as it holds, at most ``max_hops`` (rounded
         down to a power of two, so streams group into few batched steps); returns ``{id: frames}`` of
         the streams advanced."""
-        max_hops = _whole_hops(max_hops)
+        max_hops = _whole_number(max_hops, "max_hops")
         unit, rows = self.session._unit(), self.session._rows
         groups: dict[int, list[int]] = {}
         advanced = {}
@@ -206,6 +212,12 @@ class AudioBatcher:
     """
 
     def __init__(self, model, capacity: int, compile: str | None = None, **options) -> None:
+        if not hasattr(model, "output_lag"):
+            raise UsageError(
+                f"AudioBatcher takes an audio-to-audio model (an enhancer or a bandwidth extender), got "
+                f"{_model_name(model)}; codecs go through MultiStreamBatcher"
+            )
+        capacity = _whole_number(capacity, "capacity")
         self.model = model
         self.capacity = capacity
         self.hop_length = model.hop_length
@@ -290,7 +302,7 @@ class AudioBatcher:
         """Advance every ready stream by as many whole hops as it holds, at most ``max_hops`` (rounded
         down to a power of two, so streams group into few batched steps); returns ``{id: hops}`` of
         the streams advanced."""
-        hops = np.minimum(self._fill // self.hop_length, _whole_hops(max_hops))
+        hops = np.minimum(self._fill // self.hop_length, _whole_number(max_hops, "max_hops"))
         hops[self._owner < 0] = 0
         if not hops.any():
             return {}
@@ -365,15 +377,23 @@ class AudioBatcher:
             self._out[slot].append(row[first : first + count])
 
 
-def _whole_hops(max_hops: int) -> int:
-    """``max_hops`` of a batcher's ``step`` as an int >= 1 (any integer type); UsageError otherwise."""
+def _model_name(model: object) -> str:
+    """How a batcher's messages name ``model``: its family and name, or its type."""
+    if hasattr(model, "family") and hasattr(model, "name"):
+        return f"the {model.family} {model.name}"
+    return type(model).__qualname__
+
+
+def _whole_number(value: int, what: str) -> int:
+    """``value`` (a batcher's ``capacity``, a step's ``max_hops``) as an int >= 1 (any integer type);
+    UsageError naming ``what`` otherwise."""
     try:
-        hops = operator.index(max_hops)
+        number = operator.index(value)
     except TypeError:
-        hops = 0
-    if hops < 1:
-        raise UsageError(f"max_hops must be a whole number >= 1, got {max_hops!r}")
-    return hops
+        number = 0
+    if number < 1:
+        raise UsageError(f"{what} must be a whole number >= 1, got {value!r}")
+    return number
 
 
 def _distinct_slots(batcher: MultiStreamBatcher | AudioBatcher, stream_ids: list[int]) -> list[int]:
