@@ -115,6 +115,8 @@ class CodecStream:
         self.codec = codec
         self.mode = mode
         self.batch_size = batch_size
+        if channels is not None and not isinstance(channels, numbers.Integral):
+            raise UsageError(f"channels must be a whole number, got {channels!r}")
         self.channels = codec.channels if channels is None else int(channels)
         if self.channels < 1:
             raise UsageError(f"channels must be at least 1, got {channels}")
