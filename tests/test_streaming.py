@@ -547,6 +547,9 @@ def test_measure_latency_refuses_what_does_not_stream():
         measure_latency(nn.Linear(2, 2))
     with pytest.raises(UsageError, match="input_rate must divide"):
         measure_latency(BandwidthExtender.from_config("bwe-8to16"), input_rate=32000)
+    for mode in ("encode", "decode"):  # codes out or codes in: were a RuntimeError and an int64 message
+        with pytest.raises(UsageError, match=f"a codec's '{mode}' session does not give audio for audio"):
+            measure_latency(CODECS["tiny-istft"], mode=mode)
 
 
 def test_session_records_step_times():

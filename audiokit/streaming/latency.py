@@ -77,7 +77,8 @@ def measure_latency(
 
     The session is ``model.stream(1, **stream_options)``, by default the one whose latency the model's
     ``algorithmic_latency`` declares: a codec's round trip (``mode="roundtrip"``), a bandwidth
-    extender's from half its rate (``input_rate``), any other model's plain session. For each impulse
+    extender's from half its rate (``input_rate``), any other model's plain session (audio to audio:
+    a codec's ``"encode"`` or ``"decode"`` session is a UsageError). For each impulse
     position ``t0 = frames_before * hop + phase`` (input samples, ``hop`` the input-rate hop) the
     impulse and then zeros are pushed one sample at a time; the latency at that phase is the number of
     input samples pushed from the impulse (inclusive) until the output sample aligned with it has been
@@ -90,6 +91,11 @@ def measure_latency(
             f"got {type(model).__qualname__}"
         )
     options = {**_declared_session_options(model), **stream_options}
+    if options.get("mode", "roundtrip") != "roundtrip":
+        raise UsageError(
+            f"measure_latency times audio in to audio out; a codec's {options['mode']!r} session does not "
+            "give audio for audio (measure mode='roundtrip')"
+        )
     input_rate = options.get("input_rate") or model.sample_rate
     factor, rest = divmod(model.sample_rate, input_rate)
     if rest or not factor:
