@@ -70,6 +70,14 @@ def test_tensors_on_the_meta_device_are_refused(codec, enhancer, bwe, wav):
             call(wav.to("meta"))
 
 
+@pytest.mark.filterwarnings("error")
+def test_audio_that_requires_grad_is_checked_without_a_warning(codec, enhancer, bwe, wav):
+    """The finiteness check warned 'Converting a tensor with requires_grad=True to a scalar' for audio
+    from an autograd graph (a training loop's output pushed into a session)."""
+    for call in calls(codec, enhancer, bwe).values():
+        call(wav.clone().requires_grad_())
+
+
 def test_float64_is_converted(codec, enhancer, bwe, wav):
     assert torch.equal(codec.encode(wav.double()).codes, codec.encode(wav).codes)
     torch.testing.assert_close(enhancer.enhance(wav.double()), enhancer.enhance(wav), atol=1e-6, rtol=0)

@@ -100,7 +100,7 @@ def check_audio(
     if not allow_empty and x.shape[-1] < 1:
         raise UsageError(f"{where}: the audio must hold at least one sample, got shape {tuple(x.shape)}")
     x = x.to(dtype)
-    if not math.isfinite(float(x.sum())) and not bool(torch.isfinite(x).all()):
+    if not math.isfinite(float(x.detach().sum())) and not bool(torch.isfinite(x).all()):
         raise UsageError(f"{where}: the audio holds NaN or infinite samples")
     return x
 
