@@ -108,7 +108,10 @@ def main() -> None:
     parser.add_argument("--stride", type=int, default=1, help="score every STRIDE-th clip from the first")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "ablation", help="run directories")
     parser.add_argument(
-        "--variant", action="append", default=[], help="NAME:KEY=VALUE[,KEY=VALUE...] (commas inside [...] stay; default: front ends)"
+        "--variant",
+        action="append",
+        default=[],
+        help="NAME:KEY=VALUE[,KEY=VALUE...] (commas inside [...] stay; default: front ends)",
     )
     parser.add_argument("--set", action="append", default=[], help="extra recipe override (all runs)")
     parser.add_argument("--out", type=Path, default=RESULTS)
