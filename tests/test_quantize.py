@@ -363,6 +363,10 @@ def test_bitrate_mapping():
         num_quantizers_for_bitrate(400, 50, 1024, 3)
     with pytest.raises(UsageError):
         num_quantizers_for_bitrate(3000, 50, 1024, 3)
+    for not_a_number in ("1500", True, None):
+        with pytest.raises(UsageError, match="bitrate must be a number of bits per second"):
+            num_quantizers_for_bitrate(not_a_number, 50, 1024, 3)
+    assert num_quantizers_for_bitrate(np.float32(1000.0), 50, 1024, 3) == 2
     rvq = ResidualVectorQuantizer(8, 12, 1024, kmeans_init=False)
     assert rvq.n_q_for_bitrate(3000, 50) == 6
 

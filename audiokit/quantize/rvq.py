@@ -13,6 +13,7 @@ streaming sessions both call them, so a row gets the same codes either way.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -63,8 +64,10 @@ def num_quantizers_for_bitrate(
     """Number of codebooks ``floor(bitrate / (frame_rate * log2(codebook_size)))`` for ``bitrate`` bits/s.
 
     Raises :class:`UsageError` (listing the supported bitrates) when that is below 1 or above
-    ``num_quantizers``.
+    ``num_quantizers``, and when ``bitrate`` is not a number (a string, a bool).
     """
+    if isinstance(bitrate, bool) or not isinstance(bitrate, numbers.Real):
+        raise UsageError(f"bitrate must be a number of bits per second, got {bitrate!r}")
     step = float(frame_rate) * bits_per_code(codebook_size)
     n_q = math.floor(float(bitrate) / step + 1e-9) if math.isfinite(float(bitrate)) else 0
     if not 1 <= n_q <= num_quantizers:
