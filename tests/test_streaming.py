@@ -490,6 +490,26 @@ def test_decode_lengths_take_numpy_and_torch_integers_and_refuse_other_values():
     torch.testing.assert_close(batcher.close(stream), audio[0], rtol=0, atol=ATOL)
 
 
+def test_a_refused_reset_leaves_the_streams_as_they_were():
+    """``reset`` with a length it refuses (on a session that is not ``"decode"``, or a bad value) raises
+    before touching any row: the streams go on exactly as offline."""
+    codec = CODECS["tiny-istft"]
+    x = 0.3 * torch.randn(2, 1, 3000)
+    codes, audio = offline(codec, x)
+    session = codec.stream(2, "roundtrip")
+    first = session.push(x[..., :1300])
+    with pytest.raises(UsageError, match="only for 'decode' sessions"):
+        session.reset(0, length=3000)
+    got = torch.cat([first, session.push(x[..., 1300:]), session.flush()], -1)
+    torch.testing.assert_close(got, audio, rtol=0, atol=ATOL)
+    session = codec.stream(2, "decode", length=3000)
+    first = session.push(codes.codes[..., :7])
+    with pytest.raises(UsageError, match="length must be one positive int"):
+        session.reset(1, length=0)
+    got = torch.cat([first, session.push(codes.codes[..., 7:]), session.flush()], -1)
+    torch.testing.assert_close(got, audio, rtol=0, atol=ATOL)
+
+
 def test_failed_decode_flush_resets_every_row():
     """A decode flush that raises (codes short of the rows' length) leaves fresh rows: the same session
     then decodes new codes exactly as offline (stale state, counters or limits would change them)."""

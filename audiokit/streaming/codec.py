@@ -191,11 +191,12 @@ class CodecStream:
         """Restart streams ``items`` (item indices ``0 .. B-1``) from scratch, leaving the others as they
         are; their queued output is dropped. ``length`` as in the constructor (``"decode"`` only)."""
         items = row_indices(items, self.batch_size, "reset: item")
+        if length is not None and self.mode != "decode":
+            raise UsageError("length is only for 'decode' sessions")
+        lengths = None if length is None else self._lengths(items, length)  # refused: nothing reset
         self._reset_rows([item * self.fold + c for item in items for c in range(self.fold)])
-        if length is not None:
-            if self.mode != "decode":
-                raise UsageError("length is only for 'decode' sessions")
-            self._set_limits(items, length)
+        if lengths is not None:
+            self._set_limits(items, lengths)
 
     def state_dict(self) -> dict:
         """Everything needed to continue these streams elsewhere: model states, buffers, counters.
@@ -324,8 +325,15 @@ class CodecStream:
             self._rows[r] = self._new_row()
 
     def _set_limits(self, items: Sequence[int], length: int | Sequence[int]) -> None:
+        """``length`` (see :meth:`_lengths`) as the output samples of the rows of ``items``."""
+        for item, value in zip(items, self._lengths(items, length), strict=True):
+            for c in range(self.fold):
+                self._rows[item * self.fold + c].limit = value
+
+    @staticmethod
+    def _lengths(items: Sequence[int], length: int | Sequence[int]) -> list[int]:
         """``length`` (one whole number for all ``items``, or one each: Python, numpy or torch integers)
-        as the output samples of their rows; UsageError for anything else."""
+        as one output length per item; UsageError for anything else."""
         expected = f"length must be one positive int or one per item ({len(items)}), got {length!r}"
         try:
             lengths = [operator.index(length)] * len(items)
@@ -336,9 +344,7 @@ class CodecStream:
                 raise UsageError(expected) from None
         if len(lengths) != len(items) or any(value < 1 for value in lengths):
             raise UsageError(expected)
-        for item, value in zip(items, lengths, strict=True):
-            for c in range(self.fold):
-                self._rows[item * self.fold + c].limit = value
+        return lengths
 
     # -- input and output -----------------------------------------------------------------------
     def _split_input(self, x) -> torch.Tensor:
