@@ -337,6 +337,14 @@ def test_batcher_encode_and_decode_modes_and_capacity():
     decoder.push(d, Codes(codes.codes[0], 2000))
     decoder.run()
     torch.testing.assert_close(decoder.close(d), audio[0], rtol=0, atol=ATOL)
+    # ... and one item's codes as Codec.encode returns them, (1, n_q, frames), are that stream's codes
+    d = decoder.open()
+    decoder.push(d, codes)
+    decoder.run()
+    torch.testing.assert_close(decoder.close(d), audio[0], rtol=0, atol=ATOL)
+    d = decoder.open()
+    with pytest.raises(UsageError, match=r"push codes \(n_q, frames\) for one stream, got \(2, "):
+        decoder.push(d, torch.cat([codes.codes, codes.codes]))
 
 
 def test_free_slots_hold_no_output_of_steps_of_every_row():

@@ -83,13 +83,16 @@ class MultiStreamBatcher:
         return self._slots[stream_id]
 
     def push(self, stream_id: int, chunk: torch.Tensor) -> None:
-        """Queue ``chunk`` for ``stream_id`` (a :class:`~audiokit.models.Codes` sets the length of a stream
-        opened without one); nothing is computed until :meth:`step`. Integer PCM, numpy
-        arrays, NaN or infinite samples and codes outside the codebooks raise
+        """Queue ``chunk`` for ``stream_id``: audio ``(channels, samples)``, or codes ``(n_q, frames)`` or
+        ``(1, n_q, frames)`` (a :class:`~audiokit.models.Codes` of one item, as ``Codec.encode`` returns,
+        also sets the length of a stream opened without one); nothing is computed until :meth:`step`.
+        Integer PCM, numpy arrays, NaN or infinite samples and codes outside the codebooks raise
         :class:`~audiokit.errors.UsageError` (as a session's ``push``) before anything is queued."""
         session, slot = self.session, self._slot(stream_id)
         if session.mode == "decode":
             codes = getattr(chunk, "codes", chunk)
+            if isinstance(codes, torch.Tensor) and codes.dim() == 3 and codes.shape[0] == 1:
+                codes = codes[0]  # one item's codes as Codec.encode returns them
             if not isinstance(codes, torch.Tensor) or codes.dim() != 2:
                 shape = tuple(codes.shape) if isinstance(codes, torch.Tensor) else type(codes).__name__
                 raise UsageError(f"push codes (n_q, frames) for one stream, got {shape}")
