@@ -1,5 +1,6 @@
-"""Fuzzing the .akc parser: every mutation of a valid file (versions 1 to 3; version 3: entropy-coded
-chunks and the chunk index) either parses or raises BitstreamError.
+"""Fuzzing the .akc parser: every mutation of a valid file (versions 1 to 3; version 3: chunks
+entropy-coded with static tables or with a causal prior, and the chunk index with u16 and u32 entries)
+either parses or raises BitstreamError.
 
 Mutations run on in-memory bytes through :class:`AkcReader`, the parser the file API uses. A parse
 that succeeds must return the original codes unless the mutation rewrote CRCs (then any output must
@@ -25,6 +26,7 @@ import torch
 from audiokit.bitstream import AkcHeader, AkcReader, AkcWriter
 from audiokit.entropy import EntropyModel
 from audiokit.errors import BitstreamError
+from tests.test_entropy_prior import _toy_prior
 
 HEADER_FIELDS = [  # (offset, struct format) of the fixed header fields, from docs/bitstream.md
     (4, "<H"),
@@ -44,6 +46,9 @@ HEADER_FIELDS = [  # (offset, struct format) of the fixed header fields, from do
 
 # skewed tables for 3 codebooks of 1000 codes: the fuzzed file's codes cost more or less than 10 bits
 ENTROPY = EntropyModel.from_counts(np.random.default_rng(7).integers(0, 50, (3, 1000)) ** 2)
+PRIOR = _toy_prior(size=1000, stages=3, width=16)  # the other probability model of version 3
+# 64 x 64 one-bit codes in 8-frame chunks: a version-3 chunk may exceed 65535 bytes, so u32 size fields
+WIDE = EntropyModel.from_counts(np.tile([[1, 20]], (64, 1)), precision=8)
 
 
 class _Sink:
@@ -57,14 +62,19 @@ class _Sink:
         pass
 
 
-def _valid_file(version: int = 1) -> tuple[bytes, torch.Tensor]:
+def _valid_file(version: int = 1, entropy=ENTROPY) -> tuple[bytes, torch.Tensor]:
     source = {"source_rate": 44100, "source_samples": 114_641} if version >= 2 else {}
     if version == 3:
-        source["entropy_model"] = ENTROPY.model_id
-    header = AkcHeader("fuzz", "beef", 16000, 2, 3, 1000, Fraction(50), num_samples=130 * 320 - 7, **source)
-    codes = torch.randint(0, 1000, (2, 3, 130), generator=torch.Generator().manual_seed(0))
+        source["entropy_model"] = entropy.model_id
+    if entropy is WIDE:  # 17 frames: chunks of 8, 8 and 1 frames
+        source["source_samples"] = 17 * 2000 * 44100 // 16000
+        header = AkcHeader("fuzz", "beef", 16000, 64, 64, 2, Fraction(8), num_samples=17 * 2000, **source)
+        codes = torch.randint(0, 2, (64, 64, 17), generator=torch.Generator().manual_seed(0))
+    else:
+        header = AkcHeader("fuzz", "beef", 16000, 2, 3, 1000, Fraction(50), num_samples=41_593, **source)
+        codes = torch.randint(0, 1000, (2, 3, 130), generator=torch.Generator().manual_seed(0))
     sink = _Sink()
-    with AkcWriter(sink, header, ENTROPY) as writer:
+    with AkcWriter(sink, header, entropy) as writer:
         writer.append(codes)
     return bytes(sink.data), codes
 
@@ -75,10 +85,13 @@ def _layout(data: bytes) -> tuple[int, int, list[tuple[int, int]], int, int]:
     header_size = struct.unpack_from("<H", data, 6)[0]
     seed = zlib.crc32(data[: header_size - 4])
     version = struct.unpack_from("<H", data, 4)[0]
-    if version == 3:  # 3 chunks: u16 sizes in the index before the three u64 counts
-        sizes = struct.unpack_from("<HHH", data, len(data) - 28 - 6)
+    if version == 3:  # 3 chunks: their sizes (u16, or u32 if a chunk may not fit) before the three u64 counts
+        channels, codebooks, chunk_frames = data[12], data[14], struct.unpack_from("<H", data, 28)[0]
+        wide = 2 + 4 + 2 * chunk_frames * channels * codebooks + 4 + 4 > 0xFFFF
+        field = "I" if wide else "H"
+        sizes = struct.unpack_from("<" + 3 * field, data, len(data) - 28 - 3 * struct.calcsize(field))
         offsets = np.cumsum([header_size, *sizes[:-1]]).tolist()
-        return seed, header_size, list(zip(offsets, sizes, strict=True)), 2 + 6 + 28, 28
+        return seed, header_size, list(zip(offsets, sizes, strict=True)), 2 + 3 * (4 if wide else 2) + 28, 28
     trailer = 22 if version == 1 else 30
     stride = 6 + (50 * 2 * 3 * 10 + 7) // 8
     chunks, pos = [], header_size
@@ -173,8 +186,8 @@ def _mutate(data: bytes, rng: np.random.Generator, layout) -> tuple[bytes, bool]
     return bytes(b), False
 
 
-def _parse(data: bytes, partial: bool) -> tuple[AkcHeader, torch.Tensor]:
-    reader = AkcReader(data, partial=partial, entropy=ENTROPY)
+def _parse(data: bytes, partial: bool, entropy=ENTROPY) -> tuple[AkcHeader, torch.Tensor]:
+    reader = AkcReader(data, partial=partial, entropy=entropy)
     return reader.header, reader.read_frames(0, reader.num_frames)
 
 
@@ -198,9 +211,9 @@ def _cpu_deadline(seconds: float):
         signal.signal(signal.SIGPROF, previous)
 
 
-def _fuzz(count: int, seed: int, cpu_limit_s: float, version: int = 1) -> dict[str, int]:
-    data, codes = _valid_file(version)
-    header, parsed = _parse(data, partial=False)
+def _fuzz(count: int, seed: int, cpu_limit_s: float, version: int = 1, entropy=ENTROPY) -> dict[str, int]:
+    data, codes = _valid_file(version, entropy)
+    header, parsed = _parse(data, partial=False, entropy=entropy)
     assert torch.equal(parsed, codes)
     layout = _layout(data)
     rng = np.random.default_rng(seed)
@@ -215,7 +228,7 @@ def _fuzz(count: int, seed: int, cpu_limit_s: float, version: int = 1) -> dict[s
                 tracemalloc.start()
             start = time.thread_time()
             try:
-                got_header, got = _parse(mutated, partial)
+                got_header, got = _parse(mutated, partial, entropy)
             except BitstreamError as exc:
                 assert " byte " in str(exc) and str(exc).startswith("<bytes>: byte "), str(exc)
                 outcomes["error"] += 1
@@ -243,6 +256,15 @@ def _fuzz(count: int, seed: int, cpu_limit_s: float, version: int = 1) -> dict[s
 def test_fuzz_10k_mutations_only_raise_bitstream_errors(version):
     outcomes = _fuzz(10_000, seed=1234, cpu_limit_s=300, version=version)
     assert outcomes["error"] > 8_000, outcomes  # the mutations really break files
+
+
+@pytest.mark.parametrize("entropy", [PRIOR, WIDE], ids=["prior", "u32_sizes"])
+def test_fuzz_entropy_coded_kinds_only_raise_bitstream_errors(entropy):
+    """Version 3 with the causal prior (its range decoder, C++ where the kernels build) and with u32
+    chunk and index sizes."""
+    count = 10_000 if entropy is PRIOR else 2_000  # a wide chunk holds 32,768 codes
+    outcomes = _fuzz(count, seed=4321, cpu_limit_s=300, version=3, entropy=entropy)
+    assert outcomes["error"] > 0.8 * count, outcomes
 
 
 @pytest.mark.slow
