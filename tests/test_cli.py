@@ -82,6 +82,16 @@ def test_info_of_a_folder_describes_every_audio_and_akc_file_under_it(tmp_path):
     assert "not a readable audio file" in rows[2]["error"] and "2 done, 1 failed" in done.stderr
 
 
+def test_info_text_gives_the_stored_bitrate_of_an_entropy_coded_file():
+    """The text form gives the bitrate the file spends beside the fixed-width one (was: only the
+    nominal 6 kbps, also for an entropy-coded file that spends 5.69)."""
+    golden = Path(__file__).resolve().parent / "data" / "speech16k_entropy_prior2.akc"
+    done = audiokit("info", str(golden))
+    assert done.returncode == 0, done.stderr
+    stored = round(golden.stat().st_size * 8 / 2.5 / 1000, 3)  # 2.5 s of audio
+    assert stored < 6 and f"6 kbps (12 codebooks x 1 ch; {stored:g} kbps as stored)" in done.stdout
+
+
 def test_info_counts_nonfinite_samples(tmp_path):
     """`info` describes a file holding NaN or infinite samples (which the processing commands refuse)
     and counts them; its level is that of the other samples."""

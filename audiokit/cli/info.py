@@ -32,10 +32,11 @@ def _line(row: dict) -> str:
         coding = ""
         if row["entropy_coded"]:
             coding = f", entropy-coded ({row['entropy_model'] or 'a model this package lacks'})"
+        stored = "" if row["actual_kbps"] is None else f"; {row['actual_kbps']:g} kbps as stored"
         return (
             f"{row['path']}: .akc v{row['version']}{coding}, {row['model']} ({version}, weights "
             f"{row['weights_sha256'][:12]}{decoder}), "
-            f"{row['bitrate_kbps']:g} kbps ({row['codebooks']} codebooks x {row['channels']} ch), "
+            f"{row['bitrate_kbps']:g} kbps ({row['codebooks']} codebooks x {row['channels']} ch{stored}), "
             f"{row['duration_s']:.3f} s, original {original}"
         )
     bad = row["nonfinite_samples"]
