@@ -408,9 +408,12 @@ def _parse_header(source: _Source) -> tuple[AkcHeader, int]:
     entropy_model = _ENTROPY_ID.unpack_from(raw, end + _SOURCE_RATE.size)[0] if version == 3 else None
     try:
         name = raw[pos + 1 : digest_pos].decode("utf-8")
+    except UnicodeDecodeError:
+        raise _error(source, pos, "model name is not valid UTF-8") from None
+    try:
         digest = raw[digest_pos + 1 : end].decode("ascii")
     except UnicodeDecodeError:
-        raise _error(source, pos, "model name or weights hash is not valid text") from None
+        raise _error(source, digest_pos, "weights hash is not ASCII") from None
     header = AkcHeader.__new__(AkcHeader)
     values = dict(
         model_name=name,

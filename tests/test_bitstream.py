@@ -260,6 +260,21 @@ def test_corrupt_files_name_the_byte_offset(tmp_path):
         read_akc(tmp_path / "missing.akc")
 
 
+@pytest.mark.parametrize("field", ["model_name", "weights_hash"])
+def test_undecodable_header_text_names_its_own_field(field):
+    """A model name that is not UTF-8 or a weights hash that is not ASCII names the byte of its own field's
+    length (was: the model name's, for both)."""
+    header = _header(num_samples=0)
+    data = bytearray(header.encode())
+    name_length = 38
+    hash_length = name_length + 1 + data[name_length]
+    at = name_length if field == "model_name" else hash_length
+    data[at + 1] = 0xFF  # never valid UTF-8 (nor ASCII)
+    data[-4:] = struct.pack("<I", zlib.crc32(bytes(data[:-4])))
+    with pytest.raises(BitstreamError, match=f"<bytes>: byte {at}: "):
+        AkcReader(bytes(data), partial=True)
+
+
 def test_out_of_range_code_with_valid_crc_is_rejected():
     header = _header(num_codebooks=1, codebook_size=1000, num_samples=320)
     writer_path = bytearray()
