@@ -667,19 +667,25 @@ class AkcReader:
         return self.num_frames - index * self.header.chunk_frames if last else self.header.chunk_frames
 
     def _check_chunk(self, raw: bytes, index: int, offset: int, frames: int) -> None:
-        """BitstreamError unless chunk ``index`` (its bytes ``raw``, at ``offset``) has its CRC and
-        declares ``frames`` frames."""
+        """BitstreamError unless chunk ``index`` (its bytes ``raw``, at ``offset``) has its CRC, declares
+        ``frames`` frames and (version 3) a payload size that fills the size its index entry gives."""
         (declared,) = _CHUNK_HEAD.unpack_from(raw)
         crc = zlib.crc32(raw[:-4], zlib.crc32(struct.pack("<Q", index), self._crc_seed))
         if crc != _CRC.unpack_from(raw, len(raw) - 4)[0]:
             raise _error(self._source, offset, f"chunk {index} CRC mismatch (corrupt data)")
         if declared != frames:
             raise _error(self._source, offset, f"chunk {index} holds {declared} frames, expected {frames}")
+        if self.header.entropy_coded:
+            field = self.header.size_field
+            (payload_size,) = field.unpack_from(raw, _CHUNK_HEAD.size)
+            if _CHUNK_HEAD.size + field.size + payload_size + _CRC.size != len(raw):
+                problem = f"chunk {index}: payload size {payload_size} disagrees with the index"
+                raise _error(self._source, offset + 2, problem)
 
     def verify(self) -> None:
-        """Check every chunk available now (CRC and frame count) without decoding its codes (so also a
-        version-3 file without its entropy model): :class:`BitstreamError` naming the byte offset of the
-        first damaged one."""
+        """Check every chunk available now (CRC, frame count, version 3: payload size) without decoding its
+        codes (so also a version-3 file without its entropy model): :class:`BitstreamError` naming the byte
+        offset of the first damaged one."""
         h = self.header
         for index in range(self.num_chunks):
             frames, offset = self._chunk_frames(index), self.chunk_offset(index)
@@ -712,14 +718,8 @@ class AkcReader:
         """Codes ``[frames, channels, num_codebooks]`` of the version-3 chunk ``index`` at ``offset``."""
         h, src = self.header, self._source
         raw = src.read(offset, self._chunk_sizes[index], f"chunk {index}")
-        field = h.size_field
-        (payload_size,) = field.unpack_from(raw, _CHUNK_HEAD.size)
         self._check_chunk(raw, index, offset, frames)
-        head_size = _CHUNK_HEAD.size + field.size
-        if head_size + payload_size + _CRC.size != len(raw):
-            raise _error(
-                src, offset + 2, f"chunk {index}: payload size {payload_size} disagrees with the index"
-            )
+        head_size = _CHUNK_HEAD.size + h.size_field.size
         model = self._entropy_model()
         try:
             return model.decode(memoryview(raw)[head_size:-4], frames, h.channels, h.num_codebooks)

@@ -159,6 +159,8 @@ def test_corrupt_entropy_chunks_name_the_byte_offset(tmp_path):
     assert message == f"<bytes>: byte {start + size - 5}: chunk 1: entropy-coded payload ends in a zero byte"
     message = read(forged(lambda b: struct.pack_into("<H", b, start + 2, 3)))
     assert message.startswith(f"<bytes>: byte {start + 2}: chunk 1: payload size 3 disagrees")
+    with pytest.raises(BitstreamError, match=f"^<bytes>: byte {start + 2}: chunk 1: payload size 3"):
+        AkcReader(forged(lambda b: struct.pack_into("<H", b, start + 2, 3))).verify()  # was accepted
     # the index: a chunk size that does not add up, with the trailer CRC recomputed
     b = bytearray(data)
     index_at = len(b) - 28 - 6
