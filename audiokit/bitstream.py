@@ -683,14 +683,17 @@ class AkcReader:
                 raise _error(self._source, offset + 2, problem)
 
     def verify(self) -> None:
-        """Check every chunk available now (CRC, frame count, version 3: payload size) without decoding its
-        codes (so also a version-3 file without its entropy model): :class:`BitstreamError` naming the byte
-        offset of the first damaged one."""
-        h = self.header
+        """Check every chunk available now as reading it does (fixed-width codes: CRC, frame count, padding
+        bits, code range) but, in version 3, without decoding its codes (CRC, frame count, payload size; so
+        also without its entropy model): :class:`BitstreamError` naming the byte offset of the first
+        damaged one."""
         for index in range(self.num_chunks):
-            frames, offset = self._chunk_frames(index), self.chunk_offset(index)
-            size = self._chunk_sizes[index] if h.entropy_coded else CHUNK_OVERHEAD + h.payload_size(frames)
-            self._check_chunk(self._source.read(offset, size, f"chunk {index}"), index, offset, frames)
+            if not self.header.entropy_coded:
+                self.read_chunk(index)
+                continue
+            offset = self.chunk_offset(index)
+            raw = self._source.read(offset, self._chunk_sizes[index], f"chunk {index}")
+            self._check_chunk(raw, index, offset, self._chunk_frames(index))
 
     def read_chunk(self, index: int) -> torch.Tensor:
         """Codes ``[channels, num_codebooks, frames]`` int64 of chunk ``index`` (CRC-checked)."""

@@ -302,6 +302,8 @@ def test_out_of_range_code_with_valid_crc_is_rejected():
         BitstreamError, match=f"<bytes>: byte {header_size + 2}: code 1023 >= codebook size 1000"
     ):
         AkcReader(broken).read_frames(0, 1)
+    with pytest.raises(BitstreamError, match=f"byte {header_size + 2}: code 1023"):
+        AkcReader(broken).verify()  # what `audiokit info` runs (was: accepted)
     assert torch.equal(AkcReader(bytes(writer_path)).read_frames(0, 1), torch.tensor([[[999]]]))
 
 
