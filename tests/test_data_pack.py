@@ -188,6 +188,7 @@ def test_existing_pack_is_kept_unless_forced(packed, tmp_path):
         ("", ["--max-mb", "inf"], "argument --max-mb: inf is not a positive number"),
         ("", ["--kbps", "2"], "argument --kbps: 2 is not an Opus bitrate (6 to 256 kbit/s)"),
         ("", ["--max-clips", "0"], "argument --max-clips: 0 is below 1"),
+        ("", ["--seed", "-1"], "argument --seed: -1 is below 0"),  # was numpy's ValueError, exit 70
     ],
 )
 def test_bad_input_is_a_one_line_error(tmp_path, capsys, extra, args, message):

@@ -390,6 +390,14 @@ def test_cli_mix_refuses_bad_snrs_and_list_before_mixing(prepared, tmp_path, cap
     assert message.format(tmp=tmp_path) in err
 
 
+def test_cli_mix_refuses_a_negative_seed(prepared, tmp_path, capsys):
+    """numpy's generators take no negative seed: it was an internal error (exit 70)."""
+    out = tmp_path / "mix"
+    assert main(["data", "mix", "--out", str(out), "--data-dir", str(prepared), "--seed", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "argument --seed: -1 is below 0" in err and not out.exists()
+
+
 def test_archive_members_only_selected_ones(tmp_path):
     """0ad-data: only audio/voice, audio/{ambient,actor,resource} and audio/music are read from public.zip."""
     rng = np.random.default_rng(2)

@@ -163,7 +163,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         help="comma-separated SNRs in dB (default %(default)s; a list that starts with a minus sign takes =:"
         " --snr=-5,0,5)",
     )
-    mix.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    mix.add_argument("--seed", type=whole_number(0), default=0, help="random seed (default 0)")
     mix.add_argument("--list", type=Path, help="also write the clip list here (e.g. recipes/data/...)")
     mix.add_argument(
         "-f", "--force", action="store_true", help="replace --out if it holds an earlier set, and --list"
@@ -195,7 +195,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         help="size budget of the whole folder in MiB (2**20 bytes)",
     )
     packer.add_argument("--max-clips", type=whole_number(1), help="at most this many clips")
-    packer.add_argument("--seed", type=int, default=0, help="seed of the clip order (default 0)")
+    packer.add_argument("--seed", type=whole_number(0), default=0, help="seed of the clip order (default 0)")
     packer.add_argument("--no-shuffle", action="store_true", help="take clips in the manifest's order")
     packer.add_argument(
         "-f", "--force", action="store_true", help="replace OUT_DIR if it holds an earlier pack"
