@@ -49,6 +49,11 @@ def _write_manifest(folder: Path, paths: list[Path | str], extra: str = "") -> P
     return manifest
 
 
+def _timed_row(seconds: str) -> str:
+    """A manifest line of a real clip whose ``seconds`` is the JSON text ``seconds``."""
+    return f'{{"path": {json.dumps(str(SPEECH[0]))}, "seconds": {seconds}}}\n'
+
+
 @pytest.fixture(scope="module")
 def packed(tmp_path_factory) -> tuple[Path, Path]:
     """A pack of every speech sample (one row relative to the manifest's folder), whole budget."""
@@ -183,6 +188,10 @@ def test_existing_pack_is_kept_unless_forced(packed, tmp_path):
     [
         ("{not json\n", [], "tiny.jsonl:7: not a manifest line"),
         ('{"seconds": 1.0}\n', [], "tiny.jsonl:7: not a manifest line: no string 'path'"),
+        # after every clip was encoded: an internal error ("x"), or NaN in PACK.json's source_hours
+        (_timed_row('"x"'), [], "tiny.jsonl:7: 'seconds' 'x' is not a finite number of seconds >= 0"),
+        (_timed_row("NaN"), [], "tiny.jsonl:7: 'seconds' nan is not a finite number"),
+        (_timed_row("-1"), [], "tiny.jsonl:7: 'seconds' -1 is not a finite number"),
         ("", ["--max-mb", "0.01"], "--max-mb 0.01: too small"),
         ("", ["--max-mb", "nan"], "argument --max-mb: nan is not a positive number"),
         ("", ["--max-mb", "inf"], "argument --max-mb: inf is not a positive number"),

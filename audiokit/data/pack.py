@@ -41,6 +41,7 @@ from audiokit.data.manifest import (
 from audiokit.data.paths import data_root
 from audiokit.errors import UsageError
 from audiokit.folders import check_target, staged_folder
+from audiokit.schema import json_number
 from audiokit.tools import OPUS_MIN_KBPS, require_tool
 
 CODECS = ("opus",)
@@ -70,7 +71,8 @@ def resolve_manifest(spec: str, root: Path | None = None, sample_rate: int = DEF
 
 
 def read_rows(manifest: Path, root: Path) -> list[dict]:
-    """Manifest rows with ``path`` made absolute; a malformed line is a one-line :class:`UsageError`."""
+    """Manifest rows with ``path`` made absolute; a malformed line (no string ``path``, a ``seconds`` that
+    is not a finite number >= 0) is a one-line :class:`UsageError`."""
     rows = []
     try:
         lines = text_lines(manifest)
@@ -85,6 +87,11 @@ def read_rows(manifest: Path, root: Path) -> list[dict]:
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             problem = exc.msg if isinstance(exc, json.JSONDecodeError) else f"no string 'path' ({exc})"
             raise UsageError(f"{manifest}:{number}: not a manifest line: {problem}") from None
+        if "seconds" in row and not 0 <= json_number(row["seconds"]) < math.inf:
+            raise UsageError(
+                f"{manifest}:{number}: 'seconds' {row['seconds']!r} is not a finite number of seconds >= 0 "
+                "(or leave it out)"
+            )
         row["path"] = str(audio_path(manifest, relative, root))
         rows.append(row)
     if not rows:
