@@ -544,6 +544,8 @@ def test_mix_never_replaces_its_inputs_or_a_folder_that_is_not_a_set(prepared, t
     listing.write_text("kept\n")
     speech = manifest_path("valid", "speech", data)
     before = speech.read_bytes()
+    clip = Path(read_manifest(speech)[0]["path"])  # --list overwrote a clip the set is mixed from
+    clip_bytes = clip.read_bytes()
     mix = ["data", "mix", "--data-dir", str(data), "-q"]
     for argv, message in [
         (["--out", str(data), "-f"], f"{data}: is the input "),
@@ -554,11 +556,14 @@ def test_mix_never_replaces_its_inputs_or_a_folder_that_is_not_a_set(prepared, t
         (["--out", str(listing), "-f"], f"{listing}: exists and is not a folder"),
         (["--out", str(tmp_path / "mix"), "--list", str(listing)], f"{listing}: already exists"),
         (["--out", str(tmp_path / "mix"), "--list", str(speech), "-f"], "would overwrite the input"),
+        (["--out", str(tmp_path / "mix"), "--list", str(clip), "-f"], f"would overwrite the input {clip}"),
     ]:
         assert main([*mix, *argv]) == 1, argv
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and message in err, (argv, err)
-    assert speech.read_bytes() == before and (other / "holiday.jpg").exists()
+    assert (
+        speech.read_bytes() == before and clip.read_bytes() == clip_bytes and (other / "holiday.jpg").exists()
+    )
     assert listing.read_text() == "kept\n" and not (tmp_path / "mix").exists()
     assert main([*mix, "--out", str(tmp_path / "mix"), "--list", str(listing), "-f"]) == 0
     assert read_jsonl(listing) == read_jsonl(tmp_path / "mix" / "clips.jsonl")

@@ -9,13 +9,11 @@ from pathlib import Path
 
 from audiokit.argtypes import finite_number, whole_number
 from audiokit.cli.options import number_in, sample_rate_hz
-from audiokit.data.manifest import manifest_path, write_jsonl_atomic
 from audiokit.data.noisy_set import DEFAULT_SNRS, build_noisy_set
 from audiokit.data.pack import CODECS, pack
 from audiokit.data.prepare import hours_table, prepare
 from audiokit.data.sources import ROLES, SPLITS
 from audiokit.errors import UsageError
-from audiokit.io import prepare_outputs
 from audiokit.tools import OPUS_MIN_KBPS
 
 
@@ -77,22 +75,16 @@ def run_prepare(args: argparse.Namespace) -> int:
 def run_mix(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.out.is_dir():
         raise UsageError(f"{args.out}: exists and is not a folder")
-    snrs = _snrs(args.snr)
-    if args.list is not None:  # refused now (a folder, an input, an existing file without -f), not once built
-        roles = ("speech", "noise")
-        manifests = [manifest_path("valid", role, _root(args), args.sample_rate) for role in roles]
-        prepare_outputs([("--list", args.list)], force=args.force, inputs=manifests)
     clips = build_noisy_set(
         args.out,
-        snrs,
+        _snrs(args.snr),
         args.seed,
         root=_root(args),
         sample_rate=args.sample_rate,
         quiet=args.quiet,
         force=args.force,
+        clip_list=args.list,
     )
-    if args.list is not None:
-        write_jsonl_atomic(args.list, clips)
     if not args.quiet:
         hours = sum(clip["seconds"] for clip in clips) / 3600
         print(f"{len(clips)} clean/noisy pairs ({hours:.2f} h) in {args.out}, list in clips.jsonl")

@@ -27,15 +27,17 @@ def build_noisy_set(
     sample_rate: int = 16000,
     quiet: bool = False,
     force: bool = False,
+    clip_list: Path | None = None,
 ) -> list[dict]:
     """Mix every validation speech clip with a validation noise excerpt; write ``clean/`` and ``noisy/``.
 
     For clip ``i`` (speech sorted by path) the SNR is ``snrs[i % len(snrs)]`` after a seeded shuffle, and
     the noise clip and start offset are drawn from ``numpy.random.default_rng(seed)``; short noise is
     looped. Both files are 16-bit WAV with the same relative name. Returns the clip list (also written
-    to ``out/clips.jsonl``): names, SNR, noise source, offset and the sha256 of both files. The folder
-    is written whole (an existing ``out`` is replaced only with ``force``, and only once the new set is
-    complete).
+    to ``out/clips.jsonl``, and to ``clip_list`` when given): names, SNR, noise source, offset and the
+    sha256 of both files. The folder is written whole (an existing ``out`` is replaced only with
+    ``force``, and only once the new set is complete); ``clip_list`` is refused before anything is
+    written when it exists without ``force`` or is one of the inputs (a manifest or a clip).
     """
     if not snrs:
         raise UsageError("--snr: give at least one SNR in dB, e.g. -5,0,5,10,20")
@@ -54,6 +56,8 @@ def build_noisy_set(
     clips = []
     inputs = [speech_manifest, noise_manifest, *(row["path"] for row in [*speech, *noise])]
     check_target(out, inputs, "clips.jsonl", "clean/noisy set", force)
+    if clip_list is not None:
+        audio_io.prepare_outputs([("--list", clip_list)], force=force, inputs=inputs)
     with staged_folder(out, force=True) as staging:  # check_target refused what needs -f
         bar = tqdm(speech, desc="mixing", unit="clip", disable=quiet or not sys.stderr.isatty())
         for index, row in enumerate(bar):
@@ -83,6 +87,8 @@ def build_noisy_set(
                 }
             )
         write_jsonl_atomic(staging / "clips.jsonl", clips)
+    if clip_list is not None:
+        write_jsonl_atomic(clip_list, clips)
     return clips
 
 
