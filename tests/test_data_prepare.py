@@ -264,6 +264,17 @@ def test_interrupted_run_resumes_to_the_same_result(prepared, debs, tmp_path):
     assert _manifests(tmp_path) == _manifests(prepared)
 
 
+def test_a_rule_whose_clips_were_deleted_is_done_again(prepared, debs, tmp_path):
+    """A done marker was trusted with its clips gone: "already done", manifests listing missing files."""
+    root = tmp_path / "data"
+    shutil.copytree(prepared, root)
+    clip = root / read_jsonl(manifest_path("valid", "speech", root))[0]["path"]
+    clip.unlink()
+    summary = _run(root, debs)
+    assert summary.units_done == 1 and summary.units_skipped == len(select(ROLES, SPLITS)) - 1
+    assert clip.is_file() and _manifests(root) == _manifests(prepared)
+
+
 def test_a_second_prepare_on_the_same_directory_is_refused(tmp_path, debs):
     """Two prepares unpacking one package into the same folder broke each other (session 16)."""
 

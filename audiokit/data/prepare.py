@@ -349,7 +349,7 @@ def _prepare_sources(
         list(dict.fromkeys(source.package for source in sources)), "packages", quiet=quiet, label=str
     ):
         units = [source for source in sources if source.package == package]
-        pending = [source for source in units if not (state / f"{unit_id(source)}.json").exists()]
+        pending = [source for source in units if not _done(state / f"{unit_id(source)}.json", root)]
         summary.units_skipped += len(units) - len(pending)
         if not pending:
             continue
@@ -366,6 +366,15 @@ def _prepare_sources(
             summary.units_done += 1
             if after_unit is not None:
                 after_unit(source)
+
+
+def _done(marker: Path, root: Path) -> bool:
+    """Whether a rule is done: its ``marker`` exists and every clip it lists is still below ``root`` (a
+    deleted clip makes the rule run again rather than stay in the manifests)."""
+    if not marker.exists():
+        return False
+    rows = json.loads(marker.read_text(encoding="utf-8"))["rows"]
+    return all((root / row["path"]).is_file() for row in rows)
 
 
 def write_manifests(root: Path, sample_rate: int) -> dict[tuple[str, str], list[dict]]:
