@@ -333,8 +333,13 @@ def test_noisy_set_replaces_a_folder_whole_and_only_when_forced(prepared, tmp_pa
 
 
 def test_noisy_set_needs_prepared_manifests(tmp_path):
-    with pytest.raises(UsageError, match="data prepare"):
+    with pytest.raises(UsageError, match=r"data prepare --split valid` first"):
         build_noisy_set(tmp_path / "out", root=tmp_path, quiet=True)
+    # another rate's corpus is prepared with that rate (the hint left it out)
+    with pytest.raises(
+        UsageError, match=r"sr24000/valid_speech.jsonl: .* --split valid --sample-rate 24000`"
+    ):
+        build_noisy_set(tmp_path / "out", root=tmp_path, sample_rate=24000, quiet=True)
 
 
 def test_cli_prepare_and_mix(prepared, debs, tmp_path, capsys):

@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from audiokit import io as audio_io
 from audiokit.data.debs import sha256_file
-from audiokit.data.manifest import manifest_path, read_manifest, write_jsonl_atomic
+from audiokit.data.manifest import DEFAULT_SAMPLE_RATE, manifest_path, read_manifest, write_jsonl_atomic
 from audiokit.data.mixing import loop_excerpt, mix_at_snr, snr_db
 from audiokit.errors import UsageError
 from audiokit.folders import check_target, staged_folder
@@ -45,7 +45,8 @@ def build_noisy_set(
     noise_manifest = manifest_path("valid", "noise", root, sample_rate)
     for path in (speech_manifest, noise_manifest):
         if not path.exists():
-            raise UsageError(f"{path}: missing; run `audiokit data prepare --split valid` first")
+            rate = "" if sample_rate == DEFAULT_SAMPLE_RATE else f" --sample-rate {sample_rate}"
+            raise UsageError(f"{path}: missing; run `audiokit data prepare --split valid{rate}` first")
     speech, noise = _rows(speech_manifest, root), _rows(noise_manifest, root)
     if not speech or not noise:
         raise UsageError(f"{speech_manifest.parent}: the valid speech or noise manifest is empty")
