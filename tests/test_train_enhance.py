@@ -246,3 +246,18 @@ def test_noisy_set_stride_spreads_the_clips(tmp_path):
     assert [name for name, _ in read_noisy_set(tmp_path, rate, 2, 1.0)] == ["0.wav", "1.wav"]
     with pytest.raises(RecipeError, match="eval.stride"):
         load_recipe(TINY, ["eval.stride=0"])
+
+
+@pytest.mark.parametrize(
+    ("listing", "message"),
+    [
+        ('{"name": "0.wav"}\n{"name": "1.w', r"clips.jsonl:2: not a JSON line"),  # cut short
+        ('{"name": "0.wav"}\n{"snr_db": 5}\n', r"clips.jsonl: the row \{'snr_db': 5\} has no string 'name'"),
+        ('["0.wav"]\n', r"has no string 'name'"),
+    ],
+)
+def test_a_broken_clip_list_is_a_recipe_error(tmp_path, listing, message):
+    """A cut or hand-edited clips.jsonl was Python's JSONDecodeError/KeyError when the trainer started."""
+    (tmp_path / "clips.jsonl").write_text(listing)
+    with pytest.raises(RecipeError, match=f"data.valid: .*{message}"):
+        read_noisy_set(tmp_path, 16000, 8, 1.0)

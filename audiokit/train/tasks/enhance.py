@@ -12,7 +12,6 @@ Validation (``data.valid``): a folder made by ``audiokit data mix`` (``clips.jso
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import torch
 from torch import nn
 
 from audiokit import io
+from audiokit.data.manifest import read_jsonl
 from audiokit.data.paths import data_root
 from audiokit.errors import RecipeError
 from audiokit.losses import CompressedComplexSTFTLoss, MultiResolutionSTFTLoss
@@ -148,8 +148,13 @@ def read_noisy_set(
     listing = folder / "clips.jsonl"
     if not listing.is_file():
         raise RecipeError(f"data.valid: {listing} not found; make it with `audiokit data mix --out {folder}`")
-    lines = [line for line in listing.read_text().splitlines() if line.strip()]
-    rows = [json.loads(line) for line in lines[::stride][:max_files]]
+    try:
+        rows = read_jsonl(listing)[::stride][:max_files]
+    except ValueError as exc:  # a cut or hand-edited list
+        raise RecipeError(f"data.valid: {exc}; make the set again with `audiokit data mix`") from None
+    for row in rows:
+        if not isinstance(row, dict) or not isinstance(row.get("name"), str):
+            raise RecipeError(f"data.valid: {listing}: the row {str(row)[:80]} has no string 'name'")
     limit = max(1, round(max_seconds * sample_rate))
     pairs = []
     for row in rows:
