@@ -275,6 +275,27 @@ def test_a_rule_whose_clips_were_deleted_is_done_again(prepared, debs, tmp_path)
     assert clip.is_file() and _manifests(root) == _manifests(prepared)
 
 
+def test_another_version_of_a_package_is_unpacked_again(tmp_path):
+    """The unpack of an earlier .deb was reused: a later rule took that version's files while the new
+    version's sha256 was recorded."""
+    root, effect, speech = tmp_path / "data", f"{TUX}/animals/zebra.ogg", _speech("speech_ca_44k.flac")
+    for version, seconds in (("old", 1.0), ("new", 2.0)):
+        noise = np.random.default_rng(0).uniform(-0.3, 0.3, int(seconds * 16000)).astype(np.float32)
+        files = {effect: (noise, 16000), f"{TUX}/animals/zebra_desc_ca.ogg": speech}
+        _build_deb(tmp_path / version, "tuxpaint-stamps-default", files)
+    built = tmp_path / "new" / "debs" / "tuxpaint-stamps-default_1.0-1_all.deb"
+    built.rename(built.with_name("tuxpaint-stamps-default_2.0-1_all.deb"))
+    only = {"packages": ["tuxpaint-stamps-default"], "root": root, "quiet": True}
+    prepare(["speech"], ["valid"], deb_dir=tmp_path / "old" / "debs", **only)
+    shutil.rmtree(root / "debs")  # removed to save space: the next run fetches the package anew
+    prepare(["noise"], ["train"], deb_dir=tmp_path / "new" / "debs", **only)
+    (row,) = read_jsonl(manifest_path("train", "noise", root))
+    (record,) = read_jsonl(root / "manifests" / "packages.jsonl")
+    assert row["seconds"] == 2.0 and record["version"] == "2.0-1"
+    unpacked = root / "extracted" / "tuxpaint-stamps-default" / effect
+    assert row["source_sha256"] == hashlib.sha256(unpacked.read_bytes()).hexdigest()
+
+
 def test_a_second_prepare_on_the_same_directory_is_refused(tmp_path, debs):
     """Two prepares unpacking one package into the same folder broke each other (session 16)."""
 

@@ -78,13 +78,15 @@ def package_version(deb: Path) -> str:
 
 
 def extract_package(deb: Path, folder: Path) -> Path:
-    """Unpack ``deb`` into ``folder`` (once; an existing complete unpack is reused) and return ``folder``.
+    """Unpack ``deb`` into ``folder`` (once; an existing complete unpack of the same .deb, by sha256, is
+    reused; one of another .deb, e.g. an earlier version, is replaced) and return ``folder``.
 
     ``deb`` is the cache's copy: one that dpkg-deb cannot read (a corrupt or cut download) is deleted, so
     that the next run fetches it anew instead of failing on it again; one it reads (the unpack failed for
     another reason, e.g. a full disk) is kept.
     """
-    if (folder / ".complete").exists():
+    complete = folder / ".complete"
+    if complete.exists() and complete.read_text().strip() == sha256_file(deb):
         return folder
     dpkg_deb = _tool("dpkg-deb", "apt-get install dpkg")
     if folder.exists():
