@@ -108,6 +108,12 @@ def test_unknown_sources_are_recipe_errors(tmp_path, monkeypatch):
     (tmp_path / "manifests" / "train_speech.jsonl").write_text('{"no_path": 1}\n')
     with pytest.raises(RecipeError, match="train_speech.jsonl:1: not a manifest line"):
         read_clips("train_speech")
+    # a 'pair' that is no path was Python's TypeError from os.path
+    (tmp_path / "manifests" / "train_speech.jsonl").write_text('{"path": "a.flac", "pair": 5}\n')
+    with pytest.raises(
+        RecipeError, match=r"train_speech.jsonl:1: not a manifest line: 'pair' 5 is not a path"
+    ):
+        read_clips("train_speech")
 
 
 def test_prepared_manifests_are_found_in_the_folder_of_the_models_rate(tmp_path, monkeypatch):

@@ -123,8 +123,8 @@ def audio_path(manifest: Path, audio: str | Path, root: Path | None = None) -> P
 
 def read_manifest(path: Path, root: Path | None = None) -> list[dict]:
     """Rows of a manifest, ``path`` and ``pair`` made absolute (relative to ``root`` when given, else
-    resolved by :func:`audio_path`). A line that is not a JSON object with a string ``path`` raises
-    :class:`ValueError` naming ``file:line``."""
+    resolved by :func:`audio_path`). A line that is not a JSON object with a string ``path`` (and a
+    ``pair``, if any, that is a string or null) raises :class:`ValueError` naming ``file:line``."""
     rows = []
     for number, line in enumerate(text_lines(path), 1):
         if not line.strip():
@@ -133,6 +133,8 @@ def read_manifest(path: Path, root: Path | None = None) -> list[dict]:
             row = json.loads(line)
             if not isinstance(row, dict) or not isinstance(row.get("path"), str):
                 raise ValueError("no string 'path'")
+            if not isinstance(row.get("pair"), str | None):
+                raise ValueError(f"'pair' {row['pair']!r} is not a path (a string) or null")
         except ValueError as exc:
             problem = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
             raise ValueError(f"{path}:{number}: not a manifest line: {problem}") from None
