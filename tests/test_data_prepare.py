@@ -606,6 +606,19 @@ def test_mix_never_replaces_its_inputs_or_a_folder_that_is_not_a_set(prepared, t
     assert read_jsonl(listing) == read_jsonl(tmp_path / "mix" / "clips.jsonl")
 
 
+def test_mix_names_the_manifest_of_a_missing_clip_before_mixing(prepared, tmp_path, capsys):
+    """A clip gone from the corpus stopped the mix when its turn came, naming only the clip."""
+    root = tmp_path / "data"
+    shutil.copytree(prepared, root)
+    gone = root / read_jsonl(manifest_path("valid", "speech", root))[-1]["path"]
+    gone.unlink()
+    out = tmp_path / "mix"
+    assert main(["data", "mix", "--out", str(out), "--data-dir", str(root)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and not out.exists()
+    assert f"valid_speech.jsonl: lists {gone}, not found; rerun `audiokit data prepare`" in err
+
+
 def test_mix_with_silent_noise_stops_with_an_error(prepared, tmp_path):
     """A valid noise manifest of (nearly) silent clips redrew excerpts forever."""
     root = tmp_path / "data"

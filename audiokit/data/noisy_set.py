@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -94,8 +95,8 @@ def build_noisy_set(
 
 
 def _rows(manifest: Path, root: Path | None) -> list[dict]:
-    """Rows of a prepared manifest sorted by path; a bad line or a row without the fields a mixture
-    records is a one-line :class:`UsageError` naming the manifest."""
+    """Rows of a prepared manifest sorted by path; a bad line, a row without the fields a mixture
+    records or a clip that is not on disk is a one-line :class:`UsageError` naming the manifest."""
     try:
         rows = read_manifest(manifest, root)
     except ValueError as exc:
@@ -106,6 +107,10 @@ def _rows(manifest: Path, root: Path | None) -> list[dict]:
             below = "corpus/{rate}/{split}/{role}/{package}/"
             problem = f"has no {missing[0]!r}" if missing else f"is not a prepared clip (not below {below})"
             raise UsageError(f"{manifest}: the row of {row['path']} {problem}; rerun `audiokit data prepare`")
+    gone = [row["path"] for row in rows if not os.path.isfile(row["path"])]
+    if gone:
+        more = f" (and {len(gone) - 1} more)" if len(gone) > 1 else ""
+        raise UsageError(f"{manifest}: lists {gone[0]}{more}, not found; rerun `audiokit data prepare`")
     return sorted(rows, key=lambda row: row["path"])
 
 
