@@ -498,6 +498,34 @@ def test_cli_data_refuses_a_rate_that_is_not_one(tmp_path, capsys):
     assert err.count("\n") == 1 and "--sample-rate: 0: must be a rate in Hz" in err and not out.exists()
 
 
+@pytest.mark.parametrize(
+    "action",
+    [
+        # a local, empty package folder: without the check, no download of the whole allowlist
+        [
+            "prepare",
+            "--packages",
+            "alsa-utils",
+            "--split",
+            "valid",
+            "--roles",
+            "speech",
+            "--deb-dir",
+            "{tmp}",
+        ],
+        ["mix", "--out", "{tmp}/mix"],
+        ["pack", "{tmp}/pack", "--manifest", "train_speech", "--max-mb", "1"],
+    ],
+)
+def test_cli_data_refuses_an_empty_data_dir(tmp_path, capsys, monkeypatch, action):
+    """``--data-dir "$UNSET"`` worked in the default cache (the one a training job may be reading)."""
+    monkeypatch.setenv("AUDIOKIT_DATA", str(tmp_path / "cache"))
+    assert main(["data", *(arg.format(tmp=tmp_path) for arg in action), "--data-dir", ""]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "argument --data-dir: an empty path" in err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_files_that_differ_only_in_their_suffix_get_a_clip_each(tmp_path):
     """supertux-data has sounds/grow.ogg and sounds/grow.wav: both became grow.flac, the second
     overwriting the first, whose row then named a file of other content."""

@@ -44,8 +44,12 @@ def _packages(text: str | None) -> list[str] | None:
     return names
 
 
-def _root(args: argparse.Namespace) -> Path | None:
-    return Path(args.data_dir).expanduser() if args.data_dir else None
+def _data_dir(text: str) -> Path:
+    """An argparse type for ``--data-dir``: a folder path (an empty one, e.g. an unset shell variable, would
+    otherwise mean the default cache)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path; leave the option out for the default")
+    return Path(text).expanduser()
 
 
 def run_prepare(args: argparse.Namespace) -> int:
@@ -54,7 +58,7 @@ def run_prepare(args: argparse.Namespace) -> int:
         roles=_names(args.roles, ROLES, "roles"),
         splits=_names(args.split, SPLITS, "split"),
         sample_rate=args.sample_rate,
-        root=_root(args),
+        root=args.data_dir,
         deb_dir=Path(deb_dir) if deb_dir else None,
         quiet=args.quiet,
         packages=_packages(args.packages),
@@ -67,7 +71,7 @@ def run_prepare(args: argparse.Namespace) -> int:
         )
         for message in summary.failed:
             print(f"  skipped: {message}")
-        for split, roles in hours_table(_root(args), args.sample_rate).items():
+        for split, roles in hours_table(args.data_dir, args.sample_rate).items():
             print(f"{split}: " + ", ".join(f"{role} {hours:.2f} h" for role, hours in sorted(roles.items())))
     return 0
 
@@ -79,7 +83,7 @@ def run_mix(args: argparse.Namespace) -> int:
         args.out,
         _snrs(args.snr),
         args.seed,
-        root=_root(args),
+        root=args.data_dir,
         sample_rate=args.sample_rate,
         quiet=args.quiet,
         force=args.force,
@@ -102,7 +106,7 @@ def run_pack(args: argparse.Namespace) -> int:
         shuffle=not args.no_shuffle,
         max_clips=args.max_clips,
         sample_rate=args.sample_rate,
-        root=_root(args),
+        root=args.data_dir,
         force=args.force,
         quiet=args.quiet,
     )
@@ -122,7 +126,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     shared.add_argument(
         "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress output"
     )
-    shared.add_argument("--data-dir", help="data cache (default $AUDIOKIT_DATA or ~/.cache/audiokit/data)")
+    shared.add_argument(
+        "--data-dir", type=_data_dir, help="data cache (default $AUDIOKIT_DATA or ~/.cache/audiokit/data)"
+    )
     shared.add_argument(
         "--sample-rate", type=sample_rate_hz, default=16000, help="corpus rate in Hz (default 16000)"
     )
