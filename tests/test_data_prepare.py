@@ -383,7 +383,11 @@ def test_cli_prepare_and_mix(prepared, debs, tmp_path, capsys):
         ]
     )
     assert args.handler(args) == 0
-    assert f"already done {len(select(ROLES, SPLITS))};" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"already done {len(select(ROLES, SPLITS))};" in printed
+    assert printed.endswith(
+        f"\nmanifests in {prepared / 'manifests'}\n"
+    )  # where --data-dir/$AUDIOKIT_DATA led
     listing = tmp_path / "list.jsonl"
     args = parser.parse_args(
         [

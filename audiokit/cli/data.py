@@ -9,6 +9,7 @@ from pathlib import Path
 
 from audiokit.argtypes import finite_number, whole_number
 from audiokit.cli.options import number_in, sample_rate_hz
+from audiokit.data.manifest import manifest_dir
 from audiokit.data.noisy_set import DEFAULT_SNRS, build_noisy_set
 from audiokit.data.pack import CODECS, pack
 from audiokit.data.prepare import hours_table, prepare
@@ -73,6 +74,7 @@ def run_prepare(args: argparse.Namespace) -> int:
             print(f"  skipped: {message}")
         for split, roles in hours_table(args.data_dir, args.sample_rate).items():
             print(f"{split}: " + ", ".join(f"{role} {hours:.2f} h" for role, hours in sorted(roles.items())))
+        print(f"manifests in {manifest_dir(args.data_dir, args.sample_rate)}")
     return 0
 
 
