@@ -530,6 +530,21 @@ def test_cli_data_refuses_an_empty_data_dir(tmp_path, capsys, monkeypatch, actio
     assert list(tmp_path.iterdir()) == []
 
 
+def test_an_undecodable_file_is_a_warning_that_quiet_keeps(tmp_path, capsys):
+    """The skipped files were listed on stdout with the summary, so --quiet hid them."""
+    alsa = "usr/share/sounds/alsa"
+    _build_deb(
+        tmp_path,
+        "alsa-utils",
+        {f"{alsa}/Front_Center.wav": _speech("speech_en_48k.wav"), f"{alsa}/Bad.wav": b"RIFF"},
+    )
+    argv = ["data", "prepare", "-q", "--roles", "speech", "--split", "valid", "--packages", "alsa-utils"]
+    assert main([*argv, "--deb-dir", str(tmp_path / "debs"), "--data-dir", str(tmp_path / "data")]) == 0
+    printed = capsys.readouterr()
+    assert printed.out == "" and printed.err.count("\n") == 1
+    assert printed.err.startswith("warning: skipped ") and f"{alsa}/Bad.wav" in printed.err
+
+
 def test_files_that_differ_only_in_their_suffix_get_a_clip_each(tmp_path):
     """supertux-data has sounds/grow.ogg and sounds/grow.wav: both became grow.flac, the second
     overwriting the first, whose row then named a file of other content."""

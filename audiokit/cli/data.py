@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import sys
 from pathlib import Path
 
 from audiokit.argtypes import finite_number, whole_number
@@ -64,14 +65,14 @@ def run_prepare(args: argparse.Namespace) -> int:
         quiet=args.quiet,
         packages=_packages(args.packages),
     )
+    for message in summary.failed:  # a warning: shown with --quiet too
+        print(f"warning: skipped {message}", file=sys.stderr)
     if not args.quiet:
         print(
             f"rules done {summary.units_done}, already done {summary.units_skipped}; clips written "
             f"{summary.clips}, duplicates skipped {summary.duplicates}, silent dropped {summary.silent}, "
             f"undecodable {len(summary.failed)}"
         )
-        for message in summary.failed:
-            print(f"  skipped: {message}")
         for split, roles in hours_table(args.data_dir, args.sample_rate).items():
             print(f"{split}: " + ", ".join(f"{role} {hours:.2f} h" for role, hours in sorted(roles.items())))
         print(f"manifests in {manifest_dir(args.data_dir, args.sample_rate)}")
