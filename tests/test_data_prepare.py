@@ -530,6 +530,18 @@ def test_cli_data_refuses_an_empty_data_dir(tmp_path, capsys, monkeypatch, actio
     assert list(tmp_path.iterdir()) == []
 
 
+def test_the_summary_counts_only_prepared_manifests(prepared, debs, tmp_path, capsys):
+    """A manifest of one's own beside the prepared ones (found by name, e.g. ``data.train: train_mine``)
+    without 'seconds', which the trainer allows, made the summary an internal error (KeyError)."""
+    root = tmp_path / "data"
+    shutil.copytree(prepared, root)
+    (root / "manifests" / "train_mine.jsonl").write_text('{"path": "mine/a.wav"}\n')
+    argv = ["data", "prepare", "--roles", "speech", "--split", "valid", "--deb-dir", str(debs)]
+    assert main([*argv, "--data-dir", str(root)]) == 0
+    printed = capsys.readouterr().out
+    assert "valid: noise" in printed and "mine" not in printed
+
+
 def test_an_undecodable_file_is_a_warning_that_quiet_keeps(tmp_path, capsys):
     """The skipped files were listed on stdout with the summary, so --quiet hid them."""
     alsa = "usr/share/sounds/alsa"

@@ -419,11 +419,11 @@ def write_manifests(root: Path, sample_rate: int) -> dict[tuple[str, str], list[
 
 
 def hours_table(root: Path | None = None, sample_rate: int = 16000) -> dict[str, dict[str, float]]:
-    """Hours of audio per ``split -> role`` in the manifests."""
+    """Hours of audio per ``split -> role`` in the prepared manifests (not in others kept beside them)."""
     folder = manifest_dir(root or data_root(), sample_rate)
     table: dict[str, dict[str, float]] = defaultdict(dict)
     for path in sorted(folder.glob("*_*.jsonl")):
         split, role = path.stem.split("_", 1)
-        if split in SPLITS:
+        if split in SPLITS and role in ROLES:
             table[split][role] = round(sum(row["seconds"] for row in read_jsonl(path)) / 3600, 3)
     return dict(table)
