@@ -17,6 +17,7 @@ import soundfile
 
 from audiokit.cli import data as data_cli
 from audiokit.cli import main
+from audiokit.data import prepare as prepare_module
 from audiokit.data.manifest import manifest_path, read_jsonl, read_manifest
 from audiokit.data.noisy_set import build_noisy_set
 from audiokit.data.prepare import prepare, unit_id
@@ -294,6 +295,27 @@ def test_another_version_of_a_package_is_unpacked_again(tmp_path):
     assert row["seconds"] == 2.0 and record["version"] == "2.0-1"
     unpacked = root / "extracted" / "tuxpaint-stamps-default" / effect
     assert row["source_sha256"] == hashlib.sha256(unpacked.read_bytes()).hexdigest()
+
+
+def test_a_resumed_rule_logs_its_clips_on_lines_of_their_own(debs, tmp_path, monkeypatch):
+    """After a line cut short (a killed run), the next clip was appended to it: one broken line that hid
+    every clip logged after it from a later resume."""
+    source = select(ROLES, SPLITS)[0]
+    partial = tmp_path / "state" / "16000" / f"{unit_id(source)}.partial.jsonl"
+    partial.parent.mkdir(parents=True)
+    partial.write_text('{"path": "corpus/16000/valid/speech/cut.fl')
+    clip, made = prepare_module._clip, []
+
+    def one_clip_then_stop(*args):
+        if made:
+            raise KeyboardInterrupt
+        made.append(clip(*args))
+        return made[-1]
+
+    monkeypatch.setattr(prepare_module, "_clip", one_clip_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path, debs)
+    assert [row["path"] for row in read_jsonl(partial)] == [made[0][0]["path"]]
 
 
 def test_a_second_prepare_on_the_same_directory_is_refused(tmp_path, debs):

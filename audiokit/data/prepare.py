@@ -186,6 +186,8 @@ def _process_unit(
         for row in read_jsonl_tolerant(partial):
             if (root / row["path"]).exists():
                 rows[_key(row["source_path"])] = row
+        # rewritten without a last line cut short (a killed run's), which the next append would extend
+        write_jsonl_atomic(partial, rows.values())
     groups: dict[str, list[tuple[str, Path]]] = defaultdict(list)
     seen_real: set[Path] = set()
     # Real files before symlinks, so a symlinked copy is dropped rather than its target.
