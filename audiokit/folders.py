@@ -3,7 +3,9 @@ so a failed or interrupted run never leaves a half-written folder or loses the o
 
 from __future__ import annotations
 
+import fcntl
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -49,7 +51,8 @@ def staged_folder(out_dir: Path, force: bool = False) -> Iterator[Path]:
     """Yield an empty staging folder beside ``out_dir``; when the block finishes, the folder replaces
     ``out_dir`` (an existing one only with ``force``, checked before anything is written; never the
     current folder or one holding it); when it raises, the staging folder is removed and ``out_dir`` is
-    left as it was."""
+    left as it was. Staging folders of ``out_dir`` that a killed run (SIGKILL, power loss) left are removed
+    first; each run holds an ``flock`` on its own, so a live run's is kept."""
     given, out_dir = out_dir, Path(os.path.abspath(out_dir))  # "." has no parent to stage beside
     here = Path.cwd().resolve()
     if out_dir.resolve() == here or out_dir.resolve() in here.parents:
@@ -57,13 +60,33 @@ def staged_folder(out_dir: Path, force: bool = False) -> Iterator[Path]:
         raise UsageError(f"{given}: is the current folder or holds it; write into a folder below it")
     refuse_existing(out_dir, force)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_staging(out_dir)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    held = os.open(staging, os.O_RDONLY)
+    fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new folder: nobody else holds it
     staging.chmod(0o777 & ~audio_io.UMASK)  # mkdtemp makes 0700 folders; give the usual permissions
     try:
         yield staging
         _publish(staging, out_dir, force)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        os.close(held)
+
+
+def _remove_stale_staging(out_dir: Path) -> None:
+    """Remove the staging folders of ``out_dir`` (``.NAME.tmp-RANDOM``) that no live run holds."""
+    name = re.compile(rf"\.{re.escape(out_dir.name)}\.tmp-[a-z0-9_]{{8}}")
+    for entry in out_dir.parent.iterdir():
+        if not name.fullmatch(entry.name) or entry.is_symlink() or not entry.is_dir():
+            continue
+        fd = os.open(entry, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # another run is building it now
+        finally:
+            os.close(fd)
+        shutil.rmtree(entry, ignore_errors=True)
 
 
 def _publish(staging: Path, out_dir: Path, force: bool) -> None:

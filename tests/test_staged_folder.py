@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+
 import pytest
 
 from audiokit.errors import UsageError
@@ -34,3 +37,21 @@ def test_an_existing_folder_is_replaced_only_with_force(tmp_path):
     with staged_folder(tmp_path / "fresh" / "deeper") as staging:
         (staging / "a.txt").write_text("a")
     assert (tmp_path / "fresh" / "deeper" / "a.txt").read_text() == "a"
+
+
+def test_staging_folders_of_killed_runs_are_removed_but_not_a_live_ones(tmp_path):
+    """A run killed by SIGKILL left its hidden staging folder (a whole noisy set, a pack) for good."""
+    stale, live, other = (
+        tmp_path / name for name in (".set.tmp-ab12cd_z", ".set.tmp-9876wxyz", ".pack.tmp-ab12cd_z")
+    )
+    for folder in (stale, live, other):
+        folder.mkdir()
+        (folder / "half.wav").write_bytes(b"RIFF")
+    held = os.open(live, os.O_RDONLY)
+    fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a run building the same output now
+    try:
+        with staged_folder(tmp_path / "set") as staging:
+            (staging / "a.txt").write_text("a")
+    finally:
+        os.close(held)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name, "set"])
