@@ -305,6 +305,53 @@ def test_page_releases_the_microphone_when_start_fails(tmp_path):
     assert retried["error"] is None and retried["ready"] is not None
 
 
+# As _FAILING_WORKLETS, but loading the worklets never ends (a server that does not answer).
+_WAITING_WORKLETS = _FAILING_WORKLETS.replace(
+    'Promise.reject(new DOMException("no worklets", "AbortError"))', "new Promise(() => {})"
+)
+
+
+def test_page_stop_cancels_a_start_that_waits(tmp_path):
+    """A Start that waits (a permission prompt, a server that does not send the worklets: here an
+    `addModule` that never settles): Stop is on and cancels it, the microphone and the AudioContext are
+    released, the status says so, and a later Start streams (Stop was disabled: the buttons were stuck)."""
+    with _codec_server() as server:
+        driver = _page(server, tmp_path)
+        try:
+            driver.execute_script(_WAITING_WORKLETS)
+            driver.find_element(By.ID, "start").click()
+            _wait(driver, "return window.opened.contexts.length", 20, "no AudioContext opened")
+            stop = driver.find_element(By.ID, "stop").is_enabled()
+            driver.find_element(By.ID, "stop").click()
+            _wait(
+                driver, "return window.opened.contexts.every((c) => c.state === 'closed')", 5, "open context"
+            )
+            stopped = driver.execute_script(
+                "return { live: window.opened.streams.flatMap((s) => s.getTracks())"
+                ".filter((t) => t.readyState !== 'ended').length,"
+                " start: document.getElementById('start').disabled,"
+                " stop: document.getElementById('stop').disabled, running: window.audiokit.running,"
+                " status: document.getElementById('status').textContent }"
+            )
+            driver.execute_script("AudioWorklet.prototype.addModule = window.addModule")
+            driver.find_element(By.ID, "start").click()
+            _wait(
+                driver, "const s = window.audiokit; return s.error || s.receivedSamples > 0", 30, "no audio"
+            )
+            retried = driver.execute_script("return window.audiokit")
+        finally:
+            driver.quit()
+    assert stop, "Stop was disabled while Start waited"
+    assert stopped == {
+        "live": 0,
+        "start": False,
+        "stop": True,
+        "running": False,
+        "status": "stopped before the stream started",
+    }, stopped
+    assert retried["error"] is None and retried["ready"] is not None
+
+
 @pytest.mark.parametrize("high_band", [True, False])
 def test_page_asks_for_the_high_band_as_its_box_says(tmp_path, high_band):
     """Enhance from the page: the high-band box (checked by default) goes out as `high_band`, and the

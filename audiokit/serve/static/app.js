@@ -17,7 +17,9 @@ const state = window.audiokit = {
   running: false, sampleRate: null, received: [], receivedSamples: 0, sentSamples: 0,
   latencyMs: null, ready: null, done: null, error: null, closeCode: null, settings: null,
 };
-let context = null, media = null, nodes = {}, sendTimes = [];
+// The last Start's microphone and audio graph; a Start that Stop cancelled keeps its own, released.
+let run = null;  // { media, context, nodes, released }
+let sendTimes = [];
 let session = null;  // the last Start's stream; an earlier one may still be sending its rest
 let kept = 0;  // samples in state.received
 
@@ -252,19 +254,25 @@ function receiveAudio(samples) {
     $("latency").textContent = state.latencyMs.toFixed(0);
   }
   showLevel("out", samples);
-  if (!$("bypass").checked && nodes.playback) nodes.playback.port.postMessage(samples);
+  if (!$("bypass").checked && run && run.nodes.playback) run.nodes.playback.port.postMessage(samples);
 }
 
-// Close the microphone and the audio graph (after Stop, a closed stream, or a Start that failed).
-function release() {
-  if (nodes.capture) nodes.capture.port.onmessage = null;
-  if (media) media.getTracks().forEach((t) => t.stop());
-  if (context) context.close().catch(() => {});
-  context = null; media = null; nodes = {}; state.running = false;
+// Close a Start's microphone and audio graph (after Stop, a closed stream, or a Start that failed or
+// was stopped: what it opens after that is closed again when it notices).
+function release(r = run) {
+  if (!r) return;
+  r.released = true;
+  if (r.nodes.capture) r.nodes.capture.port.onmessage = null;
+  if (r.media) r.media.getTracks().forEach((t) => t.stop());
+  if (r.context) r.context.close().catch(() => {});
+  if (r === run) { run = null; state.running = false; }
 }
 
+// Stop is on from the click: the microphone's permission prompt, or a server slow to send the
+// worklets, may keep a Start waiting.
 async function start() {
-  $("start").disabled = true; $("status").textContent = "starting";
+  const r = run = { media: null, context: null, nodes: {}, released: false };
+  $("start").disabled = true; $("stop").disabled = false; $("status").textContent = "starting";
   Object.assign(state, {  // a new session: nothing of the last one counts
     received: [], receivedSamples: 0, sentSamples: 0, latencyMs: null, ready: null, done: null, error: null,
     closeCode: null,
@@ -272,32 +280,40 @@ async function start() {
   kept = 0; sendTimes = []; session = null;
   $("latency").textContent = "-";
   try {
-    await openStream();
+    await openStream(r);
   } catch (err) {
+    const stopped = r.released;  // Stop came first: it said so and reset the buttons
+    release(r);
+    if (stopped) return;
     if (session) session.abandon();
     session = null;
-    release();
+    $("stop").disabled = true;
     throw err;
   }
   state.running = true;
-  $("stop").disabled = false;
 }
 
-async function openStream() {  // microphone, worklets, socket: start()'s part that may fail
+class Stopped extends Error {}  // Stop while Start was waiting
+
+async function openStream(r) {  // microphone, worklets, socket: start()'s part that may fail
   if (!navigator.mediaDevices) {  // browsers offer microphones (and worklets) only to secure pages
     throw new Error("this page may not use the microphone: browsers allow it only over https, or at "
       + "http://127.0.0.1 or http://localhost");
   }
   const processing = $("browser-processing").checked;
-  media = await navigator.mediaDevices.getUserMedia({
+  const media = r.media = await navigator.mediaDevices.getUserMedia({
     audio: { echoCancellation: processing, noiseSuppression: processing, autoGainControl: processing, channelCount: 1 },
   });
+  if (r.released) throw new Stopped();
   const track = media.getAudioTracks()[0];
   state.settings = track.getSettings();
   $("settings").textContent = JSON.stringify(state.settings, null, 2);
-  context = new AudioContext();  // the device's rate: Firefox ignores a requested one; the server resamples
+  // the device's rate: Firefox ignores a requested one; the server resamples
+  const context = r.context = new AudioContext();
   state.sampleRate = context.sampleRate;
   await context.audioWorklet.addModule("static/worklets.js");
+  if (r.released) throw new Stopped();
+  const nodes = r.nodes;
   const source = context.createMediaStreamSource(media);
   nodes.capture = new AudioWorkletNode(context, "audiokit-capture");
   nodes.playback = new AudioWorkletNode(context, "audiokit-playback", {
@@ -320,6 +336,7 @@ async function openStream() {  // microphone, worklets, socket: start()'s part t
 
 function stop() {
   if (session) session.stop();  // the audio captured so far, then `end` (once `ready` came)
+  else if (run) $("status").textContent = "stopped before the stream started";
   release();
   $("start").disabled = false; $("stop").disabled = true;
 }
