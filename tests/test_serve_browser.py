@@ -256,9 +256,9 @@ def test_page_stop_before_ready_sends_what_it_captured(tmp_path, slow_ready):
     assert wire.messages.count("end") == 1
 
 
-# Before Start: remember every microphone stream and AudioContext the page opens, and make loading
-# the worklets fail (as a blocked or missing /static/worklets.js would).
-_FAILING_WORKLETS = """
+# Before Start: remember every microphone stream and AudioContext the page opens (_OPENED), and make
+# loading the worklets fail (as a blocked or missing /static/worklets.js would).
+_OPENED = """
 window.opened = { streams: [], contexts: [] };
 const getUserMedia = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
 navigator.mediaDevices.getUserMedia = async (c) => {
@@ -268,9 +268,14 @@ const Base = window.AudioContext;
 window.AudioContext = class extends Base {
   constructor(...args) { super(...args); window.opened.contexts.push(this); }
 };
+"""
+_FAILING_WORKLETS = (
+    _OPENED
+    + """
 window.addModule = AudioWorklet.prototype.addModule;
 AudioWorklet.prototype.addModule = () => Promise.reject(new DOMException("no worklets", "AbortError"));
 """
+)
 
 
 def test_page_releases_the_microphone_when_start_fails(tmp_path):
@@ -350,6 +355,40 @@ def test_page_stop_cancels_a_start_that_waits(tmp_path):
         "status": "stopped before the stream started",
     }, stopped
     assert retried["error"] is None and retried["ready"] is not None
+
+
+def test_page_gives_up_on_a_ready_that_does_not_come(tmp_path, slow_ready):
+    """A server that takes `start` and never answers (stopped, overloaded: here a `ready` held back 20 s):
+    after 10 s the page says so, closes the socket, releases the microphone and offers Start again (it
+    said "streaming" or "starting" for as long as the server stayed silent)."""
+    slow_ready(20.0)
+    with _codec_server() as server:
+        driver = _page(server, tmp_path)
+        try:
+            driver.execute_script(_OPENED)
+            driver.find_element(By.ID, "start").click()
+            error = _wait(driver, "return window.audiokit.error", 20, "no error shown")
+            _wait(driver, "return window.audiokit.closeCode != null", 5, "the socket stayed open")
+            after = driver.execute_script(
+                "return { live: window.opened.streams.flatMap((s) => s.getTracks())"
+                ".filter((t) => t.readyState !== 'ended').length,"
+                " contexts: window.opened.contexts.filter((c) => c.state !== 'closed').length,"
+                " start: document.getElementById('start').disabled,"
+                " stop: document.getElementById('stop').disabled, running: window.audiokit.running,"
+                " status: document.getElementById('status').textContent }"
+            )
+        finally:
+            driver.quit()
+    expected = "no answer from the server within 10 s (no reply to start); is it stopped or overloaded?"
+    assert error["message"] == expected, error
+    assert after == {
+        "live": 0,
+        "contexts": 0,
+        "start": False,
+        "stop": True,
+        "running": False,
+        "status": "error: " + expected,
+    }, after
 
 
 @pytest.mark.parametrize("high_band", [True, False])

@@ -12,6 +12,7 @@ const KEEP_SECONDS = 10;  // state.received keeps about this much of the newest 
 // audiokit.client): a page that fell behind (audio captured before `ready`, a slow network) catches up
 // in messages of max_message_bytes without being closed for its rate.
 const PACE = 0.9;
+const READY_SECONDS = 10;  // a stream whose `ready` has not come by then is given up (the server is stopped?)
 const SERVER_DEFAULTS = { max_message_bytes: 65536, max_messages_per_second: 200 };  // if `ready` lacks them
 const state = window.audiokit = {
   running: false, sampleRate: null, received: [], receivedSamples: 0, sentSamples: 0,
@@ -124,6 +125,7 @@ class Session {
     this.finished = false;  // `done` came: the server processed all it took
     this.limits = null;  // from `ready`
     this.tokens = 0; this.last = 0; this.timer = null;  // the pacer (a token bucket)
+    this.waiting = setTimeout(() => this.noAnswer(), 1000 * READY_SECONDS);  // cleared by `ready`
     const ws = this.ws = new WebSocket(wsUrl());
     ws.binaryType = "arraybuffer";
     ws.onopen = () => ws.send(JSON.stringify(start));
@@ -146,8 +148,19 @@ class Session {
 
   abandon() {  // a Start that failed: nothing to send
     this.capturing = false; this.ended = true;
-    clearTimeout(this.timer);
+    clearTimeout(this.timer); clearTimeout(this.waiting);
     this.ws.close();
+  }
+
+  noAnswer() {  // no `ready` within READY_SECONDS: give up, and say so
+    const opened = this.ws.readyState !== WebSocket.CONNECTING;
+    this.abandon();
+    if (!this.current) return;
+    const message = "no answer from the server within " + READY_SECONDS + " s ("
+      + (opened ? "no reply to start" : "the connection did not open") + "); is it stopped or overloaded?";
+    state.error = { message };
+    $("status").textContent = "error: " + message;
+    stop();
   }
 
   // Send what the limits allow now: whole 20 ms messages while capturing (more at once, up to the
@@ -203,6 +216,7 @@ class Session {
     const message = JSON.parse(event.data);
     if (message.type === "done") this.finished = true;
     if (message.type === "ready") {
+      clearTimeout(this.waiting);
       this.limits = Object.assign({}, SERVER_DEFAULTS, message);
       this.perSecond = PACE * this.limits.max_messages_per_second;
       this.burst = this.limits.max_messages_per_second;
@@ -226,7 +240,7 @@ class Session {
   closed(event) {  // after `done` and Stop: closed; else, without the server's error, say what happened
     const stopped = !this.capturing;
     this.ended = true; this.capturing = false;
-    clearTimeout(this.timer);
+    clearTimeout(this.timer); clearTimeout(this.waiting);
     if (!this.current) return;
     state.closeCode = event.code;
     const code = event.code + (event.reason ? ": " + event.reason : "");
