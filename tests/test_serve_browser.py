@@ -148,21 +148,23 @@ def _wait(driver, script: str, seconds: float, what: str):
 @dataclass
 class _Wire:
     """What the server's stream handler saw: ``started`` is set when a ``start`` was accepted (``ready``
-    then waits ``delay`` seconds); ``messages`` are the client's, in order: bytes as their length, text
-    as its ``type``."""
+    then waits ``delay`` seconds; the handler takes ``end`` ``end_delay`` seconds late); ``messages`` are
+    the client's, in order: bytes as their length, text as its ``type``."""
 
     delay: float
+    end_delay: float = 0.0
     started: threading.Event = field(default_factory=threading.Event)
     messages: list = field(default_factory=list)
 
 
 @pytest.fixture
 def slow_ready(monkeypatch) -> Callable[[float], _Wire]:
-    """``slow_ready(delay)``: the server's ``ready`` leaves ``delay`` seconds late (a busy or distant
-    server), and what the client sends is recorded in the returned :class:`_Wire`."""
+    """``slow_ready(delay, end_delay=0)``: the server's ``ready`` leaves ``delay`` seconds late (a busy or
+    distant server), its handler takes ``end`` ``end_delay`` seconds late, and what the client sends is
+    recorded in the returned :class:`_Wire`."""
 
-    def install(delay: float) -> _Wire:
-        wire = _Wire(delay)
+    def install(delay: float, end_delay: float = 0.0) -> _Wire:
+        wire = _Wire(delay, end_delay)
 
         async def handle(websocket, state):
             send_text, receive = websocket.send_text, websocket.receive
@@ -179,6 +181,8 @@ def slow_ready(monkeypatch) -> Callable[[float], _Wire]:
                     data = message.get("bytes")
                     text = None if data is not None else json.loads(message["text"]).get("type")
                     wire.messages.append(len(data) if data is not None else text)
+                    if text == "end":
+                        await asyncio.sleep(wire.end_delay)
                 return message
 
             websocket.send_text, websocket.receive = send_text_late, receive_recorded
@@ -254,6 +258,31 @@ def test_page_stop_before_ready_sends_what_it_captured(tmp_path, slow_ready):
     assert state["done"]["samples_out"] == state["done"]["samples_in"] == state["receivedSamples"]
     assert wire.messages[0] == "start" and wire.messages[-1] == "end"
     assert wire.messages.count("end") == 1
+
+
+def test_page_says_stopping_and_gives_up_on_a_server_silent_after_end(tmp_path, slow_ready):
+    """Stop, then a server that sends nothing more (here: it takes `end` 20 s late): the status says the
+    page is stopping (it still said "streaming (...)"), and after 10 s of silence the page gives up
+    with an error saying so (it waited for `done` forever)."""
+    slow_ready(0.0, end_delay=20.0)
+    with _codec_server() as server:
+        driver = _page(server, tmp_path)
+        try:
+            driver.find_element(By.ID, "start").click()
+            _wait(driver, "return window.audiokit.receivedSamples > 0", 30, "no audio came back")
+            driver.find_element(By.ID, "stop").click()
+            stopping = driver.find_element(By.ID, "status").text
+            time.sleep(1)  # the rest came back, `done` did not
+            still = driver.find_element(By.ID, "status").text
+            error = _wait(driver, "return window.audiokit.error", 20, "no error shown")
+            state = driver.execute_script("return window.audiokit")
+            status = driver.find_element(By.ID, "status").text
+        finally:
+            driver.quit()
+    assert stopping == still == "stopping: sending the rest, then end", (stopping, still)
+    expected = "no answer from the server within 10 s (no reply to end); is it stopped or overloaded?"
+    assert error["message"] == expected and status == "error: " + expected, (error, status)
+    assert state["done"] is None and state["closeCode"] is not None and not state["running"]
 
 
 # Before Start: remember every microphone stream and AudioContext the page opens (_OPENED), and make

@@ -12,7 +12,9 @@ const KEEP_SECONDS = 10;  // state.received keeps about this much of the newest 
 // audiokit.client): a page that fell behind (audio captured before `ready`, a slow network) catches up
 // in messages of max_message_bytes without being closed for its rate.
 const PACE = 0.9;
-const READY_SECONDS = 10;  // a stream whose `ready` has not come by then is given up (the server is stopped?)
+// a stream is given up when `ready` has not come this long after Start, or after `end` the server has
+// sent nothing for as long (a stopped or overloaded server)
+const ANSWER_SECONDS = 10;
 const SERVER_DEFAULTS = { max_message_bytes: 65536, max_messages_per_second: 200 };  // if `ready` lacks them
 const state = window.audiokit = {
   running: false, sampleRate: null, received: [], receivedSamples: 0, sentSamples: 0,
@@ -125,7 +127,7 @@ class Session {
     this.finished = false;  // `done` came: the server processed all it took
     this.limits = null;  // from `ready`
     this.tokens = 0; this.last = 0; this.timer = null;  // the pacer (a token bucket)
-    this.waiting = setTimeout(() => this.noAnswer(), 1000 * READY_SECONDS);  // cleared by `ready`
+    this.waiting = null; this.expect("start");  // cleared by `ready`
     const ws = this.ws = new WebSocket(wsUrl());
     ws.binaryType = "arraybuffer";
     ws.onopen = () => ws.send(JSON.stringify(start));
@@ -142,6 +144,7 @@ class Session {
   }
 
   stop() {  // no more audio: what was captured, then `end`, as soon as `ready` allows
+    if (this.current && this.capturing) $("status").textContent = "stopping: sending the rest, then end";
     this.capturing = false;
     this.flush();
   }
@@ -152,12 +155,17 @@ class Session {
     this.ws.close();
   }
 
-  noAnswer() {  // no `ready` within READY_SECONDS: give up, and say so
+  expect(sent) {  // (re)start the wait for the server's answer to `sent`
+    clearTimeout(this.waiting);
+    this.waiting = setTimeout(() => this.noAnswer(sent), 1000 * ANSWER_SECONDS);
+  }
+
+  noAnswer(sent) {  // nothing came within ANSWER_SECONDS of `start`'s sending or of `end`: give up, say so
     const opened = this.ws.readyState !== WebSocket.CONNECTING;
     this.abandon();
     if (!this.current) return;
-    const message = "no answer from the server within " + READY_SECONDS + " s ("
-      + (opened ? "no reply to start" : "the connection did not open") + "); is it stopped or overloaded?";
+    const message = "no answer from the server within " + ANSWER_SECONDS + " s ("
+      + (opened ? "no reply to " + sent : "the connection did not open") + "); is it stopped or overloaded?";
     state.error = { message };
     $("status").textContent = "error: " + message;
     stop();
@@ -177,6 +185,7 @@ class Session {
     if (!this.capturing && this.take()) {
       this.ws.send(JSON.stringify({ type: "end" }));
       this.ended = true;
+      this.expect("end");
     }
   }
 
@@ -210,10 +219,12 @@ class Session {
 
   receive(event) {
     if (typeof event.data !== "string") {
+      if (this.ended) this.expect("end");  // the rest is still coming
       if (this.current) receiveAudio(new Float32Array(event.data));
       return;
     }
     const message = JSON.parse(event.data);
+    if (this.ended) this.expect("end");  // the rest is still coming
     if (message.type === "done") this.finished = true;
     if (message.type === "ready") {
       clearTimeout(this.waiting);
@@ -224,7 +235,7 @@ class Session {
       if (this.current) {
         state.ready = message;
         $("algorithmic").textContent = (1000 * message.latency_samples / message.sample_rate).toFixed(0);
-        $("status").textContent = "streaming (" + message.session + ", " + this.rate + " Hz)";
+        if (this.capturing) $("status").textContent = "streaming (" + message.session + ", " + this.rate + " Hz)";
       }
       this.flush();  // what was captured while `ready` was on its way
     } else if (!this.current) {
