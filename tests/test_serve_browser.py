@@ -420,6 +420,30 @@ def test_page_gives_up_on_a_ready_that_does_not_come(tmp_path, slow_ready):
     }, after
 
 
+def test_page_names_its_meters_and_announces_its_status(tmp_path):
+    """In the accessibility tree (what a screen reader reads): the level meters are named, and the
+    server and status lines are live regions, so a change ("error 4429: server full ...") is announced
+    (the meters had no name, and nothing on the page was live)."""
+    with _codec_server() as server:
+        driver = _page(server, tmp_path)
+        try:
+            nodes = driver.execute_cdp_cmd("Accessibility.getFullAXTree", {})["nodes"]
+        finally:
+            driver.quit()
+
+    def value(node, key):
+        return (node.get(key) or {}).get("value")
+
+    meters = [value(n, "name") for n in nodes if value(n, "role") == "meter"]
+    live = [
+        (value(n, "role"), value(n, "name"))
+        for n in nodes
+        if {"name": "live", "value": {"type": "token", "value": "polite"}} in n.get("properties", [])
+    ]
+    assert meters == ["input", "output"], meters
+    assert [role for role, _ in live] == ["status", "status"], live
+
+
 @pytest.mark.parametrize("high_band", [True, False])
 def test_page_asks_for_the_high_band_as_its_box_says(tmp_path, high_band):
     """Enhance from the page: the high-band box (checked by default) goes out as `high_band`, and the
