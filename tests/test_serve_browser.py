@@ -588,6 +588,35 @@ def test_page_says_so_when_the_server_ends_the_stream(tmp_path, end):
         assert status.startswith("error: the connection to the server closed before"), status
 
 
+@pytest.mark.parametrize("when", ["before Start", "while streaming"])
+def test_page_checks_the_server_again_when_a_stream_fails(tmp_path, when):
+    """The server stops after the page loaded: a Start that fails (the browser's words: the worklets
+    were not loaded) or a stream that the server's exit ends asks healthz again, so the server line says
+    the server cannot be reached (it kept saying "ok")."""
+    with _codec_server() as server:
+        driver = _page(server, tmp_path)
+        try:
+            if when == "while streaming":
+                driver.find_element(By.ID, "start").click()
+                _wait(driver, "return window.audiokit.receivedSamples > 0", 30, "no audio came back")
+        except BaseException:
+            driver.quit()
+            raise
+    try:  # the server is gone
+        if when == "before Start":
+            driver.find_element(By.ID, "start").click()
+        _wait(driver, "return window.audiokit.error", 20, "no error shown")
+        shown = _wait(
+            driver,
+            "const s = document.getElementById('server').textContent; return s !== 'ok' && s",
+            10,
+            "ok",
+        )
+    finally:
+        driver.quit()
+    assert shown.startswith("error: cannot reach the server ("), shown
+
+
 def test_page_works_under_a_path_prefix(tmp_path):
     """Behind a reverse proxy serving the server under ``/audiokit/`` (nothing outside it): the page
     loads its script, lists the models from healthz, loads its worklets and streams, all through the

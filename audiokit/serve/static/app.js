@@ -57,16 +57,22 @@ async function health() {
 
 let servedModels = [];  // healthz's models, as last fetched
 
-// The models of the chosen task in the model list; the server line says whether the server is ready.
-async function loadModels() {
-  let models = [];
+// healthz's answer, or null; the server line says whether the server is ready, or why not.
+async function checkServer() {
   try {
     const served = await health();
     $("server").textContent = served.status;
-    models = served.models;
+    return served;
   } catch (err) {
     $("server").textContent = "error: " + err.message;
+    return null;
   }
+}
+
+// The models of the chosen task in the model list, and the server line.
+async function loadModels() {
+  const answer = await checkServer();
+  const models = answer ? answer.models : [];
   servedModels = models;
   // modes of tasks no served model has are disabled; a disabled choice moves to the first served one
   const served = new Set(models.map((m) => m.task));
@@ -168,6 +174,7 @@ class Session {
       + (opened ? "no reply to " + sent : "the connection did not open") + "); is it stopped or overloaded?";
     state.error = { message };
     $("status").textContent = "error: " + message;
+    checkServer();
     stop();
   }
 
@@ -264,6 +271,7 @@ class Session {
       state.error = { code: event.code, message };
       $("status").textContent = "error: " + message;
     }
+    if (state.error) checkServer();  // is the server still there?
     stop();
   }
 }
@@ -370,6 +378,7 @@ $("start").onclick = () => start().catch((err) => {
   state.error = { message: String(err) };
   $("status").textContent = "error: " + err;
   $("start").disabled = false;
+  checkServer();  // a server that went away fails Start with the browser's words (worklets not loaded)
 });
 $("stop").onclick = stop;
 $("mode").onchange = loadModels;
