@@ -617,6 +617,30 @@ def test_page_checks_the_server_again_when_a_stream_fails(tmp_path, when):
     assert shown.startswith("error: cannot reach the server ("), shown
 
 
+def test_page_says_where_the_token_goes(tmp_path):
+    """A server with ``--token``: the page opened without one is refused with 4401, and its status says
+    how to give the token (the page has no field for it: it passes its own ``?token=`` on); opened with
+    it, the page streams."""
+    with _codec_server(token="s3cret") as server:
+        driver = _page(server, tmp_path)
+        try:
+            driver.find_element(By.ID, "start").click()
+            error = _wait(driver, "return window.audiokit.error", 20, "no error shown")
+            status = driver.find_element(By.ID, "status").text
+            driver.get(server.http + "/?token=s3cret")
+            _wait(driver, "return document.getElementById('model').options.length", 20, "no models listed")
+            driver.find_element(By.ID, "start").click()
+            ready = _wait(driver, "const s = window.audiokit; return s.error || s.ready", 20, "no ready")
+        finally:
+            driver.quit()
+    assert error["code"] == 4401, error
+    expected = (
+        "error 4401: missing or wrong token; open this page with the server's --token in its address: "
+    )
+    assert status == expected + server.http + "/?token=<token>", status
+    assert ready.get("type") == "ready", ready
+
+
 def test_page_works_under_a_path_prefix(tmp_path):
     """Behind a reverse proxy serving the server under ``/audiokit/`` (nothing outside it): the page
     loads its script, lists the models from healthz, loads its worklets and streams, all through the

@@ -251,7 +251,7 @@ class Session {
       state.done = message;
     } else if (message.type === "error") {
       state.error = message;
-      $("status").textContent = "error " + message.code + ": " + message.message;
+      $("status").textContent = "error " + message.code + ": " + message.message + hint(message.code);
     }
   }
 
@@ -274,6 +274,15 @@ class Session {
     if (state.error) checkServer();  // is the server still there?
     stop();
   }
+}
+
+// What the user can do about an error code the page cannot mend itself.
+function hint(code) {
+  if (code !== 4401) return "";
+  const url = new URL(location.href);
+  url.searchParams.set("token", "TOKEN");  // the page passes its own ?token= on to the stream
+  return "; open this page with the server's --token in its address: "
+    + url.toString().replace("token=TOKEN", "token=<token>");
 }
 
 function receiveAudio(samples) {
