@@ -285,6 +285,48 @@ def test_page_says_stopping_and_gives_up_on_a_server_silent_after_end(tmp_path, 
     assert state["done"] is None and state["closeCode"] is not None and not state["running"]
 
 
+def test_page_says_when_no_audio_comes_back(tmp_path, monkeypatch):
+    """Streaming, and the server stops sending output (stopped, overloaded: here its sends stall after
+    ten messages): after 5 s the status says that no audio came back, and when audio comes again it says
+    "streaming" again (it said "streaming" throughout, the page playing silence)."""
+    stalled, resumed = threading.Event(), threading.Event()
+
+    async def handle(websocket, state):
+        send_bytes, sent = websocket.send_bytes, []
+
+        async def send_stalling(data: bytes) -> None:
+            sent.append(len(data))
+            if len(sent) > 10:
+                stalled.set()
+                while not resumed.is_set():
+                    await asyncio.sleep(0.05)
+            await send_bytes(data)
+
+        websocket.send_bytes = send_stalling
+        await handle_stream(websocket, state)
+
+    monkeypatch.setattr(serve_app, "handle_stream", handle)
+    with _codec_server() as server:
+        driver = _page(server, tmp_path)
+        try:
+            driver.find_element(By.ID, "start").click()
+            assert stalled.wait(30), "the server sent no output"
+            quiet = (
+                "const s = document.getElementById('status').textContent; return s.includes('no audio') && s"
+            )
+            shown = _wait(driver, quiet, 15, "the status did not say that no audio came back")
+            resumed.set()
+            streaming = "return /^streaming \\([^)]*\\)$/.test(document.getElementById('status').textContent)"
+            _wait(driver, streaming, 10, "the status did not say streaming again")
+            state = driver.execute_script("return window.audiokit")
+        finally:
+            resumed.set()
+            driver.quit()
+    assert shown.startswith("streaming (speech-16k-0, "), shown
+    assert shown.endswith(": no audio back from the server for 5 s; is it stopped or overloaded?"), shown
+    assert state["error"] is None and state["running"], state["error"]
+
+
 # Before Start: remember every microphone stream and AudioContext the page opens (_OPENED), and make
 # loading the worklets fail (as a blocked or missing /static/worklets.js would).
 _OPENED = """
@@ -634,9 +676,7 @@ def test_page_says_where_the_token_goes(tmp_path):
         finally:
             driver.quit()
     assert error["code"] == 4401, error
-    expected = (
-        "error 4401: missing or wrong token; open this page with the server's --token in its address: "
-    )
+    expected = "error 4401: missing or wrong token; open this page with the server's --token in its address: "
     assert status == expected + server.http + "/?token=<token>", status
     assert ready.get("type") == "ready", ready
 

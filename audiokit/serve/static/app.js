@@ -15,6 +15,7 @@ const PACE = 0.9;
 // a stream is given up when `ready` has not come this long after Start, or after `end` the server has
 // sent nothing for as long (a stopped or overloaded server)
 const ANSWER_SECONDS = 10;
+const QUIET_SECONDS = 5;  // while streaming, no audio back for this long is shown on the status line
 const SERVER_DEFAULTS = { max_message_bytes: 65536, max_messages_per_second: 200 };  // if `ready` lacks them
 const state = window.audiokit = {
   running: false, sampleRate: null, received: [], receivedSamples: 0, sentSamples: 0,
@@ -134,6 +135,7 @@ class Session {
     this.limits = null;  // from `ready`
     this.tokens = 0; this.last = 0; this.timer = null;  // the pacer (a token bucket)
     this.waiting = null; this.expect("start");  // cleared by `ready`
+    this.heard = 0; this.quiet = null;  // when audio last came back; the check of it while streaming
     const ws = this.ws = new WebSocket(wsUrl());
     ws.binaryType = "arraybuffer";
     ws.onopen = () => ws.send(JSON.stringify(start));
@@ -157,8 +159,15 @@ class Session {
 
   abandon() {  // a Start that failed: nothing to send
     this.capturing = false; this.ended = true;
-    clearTimeout(this.timer); clearTimeout(this.waiting);
+    clearTimeout(this.timer); clearTimeout(this.waiting); clearInterval(this.quiet);
     this.ws.close();
+  }
+
+  checkQuiet() {  // while streaming: say so when the server has sent no audio back for a while
+    const seconds = Math.floor((performance.now() - this.heard) / 1000);
+    if (!this.current || !this.capturing || seconds < QUIET_SECONDS) return;
+    $("status").textContent = this.streaming + ": no audio back from the server for " + seconds
+      + " s; is it stopped or overloaded?";
   }
 
   expect(sent) {  // (re)start the wait for the server's answer to `sent`
@@ -227,6 +236,10 @@ class Session {
   receive(event) {
     if (typeof event.data !== "string") {
       if (this.ended) this.expect("end");  // the rest is still coming
+      this.heard = performance.now();
+      if (this.current && this.capturing && $("status").textContent !== this.streaming) {
+        $("status").textContent = this.streaming;  // it was saying that nothing came back
+      }
       if (this.current) receiveAudio(new Float32Array(event.data));
       return;
     }
@@ -242,7 +255,10 @@ class Session {
       if (this.current) {
         state.ready = message;
         $("algorithmic").textContent = (1000 * message.latency_samples / message.sample_rate).toFixed(0);
-        if (this.capturing) $("status").textContent = "streaming (" + message.session + ", " + this.rate + " Hz)";
+        this.streaming = "streaming (" + message.session + ", " + this.rate + " Hz)";
+        if (this.capturing) $("status").textContent = this.streaming;
+        this.heard = performance.now();
+        this.quiet = setInterval(() => this.checkQuiet(), 1000);
       }
       this.flush();  // what was captured while `ready` was on its way
     } else if (!this.current) {
@@ -258,7 +274,7 @@ class Session {
   closed(event) {  // after `done` and Stop: closed; else, without the server's error, say what happened
     const stopped = !this.capturing;
     this.ended = true; this.capturing = false;
-    clearTimeout(this.timer); clearTimeout(this.waiting);
+    clearTimeout(this.timer); clearTimeout(this.waiting); clearInterval(this.quiet);
     if (!this.current) return;
     state.closeCode = event.code;
     const code = event.code + (event.reason ? ": " + event.reason : "");
