@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from io import BytesIO
 from pathlib import Path
 
 import numpy as np
@@ -120,6 +121,27 @@ def test_streaming_equals_offline(model, length, chunks, seed, edge):
         pos += size
     outs += [session.push(x[..., pos:]), session.flush()]
     torch.testing.assert_close(torch.cat(outs, -1), offline, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("input_rate", [8000, 16000])
+def test_state_dict_moves_live_streams_to_another_session(model, input_rate):
+    """A session's ``state_dict`` (at 8 kHz: the upsampler's filter and queue too), saved and read back
+    with ``weights_only``, continues its streams in a fresh session exactly as offline."""
+    x = torch.randn(1, 2, 3001, generator=torch.Generator().manual_seed(1)) * 0.3
+    options = {"input_rate": 8000} if input_rate == 8000 else {"edge_hz": NARROWBAND_EDGE_HZ}
+    first = model.stream(1, channels=2, **options)
+    head = first.push(x[..., :1111])
+    buffer = BytesIO()
+    torch.save(first.state_dict(), buffer)
+    buffer.seek(0)
+    second = model.stream(1, channels=2, **options)
+    second.load_state_dict(torch.load(buffer, weights_only=True))
+    out = torch.cat([head, second.push(x[..., 1111:2000]), second.push(x[..., 2000:]), second.flush()], -1)
+    expected = model.extend(x, input_rate, edge_hz=NARROWBAND_EDGE_HZ)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+    other = {"input_rate": 8000} if input_rate == 16000 else {"input_rate": 8000, "edge_hz": 3000.0}
+    with pytest.raises(UsageError, match="does not fit"):
+        model.stream(1, channels=2, **other).load_state_dict(first.state_dict())
 
 
 def test_lengths_silence_and_latency(model):

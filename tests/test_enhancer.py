@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import replace
 
 import numpy as np
@@ -112,6 +113,25 @@ def test_reset_rows_restarts_one_stream(enhancer):
     out = torch.cat([pushed, session.flush()], -1)
     assert pushed.shape[-1] + session.lengths[1] == 2000
     torch.testing.assert_close(out[1:, :, :2000], enhancer.enhance(x[1:]), atol=1e-5, rtol=0)
+
+
+def test_state_dict_moves_live_streams_to_another_session(enhancer):
+    """A session's ``state_dict``, saved and read back with ``weights_only``, continues its streams in a
+    fresh session exactly as offline (every analysis' state, buffers and counters moved); a session of
+    other options or rows refuses it."""
+    x = torch.randn(2, 1, 4000) * 0.3
+    first = enhancer.stream(2, atten_lim_db=20.0)
+    head = first.push(x[..., :1234])
+    buffer = io.BytesIO()
+    torch.save(first.state_dict(), buffer)
+    buffer.seek(0)
+    second = enhancer.stream(2, atten_lim_db=20.0)
+    second.load_state_dict(torch.load(buffer, weights_only=True))
+    out = torch.cat([head, second.push(x[..., 1234:2999]), second.push(x[..., 2999:]), second.flush()], -1)
+    torch.testing.assert_close(out, enhancer.enhance(x, atten_lim_db=20.0), atol=1e-5, rtol=0)
+    for other in (enhancer.stream(2), enhancer.stream(1, atten_lim_db=20.0)):
+        with pytest.raises(UsageError, match="does not fit"):
+            other.load_state_dict(first.state_dict())
 
 
 def test_knobs(enhancer):

@@ -11,6 +11,8 @@ Rows. Pushing ``(B, C, n)`` feeds row ``b * C + c`` (the model is mono). Rows ad
 :meth:`AudioStream.reset` restarts some rows (zero state), after which rows may hold different amounts
 of output: :meth:`push` returns what every row has ready, :meth:`flush` everything, zero-padded to the
 longest row, with :attr:`AudioStream.lengths` giving each row's valid length.
+:meth:`AudioStream.state_dict` / :meth:`AudioStream.load_state_dict` move live streams to another
+session, as a codec session's do.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from audiokit.errors import UsageError
-from audiokit.nn.state import row_indices, zero_rows
+from audiokit.nn.state import flatten_state, load_flat_state, row_indices, zero_rows
 from audiokit.streaming.compiled import HopwiseSteps, compile_hopwise
 from audiokit.streaming.graphs import GraphedStep
 
@@ -177,6 +179,44 @@ class AudioStream:
             self._rows[r] = self._new_row()
         with torch.inference_mode():
             zero_rows(self.state, torch.tensor(rows, dtype=torch.long, device=self.device))
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue these streams in another session of the same model, rows and
+        options (another worker, after a restart): the model's state, each row's buffers and counters.
+        Only tensors, numbers, strings and lists, so ``torch.load(..., weights_only=True)`` reads it."""
+        return {
+            "model": self.model.name,
+            "rows": self.rows,
+            "options": self._options(),
+            "state": flatten_state(self.state),
+            "streams": [
+                {
+                    "pending": row.pending.clone(),
+                    "out": self._queued_output(row).clone(),
+                    "counters": [row.pushed, row.skip, row.emitted],
+                }
+                for row in self._rows
+            ],
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue the streams saved by :meth:`state_dict`; :class:`~audiokit.errors.UsageError` (and
+        nothing changed) when they come from a session of another model, row count or options."""
+        expected = (self.model.name, self.rows, self._options())
+        got = (state.get("model"), state.get("rows"), state.get("options"))
+        if got != expected:
+            raise UsageError(f"streaming state of (model, rows, options) = {got} does not fit {expected}")
+        with torch.inference_mode():
+            load_flat_state(self.state, state["state"])
+        for r, saved in enumerate(state["streams"]):
+            out = saved["out"].to(self.device)
+            pushed, skip, emitted = (int(v) for v in saved["counters"])
+            pending, outs = saved["pending"].to(self.device), [out] if out.shape[0] else []
+            self._rows[r] = AudioRow(pending, outs, out.shape[0], pushed, skip, emitted)
+
+    def _options(self) -> dict[str, float]:
+        """The step options as plain floats (what :meth:`state_dict` saves and compares)."""
+        return {name: float(value) for name, value in sorted(self.step_options.items())}
 
     def in_step(self, samples: int) -> bool:
         """Whether a push of ``samples`` (whole hops) finds every row with nothing pending, queued or

@@ -26,7 +26,14 @@ import torch
 
 from audiokit.errors import UsageError
 from audiokit.nn.resample import Upsampler
-from audiokit.nn.state import ConvState, StateList, row_indices, zero_rows
+from audiokit.nn.state import (
+    ConvState,
+    StateList,
+    flatten_state,
+    load_flat_state,
+    row_indices,
+    zero_rows,
+)
 from audiokit.streaming.audio import AudioStream, step_mode
 from audiokit.streaming.compiled import HopwiseSteps, compile_hopwise
 
@@ -124,6 +131,31 @@ class UpsampledStream:
         self._pushed[rows] = self._fed[rows] = self._queued[rows] = 0
         with torch.inference_mode():
             zero_rows(self.state, torch.tensor(rows, dtype=torch.long, device=self.inner.device))
+
+    def state_dict(self) -> dict:
+        """:meth:`AudioStream.state_dict` of the model's session, with the filter's state and each row's
+        queue of upsampled samples and counters."""
+        counters = np.stack([self._skip, self._pushed, self._fed, self._queued], 1)
+        return {
+            "session": self.inner.state_dict(),
+            "factor": self.factor,
+            "filter": flatten_state(self.state),
+            "queue": self._queue.clone(),
+            "counters": counters.tolist(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue the streams saved by :meth:`state_dict` (of a session of the same model, rows,
+        options and input rate; :class:`~audiokit.errors.UsageError` otherwise, nothing changed)."""
+        if state.get("factor") != self.factor:
+            factor = state.get("factor")
+            raise UsageError(f"streaming state of upsampling x{factor} does not fit x{self.factor}")
+        self.inner.load_state_dict(state["session"])
+        with torch.inference_mode():
+            load_flat_state(self.state, state["filter"])
+        columns = (np.array(column, dtype=np.int64) for column in zip(*state["counters"], strict=True))
+        self._skip, self._pushed, self._fed, self._queued = columns
+        self._queue = state["queue"].to(self.inner.device)
 
     def _fused_step(self, compile: str | None) -> Callable | None:
         """The steady state's ``step(x, state, final)``: an :class:`UpsampledStep` with the session's
