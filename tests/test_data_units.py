@@ -229,3 +229,6 @@ def test_manifests_keep_unicode_line_separators_inside_their_strings(tmp_path):
     assert [row["title"] for row in read_manifest(path, tmp_path)[:1]] == [rows[0]["title"]]
     path.write_text('{"path": "a"}\r\n{"path": "b', encoding="utf-8")  # CRLF, a last line cut short
     assert read_jsonl(path, cut_end=True) == [{"path": "a"}]
+    path.write_text('{"path": "a"}\n', encoding="utf-8-sig")  # a byte-order mark, as some editors save
+    assert read_jsonl(path) == [{"path": "a"}]
+    assert [row["path"] for row in read_manifest(path, tmp_path)] == [str(tmp_path / "a")]

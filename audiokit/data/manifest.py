@@ -54,10 +54,10 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 def text_lines(path: Path) -> list[str]:
-    """The lines of the UTF-8 text file ``path``; :class:`ValueError` naming it when it is not text (an
-    audio file given as a manifest)."""
+    """The lines of the UTF-8 text file ``path`` (a byte-order mark, as some editors write, skipped);
+    :class:`ValueError` naming it when it is not text (an audio file given as a manifest)."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
         raise ValueError(f"{path}: not a JSONL manifest (not UTF-8 text)") from None
     # only newlines end a line: JSON written with ensure_ascii=False keeps U+2028 and the like in strings
