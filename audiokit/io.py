@@ -782,7 +782,8 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
         stdout = is_stdio(path)
         tmp = _new_temp(Path(tempfile.gettempdir()), Path("stdout" if stdout else path))
         try:
-            yield tmp
+            with _names_failures_of(path, tmp):
+                yield tmp
             with open(tmp, "rb") as src, _names_failures_of(path):
                 if stdout:
                     sys.stdout.flush()
@@ -800,7 +801,8 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
         real.parent.mkdir(parents=True, exist_ok=True)
         tmp = _new_temp(real.parent, real)
     try:
-        yield tmp
+        with _names_failures_of(path, tmp):
+            yield tmp
         with _names_failures_of(path):
             try:  # a replaced file keeps its permissions (a private one stays private)
                 mode = stat.S_IMODE(os.stat(real).st_mode)
@@ -823,14 +825,18 @@ def _write_all(src: BinaryIO, fd: int) -> None:
 
 
 @contextmanager
-def _names_failures_of(path: PathLike) -> Iterator[None]:
+def _names_failures_of(path: PathLike, tmp: Path | None = None) -> Iterator[None]:
     """A system error (a folder we may not write, a full device) names ``path``, not a temporary file
-    or nothing; a reader of standard output that went away stays a :class:`BrokenPipeError`."""
+    or nothing; a reader of standard output that went away stays a :class:`BrokenPipeError`. With
+    ``tmp`` (the body writes ``tmp``), only an error that names ``tmp`` (as either file: a copy into it)
+    or no file is renamed; one naming another file (an input) is left as it is."""
     try:
         yield
     except BrokenPipeError:
         raise
     except OSError as exc:
+        if tmp is not None and exc.filename is not None and str(tmp) not in (exc.filename, exc.filename2):
+            raise
         shown = shown_output(path)
         raise OSError(exc.errno, exc.strerror or str(exc), shown) from None
 

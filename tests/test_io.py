@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import stat
@@ -253,6 +254,25 @@ def test_save_is_atomic_on_failure(tmp_path):
         io.save(target, np.full((1, 10), np.nan, dtype=np.float32), 16000)
     with pytest.raises(ValueError):
         io.save(target, np.zeros((1, 10), dtype=np.float32), 16000, subtype="NOT_A_SUBTYPE")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_write_into_the_temporary_file_names_the_output(tmp_path):
+    """An error while the temporary file is written (a full device: ``write`` names no file; a copy into
+    it: ``shutil`` names the source first) names the output, not nothing or the source; an error naming
+    another file (an input) is left as it is. Nothing is left behind."""
+    out, source = tmp_path / "out.json", tmp_path / "source.json"
+    full = errno.ENOSPC, os.strerror(errno.ENOSPC)
+    errors = [
+        (lambda tmp: OSError(*full), out),
+        (lambda tmp: OSError(*full, str(source), None, str(tmp)), out),  # (errno, strerror, src, -, dst)
+        (lambda tmp: OSError(errno.EIO, os.strerror(errno.EIO), str(source)), source),
+    ]
+    for error, named in errors:
+        with pytest.raises(OSError) as info, io.atomic_path(out) as tmp:
+            raise error(tmp)
+        assert info.value.filename == str(named)
+        assert info.value.strerror == os.strerror(info.value.errno)  # "No space left on device"
     assert list(tmp_path.iterdir()) == []
 
 
