@@ -322,3 +322,27 @@ def test_a_session_removes_the_temporary_files_of_a_killed_save(tmp_path):
         path.write_bytes(b"\0" * 64)
     _train(tmp_path, 2, resume=True)
     assert not any(path.exists() for path in stale) and all(path.exists() for path in kept)
+
+
+def _write_under_file_size_limit(statement: str, limit: int = 65536) -> subprocess.CompletedProcess:
+    """Run the Python ``statement`` in a child whose writes fail beyond ``limit`` bytes of a file
+    (``RLIMIT_FSIZE``, SIGXFSZ ignored: ``write`` raises EFBIG, as a full device raises ENOSPC)."""
+    code = (
+        "import resource, signal; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+        f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit})); {statement}"
+    )
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+
+def test_a_checkpoint_write_that_fails_is_an_os_error_naming_it(tmp_path):
+    """A checkpoint whose write fails midway is an OSError naming it ("No space left on device" on a
+    full disk; one CLI line), and nothing is left (was: torch's RuntimeError "unexpected pos ...", which
+    ``audiokit train`` showed as an internal error)."""
+    path = tmp_path / "checkpoints" / "latest.pt"
+    done = _write_under_file_size_limit(
+        "import torch; from audiokit.train.checkpoint import save_checkpoint; "
+        f"save_checkpoint({str(path)!r}, {{'weights': torch.zeros(100_000)}})"
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == f"OSError: [Errno 27] File too large: '{path}'"
+    assert list(path.parent.iterdir()) == []

@@ -55,10 +55,17 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
-    """Write ``state`` to ``path`` atomically (temp file + rename): a crash never leaves half a file."""
+    """Write ``state`` to ``path`` atomically (temp file + rename): a crash never leaves half a file.
+    A failed write is the :class:`OSError` that says why ("No space left on device"), not the
+    ``RuntimeError`` torch's zip writer raises after it ("unexpected pos")."""
     path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as file:
+        try:
+            torch.save(state, file)
+        except RuntimeError as exc:
+            if isinstance(exc.__context__, OSError):
+                raise exc.__context__ from None
+            raise
     return path
 
 
