@@ -66,11 +66,28 @@ def staged_folder(out_dir: Path, force: bool = False) -> Iterator[Path]:
     fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new folder: nobody else holds it
     staging.chmod(0o777 & ~audio_io.UMASK)  # mkdtemp makes 0700 folders; give the usual permissions
     try:
-        yield staging
+        try:
+            yield staging
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise _naming_the_target(exc, staging, Path(given)) from None
         _publish(staging, out_dir, force)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         os.close(held)
+
+
+def _naming_the_target(exc: OSError, staging: Path, target: Path) -> OSError:
+    """``exc`` (a write in ``staging`` failed) naming the file as it would have been in ``target``
+    (the staging folder is removed, its name would mislead), or ``target`` itself when it names no file;
+    an error naming a file outside ``staging`` (an input) is returned as it is."""
+    for name in (exc.filename2, exc.filename):  # a copy's error names its source first
+        if isinstance(name, str) and (name == str(staging) or name.startswith(f"{staging}{os.sep}")):
+            return OSError(exc.errno, exc.strerror, str(target) + name[len(str(staging)) :])
+    if exc.filename is None:
+        return OSError(exc.errno, exc.strerror, str(target))
+    return exc
 
 
 def _remove_stale_staging(out_dir: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 
@@ -55,3 +56,22 @@ def test_staging_folders_of_killed_runs_are_removed_but_not_a_live_ones(tmp_path
     finally:
         os.close(held)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name, "set"])
+
+
+def test_a_failed_write_names_the_file_in_the_target_not_the_staging_folder(tmp_path):
+    """A write that fails in the staging folder (``demo``, ``data mix``, ``checkpoint pack`` on a full
+    device) names the file as it would have been in the output folder, or that folder when the error
+    names no file (was: ``.demo.tmp-XXXXXXXX/clip.wav: No space left on device``, a folder that is gone)."""
+    out, source = tmp_path / "out", tmp_path / "input.wav"
+    full = errno.ENOSPC, os.strerror(errno.ENOSPC)
+    errors = [
+        (lambda staging: OSError(*full, str(staging / "sub" / "clip.wav")), out / "sub" / "clip.wav"),
+        (lambda staging: OSError(*full), out),
+        (lambda staging: OSError(*full, str(source), None, str(staging / "x.txt")), out / "x.txt"),  # a copy
+        (lambda staging: OSError(errno.EIO, os.strerror(errno.EIO), str(source)), source),
+    ]
+    for error, named in errors:
+        with pytest.raises(OSError) as info, staged_folder(out) as staging:
+            raise error(staging)
+        assert (info.value.filename, info.value.strerror) == (str(named), os.strerror(info.value.errno))
+    assert list(tmp_path.iterdir()) == []
