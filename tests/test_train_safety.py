@@ -12,11 +12,12 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from audiokit.cli import main
 from audiokit.errors import UsageError
 from audiokit.evaluation.training_record import check_run_weights, training_record
-from audiokit.train.checkpoint import load_checkpoint
+from audiokit.train.checkpoint import load_checkpoint, save_checkpoint
 from audiokit.train.recipe import load_recipe
 from audiokit.train.trainer import Trainer
 
@@ -346,3 +347,17 @@ def test_a_checkpoint_write_that_fails_is_an_os_error_naming_it(tmp_path):
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1] == f"OSError: [Errno 27] File too large: '{path}'"
     assert list(path.parent.iterdir()) == []
+
+
+def test_a_pack_whose_write_fails_is_one_line_and_leaves_nothing(tmp_path):
+    """``checkpoint pack`` whose shard cannot be written (a full device; here past RLIMIT_FSIZE) is one
+    line naming the pack and leaves no folder (was: "internal error: SafetensorError: Error while
+    serializing: I/O error", exit 70)."""
+    run, out = tmp_path / "run", tmp_path / "pack"
+    save_checkpoint(run / "checkpoints" / "latest.pt", {"step": 1, "model": {"w": torch.zeros(100_000)}})
+    done = _write_under_file_size_limit(
+        "from audiokit.cli import main; "
+        f"raise SystemExit(main(['checkpoint', 'pack', {str(run)!r}, {str(out)!r}]))"
+    )
+    assert (done.returncode, done.stderr) == (1, f"audiokit checkpoint: error: {out}: File too large\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]

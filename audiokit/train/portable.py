@@ -14,7 +14,6 @@ Nothing is unpickled: shards are safetensors, the rest is JSON.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ import torch
 
 from audiokit.errors import RecipeError, UsageError
 from audiokit.folders import check_target, staged_folder
-from audiokit.io import NEW_FILE_MODE, atomic_path
+from audiokit.io import atomic_path
 from audiokit.train.checkpoint import RUN_CHECKPOINT as CHECKPOINT
 from audiokit.train.checkpoint import RUN_WEIGHTS as WEIGHTS
 from audiokit.train.checkpoint import load_training_state, save_checkpoint
@@ -114,8 +113,8 @@ def pack_run(
     with staged_folder(out_dir, force=True) as building:  # check_target refused what needs -f
         for index, shard in enumerate(shards):
             names.append(f"state-{index:02d}.safetensors")
-            safetensors.torch.save_file(shard, str(building / names[-1]))
-            os.chmod(building / names[-1], NEW_FILE_MODE)  # safetensors makes it 0600
+            # written by Python: safetensors' own writer makes 0600 files and hides a failed write's errno
+            (building / names[-1]).write_bytes(safetensors.torch.save(shard))
         document = {"format": FORMAT, "step": state["step"], "shards": len(shards), "state": structure}
         (building / STATE).write_text(json.dumps(document) + "\n")
         names.append(STATE)
