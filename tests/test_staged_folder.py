@@ -75,3 +75,19 @@ def test_a_failed_write_names_the_file_in_the_target_not_the_staging_folder(tmp_
             raise error(staging)
         assert (info.value.filename, info.value.strerror) == (str(named), os.strerror(info.value.errno))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_staging_folder_that_cannot_be_made_names_the_output(tmp_path, monkeypatch):
+    """The staging folder refused (a read-only mount) names the output folder, not the staging folder
+    it could not make (was: ``.out.tmp-XXXXXXXX: Read-only file system``)."""
+    mkdir = os.mkdir
+
+    def read_only(path, *args, **kwargs):
+        if ".tmp-" in os.fspath(path):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), os.fspath(path))
+        return mkdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "mkdir", read_only)
+    with pytest.raises(OSError) as info, staged_folder(tmp_path / "out"):
+        raise AssertionError("the block must not run")
+    assert (info.value.filename, info.value.strerror) == (str(tmp_path / "out"), "Read-only file system")
