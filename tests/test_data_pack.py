@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -329,3 +331,20 @@ def test_gpu_recipe_script_runs_on_cpu_and_continues(packed, tmp_path):
         shutil.copytree(back, tmp_path / "in", dirs_exist_ok=True)
     assert "starting from the weights" in done.stdout and "seed 1" in done.stdout
     assert lineage["calls"][1]["init"] == str(tmp_path / "in" / "model.safetensors")
+
+
+def test_a_clip_that_cannot_be_written_says_why(tmp_path):
+    """A packed clip whose write fails (a full device; here past RLIMIT_FSIZE) is one line naming the
+    pack and the system's reason, and leaves nothing (was: "opusenc failed on NAME.opus (... Encoding
+    aborted: close failed)", the reason lost in opusenc)."""
+    manifest, out = _write_manifest(tmp_path / "src", [SPEECH[0]]), tmp_path / "out" / "pack"
+
+    def limited() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+    command = [sys.executable, "-m", "audiokit", "data", "pack", "--manifest", str(manifest), "--max-mb", "4"]
+    command += [str(out), "-q"]
+    done = subprocess.run(command, capture_output=True, text=True, preexec_fn=limited, timeout=120)
+    assert (done.returncode, done.stderr) == (1, f"audiokit data pack: error: {out}: File too large\n")
+    assert list((tmp_path / "out").iterdir()) == []

@@ -102,15 +102,17 @@ def read_rows(manifest: Path, root: Path) -> list[dict]:
 def encode_opus(wav: np.ndarray, sample_rate: int, kbps: float, out: Path, opusenc: str) -> None:
     """Encode mono float32 ``wav`` ``(samples,)`` at ``sample_rate`` Hz to Ogg Opus at ``kbps`` (VBR).
 
-    No comment padding and a fixed stream serial, so the same input always gives the same bytes.
+    No comment padding and a fixed stream serial, so the same input always gives the same bytes. ``out``
+    is written by Python, not opusenc, so that a failed write says why ("No space left on device").
     """
     buffer = bytes_io.BytesIO()
     sf.write(buffer, wav, sample_rate, format="WAV", subtype="FLOAT")
-    command = [opusenc, "--quiet", "--bitrate", f"{kbps:g}", "--padding", "0", "--serial", "1", "-", str(out)]
+    command = [opusenc, "--quiet", "--bitrate", f"{kbps:g}", "--padding", "0", "--serial", "1", "-", "-"]
     done = subprocess.run(command, input=buffer.getvalue(), capture_output=True)
     if done.returncode != 0:
         reason = " ".join(done.stderr.decode(errors="replace").split())[-300:]
         raise UsageError(f"opusenc failed on {out.name} ({reason})")
+    out.write_bytes(done.stdout)
 
 
 def _encoder_version(opusenc: str) -> str:
