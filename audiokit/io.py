@@ -382,7 +382,13 @@ def _check_decoded_length(path: Path, f: sf.SoundFile | ffmpeg.FfmpegReader, dec
     """Raise when an MP3 whose header states its length decoded to fewer samples (libmpg123 stops
     quietly at damaged frames: a 3 s file would otherwise come back as 0.7 s), or when its bytes are far
     more than its decoded audio can fill (libmpg123 finds a few frame headers by chance in other files,
-    e.g. a program renamed .mp3, and decoded them to a few milliseconds of silence)."""
+    e.g. a program renamed .mp3, and decoded them to a few milliseconds of silence). A file whose
+    length is exact (WAV, FLAC, AIFF, headerless PCM) that decoded to fewer samples shrank while it was
+    read (it checked complete when opened); its audio must not pass for the whole file."""
+    if isinstance(f, sf.SoundFile) and f.format in EXACT_LENGTH_FORMATS and decoded < f.frames:
+        raise AudioFormatError(
+            path, f"truncated while being read: it ended at sample {decoded} of {f.frames}"
+        )
     if not _is_mp3(f):
         return
     if decoded < f.frames and _mp3_states_its_length(path):
@@ -399,6 +405,8 @@ def _check_decoded_length(path: Path, f: sf.SoundFile | ffmpeg.FfmpegReader, dec
         )
 
 
+EXACT_LENGTH_FORMATS = ("WAV", "WAVEX", "FLAC", "AIFF", "RAW")
+"""libsndfile formats whose stated number of samples is exact (a header's, or a raw file's size)."""
 MPEG_MAX_BYTES_PER_SECOND = 448_000 // 8
 """The most bytes a second of MPEG audio takes (layer I at 448 kbps, the highest bitrate of any layer)."""
 MP3_SLACK_BYTES = 32 * 1024

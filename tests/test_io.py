@@ -276,6 +276,18 @@ def test_a_failed_write_into_the_temporary_file_names_the_output(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_file_cut_short_while_it_is_read_is_an_error(tmp_path):
+    """A WAV that shrinks while it is read block by block (a copy still running, a full disk) is an
+    error naming it, not a short output that passes for the whole file (was: exit 0, 53 s of 1830)."""
+    path = tmp_path / "long.wav"
+    io.save(path, np.zeros((1, 100_000), np.float32), 16000)
+    blocks = io.iter_blocks(path, block_frames=4096)
+    next(blocks)
+    os.truncate(path, path.stat().st_size // 2)
+    with pytest.raises(AudioFormatError, match="truncated while being read: it ended at sample"):
+        list(blocks)
+
+
 def test_a_replaced_file_keeps_its_permissions(tmp_path):
     """Writing over a private (0600) or read-only-for-others file keeps its mode; a new file gets the
     usual 0666 less the umask, not mkstemp's 0600."""
