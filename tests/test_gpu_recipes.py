@@ -3,6 +3,8 @@ and ninja but not every package audiokit imports)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -63,3 +65,32 @@ def test_a_copy_without_git_records_the_commit_it_is_given(tmp_path, monkeypatch
     assert git_commit(tmp_path) == "af5b1aacf642"
     if (ROOT / ".git").exists():  # a checkout names its own commit (a copy without .git takes the variable)
         assert git_commit() not in ("unknown", "af5b1aacf642")
+
+
+def test_weights_over_the_file_limit_come_back_in_parts(tmp_path):
+    """The device returns no file over 16 MiB: EMA weights larger than that (a run of the codec recipe,
+    with its decoders per rate, saves 40 MiB) come back as parts that concatenate to the file."""
+    run, out = tmp_path / "run", tmp_path / "out"
+    run.mkdir()
+    weights = os.urandom(17 * (1 << 20) + 5)
+    (run / "model.safetensors").write_bytes(weights)
+    (run / "model.json").write_text('{"step": 3}\n')
+    (run / "metrics.jsonl").write_text('{"step": 3}\n')
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "recipes/gpu/gpu_helper.py"), "collect", str(run), str(out), "", "none",
+         str(tmp_path / "pack"), "", "weights"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "OVER 16 MiB" not in done.stdout
+    assert all(path.stat().st_size <= 16 * (1 << 20) for path in out.iterdir())
+    parts = sorted(out.glob("model.safetensors.part*"))
+    assert len(parts) == 2 and not (out / "model.safetensors").exists()
+    assert b"".join(part.read_bytes() for part in parts) == weights
+    assert (out / "model.json").is_file()
+    lineage = json.loads((out / "lineage.json").read_text())
+    assert lineage["weights"] == {
+        "parts": 2,
+        "bytes": len(weights),
+        "sha256": hashlib.sha256(weights).hexdigest(),
+    }

@@ -8,7 +8,8 @@ are known to be there).
     python3 recipes/gpu/gpu_helper.py lineage PREVIOUS_JSON       print the seed for this call
     python3 recipes/gpu/gpu_helper.py collect RUN_DIR OUT PREVIOUS_JSON INIT PACK LOG RETURN
                                                                   copy logs and the EMA weights (RETURN=
-                                                                  weights) or the whole checkpoint in
+                                                                  weights; in 15 MiB parts when over
+                                                                  16 MiB) or the whole checkpoint in
                                                                   15 MiB parts (RETURN=checkpoint, when it
                                                                   fits; else the weights) into OUT
 """
@@ -27,7 +28,7 @@ MIB = 1 << 20
 FILE_LIMIT = 16 * MIB  # each file that comes back from $OUT
 TOTAL_LIMIT = 64 * MIB  # all of them together
 COUNT_LIMIT = 8  # files that come back
-PART_BYTES = 15 * MIB  # size of the pieces of a split checkpoint
+PART_BYTES = 15 * MIB  # size of the pieces of a split checkpoint or weights file
 
 
 def missing(modules: list[str]) -> None:
@@ -82,12 +83,12 @@ def _last_line(path: Path) -> dict:
     return json.loads(lines[-1]) if lines else {}
 
 
-def _split(checkpoint: Path, dest: Path) -> int:
-    """Write ``checkpoint`` as ``latest.pt.part0, part1...`` of PART_BYTES; returns the number of parts."""
+def _split(source: Path, dest: Path) -> int:
+    """Write ``source`` as ``<name>.part0, part1...`` of PART_BYTES; returns the number of parts."""
     parts = 0
-    with open(checkpoint, "rb") as handle:
+    with open(source, "rb") as handle:
         while block := handle.read(PART_BYTES):
-            (dest / f"latest.pt.part{parts}").write_bytes(block)
+            (dest / f"{source.name}.part{parts}").write_bytes(block)
             parts += 1
     return parts
 
@@ -118,8 +119,13 @@ def collect(run_dir: str, out: str, previous: str, init: str, pack: str, log: st
     # logs and lineage.json
     room = TOTAL_LIMIT - (dest / "logs.tar.gz").stat().st_size - 64 * 1024
     whole = mode == "checkpoint" and 0 < size <= room and -(-size // PART_BYTES) + 2 <= COUNT_LIMIT
+    weights_parts = 0
     for name in () if whole else ("model.safetensors", "model.json"):
-        if (run / name).is_file():
+        if not (run / name).is_file():
+            continue
+        if (run / name).stat().st_size > FILE_LIMIT:  # a file over the limit would not come back at all
+            weights_parts = _split(run / name, dest)
+        else:
             (dest / name).write_bytes((run / name).read_bytes())
 
     step = _last_line(run / "metrics.jsonl").get("step")
@@ -143,6 +149,19 @@ def collect(run_dir: str, out: str, previous: str, init: str, pack: str, log: st
     )
     info["total_steps"] = int(info["total_steps"]) + steps - start
 
+    if weights_parts:
+        weights = run / "model.safetensors"
+        info["weights"] = {
+            "parts": weights_parts,
+            "bytes": weights.stat().st_size,
+            "sha256": _sha256(weights),
+        }
+        print(
+            f"gpu: weights {weights.stat().st_size / MIB:.1f} MiB come back in {weights_parts} parts "
+            "(cat model.safetensors.part* > model.safetensors)"
+        )
+    else:
+        info.pop("weights", None)
     if whole:
         parts = _split(checkpoint, dest)
         info["checkpoint"] = {"parts": parts, "bytes": size, "sha256": _sha256(checkpoint)}
