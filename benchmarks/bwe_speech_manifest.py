@@ -1,7 +1,8 @@
 """More training voices: the training split's narrowband speech extended to 16 kHz by the shipped
 ``bwe-8to16``, and a manifest of the wideband training speech plus those clips.
 
-Usage: ``python benchmarks/bwe_speech_manifest.py`` (after ``audiokit data prepare --roles speech``).
+Usage: ``python benchmarks/bwe_speech_manifest.py`` (after
+``audiokit data prepare --roles speech,speech_nb``).
 
 1. ``audiokit bwe`` mirrors ``$AUDIOKIT_DATA/corpus/16000/train/speech_nb`` into ``.../train/speech_bwe``
    (skipped when every clip is there already; ~4 minutes on one thread for the 6 h).
@@ -16,6 +17,7 @@ Used by the session 18 enhancer fork (docs/training.md) and the entropy prior sh
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -26,6 +28,10 @@ MODEL = "bwe-8to16"
 
 
 def main() -> None:
+    # no options: the parser gives --help (which ran the whole job, writing into the data folder)
+    argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    ).parse_args()
     root = data_root()
     source = root / "corpus" / "16000" / "train" / "speech_nb"
     target = source.with_name("speech_bwe")

@@ -6,6 +6,7 @@ Writes 16-bit FLAC/WAV clips; the list of sources and licences is in ``samples/L
 
 from __future__ import annotations
 
+import argparse
 import tempfile
 from pathlib import Path
 
@@ -35,6 +36,10 @@ def write(name: str, wav: np.ndarray, sample_rate: int) -> None:
 
 
 def main() -> None:
+    # no options: the parser gives --help (which rebuilt samples/)
+    argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    ).parse_args()
     debs = data_root() / "debs"
     with tempfile.TemporaryDirectory() as tmp:
         root = {}
