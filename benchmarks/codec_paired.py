@@ -40,7 +40,7 @@ def scores(request: EvalRequest) -> dict[str, dict[str, float]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("weights", nargs="+")
     parser.add_argument("--bitrates", type=float, nargs="+", default=[1.5, 3.0, 6.0])
     parser.add_argument("--valid", type=Path, default=None, help=f"default: $AUDIOKIT_DATA/{VALID}")

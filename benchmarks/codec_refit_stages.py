@@ -75,7 +75,7 @@ def refit(codec: Codec, latents: torch.Tensor, first: int) -> list[tuple[float, 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out")
     parser.add_argument("--model", default="speech-16k")
     parser.add_argument("--first", type=int, default=6, help="stages kept as they are (default 6)")

@@ -37,7 +37,7 @@ def paired(values: list[float], reference: list[float]) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="speech-16k")
     parser.add_argument("--precision", choices=("float16", "int8"), default="float16")
     parser.add_argument("--glob", default="vm-*")

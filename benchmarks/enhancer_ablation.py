@@ -102,7 +102,7 @@ def scores(summary: Summary) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=1500, help="training steps per variant")
     parser.add_argument("--clips", type=int, default=200, help="validation clips scored")
     parser.add_argument("--stride", type=int, default=1, help="score every STRIDE-th clip from the first")

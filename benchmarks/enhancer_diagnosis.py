@@ -84,7 +84,7 @@ def rounded(values) -> list[float]:
 
 
 def main() -> None:
-    parser, args = parse_model_args(__doc__.split("\n")[0])
+    parser, args = parse_model_args(__doc__.split("\n\n")[0])
     torch.set_num_threads(1)
     model = load(args)
     if model.pitch is not None or model.noise_floor is not None or model.band_decoder is not None:

@@ -38,7 +38,7 @@ def paired(values: list[float], reference: list[float]) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoints", type=Path, nargs="+")
     parser.add_argument("--clips", type=int, default=197)
     parser.add_argument("--stride", type=int, default=8)

@@ -33,7 +33,7 @@ def frame_energies(x: np.ndarray) -> np.ndarray:
 
 
 def main() -> None:
-    _, args = parse_model_args(__doc__.split("\n")[0])
+    _, args = parse_model_args(__doc__.split("\n\n")[0])
     torch.set_num_threads(1)
     model = load(args)
     rate = model.sample_rate

@@ -217,7 +217,7 @@ def plot(rows: list[dict], curves: dict, varying: dict, path: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="print the result JSON to stdout")
     parser.add_argument("--quick", action="store_true", help="fewer optimisation steps (smoke test)")
     parser.add_argument("--out", type=Path, default=RESULTS / "frontends_chirp.json")

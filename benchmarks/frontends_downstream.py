@@ -163,7 +163,7 @@ def build_task(task: str, train_rows: list[dict], test_rows: list[dict], args, r
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="print the result JSON to stdout")
     parser.add_argument("--data", type=Path, default=None, help="data root (default $AUDIOKIT_DATA)")
     parser.add_argument("--max-minutes", type=float, default=60.0, help="training budget for all runs")

@@ -118,7 +118,7 @@ def oracle_scores(codec: Codec, wav: np.ndarray, bitrate: float) -> dict[str, fl
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--weights", required=True, help="model name or directory/file of weights")
     parser.add_argument("--valid", type=Path, required=True, help="folder of validation audio")
     parser.add_argument("--glob", default="*.flac", help="file pattern under --valid (recursive)")

@@ -115,7 +115,7 @@ def metric(text: str, name: str) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--streams", type=int, default=8, help="concurrent clients (1..256)")
     parser.add_argument("--seconds", type=float, default=10.0, help="audio per client (1..600)")
     parser.add_argument("--task", choices=("enhance", "codec"), default="enhance")

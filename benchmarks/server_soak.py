@@ -481,7 +481,7 @@ def report(args, spec, served, tally, cycles, rss, warm, end, wall, cycle_wall, 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cycles", type=int, default=1000, help="client cycles (1..100000)")
     parser.add_argument("--model", default="speech-16k", help="served model (default: speech-16k)")
     parser.add_argument("--concurrency", type=int, default=4, help="clients at once (1..32)")

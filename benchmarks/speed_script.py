@@ -17,7 +17,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def parser(doc: str, default_model: str, result_name: str) -> argparse.ArgumentParser:
     """The shared options; the script may add its own before parsing."""
-    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument(
         "-m", "--model", default=default_model, help=f"model to time (default {default_model})"
     )

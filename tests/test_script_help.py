@@ -21,3 +21,19 @@ def test_help_prints_the_usage_and_runs_nothing(tmp_path, script):
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith("usage:") and "Usage:" in done.stdout
     assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize(
+    "script",
+    ["benchmarks/server_load.py", "benchmarks/bench_codec.py", "benchmarks/enhancer_vs_rnnoise.py"],
+)
+def test_help_describes_the_script_in_whole_sentences(script):
+    """The description is the docstring's first paragraph: its first line alone ended mid-sentence
+    ("... clients on loopback, saved to")."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run(
+        [sys.executable, str(ROOT / script), "--help"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    description = done.stdout.split("\n\n")[1]  # usage, description, options
+    assert description.rstrip().endswith((".", ")")), description
