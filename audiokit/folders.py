@@ -61,14 +61,9 @@ def staged_folder(out_dir: Path, force: bool = False) -> Iterator[Path]:
     refuse_existing(out_dir, force)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_staging(out_dir)
+    staging, held = _new_staging(out_dir, given)
     try:
-        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    except OSError as exc:  # it names the folder it could not make, which is no user's
-        raise OSError(exc.errno, exc.strerror, str(given)) from None
-    held = os.open(staging, os.O_RDONLY)
-    fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new folder: nobody else holds it
-    staging.chmod(0o777 & ~audio_io.UMASK)  # mkdtemp makes 0700 folders; give the usual permissions
-    try:
+        staging.chmod(0o777 & ~audio_io.UMASK)  # mkdtemp makes 0700 folders; give the usual permissions
         try:
             yield staging
         except BrokenPipeError:
@@ -78,6 +73,28 @@ def staged_folder(out_dir: Path, force: bool = False) -> Iterator[Path]:
         _publish(staging, out_dir, force)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        os.close(held)
+
+
+def _new_staging(out_dir: Path, given: Path) -> tuple[Path, int]:
+    """A new staging folder of ``out_dir`` and an open descriptor holding its ``flock``. Another run's
+    :func:`_remove_stale_staging` may take the folder for a dead run's in the moment between its making
+    and its locking (and remove it): then another is made."""
+    while True:
+        try:
+            staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+        except OSError as exc:  # it names the folder it could not make, which is no user's
+            raise OSError(exc.errno, exc.strerror, str(given)) from None
+        try:
+            held = os.open(staging, os.O_RDONLY)
+        except FileNotFoundError:
+            continue  # already removed by another run
+        fcntl.flock(held, fcntl.LOCK_EX)  # waits only while another run removes it
+        try:
+            if os.stat(staging).st_ino == os.fstat(held).st_ino:
+                return staging, held
+        except FileNotFoundError:
+            pass
         os.close(held)
 
 
@@ -99,14 +116,18 @@ def _remove_stale_staging(out_dir: Path) -> None:
     for entry in out_dir.parent.iterdir():
         if not name.fullmatch(entry.name) or entry.is_symlink() or not entry.is_dir():
             continue
-        fd = os.open(entry, os.O_RDONLY)
+        try:
+            fd = os.open(entry, os.O_RDONLY)
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # removed while held: a run that has just made it waits, then sees it gone
+            shutil.rmtree(entry, ignore_errors=True)
         except BlockingIOError:
-            continue  # another run is building it now
+            pass  # another run is building it now
         finally:
             os.close(fd)
-        shutil.rmtree(entry, ignore_errors=True)
 
 
 def _publish(staging: Path, out_dir: Path, force: bool) -> None:

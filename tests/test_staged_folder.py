@@ -5,9 +5,11 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import tempfile
 
 import pytest
 
+from audiokit import folders
 from audiokit.errors import UsageError
 from audiokit.folders import staged_folder
 
@@ -91,3 +93,39 @@ def test_a_staging_folder_that_cannot_be_made_names_the_output(tmp_path, monkeyp
     with pytest.raises(OSError) as info, staged_folder(tmp_path / "out"):
         raise AssertionError("the block must not run")
     assert (info.value.filename, info.value.strerror) == (str(tmp_path / "out"), "Read-only file system")
+
+
+@pytest.mark.parametrize("moment", ["after_mkdtemp", "before_flock"])
+def test_a_run_sweeping_stale_folders_never_removes_one_just_made(tmp_path, monkeypatch, moment):
+    """Another run's sweep of stale staging folders in the moment between a run's ``mkdtemp`` and its
+    ``flock`` found the new folder unlocked and removed it: the run's writes then failed with
+    ``FileNotFoundError`` (or its ``flock`` with ``BlockingIOError``). Now the run makes another."""
+    out, swept = tmp_path / "set", []
+
+    def sweep_once() -> None:
+        if not swept:
+            swept.append([p.name for p in tmp_path.iterdir()])
+            folders._remove_stale_staging(out)  # what a second run of the same output does first
+
+    if moment == "after_mkdtemp":
+        mkdtemp = tempfile.mkdtemp
+
+        def made_then_swept(*args, **kwargs):
+            path = mkdtemp(*args, **kwargs)
+            sweep_once()
+            return path
+
+        monkeypatch.setattr(folders.tempfile, "mkdtemp", made_then_swept)
+    else:
+        flock = fcntl.flock
+
+        def swept_then_locked(fd, operation):
+            if operation == fcntl.LOCK_EX:  # the new folder's lock (a sweep never waits)
+                sweep_once()
+            return flock(fd, operation)
+
+        monkeypatch.setattr(folders.fcntl, "flock", swept_then_locked)
+    with staged_folder(out) as staging:
+        (staging / "a.txt").write_text("a")
+    assert swept and swept[0] != []  # the sweep ran while the first staging folder existed
+    assert (out / "a.txt").read_text() == "a" and [p.name for p in tmp_path.iterdir()] == ["set"]
