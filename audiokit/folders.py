@@ -101,7 +101,10 @@ def _new_staging(out_dir: Path, given: Path) -> tuple[Path, int]:
 def _naming_the_target(exc: OSError, staging: Path, target: Path) -> OSError:
     """``exc`` (a write in ``staging`` failed) naming the file as it would have been in ``target``
     (the staging folder is removed, its name would mislead), or ``target`` itself when it names no file;
-    an error naming a file outside ``staging`` (an input) is returned as it is."""
+    an error naming a file outside ``staging`` (an input), or with no system error code to say (an
+    ``OSError("...")`` of a library: its message is all it has), is returned as it is."""
+    if exc.errno is None:
+        return exc
     for name in (exc.filename2, exc.filename):  # a copy's error names its source first
         if isinstance(name, str) and (name == str(staging) or name.startswith(f"{staging}{os.sep}")):
             return OSError(exc.errno, exc.strerror, str(target) + name[len(str(staging)) :])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import shutil
 import tempfile
 
 import pytest
@@ -129,3 +130,13 @@ def test_a_run_sweeping_stale_folders_never_removes_one_just_made(tmp_path, monk
         (staging / "a.txt").write_text("a")
     assert swept and swept[0] != []  # the sweep ran while the first staging folder existed
     assert (out / "a.txt").read_text() == "a" and [p.name for p in tmp_path.iterdir()] == ["set"]
+
+
+def test_an_os_error_without_a_system_error_code_keeps_its_message(tmp_path):
+    """An ``OSError`` raised with a message only (``shutil.Error``, a library's ``OSError("...")``)
+    became ``[Errno None] None: 'OUT'``: its message, all it had, was lost."""
+    for error in (OSError("opusenc went away"), shutil.Error([("a.wav", "b.wav", "disk gone")])):
+        with pytest.raises(OSError) as info, staged_folder(tmp_path / "out"):
+            raise error
+        assert info.value is error and "None" not in str(info.value)
+    assert list(tmp_path.iterdir()) == []
