@@ -383,11 +383,11 @@ def _check_decoded_length(path: Path, f: sf.SoundFile | ffmpeg.FfmpegReader, dec
     quietly at damaged frames: a 3 s file would otherwise come back as 0.7 s), or when its bytes are far
     more than its decoded audio can fill (libmpg123 finds a few frame headers by chance in other files,
     e.g. a program renamed .mp3, and decoded them to a few milliseconds of silence). A file whose
-    length is exact (WAV, FLAC, AIFF, headerless PCM) that decoded to fewer samples shrank while it was
-    read (it checked complete when opened); its audio must not pass for the whole file."""
+    length is exact (WAV, FLAC, AIFF, headerless PCM) that decoded to fewer samples was cut short, on
+    disk or while it was read; its audio must not pass for the whole file."""
     if isinstance(f, sf.SoundFile) and f.format in EXACT_LENGTH_FORMATS and decoded < f.frames:
         raise AudioFormatError(
-            path, f"truncated while being read: it ended at sample {decoded} of {f.frames}"
+            path, f"cut short (on disk or while being read): it ended at sample {decoded} of {f.frames}"
         )
     if not _is_mp3(f):
         return
