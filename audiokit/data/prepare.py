@@ -183,7 +183,7 @@ def _process_unit(
     partial = state / f"{unit_id(source)}.partial.jsonl"
     rows: dict[str, dict] = {}
     if partial.exists():
-        for row in read_jsonl_tolerant(partial):
+        for row in read_jsonl(partial, cut_end=True):  # a last line a killed run cut short: left out
             if (root / row["path"]).exists():
                 rows[_key(row["source_path"])] = row
         # rewritten without a last line cut short (a killed run's), which the next append would extend
@@ -249,17 +249,6 @@ def _fields(source: Source, relative: str) -> dict[str, str | None]:
 
 def _key(source_path: str | list[str]) -> str:
     return source_path if isinstance(source_path, str) else "|".join(source_path)
-
-
-def read_jsonl_tolerant(path: Path) -> list[dict]:
-    """Rows of a JSONL file, ignoring a last line cut short by an interruption."""
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-    return rows
 
 
 def _record_package(root: Path, package: str, deb: Path) -> None:
