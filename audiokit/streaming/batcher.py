@@ -387,7 +387,7 @@ def _model_name(model: object) -> str:
     return type(model).__qualname__
 
 
-def _whole_number(value: int, what: str) -> int:
+def _whole_number(value: object, what: str) -> int:
     """``value`` (a batcher's ``capacity``, a step's ``max_hops``) as an int >= 1 (any integer type);
     UsageError naming ``what`` otherwise."""
     try:
