@@ -155,7 +155,7 @@ class CodecStream:
         self.lengths: list[int] = [0] * self.rows
         self.timer = StepTimer()
         if length is not None:
-            self._set_limits(range(batch_size), length)
+            self._set_limits(range(batch_size), self._lengths(range(batch_size), length))
 
     # -- public API -------------------------------------------------------------------------------
     def push(self, x) -> torch.Tensor:
@@ -324,9 +324,9 @@ class CodecStream:
         for r in rows:
             self._rows[r] = self._new_row()
 
-    def _set_limits(self, items: Sequence[int], length: int | Sequence[int]) -> None:
-        """``length`` (see :meth:`_lengths`) as the output samples of the rows of ``items``."""
-        for item, value in zip(items, self._lengths(items, length), strict=True):
+    def _set_limits(self, items: Sequence[int], lengths: list[int]) -> None:
+        """``lengths`` (one per item, from :meth:`_lengths`): the output samples of the rows of ``items``."""
+        for item, value in zip(items, lengths, strict=True):
             for c in range(self.fold):
                 self._rows[item * self.fold + c].limit = value
 
