@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import struct
+import subprocess
 import zipfile
 from pathlib import Path
 
@@ -232,3 +234,26 @@ def test_manifests_keep_unicode_line_separators_inside_their_strings(tmp_path):
     path.write_text('{"path": "a"}\n', encoding="utf-8-sig")  # a byte-order mark, as some editors save
     assert read_jsonl(path) == [{"path": "a"}]
     assert [row["path"] for row in read_manifest(path, tmp_path)] == [str(tmp_path / "a")]
+
+
+VERSIONS = ["1.0", "1.0~rc1", "1.0~", "1.0-1", "1.0-1.1", "1.0-2", "1.0-1ubuntu1", "1.0-1+b1", "1.9",
+            "1.10", "1.0.1", "1.0a", "1.0+dfsg", "1:0.1", "0.0.26-1", "0.0.26~b-1", "2.0-1~bpo1", "2.0-1",
+            "0.9.8-1.2"]
+
+
+def test_debian_version_order_matches_dpkg():
+    """Versions order as `dpkg --compare-versions` orders them (the independent reference)."""
+    for a, b in itertools.combinations(VERSIONS, 2):
+        key_a, key_b = debs.debian_version_key(a), debs.debian_version_key(b)
+        relation = "lt" if key_a < key_b else "gt" if key_a > key_b else "eq"
+        dpkg = subprocess.run(["dpkg", "--compare-versions", a, relation, b])
+        assert dpkg.returncode == 0, (a, relation, b)
+
+
+def test_the_newest_deb_of_a_folder_is_taken_in_debian_order(tmp_path):
+    """A name sort took alsa-utils_1.9 over 1.10 from a local folder holding both."""
+    local = tmp_path / "local"
+    local.mkdir()
+    for version in ("1.9-1", "1.10-1", "1.10~rc1-1"):
+        (local / f"alsa-utils_{version}_all.deb").write_bytes(b"x")
+    assert debs.fetch_package("alsa-utils", tmp_path / "debs", local).name == "alsa-utils_1.10-1_all.deb"

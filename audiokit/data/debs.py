@@ -29,9 +29,34 @@ def _tool(name: str, install: str) -> str:
     return found
 
 
+def _order_key(part: str) -> list[int]:
+    """Sort key of a Debian upstream version or revision part (deb-version(7)): non-digit runs compare
+    letters before non-letters and ``~`` before everything, even the end of the part; digit runs compare
+    as numbers."""
+    key: list[int] = []
+    while part:
+        digits_at = next((i for i, char in enumerate(part) if char.isdigit()), len(part))
+        for char in part[:digits_at]:
+            key.append(-1 if char == "~" else ord(char) if char.isalpha() else ord(char) + 256)
+        key.append(0)  # the end of a non-digit run sorts after "~" and before any character
+        part = part[digits_at:]
+        number_end = next((i for i, char in enumerate(part) if not char.isdigit()), len(part))
+        key.append(int(part[:number_end] or 0))
+        part = part[number_end:]
+    return key + [0]  # the part's end: after a "~", before any character
+
+
+def debian_version_key(version: str) -> tuple[int, list[int], list[int]]:
+    """Sort key giving Debian's version order (``1.10`` after ``1.9``, ``1.0~rc1`` before ``1.0``)."""
+    epoch, _, rest = version.rpartition(":") if ":" in version else ("0", "", version)
+    upstream, _, revision = rest.rpartition("-") if "-" in rest else (rest, "", "0")
+    return int(epoch or 0), _order_key(upstream), _order_key(revision)
+
+
 def _find_deb(folder: Path, package: str) -> Path | None:
-    found = sorted(folder.glob(f"{package}_*.deb"))
-    return found[-1] if found else None
+    """The .deb of ``package`` in ``folder`` with the highest version, in Debian's order."""
+    found = [deb for deb in folder.glob(f"{package}_*.deb") if deb.name.count("_") == 2]
+    return max(found, key=lambda deb: debian_version_key(package_version(deb)), default=None)
 
 
 def _apt_download(package: str, folder: Path) -> Path:
@@ -77,16 +102,18 @@ def package_version(deb: Path) -> str:
     return deb.name.split("_")[1].replace("%3a", ":")
 
 
-def extract_package(deb: Path, folder: Path) -> Path:
+def extract_package(deb: Path, folder: Path, deb_sha256: str | None = None) -> Path:
     """Unpack ``deb`` into ``folder`` (once; an existing complete unpack of the same .deb, by sha256, is
     reused; one of another .deb, e.g. an earlier version, is replaced) and return ``folder``.
 
     ``deb`` is the cache's copy: one that dpkg-deb cannot read (a corrupt or cut download) is deleted, so
     that the next run fetches it anew instead of failing on it again; one it reads (the unpack failed for
-    another reason, e.g. a full disk) is kept.
+    another reason, e.g. a full disk) is kept. ``deb_sha256``, when the caller has it, saves hashing the
+    .deb again (seconds a gigabyte).
     """
+    deb_sha256 = deb_sha256 or sha256_file(deb)
     complete = folder / ".complete"
-    if complete.exists() and complete.read_text().strip() == sha256_file(deb):
+    if complete.exists() and complete.read_text().strip() == deb_sha256:
         return folder
     dpkg_deb = _tool("dpkg-deb", "apt-get install dpkg")
     if folder.exists():
@@ -108,6 +135,6 @@ def extract_package(deb: Path, folder: Path) -> Path:
             deb.unlink()
             problem = f"corrupt package, removed from the cache (run again to fetch it anew); {problem}"
         raise AudiokitError(f"{deb}: {problem}")
-    (partial / ".complete").write_text(sha256_file(deb) + "\n")
+    (partial / ".complete").write_text(deb_sha256 + "\n")
     os.replace(partial, folder)
     return folder

@@ -251,7 +251,7 @@ def _key(source_path: str | list[str]) -> str:
     return source_path if isinstance(source_path, str) else "|".join(source_path)
 
 
-def _record_package(root: Path, package: str, deb: Path) -> None:
+def _record_package(root: Path, package: str, deb: Path, deb_sha256: str) -> None:
     record = root / "packages" / f"{package}.json"
     if record.exists() and json.loads(record.read_text())["file"] == deb.name:
         return
@@ -262,7 +262,7 @@ def _record_package(root: Path, package: str, deb: Path) -> None:
             "version": package_version(deb),
             "file": deb.name,
             "bytes": deb.stat().st_size,
-            "sha256": sha256_file(deb),
+            "sha256": deb_sha256,
             "copyright": f"usr/share/doc/{package}/copyright",
         },
     )
@@ -345,13 +345,15 @@ def _prepare_sources(
         if not pending:
             continue
         deb = fetch_package(package, root / "debs", deb_dir)
-        tree = extract_package(deb, root / "extracted" / package)  # first: a corrupt .deb is not recorded
-        _record_package(root, package, deb)
+        deb_sha256 = sha256_file(deb)  # once: 0ad-data's 1.4 GB take seconds
+        # unpacked first: a corrupt .deb is not recorded
+        tree = extract_package(deb, root / "extracted" / package, deb_sha256)
+        _record_package(root, package, deb, deb_sha256)
         for source in pending:
             rows = _process_unit(source, tree, root, sample_rate, quiet, summary)
             write_json_atomic(
                 state / f"{unit_id(source)}.json",
-                {"unit": unit_id(source), "package": package, "deb_sha256": sha256_file(deb), "rows": rows},
+                {"unit": unit_id(source), "package": package, "deb_sha256": deb_sha256, "rows": rows},
             )
             (state / f"{unit_id(source)}.partial.jsonl").unlink(missing_ok=True)
             summary.units_done += 1
