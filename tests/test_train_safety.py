@@ -361,3 +361,17 @@ def test_a_pack_whose_write_fails_is_one_line_and_leaves_nothing(tmp_path):
     )
     assert (done.returncode, done.stderr) == (1, f"audiokit checkpoint: error: {out}: File too large\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_a_tensorboard_write_that_fails_ends_the_run_in_one_line(tmp_path):
+    """A full disk under TensorBoard's event file printed the writer thread's traceback, then the run
+    ended with "error: File too large" naming nothing. Now: one line naming the TensorBoard folder. The
+    limit (20 kB a file) is reached by the event file (about 1.5 kB a step here) before any other."""
+    run = tmp_path / "run"
+    overrides = [*QUICK[:2], "discriminator.kinds=[]", "run.log_every=1", "run.checkpoint_every=1000"]
+    argv = ["train", str(TINY), "--run-dir", str(run), "-q", "--max-steps", "60"]
+    argv += [f"--set={item}" for item in overrides]
+    statement = f"from audiokit.cli import main; raise SystemExit(main({argv!r}))"
+    done = _write_under_file_size_limit(statement, 20_000)
+    expected = f"audiokit train: error: {run / 'tensorboard'}: File too large\n"
+    assert (done.returncode, done.stderr) == (1, expected)

@@ -8,9 +8,13 @@ command line) and the sha256 of every ``model.safetensors`` saved (``weights``: 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -23,6 +27,15 @@ from audiokit.io import atomic_path
 from audiokit.provenance import git_commit, package_versions
 from audiokit.train.recipe import Recipe, dump_recipe
 from audiokit.train.runtime import Runtime, hardware
+
+
+def _quiet_tensorboard_thread_errors(args: threading.ExceptHookArgs) -> None:
+    """A ``threading.excepthook`` that leaves the OSErrors of TensorBoard's writer thread (a full disk)
+    unprinted: its writer raises them again on the next write or flush, in the training thread, where
+    they end the run with one line. Every other thread's exception goes to Python's hook."""
+    if type(args.thread).__name__ == "_AsyncWriterThread" and isinstance(args.exc_value, OSError):
+        return
+    threading.__excepthook__(args)
 
 
 def _now() -> str:
@@ -102,12 +115,25 @@ class RunRecords:
         for name in ("metrics.jsonl", "eval.jsonl"):
             _purge(run_dir / name, step)
         self.writer = None
+        self.tensorboard_failed = False  # a write failed: closing the writer raises the same error again
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
                 return
             self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=step)
+            threading.excepthook = _quiet_tensorboard_thread_errors
+
+    @contextmanager
+    def _writing_tensorboard(self) -> Iterator[None]:
+        """TensorBoard's write errors (raised without a file name) name its folder."""
+        try:
+            yield
+        except OSError as exc:
+            self.tensorboard_failed = True
+            if exc.filename is not None or not exc.strerror:
+                raise
+            raise OSError(exc.errno, exc.strerror, str(self.run_dir / "tensorboard")) from exc
 
     def start_session(
         self, recipe: Recipe, model_name: str, runtime: Runtime, step: int, **start: Any
@@ -158,7 +184,9 @@ class RunRecords:
         (tag ``<name><index:02d>``)."""
         with open(self.run_dir / "metrics.jsonl", "a") as fh:
             fh.write(json.dumps({"step": step, **scalars}) + "\n")
-        if self.writer is not None:
+        if self.writer is None:
+            return
+        with self._writing_tensorboard():
             for name, value in scalars.items():
                 self.writer.add_scalar(name, value, step)
             for name, values in vectors.items():
@@ -178,19 +206,26 @@ class RunRecords:
             fh.write(json.dumps({"step": step, **record}) + "\n")
         if self.writer is None:
             return
-        for name, value in scalars.items():
-            self.writer.add_scalar(name, value, step)
-        for tag, wav, rate in examples:
-            self.writer.add_audio(f"audio/{tag}", wav[0].clamp(-1, 1), step, sample_rate=rate)
-            mel = mel_spectrogram(wav[0].double(), rate, 1024, 256, 80).clamp_min(1e-5).log10()
-            image = ((mel - mel.min()) / (mel.max() - mel.min() + 1e-9)).flip(0).float()
-            self.writer.add_image(f"mel/{tag}", image, step, dataformats="HW")
+        with self._writing_tensorboard():
+            for name, value in scalars.items():
+                self.writer.add_scalar(name, value, step)
+            for tag, wav, rate in examples:
+                self.writer.add_audio(f"audio/{tag}", wav[0].clamp(-1, 1), step, sample_rate=rate)
+                mel = mel_spectrogram(wav[0].double(), rate, 1024, 256, 80).clamp_min(1e-5).log10()
+                image = ((mel - mel.min()) / (mel.max() - mel.min() + 1e-9)).flip(0).float()
+                self.writer.add_image(f"mel/{tag}", image, step, dataformats="HW")
 
     def flush(self) -> None:
         if self.writer is not None:
-            self.writer.flush()
+            with self._writing_tensorboard():
+                self.writer.flush()
 
     def close(self) -> None:
         if self.writer is not None:
-            self.writer.close()
-            self.writer = None
+            writer, self.writer = self.writer, None
+            if self.tensorboard_failed:  # the error has been raised already (maybe ending the run)
+                with contextlib.suppress(OSError):
+                    writer.close()
+                return
+            with self._writing_tensorboard():
+                writer.close()
