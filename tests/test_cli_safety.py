@@ -389,3 +389,16 @@ def test_a_full_device_is_named_as_such(tmp_path):
         assert not [p for p in small.rglob("*") if p.is_file()]
     finally:
         subprocess.run(["umount", str(small)])
+
+
+@pytest.mark.parametrize("extra", [[], ["--json"]])
+def test_printed_results_that_cannot_be_written_name_stdout(extra):
+    """`audiokit info FILE > /dev/full` (or a full disk behind `>`) said "error: No space left on device",
+    naming nothing: the results printed on standard output now name <stdout>, as audio written there does."""
+    sample = Path(__file__).resolve().parent.parent / "samples" / "speech_fr_8k_a.wav"
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "audiokit", "info", str(sample), *extra],
+            stdout=full, stderr=subprocess.PIPE, text=True, timeout=120,
+        )
+    assert (done.returncode, done.stderr) == (1, "audiokit info: error: <stdout>: No space left on device\n")

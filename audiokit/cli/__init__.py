@@ -13,8 +13,9 @@ import importlib
 import os
 import signal
 import sys
+from collections.abc import Iterable, Iterator
 from types import FrameType
-from typing import NoReturn
+from typing import NoReturn, TextIO
 
 from audiokit import __version__
 from audiokit.errors import AudiokitError
@@ -41,6 +42,41 @@ def _install_signal_handlers() -> dict[int, object]:
         except ValueError:  # not the main thread: leave signals alone
             pass
     return previous
+
+
+class _NamedStdout:
+    """``sys.stdout`` whose write errors (a full disk behind ``> file``, ``/dev/full``) name ``<stdout>``:
+    the system's error carries no file name, so the command's one line would name nothing."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        with _naming_stdout():
+            return self.stream.write(text)
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        with _naming_stdout():
+            self.stream.writelines(lines)
+
+    def flush(self) -> None:
+        with _naming_stdout():
+            self.stream.flush()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.stream, name)
+
+
+@contextlib.contextmanager
+def _naming_stdout() -> Iterator[None]:
+    try:
+        yield
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        if exc.filename is not None or not exc.strerror:
+            raise
+        raise OSError(exc.errno, exc.strerror, "<stdout>") from exc
 
 
 def _interrupted(command: str, exc: KeyboardInterrupt) -> int:
@@ -108,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run ``audiokit`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit code."""
     previous = _install_signal_handlers()
     command = "audiokit"
+    stdout, sys.stdout = sys.stdout, _NamedStdout(sys.stdout)
     try:
         try:
             args = _parse(build_parser(), argv)
@@ -115,7 +152,9 @@ def main(argv: list[str] | None = None) -> int:
             return exc.code if isinstance(exc.code, int) else 0
         action = getattr(args, f"{args.command}_command", None)  # `data mix`: the action too
         command = f"audiokit {args.command}" + (f" {action}" if action else "")
-        return int(args.handler(args) or 0)
+        code = int(args.handler(args) or 0)
+        sys.stdout.flush()  # here, where a failing write still ends in one line
+        return code
     except AudiokitError as exc:
         print(f"{command}: error: {exc}", file=sys.stderr)
         return 1
@@ -139,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 70
     finally:
+        sys.stdout = stdout
         for signum, handler in previous.items():
             signal.signal(signum, handler)
 
