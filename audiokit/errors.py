@@ -42,6 +42,11 @@ class TrainingError(AudiokitError):
     """A training run cannot go on (its gradients stayed NaN or infinite: it diverged)."""
 
 
+class PeerStopped(TrainingError):
+    """Another process of a DDP run (``torchrun``) stopped on an error, so this one stops too. The
+    process that failed prints that error; the command line prints nothing for this one."""
+
+
 class ToolMissingError(AudiokitError):
     """An external program (opusenc, ffmpeg, ...) is needed but not installed."""
 

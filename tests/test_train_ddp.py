@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -17,6 +20,7 @@ TINY = ROOT / "recipes" / "codec_speech16k_tiny.yaml"
 
 SCRIPT = """
 import sys
+import time
 import torch
 import torch.distributed as dist
 from audiokit.train.recipe import load_recipe
@@ -65,3 +69,83 @@ def test_ddp_two_processes_stay_in_sync_and_resume_exactly(tmp_path):
         assert torch.equal(state["model"][key], resumed["model"][key]), key
     for key in state["discriminator"]:
         assert torch.equal(state["discriminator"][key], resumed["discriminator"][key]), key
+
+
+def _torchrun_cli(run_dir: Path, *args: str, wait: bool = True) -> Any:
+    """``torchrun --nproc-per-node 2 -m audiokit train`` of the tiny codec on samples/, into ``run_dir``."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env.pop("AUDIOKIT_DEBUG", None)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    command += ["-m", "audiokit", "train", str(TINY), "--run-dir", str(run_dir), "-q"]
+    command += ["--set", "run.tensorboard=false", "--set", "data.segment_seconds=0.25", *args]
+    if not wait:
+        return subprocess.Popen(command, env=env, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    return subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def _audiokit_lines(stderr: str) -> list[str]:
+    """The lines audiokit printed (torchrun adds its own report of the failed processes)."""
+    return [line for line in stderr.splitlines() if line.startswith("audiokit train:")]
+
+
+@pytest.mark.slow
+def test_ddp_setup_error_is_one_line(tmp_path):
+    # every process reads the same command line: the error was printed once per process
+    done = _torchrun_cli(tmp_path / "run", "--set", "optim.learning_rat=1e-3")
+    assert done.returncode != 0
+    assert _audiokit_lines(done.stderr) == [
+        f"audiokit train: error: {TINY} (with --set overrides): unknown key 'optim.learning_rat'; "
+        "did you mean 'learning_rate'?"
+    ]
+
+
+@pytest.mark.slow
+def test_ddp_error_in_rank0_only_work_stops_every_rank_in_one_line(tmp_path):
+    # only rank 0 reads the validation clips: rank 1 went on to its first collective and failed there
+    # with gloo's "Connection closed by peer" as an internal error
+    done = _torchrun_cli(tmp_path / "run", "--set", f"data.valid={tmp_path / 'missing'}")
+    assert done.returncode != 0
+    (line,) = _audiokit_lines(done.stderr)
+    assert line.startswith(f"audiokit train: error: data.valid: '{tmp_path / 'missing'}' is neither")
+
+
+@pytest.mark.slow
+def test_ddp_failed_save_on_rank0_stops_every_rank_in_one_line(tmp_path):
+    # rank 0 writes the checkpoint and weights while the others wait: a failed write (here a folder where
+    # the weights go) stopped rank 0 and left rank 1 to fail in the barrier after it
+    run_dir = tmp_path / "run"
+    (run_dir / "model.safetensors").mkdir(parents=True)
+    done = _torchrun_cli(run_dir, "--max-steps", "4")
+    assert done.returncode != 0
+    weights = run_dir / "model.safetensors"
+    assert _audiokit_lines(done.stderr) == [f"audiokit train: error: {weights}: Is a directory"]
+
+
+def _children(pid: int) -> list[int]:
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds torchrun's processes in /proc")
+def test_ddp_process_killed_leaves_one_line_on_the_others(tmp_path):
+    # rank 1 killed (the OOM killer, a crash) mid-run: rank 0's collective fails; that was an internal
+    # error asking to report it, with gloo's message
+    run_dir = tmp_path / "run"
+    launcher = _torchrun_cli(run_dir, "--set", "run.max_steps=100000", "--max-minutes", "3", wait=False)
+    try:
+        deadline = time.monotonic() + 300
+        while not (run_dir / "metrics.jsonl").is_file() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        (rank1,) = [
+            pid
+            for pid in _children(launcher.pid)
+            if b"RANK=1\0" in b"\0" + Path(f"/proc/{pid}/environ").read_bytes().replace(b"LOCAL_RANK", b"")
+        ]
+        os.kill(rank1, signal.SIGKILL)
+        _, stderr = launcher.communicate(timeout=120)
+    finally:
+        launcher.kill()
+    assert launcher.returncode != 0
+    (line,) = _audiokit_lines(stderr)
+    assert line.startswith("audiokit train: error: rank 0: another process of the run has gone (")
+    assert "by peer" in line and "internal error" not in stderr

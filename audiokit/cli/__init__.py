@@ -18,7 +18,7 @@ from types import FrameType
 from typing import NoReturn, TextIO
 
 from audiokit import __version__
-from audiokit.errors import AudiokitError
+from audiokit.errors import AudiokitError, PeerStopped
 
 
 class Interrupted(KeyboardInterrupt):
@@ -156,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()  # here, where a failing write still ends in one line
         return code
     except AudiokitError as exc:
-        print(f"{command}: error: {exc}", file=sys.stderr)
+        if not isinstance(exc, PeerStopped):  # the DDP process that failed has said why
+            print(f"{command}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as exc:
         return _interrupted(command, exc)

@@ -4,30 +4,68 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import signal
 import sys
 from pathlib import Path
 
 from audiokit.argtypes import finite_number, whole_number
 from audiokit.cli.options import device_name, doc_text
-from audiokit.errors import UsageError
+from audiokit.errors import AudiokitError, PeerStopped, TrainingError, UsageError
+
+
+def _world_size() -> int:
+    """How many processes torchrun started for the run (1 without torchrun)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _local_rank() -> int:
+    """This process's place among the processes torchrun started on this machine (0 without torchrun)."""
+    return int(os.environ.get("LOCAL_RANK", "0")) if _world_size() > 1 else 0
+
+
+def _peer_lost(exc: RuntimeError) -> TrainingError:
+    """The one-line error of a process whose collective failed because another process of the run went."""
+    message = re.sub(r"^\[[^\]]*\]\s*", "", str(exc).strip())  # gloo's "[.../pair.cc:553] "
+    reason = message.split(". ")[0].splitlines()[0] if message else type(exc).__name__
+    return TrainingError(
+        f"rank {os.environ.get('RANK', '?')}: another process of the run has gone ({reason[:200]}); "
+        "its own error, if it printed one, is above"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from audiokit.train.recipe import load_recipe
+    from audiokit.train.runtime import lost_peer
     from audiokit.train.trainer import Trainer
 
-    recipe = load_recipe(args.recipe, args.set or [])
-    if args.device:  # checked by device_name; an error in the recipe is then not blamed on --set
-        recipe.run.device = args.device
-    if args.resume and args.init:
-        raise UsageError(
-            "--resume and --init cannot be used together (resume continues a run; init starts one)"
-        )
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / Path(args.recipe).stem
-    trainer = Trainer(recipe, run_dir, resume=args.resume, init=args.init, quiet=args.quiet)
+    try:
+        recipe = load_recipe(args.recipe, args.set or [])
+        if args.device:  # checked by device_name; an error in the recipe is then not blamed on --set
+            recipe.run.device = args.device
+        if args.resume and args.init:
+            raise UsageError(
+                "--resume and --init cannot be used together (resume continues a run; init starts one)"
+            )
+        trainer = Trainer(recipe, run_dir, resume=args.resume, init=args.init, quiet=args.quiet)
+    except AudiokitError as exc:
+        # under torchrun, every process of a machine reads the same command line and files and so
+        # fails alike while setting up: the first says it, once (rank 0's own work: Runtime.on_main)
+        if _local_rank() > 0 and not isinstance(exc, PeerStopped):
+            raise PeerStopped(str(exc)) from None
+        raise
+    except RuntimeError as exc:
+        if _world_size() > 1 and lost_peer(exc):
+            raise _peer_lost(exc) from None
+        raise
     try:
         result = trainer.fit(max_steps=args.max_steps, max_minutes=args.max_minutes)
+    except RuntimeError as exc:
+        if trainer.runtime.world_size > 1 and lost_peer(exc):
+            raise _peer_lost(exc) from None
+        raise
     finally:
         trainer.close()
     if trainer.is_main:  # the result, -q or not

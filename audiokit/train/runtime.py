@@ -11,9 +11,10 @@ import os
 import platform
 import random
 import warnings
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -21,8 +22,20 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from audiokit.errors import UsageError
+from audiokit.errors import PeerStopped, UsageError
 from audiokit.train.recipe import RunConfig
+
+T = TypeVar("T")
+
+PEER_LOST = ("Connection closed by peer", "Connection reset by peer", "remote worker crashing")
+"""What gloo's errors say when another process of the group has gone (crashed or stopped on an error)."""
+
+
+def lost_peer(exc: BaseException) -> bool:
+    """Whether ``exc`` is a collective's failure because another process of the group has gone."""
+    if isinstance(exc, dist.DistError):
+        return True
+    return isinstance(exc, RuntimeError) and any(words in str(exc) for words in PEER_LOST)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -98,6 +111,24 @@ class Runtime:
                 broadcast_buffers=broadcast_buffers,
                 find_unused_parameters=self.find_unused_parameters,
             )
+
+    def on_main(self, work: Callable[[], T]) -> T | None:
+        """``work()`` on rank 0 (None elsewhere) while the other ranks wait. Under DDP, when it raises
+        (a bad file only rank 0 reads, a full disk), rank 0 raises that error and every other rank
+        :class:`~audiokit.errors.PeerStopped`, instead of waiting in the next collective for a process
+        that is gone (and failing there with gloo's "Connection closed by peer")."""
+        result, failed = None, None
+        if self.is_main:
+            try:
+                result = work()
+            except BaseException as exc:  # a second Ctrl-C too: the others must not wait for it
+                failed = exc
+        if self.world_size > 1 and self.max(torch.tensor([float(failed is not None)]))[0]:
+            if failed is None:
+                raise PeerStopped(f"rank {self.rank}: rank 0 stopped on an error (it says which)")
+        if failed is not None:
+            raise failed
+        return result
 
     def barrier(self) -> None:
         if self.world_size > 1:

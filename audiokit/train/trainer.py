@@ -131,14 +131,18 @@ class Trainer:
 
         self.step = 0
         self.dataset = self.task.train_data()
-        self.validation = self.task.validation_data() if runtime.is_main else []
+        # rank 0's own work: an error there stops every rank (on_main), not only rank 0
+        self.validation = runtime.on_main(self.task.validation_data) or []
         if resume:
             self._restore(load_training_state(checkpoint_path))
-        self.records: RunRecords | None = None
-        if runtime.is_main:
-            self._remove_stale_temps()
-            self.records = RunRecords(self.run_dir, run.tensorboard, self.step)
-            self.records.start_session(recipe, self.model.name, runtime, self.step, **start)
+        self.records: RunRecords | None = runtime.on_main(lambda: self._start_records(start))
+
+    def _start_records(self, start: dict[str, Any]) -> RunRecords:
+        """Rank 0: clear what a killed session left, open the records and add this session to them."""
+        self._remove_stale_temps()
+        records = RunRecords(self.run_dir, self.recipe.run.tensorboard, self.step)
+        records.start_session(self.recipe, self.model.name, self.runtime, self.step, **start)
+        return records
 
     def _check_run_dir(self, resume: bool) -> None:
         """Refuse a run directory that is a file, a resume without a checkpoint, and a new run where one
@@ -307,7 +311,8 @@ class Trainer:
         """Write ``checkpoints/latest.pt`` (and ``step_N.pt`` every ``keep_every`` steps) and the EMA
         weights (``model.safetensors``) on rank 0."""
         state = self.state_dict()  # collective under DDP: every rank takes part
-        if self.is_main:
+
+        def write() -> None:
             path = save_checkpoint(self.run_dir / CHECKPOINT, state)
             keep = self.recipe.run.keep_every
             if keep and self.step % keep == 0:
@@ -315,7 +320,8 @@ class Trainer:
             saved = self.ema.module.save_pretrained(self.run_dir / WEIGHTS, extra={"step": self.step})
             sha256 = json.loads(saved.with_suffix(".json").read_text())["sha256"]
             self.records.saved_weights(self.step, sha256)
-        self.runtime.barrier()
+
+        self.runtime.on_main(write)  # the others wait; a failed write stops them too
 
     # -- one step -----------------------------------------------------------------------------------
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -369,8 +375,10 @@ class Trainer:
         RNG states are left as they were. Returns that line (``{}`` on other ranks or without clips, and
         when a stop signal of ``signals`` cut the evaluation short: nothing is logged then).
         """
-        result: dict = {}
-        if self.is_main and self.validation:
+
+        def run() -> dict:
+            if not self.validation:
+                return {}
             saved = rng_state()
             model = self.ema.module.eval()
             try:
@@ -380,12 +388,13 @@ class Trainer:
                 evaluation = None
             finally:
                 set_rng_state(saved)
-            if evaluation is not None:
-                records = (evaluation.record, evaluation.scalars, evaluation.examples)
-                self.records.log_evaluation(self.step, *records)
-                result = {"step": self.step, **evaluation.record}
-        self.runtime.barrier()
-        return result
+            if evaluation is None:
+                return {}
+            records = (evaluation.record, evaluation.scalars, evaluation.examples)
+            self.records.log_evaluation(self.step, *records)
+            return {"step": self.step, **evaluation.record}
+
+        return self.runtime.on_main(run) or {}  # the others wait; a failed evaluation stops them too
 
     # -- the loop -----------------------------------------------------------------------------------
     def _evaluated_here(self) -> bool:
