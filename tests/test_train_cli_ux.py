@@ -152,3 +152,22 @@ def test_a_run_directory_that_is_a_file_is_named_as_such(tmp_path, capsys):
     assert main(["checkpoint", "unpack", str(tmp_path / "pack"), str(taken)]) == 1
     assert f"{taken}: exists and is not a folder" in _one_error_line(capsys)
     assert taken.read_text() == "notes\n"
+
+
+def test_resume_with_another_number_of_processes_says_how_to_go_on(tmp_path, capsys):
+    """A checkpoint of 2 torchrun processes resumed by one: the refusal says how many processes wrote it,
+    how to resume it, and that --init starts a new run from it (the command it names works); it said
+    'written by 2 processes; resume with the same number (got 1)'."""
+    run, checkpoint = tmp_path / "run", tmp_path / "run" / "checkpoints" / "latest.pt"
+    assert _train(ENHANCE, run, "--max-steps", "2") == 0
+    state = torch.load(checkpoint, weights_only=True)
+    state["data"]["world_size"], state["rng"] = 2, state["rng"] * 2  # as a 2-process run writes it
+    torch.save(state, checkpoint)
+    capsys.readouterr()
+    assert _train(ENHANCE, run, "--resume") == 1
+    assert _one_error_line(capsys) == (
+        f"audiokit train: error: {checkpoint}: written by a run of 2 processes, this session has 1 process; "
+        "--resume continues a run exactly with as many (torchrun --nproc-per-node 2), or start a new run "
+        f"from these weights: --init {checkpoint} --run-dir NEW_DIR"
+    )
+    assert _train(ENHANCE, tmp_path / "new", "--init", str(checkpoint), "--max-steps", "1") == 0

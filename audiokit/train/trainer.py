@@ -58,6 +58,11 @@ MAX_SKIPPED_UPDATES = 25
 """Updates in a row a part may drop for gradients that are not finite before the run stops (diverged)."""
 
 
+def _processes(count: int) -> str:
+    """``"1 process"``, ``"2 processes"``."""
+    return f"{count} process" + ("" if count == 1 else "es")
+
+
 @dataclass
 class TrainResult:
     """What a :meth:`Trainer.fit` call did: final step, why it stopped, last logged values, evaluations."""
@@ -285,10 +290,13 @@ class Trainer:
         for part in self.parts:
             part.apply_base_rate()
         self.task.load_state_dict(state)
-        if state["data"]["world_size"] != self.runtime.world_size:
+        saved_world = state["data"]["world_size"]
+        if saved_world != self.runtime.world_size:
+            launch = f"torchrun --nproc-per-node {saved_world}" if saved_world > 1 else "no torchrun"
             raise UsageError(
-                f"{self.run_dir / CHECKPOINT}: written by {state['data']['world_size']} processes; "
-                f"resume with the same number (got {self.runtime.world_size})"
+                f"{checkpoint}: written by a run of {_processes(saved_world)}, this session has "
+                f"{_processes(self.runtime.world_size)}; --resume continues a run exactly with as many "
+                f"({launch}), or start a new run from these weights: --init {checkpoint} --run-dir NEW_DIR"
             )
         self.step = int(state["data"]["next_step"])
         set_rng_state(state["rng"][self.runtime.rank])
