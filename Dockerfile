@@ -9,6 +9,7 @@ ARG VARIANT=cpu
 
 FROM python:3.11-slim-bookworm AS base-cpu
 ENV TORCH_INDEX=https://download.pytorch.org/whl/cpu
+ARG DEBIAN_FRONTEND=noninteractive
 # g++: pesq has no binary wheel (it compiles at `pip install`), and `audiokit serve --compile aoti`
 # builds its step libraries with it
 # hadolint ignore=DL3008
@@ -18,6 +19,9 @@ RUN apt-get update \
 
 FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04 AS base-cuda
 ENV TORCH_INDEX=https://download.pytorch.org/whl/cu128
+# Ubuntu's images lack tzdata: pulled in as a dependency, its configuration would ask for a time zone on
+# the build's absent terminal and stall the build (an ARG: the running image keeps the default frontend)
+ARG DEBIAN_FRONTEND=noninteractive
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 python3-venv python3-dev g++ \
@@ -25,6 +29,7 @@ RUN apt-get update \
 
 # hadolint ignore=DL3006
 FROM base-${VARIANT} AS runtime
+ARG DEBIAN_FRONTEND=noninteractive
 # ffmpeg reads m4a/webm/...; opus-tools runs the Opus baseline of `audiokit eval`
 # hadolint ignore=DL3008
 RUN apt-get update \

@@ -60,6 +60,37 @@ def test_health_check_waits_out_a_compiling_start():
     assert period and int(period[1]) * (60 if period[2] == "m" else 1) >= 600
 
 
+def _stages(text: str) -> list[list[str]]:
+    """The Dockerfile's build stages, each as its instructions (continuation lines joined), FROM first."""
+    joined = re.sub(r"\\\n\s*", " ", text)
+    lines = [line.strip() for line in joined.splitlines()]
+    stages: list[list[str]] = []
+    for line in lines:
+        if not line or line.startswith("#"):
+            continue
+        if line.upper().startswith("FROM "):
+            stages.append([])
+        if stages:
+            stages[-1].append(line)
+    return stages
+
+
+def test_apt_installs_never_wait_for_a_terminal():
+    """The CUDA base (Ubuntu, whose images have no tzdata) ran apt-get install without
+    DEBIAN_FRONTEND=noninteractive: a package whose configuration asks a question (tzdata's time zone,
+    pulled in as a dependency) waits on the build's absent terminal, the known stall of Ubuntu-based
+    builds (NVIDIA/cudf-spark#8957). An ARG lasts one stage only: each stage that installs declares it."""
+    stages = _stages((ROOT / "Dockerfile").read_text())
+    assert len(stages) >= 3
+    for stage in stages:
+        quiet = False
+        for line in stage:
+            if re.match(r"(ARG|ENV) DEBIAN_FRONTEND=noninteractive\b", line):
+                quiet = True
+            if line.startswith("RUN ") and "apt-get install" in line:
+                assert quiet or "DEBIAN_FRONTEND=noninteractive apt-get install" in line, (stage[0], line)
+
+
 def _daemon() -> bool:
     docker = shutil.which("docker")
     return bool(docker) and subprocess.run([docker, "info"], capture_output=True).returncode == 0
