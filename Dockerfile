@@ -57,8 +57,9 @@ RUN pip install --no-cache-dir -e . \
     && useradd --create-home --uid 10001 audiokit
 USER 10001
 WORKDIR /home/audiokit
-# the user's cache (compiled steps, kernels): a volume mounted here starts with the user as its owner
-RUN mkdir -p /home/audiokit/.cache/audiokit
+# the user's cache (compiled steps, kernels) and training runs: a named volume mounted on a folder of the
+# image starts as a copy of it, owned by the user (on a missing one Docker makes it root's, unwritable)
+RUN mkdir -p /home/audiokit/.cache/audiokit /home/audiokit/runs
 EXPOSE 8765
 # a long start period: with --compile aoti the server builds its step libraries before it answers
 # (minutes for the codec on a fresh cache), and failed checks during it do not count

@@ -91,6 +91,20 @@ def test_apt_installs_never_wait_for_a_terminal():
                 assert quiet or "DEBIAN_FRONTEND=noninteractive apt-get install" in line, (stage[0], line)
 
 
+def test_volumes_of_the_readme_are_the_users():
+    """The README mounts named volumes on the image's folders (the cache, training runs): Docker fills a
+    new named volume from the folder it is mounted on, owner included, but makes a missing one root's,
+    so `audiokit train` in the image could not write `runs/` on its volume. Each such folder is made
+    by the image's user."""
+    readme = (ROOT / "README.md").read_text().split("\n## Docker\n", 1)[1].split("\n## ", 1)[0]
+    targets = set(re.findall(r"-v [A-Za-z0-9][\w.-]*:(/home/audiokit/[^\s:]+)", readme))
+    assert {"/home/audiokit/.cache/audiokit", "/home/audiokit/runs"} <= targets
+    text = (ROOT / "Dockerfile").read_text()
+    as_user = text.split("\nUSER 10001\n", 1)[1]
+    made = {path for line in re.findall(r"RUN mkdir -p ([^\n]+)", as_user) for path in line.split()}
+    assert targets <= made, targets - made
+
+
 def _daemon() -> bool:
     docker = shutil.which("docker")
     return bool(docker) and subprocess.run([docker, "info"], capture_output=True).returncode == 0
