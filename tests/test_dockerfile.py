@@ -36,6 +36,63 @@ def test_build_context_holds_the_package_and_its_weights():
     assert "USER 10001" in text
 
 
+def _pattern(pattern: str) -> re.Pattern:
+    """A .dockerignore pattern as Docker matches it (``*`` and ``?`` within one path element, ``**``
+    across any number of them), anchored at the context's root."""
+    out = ""
+    for part in re.split(r"(\*\*/?|\*|\?)", pattern.strip("/")):
+        out += {"**/": "(.*/)?", "**": ".*", "*": "[^/]*", "?": "[^/]"}.get(part, re.escape(part))
+    return re.compile(out)
+
+
+def _docker_ignores(path: str, rules: list[tuple[bool, re.Pattern]]) -> bool:
+    """Whether Docker leaves ``path`` (relative, with /) out of the build context: the last rule that
+    matches it or one of its parent folders decides; ``!`` rules take paths back in."""
+    parts = path.split("/")
+    ignored = False
+    for back_in, pattern in rules:
+        if back_in == ignored and any(
+            pattern.fullmatch("/".join(parts[:n])) for n in range(1, len(parts) + 1)
+        ):
+            ignored = not back_in
+    return ignored
+
+
+def test_build_context_is_what_the_image_installs():
+    """The context, read as Docker reads .dockerignore, holds every tracked file of what the Dockerfile
+    copies (the package with its weights and web page, the kernel sources, the recipes) and nothing
+    else: no samples, checkpoints, runs, virtual environments, .git or bytecode."""
+    rules = []
+    for line in (ROOT / ".dockerignore").read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            rules.append((line.startswith("!"), _pattern(line.removeprefix("!").strip())))
+    copied = [
+        source
+        for line in re.findall(r"^COPY (.+) \S+$", (ROOT / "Dockerfile").read_text(), re.M)
+        for source in line.split()
+    ]
+    assert {"pyproject.toml", "README.md", "LICENSE", "audiokit", "kernels", "recipes"} <= set(copied)
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    for path in tracked:
+        wanted = any(path == source or path.startswith(f"{source}/") for source in copied)
+        assert _docker_ignores(path, rules) != wanted, path
+    assert {"audiokit/weights/speech-16k.safetensors", "audiokit/serve/static/index.html"} <= set(tracked)
+    for path in (
+        "audiokit/__pycache__/io.cpython-311.pyc",
+        "audiokit/serve/__pycache__/app.cpython-311.pyc",
+        "runs/x/model.safetensors",
+        ".venv/bin/python",
+        ".git/HEAD",
+        "audiokit.egg-info/PKG-INFO",
+    ):
+        assert _docker_ignores(path, rules), path
+
+
 def test_the_image_can_build_the_cpu_kernels():
     """The image left out kernels/ (its build context kept only audiokit/), installed the package away
     from its sources and had no ninja: float16/int8 `--compile aoti` silently ran eagerly. The kernel
