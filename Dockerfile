@@ -50,8 +50,8 @@ COPY audiokit ./audiokit
 COPY kernels ./kernels
 COPY recipes ./recipes
 # the package itself, installed in place (editable), so that it finds the kernel sources beside it
-# (audiokit/ops/cpp.py looks in ../kernels) and recipes/ is at hand for `audiokit train`; its
-# dependencies are pinned by pyproject.toml's ranges
+# (audiokit/ops/cpp.py looks in ../kernels) and recipes/ is at hand for `audiokit train`; its other
+# dependencies are not pinned: the newest releases that pyproject.toml's lower bounds admit
 # hadolint ignore=DL3013
 RUN pip install --no-cache-dir -e . \
     && useradd --create-home --uid 10001 audiokit
