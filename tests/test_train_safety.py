@@ -375,3 +375,17 @@ def test_a_tensorboard_write_that_fails_ends_the_run_in_one_line(tmp_path):
     done = _write_under_file_size_limit(statement, 20_000)
     expected = f"audiokit train: error: {run / 'tensorboard'}: File too large\n"
     assert (done.returncode, done.stderr) == (1, expected)
+
+
+def test_tensorboard_asked_for_but_missing_is_said(tmp_path, monkeypatch, capsys):
+    """`run.tensorboard: true` without the package (the Docker image has none) wrote no event files and
+    said nothing; now one note says so and where the same scalars are."""
+    from audiokit.train.records import RunRecords
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails as if not installed
+    records = RunRecords(tmp_path, tensorboard=True, step=0)
+    assert records.writer is None and not (tmp_path / "tensorboard").exists()
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "TensorBoard is not installed" in err and "metrics.jsonl" in err
+    RunRecords(tmp_path, tensorboard=False, step=0)
+    assert capsys.readouterr().err == ""

@@ -119,7 +119,12 @@ class RunRecords:
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
+            except ImportError:  # said, not silently skipped: the user asked for event files
+                print(
+                    "audiokit train: note: run.tensorboard is on but TensorBoard is not installed "
+                    "(pip install tensorboard); metrics.jsonl and eval.jsonl hold the same scalars",
+                    file=sys.stderr,
+                )
                 return
             self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=step)
             threading.excepthook = _quiet_tensorboard_thread_errors
