@@ -6,6 +6,7 @@ signal comes while the WebSocket closes (a double Ctrl-C; `timeout -s INT` signa
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -131,3 +132,25 @@ def test_second_signal_while_the_stream_closes_is_ignored(server_process, tmp_pa
     assert proc.returncode == 128 + signum
     assert err == f"audiokit stream: interrupted ({signal.Signals(signum).name})\n" and not out
     assert not output.exists() and not _temps(tmp_path)
+
+
+def test_the_token_can_come_from_the_environment(tmp_path, capsys, monkeypatch):
+    """`--token` showed the secret in `ps` and `docker inspect`; $AUDIOKIT_TOKEN is now its default on
+    both sides: a server started with it refuses a client without it, and a client with it streams."""
+    _, weights = random_enhancer(tmp_path)
+    port = free_port()
+    command = [sys.executable, "-m", "audiokit", "serve", "-q", "-m", str(weights), "--port", str(port)]
+    environment = {**os.environ, "AUDIOKIT_TOKEN": "s3"}
+    served = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=environment)
+    try:
+        wait_until_serving(served, port, 60)
+        url = ["--url", f"ws://127.0.0.1:{port}/v1/stream"]
+        monkeypatch.delenv("AUDIOKIT_TOKEN", raising=False)
+        code, _, err = _run(capsys, "stream", "-q", CLIP, tmp_path / "a.wav", *url)
+        assert code == 1 and "4401" in err and not (tmp_path / "a.wav").exists()
+        monkeypatch.setenv("AUDIOKIT_TOKEN", "s3")
+        code, _, err = _run(capsys, "stream", "-q", CLIP, tmp_path / "b.wav", *url)
+        assert (code, err) == (0, "") and sf.info(str(tmp_path / "b.wav")).frames == sf.info(str(CLIP)).frames
+    finally:
+        served.kill()
+        served.wait()

@@ -51,6 +51,12 @@ def _origin(value: str) -> str:
     return value
 
 
+def _token_from_environment() -> str | None:
+    """``$AUDIOKIT_TOKEN``, the token's default for server and client (None when unset or empty): a secret
+    on the command line shows in ``ps`` and in ``docker inspect``."""
+    return os.environ.get("AUDIOKIT_TOKEN") or None
+
+
 def run_serve(args: argparse.Namespace) -> int:
     from audiokit.serve import ServerConfig, listen, serve
 
@@ -243,7 +249,12 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         default=30.0,
         help="seconds to finish streams on SIGTERM (default: 30)",
     )
-    parser.add_argument("--token", help="shared secret clients must send (Authorization: Bearer, or ?token=)")
+    parser.add_argument(
+        "--token",
+        default=_token_from_environment(),
+        help="shared secret clients must send (Authorization: Bearer, or ?token=); default: $AUDIOKIT_TOKEN, "
+        "which keeps it out of `ps` and `docker inspect`",
+    )
     parser.add_argument(
         "--allow-origin",
         action="append",
@@ -315,7 +326,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "either way messages stay below the server's message rate",
     )
     client.add_argument("--realtime", action="store_true", help="pace sending in real time")
-    client.add_argument("--token", help="the server's token")
+    client.add_argument(
+        "--token", default=_token_from_environment(), help="the server's token (default: $AUDIOKIT_TOKEN)"
+    )
     client.add_argument("--json", action="store_true", help="print a JSON summary")
     add_force_option(client)
     add_raw_options(client)
