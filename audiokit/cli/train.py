@@ -49,13 +49,15 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(
                 "--resume and --init cannot be used together (resume continues a run; init starts one)"
             )
-        trainer = Trainer(recipe, run_dir, resume=args.resume, init=args.init, quiet=args.quiet)
     except AudiokitError as exc:
-        # under torchrun, every process of a machine reads the same command line and files and so
-        # fails alike while setting up: the first says it, once (rank 0's own work: Runtime.on_main)
-        if _local_rank() > 0 and not isinstance(exc, PeerStopped):
+        # under torchrun, every process of a machine reads the same command line and recipe, and so
+        # fails alike: the first says it, once. (Setting up the trainer can fail on one rank alone, a
+        # device it lacks: every rank says its own; rank 0's own work: Runtime.on_main.)
+        if _local_rank() > 0:
             raise PeerStopped(str(exc)) from None
         raise
+    try:
+        trainer = Trainer(recipe, run_dir, resume=args.resume, init=args.init, quiet=args.quiet)
     except RuntimeError as exc:
         if _world_size() > 1 and lost_peer(exc):
             raise _peer_lost(exc) from None
