@@ -154,3 +154,21 @@ def test_the_token_can_come_from_the_environment(tmp_path, capsys, monkeypatch):
     finally:
         served.kill()
         served.wait()
+
+
+def test_health_probes_stay_out_of_the_access_log(tmp_path):
+    """Docker's HEALTHCHECK asks /healthz every 30 s, and each probe was an access-log line; answered
+    probes are now left out, other requests are logged as before."""
+    _, weights = random_enhancer(tmp_path)
+    port = free_port()
+    command = [sys.executable, "-m", "audiokit", "serve", "-m", str(weights), "--port", str(port)]
+    served = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_until_serving(served, port, 60)
+        for _ in range(3):
+            assert _health(port)["status"] == "ok"
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+    finally:
+        served.send_signal(signal.SIGTERM)
+        log, _ = served.communicate(timeout=60)
+    assert '"GET /metrics HTTP/1.1" 200' in log and "/healthz" not in log, log

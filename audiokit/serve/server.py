@@ -80,7 +80,7 @@ def uvicorn_config(
     """uvicorn settings for ``app``: the message-size cap, keepalive pings, no server header,
     :class:`WebSocketProtocol`, and no permessage-deflate (PCM barely compresses; deflating every
     message cost a third of the server's CPU at 64 streams); uvicorn's loggers get a filter that keeps
-    ``?token=`` values out of the log."""
+    ``?token=`` values out of the log, and one that leaves answered health probes out."""
     settings = uvicorn.Config(
         app,
         host=host,
@@ -99,7 +99,19 @@ def uvicorn_config(
         logger = logging.getLogger(name)
         if not any(isinstance(f, _RedactTokens) for f in logger.filters):
             logger.addFilter(_RedactTokens())
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, _QuietHealthChecks) for f in access.filters):
+        access.addFilter(_QuietHealthChecks())
     return settings
+
+
+class _QuietHealthChecks(logging.Filter):
+    """Drops the access-log lines of answered ``/healthz`` probes (Docker's HEALTHCHECK, a load
+    balancer's: one every few seconds would bury the log); failed ones are kept."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args  # uvicorn's: client, method, path with query, HTTP version, status
+        return not (isinstance(args, tuple) and len(args) == 5 and args[2] == "/healthz" and args[4] == 200)
 
 
 class _RedactTokens(logging.Filter):
