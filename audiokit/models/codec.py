@@ -38,7 +38,7 @@ from audiokit.nn import (
 )
 from audiokit.quantize import ResidualVectorQuantizer, supported_bitrates
 from audiokit.schema import KIND_FROM
-from audiokit.streaming import CodecStream
+from audiokit.streaming.codec import CodecStream
 
 
 @dataclass

@@ -1,0 +1,59 @@
+"""Every module of the package imports as the first audiokit import of a process: an import cycle shows
+only then (``from audiokit.streaming import MultiStreamBatcher`` in a fresh interpreter failed with
+"cannot import name 'CodecStream' from partially initialized module", while every test, having imported
+the models first, passed)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "audiokit"
+
+# Run in a fresh interpreter (this one has imported audiokit, and may hold threads that a fork would
+# copy mid-lock): torch and numpy once, then one forked child per module, which imports only that module
+CHECK = r"""
+import json, os, sys
+import numpy, torch
+
+failures = {}
+for name in json.loads(sys.argv[1]):
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        try:
+            __import__(name)
+            os._exit(0)
+        except BaseException as exc:
+            os.write(write_end, f"{type(exc).__name__}: {exc}".encode()[:2000])
+            os._exit(1)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        message = pipe.read().decode(errors="replace")
+    if os.waitpid(pid, 0)[1]:
+        failures[name] = message
+print(json.dumps(failures))
+"""
+
+
+def _module_names() -> list[str]:
+    """Every module below the package, found on disk (pkgutil.walk_packages would import the packages)."""
+    return sorted(
+        ".".join(("audiokit", *path.relative_to(PACKAGE).with_suffix("").parts)).removesuffix(".__init__")
+        for path in PACKAGE.rglob("*.py")
+        if "__pycache__" not in path.parts and path.name != "__main__.py"
+    )
+
+
+def test_every_module_imports_first():
+    names = _module_names()
+    assert len(names) > 100 and "audiokit.streaming" in names
+    done = subprocess.run(
+        [sys.executable, "-c", CHECK, json.dumps(names)],
+        capture_output=True, text=True, timeout=600, cwd=PACKAGE.parent,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.splitlines()[-1]) == {}
