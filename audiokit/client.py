@@ -35,6 +35,9 @@ PACE = 0.9
 """Share of the server's message rate the client uses (bursts: half of the server's)."""
 REALTIME_CHUNK_MS = 20.0
 """:func:`stream_file`'s message length when paced in real time and none is given."""
+STALL_TIMEOUT_S = 30.0
+"""Seconds :func:`stream` waits on a server that neither takes its audio nor answers (as long as the
+server waits on a client that reads nothing: ``--idle-timeout``'s default)."""
 
 
 class ServerError(AudiokitError):
@@ -44,6 +47,18 @@ class ServerError(AudiokitError):
         super().__init__(f"server closed the stream with {code}: {message}")
         self.code = code
         self.reason = message
+
+
+class ConnectionLost(ServerError):
+    """The stream at ``url`` ended without the server closing it (``code`` 1006): the server exited or
+    the network failed, or the server stopped answering (stopped, hung, overloaded for longer than the
+    client waits)."""
+
+    def __init__(self, url: str, problem: str) -> None:
+        AudiokitError.__init__(self, f"{redact_token(url)}: {problem}")
+        self.code = 1006
+        self.reason = problem
+        self.url = url
 
 
 class ConnectError(AudiokitError):
@@ -70,6 +85,30 @@ class StreamResult:
     sent: list[tuple[float, int]] = field(default_factory=list)
     received: list[tuple[float, int]] = field(default_factory=list)
     complete: bool = True
+
+
+class _Watch:
+    """Whether a stream waits on its server (a message the server has not taken yet, or ``done`` after
+    ``end``) and when the server last made progress, taking a message or sending one
+    (:func:`time.perf_counter` seconds)."""
+
+    def __init__(self) -> None:
+        self.sending = False
+        self.ended = False
+        self.heard = time.perf_counter()
+
+    def progress(self) -> None:
+        self.heard = time.perf_counter()
+
+    def stalled(self, timeout: float) -> str | None:
+        """What the stream has waited for longer than ``timeout`` seconds without progress, else None."""
+        if time.perf_counter() - self.heard <= timeout:
+            return None
+        if self.sending:
+            return f"it took none of the audio for {timeout:g} s"
+        if self.ended:
+            return f"nothing came back for {timeout:g} s after the end of the audio"
+        return None
 
 
 class _Pacer:
@@ -152,6 +191,7 @@ async def stream(
     token: str | None = None,
     realtime: bool = False,
     high_band: bool | None = None,
+    stall_timeout: float = STALL_TIMEOUT_S,
 ) -> StreamResult:
     """Stream mono ``chunks`` (float32 ``(n,)`` at ``sample_rate`` Hz) through the server at ``url``
     (``ws://host:port/v1/stream``) and return the processed audio.
@@ -159,9 +199,10 @@ async def stream(
     Each chunk is a message (split where it exceeds the server's message size), sent below the server's
     message rate. ``bitrate`` (bits/s) is for ``task="codec"``; ``high_band`` (enhance; None: the
     server's default, on) keeps the input's band above the model's at rates above the model's; ``token``
-    goes in an ``Authorization`` header. :class:`ServerError` when the server refuses or ends the stream,
-    :class:`ConnectError` when none answers at ``url``, :class:`UsageError` for a URL that is not a
-    WebSocket one.
+    goes in an ``Authorization`` header. :class:`ServerError` when the server refuses or ends the stream
+    (:class:`ConnectionLost` when the connection ends without its close, or the server has taken no message
+    and sent none for ``stall_timeout`` seconds while the stream waits on it), :class:`ConnectError` when
+    none answers at ``url``, :class:`UsageError` for a URL that is not a WebSocket one.
     """
     start = {"type": "start", "task": task, "sample_rate": sample_rate, "format": fmt}
     if model is not None:
@@ -176,18 +217,33 @@ async def stream(
             await ws.send(json.dumps(start))
         except websockets.ConnectionClosed:
             pass  # refused at once (a wrong token): its error and close code come next
-        ready = _expect(await _recv(ws, "ready"), "ready")
+        try:
+            ready = _expect(await asyncio.wait_for(_recv(ws, "ready", url), stall_timeout), "ready")
+        except TimeoutError:
+            ws.transport.abort()  # nothing to say to it: a close would wait for it too
+            problem = f"no ready for {stall_timeout:g} s after the start message"
+            raise ConnectionLost(url, f"the server stopped answering: {problem}") from None
         began = time.perf_counter()
         result = StreamResult(np.zeros(0, np.float32), ready, {}, began)
         largest = int(ready.get("max_message_bytes", 65536)) // (4 if fmt == "f32le" else 2)
         rate = float(ready.get("max_messages_per_second", SERVER_MESSAGES_PER_SECOND))
         pacer = _Pacer(PACE * rate, rate)
-        sender = asyncio.create_task(_send(ws, chunks, sample_rate, fmt, realtime, result, largest, pacer))
-        receiver = asyncio.create_task(_receive(ws, fmt, began, result))
+        watch = _Watch()
+        sender = asyncio.create_task(
+            _send(ws, chunks, sample_rate, fmt, realtime, result, largest, pacer, watch)
+        )
+        receiver = asyncio.create_task(_receive(ws, fmt, began, result, watch, url))
         try:
-            await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
-            if not receiver.done() and sender.exception() is not None:
-                await sender  # the chunks raised: no `end` goes, so no `done` would come; raise it now
+            while not receiver.done():
+                running = {task for task in (sender, receiver) if not task.done()}
+                await asyncio.wait(
+                    running, timeout=min(1.0, stall_timeout / 4), return_when=asyncio.FIRST_COMPLETED
+                )
+                if not receiver.done() and sender.done() and sender.exception() is not None:
+                    await sender  # the chunks raised: no `end` goes, so no `done` would come; raise it now
+                if not receiver.done() and (problem := watch.stalled(stall_timeout)) is not None:
+                    ws.transport.abort()  # its socket buffers are full: a close would wait for it too
+                    raise ConnectionLost(url, f"the server stopped answering: {problem}")
             pieces = await receiver
         finally:
             receiver.cancel()
@@ -204,11 +260,30 @@ async def stream(
 
 
 async def _send(
-    ws, chunks, sample_rate: int, fmt: str, realtime: bool, result: StreamResult, largest: int, pacer: _Pacer
+    ws,
+    chunks,
+    sample_rate: int,
+    fmt: str,
+    realtime: bool,
+    result: StreamResult,
+    largest: int,
+    pacer: _Pacer,
+    watch: _Watch,
 ) -> None:
     """Send every chunk (split to at most ``largest`` samples a message), then ``end``, each message when
-    ``pacer`` allows (and, ``realtime``, not before its audio would have been captured); stops quietly
-    when the server ends the stream first (a drain)."""
+    ``pacer`` allows (and, ``realtime``, not before its audio would have been captured), telling ``watch``
+    while a message waits for the server to take it; stops quietly when the server ends the stream first
+    (a drain)."""
+
+    async def put(message: bytes | str) -> None:
+        watch.sending = True
+        watch.progress()
+        try:
+            await ws.send(message)
+        finally:
+            watch.sending = False
+        watch.progress()
+
     sent = 0
     try:
         async for whole in _chunks(chunks):
@@ -220,30 +295,43 @@ async def _send(
                     await asyncio.sleep(max(0.0, due - time.perf_counter()))
                 if wait := pacer.delay():
                     await asyncio.sleep(wait)
-                await ws.send(_encode(chunk, fmt))
+                await put(_encode(chunk, fmt))
                 sent += chunk.shape[0]
                 result.sent.append((time.perf_counter() - result.started, sent))
         if wait := pacer.delay():
             await asyncio.sleep(wait)
-        await ws.send(json.dumps({"type": "end"}))
+        await put(json.dumps({"type": "end"}))
+        watch.ended = True
     except websockets.ConnectionClosed:
         pass
 
 
-async def _recv(ws, expected: str) -> str | bytes:
-    """The next message; :class:`ServerError` with the close code and reason if the stream closed."""
+async def _recv(ws, expected: str, url: str) -> str | bytes:
+    """The next message; :class:`ServerError` with the close code and reason if the server closed the
+    stream, :class:`ConnectionLost` if the connection ended without its close."""
     try:
         return await ws.recv()
     except websockets.ConnectionClosed as exc:
-        if exc.rcvd is None:
-            raise ServerError(1006, f"connection lost before {expected}") from None
-        raise ServerError(exc.rcvd.code, exc.rcvd.reason or f"connection closed before {expected}") from None
+        if exc.rcvd is not None:
+            raise ServerError(
+                exc.rcvd.code, exc.rcvd.reason or f"connection closed before {expected}"
+            ) from None
+        if exc.sent is not None and exc.sent.reason == "keepalive ping timeout":  # websockets' own close
+            problem = (
+                f"the server stopped answering before {expected}: no reply to a ping in {ws.ping_timeout:g} s"
+            )
+        else:
+            problem = f"the connection was lost before {expected} (the server exited, or the network failed)"
+        raise ConnectionLost(url, problem) from None
 
 
-async def _receive(ws, fmt: str, began: float, result: StreamResult) -> list[np.ndarray]:
+async def _receive(
+    ws, fmt: str, began: float, result: StreamResult, watch: _Watch, url: str
+) -> list[np.ndarray]:
     pieces, total = [], 0
     while True:
-        message = await _recv(ws, "done")
+        message = await _recv(ws, "done", url)
+        watch.progress()
         if isinstance(message, bytes):
             piece = _decode(message, fmt)
             pieces.append(piece)

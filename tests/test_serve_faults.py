@@ -381,6 +381,64 @@ def test_a_drain_mid_stream_leaves_the_client_its_audio_and_one_warning(tmp_path
     assert rate == 16000 and 16000 <= got.shape[0] < 6 * 16000  # a prefix: what the server took
 
 
+def test_a_stopped_then_killed_server_is_one_line_naming_it_not_a_hang(tmp_path):
+    """`audiokit stream` against a real server stopped (SIGSTOP) mid-file: one line naming the server's
+    URL once it has taken nothing and sent nothing for ``--timeout`` seconds, exit 1, no output (was: a hang
+    for as long as the server stayed stopped once the socket buffers were full, websockets' keepalive ping
+    waiting behind them); then one killed (SIGKILL) mid-stream: one line naming it, the connection lost
+    (was: "server closed the stream with 1006", though no server closed it, and no URL)."""
+    import soundfile as sf
+
+    source, out = tmp_path / "speech.wav", tmp_path / "out.wav"
+    sf.write(source, np.tile(speech(1.0), 240), 16000, subtype="PCM_16")  # 15 MB of f32le: beyond the buffers
+    port = free_port()
+    serve = [sys.executable, "-m", "audiokit", "serve", "-m", "enhance-16k", "--port", str(port), "-q"]
+    server = subprocess.Popen(serve, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stderr=subprocess.PIPE)
+    url = f"ws://127.0.0.1:{port}/v1/stream"
+    stream = [sys.executable, "-m", "audiokit", "stream", str(source), str(out), "--url", url]
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    clients = []
+
+    def stream_until_live(*options: str) -> subprocess.Popen:
+        clients.append(subprocess.Popen([*stream, *options], **pipes))
+        deadline = time.monotonic() + 60
+        while _live_streams(port) == 0:
+            assert clients[-1].poll() is None and time.monotonic() < deadline, clients[-1].communicate()
+            time.sleep(0.02)
+        return clients[-1]
+
+    try:
+        wait_until_serving(server, port, 60)
+        client_process = stream_until_live("--timeout", "2")
+        server.send_signal(signal.SIGSTOP)
+        stopped = time.monotonic()
+        stdout, stderr = client_process.communicate(timeout=60)
+        waited = time.monotonic() - stopped
+        server.send_signal(signal.SIGCONT)
+        assert (client_process.returncode, stdout) == (1, ""), stderr
+        # the audio it has not taken yet, or (buffers large enough to hold the file) no done after `end`
+        assert stderr.startswith(f"audiokit stream: error: {url}: the server stopped answering: "), stderr
+        assert stderr.count("\n") == 1 and "for 2 s" in stderr and waited < 20, (stderr, waited)
+        assert sorted(tmp_path.iterdir()) == [source]
+
+        while _live_streams(port):  # the server resumed and noticed that client had gone
+            time.sleep(0.05)
+        client_process = stream_until_live("--realtime")
+        server.kill()
+        stdout, stderr = client_process.communicate(timeout=60)
+    finally:
+        for proc in (server, *clients):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)
+                proc.kill()
+    assert (client_process.returncode, stdout) == (1, ""), stderr
+    assert stderr == (
+        f"audiokit stream: error: {url}: the connection was lost before done (the server exited, or the "
+        "network failed)\n"
+    )
+    assert sorted(tmp_path.iterdir()) == [source]
+
+
 def _live_streams(port: int) -> int:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as answer:
         return json.loads(answer.read())["live_streams"]

@@ -194,6 +194,7 @@ def _stream_file(args: argparse.Namespace) -> tuple[Any, list, int]:
         token=args.token,
         realtime=args.realtime,
         high_band=False if args.model_band_only else None,
+        stall_timeout=args.timeout,
     )
     result = _run_until_signal(work)
     io.save(args.output, result.audio[None], rate)  # atomically: a temporary file renamed
@@ -328,6 +329,13 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     client.add_argument("--realtime", action="store_true", help="pace sending in real time")
     client.add_argument(
         "--token", default=_token_from_environment(), help="the server's token (default: $AUDIOKIT_TOKEN)"
+    )
+    client.add_argument(
+        "--timeout",
+        type=finite_number(),
+        default=30.0,  # client.STALL_TIMEOUT_S (the client module is not imported for --help)
+        help="seconds to wait on a server that takes none of the audio and sends nothing before giving up "
+        "(default: 30)",
     )
     client.add_argument("--json", action="store_true", help="print a JSON summary")
     add_force_option(client)
