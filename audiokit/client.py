@@ -75,8 +75,9 @@ class StreamResult:
     """What came back: ``audio`` (float32 ``(n,)`` at the client's rate), the ``ready`` and ``done``
     messages, and timelines of ``(seconds since start, cumulative samples)`` sent and received; the start
     is ``started``, a :func:`time.perf_counter` reading (to line several streams up). ``complete`` is
-    False when the server ended the stream before all the input was sent (a drain): ``audio`` is then
-    what it made of the input it took (``sent[-1]``)."""
+    False when the server ended the stream before it took all the input (a drain), whether or not the
+    client had sent it all: ``audio`` is then what it made of the input it took (``done["samples_in"]``;
+    ``sent`` also counts what it did not read)."""
 
     audio: np.ndarray
     ready: dict
@@ -255,6 +256,9 @@ async def stream(
             except asyncio.CancelledError:
                 if asyncio.current_task().cancelling():  # this task was cancelled too: pass it on
                     raise
+        sent = result.sent[-1][1] if result.sent else 0
+        if result.done.get("samples_in", sent) < sent:  # a drain took the rest of what had gone
+            result.complete = False
         result.audio = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
         return result
 

@@ -379,6 +379,7 @@ def test_a_drain_mid_stream_leaves_the_client_its_audio_and_one_warning(tmp_path
     assert "WebSocket /v1/stream?token=***" in server_log and "s3cret" not in server_log, server_log
     got, rate = sf.read(out, dtype="float32")
     assert rate == 16000 and 16000 <= got.shape[0] < 6 * 16000  # a prefix: what the server took
+    assert f"made of the first {got.shape[0]} of {6 * 16000} samples" in stderr, stderr
 
 
 def test_a_stopped_then_killed_server_is_one_line_naming_it_not_a_hang(tmp_path):

@@ -10,6 +10,7 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 
@@ -413,6 +414,37 @@ def test_json_says_why_a_stream_failed(capsys, tmp_path):
     assert code == 1 and report["complete"] is False and not target.exists()
     assert report["error"].startswith("cannot open a stream at ws://127.0.0.1:") and "s3cret" not in out
     one_line_error(err, f"audiokit stream: error: {report['error']}")
+
+
+def test_a_drain_warning_counts_the_samples_the_server_took(capsys, enhancer, tmp_path):
+    """Drained while a long file streams faster than real time: the stream is incomplete and the warning
+    counts the samples the server took (``done``'s ``samples_in``: the output's length). Was: once the
+    client had written the whole file and ``end`` to its socket (which holds megabytes), exit 0 with no
+    warning and ``"complete": true`` over an output cut short; else a count of what it had written
+    ("the first 127360 of 480000 samples" over an output of 127,040)."""
+    x = np.tile(speech(1.0), 120)  # 7.7 MB of f32le: the socket holds far more than the server reads
+    source, target = tmp_path / "long.wav", tmp_path / "out.wav"
+    sf.write(source, x, 16000, subtype="FLOAT")
+    engines = {"enhance-16k": Engine("enhance-16k", enhancer, 8)}
+    with running_server(ServerConfig(), engines) as running:
+        scheduler = running.state.schedulers["enhance-16k"]
+
+        def drain_once_a_second_is_taken() -> None:
+            deadline = time.monotonic() + 60
+            while not any(stream.received_in >= 16000 for stream in list(scheduler.streams)):
+                if time.monotonic() > deadline:
+                    return
+                time.sleep(0.002)
+            asyncio.run_coroutine_threadsafe(running.state.drain(), scheduler._task.get_loop())
+
+        threading.Thread(target=drain_once_a_second_is_taken, daemon=True).start()
+        code, out, err = run(capsys, "stream", "-q", source, target, "--url", running.ws)
+    got = sf.read(target, dtype="float32")[0].shape[0]
+    assert code == 0 and out == "" and 16000 <= got < x.shape[0], err
+    assert err == (
+        f"audiokit stream: warning: {running.ws} ended the stream early (draining): {target} holds what it "
+        f"made of the first {got} of {x.shape[0]} samples\n"
+    )
 
 
 def test_connection_failures_name_the_reason_of_their_kind():

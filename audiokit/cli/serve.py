@@ -160,7 +160,7 @@ def run_stream(args: argparse.Namespace) -> int:
         samples = result.done.get("samples_out")
         print(f"stream: {name} -> {args.output}: {samples} samples via {url}", file=out)
     if not result.complete:
-        taken = result.sent[-1][1] if result.sent else 0
+        taken = result.done.get("samples_in", 0)  # what the server took (the client may have sent more)
         total = sum(chunk.shape[0] for chunk in chunks)
         print(
             f"audiokit stream: warning: {url} ended the stream early (draining): {args.output} holds what it "
