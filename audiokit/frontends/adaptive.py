@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from audiokit.checks import whole_number
 from audiokit.errors import UsageError
 from audiokit.frontends.diffstft import batch_audio
 from audiokit.frontends.filterbank import INITS, FIRFilterbank
@@ -37,8 +38,7 @@ _PCEN_CHUNK = 64
 def _check_positive_int(**values: object) -> None:
     """:class:`~audiokit.errors.UsageError` naming the first of ``values`` that is not an int >= 1."""
     for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-            raise UsageError(f"AdaptiveFilterbank: {name} must be a whole number >= 1, got {value!r}")
+        whole_number(value, f"AdaptiveFilterbank: {name}")
 
 
 class PCEN(nn.Module):

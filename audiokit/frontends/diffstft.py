@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from audiokit.checks import whole_number
 from audiokit.errors import UsageError
 from audiokit.frontends.windows import WINDOWS, continuous_window
 
@@ -108,8 +109,7 @@ class DiffSTFT(nn.Module):
             raise UsageError(f"DiffSTFT: unknown window {window!r}; choose one of {', '.join(WINDOWS)}")
         if pad_mode not in PAD_MODES:
             raise UsageError(f"DiffSTFT: unknown pad_mode {pad_mode!r}; choose one of {', '.join(PAD_MODES)}")
-        if isinstance(n_fft, bool) or not isinstance(n_fft, numbers.Integral) or n_fft < 4:
-            raise UsageError(f"DiffSTFT: n_fft must be a whole number >= 4 samples, got {n_fft!r}")
+        whole_number(n_fft, "DiffSTFT: n_fft", minimum=4, unit=" samples")
         numbers_given = all(
             isinstance(v, numbers.Real) and not isinstance(v, bool) for v in (win_length, hop_length)
         )
@@ -118,13 +118,9 @@ class DiffSTFT(nn.Module):
                 "DiffSTFT: need 0 < win_length <= n_fft and a finite hop_length >= 1, "
                 f"got {win_length!r}, {hop_length!r}"
             )
-        if time_varying and (
-            isinstance(max_frames, bool) or not isinstance(max_frames, numbers.Integral) or max_frames < 1
-        ):
-            raise UsageError(
-                "DiffSTFT: time_varying=True needs max_frames (the number of per-frame parameters), "
-                f"a whole number >= 1, got {max_frames!r}"
-            )
+        if time_varying:
+            what = "DiffSTFT: with time_varying=True, max_frames (the number of per-frame parameters)"
+            whole_number(max_frames, what)
         self.n_fft = int(n_fft)
         self.window = window
         self.time_varying = bool(time_varying)

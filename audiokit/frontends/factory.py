@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import inspect
 import math
-import numbers
 
 import torch
 from torch import nn
 
+from audiokit.checks import whole_number
 from audiokit.dsp import mel_filterbank
 from audiokit.errors import UsageError
 from audiokit.frontends.adaptive import AdaptiveFilterbank
@@ -103,8 +103,7 @@ def build_frontend(
 def _check_whole(name: str, **values: object) -> None:
     """:class:`~audiokit.errors.UsageError` naming the first of ``values`` that is not a whole number >= 1."""
     for option, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-            raise UsageError(f"frontend {name!r}: {option} must be a whole number >= 1, got {value!r}")
+        whole_number(value, f"frontend {name!r}: {option}")
 
 
 def _adaptive(

@@ -20,13 +20,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
-import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
+from audiokit.checks import whole_number
 from audiokit.errors import UsageError
 from audiokit.nn.state import flatten_state, load_flat_state, row_indices, zero_rows
 from audiokit.streaming.compiled import HopwiseSteps, compile_hopwise
@@ -115,11 +115,7 @@ class AudioStream:
     def __init__(
         self, model, batch_size: int = 1, channels: int = 1, compile: str | None = None, **options
     ) -> None:
-        if not all(isinstance(n, numbers.Integral) and n >= 1 for n in (batch_size, channels)):
-            raise UsageError(
-                f"batch_size and channels must be whole numbers >= 1, got {batch_size!r} and {channels!r}"
-            )
-        batch_size, channels = int(batch_size), int(channels)
+        batch_size, channels = whole_number(batch_size, "batch_size"), whole_number(channels, "channels")
         self.model = model
         self.batch_size = batch_size
         self.channels = channels

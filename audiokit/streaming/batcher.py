@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import operator
 
 import numpy as np
 import torch
 
+from audiokit.checks import whole_number
 from audiokit.errors import UsageError
 from audiokit.models.base import check_audio
 from audiokit.nn.state import assign_rows, select_rows, zero_rows
@@ -49,7 +49,7 @@ class MultiStreamBatcher:
                 f"MultiStreamBatcher takes a codec, got {_model_name(codec)}; "
                 "enhancers and bandwidth extenders go through AudioBatcher"
             )
-        capacity = _whole_number(capacity, "capacity")
+        capacity = whole_number(capacity, "capacity")
         self.session = CodecStream(codec, capacity, mode, bitrate, channels=codec.channels, compile=compile)
         self.capacity = capacity
         self._slots: dict[int, int] = {}
@@ -119,7 +119,7 @@ class MultiStreamBatcher:
         """Advance every ready stream by as many whole frames as it holds, at most ``max_hops`` (rounded
         down to a power of two, so streams group into few batched steps); returns ``{id: frames}`` of
         the streams advanced."""
-        max_hops = _whole_number(max_hops, "max_hops")
+        max_hops = whole_number(max_hops, "max_hops")
         unit, rows = self.session._unit(), self.session._rows
         groups: dict[int, list[int]] = {}
         advanced = {}
@@ -220,7 +220,7 @@ class AudioBatcher:
                 f"AudioBatcher takes an audio-to-audio model (an enhancer or a bandwidth extender), got "
                 f"{_model_name(model)}; codecs go through MultiStreamBatcher"
             )
-        capacity = _whole_number(capacity, "capacity")
+        capacity = whole_number(capacity, "capacity")
         self.model = model
         self.capacity = capacity
         self.hop_length = model.hop_length
@@ -305,7 +305,7 @@ class AudioBatcher:
         """Advance every ready stream by as many whole hops as it holds, at most ``max_hops`` (rounded
         down to a power of two, so streams group into few batched steps); returns ``{id: hops}`` of
         the streams advanced."""
-        hops = np.minimum(self._fill // self.hop_length, _whole_number(max_hops, "max_hops"))
+        hops = np.minimum(self._fill // self.hop_length, whole_number(max_hops, "max_hops"))
         hops[self._owner < 0] = 0
         if not hops.any():
             return {}
@@ -385,18 +385,6 @@ def _model_name(model: object) -> str:
     if hasattr(model, "family") and hasattr(model, "name"):
         return f"the {model.family} {model.name}"
     return type(model).__qualname__
-
-
-def _whole_number(value: object, what: str) -> int:
-    """``value`` (a batcher's ``capacity``, a step's ``max_hops``) as an int >= 1 (any integer type);
-    UsageError naming ``what`` otherwise."""
-    try:
-        number = operator.index(value)
-    except TypeError:
-        number = 0
-    if number < 1:
-        raise UsageError(f"{what} must be a whole number >= 1, got {value!r}")
-    return number
 
 
 def _distinct_slots(batcher: MultiStreamBatcher | AudioBatcher, stream_ids: list[int]) -> list[int]:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import numbers
 import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from audiokit import ops
+from audiokit.checks import whole_number
 from audiokit.errors import UsageError
 from audiokit.nn.state import (
     StreamState,
@@ -107,19 +107,13 @@ class CodecStream:
             raise UsageError(
                 f"compile must be False, True, 'inductor', 'aoti' or 'cuda_graph', got {compile!r}"
             )
-        if not isinstance(batch_size, numbers.Integral) or batch_size < 1:
-            raise UsageError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
-        batch_size = int(batch_size)
+        batch_size = whole_number(batch_size, "batch_size")
         if length is not None and mode != "decode":
             raise UsageError("length is only for 'decode' sessions (audio inputs carry their own length)")
         self.codec = codec
         self.mode = mode
         self.batch_size = batch_size
-        if channels is not None and not isinstance(channels, numbers.Integral):
-            raise UsageError(f"channels must be a whole number, got {channels!r}")
-        self.channels = codec.channels if channels is None else int(channels)
-        if self.channels < 1:
-            raise UsageError(f"channels must be at least 1, got {channels}")
+        self.channels = codec.channels if channels is None else whole_number(channels, "channels")
         if codec.channels != 1 and self.channels != codec.channels:
             raise UsageError(f"{codec.name} codes {codec.channels} channels, got channels={self.channels}")
         self.fold = self.channels if codec.channels == 1 else 1
