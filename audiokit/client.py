@@ -41,10 +41,12 @@ server waits on a client that reads nothing: ``--idle-timeout``'s default)."""
 
 
 class ServerError(AudiokitError):
-    """The server refused or ended a stream: ``code`` is the close code, the message its reason."""
+    """The server refused or ended a stream: ``code`` is the close code, the message its reason (after
+    the server's ``url``, given with its token redacted, where one is given)."""
 
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(f"server closed the stream with {code}: {message}")
+    def __init__(self, code: int, message: str, url: str | None = None) -> None:
+        where = f"{url}: " if url else ""
+        super().__init__(f"{where}server closed the stream with {code}: {message}")
         self.code = code
         self.reason = message
 

@@ -133,8 +133,14 @@ def test_samples_beyond_full_scale_sent_as_16_bit_pcm_are_a_warning(capsys, serv
 @pytest.mark.parametrize(
     ("where", "options", "expected"),
     [
-        ("guarded", (), "server closed the stream with 4401: missing or wrong token"),
-        ("guarded", ("--token", "wrong"), "server closed the stream with 4401: missing or wrong token"),
+        # the server is named (the line named nothing), its token never
+        ("guarded", (), "{ws}: server closed the stream with 4401: missing or wrong token"),
+        ("guarded", ("--token", "wrong"), "{ws}: server closed the stream with 4401: missing or wrong token"),
+        (
+            "guarded",
+            ("--url", "{ws}?token=wrong"),
+            "{ws}?token=***: server closed the stream with 4401: missing or wrong token",
+        ),
         (
             "server",
             ("--url", "http://127.0.0.1:1/v1/stream"),
@@ -167,7 +173,7 @@ def test_samples_beyond_full_scale_sent_as_16_bit_pcm_are_a_warning(capsys, serv
 def test_connection_mistakes_are_one_line(capsys, request, server, tmp_path, where, options, expected):
     running = request.getfixturevalue(where)
     port = running.ws.split(":")[2].split("/")[0]
-    fill = {"http": f"ws://127.0.0.1:{port}", "port": port, "free": free_port()}
+    fill = {"http": f"ws://127.0.0.1:{port}", "port": port, "free": free_port(), "ws": running.ws}
     options = tuple(o.format(**fill) for o in options)
     if not any(o == "--url" for o in options):
         options = ("--url", running.ws, *options)

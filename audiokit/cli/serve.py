@@ -133,7 +133,7 @@ def _run_until_signal(work: Coroutine[Any, Any, T]) -> T:
 def run_stream(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from audiokit import io
+    from audiokit import client, io
     from audiokit.cli.processing import warn_clipped
     from audiokit.redaction import redact_token
 
@@ -145,7 +145,12 @@ def run_stream(args: argparse.Namespace) -> int:
     out = sys.stderr if io.carries_stdout(args.output) else sys.stdout  # stdout may carry the audio
     url = redact_token(args.url)  # the shared secret stays off the terminal and out of logs
     try:
-        result, chunks, rate = _stream_file(args)
+        try:
+            result, chunks, rate = _stream_file(args)
+        except client.ServerError as exc:
+            if isinstance(exc, client.ConnectionLost):  # names the URL already
+                raise
+            raise client.ServerError(exc.code, exc.reason, url) from None
     except AudiokitError as exc:
         if args.json:  # a script reading the summary learns what failed, as from the file commands
             failure = {"input": name, "output": args.output, "complete": False, "error": str(exc)}
