@@ -17,7 +17,11 @@ from audiokit.cli import main as audiokit_main
 from audiokit.errors import UsageError
 from audiokit.evaluation import targets as card_targets
 from audiokit.evaluation import training_record as records
-from audiokit.evaluation.card_markdown import portable_command, session_table
+from audiokit.evaluation.card_markdown import (
+    portable_command,
+    session_table,
+    training_commands,
+)
 from audiokit.evaluation.codec_card import entropy_section
 from audiokit.evaluation.model_card import weights_info
 from audiokit.evaluation.robustness import ROBUSTNESS_TITLES
@@ -497,3 +501,50 @@ def test_codebook_health_names_the_codebooks_own_size():
     assert "1024 is uniform use of 1,024 codewords" in "\n".join(codebook_lines(health))
     text = "\n".join(codebook_lines({**health, "codebook_size": 16}))
     assert "16 is uniform use of 16 codewords" in text and "1,024" not in text
+
+
+def _session(command: str, start: int, end: int | None) -> dict:
+    keys = ("started", "ended", "device", "world_size", "threads", "hardware", "host")
+    return dict.fromkeys(keys, "x") | {"start_step": start, "end_step": end, "command": command}
+
+
+def test_reproduce_commands_copy_a_run_that_went_on_in_another_folder():
+    """The cards' training lines resumed `runs/s31-enh-normlow` right after two sessions in
+    `runs/normlow`: run as written, the third command stopped at 'nothing to resume'. Its origin's
+    `--init speech-16k` also loaded today's weights, not the version the run started from."""
+    train = "audiokit train recipes/enhance_speech16k.yaml --run-dir"
+    v1 = "02129b818b3081e532ec71097e00e6a969536c28406bd1a2f0175db03dd9a31f"  # speech-16k@1 (ARCHIVE.json)
+    origin = {
+        "run_dir": "runs/first",
+        "steps": 20,
+        "sessions": [_session(f"{train} runs/first --resume", 10, 20)],
+        "weights": "speech-16k",
+        "weights_sha256": v1,
+    }
+    training = {
+        "run_dir": "/work/runs/s31-enh-normlow",
+        "steps": 300,
+        "previous": origin,
+        "sessions": [
+            _session(
+                ".venv/bin/audiokit train recipes/enhance_speech16k.yaml --run-dir /w/a --init speech-16k",
+                0,
+                100,
+            ),
+            _session(f"{train} /w/a --resume", 100, 100),
+            _session(f"{train} /w/b --resume", 100, None),
+            _session(f"{train} /w/a --resume", 150, 200),
+            _session(f"{train} /w/c --init /work/runs/s42/enh-base", 0, 300),
+        ],
+    }
+    assert training_commands(training) == [
+        "# runs/first's steps before 10 (where its record starts, with a --resume) are not in its run.json",
+        f"{train} runs/first --resume",
+        f"{train} runs/a --init speech-16k@1",
+        f"{train} runs/a --resume",
+        "cp -r runs/a runs/b   # the run went on in a copy, resumed there at step 100",
+        f"{train} runs/b --resume",
+        "rm -r runs/a && cp -r runs/b runs/a   # the run went on in a copy, resumed there at step 150",
+        f"{train} runs/a --resume",
+        f"{train} runs/c --init runs/enh-base",
+    ]

@@ -9,8 +9,10 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from audiokit.data.paths import data_root
+from audiokit.errors import ModelError
 from audiokit.evaluation.robustness import ROBUSTNESS_TITLES
 from audiokit.evaluation.training_record import lineage
+from audiokit.models.archive import model_version
 from audiokit.tools import OPUS_MIN_KBPS
 
 CARD_METRICS = (
@@ -375,17 +377,75 @@ def training_lines(card: dict) -> list[str]:
 
 
 def portable_command(command: str) -> str:
-    """A recorded shell ``command`` as a reader of a clone can run it: a recipe given by the absolute
-    path of some checkout (``/x/y/recipes/a.yaml``) as ``recipes/a.yaml``, and an absolute ``--run-dir``
-    as ``runs/<its name>``."""
+    """A recorded shell ``command`` as a reader of a clone can run it: the program as ``audiokit`` (not
+    ``.venv/bin/audiokit``), a recipe given by the absolute path of some checkout (``/x/y/recipes/a.yaml``)
+    as ``recipes/a.yaml``, and an absolute ``--run-dir`` or ``--init`` (a run directory) as
+    ``runs/<its name>``."""
     words = shlex.split(command)
+    if words and words[0].endswith("/audiokit"):
+        words[0] = "audiokit"
     for i, word in enumerate(words):
         path = Path(word)
         if path.is_absolute() and path.suffix in (".yaml", ".yml") and path.parent.name == "recipes":
             words[i] = f"recipes/{path.name}"
-        elif i and words[i - 1] == "--run-dir" and path.is_absolute():
+        elif i and words[i - 1] in ("--run-dir", "--init") and path.is_absolute():
             words[i] = f"runs/{path.name}"
     return shlex.join(words)
+
+
+def _option(words: list[str], name: str) -> str | None:
+    """The value after ``name`` in ``words`` (None when absent)."""
+    return words[words.index(name) + 1] if name in words[:-1] else None
+
+
+def _archived_init(words: list[str], init_sha256: str | None) -> list[str]:
+    """``words`` with ``--init NAME`` (a shipped model's name) as ``NAME@VERSION`` where the weights it
+    loaded (``init_sha256``) are an archived version: the bare name loads today's weights."""
+    name = _option(words, "--init")
+    if name is None or init_sha256 is None or "/" in name or "@" in name or name.endswith(".safetensors"):
+        return words
+    try:
+        version = model_version(name, init_sha256)
+    except ModelError:
+        return words
+    if version is None:
+        return words
+    i = words.index("--init") + 1
+    return [*words[:i], version, *words[i + 1 :]]
+
+
+def training_commands(training: dict) -> list[str]:
+    """The ``audiokit train`` commands of every session the weights descend from (:func:`lineage`),
+    runnable in order in a clone: each made :func:`portable_command`, an ``--init`` of a shipped name
+    pinned to the archived version it loaded, and a ``cp -r`` before a session that resumed a copy of the
+    previous session's run directory (a fork: run.json records only the resume); a run whose record
+    starts with a resume says which steps it lacks."""
+    lines: list[str] = []
+    made: set[str] = set()
+    previous_dir: str | None = None
+    chain = lineage(training)
+    for index, record in enumerate(chain):
+        init_sha256 = chain[index - 1].get("weights_sha256") if index else None
+        for session in record["sessions"]:
+            words = _archived_init(shlex.split(portable_command(session["command"])), init_sha256)
+            run_dir = _option(words, "--run-dir")
+            start = session.get("start_step")
+            if "--resume" in words and run_dir is not None and run_dir != previous_dir:
+                if previous_dir is None:
+                    lines.append(
+                        f"# {run_dir}'s steps before {start} (where its record starts, with a --resume) "
+                        "are not in its run.json"
+                    )
+                else:
+                    copy = f"cp -r {shlex.quote(previous_dir)} {shlex.quote(run_dir)}"
+                    if run_dir in made:
+                        copy = f"rm -r {shlex.quote(run_dir)} && {copy}"
+                    lines.append(f"{copy}   # the run went on in a copy, resumed there at step {start}")
+            lines.append(shlex.join(words))
+            if run_dir is not None:
+                made.add(run_dir)
+                previous_dir = run_dir
+    return lines
 
 
 DATA_FOLDER_LINES = (
@@ -405,7 +465,7 @@ def reproduce_lines(card: dict, prepare: str, commands: Iterable[str]) -> list[s
         *DATA_FOLDER_LINES,
         "# training, session by session as recorded in run.json, paths made relative to a clone (the data:",
         "# audiokit data prepare)",
-        *(portable_command(s["command"]) for record in lineage(t) for s in record["sessions"]),
+        *training_commands(t),
         "# the evaluation data, and every number of the tables and the targets"
         + (
             " (these eval lines score every file; the tables, the --max-files subset the card command picks)"
