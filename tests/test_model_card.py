@@ -21,6 +21,7 @@ from audiokit.evaluation.card_markdown import (
     portable_command,
     session_table,
     training_commands,
+    training_lines,
 )
 from audiokit.evaluation.codec_card import entropy_section
 from audiokit.evaluation.model_card import weights_info
@@ -548,3 +549,36 @@ def test_reproduce_commands_copy_a_run_that_went_on_in_another_folder():
         f"{train} runs/a --resume",
         f"{train} runs/c --init runs/enh-base",
     ]
+
+
+def test_steps_in_all_count_to_the_weights_a_run_started_from(tmp_path):
+    """speech-16k's card said 219,773 steps in all: it counted all 44,561 steps of the run its
+    `--init` weights came from, though those weights (version 3) were that run's step 44,500."""
+    run = tmp_path / "run"
+    run.mkdir()
+    session = {
+        "start_step": 0,
+        "init": "speech-16k",
+        "init_sha256": "aa" * 32,
+        "command": ["audiokit", "train"],
+    }
+    (run / "run.json").write_text(json.dumps({"seed": 0, "sessions": [session]}))
+    (run / "metrics.jsonl").write_text(json.dumps({"step": 50, "speed/steps_per_second": 1.0}) + "\n")
+    old = tmp_path / "old-card.json"  # a run of 100 steps after 1,000 earlier ones; its weights at 90
+    old_session = _session("audiokit train recipes/codec_speech16k.yaml --run-dir runs/old --resume", 0, 100)
+    old_training = {
+        "run_dir": "runs/old",
+        "steps": 100,
+        "total_steps": 1100,
+        "commits": [],
+        "sessions": [old_session],
+    }
+    old.write_text(json.dumps({"weights": {"sha256": "aa" * 32, "step": 90}, "training": old_training}))
+    record = records.training_record(run, init_card=old)
+    assert record["total_steps"] == 50 + 1000 + 90 and record["previous"]["weights_step"] == 90
+    card = {"weights": {"step": 40}, "training": record | {"recipe_path": None, "last_eval": None}}
+    card["training_data"] = []
+    text = "\n".join(training_lines(card))
+    # the card's own weights from step 40 of its 50: 1,090 + 40 in all
+    assert "50 steps (**the weights are from step 40**) after 1090 earlier ones (1130 in all)" in text
+    assert "trained for 90 steps in `runs/old` (which went on to 100)" in text

@@ -68,6 +68,12 @@ def _weights_step_note(weights: dict, training: dict) -> str:
     return f" (**the weights are from step {step}**)"
 
 
+def _own_step(weights: dict, training: dict) -> int:
+    """The run's step at the card's weights: their ``step``, else the run's last (averaged weights)."""
+    step = weights.get("step")
+    return step if isinstance(step, int) else training["steps"]
+
+
 def _number(value: float | None, spec: str = ".3f") -> str:
     """``value`` formatted, or ``NaN`` where the card holds None (a NaN or infinite measurement)."""
     return "NaN" if value is None else format(value, spec)
@@ -314,7 +320,8 @@ def training_lines(card: dict) -> list[str]:
     lines += [
         f"Run directory `{t['run_dir']}`: {t['steps']} steps{_weights_step_note(w, t)}"
         + (
-            f" after {t['total_steps'] - t['steps']} earlier ones ({t['total_steps']} in all)"
+            f" after {t['total_steps'] - t['steps']} earlier ones "
+            f"({t['total_steps'] - t['steps'] + _own_step(w, t)} in all)"
             if t.get("previous")
             else ""
         )
@@ -336,8 +343,13 @@ def training_lines(card: dict) -> list[str]:
         lines += [
             "",
             f"It started (`--init`) from `{earlier['weights']}` (sha256 `{earlier['weights_sha256'][:16]}`), "
-            f"trained for {earlier['steps']} steps in `{earlier['run_dir']}` "
-            f"(commits {', '.join(f'`{c}`' for c in earlier['commits']) or 'not recorded'}):",
+            + (
+                f"trained for {earlier['weights_step']} steps in `{earlier['run_dir']}` (which went on to "
+                f"{earlier['steps']}) "
+                if earlier.get("weights_step") not in (None, earlier["steps"])
+                else f"trained for {earlier['steps']} steps in `{earlier['run_dir']}` "
+            )
+            + f"(commits {', '.join(f'`{c}`' for c in earlier['commits']) or 'not recorded'}):",
             "",
             *session_table(earlier["sessions"]),
         ]

@@ -132,7 +132,7 @@ def previous_training(
     described = card.get("weights", {}).get("sha256")
     if described != sha256 or described == own_sha256 or "training" not in card:
         return None
-    return card["training"] | {"weights": init, "weights_sha256": sha256}
+    return card["training"] | {"weights": init, "weights_sha256": sha256, "weights_step": _weights_step(card)}
 
 
 def _named_init_card(start: dict | None, own_sha256: str | None, init_card: Path) -> dict:
@@ -150,7 +150,26 @@ def _named_init_card(start: dict | None, own_sha256: str | None, init_card: Path
     if described == own_sha256 or (expected is not None and described != expected):
         started = f"started from {expected[:16]}..." if expected else "wrote these very weights"
         raise UsageError(f"--init-card {init_card}: describes weights {described[:16]}..., the run {started}")
-    return card["training"] | {"weights": start["init"], "weights_sha256": described}
+    return card["training"] | {
+        "weights": start["init"],
+        "weights_sha256": described,
+        "weights_step": _weights_step(card),
+    }
+
+
+def _weights_step(card: dict) -> int | None:
+    """The training step of the weights a card describes (None when not one step: averaged weights)."""
+    step = card.get("weights", {}).get("step")
+    return step if isinstance(step, int) else None
+
+
+def steps_to_weights(record: dict) -> int:
+    """Training steps in all behind the weights a run started from (``record``: its ``previous``): the
+    steps of the runs before it plus its step at those weights, which may be before the run's last
+    (``steps``: the run may have gone on after them)."""
+    earlier = record.get("total_steps", record["steps"]) - record["steps"]
+    step = record.get("weights_step")
+    return earlier + (step if step is not None else record["steps"])
 
 
 def weights_sha256(path: Path) -> str:
@@ -281,7 +300,7 @@ def training_record(run_dir: Path, init_card: Path | None = None) -> dict:
             for s in sessions
         ],
         "steps": steps,
-        "total_steps": steps + (previous.get("total_steps", previous["steps"]) if previous else 0),
+        "total_steps": steps + (steps_to_weights(previous) if previous else 0),
         "previous": previous,
         "loop_wall_seconds": round(_loop_seconds(metrics, start_steps), 1),
         "session_wall_seconds": _session_seconds(sessions),
