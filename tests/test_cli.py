@@ -333,3 +333,25 @@ def test_eval_keeps_the_sinc_baselines_pesq_modes_apart_too(tmp_path):
     for mode, files in (("nb", ["a.wav"]), ("wb", ["b.wav", "c.wav"])):
         expected = np.mean([float(r["sinc_pesq"]) for r in rows if r["file"] in files])
         assert report["sinc"]["pesq_by_mode"][mode]["pesq"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_info_describes_a_models_weights(tmp_path):
+    """A model card's numbers are checked against the weights they name: `audiokit info` on a
+    .safetensors file said "not a readable audio file: Invalid data found when processing input"."""
+    from audiokit.models import Enhancer
+
+    weights = Path(__file__).resolve().parent.parent / "audiokit" / "weights"
+    done = audiokit("info", str(weights / "speech-16k.safetensors"), str(weights / "enhance-16k.safetensors"))
+    assert done.returncode == 0, done.stderr
+    codec, enhancer = done.stdout.strip().splitlines()
+    assert "codec weights, speech-16k (speech-16k@6)" in codec and "latency 40 ms" in codec
+    assert "0.5-6 kbps (12 codebooks of 1024)" in codec and "16000 Hz, 1 ch, hop 320 samples" in codec
+    assert "enhancer weights, enhance-16k (weights 78c46b98d9df, step 20565)" in enhancer
+    assert "331,200 parameters" in enhancer and "latency 20 ms" in enhancer
+
+    run = Enhancer.from_config("enhance-16k").save_pretrained(tmp_path / "model", extra={"step": 7})
+    row = json.loads(audiokit("info", "--json", str(run)).stdout)
+    assert row["format"] == "weights" and row["step"] == 7 and row["model_version"] is None
+    assert row["config"]["hop_length"] == 160 and row["latency_samples"] == 320
+    run.with_suffix(".json").unlink()
+    assert_one_line_error(audiokit("info", str(run)), "model.json: config not found beside the weights")

@@ -1,6 +1,7 @@
 """``audiokit info FILE...``: rate, channels, duration, codec, peak, RMS, bandwidth and the count of
 NaN or infinite samples of audio files; model (and which shipped version of its weights),
-entropy-coding model, bitrate, duration and original rate of .akc files."""
+entropy-coding model, bitrate, duration and original rate of .akc files; family, name (and shipped
+version), step, parameters, rate, hop, latency and bitrates of a model's .safetensors weights."""
 
 from __future__ import annotations
 
@@ -22,7 +23,23 @@ def _fmt_db(value: float | None) -> str:
     return "-inf" if value is None else f"{value:.1f}"
 
 
+def _weights_line(row: dict) -> str:
+    version = row["model_version"] or f"weights {row['weights_sha256'][:12]}"
+    step = "" if row["step"] is None else f", step {row['step']}"
+    rates = ""
+    if row["family"] == "codec":
+        kbps = row["bitrates_kbps"]
+        rates = f", {kbps[0]:g}-{kbps[-1]:g} kbps ({row['codebooks']} codebooks of {row['codebook_size']})"
+    return (
+        f"{row['path']}: {row['family']} weights, {row['model']} ({version}{step}), "
+        f"{row['parameters']:,} parameters ({row['bytes'] / 1e6:.1f} MB), {row['sample_rate']} Hz, "
+        f"{row['channels']} ch, hop {row['hop_length']} samples, latency {row['latency_ms']:g} ms{rates}"
+    )
+
+
 def _line(row: dict) -> str:
+    if row.get("format") == "weights":
+        return _weights_line(row)
     if row.get("format") == "akc":
         original = f"{row['original_samples']} samples at {row['original_sample_rate']} Hz"
         version = row["model_version"] or "weights never shipped"
@@ -56,6 +73,8 @@ def _describe(path: str, raw: RawFormat | None) -> dict:
     with io.readable_path(path) as readable:  # `-`: standard input, read whole into a temporary file
         row = describe(readable, raw)
     row["path"] = io.shown_name(path)
+    if row.get("format") == "weights":
+        row["model_version"] = model_version(row["model"], row["weights_sha256"])
     if row.get("format") == "akc":
         row["model_version"] = model_version(row["model"], row["weights_sha256"])
         row["decoded_by"] = decoding_version(row["model"], row["weights_sha256"])
@@ -113,7 +132,12 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         description=doc_text(__doc__) + " Reads m4a/aac/mp4, webm and whatever else ffmpeg "
         "decodes, and headerless PCM with --raw-rate/--raw-format.",
     )
-    parser.add_argument("files", nargs="+", metavar="FILE", help="audio or .akc files, or folders of them")
+    parser.add_argument(
+        "files",
+        nargs="+",
+        metavar="FILE",
+        help="audio or .akc files (or folders of them), or a model's .safetensors weights",
+    )
     parser.add_argument(
         "--json",
         action="store_true",

@@ -1,8 +1,10 @@
-"""What an audio file holds (header facts, peak and RMS level, estimated bandwidth) or what an ``.akc``
-file holds (model, weights, bitrate, duration, the encoded input's rate): ``audiokit info``."""
+"""What an audio file holds (header facts, peak and RMS level, estimated bandwidth), what an ``.akc``
+file holds (model, weights, bitrate, duration, the encoded input's rate) or what a model's ``.safetensors``
+weights are (family, config, step, size, rate, latency): ``audiokit info``."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from audiokit import io
 from audiokit.bitstream import AkcReader
 from audiokit.dsp import BandwidthEstimator
 from audiokit.io import RawFormat
+from audiokit.models.base import AudioModel
 
 
 def describe_akc(path: Path) -> dict:
@@ -45,15 +48,49 @@ def describe_akc(path: Path) -> dict:
     }
 
 
+def describe_weights(path: Path) -> dict:
+    """What a model's ``.safetensors`` weights (with their ``.json``) are, loaded and checked as
+    ``from_pretrained`` does: family, name, the sha256 ``.akc`` headers name them by, training step (None
+    where not recorded, e.g. averaged weights), parameters, file bytes, sample rate (Hz), channels, hop
+    (samples), algorithmic latency (samples and ms), the config; for a codec its codebooks and bitrates
+    (kbps)."""
+    model = AudioModel.from_pretrained(path)
+    meta = json.loads(path.with_suffix(".json").read_text())
+    row = {
+        "path": str(path),
+        "format": "weights",
+        "family": model.family,
+        "model": model.name,
+        "weights_sha256": meta.get("weights_sha256") or meta["sha256"],
+        "step": meta.get("step"),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "bytes": path.stat().st_size,
+        "sample_rate": model.sample_rate,
+        "channels": model.channels,
+        "hop_length": model.hop_length,
+        "latency_samples": model.algorithmic_latency,
+        "latency_ms": round(model.algorithmic_latency / model.sample_rate * 1000, 3),
+        "config": meta.get("config"),
+    }
+    if model.family == "codec":
+        row["codebooks"] = model.num_codebooks
+        row["codebook_size"] = model.codebook_size
+        row["bitrates_kbps"] = [round(b / 1000, 3) for b in model.bitrates]
+    return row
+
+
 def describe(path: Path, raw: RawFormat | None = None) -> dict:
     """Rate (Hz), channels, samples, duration (s), codec, peak/RMS (dBFS, None for silence), estimated
     bandwidth (Hz) and how many of the samples (per channel, as ``samples``) hold a NaN or an infinity
     in any channel (``nonfinite_samples``; level and bandwidth are of the rest, the bad values counted
     as 0) of ``path``, read in constant memory (``raw``: read it as headerless PCM); an ``.akc`` file is
     described by :func:`describe_akc`, as is a file named ``.akc`` whose magic is damaged (its
-    :class:`~audiokit.errors.BitstreamError` names the byte, as ``audiokit decode`` does)."""
+    :class:`~audiokit.errors.BitstreamError` names the byte, as ``audiokit decode`` does); a
+    ``.safetensors`` file by :func:`describe_weights`."""
     if raw is None and (io.is_akc(path) or (path.suffix.lower() == ".akc" and path.is_file())):
         return describe_akc(path)
+    if raw is None and path.suffix.lower() == ".safetensors":
+        return describe_weights(path)
     header = io.info(path, raw)
     estimator = BandwidthEstimator(header.sample_rate)
     peak, energy, count, nonfinite = 0.0, 0.0, 0, 0
