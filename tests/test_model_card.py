@@ -18,6 +18,7 @@ from audiokit.errors import UsageError
 from audiokit.evaluation import targets as card_targets
 from audiokit.evaluation import training_record as records
 from audiokit.evaluation.card_markdown import (
+    card_run_lines,
     portable_command,
     session_table,
     training_commands,
@@ -179,7 +180,9 @@ def test_card_from_a_training_run(tmp_path, monkeypatch):
     # the card names the one command that regenerates it
     assert card["command"].startswith("audiokit card ") and f"--targets {TARGETS}" in card["command"]
     assert card["command"].endswith(" -f")  # the card is there once made: rerunning replaces it
-    assert card["command"] in markdown
+    # as a clone runs it: the run directory under runs/
+    assert card_run_lines(card) == [card["command"].replace(str(run), "runs/run")]
+    assert card_run_lines(card)[0] in markdown
     (package,) = card["training_data"][0]["packages"]
     assert package["package"] == "asterisk-core-sounds-fr-g722" and package["clips"] == len(clips)
     assert package["training_package"] is False  # a validation package used for training is flagged
@@ -582,3 +585,21 @@ def test_steps_in_all_count_to_the_weights_a_run_started_from(tmp_path):
     # the card's own weights from step 40 of its 50: 1,090 + 40 in all
     assert "50 steps (**the weights are from step 40**) after 1090 earlier ones (1130 in all)" in text
     assert "trained for 90 steps in `runs/old` (which went on to 100)" in text
+
+
+def test_reproduce_ends_with_a_card_command_that_reads_the_trained_run():
+    """enhance-16k's card command read `--run-dir /work/runs/enh-20565`, a folder neither a clone nor
+    the training lines (which end in runs/s33-fork-group05) make."""
+    train = "audiokit train recipes/enhance_speech16k.yaml --run-dir /work/runs/s33-fork-group05 --resume"
+    data = '--noisy-set "$AUDIOKIT_DATA/valid_noisy_16k"'
+    card = {
+        "command": f"audiokit card -m enhance-16k --run-dir /work/runs/enh-20565 {data} --max-files 400",
+        "training": {"sessions": [_session(train, 0, 10)]},
+    }
+    assert card_run_lines(card) == [
+        "cp -r runs/s33-fork-group05 runs/enh-20565   # the run directory the card read: a copy of the last "
+        "session's",
+        f"audiokit card -m enhance-16k --run-dir runs/enh-20565 {data} --max-files 400",
+    ]
+    card["command"] = card["command"].replace("/work/runs/enh-20565", "/x/s33-fork-group05")
+    assert card_run_lines(card) == [card["command"].replace("/x/", "runs/")]

@@ -14,6 +14,7 @@ from audiokit import io
 from audiokit.cli import main as audiokit_main
 from audiokit.errors import UsageError
 from audiokit.evaluation.bwe_card import CONDITIONS, gsm_missing, narrowband_recordings
+from audiokit.evaluation.card_markdown import card_run_lines
 from audiokit.evaluation.enhancer_card import SYSTEMS, spread_over_snrs
 from audiokit.evaluation.targets import CardTargets, Target, condition_verdicts, load_targets, verdicts
 from audiokit.models.bwe import BandwidthExtender
@@ -102,7 +103,7 @@ def test_enhancer_card_end_to_end(tmp_path):
     assert silent["status"] == ("met" if silent["ours"] <= -60 else "not met")
     assert f"{silent['target']}: **{silent['status']}**" in markdown
     assert card["training"]["steps"] == 3 and "0 -> 3" in markdown and "enhanced: pesq 1.250" in markdown
-    assert card["command"].startswith("audiokit card -m ") and card["command"] in markdown
+    assert card["command"].startswith("audiokit card -m ") and card_run_lines(card)[-1] in markdown
 
 
 @pytest.mark.parametrize(

@@ -466,6 +466,29 @@ DATA_FOLDER_LINES = (
 )
 
 
+def card_run_lines(card: dict) -> list[str]:
+    """The card's own command with an absolute ``--run-dir`` as ``runs/<its name>`` (and ``-m`` weights
+    in it as in that folder), after a ``cp -r`` of the last training session's run directory where the
+    card read another (a copy of it: the training lines never make that one)."""
+    command = card["command"]
+    words = shlex.split(command)
+    run_dir = _option(words, "--run-dir")
+    if run_dir is None:
+        return [command]
+    shown = f"runs/{Path(run_dir).name}" if Path(run_dir).is_absolute() else run_dir
+    command = command.replace(f"--run-dir {shlex.quote(run_dir)}", f"--run-dir {shlex.quote(shown)}", 1)
+    weights = _option(words, "-m")
+    if weights is not None and Path(weights).is_relative_to(run_dir):
+        inside = (Path(shown) / Path(weights).relative_to(run_dir)).as_posix()
+        command = command.replace(f"-m {shlex.quote(weights)}", f"-m {shlex.quote(inside)}", 1)
+    sessions = card["training"]["sessions"]
+    last = _option(shlex.split(portable_command(sessions[-1]["command"])), "--run-dir") if sessions else None
+    if last is None or last == shown:
+        return [command]
+    note = "# the run directory the card read: a copy of the last session's"
+    return [f"cp -r {shlex.quote(last)} {shlex.quote(shown)}   {note}", command]
+
+
 def reproduce_lines(card: dict, prepare: str, commands: Iterable[str]) -> list[str]:
     """The card's "Reproduce" section: training sessions (:func:`portable_command`), ``prepare`` (the
     data command), the evaluation ``commands`` and the card's own command; then the run's resolved
@@ -487,7 +510,7 @@ def reproduce_lines(card: dict, prepare: str, commands: Iterable[str]) -> list[s
         prepare,
         *commands,
         "# this card",
-        card["command"],
+        *card_run_lines(card),
         "```",
     ]
     if t["recipe_yaml"]:
