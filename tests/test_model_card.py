@@ -603,3 +603,12 @@ def test_reproduce_ends_with_a_card_command_that_reads_the_trained_run():
     ]
     card["command"] = card["command"].replace("/work/runs/enh-20565", "/x/s33-fork-group05")
     assert card_run_lines(card) == [card["command"].replace("/x/", "runs/")]
+
+
+def test_models_are_named_with_the_right_article():
+    """'runs/x (a enhance-16k model)': the article follows the name's first letter."""
+    from audiokit.models.base import model_label
+
+    assert model_label("runs/x", "enhance-16k") == "runs/x (an enhance-16k model)"
+    assert model_label("runs/x", "speech-16k") == "runs/x (a speech-16k model)"
+    assert model_label("runs/x", "bwe-8to16") == "runs/x (a bwe-8to16 model)"

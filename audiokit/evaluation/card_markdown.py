@@ -13,6 +13,7 @@ from audiokit.errors import ModelError
 from audiokit.evaluation.robustness import ROBUSTNESS_TITLES
 from audiokit.evaluation.training_record import lineage
 from audiokit.models.archive import model_version
+from audiokit.models.base import with_article
 from audiokit.tools import OPUS_MIN_KBPS
 
 CARD_METRICS = (
@@ -205,7 +206,9 @@ def header_lines(card: dict) -> list[str]:
     w, generated = card["weights"], card["generated"]
     status = "a shipped model" if w["shipped"] else "**not a shipped model**: weights loaded from a path"
     # other weights are named as their card is (the run's), not by the config they share with a shipped model
-    title = w["name"] if w["shipped"] else f"{card.get('name', w['name'])} (a {w['name']} model, not shipped)"
+    title = w["name"]
+    if not w["shipped"]:
+        title = f"{card.get('name', w['name'])} ({with_article(w['name'])} model, not shipped)"
     named = " (what `.akc` headers name)" if card.get("family", "codec") == "codec" else ""
     return [
         f"# {title}",

@@ -466,10 +466,15 @@ def is_shipped(name_or_path: str | Path) -> bool:
     return folder.resolve() == WEIGHTS_DIR.resolve()
 
 
+def with_article(name: str) -> str:
+    """``name`` after its indefinite article: ``a speech-16k``, ``an enhance-16k``."""
+    return f"{'an' if name[:1].lower() in 'aeio' else 'a'} {name}"
+
+
 def model_label(name_or_path: str | Path, name: str) -> str:
     """How messages name a model: its ``name`` when ``name_or_path`` is shipped, else the path as the
     user gave it with the config name it was built from (``runs/tiny (a speech-16k model)``)."""
-    return name if is_shipped(name_or_path) else f"{name_or_path} (a {name} model)"
+    return name if is_shipped(name_or_path) else f"{name_or_path} ({with_article(name)} model)"
 
 
 def resolve_weights(name_or_path: str | Path) -> Path:
