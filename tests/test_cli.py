@@ -346,7 +346,7 @@ def test_info_describes_a_models_weights(tmp_path):
     codec, enhancer = done.stdout.strip().splitlines()
     assert "codec weights, speech-16k (speech-16k@6)" in codec and "latency 40 ms" in codec
     assert "0.5-6 kbps (12 codebooks of 1024)" in codec and "16000 Hz, 1 ch, hop 320 samples" in codec
-    assert "enhancer weights, enhance-16k (weights 78c46b98d9df, step 20565)" in enhancer
+    assert "enhancer weights, enhance-16k (shipped enhance-16k, step " in enhancer
     assert "331,200 parameters" in enhancer and "latency 20 ms" in enhancer
 
     run = Enhancer.from_config("enhance-16k").save_pretrained(tmp_path / "model", extra={"step": 7})
@@ -355,3 +355,19 @@ def test_info_describes_a_models_weights(tmp_path):
     assert row["config"]["hop_length"] == 160 and row["latency_samples"] == 320
     run.with_suffix(".json").unlink()
     assert_one_line_error(audiokit("info", str(run)), "model.json: config not found beside the weights")
+
+
+def test_info_tells_the_other_safetensors_files_apart():
+    """An entropy-coding prior said "unsupported format 'audiokit-entropy'" (the static tables' .json
+    beside it), a packed training state's shard "state-00.json: config not found beside the weights"."""
+    root = Path(__file__).resolve().parent.parent
+    prior = root / "audiokit" / "weights" / "speech-16k.entropy.safetensors"
+    shard = root / "checkpoints" / "bwe-8to16" / "state-00.safetensors"
+    done = audiokit("info", str(prior), str(shard))
+    assert done.returncode == 0, done.stderr
+    prior_line, shard_line = done.stdout.strip().splitlines()
+    expected = f"{prior}: entropy-coding prior (--entropy) of speech-16k's codes (speech-16k@"
+    assert prior_line.startswith(expected)
+    step = json.loads((shard.parent / "state.json").read_text())["step"]
+    assert shard_line.startswith(f"{shard}: shard of a packed training state (step {step}, 1 shard(s)); ")
+    assert f"`audiokit checkpoint unpack {shard.parent} RUN_DIR`" in shard_line

@@ -17,6 +17,7 @@ from audiokit.coding import entropy_model_file
 from audiokit.evaluation.describe import describe
 from audiokit.io import RawFormat
 from audiokit.models.archive import decoding_version, model_version
+from audiokit.models.base import is_shipped, resolve_weights
 
 
 def _fmt_db(value: float | None) -> str:
@@ -40,6 +41,17 @@ def _weights_line(row: dict) -> str:
 def _line(row: dict) -> str:
     if row.get("format") == "weights":
         return _weights_line(row)
+    if row.get("format") == "entropy-prior":
+        version = row["model_version"] or f"weights {str(row['weights_sha256'])[:12]}"
+        return (
+            f"{row['path']}: entropy-coding prior (--entropy) of {row['model']}'s codes ({version}), "
+            f"model id {row['entropy_model_id']}, {row['bytes'] / 1e6:.1f} MB; trained on {row['trained_on']}"
+        )
+    if row.get("format") == "train-state":
+        return (
+            f"{row['path']}: shard of a packed training state (step {row['step']}, {row['shards']} "
+            f"shard(s)); `audiokit checkpoint unpack {row['folder']} RUN_DIR` restores the run to train on"
+        )
     if row.get("format") == "akc":
         original = f"{row['original_samples']} samples at {row['original_sample_rate']} Hz"
         version = row["model_version"] or "weights never shipped"
@@ -73,8 +85,12 @@ def _describe(path: str, raw: RawFormat | None) -> dict:
     with io.readable_path(path) as readable:  # `-`: standard input, read whole into a temporary file
         row = describe(readable, raw)
     row["path"] = io.shown_name(path)
-    if row.get("format") == "weights":
-        row["model_version"] = model_version(row["model"], row["weights_sha256"])
+    if row.get("format") in ("weights", "entropy-prior"):
+        row["model_version"] = model_version(str(row["model"]), str(row["weights_sha256"]))
+    if row.get("format") == "weights" and row["model_version"] is None and is_shipped(row["model"]):
+        shipped = resolve_weights(row["model"]).with_suffix(".json")  # the installed shipped weights
+        if shipped.is_file() and json.loads(shipped.read_text()).get("sha256") == row["weights_sha256"]:
+            row["model_version"] = f"shipped {row['model']}"
     if row.get("format") == "akc":
         row["model_version"] = model_version(row["model"], row["weights_sha256"])
         row["decoded_by"] = decoding_version(row["model"], row["weights_sha256"])

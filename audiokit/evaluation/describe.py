@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 
 from audiokit import io
 from audiokit.bitstream import AkcReader
 from audiokit.dsp import BandwidthEstimator
+from audiokit.errors import ModelError
 from audiokit.io import RawFormat
 from audiokit.models.base import AudioModel
 
@@ -79,6 +82,40 @@ def describe_weights(path: Path) -> dict:
     return row
 
 
+def describe_safetensors(path: Path) -> dict:
+    """A ``.safetensors`` file of this project: a model's weights (:func:`describe_weights`), a learned
+    entropy-coding prior (``<weights>.entropy.safetensors``, ``--entropy``: which codes it models) or a
+    shard of a packed training state (``audiokit checkpoint pack``: its step, and how to unpack it)."""
+    try:
+        with safe_open(str(path), "pt") as tensors:
+            meta = tensors.metadata() or {}
+    except Exception as exc:  # noqa: BLE001 (safetensors raises its own error types)
+        raise ModelError(f"{path}: not a readable .safetensors file ({' '.join(str(exc).split())})") from None
+    if meta.get("format") == "audiokit-entropy-prior":
+        return {
+            "path": str(path),
+            "format": "entropy-prior",
+            "model": meta.get("model"),
+            "weights_sha256": meta.get("weights_sha256"),
+            "entropy_model_id": int(meta["model_id"]) if meta.get("model_id", "").isdigit() else None,
+            "trained_on": meta.get("trained_on"),
+            "bytes": path.stat().st_size,
+        }
+    state = path.with_name("state.json")
+    if re.fullmatch(r"state-\d+\.safetensors", path.name) and state.is_file():
+        record = json.loads(state.read_text())
+        if record.get("format") == "audiokit-train-state":
+            return {
+                "path": str(path),
+                "format": "train-state",
+                "step": record.get("step"),
+                "shards": record.get("shards"),
+                "folder": str(path.parent),
+                "bytes": path.stat().st_size,
+            }
+    return describe_weights(path)
+
+
 def describe(path: Path, raw: RawFormat | None = None) -> dict:
     """Rate (Hz), channels, samples, duration (s), codec, peak/RMS (dBFS, None for silence), estimated
     bandwidth (Hz) and how many of the samples (per channel, as ``samples``) hold a NaN or an infinity
@@ -90,7 +127,7 @@ def describe(path: Path, raw: RawFormat | None = None) -> dict:
     if raw is None and (io.is_akc(path) or (path.suffix.lower() == ".akc" and path.is_file())):
         return describe_akc(path)
     if raw is None and path.suffix.lower() == ".safetensors":
-        return describe_weights(path)
+        return describe_safetensors(path)
     header = io.info(path, raw)
     estimator = BandwidthEstimator(header.sample_rate)
     peak, energy, count, nonfinite = 0.0, 0.0, 0, 0
