@@ -612,3 +612,11 @@ def test_models_are_named_with_the_right_article():
     assert model_label("runs/x", "enhance-16k") == "runs/x (an enhance-16k model)"
     assert model_label("runs/x", "speech-16k") == "runs/x (a speech-16k model)"
     assert model_label("runs/x", "bwe-8to16") == "runs/x (a bwe-8to16 model)"
+
+
+def test_a_run_record_without_sessions_is_one_line(tmp_path):
+    """A run.json listing no session (hand-edited, or a run that never started) made `audiokit card` an
+    internal error (ValueError from zip in the sessions table)."""
+    (tmp_path / "run.json").write_text(json.dumps({"seed": 0, "sessions": []}))
+    with pytest.raises(UsageError, match=r"run\.json: records no training session"):
+        records.training_record(tmp_path)

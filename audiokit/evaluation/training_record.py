@@ -258,6 +258,10 @@ def training_record(run_dir: Path, init_card: Path | None = None) -> dict:
         raise UsageError(f"--run-dir {run_dir}: no run.json (not an `audiokit train` run directory)")
     info = _json(info_path)
     sessions = info.get("sessions", [])
+    if not isinstance(sessions, list) or not sessions:
+        raise UsageError(
+            f"{info_path}: records no training session, so no card can say how these weights were made"
+        )
     start_steps = [s.get("start_step", 0) for s in sessions]
     metrics = _purged(_jsonl(run_dir / "metrics.jsonl"), start_steps)
     evaluations = _purged(_jsonl(run_dir / "eval.jsonl"), start_steps)
