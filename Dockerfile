@@ -45,15 +45,22 @@ ENV PATH=/opt/audiokit/bin:$PATH \
 RUN pip install --no-cache-dir "torch==2.13.0" --index-url "$TORCH_INDEX" \
     && pip install --no-cache-dir ninja
 WORKDIR /src
-COPY pyproject.toml README.md LICENSE ./
+# the dependencies first, in a layer of their own, so that a change to the package's code does not
+# reinstall them (nor compile pesq again); they are not pinned: the newest releases that pyproject.toml's
+# lower bounds admit
+COPY pyproject.toml ./
+# hadolint ignore=DL3013
+RUN python3 -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep=chr(10))" \
+        > /tmp/requirements.txt \
+    && pip install --no-cache-dir -r /tmp/requirements.txt \
+    && rm /tmp/requirements.txt
+COPY README.md LICENSE ./
 COPY audiokit ./audiokit
 COPY kernels ./kernels
 COPY recipes ./recipes
 # the package itself, installed in place (editable), so that it finds the kernel sources beside it
-# (audiokit/ops/cpp.py looks in ../kernels) and recipes/ is at hand for `audiokit train`; its other
-# dependencies are not pinned: the newest releases that pyproject.toml's lower bounds admit
-# hadolint ignore=DL3013
-RUN pip install --no-cache-dir -e . \
+# (audiokit/ops/cpp.py looks in ../kernels) and recipes/ is at hand for `audiokit train`
+RUN pip install --no-cache-dir --no-deps -e . \
     && useradd --create-home --uid 10001 audiokit
 USER 10001
 WORKDIR /home/audiokit

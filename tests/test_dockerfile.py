@@ -104,7 +104,7 @@ def test_the_image_can_build_the_cpu_kernels():
     assert {"!kernels/", "!recipes/"} <= ignore
     assert "COPY kernels ./kernels" in text and "COPY recipes ./recipes" in text
     assert re.search(r"pip install [^\n]*\bninja\b", text)
-    assert re.search(r"WORKDIR /src\n", text) and "pip install --no-cache-dir -e ." in text
+    assert re.search(r"WORKDIR /src\n", text) and "pip install --no-cache-dir --no-deps -e ." in text
     assert "rm -rf /src" not in text
     assert cpp.SOURCES == ROOT / "kernels" / "cpu"  # what /src/kernels/cpu is to /src/audiokit
 
@@ -188,3 +188,21 @@ def test_image_builds_and_answers_healthz():
         pytest.fail("the container never answered /healthz")
     finally:
         subprocess.run(["docker", "stop", container], capture_output=True)
+
+
+def test_dependencies_install_in_a_layer_before_the_code():
+    """Every change to the package's code reinstalled every dependency (compiling pesq again): the
+    dependencies now install from pyproject.toml alone, before the code is copied, and the package
+    itself with --no-deps. The command the image runs lists exactly pyproject.toml's dependencies."""
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    lines = [" ".join(line.split()) for line in text.splitlines()]
+    requirements = next(i for i, line in enumerate(lines) if "-r /tmp/requirements.txt" in line)
+    copies = {line.split()[1]: i for i, line in enumerate(lines) if line.startswith("COPY ")}
+    assert copies["pyproject.toml"] < requirements < copies["audiokit"]
+    assert any(line.startswith("RUN pip install --no-cache-dir --no-deps -e .") for line in lines)
+    command = re.search(r'python3 -c "(.*?)" >', lines[requirements]).group(1)
+    listed = subprocess.run([sys.executable, "-c", command], cwd=ROOT, capture_output=True, text=True)
+    import tomllib
+
+    expected = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert listed.stdout.splitlines() == expected and len(expected) > 5
