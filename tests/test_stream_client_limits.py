@@ -467,3 +467,14 @@ def test_connection_failures_name_the_reason_of_their_kind():
     assert client._connect_failure(lookup) == "Name or service not known"
     tls = ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed")
     assert "CERTIFICATE_VERIFY_FAILED" in client._connect_failure(tls)
+
+
+@pytest.mark.parametrize("rate", [3000, 200_000])
+def test_a_rate_no_server_streams_is_refused_before_connecting(capsys, server, tmp_path, rate):
+    """A 3 kHz or 200 kHz file reached the server, whose refusal named no file: "server closed the stream
+    with 4400: sample_rate must be an integer in 4000..192000 Hz"."""
+    source = tmp_path / f"r{rate}.wav"
+    sf.write(source, np.zeros(rate // 10, np.float32), rate)
+    code, out, err = run(capsys, "stream", source, tmp_path / "o.wav", "--url", server.ws)
+    assert code == 1 and not out and not (tmp_path / "o.wav").exists()
+    one_line_error(err, f"audiokit stream: error: {source}: {rate} Hz is outside the 4000..192000 Hz")

@@ -182,8 +182,14 @@ def _stream_file(args: argparse.Namespace) -> tuple[Any, list, int]:
 
     from audiokit import client, io
     from audiokit.cli.processing import warn_clipped
+    from audiokit.serve.protocol import MAX_RATE, MIN_RATE
 
     chunks, rate = client.file_chunks(args.input, args.chunk_ms, args.realtime, raw_format(args))
+    if not MIN_RATE <= rate <= MAX_RATE:  # before connecting: the server would refuse the stream
+        raise UsageError(
+            f"{io.shown_name(args.input)}: {rate} Hz is outside the {MIN_RATE}..{MAX_RATE} Hz a server "
+            "streams; resample the file first"
+        )
     io.check_output_format(args.output, rate)
     if args.format == "s16le":  # 16-bit PCM on the wire holds [-1, 1] only
         beyond = sum(int(np.count_nonzero(np.abs(chunk) > 1.0)) for chunk in chunks)
