@@ -666,3 +666,14 @@ def test_a_failed_sender_settled_after_the_reader_failed_logs_no_traceback():
 
     assert unretrieved_after(settled=False) == ["Task exception was never retrieved"]  # the race's log
     assert unretrieved_after(settled=True) == []
+
+
+def test_a_bitrate_refusal_gives_kbps_too(server, codec):
+    """`audiokit stream --task codec -b 100` (kbps) was refused with "bitrate 100000 b/s is outside
+    500..6000": the range had no unit, and neither said it in the kbps that -b takes."""
+    error, closed = asyncio.run(_refused(server.ws, [{**START, "bitrate": 100_000}], AUTH))
+    low, high = codec.bitrates[0] / 1000, codec.bitrates[-1] / 1000
+    assert closed == 4400
+    expected = f"bitrate 100000 b/s (100 kbps) is outside {low * 1000:g}..{high * 1000:g} b/s"
+    assert error["message"].startswith(expected)
+    assert f"({low:g}..{high:g} kbps)" in error["message"]

@@ -82,7 +82,8 @@ class Engine:
             if not low <= request.bitrate <= high:
                 raise ProtocolError(
                     BAD_REQUEST,
-                    f"bitrate {request.bitrate:g} b/s is outside {low:g}..{high:g} for {self.name}",
+                    f"bitrate {request.bitrate:g} b/s ({request.bitrate / 1000:g} kbps) is outside "
+                    f"{low:g}..{high:g} b/s ({low / 1000:g}..{high / 1000:g} kbps) for {self.name}",
                 )
 
     def reset(self) -> None:
