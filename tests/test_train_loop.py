@@ -22,6 +22,7 @@ from audiokit.models import Codec
 from audiokit.train import portable
 from audiokit.train.checkpoint import load_checkpoint
 from audiokit.train.recipe import load_recipe
+from audiokit.train.signals import StopSignals
 from audiokit.train.trainer import MAX_SKIPPED_UPDATES, Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -453,8 +454,11 @@ def test_a_signal_during_the_final_evaluation_is_the_sessions_stop_reason(tmp_pa
     again.close()
 
 
-def test_sigterm_ends_the_session_with_a_checkpoint_that_resumes(tmp_path):
-    """A real `audiokit train` process: SIGTERM mid-run saves the step it reached and records it."""
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_a_stop_signal_ends_the_session_with_a_checkpoint_that_resumes(tmp_path, signum):
+    """A real `audiokit train` process: SIGTERM mid-run saves the step it reached and records it; so
+    does SIGHUP (a closed terminal), which killed the process, losing every step since the last
+    checkpoint."""
     run = tmp_path / "run"
     command = [sys.executable, "-m", "audiokit", "train", str(TINY), "--run-dir", str(run), "-q"]
     command += ["--set", f"data.train={ROOT / 'samples'}", "--set", f"data.valid={ROOT / 'samples'}"]
@@ -467,18 +471,39 @@ def test_sigterm_ends_the_session_with_a_checkpoint_that_resumes(tmp_path):
     while not (metrics.is_file() and metrics.read_text().count("\n") >= 3):
         assert process.poll() is None and time.monotonic() < deadline, "training did not start"
         time.sleep(0.2)
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(signum)
     _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 128 + signal.SIGTERM, stderr
+    assert process.returncode == 128 + signum, stderr
     session = json.loads((run / "run.json").read_text())["sessions"][-1]
-    assert session["stopped"] == "SIGTERM" and session["end_step"] >= 3
-    assert f"stopped by SIGTERM at step {session['end_step']}" in stderr and "Traceback" not in stderr
+    assert session["stopped"] == signum.name and session["end_step"] >= 3
+    assert f"stopped by {signum.name} at step {session['end_step']}" in stderr and "Traceback" not in stderr
     assert load_checkpoint(run / "checkpoints" / "latest.pt")["step"] == session["end_step"]
     assert not (run / "eval.jsonl").exists()  # no evaluation on the way out
 
     end = session["end_step"]
     resumed = Trainer(_recipe("run.tensorboard=false", "data.valid=null"), run, resume=True, quiet=True)
     assert resumed.step == end and resumed.fit(max_steps=end + 1).step == end + 1
+
+
+def test_a_hangup_under_nohup_is_still_ignored():
+    """Under `nohup` (SIGHUP ignored) training must go on after the terminal closes: the stop signals
+    leave an ignored SIGHUP ignored, and take it over otherwise."""
+    reached = []
+
+    def terminal_closed(signum, frame):  # in place of the default action (which would end pytest)
+        reached.append(signum)
+
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with StopSignals():
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+        signal.signal(signal.SIGHUP, terminal_closed)
+        with StopSignals() as signals:
+            os.kill(os.getpid(), signal.SIGHUP)
+        assert signals.received == "SIGHUP" and not reached
+        assert signal.getsignal(signal.SIGHUP) is terminal_closed
+    finally:
+        signal.signal(signal.SIGHUP, previous)
 
 
 def test_init_adds_rate_decoders_which_train_alone_beside_the_frozen_shared_one(tmp_path):

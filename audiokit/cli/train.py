@@ -38,6 +38,7 @@ def _peer_lost(exc: RuntimeError) -> TrainingError:
 def run(args: argparse.Namespace) -> int:
     from audiokit.train.recipe import load_recipe
     from audiokit.train.runtime import lost_peer
+    from audiokit.train.signals import StopSignals
     from audiokit.train.trainer import Trainer
 
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / Path(args.recipe).stem
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         if result.evaluations:
             summary["eval"] = result.evaluations[-1]
         print(json.dumps(summary))
-    if result.stopped in ("SIGINT", "SIGTERM"):
+    if result.stopped in StopSignals.NAMES:
         if trainer.is_main:
             print(
                 f"audiokit train: stopped by {result.stopped} at step {result.step}; the checkpoint in "

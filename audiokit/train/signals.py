@@ -1,4 +1,4 @@
-"""SIGINT and SIGTERM as a request to stop training after the current step."""
+"""SIGINT, SIGTERM and SIGHUP as a request to stop training after the current step."""
 
 from __future__ import annotations
 
@@ -14,10 +14,13 @@ class StopRequested(Exception):
 
 
 class StopSignals:
-    """While entered (on the main thread), SIGINT and SIGTERM set :attr:`received` to the signal's name
-    instead of acting; a second one acts as usual. The previous handlers return on exit."""
+    """While entered (on the main thread), SIGINT, SIGTERM and SIGHUP (a closed terminal; left ignored
+    where it is, under ``nohup``) set :attr:`received` to the signal's name instead of acting; a second
+    one acts as usual. The previous handlers return on exit."""
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    NAMES = tuple(sig.name for sig in SIGNALS)
+    """What :attr:`received` can be: the names of the stop signals."""
 
     def __init__(self) -> None:
         self.received: str | None = None
@@ -27,8 +30,12 @@ class StopSignals:
     def __enter__(self) -> StopSignals:
         self.received = None
         if threading.current_thread() is threading.main_thread():
-            self._previous = {sig: signal.getsignal(sig) for sig in self.SIGNALS}
-            for sig in self.SIGNALS:
+            self._previous = {
+                sig: handler
+                for sig in self.SIGNALS
+                if (handler := signal.getsignal(sig)) is not signal.SIG_IGN or sig != signal.SIGHUP
+            }
+            for sig in self._previous:
                 signal.signal(sig, self._stop)
         return self
 

@@ -413,8 +413,9 @@ class Trainer:
         return not bool(self.runtime.max(torch.tensor([float(missing)]))[0])
 
     def _stop_reason(self, signals: StopSignals, start: float, max_minutes: float | None) -> str | None:
-        """``"SIGINT"``/``"SIGTERM"`` once such a signal arrived (on any rank), ``"max_minutes"`` when the
-        session's time is up, else None; under DDP every rank gets the same answer at the same step."""
+        """The stop signal's name (``"SIGINT"``, ``"SIGTERM"``, ``"SIGHUP"``) once one arrived (on any
+        rank), ``"max_minutes"`` when the session's time is up, else None; under DDP every rank gets the
+        same answer at the same step."""
         out_of_time = max_minutes is not None and time.monotonic() - start >= 60.0 * max_minutes
         received = signal.Signals[signals.received].value if signals.received else 0
         flags = self.runtime.max(torch.tensor([float(out_of_time), float(received)]))
@@ -427,7 +428,7 @@ class Trainer:
 
         These limits stop this session only; the LR schedule follows the recipe. Checkpoints are
         written every ``run.checkpoint_every`` steps and when the session stops; evaluation runs
-        every ``eval.every_steps`` steps and at the end. SIGINT or SIGTERM stops the session after
+        every ``eval.every_steps`` steps and at the end. SIGINT, SIGTERM or SIGHUP stops the session after
         the current step with a checkpoint, without the final evaluation (``stopped`` names the signal);
         one that comes during an evaluation drops that evaluation at once (a ``--resume`` at that step
         makes it up, even with no step left to train).
@@ -496,7 +497,7 @@ class Trainer:
         bar.close()
         if saved_at != self.step or not (self.run_dir / CHECKPOINT).is_file():
             self.save()
-        interrupted = result.stopped in ("SIGINT", "SIGTERM")
+        interrupted = result.stopped in StopSignals.NAMES
         if evaluated_at != self.step and validating and not interrupted:
             result.evaluations += [e for e in [self.evaluate(signals)] if e]
             if signals.received:  # the final evaluation was dropped for it; the checkpoint is saved
