@@ -258,3 +258,27 @@ def test_max_files_spread_over_every_snr():
     picked = spread_over_snrs(snrs, 5)
     assert len(picked) == 5 and {snrs[n] for n in picked} == {-5.0, 0.0, 5.0}
     assert spread_over_snrs(snrs, 100) == sorted(snrs)
+
+
+def test_a_card_that_fails_late_leaves_no_figures(tmp_path, capsys, monkeypatch):
+    """The figures are written while the card is measured, the card itself last: a failure at the end (a
+    full disk, here injected at the card's write; a bad run record made it an internal error) left the
+    new narrowband PNGs without their card."""
+    import errno
+
+    from audiokit.cli import card as card_cli
+
+    run = _run_dir(tmp_path)
+    weights = BandwidthExtender.from_config("bwe-8to16").save_pretrained(run / "model.safetensors")
+    out = tmp_path / "out"
+
+    def disk_full(card, folder):
+        assert (folder / "run-narrowband-1.png").is_file()  # written by then
+        raise OSError(errno.ENOSPC, "No space left on device", str(folder / "run.json"))
+
+    monkeypatch.setattr(card_cli, "write_card", disk_full)
+    args = ["card", "-m", str(weights), "--run-dir", str(run), "--out", str(out), "-q", "--max-files", "1"]
+    args += ["--valid", str(SAMPLES / "speech_fr_16k_c.flac"), "--narrowband-files", "1"]
+    assert audiokit_main([*args, "--narrowband", str(SAMPLES / "speech_fr_8k_a.wav")]) == 1
+    assert "No space left on device" in capsys.readouterr().err
+    assert not list(out.glob("*.png"))

@@ -100,9 +100,16 @@ def run(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     check_run_weights(args.weights, run_dir)
     name = args.name or default_name(args.weights, run_dir)
-    io.prepare_outputs([("the card", path) for path in outputs(family, args, name)], force=args.force)
-    card, out = _build(args, family, name)
-    md_path, json_path = write_card(card, out)
+    files = outputs(family, args, name)
+    io.prepare_outputs([("the card", path) for path in files], force=args.force)
+    new = [path for path in files if not path.exists()]
+    try:
+        card, out = _build(args, family, name)
+        md_path, json_path = write_card(card, out)
+    except BaseException:  # no figures of a card that was not written (they are written first)
+        for path in new:
+            path.unlink(missing_ok=True)
+        raise
     if not args.quiet:
         print(f"wrote {md_path} and {json_path}")
         for target in card["targets"]:
