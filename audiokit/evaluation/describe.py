@@ -91,28 +91,22 @@ def describe_safetensors(path: Path) -> dict:
             meta = tensors.metadata() or {}
     except Exception as exc:  # noqa: BLE001 (safetensors raises its own error types)
         raise ModelError(f"{path}: not a readable .safetensors file ({' '.join(str(exc).split())})") from None
+    file = {"path": str(path), "bytes": path.stat().st_size}
     if meta.get("format") == "audiokit-entropy-prior":
-        return {
-            "path": str(path),
+        model_id = meta.get("model_id", "")
+        return file | {
             "format": "entropy-prior",
             "model": meta.get("model"),
             "weights_sha256": meta.get("weights_sha256"),
-            "entropy_model_id": int(meta["model_id"]) if meta.get("model_id", "").isdigit() else None,
+            "entropy_model_id": int(model_id) if model_id.isdigit() else None,
             "trained_on": meta.get("trained_on"),
-            "bytes": path.stat().st_size,
         }
     state = path.with_name("state.json")
     if re.fullmatch(r"state-\d+\.safetensors", path.name) and state.is_file():
         record = json.loads(state.read_text())
         if record.get("format") == "audiokit-train-state":
-            return {
-                "path": str(path),
-                "format": "train-state",
-                "step": record.get("step"),
-                "shards": record.get("shards"),
-                "folder": str(path.parent),
-                "bytes": path.stat().st_size,
-            }
+            shards = {"step": record.get("step"), "shards": record.get("shards"), "folder": str(path.parent)}
+            return file | {"format": "train-state"} | shards
     return describe_weights(path)
 
 
