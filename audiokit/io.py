@@ -249,7 +249,20 @@ def _is_akc_magic(start: bytes) -> bool:
     return start[: len(MAGIC)] == MAGIC
 
 
+CONTAINER_MAGIC = {
+    b"RIFF": "WAV", b"RF64": "WAV", b"fLaC": "FLAC", b"OggS": "Ogg", b"FORM": "AIFF", b"ID3": "MP3"
+}
+"""The first bytes of the audio files whose header --raw-rate would read as samples."""
+
+
 def _open_raw(path: Path, raw: RawFormat) -> sf.SoundFile:
+    with open(path, "rb") as handle:
+        start = handle.read(4)
+    container = next((name for magic, name in CONTAINER_MAGIC.items() if start.startswith(magic)), None)
+    if container is not None:  # its header would be read as samples (a click, then shifted audio)
+        raise AudioFormatError(
+            path, f"a {container} file, not headerless PCM: drop --raw-rate (its header gives the rate)"
+        )
     subtype, endian, width = RAW_SAMPLE_FORMATS[raw.sample_format]
     frame_bytes = width * raw.channels
     if path.stat().st_size % frame_bytes:

@@ -112,6 +112,15 @@ def test_bad_input_gives_one_line(tmp_path, browser_files, capsys):
         (["info", str(odd)], "odd.pcm: headerless PCM: give --raw-rate"),
         (["info", str(odd), "--raw-rate", "16000"], "odd.pcm: raw s16le x 1 channel(s): 1001 bytes"),
         (["info", str(odd), "--raw-rate", "0"], "--raw-rate 0"),
+        # a WAV's 44-byte header was read as 22 samples (a click, the audio after it shifted)
+        (
+            ["info", str(SAMPLES / "speech_fr_8k_a.wav"), "--raw-rate", "8000"],
+            "speech_fr_8k_a.wav: a WAV file, not headerless PCM: drop --raw-rate",
+        ),
+        (
+            ["encode", str(SAMPLES / "speech_fr_16k_a.flac"), str(tmp_path / "x.akc"), "--raw-rate", "16000"],
+            "speech_fr_16k_a.flac: a FLAC file, not headerless PCM",
+        ),
     ]
     clash = tmp_path / "clash"
     clash.mkdir()
