@@ -63,6 +63,18 @@ def test_from_pretrained_takes_the_path_given_to_save_pretrained(tmp_path, small
         assert loaded.weights_sha256() == small_enhancer.weights_sha256()
 
 
+def test_save_pretrained_into_an_existing_folder_writes_inside_it(tmp_path, small_enhancer):
+    """``save_pretrained(folder)`` then ``from_pretrained(folder)`` is the round trip; the weights used to
+    go beside the folder (``folder.safetensors``, outside it) and loading the folder found none."""
+    folder = tmp_path / "saved"
+    folder.mkdir()
+    assert small_enhancer.save_pretrained(folder) == folder / "model.safetensors"
+    assert sorted(p.name for p in folder.iterdir()) == ["model.json", "model.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["saved"]
+    for given in (folder, str(folder)):
+        assert Enhancer.from_pretrained(given).weights_sha256() == small_enhancer.weights_sha256()
+
+
 def test_malformed_weights_whose_sha256_the_json_names_are_a_model_error(tmp_path, small_enhancer):
     """The sha256 catches a file damaged after saving; a file that was malformed when its JSON was
     written (truncated, empty, not safetensors) is a one-line ModelError too, not safetensors' own."""

@@ -272,7 +272,9 @@ class AudioModel(nn.Module):
 
         ``.safetensors`` is added to a ``path`` that does not end in it (a ``.json`` ending is replaced):
         ``runs/model.step100`` writes ``runs/model.step100.safetensors`` and ``.json``, never another
-        model's ``runs/model.safetensors``. ``extra``: more keys for the JSON (e.g. the training step).
+        model's ``runs/model.safetensors``; an existing folder gets ``model.safetensors`` and
+        ``model.json`` inside it (as a run directory holds them), so :meth:`from_pretrained` of the
+        folder loads them. ``extra``: more keys for the JSON (e.g. the training step).
         ``float16``: name prefixes of float32 tensors stored as float16 (half the bytes; the JSON's
         ``float16_tensors`` lists them and :meth:`from_pretrained` loads them as float32 again); their
         values must be float16 values already (:func:`round_to_float16`), so the model loaded is this one
@@ -391,8 +393,11 @@ def _build(family: type[M], config: ModelConfig, where: str) -> M:
 
 
 def _weights_path(path: Path) -> Path:
-    """The ``.safetensors`` file that ``path`` names: itself, the weights beside a ``.json`` config, or
-    ``path`` with ``.safetensors`` added (``model.v2`` -> ``model.v2.safetensors``)."""
+    """The ``.safetensors`` file that ``path`` names: itself, the weights beside a ``.json`` config,
+    ``model.safetensors`` inside an existing folder (as in a run directory), or ``path`` with
+    ``.safetensors`` added (``model.v2`` -> ``model.v2.safetensors``)."""
+    if path.is_dir():
+        return path / "model.safetensors"
     if path.suffix == ".safetensors":
         return path
     if path.suffix == ".json":
