@@ -307,3 +307,14 @@ def test_an_empty_batch_is_a_usage_error():
     """A batch of no rows is named (it failed in a reshape inside the filterbank)."""
     with pytest.raises(UsageError, match=r"AdaptiveFilterbank: expected .* got float32 of shape \(0, 1600\)"):
         AdaptiveFilterbank(SR, n_bands=8, banks=("mel",))(torch.zeros(0, 1600))
+
+
+@pytest.mark.parametrize("batch_size", [0, -1, 1.5, True])
+def test_a_stream_of_no_rows_is_a_usage_error(batch_size):
+    """As DiffSTFT's: -1 raised a RuntimeError from torch.zeros; 0 made a session that took no push."""
+    module = AdaptiveFilterbank(SR, n_bands=8, banks=("mel",))
+    with pytest.raises(
+        UsageError,
+        match=f"AdaptiveFilterbank.stream: batch_size must be a whole number >= 1, got {batch_size}",
+    ):
+        module.stream(batch_size)

@@ -380,3 +380,13 @@ def test_bad_arguments_are_one_line_usage_errors(args, options, message):
     with pytest.raises(UsageError, match=message):
         DiffSTFT(*args, **options)
     assert DiffSTFT(np.int64(256), 200, 100, time_varying=True, max_frames=np.int64(3)).n_fft == 256
+
+
+@pytest.mark.parametrize("batch_size", [0, -1, 1.5, True])
+def test_a_stream_of_no_rows_is_a_usage_error(batch_size):
+    """``stream(batch_size)`` names a batch size that is not a whole number >= 1 (-1 raised a RuntimeError
+    from torch.zeros; 0 made a session whose every push was refused)."""
+    with pytest.raises(
+        UsageError, match=f"DiffSTFT.stream: batch_size must be a whole number >= 1, got {batch_size}"
+    ):
+        DiffSTFT(64, 40, 16).stream(batch_size)

@@ -268,7 +268,7 @@ class AdaptiveFilterbankStream:
 
     def __init__(self, module: AdaptiveFilterbank, batch_size: int) -> None:
         self.module = module
-        self.batch_size = batch_size
+        self.batch_size = whole_number(batch_size, "AdaptiveFilterbank.stream: batch_size")
         self._buf = torch.zeros(batch_size, module.history)
         self._state = module.initial_state(batch_size)
 

@@ -299,7 +299,7 @@ class DiffSTFTStream:
 
     def __init__(self, stft: DiffSTFT, batch_size: int) -> None:
         self.stft = stft
-        self.batch_size = batch_size
+        self.batch_size = whole_number(batch_size, "DiffSTFT.stream: batch_size")
         self._raw = torch.zeros(batch_size, 0)  # samples before the left padding is known
         self._buf: torch.Tensor | None = None  # padded signal from index _buf_start (padded coordinates)
         self._buf_start = 0
