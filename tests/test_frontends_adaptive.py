@@ -275,6 +275,9 @@ def test_factory_shapes_and_trainability(name, features):
         ({"temperature": 0.0}, "temperature must be a number > 0, got 0.0"),  # NaN features
         ({"f_max": 9000.0}, r"need 0 <= f_min < f_max <= sample_rate / 2 = 8000 Hz"),  # empty bands
         ({"f_min": 5000.0, "f_max": 4000.0}, r"0 <= f_min < f_max"),
+        # a RuntimeError from unfold in the analyser: the history was too short for its frames
+        ({"filter_length": 39}, r"filter_length 39 is shorter than energy_stride 40 .*smaller energy_stride"),
+        ({"filter_length": 3, "energy_stride": 4}, "filter_length 3 is shorter than energy_stride 4"),
     ],
 )
 def test_bad_arguments_are_one_line_usage_errors(options, message):

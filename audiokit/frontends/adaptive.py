@@ -129,6 +129,12 @@ class AdaptiveFilterbank(nn.Module):
             raise UsageError(
                 f"AdaptiveFilterbank: energy_stride {energy_stride} must divide hop_length {hop_length}"
             )
+        if filter_length < energy_stride:  # the history would not hold the analyser's 2 * hop samples
+            raise UsageError(
+                f"AdaptiveFilterbank: filter_length {filter_length} is shorter than energy_stride "
+                f"{energy_stride} (samples); give a smaller energy_stride (a divisor of hop_length "
+                f"{hop_length}) for shorter filters"
+            )
         for name, value, allowed in (("mixing", mixing, MIXINGS), ("compression", compression, COMPRESSIONS)):
             if value not in allowed:
                 raise UsageError(
