@@ -321,3 +321,21 @@ def test_a_stream_of_no_rows_is_a_usage_error(batch_size):
         match=f"AdaptiveFilterbank.stream: batch_size must be a whole number >= 1, got {batch_size}",
     ):
         module.stream(batch_size)
+
+
+@pytest.mark.parametrize("name", ["mel", "stft", "diffstft"])
+def test_factory_stft_front_ends_take_pad_mode_for_short_inputs(name):
+    """An input of n_fft // 2 samples or fewer is refused with reflect padding, and the error says to
+    use pad_mode='constant': the factory takes it (it refused it as an unexpected option)."""
+    short = 0.1 * torch.randn(1, 100)
+    with pytest.raises(UsageError, match="use pad_mode='constant' for short inputs"):
+        build_frontend(name, SR)(short)
+    module = build_frontend(name, SR, pad_mode="constant")
+    assert module.stft.pad_mode == "constant" and module(short).shape == (1, module.n_features, 1)
+    x = 0.1 * torch.randn(1, 4000)
+    stft = module.stft
+    window = torch.hann_window(400, periodic=True)
+    expected = torch.stft(x, 512, 160, 400, window, center=True, pad_mode="constant", return_complex=True)
+    torch.testing.assert_close(stft(x), expected, rtol=0, atol=1e-5)
+    with pytest.raises(UsageError, match="'adaptive': pad_mode set an STFT"):
+        build_frontend("adaptive", SR, pad_mode="constant")

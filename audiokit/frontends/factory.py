@@ -59,13 +59,15 @@ def build_frontend(
     n_bands: int = 64,
     window: str | None = None,
     learn_hop: bool = False,
+    pad_mode: str | None = None,
     **kwargs,
 ) -> nn.Module:
     """Front end ``name`` (``mel``, ``stft``, ``diffstft``, ``adaptive``) for audio at ``sample_rate`` Hz.
 
     ``n_bands`` is the number of mel bands (``mel``, and ``diffstft`` when ``diffstft_mel=True`` is
-    passed) or filterbank bands (``adaptive``). ``n_fft``, ``win_length`` (samples) and ``window``
-    (default ``hann``) set the STFT of ``mel``, ``stft`` and ``diffstft``; ``diffstft`` learns its window
+    passed) or filterbank bands (``adaptive``). ``n_fft``, ``win_length`` (samples), ``window`` (default
+    ``hann``) and ``pad_mode`` (``reflect`` by default; ``constant`` also takes inputs of ``n_fft // 2``
+    samples or fewer) set the STFT of ``mel``, ``stft`` and ``diffstft``; ``diffstft`` learns its window
     length (and the hop with ``learn_hop``); give those parameters (samples) their own learning rate,
     e.g. 1.0. ``adaptive`` is a bank of FIR filters, not an STFT: it takes ``hop_length``, ``n_bands``
     and, as extra ``kwargs``, the options of ``AdaptiveFilterbank``; options a front end cannot honour
@@ -80,7 +82,7 @@ def build_frontend(
     _check_whole(name, sample_rate=sample_rate)
     hop_length = sample_rate // 100 if hop_length is None else hop_length
     if name == "adaptive":
-        stft_options = {"n_fft": n_fft, "win_length": win_length, "window": window}
+        stft_options = {"n_fft": n_fft, "win_length": win_length, "window": window, "pad_mode": pad_mode}
         return _adaptive(sample_rate, n_bands, hop_length, stft_options, kwargs)
     if win_length is None:
         win_length = round(0.025 * sample_rate)
@@ -93,7 +95,14 @@ def build_frontend(
         raise UsageError(f"frontend {name!r}: unexpected options {', '.join(sorted(kwargs))}")
     if use_mel:
         _check_whole(name, n_bands=n_bands)
-    stft = DiffSTFT(n_fft, float(win_length), float(hop_length), window, learnable=name == "diffstft")
+    stft = DiffSTFT(
+        n_fft,
+        float(win_length),
+        float(hop_length),
+        window,
+        learnable=name == "diffstft",
+        pad_mode=pad_mode or "reflect",
+    )
     if name == "diffstft" and not learn_hop:
         stft.hop_length.requires_grad_(False)
     mel = mel_filterbank(sample_rate, n_fft, n_bands) if use_mel else None
