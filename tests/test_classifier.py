@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from audiokit.errors import UsageError
 from audiokit.frontends import FRONTENDS
 from audiokit.models import AudioClassifier
 
@@ -24,9 +25,18 @@ def test_every_frontend_builds_and_groups_unit_parameters(frontend):
         assert unit["params"] == []
 
 
-def test_unknown_frontend_is_refused():
-    with pytest.raises(ValueError, match="choose one of"):
+def test_bad_options_and_inputs_too_short_for_a_frame_are_usage_errors():
+    """One-line UsageErrors, as build_frontend's (an unknown front end was a ValueError; n_classes -1 or
+    width 0 failed inside torch; the adaptive front end's zero frames failed in a conv)."""
+    with pytest.raises(UsageError, match="frontend: unknown name 'wavelet'; choose one of"):
         AudioClassifier(2, 16000, frontend="wavelet")
+    for options, name in (({"n_classes": -1}, "n_classes"), ({"width": 0}, "width")):
+        with pytest.raises(UsageError, match=f"AudioClassifier: {name} must be a whole number >= 1"):
+            AudioClassifier(**{"n_classes": 2, "sample_rate": 16000, **options})
+    model = AudioClassifier(2, 16000, frontend="adaptive", banks=("mel",), filter_length=129)
+    with pytest.raises(UsageError, match="100 samples give no frame of the 'adaptive' front end; .* 160"):
+        model(torch.randn(2, 100))
+    assert model(torch.randn(2, 160)).shape == (2, 2)
 
 
 def test_learns_low_from_high_tones():

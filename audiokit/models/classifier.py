@@ -5,22 +5,26 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from audiokit.frontends import FRONTENDS, build_frontend, is_unit_parameter
+from audiokit.checks import whole_number
+from audiokit.errors import UsageError
+from audiokit.frontends import build_frontend, is_unit_parameter
 
 
 class AudioClassifier(nn.Module):
     """``(B, T)`` audio -> ``(B, n_classes)`` logits.
 
     Front end (``mel``, ``stft``, ``diffstft`` or ``adaptive``, see :func:`audiokit.frontends.build_frontend`)
-    -> per-band BatchNorm -> three conv1d layers -> mean and max over time -> linear.
+    -> per-band BatchNorm -> three conv1d layers -> mean and max over time -> linear. Bad options, and
+    inputs too short for one frame of the front end, raise :class:`~audiokit.errors.UsageError`.
     """
 
     def __init__(
         self, n_classes: int, sample_rate: int, frontend: str = "mel", width: int = 96, **frontend_options
     ) -> None:
         super().__init__()
-        if frontend not in FRONTENDS:
-            raise ValueError(f"unknown frontend {frontend!r}; choose one of {', '.join(FRONTENDS)}")
+        whole_number(n_classes, "AudioClassifier: n_classes")
+        whole_number(width, "AudioClassifier: width")
+        self.frontend_name = frontend
         self.frontend = build_frontend(frontend, sample_rate, **frontend_options)
         features = self.frontend.n_features
         self.norm = nn.BatchNorm1d(features)
@@ -43,5 +47,11 @@ class AudioClassifier(nn.Module):
         return [{"params": rest, "lr": lr}, {"params": unit, "lr": frontend_lr}]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.body(self.norm(self.frontend(x)))
+        features = self.frontend(x)  # (B, n_features, frames)
+        if not features.shape[-1]:  # the adaptive front end gives none for less than one hop
+            raise UsageError(
+                f"AudioClassifier: {x.shape[-1]} samples give no frame of the {self.frontend_name!r} front "
+                f"end; it needs at least {round(self.frontend.hop_length)} samples (one hop)"
+            )
+        h = self.body(self.norm(features))
         return self.head(torch.cat([h.mean(-1), h.amax(-1)], dim=-1))
