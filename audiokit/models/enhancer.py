@@ -325,7 +325,8 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
         if self.band_frontend is not None:
             raise ModelError(
                 f"band_features={self.config.band_features!r} is a front-end ablation that runs offline "
-                "only; streaming needs band_features='erb'"
+                "only (Enhancer.enhance, `audiokit eval -m`); streaming, which `audiokit enhance`, `bench` "
+                "and `serve` use, needs band_features='erb'"
             )
         device = device or self.df_head.weight.device
         parts = (self.analysis, self.frame_conv, self.lstm, self.deep_filter, self.synthesis)
