@@ -1,4 +1,5 @@
-"""``frontend:`` option of recipes and models: ``build_frontend(name, sample_rate, **kwargs)``.
+"""Front ends by name: ``build_frontend(name, sample_rate, **kwargs)`` (``AudioClassifier(frontend=...)``;
+no recipe key: the enhancer's ``band_features`` builds its own, see docs/frontends.md).
 
 Every front end maps ``(B, T)`` audio to ``(B, n_features, frames)`` log-domain features and has
 ``n_features`` and ``hop_length`` attributes. Defaults: 25 ms windows, 10 ms hop, 64 bands.
