@@ -261,3 +261,12 @@ def test_a_broken_clip_list_is_a_recipe_error(tmp_path, listing, message):
     (tmp_path / "clips.jsonl").write_text(listing)
     with pytest.raises(RecipeError, match=f"data.valid: .*{message}"):
         read_noisy_set(tmp_path, 16000, 8, 1.0)
+
+
+def test_a_negative_front_end_learning_rate_scale_is_refused():
+    """``frontend_lr_scale`` multiplies the learning rate of the front end's samples and Hz: a negative one
+    trained the window length by gradient ascent, without a word; 0 freezes the front end."""
+    overrides = ["model.options.band_features=diffstft", "model.options.frontend_lr_scale=-1"]
+    with pytest.raises(RecipeError, match=r"frontend_lr_scale must be a finite number >= 0 .*got -1.0"):
+        load_recipe(TINY, overrides)
+    assert load_recipe(TINY, [overrides[0], "model.options.frontend_lr_scale=0"])

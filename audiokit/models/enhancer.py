@@ -128,6 +128,11 @@ class EnhancerConfig(ModelConfig):
             raise ValueError(f"band_channels must be >= 1, got {self.band_channels}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not 0.0 <= self.frontend_lr_scale < math.inf:  # a negative rate climbs the loss
+            raise ValueError(
+                f"frontend_lr_scale must be a finite number >= 0 (0 freezes the front end), "
+                f"got {self.frontend_lr_scale}"
+            )
         if self.band_features not in BAND_FEATURES:
             raise ValueError(
                 f"band_features must be one of {', '.join(BAND_FEATURES)}, got {self.band_features!r}"
