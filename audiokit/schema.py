@@ -114,9 +114,13 @@ def convert(value: Any, tp: Any, where: str, key: str, error: type[AudiokitError
         return float(value)
     if tp is float and isinstance(value, str):  # PyYAML reads ``1e-4`` (no dot) as a string
         try:
-            return float(value)
+            number = float(value)
         except ValueError:
             pass
+        else:  # ``1e400`` (a string to PyYAML) is inf, ``nan`` NaN: the checks of YAML's .inf never saw them
+            if not math.isfinite(number):
+                raise error(f"{where}: '{key}' must be a finite number, got {value!r}")
+            return number
     if tp is int and isinstance(value, int) and not isinstance(value, bool):
         return value
     if tp in (str, bool) and type(value) is tp:

@@ -210,6 +210,19 @@ def test_overrides_and_yaml_numbers(tmp_path):
         load_recipe(path, ["run.max_steps"])
 
 
+@pytest.mark.parametrize("value", ["1e400", "nan", "-inf", "inf"])
+def test_a_number_yaml_reads_as_a_string_must_be_finite(value):
+    """PyYAML reads ``1e400``, ``nan`` and ``inf`` (no dot) as strings, which a float field takes as
+    numbers: under ``model.options`` the recipe's check of ``.inf`` and ``.nan`` never saw them, and the
+    model trained with an infinite or NaN setting (``frontend_lr_scale=1e400`` left NaN weights)."""
+    with pytest.raises(
+        RecipeError, match=f"'model.options.dead_code_threshold' must be a finite number, got '{value}'"
+    ):
+        load_recipe(
+            ROOT / "recipes" / "codec_speech16k_tiny.yaml", [f"model.options.dead_code_threshold={value}"]
+        )
+
+
 def test_resolved_recipe_round_trips(tmp_path):
     recipe = load_recipe(ROOT / "recipes" / "codec_speech16k_tiny.yaml")
     path = _write(tmp_path, dump_recipe(recipe))
