@@ -353,6 +353,8 @@ def test_info_describes_a_models_weights(tmp_path):
     row = json.loads(audiokit("info", "--json", str(run)).stdout)
     assert row["format"] == "weights" and row["step"] == 7 and row["model_version"] is None
     assert row["config"]["hop_length"] == 160 and row["latency_samples"] == 320
+    (folder,) = json.loads(audiokit("info", "--json", str(run.parent)).stdout)  # a run directory: its weights
+    assert folder["path"] == str(run) and folder["step"] == 7
     run.with_suffix(".json").unlink()
     assert_one_line_error(audiokit("info", str(run)), "model.json: config not found beside the weights")
 

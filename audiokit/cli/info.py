@@ -104,11 +104,19 @@ def _describe(path: str, raw: RawFormat | None) -> dict:
 
 
 def _files(names: list[str]) -> list[str]:
-    """``names`` with each folder replaced by the audio and ``.akc`` files under it (sorted, recursive)."""
+    """``names`` with each folder replaced by the audio and ``.akc`` files under it (sorted, recursive)
+    and the model weights it holds as a run directory does (``model.safetensors``)."""
     files = []
     for name in names:
         if not io.is_stdio(name) and Path(name).is_dir():
-            files += [str(p) for p in io.find_audio(Path(name), extensions=(*io.AUDIO_EXTENSIONS, ".akc"))]
+            weights = Path(name) / "model.safetensors"
+            extensions = (*io.AUDIO_EXTENSIONS, ".akc")
+            if not weights.is_file():
+                files += [str(p) for p in io.find_audio(Path(name), extensions=extensions)]
+                continue
+            files.append(str(weights))
+            audio = (p for p in Path(name).rglob("*") if p.suffix.lower() in extensions and p.is_file())
+            files += sorted(str(p) for p in audio)
         else:
             files.append(name)
     return files
