@@ -428,6 +428,36 @@ def test_batchers_check_their_model_and_capacity():
         assert make(np.int64(2)).capacity == 2
 
 
+def test_audio_batcher_backlog_costs_its_own_size_not_capacity_times_it():
+    """A stream's burst waits in its own spill: the shared pending buffer (one row per slot) stays as
+    wide as a step reads, instead of widening every slot's row to the burst (a server kept 64 rows x
+    the largest backlog it ever saw, 49 MB after one client's unpaced file). Streams holding less than a
+    hop, drained bursts and a burst closed at once (its rest read from the spill) all equal offline."""
+    torch.manual_seed(0)
+    enhancer = Enhancer.from_config("enhance-16k").eval()
+    hop = enhancer.hop_length
+    batcher = AudioBatcher(enhancer, capacity=8)
+    steady, burst, closed = (torch.randn(1, n) * 0.3 for n in (7 * hop + 37, 200 * hop, 50 * hop + 37))
+    a, b, c = batcher.open(), batcher.open(), batcher.open()
+    batcher.push(a, steady[:, :37])  # less than a hop, pending across the burst
+    for i in range(0, burst.shape[-1], 1000):
+        batcher.push(b, burst[:, i : i + 1000])
+        batcher.push(b, burst[:, :0])  # empty pushes, also while spilling, are nothing
+    batcher.push(c, closed)
+    outs = {a: [], b: [], c: [batcher.close(c)]}
+    while batcher.step(8):
+        outs[b].append(batcher.pull(b))
+        assert batcher._pending.shape[1] <= 8 * hop
+    outs[b].append(batcher.close(b))
+    batcher.push(a, steady[:, 37:])
+    batcher.step(8)
+    outs[a] += [batcher.pull(a), batcher.close(a)]
+    assert batcher._pending.shape[1] <= 8 * hop and not any(batcher._spill) and not batcher._spilled.any()
+    for stream, x in ((a, steady), (b, burst), (c, closed)):
+        expected = enhancer.enhance(x[None])[0]
+        torch.testing.assert_close(torch.cat(outs[stream], -1), expected, rtol=0, atol=ATOL)
+
+
 def test_batcher_close_that_raises_still_frees_the_stream():
     """A decode stream whose codes fall short of its length fails to close; its slot is freed all the
     same (a server's stream must not stay open), and the next stream in it decodes as offline."""

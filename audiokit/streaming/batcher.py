@@ -211,7 +211,9 @@ class AudioBatcher:
     the model's ``output_lag`` showing only as lag) accumulates until :meth:`pull` or :meth:`close`.
     Pending input lives in one host ``(capacity, width)`` buffer (a read offset and a fill per slot), so
     a step gathers its rows with one indexing op; a step of nearly every slot runs on all state rows
-    (the idle ones saved and put back) rather than on a gathered copy.
+    (the idle ones saved and put back) rather than on a gathered copy. The buffer is as wide as a step
+    reads (``max_hops`` hops, four at least); a stream's input beyond its row waits in that stream's
+    own list, so a backlog costs its own size, not ``capacity`` times it.
     """
 
     def __init__(self, model, capacity: int, compile: str | None = None, **options) -> None:
@@ -232,7 +234,9 @@ class AudioBatcher:
             self.state = model.init_state(capacity, self.device)
         self._pending = np.zeros((capacity, 4 * self.hop_length), np.float32)  # staged on the host
         self._start = np.zeros(capacity, np.int64)  # read offset of each slot's pending input
-        self._fill = np.zeros(capacity, np.int64)  # pending samples of each slot
+        self._fill = np.zeros(capacity, np.int64)  # pending samples of each slot in its row
+        self._spill: list[list[np.ndarray]] = [[] for _ in range(capacity)]  # pending past the row
+        self._spilled = np.zeros(capacity, np.int64)  # samples in each slot's spill
         self._skip = np.zeros(capacity, np.int64)  # lag samples still to drop
         self._pushed = np.zeros(capacity, np.int64)
         self._emitted = np.zeros(capacity, np.int64)
@@ -258,6 +262,7 @@ class AudioBatcher:
         self._slots[stream_id] = slot
         self._owner[slot] = stream_id
         self._start[slot] = self._fill[slot] = self._pushed[slot] = self._emitted[slot] = 0
+        self._spill[slot], self._spilled[slot] = [], 0
         self._skip[slot] = self.lag
         self._out[slot] = []
         return stream_id
@@ -284,34 +289,77 @@ class AudioBatcher:
         self._pushed[slot] += chunk.shape[0]
 
     def _write(self, slot: int, chunk: np.ndarray) -> None:
-        """Append ``chunk (n,)`` to the pending input of ``slot``."""
-        n = chunk.shape[0]
-        start, fill = int(self._start[slot]), int(self._fill[slot])
-        if start + fill + n > self._pending.shape[1]:  # compact the row, widen the buffer if needed
-            if fill + n > self._pending.shape[1]:
-                wider = np.zeros((self.capacity, 2 * (fill + n)), np.float32)
-                wider[:, : self._pending.shape[1]] = self._pending
-                self._pending = wider
+        """Append ``chunk (n,)`` to the pending input of ``slot``: what its row has no room for goes to
+        the slot's spill (a copy: the caller's array may change)."""
+        if not chunk.shape[0]:
+            return
+        if self._spilled[slot]:
+            self._spill[slot].append(chunk.copy())
+            self._spilled[slot] += chunk.shape[0]
+            return
+        head = self._room(slot, chunk.shape[0])
+        end = int(self._start[slot] + self._fill[slot])
+        self._pending[slot, end : end + head] = chunk[:head]
+        self._fill[slot] += head
+        if head < chunk.shape[0]:
+            self._spill[slot].append(chunk[head:].copy())
+            self._spilled[slot] += chunk.shape[0] - head
+
+    def _room(self, slot: int, n: int) -> int:
+        """How many of ``n`` more samples fit in the row of ``slot`` (compacted when that makes room)."""
+        start, fill, width = int(self._start[slot]), int(self._fill[slot]), self._pending.shape[1]
+        if start and start + fill + n > width:
             self._pending[slot, :fill] = self._pending[slot, start : start + fill].copy()
             start = self._start[slot] = 0
-        self._pending[slot, start + fill : start + fill + n] = chunk
-        self._fill[slot] += n
+        return min(n, width - start - fill)
+
+    def _refill(self, slot: int) -> None:
+        """Move spilled input of ``slot`` into its row, as much as fits."""
+        spill = self._spill[slot]
+        while spill:
+            take = self._room(slot, spill[0].shape[0])
+            if not take:
+                return
+            end = int(self._start[slot] + self._fill[slot])
+            self._pending[slot, end : end + take] = spill[0][:take]
+            self._fill[slot] += take
+            self._spilled[slot] -= take
+            if take < spill[0].shape[0]:
+                spill[0] = spill[0][take:]
+            else:
+                spill.pop(0)
+
+    def _widen(self, width: int) -> None:
+        """Make every row hold at least ``width`` samples (a step of more hops than the rows hold)."""
+        if width > self._pending.shape[1]:
+            wider = np.zeros((self.capacity, width), np.float32)
+            wider[:, : self._pending.shape[1]] = self._pending
+            self._pending = wider
 
     def ready(self) -> list[int]:
         """Ids of the streams holding at least one whole hop of input."""
-        return [int(i) for i in self._owner[(self._fill >= self.hop_length) & (self._owner >= 0)]]
+        held = self._fill + self._spilled
+        return [int(i) for i in self._owner[(held >= self.hop_length) & (self._owner >= 0)]]
 
     def step(self, max_hops: int = 1) -> dict[int, int]:
         """Advance every ready stream by as many whole hops as it holds, at most ``max_hops`` (rounded
         down to a power of two, so streams group into few batched steps); returns ``{id: hops}`` of
         the streams advanced."""
-        hops = np.minimum(self._fill // self.hop_length, whole_number(max_hops, "max_hops"))
+        held = self._fill + self._spilled
+        hops = np.minimum(held // self.hop_length, whole_number(max_hops, "max_hops"))
         hops[self._owner < 0] = 0
         if not hops.any():
             return {}
         hops = np.where(hops > 0, 1 << np.log2(np.maximum(hops, 1)).astype(np.int64), 0)
+        self._widen(int(hops.max()) * self.hop_length)
+        for slot in np.flatnonzero((hops > 0) & (self._spilled > 0)).tolist():
+            self._refill(slot)
         for k in np.unique(hops[hops > 0])[::-1]:
-            self._run(np.flatnonzero(hops == k), int(k) * self.hop_length, final=False)
+            slots, samples = np.flatnonzero(hops == k), int(k) * self.hop_length
+            x = self._pending[slots[:, None], self._start[slots][:, None] + np.arange(samples)]
+            self._start[slots] += samples
+            self._fill[slots] -= samples
+            self._run(slots, x, final=False)
         moved = hops > 0
         return dict(zip(self._owner[moved].tolist(), hops[moved].tolist(), strict=True))
 
@@ -334,24 +382,31 @@ class AudioBatcher:
         outputs, in order. Unknown or repeated ids raise before any stream is touched."""
         groups: dict[int, list[int]] = {}
         for slot in _distinct_slots(self, stream_ids):
-            needed = -(-(int(self._fill[slot]) + self.lag) // self.hop_length) * self.hop_length
+            held = int(self._fill[slot] + self._spilled[slot])
+            needed = -(-(held + self.lag) // self.hop_length) * self.hop_length
             if self._pushed[slot] and needed:
-                self._write(slot, np.zeros(needed - int(self._fill[slot]), np.float32))
                 groups.setdefault(needed, []).append(slot)
         for needed, slots in groups.items():
-            self._run(np.array(slots), needed, final=True)
+            self._run(np.array(slots), np.stack([self._rest(slot, needed) for slot in slots]), final=True)
         outs = [self.pull(stream_id) for stream_id in stream_ids]
         for stream_id in stream_ids:
             slot = self._slots.pop(stream_id)
             self._owner[slot] = -1
-            self._fill[slot] = 0
+            self._fill[slot] = self._spilled[slot] = 0
+            self._spill[slot] = []
             self._free.append(slot)
         return outs
 
-    def _run(self, slots: np.ndarray, samples: int, final: bool) -> None:
-        """One batched model step of ``slots`` on their next ``samples`` pending samples."""
+    def _rest(self, slot: int, samples: int) -> np.ndarray:
+        """All pending input of ``slot`` (its row, then its spill), zero-padded to ``samples``."""
+        start, end = int(self._start[slot]), int(self._start[slot] + self._fill[slot])
+        held = np.concatenate([self._pending[slot, start:end], *self._spill[slot]])
+        return np.pad(held, (0, samples - held.shape[0]))
+
+    def _run(self, slots: np.ndarray, x: np.ndarray, final: bool) -> None:
+        """One batched model step of ``slots`` on ``x (len(slots), samples)``, their next input."""
         index = torch.from_numpy(slots).to(self.device)
-        x = self._pending[slots[:, None], self._start[slots][:, None] + np.arange(samples)]
+        samples = x.shape[1]
         with torch.inference_mode():
             if not final and _pad_to_all(len(slots), self.capacity):  # step every row, restore the rest
                 stepped = np.zeros(self.capacity, bool)
@@ -368,8 +423,6 @@ class AudioBatcher:
                 part = select_rows(self.state, index)
                 y = self._step(x, part, final)[:, 0]
                 assign_rows(self.state, index, part)
-        self._start[slots] += samples
-        self._fill[slots] -= samples
         drop = np.minimum(self._skip[slots], samples)
         self._skip[slots] -= drop
         keep = samples - drop
