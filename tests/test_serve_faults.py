@@ -8,6 +8,7 @@ import contextlib
 import gc
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -144,6 +145,32 @@ def test_token(server):
     for url, token in ((f"{server.ws}?token=s3cret", None), (server.ws, "s3cret")):
         result = asyncio.run(client.stream(url, [x], 16000, "codec", bitrate=6000, token=token))
         assert result.audio.shape == x.shape
+
+
+def test_closes_the_clients_pick_do_not_add_metric_series(server):
+    """A client's own close code of 3000-4999 counts as ``other``: each code a client picked was a new
+    ``audiokit_closes_total`` series for the life of the server (thousands on demand)."""
+
+    async def close_with(code: int) -> None:
+        async with websockets.connect(f"{server.ws}?token=s3cret") as ws:
+            await ws.send(json.dumps(START))
+            assert json.loads(await ws.recv())["type"] == "ready"
+            await ws.close(code)
+
+    def closes() -> dict[str, float]:
+        text = urllib.request.urlopen(f"{server.http}/metrics").read().decode()
+        found = re.findall(r'^audiokit_closes_total\{code="([^"]+)"\} (\S+)$', text, re.M)
+        return {code: float(count) for code, count in found}
+
+    before = closes()
+    for code in (3000, 3999, 4000, 4321, 4999, 1000):
+        asyncio.run(close_with(code))
+    deadline = time.monotonic() + 10
+    while closes().get("other", 0) - before.get("other", 0) < 5 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    after = closes()
+    assert set(after) - set(before) <= {"other", "1000"}
+    assert after["other"] - before.get("other", 0) == 5
 
 
 def test_idle_timeout_and_full(codec):

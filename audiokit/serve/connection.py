@@ -96,6 +96,13 @@ async def _close(websocket: WebSocket, state: ServerState, code: int, message: s
         await asyncio.wait_for(send_and_close(), CLOSE_TIMEOUT_S)
 
 
+def client_close_label(code: int) -> str:
+    """How a close the client made counts in ``audiokit_closes_total``: its code where the WebSocket
+    standard defines it (1000-2999), else ``other``. Codes 3000-4999 are the client's to pick, and each
+    new one would add a time series to the server's metrics for as long as it runs."""
+    return str(code) if 1000 <= code < 3000 else "other"
+
+
 def settle(task: asyncio.Future) -> None:
     """Cancel ``task`` if it still runs and take what it raised, if anything: the stream has ended either
     way (a sender that failed on a client gone mid-send while the reader failed too), and an exception
@@ -155,7 +162,7 @@ async def handle_stream(websocket: WebSocket, state: ServerState) -> None:
             sender.cancel()
         await _close(websocket, state, exc.code, exc.message)
     except WebSocketDisconnect as exc:
-        state.metrics.closes.labels(str(exc.code)).inc()
+        state.metrics.closes.labels(client_close_label(exc.code)).inc()
     except (OSError, RuntimeError) as exc:  # the client vanished while we were sending
         log.info("stream from %s ended without a close: %s: %s", client, type(exc).__name__, exc)
         state.metrics.closes.labels("1006").inc()
