@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import random
 import shutil
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -20,7 +21,7 @@ from audiokit.models import BandwidthExtender, Codec, Codes
 from audiokit.models.enhancer import Enhancer
 from audiokit.nn import CausalISTFTHead, StreamableConv1d, StreamableConvTranspose1d, StreamableLSTM
 from audiokit.nn.streaming import PIECE_INPUTS, StreamingSequential, matmul_rows
-from audiokit.streaming import MultiStreamBatcher, encode_to_akc, measure_latency
+from audiokit.streaming import MultiStreamBatcher, StepTimer, encode_to_akc, measure_latency
 from audiokit.streaming.batcher import AudioBatcher
 
 torch.set_num_threads(1)
@@ -616,6 +617,28 @@ def test_session_records_step_times():
     run_stream(session, torch.randn(1, 1, 3200), [320])
     summary = session.timer.summary()
     assert summary["frames"] >= 10 and 0 < summary["p50_ms"] <= summary["p99_ms"] <= summary["max_ms"]
+
+
+def test_step_timer_keeps_16_bytes_a_step_and_its_last_capacity_steps():
+    """Every session and batcher times its steps, and a server's batchers step ~50 times a second for as
+    long as it runs: the timer keeps a step in 16 bytes (two deques of Python numbers took 40-70, 4-7 MB
+    per codec batcher after 100,000 steps), and only its last ``capacity`` steps, oldest first."""
+    timer = StepTimer(capacity=2000)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(2000):
+            timer.record(1e-3 + i * 1e-6, 300 + i)  # frames over 256: ints Python does not share
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 20 * 2000
+    for i in range(2000, 5000):
+        timer.record(1e-3 + i * 1e-6, 300 + i)
+    assert timer.frames == list(range(3300, 5300)) and len(timer.seconds) == 2000
+    assert timer.summary()["steps"] == 2000 and timer.summary()["frames"] == sum(range(3300, 5300))
+    timer.clear()
+    assert timer.summary() == {"steps": 0, "frames": 0} and timer.frames == []
 
 
 # ------------------------------------------------------------------ .akc streaming writer
