@@ -465,7 +465,14 @@ def test_a_stop_signal_ends_the_session_with_a_checkpoint_that_resumes(tmp_path,
     command += ["--set", "run.tensorboard=false", "--set", "run.checkpoint_every=1000"]
     command += ["--set", "run.log_every=1", "--set", "eval.every_steps=1000", "--max-steps", "100000"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    # as from a terminal: a run started under nohup (this test's too, perhaps) inherits an ignored SIGHUP,
+    # which the trainer rightly keeps ignoring
+    def from_a_terminal() -> None:
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True, preexec_fn=from_a_terminal
+    )
     metrics = run / "metrics.jsonl"
     deadline = time.monotonic() + 120
     while not (metrics.is_file() and metrics.read_text().count("\n") >= 3):
