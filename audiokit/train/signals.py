@@ -16,7 +16,7 @@ class StopRequested(Exception):
 class StopSignals:
     """While entered (on the main thread), SIGINT, SIGTERM and SIGHUP (a closed terminal; left ignored
     where it is, under ``nohup``) set :attr:`received` to the signal's name instead of acting; a second
-    one acts as usual. The previous handlers return on exit."""
+    SIGINT or SIGTERM acts as usual, further SIGHUPs are ignored. The previous handlers return on exit."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     NAMES = tuple(sig.name for sig in SIGNALS)
@@ -41,7 +41,9 @@ class StopSignals:
 
     def _stop(self, signum: int, frame: FrameType | None) -> None:
         self.received = signal.Signals(signum).name
-        signal.signal(signum, self._previous[signum])
+        # a second SIGINT/SIGTERM acts as usual (a double Ctrl-C); a closed terminal sends SIGHUP twice
+        # (the shell's, then the kernel's to the foreground group), so further ones are ignored
+        signal.signal(signum, signal.SIG_IGN if signum == signal.SIGHUP else self._previous[signum])
         if self._interruptible:
             raise StopRequested(self.received)
 
