@@ -359,6 +359,18 @@ def test_info_describes_a_models_weights(tmp_path):
     assert_one_line_error(audiokit("info", str(run)), "model.json: config not found beside the weights")
 
 
+def test_info_describes_weights_of_a_config_that_ships_none(tmp_path):
+    """Weights of a registered config with no shipped weights (speech-16k-noncausal) were refused with
+    "no shipped weights for 'speech-16k-noncausal'": the shipped-weights check looked them up."""
+    from audiokit.models.base import registered_names
+
+    model = registered_names()["speech-16k-noncausal"].from_config("speech-16k-noncausal")
+    weights = model.save_pretrained(tmp_path / "run" / "model.safetensors")
+    done = audiokit("info", str(weights))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"{weights}: codec weights, speech-16k-noncausal (weights ")
+
+
 def test_info_tells_the_other_safetensors_files_apart():
     """An entropy-coding prior said "unsupported format 'audiokit-entropy'" (the static tables' .json
     beside it), a packed training state's shard "state-00.json: config not found beside the weights"."""

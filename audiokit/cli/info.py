@@ -17,7 +17,7 @@ from audiokit.coding import entropy_model_file
 from audiokit.evaluation.describe import describe
 from audiokit.io import RawFormat
 from audiokit.models.archive import decoding_version, model_version
-from audiokit.models.base import is_shipped, resolve_weights
+from audiokit.models.base import WEIGHTS_DIR, is_shipped
 
 
 def _fmt_db(value: float | None) -> str:
@@ -88,7 +88,7 @@ def _describe(path: str, raw: RawFormat | None) -> dict:
     if row.get("format") in ("weights", "entropy-prior"):
         row["model_version"] = model_version(str(row["model"]), str(row["weights_sha256"]))
     if row.get("format") == "weights" and row["model_version"] is None and is_shipped(row["model"]):
-        shipped = resolve_weights(row["model"]).with_suffix(".json")  # the installed shipped weights
+        shipped = WEIGHTS_DIR / f"{row['model']}.json"  # the installed shipped weights, where there are any
         if shipped.is_file() and json.loads(shipped.read_text()).get("sha256") == row["weights_sha256"]:
             row["model_version"] = f"shipped {row['model']}"
     if row.get("format") == "akc":
