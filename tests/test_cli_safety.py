@@ -402,3 +402,15 @@ def test_printed_results_that_cannot_be_written_name_stdout(extra):
             stdout=full, stderr=subprocess.PIPE, text=True, timeout=120,
         )
     assert (done.returncode, done.stderr) == (1, "audiokit info: error: <stdout>: No space left on device\n")
+
+
+def test_a_closed_stdout_is_not_an_error():
+    """With stdout closed (`>&-`, a daemon) Python's sys.stdout is None and print() writes nothing; the
+    wrapper naming <stdout> in write errors made that an internal error (AttributeError)."""
+    sample = Path(__file__).resolve().parent.parent / "samples" / "speech_fr_8k_a.wav"
+    code = f"import sys; from audiokit.cli import main; sys.exit(main(['info', {str(sample)!r}]))"
+    done = subprocess.run(
+        [sys.executable, "-c", code], stderr=subprocess.PIPE, text=True, timeout=120,
+        preexec_fn=lambda: os.close(1),  # as `>&-` leaves it
+    )
+    assert (done.returncode, done.stderr) == (0, "")

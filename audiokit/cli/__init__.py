@@ -144,7 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run ``audiokit`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit code."""
     previous = _install_signal_handlers()
     command = "audiokit"
-    stdout, sys.stdout = sys.stdout, _NamedStdout(sys.stdout)
+    stdout = sys.stdout
+    if stdout is not None:  # None: stdout closed (`>&-`), where print() writes nothing
+        sys.stdout = _NamedStdout(stdout)
     try:
         try:
             args = _parse(build_parser(), argv)
@@ -153,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         action = getattr(args, f"{args.command}_command", None)  # `data mix`: the action too
         command = f"audiokit {args.command}" + (f" {action}" if action else "")
         code = int(args.handler(args) or 0)
-        sys.stdout.flush()  # here, where a failing write still ends in one line
+        if sys.stdout is not None:
+            sys.stdout.flush()  # here, where a failing write still ends in one line
         return code
     except AudiokitError as exc:
         if not isinstance(exc, PeerStopped):  # the DDP process that failed has said why
