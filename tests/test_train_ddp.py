@@ -149,3 +149,15 @@ def test_ddp_process_killed_leaves_one_line_on_the_others(tmp_path):
     (line,) = _audiokit_lines(stderr)
     assert line.startswith("audiokit train: error: rank 0: another process of the run has gone (")
     assert "by peer" in line and "internal error" not in stderr
+
+
+def test_only_a_vanished_peer_counts_as_a_lost_peer():
+    """Every DistError counted as "another process of the run has gone", even this process's own failure
+    to join the group (a wrong MASTER_ADDR, a store timeout), which then named no cause anywhere."""
+    import torch.distributed as dist
+
+    from audiokit.train.runtime import lost_peer
+
+    assert lost_peer(RuntimeError("[gloo/transport/tcp/pair.cc:553] Connection closed by peer [10.0.0.2]:1"))
+    assert not lost_peer(dist.DistNetworkError("The client socket has timed out while trying to connect"))
+    assert not lost_peer(dist.DistStoreError("Timed out after 901 seconds waiting for clients"))

@@ -32,9 +32,8 @@ PEER_LOST = ("Connection closed by peer", "Connection reset by peer", "remote wo
 
 
 def lost_peer(exc: BaseException) -> bool:
-    """Whether ``exc`` is a collective's failure because another process of the group has gone."""
-    if isinstance(exc, dist.DistError):
-        return True
+    """Whether ``exc`` is a collective's failure because another process of the group has gone (not any
+    ``DistError``: this process's own failure to join the group, a wrong MASTER_ADDR, is one too)."""
     return isinstance(exc, RuntimeError) and any(words in str(exc) for words in PEER_LOST)
 
 
