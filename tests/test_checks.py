@@ -40,3 +40,16 @@ def test_the_classes_take_and_refuse_the_same_values():
     assert DiffSTFT(n_fft=torch.tensor(256), win_length=200, hop_length=100).n_fft == 256
     with pytest.raises(UsageError, match="batch_size must be a whole number >= 1, got True"):
         AudioStream(None, batch_size=True)
+
+
+def test_front_ends_take_torch_integers_as_ints():
+    """The checks took torch integers but the front ends kept the tensors: build_frontend("mel",
+    torch.tensor(16000)) failed in round(), "adaptive" in a numpy product, n_fft=torch.tensor(512) in the
+    mel filterbank, and AdaptiveFilterbank's n_features stayed a tensor."""
+    from audiokit.frontends import build_frontend
+
+    x = torch.randn(1, 4000)
+    for name in ("mel", "adaptive", "stft"):
+        module = build_frontend(name, torch.tensor(16000), hop_length=torch.tensor(160))
+        assert type(module.n_features) is int and module(x).shape[-1] >= 25, name
+    assert build_frontend("mel", 16000, n_fft=torch.tensor(512), n_bands=np.int64(40)).n_features == 40

@@ -35,10 +35,10 @@ MIXINGS = ("input", "segment")
 _PCEN_CHUNK = 64
 
 
-def _check_positive_int(**values: object) -> None:
-    """:class:`~audiokit.errors.UsageError` naming the first of ``values`` that is not an int >= 1."""
-    for name, value in values.items():
-        whole_number(value, f"AdaptiveFilterbank: {name}")
+def _whole(**values: object) -> list[int]:
+    """``values`` as ints (any integer type); :class:`~audiokit.errors.UsageError` naming the first that
+    is not a whole number >= 1."""
+    return [whole_number(value, f"AdaptiveFilterbank: {name}") for name, value in values.items()]
 
 
 class PCEN(nn.Module):
@@ -110,13 +110,14 @@ class AdaptiveFilterbank(nn.Module):
         f_max: float | None = None,
     ) -> None:
         super().__init__()
-        _check_positive_int(sample_rate=sample_rate, n_bands=n_bands, segment_frames=segment_frames)
-        _check_positive_int(analyser_hidden=analyser_hidden)
-        hop_length = sample_rate // 100 if hop_length is None else hop_length
-        _check_positive_int(hop_length=hop_length)
+        sample_rate, n_bands, segment_frames = _whole(
+            sample_rate=sample_rate, n_bands=n_bands, segment_frames=segment_frames
+        )
+        (analyser_hidden,) = _whole(analyser_hidden=analyser_hidden)
+        (hop_length,) = _whole(hop_length=sample_rate // 100 if hop_length is None else hop_length)
         filter_length = 4 * hop_length + 1 if filter_length is None else filter_length
         energy_stride = max(1, hop_length // 4) if energy_stride is None else energy_stride
-        _check_positive_int(filter_length=filter_length, energy_stride=energy_stride)
+        filter_length, energy_stride = _whole(filter_length=filter_length, energy_stride=energy_stride)
         if not (isinstance(temperature, numbers.Real) and 0 < temperature < math.inf):
             raise UsageError(f"AdaptiveFilterbank: temperature must be a number > 0, got {temperature!r}")
         f_top = sample_rate / 2 if f_max is None else f_max

@@ -109,7 +109,7 @@ class DiffSTFT(nn.Module):
             raise UsageError(f"DiffSTFT: unknown window {window!r}; choose one of {', '.join(WINDOWS)}")
         if pad_mode not in PAD_MODES:
             raise UsageError(f"DiffSTFT: unknown pad_mode {pad_mode!r}; choose one of {', '.join(PAD_MODES)}")
-        whole_number(n_fft, "DiffSTFT: n_fft", minimum=4, unit=" samples")
+        n_fft = whole_number(n_fft, "DiffSTFT: n_fft", minimum=4, unit=" samples")
         numbers_given = all(
             isinstance(v, numbers.Real) and not isinstance(v, bool) for v in (win_length, hop_length)
         )

@@ -80,7 +80,7 @@ def build_frontend(
         raise UsageError(
             f"frontend {name!r}: learn_hop is for 'diffstft' (the only front end with a learnable hop)"
         )
-    _check_whole(name, sample_rate=sample_rate)
+    sample_rate = whole_number(sample_rate, f"frontend {name!r}: sample_rate")
     hop_length = sample_rate // 100 if hop_length is None else hop_length
     if name == "adaptive":
         stft_options = {"n_fft": n_fft, "win_length": win_length, "window": window, "pad_mode": pad_mode}
@@ -95,7 +95,7 @@ def build_frontend(
     if kwargs:
         raise UsageError(f"frontend {name!r}: unexpected options {', '.join(sorted(kwargs))}")
     if use_mel:
-        _check_whole(name, n_bands=n_bands)
+        n_bands = whole_number(n_bands, f"frontend {name!r}: n_bands")
     stft = DiffSTFT(
         n_fft,
         float(win_length),
@@ -106,14 +106,8 @@ def build_frontend(
     )
     if name == "diffstft" and not learn_hop:
         stft.hop_length.requires_grad_(False)
-    mel = mel_filterbank(sample_rate, n_fft, n_bands) if use_mel else None
+    mel = mel_filterbank(sample_rate, stft.n_fft, n_bands) if use_mel else None
     return LogSpectrogram(stft, mel)
-
-
-def _check_whole(name: str, **values: object) -> None:
-    """:class:`~audiokit.errors.UsageError` naming the first of ``values`` that is not a whole number >= 1."""
-    for option, value in values.items():
-        whole_number(value, f"frontend {name!r}: {option}")
 
 
 def _adaptive(
