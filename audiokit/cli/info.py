@@ -14,6 +14,7 @@ from audiokit import io
 from audiokit.cli.batch import run_batch
 from audiokit.cli.options import add_raw_options, doc_text, raw_format
 from audiokit.coding import entropy_model_file
+from audiokit.errors import UsageError
 from audiokit.evaluation.describe import describe
 from audiokit.io import RawFormat
 from audiokit.models.archive import decoding_version, model_version
@@ -110,13 +111,13 @@ def _files(names: list[str]) -> list[str]:
     for name in names:
         if not io.is_stdio(name) and Path(name).is_dir():
             weights = Path(name) / "model.safetensors"
+            files += [str(weights)] if weights.is_file() else []
             extensions = (*io.AUDIO_EXTENSIONS, ".akc")
-            if not weights.is_file():
+            try:
                 files += [str(p) for p in io.find_audio(Path(name), extensions=extensions)]
-                continue
-            files.append(str(weights))
-            audio = (p for p in Path(name).rglob("*") if p.suffix.lower() in extensions and p.is_file())
-            files += sorted(str(p) for p in audio)
+            except UsageError:  # no audio in it: a run directory is its weights alone
+                if not weights.is_file():
+                    raise
         else:
             files.append(name)
     return files
