@@ -22,6 +22,7 @@ import websockets
 from serve_support import free_port, running_server, speech, wait_until_serving
 
 from audiokit import Codec, client
+from audiokit.models import Enhancer
 from audiokit.serve import ServerConfig
 from audiokit.serve.engines import Engine
 
@@ -704,3 +705,45 @@ def test_a_bitrate_refusal_gives_kbps_too(server, codec):
     expected = f"bitrate 100000 b/s (100 kbps) is outside {low * 1000:g}..{high * 1000:g} b/s"
     assert error["message"].startswith(expected)
     assert f"({low:g}..{high:g} kbps)" in error["message"]
+
+
+@pytest.mark.parametrize("task", ["codec", "enhance"])
+def test_a_stream_ending_with_a_backlog_steps_through_it_max_hops_at_a_time(codec, task):
+    """A client that sent 3 s at once, then ``end``, had its whole backlog run in the end's one final
+    step: ~150 hops in one tick, during which every other stream of the model waited. Now the ended
+    stream advances ``max_hops`` a step like any other, and its final step holds at most ``max_hops``
+    hops; its output still equals the offline round trip."""
+    import torch
+
+    from audiokit.serve import protocol
+    from audiokit.serve.metrics import Metrics
+    from audiokit.serve.scheduler import DONE, Scheduler
+
+    x = speech(3.0)
+    model = codec if task == "codec" else Enhancer.from_pretrained("enhance-16k")
+    start = START if task == "codec" else {**START, "task": "enhance", "model": "enhance-16k"}
+    hop = model.hop_length
+
+    async def run() -> list[np.ndarray]:
+        scheduler = Scheduler(Engine(start["model"], model, 2), Metrics(), max_hops=4)
+        scheduler.start()
+        try:
+            stream = scheduler.open(protocol.parse_start(start, {}))
+            scheduler.push(stream, x)
+            scheduler.end(stream)
+            pieces = []
+            while (piece := await stream.output.get()) is not DONE:
+                pieces.append(piece)
+            return pieces
+        finally:
+            await scheduler.stop()
+
+    pieces = asyncio.run(run())
+    assert max(piece.shape[0] for piece in pieces) <= 5 * hop + model.algorithmic_latency
+    assert len(pieces) >= x.shape[0] // (4 * hop)
+    with torch.no_grad():
+        if task == "codec":
+            expected = codec.decode(codec.encode(torch.from_numpy(x)[None, None], 6000))[0, 0].numpy()
+        else:
+            expected = model.enhance(torch.from_numpy(x)[None, None])[0, 0].numpy()
+    assert np.abs(np.concatenate(pieces) - expected).max() < 1e-5

@@ -113,6 +113,10 @@ class Engine:
         """How many streams hold a whole hop of input."""
         return sum(len(b.ready()) for b in self._batchers.values())
 
+    def backlog(self, stream: StreamKey) -> int:
+        """Whole hops of input ``stream`` holds that no step has taken yet."""
+        return self._batchers[stream[0]].backlog(stream[1])
+
     def close(self, stream: StreamKey) -> np.ndarray:
         """End ``stream``: process its rest and return its remaining output; frees its slot."""
         return self.close_many([stream])[0]

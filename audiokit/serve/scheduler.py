@@ -8,7 +8,9 @@ new input accumulates, so batches grow with load. A stream holding several hops 
 two 10 ms hops, a client sending faster than real time, or a server that fell behind) advances by up
 to ``max_hops`` of them in that step, so a server that fell behind catches up instead of drifting.
 The streams that ended are flushed after the step, together (batched final steps), so many streams
-ending at once cost about one step, not one step each.
+ending at once cost about one step, not one step each. A stream that ends holding more than
+``max_hops`` hops (a client sending faster than real time) first steps through its backlog like any
+other, ``max_hops`` a step, so its end never stalls the other streams for its whole backlog.
 """
 
 from __future__ import annotations
@@ -92,6 +94,7 @@ class Scheduler:
         self._ids = itertools.count()
         self._task: asyncio.Task | None = None
         self._owners: dict[StreamKey, Stream] = {}  # worker side
+        self._ending: list[Stream] = []  # worker side: ended, still holding more than max_hops hops
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"scheduler-{self.engine.name}")
@@ -184,6 +187,7 @@ class Scheduler:
             stream.progress.set()
             self._forget(stream)
         self.engine.reset()
+        self._ending = []
         for stream in self._owners.values():  # what their clients send until they read the 1011 goes nowhere
             stream.key = None
         self._owners.clear()
@@ -220,7 +224,9 @@ class Scheduler:
                 stream = owners[key]
                 stream.processed += count * hop_length
                 outputs.append((stream, stream.wire.from_model(samples), False))
-        ending = [stream for stream in job.ends if stream.key is not None]
+        waiting = [stream for stream in self._ending + job.ends if stream.key is not None]
+        ending = [stream for stream in waiting if engine.backlog(stream.key) <= self.max_hops]
+        self._ending = [stream for stream in waiting if engine.backlog(stream.key) > self.max_hops]
         for stream in ending:
             engine.push(stream.key, stream.wire.to_model(np.zeros(0, np.float32), last=True))
         rests = engine.close_many([stream.key for stream in ending])

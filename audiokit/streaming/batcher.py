@@ -112,8 +112,11 @@ class MultiStreamBatcher:
 
     def ready(self) -> list[int]:
         """Ids of the streams holding at least one whole frame of input."""
-        unit = self.session._unit()
-        return [i for i, slot in self._slots.items() if self.session._rows[slot].pending.shape[-1] >= unit]
+        return [i for i in self._slots if self.backlog(i)]
+
+    def backlog(self, stream_id: int) -> int:
+        """Whole frames of input ``stream_id`` holds that no step has taken yet."""
+        return self.session._rows[self._slot(stream_id)].pending.shape[-1] // self.session._unit()
 
     def step(self, max_hops: int = 1) -> dict[int, int]:
         """Advance every ready stream by as many whole frames as it holds, at most ``max_hops`` (rounded
@@ -340,6 +343,11 @@ class AudioBatcher:
         """Ids of the streams holding at least one whole hop of input."""
         held = self._fill + self._spilled
         return [int(i) for i in self._owner[(held >= self.hop_length) & (self._owner >= 0)]]
+
+    def backlog(self, stream_id: int) -> int:
+        """Whole hops of input ``stream_id`` holds that no step has taken yet."""
+        slot = self._slot(stream_id)
+        return int(self._fill[slot] + self._spilled[slot]) // self.hop_length
 
     def step(self, max_hops: int = 1) -> dict[int, int]:
         """Advance every ready stream by as many whole hops as it holds, at most ``max_hops`` (rounded
