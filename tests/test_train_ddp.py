@@ -112,13 +112,13 @@ def test_ddp_error_in_rank0_only_work_stops_every_rank_in_one_line(tmp_path):
 @pytest.mark.slow
 def test_ddp_failed_save_on_rank0_stops_every_rank_in_one_line(tmp_path):
     # rank 0 writes the checkpoint and weights while the others wait: a failed write (here a folder where
-    # the weights go) stopped rank 0 and left rank 1 to fail in the barrier after it
+    # the weights' config goes) stopped rank 0 and left rank 1 to fail in the barrier after it
     run_dir = tmp_path / "run"
-    (run_dir / "model.safetensors").mkdir(parents=True)
+    (run_dir / "model.json").mkdir(parents=True)
     done = _torchrun_cli(run_dir, "--max-steps", "4")
     assert done.returncode != 0
-    weights = run_dir / "model.safetensors"
-    assert _audiokit_lines(done.stderr) == [f"audiokit train: error: {weights}: Is a directory"]
+    config = run_dir / "model.json"
+    assert _audiokit_lines(done.stderr) == [f"audiokit train: error: {config}: Is a directory"]
 
 
 def _children(pid: int) -> list[int]:

@@ -15,16 +15,6 @@ from audiokit.cli.options import device_name, doc_text
 from audiokit.errors import AudiokitError, PeerStopped, TrainingError, UsageError
 
 
-def _world_size() -> int:
-    """How many processes torchrun started for the run (1 without torchrun)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def _local_rank() -> int:
-    """This process's place among the processes torchrun started on this machine (0 without torchrun)."""
-    return int(os.environ.get("LOCAL_RANK", "0")) if _world_size() > 1 else 0
-
-
 def _peer_lost(exc: RuntimeError) -> TrainingError:
     """The one-line error of a process whose collective failed because another process of the run went."""
     message = re.sub(r"^\[[^\]]*\]\s*", "", str(exc).strip())  # gloo's "[.../pair.cc:553] "
@@ -37,7 +27,7 @@ def _peer_lost(exc: RuntimeError) -> TrainingError:
 
 def run(args: argparse.Namespace) -> int:
     from audiokit.train.recipe import load_recipe
-    from audiokit.train.runtime import lost_peer
+    from audiokit.train.runtime import launched_world_size, local_rank, lost_peer
     from audiokit.train.signals import StopSignals
     from audiokit.train.trainer import Trainer
 
@@ -54,13 +44,13 @@ def run(args: argparse.Namespace) -> int:
         # under torchrun, every process of a machine reads the same command line and recipe, and so
         # fails alike: the first says it, once. (Setting up the trainer can fail on one rank alone, a
         # device it lacks: every rank says its own; rank 0's own work: Runtime.on_main.)
-        if _local_rank() > 0:
+        if local_rank() > 0:
             raise PeerStopped(str(exc)) from None
         raise
     try:
         trainer = Trainer(recipe, run_dir, resume=args.resume, init=args.init, quiet=args.quiet)
     except RuntimeError as exc:
-        if _world_size() > 1 and lost_peer(exc):
+        if launched_world_size() > 1 and lost_peer(exc):
             raise _peer_lost(exc) from None
         raise
     try:

@@ -37,13 +37,23 @@ def lost_peer(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and any(words in str(exc) for words in PEER_LOST)
 
 
+def launched_world_size() -> int:
+    """How many processes torchrun started for the run (1 without torchrun)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def local_rank() -> int:
+    """This process's place among the processes torchrun started on this machine (0 without torchrun)."""
+    return int(os.environ.get("LOCAL_RANK", "0")) if launched_world_size() > 1 else 0
+
+
 def resolve_device(name: str) -> torch.device:
     """``cpu``, ``cuda`` or ``cuda:N``; under torchrun, ``cuda`` means this process's ``LOCAL_RANK``."""
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
             raise UsageError(f"--device {name}: CUDA is not available on this machine")
         if name == "cuda":
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            return torch.device("cuda", local_rank())
     return torch.device(name)
 
 
@@ -77,7 +87,7 @@ class Runtime:
         if run.threads:
             torch.set_num_threads(run.threads)
         device = resolve_device(run.device)
-        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        world_size = launched_world_size()
         if world_size > 1 and not dist.is_initialized():
             if device.type == "cuda":
                 torch.cuda.set_device(device)
