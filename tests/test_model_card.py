@@ -458,6 +458,8 @@ def test_reproduce_commands_name_recipes_and_runs_inside_a_clone():
     )
     relative = "audiokit train recipes/bwe_8to16.yaml --run-dir runs/bwe --set run.threads=1"
     assert portable_command(relative) == relative
+    own = "audiokit train /work/runs/s46/fork-nf/recipe.yaml --run-dir /work/runs/s46/fork-nf --resume"
+    assert portable_command(own) == "audiokit train runs/fork-nf/recipe.yaml --run-dir runs/fork-nf --resume"
 
 
 def test_opus_targets_on_a_distance_count_lower_as_better():
@@ -552,6 +554,37 @@ def test_reproduce_commands_copy_a_run_that_went_on_in_another_folder():
         f"{train} runs/a --resume",
         f"{train} runs/c --init runs/enh-base",
     ]
+
+
+def test_reproduce_commands_init_from_the_run_before_by_its_directory():
+    """enhance-16k version 3's card began each run of its lineage with `--init runs/enh-base` and
+    `--init runs/ref`: folders of the machine that trained, which no command before made. Weights that
+    were the previous run's last are that run's directory; weights from inside a run are left alone."""
+    train = "audiokit train recipes/enhance_speech16k.yaml --run-dir"
+    first = {"run_dir": "/r/lineage/s33", "steps": 26599, "sessions": [_session(f"{train} /w/s33", 0, 26599)]}
+    middle = {
+        "run_dir": "/r/lineage/s42",
+        "steps": 11046,
+        "previous": first | {"weights": "/w/enh-base", "weights_step": 26599},
+        "sessions": [_session(f"{train} /w/s42 --init /w/enh-base", 0, 11046)],
+    }
+    last = {
+        "run_dir": "/w/v3",
+        "steps": 6676,
+        "previous": middle | {"weights": "/w/ref", "weights_step": 11046},
+        "sessions": [
+            _session(f"{train} /w/nf --init /w/ref", 0, 6676),
+            _session(f"{train} /w/nf --resume", 6676, 7000),
+        ],
+    }
+    assert training_commands(last) == [
+        f"{train} runs/s33",
+        f"{train} runs/s42 --init runs/s33",
+        f"{train} runs/nf --init runs/s42",
+        f"{train} runs/nf --resume",
+    ]
+    inside = last | {"previous": middle | {"weights": "/w/ref", "weights_step": 9000}}
+    assert training_commands(inside)[2] == f"{train} runs/nf --init runs/ref"
 
 
 def test_steps_in_all_count_to_the_weights_a_run_started_from(tmp_path):

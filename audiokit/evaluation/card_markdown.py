@@ -394,15 +394,19 @@ def training_lines(card: dict) -> list[str]:
 def portable_command(command: str) -> str:
     """A recorded shell ``command`` as a reader of a clone can run it: the program as ``audiokit`` (not
     ``.venv/bin/audiokit``), a recipe given by the absolute path of some checkout (``/x/y/recipes/a.yaml``)
-    as ``recipes/a.yaml``, and an absolute ``--run-dir`` or ``--init`` (a run directory) as
+    as ``recipes/a.yaml``, one in the run directory itself (its resolved ``recipe.yaml``) inside
+    ``runs/<its name>``, and an absolute ``--run-dir`` or ``--init`` (a run directory) as
     ``runs/<its name>``."""
     words = shlex.split(command)
     if words and words[0].endswith("/audiokit"):
         words[0] = "audiokit"
+    run_dir = _option(words, "--run-dir")
     for i, word in enumerate(words):
         path = Path(word)
         if path.is_absolute() and path.suffix in (".yaml", ".yml") and path.parent.name == "recipes":
             words[i] = f"recipes/{path.name}"
+        elif path.is_absolute() and path.suffix in (".yaml", ".yml") and str(path.parent) == run_dir:
+            words[i] = f"runs/{path.parent.name}/{path.name}"
         elif i and words[i - 1] in ("--run-dir", "--init") and path.is_absolute():
             words[i] = f"runs/{path.name}"
     return shlex.join(words)
@@ -429,10 +433,24 @@ def _archived_init(words: list[str], init_sha256: str | None) -> list[str]:
     return [*words[:i], version, *words[i + 1 :]]
 
 
+def _init_from_run(words: list[str], earlier: dict, earlier_dir: str | None) -> list[str]:
+    """``words`` with an ``--init`` path (a run directory or weights file of the machine that trained) as
+    ``earlier_dir``, the run directory the commands before it made, when the weights it loaded are that
+    run's last (``earlier``: its training record); a shipped name is left to :func:`_archived_init`."""
+    init = _option(words, "--init")
+    if init is None or earlier_dir is None or "/" not in init:
+        return words
+    if earlier.get("weights_step") not in (None, earlier.get("steps")):
+        return words
+    i = words.index("--init") + 1
+    return [*words[:i], earlier_dir, *words[i + 1 :]]
+
+
 def training_commands(training: dict) -> list[str]:
     """The ``audiokit train`` commands of every session the weights descend from (:func:`lineage`),
     runnable in order in a clone: each made :func:`portable_command`, an ``--init`` of a shipped name
-    pinned to the archived version it loaded, and a ``cp -r`` before a session that resumed a copy of the
+    pinned to the archived version it loaded, an ``--init`` path that loaded the previous run's last
+    weights as that run's directory, and a ``cp -r`` before a session that resumed a copy of the
     previous session's run directory (a fork: run.json records only the resume); a run whose record
     starts with a resume says which steps it lacks."""
     lines: list[str] = []
@@ -441,8 +459,10 @@ def training_commands(training: dict) -> list[str]:
     chain = lineage(training)
     for index, record in enumerate(chain):
         init_sha256 = chain[index - 1].get("weights_sha256") if index else None
-        for session in record["sessions"]:
+        for number, session in enumerate(record["sessions"]):
             words = _archived_init(shlex.split(portable_command(session["command"])), init_sha256)
+            if index and not number:
+                words = _init_from_run(words, chain[index - 1], previous_dir)
             run_dir = _option(words, "--run-dir")
             start = session.get("start_step")
             if "--resume" in words and run_dir is not None and run_dir != previous_dir:
