@@ -617,7 +617,10 @@ def test_steps_in_all_count_to_the_weights_a_run_started_from(tmp_path):
     text = "\n".join(training_lines(card))
     # the card's own weights from step 40 of its 50: 1,090 + 40 in all
     assert "50 steps (**the weights are from step 40**) after 1090 earlier ones (1130 in all)" in text
-    assert "trained for 90 steps in `runs/old` (which went on to 100)" in text
+    assert "trained for 90 steps in `runs/old` (which went on to 100) (commits not recorded)" in text
+    record["previous"]["loop_wall_seconds"] = 5400.0  # the card said how long only its own run took
+    text = "\n".join(training_lines(card | {"training": record | {"recipe_path": None, "last_eval": None}}))
+    assert "(which went on to 100) (training-loop wall time 1.50 h; commits not recorded)" in text
 
 
 def test_reproduce_ends_with_a_card_command_that_reads_the_trained_run():

@@ -352,7 +352,12 @@ def training_lines(card: dict) -> list[str]:
                 if earlier.get("weights_step") not in (None, earlier["steps"])
                 else f"trained for {earlier['steps']} steps in `{earlier['run_dir']}` "
             )
-            + f"(commits {', '.join(f'`{c}`' for c in earlier['commits']) or 'not recorded'}):",
+            + (
+                f"(training-loop wall time {_hours(earlier['loop_wall_seconds'])}; "
+                if earlier.get("loop_wall_seconds") is not None
+                else "("
+            )
+            + f"commits {', '.join(f'`{c}`' for c in earlier['commits']) or 'not recorded'}):",
             "",
             *session_table(earlier["sessions"]),
         ]
