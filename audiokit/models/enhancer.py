@@ -148,9 +148,15 @@ BAND_ENCODERS = ("linear", "conv")
 CONFIGS: dict[str, EnhancerConfig] = {
     # 16 kHz speech, 10 ms hop, 20 ms latency, pitch analysis and comb filter (docs/training.md, session
     # 14); band levels relative to their last second, no low-band spectrum among the features (version 2,
-    # sessions 31-34; version 1, `enhance-16k@1`, had neither)
+    # sessions 31-34; version 1, `enhance-16k@1`, had neither); each band's power above a noise floor
+    # rising at most 5 and 20 dB/s (version 3, sessions 46-47)
     "enhance-16k": EnhancerConfig(
-        name="enhance-16k", sample_rate=16000, pitch=True, low_band_features=False, band_norm_frames=100
+        name="enhance-16k",
+        sample_rate=16000,
+        pitch=True,
+        low_band_features=False,
+        band_norm_frames=100,
+        noise_floor_rise=(5.0, 20.0),
     ),
 }
 
