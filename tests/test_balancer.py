@@ -121,7 +121,6 @@ def _ddp_worker(rank: int, world: int, store: str, results: str) -> None:
         dist.destroy_process_group()
 
 
-@pytest.mark.slow
 def test_ddp_norms_are_averaged_across_ranks(tmp_path):
     """Two gloo ranks with different data apply the same scales, computed from the mean norms."""
     mp.spawn(_ddp_worker, args=(2, str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True)
