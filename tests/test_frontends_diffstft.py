@@ -390,3 +390,16 @@ def test_a_stream_of_no_rows_is_a_usage_error(batch_size):
         UsageError, match=f"DiffSTFT.stream: batch_size must be a whole number >= 1, got {batch_size}"
     ):
         DiffSTFT(64, 40, 16).stream(batch_size)
+
+
+@pytest.mark.parametrize("order", [1.0, 0.0, -2.0, float("nan"), float("inf")])
+def test_renyi_entropy_refuses_orders_it_has_no_value_for(order):
+    """Order 1 raised a bare ValueError; order 0 or below, NaN and infinity returned NaN or nonsense."""
+    with pytest.raises(UsageError, match=f"renyi_entropy: order {order}"):
+        renyi_entropy(torch.ones(8, 4), order)
+
+
+@pytest.mark.parametrize("p", [1.0, 0.5, float("nan"), float("inf")])
+def test_stankovic_refuses_p_of_one_or_below(p):
+    with pytest.raises(UsageError, match=f"stankovic: p {p}"):
+        stankovic(torch.ones(8, 4), p)
