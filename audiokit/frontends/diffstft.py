@@ -88,7 +88,7 @@ class DiffSTFT(nn.Module):
         learnable: whether ``win_length`` and ``hop_length`` receive gradients.
         time_varying: one length and one hop per frame (``max_frames`` of each; ``hop_length[k]``
             is the distance from frame ``k`` to ``k + 1``).
-        max_frames: number of per-frame parameters; required with ``time_varying``.
+        max_frames: number of per-frame parameters; required with ``time_varying``, ignored without it.
         pad_mode: ``reflect`` (like ``torch.stft``) or ``constant`` (zeros).
     """
 
