@@ -639,6 +639,17 @@ def test_reproduce_ends_with_a_card_command_that_reads_the_trained_run():
     ]
     card["command"] = card["command"].replace("/work/runs/enh-20565", "/x/s33-fork-group05")
     assert card_run_lines(card) == [card["command"].replace("/x/", "runs/")]
+    # bwe-8to16's run began in runs/bwe-8to16 and ended in runs/bwe-fir64; its card read runs/bwe-8to16,
+    # which the training lines had made, so a plain cp -r put bwe-fir64 inside it
+    first = "audiokit train recipes/bwe_8to16.yaml --run-dir /w/runs/bwe-8to16"
+    last = "audiokit train recipes/bwe_8to16.yaml --run-dir /w/runs/bwe-fir64 --resume"
+    card = {
+        "command": "audiokit card -m bwe-8to16 --run-dir runs/bwe-8to16",
+        "training": {"sessions": [_session(first, 0, 10), _session(last, 10, 20)]},
+    }
+    assert card_run_lines(card)[0].startswith(
+        "rm -r runs/bwe-8to16 && cp -r runs/bwe-fir64 runs/bwe-8to16   #"
+    )
 
 
 def test_models_are_named_with_the_right_article():

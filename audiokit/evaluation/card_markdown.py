@@ -509,12 +509,19 @@ def card_run_lines(card: dict) -> list[str]:
     if weights is not None and Path(weights).is_relative_to(run_dir):
         inside = (Path(shown) / Path(weights).relative_to(run_dir)).as_posix()
         command = command.replace(f"-m {shlex.quote(weights)}", f"-m {shlex.quote(inside)}", 1)
-    sessions = card["training"]["sessions"]
-    last = _option(shlex.split(portable_command(sessions[-1]["command"])), "--run-dir") if sessions else None
+    made = [
+        _option(shlex.split(portable_command(session["command"])), "--run-dir")
+        for record in lineage(card["training"])
+        for session in record["sessions"]
+    ]
+    last = made[-1] if made else None
     if last is None or last == shown:
         return [command]
     note = "# the run directory the card read: a copy of the last session's"
-    return [f"cp -r {shlex.quote(last)} {shlex.quote(shown)}   {note}", command]
+    copy = f"cp -r {shlex.quote(last)} {shlex.quote(shown)}"
+    if shown in made:  # an earlier session's folder of that name: cp -r would copy into it
+        copy = f"rm -r {shlex.quote(shown)} && {copy}"
+    return [f"{copy}   {note}", command]
 
 
 def reproduce_lines(card: dict, prepare: str, commands: Iterable[str]) -> list[str]:
