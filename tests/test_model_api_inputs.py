@@ -10,6 +10,7 @@ import torch
 from conftest import run_stream
 
 from audiokit.errors import ModelError, UsageError
+from audiokit.io import FLOAT_PEAK_LIMIT
 from audiokit.models import AudioModel, BandwidthExtender, Codec, Codes, Enhancer
 from audiokit.models.base import check_audio
 
@@ -98,14 +99,26 @@ def test_non_finite_samples_are_refused(codec, enhancer, bwe, wav, bad):
             call(poisoned)
 
 
-def test_finite_samples_whose_sum_overflows_are_audio_and_opposite_infinities_are_not():
-    """check_audio sums the samples first (finite only if every sample is) and checks one by one where
-    the sum is not finite: huge finite samples pass, +inf beside -inf (sum NaN) and NaN do not."""
-    huge = torch.full((1, 1, 4), 3e38)
-    assert check_audio(huge, "test", 16000) is not None
-    for bad in ([INF, -INF, 0.0, 0.0], [0.0, NAN, 0.0, 0.0], [3e38, 3e38, INF, 0.0]):
+def test_non_finite_samples_anywhere_are_refused_and_loud_ones_up_to_the_files_limit_pass():
+    """+inf beside -inf, a lone NaN and inf beside huge values are non-finite; samples up to
+    FLOAT_PEAK_LIMIT (+36 dBFS, what files and the server take) are audio."""
+    for bad in ([INF, -INF, 0.0, 0.0], [0.0, NAN, 0.0, 0.0], [3e38, 3e38, INF, 0.0], [NAN, 3e38, 0.0, 0.0]):
         with pytest.raises(UsageError, match="NaN or infinite"):
             check_audio(torch.tensor(bad).view(1, 1, 4), "test", 16000)
+    loud = torch.tensor([FLOAT_PEAK_LIMIT, -FLOAT_PEAK_LIMIT, 0.5, 0.0]).view(1, 1, 4)
+    assert check_audio(loud, "test", 16000) is not None
+
+
+def test_samples_beyond_the_peak_limit_are_refused(codec, enhancer, bwe, wav):
+    """One sample of 1e19 made Enhancer.enhance and BandwidthExtender.extend return NaN (and a stream's
+    state stayed NaN for good); the CLI and the server already refused samples beyond +36 dBFS."""
+    poisoned = wav.clone()
+    poisoned[..., 100] = 1e19
+    for call in calls(codec, enhancer, bwe).values():
+        with pytest.raises(UsageError, match=r"samples up to 1e\+19 \(\+380 dBFS\), beyond 64"):
+            call(poisoned)
+    with pytest.raises(UsageError, match="beyond 64"):
+        enhancer.stream(1).push(poisoned)
 
 
 def test_refused_push_leaves_the_session_clean(codec, enhancer, bwe, wav):

@@ -35,7 +35,7 @@ from torch import nn
 
 from audiokit import schema
 from audiokit.errors import AudiokitError, ModelError, UsageError
-from audiokit.io import atomic_path
+from audiokit.io import FLOAT_PEAK_LIMIT, atomic_path
 from audiokit.nn.precision import PREPARED_CACHES, set_weight_precision
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -76,10 +76,11 @@ def check_audio(
     Audio is a floating-point torch tensor of ``ndims`` dimensions (``shape`` in messages) holding
     finite samples in [-1, 1] at ``sample_rate`` Hz (and at least one, unless ``allow_empty``). Float64
     and the other float types are converted to ``dtype``; anything else (integer PCM, numpy arrays,
-    tensors on the meta device, NaN or infinite samples) raises :class:`~audiokit.errors.UsageError`
-    saying what is expected.
-    One reduction per call (the sum is finite only if every sample is; where it overflows, the samples
-    are checked one by one), so on a GPU one synchronisation: a few microseconds a push on a CPU.
+    tensors on the meta device, NaN or infinite samples, samples beyond
+    :data:`~audiokit.io.FLOAT_PEAK_LIMIT`, as files and the server refuse them) raises
+    :class:`~audiokit.errors.UsageError` saying what is expected.
+    One reduction per call (the peak, NaN where any sample is), so on a GPU one synchronisation: a few
+    microseconds a push on a CPU.
     """
 
     def expected() -> str:
@@ -100,8 +101,14 @@ def check_audio(
     if not allow_empty and x.shape[-1] < 1:
         raise UsageError(f"{where}: the audio must hold at least one sample, got shape {tuple(x.shape)}")
     x = x.to(dtype)
-    if not math.isfinite(float(x.detach().sum())) and not bool(torch.isfinite(x).all()):
+    peak = float(x.detach().abs().amax()) if x.numel() else 0.0
+    if not math.isfinite(peak):
         raise UsageError(f"{where}: the audio holds NaN or infinite samples")
+    if peak > FLOAT_PEAK_LIMIT:  # the models' squares overflow to NaN (1e19 did)
+        raise UsageError(
+            f"{where}: samples up to {peak:.4g} ({20 * math.log10(peak):+.0f} dBFS), beyond "
+            f"{FLOAT_PEAK_LIMIT:g}: not audio scaled to about [-1, 1] (int16 PCM as floats? divide by 32768)"
+        )
     return x
 
 
