@@ -72,3 +72,47 @@ def test_shipped_weights_stream_exactly_like_offline(shipped, noisy_pair, start,
     streamed = run_stream(shipped.stream(1), x, chunks)
     assert streamed.shape == offline.shape
     torch.testing.assert_close(streamed, offline, atol=1e-5, rtol=0)
+
+
+def test_digital_silence_before_the_audio_changes_nothing_after_it(shipped, noisy_pair):
+    """20 ms of leading zeros left the whole 7 s of the noisy sample nearly unsuppressed (-20.7 dB out
+    against -27.6): the trackers and the LSTM settled on the silence. Silent frames are now skipped, so
+    what follows them is enhanced exactly as without them, and they come out silent."""
+    noisy = noisy_pair[1][None]
+    alone = shipped.enhance(noisy)
+    for hops in (2, 25):
+        lead = hops * shipped.hop_length
+        out = shipped.enhance(torch.cat([torch.zeros(1, 1, lead), noisy], -1))
+        torch.testing.assert_close(out[..., lead:], alone, atol=1e-6, rtol=0)
+        assert float(out[..., : lead - shipped.hop_length].abs().max()) == 0.0
+
+
+def test_denoising_goes_on_after_a_gap_of_digital_silence(shipped, noisy_pair):
+    """A muted microphone mid-stream (200 ms of zeros) stopped the denoising for seconds after it (on 16
+    real mixtures at 5 dB SNR: SI-SDR after the gap 5.6 dB against 9.4 without one)."""
+    clean, noisy = noisy_pair
+    half = noisy.shape[-1] // 2
+    gap = torch.zeros(1, 3200)
+    out = shipped.enhance(torch.cat([noisy[:, :half], gap, noisy[:, half:]], -1)[None])[0]
+    after = out[:, half + 3200 :]
+    without = score_pair(clean[:, half:], shipped.enhance(noisy[None])[0, :, half:], 16000)["si_sdr"]
+    with_gap = score_pair(clean[:, half:], after, 16000)["si_sdr"]
+    assert with_gap > without - 1.0, (with_gap, without)
+
+
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    gaps=st.lists(st.tuples(st.floats(0, 1), st.integers(1, 4000)), min_size=1, max_size=3),
+    chunks=st.lists(st.integers(1, 2000), min_size=1, max_size=6),
+)
+def test_streams_with_digital_silence_equal_offline(shipped, noisy_pair, gaps, chunks):
+    """Silent frames are skipped offline by gathering each item's other frames and frame by frame in
+    streaming steps: both give the same output, whatever the chunking and wherever the zeros fall."""
+    x = noisy_pair[1][None, :, :20000].clone()
+    for where, length in gaps:
+        start = int(where * (x.shape[-1] - 1))
+        x = torch.cat([x[..., :start], torch.zeros(1, 1, length), x[..., start:]], -1)
+    offline = shipped.enhance(x)
+    torch.testing.assert_close(run_stream(shipped.stream(1), x, chunks), offline, atol=1e-5, rtol=0)
+    pair = torch.cat([x, torch.cat([x[..., 4000:], torch.zeros(1, 1, 4000)], -1)], 0)  # zeros elsewhere
+    torch.testing.assert_close(shipped.enhance(pair)[:1], offline, atol=1e-5, rtol=0)

@@ -72,7 +72,7 @@ from audiokit.nn.band_norm import BandMeanNormalization, BandMeanState
 from audiokit.nn.noise_floor import POWER_FLOOR, NoiseFloor, NoiseFloorState
 from audiokit.nn.pitch import PitchSpectrum, band_pitch_correlation
 from audiokit.nn.spectral import CausalInverseSpectrum, CausalSpectrum, DeepFilter
-from audiokit.nn.state import StateList
+from audiokit.nn.state import StateList, keep_where, snapshot
 from audiokit.nn.streaming import StreamingModule
 from audiokit.streaming.audio import AudioStream
 
@@ -159,6 +159,12 @@ CONFIGS: dict[str, EnhancerConfig] = {
         noise_floor_rise=(5.0, 20.0),
     ),
 }
+
+
+def _silent_frames(spec: torch.Tensor) -> torch.Tensor:
+    """Frames of digital silence in complex spectra ``(N, bins, M)``: ``(N, M)`` bool, true where the
+    frame's samples were all exactly zero (so is its spectrum, to the last bit)."""
+    return (spec.real == 0).all(1) & (spec.imag == 0).all(1)
 
 
 def mix_factor(atten_lim_db: float | None, dry: float) -> float:
@@ -367,20 +373,13 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
         ends); ``pitch``: the pitch analysis of the same frames (with ``config.pitch``).
         """
         c = self.config
-        noise_state, norm_state = (None, None) if states is None else states[3:5]
-        features = self._features(spec, wav, pitch, noise_state, norm_state)  # (N, M, features), time-major
-        encoded = None
-        if self.band_encoder is not None:
-            encoded = self.band_encoder(_per_band(features, c))  # (N, M, band_channels, erb_bands)
-            columns = _block_columns(c)
-            globals_ = [features[..., columns[name]][..., -width:] for name, width in global_features(c)]
-            features = torch.cat([encoded.flatten(2), *globals_], -1)
-        h = self.input_proj(features)  # (N, M, hidden)
+        # frames of digital silence (a muted microphone, leading zeros) are skipped by the trackers and the
+        # recurrent network, whose states would otherwise settle on them and pass the noise after them
+        silent = None if self.band_frontend is not None else _silent_frames(spec)  # (N, M)
         if states is None:  # offline (training too)
-            h = self.lstm(F.gelu(self.frame_conv.forward_t(self._dropout(h))).transpose(1, 2)).transpose(1, 2)
-            h = self._dropout(h)
+            h, encoded = self._offline_network(spec, wav, pitch, silent)
         else:
-            h = self.lstm.step_t(F.gelu(self.frame_conv.step_t(h, states[0])), states[1])
+            h, encoded = self._stepped_network(spec, pitch, silent, states)
         if self.band_decoder is not None:
             logits = self.band_decoder(h, encoded)  # (N, M, 1 or 2, erb_bands)
             band_gains = torch.sigmoid(logits[:, :, 0])
@@ -410,9 +409,86 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
         )
         out_real = torch.cat([out_real[:, : c.df_bins] + low_real, out_real[:, c.df_bins :]], 1)
         out_imag = torch.cat([out_imag[:, : c.df_bins] + low_imag, out_imag[:, c.df_bins :]], 1)
+        if silent is not None:  # silence in, silence out (the deep filter reaches back past its start)
+            voiced = ~silent
+            out_real, out_imag = out_real * voiced[:, None], out_imag * voiced[:, None]
+            band_gains = band_gains * voiced[..., None]
         if mix:
             out_real, out_imag = mix * real + (1.0 - mix) * out_real, mix * imag + (1.0 - mix) * out_imag
         return (out_real, out_imag), band_gains, h
+
+    def _project(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Features ``(N, M, features)`` -> the recurrent network's input ``(N, M, hidden)`` and, with a
+        band encoder, its per-band encoding ``(N, M, band_channels, erb_bands)`` (else None)."""
+        encoded = None
+        if self.band_encoder is not None:
+            c = self.config
+            encoded = self.band_encoder(_per_band(features, c))
+            columns = _block_columns(c)
+            globals_ = [features[..., columns[name]][..., -width:] for name, width in global_features(c)]
+            features = torch.cat([encoded.flatten(2), *globals_], -1)
+        return self.input_proj(features), encoded
+
+    def _offline_network(
+        self, spec: torch.Tensor, wav: torch.Tensor | None, pitch: tuple | None, silent: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The features and the recurrent network over all frames of ``spec (N, bins, M)``: ``h (N, M,
+        hidden)`` and the band encoding (or None). The frames ``silent (N, M)`` marks are left out: each
+        item's other frames run as one sequence, their outputs put back in place (what the silent frames
+        get there is never used: their output is zero)."""
+        if silent is None or not bool(silent.any()):
+            h, encoded = self._project(self._features(spec, wav, pitch))
+            h = self.lstm(F.gelu(self.frame_conv.forward_t(self._dropout(h))).transpose(1, 2)).transpose(1, 2)
+            return self._dropout(h), encoded
+        frames = spec.shape[-1]
+        positions = torch.arange(frames, device=spec.device)
+        order = torch.argsort(
+            silent.to(torch.int64) * frames + positions, dim=1
+        )  # the others first, in order
+        index = order[:, : max(int((~silent).sum(1).max()), 1)]  # (N, M')
+        kept_spec = spec.gather(2, index[:, None].expand(-1, spec.shape[1], -1))
+        kept_pitch = None
+        if pitch is not None:
+            pitch_spec, periodicity, lag = pitch
+            kept_pitch = (
+                pitch_spec.gather(2, index[:, None].expand(-1, pitch_spec.shape[1], -1)),
+                periodicity.gather(1, index),
+                lag.gather(1, index),
+            )
+        h, encoded = self._offline_network(kept_spec, None, kept_pitch, None)
+
+        def put_back(kept: torch.Tensor) -> torch.Tensor:
+            place = index.view(*index.shape, *([1] * (kept.dim() - 2))).expand_as(kept)
+            return kept.new_zeros(kept.shape[0], frames, *kept.shape[2:]).scatter(1, place, kept)
+
+        return put_back(h), None if encoded is None else put_back(encoded)
+
+    def _stepped_network(
+        self, spec: torch.Tensor, pitch: tuple | None, silent: torch.Tensor, states: list
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:meth:`_offline_network`, one step on: frame by frame, the frame conv's, the LSTM's, the noise
+        floor's and the band normalisation's states kept as they were through the frames ``silent``
+        marks (``torch.where``: no branch on the data, so compiled steps take it)."""
+        conv_state, lstm_state, _, noise_state, norm_state = states
+        tracked = (conv_state, lstm_state, noise_state, norm_state)
+        hs, encodings = [], []
+        for j in range(spec.shape[-1]):
+            before = [snapshot(state) for state in tracked]
+            frame_pitch = (
+                None
+                if pitch is None
+                else (pitch[0][..., j : j + 1], pitch[1][:, j : j + 1], pitch[2][:, j : j + 1])
+            )
+            features = self._features(spec[..., j : j + 1], None, frame_pitch, noise_state, norm_state)
+            h, encoded = self._project(features)
+            hs.append(self.lstm.step_t(F.gelu(self.frame_conv.step_t(h, conv_state)), lstm_state))
+            encodings.append(encoded)
+            for state, old in zip(tracked, before, strict=True):
+                keep_where(state, old, silent[:, j])
+        if not hs:  # no new frames: nothing out, the states stay
+            h, encoded = self._project(self._features(spec, None, pitch, noise_state, norm_state))
+            return self.lstm.step_t(F.gelu(self.frame_conv.step_t(h, conv_state)), lstm_state), encoded
+        return torch.cat(hs, 1), None if encodings[0] is None else torch.cat(encodings, 1)
 
     def _dropout(self, h: torch.Tensor) -> torch.Tensor:
         """``config.dropout`` of the features ``h`` while training offline; ``h`` itself otherwise."""

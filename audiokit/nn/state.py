@@ -118,6 +118,31 @@ def assign_rows(state: StreamState | None, rows: torch.Tensor, part: StreamState
         getattr(state, name).index_copy_(state.batch_dim, rows, getattr(part, name))
 
 
+def snapshot(state: StreamState | None) -> StreamState | None:
+    """A shallow copy of the state tree: the same tensors, which steps replace rather than change."""
+    if state is None:
+        return None
+    if isinstance(state, StateList):
+        return StateList([snapshot(child) for child in state.children])
+    return dataclasses.replace(state)
+
+
+def keep_where(state: StreamState | None, before: StreamState | None, keep: torch.Tensor) -> None:
+    """Rows of ``state`` where ``keep`` (bool, one per stream) holds go back to ``before`` (its
+    :func:`snapshot` before a step), in place; shape-static (``torch.where``), so compiled steps take it."""
+    if state is None:
+        return
+    if isinstance(state, StateList):
+        for child, old in zip(state.children, before.children, strict=True):
+            keep_where(child, old, keep)
+        return
+    for name in _tensor_fields(state):
+        new = getattr(state, name)
+        shape = [1] * new.dim()
+        shape[state.batch_dim] = keep.shape[0]
+        setattr(state, name, torch.where(keep.view(shape), getattr(before, name), new))
+
+
 def zero_rows(state: StreamState | None, rows: torch.Tensor) -> None:
     """Reset ``rows`` of every tensor in ``state`` to zeros (the initial state), in place."""
     if state is None:
