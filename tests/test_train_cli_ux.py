@@ -171,3 +171,16 @@ def test_resume_with_another_number_of_processes_says_how_to_go_on(tmp_path, cap
         f"from these weights: --init {checkpoint} --run-dir NEW_DIR"
     )
     assert _train(ENHANCE, tmp_path / "new", "--init", str(checkpoint), "--max-steps", "1") == 0
+
+
+def test_init_with_another_familys_weights_names_both_families(tmp_path, capsys):
+    """A bandwidth extender's run (its weights, its checkpoint) or the shipped codec as --init of an
+    enhancer recipe: one line naming both families, not a dump of the tensors that do not fit."""
+    assert _train(BWE, tmp_path / "bwe", "--max-steps", "1") == 0
+    capsys.readouterr()
+    for init in [tmp_path / "bwe", tmp_path / "bwe" / "checkpoints" / "latest.pt", "speech-16k"]:
+        assert _train(ENHANCE, tmp_path / "run", "--init", str(init)) == 1
+        err = _one_error_line(capsys)
+        family = "a codec model's" if init == "speech-16k" else "a bwe model's"
+        assert f"--init {init}: {family} weights, and the recipe trains an enhancer" in err, err
+        assert "state_dict" not in err and not (tmp_path / "run").exists()

@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from audiokit.errors import ModelError, RecipeError, TrainingError, UsageError
 from audiokit.io import TEMP_NAME, clean_stale_temps
-from audiokit.models.base import AudioModel
+from audiokit.models.base import AudioModel, registered_names, with_article
 from audiokit.train.checkpoint import RUN_CHECKPOINT as CHECKPOINT
 from audiokit.train.checkpoint import RUN_WEIGHTS as WEIGHTS
 from audiokit.train.checkpoint import load_training_state, rng_state, save_checkpoint, set_rng_state
@@ -208,9 +208,12 @@ class Trainer:
             )
         if Path(init).suffix == ".pt":
             state = load_training_state(init)
+            config = ((state.get("recipe") or {}).get("model") or {}).get("config")
+            self._check_init_family(init, registered_names().get(config))
             weights = state["ema"]["module"] if "ema" in state else state["model"]
         else:
             pretrained = AudioModel.from_pretrained(init)
+            self._check_init_family(init, type(pretrained))
             record["init_sha256"] = pretrained.weights_sha256()  # as read, before any fitting
             try:
                 pretrained, note = self.task.adapt_pretrained(pretrained)
@@ -227,6 +230,16 @@ class Trainer:
             raise UsageError(f"--init {init}: weights do not fit the recipe's model ({message})") from None
         record.setdefault("init_sha256", self.model.weights_sha256())
         return record
+
+    def _check_init_family(self, init: str | Path, family: type[AudioModel] | None) -> None:
+        """Refuse ``--init`` weights of another model family (a codec's into an enhancer recipe) in one
+        line, instead of a failure on the first tensor that does not fit; ``None``: not known."""
+        if family is not None and family.family != self.model.family:
+            raise UsageError(
+                f"--init {init}: {with_article(family.family)} model's weights, and the recipe trains "
+                f"{with_article(self.model.family)} (task: {self.recipe.task}); --init takes weights of "
+                "the recipe's own family"
+            )
 
     # -- checkpoints --------------------------------------------------------------------------------
     def state_dict(self) -> dict:
