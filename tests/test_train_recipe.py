@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -325,3 +326,22 @@ def test_missing_and_invalid_files(tmp_path):
         load_recipe(tmp_path / "nope.yaml")
     with pytest.raises(RecipeError, match="not valid YAML"):
         load_recipe(_write(tmp_path, "run: [\n"))
+
+
+@pytest.mark.parametrize("name", ["bwe_8to16.yaml", "enhance_speech16k.yaml", "codec_speech16k.yaml"])
+def test_a_recipes_header_states_its_models_latency_and_size(name):
+    """What a recipe's header comment says of its model ("20 ms algorithmic latency", "~339 k
+    parameters", "50 Hz frames") is what the recipe builds."""
+    path = ROOT / "recipes" / name
+    header = " ".join(line.lstrip("# ") for line in path.read_text().splitlines() if line.startswith("#"))
+    model = build_model(load_recipe(path).model)
+    latency = re.search(r"(\d+) ms algorithmic latency", header)
+    if latency:
+        assert int(latency[1]) == 1000 * model.algorithmic_latency / model.sample_rate, latency[0]
+    size = re.search(r"~(\d+) k parameters", header)
+    if size:
+        assert abs(int(size[1]) - sum(p.numel() for p in model.parameters()) / 1000) < 1, size[0]
+    frames = re.search(r"(\d+) Hz frames", header)
+    if frames:
+        assert int(frames[1]) == model.sample_rate / model.hop_length, frames[0]
+    assert latency or size or frames, f"{name}: its header states none of them"
