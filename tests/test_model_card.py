@@ -250,6 +250,27 @@ def test_training_packages_and_licences_follow_the_allowlist(tmp_path):
     assert noise["key"] == "data.noise" and noise["packages"] == [] and noise["files"] == 0
 
 
+def test_an_enhancers_recorded_noise_and_music_are_training_data(tmp_path):
+    """An enhancer mixes data.noise and data.music in by mixture.noise_weights (its data.noise_probability
+    is 0): the card names their packages and licences too, and leaves out a source a zero weight skips."""
+    noise = _manifest(
+        tmp_path / "train_noise.jsonl",
+        [{"path": "n.flac", "seconds": 360.0, "package": "sound-icons", "licence": "GPL-2+"}],
+    )
+    music = _manifest(tmp_path / "train_music.jsonl", [{"path": "m.flac", "seconds": 36.0, "package": "x"}])
+    recipe = (
+        "task: enhance\nmodel: {config: enhance-16k}\n"
+        f"data:\n  train: {tmp_path}\n  noise: {noise}\n  music: {music}\n"
+        "mixture:\n  noise_weights: {recorded: 0.5, music: 0.1, white: 0.4}\n"
+    )
+    train, recorded, tracks = records.training_data(recipe)
+    assert [train["key"], recorded["key"], tracks["key"]] == ["data.train", "data.noise", "data.music"]
+    assert [p["package"] for p in recorded["packages"]] == ["sound-icons"]
+    assert [p["package"] for p in tracks["packages"]] == ["x"]
+    only_white = recipe.replace("recorded: 0.5, music: 0.1", "recorded: 0.0, music: 0.0")
+    assert [e["key"] for e in records.training_data(only_white)] == ["data.train"]
+
+
 def test_loop_time_sums_every_session_window():
     # session 1 logs steps 2, 4, 6 (checkpoint at 4); session 2 resumes at 4 and logs 6, 8
     speeds = [1.0, 2.0, 4.0, 0.5, 0.25]

@@ -314,7 +314,9 @@ def training_record(run_dir: Path, init_card: Path | None = None) -> dict:
 
 
 def training_data(recipe_yaml: str | None) -> list[dict]:
-    """The recipe's training audio (``data.train``, and ``data.noise`` when mixed in) by package.
+    """The recipe's training audio by package: ``data.train``, and ``data.noise`` and ``data.music`` when
+    mixed in (``data.noise_probability``; an enhancer's ``mixture.noise_weights`` of recorded noise and
+    of music).
 
     Each entry: role, the manifest or directory, and per package clips, hours, the licences the
     manifest records, those of the allowlist (:mod:`audiokit.data.sources`) and whether the package is
@@ -325,10 +327,16 @@ def training_data(recipe_yaml: str | None) -> list[dict]:
 
     if recipe_yaml is None:
         return []
-    data = recipe_from_dict(yaml.safe_load(recipe_yaml), "recipe.yaml").data
-    wanted = [("train", data.train)] + (
-        [("noise", data.noise)] if data.noise and data.noise_probability else []
-    )
+    recipe = recipe_from_dict(yaml.safe_load(recipe_yaml), "recipe.yaml")
+    data = recipe.data
+    weights = recipe.mixture.noise_weights if hasattr(recipe, "mixture") else {}
+    mixed = {
+        "noise": data.noise_probability > 0 or weights.get("recorded", 0) > 0,
+        "music": weights.get("music", 0) > 0,
+    }
+    wanted = [("train", data.train)] + [
+        (key, getattr(data, key)) for key in ("noise", "music") if getattr(data, key) and mixed[key]
+    ]
     entries = []
     for key, spec in wanted:
         entry: dict = {"key": f"data.{key}", "spec": spec}
