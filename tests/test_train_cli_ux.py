@@ -184,3 +184,17 @@ def test_init_with_another_familys_weights_names_both_families(tmp_path, capsys)
         family = "a codec model's" if init == "speech-16k" else "a bwe model's"
         assert f"--init {init}: {family} weights, and the recipe trains an enhancer" in err, err
         assert "state_dict" not in err and not (tmp_path / "run").exists()
+
+
+def test_resume_with_another_model_size_names_the_changed_option(tmp_path, capsys):
+    """--resume with a model option the checkpoint was not trained with names that option and both
+    values, not load_state_dict's size mismatches; the --init it offers grows the run's weights."""
+    run = tmp_path / "run"
+    assert _train(ENHANCE, run, "--max-steps", "1") == 0
+    capsys.readouterr()
+    assert _train(ENHANCE, run, "--resume", "--set", "model.options.hidden_dim=32") == 1
+    err = _one_error_line(capsys)
+    assert "model.options.hidden_dim: 16 in the checkpoint, 32 in the recipe" in err, err
+    assert "size mismatch" not in err and f"--init {run} --run-dir NEW_DIR" in err, err
+    grown = ["--init", str(run), "--set", "model.options.hidden_dim=32", "--max-steps", "1"]
+    assert _train(ENHANCE, tmp_path / "grown", *grown) == 0

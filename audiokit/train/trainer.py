@@ -58,6 +58,25 @@ MAX_SKIPPED_UPDATES = 25
 """Updates in a row a part may drop for gradients that are not finite before the run stops (diverged)."""
 
 
+def _changed_keys(was: Any, now: Any, prefix: str) -> list[tuple[str, str, str]]:
+    """The dotted keys whose values differ between the nested mappings ``was`` and ``now``, with both
+    values as text ("unset": a key in the other only)."""
+    if not (isinstance(was, dict) and isinstance(now, dict)):
+        return [] if was == now else [(prefix, _shown(was), _shown(now))]
+    return [
+        change
+        for key in sorted(set(was) | set(now), key=str)
+        for change in _changed_keys(was.get(key, _UNSET), now.get(key, _UNSET), f"{prefix}.{key}")
+    ]
+
+
+_UNSET = object()
+
+
+def _shown(value: Any) -> str:
+    return "unset" if value is _UNSET else json.dumps(value)
+
+
 def _processes(count: int) -> str:
     """``"1 process"``, ``"2 processes"``."""
     return f"{count} process" + ("" if count == 1 else "es")
@@ -295,10 +314,19 @@ class Trainer:
                     load_optimizer_state(part, state["optimizers"][part.role], saved_names)
                     part.scheduler.load_state_dict(state["schedulers"][part.role])
         except (KeyError, RuntimeError, ValueError) as exc:
-            message = " ".join(str(exc).split())[:300]
+            saved_options = ((state.get("recipe") or {}).get("model") or {}).get("options")
+            changed = _changed_keys(saved_options, self.recipe.model.options, "model.options")
+            message = (
+                "; ".join(
+                    f"{key}: {was} in the checkpoint, {now} in the recipe" for key, was, now in changed[:4]
+                )
+                if isinstance(saved_options, dict) and changed
+                else " ".join(str(exc).split())[:300]
+            )
             raise UsageError(
                 f"{checkpoint}: does not fit this recipe ({message}); the run's own recipe is "
-                f"{self.run_dir / 'recipe.yaml'}"
+                f"{self.run_dir / 'recipe.yaml'}; a changed model starts from the run's weights with "
+                f"--init {self.run_dir} --run-dir NEW_DIR"
             ) from None
         for part in self.parts:
             part.apply_base_rate()
