@@ -197,4 +197,6 @@ def test_resume_with_another_model_size_names_the_changed_option(tmp_path, capsy
     assert "model.options.hidden_dim: 16 in the checkpoint, 32 in the recipe" in err, err
     assert "size mismatch" not in err and f"--init {run} --run-dir NEW_DIR" in err, err
     grown = ["--init", str(run), "--set", "model.options.hidden_dim=32", "--max-steps", "1"]
-    assert _train(ENHANCE, tmp_path / "grown", *grown) == 0
+    assert main(["train", str(ENHANCE), "--run-dir", str(tmp_path / "grown"), *grown]) == 0
+    out, err = capsys.readouterr()  # stdout is the summary alone (JSON); the note of the growth is on stderr
+    assert json.loads(out)["step"] == 1 and '"init_grown_to": {"hidden_dim": 32}' in err, (out, err)

@@ -239,7 +239,7 @@ class Trainer:
             except ModelError as exc:
                 raise UsageError(f"--init {init}: weights do not fit the recipe ({exc})") from None
             if note and self.is_main and not self.quiet:
-                print(f"--init {init}: fitted to the recipe's model: {json.dumps(note)}")
+                print(f"--init {init}: fitted to the recipe's model: {json.dumps(note)}", file=sys.stderr)
             record.update(note)
             weights = pretrained.state_dict()
         try:
