@@ -200,3 +200,13 @@ def test_resume_with_another_model_size_names_the_changed_option(tmp_path, capsy
     assert main(["train", str(ENHANCE), "--run-dir", str(tmp_path / "grown"), *grown]) == 0
     out, err = capsys.readouterr()  # stdout is the summary alone (JSON); the note of the growth is on stderr
     assert json.loads(out)["step"] == 1 and '"init_grown_to": {"hidden_dim": 32}' in err, (out, err)
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n", "---\n"])
+def test_an_empty_recipe_is_refused(tmp_path, capsys, text):
+    """A recipe without keys (a truncated or new file) is one line, not a default codec run."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(text)
+    assert _train(recipe, tmp_path / "run", "--max-steps", "1") == 1
+    assert f"{recipe}: an empty recipe (no keys)" in _one_error_line(capsys)
+    assert not (tmp_path / "run").exists()

@@ -506,6 +506,8 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         raise RecipeError(f"{path}:{exc.line}: key {exc.key!r} given twice in one mapping") from None
     if not isinstance(values, dict):
         raise RecipeError(f"{path}: a recipe must be a mapping of sections, got {type(values).__name__}")
+    if not values:  # a truncated or new file: its defaults would start a 100,000-step codec run
+        raise RecipeError(f"{path}: an empty recipe (no keys); start from one in recipes/, e.g. task: codec")
     where = str(path)
     for override in overrides:
         _apply_override(values, override)
