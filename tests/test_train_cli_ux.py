@@ -145,6 +145,8 @@ def test_a_run_directory_that_is_a_file_is_named_as_such(tmp_path, capsys):
     for resume in ([], ["--resume"]):
         assert _train(ENHANCE, taken, *resume) == 1
         assert f"{taken}: exists and is not a folder" in _one_error_line(capsys)
+        assert _train(ENHANCE, taken / "run", *resume, "--max-steps", "1") == 1  # was 'Not a directory'
+        assert f"{taken / 'run'}: {taken} is a file, not a folder" in _one_error_line(capsys)
     run = tmp_path / "run"
     assert _train(ENHANCE, run, "--max-steps", "1") == 0
     assert main(["checkpoint", "pack", str(run), str(tmp_path / "pack")]) == 0

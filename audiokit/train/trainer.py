@@ -175,6 +175,9 @@ class Trainer:
         checkpoint_path, weights = self.run_dir / CHECKPOINT, self.run_dir / WEIGHTS
         if self.run_dir.exists() and not self.run_dir.is_dir():
             raise UsageError(f"{self.run_dir}: exists and is not a folder; choose another --run-dir")
+        above = next((p for p in self.run_dir.parents if p.exists()), None)
+        if above is not None and not above.is_dir():
+            raise UsageError(f"{self.run_dir}: {above} is a file, not a folder; choose another --run-dir")
         if resume and not checkpoint_path.is_file():
             raise UsageError(f"{checkpoint_path}: nothing to resume (no checkpoint in the run directory)")
         if not resume and checkpoint_path.is_file():
