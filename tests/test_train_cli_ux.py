@@ -212,3 +212,19 @@ def test_an_empty_recipe_is_refused(tmp_path, capsys, text):
     assert _train(recipe, tmp_path / "run", "--max-steps", "1") == 1
     assert f"{recipe}: an empty recipe (no keys)" in _one_error_line(capsys)
     assert not (tmp_path / "run").exists()
+
+
+def test_info_describes_a_training_checkpoint(tmp_path, capsys):
+    """`audiokit info RUN/checkpoints/latest.pt` said "not a readable audio file"; it names the task,
+    model and step, and how to go on. A non-checkpoint named .pt is still read as what it is."""
+    run = tmp_path / "run"
+    assert _train(BWE, run, "--max-steps", "2") == 0
+    checkpoint = run / "checkpoints" / "latest.pt"
+    capsys.readouterr()
+    assert main(["info", str(checkpoint)]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(f"{checkpoint}: training checkpoint, task bwe, bwe-8to16 (step 2), "), line
+    assert f"--run-dir {run} --resume` continues it" in line, line
+    audio = tmp_path / "audio.pt"
+    audio.write_bytes((SAMPLES / "speech_fr_16k_a.flac").read_bytes())
+    assert main(["info", str(audio)]) == 0 and "16000 Hz, 1 ch" in capsys.readouterr().out

@@ -53,6 +53,13 @@ def _line(row: dict) -> str:
             f"{row['path']}: shard of a packed training state (step {row['step']}, {row['shards']} "
             f"shard(s)); `audiokit checkpoint unpack {row['folder']} RUN_DIR` restores the run to train on"
         )
+    if row.get("format") == "checkpoint":
+        return (
+            f"{row['path']}: training checkpoint, task {row['task']}, {row['model']} (step {row['step']}), "
+            f"{row['bytes'] / 1e6:.1f} MB (weights, EMA and optimiser state); "
+            f"`audiokit train RECIPE --run-dir {row['run_dir']} --resume` continues it, "
+            f"`audiokit info {row['run_dir']}` describes its weights"
+        )
     if row.get("format") == "akc":
         original = f"{row['original_samples']} samples at {row['original_sample_rate']} Hz"
         version = row["model_version"] or "weights never shipped"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import zipfile
 from pathlib import Path
 
 import torch
@@ -110,6 +111,24 @@ def describe_safetensors(path: Path) -> dict:
     return describe_weights(path)
 
 
+def describe_checkpoint(path: Path) -> dict:
+    """A training checkpoint (``audiokit train``'s ``checkpoints/*.pt``): its step, task and model config
+    (the run directory: two folders up)."""
+    from audiokit.train.checkpoint import load_training_state
+
+    state = load_training_state(path)  # no pickle code is run
+    recipe = state.get("recipe") if isinstance(state.get("recipe"), dict) else {}
+    return {
+        "path": str(path),
+        "bytes": path.stat().st_size,
+        "format": "checkpoint",
+        "step": state.get("step"),
+        "task": recipe.get("task"),
+        "model": (recipe.get("model") or {}).get("config"),
+        "run_dir": str(path.parent.parent),
+    }
+
+
 def describe(path: Path, raw: RawFormat | None = None) -> dict:
     """Rate (Hz), channels, samples, duration (s), codec, peak/RMS (dBFS, None for silence), estimated
     bandwidth (Hz) and how many of the samples (per channel, as ``samples``) hold a NaN or an infinity
@@ -117,11 +136,13 @@ def describe(path: Path, raw: RawFormat | None = None) -> dict:
     as 0) of ``path``, read in constant memory (``raw``: read it as headerless PCM); an ``.akc`` file is
     described by :func:`describe_akc`, as is a file named ``.akc`` whose magic is damaged (its
     :class:`~audiokit.errors.BitstreamError` names the byte, as ``audiokit decode`` does); a
-    ``.safetensors`` file by :func:`describe_weights`."""
+    ``.safetensors`` file by :func:`describe_safetensors`, a ``.pt`` one by :func:`describe_checkpoint`."""
     if raw is None and (io.is_akc(path) or (path.suffix.lower() == ".akc" and path.is_file())):
         return describe_akc(path)
     if raw is None and path.suffix.lower() == ".safetensors":
         return describe_safetensors(path)
+    if raw is None and path.suffix.lower() == ".pt" and zipfile.is_zipfile(path):  # torch.save's format
+        return describe_checkpoint(path)
     header = io.info(path, raw)
     estimator = BandwidthEstimator(header.sample_rate)
     peak, energy, count, nonfinite = 0.0, 0.0, 0, 0
