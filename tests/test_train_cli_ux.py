@@ -228,3 +228,17 @@ def test_info_describes_a_training_checkpoint(tmp_path, capsys):
     audio = tmp_path / "audio.pt"
     audio.write_bytes((SAMPLES / "speech_fr_16k_a.flac").read_bytes())
     assert main(["info", str(audio)]) == 0 and "16000 Hz, 1 ch" in capsys.readouterr().out
+
+
+def test_resume_past_max_steps_says_there_is_nothing_to_train(tmp_path, capsys):
+    """--max-steps is the step to stop at: --resume --max-steps 2 of a run at step 3 trained nothing and
+    said nothing (exit 0); it says so, once, on stderr, and leaves the checkpoint as it was."""
+    run = tmp_path / "run"
+    assert _train(ENHANCE, run, "--max-steps", "3") == 0
+    before = (run / "checkpoints" / "latest.pt").read_bytes()
+    capsys.readouterr()
+    assert main(["train", str(ENHANCE), "--run-dir", str(run), "--resume", "--max-steps", "2"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["step"] == 3
+    assert f"{run} is at step 3, at or past the step to stop at (2: " in err and "nothing to train" in err
+    assert (run / "checkpoints" / "latest.pt").read_bytes() == before

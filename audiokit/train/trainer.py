@@ -491,6 +491,12 @@ class Trainer:
         validating = self.recipe.data.valid is not None
         stream = batches(self.dataset, self.step, self.recipe.data.num_workers)
         shown_progress = not self.quiet and self.is_main
+        if shown_progress and self.step >= max_steps:  # --max-steps is where to stop, not how many
+            print(
+                f"audiokit train: {self.run_dir} is at step {self.step}, at or past the step to stop at "
+                f"({max_steps}: --max-steps or run.max_steps, a step, not a count); nothing to train",
+                file=sys.stderr,
+            )
         on_terminal = sys.stderr.isatty()
         # a bar on a terminal; in a log or a pipe, a plain line a minute instead of its \r redraws
         bar = tqdm(
