@@ -242,3 +242,16 @@ def test_resume_past_max_steps_says_there_is_nothing_to_train(tmp_path, capsys):
     assert json.loads(out)["step"] == 3
     assert f"{run} is at step 3, at or past the step to stop at (2: " in err and "nothing to train" in err
     assert (run / "checkpoints" / "latest.pt").read_bytes() == before
+
+
+def test_an_enhancers_validation_folder_of_plain_audio_is_not_offered_to_data_mix(tmp_path, capsys):
+    """data.valid of an enhancer pointing at plain audio (samples/) said to make the set with
+    `audiokit data mix --out samples`, a folder data mix refuses; it says what the folder lacks. An
+    absent folder still gets the command that makes it."""
+    assert _train(ENHANCE, tmp_path / "run", "--set", f"data.valid={SAMPLES}", "--max-steps", "1") == 1
+    err = _one_error_line(capsys)
+    assert f"data.valid: {SAMPLES} is not a noisy set (no clips.jsonl)" in err and "--out NEW_DIR" in err
+    missing = tmp_path / "noisy_set"
+    assert _train(ENHANCE, tmp_path / "run", "--set", f"data.valid={missing}", "--max-steps", "1") == 1
+    assert f"make it with `audiokit data mix --out {missing}`" in _one_error_line(capsys)
+    assert not (tmp_path / "run").exists()

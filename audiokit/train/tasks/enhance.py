@@ -147,6 +147,12 @@ def read_noisy_set(
         folder = data_root() / folder
     listing = folder / "clips.jsonl"
     if not listing.is_file():
+        # a folder of something else (plain audio): `data mix --out` would refuse to write there
+        if folder.is_dir() and any(folder.iterdir()):
+            raise RecipeError(
+                f"data.valid: {folder} is not a noisy set (no clips.jsonl); an enhancer validates on "
+                "clean/ and noisy/ pairs made by `audiokit data mix --out NEW_DIR`"
+            )
         raise RecipeError(f"data.valid: {listing} not found; make it with `audiokit data mix --out {folder}`")
     try:
         rows = read_jsonl(listing)[::stride][:max_files]
