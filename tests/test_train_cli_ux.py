@@ -255,3 +255,14 @@ def test_an_enhancers_validation_folder_of_plain_audio_is_not_offered_to_data_mi
     assert _train(ENHANCE, tmp_path / "run", "--set", f"data.valid={missing}", "--max-steps", "1") == 1
     assert f"make it with `audiokit data mix --out {missing}`" in _one_error_line(capsys)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_relative_data_path_that_is_not_there_names_the_folder_it_was_read_from(
+    tmp_path, capsys, monkeypatch
+):
+    """A tiny recipe (data.train: samples) run from outside the checkout said only to prepare data."""
+    monkeypatch.chdir(tmp_path)
+    assert _train(BWE, tmp_path / "run", "--max-steps", "1") == 1
+    err = _one_error_line(capsys)
+    assert "data.train: 'samples' is neither an existing path" in err, err
+    assert f"relative paths are read from {tmp_path}" in err and not (tmp_path / "run").exists()

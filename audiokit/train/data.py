@@ -62,9 +62,12 @@ def resolve_source(spec: str, key: str = "data.train", sample_rate: int = DEFAUL
         return find_manifest(spec, sample_rate=sample_rate)
     except FileNotFoundError as exc:
         rate = "" if sample_rate == DEFAULT_SAMPLE_RATE else f" --sample-rate {sample_rate}"
+        relative = (
+            "" if Path(spec).expanduser().is_absolute() else f"; relative paths are read from {Path.cwd()}"
+        )
         raise RecipeError(
-            f"{key}: {exc}; prepare the data first (`audiokit data prepare{rate}`, docs/data.md) or point "
-            "it at a directory of audio files"
+            f"{key}: {exc}{relative}; prepare the data first (`audiokit data prepare{rate}`, docs/data.md) "
+            "or point it at a directory of audio files"
         ) from None
 
 
