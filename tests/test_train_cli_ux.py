@@ -266,3 +266,15 @@ def test_a_relative_data_path_that_is_not_there_names_the_folder_it_was_read_fro
     err = _one_error_line(capsys)
     assert "data.train: 'samples' is neither an existing path" in err, err
     assert f"relative paths are read from {tmp_path}" in err and not (tmp_path / "run").exists()
+
+
+def test_init_with_weights_of_another_size_names_the_options_that_differ(tmp_path, capsys):
+    """--init of a run or checkpoint whose model config differs from the recipe's names the differing
+    options and both values, not load_state_dict's missing keys and size mismatches."""
+    assert _train(BWE, tmp_path / "small", "--max-steps", "1") == 0
+    capsys.readouterr()
+    for init in [tmp_path / "small", tmp_path / "small" / "checkpoints" / "latest.pt"]:
+        assert _train(BWE, tmp_path / "run", "--init", str(init), "--set", "model.options.erb_bands=12") == 1
+        err = _one_error_line(capsys)
+        assert "(model.options.erb_bands: 8 in the weights, 12 in the recipe)" in err, err
+    assert not (tmp_path / "run").exists()

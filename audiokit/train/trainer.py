@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from audiokit.errors import ModelError, RecipeError, TrainingError, UsageError
 from audiokit.io import TEMP_NAME, clean_stale_temps
-from audiokit.models.base import AudioModel, registered_names, with_article
+from audiokit.models.base import AudioModel, ModelConfig, registered_names, resolve_config, with_article
 from audiokit.train.checkpoint import RUN_CHECKPOINT as CHECKPOINT
 from audiokit.train.checkpoint import RUN_WEIGHTS as WEIGHTS
 from audiokit.train.checkpoint import load_training_state, rng_state, save_checkpoint, set_rng_state
@@ -73,8 +73,18 @@ def _changed_keys(was: Any, now: Any, prefix: str) -> list[tuple[str, str, str]]
 _UNSET = object()
 
 
+def _saved_config(state: dict) -> ModelConfig | None:
+    """The model config a training checkpoint's recipe resolves to (None: not recorded, or no longer
+    registered)."""
+    model = (state.get("recipe") or {}).get("model") or {}
+    try:
+        return resolve_config(model["config"], model.get("options") or {}, "checkpoint")[1]
+    except (KeyError, TypeError, ModelError):
+        return None
+
+
 def _shown(value: Any) -> str:
-    return "unset" if value is _UNSET else json.dumps(value)
+    return "unset" if value is _UNSET else json.dumps(value, default=str)
 
 
 def _processes(count: int) -> str:
@@ -233,6 +243,7 @@ class Trainer:
             config = ((state.get("recipe") or {}).get("model") or {}).get("config")
             self._check_init_family(init, registered_names().get(config))
             weights = state["ema"]["module"] if "ema" in state else state["model"]
+            weights_config = _saved_config(state)
         else:
             pretrained = AudioModel.from_pretrained(init)
             self._check_init_family(init, type(pretrained))
@@ -244,11 +255,21 @@ class Trainer:
             if note and self.is_main and not self.quiet:
                 print(f"--init {init}: fitted to the recipe's model: {json.dumps(note)}", file=sys.stderr)
             record.update(note)
-            weights = pretrained.state_dict()
+            weights, weights_config = pretrained.state_dict(), pretrained.config
         try:
             self.model.load_state_dict(weights, strict=True)
         except RuntimeError as exc:
-            message = " ".join(str(exc).split())[:300]
+            was, now = (
+                dataclasses.asdict(c) for c in (weights_config or self.model.config, self.model.config)
+            )
+            changed = [c for c in _changed_keys(was, now, "model.options") if c[0] != "model.options.name"]
+            message = (
+                "; ".join(
+                    f"{key}: {old} in the weights, {new} in the recipe" for key, old, new in changed[:4]
+                )
+                if changed
+                else " ".join(str(exc).split())[:300]
+            )
             raise UsageError(f"--init {init}: weights do not fit the recipe's model ({message})") from None
         record.setdefault("init_sha256", self.model.weights_sha256())
         return record
