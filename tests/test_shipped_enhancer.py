@@ -116,3 +116,35 @@ def test_streams_with_digital_silence_equal_offline(shipped, noisy_pair, gaps, c
     torch.testing.assert_close(run_stream(shipped.stream(1), x, chunks), offline, atol=1e-5, rtol=0)
     pair = torch.cat([x, torch.cat([x[..., 4000:], torch.zeros(1, 1, 4000)], -1)], 0)  # zeros elsewhere
     torch.testing.assert_close(shipped.enhance(pair)[:1], offline, atol=1e-5, rtol=0)
+
+
+def test_a_step_of_many_hops_runs_its_frames_together(shipped, noisy_pair, monkeypatch):
+    """Eager on a CPU, a session pushed 4,096-sample blocks (as `audiokit enhance` pushes files) ran its
+    recurrent network frame by frame after the silence fix (17x slower: 0.85 s for 20 s, was 0.05 s);
+    now one stream's frames run together, silent ones left out, and still equal offline."""
+    x = noisy_pair[1][None, :, :16384].clone()
+    x[..., 4000:7000] = 0.0
+    steps, lstm_step = [], shipped.lstm.step_t
+
+    def counted(x: torch.Tensor, *args, **kwargs) -> torch.Tensor:  # the real step, counted
+        steps.append(x.shape[1])
+        return lstm_step(x, *args, **kwargs)
+
+    monkeypatch.setattr(shipped.lstm, "step_t", counted)
+    streamed = run_stream(shipped.stream(1), x, [4096])
+    monkeypatch.undo()
+    assert len(steps) <= 5, steps  # four blocks and the flush
+    torch.testing.assert_close(streamed, shipped.enhance(x), atol=1e-5, rtol=0)
+
+
+def test_batched_streams_with_different_silence_equal_offline(shipped, noisy_pair):
+    """Rows whose silent frames differ step frame by frame (torch.where on the states, as compiled steps
+    always do): each row streams as it does offline, alone."""
+    x = noisy_pair[1][None, :, :12000]
+    rows = [x.clone(), x.clone()]
+    rows[0][..., 2000:5000] = 0.0
+    rows[1][..., 6000:6400] = 0.0
+    pair = torch.cat(rows, 0)
+    streamed = run_stream(shipped.stream(2), pair, [1600, 480, 3200])
+    offline = torch.cat([shipped.enhance(row) for row in rows], 0)
+    torch.testing.assert_close(streamed, offline, atol=1e-5, rtol=0)

@@ -167,6 +167,12 @@ def _silent_frames(spec: torch.Tensor) -> torch.Tensor:
     return (spec.real == 0).all(1) & (spec.imag == 0).all(1)
 
 
+def _may_branch(x: torch.Tensor) -> bool:
+    """Whether a streaming step on ``x`` may branch on its data: eager on a CPU (no synchronisation to
+    pay, no trace to keep shape-static: compiled steps and CUDA graphs take every branch's path)."""
+    return x.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
 def mix_factor(atten_lim_db: float | None, dry: float) -> float:
     """Share ``a`` of the input spectrum kept in the output (0 = fully enhanced);
     :class:`~audiokit.errors.UsageError` for a ``dry`` outside [0, 1] or an ``atten_lim_db`` that is not a
@@ -376,6 +382,8 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
         # frames of digital silence (a muted microphone, leading zeros) are skipped by the trackers and the
         # recurrent network, whose states would otherwise settle on them and pass the noise after them
         silent = None if self.band_frontend is not None else _silent_frames(spec)  # (N, M)
+        if silent is not None and (states is None or _may_branch(spec)) and not bool(silent.any()):
+            silent = None  # none to skip (a test of the data: offline, and eager steps on a CPU)
         if states is None:  # offline (training too)
             h, encoded = self._offline_network(spec, wav, pitch, silent)
         else:
@@ -433,10 +441,10 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
         self, spec: torch.Tensor, wav: torch.Tensor | None, pitch: tuple | None, silent: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The features and the recurrent network over all frames of ``spec (N, bins, M)``: ``h (N, M,
-        hidden)`` and the band encoding (or None). The frames ``silent (N, M)`` marks are left out: each
-        item's other frames run as one sequence, their outputs put back in place (what the silent frames
-        get there is never used: their output is zero)."""
-        if silent is None or not bool(silent.any()):
+        hidden)`` and the band encoding (or None). The frames ``silent (N, M)`` marks (None: none) are
+        left out: each item's other frames run as one sequence, their outputs put back in place (what the
+        silent frames get there is never used: their output is zero)."""
+        if silent is None:
             h, encoded = self._project(self._features(spec, wav, pitch))
             h = self.lstm(F.gelu(self.frame_conv.forward_t(self._dropout(h))).transpose(1, 2)).transpose(1, 2)
             return self._dropout(h), encoded
@@ -464,13 +472,33 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
         return put_back(h), None if encoded is None else put_back(encoded)
 
     def _stepped_network(
-        self, spec: torch.Tensor, pitch: tuple | None, silent: torch.Tensor, states: list
+        self, spec: torch.Tensor, pitch: tuple | None, silent: torch.Tensor | None, states: list
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """:meth:`_offline_network`, one step on: frame by frame, the frame conv's, the LSTM's, the noise
-        floor's and the band normalisation's states kept as they were through the frames ``silent``
-        marks (``torch.where``: no branch on the data, so compiled steps take it)."""
+        """:meth:`_offline_network`, one step on: the frame conv's, the LSTM's, the noise floor's and the
+        band normalisation's states kept as they were through the frames ``silent`` marks (None: none).
+        Eager on a CPU, where every row has the same silent frames (one stream, say), the other frames
+        run together, as offline; otherwise (compiled, on a GPU, rows that differ) frame by frame,
+        through ``torch.where`` (no branch on the data, so compiled steps and CUDA graphs take it)."""
         conv_state, lstm_state, _, noise_state, norm_state = states
         tracked = (conv_state, lstm_state, noise_state, norm_state)
+        if silent is None:
+            return self._network_step(spec, pitch, tracked)
+        if _may_branch(spec) and silent.shape[0] and bool((silent == silent[:1]).all()):
+            kept = (~silent[0]).nonzero()[:, 0]
+            if pitch is not None:
+                pitch = (
+                    pitch[0].index_select(2, kept),
+                    pitch[1].index_select(1, kept),
+                    pitch[2].index_select(1, kept),
+                )
+            h, encoded = self._network_step(spec.index_select(2, kept), pitch, tracked)
+
+            def put_back(part: torch.Tensor) -> torch.Tensor:
+                return part.new_zeros(part.shape[0], silent.shape[1], *part.shape[2:]).index_copy(
+                    1, kept, part
+                )
+
+            return put_back(h), None if encoded is None else put_back(encoded)
         hs, encodings = [], []
         for j in range(spec.shape[-1]):
             before = [snapshot(state) for state in tracked]
@@ -479,16 +507,24 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
                 if pitch is None
                 else (pitch[0][..., j : j + 1], pitch[1][:, j : j + 1], pitch[2][:, j : j + 1])
             )
-            features = self._features(spec[..., j : j + 1], None, frame_pitch, noise_state, norm_state)
-            h, encoded = self._project(features)
-            hs.append(self.lstm.step_t(F.gelu(self.frame_conv.step_t(h, conv_state)), lstm_state))
+            h, encoded = self._network_step(spec[..., j : j + 1], frame_pitch, tracked)
+            hs.append(h)
             encodings.append(encoded)
             for state, old in zip(tracked, before, strict=True):
                 keep_where(state, old, silent[:, j])
         if not hs:  # no new frames: nothing out, the states stay
-            h, encoded = self._project(self._features(spec, None, pitch, noise_state, norm_state))
-            return self.lstm.step_t(F.gelu(self.frame_conv.step_t(h, conv_state)), lstm_state), encoded
+            return self._network_step(spec, pitch, tracked)
         return torch.cat(hs, 1), None if encodings[0] is None else torch.cat(encodings, 1)
+
+    def _network_step(
+        self, spec: torch.Tensor, pitch: tuple | None, tracked: tuple
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The features and the recurrent network over the next frames ``spec (N, bins, k)``, every one
+        of them, from and into the states ``tracked`` (frame conv, LSTM, noise floor, band
+        normalisation): ``h (N, k, hidden)`` and the band encoding (or None)."""
+        conv_state, lstm_state, noise_state, norm_state = tracked
+        h, encoded = self._project(self._features(spec, None, pitch, noise_state, norm_state))
+        return self.lstm.step_t(F.gelu(self.frame_conv.step_t(h, conv_state)), lstm_state), encoded
 
     def _dropout(self, h: torch.Tensor) -> torch.Tensor:
         """``config.dropout`` of the features ``h`` while training offline; ``h`` itself otherwise."""
