@@ -212,3 +212,30 @@ def test_conv_band_encoder_cost_matches_a_flop_count():
         counted[encoder], stated[encoder] = flops.get_total_flops() / 2, model.multiply_adds_per_second()
     ratio = (counted["conv"] - counted["linear"]) / (stated["conv"] - stated["linear"])
     assert 1.0 <= ratio <= 1.02
+
+
+def test_batched_streams_with_different_silence_equal_each_alone_offline(enhancer):
+    """Rows whose frames of digital silence differ step frame by frame, their states kept through their
+    own silent frames (offline: each row's other frames gathered): each row as it streams alone."""
+    torch.manual_seed(1)
+    rows = torch.randn(3, 1, 4800) * 0.3
+    rows[0, :, 800:2400] = 0.0
+    rows[1, :, 3000:] = 0.0
+    alone = torch.cat([enhancer.enhance(row[None]) for row in rows], 0)
+    torch.testing.assert_close(_streamed(enhancer, rows, [480, 1600, 160]), alone, atol=1e-5, rtol=0)
+    torch.testing.assert_close(enhancer.enhance(rows), alone, atol=1e-5, rtol=0)
+
+
+def test_silent_frames_give_the_same_voice_activity_alone_or_batched():
+    """The voice-activity logits of a row's silent frames came from zeros alone but from the network
+    run over them (the padding of the gathered frames) beside a row with more sound: the training loss
+    on them depended on the batch. Silent frames now give the head a zero state either way."""
+    torch.manual_seed(0)
+    model = Enhancer(replace(CONFIGS["enhance-16k"], vad_head=True)).eval()
+    quiet, loud = torch.randn(2, 1, 4800) * 0.3
+    quiet[:, 1600:3200] = 0.0
+    with torch.no_grad():
+        _, gains_alone, alone = model(quiet[None], return_gains=True)
+        _, gains, batched = model(torch.stack([quiet, loud]), return_gains=True)
+    torch.testing.assert_close(batched[:1], alone, atol=1e-5, rtol=0)
+    torch.testing.assert_close(gains[:1], gains_alone, atol=1e-5, rtol=0)

@@ -372,7 +372,7 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
         """Complex spectra ``(N, bins, M)`` -> the enhanced spectra's real and imaginary parts (each
         ``(N, bins, M)``), offline (``states=None``) or one step on, the band gains
         ``(N, M, erb_bands)`` in [0, 1] the network chose, and the recurrent state ``(N, M, hidden_dim)``
-        they came from.
+        they came from (zeros, as the gains, on frames of digital silence).
 
         ``states``: the frame conv's, the LSTM's, the deep filter's and the noise floor's (or None)
         streaming states; ``wav``: the audio ``(N, 1, T)`` of ``spec`` (offline, for the learnable front
@@ -420,7 +420,8 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
         if silent is not None:  # silence in, silence out (the deep filter reaches back past its start)
             voiced = ~silent
             out_real, out_imag = out_real * voiced[:, None], out_imag * voiced[:, None]
-            band_gains = band_gains * voiced[..., None]
+            # what the heads read there depends on the batch (offline: padding of the gathered frames)
+            band_gains, h = band_gains * voiced[..., None], h * voiced[..., None]
         if mix:
             out_real, out_imag = mix * real + (1.0 - mix) * out_real, mix * imag + (1.0 - mix) * out_imag
         return (out_real, out_imag), band_gains, h
