@@ -278,3 +278,20 @@ def test_init_with_weights_of_another_size_names_the_options_that_differ(tmp_pat
         err = _one_error_line(capsys)
         assert "(model.options.erb_bands: 8 in the weights, 12 in the recipe)" in err, err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        {"model": {}, "step": 3, "recipe": {"task": "enhance", "model": "enhance-16k"}},
+        {"model": {}, "step": 3, "recipe": "enhance"},
+        {"model": {}},
+    ],
+)
+def test_info_of_a_pt_file_that_holds_weights_but_no_run_is_one_line(tmp_path, capsys, state):
+    """A .pt of weights not written by `audiokit train` (a recipe that is no mapping, no step) was an
+    internal error ('str' object has no attribute 'get') or a line of Nones advising --resume."""
+    path = tmp_path / "weights.pt"
+    torch.save(state, path)
+    assert main(["info", str(path)]) == 1
+    assert f"{path}: not an audiokit training checkpoint" in _one_error_line(capsys)

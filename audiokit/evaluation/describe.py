@@ -16,7 +16,7 @@ from safetensors import safe_open
 from audiokit import io
 from audiokit.bitstream import AkcReader
 from audiokit.dsp import BandwidthEstimator
-from audiokit.errors import ModelError
+from audiokit.errors import ModelError, UsageError
 from audiokit.io import RawFormat
 from audiokit.models.base import AudioModel
 
@@ -117,14 +117,21 @@ def describe_checkpoint(path: Path) -> dict:
     from audiokit.train.checkpoint import load_training_state
 
     state = load_training_state(path)  # no pickle code is run
-    recipe = state.get("recipe") if isinstance(state.get("recipe"), dict) else {}
+    recipe = state.get("recipe")
+    model = recipe.get("model") if isinstance(recipe, dict) else None
+    if not (
+        isinstance(model, dict) and isinstance(recipe.get("task"), str) and isinstance(state.get("step"), int)
+    ):
+        raise UsageError(
+            f"{path}: not an audiokit training checkpoint (no recipe's task, model and step in it)"
+        )
     return {
         "path": str(path),
         "bytes": path.stat().st_size,
         "format": "checkpoint",
-        "step": state.get("step"),
-        "task": recipe.get("task"),
-        "model": (recipe.get("model") or {}).get("config"),
+        "step": state["step"],
+        "task": recipe["task"],
+        "model": model.get("config"),
         "run_dir": str(path.parent.parent),
     }
 
