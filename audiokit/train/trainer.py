@@ -73,14 +73,31 @@ def _changed_keys(was: Any, now: Any, prefix: str) -> list[tuple[str, str, str]]
 _UNSET = object()
 
 
+def _saved_model(state: dict) -> dict:
+    """The ``model`` section of a training checkpoint's recipe (empty when not recorded)."""
+    return (state.get("recipe") or {}).get("model") or {}
+
+
 def _saved_config(state: dict) -> ModelConfig | None:
     """The model config a training checkpoint's recipe resolves to (None: not recorded, or no longer
     registered)."""
-    model = (state.get("recipe") or {}).get("model") or {}
+    model = _saved_model(state)
     try:
         return resolve_config(model["config"], model.get("options") or {}, "checkpoint")[1]
     except (KeyError, TypeError, ModelError):
         return None
+
+
+def _misfit(saved: ModelConfig | None, wanted: ModelConfig, holder: str, exc: Exception) -> str:
+    """Why weights did not load, in a line: the model options (up to four) in which the ``saved``
+    config (``holder``'s: "weights", "checkpoint") differs from the ``wanted`` one, else ``exc``."""
+    changed = []
+    if saved is not None:
+        was, now = dataclasses.asdict(saved), dataclasses.asdict(wanted)
+        changed = [c for c in _changed_keys(was, now, "model.options") if c[0] != "model.options.name"]
+    if not changed:
+        return " ".join(str(exc).split())[:300]
+    return "; ".join(f"{key}: {old} in the {holder}, {new} in the recipe" for key, old, new in changed[:4])
 
 
 def _shown(value: Any) -> str:
@@ -240,8 +257,7 @@ class Trainer:
             )
         if Path(init).suffix == ".pt":
             state = load_training_state(init)
-            config = ((state.get("recipe") or {}).get("model") or {}).get("config")
-            self._check_init_family(init, registered_names().get(config))
+            self._check_init_family(init, registered_names().get(_saved_model(state).get("config")))
             weights = state["ema"]["module"] if "ema" in state else state["model"]
             weights_config = _saved_config(state)
         else:
@@ -259,17 +275,7 @@ class Trainer:
         try:
             self.model.load_state_dict(weights, strict=True)
         except RuntimeError as exc:
-            was, now = (
-                dataclasses.asdict(c) for c in (weights_config or self.model.config, self.model.config)
-            )
-            changed = [c for c in _changed_keys(was, now, "model.options") if c[0] != "model.options.name"]
-            message = (
-                "; ".join(
-                    f"{key}: {old} in the weights, {new} in the recipe" for key, old, new in changed[:4]
-                )
-                if changed
-                else " ".join(str(exc).split())[:300]
-            )
+            message = _misfit(weights_config, self.model.config, "weights", exc)
             raise UsageError(f"--init {init}: weights do not fit the recipe's model ({message})") from None
         record.setdefault("init_sha256", self.model.weights_sha256())
         return record
@@ -338,15 +344,9 @@ class Trainer:
                     load_optimizer_state(part, state["optimizers"][part.role], saved_names)
                     part.scheduler.load_state_dict(state["schedulers"][part.role])
         except (KeyError, RuntimeError, ValueError) as exc:
-            saved_options = ((state.get("recipe") or {}).get("model") or {}).get("options")
-            changed = _changed_keys(saved_options, self.recipe.model.options, "model.options")
-            message = (
-                "; ".join(
-                    f"{key}: {was} in the checkpoint, {now} in the recipe" for key, was, now in changed[:4]
-                )
-                if isinstance(saved_options, dict) and changed
-                else " ".join(str(exc).split())[:300]
-            )
+            # the resolved configs: the same model may be named with other options (a registered config
+            # that took an option over, as enhance-16k's took the noise floor)
+            message = _misfit(_saved_config(state), self.model.config, "checkpoint", exc)
             raise UsageError(
                 f"{checkpoint}: does not fit this recipe ({message}); the run's own recipe is "
                 f"{self.run_dir / 'recipe.yaml'}; a changed model starts from the run's weights with "
