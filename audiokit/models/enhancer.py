@@ -167,6 +167,27 @@ def _silent_frames(spec: torch.Tensor) -> torch.Tensor:
     return (spec.real == 0).all(1) & (spec.imag == 0).all(1)
 
 
+def _take_frames(
+    spec: torch.Tensor, pitch: tuple | None, index: torch.Tensor
+) -> tuple[torch.Tensor, tuple | None]:
+    """The frames ``index (N, M')`` of each row of complex spectra ``(N, bins, M)`` and of their pitch
+    analysis (:class:`PitchSpectrum`'s spectra, periodicity and lag; or None)."""
+
+    def take(x: torch.Tensor, axis: int) -> torch.Tensor:
+        return x.gather(axis, index[:, None].expand(-1, x.shape[1], -1) if axis == 2 else index)
+
+    if pitch is not None:
+        pitch = (take(pitch[0], 2), take(pitch[1], 1), take(pitch[2], 1))
+    return take(spec, 2), pitch
+
+
+def _put_frames(kept: torch.Tensor, index: torch.Tensor, frames: int) -> torch.Tensor:
+    """``kept (N, M', ...)``, the outputs of the frames :func:`_take_frames` took, put back at those
+    frames of a zero ``(N, frames, ...)``."""
+    place = index.reshape(*index.shape, *([1] * (kept.dim() - 2))).expand_as(kept)
+    return kept.new_zeros(kept.shape[0], frames, *kept.shape[2:]).scatter(1, place, kept)
+
+
 def _may_branch(x: torch.Tensor) -> bool:
     """Whether a streaming step on ``x`` may branch on its data: eager on a CPU (no synchronisation to
     pay, no trace to keep shape-static: compiled steps and CUDA graphs take every branch's path)."""
@@ -455,22 +476,9 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
             silent.to(torch.int64) * frames + positions, dim=1
         )  # the others first, in order
         index = order[:, : max(int((~silent).sum(1).max()), 1)]  # (N, M')
-        kept_spec = spec.gather(2, index[:, None].expand(-1, spec.shape[1], -1))
-        kept_pitch = None
-        if pitch is not None:
-            pitch_spec, periodicity, lag = pitch
-            kept_pitch = (
-                pitch_spec.gather(2, index[:, None].expand(-1, pitch_spec.shape[1], -1)),
-                periodicity.gather(1, index),
-                lag.gather(1, index),
-            )
+        kept_spec, kept_pitch = _take_frames(spec, pitch, index)
         h, encoded = self._offline_network(kept_spec, None, kept_pitch, None)
-
-        def put_back(kept: torch.Tensor) -> torch.Tensor:
-            place = index.view(*index.shape, *([1] * (kept.dim() - 2))).expand_as(kept)
-            return kept.new_zeros(kept.shape[0], frames, *kept.shape[2:]).scatter(1, place, kept)
-
-        return put_back(h), None if encoded is None else put_back(encoded)
+        return _put_frames(h, index, frames), None if encoded is None else _put_frames(encoded, index, frames)
 
     def _stepped_network(
         self, spec: torch.Tensor, pitch: tuple | None, silent: torch.Tensor | None, states: list
@@ -485,21 +493,12 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
         if silent is None:
             return self._network_step(spec, pitch, tracked)
         if _may_branch(spec) and silent.shape[0] and bool((silent == silent[:1]).all()):
-            kept = (~silent[0]).nonzero()[:, 0]
-            if pitch is not None:
-                pitch = (
-                    pitch[0].index_select(2, kept),
-                    pitch[1].index_select(1, kept),
-                    pitch[2].index_select(1, kept),
-                )
-            h, encoded = self._network_step(spec.index_select(2, kept), pitch, tracked)
-
-            def put_back(part: torch.Tensor) -> torch.Tensor:
-                return part.new_zeros(part.shape[0], silent.shape[1], *part.shape[2:]).index_copy(
-                    1, kept, part
-                )
-
-            return put_back(h), None if encoded is None else put_back(encoded)
+            frames = silent.shape[1]
+            index = (~silent[0]).nonzero()[:, 0].expand(silent.shape[0], -1)  # (N, M'), the same in every row
+            h, encoded = self._network_step(*_take_frames(spec, pitch, index), tracked)
+            return _put_frames(h, index, frames), None if encoded is None else _put_frames(
+                encoded, index, frames
+            )
         hs, encodings = [], []
         for j in range(spec.shape[-1]):
             before = [snapshot(state) for state in tracked]
