@@ -101,7 +101,8 @@ def check_audio(
     if not allow_empty and x.shape[-1] < 1:
         raise UsageError(f"{where}: the audio must hold at least one sample, got shape {tuple(x.shape)}")
     x = x.to(dtype)
-    peak = float(x.detach().abs().amax()) if x.numel() else 0.0
+    low, high = x.detach().aminmax() if x.numel() else (x.new_zeros(()), x.new_zeros(()))
+    peak = float(torch.maximum(-low, high))  # one pass, no copy; NaN where any sample is
     if not math.isfinite(peak):
         raise UsageError(f"{where}: the audio holds NaN or infinite samples")
     if peak > FLOAT_PEAK_LIMIT:  # the models' squares overflow to NaN (1e19 did)
