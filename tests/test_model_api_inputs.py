@@ -137,11 +137,30 @@ def test_refused_push_leaves_the_session_clean(codec, enhancer, bwe, wav):
         torch.testing.assert_close(torch.cat(outs, -1), offline, atol=1e-5, rtol=0)
 
 
+def test_an_infinite_attenuation_limit_is_no_limit_everywhere(enhancer, wav):
+    """``atten_lim_db=math.inf`` means what ``None`` means (as ``--atten-lim-db inf`` does on the command
+    line) in every place the knob is taken: it was refused as not finite in Python."""
+    from audiokit.models.enhancer import mix_factor
+    from audiokit.streaming.batcher import AudioBatcher
+
+    for limit in (INF, np.float64(INF), torch.tensor(INF)):
+        assert mix_factor(limit, 0.25) == mix_factor(None, 0.25) == 0.25
+        assert Enhancer.step_options(atten_lim_db=limit) == Enhancer.step_options() == {"mix": 0.0}
+        assert torch.equal(enhancer.enhance(wav, atten_lim_db=limit), enhancer.enhance(wav))
+        assert torch.equal(
+            run_stream(enhancer.stream(1, atten_lim_db=limit), wav, [320]),
+            run_stream(enhancer.stream(1), wav, [320]),
+        )
+        assert AudioBatcher(enhancer, 2, atten_lim_db=limit).step_options == {"mix": 0.0}
+
+
 def test_non_finite_knobs_are_refused(enhancer, bwe, wav):
-    for knobs in ({"atten_lim_db": NAN}, {"atten_lim_db": INF}, {"dry": NAN}):
-        with pytest.raises(UsageError, match="atten_lim_db|dry"):
+    limit = r"atten_lim_db must be a number of dB >= 0 \(None or inf: no limit\)"
+    one_line = rf"^({limit}|dry must be in \[0, 1\]), got .*$"
+    for knobs in ({"atten_lim_db": NAN}, {"atten_lim_db": -INF}, {"atten_lim_db": -3.0}, {"dry": NAN}):
+        with pytest.raises(UsageError, match=one_line):
             enhancer.enhance(wav, **knobs)
-        with pytest.raises(UsageError, match="atten_lim_db|dry"):
+        with pytest.raises(UsageError, match=one_line):
             enhancer.stream(1, **knobs)
     for knobs in ({"dry": None}, {"dry": "0.5"}, {"atten_lim_db": "20"}):
         with pytest.raises(UsageError, match="atten_lim_db|dry"):

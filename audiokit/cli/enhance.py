@@ -12,7 +12,8 @@ from audiokit.enhancement import DEFAULT_MODEL, enhance_file, load_enhancer
 
 
 def run(args: argparse.Namespace) -> int:
-    limit = None if args.atten_lim_db == math.inf else args.atten_lim_db  # inf: no limit, the default
+    # inf means no limit, as None (the default) does; None keeps --json's settings valid JSON
+    limit = None if args.atten_lim_db == math.inf else args.atten_lim_db
     options = {"atten_lim_db": limit, "dry": args.dry}
     return run_jobs(args, load_enhancer, partial(enhance_file, **options), options)
 

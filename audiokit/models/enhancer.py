@@ -20,8 +20,8 @@ hold each band's power above its tracked noise floor, one block per rate (the mo
 the noise under the speech; docs/training.md, session 15).
 
 Knobs at inference: ``atten_lim_db`` (the output keeps at least this share of the input, as
-DeepFilterNet's attenuation limit) and ``dry`` (wet/dry mix), both applied to the spectrum:
-``Y' = a X + (1 - a) Y`` with ``a = 1 - (1 - 10^(-atten_lim_db / 20)) (1 - dry)``.
+DeepFilterNet's attenuation limit; None or ``math.inf``: no limit) and ``dry`` (wet/dry mix), both
+applied to the spectrum: ``Y' = a X + (1 - a) Y`` with ``a = 1 - (1 - 10^(-atten_lim_db / 20)) (1 - dry)``.
 
 Front-end ablation (``band_features``): the band log powers of step 2 come from the fixed ERB
 filterbank on the STFT (``erb``, the shipped front end), from the same ERB bands of a
@@ -195,17 +195,18 @@ def _may_branch(x: torch.Tensor) -> bool:
 
 
 def mix_factor(atten_lim_db: float | None, dry: float) -> float:
-    """Share ``a`` of the input spectrum kept in the output (0 = fully enhanced);
+    """Share ``a`` of the input spectrum kept in the output (0 = fully enhanced); ``atten_lim_db`` None
+    and ``math.inf`` both mean no limit (``audiokit enhance --atten-lim-db inf``).
     :class:`~audiokit.errors.UsageError` for a ``dry`` outside [0, 1] or an ``atten_lim_db`` that is not a
-    finite number of dB >= 0 (NaN included)."""
+    number of dB >= 0 (NaN included)."""
     mix, limit = real_number(dry), real_number(atten_lim_db)
     if mix is None or not 0.0 <= mix <= 1.0:
         raise UsageError(f"dry must be in [0, 1], got {dry!r}")
-    if atten_lim_db is not None and (limit is None or not 0.0 <= limit < math.inf):
+    if atten_lim_db is not None and (limit is None or not limit >= 0.0):  # NaN fails the comparison
         raise UsageError(
-            f"atten_lim_db must be a finite number of dB >= 0 (None: no limit), got {atten_lim_db!r}"
+            f"atten_lim_db must be a number of dB >= 0 (None or inf: no limit), got {atten_lim_db!r}"
         )
-    floor = 0.0 if limit is None else 10.0 ** (-limit / 20.0)
+    floor = 0.0 if limit is None else 10.0 ** (-limit / 20.0)  # 0.0 at inf
     return 1.0 - (1.0 - floor) * (1.0 - mix)
 
 
@@ -601,9 +602,9 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
         ``(batch, channels, samples)`` in [-1, 1] at :attr:`sample_rate` Hz: enhanced audio of the same
         shape, aligned with it.
 
-        ``atten_lim_db`` (dB >= 0, ``None``: no limit) and ``dry`` (in [0, 1]): see :func:`mix_factor`.
-        Float64 (or float16) audio is converted to float32; integer PCM, numpy arrays and NaN or
-        infinite samples raise :class:`~audiokit.errors.UsageError`."""
+        ``atten_lim_db`` (dB >= 0; ``None`` or ``math.inf``: no limit) and ``dry`` (in [0, 1]): see
+        :func:`mix_factor`. Float64 (or float16) audio is converted to float32; integer PCM, numpy arrays
+        and NaN or infinite samples raise :class:`~audiokit.errors.UsageError`."""
         x = self.audio_input(wav, "Enhancer.enhance", ANY_AUDIO_SHAPE, ndims=(1, 2, 3))
         with self.evaluating():
             out = self(x.reshape((1,) * (3 - x.dim()) + x.shape), atten_lim_db, dry)
