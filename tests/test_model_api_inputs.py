@@ -4,6 +4,8 @@ shapes and types it documents (float64, raw code tensors, ``(T,)`` and ``(C, T)`
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -253,6 +255,32 @@ def test_enhance_and_extend_take_the_same_shapes(enhancer, bwe):
             call(x[None])
 
 
+def test_encode_takes_the_shapes_enhance_and_extend_take_and_decode_gives_them_back(codec):
+    """``Codec.encode`` took only ``(B, C, T)``, while ``enhance`` and ``extend`` also take ``(T,)`` and
+    ``(C, T)``: now every rank gives the same codes (rows ``B * C``) and ``decode`` the input's shape."""
+    x = torch.randn(2, 2, 800) * 0.1
+    batched = codec.encode(x, 6000)
+    decoded = codec.decode(batched)
+    assert decoded.shape == x.shape and batched.codes.shape[0] == 4
+    for one, rows in ((x[1], slice(2, 4)), (x[1, 0], slice(2, 3))):  # (C, T), as io.load gives; (T,)
+        codes = codec.encode(one, 6000)
+        assert torch.equal(codes.codes, batched.codes[rows]) and codes.audio_dims == one.dim()
+        audio = codec.decode(codes)
+        assert audio.shape == one.shape
+        assert torch.equal(audio, decoded[1] if one.dim() == 2 else decoded[1, 0])
+        segment = codec.decode_segment(codes, 0, 160, 320)
+        assert torch.equal(segment, audio[..., 160:480])
+    expected = "Codec.encode takes a float torch tensor (samples,), (channels, samples) or (batch, channels, "
+    expected += "samples) of samples in [-1, 1] at 16000 Hz, got shape "
+    for bad in (x[0, 0, 0], x[None]):  # 0-D, 4-D
+        with pytest.raises(UsageError, match=f"^{re.escape(expected + str(tuple(bad.shape)))}$"):
+            codec.encode(bad)
+    # codes that say (C, T) or (T,) but hold more items (or channels) than that rank can hold
+    for dims, codes in ((2, batched.codes), (1, batched.codes[:2])):
+        with pytest.raises(UsageError, match=rf"^Codec.decode: audio_dims is 3 .* got {dims} for "):
+            codec.decode(Codes(codes, 800, 2, dims))
+
+
 def test_decode_takes_raw_codes_as_a_decode_session_does(codec, wav):
     codes = codec.encode(wav)
     raw = codec.decode(codes.codes)
@@ -320,8 +348,9 @@ def test_decode_segment_refuses_samples_the_frames_do_not_cover(codec, wav):
 
 
 def test_docstrings_name_rate_and_shapes():
-    assert "sample_rate" in Codec.encode.__doc__ and "(batch, channels, samples)" in Codec.encode.__doc__
-    for method in (Enhancer.enhance, BandwidthExtender.extend):
+    assert "sample_rate" in Codec.encode.__doc__
+    for method in (Codec.encode, Enhancer.enhance, BandwidthExtender.extend):
+        assert "(batch, channels, samples)" in method.__doc__
         assert "(samples,)" in method.__doc__ and "(channels, samples)" in method.__doc__
     assert "Float64" in Codec.encode.__doc__ and "Float64" in Enhancer.enhance.__doc__
 

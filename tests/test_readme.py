@@ -45,7 +45,7 @@ def test_readme_python_section_runs(tmp_path, monkeypatch):
     assert wav.dim() == 2 and wav.shape[0] == 1 and names["rate"] == 16000
     assert names["spec"].shape[:2] == (1, 257) and names["spec"].is_complex()
     assert names["mel"].shape[:2] == (1, 80)
-    assert names["audio"].shape == wav[None].shape  # exactly the input length
+    assert names["audio"].shape == wav.shape  # (C, T) in, (C, T) out, exactly the input length
     assert names["clean"].shape == wav.shape
     assert names["wide"].shape[-1] == 2 * names["narrow"].shape[-1]
     assert (tmp_path / "out.flac").is_file() and (tmp_path / "talk.wav").is_file()

@@ -8,6 +8,11 @@ samples at the start of the decoder output, so users see aligned, exact-length a
 
 Channels. A mono model codes each channel of a multichannel input as its own stream (channels are
 folded into the batch); :class:`Codes` remembers the channel count and ``decode`` restores it.
+
+Shapes. ``encode`` takes ``(samples,)``, ``(channels, samples)`` (as :func:`audiokit.io.load` gives it) or
+``(batch, channels, samples)`` audio, as ``Enhancer.enhance`` and ``BandwidthExtender.extend`` do; the
+codes are ``(batch * channels, n_q, frames)`` whatever the rank, and ``decode`` gives back audio of the
+rank that was encoded (:attr:`Codes.audio_dims`), so ``decode(encode(wav))`` has ``wav``'s shape.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from audiokit.errors import ModelError, UsageError
-from audiokit.models.base import AudioModel, ModelConfig
+from audiokit.models.base import ANY_AUDIO_SHAPE, AudioModel, ModelConfig
 from audiokit.nn import (
     CausalISTFTHead,
     ISTFTDecoder,
@@ -214,13 +219,17 @@ class Codes:
     """Discrete codes of a batch of signals.
 
     ``codes``: int64 ``(batch * channels, n_q, frames)`` (channel ``c`` of item ``b`` is row
-    ``b * channels + c``); ``length``: samples per channel of the original signal; ``channels``:
-    channel count of the original signal.
+    ``b * channels + c``) whatever the rank of the encoded audio (``(samples,)`` gives one row,
+    ``(channels, samples)`` one per channel); ``length``: samples per channel of the original signal;
+    ``channels``: channel count of the original signal; ``audio_dims``: the rank of the original signal
+    (1: ``(samples,)``, 2: ``(channels, samples)``, 3: ``(batch, channels, samples)``), the rank
+    :meth:`Codec.decode` gives back.
     """
 
     codes: torch.Tensor
     length: int
     channels: int = 1
+    audio_dims: int = 3
 
     @property
     def num_codebooks(self) -> int:
@@ -250,7 +259,8 @@ def _stack_options(config: CodecConfig) -> dict[str, Any]:
 class Codec(AudioModel, family="codec", config_class=CodecConfig, configs=CONFIGS):
     """A neural audio codec with the shared audiokit model interface (see DESIGN.md §3).
 
-    Audio tensors are float32 ``(batch, channels, samples)`` at :attr:`sample_rate` Hz.
+    Audio tensors are float32 ``(batch, channels, samples)`` at :attr:`sample_rate` Hz (:meth:`encode`
+    also takes ``(samples,)`` and ``(channels, samples)``, and :meth:`decode` gives that rank back).
     """
 
     config: CodecConfig
@@ -419,23 +429,27 @@ class Codec(AudioModel, family="codec", config_class=CodecConfig, configs=CONFIG
 
     @torch.no_grad()
     def encode(self, wav: torch.Tensor, bitrate: float | None = None) -> Codes:
-        """Codes of ``wav``: float ``(batch, channels, samples)`` in [-1, 1] at :attr:`sample_rate` Hz
-        (resample first), at ``bitrate`` bits/s (see :attr:`bitrates`; ``None``: every codebook).
+        """Codes of float ``wav`` ``(samples,)``, ``(channels, samples)`` (as :func:`audiokit.io.load`
+        returns it) or ``(batch, channels, samples)`` in [-1, 1] at :attr:`sample_rate` Hz (resample
+        first), at ``bitrate`` bits/s (see :attr:`bitrates`; ``None``: every codebook). The codes are
+        ``(batch * channels, n_q, frames)`` for every rank (one row for ``(samples,)``); :meth:`decode`
+        gives back audio of ``wav``'s shape.
 
-        Float64 (or float16) audio is converted to float32; integer PCM, numpy arrays and NaN or
-        infinite samples raise :class:`~audiokit.errors.UsageError`. Runs without autograd (the codes are
-        integers: training calls :meth:`forward`)."""
-        wav = self.audio_input(wav, "Codec.encode")
+        Float64 (or float16) audio is converted to float32; integer PCM, numpy arrays, other ranks and
+        NaN or infinite samples raise :class:`~audiokit.errors.UsageError`. Runs without autograd (the
+        codes are integers: training calls :meth:`forward`)."""
+        x = self.audio_input(wav, "Codec.encode", ANY_AUDIO_SHAPE, ndims=(1, 2, 3))
+        batched = x.reshape((1,) * (3 - x.dim()) + x.shape)
         n_q = self.n_q_for_bitrate(bitrate)
-        folded = self._fold(wav)
-        codes = self.quantizer.encode(self._latent(folded), n_q)
-        return Codes(codes, wav.shape[-1], wav.shape[1])
+        codes = self.quantizer.encode(self._latent(self._fold(batched)), n_q)
+        return Codes(codes, x.shape[-1], batched.shape[1], x.dim())
 
     def decode(self, codes: Codes | torch.Tensor) -> torch.Tensor:
-        """Float32 audio ``(batch, channels, samples)`` at :attr:`sample_rate` Hz from :class:`Codes`
-        (``samples`` and ``channels`` are those given to :meth:`encode`), or from a raw integer tensor
-        ``(rows, n_q, frames)`` as a ``"decode"`` session without a length gives it: ``(rows, 1,
-        frames * hop_length - target_delay)`` (up to ``hop_length - 1`` samples past the original end).
+        """Float32 audio at :attr:`sample_rate` Hz from :class:`Codes`, of the shape given to
+        :meth:`encode` (``(samples,)``, ``(channels, samples)`` or ``(batch, channels, samples)``), or
+        from a raw integer tensor ``(rows, n_q, frames)`` as a ``"decode"`` session without a length
+        gives it: ``(rows, 1, frames * hop_length - target_delay)`` (up to ``hop_length - 1`` samples
+        past the original end).
 
         Codes outside ``0 .. codebook_size - 1`` raise :class:`~audiokit.errors.UsageError`. With autograd
         on, the audio is differentiable in the decoder's weights (tests train through it): call it under
@@ -444,11 +458,13 @@ class Codec(AudioModel, family="codec", config_class=CodecConfig, configs=CONFIG
         codes = self._checked_codes(codes, "Codec.decode")
         n_q = codes.codes.shape[1]
         latent = self.condition_latent(self.quantizer.decode(codes.codes), n_q)
-        return self._synthesize(latent, codes.length, codes.channels, n_q)
+        audio = self._synthesize(latent, codes.length, codes.channels, n_q)
+        return audio.reshape(audio.shape[3 - codes.audio_dims :])  # one item when audio_dims < 3
 
     @torch.no_grad()
     def decode_segment(self, codes: Codes, first_frame: int, start: int, length: int) -> torch.Tensor:
-        """Audio samples ``[start, start + length)`` from codes of frames ``first_frame`` onwards.
+        """Audio samples ``[start, start + length)`` from codes of frames ``first_frame`` onwards, in
+        the shape :meth:`decode` gives.
 
         ``codes.codes`` holds frames ``first_frame ..``; for a result equal to a full decode the frames
         must start at least :attr:`decoder_context_frames` before the one holding ``start`` (or at 0).
@@ -461,7 +477,8 @@ class Codec(AudioModel, family="codec", config_class=CodecConfig, configs=CONFIG
         if start < 0 or offset < 0 or offset + length > audio.shape[-1]:
             span = f"[{start}, {start + length})"
             raise UsageError(f"Codec.decode_segment: frames from {first_frame} do not cover samples {span}")
-        return audio[..., offset : offset + length].reshape(-1, codes.channels, length)
+        audio = audio[..., offset : offset + length].reshape(-1, codes.channels, length)
+        return audio.reshape(audio.shape[3 - codes.audio_dims :])
 
     def check_codes(self, codes: Any, where: str) -> torch.Tensor:
         """``codes`` as int64 ``(rows, n_q, frames)`` with ``1 <= n_q <=`` :attr:`num_codebooks` and every
@@ -498,6 +515,14 @@ class Codec(AudioModel, family="codec", config_class=CodecConfig, configs=CONFIG
         if codes.channels < 1 or checked.shape[0] % fold:
             raise UsageError(
                 f"{where}: {checked.shape[0]} rows of codes do not hold {codes.channels} channels"
+            )
+        items = checked.shape[0] // fold
+        fits = {3: True, 2: items == 1, 1: items == 1 and codes.channels == 1}
+        if not fits.get(codes.audio_dims, False):
+            raise UsageError(
+                f"{where}: audio_dims is 3 (batch, channels, samples), 2 (channels, samples) for one item or "
+                f"1 (samples,) for one mono item; got {codes.audio_dims!r} for {items} item(s) of "
+                f"{codes.channels} channel(s)"
             )
         most = frames * self.hop_length - self.target_delay
         if check_length and not 1 <= codes.length <= most:
