@@ -66,9 +66,11 @@ WRITABLE_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif"
 
 MIN_SAMPLE_RATE = 1000
 MAX_SAMPLE_RATE = 384_000
+OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
+"""The rates (Hz) Opus codes (libsndfile writes no other; it decodes any Opus file at one of them)."""
 # output formats that take only some rates (Hz) or channel counts
 _FORMAT_RATES = {
-    ".opus": (8000, 12000, 16000, 24000, 48000),
+    ".opus": OPUS_RATES,
     ".mp3": (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000),
 }
 _FORMAT_MAX_RATE = {".ogg": 192_000}  # libvorbis crashes above

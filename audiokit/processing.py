@@ -42,6 +42,9 @@ LOSSLESS_FORMATS = {
     ".w64": "W64",
 }
 """Output extensions that keep the input's sample format (``PCM_24``, ``FLOAT``...) where they hold it."""
+CODEC_FORMATS = {".ogg": "OGG", ".mp3": "MP3"}
+"""Output extensions of lossy formats that keep the input's codec (Opus, Vorbis, MPEG layer) where
+they hold it (``.opus`` is always Opus)."""
 
 Model = TypeVar("Model", bound=AudioModel)
 Resampler = Callable[[torch.Tensor, bool], torch.Tensor]
@@ -151,12 +154,21 @@ FLOAT_SUBTYPES = frozenset({"FLOAT", "DOUBLE"})
 """Sample formats that hold samples beyond full scale (nothing is clipped writing them)."""
 
 
-def _output_subtype(source_info: io.AudioInfo, target: PathLike) -> str | None:
-    """The input's sample format when it is PCM or float and ``target`` is lossless and holds it, else
-    None (the format's default: 16-bit PCM for WAV/FLAC)."""
-    fmt = LOSSLESS_FORMATS.get(io.output_extension(target))
-    keep = fmt and source_info.subtype in PCM_SUBTYPES and sf.check_format(fmt, source_info.subtype)
-    return source_info.subtype if keep else None
+def _output_subtype(source_info: io.AudioInfo, target: PathLike, rate: int) -> str | None:
+    """The input's sample format or codec where ``target``'s format holds it at ``rate`` Hz, else None
+    (the format's default: 16-bit PCM for WAV/FLAC, Vorbis for ``.ogg``, Opus for ``.opus``).
+
+    PCM and float formats are kept in lossless files (:data:`LOSSLESS_FORMATS`), codecs in their own
+    containers (:data:`CODEC_FORMATS`): Opus in Ogg stays Opus at the rates Opus codes
+    (:data:`~audiokit.io.OPUS_RATES`, which every Opus file decodes at; any other output rate is written
+    as Vorbis, the Ogg default), an MP3 keeps its MPEG layer."""
+    suffix, subtype = io.output_extension(target), source_info.subtype
+    if suffix in LOSSLESS_FORMATS:
+        keep = subtype in PCM_SUBTYPES and sf.check_format(LOSSLESS_FORMATS[suffix], subtype)
+    else:
+        coded_at_rate = subtype != "OPUS" or rate in io.OPUS_RATES
+        keep = suffix in CODEC_FORMATS and sf.check_format(CODEC_FORMATS[suffix], subtype) and coded_at_rate
+    return subtype if keep else None
 
 
 def output_length(samples: int, input_rate: int, output_rate: int) -> int:
@@ -175,8 +187,9 @@ def process_file(
     """Process one audio file into ``target`` (format from its extension) in constant memory.
 
     ``plan`` makes the file's :class:`Plan` from its header; the output has the input's channels,
-    :func:`output_length` samples per channel and the input's sample format where
-    ``target`` is lossless and holds it: a float file keeps samples beyond full scale, any other format
+    :func:`output_length` samples per channel and the input's sample format or codec where ``target``'s
+    format holds it (:func:`_output_subtype`: Opus in Ogg stays Opus): a float file keeps samples beyond
+    full scale, any other format
     gets them clipped to [-1, 1] and counted (``clipped``, all channels). ``source``/``target`` may be
     ``-`` (standard input/output, WAV out). ``raw``: read ``source`` as headerless PCM. Returns
     ``{"input", "output", "input_rate", "sample_rate", "channels", "samples", "clipped", "seconds",
@@ -215,7 +228,7 @@ def _process_path(
             "write another format (.wav, .flac...)"
         )
     io.check_output_format(target, rate, channels)
-    subtype = _output_subtype(info, target)
+    subtype = _output_subtype(info, target, rate)
     holds_any_level = subtype in FLOAT_SUBTYPES  # a float file keeps what lies beyond full scale
     read = written = clipped = 0
     with io.open_writer(target, rate, channels, subtype) as write, torch.inference_mode():

@@ -48,6 +48,19 @@ def test_output_is_16k_with_exact_length(tmp_path, model_file, source):
     assert (got.samplerate, got.channels, got.frames) == (16000, want.channels, expected)
 
 
+def test_opus_in_ogg_comes_out_as_opus_at_the_output_rate(tmp_path, model_file):
+    """8 kHz Opus in ``.ogg`` (opusenc's) extended to a 16 kHz ``.ogg`` is Opus, not Vorbis."""
+    clip = support.write_clip(tmp_path / "phone.wav", "speech_fr_8k_a.wav", 1.0, subtype="PCM_16")
+    subprocess.run(["opusenc", "--quiet", str(clip), str(tmp_path / "phone.ogg")], check=True)
+    assert (sf.info(tmp_path / "phone.ogg").subtype, sf.info(tmp_path / "phone.ogg").samplerate) == (
+        "OPUS",
+        8000,
+    )
+    assert bwe(tmp_path / "phone.ogg", tmp_path / "wide.ogg", "-m", model_file) == 0
+    got = sf.info(tmp_path / "wide.ogg")
+    assert (got.format, got.subtype, got.samplerate, got.frames) == ("OGG", "OPUS", 16000, 16000)
+
+
 def test_content_above_the_output_band_is_warned_about_once(tmp_path, model_file, capsys):
     """20 kHz music at 44.1 kHz comes out at 16 kHz: one warning says what is not kept; narrowband
     speech gets none."""

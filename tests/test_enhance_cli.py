@@ -27,6 +27,7 @@ from audiokit import io
 from audiokit.cli import main
 from audiokit.enhancement import enhance_audio, enhance_file, load_enhancer
 from audiokit.models.enhancer import Enhancer
+from audiokit.processing import _output_subtype
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 
@@ -58,6 +59,32 @@ def test_compressed_input_to_wav_is_written_as_pcm(tmp_path, model_file):
     assert enhance(mp3, tmp_path / "out.wav", "-m", model_file) == 0
     out = sf.info(tmp_path / "out.wav")
     assert (out.subtype, out.samplerate, out.frames) == ("PCM_16", 16000, sf.info(mp3).frames)
+
+
+def test_opus_in_ogg_is_written_back_as_opus(tmp_path, model_file):
+    """An Opus stream in ``.ogg`` (opusenc's, and one ``.opus`` file) came back as Vorbis: libsndfile's
+    default for Ogg. Opus stays Opus at the input's rate and exact length; Vorbis stays Vorbis, and a
+    ``.opus`` target is Opus whatever the input."""
+    clip = write_clip(tmp_path / "clip.wav", "speech_fr_16k_a.flac", 1.5, subtype="PCM_16")
+    for name in ("in.ogg", "in.opus"):
+        subprocess.run(["opusenc", "--quiet", "--bitrate", "24", str(clip), str(tmp_path / name)], check=True)
+    sf.write(tmp_path / "vorbis.ogg", sf.read(clip, dtype="float32")[0], 16000, subtype="VORBIS")
+    cases = [
+        ("in.ogg", "out.ogg", "OPUS"),
+        ("in.opus", "from-opus.ogg", "OPUS"),
+        ("vorbis.ogg", "still-vorbis.ogg", "VORBIS"),
+        ("vorbis.ogg", "now.opus", "OPUS"),
+    ]
+    for source, target, subtype in cases:
+        assert enhance(tmp_path / source, tmp_path / target, "-m", model_file) == 0
+        got, want = sf.info(tmp_path / target), sf.info(tmp_path / source)
+        assert (got.format, got.subtype) == ("OGG", subtype), (source, target)
+        assert (got.samplerate, got.frames) == (want.samplerate, want.frames) == (16000, 24000)
+    # an output rate Opus does not code (none of the shipped models makes one) is written as Vorbis
+    opus = io.info(tmp_path / "in.ogg")
+    assert _output_subtype(opus, tmp_path / "x.ogg", 16000) == "OPUS"
+    assert _output_subtype(opus, tmp_path / "x.ogg", 44100) is None
+    assert _output_subtype(opus, tmp_path / "x.wav", 16000) is None  # PCM_16
 
 
 def test_streamed_file_equals_offline_enhance(tmp_path, model_file, capsys):
