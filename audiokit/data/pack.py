@@ -45,7 +45,6 @@ from audiokit.schema import json_number
 from audiokit.tools import OPUS_MIN_KBPS, require_tool
 
 CODECS = ("opus",)
-OPUS_RATES = (8000, 12000, 16000, 24000, 48000)  # rates Opus keeps as they are (others decode at 48 kHz)
 PACK_JSON_RESERVE = 64 * 1024  # bytes kept free in the budget for PACK.json
 DROPPED_FIELDS = ("source_sha256",)  # provenance kept in the source manifest; saves ~85 bytes a row
 MIB = 1 << 20
@@ -168,8 +167,9 @@ def pack(
     """
     if codec not in CODECS:
         raise UsageError(f"--codec {codec!r}: choose from {', '.join(CODECS)}")
-    if sample_rate not in OPUS_RATES:
-        raise UsageError(f"--sample-rate {sample_rate}: Opus keeps only {', '.join(map(str, OPUS_RATES))} Hz")
+    if sample_rate not in audio_io.OPUS_RATES:
+        rates = ", ".join(map(str, audio_io.OPUS_RATES))
+        raise UsageError(f"--sample-rate {sample_rate}: Opus keeps only {rates} Hz")
     if not OPUS_MIN_KBPS <= kbps <= 256:
         raise UsageError(f"--kbps {kbps:g}: Opus takes {OPUS_MIN_KBPS:g} to 256 kbit/s for one channel")
     if max_clips is not None and max_clips < 1:
