@@ -42,6 +42,10 @@ class TrainingError(AudiokitError):
     """A training run cannot go on (its gradients stayed NaN or infinite: it diverged)."""
 
 
+class OutOfMemory(TrainingError):
+    """A training step needed more memory than the device had (a smaller batch may fit)."""
+
+
 class PeerStopped(TrainingError):
     """Another process of a DDP run (``torchrun``) stopped on an error, so this one stops too. The
     process that failed prints that error; the command line prints nothing for this one."""

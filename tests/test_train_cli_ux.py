@@ -5,6 +5,7 @@ is written. Real tiny runs on samples/ through the real command line."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -295,3 +296,40 @@ def test_info_of_a_pt_file_that_holds_weights_but_no_run_is_one_line(tmp_path, c
     torch.save(state, path)
     assert main(["info", str(path)]) == 1
     assert f"{path}: not an audiokit training checkpoint" in _one_error_line(capsys)
+
+
+def test_a_step_out_of_memory_is_one_line_naming_the_batch(tmp_path):
+    """A batch too large for the memory: the allocator's failure (here under an address-space limit, in a
+    process of its own) is one line naming the run, the batch size and the way out, not an internal
+    error; run.json records why the session ended."""
+    import subprocess
+    import sys
+
+    script = (
+        "import resource, sys, torch\n"
+        "from audiokit.cli import main\n"
+        "used = int(open('/proc/self/statm').read().split()[0]) * resource.getpagesize()\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (used + 2**30, used + 2**30))\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    run = tmp_path / "run"
+    args = ["train", str(ENHANCE), "--run-dir", str(run), "-q", "--max-steps", "2"]
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args, "--set", "data.batch_size=512"],
+        capture_output=True, text=True, cwd=ROOT, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    err = done.stderr.strip()
+    assert done.returncode == 1 and len(err.splitlines()) == 1, err
+    assert err.startswith(f"audiokit train: error: {run}: out of memory in step 1 on cpu (tried to allocate ")
+    assert "data.batch_size=512" in err and err.endswith("nothing was saved"), err
+    assert json.loads((run / "run.json").read_text())["sessions"][-1]["stopped"] == "out of memory"
+
+
+def test_what_a_failed_allocation_tried_to_get():
+    from audiokit.train.trainer import out_of_memory
+
+    gpu = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity")
+    cpu = RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 66576384 bytes.")
+    assert out_of_memory(gpu) == "tried to allocate 2.00 GiB"
+    assert out_of_memory(cpu) == "tried to allocate 63.5 MiB"
+    assert out_of_memory(RuntimeError("shape mismatch")) is None

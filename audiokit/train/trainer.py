@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import re
 import signal
 import sys
 import time
@@ -29,7 +30,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from audiokit.errors import ModelError, RecipeError, TrainingError, UsageError
+from audiokit.errors import ModelError, OutOfMemory, RecipeError, TrainingError, UsageError
 from audiokit.io import TEMP_NAME, clean_stale_temps
 from audiokit.models.base import AudioModel, ModelConfig, registered_names, resolve_config, with_article
 from audiokit.train.checkpoint import RUN_CHECKPOINT as CHECKPOINT
@@ -98,6 +99,19 @@ def _misfit(saved: ModelConfig | None, wanted: ModelConfig, holder: str, exc: Ex
     if not changed:
         return " ".join(str(exc).split())[:300]
     return "; ".join(f"{key}: {old} in the {holder}, {new} in the recipe" for key, old, new in changed[:4])
+
+
+def out_of_memory(exc: BaseException) -> str | None:
+    """What an allocation that failed tried to get (e.g. ``"tried to allocate 2.00 GiB"``), when ``exc``
+    is one: a GPU's ``torch.OutOfMemoryError`` or the CPU allocator's error; ``None`` for other errors."""
+    message = str(exc)
+    if not isinstance(exc, torch.OutOfMemoryError) and "can't allocate memory" not in message:
+        return None
+    found = re.search(r"tried to allocate (\d+) bytes", message, re.IGNORECASE)
+    if found:
+        return f"tried to allocate {int(found.group(1)) / 2**20:.1f} MiB"
+    found = re.search(r"tried to allocate ([\d.]+ [KMGT]i?B)", message, re.IGNORECASE)
+    return f"tried to allocate {found.group(1)}" if found else "an allocation failed"
 
 
 def _shown(value: Any) -> str:
@@ -535,12 +549,19 @@ class Trainer:
                 result.stopped = reason
                 break
             try:
-                logs = self.train_step(next(stream))
-            except TrainingError:
+                try:
+                    logs = self.train_step(next(stream))
+                except RuntimeError as exc:  # torch.OutOfMemoryError (a GPU's) is one too
+                    if out_of_memory(exc) is None:
+                        raise
+                    raise self._out_of_memory(exc, saved_at) from None
+            except TrainingError as exc:
                 bar.close()
                 if self.records is not None:
                     self.records.flush()
-                    self.records.end_session(self.step, "diverged")
+                    self.records.end_session(
+                        self.step, "out of memory" if isinstance(exc, OutOfMemory) else "diverged"
+                    )
                 raise
             self.step += 1
             window_steps += 1
@@ -579,6 +600,21 @@ class Trainer:
             self.records.flush()
             self.records.end_session(self.step, result.stopped)
         return result
+
+    def _out_of_memory(self, exc: RuntimeError, saved_at: int) -> OutOfMemory:
+        """The one-line error of a training step that ran out of memory (``exc``), naming what sets
+        the step's size; the run keeps the checkpoint at ``saved_at`` (if any)."""
+        data = self.recipe.data
+        kept = (
+            f"the checkpoint at step {saved_at} is kept (--resume with a smaller batch goes on from it)"
+            if (self.run_dir / CHECKPOINT).is_file()
+            else "nothing was saved"
+        )
+        return OutOfMemory(
+            f"{self.run_dir}: out of memory in step {self.step + 1} on {self.recipe.run.device} "
+            f"({out_of_memory(exc)}) with data.batch_size={data.batch_size} and "
+            f"data.segment_seconds={data.segment_seconds:g}: lower them (--set data.batch_size=N); {kept}"
+        )
 
     def close(self) -> None:
         """Close the TensorBoard writer."""
