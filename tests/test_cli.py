@@ -346,7 +346,7 @@ def test_info_describes_a_models_weights(tmp_path):
     codec, enhancer = done.stdout.strip().splitlines()
     assert "codec weights, speech-16k (speech-16k@6)" in codec and "latency 40 ms" in codec
     assert "0.5-6 kbps (12 codebooks of 1024)" in codec and "16000 Hz, 1 ch, hop 320 samples" in codec
-    assert "enhancer weights, enhance-16k (shipped enhance-16k, step " in enhancer
+    assert "enhancer weights, enhance-16k (enhance-16k@3, step 6676)" in enhancer
     assert "339,392 parameters" in enhancer and "latency 20 ms" in enhancer
 
     run = Enhancer.from_config("enhance-16k").save_pretrained(tmp_path / "model", extra={"step": 7})

@@ -170,7 +170,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         metavar="MODEL",
         help="code REF with this codec through .akc files, enhance TEST_DIR with this enhancer, or extend "
         "REF downsampled to --input-rate with this bandwidth extender (next to sinc in the same report) "
-        "(shipped name, run directory or .safetensors)",
+        "(shipped name, NAME@N for its shipped version N, run directory or .safetensors)",
     )
     parser.add_argument(
         "--bitrate",

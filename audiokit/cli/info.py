@@ -1,7 +1,8 @@
 """``audiokit info FILE...``: rate, channels, duration, codec, peak, RMS, bandwidth and the count of
 NaN or infinite samples of audio files; model (and which shipped version of its weights),
 entropy-coding model, bitrate, duration and original rate of .akc files; family, name (and shipped
-version), step, parameters, rate, hop, latency and bitrates of a model's .safetensors weights."""
+version), step, parameters, rate, hop, latency and bitrates of a model's .safetensors weights (or of the
+shipped weights a name gives: enhance-16k, enhance-16k@1)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from audiokit.errors import UsageError
 from audiokit.evaluation.describe import describe
 from audiokit.io import RawFormat
 from audiokit.models.archive import decoding_version, model_version
-from audiokit.models.base import WEIGHTS_DIR, is_shipped
+from audiokit.models.base import WEIGHTS_DIR, is_shipped, is_shipped_name, resolve_weights
 
 
 def _fmt_db(value: float | None) -> str:
@@ -89,8 +90,10 @@ def _describe(path: str, raw: RawFormat | None) -> dict:
     """:func:`describe`, plus for an ``.akc`` file the shipped version of its weights (``name@version``,
     None for weights never shipped), the installed version that decodes it (``decoded_by``: the same, or
     a later one that writes the same codes; None when none is installed), whether it is entropy-coded
-    and the file of the entropy-coding model it names (None when this package lacks it)."""
-    with io.readable_path(path) as readable:  # `-`: standard input, read whole into a temporary file
+    and the file of the entropy-coding model it names (None when this package lacks it). A shipped
+    model's name (``name@version`` included) that is not a file describes its weights."""
+    source = str(resolve_weights(path)) if not Path(path).exists() and is_shipped_name(path) else path
+    with io.readable_path(source) as readable:  # `-`: standard input, read whole into a temporary file
         row = describe(readable, raw)
     row["path"] = io.shown_name(path)
     if row.get("format") in ("weights", "entropy-prior"):
@@ -168,7 +171,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "files",
         nargs="+",
         metavar="FILE",
-        help="audio or .akc files (or folders of them), or a model's .safetensors weights",
+        help="audio or .akc files (or folders of them), or a model's .safetensors weights (or a shipped "
+        "model's name: enhance-16k, enhance-16k@1)",
     )
     parser.add_argument(
         "--json",

@@ -19,7 +19,7 @@ def add_model_option(parser: argparse.ArgumentParser, default: str | None, what:
         "-m",
         "--model",
         default=default,
-        help=f"{what}: shipped name, run directory or .safetensors ({shown})",
+        help=f"{what}: shipped name (NAME@N: its shipped version N), run directory or .safetensors ({shown})",
     )
 
 

@@ -228,8 +228,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "--model",
         action="append",
         metavar="MODEL",
-        help="model name or .safetensors path to serve (repeatable; default: every shipped codec and "
-        "enhancer; bandwidth extenders cannot be served)",
+        help="model name (NAME@N: its shipped version N) or .safetensors path to serve (repeatable; "
+        "default: every shipped codec and enhancer; bandwidth extenders cannot be served)",
     )
     parser.add_argument(
         "--max-streams", type=whole_number(1), default=64, help="live streams in all (default: 64)"

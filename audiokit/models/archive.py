@@ -1,7 +1,8 @@
-"""The weights archive: every shipped version of a model's weights stays addressable by its sha256
-(``audiokit/weights/ARCHIVE.json``, plus the archive ``$AUDIOKIT_WEIGHTS_ARCHIVE`` names) and by
-``name@version``: which file holds it, whether it is installed, which installed version decodes the
-files an older one wrote (docs/bitstream.md, "Weights across upgrades")."""
+"""The weights archive: every shipped version of every model's weights (codec, enhancer...) stays
+addressable by its sha256 (``audiokit/weights/ARCHIVE.json``, plus the archive
+``$AUDIOKIT_WEIGHTS_ARCHIVE`` names) and by ``name@version``: which file holds it, whether it is
+installed, and for a codec which installed version decodes the files an older one wrote
+(docs/bitstream.md, "Weights across upgrades")."""
 
 from __future__ import annotations
 
@@ -41,13 +42,23 @@ def model_version(model_name: str, weights_hash: str) -> str | None:
     return f"{model_name}@{entry['version']}"
 
 
-def versioned_weights(spec: str) -> Path:
-    """The weights file of ``name@version`` (an archived shipped version of ``name``)."""
+def archived_version(spec: str) -> str | None:
+    """The weights sha256 of ``spec`` when it is ``name@version``, an archived shipped version of
+    ``name`` (installed or not); else None."""
     name, _, version = spec.rpartition("@")
     for sha256, entry in archive_entries().items():
         if entry["model"] == name and str(entry["version"]) == version:
-            return weights_for(name, sha256)
-    raise ModelError(f"{spec}: no shipped version {version!r} of {name!r} in the weights archive")
+            return sha256
+    return None
+
+
+def versioned_weights(spec: str) -> Path:
+    """The weights file of ``name@version`` (an archived shipped version of ``name``)."""
+    name, _, version = spec.rpartition("@")
+    sha256 = archived_version(spec)
+    if sha256 is None:
+        raise ModelError(f"{spec}: no shipped version {version!r} of {name!r} in the weights archive")
+    return weights_for(name, sha256)
 
 
 def weights_for(model_name: str, weights_hash: str) -> Path:

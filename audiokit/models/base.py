@@ -470,9 +470,22 @@ def resolve_config(
     return family, schema.merge(family.configs[name], overrides, where, error, f"{prefix}.options")
 
 
+def is_shipped_name(text: str) -> bool:
+    """Whether ``text`` names shipped weights by name, not by path: a registered model name, or
+    ``name@version`` of an archived shipped version (:mod:`audiokit.models.archive`)."""
+    if text in registered_names():
+        return True
+    if "@" not in text or Path(text).exists():
+        return False
+    from audiokit.models.archive import archived_version  # (which imports this module)
+
+    return archived_version(text) is not None
+
+
 def is_shipped(name_or_path: str | Path) -> bool:
-    """Whether ``name_or_path`` names shipped weights: a model name, or a file in ``audiokit/weights``."""
-    if str(name_or_path) in registered_names():
+    """Whether ``name_or_path`` names shipped weights: a model name (``name@version`` included), or a
+    file in ``audiokit/weights``."""
+    if is_shipped_name(str(name_or_path)):
         return True
     path = Path(name_or_path)
     folder = path if path.is_dir() else path.parent
@@ -485,8 +498,11 @@ def with_article(name: str) -> str:
 
 
 def model_label(name_or_path: str | Path, name: str) -> str:
-    """How messages name a model: its ``name`` when ``name_or_path`` is shipped, else the path as the
-    user gave it with the config name it was built from (``runs/tiny (a speech-16k model)``)."""
+    """How messages name a model: the shipped name as given (``speech-16k``, ``enhance-16k@1``), its
+    ``name`` for a file in ``audiokit/weights``, else the path as the user gave it with the config name
+    it was built from (``runs/tiny (a speech-16k model)``)."""
+    if is_shipped_name(str(name_or_path)):
+        return str(name_or_path)
     return name if is_shipped(name_or_path) else f"{name_or_path} ({with_article(name)} model)"
 
 
