@@ -2,7 +2,7 @@
 weights archive ``audiokit/weights/ARCHIVE.json``, as the codec's versions do) with the config it
 trained with, in Python and in every command that takes a model (enhance, eval, bench, serve) or
 describes one (info); each enhances a real noisy clip exactly as the code of the commit that shipped it
-did."""
+did, and has a card naming its weights, how to load them and the noise it trained on."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import yaml
 from conftest import ROOT, SAMPLES, run_stream
 from serve_support import running_server, speech
 
@@ -130,3 +131,27 @@ def test_serve_serves_versions_by_name_side_by_side(versions):
             result = asyncio.run(client.stream(running.ws, [x[:7000], x[7000:]], 16000, model=name))
             expected = versions[version].enhance(torch.from_numpy(x)[None, None])[0, 0].numpy()
             assert result.audio.shape == x.shape and np.abs(result.audio - expected).max() < 1e-5, name
+
+
+@pytest.mark.parametrize("version", sorted(OWN_CONFIG))
+def test_each_version_has_a_card_with_its_weights_and_training_noise(version):
+    """The card names the version's weights and, as its recipe mixed them in, the recorded noise and
+    music it trained on by package and licence; an old version's card says how to load it by name and
+    its Reproduce lines name the version (the bare name loads today's weights)."""
+    newest = version == max(VERSIONS)
+    stem = "enhance-16k" if newest else f"enhance-16k@{version}"
+    card = json.loads((ROOT / "docs" / "models" / f"{stem}.json").read_text())
+    markdown = (ROOT / "docs" / "models" / f"{stem}.md").read_text()
+    assert card["weights"]["sha256"] == VERSIONS[version]
+    recipe = yaml.safe_load(card["training"]["recipe_yaml"])
+    weights = recipe["mixture"]["noise_weights"]
+    listed = [entry["key"] for entry in card["training_data"]]
+    recorded = weights.get("recorded", 0) > 0 or recipe["data"].get("noise_probability", 0) > 0
+    assert ("data.noise" in listed) == recorded and ("data.music" in listed) == (weights.get("music", 0) > 0)
+    for key in listed:
+        assert f"`{key}` = `" in markdown
+    if not newest:
+        assert f'Enhancer.from_pretrained("enhance-16k@{version}")' in markdown
+        assert card["weights"]["path"] == f"audiokit/weights/enhance-16k@{version}.safetensors"
+        reproduce = markdown.split("## Reproduce")[1]
+        assert "-m enhance-16k " not in reproduce and f"-m enhance-16k@{version} " in reproduce
