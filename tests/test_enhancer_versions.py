@@ -155,3 +155,12 @@ def test_each_version_has_a_card_with_its_weights_and_training_noise(version):
         assert card["weights"]["path"] == f"audiokit/weights/enhance-16k@{version}.safetensors"
         reproduce = markdown.split("## Reproduce")[1]
         assert "-m enhance-16k " not in reproduce and f"-m enhance-16k@{version} " in reproduce
+
+
+@pytest.mark.parametrize("name", ["enhance-16k@9", "speech-16k@99"])
+def test_info_on_a_version_never_shipped_says_so(name, capsys):
+    assert main(["info", name]) == 1
+    err = capsys.readouterr().err.strip()
+    model, version = name.split("@")
+    why = f"no shipped version '{version}' of '{model}' in the weights archive"
+    assert err == f"audiokit info: error: {name}: {why}", err

@@ -19,7 +19,7 @@ from audiokit.errors import UsageError
 from audiokit.evaluation.describe import describe
 from audiokit.io import RawFormat
 from audiokit.models.archive import decoding_version, model_version
-from audiokit.models.base import WEIGHTS_DIR, is_shipped, is_shipped_name, resolve_weights
+from audiokit.models.base import WEIGHTS_DIR, is_shipped, is_shipped_name, registered_names, resolve_weights
 
 
 def _fmt_db(value: float | None) -> str:
@@ -92,7 +92,8 @@ def _describe(path: str, raw: RawFormat | None) -> dict:
     a later one that writes the same codes; None when none is installed), whether it is entropy-coded
     and the file of the entropy-coding model it names (None when this package lacks it). A shipped
     model's name (``name@version`` included) that is not a file describes its weights."""
-    source = str(resolve_weights(path)) if not Path(path).exists() and is_shipped_name(path) else path
+    named = is_shipped_name(path) or path.partition("@")[0] in registered_names()  # `name@9` says why not
+    source = str(resolve_weights(path)) if named and not Path(path).exists() else path
     with io.readable_path(source) as readable:  # `-`: standard input, read whole into a temporary file
         row = describe(readable, raw)
     row["path"] = io.shown_name(path)
