@@ -71,12 +71,16 @@ def test_ddp_two_processes_stay_in_sync_and_resume_exactly(tmp_path):
         assert torch.equal(state["discriminator"][key], resumed["discriminator"][key]), key
 
 
-def _torchrun_cli(run_dir: Path, *args: str, wait: bool = True) -> Any:
-    """``torchrun --nproc-per-node 2 -m audiokit train`` of the tiny codec on samples/, into ``run_dir``."""
+def _torchrun_cli(run_dir: Path, *args: str, wait: bool = True, torchrun: bool = True) -> Any:
+    """``torchrun --nproc-per-node 2 -m audiokit train`` of the tiny codec on samples/, into ``run_dir``
+    (``torchrun=False``: ``audiokit train --nproc-per-node 2``, the built-in launcher)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     env.pop("AUDIOKIT_DEBUG", None)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    command += ["-m", "audiokit", "train", str(TINY), "--run-dir", str(run_dir), "-q"]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m"]
+    if not torchrun:
+        command = [sys.executable, "-m"]
+    command += ["audiokit", "train", str(TINY), "--run-dir", str(run_dir), "-q"]
+    command += [] if torchrun else ["--nproc-per-node", "2"]
     command += ["--set", "run.tensorboard=false", "--set", "data.segment_seconds=0.25", *args]
     if not wait:
         return subprocess.Popen(command, env=env, cwd=ROOT, stderr=subprocess.PIPE, text=True)
@@ -161,3 +165,44 @@ def test_only_a_vanished_peer_counts_as_a_lost_peer():
     assert lost_peer(RuntimeError("[gloo/transport/tcp/pair.cc:553] Connection closed by peer [10.0.0.2]:1"))
     assert not lost_peer(dist.DistNetworkError("The client socket has timed out while trying to connect"))
     assert not lost_peer(dist.DistStoreError("Timed out after 901 seconds waiting for clients"))
+
+
+def test_nproc_per_node_error_is_the_whole_output(tmp_path):
+    # torchrun adds its own traceback and report of the failed processes; the built-in launcher nothing
+    done = _torchrun_cli(tmp_path / "run", "--set", f"data.valid={tmp_path / 'missing'}", torchrun=False)
+    assert done.returncode == 1
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(f"audiokit train: error: data.valid: '{tmp_path / 'missing'}' is neither")
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the launched processes in /proc")
+def test_nproc_per_node_ctrl_c_stops_every_rank_with_a_checkpoint(tmp_path):
+    # torchrun ended such a stop with 1 (or 134) after its own traceback of the signal
+    run_dir = tmp_path / "run"
+    settings = ["--set", "run.max_steps=100000", "--set", "eval.every_steps=100000", "--max-minutes", "3"]
+    launcher = _torchrun_cli(run_dir, *settings, wait=False, torchrun=False)
+    try:
+        deadline = time.monotonic() + 300
+        while not (run_dir / "metrics.jsonl").is_file() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        ranks = _children(launcher.pid)
+        launcher.send_signal(signal.SIGINT)
+        _, stderr = launcher.communicate(timeout=120)
+    finally:
+        launcher.kill()
+    assert len(ranks) == 2 and launcher.returncode == 130, stderr
+    (line,) = stderr.strip().splitlines()
+    assert line.startswith("audiokit train: stopped by SIGINT at step ") and "continue with --resume" in line
+    state = load_checkpoint(run_dir / "checkpoints" / "latest.pt")
+    assert state["data"]["world_size"] == 2 and state["step"] == int(line.split("at step ")[1].split(";")[0])
+    assert not any(Path(f"/proc/{pid}").exists() for pid in ranks)
+
+
+def test_nproc_per_node_under_torchrun_is_refused(tmp_path, monkeypatch, capsys):
+    from audiokit.cli import main
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["train", str(TINY), "--run-dir", str(tmp_path / "run"), "--nproc-per-node", "2"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "audiokit train: error: --nproc-per-node: this process was started by torchrun (WORLD_SIZE is set)"
+    )

@@ -134,6 +134,7 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.
     """``parser``'s namespace for ``argv``; an argument no option takes is the error of the command it
     was given to (``audiokit enhance: error: unrecognized arguments: ...``)."""
     args, extra = parser.parse_known_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # as given (`train --nproc-per-node` uses it)
     if extra:
         (commands,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
         commands.choices[args.command].error(f"unrecognized arguments: {' '.join(extra)}")

@@ -26,6 +26,10 @@ def _peer_lost(exc: RuntimeError) -> TrainingError:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.nproc_per_node > 1:
+        from audiokit.train.launch import launch
+
+        return launch(args.argv[args.argv.index("train") + 1 :], args.nproc_per_node)
     from audiokit.train.recipe import load_recipe
     from audiokit.train.runtime import launched_world_size, local_rank, lost_peer
     from audiokit.train.signals import StopSignals
@@ -83,7 +87,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         parents=[common],
         help="train a model from a YAML recipe",
         description=doc_text(__doc__)
-        + " Multi-GPU or multi-process: torchrun --nproc-per-node N -m audiokit train RECIPE ...",
+        + " Several processes or GPUs on this machine: --nproc-per-node N; on several machines: torchrun.",
     )
     parser.add_argument("recipe", help="YAML recipe, e.g. recipes/codec_speech16k.yaml")
     parser.add_argument("--run-dir", help="run directory (default: runs/<recipe name>)")
@@ -111,5 +115,12 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         action="append",
         metavar="KEY=VALUE",
         help="override a recipe key, e.g. --set optim.learning_rate=1e-4 (repeatable)",
+    )
+    parser.add_argument(
+        "--nproc-per-node",
+        type=whole_number(),
+        default=1,
+        metavar="N",
+        help="DDP with N processes on this machine (one per GPU with --device cuda), as torchrun would start",
     )
     parser.set_defaults(handler=run)
