@@ -312,6 +312,58 @@ def test_closing_many_streams_at_once_equals_closing_them_one_by_one():
             torch.testing.assert_close(together, alone, rtol=0, atol=ATOL)
 
 
+@pytest.mark.parametrize("capacity", [4, 8])  # every row stepped (idle ones restored), or a gathered few
+def test_audio_batcher_streams_keep_their_own_knobs(capacity):
+    """Streams opened with their own `atten_lim_db`/`dry` (over the batcher's `dry`) share batched steps
+    (random pushes, several hops a step, final steps closed together): each equals its own session with
+    its knobs and offline enhancement with them; the model's step takes the mix per row with the same
+    arithmetic as one mix for all (bitwise)."""
+    torch.manual_seed(0)
+    enhancer = Enhancer.from_config("enhance-16k").eval()
+    batcher = AudioBatcher(enhancer, capacity, dry=0.1)
+    knobs = [{}, {"atten_lim_db": 6.0}, {"atten_lim_db": 12.0, "dry": 0.3}, {"dry": 0.0}]
+    signals = [torch.randn(1, n) * 0.3 for n in (4001, 5000, 3333, 4800)]
+    ids = [batcher.open(**k) for k in knobs]
+    outs: dict[int, list[torch.Tensor]] = {i: [] for i in ids}
+    rng, fed = np.random.default_rng(0), [0] * len(ids)
+    while any(f < x.shape[-1] for f, x in zip(fed, signals, strict=True)):
+        for k, (i, x) in enumerate(zip(ids, signals, strict=True)):
+            n = int(rng.integers(1, 700))
+            batcher.push(i, x[:, fed[k] : fed[k] + n])
+            fed[k] += n
+        batcher.step(4)
+        for i in ids:
+            outs[i].append(batcher.pull(i))
+    for i, rest in zip(ids, batcher.close_many(ids), strict=True):
+        outs[i].append(rest)
+    for i, k, x in zip(ids, knobs, signals, strict=True):
+        own = {"dry": 0.1, **k}
+        got = torch.cat(outs[i], -1)
+        alone = run_stream(enhancer.stream(1, **own), x[None], [333])[0]
+        torch.testing.assert_close(got, alone, rtol=0, atol=ATOL)
+        torch.testing.assert_close(got, enhancer.enhance(x, **own), rtol=0, atol=ATOL)
+    assert not torch.allclose(torch.cat(outs[ids[0]], -1), enhancer.enhance(signals[0]), atol=1e-3)
+    mixes = [enhancer.step_options(**{"dry": 0.1, **k})["mix"] for k in knobs]
+    x = torch.randn(4, 1, 4 * enhancer.hop_length) * 0.3
+    with torch.inference_mode():
+        per_row = enhancer.step(x, enhancer.init_state(4), mix=torch.tensor(mixes, dtype=torch.float64))
+        for row, mix in enumerate(mixes):
+            assert torch.equal(per_row[row], enhancer.step(x, enhancer.init_state(4), mix=mix)[row])
+
+
+def test_audio_batcher_refuses_own_values_of_options_its_streams_share():
+    """Only the options a model takes per row (an enhancer's mix) may differ between a batcher's streams:
+    a bandwidth extender's streams share their `edge_hz`, and an unknown knob is named."""
+    bwe = BandwidthExtender.from_config("bwe-8to16").eval()
+    batcher = AudioBatcher(bwe, 2, edge_hz=4000)
+    batcher.open(edge_hz=4000)
+    with pytest.raises(UsageError, match="share edge_hz; open another batcher"):
+        batcher.open(edge_hz=3000)
+    with pytest.raises(UsageError, match="take no option 'gain'"):
+        AudioBatcher(Enhancer.from_config("enhance-16k"), 2).open(gain=2)
+    assert len(batcher.streams) == 1
+
+
 def test_batcher_encode_and_decode_modes_and_capacity():
     codec = CODECS["tiny-istft"]
     x = torch.randn(1, 1, 2000) * 0.3

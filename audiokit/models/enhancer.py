@@ -301,6 +301,9 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
         """Samples by which :meth:`step`'s output lags its input: ``n_fft - hop_length``."""
         return self.synthesis.delay
 
+    row_step_options: ClassVar[tuple[str, ...]] = ("mix",)
+    """The :meth:`step_options` that :meth:`step` also takes per row, as a float64 tensor ``(N,)``."""
+
     @staticmethod
     def step_options(atten_lim_db: float | None = None, dry: float = 0.0) -> dict[str, float]:
         """:meth:`step`'s keyword arguments for the user-facing knobs."""
@@ -386,7 +389,7 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
     def _enhance_spectrum(
         self,
         spec: torch.Tensor,
-        mix: float,
+        mix: float | torch.Tensor,
         states: list | None = None,
         wav: torch.Tensor | None = None,
         pitch: tuple | None = None,
@@ -395,6 +398,9 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
         ``(N, bins, M)``), offline (``states=None``) or one step on, the band gains
         ``(N, M, erb_bands)`` in [0, 1] the network chose, and the recurrent state ``(N, M, hidden_dim)``
         they came from (zeros, as the gains, on frames of digital silence).
+
+        ``mix``: :func:`mix_factor`'s share of the input kept, one for all rows or a float64 ``(N,)`` of
+        one per row, on any device (the same float32 arithmetic per row either way).
 
         ``states``: the frame conv's, the LSTM's, the deep filter's and the noise floor's (or None)
         streaming states; ``wav``: the audio ``(N, 1, T)`` of ``spec`` (offline, for the learnable front
@@ -444,7 +450,10 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
             out_real, out_imag = out_real * voiced[:, None], out_imag * voiced[:, None]
             # what the heads read there depends on the batch (offline: padding of the gathered frames)
             band_gains, h = band_gains * voiced[..., None], h * voiced[..., None]
-        if mix:
+        if isinstance(mix, torch.Tensor):  # one share per row: (N,), float64 (rounded where it lies)
+            keep, wet = (m.to(real.dtype).to(real.device)[:, None, None] for m in (mix, 1.0 - mix))
+            out_real, out_imag = keep * real + wet * out_real, keep * imag + wet * out_imag
+        elif mix:
             out_real, out_imag = mix * real + (1.0 - mix) * out_real, mix * imag + (1.0 - mix) * out_imag
         return (out_real, out_imag), band_gains, h
 
@@ -556,11 +565,14 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
         loudest = level.amax(-1, keepdim=True)
         return ((level > loudest - range_db) & (level > floor_db)).to(clean.dtype)
 
-    def step(self, x: torch.Tensor, state: StateList, final: bool = False, mix: float = 0.0) -> torch.Tensor:
+    def step(
+        self, x: torch.Tensor, state: StateList, final: bool = False, mix: float | torch.Tensor = 0.0
+    ) -> torch.Tensor:
         """Next ``x (N, 1, k * hop_length)`` mono samples -> ``(N, 1, k * hop_length)`` output samples.
 
         The output lags the input by ``n_fft - hop_length`` samples (see :class:`CausalInverseSpectrum`).
-        ``mix`` is :func:`mix_factor`'s share of the input kept.
+        ``mix`` is :func:`mix_factor`'s share of the input kept: one number, or a float64 tensor ``(N,)``
+        of one per row (streams of several knobs in one batched step, :attr:`row_step_options`).
         """
         stft_state, conv_state, lstm_state, df_state, ola_state = state.children[:5]
         spec = self.analysis.step(x, stft_state)[:, 0]  # (N, bins, M)

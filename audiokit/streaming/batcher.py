@@ -207,9 +207,12 @@ class AudioBatcher:
     """Up to ``capacity`` independent mono streams of an audio-to-audio model (an enhancer), advanced
     together in batched steps, each exactly as its own :class:`~audiokit.streaming.audio.AudioStream`.
 
-    ``options`` are the model's streaming knobs (``atten_lim_db``, ``dry``), shared by every stream;
-    ``compile="aoti"`` runs two-hop steps compiled ahead of time, ``"cuda_graph"`` replays steps from a
-    CUDA graph on a GPU (as :class:`AudioStream` does).
+    ``options`` are the model's streaming knobs (``atten_lim_db``, ``dry``), every stream's unless it
+    opens with its own (:meth:`open`): a step of streams with several knobs is still one batched call,
+    each row with its own (the model's ``row_step_options``, one value per row), and each stream's output
+    is that of a session with its knobs alone. ``compile="aoti"`` runs two-hop steps compiled ahead of
+    time, ``"cuda_graph"`` replays steps from a CUDA graph on a GPU (as :class:`AudioStream` does), for
+    the streams with the batcher's knobs (the others step eagerly, in a call of their own).
     Streams push mono audio ``(1, n)`` or ``(n,)``; their output (``(1, n)``, aligned with the input,
     the model's ``output_lag`` showing only as lag) accumulates until :meth:`pull` or :meth:`close`.
     Pending input lives in one host ``(capacity, width)`` buffer (a read offset and a fill per slot), so
@@ -230,11 +233,17 @@ class AudioBatcher:
         self.capacity = capacity
         self.hop_length = model.hop_length
         self.lag = model.output_lag
+        self.options = options
         self.step_options = step_options(model, options, ("compile",))
         self.device = next(model.parameters()).device
         self._step, self.compiled = audio_step(model, self.step_options, compile, self.device, capacity)
         with torch.inference_mode():
             self.state = model.init_state(capacity, self.device)
+        # each slot's value of the step options the model takes per row (the batcher's until opened)
+        self._row_options = {
+            name: np.full(capacity, float(self.step_options[name]))
+            for name in getattr(model, "row_step_options", ())
+        }
         self._pending = np.zeros((capacity, 4 * self.hop_length), np.float32)  # staged on the host
         self._start = np.zeros(capacity, np.int64)  # read offset of each slot's pending input
         self._fill = np.zeros(capacity, np.int64)  # pending samples of each slot in its row
@@ -254,11 +263,25 @@ class AudioBatcher:
         """Ids of the open streams."""
         return list(self._slots)
 
-    def open(self) -> int:
-        """Start a stream (zero state) and return its id."""
+    def open(self, **options) -> int:
+        """Start a stream (zero state) and return its id; ``options``: its own knobs (``atten_lim_db``,
+        ``dry``), in place of the batcher's of the same names."""
+        own = self.step_options
+        if options:
+            own = step_options(self.model, {**self.options, **options}, ())
+            shared = sorted(
+                name for name in own if name not in self._row_options and own[name] != self.step_options[name]
+            )
+            if shared:
+                raise UsageError(
+                    f"the streams of one {_model_name(self.model)} batcher share {', '.join(shared)}; open "
+                    "another batcher for other values"
+                )
         if not self._free:
             raise UsageError(f"all {self.capacity} stream slots are in use; close a stream first")
         slot = self._free.pop(0)
+        for name, values in self._row_options.items():
+            values[slot] = own[name]
         with torch.inference_mode():
             zero_rows(self.state, torch.tensor([slot], device=self.device))
         stream_id = next(self._ids)
@@ -412,9 +435,31 @@ class AudioBatcher:
         return np.pad(held, (0, samples - held.shape[0]))
 
     def _run(self, slots: np.ndarray, x: np.ndarray, final: bool) -> None:
-        """One batched model step of ``slots`` on ``x (len(slots), samples)``, their next input."""
+        """One batched model step of ``slots`` on ``x (len(slots), samples)``, their next input: the
+        batcher's step, or where some of them have knobs of their own, the eager step with each row's.
+        A compiled step still runs the rows with the batcher's knobs (the others in a call of their own),
+        so which path a stream takes never depends on the streams stepped with it."""
+        own = np.zeros(len(slots), bool)
+        for name, values in self._row_options.items():
+            own |= values[slots] != self.step_options[name]
+        if own.any() and self.compiled and not own.all():
+            self._run_rows(slots[~own], x[~own], final, per_row=False)
+            self._run_rows(slots[own], x[own], final, per_row=True)
+        else:
+            self._run_rows(slots, x, final, per_row=bool(own.any()))
+
+    def _run_rows(self, slots: np.ndarray, x: np.ndarray, final: bool, per_row: bool) -> None:
+        """One batched model step of ``slots`` on ``x``: the batcher's step, or (``per_row``) the model's
+        eager step with each row's knobs."""
         index = torch.from_numpy(slots).to(self.device)
         samples = x.shape[1]
+
+        def step(x: torch.Tensor, state, rows: np.ndarray) -> torch.Tensor:
+            if not per_row:
+                return self._step(x, state, final)
+            own = {name: torch.from_numpy(values[rows]) for name, values in self._row_options.items()}
+            return self.model.step(x, state, final, **{**self.step_options, **own})
+
         with torch.inference_mode():
             if not final and _pad_to_all(len(slots), self.capacity):  # step every row, restore the rest
                 stepped = np.zeros(self.capacity, bool)
@@ -423,13 +468,14 @@ class AudioBatcher:
                 saved = select_rows(self.state, others)
                 padded = np.zeros((self.capacity, samples), np.float32)
                 padded[slots] = x
-                y = self._step(torch.from_numpy(padded).to(self.device)[:, None], self.state)[index, 0]
+                everyone = np.arange(self.capacity)
+                y = step(torch.from_numpy(padded).to(self.device)[:, None], self.state, everyone)[index, 0]
                 if others.numel():
                     assign_rows(self.state, others, saved)
             else:
                 x = torch.from_numpy(x).to(self.device)[:, None]
                 part = select_rows(self.state, index)
-                y = self._step(x, part, final)[:, 0]
+                y = step(x, part, slots)[:, 0]
                 assign_rows(self.state, index, part)
         drop = np.minimum(self._skip[slots], samples)
         self._skip[slots] -= drop
