@@ -195,17 +195,22 @@ async def stream(
     realtime: bool = False,
     high_band: bool | None = None,
     stall_timeout: float = STALL_TIMEOUT_S,
+    atten_lim_db: float | None = None,
+    dry: float | None = None,
 ) -> StreamResult:
     """Stream mono ``chunks`` (float32 ``(n,)`` at ``sample_rate`` Hz) through the server at ``url``
     (``ws://host:port/v1/stream``) and return the processed audio.
 
     Each chunk is a message (split where it exceeds the server's message size), sent below the server's
-    message rate. ``bitrate`` (bits/s) is for ``task="codec"``; ``high_band`` (enhance; None: the
-    server's default, on) keeps the input's band above the model's at rates above the model's; ``token``
-    goes in an ``Authorization`` header. :class:`ServerError` when the server refuses or ends the stream
-    (:class:`ConnectionLost` when the connection ends without its close, or the server has taken no message
-    and sent none for ``stall_timeout`` seconds while the stream waits on it), :class:`ConnectError` when
-    none answers at ``url``, :class:`UsageError` for a URL that is not a WebSocket one.
+    message rate. ``bitrate`` (bits/s) is for ``task="codec"``; ``high_band`` (enhance; None: the server's
+    default, on) keeps the input's band above the model's at rates above the model's; ``atten_lim_db`` (dB
+    >= 0; None or ``math.inf``: no limit) and ``dry`` (0..1; None: the server's 0) are the enhancer's
+    knobs (enhance, as :meth:`audiokit.models.Enhancer.enhance` takes them); ``token`` goes in an
+    ``Authorization`` header. :class:`ServerError` when the server refuses or ends the stream
+    (:class:`ConnectionLost` when the connection ends without its close, or the server has taken no
+    message and sent none for ``stall_timeout`` seconds while the stream waits on it),
+    :class:`ConnectError` when none answers at ``url``, :class:`UsageError` for a URL that is not a
+    WebSocket one.
     """
     start = {"type": "start", "task": task, "sample_rate": sample_rate, "format": fmt}
     if model is not None:
@@ -214,6 +219,10 @@ async def stream(
         start["bitrate"] = bitrate
     if high_band is not None:
         start["high_band"] = high_band
+    if atten_lim_db is not None and atten_lim_db != math.inf:  # no limit: left out (JSON has no infinity)
+        start["atten_lim_db"] = atten_lim_db
+    if dry is not None:
+        start["dry"] = dry
     headers = {"Authorization": f"Bearer {token}"} if token else None
     async with await _connect(url, headers) as ws:
         try:

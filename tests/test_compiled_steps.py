@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -254,26 +255,30 @@ def test_shipped_enhancer_and_extender_sessions_equal_offline():
 
 def test_served_enhancer_engine_compiled_equals_eager():
     """``audiokit serve --compile aoti``: the engine builds its library at start-up, and every stream
-    (steps of one, two and four hops, batched with others, flushed) gets what the eager engine gives."""
+    (steps of one, two and four hops, batched with others, flushed) gets what the eager engine gives, and
+    offline enhancement with its knobs: streams with knobs of their own step eagerly beside the compiled
+    step of the others."""
     config = {"hidden_dim": 16, "lstm_layers": 1, "df_bins": 8, "erb_bands": 16}
     model = _perturbed(Enhancer.from_config("enhance-16k", **config), 0.2)
     request = StartRequest(task="enhance", model="enhance-16k", sample_rate=16000, format="f32le")
+    knobs = [{}, {"atten_lim_db": 6.0}, {}, {"atten_lim_db": 12.0, "dry": 0.3}]
     generator = torch.Generator().manual_seed(3)
-    signals = [torch.randn(n, generator=generator) * 0.3 for n in (4000, 2345, 640)]
+    signals = [torch.randn(n, generator=generator) * 0.3 for n in (4000, 2345, 640, 3000)]
     outputs = {}
     for mode in (None, "aoti"):
         engine = Engine("enhance-16k", model, capacity=4, compile=mode)
         assert engine.compiled == (mode == "aoti"), compiled.unavailable_reason()
-        streams = [engine.open(request) for _ in signals]
+        streams = [engine.open(dataclasses.replace(request, **k)) for k in knobs]
         got: list[list] = [[] for _ in signals]
-        for tick in range(25):  # messages of 20, 10 and 40 ms, stepped up to 4 hops at once
-            for stream, x, size in zip(streams, signals, (320, 160, 640), strict=True):
+        for tick in range(25):  # messages of 20, 10, 40 and 30 ms, stepped up to 4 hops at once
+            for stream, x, size in zip(streams, signals, (320, 160, 640, 480), strict=True):
                 if tick * size < x.shape[0]:
                     engine.push(stream, x[tick * size : (tick + 1) * size])
             for stream, _, out in engine.step(max_hops=4):
                 got[streams.index(stream)].append(out)
         rests = engine.close_many(streams)
         outputs[mode] = [np.concatenate([*g, r]) for g, r in zip(got, rests, strict=True)]
-    for eager, fused, x in zip(outputs[None], outputs["aoti"], signals, strict=True):
+    for eager, fused, x, k in zip(outputs[None], outputs["aoti"], signals, knobs, strict=True):
         assert eager.shape == fused.shape == (x.shape[0],)
         np.testing.assert_allclose(fused, eager, atol=1e-5, rtol=0)
+        np.testing.assert_allclose(fused, model.enhance(x, **k).numpy(), atol=1e-5, rtol=0)

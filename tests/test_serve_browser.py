@@ -503,6 +503,57 @@ def test_page_asks_for_the_high_band_as_its_box_says(tmp_path, high_band):
     assert shown == ("40" if high_band else "20")
 
 
+def test_page_sends_the_enhancer_knobs_as_typed(tmp_path):
+    """Enhance from the page: the attenuation limit and dry fields (shown for enhance only) go out as
+    `atten_lim_db` and `dry`, and `ready` says the stream runs with them; empty is no limit; a value the
+    server refuses shows as its one-line error, and text that is no number fails Start at once."""
+    from serve_support import random_enhancer
+
+    enhancer, _ = random_enhancer(tmp_path)
+    codec = Codec.from_pretrained("speech-16k")
+    engines = {
+        "enhance-16k": Engine("enhance-16k", enhancer, 4),
+        "speech-16k": Engine("speech-16k", codec, 4),
+    }
+    with running_server(ServerConfig(), engines) as server:
+        driver = _page(server, tmp_path)
+        try:
+            shown_for_codec = driver.find_element(By.ID, "atten-lim-choice").is_displayed()
+            Select(driver.find_element(By.ID, "mode")).select_by_value("enhance")
+            _wait(
+                driver, "return document.getElementById('model').value === 'enhance-16k'", 20, "no enhancer"
+            )
+            shown = [driver.find_element(By.ID, i).is_displayed() for i in ("atten-lim-choice", "dry-choice")]
+            readies, errors = [], []
+            for limit, dry in (("12", "0.25"), ("", "0"), ("-3", "0")):
+                for field, value in (("atten-lim-db", limit), ("dry", dry)):
+                    driver.find_element(By.ID, field).clear()
+                    driver.find_element(By.ID, field).send_keys(value)
+                driver.find_element(By.ID, "start").click()
+                _wait(driver, "const s = window.audiokit; return s.error || s.ready", 20, "no ready")
+                state = driver.execute_script("return window.audiokit")
+                readies.append(state["ready"])
+                errors.append(state["error"])
+                if state["ready"]:
+                    driver.find_element(By.ID, "stop").click()
+                _wait(driver, "return !document.getElementById('start').disabled", 20, "Start not back")
+            driver.find_element(By.ID, "dry").send_keys("e")  # "0e": no number
+            driver.find_element(By.ID, "start").click()
+            typo = _wait(driver, "return window.audiokit.error", 10, "no error for a typo")
+            status = driver.find_element(By.ID, "status").text
+        finally:
+            driver.quit()
+    assert not shown_for_codec and shown == [True, True]
+    assert (readies[0]["atten_lim_db"], readies[0]["dry"]) == (12, 0.25) and errors[0] is None
+    assert (readies[1]["atten_lim_db"], readies[1]["dry"]) == (None, 0) and errors[1] is None
+    assert readies[2] is None and errors[2]["code"] == 4400, errors[2]
+    assert errors[2]["message"] == "atten_lim_db must be a number of dB >= 0, or null for no limit, got -3"
+    assert (
+        typo["message"] == "Error: the dry is not a number"
+        and status == "error: Error: the dry is not a number"
+    )
+
+
 def test_page_offers_only_the_tasks_the_server_serves(tmp_path):
     """A server with only an enhancer: the page starts in the enhance mode with its model listed (not in
     its default, the codec, which would fail with "no model serves task 'codec'"), the codec modes are

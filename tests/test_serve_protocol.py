@@ -23,6 +23,7 @@ def test_parse_start_accepts_and_defaults():
     assert start == p.StartRequest("codec", "speech-16k", 48000, "f32le", 3000.0)
     start = p.parse_start({"type": "start", "task": "enhance", "sample_rate": 16000, "bitrate": 9}, DEFAULTS)
     assert start.bitrate is None and start.model == "enhance-16k"
+    assert (start.atten_lim_db, start.dry) == (None, 0.0)  # the enhancer's defaults: no limit, no dry
     assert start.high_band is True  # enhance keeps an input's band above the model's unless told not to
     start = p.parse_start(
         {"type": "start", "task": "enhance", "sample_rate": 48000, "high_band": False}, DEFAULTS
@@ -51,6 +52,21 @@ def test_parse_start_rejects(change):
             {"type": "start", "task": "codec", "sample_rate": 16000, "bitrate": 6000, **change}, DEFAULTS
         )
     assert err.value.code == p.BAD_REQUEST
+
+
+def test_parse_start_takes_the_enhancer_knobs():
+    """`atten_lim_db` (a number >= 0; null, or Python's non-standard `Infinity`: no limit) and `dry`; the
+    `ready` of an enhance stream says them (null for no limit: JSON has no infinity), a codec's has none."""
+    for text, limit in (("12", 12.0), ("0", 0.0), ("null", None), ("Infinity", None), ("1e400", None)):
+        message = p.parse_json(
+            f'{{"type": "start", "task": "enhance", "sample_rate": 16000, "atten_lim_db": {text}, "dry": 1}}'
+        )
+        start = p.parse_start(message, DEFAULTS)
+        assert (start.atten_lim_db, start.dry) == (limit, 1.0), text
+        ready = json.loads(p.ready_message("s", start, 320, True, 65536, 200.0))
+        assert (ready["atten_lim_db"], ready["dry"]) == (limit, 1.0)
+    codec = p.parse_start({"type": "start", "task": "codec", "sample_rate": 16000, "bitrate": 6000}, DEFAULTS)
+    assert "atten_lim_db" not in json.loads(p.ready_message("s", codec, 640, False, 65536, 200.0))
 
 
 @pytest.mark.parametrize("text", ["", "{", "[]", '{"type": 1}', "null"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import re
 import signal
@@ -16,7 +17,7 @@ from typing import Any, TypeVar
 
 from audiokit.argtypes import finite_number, whole_number
 from audiokit.cli import Interrupted
-from audiokit.cli.options import add_force_option, add_raw_options, raw_format
+from audiokit.cli.options import add_force_option, add_raw_options, number_in, raw_format
 from audiokit.errors import AudiokitError, UsageError
 from audiokit.threads import MAX_THREADS
 
@@ -137,8 +138,13 @@ def run_stream(args: argparse.Namespace) -> int:
     from audiokit.cli.processing import warn_clipped
     from audiokit.redaction import redact_token
 
-    if args.model_band_only and args.task != "enhance":
-        raise UsageError(f"--model-band-only: only for --task enhance (not {args.task})")
+    for option, given in (
+        ("--model-band-only", args.model_band_only),
+        ("--atten-lim-db", args.atten_lim_db is not None),
+        ("--dry", args.dry is not None),
+    ):
+        if given and args.task != "enhance":
+            raise UsageError(f"{option}: only for --task enhance (not {args.task})")
     source = args.input if io.is_stdio(args.input) else Path(args.input)
     io.prepare_outputs([(source, args.output)], args.force)  # first: before reading, connecting
     name = io.shown_name(args.input)
@@ -206,6 +212,8 @@ def _stream_file(args: argparse.Namespace) -> tuple[Any, list, int]:
         realtime=args.realtime,
         high_band=False if args.model_band_only else None,
         stall_timeout=args.timeout,
+        atten_lim_db=args.atten_lim_db,
+        dry=args.dry,
     )
     result = _run_until_signal(work)
     io.save(args.output, result.audio[None], rate)  # atomically: a temporary file renamed
@@ -330,6 +338,18 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         help="enhance: return only the model's band (0-8 kHz for enhance-16k) of input at a higher rate, "
         "20 ms sooner (default: the input's band above it is kept, attenuated as the model attenuated "
         "the top of its band)",
+    )
+    client.add_argument(
+        "--atten-lim-db",
+        type=number_in(0.0, math.inf, "an attenuation limit in dB >= 0"),
+        metavar="DB",
+        help="enhance: remove at most this many dB of noise, as `audiokit enhance` (default: no limit; "
+        "inf: no limit)",
+    )
+    client.add_argument(
+        "--dry",
+        type=number_in(0.0, 1.0, "a wet/dry mix in [0, 1] (0: fully enhanced)"),
+        help="enhance: wet/dry mix in [0, 1], the share of the input kept, as `audiokit enhance` (default 0)",
     )
     client.add_argument(
         "--chunk-ms",

@@ -1,10 +1,11 @@
 """What a scheduler drives: one served model's streams in batchers, and each stream's wire-side audio.
 
-An :class:`Engine` keeps every live stream of one model in multi-stream batchers (one per codec
-bitrate; one for an enhancer) and advances all ready streams together in batched steps of one hop
-or, for streams with a backlog, several. A :class:`WireAudio` turns a stream's samples at the
-client's rate into the model's rate and back (soxr HQ, streaming), and keeps the output exactly as
-long as the input. Neither is thread-safe: the scheduler calls them from its one worker thread only.
+An :class:`Engine` keeps every live stream of one model in multi-stream batchers (one per codec bitrate;
+one for an enhancer, each stream with its own knobs in its row) and advances all ready streams together in
+batched steps of one hop or, for streams with a backlog, several. A :class:`WireAudio` turns a stream's
+samples at the client's rate into the model's rate and back (soxr HQ, streaming), and keeps the output
+exactly as long as the input. Neither is thread-safe: the scheduler calls them from its one worker thread
+only.
 """
 
 from __future__ import annotations
@@ -91,9 +92,13 @@ class Engine:
         self._batchers.clear()
 
     def open(self, request: StartRequest) -> StreamKey:
-        """Start a stream of ``request`` (checked by :meth:`check`)."""
-        key, batcher = self._batcher(request.bitrate if self.task == "codec" else None)
-        return key, batcher.open()
+        """Start a stream of ``request`` (checked by :meth:`check`); an enhancer's stream runs with its
+        own knobs, in the batcher of every stream (one row each)."""
+        if self.task == "codec":
+            key, batcher = self._batcher(request.bitrate)
+            return key, batcher.open()
+        key, batcher = self._batcher(None)
+        return key, batcher.open(atten_lim_db=request.atten_lim_db, dry=request.dry)
 
     def push(self, stream: StreamKey, samples: torch.Tensor) -> None:
         """Queue mono ``samples (n,)`` at the model's rate."""

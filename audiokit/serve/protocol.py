@@ -6,6 +6,7 @@ followed by the close with the error's code. Nothing here does I/O.
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 from dataclasses import dataclass
@@ -29,6 +30,10 @@ FORMATS = {"f32le": 4, "s16le": 2}
 """Sample formats and their bytes per sample (mono, little-endian)."""
 MIN_RATE, MAX_RATE = 4000, 192000
 MAX_REASON_BYTES = 123  # RFC 6455: a close frame's payload is 125 bytes, the code takes 2
+START_KEYS = ("type", "task", "model", "sample_rate", "format", "bitrate", "high_band", "atten_lim_db", "dry")
+"""The keys a ``start`` message may hold; any other is refused (a misspelt knob would be ignored)."""
+ENHANCE_KNOBS = ("atten_lim_db", "dry")
+"""The enhancer's knobs (``audiokit enhance --atten-lim-db/--dry``), for task ``enhance`` only."""
 
 
 class ProtocolError(Exception):
@@ -44,7 +49,8 @@ class ProtocolError(Exception):
 class StartRequest:
     """A validated ``start`` message; ``sample_rate`` in Hz, ``bitrate`` in bits/s (codec only);
     ``high_band``: keep the input's band above the model's (enhance only; it matters above the model's
-    rate)."""
+    rate); ``atten_lim_db`` (dB, None: no limit) and ``dry`` (0..1): the enhancer's knobs (enhance only,
+    :func:`audiokit.models.enhancer.mix_factor`)."""
 
     task: str
     model: str
@@ -52,6 +58,8 @@ class StartRequest:
     format: str
     bitrate: float | None = None
     high_band: bool = False
+    atten_lim_db: float | None = None
+    dry: float = 0.0
 
 
 def parse_json(text: str) -> dict:
@@ -71,8 +79,14 @@ def parse_start(message: dict, default_models: dict[str, str]) -> StartRequest:
     """Validate a ``start`` message; ``default_models`` maps a task to the model used when none is named.
 
     A ``model`` left out or ``null`` is the task's default. Which models exist is the caller's check
-    (unknown ones are also 4400).
+    (unknown ones are also 4400). A key not in :data:`START_KEYS` is refused, and so are the enhancer's
+    knobs given a value (``null`` counts as left out) for ``codec``.
     """
+    unknown = [key for key in message if key not in START_KEYS]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], START_KEYS, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}?" if close else f"a start message takes {', '.join(START_KEYS)}"
+        raise ProtocolError(BAD_REQUEST, f"unknown key {unknown[0]!r} in the start message; {hint}")
     task = message.get("task")
     if task not in TASKS:
         raise ProtocolError(BAD_REQUEST, f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
@@ -98,14 +112,29 @@ def parse_start(message: dict, default_models: dict[str, str]) -> StartRequest:
                 BAD_REQUEST, f"task 'codec' needs a numeric bitrate in bits/s, got {bitrate!r}"
             )
         bitrate = float(bitrate)
-    else:
+    else:  # ignored, as it always was: clients reuse a codec's start message for enhance
         bitrate = None
     high_band = message.get("high_band", task == "enhance")
     if not isinstance(high_band, bool):
         raise ProtocolError(BAD_REQUEST, f"high_band must be true or false, got {high_band!r}")
     if high_band and task != "enhance":
         raise ProtocolError(BAD_REQUEST, "high_band is for task 'enhance' (a codec returns its coded band)")
-    return StartRequest(task, model, rate, fmt, bitrate, high_band)
+    if task != "enhance":
+        given = [knob for knob in ENHANCE_KNOBS if message.get(knob) is not None]
+        if given:
+            raise ProtocolError(BAD_REQUEST, f"{given[0]} is for task 'enhance' (a codec has no such knob)")
+        return StartRequest(task, model, rate, fmt, bitrate, high_band)
+    limit, dry = message.get("atten_lim_db"), message.get("dry")
+    if limit is not None and not json_number(limit) >= 0.0:  # NaN fails the comparison
+        raise ProtocolError(
+            BAD_REQUEST, f"atten_lim_db must be a number of dB >= 0, or null for no limit, got {limit!r}"
+        )
+    if dry is not None and not 0.0 <= json_number(dry) <= 1.0:
+        raise ProtocolError(
+            BAD_REQUEST, f"dry must be a number in 0..1 (the share of the input kept), got {dry!r}"
+        )
+    limit = None if limit is None or math.isinf(limit) else float(limit)  # Python's JSON reads Infinity
+    return StartRequest(task, model, rate, fmt, bitrate, high_band, limit, 0.0 if dry is None else float(dry))
 
 
 def decode_pcm(data: bytes, fmt: str) -> np.ndarray:
@@ -147,6 +176,8 @@ def ready_message(
     max_message_bytes: int,
     max_messages_per_second: float,
 ) -> str:
+    """The ``ready`` message; an enhance stream's also says the knobs it runs with."""
+    knobs = {"atten_lim_db": request.atten_lim_db, "dry": request.dry} if request.task == "enhance" else {}
     return json.dumps(
         {
             "type": "ready",
@@ -157,6 +188,7 @@ def ready_message(
             "format": request.format,
             "latency_samples": latency_samples,
             "high_band": high_band,
+            **knobs,
             "max_message_bytes": max_message_bytes,
             "max_messages_per_second": max_messages_per_second,
         }

@@ -100,6 +100,7 @@ function showBitrates() {
   const bitrates = codec && model && Array.isArray(model.bitrates) ? model.bitrates : [];
   const previous = Number($("bitrate").value);
   $("bitrate-choice").hidden = !codec;
+  $("atten-lim-choice").hidden = $("dry-choice").hidden = codec;  // the enhancer's knobs
   $("bitrate").innerHTML = "";
   for (const bps of bitrates) {
     const option = document.createElement("option");
@@ -353,11 +354,25 @@ async function start() {
 
 class Stopped extends Error {}  // Stop while Start was waiting
 
+// The enhancer's knobs as typed (left empty: the server's defaults, no limit and 0); the server refuses
+// values out of range, with a message the status line shows.
+function knobs() {
+  const given = {};
+  for (const [id, key, name] of [["atten-lim-db", "atten_lim_db", "attenuation limit"], ["dry", "dry", "dry"]]) {
+    const input = $(id);
+    if (input.validity.badInput) throw new Error("the " + name + " is not a number");
+    if (input.value !== "") given[key] = Number(input.value);
+  }
+  return given;
+}
+
 async function openStream(r) {  // microphone, worklets, socket: start()'s part that may fail
   if (!navigator.mediaDevices) {  // browsers offer microphones (and worklets) only to secure pages
     throw new Error("this page may not use the microphone: browsers allow it only over https, or at "
       + "http://127.0.0.1 or http://localhost");
   }
+  const task = $("mode").value;
+  const enhancing = task === "enhance" ? knobs() : null;  // first: a typo fails Start before the microphone
   const processing = $("browser-processing").checked;
   const media = r.media = await navigator.mediaDevices.getUserMedia({
     audio: { echoCancellation: processing, noiseSuppression: processing, autoGainControl: processing, channelCount: 1 },
@@ -379,11 +394,11 @@ async function openStream(r) {  // microphone, worklets, socket: start()'s part 
   });
   source.connect(nodes.capture);
   nodes.playback.connect(context.destination);
-  const task = $("mode").value;
   const start = { type: "start", task, sample_rate: context.sampleRate, format: "f32le" };
   if ($("model").value) start.model = $("model").value;  // else the server's model for the task
   if (task === "codec" && $("bitrate").value) start.bitrate = Number($("bitrate").value);
-  if (task === "enhance") start.high_band = $("high-band").checked;  // the band above the model's rate
+  // enhance: the band above the model's rate, and the knobs
+  if (enhancing) Object.assign(start, { high_band: $("high-band").checked }, enhancing);
   const stream = session = new Session(start);  // a previous session's socket may still be finishing
   nodes.capture.port.onmessage = (event) => {
     showLevel("in", event.data);
