@@ -11,6 +11,7 @@ from conftest import assert_refuses_bad_audio
 from audiokit.errors import UsageError
 from audiokit.frontends import PCEN, AdaptiveFilterbank, FIRFilterbank, build_frontend
 from audiokit.frontends.filterbank import target_responses
+from audiokit.nn.state import zero_rows
 
 SR = 16000
 
@@ -65,14 +66,18 @@ def naive_energies(x: np.ndarray, taps: np.ndarray, module: AdaptiveFilterbank) 
 
 
 def test_energies_match_numpy_convolution():
+    """Both ways of computing them: products (inference, steps) and convolutions (autograd recording)."""
     torch.manual_seed(0)
     module = AdaptiveFilterbank(SR, n_bands=8, hop_length=80, filter_length=161, banks=("mel", "gabor"))
     x = torch.randn(1, 1600)
+    padded = torch.nn.functional.pad(x, (module.history, 0))
     with torch.no_grad():
-        got = module.energies(torch.nn.functional.pad(x, (module.history, 0)))[0].numpy()
+        got = module.energies(padded)[0].numpy()
+    trained = module.energies(padded)[0].detach().numpy()
     for k, bank in enumerate(module.banks):
         ref = naive_energies(x[0].numpy().astype(np.float64), bank.taps().detach().numpy(), module)
         np.testing.assert_allclose(got[k], ref, rtol=1e-3, atol=1e-6)
+        np.testing.assert_allclose(trained[k], ref, rtol=1e-3, atol=1e-6)
 
 
 def test_pcen_matches_a_naive_recursion():
@@ -111,6 +116,41 @@ def test_streaming_equals_offline_and_is_causal(compression):
     assert torch.cat(pieces, -1).shape == offline.shape == (2, 16, 50)
     assert (torch.cat(pieces, -1) - offline).abs().max() < 1e-4
     assert torch.equal(early[..., :25], offline[..., :25])  # frames ending before sample 4000
+
+
+@pytest.mark.parametrize("compression", ["log", "pcen"])
+def test_steps_equal_forward_and_a_reset_row_starts_over(compression):
+    """``init_state`` / ``step`` on whole hops (any number, zero included) give ``forward``'s frames,
+    across segments whose hard decisions change; ``zero_rows`` on the state restarts a row (its
+    history, segment sums, frame count and PCEN smoother) while the other goes on; ``mixing="input"``
+    does not step."""
+    torch.manual_seed(0)
+    module = AdaptiveFilterbank(
+        SR, n_bands=16, compression=compression, segment_frames=3, banks=("mel", "linear", "gabor")
+    ).eval()
+    with torch.no_grad():  # an analyser whose decisions change from segment to segment
+        for p in module.analyser.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    hop = module.hop_length
+    x, y = 0.1 * torch.randn(2, 30 * hop), 0.1 * torch.randn(2, 20 * hop)
+    assert len(set(module.mixing_weights(x)[0].argmax(-1).tolist())) > 1
+    rng = np.random.default_rng(0)
+    with torch.no_grad():
+        state, frames, pos = module.init_state(2), [], 0
+        while pos < x.shape[-1]:
+            n = int(rng.integers(0, 5)) * hop
+            frames.append(module.step(x[:, pos : pos + n], state))
+            pos += n
+        torch.testing.assert_close(torch.cat(frames, -1), module(x), atol=1e-5, rtol=1e-5)
+        zero_rows(state, torch.tensor([1]))
+        after = torch.cat([module.step(y[:, : 7 * hop], state), module.step(y[:, 7 * hop :], state)], -1)
+        torch.testing.assert_close(after[1:], module(y[1:]), atol=1e-5, rtol=1e-5)
+        whole = module(torch.cat([x[:1], y[:1]], -1))[..., 30:]
+        torch.testing.assert_close(after[:1], whole, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="not a multiple of the hop"):
+        module.step(x[:, :100], module.init_state(2))
+    with pytest.raises(UsageError, match="mixing='input' looks at the whole input"):
+        AdaptiveFilterbank(SR, n_bands=8, mixing="input").step(x, state)
 
 
 def test_hard_selection_at_inference_uses_one_bank():

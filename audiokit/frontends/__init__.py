@@ -1,6 +1,11 @@
 """Learnable front ends: differentiable STFT, adaptive filterbanks, TFR criteria, factory."""
 
-from audiokit.frontends.adaptive import PCEN, AdaptiveFilterbank, AdaptiveFilterbankStream
+from audiokit.frontends.adaptive import (
+    PCEN,
+    AdaptiveFilterbank,
+    AdaptiveFilterbankState,
+    AdaptiveFilterbankStream,
+)
 from audiokit.frontends.criteria import concentration, kurtosis, renyi_entropy, stankovic
 from audiokit.frontends.diffstft import DiffSTFT, DiffSTFTStream
 from audiokit.frontends.factory import (
@@ -18,6 +23,7 @@ __all__ = [
     "PCEN",
     "UNIT_PARAMETERS",
     "AdaptiveFilterbank",
+    "AdaptiveFilterbankState",
     "AdaptiveFilterbankStream",
     "DiffSTFT",
     "DiffSTFTStream",

@@ -13,13 +13,21 @@ Pipeline for ``(B, T)`` audio at ``sample_rate`` (frame ``j`` ends at sample ``(
 3. weights ``softmax(logits / temperature)`` while training (soft mixing); in eval mode with
    ``hard=True`` the argmax bank alone (one-hot); energies ``sum_k w_k E_k``;
 4. compression: ``log`` (``log(E + 1e-6)``), ``pcen`` (per-band learnable PCEN, causal smoother) or ``none``.
+
+Streaming (``mixing="segment"``): the module is a :class:`~audiokit.nn.streaming.StreamingModule`;
+:meth:`AdaptiveFilterbank.step` takes whole hops and carries an :class:`AdaptiveFilterbankState` (the
+last ``history`` samples, the frames seen, the segment sums, the PCEN smoother; zeros for a new stream,
+so rows restart with :func:`~audiokit.nn.state.zero_rows`), and ``forward`` is the step from a new
+stream's state over the whole input. :class:`AdaptiveFilterbankStream` takes chunks of any length.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +37,8 @@ from audiokit.checks import whole_number
 from audiokit.errors import UsageError
 from audiokit.frontends.diffstft import batch_audio
 from audiokit.frontends.filterbank import INITS, FIRFilterbank
+from audiokit.nn.state import StreamState
+from audiokit.nn.streaming import StreamingModule
 
 COMPRESSIONS = ("log", "pcen", "none")
 MIXINGS = ("input", "segment")
@@ -89,8 +99,29 @@ class PCEN(nn.Module):
         return out, state
 
 
-class AdaptiveFilterbank(nn.Module):
-    """K learnable FIR filterbanks mixed by a content analyser: ``(B, T)`` -> ``(B, n_bands, T // hop)``."""
+@dataclass
+class AdaptiveFilterbankState(StreamState):
+    """Streaming state of an :class:`AdaptiveFilterbank`, zeros for a new stream: the last ``history``
+    input samples ``(B, history)``, the frames seen ``(B, 1)`` (float64), the previous segment's mean
+    analyser logits ``(B, K)`` (read from the second segment on), the sum of the current segment's
+    ``(B, K)``, and the PCEN smoother ``(B, n_bands)`` (``(B, 0)`` without PCEN; read from the second
+    frame on: a stream's first frame starts it)."""
+
+    history: torch.Tensor
+    frames: torch.Tensor
+    previous: torch.Tensor
+    total: torch.Tensor
+    smoother: torch.Tensor
+
+
+class AdaptiveFilterbank(nn.Module, StreamingModule):
+    """K learnable FIR filterbanks mixed by a content analyser: ``(B, T)`` -> ``(B, n_bands, T // hop)``.
+
+    A :class:`~audiokit.nn.streaming.StreamingModule` (``mixing="segment"``): :meth:`init_state` and
+    :meth:`step` on whole hops; ``forward`` is the step from a new stream's state over the whole input.
+    """
+
+    rounds_weights = False  # the FIR taps stay as trained in a model set to float16 or int8 weights
 
     def __init__(
         self,
@@ -169,22 +200,33 @@ class AdaptiveFilterbank(nn.Module):
         """Samples of past context each frame reads beyond its own hop."""
         return self.filter_length - self.energy_stride + self.pool_length - self.hop_length
 
-    def _conv_weight(self) -> torch.Tensor:
-        taps = torch.cat([bank.taps() for bank in self.banks]).flip(
-            -1
-        )  # conv1d correlates: flip for convolution
-        return torch.cat([taps.real, taps.imag])[:, None, :]  # (2 * K * M, 1, L)
+    def prepare_weights(self) -> torch.Tensor:
+        """The banks' taps as one matrix ``(2 * K * n_bands, filter_length)``: real parts, then imaginary
+        parts, time reversed (the matrix times a window of samples is the filters' output at its end)."""
+        taps = torch.cat([bank.taps() for bank in self.banks]).flip(-1)
+        return torch.cat([taps.real, taps.imag])
 
     def energies(self, padded: torch.Tensor) -> torch.Tensor:
         """Band energies of every bank ``(B, K, n_bands, frames)`` from audio with ``history`` samples of
-        left context (``(B, history + frames * hop)``)."""
-        y = F.conv1d(padded[:, None], self._conv_weight(), stride=self.energy_stride)  # (B, 2KM, samples)
-        half = y.shape[1] // 2
-        power = y[:, :half] ** 2 + y[:, half:] ** 2
-        b, c, t = power.shape
-        stride = self.hop_length // self.energy_stride
-        pooled = F.conv1d(power.reshape(b * c, 1, t), self.pool[None, None], stride=stride)
-        return pooled.reshape(b, len(self.banks), self.n_bands, -1)
+        left context (``(B, history + frames * hop)``).
+
+        With autograd recording (training) the filters and the pooling are strided convolutions, whose
+        backward is about twice as fast on training batches; otherwise (inference, streaming steps) they
+        are products of the windows of samples (frames) by the taps (pooling window), about 3x as fast
+        for a hop. The two round differently by ~1e-7."""
+        weights, stride = self.current_weights(), self.hop_length // self.energy_stride
+        if torch.is_grad_enabled():
+            y = F.conv1d(padded[:, None], weights[:, None], stride=self.energy_stride)  # (B, 2KM, samples)
+            half = y.shape[1] // 2
+            power = y[:, :half] ** 2 + y[:, half:] ** 2
+            b, c, t = power.shape
+            pooled = F.conv1d(power.reshape(b * c, 1, t), self.pool[None, None], stride=stride)
+        else:
+            y = padded.unfold(-1, self.filter_length, self.energy_stride) @ weights.t()  # (B, samples, 2KM)
+            half = y.shape[-1] // 2
+            power = y[..., :half] ** 2 + y[..., half:] ** 2
+            pooled = (power.unfold(1, self.pool.shape[0], stride) @ self.pool).transpose(1, 2)
+        return pooled.reshape(padded.shape[0], len(self.banks), self.n_bands, -1)
 
     def logits(self, padded: torch.Tensor) -> torch.Tensor:
         """Analyser logits ``(B, frames, K)`` from the same padded audio as ``energies``."""
@@ -202,62 +244,104 @@ class AdaptiveFilterbank(nn.Module):
             return F.one_hot(logits.argmax(-1), logits.shape[-1]).to(logits.dtype)
         return torch.softmax(logits / self.temperature, dim=-1)
 
-    def _segment_logits(
-        self, logits: torch.Tensor, first_frame: int, state: tuple
-    ) -> tuple[torch.Tensor, tuple]:
-        """Per-frame decision logits for ``mixing="segment"`` and the updated ``(current, sum, count)``."""
-        current, total, count = state
-        out = []
-        for j in range(logits.shape[1]):
-            if (first_frame + j) % self.segment_frames == 0 and first_frame + j > 0:
-                current, total, count = total / count, torch.zeros_like(total), 0
-            out.append(current)
-            total, count = total + logits[:, j], count + 1
-        stacked = torch.stack(out, dim=1) if out else logits
-        return stacked, (current, total, count)
+    def _segment_logits(self, logits: torch.Tensor, state: AdaptiveFilterbankState) -> torch.Tensor:
+        """Decision logits ``(B, k, K)`` for ``mixing="segment"`` of the frames after those ``state`` has
+        seen, whose analyser logits are ``logits (B, k, K)``: the prior in segment 0, the mean logits of
+        segment ``s - 1`` in segment ``s``. Updates the state's segment sums (not its frame count). Rows
+        may be at different frames (streams reset at different times); the sums are added frame by frame
+        in order, so any chunking gives the same decisions."""
+        size, frames = self.segment_frames, logits.shape[1]
+        if not frames:
+            return logits
+        position = state.frames + torch.arange(frames, device=logits.device)  # (B, k)
+        ended = ((position % size == 0) & (position > 0))[..., None]  # a segment ended before the frame
+        previous, total, decisions = state.previous, state.total, []
+        for j in range(frames):
+            previous = torch.where(ended[:, j], total / size, previous)
+            total = torch.where(ended[:, j], 0.0, total)
+            decisions.append(previous)
+            total = total + logits[:, j]
+        state.previous, state.total = previous, total
+        return torch.where((position < size)[..., None], self.prior, torch.stack(decisions, 1))
 
-    def initial_state(self, batch_size: int) -> dict:
-        prior = self.prior.expand(batch_size, -1)
-        return {"frame": 0, "segment": (prior, torch.zeros_like(prior), 0), "pcen": None}
+    def _zero_state(
+        self, batch_size: int, device: torch.device, dtype: torch.dtype
+    ) -> AdaptiveFilterbankState:
+        def zeros(*shape: int, kind: torch.dtype = dtype) -> torch.Tensor:
+            return torch.zeros(batch_size, *shape, device=device, dtype=kind)
 
-    def features(self, padded: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
-        """Features ``(B, n_bands, frames)`` of left-padded audio, continuing from ``state``."""
+        banks, smoothed = len(self.banks), self.n_bands if self.pcen is not None else 0
+        return AdaptiveFilterbankState(
+            zeros(self.history), zeros(1, kind=torch.float64), zeros(banks), zeros(banks), zeros(smoothed)
+        )
+
+    def init_state(
+        self, batch_size: int, device: torch.device | None = None, dtype: torch.dtype | None = None
+    ) -> AdaptiveFilterbankState:
+        """The state of ``batch_size`` new streams (zeros; :class:`AdaptiveFilterbankState`), on the
+        module's device and in its dtype unless given; prepares the banks' taps for the steps."""
+        self.prepare()
+        device = self.prior.device if device is None else device
+        return self._zero_state(batch_size, device, self.prior.dtype if dtype is None else dtype)
+
+    def step(self, x: torch.Tensor, state: AdaptiveFilterbankState, final: bool = False) -> torch.Tensor:
+        """Features ``(B, n_bands, k)`` of the frames that end in the next ``x (B, k * hop_length)``
+        samples; updates ``state``. ``mixing="segment"`` only (:class:`~audiokit.errors.UsageError`
+        otherwise: ``"input"`` decides once per whole input)."""
+        if self.mixing != "segment":
+            raise UsageError(
+                "AdaptiveFilterbank: mixing='input' looks at the whole input; stream with 'segment'"
+            )
+        if x.shape[-1] % self.hop_length:
+            raise ValueError(
+                f"a chunk of {x.shape[-1]} samples is not a multiple of the hop {self.hop_length}"
+            )
+        if not x.shape[-1]:  # no new samples: no frames, the state stays
+            return x.new_zeros(x.shape[0], self.n_bands, 0)
+        padded = torch.cat([state.history, x], -1)
+        state.history = padded[:, padded.shape[-1] - self.history :]
+        return self._features(padded, state)
+
+    def _features(self, padded: torch.Tensor, state: AdaptiveFilterbankState) -> torch.Tensor:
+        """Features ``(B, n_bands, frames)`` of ``padded (B, history + frames * hop)`` (the state's
+        history, then the new samples), continuing from ``state``'s segment sums and PCEN smoother and
+        updating them."""
         energy = self.energies(padded)
         logits = self.logits(padded)
         if self.mixing == "input":
             weight = self._input_weights(logits)
         else:
-            decision, state["segment"] = self._segment_logits(logits, state["frame"], state["segment"])
-            weight = self._normalise(decision)
-        state["frame"] += energy.shape[-1]
+            weight = self._normalise(self._segment_logits(logits, state))
         mixed = torch.einsum("bkmt,btk->bmt", energy, weight)
+        started = state.frames > 0  # (B, 1): the smoother holds a frame
+        state.frames = state.frames + mixed.shape[-1]
         if self.compression == "log":
-            return torch.log(mixed + 1e-6), state
-        if self.compression == "pcen" and mixed.shape[-1] > 0:
-            out, state["pcen"] = self.pcen(mixed, state["pcen"])
-            return out, state
-        return mixed, state
+            return torch.log(mixed + 1e-6)
+        if self.compression == "pcen":  # a new stream's smoother starts at its first frame
+            out, state.smoother = self.pcen(mixed, torch.where(started, state.smoother, mixed[..., 0]))
+            return out
+        return mixed
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Real float ``(B, T)`` audio (converted to the module's dtype) -> ``(B, n_bands, T // hop_length)``
-        features; other inputs raise :class:`~audiokit.errors.UsageError`."""
+        features, the steps' from a new stream; other inputs raise :class:`~audiokit.errors.UsageError`."""
         x = batch_audio(x, "AdaptiveFilterbank").to(self.prior.dtype)
         usable = x.shape[-1] - x.shape[-1] % self.hop_length
         if not usable:  # no whole hop: no frame (the pooling needs one)
             return x.new_zeros(x.shape[0], self.n_bands, 0)
         padded = F.pad(x[:, :usable], (self.history, 0))
-        return self.features(padded, self.initial_state(x.shape[0]))[0]
+        return self._features(padded, self._zero_state(x.shape[0], x.device, x.dtype))
 
     def mixing_weights(self, x: torch.Tensor) -> torch.Tensor:
         """Per-frame bank weights ``(B, frames, K)`` the forward pass would use (for inspection)."""
         usable = x.shape[-1] - x.shape[-1] % self.hop_length
         if not usable:
             return x.new_zeros(x.shape[0], 0, len(self.banks))
-        padded = F.pad(x[:, :usable], (self.history, 0))
-        logits = self.logits(padded)
+        logits = self.logits(F.pad(x[:, :usable], (self.history, 0)))
         if self.mixing == "input":
             return self._input_weights(logits)
-        return self._normalise(self._segment_logits(logits, 0, self.initial_state(x.shape[0])["segment"])[0])
+        state = self._zero_state(x.shape[0], x.device, x.dtype)
+        return self._normalise(self._segment_logits(logits, state))
 
     def stream(self, batch_size: int) -> AdaptiveFilterbankStream:
         """Streaming session (``mixing="segment"`` only); frames equal ``forward`` on the whole input."""
@@ -269,32 +353,28 @@ class AdaptiveFilterbank(nn.Module):
 
 
 class AdaptiveFilterbankStream:
-    """``push`` any chunk ``(B, t)`` -> new frames ``(B, n_bands, k)``; ``flush`` returns nothing new
-    (frames are causal; a trailing partial hop is dropped, as offline). With autograd on, each push's
-    frames have gradients within that push only: the carried state is detached, so memory stays bounded."""
+    """``push`` any chunk ``(B, t)`` -> new frames ``(B, n_bands, k)`` (:meth:`AdaptiveFilterbank.step` on
+    the whole hops received); ``flush`` returns nothing new (frames are causal; a trailing partial hop is
+    dropped, as offline). With autograd on, each push's frames have gradients within that push only: the
+    carried state is detached, so memory stays bounded."""
 
     def __init__(self, module: AdaptiveFilterbank, batch_size: int) -> None:
         self.module = module
         self.batch_size = whole_number(batch_size, "AdaptiveFilterbank.stream: batch_size")
-        self._buf = torch.zeros(batch_size, module.history)
-        self._state = module.initial_state(batch_size)
+        self._state = module.init_state(batch_size)
+        self._pending = torch.zeros(batch_size, 0, dtype=module.prior.dtype, device=module.prior.device)
 
     def push(self, chunk: torch.Tensor) -> torch.Tensor:
         """Add real float ``(B, t)`` samples; returns the newly complete frames ``(B, n_bands, k)``."""
         m = self.module
         chunk = batch_audio(chunk, "AdaptiveFilterbankStream.push", self.batch_size).to(m.prior.dtype)
-        self._buf = torch.cat([self._buf.to(chunk), chunk], dim=-1)
-        n_frames = (self._buf.shape[-1] - m.history) // m.hop_length
-        if n_frames == 0:
-            return chunk.new_zeros(self.batch_size, m.n_bands, 0)
-        used = m.history + n_frames * m.hop_length
-        out, self._state = m.features(self._buf[:, :used], self._state)
-        current, total, count = self._state["segment"]
-        self._state["segment"] = (current.detach(), total.detach(), count)
-        if self._state["pcen"] is not None:
-            self._state["pcen"] = self._state["pcen"].detach()
-        self._buf = self._buf[:, used - m.history :]
+        pending = torch.cat([self._pending, chunk], dim=-1)
+        whole = pending.shape[-1] - pending.shape[-1] % m.hop_length
+        self._pending = pending[:, whole:]
+        out = m.step(pending[:, :whole], self._state)
+        for field in dataclasses.fields(self._state):
+            setattr(self._state, field.name, getattr(self._state, field.name).detach())
         return out
 
     def flush(self) -> torch.Tensor:
-        return self._buf.new_zeros(self.batch_size, self.module.n_bands, 0)
+        return self._pending.new_zeros(self.batch_size, self.module.n_bands, 0)
