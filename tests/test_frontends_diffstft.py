@@ -208,6 +208,24 @@ def test_streaming_emits_frames_as_soon_as_possible():
     assert session.push(torch.randn(1, 1)).shape[-1] == 1  # frame 0 reads padded samples 0..255
 
 
+@pytest.mark.parametrize("window", ["hann", "gaussian"])
+def test_frame_window_is_the_window_of_whole_sample_frames(window):
+    """``frame_window`` on frames a caller keeps itself gives the forward pass's frames (one integer hop),
+    carries the gradient to the window length, and a time-varying module, whose frames each have their
+    own, refuses it in one line."""
+    module = DiffSTFT(128, 93.3, 32, window, pad_mode="constant")
+    x = torch.randn(2, 1000)
+    frames = torch.nn.functional.pad(x, (64, 64)).unfold(-1, 128, 32)  # centred on 0, 32, ..., 992
+    with torch.no_grad():
+        spec = torch.fft.rfft(frames * module.frame_window(), dim=-1).transpose(1, 2)
+        torch.testing.assert_close(spec, module(x)[..., : spec.shape[-1]], atol=1e-5, rtol=1e-5)
+    module.frame_window().sum().backward()
+    assert module.win_length.grad is not None and float(module.win_length.grad) != 0.0
+    varying = DiffSTFT(128, 96, 32, time_varying=True, max_frames=8)
+    with pytest.raises(UsageError, match="one window per frame"):
+        varying.frame_window()
+
+
 def test_push_after_flush_is_refused():
     """Flush pads the right edge into the buffer: a later push would read it as signal."""
     module = DiffSTFT(64, 40, 16)

@@ -171,6 +171,19 @@ class DiffSTFT(nn.Module):
         lengths = self.lengths()
         return lengths[:n_frames] if self.time_varying else lengths.expand(n_frames)
 
+    def frame_window(self) -> torch.Tensor:
+        """The window ``(n_fft,)`` of a frame centred on a whole sample, ``w(m - n_fft // 2; L)``: what every
+        frame applies with one integer hop (``torch.stft``'s window in :meth:`forward`'s fast path), for a
+        causal streaming step to apply to frames it keeps itself; differentiable in ``win_length``.
+        A time-varying module has one window per frame: :class:`~audiokit.errors.UsageError`."""
+        if self.time_varying:
+            raise UsageError(
+                "DiffSTFT: a time-varying module has one window per frame, not one frame_window; "
+                "build it with time_varying=False (or stream it with stream())"
+            )
+        u = torch.arange(self.n_fft, dtype=self.win_length.dtype, device=self.win_length.device)
+        return continuous_window(self.window, u - self.n_fft // 2, self.lengths(), self.n_fft)
+
     def _pad(self, x: torch.Tensor) -> torch.Tensor:
         pad = self.n_fft // 2
         if self.pad_mode == "reflect" and x.shape[-1] <= pad:
