@@ -84,6 +84,22 @@ def test_enhancer_with_every_analysis_equals_offline():
     )
 
 
+@pytest.mark.slow  # four libraries to build: minutes on a 2-core machine
+@pytest.mark.parametrize("band_features", ["diffstft", "adaptive"])
+def test_enhancer_with_a_learnable_front_end_equals_offline(band_features):
+    """The learnt window (``diffstft``) and the filterbank's state (``adaptive``) trace into the compiled
+    steps; rows with different digital silence step frame by frame there."""
+    config = {"hidden_dim": 16, "lstm_layers": 1, "df_bins": 8, "erb_bands": 16}
+    model = _perturbed(Enhancer.from_config("enhance-16k", band_features=band_features, **config), 0.05)
+    x = torch.randn(2, 1, 8000, generator=torch.Generator().manual_seed(2)) * 0.3
+    x[1, :, 2000:4000] = 0.0
+    session = model.stream(2, compile="aoti")
+    assert isinstance(session._step.one, compiled.AheadOfTimeStep), compiled.unavailable_reason()
+    assert isinstance(session._step.two, compiled.AheadOfTimeStep), compiled.unavailable_reason()
+    streamed = run_stream(session, x, [320, 160, 640, 33])
+    torch.testing.assert_close(streamed, model.enhance(x), atol=1e-5, rtol=0)
+
+
 def test_bandwidth_extender_equals_eager():
     model = _perturbed(BandwidthExtender.from_config("bwe-8to16", hidden_dim=16, lstm_layers=1), 0.1)
     x = torch.randn(2, 1, 6400, generator=torch.Generator().manual_seed(3)) * 0.3

@@ -264,21 +264,3 @@ def test_runs_in_constant_memory(tmp_path, model_file):
         peaks[minutes] = int(done.stdout.strip().splitlines()[-1]) / 1024
         assert sf.info(tmp_path / f"{minutes}.out.wav").frames == minutes * 60 * 44100
     assert peaks[10] - peaks[1] < 60, peaks
-
-
-def test_a_front_end_ablation_is_refused_in_one_line_that_says_what_runs_it(tmp_path, capsys):
-    """An enhancer trained with a learnable front end (band_features diffstft/adaptive) runs offline only;
-    the command streams files, so it refuses it in one line that names the command and the offline ways
-    (it said only "streaming needs band_features='erb'", and nobody had asked for streaming), writing
-    nothing."""
-    model = Enhancer.from_config("enhance-16k", hidden_dim=16, band_features="diffstft")
-    weights = model.save_pretrained(tmp_path / "ablation.safetensors")
-    out = tmp_path / "out.wav"
-    assert main(["enhance", str(SAMPLES / "speech_fr_16k_a.flac"), str(out), "-m", str(weights)]) == 1
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("audiokit enhance: error: band_features='diffstft'")
-    assert "`audiokit enhance`" in err and "Enhancer.enhance" in err and "audiokit eval" in err
-    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == [
-        "ablation.json",
-        "ablation.safetensors",
-    ]

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from audiokit import io
+from audiokit.cli import main
 from audiokit.errors import ModelError, RecipeError
 from audiokit.models import AudioModel
 from audiokit.models.enhancer import Enhancer, grow_features, grow_hidden
@@ -84,11 +85,10 @@ def test_front_end_ablation_variants_are_causal_and_train_their_front_end(tmp_pa
     assert y.shape == x.shape
     assert torch.equal(y[..., : 4000 - latency], y_later[..., : 4000 - latency])
     assert not torch.equal(y[..., 4000 - latency :], y_later[..., 4000 - latency :])
-    with pytest.raises(ModelError, match="offline only"):
-        model.stream(1).push(x)
 
     overrides = [f"model.options.band_features={band_features}", "run.max_steps=2"]
-    trainer = Trainer(load_recipe(TINY, overrides), tmp_path / "run", quiet=True)
+    run = tmp_path / "run"
+    trainer = Trainer(load_recipe(TINY, overrides), run, quiet=True)
     scaled = trainer.model.lr_scales()
     assert scaled and all(scale == 1000.0 for scale in scaled.values())
     before = {name: p.detach().clone() for name, p in trainer.model.named_parameters() if name in scaled}
@@ -101,6 +101,15 @@ def test_front_end_ablation_variants_are_causal_and_train_their_front_end(tmp_pa
         if name in scaled
     }
     assert max(moved.values()) > 1e-3, moved  # samples / Hz move at a rate near 1 per step, not 1e-3
+
+    # the run streams: `audiokit enhance -m RUN` (chunk by chunk) writes what its model gives offline
+    clip, out = tmp_path / "in.wav", tmp_path / "out.wav"
+    io.save(clip, 0.1 * torch.randn(1, 12345), 16000, subtype="FLOAT")
+    assert main(["enhance", str(clip), str(out), "-m", str(run), "-q"]) == 0  # a float file stays float
+    enhanced, rate = io.load(out)
+    offline = Enhancer.from_pretrained(run).enhance(io.load(clip)[0])
+    assert rate == 16000 and enhanced.shape == offline.shape == (1, 12345)
+    torch.testing.assert_close(enhanced, offline, atol=1e-5, rtol=0)
 
 
 def test_erb_enhancer_has_one_learning_rate():

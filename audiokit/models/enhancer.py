@@ -24,11 +24,14 @@ DeepFilterNet's attenuation limit; None or ``math.inf``: no limit) and ``dry`` (
 applied to the spectrum: ``Y' = a X + (1 - a) Y`` with ``a = 1 - (1 - 10^(-atten_lim_db / 20)) (1 - dry)``.
 
 Front-end ablation (``band_features``): the band log powers of step 2 come from the fixed ERB
-filterbank on the STFT (``erb``, the shipped front end), from the same ERB bands of a
-:class:`~audiokit.frontends.DiffSTFT` whose window length is learnt (``diffstft``, centred frames that
-cover the same samples as the causal ones while the window is at most ``n_fft``), or from a causal
-:class:`~audiokit.frontends.AdaptiveFilterbank` (``adaptive``: learnable FIR banks mixed per
-segment by a content analyser). The learnable ones train offline only (``stream`` needs ``erb``).
+filterbank on the STFT (``erb``, the shipped front end), from the same ERB bands of the causal STFT's
+frames under the learnt window of a :class:`~audiokit.frontends.DiffSTFT` (``diffstft``: its window
+length is learnt; with ``n_fft = 2 hop_length`` these are its centred frames), or from a causal
+:class:`~audiokit.frontends.AdaptiveFilterbank` (``adaptive``: learnable FIR banks mixed per segment by
+a content analyser; its frames end where the causal STFT's do). All three stream: ``diffstft`` windows
+the frames the analysis keeps, ``adaptive`` steps with a state of its own (FIR history, segment sums,
+PCEN smoother). Like the pitch analysis, the learnable front ends run through frames of digital silence
+(which the network's states skip).
 
 With ``band_norm_frames`` (:mod:`audiokit.nn.band_norm`): the band levels of step 2 are each relative to
 their band's mean over the last ``band_norm_frames`` frames (a speaker's and a channel's slow spectral
@@ -64,7 +67,7 @@ from torch import nn
 
 from audiokit.dsp import erb_filterbank
 from audiokit.errors import ModelError, UsageError
-from audiokit.frontends import AdaptiveFilterbank, DiffSTFT, is_unit_parameter
+from audiokit.frontends import AdaptiveFilterbank, AdaptiveFilterbankState, DiffSTFT, is_unit_parameter
 from audiokit.models.base import ANY_AUDIO_SHAPE, AudioModel, ModelConfig, real_number
 from audiokit.nn import StreamableConv1d, StreamableLSTM
 from audiokit.nn.band_conv import BandDecoder, BandEncoder
@@ -140,7 +143,7 @@ class EnhancerConfig(ModelConfig):
 
 
 BAND_FEATURES = ("erb", "diffstft", "adaptive")
-"""Where the band log powers come from (module docstring); only ``erb`` streams."""
+"""Where the band log powers come from (module docstring); every one streams."""
 BAND_ENCODERS = ("linear", "conv")
 """How the network reads the bands and writes their gains (module docstring)."""
 
@@ -168,17 +171,31 @@ def _silent_frames(spec: torch.Tensor) -> torch.Tensor:
 
 
 def _take_frames(
-    spec: torch.Tensor, pitch: tuple | None, index: torch.Tensor
-) -> tuple[torch.Tensor, tuple | None]:
-    """The frames ``index (N, M')`` of each row of complex spectra ``(N, bins, M)`` and of their pitch
-    analysis (:class:`PitchSpectrum`'s spectra, periodicity and lag; or None)."""
+    spec: torch.Tensor, pitch: tuple | None, bands: torch.Tensor | None, index: torch.Tensor
+) -> tuple[torch.Tensor, tuple | None, torch.Tensor | None]:
+    """The frames ``index (N, M')`` of each row of complex spectra ``(N, bins, M)``, of their pitch
+    analysis (:class:`PitchSpectrum`'s spectra, periodicity and lag; or None) and of a learnable front
+    end's band levels ``(N, M, erb_bands)`` (or None)."""
 
     def take(x: torch.Tensor, axis: int) -> torch.Tensor:
-        return x.gather(axis, index[:, None].expand(-1, x.shape[1], -1) if axis == 2 else index)
+        shape, size = [1] * x.dim(), list(x.shape)
+        shape[0], shape[axis] = index.shape
+        size[axis] = index.shape[1]
+        return x.gather(axis, index.view(shape).expand(size))
 
     if pitch is not None:
         pitch = (take(pitch[0], 2), take(pitch[1], 1), take(pitch[2], 1))
-    return take(spec, 2), pitch
+    return take(spec, 2), pitch, None if bands is None else take(bands, 1)
+
+
+def _frame(
+    pitch: tuple | None, bands: torch.Tensor | None, j: int
+) -> tuple[tuple | None, torch.Tensor | None]:
+    """Frame ``j`` of the pitch analysis and of a learnable front end's band levels (see
+    :func:`_take_frames`), each still with its frame axis."""
+    if pitch is not None:
+        pitch = (pitch[0][..., j : j + 1], pitch[1][:, j : j + 1], pitch[2][:, j : j + 1])
+    return pitch, None if bands is None else bands[:, j : j + 1]
 
 
 def _put_frames(kept: torch.Tensor, index: torch.Tensor, frames: int) -> torch.Tensor:
@@ -314,33 +331,41 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
         """Power ``(N, M, erb_bands)`` in the fixed ERB bands of the spectra ``spec (N, bins, M)``."""
         return torch.einsum("fb,nbm->nmf", self.erb, spec.real.square() + spec.imag.square())
 
-    def _band_db(self, spec: torch.Tensor, wav: torch.Tensor | None, erb_power: torch.Tensor) -> torch.Tensor:
-        """Band log powers ``(N, M, erb_bands)`` in dB of frames ``M`` of ``spec (N, bins, M)``, from
-        ``band_features``' front end (the fixed one's is ``erb_power``, :meth:`_erb_power`; the learnable
-        ones read ``wav (N, 1, T)``)."""
-        if self.band_frontend is None:
-            return 10.0 * torch.log10(erb_power + POWER_FLOOR)
-        frames, hop = spec.shape[-1], self.config.hop_length
-        # frame m covers samples [(m - 1) hop, (m + 1) hop), as the causal STFT's frame m
-        wav = F.pad(wav[:, 0], (0, frames * hop - wav.shape[-1]))
-        if isinstance(self.band_frontend, AdaptiveFilterbank):  # frame j ends at sample (j + 1) hop
-            return (10.0 / math.log(10.0)) * self.band_frontend(wav).transpose(1, 2)
-        stft = self.band_frontend(wav[:, : (frames - 1) * hop])  # centres 0, hop, ..., (M - 1) hop
-        return 10.0 * torch.log10(self._erb_power(stft) + POWER_FLOOR)
+    def _learnt_band_db(
+        self, frames: torch.Tensor, wav: torch.Tensor, state: AdaptiveFilterbankState | None = None
+    ) -> torch.Tensor | None:
+        """Band log powers ``(N, M, erb_bands)`` in dB from ``band_features``' learnable front end, for the
+        causal STFT's frames ``frames (N, 1, M, n_fft)`` (not windowed; None for the fixed ERB bands, which
+        :meth:`_features` takes from the spectra). ``diffstft``: the ERB bands of those frames under the
+        learnt window (:meth:`DiffSTFT.frame_window`); ``adaptive``: the filterbank's frames that end where
+        they end, from their audio ``wav``: offline (``state`` None) the whole input ``(N, 1, T)``,
+        streaming the step's ``(N, 1, M * hop)`` from and into the filterbank's ``state``."""
+        frontend = self.band_frontend
+        if frontend is None:
+            return None
+        if isinstance(frontend, DiffSTFT):  # the same samples as the causal frames, the learnt window
+            spec = self.analysis.spectrum(frames, frontend.frame_window().to(frames.dtype))[:, 0]
+            return 10.0 * torch.log10(self._erb_power(spec) + POWER_FLOOR)
+        if state is None:  # the input padded as the causal STFT pads it: frame m ends at (m + 1) hop
+            bands = frontend(F.pad(wav[:, 0], (0, frames.shape[-2] * self.config.hop_length - wav.shape[-1])))
+        else:
+            bands = frontend.step(wav[:, 0], state)
+        return (10.0 / math.log(10.0)) * bands.transpose(1, 2)  # natural log -> dB
 
     def _features(
         self,
         spec: torch.Tensor,
-        wav: torch.Tensor | None = None,
         pitch: tuple | None = None,
+        bands: torch.Tensor | None = None,
         noise_state: NoiseFloorState | None = None,
         norm_state: BandMeanState | None = None,
     ) -> torch.Tensor:
-        """Complex spectra ``(N, bins, M)`` (and, for learnable front ends, their audio ``(N, 1, T)``;
-        with ``config.pitch``, :class:`PitchSpectrum`'s output; streaming, the noise floor's and the band
-        normalisation's states) -> features ``(N, M, features)`` in the order of :func:`feature_layout`."""
+        """Complex spectra ``(N, bins, M)`` (with ``config.pitch``, :class:`PitchSpectrum`'s output; with a
+        learnable front end, its band levels, :meth:`_learnt_band_db`; streaming, the noise floor's and
+        the band normalisation's states) -> features ``(N, M, features)`` in the order of
+        :func:`feature_layout`."""
         erb_power = self._erb_power(spec)
-        erb_db = self._band_db(spec, wav, erb_power)
+        erb_db = 10.0 * torch.log10(erb_power + POWER_FLOOR) if bands is None else bands
         if self.band_norm is None:
             features = [(erb_db + 60.0) / 40.0]
         else:
@@ -369,30 +394,27 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
     def init_state(
         self, batch_size: int, device: torch.device | None = None, dtype: torch.dtype = torch.float32
     ) -> StateList:
-        """Zero streaming state of ``batch_size`` mono streams (and the blocks' prepared weights)."""
-        if self.band_frontend is not None:
-            raise ModelError(
-                f"band_features={self.config.band_features!r} is a front-end ablation that runs offline "
-                "only (Enhancer.enhance, `audiokit eval -m`); streaming, which `audiokit enhance`, `bench` "
-                "and `serve` use, needs band_features='erb'"
-            )
+        """Zero streaming state of ``batch_size`` mono streams (and the blocks' prepared weights): the
+        analysis', frame conv's, LSTM's, deep filter's and synthesis' states, then those of the pitch
+        analysis, the noise floor, the band normalisation and the learnable front end that the model has
+        (``diffstft``'s is None: it reads the analysis' frames)."""
         device = device or self.df_head.weight.device
         parts = (self.analysis, self.frame_conv, self.lstm, self.deep_filter, self.synthesis)
-        if self.pitch is not None:
-            parts += (self.pitch,)
-        if self.noise_floor is not None:
-            parts += (self.noise_floor,)
-        if self.band_norm is not None:
-            parts += (self.band_norm,)
-        return StateList([part.init_state(batch_size, device, dtype) for part in parts])
+        parts += tuple(part for part in (self.pitch, self.noise_floor, self.band_norm) if part is not None)
+        states = [part.init_state(batch_size, device, dtype) for part in parts]
+        if isinstance(self.band_frontend, AdaptiveFilterbank):
+            states.append(self.band_frontend.init_state(batch_size, device, dtype))
+        elif self.band_frontend is not None:
+            states.append(None)
+        return StateList(states)
 
     def _enhance_spectrum(
         self,
         spec: torch.Tensor,
         mix: float | torch.Tensor,
         states: list | None = None,
-        wav: torch.Tensor | None = None,
         pitch: tuple | None = None,
+        bands: torch.Tensor | None = None,
     ) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor, torch.Tensor]:
         """Complex spectra ``(N, bins, M)`` -> the enhanced spectra's real and imaginary parts (each
         ``(N, bins, M)``), offline (``states=None``) or one step on, the band gains
@@ -402,20 +424,20 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
         ``mix``: :func:`mix_factor`'s share of the input kept, one for all rows or a float64 ``(N,)`` of
         one per row, on any device (the same float32 arithmetic per row either way).
 
-        ``states``: the frame conv's, the LSTM's, the deep filter's and the noise floor's (or None)
-        streaming states; ``wav``: the audio ``(N, 1, T)`` of ``spec`` (offline, for the learnable front
-        ends); ``pitch``: the pitch analysis of the same frames (with ``config.pitch``).
+        ``states``: the frame conv's, the LSTM's, the deep filter's, the noise floor's and the band
+        normalisation's (or None) streaming states; ``pitch``: the pitch analysis of the same frames (with
+        ``config.pitch``); ``bands``: a learnable front end's band levels of them (:meth:`_learnt_band_db`).
         """
         c = self.config
         # frames of digital silence (a muted microphone, leading zeros) are skipped by the trackers and the
         # recurrent network, whose states would otherwise settle on them and pass the noise after them
-        silent = None if self.band_frontend is not None else _silent_frames(spec)  # (N, M)
-        if silent is not None and (states is None or _may_branch(spec)) and not bool(silent.any()):
+        silent = _silent_frames(spec)  # (N, M)
+        if (states is None or _may_branch(spec)) and not bool(silent.any()):
             silent = None  # none to skip (a test of the data: offline, and eager steps on a CPU)
         if states is None:  # offline (training too)
-            h, encoded = self._offline_network(spec, wav, pitch, silent)
+            h, encoded = self._offline_network(spec, pitch, bands, silent)
         else:
-            h, encoded = self._stepped_network(spec, pitch, silent, states)
+            h, encoded = self._stepped_network(spec, pitch, bands, silent, states)
         if self.band_decoder is not None:
             logits = self.band_decoder(h, encoded)  # (N, M, 1 or 2, erb_bands)
             band_gains = torch.sigmoid(logits[:, :, 0])
@@ -470,14 +492,14 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
         return self.input_proj(features), encoded
 
     def _offline_network(
-        self, spec: torch.Tensor, wav: torch.Tensor | None, pitch: tuple | None, silent: torch.Tensor | None
+        self, spec: torch.Tensor, pitch: tuple | None, bands: torch.Tensor | None, silent: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The features and the recurrent network over all frames of ``spec (N, bins, M)``: ``h (N, M,
         hidden)`` and the band encoding (or None). The frames ``silent (N, M)`` marks (None: none) are
         left out: each item's other frames run as one sequence, their outputs put back in place (what the
         silent frames get there is never used: their output is zero)."""
         if silent is None:
-            h, encoded = self._project(self._features(spec, wav, pitch))
+            h, encoded = self._project(self._features(spec, pitch, bands))
             h = self.lstm(F.gelu(self.frame_conv.forward_t(self._dropout(h))).transpose(1, 2)).transpose(1, 2)
             return self._dropout(h), encoded
         frames = spec.shape[-1]
@@ -486,12 +508,16 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
             silent.to(torch.int64) * frames + positions, dim=1
         )  # the others first, in order
         index = order[:, : max(int((~silent).sum(1).max()), 1)]  # (N, M')
-        kept_spec, kept_pitch = _take_frames(spec, pitch, index)
-        h, encoded = self._offline_network(kept_spec, None, kept_pitch, None)
+        h, encoded = self._offline_network(*_take_frames(spec, pitch, bands, index), None)
         return _put_frames(h, index, frames), None if encoded is None else _put_frames(encoded, index, frames)
 
     def _stepped_network(
-        self, spec: torch.Tensor, pitch: tuple | None, silent: torch.Tensor | None, states: list
+        self,
+        spec: torch.Tensor,
+        pitch: tuple | None,
+        bands: torch.Tensor | None,
+        silent: torch.Tensor | None,
+        states: list,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """:meth:`_offline_network`, one step on: the frame conv's, the LSTM's, the noise floor's and the
         band normalisation's states kept as they were through the frames ``silent`` marks (None: none).
@@ -501,39 +527,34 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
         conv_state, lstm_state, _, noise_state, norm_state = states
         tracked = (conv_state, lstm_state, noise_state, norm_state)
         if silent is None:
-            return self._network_step(spec, pitch, tracked)
+            return self._network_step(spec, pitch, bands, tracked)
         if _may_branch(spec) and silent.shape[0] and bool((silent == silent[:1]).all()):
             frames = silent.shape[1]
             index = (~silent[0]).nonzero()[:, 0].expand(silent.shape[0], -1)  # (N, M'), the same in every row
-            h, encoded = self._network_step(*_take_frames(spec, pitch, index), tracked)
+            h, encoded = self._network_step(*_take_frames(spec, pitch, bands, index), tracked)
             return _put_frames(h, index, frames), None if encoded is None else _put_frames(
                 encoded, index, frames
             )
         hs, encodings = [], []
         for j in range(spec.shape[-1]):
             before = [snapshot(state) for state in tracked]
-            frame_pitch = (
-                None
-                if pitch is None
-                else (pitch[0][..., j : j + 1], pitch[1][:, j : j + 1], pitch[2][:, j : j + 1])
-            )
-            h, encoded = self._network_step(spec[..., j : j + 1], frame_pitch, tracked)
+            h, encoded = self._network_step(spec[..., j : j + 1], *_frame(pitch, bands, j), tracked)
             hs.append(h)
             encodings.append(encoded)
             for state, old in zip(tracked, before, strict=True):
                 keep_where(state, old, silent[:, j])
         if not hs:  # no new frames: nothing out, the states stay
-            return self._network_step(spec, pitch, tracked)
+            return self._network_step(spec, pitch, bands, tracked)
         return torch.cat(hs, 1), None if encodings[0] is None else torch.cat(encodings, 1)
 
     def _network_step(
-        self, spec: torch.Tensor, pitch: tuple | None, tracked: tuple
+        self, spec: torch.Tensor, pitch: tuple | None, bands: torch.Tensor | None, tracked: tuple
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The features and the recurrent network over the next frames ``spec (N, bins, k)``, every one
         of them, from and into the states ``tracked`` (frame conv, LSTM, noise floor, band
         normalisation): ``h (N, k, hidden)`` and the band encoding (or None)."""
         conv_state, lstm_state, noise_state, norm_state = tracked
-        h, encoded = self._project(self._features(spec, None, pitch, noise_state, norm_state))
+        h, encoded = self._project(self._features(spec, pitch, bands, noise_state, norm_state))
         return self.lstm.step_t(F.gelu(self.frame_conv.step_t(h, conv_state)), lstm_state), encoded
 
     def _dropout(self, h: torch.Tensor) -> torch.Tensor:
@@ -575,13 +596,15 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
         of one per row (streams of several knobs in one batched step, :attr:`row_step_options`).
         """
         stft_state, conv_state, lstm_state, df_state, ola_state = state.children[:5]
-        spec = self.analysis.step(x, stft_state)[:, 0]  # (N, bins, M)
+        frames = self.analysis.frames(x, stft_state)
+        spec = self.analysis.spectrum(frames)[:, 0]  # (N, bins, M)
         extra = iter(state.children[5:])
         pitch = None if self.pitch is None else self.pitch.step(x, next(extra))
         noise_state = None if self.noise_floor is None else next(extra)
         norm_state = None if self.band_norm is None else next(extra)
+        bands = None if self.band_frontend is None else self._learnt_band_db(frames, x, next(extra))
         states = [conv_state, lstm_state, df_state, noise_state, norm_state]
-        (real, imag), _, _ = self._enhance_spectrum(spec, mix, states, pitch=pitch)
+        (real, imag), _, _ = self._enhance_spectrum(spec, mix, states, pitch=pitch, bands=bands)
         return self.synthesis.step_parts(real[:, None], imag[:, None], ola_state)
 
     def forward(
@@ -597,10 +620,12 @@ class Enhancer(AudioModel, StreamingModule, family="enhancer", config_class=Enha
         :meth:`speech_frames` targets)."""
         batch, channels, length = wav.shape
         mono = wav.reshape(batch * channels, 1, length)
-        spec = self.analysis(mono)[:, 0]
+        frames = self.analysis.all_frames(mono)
+        spec = self.analysis.spectrum(frames)[:, 0]
         pitch = None if self.pitch is None else self.pitch(mono)
+        bands = self._learnt_band_db(frames, mono)
         mix = mix_factor(atten_lim_db, dry)
-        parts, band_gains, hidden = self._enhance_spectrum(spec, mix, wav=mono, pitch=pitch)
+        parts, band_gains, hidden = self._enhance_spectrum(spec, mix, pitch=pitch, bands=bands)
         out = self.synthesis(torch.complex(*parts)[:, None], length).reshape(batch, channels, length)
         if not return_gains:
             return out

@@ -53,22 +53,38 @@ class CausalSpectrum(nn.Module, StreamingModule):
 
     def step(self, x: torch.Tensor, state: ConvState, final: bool = False) -> torch.Tensor:
         """Spectra ``(B, C, bins, k)`` of the next ``x (B, C, k * hop_length)`` samples; updates ``state``."""
+        return self.spectrum(self.frames(x, state))
+
+    def frames(self, x: torch.Tensor, state: ConvState) -> torch.Tensor:
+        """The next ``k`` frames ``(B, C, k, n_fft)``, not windowed, that end in ``x (B, C, k * hop_length)``;
+        updates ``state``."""
         if x.shape[-1] % self.hop_length:
             raise ValueError(
                 f"a chunk of {x.shape[-1]} samples is not a multiple of the hop {self.hop_length}"
             )
         if not x.shape[-1]:  # no new samples: no frames, the history stays
-            empty = x.new_zeros(*x.shape[:-1], self.n_bins, 0)
-            return torch.complex(empty, empty)
+            return x.new_zeros(*x.shape[:-1], 0, self.n_fft)
         x = torch.cat([state.history, x], -1)
         state.history = x[..., x.shape[-1] - self.history_length :]
-        frames = x.unfold(-1, self.n_fft, self.hop_length) * self.window  # (B, C, k, n_fft)
-        return torch.fft.rfft(frames, dim=-1).transpose(-1, -2).contiguous()  # .real: stride 1 (AOTInductor)
+        return x.unfold(-1, self.n_fft, self.hop_length)
+
+    def spectrum(self, frames: torch.Tensor, window: torch.Tensor | None = None) -> torch.Tensor:
+        """Complex spectra ``(B, C, bins, k)`` of ``frames (B, C, k, n_fft)`` under ``window (n_fft,)``
+        (default: the analysis window)."""
+        if not frames.shape[-2]:
+            empty = frames.new_zeros(*frames.shape[:-2], self.n_bins, 0)
+            return torch.complex(empty, empty)
+        windowed = frames * (self.window if window is None else window)
+        return torch.fft.rfft(windowed, dim=-1).transpose(-1, -2).contiguous()  # .real: stride 1 (AOTI)
+
+    def all_frames(self, x: torch.Tensor) -> torch.Tensor:
+        """Every frame ``(B, C, frames, n_fft)`` of :meth:`forward`, not windowed: ``x (B, C, T)`` with its
+        end padded with zeros to whole hops plus ``n_fft - hop_length`` samples."""
+        extra = (-x.shape[-1]) % self.hop_length + self.history_length
+        return self.frames(F.pad(x, (0, extra)), self.init_state(x.shape[0], x.device, x.dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        extra = (-x.shape[-1]) % self.hop_length + self.history_length
-        state = self.init_state(x.shape[0], x.device, x.dtype)
-        return self.step(F.pad(x, (0, extra)), state)
+        return self.spectrum(self.all_frames(x))
 
 
 class CausalInverseSpectrum(nn.Module, StreamingModule):
