@@ -87,6 +87,6 @@ def _wait(children: list[subprocess.Popen], received: list[int]) -> int:
         time.sleep(0.1)
     codes = [child.returncode for child in children if child.returncode not in (None, 0)]
     code = first_failure or (codes[0] if codes else 0)
-    if received:  # stopped by a signal: the processes' own code for it, as a single process's
-        return 128 + received[0] if all(c in (0, 128 + received[0]) for c in codes) else code
+    if received and all(c in (0, 128 + received[0]) for c in codes):
+        return 128 + received[0]  # stopped by a signal: the processes' own code for it, as a single process's
     return code if code >= 0 else 128 - code  # a process killed by a signal: the shell's convention
