@@ -1,5 +1,5 @@
 """The built-in DDP launcher (``audiokit train --nproc-per-node N``, audiokit/train/launch.py) on real
-processes: the exit code it reports."""
+processes: the exit code it reports and the interpreters it runs on."""
 
 from __future__ import annotations
 
@@ -25,3 +25,15 @@ def test_a_stop_whose_ranks_all_end_with_its_code_reports_that_code():
     children = [_python("raise SystemExit(143)"), _python("raise SystemExit(143)")]
     assert launch._wait(children, [signal.SIGTERM]) == 143
 
+
+def test_starts_its_processes_on_python_3_10(monkeypatch, tmp_path):
+    # pyproject says requires-python >= 3.10; Popen(process_group=) only exists from 3.11 (TypeError)
+    popen = subprocess.Popen
+
+    def popen_3_10(*args, **kwargs):
+        if "process_group" in kwargs:
+            raise TypeError("Popen.__init__() got an unexpected keyword argument 'process_group'")
+        return popen(*args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "Popen", popen_3_10)
+    assert launch.launch([str(tmp_path / "missing.yaml"), "-q"], 2) == 1

@@ -61,9 +61,10 @@ def launch(argv: Sequence[str], processes: int) -> int:
                 "MASTER_ADDR": "127.0.0.1",
                 "MASTER_PORT": str(port),
             }
-            # a process group of its own: a terminal's Ctrl-C reaches the processes once, through forward()
+            # a session of its own: a terminal's Ctrl-C reaches the processes once, through forward()
+            # (start_new_session, not process_group=0: that is Python 3.11+, and pyproject allows 3.10)
             command = [sys.executable, "-m", "audiokit", "train", *argv, "--nproc-per-node", "1"]
-            children.append(subprocess.Popen(command, env=env, process_group=0))
+            children.append(subprocess.Popen(command, env=env, start_new_session=True))
         return _wait(children, received)
     finally:
         for child in children:
