@@ -316,7 +316,11 @@ def test_a_step_out_of_memory_is_one_line_naming_the_batch(tmp_path):
     args = ["train", str(ENHANCE), "--run-dir", str(run), "-q", "--max-steps", "2"]
     done = subprocess.run(
         [sys.executable, "-c", script, *args, "--set", "data.batch_size=512"],
-        capture_output=True, text=True, cwd=ROOT, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     err = done.stderr.strip()
     assert done.returncode == 1 and len(err.splitlines()) == 1, err
