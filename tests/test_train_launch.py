@@ -37,3 +37,17 @@ def test_starts_its_processes_on_python_3_10(monkeypatch, tmp_path):
 
     monkeypatch.setattr(subprocess, "Popen", popen_3_10)
     assert launch.launch([str(tmp_path / "missing.yaml"), "-q"], 2) == 1
+
+
+def test_a_rank_that_hangs_after_another_failed_is_given_up_on_during_a_stop_too(monkeypatch):
+    # after Ctrl-C one rank failed (exit 1) and another hung: the grace for the others ran out only when no
+    # signal had come, so the launcher waited for the hung rank for good
+    monkeypatch.setattr(launch, "GRACE_SECONDS", 0.5)
+    hung = _python("import time; time.sleep(60)")
+    children = [_python("raise SystemExit(1)"), _python("raise SystemExit(130)"), hung]
+    try:
+        assert launch._wait(children, [signal.SIGINT]) == 1
+        assert hung.poll() is None  # left for the caller to kill
+    finally:
+        hung.kill()
+        hung.wait()

@@ -65,6 +65,8 @@ def launch(argv: Sequence[str], processes: int) -> int:
             # (start_new_session, not process_group=0: that is Python 3.11+, and pyproject allows 3.10)
             command = [sys.executable, "-m", "audiokit", "train", *argv, "--nproc-per-node", "1"]
             children.append(subprocess.Popen(command, env=env, start_new_session=True))
+            if received:  # a signal while the ranks were being started: this one gets it too
+                children[-1].send_signal(received[0])
         return _wait(children, received)
     finally:
         for child in children:
@@ -80,10 +82,11 @@ def _wait(children: list[subprocess.Popen], received: list[int]) -> int:
     failed_at: float | None = None
     first_failure = 0
     while any(child.poll() is None for child in children):
-        codes = [child.returncode for child in children if child.returncode not in (None, 0)]
-        if codes and failed_at is None:
-            failed_at, first_failure = time.monotonic(), codes[0]
-        if failed_at is not None and not received and time.monotonic() - failed_at > GRACE_SECONDS:
+        stopped = {0, *(128 + signum for signum in received)}  # a stop asked for is not a failure
+        failures = [child.returncode for child in children if child.returncode not in (None, *stopped)]
+        if failures and failed_at is None:
+            failed_at, first_failure = time.monotonic(), failures[0]
+        if failed_at is not None and time.monotonic() - failed_at > GRACE_SECONDS:
             break  # the caller kills the rest
         time.sleep(0.1)
     codes = [child.returncode for child in children if child.returncode not in (None, 0)]
