@@ -57,3 +57,31 @@ def test_every_module_imports_first():
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout.splitlines()[-1]) == {}
+
+
+# What the command line must not import to show its help or run a file command: each costs start-up on
+# every command (scipy.signal, which the bwe card's narrowband helpers import, took about a second of
+# `audiokit --help`'s three), and none of these commands uses them.
+HEAVY = ("scipy.signal", "scipy.stats", "matplotlib", "pystoi", "fastapi", "uvicorn", "triton",
+         "audiokit.train", "audiokit.serve")  # fmt: skip
+
+STARTS = r"""
+import json, sys
+from audiokit.cli import build_parser, main
+build_parser()
+after_parser = sorted(sys.modules)
+code = main(["enhance", "-q", sys.argv[1], sys.argv[2]])
+print(json.dumps({"code": code, "parser": after_parser, "enhance": sorted(sys.modules)}))
+"""
+
+
+def test_help_and_file_commands_import_no_heavy_modules(tmp_path, speech_files):
+    done = subprocess.run(
+        [sys.executable, "-c", STARTS, str(speech_files[0]), str(tmp_path / "out.wav")],
+        capture_output=True, text=True, timeout=300, cwd=PACKAGE.parent,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.splitlines()[-1])
+    assert seen["code"] == 0
+    for stage in ("parser", "enhance"):
+        assert [name for name in HEAVY if name in seen[stage]] == [], stage

@@ -18,10 +18,6 @@ from audiokit.argtypes import whole_number
 from audiokit.cli.options import doc_text
 from audiokit.data.paths import data_root
 from audiokit.errors import UsageError
-from audiokit.evaluation.bwe_card import BweCardRequest, build_bwe_card
-from audiokit.evaluation.enhancer_card import EnhancerCardRequest, build_enhancer_card
-from audiokit.evaluation.model_card import CardRequest, build_card, write_card
-from audiokit.evaluation.training_record import check_run_weights
 from audiokit.models import is_shipped, resolve_weights
 from audiokit.processing import model_family
 
@@ -60,6 +56,12 @@ def outputs(family: str, args: argparse.Namespace, name: str) -> list[Path]:
 
 def _build(args: argparse.Namespace, family: str, name: str) -> tuple[dict, Path]:
     """Measure the ``family`` model (codec, enhancer or bwe) and return its card and folder."""
+    # imported here, not at the top: the bwe card's import of scipy.signal alone cost every command
+    # (`audiokit --help`, `audiokit enhance`...) about a second of start-up
+    from audiokit.evaluation.bwe_card import BweCardRequest, build_bwe_card
+    from audiokit.evaluation.enhancer_card import EnhancerCardRequest, build_enhancer_card
+    from audiokit.evaluation.model_card import CardRequest, build_card
+
     if family == "codec":
         if args.valid is None:
             raise UsageError("a codec card needs --valid DIR (validation speech)")
@@ -88,6 +90,9 @@ def _build(args: argparse.Namespace, family: str, name: str) -> tuple[dict, Path
 
 
 def run(args: argparse.Namespace) -> int:
+    from audiokit.evaluation.model_card import write_card
+    from audiokit.evaluation.training_record import check_run_weights
+
     resolve_weights(args.weights)  # one line naming what is wrong with -m
     family = model_family(args.weights)
     if family is None:  # weights without a readable config beside them: say which, as bench does
