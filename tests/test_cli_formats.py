@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -81,6 +82,41 @@ def test_encode_of_an_m4a_decodes_to_its_length(browser_files, tmp_path, capsys,
     decoded, rate = io.load(wav)
     expected, _ = io.load(browser_files["m4a"], sample_rate=rate)
     assert decoded.shape == expected.shape
+
+
+def _probes(monkeypatch) -> list[list[str]]:
+    """The ffprobe commands run from now on (recorded; each still runs)."""
+    run, probes = subprocess.run, []
+
+    def recorded(command, *args, **kwargs):
+        if Path(command[0]).name == "ffprobe":
+            probes.append(command)
+        return run(command, *args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "run", recorded)
+    return probes
+
+
+@pytest.mark.parametrize("command", ["enhance", "bwe"])
+def test_an_ffmpeg_input_is_probed_once_per_file(browser_files, tmp_path, capsys, monkeypatch, command):
+    """Its header, its samples (and for bwe a first pass measuring its band) each opened the file, and
+    each opening ran ffprobe (some 60 ms): two of three subprocesses per m4a clip of an enhance folder
+    run, four of six for bwe."""
+    talk = shutil.copy(browser_files["m4a"], tmp_path / "talk.m4a")  # a file no test probed before
+    probes = _probes(monkeypatch)
+    assert _run(capsys, command, "-q", str(talk), str(tmp_path / "out.wav"))[0] == 0
+    assert len(probes) == 1
+
+
+def test_a_file_changed_since_its_probe_is_probed_again(browser_files, tmp_path):
+    talk = shutil.copy(browser_files["m4a"], tmp_path / "talk.m4a")
+    assert (io.info(talk).sample_rate, io.info(talk).channels) == (16000, 1)
+    wide = _ffmpeg(SAMPLES / "music_stereo_44k.flac", tmp_path / "music.m4a", "-c:a", "aac", "-t", "1")
+    shutil.copyfile(wide, talk)  # rewritten in place: the same inode
+    assert (io.info(talk).sample_rate, io.info(talk).channels) == (44100, 2)
+    shutil.copy(browser_files["webm"], tmp_path / "other.webm")
+    os.replace(tmp_path / "other.webm", talk)  # replaced: another inode
+    assert io.info(talk).subtype == "OPUS"
 
 
 @pytest.mark.parametrize("sample_format,dtype", [("s16le", "<i2"), ("f32le", "<f4")])
