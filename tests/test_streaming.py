@@ -858,6 +858,37 @@ def test_steps_use_the_weights_of_the_latest_init_state_and_forward_never_goes_s
         torch.testing.assert_close(conv.step(x, state), after, rtol=0, atol=1e-6)
 
 
+def test_a_new_session_reuses_the_prepared_weights_until_the_weights_change():
+    """A folder run opens a session per file: each re-prepared every block's matrices (4 ms of 5 for a
+    speech-16k decode session, a sixth of a folder of short clips' decode). They are kept while the
+    parameters are unchanged, and prepared again after an in-place update."""
+    codec = _tiny_istft()
+    block = codec.decoder.blocks[0]
+    codec.stream(1, "decode")
+    kept = block.prepared()
+    codec.stream(1, "decode")
+    assert block.prepared() is kept
+    x = torch.randn(1, 1, 4000) * 0.1
+    codes, decoded = offline(codec, x)
+    with torch.no_grad():
+        block.pwconv1.weight.mul_(0.5)  # an optimiser-like update: its version counter moves
+    session = codec.stream(1, "decode")
+    assert block.prepared() is not kept
+    streamed = torch.cat([session.push(codes.codes), session.flush()], -1)[..., : x.shape[-1]]
+    assert torch.equal(streamed, offline(codec, x)[1][..., : x.shape[-1]])
+    assert not torch.equal(streamed, decoded[..., : x.shape[-1]])
+
+
+def test_weights_that_are_inference_tensors_are_prepared_for_every_session():
+    """Inference tensors have no version counter to say they changed (as for the quantizer's tables)."""
+    with torch.inference_mode():
+        conv = StreamableConv1d(2, 2, 3, causal=True).eval()
+        conv.init_state(1, torch.device("cpu"), torch.float32)
+        kept = conv.prepared()
+        conv.init_state(1, torch.device("cpu"), torch.float32)
+        assert conv.prepared() is not kept
+
+
 def test_non_causal_and_unknown_modules_cannot_stream():
     codec = Codec.from_config("speech-16k-noncausal", encoder={"n_filters": 4}, decoder={"n_filters": 4})
     for mode in ("encode", "decode", "roundtrip"):

@@ -23,9 +23,10 @@ Prepared weights. Blocks multiply with matrices prepared from their weights (wei
 transposed into contiguous ``(in, out)`` matrices, taps reordered, layer scale folded).
 :meth:`StreamingModule.init_state` prepares them and the steps use them: a step uses the weights as
 they were at the latest ``init_state`` (a streaming session reads the weights when it is created).
-An evaluation ``forward`` uses them too, checked first against the parameters' version counters and
-storage (prepared again after an optimiser step, ``load_state_dict`` or ``.to(...)``); with autograd
-recording it prepares them afresh, with gradients. A model set to float16 weights
+They are kept while the parameters' version counters and storage say they have not changed (prepared
+again after an optimiser step, ``load_state_dict`` or ``.to(...)``; edits through ``.data``, which
+the counters miss, need ``weights_changed()``): a new session and an evaluation ``forward`` reuse
+them; with autograd recording ``forward`` prepares them afresh, with gradients. A model set to float16 weights
 (:func:`audiokit.nn.precision.set_weight_precision`) prepares them rounded to float16 values.
 """
 
@@ -76,7 +77,15 @@ class StreamingModule:
         return self.prepare() if cached is None else cached[1]
 
     def prepare(self) -> Any:
-        """Prepare (and keep for the steps) what the steps multiply with."""
+        """Prepare (and keep for the steps) what the steps multiply with; the kept ones while the
+        parameters have not changed since (their version counters and storage, as the quantizer's
+        tables), so that a session per file of a folder run does not prepare them all again (a
+        sixth of a folder of short clips' encode or decode). Never kept for inference tensors, which
+        have no version counter."""
+        cached = self.__dict__.get("_prepared")
+        if cached is not None and cached[0] == self._weights_key():
+            if not any(t.is_inference() for t in self.parameters()):
+                return cached[1]
         with torch.inference_mode(False), torch.no_grad():
             weights = self.prepare_weights()
             if precision := self._rounding():
