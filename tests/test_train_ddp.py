@@ -206,3 +206,21 @@ def test_nproc_per_node_under_torchrun_is_refused(tmp_path, monkeypatch, capsys)
     assert capsys.readouterr().err.strip() == (
         "audiokit train: error: --nproc-per-node: this process was started by torchrun (WORLD_SIZE is set)"
     )
+
+
+def test_nproc_per_node_notices_a_later_rank_failing_first(monkeypatch):
+    # only the first running process was polled: rank 1 killed while rank 0 ran was not seen until rank 0
+    # ended (no grace period; the exit code was rank 0's 1, not 137 for rank 1's SIGKILL)
+    from audiokit.train import launch
+
+    monkeypatch.setattr(launch, "GRACE_SECONDS", 0.5)
+    rank0 = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30); raise SystemExit(1)"])
+    killed = "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"
+    rank1 = subprocess.Popen([sys.executable, "-c", killed])
+    try:
+        start = time.monotonic()
+        assert launch._wait([rank0, rank1], []) == 128 + signal.SIGKILL
+        assert time.monotonic() - start < 15
+    finally:
+        rank0.kill()
+        rank0.wait()

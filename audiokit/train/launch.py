@@ -81,7 +81,7 @@ def _wait(children: list[subprocess.Popen], received: list[int]) -> int:
     """Wait for every process; after the first failure, give the others :data:`GRACE_SECONDS`."""
     failed_at: float | None = None
     first_failure = 0
-    while any(child.poll() is None for child in children):
+    while None in [child.poll() for child in children]:  # every child polled: a later rank may fail first
         stopped = {0, *(128 + signum for signum in received)}  # a stop asked for is not a failure
         failures = [child.returncode for child in children if child.returncode not in (None, *stopped)]
         if failures and failed_at is None:
