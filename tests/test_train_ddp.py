@@ -224,3 +224,30 @@ def test_nproc_per_node_notices_a_later_rank_failing_first(monkeypatch):
     finally:
         rank0.kill()
         rank0.wait()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the processes follow the launcher by prctl")
+def test_nproc_per_node_ranks_stop_with_a_checkpoint_when_the_launcher_is_killed(tmp_path):
+    # kill -9 of the launcher (a scheduler, the OOM killer) left its ranks training on, unseen, to the end
+    run_dir = tmp_path / "run"
+    settings = ["--set", "run.max_steps=100000", "--set", "eval.every_steps=100000", "--max-minutes", "3"]
+    launcher = _torchrun_cli(run_dir, *settings, wait=False, torchrun=False)
+    ranks: list[int] = []
+    try:
+        deadline = time.monotonic() + 300
+        while not (run_dir / "metrics.jsonl").is_file() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        ranks = _children(launcher.pid)
+        launcher.kill()
+        launcher.wait(timeout=60)
+        deadline = time.monotonic() + 120
+        while any(Path(f"/proc/{pid}").exists() for pid in ranks) and time.monotonic() < deadline:
+            time.sleep(0.5)
+    finally:
+        launcher.kill()
+        for pid in ranks:
+            if Path(f"/proc/{pid}").exists():
+                os.kill(pid, signal.SIGKILL)
+    assert len(ranks) == 2 and not any(Path(f"/proc/{pid}").exists() for pid in ranks)
+    assert load_checkpoint(run_dir / "checkpoints" / "latest.pt")["data"]["world_size"] == 2

@@ -9,13 +9,14 @@ processes' own exit code (130, 143, 129) after they have saved their checkpoint.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from audiokit.errors import UsageError
 
@@ -24,6 +25,26 @@ FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 GRACE_SECONDS = 60.0
 """How long the other processes get to stop on their own once one has failed (each says why in one
 line, or says nothing when the failure was another's), before they are killed."""
+
+
+PR_SET_PDEATHSIG = 1
+"""prctl(2) option: the signal a process gets when the process that started it dies."""
+
+
+def _stop_with(launcher: int) -> Callable[[], None] | None:
+    """A ``Popen`` ``preexec_fn`` (Linux) after which the process gets SIGTERM (a stop with a checkpoint)
+    when the launcher ``launcher`` (a pid) dies, even by SIGKILL, rather than training on unseen; None
+    elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def arm() -> None:
+        prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
+        if os.getppid() != launcher:  # the launcher died before prctl
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return arm
 
 
 def free_port() -> int:
@@ -49,6 +70,7 @@ def launch(argv: Sequence[str], processes: int) -> int:
             if child.poll() is None:
                 child.send_signal(signum)
 
+    stop_with = _stop_with(os.getpid())
     previous = {signum: signal.signal(signum, forward) for signum in FORWARDED}
     try:
         for rank in range(processes):
@@ -64,7 +86,7 @@ def launch(argv: Sequence[str], processes: int) -> int:
             # a session of its own: a terminal's Ctrl-C reaches the processes once, through forward()
             # (start_new_session, not process_group=0: that is Python 3.11+, and pyproject allows 3.10)
             command = [sys.executable, "-m", "audiokit", "train", *argv, "--nproc-per-node", "1"]
-            children.append(subprocess.Popen(command, env=env, start_new_session=True))
+            children.append(subprocess.Popen(command, env=env, start_new_session=True, preexec_fn=stop_with))
             if received:  # a signal while the ranks were being started: this one gets it too
                 children[-1].send_signal(received[0])
         return _wait(children, received)
