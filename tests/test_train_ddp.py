@@ -175,6 +175,16 @@ def test_nproc_per_node_error_is_the_whole_output(tmp_path):
     assert line.startswith(f"audiokit train: error: data.valid: '{tmp_path / 'missing'}' is neither")
 
 
+def test_nproc_per_node_run_dir_error_is_said_once(tmp_path):
+    # the same for every process (as no CUDA here): was printed by each of them
+    done = _torchrun_cli(tmp_path / "run", "--resume", torchrun=False)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"audiokit train: error: {tmp_path / 'run' / 'checkpoints' / 'latest.pt'}: nothing to resume "
+        "(no checkpoint in the run directory)"
+    ]
+
+
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the launched processes in /proc")
 def test_nproc_per_node_ctrl_c_stops_every_rank_with_a_checkpoint(tmp_path):
     # torchrun ended such a stop with 1 (or 134) after its own traceback of the signal

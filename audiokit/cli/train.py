@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
 
         return launch(args.argv[args.argv.index("train") + 1 :], args.nproc_per_node)
     from audiokit.train.recipe import load_recipe
-    from audiokit.train.runtime import launched_world_size, local_rank, lost_peer
+    from audiokit.train.runtime import launched_world_size, local_rank, lost_peer, resolve_device
     from audiokit.train.signals import StopSignals
     from audiokit.train.trainer import Trainer
 
@@ -44,6 +44,9 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(
                 "--resume and --init cannot be used together (resume continues a run; init starts one)"
             )
+        # the same for every process, so said once: no CUDA here, the run directory refused
+        resolve_device(recipe.run.device)
+        Trainer.check_run_dir(run_dir, args.resume)
     except AudiokitError as exc:
         # under torchrun, every process of a machine reads the same command line and recipe, and so
         # fails alike: the first says it, once. (Setting up the trainer can fail on one rank alone, a

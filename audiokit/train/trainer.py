@@ -164,7 +164,7 @@ class Trainer:
         run = recipe.run
         self.runtime = runtime = Runtime.start(run)
         checkpoint_path = self.run_dir / CHECKPOINT
-        self._check_run_dir(resume)
+        self.check_run_dir(self.run_dir, resume)
         task = task_class(recipe.task)
         if task is None:
             raise RecipeError(f"recipe: unknown task {recipe.task!r}")
@@ -209,27 +209,28 @@ class Trainer:
         records.start_session(self.recipe, self.model.name, self.runtime, self.step, **start)
         return records
 
-    def _check_run_dir(self, resume: bool) -> None:
+    @staticmethod
+    def check_run_dir(run_dir: Path, resume: bool) -> None:
         """Refuse a run directory that is a file, a resume without a checkpoint, and a new run where one
         would replace a checkpoint or weights (``model.safetensors``: a run's whose checkpoints were
         deleted, or an ``audiokit checkpoint average``)."""
-        checkpoint_path, weights = self.run_dir / CHECKPOINT, self.run_dir / WEIGHTS
-        if self.run_dir.exists() and not self.run_dir.is_dir():
-            raise UsageError(f"{self.run_dir}: exists and is not a folder; choose another --run-dir")
-        above = next((p for p in self.run_dir.parents if p.exists()), None)
+        checkpoint_path, weights = run_dir / CHECKPOINT, run_dir / WEIGHTS
+        if run_dir.exists() and not run_dir.is_dir():
+            raise UsageError(f"{run_dir}: exists and is not a folder; choose another --run-dir")
+        above = next((p for p in run_dir.parents if p.exists()), None)
         if above is not None and not above.is_dir():
-            raise UsageError(f"{self.run_dir}: {above} is a file, not a folder; choose another --run-dir")
+            raise UsageError(f"{run_dir}: {above} is a file, not a folder; choose another --run-dir")
         if resume and not checkpoint_path.is_file():
             raise UsageError(f"{checkpoint_path}: nothing to resume (no checkpoint in the run directory)")
         if not resume and checkpoint_path.is_file():
             raise UsageError(
-                f"{self.run_dir}: already holds a checkpoint; pass --resume to continue it or choose "
+                f"{run_dir}: already holds a checkpoint; pass --resume to continue it or choose "
                 "another --run-dir"
             )
         if not resume and weights.is_file():
             raise UsageError(
                 f"{weights}: already exists and a new run would replace it; choose another --run-dir "
-                f"(--init {self.run_dir} --run-dir NEW_DIR starts a new run from these weights)"
+                f"(--init {run_dir} --run-dir NEW_DIR starts a new run from these weights)"
             )
 
     def _remove_stale_temps(self) -> None:
