@@ -81,6 +81,10 @@ def test_graphed_roundtrip_equals_eager_through_frames_resets_and_flush():
     kept = {id(cache) for cache in session._encode._kept}
     block = next(m for m in codec.encoder.modules() if "_prepared" in m.__dict__)
     recorded = block.__dict__["_prepared"]
+    codec.stream(1, "roundtrip")  # unchanged weights: a new session reuses what was prepared
+    assert block.__dict__["_prepared"] is recorded
+    with torch.no_grad():
+        next(block.parameters()).mul_(1.0)  # an in-place update (its version counter moves)
     codec.stream(1, "roundtrip")  # a new session prepares the weights afresh
     assert id(recorded) in kept and block.__dict__["_prepared"] is not recorded
 
