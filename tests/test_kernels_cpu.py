@@ -7,6 +7,7 @@ The first test of a run builds the extension into the cache (~30-60 s once); lat
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -102,6 +103,25 @@ def test_shipped_codec_streams_exactly_on_the_kernels():
         streamed_audio.append(roundtrip.push(x[..., start : start + 1234]))
     assert torch.equal(torch.cat([*streamed_codes, encoder.flush()], -1), codes.codes)
     torch.testing.assert_close(torch.cat([*streamed_audio, roundtrip.flush()], -1), audio, rtol=0, atol=1e-5)
+
+
+@needs_build
+def test_weights_kept_from_another_backend_are_prepared_again():
+    """Blocks keep their prepared weights across sessions; a session under another forced backend
+    prepares them again for its kernels (the kept torch-prepared blocks used to win, by test order)."""
+    from audiokit.coding import load_codec
+
+    codec, _ = load_codec("speech-16k")
+    x = torch.randn(1, 1, 4000) * 0.1
+    blocks = codec.decoder.blocks
+    with torch.inference_mode():
+        for backend in (None, "cpp", None):
+            with ops.use_backend(backend) if backend else contextlib.nullcontext():
+                codec.stream(1, "roundtrip", bitrate=6000)
+                assert {block.prepared().backend for block in blocks} == {backend or "torch"}
+        kept = blocks[0].prepared()
+        codec.stream(1, "roundtrip", bitrate=6000).push(x)
+        assert blocks[0].prepared() is kept  # unchanged weights, the same backend: kept
 
 
 @needs_build

@@ -23,7 +23,8 @@ Prepared weights. Blocks multiply with matrices prepared from their weights (wei
 transposed into contiguous ``(in, out)`` matrices, taps reordered, layer scale folded).
 :meth:`StreamingModule.init_state` prepares them and the steps use them: a step uses the weights as
 they were at the latest ``init_state`` (a streaming session reads the weights when it is created).
-They are kept while the parameters' version counters and storage say they have not changed (prepared
+They are kept while the parameters' version counters and storage, and the forced kernel backend
+(:func:`audiokit.ops.use_backend`), say they have not changed (prepared
 again after an optimiser step, ``load_state_dict`` or ``.to(...)``; edits through ``.data``, which
 the counters miss, need ``weights_changed()``): a new session and an evaluation ``forward`` reuse
 them; with autograd recording ``forward`` prepares them afresh, with gradients. A model set to float16 weights
@@ -38,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from audiokit import ops
 from audiokit.errors import ModelError
 from audiokit.nn.precision import Int8Matrix, module_precision, rounded_weights, weight_twin
 from audiokit.nn.state import StateList, StreamState
@@ -117,10 +119,11 @@ class StreamingModule:
         rounds = self.rounds_weights and not self.training and precision != "float32"
         return precision if rounds else None
 
-    def _weights_key(self) -> tuple[str | None, list[tuple[int, int]]]:
-        # inference tensors have no version counter; they change only inside inference mode
+    def _weights_key(self) -> tuple[str | None, str | None, list[tuple[int, int]]]:
+        # inference tensors have no version counter; they change only inside inference mode. The forced
+        # backend is part of the key: blocks pick their kernels when they prepare (use_backend's contract)
         versions = [(t.data_ptr(), 0 if t.is_inference() else t._version) for t in self.parameters()]
-        return self._rounding(), versions
+        return self._rounding(), ops.forced_backend(), versions
 
 
 def stream_init(module: nn.Module, batch_size: int, device: torch.device, dtype: torch.dtype, name: str):
