@@ -389,3 +389,67 @@ def test_tensorboard_asked_for_but_missing_is_said(tmp_path, monkeypatch, capsys
     assert err.count("\n") == 1 and "TensorBoard is not installed" in err and "metrics.jsonl" in err
     RunRecords(tmp_path, tensorboard=False, step=0)
     assert capsys.readouterr().err == ""
+
+
+def test_one_process_trains_a_run_and_a_killed_session_is_recorded_as_killed(tmp_path, capsys):
+    """Two sessions writing one run directory would overwrite each other's checkpoints (and the second
+    one's start-up removed the first one's saves in flight): a resume while a real training process
+    holds the run is one line naming it. Once it is SIGKILLed, the resume goes on, says so, and records
+    the dead session as killed (it had no end)."""
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "audiokit", "train", str(TINY), "--run-dir", str(run), "-q"]
+    for setting in [*QUICK, "run.checkpoint_every=1", "run.log_every=1"]:
+        command += ["--set", setting]
+    process = subprocess.Popen(
+        [*command, "--max-steps", "100000"], cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    checkpoint, deadline = run / "checkpoints" / "latest.pt", time.monotonic() + 180
+    try:
+        while not checkpoint.is_file():
+            assert process.poll() is None and time.monotonic() < deadline, "training did not start"
+            time.sleep(0.01)
+        resume = ["train", str(TINY), "--run-dir", str(run), "--resume", "--max-steps", "100000", "-q"]
+        for setting in QUICK:
+            resume += ["--set", setting]
+        capsys.readouterr()
+        assert main(resume) == 1
+        err = _one_error_line(capsys)
+        assert f"{run}: another training process is using this run directory (pid {process.pid} on " in err
+        assert process.poll() is None  # untouched
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+    reached = max(_steps(run / "metrics.jsonl"))
+    resumed = Trainer(load_recipe(TINY, QUICK), run, resume=True)
+    saved = resumed.step
+    resumed.fit(max_steps=saved + 1)
+    resumed.close()
+    note = capsys.readouterr().err
+    assert f"ended without a record after step {max(reached, saved)}: it was killed" in note
+    first, second = json.loads((run / "run.json").read_text())["sessions"]
+    assert first["stopped"] == "killed" and first["ended"] is None and first["end_step"] == max(reached, saved)
+    assert second["stopped"] == "max_steps" and second["end_step"] == saved + 1
+
+
+def test_a_trainer_holds_its_run_until_closed_and_an_error_ends_its_session(tmp_path, monkeypatch):
+    settings = [*QUICK, "run.checkpoint_every=1"]
+    first = Trainer(load_recipe(TINY, settings), tmp_path, quiet=True)
+    with pytest.raises(UsageError, match="a Trainer of this process still holds this run directory"):
+        Trainer(load_recipe(TINY, settings), tmp_path, quiet=True)
+    step = first.train_step
+
+    def failing_second_step(batch):
+        if first.step == 1:
+            raise RuntimeError("a step that fails")
+        return step(batch)
+
+    monkeypatch.setattr(first, "train_step", failing_second_step)
+    with pytest.raises(RuntimeError, match="a step that fails"):
+        first.fit(max_steps=3)
+    first.close()
+    session = json.loads((tmp_path / "run.json").read_text())["sessions"][0]
+    assert session["stopped"] == "error (RuntimeError)" and session["ended"] and session["end_step"] == 1
+    # closed, the run is free; the session that failed is not taken for a killed one
+    _train(tmp_path, 2, resume=True)
+    sessions = json.loads((tmp_path / "run.json").read_text())["sessions"]
+    assert [s["stopped"] for s in sessions] == ["error (RuntimeError)", "max_steps"]

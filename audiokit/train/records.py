@@ -55,6 +55,9 @@ def shown_command(argv: list[str]) -> list[str]:
 
 RECORDS = ("run.json", "recipe.yaml", "metrics.jsonl", "eval.jsonl")
 """The records a run directory holds beside its checkpoint and weights."""
+KILLED = "killed"
+"""``stopped`` of a session that ended without recording it (SIGKILL, the out-of-memory killer, a power
+loss), written when the run is resumed."""
 
 
 def _purge(path: Path, step: int) -> None:
@@ -70,6 +73,10 @@ def _purge(path: Path, step: int) -> None:
         return
     with atomic_path(path) as tmp:
         tmp.write_text("".join(kept))
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.is_file() else []
 
 
 def _step_of(line: str) -> float:
@@ -112,8 +119,14 @@ class RunRecords:
     def __init__(self, run_dir: Path, tensorboard: bool, step: int) -> None:
         self.run_dir = run_dir
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        # the last step metrics.jsonl held before this session (None: none)
+        logged = [_step_of(line) for line in _lines(run_dir / "metrics.jsonl")]
+        self.last_logged_step = max((s for s in logged if s != float("inf")), default=None)
         for name in ("metrics.jsonl", "eval.jsonl"):
             _purge(run_dir / name, step)
+        self.ended = False  # end_session has recorded this session's end
+        # the previous session, resumed, when it ended without a record (its ``stopped`` now KILLED)
+        self.killed_session: dict | None = None
         self.writer = None
         self.tensorboard_failed = False  # a write failed: closing the writer raises the same error again
         if tensorboard:
@@ -147,6 +160,12 @@ class RunRecords:
         (``resumed``, ``init``, ``init_sha256``, ...)."""
         path = self.run_dir / "run.json"
         info = _read_info(path) if start.get("resumed") and path.is_file() else {"sessions": []}
+        if info["sessions"] and not info["sessions"][-1].get("stopped"):
+            # no other process holds the run (run_lock), so the one that wrote this session is gone
+            self.killed_session = info["sessions"][-1]
+            last = max(self.last_logged_step or 0, step)  # its last line, or the checkpoint resumed
+            reached = last > self.killed_session.get("start_step", 0)
+            self.killed_session.update(stopped=KILLED, ended=None, end_step=int(last) if reached else None)
         with atomic_path(self.run_dir / "recipe.yaml") as tmp:
             tmp.write_text(dump_recipe(recipe))
         info.update({"seed": recipe.run.seed, "model": model_name})
@@ -179,6 +198,7 @@ class RunRecords:
         info = json.loads((self.run_dir / "run.json").read_text())
         info["sessions"][-1].update(ended=_now(), end_step=step, stopped=stopped)
         self._write_info(info)
+        self.ended = True
 
     def _write_info(self, info: dict) -> None:
         with atomic_path(self.run_dir / "run.json") as tmp:

@@ -48,6 +48,7 @@ from audiokit.train.optim import (
 )
 from audiokit.train.recipe import Recipe
 from audiokit.train.records import RECORDS, RunRecords, evaluated
+from audiokit.train.run_lock import RunLock
 from audiokit.train.runtime import Runtime, seed_all
 from audiokit.train.signals import StopRequested, StopSignals
 from audiokit.train.task import Task, build_model, task_class
@@ -161,10 +162,21 @@ class Trainer:
         self.recipe = recipe
         self.run_dir = Path(run_dir)
         self.quiet = quiet
-        run = recipe.run
-        self.runtime = runtime = Runtime.start(run)
-        checkpoint_path = self.run_dir / CHECKPOINT
+        self.runtime = runtime = Runtime.start(recipe.run)
         self.check_run_dir(self.run_dir, resume)
+        self.run_lock = runtime.on_main(lambda: RunLock(self.run_dir))  # rank 0's; None on the others
+        self.run_lock_released = False
+        self.records: RunRecords | None = None
+        try:
+            self._set_up(resume, init, model)
+        except BaseException:
+            self.close()
+            raise
+
+    def _set_up(self, resume: bool, init: str | Path | None, model: AudioModel | None) -> None:
+        """Build the model, task, optimisers and data; restore the checkpoint; open the records."""
+        recipe, runtime, run = self.recipe, self.runtime, self.recipe.run
+        checkpoint_path = self.run_dir / CHECKPOINT
         task = task_class(recipe.task)
         if task is None:
             raise RecipeError(f"recipe: unknown task {recipe.task!r}")
@@ -200,13 +212,23 @@ class Trainer:
         self.validation = runtime.on_main(self.task.validation_data) or []
         if resume:
             self._restore(load_training_state(checkpoint_path))
-        self.records: RunRecords | None = runtime.on_main(lambda: self._start_records(start))
+        self.records = runtime.on_main(lambda: self._start_records(start))
 
     def _start_records(self, start: dict[str, Any]) -> RunRecords:
         """Rank 0: clear what a killed session left, open the records and add this session to them."""
         self._remove_stale_temps()
         records = RunRecords(self.run_dir, self.recipe.run.tensorboard, self.step)
         records.start_session(self.recipe, self.model.name, self.runtime, self.step, **start)
+        killed = records.killed_session
+        if killed is not None and not self.quiet:
+            reached = "" if killed["end_step"] is None else f" after step {killed['end_step']}"
+            print(
+                f"audiokit train: note: the session of {self.run_dir} started {killed['started']} ended "
+                f"without a record{reached}: it was killed (SIGKILL, the kernel's out-of-memory killer, "
+                f"or the machine stopped; `dmesg` may say which); going on from its checkpoint at step "
+                f"{self.step}",
+                file=sys.stderr,
+            )
         return records
 
     @staticmethod
@@ -513,8 +535,21 @@ class Trainer:
         one that comes during an evaluation drops that evaluation at once (a ``--resume`` at that step
         makes it up, even with no step left to train).
         """
-        with StopSignals() as signals:
-            return self._fit(signals, max_steps, max_minutes)
+        if self.run_lock_released:  # a second fit of this Trainer (the same on every rank)
+            self.run_lock = self.runtime.on_main(lambda: RunLock(self.run_dir))
+            self.run_lock_released = False
+        try:
+            with StopSignals() as signals:
+                return self._fit(signals, max_steps, max_minutes)
+        except BaseException as exc:  # the session's end is recorded; only a killed one has none
+            if self.records is not None and not self.records.ended:
+                with contextlib.suppress(OSError):  # the error that stopped it is the one to say
+                    self.records.end_session(self.step, f"error ({type(exc).__name__})")
+            raise
+        finally:  # the session has ended: another Trainer (a --resume) may take the run
+            if self.run_lock is not None:
+                self.run_lock.close()
+            self.run_lock_released = True
 
     def _fit(self, signals: StopSignals, max_steps: int | None, max_minutes: float | None) -> TrainResult:
         run = self.recipe.run
@@ -618,6 +653,10 @@ class Trainer:
         )
 
     def close(self) -> None:
-        """Close the TensorBoard writer."""
-        if self.records is not None:
-            self.records.close()
+        """Close the TensorBoard writer and let the run directory go (:mod:`audiokit.train.run_lock`)."""
+        try:
+            if self.records is not None:
+                self.records.close()
+        finally:
+            if self.run_lock is not None:
+                self.run_lock.close()
