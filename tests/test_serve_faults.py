@@ -76,6 +76,9 @@ AUTH = {"Authorization": "Bearer s3cret"}
         ([{**START, "task": "translate"}], 4400),
         ([{**START, "model": "nope"}], 4400),
         ([{**START, "format": "mp3"}], 4400),
+        ([{**START, "format": ["f32le"]}], 4400),  # unhashable: a TypeError, a traceback and no close code
+        ([{**START, "format": {"f32le": 1}}], 4400),
+        ([{**START, "model": ["speech-16k"]}], 4400),
         ([{**START, "sample_rate": "fast"}], 4400),
         ([{**START, "bitrate": 99}], 4400),
         ([{**START, "bitrate": 10**400}], 4400),  # beyond float's range: an OverflowError, no close code

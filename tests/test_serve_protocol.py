@@ -42,6 +42,7 @@ def test_parse_start_accepts_and_defaults():
         {"bitrate": None},
         {"bitrate": float("nan")},
         {"model": 3},
+        {"format": ["f32le"]},
         {"high_band": True},  # a codec returns its coded band
         {"high_band": "yes"},
     ],

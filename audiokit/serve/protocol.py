@@ -93,8 +93,12 @@ def parse_start(message: dict, default_models: dict[str, str]) -> StartRequest:
     model = message.get("model")
     if model is None:  # left out or null: the task's default
         model = default_models.get(task)
+        if model is None:
+            raise ProtocolError(BAD_REQUEST, f"no model serves task {task!r} here")
     if not isinstance(model, str) or not model:
-        raise ProtocolError(BAD_REQUEST, f"no model serves task {task!r} here")
+        raise ProtocolError(
+            BAD_REQUEST, f"model must be a served model's name, or null for the default, got {model!r}"
+        )
     rate = message.get("sample_rate")
     if isinstance(rate, float) and rate.is_integer():
         rate = int(rate)
@@ -103,7 +107,7 @@ def parse_start(message: dict, default_models: dict[str, str]) -> StartRequest:
             BAD_REQUEST, f"sample_rate must be an integer in {MIN_RATE}..{MAX_RATE} Hz, got {rate!r}"
         )
     fmt = message.get("format", "f32le")
-    if fmt not in FORMATS:
+    if not isinstance(fmt, str) or fmt not in FORMATS:  # a list or an object: unhashable, a TypeError
         raise ProtocolError(BAD_REQUEST, f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     bitrate = message.get("bitrate")
     if task == "codec":
