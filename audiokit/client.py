@@ -198,7 +198,8 @@ async def stream(
     atten_lim_db: float | None = None,
     dry: float | None = None,
 ) -> StreamResult:
-    """Stream mono ``chunks`` (float32 ``(n,)`` at ``sample_rate`` Hz) through the server at ``url``
+    """Stream mono ``chunks`` (float32 ``(n,)``, or ``(1, n)``/``(n, 1)``, at ``sample_rate`` Hz; several
+    channels are a :class:`UsageError`) through the server at ``url``
     (``ws://host:port/v1/stream``) and return the processed audio.
 
     Each chunk is a message (split where it exceeds the server's message size), sent below the server's
@@ -302,7 +303,7 @@ async def _send(
     sent = 0
     try:
         async for whole in _chunks(chunks):
-            whole = np.asarray(whole, np.float32).reshape(-1)
+            whole = _mono(whole)
             for i in range(0, whole.shape[0], largest):
                 chunk = whole[i : i + largest]
                 if realtime:
@@ -319,6 +320,19 @@ async def _send(
         watch.ended = True
     except websockets.ConnectionClosed:
         pass
+
+
+def _mono(chunk) -> np.ndarray:
+    """``chunk`` as float32 ``(n,)``; any shape with at most one axis longer than 1 (``(n,)``, ``(1, n)``,
+    ``(n, 1)``, ``(1, 1, n)``) is mono. :class:`UsageError` for several channels: flattened, they would
+    go out interleaved or one after the other, as twice the audio, and come back as garbage."""
+    samples = np.asarray(chunk, np.float32)
+    if sum(size > 1 for size in samples.shape) > 1:
+        raise UsageError(
+            f"a chunk of shape {samples.shape} holds several channels; a stream is mono: mix them to one "
+            "channel first (e.g. x.mean(axis=1) for (samples, channels))"
+        )
+    return samples.reshape(-1)
 
 
 async def _recv(ws, expected: str, url: str) -> str | bytes:

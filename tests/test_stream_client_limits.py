@@ -211,6 +211,18 @@ def test_chunks_that_raise_end_the_stream_at_once(server):
     assert time.monotonic() - began < 5
 
 
+def test_chunks_of_several_channels_are_refused_not_flattened(server, enhancer):
+    """A stereo chunk (``sf.read``'s ``(samples, 2)``) was flattened into one stream of twice the length,
+    interleaved, and came back as garbage without a word; mono in any shape streams as ``(n,)``."""
+    x = speech(0.3)
+    stereo = np.stack([x, x], axis=1)
+    with pytest.raises(UsageError, match=r"shape \(4800, 2\) holds several channels"):
+        asyncio.run(client.stream(server.ws, [stereo], 16000))
+    for mono in (x[:, None], x[None], x[None, None]):
+        result = asyncio.run(client.stream(server.ws, [mono], 16000))
+        assert np.abs(result.audio - _offline(enhancer, x)).max() < 1e-5
+
+
 def test_standard_input_to_standard_output(server, enhancer, tmp_path):
     """`audiokit stream - -`: the WAV on stdout, the summary on stderr."""
     x = speech(0.5)
