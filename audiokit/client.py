@@ -227,7 +227,7 @@ async def stream(
     headers = {"Authorization": f"Bearer {token}"} if token else None
     async with await _connect(url, headers) as ws:
         try:
-            await ws.send(json.dumps(start))
+            await ws.send(json.dumps(start, default=_plain))
         except websockets.ConnectionClosed:
             pass  # refused at once (a wrong token): its error and close code come next
         try:
@@ -320,6 +320,14 @@ async def _send(
         watch.ended = True
     except websockets.ConnectionClosed:
         pass
+
+
+def _plain(value: object) -> object:
+    """A NumPy scalar (a rate read as ``np.int64``, a knob as ``np.float32``) as the Python number JSON
+    takes; ``json.dumps`` raised TypeError on them."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not a JSON value")
 
 
 def _mono(chunk) -> np.ndarray:

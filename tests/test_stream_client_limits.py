@@ -223,6 +223,17 @@ def test_chunks_of_several_channels_are_refused_not_flattened(server, enhancer):
         assert np.abs(result.audio - _offline(enhancer, x)).max() < 1e-5
 
 
+def test_numpy_scalars_are_taken_as_numbers(server, enhancer):
+    """A rate from NumPy (``np.int64``) or a knob as ``np.float32`` went into ``json.dumps`` as they were:
+    TypeError, "Object of type int64 is not JSON serializable"."""
+    x = speech(0.3)
+    result = asyncio.run(client.stream(server.ws, [x], np.int64(16000), dry=np.float32(0.5)))
+    assert result.ready["sample_rate"] == 16000 and result.ready["dry"] == 0.5
+    with torch.no_grad():
+        expected = enhancer.enhance(torch.from_numpy(x)[None, None], None, 0.5)[0, 0].numpy()
+    assert np.abs(result.audio - expected).max() < 1e-5
+
+
 def test_standard_input_to_standard_output(server, enhancer, tmp_path):
     """`audiokit stream - -`: the WAV on stdout, the summary on stderr."""
     x = speech(0.5)
