@@ -165,6 +165,10 @@ def test_healthz_and_metrics(server):
         assert name in text, name
     page = urllib.request.urlopen(f"{server.http}/").read().decode()
     assert '<script src="static/app.js">' in page
+    for path, kind in (("/", "text/html"), ("/metrics", "text/plain"), ("/static/app.js", "text/javascript")):
+        head = urllib.request.urlopen(urllib.request.Request(f"{server.http}{path}", method="HEAD"))
+        assert head.status == 200 and head.read() == b"", path
+        assert head.headers["content-type"].startswith(kind), path
 
 
 def _hops_observed(text: str, model: str) -> tuple[float, float]:

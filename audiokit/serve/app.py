@@ -149,12 +149,12 @@ def create_app(config: ServerConfig, engines: dict[str, Engine] | None = None) -
     async def healthz() -> JSONResponse:
         return JSONResponse(state.health(), status_code=503 if state.draining else 200)
 
-    @app.get("/metrics")
+    @app.api_route("/metrics", methods=["GET", "HEAD"])
     async def metrics() -> Response:
         state.metrics.slots_used.set(state.live)
         return Response(state.metrics.text(), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/")
+    @app.api_route("/", methods=["GET", "HEAD"])  # HEAD: uptime monitors and `curl -I` (it was 405)
     async def index() -> FileResponse:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
