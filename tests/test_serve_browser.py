@@ -699,14 +699,14 @@ def test_page_checks_the_server_again_when_a_stream_fails(tmp_path, when):
 def test_page_says_where_the_token_goes(tmp_path):
     """A server with ``--token``: the page opened without one is refused with 4401, and its status says
     how to give the token (the page has no field for it: it passes its own ``?token=`` on); opened with
-    it, the page streams."""
-    with _codec_server(token="s3cret") as server:
+    it, the page streams, also when the token has a ``+`` (base64) pasted into the address unencoded."""
+    with _codec_server(token="s3+cret/=") as server:
         driver = _page(server, tmp_path)
         try:
             driver.find_element(By.ID, "start").click()
             error = _wait(driver, "return window.audiokit.error", 20, "no error shown")
             status = driver.find_element(By.ID, "status").text
-            driver.get(server.http + "/?token=s3cret")
+            driver.get(server.http + "/?token=s3+cret/=")
             _wait(driver, "return document.getElementById('model').options.length", 20, "no models listed")
             driver.find_element(By.ID, "start").click()
             ready = _wait(driver, "const s = window.audiokit; return s.error || s.ready", 20, "no ready")

@@ -142,6 +142,21 @@ def test_what_comes_after_end_is_ignored_even_malformed(server, codec, junk):
     assert code == 1000 and len(audio) == 4 * x.shape[0]
 
 
+def test_a_plus_in_the_token_of_the_url_is_a_plus(codec):
+    """A base64 token (``openssl rand -base64``) has ``+``: pasted into ``?token=`` unencoded, in `audiokit
+    stream --url` or the page's address (the page passes it on re-encoded, its ``+`` read as a space), it
+    was read as a space and refused with 4401."""
+    token = "ab+c/d="
+    with running_server(ServerConfig(token=token), {"speech-16k": Engine("speech-16k", codec, 2)}) as server:
+        for query in ("ab+c/d=", "ab%2Bc%2Fd%3D", "x&token=ab+c/d="):
+            result = asyncio.run(
+                client.stream(f"{server.ws}?token={query}", [speech(0.1)], 16000, "codec", bitrate=6000)
+            )
+            assert result.done["samples_out"] == 1600, query
+        for query in ("ab%20c/d=", "ab+c/d=&token=x", "ab", ""):
+            assert asyncio.run(_refused(f"{server.ws}?token={query}", [START]))[1] == 4401, query
+
+
 def test_token(server):
     assert asyncio.run(_refused(server.ws, [START]))[1] == 4401
     assert asyncio.run(_refused(server.ws, [START], {"Authorization": "Bearer wrong"}))[1] == 4401

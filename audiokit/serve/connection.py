@@ -14,7 +14,7 @@ import ipaddress
 import logging
 import time
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import numpy as np
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
@@ -74,11 +74,22 @@ def _is_address_or_localhost(hostname: str) -> bool:
 
 
 def _token_ok(websocket: WebSocket, token: str | None) -> bool:
+    """The ``Authorization: Bearer`` header's token, else the ``?token=`` value's, is ``token``. A ``+`` in
+    the URL's value counts as itself as well as a space: a base64 token (``openssl rand -base64``) pasted
+    into ``?token=`` unencoded, in ``audiokit stream --url`` or the page's address (which the page passes
+    on), was read as a space and refused."""
     if token is None:
         return True
     header = websocket.headers.get("authorization", "")
-    given = header[7:] if header.lower().startswith("bearer ") else websocket.query_params.get("token", "")
-    return hmac.compare_digest(given.encode(), token.encode())
+    if header.lower().startswith("bearer "):
+        candidates = [header[7:]]
+    else:  # the last ?token=, as query_params reads it, with its + a space and kept
+        query = websocket.scope.get("query_string", b"").decode("latin-1")
+        raw = [
+            value for key, _, value in (pair.partition("=") for pair in query.split("&")) if key == "token"
+        ]
+        candidates = [websocket.query_params.get("token", "")] + [unquote(raw[-1])] if raw else [""]
+    return any(hmac.compare_digest(given.encode(), token.encode()) for given in candidates)
 
 
 async def _close(websocket: WebSocket, state: ServerState, code: int, message: str | None = None) -> None:
