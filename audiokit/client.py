@@ -17,8 +17,10 @@ import os
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterable, Iterable
+from collections.abc import AsyncIterable, Coroutine, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import numpy as np
 import websockets
@@ -28,6 +30,7 @@ from audiokit import io
 from audiokit.errors import AudiokitError, UsageError
 from audiokit.redaction import redact_token
 
+T = TypeVar("T")
 FORMATS = {"f32le": "<f4", "s16le": "<i2"}
 SERVER_MESSAGES_PER_SECOND = 200.0
 """The message rate assumed when ``ready`` does not name one (``audiokit serve``'s default)."""
@@ -419,6 +422,18 @@ def file_chunks(
     return [samples[i : i + step] for i in range(0, samples.shape[0], step)], rate
 
 
+def _run(work: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run(work)``, also where this thread already runs an event loop (a Jupyter notebook, an
+    async app calling :func:`stream_file`), in which ``asyncio.run`` raises RuntimeError: ``work`` then
+    runs on a loop of its own in another thread while this one waits."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(work)
+    with ThreadPoolExecutor(1, thread_name_prefix="audiokit-stream") as pool:
+        return pool.submit(asyncio.run, work).result()
+
+
 def stream_file(
     url: str,
     source: io.PathLike,
@@ -431,8 +446,9 @@ def stream_file(
 ) -> StreamResult:
     """Stream ``source`` (mixed to mono, at its own rate; ``raw``: headerless PCM of that format) in
     ``chunk_ms`` messages and save the result to ``target`` at that rate; ``chunk_ms`` None: 20 ms
-    paced in real time, else the largest messages the server takes. ``options`` as in :func:`stream`."""
+    paced in real time, else the largest messages the server takes. ``options`` as in :func:`stream`.
+    Works where an event loop already runs (a Jupyter notebook): the stream then runs in a thread."""
     chunks, rate = file_chunks(source, chunk_ms, realtime, raw)
-    result = asyncio.run(stream(url, chunks, rate, task, realtime=realtime, **options))
+    result = _run(stream(url, chunks, rate, task, realtime=realtime, **options))
     io.save(target, result.audio[None], rate)
     return result

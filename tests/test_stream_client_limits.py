@@ -234,6 +234,21 @@ def test_numpy_scalars_are_taken_as_numbers(server, enhancer):
     assert np.abs(result.audio - expected).max() < 1e-5
 
 
+def test_stream_file_works_where_an_event_loop_runs(server, enhancer, tmp_path):
+    """In a Jupyter notebook (an event loop runs in the caller's thread) `stream_file` raised
+    "asyncio.run() cannot be called from a running event loop"."""
+    x = speech(0.3)
+    sf.write(tmp_path / "in.wav", x, 16000, subtype="FLOAT")
+
+    async def notebook_cell() -> client.StreamResult:
+        return client.stream_file(server.ws, tmp_path / "in.wav", tmp_path / "out.flac", chunk_ms=20)
+
+    result = asyncio.run(notebook_cell())
+    assert result.done["samples_out"] == x.shape[0]
+    written, rate = sf.read(tmp_path / "out.flac", dtype="float32")
+    assert rate == 16000 and np.abs(written - _offline(enhancer, x)).max() < PCM16_ERROR
+
+
 def test_standard_input_to_standard_output(server, enhancer, tmp_path):
     """`audiokit stream - -`: the WAV on stdout, the summary on stderr."""
     x = speech(0.5)
