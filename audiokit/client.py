@@ -202,7 +202,7 @@ async def stream(
     dry: float | None = None,
 ) -> StreamResult:
     """Stream mono ``chunks`` (float32 ``(n,)``, or ``(1, n)``/``(n, 1)``, at ``sample_rate`` Hz; several
-    channels are a :class:`UsageError`) through the server at ``url``
+    channels are a :class:`UsageError`; one array is the whole audio, one chunk) through the server at ``url``
     (``ws://host:port/v1/stream``) and return the processed audio.
 
     Each chunk is a message (split where it exceeds the server's message size), sent below the server's
@@ -216,6 +216,8 @@ async def stream(
     :class:`ConnectError` when none answers at ``url``, :class:`UsageError` for a URL that is not a
     WebSocket one.
     """
+    if hasattr(chunks, "ndim"):  # one array (NumPy, torch): the audio itself, not an iterable of chunks
+        chunks = [chunks]  # iterated, a 1-D array went out one sample a message: 83 minutes a minute
     start = {"type": "start", "task": task, "sample_rate": sample_rate, "format": fmt}
     if model is not None:
         start["model"] = model

@@ -223,6 +223,20 @@ def test_chunks_of_several_channels_are_refused_not_flattened(server, enhancer):
         assert np.abs(result.audio - _offline(enhancer, x)).max() < 1e-5
 
 
+def test_one_array_is_the_whole_audio_not_its_samples_one_by_one(server, enhancer):
+    """``client.stream(url, x, rate)`` with ``x`` an array, not a list of chunks: iterated, ``x`` went out
+    one sample a message, paced below the server's message rate (0.1 s of audio took 9 s, an hour of
+    audio days); ``(n, 1)`` rows likewise, and the rows of a stereo ``(n, 2)`` interleaved, as garbage."""
+    x = speech(0.1)
+    began = time.monotonic()
+    for audio in (x, x[:, None], torch.from_numpy(x)):
+        result = asyncio.run(client.stream(server.ws, audio, 16000))
+        assert len(result.sent) == 1 and np.abs(result.audio - _offline(enhancer, x)).max() < 1e-5
+    assert time.monotonic() - began < 5
+    with pytest.raises(UsageError, match="several channels"):
+        asyncio.run(client.stream(server.ws, np.stack([x, x], axis=1), 16000))
+
+
 def test_numpy_scalars_are_taken_as_numbers(server, enhancer):
     """A rate from NumPy (``np.int64``) or a knob as ``np.float32`` went into ``json.dumps`` as they were:
     TypeError, "Object of type int64 is not JSON serializable"."""
