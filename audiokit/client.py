@@ -170,7 +170,7 @@ async def _connect(url: str, headers: dict | None):
         ) from None
     except websockets.InvalidHandshake as exc:
         raise ConnectError(url, f"not a WebSocket server ({exc})") from None
-    except TimeoutError:
+    except asyncio.TimeoutError:  # not TimeoutError before Python 3.11 (websockets raises asyncio's there)
         raise ConnectError(url, "no answer in time") from None
     except OSError as exc:
         raise ConnectError(url, _connect_failure(exc)) from None
@@ -237,7 +237,7 @@ async def stream(
             pass  # refused at once (a wrong token): its error and close code come next
         try:
             ready = _expect(await asyncio.wait_for(_recv(ws, "ready", url), stall_timeout), "ready")
-        except TimeoutError:
+        except asyncio.TimeoutError:  # wait_for's: not TimeoutError before Python 3.11
             ws.transport.abort()  # nothing to say to it: a close would wait for it too
             problem = f"no ready for {stall_timeout:g} s after the start message"
             raise ConnectionLost(url, f"the server stopped answering: {problem}") from None
@@ -268,11 +268,11 @@ async def stream(
             if not sender.done():  # the server ended the stream first (a drain) or failed
                 result.complete = False
                 sender.cancel()
-            try:
-                await sender
-            except asyncio.CancelledError:
-                if asyncio.current_task().cancelling():  # this task was cancelled too: pass it on
-                    raise
+            # its end, without awaiting it (its cancel would raise here; Task.cancelling(), which told that
+            # from this task's own cancel, is Python 3.11's): a cancel of this task itself still raises here
+            await asyncio.wait({sender})
+            if not sender.cancelled() and sender.exception() is not None:
+                raise sender.exception()
         sent = result.sent[-1][1] if result.sent else 0
         if result.done.get("samples_in", sent) < sent:  # a drain took the rest of what had gone
             result.complete = False

@@ -263,6 +263,15 @@ def test_stream_file_works_where_an_event_loop_runs(server, enhancer, tmp_path):
     assert rate == 16000 and np.abs(written - _offline(enhancer, x)).max() < PCM16_ERROR
 
 
+def test_a_caller_that_gives_up_cancels_the_stream_at_once(server):
+    """``asyncio.wait_for(client.stream(...), t)``: the cancel passes through the stream's clean-up (which
+    waits for its sender without awaiting it, as Python 3.10's tasks have no ``cancelling()``)."""
+    began = time.monotonic()
+    with pytest.raises(asyncio.TimeoutError):
+        asyncio.run(asyncio.wait_for(client.stream(server.ws, [speech(5.0)], 16000, realtime=True), 0.5))
+    assert time.monotonic() - began < 5
+
+
 def test_standard_input_to_standard_output(server, enhancer, tmp_path):
     """`audiokit stream - -`: the WAV on stdout, the summary on stderr."""
     x = speech(0.5)
