@@ -377,6 +377,42 @@ def test_a_tensorboard_write_that_fails_ends_the_run_in_one_line(tmp_path):
     assert (done.returncode, done.stderr) == (1, expected)
 
 
+def test_a_tensorboard_folder_that_cannot_be_written_at_the_start_is_one_line(tmp_path):
+    """The event file's first write failing (a full disk, past RLIMIT_FSIZE here) printed the writer
+    thread's traceback (its hook was set after the writer started) and "error: File too large" naming
+    nothing. Now: one line naming the TensorBoard folder."""
+    run = tmp_path / "run"
+    argv = ["train", str(TINY), "--run-dir", str(run), "-q", "--max-steps", "1"]
+    argv += [f"--set={item}" for item in QUICK[:2]]
+    statement = f"from audiokit.cli import main; raise SystemExit(main({argv!r}))"
+    done = _write_under_file_size_limit(statement, 10)
+    expected = f"audiokit train: error: {run / 'tensorboard'}: File too large\n"
+    assert (done.returncode, done.stderr) == (1, expected)
+
+
+def test_a_read_only_run_directory_is_one_line_naming_the_file(tmp_path):
+    """Resuming in a read-only run directory (here a read-only bind mount in a private mount namespace)
+    ended in the writer thread's traceback and "error: b'.../events.out.tfevents...': Read-only file
+    system", a bytes file name. Now: one line naming the event file."""
+    run = tmp_path / "run"
+    _train(run, 1, "run.tensorboard=true")
+    argv = ["train", str(TINY), "--run-dir", str(run), "--resume", "-q", "--max-steps", "2"]
+    argv += [f"--set={item}" for item in QUICK[:2]]
+    statement = f"from audiokit.cli import main; raise SystemExit(main({argv!r}))"
+    script = f"mount --bind -o ro {run} {run} && exec {sys.executable} -c {json.dumps(statement)}"
+    try:
+        done = subprocess.run(
+            ["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=120
+        )
+    except FileNotFoundError:
+        pytest.skip("no unshare(1)")
+    if "mount" in done.stderr or "unshare" in done.stderr:
+        pytest.skip(f"no private read-only mount here: {done.stderr.strip()}")
+    prefix = f"audiokit train: error: {run / 'tensorboard'}/events.out.tfevents."
+    assert done.returncode == 1 and done.stderr.startswith(prefix), done.stderr
+    assert done.stderr.endswith(": Read-only file system\n") and done.stderr.count("\n") == 1
+
+
 def test_tensorboard_asked_for_but_missing_is_said(tmp_path, monkeypatch, capsys):
     """`run.tensorboard: true` without the package (the Docker image has none) wrote no event files and
     said nothing; now one note says so and where the same scalars are."""

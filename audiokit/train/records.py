@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import platform
 import sys
 import threading
@@ -139,19 +140,23 @@ class RunRecords:
                     file=sys.stderr,
                 )
                 return
-            self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=step)
+            # the hook first: the writer's thread fails too when its first event cannot be written
             threading.excepthook = _quiet_tensorboard_thread_errors
+            with self._writing_tensorboard():
+                self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=step)
 
     @contextmanager
     def _writing_tensorboard(self) -> Iterator[None]:
-        """TensorBoard's write errors (raised without a file name) name its folder."""
+        """TensorBoard's write errors name its folder when raised without a file name, and their
+        file as text when named in bytes (``b'.../events.out.tfevents...'``, a read-only folder)."""
         try:
             yield
         except OSError as exc:
             self.tensorboard_failed = True
-            if exc.filename is not None or not exc.strerror:
+            if isinstance(exc.filename, str) or not exc.strerror:
                 raise
-            raise OSError(exc.errno, exc.strerror, str(self.run_dir / "tensorboard")) from exc
+            where = self.run_dir / "tensorboard" if exc.filename is None else os.fsdecode(exc.filename)
+            raise OSError(exc.errno, exc.strerror, str(where)) from exc
 
     def start_session(
         self, recipe: Recipe, model_name: str, runtime: Runtime, step: int, **start: Any
