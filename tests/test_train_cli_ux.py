@@ -329,6 +329,22 @@ def test_a_step_out_of_memory_is_one_line_naming_the_batch(tmp_path):
     assert json.loads((run / "run.json").read_text())["sessions"][-1]["stopped"] == "out of memory"
 
 
+def test_a_batch_too_large_to_draw_is_the_same_one_line(tmp_path, capsys):
+    """A crop no memory holds (``data.segment_seconds=1e9``: numpy's MemoryError while drawing the batch)
+    was "internal error: MemoryError ..." (exit 70); now it is the out-of-memory line of a step."""
+    run = tmp_path / "run"
+    assert (
+        _train(BWE, run, "--max-steps", "1", f"--set=data.train={SAMPLES}", "--set=data.segment_seconds=1e9")
+        == 1
+    )
+    err = _one_error_line(capsys)
+    assert err.startswith(
+        f"audiokit train: error: {run}: out of memory in step 1 on cpu (tried to allocate "
+    ), err
+    assert "data.segment_seconds=1e+09" in err and err.endswith("nothing was saved"), err
+    assert json.loads((run / "run.json").read_text())["sessions"][-1]["stopped"] == "out of memory"
+
+
 def test_what_a_failed_allocation_tried_to_get():
     from audiokit.train.trainer import out_of_memory
 
@@ -337,3 +353,6 @@ def test_what_a_failed_allocation_tried_to_get():
     assert out_of_memory(gpu) == "tried to allocate 2.00 GiB"
     assert out_of_memory(cpu) == "tried to allocate 63.5 MiB"
     assert out_of_memory(RuntimeError("shape mismatch")) is None
+    numpy = MemoryError("Unable to allocate 58.2 TiB for an array with shape (1, 16000000000000)")
+    assert out_of_memory(numpy) == "tried to allocate 58.2 TiB"
+    assert out_of_memory(MemoryError()) == "an allocation failed"

@@ -104,8 +104,12 @@ def _misfit(saved: ModelConfig | None, wanted: ModelConfig, holder: str, exc: Ex
 
 def out_of_memory(exc: BaseException) -> str | None:
     """What an allocation that failed tried to get (e.g. ``"tried to allocate 2.00 GiB"``), when ``exc``
-    is one: a GPU's ``torch.OutOfMemoryError`` or the CPU allocator's error; ``None`` for other errors."""
+    is one: a GPU's ``torch.OutOfMemoryError``, the CPU allocator's error or a :class:`MemoryError` (numpy's
+    "Unable to allocate 58.2 TiB for an array ...", drawing a batch); ``None`` for other errors."""
     message = str(exc)
+    if isinstance(exc, MemoryError):
+        found = re.search(r"allocate ([\d.]+ [KMGTPE]i?B)", message)
+        return f"tried to allocate {found.group(1)}" if found else "an allocation failed"
     if not isinstance(exc, torch.OutOfMemoryError) and "can't allocate memory" not in message:
         return None
     found = re.search(r"tried to allocate (\d+) bytes", message, re.IGNORECASE)
@@ -587,7 +591,7 @@ class Trainer:
             try:
                 try:
                     logs = self.train_step(next(stream))
-                except RuntimeError as exc:  # torch.OutOfMemoryError (a GPU's) is one too
+                except (RuntimeError, MemoryError) as exc:  # torch.OutOfMemoryError (a GPU's) is one too
                     if out_of_memory(exc) is None:
                         raise
                     raise self._out_of_memory(exc, saved_at) from None
@@ -637,7 +641,7 @@ class Trainer:
             self.records.end_session(self.step, result.stopped)
         return result
 
-    def _out_of_memory(self, exc: RuntimeError, saved_at: int) -> OutOfMemory:
+    def _out_of_memory(self, exc: RuntimeError | MemoryError, saved_at: int) -> OutOfMemory:
         """The one-line error of a training step that ran out of memory (``exc``), naming what sets
         the step's size; the run keeps the checkpoint at ``saved_at`` (if any)."""
         data = self.recipe.data
