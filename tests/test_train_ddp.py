@@ -185,6 +185,22 @@ def test_nproc_per_node_run_dir_error_is_said_once(tmp_path):
     ]
 
 
+@pytest.mark.parametrize("how", ["--resume", "--init"])
+def test_nproc_per_node_unreadable_checkpoint_is_said_once(tmp_path, how):
+    # every process reads the same checkpoint (a truncated one here) while setting up the trainer: the
+    # error was printed by each of them (so were a --init of another family and optim.frozen's)
+    checkpoint = tmp_path / "run" / "checkpoints" / "latest.pt"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"PK\x03\x04 cut short")
+    args = (
+        ["--resume"] if how == "--resume" else ["--init", str(checkpoint), "--run-dir", str(tmp_path / "new")]
+    )
+    done = _torchrun_cli(tmp_path / "run", *args, torchrun=False)
+    assert done.returncode == 1
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(f"audiokit train: error: {checkpoint}: not a readable audiokit checkpoint"), line
+
+
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the launched processes in /proc")
 def test_nproc_per_node_ctrl_c_stops_every_rank_with_a_checkpoint(tmp_path):
     # torchrun ended such a stop with 1 (or 134) after its own traceback of the signal

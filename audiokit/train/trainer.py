@@ -22,6 +22,8 @@ import re
 import signal
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,15 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from audiokit.errors import ModelError, OutOfMemory, RecipeError, TrainingError, UsageError
+from audiokit.errors import (
+    AudiokitError,
+    ModelError,
+    OutOfMemory,
+    PeerStopped,
+    RecipeError,
+    TrainingError,
+    UsageError,
+)
 from audiokit.io import TEMP_NAME, clean_stale_temps
 from audiokit.models.base import AudioModel, ModelConfig, registered_names, resolve_config, with_article
 from audiokit.train.checkpoint import RUN_CHECKPOINT as CHECKPOINT
@@ -49,7 +59,7 @@ from audiokit.train.optim import (
 from audiokit.train.recipe import Recipe
 from audiokit.train.records import RECORDS, RunRecords, evaluated
 from audiokit.train.run_lock import RunLock
-from audiokit.train.runtime import Runtime, seed_all
+from audiokit.train.runtime import Runtime, local_rank, seed_all
 from audiokit.train.signals import StopRequested, StopSignals
 from audiokit.train.task import Task, build_model, task_class
 
@@ -100,6 +110,19 @@ def _misfit(saved: ModelConfig | None, wanted: ModelConfig, holder: str, exc: Ex
     if not changed:
         return " ".join(str(exc).split())[:300]
     return "; ".join(f"{key}: {old} in the {holder}, {new} in the recipe" for key, old, new in changed[:4])
+
+
+@contextmanager
+def _said_once_per_machine() -> Iterator[None]:
+    """Setting up a run under torchrun: an :class:`AudiokitError` that every process meets alike (the
+    same recipe, ``--init`` weights, checkpoint) is said by the first process of each machine; the
+    others stop without a word (:class:`PeerStopped`), as for an error in the command line."""
+    try:
+        yield
+    except AudiokitError as exc:
+        if local_rank() > 0 and not isinstance(exc, PeerStopped):
+            raise PeerStopped(str(exc)) from None
+        raise
 
 
 def out_of_memory(exc: BaseException) -> str | None:
@@ -167,15 +190,18 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.quiet = quiet
         self.runtime = runtime = Runtime.start(recipe.run)
-        self.check_run_dir(self.run_dir, resume)
-        self.run_lock = runtime.on_main(lambda: RunLock(self.run_dir))  # rank 0's; None on the others
+        self.run_lock: RunLock | None = None
         self.run_lock_released = False
         self.records: RunRecords | None = None
-        try:
-            self._set_up(resume, init, model)
-        except BaseException:
-            self.close()
-            raise
+        # every process reads the same recipe, weights and checkpoint, and fails alike: said once
+        with _said_once_per_machine():
+            self.check_run_dir(self.run_dir, resume)
+            self.run_lock = runtime.on_main(lambda: RunLock(self.run_dir))  # rank 0's; None on the others
+            try:
+                self._set_up(resume, init, model)
+            except BaseException:
+                self.close()
+                raise
 
     def _set_up(self, resume: bool, init: str | Path | None, model: AudioModel | None) -> None:
         """Build the model, task, optimisers and data; restore the checkpoint; open the records."""
