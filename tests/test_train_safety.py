@@ -221,6 +221,20 @@ def test_sigkill_then_resume_records_each_step_once(tmp_path):
     assert _steps(metrics) == [1, 2] and not (run / "eval.jsonl").exists()
 
 
+def test_tensorboard_keeps_the_step_a_resume_starts_at(tmp_path):
+    """TensorBoard's ``purge_step`` hides the events at and after it: a resume from step 2 passed 2, so
+    the curves lost the last step (and evaluation) of every session that metrics.jsonl kept."""
+    accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    run, settings = tmp_path / "run", [f"data.valid={SAMPLES}", "run.tensorboard=true", "run.log_every=1"]
+    settings += ["eval.every_steps=2", "eval.bitrates=[400]", "eval.audio_examples=0"]
+    _train(run, 2, *settings)
+    _train(run, 3, *settings, resume=True)
+    events = accumulator.EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0})
+    events.Reload()
+    assert [e.step for e in events.Scalars("loss/mel")] == _steps(run / "metrics.jsonl") == [1, 2, 3]
+    assert [e.step for e in events.Scalars("eval/pesq@0.4kbps")] == _steps(run / "eval.jsonl") == [2, 3]
+
+
 def test_a_new_run_never_replaces_weights_in_its_directory(tmp_path, capsys):
     """A soup of `checkpoint average`, or a run whose checkpoints were deleted: the first save of a new
     run there replaced its model.safetensors without a word, even when --init had read it."""

@@ -112,9 +112,11 @@ class RunRecords:
     """Writes the records of the run in ``run_dir`` from ``step`` on, the step the session starts at;
     ``tensorboard``: also TensorBoard event files (when the package is installed).
 
-    What earlier sessions recorded after ``step`` is dropped (TensorBoard's ``purge_step``, and the
-    lines of ``metrics.jsonl`` and ``eval.jsonl``): a session resumed from a checkpoint older than the
-    crash logs those steps again, and a new run (step 0) in a reused directory starts clean records.
+    What earlier sessions recorded after ``step`` is dropped (TensorBoard's ``purge_step``, which hides
+    the events at and after it: ``step + 1``; and the lines of ``metrics.jsonl`` and ``eval.jsonl``): a
+    session resumed from a checkpoint older than the crash logs those steps again, one resumed where the
+    last ended keeps that step's logs and evaluation, and a new run (step 0) in a reused directory starts
+    clean records.
     """
 
     def __init__(self, run_dir: Path, tensorboard: bool, step: int) -> None:
@@ -143,7 +145,7 @@ class RunRecords:
             # the hook first: the writer's thread fails too when its first event cannot be written
             threading.excepthook = _quiet_tensorboard_thread_errors
             with self._writing_tensorboard():
-                self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=step)
+                self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=step + 1)
 
     @contextmanager
     def _writing_tensorboard(self) -> Iterator[None]:
