@@ -131,6 +131,27 @@ def test_packs_and_checkpoints_without_a_training_state_are_one_line(tmp_path, c
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("kept", [["model"], ["step", "model", "ema", "optimizers", "schedulers", "rng"]])
+def test_a_checkpoint_without_what_a_resume_needs_is_one_line(tmp_path, capsys, kept):
+    """A checkpoint that lacks a part of the training state (here weights alone, or all but the data
+    position) failed a resume with "internal error: KeyError: 'data'" (or "does not fit this recipe
+    ('ema')"), and `checkpoint pack` with "internal error: KeyError: 'step'" or a pack that no resume
+    could use. Now both name what is missing, before anything is written."""
+    run, checkpoint = tmp_path / "run", tmp_path / "run" / "checkpoints" / "latest.pt"
+    assert _train(ENHANCE, run, "--max-steps", "1") == 0
+    state = torch.load(checkpoint, weights_only=True)
+    torch.save({key: state[key] for key in kept}, checkpoint)
+    before = sorted(p.name for p in run.iterdir())
+    capsys.readouterr()
+    assert _train(ENHANCE, run, "--resume", "--max-steps", "2") == 1
+    err = _one_error_line(capsys)
+    assert err.startswith(f"audiokit train: error: {checkpoint}: holds no ") and "cannot be resumed" in err
+    assert "data" in err.split(", so")[0], err  # what is missing, named
+    assert main(["checkpoint", "pack", str(run), str(tmp_path / "pack")]) == 1
+    assert _one_error_line(capsys) == f"audiokit checkpoint: error: {err.split('error: ', 1)[1]}"
+    assert not (tmp_path / "pack").exists() and sorted(p.name for p in run.iterdir()) == before
+
+
 def test_unpack_offers_only_what_it_uses(tmp_path, capsys):
     """`checkpoint unpack` listed pack's --max-shard-mb and -f ("pack: replace ...") and ignored them."""
     for option in (["-f"], ["--max-shard-mb", "8"]):

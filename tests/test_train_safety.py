@@ -368,7 +368,8 @@ def test_a_pack_whose_write_fails_is_one_line_and_leaves_nothing(tmp_path):
     line naming the pack and leaves no folder (was: "internal error: SafetensorError: Error while
     serializing: I/O error", exit 70)."""
     run, out = tmp_path / "run", tmp_path / "pack"
-    save_checkpoint(run / "checkpoints" / "latest.pt", {"step": 1, "model": {"w": torch.zeros(100_000)}})
+    state = {"step": 1, "model": {"w": torch.zeros(100_000)}, "ema": {}, "optimizers": {}, "schedulers": {}}
+    save_checkpoint(run / "checkpoints" / "latest.pt", {**state, "rng": [], "data": {}})
     done = _write_under_file_size_limit(
         "from audiokit.cli import main; "
         f"raise SystemExit(main(['checkpoint', 'pack', {str(run)!r}, {str(out)!r}]))"

@@ -21,6 +21,8 @@ from audiokit.io import atomic_path
 
 RUN_CHECKPOINT = "checkpoints/latest.pt"  # a run directory's checkpoint, relative to the run directory
 RUN_WEIGHTS = "model.safetensors"  # the EMA weights the trainer saves there with every checkpoint
+# what a checkpoint must hold to be resumed (or packed to be resumed elsewhere)
+RESUME_KEYS = ("step", "model", "ema", "optimizers", "schedulers", "rng", "data")
 
 
 def rng_state() -> dict[str, Any]:
@@ -88,4 +90,17 @@ def load_training_state(path: str | Path) -> dict[str, Any]:
     state = load_checkpoint(path)
     if not isinstance(state, dict) or "model" not in state:
         raise UsageError(f"{path}: not an audiokit training checkpoint (no model weights in it)")
+    return state
+
+
+def load_resumable_state(path: str | Path) -> dict[str, Any]:
+    """:func:`load_training_state` of a checkpoint that holds all a resume needs (:data:`RESUME_KEYS`),
+    else one error naming what it lacks (a file of weights alone saved as a checkpoint, say)."""
+    state = load_training_state(path)
+    missing = [key for key in RESUME_KEYS if key not in state]
+    if missing:
+        raise UsageError(
+            f"{path}: holds no {', '.join(missing)}, so it cannot be resumed (an audiokit checkpoint holds "
+            f"{', '.join(RESUME_KEYS)}); to start a new run from its weights: --init {path} --run-dir NEW_DIR"
+        )
     return state

@@ -27,7 +27,7 @@ from audiokit.folders import check_target, staged_folder
 from audiokit.io import atomic_path
 from audiokit.train.checkpoint import RUN_CHECKPOINT as CHECKPOINT
 from audiokit.train.checkpoint import RUN_WEIGHTS as WEIGHTS
-from audiokit.train.checkpoint import load_training_state, save_checkpoint
+from audiokit.train.checkpoint import load_resumable_state, save_checkpoint
 from audiokit.train.recipe import ModelSection
 from audiokit.train.records import RECORDS
 from audiokit.train.task import build_model
@@ -105,7 +105,7 @@ def pack_run(
     if max_shard_bytes <= 0:
         raise UsageError(f"--max-shard-mb {max_shard_bytes / 2**20:g}: must be > 0")
     check_target(out_dir, [run_dir], STATE, "packed state", force)
-    state = load_training_state(run_dir / CHECKPOINT)
+    state = load_resumable_state(run_dir / CHECKPOINT)
     tensors: dict[str, torch.Tensor] = {}
     structure = _encode(state, tensors, "state")
     shards = _shards(tensors, max_shard_bytes)

@@ -45,7 +45,13 @@ from audiokit.io import TEMP_NAME, clean_stale_temps
 from audiokit.models.base import AudioModel, ModelConfig, registered_names, resolve_config, with_article
 from audiokit.train.checkpoint import RUN_CHECKPOINT as CHECKPOINT
 from audiokit.train.checkpoint import RUN_WEIGHTS as WEIGHTS
-from audiokit.train.checkpoint import load_training_state, rng_state, save_checkpoint, set_rng_state
+from audiokit.train.checkpoint import (
+    load_resumable_state,
+    load_training_state,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from audiokit.train.data import batches
 from audiokit.train.ema import EMA
 from audiokit.train.optim import (
@@ -241,7 +247,7 @@ class Trainer:
         # rank 0's own work: an error there stops every rank (on_main), not only rank 0
         self.validation = runtime.on_main(self.task.validation_data) or []
         if resume:
-            self._restore(load_training_state(checkpoint_path))
+            self._restore(load_resumable_state(checkpoint_path))
         self.records = runtime.on_main(lambda: self._start_records(start))
 
     def _start_records(self, start: dict[str, Any]) -> RunRecords:
