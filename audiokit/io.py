@@ -661,14 +661,35 @@ def find_audio(
     return files
 
 
-def _as_frames_by_channels(wav: torch.Tensor | np.ndarray) -> np.ndarray:
+MAX_WRITE_CHANNELS = 1024
+"""The most channels a file written by libsndfile holds."""
+
+
+def _as_frames_by_channels(wav: torch.Tensor | np.ndarray, path: PathLike) -> np.ndarray:
+    """Float ``(channels, samples)`` audio (or ``(samples,)``, ``(1, channels, samples)``) to write to
+    ``path`` as the ``(samples, channels)`` float32 array libsndfile takes; :class:`UsageError` for
+    integer PCM (which the float conversion would clip to full scale) and for more channels than a file
+    holds (audio laid out ``(samples, channels)``)."""
     data = wav.detach().cpu().numpy() if isinstance(wav, torch.Tensor) else np.asarray(wav)
+    if not np.issubdtype(data.dtype, np.floating):
+        pcm = np.issubdtype(data.dtype, np.integer)
+        hint = "; scale integer PCM to [-1, 1] first (int16: x / 32768)" if pcm else ""
+        raise UsageError(
+            f"{shown_output(path)}: expected float audio in [-1, 1], got dtype {data.dtype}{hint}"
+        )
     if data.ndim == 3 and data.shape[0] == 1:
         data = data[0]
     if data.ndim == 1:
         data = data[None]
     if data.ndim != 2:
-        raise ValueError(f"expected audio of shape (channels, samples), got {tuple(data.shape)}")
+        raise ValueError(
+            f"{shown_output(path)}: expected audio of shape (channels, samples), got {tuple(data.shape)}"
+        )
+    if data.shape[0] > MAX_WRITE_CHANNELS:
+        raise UsageError(
+            f"{shown_output(path)}: expected audio of shape (channels, samples), got {tuple(data.shape)}: "
+            f"more than {MAX_WRITE_CHANNELS} channels; audio laid out (samples, channels) needs .T"
+        )
     return np.ascontiguousarray(data.T.astype(np.float32, copy=False))
 
 
@@ -984,12 +1005,14 @@ def save(
     sample_rate: int,
     subtype: str | None = None,
 ) -> None:
-    """Write ``(channels, samples)`` audio atomically (temp file + rename); format from the extension.
+    """Write float ``(channels, samples)`` audio in [-1, 1] (or ``(samples,)``) atomically (temp file +
+    rename); format from the extension. Integer PCM and audio laid out ``(samples, channels)`` raise
+    :class:`UsageError`.
 
     ``subtype`` is a soundfile subtype (``"PCM_16"``, ``"PCM_24"``, ``"FLOAT"``, ``"OPUS"``...);
     ``None`` takes the format's default (16-bit PCM for WAV/FLAC).
     """
-    with open_writer(path, sample_rate, _as_frames_by_channels(wav).shape[1], subtype) as write:
+    with open_writer(path, sample_rate, _as_frames_by_channels(wav, path).shape[1], subtype) as write:
         write(wav)
 
 
@@ -1009,7 +1032,7 @@ def open_writer(
         ) as handle:
 
             def write(block: torch.Tensor | np.ndarray) -> None:
-                data = _as_frames_by_channels(block)
+                data = _as_frames_by_channels(block, path)
                 if not np.isfinite(data).all():
                     raise ValueError(f"{path}: refusing to write NaN or infinite samples")
                 handle.write(data)

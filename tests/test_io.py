@@ -16,7 +16,7 @@ import soxr
 import torch
 
 from audiokit import io
-from audiokit.errors import AudioFormatError
+from audiokit.errors import AudioFormatError, UsageError
 
 
 def _tone(channels: int, frames: int, rate: int) -> np.ndarray:
@@ -347,3 +347,22 @@ def test_a_codec_stream_is_named_as_such_and_a_missing_file_as_everywhere_else(t
         io.load(tmp_path / "talk.akc")
     with pytest.raises(AudioFormatError, match="nosuch.wav: no such file or directory"):
         io.info(tmp_path / "nosuch.wav")
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.int32, np.uint8])
+def test_save_refuses_integer_pcm_rather_than_clip_it_to_full_scale(tmp_path, dtype):
+    """Integer samples went through a float conversion unscaled: int16 PCM of a quiet tone became a
+    full-scale square wave in the file, without a word."""
+    pcm = (_tone(1, 1600, 16000) * 8000).astype(dtype)
+    for wav in (pcm, torch.from_numpy(pcm)):
+        with pytest.raises(UsageError, match=r"x\.wav: .*got dtype .*scale integer PCM"):
+            io.save(tmp_path / "x.wav", wav, 16000)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_names_audio_laid_out_samples_by_channels(tmp_path):
+    """soundfile's (samples, channels) layout read as thousands of channels failed inside libsndfile
+    with "Format not recognised"."""
+    with pytest.raises(UsageError, match=r"\(1600, 2\): more than 1024 channels.*\(samples, channels\)"):
+        io.save(tmp_path / "x.wav", _tone(2, 1600, 16000).T, 16000)
+    assert list(tmp_path.iterdir()) == []
