@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from audiokit import dsp
+from audiokit.errors import UsageError
 
 
 @pytest.mark.parametrize(
@@ -154,3 +155,14 @@ def test_a_few_samples_have_no_bandwidth_estimate():
     assert dsp.estimate_bandwidth(rng.uniform(-0.5, 0.5, (1, 2)), 44100) == 0.0
     assert dsp.estimate_bandwidth(rng.uniform(-0.5, 0.5, (1, 400)), 44100) == 0.0
     assert dsp.estimate_bandwidth(rng.uniform(-0.5, 0.5, (1, 1000)), 44100) > 15000  # 23 ms of white noise
+
+
+def test_loudness_takes_one_item_of_the_models_shape_and_refuses_a_batch():
+    """(batch, channels, samples) audio (what the models return) was read as channels of frames: the
+    block step fell on the channel axis, so every sample started a block, and a wrong level came back."""
+    rate = 16000
+    t = np.arange(rate * 2) / rate
+    x = torch.tensor(0.1 * np.sin(2 * np.pi * 997 * t) * (1 + np.sin(2 * np.pi * t)))[None]  # (1, T)
+    assert dsp.loudness_lufs(x[None], rate) == dsp.loudness_lufs(x, rate) == dsp.loudness_lufs(x[0], rate)
+    with pytest.raises(UsageError, match=r"\(2, 1, 32000\)"):
+        dsp.loudness_lufs(x[None].repeat(2, 1, 1), rate)

@@ -7,6 +7,8 @@ import math
 import numpy as np
 import torch
 
+from audiokit.errors import UsageError
+
 
 def rms_db(x: torch.Tensor, eps: float = 1e-12) -> float:
     """RMS level of all samples in dBFS (a full-scale square wave is 0 dBFS; silence -> -120 dB)."""
@@ -44,16 +46,24 @@ def _channel_weights(channels: int) -> np.ndarray:
 
 
 def loudness_lufs(wav: torch.Tensor, sample_rate: int) -> float:
-    """Integrated loudness of ``(channels, samples)`` audio in LUFS (BS.1770-4 gating).
+    """Integrated loudness of ``(channels, samples)`` audio (or ``(samples,)``, or one item
+    ``(1, channels, samples)``) at ``sample_rate`` Hz in LUFS (BS.1770-4 gating).
 
     K-weighting, mean square in 400 ms blocks with 75 % overlap, absolute gate at -70 LUFS and
     relative gate 10 LU below the gated mean. Inputs shorter than 400 ms form a single block.
-    Returns ``-inf`` when nothing passes the absolute gate (silence).
+    Returns ``-inf`` when nothing passes the absolute gate (silence). Other shapes (a batch of
+    several items) raise :class:`~audiokit.errors.UsageError`.
     """
     import scipy.signal  # imported here: it costs seconds at start-up for every user of audiokit.dsp
 
     x = wav.detach().double().cpu().numpy()
+    x = x[0] if x.ndim == 3 and x.shape[0] == 1 else x
     x = x[None] if x.ndim == 1 else x
+    if x.ndim != 2:
+        raise UsageError(
+            f"loudness_lufs takes (channels, samples) audio, got shape {tuple(wav.shape)}; "
+            "measure each item of a batch on its own"
+        )
     b1, a1, b2, a2 = k_weighting(sample_rate)
     y = scipy.signal.lfilter(b2, a2, scipy.signal.lfilter(b1, a1, x, axis=-1), axis=-1)
     block = int(round(0.4 * sample_rate))
