@@ -394,3 +394,26 @@ def test_session_sizes_and_weight_precisions_are_checked(codec, enhancer):
                 make(bad)
     with pytest.raises(UsageError, match="weight precision 'bad'"):
         enhancer.copy_with_weight_precision("bad")
+
+
+def test_every_session_takes_false_and_none_for_no_compilation(codec, enhancer, bwe, wav):
+    """A codec session refused ``compile=None`` and the audio sessions ``compile=False``, each the
+    other's default, so code written for one family failed on the other."""
+    from audiokit.streaming.batcher import AudioBatcher, MultiStreamBatcher
+
+    for off in (False, None):
+        sessions = {
+            "codec": codec.stream(1, "roundtrip", compile=off),
+            "enhancer": enhancer.stream(1, compile=off),
+            "bwe": bwe.stream(1, edge_hz=4000.0, compile=off),
+            "bwe at 8 kHz": bwe.stream(1, input_rate=8000, compile=off),
+        }
+        for name, session in sessions.items():
+            assert not (
+                session.compiled if isinstance(session.compiled, bool) else any(session.compiled.values())
+            )
+            assert run_stream(session, wav, [700, 900]).shape[-1] == (3200 if "8 kHz" in name else 1600)
+        assert not AudioBatcher(enhancer, 2, compile=off).compiled
+        MultiStreamBatcher(codec, 2, compile=off)
+    with pytest.raises(UsageError, match="compile must be None"):
+        enhancer.stream(1, compile="jit")

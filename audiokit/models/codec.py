@@ -538,7 +538,7 @@ class Codec(AudioModel, family="codec", config_class=CodecConfig, configs=CONFIG
         bitrate: float | None = None,
         length: int | Sequence[int] | None = None,
         channels: int | None = None,
-        compile: bool | str = False,
+        compile: bool | str | None = False,
     ) -> CodecStream:
         """A streaming session (:class:`~audiokit.streaming.CodecStream`) of ``batch_size`` items.
 

@@ -73,7 +73,7 @@ def step_options(model, options: dict, also: tuple[str, ...]) -> dict:
 
 
 def audio_step(
-    model, step_options: dict, compile: str | None, device: torch.device, rows: int | None = None
+    model, step_options: dict, compile: bool | str | None, device: torch.device, rows: int | None = None
 ) -> tuple[Callable, bool]:
     """The step function an audio session calls as ``step(x, state, final)``: ``model.step`` with
     ``step_options``, or with ``compile="aoti"`` that step compiled ahead of time for chunks of one and
@@ -82,8 +82,10 @@ def audio_step(
     ``compile="cuda_graph"`` on a GPU replayed from CUDA graphs, one per chunk shape of all ``rows``
     (steps of part of the rows, final steps, and all where recording fails run eagerly); and whether
     it is compiled."""
+    if compile is False:  # a codec session's "not compiled" (its default)
+        compile = None
     if compile not in (None, "aoti", "cuda_graph"):
-        raise UsageError(f"compile must be None, 'aoti' or 'cuda_graph', got {compile!r}")
+        raise UsageError(f"compile must be None (or False), 'aoti' or 'cuda_graph', got {compile!r}")
     if compile == "cuda_graph" and device.type == "cuda":
         return GraphedStep(functools.partial(model.step, **step_options), batch=rows, model=model), True
     if compile == "aoti":
@@ -113,7 +115,7 @@ class AudioStream:
     """
 
     def __init__(
-        self, model, batch_size: int = 1, channels: int = 1, compile: str | None = None, **options
+        self, model, batch_size: int = 1, channels: int = 1, compile: bool | str | None = None, **options
     ) -> None:
         batch_size, channels = whole_number(batch_size, "batch_size"), whole_number(channels, "channels")
         self.model = model

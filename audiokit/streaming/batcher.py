@@ -42,7 +42,7 @@ class MultiStreamBatcher:
         capacity: int,
         mode: str = "roundtrip",
         bitrate: float | None = None,
-        compile: bool | str = False,
+        compile: bool | str | None = False,
     ) -> None:
         if getattr(codec, "family", None) != "codec":
             raise UsageError(
@@ -222,7 +222,7 @@ class AudioBatcher:
     own list, so a backlog costs its own size, not ``capacity`` times it.
     """
 
-    def __init__(self, model, capacity: int, compile: str | None = None, **options) -> None:
+    def __init__(self, model, capacity: int, compile: bool | str | None = None, **options) -> None:
         if not hasattr(model, "output_lag"):
             raise UsageError(
                 f"AudioBatcher takes an audio-to-audio model (an enhancer or a bandwidth extender), got "

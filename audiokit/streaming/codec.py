@@ -99,13 +99,14 @@ class CodecStream:
         bitrate: float | None = None,
         length: int | Sequence[int] | None = None,
         channels: int | None = None,
-        compile: bool | str = False,
+        compile: bool | str | None = False,
     ) -> None:
         if mode not in MODES:
             raise UsageError(f"streaming mode must be one of {', '.join(MODES)}, got {mode!r}")
+        compile = False if compile is None else compile  # an audio session's "not compiled" (its default)
         if compile not in (False, True, "inductor", "aoti", "cuda_graph"):
             raise UsageError(
-                f"compile must be False, True, 'inductor', 'aoti' or 'cuda_graph', got {compile!r}"
+                f"compile must be False (or None), True, 'inductor', 'aoti' or 'cuda_graph', got {compile!r}"
             )
         batch_size = whole_number(batch_size, "batch_size")
         if length is not None and mode != "decode":

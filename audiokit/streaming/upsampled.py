@@ -61,7 +61,7 @@ class UpsampledStream:
     ``1 / upsampler.factor`` of the model's rate. Same ``push``/``flush``/``reset``/``lengths`` contract
     as :class:`AudioStream`; lengths count output (model-rate) samples."""
 
-    def __init__(self, upsampler: Upsampler, inner: AudioStream, compile: str | None = None) -> None:
+    def __init__(self, upsampler: Upsampler, inner: AudioStream, compile: bool | str | None = None) -> None:
         self.upsampler = upsampler
         self.inner = inner
         self.factor = upsampler.factor
@@ -157,7 +157,7 @@ class UpsampledStream:
         self._skip, self._pushed, self._fed, self._queued = columns
         self._queue = state["queue"].to(self.inner.device)
 
-    def _fused_step(self, compile: str | None) -> Callable | None:
+    def _fused_step(self, compile: bool | str | None) -> Callable | None:
         """The steady state's ``step(x, state, final)``: an :class:`UpsampledStep` with the session's
         step options, compiled ahead of time for any whole number of hops with ``compile="aoti"``
         (eager for other chunks, or where it cannot be built); ``None`` with ``compile="cuda_graph"``
