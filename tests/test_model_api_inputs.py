@@ -359,6 +359,16 @@ def test_models_are_exported(enhancer, bwe):
     assert isinstance(enhancer, Enhancer) and isinstance(bwe, BandwidthExtender)
 
 
+def test_audio_sessions_and_their_batcher_are_exported_beside_the_codecs(enhancer):
+    """docs/streaming.md names AudioBatcher beside MultiStreamBatcher; only the latter was in
+    audiokit.streaming."""
+    import audiokit.streaming as streaming
+
+    assert isinstance(enhancer.stream(1), streaming.AudioStream)
+    assert {"AudioBatcher", "AudioStream", "MultiStreamBatcher"} <= set(streaming.__all__)
+    assert streaming.AudioBatcher(enhancer, 2).capacity == 2
+
+
 def test_inference_calls_leave_the_models_mode_as_it_was(enhancer, bwe, wav):
     """enhance() and extend() ran in eval mode and left the model there: called inside a training loop
     they switched dropout off for the rest of it."""

@@ -4,7 +4,10 @@
   here) is the ``init_state`` / ``step`` contract every :mod:`audiokit.nn` block implements, and the
   typed states with their row operations live in :mod:`audiokit.nn.state`;
 * :mod:`~audiokit.streaming.codec`: :class:`CodecStream` sessions (``codec.stream(...)``);
-* :mod:`~audiokit.streaming.batcher`: :class:`MultiStreamBatcher` for independent streams;
+* :mod:`~audiokit.streaming.audio`: :class:`AudioStream` sessions of enhancers and bandwidth
+  extenders (``model.stream(...)``);
+* :mod:`~audiokit.streaming.batcher`: :class:`MultiStreamBatcher` (codecs) and :class:`AudioBatcher`
+  (enhancers, bandwidth extenders) for independent streams;
 * :mod:`~audiokit.streaming.latency`: per-step timing and the measured algorithmic latency;
 * :mod:`~audiokit.streaming.akc`: streaming encode into an ``.akc`` writer.
 
@@ -27,12 +30,15 @@ from audiokit.nn.state import (
 )
 from audiokit.nn.streaming import StreamingModule
 from audiokit.streaming.akc import encode_to_akc
-from audiokit.streaming.batcher import MultiStreamBatcher
+from audiokit.streaming.audio import AudioStream
+from audiokit.streaming.batcher import AudioBatcher, MultiStreamBatcher
 from audiokit.streaming.codec import MODES, CodecStream
 from audiokit.streaming.latency import StepTimer, measure_latency
 
 __all__ = [
     "MODES",
+    "AudioBatcher",
+    "AudioStream",
     "CodecStream",
     "ConvState",
     "ConvTransposeState",
