@@ -215,3 +215,25 @@ def test_nan_or_infinite_audio_is_refused_not_scored(speech):
         row = score_pair(torch.from_numpy(x)[None], torch.from_numpy(y)[None], rate)
         assert all(np.isnan(row[name]) for name in metrics.METRICS), row
         assert NON_FINITE in row["skipped"]
+
+
+def test_a_signal_of_several_channels_is_refused_not_scored_end_to_end():
+    """(channels, samples) audio was flattened into one signal, its channels end to end, and scored:
+    a plausible number for no signal the caller had. One channel in any layout is still one signal."""
+    rng = np.random.default_rng(4)
+    s = rng.standard_normal((2, 8000))
+    est = s + 0.1 * rng.standard_normal((2, 8000))
+    scores = {
+        "si_sdr": lambda r, e: metrics.si_sdr(r, e),
+        "lsd": lambda r, e: metrics.log_spectral_distance(r, e),
+        "mel": lambda r, e: metrics.mel_distance(r, e, 16000),
+        "stft": lambda r, e: metrics.multi_resolution_stft_distance(r, e),
+        "stoi": lambda r, e: metrics.stoi(r, e, 16000),
+        "pesq": lambda r, e: metrics.pesq(r, e, 16000).score,
+    }
+    for name, score in scores.items():
+        with pytest.raises(ValueError, match=r"one channel .*got shape \(2, 8000\)"):
+            score(s, est)
+        one = score(s[0], est[0])
+        for layout in (lambda x: x[None], lambda x: x[:, None], lambda x: torch.from_numpy(x)[None, None]):
+            assert score(layout(s[0]), layout(est[0])) == pytest.approx(one, nan_ok=True), name

@@ -1,7 +1,8 @@
 """Quality metrics: PESQ, STOI/ESTOI, SI-SDR, spectral distances, LSD, codebook usage.
 
-Signals are 1-D ``(samples,)`` tensors or arrays at ``sample_rate`` Hz unless stated; the reference
-comes first. Multichannel evaluation is done by the caller, channel by channel.
+Signals are 1-D ``(samples,)`` tensors or arrays (or ``(1, samples)``) at ``sample_rate`` Hz unless
+stated; the reference comes first. Multichannel evaluation is done by the caller, channel by channel
+(:func:`audiokit.evaluation.score_pair`): a signal of several channels is a ValueError.
 """
 
 from __future__ import annotations
@@ -28,13 +29,25 @@ HIGH_BAND_LSD = "lsd_high"
 (:func:`high_band_log_spectral_distance` above the input's Nyquist frequency)."""
 
 
+def _one_channel(shape: tuple[int, ...]) -> None:
+    """ValueError unless ``shape`` holds one signal: ``(samples,)``, ``(1, samples)``, ``(samples, 1)``...
+    (several channels were flattened into one signal, end to end, and scored as such)."""
+    if sum(size > 1 for size in shape) > 1:
+        raise ValueError(
+            f"metrics score one channel (samples,), got shape {tuple(shape)}: score each channel on its own "
+            "(audiokit.evaluation.score_pair averages them)"
+        )
+
+
 def _numpy(x: ArrayLike) -> np.ndarray:
     x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    _one_channel(x.shape)
     return x.astype(np.float64).reshape(-1)
 
 
 def _torch(x: ArrayLike) -> torch.Tensor:
     x = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
+    _one_channel(x.shape)
     return x.detach().to(torch.float64).reshape(-1)
 
 
