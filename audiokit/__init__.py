@@ -1,7 +1,7 @@
 """audiokit: neural audio coding and real-time audio processing on PyTorch.
 
-``from audiokit import Codec`` (and the other names below) imports the model code on first use, so
-``import audiokit`` itself stays cheap.
+``from audiokit import Codec`` (``Enhancer``, ``BandwidthExtender`` and the other names below) imports
+the model code on first use, so ``import audiokit`` itself stays cheap.
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_LAZY = {"AudioModel": "audiokit.models", "Codec": "audiokit.models", "Codes": "audiokit.models"}
-__all__ = ["AudioModel", "Codec", "Codes", "__version__"]
+_MODELS = ("AudioModel", "BandwidthExtender", "Codec", "Codes", "Enhancer")
+_LAZY = dict.fromkeys(_MODELS, "audiokit.models")
+__all__ = [*_MODELS, "__version__"]
 
 
 def __getattr__(name: str) -> Any:

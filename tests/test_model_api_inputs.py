@@ -359,6 +359,19 @@ def test_models_are_exported(enhancer, bwe):
     assert isinstance(enhancer, Enhancer) and isinstance(bwe, BandwidthExtender)
 
 
+def test_every_model_family_imports_from_the_package_as_codec_does():
+    """``from audiokit import Codec`` worked (the package docstring's example) and ``from audiokit import
+    Enhancer`` was an ImportError."""
+    import audiokit
+
+    assert (audiokit.Enhancer, audiokit.BandwidthExtender, audiokit.Codec) == (
+        Enhancer,
+        BandwidthExtender,
+        Codec,
+    )
+    assert {"AudioModel", "BandwidthExtender", "Codec", "Codes", "Enhancer"} <= set(audiokit.__all__)
+
+
 def test_audio_sessions_and_their_batcher_are_exported_beside_the_codecs(enhancer):
     """docs/streaming.md names AudioBatcher beside MultiStreamBatcher; only the latter was in
     audiokit.streaming."""
