@@ -15,6 +15,7 @@ import errno
 import fcntl
 import fnmatch
 import math
+import numbers
 import os
 import re
 import shutil
@@ -1016,6 +1017,21 @@ def save(
         write(wav)
 
 
+def _rate_to_write(path: PathLike, sample_rate: int) -> int:
+    """``sample_rate`` as the int of Hz a file of ``path`` is written at, or :class:`UsageError` for
+    anything but a whole number >= 1 (libsndfile answered 0 Hz with "SF_INFO struct incomplete", and
+    ``int()`` cut 44100.7 Hz to 44100)."""
+    value = sample_rate
+    if isinstance(value, torch.Tensor) and not value.dim():
+        value = value.item()
+    real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not (real and math.isfinite(value) and value == int(value) and value >= 1):
+        raise UsageError(
+            f"{shown_output(path)}: sample_rate must be a whole number of Hz >= 1, got {sample_rate!r}"
+        )
+    return int(value)
+
+
 @contextmanager
 def open_writer(
     path: PathLike, sample_rate: int, channels: int, subtype: str | None = None
@@ -1026,10 +1042,9 @@ def open_writer(
     ends without an exception. Format from the extension, ``subtype`` as in :func:`save`.
     """
     fmt, subtype = _format_and_subtype(Path(path), subtype)
+    rate = _rate_to_write(path, sample_rate)
     with atomic_path(path) as tmp, _libsndfile_failures_name(path, tmp):
-        with sf.SoundFile(
-            os.fsencode(tmp), "w", int(sample_rate), channels, subtype=subtype, format=fmt
-        ) as handle:
+        with sf.SoundFile(os.fsencode(tmp), "w", rate, channels, subtype=subtype, format=fmt) as handle:
 
             def write(block: torch.Tensor | np.ndarray) -> None:
                 data = _as_frames_by_channels(block, path)

@@ -366,3 +366,18 @@ def test_save_names_audio_laid_out_samples_by_channels(tmp_path):
     with pytest.raises(UsageError, match=r"\(1600, 2\): more than 1024 channels.*\(samples, channels\)"):
         io.save(tmp_path / "x.wav", _tone(2, 1600, 16000).T, 16000)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("rate", [0, -5, 44100.7, float("nan"), "16000", True])
+def test_a_rate_that_is_no_whole_number_of_hz_is_refused_before_writing(tmp_path, rate):
+    """0 Hz failed inside libsndfile ("SF_INFO struct incomplete"), -5 Hz as "Format not recognised",
+    and 44100.7 Hz was written as 44100 Hz."""
+    with pytest.raises(UsageError, match=r"x\.wav: sample_rate must be a whole number of Hz"):
+        io.save(tmp_path / "x.wav", _tone(1, 1600, 16000), rate)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_whole_rates_of_any_number_type_are_written(tmp_path):
+    for rate in (16000, 16000.0, np.int64(16000), torch.tensor(16000)):
+        io.save(tmp_path / "x.wav", _tone(1, 1600, 16000), rate)
+        assert io.info(tmp_path / "x.wav").sample_rate == 16000
