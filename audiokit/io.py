@@ -67,6 +67,9 @@ WRITABLE_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif"
 
 MIN_SAMPLE_RATE = 1000
 MAX_SAMPLE_RATE = 384_000
+MAX_CHANNELS = 1024
+"""The most channels audio written (libsndfile's limit) or resampled here may have: more are audio laid
+out ``(samples, channels)`` where ``(channels, samples)`` was meant, or the other way round."""
 OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
 """The rates (Hz) Opus codes (libsndfile writes no other; it decodes any Opus file at one of them)."""
 # output formats that take only some rates (Hz) or channel counts
@@ -311,8 +314,22 @@ def info(path: PathLike, raw: RawFormat | None = None) -> AudioInfo:
         return AudioInfo(str(path), int(f.samplerate), int(f.channels), int(f.frames), f.format, f.subtype)
 
 
+def _check_samples_by_channels(wav: np.ndarray, where: str, ndims: tuple[int, ...]) -> None:
+    """:class:`UsageError` unless ``wav`` is ``(samples, channels)`` audio (of a rank in ``ndims``) with at
+    most :data:`MAX_CHANNELS` channels: more are audio laid out ``(channels, samples)``."""
+    if wav.ndim not in ndims or (wav.ndim == 2 and wav.shape[1] > MAX_CHANNELS):
+        raise UsageError(
+            f"{where} takes (samples, channels) audio of at most {MAX_CHANNELS} channels, got shape "
+            f"{tuple(wav.shape)}; audio laid out (channels, samples) needs .T"
+        )
+
+
 def resample(wav: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
-    """Resample ``(T, C)`` float32 audio from ``orig_rate`` to ``target_rate`` Hz with soxr (HQ)."""
+    """Resample ``(T, C)`` (or ``(T,)``) float32 audio from ``orig_rate`` to ``target_rate`` Hz with soxr
+    (HQ). :class:`UsageError` for other ranks and for more than :data:`MAX_CHANNELS` channels: audio laid
+    out ``(channels, samples)``, as :func:`load` gives it, which soxr resampled along the wrong axis (a
+    few frames of thousands of channels) or, from ~40,000 samples, crashed the process on."""
+    _check_samples_by_channels(wav, "resample", (1, 2))
     if orig_rate == target_rate or wav.shape[0] == 0:
         return wav
     return soxr.resample(wav, orig_rate, target_rate, quality="HQ").astype(np.float32, copy=False)
@@ -321,8 +338,11 @@ def resample(wav: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
 def remix(wav: np.ndarray, channels: int) -> np.ndarray:
     """Map ``(T, C)`` audio to ``channels``: average to mono, repeat mono, or keep the first channels.
 
-    Raises ``ValueError`` when asked to go from several channels to more channels.
+    Raises ``ValueError`` when asked to go from several channels to more channels, :class:`UsageError`
+    for audio laid out ``(channels, samples)`` (more than :data:`MAX_CHANNELS` channels: it was averaged
+    over its samples).
     """
+    _check_samples_by_channels(wav, "remix", (2,))
     current = wav.shape[1]
     if channels == current:
         return wav
@@ -662,10 +682,6 @@ def find_audio(
     return files
 
 
-MAX_WRITE_CHANNELS = 1024
-"""The most channels a file written by libsndfile holds."""
-
-
 def _as_frames_by_channels(wav: torch.Tensor | np.ndarray, path: PathLike) -> np.ndarray:
     """Float ``(channels, samples)`` audio (or ``(samples,)``, ``(1, channels, samples)``) to write to
     ``path`` as the ``(samples, channels)`` float32 array libsndfile takes; :class:`UsageError` for
@@ -686,10 +702,10 @@ def _as_frames_by_channels(wav: torch.Tensor | np.ndarray, path: PathLike) -> np
         raise ValueError(
             f"{shown_output(path)}: expected audio of shape (channels, samples), got {tuple(data.shape)}"
         )
-    if data.shape[0] > MAX_WRITE_CHANNELS:
+    if data.shape[0] > MAX_CHANNELS:
         raise UsageError(
             f"{shown_output(path)}: expected audio of shape (channels, samples), got {tuple(data.shape)}: "
-            f"more than {MAX_WRITE_CHANNELS} channels; audio laid out (samples, channels) needs .T"
+            f"more than {MAX_CHANNELS} channels; audio laid out (samples, channels) needs .T"
         )
     return np.ascontiguousarray(data.T.astype(np.float32, copy=False))
 

@@ -381,3 +381,30 @@ def test_whole_rates_of_any_number_type_are_written(tmp_path):
     for rate in (16000, 16000.0, np.int64(16000), torch.tensor(16000)):
         io.save(tmp_path / "x.wav", _tone(1, 1600, 16000), rate)
         assert io.info(tmp_path / "x.wav").sample_rate == 16000
+
+
+def test_resample_refuses_channels_by_samples_rather_than_crash_or_mangle_it():
+    """``resample`` takes (samples, channels); (channels, samples) audio, as ``load`` gives it, was
+    resampled along the channel axis (3 x 2000 -> 1 x 2000) or, from ~40,000 samples, killed the
+    interpreter inside soxr (SIGSEGV). Run in a child process: before the fix it crashed."""
+    code = (
+        "import numpy as np, sys\n"
+        "from audiokit import io\n"
+        "from audiokit.errors import UsageError\n"
+        "for shape in [(1, 44100), (3, 2000)]:\n"
+        "    try:\n"
+        "        io.resample(np.zeros(shape, np.float32), 44100, 16000)\n"
+        "        sys.exit(f'{shape} resampled')\n"
+        "    except UsageError as exc:\n"
+        "        assert 'needs .T' in str(exc), exc\n"
+        "    try:\n"
+        "        io.remix(np.zeros(shape, np.float32), 1)\n"
+        "        sys.exit(f'{shape} remixed')\n"
+        "    except UsageError as exc:\n"
+        "        assert 'needs .T' in str(exc), exc\n"
+        "assert io.resample(np.zeros((44100, 2), np.float32), 44100, 16000).shape == (16000, 2)\n"
+        "assert io.resample(np.zeros(44100, np.float32), 44100, 16000).shape == (16000,)\n"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # this checkout's audiokit
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=root)
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
