@@ -527,6 +527,22 @@ def _finish(
     return data, rate
 
 
+def _load_options(path: Path, sample_rate: int | None, channels: int | None) -> tuple[int | None, int | None]:
+    """:func:`load`'s ``sample_rate`` (Hz, up to :data:`MAX_SAMPLE_RATE`) and ``channels`` (1 to
+    :data:`MAX_CHANNELS`) as ints, or :class:`UsageError` naming ``path`` (``channels=0`` gave an empty
+    tensor, ``-1`` blamed the file)."""
+    if sample_rate is not None:
+        sample_rate = _whole_hz(str(path), sample_rate, MAX_SAMPLE_RATE)
+    if channels is not None:
+        ok = isinstance(channels, numbers.Integral) and not isinstance(channels, bool)
+        if not (ok and 1 <= channels <= MAX_CHANNELS):
+            raise UsageError(
+                f"{path}: channels must be a whole number from 1 to {MAX_CHANNELS}, got {channels!r}"
+            )
+        channels = int(channels)
+    return sample_rate, channels
+
+
 def load(
     path: PathLike, sample_rate: int | None = None, channels: int | None = None, raw: RawFormat | None = None
 ) -> tuple[torch.Tensor, int]:
@@ -542,6 +558,7 @@ def load(
         ``(wav, rate)``: float32 tensor ``(channels, samples)`` in [-1, 1] and its rate in Hz.
     """
     path = Path(path)
+    sample_rate, channels = _load_options(path, sample_rate, channels)
     with _open(path, raw) as f:
         _check_complete(path, f)
         rate = int(f.samplerate)
@@ -568,6 +585,7 @@ def iter_blocks(
     and ``allow_loud`` samples beyond :data:`FLOAT_PEAK_LIMIT` (to describe or rescale one).
     """
     path = Path(path)
+    sample_rate, channels = _load_options(path, sample_rate, channels)
     with _open(path, raw) as f:
         _check_complete(path, f)
         rate = int(f.samplerate)
@@ -1033,17 +1051,18 @@ def save(
         write(wav)
 
 
-def _rate_to_write(path: PathLike, sample_rate: int) -> int:
-    """``sample_rate`` as the int of Hz a file of ``path`` is written at, or :class:`UsageError` for
-    anything but a whole number >= 1 (libsndfile answered 0 Hz with "SF_INFO struct incomplete", and
-    ``int()`` cut 44100.7 Hz to 44100)."""
+def _whole_hz(name: str, sample_rate: int, most: float = math.inf) -> int:
+    """``sample_rate`` as an int of Hz (a whole number from 1 to ``most``, of any number type), else
+    :class:`UsageError` naming the file ``name`` (libsndfile answered 0 Hz with "SF_INFO struct
+    incomplete", soxr 10^9 Hz with ``std::bad_alloc``, and 16000.5 Hz came back as a float rate)."""
     value = sample_rate
     if isinstance(value, torch.Tensor) and not value.dim():
         value = value.item()
     real = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if not (real and math.isfinite(value) and value == int(value) and value >= 1):
+    if not (real and math.isfinite(value) and value == int(value) and 1 <= value <= most):
+        bounds = "from 1" if most == math.inf else f"from 1 to {most:g}"
         raise UsageError(
-            f"{shown_output(path)}: sample_rate must be a whole number of Hz >= 1, got {sample_rate!r}"
+            f"{name}: sample_rate must be a whole number of Hz {bounds}, got {sample_rate!r}"
         )
     return int(value)
 
@@ -1058,7 +1077,7 @@ def open_writer(
     ends without an exception. Format from the extension, ``subtype`` as in :func:`save`.
     """
     fmt, subtype = _format_and_subtype(Path(path), subtype)
-    rate = _rate_to_write(path, sample_rate)
+    rate = _whole_hz(shown_output(path), sample_rate)
     with atomic_path(path) as tmp, _libsndfile_failures_name(path, tmp):
         with sf.SoundFile(os.fsencode(tmp), "w", rate, channels, subtype=subtype, format=fmt) as handle:
 

@@ -408,3 +408,33 @@ def test_resample_refuses_channels_by_samples_rather_than_crash_or_mangle_it():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # this checkout's audiokit
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=root)
     assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+
+
+@pytest.mark.parametrize(
+    "options,problem",
+    [
+        ({"sample_rate": 0}, "sample_rate"),
+        ({"sample_rate": -16000}, "sample_rate"),
+        ({"sample_rate": 10**9}, "sample_rate"),
+        ({"sample_rate": 16000.5}, "sample_rate"),
+        ({"channels": 0}, "channels"),
+        ({"channels": -1}, "channels"),
+        ({"channels": 1.0}, "channels"),
+    ],
+)
+def test_load_refuses_rates_and_channel_counts_no_audio_has(tmp_path, options, problem):
+    """soxr answered 10^9 Hz with std::bad_alloc, 16000.5 Hz came back as a float rate, channels=0 as
+    an empty tensor and -1 as an error blaming the file."""
+    path = tmp_path / "x.wav"
+    io.save(path, _tone(1, 1600, 16000), 16000)
+    for read in (lambda: io.load(path, **options), lambda: list(io.iter_blocks(path, **options))):
+        with pytest.raises(UsageError, match=rf"x\.wav: {problem} must be a whole number"):
+            read()
+
+
+def test_load_takes_whole_rates_of_any_number_type(tmp_path):
+    path = tmp_path / "x.wav"
+    io.save(path, _tone(1, 1600, 16000), 16000)
+    for rate in (8000.0, np.int64(8000), torch.tensor(8000)):
+        wav, got = io.load(path, sample_rate=rate, channels=np.int64(2))
+        assert type(got) is int and got == 8000 and wav.shape == (2, 800)
