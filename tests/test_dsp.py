@@ -166,3 +166,15 @@ def test_loudness_takes_one_item_of_the_models_shape_and_refuses_a_batch():
     assert dsp.loudness_lufs(x[None], rate) == dsp.loudness_lufs(x, rate) == dsp.loudness_lufs(x[0], rate)
     with pytest.raises(UsageError, match=r"\(2, 1, 32000\)"):
         dsp.loudness_lufs(x[None].repeat(2, 1, 1), rate)
+
+
+def test_level_functions_take_numpy_as_estimate_bandwidth_does_and_the_stft_says_what_it_takes():
+    """A numpy array (what librosa users hold) failed in loudness_lufs with "'numpy.ndarray' object has
+    no attribute 'detach'" and in stft / mel_spectrogram with "... no attribute 'is_complex'"."""
+    rate = 16000
+    x = 0.1 * np.sin(2 * np.pi * 997 * np.arange(rate) / rate)
+    assert dsp.loudness_lufs(x, rate) == dsp.loudness_lufs(torch.from_numpy(x), rate)
+    assert dsp.rms_db(x) == dsp.rms_db(torch.from_numpy(x))
+    for call in (lambda: dsp.stft(x, 512, 128), lambda: dsp.mel_spectrogram(x, rate)):
+        with pytest.raises(TypeError, match=r"takes a torch tensor, got numpy\.ndarray; torch\.from_numpy"):
+            call()

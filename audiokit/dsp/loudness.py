@@ -10,9 +10,9 @@ import torch
 from audiokit.errors import UsageError
 
 
-def rms_db(x: torch.Tensor, eps: float = 1e-12) -> float:
+def rms_db(x: torch.Tensor | np.ndarray, eps: float = 1e-12) -> float:
     """RMS level of all samples in dBFS (a full-scale square wave is 0 dBFS; silence -> -120 dB)."""
-    power = x.double().square().mean().item()
+    power = torch.as_tensor(x).double().square().mean().item()
     return 10.0 * math.log10(max(power, eps))
 
 
@@ -45,9 +45,10 @@ def _channel_weights(channels: int) -> np.ndarray:
     return weights
 
 
-def loudness_lufs(wav: torch.Tensor, sample_rate: int) -> float:
+def loudness_lufs(wav: torch.Tensor | np.ndarray, sample_rate: int) -> float:
     """Integrated loudness of ``(channels, samples)`` audio (or ``(samples,)``, or one item
-    ``(1, channels, samples)``) at ``sample_rate`` Hz in LUFS (BS.1770-4 gating).
+    ``(1, channels, samples)``; a tensor or a numpy array, as :func:`~audiokit.dsp.estimate_bandwidth`
+    takes) at ``sample_rate`` Hz in LUFS (BS.1770-4 gating).
 
     K-weighting, mean square in 400 ms blocks with 75 % overlap, absolute gate at -70 LUFS and
     relative gate 10 LU below the gated mean. Inputs shorter than 400 ms form a single block.
@@ -56,12 +57,12 @@ def loudness_lufs(wav: torch.Tensor, sample_rate: int) -> float:
     """
     import scipy.signal  # imported here: it costs seconds at start-up for every user of audiokit.dsp
 
-    x = wav.detach().double().cpu().numpy()
+    x = wav.detach().double().cpu().numpy() if isinstance(wav, torch.Tensor) else np.asarray(wav, np.float64)
     x = x[0] if x.ndim == 3 and x.shape[0] == 1 else x
     x = x[None] if x.ndim == 1 else x
     if x.ndim != 2:
         raise UsageError(
-            f"loudness_lufs takes (channels, samples) audio, got shape {tuple(wav.shape)}; "
+            f"loudness_lufs takes (channels, samples) audio, got shape {tuple(np.shape(wav))}; "
             "measure each item of a batch on its own"
         )
     b1, a1, b2, a2 = k_weighting(sample_rate)

@@ -8,6 +8,10 @@ from audiokit.dsp.windows import get_window
 
 
 def _window(name: str, win_length: int, like: torch.Tensor) -> torch.Tensor:
+    if not isinstance(like, torch.Tensor):  # a numpy array failed below with "no attribute 'is_complex'"
+        kind = type(like)
+        hint = "; torch.from_numpy(x) converts it" if kind.__module__ == "numpy" else ""
+        raise TypeError(f"the STFT takes a torch tensor, got {kind.__module__}.{kind.__qualname__}{hint}")
     dtype = like.real.dtype if like.is_complex() else like.dtype
     return get_window(name, win_length, dtype=dtype, device=like.device)
 
