@@ -139,6 +139,19 @@ def test_refused_push_leaves_the_session_clean(codec, enhancer, bwe, wav):
         torch.testing.assert_close(torch.cat(outs, -1), offline, atol=1e-5, rtol=0)
 
 
+def test_loud_input_within_the_limit_streams_from_8_khz_as_extend_takes_it(bwe):
+    """A chunk at 8 kHz with samples near the limit passed the session's check, but the model session
+    behind the upsampler checked the upsampled audio again, whose filter overshoots: "push: samples up
+    to 83.66, beyond 64" for audio never pushed, after the filter and queue had taken it, and only for
+    chunks off the steady state (whole hops went through)."""
+    torch.manual_seed(1)
+    loud = (torch.rand(1, 1, 4000) * 2 - 1) * FLOAT_PEAK_LIMIT
+    offline = bwe.extend(loud, 8000)
+    assert offline.abs().max() > FLOAT_PEAK_LIMIT  # the filter's overshoot
+    streamed = run_stream(bwe.stream(1, input_rate=8000), loud, [333, 1, 0, 64])
+    torch.testing.assert_close(streamed, offline, atol=1e-5 * FLOAT_PEAK_LIMIT, rtol=0)
+
+
 def test_an_infinite_attenuation_limit_is_no_limit_everywhere(enhancer, wav):
     """``atten_lim_db=math.inf`` means what ``None`` means (as ``--atten-lim-db inf`` does on the command
     line) in every place the knob is taken: it was refused as not finite in Python."""

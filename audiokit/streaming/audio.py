@@ -144,6 +144,13 @@ class AudioStream:
         x = self.model.audio_input(x, "push", shape, allow_empty=True)
         if x.shape[0] != self.batch_size or x.shape[1] != self.channels:
             raise UsageError(f"expected a chunk of shape {shape}, got {tuple(x.shape)}")
+        return self.push_checked(x)
+
+    def push_checked(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`push` of float ``x (B, C, n)`` checked already: what an
+        :class:`~audiokit.streaming.upsampled.UpsampledStream` feeds it, audio upsampled from an input
+        checked at its own rate (the filter's overshoot of a loud input, within the limit, may exceed it:
+        refused here, it failed a stream that the offline call takes)."""
         x = x.to(self.device, torch.float32).reshape(self.rows, -1)
         if self.in_step(x.shape[-1]):  # no buffering
             with self._step_mode():

@@ -99,7 +99,7 @@ class UpsampledStream:
         self._upsample(x)
         self._pushed += x.shape[-1]
         hop = self.inner.hop_length
-        out = self.inner.push(self._take(int(self._queued.min()) // hop * hop))
+        out = self.inner.push_checked(self._take(int(self._queued.min()) // hop * hop))
         self.lengths = list(self.inner.lengths)
         return out
 
@@ -114,7 +114,7 @@ class UpsampledStream:
         valid = torch.arange(longest) < torch.from_numpy(self._queued)[:, None]
         self._queue = self._queue[:, :longest] * valid.to(self._queue.device)
         self._queued[:] = longest
-        ready = self.inner.push(self._take(longest))
+        ready = self.inner.push_checked(self._take(longest))
         out = torch.cat([ready, self.inner.flush()], -1).view(self.rows, -1)
         self.lengths = [
             ready.shape[-1] + n - int(pad) for n, pad in zip(self.inner.lengths, padding, strict=True)
