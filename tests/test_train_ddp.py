@@ -234,6 +234,19 @@ def test_nproc_per_node_under_torchrun_is_refused(tmp_path, monkeypatch, capsys)
     )
 
 
+def test_nproc_per_node_beyond_the_cores_is_refused_before_any_process_starts(tmp_path, capsys):
+    """200 processes on 2 cores took the machine's memory and the kernel's OOM killer took others."""
+    from audiokit.cli import main
+
+    cores = len(os.sched_getaffinity(0))
+    run = tmp_path / "run"
+    assert main(["train", str(TINY), "--run-dir", str(run), "--nproc-per-node", str(cores + 1)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert f"--nproc-per-node {cores + 1}: this machine gives this process" in err
+    assert f"start at most {cores} " in err and not run.exists()
+
+
 def test_nproc_per_node_notices_a_later_rank_failing_first(monkeypatch):
     # only the first running process was polled: rank 1 killed while rank 0 ran was not seen until rank 0
     # ended (no grace period; the exit code was rank 0's 1, not 137 for rank 1's SIGKILL)
