@@ -1028,7 +1028,7 @@ def prepare_outputs(
 
 def _format_and_subtype(path: Path, subtype: str | None) -> tuple[str | None, str | None]:
     suffix = output_extension(path)  # UsageError for an unknown extension
-    fmt = {".opus": "OGG", ".ogg": "OGG", ".mp3": "MP3", ".wav": "WAV"}.get(suffix)
+    fmt = {".opus": "OGG", ".ogg": "OGG", ".mp3": "MP3", ".wav": "WAV", ".aif": "AIFF"}.get(suffix)
     if suffix == ".opus" and subtype is None:
         subtype = "OPUS"
     return fmt, subtype

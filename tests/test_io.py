@@ -438,3 +438,13 @@ def test_load_takes_whole_rates_of_any_number_type(tmp_path):
     for rate in (8000.0, np.int64(8000), torch.tensor(8000)):
         wav, got = io.load(path, sample_rate=rate, channels=np.int64(2))
         assert type(got) is int and got == 8000 and wav.shape == (2, 800)
+
+
+@pytest.mark.parametrize("ext", io.WRITABLE_EXTENSIONS)
+def test_every_writable_extension_is_written(tmp_path, ext):
+    """Each extension the commands accept is written (``.aif`` was an internal error: libsndfile
+    names no format after it)."""
+    wav = torch.linspace(-0.5, 0.5, 1600)[None]
+    io.save(tmp_path / f"out{ext}", wav, 16000)
+    info = sf.info(str(tmp_path / f"out{ext}"))
+    assert (info.samplerate, info.channels, info.frames) == (16000, 1, 1600)
