@@ -299,7 +299,7 @@ def encode_file(
             writer = AkcWriter(file, header, entropy)
             if codec.config.causal:
                 session = codec.stream(1, "encode", bitrate_bps, channels=channels)
-                length = encode_to_akc(session, blocks, writer, lambda: stats.samples)
+                length = encode_to_akc(session, blocks, writer, lambda: stats.samples, checked=True)
             else:
                 codes = codec.encode(torch.cat(list(blocks), dim=1)[None], bitrate_bps)
                 writer.append(codes.codes.reshape(channels, codes.num_codebooks, -1))

@@ -19,6 +19,8 @@ same output for any blocking (offline is one block).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from numpy.typing import ArrayLike
@@ -119,13 +121,21 @@ class HighBandSession:
         self.high_band = HighBand(channels, rate, model_rate)
 
     def push(self, x: torch.Tensor) -> torch.Tensor:
+        return self._push(x, self.session.push)
+
+    def push_checked(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`push` of blocks checked at their source (the model session's ``push_checked``: it does
+        not refuse the resampler's overshoot of a loud input within the peak limit)."""
+        return self._push(x, self.session.push_checked)
+
+    def _push(self, x: torch.Tensor, push: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         down = self.to_model(x[0], False)
-        enhanced = self.from_model(self.session.push(down[None])[0], False)
+        enhanced = self.from_model(push(down[None])[0], False)
         return torch.from_numpy(self.high_band.push(x[0], self.round_trip(down, False), enhanced))[None]
 
     def flush(self) -> torch.Tensor:
-        down = self.to_model(torch.zeros(self.channels, 0), True)
-        tail = torch.cat([self.session.push(down[None])[0], self.session.flush()[0]], -1)
+        down = self.to_model(torch.zeros(self.channels, 0), True)  # the resampler's tail of pushed audio
+        tail = torch.cat([self.session.push_checked(down[None])[0], self.session.flush()[0]], -1)
         enhanced = self.from_model(tail, True)
         empty = torch.zeros(self.channels, 0)
         return torch.from_numpy(self.high_band.push(empty, self.round_trip(down, True), enhanced, last=True))[

@@ -58,6 +58,8 @@ class Session(Protocol):
 
     def push(self, x: torch.Tensor) -> torch.Tensor: ...
 
+    def push_checked(self, x: torch.Tensor) -> torch.Tensor: ...
+
     def flush(self) -> torch.Tensor: ...
 
 
@@ -248,8 +250,10 @@ def _process_path(
         blocks = io.iter_blocks(source, block_frames, raw=raw)
         for block in audio_progress(blocks, info.sample_rate, info.frames, name):
             read += block.shape[-1]
-            emit(steps.session.push(steps.before(block, False)[None])[0], False)
-        tail = steps.session.push(steps.before(torch.zeros(channels, 0), True)[None])[0]
+            # read through io (finite, within its peak limit), then resampled: the session's check of
+            # the peak would refuse the resampler's overshoot of a loud file within that limit
+            emit(steps.session.push_checked(steps.before(block, False)[None])[0], False)
+        tail = steps.session.push_checked(steps.before(torch.zeros(channels, 0), True)[None])[0]
         emit(torch.cat([tail, steps.session.flush()[0]], -1), True)
     return {
         "input_rate": info.sample_rate,

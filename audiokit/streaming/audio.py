@@ -147,10 +147,12 @@ class AudioStream:
         return self.push_checked(x)
 
     def push_checked(self, x: torch.Tensor) -> torch.Tensor:
-        """:meth:`push` of float ``x (B, C, n)`` checked already: what an
-        :class:`~audiokit.streaming.upsampled.UpsampledStream` feeds it, audio upsampled from an input
-        checked at its own rate (the filter's overshoot of a loud input, within the limit, may exceed it:
-        refused here, it failed a stream that the offline call takes)."""
+        """:meth:`push` of float ``x (B, C, n)`` checked at its source already: audio resampled from
+        audio that passed the check at its own rate (what an
+        :class:`~audiokit.streaming.upsampled.UpsampledStream` feeds this session, and the file commands
+        their resampled blocks). A resampler overshoots a loud input within
+        :data:`~audiokit.io.FLOAT_PEAK_LIMIT`; checked again, such audio was refused, failing streams and
+        files that the offline calls take."""
         x = x.to(self.device, torch.float32).reshape(self.rows, -1)
         if self.in_step(x.shape[-1]):  # no buffering
             with self._step_mode():

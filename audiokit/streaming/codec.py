@@ -156,7 +156,17 @@ class CodecStream:
     def push(self, x) -> torch.Tensor:
         """Feed the next chunk (audio ``(B, C, n)``, or codes / :class:`Codes` in ``"decode"`` mode, any
         ``n >= 0``) and return what every row has ready (possibly nothing: a length-0 last axis)."""
-        pieces = self._split_input(x)
+        return self._push_rows(self._split_input(x))
+
+    def push_checked(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`push` of float audio ``x (B, C, n)`` checked at its source already (as
+        :meth:`~audiokit.streaming.audio.AudioStream.push_checked`; audio modes)."""
+        if self.mode == "decode":
+            raise UsageError("push_checked takes audio; a 'decode' session takes codes through push")
+        return self._push_rows(x.to(self.device, self.dtype).reshape(self.rows, self.codec.channels, -1))
+
+    def _push_rows(self, pieces: torch.Tensor) -> torch.Tensor:
+        """:meth:`push` of the rows of a chunk (:meth:`_split_input`)."""
         if pieces.shape[-1]:
             for r in range(self.rows):
                 self._append(r, pieces[r])

@@ -93,6 +93,11 @@ class UpsampledStream:
             raise UsageError(
                 f"expected a chunk of shape ({self.batch_size}, {self.channels}, n), got {tuple(x.shape)}"
             )
+        return self.push_checked(x)
+
+    def push_checked(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`push` of float ``x (B, C, n)`` checked at its source already (as
+        :meth:`AudioStream.push_checked`)."""
         x = x.to(self.inner.device, torch.float32).reshape(self.rows, -1)
         if self._steady(x.shape[-1]):
             return self._push_steady(x)
