@@ -106,9 +106,10 @@ def test_shipped_codec_streams_exactly_on_the_kernels():
 
 
 @needs_build
-def test_weights_kept_from_another_backend_are_prepared_again():
+def test_weights_kept_from_another_backend_are_prepared_again(monkeypatch):
     """Blocks keep their prepared weights across sessions; a session under another forced backend
     prepares them again for its kernels (the kept torch-prepared blocks used to win, by test order)."""
+    monkeypatch.delenv("AUDIOKIT_OPS", raising=False)  # None below: no forced backend at all
     from audiokit.coding import load_codec
 
     codec, _ = load_codec("speech-16k")
