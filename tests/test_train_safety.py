@@ -512,3 +512,19 @@ def test_a_trainer_holds_its_run_until_closed_and_an_error_ends_its_session(tmp_
     _train(tmp_path, 2, resume=True)
     sessions = json.loads((tmp_path / "run.json").read_text())["sessions"]
     assert [s["stopped"] for s in sessions] == ["error (RuntimeError)", "max_steps"]
+
+
+def test_an_error_in_a_second_fit_ends_the_session_as_an_error(tmp_path, monkeypatch):
+    """A second fit() of one Trainer that failed left run.json saying the first fit's clean end."""
+    trainer = Trainer(load_recipe(TINY, QUICK), tmp_path, quiet=True)
+    trainer.fit(max_steps=1)
+
+    def failing_step(batch):
+        raise RuntimeError("a step that fails")
+
+    monkeypatch.setattr(trainer, "train_step", failing_step)
+    with pytest.raises(RuntimeError, match="a step that fails"):
+        trainer.fit(max_steps=3)
+    trainer.close()
+    (session,) = json.loads((tmp_path / "run.json").read_text())["sessions"]
+    assert (session["stopped"], session["end_step"]) == ("error (RuntimeError)", 1)

@@ -574,6 +574,8 @@ class Trainer:
         if self.run_lock_released:  # a second fit of this Trainer (the same on every rank)
             self.run_lock = self.runtime.on_main(lambda: RunLock(self.run_dir))
             self.run_lock_released = False
+        if self.records is not None:  # this fit's end is yet to be recorded (a second fit too)
+            self.records.ended = False
         try:
             with StopSignals() as signals:
                 return self._fit(signals, max_steps, max_minutes)
