@@ -290,3 +290,14 @@ def test_nproc_per_node_ranks_stop_with_a_checkpoint_when_the_launcher_is_killed
                 os.kill(pid, signal.SIGKILL)
     assert len(ranks) == 2 and not any(Path(f"/proc/{pid}").exists() for pid in ranks)
     assert load_checkpoint(run_dir / "checkpoints" / "latest.pt")["data"]["world_size"] == 2
+
+
+def test_nproc_per_node_cap_without_sched_getaffinity(tmp_path, monkeypatch, capsys):
+    """macOS has no os.sched_getaffinity: the cap on the processes was an internal AttributeError."""
+    from audiokit.cli import main
+
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)
+    cores = os.cpu_count() or 1
+    run = tmp_path / "run"
+    assert main(["train", str(TINY), "--run-dir", str(run), "--nproc-per-node", str(cores + 1)]) == 1
+    assert f"start at most {cores} " in capsys.readouterr().err and not run.exists()

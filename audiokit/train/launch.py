@@ -60,7 +60,7 @@ def launch(argv: Sequence[str], processes: int) -> int:
     process's code, or that of a stop by signal."""
     if "WORLD_SIZE" in os.environ:
         raise UsageError("--nproc-per-node: this process was started by torchrun (WORLD_SIZE is set)")
-    cores = len(os.sched_getaffinity(0))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     if processes > cores:  # 200 on 2 cores ran the machine out of memory; the OOM killer took others
         raise UsageError(
             f"--nproc-per-node {processes}: this machine gives this process {cores} CPU core"
