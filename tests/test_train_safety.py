@@ -528,3 +528,16 @@ def test_an_error_in_a_second_fit_ends_the_session_as_an_error(tmp_path, monkeyp
     trainer.close()
     (session,) = json.loads((tmp_path / "run.json").read_text())["sessions"]
     assert (session["stopped"], session["end_step"]) == ("error (RuntimeError)", 1)
+
+
+def test_a_fit_after_close_takes_the_run_again(tmp_path):
+    """close() let the run go, but a later fit() of that Trainer trained without taking it back: beside
+    another Trainer that held the run."""
+    closed = Trainer(load_recipe(TINY, QUICK), tmp_path, quiet=True)
+    closed.close()
+    holder = Trainer(load_recipe(TINY, QUICK), tmp_path, quiet=True)
+    try:
+        with pytest.raises(UsageError, match="a Trainer of this process still holds this run directory"):
+            closed.fit(max_steps=1)
+    finally:
+        holder.close()

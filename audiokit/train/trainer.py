@@ -698,3 +698,4 @@ class Trainer:
         finally:
             if self.run_lock is not None:
                 self.run_lock.close()
+            self.run_lock_released = True  # a later fit() takes the run again
