@@ -541,3 +541,12 @@ def test_a_fit_after_close_takes_the_run_again(tmp_path):
             closed.fit(max_steps=1)
     finally:
         holder.close()
+
+
+def test_a_trainer_closed_without_training_ends_its_session_as_closed(tmp_path, capsys):
+    _train(tmp_path, 1)
+    Trainer(load_recipe(TINY, QUICK), tmp_path, resume=True, quiet=True).close()
+    _train(tmp_path, 2, resume=True)
+    sessions = json.loads((tmp_path / "run.json").read_text())["sessions"]
+    assert [s["stopped"] for s in sessions] == ["max_steps", "closed", "max_steps"]
+    assert "killed" not in capsys.readouterr().err

@@ -691,9 +691,12 @@ class Trainer:
         )
 
     def close(self) -> None:
-        """Close the TensorBoard writer and let the run directory go (:mod:`audiokit.train.run_lock`)."""
+        """End a session that never trained (``stopped: closed``), close the TensorBoard writer and let
+        the run directory go (:mod:`audiokit.train.run_lock`)."""
         try:
             if self.records is not None:
+                if not self.records.ended:  # Trainer() without fit(): not a killed session
+                    self.records.end_session(self.step, "closed")
                 self.records.close()
         finally:
             if self.run_lock is not None:
