@@ -265,6 +265,18 @@ def test_nproc_per_node_notices_a_later_rank_failing_first(monkeypatch):
         rank0.wait()
 
 
+def test_nproc_per_node_a_rank_aborted_after_its_peer_failed_is_not_the_cause():
+    """gloo aborts (SIGABRT) a process whose peer has gone: a run whose rank 0 failed on bad input exited
+    134, now and then, instead of rank 0's 1 (a flaky CI failure)."""
+    from audiokit.train import launch
+
+    aborted = "import os, signal; os.kill(os.getpid(), signal.SIGABRT)"
+    rank1 = subprocess.Popen([sys.executable, "-c", aborted])
+    rank1.wait()
+    rank0 = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.5); raise SystemExit(1)"])
+    assert launch._wait([rank0, rank1], []) == 1
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the processes follow the launcher by prctl")
 def test_nproc_per_node_ranks_stop_with_a_checkpoint_when_the_launcher_is_killed(tmp_path):

@@ -119,6 +119,9 @@ def _wait(children: list[subprocess.Popen], received: list[int]) -> int:
             break  # the caller kills the rest
         time.sleep(0.1)
     codes = [child.returncode for child in children if child.returncode not in (None, 0)]
+    causes = [c for c in codes if c != -signal.SIGABRT]
+    if first_failure == -signal.SIGABRT and causes:
+        first_failure = causes[0]  # gloo aborts a process whose peer has gone: that failure is the cause
     code = first_failure or (codes[0] if codes else 0)
     if received and all(c in (0, 128 + received[0]) for c in codes):
         return 128 + received[0]  # stopped by a signal: the processes' own code for it, as a single process's
